@@ -1,0 +1,340 @@
+/*
+ * asyncfs: asynchronous file I/O with one portable API over io_uring, Linux AIO,
+ * POSIX AIO, Windows I/O completion ports, a thread pool and a synchronous backend.
+ *
+ * Conventions, for every function below unless it says otherwise:
+ *  - Success is a value >= 0; failure is a negative errno value (-EINVAL, -EBADF...).
+ *    afs_strerror() turns either into a message. There is no "-1 and errno".
+ *  - A context belongs to one thread at a time: the calls that take a context, a file
+ *    of it or an op queued on it are made from that thread. afs_ctx_wake() is the one
+ *    exception and may be called from anywhere.
+ *  - Programmer errors that cannot be reported (a NULL context or file) abort the
+ *    process with a message naming the call, in release builds too.
+ *  - Bad input (bad flags, a length that overflows, a misaligned O_DIRECT buffer) is
+ *    refused with -EINVAL and changes nothing: no file, position or memory is touched.
+ *  - Transient kernel conditions (a full submission queue, EINTR, EAGAIN, completion
+ *    queue overflow, short transfers) are handled inside and never reach the caller.
+ */
+#ifndef ASYNCFS_H
+#define ASYNCFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h> /* SEEK_SET, SEEK_CUR, SEEK_END */
+
+#ifdef _WIN32
+#include <basetsd.h>
+#if defined(_MSC_VER) && !defined(_SSIZE_T_DEFINED)
+typedef SSIZE_T ssize_t;
+#define _SSIZE_T_DEFINED
+#endif
+#if !defined(_MSC_VER)
+#include <sys/types.h>
+#endif
+/* Windows has no struct iovec; this one has the POSIX member names. */
+struct iovec {
+    void  *iov_base;
+    size_t iov_len;
+};
+#else
+#include <sys/types.h>
+#include <sys/uio.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#if defined(ASYNCFS_BUILDING)
+#define AFS_API __declspec(dllexport)
+#elif defined(ASYNCFS_SHARED)
+#define AFS_API __declspec(dllimport)
+#else
+#define AFS_API
+#endif
+#elif defined(__GNUC__)
+#define AFS_API __attribute__((visibility("default")))
+#else
+#define AFS_API
+#endif
+
+#define ASYNCFS_VERSION_MAJOR 0
+#define ASYNCFS_VERSION_MINOR 1
+#define ASYNCFS_VERSION_PATCH 0
+
+struct afs_ctx;
+struct afs_file;
+
+/* ------------------------------------------------------------------------------------------
+ * Contexts
+ * ---------------------------------------------------------------------------------------- */
+
+enum afs_backend {
+    AFS_BACKEND_AUTO = 0,
+    AFS_BACKEND_IO_URING,
+    AFS_BACKEND_LIBAIO,
+    AFS_BACKEND_POSIX_AIO,
+    AFS_BACKEND_IOCP,
+    AFS_BACKEND_THREADS,
+    AFS_BACKEND_SYNC
+};
+
+/* The allocator returns `size` bytes aligned to at least 4096 bytes (direct I/O needs it),
+ * or NULL. The releaser gets back exactly what the allocator gave, with the same size. */
+typedef void *afs_alloc_fn(size_t size, void *user);
+typedef void  afs_release_fn(void *buf, size_t size, void *user);
+
+struct afs_config {
+    unsigned         queue_depth;    /* ops in flight at most (more wait in the library's
+                                        queue); default 1024, at most AFS_MAX_QUEUE_DEPTH */
+    size_t           sync_threshold; /* sync-mode ops of at most this many bytes run inline
+                                        with pread/pwrite; default 4096 */
+    enum afs_backend backend;        /* default AUTO; with AUTO the environment variable
+                                        ASYNCFS_BACKEND=name chooses */
+    afs_alloc_fn    *alloc;          /* optional; NULL = built-in aligned allocator */
+    afs_release_fn  *release;        /* required when alloc is set */
+    void            *alloc_user;
+    unsigned         flags;          /* AFS_CTX_* switches; 0 = sensible defaults */
+};
+
+#define AFS_MAX_QUEUE_DEPTH 32768u
+
+/* Context flags. */
+#define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
+
+/* Fills *cfg with the defaults above. */
+AFS_API void afs_config_default(struct afs_config *cfg);
+
+/* Creates a context. cfg may be NULL (defaults). With backend AUTO the environment variable
+ * ASYNCFS_BACKEND (io_uring, libaio, posix-aio, iocp, threads, sync) picks the backend as
+ * if it had been set in cfg; otherwise the best one available is used, falling back when
+ * the first choice is blocked (see afs_ctx_fallback_reason()).
+ * Returns 0 and *out, -EINVAL for a bad config (queue_depth 0 or too large, alloc without
+ * release, unknown flags or backend name), -ENOTSUP when a backend that was asked for by name
+ * is not available here (never silently replaced), -ENOMEM, or the setup error. */
+AFS_API int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg);
+
+/* Waits for every op queued or in flight on ctx (their callbacks run), then frees ctx.
+ * Files still open on ctx are closed. Must not be called from a callback. */
+AFS_API void afs_ctx_free(struct afs_ctx *ctx);
+
+/* The backend in use: "io_uring", "libaio", "posix-aio", "iocp", "threads" or "sync". */
+AFS_API const char *afs_ctx_backend(const struct afs_ctx *ctx);
+
+/* Why AUTO did not get its first choice, in words a person can act on
+ * (e.g. "io_uring_setup: EPERM (blocked by seccomp?)"), or NULL when it did. */
+AFS_API const char *afs_ctx_fallback_reason(const struct afs_ctx *ctx);
+
+/* The message for a negative errno value (or a positive one); never NULL. */
+AFS_API const char *afs_strerror(int err);
+
+/* Counters since the context was made, for tests and benchmarks. */
+struct afs_stats {
+    uint64_t ops;         /* ops queued (read, write, readv, writev, fsync) */
+    uint64_t completions; /* callbacks run */
+    uint64_t kernel_submits; /* system calls that handed ops to the kernel (io_uring_enter
+                                with submissions, io_submit, lio_listio...) */
+    uint64_t kernel_waits;   /* system calls that waited for or reaped completions */
+    uint64_t resubmits;   /* short transfers and transient errors retried inside */
+    uint64_t inline_ops;  /* sync-mode ops run inline under the sync threshold */
+    uint64_t pool_ops;    /* ops run by the thread pool (also on other backends) */
+};
+AFS_API void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out);
+
+/* Makes the context's current or next afs_ctx_wait() return early, even with fewer
+ * completions than it asked for. Thread-safe and async-signal-unsafe; any thread may call it.
+ * Returns 0 or -errno. */
+AFS_API int afs_ctx_wake(struct afs_ctx *ctx);
+
+/* ------------------------------------------------------------------------------------------
+ * Buffers: aligned for direct I/O on every platform (to at least 4096 bytes).
+ * ---------------------------------------------------------------------------------------- */
+
+/* Returns a buffer of `size` bytes (size 0 gives a valid, minimal buffer) from the context's
+ * allocator, or NULL when memory is short. Free it with afs_buf_free() and the same size. */
+AFS_API void *afs_buf_alloc(struct afs_ctx *ctx, size_t size);
+AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
+
+/* ------------------------------------------------------------------------------------------
+ * Files
+ * ---------------------------------------------------------------------------------------- */
+
+/* Portable open flags (the library's own bits). Exactly one of RDONLY, WRONLY, RDWR. */
+#define AFS_RDONLY   0x0001
+#define AFS_WRONLY   0x0002
+#define AFS_RDWR     0x0004
+#define AFS_CREAT    0x0008
+#define AFS_TRUNC    0x0010
+#define AFS_EXCL     0x0020
+#define AFS_APPEND   0x0040 /* every write goes to the end of the file, whatever its offset */
+#define AFS_NOFOLLOW 0x0080
+#define AFS_DIRECT   0x0100 /* O_DIRECT / FILE_FLAG_NO_BUFFERING / F_NOCACHE: buffers,
+                               lengths and offsets must be multiples of the device's logical
+                               block size (512 or 4096); other ops fail with -EINVAL */
+
+enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
+
+/* Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
+ * `mode` chooses how afs_read()/afs_write() behave (3.1 below); the op API and the
+ * positional calls work the same in both modes. The file is opened close-on-exec.
+ * Returns 0 and *out, -EINVAL for bad flags or mode, or the open error (-ENOENT, -EACCES,
+ * -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for AFS_DIRECT where the file
+ * system refuses it...). */
+AFS_API int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
+                     enum afs_mode mode, struct afs_file **out);
+
+/* afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0666, mode, out). */
+AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode,
+                       struct afs_file **out);
+
+/* Waits for the file's ops in flight (their callbacks run), closes it and frees f, even
+ * when closing reports an error. Returns 0 or the close error (-EIO: earlier writes
+ * may be lost). Must not be called from one of the file's own callbacks. */
+AFS_API int afs_close(struct afs_file *f);
+
+/* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows). */
+AFS_API struct afs_ctx *afs_file_ctx(const struct afs_file *f);
+AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
+
+/* The file's size in bytes, or -errno. */
+AFS_API int64_t afs_file_size(struct afs_file *f);
+
+/* ------------------------------------------------------------------------------------------
+ * 3.1 The position API: one op in flight per file, at the file's own position.
+ *
+ * Sync mode: read/write block and return the bytes transferred (0 = end of file on a
+ * read) or -errno. An op of at most sync_threshold bytes is a plain pread/pwrite on this
+ * thread; a larger one goes through the backend and the call waits (inside a corio task
+ * only the task waits).
+ * Async mode: read/write queue the op at the position, hand it to the kernel, and return
+ * 0. A second op while one is pending returns -EBUSY. afs_last_op() tells when it is done.
+ *
+ * The position moves by the bytes transferred when an op completes, never on error, and
+ * errors do not stick: the next op runs normally. A write completes in full or fails; a
+ * read is short only at end of file. Zero-length ops complete at once with 0.
+ * The buffer belongs to the library until the op is done.
+ * ---------------------------------------------------------------------------------------- */
+AFS_API ssize_t afs_read(struct afs_file *f, void *buf, size_t len);
+AFS_API ssize_t afs_write(struct afs_file *f, const void *buf, size_t len);
+
+/* SEEK_SET, SEEK_CUR or SEEK_END. Returns the new position, -EINVAL for a bad whence or a
+ * position that would be negative or overflow, -EBUSY while an op is pending. */
+AFS_API int64_t afs_seek(struct afs_file *f, int64_t off, int whence);
+
+/* The position, or -EBUSY while an op is pending. */
+AFS_API int64_t afs_tell(struct afs_file *f);
+
+/* Returns 0 while the file's op is pending (and makes progress on the context, running
+ * any callbacks that are ready), 1 when it is done, with *res = bytes transferred (0 = end
+ * of file on a read) or -errno. Repeatable: asking twice gives the same answer. 1 with
+ * *res = 0 when nothing was ever submitted. In sync mode it reports the last op. res may
+ * be NULL. */
+AFS_API int afs_last_op(struct afs_file *f, ssize_t *res);
+
+/* As afs_last_op(), but blocks until the op is done (inside a corio task: suspends the task)
+ * and returns 1, or -errno if waiting itself failed. */
+AFS_API int afs_last_op_wait(struct afs_file *f, ssize_t *res);
+
+/* ------------------------------------------------------------------------------------------
+ * 3.3 Ops: many in flight, positional, batched.
+ * ---------------------------------------------------------------------------------------- */
+
+struct afs_op;
+typedef void afs_cb(struct afs_op *op);
+
+/* An op is owned by the caller (embed it, put it on a stack that outlives it) and may be
+ * reused once its callback has started. Between queueing and the start of its callback the
+ * op, its buffer and its iovec array belong to the library: do not touch, move or free them.
+ * `data` is yours; `result` is the bytes transferred (a read is short only at end of file;
+ * a write completes in full) or -errno, valid in the callback. */
+struct afs_op {
+    void   *data;
+    ssize_t result;
+    union {
+        uint64_t words[48];
+        void    *align_ptr;
+        double   align_dbl;
+    } private_; /* the library's; do not touch */
+};
+
+#define AFS_FSYNC_DATA 0x1u /* fdatasync: skip metadata not needed to read the data back */
+
+/* Queue an op on f's context. The op goes to the kernel at the next afs_ctx_submit() or
+ * afs_ctx_wait() (or at once, when a blocking call or the position API submits). At most
+ * queue_depth ops are in flight; the rest wait in the library's queue, in order.
+ * `cb` (required) runs exactly once, from afs_ctx_wait() on the context's thread, never
+ * from inside the queueing call. Ops on one file run concurrently: their order is not kept.
+ * Returns 0, or -EINVAL (NULL op/buf/cb, len or off that overflow, more than
+ * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
+ * opened write-only or the reverse). A zero-length op completes with 0. */
+AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
+                           uint64_t off, afs_cb *cb, void *data);
+AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
+                            size_t len, uint64_t off, afs_cb *cb, void *data);
+AFS_API int afs_queue_readv(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
+                            int iovcnt, uint64_t off, afs_cb *cb, void *data);
+AFS_API int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
+                             int iovcnt, uint64_t off, afs_cb *cb, void *data);
+/* Flushes the file's data (and metadata, unless AFS_FSYNC_DATA) to stable storage. It does
+ * not wait for other ops in flight: queue it after their callbacks ran. */
+AFS_API int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags,
+                            afs_cb *cb, void *data);
+
+#define AFS_IOV_MAX 1024
+
+/* Hands every queued op to the kernel in one system call where the backend allows.
+ * Returns the number of ops handed over (0 when none were queued) or -errno. */
+AFS_API int afs_ctx_submit(struct afs_ctx *ctx);
+
+/* Submits, then waits until min_complete callbacks have run (at most as many as there are
+ * ops outstanding), the timeout passes, or afs_ctx_wake() is called; runs the callbacks of
+ * every completed op, in completion order, on this thread. With nothing outstanding and
+ * min_complete > 0 it waits for a wake or the timeout (a thread waiting for work).
+ * timeout_ns < 0 means no limit, 0 means poll. Returns the number of callbacks run
+ * (0 on timeout or wake) or -errno; -EDEADLK when called from a callback. */
+AFS_API int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns);
+
+/* Asks for op to be cancelled. Its callback still runs exactly once, with -ECANCELED or,
+ * if the op finished first, its result; the buffer stays the library's until then.
+ * Returns 0 when the request was made, -ENOENT when the op is not queued or in flight
+ * (never queued, or its callback already ran), -EALREADY when it is done and only its
+ * callback is pending. */
+AFS_API int afs_cancel(struct afs_op *op);
+
+/* ------------------------------------------------------------------------------------------
+ * 3.4 Blocking positional calls. Outside a corio task they block the thread; inside a task
+ * they suspend the task only and the op joins the scheduler's batch. Return bytes (a read is
+ * short only at end of file) or -errno. They do not use or move the file's position.
+ * ---------------------------------------------------------------------------------------- */
+AFS_API ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off);
+AFS_API ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off);
+AFS_API ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt,
+                           uint64_t off);
+AFS_API ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt,
+                            uint64_t off);
+AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
+
+/* ------------------------------------------------------------------------------------------
+ * Integration: the per-thread waiter. A scheduler (corio is one) installs a waiter on its
+ * thread so that blocking calls made on `ctx`'s files suspend the running coroutine
+ * instead of the thread. Blocking calls on files of other contexts block the thread.
+ * ---------------------------------------------------------------------------------------- */
+struct afs_waiter {
+    struct afs_ctx *ctx;
+    /* Called by a blocking call after it queued `op` on ctx; returns once op's callback has
+     * run (the scheduler runs other work meanwhile). A non-zero return means "cannot
+     * suspend here" and the call blocks the thread as usual. */
+    int (*suspend)(struct afs_waiter *w, struct afs_op *op);
+    /* Called from op's callback, on the context's thread. */
+    void (*resume)(struct afs_waiter *w, struct afs_op *op);
+};
+
+/* Installs w for the calling thread (NULL removes it); returns the previous one. */
+AFS_API struct afs_waiter *afs_waiter_set(struct afs_waiter *w);
+AFS_API struct afs_waiter *afs_waiter_get(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASYNCFS_H */

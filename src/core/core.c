@@ -1,0 +1,414 @@
+/* Contexts, backend selection, buffers, errors and the op lists. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Noreturn void afs__panic(const char *where, const char *msg)
+{
+    fprintf(stderr, "asyncfs: %s: %s\n", where, msg);
+    fflush(stderr);
+    abort();
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Lists
+ * ---------------------------------------------------------------------------------------- */
+
+void afs__list_push(struct afs__list *l, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    o->next = NULL;
+    o->prev = l->tail;
+    if (l->tail)
+        afs__op(l->tail)->next = op;
+    else
+        l->head = op;
+    l->tail = op;
+    l->len++;
+}
+
+void afs__list_push_front(struct afs__list *l, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    o->prev = NULL;
+    o->next = l->head;
+    if (l->head)
+        afs__op(l->head)->prev = op;
+    else
+        l->tail = op;
+    l->head = op;
+    l->len++;
+}
+
+void afs__list_remove(struct afs__list *l, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    if (o->prev)
+        afs__op(o->prev)->next = o->next;
+    else
+        l->head = o->next;
+    if (o->next)
+        afs__op(o->next)->prev = o->prev;
+    else
+        l->tail = o->prev;
+    o->next = o->prev = NULL;
+    l->len--;
+}
+
+struct afs_op *afs__list_pop(struct afs__list *l)
+{
+    struct afs_op *op = l->head;
+    if (op)
+        afs__list_remove(l, op);
+    return op;
+}
+
+void afs__list_append(struct afs__list *dst, struct afs__list *src)
+{
+    if (!src->head)
+        return;
+    if (dst->tail) {
+        afs__op(dst->tail)->next = src->head;
+        afs__op(src->head)->prev = dst->tail;
+    } else {
+        dst->head = src->head;
+    }
+    dst->tail = src->tail;
+    dst->len += src->len;
+    src->head = src->tail = NULL;
+    src->len = 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------------------------- */
+
+const char *afs_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case 0: return "Success";
+    case ECANCELED: return "Operation cancelled";
+    case ENOTSUP: return "Not supported by this backend or platform";
+    case EDEADLK: return "Would deadlock: nothing left that could complete the wait";
+    case EBUSY: return "An operation is already pending on this file";
+    case EALREADY: return "The operation has already completed";
+    default: break;
+    }
+    /* strerror() is not thread-safe in general; glibc's is for known values. Copy into a
+     * per-thread buffer so the pointer stays valid for this thread. */
+    static _Thread_local char buf[128];
+    const char *s = strerror(err);
+    snprintf(buf, sizeof buf, "%s", s ? s : "Unknown error");
+    return buf;
+}
+
+const char *afs__errno_name(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+#define E(x) case x: return #x;
+        E(EPERM) E(ENOENT) E(EINTR) E(EIO) E(EBADF) E(EAGAIN) E(ENOMEM) E(EACCES)
+        E(EBUSY) E(EEXIST) E(EINVAL) E(ENFILE) E(EMFILE) E(ENOSPC) E(ENOSYS)
+        E(ENOTSUP) E(ECANCELED) E(EFAULT) E(EROFS) E(EFBIG)
+        E(ELOOP) E(EISDIR) E(ENOTDIR) E(ETIMEDOUT) E(EDEADLK)
+#undef E
+    default: return "E?";
+    }
+}
+
+void afs__why(char *why, size_t len, const char *call, int err, const char *hint)
+{
+    if (hint && *hint)
+        snprintf(why, len, "%s: %s (%s)", call, afs__errno_name(err), hint);
+    else
+        snprintf(why, len, "%s: %s", call, afs__errno_name(err));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Configuration and backend choice
+ * ---------------------------------------------------------------------------------------- */
+
+void afs_config_default(struct afs_config *cfg)
+{
+    AFS_CHECK(cfg != NULL, "cfg is NULL");
+    memset(cfg, 0, sizeof *cfg);
+    cfg->queue_depth = 1024;
+    cfg->sync_threshold = 4096;
+    cfg->backend = AFS_BACKEND_AUTO;
+}
+
+static const struct afs__backend *const backends[] = {
+#ifdef AFS_HAVE_URING
+    &afs__backend_uring,
+#endif
+#ifdef AFS_HAVE_LIBAIO
+    &afs__backend_libaio,
+#endif
+#ifdef AFS_HAVE_POSIX_AIO
+    &afs__backend_posix_aio,
+#endif
+#ifdef AFS_HAVE_IOCP
+    &afs__backend_iocp,
+#endif
+    &afs__backend_threads,
+    &afs__backend_sync,
+};
+#define NBACKENDS (sizeof backends / sizeof backends[0])
+
+/* The AUTO ladder, best first. posix-aio is part of it only where it is the native choice
+ * (BSD, macOS); on Linux it is built for testing and used when asked for. */
+static const enum afs_backend ladder[] = {
+    AFS_BACKEND_IO_URING,
+    AFS_BACKEND_LIBAIO,
+#if defined(AFS_HAVE_POSIX_AIO) && !defined(AFS_HAVE_URING)
+    AFS_BACKEND_POSIX_AIO,
+#endif
+    AFS_BACKEND_IOCP,
+    AFS_BACKEND_THREADS,
+};
+
+static const char *const backend_names[] = {
+    [AFS_BACKEND_AUTO] = "auto",           [AFS_BACKEND_IO_URING] = "io_uring",
+    [AFS_BACKEND_LIBAIO] = "libaio",       [AFS_BACKEND_POSIX_AIO] = "posix-aio",
+    [AFS_BACKEND_IOCP] = "iocp",           [AFS_BACKEND_THREADS] = "threads",
+    [AFS_BACKEND_SYNC] = "sync",
+};
+
+static const struct afs__backend *backend_by_id(enum afs_backend id)
+{
+    for (size_t i = 0; i < NBACKENDS; i++)
+        if (backends[i]->id == id)
+            return backends[i];
+    return NULL;
+}
+
+/* Names accepted in ASYNCFS_BACKEND: the ones afs_ctx_backend() reports, any case, with '-'
+ * and '_' interchangeable. Returns -1 for an unknown name. */
+static int backend_from_name(const char *s)
+{
+    for (size_t id = 0; id < sizeof backend_names / sizeof backend_names[0]; id++) {
+        const char *n = backend_names[id];
+        size_t i = 0;
+        for (; n[i] && s[i]; i++) {
+            char a = (char)tolower((unsigned char)s[i]), b = n[i];
+            if (a == '_')
+                a = '-';
+            if (b == '_')
+                b = '-';
+            if (a != b)
+                break;
+        }
+        if (!n[i] && !s[i])
+            return (int)id;
+    }
+    return -1;
+}
+
+static bool unavailable(int err)
+{
+    return err == -ENOSYS || err == -EPERM || err == -EACCES || err == -EINVAL ||
+           err == -ENOMEM || err == -ENOTSUP || err == -EOPNOTSUPP || err == -EAGAIN;
+}
+
+static int backend_init(struct afs_ctx *ctx, const struct afs__backend *be, char *why,
+                        size_t why_len)
+{
+    ctx->be = be;
+    ctx->be_state = NULL;
+    why[0] = '\0';
+    int err = be->init(ctx, why, why_len);
+    if (err < 0) {
+        ctx->be = NULL;
+        if (!why[0])
+            afs__why(why, why_len, be->name, err, NULL);
+    }
+    return err;
+}
+
+static int choose_backend(struct afs_ctx *ctx)
+{
+    enum afs_backend want = ctx->cfg.backend;
+    if (want == AFS_BACKEND_AUTO) {
+        const char *env = getenv("ASYNCFS_BACKEND");
+        if (env && *env) {
+            int id = backend_from_name(env);
+            if (id < 0)
+                return -EINVAL;
+            want = (enum afs_backend)id;
+        }
+    }
+    char why[sizeof ctx->why];
+    if (want != AFS_BACKEND_AUTO) {
+        /* Asked for by name: that backend or -ENOTSUP, never a silent substitute. */
+        const struct afs__backend *be = backend_by_id(want);
+        if (!be) {
+            snprintf(ctx->why, sizeof ctx->why, "%s: not built on this platform",
+                     backend_names[want]);
+            return -ENOTSUP;
+        }
+        int err = backend_init(ctx, be, why, sizeof why);
+        if (err < 0) {
+            snprintf(ctx->why, sizeof ctx->why, "%s", why);
+            return unavailable(err) ? -ENOTSUP : err;
+        }
+        return 0;
+    }
+    int first_err = 0;
+    for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++) {
+        const struct afs__backend *be = backend_by_id(ladder[i]);
+        if (!be)
+            continue;
+        int err = backend_init(ctx, be, why, sizeof why);
+        if (err == 0)
+            return 0;
+        if (!first_err) {
+            first_err = err;
+            snprintf(ctx->why, sizeof ctx->why, "%s", why);
+        }
+        if (!unavailable(err) || (ctx->cfg.flags & AFS_CTX_NO_FALLBACK))
+            return err;
+    }
+    return first_err ? first_err : -ENOTSUP;
+}
+
+int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
+{
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    struct afs_config def;
+    if (!cfg) {
+        afs_config_default(&def);
+        cfg = &def;
+    }
+    if (cfg->queue_depth == 0 || cfg->queue_depth > AFS_MAX_QUEUE_DEPTH)
+        return -EINVAL;
+    if ((cfg->alloc == NULL) != (cfg->release == NULL))
+        return -EINVAL;
+    if (cfg->flags & ~AFS_CTX_NO_FALLBACK)
+        return -EINVAL;
+    if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
+        return -EINVAL;
+
+    struct afs_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return -ENOMEM;
+    ctx->cfg = *cfg;
+    atomic_init(&ctx->wake_requested, false);
+    int err = afs__waker_open(&ctx->waker);
+    if (err < 0) {
+        free(ctx);
+        return err;
+    }
+    err = choose_backend(ctx);
+    if (err < 0) {
+        afs__waker_close(&ctx->waker);
+        free(ctx);
+        return err;
+    }
+    /* A backend that was asked for is not a fallback; only AUTO reports a reason. */
+    if (ctx->why[0] && ctx->be->id == ladder[0])
+        ctx->why[0] = '\0';
+    *out = ctx;
+    return 0;
+}
+
+void afs_ctx_free(struct afs_ctx *ctx)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    AFS_CHECK(!ctx->in_callback, "called from a callback");
+    afs__ctx_drain(ctx, NULL);
+    while (ctx->files)
+        afs_close(ctx->files);
+    if (ctx->pool)
+        afs__pool_free(ctx->pool);
+    ctx->be->fini(ctx);
+    afs__waker_close(&ctx->waker);
+    free(ctx);
+}
+
+const char *afs_ctx_backend(const struct afs_ctx *ctx)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    return ctx->be->name;
+}
+
+const char *afs_ctx_fallback_reason(const struct afs_ctx *ctx)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    return ctx->why[0] ? ctx->why : NULL;
+}
+
+void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out)
+{
+    AFS_CHECK(ctx != NULL && out != NULL, "NULL argument");
+    *out = ctx->stats;
+}
+
+int afs_ctx_wake(struct afs_ctx *ctx)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    atomic_store_explicit(&ctx->wake_requested, true, memory_order_release);
+    afs__waker_signal(&ctx->waker);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Buffers
+ * ---------------------------------------------------------------------------------------- */
+
+#define AFS__BUF_ALIGN 4096
+
+void *afs_buf_alloc(struct afs_ctx *ctx, size_t size)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (size == 0)
+        size = 1;
+    if (ctx->cfg.alloc) {
+        void *p = ctx->cfg.alloc(size, ctx->cfg.alloc_user);
+        /* A user allocator that breaks the alignment promise would make direct I/O fail
+         * later in a confusing way; refuse its buffer now. */
+        if (p && ((uintptr_t)p % AFS__BUF_ALIGN) != 0) {
+            ctx->cfg.release(p, size, ctx->cfg.alloc_user);
+            return NULL;
+        }
+        return p;
+    }
+    return afs__aligned_alloc(size, AFS__BUF_ALIGN);
+}
+
+void afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!buf)
+        return;
+    if (size == 0)
+        size = 1;
+    if (ctx->cfg.release)
+        ctx->cfg.release(buf, size, ctx->cfg.alloc_user);
+    else
+        afs__aligned_free(buf, size);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The per-thread waiter
+ * ---------------------------------------------------------------------------------------- */
+
+static _Thread_local struct afs_waiter *tls_waiter;
+
+struct afs_waiter *afs_waiter_set(struct afs_waiter *w)
+{
+    struct afs_waiter *old = tls_waiter;
+    tls_waiter = w;
+    return old;
+}
+
+struct afs_waiter *afs_waiter_get(void)
+{
+    return tls_waiter;
+}

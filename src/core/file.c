@@ -1,0 +1,356 @@
+/* Files: open and close, the position API (3.1) and the blocking positional calls (3.4). */
+#include "internal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AFS__OPEN_FLAGS                                                                        \
+    (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
+     AFS_NOFOLLOW | AFS_DIRECT)
+
+static struct afs_file *file_check(struct afs_file *f, const char *where)
+{
+    if (f)
+        AFS_CHECK(f->ctx != NULL, "file is closed or corrupt");
+    (void)where;
+    return f;
+}
+
+int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
+             enum afs_mode mode, struct afs_file **out)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!path || !out)
+        return -EINVAL;
+    *out = NULL;
+    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    if ((flags & ~AFS__OPEN_FLAGS) || !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
+        return -EINVAL;
+    if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
+        return -EINVAL;
+    if (perm > 07777)
+        return -EINVAL;
+
+    struct afs_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    int err = afs__sys_open(path, flags, perm, &f->fd);
+    if (err < 0) {
+        free(f);
+        return err;
+    }
+    f->ctx = ctx;
+    f->flags = flags;
+    f->mode = mode;
+    f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
+    f->next = ctx->files;
+    if (ctx->files)
+        ctx->files->prev = f;
+    ctx->files = f;
+    *out = f;
+    return 0;
+}
+
+int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct afs_file **out)
+{
+    return afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0666, mode, out);
+}
+
+int afs_close(struct afs_file *f)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    struct afs_ctx *ctx = f->ctx;
+    AFS_CHECK(!ctx->in_callback || f->inflight == 0,
+              "closing a file with ops in flight from a callback would deadlock");
+    afs__ctx_drain(ctx, f);
+    int err = afs__sys_close(f->fd);
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        ctx->files = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    memset(f, 0, sizeof *f);
+    free(f);
+    return err;
+}
+
+struct afs_ctx *afs_file_ctx(const struct afs_file *f)
+{
+    AFS_CHECK(f != NULL, "file is NULL");
+    return f->ctx;
+}
+
+intptr_t afs_file_fd(const struct afs_file *f)
+{
+    AFS_CHECK(f != NULL, "file is NULL");
+    return (intptr_t)f->fd;
+}
+
+int64_t afs_file_size(struct afs_file *f)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    return afs__sys_size(f->fd);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Blocking: queue an op, then suspend the task (a waiter for this context is installed) or
+ * drive the context until the op's callback ran.
+ * ---------------------------------------------------------------------------------------- */
+
+struct blocking {
+    bool               done;
+    struct afs_waiter *w;
+};
+
+static void blocking_cb(struct afs_op *op)
+{
+    struct blocking *b = op->data;
+    b->done = true;
+    if (b->w)
+        b->w->resume(b->w, op);
+}
+
+static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op, struct blocking *b)
+{
+    struct afs_waiter *w = afs_waiter_get();
+    if (w && w->ctx == ctx) {
+        b->w = w;
+        if (w->suspend(w, op) == 0) {
+            AFS_CHECK(b->done, "waiter resumed before the op completed");
+            return op->result;
+        }
+        b->w = NULL;
+    }
+    /* The op lives on this stack frame: never return before its callback ran. */
+    while (!b->done)
+        afs_ctx_wait(ctx, 1, -1);
+    return op->result;
+}
+
+/* In a callback the context cannot be driven; the call runs inline instead. */
+static ssize_t run_inline(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    o->file->ctx->stats.inline_ops++;
+    ssize_t res = afs__op_run_sync(op);
+    o->state = AFS__IDLE;
+    return res;
+}
+
+/* Runs one blocking op. `inline_ok`: small enough for the sync threshold. */
+static ssize_t blocking_op(struct afs_file *f, int code, void *buf, size_t len,
+                           const struct iovec *iov, int iovcnt, uint64_t off, unsigned flags,
+                           bool inline_ok)
+{
+    struct afs_ctx *ctx = f->ctx;
+    struct afs_op op;
+    struct blocking b = {false, NULL};
+    memset(&op, 0, sizeof op);
+    int err;
+    switch (code) {
+    case AFS__READ: err = afs_queue_read(&op, f, buf, len, off, blocking_cb, &b); break;
+    case AFS__WRITE: err = afs_queue_write(&op, f, buf, len, off, blocking_cb, &b); break;
+    case AFS__READV: err = afs_queue_readv(&op, f, iov, iovcnt, off, blocking_cb, &b); break;
+    case AFS__WRITEV: err = afs_queue_writev(&op, f, iov, iovcnt, off, blocking_cb, &b); break;
+    default: err = afs_queue_fsync(&op, f, flags, blocking_cb, &b); break;
+    }
+    if (err < 0)
+        return err;
+    struct afs__op *o = afs__op(&op);
+    if (o->state == AFS__DONE) {
+        /* Zero-length: nothing to wait for, no callback to run. */
+        afs__list_remove(&ctx->done, &op);
+        o->state = AFS__IDLE;
+        f->inflight--;
+        return 0;
+    }
+    if (inline_ok || ctx->in_callback) {
+        afs__list_remove(&ctx->queued, &op);
+        f->inflight--;
+        ctx->stats.ops--;
+        return run_inline(&op);
+    }
+    return wait_blocking(ctx, &op, &b);
+}
+
+ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    return blocking_op(f, AFS__READ, buf, len, NULL, 0, off, 0, false);
+}
+
+ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    return blocking_op(f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, false);
+}
+
+ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    return blocking_op(f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, false);
+}
+
+ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    return blocking_op(f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, false);
+}
+
+int afs_fsync(struct afs_file *f, unsigned flags)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    return (int)blocking_op(f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, false);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The position API
+ * ---------------------------------------------------------------------------------------- */
+
+/* The position after a successful transfer of `res` bytes. With AFS_APPEND the data went to
+ * the end of the file, whatever the position said. */
+static void pos_advance(struct afs_file *f, bool write, ssize_t res)
+{
+    if (res <= 0)
+        return;
+    if (write && (f->flags & AFS_APPEND)) {
+        int64_t size = afs__sys_size(f->fd);
+        if (size >= 0) {
+            f->pos = size;
+            return;
+        }
+    }
+    f->pos += res;
+}
+
+static void pos_cb(struct afs_op *op)
+{
+    struct afs_file *f = op->data;
+    f->pos_pending = false;
+    f->last_res = op->result;
+    pos_advance(f, afs__op(op)->code == AFS__WRITE, op->result);
+    struct afs_waiter *w = f->pos_waiter;
+    if (w) {
+        f->pos_waiter = NULL;
+        w->resume(w, op);
+    }
+}
+
+static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    if (f->pos_pending)
+        return -EBUSY;
+    if (f->mode == AFS_MODE_SYNC) {
+        ssize_t res = blocking_op(f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0,
+                                  (uint64_t)f->pos, 0, len <= f->ctx->cfg.sync_threshold);
+        if (res == -EINVAL || res == -EBADF || res == -EBUSY) {
+            /* Refused before anything ran: not an op, so not "the last op" either. */
+            return res;
+        }
+        f->last_res = res;
+        pos_advance(f, write, res);
+        return res;
+    }
+    int err = write ? afs_queue_write(&f->pos_op, f, buf, len, (uint64_t)f->pos, pos_cb, f)
+                    : afs_queue_read(&f->pos_op, f, buf, len, (uint64_t)f->pos, pos_cb, f);
+    if (err < 0)
+        return err;
+    f->pos_pending = true;
+    err = afs_ctx_submit(f->ctx);
+    /* A failed submit leaves the op queued; it goes at the next wait. Not the caller's
+     * problem unless it persists, and then the op itself reports it. */
+    (void)err;
+    return 0;
+}
+
+ssize_t afs_read(struct afs_file *f, void *buf, size_t len)
+{
+    return pos_io(f, false, buf, len);
+}
+
+ssize_t afs_write(struct afs_file *f, const void *buf, size_t len)
+{
+    return pos_io(f, true, (void *)buf, len);
+}
+
+int64_t afs_seek(struct afs_file *f, int64_t off, int whence)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    if (f->pos_pending)
+        return -EBUSY;
+    int64_t base;
+    switch (whence) {
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR: base = f->pos; break;
+    case SEEK_END:
+        base = afs__sys_size(f->fd);
+        if (base < 0)
+            return base;
+        break;
+    default: return -EINVAL;
+    }
+    if ((off > 0 && base > INT64_MAX - off) || base + off < 0)
+        return -EINVAL;
+    f->pos = base + off;
+    return f->pos;
+}
+
+int64_t afs_tell(struct afs_file *f)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    if (f->pos_pending)
+        return -EBUSY;
+    return f->pos;
+}
+
+int afs_last_op(struct afs_file *f, ssize_t *res)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    if (f->pos_pending && !f->ctx->in_callback)
+        afs_ctx_wait(f->ctx, 0, 0);
+    if (f->pos_pending)
+        return 0;
+    if (res)
+        *res = f->last_res;
+    return 1;
+}
+
+int afs_last_op_wait(struct afs_file *f, ssize_t *res)
+{
+    if (!file_check(f, __func__))
+        return -EINVAL;
+    struct afs_ctx *ctx = f->ctx;
+    if (f->pos_pending) {
+        if (ctx->in_callback)
+            return -EDEADLK;
+        struct afs_waiter *w = afs_waiter_get();
+        if (w && w->ctx == ctx) {
+            f->pos_waiter = w;
+            afs_ctx_submit(ctx);
+            if (w->suspend(w, &f->pos_op) != 0)
+                f->pos_waiter = NULL;
+        }
+        while (f->pos_pending) {
+            int err = afs_ctx_wait(ctx, 1, -1);
+            if (err < 0 && err != -EINTR)
+                return err;
+        }
+    }
+    if (res)
+        *res = f->last_res;
+    return 1;
+}

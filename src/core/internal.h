@@ -1,0 +1,214 @@
+/* Internals shared by the core and the backends. Not installed. */
+#ifndef AFS_INTERNAL_H
+#define AFS_INTERNAL_H
+
+#include "asyncfs.h"
+#include "platform.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Programmer errors that cannot be reported: abort with a message, in release builds too. */
+#define AFS_CHECK(cond, msg)                                                                  \
+    do {                                                                                      \
+        if (!(cond))                                                                          \
+            afs__panic(__func__, msg);                                                        \
+    } while (0)
+_Noreturn void afs__panic(const char *where, const char *msg);
+
+#define AFS_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ------------------------------------------------------------------------------------------
+ * Ops
+ * ---------------------------------------------------------------------------------------- */
+
+enum afs__code { AFS__READ = 1, AFS__WRITE, AFS__READV, AFS__WRITEV, AFS__FSYNC };
+
+enum afs__state {
+    AFS__IDLE = 0, /* never queued, or its callback has started */
+    AFS__QUEUED,   /* in ctx->queued, not yet handed to a backend */
+    AFS__INFLIGHT, /* owned by the backend or the thread pool */
+    AFS__DONE      /* in ctx->done, callback pending */
+};
+
+#define AFS__OP_POOL      0x01u /* runs on the thread pool, not on the backend */
+#define AFS__OP_CANCEL    0x02u /* afs_cancel() was called while in flight */
+#define AFS__OP_BLOCKING  0x04u /* queued by a blocking call (afs_pread...) */
+
+/* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, ...). */
+#define AFS__BACKEND_WORDS 28
+
+struct afs__op {
+    uintptr_t        magic;       /* AFS__MAGIC ^ address once queued: tells a live op from
+                                     uninitialised memory */
+    struct afs_op   *next, *prev; /* the one list the op is on (queued, done, pool) */
+    struct afs_file *file;
+    afs_cb          *cb;
+    union {
+        void               *buf;
+        const struct iovec *iov;
+    } u;
+    uint64_t off;    /* where the op starts */
+    size_t   len;    /* bytes, or iovcnt for readv/writev */
+    size_t   total;  /* bytes asked for */
+    size_t   done;   /* bytes transferred so far */
+    uint8_t  code;   /* enum afs__code */
+    uint8_t  state;  /* enum afs__state */
+    uint8_t  flags;  /* AFS__OP_* */
+    uint8_t  fsync_flags;
+    uint32_t chunk;  /* bytes in the chunk the backend is running (when it splits) */
+    uint64_t be[AFS__BACKEND_WORDS];
+};
+
+_Static_assert(sizeof(struct afs__op) <= sizeof(((struct afs_op *)0)->private_),
+               "struct afs__op must fit in struct afs_op");
+
+static inline struct afs__op *afs__op(struct afs_op *op)
+{
+    return (struct afs__op *)(void *)op->private_.words;
+}
+
+/* The most bytes one read or write system call / SQE is given; longer ops are split. */
+#define AFS__MAGIC ((uintptr_t)0x61667330u)
+
+#define AFS__CHUNK_MAX ((size_t)1 << 30)
+
+/* The part of an op still to transfer, as one buffer (read/write, or readv/writev whose
+ * current iovec was partly done) or as an iovec array. */
+struct afs__span {
+    void               *buf;   /* non-NULL: one buffer of len bytes */
+    size_t              len;
+    const struct iovec *iov;   /* else: iovcnt iovecs */
+    int                 iovcnt;
+    uint64_t            off;
+};
+void afs__op_span(struct afs_op *op, struct afs__span *s);
+
+/* A backend reports the result of one kernel transfer of op (its current span). The core
+ * decides: retry (transient), continue (short transfer), or complete. Owner thread only. */
+void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
+
+/* Runs the whole op with blocking system calls on this thread; returns its final result.
+ * Used by the thread pool, the sync backend and the inline path. */
+ssize_t afs__op_run_sync(struct afs_op *op);
+
+/* ------------------------------------------------------------------------------------------
+ * Op lists (intrusive, doubly linked)
+ * ---------------------------------------------------------------------------------------- */
+
+struct afs__list {
+    struct afs_op *head, *tail;
+    size_t         len;
+};
+
+void           afs__list_push(struct afs__list *l, struct afs_op *op);
+void           afs__list_push_front(struct afs__list *l, struct afs_op *op);
+struct afs_op *afs__list_pop(struct afs__list *l);
+void           afs__list_remove(struct afs__list *l, struct afs_op *op);
+void           afs__list_append(struct afs__list *dst, struct afs__list *src); /* empties src */
+
+/* ------------------------------------------------------------------------------------------
+ * Backends: one const table each (SQLite VFS style).
+ * ---------------------------------------------------------------------------------------- */
+
+struct afs__backend {
+    const char      *name;
+    enum afs_backend id;
+    /* Sets up ctx->be. On failure returns -errno and writes why into `why`.
+     * -ENOSYS, -EPERM, -EACCES, -EINVAL, -ENOMEM and -ENOTSUP mean "not available here". */
+    int  (*init)(struct afs_ctx *ctx, char *why, size_t why_len);
+    void (*fini)(struct afs_ctx *ctx);
+    /* Whether the backend runs this op itself (else the core gives it to the thread pool).
+     * NULL: every op. */
+    bool (*accepts)(struct afs_ctx *ctx, struct afs_op *op);
+    /* Stage the op's current span for the next enter. Must not fail for transient reasons
+     * (a full queue is flushed inside); returns 0 or -errno for the op. */
+    int  (*prep)(struct afs_ctx *ctx, struct afs_op *op);
+    /* One kernel call where possible: hand over what was staged, then wait until at least
+     * one completion, a wake, or the timeout when `wait` is set (timeout_ns < 0: no limit).
+     * Reports each completion with afs__op_transferred(). Returns >= 0 or -errno. */
+    int  (*enter)(struct afs_ctx *ctx, bool wait, int64_t timeout_ns);
+    /* Ask the kernel to cancel an op in flight (best effort; the completion still comes). */
+    void (*cancel)(struct afs_ctx *ctx, struct afs_op *op);
+};
+
+extern const struct afs__backend afs__backend_uring;
+extern const struct afs__backend afs__backend_libaio;
+extern const struct afs__backend afs__backend_posix_aio;
+extern const struct afs__backend afs__backend_iocp;
+extern const struct afs__backend afs__backend_threads;
+extern const struct afs__backend afs__backend_sync;
+
+/* ------------------------------------------------------------------------------------------
+ * The thread pool (src/core/threads.c): bounded, threads started lazily.
+ * ---------------------------------------------------------------------------------------- */
+
+struct afs__pool;
+int  afs__pool_new(struct afs_ctx *ctx, unsigned max_threads, struct afs__pool **out);
+void afs__pool_free(struct afs__pool *p);                 /* no op may be in flight */
+void afs__pool_submit(struct afs__pool *p, struct afs_op *op);
+bool afs__pool_cancel(struct afs__pool *p, struct afs_op *op); /* true: removed unstarted */
+/* Moves finished ops to the owner: calls afs__op_finished() for each. Owner thread. */
+void afs__pool_reap(struct afs__pool *p);
+
+/* ------------------------------------------------------------------------------------------
+ * Contexts and files
+ * ---------------------------------------------------------------------------------------- */
+
+struct afs_ctx {
+    const struct afs__backend *be;
+    void                      *be_state;
+    struct afs_config          cfg;
+    char                       why[256]; /* fallback reason, "" when none */
+
+    struct afs__list queued;     /* queued, not handed over (includes resubmits, at front) */
+    struct afs__list done;       /* completed, callback pending */
+    unsigned         inflight;   /* handed to the backend or the pool */
+    unsigned         staged;     /* prepped on the backend since its last enter */
+    bool             in_callback;
+
+    struct afs__pool *pool;      /* created on first use */
+    afs__waker        waker;     /* signalled by the pool and by afs_ctx_wake() */
+    atomic_bool       wake_requested;
+
+    struct afs_file  *files;     /* open files, for afs_ctx_free() */
+    struct afs_stats  stats;
+};
+
+struct afs_file {
+    struct afs_ctx  *ctx;
+    struct afs_file *next, *prev;
+    afs__fd_t        fd;
+    int              flags;     /* AFS_* */
+    enum afs_mode    mode;
+    unsigned         dio_align; /* 0: no alignment rules */
+    unsigned         inflight;  /* ops queued or in flight on this file */
+
+    /* The position API. */
+    int64_t       pos;
+    struct afs_op pos_op;
+    ssize_t       last_res;
+    bool          pos_pending;
+    struct afs_waiter *pos_waiter; /* a task suspended in afs_last_op_wait() */
+};
+
+/* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */
+void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
+
+/* Blocks until every op of f (or of the whole context when f is NULL) is done and its
+ * callback ran. */
+int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f);
+
+/* Blocking wait on the waker only, for backends with no kernel queue of their own. */
+int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns);
+
+/* Formats "call: ENAME (hint)" into why. */
+void afs__why(char *why, size_t len, const char *call, int err, const char *hint);
+
+/* The symbolic name of an errno value ("EPERM"), or "E?" */
+const char *afs__errno_name(int err);
+
+#endif

@@ -1,0 +1,436 @@
+/* Ops: validation, queueing, submission, completion (short transfers and transient errors),
+ * waiting and cancellation. Backends only stage ops and report raw transfers; every rule
+ * about results lives here, once. */
+#include "internal.h"
+
+#include <limits.h>
+#include <string.h>
+
+static bool op_live(struct afs_op *op)
+{
+    return afs__op(op)->magic == (AFS__MAGIC ^ (uintptr_t)op);
+}
+
+static bool is_read(const struct afs__op *o)
+{
+    return o->code == AFS__READ || o->code == AFS__READV;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Validation and queueing
+ * ---------------------------------------------------------------------------------------- */
+
+static bool aligned(uint64_t v, unsigned a)
+{
+    return a == 0 || (v & (a - 1)) == 0;
+}
+
+/* Checks everything about a new op and fills its private part; does not queue it. */
+static int op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
+                    size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
+                    unsigned fsync_flags, afs_cb *cb, void *data)
+{
+    if (!op || !f || !cb)
+        return -EINVAL;
+    if (op_live(op) && afs__op(op)->state != AFS__IDLE)
+        return -EBUSY;
+    size_t total = 0;
+    unsigned a = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
+    switch (code) {
+    case AFS__READ:
+    case AFS__WRITE:
+        if ((!buf && len) || len > (size_t)SSIZE_MAX)
+            return -EINVAL;
+        if (!aligned((uintptr_t)buf, a) || !aligned(len, a))
+            return -EINVAL;
+        total = len;
+        break;
+    case AFS__READV:
+    case AFS__WRITEV:
+        if (iovcnt < 0 || iovcnt > AFS_IOV_MAX || (!iov && iovcnt))
+            return -EINVAL;
+        for (int i = 0; i < iovcnt; i++) {
+            if ((!iov[i].iov_base && iov[i].iov_len) || iov[i].iov_len > (size_t)SSIZE_MAX - total)
+                return -EINVAL;
+            if (!aligned((uintptr_t)iov[i].iov_base, a) || !aligned(iov[i].iov_len, a))
+                return -EINVAL;
+            total += iov[i].iov_len;
+        }
+        len = (size_t)iovcnt;
+        break;
+    case AFS__FSYNC:
+        if (fsync_flags & ~AFS_FSYNC_DATA)
+            return -EINVAL;
+        off = 0;
+        break;
+    }
+    if (code != AFS__FSYNC) {
+        if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
+            return -EINVAL;
+        if (!aligned(off, a))
+            return -EINVAL;
+    }
+    int acc = f->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    if ((code == AFS__READ || code == AFS__READV) && acc == AFS_WRONLY)
+        return -EBADF;
+    if ((code == AFS__WRITE || code == AFS__WRITEV) && acc == AFS_RDONLY)
+        return -EBADF;
+
+    struct afs__op *o = afs__op(op);
+    memset(o, 0, offsetof(struct afs__op, be));
+    o->magic = AFS__MAGIC ^ (uintptr_t)op;
+    o->file = f;
+    o->cb = cb;
+    if (code == AFS__READV || code == AFS__WRITEV)
+        o->u.iov = iov;
+    else
+        o->u.buf = buf;
+    o->off = off;
+    o->len = len;
+    o->total = total;
+    o->code = (uint8_t)code;
+    o->fsync_flags = (uint8_t)fsync_flags;
+    op->data = data;
+    op->result = 0;
+    return 0;
+}
+
+static void op_enqueue(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs_ctx *ctx = o->file->ctx;
+    o->file->inflight++;
+    ctx->stats.ops++;
+    if (o->total == 0 && o->code != AFS__FSYNC) {
+        /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
+        afs__op_finished(ctx, op, 0);
+        return;
+    }
+    o->state = AFS__QUEUED;
+    afs__list_push(&ctx->queued, op);
+}
+
+static int queue(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
+                 size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
+                 unsigned fsync_flags, afs_cb *cb, void *data)
+{
+    int err = op_setup(op, f, code, buf, len, iov, iovcnt, off, fsync_flags, cb, data);
+    if (err == 0)
+        op_enqueue(op);
+    return err;
+}
+
+int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len, uint64_t off,
+                   afs_cb *cb, void *data)
+{
+    return queue(op, f, AFS__READ, buf, len, NULL, 0, off, 0, cb, data);
+}
+
+int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf, size_t len,
+                    uint64_t off, afs_cb *cb, void *data)
+{
+    return queue(op, f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, cb, data);
+}
+
+int afs_queue_readv(struct afs_op *op, struct afs_file *f, const struct iovec *iov, int iovcnt,
+                    uint64_t off, afs_cb *cb, void *data)
+{
+    return queue(op, f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, cb, data);
+}
+
+int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
+                     int iovcnt, uint64_t off, afs_cb *cb, void *data)
+{
+    return queue(op, f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, cb, data);
+}
+
+int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_cb *cb,
+                    void *data)
+{
+    return queue(op, f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, cb, data);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Spans, transfers, completion
+ * ---------------------------------------------------------------------------------------- */
+
+void afs__op_span(struct afs_op *op, struct afs__span *s)
+{
+    struct afs__op *o = afs__op(op);
+    size_t rest = o->total - o->done;
+    memset(s, 0, sizeof *s);
+    s->off = o->off + o->done;
+    if (o->code == AFS__READ || o->code == AFS__WRITE) {
+        s->buf = (char *)o->u.buf + o->done;
+        s->len = AFS_MIN(rest, AFS__CHUNK_MAX);
+        return;
+    }
+    /* Skip the iovecs already transferred. A partly done iovec is finished on its own as a
+     * plain buffer: the caller's array is never modified. */
+    size_t skip = o->done;
+    int i = 0;
+    while (i < (int)o->len && skip >= o->u.iov[i].iov_len) {
+        skip -= o->u.iov[i].iov_len;
+        i++;
+    }
+    if (skip > 0) {
+        s->buf = (char *)o->u.iov[i].iov_base + skip;
+        s->len = AFS_MIN(o->u.iov[i].iov_len - skip, AFS__CHUNK_MAX);
+        return;
+    }
+    s->iov = o->u.iov + i;
+    s->iovcnt = (int)o->len - i;
+    s->len = rest;
+}
+
+void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+{
+    struct afs__op *o = afs__op(op);
+    if (o->state == AFS__INFLIGHT)
+        ctx->inflight--;
+    o->state = AFS__DONE;
+    op->result = res;
+    afs__list_push(&ctx->done, op);
+}
+
+static void requeue(struct afs_ctx *ctx, struct afs_op *op)
+{
+    afs__op(op)->state = AFS__QUEUED;
+    ctx->stats.resubmits++;
+    afs__list_push_front(&ctx->queued, op);
+}
+
+void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+{
+    struct afs__op *o = afs__op(op);
+    bool cancel = o->flags & AFS__OP_CANCEL;
+    ctx->inflight--;
+    o->state = AFS__IDLE;
+    if (res == -EINTR || res == -EAGAIN) {
+        /* Transient: run the same span again (the caller never sees it). */
+        if (cancel)
+            afs__op_finished(ctx, op, -ECANCELED);
+        else
+            requeue(ctx, op);
+        return;
+    }
+    if (res < 0) {
+        afs__op_finished(ctx, op, res);
+        return;
+    }
+    if (o->code == AFS__FSYNC) {
+        afs__op_finished(ctx, op, 0);
+        return;
+    }
+    if (res == 0) {
+        /* End of file for a read; a write that moves nothing would loop forever. */
+        afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
+        return;
+    }
+    o->done += (size_t)res;
+    if (o->done >= o->total)
+        afs__op_finished(ctx, op, (ssize_t)o->total);
+    else if (cancel)
+        afs__op_finished(ctx, op, -ECANCELED);
+    else
+        requeue(ctx, op); /* short transfer: the rest goes in the next submission */
+}
+
+ssize_t afs__op_run_sync(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    afs__fd_t fd = o->file->fd;
+    if (o->code == AFS__FSYNC) {
+        int err;
+        do
+            err = afs__sys_fsync(fd, o->fsync_flags & AFS_FSYNC_DATA);
+        while (err == -EINTR || err == -EAGAIN);
+        return err;
+    }
+    while (o->done < o->total) {
+        struct afs__span s;
+        afs__op_span(op, &s);
+        ssize_t res;
+        bool w = !is_read(o);
+        if (s.buf)
+            res = w ? afs__sys_pwrite(fd, s.buf, s.len, s.off)
+                    : afs__sys_pread(fd, s.buf, s.len, s.off);
+        else
+            res = w ? afs__sys_pwritev(fd, s.iov, s.iovcnt, s.off)
+                    : afs__sys_preadv(fd, s.iov, s.iovcnt, s.off);
+        if (res == -EINTR || res == -EAGAIN)
+            continue;
+        if (res < 0)
+            return res;
+        if (res == 0)
+            return w ? -EIO : (ssize_t)o->done;
+        o->done += (size_t)res;
+    }
+    return (ssize_t)o->total;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Submission and waiting
+ * ---------------------------------------------------------------------------------------- */
+
+static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
+{
+    if (!ctx->pool) {
+        unsigned n = afs__cpu_count() * 2;
+        if (n < 4)
+            n = 4;
+        if (n > 32)
+            n = 32;
+        int err = afs__pool_new(ctx, AFS_MIN(n, ctx->cfg.queue_depth), &ctx->pool);
+        if (err < 0) {
+            afs__op_finished(ctx, op, err);
+            return;
+        }
+    }
+    afs__op(op)->flags |= AFS__OP_POOL;
+    ctx->stats.pool_ops++;
+    afs__pool_submit(ctx->pool, op);
+}
+
+/* Hands queued ops to the backend (staged) or the pool, up to queue_depth in flight. */
+static int submit_queued(struct afs_ctx *ctx)
+{
+    int n = 0;
+    while (ctx->queued.head && ctx->inflight < ctx->cfg.queue_depth) {
+        struct afs_op *op = afs__list_pop(&ctx->queued);
+        struct afs__op *o = afs__op(op);
+        o->state = AFS__INFLIGHT;
+        ctx->inflight++;
+        n++;
+        if ((o->flags & AFS__OP_POOL) || (ctx->be->accepts && !ctx->be->accepts(ctx, op))) {
+            pool_submit(ctx, op);
+            continue;
+        }
+        int err = ctx->be->prep(ctx, op);
+        if (err < 0)
+            afs__op_finished(ctx, op, err);
+        else
+            ctx->staged++;
+    }
+    return n;
+}
+
+int afs_ctx_submit(struct afs_ctx *ctx)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    int n = submit_queued(ctx);
+    if (ctx->staged) {
+        int err = ctx->be->enter(ctx, false, 0);
+        ctx->staged = 0;
+        if (err < 0)
+            return err;
+    }
+    return n;
+}
+
+static int run_callbacks(struct afs_ctx *ctx)
+{
+    int n = 0;
+    struct afs_op *op;
+    bool nested = ctx->in_callback;
+    while ((op = afs__list_pop(&ctx->done))) {
+        struct afs__op *o = afs__op(op);
+        o->state = AFS__IDLE;
+        o->file->inflight--;
+        ctx->stats.completions++;
+        ctx->in_callback = true;
+        o->cb(op);
+        ctx->in_callback = nested;
+        n++;
+    }
+    return n;
+}
+
+int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (ctx->in_callback)
+        return -EDEADLK;
+    int64_t deadline = timeout_ns > 0 ? afs__now_ns() + timeout_ns : timeout_ns;
+    unsigned ran = 0;
+    int err = 0;
+    bool woken = false;
+    for (;;) {
+        submit_queued(ctx);
+        int64_t left = deadline;
+        if (deadline > 0) {
+            left = deadline - afs__now_ns();
+            if (left <= 0)
+                left = 0;
+        }
+        bool outstanding = ctx->queued.len || ctx->inflight;
+        bool block = left != 0 && ran < min_complete && ctx->done.len == 0 &&
+                     (outstanding || ran == 0);
+        err = ctx->be->enter(ctx, block, left);
+        ctx->staged = 0;
+        if (ctx->pool)
+            afs__pool_reap(ctx->pool);
+        if (atomic_exchange_explicit(&ctx->wake_requested, false, memory_order_acquire))
+            woken = true;
+        ran += (unsigned)run_callbacks(ctx);
+        if (err < 0 || ran >= min_complete || woken || left == 0)
+            break;
+        if (!ctx->queued.len && !ctx->inflight && ran > 0)
+            break; /* min_complete is more than could ever complete */
+    }
+    if (err < 0 && ran == 0)
+        return err;
+    return (int)(ran > INT_MAX ? INT_MAX : ran);
+}
+
+int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f)
+{
+    for (;;) {
+        bool busy = f ? f->inflight > 0
+                      : (ctx->queued.len || ctx->inflight || ctx->done.len);
+        if (!busy)
+            return 0;
+        int err = afs_ctx_wait(ctx, 1, -1);
+        if (err < 0 && err != -EINTR && err != -EAGAIN)
+            return err;
+    }
+}
+
+int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
+{
+    ctx->stats.kernel_waits += wait;
+    if (wait && afs__waker_wait(&ctx->waker, timeout_ns))
+        afs__waker_drain(&ctx->waker);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Cancellation
+ * ---------------------------------------------------------------------------------------- */
+
+int afs_cancel(struct afs_op *op)
+{
+    if (!op || !op_live(op))
+        return -ENOENT;
+    struct afs__op *o = afs__op(op);
+    struct afs_ctx *ctx = o->file->ctx;
+    switch (o->state) {
+    case AFS__QUEUED:
+        afs__list_remove(&ctx->queued, op);
+        afs__op_finished(ctx, op, -ECANCELED);
+        return 0;
+    case AFS__INFLIGHT:
+        o->flags |= AFS__OP_CANCEL;
+        if (o->flags & AFS__OP_POOL) {
+            if (afs__pool_cancel(ctx->pool, op))
+                afs__op_finished(ctx, op, -ECANCELED);
+        } else if (ctx->be->cancel) {
+            ctx->be->cancel(ctx, op);
+        }
+        return 0;
+    case AFS__DONE:
+        return -EALREADY;
+    default:
+        return -ENOENT;
+    }
+}

@@ -1,0 +1,86 @@
+/* The one internal header that knows about operating systems. The core and corio call the
+ * functions declared here; src/unix/ (Linux and BSD), src/linux/, src/bsd/ and src/windows/
+ * implement them. */
+#ifndef AFS_PLATFORM_H
+#define AFS_PLATFORM_H
+
+#include "asyncfs.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef _WIN32
+#include <windows.h>
+typedef HANDLE             afs__fd_t;
+typedef SRWLOCK            afs__mutex;
+typedef CONDITION_VARIABLE afs__cond;
+typedef HANDLE             afs__thread;
+#define AFS__FD_NONE INVALID_HANDLE_VALUE
+#else
+#include <pthread.h>
+typedef int             afs__fd_t;
+typedef pthread_mutex_t afs__mutex;
+typedef pthread_cond_t  afs__cond;
+typedef pthread_t       afs__thread;
+#define AFS__FD_NONE (-1)
+#endif
+
+/* Threads. Failures of these are bugs or exhaustion and abort, as in libuv. */
+void afs__mutex_init(afs__mutex *m);
+void afs__mutex_destroy(afs__mutex *m);
+void afs__mutex_lock(afs__mutex *m);
+void afs__mutex_unlock(afs__mutex *m);
+void afs__cond_init(afs__cond *c);
+void afs__cond_destroy(afs__cond *c);
+void afs__cond_signal(afs__cond *c);
+void afs__cond_broadcast(afs__cond *c);
+void afs__cond_wait(afs__cond *c, afs__mutex *m);
+int  afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg); /* 0 or -errno */
+void afs__thread_join(afs__thread t);
+unsigned afs__cpu_count(void);
+
+/* Monotonic clock, nanoseconds. */
+int64_t afs__now_ns(void);
+
+/* A waker lets other threads interrupt the owner's wait. On Linux it is an eventfd that the
+ * backends can hand to the kernel (io_uring read, libaio io_set_eventfd). */
+typedef struct afs__waker {
+    intptr_t   fd;       /* eventfd / read end of a pipe / event handle */
+    intptr_t   wfd;      /* write end (pipe) or same as fd */
+    volatile int armed;  /* 1 while a signal is pending, to skip redundant writes */
+} afs__waker;
+int  afs__waker_open(afs__waker *w);
+void afs__waker_close(afs__waker *w);
+void afs__waker_signal(afs__waker *w);            /* any thread */
+void afs__waker_drain(afs__waker *w);             /* owner: consume pending signals */
+/* Owner: wait until signalled or the timeout (ns, < 0 = none). Returns 1 signalled, 0 not. */
+int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
+
+/* Files and system calls, each returning >= 0 or -errno, EINTR retried inside. These go
+ * through afs__sys (overridable in tests, SQLite's aSyscall idea). */
+int     afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out);
+int     afs__sys_close(afs__fd_t fd);
+ssize_t afs__sys_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off);
+ssize_t afs__sys_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
+ssize_t afs__sys_preadv(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
+ssize_t afs__sys_pwritev(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
+int     afs__sys_fsync(afs__fd_t fd, bool datasync);
+int64_t afs__sys_size(afs__fd_t fd);
+/* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
+unsigned afs__sys_dio_align(afs__fd_t fd);
+
+/* Aligned memory for the built-in allocator. */
+void *afs__aligned_alloc(size_t size, size_t align);
+void  afs__aligned_free(void *p, size_t size);
+
+/* The system call table behind afs__sys_*; tests replace entries to inject faults. */
+struct afs__syscalls {
+    ssize_t (*pread)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
+    ssize_t (*pwrite)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
+    ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
+    ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
+    int     (*fsync)(afs__fd_t fd, bool datasync);
+};
+extern struct afs__syscalls afs__sys;
+
+#endif

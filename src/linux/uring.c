@@ -1,0 +1,271 @@
+/* The io_uring backend (liburing). First choice on Linux.
+ *
+ * Every op staged in a phase goes to the kernel with the next io_uring_enter, which also
+ * waits for completions (one system call per submit-and-wait). The ring is sized to a full
+ * batch (queue_depth SQEs) and the CQ to twice that; the kernel keeps overflowed CQEs
+ * (IORING_FEAT_NODROP) and liburing flushes them when we peek. The context's eventfd has a
+ * read always armed in the ring, so the thread pool and afs_ctx_wake() can end a wait. */
+#include "internal.h"
+
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* user_data values that are not ops (ops are at least 8-byte aligned pointers). */
+#define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
+#define TAG_WAKER  2u /* the eventfd read */
+
+struct uring {
+    struct io_uring ring;
+    uint64_t        waker_buf;
+    bool            waker_armed;
+    bool            has_read, has_write, has_cancel; /* probed once */
+};
+
+static struct uring *U(struct afs_ctx *ctx)
+{
+    return ctx->be_state;
+}
+
+static unsigned pow2_at_least(unsigned v)
+{
+    unsigned p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+static const char *setup_hint(int err)
+{
+    static _Thread_local char hint[96];
+    switch (-err) {
+    case EPERM: {
+        /* kernel.io_uring_disabled: 1 = only CAP_SYS_ADMIN or io_uring_group, 2 = nobody. */
+        FILE *fp = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+        int v = 0;
+        if (fp) {
+            if (fscanf(fp, "%d", &v) != 1)
+                v = 0;
+            fclose(fp);
+        }
+        if (v)
+            snprintf(hint, sizeof hint, "kernel.io_uring_disabled=%d", v);
+        else
+            snprintf(hint, sizeof hint, "blocked by seccomp? containers' default profile does");
+        return hint;
+    }
+    case ENOSYS: return "kernel without io_uring (before Linux 5.1, or CONFIG_IO_URING=n)";
+    case ENOMEM: return "locked-memory limit too low for the ring (ulimit -l)";
+    case EINVAL: return "kernel too old for the ring parameters";
+    default: return NULL;
+    }
+}
+
+static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
+{
+    struct uring *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    unsigned entries = pow2_at_least(AFS_MIN(ctx->cfg.queue_depth, 4096u));
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    /* SUBMIT_ALL (5.18): a bad SQE does not stop the rest of the batch.
+     * COOP_TASKRUN (5.19): no IPI to the submitting thread for each completion. */
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+    p.cq_entries = entries * 2;
+    int err = io_uring_queue_init_params(entries, &u->ring, &p);
+    if (err == -EINVAL) {
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 2;
+        err = io_uring_queue_init_params(entries, &u->ring, &p);
+    }
+    if (err < 0) {
+        afs__why(why, why_len, "io_uring_setup", err, setup_hint(err));
+        free(u);
+        return err;
+    }
+    if (!(p.features & IORING_FEAT_NODROP)) {
+        /* Before 5.5 an overflowing CQ drops completions: unacceptable. */
+        io_uring_queue_exit(&u->ring);
+        free(u);
+        afs__why(why, why_len, "io_uring_setup", -ENOTSUP,
+                 "kernel lacks IORING_FEAT_NODROP (Linux 5.5)");
+        return -ENOTSUP;
+    }
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+    if (probe) {
+        u->has_read = io_uring_opcode_supported(probe, IORING_OP_READ);
+        u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
+        u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
+        io_uring_free_probe(probe);
+    }
+    ctx->be_state = u;
+    return 0;
+}
+
+static void uring_fini(struct afs_ctx *ctx)
+{
+    struct uring *u = U(ctx);
+    io_uring_queue_exit(&u->ring);
+    free(u);
+    ctx->be_state = NULL;
+}
+
+/* Reports every CQE there is. */
+static void reap(struct afs_ctx *ctx)
+{
+    struct uring *u = U(ctx);
+    struct io_uring_cqe *cqes[64];
+    unsigned n;
+    while ((n = io_uring_peek_batch_cqe(&u->ring, cqes, 64)) > 0) {
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t ud = cqes[i]->user_data;
+            int res = cqes[i]->res;
+            if (ud == TAG_WAKER) {
+                u->waker_armed = false;
+                /* The read consumed the count; new signals must write again. */
+                __atomic_store_n(&ctx->waker.armed, 0, __ATOMIC_RELEASE);
+            } else if (ud != TAG_IGNORE && ud != LIBURING_UDATA_TIMEOUT) {
+                afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
+            }
+        }
+        io_uring_cq_advance(&u->ring, n);
+    }
+}
+
+/* Hands the SQ to the kernel and retries what is transient: a full CQ makes the kernel
+ * refuse new work with -EBUSY (pre-NODROP semantics kept for overflow), so reap and retry. */
+static int flush(struct afs_ctx *ctx)
+{
+    struct uring *u = U(ctx);
+    for (;;) {
+        int r = io_uring_submit(&u->ring);
+        if (r >= 0)
+            return r;
+        if (r == -EINTR || r == -EAGAIN)
+            continue;
+        if (r == -EBUSY) {
+            reap(ctx);
+            continue;
+        }
+        return r;
+    }
+}
+
+static struct io_uring_sqe *get_sqe(struct afs_ctx *ctx)
+{
+    struct uring *u = U(ctx);
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(&u->ring))) {
+        /* SQ full: flush it and go on; the caller never sees it. */
+        ctx->stats.kernel_submits++;
+        int err = flush(ctx);
+        if (err < 0)
+            return NULL;
+    }
+    return sqe;
+}
+
+static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
+{
+    return true;
+}
+
+static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct uring *u = U(ctx);
+    struct afs__op *o = afs__op(op);
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return -EIO;
+    int fd = o->file->fd;
+    struct afs__span s;
+    afs__op_span(op, &s);
+    bool write = o->code == AFS__WRITE || o->code == AFS__WRITEV;
+    if (o->code == AFS__FSYNC) {
+        io_uring_prep_fsync(sqe, fd, (o->fsync_flags & AFS_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+    } else if (s.buf && (write ? u->has_write : u->has_read)) {
+        if (write)
+            io_uring_prep_write(sqe, fd, s.buf, (unsigned)s.len, s.off);
+        else
+            io_uring_prep_read(sqe, fd, s.buf, (unsigned)s.len, s.off);
+    } else {
+        /* READ/WRITE are Linux 5.6; before that a one-element iovec kept in the op. */
+        const struct iovec *iov = s.iov;
+        int cnt = s.iovcnt;
+        if (s.buf) {
+            struct iovec *one = (struct iovec *)(void *)o->be;
+            one->iov_base = s.buf;
+            one->iov_len = s.len;
+            iov = one;
+            cnt = 1;
+        }
+        if (write)
+            io_uring_prep_writev(sqe, fd, iov, (unsigned)cnt, s.off);
+        else
+            io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, s.off);
+    }
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
+{
+    struct uring *u = U(ctx);
+    if (!u->waker_armed) {
+        struct io_uring_sqe *sqe = get_sqe(ctx);
+        if (sqe) {
+            io_uring_prep_read(sqe, (int)ctx->waker.fd, &u->waker_buf, sizeof u->waker_buf,
+                               (uint64_t)-1);
+            io_uring_sqe_set_data64(sqe, TAG_WAKER);
+            u->waker_armed = true;
+        }
+    }
+    bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
+    int r = 0;
+    if (wait && io_uring_cq_ready(&u->ring) == 0) {
+        struct io_uring_cqe *cqe;
+        ctx->stats.kernel_waits++;
+        ctx->stats.kernel_submits += have_sqes;
+        if (timeout_ns < 0) {
+            r = io_uring_submit_and_wait(&u->ring, 1);
+        } else {
+            struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
+                                           .tv_nsec = timeout_ns % 1000000000};
+            r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        }
+        /* Timeouts, signals and a full CQ just end this wait; the caller loops. */
+        if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -EBUSY)
+            r = 0;
+    } else if (have_sqes) {
+        ctx->stats.kernel_submits++;
+        r = flush(ctx);
+    }
+    reap(ctx);
+    return r < 0 ? r : 0;
+}
+
+static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct uring *u = U(ctx);
+    if (!u->has_cancel)
+        return; /* before 5.5: the op just runs to completion */
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return;
+    io_uring_prep_cancel(sqe, op, 0);
+    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+}
+
+const struct afs__backend afs__backend_uring = {
+    .name = "io_uring",
+    .id = AFS_BACKEND_IO_URING,
+    .init = uring_init,
+    .fini = uring_fini,
+    .accepts = uring_accepts,
+    .prep = uring_prep,
+    .enter = uring_enter,
+    .cancel = uring_cancel,
+};

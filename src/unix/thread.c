@@ -1,0 +1,69 @@
+/* POSIX threads, clock and CPU count behind platform.h. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PCHECK(call) AFS_CHECK((call) == 0, #call " failed")
+
+void afs__mutex_init(afs__mutex *m) { PCHECK(pthread_mutex_init(m, NULL)); }
+void afs__mutex_destroy(afs__mutex *m) { PCHECK(pthread_mutex_destroy(m)); }
+void afs__mutex_lock(afs__mutex *m) { PCHECK(pthread_mutex_lock(m)); }
+void afs__mutex_unlock(afs__mutex *m) { PCHECK(pthread_mutex_unlock(m)); }
+void afs__cond_init(afs__cond *c) { PCHECK(pthread_cond_init(c, NULL)); }
+void afs__cond_destroy(afs__cond *c) { PCHECK(pthread_cond_destroy(c)); }
+void afs__cond_signal(afs__cond *c) { PCHECK(pthread_cond_signal(c)); }
+void afs__cond_broadcast(afs__cond *c) { PCHECK(pthread_cond_broadcast(c)); }
+void afs__cond_wait(afs__cond *c, afs__mutex *m) { PCHECK(pthread_cond_wait(c, m)); }
+
+struct start {
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void *trampoline(void *arg)
+{
+    struct start s = *(struct start *)arg;
+    free(arg);
+    s.fn(s.arg);
+    return NULL;
+}
+
+int afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg)
+{
+    struct start *s = malloc(sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->fn = fn;
+    s->arg = arg;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    /* Workers only call pread/pwrite: a small stack keeps a full pool cheap. */
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int err = pthread_create(t, &attr, trampoline, s);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        free(s);
+        return -err;
+    }
+    return 0;
+}
+
+void afs__thread_join(afs__thread t)
+{
+    PCHECK(pthread_join(t, NULL));
+}
+
+unsigned afs__cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int64_t afs__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}

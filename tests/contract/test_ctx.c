@@ -1,0 +1,253 @@
+/* Contexts, configuration, backend choice, buffers, open/close and errors. */
+#include "../common.h"
+
+#include <signal.h>
+
+T_IO(config_defaults)
+{
+    struct afs_config cfg;
+    memset(&cfg, 0xab, sizeof cfg);
+    afs_config_default(&cfg);
+    cr_assert_eq(cfg.queue_depth, 1024);
+    cr_assert_eq(cfg.sync_threshold, 4096);
+    cr_assert_eq(cfg.backend, AFS_BACKEND_AUTO);
+    cr_assert_null(cfg.alloc);
+    cr_assert_eq(cfg.flags, 0);
+}
+
+T_IO(ctx_reports_the_backend_asked_for)
+{
+    struct afs_ctx *c = t_new_ctx();
+    const char *want = getenv("ASYNCFS_BACKEND");
+    if (want)
+        cr_assert_str_eq(afs_ctx_backend(c), want);
+    /* What was asked for by name is never a fallback. */
+    if (want)
+        cr_assert_null(afs_ctx_fallback_reason(c));
+}
+
+static void my_release(void *buf, size_t size, void *user);
+
+T_IO(bad_config_is_einval)
+{
+    struct afs_ctx *c = NULL;
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.queue_depth = 0;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -EINVAL);
+    cfg.queue_depth = AFS_MAX_QUEUE_DEPTH + 1;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -EINVAL);
+    afs_config_default(&cfg);
+    cfg.flags = 0x8000;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -EINVAL);
+    afs_config_default(&cfg);
+    cfg.release = my_release;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -EINVAL);
+    cr_assert_null(c);
+}
+
+/* The seed silently switched backend for a queue size that is not a power of two. */
+T_IO(odd_queue_depth_keeps_the_backend)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.queue_depth = 1000;
+    struct afs_ctx *a = t_ctx_cfg(&cfg);
+    cfg.queue_depth = 1024;
+    struct afs_ctx *b = t_ctx_cfg(&cfg);
+    cr_assert_str_eq(afs_ctx_backend(a), afs_ctx_backend(b));
+    afs_ctx_free(a);
+    afs_ctx_free(b);
+}
+
+T_IO(unknown_backend_name_is_einval)
+{
+    setenv("ASYNCFS_BACKEND", "no-such-backend", 1);
+    struct afs_ctx *c = NULL;
+    cr_assert_eq(afs_ctx_new(&c, NULL), -EINVAL);
+}
+
+T_IO(backend_of_another_platform_is_enotsup)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+#ifdef _WIN32
+    cfg.backend = AFS_BACKEND_IO_URING;
+#else
+    cfg.backend = AFS_BACKEND_IOCP;
+#endif
+    struct afs_ctx *c = NULL;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -ENOTSUP);
+    cr_assert_null(c);
+}
+
+T_IO(buffers_are_aligned)
+{
+    struct afs_ctx *c = t_new_ctx();
+    size_t sizes[] = {0, 1, 512, 4096, 12345, 1 << 20, (1 << 20) + 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *b = afs_buf_alloc(c, sizes[i]);
+        cr_assert_not_null(b);
+        cr_assert_eq((uintptr_t)b % 4096, 0);
+        memset(b, 0x5a, sizes[i]);
+        afs_buf_free(c, b, sizes[i]);
+    }
+}
+
+static int allocs, releases;
+static void *my_alloc(size_t size, void *user)
+{
+    cr_assert_eq(user, &allocs);
+    allocs++;
+    void *p = NULL;
+    return posix_memalign(&p, 4096, size) ? NULL : p;
+}
+static void my_release(void *buf, size_t size, void *user)
+{
+    releases++;
+    free(buf);
+}
+static void *bad_alloc(size_t size, void *user)
+{
+    allocs++;
+    return (char *)malloc(size + 16) + 8; /* misaligned on purpose */
+}
+static void bad_release(void *buf, size_t size, void *user)
+{
+    releases++;
+    free((char *)buf - 8);
+}
+
+T_IO(custom_allocator_and_releaser)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.alloc = my_alloc;
+    cfg.release = my_release;
+    cfg.alloc_user = &allocs;
+    struct afs_ctx *c = t_ctx_cfg(&cfg);
+    void *b = afs_buf_alloc(c, 8192);
+    cr_assert_not_null(b);
+    afs_buf_free(c, b, 8192);
+    cr_assert_eq(allocs, 1);
+    cr_assert_eq(releases, 1);
+    afs_ctx_free(c);
+}
+
+T_IO(misaligned_allocator_is_refused)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.alloc = bad_alloc;
+    cfg.release = bad_release;
+    struct afs_ctx *c = t_ctx_cfg(&cfg);
+    cr_assert_null(afs_buf_alloc(c, 4096));
+    cr_assert_eq(allocs, 1);
+    cr_assert_eq(releases, 1, "the refused buffer is given back, not leaked");
+    afs_ctx_free(c);
+}
+
+T_IO(open_errors)
+{
+    struct afs_ctx *c = t_new_ctx();
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(c, t_path("x"), 0, 0, AFS_MODE_SYNC, &f), -EINVAL, "no access mode");
+    cr_assert_eq(afs_open(c, t_path("x"), AFS_RDONLY | AFS_WRONLY, 0, AFS_MODE_SYNC, &f), -EINVAL);
+    cr_assert_eq(afs_open(c, t_path("x"), AFS_RDWR | 0x10000, 0, AFS_MODE_SYNC, &f), -EINVAL);
+    cr_assert_eq(afs_open(c, t_path("x"), AFS_RDWR, 0, (enum afs_mode)7, &f), -EINVAL);
+    cr_assert_eq(afs_open(c, NULL, AFS_RDWR, 0, AFS_MODE_SYNC, &f), -EINVAL);
+    cr_assert_eq(afs_open(c, t_path("missing"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), -ENOENT);
+    cr_assert_null(f);
+    cr_assert_eq(afs_open(c, t_path("new"), AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_open(c, t_path("new"), AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600, AFS_MODE_SYNC, &f), -EEXIST);
+    struct stat st;
+    cr_assert_eq(stat(t_path("new"), &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600 & ~umask(022));
+    cr_assert_eq(symlink(t_path("new"), t_path("link")), 0);
+    cr_assert_eq(afs_open(c, t_path("link"), AFS_RDONLY | AFS_NOFOLLOW, 0, AFS_MODE_SYNC, &f), -ELOOP);
+    cr_assert_eq(afs_open(c, t_dir, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), -EISDIR);
+    cr_assert_eq(afs_open(c, t_dir, AFS_RDWR, 0, AFS_MODE_SYNC, &f), -EISDIR);
+}
+
+T_IO(create_truncates)
+{
+    struct afs_ctx *c = t_new_ctx();
+    t_make_file(t_path("f"), 10000);
+    struct afs_file *f;
+    cr_assert_eq(afs_create(c, t_path("f"), AFS_MODE_ASYNC, &f), 0);
+    cr_assert_eq(afs_file_size(f), 0);
+    cr_assert_geq(afs_file_fd(f), 0);
+    cr_assert_eq(afs_file_ctx(f), c);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_IO(strerror_says_something)
+{
+    int errs[] = {0, EINVAL, EBADF, ENOENT, ECANCELED, ENOTSUP, EBUSY, EIO, 12345};
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        cr_assert_not_null(afs_strerror(-errs[i]));
+        cr_assert_gt(strlen(afs_strerror(-errs[i])), 0);
+        cr_assert_str_eq(afs_strerror(-errs[i]), afs_strerror(errs[i]));
+    }
+    cr_assert_str_eq(afs_strerror(-EINVAL), strerror(EINVAL));
+}
+
+Test(io, null_context_aborts_with_a_message, .signal = SIGABRT, .timeout = 10)
+{
+    afs_ctx_wait(NULL, 1, 0);
+}
+
+T_IO(ctx_free_completes_ops_in_flight)
+{
+    struct afs_ctx *c = t_ctx_cfg(NULL);
+    struct afs_file *f;
+    cr_assert_eq(afs_create(c, t_path("f"), AFS_MODE_ASYNC, &f), 0);
+    static char buf[64][4096];
+    static struct afs_op ops[64];
+    static int ran;
+    ran = 0;
+    for (int i = 0; i < 64; i++) {
+        t_fill(buf[i], 4096, (uint64_t)i * 4096);
+        void cb(struct afs_op * op);
+        cr_assert_eq(afs_queue_write(&ops[i], f, buf[i], 4096, (uint64_t)i * 4096, cb, &ran), 0);
+    }
+    afs_ctx_free(c); /* also closes f */
+    cr_assert_eq(ran, 64);
+    int fd = open(t_path("f"), O_RDONLY);
+    static char back[64 * 4096];
+    cr_assert_eq(read(fd, back, sizeof back), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 0));
+    close(fd);
+}
+
+void cb(struct afs_op *op)
+{
+    cr_assert_eq(op->result, 4096);
+    (*(int *)op->data)++;
+}
+
+T_IO(wake_from_another_thread_ends_a_wait)
+{
+    struct afs_ctx *c = t_new_ctx();
+    /* Nothing outstanding, no limit: only a wake can end this wait. */
+    pthread_t th;
+    void *waker(void *arg);
+    cr_assert_eq(pthread_create(&th, NULL, waker, c), 0);
+    cr_assert_eq(afs_ctx_wait(c, 1, -1), 0);
+    pthread_join(th, NULL);
+    /* A timeout with nothing outstanding returns 0 after about that long. */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    cr_assert_eq(afs_ctx_wait(c, 1, 20 * 1000 * 1000), 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+    cr_assert_geq(ms, 15.0, "waited %.1f ms", ms);
+}
+
+void *waker(void *arg)
+{
+    usleep(20000);
+    afs_ctx_wake(arg);
+    return NULL;
+}

@@ -1,0 +1,366 @@
+/* 3.3 Ops: many in flight, positional, batched; callbacks, cancel, fsync, queue depth. */
+#include "../common.h"
+
+#include <sys/stat.h>
+
+struct done {
+    int     calls;
+    ssize_t last;
+    int     in_queue_call;
+};
+
+static void count_cb(struct afs_op *op)
+{
+    struct done *d = op->data;
+    cr_assert_eq(d->in_queue_call, 0, "callback ran inside the queueing call");
+    d->calls++;
+    d->last = op->result;
+}
+
+static struct afs_file *t_file(const char *name, int flags)
+{
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, t_path(name), flags, 0644, AFS_MODE_ASYNC, &f);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
+static void wait_for(struct done *d, int n)
+{
+    while (d->calls < n) {
+        int r = afs_ctx_wait(t_ctx, 1, 10LL * 1000 * 1000 * 1000);
+        cr_assert_geq(r, 0, "afs_ctx_wait: %s", afs_strerror(r));
+    }
+}
+
+T_IO(many_ops_in_flight_on_one_file)
+{
+    t_new_ctx();
+    enum { N = 512, BS = 4096 };
+    t_make_file(t_path("f"), (size_t)N * BS);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static struct afs_op ops[N];
+    static char bufs[N][BS];
+    struct done d = {0};
+    d.in_queue_call = 1;
+    for (int i = 0; i < N; i++) {
+        int k = (i * 7919) % N; /* scattered offsets */
+        cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], BS, (uint64_t)k * BS, count_cb, &d), 0);
+    }
+    d.in_queue_call = 0;
+    cr_assert_eq(d.calls, 0);
+    int sub = afs_ctx_submit(t_ctx);
+    cr_assert_eq(sub, N, "submitted %d", sub);
+    wait_for(&d, N);
+    for (int i = 0; i < N; i++) {
+        int k = (i * 7919) % N;
+        cr_assert_eq(ops[i].result, BS);
+        cr_assert(t_check(bufs[i], BS, (uint64_t)k * BS), "op %d has the wrong data", i);
+    }
+    afs_close(f);
+}
+
+T_IO(callbacks_run_only_from_wait)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 4096);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static char buf[4096];
+    struct afs_op op = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_queue_read(&op, f, buf, 4096, 0, count_cb, &d), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    usleep(50000);
+    cr_assert_eq(d.calls, 0, "no callback outside afs_ctx_wait");
+    cr_assert_eq(afs_ctx_wait(t_ctx, 1, -1), 1);
+    cr_assert_eq(d.calls, 1);
+    cr_assert_eq(d.last, 4096);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 1, 0), 0, "poll with nothing outstanding");
+    afs_close(f);
+}
+
+T_IO(short_read_only_at_eof)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 10000);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static char buf[16384];
+    struct afs_op a = {0}, b = {0}, c = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_queue_read(&a, f, buf, sizeof buf, 0, count_cb, &d), 0);
+    wait_for(&d, 1);
+    cr_assert_eq(a.result, 10000);
+    cr_assert(t_check(buf, 10000, 0));
+    cr_assert_eq(afs_queue_read(&b, f, buf, sizeof buf, 10000, count_cb, &d), 0);
+    cr_assert_eq(afs_queue_read(&c, f, buf, sizeof buf, 1 << 30, count_cb, &d), 0);
+    wait_for(&d, 3);
+    cr_assert_eq(b.result, 0);
+    cr_assert_eq(c.result, 0);
+    afs_close(f);
+}
+
+T_IO(readv_writev)
+{
+    t_new_ctx();
+    struct afs_file *f = t_file("f", AFS_RDWR | AFS_CREAT);
+    static char a[1000], b[3000], c[96];
+    t_fill(a, sizeof a, 0);
+    t_fill(b, sizeof b, 1000);
+    t_fill(c, sizeof c, 4000);
+    struct iovec w[3] = {{a, sizeof a}, {b, sizeof b}, {c, sizeof c}};
+    struct afs_op op = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_queue_writev(&op, f, w, 3, 0, count_cb, &d), 0);
+    wait_for(&d, 1);
+    cr_assert_eq(op.result, 4096);
+    static char x[10], y[5000];
+    struct iovec r[2] = {{x, sizeof x}, {y, sizeof y}};
+    cr_assert_eq(afs_queue_readv(&op, f, r, 2, 0, count_cb, &d), 0);
+    wait_for(&d, 2);
+    cr_assert_eq(op.result, 4096, "short at EOF: %zd", op.result);
+    cr_assert(t_check(x, sizeof x, 0));
+    cr_assert(t_check(y, 4086, 10));
+    cr_assert_eq(afs_preadv(f, r, 2, 4000), 96);
+    cr_assert_eq(afs_queue_readv(&op, f, NULL, 0, 0, count_cb, &d), 0, "zero iovecs");
+    wait_for(&d, 3);
+    cr_assert_eq(op.result, 0);
+    afs_close(f);
+}
+
+T_IO(fsync_and_fdatasync)
+{
+    t_new_ctx();
+    struct afs_file *f = t_file("f", AFS_RDWR | AFS_CREAT);
+    cr_assert_eq(afs_pwrite(f, "data", 4, 0), 4);
+    struct afs_op a = {0}, b = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_queue_fsync(&a, f, 0, count_cb, &d), 0);
+    cr_assert_eq(afs_queue_fsync(&b, f, AFS_FSYNC_DATA, count_cb, &d), 0);
+    wait_for(&d, 2);
+    cr_assert_eq(a.result, 0);
+    cr_assert_eq(b.result, 0);
+    cr_assert_eq(afs_queue_fsync(&a, f, 0x80, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_fsync(f, 0), 0);
+    cr_assert_eq(afs_fsync(f, AFS_FSYNC_DATA), 0);
+    afs_close(f);
+}
+
+T_IO(bad_input_is_refused_and_changes_nothing)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 4096);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static char buf[4096];
+    struct afs_op op = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_queue_read(NULL, f, buf, 10, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_read(&op, NULL, buf, 10, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_read(&op, f, NULL, 10, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, NULL, &d), -EINVAL);
+    cr_assert_eq(afs_queue_read(&op, f, buf, (size_t)SSIZE_MAX + 1, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, (uint64_t)INT64_MAX, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, UINT64_MAX, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_write(&op, f, buf, 10, 0, count_cb, &d), -EBADF);
+    struct iovec iov[2] = {{buf, 10}, {NULL, 5}};
+    cr_assert_eq(afs_queue_readv(&op, f, iov, -1, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_readv(&op, f, iov, AFS_IOV_MAX + 1, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_readv(&op, f, iov, 2, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_readv(&op, f, NULL, 1, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_pread(f, buf, 10, UINT64_MAX), -EINVAL);
+    cr_assert_eq(afs_ctx_submit(t_ctx), 0, "nothing was queued");
+    cr_assert_eq(afs_ctx_wait(t_ctx, 0, 0), 0);
+    cr_assert_eq(d.calls, 0);
+    /* Queueing an op twice before its callback: -EBUSY, the first one unharmed. */
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), 0);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), -EBUSY);
+    wait_for(&d, 1);
+    cr_assert_eq(op.result, 10);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), 0, "reusable after");
+    wait_for(&d, 2);
+    afs_close(f);
+    struct stat st;
+    cr_assert_eq(stat(t_path("f"), &st), 0);
+    cr_assert_eq(st.st_size, 4096);
+}
+
+T_IO(zero_length_op_callback_runs_from_wait)
+{
+    t_new_ctx();
+    struct afs_file *f = t_file("f", AFS_RDWR | AFS_CREAT);
+    struct afs_op op = {0};
+    struct done d = {0};
+    d.in_queue_call = 1;
+    cr_assert_eq(afs_queue_write(&op, f, NULL, 0, 0, count_cb, &d), 0);
+    d.in_queue_call = 0;
+    cr_assert_eq(afs_ctx_wait(t_ctx, 1, -1), 1);
+    cr_assert_eq(d.calls, 1);
+    cr_assert_eq(d.last, 0);
+    afs_close(f);
+}
+
+T_IO(cancel_before_submit_and_after_completion)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 4096);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static char buf[4096];
+    struct afs_op op = {0}, never = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_cancel(&never), -ENOENT, "never queued");
+    cr_assert_eq(afs_queue_read(&op, f, buf, 4096, 0, count_cb, &d), 0);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_for(&d, 1);
+    cr_assert_eq(op.result, -ECANCELED);
+    cr_assert_eq(afs_cancel(&op), -ENOENT, "callback already ran");
+    /* Done but its callback pending: too late. */
+    cr_assert_eq(afs_queue_read(&op, f, buf, 0, 0, count_cb, &d), 0);
+    cr_assert_eq(afs_cancel(&op), -EALREADY);
+    wait_for(&d, 2);
+    cr_assert_eq(op.result, 0);
+    afs_close(f);
+}
+
+T_IO(cancel_in_flight_gets_ecanceled_or_the_result)
+{
+    t_new_ctx();
+    enum { N = 64, BS = 65536 };
+    t_make_file(t_path("f"), (size_t)N * BS);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static struct afs_op ops[N];
+    static char bufs[N][BS];
+    struct done d = {0};
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], BS, (uint64_t)i * BS, count_cb, &d), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    int cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        int r = afs_cancel(&ops[i]);
+        cr_assert(r == 0 || r == -EALREADY, "afs_cancel: %d", r);
+    }
+    wait_for(&d, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert(ops[i].result == -ECANCELED || ops[i].result == BS, "op %d: %zd", i,
+                  ops[i].result);
+        if (ops[i].result == BS)
+            cr_assert(t_check(bufs[i], BS, (uint64_t)i * BS));
+        cancelled += ops[i].result == -ECANCELED;
+    }
+    cr_assert_eq(d.calls, N, "every callback ran exactly once");
+    afs_close(f);
+}
+
+/* A read that can only end by cancellation: a FIFO with no writer data. io_uring reads
+ * pipes; pread() does not (ESPIPE), so this runs on io_uring only. */
+T_IO(cancel_a_blocked_read)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("needs a backend that reads FIFOs (io_uring), have %s",
+                     afs_ctx_backend(t_ctx));
+    cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
+    struct afs_file *f = t_file("fifo", AFS_RDWR);
+    static char buf[64];
+    struct afs_op op = {0};
+    struct done d = {0};
+    cr_assert_eq(afs_queue_read(&op, f, buf, sizeof buf, 0, count_cb, &d), 0);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 1, 50 * 1000 * 1000), 0, "blocked, times out");
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_for(&d, 1);
+    cr_assert_eq(op.result, -ECANCELED, "got %zd", op.result);
+    afs_close(f);
+}
+
+T_IO(queue_depth_limits_ops_in_flight_but_not_queueing)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.queue_depth = 3;
+    t_ctx = t_ctx_cfg(&cfg);
+    enum { N = 100 };
+    t_make_file(t_path("f"), N * 512);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static struct afs_op ops[N];
+    static char bufs[N][512];
+    struct done d = {0};
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], 512, (uint64_t)i * 512, count_cb, &d), 0);
+    /* The sync backend finishes each op as it is handed over, so it never has more than
+     * one in flight and takes them all; the others stop at queue_depth. */
+    int want = strcmp(afs_ctx_backend(t_ctx), "sync") ? 3 : N;
+    cr_assert_eq(afs_ctx_submit(t_ctx), want, "at most queue_depth handed over");
+    wait_for(&d, N);
+    for (int i = 0; i < N; i++)
+        cr_assert(t_check(bufs[i], 512, (uint64_t)i * 512));
+    afs_close(f);
+}
+
+static struct afs_op chain_op;
+static char chain_buf[4096];
+static int chain_left;
+static void chain_cb(struct afs_op *op)
+{
+    cr_assert_eq(op->result, 4096);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 1, 0), -EDEADLK, "no waiting inside a callback");
+    /* A blocking call inside a callback runs inline instead of deadlocking. */
+    char x[16];
+    cr_assert_eq(afs_pread(op->data, x, sizeof x, 0), 16);
+    if (--chain_left > 0)
+        cr_assert_eq(afs_queue_read(&chain_op, op->data, chain_buf, 4096, 0, chain_cb, op->data), 0);
+}
+
+T_IO(callbacks_can_queue_more)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 4096);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    chain_left = 10;
+    cr_assert_eq(afs_queue_read(&chain_op, f, chain_buf, 4096, 0, chain_cb, f), 0);
+    while (chain_left > 0)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, -1), 0);
+    afs_close(f);
+}
+
+T_IO(close_waits_for_the_files_ops)
+{
+    t_new_ctx();
+    struct afs_file *f = t_file("f", AFS_RDWR | AFS_CREAT);
+    enum { N = 32, BS = 65536 };
+    static struct afs_op ops[N];
+    static char bufs[N][BS];
+    struct done d = {0};
+    for (int i = 0; i < N; i++) {
+        t_fill(bufs[i], BS, (uint64_t)i * BS);
+        cr_assert_eq(afs_queue_write(&ops[i], f, bufs[i], BS, (uint64_t)i * BS, count_cb, &d), 0);
+    }
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(d.calls, N);
+    int fd = open(t_path("f"), O_RDONLY);
+    static char back[N * BS];
+    cr_assert_eq(read(fd, back, sizeof back), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 0));
+    close(fd);
+}
+
+/* io_uring: one io_uring_enter for a whole batch, whatever its size. */
+T_IO(one_kernel_submit_per_batch)
+{
+    t_new_ctx();
+    enum { N = 64 };
+    t_make_file(t_path("f"), N * 4096);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static struct afs_op ops[N];
+    static char bufs[N][4096];
+    struct done d = {0};
+    struct afs_stats a, b;
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], 4096, (uint64_t)i * 4096, count_cb, &d), 0);
+    afs_ctx_stats(t_ctx, &a);
+    cr_assert_eq(afs_ctx_submit(t_ctx), N);
+    afs_ctx_stats(t_ctx, &b);
+    if (!strcmp(afs_ctx_backend(t_ctx), "io_uring") || !strcmp(afs_ctx_backend(t_ctx), "libaio"))
+        cr_assert_eq(b.kernel_submits - a.kernel_submits, 1, "%llu system calls",
+                     (unsigned long long)(b.kernel_submits - a.kernel_submits));
+    cr_assert_eq(b.ops - a.ops, 0);
+    wait_for(&d, N);
+    afs_close(f);
+}
