@@ -306,6 +306,9 @@ AFS_API int afs_cancel(struct afs_op *op);
  * 3.4 Blocking positional calls. Outside a corio task they block the thread; inside a task
  * they suspend the task only and the op joins the scheduler's batch. Return bytes (a read is
  * short only at end of file) or -errno. They do not use or move the file's position.
+ * On a buffered (not AFS_DIRECT) file, a read or write of at most sync_threshold bytes runs
+ * inline with pread/pwrite, as in sync mode: for small cached I/O that is cheapest, and a
+ * task does not suspend. Set sync_threshold to 0 to batch everything.
  * ---------------------------------------------------------------------------------------- */
 AFS_API ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off);
 AFS_API ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off);
@@ -322,12 +325,16 @@ AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
  * ---------------------------------------------------------------------------------------- */
 struct afs_waiter {
     struct afs_ctx *ctx;
-    /* Called by a blocking call after it queued `op` on ctx; returns once op's callback has
-     * run (the scheduler runs other work meanwhile). A non-zero return means "cannot
-     * suspend here" and the call blocks the thread as usual. */
-    int (*suspend)(struct afs_waiter *w, struct afs_op *op);
-    /* Called from op's callback, on the context's thread. */
-    void (*resume)(struct afs_waiter *w, struct afs_op *op);
+    /* The coroutine running on this thread, or NULL (then calls block the thread). */
+    void *(*current)(struct afs_waiter *w);
+    /* Called by a blocking call after it queued `op` on ctx, from inside coroutine `co`;
+     * returns once resume(w, co, op) was called (the scheduler runs other work meanwhile).
+     * Returns 0 to let the call return op->result, or a negative errno to return instead
+     * (e.g. -ETIMEDOUT after a deadline cancelled the op). It must not return before op's
+     * callback ran: the op and its buffer live on the coroutine's stack. */
+    int (*suspend)(struct afs_waiter *w, void *co, struct afs_op *op);
+    /* Called from op's callback, on the context's thread: make `co` runnable. */
+    void (*resume)(struct afs_waiter *w, void *co, struct afs_op *op);
 };
 
 /* Installs w for the calling thread (NULL removes it); returns the previous one. */

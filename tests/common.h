@@ -4,12 +4,16 @@
 #ifndef AFS_TEST_COMMON_H
 #define AFS_TEST_COMMON_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <asyncfs.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#ifndef _WIN32
 #include <ftw.h>
+#endif
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,22 +23,134 @@
 #include <time.h>
 #include <unistd.h>
 
-static char t_dir[1024];
-static struct afs_ctx *t_ctx;
+#ifdef _WIN32
+/* Windows (MinGW-w64: its C runtime has open/read/usleep, winpthreads has pthreads and
+ * clock_gettime): the few POSIX calls the suites use that it lacks, for the tests only. */
+#include <direct.h>
+#include <io.h>
+#include <windows.h>
+#include <winioctl.h>
+
+static inline int setenv(const char *name, const char *value, int overwrite)
+{
+    (void)overwrite;
+    return _putenv_s(name, value) ? -1 : 0;
+}
+
+static inline ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    if (_lseeki64(fd, off, SEEK_SET) < 0)
+        return -1;
+    return _write(fd, buf, (unsigned)len);
+}
+
+static inline char *mkdtemp(char *tmpl)
+{
+    size_t n = strlen(tmpl);
+    if (n < 6 || strcmp(tmpl + n - 6, "XXXXXX") != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    for (unsigned tries = 0; tries < 1000; tries++) {
+        unsigned v = (unsigned)GetTickCount() * 2654435761u + GetCurrentProcessId() * 40503u +
+                     tries * 7919u;
+        for (int i = 0; i < 6; i++, v /= 36)
+            tmpl[n - 6 + i] = "abcdefghijklmnopqrstuvwxyz0123456789"[v % 36];
+        if (_mkdir(tmpl) == 0)
+            return tmpl;
+        if (errno != EEXIST)
+            return NULL;
+    }
+    return NULL;
+}
+
+static inline int mkfifo(const char *path, int mode)
+{
+    (void)path, (void)mode;
+    errno = ENOSYS; /* no named pipes in the file system */
+    return -1;
+}
+
+/* Creating a symbolic link needs a privilege (or developer mode) on Windows, and wine 8's
+ * CreateSymbolicLink says yes but makes nothing: -1 unless a reparse point is there. */
+static inline int t_symlink(const char *target, const char *link)
+{
+    if (!CreateSymbolicLinkA(link, target, 0x2 /* ALLOW_UNPRIVILEGED_CREATE */))
+        return -1;
+    DWORD a = GetFileAttributesA(link);
+    return a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_REPARSE_POINT) ? 0 : -1;
+}
+
+/* NTFS zero-fills the gap before a write past the end unless the file is sparse. */
+static inline void t_sparse(struct afs_file *f)
+{
+    DWORD n;
+    DeviceIoControl((HANDLE)afs_file_fd(f), FSCTL_SET_SPARSE, NULL, 0, NULL, 0, &n, NULL);
+}
+
+static void t_rmtree(const char *dir)
+{
+    char pat[MAX_PATH + 8], p[MAX_PATH + 8];
+    snprintf(pat, sizeof pat, "%s\\*", dir);
+    WIN32_FIND_DATAA fd;
+    HANDLE h = FindFirstFileA(pat, &fd);
+    if (h != INVALID_HANDLE_VALUE) {
+        do {
+            if (!strcmp(fd.cFileName, ".") || !strcmp(fd.cFileName, ".."))
+                continue;
+            snprintf(p, sizeof p, "%s\\%s", dir, fd.cFileName);
+            if ((fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) &&
+                !(fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT))
+                t_rmtree(p);
+            else if (fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)
+                RemoveDirectoryA(p);
+            else {
+                SetFileAttributesA(p, FILE_ATTRIBUTE_NORMAL); /* read-only files too */
+                DeleteFileA(p);
+            }
+        } while (FindNextFileA(h, &fd));
+        FindClose(h);
+    }
+    RemoveDirectoryA(dir);
+}
+#else
+static inline int t_symlink(const char *target, const char *link)
+{
+    return symlink(target, link);
+}
+
+static inline void t_sparse(struct afs_file *f)
+{
+    (void)f; /* POSIX files are sparse by default */
+}
 
 static int t_rm(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)flag, (void)ftw;
     return remove(p);
 }
+#endif
+
+static char t_dir[1024];
+static struct afs_ctx *t_ctx;
 
 static void t_setup(void)
 {
     const char *base = getenv("AFS_TEST_TMPDIR");
+#ifdef _WIN32
+    _fmode = _O_BINARY; /* the reference reads and writes are byte for byte */
+    if (!base)
+        base = getenv("TEMP");
+    if (!base)
+        base = getenv("TMP");
+    if (!base)
+        base = ".";
+#else
     if (!base)
         base = getenv("TMPDIR");
     if (!base)
         base = "/var/tmp"; /* on disk (O_DIRECT works there), unlike a tmpfs /tmp */
+#endif
     snprintf(t_dir, sizeof t_dir, "%s/afs-test-XXXXXX", base);
     cr_assert_not_null(mkdtemp(t_dir), "mkdtemp(%s): %s", t_dir, strerror(errno));
     t_ctx = NULL;
@@ -45,8 +161,13 @@ static void t_teardown(void)
     if (t_ctx)
         afs_ctx_free(t_ctx);
     t_ctx = NULL;
+#ifdef _WIN32
+    if (t_dir[0])
+        t_rmtree(t_dir);
+#else
     if (t_dir[0])
         nftw(t_dir, t_rm, 16, FTW_DEPTH | FTW_PHYS);
+#endif
 }
 
 static const char *t_path(const char *name)
@@ -69,7 +190,7 @@ static struct afs_ctx *t_ctx_cfg(const struct afs_config *cfg)
     return c;
 }
 
-static struct afs_ctx *t_new_ctx(void)
+static inline struct afs_ctx *t_new_ctx(void)
 {
     t_ctx = t_ctx_cfg(NULL);
     return t_ctx;

@@ -44,6 +44,11 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     f->flags = flags;
     f->mode = mode;
     f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
+    if (ctx->be->open && (err = ctx->be->open(ctx, f)) < 0) {
+        afs__sys_close(f->fd);
+        free(f);
+        return err;
+    }
     f->next = ctx->files;
     if (ctx->files)
         ctx->files->prev = f;
@@ -104,6 +109,7 @@ int64_t afs_file_size(struct afs_file *f)
 struct blocking {
     bool               done;
     struct afs_waiter *w;
+    void              *co;
 };
 
 static void blocking_cb(struct afs_op *op)
@@ -111,19 +117,19 @@ static void blocking_cb(struct afs_op *op)
     struct blocking *b = op->data;
     b->done = true;
     if (b->w)
-        b->w->resume(b->w, op);
+        b->w->resume(b->w, b->co, op);
 }
 
 static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op, struct blocking *b)
 {
     struct afs_waiter *w = afs_waiter_get();
-    if (w && w->ctx == ctx) {
+    void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
+    if (co) {
         b->w = w;
-        if (w->suspend(w, op) == 0) {
-            AFS_CHECK(b->done, "waiter resumed before the op completed");
-            return op->result;
-        }
-        b->w = NULL;
+        b->co = co;
+        int err = w->suspend(w, co, op);
+        AFS_CHECK(b->done, "waiter resumed a coroutine before its op completed");
+        return err < 0 ? err : op->result;
     }
     /* The op lives on this stack frame: never return before its callback ran. */
     while (!b->done)
@@ -148,7 +154,7 @@ static ssize_t blocking_op(struct afs_file *f, int code, void *buf, size_t len,
 {
     struct afs_ctx *ctx = f->ctx;
     struct afs_op op;
-    struct blocking b = {false, NULL};
+    struct blocking b = {false, NULL, NULL};
     memset(&op, 0, sizeof op);
     int err;
     switch (code) {
@@ -177,18 +183,24 @@ static ssize_t blocking_op(struct afs_file *f, int code, void *buf, size_t len,
     return wait_blocking(ctx, &op, &b);
 }
 
+/* Small buffered ops run inline (3.2); direct I/O always goes to the device asynchronously. */
+static bool small(const struct afs_file *f, size_t len)
+{
+    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT);
+}
+
 ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
 {
     if (!file_check(f, __func__))
         return -EINVAL;
-    return blocking_op(f, AFS__READ, buf, len, NULL, 0, off, 0, false);
+    return blocking_op(f, AFS__READ, buf, len, NULL, 0, off, 0, small(f, len));
 }
 
 ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
 {
     if (!file_check(f, __func__))
         return -EINVAL;
-    return blocking_op(f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, false);
+    return blocking_op(f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, small(f, len));
 }
 
 ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
@@ -241,7 +253,7 @@ static void pos_cb(struct afs_op *op)
     struct afs_waiter *w = f->pos_waiter;
     if (w) {
         f->pos_waiter = NULL;
-        w->resume(w, op);
+        w->resume(w, f->pos_co, op);
     }
 }
 
@@ -253,7 +265,7 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
         return -EBUSY;
     if (f->mode == AFS_MODE_SYNC) {
         ssize_t res = blocking_op(f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0,
-                                  (uint64_t)f->pos, 0, len <= f->ctx->cfg.sync_threshold);
+                                  (uint64_t)f->pos, 0, small(f, len));
         if (res == -EINVAL || res == -EBADF || res == -EBUSY) {
             /* Refused before anything ran: not an op, so not "the last op" either. */
             return res;
@@ -338,11 +350,13 @@ int afs_last_op_wait(struct afs_file *f, ssize_t *res)
         if (ctx->in_callback)
             return -EDEADLK;
         struct afs_waiter *w = afs_waiter_get();
-        if (w && w->ctx == ctx) {
+        void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
+        if (co) {
             f->pos_waiter = w;
-            afs_ctx_submit(ctx);
-            if (w->suspend(w, &f->pos_op) != 0)
-                f->pos_waiter = NULL;
+            f->pos_co = co;
+            int err = w->suspend(w, co, &f->pos_op);
+            if (err < 0 && f->pos_pending)
+                return err;
         }
         while (f->pos_pending) {
             int err = afs_ctx_wait(ctx, 1, -1);

@@ -133,6 +133,9 @@ struct afs__backend {
     int  (*enter)(struct afs_ctx *ctx, bool wait, int64_t timeout_ns);
     /* Ask the kernel to cancel an op in flight (best effort; the completion still comes). */
     void (*cancel)(struct afs_ctx *ctx, struct afs_op *op);
+    /* Optional: f was just opened on ctx (iocp associates it with its completion port).
+     * Returns 0, or -errno to fail the open. */
+    int  (*open)(struct afs_ctx *ctx, struct afs_file *f);
 };
 
 extern const struct afs__backend afs__backend_uring;
@@ -193,6 +196,7 @@ struct afs_file {
     ssize_t       last_res;
     bool          pos_pending;
     struct afs_waiter *pos_waiter; /* a task suspended in afs_last_op_wait() */
+    void              *pos_co;
 };
 
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */

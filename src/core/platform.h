@@ -10,6 +10,12 @@
 #include <stdint.h>
 
 #ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
 #include <windows.h>
 typedef HANDLE             afs__fd_t;
 typedef SRWLOCK            afs__mutex;
@@ -82,5 +88,15 @@ struct afs__syscalls {
     int     (*fsync)(afs__fd_t fd, bool datasync);
 };
 extern struct afs__syscalls afs__sys;
+
+#ifdef _WIN32
+/* src/windows/error.c: the one translation of Windows error codes into -errno values. */
+int afs__win_errno(DWORD err);
+/* Makes afs__waker_signal() also post a wake packet to this completion port (NULL: stop);
+ * the iocp backend attaches its port so that one GetQueuedCompletionStatusEx waits for both
+ * I/O and wakes. The port is kept in w->wfd. */
+void afs__waker_set_port(afs__waker *w, HANDLE port);
+#define AFS__WAKE_KEY ((ULONG_PTR)0x77616b65u) /* the completion key of wake packets */
+#endif
 
 #endif

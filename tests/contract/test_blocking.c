@@ -32,6 +32,7 @@ T_IO(large_sparse_file)
 {
     t_new_ctx();
     struct afs_file *f = t_file("big", AFS_RDWR | AFS_CREAT, AFS_MODE_ASYNC);
+    t_sparse(f);
     const uint64_t off = (5ULL << 30) + 12345;
     static char buf[8192], back[8192];
     t_fill(buf, sizeof buf, off);

@@ -99,13 +99,21 @@ static void *my_alloc(size_t size, void *user)
 {
     cr_assert_eq(user, &allocs);
     allocs++;
+#ifdef _WIN32
+    return _aligned_malloc(size, 4096);
+#else
     void *p = NULL;
     return posix_memalign(&p, 4096, size) ? NULL : p;
+#endif
 }
 static void my_release(void *buf, size_t size, void *user)
 {
     releases++;
+#ifdef _WIN32
+    _aligned_free(buf);
+#else
     free(buf);
+#endif
 }
 static void *bad_alloc(size_t size, void *user)
 {
@@ -163,9 +171,19 @@ T_IO(open_errors)
     cr_assert_eq(afs_open(c, t_path("new"), AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600, AFS_MODE_SYNC, &f), -EEXIST);
     struct stat st;
     cr_assert_eq(stat(t_path("new"), &st), 0);
+#ifndef _WIN32 /* Windows has no permission bits: a mode with write bits is just not read-only */
     cr_assert_eq(st.st_mode & 0777, 0600 & ~umask(022));
-    cr_assert_eq(symlink(t_path("new"), t_path("link")), 0);
-    cr_assert_eq(afs_open(c, t_path("link"), AFS_RDONLY | AFS_NOFOLLOW, 0, AFS_MODE_SYNC, &f), -ELOOP);
+#endif
+    int sl = t_symlink(t_path("new"), t_path("link"));
+#ifdef _WIN32
+    if (sl != 0)
+        cr_log_warn("cannot make a symbolic link here (a privilege on Windows, a stub in "
+                    "wine): AFS_NOFOLLOW unchecked");
+    else
+#else
+    cr_assert_eq(sl, 0);
+#endif
+        cr_assert_eq(afs_open(c, t_path("link"), AFS_RDONLY | AFS_NOFOLLOW, 0, AFS_MODE_SYNC, &f), -ELOOP);
     cr_assert_eq(afs_open(c, t_dir, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), -EISDIR);
     cr_assert_eq(afs_open(c, t_dir, AFS_RDWR, 0, AFS_MODE_SYNC, &f), -EISDIR);
 }

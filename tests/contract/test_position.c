@@ -2,7 +2,9 @@
 #include "../common.h"
 
 #include <signal.h>
+#ifndef _WIN32
 #include <sys/resource.h>
+#endif
 
 static struct afs_file *t_open(const char *name, int flags, enum afs_mode mode)
 {
@@ -149,25 +151,38 @@ T_IO(zero_length_ops_complete_at_once)
 T_IO(errors_are_not_sticky_and_keep_the_position)
 {
     t_new_ctx();
+#ifdef _WIN32
+    /* No RLIMIT_FSIZE: a write far past the largest file the file system allows fails
+     * instead (NTFS: 16 TiB; ext4 under wine too), with an error that depends on it. */
+    const int64_t bad = (int64_t)1 << 62;
+#else
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit rl = {1 << 20, 1 << 20};
     cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    const int64_t bad = 2 << 20;
+#endif
     enum afs_mode modes[] = {AFS_MODE_SYNC, AFS_MODE_ASYNC};
     for (int m = 0; m < 2; m++) {
         struct afs_file *f = t_open(m ? "a" : "s", AFS_RDWR | AFS_CREAT, modes[m]);
         static char buf[8192];
         t_fill(buf, sizeof buf, 0);
-        cr_assert_eq(afs_seek(f, 2 << 20, SEEK_SET), 2 << 20);
+        cr_assert_eq(afs_seek(f, bad, SEEK_SET), bad);
         ssize_t r = afs_write(f, buf, sizeof buf);
         if (modes[m] == AFS_MODE_ASYNC) {
             cr_assert_eq(r, 0);
             r = poll_last_op(f);
         }
-        cr_assert_eq(r, -EFBIG, "got %zd", r);
+#ifdef _WIN32
+        cr_assert_lt(r, 0, "got %zd", r);
+        const ssize_t want = r;
+#else
+        const ssize_t want = -EFBIG;
+#endif
+        cr_assert_eq(r, want, "got %zd", r);
         ssize_t res;
         cr_assert_eq(afs_last_op(f, &res), 1);
-        cr_assert_eq(res, -EFBIG);
-        cr_assert_eq(afs_tell(f), 2 << 20, "a failed op does not move the position");
+        cr_assert_eq(res, want);
+        cr_assert_eq(afs_tell(f), bad, "a failed op does not move the position");
         cr_assert_eq(afs_seek(f, 0, SEEK_SET), 0);
         r = afs_write(f, buf, sizeof buf);
         if (modes[m] == AFS_MODE_ASYNC)

@@ -1,0 +1,45 @@
+# Thin wrapper over CMake. `make test` and `make run` install what is missing first.
+BUILD    ?= build
+PREFIX   ?= /usr/local
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+# CI builds treat warnings as errors.
+ifneq ($(CI),)
+WERROR   := ON
+else
+WERROR   ?= OFF
+endif
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure build test run install clean
+
+all: build
+
+deps:
+	@scripts/deps.sh test
+
+configure:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DASYNCFS_WERROR=$(WERROR) \
+	  $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: deps
+	@$(MAKE) --no-print-directory build
+	@cd $(BUILD) && ctest --output-on-failure -j 1
+
+run:
+	@scripts/deps.sh run
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="$(CMAKE_FLAGS) -DASYNCFS_TESTS=OFF" BUILD=$(BUILD)-run
+	@BUILD=$(BUILD)-run scripts/showcase.sh
+
+install:
+	@scripts/deps.sh build
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="$(CMAKE_FLAGS) -DASYNCFS_TESTS=OFF -DCMAKE_INSTALL_PREFIX=$(PREFIX)" BUILD=$(BUILD)-install
+	@cmake --install $(BUILD)-install --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install
+
+# Extra targets (test-windows, test-aarch64, test-sanitize...) live in mk/.
+-include mk/*.mk

@@ -1,0 +1,397 @@
+/* Coroutine stacks with guard pages, a per-pool cache, and the overflow reporter. See stack.h.
+ *
+ * The guard registry is what lets the SIGSEGV handler tell a stack overflow from any other
+ * fault, for stacks of every pool on every thread. The handler may only read it with atomic
+ * loads (async-signal-safe, lock-free); writers serialise on a mutex. Slots live in chunks
+ * that are never freed, so a reader never follows a dangling pointer; a freed slot has
+ * start == 0 and is reused by the next registration. */
+#include "stack.h"
+#include "switch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if CORIO__ASAN
+#include <sanitizer/asan_interface.h>
+#define CORIO__UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define CORIO__UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+#ifndef MAP_STACK
+#define MAP_STACK 0
+#endif
+#if !defined(MAP_ANONYMOUS) && defined(MAP_ANON)
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+
+#define CORIO__MIN_STACK    ((size_t)16 * 1024)
+#define CORIO__MIN_GUARD    ((size_t)16 * 1024)
+#define CORIO__ALTSTACK     ((size_t)64 * 1024)
+#define CORIO__NO_SLOT      SIZE_MAX
+
+static size_t corio__page_size(void)
+{
+    static _Atomic size_t cached;
+    size_t n = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (n == 0) {
+        long v = sysconf(_SC_PAGESIZE);
+        n = v > 0 ? (size_t)v : 4096;
+        atomic_store_explicit(&cached, n, memory_order_relaxed);
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Guard registry
+ * ---------------------------------------------------------------------------------------- */
+
+#define REG_CHUNK_LEN 4096u
+#define REG_CHUNKS    1024u /* up to 4M live stacks are recognised; more still work, unnamed */
+
+struct reg_entry {
+    _Atomic uintptr_t start;      /* guard [start, end); 0 = free slot */
+    _Atomic uintptr_t end;
+    _Atomic size_t    stack_size; /* usable size, for the message */
+};
+
+static struct {
+    pthread_mutex_t            lock;
+    _Atomic(struct reg_entry *) chunks[REG_CHUNKS];
+    _Atomic size_t             high;      /* slots [0, high) have been used; the handler scans
+                                             only these */
+    size_t                    *free_slots; /* under lock; capacity >= high, so a push never
+                                              fails */
+    size_t                     free_len;
+    size_t                     free_cap;
+} reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static size_t reg_add(uintptr_t start, uintptr_t end, size_t stack_size)
+{
+    size_t slot = CORIO__NO_SLOT;
+    pthread_mutex_lock(&reg.lock);
+    if (reg.free_len > 0) {
+        slot = reg.free_slots[--reg.free_len];
+    } else {
+        size_t high = atomic_load_explicit(&reg.high, memory_order_relaxed);
+        if (high >= (size_t)REG_CHUNK_LEN * REG_CHUNKS)
+            goto out;
+        if (high >= reg.free_cap) {
+            size_t cap = reg.free_cap ? reg.free_cap * 2 : 256;
+            size_t *f = realloc(reg.free_slots, cap * sizeof(*f));
+            if (f == NULL)
+                goto out;
+            reg.free_slots = f;
+            reg.free_cap = cap;
+        }
+        size_t c = high / REG_CHUNK_LEN;
+        if (atomic_load_explicit(&reg.chunks[c], memory_order_relaxed) == NULL) {
+            struct reg_entry *chunk = calloc(REG_CHUNK_LEN, sizeof(*chunk));
+            if (chunk == NULL)
+                goto out;
+            atomic_store_explicit(&reg.chunks[c], chunk, memory_order_release);
+        }
+        slot = high;
+        atomic_store_explicit(&reg.high, high + 1, memory_order_release);
+    }
+    struct reg_entry *e = &atomic_load_explicit(&reg.chunks[slot / REG_CHUNK_LEN],
+                                                memory_order_relaxed)[slot % REG_CHUNK_LEN];
+    atomic_store_explicit(&e->end, end, memory_order_relaxed);
+    atomic_store_explicit(&e->stack_size, stack_size, memory_order_relaxed);
+    /* Published last: a reader that sees start sees the rest. */
+    atomic_store_explicit(&e->start, start, memory_order_release);
+out:
+    pthread_mutex_unlock(&reg.lock);
+    return slot;
+}
+
+static void reg_remove(size_t slot)
+{
+    if (slot == CORIO__NO_SLOT)
+        return;
+    pthread_mutex_lock(&reg.lock);
+    struct reg_entry *e = &atomic_load_explicit(&reg.chunks[slot / REG_CHUNK_LEN],
+                                                memory_order_relaxed)[slot % REG_CHUNK_LEN];
+    atomic_store_explicit(&e->start, 0, memory_order_release);
+    reg.free_slots[reg.free_len++] = slot;
+    pthread_mutex_unlock(&reg.lock);
+}
+
+/* Async-signal-safe: atomic loads only. Returns the stack size whose guard holds addr, or 0.
+ * The stack that overflowed is in use by the faulting thread, so its entry cannot change
+ * under us; entries of other threads may, and are re-checked after reading. */
+static size_t reg_lookup(uintptr_t addr)
+{
+    size_t high = atomic_load_explicit(&reg.high, memory_order_acquire);
+    for (size_t c = 0; c * REG_CHUNK_LEN < high; c++) {
+        struct reg_entry *chunk = atomic_load_explicit(&reg.chunks[c], memory_order_acquire);
+        if (chunk == NULL)
+            continue;
+        for (size_t i = 0; i < REG_CHUNK_LEN && c * REG_CHUNK_LEN + i < high; i++) {
+            uintptr_t start = atomic_load_explicit(&chunk[i].start, memory_order_acquire);
+            if (start == 0 || addr < start)
+                continue;
+            uintptr_t end = atomic_load_explicit(&chunk[i].end, memory_order_relaxed);
+            size_t size = atomic_load_explicit(&chunk[i].stack_size, memory_order_relaxed);
+            if (addr < end &&
+                atomic_load_explicit(&chunk[i].start, memory_order_acquire) == start)
+                return size;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Pools
+ * ---------------------------------------------------------------------------------------- */
+
+int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_t max_cached)
+{
+    size_t page = corio__page_size();
+    memset(p, 0, sizeof(*p));
+    if (stack_size < CORIO__MIN_STACK)
+        stack_size = CORIO__MIN_STACK;
+    if (stack_size > SIZE_MAX / 2)
+        return -EINVAL;
+    p->stack_size = (stack_size + page - 1) & ~(page - 1);
+    p->guard_size = (CORIO__MIN_GUARD + page - 1) & ~(page - 1);
+    p->max_cached = max_cached;
+    return 0;
+}
+
+static void stack_unmap(struct corio__stack *s)
+{
+    reg_remove(s->slot);
+    /* Clear ASan's shadow before the range can be reused by an unrelated mapping. */
+    CORIO__UNPOISON(s->lo, s->size);
+    munmap(s->map, s->map_size);
+    memset(s, 0, sizeof(*s));
+}
+
+void corio__stack_pool_fini(struct corio__stack_pool *p)
+{
+    for (size_t i = 0; i < p->cache_len; i++)
+        stack_unmap(&p->cache[i]);
+    free(p->cache);
+    p->cache = NULL;
+    p->cache_len = 0;
+    p->cache_cap = 0;
+    p->max_cached = 0; /* a late put unmaps */
+}
+
+int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
+{
+    if (p->cache_len > 0) {
+        *out = p->cache[--p->cache_len];
+        CORIO__UNPOISON(out->lo, out->size);
+        p->n_out++;
+        return 0;
+    }
+    size_t map_size = p->guard_size + p->stack_size;
+    /* Mapped read/write, then the guard removed: one mmap and one mprotect. MAP_NORESERVE
+     * keeps large virtual stacks from counting against overcommit; MAP_STACK is a hint
+     * (transparent huge pages are not used for it). */
+    void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED)
+        return -ENOMEM;
+    if (mprotect(map, p->guard_size, PROT_NONE) != 0) {
+        munmap(map, map_size);
+        return -ENOMEM;
+    }
+    out->map = map;
+    out->map_size = map_size;
+    out->lo = (char *)map + p->guard_size;
+    out->size = p->stack_size;
+    /* When the registry is full the stack still works; an overflow is then reported as a
+     * plain SIGSEGV instead of by name. */
+    out->slot = reg_add((uintptr_t)map, (uintptr_t)out->lo, p->stack_size);
+    p->n_mapped++;
+    p->n_out++;
+    return 0;
+}
+
+void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
+{
+    if (s->map == NULL)
+        return;
+    if (p->n_out > 0)
+        p->n_out--;
+    /* A coroutine that ended by switching away never returned from its frames, so their ASan
+     * redzones are still poisoned. */
+    CORIO__UNPOISON(s->lo, s->size);
+    if (p->cache_len == p->cache_cap && p->cache_cap < p->max_cached) {
+        size_t cap = p->cache_cap ? p->cache_cap * 2 : 16;
+        if (cap > p->max_cached)
+            cap = p->max_cached;
+        struct corio__stack *c = realloc(p->cache, cap * sizeof(*c));
+        if (c != NULL) {
+            p->cache = c;
+            p->cache_cap = cap;
+        }
+    }
+    if (p->cache_len < p->cache_cap && s->size == p->stack_size) {
+        p->cache[p->cache_len++] = *s;
+        memset(s, 0, sizeof(*s));
+    } else {
+        stack_unmap(s);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Overflow reporting
+ * ---------------------------------------------------------------------------------------- */
+
+static struct sigaction old_segv, old_bus;
+static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+static int handler_err;
+static pthread_key_t altstack_key;
+static _Thread_local int thread_ready;
+
+static void write_all(const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void corio__fault_handler(int sig, siginfo_t *si, void *uctx)
+{
+    int saved_errno = errno;
+    /* si_code > 0: raised by the kernel for a fault, so si_addr is meaningful. */
+    size_t stack_size = si->si_code > 0 ? reg_lookup((uintptr_t)si->si_addr) : 0;
+    if (stack_size != 0) {
+        /* Formatting by hand: snprintf is not async-signal-safe. */
+        char msg[160];
+        static const char head[] = "corio: task stack overflow (stack size ";
+        static const char tail[] = " bytes); raise corio_config.stack_size\n";
+        char digits[24];
+        size_t nd = 0, len = 0;
+        do {
+            digits[nd++] = (char)('0' + stack_size % 10);
+            stack_size /= 10;
+        } while (stack_size != 0);
+        memcpy(msg, head, sizeof(head) - 1);
+        len = sizeof(head) - 1;
+        while (nd > 0)
+            msg[len++] = digits[--nd];
+        memcpy(msg + len, tail, sizeof(tail) - 1);
+        len += sizeof(tail) - 1;
+        write_all(msg, len);
+        abort();
+    }
+
+    /* Not ours: chain to whoever was there before (e.g. a sanitizer's reporter). */
+    const struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
+    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction != NULL) {
+        old->sa_sigaction(sig, si, uctx);
+    } else if (!(old->sa_flags & SA_SIGINFO) && old->sa_handler != SIG_DFL &&
+               old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+    } else {
+        /* Default action: a kernel fault re-executes the instruction on return and dies
+         * there (core dump with the real context); a sent signal has to be raised again. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(sig, &dfl, NULL);
+        if (si->si_code <= 0)
+            raise(sig);
+    }
+    errno = saved_errno;
+}
+
+static size_t altstack_size(void)
+{
+    size_t page = corio__page_size();
+    size_t size = CORIO__ALTSTACK;
+    /* SIGSTKSZ is sysconf(_SC_SIGSTKSZ) in glibc >= 2.34: large with AVX-512/AMX state. */
+    if ((size_t)SIGSTKSZ > size)
+        size = ((size_t)SIGSTKSZ + page - 1) & ~(page - 1);
+    return size;
+}
+
+static void altstack_release(void *map)
+{
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) &&
+        (char *)cur.ss_sp == (char *)map + corio__page_size()) {
+        stack_t off;
+        memset(&off, 0, sizeof(off));
+        off.ss_flags = SS_DISABLE;
+        sigaltstack(&off, NULL);
+    }
+    munmap(map, corio__page_size() + altstack_size());
+}
+
+static void install_handler(void)
+{
+    int err = pthread_key_create(&altstack_key, altstack_release);
+    if (err != 0) {
+        handler_err = -err;
+        return;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = corio__fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &old_segv) != 0 || sigaction(SIGBUS, &sa, &old_bus) != 0)
+        handler_err = -errno;
+}
+
+int corio__stack_thread_init(void)
+{
+    if (thread_ready)
+        return 0;
+    pthread_once(&handler_once, install_handler);
+    if (handler_err != 0)
+        return handler_err;
+
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) != 0)
+        return -errno;
+    if (cur.ss_flags & SS_DISABLE) {
+        size_t page = corio__page_size();
+        size_t size = altstack_size();
+        /* A guard page below the alternate stack too, so a fault in the handler cannot
+         * scribble over neighbouring memory. */
+        void *map = mmap(NULL, page + size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (map == MAP_FAILED)
+            return -ENOMEM;
+        if (mprotect(map, page, PROT_NONE) != 0) {
+            munmap(map, page + size);
+            return -ENOMEM;
+        }
+        stack_t ss;
+        memset(&ss, 0, sizeof(ss));
+        ss.ss_sp = (char *)map + page;
+        ss.ss_size = size;
+        if (sigaltstack(&ss, NULL) != 0) {
+            int err = -errno;
+            munmap(map, page + size);
+            return err;
+        }
+        pthread_setspecific(altstack_key, map); /* released at thread exit */
+    }
+    thread_ready = 1;
+    return 0;
+}

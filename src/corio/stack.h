@@ -1,0 +1,69 @@
+/* Coroutine stacks: mmap'd, with a PROT_NONE guard below, cached per pool (libdill style).
+ * Not installed.
+ *
+ * Layout of one mapping (stacks grow down):
+ *
+ *     map                    lo                                lo + size == map + map_size
+ *     | guard (PROT_NONE)    | usable stack (read/write)       |
+ *
+ * Memory is reserved lazily (MAP_NORESERVE): a task pays only for the pages it touches.
+ *
+ * Overflow detection: every guard range is recorded in a process-wide registry. Once
+ * corio__stack_thread_init() has run on a thread, a SIGSEGV (or SIGBUS) on that thread whose
+ * fault address lies in a guard prints
+ *     corio: task stack overflow (stack size N bytes); raise corio_config.stack_size
+ * to stderr and aborts (SIGABRT). Any other SIGSEGV/SIGBUS goes to the handler that was
+ * installed before ours or, if there was none, is re-raised with the default action.
+ * A frame larger than the guard can jump over it; the guard is max(16 KiB, one page), and
+ * -fstack-clash-protection (on by default in most distributions) makes the compiler probe
+ * large frames page by page so they hit it. */
+#ifndef CORIO_STACK_H
+#define CORIO_STACK_H
+
+#include <stddef.h>
+
+struct corio__stack {
+    void  *map;      /* the whole mapping, guard included; NULL when empty */
+    size_t map_size;
+    void  *lo;       /* usable [lo, lo + size), guard below lo */
+    size_t size;
+    size_t slot;     /* private to stack.c: index in the guard registry */
+};
+
+/* A pool belongs to one scheduler and is used from one thread at a time (no locking). */
+struct corio__stack_pool {
+    size_t               stack_size;  /* usable bytes per stack, page multiple, >= 16 KiB */
+    size_t               guard_size;  /* bytes of PROT_NONE below each stack */
+    size_t               max_cached;  /* free stacks kept mapped for reuse */
+    struct corio__stack *cache;       /* free stacks, LIFO (warmest first) */
+    size_t               cache_len;
+    size_t               cache_cap;   /* grows by doubling up to max_cached */
+    size_t               n_out;       /* stacks handed out and not yet put back */
+    size_t               n_mapped;    /* mmap calls made (statistics) */
+};
+
+/* Initialises p for stacks of stack_size usable bytes (rounded up to the page size, at least
+ * 16 KiB), keeping up to max_cached free stacks mapped. Allocates nothing yet.
+ * Returns 0 or -EINVAL (size overflow). */
+int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_t max_cached);
+
+/* Unmaps the cached stacks. Stacks still out (n_out) are left alone: put them back, before or
+ * after fini (after fini, corio__stack_put unmaps instead of caching). */
+void corio__stack_pool_fini(struct corio__stack_pool *p);
+
+/* Gives a stack of p->stack_size usable bytes: the most recently cached one, or a new
+ * mapping. Its contents are unspecified (not zeroed on reuse). Returns 0 or -ENOMEM. */
+int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out);
+
+/* Returns a stack that no context will run on again: cached if fewer than max_cached are
+ * cached, else unmapped. *s is cleared. */
+void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s);
+
+/* Installs (once per process) the SIGSEGV/SIGBUS handler and (once per thread) an alternate
+ * signal stack for the calling thread, so that a stack overflow can be reported at all: the
+ * handler cannot run on the overflowed stack. Idempotent; the scheduler calls it on its thread
+ * before running tasks. A thread that already has an alternate signal stack keeps it. The
+ * stack allocated here is released when the thread exits. Returns 0 or -errno. */
+int corio__stack_thread_init(void);
+
+#endif /* CORIO_STACK_H */

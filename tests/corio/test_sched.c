@@ -1,0 +1,697 @@
+/* The corio scheduler: the seed's cases, reuse, deadlock, determinism, cross-thread answers,
+ * cancellation, deadlines, and batching (one kernel submission per phase). Run once per
+ * backend through ASYNCFS_BACKEND, like the contract suite. */
+#include "../common.h"
+
+#include <corio.h>
+#include <signal.h>
+
+static struct corio_sched *t_sched;
+
+static void s_setup(void)
+{
+    t_setup();
+}
+
+static void s_teardown(void)
+{
+    if (t_sched)
+        corio_sched_free(t_sched);
+    t_sched = NULL;
+    t_teardown();
+}
+
+#define T_CO(name, ...) Test(corio, name, .init = s_setup, .fini = s_teardown, .timeout = 60, ##__VA_ARGS__)
+
+/* A scheduler on a context of the backend under test. */
+static struct corio_sched *new_sched(corio_dispatch_fn *d, void *user, unsigned io_limit,
+                                     size_t sync_threshold)
+{
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    acfg.sync_threshold = sync_threshold;
+    t_ctx = t_ctx_cfg(&acfg);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    cfg.dispatch = d;
+    cfg.dispatch_user = user;
+    if (io_limit)
+        cfg.io_limit = io_limit;
+    int err = corio_sched_new(&t_sched, &cfg);
+    cr_assert_eq(err, 0, "corio_sched_new: %s", afs_strerror(err));
+    return t_sched;
+}
+
+/* ---- The seed's quick start: 10 tasks x 4 requests, batched 10 at a time. ---- */
+
+static int batches[64], nbatches;
+
+static void answer_all(void *user, struct corio_batch *b)
+{
+    batches[nbatches++] = (int)corio_batch_len(b);
+    for (size_t i = 0; i < corio_batch_len(b); i++)
+        corio_batch_respond(b, i, corio_batch_input(b, i));
+}
+
+static void quick_child(struct corio_task *t, void *arg)
+{
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(corio_io(t, arg), arg);
+}
+
+static void quick_root(struct corio_task *t, void *arg)
+{
+    static int ids[10];
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(corio_spawn(t, quick_child, &ids[i], NULL), 0);
+}
+
+T_CO(quickstart_batches_ten_requests_four_times)
+{
+    new_sched(answer_all, NULL, 0, 4096);
+    nbatches = 0;
+    cr_assert_eq(corio_sched_run(t_sched, quick_root, NULL), 0);
+    cr_assert_eq(nbatches, 4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(batches[i], 10, "batch %d had %d", i, batches[i]);
+    struct corio_stats st;
+    corio_sched_stats(t_sched, &st);
+    cr_assert_eq(st.tasks, 11);
+    cr_assert_eq(st.ios, 40);
+}
+
+/* ---- 100 tasks x 4 requests, every third request retried once. ---- */
+
+static int seen, retried;
+static void retry_every_third(void *user, struct corio_batch *b)
+{
+    for (size_t i = 0; i < corio_batch_len(b); i++) {
+        int *in = corio_batch_input(b, i);
+        if (++seen % 3 == 0 && *in >= 0) {
+            retried++;
+            corio_batch_retry(b, i);
+        } else {
+            corio_batch_respond(b, i, in);
+        }
+    }
+}
+
+static void four_ios(struct corio_task *t, void *arg)
+{
+    int v = 0;
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(corio_io(t, &v), &v);
+    (*(int *)arg)++;
+}
+
+static void hundred_root(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(corio_spawn(t, four_ios, arg, NULL), 0);
+}
+
+T_CO(hundred_tasks_with_retries)
+{
+    new_sched(retry_every_third, NULL, 0, 4096);
+    int finished = 0;
+    seen = retried = 0;
+    cr_assert_eq(corio_sched_run(t_sched, hundred_root, &finished), 0);
+    cr_assert_eq(finished, 100);
+    cr_assert_gt(retried, 100);
+    cr_assert_eq(seen, 400 + retried, "every retry was dispatched again");
+}
+
+/* ---- io_limit is enforced by the scheduler. ---- */
+
+static struct corio_batch *held[256];
+static int nheld, max_inflight, inflight;
+static void hold(void *user, struct corio_batch *b)
+{
+    inflight += (int)corio_batch_len(b);
+    if (inflight > max_inflight)
+        max_inflight = inflight;
+    held[nheld++] = b;
+}
+
+static void release_later(struct corio_task *t, void *arg)
+{
+    /* Answer held batches one phase at a time, from a task. */
+    while (nheld > 0 || *(int *)arg < 20) {
+        corio_sleep(t, 1000000);
+        while (nheld > 0) {
+            struct corio_batch *b = held[--nheld];
+            size_t n = corio_batch_len(b);
+            inflight -= (int)n;
+            for (size_t i = 0; i < n; i++)
+                corio_batch_respond(b, i, NULL);
+        }
+    }
+}
+
+static void one_io(struct corio_task *t, void *arg)
+{
+    corio_io(t, NULL);
+    (*(int *)arg)++;
+}
+
+static void limit_root(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 20; i++)
+        corio_spawn(t, one_io, arg, NULL);
+    corio_spawn(t, release_later, arg, NULL);
+}
+
+T_CO(io_limit_caps_requests_in_flight)
+{
+    new_sched(hold, NULL, 5, 4096);
+    int done = 0;
+    nheld = max_inflight = inflight = 0;
+    cr_assert_eq(corio_sched_run(t_sched, limit_root, &done), 0);
+    cr_assert_eq(done, 20);
+    cr_assert_eq(max_inflight, 5);
+}
+
+/* ---- Answers from another thread wake the scheduler. ---- */
+
+static void *answer_later(void *arg)
+{
+    struct corio_batch *b = arg;
+    usleep(20000);
+    for (size_t i = 0; i < corio_batch_len(b); i++)
+        corio_batch_respond(b, i, (void *)(uintptr_t)(i + 1));
+    return NULL;
+}
+
+static pthread_t answerers[16];
+static int nanswerers;
+static void threaded(void *user, struct corio_batch *b)
+{
+    cr_assert_eq(pthread_create(&answerers[nanswerers++], NULL, answer_later, b), 0);
+}
+
+static void threaded_root(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 8; i++)
+        corio_spawn(t, one_io, arg, NULL);
+}
+
+T_CO(cross_thread_answers)
+{
+    new_sched(threaded, NULL, 0, 4096);
+    int done = 0;
+    nanswerers = 0;
+    cr_assert_eq(corio_sched_run(t_sched, threaded_root, &done), 0);
+    cr_assert_eq(done, 8);
+    cr_assert_eq(nanswerers, 1, "one batch");
+    for (int i = 0; i < nanswerers; i++)
+        pthread_join(answerers[i], NULL);
+}
+
+/* ---- Mutex: I/O inside the critical section, FIFO, reused many times. ---- */
+
+struct crit {
+    struct corio_mutex m;
+    struct afs_file   *f;
+    int                inside, entries, order[64], norder;
+};
+
+static void critical(struct corio_task *t, void *arg)
+{
+    struct crit *c = arg;
+    for (int round = 0; round < 50; round++) {
+        cr_assert_eq(corio_mutex_lock(t, &c->m), 0);
+        cr_assert_eq(c->inside, 0, "two tasks in the critical section");
+        c->inside = 1;
+        char buf[8192];
+        cr_assert_eq(afs_pread(c->f, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+        c->entries++;
+        c->inside = 0;
+        corio_mutex_unlock(&c->m);
+    }
+}
+
+static void crit_root(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 10; i++)
+        corio_spawn(t, critical, arg, NULL);
+}
+
+T_CO(mutex_with_io_in_the_critical_section_reused)
+{
+    new_sched(NULL, NULL, 0, 0);
+    t_make_file(t_path("f"), 8192);
+    struct crit c = {.m = CORIO_MUTEX_INIT};
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &c.f), 0);
+    cr_assert_eq(corio_sched_run(t_sched, crit_root, &c), 0);
+    cr_assert_eq(c.entries, 500);
+    cr_assert_null(c.m.owner);
+    cr_assert_eq(corio_mutex_waiters(&c.m), 0);
+    afs_close(c.f);
+}
+
+static void fifo_waiter(struct corio_task *t, void *arg)
+{
+    struct crit *c = arg;
+    int me = c->norder + 100;
+    corio_mutex_lock(t, &c->m);
+    c->order[c->norder++] = me;
+    corio_mutex_unlock(&c->m);
+}
+
+static void fifo_root(struct corio_task *t, void *arg)
+{
+    struct crit *c = arg;
+    corio_mutex_lock(t, &c->m);
+    for (int i = 0; i < 5; i++) {
+        c->norder = i; /* each waiter reads its rank as it starts */
+        corio_spawn(t, fifo_waiter, c, NULL);
+    }
+    c->norder = 0;
+    cr_assert_eq(corio_mutex_waiters(&c->m), 5);
+    corio_mutex_unlock(&c->m);
+    corio_wait(t);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(c->order[i], 100 + i, "FIFO hand-off");
+}
+
+T_CO(mutex_is_fifo)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    struct crit c = {.m = CORIO_MUTEX_INIT};
+    cr_assert_eq(corio_sched_run(t_sched, fifo_root, &c), 0);
+}
+
+Test(corio, unlock_by_a_non_owner_aborts, .signal = SIGABRT, .timeout = 10)
+{
+    struct corio_mutex m = CORIO_MUTEX_INIT;
+    corio_mutex_unlock(&m);
+}
+
+/* ---- Wait group: 99 children, reused for 20 rounds. ---- */
+
+static void wg_child(struct corio_task *t, void *arg)
+{
+    corio_yield(t);
+    corio_wg_done(arg);
+}
+
+static void wg_root(struct corio_task *t, void *arg)
+{
+    struct corio_wg wg = CORIO_WG_INIT;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 99; i++) {
+            corio_wg_add(&wg, 1);
+            corio_spawn(t, wg_child, &wg, NULL);
+        }
+        cr_assert_eq(wg.count, 99);
+        cr_assert_eq(corio_wg_wait(t, &wg), 0);
+        cr_assert_eq(wg.count, 0);
+        (*(int *)arg)++;
+    }
+    cr_assert_eq(corio_wg_wait(t, &wg), 0, "zero counter: returns at once");
+}
+
+T_CO(wait_group_99_children_reused)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    int rounds = 0;
+    cr_assert_eq(corio_sched_run(t_sched, wg_root, &rounds), 0);
+    cr_assert_eq(rounds, 20);
+}
+
+Test(corio, negative_wait_group_aborts, .signal = SIGABRT, .timeout = 10)
+{
+    struct corio_wg wg = CORIO_WG_INIT;
+    corio_wg_done(&wg);
+}
+
+/* ---- Singleflight: 100 callers, one execution. ---- */
+
+static int executions;
+static int expensive(struct corio_task *t, void *arg, void **out)
+{
+    executions++;
+    corio_io(t, arg); /* suspends, so the others pile up */
+    *out = arg;
+    return 42;
+}
+
+static int shared_count;
+static void caller(struct corio_task *t, void *arg)
+{
+    void *out = NULL;
+    int shared = 0;
+    cr_assert_eq(corio_do(t, "key", 3, expensive, arg, &out, &shared), 42);
+    cr_assert_eq(out, arg);
+    shared_count += shared;
+}
+
+static void flight_root(struct corio_task *t, void *arg)
+{
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 100; i++)
+            corio_spawn(t, caller, arg, NULL);
+        corio_wait(t);
+    }
+}
+
+T_CO(singleflight_hundred_callers)
+{
+    new_sched(answer_all, NULL, 0, 4096);
+    static int token;
+    executions = shared_count = 0;
+    cr_assert_eq(corio_sched_run(t_sched, flight_root, &token), 0);
+    cr_assert_eq(executions, 3, "one execution per round");
+    cr_assert_eq(shared_count, 300);
+}
+
+/* ---- Error groups, nested; the first error cancels the others. ---- */
+
+static int slow_member(struct corio_task *t, void *arg)
+{
+    int err = corio_sleep(t, 10LL * 1000 * 1000 * 1000);
+    cr_assert_eq(err, -ECANCELED, "cancelled by the failing member");
+    return err;
+}
+
+static int failing_member(struct corio_task *t, void *arg)
+{
+    corio_sleep(t, 1000000);
+    return -EIO;
+}
+
+static int inner_group(struct corio_task *t, void *arg)
+{
+    struct corio_group g;
+    corio_group_init(&g, t);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(corio_group_go(&g, slow_member, NULL), 0);
+    return corio_group_wait(&g);
+}
+
+static void group_root(struct corio_task *t, void *arg)
+{
+    struct corio_group g;
+    corio_group_init(&g, t);
+    cr_assert_eq(corio_group_go(&g, inner_group, NULL), 0);
+    cr_assert_eq(corio_group_go(&g, slow_member, NULL), 0);
+    cr_assert_eq(corio_group_go(&g, failing_member, NULL), 0);
+    int64_t t0 = corio_now();
+    cr_assert_eq(corio_group_wait(&g), -EIO);
+    cr_assert_lt(corio_now() - t0, 2LL * 1000 * 1000 * 1000, "cancellation is prompt");
+    cr_assert_eq(corio_group_go(&g, slow_member, NULL), -ECANCELED, "the group failed");
+    /* Reuse after init. */
+    corio_group_init(&g, t);
+    cr_assert_eq(corio_group_wait(&g), 0, "empty group");
+}
+
+T_CO(nested_groups_first_error_cancels_the_rest)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    cr_assert_eq(corio_sched_run(t_sched, group_root, NULL), 0);
+}
+
+/* ---- Deadlock is reported, not a hang. ---- */
+
+static void stuck(struct corio_task *t, void *arg)
+{
+    corio_wg_wait(t, arg);
+}
+
+static void stuck_root(struct corio_task *t, void *arg)
+{
+    static struct corio_wg wg = CORIO_WG_INIT;
+    corio_wg_add(&wg, 1);
+    corio_spawn(t, stuck, &wg, NULL);
+}
+
+static void deadlock_mutex(struct corio_task *t, void *arg)
+{
+    struct corio_mutex *m = arg;
+    corio_mutex_lock(t, &m[0]);
+    corio_yield(t);
+    corio_mutex_lock(t, &m[1]);
+}
+
+static void deadlock_mutex2(struct corio_task *t, void *arg)
+{
+    struct corio_mutex *m = arg;
+    corio_mutex_lock(t, &m[1]);
+    corio_yield(t);
+    corio_mutex_lock(t, &m[0]);
+}
+
+static void abba_root(struct corio_task *t, void *arg)
+{
+    corio_spawn(t, deadlock_mutex, arg, NULL);
+    corio_spawn(t, deadlock_mutex2, arg, NULL);
+}
+
+T_CO(deadlock_is_edeadlk_and_the_scheduler_is_reusable)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    struct corio_mutex m[2] = {CORIO_MUTEX_INIT, CORIO_MUTEX_INIT};
+    cr_assert_eq(corio_sched_run(t_sched, abba_root, m), -EDEADLK);
+    cr_assert_eq(corio_sched_run(t_sched, stuck_root, NULL), -EDEADLK, "a wait group never done");
+    int rounds = 0;
+    cr_assert_eq(corio_sched_run(t_sched, wg_root, &rounds), 0, "usable afterwards");
+    cr_assert_eq(rounds, 20);
+}
+
+/* ---- Determinism: two runs, the same interleaving (sync backend, fixed dispatcher). ---- */
+
+static char trace[4096];
+static int ntrace;
+static void tracer(struct corio_task *t, void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int k = 0; k < 3; k++) {
+        trace[ntrace++] = (char)('a' + id);
+        if (id % 2)
+            corio_io(t, NULL);
+        else
+            corio_yield(t);
+    }
+}
+
+static void trace_root(struct corio_task *t, void *arg)
+{
+    for (intptr_t i = 0; i < 8; i++)
+        corio_spawn(t, tracer, (void *)i, NULL);
+}
+
+T_CO(deterministic_interleaving)
+{
+    new_sched(answer_all, NULL, 0, 4096);
+    char first[4096];
+    ntrace = 0;
+    cr_assert_eq(corio_sched_run(t_sched, trace_root, NULL), 0);
+    memcpy(first, trace, (size_t)ntrace);
+    int n = ntrace;
+    ntrace = 0;
+    cr_assert_eq(corio_sched_run(t_sched, trace_root, NULL), 0);
+    cr_assert_eq(ntrace, n);
+    cr_assert_eq(memcmp(first, trace, (size_t)n), 0, "%.*s vs %.*s", n, first, n, trace);
+}
+
+/* ---- Structured concurrency. ---- */
+
+static void grandchild(struct corio_task *t, void *arg)
+{
+    corio_sleep(t, 5000000);
+    (*(int *)arg)++;
+}
+
+static void child_returns_early(struct corio_task *t, void *arg)
+{
+    corio_spawn(t, grandchild, arg, NULL);
+    /* Returns at once; it is done only when the grandchild is. */
+}
+
+static void structured_root(struct corio_task *t, void *arg)
+{
+    struct corio_task *c;
+    cr_assert_eq(corio_spawn(t, child_returns_early, arg, &c), 0);
+    cr_assert_eq(corio_task_done(c), 0);
+    corio_wait(t);
+    cr_assert_eq(*(int *)arg, 1, "wait covers grandchildren");
+    cr_assert_eq(corio_task_done(c), 1);
+    cr_assert_eq(corio_current(), t);
+}
+
+T_CO(a_task_is_done_only_when_its_children_are)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    int n = 0;
+    cr_assert_null(corio_current());
+    cr_assert_eq(corio_sched_run(t_sched, structured_root, &n), 0);
+    cr_assert_eq(n, 1);
+}
+
+/* ---- File I/O in tasks: one kernel submission for a phase's reads. ---- */
+
+struct reader {
+    struct afs_file *f;
+    int              i;
+    char             buf[4096];
+};
+
+static void read_one(struct corio_task *t, void *arg)
+{
+    struct reader *r = arg;
+    cr_assert_eq(afs_pread(r->f, r->buf, 4096, (uint64_t)r->i * 4096), 4096);
+    cr_assert(t_check(r->buf, 4096, (uint64_t)r->i * 4096));
+}
+
+static void readers_root(struct corio_task *t, void *arg)
+{
+    struct reader *rs = arg;
+    struct afs_stats a, b;
+    afs_ctx_stats(corio_sched_ctx(corio_task_sched(t)), &a);
+    for (int i = 0; i < 64; i++)
+        corio_spawn(t, read_one, &rs[i], NULL);
+    corio_wait(t);
+    afs_ctx_stats(corio_sched_ctx(corio_task_sched(t)), &b);
+    const char *be = afs_ctx_backend(corio_sched_ctx(corio_task_sched(t)));
+    if (!strcmp(be, "io_uring"))
+        cr_assert_eq(b.kernel_submits - a.kernel_submits, 1, "64 reads, %llu submissions",
+                     (unsigned long long)(b.kernel_submits - a.kernel_submits));
+    cr_assert_eq(b.ops - a.ops, 64);
+}
+
+T_CO(sixty_four_readers_one_submission)
+{
+    new_sched(NULL, NULL, 0, 0); /* threshold 0: every read joins the batch */
+    t_make_file(t_path("f"), 64 * 4096);
+    static struct reader rs[64];
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    for (int i = 0; i < 64; i++) {
+        rs[i].f = f;
+        rs[i].i = i;
+    }
+    cr_assert_eq(corio_sched_run(t_sched, readers_root, rs), 0);
+    struct corio_stats st;
+    corio_sched_stats(t_sched, &st);
+    cr_assert_eq(st.ios, 64);
+    afs_close(f);
+}
+
+static void small_inline(struct corio_task *t, void *arg)
+{
+    struct reader *r = arg;
+    struct afs_stats a, b;
+    afs_ctx_stats(afs_file_ctx(r->f), &a);
+    cr_assert_eq(afs_pread(r->f, r->buf, 4096, 0), 4096);
+    afs_ctx_stats(afs_file_ctx(r->f), &b);
+    cr_assert_eq(b.inline_ops - a.inline_ops, 1, "at the threshold: inline, no suspension");
+    struct corio_stats st;
+    corio_sched_stats(corio_task_sched(t), &st);
+    cr_assert_eq(st.ios, 0);
+}
+
+T_CO(small_reads_run_inline_in_a_task)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    t_make_file(t_path("f"), 4096);
+    static struct reader r;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &r.f), 0);
+    cr_assert_eq(corio_sched_run(t_sched, small_inline, &r), 0);
+    afs_close(r.f);
+}
+
+/* ---- Sleep, cancellation and deadlines. ---- */
+
+static void sleeper(struct corio_task *t, void *arg)
+{
+    *(int *)arg = corio_sleep(t, 30LL * 1000 * 1000 * 1000);
+}
+
+static void cancel_root(struct corio_task *t, void *arg)
+{
+    int *res = arg;
+    struct corio_task *c;
+    corio_spawn(t, sleeper, &res[0], &c);
+    corio_sleep(t, 10 * 1000 * 1000);
+    int64_t t0 = corio_now();
+    corio_cancel(c);
+    corio_wait(t);
+    res[1] = (int)((corio_now() - t0) / 1000000);
+    cr_assert(corio_cancelled(c));
+    /* Deadline on a sleep. */
+    corio_set_deadline(t, corio_now() + 20 * 1000 * 1000);
+    cr_assert_eq(corio_sleep(t, 30LL * 1000 * 1000 * 1000), -ETIMEDOUT);
+    cr_assert_eq(corio_sleep(t, 1000), -ETIMEDOUT, "at once after the deadline");
+    corio_set_deadline(t, 0);
+    cr_assert_eq(corio_sleep(t, 1000), 0, "cleared");
+}
+
+T_CO(cancel_and_deadline_end_sleeps_promptly)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    int res[2] = {1, -1};
+    int64_t t0 = corio_now();
+    cr_assert_eq(corio_sched_run(t_sched, cancel_root, res), 0);
+    cr_assert_eq(res[0], -ECANCELED);
+    cr_assert_lt(res[1], 500, "cancel took %d ms", res[1]);
+    cr_assert_lt(corio_now() - t0, 5LL * 1000 * 1000 * 1000);
+}
+
+static void fifo_reader(struct corio_task *t, void *arg)
+{
+    struct reader *r = arg;
+    *(ssize_t *)(void *)&r->buf[0] = afs_pread(r->f, r->buf + 64, 64, 0);
+}
+
+static void cancel_read_root(struct corio_task *t, void *arg)
+{
+    struct reader *r = arg;
+    struct corio_task *c;
+    corio_spawn(t, fifo_reader, &r[0], &c);
+    corio_sleep(t, 20 * 1000 * 1000);
+    corio_cancel(c);
+    corio_wait(t);
+    cr_assert_eq(*(ssize_t *)(void *)&r[0].buf[0], -ECANCELED);
+    /* A deadline on a blocked read: -ETIMEDOUT. */
+    struct corio_task *d;
+    corio_spawn(t, fifo_reader, &r[1], &d);
+    corio_set_deadline(d, corio_now() + 20 * 1000 * 1000);
+    corio_wait(t);
+    cr_assert_eq(*(ssize_t *)(void *)&r[1].buf[0], -ETIMEDOUT);
+}
+
+T_CO(cancel_and_deadline_end_a_blocked_read)
+{
+    new_sched(NULL, NULL, 0, 0);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("needs a backend that reads FIFOs (io_uring), have %s",
+                     afs_ctx_backend(t_ctx));
+    cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
+    static struct reader r[2];
+    cr_assert_eq(afs_open(t_ctx, t_path("fifo"), AFS_RDWR, 0, AFS_MODE_SYNC, &r[0].f), 0);
+    r[1].f = r[0].f;
+    cr_assert_eq(corio_sched_run(t_sched, cancel_read_root, r), 0);
+    afs_close(r[0].f);
+}
+
+/* ---- A stack overflow dies on the guard page with a message. ---- */
+
+static int deep(int n)
+{
+    volatile char pad[1024];
+    pad[0] = (char)n;
+    return n > 0 ? deep(n + 1) + pad[0] : 0;
+}
+
+static void overflow(struct corio_task *t, void *arg)
+{
+    deep(1);
+}
+
+Test(corio, stack_overflow_dies_on_the_guard_page, .signal = SIGABRT, .timeout = 20)
+{
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, NULL), 0);
+    corio_sched_run(s, overflow, NULL);
+}
