@@ -114,6 +114,7 @@ struct corio_sched {
     struct corio__req   *pending, *pending_tail; /* queued in this CPU phase, in order */
     size_t               io_inflight;            /* dispatched and unanswered */
     afs__mutex           mu;                     /* guards answered/retried and batches */
+    atomic_bool          has_answers;            /* set with answered/retried, under mu */
     struct corio__req   *answered, *answered_tail;
     struct corio__req   *retried, *retried_tail;
 

@@ -645,6 +645,7 @@ static void batch_answer(struct corio_batch *b, size_t i, void *output, bool ret
         *head = r;
     *tail = r;
     --b->left;
+    atomic_store_explicit(&s->has_answers, true, memory_order_release);
     afs__mutex_unlock(&s->mu);
     afs_ctx_wake(s->ctx);
 }
@@ -709,6 +710,8 @@ static void free_batches(struct corio_sched *s)
  * to the front of the pending list, for the next dispatch. */
 static void collect_answers(struct corio_sched *s)
 {
+    if (!atomic_exchange_explicit(&s->has_answers, false, memory_order_acquire))
+        return;
     afs__mutex_lock(&s->mu);
     struct corio__req *ans = s->answered, *ret = s->retried, *ret_tail = s->retried_tail;
     s->answered = s->answered_tail = NULL;
@@ -775,6 +778,7 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
         s->own_ctx = true;
     }
     afs__mutex_init(&s->mu);
+    atomic_init(&s->has_answers, false);
     s->waiter.ctx = s->ctx;
     s->waiter.current = waiter_current;
     s->waiter.suspend = waiter_suspend;
@@ -903,18 +907,22 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
             }
         }
         afs_ctx_stats(s->ctx, &before);
-        int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
-        afs_ctx_stats(s->ctx, &after);
-        s->stats.submits += after.kernel_submits - before.kernel_submits;
-        if (n < 0 && n != -EINTR && n != -EAGAIN) {
-            rc = n;
-            break;
+        /* Only yields to go on with and nothing in the context: no need to ask the kernel. */
+        if (!busy || before.ops != before.completions || s->file_waits) {
+            int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
+            afs_ctx_stats(s->ctx, &after);
+            s->stats.submits += after.kernel_submits - before.kernel_submits;
+            if (n < 0 && n != -EINTR && n != -EAGAIN) {
+                rc = n;
+                break;
+            }
         }
 
         /* Resume phase: completions made tasks ready in completion order (their callbacks
          * ran in the wait); then answers, timers, and the tasks that yielded. */
         collect_answers(s);
-        fire_timers(s);
+        if (s->heap_len)
+            fire_timers(s);
         while ((t = corio__waitq_pop(&s->yielded)))
             make_ready(t);
     }

@@ -1,0 +1,284 @@
+/* Random 4 KiB reads of one file, several ways, in the same run:
+ *   pread     a plain pread() loop (the baseline)
+ *   corio     N corio tasks calling afs_pread (default sync threshold: small cached reads
+ *             run inline)
+ *   corio-batch  the same with sync_threshold = 0 (every read joins the phase's batch)
+ *   queue     the op API, N ops in flight, refilled from callbacks
+ * Usage: bench_read FILE [--direct] [--tasks N] [--ios N] [--bs N] [--json]
+ * Prints a table (or JSON lines): IOPS, ratio to pread, CPU us per I/O, syscalls per I/O
+ * (kernel submits + waits counted by asyncfs; pread is 1 by construction). */
+#define _GNU_SOURCE
+#include <asyncfs.h>
+#include <corio.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *path;
+static int direct, tasks = 32, json;
+static long ios = 200000;
+static size_t bs = 4096;
+static uint64_t nblocks;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* xorshift: the same offsets for every engine. */
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+struct result {
+    const char *name;
+    double      iops, cpu_us, syscalls;
+};
+
+static void report(struct result *r, double base)
+{
+    if (json)
+        printf("{\"engine\":\"%s\",\"bs\":%zu,\"tasks\":%d,\"direct\":%d,\"iops\":%.0f,"
+               "\"ratio\":%.3f,\"cpu_us_per_io\":%.2f,\"syscalls_per_io\":%.3f}\n",
+               r->name, bs, tasks, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls);
+    else
+        printf("%-12s %12.0f %8.2fx %10.2f %10.3f\n", r->name, r->iops, r->iops / base,
+               r->cpu_us, r->syscalls);
+}
+
+static void die(const char *what, int err)
+{
+    fprintf(stderr, "bench_read: %s: %s\n", what, afs_strerror(err));
+    exit(1);
+}
+
+/* ---- pread ---- */
+static struct result run_pread(void)
+{
+    int fd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
+    if (fd < 0)
+        die(path, -errno);
+    void *buf;
+    if (posix_memalign(&buf, 4096, bs))
+        die("memalign", -ENOMEM);
+    uint64_t seed = 88172645463325252ULL;
+    double t0 = now_s(), c0 = cpu_s();
+    for (long i = 0; i < ios; i++) {
+        off_t off = (off_t)(rnd(&seed) % nblocks * bs);
+        if (pread(fd, buf, bs, off) != (ssize_t)bs)
+            die("pread", -errno);
+    }
+    double t = now_s() - t0, c = cpu_s() - c0;
+    close(fd);
+    free(buf);
+    return (struct result){"pread", ios / t, c * 1e6 / ios, 1.0};
+}
+
+/* ---- corio ---- */
+struct co_arg {
+    struct afs_file *f;
+    long             n;
+    uint64_t         seed;
+};
+
+static void co_reader(struct corio_task *t, void *arg)
+{
+    struct co_arg *a = arg;
+    struct afs_ctx *ctx = afs_file_ctx(a->f);
+    char *buf = afs_buf_alloc(ctx, bs);
+    for (long i = 0; i < a->n; i++) {
+        uint64_t off = rnd(&a->seed) % nblocks * bs;
+        ssize_t r = afs_pread(a->f, buf, bs, off);
+        if (r != (ssize_t)bs)
+            die("afs_pread", (int)r);
+    }
+    afs_buf_free(ctx, buf, bs);
+}
+
+static void co_root(struct corio_task *t, void *arg)
+{
+    struct co_arg *a = arg;
+    for (int i = 0; i < tasks; i++)
+        corio_spawn(t, co_reader, &a[i], NULL);
+}
+
+static struct result run_corio(const char *name, size_t threshold)
+{
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    acfg.sync_threshold = threshold;
+    struct afs_ctx *ctx;
+    int err = afs_ctx_new(&ctx, &acfg);
+    if (err)
+        die("afs_ctx_new", err);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    cfg.stack_size = 64 * 1024;
+    struct corio_sched *s;
+    if ((err = corio_sched_new(&s, &cfg)))
+        die("corio_sched_new", err);
+    struct afs_file *f;
+    if ((err = afs_open(ctx, path, AFS_RDONLY | (direct ? AFS_DIRECT : 0), 0, AFS_MODE_SYNC, &f)))
+        die(path, err);
+    struct co_arg *a = calloc((size_t)tasks, sizeof *a);
+    uint64_t seed = 88172645463325252ULL;
+    for (int i = 0; i < tasks; i++) {
+        a[i].f = f;
+        a[i].n = ios / tasks;
+        a[i].seed = rnd(&seed) | 1;
+    }
+    struct afs_stats s0, s1;
+    afs_ctx_stats(ctx, &s0);
+    double t0 = now_s(), c0 = cpu_s();
+    if ((err = corio_sched_run(s, co_root, a)))
+        die("corio_sched_run", err);
+    double t = now_s() - t0, c = cpu_s() - c0;
+    afs_ctx_stats(ctx, &s1);
+    long n = ios / tasks * tasks;
+    double sys = (double)(s1.kernel_submits - s0.kernel_submits + s1.kernel_waits -
+                          s0.kernel_waits + s1.inline_ops - s0.inline_ops) / n;
+    free(a);
+    afs_close(f);
+    corio_sched_free(s);
+    afs_ctx_free(ctx);
+    return (struct result){name, n / t, c * 1e6 / n, sys};
+}
+
+/* ---- the op API ---- */
+struct q_state {
+    struct afs_file *f;
+    long             left, done;
+    uint64_t         seed;
+};
+struct q_op {
+    struct afs_op   op;
+    struct q_state *st;
+    char           *buf;
+};
+
+static void q_cb(struct afs_op *op)
+{
+    struct q_op *q = (struct q_op *)op;
+    struct q_state *st = q->st;
+    if (op->result != (ssize_t)bs)
+        die("read", (int)op->result);
+    st->done++;
+    if (st->left > 0) {
+        st->left--;
+        afs_queue_read(&q->op, st->f, q->buf, bs, rnd(&st->seed) % nblocks * bs, q_cb, NULL);
+    }
+}
+
+static struct result run_queue(void)
+{
+    struct afs_ctx *ctx;
+    int err = afs_ctx_new(&ctx, NULL);
+    if (err)
+        die("afs_ctx_new", err);
+    struct afs_file *f;
+    if ((err = afs_open(ctx, path, AFS_RDONLY | (direct ? AFS_DIRECT : 0), 0, AFS_MODE_SYNC, &f)))
+        die(path, err);
+    struct q_state st = {f, ios, 0, 88172645463325252ULL};
+    struct q_op *qs = calloc((size_t)tasks, sizeof *qs);
+    struct afs_stats s0, s1;
+    afs_ctx_stats(ctx, &s0);
+    double t0 = now_s(), c0 = cpu_s();
+    for (int i = 0; i < tasks && st.left > 0; i++) {
+        qs[i].st = &st;
+        qs[i].buf = afs_buf_alloc(ctx, bs);
+        st.left--;
+        afs_queue_read(&qs[i].op, f, qs[i].buf, bs, rnd(&st.seed) % nblocks * bs, q_cb, NULL);
+    }
+    while (st.done < ios)
+        if ((err = afs_ctx_wait(ctx, 1, -1)) < 0)
+            die("afs_ctx_wait", err);
+    double t = now_s() - t0, c = cpu_s() - c0;
+    afs_ctx_stats(ctx, &s1);
+    double sys = (double)(s1.kernel_submits - s0.kernel_submits + s1.kernel_waits -
+                          s0.kernel_waits) / ios;
+    for (int i = 0; i < tasks; i++)
+        afs_buf_free(ctx, qs[i].buf, bs);
+    free(qs);
+    afs_close(f);
+    afs_ctx_free(ctx);
+    return (struct result){"queue", ios / t, c * 1e6 / ios, sys};
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--direct"))
+            direct = 1;
+        else if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
+            tasks = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ios") && i + 1 < argc)
+            ios = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--bs") && i + 1 < argc)
+            bs = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--engine") && i + 1 < argc)
+            only = argv[++i];
+        else if (argv[i][0] != '-')
+            path = argv[i];
+        else {
+            fprintf(stderr, "usage: bench_read FILE [--direct] [--tasks N] [--ios N] [--bs N] "
+                            "[--engine pread|corio|corio-batch|queue] [--json]\n");
+            return 2;
+        }
+    }
+    if (!path || tasks < 1 || ios < tasks || bs == 0) {
+        fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0\n");
+        return 2;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        die(path, -errno);
+    nblocks = (uint64_t)lseek(fd, 0, SEEK_END) / bs;
+    close(fd);
+    if (nblocks == 0)
+        die(path, -EINVAL);
+    if (!json)
+        printf("%-12s %12s %9s %10s %10s   (%s, %zu B random reads, %d in flight%s)\n", "engine",
+               "IOPS", "vs pread", "CPU us/IO", "syscalls/IO", path, bs, tasks,
+               direct ? ", O_DIRECT" : "");
+    struct result base = run_pread();
+    if (!only || !strcmp(only, "pread"))
+        report(&base, base.iops);
+    struct result r;
+    if (!only || !strcmp(only, "corio")) {
+        r = run_corio("corio", 4096);
+        report(&r, base.iops);
+    }
+    if (!only || !strcmp(only, "corio-batch")) {
+        r = run_corio("corio-batch", 0);
+        report(&r, base.iops);
+    }
+    if (!only || !strcmp(only, "queue")) {
+        r = run_queue();
+        report(&r, base.iops);
+    }
+    return 0;
+}
