@@ -24,9 +24,15 @@ configure:
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# WINDOWS=0 skips the Windows suite (cross-built with MinGW-w64, run under wine).
+WINDOWS ?= 1
+
 test: deps
 	@$(MAKE) --no-print-directory build
 	@cd $(BUILD) && ctest --output-on-failure -j 1
+ifneq ($(WINDOWS),0)
+	@$(MAKE) --no-print-directory test-windows
+endif
 
 run:
 	@scripts/deps.sh run
@@ -39,7 +45,7 @@ install:
 	@cmake --install $(BUILD)-install --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install
+	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install build-windows
 
 # Extra targets (test-windows, test-aarch64, test-sanitize...) live in mk/.
 -include mk/*.mk

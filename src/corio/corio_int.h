@@ -100,6 +100,7 @@ struct corio_sched {
     struct corio__stack_pool stacks;
 
     struct corio_task   *current;
+    struct corio_task   *zombie;   /* finished, its stack to be freed by whoever runs next */
     struct corio_task   *root;
     struct corio__waitq  ready;    /* this CPU phase */
     struct corio__waitq  yielded;  /* the next one */

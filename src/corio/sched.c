@@ -204,13 +204,35 @@ static void make_ready(struct corio_task *t)
     corio__waitq_push(&t->sched->ready, t);
 }
 
-/* Switches from the running task t to the scheduler; returns when t runs again. */
+static void reap_zombie(struct corio_sched *s);
+
+/* Leaves the running task `from` (suspended, or finished when `dying`): switches straight to
+ * the next ready task, or to the scheduler when there is none (the end of the CPU phase).
+ * Going task to task halves the switches of a phase. */
+static void leave(struct corio_task *from, bool dying)
+{
+    struct corio_sched *s = from->sched;
+    struct corio_task *next = corio__waitq_pop(&s->ready);
+    void **fake = dying ? NULL : &from->asan_fake;
+    if (next) {
+        next->state = CORIO__RUNNING;
+        s->current = next;
+        s->stats.switches++;
+        corio__asan_start_switch(fake, next->stack.lo, next->stack.size);
+        corio__switch(&from->regs, &next->regs);
+    } else {
+        s->current = NULL;
+        corio__asan_start_switch(fake, s->main_lo, s->main_size);
+        corio__switch(&from->regs, &s->main_regs);
+    }
+}
+
+/* Suspends the running task t; returns when t runs again. */
 static void switch_out(struct corio_task *t)
 {
-    struct corio_sched *s = t->sched;
-    corio__asan_start_switch(&t->asan_fake, s->main_lo, s->main_size);
-    corio__switch(&t->regs, &s->main_regs);
+    leave(t, false);
     corio__asan_finish_switch(t->asan_fake, NULL, NULL);
+    reap_zombie(t->sched);
 }
 
 /* Suspends the running task with a wait kind set; the deadline (if any) arms a timer. */
@@ -431,20 +453,33 @@ static void finish(struct corio_task *t)
     }
 }
 
+/* A finished task cannot free the stack it runs on: whoever runs next does. */
+static void reap_zombie(struct corio_sched *s)
+{
+    struct corio_task *t = s->zombie;
+    if (!t)
+        return;
+    s->zombie = NULL;
+    corio__stack_put(&s->stacks, &t->stack);
+    memset(&t->stack, 0, sizeof t->stack);
+    if (t->live_children == 0)
+        finish(t);
+}
+
 static void task_entry(void *arg)
 {
     struct corio_task *t = arg;
     struct corio_sched *s = t->sched;
-    corio__asan_finish_switch(NULL, &s->main_lo, &s->main_size);
+    corio__asan_finish_switch(NULL, NULL, NULL);
+    reap_zombie(s);
     t->fn(t, t->arg);
-    /* Gone for good: the scheduler releases this stack once we are off it. */
     t->state = CORIO__ZOMBIE;
-    corio__asan_start_switch(NULL, s->main_lo, s->main_size);
-    corio__switch(&t->regs, &s->main_regs);
+    s->zombie = t;
+    leave(t, true);
     afs__panic("corio", "a finished task was resumed");
 }
 
-/* Runs t until it suspends or its function returns. */
+/* Runs t, and the tasks it hands over to, until the run queue is empty. */
 static void run(struct corio_sched *s, struct corio_task *t)
 {
     t->state = CORIO__RUNNING;
@@ -454,12 +489,7 @@ static void run(struct corio_sched *s, struct corio_task *t)
     corio__switch(&s->main_regs, &t->regs);
     corio__asan_finish_switch(s->main_fake, NULL, NULL);
     s->current = NULL;
-    if (t->state == CORIO__ZOMBIE) {
-        corio__stack_put(&s->stacks, &t->stack);
-        memset(&t->stack, 0, sizeof t->stack);
-        if (t->live_children == 0)
-            finish(t);
-    }
+    reap_zombie(s);
 }
 
 int corio_spawn(struct corio_task *parent, corio_fn *fn, void *arg, struct corio_task **child)
@@ -504,12 +534,30 @@ void corio_wait(struct corio_task *t)
     switch_out(t);
 }
 
+/* True when a phase boundary now would do nothing: no I/O queued or in flight, no answers
+ * or due timers to collect. A yield can then stay in this CPU phase. */
+static bool quiet(struct corio_sched *s)
+{
+    const struct afs_ctx *ctx = s->ctx;
+    if (ctx->queued.len || ctx->inflight || ctx->done.len || s->file_waits || s->pending ||
+        s->io_inflight || atomic_load_explicit(&s->has_answers, memory_order_relaxed))
+        return false;
+    return s->heap_len == 0 || s->heap[0]->timer_at > corio_now();
+}
+
 void corio_yield(struct corio_task *t)
 {
     corio__check_running(t, "corio_yield");
+    struct corio_sched *s = t->sched;
+    if (s->ready.head && quiet(s)) {
+        t->state = CORIO__READY;
+        corio__waitq_push(&s->ready, t);
+        switch_out(t);
+        return;
+    }
     t->state = CORIO__SUSPENDED;
     t->wait = CORIO__W_YIELD;
-    corio__waitq_push(&t->sched->yielded, t);
+    corio__waitq_push(&s->yielded, t);
     switch_out(t);
 }
 
@@ -883,7 +931,7 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
          * queued behind and run in this phase too; yields wait for the next one. */
         struct corio_task *t;
         while ((t = corio__waitq_pop(&s->ready)))
-            run(s, t);
+            run(s, t); /* tasks hand over to each other; back here when none is ready */
         if (root->state == CORIO__DONE)
             break;
         s->stats.phases++;

@@ -37,13 +37,16 @@ void afs__waker_signal(afs__waker *w)
 
 void afs__waker_drain(afs__waker *w)
 {
-    /* Clear `armed` before reading, so a signal racing with us writes again. */
-    __atomic_store_n(&w->armed, 0, __ATOMIC_RELEASE);
+    /* Consume, then clear `armed`. The other order loses wake-ups: a signal landing between
+     * the two would be consumed while `armed` stays set, and later signals would skip their
+     * write. This way a signal racing with us is either read here or writes again; what it
+     * announced (pool completions, a wake request) is looked at after the drain. */
     uint64_t v;
     ssize_t r;
     do
         r = read((int)w->fd, &v, sizeof v);
     while (r < 0 && errno == EINTR);
+    __atomic_store_n(&w->armed, 0, __ATOMIC_RELEASE);
 }
 
 int afs__waker_wait(afs__waker *w, int64_t timeout_ns)

@@ -1,0 +1,107 @@
+/* The one place where Windows error codes become the library's negative errno values
+ * (libuv's uv_translate_sys_error, narrowed to what file I/O meets). Every other file in
+ * src/windows/ calls afs__win_errno(GetLastError()) and nothing else. */
+#include "internal.h"
+
+/* Newer than some SDKs (MinGW-w64's headers among them). */
+#ifndef ERROR_OFFSET_ALIGNMENT_VIOLATION
+#define ERROR_OFFSET_ALIGNMENT_VIOLATION 327L
+#endif
+#ifndef ERROR_DIRECTORY_NOT_SUPPORTED
+#define ERROR_DIRECTORY_NOT_SUPPORTED 336L
+#endif
+#ifndef ERROR_STOPPED_ON_SYMLINK
+#define ERROR_STOPPED_ON_SYMLINK 681L
+#endif
+
+int afs__win_errno(DWORD err)
+{
+    switch (err) {
+    case ERROR_SUCCESS: return 0;
+
+    case ERROR_FILE_NOT_FOUND:
+    case ERROR_PATH_NOT_FOUND:
+    case ERROR_INVALID_DRIVE:
+    case ERROR_BAD_NETPATH:
+    case ERROR_BAD_NET_NAME:
+    case ERROR_MOD_NOT_FOUND:
+    case ERROR_BAD_PATHNAME: return -ENOENT;
+
+    case ERROR_FILE_EXISTS:
+    case ERROR_ALREADY_EXISTS: return -EEXIST;
+
+    case ERROR_ACCESS_DENIED:
+    case ERROR_CANNOT_MAKE:
+    case ERROR_NETWORK_ACCESS_DENIED:
+    case ERROR_PRIVILEGE_NOT_HELD: return -EACCES;
+
+    case ERROR_SHARING_VIOLATION:
+    case ERROR_LOCK_VIOLATION:
+    case ERROR_BUSY:
+    case ERROR_PIPE_BUSY:
+    case ERROR_DRIVE_LOCKED: return -EBUSY;
+
+    case ERROR_WRITE_PROTECT: return -EROFS;
+
+    case ERROR_INVALID_HANDLE: return -EBADF;
+
+    case ERROR_NOT_ENOUGH_MEMORY:
+    case ERROR_OUTOFMEMORY:
+    case ERROR_COMMITMENT_LIMIT: return -ENOMEM;
+
+    /* Too many asynchronous requests outstanding for the process's quota or non-paged
+     * pool: transient, the core resubmits. */
+    case ERROR_NOT_ENOUGH_QUOTA:
+    case ERROR_INVALID_USER_BUFFER:
+    case ERROR_NO_SYSTEM_RESOURCES:
+    case ERROR_WORKING_SET_QUOTA:
+    case ERROR_NONPAGED_SYSTEM_RESOURCES: return -EAGAIN;
+
+    case ERROR_DISK_FULL:
+    case ERROR_HANDLE_DISK_FULL: return -ENOSPC;
+
+    case ERROR_FILE_TOO_LARGE: return -EFBIG;
+    case ERROR_NEGATIVE_SEEK: return -EINVAL;
+
+    case ERROR_TOO_MANY_OPEN_FILES: return -EMFILE;
+
+    case ERROR_DIRECTORY:         /* a directory name was expected */
+        return -ENOTDIR;
+    case ERROR_DIRECTORY_NOT_SUPPORTED: return -EISDIR;
+
+    case ERROR_CANT_RESOLVE_FILENAME:
+    case ERROR_STOPPED_ON_SYMLINK: return -ELOOP;
+
+    case ERROR_FILENAME_EXCED_RANGE:
+    case ERROR_BUFFER_OVERFLOW: return -ENAMETOOLONG;
+
+    case ERROR_INVALID_PARAMETER:
+    case ERROR_INVALID_NAME:
+    case ERROR_INVALID_FLAGS:
+    case ERROR_INVALID_FUNCTION:
+    case ERROR_INVALID_ADDRESS:
+    case ERROR_NO_UNICODE_TRANSLATION:
+    case ERROR_OFFSET_ALIGNMENT_VIOLATION: return -EINVAL;
+
+    case ERROR_NOT_SUPPORTED:
+    case ERROR_CALL_NOT_IMPLEMENTED: return -ENOTSUP;
+
+    case ERROR_OPERATION_ABORTED: return -ECANCELED;
+
+    case ERROR_BROKEN_PIPE:
+    case ERROR_NO_DATA: return -EPIPE;
+
+    case ERROR_SEM_TIMEOUT:
+    case WAIT_TIMEOUT: return -ETIMEDOUT;
+
+    case ERROR_CRC:
+    case ERROR_SECTOR_NOT_FOUND:
+    case ERROR_READ_FAULT:
+    case ERROR_WRITE_FAULT:
+    case ERROR_GEN_FAILURE:
+    case ERROR_IO_DEVICE:
+    case ERROR_DEVICE_NOT_CONNECTED:
+    case ERROR_NOT_READY:
+    default: return -EIO;
+    }
+}

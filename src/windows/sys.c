@@ -1,0 +1,343 @@
+/* Windows system calls behind platform.h. Files are always opened FILE_FLAG_OVERLAPPED (the
+ * iocp backend needs it), so the synchronous calls here run an OVERLAPPED on a per-thread
+ * event too, and wait for it. The event handle carries its low bit set: a completion port
+ * the file may be associated with gets no packet for these (documented for
+ * GetQueuedCompletionStatus). Each call returns >= 0 or -errno (error.c translates). */
+#include "internal.h"
+
+#include <malloc.h>
+#include <stdlib.h>
+
+/* The most one ReadFile/WriteFile moves here; longer calls return short and are resumed
+ * by the caller (the core splits at AFS__CHUNK_MAX = 1 GiB already). */
+#define SYS_IO_MAX ((size_t)1 << 30)
+
+/* ------------------------------------------------------------------------------------------
+ * The per-thread (per-fiber: FLS) event for synchronous calls, closed when the thread ends.
+ * ---------------------------------------------------------------------------------------- */
+
+static DWORD         fls_event = FLS_OUT_OF_INDEXES;
+static INIT_ONCE     fls_once = INIT_ONCE_STATIC_INIT;
+
+static void WINAPI event_free(void *ev)
+{
+    if (ev)
+        CloseHandle(ev);
+}
+
+static BOOL CALLBACK fls_init(INIT_ONCE *once, void *param, void **ctx)
+{
+    (void)once, (void)param, (void)ctx;
+    fls_event = FlsAlloc(event_free);
+    return TRUE;
+}
+
+static HANDLE thread_event(void)
+{
+    InitOnceExecuteOnce(&fls_once, fls_init, NULL, NULL);
+    if (fls_event == FLS_OUT_OF_INDEXES)
+        return NULL;
+    HANDLE ev = FlsGetValue(fls_event);
+    if (!ev) {
+        ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+        if (ev && !FlsSetValue(fls_event, ev)) {
+            CloseHandle(ev);
+            ev = NULL;
+        }
+    }
+    return ev;
+}
+
+/* One synchronous ReadFile or WriteFile at `off`. EOF on a read is 0 bytes. */
+static ssize_t rw(HANDLE h, bool write, void *buf, size_t len, uint64_t off)
+{
+    HANDLE ev = thread_event();
+    if (!ev)
+        return -ENOMEM;
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)off;
+    ov.OffsetHigh = (DWORD)(off >> 32);
+    ov.hEvent = (HANDLE)((uintptr_t)ev | 1);
+    DWORD n = 0, want = (DWORD)AFS_MIN(len, SYS_IO_MAX);
+    BOOL ok = write ? WriteFile(h, buf, want, NULL, &ov) : ReadFile(h, buf, want, NULL, &ov);
+    DWORD err = ok ? 0 : GetLastError();
+    if (ok || err == ERROR_IO_PENDING)
+        err = GetOverlappedResult(h, &ov, &n, TRUE) ? 0 : GetLastError();
+    if (err == ERROR_HANDLE_EOF && !write)
+        return 0;
+    if (err)
+        return afs__win_errno(err);
+    return (ssize_t)n;
+}
+
+static ssize_t sys_pread(HANDLE h, void *buf, size_t len, uint64_t off)
+{
+    return rw(h, false, buf, len, off);
+}
+
+static ssize_t sys_pwrite(HANDLE h, const void *buf, size_t len, uint64_t off)
+{
+    return rw(h, true, (void *)buf, len, off);
+}
+
+/* Windows has no positional scatter/gather for buffered files (ReadFileScatter wants page
+ * sized, unbuffered segments): one call per iovec, stopping at the first short one. */
+static ssize_t rwv(HANDLE h, bool write, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t done = 0;
+        while (done < iov[i].iov_len) {
+            ssize_t r = rw(h, write, (char *)iov[i].iov_base + done, iov[i].iov_len - done,
+                           off + total);
+            if (r < 0)
+                return total ? (ssize_t)total : r;
+            if (r == 0)
+                return (ssize_t)total;
+            done += (size_t)r;
+            total += (size_t)r;
+        }
+    }
+    return (ssize_t)total;
+}
+
+static ssize_t sys_preadv(HANDLE h, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    return rwv(h, false, iov, iovcnt, off);
+}
+
+static ssize_t sys_pwritev(HANDLE h, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    return rwv(h, true, iov, iovcnt, off);
+}
+
+static int sys_fsync(HANDLE h, bool datasync)
+{
+    /* FlushFileBuffers writes data and metadata; Windows has no cheaper data-only flush
+     * through the Win32 API (NtFlushBuffersFileEx FLUSH_FLAGS_FILE_DATA_SYNC_ONLY needs
+     * Windows 10 1709), so AFS_FSYNC_DATA gets the full flush. */
+    (void)datasync;
+    return FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
+}
+
+struct afs__syscalls afs__sys = {
+    .pread = sys_pread,
+    .pwrite = sys_pwrite,
+    .preadv = sys_preadv,
+    .pwritev = sys_pwritev,
+    .fsync = sys_fsync,
+};
+
+/* EINTR does not exist for these calls on Windows, but a fault-injecting test may return
+ * it: retried as on POSIX. */
+ssize_t afs__sys_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    ssize_t r;
+    do
+        r = afs__sys.pread(fd, buf, len, off);
+    while (r == -EINTR);
+    return r;
+}
+
+ssize_t afs__sys_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    ssize_t r;
+    do
+        r = afs__sys.pwrite(fd, buf, len, off);
+    while (r == -EINTR);
+    return r;
+}
+
+ssize_t afs__sys_preadv(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    ssize_t r;
+    do
+        r = afs__sys.preadv(fd, iov, iovcnt, off);
+    while (r == -EINTR);
+    return r;
+}
+
+ssize_t afs__sys_pwritev(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    ssize_t r;
+    do
+        r = afs__sys.pwritev(fd, iov, iovcnt, off);
+    while (r == -EINTR);
+    return r;
+}
+
+int afs__sys_fsync(afs__fd_t fd, bool datasync)
+{
+    int r;
+    do
+        r = afs__sys.fsync(fd, datasync);
+    while (r == -EINTR);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Open and close
+ * ---------------------------------------------------------------------------------------- */
+
+/* UTF-8 to a malloc'd UTF-16 string; NULL with *err set. */
+static wchar_t *widen(const char *s, int *err)
+{
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+    if (n <= 0) {
+        *err = -EINVAL; /* not UTF-8 */
+        return NULL;
+    }
+    wchar_t *w = malloc((size_t)n * sizeof *w);
+    if (!w) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, w, n);
+    return w;
+}
+
+static int open_w(const wchar_t *path, int afs_flags, unsigned perm, afs__fd_t *out)
+{
+    int acc = afs_flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    DWORD access = 0;
+    if (acc != AFS_WRONLY)
+        access |= FILE_GENERIC_READ;
+    if (acc != AFS_RDONLY) {
+        access |= FILE_GENERIC_WRITE;
+        /* Append-only access: the system puts every write at the end of the file, whatever
+         * offset the OVERLAPPED says (O_APPEND). */
+        if (afs_flags & AFS_APPEND)
+            access &= ~(DWORD)FILE_WRITE_DATA;
+    }
+    DWORD disp;
+    bool creat = afs_flags & AFS_CREAT, trunc = afs_flags & AFS_TRUNC;
+    if (creat && (afs_flags & AFS_EXCL))
+        disp = CREATE_NEW;
+    else if (creat && trunc)
+        disp = CREATE_ALWAYS;
+    else if (creat)
+        disp = OPEN_ALWAYS;
+    else if (trunc)
+        disp = TRUNCATE_EXISTING;
+    else
+        disp = OPEN_EXISTING;
+    DWORD attrs = FILE_ATTRIBUTE_NORMAL;
+    if (creat && !(perm & 0222))
+        attrs = FILE_ATTRIBUTE_READONLY; /* what the C runtime's _open does with the mode */
+    DWORD fl = FILE_FLAG_OVERLAPPED;
+    if (afs_flags & AFS_DIRECT)
+        fl |= FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH;
+    if (afs_flags & AFS_NOFOLLOW)
+        fl |= FILE_FLAG_OPEN_REPARSE_POINT;
+    DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
+
+    if (trunc && (afs_flags & AFS_APPEND) && acc != AFS_RDONLY) {
+        /* Truncation needs FILE_WRITE_DATA, which append-only access leaves out: truncate
+         * through a short-lived handle first, then open for appending. */
+        HANDLE t = CreateFileW(path, GENERIC_WRITE, share, NULL, disp, attrs | fl, NULL);
+        if (t == INVALID_HANDLE_VALUE)
+            return afs__win_errno(GetLastError());
+        CloseHandle(t);
+        disp = OPEN_EXISTING;
+    }
+    HANDLE h = CreateFileW(path, access, share, NULL, disp, attrs | fl, NULL);
+    if (h == INVALID_HANDLE_VALUE) {
+        DWORD e = GetLastError();
+        /* Opening a directory without FILE_FLAG_BACKUP_SEMANTICS fails "access denied". */
+        DWORD a = GetFileAttributesW(path);
+        if (a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY) &&
+            !(a & FILE_ATTRIBUTE_REPARSE_POINT && afs_flags & AFS_NOFOLLOW))
+            return -EISDIR;
+        return afs__win_errno(e);
+    }
+    BY_HANDLE_FILE_INFORMATION info;
+    if (GetFileInformationByHandle(h, &info)) {
+        int err = 0;
+        if ((afs_flags & AFS_NOFOLLOW) && (info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT))
+            err = -ELOOP; /* a symbolic link or junction, opened as itself */
+        else if (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)
+            err = -EISDIR;
+        if (err) {
+            CloseHandle(h);
+            return err;
+        }
+    }
+    *out = h;
+    return 0;
+}
+
+int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out)
+{
+    int err = 0;
+    wchar_t *w = widen(path, &err);
+    if (!w)
+        return err;
+    err = open_w(w, afs_flags, perm, out);
+    free(w);
+    return err;
+}
+
+int afs__sys_close(afs__fd_t fd)
+{
+    return CloseHandle(fd) ? 0 : afs__win_errno(GetLastError());
+}
+
+int64_t afs__sys_size(afs__fd_t fd)
+{
+    LARGE_INTEGER sz;
+    if (!GetFileSizeEx(fd, &sz))
+        return afs__win_errno(GetLastError());
+    return (int64_t)sz.QuadPart;
+}
+
+/* The volume's sector size, which FILE_FLAG_NO_BUFFERING requires for buffers, lengths and
+ * offsets. FileStorageInfo (Windows 8) knows the physical sector size too; older systems
+ * and wine answer through GetDiskFreeSpaceW on the volume root. */
+unsigned afs__sys_dio_align(afs__fd_t fd)
+{
+    FILE_STORAGE_INFO si;
+    if (GetFileInformationByHandleEx(fd, FileStorageInfo, &si, sizeof si)) {
+        unsigned a = (unsigned)si.LogicalBytesPerSector;
+        if (si.PhysicalBytesPerSectorForPerformance > a &&
+            si.PhysicalBytesPerSectorForPerformance <= 65536)
+            a = (unsigned)si.PhysicalBytesPerSectorForPerformance;
+        if (a >= 512 && (a & (a - 1)) == 0)
+            return a;
+    }
+    wchar_t path[MAX_PATH + 64], root[MAX_PATH + 64];
+    DWORD n = GetFinalPathNameByHandleW(fd, path, MAX_PATH + 64, VOLUME_NAME_DOS);
+    if (n > 0 && n < MAX_PATH + 64 &&
+        GetVolumePathNameW(path, root, MAX_PATH + 64)) {
+        DWORD spc, bps, free_clusters, clusters;
+        if (GetDiskFreeSpaceW(root, &spc, &bps, &free_clusters, &clusters) && bps >= 512 &&
+            (bps & (bps - 1)) == 0)
+            return (unsigned)bps;
+    }
+    return 4096; /* unknown: the largest common sector size is always safe */
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Aligned memory
+ * ---------------------------------------------------------------------------------------- */
+
+#define BIG_ALLOC ((size_t)64 << 10)
+
+void *afs__aligned_alloc(size_t size, size_t align)
+{
+    /* Large buffers straight from VirtualAlloc: page aligned (64 KiB in fact), returned to
+     * the system on free. */
+    if (size >= BIG_ALLOC) {
+        AFS_CHECK(align <= 65536, "alignment above the allocation granularity");
+        return VirtualAlloc(NULL, size, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    }
+    return _aligned_malloc(size, align);
+}
+
+void afs__aligned_free(void *p, size_t size)
+{
+    if (size >= BIG_ALLOC)
+        VirtualFree(p, 0, MEM_RELEASE);
+    else
+        _aligned_free(p);
+}

@@ -1,0 +1,81 @@
+/* Windows threads, clock and CPU count behind platform.h: SRW locks, condition variables,
+ * _beginthreadex (so the C runtime's per-thread state is set up), QueryPerformanceCounter. */
+#include "internal.h"
+
+#include <process.h>
+#include <stdlib.h>
+
+void afs__mutex_init(afs__mutex *m) { InitializeSRWLock(m); }
+void afs__mutex_destroy(afs__mutex *m) { (void)m; /* SRW locks hold no resources */ }
+void afs__mutex_lock(afs__mutex *m) { AcquireSRWLockExclusive(m); }
+void afs__mutex_unlock(afs__mutex *m) { ReleaseSRWLockExclusive(m); }
+void afs__cond_init(afs__cond *c) { InitializeConditionVariable(c); }
+void afs__cond_destroy(afs__cond *c) { (void)c; }
+void afs__cond_signal(afs__cond *c) { WakeConditionVariable(c); }
+void afs__cond_broadcast(afs__cond *c) { WakeAllConditionVariable(c); }
+
+void afs__cond_wait(afs__cond *c, afs__mutex *m)
+{
+    AFS_CHECK(SleepConditionVariableSRW(c, m, INFINITE, 0), "SleepConditionVariableSRW failed");
+}
+
+struct start {
+    void (*fn)(void *);
+    void *arg;
+};
+
+static unsigned __stdcall trampoline(void *arg)
+{
+    struct start s = *(struct start *)arg;
+    free(arg);
+    s.fn(s.arg);
+    return 0;
+}
+
+int afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg)
+{
+    struct start *s = malloc(sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->fn = fn;
+    s->arg = arg;
+    /* Workers only call ReadFile/WriteFile: reserve a small stack, as on POSIX. */
+    uintptr_t h = _beginthreadex(NULL, 256 * 1024, trampoline, s,
+                                 STACK_SIZE_PARAM_IS_A_RESERVATION, NULL);
+    if (h == 0) {
+        int err = errno == EAGAIN ? -EAGAIN : -ENOMEM;
+        free(s);
+        return err;
+    }
+    *t = (HANDLE)h;
+    return 0;
+}
+
+void afs__thread_join(afs__thread t)
+{
+    AFS_CHECK(WaitForSingleObject(t, INFINITE) == WAIT_OBJECT_0, "WaitForSingleObject failed");
+    CloseHandle(t);
+}
+
+unsigned afs__cpu_count(void)
+{
+    DWORD n = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    if (n == 0) {
+        SYSTEM_INFO si;
+        GetSystemInfo(&si);
+        n = si.dwNumberOfProcessors;
+    }
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int64_t afs__now_ns(void)
+{
+    static LARGE_INTEGER freq; /* constant since boot; a racy first store writes the same */
+    if (freq.QuadPart == 0)
+        QueryPerformanceFrequency(&freq);
+    LARGE_INTEGER c;
+    QueryPerformanceCounter(&c);
+    /* Split so that counter * 1e9 cannot overflow. */
+    int64_t f = freq.QuadPart;
+    return (c.QuadPart / f) * 1000000000 + (c.QuadPart % f) * 1000000000 / f;
+}
