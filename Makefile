@@ -24,14 +24,19 @@ configure:
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# WINDOWS=0 skips the Windows suite (cross-built with MinGW-w64, run under wine).
+# WINDOWS=0 skips the Windows suite (cross-built with MinGW-w64, run under wine);
+# AARCH64=0 skips the AArch64 suite (cross-built, run under qemu-user).
 WINDOWS ?= 1
+AARCH64 ?= 1
 
 test: deps
 	@$(MAKE) --no-print-directory build
 	@cd $(BUILD) && ctest --output-on-failure -j 1
 ifneq ($(WINDOWS),0)
 	@$(MAKE) --no-print-directory test-windows
+endif
+ifneq ($(AARCH64),0)
+	@$(MAKE) --no-print-directory test-aarch64
 endif
 
 run:
@@ -45,7 +50,7 @@ install:
 	@cmake --install $(BUILD)-install --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install build-windows
+	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install build-windows build-aarch64
 
 # Extra targets (test-windows, test-aarch64, test-sanitize...) live in mk/.
 -include mk/*.mk
