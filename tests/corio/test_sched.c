@@ -534,6 +534,7 @@ T_CO(a_task_is_done_only_when_its_children_are)
 struct reader {
     struct afs_file *f;
     int              i;
+    ssize_t          res;
     char             buf[4096];
 };
 
@@ -641,7 +642,7 @@ T_CO(cancel_and_deadline_end_sleeps_promptly)
 static void fifo_reader(struct corio_task *t, void *arg)
 {
     struct reader *r = arg;
-    *(ssize_t *)(void *)&r->buf[0] = afs_pread(r->f, r->buf + 64, 64, 0);
+    r->res = afs_pread(r->f, r->buf, 64, 0);
 }
 
 static void cancel_read_root(struct corio_task *t, void *arg)
@@ -652,13 +653,13 @@ static void cancel_read_root(struct corio_task *t, void *arg)
     corio_sleep(t, 20 * 1000 * 1000);
     corio_cancel(c);
     corio_wait(t);
-    cr_assert_eq(*(ssize_t *)(void *)&r[0].buf[0], -ECANCELED);
+    cr_assert_eq(r[0].res, -ECANCELED);
     /* A deadline on a blocked read: -ETIMEDOUT. */
     struct corio_task *d;
     corio_spawn(t, fifo_reader, &r[1], &d);
     corio_set_deadline(d, corio_now() + 20 * 1000 * 1000);
     corio_wait(t);
-    cr_assert_eq(*(ssize_t *)(void *)&r[1].buf[0], -ETIMEDOUT);
+    cr_assert_eq(r[1].res, -ETIMEDOUT);
 }
 
 T_CO(cancel_and_deadline_end_a_blocked_read)
