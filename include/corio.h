@@ -82,7 +82,9 @@ AFS_API struct afs_ctx *corio_sched_ctx(const struct corio_sched *s);
  * suspends; then `parent` goes on. With `child` non-NULL, *child stays valid until
  * `parent` is done (corio_task_done() tells whether it finished); otherwise the task is
  * freed as soon as it is done. A cancelled parent's children start cancelled.
- * Returns 0, or -ENOMEM (no stack). */
+ * Returns 0, or -ENOMEM (no stack: each live task's stack is a mapping plus a guard page,
+ * two entries of the process's memory map, so Linux's default vm.max_map_count of 65530
+ * allows about 32k live tasks). */
 AFS_API int corio_spawn(struct corio_task *parent, corio_fn *fn, void *arg,
                         struct corio_task **child);
 
