@@ -696,3 +696,74 @@ Test(corio, stack_overflow_dies_on_the_guard_page, .signal = SIGABRT, .timeout =
     cr_assert_eq(corio_sched_new(&s, NULL), 0);
     corio_sched_run(s, overflow, NULL);
 }
+
+/* ---- Polyglot position API: afs_last_op_wait suspends the task, not the thread. ---- */
+
+struct pos_arg {
+    struct afs_file *f;
+    int              other_ran;
+};
+
+static void other(struct corio_task *t, void *arg)
+{
+    ((struct pos_arg *)arg)->other_ran++;
+}
+
+static void pos_task(struct corio_task *t, void *arg)
+{
+    struct pos_arg *a = arg;
+    static char buf[65536];
+    cr_assert_eq(afs_read(a->f, buf, sizeof buf), 0, "async mode: queued");
+    corio_spawn(t, other, a, NULL);
+    ssize_t res;
+    cr_assert_eq(afs_last_op_wait(a->f, &res), 1);
+    cr_assert_eq(res, (ssize_t)sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    cr_assert_eq(afs_tell(a->f), (int64_t)sizeof buf);
+    cr_assert_eq(a->other_ran, 1);
+    struct corio_stats st;
+    corio_sched_stats(corio_task_sched(t), &st);
+    cr_assert_geq(st.ios, 1, "the wait suspended the task");
+}
+
+T_CO(last_op_wait_suspends_the_task)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    t_make_file(t_path("f"), 65536);
+    struct pos_arg a = {0};
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &a.f), 0);
+    cr_assert_eq(corio_sched_run(t_sched, pos_task, &a), 0);
+    afs_close(a.f);
+}
+
+/* ---- Tracing: corio_log prefixes the task's path. ---- */
+
+static void traced_child(struct corio_task *t, void *arg)
+{
+    corio_log(t, "child %d", 7);
+}
+
+static void traced_root(struct corio_task *t, void *arg)
+{
+    corio_log(t, "root");
+    corio_spawn(t, traced_child, NULL, NULL);
+    corio_spawn(t, traced_child, NULL, NULL);
+}
+
+T_CO(trace_prefixes_the_task_path)
+{
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.flags = CORIO_TRACE;
+    cr_assert_eq(corio_sched_new(&t_sched, &cfg), 0);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/trace.txt", t_dir);
+    cr_assert_not_null(freopen(path, "w", stderr));
+    cr_assert_eq(corio_sched_run(t_sched, traced_root, NULL), 0);
+    fflush(stderr);
+    FILE *f = fopen(path, "r");
+    char text[256] = {0};
+    cr_assert_gt(fread(text, 1, sizeof text - 1, f), 0);
+    fclose(f);
+    cr_assert_str_eq(text, "[0] root\n[0/0] child 7\n[0/1] child 7\n");
+}
