@@ -1,15 +1,305 @@
-/* Placeholder until the backend lands: reports "not available". */
+/* The Linux AIO backend (libaio). The second rung of the AUTO ladder on Linux: it serves where
+ * io_uring is blocked (seccomp, kernel.io_uring_disabled, old kernels).
+ *
+ * Linux AIO is asynchronous only for O_DIRECT files: on a buffered file io_submit() does the
+ * whole transfer (page cache misses included) inside the system call. So accepts() takes only
+ * ops on AFS_DIRECT files and the core runs the rest on its thread pool, in the same context.
+ *
+ * Ops are staged in prep() and the whole phase goes to the kernel with one io_submit() in
+ * enter(). Every iocb carries the context's eventfd (IOCB_FLAG_RESFD), which the thread pool
+ * and afs_ctx_wake() signal too: a blocking wait is one poll() on it, whatever finishes
+ * first. Completions are then reaped with non-blocking io_getevents() in batches (libaio
+ * answers those from the user-mapped ring, without a system call, when it is empty). */
 #include "internal.h"
 
-static int init(struct afs_ctx *ctx, char *why, size_t why_len)
+#include <libaio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The iocb lives in the op's backend words: nothing is allocated per op. */
+_Static_assert(sizeof(struct iocb) <= sizeof(((struct afs__op *)0)->be),
+               "struct iocb must fit in the op's backend words");
+_Static_assert(_Alignof(struct iocb) <= _Alignof(uint64_t), "backend words too loosely aligned");
+
+#define LAIO_MIN_EVENTS 16u /* the smallest kernel context worth having over the thread pool */
+#define LAIO_BATCH      64  /* events reaped per io_getevents() */
+
+struct laio {
+    io_context_t  aio;
+    unsigned      cap;      /* events the kernel context was made for: iocbs it may hold */
+    unsigned      busy;     /* iocbs the kernel holds (submitted, not reaped) */
+    unsigned      nstaged;  /* iocbs in staged[], not yet submitted */
+    bool          no_fsync; /* IOCB_CMD_FSYNC refused (before Linux 4.18): fsync to the pool */
+    struct iocb **staged;   /* queue_depth entries: the core never has more in flight */
+};
+
+static struct laio *L(struct afs_ctx *ctx)
 {
-    afs__why(why, why_len, "libaio", -ENOTSUP, "backend not built yet");
-    return -ENOTSUP;
+    return ctx->be_state;
 }
-static void fini(struct afs_ctx *ctx) {}
-static int prep(struct afs_ctx *ctx, struct afs_op *op) { return -ENOTSUP; }
-static int enter(struct afs_ctx *ctx, bool wait, int64_t t) { return 0; }
+
+static struct iocb *op_iocb(struct afs_op *op)
+{
+    return (struct iocb *)(void *)afs__op(op)->be;
+}
+
+static unsigned long read_sysctl(const char *path)
+{
+    unsigned long v = 0;
+    FILE *fp = fopen(path, "r");
+    if (fp) {
+        if (fscanf(fp, "%lu", &v) != 1)
+            v = 0;
+        fclose(fp);
+    }
+    return v;
+}
+
+static const char *setup_hint(int err)
+{
+    static _Thread_local char hint[128];
+    switch (-err) {
+    case EAGAIN:
+        /* aio-nr counts the events of every AIO context on the machine against aio-max-nr. */
+        snprintf(hint, sizeof hint,
+                 "fs.aio-max-nr exhausted: %lu of %lu events in use; raise fs.aio-max-nr",
+                 read_sysctl("/proc/sys/fs/aio-nr"), read_sysctl("/proc/sys/fs/aio-max-nr"));
+        return hint;
+    case ENOSYS: return "kernel built without Linux AIO (CONFIG_AIO=n)";
+    case EPERM: return "blocked by seccomp?";
+    default: return NULL;
+    }
+}
+
+static int laio_init(struct afs_ctx *ctx, char *why, size_t why_len)
+{
+    struct laio *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->staged = calloc(ctx->cfg.queue_depth, sizeof *l->staged);
+    if (!l->staged) {
+        free(l);
+        return -ENOMEM;
+    }
+    /* EAGAIN: the machine-wide fs.aio-max-nr is nearly used up. A smaller context still
+     * beats the thread pool for direct I/O; below LAIO_MIN_EVENTS give up and let the ladder
+     * go on to threads. */
+    unsigned nr = ctx->cfg.queue_depth;
+    int err;
+    for (;;) {
+        l->aio = NULL; /* io_setup() wants a zeroed context */
+        err = io_setup((int)nr, &l->aio);
+        if (err != -EAGAIN || nr <= LAIO_MIN_EVENTS)
+            break;
+        nr = nr / 2 < LAIO_MIN_EVENTS ? LAIO_MIN_EVENTS : nr / 2;
+    }
+    if (err < 0) {
+        afs__why(why, why_len, "io_setup", err, setup_hint(err));
+        free(l->staged);
+        free(l);
+        return err;
+    }
+    l->cap = nr;
+    ctx->be_state = l;
+    return 0;
+}
+
+static void laio_fini(struct afs_ctx *ctx)
+{
+    struct laio *l = L(ctx);
+    io_destroy(l->aio);
+    free(l->staged);
+    free(l);
+    ctx->be_state = NULL;
+}
+
+/* Reports completions: at least min_nr of them (blocking until they come), then whatever
+ * else is ready, LAIO_BATCH per call. The caller makes sure min_nr <= busy. */
+static int reap(struct afs_ctx *ctx, long min_nr)
+{
+    struct laio *l = L(ctx);
+    struct io_event ev[LAIO_BATCH];
+    long total = 0;
+    while (l->busy > 0) {
+        long want = min_nr > total ? min_nr - total : 0;
+        struct timespec zero = {0, 0};
+        ctx->stats.kernel_waits += want > 0;
+        int r = io_getevents(l->aio, want, LAIO_BATCH, ev, want > 0 ? NULL : &zero);
+        if (r == -EINTR)
+            continue;
+        if (r < 0)
+            return r;
+        for (int i = 0; i < r; i++) {
+            l->busy--;
+            /* res is the raw result, bytes or -errno, in an unsigned long. */
+            afs__op_transferred(ctx, ev[i].data, (ssize_t)(long)ev[i].res);
+        }
+        total += r;
+        if (r < LAIO_BATCH && total >= min_nr)
+            break;
+    }
+    return (int)total;
+}
+
+/* Gives the iocbs staged[from..] back to the core, which queues them again at the front (in
+ * their order) for the next submission. */
+static void give_back(struct afs_ctx *ctx, unsigned from)
+{
+    struct laio *l = L(ctx);
+    for (unsigned i = l->nstaged; i-- > from;)
+        afs__op_transferred(ctx, l->staged[i]->data, -EAGAIN);
+}
+
+/* Hands every staged iocb to the kernel: one io_submit() for the whole batch unless the
+ * kernel takes only part of it. Transient failures stay inside. Returns true when ops had to
+ * be given back to the core (the kernel had no room and nothing of ours to wait for). */
+static bool flush(struct afs_ctx *ctx)
+{
+    struct laio *l = L(ctx);
+    unsigned pos = 0;
+    bool gave_back = false;
+    while (pos < l->nstaged) {
+        unsigned n = l->nstaged - pos;
+        if (l->busy >= l->cap) {
+            /* A context degraded below queue_depth is full: make room. */
+            if (reap(ctx, 1) < 0)
+                break;
+            continue;
+        }
+        if (n > l->cap - l->busy)
+            n = l->cap - l->busy;
+        ctx->stats.kernel_submits++;
+        int r = io_submit(l->aio, (long)n, l->staged + pos);
+        if (r > 0) {
+            /* A partial submission goes on from the first iocb not taken. */
+            l->busy += (unsigned)r;
+            pos += (unsigned)r;
+            continue;
+        }
+        if (r == 0 || r == -EAGAIN || r == -EINTR) {
+            /* The kernel is short of requests or memory: wait for one of ours to finish. */
+            if (l->busy > 0) {
+                if (reap(ctx, 1) < 0)
+                    break;
+                continue;
+            }
+            /* Nothing of ours to wait for: back off a little and let the core retry, so a
+             * wait's timeout still holds. */
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+            give_back(ctx, pos);
+            gave_back = true;
+            break;
+        }
+        /* The first iocb was refused (the kernel takes none after a bad one): it fails
+         * alone, the rest goes on. */
+        struct iocb *cb = l->staged[pos++];
+        if (r == -EINVAL &&
+            (cb->aio_lio_opcode == IO_CMD_FSYNC || cb->aio_lio_opcode == IO_CMD_FDSYNC)) {
+            /* AIO fsync is Linux 4.18: before that, the thread pool does it. The op goes back
+             * to the core, and accepts() now sends it to the pool. */
+            l->no_fsync = true;
+            r = -EAGAIN;
+        }
+        afs__op_transferred(ctx, cb->data, r);
+    }
+    if (pos < l->nstaged && !gave_back) {
+        /* Reaping failed (the context is broken): the rest cannot be submitted. */
+        for (unsigned i = pos; i < l->nstaged; i++)
+            afs__op_transferred(ctx, l->staged[i]->data, -EIO);
+    }
+    l->nstaged = 0;
+    return gave_back;
+}
+
+static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    if (!(o->file->flags & AFS_DIRECT))
+        return false; /* buffered: io_submit() would do the I/O inside the system call */
+    if (o->code == AFS__FSYNC)
+        return !L(ctx)->no_fsync;
+    return true;
+}
+
+static int laio_prep(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct laio *l = L(ctx);
+    struct afs__op *o = afs__op(op);
+    struct iocb *cb = op_iocb(op);
+    int fd = o->file->fd;
+    AFS_CHECK(l->nstaged < ctx->cfg.queue_depth, "more ops staged than queue_depth");
+    if (o->code == AFS__FSYNC) {
+        if (o->fsync_flags & AFS_FSYNC_DATA)
+            io_prep_fdsync(cb, fd);
+        else
+            io_prep_fsync(cb, fd);
+    } else {
+        struct afs__span s;
+        afs__op_span(op, &s);
+        bool write = o->code == AFS__WRITE || o->code == AFS__WRITEV;
+        if (s.buf && write)
+            io_prep_pwrite(cb, fd, s.buf, s.len, (long long)s.off);
+        else if (s.buf)
+            io_prep_pread(cb, fd, s.buf, s.len, (long long)s.off);
+        else if (write)
+            io_prep_pwritev(cb, fd, s.iov, s.iovcnt, (long long)s.off);
+        else
+            io_prep_preadv(cb, fd, s.iov, s.iovcnt, (long long)s.off);
+    }
+    /* After io_prep_*(), which clear the iocb. */
+    io_set_eventfd(cb, (int)ctx->waker.fd);
+    cb->data = op;
+    l->staged[l->nstaged++] = cb;
+    return 0;
+}
+
+static int laio_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
+{
+    struct laio *l = L(ctx);
+    bool gave_back = l->nstaged ? flush(ctx) : false;
+    int r = reap(ctx, 0);
+    if (r < 0)
+        return r;
+    /* Given-back ops are the core's again: it resubmits them at once, so do not sleep. */
+    if (!wait || r > 0 || gave_back)
+        return 0;
+    /* The kernel adds one to the eventfd per completed iocb, the pool and afs_ctx_wake()
+     * through afs__waker_signal(). The waker's armed flag only spares the latter redundant
+     * writes: a kernel write leaves it alone, and the drain reads the count to zero whoever
+     * wrote it. A count left over from events reaped earlier without waiting only makes
+     * this poll return at once, and the core loops. */
+    ctx->stats.kernel_waits++;
+    if (afs__waker_wait(&ctx->waker, timeout_ns)) {
+        afs__waker_drain(&ctx->waker);
+        r = reap(ctx, 0);
+    }
+    return r < 0 ? r : 0;
+}
+
+static void laio_cancel(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct laio *l = L(ctx);
+    struct io_event ev;
+    /* File I/O cannot be cancelled in Linux AIO (only some drivers' can): this is EINVAL
+     * and the op completes as usual. Since Linux 4.x a successful cancel is -EINPROGRESS and
+     * its event comes through the ring; before, 0 with the event in `ev` instead. */
+    int r = io_cancel(l->aio, op_iocb(op), &ev);
+    if (r == 0) {
+        l->busy--;
+        afs__op_transferred(ctx, op, -ECANCELED);
+    }
+}
 
 const struct afs__backend afs__backend_libaio = {
-    .name = "libaio", .id = AFS_BACKEND_LIBAIO, .init = init, .fini = fini, .prep = prep, .enter = enter,
+    .name = "libaio",
+    .id = AFS_BACKEND_LIBAIO,
+    .init = laio_init,
+    .fini = laio_fini,
+    .accepts = laio_accepts,
+    .prep = laio_prep,
+    .enter = laio_enter,
+    .cancel = laio_cancel,
 };
