@@ -270,6 +270,10 @@ static int choose_backend(struct afs_ctx *ctx)
         if (!first_err) {
             first_err = err;
             snprintf(ctx->why, sizeof ctx->why, "%s", why);
+        } else {
+            /* Each rung that failed says why, in order: "io_uring_setup: ...; io_setup: ..." */
+            size_t n = strlen(ctx->why);
+            snprintf(ctx->why + n, sizeof ctx->why - n, "; %s", why);
         }
         if (!unavailable(err) || (ctx->cfg.flags & AFS_CTX_NO_FALLBACK))
             return err;
