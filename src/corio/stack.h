@@ -16,7 +16,14 @@
  * installed before ours or, if there was none, is re-raised with the default action.
  * A frame larger than the guard can jump over it; the guard is max(16 KiB, one page), and
  * -fstack-clash-protection (on by default in most distributions) makes the compiler probe
- * large frames page by page so they hit it. */
+ * large frames page by page so they hit it.
+ *
+ * Windows (src/corio/stack_win.c): the stacks are the fibers' own, allocated by CreateFiberEx
+ * with Windows' guard pages. A corio__stack owns one fiber: map and lo both point to its
+ * struct corio__fiber (switch.h), size is the usable size, map_size and slot mean nothing.
+ * corio__stack_get creates the fiber, corio__stack_put deletes it. Overflow is Windows'
+ * EXCEPTION_STACK_OVERFLOW, reported by a vectored handler with the same message, then
+ * abort(). */
 #ifndef CORIO_STACK_H
 #define CORIO_STACK_H
 
@@ -59,11 +66,13 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out);
  * cached, else unmapped. *s is cleared. */
 void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s);
 
-/* Installs (once per process) the SIGSEGV/SIGBUS handler and (once per thread) an alternate
- * signal stack for the calling thread, so that a stack overflow can be reported at all: the
- * handler cannot run on the overflowed stack. Idempotent; the scheduler calls it on its thread
- * before running tasks. A thread that already has an alternate signal stack keeps it. The
- * stack allocated here is released when the thread exits. Returns 0 or -errno. */
+/* POSIX: installs (once per process) the SIGSEGV/SIGBUS handler and (once per thread) an
+ * alternate signal stack for the calling thread, so that a stack overflow can be reported at
+ * all: the handler cannot run on the overflowed stack. A thread that already has an alternate
+ * signal stack keeps it; the stack allocated here is released when the thread exits.
+ * Windows: installs (once per process) the vectored exception handler and sets the thread's
+ * stack guarantee. Idempotent; the scheduler calls it on its thread before running tasks.
+ * Returns 0 or -errno. */
 int corio__stack_thread_init(void);
 
 #endif /* CORIO_STACK_H */

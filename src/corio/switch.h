@@ -3,13 +3,15 @@
  *   src/corio/switch_x86_64.S    x86-64 System V (Linux, BSD, macOS)
  *   src/corio/switch_aarch64.S   AArch64 AAPCS64 (Linux, BSD, macOS)
  *   src/corio/switch_ucontext.c  any other POSIX target (getcontext/makecontext/swapcontext)
+ *   src/corio/switch_fiber.c     Windows (Win32 fibers; stacks in src/corio/stack_win.c)
  * Defining CORIO_FORCE_UCONTEXT for the whole build selects the ucontext fallback on x86-64 and
  * AArch64 too (the .S files then assemble to nothing); the tests use it to cover that path.
  *
  * The switch saves only what the ABI says a callee must preserve, plus the floating-point
  * control registers (x87 control word and MXCSR, FPCR), which are therefore per coroutine: a
  * task that changes its rounding mode does not change it for the others. Nothing touches the
- * signal mask, which is why this is ~20-50x cheaper than swapcontext().
+ * signal mask, which is why this is ~20-50x cheaper than swapcontext(). On Windows the
+ * fibers are created with FIBER_FLAG_FLOAT_SWITCH, so SwitchToFiber does the same there.
  *
  * Thread rules: a coroutine may be resumed only on the thread that runs its scheduler; these
  * functions do no locking. */
@@ -101,11 +103,37 @@ struct corio__regs {
 };
 
 #else /* CORIO__SWITCH_FIBER: src/corio/switch_fiber.c (Windows fibers) owns this layout. */
-struct corio__regs {
-    void            *fiber; /* LPVOID from CreateFiberEx / ConvertThreadToFiber */
-    corio__entry_fn *entry;
-    void            *arg;
+#include <fenv.h>
+
+/* Windows: a coroutine is a fiber, and Windows allocates its stack (with its own guard pages)
+ * in CreateFiberEx. The fiber belongs to the corio__stack it was created for: stack_win.c
+ * creates it in corio__stack_get (so running out of memory is an error there, not here) and
+ * deletes it in corio__stack_put, which the scheduler calls only once no one runs on it.
+ * A corio__stack's map and lo both point to this record; corio__regs_init(r, lo, ...) binds
+ * r to it. A fiber runs entry(arg) once: it is not reused for another coroutine (a dead task
+ * never returns from its entry function, so its fiber cannot restart). */
+struct corio__fiber {
+    void                *handle;     /* CreateFiberEx's; NULL when the record is cached */
+    size_t               stack_size; /* usable bytes asked for, for the overflow message */
+    corio__entry_fn     *entry;      /* set by corio__regs_init */
+    void                *arg;
+    fenv_t               fenv;       /* FP control state of corio__regs_init's caller */
+    int                  started;    /* entry has been called: the fiber cannot start again */
+    struct corio__fiber *next;       /* stack_win.c's cache of records */
 };
+
+struct corio__regs {
+    void                *fiber; /* the fiber handle to resume; a thread's own fiber (from
+                                   ConvertThreadToFiberEx) is stored at its first switch */
+    struct corio__fiber *rec;   /* NULL for a thread's own fiber */
+};
+
+/* For stack_win.c: creates f->handle with a stack of stack_size usable bytes (0 or -ENOMEM),
+ * and deletes it (never the running fiber: aborts). */
+int  corio__fiber_create(struct corio__fiber *f, size_t stack_size);
+void corio__fiber_delete(struct corio__fiber *f);
+/* The overflow reporter and the thread's stack guarantee (corio__stack_thread_init). */
+int  corio__fiber_thread_init(void);
 #endif
 
 /* Prepares r so that the first corio__switch() into it runs entry(arg) on the stack
@@ -115,7 +143,10 @@ struct corio__regs {
  * thread's current floating-point control state (rounding mode, exception masks), as a new
  * thread does. lo and size need no particular alignment; the top is rounded down to 16.
  * r is not used until the first switch into it; it may be re-initialised once the coroutine
- * it described will never run again. */
+ * it described will never run again.
+ * Windows (fibers): lo is the struct corio__fiber of a stack from corio__stack_get and size is
+ * not used (the fiber's stack has the pool's size); re-initialising r for a fiber that has
+ * already run replaces that fiber with a new one. */
 void corio__regs_init(struct corio__regs *r, void *lo, size_t size, corio__entry_fn *entry,
                       void *arg);
 

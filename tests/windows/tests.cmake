@@ -18,10 +18,23 @@ if(MINGW)
   target_link_options(contract_win PRIVATE -static)
 endif()
 
+# The corio scheduler (Win32 fibers), run once per backend like tests/corio/test_sched.c on
+# POSIX.
+add_executable(corio_sched_win ${SRC}/corio/test_sched.c ${SRC}/shim/runner.c)
+target_include_directories(corio_sched_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(corio_sched_win PRIVATE asyncfs_static)
+if(MINGW)
+  target_compile_definitions(corio_sched_win PRIVATE __USE_MINGW_ANSI_STDIO=1)
+  target_link_options(corio_sched_win PRIVATE -static)
+endif()
+
 set(AFS_WIN_BACKENDS iocp threads sync)
 foreach(b ${AFS_WIN_BACKENDS})
   add_test(NAME contract_${b} COMMAND contract_win)
   set_tests_properties(contract_${b} PROPERTIES ENVIRONMENT "ASYNCFS_BACKEND=${b}" TIMEOUT 900)
+  add_test(NAME corio_sched_${b} COMMAND corio_sched_win)
+  set_tests_properties(corio_sched_${b} PROPERTIES ENVIRONMENT "ASYNCFS_BACKEND=${b}"
+                                                   TIMEOUT 600)
 endforeach()
 add_test(NAME contract_auto COMMAND contract_win)
 set_tests_properties(contract_auto PROPERTIES ENVIRONMENT_MODIFICATION "ASYNCFS_BACKEND=unset:"

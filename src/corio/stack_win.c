@@ -1,0 +1,99 @@
+/* Coroutine stacks on Windows: the stack.h interface over fibers (see switch.h,
+ * CORIO__SWITCH_FIBER). Windows allocates each fiber's stack, guard pages included, in
+ * CreateFiberEx; a corio__stack here is a record (struct corio__fiber) that owns one fiber.
+ * corio__stack_get creates the fiber, corio__stack_put deletes it: a fiber whose task has
+ * ended is suspended inside that task's last switch and cannot run another entry function,
+ * so fibers are not reused, only their records are cached. */
+#include "stack.h"
+#include "switch.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <windows.h>
+
+#define CORIO__MIN_STACK ((size_t)16 * 1024)
+
+static size_t corio__page_size(void)
+{
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    return si.dwPageSize ? si.dwPageSize : 4096;
+}
+
+int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_t max_cached)
+{
+    size_t page = corio__page_size();
+    memset(p, 0, sizeof(*p));
+    if (stack_size < CORIO__MIN_STACK)
+        stack_size = CORIO__MIN_STACK;
+    if (stack_size > SIZE_MAX / 2)
+        return -EINVAL;
+    p->stack_size = (stack_size + page - 1) & ~(page - 1);
+    p->guard_size = page; /* Windows' own PAGE_GUARD page below the committed part */
+    p->max_cached = max_cached;
+    return 0;
+}
+
+void corio__stack_pool_fini(struct corio__stack_pool *p)
+{
+    for (size_t i = 0; i < p->cache_len; i++)
+        free(p->cache[i].map); /* cached records hold no fiber */
+    free(p->cache);
+    p->cache = NULL;
+    p->cache_len = 0;
+    p->cache_cap = 0;
+    p->max_cached = 0; /* a late put frees instead of caching */
+}
+
+int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
+{
+    struct corio__fiber *f;
+    if (p->cache_len > 0)
+        f = p->cache[--p->cache_len].map;
+    else if (!(f = calloc(1, sizeof(*f))))
+        return -ENOMEM;
+    if (corio__fiber_create(f, p->stack_size) < 0) {
+        free(f);
+        return -ENOMEM;
+    }
+    memset(out, 0, sizeof(*out));
+    out->map = f;
+    out->map_size = sizeof(*f);
+    out->lo = f; /* what corio__regs_init takes */
+    out->size = p->stack_size;
+    p->n_mapped++;
+    p->n_out++;
+    return 0;
+}
+
+void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
+{
+    struct corio__fiber *f = s->map;
+    if (f == NULL)
+        return;
+    if (p->n_out > 0)
+        p->n_out--;
+    corio__fiber_delete(f);
+    if (p->cache_len == p->cache_cap && p->cache_cap < p->max_cached) {
+        size_t cap = p->cache_cap ? p->cache_cap * 2 : 16;
+        if (cap > p->max_cached)
+            cap = p->max_cached;
+        struct corio__stack *c = realloc(p->cache, cap * sizeof(*c));
+        if (c != NULL) {
+            p->cache = c;
+            p->cache_cap = cap;
+        }
+    }
+    if (p->cache_len < p->cache_cap)
+        p->cache[p->cache_len++] = *s;
+    else
+        free(f);
+    memset(s, 0, sizeof(*s));
+}
+
+int corio__stack_thread_init(void)
+{
+    return corio__fiber_thread_init();
+}
