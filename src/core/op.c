@@ -243,7 +243,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     if (o->code == AFS__FSYNC) {
         int err;
         do
-            err = afs__sys_fsync(fd, o->fsync_flags & AFS_FSYNC_DATA);
+            err = afs__sys.fsync(fd, o->fsync_flags & AFS_FSYNC_DATA);
         while (err == -EINTR || err == -EAGAIN);
         return err;
     }
@@ -253,11 +253,11 @@ ssize_t afs__op_run_sync(struct afs_op *op)
         ssize_t res;
         bool w = !is_read(o);
         if (s.buf)
-            res = w ? afs__sys_pwrite(fd, s.buf, s.len, s.off)
-                    : afs__sys_pread(fd, s.buf, s.len, s.off);
+            res = w ? afs__sys.pwrite(fd, s.buf, s.len, s.off)
+                    : afs__sys.pread(fd, s.buf, s.len, s.off);
         else
-            res = w ? afs__sys_pwritev(fd, s.iov, s.iovcnt, s.off)
-                    : afs__sys_preadv(fd, s.iov, s.iovcnt, s.off);
+            res = w ? afs__sys.pwritev(fd, s.iov, s.iovcnt, s.off)
+                    : afs__sys.preadv(fd, s.iov, s.iovcnt, s.off);
         if (res == -EINTR || res == -EAGAIN)
             continue;
         if (res < 0)

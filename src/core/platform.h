@@ -62,15 +62,9 @@ void afs__waker_drain(afs__waker *w);             /* owner: consume pending sign
 /* Owner: wait until signalled or the timeout (ns, < 0 = none). Returns 1 signalled, 0 not. */
 int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 
-/* Files and system calls, each returning >= 0 or -errno, EINTR retried inside. These go
- * through afs__sys (overridable in tests, SQLite's aSyscall idea). */
+/* Files and system calls, each returning >= 0 or -errno; open and close retry EINTR. */
 int     afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out);
 int     afs__sys_close(afs__fd_t fd);
-ssize_t afs__sys_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off);
-ssize_t afs__sys_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
-ssize_t afs__sys_preadv(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
-ssize_t afs__sys_pwritev(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
-int     afs__sys_fsync(afs__fd_t fd, bool datasync);
 int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
 unsigned afs__sys_dio_align(afs__fd_t fd);
@@ -79,7 +73,9 @@ unsigned afs__sys_dio_align(afs__fd_t fd);
 void *afs__aligned_alloc(size_t size, size_t align);
 void  afs__aligned_free(void *p, size_t size);
 
-/* The system call table behind afs__sys_*; tests replace entries to inject faults. */
+/* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
+ * idea). One call each: the caller (afs__op_run_sync) retries EINTR, EAGAIN and short
+ * transfers. */
 struct afs__syscalls {
     ssize_t (*pread)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
     ssize_t (*pwrite)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);

@@ -129,53 +129,6 @@ struct afs__syscalls afs__sys = {
     .fsync = sys_fsync,
 };
 
-/* EINTR does not exist for these calls on Windows, but a fault-injecting test may return
- * it: retried as on POSIX. */
-ssize_t afs__sys_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
-{
-    ssize_t r;
-    do
-        r = afs__sys.pread(fd, buf, len, off);
-    while (r == -EINTR);
-    return r;
-}
-
-ssize_t afs__sys_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
-{
-    ssize_t r;
-    do
-        r = afs__sys.pwrite(fd, buf, len, off);
-    while (r == -EINTR);
-    return r;
-}
-
-ssize_t afs__sys_preadv(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off)
-{
-    ssize_t r;
-    do
-        r = afs__sys.preadv(fd, iov, iovcnt, off);
-    while (r == -EINTR);
-    return r;
-}
-
-ssize_t afs__sys_pwritev(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off)
-{
-    ssize_t r;
-    do
-        r = afs__sys.pwritev(fd, iov, iovcnt, off);
-    while (r == -EINTR);
-    return r;
-}
-
-int afs__sys_fsync(afs__fd_t fd, bool datasync)
-{
-    int r;
-    do
-        r = afs__sys.fsync(fd, datasync);
-    while (r == -EINTR);
-    return r;
-}
-
 /* ------------------------------------------------------------------------------------------
  * Open and close
  * ---------------------------------------------------------------------------------------- */
