@@ -82,9 +82,10 @@ AFS_API struct afs_ctx *corio_sched_ctx(const struct corio_sched *s);
  * suspends; then `parent` goes on. With `child` non-NULL, *child stays valid until
  * `parent` is done (corio_task_done() tells whether it finished); otherwise the task is
  * freed as soon as it is done. A cancelled parent's children start cancelled.
- * Returns 0, or -ENOMEM (no stack: each live task's stack is a mapping plus a guard page,
- * two entries of the process's memory map, so Linux's default vm.max_map_count of 65530
- * allows about 32k live tasks). */
+ * Returns 0, or -ENOMEM (no stack). Each stack has a guard page: on Linux 6.13 and later it
+ * is a page-table marker (MADV_GUARD_INSTALL) and stacks share mappings; on older kernels it
+ * is a PROT_NONE page, two entries of the process's memory map per task, so the default
+ * vm.max_map_count (65530) allows about 32k live tasks there. */
 AFS_API int corio_spawn(struct corio_task *parent, corio_fn *fn, void *arg,
                         struct corio_task **child);
 
@@ -209,6 +210,272 @@ AFS_API void  *corio_batch_input(const struct corio_batch *b, size_t i);
 AFS_API void   corio_batch_respond(struct corio_batch *b, size_t i, void *output);
 /* Thread-safe: request i goes to the dispatcher again in the next I/O phase. */
 AFS_API void   corio_batch_retry(struct corio_batch *b, size_t i);
+
+/* ------------------------------------------------------------------------------------------
+ * Shielding. A shielded section is not interrupted by cancellations or deadlines: between
+ * corio_shield_begin(t) and the matching corio_shield_end(t), t's blocking calls do not fail
+ * with -ECANCELED / -ETIMEDOUT because of a corio_cancel() or corio_set_deadline() of t or of
+ * its ancestors, and its file ops are not cancelled for them. The same holds for the tasks t
+ * spawns meanwhile (and any other descendant): a cancellation from above the shield does not
+ * reach them, while cancelling or giving a deadline to a descendant itself still works.
+ * Sections nest (a depth count). When the outermost section ends, a cancellation or a passed
+ * deadline that came meanwhile takes effect: t's next blocking call fails at once, and
+ * descendants still waiting are interrupted. corio_cancelled() keeps reporting the plain fact.
+ * Use it for clean-up that must finish (finalizers, flushing a file, releasing a remote lease);
+ * a shielded wait that never ends keeps the task forever. Both abort when t is not running.
+ * ---------------------------------------------------------------------------------------- */
+AFS_API void corio_shield_begin(struct corio_task *t);
+AFS_API void corio_shield_end(struct corio_task *t);
+
+/* ------------------------------------------------------------------------------------------
+ * Futures. A future is completed once, with an int result and a void * value, and awaited by
+ * any number of tasks of one scheduler. Convention: a result >= 0 is a success (a count, a
+ * task's return value), a negative errno is a failure; wait-all and wait-first-error use
+ * that. The struct is caller-owned and embeddable; its fields are private.
+ *
+ * Threads. A future made with CORIO_FUTURE_INIT / corio_future_init() is "local": only code
+ * on its scheduler's thread completes it (tasks, the dispatcher, callbacks run by the
+ * scheduler). A future made with corio_future_init_external() may be completed from any
+ * thread: the completion is taken under the scheduler's lock and the scheduler is woken
+ * (afs_ctx_wake), as corio_batch_respond() does; awaiting tasks see it in the next resume
+ * phase. An external future must stay valid until corio_future_done() reports it done on the
+ * scheduler's thread (or the scheduler is freed).
+ *
+ * Deadlock detection: corio_sched_run() reports -EDEADLK when no task can be woken. A task
+ * awaiting an external future that is not done counts as "could be woken" (another thread
+ * may complete it), so such a wait never ends as -EDEADLK, it waits; a task awaiting a local
+ * future that nobody on the scheduler can complete any more is reported as deadlocked.
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio__fwaiter; /* a task's place on a future, on the task's stack */
+
+struct corio_future {
+    struct corio_sched    *sched;      /* of its awaiters (external: given at init) */
+    struct corio__fwaiter *waiters;
+    struct corio_future   *next_done;  /* on the scheduler's list of external completions */
+    void                  *value;
+    int                    result;
+    unsigned char          external;
+    unsigned char          completed;  /* external: under the scheduler's lock */
+    unsigned char          done;       /* visible to awaiters (scheduler's thread) */
+};
+#define CORIO_FUTURE_INIT {0}
+
+AFS_API void corio_future_init(struct corio_future *f);
+/* A future that any thread may complete, for the tasks of scheduler s. */
+AFS_API void corio_future_init_external(struct corio_future *f, struct corio_sched *s);
+
+/* Completes f with result and value and wakes every task awaiting it (they run in this CPU
+ * phase, or the next resume phase for a completion from another thread). Returns 0, or
+ * -EALREADY when f was already completed (the first completion stays). External futures:
+ * any thread; local futures: the scheduler's thread only. */
+AFS_API int  corio_future_complete(struct corio_future *f, int result, void *value);
+
+/* 1 when f is done (and its result visible to this thread's tasks), else 0. Scheduler's
+ * thread. */
+AFS_API int  corio_future_done(const struct corio_future *f);
+/* f's result, and its value in *value (value may be NULL); -EAGAIN while not done. */
+AFS_API int  corio_future_result(const struct corio_future *f, void **value);
+
+/* Suspends t until f is done: returns f's result and stores its value in *value (value may
+ * be NULL). Returns -ECANCELED / -ETIMEDOUT (*value untouched) when t is cancelled or past
+ * its deadline: at once when it already is at the call (even if f is done), or when that
+ * comes before f's completion woke t (a completion that woke t first wins). f is not
+ * affected (a future has no owner to cancel) and may still be awaited. */
+AFS_API int  corio_future_await(struct corio_task *t, struct corio_future *f, void **value);
+/* As corio_future_await() inside a shield: neither cancellation nor deadlines end the wait
+ * (asyncigo's fut.Shield().Await()); a pending cancellation takes effect right after. */
+AFS_API int  corio_future_await_shielded(struct corio_task *t, struct corio_future *f,
+                                         void **value);
+
+enum corio_wait_mode {
+    CORIO_WAIT_ALL = 0,    /* every future done: 0, or the first negative result (array order) */
+    CORIO_WAIT_FIRST,      /* the first done: its result, *index its position */
+    CORIO_WAIT_FIRST_ERROR /* the first with a negative result (its result, *index), or all
+                              done without error: 0, *index = n */
+};
+/* Waits for futs[0..n) in `mode`, under t's deadline and cancellation (-ETIMEDOUT,
+ * -ECANCELED, as for corio_future_await(); *index = n then). With n == 0 it returns 0 at once with *index = 0 (asyncigo's
+ * Wait hangs). index may be NULL. Futures already done count at once, lowest index first.
+ * Returns -ENOMEM when n > 16 and no memory is left for the waiting places. */
+AFS_API int  corio_future_wait(struct corio_task *t, enum corio_wait_mode mode,
+                               struct corio_future *const *futs, size_t n, size_t *index);
+
+/* Task results. A task function that returns an int (>= 0 success, negative errno failure). */
+typedef int corio_task_fn(struct corio_task *t, void *arg);
+
+/* Spawns fn(child, arg) as a child of `parent` (as corio_spawn(), it runs at once until it
+ * first suspends) and completes `fut` with fn's return value (value NULL) once the child is
+ * done: its function returned and its own children are done. fut is initialised here (local,
+ * caller-owned) and must stay valid until then. child may be NULL (as for corio_spawn).
+ * Returns 0 or -ENOMEM (fut is then completed with -ENOMEM). A cancelled child typically
+ * returns -ECANCELED from its blocking calls, which then is its result. */
+AFS_API int  corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, void *arg,
+                                struct corio_future *fut, struct corio_task **child);
+
+/* ------------------------------------------------------------------------------------------
+ * Generators (async iterators). A producer task yields values one at a time to the consumer
+ * task that started it. corio_gen_next() hands the consumer the next value; the producer,
+ * woken by that, goes on computing the next one in the background while the consumer works
+ * on the current one (that is how the file helpers read ahead). A yielded value stays the
+ * producer's and is valid until the consumer's next corio_gen_next() or corio_gen_close().
+ *
+ * Early exit: the consumer stops with corio_gen_close() (the producer is cancelled: its
+ * yield and blocking calls return -ECANCELED; close returns once the producer task is done,
+ * so buffers in the consumer's frame are safe to release). The producer stops by returning:
+ * next then returns 0 (end) or the producer's negative return (error). The consumer must
+ * call corio_gen_close() unless corio_gen_next() returned <= 0 (else the producer stays
+ * blocked in its yield and the consumer's task never ends). The generator is caller-owned
+ * and must stay valid until then.
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio_gen;
+/* The producer: yields with corio_gen_yield(); returns 0 at the end or a negative errno. */
+typedef int corio_gen_fn(struct corio_task *t, struct corio_gen *g, void *arg);
+
+struct corio_gen {
+    struct corio_task  *producer;  /* while it runs */
+    void               *value;
+    int                 result;    /* the producer's return, once ended */
+    unsigned char       has_value, ended, closed;
+    struct corio__waitq consumer_q, producer_q, end_q;
+};
+
+/* Starts fn(producer, g, arg) as a child of t (the consumer), at once until it first
+ * suspends. Returns 0 or -ENOMEM. */
+AFS_API int  corio_gen_start(struct corio_task *t, struct corio_gen *g, corio_gen_fn *fn,
+                             void *arg);
+/* Called by the producer t: hands value over and returns once the consumer took it: 0, or
+ * -ECANCELED when the consumer closed the generator (or the producer was cancelled),
+ * -ETIMEDOUT past the producer's deadline. The producer should then return. */
+AFS_API int  corio_gen_yield(struct corio_task *t, struct corio_gen *g, void *value);
+/* Called by the consumer t: 1 and the next value in *value; 0 when the producer ended; the
+ * producer's negative return; or -ECANCELED / -ETIMEDOUT when t is cancelled or past its
+ * deadline while waiting (the generator stays usable; close it or call next again). */
+AFS_API int  corio_gen_next(struct corio_task *t, struct corio_gen *g, void **value);
+/* As corio_gen_next(), skipping values for which keep(value, user) returns 0: a filter, not
+ * a take-while (asyncigo's Filter stops at the first rejected value). */
+AFS_API int  corio_gen_next_filter(struct corio_task *t, struct corio_gen *g,
+                                   int (*keep)(void *value, void *user), void *user,
+                                   void **value);
+/* Called by the consumer t: cancels the producer if it still runs and waits until its task is
+ * done (a wait that cancellation does not end). Idempotent. */
+AFS_API void corio_gen_close(struct corio_task *t, struct corio_gen *g);
+/* Map and chain need no helper in C: map is the loop body, and chaining is one loop per
+ * generator (or a producer that forwards the values of several generators in turn). */
+
+/* File helpers. Both read with afs_pread() from a producer task (the file should be opened on
+ * the scheduler's context to join its batches) and read the next chunk while the consumer
+ * works on the current one. The chunk / line and its bytes are valid until the next
+ * corio_gen_next() / corio_gen_close(). Errors of afs_pread() end the iteration with that
+ * error. The file stays the caller's and must stay open until the generator ended or was
+ * closed. */
+struct corio_chunk {
+    const char *data;
+    size_t      len;   /* 1..chunk_size; a short chunk only at the end of the file */
+    uint64_t    off;
+};
+/* Yields struct corio_chunk * for [off, end of file) in chunks of chunk_size bytes (0:
+ * 64 KiB). Returns 0, -EINVAL, or -ENOMEM. */
+AFS_API int corio_gen_file_chunks(struct corio_task *t, struct corio_gen *g,
+                                  struct afs_file *f, uint64_t off, size_t chunk_size);
+struct corio_line {
+    const char *data;  /* nul-terminated, without the '\n' */
+    size_t      len;
+    uint64_t    lineno; /* 1-based */
+};
+/* Yields struct corio_line * for each line of the file: split at '\n' (a "\r" before it is
+ * kept); empty lines are yielded; a last line without '\n' is yielded; lines may be longer
+ * than chunk_size (0: 64 KiB), they are assembled in a growing buffer. Returns 0, -EINVAL
+ * or -ENOMEM. */
+AFS_API int corio_gen_file_lines(struct corio_task *t, struct corio_gen *g,
+                                 struct afs_file *f, size_t chunk_size);
+
+/* ------------------------------------------------------------------------------------------
+ * Jobs (go-work's pattern). A job runs a set of tasks; each has an init, a run and a
+ * finalize callback. An optional one-shot task runs first (init, then run until it is
+ * done); the other tasks start only after it succeeded. Each task then runs init once and
+ * run in a loop: run returns CORIO_JOB_TICK (progress, call again), CORIO_JOB_IDLE (no
+ * progress, call again after letting others run), CORIO_JOB_DONE (this task is finished),
+ * CORIO_JOB_FINISH (the whole job is finished: the other tasks are cancelled, the job
+ * succeeds) or a negative errno: the job fails. The first failure (an init or run error, an
+ * idle timeout, the job timeout, or corio_job_cancel() with an error) cancels every task of
+ * the job and is recorded: corio_job_error() tells which task and why. Each task runs as its
+ * own corio task (a child of the job's runner, itself a child of the task that starts the
+ * job), so a blocking run() blocks only that task.
+ *
+ * Finalizers: once every task stopped, the finalize callback of each task whose init was
+ * called (also a failed one) runs once, in reverse order of the init calls, in the job's
+ * runner task, inside a shield (cancellation and timeouts do not interrupt clean-up). A
+ * finalizer's negative return is recorded in its task's fin_result and does not stop the
+ * others. No lock is held while callbacks run. Then the job's done future is completed with
+ * the job's result (0 or the first failure).
+ *
+ * All structs are caller-owned and must stay valid until the job is done. A job runs once.
+ * ---------------------------------------------------------------------------------------- */
+
+enum { CORIO_JOB_DONE = 0, CORIO_JOB_TICK = 1, CORIO_JOB_IDLE = 2, CORIO_JOB_FINISH = 3 };
+
+struct corio_job;
+struct corio_job_task;
+/* init and run: the return values above (init: 0 or a negative errno). finalize: 0 or a
+ * negative errno (recorded). t is the corio task running the callback. */
+typedef int corio_job_fn(struct corio_task *t, struct corio_job_task *jt);
+
+struct corio_job_task {
+    /* Set by the caller (zero what is not used); init and finalize may be NULL. */
+    const char   *name;
+    corio_job_fn *init, *run, *finalize;
+    void         *arg;
+    int64_t       idle_timeout_ns; /* > 0: run must report progress within it, or -ETIMEDOUT */
+
+    /* Set by the job. */
+    struct corio_job      *job;
+    int                    result;     /* 0, or the error that stopped this task */
+    int                    fin_result; /* the finalizer's return */
+    unsigned char          inited, finalized, finished;
+    /* Private. */
+    struct corio_task     *task;
+    struct corio_job_task *next, *init_prev; /* added tasks; init order, newest first */
+    int64_t                idle_deadline;
+};
+
+struct corio_job {
+    /* Set by the job; read them after the job is done. */
+    struct corio_future    done;   /* completed with the job's result */
+    int                    err;    /* the first failure, 0 if none */
+    struct corio_job_task *failed; /* the task that failed; NULL: timeout or corio_job_cancel */
+    int                    fin_err;/* the first finalizer failure, 0 if none */
+    /* Private. */
+    struct corio_job_task *oneshot, *tasks, *tasks_tail, *inited;
+    struct corio_task     *runner;
+    int64_t                timeout_ns, deadline;
+    unsigned char          started, finishing, ended;
+    struct corio__waitq    end_q;
+};
+
+/* Prepares an empty job (no timeout). */
+AFS_API void corio_job_init(struct corio_job *j);
+/* Adds a task / the one-shot task (at most one) before the job starts. */
+AFS_API void corio_job_add(struct corio_job *j, struct corio_job_task *jt);
+AFS_API void corio_job_add_oneshot(struct corio_job *j, struct corio_job_task *jt);
+/* The job fails with -ETIMEDOUT (failed = NULL) when it has not ended timeout_ns after it
+ * started; 0 clears it. Before the job starts. */
+AFS_API void corio_job_set_timeout(struct corio_job *j, int64_t timeout_ns);
+/* Starts the job's runner as a child of t; it runs at once until it first suspends. Returns
+ * 0 or -ENOMEM. Await j->done (corio_future_await) or use corio_job_run(). */
+AFS_API int  corio_job_start(struct corio_task *t, struct corio_job *j);
+/* Starts the job and waits until it is done (finalizers included; a wait that cancellation
+ * does not end, since the job's structs live in the caller's frame: cancelling t cancels the
+ * job and this returns once it ended). Returns the job's result. */
+AFS_API int  corio_job_run(struct corio_task *t, struct corio_job *j);
+/* Fails the job with err (< 0; default -ECANCELED when 0), recorded with failed = NULL,
+ * unless it already failed or finished. Scheduler's thread: any task, or code run by it. */
+AFS_API void corio_job_cancel(struct corio_job *j, int err);
+/* Reports progress of the job task jt (from its callbacks): resets its idle timeout. */
+AFS_API void corio_job_progress(struct corio_job_task *jt);
+/* The job's error and, in *who, the task that failed (NULL: timeout or explicit cancel). */
+AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **who);
 
 #ifdef __cplusplus
 }
