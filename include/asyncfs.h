@@ -175,7 +175,10 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
 
 enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
 
-/* Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
+/* Files are regular files and block devices: their reads are short only at end of file. On
+ * a pipe or FIFO a read likewise completes only when its buffer is full or at end of file.
+ *
+ * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * `mode` chooses how afs_read()/afs_write() behave (3.1 below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Returns 0 and *out, -EINVAL for bad flags or mode, or the open error (-ENOENT, -EACCES,

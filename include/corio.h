@@ -295,9 +295,10 @@ enum corio_wait_mode {
                               done without error: 0, *index = n */
 };
 /* Waits for futs[0..n) in `mode`, under t's deadline and cancellation (-ETIMEDOUT,
- * -ECANCELED, as for corio_future_await(); *index = n then). With n == 0 it returns 0 at once with *index = 0 (asyncigo's
- * Wait hangs). index may be NULL. Futures already done count at once, lowest index first.
- * Returns -ENOMEM when n > 16 and no memory is left for the waiting places. */
+ * -ECANCELED, as for corio_future_await(); *index = n then). With n == 0 it returns 0 at
+ * once with *index = 0 (asyncigo's Wait hangs). index may be NULL. Futures already done
+ * count at once, lowest index first. Returns -ENOMEM when n > 16 and no memory is left for
+ * the waiting places. */
 AFS_API int  corio_future_wait(struct corio_task *t, enum corio_wait_mode mode,
                                struct corio_future *const *futs, size_t n, size_t *index);
 
@@ -318,7 +319,8 @@ AFS_API int  corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, vo
  * task that started it. corio_gen_next() hands the consumer the next value; the producer,
  * woken by that, goes on computing the next one in the background while the consumer works
  * on the current one (that is how the file helpers read ahead). A yielded value stays the
- * producer's and is valid until the consumer's next corio_gen_next() or corio_gen_close().
+ * producer's and is valid until the consumer's next corio_gen_next() or corio_gen_close():
+ * a producer that releases it when it returns calls corio_gen_flush() first.
  *
  * Early exit: the consumer stops with corio_gen_close() (the producer is cancelled: its
  * yield and blocking calls return -ECANCELED; close returns once the producer task is done,
@@ -338,6 +340,7 @@ struct corio_gen {
     void               *value;
     int                 result;    /* the producer's return, once ended */
     unsigned char       has_value, ended, closed;
+    unsigned long       nexts, taken; /* next calls; the count when the last value went */
     struct corio__waitq consumer_q, producer_q, end_q;
 };
 
@@ -349,6 +352,11 @@ AFS_API int  corio_gen_start(struct corio_task *t, struct corio_gen *g, corio_ge
  * -ECANCELED when the consumer closed the generator (or the producer was cancelled),
  * -ETIMEDOUT past the producer's deadline. The producer should then return. */
 AFS_API int  corio_gen_yield(struct corio_task *t, struct corio_gen *g, void *value);
+/* Called by the producer t before it releases what its yielded values point to (before it
+ * returns, typically): waits until the consumer is done with the last value it took, i.e.
+ * until its next corio_gen_next() or corio_gen_close(). Cancellation does not end this wait
+ * (the consumer may still read the value while it unwinds). */
+AFS_API void corio_gen_flush(struct corio_task *t, struct corio_gen *g);
 /* Called by the consumer t: 1 and the next value in *value; 0 when the producer ended; the
  * producer's negative return; or -ECANCELED / -ETIMEDOUT when t is cancelled or past its
  * deadline while waiting (the generator stays usable; close it or call next again). */

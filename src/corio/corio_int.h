@@ -47,6 +47,9 @@ struct corio_task {
     bool                timed_out;         /* its deadline fired during the current wait */
     int                 wake_err;          /* why a queue wait ended: 0, -ECANCELED... */
     int64_t             deadline;          /* its own; INT64_MAX = none */
+    /* corio_shield_begin() depth. While non-zero, cancellations and deadlines of this task
+     * and of its ancestors do not reach it or its descendants (their own ones still do). */
+    unsigned            shield;
 
     /* The queue the task is on: the run queue, the yield queue or a wait queue. */
     struct corio_task   *q_next, *q_prev;
@@ -122,6 +125,11 @@ struct corio_sched {
     struct corio__flight *flights;
     struct corio_batch   *batches; /* answered from other threads: kept until the run ends */
 
+    /* Futures (future.c). External futures completed by other threads wait here, under mu,
+     * until the resume phase delivers them (has_answers is set with them). */
+    struct corio_future  *fut_done, *fut_done_tail;
+    size_t                ext_waits; /* tasks awaiting an external future: could progress */
+
     struct corio_stats   stats;
 };
 
@@ -142,5 +150,10 @@ void corio__waitq_remove(struct corio__waitq *q, struct corio_task *t);
 /* Group bookkeeping when a member is done (sync.c). */
 void corio__group_member_done(struct corio_task *t);
 void corio__flights_free(struct corio_sched *s);
+/* The scheduler running on the calling thread, or NULL. */
+struct corio_sched *corio__thread_sched(void);
+/* Delivers external futures completed by other threads (future.c), on the scheduler's
+ * thread in the resume phase; `list` is linked through next_done. */
+void corio__futures_deliver(struct corio_future *list);
 
 #endif

@@ -150,6 +150,11 @@ struct corio_task *corio_current(void)
     return tls_sched ? tls_sched->current : NULL;
 }
 
+struct corio_sched *corio__thread_sched(void)
+{
+    return tls_sched;
+}
+
 struct corio_sched *corio_task_sched(struct corio_task *t)
 {
     AFS_CHECK(t != NULL, "task is NULL");
@@ -176,18 +181,29 @@ int corio_cancelled(const struct corio_task *t)
     return 0;
 }
 
+/* Shields: walking up from t, a task with a shield stops the walk. Its own and its
+ * ancestors' cancellations and deadlines do not count for t; those of the tasks below it
+ * (t included, when t is not the shielded one) still do. */
 static int64_t effective_deadline(const struct corio_task *t)
 {
     int64_t d = INT64_MAX;
-    for (; t; t = t->parent)
+    for (; t && !t->shield; t = t->parent)
         if (t->deadline < d)
             d = t->deadline;
     return d;
 }
 
+static bool cancel_reaches(const struct corio_task *t)
+{
+    for (; t && !t->shield; t = t->parent)
+        if (t->cancelled)
+            return true;
+    return false;
+}
+
 int corio__interrupted(struct corio_task *t)
 {
-    if (corio_cancelled(t))
+    if (cancel_reaches(t))
         return -ECANCELED;
     int64_t d = effective_deadline(t);
     if (d != INT64_MAX && corio_now() >= d)
@@ -282,6 +298,10 @@ static void interrupt(struct corio_task *t, int err)
 {
     if (t->state != CORIO__SUSPENDED)
         return;
+    /* Shields: ask again whether a cancellation or deadline reaches t (a timer armed before
+     * a shield began, or a cancel of a shielded ancestor, does not). */
+    if (!(err = corio__interrupted(t)))
+        return;
     switch (t->wait) {
     case CORIO__W_FILE:
         t->timed_out = err == -ETIMEDOUT;
@@ -319,6 +339,8 @@ static void interrupt(struct corio_task *t, int err)
 static void cancel_tree(struct corio_task *t)
 {
     interrupt(t, -ECANCELED);
+    if (t->shield)
+        return; /* nothing below a shield is reached by a cancellation from above it */
     for (struct corio_task *c = t->children; c; c = c->sib_next)
         if (c->state != CORIO__DONE)
             cancel_tree(c);
@@ -356,6 +378,28 @@ void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
     t->deadline = deadline_ns > 0 ? deadline_ns : INT64_MAX;
     if (t->state != CORIO__DONE)
         rearm_tree(t);
+}
+
+void corio_shield_begin(struct corio_task *t)
+{
+    corio__check_running(t, "corio_shield_begin");
+    t->shield++;
+}
+
+void corio_shield_end(struct corio_task *t)
+{
+    corio__check_running(t, "corio_shield_end");
+    AFS_CHECK(t->shield > 0, "corio_shield_end without corio_shield_begin");
+    if (--t->shield)
+        return;
+    /* The shield is gone: a deadline or cancellation that came meanwhile now reaches t (its
+     * next blocking call fails at once) and the descendants already waiting. */
+    for (struct corio_task *c = t->children; c; c = c->sib_next)
+        if (c->state != CORIO__DONE) {
+            rearm_tree(c);
+            if (corio__interrupted(c))
+                cancel_tree(c);
+        }
 }
 
 static void fire_timers(struct corio_sched *s)
@@ -762,8 +806,10 @@ static void collect_answers(struct corio_sched *s)
         return;
     afs__mutex_lock(&s->mu);
     struct corio__req *ans = s->answered, *ret = s->retried, *ret_tail = s->retried_tail;
+    struct corio_future *futs = s->fut_done;
     s->answered = s->answered_tail = NULL;
     s->retried = s->retried_tail = NULL;
+    s->fut_done = s->fut_done_tail = NULL;
     afs__mutex_unlock(&s->mu);
     while (ans) {
         struct corio__req *next = ans->next;
@@ -779,6 +825,8 @@ static void collect_answers(struct corio_sched *s)
         if (!s->pending_tail)
             s->pending_tail = ret_tail;
     }
+    if (futs)
+        corio__futures_deliver(futs);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -872,8 +920,9 @@ static bool can_progress(struct corio_sched *s)
 {
     struct afs_stats st;
     afs_ctx_stats(s->ctx, &st);
+    /* ext_waits: a task awaits a future that another thread may complete (future.c). */
     return s->file_waits || st.ops != st.completions || s->heap_len || s->pending ||
-           s->io_inflight;
+           s->io_inflight || s->ext_waits;
 }
 
 static void report_deadlock(struct corio_sched *s)
@@ -988,6 +1037,7 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
         s->free_tasks = root;
         s->live = 0;
         s->file_waits = 0;
+        s->ext_waits = 0;
     }
     s->root = NULL;
     s->running = false;

@@ -1,0 +1,292 @@
+/* Futures: completed once by any code (external ones from any thread), awaited by any number
+ * of tasks; wait-all / wait-first / wait-first-error; task results.
+ *
+ * A waiting task puts one place (struct corio__fwaiter, on its own stack) on each future it
+ * waits for, and suspends on a wait queue of its own. A completion wakes the task through
+ * that queue, so one wake-up ends a wait on many futures, and cancellation and deadlines end
+ * it as any queue wait (corio__wait_on). The task unlinks its places when it resumes; a
+ * completion detaches all places of its future first, so a future may be freed as soon as it
+ * is done. */
+#include "corio_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct corio__fwaiter {
+    struct corio_task     *task;
+    struct corio__waitq   *wq; /* the task's own queue for this wait */
+    struct corio__fwaiter *next, *prev;
+    bool                   linked;
+};
+
+static void place_link(struct corio_future *f, struct corio__fwaiter *w)
+{
+    w->prev = NULL;
+    w->next = f->waiters;
+    if (f->waiters)
+        f->waiters->prev = w;
+    f->waiters = w;
+    w->linked = true;
+}
+
+static void place_unlink(struct corio_future *f, struct corio__fwaiter *w)
+{
+    if (!w->linked)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        f->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->linked = false;
+}
+
+/* On the scheduler's thread: f's result is now visible; wake every waiting task. */
+static void deliver(struct corio_future *f)
+{
+    f->done = 1;
+    struct corio__fwaiter *w = f->waiters;
+    f->waiters = NULL;
+    while (w) {
+        struct corio__fwaiter *next = w->next;
+        w->linked = false;
+        /* Still on its queue: not yet woken by another future of the same wait. */
+        if (w->task->q_on == w->wq)
+            corio__wake(w->task, 0);
+        w = next;
+    }
+}
+
+void corio__futures_deliver(struct corio_future *list)
+{
+    while (list) {
+        struct corio_future *next = list->next_done;
+        list->next_done = NULL;
+        deliver(list);
+        list = next;
+    }
+}
+
+void corio_future_init(struct corio_future *f)
+{
+    AFS_CHECK(f != NULL, "future is NULL");
+    memset(f, 0, sizeof *f);
+}
+
+void corio_future_init_external(struct corio_future *f, struct corio_sched *s)
+{
+    AFS_CHECK(f != NULL && s != NULL, "NULL argument");
+    memset(f, 0, sizeof *f);
+    f->sched = s;
+    f->external = 1;
+}
+
+int corio_future_complete(struct corio_future *f, int result, void *value)
+{
+    AFS_CHECK(f != NULL, "future is NULL");
+    if (!f->external) {
+        /* Tasks are waiting, so their scheduler runs: only its own thread may do this. */
+        AFS_CHECK(!f->waiters || corio__thread_sched() == f->sched,
+                  "a local future completed from another thread (use an external one)");
+        if (f->done)
+            return -EALREADY;
+        f->result = result;
+        f->value = value;
+        deliver(f);
+        return 0;
+    }
+    struct corio_sched *s = f->sched;
+    afs__mutex_lock(&s->mu);
+    if (f->completed) {
+        afs__mutex_unlock(&s->mu);
+        return -EALREADY;
+    }
+    f->completed = 1;
+    f->result = result;
+    f->value = value;
+    if (corio__thread_sched() == s) {
+        /* On the scheduler's own thread: no hand-over needed. */
+        afs__mutex_unlock(&s->mu);
+        deliver(f);
+        return 0;
+    }
+    /* Another thread: the resume phase delivers it (collect_answers); after the unlock f
+     * may already be delivered and freed, so only s is touched. */
+    f->next_done = NULL;
+    if (s->fut_done_tail)
+        s->fut_done_tail->next_done = f;
+    else
+        s->fut_done = f;
+    s->fut_done_tail = f;
+    atomic_store_explicit(&s->has_answers, true, memory_order_release);
+    afs__mutex_unlock(&s->mu);
+    afs_ctx_wake(s->ctx);
+    return 0;
+}
+
+int corio_future_done(const struct corio_future *f)
+{
+    AFS_CHECK(f != NULL, "future is NULL");
+    return f->done;
+}
+
+int corio_future_result(const struct corio_future *f, void **value)
+{
+    AFS_CHECK(f != NULL, "future is NULL");
+    if (!f->done)
+        return -EAGAIN;
+    if (value)
+        *value = f->value;
+    return f->result;
+}
+
+static void bind(struct corio_task *t, struct corio_future *f)
+{
+    if (!f->sched)
+        f->sched = t->sched;
+    AFS_CHECK(f->sched == t->sched, "a future is awaited by tasks of another scheduler");
+}
+
+/* Suspends t until one of the n futures (none done) completes, or an interruption. */
+static int wait_places(struct corio_task *t, struct corio_future *const *futs, size_t n,
+                       struct corio__fwaiter *places)
+{
+    struct corio_sched *s = t->sched;
+    struct corio__waitq wq = {0};
+    bool external = false;
+    for (size_t i = 0; i < n; i++) {
+        places[i] = (struct corio__fwaiter){.task = t, .wq = &wq};
+        if (futs[i]->done)
+            continue;
+        bind(t, futs[i]);
+        place_link(futs[i], &places[i]);
+        external |= futs[i]->external;
+    }
+    /* Another thread may complete an external future: the scheduler must wait, not report
+     * a deadlock (can_progress in sched.c). */
+    if (external)
+        s->ext_waits++;
+    int err = corio__wait_on(t, &wq);
+    if (external)
+        s->ext_waits--;
+    for (size_t i = 0; i < n; i++)
+        place_unlink(futs[i], &places[i]);
+    return err;
+}
+
+int corio_future_await(struct corio_task *t, struct corio_future *f, void **value)
+{
+    corio__check_running(t, "corio_future_await");
+    AFS_CHECK(f != NULL, "future is NULL");
+    /* Interrupted: fail at once, even when f is done. Once woken by f, its result counts
+     * even if a cancellation came meanwhile (the wake-up came first). */
+    int err = corio__interrupted(t);
+    if (err)
+        return err;
+    while (!f->done) {
+        struct corio__fwaiter place;
+        if ((err = wait_places(t, &f, 1, &place)) != 0)
+            return err;
+    }
+    if (value)
+        *value = f->value;
+    return f->result;
+}
+
+int corio_future_await_shielded(struct corio_task *t, struct corio_future *f, void **value)
+{
+    corio__check_running(t, "corio_future_await_shielded");
+    corio_shield_begin(t);
+    int res = corio_future_await(t, f, value);
+    corio_shield_end(t);
+    return res;
+}
+
+int corio_future_wait(struct corio_task *t, enum corio_wait_mode mode,
+                      struct corio_future *const *futs, size_t n, size_t *index)
+{
+    corio__check_running(t, "corio_future_wait");
+    AFS_CHECK(mode <= CORIO_WAIT_FIRST_ERROR && (futs || n == 0), "bad argument");
+    size_t idx_dummy;
+    if (!index)
+        index = &idx_dummy;
+    *index = n;
+    if (n == 0)
+        return 0; /* nothing to wait for (asyncigo's Wait hangs here) */
+    struct corio__fwaiter small[16], *places = small;
+    int res = corio__interrupted(t);
+    if (res)
+        return res;
+    for (;;) {
+        int err;
+        size_t ndone = 0, first_err = n;
+        for (size_t i = 0; i < n; i++) {
+            AFS_CHECK(futs[i] != NULL, "future is NULL");
+            if (!futs[i]->done)
+                continue;
+            ndone++;
+            if (mode == CORIO_WAIT_FIRST ||
+                (mode == CORIO_WAIT_FIRST_ERROR && futs[i]->result < 0)) {
+                *index = i;
+                res = futs[i]->result;
+                goto out;
+            }
+            if (futs[i]->result < 0 && first_err == n)
+                first_err = i;
+        }
+        if (ndone == n) {
+            /* All done: FIRST_ERROR saw no error; ALL reports the first, in array order. */
+            *index = first_err;
+            res = first_err < n ? futs[first_err]->result : 0;
+            break;
+        }
+        if (places == small && n > 16 && !(places = malloc(n * sizeof *places))) {
+            places = small;
+            res = -ENOMEM;
+            break;
+        }
+        if ((err = wait_places(t, futs, n, places)) != 0) {
+            res = err;
+            break;
+        }
+    }
+out:
+    if (places != small)
+        free(places);
+    return res;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Task results
+ * ---------------------------------------------------------------------------------------- */
+
+/* Read once, at the child's first instruction, from the parent's stack (the parent stays
+ * suspended in corio_spawn until the child first suspends). */
+struct fut_boot {
+    corio_task_fn       *fn;
+    void                *arg;
+    struct corio_future *fut;
+};
+
+static void fut_entry(struct corio_task *t, void *arg)
+{
+    struct fut_boot b = *(struct fut_boot *)arg;
+    int res = b.fn(t, b.arg);
+    corio_wait(t); /* done means its children are done too */
+    corio_future_complete(b.fut, res, NULL);
+}
+
+int corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, void *arg,
+                       struct corio_future *fut, struct corio_task **child)
+{
+    corio__check_running(parent, "corio_spawn_future");
+    AFS_CHECK(fn != NULL && fut != NULL, "NULL argument");
+    corio_future_init(fut);
+    fut->sched = parent->sched;
+    struct fut_boot b = {fn, arg, fut};
+    int err = corio_spawn(parent, fut_entry, &b, child);
+    if (err < 0)
+        corio_future_complete(fut, err, NULL);
+    return err;
+}
