@@ -7,7 +7,8 @@ foreach(t contract corio_sched)
     add_executable(${t}_shim ${SRC}/contract/test_ctx.c ${SRC}/contract/test_position.c
                    ${SRC}/contract/test_ops.c ${SRC}/contract/test_blocking.c ${SRC}/shim/runner.c)
   else()
-    add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/shim/runner.c)
+    add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
+                   ${SRC}/shim/runner.c)
   endif()
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static)

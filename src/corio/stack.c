@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -190,6 +191,37 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
 }
 
 
+#if defined(__linux__)
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+/* Whether MADV_GUARD_INSTALL really guards: some environments accept the advice and do
+ * nothing (qemu-user does). Probed once: copying from a guarded page into a pipe must fail
+ * with EFAULT. */
+static bool guard_markers_work(void)
+{
+    static int state; /* 0: not probed, 1: works, -1: does not */
+    int st = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (st)
+        return st > 0;
+    st = -1;
+    size_t page = corio__page_size();
+    void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fds[2];
+    if (p != MAP_FAILED) {
+        if (madvise(p, page, MADV_GUARD_INSTALL) == 0 && pipe(fds) == 0) {
+            if (write(fds[1], p, 1) < 0 && errno == EFAULT)
+                st = 1;
+            close(fds[0]);
+            close(fds[1]);
+        }
+        munmap(p, page);
+    }
+    __atomic_store_n(&state, st, __ATOMIC_RELAXED);
+    return st > 0;
+}
+#endif
+
 /* Makes [lo, lo + len) a guard region. MADV_GUARD_INSTALL (Linux 6.13) puts guard markers in
  * the page tables without splitting the mapping: a guarded stack then costs one entry of the
  * process's memory map instead of two, so vm.max_map_count (65530 by default) no longer caps
@@ -197,10 +229,7 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
 static int guard(void *lo, size_t len)
 {
 #if defined(__linux__)
-#ifndef MADV_GUARD_INSTALL
-#define MADV_GUARD_INSTALL 102
-#endif
-    if (madvise(lo, len, MADV_GUARD_INSTALL) == 0)
+    if (guard_markers_work() && madvise(lo, len, MADV_GUARD_INSTALL) == 0)
         return 0;
 #endif
     return mprotect(lo, len, PROT_NONE);

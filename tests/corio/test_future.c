@@ -1283,7 +1283,7 @@ static void job_cancel_root(struct corio_task *t, void *arg)
     struct job_case *c = arg;
     cr_assert_eq(corio_job_start(t, &c->j), 0);
     corio_sleep(t, 10 * MS);
-    corio_job_cancel(&c->j, -ESHUTDOWN);
+    corio_job_cancel(&c->j, -ECONNABORTED);
     void *v;
     c->res = corio_future_await(t, &c->j.done, &v);
     cr_assert_eq(v, &c->j);
@@ -1297,7 +1297,7 @@ T_F(job_explicit_cancel_with_an_error)
     c.a[1].sleep_ms = 10000;
     job_case_add(&c, 2, 0);
     cr_assert_eq(frun(job_cancel_root, &c), 0);
-    cr_assert_eq(c.res, -ESHUTDOWN);
+    cr_assert_eq(c.res, -ECONNABORTED);
     cr_assert_null(c.j.failed);
     cr_assert_str_eq(c.log.events, "init:connect init:read fin:read fin:connect");
 }
