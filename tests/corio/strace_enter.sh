@@ -8,6 +8,8 @@ command -v strace >/dev/null || { echo "strace_enter: SKIP (no strace)"; exit 0;
 dir=$(mktemp -d "${TMPDIR:-/var/tmp}/afs-strace-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 head -c $((64 * 65536)) /dev/urandom > "$dir/data"
+# LeakSanitizer cannot run under ptrace (sanitizer builds).
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 out=$(ASYNCFS_BACKEND=io_uring strace -f -e trace=io_uring_enter -o "$dir/trace" "$prog" "$dir/data" 64) || {
   # A machine where io_uring is blocked cannot run this; the ladder tests cover that case.
   if grep -q "not available\|Not supported" <<<"$out"; then echo "strace_enter: SKIP (no io_uring)"; exit 0; fi

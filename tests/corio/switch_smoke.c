@@ -699,8 +699,9 @@ static void segv_child(void)
     if (corio__stack_thread_init() != 0 || corio__stack_pool_init(&pool, 64 * 1024, 4) != 0 ||
         corio__stack_get(&pool, &st) != 0)
         _exit(3);
-    volatile int *volatile bad = NULL;
-    *bad = 1; /* not a guard page */
+    /* Not a guard page, and not NULL either: UBSan would report a NULL store itself. */
+    volatile int *volatile bad = (volatile int *)(uintptr_t)64;
+    *bad = 1;
     _exit(4);
 }
 
