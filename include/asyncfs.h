@@ -134,8 +134,10 @@ struct afs_stats {
     uint64_t ops;         /* ops queued (read, write, readv, writev, fsync) */
     uint64_t completions; /* callbacks run */
     uint64_t kernel_submits; /* system calls that handed ops to the kernel (io_uring_enter
-                                with submissions, io_submit, lio_listio...) */
-    uint64_t kernel_waits;   /* system calls that waited for or reaped completions */
+                                with submissions, also when it waits too; io_submit,
+                                lio_listio...) */
+    uint64_t kernel_waits;   /* system calls that only waited for completions; the two are
+                                disjoint, so their sum is the backend's system calls */
     uint64_t resubmits;   /* short transfers and transient errors retried inside */
     uint64_t inline_ops;  /* sync-mode ops run inline under the sync threshold */
     uint64_t pool_ops;    /* ops run by the thread pool (also on other backends) */

@@ -227,8 +227,11 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     int r = 0;
     if (wait && io_uring_cq_ready(&u->ring) == 0) {
         struct io_uring_cqe *cqe;
-        ctx->stats.kernel_waits++;
-        ctx->stats.kernel_submits += have_sqes;
+        /* One system call: a submission if it carries SQEs, else a wait (never both). */
+        if (have_sqes)
+            ctx->stats.kernel_submits++;
+        else
+            ctx->stats.kernel_waits++;
         if (timeout_ns < 0) {
             r = io_uring_submit_and_wait(&u->ring, 1);
         } else {

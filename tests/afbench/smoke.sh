@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# afbench smoke test: every engine on a 4 MiB file for about a second (random reads, then
+# random and sequential writes on one engine each), the JSON parsed and iops > 0; CSV is a
+# header and one row; bad command lines exit 2 with a message naming the problem.
+# uring-raw is skipped (not failed) where io_uring is unavailable (afbench exits 3).
+# Usage: tests/afbench/smoke.sh path/to/afbench
+set -uo pipefail
+afbench=${1:?usage: smoke.sh path/to/afbench}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/afbench-smoke.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+check_json() { # name json
+  python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+for k in ("engine", "rw", "bs", "iodepth", "direct", "ios", "runtime_s", "iops",
+          "bw_bytes_per_s", "latency_us", "cpu_us_per_io", "syscalls_per_io"):
+    assert k in j, "missing key " + k
+for p in ("p50", "p90", "p99", "p99.9"):
+    assert j["latency_us"][p] > 0, "latency " + p
+assert j["latency_us"]["p50"] <= j["latency_us"]["p99"] <= j["latency_us"]["p99.9"]
+assert j["iops"] > 0 and j["ios"] > 0, "no I/O"
+assert j["syscalls_per_io"] > 0
+print("ok   %-10s %-9s %10.0f IOPS  %.3f syscalls/IO" % (j["engine"], j["rw"], j["iops"], j["syscalls_per_io"]))
+' "$2" || fail "$1: bad JSON: $2"
+}
+
+run() { # name args...
+  local name=$1; shift
+  local out rc
+  out=$("$afbench" "$@" --output-format=json 2>"$dir/err"); rc=$?
+  if [ $rc -eq 3 ]; then echo "skip $name: $(cat "$dir/err")"; return; fi
+  if [ $rc -ne 0 ]; then fail "$name exited $rc: $(cat "$dir/err")"; return; fi
+  check_json "$name" "$out"
+}
+
+f=$dir/data
+for e in corio queue pread threads uring-raw; do
+  run "$e randread" --engine=$e --rw=randread --bs=4k --iodepth=4 --size=4m --runtime=1 --filename="$f"
+done
+run "corio randwrite" --engine=corio --rw=randwrite --bs=4k --iodepth=4 --size=4m --runtime=1 --filename="$dir/w"
+run "queue write" --engine=queue --rw=write --bs=64k --iodepth=4 --size=4m --runtime=1 --filename="$dir/w"
+run "threads read" --engine=threads --rw=read --bs=64k --iodepth=2 --size=4m --filename="$f"
+
+# The data file was created at --size for reads.
+[ "$(stat -c %s "$f")" -eq $((4 << 20)) ] || fail "the read file is not 4 MiB"
+
+# CSV: a header and one row with as many fields.
+csv=$("$afbench" --engine=pread --rw=randread --size=4m --runtime=0.2 --filename="$f" --output-format=csv 2>/dev/null)
+python3 -c '
+import csv, io, sys
+rows = list(csv.reader(io.StringIO(sys.argv[1])))
+assert len(rows) == 2 and len(rows[0]) == len(rows[1]), rows
+r = dict(zip(rows[0], rows[1]))
+assert float(r["iops"]) > 0
+print("ok   csv")
+' "$csv" || fail "bad CSV: $csv"
+
+# Bad command lines: exit 2 and a message that names the problem.
+bad() { # expected-words args...
+  local want=$1; shift
+  local rc
+  "$afbench" "$@" >/dev/null 2>"$dir/err"; rc=$?
+  if [ $rc -ne 2 ]; then fail "afbench $* exited $rc, not 2"; return; fi
+  grep -q -- "$want" "$dir/err" || fail "afbench $*: message lacks '$want': $(cat "$dir/err")"
+  echo "ok   exit 2: $(cat "$dir/err")"
+}
+bad "--rw" --rw=sideways --filename="$f"
+bad "--bs" --bs=4q --filename="$f"
+bad "--iodepth" --iodepth=0 --filename="$f"
+bad "--engine" --engine=fio --filename="$f"
+bad "--direct" --direct=yes --filename="$f"
+bad "--output-format" --output-format=xml --filename="$f"
+bad "unknown option" --frobnicate=1 --filename="$f"
+bad "--filename" --rw=read
+bad "O_DIRECT" --bs=1000 --direct=1 --filename="$f"
+bad "give --size" --filename="$dir/missing"
+
+[ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
+echo "all ok"
