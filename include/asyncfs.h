@@ -346,6 +346,116 @@ struct afs_waiter {
 AFS_API struct afs_waiter *afs_waiter_set(struct afs_waiter *w);
 AFS_API struct afs_waiter *afs_waiter_get(void);
 
+/* ------------------------------------------------------------------------------------------
+ * Streams: fread/fwrite for stdio users, with asynchronous read-ahead and write-behind.
+ *
+ * A stream reads and writes a file through chunk-sized buffers (default 1 MiB). Reading in
+ * order, up to `chunks` (default 4) reads of the next chunks are in flight while the caller
+ * works on the current one; a seek out of that window cancels them and read-ahead starts
+ * again (1, 2, 4... chunks) once reading is sequential again. Writing, full chunks are
+ * queued and afs_fwrite goes on filling the next buffer, with at most `chunks` writes in
+ * flight. So a program that reads and computes takes about max(I/O, CPU), not their sum.
+ *
+ * Semantics follow stdio, with errors as negative errno values:
+ *  - afs_fread/afs_fwrite return the number of whole items transferred, as fread/fwrite.
+ *    Fewer than nmemb means end of file (afs_feof) or an error (afs_ferror). A partial item
+ *    at the end of the file is consumed (the position moves past it) but not counted.
+ *  - The error indicator keeps the first error (-EIO, -EFBIG, -ENOSPC...; -EINVAL for
+ *    size * nmemb overflowing or a NULL buffer, -EBADF for a read on a "w"/"a" stream or a
+ *    write on an "r" one). While it is set afs_fread/afs_fwrite transfer nothing and return
+ *    0; afs_clearerr clears it. The end-of-file indicator is sticky too (as glibc >= 2.28):
+ *    afs_fread returns 0 until afs_fseek or afs_clearerr, after which it reads again and
+ *    sees data appended meanwhile.
+ *  - A write error of write-behind surfaces later: at a following afs_fwrite (short count),
+ *    afs_fflush or afs_fclose. It is never lost: afs_fflush returns it until afs_clearerr,
+ *    and afs_fclose returns the first error the stream kept.
+ *  - "+" modes may switch between reading and writing without an afs_fflush/afs_fseek in
+ *    between (stdio requires one; here it is done for you): reads always see the stream's
+ *    own earlier writes, and read-ahead is dropped when writing starts.
+ *  - Append ("a", "a+"): every write lands at the end of the file, in order (one write in
+ *    flight at a time). "a" starts at the end, "a+" at 0 for reading. afs_ftell after
+ *    writes in append mode waits for them and returns the file's size.
+ *
+ * Threads and tasks: a stream belongs to its context's thread, and to one caller at a time.
+ * Where a call waits for I/O, outside a corio task it drives the context (afs_ctx_wait);
+ * inside a task of the scheduler that owns the context it suspends only the task (the
+ * afs_waiter hook). A stream must not be used from an op's callback when that would have to
+ * wait (afs_fread/afs_fwrite record -EDEADLK; afs_fclose aborts).
+ * Buffers: the stream allocates (chunks + 1) * chunk_size bytes with afs_buf_alloc at open
+ * and frees them at close; nothing is allocated per call.
+ * ---------------------------------------------------------------------------------------- */
+struct afs_stream;
+
+#define AFS_STREAM_DIRECT 0x1u /* read with AFS_DIRECT (O_DIRECT): no page cache. Only for
+                                  "r" streams; chunk_size must suit the device's alignment */
+
+struct afs_stream_options {
+    size_t   chunk_size; /* bytes per buffer and per op; 0 = 1 MiB. Rounded up to a multiple
+                            of 4096; at most 1 GiB */
+    unsigned chunks;     /* reads ahead / writes behind in flight at most; 0 = 4; at most 64 */
+    unsigned perm;       /* permissions of a file the stream creates (and the umask);
+                            default 0666 */
+    unsigned flags;      /* AFS_STREAM_* */
+};
+
+/* Fills *o with the defaults above. */
+AFS_API void afs_stream_options_default(struct afs_stream_options *o);
+
+/* Opens `path` (UTF-8) as a stream on ctx. `mode` is as fopen's: "r" (read; the file must
+ * exist), "w" (write; created or truncated), "a" (append; created), each optionally with
+ * "+" (read and write: "r+" keeps the file, "w+" truncates it, "a+" appends), "b"
+ * (ignored) and, for "w", "x" (fail with -EEXIST if the file exists).
+ * Returns 0 and *out, -EINVAL for a bad mode or options (or AFS_STREAM_DIRECT on a mode that
+ * writes), -ENOMEM, or the open error (-ENOENT, -EACCES...). opts may be NULL (defaults). */
+AFS_API int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode,
+                      struct afs_stream **out);
+AFS_API int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
+                           const struct afs_stream_options *opts, struct afs_stream **out);
+
+/* Reads up to nmemb items of `size` bytes into ptr at the stream's position and moves it.
+ * Returns the whole items read (see above for EOF, errors and partial items). Waits only
+ * for the chunk it needs; the next ones are already on their way. */
+AFS_API size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s);
+
+/* Copies nmemb items of `size` bytes from ptr into the stream at its position and moves
+ * it; full chunks are written in the background. Returns the items taken, fewer on error.
+ * ptr is the caller's again when the call returns. */
+AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream *s);
+
+/* Moves the position (SEEK_SET, SEEK_CUR, SEEK_END) and clears the end-of-file indicator.
+ * Buffered write data is queued first; read-ahead the new position does not need is
+ * cancelled. Seeking past the end is allowed: a write there leaves a hole.
+ * Returns 0, -EINVAL for a bad whence or a negative or overflowing position (nothing
+ * changes), or a write error met while flushing for SEEK_END. */
+AFS_API int afs_fseek(struct afs_stream *s, int64_t off, int whence);
+
+/* The position (buffered data included), or -errno. */
+AFS_API int64_t afs_ftell(struct afs_stream *s);
+
+/* Writing: queues buffered data and waits until every write is done. Reading: drops
+ * read-ahead, so the next read sees the file as it is now. Returns 0 or the first write
+ * error of the stream (kept until afs_clearerr). Data is written to the file, not synced
+ * to the device: afs_fsync(afs_stream_file(s), 0) after this does that. */
+AFS_API int afs_fflush(struct afs_stream *s);
+
+/* Flushes, waits for every op of the stream (cancelled read-ahead too), closes the file and
+ * frees s and its buffers, whatever happens. Returns 0, the first error the stream kept
+ * (read or write, not cleared by afs_clearerr), or the close error. */
+AFS_API int afs_fclose(struct afs_stream *s);
+
+/* Non-zero when a read met the end of the file (until afs_fseek or afs_clearerr). */
+AFS_API int afs_feof(const struct afs_stream *s);
+
+/* 0, or the first error the stream met (a negative errno) until afs_clearerr. */
+AFS_API int afs_ferror(const struct afs_stream *s);
+
+/* Clears the error and end-of-file indicators. */
+AFS_API void afs_clearerr(struct afs_stream *s);
+
+/* The stream's file (e.g. for afs_fsync after afs_fflush). It stays the stream's: do not
+ * close it, and do not move data through it while the stream has I/O in flight. */
+AFS_API struct afs_file *afs_stream_file(struct afs_stream *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,299 @@
+/* bench_stream: checksum a file with stdio fread and with afs_fread, doing CPU work on each
+ * chunk, to show that the stream's read-ahead overlaps I/O and computation.
+ *
+ * Reports, each on a cold cache (page cache dropped before the run):
+ *   io_stdio   fread alone, no work          io_afs    afs_fread alone, no work
+ *   cpu        the work alone, on a cached buffer
+ *   stdio      fread + work                  afs       afs_fread + work
+ * and ratio = afs / max(I/O alone, CPU alone), where I/O alone is the faster of io_stdio and
+ * io_afs. The target is <= 1.1: the stream takes about max(I/O, CPU), stdio their sum.
+ *
+ * Cold cache: as root, `sync; echo 3 > /proc/sys/vm/drop_caches`; otherwise
+ * fdatasync + posix_fadvise(DONTNEED) on the file (drops its clean pages, no root needed).
+ * mincore() tells how much of the file was still cached when each run started.
+ *
+ * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-n CHUNKS] [-d] [-k]
+ *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
+ *   -s MiB      file size (default 1024)
+ *   -r ROUNDS   hash rounds per byte, the CPU work (default 1)
+ *   -c KiB      read size of both paths and the stream's chunk size (default 1024)
+ *   -n CHUNKS   the stream's reads in flight (default 4)
+ *   -d          afs path with AFS_STREAM_DIRECT (O_DIRECT)
+ *   -k          keep the file (default: delete it if this run made it)
+ * ASYNCFS_BACKEND picks the backend as usual. */
+#define _GNU_SOURCE
+#include <asyncfs.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static size_t   chunk = 1 << 20;
+static unsigned rounds = 1;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The CPU work: `rounds` FNV-1a steps per byte, a dependent chain the CPU cannot skip. */
+static uint64_t work(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (unsigned r = 0; r < rounds; r++)
+            h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static const char *drop_method = "none";
+
+static void drop_cache(const char *path)
+{
+    sync();
+    FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
+    if (f && fputs("3\n", f) >= 0 && fclose(f) == 0) {
+        drop_method = "drop_caches";
+        return;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        fdatasync(fd);
+        if (posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+            drop_method = "fadvise(DONTNEED)";
+        close(fd);
+    }
+}
+
+/* Percent of the file's pages in the page cache. */
+static double cached_pct(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size == 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return -1;
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t pages = ((size_t)st.st_size + (size_t)pg - 1) / (size_t)pg, in = 0;
+    unsigned char *v = malloc(pages);
+    if (v && mincore(m, (size_t)st.st_size, v) == 0)
+        for (size_t i = 0; i < pages; i++)
+            in += v[i] & 1;
+    free(v);
+    munmap(m, (size_t)st.st_size);
+    return 100.0 * (double)in / (double)pages;
+}
+
+static int make_file(const char *path, uint64_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return -errno;
+    unsigned char *buf = malloc(1 << 20);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (uint64_t off = 0; off < size; off += 1 << 20) {
+        for (size_t i = 0; i < (1 << 20); i += 8) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            memcpy(buf + i, &x, 8);
+        }
+        size_t n = size - off < (1 << 20) ? (size_t)(size - off) : (1 << 20);
+        if (write(fd, buf, n) != (ssize_t)n) {
+            free(buf);
+            close(fd);
+            return -EIO;
+        }
+    }
+    free(buf);
+    fsync(fd);
+    close(fd);
+    return 0;
+}
+
+struct result {
+    double   secs;
+    uint64_t sum;
+    uint64_t bytes;
+    double   cached; /* percent cached at the start */
+};
+
+static struct result run_stdio(const char *path, int do_work)
+{
+    struct result r = {0};
+    drop_cache(path);
+    r.cached = cached_pct(path);
+    unsigned char *buf = malloc(chunk);
+    double t = now();
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t n;
+    while ((n = fread(buf, 1, chunk, f)) > 0) {
+        r.bytes += n;
+        if (do_work)
+            h = work(h, buf, n);
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "fread failed\n");
+        exit(1);
+    }
+    fclose(f);
+    r.secs = now() - t;
+    r.sum = h;
+    free(buf);
+    return r;
+}
+
+static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work, unsigned depth,
+                             int direct)
+{
+    struct result r = {0};
+    drop_cache(path);
+    r.cached = cached_pct(path);
+    unsigned char *buf = malloc(chunk);
+    double t = now();
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = chunk;
+    o.chunks = depth;
+    o.flags = direct ? AFS_STREAM_DIRECT : 0;
+    struct afs_stream *s;
+    int err = afs_fopen_opts(ctx, path, "rb", &o, &s);
+    if (err < 0) {
+        fprintf(stderr, "afs_fopen %s: %s\n", path, afs_strerror(err));
+        exit(1);
+    }
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t n;
+    while ((n = afs_fread(buf, 1, chunk, s)) > 0) {
+        r.bytes += n;
+        if (do_work)
+            h = work(h, buf, n);
+    }
+    if (afs_ferror(s)) {
+        fprintf(stderr, "afs_fread: %s\n", afs_strerror(afs_ferror(s)));
+        exit(1);
+    }
+    afs_fclose(s);
+    r.secs = now() - t;
+    r.sum = h;
+    free(buf);
+    return r;
+}
+
+static struct result run_cpu(uint64_t size)
+{
+    struct result r = {0};
+    unsigned char *buf = malloc(chunk);
+    uint64_t x = 12345;
+    for (size_t i = 0; i < chunk; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = (unsigned char)x;
+    }
+    uint64_t h = 0xcbf29ce484222325ull;
+    double t = now();
+    for (uint64_t off = 0; off < size; off += chunk) {
+        size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
+        h = work(h, buf, n);
+    }
+    r.secs = now() - t;
+    r.sum = h;
+    r.bytes = size;
+    return r;
+}
+
+static void report(const char *name, const struct result *r)
+{
+    printf("%-9s %8.3f s %8.1f MiB/s  cached at start %5.1f%%  sum %016llx\n", name, r->secs,
+           (double)r->bytes / r->secs / 1048576.0, r->cached, (unsigned long long)r->sum);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = "/var/tmp/bench_stream.dat";
+    uint64_t mib = 1024;
+    unsigned depth = 4;
+    int direct = 0, keep = 0, opt;
+    while ((opt = getopt(argc, argv, "f:s:r:c:n:dkh")) != -1) {
+        switch (opt) {
+        case 'f': path = optarg; break;
+        case 's': mib = strtoull(optarg, NULL, 0); break;
+        case 'r': rounds = (unsigned)strtoul(optarg, NULL, 0); break;
+        case 'c': chunk = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
+        case 'n': depth = (unsigned)strtoul(optarg, NULL, 0); break;
+        case 'd': direct = 1; break;
+        case 'k': keep = 1; break;
+        default:
+            fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
+                            "[-n CHUNKS] [-d] [-k]\n", argv[0]);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (!mib || !chunk || !rounds) {
+        fprintf(stderr, "size, chunk and rounds must be > 0\n");
+        return 2;
+    }
+    uint64_t size = mib << 20;
+    struct stat st;
+    int made = 0;
+    if (stat(path, &st) != 0 || (uint64_t)st.st_size < size) {
+        printf("making %s (%llu MiB)...\n", path, (unsigned long long)mib);
+        int err = make_file(path, size);
+        if (err < 0) {
+            fprintf(stderr, "%s: %s\n", path, strerror(-err));
+            return 1;
+        }
+        made = 1;
+    } else {
+        size = (uint64_t)st.st_size;
+    }
+    struct afs_ctx *ctx;
+    int err = afs_ctx_new(&ctx, NULL);
+    if (err < 0) {
+        fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
+        return 1;
+    }
+    printf("file %s, %.0f MiB; chunk %zu KiB; %u in flight; %u hash round(s)/byte; "
+           "backend %s%s\n", path, (double)size / 1048576.0, chunk / 1024, depth, rounds,
+           afs_ctx_backend(ctx), direct ? "; afs path O_DIRECT" : "");
+
+    struct result io_stdio = run_stdio(path, 0);
+    report("io_stdio", &io_stdio);
+    struct result io_afs = run_afs(ctx, path, 0, depth, direct);
+    report("io_afs", &io_afs);
+    struct result cpu = run_cpu(size);
+    report("cpu", &cpu);
+    struct result tot_stdio = run_stdio(path, 1);
+    report("stdio", &tot_stdio);
+    struct result tot_afs = run_afs(ctx, path, 1, depth, direct);
+    report("afs", &tot_afs);
+
+    double io = io_stdio.secs < io_afs.secs ? io_stdio.secs : io_afs.secs;
+    double best = io > cpu.secs ? io : cpu.secs;
+    printf("cache dropped with: %s\n", drop_method);
+    printf("checksums %s\n", tot_stdio.sum == tot_afs.sum ? "match" : "DIFFER");
+    printf("max(I/O alone %.3f, CPU alone %.3f) = %.3f s; sum %.3f s\n", io, cpu.secs, best,
+           io + cpu.secs);
+    printf("ratio stdio/max = %.3f   afs/max = %.3f   (target <= 1.1)\n",
+           tot_stdio.secs / best, tot_afs.secs / best);
+    afs_ctx_free(ctx);
+    if (made && !keep)
+        unlink(path);
+    return tot_stdio.sum == tot_afs.sum ? 0 : 1;
+}

@@ -1,0 +1,725 @@
+/* Streams: stdio-like buffered files with read-ahead and write-behind (afs_fopen...).
+ *
+ * A stream owns `depth + 1` buffers of one chunk each. Reading, the chunk under the position
+ * is being consumed while up to `ra` (at most depth) chunks after it are read ahead with
+ * afs_queue_read; `ra` grows (1, 2, 4... depth) while the reader crosses chunk boundaries in
+ * order and drops to 0 after a seek out of the window. Writing, one buffer is filled while up
+ * to depth full ones are written with afs_queue_write. Only one direction is buffered at a
+ * time: switching flushes (read after write) or drops the read-ahead (write after read), as
+ * stdio asks callers to do with fflush/fseek, so reads always see the stream's own writes.
+ *
+ * Waiting for a chunk goes through the thread's afs_waiter when one is installed for this
+ * context and a coroutine runs (inside a corio task only the task waits), else through
+ * afs_ctx_wait(). A buffer is reused only once its op's callback ran, cancelled or not. */
+#include "internal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STREAM_CHUNK_DEFAULT ((size_t)1 << 20)
+#define STREAM_DEPTH_DEFAULT 4u
+#define STREAM_DEPTH_MAX     64u
+#define STREAM_ALIGN         ((size_t)4096)
+
+enum chunk_state {
+    CH_FREE = 0,
+    CH_READING, /* read op in flight, wanted */
+    CH_READY,   /* read done (result set), data valid when result >= 0 */
+    CH_FILL,    /* being filled by afs_fwrite */
+    CH_WRITING, /* write op in flight */
+    CH_DROPPED  /* read op in flight, no longer wanted: free when its callback runs */
+};
+
+enum stream_dir { DIR_NONE = 0, DIR_READ, DIR_WRITE };
+
+struct chunk {
+    struct afs_op      op;
+    struct afs_stream *s;
+    char              *buf;
+    int64_t            off;    /* file offset of buf[0] */
+    size_t             len;    /* READY: bytes read; FILL/WRITING: bytes to write */
+    ssize_t            result; /* the op's result, once done */
+    uint64_t           seq;    /* queueing order: the oldest is waited for first */
+    uint8_t            state;  /* enum chunk_state */
+    struct afs_waiter *w;      /* a task suspended on this chunk, and its coroutine */
+    void              *co;
+};
+
+struct afs_stream {
+    struct afs_ctx  *ctx;
+    struct afs_file *f;
+    size_t           cs;      /* chunk size */
+    unsigned         depth;   /* ops in flight at most */
+    unsigned         nbuf;    /* depth + 1 */
+    unsigned         ra;      /* chunks read ahead of the reader now, 0..depth */
+    bool             can_read, can_write, append;
+    uint8_t          dir;     /* enum stream_dir: the direction buffered now */
+    bool             eof;     /* the end-of-file indicator (sticky until seek/clearerr) */
+    bool             pos_at_end; /* append: data was written, pos is the file's end */
+    int64_t          pos;     /* the stream's position, buffered data included */
+    int64_t          cur_off; /* offset of the chunk the reader is in, -1 for none */
+    int64_t          eof_off; /* no read-ahead at or past this offset (a hint, not EOF) */
+    int              err;     /* first error, cleared by afs_clearerr */
+    int              werr;    /* first write error, cleared by afs_clearerr */
+    uint64_t         seq;
+    struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
+    struct chunk     ch[];
+};
+
+void afs_stream_options_default(struct afs_stream_options *o)
+{
+    AFS_CHECK(o != NULL, "options is NULL");
+    memset(o, 0, sizeof *o);
+    o->chunk_size = STREAM_CHUNK_DEFAULT;
+    o->chunks = STREAM_DEPTH_DEFAULT;
+    o->perm = 0666;
+}
+
+static void set_err(struct afs_stream *s, int err)
+{
+    if (err < 0 && !s->err)
+        s->err = err;
+}
+
+static bool in_flight(const struct chunk *c)
+{
+    return c->state == CH_READING || c->state == CH_WRITING || c->state == CH_DROPPED;
+}
+
+static void chunk_cb(struct afs_op *op)
+{
+    struct chunk *c = op->data;
+    struct afs_stream *s = c->s;
+    c->result = op->result;
+    switch (c->state) {
+    case CH_READING:
+        c->state = CH_READY;
+        c->len = op->result > 0 ? (size_t)op->result : 0;
+        break;
+    case CH_WRITING:
+        /* Write-behind errors surface at the next afs_fwrite, afs_fflush or afs_fclose. */
+        if (op->result < 0) {
+            set_err(s, (int)op->result);
+            if (!s->werr)
+                s->werr = (int)op->result;
+        }
+        c->state = CH_FREE;
+        break;
+    default:
+        c->state = CH_FREE;
+        break;
+    }
+    struct afs_waiter *w = c->w;
+    if (w) {
+        c->w = NULL;
+        w->resume(w, c->co, op);
+    }
+}
+
+/* Blocks (or suspends the task) until c's op callback ran. Returns 0, or the waiter's error
+ * (e.g. -ETIMEDOUT when a deadline cancelled the op); the chunk is settled either way,
+ * except for -EDEADLK from inside a callback, where nothing can be waited for. */
+static int chunk_wait(struct afs_stream *s, struct chunk *c)
+{
+    int ret = 0;
+    while (in_flight(c)) {
+        if (s->ctx->in_callback)
+            return -EDEADLK;
+        struct afs_waiter *w = afs_waiter_get();
+        void *co = (w && w->ctx == s->ctx) ? w->current(w) : NULL;
+        if (co) {
+            c->w = w;
+            c->co = co;
+            int err = w->suspend(w, co, &c->op);
+            AFS_CHECK(!in_flight(c), "waiter resumed a task before its chunk completed");
+            if (err < 0 && !ret)
+                ret = err;
+        } else {
+            /* As file.c: errors of the wait itself are transient or repeat at the next one;
+             * the op's own result is what counts. */
+            afs_ctx_wait(s->ctx, 1, -1);
+        }
+    }
+    return ret;
+}
+
+/* A free buffer; with may_wait, waits for the oldest op in flight when none is free. */
+static struct chunk *chunk_get(struct afs_stream *s, bool may_wait, int *err)
+{
+    *err = 0;
+    for (;;) {
+        struct chunk *oldest = NULL;
+        for (unsigned i = 0; i < s->nbuf; i++) {
+            struct chunk *c = &s->ch[i];
+            if (c->state == CH_FREE)
+                return c;
+            if (in_flight(c) && (!oldest || c->seq < oldest->seq))
+                oldest = c;
+        }
+        if (!may_wait || !oldest)
+            return NULL;
+        int e = chunk_wait(s, oldest);
+        if (e < 0 && !*err)
+            *err = e;
+        if (e == -EDEADLK)
+            return NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Reading
+ * ---------------------------------------------------------------------------------------- */
+
+static struct chunk *find_chunk(struct afs_stream *s, int64_t off)
+{
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        struct chunk *c = &s->ch[i];
+        if ((c->state == CH_READING || c->state == CH_READY) && c->off == off)
+            return c;
+    }
+    return NULL;
+}
+
+static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
+{
+    c->off = off;
+    c->len = 0;
+    c->result = 0;
+    c->seq = ++s->seq;
+    c->state = CH_READING;
+    int err = afs_queue_read(&c->op, s->f, c->buf, s->cs, (uint64_t)off, chunk_cb, c);
+    if (err < 0)
+        c->state = CH_FREE;
+    return err;
+}
+
+static void drop_chunk(struct chunk *c)
+{
+    if (c->state == CH_READY) {
+        c->state = CH_FREE;
+    } else if (c->state == CH_READING) {
+        /* The callback still comes (-ECANCELED or the data); the buffer is the library's
+         * until then. */
+        c->state = CH_DROPPED;
+        afs_cancel(&c->op);
+    }
+}
+
+static void drop_reads(struct afs_stream *s)
+{
+    for (unsigned i = 0; i < s->nbuf; i++)
+        drop_chunk(&s->ch[i]);
+    s->cur_off = -1;
+}
+
+/* Keeps chunks [cur, cur + ra] and queues the missing ones after cur, without waiting for
+ * buffers. Returns how many reads were queued. */
+static int read_ahead(struct afs_stream *s, int64_t cur)
+{
+    int64_t cs = (int64_t)s->cs;
+    int64_t last = cur + (int64_t)s->ra * cs;
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        struct chunk *c = &s->ch[i];
+        if ((c->state == CH_READING || c->state == CH_READY) && (c->off < cur || c->off > last))
+            drop_chunk(c);
+    }
+    int n = 0;
+    for (unsigned k = 1; k <= s->ra; k++) {
+        if (cur > INT64_MAX - (int64_t)(k + 1) * cs)
+            break;
+        int64_t off = cur + (int64_t)k * cs;
+        if (off >= s->eof_off)
+            break;
+        if (find_chunk(s, off))
+            continue;
+        int err;
+        struct chunk *c = chunk_get(s, false, &err);
+        if (!c || queue_read(s, c, off) < 0)
+            break; /* errors, if they persist, reach the reader when it gets there */
+        n++;
+    }
+    return n;
+}
+
+static int flush_writes(struct afs_stream *s);
+
+/* Switches a stream last used for writing (or not yet used) to reading. */
+static int to_read(struct afs_stream *s)
+{
+    if (s->dir == DIR_WRITE) {
+        int err = flush_writes(s);
+        if (err < 0)
+            return err;
+        /* The writes moved the end: read-ahead stops at the new one. */
+        int64_t size = afs_file_size(s->f);
+        if (size < 0)
+            return (int)size;
+        s->eof_off = size;
+        if (s->pos_at_end)
+            s->pos = size;
+        s->pos_at_end = false;
+    }
+    s->dir = DIR_READ;
+    s->cur_off = -1;
+    return 0;
+}
+
+size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    if (size == 0 || nmemb == 0)
+        return 0;
+    if (nmemb > SIZE_MAX / size || !ptr) {
+        set_err(s, -EINVAL);
+        return 0;
+    }
+    if (s->err || s->eof)
+        return 0;
+    if (!s->can_read) {
+        set_err(s, -EBADF);
+        return 0;
+    }
+    if (s->dir != DIR_READ) {
+        int err = to_read(s);
+        if (err < 0) {
+            set_err(s, err);
+            return 0;
+        }
+    }
+    const size_t cs = s->cs;
+    const size_t want = size * nmemb;
+    char *out = ptr;
+    size_t got = 0;
+    while (got < want) {
+        int64_t coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
+        struct chunk *c = find_chunk(s, coff);
+        if (coff != s->cur_off || !c) {
+            /* Entering a chunk: crossing into the next one in order widens the window. */
+            if (s->cur_off >= 0 && coff == s->cur_off + (int64_t)cs)
+                s->ra = s->ra ? AFS_MIN(2 * s->ra, s->depth) : 1;
+            s->cur_off = coff;
+            int queued = 0, err;
+            if (!c) {
+                c = chunk_get(s, true, &err);
+                if (!c || (err = queue_read(s, c, coff)) < 0) {
+                    set_err(s, err ? err : -ENOBUFS);
+                    break;
+                }
+                queued = 1;
+            }
+            queued += read_ahead(s, coff);
+            if (queued)
+                afs_ctx_submit(s->ctx); /* start now, while the caller computes */
+        }
+        if (c->state == CH_READING) {
+            int err = chunk_wait(s, c);
+            if (err < 0) {
+                set_err(s, err);
+                if (c->state == CH_READY)
+                    c->state = CH_FREE;
+                break;
+            }
+        }
+        if (c->result < 0) {
+            set_err(s, (int)c->result);
+            c->state = CH_FREE; /* after afs_clearerr the read is tried again */
+            break;
+        }
+        if (c->len < cs)
+            s->eof_off = AFS_MIN(s->eof_off, c->off + (int64_t)c->len);
+        else if (c->off + (int64_t)cs > s->eof_off)
+            s->eof_off = INT64_MAX; /* the file grew past the hint */
+        size_t in = (size_t)(s->pos - c->off);
+        if (in >= c->len) {
+            /* End of file. Drop the short chunk so that a read after afs_clearerr sees
+             * what was appended meanwhile. */
+            s->eof = true;
+            c->state = CH_FREE;
+            break;
+        }
+        size_t n = AFS_MIN(c->len - in, want - got);
+        memcpy(out + got, c->buf + in, n);
+        got += n;
+        s->pos += (int64_t)n;
+        if (in + n == cs)
+            c->state = CH_FREE; /* consumed: the buffer goes to the read-ahead */
+    }
+    return got / size;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Writing
+ * ---------------------------------------------------------------------------------------- */
+
+static bool overlap(const struct chunk *a, const struct chunk *b)
+{
+    return a->off < b->off + (int64_t)b->len && b->off < a->off + (int64_t)a->len;
+}
+
+/* Queues the fill buffer's data. Ops on one file run in any order, so a write waits for the
+ * writes in flight that it overlaps (all of them in append mode, where every write lands at
+ * the end). */
+static int write_fill(struct afs_stream *s)
+{
+    struct chunk *c = s->fill;
+    if (!c)
+        return 0;
+    s->fill = NULL;
+    if (c->len == 0) {
+        c->state = CH_FREE;
+        return 0;
+    }
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        struct chunk *d = &s->ch[i];
+        if (d->state == CH_WRITING && (s->append || overlap(c, d))) {
+            int err = chunk_wait(s, d);
+            if (err < 0) {
+                set_err(s, err);
+                if (err == -EDEADLK) {
+                    c->state = CH_FREE;
+                    return err;
+                }
+            }
+        }
+    }
+    c->seq = ++s->seq;
+    c->result = 0;
+    c->state = CH_WRITING;
+    int err = afs_queue_write(&c->op, s->f, c->buf, c->len, (uint64_t)c->off, chunk_cb, c);
+    if (err < 0) {
+        c->state = CH_FREE;
+        set_err(s, err);
+        if (!s->werr)
+            s->werr = err;
+        return err;
+    }
+    afs_ctx_submit(s->ctx);
+    return 0;
+}
+
+/* Queues the fill buffer and waits for every write. Returns the first write error. */
+static int flush_writes(struct afs_stream *s)
+{
+    int ret = write_fill(s);
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        if (s->ch[i].state == CH_WRITING) {
+            int err = chunk_wait(s, &s->ch[i]);
+            if (err < 0) {
+                set_err(s, err);
+                if (!ret)
+                    ret = err;
+            }
+        }
+    }
+    return s->werr ? s->werr : ret;
+}
+
+size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    if (size == 0 || nmemb == 0)
+        return 0;
+    if (nmemb > SIZE_MAX / size || !ptr) {
+        set_err(s, -EINVAL);
+        return 0;
+    }
+    if (s->err)
+        return 0;
+    if (!s->can_write) {
+        set_err(s, -EBADF);
+        return 0;
+    }
+    if (s->dir != DIR_WRITE) {
+        /* Read-ahead no longer applies: it would miss what is written now. */
+        drop_reads(s);
+        s->dir = DIR_WRITE;
+    }
+    const size_t want = size * nmemb;
+    const char *in = ptr;
+    size_t done = 0;
+    while (done < want) {
+        struct chunk *c = s->fill;
+        if (!c) {
+            int err;
+            c = chunk_get(s, true, &err);
+            if (!c) {
+                set_err(s, err ? err : -ENOBUFS);
+                break;
+            }
+            c->state = CH_FILL;
+            c->off = s->pos;
+            c->len = 0;
+            s->fill = c;
+        }
+        /* Chunks end on chunk boundaries, so full ones are aligned writes. */
+        size_t cap = s->append ? s->cs : s->cs - (size_t)((uint64_t)c->off % s->cs);
+        size_t n = AFS_MIN(cap - c->len, want - done);
+        memcpy(c->buf + c->len, in + done, n);
+        c->len += n;
+        done += n;
+        s->pos += (int64_t)n;
+        if (c->len == cap)
+            write_fill(s);
+        if (s->err)
+            break; /* a write failed (maybe an earlier one): stop taking data */
+    }
+    if (s->append && done)
+        s->pos_at_end = true; /* wherever pos was, the data goes to the end */
+    return done / size;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Position, flush, errors
+ * ---------------------------------------------------------------------------------------- */
+
+int afs_fflush(struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    if (s->dir == DIR_WRITE)
+        return flush_writes(s);
+    if (s->dir == DIR_READ) {
+        /* As glibc on a seekable file: drop what was read but not consumed. */
+        drop_reads(s);
+        s->dir = DIR_NONE;
+    }
+    return s->werr;
+}
+
+int afs_fseek(struct afs_stream *s, int64_t off, int whence)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    int64_t base;
+    switch (whence) {
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR:
+    case SEEK_END: {
+        bool end = whence == SEEK_END || s->pos_at_end;
+        int64_t size = 0;
+        if (end && s->dir == DIR_WRITE) {
+            /* The end moves with the writes in flight. */
+            int err = flush_writes(s);
+            if (err < 0)
+                return err;
+        }
+        if (end && (size = afs_file_size(s->f)) < 0)
+            return (int)size;
+        if (s->pos_at_end) {
+            s->pos = size;
+            s->pos_at_end = false;
+        }
+        base = whence == SEEK_END ? size : s->pos;
+        break;
+    }
+    default: return -EINVAL;
+    }
+    if ((off > 0 && base > INT64_MAX - off) || base + off < 0)
+        return -EINVAL;
+    int64_t pos = base + off;
+    if (s->dir == DIR_WRITE) {
+        int err = write_fill(s);
+        if (err < 0)
+            return err;
+    } else if (s->dir == DIR_READ) {
+        int64_t coff = pos - (int64_t)((uint64_t)pos % s->cs);
+        if (!find_chunk(s, coff)) {
+            /* Out of the window: random access, no read-ahead until it is sequential. */
+            drop_reads(s);
+            s->ra = 0;
+        }
+    }
+    s->pos = pos;
+    s->pos_at_end = false;
+    s->eof = false;
+    return 0;
+}
+
+int64_t afs_ftell(struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    if (s->pos_at_end) {
+        int err = flush_writes(s);
+        if (err < 0)
+            return err;
+        int64_t size = afs_file_size(s->f);
+        if (size < 0)
+            return size;
+        s->pos = size;
+        s->pos_at_end = false;
+    }
+    return s->pos;
+}
+
+int afs_feof(const struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    return s->eof;
+}
+
+int afs_ferror(const struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    return s->err;
+}
+
+void afs_clearerr(struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    s->err = 0;
+    s->werr = 0;
+    s->eof = false;
+    s->eof_off = INT64_MAX;
+}
+
+struct afs_file *afs_stream_file(struct afs_stream *s)
+{
+    AFS_CHECK(s != NULL, "stream is NULL");
+    return s->f;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Open and close
+ * ---------------------------------------------------------------------------------------- */
+
+/* "r", "w", "a", with "+" (read and write), "b" (ignored) and "x" (with "w": O_EXCL). */
+static int parse_mode(const char *m, int *flags, bool *rd, bool *wr, bool *app)
+{
+    int acc;
+    switch (m[0]) {
+    case 'r': acc = AFS_RDONLY, *flags = 0; break;
+    case 'w': acc = AFS_WRONLY, *flags = AFS_CREAT | AFS_TRUNC; break;
+    case 'a': acc = AFS_WRONLY, *flags = AFS_CREAT | AFS_APPEND; break;
+    default: return -EINVAL;
+    }
+    bool plus = false, b = false, x = false;
+    for (const char *p = m + 1; *p; p++) {
+        if (*p == '+' && !plus)
+            plus = true;
+        else if (*p == 'b' && !b)
+            b = true;
+        else if (*p == 'x' && !x && m[0] == 'w')
+            x = true;
+        else
+            return -EINVAL;
+    }
+    if (plus)
+        acc = AFS_RDWR;
+    *flags |= acc | (x ? AFS_EXCL : 0);
+    *rd = acc != AFS_WRONLY;
+    *wr = acc != AFS_RDONLY;
+    *app = m[0] == 'a';
+    return 0;
+}
+
+static void stream_free(struct afs_stream *s)
+{
+    for (unsigned i = 0; i < s->nbuf; i++)
+        if (s->ch[i].buf)
+            afs_buf_free(s->ctx, s->ch[i].buf, s->cs);
+    free(s);
+}
+
+int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
+                   const struct afs_stream_options *opts, struct afs_stream **out)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!path || !mode)
+        return -EINVAL;
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    if (opts) {
+        if (opts->flags & ~(unsigned)AFS_STREAM_DIRECT)
+            return -EINVAL;
+        if (opts->chunks > STREAM_DEPTH_MAX || opts->chunk_size > AFS__CHUNK_MAX ||
+            opts->perm > 07777)
+            return -EINVAL;
+        o.chunk_size = opts->chunk_size ? opts->chunk_size : o.chunk_size;
+        o.chunks = opts->chunks ? opts->chunks : o.chunks;
+        o.perm = opts->perm;
+        o.flags = opts->flags;
+    }
+    o.chunk_size = (o.chunk_size + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1);
+    int flags;
+    bool rd, wr, app;
+    if (parse_mode(mode, &flags, &rd, &wr, &app) < 0)
+        return -EINVAL;
+    if ((o.flags & AFS_STREAM_DIRECT) && wr)
+        return -EINVAL; /* direct streams read only: a partial last write is not aligned */
+    if (o.flags & AFS_STREAM_DIRECT)
+        flags |= AFS_DIRECT;
+
+    unsigned nbuf = o.chunks + 1;
+    struct afs_stream *s = calloc(1, sizeof *s + nbuf * sizeof(struct chunk));
+    if (!s)
+        return -ENOMEM;
+    s->ctx = ctx;
+    s->cs = o.chunk_size;
+    s->depth = o.chunks;
+    s->nbuf = nbuf;
+    for (unsigned i = 0; i < nbuf; i++) {
+        s->ch[i].s = s;
+        s->ch[i].buf = afs_buf_alloc(ctx, s->cs);
+        if (!s->ch[i].buf) {
+            stream_free(s);
+            return -ENOMEM;
+        }
+    }
+    int err = afs_open(ctx, path, flags, o.perm, AFS_MODE_SYNC, &s->f);
+    if (err < 0) {
+        stream_free(s);
+        return err;
+    }
+    if (s->f->dio_align && s->cs % s->f->dio_align) {
+        afs_close(s->f);
+        stream_free(s);
+        return -EINVAL;
+    }
+    s->can_read = rd;
+    s->can_write = wr;
+    s->append = app;
+    s->ra = s->depth; /* a fresh stream is assumed sequential */
+    s->cur_off = -1;
+    s->eof_off = INT64_MAX;
+    int64_t size = (rd || app) ? afs_file_size(s->f) : 0;
+    if (size < 0) {
+        afs_close(s->f);
+        stream_free(s);
+        return (int)size;
+    }
+    if (rd)
+        s->eof_off = size; /* read-ahead stops at the end known now */
+    if (app && !rd)
+        s->pos = size; /* as glibc: "a" starts at the end, "a+" at 0 for reading */
+    *out = s;
+    return 0;
+}
+
+int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct afs_stream **out)
+{
+    return afs_fopen_opts(ctx, path, mode, NULL, out);
+}
+
+int afs_fclose(struct afs_stream *s)
+{
+    if (!s)
+        return -EINVAL;
+    bool busy = s->fill && s->fill->len;
+    for (unsigned i = 0; i < s->nbuf; i++)
+        busy |= in_flight(&s->ch[i]);
+    AFS_CHECK(!s->ctx->in_callback || !busy,
+              "closing a stream with I/O pending from a callback would deadlock");
+    if (s->dir == DIR_WRITE)
+        write_fill(s);
+    for (unsigned i = 0; i < s->nbuf; i++)
+        drop_chunk(&s->ch[i]);
+    /* The buffers are the library's until every callback ran, errors or not. */
+    for (unsigned i = 0; i < s->nbuf; i++)
+        chunk_wait(s, &s->ch[i]);
+    int err = s->err;
+    int cerr = afs_close(s->f);
+    stream_free(s);
+    return err ? err : cerr;
+}

@@ -1,0 +1,510 @@
+/* Streams (afs_fopen...): stdio semantics, read-ahead and write-behind, errors that are not
+ * lost, and streams inside corio tasks. */
+#include "../common.h"
+
+#include <corio.h>
+#include <signal.h>
+#ifndef _WIN32
+#include <sys/resource.h>
+#endif
+
+#define KIB 1024
+#define AFS_TEST_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* A stream with small chunks, so that a few hundred KiB cross many of them. */
+static struct afs_stream *s_open(const char *name, const char *mode, size_t chunk,
+                                 unsigned chunks)
+{
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = chunk;
+    o.chunks = chunks;
+    struct afs_stream *s = NULL;
+    int err = afs_fopen_opts(t_ctx, t_path(name), mode, &o, &s);
+    cr_assert_eq(err, 0, "afs_fopen_opts(%s, %s): %s", name, mode, afs_strerror(err));
+    return s;
+}
+
+/* The file's bytes, read with plain POSIX calls. */
+static unsigned char *slurp(const char *name, size_t *len)
+{
+    int fd = open(t_path(name), O_RDONLY);
+    cr_assert(fd >= 0, "open %s: %s", name, strerror(errno));
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    unsigned char *p = malloc((size_t)st.st_size + 1);
+    cr_assert_not_null(p);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
+        cr_assert_gt(n, 0);
+        got += (size_t)n;
+    }
+    close(fd);
+    *len = got;
+    return p;
+}
+
+T_IO(sequential_read_of_many_chunks)
+{
+    t_new_ctx();
+    /* Default options: 1 MiB chunks, 4 ahead; the file is 6.5 chunks. */
+    const size_t len = 6 * 1024 * KIB + 512 * KIB + 77;
+    t_make_file(t_path("f"), len);
+    struct afs_stream *s = NULL;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "rb", &s), 0);
+    unsigned char *buf = malloc(100000);
+    size_t off = 0;
+    for (;;) {
+        size_t n = afs_fread(buf, 1, 100000, s);
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        if (n < 100000)
+            break;
+    }
+    cr_assert_eq(off, len);
+    cr_assert(afs_feof(s));
+    cr_assert_eq(afs_ferror(s), 0);
+    cr_assert_eq(afs_ftell(s), (int64_t)len);
+    struct afs_stats st;
+    afs_ctx_stats(t_ctx, &st);
+    cr_assert_leq(st.ops, 8, "one read per chunk, got %llu", (unsigned long long)st.ops);
+    free(buf);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_IO(small_freads_cross_chunk_boundaries)
+{
+    t_new_ctx();
+    const size_t len = 200 * KIB + 3;
+    t_make_file(t_path("f"), len);
+    struct afs_stream *s = s_open("f", "r", 4 * KIB, 3);
+    unsigned char buf[64];
+    size_t off = 0, step = 1;
+    while (off < len) {
+        size_t want = step % 61 + 1, n = afs_fread(buf, 1, want, s);
+        cr_assert_eq(n, AFS_TEST_MIN(want, len - off), "at %zu", off);
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        step = step * 7 + 3;
+    }
+    cr_assert_eq(afs_fread(buf, 1, 1, s), 0);
+    cr_assert(afs_feof(s));
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_IO(eof_and_partial_items)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 1000);
+    struct afs_stream *s = s_open("f", "r", 4 * KIB, 2);
+    unsigned char buf[1200];
+    cr_assert_eq(afs_fread(buf, 300, 4, s), 3, "3 whole items of 300, then 100 bytes");
+    cr_assert(t_check(buf, 1000, 0), "the partial item's bytes are there too");
+    cr_assert(afs_feof(s));
+    cr_assert_eq(afs_ftell(s), 1000, "the partial item is consumed");
+    cr_assert_eq(afs_fread(buf, 1, 1, s), 0, "EOF is sticky");
+    afs_clearerr(s);
+    cr_assert_not(afs_feof(s));
+    cr_assert_eq(afs_fread(buf, 1, 1, s), 0);
+    cr_assert(afs_feof(s));
+    /* Data appended by someone else is seen after clearerr. */
+    int fd = open(t_path("f"), O_WRONLY | O_APPEND);
+    cr_assert_eq(write(fd, "xyz", 3), 3);
+    close(fd);
+    cr_assert_eq(afs_fread(buf, 1, 3, s), 0, "still EOF until clearerr");
+    afs_clearerr(s);
+    cr_assert_eq(afs_fread(buf, 1, 10, s), 3);
+    cr_assert_eq(memcmp(buf, "xyz", 3), 0);
+    cr_assert_eq(afs_fread(buf, 0, 10, s), 0, "size 0");
+    cr_assert_eq(afs_fread(buf, SIZE_MAX / 2, 3, s), 0, "size * nmemb overflows");
+    cr_assert_eq(afs_ferror(s), -EINVAL);
+    cr_assert_eq(afs_fclose(s), -EINVAL, "fclose reports the error kept");
+}
+
+T_IO(empty_file_is_eof_at_once)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 0);
+    struct afs_stream *s = NULL;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "r", &s), 0);
+    char c;
+    cr_assert_eq(afs_fread(&c, 1, 1, s), 0);
+    cr_assert(afs_feof(s));
+    cr_assert_eq(afs_ferror(s), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_IO(writes_then_read_back)
+{
+    t_new_ctx();
+    const size_t len = 300 * KIB + 11;
+    unsigned char *src = malloc(len), *back = malloc(len);
+    t_fill(src, len, 0);
+    struct afs_stream *s = s_open("f", "w+", 16 * KIB, 3);
+    size_t off = 0, step = 5;
+    while (off < len) {
+        size_t n = AFS_TEST_MIN(step % 40000 + 1, len - off);
+        cr_assert_eq(afs_fwrite(src + off, 1, n, s), n);
+        off += n;
+        step = step * 13 + 7;
+    }
+    cr_assert_eq(afs_ftell(s), (int64_t)len);
+    /* Straight to reading, without fflush: the stream flushes on switching. */
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(back, 1, len, s), len);
+    cr_assert_eq(memcmp(src, back, len), 0);
+    /* Overwrite in the middle, then read across it. */
+    cr_assert_eq(afs_fseek(s, 1000, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("HELLO", 1, 5, s), 5);
+    cr_assert_eq(afs_fread(back, 1, 10, s), 10, "reading right after writing");
+    cr_assert(t_check(back, 10, 1005));
+    cr_assert_eq(afs_fseek(s, 998, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(back, 1, 9, s), 9);
+    cr_assert_eq(memcmp(back + 2, "HELLO", 5), 0);
+    cr_assert(t_check(back, 2, 998));
+    cr_assert_eq(afs_fclose(s), 0);
+    size_t flen;
+    unsigned char *disk = slurp("f", &flen);
+    cr_assert_eq(flen, len);
+    memcpy(src + 1000, "HELLO", 5);
+    cr_assert_eq(memcmp(disk, src, len), 0);
+    free(disk);
+    free(src);
+    free(back);
+}
+
+/* A write of the same region twice with both in flight: the later one must win. */
+T_IO(overlapping_writes_keep_their_order)
+{
+    t_new_ctx();
+    struct afs_stream *s = s_open("f", "w", 4 * KIB, 8);
+    static unsigned char a[4 * KIB], b[4 * KIB];
+    for (int round = 0; round < 50; round++) {
+        memset(a, 'a' + round % 26, sizeof a);
+        memset(b, 'A' + round % 26, sizeof b);
+        cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+        cr_assert_eq(afs_fwrite(a, 1, sizeof a, s), sizeof a);
+        cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+        cr_assert_eq(afs_fwrite(b, 1, sizeof b, s), sizeof b);
+    }
+    cr_assert_eq(afs_fclose(s), 0);
+    size_t flen;
+    unsigned char *disk = slurp("f", &flen);
+    cr_assert_eq(flen, sizeof b);
+    cr_assert_eq(memcmp(disk, b, sizeof b), 0);
+    free(disk);
+}
+
+T_IO(append_mode)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 1000);
+    struct afs_stream *s = s_open("f", "a", 4 * KIB, 4);
+    cr_assert_eq(afs_ftell(s), 1000, "\"a\" starts at the end");
+    char line[32];
+    for (int i = 0; i < 2000; i++) {
+        int n = snprintf(line, sizeof line, "line %05d\n", i);
+        cr_assert_eq(afs_fwrite(line, 1, (size_t)n, s), (size_t)n);
+    }
+    cr_assert_eq(afs_ftell(s), 1000 + 2000 * 11);
+    /* Writes land at the end even after a seek. */
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("end\n", 1, 4, s), 4);
+    cr_assert_eq(afs_fclose(s), 0);
+    size_t len;
+    unsigned char *disk = slurp("f", &len);
+    cr_assert_eq(len, 1000 + 2000 * 11 + 4);
+    cr_assert(t_check(disk, 1000, 0));
+    for (int i = 0; i < 2000; i++) {
+        snprintf(line, sizeof line, "line %05d\n", i);
+        cr_assert_eq(memcmp(disk + 1000 + i * 11, line, 11), 0, "line %d in order", i);
+    }
+    cr_assert_eq(memcmp(disk + len - 4, "end\n", 4), 0);
+    free(disk);
+
+    /* "a+": reads from 0, writes at the end, and reads see the writes. */
+    s = s_open("f", "a+", 4 * KIB, 4);
+    cr_assert_eq(afs_ftell(s), 0);
+    unsigned char buf[100];
+    cr_assert_eq(afs_fread(buf, 1, 100, s), 100);
+    cr_assert(t_check(buf, 100, 0));
+    cr_assert_eq(afs_fwrite("tail", 1, 4, s), 4);
+    int64_t at = afs_ftell(s);
+    cr_assert_eq(at, (int64_t)len + 4, "ftell %lld", (long long)at);
+    cr_assert_eq(afs_fseek(s, -8, SEEK_END), 0);
+    cr_assert_eq(afs_fread(buf, 1, 100, s), 8);
+    cr_assert_eq(memcmp(buf, "end\ntail", 8), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_IO(seek_and_read_drop_stale_read_ahead)
+{
+    t_new_ctx();
+    const size_t len = 1024 * KIB;
+    t_make_file(t_path("f"), len);
+    struct afs_stream *s = s_open("f", "r+", 8 * KIB, 4);
+    unsigned char buf[20000];
+    cr_assert_eq(afs_fread(buf, 1, 100, s), 100);
+    /* Forward inside the read-ahead window, backward inside the chunk, then far. */
+    int64_t offs[] = {9000, 5, 30000, 700000, 8192, 1024 * KIB - 10, 123456, 0};
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        cr_assert_eq(afs_fseek(s, offs[i], SEEK_SET), 0);
+        cr_assert_eq(afs_ftell(s), offs[i]);
+        size_t want = AFS_TEST_MIN(sizeof buf, len - (size_t)offs[i]);
+        cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), want, "at %lld", (long long)offs[i]);
+        cr_assert(t_check(buf, want, (uint64_t)offs[i]), "bad data at %lld", (long long)offs[i]);
+    }
+    /* Pseudo-random reads. */
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 300; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t off = (int64_t)(x % len);
+        size_t n = (size_t)(x >> 40) % 3000 + 1;
+        cr_assert_eq(afs_fseek(s, off, SEEK_SET), 0);
+        size_t want = AFS_TEST_MIN(n, len - (size_t)off);
+        cr_assert_eq(afs_fread(buf, 1, n, s), want);
+        cr_assert(t_check(buf, want, (uint64_t)off), "bad data at %lld", (long long)off);
+    }
+    /* Read-ahead must not hide a change the stream made itself. */
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, 10, s), 10); /* read-ahead of the next chunks starts */
+    cr_assert_eq(afs_fseek(s, 20000, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("changed", 1, 7, s), 7);
+    cr_assert_eq(afs_fseek(s, 19999, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, 9, s), 9);
+    cr_assert_eq(memcmp(buf + 1, "changed", 7), 0);
+    cr_assert_eq(afs_fseek(s, -10, SEEK_CUR), 0);
+    cr_assert_eq(afs_ftell(s), 19998);
+    cr_assert_eq(afs_fseek(s, -1, SEEK_SET), -EINVAL);
+    cr_assert_eq(afs_fseek(s, 0, 42), -EINVAL);
+    cr_assert_eq(afs_ftell(s), 19998, "a refused seek changes nothing");
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_IO(seek_past_eof_and_write_leaves_a_hole)
+{
+    t_new_ctx();
+    struct afs_stream *s = s_open("f", "w+", 4 * KIB, 2);
+    cr_assert_eq(afs_fwrite("head", 1, 4, s), 4);
+    cr_assert_eq(afs_fseek(s, 100000, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("tail", 1, 4, s), 4);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_END), 0);
+    cr_assert_eq(afs_ftell(s), 100004);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    unsigned char *buf = malloc(200000);
+    cr_assert_eq(afs_fread(buf, 1, 200000, s), 100004);
+    cr_assert(afs_feof(s));
+    cr_assert_eq(memcmp(buf, "head", 4), 0);
+    for (size_t i = 4; i < 100000; i++)
+        cr_assert_eq(buf[i], 0, "hole at %zu", i);
+    cr_assert_eq(memcmp(buf + 100000, "tail", 4), 0);
+    free(buf);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+#ifndef _WIN32
+static void limit_file_size(rlim_t bytes)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {bytes, bytes};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+T_IO(fflush_reports_write_behind_errors_and_keeps_them)
+{
+    t_new_ctx();
+    limit_file_size(1 << 20);
+    struct afs_stream *s = s_open("f", "w", 64 * KIB, 4);
+    static unsigned char buf[64 * KIB];
+    size_t items = 0;
+    for (int i = 0; i < 40; i++)
+        items += afs_fwrite(buf, sizeof buf, 1, s);
+    cr_assert_lt(items, 40, "the error stops afs_fwrite before 2.5 MiB");
+    cr_assert_geq(items, 16, "the first 1 MiB went through");
+    cr_assert_eq(afs_fflush(s), -EFBIG);
+    cr_assert_eq(afs_ferror(s), -EFBIG);
+    cr_assert_eq(afs_fflush(s), -EFBIG, "kept, not lost");
+    cr_assert_eq(afs_fwrite(buf, 1, 1, s), 0, "no writes while the error is set");
+    afs_clearerr(s);
+    cr_assert_eq(afs_ferror(s), 0);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("ok", 1, 2, s), 2, "works again after clearerr");
+    cr_assert_eq(afs_fflush(s), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_IO(fclose_returns_the_first_error)
+{
+    t_new_ctx();
+    limit_file_size(100 * KIB);
+    struct afs_stream *s = s_open("f", "w", 64 * KIB, 4);
+    static unsigned char buf[150 * KIB];
+    /* All buffered or in flight: the error has not been seen yet. */
+    cr_assert_eq(afs_fwrite(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert_eq(afs_fclose(s), -EFBIG);
+}
+#endif
+
+T_IO(bad_modes_and_access)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 10);
+    struct afs_stream *s = (struct afs_stream *)1;
+    const char *bad[] = {"", "q", "rw", "r++", "rbb", "ax", "rx", "r+x", "w+z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(afs_fopen(t_ctx, t_path("f"), bad[i], &s), -EINVAL, "mode \"%s\"", bad[i]);
+        cr_assert_null(s);
+    }
+    cr_assert_eq(afs_fopen(t_ctx, t_path("nope"), "r", &s), -ENOENT);
+    cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "wx", &s), -EEXIST);
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.flags = AFS_STREAM_DIRECT;
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("f"), "w", &o, &s), -EINVAL);
+    o.flags = 0x80;
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s), -EINVAL);
+    afs_stream_options_default(&o);
+    o.chunks = 1000;
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s), -EINVAL);
+
+    const char *good[] = {"rb", "r+b", "rb+", "a+b", "wbx"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        if (good[i][0] == 'w')
+            remove(t_path("f"));
+        cr_assert_eq(afs_fopen(t_ctx, t_path("f"), good[i], &s), 0, "mode \"%s\"", good[i]);
+        cr_assert_eq(afs_fclose(s), 0);
+    }
+    cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "r", &s), 0);
+    cr_assert_eq(afs_fwrite("x", 1, 1, s), 0);
+    cr_assert_eq(afs_ferror(s), -EBADF);
+    afs_clearerr(s);
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "w", &s), 0);
+    char c;
+    cr_assert_eq(afs_fread(&c, 1, 1, s), 0);
+    cr_assert_eq(afs_ferror(s), -EBADF);
+    cr_assert_eq(afs_fclose(s), -EBADF);
+}
+
+T_IO(direct_reads)
+{
+    t_new_ctx();
+    const size_t len = 1024 * KIB + 1234;
+    t_make_file(t_path("f"), len);
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = 64 * KIB;
+    o.flags = AFS_STREAM_DIRECT;
+    struct afs_stream *s = NULL;
+    int err = afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    unsigned char *buf = malloc(len + 10);
+    cr_assert_eq(afs_fread(buf, 1, 1000, s), 1000);
+    cr_assert_eq(afs_fseek(s, 3, SEEK_SET), 0, "unaligned positions are fine");
+    cr_assert_eq(afs_fread(buf, 1, len + 10, s), len - 3);
+    cr_assert(t_check(buf, len - 3, 3));
+    cr_assert(afs_feof(s));
+    free(buf);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+/* Close with read-ahead and cancelled reads still in flight: nothing leaks (ASan), nothing
+ * is written into freed buffers. */
+T_IO(close_with_reads_in_flight)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 2048 * KIB);
+    for (int i = 0; i < 20; i++) {
+        struct afs_stream *s = s_open("f", "r", 64 * KIB, 8);
+        char c;
+        cr_assert_eq(afs_fread(&c, 1, 1, s), 1);
+        cr_assert_eq(afs_fseek(s, 1500 * KIB, SEEK_SET), 0); /* cancels the read-ahead */
+        cr_assert_eq(afs_fread(&c, 1, 1, s), 1);
+        cr_assert_eq(afs_fclose(s), 0);
+    }
+}
+
+/* ---- Inside corio tasks: waiting suspends the task only. ---- */
+
+struct co_job {
+    int    id;
+    size_t len;
+    int    ok;
+};
+
+static void co_reader(struct corio_task *t, void *arg)
+{
+    struct co_job *j = arg;
+    char name[32];
+    snprintf(name, sizeof name, "r%d", j->id);
+    struct afs_stream *s = s_open(name, "r", 16 * KIB, 4);
+    unsigned char *buf = malloc(5000);
+    size_t off = 0, n;
+    while ((n = afs_fread(buf, 1, 5000, s)) > 0) {
+        if (!t_check(buf, n, off))
+            return;
+        off += n;
+        corio_yield(t); /* the others go on meanwhile */
+    }
+    free(buf);
+    j->ok = afs_feof(s) && afs_ferror(s) == 0 && off == j->len && afs_fclose(s) == 0;
+}
+
+static void co_writer(struct corio_task *t, void *arg)
+{
+    struct co_job *j = arg;
+    struct afs_stream *s = s_open("w", "w+", 16 * KIB, 4);
+    unsigned char *buf = malloc(j->len);
+    t_fill(buf, j->len, 0);
+    for (size_t off = 0; off < j->len; off += 3000) {
+        size_t n = AFS_TEST_MIN(3000, j->len - off);
+        if (afs_fwrite(buf + off, 1, n, s) != n)
+            return;
+    }
+    memset(buf, 0, j->len);
+    if (afs_fflush(s) != 0 || afs_fseek(s, 0, SEEK_SET) != 0)
+        return;
+    if (afs_fread(buf, 1, j->len, s) != j->len || !t_check(buf, j->len, 0))
+        return;
+    free(buf);
+    j->ok = afs_fclose(s) == 0;
+}
+
+static void co_root(struct corio_task *t, void *arg)
+{
+    struct co_job *jobs = arg;
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(corio_spawn(t, co_reader, &jobs[i], NULL), 0);
+    cr_assert_eq(corio_spawn(t, co_writer, &jobs[4], NULL), 0);
+}
+
+T_IO(streams_in_corio_tasks)
+{
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    t_ctx = t_ctx_cfg(&acfg);
+    struct co_job jobs[5];
+    for (int i = 0; i < 5; i++) {
+        jobs[i] = (struct co_job){i, (size_t)(100 + 37 * i) * KIB + (size_t)i, 0};
+        if (i < 4) {
+            char name[32];
+            snprintf(name, sizeof name, "r%d", i);
+            t_make_file(t_path(name), jobs[i].len);
+        }
+    }
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *sched = NULL;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, co_root, jobs), 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert(jobs[i].ok, "task %d", i);
+    struct corio_stats st;
+    corio_sched_stats(sched, &st);
+    cr_assert_gt(st.ios, 0, "the tasks suspended on their chunks (the waiter was used)");
+    corio_sched_free(sched);
+}
