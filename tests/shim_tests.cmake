@@ -5,7 +5,8 @@ set(SRC ${PROJECT_SOURCE_DIR}/tests)
 foreach(t contract corio_sched)
   if(t STREQUAL contract)
     add_executable(${t}_shim ${SRC}/contract/test_ctx.c ${SRC}/contract/test_position.c
-                   ${SRC}/contract/test_ops.c ${SRC}/contract/test_blocking.c ${SRC}/shim/runner.c)
+                   ${SRC}/contract/test_ops.c ${SRC}/contract/test_blocking.c
+                   ${SRC}/contract/test_stream.c ${SRC}/shim/runner.c)
   else()
     add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
                    ${SRC}/shim/runner.c)
