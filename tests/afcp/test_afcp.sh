@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# afcp end to end: files, trees, symlinks, permissions, -n/-f, destination symlinks, failures
+# that must not stop the rest, byte-for-byte against cp -a. Runs the whole suite once per
+# backend: AUTO (io_uring here), threads, sync (ASYNCFS_BACKEND).
+# Usage: tests/afcp/test_afcp.sh path/to/afcp
+set -uo pipefail
+
+AFCP=${1:?usage: $0 path/to/afcp}
+AFCP=$(readlink -f "$AFCP")
+T=$(mktemp -d "${TMPDIR:-/tmp}/afcp_test.XXXXXX")
+trap 'chmod -R u+rwx "$T" 2>/dev/null; rm -rf "$T"' EXIT
+umask 022
+fails=0 passes=0
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL [${BACKEND:-auto}]: $*" >&2; fails=$((fails + 1)); }
+check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+mode() { stat -c %a "$1"; }
+no_temps() { [[ -z $(find "$1" -name '.afcp.*' 2>/dev/null) ]]; }
+
+# ---- fixtures (shared by every backend's run) ----
+S=$T/src
+mkdir -p "$S/tree/a/b/c" "$S/tree/empty_dir"
+echo "hello afcp" > "$S/one"
+: > "$S/empty"
+head -c $((20 * 1024 * 1024)) /dev/urandom > "$S/big"
+head -c 12345 /dev/urandom > "$S/odd"             # not a multiple of the block size
+echo top > "$S/tree/top.txt"
+for i in $(seq 1 40); do head -c $((i * 1000)) /dev/urandom > "$S/tree/a/f$i"; done
+head -c 3000000 /dev/urandom > "$S/tree/a/b/mid"
+echo deep > "$S/tree/a/b/c/deep"
+ln -s ../top.txt "$S/tree/a/rel"                  # relative
+ln -s /nonexistent/nowhere "$S/tree/a/b/dangling" # dangling
+install -m 0600 /dev/null "$S/tree/p600"; echo secret > "$S/tree/p600"
+install -m 0755 /dev/null "$S/tree/p755"; echo '#!/bin/sh' > "$S/tree/p755"
+install -m 4755 /dev/null "$S/tree/suid"; echo suid > "$S/tree/suid"
+touch -d '2001-02-03 04:05:06' "$S/tree/a/f1"
+mkdir "$T/ref" && cp -a "$S/tree" "$T/ref/tree"
+
+run_suite() {
+    local O=$T/out.${BACKEND:-auto}
+    rm -rf "$O"; mkdir -p "$O"
+
+    # single, empty, big (default, --direct, --inplace, small chunks, copy_file_range), odd size
+    check "single file" bash -c "'$AFCP' -q '$S/one' '$O/one' && cmp -s '$S/one' '$O/one'"
+    check "single file mode" [ "$(mode "$O/one")" = 644 ]
+    check "empty file" bash -c "'$AFCP' -q '$S/empty' '$O/empty' && [ -f '$O/empty' ] && [ ! -s '$O/empty' ]"
+    check "20 MiB file" bash -c "'$AFCP' -q '$S/big' '$O/big' && cmp -s '$S/big' '$O/big'"
+    check "20 MiB --direct" bash -c "'$AFCP' -q --direct '$S/big' '$O/big.d' && cmp -s '$S/big' '$O/big.d'"
+    check "odd size --direct" bash -c "'$AFCP' -q --direct '$S/odd' '$O/odd.d' && cmp -s '$S/odd' '$O/odd.d'"
+    check "20 MiB --inplace" bash -c "'$AFCP' -q --inplace '$S/big' '$O/big.i' && cmp -s '$S/big' '$O/big.i'"
+    check "20 MiB 64K chunks" bash -c "'$AFCP' -q --chunk-size 64K --chunk-jobs 16 '$S/big' '$O/big.c' && cmp -s '$S/big' '$O/big.c'"
+    check "20 MiB copy_file_range" bash -c "'$AFCP' -q --copy-range-min 1M '$S/big' '$O/big.r' && cmp -s '$S/big' '$O/big.r'"
+    check "overwrite existing" bash -c "echo old > '$O/ow'; '$AFCP' -q '$S/big' '$O/ow' && cmp -s '$S/big' '$O/ow'"
+
+    # a tree, against cp -a's result
+    check "tree copy" "$AFCP" -q -r "$S/tree" "$O/tree"
+    check "tree == cp -a" diff -r --no-dereference "$T/ref/tree" "$O/tree"
+    check "relative symlink kept" [ "$(readlink "$O/tree/a/rel")" = ../top.txt ]
+    check "dangling symlink kept" [ "$(readlink "$O/tree/a/b/dangling")" = /nonexistent/nowhere ]
+    check "empty dir" [ -d "$O/tree/empty_dir" ]
+    check "0600 kept" [ "$(mode "$O/tree/p600")" = 600 ]
+    check "0755 kept" [ "$(mode "$O/tree/p755")" = 755 ]
+    check "setuid dropped without -p" [ "$(mode "$O/tree/suid")" = 755 ]
+    check "no temporary files" no_temps "$O"
+    check "tree again (merge)" "$AFCP" -q -r "$S/tree" "$O/tree2"
+    check "tree again (merge) 2" "$AFCP" -q -r "$S/tree/." "$O/tree2"
+    check "merge == cp -a" diff -r --no-dereference "$T/ref/tree" "$O/tree2"
+
+    # -p
+    check "-p copy" "$AFCP" -q -rp "$S/tree" "$O/treep"
+    check "-p mtime" [ "$(stat -c %Y "$O/treep/a/f1")" = "$(stat -c %Y "$S/tree/a/f1")" ]
+    check "-p dir mtime" [ "$(stat -c %Y "$O/treep/a")" = "$(stat -c %Y "$S/tree/a")" ]
+    check "-p symlink mtime" [ "$(stat -c %Y "$O/treep/a/rel")" = "$(stat -c %Y "$S/tree/a/rel")" ]
+    if [[ $(id -u) -eq 0 ]]; then
+        check "-p as root keeps setuid" [ "$(mode "$O/treep/suid")" = 4755 ]
+    else
+        check "-p as user drops nothing it can keep" [ "$(mode "$O/treep/p600")" = 600 ]
+    fi
+    check "-p == cp -a" diff -r --no-dereference "$T/ref/tree" "$O/treep"
+
+    # several sources into a directory, one missing: exit 1, message, the rest copied
+    mkdir "$O/multi"
+    "$AFCP" -q "$S/one" "$S/missing" "$S/odd" "$O/multi" 2> "$O/err"
+    check "missing source exit 1" [ $? -eq 1 ]
+    check "cp-like message" grep -qx "afcp: cannot stat '$S/missing': No such file or directory" "$O/err"
+    check "others copied" bash -c "cmp -s '$S/one' '$O/multi/one' && cmp -s '$S/odd' '$O/multi/odd'"
+    "$AFCP" -q "$S/one" "$S/odd" "$O/one" 2> /dev/null
+    check "target not a directory" [ $? -eq 1 ]
+    "$AFCP" -q "$S/tree" "$O/norec" 2> "$O/err"
+    check "directory without -r" bash -c "[ ! -e '$O/norec' ] && grep -q 'omitting directory' '$O/err'"
+
+    # -n: an existing file stays
+    echo keep > "$O/nc"
+    check "-n exit 0" "$AFCP" -q -n "$S/one" "$O/nc"
+    check "-n kept" [ "$(cat "$O/nc")" = keep ]
+
+    # a destination symlink is never followed
+    echo victim > "$O/victim"
+    ln -s victim "$O/dlink"
+    "$AFCP" -q "$S/one" "$O/dlink" 2> "$O/err"
+    check "dest symlink: exit 1" [ $? -eq 1 ]
+    check "dest symlink: message" grep -q "not writing through symlink" "$O/err"
+    check "dest symlink: victim intact" [ "$(cat "$O/victim")" = victim ]
+    check "dest symlink: still a link" [ -L "$O/dlink" ]
+    check "-f replaces the link" "$AFCP" -q -f "$S/one" "$O/dlink"
+    check "-f: a regular file now" bash -c "[ ! -L '$O/dlink' ] && cmp -s '$S/one' '$O/dlink'"
+    check "-f: victim intact" [ "$(cat "$O/victim")" = victim ]
+    ln -s victim "$O/dlink2"
+    check "--inplace -f replaces the link" "$AFCP" -q -f --inplace "$S/one" "$O/dlink2"
+    check "--inplace -f: victim intact" bash -c "[ ! -L '$O/dlink2' ] && [ \"\$(cat '$O/victim')\" = victim ]"
+    # -r into a tree whose subdirectory is a symlink elsewhere: not followed
+    mkdir -p "$O/rt/tree" "$O/elsewhere"
+    ln -s ../../elsewhere "$O/rt/tree/a"
+    "$AFCP" -q -r "$S/tree" "$O/rt" 2> /dev/null
+    check "-r dest dir symlink: exit 1" [ $? -eq 1 ]
+    check "-r dest dir symlink: nothing written through it" [ -z "$(ls -A "$O/elsewhere")" ]
+    check "-r dest dir symlink: the rest copied" cmp -s "$S/tree/p755" "$O/rt/tree/p755"
+    # -f with --inplace: a read-only destination is removed and re-created (non-root only:
+    # root may open it anyway)
+    if [[ $(id -u) -ne 0 ]]; then
+        echo ro > "$O/ro"; chmod 444 "$O/ro"
+        "$AFCP" -q --inplace "$S/one" "$O/ro" 2> /dev/null
+        check "--inplace read-only: exit 1" [ $? -eq 1 ]
+        check "--inplace -f read-only" bash -c "'$AFCP' -q -f --inplace '$S/one' '$O/ro' && cmp -s '$S/one' '$O/ro'"
+    fi
+
+    # special files: a FIFO is recreated with -r and refused (not read forever) without it
+    mkfifo "$O/fifo_src"
+    "$AFCP" -q "$O/fifo_src" "$S/one" "$O/multi" 2> "$O/err"
+    check "FIFO without -r: exit 1, rest copied" bash -c "[ $? -eq 1 ] && grep -q 'special file' '$O/err'"
+    check "FIFO with -r" bash -c "'$AFCP' -q -r '$O/fifo_src' '$O/fifo_dst' && [ -p '$O/fifo_dst' ]"
+
+    # an unreadable source file: exit 1, the rest copied, no partial file under its name
+    mkdir -p "$O/ur/src"
+    echo a > "$O/ur/src/a"; echo secret > "$O/ur/src/locked"; echo c > "$O/ur/src/c"
+    chmod 000 "$O/ur/src/locked"
+    local runner=()
+    if [[ $(id -u) -eq 0 ]]; then
+        # root reads mode-000 files: run afcp as nobody instead (setpriv), with a destination
+        # nobody may write; the test is skipped where that is impossible.
+        if command -v setpriv > /dev/null; then
+            runner=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+            chmod 755 "$T" "$O" "$O/ur"
+            chmod -R a+rX "$O/ur/src"; chmod 000 "$O/ur/src/locked"
+            mkdir "$O/ur/dst"; chmod 777 "$O/ur/dst"
+        fi
+    else
+        runner=(env)
+        mkdir "$O/ur/dst"
+    fi
+    if ((${#runner[@]})); then
+        "${runner[@]}" "$AFCP" -q -r "$O/ur/src" "$O/ur/dst" 2> "$O/err"
+        check "unreadable: exit 1" [ $? -eq 1 ]
+        check "unreadable: message" grep -q "cannot open '$O/ur/src/locked' for reading: Permission denied" "$O/err"
+        check "unreadable: rest copied" bash -c "cmp -s '$O/ur/src/a' '$O/ur/dst/src/a' && cmp -s '$O/ur/src/c' '$O/ur/dst/src/c'"
+        check "unreadable: no partial file" bash -c "[ ! -e '$O/ur/dst/src/locked' ]"
+        check "unreadable: no temporary files" no_temps "$O/ur/dst"
+    else
+        echo "SKIP [${BACKEND:-auto}]: unreadable source (root without setpriv)" >&2
+    fi
+
+    # a directory into itself
+    mkdir -p "$O/self/d"; echo x > "$O/self/d/x"
+    "$AFCP" -q -r "$O/self/d" "$O/self/d/sub" 2> "$O/err"
+    check "into itself: exit 1" [ $? -eq 1 ]
+    check "into itself: message" grep -q "into itself" "$O/err"
+
+    # --help, --version, bad usage
+    check "--help" bash -c "'$AFCP' --help | grep -q Usage"
+    check "--version" bash -c "'$AFCP' --version | grep -q '^afcp '"
+    "$AFCP" 2> /dev/null
+    check "no operand: exit 1" [ $? -eq 1 ]
+    check "-v prints" bash -c "'$AFCP' -v '$S/one' '$O/v1' | grep -qx \"'$S/one' -> '$O/v1'\""
+    check "no temporary files at the end" no_temps "$O"
+    rm -rf "$O"
+}
+
+for BACKEND in "" threads sync; do
+    if [[ -n $BACKEND ]]; then export ASYNCFS_BACKEND=$BACKEND; else unset ASYNCFS_BACKEND; fi
+    run_suite
+done
+echo "afcp tests: $passes passed, $fails failed"
+((fails == 0))

@@ -1,0 +1,378 @@
+/* afcp: copy files and trees like cp, with many files and chunks in flight on corio.
+ * This file: options, messages, the plan for the command-line operands, the root task.
+ * walk.c walks directories, copy.c copies regular files, progress.c draws the bar. */
+#define _GNU_SOURCE
+#include "afcp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+struct afcp_app afcp;
+
+/* ------------------------------------------------------------------------------------------
+ * Messages and small helpers
+ * ---------------------------------------------------------------------------------------- */
+void afcp_err(int err, const char *fmt, ...)
+{
+    afcp_progress_clear();
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("afcp: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
+    afcp.status = 1;
+}
+
+void afcp_note(const char *fmt, ...)
+{
+    afcp_progress_clear();
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("afcp: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void afcp_verbose(const char *fmt, ...)
+{
+    afcp_progress_clear();
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+void *afcp_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fputs("afcp: out of memory\n", stderr);
+        exit(1);
+    }
+    return p;
+}
+
+char *afcp_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(afcp_xmalloc(n), s, n);
+}
+
+/* "dir/name" for messages; dir "" means the current directory, as the user wrote it. */
+char *afcp_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = afcp_xmalloc(a + b + 2);
+    memcpy(p, dir, a);
+    if (a && dir[a - 1] != '/')
+        p[a++] = '/';
+    memcpy(p + a, name, b + 1);
+    return p;
+}
+
+/* Splits a path into its directory (as written, "" for none) and last component. */
+static void split(const char *path, char **dir, char **base)
+{
+    char *s = afcp_xstrdup(path);
+    size_t n = strlen(s);
+    while (n > 1 && s[n - 1] == '/')
+        s[--n] = 0;
+    char *slash = strrchr(s, '/');
+    if (!slash) {
+        *dir = afcp_xstrdup("");
+        *base = s;
+        return;
+    }
+    *base = afcp_xstrdup(slash[1] ? slash + 1 : ".");
+    if (slash == s)
+        slash[1] = 0; /* "/x": the directory is "/" */
+    else
+        *slash = 0;
+    *dir = s;
+}
+
+/* A directory given on the command line (or the parent of one): its symlinks are followed,
+ * as the user named it. */
+static struct afcp_dir *top_dir(const char *path, const char *shown, int dst)
+{
+    int fd = open(*path ? path : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct afcp_dir *d = afcp_xmalloc(sizeof *d);
+    *d = (struct afcp_dir){.sfd = dst ? -1 : fd, .dfd = dst ? fd : -1,
+                           .spath = afcp_xstrdup(shown), .dpath = afcp_xstrdup(shown),
+                           .refs = 1};
+    if (fstat(fd, &d->st) == 0)
+        d->ddev = d->st.st_dev;
+    return d;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The plan: cp's rules for SRC DST and SRC... DIR
+ * ---------------------------------------------------------------------------------------- */
+struct plan {
+    char **srcs;
+    int    nsrc;
+    char  *dst;
+    int    dst_is_dir;
+};
+
+static void copy_operand(struct corio_task *t, const char *src, const struct plan *p)
+{
+    char *sdir, *sbase;
+    split(src, &sdir, &sbase);
+    struct afcp_dir *sd = top_dir(sdir, sdir, 0);
+    struct stat st;
+    int follow = !afcp.o.recursive; /* cp -r copies a symlink operand as a symlink */
+    if (!sd || fstatat(sd->sfd, sbase, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0) {
+        afcp_err(errno, "cannot stat '%s'", src);
+        goto out;
+    }
+    char *ddir, *dbase;
+    if (p->dst_is_dir) {
+        ddir = afcp_xstrdup(p->dst);
+        size_t n = strlen(ddir);
+        while (n > 1 && ddir[n - 1] == '/')
+            ddir[--n] = 0;
+        dbase = afcp_xstrdup(sbase);
+    } else {
+        split(p->dst, &ddir, &dbase);
+    }
+    if (!strcmp(dbase, "..")) {
+        afcp_note("cannot copy '%s': name it by something other than '..'", src);
+        afcp.status = 1;
+    } else {
+        struct afcp_dir *dd = top_dir(ddir, ddir, 1);
+        if (!dd) {
+            afcp_err(errno, "cannot access '%s'", *ddir ? ddir : ".");
+        } else {
+            afcp_copy_entry(t, sd, sbase, dd, dbase, &st, follow);
+            afcp_dir_put(dd);
+        }
+    }
+    free(ddir);
+    free(dbase);
+out:
+    if (sd)
+        afcp_dir_put(sd);
+    free(sdir);
+    free(sbase);
+}
+
+struct work {
+    const struct plan *plan;
+    struct corio_wg   *wg;
+};
+
+/* The walker: one operand after another; file tasks are its children. */
+static void work_task(struct corio_task *t, void *arg)
+{
+    struct work *w = arg;
+    for (int i = 0; i < w->plan->nsrc; i++)
+        copy_operand(t, w->plan->srcs[i], w->plan);
+    afcp.walking = 0;
+    corio_wait(t);
+    corio_wg_done(w->wg);
+}
+
+static void root_task(struct corio_task *t, void *arg)
+{
+    struct corio_task *bar = NULL;
+    if (afcp.progress)
+        corio_spawn(t, afcp_progress_task, NULL, &bar);
+    struct corio_wg wg = CORIO_WG_INIT;
+    corio_wg_add(&wg, 1);
+    struct work w = {arg, &wg};
+    if (corio_spawn(t, work_task, &w, NULL) < 0) {
+        afcp_err(ENOMEM, "cannot start");
+        return;
+    }
+    corio_wg_wait(t, &wg);
+    if (bar && !corio_task_done(bar))
+        corio_cancel(bar);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------------------------- */
+static void usage(FILE *f)
+{
+    fputs("Usage: afcp [OPTION]... SRC DST\n"
+          "  or:  afcp [OPTION]... SRC... DIRECTORY\n"
+          "Copy SRC to DST, or several SRC into DIRECTORY, with many files and chunks in\n"
+          "flight (asyncfs + corio).\n\n"
+          "  -r, -R, --recursive  copy directories recursively (symlinks stay symlinks)\n"
+          "  -p, --preserve       keep mode, timestamps, and ownership when root\n"
+          "  -a, --archive        same as -rp\n"
+          "  -n, --no-clobber     do not overwrite an existing file\n"
+          "  -f, --force          remove a destination that cannot be opened (--inplace)\n"
+          "                       or that is a symlink, and try again\n"
+          "  -v, --verbose        print each copy as 'SRC' -> 'DST'\n"
+          "  -q, --quiet          no progress bar\n"
+          "      --direct         O_DIRECT where the file system allows it (per file)\n"
+          "      --inplace        write into DST directly, not a temporary name + rename\n"
+          "      --no-fsync       do not fdatasync a file before renaming it into place\n"
+          "      --no-copy-range  never use copy_file_range\n"
+          "  -j, --jobs=N         files in flight (default 64)\n"
+          "      --chunk-size=N   bytes per read/write of a large file (default 1M)\n"
+          "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
+          "      --help           display this help and exit\n"
+          "      --version        output version information and exit\n\n"
+          "Exit status: 0 when everything was copied, 1 when anything failed (afcp goes on\n"
+          "with the other files and reports each failure).\n",
+          f);
+}
+
+static uint64_t parse_size(const char *s, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    default: break;
+    }
+    if (errno || *end || v == 0) {
+        fprintf(stderr, "afcp: invalid %s: '%s'\n", what, s);
+        exit(1);
+    }
+    return v;
+}
+
+enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
+       OPT_CFRMIN, OPT_HELP, OPT_VERSION };
+
+int main(int argc, char **argv)
+{
+    struct afcp_opts *o = &afcp.o;
+    *o = (struct afcp_opts){.fsync = 1, .copy_range = 1, .jobs = 64, .chunk_workers = 8,
+                            .chunk_size = 1u << 20, .cfr_min_size = 64u << 20};
+    static const struct option longs[] = {
+        {"recursive", no_argument, 0, 'r'},   {"preserve", no_argument, 0, 'p'},
+        {"archive", no_argument, 0, 'a'},     {"no-clobber", no_argument, 0, 'n'},
+        {"force", no_argument, 0, 'f'},       {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'},       {"jobs", required_argument, 0, 'j'},
+        {"direct", no_argument, 0, OPT_DIRECT}, {"inplace", no_argument, 0, OPT_INPLACE},
+        {"no-fsync", no_argument, 0, OPT_NOFSYNC}, {"no-copy-range", no_argument, 0, OPT_NOCFR},
+        {"chunk-size", required_argument, 0, OPT_CHUNK},
+        {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
+        {"copy-range-min", required_argument, 0, OPT_CFRMIN},
+        {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "rRpanfvqj:", longs, NULL)) != -1) {
+        switch (c) {
+        case 'r': case 'R': o->recursive = 1; break;
+        case 'p': o->preserve = 1; break;
+        case 'a': o->recursive = o->preserve = 1; break;
+        case 'n': o->noclobber = 1; o->force = 0; break;
+        case 'f': o->force = 1; o->noclobber = 0; break;
+        case 'v': o->verbose = 1; break;
+        case 'q': o->quiet = 1; break;
+        case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
+        case OPT_DIRECT: o->direct = 1; break;
+        case OPT_INPLACE: o->inplace = 1; break;
+        case OPT_NOFSYNC: o->fsync = 0; break;
+        case OPT_NOCFR: o->copy_range = 0; break;
+        case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
+        case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
+        case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
+        case OPT_HELP: usage(stdout); return 0;
+        case OPT_VERSION:
+            printf("afcp %s (asyncfs %d.%d.%d)\n", AFCP_VERSION, ASYNCFS_VERSION_MAJOR,
+                   ASYNCFS_VERSION_MINOR, ASYNCFS_VERSION_PATCH);
+            return 0;
+        default:
+            fputs("Try 'afcp --help' for more information.\n", stderr);
+            return 1;
+        }
+    }
+    if (o->chunk_size % 4096) {
+        fputs("afcp: --chunk-size must be a multiple of 4096\n", stderr);
+        return 1;
+    }
+    int nops = argc - optind;
+    if (nops < 2) {
+        if (nops == 0)
+            fputs("afcp: missing file operand\n", stderr);
+        else
+            fprintf(stderr, "afcp: missing destination file operand after '%s'\n", argv[optind]);
+        fputs("Try 'afcp --help' for more information.\n", stderr);
+        return 1;
+    }
+    struct plan plan = {argv + optind, nops - 1, argv[argc - 1], 0};
+    struct stat dst;
+    plan.dst_is_dir = stat(plan.dst, &dst) == 0 && S_ISDIR(dst.st_mode);
+    if (nops > 2 && !plan.dst_is_dir) {
+        fprintf(stderr, "afcp: target '%s' is not a directory\n", plan.dst);
+        return 1;
+    }
+
+    afcp.is_root = geteuid() == 0;
+    afcp.umask = umask(0);
+    umask(afcp.umask);
+    int rootfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd >= 0) {
+        char probe[48];
+        snprintf(probe, sizeof probe, "/proc/self/fd/%d/.", rootfd);
+        afcp.have_proc = access(probe, F_OK) == 0; /* see copy.c: why /proc/self/fd */
+        close(rootfd);
+    }
+    afcp.progress = !o->quiet && isatty(2);
+    afcp.walking = 1;
+    afcp_sem_init(&afcp.files, o->jobs);
+    afcp_sem_init(&afcp.bufs, o->jobs > 2 * o->chunk_workers ? o->jobs : 2 * o->chunk_workers);
+    /* Each file in flight holds up to 3 descriptors, plus the open directories. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    /* sync_threshold 0: even small reads go through the batch; on a cold cache an inline
+     * pread of 4 KiB would block every task behind one disk seek. */
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    acfg.sync_threshold = 0;
+    int err = afs_ctx_new(&afcp.ctx, &acfg);
+    if (err < 0) {
+        fprintf(stderr, "afcp: cannot create an I/O context: %s\n", afs_strerror(err));
+        return 1;
+    }
+    struct corio_config ccfg;
+    corio_config_default(&ccfg);
+    ccfg.ctx = afcp.ctx;
+    ccfg.stack_size = 1u << 20; /* the walker recurses once per directory level */
+    if ((err = corio_sched_new(&afcp.sched, &ccfg)) < 0) {
+        fprintf(stderr, "afcp: cannot create the scheduler: %s\n", afs_strerror(err));
+        return 1;
+    }
+    afcp.t_start = corio_now();
+    err = corio_sched_run(afcp.sched, root_task, &plan);
+    if (err < 0) {
+        fprintf(stderr, "afcp: scheduler: %s\n", afs_strerror(err));
+        afcp.status = 1;
+    }
+    afcp_progress_final();
+    corio_sched_free(afcp.sched);
+    while (afcp.buf_free) {
+        void *b = afcp.buf_free;
+        afcp.buf_free = *(void **)b;
+        afs_buf_free(afcp.ctx, b, o->chunk_size);
+    }
+    afs_ctx_free(afcp.ctx);
+    free(afcp.made);
+    return afcp.status;
+}

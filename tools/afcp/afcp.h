@@ -1,0 +1,119 @@
+/* afcp: a cp-like bulk copier on corio. Shared declarations of afcp.c (options, planning,
+ * messages), walk.c (directories, symlinks, special files), copy.c (regular files) and
+ * progress.c (progress bar, semaphore, buffer pool). One scheduler, one thread: every task
+ * runs on the main thread, so nothing here needs a lock. */
+#ifndef AFCP_H
+#define AFCP_H
+
+#include <corio.h>
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define AFCP_VERSION "0.1.0"
+
+struct afcp_opts {
+    int      recursive, preserve, verbose, noclobber, force, quiet;
+    int      direct, inplace, fsync, copy_range;
+    unsigned jobs;          /* files in flight */
+    unsigned chunk_workers; /* reads/writes in flight per large file */
+    size_t   chunk_size;    /* bytes per read/write of a large file */
+    uint64_t cfr_min_size;  /* copy_file_range for files of at least this size */
+};
+
+/* A counting semaphore for tasks: acquire waits (FIFO) for a token, release hands it over. */
+struct afcp_sem_waiter;
+struct afcp_sem {
+    long                    avail;
+    struct afcp_sem_waiter *head, *tail;
+};
+void afcp_sem_init(struct afcp_sem *s, long tokens);
+void afcp_sem_acquire(struct corio_task *t, struct afcp_sem *s);
+void afcp_sem_release(struct afcp_sem *s);
+
+/* A directory being copied: the source and destination directory fds every entry is opened
+ * relative to, kept open while the walker or a file task still uses them (refs). When the
+ * last reference goes, the destination's final mode and times are applied (see walk.c). */
+struct afcp_dir {
+    int              sfd, dfd;   /* -1 when unused */
+    char            *spath, *dpath; /* for messages */
+    struct stat      st;         /* the source directory's */
+    dev_t            ddev;       /* the destination's file system */
+    int              refs;
+    int              created;    /* we made the destination: set its mode at the end */
+    int              finalize;   /* apply mode/times when done (a copied directory) */
+    struct afcp_dir *parent;
+};
+
+/* One regular file to copy: name in d's source directory -> dname in d's destination. */
+struct afcp_file_job {
+    struct afcp_dir *sd, *dd;      /* source and destination directories (may be equal) */
+    char            *sname, *dname;
+    char            *spath, *dpath; /* for messages */
+    struct stat      st;           /* lstat/stat of the source at walk time */
+    int              follow;       /* a command-line operand without -r: follow a symlink */
+    int              exists;       /* something was at dname when we checked */
+};
+
+struct afcp_app {
+    struct afcp_opts    o;
+    struct corio_sched *sched;
+    struct afs_ctx     *ctx;
+    int                 status;    /* exit status: 1 once anything failed */
+    int                 is_root;
+    mode_t              umask;
+    int                 have_proc; /* /proc/self/fd/N/name paths work (see copy.c) */
+    struct afcp_sem     files;     /* file slots */
+    struct afcp_sem     bufs;      /* large-file buffers of chunk_size */
+    void               *buf_free;  /* free list of chunk buffers */
+    /* progress */
+    int                 progress;  /* draw a bar */
+    int                 bar_shown;
+    int                 walking;   /* totals may still grow */
+    uint64_t            bytes_total, bytes_done, files_total, files_done;
+    int64_t             t_start;
+    /* directories we created, to refuse copying a directory into itself */
+    struct afcp_devino *made;
+    size_t              made_len, made_cap;
+};
+
+extern struct afcp_app afcp;
+
+/* Messages, cp style: "afcp: <what> '<path>': <strerror>". They clear the progress bar. */
+void afcp_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void afcp_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void afcp_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout */
+char *afcp_join(const char *dir, const char *name); /* malloc'd "dir/name" */
+void *afcp_xmalloc(size_t n);
+char *afcp_xstrdup(const char *s);
+
+/* walk.c */
+void afcp_dir_get(struct afcp_dir *d);
+void afcp_dir_put(struct afcp_dir *d);
+/* Copies entry `sname` of sd (lstat'd into *st) to `dname` in dd. Regular files go to a
+ * file task (waiting for a slot), the rest is done inline. */
+void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                     struct afcp_dir *dd, const char *dname, const struct stat *st,
+                     int follow);
+/* Checks what is at dname in dd before it is replaced by a copy of spath. 0: go on
+ * (*exists set), 1: skip it (-n), -1: an error was reported. */
+enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
+int  afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
+                     const char *dpath, const struct stat *sst, int kind, int *exists);
+/* Fills tmp (>= 16 bytes) with a fresh ".afcp.XXXXXX" name. */
+void afcp_tmpname(char *tmp);
+/* Final rename of tmp to name in dfd honouring -n; 0, 1 when skipped (-n), or -errno. */
+int  afcp_install(int dfd, const char *tmp, const char *name);
+
+/* copy.c: spawns a task copying the job (takes ownership of it, holds a file slot). */
+void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
+
+/* progress.c */
+void *afcp_buf_get(void);  /* a chunk_size buffer; pair with afcp_sem bufs */
+void  afcp_buf_put(void *buf);
+void  afcp_progress_task(struct corio_task *t, void *arg);
+void  afcp_progress_clear(void);
+void  afcp_progress_final(void);
+
+#endif /* AFCP_H */

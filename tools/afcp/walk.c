@@ -1,0 +1,401 @@
+/* afcp: directories, symlinks and special files. The walker is one task per command-line
+ * operand; it reads each directory, sorts the entries by inode number (on a cold cache that
+ * turns the inode and data reads into mostly ascending disk order) and hands regular files to
+ * file tasks, at most `jobs` in flight. Directory walking itself stays in the walker task:
+ * getdents, fstatat, mkdirat are plain system calls (asyncfs has no async openat/statx/mkdir
+ * yet), so several walker tasks on this one thread would not overlap them anyway.
+ *
+ * Every name is resolved relative to a directory fd opened with O_NOFOLLOW|O_DIRECTORY, so a
+ * directory swapped for a symlink during the copy is not followed on either side. */
+#define _GNU_SOURCE
+#include "afcp.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+struct afcp_devino {
+    dev_t dev;
+    ino_t ino;
+};
+
+void afcp_dir_get(struct afcp_dir *d)
+{
+    d->refs++;
+}
+
+/* The last reference: the directory's entries are all copied, so its final mode and (with
+ * -p) owner and times can be set; a directory we created stayed 0700 until now, so nobody
+ * else could add entries to it while we filled it. */
+void afcp_dir_put(struct afcp_dir *d)
+{
+    if (--d->refs > 0)
+        return;
+    if (d->finalize && d->dfd >= 0) {
+        mode_t mode = d->st.st_mode & 07777;
+        if (afcp.o.preserve) {
+            if (afcp.is_root && fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
+                afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
+            if (!afcp.is_root)
+                mode &= 01777;
+            struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
+            if (fchmod(d->dfd, mode) < 0)
+                afcp_err(errno, "preserving permissions for '%s'", d->dpath);
+            if (futimens(d->dfd, ts) < 0)
+                afcp_err(errno, "preserving times for '%s'", d->dpath);
+        } else if (d->created && fchmod(d->dfd, mode & 0777 & ~afcp.umask) < 0) {
+            afcp_err(errno, "setting permissions for '%s'", d->dpath);
+        }
+    }
+    if (d->sfd >= 0)
+        close(d->sfd);
+    if (d->dfd >= 0)
+        close(d->dfd);
+    struct afcp_dir *p = d->parent;
+    free(d->spath);
+    free(d->dpath);
+    free(d);
+    if (p)
+        afcp_dir_put(p);
+}
+
+void afcp_tmpname(char *tmp)
+{
+    static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    static uint64_t state;
+    if (!state) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40);
+        state |= 1;
+    }
+    memcpy(tmp, ".afcp.", 6);
+    for (int i = 0; i < 6; i++) {
+        state ^= state << 13; /* xorshift64: names need to be unlikely, not secret */
+        state ^= state >> 7;
+        state ^= state << 17;
+        tmp[6 + i] = set[state % (sizeof set - 1)];
+    }
+    tmp[12] = 0;
+}
+
+/* Moves tmp over name. rename() replaces a symlink at `name` itself and never follows it.
+ * With -n, RENAME_NOREPLACE keeps an existing name (it may have appeared since we checked);
+ * file systems without it get link()+unlink(), which fails with EEXIST just the same. */
+int afcp_install(int dfd, const char *tmp, const char *name)
+{
+    if (!afcp.o.noclobber)
+        return renameat(dfd, tmp, dfd, name) < 0 ? -errno : 0;
+    if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
+        return 0;
+    int err = errno;
+    if (err == EINVAL || err == ENOSYS) {
+        if (linkat(dfd, tmp, dfd, name, 0) == 0) {
+            unlinkat(dfd, tmp, 0);
+            return 0;
+        }
+        err = errno;
+    }
+    if (err == EEXIST) {
+        unlinkat(dfd, tmp, 0);
+        return 1;
+    }
+    return -err;
+}
+
+/* Checks what is at dname in dd before we replace it. 0: go on (*exists set), 1: skip (-n),
+ * -1: error reported. */
+int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
+                    const char *dpath, const struct stat *sst, int kind, int *exists)
+{
+    struct stat dst;
+    *exists = 0;
+    if (fstatat(dd->dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        afcp_err(errno, "cannot stat '%s'", dpath);
+        return -1;
+    }
+    *exists = 1;
+    int src_is_dir = kind == AFCP_DEST_DIR;
+    if (S_ISDIR(dst.st_mode) && src_is_dir)
+        return 0;
+    if (dst.st_dev == sst->st_dev && dst.st_ino == sst->st_ino) {
+        afcp_note("'%s' and '%s' are the same file", spath, dpath);
+        afcp.status = 1;
+        return -1;
+    }
+    if (afcp.o.noclobber)
+        return 1;
+    if (S_ISDIR(dst.st_mode)) {
+        afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
+        afcp.status = 1;
+        return -1;
+    }
+    if (src_is_dir) {
+        afcp_note("cannot overwrite non-directory '%s' with directory", dpath);
+        afcp.status = 1;
+        return -1;
+    }
+    /* A regular file is never written through a symlink at the destination (cp would):
+     * without -f that is an error; with -f the link itself is replaced. */
+    if (kind == AFCP_DEST_FILE && S_ISLNK(dst.st_mode) && !afcp.o.force) {
+        afcp_note("not writing through symlink '%s' (use -f to replace it)", dpath);
+        afcp.status = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int made_by_us(dev_t dev, ino_t ino)
+{
+    for (size_t i = afcp.made_len; i-- > 0;)
+        if (afcp.made[i].ino == ino && afcp.made[i].dev == dev)
+            return 1;
+    return 0;
+}
+
+static void remember_made(dev_t dev, ino_t ino)
+{    if (afcp.made_len == afcp.made_cap) {
+        afcp.made_cap = afcp.made_cap ? afcp.made_cap * 2 : 64;
+        afcp.made = realloc(afcp.made, afcp.made_cap * sizeof *afcp.made);
+        if (!afcp.made) {
+            perror("afcp");
+            exit(1);
+        }
+    }
+    afcp.made[afcp.made_len++] = (struct afcp_devino){dev, ino};
+}
+
+/* A symlink is copied as a symlink: created under a temporary name and renamed into place, so
+ * an existing entry is replaced atomically and never followed. */
+static void copy_symlink(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                         const char *dname, const struct stat *st, const char *spath,
+                         const char *dpath)
+{
+    size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 256;
+    char *target = afcp_xmalloc(cap);
+    ssize_t n = readlinkat(sd->sfd, sname, target, cap);
+    if (n < 0 || (size_t)n >= cap) {
+        afcp_err(n < 0 ? errno : ENAMETOOLONG, "cannot read symbolic link '%s'", spath);
+        free(target);
+        return;
+    }
+    target[n] = 0;
+    int exists;
+    int c = afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_OTHER, &exists);
+    if (c != 0) {
+        free(target);
+        return;
+    }
+    char tmp[16];
+    int err;
+    for (int tries = 0;; tries++) {
+        afcp_tmpname(tmp);
+        if (symlinkat(target, dd->dfd, tmp) == 0)
+            break;
+        if (errno != EEXIST || tries > 100) {
+            afcp_err(errno, "cannot create symbolic link '%s'", dpath);
+            free(target);
+            return;
+        }
+    }
+    if (afcp.o.preserve) {
+        struct timespec ts[2] = {st->st_atim, st->st_mtim};
+        if (afcp.is_root)
+            fchownat(dd->dfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
+        utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
+    }
+    if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
+        afcp_err(-err, "cannot create symbolic link '%s'", dpath);
+        unlinkat(dd->dfd, tmp, 0);
+    } else if (err == 0 && afcp.o.verbose) {
+        afcp_verbose("'%s' -> '%s'", spath, dpath);
+    }
+    free(target);
+}
+
+static void copy_special(struct afcp_dir *dd, const char *dname, const struct stat *st,
+                         const char *spath, const char *dpath)
+{
+    int exists;
+    if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_OTHER, &exists) != 0)
+        return;
+    if (exists && unlinkat(dd->dfd, dname, 0) < 0) {
+        afcp_err(errno, "cannot remove '%s'", dpath);
+        return;
+    }
+    mode_t mode = st->st_mode & (afcp.o.preserve ? 07777 : 0777);
+    if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | (mode & 0777), st->st_rdev) < 0) {
+        afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
+                                                : "cannot create special file '%s'", dpath);
+        return;
+    }
+    if (afcp.o.preserve) {
+        struct timespec ts[2] = {st->st_atim, st->st_mtim};
+        if (afcp.is_root)
+            fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
+        fchmodat(dd->dfd, dname, afcp.is_root ? mode : mode & 01777, 0);
+        utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW);
+    }
+    if (afcp.o.verbose)
+        afcp_verbose("'%s' -> '%s'", spath, dpath);
+}
+
+struct ent {
+    ino_t ino;
+    char *name;
+};
+
+static int ent_cmp(const void *a, const void *b)
+{
+    const struct ent *x = a, *y = b;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                     struct afcp_dir *dd, const char *dname, const struct stat *st,
+                     const char *spath, const char *dpath)
+{
+    if (made_by_us(st->st_dev, st->st_ino)) {
+        afcp_note("cannot copy a directory, '%s', into itself, '%s'", spath, dpath);
+        afcp.status = 1;
+        return;
+    }
+    int exists;
+    if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
+        return;
+    int sfd = openat(sd->sfd, sname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sfd < 0) {
+        afcp_err(errno, "cannot access '%s'", spath);
+        return;
+    }
+    int created = 0;
+    if (!exists) {
+        /* 0700 while we fill it: the final mode comes once its entries are done. */
+        if (mkdirat(dd->dfd, dname, 0700) < 0 && errno != EEXIST) {
+            afcp_err(errno, "cannot create directory '%s'", dpath);
+            close(sfd);
+            return;
+        }
+        created = 1;
+    }
+    int dfd = openat(dd->dfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOTDIR || errno == ELOOP)
+            afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
+        else
+            afcp_err(errno, "cannot open directory '%s'", dpath);
+        afcp.status = 1;
+        close(sfd);
+        return;
+    }
+    struct stat dst;
+    if (fstat(dfd, &dst) < 0)
+        dst.st_dev = 0;
+    if (created)
+        remember_made(dst.st_dev, dst.st_ino);
+    if (afcp.o.verbose && created)
+        afcp_verbose("'%s' -> '%s'", spath, dpath);
+
+    struct afcp_dir *d = afcp_xmalloc(sizeof *d);
+    *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
+                           .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
+                           .created = created, .finalize = created || afcp.o.preserve,
+                           .ddev = dst.st_dev,
+                           .parent = dd};
+    afcp_dir_get(dd);
+
+    int lfd = dup(sfd);
+    DIR *dir = lfd >= 0 ? fdopendir(lfd) : NULL;
+    if (!dir) {
+        afcp_err(errno, "cannot access '%s'", spath);
+        if (lfd >= 0)
+            close(lfd);
+        afcp_dir_put(d);
+        return;
+    }
+    struct ent *ents = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(dir))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            ents = realloc(ents, cap * sizeof *ents);
+            if (!ents) {
+                perror("afcp");
+                exit(1);
+            }
+        }
+        ents[n++] = (struct ent){e->d_ino, afcp_xstrdup(e->d_name)};
+    }
+    if (errno)
+        afcp_err(errno, "cannot read directory '%s'", spath);
+    closedir(dir);
+    qsort(ents, n, sizeof *ents, ent_cmp);
+    for (size_t i = 0; i < n; i++) {
+        struct stat est;
+        if (fstatat(sfd, ents[i].name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
+            char *p = afcp_join(spath, ents[i].name);
+            afcp_err(errno, "cannot stat '%s'", p);
+            free(p);
+        } else {
+            afcp_copy_entry(t, d, ents[i].name, d, ents[i].name, &est, 0);
+        }
+        free(ents[i].name);
+    }
+    free(ents);
+    afcp_dir_put(d);
+}
+
+void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                     struct afcp_dir *dd, const char *dname, const struct stat *st,
+                     int follow)
+{
+    char *spath = afcp_join(sd->spath, sname), *dpath = afcp_join(dd->dpath, dname);
+    if (S_ISREG(st->st_mode)) {
+        int exists;
+        if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_FILE, &exists) != 0) {
+            free(spath);
+            free(dpath);
+            return;
+        }
+        struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
+        *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
+                                      .dname = afcp_xstrdup(dname), .spath = spath,
+                                      .dpath = dpath, .st = *st, .follow = follow,
+                                      .exists = exists};
+        afcp.files_total++;
+        afcp.bytes_total += (uint64_t)st->st_size;
+        afcp_spawn_file(t, job); /* owns the strings now */
+        return;
+    }
+    if (S_ISDIR(st->st_mode)) {
+        if (!afcp.o.recursive) {
+            afcp_note("-r not specified; omitting directory '%s'", spath);
+            afcp.status = 1;
+        } else {
+            copy_dir(t, sd, sname, dd, dname, st, spath, dpath);
+        }
+    } else if (S_ISLNK(st->st_mode)) {
+        copy_symlink(sd, sname, dd, dname, st, spath, dpath);
+    } else if (afcp.o.recursive) {
+        copy_special(dd, dname, st, spath, dpath);
+    } else {
+        /* cp would read a FIFO until EOF (possibly forever) or a device's contents; afcp
+         * copies regular files only unless -r recreates the special file itself. */
+        afcp_note("cannot copy special file '%s' without -r", spath);
+        afcp.status = 1;
+    }
+    free(spath);
+    free(dpath);
+}
