@@ -32,7 +32,8 @@ for w in "${want[@]}"; do
   case "$w" in
     build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
     test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace) ;;
-    run|bench) pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio) ;;
+    run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
+    bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio gnuplot-nox) ;;
     aarch64)  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
     windows)  pkgs+=(gcc-mingw-w64-x86-64 wine64) ;;
     sanitize) pkgs+=(clang libclang-rt-14-dev) ;;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: the examples and a short benchmark table on a generated data set (< 1 minute).
+# `make run`: the examples, afcp copying a generated data set (with its progress bar on a
+# terminal), and a short afbench table against pread. About a minute on a small machine.
 set -euo pipefail
 BUILD=${BUILD:-build}
 cd "$(dirname "$0")/.."
@@ -12,15 +13,28 @@ echo
 echo "== corio quick start (10 tasks x 4 requests)"
 "$BUILD/examples/corio_quickstart"
 echo
-echo "== generating a 128 MiB data set in $data"
-head -c $((128 << 20)) /dev/urandom > "$data/data"
-echo "== 16 corio tasks read it in parallel"
-"$BUILD/examples/corio_files" "$data/data" 16
+echo "== generating a data set in $data: 2,000 files of 16 KiB in 20 directories, one 256 MiB file"
+mkdir -p "$data/src"
+for d in $(seq 0 19); do
+  mkdir -p "$data/src/dir$d"
+  for f in $(seq 0 99); do
+    head -c 16384 /dev/urandom > "$data/src/dir$d/file$f"
+  done
+done
+head -c $((256 << 20)) /dev/urandom > "$data/src/big.dat"
 echo
-echo "== random 4 KiB reads, cached file, 32 in flight (bench/bench_read)"
-"$BUILD/bench/bench_read" "$data/data" --ios 200000 --tasks 32
-if "$BUILD/bench/bench_read" "$data/data" --direct --ios 1 --tasks 1 --engine pread >/dev/null 2>&1; then
-  echo
-  echo "== the same with O_DIRECT (device speed)"
-  "$BUILD/bench/bench_read" "$data/data" --direct --ios 30000 --tasks 32
-fi
+echo "== afcp -r: copy the tree (progress bar on a terminal)"
+time "$BUILD/tools/afcp/afcp" -r "$data/src" "$data/dst"
+diff -r "$data/src" "$data/dst" && echo "verified: the copy is identical"
+echo
+echo "== afbench: random 4 KiB reads of the 256 MiB file, 32 in flight, 2 s each"
+printf "%-10s %12s %10s %12s %12s\n" engine IOPS "p99 us" "CPU us/IO" "syscalls/IO"
+for direct in 0 1; do
+  [ "$direct" = 1 ] && echo "-- O_DIRECT (the device)" || echo "-- cached"
+  for e in pread threads corio queue; do
+    "$BUILD/tools/afbench/afbench" --filename="$data/src/big.dat" --engine=$e --rw=randread \
+      --bs=4k --iodepth=32 --runtime=2 --direct=$direct --output-format=csv 2>/dev/null |
+      awk -F, 'NR==2 { printf "%-10s %12.0f %10.1f %12.2f %12.3f\n", $1, $9, $13, $17, $18 }' ||
+      echo "$e: not available here"
+  done
+done
