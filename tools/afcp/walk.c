@@ -341,7 +341,8 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
     if (errno)
         afcp_err(errno, "cannot read directory '%s'", spath);
     closedir(dir);
-    qsort(ents, n, sizeof *ents, ent_cmp);
+    if (n > 1)
+        qsort(ents, n, sizeof *ents, ent_cmp);
     for (size_t i = 0; i < n; i++) {
         struct stat est;
         if (fstatat(sfd, ents[i].name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
