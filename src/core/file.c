@@ -156,30 +156,16 @@ static ssize_t blocking_op(struct afs_file *f, int code, void *buf, size_t len,
     struct afs_op op;
     struct blocking b = {false, NULL, NULL};
     memset(&op, 0, sizeof op);
-    int err;
-    switch (code) {
-    case AFS__READ: err = afs_queue_read(&op, f, buf, len, off, blocking_cb, &b); break;
-    case AFS__WRITE: err = afs_queue_write(&op, f, buf, len, off, blocking_cb, &b); break;
-    case AFS__READV: err = afs_queue_readv(&op, f, iov, iovcnt, off, blocking_cb, &b); break;
-    case AFS__WRITEV: err = afs_queue_writev(&op, f, iov, iovcnt, off, blocking_cb, &b); break;
-    default: err = afs_queue_fsync(&op, f, flags, blocking_cb, &b); break;
-    }
+    int err = afs__op_setup(&op, f, (enum afs__code)code, buf, len, iov, iovcnt, off, flags,
+                            blocking_cb, &b);
     if (err < 0)
         return err;
     struct afs__op *o = afs__op(&op);
-    if (o->state == AFS__DONE) {
-        /* Zero-length: nothing to wait for, no callback to run. */
-        afs__list_remove(&ctx->done, &op);
-        o->state = AFS__IDLE;
-        f->inflight--;
-        return 0;
-    }
-    if (inline_ok || ctx->in_callback) {
-        afs__list_remove(&ctx->queued, &op);
-        f->inflight--;
-        ctx->stats.ops--;
+    if (o->total == 0 && code != AFS__FSYNC)
+        return 0; /* zero-length: nothing to run, no callback */
+    if (inline_ok || ctx->in_callback)
         return run_inline(&op);
-    }
+    afs__op_enqueue(&op);
     return wait_blocking(ctx, &op, &b);
 }
 

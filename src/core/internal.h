@@ -91,6 +91,14 @@ void afs__op_span(struct afs_op *op, struct afs__span *s);
  * decides: retry (transient), continue (short transfer), or complete. Owner thread only. */
 void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
 
+/* Validates an op and fills its private part (0 or -errno: nothing is touched on error);
+ * afs__op_enqueue() then hands it to the context. The afs_queue_* calls are the two in a row;
+ * the blocking calls run small ops inline between them instead. */
+int  afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
+                   size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
+                   unsigned fsync_flags, afs_cb *cb, void *data);
+void afs__op_enqueue(struct afs_op *op);
+
 /* Runs the whole op with blocking system calls on this thread; returns its final result.
  * Used by the thread pool, the sync backend and the inline path. */
 ssize_t afs__op_run_sync(struct afs_op *op);

@@ -26,7 +26,7 @@ static bool aligned(uint64_t v, unsigned a)
 }
 
 /* Checks everything about a new op and fills its private part; does not queue it. */
-static int op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
+int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
                     size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
                     unsigned fsync_flags, afs_cb *cb, void *data)
 {
@@ -95,7 +95,7 @@ static int op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, 
     return 0;
 }
 
-static void op_enqueue(struct afs_op *op)
+void afs__op_enqueue(struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
     struct afs_ctx *ctx = o->file->ctx;
@@ -114,9 +114,9 @@ static int queue(struct afs_op *op, struct afs_file *f, enum afs__code code, voi
                  size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
                  unsigned fsync_flags, afs_cb *cb, void *data)
 {
-    int err = op_setup(op, f, code, buf, len, iov, iovcnt, off, fsync_flags, cb, data);
+    int err = afs__op_setup(op, f, code, buf, len, iov, iovcnt, off, fsync_flags, cb, data);
     if (err == 0)
-        op_enqueue(op);
+        afs__op_enqueue(op);
     return err;
 }
 
