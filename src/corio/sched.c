@@ -220,12 +220,19 @@ static void make_ready(struct corio_task *t)
     corio__waitq_push(&t->sched->ready, t);
 }
 
-static void reap_zombie(struct corio_sched *s);
+static void reap_zombie_slow(struct corio_sched *s);
+
+/* A finished task cannot free the stack it runs on: whoever runs next does. */
+static inline void reap_zombie(struct corio_sched *s)
+{
+    if (s->zombie)
+        reap_zombie_slow(s);
+}
 
 /* Leaves the running task `from` (suspended, or finished when `dying`): switches straight to
  * the next ready task, or to the scheduler when there is none (the end of the CPU phase).
  * Going task to task halves the switches of a phase. */
-static void leave(struct corio_task *from, bool dying)
+static inline void leave(struct corio_task *from, bool dying)
 {
     struct corio_sched *s = from->sched;
     struct corio_task *next = corio__waitq_pop(&s->ready);
@@ -497,12 +504,9 @@ static void finish(struct corio_task *t)
     }
 }
 
-/* A finished task cannot free the stack it runs on: whoever runs next does. */
-static void reap_zombie(struct corio_sched *s)
+static void reap_zombie_slow(struct corio_sched *s)
 {
     struct corio_task *t = s->zombie;
-    if (!t)
-        return;
     s->zombie = NULL;
     corio__stack_put(&s->stacks, &t->stack);
     memset(&t->stack, 0, sizeof t->stack);

@@ -38,6 +38,8 @@
 /* void corio__switch(struct corio__regs *from (rdi), struct corio__regs *to (rsi)) */
 FUNC_BEGIN(corio__switch)
     .cfi_startproc
+    stmxcsr R_MXCSR(%rdi)           /* first: their stores then complete under the rest */
+    fnstcw  R_FPUCW(%rdi)
     movq    (%rsp), %rax            /* our return address becomes from's resume address */
     leaq    8(%rsp), %rcx           /* and rsp as it will be after that return */
     movq    %rcx, R_RSP(%rdi)
@@ -48,8 +50,6 @@ FUNC_BEGIN(corio__switch)
     movq    %r14, R_R14(%rdi)
     movq    %r15, R_R15(%rdi)
     movq    %rax, R_RIP(%rdi)
-    stmxcsr R_MXCSR(%rdi)
-    fnstcw  R_FPUCW(%rdi)
 
     movq    R_RSP(%rsi), %rsp
     movq    R_RBP(%rsi), %rbp
@@ -60,7 +60,12 @@ FUNC_BEGIN(corio__switch)
     movq    R_R15(%rsi), %r15
     ldmxcsr R_MXCSR(%rsi)
     fldcw   R_FPUCW(%rsi)
-    jmpq    *R_RIP(%rsi)
+    /* Resume with a return, not an indirect jump: the call into this function pushed an
+     * entry on the CPU's return-address predictor and a ret consumes it. A jump would leave
+     * it behind, and every return the resumed task makes afterwards would be mispredicted.
+     * Tasks usually switch from the same call site, so this ret is predicted too. */
+    pushq   R_RIP(%rsi)
+    ret
     .cfi_endproc
 FUNC_END(corio__switch)
 
