@@ -197,7 +197,8 @@ AFS_API int corio_do(struct corio_task *t, const void *key, size_t key_len,
  * once, with corio_batch_respond() or corio_batch_retry(), at once or later, from any thread.
  * The batch stays valid while any of its requests is unanswered, and after that for as long
  * as the dispatch call that received it runs; a batch answered from other threads stays
- * valid until corio_sched_run() returns.
+ * valid until the next corio_sched_run() on the scheduler or corio_sched_free(), so a thread
+ * may still read it (e.g. corio_batch_len() in its loop) after its last answer.
  * ---------------------------------------------------------------------------------------- */
 
 /* Returns the output the dispatcher gave, or NULL if t was cancelled or timed out before the

@@ -964,6 +964,9 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
     int err = corio__stack_thread_init();
     if (err < 0)
         return err;
+    /* The last run's batches were kept for threads still returning from their answers. */
+    if (!s->io_inflight)
+        free_batches(s);
     struct corio_task *root = task_alloc(s);
     if (!root)
         return -ENOMEM;
@@ -1030,8 +1033,6 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
 
     afs_waiter_set(prev_waiter);
     tls_sched = prev_sched;
-    if (!s->io_inflight)
-        free_batches(s);
     if (rc < 0)
         abandon(s, root);
     else

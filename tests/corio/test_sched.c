@@ -178,6 +178,7 @@ static void *answer_later(void *arg)
 {
     struct corio_batch *b = arg;
     usleep(20000);
+    /* Reads the batch after the last answer: valid until the next run or the free. */
     for (size_t i = 0; i < corio_batch_len(b); i++)
         corio_batch_respond(b, i, (void *)(uintptr_t)(i + 1));
     return NULL;
