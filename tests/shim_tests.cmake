@@ -11,7 +11,7 @@ foreach(t contract corio_sched)
     add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
                    ${SRC}/shim/runner.c)
   endif()
-  target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include)
+  target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static)
   foreach(b threads sync)
     add_test(NAME ${t}_${b} COMMAND ${t}_shim)

@@ -8,6 +8,16 @@
  * time: switching flushes (read after write) or drops the read-ahead (write after read), as
  * stdio asks callers to do with fflush/fseek, so reads always see the stream's own writes.
  *
+ * Cold reads of big read-only files bypass the page cache. A buffered read of pages that are
+ * not cached copies them once more (page cache -> chunk), and io_uring completes it in the
+ * submitting thread: the copy and the page cache's upkeep land on the thread that also
+ * computes. So an "r" stream on a file of 16 chunks or more opens the file a second time
+ * with O_DIRECT, and each sequential read-ahead chunk that is not (mostly) cached and has no
+ * dirty pages goes through it: the device writes straight into the chunk. This stays
+ * coherent: the kernel writes back dirty page cache data of the range before a direct read,
+ * clean cached pages hold what the device holds, and cached chunks still come from the
+ * cache. Where O_DIRECT is refused (tmpfs, alignment) the stream just reads buffered.
+ *
  * Waiting for a chunk goes through the thread's afs_waiter when one is installed for this
  * context and a coroutine runs (inside a corio task only the task waits), else through
  * afs_ctx_wait(). A buffer is reused only once its op's callback ran, cancelled or not. */
@@ -17,10 +27,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__linux__)
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if !defined(__NR_cachestat) && (defined(__x86_64__) || defined(__i386__) ||                 \
+                                 defined(__aarch64__) || defined(__arm__) || defined(__riscv))
+#define __NR_cachestat 451 /* Linux 6.5; older headers lack it */
+#endif
+#endif
+
 #define STREAM_CHUNK_DEFAULT ((size_t)1 << 20)
 #define STREAM_DEPTH_DEFAULT 4u
 #define STREAM_DEPTH_MAX     64u
 #define STREAM_ALIGN         ((size_t)4096)
+#define STREAM_DIRECT_MIN    16u /* chunks: smaller files are read through the page cache */
 
 enum chunk_state {
     CH_FREE = 0,
@@ -42,6 +63,7 @@ struct chunk {
     ssize_t            result; /* the op's result, once done */
     uint64_t           seq;    /* queueing order: the oldest is waited for first */
     uint8_t            state;  /* enum chunk_state */
+    bool               direct; /* read through the stream's O_DIRECT file */
     struct afs_waiter *w;      /* a task suspended on this chunk, and its coroutine */
     void              *co;
 };
@@ -49,6 +71,8 @@ struct chunk {
 struct afs_stream {
     struct afs_ctx  *ctx;
     struct afs_file *f;
+    struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
+    bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
     size_t           cs;      /* chunk size */
     unsigned         depth;   /* ops in flight at most */
     unsigned         nbuf;    /* depth + 1 */
@@ -181,6 +205,37 @@ static struct chunk *find_chunk(struct afs_stream *s, int64_t off)
     return NULL;
 }
 
+/* How many bytes of [off, off + len) of f are in the page cache, and whether any of them is
+ * dirty or under writeback. False where the kernel cannot tell (cachestat: Linux 6.5). */
+static bool cache_state(struct afs_file *f, int64_t off, int64_t len, uint64_t *cached,
+                        bool *dirty)
+{
+#if defined(__NR_cachestat)
+    struct {
+        uint64_t off, len;
+    } range = {(uint64_t)off, (uint64_t)len};
+    struct {
+        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } cs;
+    if (len <= 0 || syscall(__NR_cachestat, f->fd, &range, &cs, 0) != 0)
+        return false;
+    *cached = cs.nr_cache * (uint64_t)sysconf(_SC_PAGESIZE);
+    *dirty = cs.nr_dirty || cs.nr_writeback;
+    return true;
+#else
+    (void)f, (void)off, (void)len, (void)cached, (void)dirty;
+    return false;
+#endif
+}
+
+/* Mostly not cached and nothing dirty: a direct read costs the same I/O and saves a copy. */
+static bool cold_range(struct afs_file *f, int64_t off, int64_t len)
+{
+    uint64_t cached;
+    bool dirty;
+    return cache_state(f, off, len, &cached, &dirty) && !dirty && cached * 2 < (uint64_t)len;
+}
+
 static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
 {
     c->off = off;
@@ -188,7 +243,11 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     c->result = 0;
     c->seq = ++s->seq;
     c->state = CH_READING;
-    int err = afs_queue_read(&c->op, s->f, c->buf, s->cs, (uint64_t)off, chunk_cb, c);
+    /* Only sequential reading goes direct: read-ahead is what makes it pay. */
+    c->direct = s->df && !s->df_refused && s->ra && off < s->eof_off &&
+                cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
+    int err = afs_queue_read(&c->op, c->direct ? s->df : s->f, c->buf, s->cs, (uint64_t)off,
+                             chunk_cb, c);
     if (err < 0)
         c->state = CH_FREE;
     return err;
@@ -320,6 +379,13 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->state = CH_FREE;
                 break;
             }
+        }
+        if (c->result == -EINVAL && c->direct) {
+            /* The file system refused the direct read: this chunk and the next ones are
+             * read buffered. */
+            s->df_refused = true;
+            c->state = CH_FREE;
+            continue;
         }
         if (c->result < 0) {
             set_err(s, (int)c->result);
@@ -611,6 +677,37 @@ static int parse_mode(const char *m, int *flags, bool *rd, bool *wr, bool *app)
     return 0;
 }
 
+/* The second, O_DIRECT file of a read-only stream (see the top of the file), or NULL: for a
+ * file of at least STREAM_DIRECT_MIN chunks (and at least the size of its buffers) that is
+ * not wholly cached, on a backend that reads ahead (not sync), where O_DIRECT is allowed
+ * with the stream's chunks and buffers. Smaller files are left to the page cache, which
+ * serves them again when they are read again. */
+static struct afs_file *open_direct(struct afs_stream *s, const char *path, int64_t size)
+{
+#if defined(__linux__)
+    uint64_t cached;
+    bool dirty;
+    int64_t min = (int64_t)(s->nbuf > STREAM_DIRECT_MIN ? s->nbuf : STREAM_DIRECT_MIN);
+    if (s->ctx->be->id == AFS_BACKEND_SYNC || size < min * (int64_t)s->cs ||
+        !cache_state(s->f, 0, size, &cached, &dirty) || cached >= (uint64_t)size)
+        return NULL;
+    struct afs_file *df;
+    if (afs_open(s->ctx, path, AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &df) < 0)
+        return NULL; /* e.g. -EINVAL: no O_DIRECT here */
+    /* The path may name another file by now; the buffers are 4096-byte aligned. */
+    struct stat a, b;
+    if (fstat(s->f->fd, &a) != 0 || fstat(df->fd, &b) != 0 || a.st_dev != b.st_dev ||
+        a.st_ino != b.st_ino || df->dio_align > 4096 || (df->dio_align && s->cs % df->dio_align)) {
+        afs_close(df);
+        return NULL;
+    }
+    return df;
+#else
+    (void)s, (void)path, (void)size;
+    return NULL;
+#endif
+}
+
 static void stream_free(struct afs_stream *s)
 {
     for (unsigned i = 0; i < s->nbuf; i++)
@@ -693,6 +790,8 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->eof_off = size; /* read-ahead stops at the end known now */
     if (app && !rd)
         s->pos = size; /* as glibc: "a" starts at the end, "a+" at 0 for reading */
+    if (rd && !wr && !(o.flags & AFS_STREAM_DIRECT))
+        s->df = open_direct(s, path, size);
     *out = s;
     return 0;
 }
@@ -719,6 +818,8 @@ int afs_fclose(struct afs_stream *s)
     for (unsigned i = 0; i < s->nbuf; i++)
         chunk_wait(s, &s->ch[i]);
     int err = s->err;
+    if (s->df)
+        afs_close(s->df);
     int cerr = afs_close(s->f);
     stream_free(s);
     return err ? err : cerr;

@@ -508,3 +508,222 @@ T_IO(streams_in_corio_tasks)
     cr_assert_gt(st.ios, 0, "the tasks suspended on their chunks (the waiter was used)");
     corio_sched_free(sched);
 }
+
+/* ---- Cold reads of read-only streams go direct (Linux): same bytes, coherent. ---- */
+#if defined(__linux__)
+#include "platform.h"
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+/* Drops the file's clean pages from the page cache (no root needed). */
+static void make_cold(const char *name)
+{
+    int fd = open(t_path(name), O_RDONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(fdatasync(fd), 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+}
+
+/* Bytes of the file in the page cache (mincore). */
+static size_t cached_bytes(const char *name)
+{
+    int fd = open(t_path(name), O_RDONLY);
+    cr_assert(fd >= 0);
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert(m != MAP_FAILED);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), pages = ((size_t)st.st_size + pg - 1) / pg, in = 0;
+    unsigned char *v = malloc(pages);
+    cr_assert_eq(mincore(m, (size_t)st.st_size, v), 0);
+    for (size_t i = 0; i < pages; i++)
+        in += v[i] & 1;
+    free(v);
+    munmap(m, (size_t)st.st_size);
+    return in * pg;
+}
+
+/* Whether streams here read cold files direct: O_DIRECT allowed on the test directory, the
+ * kernel tells what is cached (cachestat, Linux 6.5), and a backend that reads ahead. */
+static int direct_expected(const char *name)
+{
+    if (strcmp(afs_ctx_backend(t_ctx), "sync") == 0)
+        return 0;
+    int fd = open(t_path(name), O_RDONLY | O_DIRECT);
+    if (fd < 0)
+        return 0;
+    struct {
+        uint64_t off, len;
+    } range = {0, 0};
+    uint64_t cs[5];
+    int ok = syscall(451, fd, &range, cs, 0) == 0; /* __NR_cachestat */
+    close(fd);
+    return ok;
+}
+
+/* Reads the whole stream in odd pieces, with a seek back and forth, checking every byte. */
+static void read_all_checked(struct afs_stream *s, size_t len)
+{
+    unsigned char *buf = malloc(4093);
+    size_t off = 0, n;
+    while ((n = afs_fread(buf, 1, 4093, s)) > 0) {
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+    }
+    cr_assert_eq(off, len);
+    cr_assert(afs_feof(s));
+    cr_assert_eq(afs_ferror(s), 0);
+    /* Unaligned positions and the unaligned tail, read again. */
+    cr_assert_eq(afs_fseek(s, (int64_t)len - 70000, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, 4093, s), 4093);
+    cr_assert(t_check(buf, 4093, len - 70000));
+    free(buf);
+}
+
+T_IO(cold_reads_go_direct_with_the_same_bytes)
+{
+    t_new_ctx();
+    /* Unaligned sizes: the last chunk is short and ends inside a sector. */
+    const size_t lens[] = {2048 * KIB + 1234, 1024 * KIB + 4096, 3000 * KIB - 1};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        t_make_file(t_path("f"), lens[i]);
+        make_cold("f");
+        struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+        read_all_checked(s, lens[i]);
+        cr_assert_eq(afs_fclose(s), 0);
+        if (direct_expected("f"))
+            cr_assert_lt(cached_bytes("f"), lens[i] / 2,
+                         "a cold sequential read bypassed the page cache");
+    }
+}
+
+T_IO(warm_reads_stay_buffered)
+{
+    t_new_ctx();
+    const size_t len = 2048 * KIB + 99;
+    t_make_file(t_path("f"), len); /* just written: cached */
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_all_checked(s, len);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+/* Files under 16 chunks stay with the page cache, which serves them again next time. */
+T_IO(small_cold_files_are_read_buffered)
+{
+    t_new_ctx();
+    const size_t len = 15 * 64 * KIB + 5;
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_all_checked(s, len);
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_geq(cached_bytes("f"), len - 4096, "read through the page cache");
+}
+
+/* Another file descriptor writes (buffered, not synced) while the stream reads: the stream
+ * sees the new bytes wherever it had not read ahead yet, direct or not. */
+T_IO(cold_reads_see_buffered_writes_of_others)
+{
+    t_new_ctx();
+    const size_t len = 4096 * KIB + 777;
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    int fd = open(t_path("f"), O_WRONLY);
+    cr_assert(fd >= 0);
+    unsigned char patch[10000];
+    memset(patch, 0xA5, sizeof patch);
+    /* Before the stream opens: dirty pages in the middle of a cold file. */
+    const size_t at1 = 1000 * KIB + 3;
+    cr_assert_eq(pwrite(fd, patch, sizeof patch, (off_t)at1), (ssize_t)sizeof patch);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    unsigned char *buf = malloc(len);
+    cr_assert_eq(afs_fread(buf, 1, 100 * KIB, s), 100 * KIB);
+    /* While it reads: far past its read-ahead window, and at the unaligned tail. */
+    const size_t at2 = 3000 * KIB + 5, at3 = len - 500;
+    cr_assert_eq(pwrite(fd, patch, sizeof patch, (off_t)at2), (ssize_t)sizeof patch);
+    cr_assert_eq(pwrite(fd, patch, 500, (off_t)at3), 500);
+    size_t got = 100 * KIB;
+    size_t n;
+    while ((n = afs_fread(buf + got, 1, 30000, s)) > 0)
+        got += n;
+    cr_assert_eq(got, len);
+    cr_assert_eq(afs_fclose(s), 0);
+    close(fd);
+    for (size_t off = 0; off < len;) {
+        int in1 = off >= at1 && off < at1 + sizeof patch;
+        int in2 = off >= at2 && off < at2 + sizeof patch;
+        int in3 = off >= at3;
+        size_t end = in1 ? at1 + sizeof patch : in2 ? at2 + sizeof patch : in3 ? len
+                   : off < at1 ? at1 : off < at2 ? at2 : at3;
+        for (size_t i = off; i < end; i++) {
+            if (in1 || in2 || in3)
+                cr_assert_eq(buf[i], 0xA5, "new byte at %zu", i);
+            else
+                cr_assert(t_check(buf + i, 1, i), "old byte at %zu", i);
+        }
+        off = end;
+    }
+    free(buf);
+}
+
+/* A file system that refuses a direct read (-EINVAL) costs nothing: the stream reads that
+ * chunk and the rest buffered. Injected where the core runs the reads (threads backend). */
+static struct afs__syscalls saved_sys;
+static int refused;
+
+static ssize_t refuse_direct_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_DIRECT)) {
+        __atomic_add_fetch(&refused, 1, __ATOMIC_RELAXED);
+        return -EINVAL;
+    }
+    return saved_sys.pread(fd, buf, len, off);
+}
+
+T_IO(refused_direct_reads_fall_back)
+{
+    t_new_ctx();
+    const size_t len = 2048 * KIB + 1234;
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    saved_sys = afs__sys;
+    afs__sys.pread = refuse_direct_pread;
+    refused = 0;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_all_checked(s, len);
+    cr_assert_eq(afs_fclose(s), 0);
+    afs__sys = saved_sys;
+    if (direct_expected("f") && strcmp(afs_ctx_backend(t_ctx), "threads") == 0)
+        cr_assert_gt(refused, 0, "the stream tried a direct read");
+}
+
+/* tmpfs: everything is cached, O_DIRECT may be refused; the stream just reads. */
+T_IO(reads_on_tmpfs)
+{
+    t_new_ctx();
+    char dir[] = "/dev/shm/afs-test-XXXXXX";
+    if (!mkdtemp(dir))
+        cr_skip_test("no /dev/shm");
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/f", dir);
+    const size_t len = 1024 * KIB + 321;
+    t_make_file(path, len);
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = 64 * KIB;
+    struct afs_stream *s = NULL;
+    int err = afs_fopen_opts(t_ctx, path, "r", &o, &s);
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    unsigned char *buf = malloc(len + 1);
+    cr_assert_eq(afs_fread(buf, 1, len + 1, s), len);
+    cr_assert(t_check(buf, len, 0));
+    free(buf);
+    cr_assert_eq(afs_fclose(s), 0);
+    unlink(path);
+    rmdir(dir);
+}
+#endif
