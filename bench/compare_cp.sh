@@ -6,12 +6,14 @@
 #
 # Usage: bench/compare_cp.sh [path/to/afcp]     (default: afcp from PATH)
 # Environment: NFILES (10000), FILE_KB (16), BIG_MB (2048), BENCH_DIR (/var/tmp),
-#              AFCP_EXTRA (extra afcp options for every afcp run)
+#              AFCP_EXTRA (extra afcp options for every afcp run), RUNS (1: tables to print)
 #
 # Columns: "copy" is the time until the command returns; "copy+sync" adds a sync run right
 # after it, i.e. until the data is on disk. cp leaves its data dirty in the page cache while
-# afcp (by default) fdatasyncs each file before renaming it into place, so "copy+sync" is the
-# like-for-like durability comparison and "afcp --no-fsync" the like-for-like "copy" one.
+# afcp (by default) renames a file into place only once its data is on disk (group commit:
+# one syncfs per group of small files, fdatasync for files of 8 MiB or more), so "copy+sync"
+# is the like-for-like durability comparison and "afcp --no-fsync" the like-for-like "copy"
+# one. RUNS=N repeats the whole table N times on the same data (default 1).
 set -euo pipefail
 
 AFCP=${1:-$(command -v afcp || true)}
@@ -50,12 +52,17 @@ run() {
     T_SYNC[$name]=$(echo "$t2 - $t0" | bc -l)
     if [[ -d "$vsrc" ]]; then
         diff -r --no-dereference "$vsrc" "$vdst" > /dev/null || { echo "$name: MISMATCH" >&2; exit 1; }
+        # Set aside, removed at the end: on ext4, creating files right after deleting
+        # thousands makes the inode allocator skip each recently deleted inode (ialloc.c,
+        # recently_deleted()), and every run would be slower than the one before it.
+        mv "$vdst" "$BASE/done.$((++KEPT))"
     else
         cmp "$vsrc" "$vdst" || { echo "$name: MISMATCH" >&2; exit 1; }
+        rm -rf "$vdst"
     fi
-    rm -rf "$vdst"
     sync
 }
+KEPT=0
 
 echo "generating $NFILES files of $FILE_KB KiB and one $BIG_MB MiB file in $BASE ..." >&2
 per=100
@@ -71,6 +78,8 @@ head -c $(( BIG_MB * 1024 * 1024 )) /dev/urandom > "$BASE/big"
 sync
 
 q=(-q)
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+for ((round = 1; round <= ${RUNS:-1}; round++)); do
 # shellcheck disable=SC2086
 {
 run "cp -r"                 "$BASE/tree" "$BASE/out" cp -r "$BASE/tree" "$BASE/out"
@@ -83,7 +92,6 @@ run "afcp --no-copy-range"  "$BASE/big" "$BASE/big.out" "$AFCP" "${q[@]}" $AFCP_
 run "afcp --direct"         "$BASE/big" "$BASE/big.out" "$AFCP" "${q[@]}" $AFCP_EXTRA --direct "$BASE/big" "$BASE/big.out"
 }
 
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
 printf '\nafcp vs cp (%s caches; %s, %s CPUs, %s)\n' "$([[ $cold == 1 ]] && echo cold || echo WARM: not root, no drop_caches)" \
     "$(uname -r)" "$(nproc)" "$(df -T "$BASE" | awk 'NR==2 {print $2 " on " $1}')"
 printf '%-26s %10s %12s %14s %16s\n' "command" "copy s" "copy+sync s" "cp/x (copy)" "cp/x (copy+sync)"
@@ -94,5 +102,6 @@ done
 for name in "cp" "afcp" "afcp --no-fsync" "afcp --no-copy-range" "afcp --direct"; do
     printf '%-26s %10.2f %12.2f %14s %16s\n' "$name (${BIG_MB} MiB)" "${T_COPY[$name]}" "${T_SYNC[$name]}" \
         "$(ratio "${T_COPY[cp]}" "${T_COPY[$name]}")x" "$(ratio "${T_SYNC[cp]}" "${T_SYNC[$name]}")x"
+done
 done
 echo "targets: tree >= 2x faster than cp -r, big file >= 1.5x faster than cp (all copies verified)"

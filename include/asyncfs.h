@@ -131,7 +131,8 @@ AFS_API const char *afs_strerror(int err);
 
 /* Counters since the context was made, for tests and benchmarks. */
 struct afs_stats {
-    uint64_t ops;         /* ops queued (read, write, readv, writev, fsync) */
+    uint64_t ops;         /* ops queued (read, write, readv, writev, fsync, and the
+                             metadata ops: openat, statx, close...) */
     uint64_t completions; /* callbacks run */
     uint64_t kernel_submits; /* system calls that handed ops to the kernel (io_uring_enter
                                 with submissions, also when it waits too; io_submit,
@@ -195,7 +196,9 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
 
 /* Waits for the file's ops in flight (their callbacks run), closes it and frees f, even
  * when closing reports an error. Returns 0 or the close error (-EIO: earlier writes
- * may be lost). Must not be called from one of the file's own callbacks. */
+ * may be lost). Must not be called from one of the file's own callbacks. Inside a corio
+ * task of the file's context the close itself joins the phase's batch too (see
+ * afs_queue_close_fd()); elsewhere it is a plain close on this thread. */
 AFS_API int afs_close(struct afs_file *f);
 
 /* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows). */
@@ -322,6 +325,130 @@ AFS_API ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovc
 AFS_API ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt,
                             uint64_t off);
 AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
+
+/* ------------------------------------------------------------------------------------------
+ * Metadata ops: open, stat, close, mkdir, rename, unlink and syncfs, relative to a directory
+ * fd like the *at() system calls, queued and batched like reads and writes.
+ *
+ * Where they run: on io_uring each op goes into the phase's one submission when the kernel
+ * has its opcode (probed on first use: openat, statx, close since Linux 5.6; renameat and
+ * unlinkat 5.11; mkdirat 5.15); otherwise, and on the libaio, posix-aio and threads backends,
+ * the context's thread pool makes the system call; the sync backend makes it inline. syncfs
+ * always goes to the pool (io_uring has no opcode for it). Either way the context's thread
+ * never blocks in the file system.
+ * Windows has no directory fds: every call of this section returns -ENOTSUP there (use
+ * afs_open(), which takes a path).
+ *
+ * Descriptors are POSIX fds (int). dirfd is an open directory or AFS_AT_FDCWD; an absolute
+ * path ignores it. New fds are close-on-exec and never become a controlling terminal.
+ * Results (op->result, or the return value of the blocking calls) are those of the system
+ * call, failures as a negative errno: the new fd for openat, 0 for the others. EINTR and
+ * EAGAIN are retried inside. A path, and the struct afs_stat of a statx, belong to the
+ * library from queueing until the callback starts: nothing is copied.
+ * Queueing returns 0, -EINVAL (NULL op, cb or path, unknown flags, perm above 07777),
+ * -EBADF (a negative fd or dirfd other than AFS_AT_FDCWD), -EBUSY (the op is in use) or
+ * -ENOTSUP (Windows). The ops count in afs_stats like the others.
+ * afs_cancel() works as for I/O, except on a close: a close always runs to its end (after a
+ * cancelled close nobody could tell whether the fd is still open), and an openat that
+ * finished reports its fd even when it was cancelled, so that it can be closed.
+ * ---------------------------------------------------------------------------------------- */
+#define AFS_AT_FDCWD (-100) /* dirfd: the current directory */
+
+/* More open flags, for afs_openat() (afs_open() refuses them). */
+#define AFS_DIRECTORY 0x0200 /* O_DIRECTORY: -ENOTDIR unless path is a directory */
+#define AFS_NONBLOCK  0x0400 /* O_NONBLOCK: opening a FIFO or device does not wait. It stays
+                                set on the fd; afs_file_from_fd() clears it */
+
+/* afs_queue_statx()/afs_statx() flags. */
+#define AFS_AT_SYMLINK_NOFOLLOW 0x1 /* a symlink itself, not its target */
+#define AFS_AT_EMPTY_PATH       0x2 /* path "" stats dirfd itself, which may be any fd (fstat) */
+/* afs_queue_unlinkat()/afs_unlinkat() flag. */
+#define AFS_AT_REMOVEDIR        0x4 /* remove an empty directory (rmdir) */
+/* afs_queue_renameat()/afs_renameat() flag. */
+#define AFS_RENAME_NOREPLACE    0x1 /* -EEXIST if newpath exists (renameat2); -EINVAL where
+                                       the file system or OS cannot promise it */
+
+struct afs_timespec {
+    int64_t sec;
+    int64_t nsec;
+};
+
+/* What afs_statx() reports, the fields of struct stat under portable types. */
+struct afs_stat {
+    uint64_t dev;     /* the file system's device, equal to stat()'s st_dev */
+    uint64_t ino;
+    uint64_t rdev;    /* a device file's device (st_rdev) */
+    int64_t  size;    /* bytes */
+    uint64_t blocks;  /* 512-byte blocks allocated */
+    uint32_t mode;    /* file type and permissions, as st_mode (S_ISREG() etc. work on it) */
+    uint32_t nlink;
+    uint32_t uid, gid;
+    uint32_t blksize; /* preferred I/O size */
+    struct afs_timespec atime, mtime, ctime;
+};
+
+/* Opens path relative to dirfd; op->result is the new fd or -errno (-ENOENT, -EEXIST,
+ * -ELOOP with AFS_NOFOLLOW on a symlink, -ENOTDIR...). flags are AFS_* (exactly one of
+ * RDONLY, WRONLY, RDWR), perm is used with AFS_CREAT (and the umask). A directory may be
+ * opened (AFS_RDONLY, best with AFS_DIRECTORY) to serve as a dirfd. The fd is the caller's:
+ * close it with afs_close_fd() or close(), or hand it to afs_file_from_fd(). */
+AFS_API int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
+                             const char *path, int flags, unsigned perm, afs_cb *cb,
+                             void *data);
+/* Fills *st for path relative to dirfd (AFS_AT_* flags); op->result is 0 or -errno. */
+AFS_API int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
+                            const char *path, int flags, struct afs_stat *st, afs_cb *cb,
+                            void *data);
+/* Closes fd; op->result is 0 or -errno (-EIO: earlier writes may be lost). fd is closed
+ * whatever the result, and is not the caller's any more once queued. */
+AFS_API int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb,
+                               void *data);
+/* Creates a directory with permissions perm (and the umask). */
+AFS_API int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
+                              const char *path, unsigned perm, afs_cb *cb, void *data);
+/* Renames oldpath (relative to olddirfd) to newpath (relative to newdirfd), replacing what
+ * is there unless AFS_RENAME_NOREPLACE. A symlink at either name is renamed or replaced, not
+ * followed. */
+AFS_API int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
+                               const char *oldpath, int newdirfd, const char *newpath,
+                               int flags, afs_cb *cb, void *data);
+/* Removes a name (AFS_AT_REMOVEDIR: an empty directory). */
+AFS_API int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
+                               const char *path, int flags, afs_cb *cb, void *data);
+/* Writes the dirty data and metadata of the whole file system holding fd to stable storage
+ * (syncfs(2)): one journal commit for many files. Linux only: elsewhere the result is
+ * -ENOTSUP. */
+AFS_API int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb,
+                             void *data);
+
+/* The same as blocking calls, returning what op->result would be (or the queueing error).
+ * Inside a corio task whose scheduler batches on ctx they suspend only the task, and the op
+ * joins the phase's submission (as afs_pread does). Anywhere else (a plain thread, a task of
+ * another context, a callback) they make the system call directly on the calling thread:
+ * with nothing to batch with, that is cheapest. The blocking calls never see -ECANCELED from
+ * a close: it always runs. */
+AFS_API int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
+                       unsigned perm);
+AFS_API int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
+                      struct afs_stat *st);
+AFS_API int afs_close_fd(struct afs_ctx *ctx, int fd);
+AFS_API int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm);
+AFS_API int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath,
+                         int newdirfd, const char *newpath, int flags);
+AFS_API int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags);
+AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
+
+/* Makes a file of ctx from an open fd (from afs_openat(), say), as afs_open() would have.
+ * flags are the AFS_* flags it was opened with: the access mode (exactly one of RDONLY,
+ * WRONLY, RDWR) says which ops are allowed, AFS_DIRECT brings the alignment rules,
+ * AFS_APPEND the append semantics of the position API; AFS_NONBLOCK is cleared from the fd
+ * (io_uring would answer EAGAIN instead of waiting for the disk); the others are ignored but
+ * for AFS_DIRECTORY, refused. The fd should be a regular file or a block device. On success
+ * the file owns fd: afs_close() closes it; on failure fd stays the caller's. Returns 0 and
+ * *out, -EINVAL (bad flags or mode), -EBADF (fd is not open), -ENOMEM, or -ENOTSUP on
+ * Windows. */
+AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
+                             struct afs_file **out);
 
 /* ------------------------------------------------------------------------------------------
  * Integration: the per-thread waiter. A scheduler (corio is one) installs a waiter on its

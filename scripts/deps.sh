@@ -37,6 +37,7 @@ for w in "${want[@]}"; do
     aarch64)  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
     windows)  pkgs+=(gcc-mingw-w64-x86-64 wine64) ;;
     sanitize) pkgs+=(clang libclang-rt-14-dev) ;;
+    tsan)     pkgs+=(build-essential libtsan2) ;;
     plot)     pkgs+=(gnuplot-nox) ;;
     *) echo "deps.sh: unknown group '$w'" >&2; exit 2 ;;
   esac

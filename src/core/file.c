@@ -62,6 +62,8 @@ int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct
     return afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0666, mode, out);
 }
 
+static int close_batched(struct afs_ctx *ctx, int fd);
+
 int afs_close(struct afs_file *f)
 {
     if (!file_check(f, __func__))
@@ -70,7 +72,11 @@ int afs_close(struct afs_file *f)
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
     afs__ctx_drain(ctx, f);
-    int err = afs__sys_close(f->fd);
+    /* In a task the close joins the batch: closing a file with dirty pages can take a
+     * while in some file systems, and every other task would wait for it. */
+    int err = close_batched(ctx, (int)(intptr_t)f->fd);
+    if (err == -ENOTSUP)
+        err = afs__sys_close(f->fd);
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -208,6 +214,123 @@ int afs_fsync(struct afs_file *f, unsigned flags)
     if (!file_check(f, __func__))
         return -EINVAL;
     return (int)blocking_op(f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, false);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Metadata: the blocking calls, and files made from fds.
+ * ---------------------------------------------------------------------------------------- */
+
+/* The coroutine a blocking call on ctx would suspend, or NULL (then the call is made on this
+ * thread). */
+static void *meta_task(struct afs_ctx *ctx)
+{
+    struct afs_waiter *w = afs_waiter_get();
+    if (!w || w->ctx != ctx || ctx->in_callback)
+        return NULL;
+    return w->current(w);
+}
+
+static int blocking_meta(struct afs_ctx *ctx, enum afs__code code, int dirfd, const char *path,
+                         int dirfd2, const char *path2, int flags, unsigned perm,
+                         struct afs_stat *st)
+{
+    struct afs_op op;
+    struct blocking b = {false, NULL, NULL};
+    memset(&op, 0, sizeof op);
+    int err = afs__meta_setup(&op, ctx, code, dirfd, path, dirfd2, path2, flags, perm, st,
+                              blocking_cb, &b);
+    if (err < 0)
+        return err;
+    if (!meta_task(ctx))
+        return (int)run_inline(&op);
+    afs__op_enqueue(&op);
+    return (int)wait_blocking(ctx, &op, &b);
+}
+
+/* A close in a task goes through the batch; elsewhere -ENOTSUP tells the caller to close
+ * inline (also where metadata ops do not exist). */
+static int close_batched(struct afs_ctx *ctx, int fd)
+{
+    if (!afs__sys_meta_supported() || !meta_task(ctx))
+        return -ENOTSUP;
+    return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
+}
+
+int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags, unsigned perm)
+{
+    return blocking_meta(ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL);
+}
+
+int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags, struct afs_stat *st)
+{
+    return blocking_meta(ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st);
+}
+
+int afs_close_fd(struct afs_ctx *ctx, int fd)
+{
+    return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
+}
+
+int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
+{
+    return blocking_meta(ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL);
+}
+
+int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int newdirfd,
+                 const char *newpath, int flags)
+{
+    return blocking_meta(ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
+                         NULL);
+}
+
+int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
+{
+    return blocking_meta(ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL);
+}
+
+int afs_syncfs(struct afs_ctx *ctx, int fd)
+{
+    return blocking_meta(ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL);
+}
+
+int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
+                     struct afs_file **out)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    if ((flags & ~(AFS__OPEN_FLAGS | AFS_NONBLOCK)) ||
+        !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
+        return -EINVAL;
+    if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
+        return -EINVAL;
+    if (!afs__sys_meta_supported())
+        return -ENOTSUP;
+    if (fd < 0)
+        return -EBADF;
+    int err = afs__sys_fd_adopt(fd);
+    if (err < 0)
+        return err;
+    struct afs_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    f->ctx = ctx;
+    f->fd = (afs__fd_t)(intptr_t)fd;
+    f->flags = flags & ~AFS_NONBLOCK;
+    f->mode = mode;
+    f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
+    if (ctx->be->open && (err = ctx->be->open(ctx, f)) < 0) {
+        free(f); /* the fd stays the caller's */
+        return err;
+    }
+    f->next = ctx->files;
+    if (ctx->files)
+        ctx->files->prev = f;
+    ctx->files = f;
+    *out = f;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------

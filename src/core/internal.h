@@ -25,7 +25,12 @@ _Noreturn void afs__panic(const char *where, const char *msg);
  * Ops
  * ---------------------------------------------------------------------------------------- */
 
-enum afs__code { AFS__READ = 1, AFS__WRITE, AFS__READV, AFS__WRITEV, AFS__FSYNC };
+enum afs__code {
+    AFS__READ = 1, AFS__WRITE, AFS__READV, AFS__WRITEV, AFS__FSYNC,
+    /* Metadata ops (afs_queue_openat...): no file, no data; counted on ctx->meta. */
+    AFS__OPENAT, AFS__STATX, AFS__CLOSE, AFS__MKDIRAT, AFS__RENAMEAT, AFS__UNLINKAT,
+    AFS__SYNCFS
+};
 
 enum afs__state {
     AFS__IDLE = 0, /* never queued, or its callback has started */
@@ -38,8 +43,20 @@ enum afs__state {
 #define AFS__OP_CANCEL    0x02u /* afs_cancel() was called while in flight */
 #define AFS__OP_BLOCKING  0x04u /* queued by a blocking call (afs_pread...) */
 
-/* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, ...). */
-#define AFS__BACKEND_WORDS 28
+/* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, io_uring's struct statx
+ * of 256 bytes...). */
+#define AFS__BACKEND_WORDS 32
+
+/* The arguments of a metadata op; its path is in u.buf. Paths and the stat buffer are the
+ * caller's until the callback starts: nothing is copied. */
+struct afs__meta {
+    const char      *path2;  /* renameat: the new name */
+    struct afs_stat *st;     /* statx: where the result goes */
+    int              dirfd;  /* AFS_AT_FDCWD or a directory fd; the fd for close/syncfs */
+    int              dirfd2; /* renameat: the new name's directory */
+    int              flags;  /* AFS_* open flags, AFS_AT_* or AFS_RENAME_* */
+    unsigned         perm;
+};
 
 struct afs__op {
     uintptr_t        magic;       /* AFS__MAGIC ^ address once queued: tells a live op from
@@ -60,6 +77,7 @@ struct afs__op {
     uint8_t  flags;  /* AFS__OP_* */
     uint8_t  fsync_flags;
     uint32_t chunk;  /* bytes in the chunk the backend is running (when it splits) */
+    struct afs__meta meta;
     uint64_t be[AFS__BACKEND_WORDS];
 };
 
@@ -69,6 +87,11 @@ _Static_assert(sizeof(struct afs__op) <= sizeof(((struct afs_op *)0)->private_),
 static inline struct afs__op *afs__op(struct afs_op *op)
 {
     return (struct afs__op *)(void *)op->private_.words;
+}
+
+static inline bool afs__is_meta(const struct afs__op *o)
+{
+    return o->code >= AFS__OPENAT;
 }
 
 /* The most bytes one read or write system call / SQE is given; longer ops are split. */
@@ -102,6 +125,33 @@ void afs__op_enqueue(struct afs_op *op);
 /* Runs the whole op with blocking system calls on this thread; returns its final result.
  * Used by the thread pool, the sync backend and the inline path. */
 ssize_t afs__op_run_sync(struct afs_op *op);
+
+/* Metadata ops: validates and fills op (as afs__op_setup; nothing is touched on error). The
+ * op is counted on the context's pseudo-file ctx->meta. */
+int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code, int dirfd,
+                    const char *path, int dirfd2, const char *path2, int flags,
+                    unsigned perm, struct afs_stat *st, afs_cb *cb, void *data);
+
+/* The metadata system calls, each once (the caller retries EINTR where that is safe); >= 0
+ * or -errno. src/unix/sys.c; on Windows every one is -ENOTSUP (src/windows/iocp.c).
+ * afs__sys_meta_supported() says whether they exist here at all. */
+bool afs__sys_meta_supported(void);
+int  afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm);
+int  afs__sys_statx(int dirfd, const char *path, int afs_at_flags, struct afs_stat *st);
+int  afs__sys_mkdirat(int dirfd, const char *path, unsigned perm);
+int  afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2,
+                       int afs_flags);
+int  afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags);
+int  afs__sys_syncfs(int fd);
+int  afs__sys_close_fd(int fd);
+/* afs_file_from_fd(): checks that fd is open and clears O_NONBLOCK on it. */
+int  afs__sys_fd_adopt(int fd);
+/* Linux: a struct statx (as the kernel filled it) into *st. */
+void afs__sys_from_statx(const void *stx, struct afs_stat *st);
+/* Translations for backends that pass them to the kernel themselves (io_uring). */
+int  afs__sys_open_flags(int afs_flags);  /* O_* | O_CLOEXEC | O_NOCTTY */
+int  afs__sys_at_flags(int afs_at_flags); /* AT_* */
+int  afs__sys_dirfd(int dirfd);           /* AFS_AT_FDCWD -> AT_FDCWD */
 
 /* ------------------------------------------------------------------------------------------
  * Op lists (intrusive, doubly linked)
@@ -144,6 +194,9 @@ struct afs__backend {
     /* Optional: f was just opened on ctx (iocp associates it with its completion port).
      * Returns 0, or -errno to fail the open. */
     int  (*open)(struct afs_ctx *ctx, struct afs_file *f);
+    /* Optional: a metadata op the backend ran succeeded; turn the kernel's answer into the
+     * caller's (io_uring's struct statx into struct afs_stat). */
+    void (*meta_done)(struct afs_ctx *ctx, struct afs_op *op);
 };
 
 extern const struct afs__backend afs__backend_uring;
@@ -169,6 +222,24 @@ void afs__pool_reap(struct afs__pool *p);
  * Contexts and files
  * ---------------------------------------------------------------------------------------- */
 
+struct afs_file {
+    struct afs_ctx  *ctx;
+    struct afs_file *next, *prev;
+    afs__fd_t        fd;
+    int              flags;     /* AFS_* */
+    enum afs_mode    mode;
+    unsigned         dio_align; /* 0: no alignment rules */
+    unsigned         inflight;  /* ops queued or in flight on this file */
+
+    /* The position API. */
+    int64_t       pos;
+    struct afs_op pos_op;
+    ssize_t       last_res;
+    bool          pos_pending;
+    struct afs_waiter *pos_waiter; /* a task suspended in afs_last_op_wait() */
+    void              *pos_co;
+};
+
 struct afs_ctx {
     const struct afs__backend *be;
     void                      *be_state;
@@ -187,25 +258,10 @@ struct afs_ctx {
 
     struct afs_file  *files;     /* open files, for afs_ctx_free() */
     struct afs_stats  stats;
+    struct afs_file   meta;      /* the pseudo-file metadata ops are counted on: no fd, not in
+                                    `files`; meta.ctx is set on first use */
 };
 
-struct afs_file {
-    struct afs_ctx  *ctx;
-    struct afs_file *next, *prev;
-    afs__fd_t        fd;
-    int              flags;     /* AFS_* */
-    enum afs_mode    mode;
-    unsigned         dio_align; /* 0: no alignment rules */
-    unsigned         inflight;  /* ops queued or in flight on this file */
-
-    /* The position API. */
-    int64_t       pos;
-    struct afs_op pos_op;
-    ssize_t       last_res;
-    bool          pos_pending;
-    struct afs_waiter *pos_waiter; /* a task suspended in afs_last_op_wait() */
-    void              *pos_co;
-};
 
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);

@@ -63,6 +63,8 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
             return -EINVAL;
         off = 0;
         break;
+    default:
+        return -EINVAL; /* metadata ops are set up by afs__meta_setup() */
     }
     if (code != AFS__FSYNC) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
@@ -101,7 +103,7 @@ void afs__op_enqueue(struct afs_op *op)
     struct afs_ctx *ctx = o->file->ctx;
     o->file->inflight++;
     ctx->stats.ops++;
-    if (o->total == 0 && o->code != AFS__FSYNC) {
+    if (o->total == 0 && o->code != AFS__FSYNC && !afs__is_meta(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
         return;
@@ -151,6 +153,176 @@ int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_c
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Metadata ops: no file and no data. They are counted on the context's pseudo-file so that
+ * the core's bookkeeping (inflight counts, cancellation, callbacks) is the same as for I/O.
+ * ---------------------------------------------------------------------------------------- */
+
+static bool valid_dirfd(int fd)
+{
+    return fd >= 0 || fd == AFS_AT_FDCWD;
+}
+
+#define META_OPEN_FLAGS                                                                        \
+    (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
+     AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK)
+
+/* 0, or -errno for arguments the system call would refuse anyway (or misread). */
+static int meta_check(enum afs__code code, int dirfd, const char *path, int dirfd2,
+                      const char *path2, int flags, unsigned perm, struct afs_stat *st)
+{
+    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    switch (code) {
+    case AFS__OPENAT:
+        if ((flags & ~META_OPEN_FLAGS) || perm > 07777)
+            return -EINVAL;
+        if (acc != AFS_RDONLY && acc != AFS_WRONLY && acc != AFS_RDWR)
+            return -EINVAL;
+        break;
+    case AFS__STATX:
+        if (!st || (flags & ~(AFS_AT_SYMLINK_NOFOLLOW | AFS_AT_EMPTY_PATH)))
+            return -EINVAL;
+        break;
+    case AFS__MKDIRAT:
+        if (perm > 07777)
+            return -EINVAL;
+        break;
+    case AFS__RENAMEAT:
+        if (!path2 || (flags & ~AFS_RENAME_NOREPLACE))
+            return -EINVAL;
+        if (!valid_dirfd(dirfd2))
+            return -EBADF;
+        break;
+    case AFS__UNLINKAT:
+        if (flags & ~AFS_AT_REMOVEDIR)
+            return -EINVAL;
+        break;
+    case AFS__CLOSE:
+    case AFS__SYNCFS:
+        return dirfd >= 0 ? 0 : -EBADF; /* no path: dirfd is the fd */
+    default:
+        return -EINVAL;
+    }
+    if (!path)
+        return -EINVAL;
+    return valid_dirfd(dirfd) ? 0 : -EBADF;
+}
+
+int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code, int dirfd,
+                    const char *path, int dirfd2, const char *path2, int flags,
+                    unsigned perm, struct afs_stat *st, afs_cb *cb, void *data)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!op || !cb)
+        return -EINVAL;
+    if (op_live(op) && afs__op(op)->state != AFS__IDLE)
+        return -EBUSY;
+    if (!afs__sys_meta_supported())
+        return -ENOTSUP; /* no directory fds here (Windows) */
+    int err = meta_check(code, dirfd, path, dirfd2, path2, flags, perm, st);
+    if (err < 0)
+        return err;
+    if (!ctx->meta.ctx) {
+        ctx->meta.ctx = ctx;
+        ctx->meta.fd = AFS__FD_NONE;
+    }
+    struct afs__op *o = afs__op(op);
+    memset(o, 0, offsetof(struct afs__op, be));
+    o->magic = AFS__MAGIC ^ (uintptr_t)op;
+    o->file = &ctx->meta;
+    o->cb = cb;
+    o->u.buf = (void *)path;
+    o->code = (uint8_t)code;
+    o->meta.path2 = path2;
+    o->meta.st = st;
+    o->meta.dirfd = dirfd;
+    o->meta.dirfd2 = dirfd2;
+    o->meta.flags = flags;
+    o->meta.perm = perm;
+    op->data = data;
+    op->result = 0;
+    return 0;
+}
+
+static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code, int dirfd,
+                      const char *path, int dirfd2, const char *path2, int flags,
+                      unsigned perm, struct afs_stat *st, afs_cb *cb, void *data)
+{
+    int err = afs__meta_setup(op, ctx, code, dirfd, path, dirfd2, path2, flags, perm, st, cb,
+                              data);
+    if (err == 0)
+        afs__op_enqueue(op);
+    return err;
+}
+
+int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
+                     int flags, unsigned perm, afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL, cb, data);
+}
+
+int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
+                    int flags, struct afs_stat *st, afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st, cb, data);
+}
+
+int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
+}
+
+int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
+                      unsigned perm, afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL, cb, data);
+}
+
+int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
+                       const char *oldpath, int newdirfd, const char *newpath, int flags,
+                       afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
+                      NULL, cb, data);
+}
+
+int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
+                       int flags, afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL, cb, data);
+}
+
+int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
+{
+    return queue_meta(op, ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
+}
+
+/* One metadata system call with blocking semantics, for the pool, the sync backend and the
+ * inline path. EINTR means "not done" for all of them but close, where the fd is gone. */
+static ssize_t run_meta(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    const struct afs__meta *m = &o->meta;
+    const char *path = o->u.buf;
+    int r;
+    if (o->code == AFS__CLOSE)
+        return afs__sys_close_fd(m->dirfd);
+    do {
+        switch (o->code) {
+        case AFS__OPENAT: r = afs__sys_openat(m->dirfd, path, m->flags, m->perm); break;
+        case AFS__STATX: r = afs__sys_statx(m->dirfd, path, m->flags, m->st); break;
+        case AFS__MKDIRAT: r = afs__sys_mkdirat(m->dirfd, path, m->perm); break;
+        case AFS__RENAMEAT:
+            r = afs__sys_renameat(m->dirfd, path, m->dirfd2, m->path2, m->flags);
+            break;
+        case AFS__UNLINKAT: r = afs__sys_unlinkat(m->dirfd, path, m->flags); break;
+        case AFS__SYNCFS: r = afs__sys_syncfs(m->dirfd); break;
+        default: r = -EINVAL; break;
+        }
+    } while (r == -EINTR);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Spans, transfers, completion
  * ---------------------------------------------------------------------------------------- */
 
@@ -160,6 +332,8 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     size_t rest = o->total - o->done;
     memset(s, 0, sizeof *s);
     s->off = o->off + o->done;
+    if (o->code == AFS__FSYNC)
+        return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
     if (o->code == AFS__READ || o->code == AFS__WRITE) {
         s->buf = (char *)o->u.buf + o->done;
         s->len = AFS_MIN(rest, AFS__CHUNK_MAX);
@@ -206,6 +380,22 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     bool cancel = o->flags & AFS__OP_CANCEL;
     ctx->inflight--;
     o->state = AFS__IDLE;
+    if (afs__is_meta(o)) {
+        if (o->code == AFS__CLOSE && res == -EINTR)
+            res = 0; /* the fd is closed all the same (Linux, BSD); never close it twice */
+        if (o->code != AFS__CLOSE && (res == -EINTR || res == -EAGAIN)) {
+            if (cancel)
+                afs__op_finished(ctx, op, -ECANCELED);
+            else
+                requeue(ctx, op);
+            return;
+        }
+        /* A result, even after afs_cancel(): an fd that was opened must reach the caller. */
+        if (res >= 0 && ctx->be->meta_done)
+            ctx->be->meta_done(ctx, op);
+        afs__op_finished(ctx, op, res);
+        return;
+    }
     if (res == -EINTR || res == -EAGAIN) {
         /* Transient: run the same span again (the caller never sees it). */
         if (cancel)
@@ -239,6 +429,8 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 ssize_t afs__op_run_sync(struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (afs__is_meta(o))
+        return run_meta(op);
     afs__fd_t fd = o->file->fd;
     if (o->code == AFS__FSYNC) {
         int err;
@@ -413,7 +605,14 @@ int afs_cancel(struct afs_op *op)
     if (!op || !op_live(op))
         return -ENOENT;
     struct afs__op *o = afs__op(op);
+    /* Its callback has run: the file may have been closed and freed since. */
+    if (o->state == AFS__IDLE)
+        return -ENOENT;
     struct afs_ctx *ctx = o->file->ctx;
+    /* A close runs to its end: a cancelled one would leave the caller unsure whether the fd
+     * is still open (and it may be reused at once by another open). */
+    if (o->code == AFS__CLOSE && (o->state == AFS__QUEUED || o->state == AFS__INFLIGHT))
+        return 0;
     switch (o->state) {
     case AFS__QUEUED:
         afs__list_remove(&ctx->queued, op);

@@ -73,6 +73,12 @@ unsigned afs__sys_dio_align(afs__fd_t fd);
 void *afs__aligned_alloc(size_t size, size_t align);
 void  afs__aligned_free(void *p, size_t size);
 
+#ifdef __linux__
+struct io_uring;
+struct io_uring_params;
+struct __kernel_timespec;
+#endif
+
 /* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
  * idea). One call each: the caller (afs__op_run_sync) retries EINTR, EAGAIN and short
  * transfers. */
@@ -82,6 +88,14 @@ struct afs__syscalls {
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);
+#ifdef __linux__
+    /* The io_uring backend's kernel calls; NULL (the default) makes the real liburing call.
+     * uring_setup is io_uring_queue_init_params(). uring_enter is every io_uring_enter that
+     * submits or waits: wait_nr 0 is io_uring_submit(), else io_uring_submit_and_wait() when
+     * ts is NULL, io_uring_submit_and_wait_timeout() when not. Both return >= 0 or -errno. */
+    int     (*uring_setup)(unsigned entries, struct io_uring *ring, struct io_uring_params *p);
+    int     (*uring_enter)(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts);
+#endif
 };
 extern struct afs__syscalls afs__sys;
 

@@ -26,6 +26,104 @@
 #define CORIO__UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
+#if CORIO__TSAN
+/* TSan fibers of the stacks handed out on this thread (see switch.h), in an open-addressing
+ * table keyed by the stack's lo. Per thread, so a lookup takes no lock: a lock taken at every
+ * switch would order all threads' switches and hide their real races from TSan. */
+struct tsan_slot {
+    const void *lo; /* NULL: free */
+    void       *fiber;
+};
+static _Thread_local struct tsan_slot *tsan_slots;
+static _Thread_local size_t            tsan_cap, tsan_len;
+static _Thread_local void             *tsan_thread_fiber;
+
+static size_t tsan_home(const void *lo)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)lo >> 12) * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h ^ (h >> 32)) & (tsan_cap - 1);
+}
+
+static struct tsan_slot *tsan_find(const void *lo)
+{
+    if (tsan_cap == 0)
+        return NULL;
+    for (size_t i = tsan_home(lo);; i = (i + 1) & (tsan_cap - 1)) {
+        if (tsan_slots[i].lo == lo)
+            return &tsan_slots[i];
+        if (tsan_slots[i].lo == NULL)
+            return NULL;
+    }
+}
+
+static void tsan_insert(const void *lo, void *fiber)
+{
+    if ((tsan_len + 1) * 2 > tsan_cap) {
+        struct tsan_slot *old = tsan_slots;
+        size_t old_cap = tsan_cap;
+        tsan_cap = old_cap ? old_cap * 2 : 256;
+        tsan_slots = calloc(tsan_cap, sizeof *tsan_slots);
+        if (!tsan_slots)
+            abort(); /* a TSan build only */
+        tsan_len = 0;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].lo)
+                tsan_insert(old[i].lo, old[i].fiber);
+        free(old);
+    }
+    size_t i = tsan_home(lo);
+    while (tsan_slots[i].lo)
+        i = (i + 1) & (tsan_cap - 1);
+    tsan_slots[i].lo = lo;
+    tsan_slots[i].fiber = fiber;
+    tsan_len++;
+}
+
+/* Linear probing: removing shifts back the entries that would no longer be found. */
+static void tsan_remove(struct tsan_slot *e)
+{
+    size_t i = (size_t)(e - tsan_slots);
+    tsan_slots[i].lo = NULL;
+    tsan_len--;
+    for (size_t j = (i + 1) & (tsan_cap - 1); tsan_slots[j].lo; j = (j + 1) & (tsan_cap - 1)) {
+        size_t h = tsan_home(tsan_slots[j].lo);
+        /* j's entry may move to the hole at i unless its home lies cyclically in (i, j]. */
+        if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
+            tsan_slots[i] = tsan_slots[j];
+            tsan_slots[j].lo = NULL;
+            i = j;
+        }
+    }
+}
+
+void *corio__tsan_fiber_of(const void *lo)
+{
+    struct tsan_slot *e = lo ? tsan_find(lo) : NULL;
+    if (!e)
+        return tsan_thread_fiber ? tsan_thread_fiber : __tsan_get_current_fiber();
+    if (!tsan_thread_fiber)
+        tsan_thread_fiber = __tsan_get_current_fiber();
+    return e->fiber;
+}
+
+static void tsan_stack_got(const struct corio__stack *s)
+{
+    tsan_insert(s->lo, __tsan_create_fiber(0));
+}
+
+static void tsan_stack_put(const struct corio__stack *s)
+{
+    struct tsan_slot *e = tsan_find(s->lo);
+    if (e) {
+        __tsan_destroy_fiber(e->fiber);
+        tsan_remove(e);
+    }
+}
+#else
+#define tsan_stack_got(s) ((void)(s))
+#define tsan_stack_put(s) ((void)(s))
+#endif
+
 #ifndef MAP_NORESERVE
 #define MAP_NORESERVE 0
 #endif
@@ -241,6 +339,7 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
         *out = p->cache[--p->cache_len];
         CORIO__UNPOISON(out->lo, out->size);
         p->n_out++;
+        tsan_stack_got(out);
         return 0;
     }
     size_t map_size = p->guard_size + p->stack_size;
@@ -264,6 +363,7 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
     out->slot = reg_add((uintptr_t)map, (uintptr_t)out->lo, p->stack_size);
     p->n_mapped++;
     p->n_out++;
+    tsan_stack_got(out);
     return 0;
 }
 
@@ -271,6 +371,7 @@ void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
 {
     if (s->map == NULL)
         return;
+    tsan_stack_put(s);
     if (p->n_out > 0)
         p->n_out--;
     /* A coroutine that ended by switching away never returned from its frames, so their ASan
@@ -405,6 +506,11 @@ static void install_handler(void)
 
 int corio__stack_thread_init(void)
 {
+#if CORIO__TSAN
+    /* Called on the thread's own stack, before any switch (see switch.h). */
+    if (!tsan_thread_fiber)
+        tsan_thread_fiber = __tsan_get_current_fiber();
+#endif
     if (thread_ready)
         return 0;
     pthread_once(&handler_once, install_handler);

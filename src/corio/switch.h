@@ -214,6 +214,45 @@ void corio__switch(struct corio__regs *from, struct corio__regs *to);
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+/* ------------------------------------------------------------------------------------------
+ * ThreadSanitizer fiber annotations
+ *
+ * TSan keeps a shadow call stack and a vector clock per thread. Unless it is told about every
+ * switch it pushes the frames of all tasks on the thread's one shadow stack, which then shows
+ * the wrong frames in reports and overflows (a task that ends by switching away never pops its
+ * frames; a few tens of thousands of tasks crash the run). So each coroutine stack has a TSan
+ * fiber: stack.c creates it in corio__stack_get and destroys it in
+ * corio__stack_put (which the scheduler calls only once the task has switched away for good),
+ * and corio__asan_start_switch, which already brackets every corio__switch, also switches TSan
+ * to the fiber of the stack at to_lo, or to the thread's own fiber when to_lo is not a pool
+ * stack (the scheduler's stack, to_lo NULL). The scheduler needs nothing beyond the ASan
+ * protocol above. A switch orders the two fibers (flags 0), as it really does: tasks of one
+ * scheduler take turns and never race; tasks of different threads still can.
+ *
+ * The fibers are kept per thread, since a task lives and dies on its scheduler's thread. The
+ * thread's own fiber is recorded by corio__stack_thread_init, or at the first switch into a
+ * pool stack, which always comes from the thread's own stack.
+ *
+ * Without TSan this compiles to nothing.
+ * ---------------------------------------------------------------------------------------- */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CORIO__TSAN 1
+#endif
+#endif
+#if !defined(CORIO__TSAN) && defined(__SANITIZE_THREAD__)
+#define CORIO__TSAN 1
+#endif
+#ifndef CORIO__TSAN
+#define CORIO__TSAN 0
+#endif
+
+#if CORIO__TSAN
+#include <sanitizer/tsan_interface.h>
+/* stack.c: the fiber of the pool stack starting at lo, else the calling thread's own. */
+void *corio__tsan_fiber_of(const void *lo);
+#endif
+
 static inline void corio__asan_start_switch(void **fake_stack_save, const void *to_lo,
                                             size_t to_size)
 {
@@ -223,6 +262,10 @@ static inline void corio__asan_start_switch(void **fake_stack_save, const void *
     (void)fake_stack_save;
     (void)to_lo;
     (void)to_size;
+#endif
+#if CORIO__TSAN
+    /* Last thing before the switch: TSan must not see an access of "from" after this. */
+    __tsan_switch_to_fiber(corio__tsan_fiber_of(to_lo), 0);
 #endif
 }
 

@@ -21,7 +21,13 @@ struct uring {
     uint64_t        waker_buf;
     bool            waker_armed;
     bool            has_read, has_write, has_cancel; /* probed once */
+    bool            meta_probed; /* the metadata opcodes, probed on first use */
+    uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
 };
+
+/* The ring's statx result lives in the op until reaped; then meta_done converts it. */
+_Static_assert(sizeof(struct statx) <= sizeof(((struct afs__op *)0)->be),
+               "struct statx must fit in the op's backend words");
 
 static struct uring *U(struct afs_ctx *ctx)
 {
@@ -62,6 +68,26 @@ static const char *setup_hint(int err)
     }
 }
 
+/* The two kernel entry points go through afs__sys, so tests can make them fail. */
+static int ring_setup(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+{
+    if (afs__sys.uring_setup)
+        return afs__sys.uring_setup(entries, ring, p);
+    return io_uring_queue_init_params(entries, ring, p);
+}
+
+static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    if (afs__sys.uring_enter)
+        return afs__sys.uring_enter(&u->ring, wait_nr, ts);
+    if (wait_nr == 0)
+        return io_uring_submit(&u->ring);
+    if (!ts)
+        return io_uring_submit_and_wait(&u->ring, wait_nr);
+    struct io_uring_cqe *cqe;
+    return io_uring_submit_and_wait_timeout(&u->ring, &cqe, wait_nr, ts, NULL);
+}
+
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
 {
     struct uring *u = calloc(1, sizeof *u);
@@ -74,12 +100,12 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
      * COOP_TASKRUN (5.19): no IPI to the submitting thread for each completion. */
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
     p.cq_entries = entries * 2;
-    int err = io_uring_queue_init_params(entries, &u->ring, &p);
+    int err = ring_setup(entries, &u->ring, &p);
     if (err == -EINVAL) {
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_CQSIZE;
         p.cq_entries = entries * 2;
-        err = io_uring_queue_init_params(entries, &u->ring, &p);
+        err = ring_setup(entries, &u->ring, &p);
     }
     if (err < 0) {
         afs__why(why, why_len, "io_uring_setup", err, setup_hint(err));
@@ -141,7 +167,7 @@ static int flush(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
     for (;;) {
-        int r = io_uring_submit(&u->ring);
+        int r = ring_enter(u, 0, NULL);
         if (r >= 0)
             return r;
         if (r == -EINTR || r == -EAGAIN)
@@ -168,9 +194,75 @@ static struct io_uring_sqe *get_sqe(struct afs_ctx *ctx)
     return sqe;
 }
 
+/* The io_uring opcode of a metadata op; IORING_OP_LAST where there is none (syncfs). */
+static int meta_opcode(uint8_t code)
+{
+    switch (code) {
+    case AFS__OPENAT: return IORING_OP_OPENAT;     /* Linux 5.6 */
+    case AFS__STATX: return IORING_OP_STATX;       /* 5.6 */
+    case AFS__CLOSE: return IORING_OP_CLOSE;       /* 5.6 */
+    case AFS__RENAMEAT: return IORING_OP_RENAMEAT; /* 5.11 */
+    case AFS__UNLINKAT: return IORING_OP_UNLINKAT; /* 5.11 */
+    case AFS__MKDIRAT: return IORING_OP_MKDIRAT;   /* 5.15 */
+    default: return IORING_OP_LAST;
+    }
+}
+
+/* Whether the ring runs this metadata op; the rest goes to the thread pool. Probed here, not
+ * at setup, so that contexts that never use metadata ops pay nothing for it. */
+static bool meta_supported(struct uring *u, uint8_t code)
+{
+    if (!u->meta_probed) {
+        u->meta_probed = true;
+        struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+        if (probe) {
+            for (uint8_t c = AFS__OPENAT; c <= AFS__SYNCFS; c++) {
+                int opc = meta_opcode(c);
+                if (opc != IORING_OP_LAST && io_uring_opcode_supported(probe, opc))
+                    u->meta_ops |= (uint16_t)(1u << (c - AFS__OPENAT));
+            }
+            io_uring_free_probe(probe);
+        }
+    }
+    return u->meta_ops & (1u << (code - AFS__OPENAT));
+}
+
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
-    return true;
+    struct afs__op *o = afs__op(op);
+    return !afs__is_meta(o) || meta_supported(U(ctx), o->code);
+}
+
+static void prep_meta(struct io_uring_sqe *sqe, struct afs__op *o)
+{
+    const struct afs__meta *m = &o->meta;
+    const char *path = o->u.buf;
+    int dfd = afs__sys_dirfd(m->dirfd);
+    switch (o->code) {
+    case AFS__OPENAT:
+        io_uring_prep_openat(sqe, dfd, path, afs__sys_open_flags(m->flags), m->perm);
+        break;
+    case AFS__STATX:
+        io_uring_prep_statx(sqe, dfd, path, afs__sys_at_flags(m->flags), STATX_BASIC_STATS,
+                            (struct statx *)(void *)o->be);
+        break;
+    case AFS__CLOSE: io_uring_prep_close(sqe, m->dirfd); break;
+    case AFS__MKDIRAT: io_uring_prep_mkdirat(sqe, dfd, path, m->perm); break;
+    case AFS__RENAMEAT:
+        io_uring_prep_renameat(sqe, dfd, path, afs__sys_dirfd(m->dirfd2), m->path2,
+                               (m->flags & AFS_RENAME_NOREPLACE) ? RENAME_NOREPLACE : 0);
+        break;
+    case AFS__UNLINKAT:
+        io_uring_prep_unlinkat(sqe, dfd, path, afs__sys_at_flags(m->flags));
+        break;
+    }
+}
+
+static void uring_meta_done(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    if (o->code == AFS__STATX)
+        afs__sys_from_statx(o->be, o->meta.st);
 }
 
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
@@ -180,6 +272,11 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return -EIO;
+    if (afs__is_meta(o)) {
+        prep_meta(sqe, o);
+        io_uring_sqe_set_data(sqe, op);
+        return 0;
+    }
     int fd = o->file->fd;
     struct afs__span s;
     afs__op_span(op, &s);
@@ -226,18 +323,17 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
     int r = 0;
     if (wait && io_uring_cq_ready(&u->ring) == 0) {
-        struct io_uring_cqe *cqe;
         /* One system call: a submission if it carries SQEs, else a wait (never both). */
         if (have_sqes)
             ctx->stats.kernel_submits++;
         else
             ctx->stats.kernel_waits++;
         if (timeout_ns < 0) {
-            r = io_uring_submit_and_wait(&u->ring, 1);
+            r = ring_enter(u, 1, NULL);
         } else {
             struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
                                            .tv_nsec = timeout_ns % 1000000000};
-            r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+            r = ring_enter(u, 1, &ts);
         }
         /* Timeouts, signals and a full CQ just end this wait; the caller loops. */
         if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -EBUSY)
@@ -271,4 +367,5 @@ const struct afs__backend afs__backend_uring = {
     .prep = uring_prep,
     .enter = uring_enter,
     .cancel = uring_cancel,
+    .meta_done = uring_meta_done,
 };

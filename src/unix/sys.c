@@ -4,12 +4,14 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <linux/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #endif
 
 static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
@@ -56,6 +58,11 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+#ifdef __linux__
+    /* NULL: src/linux/uring.c makes the liburing calls itself (this file does not link it). */
+    .uring_setup = NULL,
+    .uring_enter = NULL,
+#endif
 };
 
 int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out)
@@ -161,4 +168,208 @@ void afs__aligned_free(void *p, size_t size)
         munmap(p, size);
     else
         free(p);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Metadata system calls (the op API's openat, statx...), run by the thread pool, the sync
+ * backend and the blocking calls outside tasks; io_uring uses the translations below.
+ * ---------------------------------------------------------------------------------------- */
+
+bool afs__sys_meta_supported(void)
+{
+    return true;
+}
+
+int afs__sys_dirfd(int dirfd)
+{
+    return dirfd == AFS_AT_FDCWD ? AT_FDCWD : dirfd;
+}
+
+int afs__sys_open_flags(int afs_flags)
+{
+    /* Never a controlling terminal: a library must not acquire one behind its caller. */
+    int flags = O_CLOEXEC | O_NOCTTY;
+    switch (afs_flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) {
+    case AFS_RDONLY: flags |= O_RDONLY; break;
+    case AFS_WRONLY: flags |= O_WRONLY; break;
+    default: flags |= O_RDWR; break;
+    }
+    if (afs_flags & AFS_CREAT)
+        flags |= O_CREAT;
+    if (afs_flags & AFS_TRUNC)
+        flags |= O_TRUNC;
+    if (afs_flags & AFS_EXCL)
+        flags |= O_EXCL;
+    if (afs_flags & AFS_APPEND)
+        flags |= O_APPEND;
+    if (afs_flags & AFS_NOFOLLOW)
+        flags |= O_NOFOLLOW;
+    if (afs_flags & AFS_DIRECTORY)
+        flags |= O_DIRECTORY;
+    if (afs_flags & AFS_NONBLOCK)
+        flags |= O_NONBLOCK;
+#ifdef O_DIRECT
+    if (afs_flags & AFS_DIRECT)
+        flags |= O_DIRECT;
+#endif
+    return flags;
+}
+
+int afs__sys_at_flags(int afs_at_flags)
+{
+    int flags = 0;
+    if (afs_at_flags & AFS_AT_SYMLINK_NOFOLLOW)
+        flags |= AT_SYMLINK_NOFOLLOW;
+#ifdef AT_EMPTY_PATH
+    if (afs_at_flags & AFS_AT_EMPTY_PATH)
+        flags |= AT_EMPTY_PATH;
+#endif
+    if (afs_at_flags & AFS_AT_REMOVEDIR)
+        flags |= AT_REMOVEDIR;
+    return flags;
+}
+
+int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
+{
+    int fd = openat(afs__sys_dirfd(dirfd), path, afs__sys_open_flags(afs_flags), (mode_t)perm);
+    if (fd < 0)
+        return -errno;
+#if defined(__APPLE__)
+    if ((afs_flags & AFS_DIRECT) && fcntl(fd, F_NOCACHE, 1) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+#endif
+    return fd;
+}
+
+static struct afs_timespec ts_of(int64_t sec, long nsec)
+{
+    struct afs_timespec t = {sec, nsec};
+    return t;
+}
+
+#if defined(__linux__) && defined(STATX_BASIC_STATS) && defined(SYS_statx)
+void afs__sys_from_statx(const void *raw, struct afs_stat *st)
+{
+    const struct statx *x = raw;
+    memset(st, 0, sizeof *st);
+    st->dev = (uint64_t)makedev(x->stx_dev_major, x->stx_dev_minor);
+    st->ino = x->stx_ino;
+    st->rdev = (uint64_t)makedev(x->stx_rdev_major, x->stx_rdev_minor);
+    st->size = (int64_t)x->stx_size;
+    st->blocks = x->stx_blocks;
+    st->mode = x->stx_mode;
+    st->nlink = x->stx_nlink;
+    st->uid = x->stx_uid;
+    st->gid = x->stx_gid;
+    st->blksize = x->stx_blksize;
+    st->atime = ts_of(x->stx_atime.tv_sec, (long)x->stx_atime.tv_nsec);
+    st->mtime = ts_of(x->stx_mtime.tv_sec, (long)x->stx_mtime.tv_nsec);
+    st->ctime = ts_of(x->stx_ctime.tv_sec, (long)x->stx_ctime.tv_nsec);
+}
+
+int afs__sys_statx(int dirfd, const char *path, int afs_at_flags, struct afs_stat *st)
+{
+    struct statx x;
+    if (syscall(SYS_statx, afs__sys_dirfd(dirfd), path, afs__sys_at_flags(afs_at_flags),
+                STATX_BASIC_STATS, &x) < 0)
+        return -errno;
+    afs__sys_from_statx(&x, st);
+    return 0;
+}
+#else
+void afs__sys_from_statx(const void *raw, struct afs_stat *st)
+{
+    (void)raw;
+    memset(st, 0, sizeof *st); /* only io_uring (Linux) has a struct statx to convert */
+}
+
+int afs__sys_statx(int dirfd, const char *path, int afs_at_flags, struct afs_stat *sx)
+{
+    struct stat s;
+    int r;
+    if ((afs_at_flags & AFS_AT_EMPTY_PATH) && path[0] == 0)
+        r = fstat(afs__sys_dirfd(dirfd), &s); /* no AT_EMPTY_PATH before FreeBSD 13 */
+    else
+        r = fstatat(afs__sys_dirfd(dirfd), path, &s,
+                    afs__sys_at_flags(afs_at_flags & AFS_AT_SYMLINK_NOFOLLOW));
+    if (r < 0)
+        return -errno;
+    memset(sx, 0, sizeof *sx);
+    sx->dev = (uint64_t)s.st_dev;
+    sx->ino = (uint64_t)s.st_ino;
+    sx->rdev = (uint64_t)s.st_rdev;
+    sx->size = (int64_t)s.st_size;
+    sx->blocks = (uint64_t)s.st_blocks;
+    sx->mode = (uint32_t)s.st_mode;
+    sx->nlink = (uint32_t)s.st_nlink;
+    sx->uid = (uint32_t)s.st_uid;
+    sx->gid = (uint32_t)s.st_gid;
+    sx->blksize = (uint32_t)s.st_blksize;
+#if defined(__APPLE__)
+    sx->atime = ts_of(s.st_atimespec.tv_sec, s.st_atimespec.tv_nsec);
+    sx->mtime = ts_of(s.st_mtimespec.tv_sec, s.st_mtimespec.tv_nsec);
+    sx->ctime = ts_of(s.st_ctimespec.tv_sec, s.st_ctimespec.tv_nsec);
+#else
+    sx->atime = ts_of(s.st_atim.tv_sec, s.st_atim.tv_nsec);
+    sx->mtime = ts_of(s.st_mtim.tv_sec, s.st_mtim.tv_nsec);
+    sx->ctime = ts_of(s.st_ctim.tv_sec, s.st_ctim.tv_nsec);
+#endif
+    return 0;
+}
+#endif
+
+int afs__sys_mkdirat(int dirfd, const char *path, unsigned perm)
+{
+    return mkdirat(afs__sys_dirfd(dirfd), path, (mode_t)perm) < 0 ? -errno : 0;
+}
+
+int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
+{
+    int r;
+    if (afs_flags & AFS_RENAME_NOREPLACE) {
+#if defined(__linux__) && defined(SYS_renameat2)
+        /* RENAME_NOREPLACE = 1; through syscall() so that glibc before 2.28 builds too. */
+        r = (int)syscall(SYS_renameat2, afs__sys_dirfd(dirfd), path, afs__sys_dirfd(dirfd2),
+                         path2, 1u);
+#else
+        return -EINVAL; /* no atomic "rename unless it exists" here */
+#endif
+    } else {
+        r = renameat(afs__sys_dirfd(dirfd), path, afs__sys_dirfd(dirfd2), path2);
+    }
+    return r < 0 ? -errno : 0;
+}
+
+int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
+{
+    return unlinkat(afs__sys_dirfd(dirfd), path, afs__sys_at_flags(afs_at_flags)) < 0 ? -errno
+                                                                                      : 0;
+}
+
+int afs__sys_syncfs(int fd)
+{
+#if defined(__linux__) && defined(SYS_syncfs)
+    return syscall(SYS_syncfs, fd) < 0 ? -errno : 0;
+#else
+    (void)fd;
+    return -ENOTSUP;
+#endif
+}
+
+int afs__sys_close_fd(int fd)
+{
+    return afs__sys_close(fd);
+}
+
+int afs__sys_fd_adopt(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if ((fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
 }

@@ -165,6 +165,31 @@ run_suite() {
     check "into itself: exit 1" [ $? -eq 1 ]
     check "into itself: message" grep -q "into itself" "$O/err"
 
+    # durability: files are renamed into place only after their group's syncfs; a signal
+    # mid-copy removes the temporaries (no partial file under any name). Once, under AUTO: it
+    # writes a 512 MiB file.
+    if [[ -z ${BACKEND} ]]; then
+        truncate -s 512M "$T/sparse"
+        mkdir "$O/sig"
+        "$AFCP" -q --no-copy-range --chunk-size 64K --chunk-jobs 1 "$T/sparse" "$O/sig/big" &
+        local pid=$! i st
+        for ((i = 0; i < 1000; i++)); do
+            [[ -n $(find "$O/sig" -name '.afcp.*' 2> /dev/null) ]] && break
+            sleep 0.005
+        done
+        kill -TERM "$pid" 2> /dev/null
+        wait "$pid"; st=$?
+        if ((st == 0)); then
+            echo "SKIP [auto]: the copy finished before the signal came" >&2
+        else
+            check "SIGTERM: died of it" [ "$st" -eq 143 ]
+            check "SIGTERM: no temporary left" no_temps "$O/sig"
+            check "SIGTERM: no partial file" [ ! -e "$O/sig/big" ]
+        fi
+        rm -f "$T/sparse"
+    fi
+    check "--help tells the durability rule" bash -c "'$AFCP' --help | grep -q 'renamed into place only once its data is on disk'"
+
     # --help, --version, bad usage
     check "--help" bash -c "'$AFCP' --help | grep -q Usage"
     check "--version" bash -c "'$AFCP' --version | grep -q '^afcp '"

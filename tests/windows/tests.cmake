@@ -8,8 +8,10 @@ set(SRC ${PROJECT_SOURCE_DIR}/tests)
 # Linux-only suites (test_ladder.c: libaio and seccomp) are not part of the Windows list.
 add_executable(contract_win
   ${SRC}/contract/test_ctx.c ${SRC}/contract/test_position.c ${SRC}/contract/test_ops.c
-  ${SRC}/contract/test_blocking.c ${SRC}/contract/test_stream.c ${SRC}/shim/runner.c)
-target_include_directories(contract_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include)
+  ${SRC}/contract/test_blocking.c ${SRC}/contract/test_stream.c ${SRC}/contract/test_meta.c
+  ${SRC}/shim/runner.c)
+target_include_directories(contract_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include
+                           ${PROJECT_SOURCE_DIR}/src/core)
 target_link_libraries(contract_win PRIVATE asyncfs_static)
 if(MINGW)
   # C99 printf formats (%zd) in the messages, as on POSIX.

@@ -108,6 +108,14 @@ int  afcp_install(int dfd, const char *tmp, const char *name);
 
 /* copy.c: spawns a task copying the job (takes ownership of it, holds a file slot). */
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
+/* The temporaries a signal removes (see copy.c): install the handlers (after the options
+ * are known), take a slot (may wait), name the temporary it holds, give the slot back. */
+void afcp_signals_init(void);
+int  afcp_temp_get(struct corio_task *t);
+void afcp_temp_set(int slot, int dfd, const char *name);
+void afcp_temp_put(int slot);
+/* A struct stat from asyncfs's (the fields afcp uses). */
+void afcp_stat_from(struct stat *out, const struct afs_stat *in);
 
 /* progress.c */
 void *afcp_buf_get(void);  /* a chunk_size buffer; pair with afcp_sem bufs */

@@ -1,24 +1,24 @@
 /* afcp: copying one regular file, as a corio task.
  *
- * Opening, and why through /proc/self/fd. asyncfs's afs_open() takes a path, not a directory
- * fd plus a name. afcp still resolves every name relative to the directory fds the walker
- * opened with O_NOFOLLOW, by handing afs_open() "/proc/self/fd/<dirfd>/<name>": the kernel
- * jumps to the very directory that fd refers to (the magic link is not a path walk), then
- * looks up <name> in it. So:
- *  - destination: O_CREAT|O_EXCL|O_NOFOLLOW on "/proc/self/fd/<dfd>/.afcp.XXXXXX" creates a
- *    new inode in exactly that directory, or fails; no symlink is followed (O_EXCL refuses
- *    one at the last component, the directory fd pins every component above). The mode
+ * Every per-file system call goes through asyncfs's phase batches: the source and the
+ * destination are opened with afs_openat() relative to the directory fds the walker opened
+ * with O_NOFOLLOW, the source is checked with afs_statx() on the fd it opened, the data moves
+ * with afs_pread()/afs_pwrite(), the files are closed with afs_close() and the temporary is
+ * renamed with afs_renameat(). Inside a task each of these suspends only the task: with 64
+ * files in flight, one phase hands the kernel dozens of opens, stats, reads, writes and
+ * renames at once (io_uring: one io_uring_enter; the kernel runs the path walks on its own
+ * workers, on the other CPUs, while this thread goes on). So:
+ *  - destination: O_CREAT|O_EXCL|O_NOFOLLOW on ".afcp.XXXXXX" in the destination directory
+ *    fd creates a new inode in exactly that directory, or fails; no symlink is followed (O_EXCL
+ *    refuses one at the last component, the directory fd pins every component above). The mode
  *    given to open() is the source's & 0777 (the umask applies); it is never widened later,
  *    except by -p to the source's own mode. The file appears under its real name only via
- *    renameat() on the same directory fd, after the data is written and fdatasync'ed.
- *  - source: openat(sfd, name, O_NOFOLLOW|O_NONBLOCK) first (O_NONBLOCK: a FIFO swapped in
- *    after the walk cannot block us), fstat() that fd and refuse anything but a regular
- *    file, then afs_open("/proc/self/fd/<fd>") re-opens that same inode: no window between
- *    the check and the open.
- * Without /proc (a chroot, some containers) afcp falls back to plain paths with AFS_EXCL and
- * AFS_NOFOLLOW: the last component is still safe, but a directory above it that is swapped
- * for a symlink during the copy could redirect the write (the classic TOCTOU); afcp then
- * checks the source it opened against the inode it checked and refuses a mismatch.
+ *    renameat() on the same directory fd, after its data is on disk (see below).
+ *  - source: openat(sfd, name, O_NOFOLLOW|O_NONBLOCK) (O_NONBLOCK: a FIFO swapped in after
+ *    the walk cannot block us), statx that fd and refuse anything but a regular file: the
+ *    check and the data are the same inode.
+ * --direct re-opens the source or the new destination with O_DIRECT through
+ * /proc/self/fd/<fd> (the same inode, no path walk); without /proc it stays buffered.
  *
  * Data. A file up to chunk_size is one read and one write. A larger one is cut into chunks
  * taken in order by up to chunk_workers tasks (the file task and its children), each with its
@@ -30,69 +30,82 @@
  * its data is on disk (after a crash the name would exist with holes or no data). One
  * fdatasync per file does that but costs a journal commit per file: for 10,000 small files
  * it made afcp slower than cp. So a finished file closes its descriptors, gives back its
- * slot (the next files start) and joins the current commit group; when no file task is left
- * copying data, or the group reaches GROUP_MAX files, the task that noticed calls syncfs()
- * once per file system of the group, and only then does every member rename its temporary
- * into place. syncfs is a blocking call on the scheduler's thread (asyncfs has no async
- * syncfs): every task waits while it runs, which is what a group commit means anyway. Large
- * files (>= GROUP_FSYNC_MIN) keep their own fdatasync through asyncfs, in the phase batch. */
+ * slot (the next files start) and joins the next commit group. One syncfs round (one syncfs()
+ * per file system of the group, on asyncfs's thread pool: the other files go on copying) is
+ * in flight at a time; the files finishing meanwhile form the next group (see
+ * commit_groups). Only once its group's round is done does a file rename its temporary into
+ * place.
+ * A failure (or a signal: the handler in afcp.c) before the rename removes the temporaries:
+ * a name never points at a file that is not complete and synced. Large files
+ * (>= GROUP_FSYNC_MIN) keep their own fdatasync through asyncfs, in the phase batch. */
 #define _GNU_SOURCE
 #include "afcp.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { DIO_ALIGN = 4096, GROUP_MAX = 1024 };
+enum { DIO_ALIGN = 4096, GROUP_FS_MAX = 8, TEMPS_WAITING = 4096 };
 #define GROUP_FSYNC_MIN (8u << 20)
 
+/* A commit group: finished files waiting for the same syncfs round. */
 struct group {
     struct corio_future done;   /* result: 0 or the first syncfs error */
-    unsigned            members, left;
-    int                 fds[8]; /* one directory fd per file system (dup'ed) */
-    dev_t               devs[8];
+    unsigned            left;   /* members still waiting on `done` */
+    int                 fds[GROUP_FS_MAX]; /* one directory fd per file system (dup'ed) */
+    dev_t               devs[GROUP_FS_MAX];
     unsigned            nfs;
 };
 
-static struct group *cur_group;
-static unsigned      copying; /* file tasks holding a slot */
+static struct group *cur_group;  /* filling: files waiting for the next syncfs round */
+static int           committing; /* a task is running syncfs rounds */
+static unsigned      copying;    /* file tasks holding a slot */
 
-static void group_commit(void)
+/* Group commit as databases do it: one syncfs round in flight at a time, and the files that
+ * finish while it runs form the next group, committed as soon as it is done. The group size
+ * follows the disk's latency by itself: a slow sync gathers more files, and the disk writes
+ * back continuously while the copy goes on. Runs in the member task that found no round in
+ * flight; afs_syncfs() runs on asyncfs's thread pool, so only this task waits for it. */
+static void commit_groups(void)
 {
-    struct group *g = cur_group;
-    cur_group = NULL;
-    int err = 0;
-    for (unsigned i = 0; i < g->nfs; i++) {
-        if (syncfs(g->fds[i]) < 0 && !err)
-            err = -errno;
-        close(g->fds[i]);
+    if (committing)
+        return;
+    committing = 1;
+    while (cur_group) {
+        struct group *g = cur_group;
+        cur_group = NULL;
+        int err = 0;
+        for (unsigned i = 0; i < g->nfs; i++) {
+            int r = afs_syncfs(afcp.ctx, g->fds[i]);
+            if (r < 0 && !err)
+                err = r;
+            close(g->fds[i]);
+        }
+        corio_future_complete(&g->done, err, NULL);
     }
-    corio_future_complete(&g->done, err, NULL);
+    committing = 0;
 }
 
-/* Gives the slot back; commits the group when nothing else is copying. */
 static void slot_release(void)
 {
     copying--;
     afcp_sem_release(&afcp.files);
-    if (cur_group && (copying == 0 || cur_group->members >= GROUP_MAX))
-        group_commit();
 }
 
-/* Joins the current group with the destination directory dd, releases the slot, waits until
- * the group's data is on disk. Returns 0 or the syncfs error. */
+/* Joins the next group with the destination directory dd, releases the file slot (the next
+ * file starts), and waits until the group's data is on disk. Returns 0 or the syncfs error. */
 static int group_wait(struct corio_task *t, struct afcp_dir *dd)
 {
+    slot_release();
     if (!cur_group) {
         cur_group = calloc(1, sizeof *cur_group);
-        if (!cur_group) {
-            slot_release();
+        if (!cur_group)
             return -ENOMEM;
-        }
         corio_future_init(&cur_group->done);
     }
     struct group *g = cur_group;
@@ -100,17 +113,14 @@ static int group_wait(struct corio_task *t, struct afcp_dir *dd)
     while (i < g->nfs && g->devs[i] != dd->ddev)
         i++;
     if (i == g->nfs) {
-        int fd = i < 8 ? dup(dd->dfd) : -1;
-        if (fd < 0) {
-            group_commit(); /* too many file systems in one group: commit this one first */
-            return group_wait(t, dd);
-        }
+        int fd = i < GROUP_FS_MAX ? dup(dd->dfd) : -1;
+        if (fd < 0) /* a group spanning too many file systems: sync this one alone */
+            return afs_syncfs(afcp.ctx, dd->dfd);
         g->fds[g->nfs] = fd;
         g->devs[g->nfs++] = dd->ddev;
     }
-    g->members++;
     g->left++;
-    slot_release();
+    commit_groups();
     int r = corio_future_await_shielded(t, &g->done, NULL);
     if (--g->left == 0)
         free(g);
@@ -219,76 +229,68 @@ static int do_copy_range(struct corio_task *t, struct fcopy *c)
     return 0;
 }
 
-static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned perm,
-                       struct afs_file **out)
+/* --direct: the same inode again with O_DIRECT, through /proc/self/fd (no path walk, so
+ * nothing can be swapped in). 0 and *out, or -errno (-EINVAL: the file system refuses it). */
+static int reopen_direct(int fd, int flags, struct afs_file **out)
 {
-    char buf[64], *path = buf;
-    if (afcp.have_proc && strlen(name) < sizeof buf - 32)
-        snprintf(buf, sizeof buf, "/proc/self/fd/%d/%s", d->dfd, name);
-    else if (afcp.have_proc) {
-        path = afcp_xmalloc(strlen(name) + 32);
-        sprintf(path, "/proc/self/fd/%d/%s", d->dfd, name);
-    } else {
-        path = afcp_join(d->dpath, name);
-    }
-    int err = afs_open(afcp.ctx, path, flags, perm, AFS_MODE_SYNC, out);
-    if (path != buf)
-        free(path);
-    return err;
+    if (!afcp.have_proc)
+        return -ENOTSUP;
+    char path[40];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return afs_open(afcp.ctx, path, flags | AFS_DIRECT, 0, AFS_MODE_SYNC, out);
 }
 
 static int open_source(struct afcp_file_job *j, struct fcopy *c)
 {
-    int fd = openat(j->sd->sfd, j->sname,
-                    O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | (j->follow ? 0 : O_NOFOLLOW));
+    int flags = AFS_RDONLY | AFS_NONBLOCK | (j->follow ? 0 : AFS_NOFOLLOW);
+    int fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
     if (fd < 0) {
-        afcp_err(errno, "cannot open '%s' for reading", j->spath);
+        afcp_err(fd, "cannot open '%s' for reading", j->spath);
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    struct afs_stat ast;
+    if (afs_statx(afcp.ctx, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 || !S_ISREG(ast.mode)) {
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->spath);
         afcp.status = 1;
-        close(fd);
+        afs_close_fd(afcp.ctx, fd);
         return -1;
     }
+    struct stat st;
+    afcp_stat_from(&st, &ast);
     afcp.bytes_total += (uint64_t)st.st_size - (uint64_t)j->st.st_size; /* walk-time size */
     j->st = st; /* the size and mode of what we actually read */
     c->size = (uint64_t)st.st_size;
-    int err = -ENOENT;
-    char path[40];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    for (int direct = afcp.o.direct; direct >= 0; direct--) {
-        int flags = AFS_RDONLY | (direct ? AFS_DIRECT : 0);
-        if (afcp.have_proc) {
-            err = afs_open(afcp.ctx, path, flags, 0, AFS_MODE_SYNC, &c->in);
-        } else {
-            char *p = afcp_join(j->sd->spath, j->sname);
-            err = afs_open(afcp.ctx, p, flags | (j->follow ? 0 : AFS_NOFOLLOW), 0,
-                           AFS_MODE_SYNC, &c->in);
-            free(p);
-            struct stat st2;
-            if (err == 0 && (fstat((int)afs_file_fd(c->in), &st2) < 0 ||
-                             st2.st_ino != st.st_ino || st2.st_dev != st.st_dev)) {
-                afs_close(c->in);
-                err = -ESTALE;
-            }
-        }
-        c->direct_in = direct;
-        if (err != -EINVAL || !direct)
-            break; /* EINVAL with O_DIRECT: this file system refuses it; go buffered */
+    if (afcp.o.direct && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
+        c->direct_in = 1;
+        afs_close_fd(afcp.ctx, fd);
+        return 0;
     }
-    close(fd);
+    /* Buffered (or O_DIRECT refused): the fd itself. O_NONBLOCK is cleared on it. */
+    int err = afs_file_from_fd(afcp.ctx, fd, flags, AFS_MODE_SYNC, &c->in);
     if (err < 0) {
-        afcp_err(-err, "cannot open '%s' for reading", j->spath);
+        afs_close_fd(afcp.ctx, fd);
+        afcp_err(err, "cannot open '%s' for reading", j->spath);
         return -1;
     }
     return 0;
 }
 
+/* Opens dname (or, --inplace, the name itself) in d's destination directory. */
+static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned perm,
+                       struct afs_file **out)
+{
+    int fd = afs_openat(afcp.ctx, d->dfd, name, flags, perm);
+    if (fd < 0)
+        return fd;
+    int err = afs_file_from_fd(afcp.ctx, fd, flags, AFS_MODE_SYNC, out);
+    if (err < 0)
+        afs_close_fd(afcp.ctx, fd);
+    return err;
+}
+
 /* Opens the destination: a fresh temporary name (or, --inplace, the name itself). */
-static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp)
+static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int tslot)
 {
     unsigned perm = j->st.st_mode & 0777;
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
@@ -299,8 +301,9 @@ static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp)
                           perm, &c->out);
         if (err < 0 && j->exists && afcp.o.force) {
             /* -f: remove what we could not open (read-only file, symlink) and create anew. */
-            if (unlinkat(j->dd->dfd, j->dname, 0) < 0 && errno != ENOENT) {
-                afcp_err(errno, "cannot remove '%s'", j->dpath);
+            int r = afs_unlinkat(afcp.ctx, j->dd->dfd, j->dname, 0);
+            if (r < 0 && r != -ENOENT) {
+                afcp_err(r, "cannot remove '%s'", j->dpath);
                 return -1;
             }
             err = open_in_dir(j->dd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
@@ -313,22 +316,20 @@ static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp)
             if (err != -EEXIST || tries > 100)
                 break;
         }
+        if (err == 0)
+            afcp_temp_set(tslot, j->dd->dfd, tmp);
     }
     if (err < 0) {
-        afcp_err(-err, "cannot create regular file '%s'", j->dpath);
+        afcp_err(err, "cannot create regular file '%s'", j->dpath);
         return -1;
     }
-    /* --direct: re-open the new inode with O_DIRECT through /proc; a file system that
-     * refuses it keeps the buffered handle (a fallback per file, not an error). */
-    if (afcp.o.direct && afcp.have_proc) {
-        char path[40];
-        struct afs_file *d;
-        snprintf(path, sizeof path, "/proc/self/fd/%d", (int)afs_file_fd(c->out));
-        if (afs_open(afcp.ctx, path, AFS_WRONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &d) == 0) {
-            afs_close(c->out);
-            c->out = d;
-            c->direct_out = 1;
-        }
+    /* --direct: the new inode again with O_DIRECT; a file system that refuses it keeps the
+     * buffered handle (a fallback per file, not an error). */
+    struct afs_file *d;
+    if (afcp.o.direct && reopen_direct((int)afs_file_fd(c->out), AFS_WRONLY, &d) == 0) {
+        afs_close(c->out);
+        c->out = d;
+        c->direct_out = 1;
     }
     return 0;
 }
@@ -357,12 +358,23 @@ static void file_task(struct corio_task *t, void *arg)
     struct afcp_file_job *j = arg;
     struct fcopy c = {.job = j};
     char tmp[16] = "";
-    int ok = 0, slot_held = 1;
+    int ok = 0, slot_held = 1, tslot = -1;
     if (open_source(j, &c) < 0) {
         afcp.bytes_total -= (uint64_t)j->st.st_size;
         goto out;
     }
-    if (open_dest(j, &c, tmp) < 0) {
+    /* What is at the destination name. A directory we created in this run (0700 until it is
+     * done) holds only what we put there: no need to look. */
+    if (!j->dd->created &&
+        afcp_check_dest(j->dd, j->dname, j->spath, j->dpath, &j->st, AFCP_DEST_FILE,
+                        &j->exists) != 0) {
+        afcp.bytes_total -= c.size;
+        afs_close(c.in);
+        goto out;
+    }
+    if (!afcp.o.inplace)
+        tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
+    if (open_dest(j, &c, tmp, tslot) < 0) {
         afcp.bytes_total -= c.size;
         afs_close(c.in);
         goto out;
@@ -413,7 +425,7 @@ static void file_task(struct corio_task *t, void *arg)
                  c.err_side ? j->dpath : j->spath);
     if (c.err) {
         /* No partial file is left under a name that looks complete. */
-        unlinkat(j->dd->dfd, afcp.o.inplace ? j->dname : tmp, 0);
+        afs_unlinkat(afcp.ctx, j->dd->dfd, afcp.o.inplace ? j->dname : tmp, 0);
         afcp.status = 1;
         afcp.bytes_done -= c.copied; /* the bar counts what was copied for good */
         afcp.bytes_total -= c.size;
@@ -423,7 +435,7 @@ static void file_task(struct corio_task *t, void *arg)
         r = afcp_install(j->dd->dfd, tmp, j->dname);
         if (r < 0) {
             afcp_err(-r, "cannot create regular file '%s'", j->dpath);
-            unlinkat(j->dd->dfd, tmp, 0);
+            afs_unlinkat(afcp.ctx, j->dd->dfd, tmp, 0);
             goto out;
         }
         if (r == 1)
@@ -434,6 +446,8 @@ static void file_task(struct corio_task *t, void *arg)
         afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
 out:
     (void)ok;
+    if (tslot >= 0)
+        afcp_temp_put(tslot); /* renamed or removed by now */
     afcp.files_done++;
     afcp_dir_put(j->sd);
     if (j->dd != j->sd)
@@ -456,4 +470,83 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
         afcp_dir_get(job->dd);
     if (corio_spawn(t, file_task, job, NULL) < 0)
         file_task(t, job); /* no stack left: copy it in the walker itself */
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Temporaries and signals. Every temporary that exists is in `temps`, a table allocated once
+ * (never moved, so a signal handler on any thread may read it). On SIGINT, SIGTERM or SIGHUP
+ * the handler removes them all with unlinkat() (async-signal-safe) and dies of the signal as
+ * it would have: a half-written or unsynced copy never stays behind, not even under a
+ * temporary name. A slot is filled before it is marked used and marked unused before it is
+ * reused; the worst a race can do is an unlinkat() of a name already renamed away (ENOENT).
+ * The table has room for every file in flight plus TEMPS_WAITING files waiting for their
+ * syncfs round; a file task waits for a slot (afcp_temp_get) when it is full.
+ * ---------------------------------------------------------------------------------------- */
+struct temp {
+    volatile sig_atomic_t used;  /* a temporary of this name exists: the handler reads it */
+    int                   dfd;
+    char                  name[16];
+    int                   taken; /* the slot belongs to a file task (main thread only) */
+};
+
+static struct temp    *temps;
+static unsigned        ntemps;
+static struct afcp_sem temp_sem;
+
+static void on_signal(int sig)
+{
+    for (unsigned i = 0; i < ntemps; i++)
+        if (temps[i].used)
+            unlinkat(temps[i].dfd, temps[i].name, 0);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void afcp_signals_init(void)
+{
+    ntemps = afcp.o.jobs + TEMPS_WAITING;
+    temps = calloc(ntemps, sizeof *temps);
+    if (!temps) {
+        fputs("afcp: out of memory\n", stderr);
+        exit(1);
+    }
+    afcp_sem_init(&temp_sem, (long)ntemps);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        /* A signal ignored by whoever started us (nohup, a background job) stays ignored. */
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+int afcp_temp_get(struct corio_task *t)
+{
+    afcp_sem_acquire(t, &temp_sem);
+    static unsigned next;
+    while (temps[next].taken) /* the semaphore promises a free slot */
+        next = (next + 1) % ntemps;
+    temps[next].taken = 1;
+    return (int)next;
+}
+
+void afcp_temp_set(int i, int dfd, const char *name)
+{
+    temps[i].dfd = dfd;
+    snprintf(temps[i].name, sizeof temps[i].name, "%s", name);
+    __atomic_store_n(&temps[i].used, 1, __ATOMIC_RELEASE);
+}
+
+void afcp_temp_put(int i)
+{
+    __atomic_store_n(&temps[i].used, 0, __ATOMIC_RELEASE);
+    temps[i].taken = 0;
+    afcp_sem_release(&temp_sem);
 }

@@ -1,9 +1,12 @@
 /* afcp: directories, symlinks and special files. The walker is one task per command-line
  * operand; it reads each directory, sorts the entries by inode number (on a cold cache that
  * turns the inode and data reads into mostly ascending disk order) and hands regular files to
- * file tasks, at most `jobs` in flight. Directory walking itself stays in the walker task:
- * getdents, fstatat, mkdirat are plain system calls (asyncfs has no async openat/statx/mkdir
- * yet), so several walker tasks on this one thread would not overlap them anyway.
+ * file tasks, at most `jobs` in flight. A regular file (d_type DT_REG) goes to its task
+ * without being looked at here: the task stats what it opened, and 64 tasks' stats and opens
+ * share the phase batches. Other entries (and file systems without d_type) are stat'ed by the
+ * walker with afs_statx(); directories are opened and made with afs_openat()/afs_mkdirat().
+ * Symlinks, special files and readdir itself are plain system calls (rare, or with no
+ * asynchronous form).
  *
  * Every name is resolved relative to a directory fd opened with O_NOFOLLOW|O_DIRECTORY, so a
  * directory swapped for a symlink during the copy is not followed on either side. */
@@ -91,22 +94,22 @@ void afcp_tmpname(char *tmp)
 int afcp_install(int dfd, const char *tmp, const char *name)
 {
     if (!afcp.o.noclobber)
-        return renameat(dfd, tmp, dfd, name) < 0 ? -errno : 0;
-    if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
+        return afs_renameat(afcp.ctx, dfd, tmp, dfd, name, 0);
+    int err = afs_renameat(afcp.ctx, dfd, tmp, dfd, name, AFS_RENAME_NOREPLACE);
+    if (err == 0)
         return 0;
-    int err = errno;
-    if (err == EINVAL || err == ENOSYS) {
+    if (err == -EINVAL || err == -ENOSYS || err == -ENOTSUP) {
         if (linkat(dfd, tmp, dfd, name, 0) == 0) {
-            unlinkat(dfd, tmp, 0);
+            afs_unlinkat(afcp.ctx, dfd, tmp, 0);
             return 0;
         }
-        err = errno;
+        err = -errno;
     }
-    if (err == EEXIST) {
-        unlinkat(dfd, tmp, 0);
+    if (err == -EEXIST) {
+        afs_unlinkat(afcp.ctx, dfd, tmp, 0);
         return 1;
     }
-    return -err;
+    return err;
 }
 
 /* Checks what is at dname in dd before we replace it. 0: go on (*exists set), 1: skip (-n),
@@ -115,13 +118,16 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
                     const char *dpath, const struct stat *sst, int kind, int *exists)
 {
     struct stat dst;
+    struct afs_stat ast;
     *exists = 0;
-    if (fstatat(dd->dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) < 0) {
-        if (errno == ENOENT)
+    int err = afs_statx(afcp.ctx, dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &ast);
+    if (err < 0) {
+        if (err == -ENOENT)
             return 0;
-        afcp_err(errno, "cannot stat '%s'", dpath);
+        afcp_err(err, "cannot stat '%s'", dpath);
         return -1;
     }
+    afcp_stat_from(&dst, &ast);
     *exists = 1;
     int src_is_dir = kind == AFCP_DEST_DIR;
     if (S_ISDIR(dst.st_mode) && src_is_dir)
@@ -249,8 +255,9 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
 }
 
 struct ent {
-    ino_t ino;
-    char *name;
+    ino_t         ino;
+    char         *name;
+    unsigned char type; /* d_type: DT_REG, DT_DIR..., DT_UNKNOWN */
 };
 
 static int ent_cmp(const void *a, const void *b)
@@ -271,34 +278,39 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
     int exists;
     if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
         return;
-    int sfd = openat(sd->sfd, sname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const int dflags = AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW;
+    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, dflags, 0);
     if (sfd < 0) {
-        afcp_err(errno, "cannot access '%s'", spath);
+        afcp_err(sfd, "cannot access '%s'", spath);
         return;
     }
     int created = 0;
     if (!exists) {
         /* 0700 while we fill it: the final mode comes once its entries are done. */
-        if (mkdirat(dd->dfd, dname, 0700) < 0 && errno != EEXIST) {
-            afcp_err(errno, "cannot create directory '%s'", dpath);
+        int err = afs_mkdirat(afcp.ctx, dd->dfd, dname, 0700);
+        if (err < 0 && err != -EEXIST) {
+            afcp_err(err, "cannot create directory '%s'", dpath);
             close(sfd);
             return;
         }
-        created = 1;
+        created = err == 0;
     }
-    int dfd = openat(dd->dfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int dfd = afs_openat(afcp.ctx, dd->dfd, dname, dflags, 0);
     if (dfd < 0) {
-        if (errno == ENOTDIR || errno == ELOOP)
+        if (dfd == -ENOTDIR || dfd == -ELOOP)
             afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
         else
-            afcp_err(errno, "cannot open directory '%s'", dpath);
+            afcp_err(dfd, "cannot open directory '%s'", dpath);
         afcp.status = 1;
         close(sfd);
         return;
     }
     struct stat dst;
-    if (fstat(dfd, &dst) < 0)
-        dst.st_dev = 0;
+    struct afs_stat ast;
+    if (afs_statx(afcp.ctx, dfd, "", AFS_AT_EMPTY_PATH, &ast) == 0)
+        afcp_stat_from(&dst, &ast);
+    else
+        memset(&dst, 0, sizeof dst);
     if (created)
         remember_made(dst.st_dev, dst.st_ino);
     if (afcp.o.verbose && created)
@@ -336,7 +348,7 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
                 exit(1);
             }
         }
-        ents[n++] = (struct ent){e->d_ino, afcp_xstrdup(e->d_name)};
+        ents[n++] = (struct ent){e->d_ino, afcp_xstrdup(e->d_name), e->d_type};
     }
     if (errno)
         afcp_err(errno, "cannot read directory '%s'", spath);
@@ -345,9 +357,19 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
         qsort(ents, n, sizeof *ents, ent_cmp);
     for (size_t i = 0; i < n; i++) {
         struct stat est;
-        if (fstatat(sfd, ents[i].name, &est, AT_SYMLINK_NOFOLLOW) < 0) {
+        struct afs_stat east;
+        int err = 0;
+        if (ents[i].type == DT_REG) {
+            /* The file task stats what it opens; the size comes then. */
+            memset(&est, 0, sizeof est);
+            est.st_mode = S_IFREG;
+        } else if ((err = afs_statx(afcp.ctx, sfd, ents[i].name, AFS_AT_SYMLINK_NOFOLLOW,
+                                    &east)) == 0) {
+            afcp_stat_from(&est, &east);
+        }
+        if (err < 0) {
             char *p = afcp_join(spath, ents[i].name);
-            afcp_err(errno, "cannot stat '%s'", p);
+            afcp_err(err, "cannot stat '%s'", p);
             free(p);
         } else {
             afcp_copy_entry(t, d, ents[i].name, d, ents[i].name, &est, 0);
@@ -364,17 +386,11 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
 {
     char *spath = afcp_join(sd->spath, sname), *dpath = afcp_join(dd->dpath, dname);
     if (S_ISREG(st->st_mode)) {
-        int exists;
-        if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_FILE, &exists) != 0) {
-            free(spath);
-            free(dpath);
-            return;
-        }
+        /* The file task checks the destination (afcp_check_dest) once it knows the source. */
         struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
-                                      .dpath = dpath, .st = *st, .follow = follow,
-                                      .exists = exists};
+                                      .dpath = dpath, .st = *st, .follow = follow};
         afcp.files_total++;
         afcp.bytes_total += (uint64_t)st->st_size;
         afcp_spawn_file(t, job); /* owns the strings now */

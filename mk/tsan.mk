@@ -1,0 +1,39 @@
+# make test-tsan: the suites that use threads, built with ThreadSanitizer (gcc), in their own
+# build directory: the contract suite on the thread pool and with AUTO (the pool serves every
+# backend's buffered ops and wakes the owner across threads), and the scheduler suite on the
+# thread pool and on io_uring (dispatchers answering from other threads, futures completed
+# from other threads, the context's waker). Any report fails the run.
+#
+# Criterion's process sandbox cannot start under TSan (its shared arena collides with TSan's
+# memory layout), so the suites are built against the Criterion-compatible shim in tests/shim,
+# which forks one process per test as well. Coroutine switches are annotated as TSan fibers
+# (src/corio/switch.h), so TSan follows tasks across stacks.
+TSAN_BUILD ?= build-tsan
+# gcc's TSan allows 8128 threads and fibers alive at once; clang's (TSAN_CC=clang, packages of
+# `scripts/deps.sh sanitize`) has no such limit and makes fibers faster. These suites need
+# neither.
+TSAN_CC    ?= gcc
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+# suite:backend pairs; "auto" leaves ASYNCFS_BACKEND unset.
+TSAN_RUNS  ?= contract:threads contract:auto corio_sched:threads corio_sched:io_uring
+
+.PHONY: test-tsan
+
+test-tsan:
+	@scripts/deps.sh test tsan
+	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_C_COMPILER=$(TSAN_CC) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DASYNCFS_TOOLS=OFF -DASYNCFS_SHIM_TESTS=ON -DASYNCFS_WERROR=$(WERROR) \
+	  -DCMAKE_C_FLAGS="$(TSAN_FLAGS)" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+	  -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
+	@cmake --build $(TSAN_BUILD) -j $(JOBS) --target contract_shim corio_sched_shim
+	@export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 \
+	  suppressions=$(abspath tests/tsan.supp)"; rc=0; \
+	for run in $(TSAN_RUNS); do \
+	  suite=$${run%%:*}; be=$${run#*:}; \
+	  echo "== tsan: $$suite on $$be"; \
+	  if [ "$$be" = auto ]; then \
+	    env -u ASYNCFS_BACKEND $(TSAN_BUILD)/$${suite}_shim || rc=1; \
+	  else \
+	    ASYNCFS_BACKEND=$$be $(TSAN_BUILD)/$${suite}_shim || rc=1; \
+	  fi; \
+	done; exit $$rc

@@ -1,0 +1,525 @@
+/* Metadata ops: openat, statx, close, mkdirat, renameat, unlinkat, syncfs; through the op API
+ * (the backend under test: io_uring opcodes, libaio/posix-aio/threads through the pool, sync
+ * inline), through the blocking calls inside and outside a "task", and files made from fds.
+ * On Windows every one of them is -ENOTSUP. */
+#include "../common.h"
+
+#define T_META(name, ...)                                                                     \
+    Test(meta, name, .init = t_setup, .fini = t_teardown, .timeout = 30, ##__VA_ARGS__)
+
+struct done {
+    int     calls;
+    ssize_t last;
+};
+
+static void count_cb(struct afs_op *op)
+{
+    struct done *d = op->data;
+    d->calls++;
+    d->last = op->result;
+}
+
+#ifdef _WIN32
+
+T_META(everything_is_enotsup_on_windows)
+{
+    t_new_ctx();
+    struct afs_op op;
+    struct done d = {0};
+    struct afs_stat st;
+    memset(&op, 0, sizeof op);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, AFS_AT_FDCWD, t_path("f"), AFS_RDONLY, 0,
+                                  count_cb, &d), -ENOTSUP);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, AFS_AT_FDCWD, t_dir, 0, &st, count_cb, &d),
+                 -ENOTSUP);
+    cr_assert_eq(afs_queue_mkdirat(&op, t_ctx, AFS_AT_FDCWD, t_path("d"), 0700, count_cb, &d),
+                 -ENOTSUP);
+    cr_assert_eq(afs_openat(t_ctx, AFS_AT_FDCWD, t_path("f"), AFS_RDONLY, 0), -ENOTSUP);
+    cr_assert_eq(afs_statx(t_ctx, AFS_AT_FDCWD, t_dir, 0, &st), -ENOTSUP);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("d"), 0700), -ENOTSUP);
+    cr_assert_eq(afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("a"), AFS_AT_FDCWD, t_path("b"), 0),
+                 -ENOTSUP);
+    cr_assert_eq(afs_unlinkat(t_ctx, AFS_AT_FDCWD, t_path("a"), 0), -ENOTSUP);
+    cr_assert_eq(afs_syncfs(t_ctx, 0), -ENOTSUP);
+    cr_assert_eq(afs_close_fd(t_ctx, 0), -ENOTSUP);
+    struct afs_file *f;
+    cr_assert_eq(afs_file_from_fd(t_ctx, 0, AFS_RDONLY, AFS_MODE_SYNC, &f), -ENOTSUP);
+    cr_assert_eq(d.calls, 0);
+    /* Nothing was queued: the context has nothing to wait for. */
+    cr_assert_eq(afs_ctx_wait(t_ctx, 0, 0), 0);
+
+    /* Paths still work: afs_open() is the way to files here. */
+    t_make_file(t_path("f"), 3000);
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    static char buf[3000];
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 3000);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    cr_assert_eq(afs_close(f), 0);
+}
+
+#else
+
+static void wait_for(struct done *d, int n)
+{
+    while (d->calls < n) {
+        int r = afs_ctx_wait(t_ctx, 1, 10LL * 1000 * 1000 * 1000);
+        cr_assert_geq(r, 0, "afs_ctx_wait: %s", afs_strerror(r));
+    }
+}
+
+#include <sys/utsname.h>
+
+/* A directory fd on the test directory, made with the blocking call (inline here). */
+static int t_dirfd(void)
+{
+    int fd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(fd, 0, "afs_openat(%s): %s", t_dir, afs_strerror(fd));
+    return fd;
+}
+
+static bool on_uring(void)
+{
+    return strcmp(afs_ctx_backend(t_ctx), "io_uring") == 0;
+}
+
+/* io_uring openat/statx/close are Linux 5.6, renameat/unlinkat 5.11, mkdirat 5.15. */
+static bool kernel_at_least(int major, int minor)
+{
+    struct utsname u;
+    int a = 0, b = 0;
+    if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &a, &b) != 2)
+        return false;
+    return a > major || (a == major && b >= minor);
+}
+
+static ssize_t run_op(struct afs_op *op, struct done *d)
+{
+    int before = d->calls;
+    wait_for(d, before + 1);
+    return op->result;
+}
+
+T_META(openat_creates_and_the_fd_becomes_a_file)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    struct afs_op op;
+    struct done d = {0};
+    memset(&op, 0, sizeof op);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "new", AFS_RDWR | AFS_CREAT | AFS_EXCL,
+                                  0600, count_cb, &d), 0);
+    cr_assert_eq(d.calls, 0, "the callback runs from afs_ctx_wait, not the queueing call");
+    ssize_t fd = run_op(&op, &d);
+    cr_assert_geq(fd, 0, "openat: %s", afs_strerror((int)fd));
+    cr_assert_eq(d.calls, 1);
+    cr_assert(fcntl((int)fd, F_GETFD) & FD_CLOEXEC, "new fds are close-on-exec");
+
+    struct afs_file *f;
+    cr_assert_eq(afs_file_from_fd(t_ctx, (int)fd, AFS_RDWR, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_fd(f), fd);
+    static char buf[20000], back[20000];
+    t_fill(buf, sizeof buf, 0);
+    cr_assert_eq(afs_pwrite(f, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+    cr_assert_eq(afs_pread(f, back, sizeof back, 0), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 0));
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(fcntl((int)fd, F_GETFD), -1, "afs_close closed the adopted fd");
+
+    /* What stat(2) says, through statx: size, type, permissions, inode. */
+    struct afs_stat st;
+    memset(&st, 0xff, sizeof st);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "new", 0, &st, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    struct stat ref;
+    cr_assert_eq(stat(t_path("new"), &ref), 0);
+    cr_assert_eq(st.size, (int64_t)sizeof buf);
+    cr_assert(S_ISREG(st.mode));
+    cr_assert_eq(st.mode & 07777, ref.st_mode & 07777);
+    cr_assert_eq(st.mode & 0077, 0, "0600 was asked for: never wider");
+    cr_assert_eq(st.ino, (uint64_t)ref.st_ino);
+    cr_assert_eq(st.dev, (uint64_t)ref.st_dev);
+    cr_assert_eq(st.nlink, 1u);
+    cr_assert_eq(st.uid, (uint32_t)ref.st_uid);
+    cr_assert_eq(st.mtime.sec, (int64_t)ref.st_mtim.tv_sec);
+    cr_assert_eq(st.mtime.nsec, (int64_t)ref.st_mtim.tv_nsec);
+    cr_assert_geq(st.blocks * 512, (uint64_t)sizeof buf - 4096);
+
+    /* AFS_AT_EMPTY_PATH: the dirfd itself, as fstat. */
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "", AFS_AT_EMPTY_PATH, &st, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert(S_ISDIR(st.mode));
+    cr_assert_eq(stat(t_dir, &ref), 0);
+    cr_assert_eq(st.ino, (uint64_t)ref.st_ino);
+    close(dfd);
+}
+
+T_META(errors_come_back_as_negative_errno)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    t_make_file(t_path("file"), 10);
+    cr_assert_eq(symlink("file", t_path("link")), 0);
+    struct afs_op op;
+    struct done d = {0};
+    struct afs_stat st;
+    memset(&op, 0, sizeof op);
+
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "missing", AFS_RDONLY, 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ENOENT);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "file", AFS_WRONLY | AFS_CREAT | AFS_EXCL,
+                                  0644, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -EEXIST);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "link", AFS_RDONLY | AFS_NOFOLLOW, 0,
+                                  count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ELOOP);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "file", AFS_RDONLY | AFS_DIRECTORY, 0,
+                                  count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ENOTDIR);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "missing", 0, &st, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ENOENT);
+    /* A symlink: followed, or not with AFS_AT_SYMLINK_NOFOLLOW. */
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "link", 0, &st, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert(S_ISREG(st.mode));
+    cr_assert_eq(st.size, 10);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "link", AFS_AT_SYMLINK_NOFOLLOW, &st,
+                                 count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert(S_ISLNK(st.mode));
+    int calls = d.calls;
+
+    /* Refused when queued: nothing runs, no callback. */
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "x", 0, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "x", AFS_RDONLY | AFS_WRONLY, 0, count_cb,
+                                  &d), -EINVAL);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "x", AFS_RDONLY | 0x10000, 0, count_cb, &d),
+                 -EINVAL);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "x", AFS_RDONLY | AFS_CREAT, 010000,
+                                  count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, NULL, AFS_RDONLY, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "x", AFS_RDONLY, 0, NULL, &d), -EINVAL);
+    cr_assert_eq(afs_queue_openat(NULL, t_ctx, dfd, "x", AFS_RDONLY, 0, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, -5, "x", AFS_RDONLY, 0, count_cb, &d), -EBADF);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "file", 0, NULL, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "file", 0x100, &st, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_close_fd(&op, t_ctx, -1, count_cb, &d), -EBADF);
+    cr_assert_eq(afs_queue_syncfs(&op, t_ctx, -1, count_cb, &d), -EBADF);
+    cr_assert_eq(afs_queue_mkdirat(&op, t_ctx, dfd, "d", 077777, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "file", dfd, NULL, 0, count_cb, &d),
+                 -EINVAL);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "file", -7, "x", 0, count_cb, &d), -EBADF);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "file", dfd, "x", 0x8, count_cb, &d),
+                 -EINVAL);
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, dfd, "file", 0x1, count_cb, &d), -EINVAL);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 0, 0), 0);
+    cr_assert_eq(d.calls, calls, "a refused op has no callback");
+    cr_assert_eq(access(t_path("x"), F_OK), -1, "nothing was created");
+
+    /* An op in use is refused too. */
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "file", 0, &st, count_cb, &d), 0);
+    cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "file", 0, &st, count_cb, &d), -EBUSY);
+    cr_assert_eq(run_op(&op, &d), 0);
+    close(dfd);
+}
+
+T_META(mkdir_rename_unlink)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    struct afs_op op;
+    struct done d = {0};
+    struct afs_stat st;
+    memset(&op, 0, sizeof op);
+
+    cr_assert_eq(afs_queue_mkdirat(&op, t_ctx, dfd, "sub", 0700, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(afs_queue_mkdirat(&op, t_ctx, dfd, "sub", 0700, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -EEXIST);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "sub", 0, &st), 0);
+    cr_assert(S_ISDIR(st.mode));
+    cr_assert_eq(st.mode & 0077, 0);
+
+    /* Rename into the new directory, across two directory fds. */
+    t_make_file(t_path("a"), 100);
+    t_make_file(t_path("b"), 200);
+    int sub = afs_openat(t_ctx, dfd, "sub", AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW, 0);
+    cr_assert_geq(sub, 0);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "a", sub, "a2", 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(access(t_path("a"), F_OK), -1);
+    cr_assert_eq(afs_statx(t_ctx, sub, "a2", 0, &st), 0);
+    cr_assert_eq(st.size, 100);
+
+    /* NOREPLACE keeps what is there; a plain rename replaces it. */
+    t_make_file(t_path("sub/b2"), 300);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "b", sub, "b2", AFS_RENAME_NOREPLACE,
+                                    count_cb, &d), 0);
+    ssize_t r = run_op(&op, &d);
+    if (r == -EINVAL) {
+        cr_log_info("no RENAME_NOREPLACE on this file system or OS");
+    } else {
+        cr_assert_eq(r, -EEXIST);
+        cr_assert_eq(afs_statx(t_ctx, sub, "b2", 0, &st), 0);
+        cr_assert_eq(st.size, 300, "NOREPLACE kept the existing file");
+        cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "b", sub, "b3", AFS_RENAME_NOREPLACE,
+                                        count_cb, &d), 0);
+        cr_assert_eq(run_op(&op, &d), 0, "NOREPLACE onto a free name");
+        cr_assert_eq(afs_renameat(t_ctx, sub, "b3", dfd, "b", 0), 0);
+    }
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "b", sub, "b2", 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(afs_statx(t_ctx, sub, "b2", 0, &st), 0);
+    cr_assert_eq(st.size, 200, "replaced");
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "missing", dfd, "x", 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ENOENT);
+
+    /* unlink: a file; a directory only with AFS_AT_REMOVEDIR, and only when empty. */
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, dfd, "sub", AFS_AT_REMOVEDIR, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ENOTEMPTY);
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, sub, "a2", 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, sub, "b2", 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, sub, "b2", 0, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), -ENOENT);
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, dfd, "sub", 0, count_cb, &d), 0);
+    r = run_op(&op, &d);
+    cr_assert(r == -EISDIR || r == -EPERM, "unlink of a directory: %zd", r);
+    cr_assert_eq(afs_queue_unlinkat(&op, t_ctx, dfd, "sub", AFS_AT_REMOVEDIR, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(access(t_path("sub"), F_OK), -1);
+    close(sub);
+    close(dfd);
+}
+
+T_META(close_and_syncfs)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    struct afs_op op;
+    struct done d = {0};
+    memset(&op, 0, sizeof op);
+    int fd = afs_openat(t_ctx, dfd, "f", AFS_WRONLY | AFS_CREAT, 0644);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "data", 4), 4);
+    cr_assert_eq(afs_queue_syncfs(&op, t_ctx, fd, count_cb, &d), 0);
+#ifdef __linux__
+    cr_assert_eq(run_op(&op, &d), 0);
+#else
+    cr_assert_eq(run_op(&op, &d), -ENOTSUP);
+#endif
+    cr_assert_eq(afs_queue_close_fd(&op, t_ctx, fd, count_cb, &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(fcntl(fd, F_GETFD), -1, "closed");
+    cr_assert_eq(errno, EBADF);
+
+    /* A close cannot be cancelled: it runs, and the fd is gone. */
+    fd = afs_openat(t_ctx, dfd, "f", AFS_RDONLY, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(afs_queue_close_fd(&op, t_ctx, fd, count_cb, &d), 0);
+    cr_assert_eq(afs_cancel(&op), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert_eq(fcntl(fd, F_GETFD), -1, "closed although cancelled");
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+    cr_assert_eq(fcntl(dfd, F_GETFD), -1);
+}
+
+/* A queued openat that is cancelled before it ran reports -ECANCELED, once, and makes
+ * nothing. */
+T_META(cancel_a_queued_open)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    struct afs_op op;
+    struct done d = {0};
+    memset(&op, 0, sizeof op);
+    cr_assert_eq(afs_queue_openat(&op, t_ctx, dfd, "never", AFS_WRONLY | AFS_CREAT, 0644,
+                                  count_cb, &d), 0);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_for(&d, 1);
+    cr_assert_eq(d.last, -ECANCELED);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 0, 0), 0);
+    cr_assert_eq(d.calls, 1);
+    cr_assert_eq(access(t_path("never"), F_OK), -1);
+    cr_assert_eq(afs_cancel(&op), -ENOENT);
+    close(dfd);
+}
+
+/* A phase's worth of opens, stats and closes goes to the backend together: on io_uring in one
+ * submission, with no thread-pool op where the kernel has the opcodes. */
+T_META(a_batch_of_metadata_ops)
+{
+    t_new_ctx();
+    enum { N = 64 };
+    int dfd = t_dirfd();
+    static char names[N][16];
+    static struct afs_op ops[N];
+    static struct afs_stat st[N];
+    struct done d = {0};
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "f%d", i);
+        t_make_file(t_path(names[i]), (size_t)i * 100);
+    }
+    struct afs_stats s0, s1;
+    afs_ctx_stats(t_ctx, &s0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(afs_queue_statx(&ops[i], t_ctx, dfd, names[i], 0, &st[i], count_cb, &d), 0);
+    cr_assert_eq(afs_ctx_submit(t_ctx), N);
+    wait_for(&d, N);
+    afs_ctx_stats(t_ctx, &s1);
+    cr_assert_eq(s1.ops - s0.ops, (uint64_t)N);
+    cr_assert_eq(s1.completions - s0.completions, (uint64_t)N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(ops[i].result, 0, "statx %d: %s", i, afs_strerror((int)ops[i].result));
+        cr_assert_eq(st[i].size, (int64_t)i * 100);
+    }
+    bool ring = on_uring() && kernel_at_least(5, 6);
+    if (ring) {
+        cr_assert_eq(s1.kernel_submits - s0.kernel_submits, 1u, "one io_uring_enter");
+        cr_assert_eq(s1.pool_ops, s0.pool_ops, "statx ran on the ring");
+    }
+
+    /* Open them all, then close them all, a batch each. */
+    afs_ctx_stats(t_ctx, &s0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(afs_queue_openat(&ops[i], t_ctx, dfd, names[i], AFS_RDONLY, 0, count_cb,
+                                      &d), 0);
+    wait_for(&d, 2 * N);
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_geq(ops[i].result, 0);
+        fds[i] = (int)ops[i].result;
+        cr_assert_eq(afs_queue_close_fd(&ops[i], t_ctx, fds[i], count_cb, &d), 0);
+    }
+    wait_for(&d, 3 * N);
+    afs_ctx_stats(t_ctx, &s1);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(ops[i].result, 0);
+        cr_assert_eq(fcntl(fds[i], F_GETFD), -1, "fd %d closed", fds[i]);
+    }
+    if (ring)
+        cr_assert_eq(s1.pool_ops, s0.pool_ops, "openat and close ran on the ring");
+    if (!strcmp(afs_ctx_backend(t_ctx), "threads") || !strcmp(afs_ctx_backend(t_ctx), "libaio"))
+        cr_assert_eq(s1.pool_ops - s0.pool_ops, 2u * N, "the pool made the calls");
+    close(dfd);
+}
+
+/* A stand-in for a scheduler: the waiter's "coroutine" is always current, and suspending
+ * drives the context until the op's callback resumed it. */
+struct fake_sched {
+    struct afs_waiter w;
+    int               suspends, resumed;
+};
+
+static void *fake_current(struct afs_waiter *w)
+{
+    return w;
+}
+
+static int fake_suspend(struct afs_waiter *w, void *co, struct afs_op *op)
+{
+    struct fake_sched *s = (struct fake_sched *)w;
+    s->suspends++;
+    s->resumed = 0;
+    while (!s->resumed) {
+        int r = afs_ctx_wait(w->ctx, 1, -1);
+        cr_assert_geq(r, 0);
+    }
+    return 0;
+}
+
+static void fake_resume(struct afs_waiter *w, void *co, struct afs_op *op)
+{
+    ((struct fake_sched *)w)->resumed = 1;
+}
+
+T_META(blocking_calls_suspend_in_a_task_and_run_inline_outside)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    struct afs_stats s0, s1;
+    struct afs_stat st;
+
+    /* Outside a task: the plain system call, inline, no op queued. */
+    afs_ctx_stats(t_ctx, &s0);
+    int fd = afs_openat(t_ctx, dfd, "a", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0644);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "a", 0, &st), 0);
+    cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+    afs_ctx_stats(t_ctx, &s1);
+    cr_assert_eq(s1.ops, s0.ops);
+    cr_assert_eq(s1.inline_ops - s0.inline_ops, 3u);
+
+    /* In a task of this context: each call is an op through the backend, and the task
+     * suspends while it runs. */
+    struct fake_sched fs = {{t_ctx, fake_current, fake_suspend, fake_resume}, 0, 0};
+    struct afs_waiter *prev = afs_waiter_set(&fs.w);
+    afs_ctx_stats(t_ctx, &s0);
+    fd = afs_openat(t_ctx, dfd, "b", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0640);
+    int e1 = afs_openat(t_ctx, dfd, "b", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0640);
+    int e2 = afs_statx(t_ctx, dfd, "b", 0, &st);
+    int e3 = afs_mkdirat(t_ctx, dfd, "d", 0755);
+    int e4 = afs_renameat(t_ctx, dfd, "b", dfd, "d/b", 0);
+    int e5 = afs_unlinkat(t_ctx, dfd, "a", 0);
+    struct afs_file *f = NULL;
+    int e6 = afs_file_from_fd(t_ctx, fd, AFS_RDWR, AFS_MODE_SYNC, &f);
+    int e7 = f ? afs_close(f) : -1; /* the close itself goes through the backend too */
+    int e8 = afs_syncfs(t_ctx, dfd);
+    afs_waiter_set(prev);
+    afs_ctx_stats(t_ctx, &s1);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(e1, -EEXIST);
+    cr_assert_eq(e2, 0);
+    cr_assert(S_ISREG(st.mode));
+    cr_assert_eq(e3, 0);
+    cr_assert_eq(e4, 0);
+    cr_assert_eq(e5, 0);
+    cr_assert_eq(e6, 0);
+    cr_assert_eq(e7, 0);
+#ifdef __linux__
+    cr_assert_eq(e8, 0);
+#else
+    cr_assert_eq(e8, -ENOTSUP);
+#endif
+    cr_assert_eq(fs.suspends, 8); /* every call above but afs_file_from_fd */
+    cr_assert_eq(s1.ops - s0.ops, 8u);
+    cr_assert_eq(s1.inline_ops, s0.inline_ops);
+    cr_assert_eq(access(t_path("d/b"), F_OK), 0);
+    cr_assert_eq(access(t_path("a"), F_OK), -1);
+    cr_assert_eq(fcntl(fd, F_GETFD), -1, "afs_close in a task closed the fd");
+    close(dfd);
+}
+
+T_META(file_from_fd_checks_its_arguments)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 5000);
+    struct afs_file *f = (struct afs_file *)1;
+    cr_assert_eq(afs_file_from_fd(t_ctx, -1, AFS_RDONLY, AFS_MODE_SYNC, &f), -EBADF);
+    cr_assert_null(f);
+    int fd = afs_openat(t_ctx, AFS_AT_FDCWD, t_path("f"), AFS_RDONLY | AFS_NONBLOCK, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, 0, AFS_MODE_SYNC, &f), -EINVAL);
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDONLY | AFS_DIRECTORY, AFS_MODE_SYNC, &f),
+                 -EINVAL);
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDONLY, (enum afs_mode)7, &f), -EINVAL);
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDONLY, AFS_MODE_SYNC, NULL), -EINVAL);
+    cr_assert_geq(fcntl(fd, F_GETFD), 0, "a refused fd stays open, the caller's");
+
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDONLY | AFS_NONBLOCK, AFS_MODE_ASYNC, &f), 0);
+    cr_assert_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "O_NONBLOCK cleared");
+    cr_assert_eq(afs_file_size(f), 5000);
+    static char buf[5000];
+    cr_assert_eq(afs_read(f, buf, sizeof buf), 0);
+    ssize_t res;
+    cr_assert_eq(afs_last_op_wait(f, &res), 1);
+    cr_assert_eq(res, 5000);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    cr_assert_eq(afs_pwrite(f, buf, 10, 0), -EBADF, "opened read-only");
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDONLY, AFS_MODE_SYNC, &f), -EBADF,
+                 "a closed fd");
+}
+
+#endif /* _WIN32 */

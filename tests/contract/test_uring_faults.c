@@ -1,0 +1,629 @@
+/* io_uring faults: what the kernel side of the ring can do to the backend, made to happen on
+ * purpose. The backend's two kernel entry points go through the system call table
+ * (afs__sys.uring_setup, afs__sys.uring_enter), so these tests can make ring setup fail, make
+ * io_uring_enter fail with EINTR, EAGAIN or EBUSY, and rewrite the results in the CQ ring
+ * (short transfers, EAGAIN, EINTR) before the backend reaps them. Some faults need no help:
+ * a tiny queue fills the SQ, a burst of cancellations overflows the CQ, and a pipe gives
+ * real short reads.
+ *
+ * Every test runs only where the context under test lands on io_uring (ASYNCFS_BACKEND=io_uring,
+ * or AUTO where the kernel allows it) and is skipped elsewhere. Throughout: every callback runs
+ * exactly once, with the documented result, and the data is right. */
+#include "../common.h"
+
+#include "internal.h" /* afs__sys, afs__errno_name */
+
+#if __has_include(<liburing.h>)
+#include <criterion/logging.h>
+#include <dirent.h>
+#include <liburing.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+static struct afs__syscalls saved;
+
+static void u_setup(void)
+{
+    t_setup();
+    saved = afs__sys;
+}
+
+static void u_teardown(void)
+{
+    afs__sys = saved;
+    t_teardown();
+}
+
+#define T_URING(name) Test(uring_faults, name, .init = u_setup, .fini = u_teardown, .timeout = 60)
+
+/* The context the run under test gives (ASYNCFS_BACKEND or AUTO); skips unless io_uring. */
+static struct afs_ctx *uring_ctx(unsigned queue_depth)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.queue_depth = queue_depth;
+    cfg.sync_threshold = 0; /* every op goes through the ring */
+    t_ctx = t_ctx_cfg(&cfg);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    return t_ctx;
+}
+
+static void free_ctx(void)
+{
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+}
+
+static int fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d, "/proc/self/fd: %s", strerror(errno));
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The enter hook: counts calls, fails some before they reach the kernel, rewrites some CQEs
+ * after, and notes when the kernel had to keep CQEs on its overflow list.
+ * ---------------------------------------------------------------------------------------- */
+
+static struct inject {
+    /* io_uring_enter: fail every nth call (0 = never) before it reaches the kernel. */
+    unsigned eintr_every, eagain_every, ebusy_every;
+    unsigned calls, failed, full_flushes, waits;
+    /* CQEs of ops in [ops, ops + nops): every nth becomes short, -EAGAIN or -EINTR. */
+    struct afs_op *ops;
+    size_t         nops;
+    unsigned       short_every, cqe_eagain_every, cqe_eintr_every;
+    unsigned       cqes, shortened, cqe_errors;
+    unsigned       next; /* CQ index up to which CQEs have been looked at */
+    /* The kernel's CQ overflow: enters after which IORING_SQ_CQ_OVERFLOW was set. */
+    unsigned overflowed, dropped;
+} inj;
+
+static int real_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    if (wait_nr == 0)
+        return io_uring_submit(ring);
+    if (!ts)
+        return io_uring_submit_and_wait(ring, wait_nr);
+    struct io_uring_cqe *cqe;
+    return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
+}
+
+static bool every(unsigned n, unsigned k)
+{
+    return n && k % n == 0;
+}
+
+static void rewrite_cqes(struct io_uring *ring)
+{
+    unsigned head = *ring->cq.khead;
+    unsigned tail = io_uring_smp_load_acquire(ring->cq.ktail);
+    if ((int)(inj.next - head) < 0)
+        inj.next = head; /* reaped before this hook saw them */
+    for (; inj.next != tail; inj.next++) {
+        struct io_uring_cqe *cqe = &ring->cq.cqes[inj.next & ring->cq.ring_mask];
+        struct afs_op *op = (struct afs_op *)(uintptr_t)cqe->user_data;
+        if (!inj.ops || op < inj.ops || op >= inj.ops + inj.nops)
+            continue; /* the waker's read, cancel requests, ops of no interest */
+        unsigned k = ++inj.cqes;
+        /* Each rewrite is safe to act on: the core runs the rest of a short transfer again,
+         * and a repeated positional read or write moves the same bytes. */
+        if (every(inj.short_every, k) && cqe->res > 1) {
+            cqe->res /= 2;
+            inj.shortened++;
+        } else if (every(inj.cqe_eagain_every, k) && cqe->res >= 0) {
+            cqe->res = -EAGAIN;
+            inj.cqe_errors++;
+        } else if (every(inj.cqe_eintr_every, k) && cqe->res >= 0) {
+            cqe->res = -EINTR;
+            inj.cqe_errors++;
+        }
+    }
+}
+
+static int hook_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    unsigned k = ++inj.calls;
+    if (wait_nr)
+        inj.waits++;
+    else if (io_uring_sq_space_left(ring) == 0)
+        inj.full_flushes++; /* the backend found no free SQE and flushes the SQ */
+    int fail = every(inj.eintr_every, k) ? -EINTR :
+               every(inj.eagain_every, k) ? -EAGAIN :
+               every(inj.ebusy_every, k) ? -EBUSY : 0;
+    if (fail) {
+        inj.failed++;
+        return fail; /* as if interrupted before the kernel took anything */
+    }
+    int r = real_enter(ring, wait_nr, ts);
+    if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        inj.overflowed++;
+    inj.dropped = *ring->cq.koverflow; /* CQEs the kernel lost: must stay 0 (NODROP) */
+    rewrite_cqes(ring);
+    return r;
+}
+
+static void hook(void)
+{
+    memset(&inj, 0, sizeof inj);
+    afs__sys.uring_enter = hook_enter;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Ops and their callbacks
+ * ---------------------------------------------------------------------------------------- */
+
+enum { NOPS = 512, BS = 4096 };
+
+static struct afs_op ops[NOPS];
+static int           calls[NOPS];
+static ssize_t       results[NOPS];
+static int           completed;
+
+static void count_cb(struct afs_op *op)
+{
+    int i = (int)(op - ops);
+    calls[i]++;
+    results[i] = op->result;
+    completed++;
+}
+
+static void reset_ops(void)
+{
+    memset(calls, 0, sizeof calls);
+    memset(results, 0, sizeof results);
+    completed = 0;
+}
+
+static void wait_all(int n)
+{
+    int64_t give_up = afs__now_ns() + 20LL * 1000 * 1000 * 1000;
+    while (completed < n) {
+        int r = afs_ctx_wait(t_ctx, 1, 1000LL * 1000 * 1000);
+        cr_assert_geq(r, 0, "afs_ctx_wait: %s", afs_strerror(r));
+        cr_assert_lt(afs__now_ns(), give_up, "stuck at %d of %d completions", completed, n);
+    }
+    cr_assert_eq(completed, n);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 1, 0), 0, "nothing completes twice");
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(calls[i], 1, "op %d: callback ran %d times", i, calls[i]);
+    struct afs_stats st;
+    afs_ctx_stats(t_ctx, &st);
+    cr_assert_eq(st.ops, st.completions);
+}
+
+static struct afs_file *open_path(const char *path, int flags)
+{
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, path, flags, 0644, AFS_MODE_ASYNC, &f);
+    cr_assert_eq(err, 0, "afs_open %s: %s", path, afs_strerror(err));
+    return f;
+}
+
+/* A mixed batch of n ops, queued at once: reads of a pattern file at scattered offsets, and
+ * writes of pattern blocks to a second file (each its own block). Waits for all and checks
+ * every result and every byte. */
+static void mixed_batch(int n, uint64_t seed)
+{
+    enum { FILE_BLOCKS = 64 };
+    static char bufs[NOPS][BS];
+    t_make_file(t_path("r"), FILE_BLOCKS * BS);
+    struct afs_file *r = open_path(t_path("r"), AFS_RDONLY);
+    struct afs_file *w = open_path(t_path("w"), AFS_RDWR | AFS_CREAT | AFS_TRUNC);
+    reset_ops();
+    uint64_t offs[NOPS];
+    for (int i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        int err;
+        if (i % 4 == 3) {
+            offs[i] = (uint64_t)i * BS; /* writes: block i of w */
+            t_fill(bufs[i], BS, offs[i]);
+            err = afs_queue_write(&ops[i], w, bufs[i], BS, offs[i], count_cb, NULL);
+        } else {
+            /* Reads: any offset, some across the end of the file (short at EOF). */
+            offs[i] = (seed >> 33) % (FILE_BLOCKS * BS);
+            err = afs_queue_read(&ops[i], r, bufs[i], BS, offs[i], count_cb, NULL);
+        }
+        cr_assert_eq(err, 0, "queue op %d: %s", i, afs_strerror(err));
+    }
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    wait_all(n);
+    for (int i = 0; i < n; i++) {
+        size_t want = BS;
+        if (i % 4 != 3 && offs[i] + BS > FILE_BLOCKS * BS)
+            want = FILE_BLOCKS * BS - offs[i];
+        cr_assert_eq(results[i], (ssize_t)want, "op %d: %zd, expected %zu", i, results[i], want);
+        if (i % 4 != 3)
+            cr_assert(t_check(bufs[i], want, offs[i]), "op %d read wrong data", i);
+    }
+    static char back[BS];
+    for (int i = 3; i < n; i += 4) {
+        cr_assert_eq(afs_pread(w, back, BS, (uint64_t)i * BS), BS);
+        cr_assert(t_check(back, BS, (uint64_t)i * BS), "block %d written wrong", i);
+    }
+    cr_assert_eq(afs_close(r), 0);
+    cr_assert_eq(afs_close(w), 0);
+}
+
+/* Reads that stay in flight in the kernel until the test writes into their pipe. */
+static struct afs_file *fifo(const char *name)
+{
+    const char *p = t_path(name);
+    unlink(p);
+    cr_assert_eq(mkfifo(p, 0600), 0, "mkfifo: %s", strerror(errno));
+    /* O_RDWR on a FIFO never blocks on Linux, and the test can write through the same fd. */
+    return open_path(p, AFS_RDWR);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * SQ full
+ * ---------------------------------------------------------------------------------------- */
+
+/* queue_depth 1, 2 and 3 give rings of 1, 2 and 4 SQEs. Hundreds of ops go through them a
+ * few at a time; cancellations and wakes need SQEs too, so the SQ fills and is flushed. */
+T_URING(sq_full_with_tiny_queue_depths)
+{
+    for (unsigned qd = 1; qd <= 3; qd++) {
+        uring_ctx(qd);
+        hook();
+        mixed_batch(400, qd);
+        cr_assert_geq(inj.calls, 400 / qd / 2, "qd %u: only %u enters for 400 ops", qd, inj.calls);
+
+        /* SQ pressure: qd reads held in the kernel, each cancelled twice, plus a wake. */
+        static char bufs[3][BS];
+        unsigned flushes_before = inj.full_flushes;
+        for (int round = 0; round < 50; round++) {
+            struct afs_file *p[3];
+            reset_ops();
+            for (unsigned i = 0; i < qd; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "p%u", i);
+                p[i] = fifo(name);
+                cr_assert_eq(afs_queue_read(&ops[i], p[i], bufs[i], BS, 0, count_cb, NULL), 0);
+            }
+            cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+            for (unsigned i = 0; i < qd; i++) {
+                cr_assert_eq(afs_cancel(&ops[i]), 0);
+                cr_assert_eq(afs_cancel(&ops[i]), 0);
+            }
+            cr_assert_eq(afs_ctx_wake(t_ctx), 0);
+            wait_all((int)qd);
+            for (unsigned i = 0; i < qd; i++) {
+                cr_assert_eq(results[i], -ECANCELED, "qd %u round %d op %u: %zd", qd, round, i,
+                             results[i]);
+                cr_assert_eq(afs_close(p[i]), 0);
+            }
+        }
+        cr_assert_gt(inj.full_flushes, flushes_before, "qd %u: the SQ never filled", qd);
+        cr_log_info("qd %u: %u enters, %u with a full SQ", qd, inj.calls, inj.full_flushes);
+        /* Still usable after all that. */
+        mixed_batch(64, 99);
+        free_ctx();
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * CQ overflow
+ * ---------------------------------------------------------------------------------------- */
+
+/* The CQ is twice the SQ and the core keeps at most queue_depth ops in flight, so ops alone
+ * never fill it; cancel requests post CQEs of their own, though. qd 4 gives 4 SQEs and 8
+ * CQEs: 4 reads held in the kernel, each cancelled 3 times, make 16 CQEs before the backend
+ * reaps, so the kernel keeps 8 on its overflow list (NODROP) and hands them over later. */
+T_URING(cq_overflow_loses_and_duplicates_nothing)
+{
+    uring_ctx(4);
+    hook();
+    enum { ROUNDS = 40, Q = 4 };
+    static char bufs[Q][BS];
+    long full = 0, cancelled = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        struct afs_file *p[Q];
+        reset_ops();
+        for (int i = 0; i < Q; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "q%d", i);
+            p[i] = fifo(name);
+            memset(bufs[i], 0, BS);
+            cr_assert_eq(afs_queue_read(&ops[i], p[i], bufs[i], BS, 0, count_cb, NULL), 0);
+        }
+        cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+        /* Data for two of them, racing the cancellations: either result is right. */
+        static char data[BS];
+        for (int i = 0; i < 2; i++) {
+            t_fill(data, BS, (uint64_t)(round * Q + i) * BS);
+            cr_assert_eq(write((int)afs_file_fd(p[i]), data, BS), BS);
+        }
+        for (int k = 0; k < 3; k++)
+            for (int i = 0; i < Q; i++)
+                cr_assert_eq(afs_cancel(&ops[i]), 0);
+        wait_all(Q);
+        for (int i = 0; i < Q; i++) {
+            if (i < 2 && results[i] == BS) {
+                cr_assert(t_check(bufs[i], BS, (uint64_t)(round * Q + i) * BS),
+                          "round %d op %d: wrong data", round, i);
+                full++;
+            } else {
+                cr_assert_eq(results[i], -ECANCELED, "round %d op %d: %zd", round, i,
+                             results[i]);
+                cancelled++;
+            }
+            cr_assert_eq(afs_close(p[i]), 0);
+        }
+    }
+    cr_assert_gt(inj.overflowed, 0, "the CQ never overflowed: the test proves nothing");
+    cr_assert_eq(inj.dropped, 0, "the kernel dropped %u CQEs", inj.dropped);
+    cr_assert_eq(full + cancelled, ROUNDS * Q);
+    cr_log_info("CQ overflow after %u of %u enters; %ld reads done, %ld cancelled",
+                inj.overflowed, inj.calls, full, cancelled);
+    /* The context stays usable. */
+    mixed_batch(200, 7);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Faults of io_uring_enter and in CQEs
+ * ---------------------------------------------------------------------------------------- */
+
+T_URING(enter_eintr_eagain_ebusy_are_retried_inside)
+{
+    uring_ctx(8);
+    hook();
+    inj.eintr_every = 3;
+    inj.eagain_every = 5;
+    inj.ebusy_every = 7;
+    mixed_batch(400, 1);
+    cr_assert_gt(inj.failed, 20, "only %u enters failed", inj.failed);
+    /* Blocking calls and the position API see none of it either. */
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, t_path("r"), AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+    static char buf[65536];
+    cr_assert_eq(afs_pread(f, buf, 65536, 0), 65536);
+    cr_assert(t_check(buf, 65536, 0));
+    cr_assert_eq(afs_pwrite(f, buf, 65536, 0), 65536);
+    cr_assert_eq(afs_fsync(f, AFS_FSYNC_DATA), 0);
+    cr_assert_eq(afs_read(f, buf, 4096), 4096);
+    cr_assert_eq(afs_tell(f), 4096);
+    cr_assert_eq(afs_close(f), 0);
+    cr_log_info("%u of %u enters failed with EINTR/EAGAIN/EBUSY", inj.failed, inj.calls);
+}
+
+T_URING(short_and_transient_cqes_are_completed)
+{
+    uring_ctx(16);
+    hook();
+    inj.ops = ops;
+    inj.nops = NOPS;
+    inj.short_every = 2;
+    inj.cqe_eagain_every = 5;
+    inj.cqe_eintr_every = 7;
+    struct afs_stats before;
+    afs_ctx_stats(t_ctx, &before);
+    mixed_batch(NOPS, 3);
+    struct afs_stats after;
+    afs_ctx_stats(t_ctx, &after);
+    cr_assert_gt(inj.shortened, 100);
+    cr_assert_gt(inj.cqe_errors, 50);
+    cr_assert_geq(after.resubmits - before.resubmits, inj.shortened + inj.cqe_errors,
+                  "every rewritten CQE was resubmitted");
+    cr_log_info("%u CQEs: %u made short, %u made EAGAIN/EINTR; %llu resubmits", inj.cqes,
+                inj.shortened, inj.cqe_errors,
+                (unsigned long long)(after.resubmits - before.resubmits));
+
+    /* Every CQE of one big read short: it still reads all 1 MiB, at the right places. */
+    t_make_file(t_path("big"), 1 << 20);
+    struct afs_file *f = open_path(t_path("big"), AFS_RDONLY);
+    char *buf = afs_buf_alloc(t_ctx, 1 << 20);
+    reset_ops();
+    inj.short_every = 1;
+    inj.cqe_eagain_every = inj.cqe_eintr_every = 0;
+    unsigned shortened = inj.shortened;
+    cr_assert_eq(afs_queue_read(&ops[0], f, buf, 1 << 20, 0, count_cb, NULL), 0);
+    wait_all(1);
+    cr_assert_eq(results[0], 1 << 20);
+    cr_assert(t_check(buf, 1 << 20, 0));
+    cr_assert_geq(inj.shortened - shortened, 19, "halving 1 MiB takes 20 steps");
+    afs_buf_free(t_ctx, buf, 1 << 20);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A pipe hands a read what has arrived: real short CQEs from the kernel. The writer puts
+ * the next piece in only once the pipe is empty, so no read can get more than one piece. */
+struct dribble {
+    int fd;
+    int pieces;
+};
+
+static void *dribble_writer(void *arg)
+{
+    struct dribble *d = arg;
+    static char data[65536];
+    t_fill(data, sizeof data, 0);
+    size_t piece = sizeof data / (size_t)d->pieces;
+    for (int i = 0; i < d->pieces; i++) {
+        int queued = 0;
+        for (int spins = 0; ioctl(d->fd, FIONREAD, &queued) == 0 && queued > 0; spins++) {
+            if (spins > 100000)
+                return (void *)1; /* 10 s without a read */
+            usleep(100);
+        }
+        if (write(d->fd, data + (size_t)i * piece, piece) != (ssize_t)piece)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+T_URING(short_reads_from_the_kernel_are_completed)
+{
+    uring_ctx(8);
+    struct afs_file *p = fifo("dribble");
+    static char buf[65536];
+    reset_ops();
+    struct afs_stats before;
+    afs_ctx_stats(t_ctx, &before);
+    cr_assert_eq(afs_queue_read(&ops[0], p, buf, sizeof buf, 0, count_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    struct dribble d = {(int)afs_file_fd(p), 16};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, dribble_writer, &d), 0);
+    wait_all(1);
+    void *ret;
+    pthread_join(th, &ret);
+    cr_assert_null(ret);
+    cr_assert_eq(results[0], (ssize_t)sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    struct afs_stats after;
+    afs_ctx_stats(t_ctx, &after);
+    cr_assert_geq(after.resubmits - before.resubmits, (uint64_t)d.pieces - 1,
+                  "each piece but the last came in a short read");
+    cr_assert_eq(afs_close(p), 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Ring setup that fails
+ * ---------------------------------------------------------------------------------------- */
+
+static struct {
+    int      err;     /* what setup returns */
+    unsigned calls;
+    bool     einval_new_flags_only; /* -EINVAL only when asked for SUBMIT_ALL/COOP_TASKRUN */
+    bool     hide_nodrop;           /* real setup, then IORING_FEAT_NODROP cleared */
+} setup_plan;
+
+static int hook_setup(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+{
+    setup_plan.calls++;
+    if (setup_plan.einval_new_flags_only) {
+        if (p->flags & (IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN))
+            return -EINVAL; /* as a kernel before 5.18 does */
+        return io_uring_queue_init_params(entries, ring, p);
+    }
+    if (setup_plan.hide_nodrop) {
+        int r = io_uring_queue_init_params(entries, ring, p);
+        if (r == 0)
+            p->features &= ~(unsigned)IORING_FEAT_NODROP; /* as before Linux 5.5 */
+        return r;
+    }
+    return setup_plan.err;
+}
+
+/* io_uring must be what this run tests; the tests below then take AUTO themselves. */
+static void need_uring_run(void)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    free_ctx();
+    unsetenv("ASYNCFS_BACKEND");
+    memset(&setup_plan, 0, sizeof setup_plan);
+    afs__sys.uring_setup = hook_setup;
+}
+
+static void small_io_works(struct afs_ctx *c)
+{
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_create(c, t_path("io"), AFS_MODE_SYNC, &f), 0);
+    static char w[65536], r[65536];
+    t_fill(w, sizeof w, 0);
+    cr_assert_eq(afs_pwrite(f, w, sizeof w, 0), (ssize_t)sizeof w);
+    cr_assert_eq(afs_pread(f, r, sizeof r, 0), (ssize_t)sizeof r);
+    cr_assert(t_check(r, sizeof r, 0));
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* What AUTO, a forced io_uring and AFS_CTX_NO_FALLBACK make of a setup that fails with err;
+ * `reason` is what the fallback reason must say. */
+static void check_setup_failure(int err, const char *reason)
+{
+    int fds = fd_count();
+    struct afs_config cfg;
+
+    /* AUTO falls back and says why. */
+    afs_config_default(&cfg);
+    struct afs_ctx *c = NULL;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), 0);
+    cr_assert_str_neq(afs_ctx_backend(c), "io_uring");
+    const char *why = afs_ctx_fallback_reason(c);
+    cr_assert_not_null(why, "no fallback reason");
+    cr_assert_not_null(strstr(why, reason), "reason \"%s\" lacks \"%s\"", why, reason);
+    small_io_works(c);
+    cr_log_info("%s: AUTO landed on %s: %s", afs__errno_name(err), afs_ctx_backend(c), why);
+    afs_ctx_free(c);
+
+    /* io_uring by name: -ENOTSUP, never a substitute; through the environment as well. */
+    afs_config_default(&cfg);
+    cfg.backend = AFS_BACKEND_IO_URING;
+    c = (struct afs_ctx *)&cfg;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -ENOTSUP);
+    cr_assert_null(c);
+    setenv("ASYNCFS_BACKEND", "io_uring", 1);
+    cr_assert_eq(afs_ctx_new(&c, NULL), -ENOTSUP);
+    cr_assert_null(c);
+    unsetenv("ASYNCFS_BACKEND");
+
+    /* No fallback: the first error itself. */
+    afs_config_default(&cfg);
+    cfg.flags = AFS_CTX_NO_FALLBACK;
+    c = (struct afs_ctx *)&cfg;
+    int r = afs_ctx_new(&c, &cfg);
+    cr_assert_eq(r, err, "NO_FALLBACK gave %s, not %s", afs__errno_name(r), afs__errno_name(err));
+    cr_assert_null(c);
+
+    cr_assert_eq(fd_count(), fds, "a failed setup left descriptors open");
+}
+
+T_URING(setup_eperm_enomem_enosys_einval_fall_back)
+{
+    need_uring_run();
+    static const struct {
+        int         err;
+        const char *reason;
+    } cases[] = {
+        {-EPERM, "io_uring_setup: EPERM"},
+        {-ENOMEM, "io_uring_setup: ENOMEM (locked-memory limit"},
+        {-ENOSYS, "io_uring_setup: ENOSYS (kernel without io_uring"},
+        {-EINVAL, "io_uring_setup: EINVAL"},
+        {-EACCES, "io_uring_setup: EACCES"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setup_plan.err = cases[i].err;
+        setup_plan.calls = 0;
+        check_setup_failure(cases[i].err, cases[i].reason);
+        /* EINVAL is tried again without the newer flags, so it is asked twice per context. */
+        cr_assert_eq(setup_plan.calls, cases[i].err == -EINVAL ? 8u : 4u);
+    }
+}
+
+T_URING(setup_without_nodrop_is_refused_and_the_ring_closed)
+{
+    need_uring_run();
+    setup_plan.hide_nodrop = true;
+    check_setup_failure(-ENOTSUP, "IORING_FEAT_NODROP");
+}
+
+T_URING(setup_retries_without_newer_flags_on_einval)
+{
+    need_uring_run();
+    setup_plan.einval_new_flags_only = true;
+    struct afs_ctx *c = NULL;
+    cr_assert_eq(afs_ctx_new(&c, NULL), 0);
+    t_ctx = c;
+    cr_assert_str_eq(afs_ctx_backend(c), "io_uring", "an old kernel's ring is still a ring");
+    cr_assert_null(afs_ctx_fallback_reason(c));
+    cr_assert_eq(setup_plan.calls, 2);
+    small_io_works(c);
+    /* The old-kernel ring through the fault paths too. */
+    hook();
+    inj.eintr_every = 4;
+    inj.ops = ops;
+    inj.nops = NOPS;
+    inj.short_every = 3;
+    mixed_batch(200, 5);
+}
+
+#endif /* liburing */
