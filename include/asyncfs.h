@@ -510,11 +510,28 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * wait (afs_fread/afs_fwrite record -EDEADLK; afs_fclose aborts).
  * Buffers: the stream allocates (chunks + 1) * chunk_size bytes with afs_buf_alloc at open
  * and frees them at close; nothing is allocated per call.
+ *
+ * Automatic direct reads (Linux 6.5+, which tells what is cached: cachestat): an "r" stream
+ * on a file of at least 16 chunks that is not wholly cached at open holds a second
+ * descriptor of the file, opened with O_DIRECT, and reads a read-ahead chunk through it
+ * when that chunk is mostly not cached and has no dirty pages, and the consumer is the
+ * bottleneck: a stream starts direct, and goes buffered after two windows of 2 * chunks
+ * chunks (at least 8) in which afs_fread spent more than half of the time waiting for
+ * chunks, direct again after a window with less. Such a chunk is not copied through
+ * the page cache, which saves the consuming thread a copy, and is not left in the page
+ * cache either. A consumer that waits for chunks is read buffered, where the kernel's own
+ * read-ahead drives the disk harder. Data stay coherent: the kernel writes a dirty range
+ * back before a direct read of it, and cached chunks are read from the cache. Where
+ * O_DIRECT is refused the stream reads buffered. Outside a corio task an afs_fread that
+ * reaches a chunk still in flight polls the context first, so other ops' callbacks may run
+ * in it even when it need not wait. AFS_STREAM_BUFFERED turns all of this off.
  * ---------------------------------------------------------------------------------------- */
 struct afs_stream;
 
 #define AFS_STREAM_DIRECT 0x1u /* read with AFS_DIRECT (O_DIRECT): no page cache. Only for
                                   "r" streams; chunk_size must suit the device's alignment */
+#define AFS_STREAM_BUFFERED 0x2u /* never read with O_DIRECT (no automatic direct reads, no
+                                    second descriptor); -EINVAL with AFS_STREAM_DIRECT */
 
 struct afs_stream_options {
     size_t   chunk_size; /* bytes per buffer and per op; 0 = 1 MiB. Rounded up to a multiple
@@ -532,8 +549,9 @@ AFS_API void afs_stream_options_default(struct afs_stream_options *o);
  * exist), "w" (write; created or truncated), "a" (append; created), each optionally with
  * "+" (read and write: "r+" keeps the file, "w+" truncates it, "a+" appends), "b"
  * (ignored) and, for "w", "x" (fail with -EEXIST if the file exists).
- * Returns 0 and *out, -EINVAL for a bad mode or options (or AFS_STREAM_DIRECT on a mode that
- * writes), -ENOMEM, or the open error (-ENOENT, -EACCES...). opts may be NULL (defaults). */
+ * Returns 0 and *out, -EINVAL for a bad mode or options (AFS_STREAM_DIRECT on a mode that
+ * writes, or with AFS_STREAM_BUFFERED), -ENOMEM, or the open error (-ENOENT, -EACCES...).
+ * opts may be NULL (defaults). */
 AFS_API int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode,
                       struct afs_stream **out);
 AFS_API int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,

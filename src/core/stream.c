@@ -8,15 +8,33 @@
  * time: switching flushes (read after write) or drops the read-ahead (write after read), as
  * stdio asks callers to do with fflush/fseek, so reads always see the stream's own writes.
  *
- * Cold reads of big read-only files bypass the page cache. A buffered read of pages that are
- * not cached copies them once more (page cache -> chunk), and io_uring completes it in the
- * submitting thread: the copy and the page cache's upkeep land on the thread that also
- * computes. So an "r" stream on a file of 16 chunks or more opens the file a second time
- * with O_DIRECT, and each sequential read-ahead chunk that is not (mostly) cached and has no
- * dirty pages goes through it: the device writes straight into the chunk. This stays
- * coherent: the kernel writes back dirty page cache data of the range before a direct read,
- * clean cached pages hold what the device holds, and cached chunks still come from the
- * cache. Where O_DIRECT is refused (tmpfs, alignment) the stream just reads buffered.
+ * Cold reads of big read-only files may bypass the page cache. A buffered read of pages
+ * that are not cached copies them once more (page cache -> chunk), and io_uring completes it
+ * in the submitting thread: the copy and the page cache's upkeep land on the thread that
+ * also computes. So an "r" stream on a file of 16 chunks or more that is not wholly cached
+ * opens the file a second time with O_DIRECT (unless AFS_STREAM_BUFFERED), and a sequential
+ * read-ahead chunk that is not (mostly) cached and has no dirty pages may go through it: the
+ * device writes straight into the chunk. This stays coherent: the kernel writes back dirty
+ * page cache data of the range before a direct read, clean cached pages hold what the device
+ * holds, and cached chunks still come from the cache. Where O_DIRECT is refused (tmpfs,
+ * alignment) the stream just reads buffered.
+ *
+ * Direct reads pay only while the consumer is the bottleneck: they save its thread a copy,
+ * but a few direct reads in flight drive the device less hard than the kernel's own
+ * read-ahead, so a consumer that waits for the disk is faster buffered. The stream tells the
+ * two apart by the share of time the consumer spends waiting for chunks, measured over
+ * windows of 2 * depth (at least 8) chunks entered in order: the chunks of the next window
+ * are queued direct if the consumer waited less than half of the last one, buffered after
+ * two windows in a row where it waited more; a new stream starts direct. Waits are what counts, not whether a chunk looked
+ * complete on arrival: io_uring posts completions at the thread's next kernel entry, so a
+ * computing consumer finds finished chunks still "in flight" and gets them at once, while
+ * with the kernel's read-ahead a consumer that waits for the disk finds runs of complete
+ * chunks between long waits. A computing consumer waits for almost nothing (direct) or for
+ * the copies of buffered reads (a fifth to a third of its time here: it goes direct); a
+ * consumer that does little else waits most of the time (buffered). Deciding once per
+ * window keeps the choice stable; a window whose consumer never waits always goes direct,
+ * one that waits throughout never does. Inside a corio task a wait includes the time other
+ * tasks run, so a busy scheduler keeps its streams buffered.
  *
  * Waiting for a chunk goes through the thread's afs_waiter when one is installed for this
  * context and a coroutine runs (inside a corio task only the task waits), else through
@@ -42,6 +60,7 @@
 #define STREAM_DEPTH_MAX     64u
 #define STREAM_ALIGN         ((size_t)4096)
 #define STREAM_DIRECT_MIN    16u /* chunks: smaller files are read through the page cache */
+#define STREAM_WINDOW_MIN    8u  /* chunks: the shortest window of the direct-read rule */
 
 enum chunk_state {
     CH_FREE = 0,
@@ -73,6 +92,12 @@ struct afs_stream {
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
     bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
+    bool             go_direct;  /* queue read-ahead on df (the rule at the top) */
+    unsigned         slow;       /* windows in a row where the consumer waited */
+    unsigned         win_n;      /* chunks entered in order in this window */
+    int64_t          win_start;  /* when the window started, ns */
+    int64_t          win_wait;   /* ns waited for chunks in it */
+    uint64_t         direct_reads; /* chunks queued on df */
     size_t           cs;      /* chunk size */
     unsigned         depth;   /* ops in flight at most */
     unsigned         nbuf;    /* depth + 1 */
@@ -243,14 +268,45 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     c->result = 0;
     c->seq = ++s->seq;
     c->state = CH_READING;
-    /* Only sequential reading goes direct: read-ahead is what makes it pay. */
-    c->direct = s->df && !s->df_refused && s->ra && off < s->eof_off &&
+    /* Only sequential reading goes direct (read-ahead is what makes it pay), and only while
+     * the consumer is behind the reads (see the top of the file). */
+    c->direct = s->df && !s->df_refused && s->go_direct && s->ra && off < s->eof_off &&
                 cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
     int err = afs_queue_read(&c->op, c->direct ? s->df : s->f, c->buf, s->cs, (uint64_t)off,
                              chunk_cb, c);
     if (err < 0)
         c->state = CH_FREE;
+    else if (c->direct)
+        s->direct_reads++;
     return err;
+}
+
+/* The reader entered the next chunk in order: closes a window of the rule at the top of
+ * the file when it is full. */
+static void note_arrival(struct afs_stream *s)
+{
+    if (!s->df || s->df_refused)
+        return; /* no choice to make */
+    int64_t now = afs__now_ns();
+    unsigned window = 2 * s->depth > STREAM_WINDOW_MIN ? 2 * s->depth : STREAM_WINDOW_MIN;
+    if (s->win_n == window) {
+        if (2 * s->win_wait < now - s->win_start)
+            s->go_direct = true, s->slow = 0;
+        else if (++s->slow >= 2)
+            s->go_direct = false;
+        s->win_n = 0;
+    }
+    if (s->win_n++ == 0) {
+        s->win_start = now;
+        s->win_wait = 0;
+    }
+}
+
+/* For tests (not part of the API): how many chunks s has queued for direct reads. */
+uint64_t afs__stream_direct_reads(const struct afs_stream *s);
+uint64_t afs__stream_direct_reads(const struct afs_stream *s)
+{
+    return s->direct_reads;
 }
 
 static void drop_chunk(struct chunk *c)
@@ -355,8 +411,12 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         struct chunk *c = find_chunk(s, coff);
         if (coff != s->cur_off || !c) {
             /* Entering a chunk: crossing into the next one in order widens the window. */
-            if (s->cur_off >= 0 && coff == s->cur_off + (int64_t)cs)
+            if (s->cur_off >= 0 && coff == s->cur_off + (int64_t)cs) {
                 s->ra = s->ra ? AFS_MIN(2 * s->ra, s->depth) : 1;
+                note_arrival(s);
+            } else {
+                s->win_n = 0; /* random access: the window starts again */
+            }
             s->cur_off = coff;
             int queued = 0, err;
             if (!c) {
@@ -372,7 +432,10 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                 afs_ctx_submit(s->ctx); /* start now, while the caller computes */
         }
         if (c->state == CH_READING) {
+            int64_t t0 = s->df ? afs__now_ns() : 0;
             int err = chunk_wait(s, c);
+            if (s->df)
+                s->win_wait += afs__now_ns() - t0;
             if (err < 0) {
                 set_err(s, err);
                 if (c->state == CH_READY)
@@ -728,7 +791,8 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     struct afs_stream_options o;
     afs_stream_options_default(&o);
     if (opts) {
-        if (opts->flags & ~(unsigned)AFS_STREAM_DIRECT)
+        if ((opts->flags & ~(unsigned)(AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED)) ||
+            ((opts->flags & AFS_STREAM_DIRECT) && (opts->flags & AFS_STREAM_BUFFERED)))
             return -EINVAL;
         if (opts->chunks > STREAM_DEPTH_MAX || opts->chunk_size > AFS__CHUNK_MAX ||
             opts->perm > 07777)
@@ -790,8 +854,10 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->eof_off = size; /* read-ahead stops at the end known now */
     if (app && !rd)
         s->pos = size; /* as glibc: "a" starts at the end, "a+" at 0 for reading */
-    if (rd && !wr && !(o.flags & AFS_STREAM_DIRECT))
+    if (rd && !wr && !(o.flags & (AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED))) {
         s->df = open_direct(s, path, size);
+        s->go_direct = true; /* until the consumer is seen waiting: see the top */
+    }
     *out = s;
     return 0;
 }

@@ -564,15 +564,39 @@ static int direct_expected(const char *name)
     return ok;
 }
 
-/* Reads the whole stream in odd pieces, with a seek back and forth, checking every byte. */
-static void read_all_checked(struct afs_stream *s, size_t len)
+/* Not in the API: the chunks a stream queued for direct reads (stream.c). */
+uint64_t afs__stream_direct_reads(const struct afs_stream *s);
+
+/* Runs every callback of the test context: a consumer that calls this between reads never
+ * waits for a chunk (the read-ahead is complete when it gets there). */
+static void drain(void)
+{
+    for (;;) {
+        struct afs_stats st;
+        afs_ctx_stats(t_ctx, &st);
+        if (st.completions >= st.ops)
+            return;
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, 5000000000LL), 0);
+    }
+}
+
+/* Reads the whole stream in odd pieces, with a seek back and forth, checking every byte.
+ * With `computing`, the reader lets the read-ahead complete before each read, as a consumer
+ * that computes more than it waits for the disk. Returns the direct reads of the sequential
+ * pass. */
+static uint64_t read_all_checked(struct afs_stream *s, size_t len, int computing)
 {
     unsigned char *buf = malloc(4093);
     size_t off = 0, n;
-    while ((n = afs_fread(buf, 1, 4093, s)) > 0) {
+    for (;;) {
+        if (computing)
+            drain();
+        if ((n = afs_fread(buf, 1, 4093, s)) == 0)
+            break;
         cr_assert(t_check(buf, n, off), "bad data at %zu", off);
         off += n;
     }
+    uint64_t direct = afs__stream_direct_reads(s);
     cr_assert_eq(off, len);
     cr_assert(afs_feof(s));
     cr_assert_eq(afs_ferror(s), 0);
@@ -581,8 +605,10 @@ static void read_all_checked(struct afs_stream *s, size_t len)
     cr_assert_eq(afs_fread(buf, 1, 4093, s), 4093);
     cr_assert(t_check(buf, 4093, len - 70000));
     free(buf);
+    return direct;
 }
 
+/* A consumer that never waits for a chunk reads a cold file direct, every chunk of it. */
 T_IO(cold_reads_go_direct_with_the_same_bytes)
 {
     t_new_ctx();
@@ -592,11 +618,81 @@ T_IO(cold_reads_go_direct_with_the_same_bytes)
         t_make_file(t_path("f"), lens[i]);
         make_cold("f");
         struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-        read_all_checked(s, lens[i]);
+        uint64_t direct = read_all_checked(s, lens[i], 1);
         cr_assert_eq(afs_fclose(s), 0);
-        if (direct_expected("f"))
+        if (direct_expected("f")) {
+            uint64_t chunks = (lens[i] + 64 * KIB - 1) / (64 * KIB);
+            cr_assert_eq(direct, chunks, "%llu of %llu chunks read direct",
+                         (unsigned long long)direct, (unsigned long long)chunks);
             cr_assert_lt(cached_bytes("f"), lens[i] / 2,
                          "a cold sequential read bypassed the page cache");
+        } else {
+            cr_assert_eq(direct, 0);
+        }
+    }
+}
+
+/* AFS_STREAM_BUFFERED: the same consumer, but every chunk goes through the page cache. */
+T_IO(opt_out_never_reads_direct)
+{
+    t_new_ctx();
+    const size_t len = 2048 * KIB + 1234;
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = 64 * KIB;
+    o.flags = AFS_STREAM_BUFFERED | AFS_STREAM_DIRECT;
+    struct afs_stream *s = NULL;
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s), -EINVAL);
+    cr_assert_null(s);
+    o.flags = AFS_STREAM_BUFFERED;
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s), 0);
+    cr_assert_eq(read_all_checked(s, len, 1), 0, "no direct read");
+    cr_assert_eq(afs__stream_direct_reads(s), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_geq(cached_bytes("f"), len - 4096, "read through the page cache");
+    /* Accepted on streams that write too (it changes nothing there). */
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("g"), "w+", &o, &s), 0);
+    cr_assert_eq(afs_fwrite("x", 1, 1, s), 1);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+/* A consumer that waits for every chunk (the disk is the bottleneck: here reads take 2 ms,
+ * injected where the threads backend runs them) starts direct and goes buffered after two
+ * windows of 8 chunks in which it waited: later chunks come through the page cache. */
+static struct afs__syscalls slow_saved;
+
+static ssize_t slow_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    return slow_saved.pread(fd, buf, len, off);
+}
+
+T_IO(waiting_consumer_goes_buffered)
+{
+    t_new_ctx();
+    const size_t len = 64 * 64 * KIB + 333; /* 65 chunks */
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    int slow = strcmp(afs_ctx_backend(t_ctx), "threads") == 0;
+    if (slow) {
+        slow_saved = afs__sys;
+        afs__sys.pread = slow_pread;
+    }
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    uint64_t direct = read_all_checked(s, len, 0);
+    cr_assert_eq(afs_fclose(s), 0);
+    if (slow)
+        afs__sys = slow_saved;
+    if (slow && direct_expected("f")) {
+        /* Two windows of 8 chunks, then what was read ahead when the second one closed. */
+        cr_assert_gt(direct, 0, "a fresh stream starts direct");
+        cr_assert_leq(direct, 2 * 8 + 1 + 4, "%llu chunks read direct",
+                      (unsigned long long)direct);
+        cr_assert_geq(cached_bytes("f"), len - (direct + 1) * 64 * KIB,
+                      "the rest came through the page cache");
     }
 }
 
@@ -606,7 +702,7 @@ T_IO(warm_reads_stay_buffered)
     const size_t len = 2048 * KIB + 99;
     t_make_file(t_path("f"), len); /* just written: cached */
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_all_checked(s, len);
+    read_all_checked(s, len, 0);
     cr_assert_eq(afs_fclose(s), 0);
 }
 
@@ -618,7 +714,7 @@ T_IO(small_cold_files_are_read_buffered)
     t_make_file(t_path("f"), len);
     make_cold("f");
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_all_checked(s, len);
+    read_all_checked(s, len, 0);
     cr_assert_eq(afs_fclose(s), 0);
     cr_assert_geq(cached_bytes("f"), len - 4096, "read through the page cache");
 }
@@ -694,7 +790,7 @@ T_IO(refused_direct_reads_fall_back)
     afs__sys.pread = refuse_direct_pread;
     refused = 0;
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_all_checked(s, len);
+    read_all_checked(s, len, 0);
     cr_assert_eq(afs_fclose(s), 0);
     afs__sys = saved_sys;
     if (direct_expected("f") && strcmp(afs_ctx_backend(t_ctx), "threads") == 0)
