@@ -161,16 +161,17 @@ static ssize_t blocking_op(struct afs_file *f, int code, void *buf, size_t len,
     struct afs_ctx *ctx = f->ctx;
     struct afs_op op;
     struct blocking b = {false, NULL, NULL};
-    memset(&op, 0, sizeof op);
+    struct afs__op *o = afs__op(&op);
+    o->magic = 0; /* a fresh op; afs__op_setup clears the rest but the backend's words */
     int err = afs__op_setup(&op, f, (enum afs__code)code, buf, len, iov, iovcnt, off, flags,
                             blocking_cb, &b);
     if (err < 0)
         return err;
-    struct afs__op *o = afs__op(&op);
     if (o->total == 0 && code != AFS__FSYNC)
         return 0; /* zero-length: nothing to run, no callback */
     if (inline_ok || ctx->in_callback)
-        return run_inline(&op);
+        return run_inline(&op); /* the hot path of small cached I/O: nothing more to clear */
+    memset(o->be, 0, sizeof o->be);
     afs__op_enqueue(&op);
     return wait_blocking(ctx, &op, &b);
 }
