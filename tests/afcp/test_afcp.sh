@@ -65,6 +65,11 @@ run_suite() {
     check "tree again (merge)" "$AFCP" -q -r "$S/tree" "$O/tree2"
     check "tree again (merge) 2" "$AFCP" -q -r "$S/tree/." "$O/tree2"
     check "merge == cp -a" diff -r --no-dereference "$T/ref/tree" "$O/tree2"
+    # --fsync: group syncs for small files, fdatasync for the big one
+    check "tree --fsync" "$AFCP" -q -r --fsync "$S/tree" "$O/treef"
+    check "--fsync == cp -a" diff -r --no-dereference "$T/ref/tree" "$O/treef"
+    check "--fsync no temporary files" no_temps "$O/treef"
+    check "20 MiB --fsync" bash -c "'$AFCP' -q --fsync '$S/big' '$O/big.f' && cmp -s '$S/big' '$O/big.f'"
 
     # -p
     check "-p copy" "$AFCP" -q -rp "$S/tree" "$O/treep"
@@ -188,7 +193,7 @@ run_suite() {
         fi
         rm -f "$T/sparse"
     fi
-    check "--help tells the durability rule" bash -c "'$AFCP' --help | grep -q 'renamed into place only once its data is on disk'"
+    check "--help tells the durability rule" bash -c "'$AFCP' --help | grep -q 'a file takes its name only once its data is on disk'"
 
     # --help, --version, bad usage
     check "--help" bash -c "'$AFCP' --help | grep -q Usage"

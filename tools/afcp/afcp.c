@@ -242,21 +242,23 @@ static void usage(FILE *f)
           "  -q, --quiet          no progress bar\n"
           "      --direct         O_DIRECT where the file system allows it (per file)\n"
           "      --inplace        write into DST directly, not a temporary name + rename\n"
-          "      --no-fsync       rename copies into place without waiting for the disk\n"
+          "      --fsync          rename each copy into place only once it is on disk\n"
+          "      --no-fsync       do not wait for the disk (the default, as cp)\n"
           "      --no-copy-range  never use copy_file_range\n"
           "  -j, --jobs=N         files in flight (default 64)\n"
           "      --chunk-size=N   bytes per read/write of a large file (default 1M)\n"
           "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
           "      --help           display this help and exit\n"
           "      --version        output version information and exit\n\n"
-          "Durability: each file is written under a temporary name (.afcp.XXXXXX) next to\n"
-          "its destination and renamed into place only once its data is on disk. Small\n"
-          "files are made durable in groups (one syncfs per file system and group; the\n"
-          "next group fills while one is synced), files of 8 MiB or more with their own\n"
-          "fdatasync. On an error, or on SIGINT, SIGTERM or SIGHUP, the temporaries are\n"
-          "removed: no name ever shows a partial copy. --no-fsync keeps the temporary\n"
-          "names but not the wait for the disk; --inplace writes the destination directly\n"
-          "(no temporary, no sync).\n\n"
+          "Safety: each file is written under a temporary name (.afcp.XXXXXX) next to its\n"
+          "destination and renamed into place once complete. On an error, or on SIGINT,\n"
+          "SIGTERM or SIGHUP, the temporaries are removed: no name ever shows a partial\n"
+          "copy. Like cp, afcp leaves the data to the kernel to write back, so after a crash\n"
+          "or power loss a recent copy may still be empty or partial under its name.\n"
+          "--fsync closes that gap: a file takes its name only once its data is on disk\n"
+          "(small files in groups, one syncfs per file system and group while the next\n"
+          "group fills; files of 8 MiB or more with their own fdatasync). --inplace writes\n"
+          "the destination directly (no temporary, no sync).\n\n"
           "Exit status: 0 when everything was copied, 1 when anything failed (afcp goes on\n"
           "with the other files and reports each failure).\n",
           f);
@@ -280,13 +282,13 @@ static uint64_t parse_size(const char *s, const char *what)
     return v;
 }
 
-enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
+enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
        OPT_CFRMIN, OPT_HELP, OPT_VERSION };
 
 int main(int argc, char **argv)
 {
     struct afcp_opts *o = &afcp.o;
-    *o = (struct afcp_opts){.fsync = 1, .copy_range = 1, .jobs = 64, .chunk_workers = 8,
+    *o = (struct afcp_opts){.fsync = 0, .copy_range = 1, .jobs = 64, .chunk_workers = 8,
                             .chunk_size = 1u << 20, .cfr_min_size = 64u << 20};
     static const struct option longs[] = {
         {"recursive", no_argument, 0, 'r'},   {"preserve", no_argument, 0, 'p'},
@@ -294,6 +296,7 @@ int main(int argc, char **argv)
         {"force", no_argument, 0, 'f'},       {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},       {"jobs", required_argument, 0, 'j'},
         {"direct", no_argument, 0, OPT_DIRECT}, {"inplace", no_argument, 0, OPT_INPLACE},
+        {"fsync", no_argument, 0, OPT_FSYNC},
         {"no-fsync", no_argument, 0, OPT_NOFSYNC}, {"no-copy-range", no_argument, 0, OPT_NOCFR},
         {"chunk-size", required_argument, 0, OPT_CHUNK},
         {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
@@ -313,6 +316,7 @@ int main(int argc, char **argv)
         case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
         case OPT_DIRECT: o->direct = 1; break;
         case OPT_INPLACE: o->inplace = 1; break;
+        case OPT_FSYNC: o->fsync = 1; break;
         case OPT_NOFSYNC: o->fsync = 0; break;
         case OPT_NOCFR: o->copy_range = 0; break;
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
