@@ -17,6 +17,24 @@ static struct afs_file *file_check(struct afs_file *f, const char *where)
     return f;
 }
 
+/* Fills in a file around its open descriptor, lets the backend see it and links it into
+ * ctx's list. On error nothing is linked and the descriptor is left to the caller. */
+static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode)
+{
+    f->ctx = ctx;
+    f->flags = flags;
+    f->mode = mode;
+    f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
+    int err = ctx->be->open ? ctx->be->open(ctx, f) : 0;
+    if (err < 0)
+        return err;
+    f->next = ctx->files;
+    if (ctx->files)
+        ctx->files->prev = f;
+    ctx->files = f;
+    return 0;
+}
+
 int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
              enum afs_mode mode, struct afs_file **out)
 {
@@ -40,19 +58,11 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         free(f);
         return err;
     }
-    f->ctx = ctx;
-    f->flags = flags;
-    f->mode = mode;
-    f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
-    if (ctx->be->open && (err = ctx->be->open(ctx, f)) < 0) {
+    if ((err = file_attach(ctx, f, flags, mode)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
     }
-    f->next = ctx->files;
-    if (ctx->files)
-        ctx->files->prev = f;
-    ctx->files = f;
     *out = f;
     return 0;
 }
@@ -317,19 +327,11 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
     struct afs_file *f = calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
-    f->ctx = ctx;
     f->fd = (afs__fd_t)(intptr_t)fd;
-    f->flags = flags & ~AFS_NONBLOCK;
-    f->mode = mode;
-    f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
-    if (ctx->be->open && (err = ctx->be->open(ctx, f)) < 0) {
+    if ((err = file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode)) < 0) {
         free(f); /* the fd stays the caller's */
         return err;
     }
-    f->next = ctx->files;
-    if (ctx->files)
-        ctx->files->prev = f;
-    ctx->files = f;
     *out = f;
     return 0;
 }

@@ -67,26 +67,7 @@ struct afs__syscalls afs__sys = {
 
 int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out)
 {
-    int flags = O_CLOEXEC;
-    switch (afs_flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) {
-    case AFS_RDONLY: flags |= O_RDONLY; break;
-    case AFS_WRONLY: flags |= O_WRONLY; break;
-    default: flags |= O_RDWR; break;
-    }
-    if (afs_flags & AFS_CREAT)
-        flags |= O_CREAT;
-    if (afs_flags & AFS_TRUNC)
-        flags |= O_TRUNC;
-    if (afs_flags & AFS_EXCL)
-        flags |= O_EXCL;
-    if (afs_flags & AFS_APPEND)
-        flags |= O_APPEND;
-    if (afs_flags & AFS_NOFOLLOW)
-        flags |= O_NOFOLLOW;
-#ifdef O_DIRECT
-    if (afs_flags & AFS_DIRECT)
-        flags |= O_DIRECT;
-#endif
+    int flags = afs__sys_open_flags(afs_flags);
     int fd;
     do
         fd = open(path, flags, (mode_t)perm);
