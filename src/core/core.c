@@ -294,7 +294,7 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
         return -EINVAL;
     if ((cfg->alloc == NULL) != (cfg->release == NULL))
         return -EINVAL;
-    if (cfg->flags & ~AFS_CTX_NO_FALLBACK)
+    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT))
         return -EINVAL;
     if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
         return -EINVAL;

@@ -23,7 +23,13 @@ struct uring {
     bool            has_read, has_write, has_cancel; /* probed once */
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
+    bool            offload;     /* big batches of direct I/O go to the kernel's workers */
+    unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
 };
+
+/* A submission with at least this many direct reads/writes has them issued by the kernel's
+ * I/O workers (AFS_CTX_INLINE_DIRECT in asyncfs.h). */
+#define OFFLOAD_MIN 8u
 
 /* The ring's statx result lives in the op until reaped; then meta_done converts it. */
 _Static_assert(sizeof(struct statx) <= sizeof(((struct afs__op *)0)->be),
@@ -76,8 +82,37 @@ static int ring_setup(unsigned entries, struct io_uring *ring, struct io_uring_p
     return io_uring_queue_init_params(entries, ring, p);
 }
 
+static bool is_data_opcode(uint8_t opcode)
+{
+    return opcode == IORING_OP_READ || opcode == IORING_OP_WRITE ||
+           opcode == IORING_OP_READV || opcode == IORING_OP_WRITEV;
+}
+
+/* Marks the direct reads/writes about to be submitted IOSQE_ASYNC when there are enough of
+ * them: issuing a block request costs the submitting thread a few microseconds, so a big
+ * batch issued inline reaches the device one request at a time from one CPU, while the
+ * workers issue it from all of them. */
+static void offload_direct(struct uring *u)
+{
+    if (u->direct_staged >= OFFLOAD_MIN) {
+        struct io_uring_sq *sq = &u->ring.sq;
+        for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+            struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+            if (!is_data_opcode(sqe->opcode) || sqe->user_data <= TAG_WAKER ||
+                sqe->user_data == LIBURING_UDATA_TIMEOUT)
+                continue;
+            const struct afs__op *o = afs__op((struct afs_op *)(uintptr_t)sqe->user_data);
+            if (o->file->flags & AFS_DIRECT)
+                sqe->flags |= IOSQE_ASYNC;
+        }
+    }
+    u->direct_staged = 0;
+}
+
 static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespec *ts)
 {
+    if (u->offload)
+        offload_direct(u);
     if (afs__sys.uring_enter)
         return afs__sys.uring_enter(&u->ring, wait_nr, ts);
     if (wait_nr == 0)
@@ -127,6 +162,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
         io_uring_free_probe(probe);
     }
+    u->offload = !(ctx->cfg.flags & AFS_CTX_INLINE_DIRECT);
     ctx->be_state = u;
     return 0;
 }
@@ -304,6 +340,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         else
             io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, s.off);
     }
+    if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT))
+        u->direct_staged++;
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }

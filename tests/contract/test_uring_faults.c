@@ -627,3 +627,84 @@ T_URING(setup_retries_without_newer_flags_on_einval)
 }
 
 #endif /* liburing */
+
+/* ------------------------------------------------------------------------------------------
+ * Direct I/O offload: a submission with 8 or more AFS_DIRECT reads/writes marks them
+ * IOSQE_ASYNC (the kernel's workers issue them), smaller ones and buffered I/O stay inline,
+ * and AFS_CTX_INLINE_DIRECT turns it off.
+ * ---------------------------------------------------------------------------------------- */
+
+static unsigned seen_async, seen_data; /* data SQEs submitted, and those marked IOSQE_ASYNC */
+
+static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        const struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        /* user_data 1 and 2 are the backend's own (cancels, the waker's eventfd read). */
+        if ((sqe->opcode == IORING_OP_READ || sqe->opcode == IORING_OP_READV) &&
+            sqe->user_data > 2) {
+            seen_data++;
+            seen_async += (sqe->flags & IOSQE_ASYNC) != 0;
+        }
+    }
+    return real_enter(ring, wait_nr, ts);
+}
+
+/* Reads n blocks of the file at once (one batch) and checks them; returns how many of the
+ * submitted reads were marked for the workers. */
+static unsigned batch_of_reads(struct afs_file *f, int n)
+{
+    static char *bufs[64];
+    reset_ops();
+    seen_async = seen_data = 0;
+    for (int i = 0; i < n; i++) {
+        if (!bufs[i])
+            bufs[i] = afs_buf_alloc(t_ctx, BS);
+        cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], BS, (uint64_t)i * BS, count_cb, NULL), 0);
+    }
+    wait_all(n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(results[i], BS);
+        cr_assert(t_check(bufs[i], BS, (uint64_t)i * BS), "read %d: wrong bytes", i);
+    }
+    cr_assert_eq(seen_data, (unsigned)n, "every read went through the ring");
+    for (int i = 0; i < 64; i++) {
+        if (bufs[i])
+            afs_buf_free(t_ctx, bufs[i], BS);
+        bufs[i] = NULL;
+    }
+    return seen_async;
+}
+
+static unsigned direct_offload_run(unsigned ctx_flags, int file_flags, int n)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.sync_threshold = 0;
+    cfg.flags = ctx_flags;
+    t_ctx = t_ctx_cfg(&cfg);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    t_make_file(t_path("d"), 64 * BS);
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, t_path("d"), AFS_RDONLY | file_flags, 0, AFS_MODE_ASYNC, &f);
+    if (err == -EINVAL && (file_flags & AFS_DIRECT))
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    unsigned marked = batch_of_reads(f, n);
+    afs_close(f);
+    free_ctx();
+    return marked;
+}
+
+T_URING(big_batches_of_direct_reads_go_to_the_workers)
+{
+    afs__sys.uring_enter = count_enter;
+    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 32), 32, "32 direct reads: all marked");
+    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 8), 8, "8 direct reads: all marked");
+    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 4), 0, "4 direct reads stay inline");
+    cr_assert_eq(direct_offload_run(0, 0, 32), 0, "buffered reads stay inline");
+    cr_assert_eq(direct_offload_run(AFS_CTX_INLINE_DIRECT, AFS_DIRECT, 32), 0,
+                 "AFS_CTX_INLINE_DIRECT keeps every batch inline");
+}
