@@ -342,6 +342,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     }
     if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT))
         u->direct_staged++;
+    if (o->flags & AFS__OP_OFFLOAD)
+        sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }
