@@ -7,6 +7,7 @@
 
 #include <malloc.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The most one ReadFile/WriteFile moves here; longer calls return short and are resumed
  * by the caller (the core splits at AFS__CHUNK_MAX = 1 GiB already). */
@@ -293,4 +294,85 @@ void afs__aligned_free(void *p, size_t size)
         VirtualFree(p, 0, MEM_RELEASE);
     else
         _aligned_free(p);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Metadata ops on Windows: there are no directory fds and no int descriptors to open
+ * relative to, so afs_queue_openat() and the rest are refused with -ENOTSUP when queued
+ * (afs__sys_meta_supported). These are the platform functions the core links against;
+ * none is reached.
+ * ---------------------------------------------------------------------------------------- */
+
+bool afs__sys_meta_supported(void)
+{
+    return false;
+}
+
+int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
+{
+    (void)dirfd, (void)path, (void)afs_flags, (void)perm;
+    return -ENOTSUP;
+}
+
+int afs__sys_statx(int dirfd, const char *path, int afs_at_flags, struct afs_stat *st)
+{
+    (void)dirfd, (void)path, (void)afs_at_flags, (void)st;
+    return -ENOTSUP;
+}
+
+int afs__sys_mkdirat(int dirfd, const char *path, unsigned perm)
+{
+    (void)dirfd, (void)path, (void)perm;
+    return -ENOTSUP;
+}
+
+int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
+{
+    (void)dirfd, (void)path, (void)dirfd2, (void)path2, (void)afs_flags;
+    return -ENOTSUP;
+}
+
+int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
+{
+    (void)dirfd, (void)path, (void)afs_at_flags;
+    return -ENOTSUP;
+}
+
+int afs__sys_syncfs(int fd)
+{
+    (void)fd;
+    return -ENOTSUP;
+}
+
+int afs__sys_close_fd(int fd)
+{
+    (void)fd;
+    return -ENOTSUP;
+}
+
+int afs__sys_fd_adopt(int fd)
+{
+    (void)fd;
+    return -ENOTSUP;
+}
+
+void afs__sys_from_statx(const void *stx, struct afs_stat *st)
+{
+    (void)stx;
+    memset(st, 0, sizeof *st);
+}
+
+int afs__sys_open_flags(int afs_flags)
+{
+    return afs_flags;
+}
+
+int afs__sys_at_flags(int afs_at_flags)
+{
+    return afs_at_flags;
+}
+
+int afs__sys_dirfd(int dirfd)
+{
+    return dirfd;
 }
