@@ -181,9 +181,9 @@ static void remember_made(dev_t dev, ino_t ino)
 
 /* A symlink is copied as a symlink: created under a temporary name and renamed into place, so
  * an existing entry is replaced atomically and never followed. */
-static void copy_symlink(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
-                         const char *dname, const struct stat *st, const char *spath,
-                         const char *dpath)
+static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                         struct afcp_dir *dd, const char *dname, const struct stat *st,
+                         const char *spath, const char *dpath)
 {
     size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 256;
     char *target = afcp_xmalloc(cap);
@@ -202,12 +202,16 @@ static void copy_symlink(struct afcp_dir *sd, const char *sname, struct afcp_dir
     }
     char tmp[16];
     int err;
+    int tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
     for (int tries = 0;; tries++) {
         afcp_tmpname(tmp);
-        if (symlinkat(target, dd->dfd, tmp) == 0)
+        if (symlinkat(target, dd->dfd, tmp) == 0) {
+            afcp_temp_set(tslot, dd->dfd, tmp);
             break;
+        }
         if (errno != EEXIST || tries > 100) {
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
+            afcp_temp_put(tslot);
             free(target);
             return;
         }
@@ -224,6 +228,7 @@ static void copy_symlink(struct afcp_dir *sd, const char *sname, struct afcp_dir
     } else if (err == 0 && afcp.o.verbose) {
         afcp_verbose("'%s' -> '%s'", spath, dpath);
     }
+    afcp_temp_put(tslot); /* renamed or removed by now */
     free(target);
 }
 
@@ -404,7 +409,7 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
             copy_dir(t, sd, sname, dd, dname, st, spath, dpath);
         }
     } else if (S_ISLNK(st->st_mode)) {
-        copy_symlink(sd, sname, dd, dname, st, spath, dpath);
+        copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
     } else if (afcp.o.recursive) {
         copy_special(dd, dname, st, spath, dpath);
     } else {
