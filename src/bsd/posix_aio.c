@@ -147,7 +147,7 @@ static void paio_fini(struct afs_ctx *ctx)
 
 static int paio_init(struct afs_ctx *ctx, char *why, size_t why_len)
 {
-    struct paio *p = calloc(1, sizeof *p);
+    struct paio *p = afs__sys.calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     ctx->be_state = p;
@@ -163,8 +163,8 @@ static int paio_init(struct afs_ctx *ctx, char *why, size_t why_len)
     p->listio_max = umin(p->listio_max, p->proc_max);
     if (p->listio_max == 0)
         p->listio_max = 1;
-    p->pend = calloc(p->cap, sizeof *p->pend);
-    p->batch = calloc(p->listio_max, sizeof *p->batch);
+    p->pend = afs__sys.calloc(p->cap, sizeof *p->pend);
+    p->batch = afs__sys.calloc(p->listio_max, sizeof *p->batch);
     bool ok = p->pend && p->batch;
 #ifdef PAIO_KQUEUE
     p->kq = -1;
@@ -188,8 +188,8 @@ static int paio_init(struct afs_ctx *ctx, char *why, size_t why_len)
     p->tmpl._aiocb_private.status = -1;
     p->tmpl._aiocb_private.error = EAGAIN;
 #else
-    p->live = calloc(p->cap, sizeof *p->live);
-    p->list = calloc(umin(p->cap, SUSPEND_MAX), sizeof *p->list);
+    p->live = afs__sys.calloc(p->cap, sizeof *p->live);
+    p->list = afs__sys.calloc(umin(p->cap, SUSPEND_MAX), sizeof *p->list);
     ok = ok && p->live && p->list;
     p->tmpl.aio_sigevent.sigev_notify = SIGEV_NONE;
 #if defined(__GLIBC__)

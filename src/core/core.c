@@ -299,7 +299,7 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
         return -EINVAL;
 
-    struct afs_ctx *ctx = calloc(1, sizeof *ctx);
+    struct afs_ctx *ctx = afs__sys.calloc(1, sizeof *ctx);
     if (!ctx)
         return -ENOMEM;
     ctx->cfg = *cfg;

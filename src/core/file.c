@@ -50,7 +50,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     if (perm > 07777)
         return -EINVAL;
 
-    struct afs_file *f = calloc(1, sizeof *f);
+    struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
     int err = afs__sys_open(path, flags, perm, &f->fd);
@@ -324,7 +324,7 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
     int err = afs__sys_fd_adopt(fd);
     if (err < 0)
         return err;
-    struct afs_file *f = calloc(1, sizeof *f);
+    struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
     f->fd = (afs__fd_t)(intptr_t)fd;

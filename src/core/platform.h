@@ -88,6 +88,11 @@ struct afs__syscalls {
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);
+    /* The library's heap allocations (contexts, files, streams, tasks...), so tests can make
+     * one fail; free() is not in the table. */
+    void   *(*malloc)(size_t size);
+    void   *(*calloc)(size_t n, size_t size);
+    void   *(*realloc)(void *p, size_t size);
 #ifdef __linux__
     /* The io_uring backend's kernel calls; NULL (the default) makes the real liburing call.
      * uring_setup is io_uring_queue_init_params(). uring_enter is every io_uring_enter that

@@ -817,7 +817,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         flags |= AFS_DIRECT;
 
     unsigned nbuf = o.chunks + 1;
-    struct afs_stream *s = calloc(1, sizeof *s + nbuf * sizeof(struct chunk));
+    struct afs_stream *s = afs__sys.calloc(1, sizeof *s + nbuf * sizeof(struct chunk));
     if (!s)
         return -ENOMEM;
     s->ctx = ctx;

@@ -56,7 +56,7 @@ int afs__pool_new(struct afs_ctx *ctx, unsigned max_threads, struct afs__pool **
 {
     if (max_threads == 0)
         max_threads = 1;
-    struct afs__pool *p = calloc(1, sizeof *p + max_threads * sizeof p->threads[0]);
+    struct afs__pool *p = afs__sys.calloc(1, sizeof *p + max_threads * sizeof p->threads[0]);
     if (!p)
         return -ENOMEM;
     p->ctx = ctx;

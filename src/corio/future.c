@@ -241,7 +241,7 @@ int corio_future_wait(struct corio_task *t, enum corio_wait_mode mode,
             res = first_err < n ? futs[first_err]->result : 0;
             break;
         }
-        if (places == small && n > 16 && !(places = malloc(n * sizeof *places))) {
+        if (places == small && n > 16 && !(places = afs__sys.malloc(n * sizeof *places))) {
             places = small;
             res = -ENOMEM;
             break;

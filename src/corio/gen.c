@@ -198,7 +198,7 @@ static int reserve(char **line, size_t *cap, size_t need)
     size_t c = *cap ? *cap : 256;
     while (c < need)
         c *= 2;
-    char *p = realloc(*line, c);
+    char *p = afs__sys.realloc(*line, c);
     if (!p)
         return -ENOMEM;
     *line = p;

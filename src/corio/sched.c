@@ -125,7 +125,7 @@ static void timer_add(struct corio_sched *s, struct corio_task *t, int64_t at)
     timer_remove(s, t);
     if (s->heap_len == s->heap_cap) {
         size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
-        struct corio_task **h = realloc(s->heap, cap * sizeof *h);
+        struct corio_task **h = afs__sys.realloc(s->heap, cap * sizeof *h);
         AFS_CHECK(h != NULL, "out of memory for timers");
         s->heap = h;
         s->heap_cap = cap;
@@ -435,7 +435,7 @@ static struct corio_task *task_alloc(struct corio_sched *s)
     struct corio_task *t = s->free_tasks;
     if (t)
         s->free_tasks = t->sib_next;
-    else if (!(t = malloc(sizeof *t)))
+    else if (!(t = afs__sys.malloc(sizeof *t)))
         return NULL;
     memset(t, 0, sizeof *t);
     if (corio__stack_get(&s->stacks, &t->stack) < 0) {
@@ -764,7 +764,7 @@ static void dispatch(struct corio_sched *s)
     size_t n = 0;
     for (struct corio__req *r = s->pending; r && s->io_inflight + n < s->cfg.io_limit; r = r->next)
         n++;
-    struct corio_batch *b = malloc(sizeof *b + n * sizeof b->reqs[0]);
+    struct corio_batch *b = afs__sys.malloc(sizeof *b + n * sizeof b->reqs[0]);
     AFS_CHECK(b != NULL, "out of memory for a batch");
     b->sched = s;
     b->n = b->left = n;
@@ -856,7 +856,7 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
     }
     if (cfg->io_limit == 0 || (cfg->flags & ~CORIO_TRACE) || cfg->stack_size > ((size_t)1 << 30))
         return -EINVAL;
-    struct corio_sched *s = calloc(1, sizeof *s);
+    struct corio_sched *s = afs__sys.calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     s->cfg = *cfg;

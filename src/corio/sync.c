@@ -224,8 +224,8 @@ int corio_do(struct corio_task *t, const void *key, size_t key_len,
         flight_unref(f);
         return res;
     }
-    f = calloc(1, sizeof *f);
-    void *kcopy = malloc(key_len ? key_len : 1);
+    f = afs__sys.calloc(1, sizeof *f);
+    void *kcopy = afs__sys.malloc(key_len ? key_len : 1);
     if (!f || !kcopy) {
         free(f);
         free(kcopy);

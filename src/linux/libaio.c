@@ -75,10 +75,10 @@ static const char *setup_hint(int err)
 
 static int laio_init(struct afs_ctx *ctx, char *why, size_t why_len)
 {
-    struct laio *l = calloc(1, sizeof *l);
+    struct laio *l = afs__sys.calloc(1, sizeof *l);
     if (!l)
         return -ENOMEM;
-    l->staged = calloc(ctx->cfg.queue_depth, sizeof *l->staged);
+    l->staged = afs__sys.calloc(ctx->cfg.queue_depth, sizeof *l->staged);
     if (!l->staged) {
         free(l);
         return -ENOMEM;

@@ -125,7 +125,7 @@ static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespe
 
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
 {
-    struct uring *u = calloc(1, sizeof *u);
+    struct uring *u = afs__sys.calloc(1, sizeof *u);
     if (!u)
         return -ENOMEM;
     unsigned entries = pow2_at_least(AFS_MIN(ctx->cfg.queue_depth, 4096u));

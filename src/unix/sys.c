@@ -58,6 +58,9 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .malloc = malloc,
+    .calloc = calloc,
+    .realloc = realloc,
 #ifdef __linux__
     /* NULL: src/linux/uring.c makes the liburing calls itself (this file does not link it). */
     .uring_setup = NULL,

@@ -32,7 +32,7 @@ static void *trampoline(void *arg)
 
 int afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg)
 {
-    struct start *s = malloc(sizeof *s);
+    struct start *s = afs__sys.malloc(sizeof *s);
     if (!s)
         return -ENOMEM;
     s->fn = fn;

@@ -128,6 +128,9 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .malloc = malloc,
+    .calloc = calloc,
+    .realloc = realloc,
 };
 
 /* ------------------------------------------------------------------------------------------
