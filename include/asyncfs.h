@@ -102,9 +102,10 @@ struct afs_config {
 
 /* Context flags. */
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
-/* io_uring: a submission that carries AFS_DIRECT reads and writes, 8 or more, hands them to
- * the kernel's I/O workers (IOSQE_ASYNC), which issue them to the device in parallel instead
- * of one after another in the submitting thread; on the 2-vCPU virtio machine of the
+/* io_uring: a submission that carries AFS_DIRECT reads and writes, 8 or more or 512 KiB or
+ * more, hands them to the kernel's I/O workers (IOSQE_ASYNC), which issue them to the device
+ * in parallel instead of one after another in the submitting thread (and pin the buffers'
+ * pages there, off a thread that may be computing); on the 2-vCPU virtio machine of the
  * benchmarks this takes 32 random 4 KiB direct reads from 0.86x to 0.96-0.98x of fio's IOPS, at
  * about 1 us more CPU per I/O. Smaller batches are issued inline (lower latency). This flag
  * issues every batch inline. */

@@ -42,7 +42,6 @@ enum afs__state {
 #define AFS__OP_POOL      0x01u /* runs on the thread pool, not on the backend */
 #define AFS__OP_CANCEL    0x02u /* afs_cancel() was called while in flight */
 #define AFS__OP_BLOCKING  0x04u /* queued by a blocking call (afs_pread...) */
-#define AFS__OP_OFFLOAD   0x08u /* io_uring: issue it from the kernel's workers (IOSQE_ASYNC) */
 
 /* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, io_uring's struct statx
  * of 256 bytes...). */

@@ -274,14 +274,10 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
                 cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
     int err = afs_queue_read(&c->op, c->direct ? s->df : s->f, c->buf, s->cs, (uint64_t)off,
                              chunk_cb, c);
-    if (err < 0) {
+    if (err < 0)
         c->state = CH_FREE;
-    } else if (c->direct) {
-        /* Issuing a direct read (pinning the chunk's pages, building the requests) is work
-         * the kernel's workers can do off the computing thread. */
-        afs__op(&c->op)->flags |= AFS__OP_OFFLOAD;
+    else if (c->direct)
         s->direct_reads++;
-    }
     return err;
 }
 

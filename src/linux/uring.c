@@ -25,11 +25,13 @@ struct uring {
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
     bool            offload;     /* big batches of direct I/O go to the kernel's workers */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
+    size_t          direct_bytes;  /* and their bytes */
 };
 
-/* A submission with at least this many direct reads/writes has them issued by the kernel's
- * I/O workers (AFS_CTX_INLINE_DIRECT in asyncfs.h). */
-#define OFFLOAD_MIN 8u
+/* A submission with at least this many direct reads/writes, or this many bytes of them, has
+ * them issued by the kernel's I/O workers (AFS_CTX_INLINE_DIRECT in asyncfs.h). */
+#define OFFLOAD_MIN       8u
+#define OFFLOAD_MIN_BYTES ((size_t)512 << 10)
 
 /* The ring's statx result lives in the op until reaped; then meta_done converts it. */
 _Static_assert(sizeof(struct statx) <= sizeof(((struct afs__op *)0)->be),
@@ -88,13 +90,14 @@ static bool is_data_opcode(uint8_t opcode)
            opcode == IORING_OP_READV || opcode == IORING_OP_WRITEV;
 }
 
-/* Marks the direct reads/writes about to be submitted IOSQE_ASYNC when there are enough of
- * them: issuing a block request costs the submitting thread a few microseconds, so a big
- * batch issued inline reaches the device one request at a time from one CPU, while the
- * workers issue it from all of them. */
+/* Marks the direct reads/writes about to be submitted IOSQE_ASYNC when there is enough of
+ * them: issuing a block request costs the submitting thread a few microseconds, plus the
+ * pinning of every page of its buffer, so a big batch issued inline reaches the device one
+ * request at a time from one CPU (and a large read keeps a computing thread busy), while
+ * the workers issue it from all of them. */
 static void offload_direct(struct uring *u)
 {
-    if (u->direct_staged >= OFFLOAD_MIN) {
+    if (u->direct_staged >= OFFLOAD_MIN || u->direct_bytes >= OFFLOAD_MIN_BYTES) {
         struct io_uring_sq *sq = &u->ring.sq;
         for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
             struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
@@ -107,6 +110,7 @@ static void offload_direct(struct uring *u)
         }
     }
     u->direct_staged = 0;
+    u->direct_bytes = 0;
 }
 
 static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespec *ts)
@@ -340,10 +344,10 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         else
             io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, s.off);
     }
-    if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT))
+    if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT)) {
         u->direct_staged++;
-    if (o->flags & AFS__OP_OFFLOAD)
-        sqe->flags |= IOSQE_ASYNC;
+        u->direct_bytes += o->total - o->done;
+    }
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }

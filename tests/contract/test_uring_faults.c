@@ -708,3 +708,32 @@ T_URING(big_batches_of_direct_reads_go_to_the_workers)
     cr_assert_eq(direct_offload_run(AFS_CTX_INLINE_DIRECT, AFS_DIRECT, 32), 0,
                  "AFS_CTX_INLINE_DIRECT keeps every batch inline");
 }
+
+/* One big direct read (512 KiB or more in the submission) goes to the workers too. */
+T_URING(big_direct_reads_go_to_the_workers)
+{
+    enum { BIG = 512 * 1024 };
+    afs__sys.uring_enter = count_enter;
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    t_ctx = t_ctx_cfg(&cfg);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    t_make_file(t_path("big"), BIG);
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, t_path("big"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    char *buf = afs_buf_alloc(t_ctx, BIG);
+    for (size_t len = BIG / 2; len <= BIG; len += BIG / 2) {
+        seen_async = seen_data = 0;
+        cr_assert_eq(afs_pread(f, buf, len, 0), (ssize_t)len);
+        cr_assert(t_check(buf, len, 0));
+        cr_assert_eq(seen_data, 1);
+        cr_assert_eq(seen_async, len == BIG, "%zu bytes: %s", len,
+                     len == BIG ? "offloaded" : "inline");
+    }
+    afs_buf_free(t_ctx, buf, BIG);
+    afs_close(f);
+}
