@@ -175,7 +175,7 @@ static const struct afs__backend *const backends[] = {
 static const enum afs_backend ladder[] = {
     AFS_BACKEND_IO_URING,
     AFS_BACKEND_LIBAIO,
-#if defined(AFS_HAVE_POSIX_AIO) && !defined(AFS_HAVE_URING)
+#if defined(AFS_HAVE_POSIX_AIO) && !defined(__linux__)
     AFS_BACKEND_POSIX_AIO,
 #endif
     AFS_BACKEND_IOCP,

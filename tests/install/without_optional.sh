@@ -23,13 +23,13 @@ cmake -S "$src" -B "$tmp/build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debu
   -DCMAKE_IGNORE_PATH="${ignore#;}" >"$tmp/configure.log" 2>&1 ||
   { cat "$tmp/configure.log" >&2; fail "configure failed"; }
 sed -n '/-- asyncfs /,$p' "$tmp/configure.log"
-grep -q "backends left out: io_uring (liburing" "$tmp/configure.log" ||
+grep -q "backends left out: io_uring (pkg-config not found" "$tmp/configure.log" ||
   fail "the summary does not say io_uring is left out"
 grep -q "libaio (libaio.h or libaio not found)" "$tmp/configure.log" ||
   fail "the summary does not say libaio is left out"
 [ "$(grep -ci criterion "$tmp/configure.log")" = 1 ] ||
   fail "Criterion's absence should take exactly one line"
-grep -q "tests: off (Criterion not found" "$tmp/configure.log" ||
+grep -q "tests: off (pkg-config not found, which finds Criterion" "$tmp/configure.log" ||
   fail "the summary does not say the tests are off"
 
 cmake --build "$tmp/build" -j 2 >"$tmp/build.log" 2>&1 ||
@@ -45,8 +45,12 @@ mkdir "$tmp/work"
 for t in consumer_shared consumer_static; do
   for why in "io_uring: not built (liburing missing at build time)" \
              "libaio: not built (libaio missing at build time)"; do
-    env -u ASYNCFS_BACKEND "$tmp/consumer/$t" "$tmp/work" "$version" "$why" ||
+    env -u ASYNCFS_BACKEND "$tmp/consumer/$t" "$tmp/work" "$version" "$why" | tee "$tmp/out" ||
       fail "$t: AUTO's reason lacks '$why'"
+    # Linux: glibc's POSIX AIO is threads underneath; AUTO goes to the thread pool instead.
+    if [ "$(uname -s)" = Linux ]; then
+      grep -q "backend threads" "$tmp/out" || fail "$t: AUTO did not land on threads"
+    fi
   done
 done
 echo "without_optional: built without liburing, libaio and Criterion; AUTO says why"
