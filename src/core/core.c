@@ -18,8 +18,8 @@ _Noreturn void afs__panic(const char *where, const char *msg)
 
 const char *afs_version(void)
 {
-    return AFS_STR(ASYNCFS_VERSION_MAJOR) "." AFS_STR(ASYNCFS_VERSION_MINOR) "." AFS_STR(
-        ASYNCFS_VERSION_PATCH);
+    return AFS_STR(ASYNCFS_VERSION_MAJOR) "." AFS_STR(ASYNCFS_VERSION_MINOR) "."
+        AFS_STR(ASYNCFS_VERSION_PATCH);
 }
 
 /* ------------------------------------------------------------------------------------------
