@@ -13,6 +13,15 @@ _Noreturn void afs__panic(const char *where, const char *msg)
     abort();
 }
 
+#define AFS_STR_(x) #x
+#define AFS_STR(x) AFS_STR_(x)
+
+const char *afs_version(void)
+{
+    return AFS_STR(ASYNCFS_VERSION_MAJOR) "." AFS_STR(ASYNCFS_VERSION_MINOR) "."
+        AFS_STR(ASYNCFS_VERSION_PATCH);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Lists
  * ---------------------------------------------------------------------------------------- */
@@ -166,7 +175,7 @@ static const struct afs__backend *const backends[] = {
 static const enum afs_backend ladder[] = {
     AFS_BACKEND_IO_URING,
     AFS_BACKEND_LIBAIO,
-#if defined(AFS_HAVE_POSIX_AIO) && !defined(AFS_HAVE_URING)
+#if defined(AFS_HAVE_POSIX_AIO) && !defined(__linux__)
     AFS_BACKEND_POSIX_AIO,
 #endif
     AFS_BACKEND_IOCP,
@@ -208,6 +217,31 @@ static int backend_from_name(const char *s)
             return (int)id;
     }
     return -1;
+}
+
+/* A rung of the ladder left out of this build (CMakeLists.txt: AFS_<name>_LEFT_OUT is 1 when
+ * its library was missing, 2 when it was switched off): AUTO names it in its reason. */
+static const char *left_out_why(enum afs_backend id)
+{
+#ifdef AFS_URING_LEFT_OUT
+    if (id == AFS_BACKEND_IO_URING)
+        return AFS_URING_LEFT_OUT == 1 ? "io_uring: not built (liburing missing at build time)"
+                                       : "io_uring: not built (ASYNCFS_URING=OFF)";
+#endif
+#ifdef AFS_LIBAIO_LEFT_OUT
+    if (id == AFS_BACKEND_LIBAIO)
+        return AFS_LIBAIO_LEFT_OUT == 1 ? "libaio: not built (libaio missing at build time)"
+                                        : "libaio: not built (ASYNCFS_LIBAIO=OFF)";
+#endif
+    (void)id;
+    return NULL;
+}
+
+/* Adds one rung's reason to AUTO's: "io_uring_setup: ...; io_setup: ..." */
+static void add_why(struct afs_ctx *ctx, const char *why)
+{
+    size_t n = strlen(ctx->why);
+    snprintf(ctx->why + n, sizeof ctx->why - n, "%s%s", n ? "; " : "", why);
 }
 
 static bool unavailable(int err)
@@ -262,19 +296,19 @@ static int choose_backend(struct afs_ctx *ctx)
     int first_err = 0;
     for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++) {
         const struct afs__backend *be = backend_by_id(ladder[i]);
-        if (!be)
+        if (!be) {
+            const char *left_out = left_out_why(ladder[i]);
+            if (left_out)
+                add_why(ctx, left_out);
             continue;
+        }
         int err = backend_init(ctx, be, why, sizeof why);
         if (err == 0)
             return 0;
-        if (!first_err) {
+        if (!first_err)
             first_err = err;
-            snprintf(ctx->why, sizeof ctx->why, "%s", why);
-        } else {
-            /* Each rung that failed says why, in order: "io_uring_setup: ...; io_setup: ..." */
-            size_t n = strlen(ctx->why);
-            snprintf(ctx->why + n, sizeof ctx->why - n, "; %s", why);
-        }
+        /* Each rung that failed says why, in order. */
+        add_why(ctx, why);
         if (!unavailable(err) || (ctx->cfg.flags & AFS_CTX_NO_FALLBACK))
             return err;
     }
