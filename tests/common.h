@@ -243,6 +243,40 @@ static void t_make_file(const char *path, size_t len)
     close(fd);
 }
 
+#ifndef _WIN32
+#include <signal.h>
+#include <sys/wait.h>
+/* Runs fn(arg) in a child process and checks that it is killed by SIGABRT after writing
+ * `msg` to stderr: a misuse abort is checked for which check fired, not only for the signal. */
+static inline void t_expect_abort(void (*fn)(void *), void *arg, const char *msg)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        fn(arg);
+        _exit(0); /* did not abort */
+    }
+    close(p[1]);
+    static char out[8192];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof out - 1 && (r = read(p[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)r;
+    out[n] = '\0';
+    close(p[0]);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "no SIGABRT (status 0x%x); stderr: %s",
+              st, out);
+    cr_assert_not_null(strstr(out, msg), "stderr lacks \"%s\": %s", msg, out);
+}
+#endif
+
 #define T_IO(name, ...) Test(io, name, .init = t_setup, .fini = t_teardown, .timeout = 30, ##__VA_ARGS__)
 
 #endif
