@@ -31,7 +31,8 @@ AARCH64 ?= 1
 
 test: deps
 	@$(MAKE) --no-print-directory build
-	@cd $(BUILD) && ctest --output-on-failure -j 1
+	@cd $(BUILD) && rm -f Testing/suite-summary.txt; rc=0; ctest --output-on-failure -j 1 || rc=$$?; \
+	  echo "== tests each suite really ran:"; cat Testing/suite-summary.txt 2>/dev/null; exit $$rc
 ifneq ($(WINDOWS),0)
 	@$(MAKE) --no-print-directory test-windows
 endif

@@ -3,7 +3,8 @@
 # tests/fuzz/corpus plus tests/fuzz/crashes. New corpus entries go to $(FUZZ_WORK)/corpus-*
 # (never into the repository). Any finding fails the target and names the input libFuzzer
 # saved; keep it in tests/fuzz/crashes/ (every `make test` replays that directory).
-# A backend the machine lacks is skipped. Extra libFuzzer flags: FUZZ_FLAGS=...
+# A backend of FUZZ_BACKENDS that cannot be created fails the target (io_uring is skipped only
+# with AFS_EXPECT_NO_URING=1, where it is blocked on purpose). Extra libFuzzer flags: FUZZ_FLAGS=...
 # Leak checking is off here: LeakSanitizer loses the main stack across coroutine switches
 # and reports libFuzzer's own objects (make test-sanitize checks leaks of the whole suite).
 FUZZ_BUILD    ?= build-fuzz
@@ -32,7 +33,10 @@ fuzz: fuzz-build
 	    -artifact_prefix="$$work/$$b-" \
 	    $(FUZZ_FLAGS) "$$work/corpus-$$b" tests/fuzz/corpus tests/fuzz/crashes >"$$log" 2>&1; \
 	  rc=$$?; \
-	  if [ $$rc -eq 77 ]; then grep 'not available' "$$log"; echo "   skipped"; continue; fi; \
+	  if [ $$rc -eq 77 ]; then grep 'not available' "$$log"; \
+	    if [ "$$b" = io_uring ] && [ "$${AFS_EXPECT_NO_URING:-}" = 1 ]; then \
+	      echo "   skipped: io_uring blocked on purpose (AFS_EXPECT_NO_URING=1)"; continue; fi; \
+	    echo "   FAILED: backend $$b missing (leave it out with FUZZ_BACKENDS=...)"; fail=1; continue; fi; \
 	  cov=$$(grep -o 'cov: [0-9]*' "$$log" | tail -n 1); \
 	  execs=$$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$$log" | grep -o '[0-9]*$$' | tail -n 1); \
 	  runs=$$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$$log" | grep -o '[0-9]*$$' | tail -n 1); \

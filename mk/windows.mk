@@ -4,7 +4,8 @@
 # backend in WIN_CORIO_BACKENDS.
 # Installs gcc-mingw-w64-x86-64 and wine64 through scripts/deps.sh when they are missing.
 # Wine runs headless with a private prefix under the build directory (first start: ~10 s).
-# The last line is the total, "N passed, M failed, K skipped"; the target fails if M > 0.
+# The last line is the total, "N passed, M failed, K skipped"; the target fails if M > 0 or a
+# program ran no test. A backend that cannot be created fails its tests (tests/common.h).
 WIN_BUILD    ?= build-windows
 WIN_BACKENDS ?= iocp threads sync auto
 WIN_CORIO_BACKENDS ?= iocp threads sync
@@ -30,7 +31,7 @@ test-windows: build-windows
 	  echo "wine: initialising $$WINEPREFIX"; \
 	  "$$wine" wineboot -i >/dev/null 2>&1 || true; "$$wineserver" -w || true; \
 	fi; \
-	pass=0; fail=0; skip=0; \
+	pass=0; fail=0; skip=0; summary=; \
 	for b in $(WIN_BACKENDS); do \
 	  case " $(WIN_CORIO_BACKENDS) " in *" $$b "*) progs="contract corio_sched";; \
 	    *) progs=contract;; esac; \
@@ -45,8 +46,12 @@ test-windows: build-windows
 	      fail=$$((fail + 1)); continue; fi; \
 	    set -- $$(echo "$$line" | tr -dc '0-9 '); \
 	    pass=$$((pass + $$1)); fail=$$((fail + $$2)); skip=$$((skip + $${3:-0})); \
+	    if [ "$$(($$1 + $$2))" -eq 0 ]; then echo "$${p}_win.exe ($$b) ran no test"; \
+	      fail=$$((fail + 1)); fi; \
+	    summary=$$(printf '%s\n%s' "$$summary" "$${p}_win.exe ($$b): $$line"); \
 	  done; \
 	done; \
 	"$$wineserver" -k >/dev/null 2>&1 || true; \
+	printf '== tests each program really ran:%s\n' "$$summary"; \
 	echo "$$pass passed, $$fail failed, $$skip skipped"; \
 	[ "$$fail" -eq 0 ]

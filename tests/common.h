@@ -1,6 +1,6 @@
 /* Helpers shared by the Criterion suites: a fresh temporary directory per test, a context
- * on the backend named by ASYNCFS_BACKEND (ctest runs each suite once per backend), and
- * skips with the reason when this machine lacks something. */
+ * on the backend named by ASYNCFS_BACKEND (ctest runs each suite once per backend, through
+ * tests/helpers/suite.sh, which accepts only the skip reasons tests/helpers/skips.allow lists). */
 #ifndef AFS_TEST_COMMON_H
 #define AFS_TEST_COMMON_H
 
@@ -190,13 +190,18 @@ static const char *t_path(const char *name)
     return buf[i];
 }
 
-/* A context on the backend under test; skips the test when it is not available here. */
+/* A context on the backend under test. ctest runs a suite only on the backends this build
+ * has and this machine should offer, so a backend that cannot be created fails the test
+ * (a skip would let a missing backend pass); the message says why. */
 static struct afs_ctx *t_ctx_cfg(const struct afs_config *cfg)
 {
     struct afs_ctx *c = NULL;
     int err = afs_ctx_new(&c, cfg);
     if (err == -ENOTSUP)
-        cr_skip_test("backend %s not available here", getenv("ASYNCFS_BACKEND"));
+        cr_assert_fail("backend %s not available here (afs_ctx_new: %s); blocked on purpose? "
+                       "see tests/helpers/suite.sh",
+                       getenv("ASYNCFS_BACKEND") ? getenv("ASYNCFS_BACKEND") : "(auto)",
+                       afs_strerror(err));
     cr_assert_eq(err, 0, "afs_ctx_new: %s", afs_strerror(err));
     return c;
 }
@@ -237,6 +242,40 @@ static void t_make_file(const char *path, size_t len)
     }
     close(fd);
 }
+
+#ifndef _WIN32
+#include <signal.h>
+#include <sys/wait.h>
+/* Runs fn(arg) in a child process and checks that it is killed by SIGABRT after writing
+ * `msg` to stderr: a misuse abort is checked for which check fired, not only for the signal. */
+static inline void t_expect_abort(void (*fn)(void *), void *arg, const char *msg)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        fn(arg);
+        _exit(0); /* did not abort */
+    }
+    close(p[1]);
+    static char out[8192];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof out - 1 && (r = read(p[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)r;
+    out[n] = '\0';
+    close(p[0]);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "no SIGABRT (status 0x%x); stderr: %s",
+              st, out);
+    cr_assert_not_null(strstr(out, msg), "stderr lacks \"%s\": %s", msg, out);
+}
+#endif
 
 #define T_IO(name, ...) Test(io, name, .init = t_setup, .fini = t_teardown, .timeout = 30, ##__VA_ARGS__)
 

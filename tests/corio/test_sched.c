@@ -636,7 +636,7 @@ T_CO(cancel_and_deadline_end_sleeps_promptly)
     int64_t t0 = corio_now();
     cr_assert_eq(corio_sched_run(t_sched, cancel_root, res), 0);
     cr_assert_eq(res[0], -ECANCELED);
-    cr_assert_lt(res[1], 500, "cancel took %d ms", res[1]);
+    cr_assert_lt(res[1], 5000, "cancel took %d ms: the 30 s sleep was not interrupted", res[1]);
     cr_assert_lt(corio_now() - t0, 5LL * 1000 * 1000 * 1000);
 }
 
