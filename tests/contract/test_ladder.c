@@ -115,7 +115,7 @@ T_LADDER(libaio_direct_ops_go_to_the_kernel_in_one_submit)
         cr_assert(t_check(bufs + (size_t)i * BS, BS, (uint64_t)k * BS), "op %d: wrong data", i);
     }
     afs_buf_free(c, bufs, (size_t)N * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(libaio_direct_writev_readv_fsync_stay_off_the_pool)
@@ -157,7 +157,7 @@ T_LADDER(libaio_direct_writev_readv_fsync_stay_off_the_pool)
         cr_assert_eq(a.pool_ops, b.pool_ops, "fsync on a direct file went to the pool");
     afs_buf_free(c, w, n);
     afs_buf_free(c, r, n);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(libaio_buffered_ops_go_to_the_pool)
@@ -188,7 +188,7 @@ T_LADDER(libaio_buffered_ops_go_to_the_pool)
         cr_assert_eq(ops[i].result, BS);
         cr_assert(t_check(bufs[i], BS, (uint64_t)i * BS));
     }
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* One batch, two destinations; one afs_ctx_wait sees both kinds of completion (the pool's
@@ -224,8 +224,8 @@ T_LADDER(libaio_mixed_batch_splits_between_kernel_and_pool)
         cr_assert(t_check(bufs + (size_t)i * BS, BS, (uint64_t)i * BS), "op %d", i);
     }
     afs_buf_free(c, bufs, (size_t)N * BS);
-    afs_close(fd);
-    afs_close(fb);
+    cr_assert_eq(afs_close(fd), 0);
+    cr_assert_eq(afs_close(fb), 0);
 }
 
 /* A direct read past the end of a file whose size is not a block multiple is short, then 0. */
@@ -245,7 +245,7 @@ T_LADDER(libaio_direct_read_short_at_eof)
     wait_for(c, &d, 2);
     cr_assert_eq(b.result, 0);
     afs_buf_free(c, buf, 4 * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(libaio_direct_cancel_gets_ecanceled_or_the_result)
@@ -275,7 +275,7 @@ T_LADDER(libaio_direct_cancel_gets_ecanceled_or_the_result)
             cr_assert(t_check(bufs + (size_t)i * MB, MB, (uint64_t)i * MB));
     }
     afs_buf_free(c, bufs, (size_t)M * MB);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* More direct ops than queue_depth: the rest wait in the library's queue. */
@@ -302,7 +302,7 @@ T_LADDER(libaio_direct_small_queue_depth)
     cr_assert(t_check(r, (size_t)M * BS, 0));
     afs_buf_free(c, w, (size_t)M * BS);
     afs_buf_free(c, r, (size_t)M * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* A direct op in flight and a wake from another thread: the wait ends for either. */
@@ -554,7 +554,7 @@ T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
     cr_assert(t_check(r, (size_t)M * BS, 0));
     afs_buf_free(c, w, (size_t)M * BS);
     afs_buf_free(c, r, (size_t)M * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(aio_max_nr_used_up_forced_libaio_is_enotsup_auto_gets_threads)
