@@ -24,7 +24,6 @@
 
 #include "platform.h"
 
-#include <criterion/logging.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
