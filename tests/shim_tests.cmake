@@ -14,6 +14,7 @@ foreach(t contract corio_sched)
   endif()
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static)
+  target_compile_definitions(${t}_shim PRIVATE ${AFS_DEFS}) # backends built, for syscount.h
   foreach(b threads sync)
     add_test(NAME ${t}_${b} COMMAND ${t}_shim)
     set_tests_properties(${t}_${b} PROPERTIES ENVIRONMENT "ASYNCFS_BACKEND=${b}" TIMEOUT 900)

@@ -10,7 +10,7 @@
  *
  * Usage: sc_install() after the context exists (or before; the table is global), read
  * sc_get() before and after, sc_uninstall() at the end. Needs src/core on the include path
- * and the library linked statically. */
+ * and the library linked statically, and the library's AFS_DEFS (which backends it has). */
 #ifndef AFS_TEST_SYSCOUNT_H
 #define AFS_TEST_SYSCOUNT_H
 
@@ -19,18 +19,21 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#if defined(__linux__) && __has_include(<liburing.h>)
+/* AFS_HAVE_URING, AFS_HAVE_LIBAIO, AFS_HAVE_POSIX_AIO: the backends the library was built
+ * with (CMake's AFS_DEFS, given to the programs that include this header). */
+#ifdef AFS_HAVE_URING
 #include <liburing.h>
 #define SC_URING 1
 #endif
-#if defined(__linux__) && __has_include(<libaio.h>)
+#ifdef AFS_HAVE_LIBAIO
 /* libaio.h's prototype, without its header: it clashes with <linux/aio_abi.h>, which some
  * tests include. */
 int io_submit(struct io_context *ctx, long nr, struct iocb *ios[]);
 #define SC_LAIO 1
 #endif
-#if !defined(_WIN32)
+#ifdef AFS_HAVE_POSIX_AIO
 #include <aio.h>
+#define SC_PAIO 1
 #endif
 
 struct sc_counts {
@@ -106,7 +109,7 @@ static inline int sc_laio_submit(struct io_context *aio, long nr, struct iocb **
 }
 #endif
 
-#if !defined(_WIN32)
+#ifdef SC_PAIO
 static inline int sc_listio(int mode, struct aiocb *const list[], int n, struct sigevent *sev)
 {
     atomic_fetch_add(&sc_n[3], 1);
@@ -132,7 +135,7 @@ static inline void sc_install(void)
 #ifdef SC_LAIO
     afs__sys.laio_submit = sc_laio_submit;
 #endif
-#if !defined(_WIN32)
+#ifdef SC_PAIO
     afs__sys.paio_listio = sc_listio;
 #endif
 }
