@@ -3,6 +3,7 @@
 # reads at queue depths 1..64. Writes $OUT/results.csv, a table on stdout, and the plot
 # $OUT/iops_vs_qd.png (gnuplot; install it with scripts/deps.sh plot, fio with
 # scripts/deps.sh bench). Supersedes bench/compare_fio.sh (one depth, corio only).
+# Every run is also kept as bench/results/compare-<time>-<host>.csv (bench/results.sh).
 #
 # Each depth runs every engine once, one after the other, then fio io_uring, so slow drift of
 # a shared disk hits them alike. pread and fio psync ignore the depth: they run once.
@@ -81,6 +82,10 @@ for qd in $DEPTHS; do
   for e in $ENGINES; do afb "$e" "$qd"; done
   [ "$FIO" = 1 ] && fio_run io_uring "$qd" fio-io_uring
 done
+# The run, kept with where and when it was measured (bench/report.sh makes tables of it).
+. bench/results.sh
+results_open compare "rw,bs,direct,size,runtime_s,$(head -1 "$csv")"
+tail -n +2 "$csv" | while IFS= read -r line; do results_row "$RW,$BS,$DIRECT,$SIZE,$RUNTIME,$line"; done
 fi
 grep -q '^fio-io_uring,' "$csv" || FIO=0
 

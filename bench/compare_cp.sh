@@ -14,6 +14,7 @@
 # is on disk (group commit: one syncfs per group of small files, fdatasync for files of
 # 8 MiB or more), so its "copy" compares with the others' "copy+sync".
 # RUNS=N repeats the whole table N times on the same data (default 1).
+# Every run is kept as bench/results/compare_cp-<time>-<host>.csv (bench/results.sh).
 set -euo pipefail
 
 AFCP=${1:-$(command -v afcp || true)}
@@ -79,6 +80,9 @@ sync
 
 q=(-q)
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
+. "$(dirname "$0")/results.sh"
+results_open compare_cp "round,command,data,copy_s,copy_sync_s,caches,fs"
+fs=$(df -T "$BASE" | awk 'NR==2 {print $2}')
 for ((round = 1; round <= ${RUNS:-1}; round++)); do
 # shellcheck disable=SC2086
 {
@@ -96,10 +100,12 @@ printf '\nafcp vs cp (%s caches; %s, %s CPUs, %s)\n' "$([[ $cold == 1 ]] && echo
     "$(uname -r)" "$(nproc)" "$(df -T "$BASE" | awk 'NR==2 {print $2 " on " $1}')"
 printf '%-26s %10s %12s %14s %16s\n' "command" "copy s" "copy+sync s" "cp/x (copy)" "cp/x (copy+sync)"
 for name in "cp -r" "afcp -r" "afcp -r --fsync"; do
+    results_row "$round,$name,$NFILES x ${FILE_KB} KiB,${T_COPY[$name]},${T_SYNC[$name]},$([[ $cold == 1 ]] && echo cold || echo warm),$fs"
     printf '%-26s %10.2f %12.2f %14s %16s\n' "$name ($NFILES x ${FILE_KB}K)" "${T_COPY[$name]}" "${T_SYNC[$name]}" \
         "$(ratio "${T_COPY[cp -r]}" "${T_COPY[$name]}")x" "$(ratio "${T_SYNC[cp -r]}" "${T_SYNC[$name]}")x"
 done
 for name in "cp" "afcp" "afcp --fsync" "afcp --no-copy-range" "afcp --direct"; do
+    results_row "$round,$name,${BIG_MB} MiB,${T_COPY[$name]},${T_SYNC[$name]},$([[ $cold == 1 ]] && echo cold || echo warm),$fs"
     printf '%-26s %10.2f %12.2f %14s %16s\n' "$name (${BIG_MB} MiB)" "${T_COPY[$name]}" "${T_SYNC[$name]}" \
         "$(ratio "${T_COPY[cp]}" "${T_COPY[$name]}")x" "$(ratio "${T_SYNC[cp]}" "${T_SYNC[$name]}")x"
 done

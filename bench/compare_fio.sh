@@ -5,6 +5,7 @@
 # (--iodepth_batch_submit=32 --iodepth_batch_complete_min=1): it shows what batching itself
 # costs on the device, apart from corio.
 # Usage: bench/compare_fio.sh [FILE] [IOS]   (FILE default: a 256 MiB file in /var/tmp)
+# Every run is kept as bench/results/compare_fio-<time>-<host>.csv (bench/results.sh).
 set -euo pipefail
 BUILD=${BUILD:-build}
 file=${1:-/var/tmp/afs-bench.dat}
@@ -23,6 +24,8 @@ corio_run() {
 }
 
 printf "%-34s %10s %12s\n" engine IOPS "CPU us/IO"
+. "$(dirname "$0")/results.sh"
+results_open compare_fio "round,engine,iodepth,ios,iops,cpu_us_per_io"
 declare -A best cpu
 names=("fio io_uring iodepth=32" "fio, batched submission" "corio 32 tasks (batched)")
 for n in "${names[@]}"; do best[$n]=0; cpu[$n]=0; done
@@ -35,6 +38,7 @@ for round in 1 2 3; do
     esac
     read -r iops c <<<"$out"
     printf "%-34s %10s %12s\n" "$n" "$iops" "$c"
+    results_row "$round,${n//,/},32,$ios,$iops,$c"
     if [ "$iops" -gt "${best[$n]}" ]; then best[$n]=$iops; cpu[$n]=$c; fi
   done
 done

@@ -330,6 +330,11 @@ AFS_API int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t tim
 
 /* Asks for op to be cancelled. Its callback still runs exactly once, with -ECANCELED or,
  * if the op finished first, its result; the buffer stays the library's until then.
+ * What cannot be stopped once started (a thread-pool worker inside pread or pwrite, a
+ * transfer glibc's POSIX AIO thread is making) runs to its end, and the op then completes
+ * with -ECANCELED: part or all of a cancelled read may be in the buffer, part or all of a
+ * cancelled write may be in the file, and the buffer is never touched after the callback.
+ * A transfer cut short after a cancel is not resumed: the op completes with -ECANCELED.
  * Returns 0 when the request was made, -ENOENT when the op is not queued or in flight
  * (never queued, or its callback already ran), -EALREADY when it is done and only its
  * callback is pending. */

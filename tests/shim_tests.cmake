@@ -7,13 +7,14 @@ foreach(t contract corio_sched)
     add_executable(${t}_shim ${SRC}/contract/test_ctx.c ${SRC}/contract/test_position.c
                    ${SRC}/contract/test_ops.c ${SRC}/contract/test_blocking.c
                    ${SRC}/contract/test_stream.c ${SRC}/contract/test_meta.c
-                   ${SRC}/shim/runner.c)
+                   ${SRC}/contract/test_cancel.c ${SRC}/shim/runner.c)
   else()
     add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
                    ${SRC}/shim/runner.c)
   endif()
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static)
+  target_compile_definitions(${t}_shim PRIVATE ${AFS_DEFS}) # backends built, for syscount.h
   foreach(b threads sync)
     add_test(NAME ${t}_${b} COMMAND ${t}_shim)
     set_tests_properties(${t}_${b} PROPERTIES ENVIRONMENT "ASYNCFS_BACKEND=${b}" TIMEOUT 900)

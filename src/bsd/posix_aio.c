@@ -366,7 +366,9 @@ static void flush(struct afs_ctx *ctx)
             n++;
         }
         ctx->stats.kernel_submits++;
-        if (lio_listio(LIO_NOWAIT, p->batch, (int)n, NULL) == 0) {
+        int lr = afs__sys.paio_listio ? afs__sys.paio_listio(LIO_NOWAIT, p->batch, (int)n, NULL)
+                                      : lio_listio(LIO_NOWAIT, p->batch, (int)n, NULL);
+        if (lr == 0) {
             for (unsigned i = 0; i < n; i++)
                 go_live(p, p->pend[r + i]);
         } else {

@@ -77,6 +77,12 @@ void  afs__aligned_free(void *p, size_t size);
 struct io_uring;
 struct io_uring_params;
 struct __kernel_timespec;
+struct io_context; /* libaio's io_context_t points to one */
+struct iocb;
+#endif
+#ifndef _WIN32
+struct aiocb;
+struct sigevent;
 #endif
 
 /* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
@@ -88,6 +94,9 @@ struct afs__syscalls {
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);
+    /* Every close of a file's descriptor or handle (afs__sys_close); after it the descriptor
+     * is gone whatever the result. */
+    int     (*close)(afs__fd_t fd);
     /* The library's heap allocations (contexts, files, streams, tasks...), so tests can make
      * one fail; free() is not in the table. */
     void   *(*malloc)(size_t size);
@@ -100,6 +109,14 @@ struct afs__syscalls {
      * ts is NULL, io_uring_submit_and_wait_timeout() when not. Both return >= 0 or -errno. */
     int     (*uring_setup)(unsigned entries, struct io_uring *ring, struct io_uring_params *p);
     int     (*uring_enter)(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts);
+    /* The libaio backend's io_submit(); NULL makes the real call. Returns what io_submit()
+     * does: the iocbs taken, or -errno. */
+    int     (*laio_submit)(struct io_context *aio, long nr, struct iocb **iocbs);
+#endif
+#ifndef _WIN32
+    /* The posix-aio backend's lio_listio(LIO_NOWAIT, ...); NULL makes the real call. Returns
+     * 0, or -1 with errno set, as lio_listio() does (the backend reads errno). */
+    int     (*paio_listio)(int mode, struct aiocb *const list[], int n, struct sigevent *sev);
 #endif
 };
 extern struct afs__syscalls afs__sys;

@@ -122,8 +122,15 @@ void afs__pool_reap(struct afs__pool *p)
     afs__list_append(&got, &p->finished);
     afs__mutex_unlock(&p->mu);
     struct afs_op *op;
-    while ((op = afs__list_pop(&got)))
-        afs__op_finished(p->ctx, op, op->result);
+    while ((op = afs__list_pop(&got))) {
+        /* A worker cannot be stopped in the middle of a system call. An op cancelled while
+         * it ran completes with -ECANCELED once the worker has returned, whatever the call
+         * did: the buffer is settled before the callback and never written after it. Meta
+         * ops keep their result (an fd that was opened must reach the caller). */
+        struct afs__op *o = afs__op(op);
+        bool cancelled = (o->flags & AFS__OP_CANCEL) && !afs__is_meta(o);
+        afs__op_finished(p->ctx, op, cancelled ? -ECANCELED : op->result);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------

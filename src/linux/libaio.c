@@ -171,7 +171,8 @@ static bool flush(struct afs_ctx *ctx)
         if (n > l->cap - l->busy)
             n = l->cap - l->busy;
         ctx->stats.kernel_submits++;
-        int r = io_submit(l->aio, (long)n, l->staged + pos);
+        int r = afs__sys.laio_submit ? afs__sys.laio_submit(l->aio, (long)n, l->staged + pos)
+                                     : io_submit(l->aio, (long)n, l->staged + pos);
         if (r > 0) {
             /* A partial submission goes on from the first iocb not taken. */
             l->busy += (unsigned)r;

@@ -52,12 +52,23 @@ static int sys_fsync(int fd, bool datasync)
     return r < 0 ? -errno : 0;
 }
 
+static int sys_close(int fd)
+{
+    /* POSIX leaves the fd state unspecified after EINTR; on Linux and the BSDs it is closed,
+     * so retrying would close someone else's fd. */
+    int r = close(fd);
+    if (r < 0 && errno != EINTR)
+        return -errno;
+    return 0;
+}
+
 struct afs__syscalls afs__sys = {
     .pread = sys_pread,
     .pwrite = sys_pwrite,
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .close = sys_close,
     .malloc = malloc,
     .calloc = calloc,
     .realloc = realloc,
@@ -65,7 +76,9 @@ struct afs__syscalls afs__sys = {
     /* NULL: src/linux/uring.c makes the liburing calls itself (this file does not link it). */
     .uring_setup = NULL,
     .uring_enter = NULL,
+    .laio_submit = NULL,
 #endif
+    .paio_listio = NULL, /* NULL: src/bsd/posix_aio.c calls lio_listio() itself */
 };
 
 int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out)
@@ -95,12 +108,7 @@ int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out
 
 int afs__sys_close(afs__fd_t fd)
 {
-    /* POSIX leaves the fd state unspecified after EINTR; on Linux and the BSDs it is closed,
-     * so retrying would close someone else's fd. */
-    int r = close(fd);
-    if (r < 0 && errno != EINTR)
-        return -errno;
-    return 0;
+    return afs__sys.close(fd);
 }
 
 int64_t afs__sys_size(afs__fd_t fd)

@@ -122,7 +122,13 @@ static int sys_fsync(HANDLE h, bool datasync)
     return FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
 }
 
+static int sys_close(HANDLE h)
+{
+    return CloseHandle(h) ? 0 : afs__win_errno(GetLastError());
+}
+
 struct afs__syscalls afs__sys = {
+    .close = sys_close,
     .pread = sys_pread,
     .pwrite = sys_pwrite,
     .preadv = sys_preadv,
@@ -237,7 +243,7 @@ int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out
 
 int afs__sys_close(afs__fd_t fd)
 {
-    return CloseHandle(fd) ? 0 : afs__win_errno(GetLastError());
+    return afs__sys.close(fd);
 }
 
 int64_t afs__sys_size(afs__fd_t fd)

@@ -24,7 +24,7 @@ T_IO(pread_pwrite_do_not_move_the_position)
     cr_assert_eq(afs_pread(f, NULL, 0, 0), 0);
     cr_assert_eq(afs_pwrite(f, NULL, 0, 5), 0);
     cr_assert_eq(afs_file_size(f), 777 + 200000);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* Offsets past 4 GiB and sparse files: no 32-bit truncation anywhere. */
@@ -54,7 +54,7 @@ T_IO(large_sparse_file)
     cr_assert_eq(afs_last_op_wait(f, &res), 1);
     cr_assert_eq(res, (ssize_t)sizeof back);
     cr_assert_eq(afs_tell(f), (int64_t)(off + sizeof back));
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 static struct afs_file *open_direct(const char *name)
@@ -83,7 +83,7 @@ T_IO(direct_io_aligned_works)
     cr_assert_eq(afs_tell(f), 4096);
     afs_buf_free(t_ctx, buf, n);
     afs_buf_free(t_ctx, back, n);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(direct_io_misaligned_is_einval_and_harmless)
@@ -108,7 +108,7 @@ T_IO(direct_io_misaligned_is_einval_and_harmless)
     cr_assert(t_check(back, 8192, 0));
     afs_buf_free(t_ctx, buf, 16384);
     afs_buf_free(t_ctx, back, 8192);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(blocking_calls_interleave_with_queued_ops)
@@ -128,7 +128,7 @@ T_IO(blocking_calls_interleave_with_queued_ops)
     while (!calls)
         afs_ctx_wait(t_ctx, 1, -1);
     cr_assert(t_check(a, sizeof a, 65536));
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 void note(struct afs_op *o)

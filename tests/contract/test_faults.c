@@ -105,7 +105,7 @@ T_FAULT(eintr_and_eagain_are_retried_inside)
     cr_assert_eq(afs_pwrite(f, buf, 4096, 0), 4096);
     fp = (struct plan){.nth = 1, .result = -EINTR};
     cr_assert_eq(afs_fsync(f, 0), 0);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_FAULT(short_transfers_are_completed)
@@ -126,7 +126,7 @@ T_FAULT(short_transfers_are_completed)
     static char back[65536];
     cr_assert_eq(afs_pread(f, back, sizeof back, 100000), (ssize_t)sizeof back);
     cr_assert(t_check(back, sizeof back, 100000));
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_FAULT(a_write_that_moves_nothing_fails_instead_of_spinning)
@@ -136,7 +136,7 @@ T_FAULT(a_write_that_moves_nothing_fails_instead_of_spinning)
     static char buf[8192];
     wp = (struct plan){.nth = 1, .result = 0, .repeat = 1000000};
     cr_assert_eq(afs_pwrite(f, buf, sizeof buf, 0), -EIO);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_FAULT(eio_and_enospc_are_reported_and_not_sticky)
@@ -163,7 +163,7 @@ T_FAULT(eio_and_enospc_are_reported_and_not_sticky)
     fp = (struct plan){.nth = 1, .result = -EIO};
     cr_assert_eq(afs_fsync(f, AFS_FSYNC_DATA), -EIO);
     cr_assert_eq(afs_fsync(f, AFS_FSYNC_DATA), 0, "not sticky");
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 struct tally {
@@ -210,5 +210,5 @@ T_FAULT(every_callback_runs_once_under_faults)
     /* The context stays usable. */
     rp.nth = 0;
     cr_assert_eq(afs_pread(f, bufs[0], 4096, 0), 4096);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }

@@ -10,6 +10,7 @@
  *  - aio_max_nr_*: run only with AFS_LADDER_HOG=1 (ctest runs them alone and serially):
  *    they use up the machine-wide fs.aio-max-nr for a moment. */
 #include "../common.h"
+#include "../helpers/syscount.h"
 
 #include <criterion/logging.h>
 #include <linux/aio_abi.h>
@@ -93,11 +94,17 @@ T_LADDER(libaio_direct_ops_go_to_the_kernel_in_one_submit)
         cr_assert_eq(afs_queue_read(&ops[i], f, bufs + (size_t)i * BS, BS, (uint64_t)k * BS,
                                     count_cb, &d), 0);
     }
+    sc_install();
+    struct sc_counts ka = sc_get();
     afs_ctx_stats(c, &a);
     cr_assert_eq(afs_ctx_submit(c), N);
     afs_ctx_stats(c, &b);
-    cr_assert_eq(b.kernel_submits - a.kernel_submits, 1, "%llu io_submit calls for %d ops",
-                 (unsigned long long)(b.kernel_submits - a.kernel_submits), N);
+    struct sc_counts kb = sc_get();
+    sc_uninstall();
+    /* Counted at the system call, not by the library's own counter. */
+    cr_assert_eq(kb.io_submits - ka.io_submits, 1, "%lu io_submit calls for %d ops",
+                 kb.io_submits - ka.io_submits, N);
+    cr_assert_eq(b.kernel_submits - a.kernel_submits, 1);
     wait_for(c, &d, N);
     afs_ctx_stats(c, &b);
     cr_assert_eq(b.pool_ops, a.pool_ops, "%llu direct reads went to the pool",
@@ -108,7 +115,7 @@ T_LADDER(libaio_direct_ops_go_to_the_kernel_in_one_submit)
         cr_assert(t_check(bufs + (size_t)i * BS, BS, (uint64_t)k * BS), "op %d: wrong data", i);
     }
     afs_buf_free(c, bufs, (size_t)N * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(libaio_direct_writev_readv_fsync_stay_off_the_pool)
@@ -150,7 +157,7 @@ T_LADDER(libaio_direct_writev_readv_fsync_stay_off_the_pool)
         cr_assert_eq(a.pool_ops, b.pool_ops, "fsync on a direct file went to the pool");
     afs_buf_free(c, w, n);
     afs_buf_free(c, r, n);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(libaio_buffered_ops_go_to_the_pool)
@@ -162,6 +169,8 @@ T_LADDER(libaio_buffered_ops_go_to_the_pool)
     static char bufs[N][BS];
     struct done d = {0};
     struct afs_stats a, b;
+    sc_install();
+    struct sc_counts ka = sc_get();
     afs_ctx_stats(c, &a);
     for (int i = 0; i < N; i++)
         cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], BS, (uint64_t)i * BS, count_cb, &d), 0);
@@ -171,11 +180,15 @@ T_LADDER(libaio_buffered_ops_go_to_the_pool)
     cr_assert_eq(b.pool_ops - a.pool_ops, N, "%llu of %d buffered reads on the pool",
                  (unsigned long long)(b.pool_ops - a.pool_ops), N);
     cr_assert_eq(b.kernel_submits, a.kernel_submits, "buffered reads went to io_submit");
+    struct sc_counts kb = sc_get();
+    sc_uninstall();
+    cr_assert_eq(kb.io_submits, ka.io_submits, "buffered reads went to io_submit");
+    cr_assert_geq(kb.transfers - ka.transfers, N, "the pool's preads were not all counted");
     for (int i = 0; i < N; i++) {
         cr_assert_eq(ops[i].result, BS);
         cr_assert(t_check(bufs[i], BS, (uint64_t)i * BS));
     }
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* One batch, two destinations; one afs_ctx_wait sees both kinds of completion (the pool's
@@ -191,12 +204,18 @@ T_LADDER(libaio_mixed_batch_splits_between_kernel_and_pool)
     static struct afs_op ops[N];
     struct done d = {0};
     struct afs_stats a, b;
+    sc_install();
+    struct sc_counts ka = sc_get();
     afs_ctx_stats(c, &a);
     for (int i = 0; i < N; i++)
         cr_assert_eq(afs_queue_read(&ops[i], i % 2 ? fb : fd, bufs + (size_t)i * BS, BS,
                                     (uint64_t)i * BS, count_cb, &d), 0);
     cr_assert_eq(afs_ctx_submit(c), N);
     afs_ctx_stats(c, &b);
+    struct sc_counts kb = sc_get();
+    sc_uninstall();
+    cr_assert_eq(kb.io_submits - ka.io_submits, 1, "%lu io_submit calls",
+                 kb.io_submits - ka.io_submits);
     cr_assert_eq(b.kernel_submits - a.kernel_submits, 1);
     cr_assert_eq(b.pool_ops - a.pool_ops, N / 2);
     wait_for(c, &d, N);
@@ -205,8 +224,8 @@ T_LADDER(libaio_mixed_batch_splits_between_kernel_and_pool)
         cr_assert(t_check(bufs + (size_t)i * BS, BS, (uint64_t)i * BS), "op %d", i);
     }
     afs_buf_free(c, bufs, (size_t)N * BS);
-    afs_close(fd);
-    afs_close(fb);
+    cr_assert_eq(afs_close(fd), 0);
+    cr_assert_eq(afs_close(fb), 0);
 }
 
 /* A direct read past the end of a file whose size is not a block multiple is short, then 0. */
@@ -226,7 +245,7 @@ T_LADDER(libaio_direct_read_short_at_eof)
     wait_for(c, &d, 2);
     cr_assert_eq(b.result, 0);
     afs_buf_free(c, buf, 4 * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(libaio_direct_cancel_gets_ecanceled_or_the_result)
@@ -256,7 +275,7 @@ T_LADDER(libaio_direct_cancel_gets_ecanceled_or_the_result)
             cr_assert(t_check(bufs + (size_t)i * MB, MB, (uint64_t)i * MB));
     }
     afs_buf_free(c, bufs, (size_t)M * MB);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* More direct ops than queue_depth: the rest wait in the library's queue. */
@@ -283,7 +302,7 @@ T_LADDER(libaio_direct_small_queue_depth)
     cr_assert(t_check(r, (size_t)M * BS, 0));
     afs_buf_free(c, w, (size_t)M * BS);
     afs_buf_free(c, r, (size_t)M * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* A direct op in flight and a wake from another thread: the wait ends for either. */
@@ -535,7 +554,7 @@ T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
     cr_assert(t_check(r, (size_t)M * BS, 0));
     afs_buf_free(c, w, (size_t)M * BS);
     afs_buf_free(c, r, (size_t)M * BS);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(aio_max_nr_used_up_forced_libaio_is_enotsup_auto_gets_threads)

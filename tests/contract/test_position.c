@@ -62,7 +62,7 @@ T_IO(seek_errors_leave_the_position)
     cr_assert_eq(afs_seek(f, INT64_MAX, SEEK_CUR), -EINVAL);
     cr_assert_eq(afs_seek(f, 0, 99), -EINVAL);
     cr_assert_eq(afs_tell(f), 42);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(sync_threshold_chooses_inline_or_backend)
@@ -83,7 +83,7 @@ T_IO(sync_threshold_chooses_inline_or_backend)
     afs_ctx_stats(t_ctx, &a);
     cr_assert_eq(a.inline_ops - b.inline_ops, 0, "over the threshold: the backend");
     cr_assert_eq(a.ops - b.ops, 1);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(async_write_then_read_with_the_polling_loop)
@@ -110,7 +110,7 @@ T_IO(async_write_then_read_with_the_polling_loop)
     cr_assert_eq(afs_tell(f), 4096);
     afs_buf_free(t_ctx, buf, 4096);
     afs_buf_free(t_ctx, out, 4096);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(second_op_while_pending_is_ebusy)
@@ -128,7 +128,7 @@ T_IO(second_op_while_pending_is_ebusy)
     cr_assert_eq(afs_last_op_wait(f, &res), 1);
     cr_assert_eq(res, sizeof buf);
     cr_assert_eq(afs_tell(f), sizeof buf);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(zero_length_ops_complete_at_once)
@@ -143,8 +143,8 @@ T_IO(zero_length_ops_complete_at_once)
     cr_assert_eq(afs_read(a, NULL, 0), 0);
     cr_assert_eq(poll_last_op(a), 0);
     cr_assert_eq(afs_tell(a), 0);
-    afs_close(s);
-    afs_close(a);
+    cr_assert_eq(afs_close(s), 0);
+    cr_assert_eq(afs_close(a), 0);
 }
 
 /* Errors from the kernel: the position stays, and the next op runs normally. */
@@ -189,7 +189,7 @@ T_IO(errors_are_not_sticky_and_keep_the_position)
             r = r ? r : poll_last_op(f);
         cr_assert_eq(r, (ssize_t)sizeof buf, "the next op runs normally");
         cr_assert_eq(afs_tell(f), sizeof buf);
-        afs_close(f);
+        cr_assert_eq(afs_close(f), 0);
     }
 }
 
@@ -205,7 +205,7 @@ T_IO(eof_does_not_survive_a_later_write)
     cr_assert_eq(afs_read(f, buf, sizeof buf), 0);
     cr_assert_eq(poll_last_op(f), 5);
     cr_assert_eq(memcmp(buf, "hello", 5), 0);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_IO(access_mode_is_checked)
@@ -221,8 +221,8 @@ T_IO(access_mode_is_checked)
     ssize_t res = 1;
     cr_assert_eq(afs_last_op(r, &res), 1);
     cr_assert_eq(res, 0, "a refused call is not an op");
-    afs_close(r);
-    afs_close(w);
+    cr_assert_eq(afs_close(r), 0);
+    cr_assert_eq(afs_close(w), 0);
 }
 
 T_IO(append_mode_writes_at_the_end)
@@ -233,5 +233,5 @@ T_IO(append_mode_writes_at_the_end)
     cr_assert_eq(afs_write(f, "abc", 3), 3);
     cr_assert_eq(afs_tell(f), 1003);
     cr_assert_eq(afs_file_size(f), 1003);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }

@@ -68,7 +68,7 @@ T_IO(paio_batch_longer_than_a_list)
     }
     afs_ctx_stats(t_ctx, &b);
     cr_assert_eq(b.pool_ops - a.pool_ops, 0, "plain reads stay on AIO");
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* A queue depth below the list size, and writes then fsync through aio_fsync. */
@@ -103,7 +103,7 @@ T_IO(paio_small_queue_depth_writes_and_fsync)
     cr_assert_eq(read(fd, back, sizeof back), (ssize_t)sizeof back);
     cr_assert(t_check(back, sizeof back, 0));
     close(fd);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* The rest keep an AIO read in flight as long as they like: a read on a FIFO with no data
@@ -157,7 +157,7 @@ T_IO(paio_wake_from_another_thread_ends_a_wait_with_aio_in_flight)
         cr_assert_geq(afs_ctx_wait(t_ctx, 1, 5LL * 1000 * 1000 * 1000), 0);
     cr_assert_eq(op.result, 5);
     cr_assert_eq(memcmp(buf, "hello", 5), 0);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 /* readv runs on the thread pool; its completion must end a wait while AIO is in flight. */
@@ -189,8 +189,8 @@ T_IO(paio_pool_completion_ends_a_wait_with_aio_in_flight)
     while (t.calls < 1)
         cr_assert_geq(afs_ctx_wait(t_ctx, 1, 5LL * 1000 * 1000 * 1000), 0);
     cr_assert_eq(rd.result, 1);
-    afs_close(f);
-    afs_close(fifo);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_close(fifo), 0);
 }
 
 /* glibc cannot cancel a read that is running: the op must stay in flight (its buffer the
@@ -212,5 +212,5 @@ T_IO(paio_cancel_waits_for_the_os)
     while (t.calls < 1)
         cr_assert_geq(afs_ctx_wait(t_ctx, 1, 5LL * 1000 * 1000 * 1000), 0);
     cr_assert(op.result == -ECANCELED || op.result == 3, "got %zd", op.result);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }

@@ -693,7 +693,7 @@ static unsigned direct_offload_run(unsigned ctx_flags, int file_flags, int n)
         cr_skip_test("no O_DIRECT on this file system");
     cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
     unsigned marked = batch_of_reads(f, n);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
     free_ctx();
     return marked;
 }
@@ -735,5 +735,5 @@ T_URING(big_direct_reads_go_to_the_workers)
                      len == BIG ? "offloaded" : "inline");
     }
     afs_buf_free(t_ctx, buf, BIG);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }

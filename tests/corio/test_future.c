@@ -592,7 +592,7 @@ T_F(cancel_racing_with_a_read_completion)
     for (int i = 0; i < 200; i++)
         rs[i].f = f;
     cr_assert_eq(frun(race_root2, rs), 0);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 struct lock_case {
@@ -801,7 +801,7 @@ T_F(deadlines_on_every_blocking_call)
     }
     cr_assert_eq(frun(deadlines_root, &box), 0);
     if (box.fifo)
-        afs_close(box.fifo);
+        cr_assert_eq(afs_close(box.fifo), 0);
 }
 
 /* =========================================================================================
@@ -971,7 +971,7 @@ T_F(file_chunks_with_read_ahead)
     struct file_case fc = {0};
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &fc.f), 0);
     cr_assert_eq(frun(chunks_root, &fc), 0);
-    afs_close(fc.f);
+    cr_assert_eq(afs_close(fc.f), 0);
 }
 
 static char long_line[10001];
@@ -1020,7 +1020,7 @@ T_F(file_lines_with_empty_long_and_unterminated_lines)
         struct file_case fc = {.chunk = chunks[i]};
         cr_assert_eq(afs_open(t_ctx, t_path("lines"), AFS_RDONLY, 0, AFS_MODE_SYNC, &fc.f), 0);
         cr_assert_eq(corio_sched_run(f_sched, lines_root, &fc), 0);
-        afs_close(fc.f);
+        cr_assert_eq(afs_close(fc.f), 0);
     }
 }
 
@@ -1045,11 +1045,11 @@ T_F(file_lines_empty_file_and_final_newline)
     cr_assert_eq(afs_open(t_ctx, t_path("empty"), AFS_RDONLY, 0, AFS_MODE_SYNC, &fc.f), 0);
     cr_assert_eq(corio_sched_run(f_sched, count_lines, &fc), 0);
     cr_assert_eq(fc.chunk, 0);
-    afs_close(fc.f);
+    cr_assert_eq(afs_close(fc.f), 0);
     cr_assert_eq(afs_open(t_ctx, t_path("nl"), AFS_RDONLY, 0, AFS_MODE_SYNC, &fc.f), 0);
     cr_assert_eq(corio_sched_run(f_sched, count_lines, &fc), 0);
     cr_assert_eq(fc.chunk, 2, "no empty line after the final newline");
-    afs_close(fc.f);
+    cr_assert_eq(afs_close(fc.f), 0);
 }
 
 /* =========================================================================================
@@ -1401,5 +1401,5 @@ T_F(shielded_file_read_is_not_cancelled)
     static struct shield_read r;
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &r.f), 0);
     cr_assert_eq(frun(shield_read_root, &r), 0);
-    afs_close(r.f);
+    cr_assert_eq(afs_close(r.f), 0);
 }

@@ -248,7 +248,7 @@ T_CO(mutex_with_io_in_the_critical_section_reused)
     cr_assert_eq(c.entries, 500);
     cr_assert_null(c.m.owner);
     cr_assert_eq(corio_mutex_waiters(&c.m), 0);
-    afs_close(c.f);
+    cr_assert_eq(afs_close(c.f), 0);
 }
 
 static void fifo_waiter(struct corio_task *t, void *arg)
@@ -577,7 +577,7 @@ T_CO(sixty_four_readers_one_submission)
     struct corio_stats st;
     corio_sched_stats(t_sched, &st);
     cr_assert_eq(st.ios, 64);
-    afs_close(f);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 static void small_inline(struct corio_task *t, void *arg)
@@ -600,7 +600,7 @@ T_CO(small_reads_run_inline_in_a_task)
     static struct reader r;
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &r.f), 0);
     cr_assert_eq(corio_sched_run(t_sched, small_inline, &r), 0);
-    afs_close(r.f);
+    cr_assert_eq(afs_close(r.f), 0);
 }
 
 /* ---- Sleep, cancellation and deadlines. ---- */
@@ -674,7 +674,7 @@ T_CO(cancel_and_deadline_end_a_blocked_read)
     cr_assert_eq(afs_open(t_ctx, t_path("fifo"), AFS_RDWR, 0, AFS_MODE_SYNC, &r[0].f), 0);
     r[1].f = r[0].f;
     cr_assert_eq(corio_sched_run(t_sched, cancel_read_root, r), 0);
-    afs_close(r[0].f);
+    cr_assert_eq(afs_close(r[0].f), 0);
 }
 
 /* ---- A stack overflow dies on the guard page with a message. ---- */
@@ -734,7 +734,7 @@ T_CO(last_op_wait_suspends_the_task)
     struct pos_arg a = {0};
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &a.f), 0);
     cr_assert_eq(corio_sched_run(t_sched, pos_task, &a), 0);
-    afs_close(a.f);
+    cr_assert_eq(afs_close(a.f), 0);
 }
 
 /* ---- Tracing: corio_log prefixes the task's path. ---- */

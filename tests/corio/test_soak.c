@@ -89,7 +89,7 @@ T_SOAK(two_hundred_thousand_ops_over_a_small_ring)
     struct afs_stats st;
     afs_ctx_stats(t_ctx, &st);
     cr_assert_eq(st.ops, st.completions, "every op completed exactly once");
-    afs_close(l.f);
+    cr_assert_eq(afs_close(l.f), 0);
 }
 
 /* ---- Cancellations racing completions. ---- */
@@ -148,7 +148,7 @@ T_SOAK(cancellations_racing_completions)
     struct afs_stats st;
     afs_ctx_stats(t_ctx, &st);
     cr_assert_eq(st.ops, st.completions);
-    afs_close(r.f);
+    cr_assert_eq(afs_close(r.f), 0);
 }
 
 /* ---- Many files opened and closed. ---- */
@@ -242,7 +242,7 @@ T_SOAK(full_disk_mid_write)
         if (n == (ssize_t)sizeof back && back[0] | back[1])
             cr_assert(t_check(back, sizeof back, off), "block at %llu", (unsigned long long)off);
     }
-    afs_close(w.f);
+    cr_assert_eq(afs_close(w.f), 0);
 }
 
 /* ==========================================================================================

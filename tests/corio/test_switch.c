@@ -14,17 +14,13 @@
         cr_assert_null(err, "%s", err);                                                       \
     }
 
-SWITCH_TEST(pingpong)
-SWITCH_TEST(callee_saved)
-SWITCH_TEST(fp_values)
-SWITCH_TEST(fp_control)
-SWITCH_TEST(entry_frame)
-SWITCH_TEST(many)
-SWITCH_TEST(deep_recursion)
-SWITCH_TEST(pool)
-SWITCH_TEST(overflow)
-SWITCH_TEST(overflow_other_thread)
-SWITCH_TEST(other_segv)
+/* The checks that have a test of their own; every entry of switch_smoke.c's table must be
+ * here (all_checks_listed below). */
+#define SWITCH_TESTS(X)                                                                       \
+    X(pingpong) X(callee_saved) X(fp_values) X(fp_control) X(entry_frame) X(many)             \
+    X(deep_recursion) X(pool) X(overflow) X(overflow_other_thread) X(other_segv)
+
+SWITCH_TESTS(SWITCH_TEST)
 
 /* The same overflow, seen by Criterion itself: the process dies of SIGABRT. */
 Test(corio_switch, overflow_signal, .timeout = 10, .signal = SIGABRT)
@@ -32,8 +28,19 @@ Test(corio_switch, overflow_signal, .timeout = 10, .signal = SIGABRT)
     overflow_child();
 }
 
-/* Every check is above; keep the table in switch_smoke.c in step with this list. */
+/* Every check of switch_smoke.c's table has its test above, and no test is listed twice. */
+#define SWITCH_FN(name) check_##name,
 Test(corio_switch, all_checks_listed, .timeout = 10)
 {
-    cr_assert_eq(sizeof(smoke_checks) / sizeof(smoke_checks[0]), 11);
+    static const char *(*const listed[])(void) = {SWITCH_TESTS(SWITCH_FN)};
+    size_t nl = sizeof listed / sizeof listed[0];
+    size_t nt = sizeof smoke_checks / sizeof smoke_checks[0];
+    for (size_t i = 0; i < nt; i++) {
+        size_t hits = 0;
+        for (size_t j = 0; j < nl; j++)
+            hits += listed[j] == smoke_checks[i].fn;
+        cr_assert_eq(hits, 1, "check %s has %zu tests in test_switch.c", smoke_checks[i].name,
+                     hits);
+    }
+    cr_assert_eq(nl, nt, "%zu tests for %zu checks", nl, nt);
 }

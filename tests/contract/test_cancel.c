@@ -1,0 +1,291 @@
+/* afs_cancel of an op that is really in flight, on every backend, made deterministic: the
+ * transfer is held until the test has cancelled it, so a cancel that does nothing cannot
+ * pass by "the op completed anyway".
+ *
+ * How each backend holds a read:
+ *   threads, libaio  the op runs on the thread pool (libaio sends buffered files there); the
+ *                    pool's pread goes through the system-call table, and the hook below
+ *                    blocks in it until the test releases it, after afs_cancel. A worker
+ *                    cannot be stopped inside a system call: the op completes with
+ *                    -ECANCELED once the worker has returned.
+ *   io_uring,        a read of an empty FIFO, which the kernel (io_uring) or the C library's
+ *   posix-aio        AIO thread (glibc's POSIX AIO) holds until data comes. io_uring cancels
+ *                    it in the kernel; glibc cannot cancel a running request, so the test
+ *                    then writes one byte: a cancelled op never resubmits the rest of a short
+ *                    transfer, it completes with -ECANCELED.
+ *   sync             runs every op to its end inside the submit: nothing is ever in flight,
+ *                    and a cancel after the submit leaves the result alone.
+ * In every case: the callback runs exactly once, with -ECANCELED, and the buffer is not
+ * written after it.
+ *
+ * Also here: a close that fails with -EIO (through the same table) is reported by afs_close,
+ * and the descriptor and the file are gone all the same. */
+#include "../common.h"
+
+#include "platform.h"
+
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#define BS 4096
+
+static struct afs__syscalls saved;
+
+static void c_setup(void)
+{
+    t_setup();
+    saved = afs__sys;
+}
+
+static void release(void);
+
+static void c_teardown(void)
+{
+    release(); /* a failed test must not leave a worker held (the context waits for it) */
+    afs__sys = saved;
+    t_teardown();
+}
+
+#define T_CANCEL(name) Test(cancel, name, .init = c_setup, .fini = c_teardown, .timeout = 60)
+
+/* ------------------------------------------------------------------------------------------
+ * The hold: a pread on one fd blocks until released, then really reads.
+ * ---------------------------------------------------------------------------------------- */
+
+static struct hold {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    afs__fd_t       fd;        /* the fd whose first pread is held */
+    bool            entered;   /* a worker is inside the held pread */
+    bool            released;  /* the test let it go on */
+    atomic_bool     returned;  /* the held pread wrote the buffer and returned */
+    atomic_bool     late;      /* it wrote the buffer after the callback had run */
+} h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = AFS__FD_NONE};
+
+static struct cb_log {
+    atomic_int  calls;
+    ssize_t     result;
+    bool        pread_was_done; /* the held pread had returned when the callback ran */
+} lg;
+
+static ssize_t hold_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    if (fd != h.fd)
+        return saved.pread(fd, buf, len, off);
+    pthread_mutex_lock(&h.mu);
+    h.fd = AFS__FD_NONE; /* only the first one */
+    h.entered = true;
+    pthread_cond_broadcast(&h.cv);
+    while (!h.released)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    ssize_t r = saved.pread(fd, buf, len, off);
+    if (atomic_load(&lg.calls) > 0)
+        atomic_store(&h.late, true);
+    atomic_store(&h.returned, true);
+    return r;
+}
+
+static void log_cb(struct afs_op *op)
+{
+    lg.result = op->result;
+    lg.pread_was_done = atomic_load(&h.returned);
+    atomic_fetch_add(&lg.calls, 1);
+}
+
+/* Waits until a worker is in the held pread (10 s: a guard against a hang, not a bound). */
+static bool wait_entered(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&h.mu);
+    while (!h.entered)
+        if (pthread_cond_timedwait(&h.cv, &h.mu, &ts) != 0)
+            break;
+    bool in = h.entered;
+    pthread_mutex_unlock(&h.mu);
+    return in;
+}
+
+static void release(void)
+{
+    pthread_mutex_lock(&h.mu);
+    h.released = true;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+}
+
+/* Runs the context until the callback ran, for at most 10 seconds. */
+static void wait_callback(struct afs_ctx *c)
+{
+    for (int i = 0; i < 100 && atomic_load(&lg.calls) == 0; i++)
+        cr_assert_geq(afs_ctx_wait(c, 1, 100LL * 1000 * 1000), 0);
+    cr_assert_eq(atomic_load(&lg.calls), 1,
+                 "no callback 10 s after afs_cancel: the cancel was ignored");
+}
+
+/* A few more turns of the context: nothing else may arrive. */
+static void settle(struct afs_ctx *c)
+{
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(c, 0, 0), 0);
+    cr_assert_eq(atomic_load(&lg.calls), 1, "the callback ran %d times", atomic_load(&lg.calls));
+}
+
+static struct afs_ctx *ctx_under_test(void)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.sync_threshold = 0; /* every op through the backend */
+    t_ctx = t_ctx_cfg(&cfg);
+    return t_ctx;
+}
+
+static const char *be(void)
+{
+    return afs_ctx_backend(t_ctx);
+}
+
+/* threads, libaio: the pool's pread is held until afs_cancel has been called. */
+static void cancel_on_the_pool(void)
+{
+    t_make_file(t_path("f"), BS);
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &f), 0);
+    h.fd = (afs__fd_t)afs_file_fd(f);
+    afs__sys.pread = hold_pread;
+
+    static char buf[BS];
+    memset(buf, 0xee, sizeof buf);
+    struct afs_op op = {0};
+    cr_assert_eq(afs_queue_read(&op, f, buf, BS, 0, log_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    cr_assert(wait_entered(), "the read never reached the pool's pread");
+    cr_assert_eq(afs_cancel(&op), 0);
+    /* A callback now would be too early: the worker is still in the pread. */
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 0, 0), 0);
+    cr_assert_eq(atomic_load(&lg.calls), 0,
+                 "the callback ran while a worker could still write the buffer");
+    release();
+    wait_callback(t_ctx);
+    settle(t_ctx);
+    cr_assert_eq(lg.result, -ECANCELED, "%s: a cancelled read completed with %zd", be(),
+                 lg.result);
+    cr_assert(lg.pread_was_done, "the callback ran before the worker's pread returned");
+    cr_assert(!atomic_load(&h.late), "the buffer was written after the callback");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* io_uring, posix-aio: a read of an empty FIFO. */
+static void cancel_a_fifo_read(void)
+{
+    const char *p = t_path("fifo");
+    cr_assert_eq(mkfifo(p, 0600), 0, "mkfifo: %s", strerror(errno));
+    struct afs_file *f = NULL;
+    /* O_RDWR on a FIFO does not block in open on Linux, and the test writes through it. */
+    cr_assert_eq(afs_open(t_ctx, p, AFS_RDWR, 0, AFS_MODE_ASYNC, &f), 0);
+    int fd = (int)afs_file_fd(f);
+
+    static char buf[BS];
+    memset(buf, 0xee, sizeof buf);
+    struct afs_op op = {0};
+    cr_assert_eq(afs_queue_read(&op, f, buf, BS, 0, log_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 0, 0), 0);
+    cr_assert_eq(atomic_load(&lg.calls), 0, "a read of an empty FIFO completed: %zd",
+                 lg.result);
+    cr_assert_eq(afs_cancel(&op), 0);
+    /* One byte for a read the OS could not cancel (glibc's AIO thread is inside read()):
+     * a short transfer of a cancelled op ends it. Where the cancel worked, it stays in the
+     * FIFO. Without a working cancel the op waits for the rest, and no callback comes. */
+    cr_assert_eq(write(fd, "x", 1), 1);
+    wait_callback(t_ctx);
+    cr_assert_eq(lg.result, -ECANCELED, "%s: a cancelled read completed with %zd", be(),
+                 lg.result);
+
+    /* Nothing reads the FIFO any more: data written now stays there, the buffer stays as
+     * the callback left it. */
+    static char after[BS], back[BS + 1];
+    memcpy(after, buf, BS);
+    static char data[BS];
+    memset(data, 'y', BS);
+    cr_assert_eq(write(fd, data, BS), BS);
+    settle(t_ctx);
+    cr_assert(memcmp(after, buf, BS) == 0, "the buffer was written after the callback");
+    int fl = fcntl(fd, F_GETFL);
+    cr_assert_eq(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+    ssize_t n = read(fd, back, sizeof back);
+    cr_assert(n == BS || n == BS + 1, "%zd bytes left in the FIFO: someone read it", n);
+    cr_assert_eq(back[n - 1], 'y');
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* sync: the op is done when the submit returns; a cancel then changes nothing. */
+static void cancel_after_a_sync_submit(void)
+{
+    t_make_file(t_path("f"), BS);
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &f), 0);
+    static char buf[BS];
+    struct afs_op op = {0};
+    cr_assert_eq(afs_queue_read(&op, f, buf, BS, 0, log_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    /* What afs_cancel returns for an op that is done is test_ops.c's business; here: the
+     * result stands. */
+    (void)afs_cancel(&op);
+    wait_callback(t_ctx);
+    settle(t_ctx);
+    cr_assert_eq(lg.result, BS);
+    cr_assert(t_check(buf, BS, 0));
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_CANCEL(an_op_in_flight_completes_cancelled_once_and_leaves_its_buffer)
+{
+    ctx_under_test();
+    cr_log_info("backend %s", be());
+    if (!strcmp(be(), "threads") || !strcmp(be(), "libaio"))
+        cancel_on_the_pool();
+    else if (!strcmp(be(), "io_uring") || !strcmp(be(), "posix-aio"))
+        cancel_a_fifo_read();
+    else if (!strcmp(be(), "sync"))
+        cancel_after_a_sync_submit();
+    else
+        cr_assert_fail("no cancel test for backend %s", be());
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A close that fails
+ * ---------------------------------------------------------------------------------------- */
+
+static int eio_close(afs__fd_t fd)
+{
+    saved.close(fd); /* the descriptor is gone, as after a real failed close */
+    return -EIO;
+}
+
+T_CANCEL(a_close_that_fails_with_eio_is_reported_and_frees_the_file)
+{
+    ctx_under_test();
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_SYNC, &f), 0);
+    int fd = (int)afs_file_fd(f);
+    static char w[BS];
+    t_fill(w, BS, 0);
+    cr_assert_eq(afs_pwrite(f, w, BS, 0), BS);
+    afs__sys.close = eio_close;
+    cr_assert_eq(afs_close(f), -EIO, "%s: a failed close was not reported", be());
+    afs__sys.close = saved.close;
+    errno = 0;
+    cr_assert_eq(fcntl(fd, F_GETFD), -1, "the descriptor is still open");
+    cr_assert_eq(errno, EBADF);
+    /* The context has no file left to wait for: it frees at once, and opens again. */
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    static char r[BS];
+    cr_assert_eq(afs_pread(f, r, BS, 0), BS);
+    cr_assert(t_check(r, BS, 0));
+    cr_assert_eq(afs_close(f), 0);
+}
