@@ -379,6 +379,13 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
 {
     struct afcp_file_job *j = c->job;
     int fd = afs_openat(afcp.ctx, j->dd->dfd, j->dname, AFS_WRONLY | AFS_NOFOLLOW, 0);
+    if (fd == -ENXIO && S_ISFIFO(old->st.st_mode)) {
+        /* io_uring tries the open with O_NONBLOCK first, and a FIFO without a reader then
+         * answers ENXIO instead of waiting: wait for the reader here, as cp would. */
+        fd = openat(j->dd->dfd, j->dname, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            fd = -errno;
+    }
     if (fd < 0) {
         afcp_err(fd, "cannot open '%s' for writing", j->dpath);
         return -1;

@@ -57,28 +57,70 @@ static void put_escape(struct qbuf *b, unsigned char c)
     put(b, (char)('0' + (c & 7)));
 }
 
+/* One character (n bytes at s[i]) that C and shell quoting write the same way (quotearg's
+ * c_and_shell_quote_compat): a name made only of those and with a single quote in it is
+ * written between double quotes instead ("it's"), as cp does. */
+static int plain(const char *s, size_t i, size_t n, int printable, size_t len)
+{
+    unsigned char c = (unsigned char)s[i];
+    if (n > 1 || c >= 0x80)
+        return printable;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    if (strchr("%+,-./:]_ '@", c))
+        return 1;
+    if (c == '{' || c == '}')
+        return len == 1;
+    if (c == '#' || c == '~')
+        return i == 0;
+    return 0;
+}
+
+/* Decodes the character at s (left bytes): its length and whether it is printable. */
+static size_t next_char(const char *s, size_t left, mbstate_t *mbs, int *printable)
+{
+    unsigned char c = (unsigned char)*s;
+    if (c < 0x80) {
+        *printable = c >= 0x20 && c < 0x7f;
+        return 1;
+    }
+    wchar_t wc;
+    size_t n = mbrtowc(&wc, s, left, mbs);
+    *printable = n != (size_t)-1 && n != (size_t)-2 && n != 0 && iswprint((wint_t)wc);
+    if (!*printable) {
+        memset(mbs, 0, sizeof *mbs);
+        if (n == (size_t)-1 || n == (size_t)-2 || n == 0)
+            n = 1;
+    }
+    return n;
+}
+
 static void quote_into(struct qbuf *b, const char *s)
 {
+    size_t len = strlen(s);
+    if (strchr(s, '\'')) {
+        mbstate_t mbs;
+        memset(&mbs, 0, sizeof mbs);
+        size_t i = 0;
+        int pr;
+        for (size_t n; i < len && plain(s, i, n = next_char(s + i, len - i, &mbs, &pr), pr, len);)
+            i += n;
+        if (i == len) {
+            put(b, '"');
+            puts_(b, s);
+            put(b, '"');
+            return;
+        }
+    }
     int escaping = 0; /* inside a '$'...' run of escapes */
     mbstate_t mbs;
     memset(&mbs, 0, sizeof mbs);
-    size_t left = strlen(s);
+    size_t left = len;
     put(b, '\'');
     while (left) {
         unsigned char c = (unsigned char)*s;
-        size_t n = 1;
         int printable;
-        if (c < 0x80) {
-            printable = c >= 0x20 && c < 0x7f;
-        } else {
-            wchar_t wc;
-            n = mbrtowc(&wc, s, left, &mbs);
-            printable = n != (size_t)-1 && n != (size_t)-2 && n != 0 && iswprint((wint_t)wc);
-            if (!printable) {
-                memset(&mbs, 0, sizeof mbs);
-                n = n == (size_t)-1 || n == (size_t)-2 || n == 0 ? 1 : n;
-            }
-        }
+        size_t n = next_char(s, left, &mbs, &printable);
         if (!printable) {
             if (!escaping)
                 puts_(b, "'$'");
