@@ -137,7 +137,7 @@ run_suite() {
 
     # ---- names in messages and -v: quoted as cp quotes them ----
     mkdir -p "$O/q/src" "$O/q/a" "$O/q/c"
-    local names=($'\e]0;pwned\a\e[2J'x $'new\nline' "it's" "a b" $'tab\there' 'é ü' $'del\x7f' $'bad\xff' "back\\slash" 'plain')
+    local names=($'\e]0;pwned\a\e[2J'x $'new\nline' "it's" "a'b\$" "a b" $'tab\there' 'é ü' $'del\x7f' $'bad\xff' "back\\slash" 'plain')
     local n
     for n in "${names[@]}"; do
         echo x > "$O/q/src/$n"
@@ -154,9 +154,10 @@ run_suite() {
     "$AFCP" -q -r "$O/q/src" "$O/q/dd" 2> "$O/q/err"
     check "one message per name" [ "$(wc -l < "$O/q/err")" -eq ${#names[@]} ]
     check "no raw escape byte in messages" bash -c "! grep -q \$'\\e' '$O/q/err'"
-    (cd "$O/q/src" && "$AFCP" -v -- $'\e]0;pwned\a\e[2J'x "it's" ../a/) > "$O/q/out"
+    (cd "$O/q/src" && "$AFCP" -v -- $'\e]0;pwned\a\e[2J'x "it's" "a'b\$" ../a/) > "$O/q/out"
     check "quoted: escape sequence" grep -qxF "''\$'\\033'']0;pwned'\$'\\a\\033''[2Jx' -> '../a/'\$'\\033'']0;pwned'\$'\\a\\033''[2Jx'" "$O/q/out"
-    check "quoted: single quote" grep -qxF "'it'\\''s' -> '../a/it'\\''s'" "$O/q/out"
+    check "quoted: a single quote alone" grep -qxF "\"it's\" -> \"../a/it's\"" "$O/q/out"
+    check "quoted: a single quote and a dollar" grep -qxF "'a'\\''b\$' -> '../a/a'\\''b\$'" "$O/q/out"
 
     # ---- messages ----
     "$AFCP" -v "$src" "$O/v.full" > /dev/full 2> "$O/err"
