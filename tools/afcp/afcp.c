@@ -258,7 +258,7 @@ static void usage(FILE *f)
           "Copy SRC to DST, or several SRC into DIRECTORY, with many files and chunks in\n"
           "flight (asyncfs + corio).\n\n"
           "  -r, -R, --recursive  copy directories recursively (symlinks stay symlinks)\n"
-          "  -p, --preserve       keep mode, timestamps, and ownership when root\n"
+          "  -p, --preserve       keep mode (and ACLs), timestamps, and ownership when root\n"
           "  -a, --archive        same as -rp\n"
           "  -L, --dereference    follow every symlink in SRC\n"
           "  -H                   follow symlinks named on the command line\n"
@@ -287,6 +287,13 @@ static void usage(FILE *f)
           "(small files in groups, one syncfs per file system and group while the next\n"
           "group fills; files of 8 MiB or more with their own fdatasync). --inplace writes\n"
           "the destination directly (no temporary, no sync).\n\n"
+          "Overwriting: the copy is a new file renamed over the old one, which it follows in\n"
+          "owner, group, mode and ACL (as far as the user may: only root gives a file to\n"
+          "another user), unless -p asks for the source's. Other hard links of the old file\n"
+          "keep the old data (--inplace writes into the old file instead). A device or FIFO\n"
+          "at the destination is written into, as cp does, and never replaced or changed; a\n"
+          "socket there is refused. Without -p, a copy's group gets no more than the group\n"
+          "entry of the source's ACL allowed.\n\n"
           "Exit status: 0 when everything was copied, 1 when anything failed (afcp goes on\n"
           "with the other files and reports each failure).\n",
           f);
