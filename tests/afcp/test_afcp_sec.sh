@@ -3,8 +3,8 @@
 # permissions through ACLs, drop an overwritten file's owner/mode/ACL, print a file name raw
 # to the terminal. Also its messages against cp's (a source that shrinks, -v into a full
 # stdout, -L/-H/-P). Runs the suite once per backend: AUTO (io_uring here), threads, sync.
-# Run as root, it runs again as the user nobody (setpriv): the cases that need root (device
-# nodes, other owners) run in the first pass, the rest in both.
+# The cases that need root (device nodes, other owners) are skipped, saying so, as another
+# user; ctest runs it both ways (as_user.sh).
 # Usage: tests/afcp/test_afcp_sec.sh path/to/afcp
 set -uo pipefail
 
@@ -217,15 +217,4 @@ for BACKEND in "" threads sync; do
 done
 echo "afcp security tests ($(id -un)): $passes passed, $fails failed, $skips skipped"
 
-# As root: once more as nobody, with a copy of afcp it may run.
-if root && [[ -z ${AFCP_SEC_NESTED:-} ]]; then
-    if command -v setpriv > /dev/null && id nobody > /dev/null 2>&1; then
-        mkdir "$T/bin" && install -m 755 "$AFCP" "$T/bin/afcp" && install -m 755 "$0" "$T/bin/t.sh"
-        chmod 755 "$T"
-        AFCP_SEC_NESTED=1 setpriv --reuid=nobody --regid="$NOBODY_GROUP" --clear-groups \
-            env HOME=/ TMPDIR=/tmp bash "$T/bin/t.sh" "$T/bin/afcp" || fails=$((fails + 1))
-    else
-        echo "SKIP: the run as a user other than root (no setpriv or no user nobody)" >&2
-    fi
-fi
 ((fails == 0))
