@@ -18,6 +18,7 @@ declare -A probe=(
   [fio]=/usr/bin/fio
   [gnuplot-nox]=/usr/bin/gnuplot
   [strace]=/usr/bin/strace
+  [acl]=/usr/bin/setfacl
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
   [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/include/stdio.h
   [qemu-user]=/usr/bin/qemu-aarch64
@@ -31,7 +32,7 @@ pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
-    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace) ;;
+    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace acl) ;;
     run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
     bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio gnuplot-nox) ;;
     aarch64)  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <locale.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +20,36 @@ struct afcp_app afcp;
 /* ------------------------------------------------------------------------------------------
  * Messages and small helpers
  * ---------------------------------------------------------------------------------------- */
+/* The message formats use %s and %d only; '%s' is a file name and is printed quoted
+ * (afcp_q), the way cp prints names: a name can never act on the terminal. */
+static void vformat(FILE *f, const char *fmt, va_list ap)
+{
+    for (const char *p = fmt; *p; p++) {
+        if (!strncmp(p, "'%s'", 4)) {
+            fputs(afcp_q(va_arg(ap, const char *)), f);
+            p += 3;
+        } else if (p[0] == '%' && p[1] == 's') {
+            fputs(va_arg(ap, const char *), f);
+            p++;
+        } else if (p[0] == '%' && p[1] == 'd') {
+            fprintf(f, "%d", va_arg(ap, int));
+            p++;
+        } else if (p[0] == '%') {
+            fprintf(stderr, "afcp: bad message format \"%s\"\n", fmt);
+            abort();
+        } else {
+            fputc(*p, f);
+        }
+    }
+}
+
 void afcp_err(int err, const char *fmt, ...)
 {
     afcp_progress_clear();
     va_list ap;
     va_start(ap, fmt);
     fputs("afcp: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    vformat(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
     afcp.status = 1;
@@ -37,7 +61,7 @@ void afcp_note(const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     fputs("afcp: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    vformat(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
 }
@@ -47,7 +71,7 @@ void afcp_verbose(const char *fmt, ...)
     afcp_progress_clear();
     va_list ap;
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vformat(stdout, fmt, ap);
     va_end(ap);
     putchar('\n');
 }
@@ -154,7 +178,8 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
     split(src, &sdir, &sbase);
     struct afcp_dir *sd = top_dir(sdir, sdir, 0);
     struct stat st;
-    int follow = !afcp.o.recursive; /* cp -r copies a symlink operand as a symlink */
+    /* cp -r copies a symlink operand as a symlink, unless -H or -L */
+    int follow = afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive;
     if (!sd || fstatat(sd->sfd, sbase, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0) {
         afcp_err(errno, "cannot stat '%s'", src);
         goto out;
@@ -233,8 +258,11 @@ static void usage(FILE *f)
           "Copy SRC to DST, or several SRC into DIRECTORY, with many files and chunks in\n"
           "flight (asyncfs + corio).\n\n"
           "  -r, -R, --recursive  copy directories recursively (symlinks stay symlinks)\n"
-          "  -p, --preserve       keep mode, timestamps, and ownership when root\n"
+          "  -p, --preserve       keep mode (and ACLs), timestamps, and ownership when root\n"
           "  -a, --archive        same as -rp\n"
+          "  -L, --dereference    follow every symlink in SRC\n"
+          "  -H                   follow symlinks named on the command line\n"
+          "  -P, --no-dereference never follow symlinks in SRC (the default with -r)\n"
           "  -n, --no-clobber     do not overwrite an existing file\n"
           "  -f, --force          remove a destination that cannot be opened (--inplace)\n"
           "                       or that is a symlink, and try again\n"
@@ -259,6 +287,13 @@ static void usage(FILE *f)
           "(small files in groups, one syncfs per file system and group while the next\n"
           "group fills; files of 8 MiB or more with their own fdatasync). --inplace writes\n"
           "the destination directly (no temporary, no sync).\n\n"
+          "Overwriting: the copy is a new file renamed over the old one, which it follows in\n"
+          "owner, group, mode and ACL (as far as the user may: only root gives a file to\n"
+          "another user), unless -p asks for the source's. Other hard links of the old file\n"
+          "keep the old data (--inplace writes into the old file instead). A device or FIFO\n"
+          "at the destination is written into, as cp does, and never replaced or changed; a\n"
+          "socket there is refused. Without -p, a copy's group gets no more than the group\n"
+          "entry of the source's ACL allowed.\n\n"
           "Exit status: 0 when everything was copied, 1 when anything failed (afcp goes on\n"
           "with the other files and reports each failure).\n",
           f);
@@ -276,7 +311,7 @@ static uint64_t parse_size(const char *s, const char *what)
     default: break;
     }
     if (errno || *end || v == 0) {
-        fprintf(stderr, "afcp: invalid %s: '%s'\n", what, s);
+        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
         exit(1);
     }
     return v;
@@ -287,12 +322,14 @@ enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHU
 
 int main(int argc, char **argv)
 {
+    setlocale(LC_CTYPE, ""); /* which bytes of a name are printable characters (quote.c) */
     struct afcp_opts *o = &afcp.o;
     *o = (struct afcp_opts){.fsync = 0, .copy_range = 1, .jobs = 64, .chunk_workers = 8,
                             .chunk_size = 1u << 20, .cfr_min_size = 64u << 20};
     static const struct option longs[] = {
         {"recursive", no_argument, 0, 'r'},   {"preserve", no_argument, 0, 'p'},
         {"archive", no_argument, 0, 'a'},     {"no-clobber", no_argument, 0, 'n'},
+        {"dereference", no_argument, 0, 'L'}, {"no-dereference", no_argument, 0, 'P'},
         {"force", no_argument, 0, 'f'},       {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},       {"jobs", required_argument, 0, 'j'},
         {"direct", no_argument, 0, OPT_DIRECT}, {"inplace", no_argument, 0, OPT_INPLACE},
@@ -304,7 +341,7 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "rRpanfvqj:", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "rRpanfvqj:LHP", longs, NULL)) != -1) {
         switch (c) {
         case 'r': case 'R': o->recursive = 1; break;
         case 'p': o->preserve = 1; break;
@@ -312,6 +349,7 @@ int main(int argc, char **argv)
         case 'n': o->noclobber = 1; o->force = 0; break;
         case 'f': o->force = 1; o->noclobber = 0; break;
         case 'v': o->verbose = 1; break;
+        case 'L': case 'H': case 'P': o->deref = c; break;
         case 'q': o->quiet = 1; break;
         case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
         case OPT_DIRECT: o->direct = 1; break;
@@ -341,7 +379,8 @@ int main(int argc, char **argv)
         if (nops == 0)
             fputs("afcp: missing file operand\n", stderr);
         else
-            fprintf(stderr, "afcp: missing destination file operand after '%s'\n", argv[optind]);
+            fprintf(stderr, "afcp: missing destination file operand after %s\n",
+                    afcp_q(argv[optind]));
         fputs("Try 'afcp --help' for more information.\n", stderr);
         return 1;
     }
@@ -349,7 +388,7 @@ int main(int argc, char **argv)
     struct stat dst;
     plan.dst_is_dir = stat(plan.dst, &dst) == 0 && S_ISDIR(dst.st_mode);
     if (nops > 2 && !plan.dst_is_dir) {
-        fprintf(stderr, "afcp: target '%s' is not a directory\n", plan.dst);
+        fprintf(stderr, "afcp: target %s is not a directory\n", afcp_q(plan.dst));
         return 1;
     }
 
@@ -408,5 +447,17 @@ int main(int argc, char **argv)
     }
     afs_ctx_free(afcp.ctx);
     free(afcp.made);
+    /* -v into a full disk or a closed pipe: an error, as cp's "write error". */
+    int out_bad = ferror(stdout);
+    errno = 0;
+    if (fclose(stdout) != 0)
+        out_bad = 1;
+    if (out_bad) {
+        if (errno)
+            fprintf(stderr, "afcp: write error: %s\n", afs_strerror(-errno));
+        else
+            fputs("afcp: write error\n", stderr);
+        afcp.status = 1;
+    }
     return afcp.status;
 }

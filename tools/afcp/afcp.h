@@ -15,6 +15,9 @@
 
 struct afcp_opts {
     int      recursive, preserve, verbose, noclobber, force, quiet;
+    int      deref;         /* symlinks in the source: 'P' never followed, 'H' followed on
+                               the command line, 'L' followed everywhere; 0: cp's default
+                               (-H without -r, -P with it) */
     int      direct, inplace, fsync, copy_range;
     unsigned jobs;          /* files in flight */
     unsigned chunk_workers; /* reads/writes in flight per large file */
@@ -80,11 +83,16 @@ struct afcp_app {
 
 extern struct afcp_app afcp;
 
-/* Messages, cp style: "afcp: <what> '<path>': <strerror>". They clear the progress bar. */
+/* Messages, cp style: "afcp: <what> '<path>': <strerror>". They clear the progress bar. The
+ * formats take %s and %d only; a '%s' (with its quotes) is a file name and is printed as
+ * afcp_q() quotes it, so a name never reaches the terminal raw. */
 void afcp_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void afcp_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void afcp_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout */
 char *afcp_join(const char *dir, const char *name); /* malloc'd "dir/name" */
+/* quote.c: name quoted as cp quotes names ('a b', 'it'\''s', ''$'\033''x'). The result lives
+ * until the fourth call after this one. */
+const char *afcp_q(const char *name);
 void *afcp_xmalloc(size_t n);
 char *afcp_xstrdup(const char *s);
 
@@ -116,6 +124,24 @@ void afcp_temp_set(int slot, int dfd, const char *name);
 void afcp_temp_put(int slot);
 /* A struct stat from asyncfs's (the fields afcp uses). */
 void afcp_stat_from(struct stat *out, const struct afs_stat *in);
+
+/* meta.c: ACLs and what an overwritten destination keeps.
+ * afcp_safe_mode: mode (the source's, of sfd) with its group bits cut to what the source's
+ * ACL group entry allows (with an ACL they are its mask). afcp_acl_copy (-p): the access ACL
+ * of sfd (and the default one for a directory) onto dfd, or their removal when sfd has none;
+ * reports a failure (and leaves dfd at afcp_safe_mode(mode)); 0 or -errno. */
+mode_t afcp_safe_mode(int sfd, mode_t mode);
+int    afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath);
+/* What is at dname in dd (not followed), and for a regular file its access ACL. */
+struct afcp_old {
+    struct stat st;
+    void       *acl; /* the system.posix_acl_access value or NULL */
+    ssize_t     acl_len;
+};
+int  afcp_old_get(struct afcp_dir *dd, const char *dname, struct afcp_old *old); /* 0, -errno */
+/* Gives fd the old file's owner and group (what it can), ACL and mode. */
+void afcp_old_apply(int fd, const struct afcp_old *old, const char *dpath);
+void afcp_old_free(struct afcp_old *old);
 
 /* progress.c */
 void *afcp_buf_get(void);  /* a chunk_size buffer; pair with afcp_sem bufs */

@@ -220,8 +220,10 @@ static int do_copy_range(struct corio_task *t, struct fcopy *c)
                 return 1;
             return -e;
         }
-        if (n == 0)
-            return -ENODATA; /* the source shrank */
+        if (n == 0) {
+            fail(c, -ENODATA, 0); /* the source shrank */
+            return 0;
+        }
         afcp.bytes_done += (uint64_t)n;
         c->copied += (uint64_t)n;
         corio_yield(t);
@@ -289,10 +291,11 @@ static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned
     return err;
 }
 
-/* Opens the destination: a fresh temporary name (or, --inplace, the name itself). */
-static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int tslot)
+/* Opens the destination: a fresh temporary name (or, --inplace, the name itself). A temporary
+ * replacing a file (old) stays 0600 until it gets the old file's attributes. */
+static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int tslot, int old)
 {
-    unsigned perm = j->st.st_mode & 0777;
+    unsigned perm = old ? 0600 : afcp_safe_mode((int)afs_file_fd(c->in), j->st.st_mode) & 0777;
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
     if (afcp.o.inplace) {
         /* cp semantics: an existing file is truncated and keeps its inode and mode. */
@@ -335,8 +338,8 @@ static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int ts
 }
 
 /* -p: owner (root only; otherwise setuid/setgid bits go, as cp does when it cannot keep the
- * owner), mode, times. On the open fd, after the last write. */
-static void preserve(struct afcp_file_job *j, int fd)
+ * owner), mode, ACL, times. On the open fd, after the last write. */
+static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
     mode_t mode = j->st.st_mode & 07777;
     int owner_kept = 0;
@@ -348,9 +351,87 @@ static void preserve(struct afcp_file_job *j, int fd)
         mode &= 01777;
     if (fchmod(fd, mode) < 0)
         afcp_err(errno, "preserving permissions for '%s'", j->dpath);
+    else
+        afcp_acl_copy(ifd, fd, 0, mode, j->dpath);
     struct timespec ts[2] = {j->st.st_atim, j->st.st_mtim};
     if (futimens(fd, ts) < 0)
         afcp_err(errno, "preserving times for '%s'", j->dpath);
+}
+
+static void report(struct fcopy *c)
+{
+    struct afcp_file_job *j = c->job;
+    if (c->err == -ENODATA && c->err_side == 0)
+        afcp_note("error reading '%s': file shrank during the copy", j->spath);
+    else if (c->err)
+        afcp_err(-c->err, c->err_side ? "error writing '%s'" : "error reading '%s'",
+                 c->err_side ? j->dpath : j->spath);
+    if (c->err)
+        afcp.status = 1;
+}
+
+/* A device or FIFO at the destination is written into, as cp does, never replaced: opened
+ * (not created, not truncated) and written from its start, in order, with write(2) (a FIFO
+ * or a terminal has no offsets, and asyncfs files are regular files or block devices). It
+ * gets no attributes (-p) and no temporary. When the peer of a FIFO is slow, the write
+ * blocks the whole copy, as it would block cp. 0 when copied, -1 when reported. */
+static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct afcp_old *old)
+{
+    struct afcp_file_job *j = c->job;
+    int fd = afs_openat(afcp.ctx, j->dd->dfd, j->dname, AFS_WRONLY | AFS_NOFOLLOW, 0);
+    if (fd == -ENXIO && S_ISFIFO(old->st.st_mode)) {
+        /* io_uring tries the open with O_NONBLOCK first, and a FIFO without a reader then
+         * answers ENXIO instead of waiting: wait for the reader here, as cp would. */
+        fd = openat(j->dd->dfd, j->dname, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            fd = -errno;
+    }
+    if (fd < 0) {
+        afcp_err(fd, "cannot open '%s' for writing", j->dpath);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_dev != old->st.st_dev || st.st_ino != old->st.st_ino) {
+        afcp_note("cannot copy to '%s': changed during the copy", j->dpath);
+        afcp.status = 1;
+        close(fd);
+        return -1;
+    }
+    afcp_sem_acquire(t, &afcp.bufs);
+    void *buf = afcp_buf_get();
+    if (!buf)
+        fail(c, -ENOMEM, 0);
+    for (uint64_t off = 0; buf && !c->err && off < c->size;) {
+        uint64_t left = c->size - off;
+        size_t len = left < afcp.o.chunk_size ? (size_t)left : afcp.o.chunk_size;
+        ssize_t n = afs_pread(c->in, buf, c->direct_in ? (size_t)round_up(len) : len, off);
+        if (n < 0 || (size_t)n < len) {
+            fail(c, n < 0 ? (int)n : -ENODATA, 0);
+            break;
+        }
+        for (size_t done = 0; done < len;) {
+            ssize_t w = write(fd, (char *)buf + done, len - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                fail(c, -errno, 1);
+                break;
+            }
+            done += (size_t)w;
+        }
+        off += len;
+        afcp.bytes_done += len;
+        c->copied += len;
+    }
+    if (buf)
+        afcp_buf_put(buf);
+    afcp_sem_release(&afcp.bufs);
+    if (close(fd) < 0 && !c->err)
+        fail(c, -errno, 1);
+    report(c);
+    if (!c->err && afcp.o.verbose)
+        afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
+    return c->err ? -1 : 0;
 }
 
 static void file_task(struct corio_task *t, void *arg)
@@ -372,9 +453,42 @@ static void file_task(struct corio_task *t, void *arg)
         afs_close(c.in);
         goto out;
     }
+    /* What is there: a file whose attributes the copy takes over, or a device or FIFO to
+     * write into (never replaced). */
+    struct afcp_old old = {0};
+    int have_old = 0;
+    if (j->exists) {
+        int r = afcp_old_get(j->dd, j->dname, &old), stop = 1;
+        int kind = old.st.st_mode & S_IFMT;
+        if (r == -ENOENT) {
+            j->exists = 0;
+            stop = 0;
+        } else if (r < 0) {
+            afcp_err(r, "cannot stat '%s'", j->dpath);
+        } else if (kind == S_IFCHR || kind == S_IFBLK || kind == S_IFIFO) {
+            if (copy_to_special(t, &c, &old) == 0)
+                ok = 1;
+        } else if (kind == S_IFSOCK) {
+            afcp_note("cannot overwrite socket '%s'", j->dpath);
+            afcp.status = 1;
+        } else {
+            have_old = kind == S_IFREG && !afcp.o.inplace;
+            stop = 0;
+        }
+        if (stop) {
+            if (!ok) {
+                afcp.bytes_done -= c.copied;
+                afcp.bytes_total -= c.size;
+            }
+            afcp_old_free(&old);
+            afs_close(c.in);
+            goto out;
+        }
+    }
     if (!afcp.o.inplace)
         tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
-    if (open_dest(j, &c, tmp, tslot) < 0) {
+    if (open_dest(j, &c, tmp, tslot, have_old) < 0) {
+        afcp_old_free(&old);
         afcp.bytes_total -= c.size;
         afs_close(c.in);
         goto out;
@@ -408,7 +522,10 @@ static void file_task(struct corio_task *t, void *arg)
             fail(&c, r, 1);
     }
     if (!c.err && afcp.o.preserve)
-        preserve(j, ofd);
+        preserve(j, (int)afs_file_fd(c.in), ofd);
+    else if (!c.err && have_old)
+        afcp_old_apply(ofd, &old, j->dpath);
+    afcp_old_free(&old);
     int r = afs_close(c.out);
     if (r < 0)
         fail(&c, r, 1);
@@ -418,11 +535,7 @@ static void file_task(struct corio_task *t, void *arg)
         if ((r = group_wait(t, j->dd)) < 0)
             fail(&c, r, 1);
     }
-    if (c.err == -ENODATA && c.err_side == 0)
-        afcp_note("error reading '%s': file shrank during the copy", j->spath);
-    else if (c.err)
-        afcp_err(-c.err, c.err_side ? "error writing '%s'" : "error reading '%s'",
-                 c.err_side ? j->dpath : j->spath);
+    report(&c);
     if (c.err) {
         /* No partial file is left under a name that looks complete. */
         afs_unlinkat(afcp.ctx, j->dd->dfd, afcp.o.inplace ? j->dname : tmp, 0);

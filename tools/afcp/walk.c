@@ -50,9 +50,12 @@ void afcp_dir_put(struct afcp_dir *d)
             struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
             if (fchmod(d->dfd, mode) < 0)
                 afcp_err(errno, "preserving permissions for '%s'", d->dpath);
+            else
+                afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
             if (futimens(d->dfd, ts) < 0)
                 afcp_err(errno, "preserving times for '%s'", d->dpath);
-        } else if (d->created && fchmod(d->dfd, mode & 0777 & ~afcp.umask) < 0) {
+        } else if (d->created &&
+                   fchmod(d->dfd, afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) < 0) {
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
     }
@@ -146,6 +149,13 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
     }
     if (src_is_dir) {
         afcp_note("cannot overwrite non-directory '%s' with directory", dpath);
+        afcp.status = 1;
+        return -1;
+    }
+    /* A device, FIFO or socket is never removed to make room for a copy (a regular file is
+     * written into it: see copy.c). */
+    if (kind == AFCP_DEST_OTHER && !S_ISREG(dst.st_mode) && !S_ISLNK(dst.st_mode)) {
+        afcp_note("cannot overwrite special file '%s'", dpath);
         afcp.status = 1;
         return -1;
     }
@@ -273,18 +283,24 @@ static int ent_cmp(const void *a, const void *b)
 
 static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     const char *spath, const char *dpath)
+                     const char *spath, const char *dpath, int follow)
 {
     if (made_by_us(st->st_dev, st->st_ino)) {
         afcp_note("cannot copy a directory, '%s', into itself, '%s'", spath, dpath);
         afcp.status = 1;
         return;
     }
+    for (struct afcp_dir *a = sd; follow && a; a = a->parent) /* -L: a link to an ancestor */
+        if (a->sfd >= 0 && a->st.st_dev == st->st_dev && a->st.st_ino == st->st_ino) {
+            afcp_note("cannot copy cyclic symbolic link '%s'", spath);
+            afcp.status = 1;
+            return;
+        }
     int exists;
     if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
         return;
     const int dflags = AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW;
-    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, dflags, 0);
+    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, follow ? dflags & ~AFS_NOFOLLOW : dflags, 0);
     if (sfd < 0) {
         afcp_err(sfd, "cannot access '%s'", spath);
         return;
@@ -368,7 +384,8 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             /* The file task stats what it opens; the size comes then. */
             memset(&est, 0, sizeof est);
             est.st_mode = S_IFREG;
-        } else if ((err = afs_statx(afcp.ctx, sfd, ents[i].name, AFS_AT_SYMLINK_NOFOLLOW,
+        } else if ((err = afs_statx(afcp.ctx, sfd, ents[i].name,
+                                    afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW,
                                     &east)) == 0) {
             afcp_stat_from(&est, &east);
         }
@@ -377,7 +394,7 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             afcp_err(err, "cannot stat '%s'", p);
             free(p);
         } else {
-            afcp_copy_entry(t, d, ents[i].name, d, ents[i].name, &est, 0);
+            afcp_copy_entry(t, d, ents[i].name, d, ents[i].name, &est, afcp.o.deref == 'L');
         }
         free(ents[i].name);
     }
@@ -406,7 +423,7 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
             afcp_note("-r not specified; omitting directory '%s'", spath);
             afcp.status = 1;
         } else {
-            copy_dir(t, sd, sname, dd, dname, st, spath, dpath);
+            copy_dir(t, sd, sname, dd, dname, st, spath, dpath, follow);
         }
     } else if (S_ISLNK(st->st_mode)) {
         copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);

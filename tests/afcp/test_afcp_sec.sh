@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# afcp and what it must never do: replace a device or FIFO at the destination, widen
+# permissions through ACLs, drop an overwritten file's owner/mode/ACL, print a file name raw
+# to the terminal. Also its messages against cp's (a source that shrinks, -v into a full
+# stdout, -L/-H/-P). Runs the suite once per backend: AUTO (io_uring here), threads, sync.
+# The cases that need root (device nodes, other owners) are skipped, saying so, as another
+# user; ctest runs it both ways (as_user.sh).
+# Usage: tests/afcp/test_afcp_sec.sh path/to/afcp
+set -uo pipefail
+
+AFCP=${1:?usage: $0 path/to/afcp}
+AFCP=$(readlink -f "$AFCP")
+T=$(mktemp -d "${TMPDIR:-/tmp}/afcp_sec.XXXXXX")
+trap 'chmod -R u+rwx "$T" 2>/dev/null; rm -rf "$T"' EXIT
+umask 022
+fails=0 passes=0 skips=0
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL [$(id -un) ${BACKEND:-auto}]: $*" >&2; fails=$((fails + 1)); }
+skip() { echo "SKIP [$(id -un) ${BACKEND:-auto}]: $*" >&2; skips=$((skips + 1)); }
+check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+mode() { stat -c %a "$1"; }
+root() { [[ $(id -u) -eq 0 ]]; }
+acl_of() { getfacl -c -p "$1" 2> /dev/null; } # without the "# file" header
+
+# Does the file system of $T keep POSIX ACLs? (tmpfs without CONFIG_TMPFS_POSIX_ACL, some
+# FUSE and network file systems do not: the ACL cases are skipped there, saying so.)
+HAVE_ACL=
+if ! command -v setfacl > /dev/null; then
+    ACL_WHY="setfacl not installed (Debian package acl)"
+elif touch "$T/probe" && setfacl -m u:nobody:rwx "$T/probe" 2> /dev/null; then
+    HAVE_ACL=1
+else
+    ACL_WHY="the file system of $T has no POSIX ACLs"
+fi
+rm -f "$T/probe"
+NOBODY_GROUP=$(id -gn nobody 2> /dev/null)
+
+run_suite() {
+    local O=$T/out.${BACKEND:-auto}
+    rm -rf "$O"; mkdir -p "$O"
+    local src=$O/src big=$O/big
+    echo "new data" > "$src"
+    head -c 3000000 /dev/urandom > "$big"
+
+    # ---- a device or FIFO at the destination is written into, never replaced ----
+    if root; then
+        mknod -m 600 "$O/null" c 1 3
+        check "char device: copy succeeds" "$AFCP" -q "$src" "$O/null"
+        check "char device: still the device" bash -c "[ -c '$O/null' ] && [ \$(stat -c %t,%T '$O/null') = 1,3 ]"
+        check "char device -f --inplace: still the device" bash -c "'$AFCP' -q -f --inplace '$big' '$O/null' && [ -c '$O/null' ]"
+        check "char device -p: still the device, its mode kept" bash -c "'$AFCP' -q -p '$src' '$O/null' && [ -c '$O/null' ] && [ \$(stat -c %a '$O/null') = 600 ]"
+        mkdir -p "$O/dtree/t"; echo x > "$O/dtree/t/f"; mknod "$O/dtree/t/f2" c 1 3
+        mkdir -p "$O/dtree/s"; echo x > "$O/dtree/s/f"; mkfifo "$O/dtree/s/f2"
+        "$AFCP" -q -r "$O/dtree/s/." "$O/dtree/t" 2> "$O/err"
+        check "-r special onto a device: exit 1" [ $? -eq 1 ]
+        check "-r special onto a device: message" grep -q "cannot overwrite special file '.*/f2'" "$O/err"
+        check "-r special onto a device: still the device" [ -c "$O/dtree/t/f2" ]
+        ln -s x "$O/dtree/link"; mknod "$O/dtree/null2" c 1 3
+        "$AFCP" -q -r "$O/dtree/link" "$O/dtree/null2" 2> /dev/null
+        check "-r symlink onto a device: exit 1" [ $? -eq 1 ]
+        check "-r symlink onto a device: still the device" [ -c "$O/dtree/null2" ]
+        # a /dev/full-like node is written into, and the full device is reported
+        mknod "$O/full" c 1 7
+        "$AFCP" -q "$src" "$O/full" 2> "$O/err"
+        check "full device: exit 1" [ $? -eq 1 ]
+        check "full device: ENOSPC named" grep -q "error writing '$O/full': No space left on device" "$O/err"
+        check "full device: still the device" [ -c "$O/full" ]
+    else
+        skip "device node destination (mknod needs root)"
+    fi
+    mkfifo "$O/fifo"
+    timeout 60 cat "$O/fifo" > "$O/fifo.got" &
+    local reader=$!
+    timeout 60 "$AFCP" -q --chunk-size 64K "$big" "$O/fifo"
+    check "FIFO: copy succeeds" [ $? -eq 0 ]
+    wait "$reader"
+    check "FIFO: the reader got the data" cmp -s "$big" "$O/fifo.got"
+    check "FIFO: still a FIFO" [ -p "$O/fifo" ]
+    check "FIFO: no temporary files" bash -c "[ -z \"\$(find '$O' -name '.afcp.*')\" ]"
+    if command -v python3 > /dev/null; then
+        python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$O/sock"
+        "$AFCP" -q "$src" "$O/sock" 2> "$O/err"
+        check "socket: exit 1" [ $? -eq 1 ]
+        check "socket: message" grep -q "cannot overwrite socket '$O/sock'" "$O/err"
+        check "socket: still a socket" [ -S "$O/sock" ]
+    fi
+
+    # ---- ACLs: -p copies them; without -p the group gets no more than its own entry ----
+    if [[ -n $HAVE_ACL ]]; then
+        install -m 600 /dev/null "$O/acl"; echo secret > "$O/acl"
+        setfacl -m u:nobody:rwx "$O/acl" # mode shows 0670: the group bits are the mask
+        check "ACL: -p copy" "$AFCP" -q -p "$O/acl" "$O/acl.p"
+        check "ACL: -p keeps the ACL" [ "$(acl_of "$O/acl.p")" = "$(acl_of "$O/acl")" ]
+        check "ACL: -p mode" [ "$(mode "$O/acl.p")" = "$(mode "$O/acl")" ]
+        check "ACL: copy without -p" "$AFCP" -q "$O/acl" "$O/acl.n"
+        check "ACL: without -p the group gets what its entry had" [ "$(mode "$O/acl.n")" = 600 ]
+        check "ACL: without -p no named entry" bash -c "! getfacl -c '$O/acl.n' 2>/dev/null | grep -q '^user:nobody'"
+        mkdir -p "$O/adir/sub"; echo f > "$O/adir/sub/f"
+        setfacl -m u:nobody:rx -d -m u:nobody:rx "$O/adir/sub"
+        check "ACL: -a tree" "$AFCP" -q -a "$O/adir" "$O/adir.a"
+        check "ACL: -a keeps a directory's access ACL" [ "$(acl_of "$O/adir.a/sub")" = "$(acl_of "$O/adir/sub")" ]
+        check "ACL: -a keeps a directory's default ACL" [ "$(getfacl -c -d "$O/adir.a/sub" 2>/dev/null)" = "$(getfacl -c -d "$O/adir/sub" 2>/dev/null)" ]
+        # -p from a file without an ACL into a directory with a default ACL: none, as the source
+        mkdir "$O/inh"; setfacl -d -m u:nobody:rwx "$O/inh"
+        check "ACL: -p of a file without ACL" "$AFCP" -q -p "$src" "$O/inh/plain"
+        check "ACL: -p of a file without ACL has none" bash -c "! getfacl -c '$O/inh/plain' 2>/dev/null | grep -q '^user:nobody'"
+        check "ACL: -p of a file without ACL: mode" [ "$(mode "$O/inh/plain")" = "$(mode "$src")" ]
+    else
+        skip "ACL cases: $ACL_WHY"
+    fi
+
+    # ---- overwriting: a new inode with the old file's owner, group, mode and ACL ----
+    echo old > "$O/ow"; chmod 600 "$O/ow"
+    check "overwrite: copy" "$AFCP" -q "$src" "$O/ow"
+    check "overwrite: new data" cmp -s "$src" "$O/ow"
+    check "overwrite: the old mode stays" [ "$(mode "$O/ow")" = 600 ]
+    echo old > "$O/ow.p"; chmod 600 "$O/ow.p"
+    check "overwrite -p: the source's mode" bash -c "'$AFCP' -q -p '$src' '$O/ow.p' && [ \$(stat -c %a '$O/ow.p') = \$(stat -c %a '$src') ]"
+    echo old > "$O/ow.l"; ln "$O/ow.l" "$O/ow.l2"
+    check "overwrite: hard link copy" "$AFCP" -q "$src" "$O/ow.l"
+    check "overwrite: the other hard link keeps the old data" [ "$(cat "$O/ow.l2")" = old ]
+    check "--help tells what happens to hard links" bash -c "'$AFCP' --help | grep -q 'Other hard links of the old file'"
+    if [[ -n $HAVE_ACL ]]; then
+        echo old > "$O/ow.a"; chmod 640 "$O/ow.a"; setfacl -m u:nobody:r "$O/ow.a"
+        local before; before=$(acl_of "$O/ow.a")
+        check "overwrite: ACL file copy" "$AFCP" -q "$src" "$O/ow.a"
+        check "overwrite: the old ACL stays" [ "$(acl_of "$O/ow.a")" = "$before" ]
+    fi
+    if root && [[ -n $NOBODY_GROUP ]]; then
+        echo old > "$O/ow.u"; chown nobody:"$NOBODY_GROUP" "$O/ow.u"; chmod 600 "$O/ow.u"
+        check "overwrite as root: copy" "$AFCP" -q "$src" "$O/ow.u"
+        check "overwrite as root: owner, group and mode stay" [ "$(stat -c %U:%G:%a "$O/ow.u")" = "nobody:$NOBODY_GROUP:600" ]
+        echo old > "$O/ow.up"; chown nobody:"$NOBODY_GROUP" "$O/ow.up"
+        check "overwrite -p as root: the source's owner" bash -c "'$AFCP' -q -p '$src' '$O/ow.up' && [ \$(stat -c %u '$O/ow.up') = \$(stat -c %u '$src') ]"
+    else
+        skip "overwriting another user's file (needs root)"
+    fi
+
+    # ---- names in messages and -v: quoted as cp quotes them ----
+    mkdir -p "$O/q/src" "$O/q/a" "$O/q/c"
+    local names=($'\e]0;pwned\a\e[2J'x $'new\nline' "it's" "a'b\$" "a b" $'tab\there' 'é ü' $'del\x7f' $'bad\xff' "back\\slash" 'plain')
+    local n
+    for n in "${names[@]}"; do
+        echo x > "$O/q/src/$n"
+        (cd "$O/q/src" && cp -v -- "$n" ../a/) > "$O/q/cp.out" 2> /dev/null
+        rm -f "$O/q/a/"*
+        (cd "$O/q/src" && "$AFCP" -q -v -- "$n" ../a/) > "$O/q/afcp.out" 2> /dev/null
+        rm -f "$O/q/a/"*
+        check "-v quotes $(printf %q "$n") as cp" cmp -s "$O/q/afcp.out" "$O/q/cp.out"
+        "$AFCP" -q "$O/q/src/$n.missing" "$O/q/a" 2>&1 | sed 's/^afcp:/cp:/' > "$O/q/afcp.err"
+        cp "$O/q/src/$n.missing" "$O/q/c" 2> "$O/q/cp.err"
+        check "messages quote $(printf %q "$n") as cp" cmp -s "$O/q/afcp.err" "$O/q/cp.err"
+    done
+    for n in "${names[@]}"; do mkdir -p "$O/q/dd/src/$n"; done
+    "$AFCP" -q -r "$O/q/src" "$O/q/dd" 2> "$O/q/err"
+    check "one message per name" [ "$(wc -l < "$O/q/err")" -eq ${#names[@]} ]
+    check "no raw escape byte in messages" bash -c "! grep -q \$'\\e' '$O/q/err'"
+    (cd "$O/q/src" && "$AFCP" -v -- $'\e]0;pwned\a\e[2J'x "it's" "a'b\$" ../a/) > "$O/q/out"
+    check "quoted: escape sequence" grep -qxF "''\$'\\033'']0;pwned'\$'\\a\\033''[2Jx' -> '../a/'\$'\\033'']0;pwned'\$'\\a\\033''[2Jx'" "$O/q/out"
+    check "quoted: a single quote alone" grep -qxF "\"it's\" -> \"../a/it's\"" "$O/q/out"
+    check "quoted: a single quote and a dollar" grep -qxF "'a'\\''b\$' -> '../a/a'\\''b\$'" "$O/q/out"
+
+    # ---- messages ----
+    "$AFCP" -v "$src" "$O/v.full" > /dev/full 2> "$O/err"
+    check "-v to a full stdout: exit 1" [ $? -eq 1 ]
+    check "-v to a full stdout: write error" grep -q "^afcp: write error" "$O/err"
+    # -L, -H, -P as cp
+    mkdir -p "$O/lk/dir/in"; echo t > "$O/lk/dir/in/t"; echo f > "$O/lk/file"
+    ln -s ../file "$O/lk/dir/flink"; ln -s in "$O/lk/dir/dlink"; ln -s dir "$O/lk/top"
+    check "-L accepted" "$AFCP" -q -rL "$O/lk/top" "$O/lk/L"
+    check "-L: no symlink left" bash -c "[ -z \"\$(find '$O/lk/L' -type l)\" ] && [ -f '$O/lk/L/flink' ] && [ -f '$O/lk/L/dlink/t' ]"
+    cp -rL "$O/lk/top" "$O/lk/L.cp"
+    check "-L == cp -rL" diff -r "$O/lk/L.cp" "$O/lk/L"
+    check "-H accepted" "$AFCP" -q -rH "$O/lk/top" "$O/lk/H"
+    check "-H: the operand followed, the rest kept" bash -c "[ -d '$O/lk/H' ] && [ ! -L '$O/lk/H' ] && [ -L '$O/lk/H/flink' ] && [ -L '$O/lk/H/dlink' ]"
+    check "-P without -r: the link itself" bash -c "'$AFCP' -q -P '$O/lk/top' '$O/lk/P' && [ \"\$(readlink '$O/lk/P')\" = dir ]"
+    ln -s .. "$O/lk/dir/in/loop"
+    timeout 60 "$AFCP" -q -rL "$O/lk/dir" "$O/lk/loop.out" 2> "$O/err"
+    check "-L with a loop: exit 1" [ $? -eq 1 ]
+    check "-L with a loop: said so" grep -q "cyclic symbolic link" "$O/err"
+    rm -f "$O/lk/dir/in/loop"
+
+    # a source that shrinks under copy_file_range: named as the source, "file shrank". The
+    # copy is stopped once its temporary exists, the source cut, and the copy resumed; a try
+    # where the copy was already done does not count.
+    if [[ -z ${BACKEND} ]]; then
+        local tries st done_try=
+        for ((tries = 0; tries < 5 && !done_try; tries++)); do
+            head -c $((256 << 20)) /dev/zero | tr '\0' x > "$O/shrink"
+            rm -rf "$O/sh"; mkdir "$O/sh"
+            "$AFCP" -q --copy-range-min 1M "$O/shrink" "$O/sh/out" 2> "$O/err" &
+            local pid=$! i
+            for ((i = 0; i < 200000; i++)); do
+                [[ -n $(compgen -G "$O/sh/.afcp.*") ]] && break
+                kill -0 "$pid" 2> /dev/null || break
+            done
+            kill -STOP "$pid" 2> /dev/null
+            truncate -s 1M "$O/shrink"
+            kill -CONT "$pid" 2> /dev/null
+            wait "$pid"; st=$?
+            ((st == 1)) && done_try=1
+        done
+        if [[ -n $done_try ]]; then
+            check "shrank: names the source" grep -qx "afcp: error reading '$O/shrink': file shrank during the copy" "$O/err"
+            check "shrank: no partial file" [ ! -e "$O/sh/out" ]
+        else
+            skip "shrinking source: the copy was done before the source could be cut"
+        fi
+        rm -f "$O/shrink"
+    fi
+    rm -rf "$O"
+}
+
+for BACKEND in "" threads sync; do
+    if [[ -n $BACKEND ]]; then export ASYNCFS_BACKEND=$BACKEND; else unset ASYNCFS_BACKEND; fi
+    run_suite
+done
+echo "afcp security tests ($(id -un)): $passes passed, $fails failed, $skips skipped"
+
+((fails == 0))

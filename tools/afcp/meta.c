@@ -1,0 +1,151 @@
+/* afcp: permissions beyond the mode bits, and what an overwritten destination keeps.
+ *
+ * POSIX ACLs are copied as the kernel stores them, the xattrs system.posix_acl_access (and
+ * system.posix_acl_default on directories), with fgetxattr/fsetxattr: no libacl. With an
+ * access ACL the group bits of the mode are the ACL's mask, not what the owning group may
+ * do, so a copy that keeps only the mode would give the group every right a named user or
+ * group had. afcp_safe_mode() takes the group bits from the ACL's group entry instead.
+ *
+ * An overwritten destination is still replaced by a new inode (temporary + rename: no name
+ * ever shows a partial copy), but the new inode gets the old one's owner, group, mode and
+ * ACL, as cp's result has (cp writes into the old inode). Hard links of the old file keep
+ * the old data: they are another inode now. */
+#define _GNU_SOURCE
+#include "afcp.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define ACL_ACCESS  "system.posix_acl_access"
+#define ACL_DEFAULT "system.posix_acl_default"
+enum { ACL_XATTR_VERSION = 2, ACL_TAG_GROUP_OBJ = 0x04, ACL_ENTRY_SIZE = 8, ACL_HEAD_SIZE = 4 };
+
+/* An xattr of fd (or of path when fd < 0, not following a symlink) into *out (malloc'd).
+ * Returns its length, 0 when there is none (or the file system has no xattrs), -errno. */
+static ssize_t get_xattr(int fd, const char *path, const char *name, void **out)
+{
+    *out = NULL;
+    for (int tries = 0; tries < 4; tries++) {
+        ssize_t n = fd >= 0 ? fgetxattr(fd, name, NULL, 0) : lgetxattr(path, name, NULL, 0);
+        if (n < 0)
+            return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+        void *buf = afcp_xmalloc((size_t)n);
+        ssize_t m = fd >= 0 ? fgetxattr(fd, name, buf, (size_t)n)
+                            : lgetxattr(path, name, buf, (size_t)n);
+        if (m >= 0) {
+            *out = buf;
+            return m;
+        }
+        free(buf);
+        if (errno != ERANGE) /* ERANGE: it grew between the calls */
+            return errno == ENODATA || errno == ENOTSUP ? 0 : -errno;
+    }
+    return -ERANGE;
+}
+
+/* The permissions of the ACL's owning-group entry (ACL_GROUP_OBJ), or -1. */
+static int acl_group_obj(const unsigned char *acl, size_t len)
+{
+    if (len < ACL_HEAD_SIZE || acl[0] != ACL_XATTR_VERSION) /* little-endian u32 */
+        return -1;
+    for (size_t off = ACL_HEAD_SIZE; off + ACL_ENTRY_SIZE <= len; off += ACL_ENTRY_SIZE) {
+        unsigned tag = acl[off] | (unsigned)acl[off + 1] << 8;
+        if (tag == ACL_TAG_GROUP_OBJ)
+            return (acl[off + 2] | acl[off + 3] << 8) & 7;
+    }
+    return -1;
+}
+
+mode_t afcp_safe_mode(int sfd, mode_t mode)
+{
+    void *acl;
+    ssize_t n = get_xattr(sfd, NULL, ACL_ACCESS, &acl);
+    if (n <= 0)
+        return mode;
+    int g = acl_group_obj(acl, (size_t)n);
+    free(acl);
+    if (g < 0)
+        return mode & ~(mode_t)S_IRWXG; /* an ACL we cannot read: the group gets nothing */
+    return (mode & ~(mode_t)S_IRWXG) | (mode & ((mode_t)g << 3));
+}
+
+/* Sets (or removes, acl NULL) one ACL xattr of fd. */
+static int put_acl(int fd, const char *name, const void *acl, ssize_t len)
+{
+    if (acl ? fsetxattr(fd, name, acl, (size_t)len, 0) == 0
+            : fremovexattr(fd, name) == 0 || errno == ENODATA || errno == ENOTSUP)
+        return 0;
+    return -errno;
+}
+
+int afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath)
+{
+    int ret = 0;
+    for (int i = 0; i < (is_dir ? 2 : 1); i++) {
+        const char *name = i ? ACL_DEFAULT : ACL_ACCESS;
+        void *acl;
+        ssize_t n = get_xattr(sfd, NULL, name, &acl);
+        int err = n < 0 ? (int)n : put_acl(dfd, name, acl, n);
+        free(acl);
+        if (err < 0 && !ret) {
+            /* The copy cannot carry the ACL: at least its group gets no more than the
+             * source's group entry allowed. */
+            if (i == 0)
+                fchmod(dfd, afcp_safe_mode(sfd, mode));
+            afcp_err(err, "preserving permissions for '%s'", dpath);
+            ret = err;
+        }
+    }
+    return ret;
+}
+
+int afcp_old_get(struct afcp_dir *dd, const char *dname, struct afcp_old *old)
+{
+    memset(old, 0, sizeof *old);
+    struct afs_stat ast;
+    int err = afs_statx(afcp.ctx, dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &ast);
+    if (err < 0)
+        return err;
+    afcp_stat_from(&old->st, &ast);
+    if (!S_ISREG(old->st.st_mode))
+        return 0;
+    /* No fgetxattrat(): the name in the directory fd, through /proc (no path walk above it;
+     * lgetxattr does not follow a symlink swapped in at the name). */
+    char *path = NULL;
+    if (afcp.have_proc) {
+        char pfx[40];
+        snprintf(pfx, sizeof pfx, "/proc/self/fd/%d", dd->dfd);
+        path = afcp_join(pfx, dname);
+    }
+    ssize_t n = get_xattr(-1, path ? path : dname, ACL_ACCESS, &old->acl);
+    free(path);
+    if (n < 0)
+        return (int)n;
+    old->acl_len = n;
+    return 0;
+}
+
+void afcp_old_apply(int fd, const struct afcp_old *old, const char *dpath)
+{
+    mode_t mode = old->st.st_mode & 07777;
+    uid_t uid = afcp.is_root ? old->st.st_uid : (uid_t)-1;
+    /* Another owner or group only as root or for a group we are in; what cannot be given
+     * back stays ours, without setuid/setgid (as cp -p does when it cannot keep an owner). */
+    if (fchown(fd, uid, old->st.st_gid) < 0 || (!afcp.is_root && old->st.st_uid != geteuid()))
+        mode &= ~(mode_t)(S_ISUID | S_ISGID);
+    int err = put_acl(fd, ACL_ACCESS, old->acl, old->acl_len);
+    if (err < 0)
+        afcp_err(err, "setting permissions for '%s'", dpath);
+    if (fchmod(fd, mode) < 0)
+        afcp_err(errno, "setting permissions for '%s'", dpath);
+}
+
+void afcp_old_free(struct afcp_old *old)
+{
+    free(old->acl);
+    old->acl = NULL;
+}

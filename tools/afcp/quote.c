@@ -1,0 +1,155 @@
+/* afcp: file names in messages, quoted as coreutils quotes them (quotearg's
+ * "shell-escape-always" style, what cp uses for names): the name between single quotes, a
+ * single quote as '\'' and every byte the terminal would act on as $'\ooo' (or $'\n', $'\t'...),
+ * so that a name can neither move the cursor nor rewrite the terminal, and the text can be
+ * pasted back into a shell:
+ *     a b        -> 'a b'
+ *     it's       -> 'it'\''s'
+ *     ESC]0;x BEL -> ''$'\033'']0;x'$'\a'
+ * Characters printable in the locale (LC_CTYPE: UTF-8 names in a UTF-8 locale) pass as they
+ * are; bytes that are not a valid character there, or a character that is not printable, are
+ * escaped byte by byte, as cp does. */
+#define _GNU_SOURCE
+#include "afcp.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <wchar.h>
+#include <wctype.h>
+
+struct qbuf {
+    char  *p;
+    size_t len, cap;
+};
+
+static void put(struct qbuf *b, char c)
+{
+    if (b->len + 1 >= b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            afcp_xmalloc((size_t)-1); /* reports and exits */
+        b->p = p;
+        b->cap = cap;
+    }
+    b->p[b->len++] = c;
+    b->p[b->len] = 0;
+}
+
+static void puts_(struct qbuf *b, const char *s)
+{
+    while (*s)
+        put(b, *s++);
+}
+
+/* One byte as an escape inside $'...': the C letter when there is one, else octal. */
+static void put_escape(struct qbuf *b, unsigned char c)
+{
+    static const char letters[] = "\aa\bb\ff\nn\rr\tt\vv";
+    put(b, '\\');
+    const char *l = c ? memchr(letters, c, sizeof letters - 1) : NULL;
+    if (l && (l - letters) % 2 == 0) {
+        put(b, l[1]);
+        return;
+    }
+    put(b, (char)('0' + (c >> 6)));
+    put(b, (char)('0' + ((c >> 3) & 7)));
+    put(b, (char)('0' + (c & 7)));
+}
+
+/* One character (n bytes at s[i]) that C and shell quoting write the same way (quotearg's
+ * c_and_shell_quote_compat): a name made only of those and with a single quote in it is
+ * written between double quotes instead ("it's"), as cp does. */
+static int plain(const char *s, size_t i, size_t n, int printable, size_t len)
+{
+    unsigned char c = (unsigned char)s[i];
+    if (n > 1 || c >= 0x80)
+        return printable;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    if (strchr("%+,-./:]_ '@", c))
+        return 1;
+    if (c == '{' || c == '}')
+        return len == 1;
+    if (c == '#' || c == '~')
+        return i == 0;
+    return 0;
+}
+
+/* Decodes the character at s (left bytes): its length and whether it is printable. */
+static size_t next_char(const char *s, size_t left, mbstate_t *mbs, int *printable)
+{
+    unsigned char c = (unsigned char)*s;
+    if (c < 0x80) {
+        *printable = c >= 0x20 && c < 0x7f;
+        return 1;
+    }
+    wchar_t wc;
+    size_t n = mbrtowc(&wc, s, left, mbs);
+    *printable = n != (size_t)-1 && n != (size_t)-2 && n != 0 && iswprint((wint_t)wc);
+    if (!*printable) {
+        memset(mbs, 0, sizeof *mbs);
+        if (n == (size_t)-1 || n == (size_t)-2 || n == 0)
+            n = 1;
+    }
+    return n;
+}
+
+static void quote_into(struct qbuf *b, const char *s)
+{
+    size_t len = strlen(s);
+    if (strchr(s, '\'')) {
+        mbstate_t mbs;
+        memset(&mbs, 0, sizeof mbs);
+        size_t i = 0;
+        int pr;
+        for (size_t n; i < len && plain(s, i, n = next_char(s + i, len - i, &mbs, &pr), pr, len);)
+            i += n;
+        if (i == len) {
+            put(b, '"');
+            puts_(b, s);
+            put(b, '"');
+            return;
+        }
+    }
+    int escaping = 0; /* inside a '$'...' run of escapes */
+    mbstate_t mbs;
+    memset(&mbs, 0, sizeof mbs);
+    size_t left = len;
+    put(b, '\'');
+    while (left) {
+        unsigned char c = (unsigned char)*s;
+        int printable;
+        size_t n = next_char(s, left, &mbs, &printable);
+        if (!printable) {
+            if (!escaping)
+                puts_(b, "'$'");
+            escaping = 1;
+            for (size_t i = 0; i < n; i++)
+                put_escape(b, (unsigned char)s[i]);
+        } else if (c == '\'') {
+            puts_(b, "'\\''"); /* this closes a $'...' run as well */
+            escaping = 0;
+        } else {
+            if (escaping)
+                puts_(b, "''");
+            escaping = 0;
+            for (size_t i = 0; i < n; i++)
+                put(b, s[i]);
+        }
+        s += n;
+        left -= n;
+    }
+    put(b, '\'');
+}
+
+const char *afcp_q(const char *name)
+{
+    /* A message names at most a few files: a ring of buffers, reused (and kept) in turn. */
+    static struct qbuf ring[4];
+    static unsigned next;
+    struct qbuf *b = &ring[next++ % 4];
+    b->len = 0;
+    quote_into(b, name);
+    return b->p;
+}
