@@ -148,16 +148,38 @@ struct plan {
     int    dst_is_dir;
 };
 
+static int ends_in_slash(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 1 && path[n - 1] == '/';
+}
+
 static void copy_operand(struct corio_task *t, const char *src, const struct plan *p)
 {
     char *sdir, *sbase;
     split(src, &sdir, &sbase);
     struct afcp_dir *sd = top_dir(sdir, sdir, 0);
     struct stat st;
-    int follow = !afcp.o.recursive; /* cp -r copies a symlink operand as a symlink */
+    /* cp -r copies a symlink operand as a symlink, unless it ends in '/' ("link/" names the
+     * directory the link points to). */
+    int follow = !afcp.o.recursive || ends_in_slash(src);
     if (!sd || fstatat(sd->sfd, sbase, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0) {
         afcp_err(errno, "cannot stat '%s'", src);
         goto out;
+    }
+    if (!p->dst_is_dir && ends_in_slash(p->dst)) {
+        /* "DST/" names a directory: it is never a file to create or overwrite. */
+        struct stat dst;
+        if (stat(p->dst, &dst) < 0 && errno == ENOTDIR) {
+            afcp_err(ENOTDIR, "cannot stat '%s'", p->dst);
+            goto out;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            afcp_err(ENOTDIR, S_ISLNK(st.st_mode) ? "cannot create symbolic link '%s'"
+                                                  : "cannot create regular file '%s'",
+                     p->dst);
+            goto out;
+        }
     }
     char *ddir, *dbase;
     if (p->dst_is_dir) {

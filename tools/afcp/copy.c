@@ -35,14 +35,15 @@
  * in flight at a time; the files finishing meanwhile form the next group (see
  * commit_groups). Only once its group's round is done does a file rename its temporary into
  * place.
- * A failure (or a signal: the handler in afcp.c) before the rename removes the temporaries:
- * a name never points at a file that is not complete and synced. Large files
+ * A failure (or a signal: see "Temporaries and signals" below) before the rename removes the
+ * temporaries: a name never points at a file that is not complete and synced. Large files
  * (>= GROUP_FSYNC_MIN) keep their own fdatasync through asyncfs, in the phase batch. */
 #define _GNU_SOURCE
 #include "afcp.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,7 +291,8 @@ static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned
 }
 
 /* Opens the destination: a fresh temporary name (or, --inplace, the name itself). */
-static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int tslot)
+static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy *c, char *tmp,
+                     int tslot)
 {
     unsigned perm = j->st.st_mode & 0777;
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
@@ -312,12 +314,14 @@ static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int ts
     } else {
         for (int tries = 0;; tries++) {
             afcp_tmpname(tmp);
+            /* Registered before the open is queued: see "Temporaries and signals". */
+            afcp_temp_set(t, tslot, j->dd->dfd, tmp);
             err = open_in_dir(j->dd, tmp, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
+            afcp_test_hook_open();
+            afcp_temp_created(tslot, err == 0);
             if (err != -EEXIST || tries > 100)
                 break;
         }
-        if (err == 0)
-            afcp_temp_set(tslot, j->dd->dfd, tmp);
     }
     if (err < 0) {
         afcp_err(err, "cannot create regular file '%s'", j->dpath);
@@ -374,7 +378,7 @@ static void file_task(struct corio_task *t, void *arg)
     }
     if (!afcp.o.inplace)
         tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
-    if (open_dest(j, &c, tmp, tslot) < 0) {
+    if (open_dest(t, j, &c, tmp, tslot) < 0) {
         afcp.bytes_total -= c.size;
         afs_close(c.in);
         goto out;
@@ -432,6 +436,7 @@ static void file_task(struct corio_task *t, void *arg)
         goto out;
     }
     if (!afcp.o.inplace) {
+        afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
         r = afcp_install(j->dd->dfd, tmp, j->dname);
         if (r < 0) {
             afcp_err(-r, "cannot create regular file '%s'", j->dpath);
@@ -473,33 +478,81 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Temporaries and signals. Every temporary that exists is in `temps`, a table allocated once
- * (never moved, so a signal handler on any thread may read it). On SIGINT, SIGTERM or SIGHUP
- * the handler removes them all with unlinkat() (async-signal-safe) and dies of the signal as
- * it would have: a half-written or unsynced copy never stays behind, not even under a
- * temporary name. A slot is filled before it is marked used and marked unused before it is
- * reused; the worst a race can do is an unlinkat() of a name already renamed away (ENOENT).
- * The table has room for every file in flight plus TEMPS_WAITING files waiting for their
- * syncfs round; a file task waits for a slot (afcp_temp_get) when it is full.
+ * Temporaries and signals. Every temporary that may exist is in `temps`, a table allocated
+ * once (never moved, so a signal handler on any thread may read it). A name is registered
+ * before the call that creates it is queued (CREATING): an open in flight in the kernel (an
+ * io_uring or thread-pool worker) may create the file at any moment until its task sees the
+ * result, which then marks the slot EXISTS (or FREE when the create failed).
+ * On SIGINT, SIGTERM or SIGHUP the handler removes every registered name with unlinkat()
+ * (async-signal-safe; ENOENT when the create has not happened yet) and dies of the signal as
+ * it would have, unless a create is still in flight: then it only marks the process as
+ * dying and returns. From then on no task starts a create or a rename (they park), and the
+ * task that sees the last create in flight come back removes every name again and raises
+ * the signal. So a half-written or unsynced copy never stays behind, not even under a
+ * temporary name. The table has room for every file in flight plus TEMPS_WAITING files
+ * waiting for their syncfs round; a file task waits for a slot (afcp_temp_get) when it is
+ * full. A signal ignored when afcp started (nohup, a background job) stays ignored.
  * ---------------------------------------------------------------------------------------- */
+enum { TEMP_FREE, TEMP_CREATING, TEMP_EXISTS };
+
 struct temp {
-    volatile sig_atomic_t used;  /* a temporary of this name exists: the handler reads it */
+    volatile sig_atomic_t state; /* TEMP_*: the handler reads it */
     int                   dfd;
     char                  name[16];
-    int                   taken; /* the slot belongs to a file task (main thread only) */
+    int                   taken; /* the slot belongs to a task (main thread only) */
 };
 
-static struct temp    *temps;
-static unsigned        ntemps;
-static struct afcp_sem temp_sem;
+static struct temp          *temps;
+static unsigned              ntemps;
+static struct afcp_sem       temp_sem;
+static volatile sig_atomic_t dying; /* the signal being handled, once one came */
+static struct corio_future   never; /* what a task waits for once afcp is dying */
+/* Test hook: AFCP_TEST_SIGNAL=SIG:N raises SIG when the N-th destination open returns, in
+ * its task, before the task looks at the result (see tests/afcp/test_afcp_fix.sh). */
+static int      hook_sig;
+static unsigned hook_at, hook_count;
+
+/* Removes every registered name; returns how many creates may still be in flight. Runs in
+ * the handler (any thread) or on the main thread once dying. */
+static unsigned unlink_temps(void)
+{
+    unsigned creating = 0;
+    for (unsigned i = 0; i < ntemps; i++) {
+        int st = __atomic_load_n(&temps[i].state, __ATOMIC_SEQ_CST);
+        if (st != TEMP_FREE)
+            unlinkat(temps[i].dfd, temps[i].name, 0);
+        creating += st == TEMP_CREATING;
+    }
+    return creating;
+}
+
+static void die(int sig)
+{
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static void on_signal(int sig)
 {
-    for (unsigned i = 0; i < ntemps; i++)
-        if (temps[i].used)
-            unlinkat(temps[i].dfd, temps[i].name, 0);
-    signal(sig, SIG_DFL);
-    raise(sig);
+    __atomic_store_n(&dying, sig, __ATOMIC_SEQ_CST);
+    if (unlink_temps() == 0)
+        die(sig);
+}
+
+/* Once dying: the last create in flight has come back (on the main thread, signals
+ * blocked so that the handler does not run in the middle). */
+static void dying_check(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int sig = __atomic_load_n(&dying, __ATOMIC_SEQ_CST);
+    if (unlink_temps() == 0) {
+        signal(sig, SIG_DFL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        raise(sig);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void afcp_signals_init(void)
@@ -511,9 +564,11 @@ void afcp_signals_init(void)
         exit(1);
     }
     afcp_sem_init(&temp_sem, (long)ntemps);
+    corio_future_init(&never);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* the handler may return (see above) */
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGINT);
     sigaddset(&sa.sa_mask, SIGTERM);
@@ -525,6 +580,29 @@ void afcp_signals_init(void)
         if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
             sigaction(sigs[i], &sa, NULL);
     }
+    const char *hook = getenv("AFCP_TEST_SIGNAL");
+    if (hook) {
+        static const char *const names[] = {"INT", "TERM", "HUP"};
+        for (unsigned i = 0; i < 3; i++) {
+            size_t n = strlen(names[i]);
+            if (!strncmp(hook, names[i], n) && hook[n] == ':') {
+                hook_sig = sigs[i];
+                hook_at = (unsigned)strtoul(hook + n + 1, NULL, 10);
+            }
+        }
+    }
+}
+
+void afcp_test_hook_open(void)
+{
+    if (hook_sig && ++hook_count == hook_at)
+        raise(hook_sig);
+}
+
+void afcp_temp_hold(struct corio_task *t)
+{
+    if (__atomic_load_n(&dying, __ATOMIC_SEQ_CST))
+        corio_future_await_shielded(t, &never, NULL); /* until the process dies */
 }
 
 int afcp_temp_get(struct corio_task *t)
@@ -537,16 +615,24 @@ int afcp_temp_get(struct corio_task *t)
     return (int)next;
 }
 
-void afcp_temp_set(int i, int dfd, const char *name)
+void afcp_temp_set(struct corio_task *t, int i, int dfd, const char *name)
 {
+    afcp_temp_hold(t); /* no new create once dying */
     temps[i].dfd = dfd;
     snprintf(temps[i].name, sizeof temps[i].name, "%s", name);
-    __atomic_store_n(&temps[i].used, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&temps[i].state, TEMP_CREATING, __ATOMIC_SEQ_CST);
+}
+
+void afcp_temp_created(int i, int created)
+{
+    __atomic_store_n(&temps[i].state, created ? TEMP_EXISTS : TEMP_FREE, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&dying, __ATOMIC_SEQ_CST))
+        dying_check();
 }
 
 void afcp_temp_put(int i)
 {
-    __atomic_store_n(&temps[i].used, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&temps[i].state, TEMP_FREE, __ATOMIC_SEQ_CST);
     temps[i].taken = 0;
     afcp_sem_release(&temp_sem);
 }
