@@ -267,6 +267,9 @@ static void usage(FILE *f)
           "      --fsync          rename each copy into place only once it is on disk\n"
           "      --no-fsync       do not wait for the disk (the default, as cp)\n"
           "      --no-copy-range  never use copy_file_range\n"
+          "      --sparse=WHEN    holes in the copies: auto (default: the source's holes\n"
+          "                       stay holes), always (blocks of zeros become holes too;\n"
+          "                       no copy_file_range), never (write every byte)\n"
           "  -j, --jobs=N         files in flight (default 64)\n"
           "      --chunk-size=N   bytes per read/write of a large file (default 1M)\n"
           "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
@@ -280,7 +283,11 @@ static void usage(FILE *f)
           "--fsync closes that gap: a file takes its name only once its data is on disk\n"
           "(small files in groups, one syncfs per file system and group while the next\n"
           "group fills; files of 8 MiB or more with their own fdatasync). --inplace writes\n"
-          "the destination directly (no temporary, no sync).\n\n"
+          "the destination directly (no temporary, no sync). A signal that was ignored when\n"
+          "afcp starts stays ignored (nohup, background jobs), as it does for cp.\n\n"
+          "Without -r, a FIFO or device operand is read until EOF, as cp reads it; so are\n"
+          "files whose size says nothing (/proc, sysfs). A directory deeper than PATH_MAX\n"
+          "is not copied (cp's limit), the rest is.\n\n"
           "Exit status: 0 when everything was copied, 1 when anything failed (afcp goes on\n"
           "with the other files and reports each failure).\n",
           f);
@@ -305,7 +312,7 @@ static uint64_t parse_size(const char *s, const char *what)
 }
 
 enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
-       OPT_CFRMIN, OPT_HELP, OPT_VERSION };
+       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION };
 
 int main(int argc, char **argv)
 {
@@ -323,6 +330,7 @@ int main(int argc, char **argv)
         {"chunk-size", required_argument, 0, OPT_CHUNK},
         {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
         {"copy-range-min", required_argument, 0, OPT_CFRMIN},
+        {"sparse", required_argument, 0, OPT_SPARSE},
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -344,6 +352,19 @@ int main(int argc, char **argv)
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
         case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
         case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
+        case OPT_SPARSE:
+            if (!strcmp(optarg, "auto"))
+                o->sparse = AFCP_SPARSE_AUTO;
+            else if (!strcmp(optarg, "always"))
+                o->sparse = AFCP_SPARSE_ALWAYS;
+            else if (!strcmp(optarg, "never"))
+                o->sparse = AFCP_SPARSE_NEVER;
+            else {
+                fprintf(stderr, "afcp: invalid argument '%s' for '--sparse'\n", optarg);
+                fputs("Try 'afcp --help' for more information.\n", stderr);
+                return 1;
+            }
+            break;
         case OPT_HELP: usage(stdout); return 0;
         case OPT_VERSION:
             printf("afcp %s (asyncfs %d.%d.%d)\n", AFCP_VERSION, ASYNCFS_VERSION_MAJOR,

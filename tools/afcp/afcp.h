@@ -13,9 +13,12 @@
 
 #define AFCP_VERSION "0.1.0"
 
+enum { AFCP_SPARSE_AUTO, AFCP_SPARSE_NEVER, AFCP_SPARSE_ALWAYS };
+
 struct afcp_opts {
     int      recursive, preserve, verbose, noclobber, force, quiet;
     int      direct, inplace, fsync, copy_range;
+    int      sparse;        /* AFCP_SPARSE_*: holes in the copy (--sparse=WHEN) */
     unsigned jobs;          /* files in flight */
     unsigned chunk_workers; /* reads/writes in flight per large file */
     size_t   chunk_size;    /* bytes per read/write of a large file */

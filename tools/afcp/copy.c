@@ -48,7 +48,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 enum { DIO_ALIGN = 4096, GROUP_FS_MAX = 8, TEMPS_WAITING = 4096 };
@@ -135,6 +137,9 @@ struct fcopy {
     int                   err;      /* first error, negative */
     int                   err_side; /* 0 read, 1 write */
     int                   direct_in, direct_out;
+    int                   unsized;    /* the size says nothing: read until EOF (see below) */
+    int                   stream;     /* not seekable (FIFO, device): plain read(2) */
+    int                   seek_holes; /* the source has holes: copy only its data extents */
     uint64_t              copied;
 };
 
@@ -151,25 +156,140 @@ static void fail(struct fcopy *c, int err, int side)
     }
 }
 
-/* One chunk: read it, write it. A read shorter than the size we saw means the file shrank
- * while we copied: an error, never a silently shorter copy. */
-static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
+/* Writes len bytes of buf at off. --sparse=always: whole blocks of zeros are skipped (the
+ * final ftruncate gives the file its size). O_DIRECT writes whole blocks; the padding past
+ * the end is cut by that ftruncate too. */
+static int write_out(struct fcopy *c, char *buf, uint64_t off, size_t len)
+{
+    static const char zero[DIO_ALIGN];
+    size_t pos = 0;
+    while (pos < len) {
+        size_t run = len - pos;
+        if (afcp.o.sparse == AFCP_SPARSE_ALWAYS) {
+            size_t blk = run < DIO_ALIGN ? run : DIO_ALIGN;
+            if (!memcmp(buf + pos, zero, blk)) {
+                pos += blk; /* a hole */
+                continue;
+            }
+            for (run = blk; pos + run < len; run += blk) {
+                blk = len - pos - run < DIO_ALIGN ? len - pos - run : DIO_ALIGN;
+                if (!memcmp(buf + pos + run, zero, blk))
+                    break;
+            }
+        }
+        size_t wlen = c->direct_out ? (size_t)round_up(run) : run;
+        if (wlen > run)
+            memset(buf + pos + run, 0, wlen - run);
+        ssize_t n = afs_pwrite(c->out, buf + pos, wlen, off + pos);
+        if (n < 0)
+            return (int)n;
+        pos += run;
+    }
+    return 0;
+}
+
+/* Reads [off, off + len) into buf and writes it. A read shorter than the size we saw means
+ * the file shrank while we copied: an error, never a silently shorter copy. */
+static int copy_span(struct fcopy *c, char *buf, uint64_t off, size_t len)
 {
     size_t rlen = c->direct_in ? (size_t)round_up(len) : len;
     ssize_t n = afs_pread(c->in, buf, rlen, off);
-    if (n < 0)
-        return fail(c, (int)n, 0);
-    if ((size_t)n < len)
-        return fail(c, -ENODATA, 0);
-    /* O_DIRECT writes whole blocks; the padding past the end is cut by ftruncate later. */
-    size_t wlen = c->direct_out ? (size_t)round_up(len) : len;
-    if (wlen > len)
-        memset((char *)buf + len, 0, wlen - len);
-    n = afs_pwrite(c->out, buf, wlen, off);
-    if (n < 0)
-        return fail(c, (int)n, 1);
+    int err = n < 0 ? (int)n : (size_t)n < len ? -ENODATA : 0;
+    if (err < 0) {
+        fail(c, err, 0);
+        return -1;
+    }
+    if ((err = write_out(c, buf, off, len)) < 0) {
+        fail(c, err, 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* The next data extent of the source at or after pos: [*data, *hole), or 0 when only holes
+ * are left. A file system without SEEK_DATA has one extent: all of it. */
+static int next_extent(struct fcopy *c, uint64_t pos, uint64_t end, uint64_t *data,
+                       uint64_t *hole)
+{
+    int fd = (int)afs_file_fd(c->in);
+    off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+    if (d < 0 && errno == ENXIO)
+        return 0; /* holes to the end (or the file shrank: see the check in file_task) */
+    if (d < 0)
+        d = (off_t)pos;
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0 || (uint64_t)h > end)
+        h = (off_t)end;
+    *data = (uint64_t)d;
+    *hole = (uint64_t)h;
+    return (uint64_t)d < end;
+}
+
+/* One chunk. A source with holes: only its data extents inside the chunk are read and
+ * written (aligned out to whole blocks under O_DIRECT), the holes stay holes. */
+static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
+{
+    if (c->seek_holes) {
+        uint64_t pos = off, end = off + len, d, h;
+        while (pos < end && next_extent(c, pos, end, &d, &h)) {
+            if (c->direct_in || c->direct_out) {
+                d &= ~(uint64_t)(DIO_ALIGN - 1);
+                h = round_up(h) < end ? round_up(h) : end;
+            }
+            if (copy_span(c, (char *)buf + (d - off), d, (size_t)(h - d)) < 0)
+                return;
+            pos = h;
+        }
+    } else if (copy_span(c, buf, off, len) < 0) {
+        return;
+    }
     afcp.bytes_done += len;
     c->copied += len;
+}
+
+/* A source whose size says nothing (0 on /proc, a page on sysfs, a FIFO or a device given on
+ * the command line): read until EOF, as cp does, one buffer at a time. A stream (FIFO,
+ * character device) is read with read(2) on this thread: asyncfs reads at offsets only. */
+static void copy_unsized(struct corio_task *t, struct fcopy *c)
+{
+    afcp_sem_acquire(t, &afcp.bufs);
+    char *buf = afcp_buf_get();
+    uint64_t off = 0;
+    if (!buf)
+        fail(c, -ENOMEM, 0);
+    while (buf && !c->err) {
+        ssize_t n;
+        if (c->stream) {
+            n = read((int)afs_file_fd(c->in), buf, afcp.o.chunk_size);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                n = -errno;
+        } else {
+            n = afs_pread(c->in, buf, afcp.o.chunk_size, off);
+        }
+        if (n < 0) {
+            fail(c, (int)n, 0);
+            break;
+        }
+        if (n == 0)
+            break;
+        int err = write_out(c, buf, off, (size_t)n);
+        if (err < 0) {
+            fail(c, err, 1);
+            break;
+        }
+        off += (uint64_t)n;
+        afcp.bytes_total += (uint64_t)n;
+        afcp.bytes_done += (uint64_t)n;
+        c->copied += (uint64_t)n;
+        if (c->stream)
+            corio_yield(t); /* read(2) ran on this thread: let the others go on */
+    }
+    if (buf)
+        afcp_buf_put(buf);
+    afcp_sem_release(&afcp.bufs);
+    c->size = off;
 }
 
 static void chunk_loop(struct corio_task *t, struct fcopy *c)
@@ -206,27 +326,45 @@ static void chunk_worker(struct corio_task *t, void *arg)
 static int do_copy_range(struct corio_task *t, struct fcopy *c)
 {
     int ifd = (int)afs_file_fd(c->in), ofd = (int)afs_file_fd(c->out);
-    loff_t off = 0;
-    while ((uint64_t)off < c->size) {
-        uint64_t left = c->size - (uint64_t)off;
-        size_t len = left < (8u << 20) ? (size_t)left : (8u << 20);
-        loff_t ooff = off;
-        ssize_t n = copy_file_range(ifd, &off, ofd, &ooff, len, 0);
-        if (n < 0) {
-            int e = errno;
-            if (e == EINTR)
-                continue;
-            if (off == 0 && (e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP ||
-                             e == EBADF))
-                return 1;
-            return -e;
+    uint64_t pos = 0, d = 0, h = c->size;
+    int any = 0;
+    while (pos < c->size) {
+        /* A source with holes: its data extents only (copy_file_range writes the zeros of
+         * a hole out on most file systems). */
+        if (c->seek_holes && !next_extent(c, pos, c->size, &d, &h))
+            break;
+        loff_t off = (loff_t)(c->seek_holes ? d : pos);
+        uint64_t end = c->seek_holes ? h : c->size;
+        afcp.bytes_done += (uint64_t)off - pos; /* the hole before it */
+        c->copied += (uint64_t)off - pos;
+        while ((uint64_t)off < end) {
+            uint64_t left = end - (uint64_t)off;
+            size_t len = left < (8u << 20) ? (size_t)left : (8u << 20);
+            loff_t ooff = off;
+            ssize_t n = copy_file_range(ifd, &off, ofd, &ooff, len, 0);
+            if (n < 0) {
+                int e = errno;
+                if (e == EINTR)
+                    continue;
+                if (!any && (e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP ||
+                             e == EBADF)) {
+                    afcp.bytes_done -= c->copied;
+                    c->copied = 0;
+                    return 1;
+                }
+                return -e;
+            }
+            if (n == 0)
+                return -ENODATA; /* the source shrank */
+            any = 1;
+            afcp.bytes_done += (uint64_t)n;
+            c->copied += (uint64_t)n;
+            corio_yield(t);
         }
-        if (n == 0)
-            return -ENODATA; /* the source shrank */
-        afcp.bytes_done += (uint64_t)n;
-        c->copied += (uint64_t)n;
-        corio_yield(t);
+        pos = end;
     }
+    afcp.bytes_done += c->size - pos; /* the hole at the end */
+    c->copied += c->size - pos;
     return 0;
 }
 
@@ -241,16 +379,36 @@ static int reopen_direct(int fd, int flags, struct afs_file **out)
     return afs_open(afcp.ctx, path, flags | AFS_DIRECT, 0, AFS_MODE_SYNC, out);
 }
 
+/* procfs, sysfs and their kind: sizes there are not the contents'. */
+static int pseudo_fs(int fd)
+{
+    struct statfs sfs;
+    if (fstatfs(fd, &sfs) < 0)
+        return 0;
+    switch ((unsigned long)sfs.f_type) {
+    case PROC_SUPER_MAGIC: case SYSFS_MAGIC: case DEBUGFS_MAGIC: case TRACEFS_MAGIC:
+    case SECURITYFS_MAGIC: case CGROUP_SUPER_MAGIC: case CGROUP2_SUPER_MAGIC:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int open_source(struct afcp_file_job *j, struct fcopy *c)
 {
-    int flags = AFS_RDONLY | AFS_NONBLOCK | (j->follow ? 0 : AFS_NOFOLLOW);
+    /* A FIFO or device named on the command line is opened as cp opens it (a FIFO waits
+     * for its writer); O_NONBLOCK otherwise: one swapped in after the walk cannot block. */
+    mode_t type = j->st.st_mode & S_IFMT;
+    int flags = AFS_RDONLY | (type == S_IFREG ? AFS_NONBLOCK : 0) |
+                (j->follow ? 0 : AFS_NOFOLLOW);
     int fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
     if (fd < 0) {
         afcp_err(fd, "cannot open '%s' for reading", j->spath);
         return -1;
     }
     struct afs_stat ast;
-    if (afs_statx(afcp.ctx, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 || !S_ISREG(ast.mode)) {
+    if (afs_statx(afcp.ctx, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 ||
+        (ast.mode & S_IFMT) != type) {
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->spath);
         afcp.status = 1;
@@ -262,7 +420,21 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     afcp.bytes_total += (uint64_t)st.st_size - (uint64_t)j->st.st_size; /* walk-time size */
     j->st = st; /* the size and mode of what we actually read */
     c->size = (uint64_t)st.st_size;
-    if (afcp.o.direct && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
+    /* Sizes that say nothing: 0 (/proc, and an empty file costs one read more), not a
+     * regular file, or a pseudo file system's (sysfs reports a page, whatever it holds).
+     * Those are read until EOF. */
+    c->stream = type != S_IFREG && type != S_IFBLK;
+    c->unsized = type != S_IFREG || c->size == 0 || (st.st_blocks == 0 && pseudo_fs(fd));
+    if (c->unsized) {
+        afcp.bytes_total -= c->size; /* counted as read */
+        c->size = 0;
+        j->st.st_size = 0;
+    }
+    /* Fewer blocks than bytes: it has holes (or compressed or inline data); its data
+     * extents are found with SEEK_DATA/SEEK_HOLE and only they are copied. */
+    c->seek_holes = !c->unsized && afcp.o.sparse != AFCP_SPARSE_NEVER &&
+                    (uint64_t)st.st_blocks * 512 < c->size;
+    if (afcp.o.direct && !c->unsized && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
         c->direct_in = 1;
         afs_close_fd(afcp.ctx, fd);
         return 0;
@@ -330,7 +502,8 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     /* --direct: the new inode again with O_DIRECT; a file system that refuses it keeps the
      * buffered handle (a fallback per file, not an error). */
     struct afs_file *d;
-    if (afcp.o.direct && reopen_direct((int)afs_file_fd(c->out), AFS_WRONLY, &d) == 0) {
+    if (afcp.o.direct && !c->unsized &&
+        reopen_direct((int)afs_file_fd(c->out), AFS_WRONLY, &d) == 0) {
         afs_close(c->out);
         c->out = d;
         c->direct_out = 1;
@@ -385,8 +558,12 @@ static void file_task(struct corio_task *t, void *arg)
     }
 
     int done = 0;
-    if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct && c.size >= afcp.o.cfr_min_size &&
-        j->st.st_dev == j->dd->ddev) {
+    if (c.unsized) {
+        copy_unsized(t, &c);
+        done = 1;
+    } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct &&
+               afcp.o.sparse != AFCP_SPARSE_ALWAYS && c.size >= afcp.o.cfr_min_size &&
+               j->st.st_dev == j->dd->ddev) {
         int r = do_copy_range(t, &c);
         if (r < 0)
             fail(&c, r, 1);
@@ -403,7 +580,13 @@ static void file_task(struct corio_task *t, void *arg)
         corio_wait(t); /* the helpers use c, on this frame */
     }
     int ofd = (int)afs_file_fd(c.out);
-    if (!c.err && c.direct_out && (c.size % DIO_ALIGN) && ftruncate(ofd, (off_t)c.size) < 0)
+    struct stat now;
+    if (!c.err && c.seek_holes && fstat((int)afs_file_fd(c.in), &now) == 0 &&
+        (uint64_t)now.st_size < c.size)
+        fail(&c, -ENODATA, 0); /* shrank: SEEK_DATA took the missing end for a hole */
+    /* The size: holes at the end were never written, O_DIRECT padded the last block. */
+    if (!c.err && (c.seek_holes || c.direct_out || afcp.o.sparse == AFCP_SPARSE_ALWAYS) &&
+        ftruncate(ofd, (off_t)c.size) < 0)
         fail(&c, -errno, 1);
     int grouped = !c.err && afcp.o.fsync && !afcp.o.inplace && c.size < GROUP_FSYNC_MIN;
     if (!c.err && afcp.o.fsync && !afcp.o.inplace && !grouped) {

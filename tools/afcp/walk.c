@@ -476,7 +476,10 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
                      int follow)
 {
     char *spath = afcp_join(sd->spath, sname), *dpath = afcp_join(dd->dpath, dname);
-    if (S_ISREG(st->st_mode)) {
+    /* Without -r, a FIFO or device named on the command line is read until EOF into a
+     * regular file, as cp does; with -r it is recreated (copy_special). */
+    int contents = !afcp.o.recursive && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode);
+    if (S_ISREG(st->st_mode) || contents) {
         /* The file task checks the destination (afcp_check_dest) once it knows the source. */
         struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
@@ -496,13 +499,8 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
         }
     } else if (S_ISLNK(st->st_mode)) {
         copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
-    } else if (afcp.o.recursive) {
-        copy_special(dd, dname, st, spath, dpath);
     } else {
-        /* cp would read a FIFO until EOF (possibly forever) or a device's contents; afcp
-         * copies regular files only unless -r recreates the special file itself. */
-        afcp_note("cannot copy special file '%s' without -r", spath);
-        afcp.status = 1;
+        copy_special(dd, dname, st, spath, dpath);
     }
     free(spath);
     free(dpath);
