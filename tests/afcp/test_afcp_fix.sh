@@ -62,6 +62,15 @@ run_suite() {
         check "SIG$sig after $n opens: died of it (status $st)" [ "$st" -eq "$want" ]
         check "SIG$sig after $n opens: no temporary left" no_temps "$O/sig$i"
     done
+    # and real signals from outside at varied delays (the copy may finish first)
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        "$AFCP" -q -r "$S/t300" "$O/sigk$i" 2> /dev/null &
+        local pid=$!
+        sleep "0.0$((i * 7 % 10))$i"
+        kill -"${sigs[i % 3]}" "$pid" 2> /dev/null
+        wait "$pid"
+        check "kill -${sigs[i % 3]} after 0.0$((i * 7 % 10))$i s: no temporary left" no_temps "$O/sigk$i"
+    done
     AFCP_TEST_SIGNAL=TERM:40 "$AFCP" -q -r -j 8 --fsync "$S/t300" "$O/sigf" 2> /dev/null
     check "SIGTERM with --fsync, -j 8: no temporary left" no_temps "$O/sigf"
     # an ignored SIGINT (nohup, background jobs) stays ignored
@@ -106,7 +115,9 @@ run_suite() {
     fi
     check "/dev/null without -r: an empty file" bash -c "'$AFCP' -q /dev/null '$O/null' && [ -f '$O/null' ] && [ ! -s '$O/null' ]"
     mkfifo "$O/fifo"
-    (sleep 0.2; head -c 300000 /dev/urandom > "$O/fifo.data"; cat "$O/fifo.data" > "$O/fifo") &
+    head -c 300000 /dev/urandom > "$O/fifo.data"
+    # the writer gives up after 20 s if nobody reads (opening a FIFO waits for a reader)
+    timeout 20 bash -c "sleep 0.2; cat '$O/fifo.data' > '$O/fifo'" &
     "$AFCP" -q "$O/fifo" "$O/fromfifo" 2> "$O/err"
     st=$?
     wait
