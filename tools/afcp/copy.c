@@ -401,7 +401,16 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     mode_t type = j->st.st_mode & S_IFMT;
     int flags = AFS_RDONLY | (type == S_IFREG ? AFS_NONBLOCK : 0) |
                 (j->follow ? 0 : AFS_NOFOLLOW);
-    int fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
+    int fd;
+    if (type == S_IFIFO || type == S_IFCHR) {
+        /* A plain blocking open on this thread: io_uring opens with O_NONBLOCK first, and a
+         * FIFO opened so reads EOF before its writer comes. */
+        fd = openat(j->sd->sfd, j->sname, O_RDONLY | O_CLOEXEC | (j->follow ? 0 : O_NOFOLLOW));
+        if (fd < 0)
+            fd = -errno;
+    } else {
+        fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
+    }
     if (fd < 0) {
         afcp_err(fd, "cannot open '%s' for reading", j->spath);
         return -1;
