@@ -432,7 +432,7 @@ int main(int argc, char **argv)
     struct corio_config ccfg;
     corio_config_default(&ccfg);
     ccfg.ctx = afcp.ctx;
-    ccfg.stack_size = 1u << 20; /* the walker recurses once per directory level */
+    ccfg.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
     if ((err = corio_sched_new(&afcp.sched, &ccfg)) < 0) {
         fprintf(stderr, "afcp: cannot create the scheduler: %s\n", afs_strerror(err));
         return 1;
