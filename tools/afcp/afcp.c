@@ -172,17 +172,38 @@ struct plan {
     int    dst_is_dir;
 };
 
+static int ends_in_slash(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 1 && path[n - 1] == '/';
+}
+
 static void copy_operand(struct corio_task *t, const char *src, const struct plan *p)
 {
     char *sdir, *sbase;
     split(src, &sdir, &sbase);
     struct afcp_dir *sd = top_dir(sdir, sdir, 0);
     struct stat st;
-    /* cp -r copies a symlink operand as a symlink, unless -H or -L */
-    int follow = afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive;
+    /* cp -r copies a symlink operand as a symlink, unless -H or -L, or unless it ends in '/'
+     * ("link/" names the directory the link points to). */
+    int follow = ends_in_slash(src) || (afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive);
     if (!sd || fstatat(sd->sfd, sbase, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0) {
         afcp_err(errno, "cannot stat '%s'", src);
         goto out;
+    }
+    if (!p->dst_is_dir && ends_in_slash(p->dst)) {
+        /* "DST/" names a directory: it is never a file to create or overwrite. */
+        struct stat dst;
+        if (stat(p->dst, &dst) < 0 && errno == ENOTDIR) {
+            afcp_err(ENOTDIR, "cannot stat '%s'", p->dst);
+            goto out;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            afcp_err(ENOTDIR, S_ISLNK(st.st_mode) ? "cannot create symbolic link '%s'"
+                                                  : "cannot create regular file '%s'",
+                     p->dst);
+            goto out;
+        }
     }
     char *ddir, *dbase;
     if (p->dst_is_dir) {
@@ -273,6 +294,9 @@ static void usage(FILE *f)
           "      --fsync          rename each copy into place only once it is on disk\n"
           "      --no-fsync       do not wait for the disk (the default, as cp)\n"
           "      --no-copy-range  never use copy_file_range\n"
+          "      --sparse=WHEN    holes in the copies: auto (default: the source's holes\n"
+          "                       stay holes), always (blocks of zeros become holes too;\n"
+          "                       no copy_file_range), never (write every byte)\n"
           "  -j, --jobs=N         files in flight (default 64)\n"
           "      --chunk-size=N   bytes per read/write of a large file (default 1M)\n"
           "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
@@ -293,7 +317,12 @@ static void usage(FILE *f)
           "keep the old data (--inplace writes into the old file instead). A device or FIFO\n"
           "at the destination is written into, as cp does, and never replaced or changed; a\n"
           "socket there is refused. Without -p, a copy's group gets no more than the group\n"
-          "entry of the source's ACL allowed.\n\n"
+          "entry of the source's ACL allowed.\n"
+          "A signal ignored when afcp starts stays ignored (nohup, background jobs), as\n"
+          "for cp: then nothing removes the temporaries.\n\n"
+          "Without -r, a FIFO or device operand is read until EOF, as cp reads it; so are\n"
+          "files whose size says nothing (/proc, sysfs). A directory deeper than PATH_MAX\n"
+          "is not copied (cp's limit), the rest is.\n\n"
           "Exit status: 0 when everything was copied, 1 when anything failed (afcp goes on\n"
           "with the other files and reports each failure).\n",
           f);
@@ -318,7 +347,7 @@ static uint64_t parse_size(const char *s, const char *what)
 }
 
 enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
-       OPT_CFRMIN, OPT_HELP, OPT_VERSION };
+       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION };
 
 int main(int argc, char **argv)
 {
@@ -338,6 +367,7 @@ int main(int argc, char **argv)
         {"chunk-size", required_argument, 0, OPT_CHUNK},
         {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
         {"copy-range-min", required_argument, 0, OPT_CFRMIN},
+        {"sparse", required_argument, 0, OPT_SPARSE},
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -360,6 +390,19 @@ int main(int argc, char **argv)
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
         case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
         case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
+        case OPT_SPARSE:
+            if (!strcmp(optarg, "auto"))
+                o->sparse = AFCP_SPARSE_AUTO;
+            else if (!strcmp(optarg, "always"))
+                o->sparse = AFCP_SPARSE_ALWAYS;
+            else if (!strcmp(optarg, "never"))
+                o->sparse = AFCP_SPARSE_NEVER;
+            else {
+                fprintf(stderr, "afcp: invalid argument '%s' for '--sparse'\n", optarg);
+                fputs("Try 'afcp --help' for more information.\n", stderr);
+                return 1;
+            }
+            break;
         case OPT_HELP: usage(stdout); return 0;
         case OPT_VERSION:
             printf("afcp %s (asyncfs %d.%d.%d)\n", AFCP_VERSION, ASYNCFS_VERSION_MAJOR,
@@ -427,7 +470,7 @@ int main(int argc, char **argv)
     struct corio_config ccfg;
     corio_config_default(&ccfg);
     ccfg.ctx = afcp.ctx;
-    ccfg.stack_size = 1u << 20; /* the walker recurses once per directory level */
+    ccfg.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
     if ((err = corio_sched_new(&afcp.sched, &ccfg)) < 0) {
         fprintf(stderr, "afcp: cannot create the scheduler: %s\n", afs_strerror(err));
         return 1;

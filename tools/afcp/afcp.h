@@ -13,12 +13,15 @@
 
 #define AFCP_VERSION "0.1.0"
 
+enum { AFCP_SPARSE_AUTO, AFCP_SPARSE_NEVER, AFCP_SPARSE_ALWAYS };
+
 struct afcp_opts {
     int      recursive, preserve, verbose, noclobber, force, quiet;
     int      deref;         /* symlinks in the source: 'P' never followed, 'H' followed on
                                the command line, 'L' followed everywhere; 0: cp's default
                                (-H without -r, -P with it) */
     int      direct, inplace, fsync, copy_range;
+    int      sparse;        /* AFCP_SPARSE_*: holes in the copy (--sparse=WHEN) */
     unsigned jobs;          /* files in flight */
     unsigned chunk_workers; /* reads/writes in flight per large file */
     size_t   chunk_size;    /* bytes per read/write of a large file */
@@ -117,11 +120,16 @@ int  afcp_install(int dfd, const char *tmp, const char *name);
 /* copy.c: spawns a task copying the job (takes ownership of it, holds a file slot). */
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
 /* The temporaries a signal removes (see copy.c): install the handlers (after the options
- * are known), take a slot (may wait), name the temporary it holds, give the slot back. */
+ * are known), take a slot (may wait), name the temporary before the call that creates it
+ * (parks the task for good once a signal came), say whether the create succeeded, give the
+ * slot back. afcp_temp_hold parks the task for good once a signal came (before a rename). */
 void afcp_signals_init(void);
 int  afcp_temp_get(struct corio_task *t);
-void afcp_temp_set(int slot, int dfd, const char *name);
+void afcp_temp_set(struct corio_task *t, int slot, int dfd, const char *name);
+void afcp_temp_created(int slot, int created);
+void afcp_temp_hold(struct corio_task *t);
 void afcp_temp_put(int slot);
+void afcp_test_hook_open(void); /* AFCP_TEST_SIGNAL (tests only, see copy.c) */
 /* A struct stat from asyncfs's (the fields afcp uses). */
 void afcp_stat_from(struct stat *out, const struct afs_stat *in);
 

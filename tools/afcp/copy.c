@@ -35,19 +35,22 @@
  * in flight at a time; the files finishing meanwhile form the next group (see
  * commit_groups). Only once its group's round is done does a file rename its temporary into
  * place.
- * A failure (or a signal: the handler in afcp.c) before the rename removes the temporaries:
- * a name never points at a file that is not complete and synced. Large files
+ * A failure (or a signal: see "Temporaries and signals" below) before the rename removes the
+ * temporaries: a name never points at a file that is not complete and synced. Large files
  * (>= GROUP_FSYNC_MIN) keep their own fdatasync through asyncfs, in the phase batch. */
 #define _GNU_SOURCE
 #include "afcp.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 enum { DIO_ALIGN = 4096, GROUP_FS_MAX = 8, TEMPS_WAITING = 4096 };
@@ -134,6 +137,9 @@ struct fcopy {
     int                   err;      /* first error, negative */
     int                   err_side; /* 0 read, 1 write */
     int                   direct_in, direct_out;
+    int                   unsized;    /* the size says nothing: read until EOF (see below) */
+    int                   stream;     /* not seekable (FIFO, device): plain read(2) */
+    int                   seek_holes; /* the source has holes: copy only its data extents */
     uint64_t              copied;
 };
 
@@ -150,25 +156,140 @@ static void fail(struct fcopy *c, int err, int side)
     }
 }
 
-/* One chunk: read it, write it. A read shorter than the size we saw means the file shrank
- * while we copied: an error, never a silently shorter copy. */
-static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
+/* Writes len bytes of buf at off. --sparse=always: whole blocks of zeros are skipped (the
+ * final ftruncate gives the file its size). O_DIRECT writes whole blocks; the padding past
+ * the end is cut by that ftruncate too. */
+static int write_out(struct fcopy *c, char *buf, uint64_t off, size_t len)
+{
+    static const char zero[DIO_ALIGN];
+    size_t pos = 0;
+    while (pos < len) {
+        size_t run = len - pos;
+        if (afcp.o.sparse == AFCP_SPARSE_ALWAYS) {
+            size_t blk = run < DIO_ALIGN ? run : DIO_ALIGN;
+            if (!memcmp(buf + pos, zero, blk)) {
+                pos += blk; /* a hole */
+                continue;
+            }
+            for (run = blk; pos + run < len; run += blk) {
+                blk = len - pos - run < DIO_ALIGN ? len - pos - run : DIO_ALIGN;
+                if (!memcmp(buf + pos + run, zero, blk))
+                    break;
+            }
+        }
+        size_t wlen = c->direct_out ? (size_t)round_up(run) : run;
+        if (wlen > run)
+            memset(buf + pos + run, 0, wlen - run);
+        ssize_t n = afs_pwrite(c->out, buf + pos, wlen, off + pos);
+        if (n < 0)
+            return (int)n;
+        pos += run;
+    }
+    return 0;
+}
+
+/* Reads [off, off + len) into buf and writes it. A read shorter than the size we saw means
+ * the file shrank while we copied: an error, never a silently shorter copy. */
+static int copy_span(struct fcopy *c, char *buf, uint64_t off, size_t len)
 {
     size_t rlen = c->direct_in ? (size_t)round_up(len) : len;
     ssize_t n = afs_pread(c->in, buf, rlen, off);
-    if (n < 0)
-        return fail(c, (int)n, 0);
-    if ((size_t)n < len)
-        return fail(c, -ENODATA, 0);
-    /* O_DIRECT writes whole blocks; the padding past the end is cut by ftruncate later. */
-    size_t wlen = c->direct_out ? (size_t)round_up(len) : len;
-    if (wlen > len)
-        memset((char *)buf + len, 0, wlen - len);
-    n = afs_pwrite(c->out, buf, wlen, off);
-    if (n < 0)
-        return fail(c, (int)n, 1);
+    int err = n < 0 ? (int)n : (size_t)n < len ? -ENODATA : 0;
+    if (err < 0) {
+        fail(c, err, 0);
+        return -1;
+    }
+    if ((err = write_out(c, buf, off, len)) < 0) {
+        fail(c, err, 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* The next data extent of the source at or after pos: [*data, *hole), or 0 when only holes
+ * are left. A file system without SEEK_DATA has one extent: all of it. */
+static int next_extent(struct fcopy *c, uint64_t pos, uint64_t end, uint64_t *data,
+                       uint64_t *hole)
+{
+    int fd = (int)afs_file_fd(c->in);
+    off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+    if (d < 0 && errno == ENXIO)
+        return 0; /* holes to the end (or the file shrank: see the check in file_task) */
+    if (d < 0)
+        d = (off_t)pos;
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0 || (uint64_t)h > end)
+        h = (off_t)end;
+    *data = (uint64_t)d;
+    *hole = (uint64_t)h;
+    return (uint64_t)d < end;
+}
+
+/* One chunk. A source with holes: only its data extents inside the chunk are read and
+ * written (aligned out to whole blocks under O_DIRECT), the holes stay holes. */
+static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
+{
+    if (c->seek_holes) {
+        uint64_t pos = off, end = off + len, d, h;
+        while (pos < end && next_extent(c, pos, end, &d, &h)) {
+            if (c->direct_in || c->direct_out) {
+                d &= ~(uint64_t)(DIO_ALIGN - 1);
+                h = round_up(h) < end ? round_up(h) : end;
+            }
+            if (copy_span(c, (char *)buf + (d - off), d, (size_t)(h - d)) < 0)
+                return;
+            pos = h;
+        }
+    } else if (copy_span(c, buf, off, len) < 0) {
+        return;
+    }
     afcp.bytes_done += len;
     c->copied += len;
+}
+
+/* A source whose size says nothing (0 on /proc, a page on sysfs, a FIFO or a device given on
+ * the command line): read until EOF, as cp does, one buffer at a time. A stream (FIFO,
+ * character device) is read with read(2) on this thread: asyncfs reads at offsets only. */
+static void copy_unsized(struct corio_task *t, struct fcopy *c)
+{
+    afcp_sem_acquire(t, &afcp.bufs);
+    char *buf = afcp_buf_get();
+    uint64_t off = 0;
+    if (!buf)
+        fail(c, -ENOMEM, 0);
+    while (buf && !c->err) {
+        ssize_t n;
+        if (c->stream) {
+            n = read((int)afs_file_fd(c->in), buf, afcp.o.chunk_size);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                n = -errno;
+        } else {
+            n = afs_pread(c->in, buf, afcp.o.chunk_size, off);
+        }
+        if (n < 0) {
+            fail(c, (int)n, 0);
+            break;
+        }
+        if (n == 0)
+            break;
+        int err = write_out(c, buf, off, (size_t)n);
+        if (err < 0) {
+            fail(c, err, 1);
+            break;
+        }
+        off += (uint64_t)n;
+        afcp.bytes_total += (uint64_t)n;
+        afcp.bytes_done += (uint64_t)n;
+        c->copied += (uint64_t)n;
+        if (c->stream)
+            corio_yield(t); /* read(2) ran on this thread: let the others go on */
+    }
+    if (buf)
+        afcp_buf_put(buf);
+    afcp_sem_release(&afcp.bufs);
+    c->size = off;
 }
 
 static void chunk_loop(struct corio_task *t, struct fcopy *c)
@@ -205,29 +326,47 @@ static void chunk_worker(struct corio_task *t, void *arg)
 static int do_copy_range(struct corio_task *t, struct fcopy *c)
 {
     int ifd = (int)afs_file_fd(c->in), ofd = (int)afs_file_fd(c->out);
-    loff_t off = 0;
-    while ((uint64_t)off < c->size) {
-        uint64_t left = c->size - (uint64_t)off;
-        size_t len = left < (8u << 20) ? (size_t)left : (8u << 20);
-        loff_t ooff = off;
-        ssize_t n = copy_file_range(ifd, &off, ofd, &ooff, len, 0);
-        if (n < 0) {
-            int e = errno;
-            if (e == EINTR)
-                continue;
-            if (off == 0 && (e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP ||
-                             e == EBADF))
-                return 1;
-            return -e;
+    uint64_t pos = 0, d = 0, h = c->size;
+    int any = 0;
+    while (pos < c->size) {
+        /* A source with holes: its data extents only (copy_file_range writes the zeros of
+         * a hole out on most file systems). */
+        if (c->seek_holes && !next_extent(c, pos, c->size, &d, &h))
+            break;
+        loff_t off = (loff_t)(c->seek_holes ? d : pos);
+        uint64_t end = c->seek_holes ? h : c->size;
+        afcp.bytes_done += (uint64_t)off - pos; /* the hole before it */
+        c->copied += (uint64_t)off - pos;
+        while ((uint64_t)off < end) {
+            uint64_t left = end - (uint64_t)off;
+            size_t len = left < (8u << 20) ? (size_t)left : (8u << 20);
+            loff_t ooff = off;
+            ssize_t n = copy_file_range(ifd, &off, ofd, &ooff, len, 0);
+            if (n < 0) {
+                int e = errno;
+                if (e == EINTR)
+                    continue;
+                if (!any && (e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP ||
+                             e == EBADF)) {
+                    afcp.bytes_done -= c->copied;
+                    c->copied = 0;
+                    return 1;
+                }
+                return -e;
+            }
+            if (n == 0) {
+                fail(c, -ENODATA, 0); /* the source shrank */
+                return 0;
+            }
+            any = 1;
+            afcp.bytes_done += (uint64_t)n;
+            c->copied += (uint64_t)n;
+            corio_yield(t);
         }
-        if (n == 0) {
-            fail(c, -ENODATA, 0); /* the source shrank */
-            return 0;
-        }
-        afcp.bytes_done += (uint64_t)n;
-        c->copied += (uint64_t)n;
-        corio_yield(t);
+        pos = end;
     }
+    afcp.bytes_done += c->size - pos; /* the hole at the end */
+    c->copied += c->size - pos;
     return 0;
 }
 
@@ -242,16 +381,45 @@ static int reopen_direct(int fd, int flags, struct afs_file **out)
     return afs_open(afcp.ctx, path, flags | AFS_DIRECT, 0, AFS_MODE_SYNC, out);
 }
 
+/* procfs, sysfs and their kind: sizes there are not the contents'. */
+static int pseudo_fs(int fd)
+{
+    struct statfs sfs;
+    if (fstatfs(fd, &sfs) < 0)
+        return 0;
+    switch ((unsigned long)sfs.f_type) {
+    case PROC_SUPER_MAGIC: case SYSFS_MAGIC: case DEBUGFS_MAGIC: case TRACEFS_MAGIC:
+    case SECURITYFS_MAGIC: case CGROUP_SUPER_MAGIC: case CGROUP2_SUPER_MAGIC:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int open_source(struct afcp_file_job *j, struct fcopy *c)
 {
-    int flags = AFS_RDONLY | AFS_NONBLOCK | (j->follow ? 0 : AFS_NOFOLLOW);
-    int fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
+    /* A FIFO or device named on the command line is opened as cp opens it (a FIFO waits
+     * for its writer); O_NONBLOCK otherwise: one swapped in after the walk cannot block. */
+    mode_t type = j->st.st_mode & S_IFMT;
+    int flags = AFS_RDONLY | (type == S_IFREG ? AFS_NONBLOCK : 0) |
+                (j->follow ? 0 : AFS_NOFOLLOW);
+    int fd;
+    if (type == S_IFIFO || type == S_IFCHR) {
+        /* A plain blocking open on this thread: io_uring opens with O_NONBLOCK first, and a
+         * FIFO opened so reads EOF before its writer comes. */
+        fd = openat(j->sd->sfd, j->sname, O_RDONLY | O_CLOEXEC | (j->follow ? 0 : O_NOFOLLOW));
+        if (fd < 0)
+            fd = -errno;
+    } else {
+        fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
+    }
     if (fd < 0) {
         afcp_err(fd, "cannot open '%s' for reading", j->spath);
         return -1;
     }
     struct afs_stat ast;
-    if (afs_statx(afcp.ctx, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 || !S_ISREG(ast.mode)) {
+    if (afs_statx(afcp.ctx, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 ||
+        (ast.mode & S_IFMT) != type) {
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->spath);
         afcp.status = 1;
@@ -263,7 +431,21 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     afcp.bytes_total += (uint64_t)st.st_size - (uint64_t)j->st.st_size; /* walk-time size */
     j->st = st; /* the size and mode of what we actually read */
     c->size = (uint64_t)st.st_size;
-    if (afcp.o.direct && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
+    /* Sizes that say nothing: 0 (/proc, and an empty file costs one read more), not a
+     * regular file, or a pseudo file system's (sysfs reports a page, whatever it holds).
+     * Those are read until EOF. */
+    c->stream = type != S_IFREG && type != S_IFBLK;
+    c->unsized = type != S_IFREG || c->size == 0 || (st.st_blocks == 0 && pseudo_fs(fd));
+    if (c->unsized) {
+        afcp.bytes_total -= c->size; /* counted as read */
+        c->size = 0;
+        j->st.st_size = 0;
+    }
+    /* Fewer blocks than bytes: it has holes (or compressed or inline data); its data
+     * extents are found with SEEK_DATA/SEEK_HOLE and only they are copied. */
+    c->seek_holes = !c->unsized && afcp.o.sparse != AFCP_SPARSE_NEVER &&
+                    (uint64_t)st.st_blocks * 512 < c->size;
+    if (afcp.o.direct && !c->unsized && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
         c->direct_in = 1;
         afs_close_fd(afcp.ctx, fd);
         return 0;
@@ -293,7 +475,8 @@ static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned
 
 /* Opens the destination: a fresh temporary name (or, --inplace, the name itself). A temporary
  * replacing a file (old) stays 0600 until it gets the old file's attributes. */
-static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int tslot, int old)
+static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy *c, char *tmp,
+                     int tslot, int old)
 {
     unsigned perm = old ? 0600 : afcp_safe_mode((int)afs_file_fd(c->in), j->st.st_mode) & 0777;
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
@@ -315,12 +498,14 @@ static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int ts
     } else {
         for (int tries = 0;; tries++) {
             afcp_tmpname(tmp);
+            /* Registered before the open is queued: see "Temporaries and signals". */
+            afcp_temp_set(t, tslot, j->dd->dfd, tmp);
             err = open_in_dir(j->dd, tmp, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
+            afcp_test_hook_open();
+            afcp_temp_created(tslot, err == 0);
             if (err != -EEXIST || tries > 100)
                 break;
         }
-        if (err == 0)
-            afcp_temp_set(tslot, j->dd->dfd, tmp);
     }
     if (err < 0) {
         afcp_err(err, "cannot create regular file '%s'", j->dpath);
@@ -329,7 +514,8 @@ static int open_dest(struct afcp_file_job *j, struct fcopy *c, char *tmp, int ts
     /* --direct: the new inode again with O_DIRECT; a file system that refuses it keeps the
      * buffered handle (a fallback per file, not an error). */
     struct afs_file *d;
-    if (afcp.o.direct && reopen_direct((int)afs_file_fd(c->out), AFS_WRONLY, &d) == 0) {
+    if (afcp.o.direct && !c->unsized &&
+        reopen_direct((int)afs_file_fd(c->out), AFS_WRONLY, &d) == 0) {
         afs_close(c->out);
         c->out = d;
         c->direct_out = 1;
@@ -487,7 +673,7 @@ static void file_task(struct corio_task *t, void *arg)
     }
     if (!afcp.o.inplace)
         tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
-    if (open_dest(j, &c, tmp, tslot, have_old) < 0) {
+    if (open_dest(t, j, &c, tmp, tslot, have_old) < 0) {
         afcp_old_free(&old);
         afcp.bytes_total -= c.size;
         afs_close(c.in);
@@ -495,8 +681,12 @@ static void file_task(struct corio_task *t, void *arg)
     }
 
     int done = 0;
-    if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct && c.size >= afcp.o.cfr_min_size &&
-        j->st.st_dev == j->dd->ddev) {
+    if (c.unsized) {
+        copy_unsized(t, &c);
+        done = 1;
+    } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct &&
+               afcp.o.sparse != AFCP_SPARSE_ALWAYS && c.size >= afcp.o.cfr_min_size &&
+               j->st.st_dev == j->dd->ddev) {
         int r = do_copy_range(t, &c);
         if (r < 0)
             fail(&c, r, 1);
@@ -513,7 +703,13 @@ static void file_task(struct corio_task *t, void *arg)
         corio_wait(t); /* the helpers use c, on this frame */
     }
     int ofd = (int)afs_file_fd(c.out);
-    if (!c.err && c.direct_out && (c.size % DIO_ALIGN) && ftruncate(ofd, (off_t)c.size) < 0)
+    struct stat now;
+    if (!c.err && c.seek_holes && fstat((int)afs_file_fd(c.in), &now) == 0 &&
+        (uint64_t)now.st_size < c.size)
+        fail(&c, -ENODATA, 0); /* shrank: SEEK_DATA took the missing end for a hole */
+    /* The size: holes at the end were never written, O_DIRECT padded the last block. */
+    if (!c.err && (c.seek_holes || c.direct_out || afcp.o.sparse == AFCP_SPARSE_ALWAYS) &&
+        ftruncate(ofd, (off_t)c.size) < 0)
         fail(&c, -errno, 1);
     int grouped = !c.err && afcp.o.fsync && !afcp.o.inplace && c.size < GROUP_FSYNC_MIN;
     if (!c.err && afcp.o.fsync && !afcp.o.inplace && !grouped) {
@@ -545,6 +741,7 @@ static void file_task(struct corio_task *t, void *arg)
         goto out;
     }
     if (!afcp.o.inplace) {
+        afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
         r = afcp_install(j->dd->dfd, tmp, j->dname);
         if (r < 0) {
             afcp_err(-r, "cannot create regular file '%s'", j->dpath);
@@ -586,33 +783,81 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Temporaries and signals. Every temporary that exists is in `temps`, a table allocated once
- * (never moved, so a signal handler on any thread may read it). On SIGINT, SIGTERM or SIGHUP
- * the handler removes them all with unlinkat() (async-signal-safe) and dies of the signal as
- * it would have: a half-written or unsynced copy never stays behind, not even under a
- * temporary name. A slot is filled before it is marked used and marked unused before it is
- * reused; the worst a race can do is an unlinkat() of a name already renamed away (ENOENT).
- * The table has room for every file in flight plus TEMPS_WAITING files waiting for their
- * syncfs round; a file task waits for a slot (afcp_temp_get) when it is full.
+ * Temporaries and signals. Every temporary that may exist is in `temps`, a table allocated
+ * once (never moved, so a signal handler on any thread may read it). A name is registered
+ * before the call that creates it is queued (CREATING): an open in flight in the kernel (an
+ * io_uring or thread-pool worker) may create the file at any moment until its task sees the
+ * result, which then marks the slot EXISTS (or FREE when the create failed).
+ * On SIGINT, SIGTERM or SIGHUP the handler removes every registered name with unlinkat()
+ * (async-signal-safe; ENOENT when the create has not happened yet) and dies of the signal as
+ * it would have, unless a create is still in flight: then it only marks the process as
+ * dying and returns. From then on no task starts a create or a rename (they park), and the
+ * task that sees the last create in flight come back removes every name again and raises
+ * the signal. So a half-written or unsynced copy never stays behind, not even under a
+ * temporary name. The table has room for every file in flight plus TEMPS_WAITING files
+ * waiting for their syncfs round; a file task waits for a slot (afcp_temp_get) when it is
+ * full. A signal ignored when afcp started (nohup, a background job) stays ignored.
  * ---------------------------------------------------------------------------------------- */
+enum { TEMP_FREE, TEMP_CREATING, TEMP_EXISTS };
+
 struct temp {
-    volatile sig_atomic_t used;  /* a temporary of this name exists: the handler reads it */
+    volatile sig_atomic_t state; /* TEMP_*: the handler reads it */
     int                   dfd;
     char                  name[16];
-    int                   taken; /* the slot belongs to a file task (main thread only) */
+    int                   taken; /* the slot belongs to a task (main thread only) */
 };
 
-static struct temp    *temps;
-static unsigned        ntemps;
-static struct afcp_sem temp_sem;
+static struct temp          *temps;
+static unsigned              ntemps;
+static struct afcp_sem       temp_sem;
+static volatile sig_atomic_t dying; /* the signal being handled, once one came */
+static struct corio_future   never; /* what a task waits for once afcp is dying */
+/* Test hook: AFCP_TEST_SIGNAL=SIG:N raises SIG when the N-th destination open returns, in
+ * its task, before the task looks at the result (see tests/afcp/test_afcp_fix.sh). */
+static int      hook_sig;
+static unsigned hook_at, hook_count;
+
+/* Removes every registered name; returns how many creates may still be in flight. Runs in
+ * the handler (any thread) or on the main thread once dying. */
+static unsigned unlink_temps(void)
+{
+    unsigned creating = 0;
+    for (unsigned i = 0; i < ntemps; i++) {
+        int st = __atomic_load_n(&temps[i].state, __ATOMIC_SEQ_CST);
+        if (st != TEMP_FREE)
+            unlinkat(temps[i].dfd, temps[i].name, 0);
+        creating += st == TEMP_CREATING;
+    }
+    return creating;
+}
+
+static void die(int sig)
+{
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static void on_signal(int sig)
 {
-    for (unsigned i = 0; i < ntemps; i++)
-        if (temps[i].used)
-            unlinkat(temps[i].dfd, temps[i].name, 0);
-    signal(sig, SIG_DFL);
-    raise(sig);
+    __atomic_store_n(&dying, sig, __ATOMIC_SEQ_CST);
+    if (unlink_temps() == 0)
+        die(sig);
+}
+
+/* Once dying: the last create in flight has come back (on the main thread, signals
+ * blocked so that the handler does not run in the middle). */
+static void dying_check(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int sig = __atomic_load_n(&dying, __ATOMIC_SEQ_CST);
+    if (unlink_temps() == 0) {
+        signal(sig, SIG_DFL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        raise(sig);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void afcp_signals_init(void)
@@ -624,9 +869,11 @@ void afcp_signals_init(void)
         exit(1);
     }
     afcp_sem_init(&temp_sem, (long)ntemps);
+    corio_future_init(&never);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* the handler may return (see above) */
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGINT);
     sigaddset(&sa.sa_mask, SIGTERM);
@@ -638,6 +885,29 @@ void afcp_signals_init(void)
         if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
             sigaction(sigs[i], &sa, NULL);
     }
+    const char *hook = getenv("AFCP_TEST_SIGNAL");
+    if (hook) {
+        static const char *const names[] = {"INT", "TERM", "HUP"};
+        for (unsigned i = 0; i < 3; i++) {
+            size_t n = strlen(names[i]);
+            if (!strncmp(hook, names[i], n) && hook[n] == ':') {
+                hook_sig = sigs[i];
+                hook_at = (unsigned)strtoul(hook + n + 1, NULL, 10);
+            }
+        }
+    }
+}
+
+void afcp_test_hook_open(void)
+{
+    if (hook_sig && ++hook_count == hook_at)
+        raise(hook_sig);
+}
+
+void afcp_temp_hold(struct corio_task *t)
+{
+    if (__atomic_load_n(&dying, __ATOMIC_SEQ_CST))
+        corio_future_await_shielded(t, &never, NULL); /* until the process dies */
 }
 
 int afcp_temp_get(struct corio_task *t)
@@ -650,16 +920,24 @@ int afcp_temp_get(struct corio_task *t)
     return (int)next;
 }
 
-void afcp_temp_set(int i, int dfd, const char *name)
+void afcp_temp_set(struct corio_task *t, int i, int dfd, const char *name)
 {
+    afcp_temp_hold(t); /* no new create once dying */
     temps[i].dfd = dfd;
     snprintf(temps[i].name, sizeof temps[i].name, "%s", name);
-    __atomic_store_n(&temps[i].used, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&temps[i].state, TEMP_CREATING, __ATOMIC_SEQ_CST);
+}
+
+void afcp_temp_created(int i, int created)
+{
+    __atomic_store_n(&temps[i].state, created ? TEMP_EXISTS : TEMP_FREE, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&dying, __ATOMIC_SEQ_CST))
+        dying_check();
 }
 
 void afcp_temp_put(int i)
 {
-    __atomic_store_n(&temps[i].used, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&temps[i].state, TEMP_FREE, __ATOMIC_SEQ_CST);
     temps[i].taken = 0;
     afcp_sem_release(&temp_sem);
 }

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +37,8 @@ void afcp_dir_get(struct afcp_dir *d)
 /* The last reference: the directory's entries are all copied, so its final mode and (with
  * -p) owner and times can be set; a directory we created stayed 0700 until now, so nobody
  * else could add entries to it while we filled it. */
-void afcp_dir_put(struct afcp_dir *d)
+static void dir_finish(struct afcp_dir *d)
 {
-    if (--d->refs > 0)
-        return;
     if (d->finalize && d->dfd >= 0) {
         mode_t mode = d->st.st_mode & 07777;
         if (afcp.o.preserve) {
@@ -63,12 +62,19 @@ void afcp_dir_put(struct afcp_dir *d)
         close(d->sfd);
     if (d->dfd >= 0)
         close(d->dfd);
-    struct afcp_dir *p = d->parent;
-    free(d->spath);
-    free(d->dpath);
-    free(d);
-    if (p)
-        afcp_dir_put(p);
+}
+
+void afcp_dir_put(struct afcp_dir *d)
+{
+    /* A loop, not recursion: the last file of a deep tree may end a thousand directories. */
+    while (d && --d->refs == 0) {
+        dir_finish(d);
+        struct afcp_dir *p = d->parent;
+        free(d->spath);
+        free(d->dpath);
+        free(d);
+        d = p;
+    }
 }
 
 void afcp_tmpname(char *tmp)
@@ -215,10 +221,12 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
     int tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
     for (int tries = 0;; tries++) {
         afcp_tmpname(tmp);
-        if (symlinkat(target, dd->dfd, tmp) == 0) {
-            afcp_temp_set(tslot, dd->dfd, tmp);
+        afcp_temp_set(t, tslot, dd->dfd, tmp); /* before it exists: see copy.c */
+        int r = symlinkat(target, dd->dfd, tmp), e = errno;
+        afcp_temp_created(tslot, r == 0);
+        errno = e;
+        if (r == 0)
             break;
-        }
         if (errno != EEXIST || tries > 100) {
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
             afcp_temp_put(tslot);
@@ -232,6 +240,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             fchownat(dd->dfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
         utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
     }
+    afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
         afcp_err(-err, "cannot create symbolic link '%s'", dpath);
         unlinkat(dd->dfd, tmp, 0);
@@ -281,78 +290,17 @@ static int ent_cmp(const void *a, const void *b)
     return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *sname,
-                     struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     const char *spath, const char *dpath, int follow)
+/* The directory's entries, sorted by inode number. 0, or -1 when it could not be opened
+ * (reported). A read error part-way is reported and the entries read so far are kept. */
+static int read_entries(struct afcp_dir *d, struct ent **out, size_t *count)
 {
-    if (made_by_us(st->st_dev, st->st_ino)) {
-        afcp_note("cannot copy a directory, '%s', into itself, '%s'", spath, dpath);
-        afcp.status = 1;
-        return;
-    }
-    for (struct afcp_dir *a = sd; follow && a; a = a->parent) /* -L: a link to an ancestor */
-        if (a->sfd >= 0 && a->st.st_dev == st->st_dev && a->st.st_ino == st->st_ino) {
-            afcp_note("cannot copy cyclic symbolic link '%s'", spath);
-            afcp.status = 1;
-            return;
-        }
-    int exists;
-    if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
-        return;
-    const int dflags = AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW;
-    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, follow ? dflags & ~AFS_NOFOLLOW : dflags, 0);
-    if (sfd < 0) {
-        afcp_err(sfd, "cannot access '%s'", spath);
-        return;
-    }
-    int created = 0;
-    if (!exists) {
-        /* 0700 while we fill it: the final mode comes once its entries are done. */
-        int err = afs_mkdirat(afcp.ctx, dd->dfd, dname, 0700);
-        if (err < 0 && err != -EEXIST) {
-            afcp_err(err, "cannot create directory '%s'", dpath);
-            close(sfd);
-            return;
-        }
-        created = err == 0;
-    }
-    int dfd = afs_openat(afcp.ctx, dd->dfd, dname, dflags, 0);
-    if (dfd < 0) {
-        if (dfd == -ENOTDIR || dfd == -ELOOP)
-            afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
-        else
-            afcp_err(dfd, "cannot open directory '%s'", dpath);
-        afcp.status = 1;
-        close(sfd);
-        return;
-    }
-    struct stat dst;
-    struct afs_stat ast;
-    if (afs_statx(afcp.ctx, dfd, "", AFS_AT_EMPTY_PATH, &ast) == 0)
-        afcp_stat_from(&dst, &ast);
-    else
-        memset(&dst, 0, sizeof dst);
-    if (created)
-        remember_made(dst.st_dev, dst.st_ino);
-    if (afcp.o.verbose && created)
-        afcp_verbose("'%s' -> '%s'", spath, dpath);
-
-    struct afcp_dir *d = afcp_xmalloc(sizeof *d);
-    *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
-                           .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
-                           .created = created, .finalize = created || afcp.o.preserve,
-                           .ddev = dst.st_dev,
-                           .parent = dd};
-    afcp_dir_get(dd);
-
-    int lfd = dup(sfd);
+    int lfd = dup(d->sfd);
     DIR *dir = lfd >= 0 ? fdopendir(lfd) : NULL;
     if (!dir) {
-        afcp_err(errno, "cannot access '%s'", spath);
+        afcp_err(errno, "cannot access '%s'", d->spath);
         if (lfd >= 0)
             close(lfd);
-        afcp_dir_put(d);
-        return;
+        return -1;
     }
     struct ent *ents = NULL;
     size_t n = 0, cap = 0;
@@ -372,34 +320,172 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
         ents[n++] = (struct ent){e->d_ino, afcp_xstrdup(e->d_name), e->d_type};
     }
     if (errno)
-        afcp_err(errno, "cannot read directory '%s'", spath);
+        afcp_err(errno, "cannot read directory '%s'", d->spath);
     closedir(dir);
     if (n > 1)
         qsort(ents, n, sizeof *ents, ent_cmp);
-    for (size_t i = 0; i < n; i++) {
+    *out = ents;
+    *count = n;
+    return 0;
+}
+
+/* Opens (and, when missing, makes) the destination directory for the source directory sname
+ * of sd. Returns the new afcp_dir (one reference, the caller's) or NULL (reported). follow:
+ * sname is a command-line operand written with a trailing slash, whose symlink is followed. */
+static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                                  const char *dname, const struct stat *st, const char *spath,
+                                  const char *dpath, int follow)
+{
+    if (made_by_us(st->st_dev, st->st_ino)) {
+        afcp_note("cannot copy a directory, '%s', into itself, '%s'", spath, dpath);
+        afcp.status = 1;
+        return NULL;
+    }
+    for (struct afcp_dir *a = sd; follow && a; a = a->parent) /* -L: a link to an ancestor */
+        if (a->sfd >= 0 && a->st.st_dev == st->st_dev && a->st.st_ino == st->st_ino) {
+            afcp_note("cannot copy cyclic symbolic link '%s'", spath);
+            afcp.status = 1;
+            return NULL;
+        }
+    int exists;
+    if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
+        return NULL;
+    const int dflags = AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW;
+    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, follow ? dflags & ~AFS_NOFOLLOW : dflags, 0);
+    if (sfd < 0) {
+        afcp_err(sfd, "cannot access '%s'", spath);
+        return NULL;
+    }
+    int created = 0;
+    if (!exists) {
+        /* 0700 while we fill it: the final mode comes once its entries are done. */
+        int err = afs_mkdirat(afcp.ctx, dd->dfd, dname, 0700);
+        if (err < 0 && err != -EEXIST) {
+            afcp_err(err, "cannot create directory '%s'", dpath);
+            close(sfd);
+            return NULL;
+        }
+        created = err == 0;
+    }
+    int dfd = afs_openat(afcp.ctx, dd->dfd, dname, dflags, 0);
+    if (dfd < 0) {
+        if (dfd == -ENOTDIR || dfd == -ELOOP)
+            afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
+        else
+            afcp_err(dfd, "cannot open directory '%s'", dpath);
+        afcp.status = 1;
+        close(sfd);
+        return NULL;
+    }
+    struct stat dst;
+    struct afs_stat ast;
+    if (afs_statx(afcp.ctx, dfd, "", AFS_AT_EMPTY_PATH, &ast) == 0)
+        afcp_stat_from(&dst, &ast);
+    else
+        memset(&dst, 0, sizeof dst);
+    if (created)
+        remember_made(dst.st_dev, dst.st_ino);
+    if (afcp.o.verbose && created)
+        afcp_verbose("'%s' -> '%s'", spath, dpath);
+
+    struct afcp_dir *d = afcp_xmalloc(sizeof *d);
+    *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
+                           .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
+                           .created = created, .finalize = created || afcp.o.preserve,
+                           .ddev = dst.st_dev,
+                           .parent = dd};
+    afcp_dir_get(dd);
+    return d;
+}
+
+/* cp stops where a path reaches PATH_MAX (its messages could not name the file otherwise);
+ * so does afcp, although every name is opened relative to its directory. 1: too long
+ * (reported, skipped). */
+static int too_long(const char *spath, const char *dpath)
+{
+    if (strlen(spath) < PATH_MAX && strlen(dpath) < PATH_MAX)
+        return 0;
+    if (strlen(spath) >= PATH_MAX)
+        afcp_err(ENAMETOOLONG, "cannot stat '%s'", spath);
+    else
+        afcp_err(ENAMETOOLONG, "cannot create '%s'", dpath);
+    return 1;
+}
+
+/* One directory being walked: its entries and the next one to copy. */
+struct frame {
+    struct afcp_dir *d;
+    struct ent      *ents;
+    size_t           n, next;
+};
+
+/* Copies the directory sname of sd to dname in dd, depth first, in the same order a
+ * recursion would, but with the directories being walked on a heap array: the depth of the
+ * tree costs no task stack (a task's stack is fixed; the file tasks share its size). */
+static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                     struct afcp_dir *dd, const char *dname, const struct stat *st,
+                     const char *spath, const char *dpath, int follow)
+{
+    struct frame *stack = NULL;
+    size_t depth = 0, cap = 0;
+    struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow);
+    while (d || depth) {
+        if (d) { /* entered a directory: push it */
+            struct ent *ents;
+            size_t n;
+            if (read_entries(d, &ents, &n) < 0) {
+                afcp_dir_put(d);
+            } else {
+                if (depth == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    stack = realloc(stack, cap * sizeof *stack);
+                    if (!stack) {
+                        perror("afcp");
+                        exit(1);
+                    }
+                }
+                stack[depth++] = (struct frame){d, ents, n, 0};
+            }
+            d = NULL;
+            continue;
+        }
+        struct frame *f = &stack[depth - 1];
+        if (f->next == f->n) { /* done with it: pop */
+            free(f->ents);
+            afcp_dir_put(f->d);
+            depth--;
+            continue;
+        }
+        struct ent *e = &f->ents[f->next++];
+        struct afcp_dir *cur = f->d;
+        char *sp = afcp_join(cur->spath, e->name), *dp = afcp_join(cur->dpath, e->name);
         struct stat est;
         struct afs_stat east;
         int err = 0;
-        if (ents[i].type == DT_REG) {
+        if (too_long(sp, dp)) {
+            err = 1;
+        } else if (e->type == DT_REG) {
             /* The file task stats what it opens; the size comes then. */
             memset(&est, 0, sizeof est);
             est.st_mode = S_IFREG;
-        } else if ((err = afs_statx(afcp.ctx, sfd, ents[i].name,
+        } else if ((err = afs_statx(afcp.ctx, cur->sfd, e->name,
                                     afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW,
                                     &east)) == 0) {
             afcp_stat_from(&est, &east);
-        }
-        if (err < 0) {
-            char *p = afcp_join(spath, ents[i].name);
-            afcp_err(err, "cannot stat '%s'", p);
-            free(p);
         } else {
-            afcp_copy_entry(t, d, ents[i].name, d, ents[i].name, &est, afcp.o.deref == 'L');
+            afcp_err(err, "cannot stat '%s'", sp);
         }
-        free(ents[i].name);
+        if (!err) {
+            if (S_ISDIR(est.st_mode))
+                d = enter_dir(cur, e->name, cur, e->name, &est, sp, dp, afcp.o.deref == 'L');
+            else
+                afcp_copy_entry(t, cur, e->name, cur, e->name, &est, afcp.o.deref == 'L');
+        }
+        free(sp);
+        free(dp);
+        free(e->name);
     }
-    free(ents);
-    afcp_dir_put(d);
+    free(stack);
 }
 
 void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
@@ -407,7 +493,10 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
                      int follow)
 {
     char *spath = afcp_join(sd->spath, sname), *dpath = afcp_join(dd->dpath, dname);
-    if (S_ISREG(st->st_mode)) {
+    /* Without -r, a FIFO or device named on the command line is read until EOF into a
+     * regular file, as cp does; with -r it is recreated (copy_special). */
+    int contents = !afcp.o.recursive && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode);
+    if (S_ISREG(st->st_mode) || contents) {
         /* The file task checks the destination (afcp_check_dest) once it knows the source. */
         struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
@@ -427,13 +516,8 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
         }
     } else if (S_ISLNK(st->st_mode)) {
         copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
-    } else if (afcp.o.recursive) {
-        copy_special(dd, dname, st, spath, dpath);
     } else {
-        /* cp would read a FIFO until EOF (possibly forever) or a device's contents; afcp
-         * copies regular files only unless -r recreates the special file itself. */
-        afcp_note("cannot copy special file '%s' without -r", spath);
-        afcp.status = 1;
+        copy_special(dd, dname, st, spath, dpath);
     }
     free(spath);
     free(dpath);
