@@ -150,6 +150,10 @@ struct afs_stats {
     uint64_t resubmits;   /* short transfers and transient errors retried inside */
     uint64_t inline_ops;  /* sync-mode ops run inline under the sync threshold */
     uint64_t pool_ops;    /* ops run by the thread pool (also on other backends) */
+    uint64_t eof_checks;  /* reads that returned 0 after a short read, made only to
+                             confirm the end of file (inline ops too) */
+    uint64_t eof_skips;   /* short reads taken as the end of file without that read: they
+                             ended at the file's known size (see afs_file_size()) */
 };
 AFS_API void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out);
 

@@ -211,6 +211,8 @@ static int paio_init(struct afs_ctx *ctx, char *why, size_t why_len)
 
 static bool paio_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
+    if (afs__op(op)->file->seq)
+        return false; /* no offsets (pipe, socket, tty): the pool's read()/write() */
     switch (afs__op(op)->code) {
     case AFS__READ:
     case AFS__WRITE:
