@@ -205,6 +205,8 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * a stream's afs_fread hands out what has arrived as soon as the request is filled. The
  * positional calls (afs_pread, afs_pwrite, their vector forms, the afs_queue_read/write
  * family) and afs_seek return -ESPIPE on them, and afs_tell gives the bytes moved so far.
+ * A read or write of them that is cancelled (a corio deadline) after it moved some bytes
+ * completes with that count instead of -ECANCELED: those bytes have left the pipe.
  *
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * `mode` chooses how afs_read()/afs_write() behave (3.1 below); the op API and the
@@ -253,7 +255,8 @@ AFS_API ssize_t afs_read(struct afs_file *f, void *buf, size_t len);
 AFS_API ssize_t afs_write(struct afs_file *f, const void *buf, size_t len);
 
 /* SEEK_SET, SEEK_CUR or SEEK_END. Returns the new position, -EINVAL for a bad whence or a
- * position that would be negative or overflow, -EBUSY while an op is pending. */
+ * position that would be negative or overflow, -EBUSY while an op is pending, -ESPIPE on a
+ * pipe, socket or tty. */
 AFS_API int64_t afs_seek(struct afs_file *f, int64_t off, int whence);
 
 /* The position, or -EBUSY while an op is pending. */
@@ -612,7 +615,7 @@ AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs
  * changes), or a write error met while flushing for SEEK_END. */
 AFS_API int afs_fseek(struct afs_stream *s, int64_t off, int whence);
 
-/* The position (buffered data included), or -errno. */
+/* The position (buffered data included), or -errno (-ESPIPE on a pipe, socket or tty). */
 AFS_API int64_t afs_ftell(struct afs_stream *s);
 
 /* Writing: queues buffered data and waits until every write is done. Reading: drops
