@@ -167,6 +167,10 @@ struct afs_stats {
     uint64_t resubmits;   /* short transfers and transient errors retried inside */
     uint64_t inline_ops;  /* sync-mode ops run inline under the sync threshold */
     uint64_t pool_ops;    /* ops run by the thread pool (also on other backends) */
+    uint64_t eof_checks;  /* reads that returned 0 after a short read, made only to
+                             confirm the end of file (inline ops too) */
+    uint64_t eof_skips;   /* short reads taken as the end of file without that read: they
+                             ended at the file's known size (see afs_file_size()) */
 };
 AFS_API void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out);
 
@@ -203,8 +207,23 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
 
 enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
 
-/* Files are regular files and block devices: their reads are short only at end of file. On
- * a pipe or FIFO a read likewise completes only when its buffer is full or at end of file.
+/* Files with offsets are regular files and block devices: a read of them is short only at
+ * the end of the file. The library resubmits a short read to be sure, except when it ended
+ * exactly at the size the library knows for the file (learned from the fstat of the open,
+ * of afs_file_from_fd() or of afs_file_size(), and forgotten when a write of this file
+ * through the library may move the end): then it is the end without a second read
+ * (afs_stats counts both cases). A file that another writer shrinks or grows is read as it
+ * is at each read: a read that ends before or after the known size is confirmed as before.
+ *
+ * Files without offsets are pipes, FIFOs, sockets and character devices (ttys...), as fstat
+ * tells at open. They are read and written at the descriptor's own position, on every
+ * backend: the position API (afs_read/afs_write) and streams move every byte once, in order.
+ * afs_read on them waits, like fread, until `len` bytes came or the writer closed its end;
+ * a stream's afs_fread hands out what has arrived as soon as the request is filled. The
+ * positional calls (afs_pread, afs_pwrite, their vector forms, the afs_queue_read/write
+ * family) and afs_seek return -ESPIPE on them, and afs_tell gives the bytes moved so far.
+ * A read or write of them that is cancelled (a corio deadline) after it moved some bytes
+ * completes with that count instead of -ECANCELED: those bytes have left the pipe.
  *
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * `mode` chooses how afs_read()/afs_write() behave (3.1 below); the op API and the
@@ -230,7 +249,8 @@ AFS_API int afs_close(struct afs_file *f);
 AFS_API struct afs_ctx *afs_file_ctx(const struct afs_file *f);
 AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
 
-/* The file's size in bytes, or -errno. */
+/* The file's size in bytes, or -errno (0 on a pipe or socket). With no op of the file in
+ * flight, the library keeps the size for the end-of-file rule above. */
 AFS_API int64_t afs_file_size(struct afs_file *f);
 
 /* ------------------------------------------------------------------------------------------
@@ -252,7 +272,8 @@ AFS_API ssize_t afs_read(struct afs_file *f, void *buf, size_t len);
 AFS_API ssize_t afs_write(struct afs_file *f, const void *buf, size_t len);
 
 /* SEEK_SET, SEEK_CUR or SEEK_END. Returns the new position, -EINVAL for a bad whence or a
- * position that would be negative or overflow, -EBUSY while an op is pending. */
+ * position that would be negative or overflow, -EBUSY while an op is pending, -ESPIPE on a
+ * pipe, socket or tty. */
 AFS_API int64_t afs_seek(struct afs_file *f, int64_t off, int whence);
 
 /* The position, or -EBUSY while an op is pending. */
@@ -300,7 +321,8 @@ struct afs_op {
  * from inside the queueing call. Ops on one file run concurrently: their order is not kept.
  * Returns 0, or -EINVAL (NULL op/buf/cb, len or off that overflow, more than
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
- * opened write-only or the reverse). A zero-length op completes with 0. */
+ * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
+ * has no offsets; use afs_read/afs_write or a stream). A zero-length op completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
@@ -343,7 +365,8 @@ AFS_API int afs_cancel(struct afs_op *op);
 /* ------------------------------------------------------------------------------------------
  * 3.4 Blocking positional calls. Outside a corio task they block the thread; inside a task
  * they suspend the task only and the op joins the scheduler's batch. Return bytes (a read is
- * short only at end of file) or -errno. They do not use or move the file's position.
+ * short only at end of file) or -errno; -ESPIPE on a pipe, socket or tty, which has no
+ * offsets (nothing is read or written). They do not use or move the file's position.
  * On a buffered (not AFS_DIRECT) file, a read or write of at most sync_threshold bytes runs
  * inline with pread/pwrite, as in sync mode: for small cached I/O that is cheapest, and a
  * task does not suspend. Set sync_threshold to 0 to batch everything.
@@ -473,7 +496,9 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
  * WRONLY, RDWR) says which ops are allowed, AFS_DIRECT brings the alignment rules,
  * AFS_APPEND the append semantics of the position API; AFS_NONBLOCK is cleared from the fd
  * (io_uring would answer EAGAIN instead of waiting for the disk); the others are ignored but
- * for AFS_DIRECTORY, refused. The fd should be a regular file or a block device. On success
+ * for AFS_DIRECTORY, refused. The fd may be a regular file, a block device, or a pipe,
+ * FIFO, socket or tty (read and written in order at its own position: see "Files without
+ * offsets" above); its kind and size come from one fstat. On success
  * the file owns fd: afs_close() closes it; on failure fd stays the caller's. Returns 0 and
  * *out, -EINVAL (bad flags or mode), -EBADF (fd is not open), -ENOMEM, or -ENOTSUP on
  * Windows. */
@@ -541,6 +566,14 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * Buffers: the stream allocates (chunks + 1) * chunk_size bytes with afs_buf_alloc at open
  * and frees them at close; nothing is allocated per call.
  *
+ * Pipes, FIFOs, sockets and ttys (a path such as a FIFO or /dev/stdin): a stream reads them
+ * with one read at a time into a chunk, which completes with what the pipe holds; afs_fread
+ * fills the request with as many reads as it takes and is short only at the end (the writer
+ * closed) or on an error, as fread. Nothing is read ahead, so afs_fclose never waits for a
+ * writer, and data a read took is never dropped (not by afs_fflush, not by a switch to
+ * writing). Writes go out in order, one chunk at a time. afs_fseek and afs_ftell return
+ * -ESPIPE.
+ *
  * Automatic direct reads (Linux 6.5+, which tells what is cached: cachestat): an "r" stream
  * on a file of at least 16 chunks that is not wholly cached at open holds a second
  * descriptor of the file, opened with O_DIRECT, and reads a read-ahead chunk through it
@@ -604,7 +637,7 @@ AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs
  * changes), or a write error met while flushing for SEEK_END. */
 AFS_API int afs_fseek(struct afs_stream *s, int64_t off, int whence);
 
-/* The position (buffered data included), or -errno. */
+/* The position (buffered data included), or -errno (-ESPIPE on a pipe, socket or tty). */
 AFS_API int64_t afs_ftell(struct afs_stream *s);
 
 /* Writing: queues buffered data and waits until every write is done. Reading: drops

@@ -211,6 +211,10 @@ static int paio_init(struct afs_ctx *ctx, char *why, size_t why_len)
 
 static bool paio_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
+#if !defined(__GLIBC__)
+    if (afs__op(op)->file->seq)
+        return false; /* no offsets (pipe, socket, tty), and the BSDs refuse AIO on them */
+#endif
     switch (afs__op(op)->code) {
     case AFS__READ:
     case AFS__WRITE:
@@ -246,7 +250,9 @@ static int paio_prep(struct afs_ctx *ctx, struct afs_op *op)
         AFS_CHECK(s.buf != NULL, "vectored op on posix-aio");
         po->cb.aio_buf = s.buf;
         po->cb.aio_nbytes = s.len;
-        po->cb.aio_offset = (off_t)s.off;
+        /* A pipe or socket (glibc only, see accepts): glibc's pread() there fails with
+         * ESPIPE and it reads instead, and it runs one descriptor's requests in order. */
+        po->cb.aio_offset = s.off == AFS__OFF_SEQ ? 0 : (off_t)s.off;
         po->cb.aio_lio_opcode = o->code == AFS__WRITE ? LIO_WRITE : LIO_READ;
     }
 #ifdef PAIO_KQUEUE

@@ -18,9 +18,20 @@ static struct afs_file *file_check(struct afs_file *f, const char *where)
 }
 
 /* Fills in a file around its open descriptor, lets the backend see it and links it into
- * ctx's list. On error nothing is linked and the descriptor is left to the caller. */
-static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode)
+ * ctx's list. `info`: what fstat said about it, or NULL to ask. On error nothing is linked
+ * and the descriptor is left to the caller. */
+static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
+                            enum afs_mode mode, const struct afs__fd_info *info)
 {
+    struct afs__fd_info asked;
+    if (!info) {
+        int err = afs__sys_fd_info(f->fd, &asked);
+        if (err < 0)
+            return err;
+        info = &asked;
+    }
+    f->seq = info->seq;
+    atomic_init(&f->size_hint, info->size);
     f->ctx = ctx;
     f->flags = flags;
     f->mode = mode;
@@ -33,6 +44,11 @@ static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum 
         ctx->files->prev = f;
     ctx->files = f;
     return 0;
+}
+
+static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode)
+{
+    return file_attach_info(ctx, f, flags, mode, NULL);
 }
 
 int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
@@ -53,12 +69,13 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
-    int err = afs__sys_open(path, flags, perm, &f->fd);
+    struct afs__fd_info info;
+    int err = afs__sys_open(path, flags, perm, &f->fd, &info);
     if (err < 0) {
         free(f);
         return err;
     }
-    if ((err = file_attach(ctx, f, flags, mode)) < 0) {
+    if ((err = file_attach_info(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
@@ -114,7 +131,10 @@ int64_t afs_file_size(struct afs_file *f)
 {
     if (!file_check(f, __func__))
         return -EINVAL;
-    return afs__sys_size(f->fd);
+    int64_t size = afs__sys_size(f->fd);
+    if (size >= 0 && !f->seq && f->inflight == 0)
+        atomic_store_explicit(&f->size_hint, size, memory_order_relaxed);
+    return size;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -159,6 +179,7 @@ static ssize_t run_inline(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     o->file->ctx->stats.inline_ops++;
     ssize_t res = afs__op_run_sync(op);
+    afs__op_count_eof(o->file->ctx, op);
     o->state = AFS__IDLE;
     return res;
 }
@@ -346,7 +367,7 @@ static void pos_advance(struct afs_file *f, bool write, ssize_t res)
 {
     if (res <= 0)
         return;
-    if (write && (f->flags & AFS_APPEND)) {
+    if (write && (f->flags & AFS_APPEND) && !f->seq) {
         int64_t size = afs__sys_size(f->fd);
         if (size >= 0) {
             f->pos = size;
@@ -375,9 +396,11 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
         return -EINVAL;
     if (f->pos_pending)
         return -EBUSY;
+    /* A file without offsets reads and writes at its descriptor's position instead. */
+    uint64_t off = f->seq ? AFS__OFF_SEQ : (uint64_t)f->pos;
     if (f->mode == AFS_MODE_SYNC) {
-        ssize_t res = blocking_op(f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0,
-                                  (uint64_t)f->pos, 0, small(f, len));
+        ssize_t res = blocking_op(f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0, off, 0,
+                                  small(f, len));
         if (res == -EINVAL || res == -EBADF || res == -EBUSY) {
             /* Refused before anything ran: not an op, so not "the last op" either. */
             return res;
@@ -386,8 +409,9 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
         pos_advance(f, write, res);
         return res;
     }
-    int err = write ? afs_queue_write(&f->pos_op, f, buf, len, (uint64_t)f->pos, pos_cb, f)
-                    : afs_queue_read(&f->pos_op, f, buf, len, (uint64_t)f->pos, pos_cb, f);
+    int err = f->seq ? afs__queue_seq(&f->pos_op, f, write, buf, len, false, pos_cb, f)
+              : write ? afs_queue_write(&f->pos_op, f, buf, len, off, pos_cb, f)
+                      : afs_queue_read(&f->pos_op, f, buf, len, off, pos_cb, f);
     if (err < 0)
         return err;
     f->pos_pending = true;
@@ -414,6 +438,8 @@ int64_t afs_seek(struct afs_file *f, int64_t off, int whence)
         return -EINVAL;
     if (f->pos_pending)
         return -EBUSY;
+    if (f->seq)
+        return -ESPIPE;
     int64_t base;
     switch (whence) {
     case SEEK_SET: base = 0; break;

@@ -42,6 +42,11 @@ enum afs__state {
 #define AFS__OP_POOL      0x01u /* runs on the thread pool, not on the backend */
 #define AFS__OP_CANCEL    0x02u /* afs_cancel() was called while in flight */
 #define AFS__OP_BLOCKING  0x04u /* queued by a blocking call (afs_pread...) */
+#define AFS__OP_PARTIAL   0x08u /* a read that completes with the first bytes it gets (a
+                                   stream's chunk on a pipe), not only when full or at EOF */
+#define AFS__OP_EOF_CHECK 0x10u /* a read made only to confirm the end of file (it gave 0) */
+#define AFS__OP_EOF_SKIP  0x20u /* a short read taken as the end of file without one: it
+                                   ended at the size the library knew (afs_file.size_hint) */
 
 /* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, io_uring's struct statx
  * of 256 bytes...). */
@@ -121,6 +126,16 @@ int  afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, v
                    size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
                    unsigned fsync_flags, afs_cb *cb, void *data);
 void afs__op_enqueue(struct afs_op *op);
+
+/* Queues a read or write of a file without offsets (f->seq) at the descriptor's position.
+ * Only one such op per direction may be in flight on a file: the kernel keeps no order
+ * between them. `partial`: a read completes with the first bytes that arrive. */
+int afs__queue_seq(struct afs_op *op, struct afs_file *f, bool write, void *buf, size_t len,
+                   bool partial, afs_cb *cb, void *data);
+
+/* Counts an op's end-of-file confirmations and skips (AFS__OP_EOF_*) in ctx->stats; for
+ * ops that finish without afs__op_finished() (the inline path). Owner thread. */
+void afs__op_count_eof(struct afs_ctx *ctx, struct afs_op *op);
 
 /* Runs the whole op with blocking system calls on this thread; returns its final result.
  * Used by the thread pool, the sync backend and the inline path. */
@@ -230,6 +245,12 @@ struct afs_file {
     enum afs_mode    mode;
     unsigned         dio_align; /* 0: no alignment rules */
     unsigned         inflight;  /* ops queued or in flight on this file */
+    bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
+                                   and writes at the descriptor's position, one at a time */
+    /* The file's size as last learned (fstat at open, afs_file_size()), -1 when unknown or
+     * when a write of this file may have moved it. A short read that ends exactly there is
+     * the end of file without a second read to confirm it. Read by pool threads. */
+    _Atomic int64_t  size_hint;
 
     /* The position API. */
     int64_t       pos;

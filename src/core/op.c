@@ -66,7 +66,11 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
     default:
         return -EINVAL; /* metadata ops are set up by afs__meta_setup() */
     }
-    if (code != AFS__FSYNC) {
+    if (code != AFS__FSYNC && f->seq) {
+        /* A pipe, socket or tty has no offsets: only afs__queue_seq() moves data on it. */
+        if (off != AFS__OFF_SEQ)
+            return -ESPIPE;
+    } else if (code != AFS__FSYNC) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
             return -EINVAL;
         if (!aligned(off, a))
@@ -77,6 +81,13 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
         return -EBADF;
     if ((code == AFS__WRITE || code == AFS__WRITEV) && acc == AFS_RDONLY)
         return -EBADF;
+
+    if ((code == AFS__WRITE || code == AFS__WRITEV) && !f->seq) {
+        /* A write that may move the end makes the known size unknown, before it runs. */
+        int64_t h = atomic_load_explicit(&f->size_hint, memory_order_relaxed);
+        if (h >= 0 && ((f->flags & AFS_APPEND) || off + total > (uint64_t)h))
+            atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed);
+    }
 
     struct afs__op *o = afs__op(op);
     memset(o, 0, offsetof(struct afs__op, be));
@@ -116,10 +127,26 @@ static int queue(struct afs_op *op, struct afs_file *f, enum afs__code code, voi
                  size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
                  unsigned fsync_flags, afs_cb *cb, void *data)
 {
+    if (f && f->seq && code != AFS__FSYNC)
+        return -ESPIPE; /* positional: the file has no offsets */
     int err = afs__op_setup(op, f, code, buf, len, iov, iovcnt, off, fsync_flags, cb, data);
     if (err == 0)
         afs__op_enqueue(op);
     return err;
+}
+
+int afs__queue_seq(struct afs_op *op, struct afs_file *f, bool write, void *buf, size_t len,
+                   bool partial, afs_cb *cb, void *data)
+{
+    AFS_CHECK(f != NULL && f->seq, "sequential op on a file with offsets");
+    int err = afs__op_setup(op, f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0,
+                            AFS__OFF_SEQ, 0, cb, data);
+    if (err < 0)
+        return err;
+    if (partial && !write)
+        afs__op(op)->flags |= AFS__OP_PARTIAL;
+    afs__op_enqueue(op);
+    return 0;
 }
 
 int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len, uint64_t off,
@@ -331,7 +358,7 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     struct afs__op *o = afs__op(op);
     size_t rest = o->total - o->done;
     memset(s, 0, sizeof *s);
-    s->off = o->off + o->done;
+    s->off = o->off == AFS__OFF_SEQ ? AFS__OFF_SEQ : o->off + o->done;
     if (o->code == AFS__FSYNC)
         return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
     if (o->code == AFS__READ || o->code == AFS__WRITE) {
@@ -357,9 +384,28 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     s->len = rest;
 }
 
+void afs__op_count_eof(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    ctx->stats.eof_checks += (o->flags & AFS__OP_EOF_CHECK) != 0;
+    ctx->stats.eof_skips += (o->flags & AFS__OP_EOF_SKIP) != 0;
+    o->flags &= (uint8_t)~(AFS__OP_EOF_CHECK | AFS__OP_EOF_SKIP);
+}
+
+/* A read that stopped short at `end` (its offset plus the bytes so far) has reached the end
+ * of the file when that is the size the library knows: no second read needed to confirm. */
+static bool at_known_end(const struct afs__op *o)
+{
+    if (o->file->seq)
+        return false;
+    int64_t h = atomic_load_explicit(&o->file->size_hint, memory_order_relaxed);
+    return h >= 0 && o->off + o->done == (uint64_t)h;
+}
+
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
+    afs__op_count_eof(ctx, op);
     if (o->state == AFS__INFLIGHT)
         ctx->inflight--;
     o->state = AFS__DONE;
@@ -414,16 +460,23 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     }
     if (res == 0) {
         /* End of file for a read; a write that moves nothing would loop forever. */
+        if (is_read(o) && o->done > 0)
+            o->flags |= AFS__OP_EOF_CHECK;
         afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
         return;
     }
     o->done += (size_t)res;
-    if (o->done >= o->total)
-        afs__op_finished(ctx, op, (ssize_t)o->total);
-    else if (cancel)
-        afs__op_finished(ctx, op, -ECANCELED);
-    else
+    if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
+        afs__op_finished(ctx, op, (ssize_t)o->done);
+    } else if (is_read(o) && at_known_end(o)) {
+        o->flags |= AFS__OP_EOF_SKIP;
+        afs__op_finished(ctx, op, (ssize_t)o->done);
+    } else if (cancel) {
+        /* What a pipe gave is gone from it: better short than lost. */
+        afs__op_finished(ctx, op, o->file->seq ? (ssize_t)o->done : -ECANCELED);
+    } else {
         requeue(ctx, op); /* short transfer: the rest goes in the next submission */
+    }
 }
 
 ssize_t afs__op_run_sync(struct afs_op *op)
@@ -454,11 +507,22 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             continue;
         if (res < 0)
             return res;
-        if (res == 0)
+        if (res == 0) {
+            if (!w && o->done > 0)
+                o->flags |= AFS__OP_EOF_CHECK;
             return w ? -EIO : (ssize_t)o->done;
+        }
         o->done += (size_t)res;
+        if (w || o->done >= o->total)
+            continue;
+        if (o->flags & AFS__OP_PARTIAL)
+            break;
+        if (at_known_end(o)) {
+            o->flags |= AFS__OP_EOF_SKIP;
+            break;
+        }
     }
-    return (ssize_t)o->total;
+    return (ssize_t)o->done;
 }
 
 /* ------------------------------------------------------------------------------------------

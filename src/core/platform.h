@@ -62,8 +62,21 @@ void afs__waker_drain(afs__waker *w);             /* owner: consume pending sign
 /* Owner: wait until signalled or the timeout (ns, < 0 = none). Returns 1 signalled, 0 not. */
 int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 
-/* Files and system calls, each returning >= 0 or -errno; open and close retry EINTR. */
-int     afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out);
+/* What fstat tells about an open file: whether it has offsets at all, and its size. */
+struct afs__fd_info {
+    bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
+    int64_t size; /* bytes of a regular file; -1 for anything else */
+};
+
+/* The offset of a transfer on a file without offsets (afs__fd_info.seq): the table's pread
+ * and pwrite calls below then read() and write() at the descriptor's own position. */
+#define AFS__OFF_SEQ UINT64_MAX
+
+/* Files and system calls, each returning >= 0 or -errno; open and close retry EINTR.
+ * afs__sys_open also fills *info (when not NULL) from the fstat it makes anyway. */
+int     afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out,
+                      struct afs__fd_info *info);
+int     afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info);
 int     afs__sys_close(afs__fd_t fd);
 int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
@@ -87,7 +100,7 @@ struct sigevent;
 
 /* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
  * idea). One call each: the caller (afs__op_run_sync) retries EINTR, EAGAIN and short
- * transfers. */
+ * transfers. Offset AFS__OFF_SEQ: at the descriptor's position (read, write, readv, writev). */
 struct afs__syscalls {
     ssize_t (*pread)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
     ssize_t (*pwrite)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);

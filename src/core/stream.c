@@ -103,6 +103,9 @@ struct afs_stream {
     unsigned         nbuf;    /* depth + 1 */
     unsigned         ra;      /* chunks read ahead of the reader now, 0..depth */
     bool             can_read, can_write, append;
+    bool             pipe;    /* the file has no offsets (pipe, FIFO, socket, tty): see
+                                 fread_pipe(); writes go one at a time */
+    struct chunk    *pipe_cur; /* pipe: the chunk being read or consumed, or NULL */
     uint8_t          dir;     /* enum stream_dir: the direction buffered now */
     bool             eof;     /* the end-of-file indicator (sticky until seek/clearerr) */
     bool             pos_at_end; /* append: data was written, pos is the file's end */
@@ -367,7 +370,7 @@ static int to_read(struct afs_stream *s)
         if (err < 0)
             return err;
         /* The writes moved the end: read-ahead stops at the new one. */
-        int64_t size = afs_file_size(s->f);
+        int64_t size = s->pipe ? INT64_MAX : afs_file_size(s->f);
         if (size < 0)
             return (int)size;
         s->eof_off = size;
@@ -378,6 +381,66 @@ static int to_read(struct afs_stream *s)
     s->dir = DIR_READ;
     s->cur_off = -1;
     return 0;
+}
+
+/* Reading a file without offsets. The data arrive once, in order, and what a read took
+ * from the pipe is the stream's to hand out: one read at a time, into a chunk, completing
+ * with whatever the pipe holds (AFS__OP_PARTIAL), so that a reader of a few bytes is not
+ * kept waiting for a whole chunk; the request is filled by as many reads as it takes, or
+ * until the end of the stream. No read-ahead: a read in flight on a pipe that nobody writes
+ * could not be taken back at close on every backend (a pool thread blocked in read()).
+ * A chunk that got data is never dropped, even when waiting for it failed. */
+static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
+{
+    size_t got = 0;
+    while (got < want) {
+        struct chunk *c = s->pipe_cur;
+        if (!c) {
+            int err;
+            c = chunk_get(s, true, &err);
+            if (!c) {
+                set_err(s, err ? err : -ENOBUFS);
+                break;
+            }
+            c->off = s->pos;
+            c->len = 0;
+            c->result = 0;
+            c->seq = ++s->seq;
+            c->state = CH_READING;
+            err = afs__queue_seq(&c->op, s->f, false, c->buf, s->cs, true, chunk_cb, c);
+            if (err < 0) {
+                c->state = CH_FREE;
+                set_err(s, err);
+                break;
+            }
+            s->pipe_cur = c;
+            afs_ctx_submit(s->ctx);
+        }
+        int err = chunk_wait(s, c);
+        if (err < 0) {
+            set_err(s, err); /* c stays pipe_cur: its data, if any, come next time */
+            break;
+        }
+        if (c->result <= 0) {
+            if (c->result < 0)
+                set_err(s, (int)c->result); /* after afs_clearerr the read is tried again */
+            else
+                s->eof = true;
+            c->state = CH_FREE;
+            s->pipe_cur = NULL;
+            break;
+        }
+        size_t in = (size_t)(s->pos - c->off);
+        size_t n = AFS_MIN(c->len - in, want - got);
+        memcpy(out + got, c->buf + in, n);
+        got += n;
+        s->pos += (int64_t)n;
+        if (in + n == c->len) {
+            c->state = CH_FREE;
+            s->pipe_cur = NULL;
+        }
+    }
+    return got;
 }
 
 size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
@@ -402,6 +465,8 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             return 0;
         }
     }
+    if (s->pipe)
+        return fread_pipe(s, ptr, size * nmemb) / size;
     const size_t cs = s->cs;
     const size_t want = size * nmemb;
     char *out = ptr;
@@ -501,7 +566,7 @@ static int write_fill(struct afs_stream *s)
     }
     for (unsigned i = 0; i < s->nbuf; i++) {
         struct chunk *d = &s->ch[i];
-        if (d->state == CH_WRITING && (s->append || overlap(c, d))) {
+        if (d->state == CH_WRITING && (s->append || s->pipe || overlap(c, d))) {
             int err = chunk_wait(s, d);
             if (err < 0) {
                 set_err(s, err);
@@ -515,7 +580,10 @@ static int write_fill(struct afs_stream *s)
     c->seq = ++s->seq;
     c->result = 0;
     c->state = CH_WRITING;
-    int err = afs_queue_write(&c->op, s->f, c->buf, c->len, (uint64_t)c->off, chunk_cb, c);
+    int err = s->pipe ? afs__queue_seq(&c->op, s->f, true, c->buf, c->len, false, chunk_cb,
+                                       c)
+                     : afs_queue_write(&c->op, s->f, c->buf, c->len, (uint64_t)c->off,
+                                       chunk_cb, c);
     if (err < 0) {
         c->state = CH_FREE;
         set_err(s, err);
@@ -560,8 +628,10 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         return 0;
     }
     if (s->dir != DIR_WRITE) {
-        /* Read-ahead no longer applies: it would miss what is written now. */
-        drop_reads(s);
+        /* Read-ahead no longer applies: it would miss what is written now. On a pipe or
+         * socket the two directions are apart, and what was read stays to be consumed. */
+        if (!s->pipe)
+            drop_reads(s);
         s->dir = DIR_WRITE;
     }
     const size_t want = size * nmemb;
@@ -582,7 +652,8 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
             s->fill = c;
         }
         /* Chunks end on chunk boundaries, so full ones are aligned writes. */
-        size_t cap = s->append ? s->cs : s->cs - (size_t)((uint64_t)c->off % s->cs);
+        size_t cap = s->append || s->pipe ? s->cs
+                                          : s->cs - (size_t)((uint64_t)c->off % s->cs);
         size_t n = AFS_MIN(cap - c->len, want - done);
         memcpy(c->buf + c->len, in + done, n);
         c->len += n;
@@ -593,7 +664,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         if (s->err)
             break; /* a write failed (maybe an earlier one): stop taking data */
     }
-    if (s->append && done)
+    if (s->append && done && !s->pipe)
         s->pos_at_end = true; /* wherever pos was, the data goes to the end */
     return done / size;
 }
@@ -607,7 +678,7 @@ int afs_fflush(struct afs_stream *s)
     AFS_CHECK(s != NULL, "stream is NULL");
     if (s->dir == DIR_WRITE)
         return flush_writes(s);
-    if (s->dir == DIR_READ) {
+    if (s->dir == DIR_READ && !s->pipe) {
         /* As glibc on a seekable file: drop what was read but not consumed. */
         drop_reads(s);
         s->dir = DIR_NONE;
@@ -618,6 +689,8 @@ int afs_fflush(struct afs_stream *s)
 int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 {
     AFS_CHECK(s != NULL, "stream is NULL");
+    if (s->pipe)
+        return -ESPIPE;
     int64_t base;
     switch (whence) {
     case SEEK_SET: base = 0; break;
@@ -666,6 +739,8 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 int64_t afs_ftell(struct afs_stream *s)
 {
     AFS_CHECK(s != NULL, "stream is NULL");
+    if (s->pipe)
+        return -ESPIPE;
     if (s->pos_at_end) {
         int err = flush_writes(s);
         if (err < 0)
@@ -841,20 +916,21 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->can_read = rd;
     s->can_write = wr;
     s->append = app;
+    s->pipe = s->f->seq;
     s->ra = s->depth; /* a fresh stream is assumed sequential */
     s->cur_off = -1;
     s->eof_off = INT64_MAX;
-    int64_t size = (rd || app) ? afs_file_size(s->f) : 0;
+    int64_t size = (rd || app) && !s->pipe ? afs_file_size(s->f) : 0;
     if (size < 0) {
         afs_close(s->f);
         stream_free(s);
         return (int)size;
     }
-    if (rd)
+    if (rd && !s->pipe)
         s->eof_off = size; /* read-ahead stops at the end known now */
     if (app && !rd)
         s->pos = size; /* as glibc: "a" starts at the end, "a+" at 0 for reading */
-    if (rd && !wr && !(o.flags & (AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED))) {
+    if (rd && !wr && !s->pipe && !(o.flags & (AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED))) {
         s->df = open_direct(s, path, size);
         s->go_direct = true; /* until the consumer is seen waiting: see the top */
     }

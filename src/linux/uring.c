@@ -24,6 +24,8 @@ struct uring {
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
     bool            offload;     /* big batches of direct I/O go to the kernel's workers */
+    bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
+                                    how pipes and sockets are read */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     size_t          direct_bytes;  /* and their bytes */
 };
@@ -167,6 +169,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         io_uring_free_probe(probe);
     }
     u->offload = !(ctx->cfg.flags & AFS_CTX_INLINE_DIRECT);
+    u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
     ctx->be_state = u;
     return 0;
 }
@@ -270,6 +273,8 @@ static bool meta_supported(struct uring *u, uint8_t code)
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (o->file->seq && o->code != AFS__FSYNC)
+        return U(ctx)->cur_pos; /* its span's offset is AFS__OFF_SEQ, i.e. -1 */
     return !afs__is_meta(o) || meta_supported(U(ctx), o->code);
 }
 

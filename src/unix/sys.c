@@ -16,25 +16,27 @@
 
 static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
 {
-    ssize_t r = pread(fd, buf, len, (off_t)off);
+    ssize_t r = off == AFS__OFF_SEQ ? read(fd, buf, len) : pread(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
-    ssize_t r = pwrite(fd, buf, len, (off_t)off);
+    ssize_t r = off == AFS__OFF_SEQ ? write(fd, buf, len) : pwrite(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
 static ssize_t sys_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    ssize_t r = preadv(fd, iov, iovcnt, (off_t)off);
+    ssize_t r = off == AFS__OFF_SEQ ? readv(fd, iov, iovcnt)
+                                    : preadv(fd, iov, iovcnt, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
 static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    ssize_t r = pwritev(fd, iov, iovcnt, (off_t)off);
+    ssize_t r = off == AFS__OFF_SEQ ? writev(fd, iov, iovcnt)
+                                    : pwritev(fd, iov, iovcnt, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -81,7 +83,23 @@ struct afs__syscalls afs__sys = {
     .paio_listio = NULL, /* NULL: src/bsd/posix_aio.c calls lio_listio() itself */
 };
 
-int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out)
+static void fd_info(const struct stat *st, struct afs__fd_info *info)
+{
+    info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
+    info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
+}
+
+int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    fd_info(&st, info);
+    return 0;
+}
+
+int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out,
+                  struct afs__fd_info *info)
 {
     int flags = afs__sys_open_flags(afs_flags);
     int fd;
@@ -91,10 +109,18 @@ int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    bool known = fstat(fd, &st) == 0;
+    if (known && S_ISDIR(st.st_mode)) {
         close(fd);
         return -EISDIR;
     }
+    if (info && !known) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    if (info)
+        fd_info(&st, info);
 #if defined(__APPLE__)
     if ((afs_flags & AFS_DIRECT) && fcntl(fd, F_NOCACHE, 1) < 0) {
         int err = -errno;

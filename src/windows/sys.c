@@ -230,7 +230,21 @@ static int open_w(const wchar_t *path, int afs_flags, unsigned perm, afs__fd_t *
     return 0;
 }
 
-int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out)
+int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
+{
+    DWORD type = GetFileType(fd);
+    if (type == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
+        return afs__win_errno(GetLastError());
+    info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
+    info->size = -1;
+    LARGE_INTEGER sz;
+    if (type == FILE_TYPE_DISK && GetFileSizeEx(fd, &sz))
+        info->size = (int64_t)sz.QuadPart;
+    return 0;
+}
+
+int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out,
+                  struct afs__fd_info *info)
 {
     int err = 0;
     wchar_t *w = widen(path, &err);
@@ -238,6 +252,8 @@ int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out
         return err;
     err = open_w(w, afs_flags, perm, out);
     free(w);
+    if (err == 0 && info && (err = afs__sys_fd_info(*out, info)) < 0)
+        CloseHandle(*out);
     return err;
 }
 

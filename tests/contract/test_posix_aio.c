@@ -3,6 +3,8 @@
  * for the OS. Each test skips unless the backend under test is posix-aio. */
 #include "../common.h"
 
+#include "internal.h" /* afs__queue_seq: a FIFO has no offsets */
+
 #include <stdatomic.h>
 #include <sys/stat.h>
 
@@ -107,7 +109,8 @@ T_IO(paio_small_queue_depth_writes_and_fsync)
 }
 
 /* The rest keep an AIO read in flight as long as they like: a read on a FIFO with no data
- * (fed later with exactly the bytes asked for, or the core resubmits the rest of a short read).
+ * (fed later with exactly the bytes asked for, or the core resubmits the rest of a short read),
+ * queued as the position API and streams queue them (a FIFO has no offsets).
  * glibc's AIO falls back to read() for pipes (its pread() gives ESPIPE); the BSDs refuse AIO
  * on FIFOs, so these run where glibc does the AIO. */
 static struct afs_file *blocked_fifo(void)
@@ -141,7 +144,7 @@ T_IO(paio_wake_from_another_thread_ends_a_wait_with_aio_in_flight)
     static char buf[5]; /* exactly what is fed: a short read would be resubmitted */
     struct afs_op op = {0};
     struct tally t = {0};
-    cr_assert_eq(afs_queue_read(&op, f, buf, sizeof buf, 0, tally_cb, &t), 0);
+    cr_assert_eq(afs__queue_seq(&op, f, false, buf, sizeof buf, false, tally_cb, &t), 0);
     cr_assert_eq(afs_ctx_wait(t_ctx, 1, 20 * 1000 * 1000), 0, "blocked: times out");
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, wake_later, t_ctx), 0);
@@ -170,7 +173,7 @@ T_IO(paio_pool_completion_ends_a_wait_with_aio_in_flight)
     static char buf[1], a[100], b[200];
     struct afs_op rd = {0}, rv = {0};
     struct tally t = {0}, tv = {0};
-    cr_assert_eq(afs_queue_read(&rd, fifo, buf, sizeof buf, 0, tally_cb, &t), 0);
+    cr_assert_eq(afs__queue_seq(&rd, fifo, false, buf, sizeof buf, false, tally_cb, &t), 0);
     cr_assert_eq(afs_ctx_wait(t_ctx, 1, 20 * 1000 * 1000), 0, "blocked: times out");
     struct afs_stats s0, s1;
     afs_ctx_stats(t_ctx, &s0);
@@ -202,7 +205,7 @@ T_IO(paio_cancel_waits_for_the_os)
     static char buf[64];
     struct afs_op op = {0};
     struct tally t = {0};
-    cr_assert_eq(afs_queue_read(&op, f, buf, sizeof buf, 0, tally_cb, &t), 0);
+    cr_assert_eq(afs__queue_seq(&op, f, false, buf, sizeof buf, false, tally_cb, &t), 0);
     cr_assert_eq(afs_ctx_wait(t_ctx, 1, 50 * 1000 * 1000), 0, "blocked: times out");
     cr_assert_eq(afs_cancel(&op), 0);
     cr_assert_eq(afs_ctx_wait(t_ctx, 1, 100 * 1000 * 1000), 0,

@@ -285,7 +285,7 @@ T_URING(sq_full_with_tiny_queue_depths)
                 char name[16];
                 snprintf(name, sizeof name, "p%u", i);
                 p[i] = fifo(name);
-                cr_assert_eq(afs_queue_read(&ops[i], p[i], bufs[i], BS, 0, count_cb, NULL), 0);
+                cr_assert_eq(afs__queue_seq(&ops[i], p[i], false, bufs[i], BS, false, count_cb, NULL), 0);
             }
             cr_assert_geq(afs_ctx_submit(t_ctx), 0);
             for (unsigned i = 0; i < qd; i++) {
@@ -331,7 +331,7 @@ T_URING(cq_overflow_loses_and_duplicates_nothing)
             snprintf(name, sizeof name, "q%d", i);
             p[i] = fifo(name);
             memset(bufs[i], 0, BS);
-            cr_assert_eq(afs_queue_read(&ops[i], p[i], bufs[i], BS, 0, count_cb, NULL), 0);
+            cr_assert_eq(afs__queue_seq(&ops[i], p[i], false, bufs[i], BS, false, count_cb, NULL), 0);
         }
         cr_assert_geq(afs_ctx_submit(t_ctx), 0);
         /* Data for two of them, racing the cancellations: either result is right. */
@@ -466,7 +466,7 @@ T_URING(short_reads_from_the_kernel_are_completed)
     reset_ops();
     struct afs_stats before;
     afs_ctx_stats(t_ctx, &before);
-    cr_assert_eq(afs_queue_read(&ops[0], p, buf, sizeof buf, 0, count_cb, NULL), 0);
+    cr_assert_eq(afs__queue_seq(&ops[0], p, false, buf, sizeof buf, false, count_cb, NULL), 0);
     cr_assert_geq(afs_ctx_submit(t_ctx), 0);
     struct dribble d = {(int)afs_file_fd(p), 16};
     pthread_t th;

@@ -778,6 +778,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fz_op_stream((uint8_t)op, &in);
         } else if (op < 30) {
             fz_op_tasks(&in);
+        } else if (op == 31 && code >= 0xDF) {
+            fz_op_pipe(&in); /* codes 0xDF and 0xFF: a session on a pipe, FIFO or socket */
         } else if (op == 30) {
             fz_trace("#%d check files", fz.opno);
             fz_quiesce();

@@ -187,6 +187,7 @@ void fz_op_file(uint8_t code, struct fz_in *in);   /* handles, position API, blo
 void fz_op_queue(uint8_t code, struct fz_in *in);  /* op API */
 void fz_op_stream(uint8_t code, struct fz_in *in); /* streams */
 void fz_op_tasks(struct fz_in *in);                /* corio */
+void fz_op_pipe(struct fz_in *in);                 /* pipes, FIFOs, socketpairs */
 void fz_close_handle(int h);
 
 /* Shared by the main sequence (t NULL) and corio tasks. `cancelled` (may be NULL) points to

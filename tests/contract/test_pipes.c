@@ -1,0 +1,504 @@
+/* Descriptors without offsets: pipes, FIFOs and socketpairs through streams, the position
+ * API and afs_file_from_fd, on the backend under test. A writer thread trickles data with
+ * random sizes and pauses; the reader must get every byte once, in order (the pattern of
+ * t_fill depends on the byte's place in the stream, so a lost, repeated or reordered piece
+ * shows where it happened). The positional calls refuse such files with -ESPIPE.
+ * Also here: the end-of-file rule for short reads of regular files (no second read when the
+ * read ended at the size known from fstat), counted through the system call table. */
+#include "../common.h"
+
+#include "platform.h"
+
+#include <sys/socket.h>
+
+#define TRICKLE_BYTES ((size_t)6000000)
+
+struct trickle {
+    int      fd;       /* write end; -1: open `path` for writing first */
+    const char *path;
+    size_t   total;
+    unsigned seed;
+    int      err;      /* errno of a failed write, 0 */
+};
+
+/* Writes `total` pattern bytes in pieces of 1 byte to ~96 KiB, pausing now and then, and
+ * closes the descriptor (the reader's end of file). */
+static void *trickle_main(void *arg)
+{
+    struct trickle *t = arg;
+    if (t->fd < 0 && (t->fd = open(t->path, O_WRONLY)) < 0) {
+        t->err = errno;
+        return NULL;
+    }
+    static _Thread_local char buf[98304];
+    size_t off = 0;
+    while (off < t->total) {
+        size_t n = (size_t)rand_r(&t->seed) % sizeof buf + 1;
+        if (rand_r(&t->seed) % 8 == 0)
+            n = (size_t)rand_r(&t->seed) % 64 + 1;
+        if (n > t->total - off)
+            n = t->total - off;
+        t_fill(buf, n, off);
+        for (size_t w = 0; w < n;) {
+            ssize_t r = write(t->fd, buf + w, n - w);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                t->err = errno;
+                close(t->fd);
+                return NULL;
+            }
+            w += (size_t)r;
+        }
+        off += n;
+        if (rand_r(&t->seed) % 4 == 0)
+            usleep((useconds_t)(rand_r(&t->seed) % 2000));
+    }
+    close(t->fd);
+    return NULL;
+}
+
+static pthread_t trickle_start(struct trickle *t, int fd, const char *path, size_t total,
+                               unsigned seed)
+{
+    t->fd = fd;
+    t->path = path;
+    t->total = total;
+    t->seed = seed;
+    t->err = 0;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, trickle_main, t), 0);
+    return th;
+}
+
+static void trickle_join(pthread_t th, struct trickle *t)
+{
+    pthread_join(th, NULL);
+    cr_assert_eq(t->err, 0, "writer: %s", strerror(t->err));
+}
+
+/* Reads s until end of file with requests of random sizes; checks every byte. */
+static void read_stream_all(struct afs_stream *s, size_t total, unsigned seed)
+{
+    size_t cap = (size_t)3 << 20;
+    char *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    size_t got = 0;
+    for (;;) {
+        size_t want = (size_t)rand_r(&seed) % 4 == 0 ? (size_t)rand_r(&seed) % 16 + 1
+                                                      : (size_t)rand_r(&seed) % cap + 1;
+        size_t n = afs_fread(buf, 1, want, s);
+        cr_assert(n <= want);
+        cr_assert(t_check(buf, n, got), "bytes %zu..%zu are not the writer's", got, got + n);
+        got += n;
+        if (n < want) {
+            /* Short only at the end: a pipe's short reads are the stream's business. */
+            cr_assert_eq(afs_ferror(s), 0, "afs_ferror: %s", afs_strerror(afs_ferror(s)));
+            cr_assert(afs_feof(s), "a short afs_fread without EOF or error");
+            break;
+        }
+    }
+    cr_assert_eq(got, total, "read %zu of %zu bytes", got, total);
+    cr_assert_eq(afs_fread(buf, 1, 1, s), 0); /* EOF is sticky */
+    free(buf);
+}
+
+/* Reads f with afs_read until it returns 0; a read is short only at the end. */
+static void read_pos_all(struct afs_file *f, size_t total, unsigned seed, bool async)
+{
+    static const size_t sizes[] = {1, 100, 4096, 4097, 65536, 1 << 20, 3 << 20};
+    char *buf = malloc((size_t)3 << 20);
+    cr_assert_not_null(buf);
+    size_t got = 0;
+    for (;;) {
+        size_t want = sizes[(size_t)rand_r(&seed) % (sizeof sizes / sizeof sizes[0])];
+        ssize_t r = afs_read(f, buf, want);
+        if (async) {
+            cr_assert_eq(r, 0, "afs_read (async): %s", afs_strerror((int)r));
+            cr_assert_eq(afs_last_op_wait(f, &r), 1);
+        }
+        cr_assert(r >= 0, "afs_read: %s", afs_strerror((int)r));
+        cr_assert(t_check(buf, (size_t)r, got), "bytes %zu..%zu are not the writer's", got,
+                  got + (size_t)r);
+        got += (size_t)r;
+        if (r == 0)
+            break;
+        cr_assert(r == (ssize_t)want || got == total,
+                  "afs_read gave %zd of %zu bytes before the end", r, want);
+    }
+    cr_assert_eq(got, total, "read %zu of %zu bytes", got, total);
+    cr_assert_eq(afs_tell(f), (int64_t)total);
+    free(buf);
+}
+
+#define T_PIPE(name) Test(pipes, name, .init = t_setup, .fini = t_teardown, .timeout = 120)
+
+T_PIPE(stream_reads_a_pipe)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", p[0]);
+    struct afs_stream *s;
+    int err = afs_fopen(ctx, path, "r", &s);
+    cr_assert_eq(err, 0, "afs_fopen(%s): %s", path, afs_strerror(err));
+    close(p[0]); /* the stream has its own descriptor of the pipe */
+    struct trickle t;
+    pthread_t th = trickle_start(&t, p[1], NULL, TRICKLE_BYTES, 1);
+    read_stream_all(s, TRICKLE_BYTES, 2);
+    trickle_join(th, &t);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), -ESPIPE);
+    cr_assert_eq(afs_ftell(s), -ESPIPE);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+T_PIPE(stream_reads_a_fifo)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *fifo = t_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    struct trickle t;
+    pthread_t th = trickle_start(&t, -1, fifo, TRICKLE_BYTES, 3);
+    struct afs_stream *s;
+    int err = afs_fopen(ctx, fifo, "r", &s);
+    cr_assert_eq(err, 0, "afs_fopen: %s", afs_strerror(err));
+    read_stream_all(s, TRICKLE_BYTES, 4);
+    trickle_join(th, &t);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+/* A reader of a few bytes gets them when they arrive, not when a whole chunk has, and
+ * closing the stream while the writer is still there (idle) does not wait for it. */
+T_PIPE(stream_hands_out_what_arrived)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", p[0]);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(ctx, path, "r", &s), 0);
+    char buf[64];
+    t_fill(buf, 10, 0);
+    cr_assert_eq(write(p[1], buf, 10), 10);
+    memset(buf, 0, sizeof buf);
+    cr_assert_eq(afs_fread(buf, 1, 4, s), 4);
+    cr_assert_eq(afs_fread(buf + 4, 1, 6, s), 6);
+    cr_assert(t_check(buf, 10, 0));
+    cr_assert_eq(afs_fclose(s), 0);
+    close(p[0]);
+    close(p[1]);
+}
+
+T_PIPE(afs_read_sync_reads_a_pipe)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct afs_file *f;
+    int err = afs_file_from_fd(ctx, p[0], AFS_RDONLY, AFS_MODE_SYNC, &f);
+    cr_assert_eq(err, 0, "afs_file_from_fd: %s", afs_strerror(err));
+    struct trickle t;
+    pthread_t th = trickle_start(&t, p[1], NULL, TRICKLE_BYTES, 5);
+    read_pos_all(f, TRICKLE_BYTES, 6, false);
+    trickle_join(th, &t);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_PIPE(afs_read_async_reads_a_fifo)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *fifo = t_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    struct trickle t;
+    pthread_t th = trickle_start(&t, -1, fifo, TRICKLE_BYTES, 7);
+    struct afs_file *f;
+    int err = afs_open(ctx, fifo, AFS_RDONLY, 0, AFS_MODE_ASYNC, &f);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    read_pos_all(f, TRICKLE_BYTES, 8, true);
+    trickle_join(th, &t);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_PIPE(afs_read_reads_a_socketpair)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    for (int async = 0; async < 2; async++) {
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        struct afs_file *f;
+        int err = afs_file_from_fd(ctx, sv[0], AFS_RDWR, async ? AFS_MODE_ASYNC : AFS_MODE_SYNC,
+                                   &f);
+        cr_assert_eq(err, 0, "afs_file_from_fd: %s", afs_strerror(err));
+        struct trickle t;
+        pthread_t th = trickle_start(&t, sv[1], NULL, TRICKLE_BYTES / 2, 9 + (unsigned)async);
+        read_pos_all(f, TRICKLE_BYTES / 2, 11, async);
+        trickle_join(th, &t);
+        cr_assert_eq(afs_close(f), 0);
+    }
+}
+
+/* The reading side of the write tests: plain read() until EOF, checking every byte. */
+struct drain {
+    int         fd;
+    const char *path;
+    size_t      got;
+    bool        ok;
+    int         err;
+};
+
+static void *drain_main(void *arg)
+{
+    struct drain *d = arg;
+    if (d->fd < 0 && (d->fd = open(d->path, O_RDONLY)) < 0) {
+        d->err = errno;
+        return NULL;
+    }
+    static _Thread_local char buf[100000];
+    d->ok = true;
+    for (;;) {
+        ssize_t r = read(d->fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            d->err = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        if (!t_check(buf, (size_t)r, d->got))
+            d->ok = false;
+        d->got += (size_t)r;
+        if (d->got % 7 == 0)
+            usleep(500); /* a slow reader now and then: the pipe fills up */
+    }
+    close(d->fd);
+    return NULL;
+}
+
+/* Writes total pattern bytes in pieces of random size through write_fn. */
+static void write_pieces(size_t total, unsigned seed, void *w,
+                         void (*write_fn)(void *w, const char *buf, size_t n))
+{
+    char *buf = malloc((size_t)2 << 20);
+    cr_assert_not_null(buf);
+    size_t off = 0;
+    while (off < total) {
+        size_t n = rand_r(&seed) % 3 == 0 ? (size_t)rand_r(&seed) % 100 + 1
+                                          : (size_t)rand_r(&seed) % ((size_t)2 << 20) + 1;
+        if (n > total - off)
+            n = total - off;
+        t_fill(buf, n, off);
+        write_fn(w, buf, n);
+        off += n;
+    }
+    free(buf);
+}
+
+static void stream_write_fn(void *w, const char *buf, size_t n)
+{
+    struct afs_stream *s = w;
+    cr_assert_eq(afs_fwrite(buf, 1, n, s), n, "afs_fwrite: %s", afs_strerror(afs_ferror(s)));
+}
+
+static void file_write_fn(void *w, const char *buf, size_t n)
+{
+    struct afs_file *f = w;
+    ssize_t r = afs_write(f, buf, n);
+    if (f && r == 0 && n > 0) { /* async: wait for it */
+        int done = afs_last_op_wait(f, &r);
+        cr_assert_eq(done, 1);
+    }
+    cr_assert_eq(r, (ssize_t)n, "afs_write: %s", afs_strerror((int)r));
+}
+
+T_PIPE(stream_writes_a_fifo)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *fifo = t_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    struct drain d = {-1, fifo, 0, false, 0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drain_main, &d), 0);
+    struct afs_stream *s;
+    int err = afs_fopen(ctx, fifo, "w", &s);
+    cr_assert_eq(err, 0, "afs_fopen: %s", afs_strerror(err));
+    write_pieces(TRICKLE_BYTES, 12, s, stream_write_fn);
+    cr_assert_eq(afs_fclose(s), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(d.err, 0, "reader: %s", strerror(d.err));
+    cr_assert_eq(d.got, TRICKLE_BYTES);
+    cr_assert(d.ok, "the reader got bytes out of order");
+}
+
+T_PIPE(afs_write_writes_a_pipe)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    for (int async = 0; async < 2; async++) {
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        struct drain d = {p[0], NULL, 0, false, 0};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, drain_main, &d), 0);
+        struct afs_file *f;
+        cr_assert_eq(afs_file_from_fd(ctx, p[1], AFS_WRONLY,
+                                      async ? AFS_MODE_ASYNC : AFS_MODE_SYNC, &f), 0);
+        write_pieces(TRICKLE_BYTES / 2, 13 + (unsigned)async, f, file_write_fn);
+        cr_assert_eq(afs_close(f), 0);
+        pthread_join(th, NULL);
+        cr_assert_eq(d.err, 0, "reader: %s", strerror(d.err));
+        cr_assert_eq(d.got, TRICKLE_BYTES / 2);
+        cr_assert(d.ok, "the reader got bytes out of order");
+    }
+}
+
+/* The positional calls need offsets: -ESPIPE, and nothing is consumed from the pipe. */
+T_PIPE(positional_calls_refuse_a_pipe)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct afs_file *f, *w;
+    cr_assert_eq(afs_file_from_fd(ctx, p[0], AFS_RDONLY, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_from_fd(ctx, p[1], AFS_WRONLY, AFS_MODE_SYNC, &w), 0);
+    char buf[16];
+    t_fill(buf, sizeof buf, 0);
+    cr_assert_eq(afs_pwrite(w, buf, 8, 0), -ESPIPE);
+    cr_assert_eq(afs_write(w, buf, 8), 8);
+    cr_assert_eq(afs_pread(f, buf, 4, 0), -ESPIPE);
+    cr_assert_eq(afs_pread(f, buf, 4, 100), -ESPIPE);
+    struct iovec iov = {buf, 4};
+    cr_assert_eq(afs_preadv(f, &iov, 1, 0), -ESPIPE);
+    struct afs_op op;
+    memset(&op, 0, sizeof op);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 4, 0, (afs_cb *)abort, NULL), -ESPIPE);
+    cr_assert_eq(afs_queue_write(&op, w, buf, 4, 0, (afs_cb *)abort, NULL), -ESPIPE);
+    cr_assert_eq(afs_seek(f, 0, SEEK_SET), -ESPIPE);
+    memset(buf, 0, sizeof buf);
+    cr_assert_eq(afs_read(f, buf, 8), 8);
+    cr_assert(t_check(buf, 8, 0), "a refused call consumed data");
+    cr_assert_eq(afs_close(w), 0);
+    cr_assert_eq(afs_read(f, buf, 8), 0); /* the writer is gone: end of file */
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Short reads of regular files: one read, not two, when the size is known.
+ * ---------------------------------------------------------------------------------------- */
+
+static struct afs__syscalls saved_sys;
+static int preads;
+
+static ssize_t count_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    preads++;
+    return saved_sys.pread(fd, buf, len, off);
+}
+
+static void count_setup(void)
+{
+    t_setup();
+    saved_sys = afs__sys;
+    afs__sys.pread = count_pread;
+    preads = 0;
+}
+
+static void count_teardown(void)
+{
+    afs__sys = saved_sys;
+    t_teardown();
+}
+
+#define T_EOF(name) Test(eof, name, .init = count_setup, .fini = count_teardown, .timeout = 30)
+
+T_EOF(short_read_at_known_size_is_one_read)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *p = t_path("small");
+    t_make_file(p, 3920);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, p, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    char buf[4096];
+    preads = 0;
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 3920); /* inline: sync_threshold */
+    cr_assert(t_check(buf, 3920, 0));
+    cr_assert_eq(preads, 1, "%d reads for a file of known size", preads);
+    struct afs_stats st;
+    afs_ctx_stats(ctx, &st);
+    cr_assert_eq(st.eof_skips, 1);
+    cr_assert_eq(st.eof_checks, 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* The same through the backend: sync_threshold 0 sends even small reads there. */
+T_EOF(short_read_at_known_size_through_backend)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.sync_threshold = 0;
+    struct afs_ctx *ctx = t_ctx = t_ctx_cfg(&cfg);
+    const char *p = t_path("small");
+    t_make_file(p, 3920);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, p, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    char buf[4096];
+    preads = 0;
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 100), 3820);
+    cr_assert(t_check(buf, 3820, 100));
+    struct afs_stats st;
+    afs_ctx_stats(ctx, &st);
+    cr_assert_eq(st.eof_skips, 1);
+    cr_assert_eq(st.eof_checks, 0);
+    /* The thread pool and the sync backend make their reads through the table. */
+    const char *b = afs_ctx_backend(ctx);
+    if (!strcmp(b, "threads") || !strcmp(b, "sync") || !strcmp(b, "libaio"))
+        cr_assert_eq(preads, 1, "%d reads on %s", preads, b);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* The size learned at open is a hint: a file that shrank or grew since reads as it is. */
+T_EOF(changed_size_is_confirmed)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *p = t_path("small");
+    t_make_file(p, 3920);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, p, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(truncate(p, 2000), 0);
+    char buf[4096];
+    preads = 0;
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 2000);
+    cr_assert_eq(preads, 2, "a short read before the known size must be confirmed");
+    struct afs_stats st;
+    afs_ctx_stats(ctx, &st);
+    cr_assert_eq(st.eof_checks, 1);
+    cr_assert_eq(st.eof_skips, 0);
+    t_make_file(p, 6000);
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 4096);
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 4096), 6000 - 4096);
+    cr_assert(t_check(buf, 6000 - 4096, 4096));
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A write through the library that may move the end makes the size unknown again. */
+T_EOF(own_write_forgets_the_size)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *p = t_path("small");
+    t_make_file(p, 3920);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, p, AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+    char buf[4096];
+    t_fill(buf, 100, 3920);
+    cr_assert_eq(afs_pwrite(f, buf, 100, 3920), 100);
+    preads = 0;
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 4020);
+    cr_assert(t_check(buf, 4020, 0));
+    cr_assert_eq(preads, 2);
+    cr_assert_eq(afs_file_size(f), 4020); /* learned again */
+    preads = 0;
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 4020);
+    cr_assert_eq(preads, 1);
+    cr_assert_eq(afs_close(f), 0);
+}
