@@ -22,6 +22,8 @@
  * and the descriptor and the file are gone all the same. */
 #include "../common.h"
 
+#include "internal.h" /* afs__queue_seq */
+
 #include "platform.h"
 
 #include <stdatomic.h>
@@ -191,7 +193,10 @@ static void cancel_a_fifo_read(void)
     static char buf[BS];
     memset(buf, 0xee, sizeof buf);
     struct afs_op op = {0};
-    cr_assert_eq(afs_queue_read(&op, f, buf, BS, 0, log_cb, NULL), 0);
+    /* A FIFO has no offsets: the op API refuses it (-ESPIPE), the core's sequential read
+     * (the one afs_read and streams use) takes it. */
+    cr_assert_eq(afs_queue_read(&op, f, buf, BS, 0, log_cb, NULL), -ESPIPE);
+    cr_assert_eq(afs__queue_seq(&op, f, false, buf, BS, false, log_cb, NULL), 0);
     cr_assert_geq(afs_ctx_submit(t_ctx), 0);
     for (int i = 0; i < 3; i++)
         cr_assert_geq(afs_ctx_wait(t_ctx, 0, 0), 0);
@@ -203,8 +208,14 @@ static void cancel_a_fifo_read(void)
      * FIFO. Without a working cancel the op waits for the rest, and no callback comes. */
     cr_assert_eq(write(fd, "x", 1), 1);
     wait_callback(t_ctx);
-    cr_assert_eq(lg.result, -ECANCELED, "%s: a cancelled read completed with %zd", be(),
-                 lg.result);
+    /* A cancelled transfer of a pipe that moved bytes reports them (they left the pipe):
+     * the byte, when the read took it before the cancel reached the kernel or when the OS
+     * could not cancel it. Without a working cancel the read would wait for BS bytes. */
+    if (lg.result == 1)
+        cr_assert_eq(buf[0], 'x', "%s: read 1 byte, not the one written", be());
+    else
+        cr_assert_eq(lg.result, -ECANCELED, "%s: a cancelled read completed with %zd", be(),
+                     lg.result);
 
     /* Nothing reads the FIFO any more: data written now stays there, the buffer stays as
      * the callback left it. */
