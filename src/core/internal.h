@@ -3,6 +3,7 @@
 #define AFS_INTERNAL_H
 
 #include "asyncfs.h"
+#include "list.h"
 #include "platform.h"
 
 #include <errno.h>
@@ -61,7 +62,7 @@ struct afs__meta {
 struct afs__op {
     uintptr_t        magic;       /* AFS__MAGIC ^ address once queued: tells a live op from
                                      uninitialised memory */
-    struct afs_op   *next, *prev; /* the one list the op is on (queued, done, pool) */
+    struct afs_list_node node;    /* the one list the op is on (queued, done, pool) */
     struct afs_file *file;
     afs_cb          *cb;
     union {
@@ -154,12 +155,12 @@ int  afs__sys_at_flags(int afs_at_flags); /* AT_* */
 int  afs__sys_dirfd(int dirfd);           /* AFS_AT_FDCWD -> AT_FDCWD */
 
 /* ------------------------------------------------------------------------------------------
- * Op lists (intrusive, doubly linked)
+ * Op lists: list.h with a count
  * ---------------------------------------------------------------------------------------- */
 
 struct afs__list {
-    struct afs_op *head, *tail;
-    size_t         len;
+    struct afs_list l;
+    size_t          len;
 };
 
 void           afs__list_push(struct afs__list *l, struct afs_op *op);
