@@ -53,6 +53,11 @@ void afs__list_append(struct afs__list *dst, struct afs__list *src)
     src->len = 0;
 }
 
+size_t afs__ctx_pending(const struct afs_ctx *ctx)
+{
+    return ctx->queued.len + ctx->inflight + ctx->done.len;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Errors
  * ---------------------------------------------------------------------------------------- */

@@ -267,6 +267,11 @@ struct afs_ctx {
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
 
+/* Ops of ctx not finished with: queued, in flight, or done with their callback still to run.
+ * 0 means a wait on ctx now would reap nothing (the scheduler asks this; the layout of
+ * struct afs_ctx stays the core's). */
+size_t afs__ctx_pending(const struct afs_ctx *ctx);
+
 /* Blocks until every op of f (or of the whole context when f is NULL) is done and its
  * callback ran. */
 int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f);
