@@ -16,9 +16,9 @@ struct afs_list {
     struct afs_list_node *first, *last;
 };
 
-/* The item of type `type` whose member `field` is `node`. */
-#define AFS_LIST_ITEM(node, type, field) \
-    ((type *)(void *)((char *)(node) - offsetof(type, field)))
+/* The item of type `type` whose member `member` is at `ptr`. */
+#define AFS_LIST_ITEM(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* Iterates over l's nodes, first to last; `n` may be removed inside the loop (`tmp` holds
  * the next one). */
