@@ -190,12 +190,23 @@ struct corio__timers {
 };
 
 void    corio__timer_add(struct corio__timers *tm, struct corio_task *t, int64_t at);
-void    corio__timer_remove(struct corio__timers *tm, struct corio_task *t);
+void    corio__timer_remove_slow(struct corio__timers *tm, struct corio_task *t);
 /* The first task whose time is <= now, taken off the heap; NULL when none. */
 struct corio_task *corio__timer_due(struct corio__timers *tm, int64_t now);
-/* The earliest time, INT64_MAX when there is none. */
-int64_t corio__timer_next(const struct corio__timers *tm);
 void    corio__timers_free(struct corio__timers *tm);
+
+/* The earliest time, INT64_MAX when there is none. */
+static inline int64_t corio__timer_next(const struct corio__timers *tm)
+{
+    return tm->len ? tm->heap[0]->timer_at : INT64_MAX;
+}
+
+/* Takes t's timer off the heap, if it has one (every wake-up asks: inline). */
+static inline void corio__timer_remove(struct corio__timers *tm, struct corio_task *t)
+{
+    if (t->heap_idx)
+        corio__timer_remove_slow(tm, t);
+}
 
 /* ------------------------------------------------------------------------------------------
  * The generic dispatcher (dispatch.c)

@@ -1,9 +1,8 @@
-/* The corio scheduler: tasks, switching, the CPU / I/O / resume phases, and the queues tasks
- * wait on. What a suspended task waits for is its wait record (corio_int.h); timers,
+/* The corio scheduler: the run loop (CPU / I/O / resume phases), spawning, suspending and
+ * switching. What a suspended task waits for is its wait record (corio_int.h); timers,
  * cancellation, the dispatcher and the remote inbox live in their own files. */
 #include "corio_int.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,7 +246,7 @@ static bool quiet(struct corio_sched *s)
     if (afs__ctx_pending(s->ctx) || corio__dispatch_busy(&s->disp) ||
         corio__inbox_pending(&s->inbox))
         return false;
-    return corio__timer_next(&s->timers) > corio_now();
+    return s->timers.len == 0 || corio__timer_next(&s->timers) > corio_now();
 }
 
 void corio_yield(struct corio_task *t)

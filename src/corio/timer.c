@@ -39,10 +39,8 @@ static void heap_down(struct corio__timers *tm, size_t i)
     heap_set(tm, i, t);
 }
 
-void corio__timer_remove(struct corio__timers *tm, struct corio_task *t)
+void corio__timer_remove_slow(struct corio__timers *tm, struct corio_task *t)
 {
-    if (!t->heap_idx)
-        return;
     size_t i = t->heap_idx - 1;
     t->heap_idx = 0;
     struct corio_task *last = tm->heap[--tm->len];
@@ -77,11 +75,6 @@ struct corio_task *corio__timer_due(struct corio__timers *tm, int64_t now)
     struct corio_task *t = tm->heap[0];
     corio__timer_remove(tm, t);
     return t;
-}
-
-int64_t corio__timer_next(const struct corio__timers *tm)
-{
-    return tm->len ? tm->heap[0]->timer_at : INT64_MAX;
 }
 
 void corio__timers_free(struct corio__timers *tm)
