@@ -1,5 +1,5 @@
-/* corio internals: the scheduler (sched.c: run loop, spawn, switching, queues), its
- * timers (timer.c), cancellation and deadlines (cancel.c), the remote inbox (inbox.c), the
+/* corio internals: the scheduler (sched.c: run loop, spawn, switching), its queue waits
+ * (waitq.c), timers (timer.c), cancellation and deadlines (cancel.c), the remote inbox (inbox.c), the
  * afs waiter (waiter.c), the dispatcher (dispatch.c), and the primitives on top (sync.c,
  * future.c, gen.c, job.c), which reach the scheduler only through the wait record. */
 #ifndef CORIO_INT_H
@@ -15,7 +15,7 @@
 enum corio__state {
     CORIO__READY = 1, /* in the run queue */
     CORIO__RUNNING,
-    CORIO__SUSPENDED, /* waiting for something (t->wait) */
+    CORIO__SUSPENDED, /* waiting for something (t->w) */
     CORIO__ZOMBIE,    /* its function returned; children still live */
     CORIO__DONE
 };
@@ -62,7 +62,7 @@ struct corio__wait {
     void             *what;     /* what it waits for: a queue, an op, a request... */
     int64_t           until;    /* a wake-up time (sleep): the wait ends with 0 then */
     bool              outside;  /* the kernel or another thread may end it: no -EDEADLK */
-    bool              timed_out;/* for cancel: the deadline (not a cancellation) ended it */
+    bool              timed_out; /* set by cancel: the deadline ended it, not a cancel */
     int               err;      /* how it ended: corio__ready()'s err */
 };
 
@@ -72,8 +72,6 @@ struct corio__wait {
 /* ------------------------------------------------------------------------------------------
  * Tasks
  * ---------------------------------------------------------------------------------------- */
-
-struct corio__req; /* a generic request, in the task */
 
 struct corio_task {
     struct corio_sched  *sched;
