@@ -1,7 +1,7 @@
-/* corio internals: the scheduler (sched.c: run loop, spawn, switching), its queue waits
- * (waitq.c), timers (timer.c), cancellation and deadlines (cancel.c), the remote inbox (inbox.c), the
- * afs waiter (waiter.c), the dispatcher (dispatch.c), and the primitives on top (sync.c,
- * future.c, gen.c, job.c), which reach the scheduler only through the wait record. */
+/* corio internals: the scheduler (sched.c: run loop, spawn, switching; sched_setup.c), queue
+ * waits, the asyncfs waiter and the remote inbox (wait.c), timers (timer.c), cancellation and
+ * deadlines (cancel.c), the dispatcher (dispatch.c), and the primitives on top (sync.c,
+ * future.c, gen.c, job.c), which reach the scheduler only through wait records. */
 #ifndef CORIO_INT_H
 #define CORIO_INT_H
 
@@ -293,7 +293,12 @@ int64_t corio__wait_timer(const struct corio_task *t, const struct corio__wait *
 /* The resume phase: due wake-ups and deadlines. */
 void    corio__fire_timers(struct corio_sched *s);
 
-/* The asyncfs waiter: blocking file calls in a task suspend the task (waiter.c). */
+/* The asyncfs waiter: blocking file calls in a task suspend the task (wait.c). */
 void corio__waiter_init(struct corio_sched *s);
+
+/* After a deadlock (sched_setup.c): the report, and freeing t and its descendants without
+ * unwinding their stacks. */
+void corio__report_deadlock(struct corio_sched *s);
+void corio__abandon(struct corio_sched *s, struct corio_task *t);
 
 #endif

@@ -3,6 +3,7 @@
  * cancellation, the dispatcher and the remote inbox live in their own files. */
 #include "corio_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,48 @@ int corio__suspend(struct corio_task *t, struct corio__wait *w)
     }
     switch_out(t);
     return w->err;
+}
+
+struct corio_sched *corio_task_sched(struct corio_task *t)
+{
+    AFS_CHECK(t != NULL, "task is NULL");
+    return t->sched;
+}
+
+int corio_task_done(const struct corio_task *t)
+{
+    AFS_CHECK(t != NULL, "task is NULL");
+    return t->state == CORIO__DONE;
+}
+
+void corio__check_running(struct corio_task *t, const char *where)
+{
+    if (!t || !t->sched || t->sched->current != t)
+        afs__panic(where, "not called by the running task it names");
+}
+
+void corio_log(struct corio_task *t, const char *fmt, ...)
+{
+    AFS_CHECK(t != NULL, "task is NULL");
+    if (!(t->sched->cfg.flags & CORIO_TRACE))
+        return;
+    /* The path from the root: ids of each ancestor. */
+    uint32_t ids[64];
+    int n = 0;
+    for (struct corio_task *a = t; a->parent && n < 64; a = a->parent)
+        ids[n++] = a->id;
+    char line[1024];
+    int len = snprintf(line, sizeof line, "[0");
+    while (n-- > 0 && len < (int)sizeof line)
+        len += snprintf(line + len, sizeof line - (size_t)len, "/%u", ids[n]);
+    if (len < (int)sizeof line)
+        len += snprintf(line + len, sizeof line - (size_t)len, "] ");
+    va_list ap;
+    va_start(ap, fmt);
+    if (len < (int)sizeof line)
+        vsnprintf(line + len, sizeof line - (size_t)len, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s\n", line);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -295,28 +338,6 @@ static bool can_progress(struct corio_sched *s)
     return s->outside_waits || afs__ctx_pending(s->ctx) || s->timers.len;
 }
 
-static void report_deadlock(struct corio_sched *s)
-{
-    fprintf(stderr, "corio: deadlock: %zu task(s) suspended with nothing that could wake them "
-                    "(no file op, timer or generic request in flight)\n", s->live);
-}
-
-/* Frees every task after a deadlock: their stacks are dropped without unwinding. */
-static void abandon(struct corio_sched *s, struct corio_task *t)
-{
-    struct afs_list_node *n, *tmp;
-    AFS_LIST_FOREACH_SAFE(n, tmp, &t->children)
-        abandon(s, TASK(n, sib));
-    t->children.first = t->children.last = NULL;
-    if (t->q_on)
-        corio__waitq_remove(t->q_on, t);
-    corio__timer_remove(&s->timers, t);
-    if (t->stack.map)
-        corio__stack_put(&s->stacks, &t->stack);
-    memset(&t->stack, 0, sizeof t->stack);
-    afs_list_push_front(&s->free_tasks, &t->sib);
-}
-
 int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
 {
     AFS_CHECK(s != NULL && fn != NULL, "NULL argument");
@@ -358,7 +379,7 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
         int64_t timeout = 0;
         if (!busy) {
             if (!can_progress(s)) {
-                report_deadlock(s);
+                corio__report_deadlock(s);
                 rc = -EDEADLK;
                 break;
             }
@@ -394,7 +415,7 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
     afs_waiter_set(prev_waiter);
     tls_sched = prev_sched;
     if (rc < 0) {
-        abandon(s, root);
+        corio__abandon(s, root);
         s->live = 0;
         s->outside_waits = 0;
     } else {

@@ -1,6 +1,8 @@
-/* Creating and freeing a scheduler, its configuration and statistics. */
+/* Creating and freeing a scheduler, its configuration and statistics, and what is left of a
+ * run that ended in a deadlock. */
 #include "corio_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,4 +82,26 @@ struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)
 {
     AFS_CHECK(s != NULL, "scheduler is NULL");
     return s->ctx;
+}
+
+void corio__report_deadlock(struct corio_sched *s)
+{
+    fprintf(stderr, "corio: deadlock: %zu task(s) suspended with nothing that could wake them "
+                    "(no file op, timer or generic request in flight)\n", s->live);
+}
+
+/* Frees every task after a deadlock: their stacks are dropped without unwinding. */
+void corio__abandon(struct corio_sched *s, struct corio_task *t)
+{
+    struct afs_list_node *n, *tmp;
+    AFS_LIST_FOREACH_SAFE(n, tmp, &t->children)
+        corio__abandon(s, AFS_LIST_ITEM(n, struct corio_task, sib));
+    t->children.first = t->children.last = NULL;
+    if (t->q_on)
+        corio__waitq_remove(t->q_on, t);
+    corio__timer_remove(&s->timers, t);
+    if (t->stack.map)
+        corio__stack_put(&s->stacks, &t->stack);
+    memset(&t->stack, 0, sizeof t->stack);
+    afs_list_push_front(&s->free_tasks, &t->sib);
 }
