@@ -303,8 +303,8 @@ void afs_ctx_free(struct afs_ctx *ctx)
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     afs__ctx_drain(ctx, NULL);
-    while (ctx->files)
-        afs_close(ctx->files);
+    while (ctx->files.first)
+        afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
     if (ctx->pool)
         afs__pool_free(ctx->pool);
     ctx->be->fini(ctx);

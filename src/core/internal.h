@@ -225,7 +225,7 @@ void afs__pool_reap(struct afs__pool *p);
 
 struct afs_file {
     struct afs_ctx  *ctx;
-    struct afs_file *next, *prev;
+    struct afs_list_node node;  /* on ctx->files */
     afs__fd_t        fd;
     int              flags;     /* AFS_* */
     enum afs_mode    mode;
@@ -257,7 +257,7 @@ struct afs_ctx {
     afs__waker        waker;     /* signalled by the pool and by afs_ctx_wake() */
     atomic_bool       wake_requested;
 
-    struct afs_file  *files;     /* open files, for afs_ctx_free() */
+    struct afs_list   files;     /* open files, for afs_ctx_free() */
     struct afs_stats  stats;
     struct afs_file   meta;      /* the pseudo-file metadata ops are counted on: no fd, not in
                                     `files`; meta.ctx is set on first use */
