@@ -136,14 +136,16 @@ AFS_API void corio_set_deadline(struct corio_task *t, int64_t deadline_ns);
  * reuses. Blocking calls abort if t is not the running task.
  * ---------------------------------------------------------------------------------------- */
 
-struct corio__waitq {
-    struct corio_task *head, *tail;
-    size_t             len;
+/* Three words of the library's own inside the structs below (a queue of waiting tasks, a
+ * list, a message from another thread). Private: zero-initialised it is empty; nothing
+ * outside the library reads or writes it. */
+struct corio_private {
+    void *private_[3];
 };
 
 struct corio_mutex {
-    struct corio_task  *owner;
-    struct corio__waitq waiters;
+    struct corio_task   *owner;
+    struct corio_private waiters;
 };
 #define CORIO_MUTEX_INIT {0}
 
@@ -156,8 +158,8 @@ AFS_API void   corio_mutex_unlock(struct corio_mutex *m);
 AFS_API size_t corio_mutex_waiters(const struct corio_mutex *m);
 
 struct corio_wg {
-    long                count;
-    struct corio__waitq waiters;
+    long                 count;
+    struct corio_private waiters;
 };
 #define CORIO_WG_INIT {0}
 
@@ -169,11 +171,11 @@ AFS_API int  corio_wg_wait(struct corio_task *t, struct corio_wg *wg);
 /* An error group: members are children of the group's task; the first non-zero result
  * cancels the other members. */
 struct corio_group {
-    struct corio_task  *task;
-    int                 err;
-    unsigned            live;
-    struct corio_task  *members; /* list of live members, for cancellation */
-    struct corio__waitq waiters;
+    struct corio_task   *task;
+    int                  err;
+    unsigned             live;
+    struct corio_private members; /* live members, for cancellation */
+    struct corio_private waiters;
 };
 AFS_API void corio_group_init(struct corio_group *g, struct corio_task *t);
 /* Spawns fn(member, arg) as a member (it runs at once until it first suspends).
@@ -248,12 +250,10 @@ AFS_API void corio_shield_end(struct corio_task *t);
  * future that nobody on the scheduler can complete any more is reported as deadlocked.
  * ---------------------------------------------------------------------------------------- */
 
-struct corio__fwaiter; /* a task's place on a future, on the task's stack */
-
 struct corio_future {
     struct corio_sched    *sched;      /* of its awaiters (external: given at init) */
-    struct corio__fwaiter *waiters;
-    struct corio_future   *next_done;  /* on the scheduler's list of external completions */
+    struct corio_private   waiters;    /* the awaiting tasks' places */
+    struct corio_private   msg;        /* external: its completion, to the scheduler */
     void                  *value;
     int                    result;
     unsigned char          external;
@@ -342,7 +342,7 @@ struct corio_gen {
     int                 result;    /* the producer's return, once ended */
     unsigned char       has_value, ended, closed;
     unsigned long       nexts, taken; /* next calls; the count when the last value went */
-    struct corio__waitq consumer_q, producer_q, end_q;
+    struct corio_private consumer_q, producer_q, end_q;
 };
 
 /* Starts fn(producer, g, arg) as a child of t (the consumer), at once until it first
@@ -460,7 +460,7 @@ struct corio_job {
     struct corio_task     *runner;
     int64_t                timeout_ns, deadline;
     unsigned char          started, finishing, ended;
-    struct corio__waitq    end_q;
+    struct corio_private   end_q;
 };
 
 /* Prepares an empty job (no timeout). */

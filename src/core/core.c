@@ -28,67 +28,43 @@ const char *afs_version(void)
 
 void afs__list_push(struct afs__list *l, struct afs_op *op)
 {
-    struct afs__op *o = afs__op(op);
-    o->next = NULL;
-    o->prev = l->tail;
-    if (l->tail)
-        afs__op(l->tail)->next = op;
-    else
-        l->head = op;
-    l->tail = op;
+    afs_list_push_back(&l->l, &afs__op(op)->node);
     l->len++;
 }
 
 void afs__list_push_front(struct afs__list *l, struct afs_op *op)
 {
-    struct afs__op *o = afs__op(op);
-    o->prev = NULL;
-    o->next = l->head;
-    if (l->head)
-        afs__op(l->head)->prev = op;
-    else
-        l->tail = op;
-    l->head = op;
+    afs_list_push_front(&l->l, &afs__op(op)->node);
     l->len++;
 }
 
 void afs__list_remove(struct afs__list *l, struct afs_op *op)
 {
-    struct afs__op *o = afs__op(op);
-    if (o->prev)
-        afs__op(o->prev)->next = o->next;
-    else
-        l->head = o->next;
-    if (o->next)
-        afs__op(o->next)->prev = o->prev;
-    else
-        l->tail = o->prev;
-    o->next = o->prev = NULL;
+    afs_list_remove(&l->l, &afs__op(op)->node);
     l->len--;
 }
 
 struct afs_op *afs__list_pop(struct afs__list *l)
 {
-    struct afs_op *op = l->head;
-    if (op)
-        afs__list_remove(l, op);
-    return op;
+    struct afs_list_node *n = afs_list_pop_front(&l->l);
+    if (!n)
+        return NULL;
+    l->len--;
+    /* The node is inside the op's private words: back to the op. */
+    struct afs__op *o = AFS_LIST_ITEM(n, struct afs__op, node);
+    return (struct afs_op *)(void *)((char *)o - offsetof(struct afs_op, private_));
 }
 
 void afs__list_append(struct afs__list *dst, struct afs__list *src)
 {
-    if (!src->head)
-        return;
-    if (dst->tail) {
-        afs__op(dst->tail)->next = src->head;
-        afs__op(src->head)->prev = dst->tail;
-    } else {
-        dst->head = src->head;
-    }
-    dst->tail = src->tail;
+    afs_list_splice(&dst->l, &src->l, false);
     dst->len += src->len;
-    src->head = src->tail = NULL;
     src->len = 0;
+}
+
+size_t afs__ctx_pending(const struct afs_ctx *ctx)
+{
+    return ctx->queued.len + ctx->inflight + ctx->done.len;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -361,8 +337,8 @@ void afs_ctx_free(struct afs_ctx *ctx)
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     afs__ctx_drain(ctx, NULL);
-    while (ctx->files)
-        afs_close(ctx->files);
+    while (ctx->files.first)
+        afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
     if (ctx->pool)
         afs__pool_free(ctx->pool);
     ctx->be->fini(ctx);

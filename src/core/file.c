@@ -39,10 +39,7 @@ static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
     int err = ctx->be->open ? ctx->be->open(ctx, f) : 0;
     if (err < 0)
         return err;
-    f->next = ctx->files;
-    if (ctx->files)
-        ctx->files->prev = f;
-    ctx->files = f;
+    afs_list_push_front(&ctx->files, &f->node);
     return 0;
 }
 
@@ -104,12 +101,7 @@ int afs_close(struct afs_file *f)
     int err = close_batched(ctx, (int)(intptr_t)f->fd);
     if (err == -ENOTSUP)
         err = afs__sys_close(f->fd);
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        ctx->files = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
+    afs_list_remove(&ctx->files, &f->node);
     memset(f, 0, sizeof *f);
     free(f);
     return err;

@@ -3,6 +3,7 @@
 #define AFS_INTERNAL_H
 
 #include "asyncfs.h"
+#include "list.h"
 #include "platform.h"
 
 #include <errno.h>
@@ -66,7 +67,7 @@ struct afs__meta {
 struct afs__op {
     uintptr_t        magic;       /* AFS__MAGIC ^ address once queued: tells a live op from
                                      uninitialised memory */
-    struct afs_op   *next, *prev; /* the one list the op is on (queued, done, pool) */
+    struct afs_list_node node;    /* the one list the op is on (queued, done, pool) */
     struct afs_file *file;
     afs_cb          *cb;
     union {
@@ -169,12 +170,12 @@ int  afs__sys_at_flags(int afs_at_flags); /* AT_* */
 int  afs__sys_dirfd(int dirfd);           /* AFS_AT_FDCWD -> AT_FDCWD */
 
 /* ------------------------------------------------------------------------------------------
- * Op lists (intrusive, doubly linked)
+ * Op lists: list.h with a count
  * ---------------------------------------------------------------------------------------- */
 
 struct afs__list {
-    struct afs_op *head, *tail;
-    size_t         len;
+    struct afs_list l;
+    size_t          len;
 };
 
 void           afs__list_push(struct afs__list *l, struct afs_op *op);
@@ -239,7 +240,7 @@ void afs__pool_reap(struct afs__pool *p);
 
 struct afs_file {
     struct afs_ctx  *ctx;
-    struct afs_file *next, *prev;
+    struct afs_list_node node;  /* on ctx->files */
     afs__fd_t        fd;
     int              flags;     /* AFS_* */
     enum afs_mode    mode;
@@ -277,7 +278,7 @@ struct afs_ctx {
     afs__waker        waker;     /* signalled by the pool and by afs_ctx_wake() */
     atomic_bool       wake_requested;
 
-    struct afs_file  *files;     /* open files, for afs_ctx_free() */
+    struct afs_list   files;     /* open files, for afs_ctx_free() */
     struct afs_stats  stats;
     struct afs_file   meta;      /* the pseudo-file metadata ops are counted on: no fd, not in
                                     `files`; meta.ctx is set on first use */
@@ -286,6 +287,11 @@ struct afs_ctx {
 
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
+
+/* Ops of ctx not finished with: queued, in flight, or done with their callback still to run.
+ * 0 means a wait on ctx now would reap nothing (the scheduler asks this; the layout of
+ * struct afs_ctx stays the core's). */
+size_t afs__ctx_pending(const struct afs_ctx *ctx);
 
 /* Blocks until every op of f (or of the whole context when f is NULL) is done and its
  * callback ran. */

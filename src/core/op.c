@@ -552,7 +552,7 @@ static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
 static int submit_queued(struct afs_ctx *ctx)
 {
     int n = 0;
-    while (ctx->queued.head && ctx->inflight < ctx->cfg.queue_depth) {
+    while (ctx->queued.len && ctx->inflight < ctx->cfg.queue_depth) {
         struct afs_op *op = afs__list_pop(&ctx->queued);
         struct afs__op *o = afs__op(op);
         o->state = AFS__INFLIGHT;

@@ -30,12 +30,12 @@ static void worker(void *arg)
     struct afs__pool *p = arg;
     afs__mutex_lock(&p->mu);
     for (;;) {
-        while (!p->todo.head && !p->stop) {
+        while (!p->todo.len && !p->stop) {
             p->idle++;
             afs__cond_wait(&p->cv, &p->mu);
             p->idle--;
         }
-        if (!p->todo.head)
+        if (!p->todo.len)
             break;
         struct afs_op *op = afs__list_pop(&p->todo);
         *pool_state(op) = POOL_RUNNING;
@@ -70,7 +70,7 @@ int afs__pool_new(struct afs_ctx *ctx, unsigned max_threads, struct afs__pool **
 void afs__pool_free(struct afs__pool *p)
 {
     afs__mutex_lock(&p->mu);
-    AFS_CHECK(!p->todo.head && !p->finished.head, "thread pool freed with ops in flight");
+    AFS_CHECK(!p->todo.len && !p->finished.len, "thread pool freed with ops in flight");
     p->stop = true;
     afs__cond_broadcast(&p->cv);
     afs__mutex_unlock(&p->mu);

@@ -1,4 +1,7 @@
-/* corio internals shared by the scheduler (sched.c) and the primitives (sync.c). */
+/* corio internals: the scheduler (sched.c: run loop, spawn, switching; sched_setup.c), queue
+ * waits, the asyncfs waiter and the remote inbox (wait.c), timers (timer.c), cancellation and
+ * deadlines (cancel.c), the dispatcher (dispatch.c), and the primitives on top (sync.c,
+ * future.c, gen.c, job.c), which reach the scheduler only through wait records. */
 #ifndef CORIO_INT_H
 #define CORIO_INT_H
 
@@ -12,83 +15,222 @@
 enum corio__state {
     CORIO__READY = 1, /* in the run queue */
     CORIO__RUNNING,
-    CORIO__SUSPENDED, /* waiting for something (t->wait) */
+    CORIO__SUSPENDED, /* waiting for something (t->w) */
     CORIO__ZOMBIE,    /* its function returned; children still live */
     CORIO__DONE
 };
 
-enum corio__wait {
-    CORIO__W_NONE = 0,
-    CORIO__W_FILE,     /* an asyncfs op (t->op) */
-    CORIO__W_IO,       /* a generic request */
-    CORIO__W_SLEEP,
-    CORIO__W_YIELD,
-    CORIO__W_CHILDREN, /* corio_wait */
-    CORIO__W_QUEUE,    /* a wait queue: mutex, wait group, singleflight */
-    CORIO__W_HARDQ     /* a wait queue that cancellation and deadlines do not end */
+/* ------------------------------------------------------------------------------------------
+ * Queues of tasks, and the private words of the public structs
+ * ---------------------------------------------------------------------------------------- */
+
+/* A queue of tasks (through corio_task.q_node). A task is on at most one. */
+struct corio__waitq {
+    struct afs_list list;
+    size_t          len;
 };
 
-struct corio__req; /* a generic request, in the task */
+/* struct corio_private (corio.h) holds a waitq, a plain list or a message in place. */
+_Static_assert(sizeof(struct corio__waitq) <= sizeof(struct corio_private) &&
+                   _Alignof(struct corio__waitq) <= _Alignof(struct corio_private),
+               "a waitq must fit in struct corio_private");
+
+static inline struct corio__waitq *corio__wq(struct corio_private *p)
+{
+    return (struct corio__waitq *)(void *)p->private_;
+}
+
+static inline struct afs_list *corio__list(struct corio_private *p)
+{
+    return (struct afs_list *)(void *)p->private_;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The wait record: what a suspended task waits for
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio__wait;
+/* Ends the wait of t early with err (-ECANCELED or -ETIMEDOUT), supplied by whatever t waits
+ * on: it takes t off what it waits on and calls corio__ready(t, err), or starts an end that
+ * readies t later (a file op cancelled in the kernel), or does nothing (it cannot be ended:
+ * a request the dispatcher owns). */
+typedef void corio__cancel_fn(struct corio_task *t, struct corio__wait *w, int err);
+
+/* On the stack of the blocking call while the task is suspended (libdill's clause). */
+struct corio__wait {
+    corio__cancel_fn *cancel;   /* NULL: cancellation and deadlines do not end this wait */
+    void             *what;     /* what it waits for: a queue, an op, a request... */
+    int64_t           until;    /* a wake-up time (sleep): the wait ends with 0 then */
+    bool              outside;  /* the kernel or another thread may end it: no -EDEADLK */
+    bool              timed_out; /* set by cancel: the deadline ended it, not a cancel */
+    int               err;      /* how it ended: corio__ready()'s err */
+};
+
+/* A wait record for a wait that only `what` ends (no cancel, no wake-up time). */
+#define CORIO__WAIT_FOR(w) {.cancel = NULL, .what = (w), .until = INT64_MAX}
+
+/* ------------------------------------------------------------------------------------------
+ * Tasks
+ * ---------------------------------------------------------------------------------------- */
 
 struct corio_task {
-    struct corio_sched *sched;
-    struct corio_task  *parent;
-    struct corio_task  *children;          /* live children, and done ones kept as handles */
-    struct corio_task  *sib_next, *sib_prev;
-    unsigned            live_children;
-    corio_fn           *fn;
-    void               *arg;
-    uint32_t            id;                /* index among its parent's children, for paths */
-    uint32_t            nspawned;
-    uint8_t             state;             /* enum corio__state */
-    uint8_t             wait;              /* enum corio__wait */
-    bool                keep;              /* a handle was given out: free with the parent */
-    bool                cancelled;         /* this task itself (ancestors are checked too) */
-    bool                timed_out;         /* its deadline fired during the current wait */
-    int                 wake_err;          /* why a queue wait ended: 0, -ECANCELED... */
-    int64_t             deadline;          /* its own; INT64_MAX = none */
+    struct corio_sched  *sched;
+    struct corio_task   *parent;
+    struct afs_list      children;     /* live children, and done ones kept as handles */
+    struct afs_list_node sib;          /* on the parent's children, or the free list */
+    unsigned             live_children;
+    corio_fn            *fn;
+    void                *arg;
+    uint32_t             id;           /* index among its parent's children, for paths */
+    uint32_t             nspawned;
+    uint8_t              state;        /* enum corio__state */
+    bool                 keep;         /* a handle was given out: free with the parent */
+    bool                 cancelled;    /* this task itself (ancestors are checked too) */
+    int64_t              deadline;     /* its own; INT64_MAX = none */
     /* corio_shield_begin() depth. While non-zero, cancellations and deadlines of this task
      * and of its ancestors do not reach it or its descendants (their own ones still do). */
-    unsigned            shield;
+    unsigned             shield;
+
+    struct corio__wait  *w;            /* while suspended: what it waits for */
 
     /* The queue the task is on: the run queue, the yield queue or a wait queue. */
-    struct corio_task   *q_next, *q_prev;
+    struct afs_list_node q_node;
     struct corio__waitq *q_on;
 
-    /* Timer: sleeping until `until`, or a deadline during a wait. */
+    /* Timer: a wake-up or a deadline during a wait (timer.c). */
     int64_t timer_at;
-    int64_t until;
     size_t  heap_idx; /* 1-based position in the timer heap, 0 = none */
 
-    struct afs_op     *op;  /* CORIO__W_FILE */
-    struct corio__req *req; /* CORIO__W_IO */
-
-    /* Error group membership. */
-    struct corio_group *group;
-    struct corio_task  *g_next, *g_prev;
-    int (*gfn)(struct corio_task *, void *);
-    void *garg;
+    /* Called once when the task is done (its function returned and its children are done),
+     * by the code that set it: error groups keep their members with it. */
+    void               (*on_done)(struct corio_task *t);
+    void                *hook_data;
+    struct afs_list_node hook_node;
 
     struct corio__regs  regs;
     struct corio__stack stack;
     void               *asan_fake; /* ASan fake stack while switched out */
 };
 
-struct corio__req {
-    struct corio_task *task;
-    void              *input, *output;
-    struct corio__req *next;
-    bool               answered;
+/* Queues of tasks: a task is on at most one (q_on). */
+static inline void corio__waitq_push(struct corio__waitq *q, struct corio_task *t)
+{
+    AFS_CHECK(t->q_on == NULL, "task is already queued");
+    afs_list_push_back(&q->list, &t->q_node);
+    q->len++;
+    t->q_on = q;
+}
+
+static inline void corio__waitq_remove(struct corio__waitq *q, struct corio_task *t)
+{
+    AFS_CHECK(t->q_on == q, "task is not on this queue");
+    afs_list_remove(&q->list, &t->q_node);
+    t->q_on = NULL;
+    q->len--;
+}
+
+static inline struct corio_task *corio__waitq_pop(struct corio__waitq *q)
+{
+    struct afs_list_node *n = q->list.first;
+    if (!n)
+        return NULL;
+    struct corio_task *t = AFS_LIST_ITEM(n, struct corio_task, q_node);
+    corio__waitq_remove(q, t);
+    return t;
+}
+
+static inline void corio__waitq_push_front(struct corio__waitq *q, struct corio_task *t)
+{
+    AFS_CHECK(t->q_on == NULL, "task is already queued");
+    afs_list_push_front(&q->list, &t->q_node);
+    q->len++;
+    t->q_on = q;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The remote inbox: everything that reaches the scheduler from other threads
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio__msg {
+    struct afs_list_node node;
+    void               (*deliver)(struct corio__msg *m); /* on the scheduler's thread */
+};
+_Static_assert(sizeof(struct corio__msg) <= sizeof(struct corio_private),
+               "a message must fit in struct corio_private");
+
+struct corio__inbox {
+    afs__mutex      mu;
+    atomic_bool     has; /* msgs is not empty; set under mu */
+    struct afs_list msgs;
 };
 
-struct corio_batch {
-    struct corio_sched *sched;
-    struct corio_batch *next;    /* all batches of the run, freed when it ends */
-    size_t              n, left; /* left: unanswered, under sched->mu */
-    struct corio__req  *reqs[];
+/* Any thread: queues m for the resume phase of s and wakes s. m must stay valid until it is
+ * delivered. */
+void corio__inbox_post(struct corio_sched *s, struct corio__msg *m);
+/* Any thread: sets *flag under the inbox's lock; false when it was already set (a one-time
+ * claim, such as completing an external future). */
+bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag);
+/* The scheduler's thread: delivers every message, in the order posted. */
+void corio__inbox_deliver(struct corio_sched *s);
+
+static inline bool corio__inbox_pending(struct corio__inbox *in)
+{
+    return atomic_load_explicit(&in->has, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Timers (timer.c): a min-heap of tasks on timer_at
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio__timers {
+    struct corio_task **heap;
+    size_t              len, cap;
 };
 
-struct corio__flight; /* singleflight calls, sync.c */
+void    corio__timer_add(struct corio__timers *tm, struct corio_task *t, int64_t at);
+void    corio__timer_remove_slow(struct corio__timers *tm, struct corio_task *t);
+/* The first task whose time is <= now, taken off the heap; NULL when none. */
+struct corio_task *corio__timer_due(struct corio__timers *tm, int64_t now);
+void    corio__timers_free(struct corio__timers *tm);
+
+/* The earliest time, INT64_MAX when there is none. */
+static inline int64_t corio__timer_next(const struct corio__timers *tm)
+{
+    return tm->len ? tm->heap[0]->timer_at : INT64_MAX;
+}
+
+/* Takes t's timer off the heap, if it has one (every wake-up asks: inline). */
+static inline void corio__timer_remove(struct corio__timers *tm, struct corio_task *t)
+{
+    if (t->heap_idx)
+        corio__timer_remove_slow(tm, t);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The generic dispatcher (dispatch.c)
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio__dispatcher {
+    struct afs_list pending;     /* queued in this CPU phase, in order */
+    struct afs_list retried;     /* answered with retry: before pending at the next dispatch */
+    size_t          inflight;    /* dispatched and unanswered */
+    struct corio_batch *batches; /* answered from other threads: kept until the run ends */
+};
+
+/* The I/O phase: everything pending, up to io_limit, to the dispatcher in one call. */
+void corio__dispatch(struct corio_sched *s);
+/* Frees the batches kept for threads still returning from their answers: when no request
+ * is in flight, or `all`. */
+void corio__dispatch_free_batches(struct corio_sched *s, bool all);
+
+static inline bool corio__dispatch_busy(const struct corio__dispatcher *d)
+{
+    return d->pending.first || d->retried.first || d->inflight;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The scheduler
+ * ---------------------------------------------------------------------------------------- */
 
 struct corio_sched {
     struct corio_config  cfg;
@@ -108,52 +250,55 @@ struct corio_sched {
     struct corio__waitq  ready;    /* this CPU phase */
     struct corio__waitq  yielded;  /* the next one */
     size_t               live;     /* tasks not done */
-    size_t               file_waits; /* tasks suspended in file ops */
-    struct corio_task   *free_tasks;
+    size_t               outside_waits; /* suspended in waits with `outside` set */
+    struct afs_list      free_tasks;
 
-    struct corio_task  **heap;     /* timers, min-heap on timer_at */
-    size_t               heap_len, heap_cap;
+    struct corio__timers     timers;
+    struct corio__dispatcher disp;
+    struct corio__inbox      inbox;
 
-    /* Generic requests. */
-    struct corio__req   *pending, *pending_tail; /* queued in this CPU phase, in order */
-    size_t               io_inflight;            /* dispatched and unanswered */
-    afs__mutex           mu;                     /* guards answered/retried and batches */
-    atomic_bool          has_answers;            /* set with answered/retried, under mu */
-    struct corio__req   *answered, *answered_tail;
-    struct corio__req   *retried, *retried_tail;
-
-    struct corio__flight *flights;
-    struct corio_batch   *batches; /* answered from other threads: kept until the run ends */
-
-    /* Futures (future.c). External futures completed by other threads wait here, under mu,
-     * until the resume phase delivers them (has_answers is set with them). */
-    struct corio_future  *fut_done, *fut_done_tail;
-    size_t                ext_waits; /* tasks awaiting an external future: could progress */
+    /* Singleflight calls (sync.c), and how to free those left by an abandoned run. */
+    struct afs_list      flights;
+    void               (*flights_free)(struct corio_sched *s);
 
     struct corio_stats   stats;
 };
 
-/* The scheduler's primitives for sync.c. */
+/* The scheduler running on the calling thread, or NULL. */
+struct corio_sched *corio__thread_sched(void);
 void corio__check_running(struct corio_task *t, const char *where);
-/* Suspends the running task t on wait queue q until corio__wake() (returns 0) or an
- * interruption (cancel/deadline: returns -ECANCELED or -ETIMEDOUT, t off the queue). */
+
+/* Suspends the running task t on the record w until corio__ready(t, err); returns err.
+ * Arms a timer for w->until and, when w->cancel is set, for t's deadline. */
+int  corio__suspend(struct corio_task *t, struct corio__wait *w);
+/* Makes the suspended task t runnable; its wait ends with err. */
+void corio__ready(struct corio_task *t, int err);
+
+/* The cancel of a queue wait: t off its queue, ready with err. */
+void corio__waitq_cancel(struct corio_task *t, struct corio__wait *w, int err);
+/* Suspends the running task t on q until corio__wake() (returns 0) or an interruption
+ * (cancel/deadline: returns -ECANCELED or -ETIMEDOUT, t off the queue). */
 int  corio__wait_on(struct corio_task *t, struct corio__waitq *q);
 /* As corio__wait_on, but only corio__wake() ends it (structured waits for members). */
 void corio__wait_on_hard(struct corio_task *t, struct corio__waitq *q);
 /* Makes a task waiting on a queue runnable (it is taken off the queue) with result err. */
 void corio__wake(struct corio_task *t, int err);
+void corio__wake_all(struct corio__waitq *q);
+
+/* Cancellation and deadlines (cancel.c). */
 /* 0, or -ECANCELED / -ETIMEDOUT when a blocking call must fail at once. */
-int  corio__interrupted(struct corio_task *t);
-void corio__waitq_push(struct corio__waitq *q, struct corio_task *t);
-struct corio_task *corio__waitq_pop(struct corio__waitq *q);
-void corio__waitq_remove(struct corio__waitq *q, struct corio_task *t);
-/* Group bookkeeping when a member is done (sync.c). */
-void corio__group_member_done(struct corio_task *t);
-void corio__flights_free(struct corio_sched *s);
-/* The scheduler running on the calling thread, or NULL. */
-struct corio_sched *corio__thread_sched(void);
-/* Delivers external futures completed by other threads (future.c), on the scheduler's
- * thread in the resume phase; `list` is linked through next_done. */
-void corio__futures_deliver(struct corio_future *list);
+int     corio__interrupted(struct corio_task *t);
+/* When t's timer must fire for its wait w: min(w->until, deadline if w->cancel). */
+int64_t corio__wait_timer(const struct corio_task *t, const struct corio__wait *w);
+/* The resume phase: due wake-ups and deadlines. */
+void    corio__fire_timers(struct corio_sched *s);
+
+/* The asyncfs waiter: blocking file calls in a task suspend the task (wait.c). */
+void corio__waiter_init(struct corio_sched *s);
+
+/* After a deadlock (sched_setup.c): the report, and freeing t and its descendants without
+ * unwinding their stacks. */
+void corio__report_deadlock(struct corio_sched *s);
+void corio__abandon(struct corio_sched *s, struct corio_task *t);
 
 #endif

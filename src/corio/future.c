@@ -13,32 +13,19 @@
 #include <string.h>
 
 struct corio__fwaiter {
-    struct corio_task     *task;
-    struct corio__waitq   *wq; /* the task's own queue for this wait */
-    struct corio__fwaiter *next, *prev;
-    bool                   linked;
+    struct corio_task    *task;
+    struct corio__waitq  *wq;     /* the task's own queue for this wait */
+    struct afs_list_node  node;   /* on the future's waiters */
+    bool                  linked;
 };
 
-static void place_link(struct corio_future *f, struct corio__fwaiter *w)
-{
-    w->prev = NULL;
-    w->next = f->waiters;
-    if (f->waiters)
-        f->waiters->prev = w;
-    f->waiters = w;
-    w->linked = true;
-}
+#define PLACE(n) AFS_LIST_ITEM(n, struct corio__fwaiter, node)
 
 static void place_unlink(struct corio_future *f, struct corio__fwaiter *w)
 {
     if (!w->linked)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        f->waiters = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    afs_list_remove(corio__list(&f->waiters), &w->node);
     w->linked = false;
 }
 
@@ -46,26 +33,20 @@ static void place_unlink(struct corio_future *f, struct corio__fwaiter *w)
 static void deliver(struct corio_future *f)
 {
     f->done = 1;
-    struct corio__fwaiter *w = f->waiters;
-    f->waiters = NULL;
-    while (w) {
-        struct corio__fwaiter *next = w->next;
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(corio__list(&f->waiters)))) {
+        struct corio__fwaiter *w = PLACE(n);
         w->linked = false;
         /* Still on its queue: not yet woken by another future of the same wait. */
         if (w->task->q_on == w->wq)
             corio__wake(w->task, 0);
-        w = next;
     }
 }
 
-void corio__futures_deliver(struct corio_future *list)
+/* An external future completed by another thread, in the resume phase (the inbox). */
+static void deliver_msg(struct corio__msg *m)
 {
-    while (list) {
-        struct corio_future *next = list->next_done;
-        list->next_done = NULL;
-        deliver(list);
-        list = next;
-    }
+    deliver((struct corio_future *)(void *)((char *)m - offsetof(struct corio_future, msg)));
 }
 
 void corio_future_init(struct corio_future *f)
@@ -87,7 +68,7 @@ int corio_future_complete(struct corio_future *f, int result, void *value)
     AFS_CHECK(f != NULL, "future is NULL");
     if (!f->external) {
         /* Tasks are waiting, so their scheduler runs: only its own thread may do this. */
-        AFS_CHECK(!f->waiters || corio__thread_sched() == f->sched,
+        AFS_CHECK(afs_list_empty(corio__list(&f->waiters)) || corio__thread_sched() == f->sched,
                   "a local future completed from another thread (use an external one)");
         if (f->done)
             return -EALREADY;
@@ -97,31 +78,19 @@ int corio_future_complete(struct corio_future *f, int result, void *value)
         return 0;
     }
     struct corio_sched *s = f->sched;
-    afs__mutex_lock(&s->mu);
-    if (f->completed) {
-        afs__mutex_unlock(&s->mu);
+    if (!corio__inbox_claim(s, &f->completed))
         return -EALREADY;
-    }
-    f->completed = 1;
     f->result = result;
     f->value = value;
     if (corio__thread_sched() == s) {
-        /* On the scheduler's own thread: no hand-over needed. */
-        afs__mutex_unlock(&s->mu);
-        deliver(f);
+        deliver(f); /* on the scheduler's own thread: no hand-over needed */
         return 0;
     }
-    /* Another thread: the resume phase delivers it (collect_answers); after the unlock f
-     * may already be delivered and freed, so only s is touched. */
-    f->next_done = NULL;
-    if (s->fut_done_tail)
-        s->fut_done_tail->next_done = f;
-    else
-        s->fut_done = f;
-    s->fut_done_tail = f;
-    atomic_store_explicit(&s->has_answers, true, memory_order_release);
-    afs__mutex_unlock(&s->mu);
-    afs_ctx_wake(s->ctx);
+    /* Another thread: the resume phase delivers it; once posted, f may already be delivered
+     * and freed. */
+    struct corio__msg *m = (struct corio__msg *)(void *)f->msg.private_;
+    m->deliver = deliver_msg;
+    corio__inbox_post(s, m);
     return 0;
 }
 
@@ -152,24 +121,21 @@ static void bind(struct corio_task *t, struct corio_future *f)
 static int wait_places(struct corio_task *t, struct corio_future *const *futs, size_t n,
                        struct corio__fwaiter *places)
 {
-    struct corio_sched *s = t->sched;
     struct corio__waitq wq = {0};
-    bool external = false;
+    /* Another thread may complete an external future: an `outside` wait, so the scheduler
+     * waits for it rather than report a deadlock. */
+    struct corio__wait w = {.cancel = corio__waitq_cancel, .what = &wq, .until = INT64_MAX};
     for (size_t i = 0; i < n; i++) {
         places[i] = (struct corio__fwaiter){.task = t, .wq = &wq};
         if (futs[i]->done)
             continue;
         bind(t, futs[i]);
-        place_link(futs[i], &places[i]);
-        external |= futs[i]->external;
+        afs_list_push_front(corio__list(&futs[i]->waiters), &places[i].node);
+        places[i].linked = true;
+        w.outside |= futs[i]->external;
     }
-    /* Another thread may complete an external future: the scheduler must wait, not report
-     * a deadlock (can_progress in sched.c). */
-    if (external)
-        s->ext_waits++;
-    int err = corio__wait_on(t, &wq);
-    if (external)
-        s->ext_waits--;
+    corio__waitq_push(&wq, t);
+    int err = corio__suspend(t, &w);
     for (size_t i = 0; i < n; i++)
         place_unlink(futs[i], &places[i]);
     return err;

@@ -10,13 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void wake_all(struct corio__waitq *q)
-{
-    struct corio_task *w;
-    while ((w = corio__waitq_pop(q)))
-        corio__wake(w, 0);
-}
-
 /* Read once, at the producer's first instruction, from the consumer's stack (the consumer
  * stays suspended in corio_spawn until the producer first suspends). */
 struct gen_boot {
@@ -36,8 +29,9 @@ static void gen_entry(struct corio_task *t, void *arg)
     g->result = res < 0 ? res : 0;
     g->has_value = 0;
     g->ended = 1;
-    wake_all(&g->consumer_q);
-    wake_all(&g->end_q); /* the last touch of g: a closing consumer may free it now */
+    corio__wake_all(corio__wq(&g->consumer_q));
+    /* The last touch of g: a closing consumer may free it now. */
+    corio__wake_all(corio__wq(&g->end_q));
 }
 
 int corio_gen_start(struct corio_task *t, struct corio_gen *g, corio_gen_fn *fn, void *arg)
@@ -65,9 +59,9 @@ int corio_gen_yield(struct corio_task *t, struct corio_gen *g, void *value)
         return err;
     g->value = value;
     g->has_value = 1;
-    wake_all(&g->consumer_q);
+    corio__wake_all(corio__wq(&g->consumer_q));
     while (g->has_value && !g->closed) {
-        if ((err = corio__wait_on(t, &g->producer_q)) != 0) {
+        if ((err = corio__wait_on(t, corio__wq(&g->producer_q))) != 0) {
             g->has_value = 0; /* take it back: the producer is about to leave */
             return err;
         }
@@ -81,7 +75,7 @@ int corio_gen_next(struct corio_task *t, struct corio_gen *g, void **value)
     AFS_CHECK(g != NULL && value != NULL, "NULL argument");
     /* A new call: the consumer is done with the previous value (corio_gen_flush). */
     g->nexts++;
-    wake_all(&g->producer_q);
+    corio__wake_all(corio__wq(&g->producer_q));
     for (;;) {
         int err = corio__interrupted(t);
         if (err)
@@ -90,14 +84,14 @@ int corio_gen_next(struct corio_task *t, struct corio_gen *g, void **value)
             *value = g->value;
             g->has_value = 0;
             g->taken = g->nexts;
-            wake_all(&g->producer_q);
+            corio__wake_all(corio__wq(&g->producer_q));
             return 1;
         }
         if (g->closed)
             return 0; /* the consumer stopped: the producer's -ECANCELED is no error */
         if (g->ended)
             return g->result;
-        if ((err = corio__wait_on(t, &g->consumer_q)) != 0)
+        if ((err = corio__wait_on(t, corio__wq(&g->consumer_q))) != 0)
             return err;
     }
 }
@@ -107,7 +101,7 @@ void corio_gen_flush(struct corio_task *t, struct corio_gen *g)
     corio__check_running(t, "corio_gen_flush");
     AFS_CHECK(g != NULL && g->producer == t, "corio_gen_flush: not this generator's producer");
     while (g->nexts == g->taken && g->taken && !g->closed)
-        corio__wait_on_hard(t, &g->producer_q);
+        corio__wait_on_hard(t, corio__wq(&g->producer_q));
 }
 
 int corio_gen_next_filter(struct corio_task *t, struct corio_gen *g,
@@ -131,10 +125,10 @@ void corio_gen_close(struct corio_task *t, struct corio_gen *g)
         return;
     if (g->producer)
         corio_cancel(g->producer);
-    wake_all(&g->producer_q);
+    corio__wake_all(corio__wq(&g->producer_q));
     /* The producer may use buffers of ours until it is done: wait even when cancelled. */
     while (!g->ended)
-        corio__wait_on_hard(t, &g->end_q);
+        corio__wait_on_hard(t, corio__wq(&g->end_q));
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -165,9 +165,7 @@ static void runner_entry(struct corio_task *t, void *arg)
     }
     corio_shield_end(t);
     j->ended = 1;
-    struct corio_task *w;
-    while ((w = corio__waitq_pop(&j->end_q)))
-        corio__wake(w, 0);
+    corio__wake_all(corio__wq(&j->end_q));
     corio_future_complete(&j->done, j->err, j);
 }
 
@@ -192,6 +190,6 @@ int corio_job_run(struct corio_task *t, struct corio_job *j)
         return err;
     /* The job's structs live in our frame: wait for its end even when cancelled. */
     while (!j->ended)
-        corio__wait_on_hard(t, &j->end_q);
+        corio__wait_on_hard(t, corio__wq(&j->end_q));
     return j->err;
 }

@@ -24,7 +24,7 @@ int corio_mutex_lock(struct corio_task *t, struct corio_mutex *m)
         m->owner = t;
         return 0;
     }
-    err = corio__wait_on(t, &m->waiters);
+    err = corio__wait_on(t, corio__wq(&m->waiters));
     /* Woken by unlock: it made us the owner. Interrupted: we are off the queue and the
      * lock was never ours, so nothing needs undoing. */
     if (err == 0)
@@ -38,7 +38,7 @@ void corio_mutex_unlock(struct corio_mutex *m)
     struct corio_task *cur = corio_current();
     if (!m->owner || (cur && m->owner != cur))
         afs__panic("corio_mutex_unlock", "unlocking a mutex the running task does not hold");
-    struct corio_task *next = corio__waitq_pop(&m->waiters);
+    struct corio_task *next = corio__waitq_pop(corio__wq(&m->waiters));
     m->owner = next;
     if (next)
         corio__wake(next, 0);
@@ -47,7 +47,7 @@ void corio_mutex_unlock(struct corio_mutex *m)
 size_t corio_mutex_waiters(const struct corio_mutex *m)
 {
     AFS_CHECK(m != NULL, "mutex is NULL");
-    return m->waiters.len;
+    return corio__wq((struct corio_private *)&m->waiters)->len;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -60,11 +60,8 @@ void corio_wg_add(struct corio_wg *wg, int delta)
     if (wg->count + delta < 0)
         afs__panic("corio_wg_add", "negative wait group counter");
     wg->count += delta;
-    if (wg->count == 0) {
-        struct corio_task *t;
-        while ((t = corio__waitq_pop(&wg->waiters)))
-            corio__wake(t, 0);
-    }
+    if (wg->count == 0)
+        corio__wake_all(corio__wq(&wg->waiters));
 }
 
 void corio_wg_done(struct corio_wg *wg)
@@ -79,7 +76,7 @@ int corio_wg_wait(struct corio_task *t, struct corio_wg *wg)
     int err = corio__interrupted(t);
     if (err || wg->count == 0)
         return err;
-    return corio__wait_on(t, &wg->waiters);
+    return corio__wait_on(t, corio__wq(&wg->waiters));
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -93,17 +90,17 @@ void corio_group_init(struct corio_group *g, struct corio_task *t)
     g->task = t;
 }
 
-static void member_entry(struct corio_task *t, void *unused)
+#define MEMBER(n) AFS_LIST_ITEM(n, struct corio_task, hook_node)
+
+/* A member is done (the scheduler's on-done hook): off the group; the last one wakes the
+ * group's waiter. */
+static void member_done(struct corio_task *t)
 {
-    struct corio_group *g = t->group;
-    int res = t->gfn(t, t->garg);
-    if (res != 0 && g->err == 0) {
-        g->err = res;
-        /* The first error cancels the other members. */
-        for (struct corio_task *m = g->members; m; m = m->g_next)
-            if (m != t)
-                corio_cancel(m);
-    }
+    struct corio_group *g = t->hook_data;
+    afs_list_remove(corio__list(&g->members), &t->hook_node);
+    t->hook_data = NULL;
+    if (--g->live == 0)
+        corio__wake_all(corio__wq(&g->waiters));
 }
 
 /* How a member learns its group: read once, at its first instruction, from the parent's
@@ -114,18 +111,21 @@ struct group_boot {
     void *arg;
 };
 
-static void boot_entry(struct corio_task *t, void *arg)
+static void member_entry(struct corio_task *t, void *arg)
 {
-    struct group_boot *boot = arg;
-    struct corio_group *g = boot->g;
-    t->group = g;
-    t->gfn = boot->fn;
-    t->garg = boot->arg;
-    t->g_next = g->members;
-    if (g->members)
-        g->members->g_prev = t;
-    g->members = t;
-    member_entry(t, NULL);
+    struct group_boot boot = *(struct group_boot *)arg;
+    struct corio_group *g = boot.g;
+    t->hook_data = g;
+    t->on_done = member_done;
+    afs_list_push_front(corio__list(&g->members), &t->hook_node);
+    int res = boot.fn(t, boot.arg);
+    if (res != 0 && g->err == 0) {
+        g->err = res;
+        /* The first error cancels the other members. */
+        for (struct afs_list_node *n = corio__list(&g->members)->first; n; n = n->next)
+            if (MEMBER(n) != t)
+                corio_cancel(MEMBER(n));
+    }
 }
 
 int corio_group_go(struct corio_group *g, int (*fn)(struct corio_task *, void *), void *arg)
@@ -136,27 +136,10 @@ int corio_group_go(struct corio_group *g, int (*fn)(struct corio_task *, void *)
         return -ECANCELED;
     struct group_boot boot = {g, fn, arg};
     g->live++;
-    int err = corio_spawn(g->task, boot_entry, &boot, NULL);
+    int err = corio_spawn(g->task, member_entry, &boot, NULL);
     if (err < 0)
         g->live--;
     return err;
-}
-
-void corio__group_member_done(struct corio_task *t)
-{
-    struct corio_group *g = t->group;
-    if (t->g_prev)
-        t->g_prev->g_next = t->g_next;
-    else
-        g->members = t->g_next;
-    if (t->g_next)
-        t->g_next->g_prev = t->g_prev;
-    t->group = NULL;
-    if (--g->live == 0) {
-        struct corio_task *w;
-        while ((w = corio__waitq_pop(&g->waiters)))
-            corio__wake(w, 0);
-    }
 }
 
 int corio_group_wait(struct corio_group *g)
@@ -167,7 +150,7 @@ int corio_group_wait(struct corio_group *g)
     /* Members are children: structured concurrency says we wait for all of them, even when
      * the waiting task itself is cancelled (the members are cancelled with it). */
     while (g->live > 0)
-        corio__wait_on_hard(t, &g->waiters);
+        corio__wait_on_hard(t, corio__wq(&g->waiters));
     return g->err;
 }
 
@@ -176,7 +159,7 @@ int corio_group_wait(struct corio_group *g)
  * ---------------------------------------------------------------------------------------- */
 
 struct corio__flight {
-    struct corio__flight *next;
+    struct afs_list_node  node; /* on the scheduler's flights while it runs */
     void                 *key;
     size_t                key_len;
     struct corio__waitq   waiters;
@@ -184,6 +167,18 @@ struct corio__flight {
     int                   res;
     void                 *out;
 };
+
+#define FLIGHT(n) AFS_LIST_ITEM(n, struct corio__flight, node)
+
+/* Flights left by an abandoned run (a deadlock), when the scheduler is freed. */
+static void flights_free(struct corio_sched *s)
+{
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&s->flights))) {
+        free(FLIGHT(n)->key);
+        free(FLIGHT(n));
+    }
+}
 
 static void flight_unref(struct corio__flight *f)
 {
@@ -203,11 +198,12 @@ int corio_do(struct corio_task *t, const void *key, size_t key_len,
     int err = corio__interrupted(t);
     if (err)
         return err;
-    struct corio__flight **pp = &s->flights;
-    for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->key_len == key_len && memcmp((*pp)->key, key, key_len) == 0)
-            break;
-    struct corio__flight *f = *pp;
+    struct corio__flight *f = NULL;
+    for (struct afs_list_node *n = s->flights.first; n && !f; n = n->next) {
+        struct corio__flight *c = FLIGHT(n);
+        if (c->key_len == key_len && memcmp(c->key, key, key_len) == 0)
+            f = c;
+    }
     if (f) {
         /* Someone runs it already: wait for its result. */
         f->refs++;
@@ -235,36 +231,22 @@ int corio_do(struct corio_task *t, const void *key, size_t key_len,
     f->key = kcopy;
     f->key_len = key_len;
     f->refs = 1;
-    f->next = s->flights;
-    s->flights = f;
+    afs_list_push_front(&s->flights, &f->node);
+    s->flights_free = flights_free;
 
     void *o = NULL;
     int res = fn(t, arg, &o);
 
     /* Unlink first: callers from now on start a new flight. */
-    for (pp = &s->flights; *pp != f; pp = &(*pp)->next)
-        ;
-    *pp = f->next;
+    afs_list_remove(&s->flights, &f->node);
     f->res = res;
     f->out = o;
     bool many = f->waiters.len > 0;
-    struct corio_task *w;
-    while ((w = corio__waitq_pop(&f->waiters)))
-        corio__wake(w, 0);
+    corio__wake_all(&f->waiters);
     if (out)
         *out = o;
     if (shared)
         *shared = many;
     flight_unref(f);
     return res;
-}
-
-void corio__flights_free(struct corio_sched *s)
-{
-    while (s->flights) {
-        struct corio__flight *f = s->flights;
-        s->flights = f->next;
-        free(f->key);
-        free(f);
-    }
 }

@@ -1,0 +1,139 @@
+/* Cancellation, deadlines and shields. They reach a suspended task through its wait record:
+ * the record's cancel (supplied by what the task waits on) ends the wait. */
+#include "corio_int.h"
+
+#define CHILD(n) AFS_LIST_ITEM(n, struct corio_task, sib)
+
+int corio_cancelled(const struct corio_task *t)
+{
+    for (; t; t = t->parent)
+        if (t->cancelled)
+            return 1;
+    return 0;
+}
+
+/* Shields: walking up from t, a task with a shield stops the walk. Its own and its
+ * ancestors' cancellations and deadlines do not count for t; those of the tasks below it
+ * (t included, when t is not the shielded one) still do. */
+static int64_t effective_deadline(const struct corio_task *t)
+{
+    int64_t d = INT64_MAX;
+    for (; t && !t->shield; t = t->parent)
+        if (t->deadline < d)
+            d = t->deadline;
+    return d;
+}
+
+static bool cancel_reaches(const struct corio_task *t)
+{
+    for (; t && !t->shield; t = t->parent)
+        if (t->cancelled)
+            return true;
+    return false;
+}
+
+int corio__interrupted(struct corio_task *t)
+{
+    if (cancel_reaches(t))
+        return -ECANCELED;
+    int64_t d = effective_deadline(t);
+    if (d != INT64_MAX && corio_now() >= d)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+int64_t corio__wait_timer(const struct corio_task *t, const struct corio__wait *w)
+{
+    int64_t at = w->cancel ? effective_deadline(t) : INT64_MAX;
+    return w->until < at ? w->until : at;
+}
+
+/* Ends t's current wait early because of cancellation or its deadline, through the record.
+ * Shields: ask again whether a cancellation or deadline reaches t (a timer armed before a
+ * shield began, or a cancel of a shielded ancestor, does not). */
+static void interrupt(struct corio_task *t)
+{
+    if (t->state != CORIO__SUSPENDED || !t->w || !t->w->cancel)
+        return;
+    int err = corio__interrupted(t);
+    if (err)
+        t->w->cancel(t, t->w, err);
+}
+
+static void cancel_tree(struct corio_task *t)
+{
+    interrupt(t);
+    if (t->shield)
+        return; /* nothing below a shield is reached by a cancellation from above it */
+    for (struct afs_list_node *n = t->children.first; n; n = n->next)
+        if (CHILD(n)->state != CORIO__DONE)
+            cancel_tree(CHILD(n));
+}
+
+void corio_cancel(struct corio_task *t)
+{
+    AFS_CHECK(t != NULL, "task is NULL");
+    if (t->state == CORIO__DONE)
+        return;
+    t->cancelled = true;
+    cancel_tree(t);
+}
+
+/* A deadline set on tasks already suspended: re-arm their timers. */
+static void rearm_tree(struct corio_task *t)
+{
+    if (t->state == CORIO__SUSPENDED && t->w && t->w->cancel) {
+        int64_t at = corio__wait_timer(t, t->w);
+        if (at != INT64_MAX)
+            corio__timer_add(&t->sched->timers, t, at);
+        else
+            corio__timer_remove(&t->sched->timers, t);
+    }
+    for (struct afs_list_node *n = t->children.first; n; n = n->next)
+        if (CHILD(n)->state != CORIO__DONE)
+            rearm_tree(CHILD(n));
+}
+
+void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
+{
+    AFS_CHECK(t != NULL, "task is NULL");
+    t->deadline = deadline_ns > 0 ? deadline_ns : INT64_MAX;
+    if (t->state != CORIO__DONE)
+        rearm_tree(t);
+}
+
+void corio_shield_begin(struct corio_task *t)
+{
+    corio__check_running(t, "corio_shield_begin");
+    t->shield++;
+}
+
+void corio_shield_end(struct corio_task *t)
+{
+    corio__check_running(t, "corio_shield_end");
+    AFS_CHECK(t->shield > 0, "corio_shield_end without corio_shield_begin");
+    if (--t->shield)
+        return;
+    /* The shield is gone: a deadline or cancellation that came meanwhile now reaches t (its
+     * next blocking call fails at once) and the descendants already waiting. */
+    for (struct afs_list_node *n = t->children.first; n; n = n->next) {
+        struct corio_task *c = CHILD(n);
+        if (c->state != CORIO__DONE) {
+            rearm_tree(c);
+            if (corio__interrupted(c))
+                cancel_tree(c);
+        }
+    }
+}
+
+void corio__fire_timers(struct corio_sched *s)
+{
+    int64_t now = corio_now();
+    struct corio_task *t;
+    while ((t = corio__timer_due(&s->timers, now))) {
+        if (t->state == CORIO__SUSPENDED && t->w && t->w->until <= now)
+            corio__ready(t, 0); /* a wake-up (sleep) */
+        else
+            interrupt(t);
+    }
+}

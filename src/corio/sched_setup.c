@@ -1,0 +1,107 @@
+/* Creating and freeing a scheduler, its configuration and statistics, and what is left of a
+ * run that ended in a deadlock. */
+#include "corio_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void corio_config_default(struct corio_config *cfg)
+{
+    AFS_CHECK(cfg != NULL, "cfg is NULL");
+    memset(cfg, 0, sizeof *cfg);
+    cfg->stack_size = 256 * 1024;
+    cfg->io_limit = 128;
+}
+
+int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
+{
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    struct corio_config def;
+    if (!cfg) {
+        corio_config_default(&def);
+        cfg = &def;
+    }
+    if (cfg->io_limit == 0 || (cfg->flags & ~CORIO_TRACE) || cfg->stack_size > ((size_t)1 << 30))
+        return -EINVAL;
+    struct corio_sched *s = afs__sys.calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    if (s->cfg.stack_size == 0)
+        s->cfg.stack_size = 256 * 1024;
+    int err = corio__stack_pool_init(&s->stacks, s->cfg.stack_size, 1024);
+    if (err < 0) {
+        free(s);
+        return err;
+    }
+    s->ctx = cfg->ctx;
+    if (!s->ctx) {
+        err = afs_ctx_new(&s->ctx, NULL);
+        if (err < 0) {
+            corio__stack_pool_fini(&s->stacks);
+            free(s);
+            return err;
+        }
+        s->own_ctx = true;
+    }
+    afs__mutex_init(&s->inbox.mu);
+    atomic_init(&s->inbox.has, false);
+    corio__waiter_init(s);
+    *out = s;
+    return 0;
+}
+
+void corio_sched_free(struct corio_sched *s)
+{
+    if (!s)
+        return;
+    AFS_CHECK(!s->running, "freeing a running scheduler");
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&s->free_tasks)))
+        free(AFS_LIST_ITEM(n, struct corio_task, sib));
+    corio__timers_free(&s->timers);
+    corio__dispatch_free_batches(s, true);
+    if (s->flights_free)
+        s->flights_free(s);
+    corio__stack_pool_fini(&s->stacks);
+    afs__mutex_destroy(&s->inbox.mu);
+    if (s->own_ctx)
+        afs_ctx_free(s->ctx);
+    free(s);
+}
+
+void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out)
+{
+    AFS_CHECK(s != NULL && out != NULL, "NULL argument");
+    *out = s->stats;
+}
+
+struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)
+{
+    AFS_CHECK(s != NULL, "scheduler is NULL");
+    return s->ctx;
+}
+
+void corio__report_deadlock(struct corio_sched *s)
+{
+    fprintf(stderr, "corio: deadlock: %zu task(s) suspended with nothing that could wake them "
+                    "(no file op, timer or generic request in flight)\n", s->live);
+}
+
+/* Frees every task after a deadlock: their stacks are dropped without unwinding. */
+void corio__abandon(struct corio_sched *s, struct corio_task *t)
+{
+    struct afs_list_node *n, *tmp;
+    AFS_LIST_FOREACH_SAFE(n, tmp, &t->children)
+        corio__abandon(s, AFS_LIST_ITEM(n, struct corio_task, sib));
+    t->children.first = t->children.last = NULL;
+    if (t->q_on)
+        corio__waitq_remove(t->q_on, t);
+    corio__timer_remove(&s->timers, t);
+    if (t->stack.map)
+        corio__stack_put(&s->stacks, &t->stack);
+    memset(&t->stack, 0, sizeof t->stack);
+    afs_list_push_front(&s->free_tasks, &t->sib);
+}

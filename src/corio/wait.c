@@ -1,0 +1,140 @@
+/* How tasks wait and are woken, besides the run loop: queue waits (what the primitives wait
+ * on), file ops inside tasks (the asyncfs waiter), and the remote inbox (everything that
+ * reaches the scheduler from other threads). Each wait is a wait record whose cancel is
+ * supplied here. */
+#include "corio_int.h"
+
+/* ------------------------------------------------------------------------------------------
+ * Queue waits: the cancel takes the task off its queue
+ * ---------------------------------------------------------------------------------------- */
+
+void corio__waitq_cancel(struct corio_task *t, struct corio__wait *w, int err)
+{
+    (void)w;
+    corio__wake(t, err);
+}
+
+int corio__wait_on(struct corio_task *t, struct corio__waitq *q)
+{
+    corio__waitq_push(q, t);
+    struct corio__wait w = {.cancel = corio__waitq_cancel, .what = q, .until = INT64_MAX};
+    return corio__suspend(t, &w);
+}
+
+void corio__wait_on_hard(struct corio_task *t, struct corio__waitq *q)
+{
+    corio__waitq_push(q, t);
+    struct corio__wait w = CORIO__WAIT_FOR(q);
+    corio__suspend(t, &w);
+}
+
+void corio__wake(struct corio_task *t, int err)
+{
+    if (t->q_on)
+        corio__waitq_remove(t->q_on, t);
+    corio__ready(t, err);
+}
+
+void corio__wake_all(struct corio__waitq *q)
+{
+    struct corio_task *t;
+    while ((t = corio__waitq_pop(q)))
+        corio__ready(t, 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The asyncfs waiter: a blocking file call in a task (afs_pread...) suspends the task on a
+ * wait record naming its op; the op's completion resumes it, and cancellation or a deadline
+ * cancels the op in the kernel (the task resumes from the op's callback, once the kernel is
+ * done with its buffer)
+ * ---------------------------------------------------------------------------------------- */
+
+static void *waiter_current(struct afs_waiter *aw)
+{
+    struct corio_sched *s =
+        (struct corio_sched *)(void *)((char *)aw - offsetof(struct corio_sched, waiter));
+    return s->current;
+}
+
+static void file_cancel(struct corio_task *t, struct corio__wait *w, int err)
+{
+    (void)t;
+    w->timed_out = err == -ETIMEDOUT;
+    afs_cancel(w->what);
+}
+
+static int waiter_suspend(struct afs_waiter *aw, void *co, struct afs_op *op)
+{
+    (void)aw;
+    struct corio_task *t = co;
+    t->sched->stats.ios++;
+    int err = corio__interrupted(t);
+    if (err) {
+        /* Still queued: cancelling takes it back; its callback comes with the next wait. */
+        afs_cancel(op);
+    }
+    struct corio__wait w = {.cancel = file_cancel, .what = op, .until = INT64_MAX,
+                            .outside = true};
+    corio__suspend(t, &w);
+    if (op->result == -ECANCELED && (w.timed_out || err == -ETIMEDOUT))
+        return -ETIMEDOUT;
+    return 0;
+}
+
+static void waiter_resume(struct afs_waiter *aw, void *co, struct afs_op *op)
+{
+    (void)aw;
+    struct corio_task *t = co;
+    AFS_CHECK(t->w && t->w->what == op, "resume for an op the task is not on");
+    corio__ready(t, 0);
+}
+
+void corio__waiter_init(struct corio_sched *s)
+{
+    s->waiter.ctx = s->ctx;
+    s->waiter.current = waiter_current;
+    s->waiter.suspend = waiter_suspend;
+    s->waiter.resume = waiter_resume;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The remote inbox: the one way in from other threads (dispatcher answers, external
+ * futures). A message waits under the inbox's lock until the resume phase delivers it on the
+ * scheduler's thread
+ * ---------------------------------------------------------------------------------------- */
+
+void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
+{
+    struct corio__inbox *in = &s->inbox;
+    afs__mutex_lock(&in->mu);
+    afs_list_push_back(&in->msgs, &m->node);
+    atomic_store_explicit(&in->has, true, memory_order_release);
+    afs__mutex_unlock(&in->mu);
+    /* m may be delivered and gone from here on: only s is touched. */
+    afs_ctx_wake(s->ctx);
+}
+
+bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag)
+{
+    afs__mutex_lock(&s->inbox.mu);
+    bool first = !*flag;
+    *flag = 1;
+    afs__mutex_unlock(&s->inbox.mu);
+    return first;
+}
+
+void corio__inbox_deliver(struct corio_sched *s)
+{
+    struct corio__inbox *in = &s->inbox;
+    if (!atomic_exchange_explicit(&in->has, false, memory_order_acquire))
+        return;
+    afs__mutex_lock(&in->mu);
+    struct afs_list got = in->msgs;
+    in->msgs.first = in->msgs.last = NULL;
+    afs__mutex_unlock(&in->mu);
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&got))) {
+        struct corio__msg *m = AFS_LIST_ITEM(n, struct corio__msg, node);
+        m->deliver(m);
+    }
+}
