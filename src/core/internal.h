@@ -99,6 +99,17 @@ static inline bool afs__is_meta(const struct afs__op *o)
 
 #define AFS__CHUNK_MAX ((size_t)1 << 30)
 
+/* Files and streams carry a magic too, checked on every public call, so a handle used after
+ * its close (or never opened) aborts with the library's message instead of touching memory
+ * that is someone else's by now. AFS__DEAD is written at close; the memory keeps it until the
+ * allocator hands it out again (then only ASan or similar can tell). */
+#define AFS__FILE_MAGIC   ((uintptr_t)0x61667346u)
+#define AFS__STREAM_MAGIC ((uintptr_t)0x61667353u)
+#define AFS__DEAD         ((uintptr_t)0xdeadf11eu)
+
+/* The checks: abort naming `call` unless f / s is open. */
+struct afs_file   *afs__file_check(struct afs_file *f, const char *call);
+
 /* The part of an op still to transfer, as one buffer (read/write, or readv/writev whose
  * current iovec was partly done) or as an iovec array. */
 struct afs__span {
@@ -225,6 +236,8 @@ void afs__pool_reap(struct afs__pool *p);
 struct afs_file {
     struct afs_ctx  *ctx;
     struct afs_file *next, *prev;
+    uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
+                                   Not the first words: free() reuses those for its lists */
     afs__fd_t        fd;
     int              flags;     /* AFS_* */
     enum afs_mode    mode;

@@ -125,30 +125,35 @@ static int queue(struct afs_op *op, struct afs_file *f, enum afs__code code, voi
 int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len, uint64_t off,
                    afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__READ, buf, len, NULL, 0, off, 0, cb, data);
 }
 
 int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf, size_t len,
                     uint64_t off, afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, cb, data);
 }
 
 int afs_queue_readv(struct afs_op *op, struct afs_file *f, const struct iovec *iov, int iovcnt,
                     uint64_t off, afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, cb, data);
 }
 
 int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
                      int iovcnt, uint64_t off, afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, cb, data);
 }
 
 int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_cb *cb,
                     void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, cb, data);
 }
 
@@ -603,11 +608,12 @@ int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 int afs_cancel(struct afs_op *op)
 {
     if (!op || !op_live(op))
-        return -ENOENT;
+        return -EINVAL; /* never queued: not an op the library knows */
     struct afs__op *o = afs__op(op);
-    /* Its callback has run: the file may have been closed and freed since. */
+    /* Its callback has run: finished, nothing to cancel (and the file may have been closed
+     * and freed since, so it is not looked at). */
     if (o->state == AFS__IDLE)
-        return -ENOENT;
+        return -EALREADY;
     struct afs_ctx *ctx = o->file->ctx;
     /* A close runs to its end: a cancelled one would leave the caller unsure whether the fd
      * is still open (and it may be reused at once by another open). */
@@ -627,9 +633,7 @@ int afs_cancel(struct afs_op *op)
             ctx->be->cancel(ctx, op);
         }
         return 0;
-    case AFS__DONE:
+    default: /* AFS__DONE: finished, its callback is pending */
         return -EALREADY;
-    default:
-        return -ENOENT;
     }
 }

@@ -91,6 +91,7 @@ struct afs_stream {
     struct afs_ctx  *ctx;
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
+    uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after */
     bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
     bool             go_direct;  /* queue read-ahead on df (the rule at the top) */
     unsigned         slow;       /* windows in a row where the consumer waited */
@@ -115,6 +116,18 @@ struct afs_stream {
     struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
     struct chunk     ch[];
 };
+
+/* Every public call on a stream starts here (the header's one rule for handles). */
+static struct afs_stream *stream_check(const struct afs_stream *s, const char *call)
+{
+    if (!s)
+        afs__panic(call, "stream is NULL");
+    if (s->magic != (AFS__STREAM_MAGIC ^ (uintptr_t)s))
+        afs__panic(call, s->magic == AFS__DEAD
+                             ? "stream was closed (used after afs_fclose, or closed twice)"
+                             : "not an open stream (closed, or never opened)");
+    return (struct afs_stream *)s;
+}
 
 void afs_stream_options_default(struct afs_stream_options *o)
 {
@@ -382,7 +395,7 @@ static int to_read(struct afs_stream *s)
 
 size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
         return 0;
     if (nmemb > SIZE_MAX / size || !ptr) {
@@ -546,7 +559,7 @@ static int flush_writes(struct afs_stream *s)
 
 size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
         return 0;
     if (nmemb > SIZE_MAX / size || !ptr) {
@@ -604,7 +617,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
 
 int afs_fflush(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (s->dir == DIR_WRITE)
         return flush_writes(s);
     if (s->dir == DIR_READ) {
@@ -617,7 +630,7 @@ int afs_fflush(struct afs_stream *s)
 
 int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     int64_t base;
     switch (whence) {
     case SEEK_SET: base = 0; break;
@@ -665,7 +678,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 
 int64_t afs_ftell(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (s->pos_at_end) {
         int err = flush_writes(s);
         if (err < 0)
@@ -681,19 +694,19 @@ int64_t afs_ftell(struct afs_stream *s)
 
 int afs_feof(const struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->eof;
 }
 
 int afs_ferror(const struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->err;
 }
 
 void afs_clearerr(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     s->err = 0;
     s->werr = 0;
     s->eof = false;
@@ -702,7 +715,7 @@ void afs_clearerr(struct afs_stream *s)
 
 struct afs_file *afs_stream_file(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->f;
 }
 
@@ -858,6 +871,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->df = open_direct(s, path, size);
         s->go_direct = true; /* until the consumer is seen waiting: see the top */
     }
+    s->magic = AFS__STREAM_MAGIC ^ (uintptr_t)s;
     *out = s;
     return 0;
 }
@@ -869,8 +883,7 @@ int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct af
 
 int afs_fclose(struct afs_stream *s)
 {
-    if (!s)
-        return -EINVAL;
+    stream_check(s, __func__);
     bool busy = s->fill && s->fill->len;
     for (unsigned i = 0; i < s->nbuf; i++)
         busy |= in_flight(&s->ch[i]);
@@ -887,6 +900,7 @@ int afs_fclose(struct afs_stream *s)
     if (s->df)
         afs_close(s->df);
     int cerr = afs_close(s->f);
+    s->magic = AFS__DEAD; /* a second close or a late call aborts with a message */
     stream_free(s);
     return err ? err : cerr;
 }
