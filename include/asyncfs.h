@@ -213,7 +213,9 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
  * phase's batch (an openat in the one io_uring submission; a pool job elsewhere; inline on
- * the sync backend and on Windows); anywhere else it is a plain open on this thread.
+ * the sync backend and on Windows); anywhere else it is a plain open on this thread. As with
+ * every blocking call, path must stay unchanged until the call returns: in a task the other
+ * tasks run meanwhile, so it must not be a buffer they share.
  * Returns 0 and *out, -EINVAL for bad flags or mode, or the open error (-ENOENT, -EACCES,
  * -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for AFS_DIRECT where the file
  * system refuses it...). */

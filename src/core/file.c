@@ -9,6 +9,8 @@
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
      AFS_NOFOLLOW | AFS_DIRECT)
 
+_Static_assert(offsetof(struct afs_file, magic) >= 32, "magic clear of malloc's words");
+
 /* Every public call on a file starts here: NULL, a closed file and memory that is not a file
  * abort with the call's name (the one rule of the header), in release builds too. */
 struct afs_file *afs__file_check(struct afs_file *f, const char *call)
@@ -106,7 +108,9 @@ int afs_close(struct afs_file *f)
     if (f->next)
         f->next->prev = f->prev;
     memset(f, 0, sizeof *f);
-    f->magic = AFS__DEAD; /* a second close or a late call aborts with a message */
+    /* A second close or a late call aborts with a message. volatile: a store right before
+     * free() is otherwise dropped as dead by the compiler. */
+    *(volatile uintptr_t *)&f->magic = AFS__DEAD;
     free(f);
     return err;
 }

@@ -236,13 +236,13 @@ void afs__pool_reap(struct afs__pool *p);
 struct afs_file {
     struct afs_ctx  *ctx;
     struct afs_file *next, *prev;
-    uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
-                                   Not the first words: free() reuses those for its lists */
     afs__fd_t        fd;
     int              flags;     /* AFS_* */
     enum afs_mode    mode;
     unsigned         dio_align; /* 0: no alignment rules */
     unsigned         inflight;  /* ops queued or in flight on this file */
+    uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
+                                   Not in the first 32 bytes: free() keeps its lists there */
 
     /* The position API. */
     int64_t       pos;

@@ -91,7 +91,6 @@ struct afs_stream {
     struct afs_ctx  *ctx;
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
-    uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after */
     bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
     bool             go_direct;  /* queue read-ahead on df (the rule at the top) */
     unsigned         slow;       /* windows in a row where the consumer waited */
@@ -100,6 +99,8 @@ struct afs_stream {
     int64_t          win_wait;   /* ns waited for chunks in it */
     uint64_t         direct_reads; /* chunks queued on df */
     size_t           cs;      /* chunk size */
+    uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
+                                 in the first 32 bytes: free() keeps its lists there */
     unsigned         depth;   /* ops in flight at most */
     unsigned         nbuf;    /* depth + 1 */
     unsigned         ra;      /* chunks read ahead of the reader now, 0..depth */
@@ -116,6 +117,8 @@ struct afs_stream {
     struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
     struct chunk     ch[];
 };
+
+_Static_assert(offsetof(struct afs_stream, magic) >= 32, "magic clear of malloc's words");
 
 /* Every public call on a stream starts here (the header's one rule for handles). */
 static struct afs_stream *stream_check(const struct afs_stream *s, const char *call)
@@ -900,7 +903,7 @@ int afs_fclose(struct afs_stream *s)
     if (s->df)
         afs_close(s->df);
     int cerr = afs_close(s->f);
-    s->magic = AFS__DEAD; /* a second close or a late call aborts with a message */
+    *(volatile uintptr_t *)&s->magic = AFS__DEAD; /* kept: see afs_close() */
     stream_free(s);
     return err ? err : cerr;
 }
