@@ -227,10 +227,11 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
                        struct afs_file **out);
 
 /* Waits for the file's ops in flight (their callbacks run), closes it and frees f, even
- * when closing reports an error; f must not be used again (a second close aborts). Returns 0 or the close error (-EIO: earlier writes
- * may be lost). Must not be called from one of the file's own callbacks. Inside a corio
- * task of the file's context the close itself joins the phase's batch too (see
- * afs_queue_close_fd()); elsewhere it is a plain close on this thread. */
+ * when closing reports an error; f must not be used again (a second close aborts). Returns 0
+ * or the close error (-EIO: earlier writes may be lost). Must not be called from one of the
+ * file's own callbacks. Inside a corio task of the file's context the close itself joins the
+ * phase's batch too (see afs_queue_close_fd()); elsewhere it is a plain close on this
+ * thread. */
 AFS_API int afs_close(struct afs_file *f);
 
 /* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows). */

@@ -84,6 +84,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
 
 int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct afs_file **out)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0666, mode, out);
 }
 
@@ -306,38 +307,45 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
 
 int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags, unsigned perm)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL);
 }
 
 int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags, struct afs_stat *st)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st);
 }
 
 int afs_close_fd(struct afs_ctx *ctx, int fd)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
 }
 
 int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL);
 }
 
 int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int newdirfd,
                  const char *newpath, int flags)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
                          NULL);
 }
 
 int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL);
 }
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL);
 }
 

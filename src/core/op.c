@@ -262,23 +262,27 @@ static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, enum afs__code cod
 int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                      int flags, unsigned perm, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL, cb, data);
 }
 
 int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                     int flags, struct afs_stat *st, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st, cb, data);
 }
 
 int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
 }
 
 int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                       unsigned perm, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL, cb, data);
 }
 
@@ -286,6 +290,7 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                        const char *oldpath, int newdirfd, const char *newpath, int flags,
                        afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
                       NULL, cb, data);
 }
@@ -293,11 +298,13 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
 int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                        int flags, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL, cb, data);
 }
 
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
 }
 

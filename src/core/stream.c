@@ -881,6 +881,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
 
 int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct afs_stream **out)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return afs_fopen_opts(ctx, path, mode, NULL, out);
 }
 
