@@ -20,43 +20,77 @@
 
 /* Under AddressSanitizer a use after free is reported by the sanitizer before the library's
  * check can run (the library relies on it for memory already reused). */
+static void m_need_ctx(void);
+
 static void m_need_no_asan(void)
 {
 #ifdef M_ASAN
     cr_skip_test("AddressSanitizer reports a use after free first");
 #endif
+    m_need_ctx();
 }
 
 /* Each scenario makes its own directory and file, removes both, then misuses the handle:
- * nothing is left behind when it aborts. */
+ * nothing is left behind when it aborts. Scenarios run in a forked child first, where
+ * Criterion's calls must not be made: a step that fails there exits with M_SETUP_FAILED. */
+enum { M_SETUP_FAILED = 3 };
 static char m_dir[PATH_MAX], m_file[PATH_MAX + 8];
 
-static struct afs_ctx *m_begin(void)
+#define M_REQ(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "misuse test: %s:%d: %s failed\n", __FILE__, __LINE__, #cond);     \
+            m_cleanup();                                                                       \
+            _exit(M_SETUP_FAILED);                                                             \
+        }                                                                                      \
+    } while (0)
+
+static void m_cleanup(void)
+{
+    if (m_file[0])
+        unlink(m_file);
+    if (m_dir[0])
+        rmdir(m_dir);
+    m_file[0] = m_dir[0] = '\0';
+}
+
+static const char *m_base(void)
 {
     const char *base = getenv("AFS_TEST_TMPDIR");
     if (!base)
         base = getenv("TMPDIR");
-    if (!base)
-        base = "/var/tmp";
-    snprintf(m_dir, sizeof m_dir, "%s/afs-misuse-XXXXXX", base);
-    cr_assert_not_null(mkdtemp(m_dir), "mkdtemp: %s", strerror(errno));
-    snprintf(m_file, sizeof m_file, "%s/f", m_dir);
-    t_make_file(m_file, 8192);
-    struct afs_ctx *c = NULL;
-    int err = afs_ctx_new(&c, NULL);
-    if (err == -ENOTSUP) {
-        unlink(m_file);
-        rmdir(m_dir);
-        cr_skip_test("backend %s not available here", getenv("ASYNCFS_BACKEND"));
+    return base ? base : "/var/tmp";
+}
+
+static struct afs_ctx *m_begin(void)
+{
+    snprintf(m_dir, sizeof m_dir, "%s/afs-misuse-XXXXXX", m_base());
+    if (!mkdtemp(m_dir)) {
+        m_dir[0] = '\0';
+        M_REQ(!"mkdtemp");
     }
-    cr_assert_eq(err, 0, "afs_ctx_new: %s", afs_strerror(err));
+    snprintf(m_file, sizeof m_file, "%s/f", m_dir);
+    int fd = open(m_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    M_REQ(fd >= 0);
+    char buf[8192];
+    memset(buf, 'x', sizeof buf);
+    M_REQ(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf);
+    close(fd);
+    struct afs_ctx *c = NULL;
+    M_REQ(afs_ctx_new(&c, NULL) == 0);
     return c;
 }
 
-static void m_cleanup(void)
+/* Skips the test where the backend under test cannot make a context (checked before any
+ * fork, with Criterion's own calls). */
+static void m_need_ctx(void)
 {
-    unlink(m_file);
-    rmdir(m_dir);
+    struct afs_ctx *c = NULL;
+    int err = afs_ctx_new(&c, NULL);
+    if (err == -ENOTSUP)
+        cr_skip_test("backend %s not available here", getenv("ASYNCFS_BACKEND"));
+    cr_assert_eq(err, 0, "afs_ctx_new: %s", afs_strerror(err));
+    afs_ctx_free(c);
 }
 
 /* Runs fn in a child process and checks that it aborted with "asyncfs: <call>: " and `what`
@@ -88,6 +122,8 @@ static void expect_abort(void (*fn)(void), const char *call, const char *what)
     close(p[0]);
     int st = 0;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(!WIFEXITED(st) || WEXITSTATUS(st) != M_SETUP_FAILED, "%s: setup failed: %s", call,
+              out);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
               "%s: expected an abort, status %#x, stderr: %s", call, st, out);
     char want[128];
@@ -104,9 +140,9 @@ static void file_double_close(void)
 {
     struct afs_ctx *c = m_begin();
     struct afs_file *f;
-    cr_assert_eq(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
     m_cleanup();
-    cr_assert_eq(afs_close(f), 0);
+    M_REQ(afs_close(f) == 0);
     afs_close(f);
 }
 
@@ -122,11 +158,11 @@ static void file_read_after_close(void)
 {
     struct afs_ctx *c = m_begin();
     struct afs_file *f;
-    cr_assert_eq(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
     int old_fd = (int)afs_file_fd(f);
-    cr_assert_eq(afs_close(f), 0);
+    M_REQ(afs_close(f) == 0);
     int other = open(m_file, O_RDONLY);
-    cr_assert_eq(other, old_fd, "the descriptor is reused");
+    M_REQ(other == old_fd); /* the descriptor is reused */
     m_cleanup();
     char buf[16];
     afs_pread(f, buf, sizeof buf, 0);
@@ -143,9 +179,9 @@ static void file_seek_after_close(void)
 {
     struct afs_ctx *c = m_begin();
     struct afs_file *f;
-    cr_assert_eq(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
     m_cleanup();
-    cr_assert_eq(afs_close(f), 0);
+    M_REQ(afs_close(f) == 0);
     afs_seek(f, 0, SEEK_SET);
 }
 
@@ -162,9 +198,9 @@ static void stream_double_close(void)
 {
     struct afs_ctx *c = m_begin();
     struct afs_stream *s;
-    cr_assert_eq(afs_fopen(c, m_file, "r", &s), 0);
+    M_REQ(afs_fopen(c, m_file, "r", &s) == 0);
     m_cleanup();
-    cr_assert_eq(afs_fclose(s), 0);
+    M_REQ(afs_fclose(s) == 0);
     afs_fclose(s);
 }
 
@@ -179,11 +215,11 @@ static void stream_read_after_close(void)
 {
     struct afs_ctx *c = m_begin();
     struct afs_stream *s;
-    cr_assert_eq(afs_fopen(c, m_file, "r", &s), 0);
+    M_REQ(afs_fopen(c, m_file, "r", &s) == 0);
     m_cleanup();
     char buf[16];
-    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
-    cr_assert_eq(afs_fclose(s), 0);
+    M_REQ(afs_fread(buf, 1, sizeof buf, s) == sizeof buf);
+    M_REQ(afs_fclose(s) == 0);
     afs_fread(buf, 1, sizeof buf, s);
 }
 
