@@ -301,7 +301,7 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
             return err;
         }
     }
-    *out = (afs__fd_t)fd;
+    *out = (afs__fd_t)(intptr_t)fd;
     return 0;
 }
 
