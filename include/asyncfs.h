@@ -308,7 +308,8 @@ struct afs_op {
  * from inside the queueing call. Ops on one file run concurrently: their order is not kept.
  * Returns 0, or -EINVAL (NULL op/buf/cb, len or off that overflow, more than
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
- * opened write-only or the reverse). A zero-length op completes with 0. */
+ * opened write-only or the reverse), -EBUSY (op is still queued or in flight: its callback has
+ * not started). A zero-length op completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
