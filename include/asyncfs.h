@@ -4,12 +4,19 @@
  *
  * Conventions, for every function below unless it says otherwise:
  *  - Success is a value >= 0; failure is a negative errno value (-EINVAL, -EBADF...).
- *    afs_strerror() turns either into a message. There is no "-1 and errno".
+ *    afs_strerror() turns either into a message. There is no "-1 and errno". An errno value
+ *    keeps its usual meaning; where the library returns one for a situation of its own
+ *    (-EBUSY for a second position op on a file, say) the call's comment says so.
  *  - A context belongs to one thread at a time: the calls that take a context, a file
  *    of it or an op queued on it are made from that thread. afs_ctx_wake() is the one
  *    exception and may be called from anywhere.
- *  - Programmer errors that cannot be reported (a NULL context or file) abort the
- *    process with a message naming the call, in release builds too.
+ *  - Handles are checked on every call. A NULL context, file or stream, a file or stream
+ *    used after its afs_close()/afs_fclose() (a second close included), or a pointer that
+ *    never was one, aborts the process with "asyncfs: <call>: <what>" on stderr, in release
+ *    builds too: there is no error value to return for a handle that is not one. Closing
+ *    NULL is no exception (unlike free(NULL)). A closed handle's memory keeps a poisoned
+ *    mark until the allocator hands it out again; once reused (for a new file, say) the
+ *    stale pointer cannot be told from the new handle, which AddressSanitizer builds catch.
  *  - Bad input (bad flags, a length that overflows, a misaligned O_DIRECT buffer) is
  *    refused with -EINVAL and changes nothing: no file, position or memory is touched.
  *  - Transient kernel conditions (a full submission queue, EINTR, EAGAIN, completion
@@ -136,8 +143,17 @@ AFS_API void afs_config_default(struct afs_config *cfg);
  * the first choice is blocked (see afs_ctx_fallback_reason()).
  * Returns 0 and *out, -EINVAL for a bad config (queue_depth 0 or too large, alloc without
  * release, unknown flags or backend name), -ENOTSUP when a backend that was asked for by name
- * is not available here (never silently replaced), -ENOMEM, or the setup error. */
+ * is not available here (never silently replaced), -ENOMEM, or the setup error.
+ * On failure afs_last_ctx_error() says why. */
 AFS_API int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg);
+
+/* Why the last afs_ctx_new() of the calling thread failed, naming what was asked for and
+ * what refused it: "ASYNCFS_BACKEND=bogus: unknown backend (...)",
+ * "ASYNCFS_BACKEND=io_uring: io_uring_setup: EPERM (blocked by seccomp?)",
+ * "afs_config: queue_depth is 0 or above AFS_MAX_QUEUE_DEPTH". NULL when that call succeeded
+ * or none was made. Needs no context; the text stays valid until this thread's next
+ * afs_ctx_new(). */
+AFS_API const char *afs_last_ctx_error(void);
 
 /* Waits for every op queued or in flight on ctx (their callbacks run), then frees ctx.
  * Files still open on ctx are closed. Must not be called from a callback. */
@@ -151,7 +167,10 @@ AFS_API const char *afs_ctx_backend(const struct afs_ctx *ctx);
  * missing at build time)" for a backend the build left out), or NULL when it did. */
 AFS_API const char *afs_ctx_fallback_reason(const struct afs_ctx *ctx);
 
-/* The message for a negative errno value (or a positive one); never NULL. */
+/* The message for a negative errno value (or a positive one): the system's own text, as
+ * strerror() gives it ("Device or resource busy" for EBUSY), with POSIX's text where the C
+ * library has none. 0 is "Success". Never NULL; the text stays valid on this thread until
+ * its next call. */
 AFS_API const char *afs_strerror(int err);
 
 /* Counters since the context was made, for tests and benchmarks. */
@@ -228,6 +247,11 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * `mode` chooses how afs_read()/afs_write() behave (3.1 below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
+ * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
+ * phase's batch (an openat in the one io_uring submission; a pool job elsewhere; inline on
+ * the sync backend and on Windows); anywhere else it is a plain open on this thread. As with
+ * every blocking call, path must stay unchanged until the call returns: in a task the other
+ * tasks run meanwhile, so it must not be a buffer they share.
  * Returns 0 and *out, -EINVAL for bad flags or mode, or the open error (-ENOENT, -EACCES,
  * -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for AFS_DIRECT where the file
  * system refuses it...). */
@@ -239,10 +263,11 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
                        struct afs_file **out);
 
 /* Waits for the file's ops in flight (their callbacks run), closes it and frees f, even
- * when closing reports an error. Returns 0 or the close error (-EIO: earlier writes
- * may be lost). Must not be called from one of the file's own callbacks. Inside a corio
- * task of the file's context the close itself joins the phase's batch too (see
- * afs_queue_close_fd()); elsewhere it is a plain close on this thread. */
+ * when closing reports an error; f must not be used again (a second close aborts). Returns 0
+ * or the close error (-EIO: earlier writes may be lost). Must not be called from one of the
+ * file's own callbacks. Inside a corio task of the file's context the close itself joins the
+ * phase's batch too (see afs_queue_close_fd()); elsewhere it is a plain close on this
+ * thread. */
 AFS_API int afs_close(struct afs_file *f);
 
 /* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows). */
@@ -322,7 +347,8 @@ struct afs_op {
  * Returns 0, or -EINVAL (NULL op/buf/cb, len or off that overflow, more than
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
- * has no offsets; use afs_read/afs_write or a stream). A zero-length op completes with 0. */
+ * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
+ * flight: its callback has not started). A zero-length op completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
@@ -350,17 +376,42 @@ AFS_API int afs_ctx_submit(struct afs_ctx *ctx);
  * (0 on timeout or wake) or -errno; -EDEADLK when called from a callback. */
 AFS_API int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns);
 
-/* Asks for op to be cancelled. Its callback still runs exactly once, with -ECANCELED or,
- * if the op finished first, its result; the buffer stays the library's until then.
+/* Asks for op to be cancelled. Returns:
+ *    0          the op was queued or in flight: its callback still runs exactly once, with
+ *               -ECANCELED or, if the op finished first, its result (a close always runs to
+ *               its end and reports its result); the buffer stays the library's until then.
+ *   -EALREADY   the op has finished: its callback is pending (it runs with the op's result)
+ *               or has already run. Nothing changes.
+ *   -EINVAL     op is NULL or was never queued.
  * What cannot be stopped once started (a thread-pool worker inside pread or pwrite, a
  * transfer glibc's POSIX AIO thread is making) runs to its end, and the op then completes
  * with -ECANCELED: part or all of a cancelled read may be in the buffer, part or all of a
  * cancelled write may be in the file, and the buffer is never touched after the callback.
- * A transfer cut short after a cancel is not resumed: the op completes with -ECANCELED.
- * Returns 0 when the request was made, -ENOENT when the op is not queued or in flight
- * (never queued, or its callback already ran), -EALREADY when it is done and only its
- * callback is pending. */
+ * A transfer cut short after a cancel is not resumed: the op completes with -ECANCELED,
+ * except on a pipe, socket or tty, where it reports the bytes it moved (they have left the
+ * pipe). */
 AFS_API int afs_cancel(struct afs_op *op);
+
+/* ------------------------------------------------------------------------------------------
+ * Inside a corio task: what joins the batch and what runs inline.
+ *
+ * A blocking call made in a task of the scheduler that batches on the file's context either
+ * suspends the task while its op joins the phase's one submission (one io_uring_enter for
+ * every task of the phase), or runs inline on the scheduler's thread without suspending:
+ *  - Joins the batch: afs_open, afs_create and the open of afs_fopen; afs_close and
+ *    afs_fclose's close; afs_openat and the other metadata calls; afs_fsync; afs_preadv and
+ *    afs_pwritev; afs_last_op_wait; a stream's chunk reads and writes; and afs_pread,
+ *    afs_pwrite and sync-mode afs_read/afs_write of more than sync_threshold bytes, or of any
+ *    size on an AFS_DIRECT file.
+ *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
+ *    sync_threshold bytes (default 4096) on a buffered file. Such an op is mostly a copy to
+ *    or from the page cache, cheaper than suspending and a trip through the batch, so a 1 KiB
+ *    read returns at once and the task does not suspend (on a cache miss it blocks the
+ *    thread for that read). sync_threshold = 0 batches every op. Also inline: afs_file_size
+ *    and afs_seek(SEEK_END) (an fstat), the queueing calls (they never wait), and every call
+ *    made from an op's callback.
+ *  - Blocks the thread: a call on a file of another context (there is no batch to join).
+ * ---------------------------------------------------------------------------------------- */
 
 /* ------------------------------------------------------------------------------------------
  * 3.4 Blocking positional calls. Outside a corio task they block the thread; inside a task
@@ -614,7 +665,8 @@ AFS_API void afs_stream_options_default(struct afs_stream_options *o);
  * (ignored) and, for "w", "x" (fail with -EEXIST if the file exists).
  * Returns 0 and *out, -EINVAL for a bad mode or options (AFS_STREAM_DIRECT on a mode that
  * writes, or with AFS_STREAM_BUFFERED), -ENOMEM, or the open error (-ENOENT, -EACCES...).
- * opts may be NULL (defaults). */
+ * opts may be NULL (defaults). Inside a corio task the open joins the phase's batch, as
+ * afs_open() does. */
 AFS_API int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode,
                       struct afs_stream **out);
 AFS_API int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
@@ -647,7 +699,8 @@ AFS_API int64_t afs_ftell(struct afs_stream *s);
 AFS_API int afs_fflush(struct afs_stream *s);
 
 /* Flushes, waits for every op of the stream (cancelled read-ahead too), closes the file and
- * frees s and its buffers, whatever happens. Returns 0, the first error the stream kept
+ * frees s and its buffers, whatever happens; s must not be used again (a second close
+ * aborts). Returns 0, the first error the stream kept
  * (read or write, not cleared by afs_clearerr), or the close error. */
 AFS_API int afs_fclose(struct afs_stream *s);
 

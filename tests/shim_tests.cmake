@@ -8,7 +8,7 @@ foreach(t contract corio_sched)
                    ${SRC}/contract/test_ops.c ${SRC}/contract/test_blocking.c
                    ${SRC}/contract/test_stream.c ${SRC}/contract/test_meta.c
                    ${SRC}/contract/test_cancel.c ${SRC}/contract/test_pipes.c
-                   ${SRC}/shim/runner.c)
+                   ${SRC}/contract/test_waker.c ${SRC}/shim/runner.c)
   else()
     add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
                    ${SRC}/shim/runner.c)

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,23 +72,40 @@ size_t afs__ctx_pending(const struct afs_ctx *ctx)
  * Errors
  * ---------------------------------------------------------------------------------------- */
 
+/* POSIX's texts for the errno values the library returns, for C libraries whose strerror()
+ * has none for them (Windows' CRT knows ECANCELED, ENOTSUP, ETIMEDOUT... only as numbers). */
+static const char *posix_text(int err)
+{
+    switch (err) {
+    case ECANCELED: return "Operation canceled";
+    case ENOTSUP: return "Operation not supported";
+#if EOPNOTSUPP != ENOTSUP
+    case EOPNOTSUPP: return "Operation not supported";
+#endif
+    case EALREADY: return "Operation already in progress";
+    case ETIMEDOUT: return "Connection timed out";
+    case EDEADLK: return "Resource deadlock avoided";
+    case EOVERFLOW: return "Value too large for defined data type";
+    case ELOOP: return "Too many levels of symbolic links";
+    default: return NULL;
+    }
+}
+
 const char *afs_strerror(int err)
 {
     if (err < 0)
         err = -err;
-    switch (err) {
-    case 0: return "Success";
-    case ECANCELED: return "Operation cancelled";
-    case ENOTSUP: return "Not supported by this backend or platform";
-    case EDEADLK: return "Would deadlock: nothing left that could complete the wait";
-    case EBUSY: return "An operation is already pending on this file";
-    case EALREADY: return "The operation has already completed";
-    default: break;
-    }
-    /* strerror() is not thread-safe in general; glibc's is for known values. Copy into a
+    if (err == 0)
+        return "Success";
+    /* The system's own text for every errno value: a kernel EBUSY reads as any other program
+     * would show it. What the library means by a code is documented on the call that returns
+     * it. strerror() is not thread-safe in general; glibc's is for known values. Copy into a
      * per-thread buffer so the pointer stays valid for this thread. */
     static _Thread_local char buf[128];
     const char *s = strerror(err);
+    const char *posix = posix_text(err);
+    if (posix && (!s || !*s || strncmp(s, "Unknown error", 13) == 0))
+        s = posix;
     snprintf(buf, sizeof buf, "%s", s ? s : "Unknown error");
     return buf;
 }
@@ -241,15 +259,40 @@ static int backend_init(struct afs_ctx *ctx, const struct afs__backend *be, char
     return err;
 }
 
+/* Why the last afs_ctx_new() of this thread failed, "" after a success. */
+static _Thread_local char tls_ctx_error[sizeof ((struct afs_ctx *)0)->why + 64];
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static int ctx_error(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tls_ctx_error, sizeof tls_ctx_error, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+const char *afs_last_ctx_error(void)
+{
+    return tls_ctx_error[0] ? tls_ctx_error : NULL;
+}
+
 static int choose_backend(struct afs_ctx *ctx)
 {
     enum afs_backend want = ctx->cfg.backend;
+    /* Who asked for a backend by name, for the messages: "ASYNCFS_BACKEND=x" or "backend x". */
+    char src[64];
+    snprintf(src, sizeof src, "backend %s", backend_names[want]);
     if (want == AFS_BACKEND_AUTO) {
         const char *env = getenv("ASYNCFS_BACKEND");
         if (env && *env) {
             int id = backend_from_name(env);
+            snprintf(src, sizeof src, "ASYNCFS_BACKEND=%.40s", env);
             if (id < 0)
-                return -EINVAL;
+                return ctx_error(-EINVAL, "%s: unknown backend (io_uring, libaio, posix-aio, "
+                                          "iocp, threads, sync or auto)", src);
             want = (enum afs_backend)id;
         }
     }
@@ -260,12 +303,12 @@ static int choose_backend(struct afs_ctx *ctx)
         if (!be) {
             snprintf(ctx->why, sizeof ctx->why, "%s: not built on this platform",
                      backend_names[want]);
-            return -ENOTSUP;
+            return ctx_error(-ENOTSUP, "%s: %s", src, ctx->why);
         }
         int err = backend_init(ctx, be, why, sizeof why);
         if (err < 0) {
             snprintf(ctx->why, sizeof ctx->why, "%s", why);
-            return unavailable(err) ? -ENOTSUP : err;
+            return ctx_error(unavailable(err) ? -ENOTSUP : err, "%s: %s", src, why);
         }
         return 0;
     }
@@ -286,38 +329,42 @@ static int choose_backend(struct afs_ctx *ctx)
         /* Each rung that failed says why, in order. */
         add_why(ctx, why);
         if (!unavailable(err) || (ctx->cfg.flags & AFS_CTX_NO_FALLBACK))
-            return err;
+            return ctx_error(err, "%s: %s", ctx->cfg.flags & AFS_CTX_NO_FALLBACK
+                                                ? "AFS_CTX_NO_FALLBACK" : "auto", ctx->why);
     }
-    return first_err ? first_err : -ENOTSUP;
+    return ctx_error(first_err ? first_err : -ENOTSUP, "auto: %s",
+                     ctx->why[0] ? ctx->why : "no backend available");
 }
 
 int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
 {
     AFS_CHECK(out != NULL, "out is NULL");
     *out = NULL;
+    tls_ctx_error[0] = '\0';
     struct afs_config def;
     if (!cfg) {
         afs_config_default(&def);
         cfg = &def;
     }
     if (cfg->queue_depth == 0 || cfg->queue_depth > AFS_MAX_QUEUE_DEPTH)
-        return -EINVAL;
+        return ctx_error(-EINVAL, "afs_config: queue_depth is 0 or above "
+                                  "AFS_MAX_QUEUE_DEPTH");
     if ((cfg->alloc == NULL) != (cfg->release == NULL))
-        return -EINVAL;
+        return ctx_error(-EINVAL, "afs_config: alloc and release go together");
     if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT))
-        return -EINVAL;
+        return ctx_error(-EINVAL, "afs_config: unknown flags");
     if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
-        return -EINVAL;
+        return ctx_error(-EINVAL, "afs_config: unknown backend");
 
     struct afs_ctx *ctx = afs__sys.calloc(1, sizeof *ctx);
     if (!ctx)
-        return -ENOMEM;
+        return ctx_error(-ENOMEM, "out of memory");
     ctx->cfg = *cfg;
     atomic_init(&ctx->wake_requested, false);
     int err = afs__waker_open(&ctx->waker);
     if (err < 0) {
         free(ctx);
-        return err;
+        return ctx_error(err, "the context's waker: %s", afs__errno_name(err));
     }
     err = choose_backend(ctx);
     if (err < 0) {

@@ -9,13 +9,22 @@
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
      AFS_NOFOLLOW | AFS_DIRECT)
 
-static struct afs_file *file_check(struct afs_file *f, const char *where)
+_Static_assert(offsetof(struct afs_file, magic) >= 32, "magic clear of malloc's words");
+
+/* Every public call on a file starts here: NULL, a closed file and memory that is not a file
+ * abort with the call's name (the one rule of the header), in release builds too. */
+struct afs_file *afs__file_check(struct afs_file *f, const char *call)
 {
-    if (f)
-        AFS_CHECK(f->ctx != NULL, "file is closed or corrupt");
-    (void)where;
+    if (!f)
+        afs__panic(call, "file is NULL");
+    if (f->magic != (AFS__FILE_MAGIC ^ (uintptr_t)f))
+        afs__panic(call, f->magic == AFS__DEAD
+                             ? "file was closed (used after afs_close, or closed twice)"
+                             : "not an open file (closed, or never opened)");
     return f;
 }
+
+#define file_check(f, call) afs__file_check((f), (call))
 
 /* Fills in a file around its open descriptor, lets the backend see it and links it into
  * ctx's list. `info`: what fstat said about it, or NULL to ask. On error nothing is linked
@@ -39,6 +48,7 @@ static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
     int err = ctx->be->open ? ctx->be->open(ctx, f) : 0;
     if (err < 0)
         return err;
+    f->magic = AFS__FILE_MAGIC ^ (uintptr_t)f;
     afs_list_push_front(&ctx->files, &f->node);
     return 0;
 }
@@ -47,6 +57,9 @@ static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum 
 {
     return file_attach_info(ctx, f, flags, mode, NULL);
 }
+
+static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
+                        afs__fd_t *out);
 
 int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
              enum afs_mode mode, struct afs_file **out)
@@ -66,13 +79,17 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
-    struct afs__fd_info info;
-    int err = afs__sys_open(path, flags, perm, &f->fd, &info);
+    struct afs__fd_info info, *known = NULL;
+    int err = open_batched(ctx, path, flags, perm, &f->fd);
+    if (err == -ENOTSUP) {
+        err = afs__sys_open(path, flags, perm, &f->fd, &info);
+        known = &info;
+    }
     if (err < 0) {
         free(f);
         return err;
     }
-    if ((err = file_attach_info(ctx, f, flags, mode, &info)) < 0) {
+    if ((err = file_attach_info(ctx, f, flags, mode, known)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
@@ -83,6 +100,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
 
 int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct afs_file **out)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0666, mode, out);
 }
 
@@ -90,8 +108,7 @@ static int close_batched(struct afs_ctx *ctx, int fd);
 
 int afs_close(struct afs_file *f)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
@@ -103,26 +120,28 @@ int afs_close(struct afs_file *f)
         err = afs__sys_close(f->fd);
     afs_list_remove(&ctx->files, &f->node);
     memset(f, 0, sizeof *f);
+    /* A second close or a late call aborts with a message. volatile: a store right before
+     * free() is otherwise dropped as dead by the compiler. */
+    *(volatile uintptr_t *)&f->magic = AFS__DEAD;
     free(f);
     return err;
 }
 
 struct afs_ctx *afs_file_ctx(const struct afs_file *f)
 {
-    AFS_CHECK(f != NULL, "file is NULL");
+    file_check((struct afs_file *)f, __func__);
     return f->ctx;
 }
 
 intptr_t afs_file_fd(const struct afs_file *f)
 {
-    AFS_CHECK(f != NULL, "file is NULL");
+    file_check((struct afs_file *)f, __func__);
     return (intptr_t)f->fd;
 }
 
 int64_t afs_file_size(struct afs_file *f)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     int64_t size = afs__sys_size(f->fd);
     if (size >= 0 && !f->seq && f->inflight == 0)
         atomic_store_explicit(&f->size_hint, size, memory_order_relaxed);
@@ -207,36 +226,31 @@ static bool small(const struct afs_file *f, size_t len)
 
 ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     return blocking_op(f, AFS__READ, buf, len, NULL, 0, off, 0, small(f, len));
 }
 
 ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     return blocking_op(f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, small(f, len));
 }
 
 ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     return blocking_op(f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, false);
 }
 
 ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     return blocking_op(f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, false);
 }
 
 int afs_fsync(struct afs_file *f, unsigned flags)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     return (int)blocking_op(f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, false);
 }
 
@@ -280,40 +294,73 @@ static int close_batched(struct afs_ctx *ctx, int fd)
     return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
 }
 
+/* afs_open() in a task: the open joins the batch as afs_openat() would. Elsewhere -ENOTSUP
+ * tells the caller to open inline (also where metadata ops do not exist). */
+static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
+                        afs__fd_t *out)
+{
+    if (!afs__sys_meta_supported() || !meta_task(ctx))
+        return -ENOTSUP;
+    int fd = blocking_meta(ctx, AFS__OPENAT, AFS_AT_FDCWD, path, 0, NULL, flags, perm, NULL);
+    if (fd < 0)
+        return fd;
+    /* A directory opens read-only without complaint; afs_open() promises -EISDIR. With any
+     * write access the kernel has refused it already. The stat of an open fd needs no disk. */
+    if ((flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) == AFS_RDONLY) {
+        struct afs_stat st;
+        int err = afs__sys_statx(fd, "", AFS_AT_EMPTY_PATH, &st);
+        if (err == 0 && (st.mode & 0170000) == 0040000)
+            err = -EISDIR;
+        if (err < 0) {
+            afs__sys_close_fd(fd);
+            return err;
+        }
+    }
+    *out = (afs__fd_t)(intptr_t)fd;
+    return 0;
+}
+
 int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags, unsigned perm)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL);
 }
 
 int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags, struct afs_stat *st)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st);
 }
 
 int afs_close_fd(struct afs_ctx *ctx, int fd)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
 }
 
 int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL);
 }
 
 int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int newdirfd,
                  const char *newpath, int flags)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
                          NULL);
 }
 
 int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL);
 }
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL);
 }
 
@@ -384,8 +431,7 @@ static void pos_cb(struct afs_op *op)
 
 static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, write ? "afs_write" : "afs_read");
     if (f->pos_pending)
         return -EBUSY;
     /* A file without offsets reads and writes at its descriptor's position instead. */
@@ -426,8 +472,7 @@ ssize_t afs_write(struct afs_file *f, const void *buf, size_t len)
 
 int64_t afs_seek(struct afs_file *f, int64_t off, int whence)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     if (f->pos_pending)
         return -EBUSY;
     if (f->seq)
@@ -451,8 +496,7 @@ int64_t afs_seek(struct afs_file *f, int64_t off, int whence)
 
 int64_t afs_tell(struct afs_file *f)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     if (f->pos_pending)
         return -EBUSY;
     return f->pos;
@@ -460,8 +504,7 @@ int64_t afs_tell(struct afs_file *f)
 
 int afs_last_op(struct afs_file *f, ssize_t *res)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     if (f->pos_pending && !f->ctx->in_callback)
         afs_ctx_wait(f->ctx, 0, 0);
     if (f->pos_pending)
@@ -473,8 +516,7 @@ int afs_last_op(struct afs_file *f, ssize_t *res)
 
 int afs_last_op_wait(struct afs_file *f, ssize_t *res)
 {
-    if (!file_check(f, __func__))
-        return -EINVAL;
+    file_check(f, __func__);
     struct afs_ctx *ctx = f->ctx;
     if (f->pos_pending) {
         if (ctx->in_callback)

@@ -105,6 +105,17 @@ static inline bool afs__is_meta(const struct afs__op *o)
 
 #define AFS__CHUNK_MAX ((size_t)1 << 30)
 
+/* Files and streams carry a magic too, checked on every public call, so a handle used after
+ * its close (or never opened) aborts with the library's message instead of touching memory
+ * that is someone else's by now. AFS__DEAD is written at close; the memory keeps it until the
+ * allocator hands it out again (then only ASan or similar can tell). */
+#define AFS__FILE_MAGIC   ((uintptr_t)0x61667346u)
+#define AFS__STREAM_MAGIC ((uintptr_t)0x61667353u)
+#define AFS__DEAD         ((uintptr_t)0xdeadf11eu)
+
+/* The checks: abort naming `call` unless f / s is open. */
+struct afs_file   *afs__file_check(struct afs_file *f, const char *call);
+
 /* The part of an op still to transfer, as one buffer (read/write, or readv/writev whose
  * current iovec was partly done) or as an iovec array. */
 struct afs__span {
@@ -252,6 +263,8 @@ struct afs_file {
      * when a write of this file may have moved it. A short read that ends exactly there is
      * the end of file without a second read to confirm it. Read by pool threads. */
     _Atomic int64_t  size_hint;
+    uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
+                                   Not in the first 32 bytes: free() keeps its lists there */
 
     /* The position API. */
     int64_t       pos;

@@ -152,30 +152,35 @@ int afs__queue_seq(struct afs_op *op, struct afs_file *f, bool write, void *buf,
 int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len, uint64_t off,
                    afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__READ, buf, len, NULL, 0, off, 0, cb, data);
 }
 
 int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf, size_t len,
                     uint64_t off, afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, cb, data);
 }
 
 int afs_queue_readv(struct afs_op *op, struct afs_file *f, const struct iovec *iov, int iovcnt,
                     uint64_t off, afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, cb, data);
 }
 
 int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
                      int iovcnt, uint64_t off, afs_cb *cb, void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, cb, data);
 }
 
 int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_cb *cb,
                     void *data)
 {
+    afs__file_check(f, __func__);
     return queue(op, f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, cb, data);
 }
 
@@ -284,23 +289,27 @@ static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, enum afs__code cod
 int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                      int flags, unsigned perm, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL, cb, data);
 }
 
 int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                     int flags, struct afs_stat *st, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st, cb, data);
 }
 
 int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
 }
 
 int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                       unsigned perm, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL, cb, data);
 }
 
@@ -308,6 +317,7 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                        const char *oldpath, int newdirfd, const char *newpath, int flags,
                        afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
                       NULL, cb, data);
 }
@@ -315,11 +325,13 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
 int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                        int flags, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL, cb, data);
 }
 
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
 }
 
@@ -667,11 +679,12 @@ int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 int afs_cancel(struct afs_op *op)
 {
     if (!op || !op_live(op))
-        return -ENOENT;
+        return -EINVAL; /* never queued: not an op the library knows */
     struct afs__op *o = afs__op(op);
-    /* Its callback has run: the file may have been closed and freed since. */
+    /* Its callback has run: finished, nothing to cancel (and the file may have been closed
+     * and freed since, so it is not looked at). */
     if (o->state == AFS__IDLE)
-        return -ENOENT;
+        return -EALREADY;
     struct afs_ctx *ctx = o->file->ctx;
     /* A close runs to its end: a cancelled one would leave the caller unsure whether the fd
      * is still open (and it may be reused at once by another open). */
@@ -691,9 +704,7 @@ int afs_cancel(struct afs_op *op)
             ctx->be->cancel(ctx, op);
         }
         return 0;
-    case AFS__DONE:
+    default: /* AFS__DONE: finished, its callback is pending */
         return -EALREADY;
-    default:
-        return -ENOENT;
     }
 }

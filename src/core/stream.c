@@ -99,6 +99,8 @@ struct afs_stream {
     int64_t          win_wait;   /* ns waited for chunks in it */
     uint64_t         direct_reads; /* chunks queued on df */
     size_t           cs;      /* chunk size */
+    uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
+                                 in the first 32 bytes: free() keeps its lists there */
     unsigned         depth;   /* ops in flight at most */
     unsigned         nbuf;    /* depth + 1 */
     unsigned         ra;      /* chunks read ahead of the reader now, 0..depth */
@@ -118,6 +120,20 @@ struct afs_stream {
     struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
     struct chunk     ch[];
 };
+
+_Static_assert(offsetof(struct afs_stream, magic) >= 32, "magic clear of malloc's words");
+
+/* Every public call on a stream starts here (the header's one rule for handles). */
+static struct afs_stream *stream_check(const struct afs_stream *s, const char *call)
+{
+    if (!s)
+        afs__panic(call, "stream is NULL");
+    if (s->magic != (AFS__STREAM_MAGIC ^ (uintptr_t)s))
+        afs__panic(call, s->magic == AFS__DEAD
+                             ? "stream was closed (used after afs_fclose, or closed twice)"
+                             : "not an open stream (closed, or never opened)");
+    return (struct afs_stream *)s;
+}
 
 void afs_stream_options_default(struct afs_stream_options *o)
 {
@@ -445,7 +461,7 @@ static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
 
 size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
         return 0;
     if (nmemb > SIZE_MAX / size || !ptr) {
@@ -614,7 +630,7 @@ static int flush_writes(struct afs_stream *s)
 
 size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
         return 0;
     if (nmemb > SIZE_MAX / size || !ptr) {
@@ -675,7 +691,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
 
 int afs_fflush(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (s->dir == DIR_WRITE)
         return flush_writes(s);
     if (s->dir == DIR_READ && !s->pipe) {
@@ -688,7 +704,7 @@ int afs_fflush(struct afs_stream *s)
 
 int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (s->pipe)
         return -ESPIPE;
     int64_t base;
@@ -738,7 +754,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 
 int64_t afs_ftell(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (s->pipe)
         return -ESPIPE;
     if (s->pos_at_end) {
@@ -756,19 +772,19 @@ int64_t afs_ftell(struct afs_stream *s)
 
 int afs_feof(const struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->eof;
 }
 
 int afs_ferror(const struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->err;
 }
 
 void afs_clearerr(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     s->err = 0;
     s->werr = 0;
     s->eof = false;
@@ -777,7 +793,7 @@ void afs_clearerr(struct afs_stream *s)
 
 struct afs_file *afs_stream_file(struct afs_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->f;
 }
 
@@ -934,19 +950,20 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->df = open_direct(s, path, size);
         s->go_direct = true; /* until the consumer is seen waiting: see the top */
     }
+    s->magic = AFS__STREAM_MAGIC ^ (uintptr_t)s;
     *out = s;
     return 0;
 }
 
 int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct afs_stream **out)
 {
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
     return afs_fopen_opts(ctx, path, mode, NULL, out);
 }
 
 int afs_fclose(struct afs_stream *s)
 {
-    if (!s)
-        return -EINVAL;
+    stream_check(s, __func__);
     bool busy = s->fill && s->fill->len;
     for (unsigned i = 0; i < s->nbuf; i++)
         busy |= in_flight(&s->ch[i]);
@@ -963,6 +980,7 @@ int afs_fclose(struct afs_stream *s)
     if (s->df)
         afs_close(s->df);
     int cerr = afs_close(s->f);
+    *(volatile uintptr_t *)&s->magic = AFS__DEAD; /* kept: see afs_close() */
     stream_free(s);
     return err ? err : cerr;
 }

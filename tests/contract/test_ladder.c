@@ -437,10 +437,17 @@ T_LADDER(blocked_forced_io_uring_is_enotsup)
     struct afs_ctx *c = (struct afs_ctx *)&cfg; /* must be cleared on failure */
     cr_assert_eq(afs_ctx_new(&c, &cfg), -ENOTSUP, "never a silent substitute");
     cr_assert_null(c);
+    /* The reason is not lost with the context that was never made. */
+    const char *why = afs_last_ctx_error();
+    cr_assert(why && strstr(why, "backend io_uring: io_uring_setup: EPERM"), "reason: %s",
+              why ? why : "(null)");
     /* The same through the environment, with or without AFS_CTX_NO_FALLBACK. */
     setenv("ASYNCFS_BACKEND", "io_uring", 1);
     cr_assert_eq(afs_ctx_new(&c, NULL), -ENOTSUP);
     cr_assert_null(c);
+    why = afs_last_ctx_error();
+    cr_assert(why && strstr(why, "ASYNCFS_BACKEND=io_uring: io_uring_setup: EPERM"),
+              "reason: %s", why ? why : "(null)");
     afs_config_default(&cfg);
     cfg.flags = AFS_CTX_NO_FALLBACK;
     cr_assert_eq(afs_ctx_new(&c, &cfg), -ENOTSUP);

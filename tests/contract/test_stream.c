@@ -20,7 +20,11 @@ static struct afs_stream *s_open(const char *name, const char *mode, size_t chun
     o.chunk_size = chunk;
     o.chunks = chunks;
     struct afs_stream *s = NULL;
-    int err = afs_fopen_opts(t_ctx, t_path(name), mode, &o, &s);
+    /* The path on this stack: in a task the open suspends until the batch ran, and t_path()'s
+     * few shared buffers would be reused by the other tasks meanwhile. */
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", t_path(name));
+    int err = afs_fopen_opts(t_ctx, path, mode, &o, &s);
     cr_assert_eq(err, 0, "afs_fopen_opts(%s, %s): %s", name, mode, afs_strerror(err));
     return s;
 }

@@ -160,7 +160,9 @@ static void open_close(struct corio_task *t, void *arg)
     snprintf(name, sizeof name, "g%ld", *n % 64);
     for (int i = 0; i < 50; i++) {
         struct afs_file *f;
-        cr_assert_eq(afs_open(t_ctx, t_path(name), AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_SYNC, &f), 0);
+        char path[PATH_MAX]; /* on this stack: the open suspends, other tasks use t_path() */
+        snprintf(path, sizeof path, "%s", t_path(name));
+        cr_assert_eq(afs_open(t_ctx, path, AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_SYNC, &f), 0);
         cr_assert_eq(afs_pwrite(f, name, 8, (uint64_t)i * 8), 8);
         cr_assert_eq(afs_close(f), 0);
         (*n)++;
@@ -588,7 +590,9 @@ static void oc_task(struct corio_task *t, void *arg)
         char name[32];
         snprintf(name, sizeof name, "o%d", (id * 31 + i) % OC_NAMES);
         struct afs_file *f;
-        if (afs_open(t_ctx, t_path(name), AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_SYNC, &f) != 0) {
+        char path[PATH_MAX]; /* on this stack: the open suspends, other tasks use t_path() */
+        snprintf(path, sizeof path, "%s", t_path(name));
+        if (afs_open(t_ctx, path, AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_SYNC, &f) != 0) {
             o->bad++;
             continue;
         }

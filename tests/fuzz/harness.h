@@ -33,7 +33,7 @@
  * the fuzzer stays away from it; once fixed it goes back to 0. The inputs in crashes/ that
  * showed them are replayed by every `make test` either way. All three are fixed:
  *  - afs_cancel() on an op whose callback ran read op->file, which afs_close() may have
- *    freed since (heap-use-after-free instead of -ENOENT).
+ *    freed since (heap-use-after-free instead of -EALREADY).
  *  - io_uring: preparing an fsync computed the data span of an op without a buffer,
  *    NULL + 0 (undefined; UBSan pointer-overflow).
  *  - posix-aio (glibc): after a cancelled read, another op queued on the same descriptor

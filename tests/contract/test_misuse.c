@@ -1,0 +1,312 @@
+/* Misuse and error reporting: a handle that is NULL, closed or closed twice aborts with the
+ * library's own message naming the call (checked in a child process whose stderr is read, then
+ * once more in the test process for Criterion's .signal); afs_strerror keeps the system's
+ * texts; afs_last_ctx_error says why a context was not made. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wunused-function" /* these tests make their own directories */
+#endif
+#include "../common.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define M_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define M_ASAN 1
+#endif
+#endif
+
+/* Under AddressSanitizer a use after free is reported by the sanitizer before the library's
+ * check can run (the library relies on it for memory already reused). */
+static void m_need_ctx(void);
+
+static void m_need_no_asan(void)
+{
+#ifdef M_ASAN
+    cr_skip_test("AddressSanitizer reports a use after free first");
+#endif
+    m_need_ctx();
+}
+
+/* Each scenario makes its own directory and file, removes both, then misuses the handle:
+ * nothing is left behind when it aborts. Scenarios run in a forked child first, where
+ * Criterion's calls must not be made: a step that fails there exits with M_SETUP_FAILED. */
+enum { M_SETUP_FAILED = 3 };
+static char m_dir[PATH_MAX], m_file[PATH_MAX + 8];
+
+#define M_REQ(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "misuse test: %s:%d: %s failed\n", __FILE__, __LINE__, #cond);     \
+            m_cleanup();                                                                       \
+            _exit(M_SETUP_FAILED);                                                             \
+        }                                                                                      \
+    } while (0)
+
+static void m_cleanup(void)
+{
+    if (m_file[0])
+        unlink(m_file);
+    if (m_dir[0])
+        rmdir(m_dir);
+    m_file[0] = m_dir[0] = '\0';
+}
+
+static const char *m_base(void)
+{
+    const char *base = getenv("AFS_TEST_TMPDIR");
+    if (!base)
+        base = getenv("TMPDIR");
+    return base ? base : "/var/tmp";
+}
+
+static struct afs_ctx *m_begin(void)
+{
+    snprintf(m_dir, sizeof m_dir, "%s/afs-misuse-XXXXXX", m_base());
+    if (!mkdtemp(m_dir)) {
+        m_dir[0] = '\0';
+        M_REQ(!"mkdtemp");
+    }
+    snprintf(m_file, sizeof m_file, "%s/f", m_dir);
+    int fd = open(m_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    M_REQ(fd >= 0);
+    char buf[8192];
+    memset(buf, 'x', sizeof buf);
+    M_REQ(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf);
+    close(fd);
+    struct afs_ctx *c = NULL;
+    M_REQ(afs_ctx_new(&c, NULL) == 0);
+    return c;
+}
+
+/* Skips the test where the backend under test cannot make a context (checked before any
+ * fork, with Criterion's own calls). */
+static void m_need_ctx(void)
+{
+    struct afs_ctx *c = NULL;
+    int err = afs_ctx_new(&c, NULL);
+    if (err == -ENOTSUP)
+        cr_skip_test("backend %s not available here", getenv("ASYNCFS_BACKEND"));
+    cr_assert_eq(err, 0, "afs_ctx_new: %s", afs_strerror(err));
+    afs_ctx_free(c);
+}
+
+/* Runs fn in a child process and checks that it aborted with "asyncfs: <call>: " and `what`
+ * on stderr, which tells the library's check from glibc's "double free" or a crash. */
+static void expect_abort(void (*fn)(void), const char *call, const char *what)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        signal(SIGABRT, SIG_DFL);
+        fn();
+        _exit(0); /* no abort: the parent reports it */
+    }
+    close(p[1]);
+    char out[8192];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof out - 1 && ((r = read(p[0], out + n, sizeof out - 1 - n)) > 0 ||
+                                  (r < 0 && errno == EINTR)))
+        n += r > 0 ? (size_t)r : 0;
+    out[n] = '\0';
+    close(p[0]);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(!WIFEXITED(st) || WEXITSTATUS(st) != M_SETUP_FAILED, "%s: setup failed: %s", call,
+              out);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+              "%s: expected an abort, status %#x, stderr: %s", call, st, out);
+    char want[128];
+    snprintf(want, sizeof want, "asyncfs: %s: ", call);
+    cr_assert_not_null(strstr(out, want), "%s: the library's message, got: %s", call, out);
+    cr_assert_not_null(strstr(out, what), "%s: message says \"%s\", got: %s", call, what, out);
+}
+
+#define T_ABORT(name) Test(misuse, name, .signal = SIGABRT, .timeout = 30)
+
+/* ---- Files ---- */
+
+static void file_double_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
+    m_cleanup();
+    M_REQ(afs_close(f) == 0);
+    afs_close(f);
+}
+
+T_ABORT(file_closed_twice)
+{
+    m_need_no_asan();
+    expect_abort(file_double_close, "afs_close", "closed");
+    file_double_close();
+}
+
+/* The descriptor a closed file had is another file's now: a late read must not reach it. */
+static void file_read_after_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
+    int old_fd = (int)afs_file_fd(f);
+    M_REQ(afs_close(f) == 0);
+    int other = open(m_file, O_RDONLY);
+    M_REQ(other == old_fd); /* the descriptor is reused */
+    m_cleanup();
+    char buf[16];
+    afs_pread(f, buf, sizeof buf, 0);
+}
+
+T_ABORT(file_used_after_close)
+{
+    m_need_no_asan();
+    expect_abort(file_read_after_close, "afs_pread", "closed");
+    file_read_after_close();
+}
+
+static void file_seek_after_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
+    m_cleanup();
+    M_REQ(afs_close(f) == 0);
+    afs_seek(f, 0, SEEK_SET);
+}
+
+T_ABORT(file_position_call_after_close)
+{
+    m_need_no_asan();
+    expect_abort(file_seek_after_close, "afs_seek", "closed");
+    file_seek_after_close();
+}
+
+/* ---- Streams ---- */
+
+static void stream_double_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_stream *s;
+    M_REQ(afs_fopen(c, m_file, "r", &s) == 0);
+    m_cleanup();
+    M_REQ(afs_fclose(s) == 0);
+    afs_fclose(s);
+}
+
+T_ABORT(stream_closed_twice)
+{
+    m_need_no_asan();
+    expect_abort(stream_double_close, "afs_fclose", "closed");
+    stream_double_close();
+}
+
+static void stream_read_after_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_stream *s;
+    M_REQ(afs_fopen(c, m_file, "r", &s) == 0);
+    m_cleanup();
+    char buf[16];
+    M_REQ(afs_fread(buf, 1, sizeof buf, s) == sizeof buf);
+    M_REQ(afs_fclose(s) == 0);
+    afs_fread(buf, 1, sizeof buf, s);
+}
+
+T_ABORT(stream_used_after_close)
+{
+    m_need_no_asan();
+    expect_abort(stream_read_after_close, "afs_fread", "closed");
+    stream_read_after_close();
+}
+
+/* ---- NULL: one rule for every handle ---- */
+
+static void null_pread(void)
+{
+    char buf[4];
+    afs_pread(NULL, buf, sizeof buf, 0);
+}
+static void null_close(void) { afs_close(NULL); }
+static void null_fclose(void) { afs_fclose(NULL); }
+static void null_fread(void)
+{
+    char buf[4];
+    afs_fread(buf, 1, sizeof buf, NULL);
+}
+static void null_queue_read(void)
+{
+    struct afs_op op = {0};
+    char buf[4];
+    afs_queue_read(&op, NULL, buf, sizeof buf, 0, (afs_cb *)abort, NULL);
+}
+static void null_ctx(void) { afs_ctx_wait(NULL, 1, 0); }
+
+T_ABORT(null_handles_abort_naming_the_call)
+{
+    expect_abort(null_pread, "afs_pread", "file is NULL");
+    expect_abort(null_close, "afs_close", "file is NULL");
+    expect_abort(null_fclose, "afs_fclose", "stream is NULL");
+    expect_abort(null_fread, "afs_fread", "stream is NULL");
+    expect_abort(null_queue_read, "afs_queue_read", "file is NULL");
+    expect_abort(null_ctx, "afs_ctx_wait", "ctx is NULL");
+    null_close();
+}
+
+/* ---- Error texts and reasons ---- */
+
+Test(misuse, strerror_keeps_the_system_texts, .timeout = 10)
+{
+    int errs[] = {EBUSY, ENOTSUP, EOPNOTSUPP, EALREADY, ECANCELED, EDEADLK, EINVAL, ENOENT, EIO};
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        char sys[256];
+        snprintf(sys, sizeof sys, "%s", strerror(errs[i]));
+        cr_assert_str_eq(afs_strerror(-errs[i]), sys, "errno %d", errs[i]);
+        cr_assert_str_eq(afs_strerror(errs[i]), sys, "errno %d", errs[i]);
+    }
+    cr_assert_str_eq(afs_strerror(0), "Success");
+}
+
+Test(misuse, ctx_error_names_the_variable_and_the_reason, .timeout = 10)
+{
+    struct afs_ctx *c = NULL;
+    setenv("ASYNCFS_BACKEND", "bogus", 1);
+    cr_assert_eq(afs_ctx_new(&c, NULL), -EINVAL);
+    const char *why = afs_last_ctx_error();
+    cr_assert(why && strstr(why, "ASYNCFS_BACKEND=bogus") && strstr(why, "unknown backend"),
+              "reason: %s", why ? why : "(null)");
+    unsetenv("ASYNCFS_BACKEND");
+    /* A backend that is not built here (one of them never is). */
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+#ifdef _WIN32
+    cfg.backend = AFS_BACKEND_IO_URING;
+#else
+    cfg.backend = AFS_BACKEND_IOCP;
+#endif
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -ENOTSUP);
+    why = afs_last_ctx_error();
+    cr_assert(why && strstr(why, "not built on this platform"), "reason: %s",
+              why ? why : "(null)");
+    afs_config_default(&cfg);
+    cfg.queue_depth = 0;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -EINVAL);
+    why = afs_last_ctx_error();
+    cr_assert(why && strstr(why, "queue_depth"), "reason: %s", why ? why : "(null)");
+    /* A success clears it. */
+    cfg.queue_depth = 8;
+    cfg.backend = AFS_BACKEND_SYNC;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), 0);
+    cr_assert_null(afs_last_ctx_error());
+    afs_ctx_free(c);
+}
