@@ -4,12 +4,18 @@
 # that every figure quoted in README.md or bench/README.md names the file it comes from.
 # For each kind of run the newest file is used (or the files given as arguments). Columns
 # that are the same in every row go into the caption; the others make the table.
-# Usage: bench/report.sh [FILE.csv...]   Writes Markdown to stdout and to $OUT
-# (default bench/results/TABLE.md). Needs only bash and awk.
+# Usage: bench/report.sh [--readme] [FILE.csv...]   Writes Markdown to stdout and to $OUT
+# (default bench/results/TABLE.md); --readme also puts the tables into README.md between
+# its "bench/report.sh: begin" and "end" markers. Needs only bash and awk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=bench/results
 OUT=${OUT:-$dir/TABLE.md}
+readme=0
+if [ "${1:-}" = --readme ]; then
+  readme=1
+  shift
+fi
 
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
@@ -48,3 +54,13 @@ for f in "${files[@]}"; do
 done
 } | tee "$OUT"
 echo "report.sh: wrote $OUT" >&2
+
+if [ "$readme" = 1 ]; then
+  grep -q '^<!-- bench/report.sh: begin' README.md && grep -q '^<!-- bench/report.sh: end' README.md ||
+    { echo "report.sh: README.md has no bench/report.sh markers" >&2; exit 1; }
+  awk -v table="$OUT" '
+    /^<!-- bench\/report.sh: begin/ { print; while ((getline l < table) > 0) if (l !~ /^<!-- Generated/) print l; skip = 1; next }
+    /^<!-- bench\/report.sh: end/ { skip = 0 }
+    !skip' README.md > README.md.tmp && mv README.md.tmp README.md
+  echo "report.sh: updated README.md" >&2
+fi
