@@ -83,8 +83,7 @@ struct chunk {
     uint64_t           seq;    /* queueing order: the oldest is waited for first */
     uint8_t            state;  /* enum chunk_state */
     bool               direct; /* read through the stream's O_DIRECT file */
-    struct afs_waiter *w;      /* a task suspended on this chunk, and its coroutine */
-    void              *co;
+    struct afs__op_waiting wait; /* .pending: from queueing until chunk_cb ran */
 };
 
 struct afs_stream {
@@ -178,11 +177,7 @@ static void chunk_cb(struct afs_op *op)
         c->state = CH_FREE;
         break;
     }
-    struct afs_waiter *w = c->w;
-    if (w) {
-        c->w = NULL;
-        w->resume(w, c->co, op);
-    }
+    afs__op_wait_done(&c->wait, op);
 }
 
 /* Blocks (or suspends the task) until c's op callback ran. Returns 0, or the waiter's error
@@ -190,26 +185,7 @@ static void chunk_cb(struct afs_op *op)
  * except for -EDEADLK from inside a callback, where nothing can be waited for. */
 static int chunk_wait(struct afs_stream *s, struct chunk *c)
 {
-    int ret = 0;
-    while (in_flight(c)) {
-        if (s->ctx->in_callback)
-            return -EDEADLK;
-        struct afs_waiter *w = afs_waiter_get();
-        void *co = (w && w->ctx == s->ctx) ? w->current(w) : NULL;
-        if (co) {
-            c->w = w;
-            c->co = co;
-            int err = w->suspend(w, co, &c->op);
-            AFS_CHECK(!in_flight(c), "waiter resumed a task before its chunk completed");
-            if (err < 0 && !ret)
-                ret = err;
-        } else {
-            /* As file.c: errors of the wait itself are transient or repeat at the next one;
-             * the op's own result is what counts. */
-            afs_ctx_wait(s->ctx, 1, -1);
-        }
-    }
-    return ret;
+    return afs__op_wait(s->ctx, &c->op, &c->wait);
 }
 
 /* A free buffer; with may_wait, waits for the oldest op in flight when none is free. */
@@ -293,9 +269,12 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
                 cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
     int err = afs_queue_read(&c->op, c->direct ? s->df : s->f, c->buf, s->cs, (uint64_t)off,
                              chunk_cb, c);
-    if (err < 0)
+    if (err < 0) {
         c->state = CH_FREE;
-    else if (c->direct)
+        return err;
+    }
+    c->wait.pending = true;
+    if (c->direct)
         s->direct_reads++;
     return err;
 }
@@ -429,6 +408,7 @@ static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
                 set_err(s, err);
                 break;
             }
+            c->wait.pending = true;
             s->pipe_cur = c;
             afs_ctx_submit(s->ctx);
         }
@@ -607,6 +587,7 @@ static int write_fill(struct afs_stream *s)
             s->werr = err;
         return err;
     }
+    c->wait.pending = true;
     afs_ctx_submit(s->ctx);
     return 0;
 }
