@@ -1,4 +1,4 @@
-/* Files: open and close, the position API (3.1) and the blocking positional calls (3.4). */
+/* Files: open and close, the position API and the blocking positional calls. */
 #include "internal.h"
 
 #include <limits.h>
@@ -202,7 +202,7 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inlin
     return wait_blocking(ctx, &op, &ow);
 }
 
-/* Small buffered ops run inline (3.2); direct I/O always goes to the device asynchronously. */
+/* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes to the device asynchronously. */
 static bool small(const struct afs_file *f, size_t len)
 {
     return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT);
