@@ -127,11 +127,9 @@ struct afs_config {
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
 /* io_uring: a submission that carries AFS_DIRECT reads and writes, 8 or more or 512 KiB or
  * more, hands them to the kernel's I/O workers (IOSQE_ASYNC), which issue them to the device
- * in parallel instead of one after another in the submitting thread (and pin the buffers'
- * pages there, off a thread that may be computing); on the 2-vCPU virtio machine of the
- * benchmarks this takes 32 random 4 KiB direct reads from 0.86x to 0.96-0.98x of fio's IOPS, at
- * about 1 us more CPU per I/O. Smaller batches are issued inline (lower latency). This flag
- * issues every batch inline. */
+ * in parallel instead of one after another in the submitting thread; smaller batches are
+ * issued inline (lower latency). This flag issues every batch inline (docs/ARCHITECTURE.md
+ * has the measurements). Other backends ignore it. */
 #define AFS_CTX_INLINE_DIRECT 0x2u
 
 /* Fills *cfg with the defaults above. */
@@ -245,7 +243,7 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * completes with that count instead of -ECANCELED: those bytes have left the pipe.
  *
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
- * `mode` chooses how afs_read()/afs_write() behave (3.1 below); the op API and the
+ * `mode` chooses how afs_read()/afs_write() behave (the position API below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
  * phase's batch (an openat in the one io_uring submission; a pool job elsewhere; inline on
@@ -279,7 +277,7 @@ AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
 AFS_API int64_t afs_file_size(struct afs_file *f);
 
 /* ------------------------------------------------------------------------------------------
- * 3.1 The position API: one op in flight per file, at the file's own position.
+ * The position API: one op in flight per file, at the file's own position.
  *
  * Sync mode: read/write block and return the bytes transferred (0 = end of file on a
  * read) or -errno. An op of at most sync_threshold bytes is a plain pread/pwrite on this
@@ -316,7 +314,7 @@ AFS_API int afs_last_op(struct afs_file *f, ssize_t *res);
 AFS_API int afs_last_op_wait(struct afs_file *f, ssize_t *res);
 
 /* ------------------------------------------------------------------------------------------
- * 3.3 Ops: many in flight, positional, batched.
+ * Ops: many in flight, positional, batched.
  * ---------------------------------------------------------------------------------------- */
 
 struct afs_op;
@@ -414,7 +412,7 @@ AFS_API int afs_cancel(struct afs_op *op);
  * ---------------------------------------------------------------------------------------- */
 
 /* ------------------------------------------------------------------------------------------
- * 3.4 Blocking positional calls. Outside a corio task they block the thread; inside a task
+ * Blocking positional calls. Outside a corio task they block the thread; inside a task
  * they suspend the task only and the op joins the scheduler's batch. Return bytes (a read is
  * short only at end of file) or -errno; -ESPIPE on a pipe, socket or tty, which has no
  * offsets (nothing is read or written). They do not use or move the file's position.
@@ -631,8 +629,8 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * when that chunk is mostly not cached and has no dirty pages, and the consumer is the
  * bottleneck: a stream starts direct, and goes buffered after two windows of 2 * chunks
  * chunks (at least 8) in which afs_fread spent more than half of the time waiting for
- * chunks, direct again after a window with less. Such a chunk is not copied through
- * the page cache, which saves the consuming thread a copy, and is not left in the page
+ * chunks, direct again after a window with less (docs/STREAMS.md: the rule and why). Such a
+ * chunk is not copied through the page cache, which saves the consuming thread a copy, and is not left in the page
  * cache either. A consumer that waits for chunks is read buffered, where the kernel's own
  * read-ahead drives the disk harder. Data stay coherent: the kernel writes a dirty range
  * back before a direct read of it, and cached chunks are read from the cache. Where

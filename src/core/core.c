@@ -169,7 +169,7 @@ static const struct afs__backend *const backends[] = {
 static const enum afs_backend ladder[] = {
     AFS_BACKEND_IO_URING,
     AFS_BACKEND_LIBAIO,
-#if defined(AFS_HAVE_POSIX_AIO) && !defined(__linux__)
+#ifdef AFS_HAVE_POSIX_AIO_NATIVE
     AFS_BACKEND_POSIX_AIO,
 #endif
     AFS_BACKEND_IOCP,

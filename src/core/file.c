@@ -1,4 +1,4 @@
-/* Files: open and close, the position API (3.1) and the blocking positional calls (3.4). */
+/* Files: open and close, the position API and the blocking positional calls. */
 #include "internal.h"
 
 #include <limits.h>
@@ -153,35 +153,20 @@ int64_t afs_file_size(struct afs_file *f)
  * drive the context until the op's callback ran.
  * ---------------------------------------------------------------------------------------- */
 
-struct blocking {
-    bool               done;
-    struct afs_waiter *w;
-    void              *co;
-};
-
 static void blocking_cb(struct afs_op *op)
 {
-    struct blocking *b = op->data;
-    b->done = true;
-    if (b->w)
-        b->w->resume(b->w, b->co, op);
+    afs__op_wait_done(op->data, op);
 }
 
-static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op, struct blocking *b)
+/* Waits for an op queued with blocking_cb. The op lives on the caller's stack frame: the
+ * caller never runs in a callback here, so the wait returns only once its callback ran. */
+static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op,
+                             struct afs__op_waiting *ow)
 {
-    struct afs_waiter *w = afs_waiter_get();
-    void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
-    if (co) {
-        b->w = w;
-        b->co = co;
-        int err = w->suspend(w, co, op);
-        AFS_CHECK(b->done, "waiter resumed a coroutine before its op completed");
-        return err < 0 ? err : op->result;
-    }
-    /* The op lives on this stack frame: never return before its callback ran. */
-    while (!b->done)
-        afs_ctx_wait(ctx, 1, -1);
-    return op->result;
+    ow->pending = true;
+    afs__op_enqueue(op);
+    int err = afs__op_wait(ctx, op, ow);
+    return err < 0 ? err : op->result;
 }
 
 /* In a callback the context cannot be driven; the call runs inline instead. */
@@ -195,30 +180,29 @@ static ssize_t run_inline(struct afs_op *op)
     return res;
 }
 
-/* Runs one blocking op. `inline_ok`: small enough for the sync threshold. */
-static ssize_t blocking_op(struct afs_file *f, int code, void *buf, size_t len,
-                           const struct iovec *iov, int iovcnt, uint64_t off, unsigned flags,
-                           bool inline_ok)
+/* Runs one blocking op (a's cb and data are set here). `inline_ok`: small enough for the
+ * sync threshold. */
+static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inline_ok)
 {
     struct afs_ctx *ctx = f->ctx;
     struct afs_op op;
-    struct blocking b = {false, NULL, NULL};
+    struct afs__op_waiting ow = {0};
     struct afs__op *o = afs__op(&op);
     o->magic = 0; /* a fresh op; afs__op_setup clears the rest but the backend's words */
-    int err = afs__op_setup(&op, f, (enum afs__code)code, buf, len, iov, iovcnt, off, flags,
-                            blocking_cb, &b);
+    a.cb = blocking_cb;
+    a.data = &ow;
+    int err = afs__op_setup(&op, f, &a);
     if (err < 0)
         return err;
-    if (o->total == 0 && code != AFS__FSYNC)
+    if (o->total == 0 && a.code != AFS__FSYNC)
         return 0; /* zero-length: nothing to run, no callback */
     if (inline_ok || ctx->in_callback)
         return run_inline(&op); /* the hot path of small cached I/O: nothing more to clear */
     memset(o->be, 0, sizeof o->be);
-    afs__op_enqueue(&op);
-    return wait_blocking(ctx, &op, &b);
+    return wait_blocking(ctx, &op, &ow);
 }
 
-/* Small buffered ops run inline (3.2); direct I/O always goes to the device asynchronously. */
+/* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes to the device asynchronously. */
 static bool small(const struct afs_file *f, size_t len)
 {
     return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT);
@@ -227,31 +211,35 @@ static bool small(const struct afs_file *f, size_t len)
 ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, AFS__READ, buf, len, NULL, 0, off, 0, small(f, len));
+    return blocking_op(f, (struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len, .off = off},
+                       small(f, len));
 }
 
 ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, small(f, len));
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len, .off = off},
+                       small(f, len));
 }
 
 ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, false);
+    return blocking_op(f, (struct afs__op_args){.code = AFS__READV, .iov = iov, .iovcnt = iovcnt, .off = off},
+                       false);
 }
 
 ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, false);
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt, .off = off},
+                       false);
 }
 
 int afs_fsync(struct afs_file *f, unsigned flags)
 {
     file_check(f, __func__);
-    return (int)blocking_op(f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, false);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FSYNC, .fsync_flags = flags}, false);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -268,21 +256,20 @@ static void *meta_task(struct afs_ctx *ctx)
     return w->current(w);
 }
 
-static int blocking_meta(struct afs_ctx *ctx, enum afs__code code, int dirfd, const char *path,
-                         int dirfd2, const char *path2, int flags, unsigned perm,
-                         struct afs_stat *st)
+/* Runs one blocking metadata op (a's cb and data are set here). */
+static int blocking_meta(struct afs_ctx *ctx, struct afs__meta_args a)
 {
     struct afs_op op;
-    struct blocking b = {false, NULL, NULL};
+    struct afs__op_waiting ow = {0};
     memset(&op, 0, sizeof op);
-    int err = afs__meta_setup(&op, ctx, code, dirfd, path, dirfd2, path2, flags, perm, st,
-                              blocking_cb, &b);
+    a.cb = blocking_cb;
+    a.data = &ow;
+    int err = afs__meta_setup(&op, ctx, &a);
     if (err < 0)
         return err;
     if (!meta_task(ctx))
         return (int)run_inline(&op);
-    afs__op_enqueue(&op);
-    return (int)wait_blocking(ctx, &op, &b);
+    return (int)wait_blocking(ctx, &op, &ow);
 }
 
 /* A close in a task goes through the batch; elsewhere -ENOTSUP tells the caller to close
@@ -291,7 +278,7 @@ static int close_batched(struct afs_ctx *ctx, int fd)
 {
     if (!afs__sys_meta_supported() || !meta_task(ctx))
         return -ENOTSUP;
-    return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__CLOSE, .dirfd = fd});
 }
 
 /* afs_open() in a task: the open joins the batch as afs_openat() would. Elsewhere -ENOTSUP
@@ -301,7 +288,8 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
 {
     if (!afs__sys_meta_supported() || !meta_task(ctx))
         return -ENOTSUP;
-    int fd = blocking_meta(ctx, AFS__OPENAT, AFS_AT_FDCWD, path, 0, NULL, flags, perm, NULL);
+    int fd = blocking_meta(ctx, (struct afs__meta_args){.code = AFS__OPENAT, .dirfd = AFS_AT_FDCWD,
+                                                     .path = path, .flags = flags, .perm = perm});
     if (fd < 0)
         return fd;
     /* A directory opens read-only without complaint; afs_open() promises -EISDIR. With any
@@ -323,45 +311,50 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
 int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags, unsigned perm)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd, .path = path,
+                                                 .flags = flags, .perm = perm});
 }
 
 int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags, struct afs_stat *st)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd, .path = path,
+                                                 .flags = flags, .st = st});
 }
 
 int afs_close_fd(struct afs_ctx *ctx, int fd)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__CLOSE, .dirfd = fd});
 }
 
 int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd, .path = path,
+                                                 .perm = perm});
 }
 
 int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int newdirfd,
                  const char *newpath, int flags)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
-                         NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__RENAMEAT, .dirfd = olddirfd,
+                                                      .path = oldpath, .dirfd2 = newdirfd,
+                                                      .path2 = newpath, .flags = flags});
 }
 
 int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd, .path = path,
+                                                 .flags = flags});
 }
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL);
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__SYNCFS, .dirfd = fd});
 }
 
 int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
@@ -419,26 +412,22 @@ static void pos_advance(struct afs_file *f, bool write, ssize_t res)
 static void pos_cb(struct afs_op *op)
 {
     struct afs_file *f = op->data;
-    f->pos_pending = false;
     f->last_res = op->result;
     pos_advance(f, afs__op(op)->code == AFS__WRITE, op->result);
-    struct afs_waiter *w = f->pos_waiter;
-    if (w) {
-        f->pos_waiter = NULL;
-        w->resume(w, f->pos_co, op);
-    }
+    afs__op_wait_done(&f->pos_wait, op);
 }
 
 static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
 {
     file_check(f, write ? "afs_write" : "afs_read");
-    if (f->pos_pending)
+    if (f->pos_wait.pending)
         return -EBUSY;
     /* A file without offsets reads and writes at its descriptor's position instead. */
     uint64_t off = f->seq ? AFS__OFF_SEQ : (uint64_t)f->pos;
     if (f->mode == AFS_MODE_SYNC) {
-        ssize_t res = blocking_op(f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0, off, 0,
-                                  small(f, len));
+        ssize_t res = blocking_op(
+            f, (struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ, .buf = buf, .len = len, .off = off},
+            small(f, len));
         if (res == -EINVAL || res == -EBADF || res == -EBUSY) {
             /* Refused before anything ran: not an op, so not "the last op" either. */
             return res;
@@ -452,7 +441,7 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
                       : afs_queue_read(&f->pos_op, f, buf, len, off, pos_cb, f);
     if (err < 0)
         return err;
-    f->pos_pending = true;
+    f->pos_wait.pending = true;
     err = afs_ctx_submit(f->ctx);
     /* A failed submit leaves the op queued; it goes at the next wait. Not the caller's
      * problem unless it persists, and then the op itself reports it. */
@@ -473,7 +462,7 @@ ssize_t afs_write(struct afs_file *f, const void *buf, size_t len)
 int64_t afs_seek(struct afs_file *f, int64_t off, int whence)
 {
     file_check(f, __func__);
-    if (f->pos_pending)
+    if (f->pos_wait.pending)
         return -EBUSY;
     if (f->seq)
         return -ESPIPE;
@@ -497,7 +486,7 @@ int64_t afs_seek(struct afs_file *f, int64_t off, int whence)
 int64_t afs_tell(struct afs_file *f)
 {
     file_check(f, __func__);
-    if (f->pos_pending)
+    if (f->pos_wait.pending)
         return -EBUSY;
     return f->pos;
 }
@@ -505,9 +494,9 @@ int64_t afs_tell(struct afs_file *f)
 int afs_last_op(struct afs_file *f, ssize_t *res)
 {
     file_check(f, __func__);
-    if (f->pos_pending && !f->ctx->in_callback)
+    if (f->pos_wait.pending && !f->ctx->in_callback)
         afs_ctx_wait(f->ctx, 0, 0);
-    if (f->pos_pending)
+    if (f->pos_wait.pending)
         return 0;
     if (res)
         *res = f->last_res;
@@ -517,25 +506,10 @@ int afs_last_op(struct afs_file *f, ssize_t *res)
 int afs_last_op_wait(struct afs_file *f, ssize_t *res)
 {
     file_check(f, __func__);
-    struct afs_ctx *ctx = f->ctx;
-    if (f->pos_pending) {
-        if (ctx->in_callback)
-            return -EDEADLK;
-        struct afs_waiter *w = afs_waiter_get();
-        void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
-        if (co) {
-            f->pos_waiter = w;
-            f->pos_co = co;
-            int err = w->suspend(w, co, &f->pos_op);
-            if (err < 0 && f->pos_pending)
-                return err;
-        }
-        while (f->pos_pending) {
-            int err = afs_ctx_wait(ctx, 1, -1);
-            if (err < 0 && err != -EINTR)
-                return err;
-        }
-    }
+    /* A task's deadline or cancellation cancels the op: done all the same, its result says
+     * so (-ECANCELED). */
+    if (afs__op_wait(f->ctx, &f->pos_op, &f->pos_wait) == -EDEADLK)
+        return -EDEADLK;
     if (res)
         *res = f->last_res;
     return 1;

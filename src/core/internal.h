@@ -131,12 +131,24 @@ void afs__op_span(struct afs_op *op, struct afs__span *s);
  * decides: retry (transient), continue (short transfer), or complete. Owner thread only. */
 void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
 
+/* What a data op is to do, given with designated initialisers; the fields a kind of op does
+ * not use stay 0 / NULL. */
+struct afs__op_args {
+    enum afs__code      code;        /* AFS__READ, WRITE, READV, WRITEV or FSYNC */
+    void               *buf;         /* read, write: len bytes */
+    size_t              len;
+    const struct iovec *iov;         /* readv, writev: iovcnt iovecs */
+    int                 iovcnt;
+    uint64_t            off;         /* AFS__OFF_SEQ on a file without offsets */
+    unsigned            fsync_flags; /* fsync: AFS_FSYNC_* */
+    afs_cb             *cb;
+    void               *data;
+};
+
 /* Validates an op and fills its private part (0 or -errno: nothing is touched on error);
  * afs__op_enqueue() then hands it to the context. The afs_queue_* calls are the two in a row;
  * the blocking calls run small ops inline between them instead. */
-int  afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
-                   size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
-                   unsigned fsync_flags, afs_cb *cb, void *data);
+int  afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a);
 void afs__op_enqueue(struct afs_op *op);
 
 /* Queues a read or write of a file without offsets (f->seq) at the descriptor's position.
@@ -153,11 +165,23 @@ void afs__op_count_eof(struct afs_ctx *ctx, struct afs_op *op);
  * Used by the thread pool, the sync backend and the inline path. */
 ssize_t afs__op_run_sync(struct afs_op *op);
 
+/* What a metadata op is to do, as struct afs__op_args. */
+struct afs__meta_args {
+    enum afs__code   code;   /* AFS__OPENAT ... AFS__SYNCFS */
+    int              dirfd;  /* CLOSE and SYNCFS: the fd itself, no path */
+    const char      *path;
+    int              dirfd2; /* RENAMEAT: the new name */
+    const char      *path2;
+    int              flags;  /* AFS_* open flags, AFS_AT_*, AFS_RENAME_* */
+    unsigned         perm;   /* OPENAT with AFS_CREAT, MKDIRAT */
+    struct afs_stat *st;     /* STATX */
+    afs_cb          *cb;
+    void            *data;
+};
+
 /* Metadata ops: validates and fills op (as afs__op_setup; nothing is touched on error). The
  * op is counted on the context's pseudo-file ctx->meta. */
-int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code, int dirfd,
-                    const char *path, int dirfd2, const char *path2, int flags,
-                    unsigned perm, struct afs_stat *st, afs_cb *cb, void *data);
+int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a);
 
 /* The metadata system calls, each once (the caller retries EINTR where that is safe); >= 0
  * or -errno. src/unix/sys.c; on Windows every one is -ENOTSUP (src/windows/iocp.c).
@@ -249,6 +273,15 @@ void afs__pool_reap(struct afs__pool *p);
  * Contexts and files
  * ---------------------------------------------------------------------------------------- */
 
+/* One party waiting for an op of this thread's context: `pending` is set when the op is
+ * queued and cleared by afs__op_wait_done() from its callback; `w` and `co` name the task
+ * suspended on it, if any. */
+struct afs__op_waiting {
+    bool               pending;
+    struct afs_waiter *w;
+    void              *co;
+};
+
 struct afs_file {
     struct afs_ctx  *ctx;
     struct afs_list_node node;  /* on ctx->files */
@@ -270,9 +303,7 @@ struct afs_file {
     int64_t       pos;
     struct afs_op pos_op;
     ssize_t       last_res;
-    bool          pos_pending;
-    struct afs_waiter *pos_waiter; /* a task suspended in afs_last_op_wait() */
-    void              *pos_co;
+    struct afs__op_waiting pos_wait; /* .pending: pos_op queued, its callback not run */
 };
 
 struct afs_ctx {
@@ -305,6 +336,15 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
  * 0 means a wait on ctx now would reap nothing (the scheduler asks this; the layout of
  * struct afs_ctx stays the core's). */
 size_t afs__ctx_pending(const struct afs_ctx *ctx);
+
+/* Waits until ow->pending (struct afs__op_waiting, above) is false: suspends the calling task through the thread's waiter
+ * when one is installed for ctx and a coroutine runs, else drives ctx (errors of a wait
+ * itself are transient or repeat at the next one: the op's own result is what counts).
+ * Returns 0, the waiter's error (e.g. -ETIMEDOUT when a deadline cancelled the op) with the
+ * op done all the same, or -EDEADLK from inside a callback, where nothing can be waited for. */
+int  afs__op_wait(struct afs_ctx *ctx, struct afs_op *op, struct afs__op_waiting *ow);
+/* From op's callback: clears ow->pending and resumes the task suspended on it, if any. */
+void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op);
 
 /* Blocks until every op of f (or of the whole context when f is NULL) is done and its
  * callback ran. */

@@ -26,22 +26,27 @@ static bool aligned(uint64_t v, unsigned a)
 }
 
 /* Checks everything about a new op and fills its private part; does not queue it. */
-int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
-                    size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
-                    unsigned fsync_flags, afs_cb *cb, void *data)
+int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
-    if (!op || !f || !cb)
+    enum afs__code code = a->code;
+    void *buf = a->buf;
+    size_t len = a->len;
+    const struct iovec *iov = a->iov;
+    int iovcnt = a->iovcnt;
+    uint64_t off = a->off;
+    unsigned fsync_flags = a->fsync_flags;
+    if (!op || !f || !a->cb)
         return -EINVAL;
     if (op_live(op) && afs__op(op)->state != AFS__IDLE)
         return -EBUSY;
     size_t total = 0;
-    unsigned a = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
+    unsigned al = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
     switch (code) {
     case AFS__READ:
     case AFS__WRITE:
         if ((!buf && len) || len > (size_t)SSIZE_MAX)
             return -EINVAL;
-        if (!aligned((uintptr_t)buf, a) || !aligned(len, a))
+        if (!aligned((uintptr_t)buf, al) || !aligned(len, al))
             return -EINVAL;
         total = len;
         break;
@@ -52,7 +57,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
         for (int i = 0; i < iovcnt; i++) {
             if ((!iov[i].iov_base && iov[i].iov_len) || iov[i].iov_len > (size_t)SSIZE_MAX - total)
                 return -EINVAL;
-            if (!aligned((uintptr_t)iov[i].iov_base, a) || !aligned(iov[i].iov_len, a))
+            if (!aligned((uintptr_t)iov[i].iov_base, al) || !aligned(iov[i].iov_len, al))
                 return -EINVAL;
             total += iov[i].iov_len;
         }
@@ -73,7 +78,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
     } else if (code != AFS__FSYNC) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
             return -EINVAL;
-        if (!aligned(off, a))
+        if (!aligned(off, al))
             return -EINVAL;
     }
     int acc = f->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
@@ -93,7 +98,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
     memset(o, 0, offsetof(struct afs__op, be));
     o->magic = AFS__MAGIC ^ (uintptr_t)op;
     o->file = f;
-    o->cb = cb;
+    o->cb = a->cb;
     if (code == AFS__READV || code == AFS__WRITEV)
         o->u.iov = iov;
     else
@@ -103,7 +108,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, enum afs__code code, vo
     o->total = total;
     o->code = (uint8_t)code;
     o->fsync_flags = (uint8_t)fsync_flags;
-    op->data = data;
+    op->data = a->data;
     op->result = 0;
     return 0;
 }
@@ -123,13 +128,11 @@ void afs__op_enqueue(struct afs_op *op)
     afs__list_push(&ctx->queued, op);
 }
 
-static int queue(struct afs_op *op, struct afs_file *f, enum afs__code code, void *buf,
-                 size_t len, const struct iovec *iov, int iovcnt, uint64_t off,
-                 unsigned fsync_flags, afs_cb *cb, void *data)
+static int queue(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
-    if (f && f->seq && code != AFS__FSYNC)
+    if (f && f->seq && a->code != AFS__FSYNC)
         return -ESPIPE; /* positional: the file has no offsets */
-    int err = afs__op_setup(op, f, code, buf, len, iov, iovcnt, off, fsync_flags, cb, data);
+    int err = afs__op_setup(op, f, a);
     if (err == 0)
         afs__op_enqueue(op);
     return err;
@@ -139,8 +142,10 @@ int afs__queue_seq(struct afs_op *op, struct afs_file *f, bool write, void *buf,
                    bool partial, afs_cb *cb, void *data)
 {
     AFS_CHECK(f != NULL && f->seq, "sequential op on a file with offsets");
-    int err = afs__op_setup(op, f, write ? AFS__WRITE : AFS__READ, buf, len, NULL, 0,
-                            AFS__OFF_SEQ, 0, cb, data);
+    int err = afs__op_setup(op, f,
+                            &(struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ,
+                                                   .buf = buf, .len = len, .off = AFS__OFF_SEQ,
+                                                   .cb = cb, .data = data});
     if (err < 0)
         return err;
     if (partial && !write)
@@ -153,35 +158,45 @@ int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                    afs_cb *cb, void *data)
 {
     afs__file_check(f, __func__);
-    return queue(op, f, AFS__READ, buf, len, NULL, 0, off, 0, cb, data);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len, .off = off,
+                                        .cb = cb, .data = data});
 }
 
 int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf, size_t len,
                     uint64_t off, afs_cb *cb, void *data)
 {
     afs__file_check(f, __func__);
-    return queue(op, f, AFS__WRITE, (void *)buf, len, NULL, 0, off, 0, cb, data);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+                                        .off = off, .cb = cb, .data = data});
 }
 
 int afs_queue_readv(struct afs_op *op, struct afs_file *f, const struct iovec *iov, int iovcnt,
                     uint64_t off, afs_cb *cb, void *data)
 {
     afs__file_check(f, __func__);
-    return queue(op, f, AFS__READV, NULL, 0, iov, iovcnt, off, 0, cb, data);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__READV, .iov = iov, .iovcnt = iovcnt,
+                                        .off = off, .cb = cb, .data = data});
 }
 
 int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
                      int iovcnt, uint64_t off, afs_cb *cb, void *data)
 {
     afs__file_check(f, __func__);
-    return queue(op, f, AFS__WRITEV, NULL, 0, iov, iovcnt, off, 0, cb, data);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+                                        .off = off, .cb = cb, .data = data});
 }
 
 int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_cb *cb,
                     void *data)
 {
     afs__file_check(f, __func__);
-    return queue(op, f, AFS__FSYNC, NULL, 0, NULL, 0, 0, flags, cb, data);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FSYNC, .fsync_flags = flags, .cb = cb,
+                                        .data = data});
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -199,11 +214,13 @@ static bool valid_dirfd(int fd)
      AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK)
 
 /* 0, or -errno for arguments the system call would refuse anyway (or misread). */
-static int meta_check(enum afs__code code, int dirfd, const char *path, int dirfd2,
-                      const char *path2, int flags, unsigned perm, struct afs_stat *st)
+static int meta_check(const struct afs__meta_args *a)
 {
+    int dirfd = a->dirfd, flags = a->flags;
+    const char *path = a->path;
+    unsigned perm = a->perm;
     int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
-    switch (code) {
+    switch (a->code) {
     case AFS__OPENAT:
         if ((flags & ~META_OPEN_FLAGS) || perm > 07777)
             return -EINVAL;
@@ -211,7 +228,7 @@ static int meta_check(enum afs__code code, int dirfd, const char *path, int dirf
             return -EINVAL;
         break;
     case AFS__STATX:
-        if (!st || (flags & ~(AFS_AT_SYMLINK_NOFOLLOW | AFS_AT_EMPTY_PATH)))
+        if (!a->st || (flags & ~(AFS_AT_SYMLINK_NOFOLLOW | AFS_AT_EMPTY_PATH)))
             return -EINVAL;
         break;
     case AFS__MKDIRAT:
@@ -219,9 +236,9 @@ static int meta_check(enum afs__code code, int dirfd, const char *path, int dirf
             return -EINVAL;
         break;
     case AFS__RENAMEAT:
-        if (!path2 || (flags & ~AFS_RENAME_NOREPLACE))
+        if (!a->path2 || (flags & ~AFS_RENAME_NOREPLACE))
             return -EINVAL;
-        if (!valid_dirfd(dirfd2))
+        if (!valid_dirfd(a->dirfd2))
             return -EBADF;
         break;
     case AFS__UNLINKAT:
@@ -239,18 +256,16 @@ static int meta_check(enum afs__code code, int dirfd, const char *path, int dirf
     return valid_dirfd(dirfd) ? 0 : -EBADF;
 }
 
-int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code, int dirfd,
-                    const char *path, int dirfd2, const char *path2, int flags,
-                    unsigned perm, struct afs_stat *st, afs_cb *cb, void *data)
+int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    if (!op || !cb)
+    if (!op || !a->cb)
         return -EINVAL;
     if (op_live(op) && afs__op(op)->state != AFS__IDLE)
         return -EBUSY;
     if (!afs__sys_meta_supported())
         return -ENOTSUP; /* no directory fds here (Windows) */
-    int err = meta_check(code, dirfd, path, dirfd2, path2, flags, perm, st);
+    int err = meta_check(a);
     if (err < 0)
         return err;
     if (!ctx->meta.ctx) {
@@ -261,26 +276,23 @@ int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code,
     memset(o, 0, offsetof(struct afs__op, be));
     o->magic = AFS__MAGIC ^ (uintptr_t)op;
     o->file = &ctx->meta;
-    o->cb = cb;
-    o->u.buf = (void *)path;
-    o->code = (uint8_t)code;
-    o->meta.path2 = path2;
-    o->meta.st = st;
-    o->meta.dirfd = dirfd;
-    o->meta.dirfd2 = dirfd2;
-    o->meta.flags = flags;
-    o->meta.perm = perm;
-    op->data = data;
+    o->cb = a->cb;
+    o->u.buf = (void *)a->path;
+    o->code = (uint8_t)a->code;
+    o->meta.path2 = a->path2;
+    o->meta.st = a->st;
+    o->meta.dirfd = a->dirfd;
+    o->meta.dirfd2 = a->dirfd2;
+    o->meta.flags = a->flags;
+    o->meta.perm = a->perm;
+    op->data = a->data;
     op->result = 0;
     return 0;
 }
 
-static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, enum afs__code code, int dirfd,
-                      const char *path, int dirfd2, const char *path2, int flags,
-                      unsigned perm, struct afs_stat *st, afs_cb *cb, void *data)
+static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a)
 {
-    int err = afs__meta_setup(op, ctx, code, dirfd, path, dirfd2, path2, flags, perm, st, cb,
-                              data);
+    int err = afs__meta_setup(op, ctx, a);
     if (err == 0)
         afs__op_enqueue(op);
     return err;
@@ -290,27 +302,33 @@ int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const ch
                      int flags, unsigned perm, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__OPENAT, dirfd, path, 0, NULL, flags, perm, NULL, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd, .path = path,
+                                                .flags = flags, .perm = perm, .cb = cb,
+                                                .data = data});
 }
 
 int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                     int flags, struct afs_stat *st, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__STATX, dirfd, path, 0, NULL, flags, 0, st, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd, .path = path,
+                                                .flags = flags, .st = st, .cb = cb,
+                                                .data = data});
 }
 
 int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__CLOSE, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__CLOSE, .dirfd = fd, .cb = cb,
+                                                .data = data});
 }
 
 int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                       unsigned perm, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__MKDIRAT, dirfd, path, 0, NULL, 0, perm, NULL, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd, .path = path,
+                                                .perm = perm, .cb = cb, .data = data});
 }
 
 int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
@@ -318,21 +336,25 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                        afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__RENAMEAT, olddirfd, oldpath, newdirfd, newpath, flags, 0,
-                      NULL, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__RENAMEAT, .dirfd = olddirfd,
+                                                .path = oldpath, .dirfd2 = newdirfd,
+                                                .path2 = newpath, .flags = flags,
+                                                .cb = cb, .data = data});
 }
 
 int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                        int flags, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__UNLINKAT, dirfd, path, 0, NULL, flags, 0, NULL, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd, .path = path,
+                                                .flags = flags, .cb = cb, .data = data});
 }
 
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, AFS__SYNCFS, fd, NULL, 0, NULL, 0, 0, NULL, cb, data);
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__SYNCFS, .dirfd = fd, .cb = cb,
+                                                .data = data});
 }
 
 /* One metadata system call with blocking semantics, for the pool, the sync backend and the
@@ -649,6 +671,38 @@ int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
     if (err < 0 && ran == 0)
         return err;
     return (int)(ran > INT_MAX ? INT_MAX : ran);
+}
+
+int afs__op_wait(struct afs_ctx *ctx, struct afs_op *op, struct afs__op_waiting *ow)
+{
+    int ret = 0;
+    while (ow->pending) {
+        if (ctx->in_callback)
+            return -EDEADLK;
+        struct afs_waiter *w = afs_waiter_get();
+        void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
+        if (co) {
+            ow->w = w;
+            ow->co = co;
+            int err = w->suspend(w, co, op);
+            AFS_CHECK(!ow->pending, "waiter resumed a task before its op completed");
+            if (err < 0 && !ret)
+                ret = err;
+        } else {
+            (void)afs_ctx_wait(ctx, 1, -1);
+        }
+    }
+    return ret;
+}
+
+void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op)
+{
+    ow->pending = false;
+    struct afs_waiter *w = ow->w;
+    if (w) {
+        ow->w = NULL;
+        w->resume(w, ow->co, op);
+    }
 }
 
 int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f)

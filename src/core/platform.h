@@ -82,6 +82,14 @@ int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
 unsigned afs__sys_dio_align(afs__fd_t fd);
 
+/* The page-cache probe of streams: how many bytes of [off, off + len) of fd are in the page
+ * cache (*cached) and whether any of them is dirty or under writeback (*dirty). 0, or
+ * -ENOTSUP where the kernel cannot tell (cachestat: Linux 6.5; every other system). */
+int  afs__sys_cache_state(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                          bool *dirty);
+/* Whether a and b are open on the same file (device and file number). */
+bool afs__sys_same_file(afs__fd_t a, afs__fd_t b);
+
 /* Aligned memory for the built-in allocator. */
 void *afs__aligned_alloc(size_t size, size_t align);
 void  afs__aligned_free(void *p, size_t size);
@@ -115,6 +123,9 @@ struct afs__syscalls {
     void   *(*malloc)(size_t size);
     void   *(*calloc)(size_t n, size_t size);
     void   *(*realloc)(void *p, size_t size);
+    /* The monotonic clock (afs__now_ns) where the library measures time to decide something
+     * (a stream's share of time spent waiting for chunks), so tests can drive it. */
+    int64_t (*now)(void);
 #ifdef __linux__
     /* The io_uring backend's kernel calls; NULL (the default) makes the real liburing call.
      * uring_setup is io_uring_queue_init_params(). uring_enter is every io_uring_enter that

@@ -289,7 +289,7 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
 }
 
 
-#if defined(__linux__)
+#if CORIO__GUARD_MARKERS
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #endif
@@ -326,7 +326,7 @@ static bool guard_markers_work(void)
  * live tasks at ~32k, and adjacent stacks merge into one mapping. Elsewhere, mprotect. */
 static int guard(void *lo, size_t len)
 {
-#if defined(__linux__)
+#if CORIO__GUARD_MARKERS
     if (guard_markers_work() && madvise(lo, len, MADV_GUARD_INSTALL) == 0)
         return 0;
 #endif

@@ -29,6 +29,15 @@
 
 #include <stddef.h>
 
+/* 1 where the kernel may have guard markers (MADV_GUARD_INSTALL, Linux 6.13), tried before
+ * mprotect for the guards (whether they work is probed at run time): the one system switch
+ * of src/corio/stack.c. */
+#if defined(__linux__)
+#define CORIO__GUARD_MARKERS 1
+#else
+#define CORIO__GUARD_MARKERS 0
+#endif
+
 struct corio__stack {
     void  *map;      /* the whole mapping, guard included; NULL when empty */
     size_t map_size;

@@ -12,6 +12,10 @@
 #include <linux/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#if !defined(__NR_cachestat) && (defined(__x86_64__) || defined(__i386__) ||                 \
+                                 defined(__aarch64__) || defined(__arm__) || defined(__riscv))
+#define __NR_cachestat 451 /* Linux 6.5; older headers lack it */
+#endif
 #endif
 
 static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
@@ -74,6 +78,7 @@ struct afs__syscalls afs__sys = {
     .malloc = malloc,
     .calloc = calloc,
     .realloc = realloc,
+    .now = afs__now_ns,
 #ifdef __linux__
     /* NULL: src/linux/uring.c makes the liburing calls itself (this file does not link it). */
     .uring_setup = NULL,
@@ -165,6 +170,37 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
     (void)fd;
     return 512;
 #endif
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The page-cache probe of streams
+ * ---------------------------------------------------------------------------------------- */
+
+int afs__sys_cache_state(int fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
+{
+#if defined(__linux__) && defined(__NR_cachestat)
+    struct {
+        uint64_t off, len;
+    } range = {(uint64_t)off, (uint64_t)len};
+    struct {
+        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } cs;
+    if (len <= 0 || syscall(__NR_cachestat, fd, &range, &cs, 0) != 0)
+        return -ENOTSUP;
+    *cached = cs.nr_cache * (uint64_t)sysconf(_SC_PAGESIZE);
+    *dirty = cs.nr_dirty || cs.nr_writeback;
+    return 0;
+#else
+    (void)fd, (void)off, (void)len, (void)cached, (void)dirty;
+    return -ENOTSUP;
+#endif
+}
+
+bool afs__sys_same_file(int a, int b)
+{
+    struct stat sa, sb;
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
 }
 
 void *afs__aligned_alloc(size_t size, size_t align)

@@ -137,6 +137,7 @@ struct afs__syscalls afs__sys = {
     .malloc = malloc,
     .calloc = calloc,
     .realloc = realloc,
+    .now = afs__now_ns,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -294,6 +295,21 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
             return (unsigned)bps;
     }
     return 4096; /* unknown: the largest common sector size is always safe */
+}
+
+/* Windows tells no page-cache residency: streams read through the cache. */
+int afs__sys_cache_state(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
+{
+    (void)fd, (void)off, (void)len, (void)cached, (void)dirty;
+    return -ENOTSUP;
+}
+
+bool afs__sys_same_file(afs__fd_t a, afs__fd_t b)
+{
+    BY_HANDLE_FILE_INFORMATION ia, ib;
+    return GetFileInformationByHandle(a, &ia) && GetFileInformationByHandle(b, &ib) &&
+           ia.dwVolumeSerialNumber == ib.dwVolumeSerialNumber &&
+           ia.nFileIndexHigh == ib.nFileIndexHigh && ia.nFileIndexLow == ib.nFileIndexLow;
 }
 
 /* ------------------------------------------------------------------------------------------

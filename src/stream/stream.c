@@ -1,59 +1,12 @@
-/* Streams: stdio-like buffered files with read-ahead and write-behind (afs_fopen...).
- *
- * A stream owns `depth + 1` buffers of one chunk each. Reading, the chunk under the position
- * is being consumed while up to `ra` (at most depth) chunks after it are read ahead with
- * afs_queue_read; `ra` grows (1, 2, 4... depth) while the reader crosses chunk boundaries in
- * order and drops to 0 after a seek out of the window. Writing, one buffer is filled while up
- * to depth full ones are written with afs_queue_write. Only one direction is buffered at a
- * time: switching flushes (read after write) or drops the read-ahead (write after read), as
- * stdio asks callers to do with fflush/fseek, so reads always see the stream's own writes.
- *
- * Cold reads of big read-only files may bypass the page cache. A buffered read of pages
- * that are not cached copies them once more (page cache -> chunk), and io_uring completes it
- * in the submitting thread: the copy and the page cache's upkeep land on the thread that
- * also computes. So an "r" stream on a file of 16 chunks or more that is not wholly cached
- * opens the file a second time with O_DIRECT (unless AFS_STREAM_BUFFERED), and a sequential
- * read-ahead chunk that is not (mostly) cached and has no dirty pages may go through it: the
- * device writes straight into the chunk. This stays coherent: the kernel writes back dirty
- * page cache data of the range before a direct read, clean cached pages hold what the device
- * holds, and cached chunks still come from the cache. Where O_DIRECT is refused (tmpfs,
- * alignment) the stream just reads buffered.
- *
- * Direct reads pay only while the consumer is the bottleneck: they save its thread a copy,
- * but a few direct reads in flight drive the device less hard than the kernel's own
- * read-ahead, so a consumer that waits for the disk is faster buffered. The stream tells the
- * two apart by the share of time the consumer spends waiting for chunks, measured over
- * windows of 2 * depth (at least 8) chunks entered in order: the chunks of the next window
- * are queued direct if the consumer waited less than half of the last one, buffered after
- * two windows in a row where it waited more; a new stream starts direct. Waits are what counts, not whether a chunk looked
- * complete on arrival: io_uring posts completions at the thread's next kernel entry, so a
- * computing consumer finds finished chunks still "in flight" and gets them at once, while
- * with the kernel's read-ahead a consumer that waits for the disk finds runs of complete
- * chunks between long waits. A computing consumer waits for almost nothing (direct) or for
- * the copies of buffered reads (a fifth to a third of its time here: it goes direct); a
- * consumer that does little else waits most of the time (buffered). Deciding once per
- * window keeps the choice stable; a window whose consumer never waits always goes direct,
- * one that waits throughout never does. Inside a corio task a wait includes the time other
- * tasks run, so a busy scheduler keeps its streams buffered.
- *
- * Waiting for a chunk goes through the thread's afs_waiter when one is installed for this
- * context and a coroutine runs (inside a corio task only the task waits), else through
- * afs_ctx_wait(). A buffer is reused only once its op's callback ran, cancelled or not. */
+/* Streams: stdio-like buffered files with read-ahead and write-behind (afs_fopen...), built
+ * on the op API. docs/STREAMS.md describes the design: the buffers and their states, when
+ * read-ahead goes through a second, O_DIRECT file, and the rule that decides it. Waiting for
+ * a chunk is afs__op_wait(); a buffer is reused only once its op's callback ran. */
 #include "internal.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__linux__)
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#if !defined(__NR_cachestat) && (defined(__x86_64__) || defined(__i386__) ||                 \
-                                 defined(__aarch64__) || defined(__arm__) || defined(__riscv))
-#define __NR_cachestat 451 /* Linux 6.5; older headers lack it */
-#endif
-#endif
 
 #define STREAM_CHUNK_DEFAULT ((size_t)1 << 20)
 #define STREAM_DEPTH_DEFAULT 4u
@@ -83,8 +36,7 @@ struct chunk {
     uint64_t           seq;    /* queueing order: the oldest is waited for first */
     uint8_t            state;  /* enum chunk_state */
     bool               direct; /* read through the stream's O_DIRECT file */
-    struct afs_waiter *w;      /* a task suspended on this chunk, and its coroutine */
-    void              *co;
+    struct afs__op_waiting wait; /* .pending: from queueing until chunk_cb ran */
 };
 
 struct afs_stream {
@@ -92,7 +44,7 @@ struct afs_stream {
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
     bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
-    bool             go_direct;  /* queue read-ahead on df (the rule at the top) */
+    bool             go_direct;  /* queue read-ahead on df (docs/STREAMS.md) */
     unsigned         slow;       /* windows in a row where the consumer waited */
     unsigned         win_n;      /* chunks entered in order in this window */
     int64_t          win_start;  /* when the window started, ns */
@@ -178,11 +130,7 @@ static void chunk_cb(struct afs_op *op)
         c->state = CH_FREE;
         break;
     }
-    struct afs_waiter *w = c->w;
-    if (w) {
-        c->w = NULL;
-        w->resume(w, c->co, op);
-    }
+    afs__op_wait_done(&c->wait, op);
 }
 
 /* Blocks (or suspends the task) until c's op callback ran. Returns 0, or the waiter's error
@@ -190,26 +138,7 @@ static void chunk_cb(struct afs_op *op)
  * except for -EDEADLK from inside a callback, where nothing can be waited for. */
 static int chunk_wait(struct afs_stream *s, struct chunk *c)
 {
-    int ret = 0;
-    while (in_flight(c)) {
-        if (s->ctx->in_callback)
-            return -EDEADLK;
-        struct afs_waiter *w = afs_waiter_get();
-        void *co = (w && w->ctx == s->ctx) ? w->current(w) : NULL;
-        if (co) {
-            c->w = w;
-            c->co = co;
-            int err = w->suspend(w, co, &c->op);
-            AFS_CHECK(!in_flight(c), "waiter resumed a task before its chunk completed");
-            if (err < 0 && !ret)
-                ret = err;
-        } else {
-            /* As file.c: errors of the wait itself are transient or repeat at the next one;
-             * the op's own result is what counts. */
-            afs_ctx_wait(s->ctx, 1, -1);
-        }
-    }
-    return ret;
+    return afs__op_wait(s->ctx, &c->op, &c->wait);
 }
 
 /* A free buffer; with may_wait, waits for the oldest op in flight when none is free. */
@@ -254,22 +183,7 @@ static struct chunk *find_chunk(struct afs_stream *s, int64_t off)
 static bool cache_state(struct afs_file *f, int64_t off, int64_t len, uint64_t *cached,
                         bool *dirty)
 {
-#if defined(__NR_cachestat)
-    struct {
-        uint64_t off, len;
-    } range = {(uint64_t)off, (uint64_t)len};
-    struct {
-        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
-    } cs;
-    if (len <= 0 || syscall(__NR_cachestat, f->fd, &range, &cs, 0) != 0)
-        return false;
-    *cached = cs.nr_cache * (uint64_t)sysconf(_SC_PAGESIZE);
-    *dirty = cs.nr_dirty || cs.nr_writeback;
-    return true;
-#else
-    (void)f, (void)off, (void)len, (void)cached, (void)dirty;
-    return false;
-#endif
+    return afs__sys_cache_state(f->fd, off, len, cached, dirty) == 0;
 }
 
 /* Mostly not cached and nothing dirty: a direct read costs the same I/O and saves a copy. */
@@ -288,25 +202,28 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     c->seq = ++s->seq;
     c->state = CH_READING;
     /* Only sequential reading goes direct (read-ahead is what makes it pay), and only while
-     * the consumer is behind the reads (see the top of the file). */
+     * the consumer is behind the reads (docs/STREAMS.md). */
     c->direct = s->df && !s->df_refused && s->go_direct && s->ra && off < s->eof_off &&
                 cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
     int err = afs_queue_read(&c->op, c->direct ? s->df : s->f, c->buf, s->cs, (uint64_t)off,
                              chunk_cb, c);
-    if (err < 0)
+    if (err < 0) {
         c->state = CH_FREE;
-    else if (c->direct)
+        return err;
+    }
+    c->wait.pending = true;
+    if (c->direct)
         s->direct_reads++;
     return err;
 }
 
-/* The reader entered the next chunk in order: closes a window of the rule at the top of
- * the file when it is full. */
+/* The reader entered the next chunk in order: closes a window of the direct-read rule
+ * (docs/STREAMS.md) when it is full. */
 static void note_arrival(struct afs_stream *s)
 {
     if (!s->df || s->df_refused)
         return; /* no choice to make */
-    int64_t now = afs__now_ns();
+    int64_t now = afs__sys.now();
     unsigned window = 2 * s->depth > STREAM_WINDOW_MIN ? 2 * s->depth : STREAM_WINDOW_MIN;
     if (s->win_n == window) {
         if (2 * s->win_wait < now - s->win_start)
@@ -429,6 +346,7 @@ static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
                 set_err(s, err);
                 break;
             }
+            c->wait.pending = true;
             s->pipe_cur = c;
             afs_ctx_submit(s->ctx);
         }
@@ -513,10 +431,10 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                 afs_ctx_submit(s->ctx); /* start now, while the caller computes */
         }
         if (c->state == CH_READING) {
-            int64_t t0 = s->df ? afs__now_ns() : 0;
+            int64_t t0 = s->df ? afs__sys.now() : 0;
             int err = chunk_wait(s, c);
             if (s->df)
-                s->win_wait += afs__now_ns() - t0;
+                s->win_wait += afs__sys.now() - t0;
             if (err < 0) {
                 set_err(s, err);
                 if (c->state == CH_READY)
@@ -607,6 +525,7 @@ static int write_fill(struct afs_stream *s)
             s->werr = err;
         return err;
     }
+    c->wait.pending = true;
     afs_ctx_submit(s->ctx);
     return 0;
 }
@@ -831,14 +750,13 @@ static int parse_mode(const char *m, int *flags, bool *rd, bool *wr, bool *app)
     return 0;
 }
 
-/* The second, O_DIRECT file of a read-only stream (see the top of the file), or NULL: for a
+/* The second, O_DIRECT file of a read-only stream (docs/STREAMS.md), or NULL: for a
  * file of at least STREAM_DIRECT_MIN chunks (and at least the size of its buffers) that is
  * not wholly cached, on a backend that reads ahead (not sync), where O_DIRECT is allowed
  * with the stream's chunks and buffers. Smaller files are left to the page cache, which
  * serves them again when they are read again. */
 static struct afs_file *open_direct(struct afs_stream *s, const char *path, int64_t size)
 {
-#if defined(__linux__)
     uint64_t cached;
     bool dirty;
     int64_t min = (int64_t)(s->nbuf > STREAM_DIRECT_MIN ? s->nbuf : STREAM_DIRECT_MIN);
@@ -849,17 +767,12 @@ static struct afs_file *open_direct(struct afs_stream *s, const char *path, int6
     if (afs_open(s->ctx, path, AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &df) < 0)
         return NULL; /* e.g. -EINVAL: no O_DIRECT here */
     /* The path may name another file by now; the buffers are 4096-byte aligned. */
-    struct stat a, b;
-    if (fstat(s->f->fd, &a) != 0 || fstat(df->fd, &b) != 0 || a.st_dev != b.st_dev ||
-        a.st_ino != b.st_ino || df->dio_align > 4096 || (df->dio_align && s->cs % df->dio_align)) {
+    if (!afs__sys_same_file(s->f->fd, df->fd) || df->dio_align > 4096 ||
+        (df->dio_align && s->cs % df->dio_align)) {
         afs_close(df);
         return NULL;
     }
     return df;
-#else
-    (void)s, (void)path, (void)size;
-    return NULL;
-#endif
 }
 
 static void stream_free(struct afs_stream *s)
