@@ -141,7 +141,9 @@ AFS_API void afs_config_default(struct afs_config *cfg);
  * the first choice is blocked (see afs_ctx_fallback_reason()).
  * Returns 0 and *out, -EINVAL for a bad config (queue_depth 0 or too large, alloc without
  * release, unknown flags or backend name), -ENOTSUP when a backend that was asked for by name
- * is not available here (never silently replaced), -ENOMEM, or the setup error.
+ * is not available here (never silently replaced; a kernel that refuses it, io_uring's
+ * locked-memory limit included), -ENOMEM when memory runs out (also while starting a backend
+ * asked for by name), or the setup error.
  * On failure afs_last_ctx_error() says why. */
 AFS_API int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg);
 

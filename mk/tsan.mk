@@ -2,7 +2,8 @@
 # build directory: the contract suite on the thread pool and with AUTO (the pool serves every
 # backend's buffered ops and wakes the owner across threads), and the scheduler suite on the
 # thread pool and on io_uring (dispatchers answering from other threads, futures completed
-# from other threads, the context's waker). Any report fails the run.
+# from other threads, the context's waker). Any report fails the run; each run goes through
+# tests/helpers/suite.sh (no test ran, or a skip the allow list does not name, fails it too).
 #
 # Criterion's process sandbox cannot start under TSan (its shared arena collides with TSan's
 # memory layout), so the suites are built against the Criterion-compatible shim in tests/shim,
@@ -27,13 +28,12 @@ test-tsan:
 	  -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
 	@cmake --build $(TSAN_BUILD) -j $(JOBS) --target contract_shim corio_sched_shim
 	@export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 \
-	  suppressions=$(abspath tests/tsan.supp)"; rc=0; \
+	  suppressions=$(abspath tests/tsan.supp)"; rc=0; rm -f $(TSAN_BUILD)/suite-summary.txt; \
 	for run in $(TSAN_RUNS); do \
 	  suite=$${run%%:*}; be=$${run#*:}; \
 	  echo "== tsan: $$suite on $$be"; \
-	  if [ "$$be" = auto ]; then \
-	    env -u ASYNCFS_BACKEND $(TSAN_BUILD)/$${suite}_shim || rc=1; \
-	  else \
-	    ASYNCFS_BACKEND=$$be $(TSAN_BUILD)/$${suite}_shim || rc=1; \
-	  fi; \
-	done; exit $$rc
+	  if [ "$$be" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$be; fi; \
+	  "$$@" AFS_SUITE_SUMMARY=$(abspath $(TSAN_BUILD))/suite-summary.txt \
+	    tests/helpers/suite.sh "tsan $$suite" $(TSAN_BUILD)/$${suite}_shim || rc=1; \
+	done; \
+	echo "== tests each suite really ran:"; cat $(TSAN_BUILD)/suite-summary.txt; exit $$rc

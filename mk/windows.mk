@@ -4,8 +4,11 @@
 # backend in WIN_CORIO_BACKENDS.
 # Installs gcc-mingw-w64-x86-64 and wine64 through scripts/deps.sh when they are missing.
 # Wine runs headless with a private prefix under the build directory (first start: ~10 s).
-# The last line is the total, "N passed, M failed, K skipped"; the target fails if M > 0 or a
-# program ran no test. A backend that cannot be created fails its tests (tests/common.h).
+# Each program runs through tests/helpers/suite.sh, as the native suites do: it fails when it
+# fails, when it ran no test, or when a test skipped for a reason tests/helpers/skips.allow does
+# not list; a program whose tests all skipped (suite.sh's exit 77) fails too. A backend that
+# cannot be created fails its tests (tests/common.h). The last lines say how many tests each
+# program really ran.
 WIN_BUILD    ?= build-windows
 WIN_BACKENDS ?= iocp threads sync auto
 WIN_CORIO_BACKENDS ?= iocp threads sync
@@ -31,27 +34,21 @@ test-windows: build-windows
 	  echo "wine: initialising $$WINEPREFIX"; \
 	  "$$wine" wineboot -i >/dev/null 2>&1 || true; "$$wineserver" -w || true; \
 	fi; \
-	pass=0; fail=0; skip=0; summary=; \
+	summary="$(abspath $(WIN_BUILD))/suite-summary.txt"; rm -f "$$summary"; fail=0; \
 	for b in $(WIN_BACKENDS); do \
 	  case " $(WIN_CORIO_BACKENDS) " in *" $$b "*) progs="contract corio_sched";; \
 	    *) progs=contract;; esac; \
 	  for p in $$progs; do \
 	    echo "== $${p}_win.exe, backend $$b, under wine"; \
-	    log="$(WIN_BUILD)/$$p-$$b.log"; \
 	    if [ "$$b" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$b; fi; \
-	    "$$@" timeout $(WIN_TIMEOUT) "$$wine" "$(WIN_BUILD)/$${p}_win.exe" >"$$log" 2>&1; \
-	    rc=$$?; cat "$$log"; \
-	    line=$$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$$log" | tail -n 1); \
-	    if [ -z "$$line" ]; then echo "$${p}_win.exe ($$b) ended without a summary (exit $$rc)"; \
-	      fail=$$((fail + 1)); continue; fi; \
-	    set -- $$(echo "$$line" | tr -dc '0-9 '); \
-	    pass=$$((pass + $$1)); fail=$$((fail + $$2)); skip=$$((skip + $${3:-0})); \
-	    if [ "$$(($$1 + $$2))" -eq 0 ]; then echo "$${p}_win.exe ($$b) ran no test"; \
-	      fail=$$((fail + 1)); fi; \
-	    summary=$$(printf '%s\n%s' "$$summary" "$${p}_win.exe ($$b): $$line"); \
+	    "$$@" AFS_SUITE_SUMMARY="$$summary" tests/helpers/suite.sh "$${p}_win.exe ($$b)" \
+	      timeout $(WIN_TIMEOUT) "$$wine" "$(WIN_BUILD)/$${p}_win.exe"; \
+	    rc=$$?; \
+	    if [ "$$rc" -eq 77 ]; then echo "$${p}_win.exe ($$b) ran no test"; fi; \
+	    if [ "$$rc" -ne 0 ]; then fail=$$((fail + 1)); fi; \
 	  done; \
 	done; \
 	"$$wineserver" -k >/dev/null 2>&1 || true; \
-	printf '== tests each program really ran:%s\n' "$$summary"; \
-	echo "$$pass passed, $$fail failed, $$skip skipped"; \
+	echo "== tests each program really ran:"; cat "$$summary"; \
+	echo "$$fail program(s) failed"; \
 	[ "$$fail" -eq 0 ]

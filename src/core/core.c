@@ -244,13 +244,17 @@ static bool unavailable(int err)
            err == -ENOMEM || err == -ENOTSUP || err == -EOPNOTSUPP || err == -EAGAIN;
 }
 
+/* *heap (may be NULL) is set when the init failed without a reason: a heap allocation that
+ * failed (-ENOMEM), as opposed to a kernel refusal, which names its call. */
 static int backend_init(struct afs_ctx *ctx, const struct afs__backend *be, char *why,
-                        size_t why_len)
+                        size_t why_len, bool *heap)
 {
     ctx->be = be;
     ctx->be_state = NULL;
     why[0] = '\0';
     int err = be->init(ctx, why, why_len);
+    if (heap)
+        *heap = err == -ENOMEM && !why[0];
     if (err < 0) {
         ctx->be = NULL;
         if (!why[0])
@@ -305,10 +309,12 @@ static int choose_backend(struct afs_ctx *ctx)
                      backend_names[want]);
             return ctx_error(-ENOTSUP, "%s: %s", src, ctx->why);
         }
-        int err = backend_init(ctx, be, why, sizeof why);
+        bool heap = false;
+        int err = backend_init(ctx, be, why, sizeof why, &heap);
         if (err < 0) {
             snprintf(ctx->why, sizeof ctx->why, "%s", why);
-            return ctx_error(unavailable(err) ? -ENOTSUP : err, "%s: %s", src, why);
+            /* Out of memory is the caller's condition, not the backend's absence. */
+            return ctx_error(unavailable(err) && !heap ? -ENOTSUP : err, "%s: %s", src, why);
         }
         return 0;
     }
@@ -321,7 +327,7 @@ static int choose_backend(struct afs_ctx *ctx)
                 add_why(ctx, left_out);
             continue;
         }
-        int err = backend_init(ctx, be, why, sizeof why);
+        int err = backend_init(ctx, be, why, sizeof why, NULL);
         if (err == 0)
             return 0;
         if (!first_err)

@@ -23,6 +23,8 @@ for p in ("p50", "p90", "p99", "p99.9"):
 assert j["latency_us"]["p50"] <= j["latency_us"]["p99"] <= j["latency_us"]["p99.9"]
 assert j["iops"] > 0 and j["ios"] > 0, "no I/O"
 assert j["syscalls_per_io"] > 0
+if j["engine"] in ("corio", "queue"):
+    assert j["counted_syscalls_per_io"] > 0, "no system call counted at the table"
 print("ok   %-10s %-9s %10.0f IOPS  %.3f syscalls/IO" % (j["engine"], j["rw"], j["iops"], j["syscalls_per_io"]))
 ' "$2" || fail "$1: bad JSON: $2"
 }

@@ -133,6 +133,13 @@ static void expect_abort(void (*fn)(void), const char *call, const char *what)
 }
 
 #define T_ABORT(name) Test(misuse, name, .signal = SIGABRT, .timeout = 30)
+/* A use of a freed handle: under AddressSanitizer the test skips (m_need_no_asan), so it
+ * expects no signal there. */
+#ifdef M_ASAN
+#define T_ABORT_UAF(name) Test(misuse, name, .timeout = 30)
+#else
+#define T_ABORT_UAF(name) T_ABORT(name)
+#endif
 
 /* ---- Files ---- */
 
@@ -146,7 +153,7 @@ static void file_double_close(void)
     afs_close(f);
 }
 
-T_ABORT(file_closed_twice)
+T_ABORT_UAF(file_closed_twice)
 {
     m_need_no_asan();
     expect_abort(file_double_close, "afs_close", "closed");
@@ -168,7 +175,7 @@ static void file_read_after_close(void)
     afs_pread(f, buf, sizeof buf, 0);
 }
 
-T_ABORT(file_used_after_close)
+T_ABORT_UAF(file_used_after_close)
 {
     m_need_no_asan();
     expect_abort(file_read_after_close, "afs_pread", "closed");
@@ -185,7 +192,7 @@ static void file_seek_after_close(void)
     afs_seek(f, 0, SEEK_SET);
 }
 
-T_ABORT(file_position_call_after_close)
+T_ABORT_UAF(file_position_call_after_close)
 {
     m_need_no_asan();
     expect_abort(file_seek_after_close, "afs_seek", "closed");
@@ -204,7 +211,7 @@ static void stream_double_close(void)
     afs_fclose(s);
 }
 
-T_ABORT(stream_closed_twice)
+T_ABORT_UAF(stream_closed_twice)
 {
     m_need_no_asan();
     expect_abort(stream_double_close, "afs_fclose", "closed");
@@ -223,7 +230,7 @@ static void stream_read_after_close(void)
     afs_fread(buf, 1, sizeof buf, s);
 }
 
-T_ABORT(stream_used_after_close)
+T_ABORT_UAF(stream_used_after_close)
 {
     m_need_no_asan();
     expect_abort(stream_read_after_close, "afs_fread", "closed");

@@ -10,6 +10,9 @@
 #   --plain: any other program (the fuzz replay): it fails on a non-zero exit, 77 included,
 #   or on a sanitizer report.
 #
+# PROGRAM may be a runner followed by the program (qemu-aarch64 -L ROOT prog, wine prog.exe,
+# timeout N ...): the arguments go to the end of the line.
+#
 # The backend under test is ASYNCFS_BACKEND. It must be available: the only exception is
 # io_uring where it is blocked on purpose (AFS_EXPECT_NO_URING=1, as in a container whose
 # seccomp profile refuses io_uring_setup); then the entry is skipped with exit 77, and ctest
@@ -47,6 +50,8 @@ else
   "$@" >"$log" 2>&1
 fi
 rc=$?
+# Programs run under wine write CRLF line ends.
+sed -i 's/\r$//' "$log"
 # The log without one line per test that ran and passed, or that --filter left out.
 grep -avE '^\[(RUN |PASS)\]|^\[SKIP\] [^ ]*: (Test is disabled|disabled)$' "$log"
 

@@ -13,7 +13,10 @@
  * completion, per-I/O latency (submission to completion) in a preallocated log-linear
  * histogram, CPU time from getrusage (all threads), and system calls per I/O (asyncfs's own
  * counters for corio and queue, io_uring_enter calls counted here for uring-raw, 1 for the
- * synchronous engines; clock_gettime goes through the vDSO and is not a system call).
+ * synchronous engines; clock_gettime goes through the vDSO and is not a system call). For
+ * corio and queue, counted_syscalls_per_io is counted independently at the library's
+ * system-call table (tests/helpers/syscount.h): io_uring_enter, io_submit, lio_listio and the
+ * pool's and inline path's transfers, not the waits on other calls (io_getevents, poll).
  *
  * Exit codes: 0 done, 1 an I/O or setup error, 2 bad command line, 3 the engine is not
  * available here (not built, or the kernel refuses io_uring).
@@ -21,6 +24,8 @@
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <corio.h>
+
+#include "syscount.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -824,6 +829,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 struct result {
     uint64_t ios;
     double   runtime_s, iops, bw, cpu_us_per_io, user_s, sys_s, syscalls_per_io;
+    double   counted_per_io; /* -1: the engine does not go through the library */
     double   p50, p90, p99, p999, mean_us, min_us, max_us;
 };
 
@@ -857,19 +863,25 @@ static void print_result(const struct opts *o, const struct job *j, const struct
                "\"latency_us\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p99.9\":%.2f,"
                "\"mean\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"cpu_us_per_io\":%.3f,\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,"
-               "\"syscalls_per_io\":%.4f}\n",
+               "\"syscalls_per_io\":%.4f",
                r->ios, r->runtime_s, r->iops, r->bw, r->p50, r->p90, r->p99, r->p999,
                r->mean_us, r->min_us, r->max_us, r->cpu_us_per_io, r->user_s, r->sys_s,
                r->syscalls_per_io);
+        if (r->counted_per_io >= 0)
+            printf(",\"counted_syscalls_per_io\":%.4f", r->counted_per_io);
+        printf("}\n");
     } else if (o->fmt == FMT_CSV) {
         printf("engine,rw,bs,iodepth,direct,backend,ios,runtime_s,iops,bw_bytes_per_s,"
                "lat_p50_us,lat_p90_us,lat_p99_us,lat_p999_us,lat_mean_us,lat_max_us,"
-               "cpu_us_per_io,syscalls_per_io\n");
+               "cpu_us_per_io,syscalls_per_io,counted_syscalls_per_io\n");
         printf("%s,%s,%" PRIu64 ",%u,%d,%s,%" PRIu64 ",%.6f,%.1f,%.0f,%.2f,%.2f,%.2f,%.2f,"
-               "%.2f,%.2f,%.3f,%.4f\n",
+               "%.2f,%.2f,%.3f,%.4f,",
                eng, rw, o->bs, o->engine == ENG_PREAD ? 1 : o->iodepth, o->direct, j->backend,
                r->ios, r->runtime_s, r->iops, r->bw, r->p50, r->p90, r->p99, r->p999,
                r->mean_us, r->max_us, r->cpu_us_per_io, r->syscalls_per_io);
+        if (r->counted_per_io >= 0)
+            printf("%.4f", r->counted_per_io);
+        printf("\n");
     } else {
         char bw[32], sz[32];
         human_bytes(bw, sizeof bw, r->bw);
@@ -886,8 +898,11 @@ static void print_result(const struct opts *o, const struct job *j, const struct
                bw);
         printf("  latency (us): p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  (mean %.1f, max "
                "%.1f)\n", r->p50, r->p90, r->p99, r->p999, r->mean_us, r->max_us);
-        printf("  CPU %.2f us/IO (user %.2f s, sys %.2f s), %.3f syscalls/IO\n",
+        printf("  CPU %.2f us/IO (user %.2f s, sys %.2f s), %.3f syscalls/IO",
                r->cpu_us_per_io, r->user_s, r->sys_s, r->syscalls_per_io);
+        if (r->counted_per_io >= 0)
+            printf(" (%.3f counted at the system-call table)", r->counted_per_io);
+        printf("\n");
     }
 }
 
@@ -980,8 +995,12 @@ int main(int argc, char **argv)
     }
 
     struct afs_stats s0 = {0}, s1 = {0};
-    if (ctx)
+    struct sc_counts c0 = {0}, c1 = {0};
+    if (ctx) {
         afs_ctx_stats(ctx, &s0);
+        sc_install();
+        c0 = sc_get();
+    }
     double u0, k0, u1, k1;
     cpu_times(&u0, &k0);
     uint64_t t0 = now_ns();
@@ -1015,6 +1034,8 @@ int main(int argc, char **argv)
     cpu_times(&u1, &k1);
     if (ctx) {
         afs_ctx_stats(ctx, &s1);
+        c1 = sc_get();
+        sc_uninstall();
         j.syscalls = (s1.kernel_submits - s0.kernel_submits) + (s1.kernel_waits - s0.kernel_waits) +
                      (s1.inline_ops - s0.inline_ops);
     }
@@ -1034,6 +1055,10 @@ int main(int argc, char **argv)
     r.sys_s = k1 - k0;
     r.cpu_us_per_io = (r.user_s + r.sys_s) * 1e6 / (double)r.ios;
     r.syscalls_per_io = (double)j.syscalls / (double)r.ios;
+    r.counted_per_io = ctx ? (double)(c1.uring_enters - c0.uring_enters + c1.io_submits -
+                                      c0.io_submits + c1.listios - c0.listios +
+                                      c1.transfers - c0.transfers) / (double)r.ios
+                           : -1;
     r.p50 = h_quantile_us(&w.h, 0.50);
     r.p90 = h_quantile_us(&w.h, 0.90);
     r.p99 = h_quantile_us(&w.h, 0.99);
