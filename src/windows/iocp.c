@@ -52,7 +52,7 @@ static struct afs_op *op_of(OVERLAPPED *ov)
 
 static int iocp_init(struct afs_ctx *ctx, char *why, size_t why_len)
 {
-    struct iocp *c = calloc(1, sizeof *c);
+    struct iocp *c = afs__sys.calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     /* One thread (the context's owner) dequeues. */
