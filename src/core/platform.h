@@ -144,6 +144,11 @@ struct afs__syscalls {
 #endif
 };
 extern struct afs__syscalls afs__sys;
+#ifdef __linux__
+/* What the io_uring backend does when afs__sys.uring_enter is NULL (the real liburing call,
+ * as described there); for hooks that count or alter enters and then pass them on. */
+int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts);
+#endif
 
 #ifdef _WIN32
 /* src/windows/error.c: the one translation of Windows error codes into -errno values. */

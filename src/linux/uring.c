@@ -115,18 +115,23 @@ static void offload_direct(struct uring *u)
     u->direct_bytes = 0;
 }
 
+int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    if (wait_nr == 0)
+        return io_uring_submit(ring);
+    if (!ts)
+        return io_uring_submit_and_wait(ring, wait_nr);
+    struct io_uring_cqe *cqe;
+    return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
+}
+
 static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     if (u->offload)
         offload_direct(u);
     if (afs__sys.uring_enter)
         return afs__sys.uring_enter(&u->ring, wait_nr, ts);
-    if (wait_nr == 0)
-        return io_uring_submit(&u->ring);
-    if (!ts)
-        return io_uring_submit_and_wait(&u->ring, wait_nr);
-    struct io_uring_cqe *cqe;
-    return io_uring_submit_and_wait_timeout(&u->ring, &cqe, wait_nr, ts, NULL);
+    return afs__uring_enter_real(&u->ring, wait_nr, ts);
 }
 
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)

@@ -13,16 +13,6 @@ enum { N = 32 };
 
 static unsigned enters_with_open, openats, max_in_one;
 
-static int real_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
-{
-    if (wait_nr == 0)
-        return io_uring_submit(ring);
-    if (!ts)
-        return io_uring_submit_and_wait(ring, wait_nr);
-    struct io_uring_cqe *cqe;
-    return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
-}
-
 static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     struct io_uring_sq *sq = &ring->sq;
@@ -33,7 +23,7 @@ static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_
     enters_with_open += here > 0;
     if (here > max_in_one)
         max_in_one = here;
-    return real_enter(ring, wait_nr, ts);
+    return afs__uring_enter_real(ring, wait_nr, ts);
 }
 
 struct opener {

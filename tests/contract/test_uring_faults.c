@@ -85,16 +85,6 @@ static struct inject {
     unsigned overflowed, dropped;
 } inj;
 
-static int real_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
-{
-    if (wait_nr == 0)
-        return io_uring_submit(ring);
-    if (!ts)
-        return io_uring_submit_and_wait(ring, wait_nr);
-    struct io_uring_cqe *cqe;
-    return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
-}
-
 static bool every(unsigned n, unsigned k)
 {
     return n && k % n == 0;
@@ -141,7 +131,7 @@ static int hook_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_t
         inj.failed++;
         return fail; /* as if interrupted before the kernel took anything */
     }
-    int r = real_enter(ring, wait_nr, ts);
+    int r = afs__uring_enter_real(ring, wait_nr, ts);
     if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)
         inj.overflowed++;
     inj.dropped = *ring->cq.koverflow; /* CQEs the kernel lost: must stay 0 (NODROP) */
@@ -648,7 +638,7 @@ static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_
             seen_async += (sqe->flags & IOSQE_ASYNC) != 0;
         }
     }
-    return real_enter(ring, wait_nr, ts);
+    return afs__uring_enter_real(ring, wait_nr, ts);
 }
 
 /* Reads n blocks of the file at once (one batch) and checks them; returns how many of the

@@ -91,12 +91,7 @@ static inline int sc_uring_enter(struct io_uring *ring, unsigned wait_nr,
         atomic_fetch_add(&sc_n[1], 1);
     if (sc_saved.uring_enter)
         return sc_saved.uring_enter(ring, wait_nr, ts);
-    if (wait_nr == 0)
-        return io_uring_submit(ring);
-    if (!ts)
-        return io_uring_submit_and_wait(ring, wait_nr);
-    struct io_uring_cqe *cqe;
-    return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
+    return afs__uring_enter_real(ring, wait_nr, ts);
 }
 #endif
 
