@@ -17,6 +17,7 @@ trap 'rm -rf "$D"' EXIT
 chmod 755 "$D"
 install -m 755 "$AFCP" "$D/afcp"
 install -m 755 "$SCRIPT" "$D/test.sh"
+install -m 644 "$(dirname "$SCRIPT")/lib.sh" "$D/lib.sh"
 cd /
 setpriv --reuid=nobody --regid="$(id -gn nobody)" --clear-groups \
     env HOME=/ TMPDIR=/tmp bash "$D/test.sh" "$D/afcp"

@@ -6,16 +6,7 @@
 # Usage: tests/afcp/test_afcp_fix.sh path/to/afcp
 set -uo pipefail
 
-AFCP=${1:?usage: $0 path/to/afcp}
-AFCP=$(readlink -f "$AFCP")
-T=$(mktemp -d "${TMPDIR:-/tmp}/afcp_fix.XXXXXX")
-trap 'chmod -R u+rwx "$T" 2>/dev/null; rm -rf "$T"' EXIT
-umask 022
-fails=0 passes=0
-ok() { passes=$((passes + 1)); }
-bad() { echo "FAIL [${BACKEND:-auto}]: $*" >&2; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
-no_temps() { [[ -z $(find "$1" -name '.afcp.*' 2>/dev/null) ]]; }
+. "$(dirname "$0")/lib.sh" afcp_fix "${1:-}"
 blocks_below() { (($(stat -c '%b*%B' "$1") < $2)); } # allocated bytes < $2
 
 # ---- fixtures (shared by every backend's run) ----
@@ -150,9 +141,4 @@ run_suite() {
     rm -rf "$O"
 }
 
-for BACKEND in "" threads sync; do
-    if [[ -n $BACKEND ]]; then export ASYNCFS_BACKEND=$BACKEND; else unset ASYNCFS_BACKEND; fi
-    run_suite
-done
-echo "afcp (signals, deep trees, slashes, sizes, sparse) tests: $passes passed, $fails failed"
-((fails == 0))
+run_backends "afcp (signals, deep trees, slashes, sizes, sparse)"

@@ -8,17 +8,7 @@
 # Usage: tests/afcp/test_afcp_sec.sh path/to/afcp
 set -uo pipefail
 
-AFCP=${1:?usage: $0 path/to/afcp}
-AFCP=$(readlink -f "$AFCP")
-T=$(mktemp -d "${TMPDIR:-/tmp}/afcp_sec.XXXXXX")
-trap 'chmod -R u+rwx "$T" 2>/dev/null; rm -rf "$T"' EXIT
-umask 022
-fails=0 passes=0 skips=0
-ok() { passes=$((passes + 1)); }
-bad() { echo "FAIL [$(id -un) ${BACKEND:-auto}]: $*" >&2; fails=$((fails + 1)); }
-skip() { echo "SKIP [$(id -un) ${BACKEND:-auto}]: $*" >&2; skips=$((skips + 1)); }
-check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
-mode() { stat -c %a "$1"; }
+. "$(dirname "$0")/lib.sh" afcp_sec "${1:-}"
 root() { [[ $(id -u) -eq 0 ]]; }
 acl_of() { getfacl -c -p "$1" 2> /dev/null; } # without the "# file" header
 
@@ -211,10 +201,4 @@ run_suite() {
     rm -rf "$O"
 }
 
-for BACKEND in "" threads sync; do
-    if [[ -n $BACKEND ]]; then export ASYNCFS_BACKEND=$BACKEND; else unset ASYNCFS_BACKEND; fi
-    run_suite
-done
-echo "afcp security tests ($(id -un)): $passes passed, $fails failed, $skips skipped"
-
-((fails == 0))
+run_backends "afcp security"

@@ -1,0 +1,28 @@
+# Sourced by the afcp test scripts: the afcp under test, a fresh temporary directory removed
+# at exit, the pass/fail/skip counters and the checks they share, and the loop that runs a
+# script's run_suite once per backend (AUTO, threads, sync).
+#   . "$(dirname "$0")/lib.sh" NAME path/to/afcp     (NAME names the temporary directory)
+
+AFCP=${2:?usage: $0 path/to/afcp}
+AFCP=$(readlink -f "$AFCP")
+T=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+trap 'chmod -R u+rwx "$T" 2>/dev/null; rm -rf "$T"' EXIT
+umask 022
+fails=0 passes=0 skips=0
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL [$(id -un) ${BACKEND:-auto}]: $*" >&2; fails=$((fails + 1)); }
+skip() { echo "SKIP [$(id -un) ${BACKEND:-auto}]: $*" >&2; skips=$((skips + 1)); }
+check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
+mode() { stat -c %a "$1"; }
+no_temps() { [[ -z $(find "$1" -name '.afcp.*' 2>/dev/null) ]]; }
+
+# Runs run_suite once per backend, prints "WHAT tests: N passed, M failed, K skipped" and
+# exits 1 when anything failed.
+run_backends() { # what
+    for BACKEND in "" threads sync; do
+        if [[ -n $BACKEND ]]; then export ASYNCFS_BACKEND=$BACKEND; else unset ASYNCFS_BACKEND; fi
+        run_suite
+    done
+    echo "$1 tests ($(id -un)): $passes passed, $fails failed, $skips skipped"
+    ((fails == 0))
+}
