@@ -7,7 +7,8 @@
  *                    pool's pread goes through the system-call table, and the hook below
  *                    blocks in it until the test releases it, after afs_cancel. A worker
  *                    cannot be stopped inside a system call: the op completes with
- *                    -ECANCELED once the worker has returned.
+ *                    -ECANCELED once the worker has returned. On Windows the threads
+ *                    backend's pool goes through the same table's pread.
  *   io_uring,        a read of an empty FIFO, which the kernel (io_uring) or the C library's
  *   posix-aio        AIO thread (glibc's POSIX AIO) holds until data comes. io_uring cancels
  *                    it in the kernel; glibc cannot cancel a running request, so the test
@@ -259,9 +260,10 @@ static void cancel_a_pipe_read(void)
              (unsigned long)GetCurrentProcessId(), (unsigned long)GetTickCount());
     /* The server end, overlapped so that the test's write cannot block it; room for the
      * BS bytes written below. */
-    HANDLE srv = pipe_srv = CreateNamedPipeA(name, PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
-                                  PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 2 * BS,
-                                  2 * BS, 0, NULL);
+    pipe_srv = CreateNamedPipeA(name, PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 2 * BS,
+                                2 * BS, 0, NULL);
+    HANDLE srv = pipe_srv;
     cr_assert(srv != INVALID_HANDLE_VALUE, "CreateNamedPipe: error %lu",
               (unsigned long)GetLastError());
     struct afs_file *f = NULL;
