@@ -7,12 +7,17 @@
  *                    pool's pread goes through the system-call table, and the hook below
  *                    blocks in it until the test releases it, after afs_cancel. A worker
  *                    cannot be stopped inside a system call: the op completes with
- *                    -ECANCELED once the worker has returned.
+ *                    -ECANCELED once the worker has returned. On Windows the threads
+ *                    backend's pool goes through the same table's pread.
  *   io_uring,        a read of an empty FIFO, which the kernel (io_uring) or the C library's
  *   posix-aio        AIO thread (glibc's POSIX AIO) holds until data comes. io_uring cancels
  *                    it in the kernel; glibc cannot cancel a running request, so the test
  *                    then writes one byte: a cancelled op never resubmits the rest of a short
  *                    transfer, it completes with -ECANCELED.
+ *   iocp             a read of an empty named pipe (Windows): the test is the server end, the
+ *                    library opens the client end by its \\.\pipe\ name. The ReadFile stays
+ *                    pending until data comes; CancelIoEx ends it with
+ *                    ERROR_OPERATION_ABORTED, and no byte leaves the pipe.
  *   sync             runs every op to its end inside the submit: nothing is ever in flight,
  *                    and a cancel after the submit leaves the result alone.
  * In every case: the callback runs exactly once, with -ECANCELED, and the buffer is not
@@ -40,10 +45,19 @@ static void c_setup(void)
 }
 
 static void release(void);
+#ifdef _WIN32
+static HANDLE pipe_srv = INVALID_HANDLE_VALUE; /* cancel_a_pipe_read's server end */
+#endif
 
 static void c_teardown(void)
 {
     release(); /* a failed test must not leave a worker held (the context waits for it) */
+#ifdef _WIN32
+    /* Nor a read pending on the pipe: without the server end it ends (broken pipe). */
+    if (pipe_srv != INVALID_HANDLE_VALUE)
+        CloseHandle(pipe_srv);
+    pipe_srv = INVALID_HANDLE_VALUE;
+#endif
     afs__sys = saved;
     t_teardown();
 }
@@ -180,6 +194,7 @@ static void cancel_on_the_pool(void)
     cr_assert_eq(afs_close(f), 0);
 }
 
+#ifndef _WIN32
 /* io_uring, posix-aio: a read of an empty FIFO. */
 static void cancel_a_fifo_read(void)
 {
@@ -233,6 +248,76 @@ static void cancel_a_fifo_read(void)
     cr_assert_eq(back[n - 1], 'y');
     cr_assert_eq(afs_close(f), 0);
 }
+#else
+/* iocp: a read of an empty named pipe. Windows cancels a pending pipe read for good
+ * (CancelIoEx: the read ends with ERROR_OPERATION_ABORTED and has taken nothing), so no byte
+ * is written before the callback, unlike the FIFO case: with a cancel that does nothing the
+ * read stays pending and no callback comes. */
+static void cancel_a_pipe_read(void)
+{
+    char name[128];
+    snprintf(name, sizeof name, "\\\\.\\pipe\\afs-cancel-%lu-%lu",
+             (unsigned long)GetCurrentProcessId(), (unsigned long)GetTickCount());
+    /* The server end, overlapped so that the test's write cannot block it; room for the
+     * BS bytes written below. */
+    pipe_srv = CreateNamedPipeA(name, PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 2 * BS,
+                                2 * BS, 0, NULL);
+    HANDLE srv = pipe_srv;
+    cr_assert(srv != INVALID_HANDLE_VALUE, "CreateNamedPipe: error %lu",
+              (unsigned long)GetLastError());
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, name, AFS_RDWR, 0, AFS_MODE_ASYNC, &f), 0);
+    HANDLE cli = (HANDLE)afs_file_fd(f);
+    /* The client is connected already: ConnectNamedPipe says so. */
+    OVERLAPPED cov = {0};
+    cov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+    cr_assert(!ConnectNamedPipe(srv, &cov) && GetLastError() == ERROR_PIPE_CONNECTED,
+              "ConnectNamedPipe: error %lu", (unsigned long)GetLastError());
+
+    static char buf[BS];
+    memset(buf, 0xee, sizeof buf);
+    struct afs_op op = {0};
+    cr_assert_eq(afs_queue_read(&op, f, buf, BS, 0, log_cb, NULL), -ESPIPE);
+    cr_assert_eq(afs__queue_seq(&op, f, false, buf, BS, false, log_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 0, 0), 0);
+    cr_assert_eq(atomic_load(&lg.calls), 0, "a read of an empty pipe completed: %zd",
+                 lg.result);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_callback(t_ctx);
+    settle(t_ctx);
+    cr_assert_eq(lg.result, -ECANCELED, "%s: a cancelled read completed with %zd", be(),
+                 lg.result);
+    for (size_t i = 0; i < BS; i++)
+        cr_assert_eq((unsigned char)buf[i], 0xee, "the cancelled read wrote byte %zu", i);
+
+    /* Nothing reads the pipe any more: data written now stays there, the buffer as it is. */
+    static char data[BS], back[2 * BS];
+    memset(data, 'y', BS);
+    DWORD wrote = 0;
+    BOOL ok = WriteFile(srv, data, BS, NULL, &cov);
+    if (!ok && GetLastError() == ERROR_IO_PENDING)
+        cr_assert_eq(WaitForSingleObject(cov.hEvent, 10000), WAIT_OBJECT_0,
+                     "the pipe took no data (10 s)");
+    cr_assert(GetOverlappedResult(srv, &cov, &wrote, FALSE), "WriteFile: error %lu",
+              (unsigned long)GetLastError());
+    cr_assert_eq(wrote, (DWORD)BS);
+    settle(t_ctx);
+    for (size_t i = 0; i < BS; i++)
+        cr_assert_eq((unsigned char)buf[i], 0xee, "byte %zu written after the callback", i);
+    DWORD got = 0, avail = 0;
+    cr_assert(PeekNamedPipe(cli, back, sizeof back, &got, &avail, NULL), "PeekNamedPipe: %lu",
+              (unsigned long)GetLastError());
+    cr_assert_eq(avail, (DWORD)BS, "%lu bytes left in the pipe: someone read it",
+                 (unsigned long)avail);
+    cr_assert_eq(got, (DWORD)BS);
+    cr_assert(memcmp(back, data, BS) == 0);
+    cr_assert_eq(afs_close(f), 0);
+    CloseHandle(cov.hEvent);
+}
+#endif
 
 /* sync: the op is done when the submit returns; a cancel then changes nothing. */
 static void cancel_after_a_sync_submit(void)
@@ -260,8 +345,13 @@ T_CANCEL(an_op_in_flight_completes_cancelled_once_and_leaves_its_buffer)
     cr_log_info("backend %s", be());
     if (!strcmp(be(), "threads") || !strcmp(be(), "libaio"))
         cancel_on_the_pool();
+#ifndef _WIN32
     else if (!strcmp(be(), "io_uring") || !strcmp(be(), "posix-aio"))
         cancel_a_fifo_read();
+#else
+    else if (!strcmp(be(), "iocp"))
+        cancel_a_pipe_read();
+#endif
     else if (!strcmp(be(), "sync"))
         cancel_after_a_sync_submit();
     else
@@ -283,16 +373,21 @@ T_CANCEL(a_close_that_fails_with_eio_is_reported_and_frees_the_file)
     ctx_under_test();
     struct afs_file *f = NULL;
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_SYNC, &f), 0);
-    int fd = (int)afs_file_fd(f);
+    intptr_t fd = afs_file_fd(f);
     static char w[BS];
     t_fill(w, BS, 0);
     cr_assert_eq(afs_pwrite(f, w, BS, 0), BS);
     afs__sys.close = eio_close;
     cr_assert_eq(afs_close(f), -EIO, "%s: a failed close was not reported", be());
     afs__sys.close = saved.close;
+#ifdef _WIN32
+    DWORD hflags;
+    cr_assert(!GetHandleInformation((HANDLE)fd, &hflags), "the handle is still open");
+#else
     errno = 0;
-    cr_assert_eq(fcntl(fd, F_GETFD), -1, "the descriptor is still open");
+    cr_assert_eq(fcntl((int)fd, F_GETFD), -1, "the descriptor is still open");
     cr_assert_eq(errno, EBADF);
+#endif
     /* The context has no file left to wait for: it frees at once, and opens again. */
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
     static char r[BS];
