@@ -80,8 +80,9 @@ struct afs__op {
     size_t   done;   /* bytes transferred so far */
     uint8_t  code;   /* enum afs__code */
     uint8_t  state;  /* enum afs__state */
-    uint8_t  flags;  /* AFS__OP_* */
+    uint8_t  flags;  /* AFS__OP_*; not written while a pool worker runs the op */
     uint8_t  fsync_flags;
+    uint8_t  eof;    /* AFS__OP_EOF_*: written by whoever runs the transfer (a pool worker) */
     uint32_t chunk;  /* bytes in the chunk the backend is running (when it splits) */
     struct afs__meta meta;
     uint64_t be[AFS__BACKEND_WORDS];

@@ -421,9 +421,9 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
 void afs__op_count_eof(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    ctx->stats.eof_checks += (o->flags & AFS__OP_EOF_CHECK) != 0;
-    ctx->stats.eof_skips += (o->flags & AFS__OP_EOF_SKIP) != 0;
-    o->flags &= (uint8_t)~(AFS__OP_EOF_CHECK | AFS__OP_EOF_SKIP);
+    ctx->stats.eof_checks += (o->eof & AFS__OP_EOF_CHECK) != 0;
+    ctx->stats.eof_skips += (o->eof & AFS__OP_EOF_SKIP) != 0;
+    o->eof = 0;
 }
 
 /* A read that stopped short at `end` (its offset plus the bytes so far) has reached the end
@@ -495,7 +495,7 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     if (res == 0) {
         /* End of file for a read; a write that moves nothing would loop forever. */
         if (is_read(o) && o->done > 0)
-            o->flags |= AFS__OP_EOF_CHECK;
+            o->eof |= AFS__OP_EOF_CHECK;
         afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
         return;
     }
@@ -503,7 +503,7 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
         afs__op_finished(ctx, op, (ssize_t)o->done);
     } else if (is_read(o) && at_known_end(o)) {
-        o->flags |= AFS__OP_EOF_SKIP;
+        o->eof |= AFS__OP_EOF_SKIP;
         afs__op_finished(ctx, op, (ssize_t)o->done);
     } else if (cancel) {
         /* What a pipe gave is gone from it: better short than lost. */
@@ -543,7 +543,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             return res;
         if (res == 0) {
             if (!w && o->done > 0)
-                o->flags |= AFS__OP_EOF_CHECK;
+                o->eof |= AFS__OP_EOF_CHECK;
             return w ? -EIO : (ssize_t)o->done;
         }
         o->done += (size_t)res;
@@ -552,7 +552,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
         if (o->flags & AFS__OP_PARTIAL)
             break;
         if (at_known_end(o)) {
-            o->flags |= AFS__OP_EOF_SKIP;
+            o->eof |= AFS__OP_EOF_SKIP;
             break;
         }
     }
@@ -750,13 +750,16 @@ int afs_cancel(struct afs_op *op)
         afs__op_finished(ctx, op, -ECANCELED);
         return 0;
     case AFS__INFLIGHT:
-        o->flags |= AFS__OP_CANCEL;
+        /* A pool worker may be running the op: the pool keeps the request in its own word,
+         * never in the op's flags the worker reads. */
         if (o->flags & AFS__OP_POOL) {
             if (afs__pool_cancel(ctx->pool, op))
                 afs__op_finished(ctx, op, -ECANCELED);
-        } else if (ctx->be->cancel) {
-            ctx->be->cancel(ctx, op);
+            return 0;
         }
+        o->flags |= AFS__OP_CANCEL;
+        if (ctx->be->cancel)
+            ctx->be->cancel(ctx, op);
         return 0;
     default: /* AFS__DONE: finished, its callback is pending */
         return -EALREADY;

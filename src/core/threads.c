@@ -19,10 +19,16 @@ struct afs__pool {
     afs__thread      threads[];
 };
 
-/* Pool ops do not use the backend words; the first one says where the op is. */
+/* Pool ops do not use the backend words; the first one says where the op is, the second
+ * whether afs_cancel() asked for it while a worker ran it (owner thread only). */
 static uint64_t *pool_state(struct afs_op *op)
 {
     return &afs__op(op)->be[0];
+}
+
+static uint64_t *pool_cancelled(struct afs_op *op)
+{
+    return &afs__op(op)->be[1];
 }
 
 static void worker(void *arg)
@@ -84,6 +90,7 @@ void afs__pool_free(struct afs__pool *p)
 void afs__pool_submit(struct afs__pool *p, struct afs_op *op)
 {
     int err = 0;
+    *pool_cancelled(op) = 0;
     afs__mutex_lock(&p->mu);
     *pool_state(op) = POOL_TODO;
     afs__list_push(&p->todo, op);
@@ -112,6 +119,8 @@ bool afs__pool_cancel(struct afs__pool *p, struct afs_op *op)
         removed = true;
     }
     afs__mutex_unlock(&p->mu);
+    if (!removed)
+        *pool_cancelled(op) = 1;
     return removed;
 }
 
@@ -128,7 +137,7 @@ void afs__pool_reap(struct afs__pool *p)
          * did: the buffer is settled before the callback and never written after it. Meta
          * ops keep their result (an fd that was opened must reach the caller). */
         struct afs__op *o = afs__op(op);
-        bool cancelled = (o->flags & AFS__OP_CANCEL) && !afs__is_meta(o);
+        bool cancelled = *pool_cancelled(op) && !afs__is_meta(o);
         afs__op_finished(p->ctx, op, cancelled ? -ECANCELED : op->result);
     }
 }
