@@ -59,7 +59,7 @@ static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum 
 }
 
 static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
-                        afs__fd_t *out);
+                        afs__fd_t *out, struct afs__fd_info *info);
 
 int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
              enum afs_mode mode, struct afs_file **out)
@@ -79,17 +79,15 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
-    struct afs__fd_info info, *known = NULL;
-    int err = open_batched(ctx, path, flags, perm, &f->fd);
-    if (err == -ENOTSUP) {
+    struct afs__fd_info info;
+    int err = open_batched(ctx, path, flags, perm, &f->fd, &info);
+    if (err == -ENOTSUP)
         err = afs__sys_open(path, flags, perm, &f->fd, &info);
-        known = &info;
-    }
     if (err < 0) {
         free(f);
         return err;
     }
-    if ((err = file_attach_info(ctx, f, flags, mode, known)) < 0) {
+    if ((err = file_attach_info(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
@@ -202,7 +200,8 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inlin
     return wait_blocking(ctx, &op, &ow);
 }
 
-/* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes to the device asynchronously. */
+/* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes
+ * to the device asynchronously. */
 static bool small(const struct afs_file *f, size_t len)
 {
     return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT);
@@ -211,35 +210,40 @@ static bool small(const struct afs_file *f, size_t len)
 ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len, .off = off},
+    return blocking_op(f, (struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
+                                                .off = off},
                        small(f, len));
 }
 
 ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len, .off = off},
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+                                                .off = off},
                        small(f, len));
 }
 
 ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__READV, .iov = iov, .iovcnt = iovcnt, .off = off},
+    return blocking_op(f, (struct afs__op_args){.code = AFS__READV, .iov = iov, .iovcnt = iovcnt,
+                                                .off = off},
                        false);
 }
 
 ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt, .off = off},
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+                                                .off = off},
                        false);
 }
 
 int afs_fsync(struct afs_file *f, unsigned flags)
 {
     file_check(f, __func__);
-    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FSYNC, .fsync_flags = flags}, false);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FSYNC,
+                                                     .fsync_flags = flags}, false);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -284,25 +288,24 @@ static int close_batched(struct afs_ctx *ctx, int fd)
 /* afs_open() in a task: the open joins the batch as afs_openat() would. Elsewhere -ENOTSUP
  * tells the caller to open inline (also where metadata ops do not exist). */
 static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
-                        afs__fd_t *out)
+                        afs__fd_t *out, struct afs__fd_info *info)
 {
     if (!afs__sys_meta_supported() || !meta_task(ctx))
         return -ENOTSUP;
     int fd = blocking_meta(ctx, (struct afs__meta_args){.code = AFS__OPENAT, .dirfd = AFS_AT_FDCWD,
-                                                     .path = path, .flags = flags, .perm = perm});
+                                                        .path = path, .flags = flags,
+                                                        .perm = perm});
     if (fd < 0)
         return fd;
-    /* A directory opens read-only without complaint; afs_open() promises -EISDIR. With any
-     * write access the kernel has refused it already. The stat of an open fd needs no disk. */
-    if ((flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) == AFS_RDONLY) {
-        struct afs_stat st;
-        int err = afs__sys_statx(fd, "", AFS_AT_EMPTY_PATH, &st);
-        if (err == 0 && (st.mode & 0170000) == 0040000)
-            err = -EISDIR;
-        if (err < 0) {
-            afs__sys_close_fd(fd);
-            return err;
-        }
+    /* One fstat of the open fd (no disk), as afs__sys_open makes: what kind of file it is and
+     * its size. A directory opens read-only without complaint; afs_open() promises -EISDIR
+     * (with any write access the kernel has refused it already). */
+    int err = afs__sys_fd_info((afs__fd_t)(intptr_t)fd, info);
+    if (err == 0 && info->dir)
+        err = -EISDIR;
+    if (err < 0) {
+        afs__sys_close_fd(fd);
+        return err;
     }
     *out = (afs__fd_t)(intptr_t)fd;
     return 0;
@@ -311,15 +314,15 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
 int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags, unsigned perm)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd, .path = path,
-                                                 .flags = flags, .perm = perm});
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd,
+                                                      .path = path, .flags = flags, .perm = perm});
 }
 
 int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags, struct afs_stat *st)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd, .path = path,
-                                                 .flags = flags, .st = st});
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd,
+                                                      .path = path, .flags = flags, .st = st});
 }
 
 int afs_close_fd(struct afs_ctx *ctx, int fd)
@@ -331,8 +334,8 @@ int afs_close_fd(struct afs_ctx *ctx, int fd)
 int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd, .path = path,
-                                                 .perm = perm});
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd,
+                                                      .path = path, .perm = perm});
 }
 
 int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int newdirfd,
@@ -347,8 +350,8 @@ int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int new
 int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd, .path = path,
-                                                 .flags = flags});
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd,
+                                                      .path = path, .flags = flags});
 }
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)
@@ -426,7 +429,8 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
     uint64_t off = f->seq ? AFS__OFF_SEQ : (uint64_t)f->pos;
     if (f->mode == AFS_MODE_SYNC) {
         ssize_t res = blocking_op(
-            f, (struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ, .buf = buf, .len = len, .off = off},
+            f, (struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ, .buf = buf, .len = len,
+                                     .off = off},
             small(f, len));
         if (res == -EINVAL || res == -EBADF || res == -EBUSY) {
             /* Refused before anything ran: not an op, so not "the last op" either. */

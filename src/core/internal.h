@@ -338,11 +338,11 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
  * struct afs_ctx stays the core's). */
 size_t afs__ctx_pending(const struct afs_ctx *ctx);
 
-/* Waits until ow->pending (struct afs__op_waiting, above) is false: suspends the calling task through the thread's waiter
- * when one is installed for ctx and a coroutine runs, else drives ctx (errors of a wait
- * itself are transient or repeat at the next one: the op's own result is what counts).
- * Returns 0, the waiter's error (e.g. -ETIMEDOUT when a deadline cancelled the op) with the
- * op done all the same, or -EDEADLK from inside a callback, where nothing can be waited for. */
+/* Waits until ow->pending (struct afs__op_waiting, above) is false: suspends the calling task
+ * through the thread's waiter when one is installed for ctx and a coroutine runs, else drives ctx
+ * (errors of a wait itself are transient or repeat at the next one: the op's own result is what
+ * counts). Returns 0, the waiter's error (e.g. -ETIMEDOUT when a deadline cancelled the op) with
+ * the op done all the same, or -EDEADLK from inside a callback, where nothing can be waited for. */
 int  afs__op_wait(struct afs_ctx *ctx, struct afs_op *op, struct afs__op_waiting *ow);
 /* From op's callback: clears ow->pending and resumes the task suspended on it, if any. */
 void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op);

@@ -302,33 +302,34 @@ int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const ch
                      int flags, unsigned perm, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd, .path = path,
-                                                .flags = flags, .perm = perm, .cb = cb,
-                                                .data = data});
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd,
+                                                        .path = path, .flags = flags, .perm = perm,
+                                                        .cb = cb, .data = data});
 }
 
 int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                     int flags, struct afs_stat *st, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd, .path = path,
-                                                .flags = flags, .st = st, .cb = cb,
-                                                .data = data});
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd,
+                                                        .path = path, .flags = flags, .st = st,
+                                                        .cb = cb, .data = data});
 }
 
 int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__CLOSE, .dirfd = fd, .cb = cb,
-                                                .data = data});
+                                                        .data = data});
 }
 
 int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                       unsigned perm, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd, .path = path,
-                                                .perm = perm, .cb = cb, .data = data});
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd,
+                                                        .path = path, .perm = perm, .cb = cb,
+                                                        .data = data});
 }
 
 int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
@@ -337,24 +338,25 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__RENAMEAT, .dirfd = olddirfd,
-                                                .path = oldpath, .dirfd2 = newdirfd,
-                                                .path2 = newpath, .flags = flags,
-                                                .cb = cb, .data = data});
+                                                        .path = oldpath, .dirfd2 = newdirfd,
+                                                        .path2 = newpath, .flags = flags, .cb = cb,
+                                                        .data = data});
 }
 
 int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                        int flags, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd, .path = path,
-                                                .flags = flags, .cb = cb, .data = data});
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd,
+                                                        .path = path, .flags = flags, .cb = cb,
+                                                        .data = data});
 }
 
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__SYNCFS, .dirfd = fd, .cb = cb,
-                                                .data = data});
+                                                        .data = data});
 }
 
 /* One metadata system call with blocking semantics, for the pool, the sync backend and the

@@ -66,6 +66,7 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
     int64_t size; /* bytes of a regular file; -1 for anything else */
+    bool    dir;  /* a directory */
 };
 
 /* The offset of a transfer on a file without offsets (afs__fd_info.seq): the table's pread

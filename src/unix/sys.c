@@ -92,6 +92,7 @@ static void fd_info(const struct stat *st, struct afs__fd_info *info)
 {
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
     info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
+    info->dir = S_ISDIR(st->st_mode);
 }
 
 int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)

@@ -238,6 +238,7 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
         return afs__win_errno(GetLastError());
     info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
     info->size = -1;
+    info->dir = false; /* CreateFileW refuses a directory without FILE_FLAG_BACKUP_SEMANTICS */
     LARGE_INTEGER sz;
     if (type == FILE_TYPE_DISK && GetFileSizeEx(fd, &sz))
         info->size = (int64_t)sz.QuadPart;
