@@ -636,9 +636,10 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * is not left in the page cache either. A consumer that waits for chunks is read buffered,
  * where the kernel's own read-ahead drives the disk harder. Data stay coherent: the kernel
  * writes a dirty range back before a direct read of it, and cached chunks are read from the
- * cache. Where O_DIRECT is refused the stream reads buffered. Outside a corio task an afs_fread that
- * reaches a chunk still in flight polls the context first, so other ops' callbacks may run
- * in it even when it need not wait. AFS_STREAM_BUFFERED turns all of this off.
+ * cache. Where O_DIRECT is refused the stream reads buffered. Outside a corio task an
+ * afs_fread that reaches a chunk still in flight polls the context first, so other ops'
+ * callbacks may run in it even when it need not wait. AFS_STREAM_BUFFERED turns all of this
+ * off.
  * ---------------------------------------------------------------------------------------- */
 struct afs_stream;
 
