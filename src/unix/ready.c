@@ -80,7 +80,8 @@ static struct afs__ready *engine(struct afs_ctx *ctx)
     /* Backends with socket ops of their own (io_uring) poll the engine instead. */
     r->with_waker = ctx->be->sock == NULL;
 #ifdef HAVE_EPOLL
-    if (!afs__ready_poll_only) {
+    /* io_uring polls the epoll descriptor: the poll() flavour is for the waiting backends. */
+    if (!afs__ready_poll_only || !r->with_waker) {
         r->epfd = epoll_create1(EPOLL_CLOEXEC);
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
         if (r->epfd >= 0 && r->with_waker &&
