@@ -68,6 +68,8 @@ struct corio_stats {
     uint64_t ios;      /* file ops and generic requests issued by tasks */
     uint64_t switches; /* switches into tasks */
     uint64_t tasks;    /* tasks spawned */
+    uint64_t stacks;   /* task stacks made (Windows: fibers created); a spawn served from the
+                          scheduler's cache of finished tasks' stacks makes none */
 };
 AFS_API void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out);
 
