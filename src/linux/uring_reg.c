@@ -24,8 +24,9 @@
 /* Offload when inline issue holds the submitting thread this many times longer per op
  * than a hand-off to a worker: both scale with the CPU, so the ratio measures the device's
  * issue path (a doorbell that exits a VM, a submitter made to wait for a free tag) rather
- * than the machine's speed. Measured: about 10 on a 2-vCPU KVM guest's virtio disk, where
- * offloading paid; 2 to 4 on NVMe, where inline issue is cheaper (docs/ARCHITECTURE.md). */
+ * than the machine's speed. Measured about 10 on a 2-vCPU KVM guest's virtio disk, where
+ * offloading paid; a local NVMe drive's issue path is a few times a hand-off at most
+ * (docs/ARCHITECTURE.md). */
 #define OFFLOAD_RATIO 4u
 /* A submission with at least this many direct reads/writes, or this many bytes of them,
  * may be offloaded; smaller ones are always issued inline. */
