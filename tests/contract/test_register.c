@@ -505,3 +505,21 @@ T_REG(io_workers_caps_the_kernels_workers)
     cr_assert_eq(iowq_bounded(), n < 2 ? 2u : (unsigned)n);
 }
 #endif
+
+/* The two forced offload regimes exclude each other, on every backend (the others ignore
+ * either alone). */
+T_REG(inline_and_offload_together_are_einval)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.flags = AFS_CTX_INLINE_DIRECT | AFS_CTX_OFFLOAD_DIRECT;
+    struct afs_ctx *c = NULL;
+    cr_assert_eq(afs_ctx_new(&c, &cfg), -EINVAL);
+    cr_assert_null(c);
+    cr_assert(strstr(afs_last_ctx_error(), "AFS_CTX_OFFLOAD_DIRECT"), "%s", afs_last_ctx_error());
+    cfg.flags = AFS_CTX_OFFLOAD_DIRECT;
+    t_ctx = t_ctx_cfg(&cfg);
+    struct afs_offload o;
+    afs_ctx_offload(t_ctx, &o);
+    cr_assert_eq(o.offloading, on_uring() ? 1 : 0, "forced: offloading from the start");
+}
