@@ -249,6 +249,18 @@ struct afs__backend {
     /* Optional: a metadata op the backend ran succeeded; turn the kernel's answer into the
      * caller's (io_uring's struct statx into struct afs_stat). */
     void (*meta_done)(struct afs_ctx *ctx, struct afs_op *op);
+    /* Optional, registration (src/core/reg.c checked the arguments). reg_buffers and
+     * reg_files return 1 when the kernel took them, or 0 with the reason in `why` when ops
+     * go on as plain ones. unreg_* drop what is registered. close: f's ops are all done and
+     * its descriptor is about to be closed. */
+    int  (*reg_buffers)(struct afs_ctx *ctx, const struct iovec *iov, unsigned nr, char *why,
+                        size_t why_len);
+    void (*unreg_buffers)(struct afs_ctx *ctx);
+    int  (*reg_files)(struct afs_ctx *ctx, unsigned slots, char *why, size_t why_len);
+    void (*unreg_files)(struct afs_ctx *ctx);
+    void (*close)(struct afs_ctx *ctx, struct afs_file *f);
+    /* Optional: afs_ctx_offload() (*out is zeroed before). */
+    void (*offload)(const struct afs_ctx *ctx, struct afs_offload *out);
 };
 
 extern const struct afs__backend afs__backend_uring;
@@ -299,6 +311,7 @@ struct afs_file {
     _Atomic int64_t  size_hint;
     uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
                                    Not in the first 32 bytes: free() keeps its lists there */
+    unsigned         reg_slot;  /* io_uring: its registered-file slot + 1; 0 = none */
 
     /* The position API. */
     int64_t       pos;
@@ -327,6 +340,10 @@ struct afs_ctx {
     struct afs_stats  stats;
     struct afs_file   meta;      /* the pseudo-file metadata ops are counted on: no fd, not in
                                     `files`; meta.ctx is set on first use */
+    /* afs_ctx_register_buffers/files (src/core/reg.c): what the caller asked for, and why the
+     * kernel does not have it ("" when it does, or nothing was asked). */
+    unsigned          reg_bufs_asked, reg_bufs, reg_slots_asked, reg_slots;
+    char              reg_bufs_why[160], reg_files_why[160];
 };
 
 
