@@ -583,7 +583,8 @@ AFS_API int     corio_stream_write(struct corio_task *t, struct corio_stream *s,
  * stream must not be read otherwise until they ended or were closed.
  * Lines: yields struct corio_line * for each line, split at '
 ' (removed; the data is
- * nul-terminated, a "" before it is kept), a last line without '
+ * nul-terminated, a "
+" before it is kept), a last line without '
 ' included; a line of
  * more than limit bytes (0: 64 KiB) ends the iteration with -EMSGSIZE (the line stays
  * buffered). Chunks: yields struct corio_chunk * with what each transfer brought, at most
@@ -598,6 +599,54 @@ AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,
  * both with corio_stream_close(); closing *w ends *r's reads at 0 once drained. Returns 0,
  * -EMFILE / -ENFILE, -ENOMEM, or -ENOTSUP on Windows. */
 AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct corio_stream **w);
+
+/* ------------------------------------------------------------------------------------------
+ * The network: dial, listen, accept. Sockets are asyncfs files of the scheduler's context
+ * (afs_socket and friends): every connect, accept, receive and send of a CPU phase joins the
+ * phase's one submission with the file ops, and cancellation and deadlines reach them as
+ * they reach file ops. Host names are resolved with getaddrinfo on the scheduler's pool
+ * threads (corio_go), so the scheduler never blocks; numeric addresses resolve at once.
+ * TCP sockets made here have TCP_NODELAY (small replies are not held back). POSIX only for
+ * now: on Windows every call returns -ENOTSUP.
+ *
+ * Errors: the negative errno of the failing step. A name that does not exist is -ENOENT (the
+ * resolver's EAI_NONAME / EAI_NODATA), a name server that cannot answer now -EAGAIN
+ * (EAI_AGAIN), a bad port or service -EINVAL, another resolver failure -EIO; corio_net_error()
+ * then has the resolver's own message. A refused or unreachable peer is -ECONNREFUSED,
+ * -ENETUNREACH or -EHOSTUNREACH; past the task's deadline -ETIMEDOUT, cancelled -ECANCELED
+ * (also while resolving: the lookup cannot be stopped and finishes on its thread, its result
+ * dropped, but the call returns at once).
+ * ---------------------------------------------------------------------------------------- */
+
+/* Connects to host:port (a name or a numeric address; port a number or a service name):
+ * resolves it, then connects to every address it got at once (at most 16), keeps the first
+ * connection that succeeds and cancels and closes the others, all under t's deadline and
+ * cancellation. Returns 0 and *out (a connected socket of the scheduler's context, the
+ * caller's to afs_close), -EINVAL (empty host or port), or the errors above; when every
+ * address failed, the error of the first address (in the resolver's order). */
+AFS_API int corio_dial(struct corio_task *t, const char *host, const char *port,
+                       struct afs_file **out);
+/* corio_dial() and corio_stream_new(f, buf_size) in one (asyncigo's Dial). */
+AFS_API int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
+                              size_t buf_size, struct corio_stream **out);
+/* A listening TCP socket bound to host:port (host NULL or "": every address; port "0": a
+ * free port the system picks, see corio_net_port()), with SO_REUSEADDR, listening with
+ * `backlog` (0: SOMAXCONN). The first resolved address that binds is used. Returns 0 and
+ * *out, -EINVAL, or the errors above (-EADDRINUSE, -EACCES...). */
+AFS_API int corio_listen(struct corio_task *t, const char *host, const char *port,
+                         int backlog, struct afs_file **out);
+/* Waits for a connection on listener l (afs_accept) and returns it as a stream with a read
+ * buffer of buf_size (0: 8 KiB): 0 and *out, or afs_accept's error, -ECANCELED, -ETIMEDOUT,
+ * -ENOMEM. */
+AFS_API int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
+                         struct corio_stream **out);
+/* The local port of a bound socket (e.g. after corio_listen() with port "0"), or -errno. */
+AFS_API int corio_net_port(struct afs_file *s);
+/* The message of the calling thread's last failed corio_dial() / corio_listen() (the
+ * resolver's text for a name that did not resolve, "host:port: <reason>"), or NULL after one
+ * that succeeded. Read it before the task suspends again (other tasks of the thread may
+ * dial meanwhile); valid until then. */
+AFS_API const char *corio_net_error(void);
 
 /* ------------------------------------------------------------------------------------------
  * Jobs (go-work's pattern). A job runs a set of tasks; each has an init, a run and a
