@@ -129,7 +129,7 @@ static int room(struct corio_stream *s, size_t need)
 {
     if (s->start > 0 && (s->start == s->end || s->cap - 1 - s->end < s->cap / 4)) {
         memmove(s->buf, s->buf + s->start, s->end - s->start);
-        s->scanned -= s->start;
+        s->scanned = s->scanned > s->start ? s->scanned - s->start : 0;
         s->end -= s->start;
         s->start = 0;
     }

@@ -638,3 +638,37 @@ T_B(over_a_regular_file)
     bnew();
     cr_assert_eq(corio_sched_run(b_sched, file_root, NULL), 0);
 }
+
+/* A delimiter search remembers how far it looked; reads that consume past that point and a
+ * compaction of the buffer must not leave it pointing at nothing (the next search for the
+ * same byte then missed it). */
+static void rescan_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("rescan"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    static const char text[] = "0123456789abcdefghijKLMNOxtail";
+    cr_assert_eq(afs_pwrite(f, text, sizeof text - 1, 0), (ssize_t)sizeof text - 1);
+    struct corio_stream *s;
+    cr_assert_eq(corio_stream_new(f, 16, &s), 0);
+    char buf[16];
+    const char *p;
+    cr_assert_eq(corio_stream_read(t, s, buf, 1), 1);
+    cr_assert_eq(corio_stream_read_until(t, s, 'x', 2, &p), -EMSGSIZE);
+    cr_assert_eq(corio_stream_read(t, s, buf, 14), 14);
+    cr_assert_eq(corio_stream_read(t, s, buf, 10), 1);
+    cr_assert_eq(corio_stream_read(t, s, buf, 5), 5);
+    cr_assert(memcmp(buf, "ghijK", 5) == 0);
+    ssize_t n = corio_stream_read_until(t, s, 'x', 100, &p);
+    cr_assert_eq(n, 5, "read_until: %zd", n);
+    cr_assert(memcmp(p, "LMNOx", 5) == 0);
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+T_B(delimiter_search_survives_compaction)
+{
+    bnew();
+    cr_assert_eq(corio_sched_run(b_sched, rescan_root, NULL), 0);
+}
