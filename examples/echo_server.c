@@ -10,6 +10,7 @@
  * that goes away (-EPIPE, -ECONNRESET) only ends its own task. */
 #include <corio.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -14,6 +14,7 @@
  * port; --conns N stops after N connections were served (tests). */
 #include <corio.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
