@@ -388,6 +388,26 @@ void afs__crash_detach(struct afs_file *f);
 int  afs__crash_gate(const struct afs_ctx *ctx);
 void afs__crash_free(struct afs_ctx *ctx);
 
+/* io_uring set-up for the contexts of a corio runtime (src/linux/uring.c): the next io_uring
+ * context made on this thread attaches to the ring attach_fd's kernel workers (>= 0) and,
+ * with single_issuer, is driven by this thread only. Consumed (reset) by that set-up. */
+struct afs__ring_hint {
+    int  attach_fd;
+    bool single_issuer;
+};
+extern _Thread_local struct afs__ring_hint afs__ring_hint;
+int  afs__uring_fd(struct afs_ctx *ctx);                       /* an io_uring context's */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to);  /* false: not staged */
+
+/* The runtime's side of the above, on every platform: sets the hint where io_uring is built
+ * (share: a context whose ring's workers to share, or NULL). */
+void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer);
+/* Wakes `to` as afs_ctx_wake() does; from (the caller's own context, or NULL) may carry the
+ * wake-up as a message in its next submission instead of a write to to's waker (both on
+ * io_uring with IORING_OP_MSG_RING): then true, and from must be submitted (afs_ctx_wait) for
+ * it to arrive. */
+bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from);
+
 /* Formats "call: ENAME (hint)" into why. */
 void afs__why(char *why, size_t len, const char *call, int err, const char *hint);
 
