@@ -25,6 +25,39 @@ static bool aligned(uint64_t v, unsigned a)
     return a == 0 || (v & (a - 1)) == 0;
 }
 
+#define FALLOC_MODES (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)
+
+/* The arguments of a storage op (fallocate, ftruncate, fadvise, sync_file_range). */
+static int stor_check(const struct afs_file *f, const struct afs__op_args *a)
+{
+    unsigned m = a->arg;
+    switch (a->code) {
+    case AFS__FALLOCATE:
+        if ((m & ~FALLOC_MODES) ||
+            (m & (AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)) ==
+                (AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE))
+            return -EINVAL;
+        if (a->range == 0 || a->off > (uint64_t)INT64_MAX || a->range > (uint64_t)INT64_MAX)
+            return -EINVAL;
+        if (a->range > (uint64_t)INT64_MAX - a->off)
+            return -EFBIG;
+        break;
+    case AFS__FTRUNCATE:
+        if (a->off > (uint64_t)INT64_MAX)
+            return -EINVAL;
+        if (f->seq)
+            return -EINVAL; /* as ftruncate(2) on a pipe or socket */
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (f->seq)
+        return -ESPIPE;
+    if ((f->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) == AFS_RDONLY)
+        return -EBADF;
+    return 0;
+}
+
 /* Checks everything about a new op and fills its private part; does not queue it. */
 int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
@@ -68,14 +101,25 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
             return -EINVAL;
         off = 0;
         break;
+    case AFS__FALLOCATE:
+    case AFS__FTRUNCATE:
+    case AFS__FADVISE:
+    case AFS__SYNC_RANGE: {
+        int err = stor_check(f, a);
+        if (err < 0)
+            return err;
+        total = code == AFS__FTRUNCATE ? 0 : a->range;
+        break;
+    }
     default:
         return -EINVAL; /* metadata ops are set up by afs__meta_setup() */
     }
-    if (code != AFS__FSYNC && f->seq) {
+    bool ctl = code >= AFS__FSYNC && code <= AFS__SYNC_RANGE;
+    if (!ctl && f->seq) {
         /* A pipe, socket or tty has no offsets: only afs__queue_seq() moves data on it. */
         if (off != AFS__OFF_SEQ)
             return -ESPIPE;
-    } else if (code != AFS__FSYNC) {
+    } else if (!ctl) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
             return -EINVAL;
         if (!aligned(off, al))
@@ -93,6 +137,9 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
         if (h >= 0 && ((f->flags & AFS_APPEND) || off + total > (uint64_t)h))
             atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed);
     }
+    if (code == AFS__FTRUNCATE ||
+        (code == AFS__FALLOCATE && !(a->arg & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))))
+        atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed); /* the size moves */
 
     struct afs__op *o = afs__op(op);
     memset(o, 0, offsetof(struct afs__op, be));
@@ -108,6 +155,8 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
     o->total = total;
     o->code = (uint8_t)code;
     o->fsync_flags = (uint8_t)fsync_flags;
+    o->arg = (uint8_t)a->arg;
+    o->xflags = (uint8_t)a->xflags;
     op->data = a->data;
     op->result = 0;
     return 0;
@@ -119,7 +168,7 @@ void afs__op_enqueue(struct afs_op *op)
     struct afs_ctx *ctx = o->file->ctx;
     o->file->inflight++;
     ctx->stats.ops++;
-    if (o->total == 0 && o->code != AFS__FSYNC && !afs__is_meta(o)) {
+    if (o->total == 0 && !afs__is_ctl(o) && !afs__is_meta(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
         return;
@@ -130,7 +179,7 @@ void afs__op_enqueue(struct afs_op *op)
 
 static int queue(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
-    if (f && f->seq && a->code != AFS__FSYNC)
+    if (f && f->seq && a->code < AFS__FSYNC)
         return -ESPIPE; /* positional: the file has no offsets */
     int err = afs__op_setup(op, f, a);
     if (err == 0)
@@ -196,6 +245,26 @@ int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_c
     afs__file_check(f, __func__);
     return queue(op, f,
                  &(struct afs__op_args){.code = AFS__FSYNC, .fsync_flags = flags, .cb = cb,
+                                        .data = data});
+}
+
+int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode, uint64_t off,
+                        uint64_t len, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (mode < 0)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FALLOCATE, .off = off, .range = len,
+                                        .arg = (unsigned)mode, .cb = cb, .data = data});
+}
+
+int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size, afs_cb *cb,
+                        void *data)
+{
+    afs__file_check(f, __func__);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FTRUNCATE, .off = size, .cb = cb,
                                         .data = data});
 }
 
@@ -395,7 +464,7 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     size_t rest = o->total - o->done;
     memset(s, 0, sizeof *s);
     s->off = o->off == AFS__OFF_SEQ ? AFS__OFF_SEQ : o->off + o->done;
-    if (o->code == AFS__FSYNC)
+    if (afs__is_ctl(o))
         return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
     if (o->code == AFS__READ || o->code == AFS__WRITE) {
         s->buf = (char *)o->u.buf + o->done;
@@ -490,7 +559,7 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         afs__op_finished(ctx, op, res);
         return;
     }
-    if (o->code == AFS__FSYNC) {
+    if (afs__is_ctl(o)) {
         afs__op_finished(ctx, op, 0);
         return;
     }
@@ -521,11 +590,15 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     if (afs__is_meta(o))
         return run_meta(op);
     afs__fd_t fd = o->file->fd;
-    if (o->code == AFS__FSYNC) {
+    if (afs__is_ctl(o)) {
         int err;
-        do
-            err = afs__sys.fsync(fd, o->fsync_flags & AFS_FSYNC_DATA);
-        while (err == -EINTR || err == -EAGAIN);
+        do {
+            switch (o->code) {
+            case AFS__FALLOCATE: err = afs__sys.fallocate(fd, o->arg, o->off, o->total); break;
+            case AFS__FTRUNCATE: err = afs__sys.ftruncate(fd, o->off); break;
+            default: err = afs__sys.fsync(fd, o->fsync_flags & AFS_FSYNC_DATA); break;
+            }
+        } while (err == -EINTR || err == -EAGAIN);
         return err;
     }
     while (o->done < o->total) {

@@ -116,6 +116,9 @@ struct afs__syscalls {
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);
+    /* The storage ops: mode is AFS_FALLOC_*, lengths and sizes at most INT64_MAX. */
+    int     (*fallocate)(afs__fd_t fd, int afs_mode, uint64_t off, uint64_t len);
+    int     (*ftruncate)(afs__fd_t fd, uint64_t size);
     /* Every close of a file's descriptor or handle (afs__sys_close); after it the descriptor
      * is gone whatever the result. */
     int     (*close)(afs__fd_t fd);

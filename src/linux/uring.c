@@ -280,6 +280,8 @@ static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (o->file->seq && o->code != AFS__FSYNC)
         return U(ctx)->cur_pos; /* its span's offset is AFS__OFF_SEQ, i.e. -1 */
+    if (o->code > AFS__FSYNC && o->code <= AFS__SYNC_RANGE)
+        return false; /* storage ops: the pool */
     return !afs__is_meta(o) || meta_supported(U(ctx), o->code);
 }
 

@@ -58,6 +58,33 @@ static int sys_fsync(int fd, bool datasync)
     return r < 0 ? -errno : 0;
 }
 
+static int sys_fallocate(int fd, int afs_mode, uint64_t off, uint64_t len)
+{
+#if defined(__linux__)
+    int mode = 0;
+    if (afs_mode & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))
+        mode |= FALLOC_FL_KEEP_SIZE;
+    if (afs_mode & AFS_FALLOC_PUNCH_HOLE)
+        mode |= FALLOC_FL_PUNCH_HOLE;
+    if (afs_mode & AFS_FALLOC_ZERO_RANGE)
+        mode |= FALLOC_FL_ZERO_RANGE;
+    return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+#elif defined(__FreeBSD__)
+    if (afs_mode != 0)
+        return -ENOTSUP;
+    int r = posix_fallocate(fd, (off_t)off, (off_t)len); /* the error, not -1 and errno */
+    return r == EINVAL ? -ENOTSUP : -r; /* EINVAL: the file system cannot (ZFS) */
+#else
+    (void)fd, (void)afs_mode, (void)off, (void)len;
+    return -ENOTSUP;
+#endif
+}
+
+static int sys_ftruncate(int fd, uint64_t size)
+{
+    return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+
 static int sys_close(int fd)
 {
     /* POSIX leaves the fd state unspecified after EINTR; on Linux and the BSDs it is closed,
@@ -74,6 +101,8 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .fallocate = sys_fallocate,
+    .ftruncate = sys_ftruncate,
     .close = sys_close,
     .malloc = malloc,
     .calloc = calloc,
