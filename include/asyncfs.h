@@ -595,6 +595,42 @@ AFS_API int afs_ftruncate(struct afs_file *f, uint64_t size);
 AFS_API int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size,
                                 afs_cb *cb, void *data);
 
+/* fadvise advice (the library's values). */
+#define AFS_FADV_NORMAL     0
+#define AFS_FADV_SEQUENTIAL 1 /* read in order: more read-ahead */
+#define AFS_FADV_RANDOM     2 /* no read-ahead */
+#define AFS_FADV_NOREUSE    3 /* read once */
+#define AFS_FADV_WILLNEED   4 /* start reading the range into the cache now */
+#define AFS_FADV_DONTNEED   5 /* drop the range's clean pages from the cache */
+
+/* Tells the system how [off, off + len) of f will be read (posix_fadvise(2)); len 0: to the
+ * end of the file. A hint: nothing is read or written, and read-only files take it too.
+ * Returns 0, -EINVAL (unknown advice, off or len above INT64_MAX), -ESPIPE (a pipe, socket
+ * or tty). Linux, FreeBSD: posix_fadvise (io_uring: IORING_OP_FADVISE, 5.6, for len below
+ * 4 GiB). macOS: WILLNEED is F_RDADVISE, the others do nothing (0). Windows: -ENOTSUP (it
+ * takes such advice only when a file is opened). */
+AFS_API int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice);
+AFS_API int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t off,
+                              uint64_t len, int advice, afs_cb *cb, void *data);
+
+/* sync_file_range flags (Linux's values and meaning). */
+#define AFS_SYNC_RANGE_WAIT_BEFORE 0x1u /* wait for writeback already under way */
+#define AFS_SYNC_RANGE_WRITE       0x2u /* start writeback of the range's dirty pages */
+#define AFS_SYNC_RANGE_WAIT_AFTER  0x4u /* wait until that writeback is done */
+
+/* Starts and/or waits for writeback of [off, off + len) of f (sync_file_range(2)); len 0:
+ * to the end of the file. No durability promise: metadata and the device's cache are not
+ * flushed (afs_fsync is the barrier); it lets an engine push dirty data out early so that
+ * its later fsync is short. Returns 0, -EINVAL (unknown flags, off or len above INT64_MAX),
+ * -ESPIPE (a pipe, socket or tty), or the system's error (-EIO...). Linux:
+ * sync_file_range(2) (io_uring: IORING_OP_SYNC_FILE_RANGE, 5.2, for len below 4 GiB).
+ * Elsewhere, with any flag set, a data sync of the whole file (fdatasync,
+ * FlushFileBuffers), which is stronger; flags 0 does nothing. */
+AFS_API int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len,
+                                unsigned flags);
+AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,
+                                      uint64_t len, unsigned flags, afs_cb *cb, void *data);
+
 /* ------------------------------------------------------------------------------------------
  * Metadata ops: open, stat, close, mkdir, rename, unlink and syncfs, relative to a directory
  * fd like the *at() system calls, queued and batched like reads and writes.

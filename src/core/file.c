@@ -290,6 +290,24 @@ int afs_ftruncate(struct afs_file *f, uint64_t size)
     return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FTRUNCATE, .off = size}, false);
 }
 
+int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice)
+{
+    file_check(f, __func__);
+    if (advice < 0)
+        return -EINVAL;
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FADVISE, .off = off,
+                                                     .range = len, .arg = (unsigned)advice},
+                            false);
+}
+
+int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len, unsigned flags)
+{
+    file_check(f, __func__);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off,
+                                                     .range = len, .arg = flags},
+                            false);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Metadata: the blocking calls, and files made from fds.
  * ---------------------------------------------------------------------------------------- */

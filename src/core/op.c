@@ -26,6 +26,8 @@ static bool aligned(uint64_t v, unsigned a)
 }
 
 #define FALLOC_MODES (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)
+#define SYNC_RANGE_FLAGS                                                                       \
+    (AFS_SYNC_RANGE_WAIT_BEFORE | AFS_SYNC_RANGE_WRITE | AFS_SYNC_RANGE_WAIT_AFTER)
 
 /* The arguments of a storage op (fallocate, ftruncate, fadvise, sync_file_range). */
 static int stor_check(const struct afs_file *f, const struct afs__op_args *a)
@@ -48,6 +50,15 @@ static int stor_check(const struct afs_file *f, const struct afs__op_args *a)
         if (f->seq)
             return -EINVAL; /* as ftruncate(2) on a pipe or socket */
         break;
+    case AFS__FADVISE:
+    case AFS__SYNC_RANGE:
+        if (a->code == AFS__FADVISE ? m > AFS_FADV_DONTNEED : (m & ~SYNC_RANGE_FLAGS) != 0)
+            return -EINVAL;
+        if (a->off > (uint64_t)INT64_MAX || a->range > (uint64_t)INT64_MAX)
+            return -EINVAL;
+        if (f->seq)
+            return -ESPIPE;
+        return 0; /* read-only files too: nothing is written */
     default:
         return -EINVAL;
     }
@@ -273,6 +284,26 @@ int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size, af
     return queue(op, f,
                  &(struct afs__op_args){.code = AFS__FTRUNCATE, .off = size, .cb = cb,
                                         .data = data});
+}
+
+int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t off, uint64_t len,
+                      int advice, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (advice < 0)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FADVISE, .off = off, .range = len,
+                                        .arg = (unsigned)advice, .cb = cb, .data = data});
+}
+
+int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,
+                              uint64_t len, unsigned flags, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off, .range = len,
+                                        .arg = flags, .cb = cb, .data = data});
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -603,6 +634,8 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             switch (o->code) {
             case AFS__FALLOCATE: err = afs__sys.fallocate(fd, o->arg, o->off, o->total); break;
             case AFS__FTRUNCATE: err = afs__sys.ftruncate(fd, o->off); break;
+            case AFS__FADVISE: err = afs__sys_fadvise(fd, o->off, o->total, o->arg); break;
+            case AFS__SYNC_RANGE: err = afs__sys_sync_range(fd, o->off, o->total, o->arg); break;
             default: err = afs__sys.fsync(fd, o->fsync_flags & AFS_FSYNC_DATA); break;
             }
         } while (err == -EINTR || err == -EAGAIN);

@@ -88,6 +88,12 @@ int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
 unsigned afs__sys_dio_align(afs__fd_t fd);
 
+/* Storage hints, each once (the caller retries EINTR): posix_fadvise with an AFS_FADV_*
+ * advice, and sync_file_range with AFS_SYNC_RANGE_* flags (a data sync of the whole file
+ * where the system has no such call). len 0: to the end of the file. 0 or -errno. */
+int  afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice);
+int  afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags);
+
 /* The page-cache probe of streams: how many bytes of [off, off + len) of fd are in the page
  * cache (*cached) and whether any of them is dirty or under writeback (*dirty). 0, or
  * -ENOTSUP where the kernel cannot tell (cachestat: Linux 6.5; every other system). */

@@ -204,6 +204,47 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Storage hints
+ * ---------------------------------------------------------------------------------------- */
+
+int afs__sys_fadvise(int fd, uint64_t off, uint64_t len, int advice)
+{
+#if defined(POSIX_FADV_NORMAL) && !defined(__APPLE__)
+    static const int adv[] = {POSIX_FADV_NORMAL, POSIX_FADV_SEQUENTIAL, POSIX_FADV_RANDOM,
+                              POSIX_FADV_NOREUSE, POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED};
+    return -posix_fadvise(fd, (off_t)off, (off_t)len, adv[advice]); /* the error itself */
+#elif defined(__APPLE__)
+    if (advice != AFS_FADV_WILLNEED)
+        return 0; /* macOS reads ahead and caches as it sees fit: nothing to tell it */
+    struct radvisory ra = {.ra_offset = (off_t)off,
+                           .ra_count = len > INT32_MAX || len == 0 ? INT32_MAX : (int)len};
+    return fcntl(fd, F_RDADVISE, &ra) < 0 ? -errno : 0;
+#else
+    (void)fd, (void)off, (void)len, (void)advice;
+    return -ENOTSUP;
+#endif
+}
+
+int afs__sys_sync_range(int fd, uint64_t off, uint64_t len, unsigned flags)
+{
+#if defined(__linux__)
+    unsigned fl = 0;
+    if (flags & AFS_SYNC_RANGE_WAIT_BEFORE)
+        fl |= SYNC_FILE_RANGE_WAIT_BEFORE;
+    if (flags & AFS_SYNC_RANGE_WRITE)
+        fl |= SYNC_FILE_RANGE_WRITE;
+    if (flags & AFS_SYNC_RANGE_WAIT_AFTER)
+        fl |= SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, (off_t)off, (off_t)len, fl) < 0 ? -errno : 0;
+#else
+    (void)off, (void)len;
+    if (!flags)
+        return 0;
+    return afs__sys.fsync(fd, true); /* stronger: the whole file's data, durably */
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------
  * The page-cache probe of streams
  * ---------------------------------------------------------------------------------------- */
 

@@ -399,6 +399,23 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
     return 4096; /* unknown: the largest common sector size is always safe */
 }
 
+/* Windows takes no access-pattern advice on an open handle (only at open:
+ * FILE_FLAG_SEQUENTIAL_SCAN, FILE_FLAG_RANDOM_ACCESS). */
+int afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice)
+{
+    (void)fd, (void)off, (void)len, (void)advice;
+    return -ENOTSUP;
+}
+
+/* No range writeback either: a flush of the whole file, which is stronger. */
+int afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags)
+{
+    (void)off, (void)len;
+    if (!flags)
+        return 0;
+    return afs__sys.fsync(fd, true);
+}
+
 /* Windows tells no page-cache residency: streams read through the cache. */
 int afs__sys_cache_state(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
 {

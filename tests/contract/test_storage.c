@@ -375,3 +375,81 @@ Test(io, storage_op_faults_reach_the_caller, .init = s_fault_setup, .fini = s_fa
     s_expect_pattern(f, 0, 4000);
     cr_assert_eq(afs_close(f), 0);
 }
+
+T_IO(fadvise_and_sync_file_range)
+{
+    t_new_ctx();
+    struct afs_file *f = s_pattern("f", 100000);
+    int err = afs_fadvise(f, 0, 0, AFS_FADV_SEQUENTIAL);
+#ifdef _WIN32
+    cr_assert_eq(err, -ENOTSUP, "Windows takes no advice on an open handle");
+#else
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    for (int adv = AFS_FADV_NORMAL; adv <= AFS_FADV_DONTNEED; adv++)
+        cr_assert_eq(afs_fadvise(f, 4096, 8192, adv), 0, "advice %d", adv);
+#endif
+    cr_assert_eq(afs_fadvise(f, 0, 0, 6), -EINVAL, "unknown advice");
+    cr_assert_eq(afs_fadvise(f, 0, 0, -1), -EINVAL);
+    cr_assert_eq(afs_fadvise(f, (uint64_t)INT64_MAX + 1, 0, 0), -EINVAL);
+    static char buf[8192];
+    t_fill(buf, sizeof buf, 0);
+    cr_assert_eq(afs_pwrite(f, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+    cr_assert_eq(afs_sync_file_range(f, 0, 0,
+                                     AFS_SYNC_RANGE_WAIT_BEFORE | AFS_SYNC_RANGE_WRITE |
+                                         AFS_SYNC_RANGE_WAIT_AFTER),
+                 0);
+    cr_assert_eq(afs_sync_file_range(f, 0, 4096, AFS_SYNC_RANGE_WRITE), 0);
+    cr_assert_eq(afs_sync_file_range(f, 0, 4096, 0), 0);
+    cr_assert_eq(afs_sync_file_range(f, 0, 4096, 8), -EINVAL, "unknown flag");
+    cr_assert_eq(afs_sync_file_range(f, 0, (uint64_t)INT64_MAX + 1, 2), -EINVAL);
+    struct afs_op a, b;
+    ssize_t ra = 1, rb = 1;
+    cr_assert_eq(afs_queue_fadvise(&a, f, 0, 100000, AFS_FADV_WILLNEED, s_cb, &ra), 0);
+    cr_assert_eq(afs_queue_sync_file_range(&b, f, 0, 8192, AFS_SYNC_RANGE_WRITE, s_cb, &rb), 0);
+    while (s_done < 2)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, -1), 0);
+    s_done = 0;
+#ifndef _WIN32
+    cr_assert_eq(ra, 0, "%s", afs_strerror((int)ra));
+#endif
+    cr_assert_eq(rb, 0, "%s", afs_strerror((int)rb));
+    s_expect_pattern(f, 0, 100000);
+    cr_assert_eq(afs_close(f), 0);
+
+    /* Read-only files take hints and writeback requests: nothing is written through them. */
+    f = s_file("f", AFS_RDONLY);
+    cr_assert_eq(afs_sync_file_range(f, 0, 0, AFS_SYNC_RANGE_WRITE), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* On io_uring the storage ops go into the ring (no thread pool) where the kernel has their
+ * opcodes; the rest go to the pool. */
+T_IO(uring_runs_storage_ops_in_the_ring)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring"))
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    struct afs_file *f = s_pattern("f", 50000);
+    struct afs_stats a, b;
+    afs_ctx_stats(t_ctx, &a);
+    cr_assert_eq(afs_fallocate(f, AFS_FALLOC_KEEP_SIZE, 0, 65536), 0);
+    cr_assert_eq(afs_fadvise(f, 0, 0, AFS_FADV_WILLNEED), 0);
+    cr_assert_eq(afs_sync_file_range(f, 0, 0, AFS_SYNC_RANGE_WRITE), 0);
+    afs_ctx_stats(t_ctx, &b);
+    cr_assert_eq(b.pool_ops, a.pool_ops, "fallocate, fadvise, sync_file_range: Linux 5.6");
+    afs_ctx_stats(t_ctx, &a);
+    cr_assert_eq(afs_ftruncate(f, 40000), 0);
+    afs_ctx_stats(t_ctx, &b);
+    /* IORING_OP_FTRUNCATE: Linux 6.9. */
+    unsigned maj = 0, min = 0;
+    FILE *fp = fopen("/proc/sys/kernel/osrelease", "r");
+    if (fp) {
+        if (fscanf(fp, "%u.%u", &maj, &min) != 2)
+            maj = 0;
+        fclose(fp);
+    }
+    if (maj > 6 || (maj == 6 && min >= 9))
+        cr_assert_eq(b.pool_ops, a.pool_ops, "ftruncate in the ring on Linux %u.%u", maj, min);
+    cr_assert_eq(afs_file_size(f), 40000);
+    cr_assert_eq(afs_close(f), 0);
+}
