@@ -16,6 +16,7 @@
 /* user_data values that are not ops (ops are at least 8-byte aligned pointers). */
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
 #define TAG_WAKER  2u /* the eventfd read */
+#define TAG_MSG    3u /* a wake-up from another ring (afs__uring_msg) */
 
 struct uring {
     struct io_uring ring;
@@ -26,6 +27,7 @@ struct uring {
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
                                     how pipes and sockets are read */
+    bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     size_t          direct_bytes;  /* and their bytes */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
@@ -116,7 +118,28 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
      * COOP_TASKRUN (5.19): no IPI to the submitting thread for each completion. */
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
     p.cq_entries = entries * 2;
-    int err = ring_setup(entries, &u->ring, &p);
+    int err = -EINVAL;
+    struct afs__ring_hint hint = afs__ring_hint;
+    afs__ring_hint = (struct afs__ring_hint){.attach_fd = -1};
+    if (hint.single_issuer || hint.attach_fd >= 0) {
+        /* A runtime's ring (afs__ring_hint): only this thread submits and reaps, so the
+         * kernel runs completion work when it waits, not at each completion (SINGLE_ISSUER
+         * 6.0, DEFER_TASKRUN 6.1; TASKRUN_FLAG tells liburing when to collect it); the
+         * rings share the first one's I/O workers (ATTACH_WQ). Older kernels: without. */
+        struct io_uring_params hp = p;
+        if (hint.single_issuer)
+            hp.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                        IORING_SETUP_TASKRUN_FLAG;
+        if (hint.attach_fd >= 0) {
+            hp.flags |= IORING_SETUP_ATTACH_WQ;
+            hp.wq_fd = (unsigned)hint.attach_fd;
+        }
+        err = ring_setup(entries, &u->ring, &hp);
+        if (err == 0)
+            p = hp;
+    }
+    if (err == -EINVAL)
+        err = ring_setup(entries, &u->ring, &p);
     if (err == -EINVAL) {
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_CQSIZE;
@@ -141,6 +164,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_read = io_uring_opcode_supported(probe, IORING_OP_READ);
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
+        u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
         io_uring_free_probe(probe);
     }
     u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
@@ -172,7 +196,7 @@ static void reap(struct afs_ctx *ctx)
                 u->waker_armed = false;
                 /* The read consumed the count; new signals must write again. */
                 __atomic_store_n(&ctx->waker.armed, 0, __ATOMIC_RELEASE);
-            } else if (ud != TAG_IGNORE && ud != LIBURING_UDATA_TIMEOUT) {
+            } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
                 afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
             }
         }
@@ -382,6 +406,30 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     }
     reap(ctx);
     return r < 0 ? r : 0;
+}
+
+_Thread_local struct afs__ring_hint afs__ring_hint = {.attach_fd = -1};
+
+int afs__uring_fd(struct afs_ctx *ctx)
+{
+    return U(ctx)->ring.ring_fd;
+}
+
+/* A wake-up as a completion on `to`'s ring, staged on from's: it goes with from's next
+ * submission, with the rest of its batch, and makes no completion on from
+ * (IOSQE_CQE_SKIP_SUCCESS, 5.17). The receiver's reap ignores TAG_MSG. */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to)
+{
+    struct uring *u = U(from);
+    if (!u->has_msg)
+        return false;
+    struct io_uring_sqe *sqe = get_sqe(from);
+    if (!sqe)
+        return false;
+    io_uring_prep_msg_ring(sqe, U(to)->ring.ring_fd, 0, TAG_MSG, 0);
+    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    return true;
 }
 
 static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
