@@ -241,11 +241,12 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
  * Once buffers are registered, the library picks READ_FIXED/WRITE_FIXED by itself for every
  * afs_queue_read/afs_queue_write (and the blocking and position calls built on them) whose
  * buffer lies wholly inside one registered range; any other buffer (one that straddles a
- * range's end, an iovec of readv/writev) goes as a plain op. Once files are registered,
- * every AFS_DIRECT file of the context gets a slot of the table, at open or at once when it
- * is already open, while slots are free, and its ops name the slot (IOSQE_FIXED_FILE);
- * afs_close frees the slot. The table is updated in place: ops of other files in flight
- * meanwhile go on undisturbed.
+ * range's end, an iovec of readv/writev) goes as a plain op, and so does an op that does not
+ * go through the ring (one run inline under sync_threshold, or by the thread pool).
+ * Once files are registered, every AFS_DIRECT file of the context gets a slot of the table,
+ * at open or at once when it is already open, while slots are free, and its ops name the
+ * slot (IOSQE_FIXED_FILE); afs_close frees the slot. The table is updated in place: ops of
+ * other files in flight meanwhile go on undisturbed.
  *
  * Falling back is not an error. When the kernel refuses (the locked-memory limit,
  * RLIMIT_MEMLOCK or `ulimit -l`, is too low to pin the buffers; the descriptor limit is too
@@ -274,8 +275,8 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
  * Returns 1 (the kernel pinned them: ops inside them use fixed buffers), 0 (ops go on as
  * plain ones; afs_ctx_registration() says why), -EINVAL (bufs NULL, nr 0 or above
  * AFS_MAX_REG_BUFFERS, a NULL base, a length of 0 or above AFS_MAX_REG_BUFFER_SIZE,
- * overlapping ranges; nothing changes), or -EBUSY (buffers are already registered: call
- * afs_ctx_unregister_buffers() first). */
+ * overlapping ranges; nothing changes), or -EBUSY (an earlier registration, in effect or
+ * accepted as a no-op, is still there: call afs_ctx_unregister_buffers() first). */
 AFS_API int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs,
                                      unsigned nr);
 
