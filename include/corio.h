@@ -68,6 +68,8 @@ struct corio_stats {
     uint64_t ios;      /* file ops and generic requests issued by tasks */
     uint64_t switches; /* switches into tasks */
     uint64_t tasks;    /* tasks spawned */
+    uint64_t stacks;   /* task stacks made (Windows: fibers created); a spawn served from the
+                          scheduler's cache of finished tasks' stacks makes none */
 };
 AFS_API void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out);
 
@@ -733,6 +735,139 @@ AFS_API void corio_job_cancel(struct corio_job *j, int err);
 AFS_API void corio_job_progress(struct corio_job_task *jt);
 /* The job's error and, in *who, the task that failed (NULL: timeout or explicit cancel). */
 AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **who);
+
+/* ------------------------------------------------------------------------------------------
+ * Runtimes: N schedulers on N threads, one context each, with messages between them.
+ *
+ * corio_rt_run() runs a root task on scheduler 0 (the calling thread) and N - 1 schedulers on
+ * threads of their own. Tasks never move: a task stays on the scheduler it started on, and
+ * what crosses threads is work (corio_spawn_on), results (futures) and values (channels).
+ * Each scheduler has one inbox through which everything from other threads arrives, drained
+ * in its resume phase; a scheduler that posts wakes the receiver with a message on its own
+ * ring (io_uring IORING_OP_MSG_RING, sent with its next submission) where both run io_uring
+ * and the kernel has the opcode, else through the receiver's context waker
+ * (afs_ctx_wake()). On io_uring each scheduler's ring is created by its own thread with
+ * SINGLE_ISSUER and DEFER_TASKRUN, attached to scheduler 0's kernel workers (ATTACH_WQ),
+ * where the kernel has them (Linux 6.1; older kernels: plain rings).
+ *
+ * Balance: corio_spawn_on(CORIO_SCHED_ANY) picks the least loaded scheduler by a relaxed
+ * per-scheduler counter (its live tasks plus spawns queued for it: all of them up to four
+ * schedulers, else the caller's and two picked at random), and a scheduler about to block
+ * takes half of the not-yet-started CORIO_SCHED_ANY spawns of the busiest other one. No lock
+ * is shared by all schedulers: each inbox has its own.
+ *
+ * Structured concurrency holds across schedulers: a task is done only when its children on
+ * other schedulers are done too (corio_wait() waits for them), cancelling a task cancels them,
+ * and its deadline applies to them (all as messages: they take effect at the receiver's next
+ * resume phase).
+ *
+ * A scheduler whose thread is held by user code (a task that computes or blocks the thread
+ * without suspending) runs nothing else meanwhile: its ready tasks, its inbox and the spawns
+ * sent to it by index wait; the other schedulers keep running, and its queued
+ * CORIO_SCHED_ANY spawns are taken by idle ones. A deadlock that spans schedulers is not
+ * detected (the run waits, as threads would): use deadlines.
+ *
+ * Files: a file belongs to the context it was opened on. Open files in a task on that task's
+ * scheduler's context (corio_sched_ctx(corio_task_sched(t))); a file of another scheduler's
+ * context must not be used (asyncfs.h: a context belongs to one thread), pass the path or the
+ * work (corio_spawn_on to the file's scheduler) instead.
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio_rt;
+struct corio_chan;
+
+/* Pins scheduler i >= 1 to the i-th CPU the process may use (a hint: where the OS refuses,
+ * the thread floats). Scheduler 0 runs on the calling thread, which is left as it is. */
+#define CORIO_RT_PIN 0x1u
+
+struct corio_rt_config {
+    unsigned            schedulers; /* 0: one per CPU the process may use (sched_getaffinity) */
+    unsigned            flags;      /* CORIO_RT_PIN */
+    struct corio_config sched;      /* each scheduler's; sched.ctx must be NULL */
+    struct afs_config   ctx;        /* each scheduler's context's */
+};
+
+/* Defaults: one scheduler per usable CPU, corio_config_default(), afs_config_default(). */
+AFS_API void corio_rt_config_default(struct corio_rt_config *cfg);
+
+/* Makes a runtime (no thread starts before corio_rt_run()). Returns 0, -EINVAL (bad
+ * config, sched.ctx set, more than 4096 schedulers) or -ENOMEM. cfg may be NULL. */
+AFS_API int  corio_rt_new(struct corio_rt **out, const struct corio_rt_config *cfg);
+/* Frees rt; not while it runs. NULL is ignored. */
+AFS_API void corio_rt_free(struct corio_rt *rt);
+
+/* Starts the schedulers (each makes its context on its own thread), runs fn(root, arg) on
+ * scheduler 0 on the calling thread until root and every task it spawned anywhere are done,
+ * then stops and joins the threads and frees the schedulers and contexts. Returns 0; the
+ * error of making a context or a thread (nothing runs then); or -EDEADLK as
+ * corio_sched_run() (scheduler 0's tasks only). Not reentrant; one run at a time per rt. */
+AFS_API int  corio_rt_run(struct corio_rt *rt, corio_fn *fn, void *arg);
+
+/* The number of schedulers. */
+AFS_API unsigned corio_rt_schedulers(const struct corio_rt *rt);
+/* The index of s in its runtime (0 .. n-1), or -1 for a scheduler made by corio_sched_new(). */
+AFS_API int      corio_sched_index(const struct corio_sched *s);
+
+struct corio_rt_stats {
+    uint64_t spawns_in;   /* tasks started here for a corio_spawn_on() of another scheduler */
+    uint64_t spawns_out;  /* corio_spawn_on() requests sent to other schedulers */
+    uint64_t steals;      /* queued spawns this scheduler took from others */
+    uint64_t messages;    /* messages from other threads delivered here */
+    uint64_t wakes_ring;  /* wake-ups this scheduler sent as io_uring ring messages */
+    uint64_t wakes_waker; /* wake-ups this scheduler sent through a context's waker */
+};
+/* Scheduler i's counters (and its struct corio_stats in *sched, may be NULL) of the last or
+ * current run: after corio_rt_run() returned, or from i's own thread while it runs. Returns 0
+ * or -EINVAL (i out of range). */
+AFS_API int  corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_rt_stats *out,
+                            struct corio_stats *sched);
+
+#define CORIO_SCHED_ANY (-1)
+
+/* Spawns fn(child, arg) on scheduler `sched` of the runtime (an index, or CORIO_SCHED_ANY:
+ * the least loaded) as a child of `parent` (the running task), and completes `fut` with
+ * fn's return value once the child and its own children are done. fut (may be NULL: the
+ * result is dropped) is initialised here as a future of parent's scheduler (caller-owned, to
+ * be awaited by its tasks) and must stay valid until then; a second completion of it returns
+ * -EALREADY (corio_future_complete) and changes nothing. On parent's own scheduler the child
+ * runs at once as with corio_spawn_future(); elsewhere it starts in that scheduler's next
+ * resume phase (the call returns at once), already cancelled when parent is, under
+ * parent's effective deadline. Returns 0, -EINVAL (sched out of range, or parent's scheduler
+ * is not a runtime's and sched is not CORIO_SCHED_ANY or 0), or -ENOMEM (fut is then
+ * completed with it). */
+AFS_API int  corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void *arg,
+                            struct corio_future *fut);
+
+/* ------------------------------------------------------------------------------------------
+ * Channels: bounded queues of fixed-size values between tasks of any schedulers (and plain
+ * threads with the try forms). Values are copied in and out; FIFO; blocking only the task.
+ * ---------------------------------------------------------------------------------------- */
+
+/* Makes a channel holding up to `capacity` values of elem_size bytes each (capacity 0: a
+ * send waits for a receiver, a rendezvous). Returns 0, -EINVAL (elem_size 0 or too large a
+ * product) or -ENOMEM. */
+AFS_API int  corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size);
+/* Frees c: no task may wait on it (aborts otherwise). NULL is ignored. */
+AFS_API void corio_chan_free(struct corio_chan *c);
+
+/* Copies *elem into c, suspending t while c is full (or, capacity 0, until a receiver takes
+ * it). Returns 0; -EPIPE when c is closed (also when it closes while t waits: the value was
+ * not sent); -ECANCELED / -ETIMEDOUT when t is cancelled or past its deadline (not sent).
+ * A send that handed the value over before an interruption returns 0. */
+AFS_API int  corio_chan_send(struct corio_task *t, struct corio_chan *c, const void *elem);
+/* Takes the oldest value into *elem, suspending t while c is empty. Returns 0; -EPIPE when c
+ * is closed and empty (values sent before the close are still received); -ECANCELED /
+ * -ETIMEDOUT (nothing taken). */
+AFS_API int  corio_chan_recv(struct corio_task *t, struct corio_chan *c, void *elem);
+/* Without waiting, from any thread: 0, -EAGAIN (full / empty), or -EPIPE (closed / closed and
+ * empty). */
+AFS_API int  corio_chan_try_send(struct corio_chan *c, const void *elem);
+AFS_API int  corio_chan_try_recv(struct corio_chan *c, void *elem);
+/* Closes c, from any thread: waiting senders and, once it is empty, waiting receivers return
+ * -EPIPE. Idempotent. */
+AFS_API void corio_chan_close(struct corio_chan *c);
+/* Values in c now (a snapshot). */
+AFS_API size_t corio_chan_len(struct corio_chan *c);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,7 @@ declare -A probe=(
   [gnuplot-nox]=/usr/bin/gnuplot
   [strace]=/usr/bin/strace
   [acl]=/usr/bin/setfacl
+  [attr]=/usr/bin/setfattr
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
   [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/include/stdio.h
   [qemu-user]=/usr/bin/qemu-aarch64
@@ -35,7 +36,7 @@ pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
-    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace acl) ;;
+    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace acl attr) ;;
     run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
     bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio gnuplot-nox
                      libuv1-dev nginx-light wrk) ;;

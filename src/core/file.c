@@ -75,12 +75,19 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -EINVAL;
     if (perm > 07777)
         return -EINVAL;
+    int err = ctx->crash ? afs__crash_gate(ctx) : 0;
+    if (err < 0)
+        return err;
+    /* Crash mode truncates after the open, where the simulator can take note of it. */
+    bool crash_trunc = ctx->crash && (flags & AFS_TRUNC);
+    if (crash_trunc)
+        flags &= ~AFS_TRUNC;
 
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
     struct afs__fd_info info;
-    int err = open_batched(ctx, path, flags, perm, &f->fd, &info);
+    err = open_batched(ctx, path, flags, perm, &f->fd, &info);
     if (err == -ENOTSUP)
         err = afs__sys_open(path, flags, perm, &f->fd, &info);
     if (err < 0) {
@@ -92,6 +99,12 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         free(f);
         return err;
     }
+    if (ctx->crash && (err = afs__crash_attach(ctx, f, path, crash_trunc)) < 0) {
+        afs_close(f);
+        return err;
+    }
+    if (crash_trunc)
+        atomic_store_explicit(&f->size_hint, 0, memory_order_relaxed);
     *out = f;
     return 0;
 }
@@ -111,11 +124,18 @@ int afs_close(struct afs_file *f)
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
     afs__ctx_drain(ctx, f);
+    if (ctx->be->close)
+        ctx->be->close(ctx, f);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */
     int err = close_batched(ctx, (int)(intptr_t)f->fd);
     if (err == -ENOTSUP)
         err = afs__sys_close(f->fd);
+    if (ctx->crash) {
+        afs__crash_detach(f);
+        if (afs__crash_gate(ctx) < 0)
+            err = -EIO; /* closed all the same */
+    }
     afs_list_remove(&ctx->files, &f->node);
     memset(f, 0, sizeof *f);
     /* A second close or a late call aborts with a message. volatile: a store right before
@@ -171,10 +191,18 @@ static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op,
 static ssize_t run_inline(struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    o->file->ctx->stats.inline_ops++;
-    ssize_t res = afs__op_run_sync(op);
-    afs__op_count_eof(o->file->ctx, op);
+    struct afs_ctx *ctx = o->file->ctx;
+    ctx->stats.inline_ops++;
+    ssize_t res;
+    if (ctx->crash && (res = afs__crash_start(ctx, op)) < 0) {
+        o->state = AFS__IDLE;
+        return res;
+    }
+    res = afs__op_run_sync(op);
+    afs__op_count_eof(ctx, op);
     o->state = AFS__IDLE;
+    if (ctx->crash)
+        afs__crash_done(ctx, op, &res);
     return res;
 }
 
@@ -377,7 +405,10 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
         return -ENOTSUP;
     if (fd < 0)
         return -EBADF;
-    int err = afs__sys_fd_adopt(fd);
+    int err = ctx->crash ? afs__crash_gate(ctx) : 0;
+    if (err < 0)
+        return err;
+    err = afs__sys_fd_adopt(fd);
     if (err < 0)
         return err;
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
@@ -385,6 +416,11 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
         return -ENOMEM;
     f->fd = (afs__fd_t)(intptr_t)fd;
     if ((err = file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode)) < 0) {
+        free(f); /* the fd stays the caller's */
+        return err;
+    }
+    if (ctx->crash && (err = afs__crash_attach(ctx, f, NULL, false)) < 0) {
+        afs_list_remove(&ctx->files, &f->node);
         free(f); /* the fd stays the caller's */
         return err;
     }

@@ -119,6 +119,13 @@ void afs__op_enqueue(struct afs_op *op)
     struct afs_ctx *ctx = o->file->ctx;
     o->file->inflight++;
     ctx->stats.ops++;
+    if (ctx->crash) {
+        int err = afs__crash_start(ctx, op);
+        if (err < 0) {
+            afs__op_finished(ctx, op, err); /* never runs: the power is cut */
+            return;
+        }
+    }
     if (o->total == 0 && o->code != AFS__FSYNC && !afs__is_meta(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
@@ -630,6 +637,8 @@ static int run_callbacks(struct afs_ctx *ctx)
         o->state = AFS__IDLE;
         o->file->inflight--;
         ctx->stats.completions++;
+        if (ctx->crash)
+            afs__crash_done(ctx, op, &op->result);
         ctx->in_callback = true;
         o->cb(op);
         ctx->in_callback = nested;

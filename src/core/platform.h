@@ -44,6 +44,11 @@ void afs__cond_wait(afs__cond *c, afs__mutex *m);
 int  afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg); /* 0 or -errno */
 void afs__thread_join(afs__thread t);
 unsigned afs__cpu_count(void);
+/* The CPUs this process may run on (sched_getaffinity), at least 1. */
+unsigned afs__cpu_usable(void);
+/* Pins the calling thread to the nth CPU the process may run on (modulo their number).
+ * 0, or -errno (-ENOTSUP where the OS has no such call). */
+int      afs__thread_pin(unsigned nth);
 
 /* Monotonic clock, nanoseconds. */
 int64_t afs__now_ns(void);
@@ -90,6 +95,15 @@ int  afs__sys_cache_state(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cach
                           bool *dirty);
 /* Whether a and b are open on the same file (device and file number). */
 bool afs__sys_same_file(afs__fd_t a, afs__fd_t b);
+
+/* The crash simulator's own read-write descriptor of the open file fd, on a new open of it
+ * (by path when given; else /proc/self/fd on Linux, ReOpenFile on Windows) so that it has
+ * neither O_APPEND nor O_DIRECT; where neither works, a dup of fd (*dup set). 0 or -errno. */
+int  afs__sys_crash_reopen(afs__fd_t fd, const char *path, afs__fd_t *out, bool *dup);
+/* Clears O_APPEND and O_DIRECT from a dup made above (the user's descriptors are closed). */
+void afs__sys_crash_plain(afs__fd_t fd);
+/* Sets a file's size (ftruncate / SetFileInformationByHandle). 0 or -errno. */
+int  afs__sys_set_size(afs__fd_t fd, uint64_t size);
 
 /* Aligned memory for the built-in allocator. */
 void *afs__aligned_alloc(size_t size, size_t align);

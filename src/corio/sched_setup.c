@@ -77,6 +77,7 @@ void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out)
 {
     AFS_CHECK(s != NULL && out != NULL, "NULL argument");
     *out = s->stats;
+    out->stacks = s->stacks.n_mapped;
 }
 
 struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)

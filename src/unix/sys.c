@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -202,6 +203,63 @@ bool afs__sys_same_file(int a, int b)
     struct stat sa, sb;
     return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
+}
+
+static int reopen_rdwr(const char *path, int fd, int *out)
+{
+    int r;
+    do
+        r = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (!afs__sys_same_file(r, fd)) { /* renamed or replaced since: not the same file */
+        close(r);
+        return -ENOENT;
+    }
+    *out = r;
+    return 0;
+}
+
+int afs__sys_crash_reopen(int fd, const char *path, int *out, bool *dup)
+{
+    *dup = false;
+    if (path && reopen_rdwr(path, fd, out) == 0)
+        return 0;
+#ifdef __linux__
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    if (reopen_rdwr(proc, fd, out) == 0)
+        return 0;
+#endif
+    /* A file created without write permission (its creator may write it), or no /proc. */
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return -errno;
+    *dup = true;
+    *out = d;
+    return 0;
+}
+
+void afs__sys_crash_plain(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+#ifdef O_DIRECT
+    fl &= ~O_DIRECT;
+#endif
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_APPEND);
+}
+
+int afs__sys_set_size(int fd, uint64_t size)
+{
+    if (size > (uint64_t)INT64_MAX)
+        return -EFBIG;
+    int r;
+    do
+        r = ftruncate(fd, (off_t)size);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
 }
 
 void *afs__aligned_alloc(size_t size, size_t align)

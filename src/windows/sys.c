@@ -313,6 +313,46 @@ bool afs__sys_same_file(afs__fd_t a, afs__fd_t b)
            ia.nFileIndexHigh == ib.nFileIndexHigh && ia.nFileIndexLow == ib.nFileIndexLow;
 }
 
+int afs__sys_crash_reopen(afs__fd_t fd, const char *path, afs__fd_t *out, bool *dup)
+{
+    *dup = false;
+    if (path && afs__sys_open(path, AFS_RDWR, 0, out, NULL) == 0) {
+        if (afs__sys_same_file(*out, fd))
+            return 0;
+        CloseHandle(*out);
+    }
+    /* A new handle of the same file, without the caller's FILE_FLAG_NO_BUFFERING. */
+    HANDLE h = ReOpenFile(fd, GENERIC_READ | GENERIC_WRITE,
+                          FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                          FILE_FLAG_OVERLAPPED);
+    if (h != INVALID_HANDLE_VALUE) {
+        *out = h;
+        return 0;
+    }
+    HANDLE p = GetCurrentProcess();
+    if (!DuplicateHandle(p, fd, p, &h, 0, FALSE, DUPLICATE_SAME_ACCESS))
+        return afs__win_errno(GetLastError());
+    *dup = true;
+    *out = h;
+    return 0;
+}
+
+void afs__sys_crash_plain(afs__fd_t fd)
+{
+    (void)fd; /* a handle's flags are its own: nothing shared to clear */
+}
+
+int afs__sys_set_size(afs__fd_t fd, uint64_t size)
+{
+    if (size > (uint64_t)INT64_MAX)
+        return -EFBIG;
+    FILE_END_OF_FILE_INFO eof;
+    eof.EndOfFile.QuadPart = (LONGLONG)size;
+    if (!SetFileInformationByHandle(fd, FileEndOfFileInfo, &eof, sizeof eof))
+        return afs__win_errno(GetLastError());
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Aligned memory
  * ---------------------------------------------------------------------------------------- */
