@@ -13,7 +13,14 @@ static bool op_live(struct afs_op *op)
 
 static bool is_read(const struct afs__op *o)
 {
-    return o->code == AFS__READ || o->code == AFS__READV;
+    return o->code == AFS__READ || o->code == AFS__READV || o->code == AFS__RECV;
+}
+
+/* Ops that move no data: a zero length means nothing for them. */
+static bool no_data(const struct afs__op *o)
+{
+    return o->code == AFS__FSYNC || afs__is_meta(o) || o->code == AFS__CONNECT ||
+           o->code == AFS__ACCEPT || o->code == AFS__SHUTDOWN;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ void afs__op_enqueue(struct afs_op *op)
             return;
         }
     }
-    if (o->total == 0 && o->code != AFS__FSYNC && !afs__is_meta(o)) {
+    if (o->total == 0 && !no_data(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
         return;
@@ -404,7 +411,8 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     s->off = o->off == AFS__OFF_SEQ ? AFS__OFF_SEQ : o->off + o->done;
     if (o->code == AFS__FSYNC)
         return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
-    if (o->code == AFS__READ || o->code == AFS__WRITE) {
+    if (o->code == AFS__READ || o->code == AFS__WRITE || o->code == AFS__RECV ||
+        o->code == AFS__SEND) {
         s->buf = (char *)o->u.buf + o->done;
         s->len = AFS_MIN(rest, AFS__CHUNK_MAX);
         return;
@@ -456,57 +464,64 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     afs__list_push(&ctx->done, op);
 }
 
-static void requeue(struct afs_ctx *ctx, struct afs_op *op)
-{
-    afs__op(op)->state = AFS__QUEUED;
-    ctx->stats.resubmits++;
-    afs__list_push_front(&ctx->queued, op);
-}
-
-void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
     bool cancel = o->flags & AFS__OP_CANCEL;
-    ctx->inflight--;
-    o->state = AFS__IDLE;
     if (afs__is_meta(o)) {
         if (o->code == AFS__CLOSE && res == -EINTR)
             res = 0; /* the fd is closed all the same (Linux, BSD); never close it twice */
         if (o->code != AFS__CLOSE && (res == -EINTR || res == -EAGAIN)) {
-            if (cancel)
-                afs__op_finished(ctx, op, -ECANCELED);
-            else
-                requeue(ctx, op);
-            return;
+            if (!cancel)
+                return true;
+            afs__op_finished(ctx, op, -ECANCELED);
+            return false;
         }
         /* A result, even after afs_cancel(): an fd that was opened must reach the caller. */
         if (res >= 0 && ctx->be->meta_done)
             ctx->be->meta_done(ctx, op);
         afs__op_finished(ctx, op, res);
-        return;
+        return false;
+    }
+    if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN) {
+        /* Not repeatable: a second connect() would report EALREADY or EISCONN. */
+        afs__op_finished(ctx, op, res);
+        return false;
+    }
+    if (o->code == AFS__ACCEPT) {
+        /* A connection reset before it was accepted is skipped; an accepted fd reaches the
+         * caller even after afs_cancel(), so that it is closed. */
+        if (res == -EINTR || res == -EAGAIN || res == -ECONNABORTED) {
+            if (!cancel)
+                return true;
+            res = -ECANCELED;
+        }
+        afs__op_finished(ctx, op, res);
+        return false;
     }
     if (res == -EINTR || res == -EAGAIN) {
         /* Transient: run the same span again (the caller never sees it). */
-        if (cancel)
-            afs__op_finished(ctx, op, -ECANCELED);
-        else
-            requeue(ctx, op);
-        return;
+        if (!cancel)
+            return true;
+        afs__op_finished(ctx, op, o->file->seq && o->done ? (ssize_t)o->done : -ECANCELED);
+        return false;
     }
     if (res < 0) {
-        afs__op_finished(ctx, op, res);
-        return;
+        /* A pipe or socket op cancelled after part of it moved: those bytes are gone. */
+        bool moved = res == -ECANCELED && o->file->seq && o->done;
+        afs__op_finished(ctx, op, moved ? (ssize_t)o->done : res);
+        return false;
     }
     if (o->code == AFS__FSYNC) {
         afs__op_finished(ctx, op, 0);
-        return;
+        return false;
     }
     if (res == 0) {
         /* End of file for a read; a write that moves nothing would loop forever. */
         if (is_read(o) && o->done > 0)
             o->eof |= AFS__OP_EOF_CHECK;
         afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
-        return;
+        return false;
     }
     o->done += (size_t)res;
     if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
@@ -518,7 +533,50 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         /* What a pipe gave is gone from it: better short than lost. */
         afs__op_finished(ctx, op, o->file->seq ? (ssize_t)o->done : -ECANCELED);
     } else {
-        requeue(ctx, op); /* short transfer: the rest goes in the next submission */
+        return true; /* short transfer: the rest goes in the next submission */
+    }
+    return false;
+}
+
+void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+{
+    struct afs__op *o = afs__op(op);
+    ctx->inflight--;
+    o->state = AFS__IDLE;
+    if (afs__op_step(ctx, op, res)) {
+        o->state = AFS__QUEUED;
+        ctx->stats.resubmits++;
+        afs__list_push_front(&ctx->queued, op);
+    }
+}
+
+/* A socket op (or a read or write of a socket) with blocking semantics on this thread, for
+ * the inline path: the descriptor may be non-blocking (the readiness engine's), so a step
+ * that would wait polls for it. */
+static ssize_t run_sock(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    for (;;) {
+        bool in;
+        ssize_t res = afs__sys_sock_try(op, &in);
+        if (res == -EAGAIN) {
+            afs__sys_sock_poll((int)(intptr_t)o->file->fd, in);
+            continue;
+        }
+        if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN)
+            return res;
+        if (o->code == AFS__ACCEPT) {
+            if (res == -ECONNABORTED)
+                continue;
+            return res;
+        }
+        if (res < 0)
+            return res;
+        if (res == 0)
+            return is_read(o) ? (ssize_t)o->done : -EIO;
+        o->done += (size_t)res;
+        if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL))
+            return (ssize_t)o->done;
     }
 }
 
@@ -527,6 +585,8 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (afs__is_meta(o))
         return run_meta(op);
+    if (afs__is_sock(o) || (o->file->sock && o->code != AFS__FSYNC))
+        return run_sock(op);
     afs__fd_t fd = o->file->fd;
     if (o->code == AFS__FSYNC) {
         int err;
@@ -601,6 +661,10 @@ static int submit_queued(struct afs_ctx *ctx)
         o->state = AFS__INFLIGHT;
         ctx->inflight++;
         n++;
+        if (o->file->sock && o->code != AFS__FSYNC && afs__sock_ready(ctx)) {
+            afs__ready_submit(ctx, op); /* tried now; parked if it would wait */
+            continue;
+        }
         if ((o->flags & AFS__OP_POOL) || (ctx->be->accepts && !ctx->be->accepts(ctx, op))) {
             pool_submit(ctx, op);
             continue;
@@ -671,6 +735,8 @@ int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
         ctx->staged = 0;
         if (ctx->pool)
             afs__pool_reap(ctx->pool);
+        if (ctx->ready)
+            afs__ready_reap(ctx);
         if (atomic_exchange_explicit(&ctx->wake_requested, false, memory_order_acquire))
             woken = true;
         ran += (unsigned)run_callbacks(ctx);
@@ -732,7 +798,7 @@ int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f)
 int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     ctx->stats.kernel_waits += wait;
-    if (wait && afs__waker_wait(&ctx->waker, timeout_ns))
+    if (wait && (afs__ctx_block(ctx, timeout_ns) & AFS__WOKE_WAKER))
         afs__waker_drain(&ctx->waker);
     return 0;
 }
@@ -766,6 +832,10 @@ int afs_cancel(struct afs_op *op)
         if (o->flags & AFS__OP_POOL) {
             if (afs__pool_cancel(ctx->pool, op))
                 afs__op_finished(ctx, op, -ECANCELED);
+            return 0;
+        }
+        if (o->flags & AFS__OP_READY) {
+            afs__ready_cancel(ctx, op); /* parked: nothing runs it meanwhile */
             return 0;
         }
         o->flags |= AFS__OP_CANCEL;

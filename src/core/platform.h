@@ -70,6 +70,9 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 /* What fstat tells about an open file: whether it has offsets at all, and its size. */
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
+    bool    sock; /* a socket */
+    bool    made; /* a socket the library just made for this context (afs_socket, afs_accept):
+                     already as the context wants it */
     int64_t size; /* bytes of a regular file; -1 for anything else */
     bool    dir;  /* a directory */
 };

@@ -9,7 +9,9 @@
 #include "uring_reg.h"
 
 #include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,12 +19,16 @@
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
 #define TAG_WAKER  2u /* the eventfd read */
 #define TAG_MSG    3u /* a wake-up from another ring (afs__uring_msg) */
+#define TAG_READY  4u /* the poll of the readiness engine's epoll fd */
+#define TAG_CANCEL_FD 5u /* a socket's cancel-everything (fd << 8 | 5), see uring_cancel_file */
 
 struct uring {
     struct io_uring ring;
     uint64_t        waker_buf;
     bool            waker_armed;
     bool            has_read, has_write, has_cancel; /* probed once */
+    bool            has_sock;    /* CONNECT, ACCEPT, RECV, SEND, SHUTDOWN (Linux 5.11) */
+    bool            ready_armed; /* a POLL_ADD on the readiness engine's fd is in the ring */
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
@@ -165,6 +171,12 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
         u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        u->has_sock = io_uring_opcode_supported(probe, IORING_OP_CONNECT) &&
+                      io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+                      io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+                      io_uring_opcode_supported(probe, IORING_OP_SEND) &&
+                      io_uring_opcode_supported(probe, IORING_OP_SHUTDOWN) &&
+                      !afs__uring_no_sock;
         io_uring_free_probe(probe);
     }
     u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
@@ -196,6 +208,13 @@ static void reap(struct afs_ctx *ctx)
                 u->waker_armed = false;
                 /* The read consumed the count; new signals must write again. */
                 __atomic_store_n(&ctx->waker.armed, 0, __ATOMIC_RELEASE);
+            } else if (ud == TAG_READY) {
+                u->ready_armed = false; /* the core runs the engine after this enter */
+            } else if ((ud & 0xff) == TAG_CANCEL_FD) {
+                /* Cancelling by fd is Linux 5.19: before, shutting the socket down ends
+                 * its receives (end of stream) and sends (EPIPE) all the same. */
+                if (res == -EINVAL)
+                    shutdown((int)(ud >> 8), SHUT_RDWR);
             } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
                 afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
             }
@@ -272,6 +291,8 @@ static bool meta_supported(struct uring *u, uint8_t code)
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (afs__is_sock(o) || (o->file->sock && o->code != AFS__FSYNC))
+        return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)
         return U(ctx)->cur_pos; /* its span's offset is AFS__OFF_SEQ, i.e. -1 */
     return !afs__is_meta(o) || meta_supported(U(ctx), o->code);
@@ -309,6 +330,37 @@ static void uring_meta_done(struct afs_ctx *ctx, struct afs_op *op)
         afs__sys_from_statx(o->be, o->meta.st);
 }
 
+/* A socket op, or a read or write of a socket: RECV and SEND (a write with MSG_NOSIGNAL,
+ * never a SIGPIPE). */
+static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    int fd = o->file->fd;
+    struct afs__span s;
+    switch (o->code) {
+    case AFS__CONNECT:
+        io_uring_prep_connect(sqe, fd, o->u.buf, (socklen_t)o->len);
+        break;
+    case AFS__ACCEPT:
+        io_uring_prep_accept(sqe, fd, o->u.buf, o->sock.addrlen, o->sock.how);
+        break;
+    case AFS__SHUTDOWN:
+        io_uring_prep_shutdown(sqe, fd, o->sock.how);
+        break;
+    case AFS__RECV:
+    case AFS__READ:
+        afs__op_span(op, &s);
+        io_uring_prep_recv(sqe, fd, s.buf, s.len, o->code == AFS__RECV ? o->sock.msg_flags : 0);
+        break;
+    default: /* AFS__SEND, AFS__WRITE */
+        afs__op_span(op, &s);
+        io_uring_prep_send(sqe, fd, s.buf, s.len,
+                           o->code == AFS__SEND ? o->sock.msg_flags
+                                                : afs__sys_msg_flags(true, 0));
+        break;
+    }
+}
+
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
@@ -318,6 +370,11 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         return -EIO;
     if (afs__is_meta(o)) {
         prep_meta(sqe, o);
+        io_uring_sqe_set_data(sqe, op);
+        return 0;
+    }
+    if (afs__is_sock(o) || (o->file->sock && o->code != AFS__FSYNC)) {
+        prep_sock(sqe, op);
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
@@ -366,6 +423,10 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         u->direct_staged++;
         u->direct_bytes += o->total - o->done;
     }
+    /* A pipe's write tried inline would raise SIGPIPE in this thread when the reader has
+     * gone (the kernel signals the writing task); the kernel's workers block signals. */
+    if (write && o->file->seq)
+        sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }
@@ -380,6 +441,16 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
                                (uint64_t)-1);
             io_uring_sqe_set_data64(sqe, TAG_WAKER);
             u->waker_armed = true;
+        }
+    }
+    int rfd = u->ready_armed ? -1 : afs__ready_fd(ctx);
+    if (rfd >= 0) {
+        /* Sockets parked in the readiness engine (kernels without the socket opcodes). */
+        struct io_uring_sqe *sqe = get_sqe(ctx);
+        if (sqe) {
+            io_uring_prep_poll_add(sqe, rfd, POLLIN);
+            io_uring_sqe_set_data64(sqe, TAG_READY);
+            u->ready_armed = true;
         }
     }
     bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
@@ -482,6 +553,23 @@ static void uring_offload(const struct afs_ctx *ctx, struct afs_offload *out)
     afs__ureg_offload_info(&((const struct uring *)ctx->be_state)->reg, out);
 }
 
+static bool uring_sock(struct afs_ctx *ctx)
+{
+    return U(ctx)->has_sock;
+}
+
+static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
+{
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return;
+    int fd = f->fd;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(unsigned)fd << 8 | TAG_CANCEL_FD);
+}
+
+bool afs__uring_no_sock;
+
 const struct afs__backend afs__backend_uring = {
     .name = "io_uring",
     .id = AFS_BACKEND_IO_URING,
@@ -499,4 +587,6 @@ const struct afs__backend afs__backend_uring = {
     .reg_files = uring_reg_files,
     .unreg_files = uring_unreg_files,
     .offload = uring_offload,
+    .sock = uring_sock,
+    .cancel_file = uring_cancel_file,
 };

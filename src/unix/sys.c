@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +26,36 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
     return r < 0 ? -errno : r;
 }
 
+/* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
+ * MSG_NOSIGNAL elsewhere): a reader that has gone must be -EPIPE, not the death of the
+ * process by SIGPIPE. The signal is blocked on this thread around the write, and the one
+ * the write raised is taken back, never one that was pending before (standard signals do
+ * not queue: it would be the same one). */
+static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
+                         int iovcnt)
+{
+    sigset_t pipe_set, old, pend;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool pending = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
+    int err = r < 0 ? errno : 0;
+    if (err == EPIPE && !pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    if (!sigismember(&old, SIGPIPE))
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r < 0 ? -err : r;
+}
+
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
-    ssize_t r = off == AFS__OFF_SEQ ? write(fd, buf, len) : pwrite(fd, buf, len, (off_t)off);
+    if (off == AFS__OFF_SEQ)
+        return seq_write(fd, buf, len, NULL, 0);
+    ssize_t r = pwrite(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -40,8 +68,9 @@ static ssize_t sys_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t 
 
 static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    ssize_t r = off == AFS__OFF_SEQ ? writev(fd, iov, iovcnt)
-                                    : pwritev(fd, iov, iovcnt, (off_t)off);
+    if (off == AFS__OFF_SEQ)
+        return seq_write(fd, NULL, 0, iov, iovcnt);
+    ssize_t r = pwritev(fd, iov, iovcnt, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -92,6 +121,8 @@ struct afs__syscalls afs__sys = {
 static void fd_info(const struct stat *st, struct afs__fd_info *info)
 {
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
+    info->sock = S_ISSOCK(st->st_mode);
+    info->made = false;
     info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
     info->dir = S_ISDIR(st->st_mode);
 }

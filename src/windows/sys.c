@@ -237,6 +237,8 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     if (type == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
         return afs__win_errno(GetLastError());
     info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
+    info->sock = false; /* no sockets on Windows yet (src/windows/sock.c) */
+    info->made = false;
     info->size = -1;
     info->dir = false; /* CreateFileW refuses a directory without FILE_FLAG_BACKUP_SEMANTICS */
     LARGE_INTEGER sz;
