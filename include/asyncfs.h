@@ -119,18 +119,32 @@ struct afs_config {
     afs_release_fn  *release;        /* required when alloc is set */
     void            *alloc_user;
     unsigned         flags;          /* AFS_CTX_* switches; 0 = sensible defaults */
+    unsigned         io_workers;     /* io_uring: the kernel's I/O workers (io-wq) that run
+                                        this thread's offloaded file I/O, at most; 0 = the
+                                        default (the number of CPUs, at least 2),
+                                        AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
+                                        limit). Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u
+#define AFS_IO_WORKERS_KERNEL 0xffffffffu
 
 /* Context flags. */
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
-/* io_uring: a submission that carries AFS_DIRECT reads and writes, 8 or more or 512 KiB or
- * more, hands them to the kernel's I/O workers (IOSQE_ASYNC), which issue them to the device
- * in parallel instead of one after another in the submitting thread; smaller batches are
- * issued inline (lower latency). This flag issues every batch inline (docs/ARCHITECTURE.md
- * has the measurements). Other backends ignore it. */
-#define AFS_CTX_INLINE_DIRECT 0x2u
+/* io_uring, AFS_DIRECT reads and writes: by default a submission that carries 8 or more of
+ * them (or 512 KiB or more) may hand them to the kernel's I/O workers (IOSQE_ASYNC), which
+ * issue them to the device in parallel instead of one after another in the submitting
+ * thread. Whether it does is measured as the context runs: now and then a submission's
+ * issue is timed apart from its wait, inline and offloaded; when issuing a direct request
+ * inline holds the submitting thread more than 4 times as long as handing it to a worker
+ * (a slow issue path: a virtualised disk's doorbell, a device that makes the submitter
+ * wait), such batches are offloaded, else issued inline (lower latency, no worker threads:
+ * usually so on NVMe). Smaller batches are always issued inline. afs_ctx_offload() tells
+ * what was measured. AFS_CTX_INLINE_DIRECT issues every direct op inline;
+ * AFS_CTX_OFFLOAD_DIRECT offloads every direct read and write, whatever the batch (the two
+ * together are -EINVAL). Other backends ignore both. */
+#define AFS_CTX_INLINE_DIRECT  0x2u
+#define AFS_CTX_OFFLOAD_DIRECT 0x4u
 
 /* Fills *cfg with the defaults above. */
 AFS_API void afs_config_default(struct afs_config *cfg);
@@ -190,6 +204,12 @@ struct afs_stats {
                              confirm the end of file (inline ops too) */
     uint64_t eof_skips;   /* short reads taken as the end of file without that read: they
                              ended at the file's known size (see afs_file_size()) */
+    /* io_uring, counted per transfer handed to the kernel (a resubmitted rest counts again):
+     * with a registered buffer (READ_FIXED/WRITE_FIXED), with a registered file
+     * (IOSQE_FIXED_FILE), and direct ones given to the kernel's workers (IOSQE_ASYNC). */
+    uint64_t fixed_buffer_ops;
+    uint64_t fixed_file_ops;
+    uint64_t offloaded_ops;
 };
 AFS_API void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out);
 
@@ -206,6 +226,99 @@ AFS_API int afs_ctx_wake(struct afs_ctx *ctx);
  * allocator, or NULL when memory is short. Free it with afs_buf_free() and the same size. */
 AFS_API void *afs_buf_alloc(struct afs_ctx *ctx, size_t size);
 AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
+
+/* ------------------------------------------------------------------------------------------
+ * Registered buffers and files (io_uring's fixed buffers and fixed files).
+ *
+ * Registering memory pins its pages once, so the kernel need not pin and unpin a buffer on
+ * every transfer; registering files saves it looking up and reference-counting the
+ * descriptor on every op. Both are only about speed: nothing else changes, and every op
+ * works the same whether or not a registration took effect.
+ *
+ * Once buffers are registered, the library picks READ_FIXED/WRITE_FIXED by itself for every
+ * afs_queue_read/afs_queue_write (and the blocking and position calls built on them) whose
+ * buffer lies wholly inside one registered range; any other buffer (one that straddles a
+ * range's end, an iovec of readv/writev) goes as a plain op. Once files are registered,
+ * every AFS_DIRECT file of the context gets a slot of the table, at open or at once when it
+ * is already open, while slots are free, and its ops name the slot (IOSQE_FIXED_FILE);
+ * afs_close frees the slot. The table is updated in place: ops of other files in flight
+ * meanwhile go on undisturbed.
+ *
+ * Falling back is not an error. When the kernel refuses (the locked-memory limit,
+ * RLIMIT_MEMLOCK or `ulimit -l`, is too low to pin the buffers; the descriptor limit is too
+ * low for the table; a kernel without the feature) or the backend is not io_uring, the call
+ * returns 0, ops run as plain ones, and afs_ctx_registration() says why. Registration is
+ * never a reason for an I/O to fail. On io_uring with the registration in effect the call
+ * returns 1. So a portable program registers unconditionally and need not ask.
+ *
+ * Ownership: registered memory stays the caller's, but it must stay allocated and mapped
+ * with the same pages until afs_ctx_unregister_buffers() or afs_ctx_free(): the kernel keeps
+ * the pages it pinned, so memory unmapped and mapped again would not be what ops read into.
+ * Buffers from afs_buf_alloc() are a good choice. The iovec array itself is copied.
+ * Thread rules: the context's thread, as every call on a context; they never wait for
+ * I/O, so a callback may make them too. Any time, with ops in flight too: ops already handed
+ * to the kernel finish with what they were given.
+ * ---------------------------------------------------------------------------------------- */
+
+/* The most ranges afs_ctx_register_buffers() takes, and the largest range (1 GiB). */
+#define AFS_MAX_REG_BUFFERS 1024u
+#define AFS_MAX_REG_BUFFER_SIZE ((size_t)1 << 30)
+/* The most slots afs_ctx_register_files() takes. */
+#define AFS_MAX_REG_FILES 32768u
+
+/* Registers nr ranges of memory (bufs[i].iov_base, bufs[i].iov_len bytes each) as the
+ * context's fixed buffers. Ranges must not overlap; their order does not matter.
+ * Returns 1 (the kernel pinned them: ops inside them use fixed buffers), 0 (ops go on as
+ * plain ones; afs_ctx_registration() says why), -EINVAL (bufs NULL, nr 0 or above
+ * AFS_MAX_REG_BUFFERS, a NULL base, a length of 0 or above AFS_MAX_REG_BUFFER_SIZE,
+ * overlapping ranges; nothing changes), or -EBUSY (buffers are already registered: call
+ * afs_ctx_unregister_buffers() first). */
+AFS_API int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs,
+                                     unsigned nr);
+
+/* Drops the registration (ops queued from now on run as plain ones; ops in flight finish
+ * as they were handed over) and forgets its reason. The memory is the caller's again to
+ * unmap or free once the ops queued in it have completed. Returns 0, also when nothing was
+ * registered. */
+AFS_API int afs_ctx_unregister_buffers(struct afs_ctx *ctx);
+
+/* Makes a table of `slots` registered files for the context's AFS_DIRECT files (see
+ * above); files beyond `slots` use their descriptor as usual. Returns 1 (the kernel has the
+ * table), 0 (no table: afs_ctx_registration() says why; ops use descriptors), -EINVAL
+ * (slots 0 or above AFS_MAX_REG_FILES), or -EBUSY (a table exists: unregister it first).
+ * On io_uring the kernel counts the slots against the descriptor limit (RLIMIT_NOFILE);
+ * liburing raises the soft limit up to the hard one when that is what stands in the way. */
+AFS_API int afs_ctx_register_files(struct afs_ctx *ctx, unsigned slots);
+
+/* Drops the table; the files keep working through their descriptors. Returns 0, also when
+ * there was none. */
+AFS_API int afs_ctx_unregister_files(struct afs_ctx *ctx);
+
+/* What the registrations of a context are now. */
+struct afs_registration {
+    unsigned    buffers;      /* ranges the kernel holds; 0 when none (not asked, or fallen
+                                 back) */
+    unsigned    file_slots;   /* slots of the registered-file table; 0 when there is none */
+    unsigned    files;        /* files holding a slot now */
+    const char *buffers_why;  /* why buffers were asked for and are not registered
+                                 ("io_uring_register_buffers: ENOMEM (locked-memory limit
+                                 ...)", "threads: the backend has no registered buffers"),
+                                 or NULL */
+    const char *files_why;    /* the same for the file table, or NULL */
+};
+/* Fills *out. The texts stay valid until the next registration call on ctx. */
+AFS_API void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *out);
+
+/* How the context issues batches of direct I/O (AFS_CTX_INLINE_DIRECT above), measured so
+ * far; all zero on backends other than io_uring. */
+struct afs_offload {
+    int      offloading;    /* 1: batches of direct ops go to the kernel's workers now */
+    unsigned samples;       /* submissions timed so far */
+    uint64_t inline_ns;     /* the submitting thread's time per direct op issued inline,
+                               averaged over recent samples; 0 before the first */
+    uint64_t offload_ns;    /* the same per direct op handed to a worker */
+};
+AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out);
 
 /* ------------------------------------------------------------------------------------------
  * Files

@@ -14,7 +14,7 @@ foreach(t contract corio_sched)
                    ${SRC}/contract/test_waker.c ${SRC}/shim/runner.c)
   else()
     add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
-                   ${SRC}/shim/runner.c)
+                   ${SRC}/corio/test_rt.c ${SRC}/shim/runner.c)
   endif()
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static)

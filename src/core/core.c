@@ -357,8 +357,11 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
                                   "AFS_MAX_QUEUE_DEPTH");
     if ((cfg->alloc == NULL) != (cfg->release == NULL))
         return ctx_error(-EINVAL, "afs_config: alloc and release go together");
-    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT))
+    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT | AFS_CTX_OFFLOAD_DIRECT))
         return ctx_error(-EINVAL, "afs_config: unknown flags");
+    if ((cfg->flags & AFS_CTX_INLINE_DIRECT) && (cfg->flags & AFS_CTX_OFFLOAD_DIRECT))
+        return ctx_error(-EINVAL, "afs_config: AFS_CTX_INLINE_DIRECT and "
+                                  "AFS_CTX_OFFLOAD_DIRECT together");
     if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
         return ctx_error(-EINVAL, "afs_config: unknown backend");
 
@@ -424,6 +427,33 @@ int afs_ctx_wake(struct afs_ctx *ctx)
     atomic_store_explicit(&ctx->wake_requested, true, memory_order_release);
     afs__waker_signal(&ctx->waker);
     return 0;
+}
+
+void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer)
+{
+#ifdef AFS_HAVE_URING
+    afs__ring_hint.attach_fd =
+        share && share->be == &afs__backend_uring ? afs__uring_fd(share) : -1;
+    afs__ring_hint.single_issuer = single_issuer;
+#else
+    (void)share;
+    (void)single_issuer;
+#endif
+}
+
+bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from)
+{
+    AFS_CHECK(to != NULL, "ctx is NULL");
+    atomic_store_explicit(&to->wake_requested, true, memory_order_release);
+#ifdef AFS_HAVE_URING
+    if (from && from != to && from->be == &afs__backend_uring &&
+        to->be == &afs__backend_uring && afs__uring_msg(from, to))
+        return true;
+#else
+    (void)from;
+#endif
+    afs__waker_signal(&to->waker);
+    return false;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -128,6 +128,8 @@ int afs_close(struct afs_file *f)
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
     afs__ctx_drain(ctx, f);
+    if (ctx->be->close)
+        ctx->be->close(ctx, f);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */
     int err = close_batched(ctx, (int)(intptr_t)f->fd);

@@ -250,6 +250,18 @@ struct afs__backend {
     /* Optional: a metadata op the backend ran succeeded; turn the kernel's answer into the
      * caller's (io_uring's struct statx into struct afs_stat). */
     void (*meta_done)(struct afs_ctx *ctx, struct afs_op *op);
+    /* Optional, registration (src/core/reg.c checked the arguments). reg_buffers and
+     * reg_files return 1 when the kernel took them, or 0 with the reason in `why` when ops
+     * go on as plain ones. unreg_* drop what is registered. close: f's ops are all done and
+     * its descriptor is about to be closed. */
+    int  (*reg_buffers)(struct afs_ctx *ctx, const struct iovec *iov, unsigned nr, char *why,
+                        size_t why_len);
+    void (*unreg_buffers)(struct afs_ctx *ctx);
+    int  (*reg_files)(struct afs_ctx *ctx, unsigned slots, char *why, size_t why_len);
+    void (*unreg_files)(struct afs_ctx *ctx);
+    void (*close)(struct afs_ctx *ctx, struct afs_file *f);
+    /* Optional: afs_ctx_offload() (*out is zeroed before). */
+    void (*offload)(const struct afs_ctx *ctx, struct afs_offload *out);
 };
 
 extern const struct afs__backend afs__backend_uring;
@@ -301,6 +313,7 @@ struct afs_file {
     struct afs__crash_file *crash; /* crash mode: what the simulator keeps of the file */
     uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
                                    Not in the first 32 bytes: free() keeps its lists there */
+    unsigned         reg_slot;  /* io_uring: its registered-file slot + 1; 0 = none */
 
     /* The position API. */
     int64_t       pos;
@@ -329,6 +342,10 @@ struct afs_ctx {
     struct afs_stats  stats;
     struct afs_file   meta;      /* the pseudo-file metadata ops are counted on: no fd, not in
                                     `files`; meta.ctx is set on first use */
+    /* afs_ctx_register_buffers/files (src/core/reg.c): what the caller asked for, and why the
+     * kernel does not have it ("" when it does, or nothing was asked). */
+    unsigned          reg_bufs_asked, reg_bufs, reg_slots_asked, reg_slots;
+    char              reg_bufs_why[160], reg_files_why[160];
     struct afs__crash *crash;    /* crash mode (afs_crash_enable), else NULL */
 };
 
@@ -374,6 +391,26 @@ void  afs__crash_open_end(struct afs_ctx *ctx, void *token, bool ok);
 /* -EIO once the power is cut on ctx, else 0. */
 int  afs__crash_gate(const struct afs_ctx *ctx);
 void afs__crash_free(struct afs_ctx *ctx);
+
+/* io_uring set-up for the contexts of a corio runtime (src/linux/uring.c): the next io_uring
+ * context made on this thread attaches to the ring attach_fd's kernel workers (>= 0) and,
+ * with single_issuer, is driven by this thread only. Consumed (reset) by that set-up. */
+struct afs__ring_hint {
+    int  attach_fd;
+    bool single_issuer;
+};
+extern _Thread_local struct afs__ring_hint afs__ring_hint;
+int  afs__uring_fd(struct afs_ctx *ctx);                       /* an io_uring context's */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to);  /* false: not staged */
+
+/* The runtime's side of the above, on every platform: sets the hint where io_uring is built
+ * (share: a context whose ring's workers to share, or NULL). */
+void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer);
+/* Wakes `to` as afs_ctx_wake() does; from (the caller's own context, or NULL) may carry the
+ * wake-up as a message in its next submission instead of a write to to's waker (both on
+ * io_uring with IORING_OP_MSG_RING): then true, and from must be submitted (afs_ctx_wait) for
+ * it to arrive. */
+bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from);
 
 /* Formats "call: ENAME (hint)" into why. */
 void afs__why(char *why, size_t len, const char *call, int err, const char *hint);

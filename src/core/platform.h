@@ -44,6 +44,11 @@ void afs__cond_wait(afs__cond *c, afs__mutex *m);
 int  afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg); /* 0 or -errno */
 void afs__thread_join(afs__thread t);
 unsigned afs__cpu_count(void);
+/* The CPUs this process may run on (sched_getaffinity), at least 1. */
+unsigned afs__cpu_usable(void);
+/* Pins the calling thread to the nth CPU the process may run on (modulo their number).
+ * 0, or -errno (-ENOTSUP where the OS has no such call). */
+int      afs__thread_pin(unsigned nth);
 
 /* Monotonic clock, nanoseconds. */
 int64_t afs__now_ns(void);

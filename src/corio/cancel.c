@@ -7,7 +7,7 @@
 int corio_cancelled(const struct corio_task *t)
 {
     for (; t; t = t->parent)
-        if (t->cancelled)
+        if (t->cancelled || t->inh_cancelled)
             return 1;
     return 0;
 }
@@ -15,22 +15,30 @@ int corio_cancelled(const struct corio_task *t)
 /* Shields: walking up from t, a task with a shield stops the walk. Its own and its
  * ancestors' cancellations and deadlines do not count for t; those of the tasks below it
  * (t included, when t is not the shielded one) still do. */
-static int64_t effective_deadline(const struct corio_task *t)
+/* A task started for another scheduler has no local parent: what its remote parent passed
+ * on (inh_*) stands for the ancestors beyond. */
+int64_t corio__effective_deadline(const struct corio_task *t)
 {
     int64_t d = INT64_MAX;
-    for (; t && !t->shield; t = t->parent)
+    for (; t && !t->shield; t = t->parent) {
         if (t->deadline < d)
             d = t->deadline;
+        if (t->inh_deadline < d)
+            d = t->inh_deadline;
+    }
     return d;
 }
 
-static bool cancel_reaches(const struct corio_task *t)
+bool corio__cancel_reaches(const struct corio_task *t)
 {
     for (; t && !t->shield; t = t->parent)
-        if (t->cancelled)
+        if (t->cancelled || t->inh_cancelled)
             return true;
     return false;
 }
+
+#define effective_deadline corio__effective_deadline
+#define cancel_reaches     corio__cancel_reaches
 
 int corio__interrupted(struct corio_task *t)
 {
@@ -68,6 +76,13 @@ static void cancel_tree(struct corio_task *t)
     for (struct afs_list_node *n = t->children.first; n; n = n->next)
         if (CHILD(n)->state != CORIO__DONE)
             cancel_tree(CHILD(n));
+    if (t->links.first)
+        corio__rt_links_cancel(t);
+}
+
+void corio__cancel_tree(struct corio_task *t)
+{
+    cancel_tree(t);
 }
 
 void corio_cancel(struct corio_task *t)
@@ -92,6 +107,13 @@ static void rearm_tree(struct corio_task *t)
     for (struct afs_list_node *n = t->children.first; n; n = n->next)
         if (CHILD(n)->state != CORIO__DONE)
             rearm_tree(CHILD(n));
+    if (t->links.first)
+        corio__rt_links_deadline(t);
+}
+
+void corio__rearm_tree(struct corio_task *t)
+{
+    rearm_tree(t);
 }
 
 void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
@@ -123,6 +145,11 @@ void corio_shield_end(struct corio_task *t)
             if (corio__interrupted(c))
                 cancel_tree(c);
         }
+    }
+    if (t->links.first) {
+        corio__rt_links_deadline(t);
+        if (cancel_reaches(t))
+            corio__rt_links_cancel(t);
     }
 }
 

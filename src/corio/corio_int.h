@@ -87,6 +87,12 @@ struct corio_task {
     bool                 keep;         /* a handle was given out: free with the parent */
     bool                 cancelled;    /* this task itself (ancestors are checked too) */
     int64_t              deadline;     /* its own; INT64_MAX = none */
+    /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
+     * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */
+    struct corio__link  *link;
+    bool                 inh_cancelled;
+    int64_t              inh_deadline;     /* INT64_MAX = none */
+    struct afs_list      links;            /* its own children on other schedulers (rt.c) */
     /* corio_shield_begin() depth. While non-zero, cancellations and deadlines of this task
      * and of its ancestors do not reach it or its descendants (their own ones still do). */
     unsigned             shield;
@@ -160,8 +166,10 @@ _Static_assert(sizeof(struct corio__msg) <= sizeof(struct corio_private),
 
 struct corio__inbox {
     afs__mutex      mu;
-    atomic_bool     has; /* msgs is not empty; set under mu */
+    atomic_bool     has;    /* msgs or spawns not empty; set under mu */
     struct afs_list msgs;
+    struct afs_list spawns; /* corio_spawn_on() requests not yet started (rt.c) */
+    atomic_size_t   nspawns;
 };
 
 /* Any thread: queues m for the resume phase of s and wakes s. m must stay valid until it is
@@ -170,8 +178,12 @@ void corio__inbox_post(struct corio_sched *s, struct corio__msg *m);
 /* Any thread: sets *flag under the inbox's lock; false when it was already set (a one-time
  * claim, such as completing an external future). */
 bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag);
-/* The scheduler's thread: delivers every message, in the order posted. */
+/* The scheduler's thread: delivers every message, in the order posted, then starts the
+ * spawns that came. */
 void corio__inbox_deliver(struct corio_sched *s);
+/* Any thread: pushes the node of a spawn request onto s's spawn queue (stealable when
+ * `back` is false: taken from the back) and wakes s. */
+void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n);
 
 static inline bool corio__inbox_pending(struct corio__inbox *in)
 {
@@ -261,8 +273,48 @@ struct corio_sched {
     struct afs_list      flights;
     void               (*flights_free)(struct corio_sched *s);
 
+    /* Threads for corio_go() (blocking.c), started on first use. */
+    struct corio__blocking *blocking;
+
     struct corio_stats   stats;
+
+    /* A scheduler of a runtime (rt.c); NULL for one made by corio_sched_new(). */
+    struct corio_rt     *rt;
+    unsigned             index;
+    size_t               links;        /* remote children of this scheduler's tasks */
+    bool                 wakes_staged; /* wake-ups staged as ring messages: submit them */
+    struct afs_list      remote_roots; /* tasks started here for other schedulers */
+    struct corio_rt_stats rts;   /* written by its own thread */
+    _Alignas(64) atomic_size_t load;   /* live tasks + queued spawns, read by others */
 };
+
+/* The runtime (rt.c), as the scheduler sees it. */
+/* A spawn request taken from a spawn queue, started on s (the resume phase). */
+void corio__rt_start(struct corio_sched *s, struct afs_list_node *n);
+/* s is about to block: takes queued spawns of busier schedulers; true when it started some. */
+bool corio__rt_steal(struct corio_sched *s);
+/* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */
+void corio__rt_root_done(struct corio_task *t);
+/* t (its scheduler's thread) was cancelled / its effective deadline changed: its children on
+ * other schedulers learn it. */
+void corio__rt_links_cancel(struct corio_task *t);
+void corio__rt_links_deadline(struct corio_task *t);
+/* The runtime wants its schedulers to stop once their tasks are done. */
+bool corio__rt_stopping(const struct corio_sched *s);
+/* A child of p (local or remote) is done: readies p when it waited for its children, and
+ * finishes p when it only waited for them (sched.c). */
+void corio__child_gone(struct corio_task *p);
+/* sched.c: the run loop (root NULL: a runtime's other scheduler, until the runtime stops);
+ * a task made ready to run fn(t, arg) with no parent; freeing a done task. */
+int  corio__sched_loop(struct corio_sched *s, struct corio_task *root);
+struct corio_task *corio__task_new(struct corio_sched *s, corio_fn *fn, void *arg);
+void corio__task_free(struct corio_task *t);
+/* The effective deadline and cancellation of t, shields included (cancel.c). */
+int64_t corio__effective_deadline(const struct corio_task *t);
+bool    corio__cancel_reaches(const struct corio_task *t);
+/* Ends the waits of t and its descendants that a cancellation / deadline now reaches. */
+void    corio__cancel_tree(struct corio_task *t);
+void    corio__rearm_tree(struct corio_task *t);
 
 /* The scheduler running on the calling thread, or NULL. */
 struct corio_sched *corio__thread_sched(void);
@@ -300,5 +352,12 @@ void corio__waiter_init(struct corio_sched *s);
  * unwinding their stacks. */
 void corio__report_deadlock(struct corio_sched *s);
 void corio__abandon(struct corio_sched *s, struct corio_task *t);
+
+/* Blocking jobs (blocking.c): joins the scheduler's threads (at corio_sched_free). */
+void corio__blocking_free(struct corio_sched *s);
+/* The waiter of b gives up on it: b's function is asked to stop, and release(b) runs once
+ * nothing uses b any more (now, or on the pool thread when the function returns). */
+void corio__blocking_abandon(struct corio_task *t, struct corio_blocking *b,
+                             void (*release)(struct corio_blocking *b));
 
 #endif

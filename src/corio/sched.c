@@ -163,9 +163,12 @@ static struct corio_task *task_alloc(struct corio_sched *s)
     }
     t->sched = s;
     t->deadline = INT64_MAX;
+    t->inh_deadline = INT64_MAX;
     corio__regs_init(&t->regs, t->stack.lo, t->stack.size, task_entry, t);
     s->stats.tasks++;
     s->live++;
+    if (s->rt)
+        atomic_fetch_add_explicit(&s->load, 1, memory_order_relaxed);
     return t;
 }
 
@@ -179,6 +182,18 @@ static void task_free(struct corio_task *t)
     afs_list_push_front(&s->free_tasks, &t->sib);
 }
 
+/* A child of p is gone: true when p was only waiting for its children (a zombie) and is
+ * now done too. */
+static bool child_gone(struct corio_task *p)
+{
+    p->live_children--;
+    if (p->live_children > 0)
+        return false;
+    if (p->state == CORIO__SUSPENDED && p->w && p->w->what == &p->children)
+        corio__ready(p, 0);
+    return p->state == CORIO__ZOMBIE;
+}
+
 /* t's function has returned and its children are done. */
 static void finish(struct corio_task *t)
 {
@@ -186,26 +201,49 @@ static void finish(struct corio_task *t)
     for (;;) {
         t->state = CORIO__DONE;
         s->live--;
+        if (s->rt)
+            atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
         void (*on_done)(struct corio_task *) = t->on_done;
         t->on_done = NULL;
         if (on_done)
             on_done(t);
         struct corio_task *p = t->parent;
-        if (!p)
+        if (!p) {
+            if (t->link)
+                corio__rt_root_done(t); /* started for another scheduler: frees t */
             return; /* the root: freed by corio_sched_run */
-        p->live_children--;
+        }
         if (!t->keep) {
             afs_list_remove(&p->children, &t->sib);
             task_free(t);
         }
-        if (p->live_children > 0)
-            return;
-        if (p->state == CORIO__SUSPENDED && p->w && p->w->what == &p->children)
-            corio__ready(p, 0);
-        if (p->state != CORIO__ZOMBIE)
+        if (!child_gone(p))
             return;
         t = p; /* the parent was only waiting for its children */
     }
+}
+
+void corio__child_gone(struct corio_task *p)
+{
+    if (child_gone(p))
+        finish(p);
+}
+
+void corio__task_free(struct corio_task *t)
+{
+    task_free(t);
+}
+
+struct corio_task *corio__task_new(struct corio_sched *s, corio_fn *fn, void *arg)
+{
+    struct corio_task *t = task_alloc(s);
+    if (!t)
+        return NULL;
+    t->fn = fn;
+    t->arg = arg;
+    t->state = CORIO__READY;
+    corio__waitq_push(&s->ready, t);
+    return t;
 }
 
 static void reap_zombie_slow(struct corio_sched *s)
@@ -335,7 +373,86 @@ int corio_sleep(struct corio_task *t, int64_t ns)
  * an op of the context, or a timer. */
 static bool can_progress(struct corio_sched *s)
 {
-    return s->outside_waits || afs__ctx_pending(s->ctx) || s->timers.len;
+    /* A runtime's other schedulers serve their inbox until the runtime stops: messages may
+     * still come for their tasks (a cancellation, say). */
+    return s->outside_waits || afs__ctx_pending(s->ctx) || s->timers.len || s->links ||
+           (s->rt && s->index != 0);
+}
+
+/* The loop: CPU, I/O and resume phases until root is done (root NULL: a runtime's other
+ * scheduler, until its runtime stops and its tasks are done). Returns 0 or -EDEADLK / the
+ * wait's error. */
+int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
+{
+    struct corio_sched *prev_sched = tls_sched;
+    tls_sched = s;
+    struct afs_waiter *prev_waiter = afs_waiter_set(&s->waiter);
+    struct afs_stats before, after;
+    int rc = 0;
+
+    for (;;) {
+        /* CPU phase: every ready task, until it suspends. Wake-ups made meanwhile are
+         * queued behind and run in this phase too; yields wait for the next one. */
+        struct corio_task *t;
+        while ((t = corio__waitq_pop(&s->ready)))
+            run(s, t); /* tasks hand over to each other; back here when none is ready */
+        if (root ? root->state == CORIO__DONE
+                 : s->live == 0 && corio__rt_stopping(s) && !corio__inbox_pending(&s->inbox))
+            break;
+        s->stats.phases++;
+
+        /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
+         * kernel with the wait below, in one submission. */
+        corio__dispatch(s);
+        bool busy = s->yielded.len > 0;
+        int64_t timeout = 0;
+        if (!busy) {
+            /* About to wait: work queued elsewhere comes first. */
+            if (s->rt && corio__rt_steal(s))
+                continue;
+            if (!can_progress(s)) {
+                corio__report_deadlock(s);
+                rc = -EDEADLK;
+                break;
+            }
+            timeout = -1;
+            int64_t next = corio__timer_next(&s->timers);
+            if (next != INT64_MAX) {
+                timeout = next - corio_now();
+                if (timeout < 0)
+                    timeout = 0;
+            }
+        }
+        /* Only yields to go on with and nothing in the context: no need to ask the kernel
+         * (unless wake-ups for other schedulers wait in the ring). */
+        if (!busy || afs__ctx_pending(s->ctx) || s->wakes_staged) {
+            s->wakes_staged = false;
+            afs_ctx_stats(s->ctx, &before);
+            int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
+            afs_ctx_stats(s->ctx, &after);
+            s->stats.submits += after.kernel_submits - before.kernel_submits;
+            if (n < 0 && n != -EINTR && n != -EAGAIN) {
+                rc = n;
+                break;
+            }
+        }
+
+        /* Resume phase: completions made tasks ready in completion order (their callbacks
+         * ran in the wait); then what other threads sent, timers, and the tasks that
+         * yielded. */
+        corio__inbox_deliver(s);
+        corio__fire_timers(s);
+        while ((t = corio__waitq_pop(&s->yielded)))
+            corio__ready(t, 0);
+    }
+    /* Wake-ups staged by the last phase go out now. */
+    if (s->wakes_staged) {
+        s->wakes_staged = false;
+        (void)afs_ctx_wait(s->ctx, 0, 0);
+    }
+    afs_waiter_set(prev_waiter);
+    tls_sched = prev_sched;
+    return rc;
 }
 
 int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
@@ -356,64 +473,7 @@ int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
     corio__waitq_push(&s->ready, root);
     s->root = root;
     s->running = true;
-    struct corio_sched *prev_sched = tls_sched;
-    tls_sched = s;
-    struct afs_waiter *prev_waiter = afs_waiter_set(&s->waiter);
-    struct afs_stats before, after;
-    int rc = 0;
-
-    for (;;) {
-        /* CPU phase: every ready task, until it suspends. Wake-ups made meanwhile are
-         * queued behind and run in this phase too; yields wait for the next one. */
-        struct corio_task *t;
-        while ((t = corio__waitq_pop(&s->ready)))
-            run(s, t); /* tasks hand over to each other; back here when none is ready */
-        if (root->state == CORIO__DONE)
-            break;
-        s->stats.phases++;
-
-        /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
-         * kernel with the wait below, in one submission. */
-        corio__dispatch(s);
-        bool busy = s->yielded.len > 0;
-        int64_t timeout = 0;
-        if (!busy) {
-            if (!can_progress(s)) {
-                corio__report_deadlock(s);
-                rc = -EDEADLK;
-                break;
-            }
-            timeout = -1;
-            int64_t next = corio__timer_next(&s->timers);
-            if (next != INT64_MAX) {
-                timeout = next - corio_now();
-                if (timeout < 0)
-                    timeout = 0;
-            }
-        }
-        /* Only yields to go on with and nothing in the context: no need to ask the kernel. */
-        if (!busy || afs__ctx_pending(s->ctx)) {
-            afs_ctx_stats(s->ctx, &before);
-            int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
-            afs_ctx_stats(s->ctx, &after);
-            s->stats.submits += after.kernel_submits - before.kernel_submits;
-            if (n < 0 && n != -EINTR && n != -EAGAIN) {
-                rc = n;
-                break;
-            }
-        }
-
-        /* Resume phase: completions made tasks ready in completion order (their callbacks
-         * ran in the wait); then what other threads sent, timers, and the tasks that
-         * yielded. */
-        corio__inbox_deliver(s);
-        corio__fire_timers(s);
-        while ((t = corio__waitq_pop(&s->yielded)))
-            corio__ready(t, 0);
-    }
-
-    afs_waiter_set(prev_waiter);
-    tls_sched = prev_sched;
+    int rc = corio__sched_loop(s, root);
     if (rc < 0) {
         corio__abandon(s, root);
         s->live = 0;

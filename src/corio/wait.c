@@ -103,15 +103,47 @@ void corio__waiter_init(struct corio_sched *s)
  * scheduler's thread
  * ---------------------------------------------------------------------------------------- */
 
+/* Wakes s after a post that made its inbox non-empty (a post to a non-empty inbox needs
+ * none: s has not drained it yet, and the wake-up that made it non-empty is pending or was
+ * followed by a drain). From a running scheduler, the wake-up rides in its own ring's next
+ * submission where it can (afs__ctx_wake_from): no system call of its own. */
+static void inbox_wake(struct corio_sched *s)
+{
+    struct corio_sched *me = corio__thread_sched();
+    if (me && me->running && me != s) {
+        if (afs__ctx_wake_from(s->ctx, me->ctx)) {
+            me->wakes_staged = true;
+            me->rts.wakes_ring++;
+        } else {
+            me->rts.wakes_waker++;
+        }
+        return;
+    }
+    afs_ctx_wake(s->ctx);
+}
+
 void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
 {
     struct corio__inbox *in = &s->inbox;
     afs__mutex_lock(&in->mu);
     afs_list_push_back(&in->msgs, &m->node);
-    atomic_store_explicit(&in->has, true, memory_order_release);
+    bool was = atomic_exchange_explicit(&in->has, true, memory_order_acq_rel);
     afs__mutex_unlock(&in->mu);
     /* m may be delivered and gone from here on: only s is touched. */
-    afs_ctx_wake(s->ctx);
+    if (!was)
+        inbox_wake(s);
+}
+
+void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n)
+{
+    struct corio__inbox *in = &s->inbox;
+    afs__mutex_lock(&in->mu);
+    afs_list_push_back(&in->spawns, n);
+    atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
+    bool was = atomic_exchange_explicit(&in->has, true, memory_order_acq_rel);
+    afs__mutex_unlock(&in->mu);
+    if (!was)
+        inbox_wake(s);
 }
 
 bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag)
@@ -126,15 +158,20 @@ bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag)
 void corio__inbox_deliver(struct corio_sched *s)
 {
     struct corio__inbox *in = &s->inbox;
-    if (!atomic_exchange_explicit(&in->has, false, memory_order_acquire))
+    if (!atomic_exchange_explicit(&in->has, false, memory_order_acq_rel))
         return;
     afs__mutex_lock(&in->mu);
-    struct afs_list got = in->msgs;
+    struct afs_list got = in->msgs, spawns = in->spawns;
     in->msgs.first = in->msgs.last = NULL;
+    in->spawns.first = in->spawns.last = NULL;
+    atomic_store_explicit(&in->nspawns, 0, memory_order_relaxed);
     afs__mutex_unlock(&in->mu);
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&got))) {
         struct corio__msg *m = AFS_LIST_ITEM(n, struct corio__msg, node);
+        s->rts.messages++;
         m->deliver(m);
     }
+    while ((n = afs_list_pop_front(&spawns)))
+        corio__rt_start(s, n);
 }

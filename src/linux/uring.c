@@ -6,6 +6,7 @@
  * (IORING_FEAT_NODROP) and liburing flushes them when we peek. The context's eventfd has a
  * read always armed in the ring, so the thread pool and afs_ctx_wake() can end a wait. */
 #include "internal.h"
+#include "uring_reg.h"
 
 #include <liburing.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 /* user_data values that are not ops (ops are at least 8-byte aligned pointers). */
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
 #define TAG_WAKER  2u /* the eventfd read */
+#define TAG_MSG    3u /* a wake-up from another ring (afs__uring_msg) */
 
 struct uring {
     struct io_uring ring;
@@ -23,17 +25,13 @@ struct uring {
     bool            has_read, has_write, has_cancel; /* probed once */
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
-    bool            offload;     /* big batches of direct I/O go to the kernel's workers */
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
                                     how pipes and sockets are read */
+    bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     size_t          direct_bytes;  /* and their bytes */
+    struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
 };
-
-/* A submission with at least this many direct reads/writes, or this many bytes of them, has
- * them issued by the kernel's I/O workers (AFS_CTX_INLINE_DIRECT in asyncfs.h). */
-#define OFFLOAD_MIN       8u
-#define OFFLOAD_MIN_BYTES ((size_t)512 << 10)
 
 /* The ring's statx result lives in the op until reaped; then meta_done converts it. */
 _Static_assert(sizeof(struct statx) <= sizeof(((struct afs__op *)0)->be),
@@ -86,35 +84,6 @@ static int ring_setup(unsigned entries, struct io_uring *ring, struct io_uring_p
     return io_uring_queue_init_params(entries, ring, p);
 }
 
-static bool is_data_opcode(uint8_t opcode)
-{
-    return opcode == IORING_OP_READ || opcode == IORING_OP_WRITE ||
-           opcode == IORING_OP_READV || opcode == IORING_OP_WRITEV;
-}
-
-/* Marks the direct reads/writes about to be submitted IOSQE_ASYNC when there is enough of
- * them: issuing a block request costs the submitting thread a few microseconds, plus the
- * pinning of every page of its buffer, so a big batch issued inline reaches the device one
- * request at a time from one CPU (and a large read keeps a computing thread busy), while
- * the workers issue it from all of them. */
-static void offload_direct(struct uring *u)
-{
-    if (u->direct_staged >= OFFLOAD_MIN || u->direct_bytes >= OFFLOAD_MIN_BYTES) {
-        struct io_uring_sq *sq = &u->ring.sq;
-        for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
-            struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
-            if (!is_data_opcode(sqe->opcode) || sqe->user_data <= TAG_WAKER ||
-                sqe->user_data == LIBURING_UDATA_TIMEOUT)
-                continue;
-            const struct afs__op *o = afs__op((struct afs_op *)(uintptr_t)sqe->user_data);
-            if (o->file->flags & AFS_DIRECT)
-                sqe->flags |= IOSQE_ASYNC;
-        }
-    }
-    u->direct_staged = 0;
-    u->direct_bytes = 0;
-}
-
 int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     if (wait_nr == 0)
@@ -125,13 +94,16 @@ int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kern
     return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
 }
 
-static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespec *ts)
+/* Every enter goes through the offload rule (uring_reg.c), which sees the direct ops
+ * staged since the last one. */
+static int ring_enter(struct afs_ctx *ctx, unsigned wait_nr, struct __kernel_timespec *ts)
 {
-    if (u->offload)
-        offload_direct(u);
-    if (afs__sys.uring_enter)
-        return afs__sys.uring_enter(&u->ring, wait_nr, ts);
-    return afs__uring_enter_real(&u->ring, wait_nr, ts);
+    struct uring *u = U(ctx);
+    unsigned direct = u->direct_staged;
+    size_t bytes = u->direct_bytes;
+    u->direct_staged = 0;
+    u->direct_bytes = 0;
+    return afs__ureg_submit(&u->reg, ctx, &u->ring, direct, bytes, wait_nr, ts);
 }
 
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
@@ -146,7 +118,28 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
      * COOP_TASKRUN (5.19): no IPI to the submitting thread for each completion. */
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
     p.cq_entries = entries * 2;
-    int err = ring_setup(entries, &u->ring, &p);
+    int err = -EINVAL;
+    struct afs__ring_hint hint = afs__ring_hint;
+    afs__ring_hint = (struct afs__ring_hint){.attach_fd = -1};
+    if (hint.single_issuer || hint.attach_fd >= 0) {
+        /* A runtime's ring (afs__ring_hint): only this thread submits and reaps, so the
+         * kernel runs completion work when it waits, not at each completion (SINGLE_ISSUER
+         * 6.0, DEFER_TASKRUN 6.1; TASKRUN_FLAG tells liburing when to collect it); the
+         * rings share the first one's I/O workers (ATTACH_WQ). Older kernels: without. */
+        struct io_uring_params hp = p;
+        if (hint.single_issuer)
+            hp.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                        IORING_SETUP_TASKRUN_FLAG;
+        if (hint.attach_fd >= 0) {
+            hp.flags |= IORING_SETUP_ATTACH_WQ;
+            hp.wq_fd = (unsigned)hint.attach_fd;
+        }
+        err = ring_setup(entries, &u->ring, &hp);
+        if (err == 0)
+            p = hp;
+    }
+    if (err == -EINVAL)
+        err = ring_setup(entries, &u->ring, &p);
     if (err == -EINVAL) {
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_CQSIZE;
@@ -171,10 +164,11 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_read = io_uring_opcode_supported(probe, IORING_OP_READ);
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
+        u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
         io_uring_free_probe(probe);
     }
-    u->offload = !(ctx->cfg.flags & AFS_CTX_INLINE_DIRECT);
     u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
+    afs__ureg_init(&u->reg, &u->ring, ctx);
     ctx->be_state = u;
     return 0;
 }
@@ -183,6 +177,7 @@ static void uring_fini(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
     io_uring_queue_exit(&u->ring);
+    afs__ureg_fini(&u->reg);
     free(u);
     ctx->be_state = NULL;
 }
@@ -201,7 +196,7 @@ static void reap(struct afs_ctx *ctx)
                 u->waker_armed = false;
                 /* The read consumed the count; new signals must write again. */
                 __atomic_store_n(&ctx->waker.armed, 0, __ATOMIC_RELEASE);
-            } else if (ud != TAG_IGNORE && ud != LIBURING_UDATA_TIMEOUT) {
+            } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
                 afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
             }
         }
@@ -213,9 +208,8 @@ static void reap(struct afs_ctx *ctx)
  * refuse new work with -EBUSY (pre-NODROP semantics kept for overflow), so reap and retry. */
 static int flush(struct afs_ctx *ctx)
 {
-    struct uring *u = U(ctx);
     for (;;) {
-        int r = ring_enter(u, 0, NULL);
+        int r = ring_enter(ctx, 0, NULL);
         if (r >= 0)
             return r;
         if (r == -EINTR || r == -EAGAIN)
@@ -327,17 +321,27 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
-    int fd = o->file->fd;
+    /* A registered file is named by its slot (uring_reg.c). */
+    int fd = o->file->reg_slot ? (int)o->file->reg_slot - 1 : o->file->fd;
     struct afs__span s;
     afs__op_span(op, &s);
     bool write = o->code == AFS__WRITE || o->code == AFS__WRITEV;
     if (o->code == AFS__FSYNC) {
         io_uring_prep_fsync(sqe, fd, (o->fsync_flags & AFS_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
     } else if (s.buf && (write ? u->has_write : u->has_read)) {
-        if (write)
+        int bi = afs__ureg_buf_index(&u->reg, s.buf, s.len);
+        if (bi >= 0) {
+            /* In a registered buffer: READ_FIXED/WRITE_FIXED (5.1) skip pinning its pages. */
+            if (write)
+                io_uring_prep_write_fixed(sqe, fd, s.buf, (unsigned)s.len, s.off, bi);
+            else
+                io_uring_prep_read_fixed(sqe, fd, s.buf, (unsigned)s.len, s.off, bi);
+            ctx->stats.fixed_buffer_ops++;
+        } else if (write) {
             io_uring_prep_write(sqe, fd, s.buf, (unsigned)s.len, s.off);
-        else
+        } else {
             io_uring_prep_read(sqe, fd, s.buf, (unsigned)s.len, s.off);
+        }
     } else {
         /* READ/WRITE are Linux 5.6; before that a one-element iovec kept in the op. */
         const struct iovec *iov = s.iov;
@@ -353,6 +357,10 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
             io_uring_prep_writev(sqe, fd, iov, (unsigned)cnt, s.off);
         else
             io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, s.off);
+    }
+    if (o->file->reg_slot) {
+        sqe->flags |= IOSQE_FIXED_FILE;
+        ctx->stats.fixed_file_ops++;
     }
     if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT)) {
         u->direct_staged++;
@@ -383,11 +391,11 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
         else
             ctx->stats.kernel_waits++;
         if (timeout_ns < 0) {
-            r = ring_enter(u, 1, NULL);
+            r = ring_enter(ctx, 1, NULL);
         } else {
             struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
                                            .tv_nsec = timeout_ns % 1000000000};
-            r = ring_enter(u, 1, &ts);
+            r = ring_enter(ctx, 1, &ts);
         }
         /* Timeouts, signals and a full CQ just end this wait; the caller loops. */
         if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -EBUSY)
@@ -398,6 +406,30 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     }
     reap(ctx);
     return r < 0 ? r : 0;
+}
+
+_Thread_local struct afs__ring_hint afs__ring_hint = {.attach_fd = -1};
+
+int afs__uring_fd(struct afs_ctx *ctx)
+{
+    return U(ctx)->ring.ring_fd;
+}
+
+/* A wake-up as a completion on `to`'s ring, staged on from's: it goes with from's next
+ * submission, with the rest of its batch, and makes no completion on from
+ * (IOSQE_CQE_SKIP_SUCCESS, 5.17). The receiver's reap ignores TAG_MSG. */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to)
+{
+    struct uring *u = U(from);
+    if (!u->has_msg)
+        return false;
+    struct io_uring_sqe *sqe = get_sqe(from);
+    if (!sqe)
+        return false;
+    io_uring_prep_msg_ring(sqe, U(to)->ring.ring_fd, 0, TAG_MSG, 0);
+    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    return true;
 }
 
 static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
@@ -412,6 +444,44 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
 }
 
+/* Registration: uring_reg.c does the work; these only find the ring. */
+static int uring_reg_buffers(struct afs_ctx *ctx, const struct iovec *iov, unsigned nr,
+                             char *why, size_t why_len)
+{
+    return afs__ureg_buffers(&U(ctx)->reg, &U(ctx)->ring, iov, nr, why, why_len);
+}
+
+static void uring_unreg_buffers(struct afs_ctx *ctx)
+{
+    afs__ureg_unbuffers(&U(ctx)->reg, &U(ctx)->ring);
+}
+
+static int uring_reg_files(struct afs_ctx *ctx, unsigned slots, char *why, size_t why_len)
+{
+    return afs__ureg_files(&U(ctx)->reg, &U(ctx)->ring, ctx, slots, why, why_len);
+}
+
+static void uring_unreg_files(struct afs_ctx *ctx)
+{
+    afs__ureg_unfiles(&U(ctx)->reg, &U(ctx)->ring, ctx);
+}
+
+static int uring_open(struct afs_ctx *ctx, struct afs_file *f)
+{
+    afs__ureg_file_open(&U(ctx)->reg, &U(ctx)->ring, f);
+    return 0;
+}
+
+static void uring_close(struct afs_ctx *ctx, struct afs_file *f)
+{
+    afs__ureg_file_close(&U(ctx)->reg, &U(ctx)->ring, f);
+}
+
+static void uring_offload(const struct afs_ctx *ctx, struct afs_offload *out)
+{
+    afs__ureg_offload_info(&((const struct uring *)ctx->be_state)->reg, out);
+}
+
 const struct afs__backend afs__backend_uring = {
     .name = "io_uring",
     .id = AFS_BACKEND_IO_URING,
@@ -422,4 +492,11 @@ const struct afs__backend afs__backend_uring = {
     .enter = uring_enter,
     .cancel = uring_cancel,
     .meta_done = uring_meta_done,
+    .open = uring_open,
+    .close = uring_close,
+    .reg_buffers = uring_reg_buffers,
+    .unreg_buffers = uring_unreg_buffers,
+    .reg_files = uring_reg_files,
+    .unreg_files = uring_unreg_files,
+    .offload = uring_offload,
 };

@@ -1,6 +1,9 @@
 /* POSIX threads, clock and CPU count behind platform.h. */
 #include "internal.h"
 
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +63,51 @@ unsigned afs__cpu_count(void)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
 }
+
+#ifdef __linux__
+unsigned afs__cpu_usable(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return (unsigned)n;
+    }
+    return afs__cpu_count();
+}
+
+int afs__thread_pin(unsigned nth)
+{
+    cpu_set_t set, one;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -errno;
+    int n = CPU_COUNT(&set);
+    if (n <= 0)
+        return -EINVAL;
+    unsigned want = nth % (unsigned)n;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &set))
+            continue;
+        if (want-- == 0) {
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            return -pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+        }
+    }
+    return -EINVAL;
+}
+#else
+unsigned afs__cpu_usable(void)
+{
+    return afs__cpu_count();
+}
+
+int afs__thread_pin(unsigned nth)
+{
+    (void)nth;
+    return -ENOTSUP; /* macOS and the BSDs differ here; pinning is a hint */
+}
+#endif
 
 int64_t afs__now_ns(void)
 {

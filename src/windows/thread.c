@@ -68,6 +68,33 @@ unsigned afs__cpu_count(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+unsigned afs__cpu_usable(void)
+{
+    DWORD_PTR proc = 0, sys = 0;
+    if (GetProcessAffinityMask(GetCurrentProcess(), &proc, &sys) && proc) {
+        unsigned n = 0;
+        for (; proc; proc &= proc - 1)
+            n++;
+        return n;
+    }
+    return afs__cpu_count();
+}
+
+int afs__thread_pin(unsigned nth)
+{
+    DWORD_PTR proc = 0, sys = 0;
+    if (!GetProcessAffinityMask(GetCurrentProcess(), &proc, &sys) || !proc)
+        return -EINVAL;
+    unsigned n = afs__cpu_usable();
+    unsigned want = nth % n;
+    for (unsigned bit = 0; bit < sizeof proc * 8; bit++) {
+        DWORD_PTR m = (DWORD_PTR)1 << bit;
+        if ((proc & m) && want-- == 0)
+            return SetThreadAffinityMask(GetCurrentThread(), m) ? 0 : -EINVAL;
+    }
+    return -EINVAL;
+}
+
 int64_t afs__now_ns(void)
 {
     static LARGE_INTEGER freq; /* constant since boot; a racy first store writes the same */

@@ -49,6 +49,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -135,7 +137,7 @@ struct fcopy {
     struct afs_file      *in, *out;
     uint64_t              size, next_chunk, nchunks;
     int                   err;      /* first error, negative */
-    int                   err_side; /* 0 read, 1 write */
+    int                   err_side; /* 0 read, 1 write, 2 reported already */
     int                   direct_in, direct_out;
     int                   unsized;    /* the size says nothing: read until EOF (see below) */
     int                   stream;     /* not seekable (FIFO, device): plain read(2) */
@@ -523,31 +525,147 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     return 0;
 }
 
-/* -p: owner (root only; otherwise setuid/setgid bits go, as cp does when it cannot keep the
- * owner), mode, ACL, times. On the open fd, after the last write. */
+/* --preserve: extended attributes, owner (root only; otherwise setuid/setgid bits go, as cp
+ * does when it cannot keep the owner), mode, ACL, times. On the open fd, after the last
+ * write. */
 static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
+    int p = afcp.o.preserve;
+    if (p & AFCP_P_XATTR)
+        afcp_xattr_copy(ifd, fd, j->dpath);
     mode_t mode = j->st.st_mode & 07777;
     int owner_kept = 0;
-    if (afcp.is_root)
+    if (!(p & AFCP_P_OWNER))
+        owner_kept = 0;
+    else if (afcp.is_root)
         owner_kept = fchown(fd, j->st.st_uid, j->st.st_gid) == 0;
     else if (j->st.st_uid == geteuid())
         owner_kept = fchown(fd, (uid_t)-1, j->st.st_gid) == 0;
     if (!owner_kept)
         mode &= 01777;
-    if (fchmod(fd, mode) < 0)
+    if (!(p & AFCP_P_MODE))
+        ;
+    else if (fchmod(fd, mode) < 0)
         afcp_err(errno, "preserving permissions for '%s'", j->dpath);
     else
         afcp_acl_copy(ifd, fd, 0, mode, j->dpath);
     struct timespec ts[2] = {j->st.st_atim, j->st.st_mtim};
-    if (futimens(fd, ts) < 0)
+    if ((p & AFCP_P_TIMES) && futimens(fd, ts) < 0)
         afcp_err(errno, "preserving times for '%s'", j->dpath);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Hard links (--preserve=links, -a, -d): the first name of a source inode with more than one
+ * link is copied; every later name of it within the copy becomes a hard link to that copy.
+ * A later name found while the first copy is still in flight waits for it. When the first
+ * copy failed, the later name is copied on its own (as cp does).
+ * ---------------------------------------------------------------------------------------- */
+struct link_ent {
+    dev_t               dev;
+    ino_t               ino;
+    char               *dpath;  /* the first copy's name, as written on the command line */
+    int                 state;  /* 0: in flight, 1: in place, -1: failed */
+    struct corio_future done;   /* completed when state leaves 0 */
+    struct link_ent    *next;
+};
+enum { LINK_BUCKETS = 4096 };
+static struct link_ent *links[LINK_BUCKETS];
+
+static struct link_ent **link_slot(dev_t dev, ino_t ino)
+{
+    uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15ull) ^ (uint64_t)dev;
+    struct link_ent **p = &links[(h >> 20) % LINK_BUCKETS];
+    while (*p && ((*p)->dev != dev || (*p)->ino != ino))
+        p = &(*p)->next;
+    return p;
+}
+
+/* The name j->dname in j->dd becomes a hard link to le's copy. An existing destination is
+ * replaced atomically (a link under a temporary name renamed over it). 0 or -1 (reported). */
+static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct link_ent *le)
+{
+    int dfd = j->dd->dfd, err = 0;
+    if (linkat(AT_FDCWD, le->dpath, dfd, j->dname, 0) == 0)
+        goto done;
+    err = -errno;
+    if (err == -EEXIST && !afcp.o.noclobber) {
+        char tmp[16];
+        int tslot = afcp_temp_get(t);
+        for (int tries = 0;; tries++) {
+            afcp_tmpname(tmp);
+            afcp_temp_set(t, tslot, dfd, tmp);
+            int r = linkat(AT_FDCWD, le->dpath, dfd, tmp, 0);
+            err = r == 0 ? 0 : -errno;
+            afcp_temp_created(tslot, r == 0);
+            if (err != -EEXIST || tries > 100)
+                break;
+        }
+        if (err == 0) {
+            afcp_temp_hold(t);
+            err = afcp_install(dfd, tmp, j->dname);
+            if (err < 0)
+                unlinkat(dfd, tmp, 0);
+        }
+        afcp_temp_put(tslot);
+        if (err == 1)
+            return 0; /* -n: something appeared meanwhile; it stays */
+    }
+    if (err < 0) {
+        afcp_err(err, "cannot create hard link '%s' to '%s'", j->dpath, le->dpath);
+        return -1;
+    }
+done:
+    if (afcp.o.verbose)
+        afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Reflinks (--reflink=auto, the default, and always): FICLONE shares the source's extents
+ * (btrfs, XFS, bcachefs...). A pair of file systems that refused it once is not asked again
+ * with auto (cp asks for every file). 0: cloned, 1: not cloned (copy the data), -1: failed
+ * and reported (always).
+ * ---------------------------------------------------------------------------------------- */
+static struct { dev_t from, to; } no_clone[16];
+static unsigned no_clone_n;
+
+static int try_clone(struct fcopy *c)
+{
+    struct afcp_file_job *j = c->job;
+    dev_t from = j->st.st_dev, to = j->dd->ddev;
+    if (afcp.o.reflink == AFCP_REFLINK_NEVER || c->unsized || c->direct_in || c->direct_out)
+        return 1;
+    if (afcp.o.reflink == AFCP_REFLINK_AUTO) {
+        if (from != to)
+            return 1; /* a clone never crosses file systems */
+        for (unsigned i = 0; i < no_clone_n; i++)
+            if (no_clone[i].from == from && no_clone[i].to == to)
+                return 1;
+    }
+    if (ioctl((int)afs_file_fd(c->out), FICLONE, (int)afs_file_fd(c->in)) == 0) {
+        afcp.bytes_done += c->size;
+        c->copied += c->size;
+        return 0;
+    }
+    int e = errno;
+    if (afcp.o.reflink == AFCP_REFLINK_ALWAYS) {
+        afcp_err(e, "failed to clone '%s' from '%s'", j->dpath, j->spath);
+        return -1;
+    }
+    if ((e == EOPNOTSUPP || e == ENOTTY || e == EXDEV || e == EINVAL || e == ENOSYS) &&
+        no_clone_n < sizeof no_clone / sizeof no_clone[0]) {
+        no_clone[no_clone_n].from = from;
+        no_clone[no_clone_n++].to = to;
+    }
+    return 1;
 }
 
 static void report(struct fcopy *c)
 {
     struct afcp_file_job *j = c->job;
-    if (c->err == -ENODATA && c->err_side == 0)
+    if (c->err_side == 2)
+        ; /* reported where it happened */
+    else if (c->err == -ENODATA && c->err_side == 0)
         afcp_note("error reading '%s': file shrank during the copy", j->spath);
     else if (c->err)
         afcp_err(-c->err, c->err_side ? "error writing '%s'" : "error reading '%s'",
@@ -626,6 +744,8 @@ static void file_task(struct corio_task *t, void *arg)
     struct fcopy c = {.job = j};
     char tmp[16] = "";
     int ok = 0, slot_held = 1, tslot = -1;
+    struct link_ent *le = NULL; /* --preserve=links: this inode's first copy */
+    int link_first = 0;         /* ... which is this one */
     if (open_source(j, &c) < 0) {
         afcp.bytes_total -= (uint64_t)j->st.st_size;
         goto out;
@@ -641,6 +761,30 @@ static void file_task(struct corio_task *t, void *arg)
     }
     /* What is there: a file whose attributes the copy takes over, or a device or FIFO to
      * write into (never replaced). */
+    /* Another name of an inode this copy already has (or is making): a hard link to it. */
+    if ((afcp.o.preserve & AFCP_P_LINKS) && j->st.st_nlink > 1 && !c.unsized) {
+        struct link_ent **slot = link_slot(j->st.st_dev, j->st.st_ino);
+        le = *slot;
+        if (le) {
+            if (le->state == 0)
+                corio_future_await_shielded(t, &le->done, NULL);
+            if (le->state == 1) {
+                afs_close(c.in);
+                afcp.bytes_total -= c.size;
+                if (make_link(t, j, le) == 0)
+                    ok = 1;
+                goto out;
+            }
+            le = NULL; /* the first copy failed: this one is copied on its own */
+        } else {
+            le = afcp_xmalloc(sizeof *le);
+            *le = (struct link_ent){.dev = j->st.st_dev, .ino = j->st.st_ino,
+                                    .dpath = afcp_xstrdup(j->dpath)};
+            corio_future_init(&le->done);
+            *slot = le;
+            link_first = 1;
+        }
+    }
     struct afcp_old old = {0};
     int have_old = 0;
     if (j->exists) {
@@ -681,7 +825,17 @@ static void file_task(struct corio_task *t, void *arg)
     }
 
     int done = 0;
-    if (c.unsized) {
+    if (c.size > 0 || afcp.o.reflink == AFCP_REFLINK_ALWAYS) {
+        int r = try_clone(&c);
+        if (r < 0) {
+            c.err = -1;
+            c.err_side = 2; /* reported */
+            afcp.status = 1;
+        }
+        done = r <= 0;
+    }
+    if (done) {
+    } else if (c.unsized) {
         copy_unsized(t, &c);
         done = 1;
     } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct &&
@@ -717,10 +871,10 @@ static void file_task(struct corio_task *t, void *arg)
         if (r < 0)
             fail(&c, r, 1);
     }
-    if (!c.err && afcp.o.preserve)
-        preserve(j, (int)afs_file_fd(c.in), ofd);
-    else if (!c.err && have_old)
+    if (!c.err && have_old && !(afcp.o.preserve & AFCP_P_ATTRS))
         afcp_old_apply(ofd, &old, j->dpath);
+    if (!c.err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
+        preserve(j, (int)afs_file_fd(c.in), ofd);
     afcp_old_free(&old);
     int r = afs_close(c.out);
     if (r < 0)
@@ -755,7 +909,10 @@ static void file_task(struct corio_task *t, void *arg)
     if (afcp.o.verbose)
         afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
 out:
-    (void)ok;
+    if (link_first) {
+        le->state = ok ? 1 : -1;
+        corio_future_complete(&le->done, 0, NULL);
+    }
     if (tslot >= 0)
         afcp_temp_put(tslot); /* renamed or removed by now */
     afcp.files_done++;

@@ -40,24 +40,33 @@ void afcp_dir_get(struct afcp_dir *d)
 static void dir_finish(struct afcp_dir *d)
 {
     if (d->finalize && d->dfd >= 0) {
+        int p = afcp.o.preserve;
         mode_t mode = d->st.st_mode & 07777;
-        if (afcp.o.preserve) {
-            if (afcp.is_root && fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
-                afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
-            if (!afcp.is_root)
+        if (p & AFCP_P_XATTR)
+            afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
+        if ((p & AFCP_P_OWNER) && afcp.is_root &&
+            fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
+            afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
+        if (p & AFCP_P_MODE) {
+            if (!afcp.is_root || !(p & AFCP_P_OWNER))
                 mode &= 01777;
-            struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
             if (fchmod(d->dfd, mode) < 0)
                 afcp_err(errno, "preserving permissions for '%s'", d->dpath);
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
-            if (futimens(d->dfd, ts) < 0)
-                afcp_err(errno, "preserving times for '%s'", d->dpath);
         } else if (d->created &&
                    fchmod(d->dfd, afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) < 0) {
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
+        struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
+        if ((p & AFCP_P_TIMES) && futimens(d->dfd, ts) < 0)
+            afcp_err(errno, "preserving times for '%s'", d->dpath);
     }
+    /* --fsync: every entry renamed into this directory (and every directory made in it) is
+     * in place now; the directory itself makes them durable. Its own entry in its parent is
+     * synced when the parent finishes, which holds a reference until then. */
+    if (afcp.o.fsync && !afcp.o.inplace && d->dfd >= 0 && fsync(d->dfd) < 0)
+        afcp_err(errno, "error syncing '%s'", *d->dpath ? d->dpath : ".");
     if (d->sfd >= 0)
         close(d->sfd);
     if (d->dfd >= 0)
@@ -148,6 +157,12 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
     }
     if (afcp.o.noclobber)
         return 1;
+    /* -u: a destination as new as the source (or newer) stays, silently, as with cp. */
+    if (afcp.o.update && !S_ISDIR(dst.st_mode) && !src_is_dir &&
+        (sst->st_mtim.tv_sec < dst.st_mtim.tv_sec ||
+         (sst->st_mtim.tv_sec == dst.st_mtim.tv_sec &&
+          sst->st_mtim.tv_nsec <= dst.st_mtim.tv_nsec)))
+        return 1;
     if (S_ISDIR(dst.st_mode)) {
         afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
         afcp.status = 1;
@@ -234,11 +249,12 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             return;
         }
     }
-    if (afcp.o.preserve) {
+    if (afcp.o.preserve & AFCP_P_ATTRS) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root)
+        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER))
             fchownat(dd->dfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
+        if (afcp.o.preserve & AFCP_P_TIMES)
+            utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
     }
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
@@ -261,18 +277,21 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
         afcp_err(errno, "cannot remove '%s'", dpath);
         return;
     }
-    mode_t mode = st->st_mode & (afcp.o.preserve ? 07777 : 0777);
+    mode_t mode = st->st_mode & (afcp.o.preserve & AFCP_P_MODE ? 07777 : 0777);
     if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | (mode & 0777), st->st_rdev) < 0) {
         afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
                                                 : "cannot create special file '%s'", dpath);
         return;
     }
-    if (afcp.o.preserve) {
+    if (afcp.o.preserve & AFCP_P_ATTRS) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root)
+        int owner = afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER);
+        if (owner)
             fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        fchmodat(dd->dfd, dname, afcp.is_root ? mode : mode & 01777, 0);
-        utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW);
+        if (afcp.o.preserve & AFCP_P_MODE)
+            fchmodat(dd->dfd, dname, owner ? mode : mode & 01777, 0);
+        if (afcp.o.preserve & AFCP_P_TIMES)
+            utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW);
     }
     if (afcp.o.verbose)
         afcp_verbose("'%s' -> '%s'", spath, dpath);
@@ -391,7 +410,8 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     struct afcp_dir *d = afcp_xmalloc(sizeof *d);
     *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
                            .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
-                           .created = created, .finalize = created || afcp.o.preserve,
+                           .created = created, .rootdev = sd->rootdev,
+                           .finalize = created || (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)),
                            .ddev = dst.st_dev,
                            .parent = dd};
     afcp_dir_get(dd);
@@ -429,11 +449,16 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
     struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow);
+    if (d)
+        d->rootdev = st->st_dev; /* the operand's file system (-x) */
     while (d || depth) {
         if (d) { /* entered a directory: push it */
-            struct ent *ents;
-            size_t n;
-            if (read_entries(d, &ents, &n) < 0) {
+            struct ent *ents = NULL;
+            size_t n = 0;
+            /* -x: a directory on another file system (a mount point) is made, empty, as
+             * cp makes it; nothing under it is copied. */
+            int skip = afcp.o.one_fs && d->st.st_dev != d->rootdev;
+            if (!skip && read_entries(d, &ents, &n) < 0) {
                 afcp_dir_put(d);
             } else {
                 if (depth == cap) {

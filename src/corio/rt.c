@@ -1,0 +1,592 @@
+/* Runtimes: N schedulers on N threads, and the work that crosses between them.
+ *
+ * A task never moves. corio_spawn_on() to another scheduler allocates a link, which is the
+ * whole relation between the parent (on its scheduler) and the child (on the other):
+ *  - the spawn request, a message in the target's inbox (by index) or on its spawn queue
+ *    (CORIO_SCHED_ANY: other schedulers may steal it until it starts);
+ *  - the child's end, a message back to the parent's inbox: it completes the future and
+ *    counts the child out of the parent's live children (structured concurrency);
+ *  - the parent's cancellation and deadline, in atomics of the link, with a control message
+ *    to the child's scheduler once the child started (before that, the start reads them).
+ * Each message is embedded in the link, which is freed by the last of its holders (the
+ * parent's side until the end is delivered, the child's side until it posted the end, each
+ * control message until delivered).
+ *
+ * Load: every scheduler of a runtime keeps a relaxed counter of its live tasks plus the
+ * spawns queued for it. CORIO_SCHED_ANY picks the smallest of them (all up to four
+ * schedulers, else the caller's and two at random), and a scheduler about to block takes half
+ * of the queued CORIO_SCHED_ANY spawns of the other scheduler with the most. Nothing on
+ * these paths takes a lock that all schedulers share: each inbox has its own. */
+#include "corio_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct corio__link {
+    atomic_int           refs;
+    corio_task_fn       *fn;
+    void                *arg;
+    int                  result;     /* the child's, read by the parent's side after the end */
+    /* The parent's side (its scheduler's thread). */
+    struct corio_future *fut;
+    struct corio_task   *parent;
+    struct corio_sched  *psched;
+    struct afs_list_node pnode;      /* on parent->links */
+    /* The child's side. */
+    _Atomic(struct corio_sched *) csched; /* where it runs, once started */
+    struct corio_task   *task;       /* while it runs (its scheduler's thread) */
+    /* What the parent passes on: set on the parent's thread, read by the child's. */
+    atomic_bool          cancel;
+    _Atomic int64_t      deadline;
+    atomic_bool          ctl_posted; /* the control message is in the child's inbox */
+    struct corio__msg    spawn, ctl, done;
+};
+
+struct rt_slot {
+    struct corio_rt *rt;
+    unsigned         index;
+};
+
+struct corio_rt {
+    struct corio_rt_config cfg;
+    unsigned               n;
+    bool                   running;
+    atomic_bool            stop;
+    struct corio_sched   **scheds;
+    afs__thread           *threads;
+    struct rt_slot        *slots;
+    /* Start and end of a run: schedulers made, and schedulers out of their loops. */
+    afs__mutex             mu;
+    afs__cond              cv;
+    unsigned               made, exited;
+    int                    err;
+    /* The counters of the last run, kept when the schedulers are freed. */
+    struct corio_rt_stats *stats;
+    struct corio_stats    *sstats;
+};
+
+static void link_unref(struct corio__link *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        free(l);
+}
+
+#define LINK(p, field) AFS_LIST_ITEM(p, struct corio__link, field)
+
+/* ------------------------------------------------------------------------------------------
+ * Configuration
+ * ---------------------------------------------------------------------------------------- */
+
+void corio_rt_config_default(struct corio_rt_config *cfg)
+{
+    AFS_CHECK(cfg != NULL, "cfg is NULL");
+    memset(cfg, 0, sizeof *cfg);
+    corio_config_default(&cfg->sched);
+    afs_config_default(&cfg->ctx);
+}
+
+int corio_rt_new(struct corio_rt **out, const struct corio_rt_config *cfg)
+{
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    struct corio_rt_config def;
+    if (!cfg) {
+        corio_rt_config_default(&def);
+        cfg = &def;
+    }
+    if (cfg->sched.ctx || (cfg->flags & ~CORIO_RT_PIN) || cfg->schedulers > 4096)
+        return -EINVAL;
+    unsigned n = cfg->schedulers ? cfg->schedulers : afs__cpu_usable();
+    struct corio_rt *rt = afs__sys.calloc(1, sizeof *rt);
+    if (!rt)
+        return -ENOMEM;
+    rt->cfg = *cfg;
+    rt->n = n;
+    rt->scheds = afs__sys.calloc(n, sizeof *rt->scheds);
+    rt->threads = afs__sys.calloc(n, sizeof *rt->threads);
+    rt->slots = afs__sys.calloc(n, sizeof *rt->slots);
+    rt->stats = afs__sys.calloc(n, sizeof *rt->stats);
+    rt->sstats = afs__sys.calloc(n, sizeof *rt->sstats);
+    if (!rt->scheds || !rt->threads || !rt->slots || !rt->stats || !rt->sstats) {
+        corio_rt_free(rt);
+        return -ENOMEM;
+    }
+    afs__mutex_init(&rt->mu);
+    afs__cond_init(&rt->cv);
+    atomic_init(&rt->stop, false);
+    *out = rt;
+    return 0;
+}
+
+void corio_rt_free(struct corio_rt *rt)
+{
+    if (!rt)
+        return;
+    AFS_CHECK(!rt->running, "freeing a running runtime");
+    if (rt->scheds && rt->threads && rt->slots && rt->stats && rt->sstats) {
+        afs__cond_destroy(&rt->cv);
+        afs__mutex_destroy(&rt->mu);
+    }
+    free(rt->scheds);
+    free(rt->threads);
+    free(rt->slots);
+    free(rt->stats);
+    free(rt->sstats);
+    free(rt);
+}
+
+unsigned corio_rt_schedulers(const struct corio_rt *rt)
+{
+    AFS_CHECK(rt != NULL, "runtime is NULL");
+    return rt->n;
+}
+
+int corio_sched_index(const struct corio_sched *s)
+{
+    AFS_CHECK(s != NULL, "scheduler is NULL");
+    return s->rt ? (int)s->index : -1;
+}
+
+int corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_rt_stats *out,
+                   struct corio_stats *sched)
+{
+    AFS_CHECK(rt != NULL && out != NULL, "NULL argument");
+    if (i >= rt->n)
+        return -EINVAL;
+    struct corio_sched *s = rt->running ? rt->scheds[i] : NULL;
+    if (s) {
+        AFS_CHECK(corio__thread_sched() == s, "corio_rt_stats: another scheduler's, while it runs");
+        *out = s->rts;
+        if (sched)
+            *sched = s->stats;
+        return 0;
+    }
+    *out = rt->stats[i];
+    if (sched)
+        *sched = rt->sstats[i];
+    return 0;
+}
+
+bool corio__rt_stopping(const struct corio_sched *s)
+{
+    return atomic_load_explicit(&s->rt->stop, memory_order_acquire);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The child's side
+ * ---------------------------------------------------------------------------------------- */
+
+static void rt_entry(struct corio_task *t, void *arg)
+{
+    struct corio__link *l = arg;
+    int r = l->fn(t, l->arg);
+    corio_wait(t); /* done means its children are done too */
+    l->result = r;
+}
+
+static void done_deliver(struct corio__msg *m);
+
+static void post_done(struct corio__link *l)
+{
+    l->done.deliver = done_deliver;
+    corio__inbox_post(l->psched, &l->done);
+    link_unref(l);
+}
+
+/* Starts the request on s (its thread). queued_here: it was counted in s's load. */
+static void start(struct corio_sched *s, struct corio__link *l, bool queued_here)
+{
+    struct corio_task *t = corio__task_new(s, rt_entry, l);
+    if (queued_here)
+        atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+    if (!t) {
+        l->result = -ENOMEM;
+        post_done(l);
+        return;
+    }
+    t->link = l;
+    l->task = t;
+    /* Either the parent sees csched and posts its control message, or this sees what it
+     * stored (both sequentially consistent). */
+    atomic_store_explicit(&l->csched, s, memory_order_seq_cst);
+    t->inh_cancelled = atomic_load_explicit(&l->cancel, memory_order_seq_cst);
+    t->inh_deadline = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
+    s->rts.spawns_in++;
+}
+
+void corio__rt_start(struct corio_sched *s, struct afs_list_node *n)
+{
+    start(s, LINK(n, spawn.node), true);
+}
+
+static void spawn_deliver(struct corio__msg *m)
+{
+    struct corio__link *l = LINK(m, spawn);
+    start(corio__thread_sched(), l, true);
+}
+
+void corio__rt_root_done(struct corio_task *t)
+{
+    struct corio__link *l = t->link;
+    l->task = NULL;
+    t->link = NULL;
+    corio__task_free(t);
+    post_done(l);
+}
+
+static void ctl_deliver(struct corio__msg *m)
+{
+    struct corio__link *l = LINK(m, ctl);
+    atomic_store_explicit(&l->ctl_posted, false, memory_order_seq_cst);
+    struct corio_task *t = l->task;
+    if (t) {
+        int64_t d = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
+        if (d != t->inh_deadline) {
+            t->inh_deadline = d;
+            corio__rearm_tree(t);
+        }
+        if (atomic_load_explicit(&l->cancel, memory_order_seq_cst) && !t->inh_cancelled) {
+            t->inh_cancelled = true;
+            corio__cancel_tree(t);
+        }
+    }
+    link_unref(l);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The parent's side
+ * ---------------------------------------------------------------------------------------- */
+
+static void done_deliver(struct corio__msg *m)
+{
+    struct corio__link *l = LINK(m, done);
+    struct corio_task *p = l->parent;
+    afs_list_remove(&p->links, &l->pnode);
+    p->sched->links--;
+    if (l->fut)
+        (void)corio_future_complete(l->fut, l->result, NULL);
+    link_unref(l);
+    corio__child_gone(p);
+}
+
+static void post_ctl(struct corio__link *l)
+{
+    struct corio_sched *cs = atomic_load_explicit(&l->csched, memory_order_seq_cst);
+    if (!cs || atomic_exchange_explicit(&l->ctl_posted, true, memory_order_seq_cst))
+        return; /* not started (the start reads it), or a message is on its way */
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    l->ctl.deliver = ctl_deliver;
+    corio__inbox_post(cs, &l->ctl);
+}
+
+void corio__rt_links_cancel(struct corio_task *t)
+{
+    for (struct afs_list_node *n = t->links.first; n; n = n->next) {
+        struct corio__link *l = LINK(n, pnode);
+        if (atomic_exchange_explicit(&l->cancel, true, memory_order_seq_cst))
+            continue;
+        post_ctl(l);
+    }
+}
+
+void corio__rt_links_deadline(struct corio_task *t)
+{
+    int64_t d = corio__effective_deadline(t);
+    for (struct afs_list_node *n = t->links.first; n; n = n->next) {
+        struct corio__link *l = LINK(n, pnode);
+        if (atomic_exchange_explicit(&l->deadline, d, memory_order_seq_cst) == d)
+            continue;
+        post_ctl(l);
+    }
+}
+
+static _Thread_local uint32_t tls_rng;
+
+static unsigned rng_below(unsigned n)
+{
+    uint32_t x = tls_rng ? tls_rng : (uint32_t)(uintptr_t)&tls_rng | 1u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    tls_rng = x;
+    return x % n;
+}
+
+static size_t load_of(struct corio_sched *s)
+{
+    return atomic_load_explicit(&s->load, memory_order_relaxed);
+}
+
+/* The least loaded scheduler; `me` on ties (no message needed). */
+static struct corio_sched *pick(struct corio_rt *rt, struct corio_sched *me)
+{
+    struct corio_sched *best = me;
+    size_t best_load = load_of(me);
+    if (rt->n <= 4) {
+        for (unsigned i = 0; i < rt->n; i++) {
+            size_t l = load_of(rt->scheds[i]);
+            if (l < best_load) {
+                best = rt->scheds[i];
+                best_load = l;
+            }
+        }
+        return best;
+    }
+    for (int k = 0; k < 2; k++) {
+        struct corio_sched *o = rt->scheds[rng_below(rt->n)];
+        size_t l = load_of(o);
+        if (l < best_load) {
+            best = o;
+            best_load = l;
+        }
+    }
+    return best;
+}
+
+/* What a child spawned here without a future runs: fn, result dropped. Read once, at the
+ * child's first instruction, from the parent's stack. */
+struct drop_boot {
+    corio_task_fn *fn;
+    void          *arg;
+};
+
+static void drop_entry(struct corio_task *t, void *arg)
+{
+    struct drop_boot b = *(struct drop_boot *)arg;
+    (void)b.fn(t, b.arg);
+}
+
+int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void *arg,
+                   struct corio_future *fut)
+{
+    corio__check_running(parent, "corio_spawn_on");
+    AFS_CHECK(fn != NULL, "fn is NULL");
+    struct corio_sched *s = parent->sched;
+    struct corio_rt *rt = s->rt;
+    struct corio_sched *target;
+    if (sched == CORIO_SCHED_ANY)
+        target = rt ? pick(rt, s) : s;
+    else if (sched < 0 || (unsigned)sched >= (rt ? rt->n : 1u))
+        return -EINVAL;
+    else
+        target = rt ? rt->scheds[sched] : s;
+    if (target == s) {
+        if (fut)
+            return corio_spawn_future(parent, fn, arg, fut, NULL);
+        struct drop_boot b = {fn, arg};
+        return corio_spawn(parent, drop_entry, &b, NULL);
+    }
+    if (fut) {
+        corio_future_init(fut);
+        fut->sched = s;
+    }
+    struct corio__link *l = afs__sys.calloc(1, sizeof *l);
+    if (!l) {
+        if (fut)
+            corio_future_complete(fut, -ENOMEM, NULL);
+        return -ENOMEM;
+    }
+    atomic_init(&l->refs, 2); /* the parent's side and the child's */
+    l->fn = fn;
+    l->arg = arg;
+    l->fut = fut;
+    l->parent = parent;
+    l->psched = s;
+    atomic_init(&l->csched, NULL);
+    /* Children start under what reaches their parent (shields included). */
+    atomic_init(&l->cancel, corio__cancel_reaches(parent));
+    atomic_init(&l->deadline, corio__effective_deadline(parent));
+    atomic_init(&l->ctl_posted, false);
+    afs_list_push_back(&parent->links, &l->pnode);
+    parent->live_children++;
+    s->links++;
+    s->rts.spawns_out++;
+    atomic_fetch_add_explicit(&target->load, 1, memory_order_relaxed);
+    if (sched == CORIO_SCHED_ANY) {
+        corio__inbox_post_spawn(target, &l->spawn.node);
+    } else {
+        l->spawn.deliver = spawn_deliver;
+        corio__inbox_post(target, &l->spawn);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Stealing
+ * ---------------------------------------------------------------------------------------- */
+
+bool corio__rt_steal(struct corio_sched *s)
+{
+    struct corio_rt *rt = s->rt;
+    struct corio_sched *victim = NULL;
+    size_t most = 0;
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct corio_sched *o = rt->scheds[i];
+        size_t k = o == s ? 0 : atomic_load_explicit(&o->inbox.nspawns, memory_order_relaxed);
+        if (k > most) {
+            most = k;
+            victim = o;
+        }
+    }
+    if (!victim)
+        return false;
+    /* Half, from the back: the victim starts the front ones in its next resume phase. */
+    struct afs_list got = {0};
+    size_t k = 0;
+    afs__mutex_lock(&victim->inbox.mu);
+    size_t have = atomic_load_explicit(&victim->inbox.nspawns, memory_order_relaxed);
+    size_t want = (have + 1) / 2;
+    while (k < want && victim->inbox.spawns.last) {
+        struct afs_list_node *n = victim->inbox.spawns.last;
+        afs_list_remove(&victim->inbox.spawns, n);
+        afs_list_push_front(&got, n);
+        k++;
+    }
+    atomic_store_explicit(&victim->inbox.nspawns, have - k, memory_order_relaxed);
+    afs__mutex_unlock(&victim->inbox.mu);
+    if (k == 0)
+        return false;
+    atomic_fetch_sub_explicit(&victim->load, k, memory_order_relaxed);
+    s->rts.steals += k;
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&got)))
+        start(s, LINK(n, spawn.node), false);
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Running
+ * ---------------------------------------------------------------------------------------- */
+
+/* Scheduler i's context and scheduler, made on its own thread (io_uring: SINGLE_ISSUER binds
+ * the ring to the thread that makes it). */
+static int make_sched(struct corio_rt *rt, unsigned i, struct corio_sched **out)
+{
+    afs__ctx_ring_hint(i ? rt->scheds[0]->ctx : NULL, true);
+    struct afs_ctx *ctx;
+    int err = afs_ctx_new(&ctx, &rt->cfg.ctx);
+    afs__ctx_ring_hint(NULL, false); /* unused when the backend is not io_uring */
+    if (err < 0)
+        return err;
+    struct corio_config c = rt->cfg.sched;
+    c.ctx = ctx;
+    struct corio_sched *s;
+    err = corio_sched_new(&s, &c);
+    if (err < 0) {
+        afs_ctx_free(ctx);
+        return err;
+    }
+    s->own_ctx = true;
+    s->rt = rt;
+    s->index = i;
+    atomic_init(&s->load, 0);
+    *out = s;
+    return 0;
+}
+
+/* Every scheduler is out of its loop: none looks at another's inbox any more. */
+static void exit_barrier(struct corio_rt *rt, struct corio_sched *s)
+{
+    rt->stats[s->index] = s->rts;
+    rt->sstats[s->index] = s->stats;
+    afs__mutex_lock(&rt->mu);
+    rt->exited++;
+    afs__cond_broadcast(&rt->cv);
+    while (rt->exited < rt->made)
+        afs__cond_wait(&rt->cv, &rt->mu);
+    afs__mutex_unlock(&rt->mu);
+}
+
+static void worker_main(void *arg)
+{
+    struct rt_slot *slot = arg;
+    struct corio_rt *rt = slot->rt;
+    if (rt->cfg.flags & CORIO_RT_PIN)
+        (void)afs__thread_pin(slot->index); /* a hint: where it fails the thread floats */
+    struct corio_sched *s = NULL;
+    int err = corio__stack_thread_init();
+    if (err == 0)
+        err = make_sched(rt, slot->index, &s);
+    afs__mutex_lock(&rt->mu);
+    if (err < 0 && rt->err == 0)
+        rt->err = err;
+    if (s) {
+        rt->scheds[slot->index] = s;
+        rt->made++;
+    }
+    afs__cond_broadcast(&rt->cv);
+    /* Until every scheduler exists (or the run is called off). */
+    while (!atomic_load_explicit(&rt->stop, memory_order_acquire) && rt->err == 0 &&
+           !rt->running)
+        afs__cond_wait(&rt->cv, &rt->mu);
+    bool go = s && rt->err == 0 && !atomic_load_explicit(&rt->stop, memory_order_acquire);
+    afs__mutex_unlock(&rt->mu);
+    if (!s)
+        return;
+    if (go) {
+        s->running = true;
+        (void)corio__sched_loop(s, NULL);
+        s->running = false;
+    }
+    exit_barrier(rt, s);
+    corio_sched_free(s);
+}
+
+int corio_rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
+{
+    AFS_CHECK(rt != NULL && fn != NULL, "NULL argument");
+    AFS_CHECK(!rt->running && corio_current() == NULL, "corio_rt_run is not reentrant");
+    memset(rt->scheds, 0, rt->n * sizeof *rt->scheds);
+    memset(rt->stats, 0, rt->n * sizeof *rt->stats);
+    memset(rt->sstats, 0, rt->n * sizeof *rt->sstats);
+    atomic_store(&rt->stop, false);
+    rt->made = rt->exited = 0;
+    rt->err = 0;
+    int err = corio__stack_thread_init();
+    if (err < 0)
+        return err;
+    struct corio_sched *s0;
+    if ((err = make_sched(rt, 0, &s0)) < 0)
+        return err;
+    rt->scheds[0] = s0;
+    rt->made = 1;
+    /* The other schedulers make their contexts on their own threads. */
+    unsigned started = 1;
+    for (unsigned i = 1; i < rt->n; i++) {
+        rt->slots[i] = (struct rt_slot){rt, i};
+        if ((err = afs__thread_start(&rt->threads[i], worker_main, &rt->slots[i])) < 0)
+            break;
+        started++;
+    }
+    afs__mutex_lock(&rt->mu);
+    if (err < 0)
+        rt->err = err;
+    /* Each started thread reports: made, or its error. */
+    while (rt->made < started && rt->err == 0)
+        afs__cond_wait(&rt->cv, &rt->mu);
+    err = rt->err;
+    if (err < 0) {
+        atomic_store(&rt->stop, true);
+    } else {
+        rt->running = true;
+    }
+    afs__cond_broadcast(&rt->cv);
+    afs__mutex_unlock(&rt->mu);
+
+    int rc = err;
+    if (err == 0) {
+        rc = corio_sched_run(s0, fn, arg);
+        /* Every task is done: the other schedulers stop once their inboxes are empty. */
+        atomic_store_explicit(&rt->stop, true, memory_order_release);
+        for (unsigned i = 1; i < rt->n; i++)
+            afs_ctx_wake(rt->scheds[i]->ctx);
+    }
+    exit_barrier(rt, s0);
+    for (unsigned i = 1; i < started; i++)
+        afs__thread_join(rt->threads[i]);
+    rt->running = false;
+    corio_sched_free(s0);
+    memset(rt->scheds, 0, rt->n * sizeof *rt->scheds);
+    return rc;
+}

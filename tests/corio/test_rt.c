@@ -1,0 +1,683 @@
+/* Runtimes: N schedulers on N threads. Cross-scheduler spawns and futures, structured
+ * concurrency, cancellation and deadlines across schedulers, channels (closed with waiters),
+ * a future completed twice, a scheduler held by user code, stealing. 16 schedulers on
+ * whatever cores the machine has. Run once per backend through ASYNCFS_BACKEND (linked into
+ * the corio_sched binary), and under TSan (mk/tsan.mk). */
+#include "../common.h"
+
+#include <corio.h>
+#include <stdatomic.h>
+
+#define MS (1000LL * 1000)
+
+#define T_RT(name, ...) Test(rt, name, .init = t_setup, .fini = t_teardown, .timeout = 120, \
+                             ##__VA_ARGS__)
+
+static struct corio_rt *rt_make(unsigned n)
+{
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = n;
+    cfg.sched.stack_size = 64 * 1024;
+    struct corio_rt *rt;
+    int err = corio_rt_new(&rt, &cfg);
+    cr_assert_eq(err, 0, "corio_rt_new: %s", afs_strerror(err));
+    cr_assert_eq(corio_rt_schedulers(rt), n);
+    return rt;
+}
+
+static int where(struct corio_task *t)
+{
+    return corio_sched_index(corio_task_sched(t));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Spawns and futures
+ * ---------------------------------------------------------------------------------------- */
+
+struct leaf_arg {
+    int       n;          /* schedulers */
+    int       want_sched; /* -1: any */
+    int       value;
+    atomic_int *ran;
+};
+
+static int leaf(struct corio_task *t, void *arg)
+{
+    struct leaf_arg *a = arg;
+    if (a->want_sched >= 0 && where(t) != a->want_sched)
+        return -EXDEV;
+    corio_yield(t);
+    atomic_fetch_add(a->ran, 1);
+    return a->value * 2;
+}
+
+/* A middle task spawns a leaf on the next scheduler and returns its result plus one. */
+static int middle(struct corio_task *t, void *arg)
+{
+    struct leaf_arg *a = arg;
+    if (where(t) != a->want_sched)
+        return -EXDEV;
+    struct leaf_arg la = {.n = a->n, .want_sched = (a->want_sched + 1) % a->n,
+                          .value = a->value, .ran = a->ran};
+    struct corio_future f;
+    int err = corio_spawn_on(t, la.want_sched, leaf, &la, &f);
+    if (err)
+        return err;
+    int r = corio_future_await(t, &f, NULL);
+    return r < 0 ? r : r + 1;
+}
+
+#define NSPAWN 128
+
+struct fut_state {
+    int        n;
+    atomic_int ran;
+    int        bad;
+};
+
+static void root_futures(struct corio_task *t, void *arg)
+{
+    struct fut_state *st = arg;
+    static struct leaf_arg a[NSPAWN];
+    static struct corio_future f[NSPAWN];
+    for (int i = 0; i < NSPAWN; i++) {
+        a[i] = (struct leaf_arg){.n = st->n, .want_sched = i % st->n, .value = i,
+                                 .ran = &st->ran};
+        int err = corio_spawn_on(t, a[i].want_sched, middle, &a[i], &f[i]);
+        cr_assert_eq(err, 0, "corio_spawn_on: %s", afs_strerror(err));
+    }
+    for (int i = 0; i < NSPAWN; i++) {
+        int r = corio_future_await(t, &f[i], NULL);
+        if (r != 2 * i + 1)
+            st->bad++;
+    }
+}
+
+T_RT(futures_on_16_schedulers)
+{
+    struct corio_rt *rt = rt_make(16);
+    struct fut_state st = {.n = 16};
+    int rc = corio_rt_run(rt, root_futures, &st);
+    cr_assert_eq(rc, 0, "corio_rt_run: %s", afs_strerror(rc));
+    cr_assert_eq(st.bad, 0, "%d wrong results", st.bad);
+    cr_assert_eq(atomic_load(&st.ran), NSPAWN);
+    uint64_t in = 0, out = 0, ring = 0;
+    for (unsigned i = 0; i < 16; i++) {
+        struct corio_rt_stats s;
+        cr_assert_eq(corio_rt_stats(rt, i, &s, NULL), 0);
+        in += s.spawns_in;
+        out += s.spawns_out;
+        ring += s.wakes_ring;
+    }
+    /* Every middle and leaf not on its spawner's scheduler went as a message. */
+    cr_assert_eq(in, out);
+    cr_assert_geq(in, NSPAWN, "spawns_in %llu", (unsigned long long)in);
+    const char *be = getenv("ASYNCFS_BACKEND");
+    if (be && strcmp(be, "io_uring") == 0)
+        cr_assert_gt(ring, 0, "no wake-up went as a ring message on io_uring");
+    struct corio_rt_stats s;
+    cr_assert_eq(corio_rt_stats(rt, 16, &s, NULL), -EINVAL);
+    corio_rt_free(rt);
+}
+
+/* The same runtime runs twice. */
+T_RT(runs_twice)
+{
+    struct corio_rt *rt = rt_make(3);
+    for (int k = 0; k < 2; k++) {
+        struct fut_state st = {.n = 3};
+        cr_assert_eq(corio_rt_run(rt, root_futures, &st), 0);
+        cr_assert_eq(st.bad, 0);
+    }
+    corio_rt_free(rt);
+}
+
+static void root_bad_index(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    atomic_int ran = 0;
+    struct leaf_arg a = {.want_sched = -1, .ran = &ran};
+    cr_assert_eq(corio_spawn_on(t, 4, leaf, &a, NULL), -EINVAL);
+    cr_assert_eq(corio_spawn_on(t, -2, leaf, &a, NULL), -EINVAL);
+    cr_assert_eq(corio_spawn_on(t, 3, leaf, &a, NULL), 0); /* no future: result dropped */
+    corio_wait(t);
+    cr_assert_eq(atomic_load(&ran), 1);
+}
+
+T_RT(bad_index)
+{
+    struct corio_rt *rt = rt_make(4);
+    cr_assert_eq(corio_rt_run(rt, root_bad_index, NULL), 0);
+    corio_rt_free(rt);
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.sched.ctx = (struct afs_ctx *)&cfg; /* contexts are the runtime's own */
+    cr_assert_eq(corio_rt_new(&rt, &cfg), -EINVAL);
+    corio_rt_config_default(&cfg);
+    cfg.flags = 0x100;
+    cr_assert_eq(corio_rt_new(&rt, &cfg), -EINVAL);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Structured concurrency across schedulers
+ * ---------------------------------------------------------------------------------------- */
+
+struct tree_state {
+    atomic_int done;
+};
+
+static int slow_leaf(struct corio_task *t, void *arg)
+{
+    struct tree_state *st = arg;
+    corio_sleep(t, 20 * MS);
+    atomic_fetch_add(&st->done, 1);
+    return 0;
+}
+
+/* Spawns leaves on every other scheduler and returns at once, without waiting. */
+static int spawner(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 16; i++)
+        if (i != where(t))
+            corio_spawn_on(t, i, slow_leaf, arg, NULL);
+    return 7;
+}
+
+static void root_structured(struct corio_task *t, void *arg)
+{
+    struct tree_state *st = arg;
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 5, spawner, st, &f), 0);
+    /* spawner returned at once, but is done only when its 15 leaves are. */
+    cr_assert_eq(corio_future_await(t, &f, NULL), 7);
+    cr_assert_eq(atomic_load(&st->done), 15);
+    /* corio_wait covers children on other schedulers. */
+    for (int i = 0; i < 16; i++)
+        corio_spawn_on(t, i, slow_leaf, st, NULL);
+    corio_wait(t);
+    cr_assert_eq(atomic_load(&st->done), 31);
+    /* And a root that returns without waiting is done only after them. */
+    for (int i = 1; i < 16; i++)
+        corio_spawn_on(t, i, slow_leaf, st, NULL);
+}
+
+T_RT(parent_waits_for_children_elsewhere)
+{
+    struct corio_rt *rt = rt_make(16);
+    struct tree_state st = {0};
+    cr_assert_eq(corio_rt_run(rt, root_structured, &st), 0);
+    cr_assert_eq(atomic_load(&st.done), 46);
+    corio_rt_free(rt);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Cancellation and deadlines across schedulers
+ * ---------------------------------------------------------------------------------------- */
+
+/* Sleeps for longer than the test's timeout at depth 0; above, spawns one level down three
+ * schedulers further and returns what it returns (it is the grandchild that the cancellation
+ * or deadline has to reach). */
+static int nested_sleeper(struct corio_task *t, void *arg)
+{
+    intptr_t depth = (intptr_t)arg;
+    if (depth == 0)
+        return corio_sleep(t, 600000 * MS);
+    struct corio_future f;
+    int err = corio_spawn_on(t, (where(t) + 3) % 16, nested_sleeper, (void *)(depth - 1), &f);
+    if (err)
+        return err;
+    corio_wait(t); /* a wait that cancellation does not end: the children's results count */
+    return corio_future_result(&f, NULL);
+}
+
+struct mid_arg {
+    int64_t deadline_before; /* set on itself before spawning, 0: none */
+    int     expect;
+};
+
+/* Spawns eight two-level sleepers on schedulers 1..8; returns how many ended with expect. */
+static int mid(struct corio_task *t, void *arg)
+{
+    struct mid_arg *m = arg;
+    if (m->deadline_before)
+        corio_set_deadline(t, corio_now() + m->deadline_before);
+    struct corio_future f[8];
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(corio_spawn_on(t, 1 + i, nested_sleeper, (void *)(intptr_t)2, &f[i]), 0);
+    corio_wait(t);
+    int n = 0;
+    for (int i = 0; i < 8; i++)
+        n += corio_future_result(&f[i], NULL) == m->expect;
+    return n;
+}
+
+static void root_cancel(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    /* Cancel: after the sleepers started. */
+    struct mid_arg a = {.expect = -ECANCELED};
+    struct corio_future f;
+    struct corio_task *m;
+    cr_assert_eq(corio_spawn_future(t, mid, &a, &f, &m), 0);
+    corio_sleep(t, 50 * MS);
+    corio_cancel(m);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 8);
+    /* Cancel at once, before they could start anywhere. */
+    cr_assert_eq(corio_spawn_future(t, mid, &a, &f, &m), 0);
+    corio_cancel(m);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 8);
+    /* A deadline set after the spawns. */
+    struct mid_arg d = {.expect = -ETIMEDOUT};
+    cr_assert_eq(corio_spawn_future(t, mid, &d, &f, &m), 0);
+    corio_set_deadline(m, corio_now() + 100 * MS);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 8);
+    /* A deadline the children start under. */
+    struct mid_arg d2 = {.deadline_before = 100 * MS, .expect = -ETIMEDOUT};
+    cr_assert_eq(corio_spawn_future(t, mid, &d2, &f, &m), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 8);
+}
+
+T_RT(cancel_and_deadline_reach_other_schedulers)
+{
+    struct corio_rt *rt = rt_make(16);
+    cr_assert_eq(corio_rt_run(rt, root_cancel, NULL), 0);
+    corio_rt_free(rt);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Channels
+ * ---------------------------------------------------------------------------------------- */
+
+#define PER_PRODUCER 2000
+
+struct chan_state {
+    struct corio_chan *c;
+    atomic_llong       sum;
+    atomic_int         got;
+};
+
+static int producer(struct corio_task *t, void *arg)
+{
+    struct chan_state *st = arg;
+    for (long long i = 1; i <= PER_PRODUCER; i++) {
+        long long v = i + 1000000LL * where(t);
+        int err = corio_chan_send(t, st->c, &v);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+static int consumer(struct corio_task *t, void *arg)
+{
+    struct chan_state *st = arg;
+    long long v;
+    int err;
+    while ((err = corio_chan_recv(t, st->c, &v)) == 0) {
+        atomic_fetch_add(&st->sum, v);
+        atomic_fetch_add(&st->got, 1);
+    }
+    return err == -EPIPE ? 0 : err;
+}
+
+static void root_chan(struct corio_task *t, void *arg)
+{
+    struct chan_state *st = arg;
+    struct corio_future prod[8], cons[8];
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(corio_spawn_on(t, 8 + i, consumer, st, &cons[i]), 0);
+        cr_assert_eq(corio_spawn_on(t, i, producer, st, &prod[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(corio_future_await(t, &prod[i], NULL), 0);
+    corio_chan_close(st->c);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(corio_future_await(t, &cons[i], NULL), 0);
+}
+
+static void chan_run(size_t capacity)
+{
+    struct corio_rt *rt = rt_make(16);
+    struct chan_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.c, capacity, sizeof(long long)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_chan, &st), 0);
+    long long want = 0;
+    for (int p = 0; p < 8; p++)
+        want += (long long)PER_PRODUCER * (PER_PRODUCER + 1) / 2 + 1000000LL * p * PER_PRODUCER;
+    cr_assert_eq(atomic_load(&st.got), 8 * PER_PRODUCER);
+    cr_assert_eq(atomic_load(&st.sum), want);
+    corio_chan_free(st.c);
+    corio_rt_free(rt);
+}
+
+T_RT(chan_between_16_schedulers) { chan_run(4); }
+T_RT(chan_rendezvous) { chan_run(0); }
+
+struct close_state {
+    struct corio_chan *full, *empty;
+    atomic_int         waiting;
+};
+
+static int blocked_send(struct corio_task *t, void *arg)
+{
+    struct close_state *st = arg;
+    int v = where(t);
+    atomic_fetch_add(&st->waiting, 1);
+    return corio_chan_send(t, st->full, &v);
+}
+
+static int blocked_recv(struct corio_task *t, void *arg)
+{
+    struct close_state *st = arg;
+    int v;
+    atomic_fetch_add(&st->waiting, 1);
+    return corio_chan_recv(t, st->empty, &v);
+}
+
+static void root_close(struct corio_task *t, void *arg)
+{
+    struct close_state *st = arg;
+    int v = 42;
+    cr_assert_eq(corio_chan_try_send(st->full, &v), 0);
+    cr_assert_eq(corio_chan_try_send(st->full, &v), -EAGAIN);
+    cr_assert_eq(corio_chan_try_recv(st->empty, &v), -EAGAIN);
+    struct corio_future s[6], r[6];
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(corio_spawn_on(t, 1 + i, blocked_send, st, &s[i]), 0);
+        cr_assert_eq(corio_spawn_on(t, 1 + i, blocked_recv, st, &r[i]), 0);
+    }
+    while (atomic_load(&st->waiting) < 12)
+        corio_sleep(t, 1 * MS);
+    corio_sleep(t, 20 * MS); /* let them reach their waits (the result is the same if not) */
+    corio_chan_close(st->full);
+    corio_chan_close(st->empty);
+    corio_chan_close(st->empty); /* idempotent */
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(corio_future_await(t, &s[i], NULL), -EPIPE);
+        cr_assert_eq(corio_future_await(t, &r[i], NULL), -EPIPE);
+    }
+    /* What was sent before the close is still received; then -EPIPE. */
+    cr_assert_eq(corio_chan_recv(t, st->full, &v), 0);
+    cr_assert_eq(v, 42);
+    cr_assert_eq(corio_chan_recv(t, st->full, &v), -EPIPE);
+    cr_assert_eq(corio_chan_send(t, st->full, &v), -EPIPE);
+    cr_assert_eq(corio_chan_try_send(st->full, &v), -EPIPE);
+}
+
+T_RT(chan_closed_with_waiters_epipe)
+{
+    struct corio_rt *rt = rt_make(8);
+    struct close_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.full, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_chan_new(&st.empty, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_close, &st), 0);
+    corio_chan_free(st.full);
+    corio_chan_free(st.empty);
+    corio_rt_free(rt);
+    struct corio_chan *c;
+    cr_assert_eq(corio_chan_new(&c, 4, 0), -EINVAL);
+    cr_assert_eq(corio_chan_new(&c, SIZE_MAX / 2, 8), -EINVAL);
+}
+
+/* A cancelled receiver leaves the channel consistent: the next value goes to the next one. */
+static int recv_one(struct corio_task *t, void *arg)
+{
+    struct close_state *st = arg;
+    int v = -1;
+    int err = corio_chan_recv(t, st->empty, &v);
+    return err ? err : v;
+}
+
+static void root_chan_cancel(struct corio_task *t, void *arg)
+{
+    struct close_state *st = arg;
+    struct corio_future a, b;
+    struct corio_task *ta;
+    cr_assert_eq(corio_spawn_future(t, recv_one, st, &a, &ta), 0);
+    cr_assert_eq(corio_spawn_on(t, 2, recv_one, st, &b), 0);
+    corio_sleep(t, 20 * MS);
+    corio_cancel(ta);
+    cr_assert_eq(corio_future_await(t, &a, NULL), -ECANCELED);
+    int v = 5;
+    cr_assert_eq(corio_chan_send(t, st->empty, &v), 0);
+    cr_assert_eq(corio_future_await(t, &b, NULL), 5);
+}
+
+T_RT(chan_cancelled_receiver)
+{
+    struct corio_rt *rt = rt_make(3);
+    struct close_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.empty, 0, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_chan_cancel, &st), 0);
+    corio_chan_free(st.empty);
+    corio_rt_free(rt);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A future completed twice
+ * ---------------------------------------------------------------------------------------- */
+
+struct twice_state {
+    struct corio_future f;
+    int                 second;
+};
+
+static int complete_first(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct twice_state *st = arg;
+    return corio_future_complete(&st->f, 11, st);
+}
+
+static int complete_again(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct twice_state *st = arg;
+    st->second = corio_future_complete(&st->f, 22, NULL);
+    return 0;
+}
+
+static void root_twice(struct corio_task *t, void *arg)
+{
+    struct twice_state *st = arg;
+    corio_future_init_external(&st->f, corio_task_sched(t));
+    struct corio_future a, b;
+    cr_assert_eq(corio_spawn_on(t, 3, complete_first, st, &a), 0);
+    void *v = NULL;
+    cr_assert_eq(corio_future_await(t, &st->f, &v), 11);
+    cr_assert_eq(v, st);
+    cr_assert_eq(corio_future_await(t, &a, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 5, complete_again, st, &b), 0);
+    cr_assert_eq(corio_future_await(t, &b, NULL), 0);
+    cr_assert_eq(st->second, -EALREADY);
+    cr_assert_eq(corio_future_result(&st->f, &v), 11); /* the first completion stays */
+    /* A spawn's own future refuses a second completion too. */
+    cr_assert_eq(corio_future_complete(&a, 99, NULL), -EALREADY);
+    cr_assert_eq(corio_future_result(&a, NULL), 0);
+}
+
+T_RT(remote_future_completed_twice_refused)
+{
+    struct corio_rt *rt = rt_make(6);
+    struct twice_state st = {0};
+    cr_assert_eq(corio_rt_run(rt, root_twice, &st), 0);
+    corio_rt_free(rt);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A scheduler held by user code; stealing
+ * ---------------------------------------------------------------------------------------- */
+
+struct hold_state {
+    atomic_int  release, holding, any_done;
+    struct corio_chan *park;
+};
+
+/* Holds its scheduler's thread (no suspension) until released. */
+static int hold(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct hold_state *st = arg;
+    atomic_store(&st->holding, 1);
+    while (!atomic_load(&st->release))
+        ;
+    return 1;
+}
+
+static int parked(struct corio_task *t, void *arg)
+{
+    struct hold_state *st = arg;
+    int v;
+    return corio_chan_recv(t, st->park, &v) == -EPIPE ? 0 : -EPROTO;
+}
+
+static int any_work(struct corio_task *t, void *arg)
+{
+    struct hold_state *st = arg;
+    corio_yield(t);
+    atomic_fetch_add(&st->any_done, 1);
+    return where(t);
+}
+
+static void root_hold(struct corio_task *t, void *arg)
+{
+    struct hold_state *st = arg;
+    struct corio_future h, pinned;
+    cr_assert_eq(corio_spawn_on(t, 1, hold, st, &h), 0);
+    while (!atomic_load(&st->holding))
+        corio_sleep(t, 1 * MS);
+    /* Load the others with parked tasks so that CORIO_SCHED_ANY picks the held one first. */
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(corio_spawn_on(t, 0, parked, st, NULL), 0);
+        cr_assert_eq(corio_spawn_on(t, 2, parked, st, NULL), 0);
+    }
+    corio_sleep(t, 20 * MS);
+    /* Round trips with scheduler 2 go on while 1 is held. */
+    for (int i = 0; i < 50; i++) {
+        struct corio_future f;
+        atomic_int ran = 0;
+        struct leaf_arg a = {.want_sched = 2, .value = i, .ran = &ran};
+        cr_assert_eq(corio_spawn_on(t, 2, leaf, &a, &f), 0);
+        cr_assert_eq(corio_future_await(t, &f, NULL), 2 * i);
+    }
+    /* A spawn pinned to the held scheduler waits for it. */
+    atomic_int pran = 0;
+    struct leaf_arg pa = {.want_sched = 1, .value = 3, .ran = &pran};
+    cr_assert_eq(corio_spawn_on(t, 1, leaf, &pa, &pinned), 0);
+    /* CORIO_SCHED_ANY spawns queued for the held one are taken by the idle ones. */
+    struct corio_future any[16];
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, any_work, st, &any[i]), 0);
+    for (int i = 0; i < 16; i++) {
+        int r = corio_future_await(t, &any[i], NULL);
+        cr_assert(r == 0 || r == 2, "ran on scheduler %d, held by user code", r);
+    }
+    cr_assert_eq(atomic_load(&pran), 0, "the held scheduler ran a task");
+    cr_assert_eq(corio_future_done(&pinned), 0);
+    atomic_store(&st->release, 1);
+    cr_assert_eq(corio_future_await(t, &h, NULL), 1);
+    cr_assert_eq(corio_future_await(t, &pinned, NULL), 6);
+    corio_chan_close(st->park);
+}
+
+T_RT(scheduler_held_by_user_code)
+{
+    struct corio_rt *rt = rt_make(3);
+    struct hold_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_hold, &st), 0);
+    cr_assert_eq(atomic_load(&st.any_done), 16);
+    uint64_t steals = 0;
+    for (unsigned i = 0; i < 3; i++) {
+        struct corio_rt_stats s;
+        corio_rt_stats(rt, i, &s, NULL);
+        steals += s.steals;
+    }
+    cr_assert_gt(steals, 0, "nothing was stolen from the held scheduler");
+    corio_chan_free(st.park);
+    corio_rt_free(rt);
+}
+
+/* Balance: a burst of CORIO_SCHED_ANY spawns from one task spreads over the schedulers. */
+static int busy_work(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    volatile unsigned x = 0;
+    for (unsigned i = 0; i < 200000; i++)
+        x += i;
+    corio_yield(t);
+    return where(t);
+}
+
+static void root_spread(struct corio_task *t, void *arg)
+{
+    int *per = arg;
+    enum { N = 400 };
+    static struct corio_future f[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, busy_work, NULL, &f[i]), 0);
+    for (int i = 0; i < N; i++) {
+        int r = corio_future_await(t, &f[i], NULL);
+        cr_assert(r >= 0 && r < 4);
+        per[r]++;
+    }
+}
+
+T_RT(any_spreads_over_schedulers)
+{
+    struct corio_rt *rt = rt_make(4);
+    int per[4] = {0};
+    cr_assert_eq(corio_rt_run(rt, root_spread, per), 0);
+    /* How it spreads depends on which threads the machine runs when (a thread that gets no
+     * CPU has its queued spawns taken by the others): no scheduler keeps most of it. */
+    int most = 0, used = 0;
+    for (int i = 0; i < 4; i++) {
+        most = per[i] > most ? per[i] : most;
+        used += per[i] > 0;
+    }
+    cr_assert(most <= 300 && used >= 3, "ran per scheduler: %d %d %d %d", per[0], per[1],
+              per[2], per[3]);
+    corio_rt_free(rt);
+}
+
+/* Files: each task opens and reads on its own scheduler's context; the batches work on every
+ * scheduler (io_uring: rings with SINGLE_ISSUER / DEFER_TASKRUN driven by their threads). */
+static int read_file(struct corio_task *t, void *arg)
+{
+    const char *path = arg;
+    struct afs_file *f;
+    int err = afs_open(corio_sched_ctx(corio_task_sched(t)), path, AFS_RDONLY, 0,
+                       AFS_MODE_SYNC, &f);
+    if (err)
+        return err;
+    char buf[8192];
+    int ok = 0;
+    for (int k = 0; k < 8; k++) {
+        uint64_t off = (uint64_t)((where(t) * 7 + k * 13) % 120) * 8192;
+        ssize_t n = afs_pread(f, buf, sizeof buf, off);
+        if (n != (ssize_t)sizeof buf || !t_check(buf, sizeof buf, off))
+            ok = -EIO;
+        corio_yield(t); /* a busy scheduler still reaps its completions */
+    }
+    afs_close(f);
+    return ok;
+}
+
+static void root_files(struct corio_task *t, void *arg)
+{
+    struct corio_future f[64];
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(corio_spawn_on(t, i % 16, read_file, arg, &f[i]), 0);
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(corio_future_await(t, &f[i], NULL), 0);
+}
+
+T_RT(file_reads_on_every_scheduler)
+{
+    const char *path = t_path("data");
+    t_make_file(path, 128 * 8192);
+    struct corio_rt *rt = rt_make(16);
+    cr_assert_eq(corio_rt_run(rt, root_files, (void *)path), 0);
+    corio_rt_free(rt);
+}
