@@ -91,8 +91,12 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -ENOMEM;
     struct afs__fd_info info;
     err = open_batched(ctx, path, flags, perm, &f->fd, &info);
-    if (err == -ENOTSUP)
+    if (err == -ENOTSUP) {
+        void *token = ctx->crash ? afs__crash_open_begin(ctx, path, flags) : NULL;
         err = afs__sys_open(path, flags, perm, &f->fd, &info);
+        if (ctx->crash)
+            afs__crash_open_end(ctx, token, err == 0);
+    }
     if (err < 0) {
         free(f);
         return err;

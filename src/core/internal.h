@@ -516,6 +516,10 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res);
  * is made here, as an undoable change, when trunc is set). 0 or -errno. path may be NULL. */
 int  afs__crash_attach(struct afs_ctx *ctx, struct afs_file *f, const char *path, bool trunc);
 void afs__crash_detach(struct afs_file *f);
+/* afs_open's own open (outside a task) in crash mode: a token for the name it may create
+ * (strict mode), given back with the result. */
+void *afs__crash_open_begin(struct afs_ctx *ctx, const char *path, int flags);
+void  afs__crash_open_end(struct afs_ctx *ctx, void *token, bool ok);
 /* -EIO once the power is cut on ctx, else 0. */
 int  afs__crash_gate(const struct afs_ctx *ctx);
 void afs__crash_free(struct afs_ctx *ctx);

@@ -352,6 +352,11 @@ void afs__sys_crash_plain(int fd)
         (void)fcntl(fd, F_SETFL, fl & ~O_APPEND);
 }
 
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    return linkat(dfd, from, dfd, to, 0) < 0 ? -errno : 0;
+}
+
 int afs__sys_set_size(int fd, uint64_t size)
 {
     if (size > (uint64_t)INT64_MAX)

@@ -462,6 +462,12 @@ void afs__sys_crash_plain(afs__fd_t fd)
     (void)fd; /* a handle's flags are its own: nothing shared to clear */
 }
 
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    (void)dfd, (void)from, (void)to;
+    return -ENOTSUP; /* no directory fds: strict mode is refused here */
+}
+
 int afs__sys_set_size(afs__fd_t fd, uint64_t size)
 {
     if (size > (uint64_t)INT64_MAX)
