@@ -538,6 +538,7 @@ int main(int argc, char **argv)
     afcp.progress = !o->quiet && isatty(2);
     afcp_signals_init();
     afcp.walking = 1;
+    afcp.inline_io = 1; /* until a read or an open says otherwise (copy.c) */
     afcp_sem_init(&afcp.files, o->jobs);
     afcp_sem_init(&afcp.bufs, o->jobs > 2 * o->chunk_workers ? o->jobs : 2 * o->chunk_workers);
     /* Each file in flight holds up to 3 descriptors, plus the open directories. */
