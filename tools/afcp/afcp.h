@@ -145,6 +145,7 @@ void afcp_temp_created(int slot, int created);
 void afcp_temp_hold(struct corio_task *t);
 void afcp_temp_put(int slot);
 void afcp_test_hook_open(void); /* AFCP_TEST_SIGNAL (tests only, see copy.c) */
+void afcp_test_path(const char *path); /* AFCP_TEST_PATH (tests only, see copy.c) */
 /* A struct stat from asyncfs's (the fields afcp uses). */
 void afcp_stat_from(struct stat *out, const struct afs_stat *in);
 

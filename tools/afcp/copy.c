@@ -966,6 +966,18 @@ static unsigned probe_gap = PROBE_MIN, probe_left;
 static char    *inline_buf;
 static int      nowait_broken; /* RWF_NOWAIT refused: time the plain reads instead */
 
+static int inline_never; /* AFCP_TEST_PATH=batch */
+
+/* Tests only: AFCP_TEST_PATH=batch sends every file through the file tasks, whatever the
+ * measurement says, so that the tests run both paths on their (cached) fixtures. */
+void afcp_test_path(const char *path)
+{
+    if (path && !strcmp(path, "batch")) {
+        inline_never = 1;
+        afcp.inline_io = 0;
+    }
+}
+
 static void inline_miss(void)
 {
     afcp.inline_io = 0;
@@ -1023,7 +1035,7 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
     if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
         o->reflink == AFCP_REFLINK_ALWAYS)
         return 1;
-    if (!afcp.inline_io && probe_left && --probe_left)
+    if (inline_never || (!afcp.inline_io && probe_left && --probe_left))
         return 1;
     if (!inline_buf)
         inline_buf = afcp_xmalloc(INLINE_BUF);

@@ -55,7 +55,8 @@ static void dir_finish(struct afcp_dir *d)
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
         } else if (d->created &&
-                   fchmod(d->dfd, afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) < 0) {
+                   fchmod(d->dfd, (afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) |
+                                      (mode & S_ISVTX)) < 0) { /* mkdir keeps sticky: cp too */
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
         struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
