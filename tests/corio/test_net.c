@@ -318,3 +318,28 @@ T_N(ten_thousand_connections_leave_no_descriptor)
     t_ctx = NULL;
     cr_assert_eq(count_fds(), before, "descriptors left open: %d", count_fds() - before);
 }
+
+/* A deadline that passes while the name is being resolved ends the dial at once: the lookup
+ * goes on on its thread and frees itself (AddressSanitizer builds check that). */
+static void resolve_deadline_root(struct corio_task *t, void *arg)
+{
+    int *res = arg;
+    for (int i = 0; i < 200; i++) {
+        corio_set_deadline(t, corio_now());
+        struct afs_file *f = NULL;
+        res[i] = corio_dial(t, "localhost", "9", &f);
+        if (f)
+            afs_close(f);
+    }
+    corio_set_deadline(t, 0);
+}
+
+T_N(deadline_while_resolving)
+{
+    static int res[200];
+    cr_assert_eq(nrun(resolve_deadline_root, res), 0);
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(res[i], -ETIMEDOUT, "dial %d: %s", i, afs_strerror(res[i]));
+    corio_sched_free(n_sched); /* joins the lookups still running */
+    n_sched = NULL;
+}
