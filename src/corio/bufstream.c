@@ -4,9 +4,9 @@
  *
  * A read takes what one transfer gives: on a socket one afs_recv, on a pipe, FIFO or tty a
  * read that completes with the first bytes that arrive, each joining the phase's batch like
- * any file op; on a file with offsets a positional read at the stream's own offset. Writes go straight from the
- * caller's buffer (nothing is copied), one writer at a time: a slow reader makes writers wait
- * instead of the stream growing. */
+ * any file op; on a file with offsets a positional read at the stream's own offset. Writes
+ * go straight from the caller's buffer (nothing is copied), one writer at a time: a slow
+ * reader makes writers wait instead of the stream growing. */
 #include "corio_int.h"
 
 #include <stdlib.h>
