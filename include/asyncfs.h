@@ -241,11 +241,12 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
  * Once buffers are registered, the library picks READ_FIXED/WRITE_FIXED by itself for every
  * afs_queue_read/afs_queue_write (and the blocking and position calls built on them) whose
  * buffer lies wholly inside one registered range; any other buffer (one that straddles a
- * range's end, an iovec of readv/writev) goes as a plain op. Once files are registered,
- * every AFS_DIRECT file of the context gets a slot of the table, at open or at once when it
- * is already open, while slots are free, and its ops name the slot (IOSQE_FIXED_FILE);
- * afs_close frees the slot. The table is updated in place: ops of other files in flight
- * meanwhile go on undisturbed.
+ * range's end, an iovec of readv/writev) goes as a plain op, and so does an op that does not
+ * go through the ring (one run inline under sync_threshold, or by the thread pool).
+ * Once files are registered, every AFS_DIRECT file of the context gets a slot of the table,
+ * at open or at once when it is already open, while slots are free, and its ops name the
+ * slot (IOSQE_FIXED_FILE); afs_close frees the slot. The table is updated in place: ops of
+ * other files in flight meanwhile go on undisturbed.
  *
  * Falling back is not an error. When the kernel refuses (the locked-memory limit,
  * RLIMIT_MEMLOCK or `ulimit -l`, is too low to pin the buffers; the descriptor limit is too
@@ -274,8 +275,8 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
  * Returns 1 (the kernel pinned them: ops inside them use fixed buffers), 0 (ops go on as
  * plain ones; afs_ctx_registration() says why), -EINVAL (bufs NULL, nr 0 or above
  * AFS_MAX_REG_BUFFERS, a NULL base, a length of 0 or above AFS_MAX_REG_BUFFER_SIZE,
- * overlapping ranges; nothing changes), or -EBUSY (buffers are already registered: call
- * afs_ctx_unregister_buffers() first). */
+ * overlapping ranges; nothing changes), or -EBUSY (an earlier registration, in effect or
+ * accepted as a no-op, is still there: call afs_ctx_unregister_buffers() first). */
 AFS_API int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs,
                                      unsigned nr);
 
@@ -545,6 +546,94 @@ AFS_API ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovc
 AFS_API ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt,
                             uint64_t off);
 AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
+
+/* ------------------------------------------------------------------------------------------
+ * Storage-engine ops: space allocation and file size, queued and batched like the others.
+ *
+ * Each has a queued form (afs_queue_*: the rules of the op API above; op->result is 0 or
+ * -errno) and a blocking form that returns the same value: outside a corio task it blocks
+ * the thread; inside a task of the file's scheduler it suspends only the task and the op
+ * joins the phase's batch. Where they run: io_uring has an opcode for some of them (probed
+ * on first use; see each call); otherwise, and on the libaio, posix-aio, iocp and threads
+ * backends, the context's thread pool makes the system call; the sync backend makes it
+ * inline. An op that may change the file's size makes the library forget the size it knew
+ * (the end-of-file rule above), as a write does.
+ * Common errors: -EINVAL (NULL op or cb, a negative offset or length: above INT64_MAX),
+ * -EBADF (a file opened read-only), -ESPIPE (a pipe, socket or tty), -EBUSY (the op is in
+ * use); otherwise the system's answer (-ENOSPC, -EIO, -EFBIG...).
+ * ---------------------------------------------------------------------------------------- */
+
+/* fallocate modes; 0 allocates the range and extends the file to off + len if it is
+ * shorter (reads of the new part give zeros). */
+#define AFS_FALLOC_KEEP_SIZE  0x1 /* allocate without changing the size */
+#define AFS_FALLOC_PUNCH_HOLE 0x2 /* free the range: it reads as zeros (implies KEEP_SIZE) */
+#define AFS_FALLOC_ZERO_RANGE 0x4 /* make the range read as zeros, allocated; extends the
+                                     file unless AFS_FALLOC_KEEP_SIZE */
+
+/* Allocates, frees or zeroes [off, off + len) of f (fallocate(2)). mode is 0 or one of
+ * AFS_FALLOC_PUNCH_HOLE, AFS_FALLOC_ZERO_RANGE, optionally with AFS_FALLOC_KEEP_SIZE.
+ * Returns 0, -EINVAL (unknown or contradictory mode bits, len 0, off or len above
+ * INT64_MAX), -EFBIG (off + len above INT64_MAX, or above the file system's limit), -ENOSPC,
+ * or -ENOTSUP / -EOPNOTSUPP (the same value on Linux) where the file system or OS lacks
+ * the mode.
+ * Linux: fallocate(2) (io_uring: IORING_OP_FALLOCATE, 5.6), every mode as the file system
+ * allows (tmpfs, ext4, xfs, btrfs have them all). On -ENOSPC part of the range may be
+ * allocated, and with mode 0 the file may have grown over it (ext4 does): the data that was
+ * there is intact. Windows: mode 0 and KEEP_SIZE raise the allocation size with
+ * SetFileInformationByHandle (NTFS may release what lies past the end when the last handle
+ * closes), and mode 0 then sets the end of file; PUNCH_HOLE and ZERO_RANGE are
+ * FSCTL_SET_ZERO_DATA (it frees the range of a sparse file and writes zeros in others), or
+ * zeros written where the file system lacks it; KEEP_SIZE is -ENOTSUP where the system
+ * has no allocation control (wine). FreeBSD: mode 0 is posix_fallocate(), the other modes
+ * are -ENOTSUP; macOS: -ENOTSUP. */
+AFS_API int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len);
+AFS_API int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode,
+                                uint64_t off, uint64_t len, afs_cb *cb, void *data);
+
+/* Sets f's size to `size` (ftruncate(2)): data past it is dropped, a larger size reads as
+ * zeros. Returns 0, -EINVAL (size above INT64_MAX; a pipe, socket or tty), -EFBIG (above
+ * the file system's limit), -EBADF (read-only), or the system's error.
+ * Linux: ftruncate(2) (io_uring: IORING_OP_FTRUNCATE where the kernel has it, 6.9).
+ * Windows: SetFileInformationByHandle(FileEndOfFileInfo). */
+AFS_API int afs_ftruncate(struct afs_file *f, uint64_t size);
+AFS_API int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size,
+                                afs_cb *cb, void *data);
+
+/* fadvise advice (the library's values). */
+#define AFS_FADV_NORMAL     0
+#define AFS_FADV_SEQUENTIAL 1 /* read in order: more read-ahead */
+#define AFS_FADV_RANDOM     2 /* no read-ahead */
+#define AFS_FADV_NOREUSE    3 /* read once */
+#define AFS_FADV_WILLNEED   4 /* start reading the range into the cache now */
+#define AFS_FADV_DONTNEED   5 /* drop the range's clean pages from the cache */
+
+/* Tells the system how [off, off + len) of f will be read (posix_fadvise(2)); len 0: to the
+ * end of the file. A hint: nothing is read or written, and read-only files take it too.
+ * Returns 0, -EINVAL (unknown advice, off or len above INT64_MAX), -ESPIPE (a pipe, socket
+ * or tty). Linux, FreeBSD: posix_fadvise (io_uring: IORING_OP_FADVISE, 5.6, for len below
+ * 4 GiB). macOS: WILLNEED is F_RDADVISE, the others do nothing (0). Windows: -ENOTSUP (it
+ * takes such advice only when a file is opened). */
+AFS_API int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice);
+AFS_API int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t off,
+                              uint64_t len, int advice, afs_cb *cb, void *data);
+
+/* sync_file_range flags (Linux's values and meaning). */
+#define AFS_SYNC_RANGE_WAIT_BEFORE 0x1u /* wait for writeback already under way */
+#define AFS_SYNC_RANGE_WRITE       0x2u /* start writeback of the range's dirty pages */
+#define AFS_SYNC_RANGE_WAIT_AFTER  0x4u /* wait until that writeback is done */
+
+/* Starts and/or waits for writeback of [off, off + len) of f (sync_file_range(2)); len 0:
+ * to the end of the file. No durability promise: metadata and the device's cache are not
+ * flushed (afs_fsync is the barrier); it lets an engine push dirty data out early so that
+ * its later fsync is short. Returns 0, -EINVAL (unknown flags, off or len above INT64_MAX),
+ * -ESPIPE (a pipe, socket or tty), or the system's error (-EIO...). Linux:
+ * sync_file_range(2) (io_uring: IORING_OP_SYNC_FILE_RANGE, 5.2, for len below 4 GiB).
+ * Elsewhere, with any flag set, a data sync of the whole file (fdatasync,
+ * FlushFileBuffers), which is stronger; flags 0 does nothing. */
+AFS_API int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len,
+                                unsigned flags);
+AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,
+                                      uint64_t len, unsigned flags, afs_cb *cb, void *data);
 
 /* ------------------------------------------------------------------------------------------
  * Metadata ops: open, stat, close, mkdir, rename, unlink and syncfs, relative to a directory

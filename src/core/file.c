@@ -91,8 +91,12 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -ENOMEM;
     struct afs__fd_info info;
     err = open_batched(ctx, path, flags, perm, &f->fd, &info);
-    if (err == -ENOTSUP)
+    if (err == -ENOTSUP) {
+        void *token = ctx->crash ? afs__crash_open_begin(ctx, path, flags) : NULL;
         err = afs__sys_open(path, flags, perm, &f->fd, &info);
+        if (ctx->crash)
+            afs__crash_open_end(ctx, token, err == 0);
+    }
     if (err < 0) {
         free(f);
         return err;
@@ -235,7 +239,7 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inlin
     int err = afs__op_setup(&op, f, &a);
     if (err < 0)
         return err;
-    if (o->total == 0 && a.code != AFS__FSYNC)
+    if (o->total == 0 && !afs__is_ctl(o))
         return 0; /* zero-length: nothing to run, no callback */
     return afs__blocking_run(&op, &ow, inline_ok);
 }
@@ -285,6 +289,40 @@ int afs_fsync(struct afs_file *f, unsigned flags)
     file_check(f, __func__);
     return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FSYNC,
                                                      .fsync_flags = flags}, false);
+}
+
+int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len)
+{
+    file_check(f, __func__);
+    if (mode < 0)
+        return -EINVAL;
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FALLOCATE, .off = off,
+                                                     .range = len, .arg = (unsigned)mode},
+                            false);
+}
+
+int afs_ftruncate(struct afs_file *f, uint64_t size)
+{
+    file_check(f, __func__);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FTRUNCATE, .off = size}, false);
+}
+
+int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice)
+{
+    file_check(f, __func__);
+    if (advice < 0)
+        return -EINVAL;
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FADVISE, .off = off,
+                                                     .range = len, .arg = (unsigned)advice},
+                            false);
+}
+
+int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len, unsigned flags)
+{
+    file_check(f, __func__);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off,
+                                                     .range = len, .arg = flags},
+                            false);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -29,9 +29,12 @@ _Noreturn void afs__panic(const char *where, const char *msg);
 
 enum afs__code {
     AFS__READ = 1, AFS__WRITE, AFS__READV, AFS__WRITEV, AFS__FSYNC,
+    /* Storage ops on a file that move no data (afs_queue_fallocate...): from AFS__FSYNC to
+     * AFS__SYNC_RANGE; their arguments are off, total (a length) and arg. */
+    AFS__FALLOCATE, AFS__FTRUNCATE, AFS__FADVISE, AFS__SYNC_RANGE,
     /* Metadata ops (afs_queue_openat...): no file, no data; counted on ctx->meta. */
     AFS__OPENAT, AFS__STATX, AFS__CLOSE, AFS__MKDIRAT, AFS__RENAMEAT, AFS__UNLINKAT,
-    AFS__SYNCFS,
+    AFS__SYNCFS, AFS__FSYNC_FD,
     /* Socket ops (src/core/sock.c): on a socket file, no offsets; their arguments are in
      * afs__op.sock. A number range of their own, apart from the metadata ops. */
     AFS__CONNECT = 48, AFS__ACCEPT, AFS__RECV, AFS__SEND, AFS__SHUTDOWN
@@ -96,7 +99,9 @@ struct afs__op {
     uint8_t  flags;  /* AFS__OP_*; not written while a pool worker runs the op */
     uint8_t  fsync_flags;
     uint8_t  eof;    /* AFS__OP_EOF_*: written by whoever runs the transfer (a pool worker) */
-    uint32_t chunk;  /* bytes in the chunk the backend is running (when it splits) */
+    uint8_t  arg;    /* storage ops: AFS_FALLOC_* mode, AFS_FADV_* advice, AFS_SYNC_RANGE_* */
+    uint8_t  xflags; /* AFS__X_*: per-op options and the op's place in a chain */
+    struct afs_op *chain_next; /* the chain member after this one, or NULL */
     union {
         struct afs__meta meta;
         struct afs__sock sock;
@@ -121,6 +126,15 @@ static inline bool afs__is_sock(const struct afs__op *o)
 {
     return o->code >= AFS__CONNECT;
 }
+
+/* Ops of a file that move no data: fsync and the storage ops. */
+static inline bool afs__is_ctl(const struct afs__op *o)
+{
+    return o->code >= AFS__FSYNC && o->code <= AFS__SYNC_RANGE;
+}
+
+/* afs__op.xflags */
+#define AFS__X_DSYNC 0x01u /* a write durable when it completes (AFS_WRITE_DSYNC) */
 
 /* The most bytes one read or write system call / SQE is given; longer ops are split. */
 #define AFS__MAGIC ((uintptr_t)0x61667330u)
@@ -160,13 +174,18 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
 /* What a data op is to do, given with designated initialisers; the fields a kind of op does
  * not use stay 0 / NULL. */
 struct afs__op_args {
-    enum afs__code      code;        /* AFS__READ, WRITE, READV, WRITEV or FSYNC */
+    enum afs__code      code;        /* AFS__READ ... AFS__SYNC_RANGE */
     void               *buf;         /* read, write: len bytes */
     size_t              len;
     const struct iovec *iov;         /* readv, writev: iovcnt iovecs */
     int                 iovcnt;
     uint64_t            off;         /* AFS__OFF_SEQ on a file without offsets */
     unsigned            fsync_flags; /* fsync: AFS_FSYNC_* */
+    uint64_t            range;       /* fallocate, fadvise, sync_file_range: the length (off is
+                                        where it starts; ftruncate: off is the new size) */
+    unsigned            arg;         /* their AFS_FALLOC_* mode, AFS_FADV_* advice or
+                                        AFS_SYNC_RANGE_* flags */
+    unsigned            xflags;      /* AFS__X_* */
     afs_cb             *cb;
     void               *data;
 };
@@ -497,6 +516,10 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res);
  * is made here, as an undoable change, when trunc is set). 0 or -errno. path may be NULL. */
 int  afs__crash_attach(struct afs_ctx *ctx, struct afs_file *f, const char *path, bool trunc);
 void afs__crash_detach(struct afs_file *f);
+/* afs_open's own open (outside a task) in crash mode: a token for the name it may create
+ * (strict mode), given back with the result. */
+void *afs__crash_open_begin(struct afs_ctx *ctx, const char *path, int flags);
+void  afs__crash_open_end(struct afs_ctx *ctx, void *token, bool ok);
 /* -EIO once the power is cut on ctx, else 0. */
 int  afs__crash_gate(const struct afs_ctx *ctx);
 void afs__crash_free(struct afs_ctx *ctx);

@@ -218,8 +218,9 @@ static bool flush(struct afs_ctx *ctx)
 static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    if (afs__is_meta(o))
-        return false; /* Linux AIO has no open, stat, rename...: the pool makes the call */
+    if (afs__is_meta(o) || (o->code > AFS__FSYNC && o->code <= AFS__SYNC_RANGE))
+        return false; /* Linux AIO has no open, stat, rename, fallocate...: the pool makes
+                         the call */
     if (!(o->file->flags & AFS_DIRECT) || o->file->seq)
         return false; /* buffered: io_submit() would do the I/O inside the system call; a
                          pipe or socket has no offsets for an iocb: read()/write() there */

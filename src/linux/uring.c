@@ -8,6 +8,7 @@
 #include "internal.h"
 #include "uring_reg.h"
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@ struct uring {
     bool            ready_armed; /* a POLL_ADD on the readiness engine's fd is in the ring */
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
+    bool            stor_probed; /* the storage opcodes, probed on first use */
+    uint8_t         stor_ops;    /* bit (code - AFS__FALLOCATE) set: the kernel has it */
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
                                     how pipes and sockets are read */
     bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
@@ -288,13 +291,85 @@ static bool meta_supported(struct uring *u, uint8_t code)
     return u->meta_ops & (1u << (code - AFS__OPENAT));
 }
 
+/* IORING_OP_FTRUNCATE is Linux 6.9; liburing's headers before 2.6 lack it (an enum, so no
+ * #ifdef can tell): its number, which the kernel's ABI fixes. Used only when probed. */
+#define URING_OP_FTRUNCATE 55
+
+/* The io_uring opcode of a storage op. */
+static int stor_opcode(uint8_t code)
+{
+    switch (code) {
+    case AFS__FALLOCATE: return IORING_OP_FALLOCATE;         /* Linux 5.6 */
+    case AFS__FTRUNCATE: return URING_OP_FTRUNCATE;          /* 6.9 */
+    case AFS__FADVISE: return IORING_OP_FADVISE;             /* 5.6 */
+    default: return IORING_OP_SYNC_FILE_RANGE;               /* 5.2 */
+    }
+}
+
+/* Whether the ring runs this storage op (probed on first use, as the metadata opcodes). */
+static bool stor_supported(struct uring *u, const struct afs__op *o)
+{
+    if (!u->stor_probed) {
+        u->stor_probed = true;
+        struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+        if (probe) {
+            for (uint8_t c = AFS__FALLOCATE; c <= AFS__SYNC_RANGE; c++)
+                if (io_uring_opcode_supported(probe, stor_opcode(c)))
+                    u->stor_ops |= (uint8_t)(1u << (c - AFS__FALLOCATE));
+            io_uring_free_probe(probe);
+        }
+    }
+    /* fadvise and sync_file_range take a 32-bit length in the SQE. */
+    if ((o->code == AFS__FADVISE || o->code == AFS__SYNC_RANGE) && o->total > UINT32_MAX)
+        return false;
+    return u->stor_ops & (1u << (o->code - AFS__FALLOCATE));
+}
+
+static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
+{
+    static const int adv[] = {POSIX_FADV_NORMAL, POSIX_FADV_SEQUENTIAL, POSIX_FADV_RANDOM,
+                              POSIX_FADV_NOREUSE, POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED};
+    switch (o->code) {
+    case AFS__FALLOCATE: {
+        int mode = 0;
+        if (o->arg & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))
+            mode |= FALLOC_FL_KEEP_SIZE;
+        if (o->arg & AFS_FALLOC_PUNCH_HOLE)
+            mode |= FALLOC_FL_PUNCH_HOLE;
+        if (o->arg & AFS_FALLOC_ZERO_RANGE)
+            mode |= FALLOC_FL_ZERO_RANGE;
+        io_uring_prep_fallocate(sqe, fd, mode, (off_t)o->off, (off_t)o->total);
+        break;
+    }
+    case AFS__FTRUNCATE:
+        io_uring_prep_rw(URING_OP_FTRUNCATE, sqe, fd, NULL, 0, o->off);
+        break;
+    case AFS__FADVISE:
+        io_uring_prep_fadvise(sqe, fd, o->off, (off_t)o->total, adv[o->arg]);
+        break;
+    default: {
+        unsigned fl = 0;
+        if (o->arg & AFS_SYNC_RANGE_WAIT_BEFORE)
+            fl |= SYNC_FILE_RANGE_WAIT_BEFORE;
+        if (o->arg & AFS_SYNC_RANGE_WRITE)
+            fl |= SYNC_FILE_RANGE_WRITE;
+        if (o->arg & AFS_SYNC_RANGE_WAIT_AFTER)
+            fl |= SYNC_FILE_RANGE_WAIT_AFTER;
+        io_uring_prep_sync_file_range(sqe, fd, (unsigned)o->total, o->off, (int)fl);
+        break;
+    }
+    }
+}
+
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    if (afs__is_sock(o) || (o->file->sock && o->code != AFS__FSYNC))
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
         return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)
         return U(ctx)->cur_pos; /* its span's offset is AFS__OFF_SEQ, i.e. -1 */
+    if (o->code > AFS__FSYNC && o->code <= AFS__SYNC_RANGE)
+        return stor_supported(U(ctx), o);
     return !afs__is_meta(o) || meta_supported(U(ctx), o->code);
 }
 
@@ -373,7 +448,7 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
-    if (afs__is_sock(o) || (o->file->sock && o->code != AFS__FSYNC)) {
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
         prep_sock(sqe, op);
         io_uring_sqe_set_data(sqe, op);
         return 0;
@@ -385,6 +460,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     bool write = o->code == AFS__WRITE || o->code == AFS__WRITEV;
     if (o->code == AFS__FSYNC) {
         io_uring_prep_fsync(sqe, fd, (o->fsync_flags & AFS_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+    } else if (afs__is_ctl(o)) {
+        prep_stor(sqe, fd, o);
     } else if (s.buf && (write ? u->has_write : u->has_read)) {
         int bi = afs__ureg_buf_index(&u->reg, s.buf, s.len);
         if (bi >= 0) {
@@ -419,7 +496,7 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         sqe->flags |= IOSQE_FIXED_FILE;
         ctx->stats.fixed_file_ops++;
     }
-    if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT)) {
+    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT)) {
         u->direct_staged++;
         u->direct_bytes += o->total - o->done;
     }

@@ -88,6 +88,33 @@ static int sys_fsync(int fd, bool datasync)
     return r < 0 ? -errno : 0;
 }
 
+static int sys_fallocate(int fd, int afs_mode, uint64_t off, uint64_t len)
+{
+#if defined(__linux__)
+    int mode = 0;
+    if (afs_mode & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))
+        mode |= FALLOC_FL_KEEP_SIZE;
+    if (afs_mode & AFS_FALLOC_PUNCH_HOLE)
+        mode |= FALLOC_FL_PUNCH_HOLE;
+    if (afs_mode & AFS_FALLOC_ZERO_RANGE)
+        mode |= FALLOC_FL_ZERO_RANGE;
+    return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+#elif defined(__FreeBSD__)
+    if (afs_mode != 0)
+        return -ENOTSUP;
+    int r = posix_fallocate(fd, (off_t)off, (off_t)len); /* the error, not -1 and errno */
+    return r == EINVAL ? -ENOTSUP : -r; /* EINVAL: the file system cannot (ZFS) */
+#else
+    (void)fd, (void)afs_mode, (void)off, (void)len;
+    return -ENOTSUP;
+#endif
+}
+
+static int sys_ftruncate(int fd, uint64_t size)
+{
+    return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+
 static int sys_close(int fd)
 {
     /* POSIX leaves the fd state unspecified after EINTR; on Linux and the BSDs it is closed,
@@ -104,6 +131,8 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .fallocate = sys_fallocate,
+    .ftruncate = sys_ftruncate,
     .close = sys_close,
     .malloc = malloc,
     .calloc = calloc,
@@ -206,6 +235,47 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Storage hints
+ * ---------------------------------------------------------------------------------------- */
+
+int afs__sys_fadvise(int fd, uint64_t off, uint64_t len, int advice)
+{
+#if defined(POSIX_FADV_NORMAL) && !defined(__APPLE__)
+    static const int adv[] = {POSIX_FADV_NORMAL, POSIX_FADV_SEQUENTIAL, POSIX_FADV_RANDOM,
+                              POSIX_FADV_NOREUSE, POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED};
+    return -posix_fadvise(fd, (off_t)off, (off_t)len, adv[advice]); /* the error itself */
+#elif defined(__APPLE__)
+    if (advice != AFS_FADV_WILLNEED)
+        return 0; /* macOS reads ahead and caches as it sees fit: nothing to tell it */
+    struct radvisory ra = {.ra_offset = (off_t)off,
+                           .ra_count = len > INT32_MAX || len == 0 ? INT32_MAX : (int)len};
+    return fcntl(fd, F_RDADVISE, &ra) < 0 ? -errno : 0;
+#else
+    (void)fd, (void)off, (void)len, (void)advice;
+    return -ENOTSUP;
+#endif
+}
+
+int afs__sys_sync_range(int fd, uint64_t off, uint64_t len, unsigned flags)
+{
+#if defined(__linux__)
+    unsigned fl = 0;
+    if (flags & AFS_SYNC_RANGE_WAIT_BEFORE)
+        fl |= SYNC_FILE_RANGE_WAIT_BEFORE;
+    if (flags & AFS_SYNC_RANGE_WRITE)
+        fl |= SYNC_FILE_RANGE_WRITE;
+    if (flags & AFS_SYNC_RANGE_WAIT_AFTER)
+        fl |= SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, (off_t)off, (off_t)len, fl) < 0 ? -errno : 0;
+#else
+    (void)off, (void)len;
+    if (!flags)
+        return 0;
+    return afs__sys.fsync(fd, true); /* stronger: the whole file's data, durably */
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------
  * The page-cache probe of streams
  * ---------------------------------------------------------------------------------------- */
 
@@ -280,6 +350,11 @@ void afs__sys_crash_plain(int fd)
 #endif
     if (fl >= 0)
         (void)fcntl(fd, F_SETFL, fl & ~O_APPEND);
+}
+
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    return linkat(dfd, from, dfd, to, 0) < 0 ? -errno : 0;
 }
 
 int afs__sys_set_size(int fd, uint64_t size)
