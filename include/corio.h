@@ -566,9 +566,7 @@ AFS_API ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_strea
  * -EINVAL for a bad delim or limit; read errors as -errno. */
 AFS_API ssize_t corio_stream_read_until(struct corio_task *t, struct corio_stream *s,
                                         int delim, size_t limit, const char **line);
-/* corio_stream_read_until(t, s, '
-', limit, line): the line includes its '
-'. */
+/* corio_stream_read_until(t, s, '\n', limit, line): the line includes its '\n'. */
 AFS_API ssize_t corio_stream_read_line(struct corio_task *t, struct corio_stream *s,
                                        size_t limit, const char **line);
 /* Reads to the end: *out is a malloc'd, nul-terminated copy of everything (the caller frees
