@@ -8,7 +8,9 @@
  * the context's sync_threshold, default 0: every page read joins the phase's batch; the
  * context's io_workers is CONNS),
  * threads (CONNS connections in CONNS threads, unix VFS), single (CONNS connections one after
- * the other on one thread, unix VFS). Each connection does LOOKUPS random point lookups.
+ * the other on one thread, unix VFS), rt (CONNS tasks spread over the schedulers of a corio
+ * runtime, environment SCHEDULERS, default one per CPU; asyncfs VFS). Each connection does
+ * LOOKUPS random point lookups.
  * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s. */
 #define _GNU_SOURCE
 #include <asyncfs.h>
@@ -121,6 +123,27 @@ static void root_fn(struct corio_task *t, void *arg)
 
 static pthread_mutex_t sum_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* rt: connections spread over the runtime's schedulers (corio_spawn_on). */
+static int rt_task_fn(struct corio_task *t, void *arg)
+{
+    uint64_t s = conn_work("asyncfs", (int)(intptr_t)arg);
+    pthread_mutex_lock(&sum_mu);
+    checksum_total += s;
+    pthread_mutex_unlock(&sum_mu);
+    return 0;
+}
+
+static unsigned rt_n;
+
+static void rt_root_fn(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < nconns; i++)
+        if (corio_spawn_on(t, (int)((unsigned)i % rt_n), rt_task_fn, (void *)(intptr_t)i,
+                           NULL) < 0)
+            die(NULL, "spawn_on");
+    corio_wait(t);
+}
+
 static void *thread_fn(void *arg)
 {
     uint64_t s = conn_work("unix", (int)(intptr_t)arg);
@@ -159,6 +182,25 @@ static double run_mode(const char *mode, size_t threshold)
                 (unsigned long long)st.ios, (unsigned long long)st.submits);
         corio_sched_free(s);
         afs_ctx_free(ctx);
+        return dt;
+    }
+    if (!strcmp(mode, "rt")) {
+        struct corio_rt_config cfg;
+        corio_rt_config_default(&cfg);
+        const char *n = getenv("SCHEDULERS");
+        cfg.schedulers = n ? (unsigned)atoi(n) : 0;
+        cfg.ctx.sync_threshold = threshold;
+        cfg.ctx.io_workers = (unsigned)nconns;
+        struct corio_rt *rt;
+        if (corio_rt_new(&rt, &cfg) < 0)
+            die(NULL, "corio_rt_new");
+        rt_n = corio_rt_schedulers(rt);
+        t0 = now_s();
+        if (corio_rt_run(rt, rt_root_fn, NULL) < 0)
+            die(NULL, "corio_rt_run");
+        double dt = now_s() - t0;
+        fprintf(stderr, "rt: %u schedulers\n", rt_n);
+        corio_rt_free(rt);
         return dt;
     }
     if (!strcmp(mode, "threads")) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SQLite on the asyncfs VFS against SQLite's unix VFS, and group commit against one fdatasync
 # per append and O_DSYNC appends, in one run; rows go to bench/results/sqlite-<time>-<host>.csv.
-#  - point lookups: CONNS connections in CONNS corio tasks of one scheduler (asyncfs VFS)
-#    against CONNS threads (unix VFS), cold (caches dropped before each run: needs root,
+#  - point lookups: CONNS connections in CONNS corio tasks of one scheduler (asyncfs VFS), and
+#    spread over a corio runtime of SCHEDULERS schedulers (default one per CPU), against
+#    CONNS threads (unix VFS), cold (caches dropped before each run: needs root,
 #    else the rows say "warm") and warm; warm also against the same connections one after
 #    the other on one thread (unix VFS);
 #  - full-table scans by CONNS connections, warm; inserts in transactions of 1,000 rows;
@@ -60,11 +61,11 @@ row() { # cache line
 
 cache=cold; ((cold)) || cache=warm
 pre=drop
-for m in corio threads; do
+for m in corio rt threads; do
   row "$cache" "$(best "$sq" lookups "$db" "$ROWS" "$m" "$CONNS" "$COLD_LOOKUPS")"
 done
 pre=warmup
-for m in single threads corio; do
+for m in single threads corio rt; do
   row warm "$(best "$sq" lookups "$db" "$ROWS" "$m" "$CONNS" "$WARM_LOOKUPS")"
 done
 row warm "$(best "$sq" lookups "$db" "$ROWS" corio "$CONNS" "$WARM_LOOKUPS" 4096 | sed 's/,corio,/,corio-inline,/')"
