@@ -163,6 +163,10 @@ static double run_mode(const char *mode, size_t threshold)
         /* A page read that misses the page cache blocks an io-wq worker: as many workers as
          * connections, as the threads mode has threads. */
         acfg.io_workers = (unsigned)nconns;
+        if (getenv("IO_WORKERS")) /* "kernel": no cap */
+            acfg.io_workers = !strcmp(getenv("IO_WORKERS"), "kernel")
+                                  ? AFS_IO_WORKERS_KERNEL
+                                  : (unsigned)atoi(getenv("IO_WORKERS"));
         struct afs_ctx *ctx;
         if (afs_ctx_new(&ctx, &acfg) < 0)
             die(NULL, "afs_ctx_new");
