@@ -160,8 +160,8 @@ static double run_mode(const char *mode, size_t threshold)
         struct afs_config acfg;
         afs_config_default(&acfg);
         acfg.sync_threshold = threshold;
-        /* A page read that misses the page cache blocks an io-wq worker: as many workers as
-         * connections, as the threads mode has threads. */
+        /* Where a page read that misses the cache is handed to io-wq, as many workers as
+         * connections, as the threads mode has threads (on 6.18 it made no difference). */
         acfg.io_workers = (unsigned)nconns;
         if (getenv("IO_WORKERS")) /* "kernel": no cap */
             acfg.io_workers = !strcmp(getenv("IO_WORKERS"), "kernel")
