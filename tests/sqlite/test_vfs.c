@@ -4,6 +4,7 @@
  * corio tasks whose page reads share the phases' submissions. Run once per backend. */
 #include "../common.h"
 
+#include "platform.h"
 #include <asyncfs_sqlite.h>
 #include <corio.h>
 #include <sqlite3.h>
@@ -408,6 +409,39 @@ T_VFS(thirty_two_connections_in_thirty_two_tasks)
 
     db = db_open(path, "asyncfs");
     cr_assert_eq(query_int(db, "SELECT count(*) FROM w"), CO_TASKS * 5);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
+/* ---- A full disk: SQLITE_FULL, and the database stays as it was ---- */
+
+static struct afs__syscalls saved_sys;
+
+static ssize_t enospc_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    return -ENOSPC;
+}
+
+T_VFS(enospc_is_sqlite_full_and_the_database_stays_intact)
+{
+    const char *path = t_path("full.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1), (2), (3)");
+    /* Page writes are at most the sync threshold: they run inline, through the system-call
+     * table, on every backend. */
+    saved_sys = afs__sys;
+    afs__sys.pwrite = enospc_pwrite;
+    int rc = sqlite3_exec(db, "BEGIN; INSERT INTO t SELECT randomblob(3000) FROM t; "
+                              "INSERT INTO t SELECT randomblob(3000) FROM t; COMMIT",
+                          NULL, NULL, NULL);
+    afs__sys = saved_sys;
+    cr_assert_eq(rc, SQLITE_FULL, "%s", sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM t"), 3);
+    integrity_ok(db);
+    sqlite3_close(db);
+    db = db_open(path, "unix");
+    cr_assert_eq(query_int(db, "SELECT sum(x) FROM t"), 6);
     integrity_ok(db);
     sqlite3_close(db);
 }
