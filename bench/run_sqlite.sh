@@ -82,5 +82,5 @@ pre=:
 for v in unix asyncfs; do
   row warm "$(best "$sq" insert "$db" "$INSERTS" "$v")"
 done
-# Durable appends: one run of each (they last SECONDS each).
+# Durable appends: one run of each (they last LOG_SECONDS each).
 "$lg" "$dir" "$LOG_SECONDS" "$TASKS" 2>/dev/null | while IFS= read -r l; do row disk "$l"; done
