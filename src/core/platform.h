@@ -70,6 +70,9 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 /* What fstat tells about an open file: whether it has offsets at all, and its size. */
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
+    bool    sock; /* a socket */
+    bool    made; /* a socket the library just made for this context (afs_socket, afs_accept):
+                     already as the context wants it */
     int64_t size; /* bytes of a regular file; -1 for anything else */
     bool    dir;  /* a directory */
 };
@@ -87,6 +90,12 @@ int     afs__sys_close(afs__fd_t fd);
 int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
 unsigned afs__sys_dio_align(afs__fd_t fd);
+
+/* Storage hints, each once (the caller retries EINTR): posix_fadvise with an AFS_FADV_*
+ * advice, and sync_file_range with AFS_SYNC_RANGE_* flags (a data sync of the whole file
+ * where the system has no such call). len 0: to the end of the file. 0 or -errno. */
+int  afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice);
+int  afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags);
 
 /* The page-cache probe of streams: how many bytes of [off, off + len) of fd are in the page
  * cache (*cached) and whether any of them is dirty or under writeback (*dirty). 0, or
@@ -133,6 +142,9 @@ struct afs__syscalls {
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);
+    /* The storage ops: mode is AFS_FALLOC_*, lengths and sizes at most INT64_MAX. */
+    int     (*fallocate)(afs__fd_t fd, int afs_mode, uint64_t off, uint64_t len);
+    int     (*ftruncate)(afs__fd_t fd, uint64_t size);
     /* Every close of a file's descriptor or handle (afs__sys_close); after it the descriptor
      * is gone whatever the result. */
     int     (*close)(afs__fd_t fd);
