@@ -29,8 +29,10 @@
  *    for sectors that did not land to hold random bytes. A write past the end of the file
  *    moves the end only if (the part of) it that reached the disk does; a gap left below a
  *    landed sector reads as zeros.
- *  - afs_open or afs_create with AFS_TRUNC truncates the file in a way that is volatile too
- *    (it may be undone by the cut) until a sync of the file.
+ *  - afs_ftruncate, afs_fallocate (every mode: moving the end, punching a hole, zeroing a
+ *    range) and afs_open or afs_create with AFS_TRUNC are volatile changes too, like writes:
+ *    each kept or dropped as a whole until a sync of the file covers it. afs_fadvise and
+ *    afs_sync_file_range change nothing and are never a sync.
  *  - Names (creating, renaming and removing files and directories, through afs_open,
  *    afs_create and the metadata calls): by default durable at once, as a journaling file
  *    system that commits them with the next sync of any file mostly behaves, so that only
@@ -51,7 +53,7 @@
  *    run normally.
  *
  * What is not: changes made around the library (system calls on afs_file_fd(), another
- * context or process writing the same files), sync_file_range (never a sync here), data
+ * context or process writing the same files), data
  * in the drive that a sync reported durable (never altered: that is the promise a sync
  * makes), metadata such as times and permissions, and reads that return damaged data.
  * Several writes to one file with AFS_APPEND in flight at once are placed in the order they

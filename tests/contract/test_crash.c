@@ -541,3 +541,60 @@ T_CRASH(strict_names_are_durable_after_a_syncfs)
     no_stash_left(t_dir);
 }
 #endif
+
+/* ftruncate and fallocate are volatile changes too: a synced file of pattern bytes, then a
+ * truncation, a punched hole or a zeroed range growing the file, not synced. Dropped: the
+ * file is back; kept: the change is there; synced: it stays whatever the policy. */
+static void size_op(struct afs_file *f, int which)
+{
+    switch (which) {
+    case 0: cr_assert_eq(afs_ftruncate(f, 1000), 0); break;
+    case 1: cr_assert_eq(afs_fallocate(f, AFS_FALLOC_PUNCH_HOLE, 4096, 8192), 0); break;
+    default: cr_assert_eq(afs_fallocate(f, AFS_FALLOC_ZERO_RANGE, 12288, 8192), 0); break;
+    }
+}
+
+static void check_size_op(int which, bool applied)
+{
+    size_t len;
+    unsigned char *p = slurp(t_path("f"), &len);
+    if (!applied) {
+        cr_assert_eq(len, 16384, "op %d", which);
+        cr_assert(t_check(p, len, 0), "op %d: the file is back as synced", which);
+    } else if (which == 0) {
+        cr_assert_eq(len, 1000);
+        cr_assert(t_check(p, len, 0));
+    } else if (which == 1) {
+        cr_assert_eq(len, 16384);
+        cr_assert(t_check(p, 4096, 0) && t_check(p + 12288, 4096, 12288));
+        for (size_t i = 4096; i < 12288; i++)
+            cr_assert_eq(p[i], 0, "op 1: byte %zu of the hole", i);
+    } else {
+        cr_assert_eq(len, 20480, "op 2: the zeroed range moved the end");
+        cr_assert(t_check(p, 12288, 0));
+        for (size_t i = 12288; i < len; i++)
+            cr_assert_eq(p[i], 0, "op 2: byte %zu", i);
+    }
+    free(p);
+}
+
+/* On the default test directory (a disk): tmpfs has no ZERO_RANGE. */
+Test(crash, ftruncate_and_fallocate_are_volatile_until_synced, .init = t_setup,
+     .fini = t_teardown, .timeout = 120)
+{
+    for (int which = 0; which < 3; which++) {
+        for (int mode = 0; mode < 3; mode++) { /* drop, keep, synced then dropped */
+            t_make_file(t_path("f"), 16384);
+            crash_ctx(mode == 1 ? AFS_CRASH_KEEP : AFS_CRASH_DROP, 11);
+            struct afs_file *f;
+            cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+            size_op(f, which);
+            if (mode == 2)
+                cr_assert_eq(afs_fsync(f, 0), 0);
+            cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+            afs_ctx_free(t_ctx);
+            t_ctx = NULL;
+            check_size_op(which, mode != 0);
+        }
+    }
+}
