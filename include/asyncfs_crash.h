@@ -107,9 +107,10 @@ struct afs_crash_options {
 AFS_API void afs_crash_options_default(struct afs_crash_options *o);
 
 /* Puts ctx in crash mode. Ops are counted from here: every op of the context on a file or
- * a path (reads, writes, syncs, opens, closes and the other metadata ops, queued or blocking,
- * and those a corio task's afs_open or afs_close makes) is one op; ops on pipes, sockets
- * and ttys are not counted. Call it on a fresh context: no file open and no op outstanding.
+ * a path (reads, writes, syncs, ftruncate, fallocate, and the metadata ops: openat, statx,
+ * close, mkdir, rename, unlink, syncfs), queued or blocking, is one op, including those a
+ * corio task's afs_open or afs_close makes; afs_open and afs_close outside a task are plain
+ * system calls and are not counted, nor are ops on pipes, sockets and ttys. Call it on a fresh context: no file open and no op outstanding.
  * Returns 0, -EINVAL (opts NULL, a bad sector size, policy or flag), -EBUSY (a file is open
  * or an op outstanding on ctx), -EALREADY (ctx is in crash mode already) or -ENOMEM. */
 AFS_API int afs_crash_enable(struct afs_ctx *ctx, const struct afs_crash_options *opts);

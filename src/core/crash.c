@@ -312,7 +312,7 @@ int afs__crash_attach(struct afs_ctx *ctx, struct afs_file *f, const char *path,
             return err;
         r->kind = REC_SIZE;
         r->cf = cf;
-        r->seq = c->ops;
+        r->seq = c->ops | (1ull << 63); /* not the number of an op: its own decision */
         r->stamp = ++c->stamp;
         if (cf->tail)
             cf->tail->next = r;
