@@ -29,8 +29,10 @@
  *    for sectors that did not land to hold random bytes. A write past the end of the file
  *    moves the end only if (the part of) it that reached the disk does; a gap left below a
  *    landed sector reads as zeros.
- *  - afs_open or afs_create with AFS_TRUNC truncates the file in a way that is volatile too
- *    (it may be undone by the cut) until a sync of the file.
+ *  - afs_ftruncate, afs_fallocate (every mode: moving the end, punching a hole, zeroing a
+ *    range) and afs_open or afs_create with AFS_TRUNC are volatile changes too, like writes:
+ *    each kept or dropped as a whole until a sync of the file covers it. afs_fadvise and
+ *    afs_sync_file_range change nothing and are never a sync.
  *  - Names (creating, renaming and removing files and directories, through afs_open,
  *    afs_create and the metadata calls): by default durable at once, as a journaling file
  *    system that commits them with the next sync of any file mostly behaves, so that only
@@ -51,7 +53,7 @@
  *    run normally.
  *
  * What is not: changes made around the library (system calls on afs_file_fd(), another
- * context or process writing the same files), sync_file_range (never a sync here), data
+ * context or process writing the same files), data
  * in the drive that a sync reported durable (never altered: that is the promise a sync
  * makes), metadata such as times and permissions, and reads that return damaged data.
  * Several writes to one file with AFS_APPEND in flight at once are placed in the order they
@@ -105,9 +107,10 @@ struct afs_crash_options {
 AFS_API void afs_crash_options_default(struct afs_crash_options *o);
 
 /* Puts ctx in crash mode. Ops are counted from here: every op of the context on a file or
- * a path (reads, writes, syncs, opens, closes and the other metadata ops, queued or blocking,
- * and those a corio task's afs_open or afs_close makes) is one op; ops on pipes, sockets
- * and ttys are not counted. Call it on a fresh context: no file open and no op outstanding.
+ * a path (reads, writes, syncs, ftruncate, fallocate, and the metadata ops: openat, statx,
+ * close, mkdir, rename, unlink, syncfs), queued or blocking, is one op, including those a
+ * corio task's afs_open or afs_close makes; afs_open and afs_close outside a task are plain
+ * system calls and are not counted, nor are ops on pipes, sockets and ttys. Call it on a fresh context: no file open and no op outstanding.
  * Returns 0, -EINVAL (opts NULL, a bad sector size, policy or flag), -EBUSY (a file is open
  * or an op outstanding on ctx), -EALREADY (ctx is in crash mode already) or -ENOMEM. */
 AFS_API int afs_crash_enable(struct afs_ctx *ctx, const struct afs_crash_options *opts);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The crash simulator's demonstrations at scale (docs/CRASHSIM.md): the write-ahead log and
 # corio log tests of tests/contract/test_crash_wal.c, and SQLite through the asyncfs VFS
-# (tests/crash/test_crash_sqlite.c, when built), with N crashes each (default 20,000)
+# (tests/crash/test_crash_sqlite.c) and the group-commit log (tests/crash/test_crash_group.c)
+# when they are built, with N crashes each (default 20,000)
 # from seed S on (default a random one, printed so that a failure can be replayed), on each
 # backend named (default: every Linux backend).
 #   scripts/crash_soak.sh [N] [backend...]      BUILD=build SEED=S
@@ -18,9 +19,11 @@ for b in $backends; do
   AFS_CRASH_RUNS=$n AFS_CRASH_SEED=$seed ASYNCFS_BACKEND=$b \
     nice "$BUILD/tests/contract" --filter 'crash_wal/*' --jobs 1 --verbose 2>&1 |
     grep -E '^\[(PASS|FAIL|----)\]|Synthesis' || true
-  if [ -x "$BUILD/tests/crash_sqlite" ]; then
-    AFS_CRASH_RUNS=$n AFS_CRASH_SEED=$seed ASYNCFS_BACKEND=$b \
-      nice "$BUILD/tests/crash_sqlite" --jobs 1 --verbose 2>&1 |
-      grep -E '^\[(PASS|FAIL|----)\]|Synthesis' || true
-  fi
+  for extra in crash_sqlite crash_group; do
+    if [ -x "$BUILD/tests/$extra" ]; then
+      AFS_CRASH_RUNS=$n AFS_CRASH_SEED=$seed ASYNCFS_BACKEND=$b \
+        nice "$BUILD/tests/$extra" --jobs 1 --verbose 2>&1 |
+        grep -E '^\[(PASS|FAIL|----)\]|Synthesis' || true
+    fi
+  done
 done

@@ -15,6 +15,7 @@
 enum rec_kind {
     REC_WRITE = 1, /* off, len, data */
     REC_SIZE,      /* the file's size set to off (a truncation) */
+    REC_FALLOC,    /* fallocate of [off, off + len) with mode `mode` (AFS_FALLOC_*) */
     REC_SYNC,      /* an fsync of cf in flight; covers changes stamped up to snap */
     REC_SYNCFS,    /* a syncfs in flight: every file */
     REC_DIRSYNC,   /* an fsync of a file the simulator does not track (a directory) */
@@ -50,6 +51,7 @@ struct rec {
     unsigned char          *data;
     struct nrec            *name;   /* REC_NAME */
     uint8_t                 kind;
+    uint8_t                 mode;   /* REC_FALLOC */
     bool                    failed; /* the op failed: taken as never written */
 };
 
@@ -148,11 +150,28 @@ static int img_write(struct img *m, uint64_t off, const void *p, uint64_t len)
     return 0;
 }
 
+/* fallocate: mode 0 and ZERO_RANGE move the end past the range (unless KEEP_SIZE); PUNCH_HOLE
+ * and ZERO_RANGE make the range (inside the file) read as zeros. */
+static int img_falloc(struct img *m, const struct rec *r)
+{
+    uint64_t end = r->off + r->len;
+    if (!(r->mode & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE)) && end > m->size) {
+        int err = img_resize(m, end);
+        if (err < 0)
+            return err;
+    }
+    if ((r->mode & (AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)) && r->off < m->size)
+        memset(m->buf + r->off, 0, (size_t)(AFS_MIN(end, m->size) - r->off));
+    return 0;
+}
+
 /* Applies a change in full. */
 static int img_apply(struct img *m, const struct rec *r)
 {
     if (r->kind == REC_SIZE)
         return img_resize(m, r->off);
+    if (r->kind == REC_FALLOC)
+        return img_falloc(m, r);
     return img_write(m, r->off, r->data, r->len);
 }
 
@@ -177,6 +196,15 @@ static int read_all(afs__fd_t fd, struct img *m)
     }
     m->size = got;
     return 0;
+}
+
+static int set_size(afs__fd_t fd, uint64_t size)
+{
+    int err;
+    do
+        err = afs__sys.ftruncate(fd, size);
+    while (err == -EINTR || err == -EAGAIN);
+    return err;
 }
 
 static int write_all(afs__fd_t fd, const unsigned char *p, uint64_t len, uint64_t off)
@@ -278,13 +306,13 @@ int afs__crash_attach(struct afs_ctx *ctx, struct afs_file *f, const char *path,
         struct rec *r = err < 0 ? NULL : afs__sys.calloc(1, sizeof *r);
         if (err == 0 && !r)
             err = -ENOMEM;
-        if (err == 0 && (err = afs__sys_set_size(f->fd, 0)) < 0)
+        if (err == 0 && (err = set_size(f->fd, 0)) < 0)
             free(r);
         if (err < 0)
             return err;
         r->kind = REC_SIZE;
         r->cf = cf;
-        r->seq = c->ops;
+        r->seq = c->ops | (1ull << 63); /* not the number of an op: its own decision */
         r->stamp = ++c->stamp;
         if (cf->tail)
             cf->tail->next = r;
@@ -568,6 +596,28 @@ static int start_write(struct afs__crash *c, struct afs_op *op)
     return 0;
 }
 
+/* A truncation or fallocate starts: a change of the size and of zeros, no data to copy. */
+static int start_size(struct afs__crash *c, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs__crash_file *cf = o->file->crash;
+    if (!cf)
+        return 0;
+    int err = cf_load(cf);
+    struct rec *r;
+    if (err < 0 || (err = rec_new(c, op, o->code == AFS__FTRUNCATE ? REC_SIZE : REC_FALLOC, cf,
+                                  &r)) < 0)
+        return err;
+    r->off = o->off;
+    r->len = o->total;
+    r->mode = o->arg;
+    if (r->kind == REC_SIZE)
+        cf->cur_size = r->off;
+    else if (!(r->mode & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE)))
+        cf->cur_size = AFS_MAX(cf->cur_size, r->off + r->len);
+    return 0;
+}
+
 int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__crash *c = ctx->crash;
@@ -587,6 +637,9 @@ int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
     case AFS__WRITE:
     case AFS__WRITEV:
         return start_write(c, op);
+    case AFS__FTRUNCATE:
+    case AFS__FALLOCATE:
+        return start_size(c, op);
     case AFS__FSYNC:
         if (!o->file->crash && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
             return 0;
@@ -657,6 +710,8 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
         r->op = NULL;
         switch (r->kind) {
         case REC_WRITE:
+        case REC_SIZE:
+        case REC_FALLOC:
             r->stamp = ++c->stamp;
             r->failed = *res < 0;
             if (r->cf->tail)
@@ -817,11 +872,13 @@ static int replay(struct afs__crash *c, struct afs__crash_file *cf, struct afs_c
         err = img_resize(&m, 0);
     uint64_t lo = UINT64_MAX;
     for (struct rec *r = cf->head; r && err == 0; r = r->next) {
-        lo = AFS_MIN(lo, r->kind == REC_SIZE ? AFS_MIN(r->off, cf->img.size) : r->off);
+        lo = AFS_MIN(lo, r->kind == REC_SIZE ? AFS_MIN(r->off, cf->img.size)
+                         : r->kind == REC_FALLOC ? AFS_MIN(r->off, cf->img.size)
+                                                 : r->off);
         if (r->failed)
             continue;
         enum decision d = decide(c, r);
-        if (d == TEAR && r->kind == REC_SIZE)
+        if (d == TEAR && r->kind != REC_WRITE)
             d = (rnd(c, r->seq, 2) & 1) ? KEEP : DROP;
         if (d == TEAR && r->len <= 1)
             d = (rnd(c, r->seq, 3) & 1) ? KEEP : DROP;
@@ -835,7 +892,7 @@ static int replay(struct afs__crash *c, struct afs__crash_file *cf, struct afs_c
     }
     rep->files++;
     if (err == 0)
-        err = afs__sys_set_size(cf->fd, m.size);
+        err = set_size(cf->fd, m.size);
     if (err == 0 && lo < m.size)
         err = write_all(cf->fd, m.buf + lo, m.size - lo, lo);
     free(m.buf);

@@ -114,8 +114,6 @@ void afs__sys_crash_plain(afs__fd_t fd);
 /* A hard link: name `to` for the file `from`, both in directory dfd (linkat). 0 or -errno;
  * -ENOTSUP on Windows. */
 int  afs__sys_crash_link(int dfd, const char *from, const char *to);
-/* Sets a file's size (ftruncate / SetFileInformationByHandle). 0 or -errno. */
-int  afs__sys_set_size(afs__fd_t fd, uint64_t size);
 
 /* Aligned memory for the built-in allocator. */
 void *afs__aligned_alloc(size_t size, size_t align);

@@ -357,16 +357,6 @@ int afs__sys_crash_link(int dfd, const char *from, const char *to)
     return linkat(dfd, from, dfd, to, 0) < 0 ? -errno : 0;
 }
 
-int afs__sys_set_size(int fd, uint64_t size)
-{
-    if (size > (uint64_t)INT64_MAX)
-        return -EFBIG;
-    int r;
-    do
-        r = ftruncate(fd, (off_t)size);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : 0;
-}
 
 void *afs__aligned_alloc(size_t size, size_t align)
 {

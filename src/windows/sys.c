@@ -468,16 +468,6 @@ int afs__sys_crash_link(int dfd, const char *from, const char *to)
     return -ENOTSUP; /* no directory fds: strict mode is refused here */
 }
 
-int afs__sys_set_size(afs__fd_t fd, uint64_t size)
-{
-    if (size > (uint64_t)INT64_MAX)
-        return -EFBIG;
-    FILE_END_OF_FILE_INFO eof;
-    eof.EndOfFile.QuadPart = (LONGLONG)size;
-    if (!SetFileInformationByHandle(fd, FileEndOfFileInfo, &eof, sizeof eof))
-        return afs__win_errno(GetLastError());
-    return 0;
-}
 
 /* ------------------------------------------------------------------------------------------
  * Aligned memory

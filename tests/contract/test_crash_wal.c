@@ -20,11 +20,16 @@ static void c_setup(void)
 
 #define T_WAL(name) Test(crash_wal, name, .init = c_setup, .fini = t_teardown, .timeout = 300)
 
-/* Crashes per run: AFS_CRASH_RUNS overrides (scripts/crash_soak.sh runs many more). */
+/* Crashes per run: AFS_CRASH_RUNS overrides (scripts/crash_soak.sh runs many more). Under
+ * wine every file call is a round trip to its server: 50 crashes there, not 1,000. */
 static unsigned runs(void)
 {
     const char *e = getenv("AFS_CRASH_RUNS");
+#ifdef _WIN32
+    return e && *e ? (unsigned)strtoul(e, NULL, 10) : 50;
+#else
     return e && *e ? (unsigned)strtoul(e, NULL, 10) : 1000;
+#endif
 }
 
 /* The first seed: AFS_CRASH_SEED overrides (the soak script draws one). */
@@ -142,8 +147,11 @@ static uint64_t wal_recover_from(struct afs_ctx *ctx, const char *path, uint64_t
     struct afs_file *f;
     cr_assert_eq(afs_open(ctx, path, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
     int64_t size = afs_file_size(f);
-    cr_assert_geq(size, 0);
+    cr_assert(size >= 0 && size < (1 << 30), "log size %lld", (long long)size);
+    if (size < 0 || size >= (1 << 30))
+        return 0;
     unsigned char *p = malloc((size_t)size + 1);
+    cr_assert_not_null(p);
     cr_assert_eq(afs_pread(f, p, (size_t)size, 0), size);
     afs_close(f);
     uint64_t seq = first;
@@ -288,7 +296,11 @@ T_WAL(corio_tasks_lose_no_durable_record_across_200_crashes)
     afs_config_default(&cfg);
     cfg.sync_threshold = 0; /* every write joins the phase's batch */
     t_ctx = t_ctx_cfg(&cfg);
+#ifdef _WIN32
+    unsigned n = runs() / 25; /* 16 files per crash: seconds each under wine */
+#else
     unsigned n = runs() / 5;
+#endif
     uint64_t cut = 0, decided = 0;
     for (unsigned k = 0; k < n; k++) {
         struct afs_crash_options o;
