@@ -432,9 +432,11 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             }
             came = corio__rt_spin(s);
         }
-        /* Any wait above may have consumed the wake-up of a message still in the inbox: a
-         * blocking wait now would sleep on it. */
-        if (!came && timeout != 0 && corio__inbox_pending(&s->inbox))
+        /* The wait above may have consumed the wake-up of a message still in the inbox, or
+         * of the runtime's stop: a blocking wait now would sleep on it. */
+        if (!came && timeout != 0 &&
+            (corio__inbox_pending(&s->inbox) ||
+             (!root && s->live == 0 && corio__rt_stopping(s))))
             timeout = 0;
         /* Only yields to go on with and nothing in the context: no need to ask the kernel
          * (unless wake-ups for other schedulers wait in the ring). */
