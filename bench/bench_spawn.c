@@ -9,19 +9,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#ifdef _WIN32
+#include <windows.h>
+#include <psapi.h>
+#else
 #include <unistd.h>
+#endif
 
 static long n_short = 1000000, n_alive = 100000;
 
 static double now_s(void)
 {
+#ifdef _WIN32
+    LARGE_INTEGER f, c;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&c);
+    return (double)c.QuadPart / (double)f.QuadPart;
+#else
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+#endif
 }
 
 static long rss_kib(void)
 {
+#ifdef _WIN32
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (!GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc))
+        return 0;
+    return (long)(pmc.WorkingSetSize / 1024);
+#else
     FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0, rss = 0;
     if (f) {
@@ -30,6 +48,7 @@ static long rss_kib(void)
         fclose(f);
     }
     return rss * (sysconf(_SC_PAGESIZE) / 1024);
+#endif
 }
 
 static void nothing(struct corio_task *t, void *arg)

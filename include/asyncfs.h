@@ -30,6 +30,8 @@
 #include <stdio.h> /* SEEK_SET, SEEK_CUR, SEEK_END */
 
 #ifdef _WIN32
+#include <winsock2.h> /* struct sockaddr; before any windows.h */
+#include <ws2tcpip.h> /* socklen_t */
 #include <basetsd.h>
 #if defined(_MSC_VER) && !defined(_SSIZE_T_DEFINED)
 typedef SSIZE_T ssize_t;
@@ -44,6 +46,7 @@ struct iovec {
     size_t iov_len;
 };
 #else
+#include <sys/socket.h> /* struct sockaddr, socklen_t, SHUT_*, MSG_* */
 #include <sys/types.h>
 #include <sys/uio.h>
 #endif
@@ -119,18 +122,32 @@ struct afs_config {
     afs_release_fn  *release;        /* required when alloc is set */
     void            *alloc_user;
     unsigned         flags;          /* AFS_CTX_* switches; 0 = sensible defaults */
+    unsigned         io_workers;     /* io_uring: the kernel's I/O workers (io-wq) that run
+                                        this thread's offloaded file I/O, at most; 0 = the
+                                        default (the number of CPUs, at least 2),
+                                        AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
+                                        limit). Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u
+#define AFS_IO_WORKERS_KERNEL 0xffffffffu
 
 /* Context flags. */
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
-/* io_uring: a submission that carries AFS_DIRECT reads and writes, 8 or more or 512 KiB or
- * more, hands them to the kernel's I/O workers (IOSQE_ASYNC), which issue them to the device
- * in parallel instead of one after another in the submitting thread; smaller batches are
- * issued inline (lower latency). This flag issues every batch inline (docs/ARCHITECTURE.md
- * has the measurements). Other backends ignore it. */
-#define AFS_CTX_INLINE_DIRECT 0x2u
+/* io_uring, AFS_DIRECT reads and writes: by default a submission that carries 8 or more of
+ * them (or 512 KiB or more) may hand them to the kernel's I/O workers (IOSQE_ASYNC), which
+ * issue them to the device in parallel instead of one after another in the submitting
+ * thread. Whether it does is measured as the context runs: now and then a submission's
+ * issue is timed apart from its wait, inline and offloaded; when issuing a direct request
+ * inline holds the submitting thread more than 4 times as long as handing it to a worker
+ * (a slow issue path: a virtualised disk's doorbell, a device that makes the submitter
+ * wait), such batches are offloaded, else issued inline (lower latency, no worker threads:
+ * usually so on NVMe). Smaller batches are always issued inline. afs_ctx_offload() tells
+ * what was measured. AFS_CTX_INLINE_DIRECT issues every direct op inline;
+ * AFS_CTX_OFFLOAD_DIRECT offloads every direct read and write, whatever the batch (the two
+ * together are -EINVAL). Other backends ignore both. */
+#define AFS_CTX_INLINE_DIRECT  0x2u
+#define AFS_CTX_OFFLOAD_DIRECT 0x4u
 
 /* Fills *cfg with the defaults above. */
 AFS_API void afs_config_default(struct afs_config *cfg);
@@ -190,6 +207,12 @@ struct afs_stats {
                              confirm the end of file (inline ops too) */
     uint64_t eof_skips;   /* short reads taken as the end of file without that read: they
                              ended at the file's known size (see afs_file_size()) */
+    /* io_uring, counted per transfer handed to the kernel (a resubmitted rest counts again):
+     * with a registered buffer (READ_FIXED/WRITE_FIXED), with a registered file
+     * (IOSQE_FIXED_FILE), and direct ones given to the kernel's workers (IOSQE_ASYNC). */
+    uint64_t fixed_buffer_ops;
+    uint64_t fixed_file_ops;
+    uint64_t offloaded_ops;
 };
 AFS_API void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out);
 
@@ -206,6 +229,100 @@ AFS_API int afs_ctx_wake(struct afs_ctx *ctx);
  * allocator, or NULL when memory is short. Free it with afs_buf_free() and the same size. */
 AFS_API void *afs_buf_alloc(struct afs_ctx *ctx, size_t size);
 AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
+
+/* ------------------------------------------------------------------------------------------
+ * Registered buffers and files (io_uring's fixed buffers and fixed files).
+ *
+ * Registering memory pins its pages once, so the kernel need not pin and unpin a buffer on
+ * every transfer; registering files saves it looking up and reference-counting the
+ * descriptor on every op. Both are only about speed: nothing else changes, and every op
+ * works the same whether or not a registration took effect.
+ *
+ * Once buffers are registered, the library picks READ_FIXED/WRITE_FIXED by itself for every
+ * afs_queue_read/afs_queue_write (and the blocking and position calls built on them) whose
+ * buffer lies wholly inside one registered range; any other buffer (one that straddles a
+ * range's end, an iovec of readv/writev) goes as a plain op, and so does an op that does not
+ * go through the ring (one run inline under sync_threshold, or by the thread pool).
+ * Once files are registered, every AFS_DIRECT file of the context gets a slot of the table,
+ * at open or at once when it is already open, while slots are free, and its ops name the
+ * slot (IOSQE_FIXED_FILE); afs_close frees the slot. The table is updated in place: ops of
+ * other files in flight meanwhile go on undisturbed.
+ *
+ * Falling back is not an error. When the kernel refuses (the locked-memory limit,
+ * RLIMIT_MEMLOCK or `ulimit -l`, is too low to pin the buffers; the descriptor limit is too
+ * low for the table; a kernel without the feature) or the backend is not io_uring, the call
+ * returns 0, ops run as plain ones, and afs_ctx_registration() says why. Registration is
+ * never a reason for an I/O to fail. On io_uring with the registration in effect the call
+ * returns 1. So a portable program registers unconditionally and need not ask.
+ *
+ * Ownership: registered memory stays the caller's, but it must stay allocated and mapped
+ * with the same pages until afs_ctx_unregister_buffers() or afs_ctx_free(): the kernel keeps
+ * the pages it pinned, so memory unmapped and mapped again would not be what ops read into.
+ * Buffers from afs_buf_alloc() are a good choice. The iovec array itself is copied.
+ * Thread rules: the context's thread, as every call on a context; they never wait for
+ * I/O, so a callback may make them too. Any time, with ops in flight too: ops already handed
+ * to the kernel finish with what they were given.
+ * ---------------------------------------------------------------------------------------- */
+
+/* The most ranges afs_ctx_register_buffers() takes, and the largest range (1 GiB). */
+#define AFS_MAX_REG_BUFFERS 1024u
+#define AFS_MAX_REG_BUFFER_SIZE ((size_t)1 << 30)
+/* The most slots afs_ctx_register_files() takes. */
+#define AFS_MAX_REG_FILES 32768u
+
+/* Registers nr ranges of memory (bufs[i].iov_base, bufs[i].iov_len bytes each) as the
+ * context's fixed buffers. Ranges must not overlap; their order does not matter.
+ * Returns 1 (the kernel pinned them: ops inside them use fixed buffers), 0 (ops go on as
+ * plain ones; afs_ctx_registration() says why), -EINVAL (bufs NULL, nr 0 or above
+ * AFS_MAX_REG_BUFFERS, a NULL base, a length of 0 or above AFS_MAX_REG_BUFFER_SIZE,
+ * overlapping ranges; nothing changes), or -EBUSY (an earlier registration, in effect or
+ * accepted as a no-op, is still there: call afs_ctx_unregister_buffers() first). */
+AFS_API int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs,
+                                     unsigned nr);
+
+/* Drops the registration (ops queued from now on run as plain ones; ops in flight finish
+ * as they were handed over) and forgets its reason. The memory is the caller's again to
+ * unmap or free once the ops queued in it have completed. Returns 0, also when nothing was
+ * registered. */
+AFS_API int afs_ctx_unregister_buffers(struct afs_ctx *ctx);
+
+/* Makes a table of `slots` registered files for the context's AFS_DIRECT files (see
+ * above); files beyond `slots` use their descriptor as usual. Returns 1 (the kernel has the
+ * table), 0 (no table: afs_ctx_registration() says why; ops use descriptors), -EINVAL
+ * (slots 0 or above AFS_MAX_REG_FILES), or -EBUSY (a table exists: unregister it first).
+ * On io_uring the kernel counts the slots against the descriptor limit (RLIMIT_NOFILE);
+ * liburing raises the soft limit up to the hard one when that is what stands in the way. */
+AFS_API int afs_ctx_register_files(struct afs_ctx *ctx, unsigned slots);
+
+/* Drops the table; the files keep working through their descriptors. Returns 0, also when
+ * there was none. */
+AFS_API int afs_ctx_unregister_files(struct afs_ctx *ctx);
+
+/* What the registrations of a context are now. */
+struct afs_registration {
+    unsigned    buffers;      /* ranges the kernel holds; 0 when none (not asked, or fallen
+                                 back) */
+    unsigned    file_slots;   /* slots of the registered-file table; 0 when there is none */
+    unsigned    files;        /* files holding a slot now */
+    const char *buffers_why;  /* why buffers were asked for and are not registered
+                                 ("io_uring_register_buffers: ENOMEM (locked-memory limit
+                                 ...)", "threads: the backend has no registered buffers"),
+                                 or NULL */
+    const char *files_why;    /* the same for the file table, or NULL */
+};
+/* Fills *out. The texts stay valid until the next registration call on ctx. */
+AFS_API void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *out);
+
+/* How the context issues batches of direct I/O (AFS_CTX_INLINE_DIRECT above), measured so
+ * far; all zero on backends other than io_uring. */
+struct afs_offload {
+    int      offloading;    /* 1: batches of direct ops go to the kernel's workers now */
+    unsigned samples;       /* submissions timed so far */
+    uint64_t inline_ns;     /* the submitting thread's time per direct op issued inline,
+                               averaged over recent samples; 0 before the first */
+    uint64_t offload_ns;    /* the same per direct op handed to a worker */
+};
+AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out);
 
 /* ------------------------------------------------------------------------------------------
  * Files
@@ -431,6 +548,94 @@ AFS_API ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iov
 AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
 
 /* ------------------------------------------------------------------------------------------
+ * Storage-engine ops: space allocation and file size, queued and batched like the others.
+ *
+ * Each has a queued form (afs_queue_*: the rules of the op API above; op->result is 0 or
+ * -errno) and a blocking form that returns the same value: outside a corio task it blocks
+ * the thread; inside a task of the file's scheduler it suspends only the task and the op
+ * joins the phase's batch. Where they run: io_uring has an opcode for some of them (probed
+ * on first use; see each call); otherwise, and on the libaio, posix-aio, iocp and threads
+ * backends, the context's thread pool makes the system call; the sync backend makes it
+ * inline. An op that may change the file's size makes the library forget the size it knew
+ * (the end-of-file rule above), as a write does.
+ * Common errors: -EINVAL (NULL op or cb, a negative offset or length: above INT64_MAX),
+ * -EBADF (a file opened read-only), -ESPIPE (a pipe, socket or tty), -EBUSY (the op is in
+ * use); otherwise the system's answer (-ENOSPC, -EIO, -EFBIG...).
+ * ---------------------------------------------------------------------------------------- */
+
+/* fallocate modes; 0 allocates the range and extends the file to off + len if it is
+ * shorter (reads of the new part give zeros). */
+#define AFS_FALLOC_KEEP_SIZE  0x1 /* allocate without changing the size */
+#define AFS_FALLOC_PUNCH_HOLE 0x2 /* free the range: it reads as zeros (implies KEEP_SIZE) */
+#define AFS_FALLOC_ZERO_RANGE 0x4 /* make the range read as zeros, allocated; extends the
+                                     file unless AFS_FALLOC_KEEP_SIZE */
+
+/* Allocates, frees or zeroes [off, off + len) of f (fallocate(2)). mode is 0 or one of
+ * AFS_FALLOC_PUNCH_HOLE, AFS_FALLOC_ZERO_RANGE, optionally with AFS_FALLOC_KEEP_SIZE.
+ * Returns 0, -EINVAL (unknown or contradictory mode bits, len 0, off or len above
+ * INT64_MAX), -EFBIG (off + len above INT64_MAX, or above the file system's limit), -ENOSPC,
+ * or -ENOTSUP / -EOPNOTSUPP (the same value on Linux) where the file system or OS lacks
+ * the mode.
+ * Linux: fallocate(2) (io_uring: IORING_OP_FALLOCATE, 5.6), every mode as the file system
+ * allows (tmpfs, ext4, xfs, btrfs have them all). On -ENOSPC part of the range may be
+ * allocated, and with mode 0 the file may have grown over it (ext4 does): the data that was
+ * there is intact. Windows: mode 0 and KEEP_SIZE raise the allocation size with
+ * SetFileInformationByHandle (NTFS may release what lies past the end when the last handle
+ * closes), and mode 0 then sets the end of file; PUNCH_HOLE and ZERO_RANGE are
+ * FSCTL_SET_ZERO_DATA (it frees the range of a sparse file and writes zeros in others), or
+ * zeros written where the file system lacks it; KEEP_SIZE is -ENOTSUP where the system
+ * has no allocation control (wine). FreeBSD: mode 0 is posix_fallocate(), the other modes
+ * are -ENOTSUP; macOS: -ENOTSUP. */
+AFS_API int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len);
+AFS_API int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode,
+                                uint64_t off, uint64_t len, afs_cb *cb, void *data);
+
+/* Sets f's size to `size` (ftruncate(2)): data past it is dropped, a larger size reads as
+ * zeros. Returns 0, -EINVAL (size above INT64_MAX; a pipe, socket or tty), -EFBIG (above
+ * the file system's limit), -EBADF (read-only), or the system's error.
+ * Linux: ftruncate(2) (io_uring: IORING_OP_FTRUNCATE where the kernel has it, 6.9).
+ * Windows: SetFileInformationByHandle(FileEndOfFileInfo). */
+AFS_API int afs_ftruncate(struct afs_file *f, uint64_t size);
+AFS_API int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size,
+                                afs_cb *cb, void *data);
+
+/* fadvise advice (the library's values). */
+#define AFS_FADV_NORMAL     0
+#define AFS_FADV_SEQUENTIAL 1 /* read in order: more read-ahead */
+#define AFS_FADV_RANDOM     2 /* no read-ahead */
+#define AFS_FADV_NOREUSE    3 /* read once */
+#define AFS_FADV_WILLNEED   4 /* start reading the range into the cache now */
+#define AFS_FADV_DONTNEED   5 /* drop the range's clean pages from the cache */
+
+/* Tells the system how [off, off + len) of f will be read (posix_fadvise(2)); len 0: to the
+ * end of the file. A hint: nothing is read or written, and read-only files take it too.
+ * Returns 0, -EINVAL (unknown advice, off or len above INT64_MAX), -ESPIPE (a pipe, socket
+ * or tty). Linux, FreeBSD: posix_fadvise (io_uring: IORING_OP_FADVISE, 5.6, for len below
+ * 4 GiB). macOS: WILLNEED is F_RDADVISE, the others do nothing (0). Windows: -ENOTSUP (it
+ * takes such advice only when a file is opened). */
+AFS_API int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice);
+AFS_API int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t off,
+                              uint64_t len, int advice, afs_cb *cb, void *data);
+
+/* sync_file_range flags (Linux's values and meaning). */
+#define AFS_SYNC_RANGE_WAIT_BEFORE 0x1u /* wait for writeback already under way */
+#define AFS_SYNC_RANGE_WRITE       0x2u /* start writeback of the range's dirty pages */
+#define AFS_SYNC_RANGE_WAIT_AFTER  0x4u /* wait until that writeback is done */
+
+/* Starts and/or waits for writeback of [off, off + len) of f (sync_file_range(2)); len 0:
+ * to the end of the file. No durability promise: metadata and the device's cache are not
+ * flushed (afs_fsync is the barrier); it lets an engine push dirty data out early so that
+ * its later fsync is short. Returns 0, -EINVAL (unknown flags, off or len above INT64_MAX),
+ * -ESPIPE (a pipe, socket or tty), or the system's error (-EIO...). Linux:
+ * sync_file_range(2) (io_uring: IORING_OP_SYNC_FILE_RANGE, 5.2, for len below 4 GiB).
+ * Elsewhere, with any flag set, a data sync of the whole file (fdatasync,
+ * FlushFileBuffers), which is stronger; flags 0 does nothing. */
+AFS_API int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len,
+                                unsigned flags);
+AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,
+                                      uint64_t len, unsigned flags, afs_cb *cb, void *data);
+
+/* ------------------------------------------------------------------------------------------
  * Metadata ops: open, stat, close, mkdir, rename, unlink and syncfs, relative to a directory
  * fd like the *at() system calls, queued and batched like reads and writes.
  *
@@ -555,6 +760,129 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
  * Windows. */
 AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
                              struct afs_file **out);
+
+/* ------------------------------------------------------------------------------------------
+ * Sockets. A socket is a struct afs_file of its context: afs_close, afs_cancel, the ops'
+ * callbacks, corio's cancellation and deadlines, the position API (afs_read/afs_write
+ * receive and send at the socket's "position", as on a pipe) and afs_last_op work on it as
+ * on any file; the positional calls return -ESPIPE. afs_file_from_fd() on a socket (one from
+ * socket(2), accept(2) or socketpair(2)) makes the same kind of file as afs_socket().
+ * Configure a socket with plain calls on afs_file_fd(): setsockopt, bind, listen,
+ * getsockname, getpeername never wait.
+ *
+ * Where the ops run:
+ *  - io_uring: each op is an SQE (IORING_OP_CONNECT, ACCEPT, RECV, SEND, SHUTDOWN; probed
+ *    when the context is made) in the phase's one submission, with the file ops of the
+ *    phase. The socket's descriptor stays blocking.
+ *  - Every other backend, and io_uring on kernels without those opcodes (before Linux
+ *    5.11): the readiness engine. The transfer is tried at once, on the context's thread, on
+ *    a non-blocking socket (the library sets O_NONBLOCK; it is a property of the open file
+ *    description, shared with dup()ed copies of the descriptor). When it would wait, the
+ *    socket is watched (epoll on Linux, poll() elsewhere) in the same wait that the context
+ *    makes for its other completions, and the context's thread makes the transfer when the
+ *    socket is ready. No thread is ever blocked in a socket call, and none is started per
+ *    socket.
+ *  - Windows: not yet; every call of this section returns -ENOTSUP there.
+ *
+ * Signals: no call of the library raises SIGPIPE. Sends carry MSG_NOSIGNAL (SO_NOSIGPIPE
+ * where the system has no MSG_NOSIGNAL): a peer that has gone away is -EPIPE or
+ * -ECONNRESET. The same holds for afs_write/afs_pwrite and streams on a pipe or FIFO whose
+ * reader has gone (-EPIPE): the library blocks SIGPIPE on the writing thread around the
+ * write, and takes back the SIGPIPE the write raised (sigtimedwait), never one that was
+ * already pending. On io_uring such writes are made by the kernel's workers, whose
+ * signals are blocked.
+ *
+ * Ops in flight: a receive and a send may be in flight on one socket together. Several
+ * receives (or several sends) at once on one stream socket are served in an order the
+ * kernel chooses on io_uring: keep one of each direction at a time where the byte order
+ * matters (a corio stream serialises its writes). Buffers, addresses and address lengths
+ * belong to the library from queueing until the callback starts (in a blocking call: until
+ * it returns).
+ * Cancellation: afs_cancel() of a socket op that has not moved anything completes it with
+ * -ECANCELED; a send stopped after part of its buffer left completes with that count (the
+ * rest was not sent). Inside a corio task, corio_cancel() and a deadline reach socket ops as
+ * they reach file ops: the blocking call returns -ECANCELED or -ETIMEDOUT, and the buffer is
+ * never written after the task resumed. afs_close() of a socket first cancels the ops still
+ * waiting on it (a receive from a silent peer would wait for ever), then waits for them as
+ * for any file; so does afs_ctx_free() for every socket of the context.
+ * Inside a corio task of the socket's context the blocking calls below suspend only the
+ * task and their op joins the phase's batch (one io_uring_enter for every task's receive,
+ * send, accept, connect and file op of the phase); anywhere else they block the thread.
+ * ---------------------------------------------------------------------------------------- */
+
+/* Creates a socket (socket(2): domain AF_INET, AF_INET6, AF_UNIX...; type SOCK_STREAM,
+ * SOCK_DGRAM or SOCK_SEQPACKET; protocol usually 0) as a file of ctx, opened AFS_RDWR in
+ * AFS_MODE_SYNC (afs_read/afs_write block), close-on-exec. SOCK_NONBLOCK and SOCK_CLOEXEC
+ * in type are ignored: the library decides both. Never waits. Returns 0 and *out, -EINVAL
+ * (out is NULL), the socket(2) error (-EAFNOSUPPORT, -EPROTONOSUPPORT, -EMFILE, -ENFILE,
+ * -ENOBUFS...), -ENOMEM, or -ENOTSUP on Windows. */
+AFS_API int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol,
+                       struct afs_file **out);
+
+/* A connected pair of sockets (socketpair(2), AF_UNIX on every POSIX system) as two files of
+ * ctx, as afs_socket() makes them: out[0] and out[1]. Returns 0, -EINVAL (out is NULL), the
+ * socketpair(2) error, -ENOMEM, or -ENOTSUP on Windows. */
+AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
+                           struct afs_file *out[2]);
+
+/* Connects s to addr (addrlen bytes; the caller's until the call returns). Returns 0,
+ * -EINVAL (NULL addr, addrlen 0 or larger than struct sockaddr_storage), -ENOTSOCK (s is
+ * not a socket), the connect error (-ECONNREFUSED, -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT
+ * from the kernel, -EISCONN...), or in a corio task -ECANCELED / -ETIMEDOUT (cancellation,
+ * deadline). After a failed connect the socket is left as the kernel leaves it: close it. */
+AFS_API int afs_connect(struct afs_file *s, const struct sockaddr *addr, socklen_t addrlen);
+
+/* Accepts a connection on the listening socket s as a new file of s's context (opened as
+ * afs_socket() opens, close-on-exec), in *out. addr and addrlen may both be NULL; else
+ * *addrlen is the size of addr on entry and the peer address's length on return (the
+ * address is cut to fit, as accept(2) does). A connection the peer reset before it was
+ * accepted (ECONNABORTED) is skipped. Returns 0 and *out, -EINVAL (NULL out, addr without
+ * addrlen or the reverse), -ENOTSOCK, the accept error (-EINVAL: s is not listening,
+ * -EMFILE, -ENFILE...), -ENOMEM, or in a corio task -ECANCELED / -ETIMEDOUT. */
+AFS_API int afs_accept(struct afs_file *s, struct sockaddr *addr, socklen_t *addrlen,
+                       struct afs_file **out);
+
+/* One receive into buf: the bytes that arrived, up to len, as soon as there are some (a
+ * short count is normal). 0 is the orderly end of the stream (the peer shut down its
+ * sending side, or closed) or a zero-length request (nothing waits). flags: 0, or
+ * MSG_PEEK (leave the data in the socket), MSG_WAITALL (wait until len bytes came, or the
+ * end of the stream, which gives a short count), MSG_OOB; others are -EINVAL.
+ * Returns the bytes, 0, -EINVAL (NULL buf with len > 0, len above SSIZE_MAX, bad flags),
+ * -ENOTSOCK, the receive error (-ECONNRESET, -ENOTCONN...), or in a corio task
+ * -ECANCELED / -ETIMEDOUT (nothing was received). */
+AFS_API ssize_t afs_recv(struct afs_file *s, void *buf, size_t len, int flags);
+
+/* Sends all len bytes of buf, as many sends as it takes, as a write of a file does: the
+ * return is len, or an error. flags: 0, or MSG_MORE (Linux: more data follows), MSG_OOB,
+ * MSG_DONTROUTE, MSG_EOR; MSG_NOSIGNAL is always added (no SIGPIPE); others are -EINVAL.
+ * A send that is stopped (corio cancellation or deadline, afs_cancel) after part of buf left
+ * returns that count; nothing sent: -ECANCELED / -ETIMEDOUT. Other returns: -EINVAL (NULL
+ * buf with len > 0, len above SSIZE_MAX, bad flags), -ENOTSOCK, the send error (-EPIPE,
+ * -ECONNRESET: the peer has gone; -EMSGSIZE on a datagram socket...). */
+AFS_API ssize_t afs_send(struct afs_file *s, const void *buf, size_t len, int flags);
+
+/* Shuts down the receiving (SHUT_RD), sending (SHUT_WR: the peer reads the end of the
+ * stream once it has the data sent before) or both sides (SHUT_RDWR) of s. Never waits
+ * for the peer. Returns 0, -EINVAL (bad how), -ENOTSOCK, or the shutdown error
+ * (-ENOTCONN). */
+AFS_API int afs_shutdown(struct afs_file *s, int how);
+
+/* The same as ops: cb runs from afs_ctx_wait() with op->result as the blocking call returns
+ * it, except for afs_queue_accept, whose result is the new descriptor (>= 0; blocking,
+ * close-on-exec, the caller's: hand it to afs_file_from_fd() or close it). The arguments are
+ * checked as above, and queueing returns 0, -EINVAL, -ENOTSOCK, -EBUSY (the op is still in
+ * use) or -ENOTSUP (Windows); nothing is queued on error. Everything passed (buf, addr,
+ * addrlen) belongs to the library until the callback starts. */
+AFS_API int afs_queue_connect(struct afs_op *op, struct afs_file *s, const struct sockaddr *addr,
+                              socklen_t addrlen, afs_cb *cb, void *data);
+AFS_API int afs_queue_accept(struct afs_op *op, struct afs_file *s, struct sockaddr *addr,
+                             socklen_t *addrlen, afs_cb *cb, void *data);
+AFS_API int afs_queue_recv(struct afs_op *op, struct afs_file *s, void *buf, size_t len,
+                           int flags, afs_cb *cb, void *data);
+AFS_API int afs_queue_send(struct afs_op *op, struct afs_file *s, const void *buf, size_t len,
+                           int flags, afs_cb *cb, void *data);
+AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, afs_cb *cb,
+                               void *data);
 
 /* ------------------------------------------------------------------------------------------
  * Integration: the per-thread waiter. A scheduler (corio is one) installs a waiter on its

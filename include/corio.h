@@ -68,6 +68,8 @@ struct corio_stats {
     uint64_t ios;      /* file ops and generic requests issued by tasks */
     uint64_t switches; /* switches into tasks */
     uint64_t tasks;    /* tasks spawned */
+    uint64_t stacks;   /* task stacks made (Windows: fibers created); a spawn served from the
+                          scheduler's cache of finished tasks' stacks makes none */
 };
 AFS_API void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out);
 
@@ -370,8 +372,45 @@ AFS_API int  corio_gen_next_filter(struct corio_task *t, struct corio_gen *g,
 /* Called by the consumer t: cancels the producer if it still runs and waits until its task is
  * done (a wait that cancellation does not end). Idempotent. */
 AFS_API void corio_gen_close(struct corio_task *t, struct corio_gen *g);
-/* Map and chain need no helper in C: map is the loop body, and chaining is one loop per
- * generator (or a producer that forwards the values of several generators in turn). */
+
+/* Iterator helpers (asyncigo's Map, Filter, Chain, Zip, Enumerate and a Take). Each starts
+ * `out` as a generator (as corio_gen_start, as a child of t, the consumer of out) whose
+ * producer pulls from the input generators, which it takes over: it closes them when it ends
+ * or when out is closed, so the consumer closes only out. The inputs must have been started
+ * by t (or by a task that stays alive while out runs) and have no other consumer. A value
+ * passed on stays valid until the consumer's next corio_gen_next() / corio_gen_close() on
+ * out: the helper pulls the next input value only then (the inputs' producers still read
+ * ahead). An input's error ends out with that error. Each returns 0, or -ENOMEM (out did not
+ * start and the inputs stay the caller's to close). */
+typedef void *corio_map_fn(void *value, void *user);
+/* Yields fn(value, user) for each value of in. */
+AFS_API int corio_gen_map(struct corio_task *t, struct corio_gen *out, struct corio_gen *in,
+                          corio_map_fn *fn, void *user);
+/* Yields the values of in for which keep(value, user) is non-zero, skipping the others (the
+ * iteration goes on after a rejected value). */
+AFS_API int corio_gen_filter(struct corio_task *t, struct corio_gen *out, struct corio_gen *in,
+                             int (*keep)(void *value, void *user), void *user);
+/* Yields every value of ins[0], then of ins[1]... The array (not copied) stays valid until
+ * out ended or was closed. */
+AFS_API int corio_gen_chain(struct corio_task *t, struct corio_gen *out,
+                            struct corio_gen *const *ins, size_t n);
+/* Yields struct corio_pair * with a value of a and one of b, until either ends (the other is
+ * then closed; an error of either ends out with it). */
+struct corio_pair {
+    void *a, *b;
+};
+AFS_API int corio_gen_zip(struct corio_task *t, struct corio_gen *out, struct corio_gen *a,
+                          struct corio_gen *b);
+/* Yields struct corio_indexed * for each value of in, counting from start_index. */
+struct corio_indexed {
+    size_t index;
+    void  *value;
+};
+AFS_API int corio_gen_enumerate(struct corio_task *t, struct corio_gen *out,
+                                struct corio_gen *in, size_t start_index);
+/* Yields the first n values of in, then closes in. */
+AFS_API int corio_gen_take(struct corio_task *t, struct corio_gen *out, struct corio_gen *in,
+                           size_t n);
 
 /* File helpers. Both read with afs_pread() from a producer task (the file should be opened on
  * the scheduler's context to join its batches) and read the next chunk while the consumer
@@ -399,6 +438,217 @@ struct corio_line {
  * or -ENOMEM. */
 AFS_API int corio_gen_file_lines(struct corio_task *t, struct corio_gen *g,
                                  struct afs_file *f, size_t chunk_size);
+
+/* ------------------------------------------------------------------------------------------
+ * Blocking functions on threads (asyncigo's Go). corio_go() runs fn(arg) on one of the
+ * scheduler's pool threads (started on first use, at most 32; more jobs wait for a free
+ * thread, in order; the threads are joined by corio_sched_free()) and completes b->done, an
+ * external future, with fn's return value (>= 0 success, negative errno failure, by the
+ * futures' convention). Use it for calls that block and have no asynchronous form: name
+ * resolution, a library's blocking API, heavy computation off the scheduler's thread.
+ *
+ * Cancellation: a thread cannot be interrupted, so a cancelled or timed-out wait asks fn to
+ * stop (corio_blocking_stop_requested() turns non-zero on fn's thread; fn may poll it and
+ * return early) and then waits, shielded, until fn has returned: fn and arg are never used
+ * after the wait returns, so both may live on the task's stack. A job no thread started yet
+ * never runs. The wait then returns -ECANCELED / -ETIMEDOUT, whatever fn returned.
+ * ---------------------------------------------------------------------------------------- */
+typedef int corio_blocking_fn(void *arg);
+
+struct corio_blocking {
+    struct corio_future done;   /* completed with fn's result */
+    corio_blocking_fn  *fn;
+    void               *arg;
+    int                 result; /* fn's return, once done */
+    void               *private_[5];
+};
+
+/* Starts fn(arg) on a pool thread for task t. b is caller-owned and must stay valid until
+ * corio_blocking_wait() returned (or b->done is done). Returns 0, or -ENOMEM / the error of
+ * starting a thread when there is none (b->done is then completed with it). */
+AFS_API int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *fn,
+                     void *arg);
+/* Waits for b: fn's result, or -ECANCELED / -ETIMEDOUT (after fn returned, see above). */
+AFS_API int corio_blocking_wait(struct corio_task *t, struct corio_blocking *b);
+/* corio_go() and corio_blocking_wait() in one: fn's result, -ECANCELED / -ETIMEDOUT, or
+ * -ENOMEM. */
+AFS_API int corio_run_blocking(struct corio_task *t, corio_blocking_fn *fn, void *arg);
+/* On a pool thread inside fn: non-zero once the task waiting for it was cancelled or passed
+ * its deadline. Elsewhere 0. */
+AFS_API int corio_blocking_stop_requested(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Queues (asyncigo's Queue): a FIFO of void * values between the tasks of one scheduler,
+ * bounded (cap > 0: puts wait while it holds cap values) or not (cap 0: it grows). A put
+ * hands its value to the getter that waited longest; a getter that was cancelled or timed out
+ * has left the line and is skipped, so no value is ever lost to it. Not thread-safe: use it
+ * from the scheduler's thread (tasks, or code the scheduler runs).
+ * ---------------------------------------------------------------------------------------- */
+struct corio_queue {
+    void        **ring;     /* private */
+    size_t        cap, ring_cap, head, len;
+    unsigned char closed;
+    void         *private_[5];
+};
+
+/* Prepares an empty queue holding at most cap values (0: no bound). Allocates nothing. */
+AFS_API void   corio_queue_init(struct corio_queue *q, size_t cap);
+/* Frees its memory (values in it are dropped). Aborts while a task waits on it. */
+AFS_API void   corio_queue_destroy(struct corio_queue *q);
+/* Values in the queue (not counting those handed straight to a getter). */
+AFS_API size_t corio_queue_len(const struct corio_queue *q);
+/* Adds value, waiting while a bounded queue is full: 0, -EPIPE after corio_queue_close(),
+ * -ENOMEM (an unbounded queue could not grow), -ECANCELED / -ETIMEDOUT (not added). */
+AFS_API int    corio_queue_put(struct corio_task *t, struct corio_queue *q, void *value);
+/* Adds value without waiting (callable outside tasks): 0, -EAGAIN when a bounded queue is
+ * full, -EPIPE after close, -ENOMEM. */
+AFS_API int    corio_queue_try_put(struct corio_queue *q, void *value);
+/* Takes the oldest value into *value, waiting while the queue is empty: 0, -EPIPE when the
+ * queue is closed and empty, -ECANCELED / -ETIMEDOUT (nothing taken). */
+AFS_API int    corio_queue_get(struct corio_task *t, struct corio_queue *q, void **value);
+/* Takes the oldest value without waiting: 0, -EAGAIN when empty, -EPIPE when closed and
+ * empty. */
+AFS_API int    corio_queue_try_get(struct corio_queue *q, void **value);
+/* No more puts (-EPIPE); getters take what is left, then get -EPIPE. Waiting getters and
+ * putters are woken. */
+AFS_API void   corio_queue_close(struct corio_queue *q);
+
+/* ------------------------------------------------------------------------------------------
+ * Buffered streams over any descriptor (asyncigo's AsyncStream): a socket, pipe, FIFO, tty
+ * or a file, as a struct afs_file of the scheduler's context (corio_sched_ctx()).
+ *
+ * Reads go through the stream's buffer: each read takes what one transfer gives (on a pipe,
+ * socket or tty the bytes that have arrived, joining the phase's batch as any file op does;
+ * on a file with offsets a positional read at the stream's own read offset, from 0), so a
+ * task waits only for data it needs. The line and delimiter calls hand out a pointer into
+ * that buffer, valid until the next read call on the stream. Errors are not sticky; bytes
+ * that arrived before an error, a cancellation or a deadline stay buffered (nothing is lost).
+ * End of file is sticky: once a read saw it, reads give what is buffered, then 0.
+ *
+ * Writes go straight from the caller's buffer (nothing is copied or buffered), one writer at
+ * a time in the order the tasks came, so concurrent writers' chunks never interleave; a
+ * write returns once every byte was handed to the kernel, so a slow reader makes writers
+ * wait and memory stays bounded. On a file with offsets writes go at the stream's write
+ * offset, from 0.
+ *
+ * All calls are made by tasks of the file's scheduler; reads from several tasks are
+ * serialised too. A peer that went away is -EPIPE or -ECONNRESET, never a signal.
+ * ---------------------------------------------------------------------------------------- */
+struct corio_stream;
+
+/* Makes a stream over f, which it takes over (corio_stream_close closes it). buf_size is the
+ * read buffer's starting size (0: 8 KiB); a line longer than it grows the buffer up to the
+ * line limit. Returns 0, -EINVAL (buf_size above 1 GiB), -ENOMEM (f stays the caller's).
+ * Needs no task. */
+AFS_API int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **out);
+/* Closes the file (afs_close: inside a task the close joins the batch) and frees the stream:
+ * 0 or the close error. Aborts while a task is inside a call on the stream. */
+AFS_API int corio_stream_close(struct corio_stream *s);
+/* The stream's file (for afs_shutdown on a socket, say). It stays the stream's. */
+AFS_API struct afs_file *corio_stream_file(const struct corio_stream *s);
+/* Bytes read from the file and not yet handed out. */
+AFS_API size_t corio_stream_buffered(const struct corio_stream *s);
+
+/* Up to len bytes: what is buffered, or else what one transfer gives (waiting until some
+ * bytes come). Returns the bytes copied (>= 1 when len > 0), 0 at the end, or -errno. */
+AFS_API ssize_t corio_stream_read(struct corio_task *t, struct corio_stream *s, void *buf,
+                                  size_t len);
+/* Exactly len bytes, fewer only at the end (the count, as fread) or on an error: the bytes
+ * copied before an error are reported first (the error comes at the next call); -errno when
+ * none were. */
+AFS_API ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s,
+                                        void *buf, size_t len);
+/* The next line up to and including the byte delim (0..255): *line points to it in the
+ * stream's buffer (not nul-terminated; valid until the next read call on s), and the return
+ * value is its length. A last line without delim at the end is returned as it is; 0 at the
+ * end with nothing left. -EMSGSIZE when limit bytes (0: 64 KiB; at most 1 GiB) came without
+ * delim: they stay buffered, so corio_stream_read() can still take them (nothing is lost).
+ * -EINVAL for a bad delim or limit; read errors as -errno. */
+AFS_API ssize_t corio_stream_read_until(struct corio_task *t, struct corio_stream *s,
+                                        int delim, size_t limit, const char **line);
+/* corio_stream_read_until(t, s, '
+', limit, line): the line includes its '
+'. */
+AFS_API ssize_t corio_stream_read_line(struct corio_task *t, struct corio_stream *s,
+                                       size_t limit, const char **line);
+/* Reads to the end: *out is a malloc'd, nul-terminated copy of everything (the caller frees
+ * it) and the return value its length. -EMSGSIZE when more than limit bytes (0: no limit)
+ * came (they stay buffered), -ENOMEM, or a read error (*out NULL). */
+AFS_API ssize_t corio_stream_read_all(struct corio_task *t, struct corio_stream *s,
+                                      size_t limit, char **out);
+/* Writes all len bytes (see above): 0, or -errno (-EPIPE / -ECONNRESET when the peer left;
+ * -ECANCELED / -ETIMEDOUT: part of the data may have been written). buf is the caller's
+ * again when it returns. */
+AFS_API int     corio_stream_write(struct corio_task *t, struct corio_stream *s,
+                                   const void *buf, size_t len);
+/* Generators over the stream (started as children of t; see the generators above). The
+ * stream must not be read otherwise until they ended or were closed.
+ * Lines: yields struct corio_line * for each line, split at '
+' (removed; the data is
+ * nul-terminated, a "
+" before it is kept), a last line without '
+' included; a line of
+ * more than limit bytes (0: 64 KiB) ends the iteration with -EMSGSIZE (the line stays
+ * buffered). Chunks: yields struct corio_chunk * with what each transfer brought, at most
+ * chunk_size bytes (0: 8 KiB), off counting from the generator's start; the next chunk is
+ * read while the consumer holds the current one. Both return 0, -EINVAL or -ENOMEM. */
+AFS_API int corio_stream_lines(struct corio_task *t, struct corio_gen *g,
+                               struct corio_stream *s, size_t limit);
+AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,
+                                struct corio_stream *s, size_t chunk_size);
+
+/* A pipe as two streams on t's scheduler: *r reads what *w writes (asyncigo's Pipe). Close
+ * both with corio_stream_close(); closing *w ends *r's reads at 0 once drained. Returns 0,
+ * -EMFILE / -ENFILE, -ENOMEM, or -ENOTSUP on Windows. */
+AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct corio_stream **w);
+
+/* ------------------------------------------------------------------------------------------
+ * The network: dial, listen, accept. Sockets are asyncfs files of the scheduler's context
+ * (afs_socket and friends): every connect, accept, receive and send of a CPU phase joins the
+ * phase's one submission with the file ops, and cancellation and deadlines reach them as
+ * they reach file ops. Host names are resolved with getaddrinfo on the scheduler's pool
+ * threads (corio_go), so the scheduler never blocks; numeric addresses resolve at once.
+ * TCP sockets made here have TCP_NODELAY (small replies are not held back). POSIX only for
+ * now: on Windows every call returns -ENOTSUP.
+ *
+ * Errors: the negative errno of the failing step. A name that does not exist is -ENOENT (the
+ * resolver's EAI_NONAME / EAI_NODATA), a name server that cannot answer now -EAGAIN
+ * (EAI_AGAIN), a bad port or service -EINVAL, another resolver failure -EIO; corio_net_error()
+ * then has the resolver's own message. A refused or unreachable peer is -ECONNREFUSED,
+ * -ENETUNREACH or -EHOSTUNREACH; past the task's deadline -ETIMEDOUT, cancelled -ECANCELED
+ * (also while resolving: the lookup cannot be stopped and finishes on its thread, its result
+ * dropped, but the call returns at once).
+ * ---------------------------------------------------------------------------------------- */
+
+/* Connects to host:port (a name or a numeric address; port a number or a service name):
+ * resolves it, then connects to every address it got at once (at most 16), keeps the first
+ * connection that succeeds and cancels and closes the others, all under t's deadline and
+ * cancellation. Returns 0 and *out (a connected socket of the scheduler's context, the
+ * caller's to afs_close), -EINVAL (empty host or port), or the errors above; when every
+ * address failed, the error of the first address (in the resolver's order). */
+AFS_API int corio_dial(struct corio_task *t, const char *host, const char *port,
+                       struct afs_file **out);
+/* corio_dial() and corio_stream_new(f, buf_size) in one (asyncigo's Dial). */
+AFS_API int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
+                              size_t buf_size, struct corio_stream **out);
+/* A listening TCP socket bound to host:port (host NULL or "": every address; port "0": a
+ * free port the system picks, see corio_net_port()), with SO_REUSEADDR, listening with
+ * `backlog` (0: SOMAXCONN). The first resolved address that binds is used. Returns 0 and
+ * *out, -EINVAL, or the errors above (-EADDRINUSE, -EACCES...). */
+AFS_API int corio_listen(struct corio_task *t, const char *host, const char *port,
+                         int backlog, struct afs_file **out);
+/* Waits for a connection on listener l (afs_accept) and returns it as a stream with a read
+ * buffer of buf_size (0: 8 KiB): 0 and *out, or afs_accept's error, -ECANCELED, -ETIMEDOUT,
+ * -ENOMEM. */
+AFS_API int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
+                         struct corio_stream **out);
+/* The local port of a bound socket (e.g. after corio_listen() with port "0"), or -errno. */
+AFS_API int corio_net_port(struct afs_file *s);
+/* The message of the calling thread's last failed corio_dial() / corio_listen() (the
+ * resolver's text for a name that did not resolve, "host:port: <reason>"), or NULL after one
+ * that succeeded. Read it before the task suspends again (other tasks of the thread may
+ * dial meanwhile); valid until then. */
+AFS_API const char *corio_net_error(void);
 
 /* ------------------------------------------------------------------------------------------
  * Jobs (go-work's pattern). A job runs a set of tasks; each has an init, a run and a

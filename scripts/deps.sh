@@ -19,6 +19,7 @@ declare -A probe=(
   [gnuplot-nox]=/usr/bin/gnuplot
   [strace]=/usr/bin/strace
   [acl]=/usr/bin/setfacl
+  [attr]=/usr/bin/setfattr
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
   [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/include/stdio.h
   [qemu-user]=/usr/bin/qemu-aarch64
@@ -26,15 +27,19 @@ declare -A probe=(
   [wine64]=/usr/lib/wine/wine64
   [clang]=/usr/bin/clang
   [libclang-rt-14-dev]=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.asan-x86_64.a
+  [libuv1-dev]=/usr/include/uv.h
+  [nginx-light]=/usr/sbin/nginx
+  [wrk]=/usr/bin/wrk
 )
 
 pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
-    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace acl) ;;
+    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace acl attr) ;;
     run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
-    bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio gnuplot-nox) ;;
+    bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio gnuplot-nox
+                     libuv1-dev nginx-light wrk) ;;
     aarch64)  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
     windows)  pkgs+=(gcc-mingw-w64-x86-64 wine64) ;;
     sanitize) pkgs+=(clang libclang-rt-14-dev) ;;

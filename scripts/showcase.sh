@@ -13,6 +13,14 @@ echo
 echo "== corio quick start (10 tasks x 4 requests)"
 "$BUILD/examples/corio_quickstart"
 echo
+if [ -x "$BUILD/examples/asyncigo_iter" ]; then
+  echo "== asyncigo's iterator example (line lengths from a line server on a free loopback port)"
+  "$BUILD/examples/asyncigo_iter"
+  echo
+  echo "== asyncigo's chain example (the lines of two line servers, one after the other)"
+  "$BUILD/examples/asyncigo_chain"
+  echo
+fi
 echo "== generating a data set in $data: 2,000 files of 16 KiB in 20 directories, one 256 MiB file"
 mkdir -p "$data/src"
 for d in $(seq 0 19); do

@@ -357,8 +357,11 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
                                   "AFS_MAX_QUEUE_DEPTH");
     if ((cfg->alloc == NULL) != (cfg->release == NULL))
         return ctx_error(-EINVAL, "afs_config: alloc and release go together");
-    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT))
+    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT | AFS_CTX_OFFLOAD_DIRECT))
         return ctx_error(-EINVAL, "afs_config: unknown flags");
+    if ((cfg->flags & AFS_CTX_INLINE_DIRECT) && (cfg->flags & AFS_CTX_OFFLOAD_DIRECT))
+        return ctx_error(-EINVAL, "afs_config: AFS_CTX_INLINE_DIRECT and "
+                                  "AFS_CTX_OFFLOAD_DIRECT together");
     if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
         return ctx_error(-EINVAL, "afs_config: unknown backend");
 
@@ -389,12 +392,20 @@ void afs_ctx_free(struct afs_ctx *ctx)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     AFS_CHECK(!ctx->in_callback, "called from a callback");
+    /* Ops waiting on a socket would wait for ever (as afs_close() of the socket says). */
+    for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
+        struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, node);
+        if (f->sock)
+            afs__sock_closing(ctx, f);
+    }
     afs__ctx_drain(ctx, NULL);
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
+    afs__crash_free(ctx);
     if (ctx->pool)
         afs__pool_free(ctx->pool);
     ctx->be->fini(ctx);
+    afs__ready_free(ctx);
     afs__waker_close(&ctx->waker);
     free(ctx);
 }

@@ -29,8 +29,8 @@ struct afs_file *afs__file_check(struct afs_file *f, const char *call)
 /* Fills in a file around its open descriptor, lets the backend see it and links it into
  * ctx's list. `info`: what fstat said about it, or NULL to ask. On error nothing is linked
  * and the descriptor is left to the caller. */
-static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
-                            enum afs_mode mode, const struct afs__fd_info *info)
+int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode,
+                     const struct afs__fd_info *info)
 {
     struct afs__fd_info asked;
     if (!info) {
@@ -40,12 +40,15 @@ static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
         info = &asked;
     }
     f->seq = info->seq;
+    f->sock = info->sock;
     atomic_init(&f->size_hint, info->size);
     f->ctx = ctx;
     f->flags = flags;
     f->mode = mode;
     f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
-    int err = ctx->be->open ? ctx->be->open(ctx, f) : 0;
+    int err = f->sock && !info->made ? afs__sock_attach(ctx, f) : 0;
+    if (err == 0 && ctx->be->open)
+        err = ctx->be->open(ctx, f);
     if (err < 0)
         return err;
     f->magic = AFS__FILE_MAGIC ^ (uintptr_t)f;
@@ -55,7 +58,7 @@ static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
 
 static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode)
 {
-    return file_attach_info(ctx, f, flags, mode, NULL);
+    return afs__file_attach(ctx, f, flags, mode, NULL);
 }
 
 static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
@@ -75,23 +78,40 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -EINVAL;
     if (perm > 07777)
         return -EINVAL;
+    int err = ctx->crash ? afs__crash_gate(ctx) : 0;
+    if (err < 0)
+        return err;
+    /* Crash mode truncates after the open, where the simulator can take note of it. */
+    bool crash_trunc = ctx->crash && (flags & AFS_TRUNC);
+    if (crash_trunc)
+        flags &= ~AFS_TRUNC;
 
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
     struct afs__fd_info info;
-    int err = open_batched(ctx, path, flags, perm, &f->fd, &info);
-    if (err == -ENOTSUP)
+    err = open_batched(ctx, path, flags, perm, &f->fd, &info);
+    if (err == -ENOTSUP) {
+        void *token = ctx->crash ? afs__crash_open_begin(ctx, path, flags) : NULL;
         err = afs__sys_open(path, flags, perm, &f->fd, &info);
+        if (ctx->crash)
+            afs__crash_open_end(ctx, token, err == 0);
+    }
     if (err < 0) {
         free(f);
         return err;
     }
-    if ((err = file_attach_info(ctx, f, flags, mode, &info)) < 0) {
+    if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
     }
+    if (ctx->crash && (err = afs__crash_attach(ctx, f, path, crash_trunc)) < 0) {
+        afs_close(f);
+        return err;
+    }
+    if (crash_trunc)
+        atomic_store_explicit(&f->size_hint, 0, memory_order_relaxed);
     *out = f;
     return 0;
 }
@@ -110,12 +130,21 @@ int afs_close(struct afs_file *f)
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
+    if (f->sock)
+        afs__sock_closing(ctx, f); /* ops waiting on the socket would wait for ever */
     afs__ctx_drain(ctx, f);
+    if (ctx->be->close)
+        ctx->be->close(ctx, f);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */
     int err = close_batched(ctx, (int)(intptr_t)f->fd);
     if (err == -ENOTSUP)
         err = afs__sys_close(f->fd);
+    if (ctx->crash) {
+        afs__crash_detach(f);
+        if (afs__crash_gate(ctx) < 0)
+            err = -EIO; /* closed all the same */
+    }
     afs_list_remove(&ctx->files, &f->node);
     memset(f, 0, sizeof *f);
     /* A second close or a late call aborts with a message. volatile: a store right before
@@ -151,10 +180,11 @@ int64_t afs_file_size(struct afs_file *f)
  * drive the context until the op's callback ran.
  * ---------------------------------------------------------------------------------------- */
 
-static void blocking_cb(struct afs_op *op)
+void afs__blocking_cb(struct afs_op *op)
 {
     afs__op_wait_done(op->data, op);
 }
+#define blocking_cb afs__blocking_cb
 
 /* Waits for an op queued with blocking_cb. The op lives on the caller's stack frame: the
  * caller never runs in a callback here, so the wait returns only once its callback ran. */
@@ -171,18 +201,35 @@ static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op,
 static ssize_t run_inline(struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    o->file->ctx->stats.inline_ops++;
-    ssize_t res = afs__op_run_sync(op);
-    afs__op_count_eof(o->file->ctx, op);
+    struct afs_ctx *ctx = o->file->ctx;
+    ctx->stats.inline_ops++;
+    ssize_t res;
+    if (ctx->crash && (res = afs__crash_start(ctx, op)) < 0) {
+        o->state = AFS__IDLE;
+        return res;
+    }
+    res = afs__op_run_sync(op);
+    afs__op_count_eof(ctx, op);
     o->state = AFS__IDLE;
+    if (ctx->crash)
+        afs__crash_done(ctx, op, &res);
     return res;
+}
+
+ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool inline_ok)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs_ctx *ctx = o->file->ctx;
+    if (inline_ok || ctx->in_callback)
+        return run_inline(op); /* the hot path of small cached I/O: nothing more to clear */
+    memset(o->be, 0, sizeof o->be);
+    return wait_blocking(ctx, op, ow);
 }
 
 /* Runs one blocking op (a's cb and data are set here). `inline_ok`: small enough for the
  * sync threshold. */
 static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inline_ok)
 {
-    struct afs_ctx *ctx = f->ctx;
     struct afs_op op;
     struct afs__op_waiting ow = {0};
     struct afs__op *o = afs__op(&op);
@@ -192,19 +239,17 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inlin
     int err = afs__op_setup(&op, f, &a);
     if (err < 0)
         return err;
-    if (o->total == 0 && a.code != AFS__FSYNC)
+    if (o->total == 0 && !afs__is_ctl(o))
         return 0; /* zero-length: nothing to run, no callback */
-    if (inline_ok || ctx->in_callback)
-        return run_inline(&op); /* the hot path of small cached I/O: nothing more to clear */
-    memset(o->be, 0, sizeof o->be);
-    return wait_blocking(ctx, &op, &ow);
+    return afs__blocking_run(&op, &ow, inline_ok);
 }
 
 /* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes
  * to the device asynchronously. */
 static bool small(const struct afs_file *f, size_t len)
 {
-    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT);
+    /* A socket's transfer may wait for the peer: never inline. */
+    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT) && !f->sock;
 }
 
 ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
@@ -244,6 +289,40 @@ int afs_fsync(struct afs_file *f, unsigned flags)
     file_check(f, __func__);
     return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FSYNC,
                                                      .fsync_flags = flags}, false);
+}
+
+int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len)
+{
+    file_check(f, __func__);
+    if (mode < 0)
+        return -EINVAL;
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FALLOCATE, .off = off,
+                                                     .range = len, .arg = (unsigned)mode},
+                            false);
+}
+
+int afs_ftruncate(struct afs_file *f, uint64_t size)
+{
+    file_check(f, __func__);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FTRUNCATE, .off = size}, false);
+}
+
+int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice)
+{
+    file_check(f, __func__);
+    if (advice < 0)
+        return -EINVAL;
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FADVISE, .off = off,
+                                                     .range = len, .arg = (unsigned)advice},
+                            false);
+}
+
+int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len, unsigned flags)
+{
+    file_check(f, __func__);
+    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off,
+                                                     .range = len, .arg = flags},
+                            false);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -377,7 +456,10 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
         return -ENOTSUP;
     if (fd < 0)
         return -EBADF;
-    int err = afs__sys_fd_adopt(fd);
+    int err = ctx->crash ? afs__crash_gate(ctx) : 0;
+    if (err < 0)
+        return err;
+    err = afs__sys_fd_adopt(fd);
     if (err < 0)
         return err;
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
@@ -385,6 +467,11 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
         return -ENOMEM;
     f->fd = (afs__fd_t)(intptr_t)fd;
     if ((err = file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode)) < 0) {
+        free(f); /* the fd stays the caller's */
+        return err;
+    }
+    if (ctx->crash && (err = afs__crash_attach(ctx, f, NULL, false)) < 0) {
+        afs_list_remove(&ctx->files, &f->node);
         free(f); /* the fd stays the caller's */
         return err;
     }

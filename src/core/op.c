@@ -13,7 +13,14 @@ static bool op_live(struct afs_op *op)
 
 static bool is_read(const struct afs__op *o)
 {
-    return o->code == AFS__READ || o->code == AFS__READV;
+    return o->code == AFS__READ || o->code == AFS__READV || o->code == AFS__RECV;
+}
+
+/* Ops that move no data: a zero length means nothing for them. */
+static bool no_data(const struct afs__op *o)
+{
+    return afs__is_ctl(o) || afs__is_meta(o) || o->code == AFS__CONNECT ||
+           o->code == AFS__ACCEPT || o->code == AFS__SHUTDOWN;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -23,6 +30,50 @@ static bool is_read(const struct afs__op *o)
 static bool aligned(uint64_t v, unsigned a)
 {
     return a == 0 || (v & (a - 1)) == 0;
+}
+
+#define FALLOC_MODES (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)
+#define SYNC_RANGE_FLAGS                                                                       \
+    (AFS_SYNC_RANGE_WAIT_BEFORE | AFS_SYNC_RANGE_WRITE | AFS_SYNC_RANGE_WAIT_AFTER)
+
+/* The arguments of a storage op (fallocate, ftruncate, fadvise, sync_file_range). */
+static int stor_check(const struct afs_file *f, const struct afs__op_args *a)
+{
+    unsigned m = a->arg;
+    switch (a->code) {
+    case AFS__FALLOCATE:
+        if ((m & ~FALLOC_MODES) ||
+            (m & (AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)) ==
+                (AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE))
+            return -EINVAL;
+        if (a->range == 0 || a->off > (uint64_t)INT64_MAX || a->range > (uint64_t)INT64_MAX)
+            return -EINVAL;
+        if (a->range > (uint64_t)INT64_MAX - a->off)
+            return -EFBIG;
+        break;
+    case AFS__FTRUNCATE:
+        if (a->off > (uint64_t)INT64_MAX)
+            return -EINVAL;
+        if (f->seq)
+            return -EINVAL; /* as ftruncate(2) on a pipe or socket */
+        break;
+    case AFS__FADVISE:
+    case AFS__SYNC_RANGE:
+        if (a->code == AFS__FADVISE ? m > AFS_FADV_DONTNEED : (m & ~SYNC_RANGE_FLAGS) != 0)
+            return -EINVAL;
+        if (a->off > (uint64_t)INT64_MAX || a->range > (uint64_t)INT64_MAX)
+            return -EINVAL;
+        if (f->seq)
+            return -ESPIPE;
+        return 0; /* read-only files too: nothing is written */
+    default:
+        return -EINVAL;
+    }
+    if (f->seq)
+        return -ESPIPE;
+    if ((f->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) == AFS_RDONLY)
+        return -EBADF;
+    return 0;
 }
 
 /* Checks everything about a new op and fills its private part; does not queue it. */
@@ -68,14 +119,25 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
             return -EINVAL;
         off = 0;
         break;
+    case AFS__FALLOCATE:
+    case AFS__FTRUNCATE:
+    case AFS__FADVISE:
+    case AFS__SYNC_RANGE: {
+        int err = stor_check(f, a);
+        if (err < 0)
+            return err;
+        total = code == AFS__FTRUNCATE ? 0 : a->range;
+        break;
+    }
     default:
         return -EINVAL; /* metadata ops are set up by afs__meta_setup() */
     }
-    if (code != AFS__FSYNC && f->seq) {
+    bool ctl = code >= AFS__FSYNC && code <= AFS__SYNC_RANGE;
+    if (!ctl && f->seq) {
         /* A pipe, socket or tty has no offsets: only afs__queue_seq() moves data on it. */
         if (off != AFS__OFF_SEQ)
             return -ESPIPE;
-    } else if (code != AFS__FSYNC) {
+    } else if (!ctl) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
             return -EINVAL;
         if (!aligned(off, al))
@@ -93,6 +155,9 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
         if (h >= 0 && ((f->flags & AFS_APPEND) || off + total > (uint64_t)h))
             atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed);
     }
+    if (code == AFS__FTRUNCATE ||
+        (code == AFS__FALLOCATE && !(a->arg & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))))
+        atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed); /* the size moves */
 
     struct afs__op *o = afs__op(op);
     memset(o, 0, offsetof(struct afs__op, be));
@@ -108,6 +173,8 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
     o->total = total;
     o->code = (uint8_t)code;
     o->fsync_flags = (uint8_t)fsync_flags;
+    o->arg = (uint8_t)a->arg;
+    o->xflags = (uint8_t)a->xflags;
     op->data = a->data;
     op->result = 0;
     return 0;
@@ -119,7 +186,14 @@ void afs__op_enqueue(struct afs_op *op)
     struct afs_ctx *ctx = o->file->ctx;
     o->file->inflight++;
     ctx->stats.ops++;
-    if (o->total == 0 && o->code != AFS__FSYNC && !afs__is_meta(o)) {
+    if (ctx->crash) {
+        int err = afs__crash_start(ctx, op);
+        if (err < 0) {
+            afs__op_finished(ctx, op, err); /* never runs: the power is cut */
+            return;
+        }
+    }
+    if (o->total == 0 && !no_data(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
         return;
@@ -130,7 +204,7 @@ void afs__op_enqueue(struct afs_op *op)
 
 static int queue(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
-    if (f && f->seq && a->code != AFS__FSYNC)
+    if (f && f->seq && a->code < AFS__FSYNC)
         return -ESPIPE; /* positional: the file has no offsets */
     int err = afs__op_setup(op, f, a);
     if (err == 0)
@@ -197,6 +271,46 @@ int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_c
     return queue(op, f,
                  &(struct afs__op_args){.code = AFS__FSYNC, .fsync_flags = flags, .cb = cb,
                                         .data = data});
+}
+
+int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode, uint64_t off,
+                        uint64_t len, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (mode < 0)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FALLOCATE, .off = off, .range = len,
+                                        .arg = (unsigned)mode, .cb = cb, .data = data});
+}
+
+int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size, afs_cb *cb,
+                        void *data)
+{
+    afs__file_check(f, __func__);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FTRUNCATE, .off = size, .cb = cb,
+                                        .data = data});
+}
+
+int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t off, uint64_t len,
+                      int advice, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (advice < 0)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__FADVISE, .off = off, .range = len,
+                                        .arg = (unsigned)advice, .cb = cb, .data = data});
+}
+
+int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,
+                              uint64_t len, unsigned flags, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off, .range = len,
+                                        .arg = flags, .cb = cb, .data = data});
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -395,9 +509,10 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     size_t rest = o->total - o->done;
     memset(s, 0, sizeof *s);
     s->off = o->off == AFS__OFF_SEQ ? AFS__OFF_SEQ : o->off + o->done;
-    if (o->code == AFS__FSYNC)
+    if (afs__is_ctl(o))
         return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
-    if (o->code == AFS__READ || o->code == AFS__WRITE) {
+    if (o->code == AFS__READ || o->code == AFS__WRITE || o->code == AFS__RECV ||
+        o->code == AFS__SEND) {
         s->buf = (char *)o->u.buf + o->done;
         s->len = AFS_MIN(rest, AFS__CHUNK_MAX);
         return;
@@ -449,57 +564,64 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     afs__list_push(&ctx->done, op);
 }
 
-static void requeue(struct afs_ctx *ctx, struct afs_op *op)
-{
-    afs__op(op)->state = AFS__QUEUED;
-    ctx->stats.resubmits++;
-    afs__list_push_front(&ctx->queued, op);
-}
-
-void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
     bool cancel = o->flags & AFS__OP_CANCEL;
-    ctx->inflight--;
-    o->state = AFS__IDLE;
     if (afs__is_meta(o)) {
         if (o->code == AFS__CLOSE && res == -EINTR)
             res = 0; /* the fd is closed all the same (Linux, BSD); never close it twice */
         if (o->code != AFS__CLOSE && (res == -EINTR || res == -EAGAIN)) {
-            if (cancel)
-                afs__op_finished(ctx, op, -ECANCELED);
-            else
-                requeue(ctx, op);
-            return;
+            if (!cancel)
+                return true;
+            afs__op_finished(ctx, op, -ECANCELED);
+            return false;
         }
         /* A result, even after afs_cancel(): an fd that was opened must reach the caller. */
         if (res >= 0 && ctx->be->meta_done)
             ctx->be->meta_done(ctx, op);
         afs__op_finished(ctx, op, res);
-        return;
+        return false;
+    }
+    if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN) {
+        /* Not repeatable: a second connect() would report EALREADY or EISCONN. */
+        afs__op_finished(ctx, op, res);
+        return false;
+    }
+    if (o->code == AFS__ACCEPT) {
+        /* A connection reset before it was accepted is skipped; an accepted fd reaches the
+         * caller even after afs_cancel(), so that it is closed. */
+        if (res == -EINTR || res == -EAGAIN || res == -ECONNABORTED) {
+            if (!cancel)
+                return true;
+            res = -ECANCELED;
+        }
+        afs__op_finished(ctx, op, res);
+        return false;
     }
     if (res == -EINTR || res == -EAGAIN) {
         /* Transient: run the same span again (the caller never sees it). */
-        if (cancel)
-            afs__op_finished(ctx, op, -ECANCELED);
-        else
-            requeue(ctx, op);
-        return;
+        if (!cancel)
+            return true;
+        afs__op_finished(ctx, op, o->file->seq && o->done ? (ssize_t)o->done : -ECANCELED);
+        return false;
     }
     if (res < 0) {
-        afs__op_finished(ctx, op, res);
-        return;
+        /* A pipe or socket op cancelled after part of it moved: those bytes are gone. */
+        bool moved = res == -ECANCELED && o->file->seq && o->done;
+        afs__op_finished(ctx, op, moved ? (ssize_t)o->done : res);
+        return false;
     }
-    if (o->code == AFS__FSYNC) {
+    if (afs__is_ctl(o)) {
         afs__op_finished(ctx, op, 0);
-        return;
+        return false;
     }
     if (res == 0) {
         /* End of file for a read; a write that moves nothing would loop forever. */
         if (is_read(o) && o->done > 0)
             o->eof |= AFS__OP_EOF_CHECK;
         afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
-        return;
+        return false;
     }
     o->done += (size_t)res;
     if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
@@ -511,7 +633,50 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         /* What a pipe gave is gone from it: better short than lost. */
         afs__op_finished(ctx, op, o->file->seq ? (ssize_t)o->done : -ECANCELED);
     } else {
-        requeue(ctx, op); /* short transfer: the rest goes in the next submission */
+        return true; /* short transfer: the rest goes in the next submission */
+    }
+    return false;
+}
+
+void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+{
+    struct afs__op *o = afs__op(op);
+    ctx->inflight--;
+    o->state = AFS__IDLE;
+    if (afs__op_step(ctx, op, res)) {
+        o->state = AFS__QUEUED;
+        ctx->stats.resubmits++;
+        afs__list_push_front(&ctx->queued, op);
+    }
+}
+
+/* A socket op (or a read or write of a socket) with blocking semantics on this thread, for
+ * the inline path: the descriptor may be non-blocking (the readiness engine's), so a step
+ * that would wait polls for it. */
+static ssize_t run_sock(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    for (;;) {
+        bool in;
+        ssize_t res = afs__sys_sock_try(op, &in);
+        if (res == -EAGAIN) {
+            afs__sys_sock_poll((int)(intptr_t)o->file->fd, in);
+            continue;
+        }
+        if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN)
+            return res;
+        if (o->code == AFS__ACCEPT) {
+            if (res == -ECONNABORTED)
+                continue;
+            return res;
+        }
+        if (res < 0)
+            return res;
+        if (res == 0)
+            return is_read(o) ? (ssize_t)o->done : -EIO;
+        o->done += (size_t)res;
+        if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL))
+            return (ssize_t)o->done;
     }
 }
 
@@ -520,12 +685,20 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (afs__is_meta(o))
         return run_meta(op);
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
+        return run_sock(op);
     afs__fd_t fd = o->file->fd;
-    if (o->code == AFS__FSYNC) {
+    if (afs__is_ctl(o)) {
         int err;
-        do
-            err = afs__sys.fsync(fd, o->fsync_flags & AFS_FSYNC_DATA);
-        while (err == -EINTR || err == -EAGAIN);
+        do {
+            switch (o->code) {
+            case AFS__FALLOCATE: err = afs__sys.fallocate(fd, o->arg, o->off, o->total); break;
+            case AFS__FTRUNCATE: err = afs__sys.ftruncate(fd, o->off); break;
+            case AFS__FADVISE: err = afs__sys_fadvise(fd, o->off, o->total, o->arg); break;
+            case AFS__SYNC_RANGE: err = afs__sys_sync_range(fd, o->off, o->total, o->arg); break;
+            default: err = afs__sys.fsync(fd, o->fsync_flags & AFS_FSYNC_DATA); break;
+            }
+        } while (err == -EINTR || err == -EAGAIN);
         return err;
     }
     while (o->done < o->total) {
@@ -594,6 +767,10 @@ static int submit_queued(struct afs_ctx *ctx)
         o->state = AFS__INFLIGHT;
         ctx->inflight++;
         n++;
+        if (o->file->sock && !afs__is_ctl(o) && afs__sock_ready(ctx)) {
+            afs__ready_submit(ctx, op); /* tried now; parked if it would wait */
+            continue;
+        }
         if ((o->flags & AFS__OP_POOL) || (ctx->be->accepts && !ctx->be->accepts(ctx, op))) {
             pool_submit(ctx, op);
             continue;
@@ -630,6 +807,8 @@ static int run_callbacks(struct afs_ctx *ctx)
         o->state = AFS__IDLE;
         o->file->inflight--;
         ctx->stats.completions++;
+        if (ctx->crash)
+            afs__crash_done(ctx, op, &op->result);
         ctx->in_callback = true;
         o->cb(op);
         ctx->in_callback = nested;
@@ -662,6 +841,8 @@ int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
         ctx->staged = 0;
         if (ctx->pool)
             afs__pool_reap(ctx->pool);
+        if (ctx->ready)
+            afs__ready_reap(ctx);
         if (atomic_exchange_explicit(&ctx->wake_requested, false, memory_order_acquire))
             woken = true;
         ran += (unsigned)run_callbacks(ctx);
@@ -723,7 +904,7 @@ int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f)
 int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     ctx->stats.kernel_waits += wait;
-    if (wait && afs__waker_wait(&ctx->waker, timeout_ns))
+    if (wait && (afs__ctx_block(ctx, timeout_ns) & AFS__WOKE_WAKER))
         afs__waker_drain(&ctx->waker);
     return 0;
 }
@@ -757,6 +938,10 @@ int afs_cancel(struct afs_op *op)
         if (o->flags & AFS__OP_POOL) {
             if (afs__pool_cancel(ctx->pool, op))
                 afs__op_finished(ctx, op, -ECANCELED);
+            return 0;
+        }
+        if (o->flags & AFS__OP_READY) {
+            afs__ready_cancel(ctx, op); /* parked: nothing runs it meanwhile */
             return 0;
         }
         o->flags |= AFS__OP_CANCEL;

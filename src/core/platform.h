@@ -80,6 +80,9 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 /* What fstat tells about an open file: whether it has offsets at all, and its size. */
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
+    bool    sock; /* a socket */
+    bool    made; /* a socket the library just made for this context (afs_socket, afs_accept):
+                     already as the context wants it */
     int64_t size; /* bytes of a regular file; -1 for anything else */
     bool    dir;  /* a directory */
 };
@@ -98,6 +101,12 @@ int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */
 unsigned afs__sys_dio_align(afs__fd_t fd);
 
+/* Storage hints, each once (the caller retries EINTR): posix_fadvise with an AFS_FADV_*
+ * advice, and sync_file_range with AFS_SYNC_RANGE_* flags (a data sync of the whole file
+ * where the system has no such call). len 0: to the end of the file. 0 or -errno. */
+int  afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice);
+int  afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags);
+
 /* The page-cache probe of streams: how many bytes of [off, off + len) of fd are in the page
  * cache (*cached) and whether any of them is dirty or under writeback (*dirty). 0, or
  * -ENOTSUP where the kernel cannot tell (cachestat: Linux 6.5; every other system). */
@@ -105,6 +114,18 @@ int  afs__sys_cache_state(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cach
                           bool *dirty);
 /* Whether a and b are open on the same file (device and file number). */
 bool afs__sys_same_file(afs__fd_t a, afs__fd_t b);
+
+/* The crash simulator's own read-write descriptor of the open file fd, on a new open of it
+ * (by path when given; else /proc/self/fd on Linux, ReOpenFile on Windows) so that it has
+ * neither O_APPEND nor O_DIRECT; where neither works, a dup of fd (*dup set). 0 or -errno. */
+int  afs__sys_crash_reopen(afs__fd_t fd, const char *path, afs__fd_t *out, bool *dup);
+/* Clears O_APPEND and O_DIRECT from a dup made above (the user's descriptors are closed). */
+void afs__sys_crash_plain(afs__fd_t fd);
+/* A hard link: name `to` for the file `from`, both in directory dfd (linkat). 0 or -errno;
+ * -ENOTSUP on Windows. */
+int  afs__sys_crash_link(int dfd, const char *from, const char *to);
+/* Sets a file's size (ftruncate / SetFileInformationByHandle). 0 or -errno. */
+int  afs__sys_set_size(afs__fd_t fd, uint64_t size);
 
 /* Aligned memory for the built-in allocator. */
 void *afs__aligned_alloc(size_t size, size_t align);
@@ -131,6 +152,9 @@ struct afs__syscalls {
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);
+    /* The storage ops: mode is AFS_FALLOC_*, lengths and sizes at most INT64_MAX. */
+    int     (*fallocate)(afs__fd_t fd, int afs_mode, uint64_t off, uint64_t len);
+    int     (*ftruncate)(afs__fd_t fd, uint64_t size);
     /* Every close of a file's descriptor or handle (afs__sys_close); after it the descriptor
      * is gone whatever the result. */
     int     (*close)(afs__fd_t fd);

@@ -273,6 +273,9 @@ struct corio_sched {
     struct afs_list      flights;
     void               (*flights_free)(struct corio_sched *s);
 
+    /* Threads for corio_go() (blocking.c), started on first use. */
+    struct corio__blocking *blocking;
+
     struct corio_stats   stats;
 
     /* A scheduler of a runtime (rt.c); NULL for one made by corio_sched_new(). */
@@ -355,5 +358,12 @@ void corio__waiter_init(struct corio_sched *s);
  * unwinding their stacks. */
 void corio__report_deadlock(struct corio_sched *s);
 void corio__abandon(struct corio_sched *s, struct corio_task *t);
+
+/* Blocking jobs (blocking.c): joins the scheduler's threads (at corio_sched_free). */
+void corio__blocking_free(struct corio_sched *s);
+/* The waiter of b gives up on it: b's function is asked to stop, and release(b) runs once
+ * nothing uses b any more (now, or on the pool thread when the function returns). */
+void corio__blocking_abandon(struct corio_task *t, struct corio_blocking *b,
+                             void (*release)(struct corio_blocking *b));
 
 #endif

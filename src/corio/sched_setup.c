@@ -61,6 +61,7 @@ void corio_sched_free(struct corio_sched *s)
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&s->free_tasks)))
         free(AFS_LIST_ITEM(n, struct corio_task, sib));
+    corio__blocking_free(s);
     corio__timers_free(&s->timers);
     corio__dispatch_free_batches(s, true);
     if (s->flights_free)
@@ -76,6 +77,7 @@ void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out)
 {
     AFS_CHECK(s != NULL && out != NULL, "NULL argument");
     *out = s->stats;
+    out->stacks = s->stacks.n_mapped;
 }
 
 struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)

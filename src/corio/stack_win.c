@@ -1,9 +1,9 @@
 /* Coroutine stacks on Windows: the stack.h interface over fibers (see switch.h,
  * CORIO__SWITCH_FIBER). Windows allocates each fiber's stack, guard pages included, in
  * CreateFiberEx; a corio__stack here is a record (struct corio__fiber) that owns one fiber.
- * corio__stack_get creates the fiber, corio__stack_put deletes it: a fiber whose task has
- * ended is suspended inside that task's last switch and cannot run another entry function,
- * so fibers are not reused, only their records are cached. */
+ * corio__stack_get creates the fiber, corio__stack_put caches the record with its fiber (up
+ * to max_cached), and the next corio__regs_init on it restarts the parked fiber with a new
+ * entry function (switch_fiber.c): a spawn from the cache creates nothing. */
 #include "stack.h"
 #include "switch.h"
 
@@ -38,8 +38,10 @@ int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_
 
 void corio__stack_pool_fini(struct corio__stack_pool *p)
 {
-    for (size_t i = 0; i < p->cache_len; i++)
-        free(p->cache[i].map); /* cached records hold no fiber */
+    for (size_t i = 0; i < p->cache_len; i++) {
+        corio__fiber_delete(p->cache[i].map);
+        free(p->cache[i].map);
+    }
     free(p->cache);
     p->cache = NULL;
     p->cache_len = 0;
@@ -50,20 +52,22 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
 int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
 {
     struct corio__fiber *f;
-    if (p->cache_len > 0)
-        f = p->cache[--p->cache_len].map;
-    else if (!(f = calloc(1, sizeof(*f))))
-        return -ENOMEM;
-    if (corio__fiber_create(f, p->stack_size) < 0) {
-        free(f);
-        return -ENOMEM;
+    if (p->cache_len > 0) {
+        f = p->cache[--p->cache_len].map; /* its fiber is parked, ready to restart */
+    } else {
+        if (!(f = calloc(1, sizeof(*f))))
+            return -ENOMEM;
+        if (corio__fiber_create(f, p->stack_size) < 0) {
+            free(f);
+            return -ENOMEM;
+        }
+        p->n_mapped++;
     }
     memset(out, 0, sizeof(*out));
     out->map = f;
     out->map_size = sizeof(*f);
     out->lo = f; /* what corio__regs_init takes */
     out->size = p->stack_size;
-    p->n_mapped++;
     p->n_out++;
     return 0;
 }
@@ -75,7 +79,6 @@ void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
         return;
     if (p->n_out > 0)
         p->n_out--;
-    corio__fiber_delete(f);
     if (p->cache_len == p->cache_cap && p->cache_cap < p->max_cached) {
         size_t cap = p->cache_cap ? p->cache_cap * 2 : 16;
         if (cap > p->max_cached)
@@ -86,10 +89,12 @@ void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
             p->cache_cap = cap;
         }
     }
-    if (p->cache_len < p->cache_cap)
+    if (p->cache_len < p->cache_cap) {
         p->cache[p->cache_len++] = *s;
-    else
+    } else {
+        corio__fiber_delete(f);
         free(f);
+    }
     memset(s, 0, sizeof(*s));
 }
 

@@ -110,16 +110,26 @@ struct corio__regs {
  * creates it in corio__stack_get (so running out of memory is an error there, not here) and
  * deletes it in corio__stack_put, which the scheduler calls only once no one runs on it.
  * A corio__stack's map and lo both point to this record; corio__regs_init(r, lo, ...) binds
- * r to it. A fiber runs entry(arg) once: it is not reused for another coroutine (a dead task
- * never returns from its entry function, so its fiber cannot restart). */
+ * r to it. A fiber is reused: a task that has ended is parked inside its last corio__switch,
+ * and when its record is bound to a new entry function that switch, resumed, jumps back to the
+ * top of the fiber's start routine (a __builtin_longjmp on the fiber's own stack), which calls
+ * the new entry. */
 struct corio__fiber {
-    void                *handle;     /* CreateFiberEx's; NULL when the record is cached */
+    void                *handle;     /* CreateFiberEx's; NULL when none is made yet */
     size_t               stack_size; /* usable bytes asked for, for the overflow message */
     corio__entry_fn     *entry;      /* set by corio__regs_init */
     void                *arg;
-    fenv_t               fenv;       /* FP control state of corio__regs_init's caller */
-    int                  started;    /* entry has been called: the fiber cannot start again */
-    struct corio__fiber *next;       /* stack_win.c's cache of records */
+    /* FP control state of corio__regs_init's caller: x87 control word and MXCSR on x86-64
+     * (fenv.h's calls cost tens of microseconds under wine), fenv_t elsewhere */
+#if defined(__x86_64__)
+    unsigned short       x87cw;
+    unsigned             mxcsr;
+#else
+    fenv_t               fenv;
+#endif
+    int                  started;    /* entry has been called at least once */
+    int                  restart;    /* bound to a new entry while parked: restart on resume */
+    void                *top[5];     /* __builtin_setjmp buffer at the start routine's top */
 };
 
 struct corio__regs {

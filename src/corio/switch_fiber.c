@@ -86,19 +86,46 @@ static void guard_committed_stack(void)
     }
 }
 
+/* The caller's FP control state, and setting it with no exception flags raised. */
+static void fp_save(struct corio__fiber *f)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("fnstcw %0" : "=m"(f->x87cw));
+    __asm__ volatile("stmxcsr %0" : "=m"(f->mxcsr));
+#else
+    fegetenv(&f->fenv);
+#endif
+}
+
+static void fp_restore(const struct corio__fiber *f)
+{
+#if defined(__x86_64__)
+    unsigned mxcsr = f->mxcsr & ~0x3fu; /* the six exception flags */
+    __asm__ volatile("fnclex");
+    __asm__ volatile("fldcw %0" : : "m"(f->x87cw));
+    __asm__ volatile("ldmxcsr %0" : : "m"(mxcsr));
+#else
+    fesetenv(&f->fenv);
+    feclearexcept(FE_ALL_EXCEPT);
+#endif
+}
+
 static void WINAPI fiber_start(void *param)
 {
-    struct corio__fiber *f = param;
-    running = f;
-    /* Per fiber on Windows (saved with the fiber's TIB fields); per thread under wine, where
-     * corio__fiber_thread_init has set it already. Failure only costs the report. */
+    /* Once per fiber: SetThreadStackGuarantee is per fiber on Windows (saved with the fiber's
+     * TIB fields); per thread under wine, where corio__fiber_thread_init has set it already.
+     * Failure only costs the report. */
     ULONG g = CORIO__GUARANTEE;
     SetThreadStackGuarantee(&g);
     guard_committed_stack();
+    struct corio__fiber *volatile f = param;
+    /* corio__switch comes back here when a parked fiber is bound to a new entry. */
+    __builtin_setjmp(f->top);
+    running = f;
+    f->restart = 0;
     /* The FP control state of corio__regs_init's caller, with no exception flags raised, as
      * a new thread starts with its creator's. */
-    fesetenv(&f->fenv);
-    feclearexcept(FE_ALL_EXCEPT);
+    fp_restore(f);
     f->started = 1;
     f->entry(f->arg);
     fatal("a coroutine's entry function returned");
@@ -110,6 +137,7 @@ int corio__fiber_create(struct corio__fiber *f, size_t stack_size)
     f->entry = NULL;
     f->arg = NULL;
     f->started = 0;
+    f->restart = 0;
     f->handle = CreateFiberEx(CORIO__COMMIT, stack_size + CORIO__GUARANTEE,
                               FIBER_FLAG_FLOAT_SWITCH, fiber_start, f);
     return f->handle != NULL ? 0 : -ENOMEM;
@@ -132,18 +160,22 @@ void corio__regs_init(struct corio__regs *r, void *lo, size_t size, corio__entry
 {
     struct corio__fiber *f = lo;
     (void)size;
-    if (f->started || f->handle == NULL) {
-        /* A fiber runs one entry function: a re-initialised one gets a fresh fiber. */
-        corio__fiber_delete(f);
-        if (corio__fiber_create(f, f->stack_size) < 0)
-            fatal("CreateFiberEx failed");
-    }
+    if (f->handle == NULL && corio__fiber_create(f, f->stack_size) < 0)
+        fatal("CreateFiberEx failed");
+    if (f == running)
+        fatal("corio__regs_init: the fiber is running");
+    /* A fiber that ran an entry is parked in its last switch: restart it there. */
+    f->restart = f->started;
     f->entry = entry;
     f->arg = arg;
-    fegetenv(&f->fenv);
+    fp_save(f);
     r->fiber = f->handle;
     r->rec = f;
 }
+
+/* The record of the fiber a switch enters (NULL: a thread's own fiber). Read by that fiber
+ * right after it resumes, before anything else runs on this thread. */
+static _Thread_local struct corio__fiber *entering;
 
 void corio__switch(struct corio__regs *from, struct corio__regs *to)
 {
@@ -157,8 +189,26 @@ void corio__switch(struct corio__regs *from, struct corio__regs *to)
             fatal("ConvertThreadToFiberEx failed");
     }
     from->fiber = current_fiber();
+    entering = to->rec;
+#if defined(__x86_64__)
+    /* FIBER_FLAG_FLOAT_SWITCH keeps each fiber's FP control state on Windows; wine keeps only
+     * MXCSR. Kept here on this fiber's stack, for both. */
+    unsigned short x87cw;
+    unsigned       mxcsr;
+    __asm__ volatile("fnstcw %0" : "=m"(x87cw));
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+#endif
     SwitchToFiber(to->fiber);
-    running = from->rec;
+    /* Resumed. `from` may be gone by now (the task this fiber ran has ended and the fiber was
+     * bound to a new one): only `entering` says who this is. */
+    struct corio__fiber *me = entering;
+    running = me;
+    if (me != NULL && me->restart)
+        __builtin_longjmp(me->top, 1);
+#if defined(__x86_64__)
+    __asm__ volatile("fldcw %0" : : "m"(x87cw));
+    __asm__ volatile("ldmxcsr %0" : : "m"(mxcsr));
+#endif
 }
 
 /* ------------------------------------------------------------------------------------------

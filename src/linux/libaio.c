@@ -218,8 +218,9 @@ static bool flush(struct afs_ctx *ctx)
 static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    if (afs__is_meta(o))
-        return false; /* Linux AIO has no open, stat, rename...: the pool makes the call */
+    if (afs__is_meta(o) || (o->code > AFS__FSYNC && o->code <= AFS__SYNC_RANGE))
+        return false; /* Linux AIO has no open, stat, rename, fallocate...: the pool makes
+                         the call */
     if (!(o->file->flags & AFS_DIRECT) || o->file->seq)
         return false; /* buffered: io_submit() would do the I/O inside the system call; a
                          pipe or socket has no offsets for an iocb: read()/write() there */
@@ -276,7 +277,8 @@ static int laio_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
      * wrote it. A count left over from events reaped earlier without waiting only makes
      * this poll return at once, and the core loops. */
     ctx->stats.kernel_waits++;
-    if (afs__waker_wait(&ctx->waker, timeout_ns)) {
+    /* Sockets of the readiness engine are watched in the same wait (the core runs them). */
+    if (afs__ctx_block(ctx, timeout_ns) & AFS__WOKE_WAKER) {
         afs__waker_drain(&ctx->waker);
         r = reap(ctx, 0);
     }

@@ -6,9 +6,13 @@
  * (IORING_FEAT_NODROP) and liburing flushes them when we peek. The context's eventfd has a
  * read always armed in the ring, so the thread pool and afs_ctx_wake() can end a wait. */
 #include "internal.h"
+#include "uring_reg.h"
 
+#include <fcntl.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,26 +20,27 @@
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
 #define TAG_WAKER  2u /* the eventfd read */
 #define TAG_MSG    3u /* a wake-up from another ring (afs__uring_msg) */
+#define TAG_READY  4u /* the poll of the readiness engine's epoll fd */
+#define TAG_CANCEL_FD 5u /* a socket's cancel-everything (fd << 8 | 5), see uring_cancel_file */
 
 struct uring {
     struct io_uring ring;
     uint64_t        waker_buf;
     bool            waker_armed;
     bool            has_read, has_write, has_cancel; /* probed once */
+    bool            has_sock;    /* CONNECT, ACCEPT, RECV, SEND, SHUTDOWN (Linux 5.11) */
+    bool            ready_armed; /* a POLL_ADD on the readiness engine's fd is in the ring */
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
-    bool            offload;     /* big batches of direct I/O go to the kernel's workers */
+    bool            stor_probed; /* the storage opcodes, probed on first use */
+    uint8_t         stor_ops;    /* bit (code - AFS__FALLOCATE) set: the kernel has it */
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
                                     how pipes and sockets are read */
     bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     size_t          direct_bytes;  /* and their bytes */
+    struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
 };
-
-/* A submission with at least this many direct reads/writes, or this many bytes of them, has
- * them issued by the kernel's I/O workers (AFS_CTX_INLINE_DIRECT in asyncfs.h). */
-#define OFFLOAD_MIN       8u
-#define OFFLOAD_MIN_BYTES ((size_t)512 << 10)
 
 /* The ring's statx result lives in the op until reaped; then meta_done converts it. */
 _Static_assert(sizeof(struct statx) <= sizeof(((struct afs__op *)0)->be),
@@ -88,35 +93,6 @@ static int ring_setup(unsigned entries, struct io_uring *ring, struct io_uring_p
     return io_uring_queue_init_params(entries, ring, p);
 }
 
-static bool is_data_opcode(uint8_t opcode)
-{
-    return opcode == IORING_OP_READ || opcode == IORING_OP_WRITE ||
-           opcode == IORING_OP_READV || opcode == IORING_OP_WRITEV;
-}
-
-/* Marks the direct reads/writes about to be submitted IOSQE_ASYNC when there is enough of
- * them: issuing a block request costs the submitting thread a few microseconds, plus the
- * pinning of every page of its buffer, so a big batch issued inline reaches the device one
- * request at a time from one CPU (and a large read keeps a computing thread busy), while
- * the workers issue it from all of them. */
-static void offload_direct(struct uring *u)
-{
-    if (u->direct_staged >= OFFLOAD_MIN || u->direct_bytes >= OFFLOAD_MIN_BYTES) {
-        struct io_uring_sq *sq = &u->ring.sq;
-        for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
-            struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
-            if (!is_data_opcode(sqe->opcode) || sqe->user_data <= TAG_WAKER ||
-                sqe->user_data == LIBURING_UDATA_TIMEOUT)
-                continue;
-            const struct afs__op *o = afs__op((struct afs_op *)(uintptr_t)sqe->user_data);
-            if (o->file->flags & AFS_DIRECT)
-                sqe->flags |= IOSQE_ASYNC;
-        }
-    }
-    u->direct_staged = 0;
-    u->direct_bytes = 0;
-}
-
 int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     if (wait_nr == 0)
@@ -127,13 +103,16 @@ int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kern
     return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, ts, NULL);
 }
 
-static int ring_enter(struct uring *u, unsigned wait_nr, struct __kernel_timespec *ts)
+/* Every enter goes through the offload rule (uring_reg.c), which sees the direct ops
+ * staged since the last one. */
+static int ring_enter(struct afs_ctx *ctx, unsigned wait_nr, struct __kernel_timespec *ts)
 {
-    if (u->offload)
-        offload_direct(u);
-    if (afs__sys.uring_enter)
-        return afs__sys.uring_enter(&u->ring, wait_nr, ts);
-    return afs__uring_enter_real(&u->ring, wait_nr, ts);
+    struct uring *u = U(ctx);
+    unsigned direct = u->direct_staged;
+    size_t bytes = u->direct_bytes;
+    u->direct_staged = 0;
+    u->direct_bytes = 0;
+    return afs__ureg_submit(&u->reg, ctx, &u->ring, direct, bytes, wait_nr, ts);
 }
 
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
@@ -195,10 +174,16 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
         u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        u->has_sock = io_uring_opcode_supported(probe, IORING_OP_CONNECT) &&
+                      io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+                      io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+                      io_uring_opcode_supported(probe, IORING_OP_SEND) &&
+                      io_uring_opcode_supported(probe, IORING_OP_SHUTDOWN) &&
+                      !afs__uring_no_sock;
         io_uring_free_probe(probe);
     }
-    u->offload = !(ctx->cfg.flags & AFS_CTX_INLINE_DIRECT);
     u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
+    afs__ureg_init(&u->reg, &u->ring, ctx);
     ctx->be_state = u;
     return 0;
 }
@@ -207,6 +192,7 @@ static void uring_fini(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
     io_uring_queue_exit(&u->ring);
+    afs__ureg_fini(&u->reg);
     free(u);
     ctx->be_state = NULL;
 }
@@ -225,6 +211,13 @@ static void reap(struct afs_ctx *ctx)
                 u->waker_armed = false;
                 /* The read consumed the count; new signals must write again. */
                 __atomic_store_n(&ctx->waker.armed, 0, __ATOMIC_RELEASE);
+            } else if (ud == TAG_READY) {
+                u->ready_armed = false; /* the core runs the engine after this enter */
+            } else if ((ud & 0xff) == TAG_CANCEL_FD) {
+                /* Cancelling by fd is Linux 5.19: before, shutting the socket down ends
+                 * its receives (end of stream) and sends (EPIPE) all the same. */
+                if (res == -EINVAL)
+                    shutdown((int)(ud >> 8), SHUT_RDWR);
             } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
                 afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
             }
@@ -237,9 +230,8 @@ static void reap(struct afs_ctx *ctx)
  * refuse new work with -EBUSY (pre-NODROP semantics kept for overflow), so reap and retry. */
 static int flush(struct afs_ctx *ctx)
 {
-    struct uring *u = U(ctx);
     for (;;) {
-        int r = ring_enter(u, 0, NULL);
+        int r = ring_enter(ctx, 0, NULL);
         if (r >= 0)
             return r;
         if (r == -EINTR || r == -EAGAIN)
@@ -299,11 +291,85 @@ static bool meta_supported(struct uring *u, uint8_t code)
     return u->meta_ops & (1u << (code - AFS__OPENAT));
 }
 
+/* IORING_OP_FTRUNCATE is Linux 6.9; liburing's headers before 2.6 lack it (an enum, so no
+ * #ifdef can tell): its number, which the kernel's ABI fixes. Used only when probed. */
+#define URING_OP_FTRUNCATE 55
+
+/* The io_uring opcode of a storage op. */
+static int stor_opcode(uint8_t code)
+{
+    switch (code) {
+    case AFS__FALLOCATE: return IORING_OP_FALLOCATE;         /* Linux 5.6 */
+    case AFS__FTRUNCATE: return URING_OP_FTRUNCATE;          /* 6.9 */
+    case AFS__FADVISE: return IORING_OP_FADVISE;             /* 5.6 */
+    default: return IORING_OP_SYNC_FILE_RANGE;               /* 5.2 */
+    }
+}
+
+/* Whether the ring runs this storage op (probed on first use, as the metadata opcodes). */
+static bool stor_supported(struct uring *u, const struct afs__op *o)
+{
+    if (!u->stor_probed) {
+        u->stor_probed = true;
+        struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+        if (probe) {
+            for (uint8_t c = AFS__FALLOCATE; c <= AFS__SYNC_RANGE; c++)
+                if (io_uring_opcode_supported(probe, stor_opcode(c)))
+                    u->stor_ops |= (uint8_t)(1u << (c - AFS__FALLOCATE));
+            io_uring_free_probe(probe);
+        }
+    }
+    /* fadvise and sync_file_range take a 32-bit length in the SQE. */
+    if ((o->code == AFS__FADVISE || o->code == AFS__SYNC_RANGE) && o->total > UINT32_MAX)
+        return false;
+    return u->stor_ops & (1u << (o->code - AFS__FALLOCATE));
+}
+
+static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
+{
+    static const int adv[] = {POSIX_FADV_NORMAL, POSIX_FADV_SEQUENTIAL, POSIX_FADV_RANDOM,
+                              POSIX_FADV_NOREUSE, POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED};
+    switch (o->code) {
+    case AFS__FALLOCATE: {
+        int mode = 0;
+        if (o->arg & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))
+            mode |= FALLOC_FL_KEEP_SIZE;
+        if (o->arg & AFS_FALLOC_PUNCH_HOLE)
+            mode |= FALLOC_FL_PUNCH_HOLE;
+        if (o->arg & AFS_FALLOC_ZERO_RANGE)
+            mode |= FALLOC_FL_ZERO_RANGE;
+        io_uring_prep_fallocate(sqe, fd, mode, (off_t)o->off, (off_t)o->total);
+        break;
+    }
+    case AFS__FTRUNCATE:
+        io_uring_prep_rw(URING_OP_FTRUNCATE, sqe, fd, NULL, 0, o->off);
+        break;
+    case AFS__FADVISE:
+        io_uring_prep_fadvise(sqe, fd, o->off, (off_t)o->total, adv[o->arg]);
+        break;
+    default: {
+        unsigned fl = 0;
+        if (o->arg & AFS_SYNC_RANGE_WAIT_BEFORE)
+            fl |= SYNC_FILE_RANGE_WAIT_BEFORE;
+        if (o->arg & AFS_SYNC_RANGE_WRITE)
+            fl |= SYNC_FILE_RANGE_WRITE;
+        if (o->arg & AFS_SYNC_RANGE_WAIT_AFTER)
+            fl |= SYNC_FILE_RANGE_WAIT_AFTER;
+        io_uring_prep_sync_file_range(sqe, fd, (unsigned)o->total, o->off, (int)fl);
+        break;
+    }
+    }
+}
+
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
+        return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)
         return U(ctx)->cur_pos; /* its span's offset is AFS__OFF_SEQ, i.e. -1 */
+    if (o->code > AFS__FSYNC && o->code <= AFS__SYNC_RANGE)
+        return stor_supported(U(ctx), o);
     return !afs__is_meta(o) || meta_supported(U(ctx), o->code);
 }
 
@@ -339,6 +405,37 @@ static void uring_meta_done(struct afs_ctx *ctx, struct afs_op *op)
         afs__sys_from_statx(o->be, o->meta.st);
 }
 
+/* A socket op, or a read or write of a socket: RECV and SEND (a write with MSG_NOSIGNAL,
+ * never a SIGPIPE). */
+static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    int fd = o->file->fd;
+    struct afs__span s;
+    switch (o->code) {
+    case AFS__CONNECT:
+        io_uring_prep_connect(sqe, fd, o->u.buf, (socklen_t)o->len);
+        break;
+    case AFS__ACCEPT:
+        io_uring_prep_accept(sqe, fd, o->u.buf, o->sock.addrlen, o->sock.how);
+        break;
+    case AFS__SHUTDOWN:
+        io_uring_prep_shutdown(sqe, fd, o->sock.how);
+        break;
+    case AFS__RECV:
+    case AFS__READ:
+        afs__op_span(op, &s);
+        io_uring_prep_recv(sqe, fd, s.buf, s.len, o->code == AFS__RECV ? o->sock.msg_flags : 0);
+        break;
+    default: /* AFS__SEND, AFS__WRITE */
+        afs__op_span(op, &s);
+        io_uring_prep_send(sqe, fd, s.buf, s.len,
+                           o->code == AFS__SEND ? o->sock.msg_flags
+                                                : afs__sys_msg_flags(true, 0));
+        break;
+    }
+}
+
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
@@ -351,17 +448,34 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
-    int fd = o->file->fd;
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
+        prep_sock(sqe, op);
+        io_uring_sqe_set_data(sqe, op);
+        return 0;
+    }
+    /* A registered file is named by its slot (uring_reg.c). */
+    int fd = o->file->reg_slot ? (int)o->file->reg_slot - 1 : o->file->fd;
     struct afs__span s;
     afs__op_span(op, &s);
     bool write = o->code == AFS__WRITE || o->code == AFS__WRITEV;
     if (o->code == AFS__FSYNC) {
         io_uring_prep_fsync(sqe, fd, (o->fsync_flags & AFS_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+    } else if (afs__is_ctl(o)) {
+        prep_stor(sqe, fd, o);
     } else if (s.buf && (write ? u->has_write : u->has_read)) {
-        if (write)
+        int bi = afs__ureg_buf_index(&u->reg, s.buf, s.len);
+        if (bi >= 0) {
+            /* In a registered buffer: READ_FIXED/WRITE_FIXED (5.1) skip pinning its pages. */
+            if (write)
+                io_uring_prep_write_fixed(sqe, fd, s.buf, (unsigned)s.len, s.off, bi);
+            else
+                io_uring_prep_read_fixed(sqe, fd, s.buf, (unsigned)s.len, s.off, bi);
+            ctx->stats.fixed_buffer_ops++;
+        } else if (write) {
             io_uring_prep_write(sqe, fd, s.buf, (unsigned)s.len, s.off);
-        else
+        } else {
             io_uring_prep_read(sqe, fd, s.buf, (unsigned)s.len, s.off);
+        }
     } else {
         /* READ/WRITE are Linux 5.6; before that a one-element iovec kept in the op. */
         const struct iovec *iov = s.iov;
@@ -378,10 +492,18 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         else
             io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, s.off);
     }
-    if (o->code != AFS__FSYNC && (o->file->flags & AFS_DIRECT)) {
+    if (o->file->reg_slot) {
+        sqe->flags |= IOSQE_FIXED_FILE;
+        ctx->stats.fixed_file_ops++;
+    }
+    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT)) {
         u->direct_staged++;
         u->direct_bytes += o->total - o->done;
     }
+    /* A pipe's write tried inline would raise SIGPIPE in this thread when the reader has
+     * gone (the kernel signals the writing task); the kernel's workers block signals. */
+    if (write && o->file->seq)
+        sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }
@@ -398,6 +520,16 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
             u->waker_armed = true;
         }
     }
+    int rfd = u->ready_armed ? -1 : afs__ready_fd(ctx);
+    if (rfd >= 0) {
+        /* Sockets parked in the readiness engine (kernels without the socket opcodes). */
+        struct io_uring_sqe *sqe = get_sqe(ctx);
+        if (sqe) {
+            io_uring_prep_poll_add(sqe, rfd, POLLIN);
+            io_uring_sqe_set_data64(sqe, TAG_READY);
+            u->ready_armed = true;
+        }
+    }
     bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
     int r = 0;
     if (wait && io_uring_cq_ready(&u->ring) == 0) {
@@ -407,11 +539,11 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
         else
             ctx->stats.kernel_waits++;
         if (timeout_ns < 0) {
-            r = ring_enter(u, 1, NULL);
+            r = ring_enter(ctx, 1, NULL);
         } else {
             struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
                                            .tv_nsec = timeout_ns % 1000000000};
-            r = ring_enter(u, 1, &ts);
+            r = ring_enter(ctx, 1, &ts);
         }
         /* Timeouts, signals and a full CQ just end this wait; the caller loops. */
         if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -EBUSY)
@@ -460,6 +592,61 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
 }
 
+/* Registration: uring_reg.c does the work; these only find the ring. */
+static int uring_reg_buffers(struct afs_ctx *ctx, const struct iovec *iov, unsigned nr,
+                             char *why, size_t why_len)
+{
+    return afs__ureg_buffers(&U(ctx)->reg, &U(ctx)->ring, iov, nr, why, why_len);
+}
+
+static void uring_unreg_buffers(struct afs_ctx *ctx)
+{
+    afs__ureg_unbuffers(&U(ctx)->reg, &U(ctx)->ring);
+}
+
+static int uring_reg_files(struct afs_ctx *ctx, unsigned slots, char *why, size_t why_len)
+{
+    return afs__ureg_files(&U(ctx)->reg, &U(ctx)->ring, ctx, slots, why, why_len);
+}
+
+static void uring_unreg_files(struct afs_ctx *ctx)
+{
+    afs__ureg_unfiles(&U(ctx)->reg, &U(ctx)->ring, ctx);
+}
+
+static int uring_open(struct afs_ctx *ctx, struct afs_file *f)
+{
+    afs__ureg_file_open(&U(ctx)->reg, &U(ctx)->ring, f);
+    return 0;
+}
+
+static void uring_close(struct afs_ctx *ctx, struct afs_file *f)
+{
+    afs__ureg_file_close(&U(ctx)->reg, &U(ctx)->ring, f);
+}
+
+static void uring_offload(const struct afs_ctx *ctx, struct afs_offload *out)
+{
+    afs__ureg_offload_info(&((const struct uring *)ctx->be_state)->reg, out);
+}
+
+static bool uring_sock(struct afs_ctx *ctx)
+{
+    return U(ctx)->has_sock;
+}
+
+static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
+{
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return;
+    int fd = f->fd;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(unsigned)fd << 8 | TAG_CANCEL_FD);
+}
+
+bool afs__uring_no_sock;
+
 const struct afs__backend afs__backend_uring = {
     .name = "io_uring",
     .id = AFS_BACKEND_IO_URING,
@@ -470,4 +657,13 @@ const struct afs__backend afs__backend_uring = {
     .enter = uring_enter,
     .cancel = uring_cancel,
     .meta_done = uring_meta_done,
+    .open = uring_open,
+    .close = uring_close,
+    .reg_buffers = uring_reg_buffers,
+    .unreg_buffers = uring_unreg_buffers,
+    .reg_files = uring_reg_files,
+    .unreg_files = uring_unreg_files,
+    .offload = uring_offload,
+    .sock = uring_sock,
+    .cancel_file = uring_cancel_file,
 };

@@ -3,6 +3,8 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -24,9 +26,36 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
     return r < 0 ? -errno : r;
 }
 
+/* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
+ * MSG_NOSIGNAL elsewhere): a reader that has gone must be -EPIPE, not the death of the
+ * process by SIGPIPE. The signal is blocked on this thread around the write, and the one
+ * the write raised is taken back, never one that was pending before (standard signals do
+ * not queue: it would be the same one). */
+static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
+                         int iovcnt)
+{
+    sigset_t pipe_set, old, pend;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool pending = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
+    int err = r < 0 ? errno : 0;
+    if (err == EPIPE && !pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    if (!sigismember(&old, SIGPIPE))
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r < 0 ? -err : r;
+}
+
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
-    ssize_t r = off == AFS__OFF_SEQ ? write(fd, buf, len) : pwrite(fd, buf, len, (off_t)off);
+    if (off == AFS__OFF_SEQ)
+        return seq_write(fd, buf, len, NULL, 0);
+    ssize_t r = pwrite(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -39,8 +68,9 @@ static ssize_t sys_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t 
 
 static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    ssize_t r = off == AFS__OFF_SEQ ? writev(fd, iov, iovcnt)
-                                    : pwritev(fd, iov, iovcnt, (off_t)off);
+    if (off == AFS__OFF_SEQ)
+        return seq_write(fd, NULL, 0, iov, iovcnt);
+    ssize_t r = pwritev(fd, iov, iovcnt, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -56,6 +86,33 @@ static int sys_fsync(int fd, bool datasync)
     int r = datasync ? fdatasync(fd) : fsync(fd);
 #endif
     return r < 0 ? -errno : 0;
+}
+
+static int sys_fallocate(int fd, int afs_mode, uint64_t off, uint64_t len)
+{
+#if defined(__linux__)
+    int mode = 0;
+    if (afs_mode & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))
+        mode |= FALLOC_FL_KEEP_SIZE;
+    if (afs_mode & AFS_FALLOC_PUNCH_HOLE)
+        mode |= FALLOC_FL_PUNCH_HOLE;
+    if (afs_mode & AFS_FALLOC_ZERO_RANGE)
+        mode |= FALLOC_FL_ZERO_RANGE;
+    return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+#elif defined(__FreeBSD__)
+    if (afs_mode != 0)
+        return -ENOTSUP;
+    int r = posix_fallocate(fd, (off_t)off, (off_t)len); /* the error, not -1 and errno */
+    return r == EINVAL ? -ENOTSUP : -r; /* EINVAL: the file system cannot (ZFS) */
+#else
+    (void)fd, (void)afs_mode, (void)off, (void)len;
+    return -ENOTSUP;
+#endif
+}
+
+static int sys_ftruncate(int fd, uint64_t size)
+{
+    return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
 }
 
 static int sys_close(int fd)
@@ -74,6 +131,8 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .fallocate = sys_fallocate,
+    .ftruncate = sys_ftruncate,
     .close = sys_close,
     .malloc = malloc,
     .calloc = calloc,
@@ -91,6 +150,8 @@ struct afs__syscalls afs__sys = {
 static void fd_info(const struct stat *st, struct afs__fd_info *info)
 {
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
+    info->sock = S_ISSOCK(st->st_mode);
+    info->made = false;
     info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
     info->dir = S_ISDIR(st->st_mode);
 }
@@ -174,6 +235,47 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Storage hints
+ * ---------------------------------------------------------------------------------------- */
+
+int afs__sys_fadvise(int fd, uint64_t off, uint64_t len, int advice)
+{
+#if defined(POSIX_FADV_NORMAL) && !defined(__APPLE__)
+    static const int adv[] = {POSIX_FADV_NORMAL, POSIX_FADV_SEQUENTIAL, POSIX_FADV_RANDOM,
+                              POSIX_FADV_NOREUSE, POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED};
+    return -posix_fadvise(fd, (off_t)off, (off_t)len, adv[advice]); /* the error itself */
+#elif defined(__APPLE__)
+    if (advice != AFS_FADV_WILLNEED)
+        return 0; /* macOS reads ahead and caches as it sees fit: nothing to tell it */
+    struct radvisory ra = {.ra_offset = (off_t)off,
+                           .ra_count = len > INT32_MAX || len == 0 ? INT32_MAX : (int)len};
+    return fcntl(fd, F_RDADVISE, &ra) < 0 ? -errno : 0;
+#else
+    (void)fd, (void)off, (void)len, (void)advice;
+    return -ENOTSUP;
+#endif
+}
+
+int afs__sys_sync_range(int fd, uint64_t off, uint64_t len, unsigned flags)
+{
+#if defined(__linux__)
+    unsigned fl = 0;
+    if (flags & AFS_SYNC_RANGE_WAIT_BEFORE)
+        fl |= SYNC_FILE_RANGE_WAIT_BEFORE;
+    if (flags & AFS_SYNC_RANGE_WRITE)
+        fl |= SYNC_FILE_RANGE_WRITE;
+    if (flags & AFS_SYNC_RANGE_WAIT_AFTER)
+        fl |= SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, (off_t)off, (off_t)len, fl) < 0 ? -errno : 0;
+#else
+    (void)off, (void)len;
+    if (!flags)
+        return 0;
+    return afs__sys.fsync(fd, true); /* stronger: the whole file's data, durably */
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------
  * The page-cache probe of streams
  * ---------------------------------------------------------------------------------------- */
 
@@ -202,6 +304,68 @@ bool afs__sys_same_file(int a, int b)
     struct stat sa, sb;
     return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
+}
+
+static int reopen_rdwr(const char *path, int fd, int *out)
+{
+    int r;
+    do
+        r = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (!afs__sys_same_file(r, fd)) { /* renamed or replaced since: not the same file */
+        close(r);
+        return -ENOENT;
+    }
+    *out = r;
+    return 0;
+}
+
+int afs__sys_crash_reopen(int fd, const char *path, int *out, bool *dup)
+{
+    *dup = false;
+    if (path && reopen_rdwr(path, fd, out) == 0)
+        return 0;
+#ifdef __linux__
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    if (reopen_rdwr(proc, fd, out) == 0)
+        return 0;
+#endif
+    /* A file created without write permission (its creator may write it), or no /proc. */
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return -errno;
+    *dup = true;
+    *out = d;
+    return 0;
+}
+
+void afs__sys_crash_plain(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+#ifdef O_DIRECT
+    fl &= ~O_DIRECT;
+#endif
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_APPEND);
+}
+
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    return linkat(dfd, from, dfd, to, 0) < 0 ? -errno : 0;
+}
+
+int afs__sys_set_size(int fd, uint64_t size)
+{
+    if (size > (uint64_t)INT64_MAX)
+        return -EFBIG;
+    int r;
+    do
+        r = ftruncate(fd, (off_t)size);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
 }
 
 void *afs__aligned_alloc(size_t size, size_t align)

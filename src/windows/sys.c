@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <malloc.h>
+#include <winioctl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +123,104 @@ static int sys_fsync(HANDLE h, bool datasync)
     return FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
 }
 
+static int set_eof(HANDLE h, uint64_t size)
+{
+    FILE_END_OF_FILE_INFO eof;
+    eof.EndOfFile.QuadPart = (LONGLONG)size;
+    if (!SetFileInformationByHandle(h, FileEndOfFileInfo, &eof, sizeof eof))
+        return afs__win_errno(GetLastError());
+    return 0;
+}
+
+static int sys_ftruncate(HANDLE h, uint64_t size)
+{
+    return set_eof(h, size);
+}
+
+/* FSCTL_SET_ZERO_DATA: on a sparse file the range is freed, on others zeros are written. */
+static int zero_data(HANDLE h, uint64_t off, uint64_t end)
+{
+    if (end <= off)
+        return 0;
+    HANDLE ev = thread_event();
+    if (!ev)
+        return -ENOMEM;
+    FILE_ZERO_DATA_INFORMATION z;
+    z.FileOffset.QuadPart = (LONGLONG)off;
+    z.BeyondFinalZero.QuadPart = (LONGLONG)end;
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof ov);
+    ov.hEvent = (HANDLE)((uintptr_t)ev | 1);
+    DWORD n = 0;
+    BOOL ok = DeviceIoControl(h, FSCTL_SET_ZERO_DATA, &z, sizeof z, NULL, 0, &n, &ov);
+    DWORD err = ok ? 0 : GetLastError();
+    if (err == ERROR_IO_PENDING)
+        err = GetOverlappedResult(h, &ov, &n, TRUE) ? 0 : GetLastError();
+    if (err == ERROR_INVALID_FUNCTION || err == ERROR_NOT_SUPPORTED)
+        return -ENOTSUP; /* the file system has no such control */
+    return err ? afs__win_errno(err) : 0;
+}
+
+/* Zeros written over [off, end): what FSCTL_SET_ZERO_DATA does on a file that is not
+ * sparse, for file systems (FAT) and emulations that lack the control. */
+static int write_zeros(HANDLE h, uint64_t off, uint64_t end)
+{
+    static const char zeros[65536];
+    while (off < end) {
+        size_t n = (size_t)AFS_MIN(end - off, (uint64_t)sizeof zeros);
+        ssize_t r = rw(h, true, (void *)zeros, n, off);
+        if (r < 0)
+            return (int)r;
+        if (r == 0)
+            return -EIO;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static bool unsupported(int err)
+{
+    return err == -ENOTSUP || err == -ENOSYS || err == -EOPNOTSUPP;
+}
+
+static int sys_fallocate(HANDLE h, int mode, uint64_t off, uint64_t len)
+{
+    LARGE_INTEGER sz;
+    if (!GetFileSizeEx(h, &sz))
+        return afs__win_errno(GetLastError());
+    uint64_t size = (uint64_t)sz.QuadPart, end = off + len;
+    bool keep = mode & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE);
+    if (mode & (AFS_FALLOC_PUNCH_HOLE | AFS_FALLOC_ZERO_RANGE)) {
+        /* Only the part inside the file: past the end it reads as zeros already. */
+        uint64_t zend = end < size ? end : size;
+        int err = zero_data(h, off, zend);
+        if (unsupported(err))
+            err = write_zeros(h, off, zend);
+        if (err < 0 || keep || end <= size)
+            return err;
+        return set_eof(h, end);
+    }
+    /* Allocate: the allocation size covers the whole file from 0, so it grows to `end`
+     * (never shrinks: that would drop data). */
+    FILE_STANDARD_INFO si;
+    int err = 0;
+    if (!GetFileInformationByHandleEx(h, FileStandardInfo, &si, sizeof si)) {
+        err = afs__win_errno(GetLastError());
+    } else if ((uint64_t)si.AllocationSize.QuadPart < end) {
+        FILE_ALLOCATION_INFO ai;
+        ai.AllocationSize.QuadPart = (LONGLONG)end;
+        if (!SetFileInformationByHandle(h, FileAllocationInfo, &ai, sizeof ai))
+            err = afs__win_errno(GetLastError());
+    }
+    /* Without allocation control (some emulations) a file that is not sparse is still
+     * allocated up to its end: extending it is the allocation. */
+    if (err < 0 && (keep || !unsupported(err)))
+        return err;
+    if (!keep && end > size)
+        return set_eof(h, end);
+    return 0;
+}
+
 static int sys_close(HANDLE h)
 {
     return CloseHandle(h) ? 0 : afs__win_errno(GetLastError());
@@ -134,6 +233,8 @@ struct afs__syscalls afs__sys = {
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,
+    .fallocate = sys_fallocate,
+    .ftruncate = sys_ftruncate,
     .malloc = malloc,
     .calloc = calloc,
     .realloc = realloc,
@@ -237,6 +338,8 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     if (type == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
         return afs__win_errno(GetLastError());
     info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
+    info->sock = false; /* no sockets on Windows yet (src/windows/sock.c) */
+    info->made = false;
     info->size = -1;
     info->dir = false; /* CreateFileW refuses a directory without FILE_FLAG_BACKUP_SEMANTICS */
     LARGE_INTEGER sz;
@@ -298,6 +401,23 @@ unsigned afs__sys_dio_align(afs__fd_t fd)
     return 4096; /* unknown: the largest common sector size is always safe */
 }
 
+/* Windows takes no access-pattern advice on an open handle (only at open:
+ * FILE_FLAG_SEQUENTIAL_SCAN, FILE_FLAG_RANDOM_ACCESS). */
+int afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice)
+{
+    (void)fd, (void)off, (void)len, (void)advice;
+    return -ENOTSUP;
+}
+
+/* No range writeback either: a flush of the whole file, which is stronger. */
+int afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags)
+{
+    (void)off, (void)len;
+    if (!flags)
+        return 0;
+    return afs__sys.fsync(fd, true);
+}
+
 /* Windows tells no page-cache residency: streams read through the cache. */
 int afs__sys_cache_state(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
 {
@@ -311,6 +431,52 @@ bool afs__sys_same_file(afs__fd_t a, afs__fd_t b)
     return GetFileInformationByHandle(a, &ia) && GetFileInformationByHandle(b, &ib) &&
            ia.dwVolumeSerialNumber == ib.dwVolumeSerialNumber &&
            ia.nFileIndexHigh == ib.nFileIndexHigh && ia.nFileIndexLow == ib.nFileIndexLow;
+}
+
+int afs__sys_crash_reopen(afs__fd_t fd, const char *path, afs__fd_t *out, bool *dup)
+{
+    *dup = false;
+    if (path && afs__sys_open(path, AFS_RDWR, 0, out, NULL) == 0) {
+        if (afs__sys_same_file(*out, fd))
+            return 0;
+        CloseHandle(*out);
+    }
+    /* A new handle of the same file, without the caller's FILE_FLAG_NO_BUFFERING. */
+    HANDLE h = ReOpenFile(fd, GENERIC_READ | GENERIC_WRITE,
+                          FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                          FILE_FLAG_OVERLAPPED);
+    if (h != INVALID_HANDLE_VALUE) {
+        *out = h;
+        return 0;
+    }
+    HANDLE p = GetCurrentProcess();
+    if (!DuplicateHandle(p, fd, p, &h, 0, FALSE, DUPLICATE_SAME_ACCESS))
+        return afs__win_errno(GetLastError());
+    *dup = true;
+    *out = h;
+    return 0;
+}
+
+void afs__sys_crash_plain(afs__fd_t fd)
+{
+    (void)fd; /* a handle's flags are its own: nothing shared to clear */
+}
+
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    (void)dfd, (void)from, (void)to;
+    return -ENOTSUP; /* no directory fds: strict mode is refused here */
+}
+
+int afs__sys_set_size(afs__fd_t fd, uint64_t size)
+{
+    if (size > (uint64_t)INT64_MAX)
+        return -EFBIG;
+    FILE_END_OF_FILE_INFO eof;
+    eof.EndOfFile.QuadPart = (LONGLONG)size;
+    if (!SetFileInformationByHandle(fd, FileEndOfFileInfo, &eof, sizeof eof))
+        return afs__win_errno(GetLastError());
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------

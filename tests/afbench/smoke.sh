@@ -60,6 +60,34 @@ assert float(r["iops"]) > 0
 print("ok   csv")
 ' "$csv" || fail "bad CSV: $csv"
 
+# asyncfs on io_uring with O_DIRECT: --offload forces each regime, and --fixedbufs and
+# --registerfiles reach the kernel (the library's counters say so). A file system without
+# O_DIRECT or a backend other than io_uring skips these.
+ddir=$(mktemp -d /var/tmp/afbench-smoke.XXXXXX 2>/dev/null || mktemp -d "$dir/d.XXXXXX")
+trap 'rm -rf "$dir" "$ddir"' EXIT
+knob() { # name python-condition args...
+  local name=$1 cond=$2; shift 2
+  local out rc
+  out=$("$afbench" --engine=corio --rw=randread --bs=4k --iodepth=16 --size=4m --runtime=0.5 \
+        --direct=1 --filename="$ddir/data" "$@" --output-format=json 2>"$dir/err"); rc=$?
+  if [ $rc -ne 0 ] && grep -q "O_DIRECT" "$dir/err"; then echo "skip $name: no O_DIRECT here"; return; fi
+  if [ $rc -ne 0 ]; then fail "$name exited $rc: $(cat "$dir/err")"; return; fi
+  python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+if j["backend"] != "io_uring":
+    print("skip %s: backend %s" % (sys.argv[3], j["backend"])); sys.exit(0)
+assert eval(sys.argv[2]), "%s: %s" % (sys.argv[2], {k: j[k] for k in ("ios", "offloaded_ops", "fixed_buffer_ops", "fixed_file_ops", "offloading")})
+print("ok   %-28s %s" % (sys.argv[3], sys.argv[2]))
+' "$out" "$cond" "$name" || fail "$name: $out"
+}
+knob "--offload=always" 'j["offloaded_ops"] >= j["ios"] and j["offloading"] == 1' --offload=always
+knob "--offload=never" 'j["offloaded_ops"] == 0 and j["offloading"] == 0' --offload=never
+knob "--offload=auto" 'j["offload"] == "auto"' --offload=auto
+knob "--fixedbufs" 'j["fixed_buffer_ops"] >= j["ios"] and j["fixed_file_ops"] == 0' --fixedbufs
+knob "--registerfiles" 'j["fixed_file_ops"] >= j["ios"] and j["fixed_buffer_ops"] == 0' --registerfiles
+knob "--io-workers=1" 'j["io_workers"] == 1' --io-workers=1 --offload=always
+
 # Bad command lines: exit 2 and a message that names the problem.
 bad() { # expected-words args...
   local want=$1; shift
@@ -79,6 +107,8 @@ bad "unknown option" --frobnicate=1 --filename="$f"
 bad "--filename" --rw=read
 bad "O_DIRECT" --bs=1000 --direct=1 --filename="$f"
 bad "give --size" --filename="$dir/missing"
+bad "--offload" --offload=sometimes --filename="$f"
+bad "--io-workers" --io-workers=many --filename="$f"
 
 [ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all ok"

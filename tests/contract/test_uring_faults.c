@@ -619,12 +619,16 @@ T_URING(setup_retries_without_newer_flags_on_einval)
 #endif /* liburing */
 
 /* ------------------------------------------------------------------------------------------
- * Direct I/O offload: a submission with 8 or more AFS_DIRECT reads/writes marks them
- * IOSQE_ASYNC (the kernel's workers issue them), smaller ones and buffered I/O stay inline,
- * and AFS_CTX_INLINE_DIRECT turns it off.
+ * Direct I/O offload: a submission with 8 or more AFS_DIRECT reads/writes (or 512 KiB) may
+ * mark them IOSQE_ASYNC (the kernel's workers issue them) when timing says issuing them
+ * inline is slow; smaller ones and buffered I/O stay inline. AFS_CTX_INLINE_DIRECT and
+ * AFS_CTX_OFFLOAD_DIRECT force either regime. The timing runs on a fake clock that the
+ * enter hook moves by what each submission would cost (clock_enter).
  * ---------------------------------------------------------------------------------------- */
 
 static unsigned seen_async, seen_data; /* data SQEs submitted, and those marked IOSQE_ASYNC */
+static int64_t  fake_ns;              /* the clock afs__sys.now reads */
+static int64_t  inline_cost, offload_cost; /* what a submission adds per direct read */
 
 static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
@@ -639,6 +643,24 @@ static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_
         }
     }
     return afs__uring_enter_real(ring, wait_nr, ts);
+}
+
+static int64_t fake_now(void)
+{
+    return fake_ns;
+}
+
+/* A submission costs the fake clock inline_cost per read issued inline and offload_cost per
+ * read handed to the workers; a wait costs nothing. */
+static int clock_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        const struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        if (sqe->opcode == IORING_OP_READ && sqe->user_data > 2)
+            fake_ns += (sqe->flags & IOSQE_ASYNC) ? offload_cost : inline_cost;
+    }
+    return count_enter(ring, wait_nr, ts);
 }
 
 /* Reads n blocks of the file at once (one batch) and checks them; returns how many of the
@@ -667,7 +689,8 @@ static unsigned batch_of_reads(struct afs_file *f, int n)
     return seen_async;
 }
 
-static unsigned direct_offload_run(unsigned ctx_flags, int file_flags, int n)
+/* A context (flags) and a file of 64 blocks on it (file_flags), opened for reading. */
+static struct afs_file *offload_file(unsigned ctx_flags, int file_flags)
 {
     struct afs_config cfg;
     afs_config_default(&cfg);
@@ -682,28 +705,116 @@ static unsigned direct_offload_run(unsigned ctx_flags, int file_flags, int n)
     if (err == -EINVAL && (file_flags & AFS_DIRECT))
         cr_skip_test("no O_DIRECT on this file system");
     cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
+static unsigned direct_offload_run(unsigned ctx_flags, int file_flags, int n)
+{
+    struct afs_file *f = offload_file(ctx_flags, file_flags);
     unsigned marked = batch_of_reads(f, n);
     cr_assert_eq(afs_close(f), 0);
     free_ctx();
     return marked;
 }
 
-T_URING(big_batches_of_direct_reads_go_to_the_workers)
+T_URING(forced_regimes_mark_every_direct_read_or_none)
 {
     afs__sys.uring_enter = count_enter;
-    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 32), 32, "32 direct reads: all marked");
-    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 8), 8, "8 direct reads: all marked");
+    cr_assert_eq(direct_offload_run(AFS_CTX_OFFLOAD_DIRECT, AFS_DIRECT, 32), 32,
+                 "AFS_CTX_OFFLOAD_DIRECT: 32 direct reads, all marked");
+    cr_assert_eq(direct_offload_run(AFS_CTX_OFFLOAD_DIRECT, AFS_DIRECT, 4), 4,
+                 "AFS_CTX_OFFLOAD_DIRECT: a small batch too");
+    cr_assert_eq(direct_offload_run(AFS_CTX_OFFLOAD_DIRECT, 0, 32), 0,
+                 "buffered reads stay inline");
     cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 4), 0, "4 direct reads stay inline");
-    cr_assert_eq(direct_offload_run(0, 0, 32), 0, "buffered reads stay inline");
     cr_assert_eq(direct_offload_run(AFS_CTX_INLINE_DIRECT, AFS_DIRECT, 32), 0,
                  "AFS_CTX_INLINE_DIRECT keeps every batch inline");
+}
+
+/* Batches of 16 direct reads on one context with the fake clock; returns how many reads of
+ * the last batch were marked. The first 8 batches are all timed (warm-up), the ones after
+ * follow the choice (the 16th would be timed again). */
+static unsigned adaptive_run(int64_t in_cost, int64_t off_cost, int batches,
+                             struct afs_offload *out)
+{
+    afs__sys.uring_enter = clock_enter;
+    afs__sys.now = fake_now;
+    inline_cost = in_cost;
+    offload_cost = off_cost;
+    struct afs_file *f = offload_file(0, AFS_DIRECT);
+    unsigned marked = 0;
+    for (int i = 0; i < batches; i++)
+        marked = batch_of_reads(f, 16);
+    afs_ctx_offload(t_ctx, out);
+    cr_assert_eq(afs_close(f), 0);
+    return marked;
+}
+
+T_URING(slow_inline_issue_is_measured_and_offloaded)
+{
+    struct afs_offload o;
+    /* Inline issue 20 times the cost of a hand-off: offload. */
+    cr_assert_eq(adaptive_run(20000, 1000, 12, &o), 16, "the 12th batch goes to the workers");
+    cr_assert_eq(o.offloading, 1);
+    cr_assert_eq(o.samples, 8, "8 timed submissions: %u", o.samples);
+    cr_assert_eq(o.inline_ns, 20000, "inline %" PRIu64 " ns per read", o.inline_ns);
+    cr_assert_eq(o.offload_ns, 1000, "offloaded %" PRIu64 " ns per read", o.offload_ns);
+    struct afs_stats st;
+    afs_ctx_stats(t_ctx, &st);
+    /* Warm-up: 4 of 8 timed batches offloaded; then 4 batches by choice. */
+    cr_assert_eq(st.offloaded_ops, 8 * 16, "offloaded_ops %" PRIu64, st.offloaded_ops);
+    free_ctx();
+}
+
+T_URING(cheap_inline_issue_is_measured_and_kept_inline)
+{
+    struct afs_offload o;
+    /* Inline issue only twice a hand-off (NVMe-like): stay inline. */
+    cr_assert_eq(adaptive_run(2000, 1000, 12, &o), 0, "the 12th batch is issued inline");
+    cr_assert_eq(o.offloading, 0);
+    cr_assert_eq(o.inline_ns, 2000);
+    struct afs_stats st;
+    afs_ctx_stats(t_ctx, &st);
+    cr_assert_eq(st.offloaded_ops, 4 * 16, "only the warm-up's offloaded samples");
+    free_ctx();
+}
+
+T_URING(the_choice_follows_a_change_in_cost)
+{
+    struct afs_offload o;
+    afs__sys.uring_enter = clock_enter;
+    afs__sys.now = fake_now;
+    inline_cost = 20000;
+    offload_cost = 1000;
+    struct afs_file *f = offload_file(0, AFS_DIRECT);
+    for (int i = 0; i < 12; i++)
+        batch_of_reads(f, 16);
+    afs_ctx_offload(t_ctx, &o);
+    cr_assert_eq(o.offloading, 1);
+    /* The device got fast: timed batches (1 in 16) bring the average down. */
+    inline_cost = 1500;
+    int i;
+    for (i = 0; i < 20 * 16 && o.offloading; i++) {
+        batch_of_reads(f, 16);
+        afs_ctx_offload(t_ctx, &o);
+    }
+    cr_assert_eq(o.offloading, 0, "inline %" PRIu64 " ns, offloaded %" PRIu64 " ns",
+                 o.inline_ns, o.offload_ns);
+    cr_assert_gt(i, 16, "not at the first timed batch: an average, not the last sample");
+    cr_assert_eq(batch_of_reads(f, 16), 0, "the next batch is issued inline");
+    cr_assert_eq(afs_close(f), 0);
+    free_ctx();
 }
 
 /* One big direct read (512 KiB or more in the submission) goes to the workers too. */
 T_URING(big_direct_reads_go_to_the_workers)
 {
     enum { BIG = 512 * 1024 };
-    afs__sys.uring_enter = count_enter;
+    /* Timing that favours offloading, learned from the 8 timed batches of the warm-up. */
+    afs__sys.uring_enter = clock_enter;
+    afs__sys.now = fake_now;
+    inline_cost = 20000;
+    offload_cost = 1000;
     struct afs_config cfg;
     afs_config_default(&cfg);
     t_ctx = t_ctx_cfg(&cfg);
@@ -715,6 +826,8 @@ T_URING(big_direct_reads_go_to_the_workers)
     if (err == -EINVAL)
         cr_skip_test("no O_DIRECT on this file system");
     cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    for (int i = 0; i < 8; i++)
+        batch_of_reads(f, 16);
     char *buf = afs_buf_alloc(t_ctx, BIG);
     for (size_t len = BIG / 2; len <= BIG; len += BIG / 2) {
         seen_async = seen_data = 0;

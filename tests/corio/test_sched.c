@@ -4,6 +4,7 @@
 #include "../common.h"
 
 #include <corio.h>
+#include <fenv.h>
 #include <signal.h>
 
 static struct corio_sched *t_sched;
@@ -79,6 +80,79 @@ T_CO(quickstart_batches_ten_requests_four_times)
     corio_sched_stats(t_sched, &st);
     cr_assert_eq(st.tasks, 11);
     cr_assert_eq(st.ios, 40);
+}
+
+/* ---- Finished tasks' stacks serve later spawns (on Windows: the fibers restart). ---- */
+
+static int reuse_sum;
+
+static void reuse_child(struct corio_task *t, void *arg)
+{
+    volatile char scratch[8192]; /* touch the stack well below the entry frame */
+    int i = *(int *)arg;
+    for (size_t k = 0; k < sizeof scratch; k += 512)
+        scratch[k] = (char)i;
+    double x = (double)i;
+    corio_yield(t);
+    cr_assert_eq(scratch[4096], (char)i);
+    reuse_sum += (int)(x * 0.5 * 2.0);
+}
+
+static void reuse_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_eq(corio_spawn(t, reuse_child, &i, NULL), 0);
+        corio_wait(t);
+    }
+}
+
+T_CO(finished_tasks_stacks_are_reused)
+{
+    new_sched(answer_all, NULL, 0, 4096);
+    reuse_sum = 0;
+    cr_assert_eq(corio_sched_run(t_sched, reuse_root, NULL), 0);
+    cr_assert_eq(reuse_sum, 999 * 1000 / 2);
+    struct corio_stats st;
+    corio_sched_stats(t_sched, &st);
+    cr_assert_eq(st.tasks, 1001);
+    cr_assert_leq(st.stacks, 4, "%llu stacks made for 1001 tasks, two alive at a time",
+                  (unsigned long long)st.stacks);
+}
+
+/* ---- A task starts with its spawner's FP rounding mode, on a reused stack too. ---- */
+
+static int fp_checks;
+
+static void fp_child(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    cr_assert_eq(fegetround(), FE_UPWARD, "a task starts with its spawner's rounding mode");
+    fesetround(FE_TOWARDZERO);
+    corio_yield(t);
+    cr_assert_eq(fegetround(), FE_TOWARDZERO, "a task keeps its own rounding mode");
+    fp_checks++;
+}
+
+static void fp_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    fesetround(FE_UPWARD);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(corio_spawn(t, fp_child, NULL, NULL), 0);
+        cr_assert_eq(fegetround(), FE_UPWARD, "the spawner keeps its rounding mode");
+        corio_wait(t);
+    }
+    fesetround(FE_TONEAREST);
+}
+
+T_CO(tasks_start_with_the_spawners_rounding_mode)
+{
+    new_sched(answer_all, NULL, 0, 4096);
+    fp_checks = 0;
+    cr_assert_eq(corio_sched_run(t_sched, fp_root, NULL), 0);
+    fesetround(FE_TONEAREST);
+    cr_assert_eq(fp_checks, 3);
 }
 
 /* ---- 100 tasks x 4 requests, every third request retried once. ---- */

@@ -9,7 +9,9 @@ set(SRC ${PROJECT_SOURCE_DIR}/tests)
 add_executable(contract_win
   ${SRC}/contract/test_ctx.c ${SRC}/contract/test_position.c ${SRC}/contract/test_ops.c
   ${SRC}/contract/test_blocking.c ${SRC}/contract/test_stream.c ${SRC}/contract/test_meta.c
-  ${SRC}/contract/test_waker.c ${SRC}/contract/test_cancel.c ${SRC}/shim/runner.c)
+  ${SRC}/contract/test_waker.c ${SRC}/contract/test_cancel.c ${SRC}/contract/test_storage.c
+  ${SRC}/contract/test_register.c
+  ${SRC}/shim/runner.c)
 target_include_directories(contract_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include
                            ${PROJECT_SOURCE_DIR}/src/core)
 target_link_libraries(contract_win PRIVATE asyncfs_static)
@@ -29,6 +31,13 @@ target_link_libraries(corio_sched_win PRIVATE asyncfs_static)
 if(MINGW)
   target_compile_definitions(corio_sched_win PRIVATE __USE_MINGW_ANSI_STDIO=1)
   target_link_options(corio_sched_win PRIVATE -static)
+endif()
+
+# The spawn benchmark, cross-built to measure spawn + finish on fibers (not run by the suite).
+add_executable(bench_spawn_win ${PROJECT_SOURCE_DIR}/bench/bench_spawn.c)
+target_link_libraries(bench_spawn_win PRIVATE asyncfs_static psapi)
+if(MINGW)
+  target_link_options(bench_spawn_win PRIVATE -static)
 endif()
 
 set(AFS_WIN_BACKENDS iocp threads sync)

@@ -61,6 +61,9 @@ static const char *const rw_names[] = {"read", "write", "randread", "randwrite"}
 enum engine { ENG_CORIO, ENG_QUEUE, ENG_PREAD, ENG_THREADS, ENG_URING_RAW };
 static const char *const engine_names[] = {"corio", "queue", "pread", "threads", "uring-raw"};
 
+enum offload { OFF_AUTO, OFF_ALWAYS, OFF_NEVER };
+static const char *const offload_names[] = {"auto", "always", "never"};
+
 enum fmt { FMT_NORMAL, FMT_JSON, FMT_CSV };
 static const char *const fmt_names[] = {"normal", "json", "csv"};
 
@@ -73,6 +76,10 @@ struct opts {
     int         direct, size_set;
     double      runtime_s; /* 0: no limit */
     const char *filename;
+    /* corio and queue: how asyncfs's io_uring backend is driven (ignored elsewhere). */
+    enum offload offload;
+    int          fixedbufs, regfiles;
+    unsigned     io_workers; /* 0: the library's default */
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -232,6 +239,10 @@ struct job {
     atomic_int         err;      /* the first error (negative errno), stops everyone */
     uint64_t           syscalls; /* counted by the engine, or derived from asyncfs's stats */
     const char        *backend;
+    /* corio and queue: the registrations' effect and the offload rule's state. */
+    uint64_t           fixed_buffer_ops, fixed_file_ops, offloaded_ops;
+    struct afs_offload off;
+    const char        *bufs_why, *files_why;
 };
 
 /* What one worker (a thread, or all tasks/ops of a single-threaded engine) owns. */
@@ -485,6 +496,24 @@ static int q_issue(struct q_op *q, uint64_t t, uint64_t off)
     return 0;
 }
 
+/* --fixedbufs: the I/O buffers become the context's registered buffers (one range each). */
+static void register_bufs(struct job *j, struct afs_ctx *ctx, void *const *bufs, unsigned n)
+{
+    struct iovec *iov = calloc(n, sizeof *iov);
+    if (!iov)
+        die(1, "out of memory");
+    for (unsigned i = 0; i < n; i++)
+        iov[i] = (struct iovec){bufs[i], (size_t)j->o->bs};
+    int e = afs_ctx_register_buffers(ctx, iov, n);
+    free(iov);
+    if (e < 0)
+        die(1, "afs_ctx_register_buffers: %s", afs_strerror(e));
+    struct afs_registration info;
+    afs_ctx_registration(ctx, &info);
+    if (info.buffers_why)
+        fprintf(stderr, "afbench: --fixedbufs: plain buffers: %s\n", info.buffers_why);
+}
+
 static void run_queue(struct job *j, struct worker *w, struct afs_ctx *ctx)
 {
     unsigned n = j->o->iodepth, inflight = 0;
@@ -495,6 +524,15 @@ static void run_queue(struct job *j, struct worker *w, struct afs_ctx *ctx)
         qs[i].w = w;
         qs[i].inflight = &inflight;
         qs[i].buf = pattern_buf(j->o->bs, i);
+    }
+    if (j->o->fixedbufs) {
+        void **bufs = malloc(n * sizeof *bufs);
+        if (!bufs)
+            die(1, "out of memory");
+        for (unsigned i = 0; i < n; i++)
+            bufs[i] = qs[i].buf;
+        register_bufs(j, ctx, bufs, n);
+        free(bufs);
     }
     uint64_t t = now_ns(), off;
     for (unsigned i = 0; i < n && claim(w, t, &off); i++)
@@ -656,6 +694,12 @@ static void usage(FILE *out)
 "                     ones stop earlier once SIZE is done. 0: no limit (default)\n"
 "  --direct=0|1       O_DIRECT (default 0)\n"
 "  --threshold=SIZE   corio: afs_config.sync_threshold (default 0: every I/O batched)\n"
+"  corio and queue on io_uring:\n"
+"  --offload=auto|always|never  direct I/O issued by the kernel's workers (IOSQE_ASYNC):\n"
+"                     as measured at run time (default), always, or never (issued inline)\n"
+"  --fixedbufs        register the I/O buffers (afs_ctx_register_buffers: READ_FIXED...)\n"
+"  --registerfiles    register the file (afs_ctx_register_files; needs --direct=1)\n"
+"  --io-workers=N     cap the kernel's I/O workers (afs_config.io_workers; 0 = default)\n"
 "  --filename=PATH    the file; for reads it is created or extended to SIZE (said on stderr)\n"
 "  --output-format=normal|json|csv\n"
 "Exit codes: 0 done, 1 I/O or setup error, 2 bad command line, 3 engine not available.\n",
@@ -763,6 +807,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
                 *p = '-';
         if (eq)
             val = eq + 1;
+        else if (!strcmp(name, "fixedbufs") || !strcmp(name, "registerfiles"))
+            val = "1"; /* fio's spelling: a bare switch */
         else if (i + 1 < argc)
             val = argv[++i];
         else
@@ -802,6 +848,18 @@ static void parse_args(int argc, char **argv, struct opts *o)
             if (strcmp(val, "0") && strcmp(val, "1"))
                 bad(name, val, "0 or 1");
             o->direct = val[0] == '1';
+        } else if (!strcmp(name, "offload")) {
+            if ((k = pick(val, offload_names, 3)) < 0)
+                bad(name, val, "one of auto, always, never");
+            o->offload = (enum offload)k;
+        } else if (!strcmp(name, "fixedbufs") || !strcmp(name, "registerfiles")) {
+            if (strcmp(val, "0") && strcmp(val, "1"))
+                bad(name, val, "0 or 1");
+            *(name[0] == 'f' ? &o->fixedbufs : &o->regfiles) = val[0] == '1';
+        } else if (!strcmp(name, "io-workers")) {
+            if (parse_u64(val, &u) || u > 65536)
+                bad(name, val, "a number of workers (0 = default)");
+            o->io_workers = (unsigned)u;
         } else if (!strcmp(name, "filename")) {
             if (!*val)
                 bad(name, val, "a path");
@@ -859,6 +917,14 @@ static void print_result(const struct opts *o, const struct job *j, const struct
         printf(",\"backend\":\"%s\"", j->backend);
         if (o->engine == ENG_CORIO)
             printf(",\"sync_threshold\":%" PRIu64, o->threshold);
+        if (o->engine == ENG_CORIO || o->engine == ENG_QUEUE)
+            printf(",\"offload\":\"%s\",\"fixedbufs\":%d,\"registerfiles\":%d,"
+                   "\"io_workers\":%u,\"fixed_buffer_ops\":%" PRIu64 ",\"fixed_file_ops\":%"
+                   PRIu64 ",\"offloaded_ops\":%" PRIu64 ",\"offloading\":%d,"
+                   "\"inline_ns_per_op\":%" PRIu64 ",\"offload_ns_per_op\":%" PRIu64,
+                   offload_names[o->offload], o->fixedbufs, o->regfiles, o->io_workers,
+                   j->fixed_buffer_ops, j->fixed_file_ops, j->offloaded_ops, j->off.offloading,
+                   j->off.inline_ns, j->off.offload_ns);
         printf(",\"ios\":%" PRIu64 ",\"runtime_s\":%.6f,\"iops\":%.1f,\"bw_bytes_per_s\":%.0f,"
                "\"latency_us\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p99.9\":%.2f,"
                "\"mean\":%.2f,\"min\":%.2f,\"max\":%.2f},"
@@ -889,11 +955,18 @@ static void print_result(const struct opts *o, const struct job *j, const struct
         printf("afbench: %s, %s, bs=%" PRIu64 ", iodepth=%u%s, %s, %s (%s)\n", eng, rw, o->bs,
                o->iodepth, o->engine == ENG_PREAD ? " (ignored)" : "",
                o->direct ? "O_DIRECT" : "buffered", o->filename, sz);
-        if (o->engine == ENG_CORIO || o->engine == ENG_QUEUE)
+        if (o->engine == ENG_CORIO || o->engine == ENG_QUEUE) {
             printf("  asyncfs backend %s%s\n", j->backend,
                    o->engine == ENG_CORIO ? (o->threshold ? ", sync_threshold set" : ", "
                                                            "sync_threshold 0")
                                           : "");
+            printf("  offload=%s (now %s; issue %.2f us/op inline, %.2f us/op offloaded), "
+                   "%" PRIu64 " offloaded, %" PRIu64 " fixed-buffer and %" PRIu64
+                   " fixed-file ops\n", offload_names[o->offload],
+                   j->off.offloading ? "offloading" : "inline", j->off.inline_ns / 1000.0,
+                   j->off.offload_ns / 1000.0, j->offloaded_ops, j->fixed_buffer_ops,
+                   j->fixed_file_ops);
+        }
         printf("  %" PRIu64 " I/Os in %.3f s: %.0f IOPS, %s/s\n", r->ios, r->runtime_s, r->iops,
                bw);
         printf("  latency (us): p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  (mean %.1f, max "
@@ -917,6 +990,10 @@ static void asyncfs_setup(const struct opts *o, struct job *j, struct afs_ctx **
     cfg.sync_threshold = o->engine == ENG_CORIO ? (size_t)o->threshold : cfg.sync_threshold;
     if (o->iodepth > cfg.queue_depth)
         cfg.queue_depth = o->iodepth;
+    cfg.flags |= o->offload == OFF_ALWAYS  ? AFS_CTX_OFFLOAD_DIRECT
+                 : o->offload == OFF_NEVER ? AFS_CTX_INLINE_DIRECT
+                                           : 0;
+    cfg.io_workers = o->io_workers;
     int e = afs_ctx_new(ctx, &cfg);
     if (e)
         die(e == -ENOTSUP ? EXIT_UNAVAILABLE : 1, "afs_ctx_new: %s", afs_strerror(e));
@@ -928,6 +1005,17 @@ static void asyncfs_setup(const struct opts *o, struct job *j, struct afs_ctx **
     if ((e = afs_open(*ctx, o->filename, flags, 0, AFS_MODE_SYNC, &j->file)))
         die(1, "%s: %s%s", o->filename, afs_strerror(e),
             e == -EINVAL && o->direct ? " (does the file system support O_DIRECT?)" : "");
+    if (o->regfiles) {
+        if (!o->direct)
+            fprintf(stderr, "afbench: --registerfiles: only AFS_DIRECT files get a slot\n");
+        if ((e = afs_ctx_register_files(*ctx, 1)) < 0)
+            die(1, "afs_ctx_register_files: %s", afs_strerror(e));
+        struct afs_registration info;
+        afs_ctx_registration(*ctx, &info);
+        if (info.files_why)
+            fprintf(stderr, "afbench: --registerfiles: plain descriptors: %s\n",
+                    info.files_why);
+    }
 }
 
 int main(int argc, char **argv)
@@ -979,6 +1067,15 @@ int main(int argc, char **argv)
             die(1, "out of memory");
         for (unsigned i = 0; i < o.iodepth; i++)
             co[i] = (struct co_task){&w, pattern_buf(o.bs, i)};
+        if (o.fixedbufs) {
+            void **bufs = malloc(o.iodepth * sizeof *bufs);
+            if (!bufs)
+                die(1, "out of memory");
+            for (unsigned i = 0; i < o.iodepth; i++)
+                bufs[i] = co[i].buf;
+            register_bufs(&j, ctx, bufs, o.iodepth);
+            free(bufs);
+        }
     } else if (o.engine == ENG_THREADS) {
         threads_create(&j, &ts);
     } else if (o.engine == ENG_URING_RAW) {
@@ -1038,6 +1135,10 @@ int main(int argc, char **argv)
         sc_uninstall();
         j.syscalls = (s1.kernel_submits - s0.kernel_submits) + (s1.kernel_waits - s0.kernel_waits) +
                      (s1.inline_ops - s0.inline_ops);
+        j.fixed_buffer_ops = s1.fixed_buffer_ops - s0.fixed_buffer_ops;
+        j.fixed_file_ops = s1.fixed_file_ops - s0.fixed_file_ops;
+        j.offloaded_ops = s1.offloaded_ops - s0.offloaded_ops;
+        afs_ctx_offload(ctx, &j.off);
     }
     int err = atomic_load(&j.err);
     if (err)

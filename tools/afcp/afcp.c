@@ -279,11 +279,25 @@ static void usage(FILE *f)
           "Copy SRC to DST, or several SRC into DIRECTORY, with many files and chunks in\n"
           "flight (asyncfs + corio).\n\n"
           "  -r, -R, --recursive  copy directories recursively (symlinks stay symlinks)\n"
-          "  -p, --preserve       keep mode (and ACLs), timestamps, and ownership when root\n"
-          "  -a, --archive        same as -rp\n"
+          "  -p                   same as --preserve=mode,ownership,timestamps\n"
+          "      --preserve[=LIST]  keep the attributes in LIST (default:\n"
+          "                       mode,ownership,timestamps); also links (hard links\n"
+          "                       between copied files stay hard links), xattr (extended\n"
+          "                       attributes), context (accepted, ignored), all; mode\n"
+          "                       carries the ACLs (as with cp), ownership needs root\n"
+          "      --no-preserve=LIST  do not keep the attributes in LIST\n"
+          "  -a, --archive        same as -dR --preserve=all (an extended attribute the\n"
+          "                       destination refuses is skipped silently, as cp does)\n"
+          "  -d                   same as --no-dereference --preserve=links\n"
           "  -L, --dereference    follow every symlink in SRC\n"
           "  -H                   follow symlinks named on the command line\n"
           "  -P, --no-dereference never follow symlinks in SRC (the default with -r)\n"
+          "  -u, --update         copy only when SRC is newer than DST or DST is missing\n"
+          "  -x, --one-file-system  stay on the file system of each SRC: a directory on\n"
+          "                       another one (a mount point) is made, empty, as cp does\n"
+          "      --reflink[=WHEN] clone the data (FICLONE) instead of copying it: auto (the\n"
+          "                       default, as cp: copy where the file system cannot clone),\n"
+          "                       always (fail where it cannot), never\n"
           "  -n, --no-clobber     do not overwrite an existing file\n"
           "  -f, --force          remove a destination that cannot be opened (--inplace)\n"
           "                       or that is a symlink, and try again\n"
@@ -291,7 +305,8 @@ static void usage(FILE *f)
           "  -q, --quiet          no progress bar\n"
           "      --direct         O_DIRECT where the file system allows it (per file)\n"
           "      --inplace        write into DST directly, not a temporary name + rename\n"
-          "      --fsync          rename each copy into place only once it is on disk\n"
+          "      --fsync          rename each copy into place only once it is on disk,\n"
+          "                       and fsync each destination directory after its renames\n"
           "      --no-fsync       do not wait for the disk (the default, as cp)\n"
           "      --no-copy-range  never use copy_file_range\n"
           "      --sparse=WHEN    holes in the copies: auto (default: the source's holes\n"
@@ -307,7 +322,8 @@ static void usage(FILE *f)
           "SIGTERM or SIGHUP, the temporaries are removed: no name ever shows a partial\n"
           "copy. Like cp, afcp leaves the data to the kernel to write back, so after a crash\n"
           "or power loss a recent copy may still be empty or partial under its name.\n"
-          "--fsync closes that gap: a file takes its name only once its data is on disk\n"
+          "--fsync closes that gap: a file takes its name only once its data is on disk,\n"
+          "and each destination directory is fsynced once its entries are all in place\n"
           "(small files in groups, one syncfs per file system and group while the next\n"
           "group fills; files of 8 MiB or more with their own fdatasync). --inplace writes\n"
           "the destination directly (no temporary, no sync).\n\n"
@@ -347,16 +363,49 @@ static uint64_t parse_size(const char *s, const char *what)
 }
 
 enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
-       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION };
+       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION, OPT_PRESERVE, OPT_NOPRESERVE, OPT_REFLINK };
+
+/* cp's --preserve list: "mode,ownership,timestamps,links,context,xattr,all". 0 and *bits,
+ * or -1 (reported) for a word cp would not take. */
+static int parse_preserve(const char *list, const char *opt, int *bits, int *xattr)
+{
+    static const struct { const char *name; int bits; } words[] = {
+        {"mode", AFCP_P_MODE}, {"ownership", AFCP_P_OWNER}, {"timestamps", AFCP_P_TIMES},
+        {"links", AFCP_P_LINKS}, {"xattr", AFCP_P_XATTR}, {"context", 0},
+        {"all", AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR}};
+    char *copy = afcp_xstrdup(list), *save = NULL;
+    *bits = 0;
+    for (char *w = strtok_r(copy, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+        size_t i = 0;
+        while (i < sizeof words / sizeof words[0] && strcmp(w, words[i].name))
+            i++;
+        if (i == sizeof words / sizeof words[0]) {
+            fprintf(stderr, "afcp: invalid argument %s for '%s'\n", afcp_q(w), opt);
+            fputs("Valid arguments are:\n  - 'mode'\n  - 'timestamps'\n  - 'ownership'\n"
+                  "  - 'links'\n  - 'context'\n  - 'xattr'\n  - 'all'\n"
+                  "Try 'afcp --help' for more information.\n", stderr);
+            free(copy);
+            return -1;
+        }
+        *bits |= words[i].bits;
+        if (xattr && !strcmp(w, "xattr"))
+            *xattr = 1;
+    }
+    free(copy);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
     setlocale(LC_CTYPE, ""); /* which bytes of a name are printable characters (quote.c) */
     struct afcp_opts *o = &afcp.o;
-    *o = (struct afcp_opts){.fsync = 0, .copy_range = 1, .jobs = 64, .chunk_workers = 8,
+    *o = (struct afcp_opts){.fsync = 0, .copy_range = 1, .reflink = AFCP_REFLINK_AUTO, .jobs = 64, .chunk_workers = 8,
                             .chunk_size = 1u << 20, .cfr_min_size = 64u << 20};
     static const struct option longs[] = {
-        {"recursive", no_argument, 0, 'r'},   {"preserve", no_argument, 0, 'p'},
+        {"recursive", no_argument, 0, 'r'},   {"preserve", optional_argument, 0, OPT_PRESERVE},
+        {"no-preserve", required_argument, 0, OPT_NOPRESERVE},
+        {"reflink", optional_argument, 0, OPT_REFLINK},
+        {"update", no_argument, 0, 'u'},      {"one-file-system", no_argument, 0, 'x'},
         {"archive", no_argument, 0, 'a'},     {"no-clobber", no_argument, 0, 'n'},
         {"dereference", no_argument, 0, 'L'}, {"no-dereference", no_argument, 0, 'P'},
         {"force", no_argument, 0, 'f'},       {"verbose", no_argument, 0, 'v'},
@@ -371,11 +420,47 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "rRpanfvqj:LHP", longs, NULL)) != -1) {
+    int bits;
+    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPux", longs, NULL)) != -1) {
         switch (c) {
         case 'r': case 'R': o->recursive = 1; break;
-        case 'p': o->preserve = 1; break;
-        case 'a': o->recursive = o->preserve = 1; break;
+        case 'p': o->preserve |= AFCP_P_ATTRS; break;
+        case 'a':
+            o->recursive = 1;
+            o->deref = 'P';
+            o->preserve |= AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR;
+            break;
+        case 'd': o->deref = 'P'; o->preserve |= AFCP_P_LINKS; break;
+        case 'u': o->update = 1; break;
+        case 'x': o->one_fs = 1; break;
+        case OPT_PRESERVE:
+            if (!optarg)
+                bits = AFCP_P_ATTRS;
+            else if (parse_preserve(optarg, "--preserve", &bits, &o->xattr_required) < 0)
+                return 1;
+            o->preserve |= bits;
+            break;
+        case OPT_NOPRESERVE:
+            if (parse_preserve(optarg, "--no-preserve", &bits, NULL) < 0)
+                return 1;
+            o->preserve &= ~bits;
+            if (bits & AFCP_P_XATTR)
+                o->xattr_required = 0;
+            break;
+        case OPT_REFLINK:
+            if (!optarg || !strcmp(optarg, "always"))
+                o->reflink = AFCP_REFLINK_ALWAYS;
+            else if (!strcmp(optarg, "auto"))
+                o->reflink = AFCP_REFLINK_AUTO;
+            else if (!strcmp(optarg, "never"))
+                o->reflink = AFCP_REFLINK_NEVER;
+            else {
+                fprintf(stderr, "afcp: invalid argument %s for '--reflink'\n", afcp_q(optarg));
+                fputs("Valid arguments are:\n  - 'auto'\n  - 'always'\n  - 'never'\n"
+                      "Try 'afcp --help' for more information.\n", stderr);
+                return 1;
+            }
+            break;
         case 'n': o->noclobber = 1; o->force = 0; break;
         case 'f': o->force = 1; o->noclobber = 0; break;
         case 'v': o->verbose = 1; break;
@@ -413,6 +498,11 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (o->reflink == AFCP_REFLINK_ALWAYS && o->sparse != AFCP_SPARSE_AUTO) {
+        fputs("afcp: --reflink can be used only with --sparse=auto\n", stderr);
+        fputs("Try 'afcp --help' for more information.\n", stderr);
+        return 1;
+    }
     if (o->chunk_size % 4096) {
         fputs("afcp: --chunk-size must be a multiple of 4096\n", stderr);
         return 1;
@@ -448,6 +538,8 @@ int main(int argc, char **argv)
     afcp.progress = !o->quiet && isatty(2);
     afcp_signals_init();
     afcp.walking = 1;
+    afcp.inline_io = 1; /* until a read says otherwise (copy.c) */
+    afcp_test_path(getenv("AFCP_TEST_PATH")); /* tests only: see copy.c */
     afcp_sem_init(&afcp.files, o->jobs);
     afcp_sem_init(&afcp.bufs, o->jobs > 2 * o->chunk_workers ? o->jobs : 2 * o->chunk_workers);
     /* Each file in flight holds up to 3 descriptors, plus the open directories. */

@@ -14,9 +14,18 @@
 #define AFCP_VERSION "0.1.0"
 
 enum { AFCP_SPARSE_AUTO, AFCP_SPARSE_NEVER, AFCP_SPARSE_ALWAYS };
+enum { AFCP_REFLINK_NEVER, AFCP_REFLINK_AUTO, AFCP_REFLINK_ALWAYS };
+/* What --preserve keeps (cp's names): -p is MODE|OWNER|TIMES, -a all of them. */
+enum { AFCP_P_MODE = 1, AFCP_P_OWNER = 2, AFCP_P_TIMES = 4, AFCP_P_LINKS = 8, AFCP_P_XATTR = 16,
+       AFCP_P_ATTRS = AFCP_P_MODE | AFCP_P_OWNER | AFCP_P_TIMES };
 
 struct afcp_opts {
-    int      recursive, preserve, verbose, noclobber, force, quiet;
+    int      recursive, verbose, noclobber, force, quiet;
+    int      preserve;      /* AFCP_P_* */
+    int      xattr_required; /* --preserve=xattr named: a failure is an error (not with -a) */
+    int      update;        /* -u: only when the source is newer or the destination missing */
+    int      one_fs;        /* -x: do not descend into directories on other file systems */
+    int      reflink;       /* AFCP_REFLINK_*: FICLONE first (default auto, as cp) */
     int      deref;         /* symlinks in the source: 'P' never followed, 'H' followed on
                                the command line, 'L' followed everywhere; 0: cp's default
                                (-H without -r, -P with it) */
@@ -46,6 +55,7 @@ struct afcp_dir {
     char            *spath, *dpath; /* for messages */
     struct stat      st;         /* the source directory's */
     dev_t            ddev;       /* the destination's file system */
+    dev_t            rootdev;    /* -x: the file system of the operand this is under */
     int              refs;
     int              created;    /* we made the destination: set its mode at the end */
     int              finalize;   /* apply mode/times when done (a copied directory) */
@@ -70,6 +80,8 @@ struct afcp_app {
     int                 is_root;
     mode_t              umask;
     int                 have_proc; /* /proc/self/fd/N/name paths work (see copy.c) */
+    int                 inline_io; /* the tree answers from the cache: plain system calls
+                                      (measured as the copy goes: see copy.c) */
     struct afcp_sem     files;     /* file slots */
     struct afcp_sem     bufs;      /* large-file buffers of chunk_size */
     void               *buf_free;  /* free list of chunk buffers */
@@ -112,6 +124,9 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
 enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
 int  afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
                      const char *dpath, const struct stat *sst, int kind, int *exists);
+/* Metadata calls, plain while afcp.inline_io, batched otherwise (see walk.c): 0 or -errno. */
+int  afcp_stat(int dirfd, const char *name, int flags, struct stat *out); /* AFS_AT_* */
+int  afcp_unlink(int dirfd, const char *name);
 /* Fills tmp (>= 16 bytes) with a fresh ".afcp.XXXXXX" name. */
 void afcp_tmpname(char *tmp);
 /* Final rename of tmp to name in dfd honouring -n; 0, 1 when skipped (-n), or -errno. */
@@ -130,6 +145,7 @@ void afcp_temp_created(int slot, int created);
 void afcp_temp_hold(struct corio_task *t);
 void afcp_temp_put(int slot);
 void afcp_test_hook_open(void); /* AFCP_TEST_SIGNAL (tests only, see copy.c) */
+void afcp_test_path(const char *path); /* AFCP_TEST_PATH (tests only, see copy.c) */
 /* A struct stat from asyncfs's (the fields afcp uses). */
 void afcp_stat_from(struct stat *out, const struct afs_stat *in);
 
@@ -140,6 +156,8 @@ void afcp_stat_from(struct stat *out, const struct afs_stat *in);
  * reports a failure (and leaves dfd at afcp_safe_mode(mode)); 0 or -errno. */
 mode_t afcp_safe_mode(int sfd, mode_t mode);
 int    afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath);
+/* --preserve=xattr: every extended attribute of sfd onto dfd (see meta.c); 0 or -errno. */
+int    afcp_xattr_copy(int sfd, int dfd, const char *dpath);
 /* What is at dname in dd (not followed), and for a regular file its access ACL. */
 struct afcp_old {
     struct stat st;

@@ -49,8 +49,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 enum { DIO_ALIGN = 4096, GROUP_FS_MAX = 8, TEMPS_WAITING = 4096 };
@@ -135,7 +138,7 @@ struct fcopy {
     struct afs_file      *in, *out;
     uint64_t              size, next_chunk, nchunks;
     int                   err;      /* first error, negative */
-    int                   err_side; /* 0 read, 1 write */
+    int                   err_side; /* 0 read, 1 write, 2 reported already */
     int                   direct_in, direct_out;
     int                   unsized;    /* the size says nothing: read until EOF (see below) */
     int                   stream;     /* not seekable (FIFO, device): plain read(2) */
@@ -523,31 +526,155 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     return 0;
 }
 
-/* -p: owner (root only; otherwise setuid/setgid bits go, as cp does when it cannot keep the
- * owner), mode, ACL, times. On the open fd, after the last write. */
+/* --preserve: extended attributes, owner (root only; otherwise setuid/setgid bits go, as cp
+ * does when it cannot keep the owner), mode, ACL, times. On the open fd, after the last
+ * write. */
 static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
+    int p = afcp.o.preserve;
+    if (p & AFCP_P_XATTR)
+        afcp_xattr_copy(ifd, fd, j->dpath);
     mode_t mode = j->st.st_mode & 07777;
     int owner_kept = 0;
-    if (afcp.is_root)
+    if (!(p & AFCP_P_OWNER))
+        owner_kept = 0;
+    else if (afcp.is_root)
         owner_kept = fchown(fd, j->st.st_uid, j->st.st_gid) == 0;
     else if (j->st.st_uid == geteuid())
         owner_kept = fchown(fd, (uid_t)-1, j->st.st_gid) == 0;
     if (!owner_kept)
         mode &= 01777;
-    if (fchmod(fd, mode) < 0)
+    if (!(p & AFCP_P_MODE))
+        ;
+    else if (fchmod(fd, mode) < 0)
         afcp_err(errno, "preserving permissions for '%s'", j->dpath);
     else
         afcp_acl_copy(ifd, fd, 0, mode, j->dpath);
     struct timespec ts[2] = {j->st.st_atim, j->st.st_mtim};
-    if (futimens(fd, ts) < 0)
+    if ((p & AFCP_P_TIMES) && futimens(fd, ts) < 0)
         afcp_err(errno, "preserving times for '%s'", j->dpath);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Hard links (--preserve=links, -a, -d): the first name of a source inode with more than one
+ * link is copied; every later name of it within the copy becomes a hard link to that copy.
+ * A later name found while the first copy is still in flight waits for it. When the first
+ * copy failed, the later name is copied on its own (as cp does).
+ * ---------------------------------------------------------------------------------------- */
+struct link_ent {
+    dev_t               dev;
+    ino_t               ino;
+    char               *dpath;  /* the first copy's name, as written on the command line */
+    int                 state;  /* 0: in flight, 1: in place, -1: failed */
+    struct corio_future done;   /* completed when state leaves 0 */
+    struct link_ent    *next;
+};
+enum { LINK_BUCKETS = 4096 };
+static struct link_ent *links[LINK_BUCKETS];
+
+static struct link_ent **link_slot(dev_t dev, ino_t ino)
+{
+    uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15ull) ^ (uint64_t)dev;
+    struct link_ent **p = &links[(h >> 20) % LINK_BUCKETS];
+    while (*p && ((*p)->dev != dev || (*p)->ino != ino))
+        p = &(*p)->next;
+    return p;
+}
+
+/* The name j->dname in j->dd becomes a hard link to le's copy. An existing destination is
+ * replaced atomically (a link under a temporary name renamed over it). 0 or -1 (reported). */
+static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct link_ent *le)
+{
+    int dfd = j->dd->dfd, err = 0;
+    if (linkat(AT_FDCWD, le->dpath, dfd, j->dname, 0) == 0)
+        goto done;
+    err = -errno;
+    if (err == -EEXIST && !afcp.o.noclobber) {
+        char tmp[16];
+        int tslot = afcp_temp_get(t);
+        for (int tries = 0;; tries++) {
+            afcp_tmpname(tmp);
+            afcp_temp_set(t, tslot, dfd, tmp);
+            int r = linkat(AT_FDCWD, le->dpath, dfd, tmp, 0);
+            err = r == 0 ? 0 : -errno;
+            afcp_temp_created(tslot, r == 0);
+            if (err != -EEXIST || tries > 100)
+                break;
+        }
+        if (err == 0) {
+            afcp_temp_hold(t);
+            err = afcp_install(dfd, tmp, j->dname);
+            if (err < 0)
+                unlinkat(dfd, tmp, 0);
+        }
+        afcp_temp_put(tslot);
+        if (err == 1)
+            return 0; /* -n: something appeared meanwhile; it stays */
+    }
+    if (err < 0) {
+        afcp_err(err, "cannot create hard link '%s' to '%s'", j->dpath, le->dpath);
+        return -1;
+    }
+done:
+    if (afcp.o.verbose)
+        afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Reflinks (--reflink=auto, the default, and always): FICLONE shares the source's extents
+ * (btrfs, XFS, bcachefs...). A pair of file systems that refused it once is not asked again
+ * with auto (cp asks for every file). 0: cloned, 1: not cloned (copy the data), -1: failed
+ * and reported (always).
+ * ---------------------------------------------------------------------------------------- */
+static struct { dev_t from, to; } no_clone[16];
+static unsigned no_clone_n;
+
+static int clone_fd(int ifd, int ofd, dev_t from, dev_t to, const char *spath,
+                    const char *dpath)
+{
+    if (afcp.o.reflink == AFCP_REFLINK_AUTO) {
+        if (from != to)
+            return 1; /* a clone never crosses file systems */
+        for (unsigned i = 0; i < no_clone_n; i++)
+            if (no_clone[i].from == from && no_clone[i].to == to)
+                return 1;
+    }
+    if (ioctl(ofd, FICLONE, ifd) == 0)
+        return 0;
+    int e = errno;
+    if (afcp.o.reflink == AFCP_REFLINK_ALWAYS) {
+        afcp_err(e, "failed to clone '%s' from '%s'", dpath, spath);
+        return -1;
+    }
+    if ((e == EOPNOTSUPP || e == ENOTTY || e == EXDEV || e == EINVAL || e == ENOSYS) &&
+        no_clone_n < sizeof no_clone / sizeof no_clone[0]) {
+        no_clone[no_clone_n].from = from;
+        no_clone[no_clone_n++].to = to;
+    }
+    return 1;
+}
+
+static int try_clone(struct fcopy *c)
+{
+    struct afcp_file_job *j = c->job;
+    if (afcp.o.reflink == AFCP_REFLINK_NEVER || c->unsized || c->direct_in || c->direct_out)
+        return 1;
+    int r = clone_fd((int)afs_file_fd(c->in), (int)afs_file_fd(c->out), j->st.st_dev,
+                     j->dd->ddev, j->spath, j->dpath);
+    if (r == 0) {
+        afcp.bytes_done += c->size;
+        c->copied += c->size;
+    }
+    return r;
 }
 
 static void report(struct fcopy *c)
 {
     struct afcp_file_job *j = c->job;
-    if (c->err == -ENODATA && c->err_side == 0)
+    if (c->err_side == 2)
+        ; /* reported where it happened */
+    else if (c->err == -ENODATA && c->err_side == 0)
         afcp_note("error reading '%s': file shrank during the copy", j->spath);
     else if (c->err)
         afcp_err(-c->err, c->err_side ? "error writing '%s'" : "error reading '%s'",
@@ -626,6 +753,8 @@ static void file_task(struct corio_task *t, void *arg)
     struct fcopy c = {.job = j};
     char tmp[16] = "";
     int ok = 0, slot_held = 1, tslot = -1;
+    struct link_ent *le = NULL; /* --preserve=links: this inode's first copy */
+    int link_first = 0;         /* ... which is this one */
     if (open_source(j, &c) < 0) {
         afcp.bytes_total -= (uint64_t)j->st.st_size;
         goto out;
@@ -641,6 +770,30 @@ static void file_task(struct corio_task *t, void *arg)
     }
     /* What is there: a file whose attributes the copy takes over, or a device or FIFO to
      * write into (never replaced). */
+    /* Another name of an inode this copy already has (or is making): a hard link to it. */
+    if ((afcp.o.preserve & AFCP_P_LINKS) && j->st.st_nlink > 1 && !c.unsized) {
+        struct link_ent **slot = link_slot(j->st.st_dev, j->st.st_ino);
+        le = *slot;
+        if (le) {
+            if (le->state == 0)
+                corio_future_await_shielded(t, &le->done, NULL);
+            if (le->state == 1) {
+                afs_close(c.in);
+                afcp.bytes_total -= c.size;
+                if (make_link(t, j, le) == 0)
+                    ok = 1;
+                goto out;
+            }
+            le = NULL; /* the first copy failed: this one is copied on its own */
+        } else {
+            le = afcp_xmalloc(sizeof *le);
+            *le = (struct link_ent){.dev = j->st.st_dev, .ino = j->st.st_ino,
+                                    .dpath = afcp_xstrdup(j->dpath)};
+            corio_future_init(&le->done);
+            *slot = le;
+            link_first = 1;
+        }
+    }
     struct afcp_old old = {0};
     int have_old = 0;
     if (j->exists) {
@@ -681,7 +834,17 @@ static void file_task(struct corio_task *t, void *arg)
     }
 
     int done = 0;
-    if (c.unsized) {
+    if (c.size > 0 || afcp.o.reflink == AFCP_REFLINK_ALWAYS) {
+        int r = try_clone(&c);
+        if (r < 0) {
+            c.err = -1;
+            c.err_side = 2; /* reported */
+            afcp.status = 1;
+        }
+        done = r <= 0;
+    }
+    if (done) {
+    } else if (c.unsized) {
         copy_unsized(t, &c);
         done = 1;
     } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct &&
@@ -717,10 +880,10 @@ static void file_task(struct corio_task *t, void *arg)
         if (r < 0)
             fail(&c, r, 1);
     }
-    if (!c.err && afcp.o.preserve)
-        preserve(j, (int)afs_file_fd(c.in), ofd);
-    else if (!c.err && have_old)
+    if (!c.err && have_old && !(afcp.o.preserve & AFCP_P_ATTRS))
         afcp_old_apply(ofd, &old, j->dpath);
+    if (!c.err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
+        preserve(j, (int)afs_file_fd(c.in), ofd);
     afcp_old_free(&old);
     int r = afs_close(c.out);
     if (r < 0)
@@ -755,7 +918,10 @@ static void file_task(struct corio_task *t, void *arg)
     if (afcp.o.verbose)
         afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
 out:
-    (void)ok;
+    if (link_first) {
+        le->state = ok ? 1 : -1;
+        corio_future_complete(&le->done, 0, NULL);
+    }
     if (tslot >= 0)
         afcp_temp_put(tslot); /* renamed or removed by now */
     afcp.files_done++;
@@ -771,8 +937,249 @@ out:
         slot_release();
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Cached trees: one file at a time with plain system calls, in the walker.
+ *
+ * On a tree in the page cache every system call of a copy is a short memory copy, and the
+ * batches above only add the cost of a task and of a trip through the ring for each (the
+ * kernel's workers run the opens, creates and renames of a batch). So while the tree answers
+ * from the cache, the walker copies each small regular file itself, as cp does: open,
+ * fstat, read, create the temporary, write, close, rename. Whether the tree answers from the
+ * cache is measured on every such file, not assumed: the first read is a preadv2 with
+ * RWF_NOWAIT, which returns EAGAIN instead of waiting for the disk (where a file system
+ * refuses RWF_NOWAIT, a plain read is timed instead; wall-clock times are the weaker signal
+ * on a busy machine, so they are not used otherwise). A miss hands the file to a file
+ * task, turns afcp.inline_io off, and the next files go through the batches; one file in
+ * probe_gap is then tried inline again (the gap doubles after each miss, up to 4096 files,
+ * and comes back to 8 on a hit), so a copy that reaches a cached part of a cold tree, or a
+ * warm tree whose first files were cold, changes path by itself. On a cold tree the probe's
+ * open waits for the disk in the walker (the reads in flight go on meanwhile): one file in
+ * thousands once the gap has grown.
+ * Files that need more than the plain path (a destination that exists, holes, hard links
+ * with --preserve=links, --fsync, --inplace, --direct, --sparse=always, --reflink=always)
+ * go to a file task whatever the mode.
+ * ---------------------------------------------------------------------------------------- */
+enum { INLINE_BUF = 256u << 10, INLINE_MAX = 4u << 20, PROBE_MIN = 8, PROBE_MAX = 4096 };
+#define INLINE_SLOW_NS 200000 /* without RWF_NOWAIT: a read this long waited for the disk */
+
+static unsigned probe_gap = PROBE_MIN, probe_left;
+static char    *inline_buf;
+static int      nowait_broken; /* RWF_NOWAIT refused: time the plain reads instead */
+
+static int inline_never; /* AFCP_TEST_PATH=batch */
+
+/* Tests only: AFCP_TEST_PATH=batch sends every file through the file tasks, whatever the
+ * measurement says, so that the tests run both paths on their (cached) fixtures. */
+void afcp_test_path(const char *path)
+{
+    if (path && !strcmp(path, "batch")) {
+        inline_never = 1;
+        afcp.inline_io = 0;
+    }
+}
+
+static void inline_miss(void)
+{
+    afcp.inline_io = 0;
+    probe_left = probe_gap;
+    if (probe_gap < PROBE_MAX)
+        probe_gap *= 2;
+}
+
+static void inline_hit(void)
+{
+    afcp.inline_io = 1;
+    probe_gap = PROBE_MIN;
+}
+
+/* A read that must not wait for the disk: bytes, or -EAGAIN when the data is not cached. */
+static ssize_t read_cached(int fd, void *buf, size_t len, off_t off)
+{
+    if (!nowait_broken) {
+        struct iovec iov = {buf, len};
+        ssize_t n = preadv2(fd, &iov, 1, off, RWF_NOWAIT);
+        if (n >= 0 || errno == EAGAIN)
+            return n >= 0 ? n : -EAGAIN;
+        if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+            return -errno;
+        nowait_broken = 1;
+    }
+    int64_t t0 = corio_now();
+    ssize_t n = pread(fd, buf, len, off);
+    if (n < 0)
+        return -errno;
+    return corio_now() - t0 > INLINE_SLOW_NS ? -EAGAIN : n;
+}
+
+static int write_all(int fd, const char *buf, size_t len, off_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, buf, len, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        buf += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return 0;
+}
+
+/* 0: copied here (or a failure reported), 1: give it to a file task. */
+static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                       struct afcp_dir *dd, const char *dname, const char *spath,
+                       const char *dpath, int follow)
+{
+    const struct afcp_opts *o = &afcp.o;
+    if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
+        o->reflink == AFCP_REFLINK_ALWAYS)
+        return 1;
+    if (inline_never || (!afcp.inline_io && probe_left && --probe_left))
+        return 1;
+    if (!inline_buf)
+        inline_buf = afcp_xmalloc(INLINE_BUF);
+    int fd = openat(sd->sfd, sname, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    if (fd < 0)
+        return 1; /* the file task reports it */
+    struct stat st;
+    int give = fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > INLINE_MAX ||
+               (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size ||
+               ((o->preserve & AFCP_P_LINKS) && st.st_nlink > 1);
+    if (give) {
+        close(fd);
+        return 1;
+    }
+    /* The first block of data, or (empty by its size) proof that there is none: a size of
+     * 0 says nothing on /proc and the like, which the file task reads until EOF. */
+    size_t first = st.st_size < INLINE_BUF ? (size_t)st.st_size : INLINE_BUF;
+    ssize_t n = read_cached(fd, inline_buf, first ? first : 1, 0);
+    if (n == -EAGAIN || (first && n >= 0 && (size_t)n < first) || (!first && n != 0)) {
+        close(fd);
+        if (n == -EAGAIN)
+            inline_miss();
+        return 1;
+    }
+    if (n < 0) {
+        close(fd);
+        return 1; /* the file task reports it */
+    }
+    if (!dd->created) {
+        struct stat dst;
+        if (fstatat(dd->dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
+            close(fd);
+            return 1; /* something is there: the file task decides what happens to it */
+        }
+    }
+    inline_hit();
+
+    struct afcp_file_job job = {.sd = sd, .dd = dd, .spath = (char *)spath,
+                                .dpath = (char *)dpath, .st = st};
+    afcp.files_total++;
+    afcp.bytes_total += (uint64_t)st.st_size;
+    char tmp[16];
+    int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
+    unsigned perm = afcp_safe_mode(fd, st.st_mode) & 0777;
+    for (int tries = 0;; tries++) {
+        afcp_tmpname(tmp);
+        afcp_temp_set(t, tslot, dd->dfd, tmp);
+        ofd = openat(dd->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
+        err = ofd < 0 ? -errno : 0;
+        afcp_test_hook_open();
+        afcp_temp_created(tslot, ofd >= 0);
+        if (err != -EEXIST || tries > 100)
+            break;
+    }
+    if (err < 0) {
+        afcp_err(err, "cannot create regular file '%s'", dpath);
+        goto fail_tmp;
+    }
+    uint64_t off = 0, size = (uint64_t)st.st_size;
+    if (size && o->reflink == AFCP_REFLINK_AUTO &&
+        clone_fd(fd, ofd, st.st_dev, dd->ddev, spath, dpath) == 0) {
+        off = size; /* cloned */
+        afcp.bytes_done += size;
+    }
+    while (!err && off < size) {
+        if (off) { /* the rest of a file larger than the buffer */
+            size_t len = size - off < INLINE_BUF ? (size_t)(size - off) : INLINE_BUF;
+            n = read_cached(fd, inline_buf, len, (off_t)off);
+            if (n == -EAGAIN || (n >= 0 && (size_t)n < len)) {
+                /* Not (all) in the cache: the rest of this file with plain reads, the next
+                 * files through the batches. */
+                inline_miss();
+                for (size_t got = n < 0 ? 0 : (size_t)n;; got += (size_t)n) {
+                    n = got < len ? pread(fd, inline_buf + got, len - got, (off_t)(off + got))
+                                  : 0;
+                    if (n < 0 && errno == EINTR)
+                        continue;
+                    if (n <= 0) {
+                        n = n < 0 ? -errno : (ssize_t)got;
+                        break;
+                    }
+                }
+            }
+            if (n >= 0 && (size_t)n < len)
+                n = -ENODATA; /* shrank */
+            if (n < 0) {
+                err = (int)n;
+                side = 0;
+                break;
+            }
+        }
+        err = write_all(ofd, inline_buf, (size_t)n, (off_t)off);
+        off += (uint64_t)n;
+        afcp.bytes_done += (uint64_t)n;
+    }
+    if (!err && (o->preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
+        preserve(&job, fd, ofd);
+    if (close(ofd) < 0 && !err)
+        err = -errno;
+    if (err < 0) {
+        if (err == -ENODATA && side == 0)
+            afcp_note("error reading '%s': file shrank during the copy", spath);
+        else
+            afcp_err(err, side ? "error writing '%s'" : "error reading '%s'",
+                     side ? dpath : spath);
+        afcp.status = 1;
+        unlinkat(dd->dfd, tmp, 0);
+        afcp.bytes_done -= off;
+        goto fail_tmp;
+    }
+    afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
+    err = afcp_install(dd->dfd, tmp, dname);
+    if (err < 0) {
+        afcp_err(err, "cannot create regular file '%s'", dpath);
+        unlinkat(dd->dfd, tmp, 0);
+    } else if (err == 0 && o->verbose) {
+        afcp_verbose("'%s' -> '%s'", spath, dpath);
+    }
+fail_tmp:
+    afcp_temp_put(tslot);
+    close(fd);
+    afcp.files_done++;
+    /* The walker does not suspend on this path: now and then let the file tasks still in
+     * flight and the progress bar run. */
+    static unsigned since_yield;
+    if (++since_yield % 64 == 0 && (copying || afcp.progress))
+        corio_yield(t);
+    return 0;
+}
+
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
 {
+    if (S_ISREG(job->st.st_mode) &&
+        copy_inline(t, job->sd, job->sname, job->dd, job->dname, job->spath, job->dpath,
+                    job->follow) == 0) {
+        free(job->sname);
+        free(job->dname);
+        free(job->spath);
+        free(job->dpath);
+        free(job);
+        return;
+    }
+    afcp.files_total++;
+    afcp.bytes_total += (uint64_t)job->st.st_size;
     afcp_sem_acquire(t, &afcp.files);
     copying++;
     afcp_dir_get(job->sd);

@@ -149,3 +149,46 @@ void afcp_old_free(struct afcp_old *old)
     free(old->acl);
     old->acl = NULL;
 }
+
+/* Every extended attribute of sfd onto dfd, as cp copies them: not the ACLs (the mode
+ * carries them: afcp_acl_copy, with -p and -a) and not security.selinux (the context, which
+ * cp keeps only with --preserve=context). A failure is reported, and counts as
+ * one, only when --preserve=xattr asked for them; with -a a destination that refuses an
+ * attribute (a file system without user xattrs, trusted.* for a user) is skipped silently,
+ * as cp does with -a. */
+int afcp_xattr_copy(int sfd, int dfd, const char *dpath)
+{
+    char stackbuf[1024], *names = stackbuf;
+    ssize_t len = flistxattr(sfd, stackbuf, sizeof stackbuf);
+    if (len < 0 && errno == ERANGE) {
+        len = flistxattr(sfd, NULL, 0);
+        if (len > 0) {
+            names = afcp_xmalloc((size_t)len);
+            len = flistxattr(sfd, names, (size_t)len);
+        }
+    }
+    int ret = 0;
+    if (len < 0) {
+        if (errno != ENOTSUP && afcp.o.xattr_required) {
+            afcp_err(errno, "listing attributes of '%s'", dpath);
+            ret = -errno;
+        }
+        len = 0;
+    }
+    for (ssize_t off = 0; off < len; off += (ssize_t)strlen(names + off) + 1) {
+        const char *name = names + off;
+        if (!strcmp(name, "security.selinux") || !strncmp(name, "system.posix_acl_", 17))
+            continue;
+        void *val;
+        ssize_t n = get_xattr(sfd, NULL, name, &val);
+        int err = n < 0 ? (int)n : fsetxattr(dfd, name, val ? val : "", (size_t)n, 0) < 0 ? -errno : 0;
+        free(val);
+        if (err < 0 && afcp.o.xattr_required) {
+            afcp_err(err, "setting attribute '%s' for '%s'", name, dpath);
+            ret = err;
+        }
+    }
+    if (names != stackbuf)
+        free(names);
+    return ret;
+}

@@ -102,9 +102,13 @@ static void quote_into(struct qbuf *b, const char *s)
         mbstate_t mbs;
         memset(&mbs, 0, sizeof mbs);
         size_t i = 0;
-        int pr;
-        for (size_t n; i < len && plain(s, i, n = next_char(s + i, len - i, &mbs, &pr), pr, len);)
+        while (i < len) {
+            int pr; /* set by next_char before plain() reads it (argument order is unspecified) */
+            size_t n = next_char(s + i, len - i, &mbs, &pr);
+            if (!plain(s, i, n, pr, len))
+                break;
             i += n;
+        }
         if (i == len) {
             put(b, '"');
             puts_(b, s);

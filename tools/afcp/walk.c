@@ -40,24 +40,34 @@ void afcp_dir_get(struct afcp_dir *d)
 static void dir_finish(struct afcp_dir *d)
 {
     if (d->finalize && d->dfd >= 0) {
+        int p = afcp.o.preserve;
         mode_t mode = d->st.st_mode & 07777;
-        if (afcp.o.preserve) {
-            if (afcp.is_root && fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
-                afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
-            if (!afcp.is_root)
+        if (p & AFCP_P_XATTR)
+            afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
+        if ((p & AFCP_P_OWNER) && afcp.is_root &&
+            fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
+            afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
+        if (p & AFCP_P_MODE) {
+            if (!afcp.is_root || !(p & AFCP_P_OWNER))
                 mode &= 01777;
-            struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
             if (fchmod(d->dfd, mode) < 0)
                 afcp_err(errno, "preserving permissions for '%s'", d->dpath);
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
-            if (futimens(d->dfd, ts) < 0)
-                afcp_err(errno, "preserving times for '%s'", d->dpath);
         } else if (d->created &&
-                   fchmod(d->dfd, afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) < 0) {
+                   fchmod(d->dfd, (afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) |
+                                      (mode & S_ISVTX)) < 0) { /* mkdir keeps sticky: cp too */
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
+        struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
+        if ((p & AFCP_P_TIMES) && futimens(d->dfd, ts) < 0)
+            afcp_err(errno, "preserving times for '%s'", d->dpath);
     }
+    /* --fsync: every entry renamed into this directory (and every directory made in it) is
+     * in place now; the directory itself makes them durable. Its own entry in its parent is
+     * synced when the parent finishes, which holds a reference until then. */
+    if (afcp.o.fsync && !afcp.o.inplace && d->dfd >= 0 && fsync(d->dfd) < 0)
+        afcp_err(errno, "error syncing '%s'", *d->dpath ? d->dpath : ".");
     if (d->sfd >= 0)
         close(d->sfd);
     if (d->dfd >= 0)
@@ -75,6 +85,56 @@ void afcp_dir_put(struct afcp_dir *d)
         free(d);
         d = p;
     }
+}
+
+/* The metadata calls of the walker and the file tasks: plain system calls while the tree
+ * answers from the cache (afcp.inline_io, measured in copy.c), asyncfs's batched ops
+ * otherwise. flags: AFS_AT_* (stat), AFS_RENAME_* (rename). 0 or -errno. */
+int afcp_stat(int dirfd, const char *name, int flags, struct stat *out)
+{
+    if (afcp.inline_io) {
+        int f = (flags & AFS_AT_SYMLINK_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) |
+                (flags & AFS_AT_EMPTY_PATH ? AT_EMPTY_PATH : 0);
+        return fstatat(dirfd, name, out, f) == 0 ? 0 : -errno;
+    }
+    struct afs_stat ast;
+    int err = afs_statx(afcp.ctx, dirfd, name, flags, &ast);
+    if (err == 0)
+        afcp_stat_from(out, &ast);
+    return err;
+}
+
+static int open_dir(int dirfd, const char *name, int nofollow)
+{
+    if (afcp.inline_io) {
+        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+                                         (nofollow ? O_NOFOLLOW : 0));
+        return fd >= 0 ? fd : -errno;
+    }
+    return afs_openat(afcp.ctx, dirfd, name,
+                      AFS_RDONLY | AFS_DIRECTORY | (nofollow ? AFS_NOFOLLOW : 0), 0);
+}
+
+static int make_dir(int dirfd, const char *name, mode_t mode)
+{
+    if (afcp.inline_io)
+        return mkdirat(dirfd, name, mode) == 0 ? 0 : -errno;
+    return afs_mkdirat(afcp.ctx, dirfd, name, mode);
+}
+
+int afcp_unlink(int dirfd, const char *name)
+{
+    if (afcp.inline_io)
+        return unlinkat(dirfd, name, 0) == 0 ? 0 : -errno;
+    return afs_unlinkat(afcp.ctx, dirfd, name, 0);
+}
+
+static int rename_in(int dfd, const char *from, const char *to, unsigned flags)
+{
+    if (afcp.inline_io)
+        return renameat2(dfd, from, dfd, to, flags & AFS_RENAME_NOREPLACE ? RENAME_NOREPLACE
+                                                                          : 0) == 0 ? 0 : -errno;
+    return afs_renameat(afcp.ctx, dfd, from, dfd, to, flags);
 }
 
 void afcp_tmpname(char *tmp)
@@ -103,19 +163,19 @@ void afcp_tmpname(char *tmp)
 int afcp_install(int dfd, const char *tmp, const char *name)
 {
     if (!afcp.o.noclobber)
-        return afs_renameat(afcp.ctx, dfd, tmp, dfd, name, 0);
-    int err = afs_renameat(afcp.ctx, dfd, tmp, dfd, name, AFS_RENAME_NOREPLACE);
+        return rename_in(dfd, tmp, name, 0);
+    int err = rename_in(dfd, tmp, name, AFS_RENAME_NOREPLACE);
     if (err == 0)
         return 0;
     if (err == -EINVAL || err == -ENOSYS || err == -ENOTSUP) {
         if (linkat(dfd, tmp, dfd, name, 0) == 0) {
-            afs_unlinkat(afcp.ctx, dfd, tmp, 0);
+            afcp_unlink(dfd, tmp);
             return 0;
         }
         err = -errno;
     }
     if (err == -EEXIST) {
-        afs_unlinkat(afcp.ctx, dfd, tmp, 0);
+        afcp_unlink(dfd, tmp);
         return 1;
     }
     return err;
@@ -127,16 +187,14 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
                     const char *dpath, const struct stat *sst, int kind, int *exists)
 {
     struct stat dst;
-    struct afs_stat ast;
     *exists = 0;
-    int err = afs_statx(afcp.ctx, dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &ast);
+    int err = afcp_stat(dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &dst);
     if (err < 0) {
         if (err == -ENOENT)
             return 0;
         afcp_err(err, "cannot stat '%s'", dpath);
         return -1;
     }
-    afcp_stat_from(&dst, &ast);
     *exists = 1;
     int src_is_dir = kind == AFCP_DEST_DIR;
     if (S_ISDIR(dst.st_mode) && src_is_dir)
@@ -147,6 +205,12 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
         return -1;
     }
     if (afcp.o.noclobber)
+        return 1;
+    /* -u: a destination as new as the source (or newer) stays, silently, as with cp. */
+    if (afcp.o.update && !S_ISDIR(dst.st_mode) && !src_is_dir &&
+        (sst->st_mtim.tv_sec < dst.st_mtim.tv_sec ||
+         (sst->st_mtim.tv_sec == dst.st_mtim.tv_sec &&
+          sst->st_mtim.tv_nsec <= dst.st_mtim.tv_nsec)))
         return 1;
     if (S_ISDIR(dst.st_mode)) {
         afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
@@ -234,11 +298,12 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             return;
         }
     }
-    if (afcp.o.preserve) {
+    if (afcp.o.preserve & AFCP_P_ATTRS) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root)
+        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER))
             fchownat(dd->dfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
+        if (afcp.o.preserve & AFCP_P_TIMES)
+            utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
     }
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
@@ -261,18 +326,21 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
         afcp_err(errno, "cannot remove '%s'", dpath);
         return;
     }
-    mode_t mode = st->st_mode & (afcp.o.preserve ? 07777 : 0777);
+    mode_t mode = st->st_mode & (afcp.o.preserve & AFCP_P_MODE ? 07777 : 0777);
     if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | (mode & 0777), st->st_rdev) < 0) {
         afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
                                                 : "cannot create special file '%s'", dpath);
         return;
     }
-    if (afcp.o.preserve) {
+    if (afcp.o.preserve & AFCP_P_ATTRS) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root)
+        int owner = afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER);
+        if (owner)
             fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        fchmodat(dd->dfd, dname, afcp.is_root ? mode : mode & 01777, 0);
-        utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW);
+        if (afcp.o.preserve & AFCP_P_MODE)
+            fchmodat(dd->dfd, dname, owner ? mode : mode & 01777, 0);
+        if (afcp.o.preserve & AFCP_P_TIMES)
+            utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW);
     }
     if (afcp.o.verbose)
         afcp_verbose("'%s' -> '%s'", spath, dpath);
@@ -350,8 +418,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     int exists;
     if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
         return NULL;
-    const int dflags = AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW;
-    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, follow ? dflags & ~AFS_NOFOLLOW : dflags, 0);
+    int sfd = open_dir(sd->sfd, sname, !follow);
     if (sfd < 0) {
         afcp_err(sfd, "cannot access '%s'", spath);
         return NULL;
@@ -359,7 +426,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     int created = 0;
     if (!exists) {
         /* 0700 while we fill it: the final mode comes once its entries are done. */
-        int err = afs_mkdirat(afcp.ctx, dd->dfd, dname, 0700);
+        int err = make_dir(dd->dfd, dname, 0700);
         if (err < 0 && err != -EEXIST) {
             afcp_err(err, "cannot create directory '%s'", dpath);
             close(sfd);
@@ -367,7 +434,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
         }
         created = err == 0;
     }
-    int dfd = afs_openat(afcp.ctx, dd->dfd, dname, dflags, 0);
+    int dfd = open_dir(dd->dfd, dname, 1);
     if (dfd < 0) {
         if (dfd == -ENOTDIR || dfd == -ELOOP)
             afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
@@ -378,10 +445,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
         return NULL;
     }
     struct stat dst;
-    struct afs_stat ast;
-    if (afs_statx(afcp.ctx, dfd, "", AFS_AT_EMPTY_PATH, &ast) == 0)
-        afcp_stat_from(&dst, &ast);
-    else
+    if (afcp_stat(dfd, "", AFS_AT_EMPTY_PATH, &dst) < 0)
         memset(&dst, 0, sizeof dst);
     if (created)
         remember_made(dst.st_dev, dst.st_ino);
@@ -391,7 +455,8 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     struct afcp_dir *d = afcp_xmalloc(sizeof *d);
     *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
                            .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
-                           .created = created, .finalize = created || afcp.o.preserve,
+                           .created = created, .rootdev = sd->rootdev,
+                           .finalize = created || (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)),
                            .ddev = dst.st_dev,
                            .parent = dd};
     afcp_dir_get(dd);
@@ -429,11 +494,16 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
     struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow);
+    if (d)
+        d->rootdev = st->st_dev; /* the operand's file system (-x) */
     while (d || depth) {
         if (d) { /* entered a directory: push it */
-            struct ent *ents;
-            size_t n;
-            if (read_entries(d, &ents, &n) < 0) {
+            struct ent *ents = NULL;
+            size_t n = 0;
+            /* -x: a directory on another file system (a mount point) is made, empty, as
+             * cp makes it; nothing under it is copied. */
+            int skip = afcp.o.one_fs && d->st.st_dev != d->rootdev;
+            if (!skip && read_entries(d, &ents, &n) < 0) {
                 afcp_dir_put(d);
             } else {
                 if (depth == cap) {
@@ -460,7 +530,6 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
         struct afcp_dir *cur = f->d;
         char *sp = afcp_join(cur->spath, e->name), *dp = afcp_join(cur->dpath, e->name);
         struct stat est;
-        struct afs_stat east;
         int err = 0;
         if (too_long(sp, dp)) {
             err = 1;
@@ -468,10 +537,9 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             /* The file task stats what it opens; the size comes then. */
             memset(&est, 0, sizeof est);
             est.st_mode = S_IFREG;
-        } else if ((err = afs_statx(afcp.ctx, cur->sfd, e->name,
+        } else if ((err = afcp_stat(cur->sfd, e->name,
                                     afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW,
-                                    &east)) == 0) {
-            afcp_stat_from(&est, &east);
+                                    &est)) == 0) {
         } else {
             afcp_err(err, "cannot stat '%s'", sp);
         }
@@ -502,8 +570,6 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
                                       .dpath = dpath, .st = *st, .follow = follow};
-        afcp.files_total++;
-        afcp.bytes_total += (uint64_t)st->st_size;
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }

@@ -1,0 +1,231 @@
+/* A small static file server on corio (HTTP/1.1 GET and HEAD, keep-alive): one scheduler
+ * thread, one task per connection. Files are opened, read and closed through asyncfs and the
+ * responses sent on the sockets, so every open, read, receive, send and close of a CPU phase
+ * goes to the kernel in the same submission. The headers and the first part of the body
+ * leave in one send; a larger file is read and sent in 128 KiB pieces (reads of at most the
+ * context's sync threshold, 4 KiB, are plain preads from the page cache: cheaper than a trip
+ * through the batch). A client that goes
+ * away (-EPIPE, -ECONNRESET) only ends its own task.
+ *
+ *   file_server [--root DIR] [--host H] [--port P] [--conns N]
+ *
+ * Serves DIR (default: the current directory); "/" is "/index.html". Paths with ".." are
+ * refused (400). Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free
+ * port; --conns N stops after N connections were served (tests). */
+#include <corio.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PIECE (128 * 1024)
+
+struct opts {
+    const char *root, *host, *port;
+    long        conns;
+};
+
+static const char *root_dir;
+
+struct req {
+    char method[8];
+    char path[1024];
+    int  keep_alive;
+};
+
+/* Reads one request head: 1 and *r, 0 when the client closed between requests, -errno, or
+ * 400 / 414 / 431 for a request to refuse. */
+static int read_request(struct corio_task *t, struct corio_stream *c, struct req *r)
+{
+    const char *line;
+    ssize_t n = corio_stream_read_line(t, c, 8192, &line);
+    if (n == 0)
+        return 0;
+    if (n < 0)
+        return n == -EMSGSIZE ? 414 : (int)n;
+    char target[1200], version[16];
+    char head[8200];
+    memcpy(head, line, (size_t)n);
+    head[n] = '\0';
+    if (sscanf(head, "%7s %1199s %15s", r->method, target, version) != 3)
+        return 400;
+    r->keep_alive = strcmp(version, "HTTP/1.1") == 0;
+    int status = 0;
+    for (int lines = 0;; lines++) {
+        if ((n = corio_stream_read_line(t, c, 8192, &line)) <= 0)
+            return n == 0 ? -ECONNRESET : n == -EMSGSIZE ? 431 : (int)n;
+        if (n <= 2 && (line[0] == '\n' || (line[0] == '\r' && n == 2)))
+            break;
+        if (lines > 100)
+            status = 431;
+        if (n > 11 && strncasecmp(line, "connection:", 11) == 0) {
+            const char *v = line + 11;
+            while (*v == ' ')
+                v++;
+            if (strncasecmp(v, "close", 5) == 0)
+                r->keep_alive = 0;
+            else if (strncasecmp(v, "keep-alive", 10) == 0)
+                r->keep_alive = 1;
+        }
+    }
+    if (status)
+        return status;
+    char *q = strchr(target, '?');
+    if (q)
+        *q = '\0';
+    if (target[0] != '/' || strstr(target, "/..") || strlen(target) >= sizeof r->path - 16)
+        return 400;
+    snprintf(r->path, sizeof r->path, "%s", strcmp(target, "/") ? target : "/index.html");
+    return 1;
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    default:  return "Internal Server Error";
+    }
+}
+
+static int send_status(struct corio_task *t, struct corio_stream *c, int status, int keep)
+{
+    char h[256];
+    int n = snprintf(h, sizeof h,
+                     "HTTP/1.1 %d %s\r\nServer: corio\r\nContent-Length: 0\r\n"
+                     "Connection: %s\r\n\r\n",
+                     status, reason(status), keep ? "keep-alive" : "close");
+    return corio_stream_write(t, c, h, (size_t)n);
+}
+
+/* Sends the file of r (or a status): 0 to go on, -errno to drop the connection. */
+static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, char *buf)
+{
+    int head = strcmp(r->method, "HEAD") == 0;
+    if (!head && strcmp(r->method, "GET") != 0)
+        return send_status(t, c, 405, r->keep_alive);
+    char full[2048];
+    snprintf(full, sizeof full, "%s%s", root_dir, r->path);
+    struct afs_file *f;
+    int err = afs_open(corio_sched_ctx(corio_task_sched(t)), full, AFS_RDONLY, 0,
+                       AFS_MODE_SYNC, &f);
+    if (err < 0)
+        return send_status(t, c, err == -EACCES ? 403 : 404, r->keep_alive);
+    int64_t size = afs_file_size(f);
+    if (size < 0) {
+        afs_close(f);
+        return send_status(t, c, 500, r->keep_alive);
+    }
+    int hl = snprintf(buf, PIECE,
+                      "HTTP/1.1 200 OK\r\nServer: corio\r\nContent-Length: %lld\r\n"
+                      "Content-Type: application/octet-stream\r\nConnection: %s\r\n\r\n",
+                      (long long)size, r->keep_alive ? "keep-alive" : "close");
+    uint64_t off = 0;
+    size_t fill = (size_t)hl;
+    err = 0;
+    do {
+        uint64_t left = (uint64_t)size - off;
+        size_t want = head ? 0 : left < PIECE - fill ? (size_t)left : PIECE - fill;
+        if (want > 0) {
+            ssize_t n = afs_pread(f, buf + fill, want, off);
+            if (n <= 0) { /* the file shrank or failed: the response cannot be completed */
+                err = n < 0 ? (int)n : -EIO;
+                break;
+            }
+            off += (uint64_t)n;
+            fill += (size_t)n;
+        }
+        if ((err = corio_stream_write(t, c, buf, fill)) < 0)
+            break;
+        fill = 0;
+    } while (!head && off < (uint64_t)size);
+    afs_close(f);
+    return err;
+}
+
+static void conn_task(struct corio_task *t, void *arg)
+{
+    struct corio_stream *c = arg;
+    char *buf = malloc(PIECE);
+    struct req r;
+    int st;
+    while (buf && (st = read_request(t, c, &r)) > 0) {
+        if (st != 1) {
+            send_status(t, c, st, 0);
+            break;
+        }
+        if (respond(t, c, &r, buf) < 0 || !r.keep_alive)
+            break;
+    }
+    free(buf);
+    corio_stream_close(c);
+}
+
+static void main_task(struct corio_task *t, void *arg)
+{
+    struct opts *o = arg;
+    struct afs_file *l;
+    int err = corio_listen(t, o->host, o->port, 4096, &l);
+    if (err < 0) {
+        fprintf(stderr, "file_server: %s\n", corio_net_error());
+        exit(1);
+    }
+    printf("listening on %s:%d\n", o->host, corio_net_port(l));
+    fflush(stdout);
+    for (long n = 0; o->conns < 0 || n < o->conns; n++) {
+        struct corio_stream *c;
+        if ((err = corio_accept(t, l, 0, &c)) < 0) {
+            if (err == -EMFILE || err == -ENFILE || err == -ENOMEM) {
+                corio_sleep(t, 10 * 1000 * 1000);
+                n--;
+                continue;
+            }
+            fprintf(stderr, "file_server: accept: %s\n", afs_strerror(err));
+            break;
+        }
+        if (corio_spawn(t, conn_task, c, NULL) < 0)
+            corio_stream_close(c);
+    }
+    afs_close(l);
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {".", "127.0.0.1", "0", -1};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--root") && i + 1 < argc)
+            o.root = argv[++i];
+        else if (!strcmp(argv[i], "--host") && i + 1 < argc)
+            o.host = argv[++i];
+        else if (!strcmp(argv[i], "--port") && i + 1 < argc)
+            o.port = argv[++i];
+        else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
+            o.conns = atol(argv[++i]);
+        else {
+            fprintf(stderr,
+                    "usage: file_server [--root DIR] [--host H] [--port P] [--conns N]\n");
+            return 2;
+        }
+    }
+    root_dir = o.root;
+    struct corio_sched *s;
+    int err = corio_sched_new(&s, NULL);
+    if (err < 0) {
+        fprintf(stderr, "corio_sched_new: %s\n", afs_strerror(err));
+        return 1;
+    }
+    err = corio_sched_run(s, main_task, &o);
+    corio_sched_free(s);
+    if (err < 0) {
+        fprintf(stderr, "corio_sched_run: %s\n", afs_strerror(err));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,329 @@
+/* Dialing, listening and accepting for corio tasks on POSIX systems: names are resolved on
+ * the scheduler's pool threads (getaddrinfo blocks), then every socket call is an asyncfs
+ * socket op that joins the phase's batch. */
+#include "corio_int.h"
+
+/* ------------------------------------------------------------------------------------------
+ * Name resolution on the scheduler's pool threads
+ * ---------------------------------------------------------------------------------------- */
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static _Thread_local char net_error[256];
+
+const char *corio_net_error(void)
+{
+    return net_error[0] ? net_error : NULL;
+}
+
+/* A resolution job on the heap: a waiter that gives up (deadline, cancel) leaves it to the
+ * pool thread, which frees it when getaddrinfo returns. */
+struct resolve_job {
+    struct corio_blocking b;
+    struct addrinfo      *res;
+    int                   gai;
+    int                   gai_errno;
+    int                   passive;
+    char                 *host; /* NULL: any address (listen) */
+    char                 *port;
+};
+
+static int resolve_fn(void *arg)
+{
+    struct resolve_job *j = arg;
+    struct addrinfo hints = {0};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG | (j->passive ? AI_PASSIVE : 0);
+    errno = 0;
+    j->gai = getaddrinfo(j->host, j->port, &hints, &j->res);
+    j->gai_errno = errno;
+    return 0;
+}
+
+static void resolve_release(struct corio_blocking *b)
+{
+    struct resolve_job *j = (struct resolve_job *)(void *)b;
+    if (j->res)
+        freeaddrinfo(j->res);
+    free(j->host);
+    free(j->port);
+    free(j);
+}
+
+static int gai_errno(int gai, int sys_errno)
+{
+    switch (gai) {
+    case EAI_NONAME:
+#ifdef EAI_NODATA
+    case EAI_NODATA:
+#endif
+#ifdef EAI_ADDRFAMILY
+    case EAI_ADDRFAMILY:
+#endif
+        return -ENOENT;
+    case EAI_AGAIN:
+        return -EAGAIN;
+    case EAI_SERVICE:
+    case EAI_SOCKTYPE:
+    case EAI_BADFLAGS:
+        return -EINVAL;
+    case EAI_MEMORY:
+        return -ENOMEM;
+    case EAI_SYSTEM:
+        return sys_errno > 0 ? -sys_errno : -EIO;
+    default:
+        return -EIO;
+    }
+}
+
+/* Resolves host:port into *out (the caller frees it with resolve_release), under t's
+ * cancellation and deadline. */
+static int resolve(struct corio_task *t, const char *host, const char *port, int passive,
+                   struct resolve_job **out)
+{
+    struct resolve_job *j = afs__sys.calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->passive = passive;
+    j->host = host ? strdup(host) : NULL;
+    j->port = strdup(port);
+    if ((host && !j->host) || !j->port) {
+        resolve_release(&j->b);
+        return -ENOMEM;
+    }
+    int err = corio_go(t, &j->b, resolve_fn, j);
+    if (err < 0) {
+        resolve_release(&j->b);
+        return err;
+    }
+    err = corio_future_await(t, &j->b.done, NULL);
+    if (!corio_future_done(&j->b.done)) {
+        /* Interrupted: getaddrinfo cannot be; the job frees itself when it returns. */
+        corio__blocking_abandon(t, &j->b, resolve_release);
+        snprintf(net_error, sizeof net_error, "%s:%s: %s while resolving", host ? host : "*",
+                 port, afs_strerror(err));
+        return err;
+    }
+    if (err < 0 || j->gai != 0) {
+        if (err >= 0) {
+            err = gai_errno(j->gai, j->gai_errno);
+            snprintf(net_error, sizeof net_error, "%s:%s: %s", host ? host : "*", port,
+                     j->gai == EAI_SYSTEM ? afs_strerror(err) : gai_strerror(j->gai));
+        }
+        resolve_release(&j->b);
+        return err;
+    }
+    *out = j;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Dial: a connect to every address at once, the first that succeeds wins
+ * ---------------------------------------------------------------------------------------- */
+
+#define DIAL_MAX 16
+
+struct dial;
+struct attempt {
+    struct dial        *d;
+    struct corio_task  *task; /* while it runs */
+    const struct addrinfo *ai;
+    int                 err;
+};
+
+struct dial {
+    struct attempt      a[DIAL_MAX];
+    unsigned            live;
+    struct afs_file    *winner;
+    struct corio__waitq wq;
+};
+
+static void attempt_fn(struct corio_task *t, void *arg)
+{
+    struct attempt *a = arg;
+    struct dial *d = a->d;
+    a->task = t;
+    struct afs_file *s = NULL;
+    int err = afs_socket(corio_sched_ctx(t->sched), a->ai->ai_family, a->ai->ai_socktype,
+                         a->ai->ai_protocol, &s);
+    if (err == 0)
+        err = afs_connect(s, a->ai->ai_addr, a->ai->ai_addrlen);
+    if (err == 0 && !d->winner) {
+        d->winner = s;
+    } else if (s) {
+        afs_close(s);
+        if (err == 0)
+            err = -ECANCELED; /* another address was faster */
+    }
+    a->err = err;
+    a->task = NULL;
+    d->live--;
+    corio__wake_all(&d->wq);
+}
+
+static void set_nodelay(struct afs_file *f)
+{
+    int one = 1;
+    /* Small replies go out at once (no Nagle wait behind a delayed ACK); not TCP: ignored. */
+    (void)setsockopt((int)afs_file_fd(f), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int corio_dial(struct corio_task *t, const char *host, const char *port, struct afs_file **out)
+{
+    corio__check_running(t, "corio_dial");
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    if (!host || !port || !*host || !*port)
+        return -EINVAL;
+    net_error[0] = '\0';
+    struct resolve_job *j;
+    int err = resolve(t, host, port, 0, &j);
+    if (err < 0)
+        return err;
+    struct dial *d = afs__sys.calloc(1, sizeof *d);
+    if (!d) {
+        resolve_release(&j->b);
+        return -ENOMEM;
+    }
+    unsigned n = 0;
+    for (const struct addrinfo *ai = j->res; ai && n < DIAL_MAX; ai = ai->ai_next) {
+        struct attempt *a = &d->a[n++];
+        a->d = d;
+        a->ai = ai;
+        a->err = 1; /* not started */
+    }
+    /* Every attempt starts in this CPU phase: their connects share one submission. */
+    for (unsigned i = 0; i < n; i++) {
+        d->live++;
+        if ((err = corio_spawn(t, attempt_fn, &d->a[i], NULL)) < 0) {
+            d->live--;
+            d->a[i].err = err;
+            break;
+        }
+    }
+    err = 0;
+    while (!d->winner && d->live)
+        if ((err = corio__wait_on(t, &d->wq)) != 0)
+            break;
+    /* The losers (or all of them, interrupted) stop; their buffers are in d: wait for them. */
+    for (unsigned i = 0; i < n; i++)
+        if (d->a[i].task)
+            corio_cancel(d->a[i].task);
+    while (d->live)
+        corio__wait_on_hard(t, &d->wq);
+    if (d->winner && err == 0) {
+        set_nodelay(d->winner);
+        *out = d->winner;
+    } else {
+        if (d->winner)
+            afs_close(d->winner);
+        if (err == 0) {
+            /* Every address failed: the first one's error, as the resolver ordered them. */
+            err = -ECONNREFUSED;
+            for (unsigned i = 0; i < n; i++)
+                if (d->a[i].err < 0) {
+                    err = d->a[i].err;
+                    break;
+                }
+        }
+        snprintf(net_error, sizeof net_error, "%s:%s: %s", host, port, afs_strerror(err));
+    }
+    free(d);
+    resolve_release(&j->b);
+    return *out ? 0 : err;
+}
+
+int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
+                      size_t buf_size, struct corio_stream **out)
+{
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    struct afs_file *f;
+    int err = corio_dial(t, host, port, &f);
+    if (err < 0)
+        return err;
+    if ((err = corio_stream_new(f, buf_size, out)) < 0)
+        afs_close(f);
+    return err;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Listen and accept
+ * ---------------------------------------------------------------------------------------- */
+
+int corio_listen(struct corio_task *t, const char *host, const char *port, int backlog,
+                 struct afs_file **out)
+{
+    corio__check_running(t, "corio_listen");
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    if (!port || !*port || backlog < 0)
+        return -EINVAL;
+    net_error[0] = '\0';
+    struct resolve_job *j;
+    int err = resolve(t, host && *host ? host : NULL, port, 1, &j);
+    if (err < 0)
+        return err;
+    err = -EADDRNOTAVAIL;
+    for (const struct addrinfo *ai = j->res; ai; ai = ai->ai_next) {
+        struct afs_file *s;
+        int e = afs_socket(corio_sched_ctx(t->sched), ai->ai_family, ai->ai_socktype,
+                           ai->ai_protocol, &s);
+        if (e == 0) {
+            int fd = (int)afs_file_fd(s), one = 1;
+            (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+                listen(fd, backlog ? backlog : SOMAXCONN) < 0)
+                e = -errno;
+            if (e == 0) {
+                *out = s;
+                err = 0;
+                break;
+            }
+            afs_close(s);
+        }
+        if (err == -EADDRNOTAVAIL)
+            err = e; /* the first address's error */
+    }
+    if (err < 0)
+        snprintf(net_error, sizeof net_error, "%s:%s: %s", host && *host ? host : "*", port,
+                 afs_strerror(err));
+    resolve_release(&j->b);
+    return err;
+}
+
+int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
+                 struct corio_stream **out)
+{
+    corio__check_running(t, "corio_accept");
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    struct afs_file *f;
+    int err = afs_accept(l, NULL, NULL, &f);
+    if (err < 0)
+        return err;
+    set_nodelay(f);
+    if ((err = corio_stream_new(f, buf_size, out)) < 0)
+        afs_close(f);
+    return err;
+}
+
+int corio_net_port(struct afs_file *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname((int)afs_file_fd(s), (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -EAFNOSUPPORT;
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The example servers, driven over loopback with bash's /dev/tcp:
+#  - echo_server: lines come back in order on several connections at once; a line longer
+#    than its 64 KiB limit gets the error line; a client that leaves mid-line is only its
+#    own loss (the next client is served).
+#  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
+#    for "..", HEAD, and a client that leaves in the middle of a 4 MiB response (the server
+#    goes on serving the next).
+#   servers.sh ECHO_SERVER FILE_SERVER
+set -euo pipefail
+echo_bin=$1 file_bin=$2
+dir=$(mktemp -d "${TMPDIR:-/var/tmp}/afs-servers-XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() { echo "servers.sh: $*" >&2; exit 1; }
+
+start() { # out-file command...: starts a server, prints its port
+  local out=$1; shift
+  "$@" > "$out" 2> "$out.err" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    grep -q listening "$out" 2>/dev/null && break
+    sleep 0.05
+  done
+  sed -n 's/.*:\([0-9]*\)$/\1/p' "$out"
+}
+
+# --- echo server -------------------------------------------------------------------------
+port=$(start "$dir/echo.out" "$echo_bin" --conns 4)
+[ -n "$port" ] || fail "echo_server did not start: $(cat "$dir/echo.out.err")"
+exec 3<>"/dev/tcp/127.0.0.1/$port" 4<>"/dev/tcp/127.0.0.1/$port"
+printf 'one\ntwo\n' >&3
+printf 'alpha\n' >&4
+printf 'three\n' >&3
+for want in one two three; do
+  IFS= read -r -t 10 got <&3 || fail "echo: no reply"
+  [ "$got" = "$want" ] || fail "echo: got '$got', want '$want'"
+done
+IFS= read -r -t 10 got <&4 || fail "echo: no reply on the second connection"
+[ "$got" = alpha ] || fail "echo: got '$got', want 'alpha'"
+exec 3>&- 4>&-
+# A line over the limit: the error line, then the server closes that connection.
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+head -c $((70 * 1024)) /dev/zero | tr '\0' x >&3 || true
+IFS= read -r -t 10 got <&3 || fail "echo: no answer to a line over the limit"
+case $got in error:*) ;; *) fail "echo: got '${got:0:40}' for a line over the limit" ;; esac
+exec 3>&-
+# A client that leaves mid-line, then one more that must be served.
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'half a li' >&3
+exec 3>&-
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'last\n' >&3
+IFS= read -r -t 10 got <&3 || fail "echo: not served after a client left"
+[ "$got" = last ] || fail "echo: got '$got', want 'last'"
+exec 3>&-
+wait "${pids[0]}" || fail "echo_server exited with an error"
+echo "echo_server: ok"
+
+# --- file server -------------------------------------------------------------------------
+mkdir -p "$dir/www"
+head -c 10000 /dev/urandom > "$dir/www/small.bin"
+head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
+port=$(start "$dir/file.out" "$file_bin" --root "$dir/www" --conns 3)
+[ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
+
+# Reads one response from fd 3: the status line into $status, the body into $1.
+response() {
+  local body=$1 line len=0
+  IFS= read -r -t 10 status <&3 || fail "file: no response"
+  status=${status%$'\r'}
+  while IFS= read -r -t 10 line <&3; do
+    line=${line%$'\r'}
+    [ -z "$line" ] && break
+    case ${line,,} in content-length:*) len=${line#*: } ;; esac
+  done
+  if [ "$len" -gt 0 ]; then head -c "$len" <&3 > "$body"; else : > "$body"; fi
+}
+
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+response "$dir/got1"
+[ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status'"
+cmp -s "$dir/got1" "$dir/www/small.bin" || fail "file: small.bin differs"
+# The same connection again (keep-alive), then the error cases.
+printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+response "$dir/got2"
+cmp -s "$dir/got2" "$dir/www/big.bin" || fail "file: big.bin differs"
+printf 'GET /missing HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+response "$dir/got3"
+[ "$status" = "HTTP/1.1 404 Not Found" ] || fail "file: status '$status' for a missing file"
+printf 'HEAD /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+IFS= read -r -t 10 status <&3
+[ "${status%$'\r'}" = "HTTP/1.1 200 OK" ] || fail "file: HEAD status '$status'"
+while IFS= read -r -t 10 line <&3 && [ -n "${line%$'\r'}" ]; do :; done
+printf 'GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+response "$dir/got4"
+[ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for '..'"
+exec 3>&-
+# A client that asks for 4 MiB and leaves at once: the server must go on.
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+head -c 1000 <&3 > /dev/null
+exec 3>&-
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /small.bin HTTP/1.0\r\n\r\n' >&3
+response "$dir/got5"
+cmp -s "$dir/got5" "$dir/www/small.bin" || fail "file: not served after a client left"
+exec 3>&-
+wait "${pids[1]}" || fail "file_server exited with an error: $(cat "$dir/file.out.err")"
+echo "file_server: ok"

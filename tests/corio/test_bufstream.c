@@ -1,0 +1,674 @@
+/* Buffered corio streams over pipes and socketpairs (corio_stream_*, corio_pipe): lines with
+ * a limit, delimiters, exact reads, read-all, the line and chunk generators, serialised
+ * writers, half-close, a slow reader. The peers are plain threads with blocking calls, so the
+ * tests run on every backend (the sync one too, where a read blocks the scheduler's thread). */
+#include "../common.h"
+
+#include <corio.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#define MS (1000LL * 1000)
+
+static struct corio_sched *b_sched;
+
+static void b_teardown(void)
+{
+    if (b_sched)
+        corio_sched_free(b_sched);
+    b_sched = NULL;
+    t_teardown();
+}
+
+#define T_B(name) Test(bufstream, name, .init = t_setup, .fini = b_teardown, .timeout = 60)
+
+static void bnew(void)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    int err = corio_sched_new(&b_sched, &cfg);
+    cr_assert_eq(err, 0, "corio_sched_new: %s", afs_strerror(err));
+}
+
+/* A peer thread: writes `data` (len bytes) in pieces of `piece` bytes with a pause between
+ * them, then shuts down its writing side (or closes, with close_after). */
+struct peer {
+    int         fd;
+    const char *data;
+    size_t      len, piece;
+    int         pause_us;
+    int         close_after; /* 1: close(fd); 0: shutdown(SHUT_WR) and keep fd */
+    pthread_t   th;
+};
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    for (size_t off = 0; off < p->len;) {
+        size_t n = p->len - off < p->piece ? p->len - off : p->piece;
+        ssize_t w = write(p->fd, p->data + off, n);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+        if (p->pause_us)
+            usleep((useconds_t)p->pause_us);
+    }
+    if (p->close_after)
+        close(p->fd);
+    else
+        shutdown(p->fd, SHUT_WR);
+    return NULL;
+}
+
+static void peer_start(struct peer *p)
+{
+    cr_assert_eq(pthread_create(&p->th, NULL, peer_main, p), 0);
+}
+
+/* A stream over one end of a socketpair; the other end goes to *peer_fd. */
+static struct corio_stream *sock_stream(int *peer_fd, size_t buf_size)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct afs_file *f;
+    cr_assert_eq(afs_file_from_fd(t_ctx, sv[0], AFS_RDWR, AFS_MODE_SYNC, &f), 0);
+    struct corio_stream *s;
+    cr_assert_eq(corio_stream_new(f, buf_size, &s), 0);
+    *peer_fd = sv[1];
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+struct lines_case {
+    struct peer p;
+    struct corio_stream *s;
+    int                  n;
+    char                 got[16][64];
+};
+
+static void read_lines_root(struct corio_task *t, void *arg)
+{
+    struct lines_case *c = arg;
+    const char *line;
+    ssize_t n;
+    while ((n = corio_stream_read_line(t, c->s, 0, &line)) > 0) {
+        cr_assert_lt(n, 64);
+        memcpy(c->got[c->n], line, (size_t)n);
+        c->got[c->n++][n] = '\0';
+    }
+    cr_assert_eq(n, 0, "read_line: %s", afs_strerror((int)n));
+}
+
+T_B(read_line_across_pieces_keeps_the_newline)
+{
+    bnew();
+    static const char text[] = "alpha\nbeta\n\ngamma without newline";
+    struct lines_case c = {0};
+    c.s = sock_stream(&c.p.fd, 4);
+    c.p.data = text;
+    c.p.len = strlen(text);
+    c.p.piece = 3;
+    c.p.pause_us = 200;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, read_lines_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(c.n, 4);
+    cr_assert_str_eq(c.got[0], "alpha\n");
+    cr_assert_str_eq(c.got[1], "beta\n");
+    cr_assert_str_eq(c.got[2], "\n");
+    cr_assert_str_eq(c.got[3], "gamma without newline");
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+struct limit_case {
+    struct peer          p;
+    struct corio_stream *s;
+    ssize_t              r1, r2, r3;
+    char                 rest[256];
+    size_t               rest_len;
+};
+
+static void limit_root(struct corio_task *t, void *arg)
+{
+    struct limit_case *c = arg;
+    const char *line;
+    c->r1 = corio_stream_read_line(t, c->s, 16, &line);
+    cr_assert_eq(c->r1, 6);
+    cr_assert(memcmp(line, "short\n", 6) == 0);
+    /* 40 bytes without a newline: refused at 16, nothing consumed. */
+    c->r2 = corio_stream_read_line(t, c->s, 16, &line);
+    cr_assert_geq(corio_stream_buffered(c->s), 16);
+    /* A larger limit finds the newline: the whole line, none of it lost. */
+    c->r3 = corio_stream_read_line(t, c->s, 100, &line);
+    if (c->r3 > 0)
+        memcpy(c->rest, line, (size_t)c->r3);
+    /* And the bytes after it. */
+    ssize_t n;
+    char buf[64];
+    while ((n = corio_stream_read(t, c->s, buf, sizeof buf)) > 0) {
+        memcpy(c->rest + c->rest_len + (size_t)c->r3, buf, (size_t)n);
+        c->rest_len += (size_t)n;
+    }
+}
+
+T_B(read_line_limit_is_emsgsize_and_loses_nothing)
+{
+    bnew();
+    char text[128];
+    snprintf(text, sizeof text, "short\n%s\ntail", "0123456789012345678901234567890123456789");
+    struct limit_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = text;
+    c.p.len = strlen(text);
+    c.p.piece = 7;
+    c.p.pause_us = 300;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, limit_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(c.r2, -EMSGSIZE);
+    cr_assert_eq(c.r3, 41);
+    cr_assert(memcmp(c.rest, "0123456789012345678901234567890123456789\ntail", 45) == 0);
+    cr_assert_eq(c.rest_len, 4);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+struct misc_case {
+    struct peer          p;
+    struct corio_stream *s;
+};
+
+static void until_exact_all_root(struct corio_task *t, void *arg)
+{
+    struct misc_case *c = arg;
+    const char *field;
+    cr_assert_eq(corio_stream_read_until(t, c->s, ';', 0, &field), 4);
+    cr_assert(memcmp(field, "abc;", 4) == 0);
+    char buf[10];
+    cr_assert_eq(corio_stream_read_exact(t, c->s, buf, 10), 10);
+    cr_assert(memcmp(buf, "0123456789", 10) == 0);
+    char *all;
+    ssize_t n = corio_stream_read_all(t, c->s, 0, &all);
+    cr_assert_eq(n, 100000 - 14, "read_all: %zd", n);
+    for (ssize_t i = 0; i < n; i++)
+        cr_assert_eq(all[i], (char)('a' + (i + 14) % 26));
+    cr_assert_eq(all[n], '\0');
+    free(all);
+    /* At the end: every read gives 0. */
+    cr_assert_eq(corio_stream_read_exact(t, c->s, buf, 10), 0);
+    cr_assert_eq(corio_stream_read_until(t, c->s, ';', 0, &field), 0);
+}
+
+T_B(read_until_exact_and_all)
+{
+    bnew();
+    enum { LEN = 100000 };
+    char *text = malloc(LEN);
+    memcpy(text, "abc;0123456789", 14);
+    for (size_t i = 14; i < LEN; i++)
+        text[i] = (char)('a' + i % 26);
+    struct misc_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = text;
+    c.p.len = LEN;
+    c.p.piece = 3000;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, until_exact_all_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+    free(text);
+}
+
+static void read_all_limit_root(struct corio_task *t, void *arg)
+{
+    struct misc_case *c = arg;
+    char *all;
+    cr_assert_eq(corio_stream_read_all(t, c->s, 1000, &all), -EMSGSIZE);
+    cr_assert_null(all);
+    cr_assert_gt(corio_stream_buffered(c->s), 1000);
+}
+
+T_B(read_all_limit)
+{
+    bnew();
+    static char text[5000];
+    memset(text, 'x', sizeof text);
+    struct misc_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = text;
+    c.p.len = sizeof text;
+    c.p.piece = sizeof text;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, read_all_limit_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+struct gen_case {
+    struct peer          p;
+    struct corio_stream *s;
+    char                 lines[8][32];
+    int                  n, res;
+    size_t               total;
+};
+
+static void lines_gen_root(struct corio_task *t, void *arg)
+{
+    struct gen_case *c = arg;
+    struct corio_gen g;
+    cr_assert_eq(corio_stream_lines(t, &g, c->s, 0), 0);
+    void *v;
+    while ((c->res = corio_gen_next(t, &g, &v)) == 1) {
+        struct corio_line *l = v;
+        cr_assert_eq(strlen(l->data), l->len);
+        cr_assert_eq(l->lineno, (uint64_t)c->n + 1);
+        snprintf(c->lines[c->n++], 32, "%s", l->data);
+    }
+}
+
+T_B(lines_generator)
+{
+    bnew();
+    static const char text[] = "one\r\ntwo\n\nthree";
+    struct gen_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = text;
+    c.p.len = strlen(text);
+    c.p.piece = 2;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, lines_gen_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(c.res, 0);
+    cr_assert_eq(c.n, 4);
+    cr_assert_str_eq(c.lines[0], "one\r");
+    cr_assert_str_eq(c.lines[1], "two");
+    cr_assert_str_eq(c.lines[2], "");
+    cr_assert_str_eq(c.lines[3], "three");
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+static void lines_limit_root(struct corio_task *t, void *arg)
+{
+    struct gen_case *c = arg;
+    struct corio_gen g;
+    cr_assert_eq(corio_stream_lines(t, &g, c->s, 8), 0);
+    void *v;
+    while ((c->res = corio_gen_next(t, &g, &v)) == 1)
+        c->n++;
+}
+
+T_B(lines_generator_limit)
+{
+    bnew();
+    static const char text[] = "ok\nthis line is too long\n";
+    struct gen_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = text;
+    c.p.len = strlen(text);
+    c.p.piece = sizeof text;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, lines_limit_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(c.n, 1);
+    cr_assert_eq(c.res, -EMSGSIZE);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+static void chunks_root(struct corio_task *t, void *arg)
+{
+    struct gen_case *c = arg;
+    struct corio_gen g;
+    cr_assert_eq(corio_stream_chunks(t, &g, c->s, 1000), 0);
+    void *v;
+    while ((c->res = corio_gen_next(t, &g, &v)) == 1) {
+        struct corio_chunk *ch = v;
+        cr_assert(ch->len >= 1 && ch->len <= 1000);
+        cr_assert_eq(ch->off, c->total);
+        for (size_t i = 0; i < ch->len; i++)
+            cr_assert_eq(ch->data[i], c->p.data[ch->off + i]);
+        c->total += ch->len;
+    }
+}
+
+T_B(chunks_generator)
+{
+    bnew();
+    enum { LEN = 50000 };
+    char *text = malloc(LEN);
+    t_fill(text, LEN, 0);
+    struct gen_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = text;
+    c.p.len = LEN;
+    c.p.piece = 777;
+    c.p.close_after = 1;
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, chunks_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(c.res, 0);
+    cr_assert_eq(c.total, LEN);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+/* Writers: several tasks write large chunks of their own byte at once; a reader thread checks
+ * that each chunk arrives whole, never interleaved with another's. */
+enum { W_TASKS = 4, W_CHUNK = 256 * 1024, W_ROUNDS = 4 };
+
+struct wr_case {
+    struct corio_stream *s;
+    int                  peer;
+    char                *chunk[W_TASKS];
+    int                  res[W_TASKS];
+    int                  bad;
+    size_t               total;
+    pthread_t            th;
+};
+
+static void *wr_reader(void *arg)
+{
+    struct wr_case *c = arg;
+    static char buf[65536];
+    size_t run = 0;
+    char cur = 0;
+    ssize_t n;
+    while ((n = read(c->peer, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (run == 0)
+                cur = buf[i];
+            else if (buf[i] != cur)
+                c->bad = 1;
+            if (++run == W_CHUNK)
+                run = 0;
+        }
+        c->total += (size_t)n;
+    }
+    return NULL;
+}
+
+struct wr_arg {
+    struct wr_case *c;
+    int             i;
+};
+
+static void writer(struct corio_task *t, void *arg)
+{
+    struct wr_arg *a = arg;
+    for (int r = 0; r < W_ROUNDS && a->c->res[a->i] == 0; r++)
+        a->c->res[a->i] = corio_stream_write(t, a->c->s, a->c->chunk[a->i], W_CHUNK);
+}
+
+static void writers_root(struct corio_task *t, void *arg)
+{
+    struct wr_case *c = arg;
+    static struct wr_arg a[W_TASKS];
+    for (int i = 0; i < W_TASKS; i++) {
+        a[i] = (struct wr_arg){c, i};
+        cr_assert_eq(corio_spawn(t, writer, &a[i], NULL), 0);
+    }
+    corio_wait(t);
+    shutdown((int)afs_file_fd(corio_stream_file(c->s)), SHUT_WR);
+}
+
+T_B(writes_never_interleave)
+{
+    bnew();
+    struct wr_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    for (int i = 0; i < W_TASKS; i++) {
+        c.chunk[i] = malloc(W_CHUNK);
+        memset(c.chunk[i], 'A' + i, W_CHUNK);
+    }
+    cr_assert_eq(pthread_create(&c.th, NULL, wr_reader, &c), 0);
+    cr_assert_eq(corio_sched_run(b_sched, writers_root, &c), 0);
+    pthread_join(c.th, NULL);
+    for (int i = 0; i < W_TASKS; i++) {
+        cr_assert_eq(c.res[i], 0, "write: %s", afs_strerror(c.res[i]));
+        free(c.chunk[i]);
+    }
+    cr_assert_eq(c.total, (size_t)W_TASKS * W_ROUNDS * W_CHUNK);
+    cr_assert_eq(c.bad, 0, "chunks of two writers interleaved");
+    close(c.peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+struct half_case {
+    struct peer          p;
+    struct corio_stream *s;
+    char                 reply[64];
+};
+
+static void half_root(struct corio_task *t, void *arg)
+{
+    struct half_case *c = arg;
+    const char *line;
+    /* The peer wrote one line and shut down its side: the line, then the end... */
+    cr_assert_eq(corio_stream_read_line(t, c->s, 0, &line), 5);
+    cr_assert_eq(corio_stream_read_line(t, c->s, 0, &line), 0);
+    cr_assert_eq(corio_stream_read_line(t, c->s, 0, &line), 0);
+    /* ...and our side still writes. */
+    cr_assert_eq(corio_stream_write(t, c->s, "back\n", 5), 0);
+}
+
+T_B(half_close_reads_the_end_and_still_writes)
+{
+    bnew();
+    struct half_case c = {0};
+    c.s = sock_stream(&c.p.fd, 0);
+    c.p.data = "ping\n";
+    c.p.len = 5;
+    c.p.piece = 5;
+    c.p.close_after = 0; /* shutdown(SHUT_WR) */
+    peer_start(&c.p);
+    cr_assert_eq(corio_sched_run(b_sched, half_root, &c), 0);
+    pthread_join(c.p.th, NULL);
+    cr_assert_eq(read(c.p.fd, c.reply, sizeof c.reply), 5);
+    cr_assert_str_eq(c.reply, "back\n");
+    close(c.p.fd);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+struct reset_case {
+    struct corio_stream *s;
+    int                  peer;
+    ssize_t              rd;
+    int                  wr;
+};
+
+static void reset_root(struct corio_task *t, void *arg)
+{
+    struct reset_case *c = arg;
+    const char *line;
+    cr_assert_eq(corio_stream_read_line(t, c->s, 0, &line), 6);
+    /* The peer closed with data unread: writes fail with -EPIPE or -ECONNRESET, no signal. */
+    static char big[1 << 20];
+    for (int i = 0; i < 8 && c->wr == 0; i++)
+        c->wr = corio_stream_write(t, c->s, big, sizeof big);
+}
+
+Test(bufstream, peer_gone_is_epipe_not_a_signal, .init = t_setup, .fini = b_teardown,
+     .timeout = 60, .disabled = true)
+{
+    bnew();
+    struct reset_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    cr_assert_eq(write(c.peer, "hello\n", 6), 6);
+    close(c.peer);
+    cr_assert_eq(corio_sched_run(b_sched, reset_root, &c), 0);
+    cr_assert(c.wr == -EPIPE || c.wr == -ECONNRESET, "write: %s", afs_strerror(c.wr));
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+/* A slow reader: the writer's calls wait for the kernel to take the data, so what the writer
+ * got through while the reader slept is bounded by the socket buffers. */
+struct slow_case {
+    struct corio_stream *s;
+    int                  peer;
+    atomic_size_t        written;
+    size_t               at_wake, limit;
+    pthread_t            th;
+    int                  res;
+};
+
+static void *slow_reader(void *arg)
+{
+    struct slow_case *c = arg;
+    usleep(300 * 1000);
+    c->at_wake = atomic_load(&c->written);
+    static char buf[65536];
+    while (read(c->peer, buf, sizeof buf) > 0)
+        ;
+    return NULL;
+}
+
+static void slow_root(struct corio_task *t, void *arg)
+{
+    struct slow_case *c = arg;
+    enum { PIECE = 64 * 1024 };
+    char *piece = calloc(1, PIECE);
+    for (size_t i = 0; i < 32 * 1024 * 1024 / PIECE && c->res == 0; i++) {
+        c->res = corio_stream_write(t, c->s, piece, PIECE);
+        atomic_fetch_add(&c->written, PIECE);
+    }
+    free(piece);
+    shutdown((int)afs_file_fd(corio_stream_file(c->s)), SHUT_WR);
+}
+
+T_B(slow_reader_makes_writes_wait)
+{
+    bnew();
+    struct slow_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    int snd = 0, rcv = 0;
+    socklen_t sl = sizeof snd;
+    getsockopt((int)afs_file_fd(corio_stream_file(c.s)), SOL_SOCKET, SO_SNDBUF, &snd, &sl);
+    sl = sizeof rcv;
+    getsockopt(c.peer, SOL_SOCKET, SO_RCVBUF, &rcv, &sl);
+    cr_assert_eq(pthread_create(&c.th, NULL, slow_reader, &c), 0);
+    cr_assert_eq(corio_sched_run(b_sched, slow_root, &c), 0);
+    pthread_join(c.th, NULL);
+    cr_assert_eq(c.res, 0);
+    cr_assert_eq(atomic_load(&c.written), 32u * 1024 * 1024);
+    /* The kernel's buffers and the write in progress, nowhere near the 32 MiB. */
+    size_t bound = (size_t)snd + (size_t)rcv + 2 * 64 * 1024;
+    cr_assert_leq(c.at_wake, bound, "%zu bytes went through a reader that slept (bound %zu)",
+                  c.at_wake, bound);
+    close(c.peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+struct pipe_case {
+    char got[64];
+    int  res;
+};
+
+static void pipe_writer(struct corio_task *t, void *arg)
+{
+    struct corio_stream *w = arg;
+    cr_assert_eq(corio_stream_write(t, w, "through ", 8), 0);
+    corio_sleep(t, 2 * MS);
+    cr_assert_eq(corio_stream_write(t, w, "the pipe\n", 9), 0);
+    cr_assert_eq(corio_stream_close(w), 0);
+}
+
+static void pipe_root(struct corio_task *t, void *arg)
+{
+    struct pipe_case *c = arg;
+    struct corio_stream *r, *w;
+    c->res = corio_pipe(t, &r, &w);
+    if (c->res == -ENOTSUP)
+        return;
+    cr_assert_eq(c->res, 0);
+    cr_assert_eq(corio_spawn(t, pipe_writer, w, NULL), 0);
+    char *all;
+    ssize_t n = corio_stream_read_all(t, r, 0, &all);
+    cr_assert_eq(n, 17);
+    memcpy(c->got, all, 18);
+    free(all);
+    cr_assert_eq(corio_stream_close(r), 0);
+}
+
+T_B(pipe_between_tasks)
+{
+    bnew();
+    if (strcmp(afs_ctx_backend(t_ctx), "sync") == 0)
+        cr_skip_test("backend under test is sync: a pipe read blocks the scheduler's thread");
+    struct pipe_case c = {0};
+    cr_assert_eq(corio_sched_run(b_sched, pipe_root, &c), 0);
+    cr_assert_str_eq(c.got, "through the pipe\n");
+}
+
+/* A stream over a regular file reads it from 0 and writes at its own offset. */
+static void file_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("lines"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    struct corio_stream *s;
+    cr_assert_eq(corio_stream_new(f, 16, &s), 0);
+    cr_assert_eq(corio_stream_write(t, s, "first line\nsecond line\n", 23), 0);
+    const char *line;
+    cr_assert_eq(corio_stream_read_line(t, s, 0, &line), 11);
+    cr_assert(memcmp(line, "first line\n", 11) == 0);
+    cr_assert_eq(corio_stream_read_line(t, s, 0, &line), 12);
+    cr_assert_eq(corio_stream_read_line(t, s, 0, &line), 0);
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+T_B(over_a_regular_file)
+{
+    bnew();
+    cr_assert_eq(corio_sched_run(b_sched, file_root, NULL), 0);
+}
+
+/* A delimiter search remembers how far it looked; reads that consume past that point and a
+ * compaction of the buffer must not leave it pointing at nothing (the next search for the
+ * same byte then missed it). */
+static void rescan_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("rescan"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    static const char text[] = "0123456789abcdefghijKLMNOxtail";
+    cr_assert_eq(afs_pwrite(f, text, sizeof text - 1, 0), (ssize_t)sizeof text - 1);
+    struct corio_stream *s;
+    cr_assert_eq(corio_stream_new(f, 16, &s), 0);
+    char buf[16];
+    const char *p;
+    cr_assert_eq(corio_stream_read(t, s, buf, 1), 1);
+    cr_assert_eq(corio_stream_read_until(t, s, 'x', 2, &p), -EMSGSIZE);
+    cr_assert_eq(corio_stream_read(t, s, buf, 14), 14);
+    cr_assert_eq(corio_stream_read(t, s, buf, 10), 1);
+    cr_assert_eq(corio_stream_read(t, s, buf, 5), 5);
+    cr_assert(memcmp(buf, "ghijK", 5) == 0);
+    ssize_t n = corio_stream_read_until(t, s, 'x', 100, &p);
+    cr_assert_eq(n, 5, "read_until: %zd", n);
+    cr_assert(memcmp(p, "LMNOx", 5) == 0);
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+T_B(delimiter_search_survives_compaction)
+{
+    bnew();
+    cr_assert_eq(corio_sched_run(b_sched, rescan_root, NULL), 0);
+}

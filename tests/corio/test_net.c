@@ -1,0 +1,331 @@
+/* corio's network calls on loopback: dial, listen, accept, and the bad cases (refused,
+ * unreachable under a deadline, a name that does not resolve, a peer that resets the
+ * connection mid-stream, half-close, 10,000 connections opened and dropped without a
+ * descriptor left behind). Run once per backend (corio_net binary). */
+#include "../common.h"
+
+#include <corio.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#define MS (1000LL * 1000)
+
+static struct corio_sched *n_sched;
+
+static void n_teardown(void)
+{
+    if (n_sched)
+        corio_sched_free(n_sched);
+    n_sched = NULL;
+    t_teardown();
+}
+
+#define T_N(name) Test(net, name, .init = t_setup, .fini = n_teardown, .timeout = 120)
+
+static int nrun(corio_fn *fn, void *arg)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    int err = corio_sched_new(&n_sched, &cfg);
+    cr_assert_eq(err, 0, "corio_sched_new: %s", afs_strerror(err));
+    return corio_sched_run(n_sched, fn, arg);
+}
+
+static void skip_sync(void)
+{
+    const char *b = getenv("ASYNCFS_BACKEND");
+    if (b && strcmp(b, "sync") == 0)
+        cr_skip_test("backend under test is sync: a socket read blocks the scheduler's thread");
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+struct echo_case {
+    struct afs_file *l;
+    char             port[16];
+    char             got[64];
+    int              served;
+};
+
+static void echo_once(struct corio_task *t, void *arg)
+{
+    struct echo_case *c = arg;
+    struct corio_stream *s;
+    cr_assert_eq(corio_accept(t, c->l, 0, &s), 0);
+    const char *line;
+    ssize_t n;
+    while ((n = corio_stream_read_line(t, s, 0, &line)) > 0)
+        cr_assert_eq(corio_stream_write(t, s, line, (size_t)n), 0);
+    cr_assert_eq(n, 0);
+    c->served++;
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+static void dial_root(struct corio_task *t, void *arg)
+{
+    struct echo_case *c = arg;
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", 16, &c->l), 0, "%s", corio_net_error());
+    int port = corio_net_port(c->l);
+    cr_assert_gt(port, 0);
+    snprintf(c->port, sizeof c->port, "%d", port);
+    cr_assert_eq(corio_spawn(t, echo_once, c, NULL), 0);
+    struct corio_stream *s;
+    int err = corio_dial_stream(t, "localhost", c->port, 0, &s);
+    cr_assert_eq(err, 0, "dial: %s (%s)", afs_strerror(err), corio_net_error());
+    cr_assert_null(corio_net_error());
+    cr_assert_eq(corio_stream_write(t, s, "hello\nworld\n", 12), 0);
+    /* Half-close: the server reads the end after our lines, and still answers. */
+    cr_assert_eq(afs_shutdown(corio_stream_file(s), SHUT_WR), 0);
+    char *all;
+    ssize_t n = corio_stream_read_all(t, s, 0, &all);
+    cr_assert_eq(n, 12);
+    memcpy(c->got, all, 13);
+    free(all);
+    cr_assert_eq(corio_stream_close(s), 0);
+    corio_wait(t);
+    cr_assert_eq(afs_close(c->l), 0);
+}
+
+T_N(dial_listen_accept_and_half_close)
+{
+    skip_sync();
+    struct echo_case c = {0};
+    cr_assert_eq(nrun(dial_root, &c), 0);
+    cr_assert_str_eq(c.got, "hello\nworld\n");
+    cr_assert_eq(c.served, 1);
+}
+
+static void refused_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *l;
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", 16, &l), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", corio_net_port(l));
+    cr_assert_eq(afs_close(l), 0); /* nobody listens there any more */
+    struct afs_file *f = (struct afs_file *)1;
+    int err = corio_dial(t, "127.0.0.1", port, &f);
+    cr_assert_eq(err, -ECONNREFUSED, "dial: %s", afs_strerror(err));
+    cr_assert_null(f);
+    cr_assert_not_null(corio_net_error());
+    cr_assert(strstr(corio_net_error(), port) != NULL, "%s", corio_net_error());
+}
+
+T_N(connection_refused)
+{
+    skip_sync();
+    int before = count_fds();
+    cr_assert_eq(nrun(refused_root, NULL), 0);
+    corio_sched_free(n_sched);
+    n_sched = NULL;
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    cr_assert_eq(count_fds(), before, "a descriptor was left open");
+}
+
+static void unreachable_root(struct corio_task *t, void *arg)
+{
+    int *res = arg;
+    /* TEST-NET-1 (RFC 5737): nothing answers there. Either the network says so at once, or
+     * the deadline ends the attempt. */
+    corio_set_deadline(t, corio_now() + 300 * MS);
+    struct afs_file *f;
+    *res = corio_dial(t, "192.0.2.1", "9", &f);
+}
+
+T_N(unreachable_under_a_deadline)
+{
+    skip_sync();
+    int res = 0;
+    cr_assert_eq(nrun(unreachable_root, &res), 0);
+    cr_assert(res == -ETIMEDOUT || res == -ENETUNREACH || res == -EHOSTUNREACH,
+              "dial: %s", afs_strerror(res));
+}
+
+static void noname_root(struct corio_task *t, void *arg)
+{
+    int *res = arg;
+    struct afs_file *f;
+    *res = corio_dial(t, "no-such-host.invalid", "80", &f);
+    if (*res == -ENOENT) {
+        const char *m = corio_net_error();
+        cr_assert_not_null(m);
+        cr_assert(strstr(m, "no-such-host.invalid") != NULL, "%s", m);
+        cr_assert_gt(strlen(m), strlen("no-such-host.invalid:80: "), "%s", m);
+    }
+}
+
+T_N(name_not_found_is_enoent_with_the_resolver_message)
+{
+    int res = 0;
+    cr_assert_eq(nrun(noname_root, &res), 0);
+    if (res == -EAGAIN)
+        cr_skip_test("no name server answers here (EAI_AGAIN)");
+    cr_assert_eq(res, -ENOENT, "dial: %s", afs_strerror(res));
+}
+
+static void bad_args_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    cr_assert_eq(corio_dial(t, "", "80", &f), -EINVAL);
+    cr_assert_eq(corio_dial(t, "127.0.0.1", "", &f), -EINVAL);
+    cr_assert_eq(corio_dial(t, "127.0.0.1", "no-such-service-name", &f), -EINVAL);
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", -1, &f), -EINVAL);
+}
+
+T_N(bad_arguments)
+{
+    cr_assert_eq(nrun(bad_args_root, NULL), 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+struct reset_case {
+    struct afs_file *l;
+    ssize_t          first, second;
+    int              peer_err;
+};
+
+static void resetting_server(struct corio_task *t, void *arg)
+{
+    struct reset_case *c = arg;
+    struct corio_stream *s;
+    cr_assert_eq(corio_accept(t, c->l, 0, &s), 0);
+    cr_assert_eq(corio_stream_write(t, s, "whole line\npartial", 18), 0);
+    corio_sleep(t, 20 * MS);
+    /* An abortive close: the peer gets a reset, not an end. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt((int)afs_file_fd(corio_stream_file(s)), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+static void reset_root(struct corio_task *t, void *arg)
+{
+    struct reset_case *c = arg;
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", 16, &c->l), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", corio_net_port(c->l));
+    cr_assert_eq(corio_spawn(t, resetting_server, c, NULL), 0);
+    struct corio_stream *s;
+    cr_assert_eq(corio_dial_stream(t, "127.0.0.1", port, 0, &s), 0);
+    const char *line;
+    c->first = corio_stream_read_line(t, s, 0, &line);
+    c->second = corio_stream_read_line(t, s, 0, &line);
+    /* Writing to a reset connection: an error, never SIGPIPE. */
+    static char big[256 * 1024];
+    for (int i = 0; i < 16 && c->peer_err == 0; i++)
+        c->peer_err = corio_stream_write(t, s, big, sizeof big);
+    cr_assert_eq(corio_stream_close(s), 0);
+    corio_wait(t);
+    cr_assert_eq(afs_close(c->l), 0);
+}
+
+T_N(peer_reset_mid_stream)
+{
+    skip_sync();
+    struct reset_case c = {0};
+    cr_assert_eq(nrun(reset_root, &c), 0);
+    cr_assert_eq(c.first, 11);
+    /* The partial line may come before the reset, or the reset drops it. */
+    cr_assert(c.second == -ECONNRESET || c.second == 7, "%zd: %s", c.second,
+              afs_strerror((int)c.second));
+    cr_assert(c.peer_err == -ECONNRESET || c.peer_err == -EPIPE, "%s",
+              afs_strerror(c.peer_err));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+enum { CHURN = 10000, CHURN_PAR = 50 };
+
+struct churn {
+    struct afs_file *l;
+    char             port[16];
+    int              accepted, dialed, errors;
+    int              stop;
+};
+
+static void churn_conn(struct corio_task *t, void *arg)
+{
+    struct corio_stream *s = arg;
+    char b[16];
+    while (corio_stream_read(t, s, b, sizeof b) > 0)
+        ;
+    corio_stream_close(s);
+}
+
+static void churn_server(struct corio_task *t, void *arg)
+{
+    struct churn *c = arg;
+    while (c->accepted < CHURN) {
+        struct corio_stream *s;
+        int err = corio_accept(t, c->l, 64, &s);
+        if (err < 0) {
+            c->errors++;
+            break;
+        }
+        c->accepted++;
+        cr_assert_eq(corio_spawn(t, churn_conn, s, NULL), 0);
+    }
+}
+
+static void churn_client(struct corio_task *t, void *arg)
+{
+    struct churn *c = arg;
+    while (c->dialed < CHURN) {
+        c->dialed++;
+        struct afs_file *f;
+        int err = corio_dial(t, "127.0.0.1", c->port, &f);
+        if (err < 0) {
+            c->errors++;
+            continue;
+        }
+        /* Dropped with a reset: no TIME_WAIT left to use up the ports of later runs. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt((int)afs_file_fd(f), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        afs_close(f);
+    }
+}
+
+static void churn_root(struct corio_task *t, void *arg)
+{
+    struct churn *c = arg;
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", 1024, &c->l), 0);
+    snprintf(c->port, sizeof c->port, "%d", corio_net_port(c->l));
+    cr_assert_eq(corio_spawn(t, churn_server, c, NULL), 0);
+    for (int i = 0; i < CHURN_PAR; i++)
+        cr_assert_eq(corio_spawn(t, churn_client, c, NULL), 0);
+    corio_wait(t);
+    cr_assert_eq(afs_close(c->l), 0);
+}
+
+T_N(ten_thousand_connections_leave_no_descriptor)
+{
+    skip_sync();
+    int before = count_fds();
+    struct churn c = {0};
+    cr_assert_eq(nrun(churn_root, &c), 0);
+    cr_assert_eq(c.errors, 0);
+    cr_assert_eq(c.accepted, CHURN);
+    corio_sched_free(n_sched);
+    n_sched = NULL;
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    cr_assert_eq(count_fds(), before, "descriptors left open: %d", count_fds() - before);
+}
