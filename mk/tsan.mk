@@ -2,7 +2,8 @@
 # build directory: the contract suite on the thread pool and with AUTO (the pool serves every
 # backend's buffered ops and wakes the owner across threads), and the scheduler suite on the
 # thread pool and on io_uring (dispatchers answering from other threads, futures completed
-# from other threads, the context's waker). Any report fails the run; each run goes through
+# from other threads, the context's waker, and runtimes of 16 schedulers on as many threads:
+# tests/corio/test_rt.c). Any report fails the run; each run goes through
 # tests/helpers/suite.sh (no test ran, or a skip the allow list does not name, fails it too).
 #
 # Criterion's process sandbox cannot start under TSan (its shared arena collides with TSan's

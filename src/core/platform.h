@@ -53,6 +53,16 @@ int      afs__thread_pin(unsigned nth);
 /* Monotonic clock, nanoseconds. */
 int64_t afs__now_ns(void);
 
+/* A hint inside a spin-wait loop (PAUSE / YIELD). */
+static inline void afs__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* A waker lets other threads interrupt the owner's wait. On Linux it is an eventfd that the
  * backends can hand to the kernel (io_uring read, libaio io_set_eventfd). */
 typedef struct afs__waker {

@@ -286,11 +286,17 @@ struct corio_sched {
     struct afs_list      remote_roots; /* tasks started here for other schedulers */
     struct corio_rt_stats rts;   /* written by its own thread */
     _Alignas(64) atomic_size_t load;   /* live tasks + queued spawns, read by others */
+    atomic_bool          spinning;     /* polling its inbox before it blocks: no wake needed */
+    unsigned             spin_misses, spin_skip; /* corio__rt_spin's back-off */
 };
 
 /* The runtime (rt.c), as the scheduler sees it. */
 /* A spawn request taken from a spawn queue, started on s (the resume phase). */
 void corio__rt_start(struct corio_sched *s, struct afs_list_node *n);
+/* s is about to block with nothing in flight: polls its inbox for a short while first (a
+ * reply often comes within microseconds; a blocking wait and its wake-up cost more). True
+ * when something came. */
+bool corio__rt_spin(struct corio_sched *s);
 /* s is about to block: takes queued spawns of busier schedulers; true when it started some. */
 bool corio__rt_steal(struct corio_sched *s);
 /* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */

@@ -52,6 +52,7 @@ struct corio_rt {
     struct corio_rt_config cfg;
     unsigned               n;
     bool                   running;
+    bool                   spin;    /* no more schedulers than CPUs: idle ones poll first */
     atomic_bool            stop;
     struct corio_sched   **scheds;
     afs__thread           *threads;
@@ -103,6 +104,7 @@ int corio_rt_new(struct corio_rt **out, const struct corio_rt_config *cfg)
         return -ENOMEM;
     rt->cfg = *cfg;
     rt->n = n;
+    rt->spin = n > 1 && n <= afs__cpu_usable();
     rt->scheds = afs__sys.calloc(n, sizeof *rt->scheds);
     rt->threads = afs__sys.calloc(n, sizeof *rt->threads);
     rt->slots = afs__sys.calloc(n, sizeof *rt->slots);
@@ -455,6 +457,49 @@ bool corio__rt_steal(struct corio_sched *s)
     return true;
 }
 
+/* How long an idle scheduler polls its inbox before it blocks: a round trip to another
+ * scheduler that is awake takes a few microseconds, a blocking wait and its wake-up (a
+ * system call on each side and a thread switch) more. */
+#define SPIN_NS 20000
+
+bool corio__rt_spin(struct corio_sched *s)
+{
+    if (!s->rt->spin)
+        return false;
+    /* Polls that find nothing cost CPU for nothing (and, on a machine with more runnable
+     * threads than CPUs, delay the very thread that would answer): after each miss in a row
+     * the next idle waits skip the poll, 1, 3, 7 ... 63 of them. */
+    if (s->spin_skip) {
+        s->spin_skip--;
+        return false;
+    }
+    struct corio__inbox *in = &s->inbox;
+    atomic_store_explicit(&s->spinning, true, memory_order_seq_cst);
+    int64_t until = corio_now() + SPIN_NS;
+    bool got = false;
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&in->has, memory_order_relaxed)) {
+            got = true;
+            break;
+        }
+        if ((i & 63) == 0 && corio_now() >= until)
+            break;
+        afs__cpu_relax();
+    }
+    /* A poster that saw `spinning` sent no wake-up: look once more after clearing it (both
+     * sides sequentially consistent, as in corio__inbox_post). */
+    atomic_store_explicit(&s->spinning, false, memory_order_seq_cst);
+    got = got || atomic_load_explicit(&in->has, memory_order_seq_cst);
+    if (got) {
+        s->spin_misses = 0;
+    } else {
+        if (s->spin_misses < 6)
+            s->spin_misses++;
+        s->spin_skip = (1u << s->spin_misses) - 1;
+    }
+    return got;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Running
  * ---------------------------------------------------------------------------------------- */
@@ -481,6 +526,7 @@ static int make_sched(struct corio_rt *rt, unsigned i, struct corio_sched **out)
     s->rt = rt;
     s->index = i;
     atomic_init(&s->load, 0);
+    atomic_init(&s->spinning, false);
     *out = s;
     return 0;
 }

@@ -423,9 +423,24 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
                     timeout = 0;
             }
         }
+        /* Nothing in flight here: a runtime's scheduler polls its inbox a little first. */
+        bool came = false;
+        if (!busy && timeout != 0 && s->rt && !afs__ctx_pending(s->ctx)) {
+            if (s->wakes_staged) { /* they go first: the answer may depend on them */
+                s->wakes_staged = false;
+                (void)afs_ctx_wait(s->ctx, 0, 0);
+            }
+            came = corio__rt_spin(s);
+        }
+        /* The wait above may have consumed the wake-up of a message still in the inbox, or
+         * of the runtime's stop: a blocking wait now would sleep on it. */
+        if (!came && timeout != 0 &&
+            (corio__inbox_pending(&s->inbox) ||
+             (!root && s->live == 0 && corio__rt_stopping(s))))
+            timeout = 0;
         /* Only yields to go on with and nothing in the context: no need to ask the kernel
          * (unless wake-ups for other schedulers wait in the ring). */
-        if (!busy || afs__ctx_pending(s->ctx) || s->wakes_staged) {
+        if (!came && (!busy || afs__ctx_pending(s->ctx) || s->wakes_staged)) {
             s->wakes_staged = false;
             afs_ctx_stats(s->ctx, &before);
             int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);

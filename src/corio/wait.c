@@ -105,7 +105,8 @@ void corio__waiter_init(struct corio_sched *s)
 
 /* Wakes s after a post that made its inbox non-empty (a post to a non-empty inbox needs
  * none: s has not drained it yet, and the wake-up that made it non-empty is pending or was
- * followed by a drain). From a running scheduler, the wake-up rides in its own ring's next
+ * followed by a drain; nor does a post to a scheduler polling its inbox: it sees `has` in
+ * its poll or in the check after it, see corio__rt_spin). From a running scheduler, the wake-up rides in its own ring's next
  * submission where it can (afs__ctx_wake_from): no system call of its own. */
 static void inbox_wake(struct corio_sched *s)
 {
@@ -127,10 +128,10 @@ void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
     struct corio__inbox *in = &s->inbox;
     afs__mutex_lock(&in->mu);
     afs_list_push_back(&in->msgs, &m->node);
-    bool was = atomic_exchange_explicit(&in->has, true, memory_order_acq_rel);
+    bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
     afs__mutex_unlock(&in->mu);
     /* m may be delivered and gone from here on: only s is touched. */
-    if (!was)
+    if (!was && !atomic_load_explicit(&s->spinning, memory_order_seq_cst))
         inbox_wake(s);
 }
 
@@ -140,9 +141,9 @@ void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n)
     afs__mutex_lock(&in->mu);
     afs_list_push_back(&in->spawns, n);
     atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
-    bool was = atomic_exchange_explicit(&in->has, true, memory_order_acq_rel);
+    bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
     afs__mutex_unlock(&in->mu);
-    if (!was)
+    if (!was && !atomic_load_explicit(&s->spinning, memory_order_seq_cst))
         inbox_wake(s);
 }
 

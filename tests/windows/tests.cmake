@@ -25,7 +25,7 @@ endif()
 
 # The corio scheduler (Win32 fibers), run once per backend like tests/corio/test_sched.c on
 # POSIX.
-add_executable(corio_sched_win ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
+add_executable(corio_sched_win ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c ${SRC}/corio/test_rt.c
                                ${SRC}/shim/runner.c)
 target_include_directories(corio_sched_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include)
 target_link_libraries(corio_sched_win PRIVATE asyncfs_static)

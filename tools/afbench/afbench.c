@@ -80,6 +80,7 @@ struct opts {
     enum offload offload;
     int          fixedbufs, regfiles;
     unsigned     io_workers; /* 0: the library's default */
+    unsigned     threads;    /* corio: schedulers of a runtime, iodepth tasks each */
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -553,8 +554,9 @@ static void run_queue(struct job *j, struct worker *w, struct afs_ctx *ctx)
  * ------------------------------------------------------------------------------------- */
 
 struct co_task {
-    struct worker *w; /* shared: all tasks run on this thread */
-    void          *buf;
+    struct worker   *w; /* shared: all tasks run on this thread */
+    void            *buf;
+    struct afs_file *file; /* NULL: the job's */
 };
 
 struct co_root_arg {
@@ -569,8 +571,8 @@ static void co_io(struct corio_task *t, void *arg)
     const uint64_t bs = j->o->bs;
     uint64_t t0 = now_ns(), off;
     while (claim(ct->w, t0, &off)) {
-        ssize_t r = j->write ? afs_pwrite(j->file, ct->buf, bs, off)
-                             : afs_pread(j->file, ct->buf, bs, off);
+        struct afs_file *f = ct->file ? ct->file : j->file;
+        ssize_t r = j->write ? afs_pwrite(f, ct->buf, bs, off) : afs_pread(f, ct->buf, bs, off);
         uint64_t t1 = now_ns();
         if (!complete(ct->w, r, t1 - t0))
             break;
@@ -588,6 +590,97 @@ static void co_root(struct corio_task *t, void *arg)
         if (e)
             die(1, "corio_spawn (task %u of %u): %s", i + 1, a->n, afs_strerror(e));
     }
+}
+
+/* --threads=N: the corio engine on a runtime of N schedulers (one thread and one context
+ * each), each opening the file on its own context and running iodepth tasks (fio's numjobs:
+ * N x iodepth I/Os in flight). The schedulers' threads start inside the timed run. */
+struct rt_part {
+    const struct opts *o;
+    struct job        *j;
+    struct worker      w;
+    struct afs_stats   s0, s1;
+};
+
+static int rt_part_run(struct corio_task *t, void *arg)
+{
+    struct rt_part *p = arg;
+    struct job *j = p->j;
+    struct afs_ctx *ctx = corio_sched_ctx(corio_task_sched(t));
+    int flags = (j->write ? AFS_WRONLY : AFS_RDONLY) | (p->o->direct ? AFS_DIRECT : 0);
+    struct afs_file *f;
+    int e = afs_open(ctx, p->o->filename, flags, 0, AFS_MODE_SYNC, &f);
+    if (e) {
+        int expected = 0;
+        atomic_compare_exchange_strong(&j->err, &expected, e);
+        return e;
+    }
+    if (corio_sched_index(corio_task_sched(t)) == 0)
+        j->backend = afs_ctx_backend(ctx);
+    afs_ctx_stats(ctx, &p->s0);
+    unsigned n = p->o->iodepth;
+    struct co_task *co = calloc(n, sizeof *co);
+    if (!co)
+        die(1, "out of memory");
+    for (unsigned i = 0; i < n; i++) {
+        co[i] = (struct co_task){&p->w, pattern_buf(p->o->bs, i), f};
+        if ((e = corio_spawn(t, co_io, &co[i], NULL)))
+            die(1, "corio_spawn: %s", afs_strerror(e));
+    }
+    corio_wait(t);
+    afs_ctx_stats(ctx, &p->s1);
+    for (unsigned i = 0; i < n; i++)
+        free(co[i].buf);
+    free(co);
+    afs_close(f);
+    return 0;
+}
+
+static void rt_root(struct corio_task *t, void *arg)
+{
+    struct rt_part *parts = arg;
+    for (unsigned i = 0; i < parts[0].o->threads; i++)
+        if (corio_spawn_on(t, (int)i, rt_part_run, &parts[i], NULL))
+            die(1, "corio_spawn_on: out of memory");
+    corio_wait(t);
+}
+
+static void run_corio_rt(const struct opts *o, struct job *j, struct worker *w)
+{
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = o->threads;
+    cfg.sched.stack_size = 64 * 1024;
+    cfg.ctx.sync_threshold = (size_t)o->threshold;
+    if (o->iodepth > cfg.ctx.queue_depth)
+        cfg.ctx.queue_depth = o->iodepth;
+    cfg.ctx.flags |= o->offload == OFF_ALWAYS  ? AFS_CTX_OFFLOAD_DIRECT
+                     : o->offload == OFF_NEVER ? AFS_CTX_INLINE_DIRECT
+                                               : 0;
+    cfg.ctx.io_workers = o->io_workers;
+    struct corio_rt *rt;
+    int e = corio_rt_new(&rt, &cfg);
+    if (e)
+        die(1, "corio_rt_new: %s", afs_strerror(e));
+    struct rt_part *parts = calloc(o->threads, sizeof *parts);
+    if (!parts)
+        die(1, "out of memory");
+    for (unsigned i = 0; i < o->threads; i++) {
+        parts[i].o = o;
+        parts[i].j = j;
+        worker_init(&parts[i].w, j, i + 1);
+    }
+    if ((e = corio_rt_run(rt, rt_root, parts)))
+        die(e == -ENOTSUP ? EXIT_UNAVAILABLE : 1, "corio_rt_run: %s", afs_strerror(e));
+    for (unsigned i = 0; i < o->threads; i++) {
+        h_merge(&w->h, &parts[i].w.h);
+        const struct afs_stats *a = &parts[i].s0, *b = &parts[i].s1;
+        j->syscalls += (b->kernel_submits - a->kernel_submits) +
+                       (b->kernel_waits - a->kernel_waits) + (b->inline_ops - a->inline_ops);
+        j->offloaded_ops += b->offloaded_ops - a->offloaded_ops;
+    }
+    free(parts);
+    corio_rt_free(rt);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -700,6 +793,8 @@ static void usage(FILE *out)
 "  --fixedbufs        register the I/O buffers (afs_ctx_register_buffers: READ_FIXED...)\n"
 "  --registerfiles    register the file (afs_ctx_register_files; needs --direct=1)\n"
 "  --io-workers=N     cap the kernel's I/O workers (afs_config.io_workers; 0 = default)\n"
+"  --threads=N        corio: N schedulers on N threads (a corio runtime), each with its own\n"
+"                     context, file handle and iodepth tasks (default 1)\n"
 "  --filename=PATH    the file; for reads it is created or extended to SIZE (said on stderr)\n"
 "  --output-format=normal|json|csv\n"
 "Exit codes: 0 done, 1 I/O or setup error, 2 bad command line, 3 engine not available.\n",
@@ -785,7 +880,8 @@ static void bad(const char *opt, const char *val, const char *want)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.rw = RW_RANDREAD, .engine = ENG_CORIO, .bs = 4096, .iodepth = 1};
+    *o = (struct opts){.rw = RW_RANDREAD, .engine = ENG_CORIO, .bs = 4096, .iodepth = 1,
+                       .threads = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -856,6 +952,10 @@ static void parse_args(int argc, char **argv, struct opts *o)
             if (strcmp(val, "0") && strcmp(val, "1"))
                 bad(name, val, "0 or 1");
             *(name[0] == 'f' ? &o->fixedbufs : &o->regfiles) = val[0] == '1';
+        } else if (!strcmp(name, "threads")) {
+            if (parse_u64(val, &u) || u < 1 || u > 4096)
+                bad(name, val, "a number of schedulers from 1 to 4096");
+            o->threads = (unsigned)u;
         } else if (!strcmp(name, "io-workers")) {
             if (parse_u64(val, &u) || u > 65536)
                 bad(name, val, "a number of workers (0 = default)");
@@ -952,8 +1052,9 @@ static void print_result(const struct opts *o, const struct job *j, const struct
         char bw[32], sz[32];
         human_bytes(bw, sizeof bw, r->bw);
         human_bytes(sz, sizeof sz, (double)o->size);
-        printf("afbench: %s, %s, bs=%" PRIu64 ", iodepth=%u%s, %s, %s (%s)\n", eng, rw, o->bs,
+        printf("afbench: %s, %s, bs=%" PRIu64 ", iodepth=%u%s%s, %s, %s (%s)\n", eng, rw, o->bs,
                o->iodepth, o->engine == ENG_PREAD ? " (ignored)" : "",
+               o->threads > 1 ? " per scheduler, threads>1" : "",
                o->direct ? "O_DIRECT" : "buffered", o->filename, sz);
         if (o->engine == ENG_CORIO || o->engine == ENG_QUEUE) {
             printf("  asyncfs backend %s%s\n", j->backend,
@@ -1044,7 +1145,12 @@ int main(int argc, char **argv)
     struct io_uring ring;
 #endif
 
-    if (o.engine == ENG_CORIO || o.engine == ENG_QUEUE) {
+    int rt_mode = o.threads > 1;
+    if (rt_mode && (o.engine != ENG_CORIO || o.fixedbufs || o.regfiles))
+        die(EXIT_USAGE, "--threads needs --engine=corio (without --fixedbufs/--registerfiles)");
+    if (rt_mode) {
+        /* run_corio_rt: each scheduler makes its context and opens the file. */
+    } else if (o.engine == ENG_CORIO || o.engine == ENG_QUEUE) {
         asyncfs_setup(&o, &j, &ctx);
     } else {
         int flags = (j.write ? O_WRONLY : O_RDONLY) | O_CLOEXEC | (o.direct ? O_DIRECT : 0);
@@ -1054,7 +1160,7 @@ int main(int argc, char **argv)
                 errno == EINVAL && o.direct ? " (does the file system support O_DIRECT?)" : "");
         j.backend = o.engine == ENG_URING_RAW ? "io_uring" : "sync";
     }
-    if (o.engine == ENG_CORIO) {
+    if (o.engine == ENG_CORIO && !rt_mode) {
         struct corio_config cfg;
         corio_config_default(&cfg);
         cfg.ctx = ctx;
@@ -1066,7 +1172,7 @@ int main(int argc, char **argv)
         if (!co)
             die(1, "out of memory");
         for (unsigned i = 0; i < o.iodepth; i++)
-            co[i] = (struct co_task){&w, pattern_buf(o.bs, i)};
+            co[i] = (struct co_task){&w, pattern_buf(o.bs, i), NULL};
         if (o.fixedbufs) {
             void **bufs = malloc(o.iodepth * sizeof *bufs);
             if (!bufs)
@@ -1114,6 +1220,10 @@ int main(int argc, char **argv)
         run_queue(&j, &w, ctx);
         break;
     case ENG_CORIO: {
+        if (rt_mode) {
+            run_corio_rt(&o, &j, &w);
+            break;
+        }
         struct co_root_arg ra = {co, o.iodepth};
         int e = corio_sched_run(sched, co_root, &ra);
         if (e)
