@@ -336,6 +336,10 @@ AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out)
 #define AFS_DIRECT   0x0100 /* O_DIRECT / FILE_FLAG_NO_BUFFERING / F_NOCACHE: buffers,
                                lengths and offsets must be multiples of the device's logical
                                block size (512 or 4096); other ops fail with -EINVAL */
+#define AFS_DSYNC    0x0800 /* O_DSYNC / FILE_FLAG_WRITE_THROUGH: every write is durable
+                               (its data and what is needed to read it back) when it
+                               completes, as if each were followed by afs_fsync(f,
+                               AFS_FSYNC_DATA); see also AFS_WRITE_DSYNC for single writes */
 
 enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
 
@@ -594,6 +598,27 @@ AFS_API int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode,
 AFS_API int afs_ftruncate(struct afs_file *f, uint64_t size);
 AFS_API int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size,
                                 afs_cb *cb, void *data);
+
+/* Per-write flags. */
+#define AFS_WRITE_DSYNC 0x1u /* this write is durable when it completes, as with AFS_DSYNC */
+
+/* afs_queue_write(), afs_queue_writev(), afs_pwrite() and afs_pwritev() with per-write
+ * flags (0 = the plain call). With AFS_WRITE_DSYNC the op completes only once its data is on
+ * stable storage: io_uring and libaio (O_DIRECT files) pass RWF_DSYNC with the write (Linux
+ * 4.7 and 4.13; the device writes with FUA where it can, saving a separate cache flush);
+ * the thread pool, the sync backend and the inline path make the write and then a data sync
+ * of the file (fdatasync, FlushFileBuffers); posix-aio and iocp send such writes to the
+ * pool. Returns as the plain calls, and -EINVAL for unknown flags. */
+AFS_API int afs_queue_write_flags(struct afs_op *op, struct afs_file *f, const void *buf,
+                                  size_t len, uint64_t off, unsigned flags, afs_cb *cb,
+                                  void *data);
+AFS_API int afs_queue_writev_flags(struct afs_op *op, struct afs_file *f,
+                                   const struct iovec *iov, int iovcnt, uint64_t off,
+                                   unsigned flags, afs_cb *cb, void *data);
+AFS_API ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len, uint64_t off,
+                                 unsigned flags);
+AFS_API ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcnt,
+                                  uint64_t off, unsigned flags);
 
 /* fadvise advice (the library's values). */
 #define AFS_FADV_NORMAL     0

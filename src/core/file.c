@@ -7,7 +7,7 @@
 
 #define AFS__OPEN_FLAGS                                                                        \
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
-     AFS_NOFOLLOW | AFS_DIRECT)
+     AFS_NOFOLLOW | AFS_DIRECT | AFS_DSYNC)
 
 _Static_assert(offsetof(struct afs_file, magic) >= 32, "magic clear of malloc's words");
 
@@ -264,6 +264,28 @@ ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uin
     file_check(f, __func__);
     return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
                                                 .off = off},
+                       false);
+}
+
+ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len, uint64_t off,
+                         unsigned flags)
+{
+    file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+                                                .off = off, .xflags = afs__write_xflags(flags)},
+                       small(f, len));
+}
+
+ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                          unsigned flags)
+{
+    file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+                                                .off = off, .xflags = afs__write_xflags(flags)},
                        false);
 }
 

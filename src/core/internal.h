@@ -116,6 +116,11 @@ static inline bool afs__is_ctl(const struct afs__op *o)
 /* afs__op.xflags */
 #define AFS__X_DSYNC 0x01u /* a write durable when it completes (AFS_WRITE_DSYNC) */
 
+static inline unsigned afs__write_xflags(unsigned afs_write_flags)
+{
+    return (afs_write_flags & AFS_WRITE_DSYNC) ? AFS__X_DSYNC : 0;
+}
+
 /* The most bytes one read or write system call / SQE is given; longer ops are split. */
 #define AFS__MAGIC ((uintptr_t)0x61667330u)
 

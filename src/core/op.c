@@ -257,6 +257,30 @@ int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *
                                         .off = off, .cb = cb, .data = data});
 }
 
+int afs_queue_write_flags(struct afs_op *op, struct afs_file *f, const void *buf, size_t len,
+                          uint64_t off, unsigned flags, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+                                        .off = off, .xflags = afs__write_xflags(flags),
+                                        .cb = cb, .data = data});
+}
+
+int afs_queue_writev_flags(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
+                           int iovcnt, uint64_t off, unsigned flags, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+                                        .off = off, .xflags = afs__write_xflags(flags),
+                                        .cb = cb, .data = data});
+}
+
 int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_cb *cb,
                     void *data)
 {
@@ -318,7 +342,7 @@ static bool valid_dirfd(int fd)
 
 #define META_OPEN_FLAGS                                                                        \
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
-     AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK)
+     AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK | AFS_DSYNC)
 
 /* 0, or -errno for arguments the system call would refuse anyway (or misread). */
 static int meta_check(const struct afs__meta_args *a)
@@ -662,6 +686,15 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             return w ? -EIO : (ssize_t)o->done;
         }
         o->done += (size_t)res;
+        if (w && o->done >= o->total && (o->xflags & AFS__X_DSYNC)) {
+            /* AFS_WRITE_DSYNC without RWF_DSYNC: the data sync after the write. */
+            int err;
+            do
+                err = afs__sys.fsync(fd, true);
+            while (err == -EINTR || err == -EAGAIN);
+            if (err < 0)
+                return err;
+        }
         if (w || o->done >= o->total)
             continue;
         if (o->flags & AFS__OP_PARTIAL)

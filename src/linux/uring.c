@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x00000002 /* Linux 4.7; older C library headers lack it */
+#endif
 
 /* user_data values that are not ops (ops are at least 8-byte aligned pointers). */
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
@@ -439,6 +443,9 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         sqe->flags |= IOSQE_FIXED_FILE;
         ctx->stats.fixed_file_ops++;
     }
+    if (o->xflags & AFS__X_DSYNC)
+        sqe->rw_flags = RWF_DSYNC; /* Linux 4.7: durable when it completes (FUA where the
+                                      device has it) */
     if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT)) {
         u->direct_staged++;
         u->direct_bytes += o->total - o->done;

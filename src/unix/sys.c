@@ -395,6 +395,8 @@ int afs__sys_open_flags(int afs_flags)
     if (afs_flags & AFS_DIRECT)
         flags |= O_DIRECT;
 #endif
+    if (afs_flags & AFS_DSYNC)
+        flags |= O_DSYNC;
     return flags;
 }
 

@@ -293,6 +293,8 @@ static int open_w(const wchar_t *path, int afs_flags, unsigned perm, afs__fd_t *
     DWORD fl = FILE_FLAG_OVERLAPPED;
     if (afs_flags & AFS_DIRECT)
         fl |= FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH;
+    if (afs_flags & AFS_DSYNC)
+        fl |= FILE_FLAG_WRITE_THROUGH;
     if (afs_flags & AFS_NOFOLLOW)
         fl |= FILE_FLAG_OPEN_REPARSE_POINT;
     DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
