@@ -620,6 +620,44 @@ AFS_API ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len
 AFS_API ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcnt,
                                   uint64_t off, unsigned flags);
 
+/* Ordered chains: "write these, then fsync, then write the commit record" as one unit.
+ *
+ * afs_chain_begin(ctx) opens a chain on ctx; every op then queued on ctx with an afs_queue_*
+ * call (data, storage and metadata ops alike) becomes the chain's next member instead of
+ * going out on its own; afs_chain_end() closes it and hands it over. Members run in the
+ * order they were queued, each only after the one before it completed in full and without
+ * error. When a member fails (an error, a cancel), it reports its error and every member
+ * after it completes with -ECANCELED without running: nothing is reordered, and an fsync
+ * after a failed write never runs and never reports success. Callbacks run in member order.
+ * A chain's ops are ordinary ops otherwise (results, ownership, afs_cancel(); cancelling a
+ * member that has not started makes it and the rest -ECANCELED when their turn comes, while
+ * a member the kernel already holds may still run).
+ * io_uring: the whole chain goes into one submission as SQEs linked with IOSQE_IO_LINK, when
+ * the ring runs every member (see each op) and the chain fits in queue_depth and the ring;
+ * a short transfer inside it (a read at the end of the file) breaks the kernel's link, and
+ * the library then finishes that member and runs the rest itself, in order. Elsewhere, and
+ * for other chains, the library starts each member when the one before it is done.
+ * Inside a chain, cb may be NULL (the result is then only in op->result). While a chain is
+ * open nothing of ctx may be waited for: afs_ctx_wait(), afs_ctx_submit() and blocking calls
+ * that would wait abort ("a chain is open"); the queueing calls never wait.
+ * Thread rules: as for the ops (the context's thread). */
+#define AFS_CHAIN_WAIT   0x1u /* afs_chain_end: block until every member's callback ran */
+#define AFS_CHAIN_CANCEL 0x2u /* afs_chain_end: run nothing; every member -ECANCELED */
+
+/* Opens a chain on ctx. Returns 0, or -EBUSY when one is open already. */
+AFS_API int afs_chain_begin(struct afs_ctx *ctx);
+
+/* Closes the open chain and queues it (it goes to the kernel at the next submit or wait, as
+ * any op). flags: 0, AFS_CHAIN_CANCEL (drop it: every member completes with -ECANCELED),
+ * and/or AFS_CHAIN_WAIT: wait until every member's callback ran, blocking the thread, or,
+ * inside a corio task of ctx's scheduler, suspending only the task (the chain joins the
+ * phase's batch). Returns the number of members (0 for an empty chain); with AFS_CHAIN_WAIT
+ * 0 when every member succeeded, else the first failing member's result (the members after
+ * it are -ECANCELED), or the waiter's error (-ETIMEDOUT after a corio deadline cancelled the
+ * last member); -EDEADLK with AFS_CHAIN_WAIT in a callback (the chain is then cancelled).
+ * -EINVAL when no chain is open or for unknown flags. */
+AFS_API int afs_chain_end(struct afs_ctx *ctx, unsigned flags);
+
 /* fadvise advice (the library's values). */
 #define AFS_FADV_NORMAL     0
 #define AFS_FADV_SEQUENTIAL 1 /* read in order: more read-ahead */

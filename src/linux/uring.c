@@ -397,6 +397,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         return -EIO;
     if (afs__is_meta(o)) {
         prep_meta(sqe, o);
+        if (o->xflags & AFS__X_LINKED)
+            sqe->flags |= IOSQE_IO_LINK;
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
@@ -443,6 +445,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         sqe->flags |= IOSQE_FIXED_FILE;
         ctx->stats.fixed_file_ops++;
     }
+    if (o->xflags & AFS__X_LINKED)
+        sqe->flags |= IOSQE_IO_LINK;
     if (o->xflags & AFS__X_DSYNC)
         sqe->rw_flags = RWF_DSYNC; /* Linux 4.7: durable when it completes (FUA where the
                                       device has it) */
@@ -452,6 +456,24 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     }
     io_uring_sqe_set_data(sqe, op);
     return 0;
+}
+
+/* A chain goes into the ring as consecutive SQEs linked with IOSQE_IO_LINK: the kernel runs
+ * them in order, and cancels the rest when one fails or moves less than asked (the core
+ * resumes a short transfer and then runs the rest itself). The SQEs must not be split over
+ * two submissions, so room is made for all of them first. */
+static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
+{
+    struct uring *u = U(ctx);
+    (void)head;
+    if (n > *u->ring.sq.kring_entries - 1) /* one entry for the waker's read */
+        return false;
+    if (io_uring_sq_space_left(&u->ring) < n + 1) {
+        ctx->stats.kernel_submits++;
+        if (flush(ctx) < 0)
+            return false;
+    }
+    return io_uring_sq_space_left(&u->ring) >= n + 1;
 }
 
 static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
@@ -576,6 +598,7 @@ const struct afs__backend afs__backend_uring = {
     .enter = uring_enter,
     .cancel = uring_cancel,
     .meta_done = uring_meta_done,
+    .link = uring_link,
     .open = uring_open,
     .close = uring_close,
     .reg_buffers = uring_reg_buffers,
