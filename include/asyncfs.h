@@ -30,6 +30,8 @@
 #include <stdio.h> /* SEEK_SET, SEEK_CUR, SEEK_END */
 
 #ifdef _WIN32
+#include <winsock2.h> /* struct sockaddr; before any windows.h */
+#include <ws2tcpip.h> /* socklen_t */
 #include <basetsd.h>
 #if defined(_MSC_VER) && !defined(_SSIZE_T_DEFINED)
 typedef SSIZE_T ssize_t;
@@ -44,6 +46,7 @@ struct iovec {
     size_t iov_len;
 };
 #else
+#include <sys/socket.h> /* struct sockaddr, socklen_t, SHUT_*, MSG_* */
 #include <sys/types.h>
 #include <sys/uio.h>
 #endif
@@ -238,11 +241,12 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
  * Once buffers are registered, the library picks READ_FIXED/WRITE_FIXED by itself for every
  * afs_queue_read/afs_queue_write (and the blocking and position calls built on them) whose
  * buffer lies wholly inside one registered range; any other buffer (one that straddles a
- * range's end, an iovec of readv/writev) goes as a plain op. Once files are registered,
- * every AFS_DIRECT file of the context gets a slot of the table, at open or at once when it
- * is already open, while slots are free, and its ops name the slot (IOSQE_FIXED_FILE);
- * afs_close frees the slot. The table is updated in place: ops of other files in flight
- * meanwhile go on undisturbed.
+ * range's end, an iovec of readv/writev) goes as a plain op, and so does an op that does not
+ * go through the ring (one run inline under sync_threshold, or by the thread pool).
+ * Once files are registered, every AFS_DIRECT file of the context gets a slot of the table,
+ * at open or at once when it is already open, while slots are free, and its ops name the
+ * slot (IOSQE_FIXED_FILE); afs_close frees the slot. The table is updated in place: ops of
+ * other files in flight meanwhile go on undisturbed.
  *
  * Falling back is not an error. When the kernel refuses (the locked-memory limit,
  * RLIMIT_MEMLOCK or `ulimit -l`, is too low to pin the buffers; the descriptor limit is too
@@ -271,8 +275,8 @@ AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
  * Returns 1 (the kernel pinned them: ops inside them use fixed buffers), 0 (ops go on as
  * plain ones; afs_ctx_registration() says why), -EINVAL (bufs NULL, nr 0 or above
  * AFS_MAX_REG_BUFFERS, a NULL base, a length of 0 or above AFS_MAX_REG_BUFFER_SIZE,
- * overlapping ranges; nothing changes), or -EBUSY (buffers are already registered: call
- * afs_ctx_unregister_buffers() first). */
+ * overlapping ranges; nothing changes), or -EBUSY (an earlier registration, in effect or
+ * accepted as a no-op, is still there: call afs_ctx_unregister_buffers() first). */
 AFS_API int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs,
                                      unsigned nr);
 
@@ -620,6 +624,41 @@ AFS_API ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len
 AFS_API ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcnt,
                                   uint64_t off, unsigned flags);
 
+/* Directory fsync: makes the names in a directory durable (a file created, renamed or
+ * removed in it), which afs_fsync of the files does not.
+ * afs_queue_fsync_fd / afs_fsync_fd: fsync(2) of any POSIX fd, typically a directory opened
+ * with afs_openat(ctx, dirfd, path, AFS_RDONLY | AFS_DIRECTORY, 0); flags: 0 or
+ * AFS_FSYNC_DATA. A metadata op (the rules of that section: io_uring runs it as
+ * IORING_OP_FSYNC in the batch, the pool elsewhere); -EBADF for a negative fd, -EINVAL for
+ * unknown flags, -ENOTSUP on Windows (no fds).
+ * afs_fsync_dir: the whole "open the directory, fsync it, close it" by path, on every
+ * system: POSIX does it with the calls above (inside a corio task each joins the batch);
+ * Windows flushes a handle of the directory (FlushFileBuffers on a handle opened with
+ * FILE_FLAG_BACKUP_SEMANTICS, which needs write access to the directory), on the calling
+ * thread. Returns 0, -ENOENT, -ENOTDIR, -EACCES, or the sync's error. */
+AFS_API int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned flags,
+                               afs_cb *cb, void *data);
+AFS_API int afs_fsync_fd(struct afs_ctx *ctx, int fd, unsigned flags);
+AFS_API int afs_fsync_dir(struct afs_ctx *ctx, const char *path);
+
+/* What direct I/O (AFS_DIRECT) needs on a file: buffers aligned to `mem` bytes, offsets and
+ * lengths multiples of `offset`. */
+struct afs_dio_align {
+    uint32_t mem;
+    uint32_t offset;
+    int      exact; /* 1: the system said so; 0: a safe guess (see afs_file_dio_align) */
+};
+
+/* Fills *out for f (opened with AFS_DIRECT or not). Linux 6.1+: statx(STATX_DIOALIGN), exact;
+ * -ENOTSUP when the file system does no direct I/O on this file. Before 6.1: a block
+ * device's logical sector size (BLKSSZGET), exact, else the file system's block size
+ * (st_blksize, a multiple of any sector size; 4096 when odd) for both, exact = 0: safe, but
+ * may be larger than needed. Windows: the volume's sector size (exact when
+ * FileStorageInfo answers). macOS (F_NOCACHE): 1 and 1, exact. Returns 0, -EINVAL (out is
+ * NULL), -ESPIPE (a pipe, socket or tty), -ENOTSUP, or the stat error. Inline: a statx on
+ * the calling thread, no I/O. */
+AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
+
 /* Ordered chains: "write these, then fsync, then write the commit record" as one unit.
  *
  * afs_chain_begin(ctx) opens a chain on ctx; every op then queued on ctx with an afs_queue_*
@@ -819,6 +858,129 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
  * Windows. */
 AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
                              struct afs_file **out);
+
+/* ------------------------------------------------------------------------------------------
+ * Sockets. A socket is a struct afs_file of its context: afs_close, afs_cancel, the ops'
+ * callbacks, corio's cancellation and deadlines, the position API (afs_read/afs_write
+ * receive and send at the socket's "position", as on a pipe) and afs_last_op work on it as
+ * on any file; the positional calls return -ESPIPE. afs_file_from_fd() on a socket (one from
+ * socket(2), accept(2) or socketpair(2)) makes the same kind of file as afs_socket().
+ * Configure a socket with plain calls on afs_file_fd(): setsockopt, bind, listen,
+ * getsockname, getpeername never wait.
+ *
+ * Where the ops run:
+ *  - io_uring: each op is an SQE (IORING_OP_CONNECT, ACCEPT, RECV, SEND, SHUTDOWN; probed
+ *    when the context is made) in the phase's one submission, with the file ops of the
+ *    phase. The socket's descriptor stays blocking.
+ *  - Every other backend, and io_uring on kernels without those opcodes (before Linux
+ *    5.11): the readiness engine. The transfer is tried at once, on the context's thread, on
+ *    a non-blocking socket (the library sets O_NONBLOCK; it is a property of the open file
+ *    description, shared with dup()ed copies of the descriptor). When it would wait, the
+ *    socket is watched (epoll on Linux, poll() elsewhere) in the same wait that the context
+ *    makes for its other completions, and the context's thread makes the transfer when the
+ *    socket is ready. No thread is ever blocked in a socket call, and none is started per
+ *    socket.
+ *  - Windows: not yet; every call of this section returns -ENOTSUP there.
+ *
+ * Signals: no call of the library raises SIGPIPE. Sends carry MSG_NOSIGNAL (SO_NOSIGPIPE
+ * where the system has no MSG_NOSIGNAL): a peer that has gone away is -EPIPE or
+ * -ECONNRESET. The same holds for afs_write/afs_pwrite and streams on a pipe or FIFO whose
+ * reader has gone (-EPIPE): the library blocks SIGPIPE on the writing thread around the
+ * write, and takes back the SIGPIPE the write raised (sigtimedwait), never one that was
+ * already pending. On io_uring such writes are made by the kernel's workers, whose
+ * signals are blocked.
+ *
+ * Ops in flight: a receive and a send may be in flight on one socket together. Several
+ * receives (or several sends) at once on one stream socket are served in an order the
+ * kernel chooses on io_uring: keep one of each direction at a time where the byte order
+ * matters (a corio stream serialises its writes). Buffers, addresses and address lengths
+ * belong to the library from queueing until the callback starts (in a blocking call: until
+ * it returns).
+ * Cancellation: afs_cancel() of a socket op that has not moved anything completes it with
+ * -ECANCELED; a send stopped after part of its buffer left completes with that count (the
+ * rest was not sent). Inside a corio task, corio_cancel() and a deadline reach socket ops as
+ * they reach file ops: the blocking call returns -ECANCELED or -ETIMEDOUT, and the buffer is
+ * never written after the task resumed. afs_close() of a socket first cancels the ops still
+ * waiting on it (a receive from a silent peer would wait for ever), then waits for them as
+ * for any file; so does afs_ctx_free() for every socket of the context.
+ * Inside a corio task of the socket's context the blocking calls below suspend only the
+ * task and their op joins the phase's batch (one io_uring_enter for every task's receive,
+ * send, accept, connect and file op of the phase); anywhere else they block the thread.
+ * ---------------------------------------------------------------------------------------- */
+
+/* Creates a socket (socket(2): domain AF_INET, AF_INET6, AF_UNIX...; type SOCK_STREAM,
+ * SOCK_DGRAM or SOCK_SEQPACKET; protocol usually 0) as a file of ctx, opened AFS_RDWR in
+ * AFS_MODE_SYNC (afs_read/afs_write block), close-on-exec. SOCK_NONBLOCK and SOCK_CLOEXEC
+ * in type are ignored: the library decides both. Never waits. Returns 0 and *out, -EINVAL
+ * (out is NULL), the socket(2) error (-EAFNOSUPPORT, -EPROTONOSUPPORT, -EMFILE, -ENFILE,
+ * -ENOBUFS...), -ENOMEM, or -ENOTSUP on Windows. */
+AFS_API int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol,
+                       struct afs_file **out);
+
+/* A connected pair of sockets (socketpair(2), AF_UNIX on every POSIX system) as two files of
+ * ctx, as afs_socket() makes them: out[0] and out[1]. Returns 0, -EINVAL (out is NULL), the
+ * socketpair(2) error, -ENOMEM, or -ENOTSUP on Windows. */
+AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
+                           struct afs_file *out[2]);
+
+/* Connects s to addr (addrlen bytes; the caller's until the call returns). Returns 0,
+ * -EINVAL (NULL addr, addrlen 0 or larger than struct sockaddr_storage), -ENOTSOCK (s is
+ * not a socket), the connect error (-ECONNREFUSED, -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT
+ * from the kernel, -EISCONN...), or in a corio task -ECANCELED / -ETIMEDOUT (cancellation,
+ * deadline). After a failed connect the socket is left as the kernel leaves it: close it. */
+AFS_API int afs_connect(struct afs_file *s, const struct sockaddr *addr, socklen_t addrlen);
+
+/* Accepts a connection on the listening socket s as a new file of s's context (opened as
+ * afs_socket() opens, close-on-exec), in *out. addr and addrlen may both be NULL; else
+ * *addrlen is the size of addr on entry and the peer address's length on return (the
+ * address is cut to fit, as accept(2) does). A connection the peer reset before it was
+ * accepted (ECONNABORTED) is skipped. Returns 0 and *out, -EINVAL (NULL out, addr without
+ * addrlen or the reverse), -ENOTSOCK, the accept error (-EINVAL: s is not listening,
+ * -EMFILE, -ENFILE...), -ENOMEM, or in a corio task -ECANCELED / -ETIMEDOUT. */
+AFS_API int afs_accept(struct afs_file *s, struct sockaddr *addr, socklen_t *addrlen,
+                       struct afs_file **out);
+
+/* One receive into buf: the bytes that arrived, up to len, as soon as there are some (a
+ * short count is normal). 0 is the orderly end of the stream (the peer shut down its
+ * sending side, or closed) or a zero-length request (nothing waits). flags: 0, or
+ * MSG_PEEK (leave the data in the socket), MSG_WAITALL (wait until len bytes came, or the
+ * end of the stream, which gives a short count), MSG_OOB; others are -EINVAL.
+ * Returns the bytes, 0, -EINVAL (NULL buf with len > 0, len above SSIZE_MAX, bad flags),
+ * -ENOTSOCK, the receive error (-ECONNRESET, -ENOTCONN...), or in a corio task
+ * -ECANCELED / -ETIMEDOUT (nothing was received). */
+AFS_API ssize_t afs_recv(struct afs_file *s, void *buf, size_t len, int flags);
+
+/* Sends all len bytes of buf, as many sends as it takes, as a write of a file does: the
+ * return is len, or an error. flags: 0, or MSG_MORE (Linux: more data follows), MSG_OOB,
+ * MSG_DONTROUTE, MSG_EOR; MSG_NOSIGNAL is always added (no SIGPIPE); others are -EINVAL.
+ * A send that is stopped (corio cancellation or deadline, afs_cancel) after part of buf left
+ * returns that count; nothing sent: -ECANCELED / -ETIMEDOUT. Other returns: -EINVAL (NULL
+ * buf with len > 0, len above SSIZE_MAX, bad flags), -ENOTSOCK, the send error (-EPIPE,
+ * -ECONNRESET: the peer has gone; -EMSGSIZE on a datagram socket...). */
+AFS_API ssize_t afs_send(struct afs_file *s, const void *buf, size_t len, int flags);
+
+/* Shuts down the receiving (SHUT_RD), sending (SHUT_WR: the peer reads the end of the
+ * stream once it has the data sent before) or both sides (SHUT_RDWR) of s. Never waits
+ * for the peer. Returns 0, -EINVAL (bad how), -ENOTSOCK, or the shutdown error
+ * (-ENOTCONN). */
+AFS_API int afs_shutdown(struct afs_file *s, int how);
+
+/* The same as ops: cb runs from afs_ctx_wait() with op->result as the blocking call returns
+ * it, except for afs_queue_accept, whose result is the new descriptor (>= 0; blocking,
+ * close-on-exec, the caller's: hand it to afs_file_from_fd() or close it). The arguments are
+ * checked as above, and queueing returns 0, -EINVAL, -ENOTSOCK, -EBUSY (the op is still in
+ * use) or -ENOTSUP (Windows); nothing is queued on error. Everything passed (buf, addr,
+ * addrlen) belongs to the library until the callback starts. */
+AFS_API int afs_queue_connect(struct afs_op *op, struct afs_file *s, const struct sockaddr *addr,
+                              socklen_t addrlen, afs_cb *cb, void *data);
+AFS_API int afs_queue_accept(struct afs_op *op, struct afs_file *s, struct sockaddr *addr,
+                             socklen_t *addrlen, afs_cb *cb, void *data);
+AFS_API int afs_queue_recv(struct afs_op *op, struct afs_file *s, void *buf, size_t len,
+                           int flags, afs_cb *cb, void *data);
+AFS_API int afs_queue_send(struct afs_op *op, struct afs_file *s, const void *buf, size_t len,
+                           int flags, afs_cb *cb, void *data);
+AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, afs_cb *cb,
+                               void *data);
 
 /* ------------------------------------------------------------------------------------------
  * Integration: the per-thread waiter. A scheduler (corio is one) installs a waiter on its

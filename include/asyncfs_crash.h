@@ -31,10 +31,18 @@
  *    landed sector reads as zeros.
  *  - afs_open or afs_create with AFS_TRUNC truncates the file in a way that is volatile too
  *    (it may be undone by the cut) until a sync of the file.
- *  - Names: creating, renaming and removing files or directories are durable at once (as a
- *    journaling file system that commits them with the next sync of any file mostly
- *    behaves): only file contents and sizes are simulated. A file created since its last
- *    sync survives the cut, empty or with whatever of its writes landed.
+ *  - Names (creating, renaming and removing files and directories, through afs_open,
+ *    afs_create and the metadata calls): by default durable at once, as a journaling file
+ *    system that commits them with the next sync of any file mostly behaves, so that only
+ *    file contents and sizes are simulated; a file created since its last sync survives the
+ *    cut, empty or with whatever of its writes landed. With AFS_CRASH_STRICT_DIRS (what
+ *    POSIX promises) a name op is durable only once a sync of its directory (both, for a
+ *    rename) completed after it: an fsync of the directory (afs_openat with AFS_DIRECTORY,
+ *    afs_file_from_fd, afs_fsync) or an afs_syncfs. The reboot undoes the others, the
+ *    latest first: a created file or directory is removed, a renamed file gets its old
+ *    name back and the file it replaced comes back, a removed file comes back with its
+ *    contents (kept meanwhile under a hidden name in its directory, ".afs-crash-*"), a
+ *    removed directory comes back empty.
  *  - After the cut every op of the context (reads too) fails with -EIO, as do afs_open,
  *    afs_file_from_fd, and the ops queued before the cut whose callbacks run after it
  *    (whatever the kernel did with them; their writes may still have landed). A sync that
@@ -76,6 +84,9 @@ enum afs_crash_policy {
 #define AFS_CRASH_GARBAGE 0x1u /* a sector of a torn write that did not land holds random
                                   bytes, not its old contents (a device that does not write
                                   sectors atomically) */
+#define AFS_CRASH_STRICT_DIRS 0x2u /* names are durable only once their directory is synced:
+                                      see "Names" above. POSIX systems only (-ENOTSUP on
+                                      Windows) */
 
 struct afs_crash_options {
     uint64_t seed;        /* every random choice comes from it */
@@ -122,6 +133,7 @@ struct afs_crash_report {
     uint64_t kept;     /* unsynced writes and size changes that reached the disk */
     uint64_t dropped;  /* ... that did not */
     uint64_t torn;     /* ... that did in part */
+    uint64_t names_undone; /* AFS_CRASH_STRICT_DIRS: creations, renames and removals undone */
 };
 
 /* The reboot: cuts the power if the cut has not come yet, waits for every op of ctx (their

@@ -430,6 +430,16 @@ static void collect(struct afs_ctx *ctx, int64_t ns, int64_t *slice, bool *woken
 
 #else
 
+/* Waits up to ns for the waker or a socket of the readiness engine (the core runs those);
+ * drains the waker. Returns whether either came. */
+static bool block(struct afs_ctx *ctx, int64_t ns)
+{
+    int woke = afs__ctx_block(ctx, ns);
+    if (woke & AFS__WOKE_WAKER)
+        afs__waker_drain(&ctx->waker);
+    return woke != 0;
+}
+
 /* Reports every op of ours the OS has finished. */
 static void reap(struct afs_ctx *ctx)
 {
@@ -459,13 +469,10 @@ static void collect(struct afs_ctx *ctx, int64_t ns, int64_t *slice, bool *woken
     struct paio *p = P(ctx);
     if (ns != 0 && p->nlive == 0) {
         ctx->stats.kernel_waits++;
-        if (afs__waker_wait(&ctx->waker, ns)) {
-            afs__waker_drain(&ctx->waker);
+        if (block(ctx, ns))
             *woken = true;
-        }
     } else if (ns != 0) {
-        if (afs__waker_wait(&ctx->waker, 0)) {
-            afs__waker_drain(&ctx->waker);
+        if (block(ctx, 0)) {
             *woken = true;
             reap(ctx);
             return;
@@ -484,10 +491,8 @@ static void collect(struct afs_ctx *ctx, int64_t ns, int64_t *slice, bool *woken
             *slice = *slice * 2 > SLICE_MAX_NS ? SLICE_MAX_NS : *slice * 2;
         } else if (errno != EINTR) {
             /* Should not happen; sleep the slice rather than spin. */
-            if (afs__waker_wait(&ctx->waker, t)) {
-                afs__waker_drain(&ctx->waker);
+            if (block(ctx, t))
                 *woken = true;
-            }
         }
     }
     reap(ctx);

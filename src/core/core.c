@@ -392,6 +392,12 @@ void afs_ctx_free(struct afs_ctx *ctx)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     AFS_CHECK(!ctx->in_callback, "called from a callback");
+    /* Ops waiting on a socket would wait for ever (as afs_close() of the socket says). */
+    for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
+        struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, node);
+        if (f->sock)
+            afs__sock_closing(ctx, f);
+    }
     afs__ctx_drain(ctx, NULL);
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
@@ -399,6 +405,7 @@ void afs_ctx_free(struct afs_ctx *ctx)
     if (ctx->pool)
         afs__pool_free(ctx->pool);
     ctx->be->fini(ctx);
+    afs__ready_free(ctx);
     afs__waker_close(&ctx->waker);
     free(ctx);
 }

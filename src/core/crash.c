@@ -8,6 +8,7 @@
 #include "internal.h"
 #include "asyncfs_crash.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,26 @@ enum rec_kind {
     REC_WRITE = 1, /* off, len, data */
     REC_SIZE,      /* the file's size set to off (a truncation) */
     REC_SYNC,      /* an fsync of cf in flight; covers changes stamped up to snap */
-    REC_SYNCFS     /* a syncfs in flight: every file */
+    REC_SYNCFS,    /* a syncfs in flight: every file */
+    REC_DIRSYNC,   /* an fsync of a file the simulator does not track (a directory) */
+    REC_NAME       /* strict mode: a name op in flight (nrec) */
+};
+
+/* Strict mode (AFS_CRASH_STRICT_DIRS): a name op that succeeded, undone at the reboot unless
+ * a sync of its directory (both, for a rename) completed after it. Directories are held open
+ * so that the undo finds them whatever happened to their paths. */
+enum nrec_kind { N_CREATE = 1, N_MKDIR, N_RENAME, N_UNLINK, N_RMDIR };
+
+struct nrec {
+    struct nrec *next;
+    uint8_t      kind;
+    bool         synced, synced2; /* its directory (rename: the new name's) was synced */
+    int          dfd, dfd2;       /* the directories of the name (and of the new name) */
+    char        *base, *base2;    /* the names in them */
+    char        *stash;           /* a hard link keeping the file an unlink removed or a rename
+                                     replaced, in dfd (unlink) or dfd2 (rename) */
+    unsigned     mode;            /* rmdir: the directory's permissions */
+    uint64_t     stamp;
 };
 
 /* One change or sync. Changes wait on the in-flight list until their op completes, then on
@@ -28,6 +48,7 @@ struct rec {
     uint64_t                stamp; /* completion order (changes), or what a sync covers */
     uint64_t                off, len;
     unsigned char          *data;
+    struct nrec            *name;   /* REC_NAME */
     uint8_t                 kind;
     bool                    failed; /* the op failed: taken as never written */
 };
@@ -60,6 +81,8 @@ struct afs__crash {
     uint64_t                 stamp;  /* changes completed */
     struct rec              *inflight;
     struct afs__crash_file  *files;
+    struct nrec             *names, *names_tail; /* strict mode, completion order */
+    uint64_t                 stashes;            /* stash names made */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -175,8 +198,25 @@ static int write_all(afs__fd_t fd, const unsigned char *p, uint64_t len, uint64_
  * Files
  * ---------------------------------------------------------------------------------------- */
 
+static void nrec_free(struct nrec *n, bool unstash)
+{
+    if (!n)
+        return;
+    if (n->stash && unstash)
+        (void)afs__sys_unlinkat(n->kind == N_RENAME ? n->dfd2 : n->dfd, n->stash, 0);
+    if (n->dfd >= 0)
+        afs__sys_close_fd(n->dfd);
+    if (n->dfd2 >= 0)
+        afs__sys_close_fd(n->dfd2);
+    free(n->base);
+    free(n->base2);
+    free(n->stash);
+    free(n);
+}
+
 static void rec_free(struct rec *r)
 {
+    nrec_free(r->name, true);
     free(r->data);
     free(r);
 }
@@ -271,13 +311,209 @@ int afs__crash_gate(const struct afs_ctx *ctx)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Strict mode: names
+ * ---------------------------------------------------------------------------------------- */
+
+static char *str_dup(const char *s, size_t n)
+{
+    char *p = afs__sys.malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* Opens the directory that holds path (relative to dirfd) and gives its last component. */
+static int parent(int dirfd, const char *path, int *dfd, char **base)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/')
+        b--;
+    if (n == b || (n - b == 1 && path[b] == '.') ||
+        (n - b == 2 && path[b] == '.' && path[b + 1] == '.'))
+        return -EINVAL; /* "/", ".", "..": not a name in a directory */
+    char *dir = b ? str_dup(path, b) : str_dup(".", 1);
+    char *name = str_dup(path + b, n - b);
+    int fd = dir && name ? afs__sys_openat(dirfd, dir, AFS_RDONLY | AFS_DIRECTORY, 0) : -ENOMEM;
+    free(dir);
+    if (fd < 0) {
+        free(name);
+        return fd;
+    }
+    *dfd = fd;
+    *base = name;
+    return 0;
+}
+
+/* Keeps the file at dfd/name alive under a new name in the same directory. */
+static int stash(struct afs__crash *c, int dfd, const char *name, char **out)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, ".afs-crash-%llx-%llu", (unsigned long long)(uintptr_t)c,
+             (unsigned long long)++c->stashes);
+    int err = afs__sys_crash_link(dfd, name, buf);
+    if (err < 0)
+        return err;
+    if (!(*out = str_dup(buf, strlen(buf)))) {
+        (void)afs__sys_unlinkat(dfd, buf, 0);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+#define MODE_DIR(m) (((m) & 0170000u) == 0040000u)
+
+/* Before a name op runs: what it takes to undo it, or NULL when it needs no undo or cannot
+ * have one (the op then runs unmodelled: a name it could not undo stays). */
+static struct nrec *name_begin(struct afs__crash *c, enum afs__code code, int dirfd,
+                               const char *path, int dirfd2, const char *path2, int flags)
+{
+    if (!(c->opt.flags & AFS_CRASH_STRICT_DIRS) || !path)
+        return NULL;
+    enum nrec_kind kind;
+    switch (code) {
+    case AFS__OPENAT:
+        if (!(flags & AFS_CREAT))
+            return NULL;
+        kind = N_CREATE;
+        break;
+    case AFS__MKDIRAT: kind = N_MKDIR; break;
+    case AFS__RENAMEAT:
+        if (!path2)
+            return NULL;
+        kind = N_RENAME;
+        break;
+    case AFS__UNLINKAT: kind = (flags & AFS_AT_REMOVEDIR) ? N_RMDIR : N_UNLINK; break;
+    default: return NULL;
+    }
+    struct nrec *n = afs__sys.calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->kind = (uint8_t)kind;
+    n->dfd = n->dfd2 = -1;
+    struct afs_stat st;
+    bool ok = parent(dirfd, path, &n->dfd, &n->base) == 0;
+    bool exists = ok && afs__sys_statx(n->dfd, n->base, AFS_AT_SYMLINK_NOFOLLOW, &st) == 0;
+    switch (kind) {
+    case N_CREATE:
+    case N_MKDIR: ok = ok && !exists; break; /* an existing name is not created */
+    case N_UNLINK: ok = exists && stash(c, n->dfd, n->base, &n->stash) == 0; break;
+    case N_RMDIR:
+        ok = exists;
+        n->mode = st.mode & 07777u;
+        break;
+    case N_RENAME:
+        ok = exists && parent(dirfd2, path2, &n->dfd2, &n->base2) == 0;
+        /* The file a rename replaces comes back with its undo. */
+        if (ok && afs__sys_statx(n->dfd2, n->base2, AFS_AT_SYMLINK_NOFOLLOW, &st) == 0)
+            ok = !MODE_DIR(st.mode) && stash(c, n->dfd2, n->base2, &n->stash) == 0;
+        break;
+    }
+    if (!ok) {
+        nrec_free(n, true);
+        return NULL;
+    }
+    return n;
+}
+
+/* After it: a name op that succeeded waits for a sync of its directory. */
+static void name_end(struct afs__crash *c, struct nrec *n, bool ok)
+{
+    if (!n)
+        return;
+    if (!ok) {
+        nrec_free(n, true);
+        return;
+    }
+    n->stamp = ++c->stamp;
+    if (c->names_tail)
+        c->names_tail->next = n;
+    else
+        c->names = n;
+    c->names_tail = n;
+}
+
+/* A sync of directory `dir` (all: of everything) succeeded: the name ops completed by snap
+ * in it are durable. */
+static void names_synced(struct afs__crash *c, afs__fd_t dir, uint64_t snap, bool all)
+{
+    for (struct nrec *n = c->names; n && n->stamp <= snap; n = n->next) {
+        if (all || afs__sys_same_file((afs__fd_t)(intptr_t)n->dfd, dir))
+            n->synced = true;
+        if (n->dfd2 >= 0 && (all || afs__sys_same_file((afs__fd_t)(intptr_t)n->dfd2, dir)))
+            n->synced2 = true;
+    }
+}
+
+void *afs__crash_open_begin(struct afs_ctx *ctx, const char *path, int flags)
+{
+    return name_begin(ctx->crash, AFS__OPENAT, AFS_AT_FDCWD, path, 0, NULL, flags);
+}
+
+void afs__crash_open_end(struct afs_ctx *ctx, void *token, bool ok)
+{
+    name_end(ctx->crash, token, ok);
+}
+
+static void drop_stash(struct nrec *n)
+{
+    free(n->stash);
+    n->stash = NULL;
+}
+
+/* The reboot, strict mode: every name op not made durable is undone, the latest first. */
+static void names_undo(struct afs__crash *c, struct afs_crash_report *rep)
+{
+    size_t count = 0;
+    for (struct nrec *n = c->names; n; n = n->next)
+        count++;
+    struct nrec **v = count ? afs__sys.malloc(count * sizeof *v) : NULL;
+    size_t i = 0;
+    for (struct nrec *n = c->names; n && v; n = n->next)
+        v[i++] = n;
+    while (v && i-- > 0) {
+        struct nrec *n = v[i];
+        if (n->synced && (n->kind != N_RENAME || n->synced2))
+            continue;
+        int err = 0;
+        switch (n->kind) {
+        case N_CREATE: err = afs__sys_unlinkat(n->dfd, n->base, 0); break;
+        case N_MKDIR: err = afs__sys_unlinkat(n->dfd, n->base, AFS_AT_REMOVEDIR); break;
+        case N_RMDIR: err = afs__sys_mkdirat(n->dfd, n->base, n->mode); break;
+        case N_UNLINK:
+            err = afs__sys_renameat(n->dfd, n->stash, n->dfd, n->base, 0);
+            if (err == 0)
+                drop_stash(n); /* it is the name again */
+            break;
+        case N_RENAME:
+            err = afs__sys_renameat(n->dfd2, n->base2, n->dfd, n->base, 0);
+            if (err == 0 && n->stash &&
+                (err = afs__sys_renameat(n->dfd2, n->stash, n->dfd2, n->base2, 0)) == 0)
+                drop_stash(n);
+            break;
+        }
+        rep->names_undone += err == 0;
+    }
+    free(v);
+    for (struct nrec *n = c->names, *next; n; n = next) {
+        next = n->next;
+        nrec_free(n, true);
+    }
+    c->names = c->names_tail = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Ops: start and completion
  * ---------------------------------------------------------------------------------------- */
 
 /* Ops on files and paths; the others (pipes, sockets) are not storage. */
 static bool counted(const struct afs__op *o)
 {
-    return !o->file->seq && o->code >= AFS__READ && o->code <= AFS__SYNCFS;
+    return !o->file->seq;
 }
 
 static int rec_new(struct afs__crash *c, struct afs_op *op, enum rec_kind kind,
@@ -352,12 +588,27 @@ int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
     case AFS__WRITEV:
         return start_write(c, op);
     case AFS__FSYNC:
-        if (!o->file->crash)
+        if (!o->file->crash && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
             return 0;
-        if (rec_new(c, op, REC_SYNC, o->file->crash, &r) < 0)
+        if (rec_new(c, op, o->file->crash ? REC_SYNC : REC_DIRSYNC, o->file->crash, &r) < 0)
             return -ENOMEM;
         r->stamp = c->stamp; /* the changes completed so far */
         return 0;
+    case AFS__OPENAT:
+    case AFS__MKDIRAT:
+    case AFS__RENAMEAT:
+    case AFS__UNLINKAT: {
+        const struct afs__meta *m = &o->meta;
+        struct nrec *n = name_begin(c, o->code, m->dirfd, o->u.buf, m->dirfd2, m->path2,
+                                    m->flags);
+        if (n && rec_new(c, op, REC_NAME, NULL, &r) < 0) {
+            nrec_free(n, true);
+            return -ENOMEM;
+        }
+        if (n)
+            r->name = n;
+        return 0;
+    }
     case AFS__SYNCFS:
         if (rec_new(c, op, REC_SYNCFS, NULL, &r) < 0)
             return -ENOMEM;
@@ -420,9 +671,19 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
                 commit(r->cf, r->stamp);
             break;
         case REC_SYNCFS:
-            if (*res == 0 && !c->cut)
+            if (*res == 0 && !c->cut) {
                 for (struct afs__crash_file *cf = c->files; cf; cf = cf->next)
                     commit(cf, r->stamp);
+                names_synced(c, AFS__FD_NONE, r->stamp, true);
+            }
+            break;
+        case REC_DIRSYNC:
+            if (*res == 0 && !c->cut)
+                names_synced(c, o->file->fd, r->stamp, false);
+            break;
+        case REC_NAME:
+            name_end(c, r->name, *res >= 0);
+            r->name = NULL;
             break;
         }
         if (r)
@@ -454,8 +715,10 @@ int afs_crash_enable(struct afs_ctx *ctx, const struct afs_crash_options *opts)
         return -EINVAL;
     unsigned s = opts->sector_size ? opts->sector_size : 512;
     if ((s & (s - 1)) || s > (1u << 20) || opts->policy > AFS_CRASH_TEAR ||
-        (opts->flags & ~AFS_CRASH_GARBAGE))
+        (opts->flags & ~(AFS_CRASH_GARBAGE | AFS_CRASH_STRICT_DIRS)))
         return -EINVAL;
+    if ((opts->flags & AFS_CRASH_STRICT_DIRS) && !afs__sys_meta_supported())
+        return -ENOTSUP;
     if (ctx->crash)
         return -EALREADY;
     if (ctx->files.first || afs__ctx_pending(ctx))
@@ -590,6 +853,7 @@ int afs_crash_reboot(struct afs_ctx *ctx, struct afs_crash_report *report)
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
     struct afs_crash_report rep = {.cut_op = c->cut_op, .ops = c->ops};
+    names_undo(c, &rep);
     int err = 0;
     for (struct afs__crash_file *cf = c->files, *n; cf; cf = n) {
         n = cf->next;
@@ -619,6 +883,10 @@ void afs__crash_free(struct afs_ctx *ctx)
     for (struct afs__crash_file *cf = c->files, *n; cf; cf = n) {
         n = cf->next;
         cf_free(cf);
+    }
+    for (struct nrec *n = c->names, *next; n; n = next) {
+        next = n->next;
+        nrec_free(n, true);
     }
     free(c);
     ctx->crash = NULL;

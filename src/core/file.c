@@ -29,8 +29,8 @@ struct afs_file *afs__file_check(struct afs_file *f, const char *call)
 /* Fills in a file around its open descriptor, lets the backend see it and links it into
  * ctx's list. `info`: what fstat said about it, or NULL to ask. On error nothing is linked
  * and the descriptor is left to the caller. */
-static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
-                            enum afs_mode mode, const struct afs__fd_info *info)
+int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode,
+                     const struct afs__fd_info *info)
 {
     struct afs__fd_info asked;
     if (!info) {
@@ -40,12 +40,15 @@ static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
         info = &asked;
     }
     f->seq = info->seq;
+    f->sock = info->sock;
     atomic_init(&f->size_hint, info->size);
     f->ctx = ctx;
     f->flags = flags;
     f->mode = mode;
     f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
-    int err = ctx->be->open ? ctx->be->open(ctx, f) : 0;
+    int err = f->sock && !info->made ? afs__sock_attach(ctx, f) : 0;
+    if (err == 0 && ctx->be->open)
+        err = ctx->be->open(ctx, f);
     if (err < 0)
         return err;
     f->magic = AFS__FILE_MAGIC ^ (uintptr_t)f;
@@ -55,7 +58,7 @@ static int file_attach_info(struct afs_ctx *ctx, struct afs_file *f, int flags,
 
 static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode)
 {
-    return file_attach_info(ctx, f, flags, mode, NULL);
+    return afs__file_attach(ctx, f, flags, mode, NULL);
 }
 
 static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
@@ -88,13 +91,17 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -ENOMEM;
     struct afs__fd_info info;
     err = open_batched(ctx, path, flags, perm, &f->fd, &info);
-    if (err == -ENOTSUP)
+    if (err == -ENOTSUP) {
+        void *token = ctx->crash ? afs__crash_open_begin(ctx, path, flags) : NULL;
         err = afs__sys_open(path, flags, perm, &f->fd, &info);
+        if (ctx->crash)
+            afs__crash_open_end(ctx, token, err == 0);
+    }
     if (err < 0) {
         free(f);
         return err;
     }
-    if ((err = file_attach_info(ctx, f, flags, mode, &info)) < 0) {
+    if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
@@ -123,6 +130,8 @@ int afs_close(struct afs_file *f)
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
+    if (f->sock)
+        afs__sock_closing(ctx, f); /* ops waiting on the socket would wait for ever */
     afs__ctx_drain(ctx, f);
     if (ctx->be->close)
         ctx->be->close(ctx, f);
@@ -171,10 +180,11 @@ int64_t afs_file_size(struct afs_file *f)
  * drive the context until the op's callback ran.
  * ---------------------------------------------------------------------------------------- */
 
-static void blocking_cb(struct afs_op *op)
+void afs__blocking_cb(struct afs_op *op)
 {
     afs__op_wait_done(op->data, op);
 }
+#define blocking_cb afs__blocking_cb
 
 /* Waits for an op queued with blocking_cb. The op lives on the caller's stack frame: the
  * caller never runs in a callback here, so the wait returns only once its callback ran. */
@@ -206,11 +216,20 @@ static ssize_t run_inline(struct afs_op *op)
     return res;
 }
 
+ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool inline_ok)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs_ctx *ctx = o->file->ctx;
+    if (inline_ok || ctx->in_callback)
+        return run_inline(op); /* the hot path of small cached I/O: nothing more to clear */
+    memset(o->be, 0, sizeof o->be);
+    return wait_blocking(ctx, op, ow);
+}
+
 /* Runs one blocking op (a's cb and data are set here). `inline_ok`: small enough for the
  * sync threshold. */
 static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inline_ok)
 {
-    struct afs_ctx *ctx = f->ctx;
     struct afs_op op;
     struct afs__op_waiting ow = {0};
     struct afs__op *o = afs__op(&op);
@@ -222,17 +241,15 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inlin
         return err;
     if (o->total == 0 && !afs__is_ctl(o))
         return 0; /* zero-length: nothing to run, no callback */
-    if (inline_ok || ctx->in_callback)
-        return run_inline(&op); /* the hot path of small cached I/O: nothing more to clear */
-    memset(o->be, 0, sizeof o->be);
-    return wait_blocking(ctx, &op, &ow);
+    return afs__blocking_run(&op, &ow, inline_ok);
 }
 
 /* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes
  * to the device asynchronously. */
 static bool small(const struct afs_file *f, size_t len)
 {
-    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT);
+    /* A socket's transfer may wait for the peer: never inline. */
+    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT) && !f->sock;
 }
 
 ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
@@ -436,6 +453,38 @@ int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd,
                                                       .path = path, .flags = flags});
+}
+
+int afs_fsync_fd(struct afs_ctx *ctx, int fd, unsigned flags)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__FSYNC_FD, .dirfd = fd,
+                                                      .flags = (int)flags});
+}
+
+int afs_fsync_dir(struct afs_ctx *ctx, const char *path)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!path)
+        return -EINVAL;
+    if (!afs__sys_meta_supported())
+        return afs__sys_fsync_dir(path);
+    int fd = afs_openat(ctx, AFS_AT_FDCWD, path, AFS_RDONLY | AFS_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    int err = afs_fsync_fd(ctx, fd, 0);
+    int cerr = afs_close_fd(ctx, fd);
+    return err < 0 ? err : cerr;
+}
+
+int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out)
+{
+    file_check(f, __func__);
+    if (!out)
+        return -EINVAL;
+    if (f->seq)
+        return -ESPIPE;
+    return afs__sys_dio_info(f->fd, out);
 }
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)

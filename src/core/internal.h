@@ -34,7 +34,10 @@ enum afs__code {
     AFS__FALLOCATE, AFS__FTRUNCATE, AFS__FADVISE, AFS__SYNC_RANGE,
     /* Metadata ops (afs_queue_openat...): no file, no data; counted on ctx->meta. */
     AFS__OPENAT, AFS__STATX, AFS__CLOSE, AFS__MKDIRAT, AFS__RENAMEAT, AFS__UNLINKAT,
-    AFS__SYNCFS, AFS__FSYNC_FD
+    AFS__SYNCFS, AFS__FSYNC_FD,
+    /* Socket ops (src/core/sock.c): on a socket file, no offsets; their arguments are in
+     * afs__op.sock. A number range of their own, apart from the metadata ops. */
+    AFS__CONNECT = 48, AFS__ACCEPT, AFS__RECV, AFS__SEND, AFS__SHUTDOWN
 };
 
 enum afs__state {
@@ -53,6 +56,7 @@ enum afs__state {
 #define AFS__OP_EOF_CHECK 0x10u /* a read made only to confirm the end of file (it gave 0) */
 #define AFS__OP_EOF_SKIP  0x20u /* a short read taken as the end of file without one: it
                                    ended at the size the library knew (afs_file.size_hint) */
+#define AFS__OP_READY     0x40u /* a socket op run by the readiness engine (src/unix/ready.c) */
 
 /* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, io_uring's struct statx
  * of 256 bytes...). */
@@ -67,6 +71,14 @@ struct afs__meta {
     int              dirfd2; /* renameat: the new name's directory */
     int              flags;  /* AFS_* open flags, AFS_AT_* or AFS_RENAME_* */
     unsigned         perm;
+};
+
+/* The arguments of a socket op; its buffer or address is in u.buf, its length in len. */
+struct afs__sock {
+    void    *addrlen;   /* accept: socklen_t *, or NULL */
+    int      msg_flags; /* recv, send: MSG_* for the kernel (MSG_NOSIGNAL included) */
+    int      how;       /* shutdown: SHUT_*; accept: the accept4 flags (SOCK_CLOEXEC...) */
+    uint8_t  stage;     /* connect in the readiness engine: 1 once connect() said EINPROGRESS */
 };
 
 struct afs__op {
@@ -91,7 +103,10 @@ struct afs__op {
     uint8_t  arg;    /* storage ops: AFS_FALLOC_* mode, AFS_FADV_* advice, AFS_SYNC_RANGE_* */
     uint8_t  xflags; /* AFS__X_*: per-op options and the op's place in a chain */
     struct afs_op *chain_next; /* the chain member after this one, or NULL */
-    struct afs__meta meta;
+    union {
+        struct afs__meta meta;
+        struct afs__sock sock;
+    };
     uint64_t be[AFS__BACKEND_WORDS];
 };
 
@@ -105,7 +120,12 @@ static inline struct afs__op *afs__op(struct afs_op *op)
 
 static inline bool afs__is_meta(const struct afs__op *o)
 {
-    return o->code >= AFS__OPENAT;
+    return o->code >= AFS__OPENAT && o->code < AFS__CONNECT;
+}
+
+static inline bool afs__is_sock(const struct afs__op *o)
+{
+    return o->code >= AFS__CONNECT;
 }
 
 /* Ops of a file that move no data: fsync and the storage ops. */
@@ -159,6 +179,10 @@ void afs__op_span(struct afs_op *op, struct afs__span *s);
 /* A backend reports the result of one kernel transfer of op (its current span). The core
  * decides: retry (transient), continue (short transfer), or complete. Owner thread only. */
 void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
+/* The same rules for an op still in flight that its runner retries itself (the readiness
+ * engine): returns true when op needs another transfer (transient result, short transfer),
+ * false when it was finished (afs__op_finished). */
+bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
 
 /* What a data op is to do, given with designated initialisers; the fields a kind of op does
  * not use stay 0 / NULL. */
@@ -228,6 +252,11 @@ int  afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path
                        int afs_flags);
 int  afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags);
 int  afs__sys_syncfs(int fd);
+int  afs__sys_fsync_fd(int fd, bool datasync); /* fsync of any fd (a directory's) */
+/* afs_fsync_dir() where there are no directory fds (Windows): open, flush, close. */
+int  afs__sys_fsync_dir(const char *path);
+/* afs_file_dio_align(): what the system says about direct I/O on fd. */
+int  afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out);
 int  afs__sys_close_fd(int fd);
 /* afs_file_from_fd(): checks that fd is open and clears O_NONBLOCK on it. */
 int  afs__sys_fd_adopt(int fd);
@@ -299,6 +328,13 @@ struct afs__backend {
     void (*close)(struct afs_ctx *ctx, struct afs_file *f);
     /* Optional: afs_ctx_offload() (*out is zeroed before). */
     void (*offload)(const struct afs_ctx *ctx, struct afs_offload *out);
+    /* Optional: whether the backend runs socket ops (and the reads and writes of socket
+     * files) itself, with blocking descriptors; decided once at init. NULL or false: the
+     * readiness engine runs them, on non-blocking descriptors. */
+    bool (*sock)(struct afs_ctx *ctx);
+    /* Optional, with sock: ask the kernel to cancel every op of f in flight (a socket being
+     * closed); their completions still come. */
+    void (*cancel_file)(struct afs_ctx *ctx, struct afs_file *f);
 };
 
 extern const struct afs__backend afs__backend_uring;
@@ -307,6 +343,11 @@ extern const struct afs__backend afs__backend_posix_aio;
 extern const struct afs__backend afs__backend_iocp;
 extern const struct afs__backend afs__backend_threads;
 extern const struct afs__backend afs__backend_sync;
+
+/* Tests: io_uring contexts made from now on leave socket ops to the readiness engine, as on
+ * a kernel without the opcodes; the engine uses poll() instead of epoll. */
+extern bool afs__uring_no_sock;
+extern bool afs__ready_poll_only;
 
 /* ------------------------------------------------------------------------------------------
  * The thread pool (src/core/threads.c): bounded, threads started lazily.
@@ -319,6 +360,64 @@ void afs__pool_submit(struct afs__pool *p, struct afs_op *op);
 bool afs__pool_cancel(struct afs__pool *p, struct afs_op *op); /* true: removed unstarted */
 /* Moves finished ops to the owner: calls afs__op_finished() for each. Owner thread. */
 void afs__pool_reap(struct afs__pool *p);
+
+/* ------------------------------------------------------------------------------------------
+ * Sockets (src/core/sock.c) and the readiness engine (src/unix/ready.c): socket ops of
+ * contexts whose backend does not run them (afs__backend.sock) are tried at once on the
+ * owner thread; one that would wait is parked on its file until the kernel says the socket
+ * is ready, watched in the same wait the context makes (epoll, or poll()).
+ * ---------------------------------------------------------------------------------------- */
+
+/* Ops parked on one socket, per direction (0: receive side, 1: send side), in order. */
+struct afs__ready_fd {
+    struct afs__list q[2];
+    bool             watched;  /* registered with the engine's kernel object */
+    struct afs_list_node node; /* poll(): on the engine's list while it has parked ops */
+};
+
+struct afs__ready;
+/* Whether ctx's socket ops go to the readiness engine (its sockets are non-blocking). */
+bool afs__sock_ready(const struct afs_ctx *ctx);
+/* Runs op (owner thread, op in flight) at once, parking it when it would wait. */
+void afs__ready_submit(struct afs_ctx *ctx, struct afs_op *op);
+/* Completes a parked op with -ECANCELED (or the bytes a send moved). */
+void afs__ready_cancel(struct afs_ctx *ctx, struct afs_op *op);
+/* Cancels every op parked on f and stops watching f (before its descriptor closes). */
+void afs__ready_forget(struct afs_ctx *ctx, struct afs_file *f);
+/* Runs the transfers of the sockets found ready, without blocking. Owner thread. */
+void afs__ready_reap(struct afs_ctx *ctx);
+/* The engine's descriptor while ops are parked (io_uring polls it), else -1. */
+int  afs__ready_fd(struct afs_ctx *ctx);
+void afs__ready_free(struct afs_ctx *ctx);
+
+/* The blocking wait of the backends with no kernel queue of their own (threads, sync, and
+ * libaio's and posix-aio's idle waits): on the waker and, while ops are parked, on the
+ * engine's sockets, up to timeout_ns (< 0: no limit). Returns AFS__WOKE_* bits: WAKER when
+ * the waker was signalled (the caller drains it), SOCK when sockets are ready. */
+#define AFS__WOKE_WAKER 1
+#define AFS__WOKE_SOCK  2
+int  afs__ctx_block(struct afs_ctx *ctx, int64_t timeout_ns);
+
+/* The socket system calls (src/unix/sock.c; -ENOTSUP on Windows for now). */
+bool    afs__sys_sock_supported(void);
+/* A new socket (or pair), close-on-exec, non-blocking when `nonblock`, no SIGPIPE. */
+int     afs__sys_socket(int domain, int type, int protocol, bool nonblock, int *fd);
+int     afs__sys_socketpair(int domain, int type, int protocol, bool nonblock, int fds[2]);
+/* Makes an adopted socket fit the context: O_NONBLOCK as asked, no SIGPIPE (macOS). */
+int     afs__sys_sock_adopt(int fd, bool nonblock);
+/* One attempt at op's current step: its result, or -EAGAIN when it would wait (then *in
+ * says which side to wait for: true receive, false send). EINTR is retried inside. */
+ssize_t afs__sys_sock_try(struct afs_op *op, bool *in);
+/* Waits (blocking the thread) until fd is ready for one side; for the inline path. */
+void    afs__sys_sock_poll(int fd, bool in);
+/* The MSG_* flags the library accepts from callers, per direction. */
+bool    afs__sys_msg_flags_ok(bool send, int flags);
+/* The accept4 flags for a new descriptor (close-on-exec, non-blocking as asked). */
+int     afs__sys_accept_flags(bool nonblock);
+/* The kernel's flags for a send: the caller's plus MSG_NOSIGNAL. MSG_WAITALL is taken out of
+ * a receive's (the core loops instead, on every backend). */
+int     afs__sys_msg_flags(bool send, int flags);
+bool    afs__sys_msg_waitall(int flags);
 
 /* ------------------------------------------------------------------------------------------
  * Contexts and files
@@ -343,6 +442,8 @@ struct afs_file {
     unsigned         inflight;  /* ops queued or in flight on this file */
     bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
                                    and writes at the descriptor's position, one at a time */
+    bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
+    struct afs__ready_fd rdy;   /* the readiness engine's state for this socket */
     /* The file's size as last learned (fstat at open, afs_file_size()), -1 when unknown or
      * when a write of this file may have moved it. A short read that ends exactly there is
      * the end of file without a second read to confirm it. Read by pool threads. */
@@ -376,6 +477,7 @@ struct afs_ctx {
     unsigned         chain_len;
 
     struct afs__pool *pool;      /* created on first use */
+    struct afs__ready *ready;    /* the readiness engine, created on first use */
     afs__waker        waker;     /* signalled by the pool and by afs_ctx_wake() */
     atomic_bool       wake_requested;
 
@@ -408,6 +510,22 @@ int  afs__op_wait(struct afs_ctx *ctx, struct afs_op *op, struct afs__op_waiting
 /* From op's callback: clears ow->pending and resumes the task suspended on it, if any. */
 void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op);
 
+/* Fills in a file around its open descriptor f->fd (flags, mode, what fstat said in `info`,
+ * or NULL to ask), lets the backend see it and links it into ctx's list (src/core/file.c).
+ * On error nothing is linked and the descriptor is left to the caller. */
+int  afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode,
+                      const struct afs__fd_info *info);
+/* Sockets: makes an attached socket fit ctx (non-blocking for the readiness engine); and,
+ * before a socket closes, cancels its ops still waiting (src/core/sock.c). */
+int  afs__sock_attach(struct afs_ctx *ctx, struct afs_file *f);
+void afs__sock_closing(struct afs_ctx *ctx, struct afs_file *f);
+
+/* The blocking calls: an op set up with afs__blocking_cb and an afs__op_waiting as its data
+ * runs inline (inline_ok, or from a callback) or is queued and waited for. Returns its
+ * result, or the waiter's error (-ETIMEDOUT...). */
+void    afs__blocking_cb(struct afs_op *op);
+ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool inline_ok);
+
 /* Blocks until every op of f (or of the whole context when f is NULL) is done and its
  * callback ran. */
 int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f);
@@ -425,6 +543,10 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res);
  * is made here, as an undoable change, when trunc is set). 0 or -errno. path may be NULL. */
 int  afs__crash_attach(struct afs_ctx *ctx, struct afs_file *f, const char *path, bool trunc);
 void afs__crash_detach(struct afs_file *f);
+/* afs_open's own open (outside a task) in crash mode: a token for the name it may create
+ * (strict mode), given back with the result. */
+void *afs__crash_open_begin(struct afs_ctx *ctx, const char *path, int flags);
+void  afs__crash_open_end(struct afs_ctx *ctx, void *token, bool ok);
 /* -EIO once the power is cut on ctx, else 0. */
 int  afs__crash_gate(const struct afs_ctx *ctx);
 void afs__crash_free(struct afs_ctx *ctx);

@@ -13,7 +13,14 @@ static bool op_live(struct afs_op *op)
 
 static bool is_read(const struct afs__op *o)
 {
-    return o->code == AFS__READ || o->code == AFS__READV;
+    return o->code == AFS__READ || o->code == AFS__READV || o->code == AFS__RECV;
+}
+
+/* Ops that move no data: a zero length means nothing for them. */
+static bool no_data(const struct afs__op *o)
+{
+    return afs__is_ctl(o) || afs__is_meta(o) || o->code == AFS__CONNECT ||
+           o->code == AFS__ACCEPT || o->code == AFS__SHUTDOWN;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -190,7 +197,7 @@ static void op_start(struct afs_ctx *ctx, struct afs_op *op)
             return;
         }
     }
-    if (o->total == 0 && !afs__is_ctl(o) && !afs__is_meta(o)) {
+    if (o->total == 0 && !no_data(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
         return;
@@ -410,6 +417,10 @@ static int meta_check(const struct afs__meta_args *a)
         if (flags & ~AFS_AT_REMOVEDIR)
             return -EINVAL;
         break;
+    case AFS__FSYNC_FD:
+        if (flags & ~(int)AFS_FSYNC_DATA)
+            return -EINVAL;
+        return dirfd >= 0 ? 0 : -EBADF;
     case AFS__CLOSE:
     case AFS__SYNCFS:
         return dirfd >= 0 ? 0 : -EBADF; /* no path: dirfd is the fd */
@@ -517,6 +528,15 @@ int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const 
                                                         .data = data});
 }
 
+int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned flags,
+                       afs_cb *cb, void *data)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__FSYNC_FD, .dirfd = fd,
+                                                        .flags = (int)flags, .cb = cb,
+                                                        .data = data});
+}
+
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
@@ -544,6 +564,7 @@ static ssize_t run_meta(struct afs_op *op)
             break;
         case AFS__UNLINKAT: r = afs__sys_unlinkat(m->dirfd, path, m->flags); break;
         case AFS__SYNCFS: r = afs__sys_syncfs(m->dirfd); break;
+        case AFS__FSYNC_FD: r = afs__sys_fsync_fd(m->dirfd, m->flags & AFS_FSYNC_DATA); break;
         default: r = -EINVAL; break;
         }
     } while (r == -EINTR);
@@ -562,7 +583,8 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     s->off = o->off == AFS__OFF_SEQ ? AFS__OFF_SEQ : o->off + o->done;
     if (afs__is_ctl(o))
         return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
-    if (o->code == AFS__READ || o->code == AFS__WRITE) {
+    if (o->code == AFS__READ || o->code == AFS__WRITE || o->code == AFS__RECV ||
+        o->code == AFS__SEND) {
         s->buf = (char *)o->u.buf + o->done;
         s->len = AFS_MIN(rest, AFS__CHUNK_MAX);
         return;
@@ -643,13 +665,6 @@ static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         op_start(ctx, next);
 }
 
-static void requeue(struct afs_ctx *ctx, struct afs_op *op)
-{
-    afs__op(op)->state = AFS__QUEUED;
-    ctx->stats.resubmits++;
-    afs__list_push_front(&ctx->queued, op);
-}
-
 /* Whether the kernel failed the link after a linked op with this result: an error, or a
  * read or write that moved less than its span. */
 static bool link_broke(struct afs_op *op, ssize_t res)
@@ -662,6 +677,80 @@ static bool link_broke(struct afs_op *op, ssize_t res)
     struct afs__span s;
     afs__op_span(op, &s);
     return (size_t)res != s.len;
+}
+
+bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+{
+    struct afs__op *o = afs__op(op);
+    bool cancel = o->flags & AFS__OP_CANCEL;
+    if (afs__is_meta(o)) {
+        if (o->code == AFS__CLOSE && res == -EINTR)
+            res = 0; /* the fd is closed all the same (Linux, BSD); never close it twice */
+        if (o->code != AFS__CLOSE && (res == -EINTR || res == -EAGAIN)) {
+            if (!cancel)
+                return true;
+            afs__op_finished(ctx, op, -ECANCELED);
+            return false;
+        }
+        /* A result, even after afs_cancel(): an fd that was opened must reach the caller. */
+        if (res >= 0 && ctx->be->meta_done)
+            ctx->be->meta_done(ctx, op);
+        afs__op_finished(ctx, op, res);
+        return false;
+    }
+    if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN) {
+        /* Not repeatable: a second connect() would report EALREADY or EISCONN. */
+        afs__op_finished(ctx, op, res);
+        return false;
+    }
+    if (o->code == AFS__ACCEPT) {
+        /* A connection reset before it was accepted is skipped; an accepted fd reaches the
+         * caller even after afs_cancel(), so that it is closed. */
+        if (res == -EINTR || res == -EAGAIN || res == -ECONNABORTED) {
+            if (!cancel)
+                return true;
+            res = -ECANCELED;
+        }
+        afs__op_finished(ctx, op, res);
+        return false;
+    }
+    if (res == -EINTR || res == -EAGAIN) {
+        /* Transient: run the same span again (the caller never sees it). */
+        if (!cancel)
+            return true;
+        afs__op_finished(ctx, op, o->file->seq && o->done ? (ssize_t)o->done : -ECANCELED);
+        return false;
+    }
+    if (res < 0) {
+        /* A pipe or socket op cancelled after part of it moved: those bytes are gone. */
+        bool moved = res == -ECANCELED && o->file->seq && o->done;
+        afs__op_finished(ctx, op, moved ? (ssize_t)o->done : res);
+        return false;
+    }
+    if (afs__is_ctl(o)) {
+        afs__op_finished(ctx, op, 0);
+        return false;
+    }
+    if (res == 0) {
+        /* End of file for a read; a write that moves nothing would loop forever. */
+        if (is_read(o) && o->done > 0)
+            o->eof |= AFS__OP_EOF_CHECK;
+        afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
+        return false;
+    }
+    o->done += (size_t)res;
+    if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
+        afs__op_finished(ctx, op, (ssize_t)o->done);
+    } else if (is_read(o) && at_known_end(o)) {
+        o->eof |= AFS__OP_EOF_SKIP;
+        afs__op_finished(ctx, op, (ssize_t)o->done);
+    } else if (cancel) {
+        /* What a pipe gave is gone from it: better short than lost. */
+        afs__op_finished(ctx, op, o->file->seq ? (ssize_t)o->done : -ECANCELED);
+    } else {
+        return true; /* short transfer: the rest goes in the next submission */
+    }
+    return false;
 }
 
 void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
@@ -687,7 +776,6 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         /* The kernel cancels the members linked after this one. Unless this op fails for
          * good, the core goes on with it and those cancellations are not results: the
          * members then run one at a time, once their completion came. */
-        o->xflags &= (uint8_t)~AFS__X_LINKED;
         for (struct afs_op *m = o->chain_next; m; m = afs__op(m)->chain_next) {
             struct afs__op *mo = afs__op(m);
             mo->xflags |= AFS__X_ABSORB;
@@ -697,59 +785,42 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         }
     }
     o->xflags &= (uint8_t)~AFS__X_LINKED;
-    bool cancel = o->flags & AFS__OP_CANCEL;
     ctx->inflight--;
     o->state = AFS__IDLE;
-    if (afs__is_meta(o)) {
-        if (o->code == AFS__CLOSE && res == -EINTR)
-            res = 0; /* the fd is closed all the same (Linux, BSD); never close it twice */
-        if (o->code != AFS__CLOSE && (res == -EINTR || res == -EAGAIN)) {
-            if (cancel)
-                afs__op_finished(ctx, op, -ECANCELED);
-            else
-                requeue(ctx, op);
-            return;
+    if (afs__op_step(ctx, op, res)) {
+        o->state = AFS__QUEUED;
+        ctx->stats.resubmits++;
+        afs__list_push_front(&ctx->queued, op);
+    }
+}
+
+/* A socket op (or a read or write of a socket) with blocking semantics on this thread, for
+ * the inline path: the descriptor may be non-blocking (the readiness engine's), so a step
+ * that would wait polls for it. */
+static ssize_t run_sock(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    for (;;) {
+        bool in;
+        ssize_t res = afs__sys_sock_try(op, &in);
+        if (res == -EAGAIN) {
+            afs__sys_sock_poll((int)(intptr_t)o->file->fd, in);
+            continue;
         }
-        /* A result, even after afs_cancel(): an fd that was opened must reach the caller. */
-        if (res >= 0 && ctx->be->meta_done)
-            ctx->be->meta_done(ctx, op);
-        afs__op_finished(ctx, op, res);
-        return;
-    }
-    if (res == -EINTR || res == -EAGAIN) {
-        /* Transient: run the same span again (the caller never sees it). */
-        if (cancel)
-            afs__op_finished(ctx, op, -ECANCELED);
-        else
-            requeue(ctx, op);
-        return;
-    }
-    if (res < 0) {
-        afs__op_finished(ctx, op, res);
-        return;
-    }
-    if (afs__is_ctl(o)) {
-        afs__op_finished(ctx, op, 0);
-        return;
-    }
-    if (res == 0) {
-        /* End of file for a read; a write that moves nothing would loop forever. */
-        if (is_read(o) && o->done > 0)
-            o->eof |= AFS__OP_EOF_CHECK;
-        afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
-        return;
-    }
-    o->done += (size_t)res;
-    if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
-        afs__op_finished(ctx, op, (ssize_t)o->done);
-    } else if (is_read(o) && at_known_end(o)) {
-        o->eof |= AFS__OP_EOF_SKIP;
-        afs__op_finished(ctx, op, (ssize_t)o->done);
-    } else if (cancel) {
-        /* What a pipe gave is gone from it: better short than lost. */
-        afs__op_finished(ctx, op, o->file->seq ? (ssize_t)o->done : -ECANCELED);
-    } else {
-        requeue(ctx, op); /* short transfer: the rest goes in the next submission */
+        if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN)
+            return res;
+        if (o->code == AFS__ACCEPT) {
+            if (res == -ECONNABORTED)
+                continue;
+            return res;
+        }
+        if (res < 0)
+            return res;
+        if (res == 0)
+            return is_read(o) ? (ssize_t)o->done : -EIO;
+        o->done += (size_t)res;
+        if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL))
+            return (ssize_t)o->done;
     }
 }
 
@@ -758,6 +829,8 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (afs__is_meta(o))
         return run_meta(op);
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
+        return run_sock(op);
     afs__fd_t fd = o->file->fd;
     if (afs__is_ctl(o)) {
         int err;
@@ -873,6 +946,10 @@ static int submit_queued(struct afs_ctx *ctx)
         o->state = AFS__INFLIGHT;
         ctx->inflight++;
         n++;
+        if (o->file->sock && !afs__is_ctl(o) && afs__sock_ready(ctx)) {
+            afs__ready_submit(ctx, op); /* tried now; parked if it would wait */
+            continue;
+        }
         if ((o->flags & AFS__OP_POOL) || (ctx->be->accepts && !ctx->be->accepts(ctx, op))) {
             pool_submit(ctx, op);
             continue;
@@ -954,6 +1031,8 @@ int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
         ctx->staged = 0;
         if (ctx->pool)
             afs__pool_reap(ctx->pool);
+        if (ctx->ready)
+            afs__ready_reap(ctx);
         if (atomic_exchange_explicit(&ctx->wake_requested, false, memory_order_acquire))
             woken = true;
         ran += (unsigned)run_callbacks(ctx);
@@ -1015,7 +1094,7 @@ int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f)
 int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     ctx->stats.kernel_waits += wait;
-    if (wait && afs__waker_wait(&ctx->waker, timeout_ns))
+    if (wait && (afs__ctx_block(ctx, timeout_ns) & AFS__WOKE_WAKER))
         afs__waker_drain(&ctx->waker);
     return 0;
 }
@@ -1054,6 +1133,10 @@ int afs_cancel(struct afs_op *op)
         if (o->flags & AFS__OP_POOL) {
             if (afs__pool_cancel(ctx->pool, op))
                 afs__op_finished(ctx, op, -ECANCELED);
+            return 0;
+        }
+        if (o->flags & AFS__OP_READY) {
+            afs__ready_cancel(ctx, op); /* parked: nothing runs it meanwhile */
             return 0;
         }
         o->flags |= AFS__OP_CANCEL;

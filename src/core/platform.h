@@ -70,6 +70,9 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 /* What fstat tells about an open file: whether it has offsets at all, and its size. */
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
+    bool    sock; /* a socket */
+    bool    made; /* a socket the library just made for this context (afs_socket, afs_accept):
+                     already as the context wants it */
     int64_t size; /* bytes of a regular file; -1 for anything else */
     bool    dir;  /* a directory */
 };
@@ -108,6 +111,9 @@ bool afs__sys_same_file(afs__fd_t a, afs__fd_t b);
 int  afs__sys_crash_reopen(afs__fd_t fd, const char *path, afs__fd_t *out, bool *dup);
 /* Clears O_APPEND and O_DIRECT from a dup made above (the user's descriptors are closed). */
 void afs__sys_crash_plain(afs__fd_t fd);
+/* A hard link: name `to` for the file `from`, both in directory dfd (linkat). 0 or -errno;
+ * -ENOTSUP on Windows. */
+int  afs__sys_crash_link(int dfd, const char *from, const char *to);
 /* Sets a file's size (ftruncate / SetFileInformationByHandle). 0 or -errno. */
 int  afs__sys_set_size(afs__fd_t fd, uint64_t size);
 

@@ -110,7 +110,7 @@ int corio_future_result(const struct corio_future *f, void **value)
     return f->result;
 }
 
-static void bind(struct corio_task *t, struct corio_future *f)
+static void bind_sched(struct corio_task *t, struct corio_future *f)
 {
     if (!f->sched)
         f->sched = t->sched;
@@ -129,7 +129,7 @@ static int wait_places(struct corio_task *t, struct corio_future *const *futs, s
         places[i] = (struct corio__fwaiter){.task = t, .wq = &wq};
         if (futs[i]->done)
             continue;
-        bind(t, futs[i]);
+        bind_sched(t, futs[i]);
         afs_list_push_front(corio__list(&futs[i]->waiters), &places[i].node);
         places[i].linked = true;
         w.outside |= futs[i]->external;

@@ -283,7 +283,8 @@ static int laio_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
      * wrote it. A count left over from events reaped earlier without waiting only makes
      * this poll return at once, and the core loops. */
     ctx->stats.kernel_waits++;
-    if (afs__waker_wait(&ctx->waker, timeout_ns)) {
+    /* Sockets of the readiness engine are watched in the same wait (the core runs them). */
+    if (afs__ctx_block(ctx, timeout_ns) & AFS__WOKE_WAKER) {
         afs__waker_drain(&ctx->waker);
         r = reap(ctx, 0);
     }

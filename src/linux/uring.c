@@ -10,7 +10,9 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -22,12 +24,16 @@
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
 #define TAG_WAKER  2u /* the eventfd read */
 #define TAG_MSG    3u /* a wake-up from another ring (afs__uring_msg) */
+#define TAG_READY  4u /* the poll of the readiness engine's epoll fd */
+#define TAG_CANCEL_FD 5u /* a socket's cancel-everything (fd << 8 | 5), see uring_cancel_file */
 
 struct uring {
     struct io_uring ring;
     uint64_t        waker_buf;
     bool            waker_armed;
     bool            has_read, has_write, has_cancel; /* probed once */
+    bool            has_sock;    /* CONNECT, ACCEPT, RECV, SEND, SHUTDOWN (Linux 5.11) */
+    bool            ready_armed; /* a POLL_ADD on the readiness engine's fd is in the ring */
     bool            meta_probed; /* the metadata opcodes, probed on first use */
     uint16_t        meta_ops;    /* bit (code - AFS__OPENAT) set: the kernel has the opcode */
     bool            stor_probed; /* the storage opcodes, probed on first use */
@@ -172,6 +178,12 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
         u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        u->has_sock = io_uring_opcode_supported(probe, IORING_OP_CONNECT) &&
+                      io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+                      io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+                      io_uring_opcode_supported(probe, IORING_OP_SEND) &&
+                      io_uring_opcode_supported(probe, IORING_OP_SHUTDOWN) &&
+                      !afs__uring_no_sock;
         io_uring_free_probe(probe);
     }
     u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
@@ -203,6 +215,13 @@ static void reap(struct afs_ctx *ctx)
                 u->waker_armed = false;
                 /* The read consumed the count; new signals must write again. */
                 __atomic_store_n(&ctx->waker.armed, 0, __ATOMIC_RELEASE);
+            } else if (ud == TAG_READY) {
+                u->ready_armed = false; /* the core runs the engine after this enter */
+            } else if ((ud & 0xff) == TAG_CANCEL_FD) {
+                /* Cancelling by fd is Linux 5.19: before, shutting the socket down ends
+                 * its receives (end of stream) and sends (EPIPE) all the same. */
+                if (res == -EINVAL)
+                    shutdown((int)(ud >> 8), SHUT_RDWR);
             } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
                 afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
             }
@@ -253,6 +272,7 @@ static int meta_opcode(uint8_t code)
     case AFS__RENAMEAT: return IORING_OP_RENAMEAT; /* 5.11 */
     case AFS__UNLINKAT: return IORING_OP_UNLINKAT; /* 5.11 */
     case AFS__MKDIRAT: return IORING_OP_MKDIRAT;   /* 5.15 */
+    case AFS__FSYNC_FD: return IORING_OP_FSYNC;    /* 5.1 */
     default: return IORING_OP_LAST;
     }
 }
@@ -265,7 +285,7 @@ static bool meta_supported(struct uring *u, uint8_t code)
         u->meta_probed = true;
         struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
         if (probe) {
-            for (uint8_t c = AFS__OPENAT; c <= AFS__SYNCFS; c++) {
+            for (uint8_t c = AFS__OPENAT; c <= AFS__FSYNC_FD; c++) {
                 int opc = meta_opcode(c);
                 if (opc != IORING_OP_LAST && io_uring_opcode_supported(probe, opc))
                     u->meta_ops |= (uint16_t)(1u << (c - AFS__OPENAT));
@@ -349,6 +369,8 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
+        return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)
         return U(ctx)->cur_pos; /* its span's offset is AFS__OFF_SEQ, i.e. -1 */
     if (o->code > AFS__FSYNC && o->code <= AFS__SYNC_RANGE)
@@ -378,6 +400,10 @@ static void prep_meta(struct io_uring_sqe *sqe, struct afs__op *o)
     case AFS__UNLINKAT:
         io_uring_prep_unlinkat(sqe, dfd, path, afs__sys_at_flags(m->flags));
         break;
+    case AFS__FSYNC_FD:
+        io_uring_prep_fsync(sqe, m->dirfd,
+                            (m->flags & AFS_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+        break;
     }
 }
 
@@ -386,6 +412,37 @@ static void uring_meta_done(struct afs_ctx *ctx, struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (o->code == AFS__STATX)
         afs__sys_from_statx(o->be, o->meta.st);
+}
+
+/* A socket op, or a read or write of a socket: RECV and SEND (a write with MSG_NOSIGNAL,
+ * never a SIGPIPE). */
+static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    int fd = o->file->fd;
+    struct afs__span s;
+    switch (o->code) {
+    case AFS__CONNECT:
+        io_uring_prep_connect(sqe, fd, o->u.buf, (socklen_t)o->len);
+        break;
+    case AFS__ACCEPT:
+        io_uring_prep_accept(sqe, fd, o->u.buf, o->sock.addrlen, o->sock.how);
+        break;
+    case AFS__SHUTDOWN:
+        io_uring_prep_shutdown(sqe, fd, o->sock.how);
+        break;
+    case AFS__RECV:
+    case AFS__READ:
+        afs__op_span(op, &s);
+        io_uring_prep_recv(sqe, fd, s.buf, s.len, o->code == AFS__RECV ? o->sock.msg_flags : 0);
+        break;
+    default: /* AFS__SEND, AFS__WRITE */
+        afs__op_span(op, &s);
+        io_uring_prep_send(sqe, fd, s.buf, s.len,
+                           o->code == AFS__SEND ? o->sock.msg_flags
+                                                : afs__sys_msg_flags(true, 0));
+        break;
+    }
 }
 
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
@@ -399,6 +456,11 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         prep_meta(sqe, o);
         if (o->xflags & AFS__X_LINKED)
             sqe->flags |= IOSQE_IO_LINK;
+        io_uring_sqe_set_data(sqe, op);
+        return 0;
+    }
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
+        prep_sock(sqe, op);
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
@@ -454,6 +516,10 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         u->direct_staged++;
         u->direct_bytes += o->total - o->done;
     }
+    /* A pipe's write tried inline would raise SIGPIPE in this thread when the reader has
+     * gone (the kernel signals the writing task); the kernel's workers block signals. */
+    if (write && o->file->seq)
+        sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }
@@ -486,6 +552,16 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
                                (uint64_t)-1);
             io_uring_sqe_set_data64(sqe, TAG_WAKER);
             u->waker_armed = true;
+        }
+    }
+    int rfd = u->ready_armed ? -1 : afs__ready_fd(ctx);
+    if (rfd >= 0) {
+        /* Sockets parked in the readiness engine (kernels without the socket opcodes). */
+        struct io_uring_sqe *sqe = get_sqe(ctx);
+        if (sqe) {
+            io_uring_prep_poll_add(sqe, rfd, POLLIN);
+            io_uring_sqe_set_data64(sqe, TAG_READY);
+            u->ready_armed = true;
         }
     }
     bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
@@ -588,6 +664,23 @@ static void uring_offload(const struct afs_ctx *ctx, struct afs_offload *out)
     afs__ureg_offload_info(&((const struct uring *)ctx->be_state)->reg, out);
 }
 
+static bool uring_sock(struct afs_ctx *ctx)
+{
+    return U(ctx)->has_sock;
+}
+
+static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
+{
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return;
+    int fd = f->fd;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(unsigned)fd << 8 | TAG_CANCEL_FD);
+}
+
+bool afs__uring_no_sock;
+
 const struct afs__backend afs__backend_uring = {
     .name = "io_uring",
     .id = AFS_BACKEND_IO_URING,
@@ -606,4 +699,6 @@ const struct afs__backend afs__backend_uring = {
     .reg_files = uring_reg_files,
     .unreg_files = uring_unreg_files,
     .offload = uring_offload,
+    .sock = uring_sock,
+    .cancel_file = uring_cancel_file,
 };

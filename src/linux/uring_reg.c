@@ -12,8 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* user_data at or below this is one of uring.c's tags (a cancel, the waker), not an op. */
-#define URING_TAG_LAST 2u
+/* user_data at or below this is one of uring.c's tags (a cancel, the waker, a ring message, the
+ * readiness poll), not an op; a socket cancel's tag (fd << 8 | 5) is never a data op. */
+#define URING_TAG_LAST 4u
 
 /* Every SAMPLE_EVERY-th submission big enough to offload is timed, and every one of the
  * first WARMUP_SAMPLES; timed ones alternate inline and offloaded so that both averages

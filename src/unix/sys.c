@@ -3,10 +3,15 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#ifdef __linux__
+#include <linux/fs.h> /* BLKSSZGET */
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -25,9 +30,36 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
     return r < 0 ? -errno : r;
 }
 
+/* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
+ * MSG_NOSIGNAL elsewhere): a reader that has gone must be -EPIPE, not the death of the
+ * process by SIGPIPE. The signal is blocked on this thread around the write, and the one
+ * the write raised is taken back, never one that was pending before (standard signals do
+ * not queue: it would be the same one). */
+static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
+                         int iovcnt)
+{
+    sigset_t pipe_set, old, pend;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool pending = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
+    int err = r < 0 ? errno : 0;
+    if (err == EPIPE && !pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    if (!sigismember(&old, SIGPIPE))
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r < 0 ? -err : r;
+}
+
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
-    ssize_t r = off == AFS__OFF_SEQ ? write(fd, buf, len) : pwrite(fd, buf, len, (off_t)off);
+    if (off == AFS__OFF_SEQ)
+        return seq_write(fd, buf, len, NULL, 0);
+    ssize_t r = pwrite(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -40,8 +72,9 @@ static ssize_t sys_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t 
 
 static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
-    ssize_t r = off == AFS__OFF_SEQ ? writev(fd, iov, iovcnt)
-                                    : pwritev(fd, iov, iovcnt, (off_t)off);
+    if (off == AFS__OFF_SEQ)
+        return seq_write(fd, NULL, 0, iov, iovcnt);
+    ssize_t r = pwritev(fd, iov, iovcnt, (off_t)off);
     return r < 0 ? -errno : r;
 }
 
@@ -121,6 +154,8 @@ struct afs__syscalls afs__sys = {
 static void fd_info(const struct stat *st, struct afs__fd_info *info)
 {
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
+    info->sock = S_ISSOCK(st->st_mode);
+    info->made = false;
     info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
     info->dir = S_ISDIR(st->st_mode);
 }
@@ -319,6 +354,11 @@ void afs__sys_crash_plain(int fd)
 #endif
     if (fl >= 0)
         (void)fcntl(fd, F_SETFL, fl & ~O_APPEND);
+}
+
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    return linkat(dfd, from, dfd, to, 0) < 0 ? -errno : 0;
 }
 
 int afs__sys_set_size(int fd, uint64_t size)
@@ -541,6 +581,66 @@ int afs__sys_syncfs(int fd)
 #else
     (void)fd;
     return -ENOTSUP;
+#endif
+}
+
+int afs__sys_fsync_fd(int fd, bool datasync)
+{
+    return afs__sys.fsync(fd, datasync);
+}
+
+int afs__sys_fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int err;
+    do
+        err = afs__sys.fsync(fd, false);
+    while (err == -EINTR);
+    close(fd);
+    return err;
+}
+
+int afs__sys_dio_info(int fd, struct afs_dio_align *out)
+{
+    memset(out, 0, sizeof *out);
+#if defined(__linux__) && defined(STATX_DIOALIGN) && defined(SYS_statx)
+    /* STATX_DIOALIGN: Linux 6.1. An offset alignment of 0 means no direct I/O here. */
+    struct statx stx;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN)) {
+        if (!stx.stx_dio_offset_align)
+            return -ENOTSUP;
+        out->mem = stx.stx_dio_mem_align;
+        out->offset = stx.stx_dio_offset_align;
+        out->exact = 1;
+        return 0;
+    }
+#endif
+#if defined(__APPLE__)
+    out->mem = out->offset = 1; /* F_NOCACHE has no alignment rules */
+    out->exact = 1;
+    return 0;
+#else
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+#if defined(__linux__) && defined(BLKSSZGET)
+    int ss = 0;
+    if (S_ISBLK(st.st_mode) && ioctl(fd, BLKSSZGET, &ss) == 0 && ss > 0) {
+        out->mem = out->offset = (uint32_t)ss; /* the device's logical sector */
+        out->exact = 1;
+        return 0;
+    }
+#endif
+    /* Unknown: the file system's block size (a multiple of any sector size), else 4096. */
+    uint32_t a = st.st_blksize >= 512 && st.st_blksize <= 65536 &&
+                         (st.st_blksize & (st.st_blksize - 1)) == 0
+                     ? (uint32_t)st.st_blksize
+                     : 4096;
+    out->mem = out->offset = a;
+    return 0;
 #endif
 }
 

@@ -340,6 +340,8 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     if (type == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
         return afs__win_errno(GetLastError());
     info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
+    info->sock = false; /* no sockets on Windows yet (src/windows/sock.c) */
+    info->made = false;
     info->size = -1;
     info->dir = false; /* CreateFileW refuses a directory without FILE_FLAG_BACKUP_SEMANTICS */
     LARGE_INTEGER sz;
@@ -462,6 +464,12 @@ void afs__sys_crash_plain(afs__fd_t fd)
     (void)fd; /* a handle's flags are its own: nothing shared to clear */
 }
 
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    (void)dfd, (void)from, (void)to;
+    return -ENOTSUP; /* no directory fds: strict mode is refused here */
+}
+
 int afs__sys_set_size(afs__fd_t fd, uint64_t size)
 {
     if (size > (uint64_t)INT64_MAX)
@@ -544,6 +552,46 @@ int afs__sys_syncfs(int fd)
 {
     (void)fd;
     return -ENOTSUP;
+}
+
+int afs__sys_fsync_fd(int fd, bool datasync)
+{
+    (void)fd, (void)datasync;
+    return -ENOTSUP;
+}
+
+/* A directory's handle (FILE_FLAG_BACKUP_SEMANTICS) flushed: FlushFileBuffers wants write
+ * access to it. */
+int afs__sys_fsync_dir(const char *path)
+{
+    int err = 0;
+    wchar_t *w = widen(path, &err);
+    if (!w)
+        return err;
+    HANDLE h = CreateFileW(w, GENERIC_READ | GENERIC_WRITE,
+                           FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                           OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    free(w);
+    if (h == INVALID_HANDLE_VALUE)
+        return afs__win_errno(GetLastError());
+    BY_HANDLE_FILE_INFORMATION info;
+    if (GetFileInformationByHandle(h, &info) &&
+        !(info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
+        CloseHandle(h);
+        return -ENOTDIR;
+    }
+    err = FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
+    CloseHandle(h);
+    return err;
+}
+
+int afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out)
+{
+    memset(out, 0, sizeof *out);
+    FILE_STORAGE_INFO si;
+    out->exact = GetFileInformationByHandleEx(fd, FileStorageInfo, &si, sizeof si) ? 1 : 0;
+    out->mem = out->offset = afs__sys_dio_align(fd);
+    return 0;
 }
 
 int afs__sys_close_fd(int fd)

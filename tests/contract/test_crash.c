@@ -4,6 +4,9 @@
 #include "../common.h"
 
 #include <asyncfs_crash.h>
+#ifndef _WIN32
+#include <dirent.h>
+#endif
 
 /* The files live on tmpfs when there is one: the simulator decides what is durable, and a
  * real fsync per op would make a thousand crashes take minutes. */
@@ -399,3 +402,133 @@ T_CRASH(bad_input_and_misuse)
     cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
     cr_assert_eq(afs_crash_happened(t_ctx), -EINVAL, "the reboot leaves crash mode");
 }
+
+/* Names: durable at once by default. */
+T_CRASH(names_are_durable_at_once_by_default)
+{
+    t_make_file(t_path("old"), 1000);
+    crash_ctx(AFS_CRASH_DROP, 1);
+    struct afs_file *f;
+    cr_assert_eq(afs_create(t_ctx, t_path("new"), AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_pwrite(f, "data", 4, 0), 4);
+    cr_assert_eq(afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("old"), AFS_AT_FDCWD, t_path("moved"),
+                              0), 0);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.names_undone, 0);
+    size_t len;
+    free(slurp(t_path("new"), &len));
+    cr_assert_eq(len, 0, "the name stays, its unsynced data do not");
+    unsigned char *p = slurp(t_path("moved"), &len);
+    cr_assert(len == 1000 && t_check(p, len, 0));
+    free(p);
+}
+
+#ifndef _WIN32
+static bool exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* No file of the simulator's own is left in dir. */
+static void no_stash_left(const char *dir)
+{
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        cr_assert(strncmp(e->d_name, ".afs-crash-", 11) != 0, "%s left in %s", e->d_name, dir);
+    closedir(d);
+}
+
+/* The name ops of the strict-mode tests: a creation (data synced, the directory not), a
+ * rename over an existing file, a removal, a new directory. */
+static void name_ops(void)
+{
+    t_make_file(t_path("a"), 1000);
+    t_make_file(t_path("c"), 3000);
+    t_make_file(t_path("victim"), 500);
+    struct afs_file *f;
+    cr_assert_eq(afs_create(t_ctx, t_path("new"), AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_pwrite(f, "data", 4, 0), 4);
+    cr_assert_eq(afs_fsync(f, 0), 0);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("a"), AFS_AT_FDCWD, t_path("victim"),
+                              0), 0);
+    cr_assert_eq(afs_unlinkat(t_ctx, AFS_AT_FDCWD, t_path("c"), 0), 0);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("d"), 0755), 0);
+    cr_assert(!exists(t_path("a")) && !exists(t_path("c")) && exists(t_path("d")));
+}
+
+static struct afs_ctx *strict_ctx(void)
+{
+    t_new_ctx();
+    struct afs_crash_options o;
+    afs_crash_options_default(&o);
+    o.policy = AFS_CRASH_DROP;
+    o.flags = AFS_CRASH_STRICT_DIRS;
+    cr_assert_eq(afs_crash_enable(t_ctx, &o), 0);
+    return t_ctx;
+}
+
+T_CRASH(strict_names_are_undone_without_a_directory_sync)
+{
+    strict_ctx();
+    name_ops();
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.names_undone, 4);
+    cr_assert(!exists(t_path("new")), "a creation not synced in its directory is gone");
+    cr_assert(!exists(t_path("d")));
+    size_t len;
+    unsigned char *p = slurp(t_path("a"), &len);
+    cr_assert(len == 1000 && t_check(p, len, 0), "the renamed file is back under its name");
+    free(p);
+    p = slurp(t_path("victim"), &len);
+    cr_assert(len == 500 && t_check(p, len, 0), "the file the rename replaced is back");
+    free(p);
+    p = slurp(t_path("c"), &len);
+    cr_assert(len == 3000 && t_check(p, len, 0), "the removed file is back");
+    free(p);
+    no_stash_left(t_dir);
+}
+
+T_CRASH(strict_names_are_durable_after_a_directory_sync)
+{
+    strict_ctx();
+    name_ops();
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0);
+    struct afs_file *d;
+    cr_assert_eq(afs_file_from_fd(t_ctx, dfd, AFS_RDONLY, AFS_MODE_SYNC, &d), 0);
+    cr_assert_eq(afs_fsync(d, 0), 0);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.names_undone, 0);
+    size_t len;
+    unsigned char *p = slurp(t_path("new"), &len);
+    cr_assert(len == 4 && memcmp(p, "data", 4) == 0);
+    free(p);
+    p = slurp(t_path("victim"), &len);
+    cr_assert(len == 1000 && t_check(p, len, 0));
+    free(p);
+    cr_assert(!exists(t_path("a")) && !exists(t_path("c")) && exists(t_path("d")));
+    no_stash_left(t_dir);
+}
+
+T_CRASH(strict_names_are_durable_after_a_syncfs)
+{
+    strict_ctx();
+    name_ops();
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0);
+    cr_assert_eq(afs_syncfs(t_ctx, dfd), 0);
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.names_undone, 0);
+    cr_assert(exists(t_path("new")) && !exists(t_path("a")) && !exists(t_path("c")));
+    no_stash_left(t_dir);
+}
+#endif

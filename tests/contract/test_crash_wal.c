@@ -8,6 +8,7 @@
 #include "../common.h"
 
 #include <asyncfs_crash.h>
+#include <corio.h>
 
 static void c_setup(void)
 {
@@ -24,6 +25,13 @@ static unsigned runs(void)
 {
     const char *e = getenv("AFS_CRASH_RUNS");
     return e && *e ? (unsigned)strtoul(e, NULL, 10) : 1000;
+}
+
+/* The first seed: AFS_CRASH_SEED overrides (the soak script draws one). */
+static uint64_t seed0(void)
+{
+    const char *e = getenv("AFS_CRASH_SEED");
+    return e && *e ? strtoull(e, NULL, 10) : 1000;
 }
 
 static uint64_t mix(uint64_t x)
@@ -129,7 +137,7 @@ static void wal_run(struct afs_ctx *ctx, const char *path, uint64_t seed, bool b
 /* Recovery as the engine would do it: scan from the start, stop at the first record that
  * is not whole (checksum) or not the next in sequence. Returns the records found; aborts the
  * test when one differs from what was written. */
-static uint64_t wal_recover(struct afs_ctx *ctx, const char *path)
+static uint64_t wal_recover_from(struct afs_ctx *ctx, const char *path, uint64_t first)
 {
     struct afs_file *f;
     cr_assert_eq(afs_open(ctx, path, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
@@ -138,7 +146,7 @@ static uint64_t wal_recover(struct afs_ctx *ctx, const char *path)
     unsigned char *p = malloc((size_t)size + 1);
     cr_assert_eq(afs_pread(f, p, (size_t)size, 0), size);
     afs_close(f);
-    uint64_t seq = 0;
+    uint64_t seq = first;
     size_t at = 0;
     for (;;) {
         uint32_t m, len, s;
@@ -161,7 +169,12 @@ static uint64_t wal_recover(struct afs_ctx *ctx, const char *path)
         seq++;
     }
     free(p);
-    return seq;
+    return seq - first;
+}
+
+static uint64_t wal_recover(struct afs_ctx *ctx, const char *path)
+{
+    return wal_recover_from(ctx, path, 0);
 }
 
 /* One crash: a run cut at a seeded op, the reboot, the recovery, all on t_ctx (the reboot
@@ -194,10 +207,11 @@ T_WAL(no_durable_record_is_lost_across_1000_crashes)
         struct afs_crash_report rep;
         struct wal_result wr;
         uint64_t found;
-        uint64_t lost = one_crash(1000 + i, false, &rep, &wr, &found);
+        uint64_t seed = seed0() + i;
+        uint64_t lost = one_crash(seed, false, &rep, &wr, &found);
         cr_assert_eq(lost, 0,
-                     "seed %u: %llu records reported durable, %llu recovered (cut at op %llu)",
-                     1000 + i, (unsigned long long)wr.durable, (unsigned long long)found,
+                     "seed %llu: %llu records reported durable, %llu recovered (cut at op %llu)",
+                     (unsigned long long)seed, (unsigned long long)wr.durable, (unsigned long long)found,
                      (unsigned long long)rep.cut_op);
         cut += rep.cut_op > 0;
         partial += found > wr.durable && found < wr.written;
@@ -224,7 +238,88 @@ T_WAL(a_log_that_syncs_beside_its_writes_is_caught)
         struct afs_crash_report rep;
         struct wal_result wr;
         uint64_t found;
-        caught += one_crash(1000 + i, true, &rep, &wr, &found) > 0;
+        caught += one_crash(seed0() + i, true, &rep, &wr, &found) > 0;
     }
     cr_assert_gt(caught, 0, "the buggy log lost nothing it reported durable in %u crashes", n);
+}
+
+/* The same promise from corio tasks: 16 tasks, each appending to its own log with afs_pwrite
+ * and afs_fsync, so that each phase's writes and syncs go to the kernel together. */
+#define TASKS 16
+#define TASK_RECORDS 12
+
+struct task_log {
+    char     path[PATH_MAX];
+    uint64_t first;   /* its records' sequence numbers start here */
+    uint64_t durable; /* records reported durable */
+};
+
+static void log_task(struct corio_task *t, void *arg)
+{
+    struct task_log *l = arg;
+    struct afs_file *f;
+    if (afs_create(corio_sched_ctx(corio_task_sched(t)), l->path, AFS_MODE_SYNC, &f) < 0)
+        return;
+    unsigned char buf[HDR + MAXPAY + 4];
+    uint64_t end = 0;
+    for (uint64_t i = 0; i < TASK_RECORDS; i++) {
+        size_t len = encode(buf, l->first + i);
+        if (afs_pwrite(f, buf, len, end) != (ssize_t)len || afs_fsync(f, AFS_FSYNC_DATA) < 0)
+            break;
+        end += len;
+        l->durable = i + 1;
+    }
+    afs_close(f);
+}
+
+static struct task_log logs[TASKS];
+
+static void spawn_logs(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < TASKS; i++)
+        cr_assert_eq(corio_spawn(t, log_task, &logs[i], NULL), 0);
+    corio_wait(t);
+}
+
+T_WAL(corio_tasks_lose_no_durable_record_across_200_crashes)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.sync_threshold = 0; /* every write joins the phase's batch */
+    t_ctx = t_ctx_cfg(&cfg);
+    unsigned n = runs() / 5;
+    uint64_t cut = 0, decided = 0;
+    for (unsigned k = 0; k < n; k++) {
+        struct afs_crash_options o;
+        afs_crash_options_default(&o);
+        o.seed = seed0() + 4000 + k;
+        o.cut_op_max = TASKS * (2 * TASK_RECORDS + 2);
+        cr_assert_eq(afs_crash_enable(t_ctx, &o), 0);
+        for (int i = 0; i < TASKS; i++) {
+            snprintf(logs[i].path, sizeof logs[i].path, "%s", t_path("log"));
+            snprintf(logs[i].path + strlen(logs[i].path), 16, "%d", i);
+            logs[i].first = (uint64_t)i * 1000;
+            logs[i].durable = 0;
+        }
+        struct corio_config cc;
+        corio_config_default(&cc);
+        cc.ctx = t_ctx;
+        struct corio_sched *s;
+        cr_assert_eq(corio_sched_new(&s, &cc), 0);
+        cr_assert_eq(corio_sched_run(s, spawn_logs, NULL), 0);
+        corio_sched_free(s);
+        struct afs_crash_report rep;
+        cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+        cut += rep.cut_op > 0;
+        decided += rep.kept + rep.dropped + rep.torn;
+        for (int i = 0; i < TASKS; i++) {
+            uint64_t found = wal_recover_from(t_ctx, logs[i].path, logs[i].first);
+            cr_assert_geq(found, logs[i].durable, "seed %llu, task %d: %llu durable, %llu found",
+                          (unsigned long long)o.seed, i, (unsigned long long)logs[i].durable,
+                          (unsigned long long)found);
+        }
+    }
+    cr_assert_gt(cut, n / 2);
+    cr_assert_gt(decided, 0);
 }

@@ -7,6 +7,8 @@
 
 #include "internal.h" /* afs__sys: the enter hook that looks at the SQEs */
 
+#include <inttypes.h>
+
 #ifndef _WIN32
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -18,7 +20,8 @@
 #define HAVE_URING_HOOKS 1
 #endif
 
-#define T_REG(name, ...) Test(reg, name, .init = t_setup, .fini = t_teardown, .timeout = 60, ##__VA_ARGS__)
+#define T_REG(name, ...)                                                                      \
+    Test(reg, name, .init = t_setup, .fini = t_teardown, .timeout = 60, ##__VA_ARGS__)
 
 enum { BS = 4096, NBLK = 64 };
 
@@ -366,8 +369,8 @@ static void check_block(struct afs_file *f, char *buf, int blk, uint64_t seed)
 {
     ssize_t n = afs_pread(f, buf, BS, (uint64_t)blk * BS);
     cr_assert_eq(n, BS, "pread: %zd", n);
-    cr_assert(t_check(buf, BS, seed + (uint64_t)blk * BS), "block %d of the file seeded %" PRIu64
-              ": another file's bytes?", blk, seed);
+    cr_assert(t_check(buf, BS, seed + (uint64_t)blk * BS),
+              "block %d of the file seeded %" PRIu64 ": another file's bytes?", blk, seed);
 }
 
 T_REG(files_opened_and_closed_with_ops_in_flight_keep_the_table_right)

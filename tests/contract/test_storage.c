@@ -564,3 +564,84 @@ T_IO(dsync_direct_writes)
     afs_buf_free(t_ctx, buf, 65536);
     cr_assert_eq(afs_close(f), 0);
 }
+
+T_IO(directory_fsync)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 100);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_dir), 0);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("missing")), -ENOENT);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("f")), -ENOTDIR);
+    cr_assert_eq(afs_fsync_dir(t_ctx, NULL), -EINVAL);
+#ifdef _WIN32
+    struct afs_op op;
+    cr_assert_eq(afs_fsync_fd(t_ctx, 0, 0), -ENOTSUP, "no fds on Windows");
+    cr_assert_eq(afs_queue_fsync_fd(&op, t_ctx, 0, 0, s_cb, NULL), -ENOTSUP);
+#else
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0, "%s", afs_strerror(dfd));
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, 0), 0);
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, AFS_FSYNC_DATA), 0);
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, 0x10), -EINVAL);
+    cr_assert_eq(afs_fsync_fd(t_ctx, -1, 0), -EBADF);
+    struct afs_op op;
+    ssize_t res = 1;
+    cr_assert_eq(afs_queue_fsync_fd(&op, t_ctx, dfd, 0, s_cb, &res), 0);
+    s_wait();
+    cr_assert_eq(res, 0, "%s", afs_strerror((int)res));
+    /* The classic: write a new file, sync it, rename it into place, sync the directory,
+     * as one chain. */
+    struct afs_file *f = s_file("tmp", AFS_RDWR | AFS_CREAT);
+    static char buf[4096];
+    t_fill(buf, sizeof buf, 0);
+    struct afs_op m[4];
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&m[0], f, buf, sizeof buf, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&m[1], f, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_renameat(&m[2], t_ctx, dfd, "tmp", dfd, "final", 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync_fd(&m[3], t_ctx, dfd, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), 0);
+    struct stat st;
+    cr_assert_eq(stat(t_path("final"), &st), 0);
+    cr_assert_eq(st.st_size, 4096);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+#endif
+}
+
+T_IO(dio_align_is_reported)
+{
+    t_new_ctx();
+    struct afs_file *f = s_pattern("f", 100);
+    struct afs_dio_align al;
+    int err = afs_file_dio_align(f, &al);
+    if (err == -ENOTSUP)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    cr_assert(al.mem >= 1 && (al.mem & (al.mem - 1)) == 0, "mem %u", al.mem);
+    cr_assert(al.offset >= 1 && (al.offset & (al.offset - 1)) == 0, "offset %u", al.offset);
+    cr_assert_eq(afs_file_dio_align(f, NULL), -EINVAL);
+    cr_assert_eq(afs_close(f), 0);
+    /* What it says works: a direct read of `offset` bytes into a buffer so aligned. */
+    f = NULL;
+    err = afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_DIRECT, 0, AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0);
+    size_t n = al.offset > al.mem ? al.offset : al.mem;
+    char *buf = afs_buf_alloc(t_ctx, n);
+    t_fill(buf, n, 0);
+    cr_assert_eq(afs_pwrite(f, buf, n, 0), (ssize_t)n);
+    cr_assert_eq(afs_pread(f, buf, n, 0), (ssize_t)n);
+    cr_assert(t_check(buf, n, 0));
+    afs_buf_free(t_ctx, buf, n);
+    cr_assert_eq(afs_close(f), 0);
+#ifndef _WIN32
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(afs_file_from_fd(t_ctx, p[0], AFS_RDONLY, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_dio_align(f, &al), -ESPIPE);
+    cr_assert_eq(afs_close(f), 0);
+    close(p[1]);
+#endif
+}

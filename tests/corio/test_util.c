@@ -77,6 +77,7 @@ T_U(blocking, runs_on_a_thread_while_tasks_go_on)
 static int until_stopped(void *arg)
 {
     struct blk *b = arg;
+    atomic_store(&b->flag, 1); /* started */
     while (!corio_blocking_stop_requested())
         usleep(1000);
     atomic_store(&b->stopped, 1);
@@ -90,15 +91,27 @@ static void blocked_child(struct corio_task *t, void *arg)
     struct blk *b = arg;
     b->res = corio_run_blocking(t, until_stopped, b);
     /* fn has returned: arg is never used after the wait. */
+    b->caller = pthread_self();
     cr_assert_eq(atomic_load(&b->returned), 1);
+}
+
+/* Interrupts the child once fn runs on its thread: a cancel, or a deadline (deadline != 0). */
+static void interrupt_root(struct corio_task *t, void *arg, int deadline)
+{
+    struct blk *b = arg;
+    struct corio_task *c;
+    cr_assert_eq(corio_spawn(t, blocked_child, b, &c), 0);
+    while (!atomic_load(&b->flag))
+        corio_sleep(t, 1 * MS);
+    if (deadline)
+        corio_set_deadline(c, corio_now() + 1 * MS);
+    else
+        corio_cancel(c);
 }
 
 static void cancel_root(struct corio_task *t, void *arg)
 {
-    struct corio_task *c;
-    cr_assert_eq(corio_spawn(t, blocked_child, arg, &c), 0);
-    corio_sleep(t, 5 * MS);
-    corio_cancel(c);
+    interrupt_root(t, arg, 0);
 }
 
 T_U(blocking, cancel_asks_fn_to_stop_and_waits_for_it)
@@ -111,10 +124,7 @@ T_U(blocking, cancel_asks_fn_to_stop_and_waits_for_it)
 
 static void deadline_root(struct corio_task *t, void *arg)
 {
-    struct blk *b = arg;
-    corio_set_deadline(t, corio_now() + 5 * MS);
-    b->res = corio_run_blocking(t, until_stopped, b);
-    cr_assert_eq(atomic_load(&b->returned), 1);
+    interrupt_root(t, arg, 1);
 }
 
 T_U(blocking, deadline_gives_etimedout)
@@ -122,6 +132,64 @@ T_U(blocking, deadline_gives_etimedout)
     struct blk b = {0};
     cr_assert_eq(urun(deadline_root, &b), 0);
     cr_assert_eq(b.res, -ETIMEDOUT);
+    cr_assert_eq(atomic_load(&b.stopped), 1);
+}
+
+/* Every pool thread busy: a job behind them waits its turn, and one whose waiter is
+ * cancelled before a thread took it never runs. */
+enum { POOL = 32 };
+
+struct queued_case {
+    atomic_int release, running, late_ran;
+    int        late_res;
+};
+
+static int hold(void *arg)
+{
+    struct queued_case *q = arg;
+    atomic_fetch_add(&q->running, 1);
+    while (!atomic_load(&q->release))
+        usleep(1000);
+    return 0;
+}
+
+static int late(void *arg)
+{
+    atomic_store(&((struct queued_case *)arg)->late_ran, 1);
+    return 0;
+}
+
+static void late_child(struct corio_task *t, void *arg)
+{
+    struct queued_case *q = arg;
+    q->late_res = corio_run_blocking(t, late, q);
+}
+
+static void queued_root(struct corio_task *t, void *arg)
+{
+    struct queued_case *q = arg;
+    static struct corio_blocking b[POOL];
+    for (int i = 0; i < POOL; i++)
+        cr_assert_eq(corio_go(t, &b[i], hold, q), 0);
+    while (atomic_load(&q->running) < POOL)
+        corio_sleep(t, 1 * MS);
+    struct corio_task *c;
+    cr_assert_eq(corio_spawn(t, late_child, q, &c), 0);
+    corio_cancel(c);
+    corio_wait(t);
+    atomic_store(&q->release, 1);
+    for (int i = 0; i < POOL; i++)
+        cr_assert_eq(corio_blocking_wait(t, &b[i]), 0);
+}
+
+T_U(blocking, a_job_cancelled_before_it_started_never_runs)
+{
+    struct queued_case q = {0};
+    cr_assert_eq(urun(queued_root, &q), 0);
+    cr_assert_eq(q.late_res, -ECANCELED);
+    corio_sched_free(u_sched); /* joins the pool's threads */
+    u_sched = NULL;
+    cr_assert_eq(atomic_load(&q.late_ran), 0);
 }
 
 static int ident(void *arg)

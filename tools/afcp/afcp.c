@@ -283,8 +283,8 @@ static void usage(FILE *f)
           "      --preserve[=LIST]  keep the attributes in LIST (default:\n"
           "                       mode,ownership,timestamps); also links (hard links\n"
           "                       between copied files stay hard links), xattr (extended\n"
-          "                       attributes, ACLs included), context (accepted, ignored),\n"
-          "                       all; mode carries the ACL, ownership needs root\n"
+          "                       attributes), context (accepted, ignored), all; mode\n"
+          "                       carries the ACLs (as with cp), ownership needs root\n"
           "      --no-preserve=LIST  do not keep the attributes in LIST\n"
           "  -a, --archive        same as -dR --preserve=all (an extended attribute the\n"
           "                       destination refuses is skipped silently, as cp does)\n"
@@ -538,6 +538,8 @@ int main(int argc, char **argv)
     afcp.progress = !o->quiet && isatty(2);
     afcp_signals_init();
     afcp.walking = 1;
+    afcp.inline_io = 1; /* until a read says otherwise (copy.c) */
+    afcp_test_path(getenv("AFCP_TEST_PATH")); /* tests only: see copy.c */
     afcp_sem_init(&afcp.files, o->jobs);
     afcp_sem_init(&afcp.bufs, o->jobs > 2 * o->chunk_workers ? o->jobs : 2 * o->chunk_workers);
     /* Each file in flight holds up to 3 descriptors, plus the open directories. */

@@ -80,6 +80,8 @@ struct afcp_app {
     int                 is_root;
     mode_t              umask;
     int                 have_proc; /* /proc/self/fd/N/name paths work (see copy.c) */
+    int                 inline_io; /* the tree answers from the cache: plain system calls
+                                      (measured as the copy goes: see copy.c) */
     struct afcp_sem     files;     /* file slots */
     struct afcp_sem     bufs;      /* large-file buffers of chunk_size */
     void               *buf_free;  /* free list of chunk buffers */
@@ -122,6 +124,9 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
 enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
 int  afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
                      const char *dpath, const struct stat *sst, int kind, int *exists);
+/* Metadata calls, plain while afcp.inline_io, batched otherwise (see walk.c): 0 or -errno. */
+int  afcp_stat(int dirfd, const char *name, int flags, struct stat *out); /* AFS_AT_* */
+int  afcp_unlink(int dirfd, const char *name);
 /* Fills tmp (>= 16 bytes) with a fresh ".afcp.XXXXXX" name. */
 void afcp_tmpname(char *tmp);
 /* Final rename of tmp to name in dfd honouring -n; 0, 1 when skipped (-n), or -errno. */
@@ -140,6 +145,7 @@ void afcp_temp_created(int slot, int created);
 void afcp_temp_hold(struct corio_task *t);
 void afcp_temp_put(int slot);
 void afcp_test_hook_open(void); /* AFCP_TEST_SIGNAL (tests only, see copy.c) */
+void afcp_test_path(const char *path); /* AFCP_TEST_PATH (tests only, see copy.c) */
 /* A struct stat from asyncfs's (the fields afcp uses). */
 void afcp_stat_from(struct stat *out, const struct afs_stat *in);
 

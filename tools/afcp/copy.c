@@ -53,6 +53,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 enum { DIO_ALIGN = 4096, GROUP_FS_MAX = 8, TEMPS_WAITING = 4096 };
@@ -629,12 +630,9 @@ done:
 static struct { dev_t from, to; } no_clone[16];
 static unsigned no_clone_n;
 
-static int try_clone(struct fcopy *c)
+static int clone_fd(int ifd, int ofd, dev_t from, dev_t to, const char *spath,
+                    const char *dpath)
 {
-    struct afcp_file_job *j = c->job;
-    dev_t from = j->st.st_dev, to = j->dd->ddev;
-    if (afcp.o.reflink == AFCP_REFLINK_NEVER || c->unsized || c->direct_in || c->direct_out)
-        return 1;
     if (afcp.o.reflink == AFCP_REFLINK_AUTO) {
         if (from != to)
             return 1; /* a clone never crosses file systems */
@@ -642,14 +640,11 @@ static int try_clone(struct fcopy *c)
             if (no_clone[i].from == from && no_clone[i].to == to)
                 return 1;
     }
-    if (ioctl((int)afs_file_fd(c->out), FICLONE, (int)afs_file_fd(c->in)) == 0) {
-        afcp.bytes_done += c->size;
-        c->copied += c->size;
+    if (ioctl(ofd, FICLONE, ifd) == 0)
         return 0;
-    }
     int e = errno;
     if (afcp.o.reflink == AFCP_REFLINK_ALWAYS) {
-        afcp_err(e, "failed to clone '%s' from '%s'", j->dpath, j->spath);
+        afcp_err(e, "failed to clone '%s' from '%s'", dpath, spath);
         return -1;
     }
     if ((e == EOPNOTSUPP || e == ENOTTY || e == EXDEV || e == EINVAL || e == ENOSYS) &&
@@ -658,6 +653,20 @@ static int try_clone(struct fcopy *c)
         no_clone[no_clone_n++].to = to;
     }
     return 1;
+}
+
+static int try_clone(struct fcopy *c)
+{
+    struct afcp_file_job *j = c->job;
+    if (afcp.o.reflink == AFCP_REFLINK_NEVER || c->unsized || c->direct_in || c->direct_out)
+        return 1;
+    int r = clone_fd((int)afs_file_fd(c->in), (int)afs_file_fd(c->out), j->st.st_dev,
+                     j->dd->ddev, j->spath, j->dpath);
+    if (r == 0) {
+        afcp.bytes_done += c->size;
+        c->copied += c->size;
+    }
+    return r;
 }
 
 static void report(struct fcopy *c)
@@ -928,8 +937,249 @@ out:
         slot_release();
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Cached trees: one file at a time with plain system calls, in the walker.
+ *
+ * On a tree in the page cache every system call of a copy is a short memory copy, and the
+ * batches above only add the cost of a task and of a trip through the ring for each (the
+ * kernel's workers run the opens, creates and renames of a batch). So while the tree answers
+ * from the cache, the walker copies each small regular file itself, as cp does: open,
+ * fstat, read, create the temporary, write, close, rename. Whether the tree answers from the
+ * cache is measured on every such file, not assumed: the first read is a preadv2 with
+ * RWF_NOWAIT, which returns EAGAIN instead of waiting for the disk (where a file system
+ * refuses RWF_NOWAIT, a plain read is timed instead; wall-clock times are the weaker signal
+ * on a busy machine, so they are not used otherwise). A miss hands the file to a file
+ * task, turns afcp.inline_io off, and the next files go through the batches; one file in
+ * probe_gap is then tried inline again (the gap doubles after each miss, up to 4096 files,
+ * and comes back to 8 on a hit), so a copy that reaches a cached part of a cold tree, or a
+ * warm tree whose first files were cold, changes path by itself. On a cold tree the probe's
+ * open waits for the disk in the walker (the reads in flight go on meanwhile): one file in
+ * thousands once the gap has grown.
+ * Files that need more than the plain path (a destination that exists, holes, hard links
+ * with --preserve=links, --fsync, --inplace, --direct, --sparse=always, --reflink=always)
+ * go to a file task whatever the mode.
+ * ---------------------------------------------------------------------------------------- */
+enum { INLINE_BUF = 256u << 10, INLINE_MAX = 4u << 20, PROBE_MIN = 8, PROBE_MAX = 4096 };
+#define INLINE_SLOW_NS 200000 /* without RWF_NOWAIT: a read this long waited for the disk */
+
+static unsigned probe_gap = PROBE_MIN, probe_left;
+static char    *inline_buf;
+static int      nowait_broken; /* RWF_NOWAIT refused: time the plain reads instead */
+
+static int inline_never; /* AFCP_TEST_PATH=batch */
+
+/* Tests only: AFCP_TEST_PATH=batch sends every file through the file tasks, whatever the
+ * measurement says, so that the tests run both paths on their (cached) fixtures. */
+void afcp_test_path(const char *path)
+{
+    if (path && !strcmp(path, "batch")) {
+        inline_never = 1;
+        afcp.inline_io = 0;
+    }
+}
+
+static void inline_miss(void)
+{
+    afcp.inline_io = 0;
+    probe_left = probe_gap;
+    if (probe_gap < PROBE_MAX)
+        probe_gap *= 2;
+}
+
+static void inline_hit(void)
+{
+    afcp.inline_io = 1;
+    probe_gap = PROBE_MIN;
+}
+
+/* A read that must not wait for the disk: bytes, or -EAGAIN when the data is not cached. */
+static ssize_t read_cached(int fd, void *buf, size_t len, off_t off)
+{
+    if (!nowait_broken) {
+        struct iovec iov = {buf, len};
+        ssize_t n = preadv2(fd, &iov, 1, off, RWF_NOWAIT);
+        if (n >= 0 || errno == EAGAIN)
+            return n >= 0 ? n : -EAGAIN;
+        if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+            return -errno;
+        nowait_broken = 1;
+    }
+    int64_t t0 = corio_now();
+    ssize_t n = pread(fd, buf, len, off);
+    if (n < 0)
+        return -errno;
+    return corio_now() - t0 > INLINE_SLOW_NS ? -EAGAIN : n;
+}
+
+static int write_all(int fd, const char *buf, size_t len, off_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, buf, len, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        buf += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return 0;
+}
+
+/* 0: copied here (or a failure reported), 1: give it to a file task. */
+static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                       struct afcp_dir *dd, const char *dname, const char *spath,
+                       const char *dpath, int follow)
+{
+    const struct afcp_opts *o = &afcp.o;
+    if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
+        o->reflink == AFCP_REFLINK_ALWAYS)
+        return 1;
+    if (inline_never || (!afcp.inline_io && probe_left && --probe_left))
+        return 1;
+    if (!inline_buf)
+        inline_buf = afcp_xmalloc(INLINE_BUF);
+    int fd = openat(sd->sfd, sname, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    if (fd < 0)
+        return 1; /* the file task reports it */
+    struct stat st;
+    int give = fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > INLINE_MAX ||
+               (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size ||
+               ((o->preserve & AFCP_P_LINKS) && st.st_nlink > 1);
+    if (give) {
+        close(fd);
+        return 1;
+    }
+    /* The first block of data, or (empty by its size) proof that there is none: a size of
+     * 0 says nothing on /proc and the like, which the file task reads until EOF. */
+    size_t first = st.st_size < INLINE_BUF ? (size_t)st.st_size : INLINE_BUF;
+    ssize_t n = read_cached(fd, inline_buf, first ? first : 1, 0);
+    if (n == -EAGAIN || (first && n >= 0 && (size_t)n < first) || (!first && n != 0)) {
+        close(fd);
+        if (n == -EAGAIN)
+            inline_miss();
+        return 1;
+    }
+    if (n < 0) {
+        close(fd);
+        return 1; /* the file task reports it */
+    }
+    if (!dd->created) {
+        struct stat dst;
+        if (fstatat(dd->dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
+            close(fd);
+            return 1; /* something is there: the file task decides what happens to it */
+        }
+    }
+    inline_hit();
+
+    struct afcp_file_job job = {.sd = sd, .dd = dd, .spath = (char *)spath,
+                                .dpath = (char *)dpath, .st = st};
+    afcp.files_total++;
+    afcp.bytes_total += (uint64_t)st.st_size;
+    char tmp[16];
+    int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
+    unsigned perm = afcp_safe_mode(fd, st.st_mode) & 0777;
+    for (int tries = 0;; tries++) {
+        afcp_tmpname(tmp);
+        afcp_temp_set(t, tslot, dd->dfd, tmp);
+        ofd = openat(dd->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
+        err = ofd < 0 ? -errno : 0;
+        afcp_test_hook_open();
+        afcp_temp_created(tslot, ofd >= 0);
+        if (err != -EEXIST || tries > 100)
+            break;
+    }
+    if (err < 0) {
+        afcp_err(err, "cannot create regular file '%s'", dpath);
+        goto fail_tmp;
+    }
+    uint64_t off = 0, size = (uint64_t)st.st_size;
+    if (size && o->reflink == AFCP_REFLINK_AUTO &&
+        clone_fd(fd, ofd, st.st_dev, dd->ddev, spath, dpath) == 0) {
+        off = size; /* cloned */
+        afcp.bytes_done += size;
+    }
+    while (!err && off < size) {
+        if (off) { /* the rest of a file larger than the buffer */
+            size_t len = size - off < INLINE_BUF ? (size_t)(size - off) : INLINE_BUF;
+            n = read_cached(fd, inline_buf, len, (off_t)off);
+            if (n == -EAGAIN || (n >= 0 && (size_t)n < len)) {
+                /* Not (all) in the cache: the rest of this file with plain reads, the next
+                 * files through the batches. */
+                inline_miss();
+                for (size_t got = n < 0 ? 0 : (size_t)n;; got += (size_t)n) {
+                    n = got < len ? pread(fd, inline_buf + got, len - got, (off_t)(off + got))
+                                  : 0;
+                    if (n < 0 && errno == EINTR)
+                        continue;
+                    if (n <= 0) {
+                        n = n < 0 ? -errno : (ssize_t)got;
+                        break;
+                    }
+                }
+            }
+            if (n >= 0 && (size_t)n < len)
+                n = -ENODATA; /* shrank */
+            if (n < 0) {
+                err = (int)n;
+                side = 0;
+                break;
+            }
+        }
+        err = write_all(ofd, inline_buf, (size_t)n, (off_t)off);
+        off += (uint64_t)n;
+        afcp.bytes_done += (uint64_t)n;
+    }
+    if (!err && (o->preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
+        preserve(&job, fd, ofd);
+    if (close(ofd) < 0 && !err)
+        err = -errno;
+    if (err < 0) {
+        if (err == -ENODATA && side == 0)
+            afcp_note("error reading '%s': file shrank during the copy", spath);
+        else
+            afcp_err(err, side ? "error writing '%s'" : "error reading '%s'",
+                     side ? dpath : spath);
+        afcp.status = 1;
+        unlinkat(dd->dfd, tmp, 0);
+        afcp.bytes_done -= off;
+        goto fail_tmp;
+    }
+    afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
+    err = afcp_install(dd->dfd, tmp, dname);
+    if (err < 0) {
+        afcp_err(err, "cannot create regular file '%s'", dpath);
+        unlinkat(dd->dfd, tmp, 0);
+    } else if (err == 0 && o->verbose) {
+        afcp_verbose("'%s' -> '%s'", spath, dpath);
+    }
+fail_tmp:
+    afcp_temp_put(tslot);
+    close(fd);
+    afcp.files_done++;
+    /* The walker does not suspend on this path: now and then let the file tasks still in
+     * flight and the progress bar run. */
+    static unsigned since_yield;
+    if (++since_yield % 64 == 0 && (copying || afcp.progress))
+        corio_yield(t);
+    return 0;
+}
+
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
 {
+    if (S_ISREG(job->st.st_mode) &&
+        copy_inline(t, job->sd, job->sname, job->dd, job->dname, job->spath, job->dpath,
+                    job->follow) == 0) {
+        free(job->sname);
+        free(job->dname);
+        free(job->spath);
+        free(job->dpath);
+        free(job);
+        return;
+    }
+    afcp.files_total++;
+    afcp.bytes_total += (uint64_t)job->st.st_size;
     afcp_sem_acquire(t, &afcp.files);
     copying++;
     afcp_dir_get(job->sd);

@@ -150,8 +150,9 @@ void afcp_old_free(struct afcp_old *old)
     old->acl = NULL;
 }
 
-/* Every extended attribute of sfd onto dfd (ACLs included; not security.selinux, which is
- * the context cp keeps only with --preserve=context). A failure is reported, and counts as
+/* Every extended attribute of sfd onto dfd, as cp copies them: not the ACLs (the mode
+ * carries them: afcp_acl_copy, with -p and -a) and not security.selinux (the context, which
+ * cp keeps only with --preserve=context). A failure is reported, and counts as
  * one, only when --preserve=xattr asked for them; with -a a destination that refuses an
  * attribute (a file system without user xattrs, trusted.* for a user) is skipped silently,
  * as cp does with -a. */
@@ -176,7 +177,7 @@ int afcp_xattr_copy(int sfd, int dfd, const char *dpath)
     }
     for (ssize_t off = 0; off < len; off += (ssize_t)strlen(names + off) + 1) {
         const char *name = names + off;
-        if (!strcmp(name, "security.selinux"))
+        if (!strcmp(name, "security.selinux") || !strncmp(name, "system.posix_acl_", 17))
             continue;
         void *val;
         ssize_t n = get_xattr(sfd, NULL, name, &val);

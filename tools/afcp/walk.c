@@ -55,7 +55,8 @@ static void dir_finish(struct afcp_dir *d)
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
         } else if (d->created &&
-                   fchmod(d->dfd, afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) < 0) {
+                   fchmod(d->dfd, (afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) |
+                                      (mode & S_ISVTX)) < 0) { /* mkdir keeps sticky: cp too */
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
         struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
@@ -86,6 +87,56 @@ void afcp_dir_put(struct afcp_dir *d)
     }
 }
 
+/* The metadata calls of the walker and the file tasks: plain system calls while the tree
+ * answers from the cache (afcp.inline_io, measured in copy.c), asyncfs's batched ops
+ * otherwise. flags: AFS_AT_* (stat), AFS_RENAME_* (rename). 0 or -errno. */
+int afcp_stat(int dirfd, const char *name, int flags, struct stat *out)
+{
+    if (afcp.inline_io) {
+        int f = (flags & AFS_AT_SYMLINK_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) |
+                (flags & AFS_AT_EMPTY_PATH ? AT_EMPTY_PATH : 0);
+        return fstatat(dirfd, name, out, f) == 0 ? 0 : -errno;
+    }
+    struct afs_stat ast;
+    int err = afs_statx(afcp.ctx, dirfd, name, flags, &ast);
+    if (err == 0)
+        afcp_stat_from(out, &ast);
+    return err;
+}
+
+static int open_dir(int dirfd, const char *name, int nofollow)
+{
+    if (afcp.inline_io) {
+        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+                                         (nofollow ? O_NOFOLLOW : 0));
+        return fd >= 0 ? fd : -errno;
+    }
+    return afs_openat(afcp.ctx, dirfd, name,
+                      AFS_RDONLY | AFS_DIRECTORY | (nofollow ? AFS_NOFOLLOW : 0), 0);
+}
+
+static int make_dir(int dirfd, const char *name, mode_t mode)
+{
+    if (afcp.inline_io)
+        return mkdirat(dirfd, name, mode) == 0 ? 0 : -errno;
+    return afs_mkdirat(afcp.ctx, dirfd, name, mode);
+}
+
+int afcp_unlink(int dirfd, const char *name)
+{
+    if (afcp.inline_io)
+        return unlinkat(dirfd, name, 0) == 0 ? 0 : -errno;
+    return afs_unlinkat(afcp.ctx, dirfd, name, 0);
+}
+
+static int rename_in(int dfd, const char *from, const char *to, unsigned flags)
+{
+    if (afcp.inline_io)
+        return renameat2(dfd, from, dfd, to, flags & AFS_RENAME_NOREPLACE ? RENAME_NOREPLACE
+                                                                          : 0) == 0 ? 0 : -errno;
+    return afs_renameat(afcp.ctx, dfd, from, dfd, to, flags);
+}
+
 void afcp_tmpname(char *tmp)
 {
     static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -112,19 +163,19 @@ void afcp_tmpname(char *tmp)
 int afcp_install(int dfd, const char *tmp, const char *name)
 {
     if (!afcp.o.noclobber)
-        return afs_renameat(afcp.ctx, dfd, tmp, dfd, name, 0);
-    int err = afs_renameat(afcp.ctx, dfd, tmp, dfd, name, AFS_RENAME_NOREPLACE);
+        return rename_in(dfd, tmp, name, 0);
+    int err = rename_in(dfd, tmp, name, AFS_RENAME_NOREPLACE);
     if (err == 0)
         return 0;
     if (err == -EINVAL || err == -ENOSYS || err == -ENOTSUP) {
         if (linkat(dfd, tmp, dfd, name, 0) == 0) {
-            afs_unlinkat(afcp.ctx, dfd, tmp, 0);
+            afcp_unlink(dfd, tmp);
             return 0;
         }
         err = -errno;
     }
     if (err == -EEXIST) {
-        afs_unlinkat(afcp.ctx, dfd, tmp, 0);
+        afcp_unlink(dfd, tmp);
         return 1;
     }
     return err;
@@ -136,16 +187,14 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
                     const char *dpath, const struct stat *sst, int kind, int *exists)
 {
     struct stat dst;
-    struct afs_stat ast;
     *exists = 0;
-    int err = afs_statx(afcp.ctx, dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &ast);
+    int err = afcp_stat(dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &dst);
     if (err < 0) {
         if (err == -ENOENT)
             return 0;
         afcp_err(err, "cannot stat '%s'", dpath);
         return -1;
     }
-    afcp_stat_from(&dst, &ast);
     *exists = 1;
     int src_is_dir = kind == AFCP_DEST_DIR;
     if (S_ISDIR(dst.st_mode) && src_is_dir)
@@ -369,8 +418,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     int exists;
     if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
         return NULL;
-    const int dflags = AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW;
-    int sfd = afs_openat(afcp.ctx, sd->sfd, sname, follow ? dflags & ~AFS_NOFOLLOW : dflags, 0);
+    int sfd = open_dir(sd->sfd, sname, !follow);
     if (sfd < 0) {
         afcp_err(sfd, "cannot access '%s'", spath);
         return NULL;
@@ -378,7 +426,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     int created = 0;
     if (!exists) {
         /* 0700 while we fill it: the final mode comes once its entries are done. */
-        int err = afs_mkdirat(afcp.ctx, dd->dfd, dname, 0700);
+        int err = make_dir(dd->dfd, dname, 0700);
         if (err < 0 && err != -EEXIST) {
             afcp_err(err, "cannot create directory '%s'", dpath);
             close(sfd);
@@ -386,7 +434,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
         }
         created = err == 0;
     }
-    int dfd = afs_openat(afcp.ctx, dd->dfd, dname, dflags, 0);
+    int dfd = open_dir(dd->dfd, dname, 1);
     if (dfd < 0) {
         if (dfd == -ENOTDIR || dfd == -ELOOP)
             afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
@@ -397,10 +445,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
         return NULL;
     }
     struct stat dst;
-    struct afs_stat ast;
-    if (afs_statx(afcp.ctx, dfd, "", AFS_AT_EMPTY_PATH, &ast) == 0)
-        afcp_stat_from(&dst, &ast);
-    else
+    if (afcp_stat(dfd, "", AFS_AT_EMPTY_PATH, &dst) < 0)
         memset(&dst, 0, sizeof dst);
     if (created)
         remember_made(dst.st_dev, dst.st_ino);
@@ -485,7 +530,6 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
         struct afcp_dir *cur = f->d;
         char *sp = afcp_join(cur->spath, e->name), *dp = afcp_join(cur->dpath, e->name);
         struct stat est;
-        struct afs_stat east;
         int err = 0;
         if (too_long(sp, dp)) {
             err = 1;
@@ -493,10 +537,9 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             /* The file task stats what it opens; the size comes then. */
             memset(&est, 0, sizeof est);
             est.st_mode = S_IFREG;
-        } else if ((err = afs_statx(afcp.ctx, cur->sfd, e->name,
+        } else if ((err = afcp_stat(cur->sfd, e->name,
                                     afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW,
-                                    &east)) == 0) {
-            afcp_stat_from(&est, &east);
+                                    &est)) == 0) {
         } else {
             afcp_err(err, "cannot stat '%s'", sp);
         }
@@ -527,8 +570,6 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
                                       .dpath = dpath, .st = *st, .follow = follow};
-        afcp.files_total++;
-        afcp.bytes_total += (uint64_t)st->st_size;
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }

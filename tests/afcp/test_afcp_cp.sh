@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# afcp against GNU cp on the same input, for what makes a cp replacement: sparse files (the
+# blocks allocated), hard links (inode equality within the copy), extended attributes and
+# ACLs (getfattr/getfacl output), symlinks under -L/-H/-P, -u, -x (a tmpfs mounted in the
+# source, as root), --reflink, --fsync's directory sync (strace), a destination that fills up
+# (a small tmpfs, as root), SIGINT on both paths (cached inline, batched), --help. Runs once
+# per backend: AUTO (io_uring here), threads, sync (ASYNCFS_BACKEND); each case on both of
+# afcp's paths where they differ (AFCP_TEST_PATH=batch forces the batched one).
+# Usage: tests/afcp/test_afcp_cp.sh path/to/afcp
+set -uo pipefail
+
+. "$(dirname "$0")/lib.sh" afcp_cp "${1:-}"
+command -v cp > /dev/null && cp --version 2>/dev/null | grep -q GNU ||
+    { echo "SKIP: GNU cp is needed to compare with" >&2; exit 0; }
+is_root=0; [[ $(id -u) -eq 0 ]] && is_root=1
+
+# The same listing for two trees: type, mode, size, link count, symlink target, and which
+# names share an inode (numbered in order of appearance, so that two copies compare).
+# Fields: 1 name, 2 type, 3 mode, 4 size, 5 links, 6 inode (renumbered), 7 symlink target.
+listing() { # dir
+    (cd "$1" && find . -mindepth 1 -printf '%P|%y|%m|%s|%n|%i|%l\n' | LC_ALL=C sort |
+        awk -F'|' -v OFS=' ' '{ if (!($6 in id)) id[$6] = ++n; $6 = "ino" id[$6]; print }')
+}
+xattrs() { (cd "$1" && getfattr -R -d -m - --absolute-names . 2>/dev/null | grep -v '^security\.selinux'); }
+acls() { (cd "$1" && getfacl -R -p . 2>/dev/null); }
+
+# ---- fixtures (shared by every backend's run) ----
+S=$T/src
+mkdir -p "$S/tree/d1/d2" "$S/tree/other"
+echo one > "$S/tree/f1"
+head -c 100000 /dev/urandom > "$S/tree/d1/big"
+ln "$S/tree/f1" "$S/tree/d1/f1.link"          # three names of one inode
+ln "$S/tree/f1" "$S/tree/d1/d2/f1.link2"
+echo two > "$S/tree/other/f2"
+ln "$S/tree/other/f2" "$S/tree/f2.link"        # two names
+ln -s f1 "$S/tree/sym"                         # a symlink (stays one under -P)
+ln -s d1 "$S/tree/dsym"                        # to a directory
+# a 64 MiB sparse file with two data extents
+truncate -s 64M "$S/tree/sparse"
+head -c 65536 /dev/urandom | dd of="$S/tree/sparse" bs=1M seek=10 conv=notrunc status=none
+head -c 4096 /dev/urandom | dd of="$S/tree/sparse" bs=4096 seek=$((16384 - 1)) conv=notrunc status=none
+sparse_ok=1; [[ $(stat -c %b "$S/tree/sparse") -lt 2048 ]] || sparse_ok=0
+xattr_ok=1
+setfattr -n user.color -v blue "$S/tree/f1" 2>/dev/null &&
+    setfattr -n user.empty "$S/tree/other/f2" &&
+    setfattr -n user.dir -v 'a directory' "$S/tree/d1" || xattr_ok=0
+acl_ok=1
+setfacl -m u:nobody:rw "$S/tree/d1/big" 2>/dev/null && setfacl -d -m u:nobody:rx "$S/tree/d1/d2" ||
+    acl_ok=0
+# symlink operands
+mkdir "$S/op"; echo target > "$S/op/file"; ln -s file "$S/op/flink"; ln -s ../tree "$S/op/tlink"
+# what cp makes of it (the references)
+R=$T/ref
+mkdir "$R"
+cp -a "$S/tree" "$R/a"
+cp -r "$S/tree" "$R/r"
+cp -r --preserve=xattr "$S/tree" "$R/x"
+for m in L H P; do cp -r -$m "$S/op/tlink" "$R/op$m"; cp -$m "$S/op/flink" "$R/f$m"; done
+
+run_path() { # label; run with AFCP_TEST_PATH=$path
+    local O=$1 p=$2 st
+    local tag="[${p:-measured}]"
+    rm -rf "$O"; mkdir -p "$O"
+    export AFCP_TEST_PATH=$p
+
+    # -a: hard links, sparse files, xattrs, ACLs, symlinks as cp -a
+    "$AFCP" -q -a "$S/tree" "$O/a"; st=$?
+    check "$tag -a: exit 0 (status $st)" [ "$st" -eq 0 ]
+    check "$tag -a: same names, types, modes, sizes, links, inode sharing as cp -a" \
+        diff <(listing "$R/a") <(listing "$O/a")
+    check "$tag -a: f1 and its links are one inode" \
+        [ "$(stat -c %i "$O/a/f1")" = "$(stat -c %i "$O/a/d1/d2/f1.link2")" ]
+    check "$tag -a: bytes" diff -r --no-dereference "$R/a" "$O/a"
+    if ((sparse_ok)); then
+        check "$tag -a: sparse file keeps its holes ($(stat -c %b "$O/a/sparse") blocks, cp -a $(stat -c %b "$R/a/sparse"))" \
+            [ "$(stat -c %b "$O/a/sparse")" -le "$(stat -c %b "$R/a/sparse")" ]
+    else skip "the file system does not keep holes"; fi
+    if ((xattr_ok)); then
+        check "$tag -a: extended attributes as cp -a" diff <(xattrs "$R/a") <(xattrs "$O/a")
+        check "$tag -a: user.color copied" bash -c "getfattr --absolute-names -n user.color --only-values '$O/a/f1' | grep -qx blue"
+    else skip "no user xattrs here"; fi
+    if ((acl_ok)); then
+        check "$tag -a: ACLs as cp -a" diff <(acls "$R/a") <(acls "$O/a")
+    else skip "no ACLs here"; fi
+    check "$tag -a: mtimes as cp -a" bash -c "[ \"\$(stat -c %Y '$R/a/d1/big')\" = \"\$(stat -c %Y '$O/a/d1/big')\" ]"
+
+    # -r: no links kept, no xattrs (as cp -r)
+    "$AFCP" -q -r "$S/tree" "$O/r"
+    check "$tag -r: names, types, links as cp -r" diff <(listing "$R/r" | cut -d' ' -f1,2,4,5,7) <(listing "$O/r" | cut -d' ' -f1,2,4,5,7)
+    check "$tag -r: hard links become files, as cp -r" \
+        [ "$(stat -c %i "$O/r/f1")" != "$(stat -c %i "$O/r/d1/f1.link")" ]
+    if ((xattr_ok)); then
+        check "$tag -r: no xattrs, as cp -r" diff <(xattrs "$R/r") <(xattrs "$O/r")
+        "$AFCP" -q -r --preserve=xattr "$S/tree" "$O/x"
+        check "$tag --preserve=xattr: as cp" diff <(xattrs "$R/x") <(xattrs "$O/x")
+    fi
+    if ((sparse_ok)); then
+        check "$tag -r: sparse file stays sparse" [ "$(stat -c %b "$O/r/sparse")" -le "$(stat -c %b "$R/r/sparse")" ]
+    fi
+    "$AFCP" -q -r --preserve=links "$S/tree" "$O/l"
+    check "$tag --preserve=links: inode sharing as cp -a" \
+        diff <(listing "$R/a" | cut -d' ' -f1,2,5,6) <(listing "$O/l" | cut -d' ' -f1,2,5,6)
+    # a second -a over the first: links are put back, nothing else changes
+    "$AFCP" -q -a "$S/tree/." "$O/a"; st=$?
+    check "$tag -a over itself: exit 0" [ "$st" -eq 0 ]
+    check "$tag -a over itself: as cp -a" diff <(listing "$R/a") <(listing "$O/a")
+    check "$tag -a over itself: no temporary" no_temps "$O/a"
+
+    # symlinks: -L, -H, -P, for a directory operand (with -r) and a file operand
+    local m
+    for m in L H P; do
+        "$AFCP" -q -r -$m "$S/op/tlink" "$O/op$m"
+        if [[ -L $R/op$m ]]; then
+            check "$tag -r -$m on a symlink to a tree: a symlink, as cp" \
+                [ "$(readlink "$R/op$m")" = "$(readlink "$O/op$m")" ]
+        else
+            check "$tag -r -$m on a symlink to a tree: as cp" diff <(listing "$R/op$m") <(listing "$O/op$m")
+        fi
+        "$AFCP" -q -$m "$S/op/flink" "$O/f$m"
+        check "$tag -$m on a symlink to a file: as cp" \
+            [ "$(stat -c '%F %s' "$R/f$m")" = "$(stat -c '%F %s' "$O/f$m")" ]
+    done
+
+    # -u: an older source leaves the destination; a newer one replaces it
+    echo new > "$O/u.src"; echo old > "$O/u.dst"; echo old > "$O/u.ref"
+    touch -d '2001-01-01' "$O/u.src"
+    "$AFCP" -q -u "$O/u.src" "$O/u.dst"; cp -u "$O/u.src" "$O/u.ref"
+    check "$tag -u, older source: kept, as cp -u" [ "$(cat "$O/u.dst")" = "$(cat "$O/u.ref")" ]
+    check "$tag -u, older source: kept" [ "$(cat "$O/u.dst")" = old ]
+    touch -d '2031-01-01' "$O/u.src"
+    "$AFCP" -q -u "$O/u.src" "$O/u.dst"; cp -u "$O/u.src" "$O/u.ref"
+    check "$tag -u, newer source: copied, as cp -u" [ "$(cat "$O/u.dst")" = "$(cat "$O/u.ref")" ]
+    check "$tag -u, newer source: copied" [ "$(cat "$O/u.dst")" = new ]
+    mkdir -p "$O/ut"; echo keep > "$O/ut/f1"; touch -d '2031-01-01' "$O/ut/f1"
+    "$AFCP" -q -r -u "$S/tree/." "$O/ut"
+    check "$tag -r -u: a newer file in the tree stays" [ "$(cat "$O/ut/f1")" = keep ]
+    check "$tag -r -u: the missing ones come" cmp -s "$S/tree/d1/big" "$O/ut/d1/big"
+
+    # --reflink: auto copies wherever; always fails where the file system cannot clone,
+    # with cp's message and status
+    "$AFCP" -q --reflink=auto "$S/tree/d1/big" "$O/ra"
+    check "$tag --reflink=auto: copied" cmp -s "$S/tree/d1/big" "$O/ra"
+    if ! cp --reflink=always "$S/tree/d1/big" "$O/rref" 2> "$O/rref.err"; then
+        "$AFCP" -q --reflink=always "$S/tree/d1/big" "$O/rb" 2> "$O/rb.err"; st=$?
+        check "$tag --reflink=always without clones: status 1, as cp" [ "$st" -eq 1 ]
+        check "$tag --reflink=always without clones: cp's message" \
+            diff <(sed 's/^cp:/X:/; s/rref/F/' "$O/rref.err") <(sed 's/^afcp:/X:/; s/rb/F/' "$O/rb.err")
+        check "$tag --reflink=always without clones: no file, no temporary" \
+            bash -c "[ ! -e '$O/rb' ] && [ -z \"\$(find '$O' -maxdepth 1 -name '.afcp.*')\" ]"
+    else
+        "$AFCP" -q --reflink=always "$S/tree/d1/big" "$O/rb"
+        check "$tag --reflink=always: cloned, as cp" cmp -s "$S/tree/d1/big" "$O/rb"
+    fi
+    "$AFCP" -q --reflink=sometimes a b 2> "$O/rf.err"; st=$?
+    check "$tag --reflink=sometimes: refused with status 1" [ "$st" -eq 1 ]
+    check "$tag --reflink=sometimes: says why" grep -q "invalid argument 'sometimes' for '--reflink'" "$O/rf.err"
+    "$AFCP" -q --preserve=colour a b 2> "$O/pf.err"; st=$?
+    check "$tag --preserve=colour: refused with status 1" [ "$st" -eq 1 ]
+    check "$tag --preserve=colour: says why" grep -q "invalid argument 'colour' for '--preserve'" "$O/pf.err"
+}
+
+run_suite() {
+    local O=$T/out.${BACKEND:-auto} st
+    run_path "$O.m" ""
+    run_path "$O.b" batch
+    rm -rf "$O.m" "$O.b"
+    mkdir -p "$O"
+    unset AFCP_TEST_PATH
+
+    # --fsync: each destination directory is fsynced after the last rename into it
+    # (the sync backend makes every call a plain system call, which strace sees).
+    if [[ ${BACKEND:-} == sync ]] && command -v strace > /dev/null; then
+        strace -f -y -o "$O/trace" -e trace=renameat,renameat2,fsync "$AFCP" -q -r --fsync \
+            "$S/tree/d1" "$O/fs" 2> /dev/null
+        local last_rename dir_sync
+        last_rename=$(grep -n "rename.*$O/fs/d2>" "$O/trace" | tail -1 | cut -d: -f1)
+        dir_sync=$(grep -n "fsync([0-9]*<$O/fs/d2>)" "$O/trace" | tail -1 | cut -d: -f1)
+        check "--fsync: the directory is fsynced after its renames (rename at line ${last_rename:-none}, fsync at ${dir_sync:-none})" \
+            [ -n "$last_rename" ] && [ -n "$dir_sync" ] && [ "$dir_sync" -gt "$last_rename" ]
+        dir_sync=$(grep -c "fsync([0-9]*<$O/fs>)" "$O/trace")
+        check "--fsync: the top directory is fsynced" [ "$dir_sync" -ge 1 ]
+        check "--fsync: copied" diff -r "$S/tree/d1" "$O/fs"
+    fi
+
+    # SIGINT in the middle of a tree, on both paths: no temporary survives
+    local p n
+    mkdir -p "$O/t200"
+    for n in $(seq 1 200); do echo "$n" > "$O/t200/f$n"; done
+    for p in "" batch; do
+        for n in 1 37 120; do
+            AFCP_TEST_PATH=$p AFCP_TEST_SIGNAL=INT:$n "$AFCP" -q -r "$O/t200" "$O/sig" 2> /dev/null
+            st=$?
+            check "SIGINT after $n creates [${p:-measured}]: died of it (status $st)" [ "$st" -eq 130 ]
+            check "SIGINT after $n creates [${p:-measured}]: no temporary left" no_temps "$O/sig"
+            rm -rf "$O/sig"
+        done
+    done
+
+    # --help lists every option
+    local opt
+    for opt in -r -p -a -d -L -H -P -u -x -n -f -v -q --preserve --no-preserve --reflink \
+               --sparse --fsync --one-file-system --update --dereference --no-dereference \
+               --archive --recursive --inplace --direct; do
+        check "--help lists $opt" bash -c "'$AFCP' --help | grep -q -- '$opt\\b'"
+    done
+}
+
+# As root: what needs a mount (done once, not per backend).
+mount_suite() {
+    local O=$T/mnt st
+    mkdir -p "$O"
+    # -x: a tmpfs mounted inside the source is made, empty, as cp -x makes it
+    mkdir -p "$O/src/sub" "$O/src/mnt"; echo a > "$O/src/sub/f"
+    if mount -t tmpfs -o size=4m afcp_test "$O/src/mnt" 2> /dev/null; then
+        echo b > "$O/src/mnt/g"; mkdir "$O/src/mnt/d"
+        cp -rx "$O/src" "$O/ref"
+        for p in "" batch; do
+            AFCP_TEST_PATH=$p "$AFCP" -q -rx "$O/src" "$O/x$p"
+            check "-x [${p:-measured}]: as cp -x" diff <(listing "$O/ref") <(listing "$O/x$p")
+            check "-x [${p:-measured}]: nothing from the other file system" [ ! -e "$O/x$p/mnt/g" ]
+            AFCP_TEST_PATH=$p "$AFCP" -q -r "$O/src" "$O/all$p"
+            check "without -x [${p:-measured}]: the mount's files too" [ -e "$O/all$p/mnt/g" ]
+        done
+        umount "$O/src/mnt"
+    else
+        skip "-x: cannot mount a tmpfs here"
+    fi
+    # a destination that fills up: every failure reported with ENOSPC, nothing partial under
+    # a final name, no temporary left
+    mkdir -p "$O/full" "$O/fsrc"
+    for n in $(seq 1 40); do head -c 200000 /dev/urandom > "$O/fsrc/f$n"; done
+    if mount -t tmpfs -o size=2m afcp_full "$O/full" 2> /dev/null; then
+        for p in "" batch; do
+            mkdir "$O/full/c"
+            AFCP_TEST_PATH=$p "$AFCP" -q -r "$O/fsrc/." "$O/full/c" 2> "$O/full.err"; st=$?
+            check "full disk [${p:-measured}]: status 1" [ "$st" -eq 1 ]
+            check "full disk [${p:-measured}]: ENOSPC reported per file" \
+                bash -c "[ \$(grep -c 'No space left on device' '$O/full.err') -ge 20 ]"
+            check "full disk [${p:-measured}]: only ENOSPC" \
+                bash -c "! grep -v 'No space left on device' '$O/full.err'"
+            local partial=0 f
+            for f in "$O/full/c"/*; do
+                [[ -e $f ]] || continue
+                cmp -s "$f" "$O/fsrc/${f##*/}" || partial=$((partial + 1))
+            done
+            check "full disk [${p:-measured}]: nothing partial under a final name ($partial)" [ "$partial" -eq 0 ]
+            check "full disk [${p:-measured}]: some files complete" bash -c "ls '$O/full/c' | grep -q ."
+            check "full disk [${p:-measured}]: no temporary left" no_temps "$O/full"
+            rm -rf "$O/full/c"
+        done
+        umount "$O/full"
+    else
+        skip "full disk: cannot mount a small tmpfs here"
+    fi
+}
+
+run_backends "afcp against cp"
+st=$?
+if ((is_root)); then
+    mount_suite
+    echo "afcp against cp, mounts: $passes passed, $fails failed, $skips skipped in all"
+    ((fails == 0)) || st=1
+else
+    echo "SKIP: -x and the full disk need mounts (root)" >&2
+fi
+exit $st

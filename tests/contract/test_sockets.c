@@ -1,0 +1,807 @@
+/* Sockets on the backend under test: TCP over loopback and socketpairs through afs_socket,
+ * afs_connect, afs_accept, afs_recv, afs_send, afs_shutdown and their op forms; the faults
+ * (connection refused, a peer that resets, half-close, a peer gone without SIGPIPE), cancel
+ * and a corio deadline of a receive from a silent peer, no descriptor leak over many
+ * connections, a slow reader, and the one io_uring submission for the receives and file
+ * reads of many tasks in one phase.
+ * The sockets_poll suite runs the readiness engine with poll() instead of epoll, and the
+ * sockets_engine suite runs io_uring contexts through the engine (as on a kernel without the
+ * socket opcodes). */
+#include "../common.h"
+
+#include "internal.h" /* afs__sys, afs__uring_no_sock, afs__ready_poll_only */
+
+#include <corio.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#ifdef AFS_HAVE_URING
+#include <liburing.h>
+#endif
+
+static void s_setup(void)
+{
+    t_setup();
+    /* The default action: a SIGPIPE the library let through would kill the test. */
+    signal(SIGPIPE, SIG_DFL);
+}
+
+/* The readiness engine with poll(), on every backend (io_uring too). */
+static void s_setup_poll(void)
+{
+    s_setup();
+    afs__ready_poll_only = true;
+    afs__uring_no_sock = true;
+}
+
+/* io_uring through the readiness engine (epoll, polled from the ring). */
+static void s_setup_engine(void)
+{
+    s_setup();
+    afs__uring_no_sock = true;
+    const char *b = getenv("ASYNCFS_BACKEND");
+    if (!b || strcmp(b, "io_uring") != 0)
+        cr_skip_test("backend under test is %s, not io_uring", b ? b : "auto");
+}
+
+#define T_SOCK(name) Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 120)
+
+/* A test run three times: as is, with the engine's poll() flavour, and on io_uring through
+ * the engine. */
+#define T_SOCK_ALL(name)                                                                      \
+    static void name##_body(void);                                                            \
+    Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 120)                  \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    Test(sockets_poll, name, .init = s_setup_poll, .fini = t_teardown, .timeout = 120)        \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    Test(sockets_engine, name, .init = s_setup_engine, .fini = t_teardown, .timeout = 120)    \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    static void name##_body(void)
+
+/* A TCP listener on 127.0.0.1 (any free port) as a file of ctx; its address in *sa. */
+static struct afs_file *listener(struct afs_ctx *ctx, struct sockaddr_in *sa)
+{
+    struct afs_file *l;
+    int err = afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &l);
+    cr_assert_eq(err, 0, "afs_socket: %s", afs_strerror(err));
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = (int)afs_file_fd(l);
+    cr_assert_eq(bind(fd, (struct sockaddr *)sa, sizeof *sa), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(fd, 128), 0);
+    socklen_t len = sizeof *sa;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)sa, &len), 0);
+    return l;
+}
+
+/* A connected pair over loopback TCP: *c the client, *s the server's accepted end. */
+static void tcp_pair(struct afs_ctx *ctx, struct afs_file **c, struct afs_file **s)
+{
+    struct sockaddr_in sa;
+    struct afs_file *l = listener(ctx, &sa);
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, c), 0);
+    /* The kernel completes the handshake from the backlog: connect returns before accept. */
+    int err = afs_connect(*c, (struct sockaddr *)&sa, sizeof sa);
+    cr_assert_eq(err, 0, "afs_connect: %s", afs_strerror(err));
+    struct sockaddr_in peer;
+    socklen_t plen = sizeof peer;
+    err = afs_accept(l, (struct sockaddr *)&peer, &plen, s);
+    cr_assert_eq(err, 0, "afs_accept: %s", afs_strerror(err));
+    cr_assert_eq(plen, sizeof peer);
+    cr_assert_eq(peer.sin_family, AF_INET);
+    cr_assert_eq(afs_close(l), 0);
+}
+
+/* Receives exactly n pattern bytes starting at stream offset `at`. */
+static void recv_all(struct afs_file *f, size_t n, uint64_t at)
+{
+    static char buf[65536];
+    size_t got = 0;
+    while (got < n) {
+        size_t want = n - got < sizeof buf ? n - got : sizeof buf;
+        ssize_t r = afs_recv(f, buf, want, 0);
+        cr_assert(r > 0, "afs_recv after %zu of %zu bytes: %zd (%s)", got, n, r,
+                  r < 0 ? afs_strerror((int)r) : "end of stream");
+        cr_assert(t_check(buf, (size_t)r, at + got), "bytes %zu.. are not the sender's", got);
+        got += (size_t)r;
+    }
+}
+
+struct cb_log {
+    int     calls;
+    ssize_t result;
+};
+
+static void log_cb(struct afs_op *op)
+{
+    struct cb_log *lg = op->data;
+    lg->calls++;
+    lg->result = op->result;
+}
+
+/* Runs ctx until lg has its callback (a guard of 30 s against a hang, not a bound). */
+static void wait_cb(struct afs_ctx *ctx, struct cb_log *lg)
+{
+    for (int i = 0; i < 300 && lg->calls == 0; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
+    cr_assert_eq(lg->calls, 1);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Round trips
+ * ---------------------------------------------------------------------------------------- */
+
+/* A big buffer sent by a queued op while the other end receives with blocking calls (the
+ * receive drives the context, so the send progresses in between), both ways. */
+static void round_trip(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b)
+{
+    const size_t n = (size_t)8 << 20;
+    char *big = malloc(n);
+    cr_assert_not_null(big);
+    t_fill(big, n, 0);
+    struct afs_file *ends[2][2] = {{a, b}, {b, a}};
+    for (int dir = 0; dir < 2; dir++) {
+        struct afs_op op;
+        struct cb_log lg = {0};
+        cr_assert_eq(afs_queue_send(&op, ends[dir][0], big, n, 0, log_cb, &lg), 0);
+        recv_all(ends[dir][1], n, 0);
+        wait_cb(ctx, &lg);
+        cr_assert_eq(lg.result, (ssize_t)n, "the send: %zd", lg.result);
+    }
+    /* Small blocking messages back and forth. */
+    for (int i = 0; i < 100; i++) {
+        char m[100];
+        t_fill(m, sizeof m, (uint64_t)i * 100);
+        cr_assert_eq(afs_send(a, m, sizeof m, 0), (ssize_t)sizeof m);
+        recv_all(b, sizeof m, (uint64_t)i * 100);
+        cr_assert_eq(afs_send(b, m, sizeof m, 0), (ssize_t)sizeof m);
+        recv_all(a, sizeof m, (uint64_t)i * 100);
+    }
+    free(big);
+}
+
+T_SOCK_ALL(tcp_loopback_round_trip)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    round_trip(ctx, c, s);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(s), 0);
+}
+
+T_SOCK_ALL(socketpair_round_trip)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    int err = afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p);
+    cr_assert_eq(err, 0, "afs_socketpair: %s", afs_strerror(err));
+    round_trip(ctx, p[0], p[1]);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
+/* afs_file_from_fd on a socket gives the same socket behaviour: recv and send, the
+ * position API, -ESPIPE for the positional calls. */
+T_SOCK(file_from_fd_on_a_socket)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct afs_file *a, *b;
+    cr_assert_eq(afs_file_from_fd(ctx, sv[0], AFS_RDWR, AFS_MODE_SYNC, &a), 0);
+    cr_assert_eq(afs_file_from_fd(ctx, sv[1], AFS_RDWR, AFS_MODE_SYNC, &b), 0);
+    round_trip(ctx, a, b);
+    char m[10];
+    t_fill(m, sizeof m, 0);
+    cr_assert_eq(afs_write(a, m, sizeof m), (ssize_t)sizeof m);
+    char r[10];
+    cr_assert_eq(afs_read(b, r, sizeof r), (ssize_t)sizeof r);
+    cr_assert(t_check(r, sizeof r, 0));
+    cr_assert_eq(afs_pread(b, r, 1, 0), -ESPIPE);
+    cr_assert_eq(afs_close(a), 0);
+    cr_assert_eq(afs_close(b), 0);
+}
+
+/* The op forms: connect and accept queued together complete in one wait loop; the accepted
+ * descriptor is the caller's, close-on-exec. */
+T_SOCK_ALL(queued_connect_and_accept)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_in sa;
+    struct afs_file *l = listener(ctx, &sa), *c;
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &c), 0);
+    struct afs_op ca, ac;
+    struct cb_log lc = {0}, la = {0};
+    cr_assert_eq(afs_queue_accept(&ac, l, NULL, NULL, log_cb, &la), 0);
+    cr_assert_eq(afs_queue_connect(&ca, c, (struct sockaddr *)&sa, sizeof sa, log_cb, &lc), 0);
+    wait_cb(ctx, &lc);
+    wait_cb(ctx, &la);
+    cr_assert_eq(lc.result, 0, "connect: %s", afs_strerror((int)lc.result));
+    cr_assert_geq(la.result, 0, "accept: %s", afs_strerror((int)la.result));
+    int fd = (int)la.result;
+    cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    struct afs_file *s;
+    cr_assert_eq(afs_file_from_fd(ctx, fd, AFS_RDWR, AFS_MODE_SYNC, &s), 0);
+    cr_assert_eq(afs_send(c, "ping", 4, 0), 4);
+    char buf[8];
+    cr_assert_eq(afs_recv(s, buf, sizeof buf, 0), 4);
+    cr_assert(memcmp(buf, "ping", 4) == 0);
+    cr_assert(fcntl((int)afs_file_fd(c), F_GETFD) & FD_CLOEXEC, "afs_socket: not close-on-exec");
+    cr_assert_eq(afs_close(s), 0);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(l), 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Bad input and faults
+ * ---------------------------------------------------------------------------------------- */
+
+T_SOCK(bad_input)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    char buf[8];
+    cr_assert_eq(afs_recv(p[0], NULL, 1, 0), -EINVAL);
+    cr_assert_eq(afs_send(p[0], NULL, 1, 0), -EINVAL);
+    cr_assert_eq(afs_recv(p[0], buf, sizeof buf, MSG_DONTWAIT), -EINVAL);
+    cr_assert_eq(afs_send(p[0], buf, sizeof buf, MSG_PEEK), -EINVAL);
+    cr_assert_eq(afs_shutdown(p[0], 7), -EINVAL);
+    cr_assert_eq(afs_connect(p[0], NULL, 16), -EINVAL);
+    socklen_t len = 0;
+    struct afs_file *x;
+    cr_assert_eq(afs_accept(p[0], NULL, &len, &x), -EINVAL);
+    cr_assert_eq(afs_accept(p[0], NULL, NULL, NULL), -EINVAL);
+    cr_assert_eq(afs_recv(p[0], buf, 0, 0), 0);
+    cr_assert_eq(afs_send(p[0], buf, 0, 0), 0);
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, NULL), -EINVAL);
+    cr_assert_eq(afs_socket(ctx, 12345, SOCK_STREAM, 0, &x), -EAFNOSUPPORT);
+    /* A regular file is no socket. */
+    t_make_file(t_path("f"), 10);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, t_path("f"), AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_recv(f, buf, 1, 0), -ENOTSOCK);
+    cr_assert_eq(afs_send(f, buf, 1, 0), -ENOTSOCK);
+    cr_assert_eq(afs_shutdown(f, SHUT_WR), -ENOTSOCK);
+    struct afs_op op;
+    cr_assert_eq(afs_queue_recv(&op, f, buf, 1, 0, log_cb, NULL), -ENOTSOCK);
+    cr_assert_eq(afs_close(f), 0);
+    /* Nothing moved: the pair still works. */
+    cr_assert_eq(afs_send(p[0], "ok", 2, 0), 2);
+    cr_assert_eq(afs_recv(p[1], buf, sizeof buf, 0), 2);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
+T_SOCK_ALL(connection_refused)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    /* A bound TCP socket that does not listen answers a connect with a reset. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    struct afs_file *c;
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &c), 0);
+    int err = afs_connect(c, (struct sockaddr *)&sa, sizeof sa);
+    cr_assert_eq(err, -ECONNREFUSED, "afs_connect: %s", afs_strerror(err));
+    cr_assert_eq(afs_close(c), 0);
+    close(fd);
+}
+
+/* The peer resets the connection in the middle of the stream (SO_LINGER 0, then close):
+ * the receive gets -ECONNRESET, a send after it -EPIPE or -ECONNRESET, never a signal. */
+T_SOCK_ALL(peer_reset_mid_stream)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    char m[1000];
+    t_fill(m, sizeof m, 0);
+    cr_assert_eq(afs_send(s, m, sizeof m, 0), (ssize_t)sizeof m);
+    recv_all(c, sizeof m, 0);
+    struct linger lin = {.l_onoff = 1, .l_linger = 0};
+    cr_assert_eq(setsockopt((int)afs_file_fd(s), SOL_SOCKET, SO_LINGER, &lin, sizeof lin), 0);
+    cr_assert_eq(afs_close(s), 0);
+    char buf[100];
+    ssize_t r = afs_recv(c, buf, sizeof buf, 0);
+    cr_assert_eq(r, -ECONNRESET, "afs_recv after a reset: %zd (%s)", r, afs_strerror((int)r));
+    r = afs_send(c, m, sizeof m, 0);
+    cr_assert(r == -EPIPE || r == -ECONNRESET, "afs_send after a reset: %zd (%s)", r,
+              afs_strerror((int)r));
+    cr_assert_eq(afs_close(c), 0);
+}
+
+/* Half-close: after SHUT_WR the peer reads the data, then the end of the stream, and can
+ * still answer. */
+T_SOCK_ALL(half_close)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    char m[5000];
+    t_fill(m, sizeof m, 0);
+    cr_assert_eq(afs_send(c, m, sizeof m, 0), (ssize_t)sizeof m);
+    cr_assert_eq(afs_shutdown(c, SHUT_WR), 0);
+    recv_all(s, sizeof m, 0);
+    char buf[100];
+    cr_assert_eq(afs_recv(s, buf, sizeof buf, 0), 0, "no end of stream after SHUT_WR");
+    cr_assert_eq(afs_recv(s, buf, sizeof buf, 0), 0, "the end of stream is not sticky");
+    cr_assert_eq(afs_send(c, m, 1, 0), -EPIPE, "a send after SHUT_WR");
+    t_fill(m, sizeof m, 7);
+    cr_assert_eq(afs_send(s, m, sizeof m, 0), (ssize_t)sizeof m);
+    recv_all(c, sizeof m, 7);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(s), 0);
+}
+
+/* A peer that has gone: -EPIPE, and the process lives (SIGPIPE has its default action, which
+ * kills). Sockets through afs_send and afs_write, a pipe through afs_write. */
+T_SOCK_ALL(no_sigpipe)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    char m[100] = {0};
+    cr_assert_eq(afs_send(p[0], m, sizeof m, 0), -EPIPE);
+    cr_assert_eq(afs_write(p[0], m, sizeof m), -EPIPE);
+    cr_assert_eq(afs_close(p[0]), 0);
+
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]);
+    struct afs_file *w;
+    cr_assert_eq(afs_file_from_fd(ctx, fds[1], AFS_WRONLY, AFS_MODE_SYNC, &w), 0);
+    cr_assert_eq(afs_write(w, m, sizeof m), -EPIPE); /* small: inline */
+    static char big[1 << 20];
+    cr_assert_eq(afs_write(w, big, sizeof big), -EPIPE); /* through the backend */
+    cr_assert_eq(afs_close(w), 0);
+    /* A SIGPIPE that was pending before is not taken. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, &old), 0);
+    cr_assert_eq(pthread_kill(pthread_self(), SIGPIPE), 0);
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]);
+    cr_assert_eq(afs_file_from_fd(ctx, fds[1], AFS_WRONLY, AFS_MODE_SYNC, &w), 0);
+    cr_assert_eq(afs_write(w, m, sizeof m), -EPIPE);
+    cr_assert_eq(afs_close(w), 0);
+    sigset_t pend;
+    cr_assert_eq(sigpending(&pend), 0);
+    cr_assert(sigismember(&pend, SIGPIPE), "the library took a SIGPIPE it did not raise");
+    struct timespec zero = {0, 0};
+    cr_assert_eq(sigtimedwait(&set, NULL, &zero), SIGPIPE);
+    cr_assert_eq(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Cancellation
+ * ---------------------------------------------------------------------------------------- */
+
+/* A receive from a silent peer, cancelled: -ECANCELED, and data sent later stays in the
+ * socket for the next receive (the cancelled one took nothing). */
+T_SOCK_ALL(cancel_a_recv)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char buf[100];
+    memset(buf, 0xee, sizeof buf);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_recv(&op, p[0], buf, sizeof buf, 0, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq(lg.calls, 0, "a receive from a silent peer completed: %zd", lg.result);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, -ECANCELED);
+    cr_assert_eq(afs_send(p[1], "abc", 3, 0), 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq(lg.calls, 1);
+    cr_assert_eq((unsigned char)buf[0], 0xee, "the buffer was written after the callback");
+    char got[8];
+    cr_assert_eq(afs_recv(p[0], got, sizeof got, 0), 3);
+    cr_assert(memcmp(got, "abc", 3) == 0);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
+/* Closing a socket with a receive waiting on it ends the receive (-ECANCELED) instead of
+ * waiting for ever; so does freeing the context. */
+T_SOCK_ALL(close_cancels_waiting_ops)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    char buf[10], buf2[10];
+    struct afs_op op, op2;
+    struct cb_log lg = {0}, lg2 = {0};
+    cr_assert_eq(afs_queue_recv(&op, p[0], buf, sizeof buf, 0, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(lg.calls, 1);
+    cr_assert_eq(lg.result, -ECANCELED);
+    cr_assert_eq(afs_queue_recv(&op2, p[1], buf2, sizeof buf2, 0, log_cb, &lg2), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    afs_ctx_free(ctx);
+    t_ctx = NULL;
+    cr_assert_eq(lg2.calls, 1);
+    /* The peer of p[1] was closed: end of stream or the cancel, whichever came first. */
+    cr_assert(lg2.result == -ECANCELED || lg2.result == 0, "%zd", lg2.result);
+}
+
+struct silent {
+    struct afs_file *f;
+    char            *buf;
+    ssize_t          r;
+    int64_t          waited;
+};
+
+static void silent_recv(struct corio_task *t, void *arg)
+{
+    struct silent *s = arg;
+    int64_t t0 = corio_now();
+    corio_set_deadline(t, t0 + 200 * 1000000LL);
+    s->r = afs_recv(s->f, s->buf, 100, 0);
+    s->waited = corio_now() - t0;
+}
+
+/* A corio deadline reaches a receive from a silent peer: -ETIMEDOUT once it passed, and the
+ * buffer is not written after the task resumed. */
+T_SOCK_ALL(deadline_of_a_recv)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char buf[100];
+    memset(buf, 0xee, sizeof buf);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    struct silent s = {.f = p[0], .buf = buf};
+    cr_assert_eq(corio_sched_run(sched, silent_recv, &s), 0);
+    cr_assert_eq(s.r, -ETIMEDOUT, "afs_recv under a deadline: %zd (%s)", s.r,
+                 afs_strerror((int)s.r));
+    cr_assert_geq(s.waited, 200 * 1000000LL, "returned before the deadline");
+    cr_assert_eq(afs_send(p[1], "abc", 3, 0), 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq((unsigned char)buf[0], 0xee, "the buffer was written after the task resumed");
+    char got[8];
+    cr_assert_eq(afs_recv(p[0], got, sizeof got, 0), 3);
+    corio_sched_free(sched);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Many connections, a slow reader
+ * ---------------------------------------------------------------------------------------- */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        d = opendir("/dev/fd");
+    cr_assert_not_null(d, "no /proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Drops a connection with a reset (SO_LINGER 0): no TIME_WAIT left behind on loopback, so
+ * many runs do not use up the ephemeral ports. */
+static void abort_close(struct afs_file *f)
+{
+    struct linger lin = {.l_onoff = 1, .l_linger = 0};
+    cr_assert_eq(setsockopt((int)afs_file_fd(f), SOL_SOCKET, SO_LINGER, &lin, sizeof lin), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* 10,000 connections opened, used and dropped, by either side: not one descriptor more at
+ * the end (a leak of one per connection would show 10,000). */
+T_SOCK_ALL(ten_thousand_connections_no_fd_leak)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_in sa;
+    struct afs_file *l = listener(ctx, &sa);
+    int before = -1;
+    for (int i = 0; i <= 10000; i++) {
+        /* Counted after the first connection: the engine's own descriptor (epoll) is made
+         * at its first use and stays. */
+        if (i == 1)
+            before = count_fds();
+        struct afs_file *c, *s;
+        cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &c), 0);
+        int err = afs_connect(c, (struct sockaddr *)&sa, sizeof sa);
+        cr_assert_eq(err, 0, "connection %d: afs_connect: %s", i, afs_strerror(err));
+        err = afs_accept(l, NULL, NULL, &s);
+        cr_assert_eq(err, 0, "connection %d: afs_accept: %s", i, afs_strerror(err));
+        char b = (char)i, got;
+        cr_assert_eq(afs_send(c, &b, 1, 0), 1);
+        cr_assert_eq(afs_recv(s, &got, 1, 0), 1);
+        cr_assert_eq(got, b);
+        struct afs_file *first = i % 2 ? c : s, *second = i % 2 ? s : c;
+        abort_close(first);
+        ssize_t r = afs_recv(second, &got, 1, 0);
+        cr_assert(r == -ECONNRESET || r == 0, "connection %d: after the peer dropped: %zd", i,
+                  r);
+        cr_assert_eq(afs_close(second), 0);
+    }
+    int after = count_fds();
+    cr_assert_eq(after, before, "%d descriptors before, %d after", before, after);
+    cr_assert_eq(afs_close(l), 0);
+}
+
+static long rss_kib(void)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    cr_assert_not_null(fp);
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, fp))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(fp);
+    return kib;
+}
+
+/* A reader that does not read: a send stays pending once the socket's buffers are full (the
+ * library keeps nothing of its own), and completes in full when the reader catches up. 256
+ * MiB go through a 1 MiB buffer without the process growing. */
+T_SOCK_ALL(slow_reader_bounds_memory)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    const size_t chunk = (size_t)1 << 20;
+    char *buf = malloc(chunk);
+    cr_assert_not_null(buf);
+    static char rbuf[1 << 16];
+    long rss0 = rss_kib();
+    uint64_t sent = 0, got = 0;
+    for (int round = 0; round < 256; round++) {
+        t_fill(buf, chunk, sent);
+        struct afs_op op;
+        struct cb_log lg = {0};
+        cr_assert_eq(afs_queue_send(&op, c, buf, chunk, 0, log_cb, &lg), 0);
+        if (round == 0) {
+            /* Nothing reads yet: after the socket's buffers fill, the send waits. */
+            for (int i = 0; i < 5; i++)
+                cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+            int bufsz = 0;
+            socklen_t l = sizeof bufsz;
+            getsockopt((int)afs_file_fd(c), SOL_SOCKET, SO_SNDBUF, &bufsz, &l);
+            if ((size_t)bufsz * 4 < chunk)
+                cr_assert_eq(lg.calls, 0, "a 1 MiB send completed with nobody reading");
+        }
+        while (lg.calls == 0) {
+            ssize_t r = afs_recv(s, rbuf, sizeof rbuf, 0);
+            cr_assert_gt(r, 0, "afs_recv: %zd", r);
+            cr_assert(t_check(rbuf, (size_t)r, got), "bytes at %llu are not the sender's",
+                      (unsigned long long)got);
+            got += (uint64_t)r;
+        }
+        cr_assert_eq(lg.result, (ssize_t)chunk);
+        sent += chunk;
+    }
+    while (got < sent) {
+        ssize_t r = afs_recv(s, rbuf, sizeof rbuf, 0);
+        cr_assert_gt(r, 0);
+        cr_assert(t_check(rbuf, (size_t)r, got));
+        got += (uint64_t)r;
+    }
+    long grown = rss_kib() - rss0;
+    cr_assert_lt(grown, 32 * 1024, "the process grew by %ld KiB moving 256 MiB", grown);
+    free(buf);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(s), 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Inside corio tasks
+ * ---------------------------------------------------------------------------------------- */
+
+enum { NPAIRS = 64 };
+
+struct pair_task {
+    struct afs_file *f;
+    int              id;
+    int              err;
+};
+
+static void echo_server(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct pair_task *p = arg;
+    char buf[256];
+    size_t got = 0;
+    while (got < sizeof buf) {
+        ssize_t r = afs_recv(p->f, buf + got, sizeof buf - got, 0);
+        if (r <= 0) {
+            p->err = r < 0 ? (int)r : -EPIPE;
+            return;
+        }
+        got += (size_t)r;
+    }
+    ssize_t w = afs_send(p->f, buf, sizeof buf, 0);
+    p->err = w == (ssize_t)sizeof buf ? 0 : (int)w;
+}
+
+static void echo_client(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct pair_task *p = arg;
+    char m[256], back[256];
+    t_fill(m, sizeof m, (uint64_t)p->id * 256);
+    ssize_t w = afs_send(p->f, m, sizeof m, 0);
+    if (w != (ssize_t)sizeof m) {
+        p->err = (int)w;
+        return;
+    }
+    ssize_t r = afs_recv(p->f, back, sizeof back, MSG_WAITALL);
+    p->err = r == (ssize_t)sizeof back && memcmp(m, back, sizeof m) == 0 ? 0 : -EIO;
+}
+
+static struct pair_task servers[NPAIRS], clients[NPAIRS];
+
+static void echo_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    /* The servers first: every one of them waits for a silent peer at first. */
+    for (int i = 0; i < NPAIRS; i++)
+        cr_assert_eq(corio_spawn(t, echo_server, &servers[i], NULL), 0);
+    for (int i = 0; i < NPAIRS; i++)
+        cr_assert_eq(corio_spawn(t, echo_client, &clients[i], NULL), 0);
+}
+
+/* 64 echo exchanges between tasks of one scheduler: every receive starts on a silent socket
+ * and suspends only its task. */
+T_SOCK_ALL(tasks_echo)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[NPAIRS][2];
+    for (int i = 0; i < NPAIRS; i++) {
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
+        servers[i] = (struct pair_task){.f = p[i][0], .id = i, .err = 1};
+        clients[i] = (struct pair_task){.f = p[i][1], .id = i, .err = 1};
+    }
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, echo_root, NULL), 0);
+    for (int i = 0; i < NPAIRS; i++) {
+        cr_assert_eq(servers[i].err, 0, "server %d: %s", i, afs_strerror(servers[i].err));
+        cr_assert_eq(clients[i].err, 0, "client %d: %s", i, afs_strerror(clients[i].err));
+    }
+    corio_sched_free(sched);
+    for (int i = 0; i < NPAIRS; i++) {
+        cr_assert_eq(afs_close(p[i][0]), 0);
+        cr_assert_eq(afs_close(p[i][1]), 0);
+    }
+}
+
+#ifdef AFS_HAVE_URING
+/* What the enters carried: the one with the receives, and how many of each. */
+static unsigned enters_with_recv, recvs_in_it, reads_in_it, recvs_total;
+
+static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    unsigned recv = 0, read = 0;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        uint8_t opc = sq->sqes[i & *sq->kring_mask].opcode;
+        recv += opc == IORING_OP_RECV;
+        read += opc == IORING_OP_READ;
+    }
+    recvs_total += recv;
+    if (recv) {
+        enters_with_recv++;
+        recvs_in_it = recv;
+        reads_in_it = read;
+    }
+    return afs__uring_enter_real(ring, wait_nr, ts);
+}
+
+struct mixed {
+    struct afs_file *f;
+    bool             sock;
+    char             buf[4096];
+    ssize_t          r;
+};
+
+static struct mixed mixed[2 * NPAIRS];
+
+static void mixed_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct mixed *m = arg;
+    m->r = m->sock ? afs_recv(m->f, m->buf, sizeof m->buf, 0)
+                   : afs_pread(m->f, m->buf, sizeof m->buf, 4096 * (uint64_t)(m - mixed));
+}
+
+static void mixed_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2 * NPAIRS; i++)
+        cr_assert_eq(corio_spawn(t, mixed_task, &mixed[i], NULL), 0);
+}
+
+/* 64 tasks receiving from sockets and 64 reading a file, in one phase: one io_uring_enter
+ * carries every receive and every read. */
+T_SOCK(recvs_and_reads_in_one_submission)
+{
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    acfg.sync_threshold = 0; /* the file reads join the batch too */
+    t_ctx = t_ctx_cfg(&acfg);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    t_make_file(t_path("f"), 4096 * 2 * NPAIRS);
+    struct afs_file *file;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &file), 0);
+    struct afs_file *p[NPAIRS][2];
+    for (int i = 0; i < NPAIRS; i++) {
+        cr_assert_eq(afs_socketpair(t_ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
+        char m[100];
+        t_fill(m, sizeof m, (uint64_t)i);
+        cr_assert_eq(afs_send(p[i][1], m, sizeof m, 0), (ssize_t)sizeof m);
+        mixed[2 * i] = (struct mixed){.f = p[i][0], .sock = true};
+        mixed[2 * i + 1] = (struct mixed){.f = file};
+    }
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    enters_with_recv = recvs_in_it = reads_in_it = recvs_total = 0;
+    afs__sys.uring_enter = count_enter;
+    cr_assert_eq(corio_sched_run(sched, mixed_root, NULL), 0);
+    afs__sys.uring_enter = NULL;
+    for (int i = 0; i < 2 * NPAIRS; i++) {
+        struct mixed *m = &mixed[i];
+        if (m->sock) {
+            cr_assert_eq(m->r, 100, "task %d: afs_recv: %zd", i, m->r);
+            cr_assert(t_check(m->buf, 100, (uint64_t)(i / 2)));
+        } else {
+            cr_assert_eq(m->r, 4096, "task %d: afs_pread: %zd", i, m->r);
+            cr_assert(t_check(m->buf, 4096, 4096 * (uint64_t)i));
+        }
+    }
+    cr_assert_eq(recvs_total, (unsigned)NPAIRS, "every receive went through the ring");
+    cr_assert_eq(enters_with_recv, 1u, "%d receives in one phase: %u submissions", NPAIRS,
+                 enters_with_recv);
+    cr_assert_eq(recvs_in_it, (unsigned)NPAIRS);
+    cr_assert_eq(reads_in_it, (unsigned)NPAIRS, "the file reads were not in the same enter");
+    corio_sched_free(sched);
+    for (int i = 0; i < NPAIRS; i++) {
+        cr_assert_eq(afs_close(p[i][0]), 0);
+        cr_assert_eq(afs_close(p[i][1]), 0);
+    }
+    cr_assert_eq(afs_close(file), 0);
+}
+#endif
