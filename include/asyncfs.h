@@ -727,7 +727,8 @@ AFS_API int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t of
  * -ESPIPE (a pipe, socket or tty), or the system's error (-EIO...). Linux:
  * sync_file_range(2) (io_uring: IORING_OP_SYNC_FILE_RANGE, 5.2, for len below 4 GiB).
  * Elsewhere, with any flag set, a data sync of the whole file (fdatasync,
- * FlushFileBuffers), which is stronger; flags 0 does nothing. */
+ * FlushFileBuffers), which is stronger (on Windows a read-only handle, which cannot flush,
+ * gets 0); flags 0 does nothing. */
 AFS_API int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len,
                                 unsigned flags);
 AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,

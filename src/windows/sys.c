@@ -411,13 +411,15 @@ int afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice)
     return -ENOTSUP;
 }
 
-/* No range writeback either: a flush of the whole file, which is stronger. */
+/* No range writeback either: a flush of the whole file, which is stronger. A read-only
+ * handle cannot flush (access denied); writeback is only a hint, so that is no error. */
 int afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags)
 {
     (void)off, (void)len;
     if (!flags)
         return 0;
-    return afs__sys.fsync(fd, true);
+    int err = afs__sys.fsync(fd, true);
+    return err == -EACCES || err == -EPERM ? 0 : err;
 }
 
 /* Windows tells no page-cache residency: streams read through the cache. */
