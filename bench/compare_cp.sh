@@ -4,9 +4,16 @@
 # drop_caches); otherwise the caches are warm and the table says so. Every copy is verified
 # byte for byte. Prints a table with the ratios and removes everything it made.
 #
+# Then the warm trees: /usr/include, /usr/share/doc and a generated flat directory of NFLAT
+# small files, copied by cp -r and afcp -r in turn (WARM_RUNS rounds, the source read once
+# before, a sync before each copy, the copies set aside so that each starts alike); the
+# table gives the median wall time and CPU time (user + system) of each and the ratio.
+#
 # Usage: bench/compare_cp.sh [path/to/afcp]     (default: afcp from PATH)
 # Environment: NFILES (10000), FILE_KB (16), BIG_MB (2048), BENCH_DIR (/var/tmp),
-#              AFCP_EXTRA (extra afcp options for every afcp run), RUNS (1: tables to print)
+#              AFCP_EXTRA (extra afcp options for every afcp run), RUNS (1: tables to print),
+#              COLD (1: run the cold table), WARM (1: run the warm table), WARM_RUNS (3),
+#              NFLAT (100000), WARM_TREES (default "/usr/include /usr/share/doc")
 #
 # Columns: "copy" is the time until the command returns; "copy+sync" adds a sync run right
 # after it, i.e. until the data is on disk. Both cp and afcp (by default) leave their data
@@ -65,6 +72,9 @@ run() {
 }
 KEPT=0
 
+q=(-q)
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+if [[ ${COLD:-1} == 1 ]]; then
 echo "generating $NFILES files of $FILE_KB KiB and one $BIG_MB MiB file in $BASE ..." >&2
 per=100
 ndirs=$(( (NFILES + per - 1) / per ))
@@ -78,8 +88,6 @@ done
 head -c $(( BIG_MB * 1024 * 1024 )) /dev/urandom > "$BASE/big"
 sync
 
-q=(-q)
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
 . "$(dirname "$0")/results.sh"
 results_open compare_cp "round,command,data,copy_s,copy_sync_s,caches,fs"
 fs=$(df -T "$BASE" | awk 'NR==2 {print $2}')
@@ -110,4 +118,52 @@ for name in "cp" "afcp" "afcp --fsync" "afcp --no-copy-range" "afcp --direct"; d
         "$(ratio "${T_COPY[cp]}" "${T_COPY[$name]}")x" "$(ratio "${T_SYNC[cp]}" "${T_SYNC[$name]}")x"
 done
 done
-echo "targets: tree >= 2x faster than cp -r, big file >= 1.5x faster than cp (all copies verified)"
+echo "targets: tree >= 3x faster than cp -r, big file >= 5x faster than cp (all copies verified)"
+fi
+
+# ---- warm trees: cp -r and afcp -r in turn on cached sources
+if [[ ${WARM:-1} == 1 ]]; then
+    . "$(dirname "$0")/results.sh"
+    results_open compare_cp_warm "round,command,data,wall_s,cpu_s"
+    NFLAT=${NFLAT:-100000}
+    echo "generating a flat directory of $NFLAT small files in $BASE/flat ..." >&2
+    mkdir -p "$BASE/flat"
+    (cd "$BASE/flat" && for ((i = 0; i < NFLAT; i++)); do echo "file $i"; done |
+        split -l 1 -a 6 - f)
+    declare -A W_WALL W_CPU
+    TIMEFORMAT='%R %U %S'
+    wrun() { # round name src cmd...: one timed copy of src to $BASE/w.out, verified
+        local round=$1 name=$2 src=$3 t
+        shift 3
+        sync
+        t=$( { time "$@" "$src" "$BASE/w.out" > /dev/null; } 2>&1 | tail -1)
+        diff -r --no-dereference "$src" "$BASE/w.out" > /dev/null || { echo "$name: MISMATCH" >&2; exit 1; }
+        mv "$BASE/w.out" "$BASE/done.$((++KEPT))"
+        local wall cpu
+        wall=$(awk '{print $1}' <<< "$t")
+        cpu=$(awk '{printf "%.3f", $2 + $3}' <<< "$t")
+        W_WALL[$name]+="$wall "
+        W_CPU[$name]+="$cpu "
+        results_row "$round,$name,$src,$wall,$cpu"
+    }
+    median() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+    printf '\nwarm trees: cp -r against afcp -r, %s rounds in turn, medians (%s, %s CPUs, %s)\n' \
+        "${WARM_RUNS:-3}" "$(uname -r)" "$(nproc)" "$(df -T "$BASE" | awk 'NR==2 {print $2}')"
+    printf '%-26s %9s %9s %9s %9s %12s %12s\n' "tree" "cp wall" "afcp wall" "cp CPU" "afcp CPU" \
+        "cp/afcp wall" "cp/afcp CPU"
+    for src in ${WARM_TREES:-/usr/include /usr/share/doc} "$BASE/flat"; do
+        [[ -d $src ]] || continue
+        cp -r "$src" "$BASE/w.out" && rm -rf "$BASE/w.out" # read the source once: warm
+        W_WALL=() W_CPU=()
+        for ((r = 1; r <= ${WARM_RUNS:-3}; r++)); do
+            wrun "$r" "cp -r" "$src" cp -r
+            # shellcheck disable=SC2086
+            wrun "$r" "afcp -r" "$src" "$AFCP" -q $AFCP_EXTRA -r
+        done
+        cw=$(median "${W_WALL[cp -r]}") aw=$(median "${W_WALL[afcp -r]}")
+        cc=$(median "${W_CPU[cp -r]}") ac=$(median "${W_CPU[afcp -r]}")
+        printf '%-26s %9.2f %9.2f %9.2f %9.2f %11sx %11sx\n' "${src/#$BASE\//}" "$cw" "$aw" "$cc" "$ac" \
+            "$(ratio "$cw" "$aw")" "$(ratio "$cc" "$ac")"
+    done
+    echo "target: cp/afcp wall >= 1.00x on every warm tree (all copies verified)"
+fi

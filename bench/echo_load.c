@@ -2,7 +2,8 @@
  *   echo_load --port P [--conns N] [--size B] [--seconds S] [--stream] [--window W]
  * Ping-pong (default): each of N connections sends a B-byte message and sends the next once
  * the whole echo came back. --stream: each connection keeps up to W messages (default 64) in
- * flight. The first second is a warm-up. Prints one line:
+ * flight. The warm-up lasts one second and until every connection got an echo back (a server
+ * that accepts slowly is not measured on its first replies). Prints one line:
  *   requests=R seconds=S rps=X p50_us=A p99_us=B
  * latency being the time from a message's send to the end of its echo. */
 #define _GNU_SOURCE
@@ -39,6 +40,7 @@ struct conn {
     int64_t *stamps;                 /* send times, a ring of `window` */
     size_t   head;
     int      want_out;
+    int      echoed; /* got an echo back once */
 };
 
 static size_t msg, window;
@@ -152,12 +154,19 @@ int main(int argc, char **argv)
     int64_t start = now_ns(), t_measure = start + 1000000000LL,
             t_end = t_measure + (int64_t)seconds * 1000000000LL;
     struct epoll_event evs[512];
+    int echoed = 0;
     for (;;) {
         int64_t t = now_ns();
-        if (!measuring && t >= t_measure)
+        if (!measuring && t >= t_measure && echoed == conns) {
             measuring = 1;
-        if (t >= t_end)
+            t_end = t + (int64_t)seconds * 1000000000LL;
+        }
+        if (measuring && t >= t_end)
             break;
+        if (!measuring && t >= start + 60 * 1000000000LL) {
+            fprintf(stderr, "echo_load: %d connections never got an echo\n", conns - echoed);
+            return 1;
+        }
         int n = epoll_wait(ep, evs, 512, 100);
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
@@ -171,6 +180,10 @@ int main(int argc, char **argv)
                     size_t before = c->recv_bytes / msg;
                     c->recv_bytes += (size_t)r;
                     size_t done = c->recv_bytes / msg - before;
+                    if (done && !c->echoed) {
+                        c->echoed = 1;
+                        echoed++;
+                    }
                     int64_t tn = done ? now_ns() : 0;
                     for (size_t k = 0; k < done; k++) {
                         record(tn - c->stamps[c->head]);

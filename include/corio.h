@@ -566,9 +566,7 @@ AFS_API ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_strea
  * -EINVAL for a bad delim or limit; read errors as -errno. */
 AFS_API ssize_t corio_stream_read_until(struct corio_task *t, struct corio_stream *s,
                                         int delim, size_t limit, const char **line);
-/* corio_stream_read_until(t, s, '
-', limit, line): the line includes its '
-'. */
+/* corio_stream_read_until(t, s, '\n', limit, line): the line includes its '\n'. */
 AFS_API ssize_t corio_stream_read_line(struct corio_task *t, struct corio_stream *s,
                                        size_t limit, const char **line);
 /* Reads to the end: *out is a malloc'd, nul-terminated copy of everything (the caller frees
@@ -868,6 +866,71 @@ AFS_API int  corio_chan_try_recv(struct corio_chan *c, void *elem);
 AFS_API void corio_chan_close(struct corio_chan *c);
 /* Values in c now (a snapshot). */
 AFS_API size_t corio_chan_len(struct corio_chan *c);
+
+/* ------------------------------------------------------------------------------------------
+ * Group commit: a durable append-only log. Many tasks append records; the records appended
+ * while the previous batch was being made durable (at first: those of one CPU phase) become
+ * one write and one fdatasync, and each appender resumes only when its record is durable,
+ * with the offset it got. The log adds no framing: a record is the caller's bytes, placed
+ * right after the previous one (add lengths and checksums yourself to read it back).
+ *
+ * The log's work is done by a flusher task, a child of the task that opens it: open and
+ * close it from the same scheduler, and close it before that task has to end (an unclosed
+ * log keeps its opener's task from finishing: corio_sched_run() then reports -EDEADLK). The
+ * file is the caller's: open it on the scheduler's context (corio_sched_ctx()) so the write
+ * and the fdatasync join the phase batches, keep it open until corio_log_close() returned,
+ * and close it yourself. Records are copied at append: the caller's buffer is free when
+ * corio_log_append() returns. Memory: the log holds the records of the batch being written
+ * and of the next one (buffers are kept for reuse until close).
+ *
+ * Failures (the fsyncgate rule). A failed write (-ENOSPC, -EIO...) or fdatasync (-EIO...)
+ * fails every record of that batch with that error, and the log is failed from then on:
+ * every record already waiting and every later append returns the same error, nothing more
+ * is written or synced, and a later fdatasync is never taken as covering the lost data (the
+ * kernel may have dropped the dirty pages when it reported the error). A record is reported
+ * durable only when the fdatasync of its batch returned 0. corio_log_durable() gives the end
+ * of the last durable record; bytes after it (a failed batch may have written some) are not
+ * part of the log. To go on after a failure: close the log, truncate the file there (or
+ * check the records past it), reopen.
+ *
+ * Cancellation and deadlines. A task cancelled (or past its deadline) before its append gets
+ * -ECANCELED (-ETIMEDOUT) and its record is not appended. One cancelled while it waits gets
+ * -ECANCELED (-ETIMEDOUT) at once, with *off set: its record stays in the batch and may still
+ * become durable (or fail with the batch); the caller cannot tell which from the return
+ * value, only by reading the log back (or from corio_log_durable() reaching *off + len).
+ * The flusher itself is shielded: cancelling the opener does not cancel the log's I/O.
+ * ---------------------------------------------------------------------------------------- */
+
+struct corio_log;
+
+struct corio_log_stats {
+    uint64_t appends; /* records appended (accepted into a batch) */
+    uint64_t batches; /* writes made, each followed by one fdatasync */
+    uint64_t bytes;   /* bytes written */
+};
+
+/* Opens a log on f whose first record goes at offset `start` (typically the file's size).
+ * t becomes the parent of the log's flusher task. Returns 0 and *out, -EINVAL (NULL
+ * argument), or -ENOMEM. */
+AFS_API int  corio_log_open(struct corio_task *t, struct afs_file *f, uint64_t start,
+                            struct corio_log **out);
+/* Appends len bytes of rec (len 0: a pure sync point, which waits until every record
+ * appended before it is durable) and suspends t until the record is durable. Stores the
+ * record's offset in *off (off may be NULL) and returns 0; or the batch's or the failed
+ * log's negative errno (see above: -ENOSPC, -EIO...), -ECANCELED / -ETIMEDOUT, -EINVAL (rec
+ * NULL with len > 0, or the log would pass INT64_MAX bytes), -ENOMEM. Aborts after
+ * corio_log_close() or from a task of another scheduler. */
+AFS_API int  corio_log_append(struct corio_task *t, struct corio_log *log, const void *rec,
+                              size_t len, uint64_t *off);
+/* Waits until every appended record is durable or failed, stops the flusher and frees the
+ * log (f stays open, the caller's). Returns 0 or the log's error. A wait that cancellation
+ * does not end. */
+AFS_API int  corio_log_close(struct corio_task *t, struct corio_log *log);
+/* The log's error (0 while it has none). */
+AFS_API int  corio_log_error(const struct corio_log *log);
+/* The offset just past the last record reported durable (start while none is). */
+AFS_API uint64_t corio_log_durable(const struct corio_log *log);
+AFS_API void corio_log_stats(const struct corio_log *log, struct corio_log_stats *out);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,7 @@ declare -A probe=(
   [strace]=/usr/bin/strace
   [acl]=/usr/bin/setfacl
   [attr]=/usr/bin/setfattr
+  [libsqlite3-dev]=/usr/include/sqlite3.h
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
   [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/include/stdio.h
   [qemu-user]=/usr/bin/qemu-aarch64
@@ -35,10 +36,10 @@ declare -A probe=(
 pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
-    build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
-    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libcriterion-dev strace acl attr) ;;
+    build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev) ;;
+    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev libcriterion-dev strace acl attr) ;;
     run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
-    bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev fio gnuplot-nox
+    bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev fio gnuplot-nox
                      libuv1-dev nginx-light wrk) ;;
     aarch64)  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
     windows)  pkgs+=(gcc-mingw-w64-x86-64 wine64) ;;

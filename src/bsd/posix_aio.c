@@ -405,6 +405,26 @@ static void collect(struct afs_ctx *ctx, int64_t ns, int64_t *slice, bool *woken
     struct paio *p = P(ctx);
     struct kevent ev[64];
     struct timespec ts, *tsp = NULL;
+    if (ns != 0 && afs__ready_parked(ctx)) {
+        /* Sockets parked in the readiness engine (poll() here) are not in our kqueue: with no
+         * AIO in flight the engine's wait (waker and sockets) is the whole wait; with some,
+         * the kevent wait is cut into slices and the sockets are polled between them. */
+        if (p->nlive == 0) {
+            ctx->stats.kernel_waits++;
+            int woke = afs__ctx_block(ctx, ns);
+            if (woke & AFS__WOKE_WAKER)
+                afs__waker_drain(&ctx->waker);
+            *woken |= woke != 0;
+            return;
+        }
+        if (afs__ctx_block(ctx, 0)) {
+            *woken = true; /* the waker, if it was one, is drained by its kevent below */
+            ns = 0;
+        } else if (ns < 0 || ns > *slice) {
+            ns = *slice;
+            *slice = *slice * 2 > SLICE_MAX_NS ? SLICE_MAX_NS : *slice * 2;
+        }
+    }
     if (ns >= 0) {
         ts.tv_sec = (time_t)(ns / 1000000000);
         ts.tv_nsec = (long)(ns % 1000000000);

@@ -386,6 +386,8 @@ void afs__ready_cancel(struct afs_ctx *ctx, struct afs_op *op);
 void afs__ready_forget(struct afs_ctx *ctx, struct afs_file *f);
 /* Runs the transfers of the sockets found ready, without blocking. Owner thread. */
 void afs__ready_reap(struct afs_ctx *ctx);
+/* Whether ops are parked (a backend whose wait the engine cannot join polls it then). */
+bool afs__ready_parked(const struct afs_ctx *ctx);
 /* The engine's descriptor while ops are parked (io_uring polls it), else -1. */
 int  afs__ready_fd(struct afs_ctx *ctx);
 void afs__ready_free(struct afs_ctx *ctx);

@@ -2,11 +2,11 @@
  * read_line / read_until / read_exact / read_all and the line and chunk generators, and
  * writes serialised per stream.
  *
- * A read takes what one transfer gives: on a pipe, FIFO, tty or socket a read that completes
- * with the first bytes that arrive, joining the phase's batch like any file op; on a file
- * with offsets a positional read at the stream's own offset. Writes go straight from the
- * caller's buffer (nothing is copied), one writer at a time: a slow reader makes writers wait
- * instead of the stream growing. */
+ * A read takes what one transfer gives: on a socket one afs_recv, on a pipe, FIFO or tty a
+ * read that completes with the first bytes that arrive, each joining the phase's batch like
+ * any file op; on a file with offsets a positional read at the stream's own offset. Writes
+ * go straight from the caller's buffer (nothing is copied), one writer at a time: a slow
+ * reader makes writers wait instead of the stream growing. */
 #include "corio_int.h"
 
 #include <stdlib.h>
@@ -101,7 +101,9 @@ static ssize_t seq_io(struct afs_file *f, bool write, void *buf, size_t len)
 static ssize_t raw_read(struct corio_stream *s, void *buf, size_t len)
 {
     ssize_t n;
-    if (s->seq) {
+    if (s->f->sock) {
+        n = afs_recv(s->f, buf, len, 0);
+    } else if (s->seq) {
         n = seq_io(s->f, false, buf, len);
     } else {
         n = afs_pread(s->f, buf, len, s->roff);
@@ -115,6 +117,8 @@ static ssize_t raw_read(struct corio_stream *s, void *buf, size_t len)
 
 static ssize_t raw_write(struct corio_stream *s, const void *buf, size_t len)
 {
+    if (s->f->sock)
+        return afs_send(s->f, buf, len, 0);
     if (s->seq)
         return seq_io(s->f, true, (void *)buf, len);
     ssize_t n = afs_pwrite(s->f, buf, len, s->woff);

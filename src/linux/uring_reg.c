@@ -12,9 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* user_data at or below this is one of uring.c's tags (a cancel, the waker, a ring message, the
- * readiness poll), not an op; a socket cancel's tag (fd << 8 | 5) is never a data op. */
-#define URING_TAG_LAST 4u
+/* An op's user_data is its address (8-byte aligned on 64-bit targets; an op this misses is
+ * only not offloaded); uring.c's tags (a cancel, the waker, a ring message, the readiness
+ * poll, a socket cancel's fd << 8 | 5) and liburing's timeout all have a low bit set. */
+#define URING_NOT_OP(ud) (((ud) & 7u) != 0)
 
 /* Every SAMPLE_EVERY-th submission big enough to offload is timed, and every one of the
  * first WARMUP_SAMPLES; timed ones alternate inline and offloaded so that both averages
@@ -217,8 +218,7 @@ static unsigned mark_async(struct io_uring *ring)
     unsigned n = 0;
     for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
         struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
-        if (!is_data_opcode(sqe->opcode) || sqe->user_data <= URING_TAG_LAST ||
-            sqe->user_data == LIBURING_UDATA_TIMEOUT)
+        if (!is_data_opcode(sqe->opcode) || URING_NOT_OP(sqe->user_data))
             continue;
         const struct afs__op *o = afs__op((struct afs_op *)(uintptr_t)sqe->user_data);
         if (o->file->flags & AFS_DIRECT) {

@@ -110,6 +110,11 @@ void afs__ready_free(struct afs_ctx *ctx)
     ctx->ready = NULL;
 }
 
+bool afs__ready_parked(const struct afs_ctx *ctx)
+{
+    return ctx->ready && ctx->ready->parked;
+}
+
 int afs__ready_fd(struct afs_ctx *ctx)
 {
     struct afs__ready *r = ctx->ready;

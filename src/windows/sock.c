@@ -81,6 +81,12 @@ void afs__ready_reap(struct afs_ctx *ctx)
     (void)ctx;
 }
 
+bool afs__ready_parked(const struct afs_ctx *ctx)
+{
+    (void)ctx;
+    return false;
+}
+
 int afs__ready_fd(struct afs_ctx *ctx)
 {
     (void)ctx;

@@ -15,6 +15,14 @@ skip() { echo "SKIP [$(id -un) ${BACKEND:-auto}]: $*" >&2; skips=$((skips + 1));
 check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
 mode() { stat -c %a "$1"; }
 no_temps() { [[ -z $(find "$1" -name '.afcp.*' 2>/dev/null) ]]; }
+# Every regular file under dst is complete: equal to the file of the same name under src (a
+# file written under its own name must be gone after an error or a signal).
+complete_only() { # src dst
+    [[ -d $2 ]] || return 0
+    (cd "$2" && find . -type f ! -name '.afcp.*') | while read -r f; do
+        cmp -s "$1/$f" "$2/$f" || { echo "partial copy: $2/$f" >&2; return 1; }
+    done
+}
 
 # Runs run_suite once per backend, prints "WHAT tests: N passed, M failed, K skipped" and
 # exits 1 when anything failed.

@@ -185,13 +185,18 @@ run_suite() {
     # SIGINT in the middle of a tree, on both paths: no temporary survives
     local p n
     mkdir -p "$O/t200"
-    for n in $(seq 1 200); do echo "$n" > "$O/t200/f$n"; done
+    for n in $(seq 1 200); do head -c $((n * 1000)) /dev/urandom > "$O/t200/f$n"; done
     for p in "" batch; do
         for n in 1 37 120; do
-            AFCP_TEST_PATH=$p AFCP_TEST_SIGNAL=INT:$n "$AFCP" -q -r "$O/t200" "$O/sig" 2> /dev/null
+            # (env resets SIGINT: a shell running this in the background ignores it, and
+            # afcp keeps a signal ignored at its start ignored)
+            AFCP_TEST_PATH=$p AFCP_TEST_SIGNAL=INT:$n env --default-signal=INT \
+                "$AFCP" -q -r "$O/t200" "$O/sig" 2> /dev/null
             st=$?
             check "SIGINT after $n creates [${p:-measured}]: died of it (status $st)" [ "$st" -eq 130 ]
             check "SIGINT after $n creates [${p:-measured}]: no temporary left" no_temps "$O/sig"
+            check "SIGINT after $n creates [${p:-measured}]: no partial file under its name" \
+                complete_only "$O/t200" "$O/sig"
             rm -rf "$O/sig"
         done
     done

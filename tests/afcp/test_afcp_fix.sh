@@ -52,6 +52,7 @@ run_suite() {
         st=$?
         check "SIG$sig after $n opens: died of it (status $st)" [ "$st" -eq "$want" ]
         check "SIG$sig after $n opens: no temporary left" no_temps "$O/sig$i"
+        check "SIG$sig after $n opens: no partial file under its name" complete_only "$S/t300" "$O/sig$i"
     done
     # and real signals from outside at varied delays (the copy may finish first)
     for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -61,6 +62,7 @@ run_suite() {
         kill -"${sigs[i % 3]}" "$pid" 2> /dev/null
         wait "$pid"
         check "kill -${sigs[i % 3]} after 0.0$((i * 7 % 10))$i s: no temporary left" no_temps "$O/sigk$i"
+        check "kill -${sigs[i % 3]} after 0.0$((i * 7 % 10))$i s: no partial file" complete_only "$S/t300" "$O/sigk$i"
     done
     AFCP_TEST_SIGNAL=TERM:40 "$AFCP" -q -r -j 8 --fsync "$S/t300" "$O/sigf" 2> /dev/null
     check "SIGTERM with --fsync, -j 8: no temporary left" no_temps "$O/sigf"

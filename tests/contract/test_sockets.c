@@ -9,6 +9,33 @@
  * socket opcodes). */
 #include "../common.h"
 
+#ifdef _WIN32
+/* Windows: no sockets yet. Every socket call says so, before looking at anything else. */
+Test(sockets, not_supported_on_windows, .init = t_setup, .fini = t_teardown, .timeout = 60)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *s, *p[2];
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &s), -ENOTSUP);
+    cr_assert_eq(afs_socketpair(ctx, AF_INET, SOCK_STREAM, 0, p), -ENOTSUP);
+    t_make_file(t_path("f"), 10);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, t_path("f"), AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+    char buf[4];
+    t_fill(buf, sizeof buf, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    cr_assert_eq(afs_recv(f, buf, sizeof buf, 0), -ENOTSUP);
+    cr_assert_eq(afs_send(f, buf, sizeof buf, 0), -ENOTSUP);
+    cr_assert_eq(afs_connect(f, (struct sockaddr *)&sa, sizeof sa), -ENOTSUP);
+    cr_assert_eq(afs_accept(f, NULL, NULL, &s), -ENOTSUP);
+    cr_assert_eq(afs_shutdown(f, SD_SEND), -ENOTSUP);
+    struct afs_op op;
+    memset(&op, 0, sizeof op);
+    cr_assert_eq(afs_queue_recv(&op, f, buf, sizeof buf, 0, (afs_cb *)abort, NULL), -ENOTSUP);
+    cr_assert(t_check(buf, sizeof buf, 0), "a refused call wrote the buffer");
+    cr_assert_eq(afs_close(f), 0);
+}
+#else
+
 #include "internal.h" /* afs__sys, afs__uring_no_sock, afs__ready_poll_only */
 
 #include <corio.h>
@@ -805,3 +832,4 @@ T_SOCK(recvs_and_reads_in_one_submission)
     cr_assert_eq(afs_close(file), 0);
 }
 #endif
+#endif /* _WIN32 */

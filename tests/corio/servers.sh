@@ -18,19 +18,18 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "servers.sh: $*" >&2; exit 1; }
 
-start() { # out-file command...: starts a server, prints its port
-  local out=$1; shift
-  "$@" > "$out" 2> "$out.err" &
-  pids+=($!)
+port_of() { # out-file: waits until the server printed its address, prints its port
   for _ in $(seq 100); do
-    grep -q listening "$out" 2>/dev/null && break
+    grep -q listening "$1" 2>/dev/null && break
     sleep 0.05
   done
-  sed -n 's/.*:\([0-9]*\)$/\1/p' "$out"
+  sed -n 's/.*:\([0-9]*\)$/\1/p' "$1"
 }
 
 # --- echo server -------------------------------------------------------------------------
-port=$(start "$dir/echo.out" "$echo_bin" --conns 4)
+"$echo_bin" --conns 5 > "$dir/echo.out" 2> "$dir/echo.out.err" &
+pids+=($!)
+port=$(port_of "$dir/echo.out")
 [ -n "$port" ] || fail "echo_server did not start: $(cat "$dir/echo.out.err")"
 exec 3<>"/dev/tcp/127.0.0.1/$port" 4<>"/dev/tcp/127.0.0.1/$port"
 printf 'one\ntwo\n' >&3
@@ -65,7 +64,9 @@ echo "echo_server: ok"
 mkdir -p "$dir/www"
 head -c 10000 /dev/urandom > "$dir/www/small.bin"
 head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
-port=$(start "$dir/file.out" "$file_bin" --root "$dir/www" --conns 3)
+"$file_bin" --root "$dir/www" --conns 3 > "$dir/file.out" 2> "$dir/file.out.err" &
+pids+=($!)
+port=$(port_of "$dir/file.out")
 [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
 
 # Reads one response from fd 3: the status line into $status, the body into $1.

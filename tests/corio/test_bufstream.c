@@ -498,8 +498,7 @@ static void reset_root(struct corio_task *t, void *arg)
         c->wr = corio_stream_write(t, c->s, big, sizeof big);
 }
 
-Test(bufstream, peer_gone_is_epipe_not_a_signal, .init = t_setup, .fini = b_teardown,
-     .timeout = 60, .disabled = true)
+T_B(peer_gone_is_epipe_not_a_signal)
 {
     bnew();
     struct reset_case c = {0};

@@ -35,13 +35,6 @@ static int nrun(corio_fn *fn, void *arg)
     return corio_sched_run(n_sched, fn, arg);
 }
 
-static void skip_sync(void)
-{
-    const char *b = getenv("ASYNCFS_BACKEND");
-    if (b && strcmp(b, "sync") == 0)
-        cr_skip_test("backend under test is sync: a socket read blocks the scheduler's thread");
-}
-
 static int count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -104,7 +97,6 @@ static void dial_root(struct corio_task *t, void *arg)
 
 T_N(dial_listen_accept_and_half_close)
 {
-    skip_sync();
     struct echo_case c = {0};
     cr_assert_eq(nrun(dial_root, &c), 0);
     cr_assert_str_eq(c.got, "hello\nworld\n");
@@ -129,7 +121,6 @@ static void refused_root(struct corio_task *t, void *arg)
 
 T_N(connection_refused)
 {
-    skip_sync();
     int before = count_fds();
     cr_assert_eq(nrun(refused_root, NULL), 0);
     corio_sched_free(n_sched);
@@ -151,10 +142,10 @@ static void unreachable_root(struct corio_task *t, void *arg)
 
 T_N(unreachable_under_a_deadline)
 {
-    skip_sync();
     int res = 0;
     cr_assert_eq(nrun(unreachable_root, &res), 0);
-    cr_assert(res == -ETIMEDOUT || res == -ENETUNREACH || res == -EHOSTUNREACH,
+    cr_assert(res == -ETIMEDOUT || res == -ENETUNREACH || res == -EHOSTUNREACH ||
+                  res == -ECONNREFUSED /* a firewall that answers for the network */,
               "dial: %s", afs_strerror(res));
 }
 
@@ -239,7 +230,6 @@ static void reset_root(struct corio_task *t, void *arg)
 
 T_N(peer_reset_mid_stream)
 {
-    skip_sync();
     struct reset_case c = {0};
     cr_assert_eq(nrun(reset_root, &c), 0);
     cr_assert_eq(c.first, 11);
@@ -317,7 +307,6 @@ static void churn_root(struct corio_task *t, void *arg)
 
 T_N(ten_thousand_connections_leave_no_descriptor)
 {
-    skip_sync();
     int before = count_fds();
     struct churn c = {0};
     cr_assert_eq(nrun(churn_root, &c), 0);
@@ -328,4 +317,29 @@ T_N(ten_thousand_connections_leave_no_descriptor)
     afs_ctx_free(t_ctx);
     t_ctx = NULL;
     cr_assert_eq(count_fds(), before, "descriptors left open: %d", count_fds() - before);
+}
+
+/* A deadline that passes while the name is being resolved ends the dial at once: the lookup
+ * goes on on its thread and frees itself (AddressSanitizer builds check that). */
+static void resolve_deadline_root(struct corio_task *t, void *arg)
+{
+    int *res = arg;
+    for (int i = 0; i < 200; i++) {
+        corio_set_deadline(t, corio_now());
+        struct afs_file *f = NULL;
+        res[i] = corio_dial(t, "localhost", "9", &f);
+        if (f)
+            afs_close(f);
+    }
+    corio_set_deadline(t, 0);
+}
+
+T_N(deadline_while_resolving)
+{
+    static int res[200];
+    cr_assert_eq(nrun(resolve_deadline_root, res), 0);
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(res[i], -ETIMEDOUT, "dial %d: %s", i, afs_strerror(res[i]));
+    corio_sched_free(n_sched); /* joins the lookups still running */
+    n_sched = NULL;
 }

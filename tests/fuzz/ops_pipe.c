@@ -5,7 +5,11 @@
  * calls and the writer's close. The model is two counters: the bytes written and the bytes
  * read; byte k of the channel is pat(k), so a lost, repeated or reordered byte shows.
  * The session never blocks: at most PIPE_ROOM bytes are unread (less than any pipe or socket
- * buffer holds), and a read asks for at most what is there until the writer has closed. */
+ * buffer holds), and a read asks for at most what is there until the writer has closed.
+ * On a socketpair the reader and the writer may use the socket calls instead: afs_recv (plain,
+ * MSG_WAITALL or MSG_PEEK) and afs_send, blocking or as queued ops (afs_queue_recv,
+ * afs_queue_send). A plain receive may give fewer bytes than are there, never none while
+ * some are; MSG_WAITALL gives all it asked for, short only at the end; a peek takes nothing. */
 #define _GNU_SOURCE
 #include "harness.h"
 
@@ -30,6 +34,9 @@ struct chan {
     struct afs_file   *rf;    /* the reader: a file... */
     struct afs_stream *rs;    /* ...or a stream */
     bool               async; /* rf's mode */
+    bool               sockops; /* a socketpair read with afs_recv and written with afs_send */
+    bool               queued;  /* ...as queued ops (afs_queue_recv, afs_queue_send) */
+    uint8_t            rflags;  /* the next receive: 0 plain, 1 MSG_WAITALL, 2 MSG_PEEK */
     uint64_t           written, consumed;
     bool               wclosed;
     uint8_t            seed;
@@ -46,12 +53,47 @@ static unsigned char pat(uint64_t k, uint8_t seed)
     return (unsigned char)((k * 131u) ^ (k >> 9) ^ seed);
 }
 
+struct sock_done {
+    bool    done;
+    ssize_t res;
+};
+
+static void sock_cb(struct afs_op *op)
+{
+    struct sock_done *d = op->data;
+    d->done = true;
+    d->res = op->result;
+}
+
+/* A queued receive or send, waited for with the context's own wait. */
+static ssize_t sock_queued(struct chan *c, bool send, void *buf, size_t n, int flags)
+{
+    struct afs_op op;
+    struct sock_done d = {0};
+    memset(&op, 0, sizeof op);
+    int r = send ? afs_queue_send(&op, c->wf, buf, n, flags, sock_cb, &d)
+                 : afs_queue_recv(&op, c->rf, buf, n, flags, sock_cb, &d);
+    if (r != 0)
+        return r;
+    while (!d.done) {
+        int w = afs_ctx_wait(fz.ctx, 1, -1);
+        if (w < 0)
+            fz_fail("afs_ctx_wait for a queued %s = %s", send ? "send" : "recv", fz_err(w));
+    }
+    return d.res;
+}
+
 static void chan_write(struct chan *c, size_t n)
 {
     unsigned char *buf = fz.scratch;
     for (size_t i = 0; i < n; i++)
         buf[i] = pat(c->written + i, c->seed);
-    if (c->wf) {
+    if (c->wf && c->sockops) {
+        ssize_t r = c->queued ? sock_queued(c, true, buf, n, 0) : afs_send(c->wf, buf, n, 0);
+        fz_trace("  afs_%ssend(writer, %zu) = %s", c->queued ? "queue_" : "", n, fz_err(r));
+        if (r != (ssize_t)n)
+            fz_fail("afs_send on a socketpair: %s, expected %zu", fz_err(r), n);
+    } else if (c->wf) {
         ssize_t r = afs_write(c->wf, buf, n);
         fz_trace("  afs_write(writer, %zu) = %s", n, fz_err(r));
         if (r != (ssize_t)n)
@@ -96,7 +138,26 @@ static void chan_read(struct chan *c, size_t n)
     unsigned char *buf = fz.scratch;
     memset(buf, 0, n);
     ssize_t got;
-    if (c->rs) {
+    if (c->sockops) {
+        static const int fl[] = {0, MSG_WAITALL, MSG_PEEK};
+        int flags = fl[c->rflags % 3];
+        got = c->queued ? sock_queued(c, false, buf, n, flags) : afs_recv(c->rf, buf, n, flags);
+        fz_trace("  afs_%srecv(%zu, %s) = %s", c->queued ? "queue_" : "", n,
+                 flags == MSG_WAITALL ? "MSG_WAITALL" : flags == MSG_PEEK ? "MSG_PEEK" : "0",
+                 fz_err(got));
+        /* Fewer than there are is a normal receive, unless MSG_WAITALL; none only at the end. */
+        if (flags != MSG_WAITALL && got > 0 && got < (ssize_t)want)
+            want = (size_t)got;
+        if (flags == MSG_PEEK && got > 0) {
+            for (size_t i = 0; i < (size_t)got; i++)
+                if (buf[i] != pat(c->consumed + i, c->seed))
+                    fz_fail("peeked byte %" PRIu64 " of a socketpair is 0x%02x, not 0x%02x",
+                            c->consumed + i, buf[i], pat(c->consumed + i, c->seed));
+            c->rflags = 0;
+            chan_read(c, (size_t)got); /* the same bytes, taken this time */
+            return;
+        }
+    } else if (c->rs) {
         got = (ssize_t)afs_fread(buf, 1, n, c->rs);
         fz_trace("  afs_fread(%zu) = %zd", n, got);
         if (got == (ssize_t)want && want < n &&
@@ -122,7 +183,7 @@ static void chan_read(struct chan *c, size_t n)
             fz_fail("byte %" PRIu64 " of the %s is 0x%02x, the writer sent 0x%02x",
                     c->consumed + i, kinds[c->kind], buf[i], pat(c->consumed + i, c->seed));
     c->consumed += want;
-    if (!c->rs && !c->async) {
+    if (!c->rs && !c->async && !c->sockops) {
         int64_t pos = afs_tell(c->rf);
         if (pos != (int64_t)c->consumed)
             fz_fail("afs_tell on a %s = %" PRId64 ", %" PRIu64 " bytes were read",
@@ -144,6 +205,15 @@ static void chan_refusals(struct chan *c, uint8_t b)
     }
     struct afs_op op;
     memset(&op, 0, sizeof op);
+    if (c->sockops) {
+        /* Socket calls refuse bad flags and buffers before anything moves. */
+        ssize_t e1 = afs_recv(c->rf, fz.scratch, 1 + b % 64, MSG_DONTWAIT);
+        ssize_t e2 = afs_recv(c->rf, NULL, 1 + b % 64, 0);
+        fz_trace("  afs_recv(MSG_DONTWAIT) = %s, afs_recv(NULL) = %s", fz_err(e1), fz_err(e2));
+        if (e1 != -EINVAL || e2 != -EINVAL)
+            fz_fail("bad receives on a socketpair: %s %s, expected -EINVAL", fz_err(e1),
+                    fz_err(e2));
+    }
     ssize_t r1 = afs_pread(c->rf, fz.scratch, 1 + b % 64, b);
     int r2 = afs_queue_read(&op, c->rf, fz.scratch, 16, 0, never_cb, NULL);
     int64_t r3 = afs_seek(c->rf, 0, SEEK_SET);
@@ -164,9 +234,15 @@ void fz_op_pipe(struct fz_in *in)
     c.async = (b >> 3) & 1;
     bool afs_writer = (b >> 4) & 1;
     c.seed = fz_u8(in);
+    c.sockops = (b >> 5) & 1 && c.kind == CH_SOCKET && !stream;
+    c.queued = c.async; /* the reader's mode picks blocking or queued socket calls */
     fz_trace("#%d %s, reader %s, writer %s", fz.opno, kinds[c.kind],
-             stream ? "stream" : c.async ? "afs_read async" : "afs_read sync",
-             afs_writer ? "afs_write" : "write()");
+             stream        ? "stream"
+             : c.sockops   ? (c.queued ? "afs_queue_recv" : "afs_recv")
+             : c.async     ? "afs_read async"
+                           : "afs_read sync",
+             afs_writer ? (c.sockops ? (c.queued ? "afs_queue_send" : "afs_send") : "afs_write")
+                        : "write()");
 
     int rfd = -1, wfd = -1, sv[2];
     char fifo[4200];
@@ -233,7 +309,9 @@ void fz_op_pipe(struct fz_in *in)
                 break;
             if (lim > FZ_MAX_IO)
                 lim = FZ_MAX_IO;
+            c.rflags = (uint8_t)((s >> 4) & 3);
             chan_read(&c, (s & 0x80) ? 1u + v % (lim < 16 ? lim : 16u) : 1u + v % lim);
+            c.rflags = 0;
             break;
         }
         case 4: chan_refusals(&c, (uint8_t)v); break;

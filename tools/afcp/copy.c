@@ -43,6 +43,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -143,6 +144,7 @@ struct fcopy {
     int                   unsized;    /* the size says nothing: read until EOF (see below) */
     int                   stream;     /* not seekable (FIFO, device): plain read(2) */
     int                   seek_holes; /* the source has holes: copy only its data extents */
+    int                   own_name;   /* written under its final name (see own_name) */
     uint64_t              copied;
 };
 
@@ -476,8 +478,20 @@ static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned
     return err;
 }
 
-/* Opens the destination: a fresh temporary name (or, --inplace, the name itself). A temporary
- * replacing a file (old) stays 0600 until it gets the old file's attributes. */
+/* A directory this run made (0700 until its entries are done, so only its owner can look)
+ * gets its files under their own names, with no temporary and no rename: a rename costs
+ * about as much CPU as the create and write of a small file. Until a file is complete its
+ * name is in the table of temporaries, so an error or a signal removes it just the same:
+ * once afcp has exited no name shows a partial copy. Not with --fsync, whose promise is
+ * that a name appears only once its data is on disk. */
+static int own_name(const struct afcp_dir *dd)
+{
+    return dd->created && !afcp.o.fsync && !afcp.o.inplace;
+}
+
+/* Opens the destination: a fresh temporary name (or, --inplace, the name itself; or in a
+ * directory this run made, the name itself: own_name). A temporary replacing a file (old)
+ * stays 0600 until it gets the old file's attributes. */
 static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy *c, char *tmp,
                      int tslot, int old)
 {
@@ -497,6 +511,13 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
             }
             err = open_in_dir(j->dd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
         }
+        strcpy(tmp, "");
+    } else if (own_name(j->dd)) {
+        afcp_temp_set(t, tslot, j->dd->dfd, j->dname); /* removed on a signal until done */
+        err = open_in_dir(j->dd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
+        afcp_test_hook_open();
+        afcp_temp_created(tslot, err == 0);
+        c->own_name = 1;
         strcpy(tmp, "");
     } else {
         for (int tries = 0;; tries++) {
@@ -897,13 +918,13 @@ static void file_task(struct corio_task *t, void *arg)
     report(&c);
     if (c.err) {
         /* No partial file is left under a name that looks complete. */
-        afs_unlinkat(afcp.ctx, j->dd->dfd, afcp.o.inplace ? j->dname : tmp, 0);
+        afs_unlinkat(afcp.ctx, j->dd->dfd, afcp.o.inplace || c.own_name ? j->dname : tmp, 0);
         afcp.status = 1;
         afcp.bytes_done -= c.copied; /* the bar counts what was copied for good */
         afcp.bytes_total -= c.size;
         goto out;
     }
-    if (!afcp.o.inplace) {
+    if (!afcp.o.inplace && !c.own_name) {
         afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
         r = afcp_install(j->dd->dfd, tmp, j->dname);
         if (r < 0) {
@@ -1077,17 +1098,20 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
                                 .dpath = (char *)dpath, .st = st};
     afcp.files_total++;
     afcp.bytes_total += (uint64_t)st.st_size;
-    char tmp[16];
+    char tmpbuf[16];
+    const int own = own_name(dd);
+    const char *tmp = own ? dname : tmpbuf;
     int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
     unsigned perm = afcp_safe_mode(fd, st.st_mode) & 0777;
     for (int tries = 0;; tries++) {
-        afcp_tmpname(tmp);
+        if (!own)
+            afcp_tmpname(tmpbuf);
         afcp_temp_set(t, tslot, dd->dfd, tmp);
         ofd = openat(dd->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
         err = ofd < 0 ? -errno : 0;
         afcp_test_hook_open();
         afcp_temp_created(tslot, ofd >= 0);
-        if (err != -EEXIST || tries > 100)
+        if (own || err != -EEXIST || tries > 100)
             break;
     }
     if (err < 0) {
@@ -1147,7 +1171,7 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
         goto fail_tmp;
     }
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
-    err = afcp_install(dd->dfd, tmp, dname);
+    err = own ? 0 : afcp_install(dd->dfd, tmp, dname);
     if (err < 0) {
         afcp_err(err, "cannot create regular file '%s'", dpath);
         unlinkat(dd->dfd, tmp, 0);
@@ -1210,7 +1234,7 @@ enum { TEMP_FREE, TEMP_CREATING, TEMP_EXISTS };
 struct temp {
     volatile sig_atomic_t state; /* TEMP_*: the handler reads it */
     int                   dfd;
-    char                  name[16];
+    char                  name[NAME_MAX + 1]; /* a temporary, or a file under its own name */
     int                   taken; /* the slot belongs to a task (main thread only) */
 };
 

@@ -1,0 +1,290 @@
+/* SQLite through the asyncfs VFS against SQLite's unix VFS (bench/run_sqlite.sh drives it).
+ *
+ *   bench_sqlite setup   DB ROWS            a table t(k INTEGER PRIMARY KEY, v BLOB(200))
+ *   bench_sqlite insert  DB ROWS VFS        ROWS inserts in transactions of 1,000, one conn
+ *   bench_sqlite lookups DB ROWS MODE CONNS LOOKUPS [THRESHOLD]
+ *   bench_sqlite scan    DB ROWS MODE CONNS
+ * MODE: corio (CONNS connections in CONNS tasks of one scheduler, asyncfs VFS; THRESHOLD is
+ * the context's sync_threshold, default 0: every page read joins the phase's batch; the
+ * context's io_workers is CONNS),
+ * threads (CONNS connections in CONNS threads, unix VFS), single (CONNS connections one after
+ * the other on one thread, unix VFS), rt (CONNS tasks spread over the schedulers of a corio
+ * runtime, environment SCHEDULERS, default one per CPU; asyncfs VFS). Each connection does
+ * LOOKUPS random point lookups.
+ * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s. */
+#define _GNU_SOURCE
+#include <asyncfs.h>
+#include <asyncfs_sqlite.h>
+#include <corio.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(sqlite3 *db, const char *what)
+{
+    fprintf(stderr, "bench_sqlite: %s: %s\n", what, db ? sqlite3_errmsg(db) : "?");
+    exit(1);
+}
+
+static sqlite3 *open_db(const char *path, const char *vfs)
+{
+    sqlite3 *db;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) != SQLITE_OK)
+        die(db, "open");
+    sqlite3_busy_timeout(db, 60000);
+    return db;
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        die(db, sql);
+}
+
+static long rows;
+static const char *db_path;
+static int nlookups;
+static uint64_t checksum_total;
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* LOOKUPS point lookups of one connection; returns a checksum of what it read. */
+static uint64_t do_lookups(sqlite3 *db, int id)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT length(v), k FROM t WHERE k = ?", -1, &st, NULL))
+        die(db, "prepare");
+    uint64_t seed = 0x9E3779B97F4A7C15ull * (uint64_t)(id + 1), sum = 0;
+    for (int i = 0; i < nlookups; i++) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)(xorshift(&seed) % (uint64_t)rows));
+        if (sqlite3_step(st) != SQLITE_ROW)
+            die(db, "lookup");
+        sum += (uint64_t)sqlite3_column_int64(st, 0) + (uint64_t)sqlite3_column_int64(st, 1);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return sum;
+}
+
+static uint64_t do_scan(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT sum(length(v)) FROM t", -1, &st, NULL))
+        die(db, "prepare");
+    if (sqlite3_step(st) != SQLITE_ROW)
+        die(db, "scan");
+    uint64_t v = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int scan_mode;
+
+static uint64_t conn_work(const char *vfs, int id)
+{
+    sqlite3 *db = open_db(db_path, vfs);
+    uint64_t s = scan_mode ? do_scan(db) : do_lookups(db, id);
+    sqlite3_close(db);
+    return s;
+}
+
+static void task_fn(struct corio_task *t, void *arg)
+{
+    checksum_total += conn_work("asyncfs", (int)(intptr_t)arg);
+}
+
+static int nconns;
+
+static void root_fn(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < nconns; i++)
+        if (corio_spawn(t, task_fn, (void *)(intptr_t)i, NULL) < 0)
+            die(NULL, "spawn");
+    corio_wait(t);
+}
+
+static pthread_mutex_t sum_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* rt: connections spread over the runtime's schedulers (corio_spawn_on). */
+static int rt_task_fn(struct corio_task *t, void *arg)
+{
+    uint64_t s = conn_work("asyncfs", (int)(intptr_t)arg);
+    pthread_mutex_lock(&sum_mu);
+    checksum_total += s;
+    pthread_mutex_unlock(&sum_mu);
+    return 0;
+}
+
+static unsigned rt_n;
+
+static void rt_root_fn(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < nconns; i++)
+        if (corio_spawn_on(t, (int)((unsigned)i % rt_n), rt_task_fn, (void *)(intptr_t)i,
+                           NULL) < 0)
+            die(NULL, "spawn_on");
+    corio_wait(t);
+}
+
+static void *thread_fn(void *arg)
+{
+    uint64_t s = conn_work("unix", (int)(intptr_t)arg);
+    pthread_mutex_lock(&sum_mu);
+    checksum_total += s;
+    pthread_mutex_unlock(&sum_mu);
+    return NULL;
+}
+
+static double run_mode(const char *mode, size_t threshold)
+{
+    double t0 = now_s();
+    if (!strcmp(mode, "corio")) {
+        struct afs_config acfg;
+        afs_config_default(&acfg);
+        acfg.sync_threshold = threshold;
+        /* Where a page read that misses the cache is handed to io-wq, as many workers as
+         * connections, as the threads mode has threads (on 6.18 it made no difference). */
+        acfg.io_workers = (unsigned)nconns;
+        if (getenv("IO_WORKERS")) /* "kernel": no cap */
+            acfg.io_workers = !strcmp(getenv("IO_WORKERS"), "kernel")
+                                  ? AFS_IO_WORKERS_KERNEL
+                                  : (unsigned)atoi(getenv("IO_WORKERS"));
+        struct afs_ctx *ctx;
+        if (afs_ctx_new(&ctx, &acfg) < 0)
+            die(NULL, "afs_ctx_new");
+        struct corio_config cfg;
+        corio_config_default(&cfg);
+        cfg.ctx = ctx;
+        struct corio_sched *s;
+        if (corio_sched_new(&s, &cfg) < 0)
+            die(NULL, "corio_sched_new");
+        t0 = now_s();
+        if (corio_sched_run(s, root_fn, NULL) < 0)
+            die(NULL, "corio_sched_run");
+        double dt = now_s() - t0;
+        struct corio_stats st;
+        corio_sched_stats(s, &st);
+        fprintf(stderr, "corio: %s, %llu ios in %llu submits\n", afs_ctx_backend(ctx),
+                (unsigned long long)st.ios, (unsigned long long)st.submits);
+        corio_sched_free(s);
+        afs_ctx_free(ctx);
+        return dt;
+    }
+    if (!strcmp(mode, "rt")) {
+        struct corio_rt_config cfg;
+        corio_rt_config_default(&cfg);
+        const char *n = getenv("SCHEDULERS");
+        cfg.schedulers = n ? (unsigned)atoi(n) : 0;
+        cfg.ctx.sync_threshold = threshold;
+        cfg.ctx.io_workers = (unsigned)nconns;
+        struct corio_rt *rt;
+        if (corio_rt_new(&rt, &cfg) < 0)
+            die(NULL, "corio_rt_new");
+        rt_n = corio_rt_schedulers(rt);
+        t0 = now_s();
+        if (corio_rt_run(rt, rt_root_fn, NULL) < 0)
+            die(NULL, "corio_rt_run");
+        double dt = now_s() - t0;
+        fprintf(stderr, "rt: %u schedulers\n", rt_n);
+        corio_rt_free(rt);
+        return dt;
+    }
+    if (!strcmp(mode, "threads")) {
+        pthread_t *th = calloc((size_t)nconns, sizeof *th);
+        for (int i = 0; i < nconns; i++)
+            pthread_create(&th[i], NULL, thread_fn, (void *)(intptr_t)i);
+        for (int i = 0; i < nconns; i++)
+            pthread_join(th[i], NULL);
+        free(th);
+        return now_s() - t0;
+    }
+    if (!strcmp(mode, "single")) {
+        for (int i = 0; i < nconns; i++)
+            checksum_total += conn_work("unix", i);
+        return now_s() - t0;
+    }
+    die(NULL, "unknown mode");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: see bench/bench_sqlite.c\n");
+        return 2;
+    }
+    const char *op = argv[1];
+    db_path = argv[2];
+    rows = atol(argv[3]);
+    if (afs_sqlite_vfs_register(NULL, 0) < 0)
+        die(NULL, "afs_sqlite_vfs_register");
+    if (!strcmp(op, "setup")) {
+        sqlite3 *db = open_db(db_path, "unix");
+        exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, v)");
+        exec(db, "BEGIN");
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < %ld)"
+                 " INSERT INTO t SELECT i, randomblob(200) FROM c",
+                 rows - 1);
+        exec(db, sql);
+        exec(db, "COMMIT; PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE");
+        sqlite3_close(db);
+        return 0;
+    }
+    if (!strcmp(op, "insert") && argc >= 5) {
+        const char *vfs = argv[4];
+        sqlite3 *db = open_db(db_path, vfs);
+        exec(db, "CREATE TABLE IF NOT EXISTS ins(k INTEGER PRIMARY KEY, v)");
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "INSERT INTO ins(v) VALUES(randomblob(200))", -1, &st, NULL))
+            die(db, "prepare");
+        double t0 = now_s();
+        for (long i = 0; i < rows; i++) {
+            if (i % 1000 == 0)
+                exec(db, i ? "COMMIT; BEGIN" : "BEGIN");
+            if (sqlite3_step(st) != SQLITE_DONE)
+                die(db, "insert");
+            sqlite3_reset(st);
+        }
+        exec(db, "COMMIT");
+        double dt = now_s() - t0;
+        sqlite3_finalize(st);
+        exec(db, "DROP TABLE ins");
+        sqlite3_close(db);
+        printf("insert,%s,1,%ld,%.4f,%.0f\n", vfs, rows, dt, (double)rows / dt);
+        return 0;
+    }
+    if ((!strcmp(op, "lookups") && argc >= 7) || (!strcmp(op, "scan") && argc >= 6)) {
+        const char *mode = argv[4];
+        nconns = atoi(argv[5]);
+        scan_mode = !strcmp(op, "scan");
+        nlookups = scan_mode ? 0 : atoi(argv[6]);
+        size_t threshold = argc >= 8 ? (size_t)atol(argv[7]) : 0;
+        double dt = run_mode(mode, threshold);
+        long ops = scan_mode ? (long)nconns * rows : (long)nconns * nlookups;
+        printf("%s,%s,%d,%ld,%.4f,%.0f\n", op, mode, nconns, ops, dt, (double)ops / dt);
+        fprintf(stderr, "checksum %llu\n", (unsigned long long)checksum_total);
+        return 0;
+    }
+    fprintf(stderr, "usage: see bench/bench_sqlite.c\n");
+    return 2;
+}

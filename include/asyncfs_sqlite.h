@@ -1,0 +1,60 @@
+/*
+ * A SQLite VFS on asyncfs (built when SQLite's headers are found; POSIX systems).
+ *
+ * Every file SQLite opens through this VFS is an asyncfs file: page reads and writes are
+ * afs_pread()/afs_pwrite(), syncs afs_fsync(), truncation afs_ftruncate(), opens, closes and
+ * deletes the asyncfs calls of the same name. So inside a corio task a connection's I/O
+ * suspends only that task and joins the phase's batch: 32 connections in 32 tasks of one
+ * scheduler read their pages in one submission. Outside a task the calls block the thread,
+ * as with SQLite's unix VFS.
+ *
+ * Contexts. A file opened inside a corio task is opened on the scheduler's context
+ * (corio_sched_ctx()); reads of at most the context's sync_threshold bytes on a buffered file
+ * run inline there (cheap on cached pages): give the scheduler a context with
+ * sync_threshold 0 to batch every page read (best on a cold cache). A file opened outside a
+ * task is opened on a context the VFS keeps for the calling thread (created at first use,
+ * default configuration, freed when the thread has exited and its last file is closed).
+ * Use a connection on the thread that opened it (SQLite's default threading mode allows
+ * that); connections opened in tasks must be closed before their scheduler is freed.
+ * As with SQLite itself, connections do not cross fork(): a child process opens its own (the
+ * VFS forgets the parent's lock records and thread context in the child).
+ *
+ * Locking is the unix VFS's protocol, through the file's descriptor: POSIX advisory locks
+ * (fcntl F_SETLK) on the pending, reserved and shared bytes, so processes using this VFS and
+ * processes using the unix VFS exclude each other correctly. POSIX locks belong to the
+ * process, not to a descriptor: the VFS keeps one record per file (device and inode) for all
+ * connections of the process, counts their locks there, and defers closing a descriptor while
+ * another connection of the process holds a lock on the same file (closing any descriptor
+ * would drop the process's locks), as the unix VFS does. When a lock is busy SQLite's busy
+ * handler sleeps through xSleep: corio_sleep() inside a task (other tasks run), a plain sleep
+ * elsewhere.
+ *
+ * WAL mode works through version-2 shared memory (xShmMap, xShmLock, xShmBarrier,
+ * xShmUnmap): a "-shm" file next to the database, mapped MAP_SHARED, with POSIX locks on its
+ * lock bytes, compatible with the unix VFS. The shm file's own growth and locks are plain
+ * system calls (they are rare and must not suspend while the VFS's lock is held).
+ *
+ * Errors come back as SQLite codes: -ENOSPC from a write is SQLITE_FULL, other failures the
+ * SQLITE_IOERR_* code of the method (sqlite3_system_errno() gives the errno).
+ */
+#ifndef ASYNCFS_SQLITE_H
+#define ASYNCFS_SQLITE_H
+
+#include "asyncfs.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Registers the asyncfs VFS with SQLite under `name` (NULL: "asyncfs"), as the default VFS
+ * when make_default is non-zero. Registering the same name again is allowed (it only moves
+ * it to the default when asked). Calls sqlite3_initialize(). Thread-safe.
+ * Returns 0, -EINVAL (a name longer than 63 bytes), -ENOMEM, or -EIO when SQLite refuses
+ * (sqlite3_initialize() or sqlite3_vfs_register() failed). Open databases with
+ * sqlite3_open_v2(path, &db, flags, name) or, as the default, with any open call. */
+AFS_API int afs_sqlite_vfs_register(const char *name, int make_default);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASYNCFS_SQLITE_H */

@@ -1,0 +1,1209 @@
+/* The SQLite VFS on asyncfs (include/asyncfs_sqlite.h). The locking and shared-memory code
+ * follows SQLite's os_unix.c (its inode table, lock protocol and -shm layout), so that this
+ * VFS and the unix VFS exclude each other between processes. */
+#include "asyncfs_sqlite.h"
+#include "corio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VFS_MAX_PATH   4096
+#define VFS_SECTOR     4096
+#define VFS_FILE_PERMS 0644
+
+/* The lock bytes (os_unix.c and the file format: the page at 1 GiB is never used). */
+#define PENDING_BYTE  0x40000000
+#define RESERVED_BYTE (PENDING_BYTE + 1)
+#define SHARED_FIRST  (PENDING_BYTE + 2)
+#define SHARED_SIZE   510
+/* The -shm file's lock bytes: 120..127 for the eight WAL locks, 128 the "DMS" byte. */
+#define SHM_BASE ((22 + SQLITE_SHM_NLOCK) * 4)
+#define SHM_DMS  (SHM_BASE + SQLITE_SHM_NLOCK)
+
+/* One mutex for the inode records and the shared-memory nodes. It is never held across a call
+ * that may suspend a corio task (another task of the same thread would then block on it). */
+static pthread_mutex_t vfs_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* ------------------------------------------------------------------------------------------
+ * Per-thread contexts for files opened outside a corio task.
+ * ---------------------------------------------------------------------------------------- */
+
+struct vfs_tctx {
+    struct afs_ctx *ctx;
+    unsigned        files;  /* open files on ctx */
+    int             exited; /* the thread has ended: free ctx with the last file */
+};
+
+static pthread_key_t  tctx_key;
+static pthread_once_t tctx_once = PTHREAD_ONCE_INIT;
+
+static void tctx_free(struct vfs_tctx *tc)
+{
+    afs_ctx_free(tc->ctx);
+    free(tc);
+}
+
+static void tctx_thread_exit(void *p)
+{
+    struct vfs_tctx *tc = p;
+    pthread_mutex_lock(&vfs_mutex);
+    tc->exited = 1;
+    int last = tc->files == 0;
+    pthread_mutex_unlock(&vfs_mutex);
+    if (last)
+        tctx_free(tc);
+}
+
+static struct vfs_inode *inodes;
+
+/* fork(): the child has none of the parent's POSIX locks and none of its pool threads, so it
+ * starts with no inode records and no per-thread context (the parent's are left alone:
+ * freeing them would wait for threads the child does not have). Connections do not cross a
+ * fork (SQLite's rule); new ones in the child work. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&vfs_mutex);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&vfs_mutex);
+}
+
+static void fork_child(void)
+{
+    pthread_mutex_init(&vfs_mutex, NULL);
+    inodes = NULL;
+    pthread_setspecific(tctx_key, NULL);
+}
+
+static void tctx_key_make(void)
+{
+    (void)pthread_key_create(&tctx_key, tctx_thread_exit);
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* The context to open a file on: the running task's scheduler's, or this thread's own
+ * (*tcp set, its file count taken). Returns NULL when no context could be made. */
+static struct afs_ctx *ctx_for_open(struct vfs_tctx **tcp, int *err)
+{
+    *tcp = NULL;
+    struct afs_waiter *w = afs_waiter_get();
+    if (w && w->ctx && w->current(w))
+        return w->ctx;
+    pthread_once(&tctx_once, tctx_key_make);
+    struct vfs_tctx *tc = pthread_getspecific(tctx_key);
+    if (!tc) {
+        tc = calloc(1, sizeof *tc);
+        if (!tc) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        int r = afs_ctx_new(&tc->ctx, NULL);
+        if (r < 0 || pthread_setspecific(tctx_key, tc) != 0) {
+            if (r >= 0)
+                afs_ctx_free(tc->ctx);
+            free(tc);
+            *err = r < 0 ? r : -ENOMEM;
+            return NULL;
+        }
+    }
+    pthread_mutex_lock(&vfs_mutex);
+    tc->files++;
+    pthread_mutex_unlock(&vfs_mutex);
+    *tcp = tc;
+    return tc->ctx;
+}
+
+/* Under vfs_mutex: drops a file's count; 1 when tc must be freed (after unlocking). */
+static int tctx_drop_locked(struct vfs_tctx *tc)
+{
+    return tc && --tc->files == 0 && tc->exited;
+}
+
+static void tctx_release(struct vfs_tctx *tc)
+{
+    if (!tc)
+        return;
+    pthread_mutex_lock(&vfs_mutex);
+    int last = tctx_drop_locked(tc);
+    pthread_mutex_unlock(&vfs_mutex);
+    if (last)
+        tctx_free(tc);
+}
+
+/* Closes f on this thread without suspending the running task: a database file's close must
+ * happen under vfs_mutex (a task that ran meanwhile could take a lock the close would drop). */
+static int close_now(struct afs_file *f)
+{
+    struct afs_waiter *w = afs_waiter_set(NULL);
+    int r = afs_close(f);
+    afs_waiter_set(w);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Inode records: the process's locks on one file, shared by all its connections.
+ * ---------------------------------------------------------------------------------------- */
+
+struct vfs_shm;
+
+struct vfs_pending_close {
+    struct afs_file          *f;
+    struct vfs_tctx          *tc;
+    struct vfs_pending_close *next;
+};
+
+struct vfs_inode {
+    dev_t                     dev;
+    ino_t                     ino;
+    int                       refs;
+    int                       shared;   /* connections holding SHARED or more */
+    int                       locks;    /* connections holding any lock */
+    unsigned char             lock;     /* the strongest lock of the process */
+    struct vfs_pending_close *pending;  /* descriptors to close when locks reaches 0 */
+    struct vfs_shm           *shm;
+    struct vfs_inode         *next;
+};
+
+struct vfs_file {
+    sqlite3_file      base;
+    struct afs_file  *f;
+    struct vfs_tctx  *tc;
+    struct vfs_inode *inode;       /* main databases only */
+    struct vfs_shm_conn *shm;
+    unsigned char     lock;        /* NO_LOCK .. EXCLUSIVE_LOCK */
+    unsigned char     dirsync;     /* fsync the directory at the next xSync (new journal) */
+    unsigned char     persist_wal, psow;
+    int               open_flags;  /* SQLITE_OPEN_* */
+    int               last_errno;
+    char             *path;        /* the name SQLite gave (NULL for temporary files) */
+};
+
+static int fd_of(struct vfs_file *p)
+{
+    return (int)afs_file_fd(p->f);
+}
+
+static int set_lock(int fd, short type, off_t start, off_t len)
+{
+    struct flock l;
+    memset(&l, 0, sizeof l);
+    l.l_type = type;
+    l.l_whence = SEEK_SET;
+    l.l_start = start;
+    l.l_len = len;
+    int r;
+    do
+        r = fcntl(fd, F_SETLK, &l);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+/* A failed F_SETLK: busy when another process holds the lock, else an I/O error. */
+static int lock_error(int err, int ioerr)
+{
+    switch (-err) {
+    case EACCES:
+    case EAGAIN:
+    case ETIMEDOUT:
+    case EBUSY:
+    case EINTR:
+    case ENOLCK:
+        return SQLITE_BUSY;
+    case EPERM:
+        return SQLITE_PERM;
+    default:
+        return ioerr;
+    }
+}
+
+static struct vfs_inode *inode_find(int fd, int *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        *err = errno;
+        return NULL;
+    }
+    for (struct vfs_inode *i = inodes; i; i = i->next) {
+        if (i->dev == st.st_dev && i->ino == st.st_ino) {
+            i->refs++;
+            return i;
+        }
+    }
+    struct vfs_inode *i = calloc(1, sizeof *i);
+    if (!i) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    i->dev = st.st_dev;
+    i->ino = st.st_ino;
+    i->refs = 1;
+    i->next = inodes;
+    inodes = i;
+    return i;
+}
+
+/* Under vfs_mutex. */
+static void inode_release(struct vfs_inode *in)
+{
+    if (--in->refs > 0)
+        return;
+    for (struct vfs_inode **pp = &inodes; *pp; pp = &(*pp)->next) {
+        if (*pp == in) {
+            *pp = in->next;
+            break;
+        }
+    }
+    free(in);
+}
+
+/* Under vfs_mutex: closes the descriptors whose close waited for the locks to go. */
+static void inode_close_pending(struct vfs_inode *in)
+{
+    struct vfs_pending_close *pc = in->pending;
+    in->pending = NULL;
+    while (pc) {
+        struct vfs_pending_close *next = pc->next;
+        close_now(pc->f);
+        /* The thread that opened it has exited and this was its last file: its context
+         * goes now (afs_ctx_free takes no lock of ours). */
+        if (tctx_drop_locked(pc->tc))
+            tctx_free(pc->tc);
+        free(pc);
+        pc = next;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * I/O methods
+ * ---------------------------------------------------------------------------------------- */
+
+static int vfs_shm_unmap(sqlite3_file *id, int delete_flag);
+
+static int vfs_close(sqlite3_file *id)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    int rc = SQLITE_OK;
+    if (p->shm)
+        vfs_shm_unmap(id, 0);
+    if (!p->f)
+        goto out;
+    if (p->inode) {
+        /* SQLite unlocks before it closes; a lock left here is released the same way. */
+        if (p->lock != SQLITE_LOCK_NONE)
+            id->pMethods->xUnlock(id, SQLITE_LOCK_NONE);
+        pthread_mutex_lock(&vfs_mutex);
+        struct vfs_inode *in = p->inode;
+        struct vfs_pending_close *pc = NULL;
+        int free_tc = 0;
+        if (in->locks > 0)
+            pc = malloc(sizeof *pc);
+        if (pc) {
+            /* Another connection of this process holds a lock on the file: closing this
+             * descriptor now would drop it. */
+            pc->f = p->f;
+            pc->tc = p->tc;
+            pc->next = in->pending;
+            in->pending = pc;
+        } else {
+            if (close_now(p->f) < 0)
+                rc = SQLITE_IOERR_CLOSE;
+            free_tc = tctx_drop_locked(p->tc);
+        }
+        inode_release(in);
+        pthread_mutex_unlock(&vfs_mutex);
+        if (free_tc)
+            tctx_free(p->tc);
+    } else {
+        if (afs_close(p->f) < 0)
+            rc = SQLITE_IOERR_CLOSE;
+        tctx_release(p->tc);
+    }
+out:
+    free(p->path);
+    p->f = NULL;
+    p->path = NULL;
+    return rc;
+}
+
+static int vfs_read(sqlite3_file *id, void *buf, int amt, sqlite3_int64 off)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    ssize_t r = afs_pread(p->f, buf, (size_t)amt, (uint64_t)off);
+    if (r == amt)
+        return SQLITE_OK;
+    if (r < 0) {
+        p->last_errno = (int)-r;
+        return SQLITE_IOERR_READ;
+    }
+    /* SQLite relies on the rest of the buffer being zeroed on a short read. */
+    memset((char *)buf + r, 0, (size_t)(amt - r));
+    p->last_errno = 0;
+    return SQLITE_IOERR_SHORT_READ;
+}
+
+static int vfs_write(sqlite3_file *id, const void *buf, int amt, sqlite3_int64 off)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    ssize_t r = afs_pwrite(p->f, buf, (size_t)amt, (uint64_t)off);
+    if (r == amt)
+        return SQLITE_OK;
+    p->last_errno = r < 0 ? (int)-r : ENOSPC;
+    return p->last_errno == ENOSPC || p->last_errno == EDQUOT ? SQLITE_FULL : SQLITE_IOERR_WRITE;
+}
+
+static int vfs_truncate(sqlite3_file *id, sqlite3_int64 size)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    int r = afs_ftruncate(p->f, (uint64_t)size);
+    if (r < 0) {
+        p->last_errno = -r;
+        return SQLITE_IOERR_TRUNCATE;
+    }
+    return SQLITE_OK;
+}
+
+/* The directory of a new journal or WAL, made durable once (the unix VFS does the same), so
+ * that the file's name survives a crash along with its contents. */
+static int sync_dir(struct vfs_file *p)
+{
+    char dir[VFS_MAX_PATH];
+    size_t n = strlen(p->path);
+    if (n >= sizeof dir)
+        return SQLITE_OK;
+    memcpy(dir, p->path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return SQLITE_OK; /* as the unix VFS: a directory that cannot be opened is no error */
+    int r = fsync(fd) < 0 ? errno : 0;
+    close(fd);
+    if (r && r != EINVAL) {
+        p->last_errno = r;
+        return SQLITE_IOERR_DIR_FSYNC;
+    }
+    return SQLITE_OK;
+}
+
+static int vfs_sync(sqlite3_file *id, int flags)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    int r = afs_fsync(p->f, (flags & SQLITE_SYNC_DATAONLY) ? AFS_FSYNC_DATA : 0);
+    if (r < 0) {
+        p->last_errno = -r;
+        return SQLITE_IOERR_FSYNC;
+    }
+    if (p->dirsync) {
+        p->dirsync = 0;
+        return sync_dir(p);
+    }
+    return SQLITE_OK;
+}
+
+static int vfs_file_size(sqlite3_file *id, sqlite3_int64 *size)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    int64_t n = afs_file_size(p->f);
+    if (n < 0) {
+        p->last_errno = (int)-n;
+        return SQLITE_IOERR_FSTAT;
+    }
+    *size = n;
+    return SQLITE_OK;
+}
+
+/* os_unix.c's unixLock(): the transitions SHARED, RESERVED, (PENDING), EXCLUSIVE. */
+static int vfs_lock(sqlite3_file *id, int want)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    if (p->lock >= want)
+        return SQLITE_OK;
+    int rc = SQLITE_OK, fd = fd_of(p), r;
+    pthread_mutex_lock(&vfs_mutex);
+    struct vfs_inode *in = p->inode;
+    if (p->lock != in->lock && (in->lock >= SQLITE_LOCK_PENDING || want > SQLITE_LOCK_SHARED)) {
+        rc = SQLITE_BUSY; /* another connection of this process holds a stronger lock */
+        goto end;
+    }
+    if (want == SQLITE_LOCK_SHARED &&
+        (in->lock == SQLITE_LOCK_SHARED || in->lock == SQLITE_LOCK_RESERVED)) {
+        /* The process already holds a shared lock: count this connection in. */
+        p->lock = SQLITE_LOCK_SHARED;
+        in->shared++;
+        in->locks++;
+        goto end;
+    }
+    /* A PENDING lock first, so that no new reader gets in while a writer waits. */
+    if (want == SQLITE_LOCK_SHARED ||
+        (want == SQLITE_LOCK_EXCLUSIVE && p->lock == SQLITE_LOCK_RESERVED)) {
+        r = set_lock(fd, want == SQLITE_LOCK_SHARED ? F_RDLCK : F_WRLCK, PENDING_BYTE, 1);
+        if (r < 0) {
+            rc = lock_error(r, SQLITE_IOERR_LOCK);
+            if (rc != SQLITE_BUSY)
+                p->last_errno = -r;
+            goto end;
+        }
+        if (want == SQLITE_LOCK_EXCLUSIVE) {
+            p->lock = SQLITE_LOCK_PENDING;
+            in->lock = SQLITE_LOCK_PENDING;
+        }
+    }
+    if (want == SQLITE_LOCK_SHARED) {
+        r = set_lock(fd, F_RDLCK, SHARED_FIRST, SHARED_SIZE);
+        int r2 = set_lock(fd, F_UNLCK, PENDING_BYTE, 1);
+        if (r < 0) {
+            rc = lock_error(r, SQLITE_IOERR_LOCK);
+            if (rc != SQLITE_BUSY)
+                p->last_errno = -r;
+            goto end;
+        }
+        if (r2 < 0) {
+            p->last_errno = -r2;
+            rc = SQLITE_IOERR_UNLOCK;
+            goto end;
+        }
+        p->lock = SQLITE_LOCK_SHARED;
+        in->locks++;
+        in->shared = 1;
+    } else if (want == SQLITE_LOCK_EXCLUSIVE && in->shared > 1) {
+        rc = SQLITE_BUSY; /* other connections of this process still read */
+    } else {
+        r = want == SQLITE_LOCK_RESERVED ? set_lock(fd, F_WRLCK, RESERVED_BYTE, 1)
+                                         : set_lock(fd, F_WRLCK, SHARED_FIRST, SHARED_SIZE);
+        if (r < 0) {
+            rc = lock_error(r, SQLITE_IOERR_LOCK);
+            if (rc != SQLITE_BUSY)
+                p->last_errno = -r;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        p->lock = (unsigned char)want;
+        in->lock = (unsigned char)want;
+    } else if (want == SQLITE_LOCK_EXCLUSIVE && p->lock == SQLITE_LOCK_PENDING) {
+        in->lock = SQLITE_LOCK_PENDING;
+    }
+end:
+    pthread_mutex_unlock(&vfs_mutex);
+    return rc;
+}
+
+/* os_unix.c's posixUnlock(): down to SHARED or NONE. */
+static int vfs_unlock(sqlite3_file *id, int want)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    if (p->lock <= want)
+        return SQLITE_OK;
+    int rc = SQLITE_OK, fd = fd_of(p), r;
+    pthread_mutex_lock(&vfs_mutex);
+    struct vfs_inode *in = p->inode;
+    if (p->lock > SQLITE_LOCK_SHARED) {
+        if (want == SQLITE_LOCK_SHARED) {
+            r = set_lock(fd, F_RDLCK, SHARED_FIRST, SHARED_SIZE);
+            if (r < 0) {
+                p->last_errno = -r;
+                rc = SQLITE_IOERR_RDLOCK;
+                goto end;
+            }
+        }
+        r = set_lock(fd, F_UNLCK, PENDING_BYTE, 2); /* PENDING and RESERVED */
+        if (r < 0) {
+            p->last_errno = -r;
+            rc = SQLITE_IOERR_UNLOCK;
+            goto end;
+        }
+        in->lock = SQLITE_LOCK_SHARED;
+    }
+    if (want == SQLITE_LOCK_NONE) {
+        if (--in->shared == 0) {
+            r = set_lock(fd, F_UNLCK, 0, 0);
+            if (r < 0) {
+                p->last_errno = -r;
+                rc = SQLITE_IOERR_UNLOCK;
+                p->lock = SQLITE_LOCK_NONE;
+            }
+            in->lock = SQLITE_LOCK_NONE;
+        }
+        if (--in->locks == 0)
+            inode_close_pending(in);
+    }
+end:
+    if (rc == SQLITE_OK)
+        p->lock = (unsigned char)want;
+    pthread_mutex_unlock(&vfs_mutex);
+    return rc;
+}
+
+static int vfs_check_reserved(sqlite3_file *id, int *out)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    int rc = SQLITE_OK, reserved = 0;
+    pthread_mutex_lock(&vfs_mutex);
+    if (p->inode->lock > SQLITE_LOCK_SHARED)
+        reserved = 1;
+    if (!reserved) {
+        struct flock l;
+        memset(&l, 0, sizeof l);
+        l.l_whence = SEEK_SET;
+        l.l_start = RESERVED_BYTE;
+        l.l_len = 1;
+        l.l_type = F_WRLCK;
+        if (fcntl(fd_of(p), F_GETLK, &l) < 0) {
+            p->last_errno = errno;
+            rc = SQLITE_IOERR_CHECKRESERVEDLOCK;
+        } else if (l.l_type != F_UNLCK) {
+            reserved = 1;
+        }
+    }
+    pthread_mutex_unlock(&vfs_mutex);
+    *out = reserved;
+    return rc;
+}
+
+static void flag_control(unsigned char *flag, int *arg)
+{
+    if (*arg < 0)
+        *arg = *flag;
+    else
+        *flag = *arg != 0;
+}
+
+static int vfs_file_control(sqlite3_file *id, int op, void *arg)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    switch (op) {
+    case SQLITE_FCNTL_LOCKSTATE:
+        *(int *)arg = p->lock;
+        return SQLITE_OK;
+    case SQLITE_FCNTL_LAST_ERRNO:
+        *(int *)arg = p->last_errno;
+        return SQLITE_OK;
+    case SQLITE_FCNTL_PERSIST_WAL:
+        flag_control(&p->persist_wal, arg);
+        return SQLITE_OK;
+    case SQLITE_FCNTL_POWERSAFE_OVERWRITE:
+        flag_control(&p->psow, arg);
+        return SQLITE_OK;
+    case SQLITE_FCNTL_VFSNAME:
+        *(char **)arg = sqlite3_mprintf("%s", "asyncfs");
+        return SQLITE_OK;
+    case SQLITE_FCNTL_HAS_MOVED: {
+        struct stat a, b;
+        *(int *)arg = p->path && (fstat(fd_of(p), &a) < 0 || stat(p->path, &b) < 0 ||
+                                  a.st_ino != b.st_ino || a.st_dev != b.st_dev);
+        return SQLITE_OK;
+    }
+    default:
+        return SQLITE_NOTFOUND;
+    }
+}
+
+static int vfs_sector_size(sqlite3_file *id)
+{
+    return VFS_SECTOR;
+}
+
+static int vfs_device_characteristics(sqlite3_file *id)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    return p->psow ? SQLITE_IOCAP_POWERSAFE_OVERWRITE : 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Shared memory for WAL mode (os_unix.c's unixShmNode / unixShm).
+ * ---------------------------------------------------------------------------------------- */
+
+struct vfs_shm {
+    int              fd;
+    int              nregion;
+    int              region_size;
+    char           **regions;
+    int              refs;
+    int              lock[SQLITE_SHM_NLOCK]; /* readers holding it, -1 = one writer */
+    struct vfs_inode *inode;
+};
+
+struct vfs_shm_conn {
+    struct vfs_shm *node;
+    uint16_t        shared_mask, excl_mask;
+};
+
+static int shm_system_lock(struct vfs_shm *s, short type, int ofst, int n)
+{
+    int r = set_lock(s->fd, type, ofst, n);
+    return r < 0 ? SQLITE_BUSY : SQLITE_OK;
+}
+
+/* Under vfs_mutex: opens (or joins) the inode's -shm file. */
+static int shm_node_open(struct vfs_file *p)
+{
+    struct vfs_inode *in = p->inode;
+    if (in->shm) {
+        in->shm->refs++;
+        return SQLITE_OK;
+    }
+    if (!p->path)
+        return SQLITE_IOERR_SHMOPEN;
+    char name[VFS_MAX_PATH + 8];
+    if ((size_t)snprintf(name, sizeof name, "%s-shm", p->path) >= sizeof name)
+        return SQLITE_CANTOPEN;
+    struct vfs_shm *s = calloc(1, sizeof *s);
+    if (!s)
+        return SQLITE_NOMEM;
+    s->fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, VFS_FILE_PERMS);
+    if (s->fd < 0) {
+        p->last_errno = errno;
+        free(s);
+        return SQLITE_CANTOPEN;
+    }
+    /* The first connection of any process (nobody holds the DMS byte) resets the wal-index:
+     * its content may be from a crashed writer. */
+    struct flock l;
+    memset(&l, 0, sizeof l);
+    l.l_whence = SEEK_SET;
+    l.l_start = SHM_DMS;
+    l.l_len = 1;
+    l.l_type = F_WRLCK;
+    int rc = SQLITE_OK;
+    if (fcntl(s->fd, F_GETLK, &l) < 0) {
+        rc = SQLITE_IOERR_LOCK;
+    } else if (l.l_type == F_UNLCK) {
+        rc = shm_system_lock(s, F_WRLCK, SHM_DMS, 1);
+        if (rc == SQLITE_OK && ftruncate(s->fd, 3) < 0)
+            rc = SQLITE_IOERR_SHMOPEN;
+    } else if (l.l_type == F_WRLCK) {
+        rc = SQLITE_BUSY;
+    }
+    if (rc == SQLITE_OK)
+        rc = shm_system_lock(s, F_RDLCK, SHM_DMS, 1);
+    if (rc != SQLITE_OK) {
+        close(s->fd);
+        free(s);
+        return rc;
+    }
+    s->refs = 1;
+    s->inode = in;
+    in->shm = s;
+    return SQLITE_OK;
+}
+
+/* Under vfs_mutex. */
+static void shm_node_release(struct vfs_shm *s, int delete_flag, const char *db_path)
+{
+    if (--s->refs > 0)
+        return;
+    for (int i = 0; i < s->nregion; i++)
+        munmap(s->regions[i], (size_t)s->region_size);
+    free(s->regions);
+    if (delete_flag && db_path) {
+        char name[VFS_MAX_PATH + 8];
+        if ((size_t)snprintf(name, sizeof name, "%s-shm", db_path) < sizeof name)
+            unlink(name);
+    }
+    close(s->fd);
+    s->inode->shm = NULL;
+    free(s);
+}
+
+static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void volatile **pp)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    int rc = SQLITE_OK;
+    *pp = NULL;
+    pthread_mutex_lock(&vfs_mutex);
+    if (!p->shm) {
+        struct vfs_shm_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            rc = SQLITE_NOMEM;
+            goto end;
+        }
+        rc = shm_node_open(p);
+        if (rc != SQLITE_OK) {
+            free(c);
+            goto end;
+        }
+        c->node = p->inode->shm;
+        p->shm = c;
+    }
+    struct vfs_shm *s = p->shm->node;
+    if (s->nregion > 0 && s->region_size != size) {
+        rc = SQLITE_IOERR_SHMSIZE;
+        goto end;
+    }
+    s->region_size = size;
+    if (s->nregion <= region) {
+        struct stat st;
+        if (fstat(s->fd, &st) < 0) {
+            rc = SQLITE_IOERR_SHMSIZE;
+            goto end;
+        }
+        off_t need = (off_t)(region + 1) * size;
+        if (st.st_size < need) {
+            if (!extend)
+                goto end; /* *pp stays NULL: the region does not exist yet */
+            /* Write a byte into each new page rather than ftruncate, so that a full disk is
+             * an error here and not a SIGBUS when the mapping is touched. */
+            for (off_t o = st.st_size / 4096 * 4096 + 4095; o < need; o += 4096) {
+                if (o < st.st_size)
+                    continue;
+                ssize_t w;
+                do
+                    w = pwrite(s->fd, "", 1, o);
+                while (w < 0 && errno == EINTR);
+                if (w != 1) {
+                    p->last_errno = w < 0 ? errno : ENOSPC;
+                    rc = SQLITE_IOERR_SHMSIZE;
+                    goto end;
+                }
+            }
+        }
+        char **regions = realloc(s->regions, (size_t)(region + 1) * sizeof *regions);
+        if (!regions) {
+            rc = SQLITE_IOERR_NOMEM;
+            goto end;
+        }
+        s->regions = regions;
+        while (s->nregion <= region) {
+            void *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd,
+                           (off_t)s->nregion * size);
+            if (m == MAP_FAILED) {
+                p->last_errno = errno;
+                rc = SQLITE_IOERR_SHMMAP;
+                goto end;
+            }
+            s->regions[s->nregion++] = m;
+        }
+    }
+    *pp = s->regions[region];
+end:
+    pthread_mutex_unlock(&vfs_mutex);
+    return rc;
+}
+
+static int vfs_shm_lock(sqlite3_file *id, int ofst, int n, int flags)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    struct vfs_shm_conn *c = p->shm;
+    if (!c || ofst < 0 || n < 1 || ofst + n > SQLITE_SHM_NLOCK)
+        return SQLITE_IOERR_SHMLOCK;
+    struct vfs_shm *s = c->node;
+    uint16_t mask = (uint16_t)((1u << (ofst + n)) - (1u << ofst));
+    int rc = SQLITE_OK;
+    pthread_mutex_lock(&vfs_mutex);
+    if (flags & SQLITE_SHM_UNLOCK) {
+        if ((c->excl_mask | c->shared_mask) & mask) {
+            int unlock = 1;
+            if ((flags & SQLITE_SHM_SHARED) && s->lock[ofst] > 1) {
+                unlock = 0; /* other connections of this process still read */
+                s->lock[ofst]--;
+                c->shared_mask &= (uint16_t)~mask;
+            }
+            if (unlock) {
+                rc = shm_system_lock(s, F_UNLCK, ofst + SHM_BASE, n);
+                if (rc == SQLITE_OK) {
+                    memset(&s->lock[ofst], 0, (size_t)n * sizeof s->lock[0]);
+                    c->shared_mask &= (uint16_t)~mask;
+                    c->excl_mask &= (uint16_t)~mask;
+                }
+            }
+        }
+    } else if (flags & SQLITE_SHM_SHARED) {
+        if (!(c->shared_mask & mask)) {
+            if (s->lock[ofst] < 0)
+                rc = SQLITE_BUSY;
+            else if (s->lock[ofst] == 0)
+                rc = shm_system_lock(s, F_RDLCK, ofst + SHM_BASE, n);
+            if (rc == SQLITE_OK) {
+                c->shared_mask |= mask;
+                s->lock[ofst]++;
+            }
+        }
+    } else {
+        for (int i = ofst; i < ofst + n; i++) {
+            if (!(c->excl_mask & (1u << i)) && s->lock[i]) {
+                rc = SQLITE_BUSY;
+                break;
+            }
+        }
+        if (rc == SQLITE_OK) {
+            rc = shm_system_lock(s, F_WRLCK, ofst + SHM_BASE, n);
+            if (rc == SQLITE_OK) {
+                c->excl_mask |= mask;
+                for (int i = ofst; i < ofst + n; i++)
+                    s->lock[i] = -1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&vfs_mutex);
+    return rc;
+}
+
+static void vfs_shm_barrier(sqlite3_file *id)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&vfs_mutex);
+    pthread_mutex_unlock(&vfs_mutex);
+}
+
+static int vfs_shm_unmap(sqlite3_file *id, int delete_flag)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    struct vfs_shm_conn *c = p->shm;
+    if (!c)
+        return SQLITE_OK;
+    pthread_mutex_lock(&vfs_mutex);
+    struct vfs_shm *s = c->node;
+    /* Locks this connection still holds go with it. */
+    for (int i = 0; i < SQLITE_SHM_NLOCK; i++) {
+        uint16_t bit = (uint16_t)(1u << i);
+        if (c->excl_mask & bit) {
+            shm_system_lock(s, F_UNLCK, i + SHM_BASE, 1);
+            s->lock[i] = 0;
+        } else if (c->shared_mask & bit) {
+            if (--s->lock[i] == 0)
+                shm_system_lock(s, F_UNLCK, i + SHM_BASE, 1);
+        }
+    }
+    p->shm = NULL;
+    free(c);
+    shm_node_release(s, delete_flag, p->path);
+    pthread_mutex_unlock(&vfs_mutex);
+    return SQLITE_OK;
+}
+
+static const sqlite3_io_methods vfs_db_methods = {
+    .iVersion = 2,
+    .xClose = vfs_close,
+    .xRead = vfs_read,
+    .xWrite = vfs_write,
+    .xTruncate = vfs_truncate,
+    .xSync = vfs_sync,
+    .xFileSize = vfs_file_size,
+    .xLock = vfs_lock,
+    .xUnlock = vfs_unlock,
+    .xCheckReservedLock = vfs_check_reserved,
+    .xFileControl = vfs_file_control,
+    .xSectorSize = vfs_sector_size,
+    .xDeviceCharacteristics = vfs_device_characteristics,
+    .xShmMap = vfs_shm_map,
+    .xShmLock = vfs_shm_lock,
+    .xShmBarrier = vfs_shm_barrier,
+    .xShmUnmap = vfs_shm_unmap,
+};
+
+/* Journals, WAL files and temporary files: never locked (SQLite locks only the database). */
+static int vfs_nolock(sqlite3_file *id, int lock)
+{
+    return SQLITE_OK;
+}
+
+static int vfs_nolock_check(sqlite3_file *id, int *out)
+{
+    *out = 0;
+    return SQLITE_OK;
+}
+
+static const sqlite3_io_methods vfs_plain_methods = {
+    .iVersion = 1,
+    .xClose = vfs_close,
+    .xRead = vfs_read,
+    .xWrite = vfs_write,
+    .xTruncate = vfs_truncate,
+    .xSync = vfs_sync,
+    .xFileSize = vfs_file_size,
+    .xLock = vfs_nolock,
+    .xUnlock = vfs_nolock,
+    .xCheckReservedLock = vfs_nolock_check,
+    .xFileControl = vfs_file_control,
+    .xSectorSize = vfs_sector_size,
+    .xDeviceCharacteristics = vfs_device_characteristics,
+};
+
+/* ------------------------------------------------------------------------------------------
+ * The VFS
+ * ---------------------------------------------------------------------------------------- */
+
+static sqlite3_vfs *unix_vfs(void)
+{
+    static sqlite3_vfs *u;
+    if (!u)
+        u = sqlite3_vfs_find("unix");
+    return u;
+}
+
+static const char *temp_dir(void)
+{
+    const char *cands[] = {getenv("SQLITE_TMPDIR"), getenv("TMPDIR"), "/var/tmp", "/usr/tmp",
+                           "/tmp", "."};
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+        struct stat st;
+        if (cands[i] && stat(cands[i], &st) == 0 && S_ISDIR(st.st_mode) &&
+            access(cands[i], W_OK | X_OK) == 0)
+            return cands[i];
+    }
+    return ".";
+}
+
+static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int flags,
+                    int *out_flags)
+{
+    struct vfs_file *p = (struct vfs_file *)id;
+    memset(p, 0, sizeof *p);
+    int type = flags & 0x0FFFFF00;
+    int is_delete = flags & SQLITE_OPEN_DELETEONCLOSE;
+    int is_rw = flags & SQLITE_OPEN_READWRITE;
+    char tmp[VFS_MAX_PATH];
+    const char *path = name;
+    if (!path) {
+        uint64_t rnd;
+        sqlite3_randomness(sizeof rnd, &rnd);
+        snprintf(tmp, sizeof tmp, "%s/etilqs_%016llx", temp_dir(), (unsigned long long)rnd);
+        path = tmp;
+        is_delete = 1;
+    }
+    int aflags = is_rw ? AFS_RDWR : AFS_RDONLY;
+    if (flags & SQLITE_OPEN_CREATE)
+        aflags |= AFS_CREAT;
+    if (flags & SQLITE_OPEN_EXCLUSIVE)
+        aflags |= AFS_EXCL;
+    if (!name)
+        aflags |= AFS_CREAT | AFS_EXCL;
+
+    int err = 0;
+    struct vfs_tctx *tc;
+    struct afs_ctx *ctx = ctx_for_open(&tc, &err);
+    if (!ctx)
+        return err == -ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
+    struct afs_file *f = NULL;
+    int r = afs_open(ctx, path, aflags, VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
+    if (r < 0 && is_rw && r != -EISDIR) {
+        /* As the unix VFS: a database we may not write is opened read-only. */
+        int ro = (aflags & ~(AFS_RDWR | AFS_CREAT | AFS_EXCL)) | AFS_RDONLY;
+        if (afs_open(ctx, path, ro, 0, AFS_MODE_SYNC, &f) == 0) {
+            r = 0;
+            flags = (flags & ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) |
+                    SQLITE_OPEN_READONLY;
+        }
+    }
+    if (r < 0) {
+        tctx_release(tc);
+        p->last_errno = -r;
+        return SQLITE_CANTOPEN;
+    }
+    if (is_delete)
+        (void)unlink(path);
+    p->f = f;
+    p->tc = tc;
+    p->open_flags = flags;
+    p->psow = 1;
+    if (name && !is_delete) {
+        p->path = strdup(name);
+        if (!p->path) {
+            afs_close(f);
+            tctx_release(tc);
+            p->f = NULL;
+            return SQLITE_NOMEM;
+        }
+    }
+    if (type == SQLITE_OPEN_MAIN_DB) {
+        pthread_mutex_lock(&vfs_mutex);
+        p->inode = inode_find((int)afs_file_fd(f), &err);
+        pthread_mutex_unlock(&vfs_mutex);
+        if (!p->inode) {
+            afs_close(f);
+            tctx_release(tc);
+            free(p->path);
+            p->f = NULL;
+            p->path = NULL;
+            p->last_errno = err;
+            return err == ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
+        }
+        p->base.pMethods = &vfs_db_methods;
+    } else {
+        /* A new journal's or WAL's name must be durable with its contents. */
+        if ((flags & SQLITE_OPEN_CREATE) && p->path &&
+            (type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL ||
+             type == SQLITE_OPEN_SUPER_JOURNAL))
+            p->dirsync = 1;
+        p->base.pMethods = &vfs_plain_methods;
+    }
+    if (out_flags)
+        *out_flags = flags;
+    return SQLITE_OK;
+}
+
+static int vfs_delete(sqlite3_vfs *vfs, const char *name, int dirsync)
+{
+    struct afs_waiter *w = afs_waiter_get();
+    int r;
+    if (w && w->ctx && w->current(w))
+        r = afs_unlinkat(w->ctx, AFS_AT_FDCWD, name, 0);
+    else
+        r = unlink(name) < 0 ? -errno : 0;
+    if (r == -ENOENT)
+        return SQLITE_IOERR_DELETE_NOENT;
+    if (r < 0)
+        return SQLITE_IOERR_DELETE;
+    if (dirsync) {
+        struct vfs_file tmp;
+        memset(&tmp, 0, sizeof tmp);
+        tmp.path = (char *)name;
+        return sync_dir(&tmp);
+    }
+    return SQLITE_OK;
+}
+
+static int vfs_access(sqlite3_vfs *vfs, const char *name, int what, int *out)
+{
+    struct stat st;
+    if (what == SQLITE_ACCESS_EXISTS)
+        *out = stat(name, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_size > 0);
+    else
+        *out = access(name, W_OK | R_OK) == 0;
+    return SQLITE_OK;
+}
+
+static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+    if (name[0] == '/') {
+        if ((int)strlen(name) >= n)
+            return SQLITE_CANTOPEN;
+        strcpy(out, name);
+        return SQLITE_OK;
+    }
+    char cwd[VFS_MAX_PATH];
+    if (!getcwd(cwd, sizeof cwd))
+        return SQLITE_CANTOPEN;
+    if (snprintf(out, (size_t)n, "%s/%s", cwd, name) >= n)
+        return SQLITE_CANTOPEN;
+    return SQLITE_OK;
+}
+
+static void *vfs_dlopen(sqlite3_vfs *vfs, const char *name)
+{
+    return unix_vfs()->xDlOpen(unix_vfs(), name);
+}
+
+static void vfs_dlerror(sqlite3_vfs *vfs, int n, char *msg)
+{
+    unix_vfs()->xDlError(unix_vfs(), n, msg);
+}
+
+static void (*vfs_dlsym(sqlite3_vfs *vfs, void *h, const char *sym))(void)
+{
+    return unix_vfs()->xDlSym(unix_vfs(), h, sym);
+}
+
+static void vfs_dlclose(sqlite3_vfs *vfs, void *h)
+{
+    unix_vfs()->xDlClose(unix_vfs(), h);
+}
+
+static int vfs_randomness(sqlite3_vfs *vfs, int n, char *out)
+{
+    return unix_vfs()->xRandomness(unix_vfs(), n, out);
+}
+
+/* Inside a corio task only the task sleeps: the other connections' tasks go on (the one
+ * holding the lock among them). */
+static int vfs_sleep(sqlite3_vfs *vfs, int us)
+{
+    struct corio_task *t = corio_current();
+    if (t) {
+        corio_sleep(t, (int64_t)us * 1000);
+        return us;
+    }
+    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    return us;
+}
+
+static int vfs_current_time(sqlite3_vfs *vfs, double *out)
+{
+    return unix_vfs()->xCurrentTime(unix_vfs(), out);
+}
+
+static int vfs_get_last_error(sqlite3_vfs *vfs, int n, char *msg)
+{
+    return errno;
+}
+
+static int vfs_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+    return unix_vfs()->xCurrentTimeInt64(unix_vfs(), out);
+}
+
+static const sqlite3_vfs vfs_template = {
+    .iVersion = 2,
+    .szOsFile = sizeof(struct vfs_file),
+    .mxPathname = VFS_MAX_PATH - 1,
+    .zName = "asyncfs",
+    .xOpen = vfs_open,
+    .xDelete = vfs_delete,
+    .xAccess = vfs_access,
+    .xFullPathname = vfs_full_pathname,
+    .xDlOpen = vfs_dlopen,
+    .xDlError = vfs_dlerror,
+    .xDlSym = vfs_dlsym,
+    .xDlClose = vfs_dlclose,
+    .xRandomness = vfs_randomness,
+    .xSleep = vfs_sleep,
+    .xCurrentTime = vfs_current_time,
+    .xGetLastError = vfs_get_last_error,
+    .xCurrentTimeInt64 = vfs_current_time_int64,
+};
+
+struct vfs_named {
+    sqlite3_vfs       vfs;
+    char              name[64];
+    struct vfs_named *next;
+};
+
+static struct vfs_named *registered;
+
+int afs_sqlite_vfs_register(const char *name, int make_default)
+{
+    if (!name)
+        name = "asyncfs";
+    if (strlen(name) >= sizeof registered->name)
+        return -EINVAL;
+    pthread_once(&tctx_once, tctx_key_make);
+    if (sqlite3_initialize() != SQLITE_OK || !unix_vfs())
+        return -EIO;
+    pthread_mutex_lock(&vfs_mutex);
+    struct vfs_named *v = registered;
+    while (v && strcmp(v->name, name) != 0)
+        v = v->next;
+    if (!v) {
+        v = calloc(1, sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&vfs_mutex);
+            return -ENOMEM;
+        }
+        v->vfs = vfs_template;
+        strcpy(v->name, name);
+        v->vfs.zName = v->name;
+        v->next = registered;
+        registered = v; /* kept for the life of the process, as SQLite holds it */
+    }
+    pthread_mutex_unlock(&vfs_mutex);
+    return sqlite3_vfs_register(&v->vfs, make_default != 0) == SQLITE_OK ? 0 : -EIO;
+}

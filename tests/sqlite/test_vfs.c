@@ -1,0 +1,447 @@
+/* The SQLite VFS (include/asyncfs_sqlite.h): SQLite's own behaviour through it (tables,
+ * transactions, rollback, WAL, truncation, integrity_check), locking between connections of
+ * one process and between processes (also against the unix VFS), and 32 connections in 32
+ * corio tasks whose page reads share the phases' submissions. Run once per backend. */
+#include "../common.h"
+
+#include "platform.h"
+#include <asyncfs_sqlite.h>
+#include <corio.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+
+static void v_setup(void)
+{
+    t_setup();
+    cr_assert_eq(afs_sqlite_vfs_register(NULL, 0), 0);
+}
+
+#define T_VFS(name, ...)                                                                      \
+    Test(sqlite_vfs, name, .init = v_setup, .fini = t_teardown, .timeout = 120, ##__VA_ARGS__)
+
+static sqlite3 *db_open(const char *path, const char *vfs)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs);
+    cr_assert_eq(rc, SQLITE_OK, "open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
+    sqlite3_busy_timeout(db, 20000);
+    return db;
+}
+
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    cr_assert_eq(rc, SQLITE_OK, "%s: %s", sql, msg ? msg : sqlite3_errstr(rc));
+}
+
+/* The first column of the first row of sql, as an integer. */
+static sqlite3_int64 query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_int64 v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void query_text(sqlite3 *db, const char *sql, char *out, size_t n)
+{
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s: %s", sql, sqlite3_errmsg(db));
+    snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+}
+
+static void integrity_ok(sqlite3 *db)
+{
+    char res[256];
+    query_text(db, "PRAGMA integrity_check", res, sizeof res);
+    cr_assert_str_eq(res, "ok");
+}
+
+static void vfs_is_ours(sqlite3 *db)
+{
+    char *name = NULL;
+    cr_assert_eq(sqlite3_file_control(db, "main", SQLITE_FCNTL_VFSNAME, &name), SQLITE_OK);
+    cr_assert_str_eq(name, "asyncfs");
+    sqlite3_free(name);
+}
+
+T_VFS(tables_transactions_and_rollback)
+{
+    sqlite3 *db = db_open(t_path("a.db"), "asyncfs");
+    vfs_is_ours(db);
+    exec_ok(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)");
+    exec_ok(db, "BEGIN");
+    for (int i = 0; i < 5000; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES(%d, printf('%%0200d', %d))", i, i);
+        exec_ok(db, sql);
+    }
+    exec_ok(db, "COMMIT");
+    /* A rolled-back transaction leaves nothing (the journal's pages are written back). */
+    exec_ok(db, "BEGIN; DELETE FROM t WHERE k % 2 = 0; UPDATE t SET v = 'x'; ROLLBACK");
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM t"), 5000);
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM t WHERE v = 'x'"), 0);
+    integrity_ok(db);
+    sqlite3_close(db);
+    /* Reopened, through the unix VFS too: the file is a plain SQLite database. */
+    db = db_open(t_path("a.db"), "unix");
+    cr_assert_eq(query_int(db, "SELECT sum(k) FROM t"), 4999LL * 5000 / 2);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
+T_VFS(vacuum_truncates_the_file)
+{
+    sqlite3 *db = db_open(t_path("v.db"), "asyncfs");
+    exec_ok(db, "CREATE TABLE big(x BLOB); CREATE TABLE keep(y)");
+    exec_ok(db, "INSERT INTO keep VALUES(42)");
+    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)"
+                " INSERT INTO big SELECT randomblob(2000) FROM c");
+    struct stat before, after;
+    cr_assert_eq(stat(t_path("v.db"), &before), 0);
+    exec_ok(db, "DROP TABLE big; VACUUM");
+    cr_assert_eq(stat(t_path("v.db"), &after), 0);
+    cr_assert_lt(after.st_size * 10, before.st_size, "%lld -> %lld",
+                 (long long)before.st_size, (long long)after.st_size);
+    cr_assert_eq(query_int(db, "SELECT y FROM keep"), 42);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
+T_VFS(wal_mode_through_shared_memory)
+{
+    sqlite3 *a = db_open(t_path("w.db"), "asyncfs");
+    char mode[32];
+    query_text(a, "PRAGMA journal_mode=WAL", mode, sizeof mode);
+    cr_assert_str_eq(mode, "wal");
+    exec_ok(a, "CREATE TABLE t(k INTEGER PRIMARY KEY, v)");
+    sqlite3 *b = db_open(t_path("w.db"), "asyncfs");
+    /* A reader's snapshot stays while the writer commits (the wal-index in shared memory). */
+    exec_ok(b, "BEGIN");
+    cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 0);
+    exec_ok(a, "BEGIN");
+    for (int i = 0; i < 1000; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES(%d, randomblob(100))", i);
+        exec_ok(a, sql);
+    }
+    exec_ok(a, "COMMIT");
+    cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 0);
+    exec_ok(b, "COMMIT");
+    cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 1000);
+    struct stat st;
+    cr_assert_eq(stat(t_path("w.db-shm"), &st), 0);
+    cr_assert_eq(stat(t_path("w.db-wal"), &st), 0);
+    cr_assert_gt(st.st_size, 0);
+    exec_ok(a, "PRAGMA wal_checkpoint(TRUNCATE)");
+    integrity_ok(b);
+    sqlite3_close(b);
+    sqlite3_close(a);
+    /* The last connection checkpoints and deletes the WAL and -shm files. */
+    cr_assert_neq(stat(t_path("w.db-wal"), &st), 0);
+    sqlite3 *u = db_open(t_path("w.db"), "unix");
+    cr_assert_eq(query_int(u, "SELECT count(*) FROM t"), 1000);
+    sqlite3_close(u);
+}
+
+/* A child process runs fn and exits with its result (0 = success). */
+static pid_t spawn_child(int (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+static int child_status(pid_t pid)
+{
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child died (status %d)", st);
+    return WEXITSTATUS(st);
+}
+
+struct try_lock {
+    const char *path, *vfs, *sql;
+};
+
+/* Exit 1 when sql gets SQLITE_BUSY (no waiting), 0 when it succeeds, 2 otherwise. */
+static int child_try(void *arg)
+{
+    struct try_lock *tl = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(tl->path, &db, SQLITE_OPEN_READWRITE, tl->vfs) != SQLITE_OK)
+        return 2;
+    int rc = sqlite3_exec(db, tl->sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_BUSY ? 1 : rc == SQLITE_OK ? 0 : 2;
+}
+
+static int try_in_child(const char *path, const char *vfs, const char *sql)
+{
+    struct try_lock tl = {path, vfs, sql};
+    return child_status(spawn_child(child_try, &tl));
+}
+
+T_VFS(locks_exclude_other_processes_on_either_vfs)
+{
+    const char *path = t_path("l.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    /* A write transaction here: another process's writer is refused, its reader is not. */
+    exec_ok(db, "BEGIN IMMEDIATE; INSERT INTO t VALUES(2)");
+    cr_assert_eq(try_in_child(path, "asyncfs", "BEGIN IMMEDIATE; COMMIT"), 1);
+    cr_assert_eq(try_in_child(path, "unix", "BEGIN IMMEDIATE; COMMIT"), 1);
+    cr_assert_eq(try_in_child(path, "unix", "SELECT count(*) FROM t"), 0);
+    exec_ok(db, "COMMIT");
+    cr_assert_eq(try_in_child(path, "asyncfs", "BEGIN IMMEDIATE; INSERT INTO t VALUES(3); COMMIT"),
+                 0);
+    /* A read transaction here: a writer elsewhere may not commit. */
+    exec_ok(db, "BEGIN");
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM t"), 3);
+    cr_assert_eq(try_in_child(path, "unix", "BEGIN EXCLUSIVE; COMMIT"), 1);
+    cr_assert_eq(try_in_child(path, "asyncfs", "BEGIN EXCLUSIVE; COMMIT"), 1);
+    exec_ok(db, "COMMIT");
+    sqlite3_close(db);
+}
+
+T_VFS(closing_one_connection_keeps_the_others_locks)
+{
+    const char *path = t_path("c.db");
+    sqlite3 *a = db_open(path, "asyncfs");
+    exec_ok(a, "CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    exec_ok(a, "BEGIN");
+    cr_assert_eq(query_int(a, "SELECT count(*) FROM t"), 1); /* a holds SHARED */
+    /* b opens the same file, reads and closes: its descriptor's close would drop every POSIX
+     * lock of the process on the file, a's included. */
+    sqlite3 *b = db_open(path, "asyncfs");
+    cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(b);
+    cr_assert_eq(try_in_child(path, "unix", "BEGIN EXCLUSIVE; COMMIT"), 1,
+                 "a's shared lock was lost when b closed");
+    exec_ok(a, "COMMIT");
+    cr_assert_eq(try_in_child(path, "unix", "BEGIN EXCLUSIVE; COMMIT"), 0);
+    sqlite3_close(a);
+}
+
+T_VFS(connections_of_one_process_exclude_each_other)
+{
+    const char *path = t_path("p.db");
+    sqlite3 *a = db_open(path, "asyncfs");
+    sqlite3 *b = db_open(path, "asyncfs");
+    sqlite3_busy_timeout(b, 0);
+    exec_ok(a, "CREATE TABLE t(x)");
+    exec_ok(a, "BEGIN IMMEDIATE; INSERT INTO t VALUES(1)");
+    cr_assert_eq(sqlite3_exec(b, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_BUSY);
+    cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 0);
+    exec_ok(a, "COMMIT");
+    exec_ok(b, "BEGIN IMMEDIATE; INSERT INTO t VALUES(2); COMMIT");
+    cr_assert_eq(query_int(a, "SELECT count(*) FROM t"), 2);
+    sqlite3_close(b);
+    sqlite3_close(a);
+}
+
+struct writer {
+    const char *path;
+    int         id, rows;
+    int         wal;
+};
+
+/* Inserts rows one transaction each, reading the running total inside the transaction: with
+ * broken locking two writers read the same total and the final check fails. */
+static int child_writer(void *arg)
+{
+    struct writer *w = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(w->path, &db, SQLITE_OPEN_READWRITE, "asyncfs") != SQLITE_OK)
+        return 2;
+    sqlite3_busy_timeout(db, 60000);
+    /* Locking is under test, not durability: no fsync per commit. */
+    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL);
+    for (int i = 0; i < w->rows; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "BEGIN IMMEDIATE; INSERT INTO t VALUES(%d, %d, (SELECT coalesce(max(total), 0) "
+                 "+ 1 FROM t)); COMMIT",
+                 w->id, i);
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            fprintf(stderr, "writer %d: %s\n", w->id, sqlite3_errmsg(db));
+            sqlite3_close(db);
+            return 3;
+        }
+    }
+    sqlite3_close(db);
+    return 0;
+}
+
+static void two_processes(int wal)
+{
+    const char *path = t_path("two.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    if (wal)
+        exec_ok(db, "PRAGMA journal_mode=WAL");
+    exec_ok(db, "CREATE TABLE t(who, i, total UNIQUE)");
+    sqlite3_close(db);
+    struct writer w1 = {path, 1, 200, wal}, w2 = {path, 2, 200, wal};
+    pid_t p1 = spawn_child(child_writer, &w1);
+    pid_t p2 = spawn_child(child_writer, &w2);
+    cr_assert_eq(child_status(p1), 0);
+    cr_assert_eq(child_status(p2), 0);
+    db = db_open(path, "asyncfs");
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM t"), 400);
+    cr_assert_eq(query_int(db, "SELECT max(total) FROM t"), 400);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
+T_VFS(two_processes_write_one_database)
+{
+    two_processes(0);
+}
+
+T_VFS(two_processes_write_one_database_in_wal_mode)
+{
+    two_processes(1);
+}
+
+/* ---- 32 connections in 32 corio tasks ---- */
+
+struct co_shared {
+    const char *path;
+    int         failures;
+    int         lookups_ok;
+};
+
+struct co_arg {
+    struct co_shared *sh;
+    int               id;
+};
+
+#define CO_TASKS 32
+#define CO_ROWS  4000
+
+static void co_conn(struct corio_task *t, void *p)
+{
+    struct co_arg *a = p;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(a->sh->path, &db, SQLITE_OPEN_READWRITE, "asyncfs") != SQLITE_OK) {
+        a->sh->failures++;
+        return;
+    }
+    sqlite3_busy_timeout(db, 60000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT v FROM t WHERE k = ?", -1, &st, NULL) != SQLITE_OK) {
+        a->sh->failures++;
+        sqlite3_close(db);
+        return;
+    }
+    for (int i = 0; i < 200; i++) {
+        int k = (a->id * 7919 + i * 104729) % CO_ROWS;
+        sqlite3_bind_int(st, 1, k);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == k * 3)
+            a->sh->lookups_ok++;
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    /* Writers take turns through the locks (busy handler: corio_sleep). */
+    for (int i = 0; i < 5; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; INSERT INTO w VALUES(%d, %d); COMMIT",
+                 a->id, i);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+            fprintf(stderr, "task %d: %s\n", a->id, sqlite3_errmsg(db));
+            a->sh->failures++;
+        }
+    }
+    sqlite3_close(db);
+}
+
+static void co_root(struct corio_task *t, void *p)
+{
+    struct co_shared *sh = p;
+    static struct co_arg args[CO_TASKS];
+    for (int i = 0; i < CO_TASKS; i++) {
+        args[i] = (struct co_arg){sh, i};
+        cr_assert_eq(corio_spawn(t, co_conn, &args[i], NULL), 0);
+    }
+    corio_wait(t);
+}
+
+T_VFS(thirty_two_connections_in_thirty_two_tasks)
+{
+    const char *path = t_path("co.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    exec_ok(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v, pad); CREATE TABLE w(who, i)");
+    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 3999)"
+                " INSERT INTO t SELECT i, i * 3, randomblob(300) FROM c");
+    sqlite3_close(db);
+
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    acfg.sync_threshold = 0; /* every page read joins the phase's batch */
+    t_ctx = t_ctx_cfg(&acfg);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
+    struct co_shared sh = {path, 0, 0};
+    cr_assert_eq(corio_sched_run(s, co_root, &sh), 0);
+    struct corio_stats stats;
+    corio_sched_stats(s, &stats);
+    corio_sched_free(s);
+    cr_assert_eq(sh.failures, 0);
+    cr_assert_eq(sh.lookups_ok, CO_TASKS * 200);
+    /* The connections' reads went through the scheduler's context, many per submission. */
+    cr_assert_gt(stats.ios, 1000, "ios %llu", (unsigned long long)stats.ios);
+    if (!strcmp(afs_ctx_backend(t_ctx), "io_uring"))
+        cr_assert_lt(stats.submits * 4, stats.ios, "submits %llu for %llu ios",
+                     (unsigned long long)stats.submits, (unsigned long long)stats.ios);
+
+    db = db_open(path, "asyncfs");
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM w"), CO_TASKS * 5);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
+/* ---- A full disk: SQLITE_FULL, and the database stays as it was ---- */
+
+static struct afs__syscalls saved_sys;
+
+static ssize_t enospc_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    return -ENOSPC;
+}
+
+T_VFS(enospc_is_sqlite_full_and_the_database_stays_intact)
+{
+    const char *path = t_path("full.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1), (2), (3)");
+    /* Page writes are at most the sync threshold: they run inline, through the system-call
+     * table, on every backend. */
+    saved_sys = afs__sys;
+    afs__sys.pwrite = enospc_pwrite;
+    int rc = sqlite3_exec(db, "BEGIN; INSERT INTO t SELECT randomblob(3000) FROM t; "
+                              "INSERT INTO t SELECT randomblob(3000) FROM t; COMMIT",
+                          NULL, NULL, NULL);
+    afs__sys = saved_sys;
+    cr_assert_eq(rc, SQLITE_FULL, "%s", sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    cr_assert_eq(query_int(db, "SELECT count(*) FROM t"), 3);
+    integrity_ok(db);
+    sqlite3_close(db);
+    db = db_open(path, "unix");
+    cr_assert_eq(query_int(db, "SELECT sum(x) FROM t"), 6);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
