@@ -340,6 +340,10 @@ AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out)
 #define AFS_DIRECT   0x0100 /* O_DIRECT / FILE_FLAG_NO_BUFFERING / F_NOCACHE: buffers,
                                lengths and offsets must be multiples of the device's logical
                                block size (512 or 4096); other ops fail with -EINVAL */
+#define AFS_DSYNC    0x0800 /* O_DSYNC / FILE_FLAG_WRITE_THROUGH: every write is durable
+                               (its data and what is needed to read it back) when it
+                               completes, as if each were followed by afs_fsync(f,
+                               AFS_FSYNC_DATA); see also AFS_WRITE_DSYNC for single writes */
 
 enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
 
@@ -599,6 +603,100 @@ AFS_API int afs_ftruncate(struct afs_file *f, uint64_t size);
 AFS_API int afs_queue_ftruncate(struct afs_op *op, struct afs_file *f, uint64_t size,
                                 afs_cb *cb, void *data);
 
+/* Per-write flags. */
+#define AFS_WRITE_DSYNC 0x1u /* this write is durable when it completes, as with AFS_DSYNC */
+
+/* afs_queue_write(), afs_queue_writev(), afs_pwrite() and afs_pwritev() with per-write
+ * flags (0 = the plain call). With AFS_WRITE_DSYNC the op completes only once its data is on
+ * stable storage: io_uring and libaio (O_DIRECT files) pass RWF_DSYNC with the write (Linux
+ * 4.7 and 4.13; the device writes with FUA where it can, saving a separate cache flush);
+ * the thread pool, the sync backend and the inline path make the write and then a data sync
+ * of the file (fdatasync, FlushFileBuffers); posix-aio and iocp send such writes to the
+ * pool. Returns as the plain calls, and -EINVAL for unknown flags. */
+AFS_API int afs_queue_write_flags(struct afs_op *op, struct afs_file *f, const void *buf,
+                                  size_t len, uint64_t off, unsigned flags, afs_cb *cb,
+                                  void *data);
+AFS_API int afs_queue_writev_flags(struct afs_op *op, struct afs_file *f,
+                                   const struct iovec *iov, int iovcnt, uint64_t off,
+                                   unsigned flags, afs_cb *cb, void *data);
+AFS_API ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len, uint64_t off,
+                                 unsigned flags);
+AFS_API ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcnt,
+                                  uint64_t off, unsigned flags);
+
+/* Directory fsync: makes the names in a directory durable (a file created, renamed or
+ * removed in it), which afs_fsync of the files does not.
+ * afs_queue_fsync_fd / afs_fsync_fd: fsync(2) of any POSIX fd, typically a directory opened
+ * with afs_openat(ctx, dirfd, path, AFS_RDONLY | AFS_DIRECTORY, 0); flags: 0 or
+ * AFS_FSYNC_DATA. A metadata op (the rules of that section: io_uring runs it as
+ * IORING_OP_FSYNC in the batch, the pool elsewhere); -EBADF for a negative fd, -EINVAL for
+ * unknown flags, -ENOTSUP on Windows (no fds).
+ * afs_fsync_dir: the whole "open the directory, fsync it, close it" by path, on every
+ * system: POSIX does it with the calls above (inside a corio task each joins the batch);
+ * Windows flushes a handle of the directory (FlushFileBuffers on a handle opened with
+ * FILE_FLAG_BACKUP_SEMANTICS, which needs write access to the directory), on the calling
+ * thread. Returns 0, -ENOENT, -ENOTDIR, -EACCES, or the sync's error. */
+AFS_API int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned flags,
+                               afs_cb *cb, void *data);
+AFS_API int afs_fsync_fd(struct afs_ctx *ctx, int fd, unsigned flags);
+AFS_API int afs_fsync_dir(struct afs_ctx *ctx, const char *path);
+
+/* What direct I/O (AFS_DIRECT) needs on a file: buffers aligned to `mem` bytes, offsets and
+ * lengths multiples of `offset`. */
+struct afs_dio_align {
+    uint32_t mem;
+    uint32_t offset;
+    int      exact; /* 1: the system said so; 0: a safe guess (see afs_file_dio_align) */
+};
+
+/* Fills *out for f (opened with AFS_DIRECT or not). Linux 6.1+: statx(STATX_DIOALIGN), exact;
+ * -ENOTSUP when the file system does no direct I/O on this file. Before 6.1: a block
+ * device's logical sector size (BLKSSZGET), exact, else the file system's block size
+ * (st_blksize, a multiple of any sector size; 4096 when odd) for both, exact = 0: safe, but
+ * may be larger than needed. Windows: the volume's sector size (exact when
+ * FileStorageInfo answers). macOS (F_NOCACHE): 1 and 1, exact. Returns 0, -EINVAL (out is
+ * NULL), -ESPIPE (a pipe, socket or tty), -ENOTSUP, or the stat error. Inline: a statx on
+ * the calling thread, no I/O. */
+AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
+
+/* Ordered chains: "write these, then fsync, then write the commit record" as one unit.
+ *
+ * afs_chain_begin(ctx) opens a chain on ctx; every op then queued on ctx with an afs_queue_*
+ * call (data, storage and metadata ops alike) becomes the chain's next member instead of
+ * going out on its own; afs_chain_end() closes it and hands it over. Members run in the
+ * order they were queued, each only after the one before it completed in full and without
+ * error. When a member fails (an error, a cancel), it reports its error and every member
+ * after it completes with -ECANCELED without running: nothing is reordered, and an fsync
+ * after a failed write never runs and never reports success. Callbacks run in member order.
+ * A chain's ops are ordinary ops otherwise (results, ownership, afs_cancel(); cancelling a
+ * member that has not started makes it and the rest -ECANCELED when their turn comes, while
+ * a member the kernel already holds may still run).
+ * io_uring: the whole chain goes into one submission as SQEs linked with IOSQE_IO_LINK, when
+ * the ring runs every member (see each op) and the chain fits in queue_depth and the ring;
+ * a short transfer inside it (a read at the end of the file) breaks the kernel's link, and
+ * the library then finishes that member and runs the rest itself, in order. Elsewhere, and
+ * for other chains, the library starts each member when the one before it is done.
+ * Inside a chain, cb may be NULL (the result is then only in op->result). While a chain is
+ * open nothing of ctx may be waited for: afs_ctx_wait(), afs_ctx_submit() and blocking calls
+ * that would wait abort ("a chain is open"); the queueing calls never wait.
+ * Thread rules: as for the ops (the context's thread). */
+#define AFS_CHAIN_WAIT   0x1u /* afs_chain_end: block until every member's callback ran */
+#define AFS_CHAIN_CANCEL 0x2u /* afs_chain_end: run nothing; every member -ECANCELED */
+
+/* Opens a chain on ctx. Returns 0, or -EBUSY when one is open already. */
+AFS_API int afs_chain_begin(struct afs_ctx *ctx);
+
+/* Closes the open chain and queues it (it goes to the kernel at the next submit or wait, as
+ * any op). flags: 0, AFS_CHAIN_CANCEL (drop it: every member completes with -ECANCELED),
+ * and/or AFS_CHAIN_WAIT: wait until every member's callback ran, blocking the thread, or,
+ * inside a corio task of ctx's scheduler, suspending only the task (the chain joins the
+ * phase's batch). Returns the number of members (0 for an empty chain); with AFS_CHAIN_WAIT
+ * 0 when every member succeeded, else the first failing member's result (the members after
+ * it are -ECANCELED), or the waiter's error (-ETIMEDOUT after a corio deadline cancelled the
+ * last member); -EDEADLK with AFS_CHAIN_WAIT in a callback (the chain is then cancelled).
+ * -EINVAL when no chain is open or for unknown flags. */
+AFS_API int afs_chain_end(struct afs_ctx *ctx, unsigned flags);
+
 /* fadvise advice (the library's values). */
 #define AFS_FADV_NORMAL     0
 #define AFS_FADV_SEQUENTIAL 1 /* read in order: more read-ahead */
@@ -629,7 +727,8 @@ AFS_API int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t of
  * -ESPIPE (a pipe, socket or tty), or the system's error (-EIO...). Linux:
  * sync_file_range(2) (io_uring: IORING_OP_SYNC_FILE_RANGE, 5.2, for len below 4 GiB).
  * Elsewhere, with any flag set, a data sync of the whole file (fdatasync,
- * FlushFileBuffers), which is stronger; flags 0 does nothing. */
+ * FlushFileBuffers), which is stronger (on Windows a read-only handle, which cannot flush,
+ * gets 0); flags 0 does nothing. */
 AFS_API int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len,
                                 unsigned flags);
 AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uint64_t off,

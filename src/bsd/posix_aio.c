@@ -215,6 +215,8 @@ static bool paio_accepts(struct afs_ctx *ctx, struct afs_op *op)
     if (afs__op(op)->file->seq)
         return false; /* no offsets (pipe, socket, tty), and the BSDs refuse AIO on them */
 #endif
+    if (afs__op(op)->xflags & AFS__X_DSYNC)
+        return false; /* AFS_WRITE_DSYNC: the pool writes, then syncs */
     switch (afs__op(op)->code) {
     case AFS__READ:
     case AFS__WRITE:

@@ -7,7 +7,7 @@
 
 #define AFS__OPEN_FLAGS                                                                        \
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
-     AFS_NOFOLLOW | AFS_DIRECT)
+     AFS_NOFOLLOW | AFS_DIRECT | AFS_DSYNC)
 
 _Static_assert(offsetof(struct afs_file, magic) >= 32, "magic clear of malloc's words");
 
@@ -284,6 +284,28 @@ ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uin
                        false);
 }
 
+ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len, uint64_t off,
+                         unsigned flags)
+{
+    file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+                                                .off = off, .xflags = afs__write_xflags(flags)},
+                       small(f, len));
+}
+
+ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off,
+                          unsigned flags)
+{
+    file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+                                                .off = off, .xflags = afs__write_xflags(flags)},
+                       false);
+}
+
 int afs_fsync(struct afs_file *f, unsigned flags)
 {
     file_check(f, __func__);
@@ -431,6 +453,38 @@ int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd,
                                                       .path = path, .flags = flags});
+}
+
+int afs_fsync_fd(struct afs_ctx *ctx, int fd, unsigned flags)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__FSYNC_FD, .dirfd = fd,
+                                                      .flags = (int)flags});
+}
+
+int afs_fsync_dir(struct afs_ctx *ctx, const char *path)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!path)
+        return -EINVAL;
+    if (!afs__sys_meta_supported())
+        return afs__sys_fsync_dir(path);
+    int fd = afs_openat(ctx, AFS_AT_FDCWD, path, AFS_RDONLY | AFS_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    int err = afs_fsync_fd(ctx, fd, 0);
+    int cerr = afs_close_fd(ctx, fd);
+    return err < 0 ? err : cerr;
+}
+
+int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out)
+{
+    file_check(f, __func__);
+    if (!out)
+        return -EINVAL;
+    if (f->seq)
+        return -ESPIPE;
+    return afs__sys_dio_info(f->fd, out);
 }
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)

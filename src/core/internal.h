@@ -44,7 +44,8 @@ enum afs__state {
     AFS__IDLE = 0, /* never queued, or its callback has started */
     AFS__QUEUED,   /* in ctx->queued, not yet handed to a backend */
     AFS__INFLIGHT, /* owned by the backend or the thread pool */
-    AFS__DONE      /* in ctx->done, callback pending */
+    AFS__DONE,     /* in ctx->done, callback pending */
+    AFS__HELD      /* a chain member waiting for the one before it (on no list) */
 };
 
 #define AFS__OP_POOL      0x01u /* runs on the thread pool, not on the backend */
@@ -135,6 +136,18 @@ static inline bool afs__is_ctl(const struct afs__op *o)
 
 /* afs__op.xflags */
 #define AFS__X_DSYNC 0x01u /* a write durable when it completes (AFS_WRITE_DSYNC) */
+
+#define AFS__X_LINKED 0x02u /* io_uring: staged with IOSQE_IO_LINK to chain_next */
+#define AFS__X_ABSORB 0x04u /* the kernel will complete it with -ECANCELED because the link
+                               before it broke on a short or transient transfer the core
+                               resumes: that completion is no result */
+#define AFS__X_GO     0x08u /* with X_ABSORB: the member before it finished well, start it
+                               once that completion came */
+
+static inline unsigned afs__write_xflags(unsigned afs_write_flags)
+{
+    return (afs_write_flags & AFS_WRITE_DSYNC) ? AFS__X_DSYNC : 0;
+}
 
 /* The most bytes one read or write system call / SQE is given; longer ops are split. */
 #define AFS__MAGIC ((uintptr_t)0x61667330u)
@@ -239,6 +252,11 @@ int  afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path
                        int afs_flags);
 int  afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags);
 int  afs__sys_syncfs(int fd);
+int  afs__sys_fsync_fd(int fd, bool datasync); /* fsync of any fd (a directory's) */
+/* afs_fsync_dir() where there are no directory fds (Windows): open, flush, close. */
+int  afs__sys_fsync_dir(const char *path);
+/* afs_file_dio_align(): what the system says about direct I/O on fd. */
+int  afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out);
 int  afs__sys_close_fd(int fd);
 /* afs_file_from_fd(): checks that fd is open and clears O_NONBLOCK on it. */
 int  afs__sys_fd_adopt(int fd);
@@ -293,6 +311,11 @@ struct afs__backend {
     /* Optional: a metadata op the backend ran succeeded; turn the kernel's answer into the
      * caller's (io_uring's struct statx into struct afs_stat). */
     void (*meta_done)(struct afs_ctx *ctx, struct afs_op *op);
+    /* Optional: whether the n ops of a chain from head (head, its chain_next...) can be
+     * staged as one linked unit (io_uring: IOSQE_IO_LINK, set by prep on ops marked
+     * AFS__X_LINKED); when it says yes, room for n entries is made and the core preps them
+     * in a row, where prep must not fail. NULL: chains run one member at a time. */
+    bool (*link)(struct afs_ctx *ctx, struct afs_op *head, unsigned n);
     /* Optional, registration (src/core/reg.c checked the arguments). reg_buffers and
      * reg_files return 1 when the kernel took them, or 0 with the reason in `why` when ops
      * go on as plain ones. unreg_* drop what is registered. close: f's ops are all done and
@@ -450,6 +473,10 @@ struct afs_ctx {
     unsigned         inflight;   /* handed to the backend or the pool */
     unsigned         staged;     /* prepped on the backend since its last enter */
     bool             in_callback;
+    /* afs_chain_begin() .. afs_chain_end(): the ops queued meanwhile, in order. */
+    bool             chain_open;
+    struct afs_op   *chain_head, *chain_tail;
+    unsigned         chain_len;
 
     struct afs__pool *pool;      /* created on first use */
     struct afs__ready *ready;    /* the readiness engine, created on first use */

@@ -76,6 +76,12 @@ static int stor_check(const struct afs_file *f, const struct afs__op_args *a)
     return 0;
 }
 
+/* The callback of a chain member queued without one: its result stays in op->result. */
+static void chain_noop(struct afs_op *op)
+{
+    (void)op;
+}
+
 /* Checks everything about a new op and fills its private part; does not queue it. */
 int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
@@ -86,7 +92,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
     int iovcnt = a->iovcnt;
     uint64_t off = a->off;
     unsigned fsync_flags = a->fsync_flags;
-    if (!op || !f || !a->cb)
+    if (!op || !f || (!a->cb && !f->ctx->chain_open))
         return -EINVAL;
     if (op_live(op) && afs__op(op)->state != AFS__IDLE)
         return -EBUSY;
@@ -163,7 +169,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
     memset(o, 0, offsetof(struct afs__op, be));
     o->magic = AFS__MAGIC ^ (uintptr_t)op;
     o->file = f;
-    o->cb = a->cb;
+    o->cb = a->cb ? a->cb : chain_noop;
     if (code == AFS__READV || code == AFS__WRITEV)
         o->u.iov = iov;
     else
@@ -180,12 +186,10 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
     return 0;
 }
 
-void afs__op_enqueue(struct afs_op *op)
+/* An op counted on its file starts: to the queue, or done at once. */
+static void op_start(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    struct afs_ctx *ctx = o->file->ctx;
-    o->file->inflight++;
-    ctx->stats.ops++;
     if (ctx->crash) {
         int err = afs__crash_start(ctx, op);
         if (err < 0) {
@@ -202,13 +206,43 @@ void afs__op_enqueue(struct afs_op *op)
     afs__list_push(&ctx->queued, op);
 }
 
+void afs__op_enqueue(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs_ctx *ctx = o->file->ctx;
+    o->file->inflight++;
+    ctx->stats.ops++;
+    op_start(ctx, op);
+}
+
+/* Between afs_chain_begin() and afs_chain_end() a queued op becomes the chain's last
+ * member: counted now, started when the one before it finished well. */
+static void enqueue_or_chain(struct afs_ctx *ctx, struct afs_op *op)
+{
+    if (!ctx->chain_open) {
+        afs__op_enqueue(op);
+        return;
+    }
+    struct afs__op *o = afs__op(op);
+    o->file->inflight++;
+    ctx->stats.ops++;
+    o->state = AFS__HELD;
+    o->chain_next = NULL;
+    if (ctx->chain_tail)
+        afs__op(ctx->chain_tail)->chain_next = op;
+    else
+        ctx->chain_head = op;
+    ctx->chain_tail = op;
+    ctx->chain_len++;
+}
+
 static int queue(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
 {
     if (f && f->seq && a->code < AFS__FSYNC)
         return -ESPIPE; /* positional: the file has no offsets */
     int err = afs__op_setup(op, f, a);
     if (err == 0)
-        afs__op_enqueue(op);
+        enqueue_or_chain(f->ctx, op);
     return err;
 }
 
@@ -262,6 +296,30 @@ int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *
     return queue(op, f,
                  &(struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
                                         .off = off, .cb = cb, .data = data});
+}
+
+int afs_queue_write_flags(struct afs_op *op, struct afs_file *f, const void *buf, size_t len,
+                          uint64_t off, unsigned flags, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+                                        .off = off, .xflags = afs__write_xflags(flags),
+                                        .cb = cb, .data = data});
+}
+
+int afs_queue_writev_flags(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
+                           int iovcnt, uint64_t off, unsigned flags, afs_cb *cb, void *data)
+{
+    afs__file_check(f, __func__);
+    if (flags & ~AFS_WRITE_DSYNC)
+        return -EINVAL;
+    return queue(op, f,
+                 &(struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+                                        .off = off, .xflags = afs__write_xflags(flags),
+                                        .cb = cb, .data = data});
 }
 
 int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags, afs_cb *cb,
@@ -325,7 +383,7 @@ static bool valid_dirfd(int fd)
 
 #define META_OPEN_FLAGS                                                                        \
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
-     AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK)
+     AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK | AFS_DSYNC)
 
 /* 0, or -errno for arguments the system call would refuse anyway (or misread). */
 static int meta_check(const struct afs__meta_args *a)
@@ -359,6 +417,10 @@ static int meta_check(const struct afs__meta_args *a)
         if (flags & ~AFS_AT_REMOVEDIR)
             return -EINVAL;
         break;
+    case AFS__FSYNC_FD:
+        if (flags & ~(int)AFS_FSYNC_DATA)
+            return -EINVAL;
+        return dirfd >= 0 ? 0 : -EBADF;
     case AFS__CLOSE:
     case AFS__SYNCFS:
         return dirfd >= 0 ? 0 : -EBADF; /* no path: dirfd is the fd */
@@ -373,7 +435,7 @@ static int meta_check(const struct afs__meta_args *a)
 int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
-    if (!op || !a->cb)
+    if (!op || (!a->cb && !ctx->chain_open))
         return -EINVAL;
     if (op_live(op) && afs__op(op)->state != AFS__IDLE)
         return -EBUSY;
@@ -390,7 +452,7 @@ int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__me
     memset(o, 0, offsetof(struct afs__op, be));
     o->magic = AFS__MAGIC ^ (uintptr_t)op;
     o->file = &ctx->meta;
-    o->cb = a->cb;
+    o->cb = a->cb ? a->cb : chain_noop;
     o->u.buf = (void *)a->path;
     o->code = (uint8_t)a->code;
     o->meta.path2 = a->path2;
@@ -408,7 +470,7 @@ static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, const struct afs__
 {
     int err = afs__meta_setup(op, ctx, a);
     if (err == 0)
-        afs__op_enqueue(op);
+        enqueue_or_chain(ctx, op);
     return err;
 }
 
@@ -466,6 +528,15 @@ int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const 
                                                         .data = data});
 }
 
+int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned flags,
+                       afs_cb *cb, void *data)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__FSYNC_FD, .dirfd = fd,
+                                                        .flags = (int)flags, .cb = cb,
+                                                        .data = data});
+}
+
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
@@ -493,6 +564,7 @@ static ssize_t run_meta(struct afs_op *op)
             break;
         case AFS__UNLINKAT: r = afs__sys_unlinkat(m->dirfd, path, m->flags); break;
         case AFS__SYNCFS: r = afs__sys_syncfs(m->dirfd); break;
+        case AFS__FSYNC_FD: r = afs__sys_fsync_fd(m->dirfd, m->flags & AFS_FSYNC_DATA); break;
         default: r = -EINVAL; break;
         }
     } while (r == -EINTR);
@@ -553,6 +625,8 @@ static bool at_known_end(const struct afs__op *o)
     return h >= 0 && o->off + o->done == (uint64_t)h;
 }
 
+static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
+
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
@@ -560,8 +634,49 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     if (o->state == AFS__INFLIGHT)
         ctx->inflight--;
     o->state = AFS__DONE;
+    o->xflags &= (uint8_t)~(AFS__X_LINKED | AFS__X_ABSORB | AFS__X_GO);
     op->result = res;
     afs__list_push(&ctx->done, op);
+    if (o->chain_next)
+        chain_step(ctx, op, res);
+}
+
+/* A chain member finished with res: start the next one, or fail the rest of the chain with
+ * -ECANCELED, in order (their callbacks run after this one's). Members the kernel holds
+ * linked to this one go on, or are cancelled, by the kernel itself. */
+static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
+{
+    struct afs_op *next = afs__op(op)->chain_next;
+    struct afs__op *n = afs__op(next);
+    if (n->xflags & AFS__X_ABSORB) {
+        /* Its kernel completion (-ECANCELED: the link broke on a transfer the core resumed)
+         * is still to come: it starts then, or that completion is its result. */
+        if (res >= 0)
+            n->xflags |= AFS__X_GO;
+        else
+            n->xflags &= (uint8_t)~AFS__X_ABSORB;
+        return;
+    }
+    if (n->state != AFS__HELD)
+        return; /* linked in the kernel */
+    if (res < 0 || (n->flags & AFS__OP_CANCEL))
+        afs__op_finished(ctx, next, -ECANCELED);
+    else
+        op_start(ctx, next);
+}
+
+/* Whether the kernel failed the link after a linked op with this result: an error, or a
+ * read or write that moved less than its span. */
+static bool link_broke(struct afs_op *op, ssize_t res)
+{
+    struct afs__op *o = afs__op(op);
+    if (res < 0)
+        return true;
+    if (afs__is_ctl(o) || afs__is_meta(o))
+        return false;
+    struct afs__span s;
+    afs__op_span(op, &s);
+    return (size_t)res != s.len;
 }
 
 bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
@@ -641,6 +756,35 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
+    if (o->xflags & AFS__X_ABSORB) {
+        o->xflags &= (uint8_t)~AFS__X_ABSORB;
+        if (res == -ECANCELED) {
+            /* Not a result: the member before it is being resumed by the core. */
+            bool go = o->xflags & AFS__X_GO;
+            o->xflags &= (uint8_t)~AFS__X_GO;
+            ctx->inflight--;
+            o->state = AFS__HELD;
+            if (go && (o->flags & AFS__OP_CANCEL))
+                afs__op_finished(ctx, op, -ECANCELED);
+            else if (go)
+                op_start(ctx, op);
+            return;
+        }
+        o->xflags &= (uint8_t)~AFS__X_GO;
+    }
+    if ((o->xflags & AFS__X_LINKED) && link_broke(op, res)) {
+        /* The kernel cancels the members linked after this one. Unless this op fails for
+         * good, the core goes on with it and those cancellations are not results: the
+         * members then run one at a time, once their completion came. */
+        for (struct afs_op *m = o->chain_next; m; m = afs__op(m)->chain_next) {
+            struct afs__op *mo = afs__op(m);
+            mo->xflags |= AFS__X_ABSORB;
+            if (!(mo->xflags & AFS__X_LINKED))
+                break;
+            mo->xflags &= (uint8_t)~AFS__X_LINKED;
+        }
+    }
+    o->xflags &= (uint8_t)~AFS__X_LINKED;
     ctx->inflight--;
     o->state = AFS__IDLE;
     if (afs__op_step(ctx, op, res)) {
@@ -722,6 +866,15 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             return w ? -EIO : (ssize_t)o->done;
         }
         o->done += (size_t)res;
+        if (w && o->done >= o->total && (o->xflags & AFS__X_DSYNC)) {
+            /* AFS_WRITE_DSYNC without RWF_DSYNC: the data sync after the write. */
+            int err;
+            do
+                err = afs__sys.fsync(fd, true);
+            while (err == -EINTR || err == -EAGAIN);
+            if (err < 0)
+                return err;
+        }
         if (w || o->done >= o->total)
             continue;
         if (o->flags & AFS__OP_PARTIAL)
@@ -757,6 +910,32 @@ static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
     afs__pool_submit(ctx->pool, op);
 }
 
+/* A chain whose head is about to be staged: when the backend links (io_uring) and takes
+ * every member, all of it is staged now, linked, in one submission; else 0 and the members
+ * run one after another. Returns the members staged after the head. */
+static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
+{
+    if (!ctx->be->link || ctx->crash)
+        return 0;
+    unsigned n = 1;
+    for (struct afs_op *m = afs__op(head)->chain_next; m; m = afs__op(m)->chain_next) {
+        struct afs__op *mo = afs__op(m);
+        if (mo->state != AFS__HELD || (mo->flags & (AFS__OP_POOL | AFS__OP_CANCEL)) ||
+            (mo->total == 0 && !afs__is_ctl(mo) && !afs__is_meta(mo)) ||
+            (ctx->be->accepts && !ctx->be->accepts(ctx, m)))
+            return 0;
+        n++;
+    }
+    if (ctx->inflight + n - 1 > ctx->cfg.queue_depth || !ctx->be->link(ctx, head, n))
+        return 0;
+    struct afs_op *prev = head;
+    for (struct afs_op *m = afs__op(head)->chain_next; m; m = afs__op(m)->chain_next) {
+        afs__op(prev)->xflags |= AFS__X_LINKED;
+        prev = m;
+    }
+    return n - 1;
+}
+
 /* Hands queued ops to the backend (staged) or the pool, up to queue_depth in flight. */
 static int submit_queued(struct afs_ctx *ctx)
 {
@@ -775,11 +954,20 @@ static int submit_queued(struct afs_ctx *ctx)
             pool_submit(ctx, op);
             continue;
         }
+        unsigned linked = o->chain_next ? stage_linked(ctx, op) : 0;
         int err = ctx->be->prep(ctx, op);
+        AFS_CHECK(err == 0 || !linked, "a linked chain member could not be staged");
         if (err < 0)
             afs__op_finished(ctx, op, err);
         else
             ctx->staged++;
+        for (struct afs_op *m = o->chain_next; linked; m = afs__op(m)->chain_next, linked--) {
+            afs__op(m)->state = AFS__INFLIGHT;
+            ctx->inflight++;
+            n++;
+            AFS_CHECK(ctx->be->prep(ctx, m) == 0, "a linked chain member could not be staged");
+            ctx->staged++;
+        }
     }
     return n;
 }
@@ -787,6 +975,7 @@ static int submit_queued(struct afs_ctx *ctx)
 int afs_ctx_submit(struct afs_ctx *ctx)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
+    AFS_CHECK(!ctx->chain_open, "a chain is open: afs_chain_end() first");
     int n = submit_queued(ctx);
     if (ctx->staged) {
         int err = ctx->be->enter(ctx, false, 0);
@@ -820,6 +1009,7 @@ static int run_callbacks(struct afs_ctx *ctx)
 int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
+    AFS_CHECK(!ctx->chain_open, "a chain is open: afs_chain_end() first");
     if (ctx->in_callback)
         return -EDEADLK;
     int64_t deadline = timeout_ns > 0 ? afs__now_ns() + timeout_ns : timeout_ns;
@@ -932,6 +1122,11 @@ int afs_cancel(struct afs_op *op)
         afs__list_remove(&ctx->queued, op);
         afs__op_finished(ctx, op, -ECANCELED);
         return 0;
+    case AFS__HELD:
+        /* A chain member not started: it fails with -ECANCELED when its turn comes (or
+         * at once in a chain still being built), and the rest of the chain with it. */
+        o->flags |= AFS__OP_CANCEL;
+        return 0;
     case AFS__INFLIGHT:
         /* A pool worker may be running the op: the pool keeps the request in its own word,
          * never in the op's flags the worker reads. */
@@ -951,4 +1146,87 @@ int afs_cancel(struct afs_op *op)
     default: /* AFS__DONE: finished, its callback is pending */
         return -EALREADY;
     }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Chains
+ * ---------------------------------------------------------------------------------------- */
+
+int afs_chain_begin(struct afs_ctx *ctx)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (ctx->chain_open)
+        return -EBUSY;
+    ctx->chain_open = true;
+    ctx->chain_head = ctx->chain_tail = NULL;
+    ctx->chain_len = 0;
+    return 0;
+}
+
+/* What afs_chain_end(AFS_CHAIN_WAIT) waits on: the last member's callback. */
+struct chain_wait {
+    struct chain_wait     *next;
+    struct afs_op         *last;
+    afs_cb                *cb; /* the last member's own */
+    struct afs__op_waiting ow;
+};
+static _Thread_local struct chain_wait *chain_waits;
+
+static void chain_wait_cb(struct afs_op *op)
+{
+    struct chain_wait **p = &chain_waits;
+    while (*p && (*p)->last != op)
+        p = &(*p)->next;
+    AFS_CHECK(*p != NULL, "chain wait lost");
+    struct chain_wait *w = *p;
+    *p = w->next;
+    w->cb(op);
+    afs__op_wait_done(&w->ow, op);
+}
+
+int afs_chain_end(struct afs_ctx *ctx, unsigned flags)
+{
+    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    if (!ctx->chain_open || (flags & ~(AFS_CHAIN_WAIT | AFS_CHAIN_CANCEL)))
+        return -EINVAL;
+    ctx->chain_open = false;
+    struct afs_op *head = ctx->chain_head, *last = ctx->chain_tail;
+    unsigned n = ctx->chain_len;
+    ctx->chain_head = ctx->chain_tail = NULL;
+    ctx->chain_len = 0;
+    if (!head)
+        return 0;
+    struct afs__op *ho = afs__op(head);
+    bool wait = flags & AFS_CHAIN_WAIT;
+    int ret = (int)n;
+    if (wait && ctx->in_callback) {
+        flags |= AFS_CHAIN_CANCEL; /* nothing can be waited for in a callback */
+        wait = false;
+        ret = -EDEADLK;
+    }
+    if (flags & AFS_CHAIN_CANCEL)
+        ho->flags |= AFS__OP_CANCEL;
+    struct chain_wait w = {0};
+    if (wait) {
+        w.last = last;
+        w.cb = afs__op(last)->cb;
+        w.ow.pending = true;
+        w.next = chain_waits;
+        chain_waits = &w;
+        afs__op(last)->cb = chain_wait_cb;
+    }
+    if (ho->flags & AFS__OP_CANCEL)
+        afs__op_finished(ctx, head, -ECANCELED);
+    else
+        op_start(ctx, head);
+    if (!wait)
+        return ret;
+    int err = afs__op_wait(ctx, last, &w.ow);
+    /* The first failure, in order: the members before it succeeded, those after it are
+     * -ECANCELED. */
+    struct afs_op *m = head;
+    for (unsigned i = 0; i < n && m; i++, m = afs__op(m)->chain_next)
+        if (m->result < 0)
+            return (int)m->result;
+    return err < 0 ? err : 0;
 }

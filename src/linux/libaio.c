@@ -16,6 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x00000002 /* Linux 4.7; older C library headers lack it */
+#endif
 #include <time.h>
 
 /* The iocb lives in the op's backend words: nothing is allocated per op. */
@@ -253,6 +257,8 @@ static int laio_prep(struct afs_ctx *ctx, struct afs_op *op)
             io_prep_pwritev(cb, fd, s.iov, s.iovcnt, (long long)s.off);
         else
             io_prep_preadv(cb, fd, s.iov, s.iovcnt, (long long)s.off);
+        if (o->xflags & AFS__X_DSYNC)
+            cb->aio_rw_flags = RWF_DSYNC; /* Linux 4.13 */
     }
     /* After io_prep_*(), which clear the iocb. */
     io_set_eventfd(cb, (int)ctx->waker.fd);

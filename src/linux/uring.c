@@ -15,6 +15,10 @@
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x00000002 /* Linux 4.7; older C library headers lack it */
+#endif
 
 /* user_data values that are not ops (ops are at least 8-byte aligned pointers). */
 #define TAG_IGNORE 1u /* cancel requests: their own result does not matter */
@@ -268,6 +272,7 @@ static int meta_opcode(uint8_t code)
     case AFS__RENAMEAT: return IORING_OP_RENAMEAT; /* 5.11 */
     case AFS__UNLINKAT: return IORING_OP_UNLINKAT; /* 5.11 */
     case AFS__MKDIRAT: return IORING_OP_MKDIRAT;   /* 5.15 */
+    case AFS__FSYNC_FD: return IORING_OP_FSYNC;    /* 5.1 */
     default: return IORING_OP_LAST;
     }
 }
@@ -280,7 +285,7 @@ static bool meta_supported(struct uring *u, uint8_t code)
         u->meta_probed = true;
         struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
         if (probe) {
-            for (uint8_t c = AFS__OPENAT; c <= AFS__SYNCFS; c++) {
+            for (uint8_t c = AFS__OPENAT; c <= AFS__FSYNC_FD; c++) {
                 int opc = meta_opcode(c);
                 if (opc != IORING_OP_LAST && io_uring_opcode_supported(probe, opc))
                     u->meta_ops |= (uint16_t)(1u << (c - AFS__OPENAT));
@@ -395,6 +400,10 @@ static void prep_meta(struct io_uring_sqe *sqe, struct afs__op *o)
     case AFS__UNLINKAT:
         io_uring_prep_unlinkat(sqe, dfd, path, afs__sys_at_flags(m->flags));
         break;
+    case AFS__FSYNC_FD:
+        io_uring_prep_fsync(sqe, m->dirfd,
+                            (m->flags & AFS_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+        break;
     }
 }
 
@@ -445,6 +454,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         return -EIO;
     if (afs__is_meta(o)) {
         prep_meta(sqe, o);
+        if (o->xflags & AFS__X_LINKED)
+            sqe->flags |= IOSQE_IO_LINK;
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
@@ -496,6 +507,11 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         sqe->flags |= IOSQE_FIXED_FILE;
         ctx->stats.fixed_file_ops++;
     }
+    if (o->xflags & AFS__X_LINKED)
+        sqe->flags |= IOSQE_IO_LINK;
+    if (o->xflags & AFS__X_DSYNC)
+        sqe->rw_flags = RWF_DSYNC; /* Linux 4.7: durable when it completes (FUA where the
+                                      device has it) */
     if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT)) {
         u->direct_staged++;
         u->direct_bytes += o->total - o->done;
@@ -506,6 +522,24 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, op);
     return 0;
+}
+
+/* A chain goes into the ring as consecutive SQEs linked with IOSQE_IO_LINK: the kernel runs
+ * them in order, and cancels the rest when one fails or moves less than asked (the core
+ * resumes a short transfer and then runs the rest itself). The SQEs must not be split over
+ * two submissions, so room is made for all of them first. */
+static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
+{
+    struct uring *u = U(ctx);
+    (void)head;
+    if (n > *u->ring.sq.kring_entries - 1) /* one entry for the waker's read */
+        return false;
+    if (io_uring_sq_space_left(&u->ring) < n + 1) {
+        ctx->stats.kernel_submits++;
+        if (flush(ctx) < 0)
+            return false;
+    }
+    return io_uring_sq_space_left(&u->ring) >= n + 1;
 }
 
 static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
@@ -657,6 +691,7 @@ const struct afs__backend afs__backend_uring = {
     .enter = uring_enter,
     .cancel = uring_cancel,
     .meta_done = uring_meta_done,
+    .link = uring_link,
     .open = uring_open,
     .close = uring_close,
     .reg_buffers = uring_reg_buffers,

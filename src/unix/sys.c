@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#ifdef __linux__
+#include <linux/fs.h> /* BLKSSZGET */
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -421,6 +425,8 @@ int afs__sys_open_flags(int afs_flags)
     if (afs_flags & AFS_DIRECT)
         flags |= O_DIRECT;
 #endif
+    if (afs_flags & AFS_DSYNC)
+        flags |= O_DSYNC;
     return flags;
 }
 
@@ -565,6 +571,66 @@ int afs__sys_syncfs(int fd)
 #else
     (void)fd;
     return -ENOTSUP;
+#endif
+}
+
+int afs__sys_fsync_fd(int fd, bool datasync)
+{
+    return afs__sys.fsync(fd, datasync);
+}
+
+int afs__sys_fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int err;
+    do
+        err = afs__sys.fsync(fd, false);
+    while (err == -EINTR);
+    close(fd);
+    return err;
+}
+
+int afs__sys_dio_info(int fd, struct afs_dio_align *out)
+{
+    memset(out, 0, sizeof *out);
+#if defined(__linux__) && defined(STATX_DIOALIGN) && defined(SYS_statx)
+    /* STATX_DIOALIGN: Linux 6.1. An offset alignment of 0 means no direct I/O here. */
+    struct statx stx;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN)) {
+        if (!stx.stx_dio_offset_align)
+            return -ENOTSUP;
+        out->mem = stx.stx_dio_mem_align;
+        out->offset = stx.stx_dio_offset_align;
+        out->exact = 1;
+        return 0;
+    }
+#endif
+#if defined(__APPLE__)
+    out->mem = out->offset = 1; /* F_NOCACHE has no alignment rules */
+    out->exact = 1;
+    return 0;
+#else
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+#if defined(__linux__) && defined(BLKSSZGET)
+    int ss = 0;
+    if (S_ISBLK(st.st_mode) && ioctl(fd, BLKSSZGET, &ss) == 0 && ss > 0) {
+        out->mem = out->offset = (uint32_t)ss; /* the device's logical sector */
+        out->exact = 1;
+        return 0;
+    }
+#endif
+    /* Unknown: the file system's block size (a multiple of any sector size), else 4096. */
+    uint32_t a = st.st_blksize >= 512 && st.st_blksize <= 65536 &&
+                         (st.st_blksize & (st.st_blksize - 1)) == 0
+                     ? (uint32_t)st.st_blksize
+                     : 4096;
+    out->mem = out->offset = a;
+    return 0;
 #endif
 }
 

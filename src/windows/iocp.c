@@ -93,6 +93,8 @@ static int iocp_open(struct afs_ctx *ctx, struct afs_file *f)
 static bool iocp_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     uint8_t code = afs__op(op)->code;
+    if (afs__op(op)->xflags & AFS__X_DSYNC)
+        return false; /* AFS_WRITE_DSYNC: the pool writes, then flushes */
     return code == AFS__READ || code == AFS__WRITE;
 }
 

@@ -293,6 +293,8 @@ static int open_w(const wchar_t *path, int afs_flags, unsigned perm, afs__fd_t *
     DWORD fl = FILE_FLAG_OVERLAPPED;
     if (afs_flags & AFS_DIRECT)
         fl |= FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH;
+    if (afs_flags & AFS_DSYNC)
+        fl |= FILE_FLAG_WRITE_THROUGH;
     if (afs_flags & AFS_NOFOLLOW)
         fl |= FILE_FLAG_OPEN_REPARSE_POINT;
     DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
@@ -409,13 +411,15 @@ int afs__sys_fadvise(afs__fd_t fd, uint64_t off, uint64_t len, int advice)
     return -ENOTSUP;
 }
 
-/* No range writeback either: a flush of the whole file, which is stronger. */
+/* No range writeback either: a flush of the whole file, which is stronger. A read-only
+ * handle cannot flush (access denied); writeback is only a hint, so that is no error. */
 int afs__sys_sync_range(afs__fd_t fd, uint64_t off, uint64_t len, unsigned flags)
 {
     (void)off, (void)len;
     if (!flags)
         return 0;
-    return afs__sys.fsync(fd, true);
+    int err = afs__sys.fsync(fd, true);
+    return err == -EACCES || err == -EPERM ? 0 : err;
 }
 
 /* Windows tells no page-cache residency: streams read through the cache. */
@@ -540,6 +544,46 @@ int afs__sys_syncfs(int fd)
 {
     (void)fd;
     return -ENOTSUP;
+}
+
+int afs__sys_fsync_fd(int fd, bool datasync)
+{
+    (void)fd, (void)datasync;
+    return -ENOTSUP;
+}
+
+/* A directory's handle (FILE_FLAG_BACKUP_SEMANTICS) flushed: FlushFileBuffers wants write
+ * access to it. */
+int afs__sys_fsync_dir(const char *path)
+{
+    int err = 0;
+    wchar_t *w = widen(path, &err);
+    if (!w)
+        return err;
+    HANDLE h = CreateFileW(w, GENERIC_READ | GENERIC_WRITE,
+                           FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                           OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    free(w);
+    if (h == INVALID_HANDLE_VALUE)
+        return afs__win_errno(GetLastError());
+    BY_HANDLE_FILE_INFORMATION info;
+    if (GetFileInformationByHandle(h, &info) &&
+        !(info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
+        CloseHandle(h);
+        return -ENOTDIR;
+    }
+    err = FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
+    CloseHandle(h);
+    return err;
+}
+
+int afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out)
+{
+    memset(out, 0, sizeof *out);
+    FILE_STORAGE_INFO si;
+    out->exact = GetFileInformationByHandleEx(fd, FileStorageInfo, &si, sizeof si) ? 1 : 0;
+    out->mem = out->offset = afs__sys_dio_align(fd);
+    return 0;
 }
 
 int afs__sys_close_fd(int fd)

@@ -453,3 +453,195 @@ T_IO(uring_runs_storage_ops_in_the_ring)
     cr_assert_eq(afs_file_size(f), 40000);
     cr_assert_eq(afs_close(f), 0);
 }
+
+T_IO(dsync_writes)
+{
+    t_new_ctx();
+    struct afs_file *f = s_file("f", AFS_RDWR | AFS_CREAT);
+    static char buf[3][20000];
+    for (int i = 0; i < 3; i++)
+        t_fill(buf[i], sizeof buf[i], (uint64_t)i * 20000);
+    cr_assert_eq(afs_pwrite_flags(f, buf[0], 20000, 0, AFS_WRITE_DSYNC), 20000);
+    struct iovec iov[2] = {{buf[1], 10000}, {buf[1] + 10000, 10000}};
+    cr_assert_eq(afs_pwritev_flags(f, iov, 2, 20000, AFS_WRITE_DSYNC), 20000);
+    struct afs_op a, b;
+    ssize_t ra = 1, rb = 1;
+    cr_assert_eq(afs_queue_write_flags(&a, f, buf[2], 20000, 40000, AFS_WRITE_DSYNC, s_cb, &ra),
+                 0);
+    cr_assert_eq(afs_queue_writev_flags(&b, f, iov, 1, 20000, 0, s_cb, &rb), 0);
+    while (s_done < 2)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, -1), 0);
+    s_done = 0;
+    cr_assert_eq(ra, 20000, "%s", afs_strerror((int)ra));
+    cr_assert_eq(rb, 10000, "%s", afs_strerror((int)rb));
+    s_expect_pattern(f, 0, 60000);
+    /* Small writes run inline: the flag holds there too. */
+    cr_assert_eq(afs_pwrite_flags(f, buf[0], 100, 0, AFS_WRITE_DSYNC), 100);
+    cr_assert_eq(afs_pwrite_flags(f, buf[0], 0, 0, AFS_WRITE_DSYNC), 0);
+    /* Unknown flags: refused, nothing written. */
+    cr_assert_eq(afs_pwrite_flags(f, buf[1], 100, 0, 0x2), -EINVAL);
+    cr_assert_eq(afs_pwritev_flags(f, iov, 1, 0, 0x80), -EINVAL);
+    cr_assert_eq(afs_queue_write_flags(&a, f, buf[1], 100, 0, ~0u, s_cb, &ra), -EINVAL);
+    cr_assert_eq(afs_queue_writev_flags(&a, f, iov, 1, 0, 0x4, s_cb, &ra), -EINVAL);
+    s_expect_pattern(f, 0, 60000);
+    cr_assert_eq(afs_close(f), 0);
+
+    /* The open flag. */
+    cr_assert_eq(afs_open(t_ctx, t_path("d"), AFS_RDWR | AFS_CREAT | AFS_DSYNC, 0644,
+                          AFS_MODE_SYNC, &f),
+                 0);
+#ifndef _WIN32
+    int fl = fcntl((int)afs_file_fd(f), F_GETFL);
+    cr_assert((fl & O_DSYNC) == O_DSYNC, "O_DSYNC not set: 0x%x", fl);
+#endif
+    cr_assert_eq(afs_pwrite(f, buf[0], 20000, 0), 20000);
+    s_expect_pattern(f, 0, 20000);
+    cr_assert_eq(afs_close(f), 0);
+#ifndef _WIN32
+    int fd = afs_openat(t_ctx, AFS_AT_FDCWD, t_path("d"), AFS_WRONLY | AFS_DSYNC, 0);
+    cr_assert_geq(fd, 0, "%s", afs_strerror(fd));
+    fl = fcntl(fd, F_GETFL);
+    cr_assert((fl & O_DSYNC) == O_DSYNC, "afs_openat: O_DSYNC not set: 0x%x", fl);
+    cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+#endif
+}
+
+/* Where the library makes the write itself, AFS_WRITE_DSYNC is a data sync after it, and a
+ * failed sync fails the write. */
+static int s_fsyncs, s_fsync_err;
+static int s_fsync(afs__fd_t fd, bool datasync)
+{
+    s_fsyncs++;
+    if (s_fsync_err)
+        return s_fsync_err;
+    cr_assert(datasync, "a data sync is enough");
+    return s_saved.fsync(fd, datasync);
+}
+
+Test(io, dsync_write_syncs_where_the_library_writes, .init = s_fault_setup,
+     .fini = s_fault_teardown, .timeout = 30)
+{
+    t_new_ctx();
+    s_need_pool_transfers();
+    afs__sys.fsync = s_fsync;
+    struct afs_file *f = s_file("f", AFS_RDWR | AFS_CREAT);
+    static char buf[20000];
+    t_fill(buf, sizeof buf, 0);
+    cr_assert_eq(afs_pwrite(f, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+    cr_assert_eq(s_fsyncs, 0);
+    cr_assert_eq(afs_pwrite_flags(f, buf, sizeof buf, 0, AFS_WRITE_DSYNC), (ssize_t)sizeof buf);
+    cr_assert_eq(s_fsyncs, 1);
+    cr_assert_eq(afs_pwrite_flags(f, buf, 10, 0, AFS_WRITE_DSYNC), 10, "inline");
+    cr_assert_eq(s_fsyncs, 2);
+    s_fsync_err = -EIO;
+    cr_assert_eq(afs_pwrite_flags(f, buf, sizeof buf, 0, AFS_WRITE_DSYNC), -EIO);
+    s_fsync_err = 0;
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* O_DIRECT: io_uring and libaio pass RWF_DSYNC with the write itself. */
+T_IO(dsync_direct_writes)
+{
+    t_new_ctx();
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_CREAT | AFS_DIRECT, 0644,
+                       AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    char *buf = afs_buf_alloc(t_ctx, 65536);
+    cr_assert_not_null(buf);
+    t_fill(buf, 65536, 0);
+    cr_assert_eq(afs_pwrite_flags(f, buf, 65536, 0, AFS_WRITE_DSYNC), 65536);
+    struct afs_op op;
+    ssize_t res = 1;
+    cr_assert_eq(afs_queue_write_flags(&op, f, buf, 4096, 65536, AFS_WRITE_DSYNC, s_cb, &res), 0);
+    s_wait();
+    cr_assert_eq(res, 4096, "%s", afs_strerror((int)res));
+    memset(buf, 0, 65536);
+    cr_assert_eq(afs_pread(f, buf, 65536, 0), 65536);
+    cr_assert(t_check(buf, 65536, 0));
+    afs_buf_free(t_ctx, buf, 65536);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_IO(directory_fsync)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 100);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_dir), 0);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("missing")), -ENOENT);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("f")), -ENOTDIR);
+    cr_assert_eq(afs_fsync_dir(t_ctx, NULL), -EINVAL);
+#ifdef _WIN32
+    struct afs_op op;
+    cr_assert_eq(afs_fsync_fd(t_ctx, 0, 0), -ENOTSUP, "no fds on Windows");
+    cr_assert_eq(afs_queue_fsync_fd(&op, t_ctx, 0, 0, s_cb, NULL), -ENOTSUP);
+#else
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0, "%s", afs_strerror(dfd));
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, 0), 0);
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, AFS_FSYNC_DATA), 0);
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, 0x10), -EINVAL);
+    cr_assert_eq(afs_fsync_fd(t_ctx, -1, 0), -EBADF);
+    struct afs_op op;
+    ssize_t res = 1;
+    cr_assert_eq(afs_queue_fsync_fd(&op, t_ctx, dfd, 0, s_cb, &res), 0);
+    s_wait();
+    cr_assert_eq(res, 0, "%s", afs_strerror((int)res));
+    /* The classic: write a new file, sync it, rename it into place, sync the directory,
+     * as one chain. */
+    struct afs_file *f = s_file("tmp", AFS_RDWR | AFS_CREAT);
+    static char buf[4096];
+    t_fill(buf, sizeof buf, 0);
+    struct afs_op m[4];
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&m[0], f, buf, sizeof buf, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&m[1], f, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_renameat(&m[2], t_ctx, dfd, "tmp", dfd, "final", 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync_fd(&m[3], t_ctx, dfd, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), 0);
+    struct stat st;
+    cr_assert_eq(stat(t_path("final"), &st), 0);
+    cr_assert_eq(st.st_size, 4096);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+#endif
+}
+
+T_IO(dio_align_is_reported)
+{
+    t_new_ctx();
+    struct afs_file *f = s_pattern("f", 100);
+    struct afs_dio_align al;
+    int err = afs_file_dio_align(f, &al);
+    if (err == -ENOTSUP)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    cr_assert(al.mem >= 1 && (al.mem & (al.mem - 1)) == 0, "mem %u", al.mem);
+    cr_assert(al.offset >= 1 && (al.offset & (al.offset - 1)) == 0, "offset %u", al.offset);
+    cr_assert_eq(afs_file_dio_align(f, NULL), -EINVAL);
+    cr_assert_eq(afs_close(f), 0);
+    /* What it says works: a direct read of `offset` bytes into a buffer so aligned. */
+    f = NULL;
+    err = afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_DIRECT, 0, AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0);
+    size_t n = al.offset > al.mem ? al.offset : al.mem;
+    char *buf = afs_buf_alloc(t_ctx, n);
+    t_fill(buf, n, 0);
+    cr_assert_eq(afs_pwrite(f, buf, n, 0), (ssize_t)n);
+    cr_assert_eq(afs_pread(f, buf, n, 0), (ssize_t)n);
+    cr_assert(t_check(buf, n, 0));
+    afs_buf_free(t_ctx, buf, n);
+    cr_assert_eq(afs_close(f), 0);
+#ifndef _WIN32
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(afs_file_from_fd(t_ctx, p[0], AFS_RDONLY, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_dio_align(f, &al), -ESPIPE);
+    cr_assert_eq(afs_close(f), 0);
+    close(p[1]);
+#endif
+}

@@ -426,6 +426,59 @@ static void op_last(struct fz_in *in, bool wait)
                 wait ? "_wait" : "", hi, r, fz_err(res), fz_err(h->last_res));
 }
 
+/* The storage ops that change a file: ftruncate and fallocate (allocate, punch a hole,
+ * zero a range), checked against the model. */
+static void op_storage(int hi, int kind, struct fz_in *in)
+{
+    struct fz_handle *h = &fz.h[hi];
+    uint64_t off = fz_pick_off(in, h->path);
+    size_t len = fz_pick_len(in);
+    static const int modes[] = {0, AFS_FALLOC_PUNCH_HOLE,
+                                AFS_FALLOC_ZERO_RANGE | AFS_FALLOC_KEEP_SIZE};
+    int mode = kind > 0 ? modes[kind - 1] : 0;
+    fz_trace("#%d %s(h%d, 0x%x, %" PRIu64 ", %zu)", fz.opno,
+             kind ? "afs_fallocate" : "afs_ftruncate", hi, (unsigned)mode, off, len);
+    if (!h->f || h->pending)
+        return;
+    struct fz_flight req;
+    do
+        fz_req_all(&req, h->path);
+    while (fz_settle(&req, -1));
+    struct fz_model *m = &fz.model[h->path];
+    int exp = 0;
+    if ((kind && len == 0) || off > (uint64_t)INT64_MAX)
+        exp = -EINVAL;
+    else if (kind && len > (uint64_t)INT64_MAX - off)
+        exp = -EFBIG;
+    else if (!h->wr)
+        exp = -EBADF;
+    int r = kind ? afs_fallocate(h->f, mode, off, len) : afs_ftruncate(h->f, off);
+    if (kind && r == -EOPNOTSUPP && exp == 0 && mode)
+        return; /* the file system lacks the mode: nothing changed */
+    if (r == -EFBIG && exp == 0 && off + len > ((uint64_t)1 << 40))
+        return; /* past the file system's size limit (ext4: 16 TiB): nothing changed */
+    if (r != exp)
+        fz_fail("%s(h%d, 0x%x, %" PRIu64 ", %zu) = %s, the model says %s",
+                kind ? "afs_fallocate" : "afs_ftruncate", hi, (unsigned)mode, off, len,
+                fz_err(r), fz_err(exp));
+    if (r < 0)
+        return;
+    if (!kind) {
+        fz_model_truncate(m, off);
+    } else if (mode == 0) {
+        if (off + len > m->size)
+            fz_model_truncate(m, off + len);
+    } else {
+        static const unsigned char zeros[FZ_PAGE];
+        uint64_t end = off + len < m->size ? off + len : m->size;
+        for (uint64_t at = off; at < end;) {
+            size_t n = end - at < FZ_PAGE ? (size_t)(end - at) : FZ_PAGE;
+            fz_model_write(m, at, zeros, n);
+            at += n;
+        }
+    }
+}
+
 void fz_op_file(uint8_t code, struct fz_in *in)
 {
     switch (code) {
@@ -479,8 +532,13 @@ void fz_op_file(uint8_t code, struct fz_in *in)
         break;
     }
     default: {
-        int hi = fz_u8(in) % FZ_HANDLES;
+        uint8_t b = fz_u8(in);
+        int hi = b % FZ_HANDLES;
         struct fz_handle *h = &fz.h[hi];
+        if ((b >> 5) >= 4) {
+            op_storage(hi, (b >> 5) - 4, in);
+            break;
+        }
         fz_trace("#%d afs_file_size(h%d)", fz.opno, hi);
         if (!h->f)
             break;

@@ -1,0 +1,303 @@
+/* Ordered chains (afs_chain_begin/afs_chain_end): order, the result of every member when
+ * one fails, one submission on io_uring, on every backend. */
+#include "../common.h"
+
+#include "platform.h"
+#if !defined(_WIN32) && defined(AFS_HAVE_URING)
+#include "../helpers/syscount.h"
+#endif
+
+static int c_order[16], c_n;
+static void c_cb(struct afs_op *op)
+{
+    c_order[c_n++] = (int)(intptr_t)op->data;
+}
+
+static void c_wait_all(int n)
+{
+    while (c_n < n)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, -1), 0);
+    cr_assert_eq(c_n, n);
+}
+
+static struct afs_file *c_open(const char *name, int flags)
+{
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, t_path(name), flags, 0644, AFS_MODE_SYNC, &f);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
+static char c_buf[4][16384];
+
+T_IO(chain_runs_in_order)
+{
+    t_new_ctx();
+    struct afs_file *f = c_open("f", AFS_RDWR | AFS_CREAT);
+    for (int i = 0; i < 4; i++)
+        t_fill(c_buf[i], sizeof c_buf[i], (uint64_t)i * 16384);
+    struct afs_op op[6];
+    c_n = 0;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_chain_begin(t_ctx), -EBUSY);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 0, c_cb, (void *)0), 0);
+    cr_assert_eq(afs_queue_write(&op[1], f, c_buf[1], 16384, 16384, c_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_fsync(&op[2], f, AFS_FSYNC_DATA, c_cb, (void *)2), 0);
+    cr_assert_eq(afs_queue_ftruncate(&op[3], f, 40000, c_cb, (void *)3), 0);
+    /* The commit record overwrites part of what the first write put there: only in order
+     * is the result right. */
+    cr_assert_eq(afs_queue_write(&op[4], f, c_buf[3], 8192, 8192, c_cb, (void *)4), 0);
+    cr_assert_eq(afs_queue_fsync(&op[5], f, 0, c_cb, (void *)5), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 6);
+    c_wait_all(6);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(c_order[i], i, "callback %d ran %dth", c_order[i], i);
+        cr_assert_geq(op[i].result, 0, "member %d: %s", i, afs_strerror((int)op[i].result));
+    }
+    cr_assert_eq(op[0].result, 16384);
+    cr_assert_eq(afs_file_size(f), 40000);
+    static char back[16384];
+    cr_assert_eq(afs_pread(f, back, 8192, 0), 8192);
+    cr_assert(t_check(back, 8192, 0));
+    cr_assert_eq(afs_pread(f, back, 8192, 8192), 8192);
+    cr_assert(memcmp(back, c_buf[3], 8192) == 0, "the commit record was overwritten");
+    cr_assert_eq(afs_pread(f, back, 16384, 16384), 16384);
+    cr_assert(t_check(back, 16384, 16384));
+    cr_assert_eq(afs_chain_end(t_ctx, 0), -EINVAL, "no chain open");
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 0, "an empty chain");
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0x10), -EINVAL, "unknown flag");
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* The blocking form: members without callbacks, results in the ops. */
+T_IO(chain_wait_returns_the_first_failure)
+{
+    t_new_ctx();
+    struct afs_file *f = c_open("f", AFS_RDWR | AFS_CREAT);
+    t_fill(c_buf[0], 16384, 0);
+    struct afs_op op[3];
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, AFS_FSYNC_DATA, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fallocate(&op[2], f, AFS_FALLOC_KEEP_SIZE, 0, 65536, NULL, NULL), 0);
+    int err = afs_chain_end(t_ctx, AFS_CHAIN_WAIT);
+#ifdef _WIN32
+    if (err == -ENOTSUP && op[2].result == -ENOTSUP) /* wine: no allocation control */
+        err = 0;
+#endif
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    cr_assert_eq(op[0].result, 16384);
+    cr_assert_eq(op[1].result, 0);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 0, 0), 0, "every callback ran already");
+    /* Cancelled as a whole: nothing runs. */
+    t_fill(c_buf[1], 16384, 777);
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[1], 16384, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_CANCEL | AFS_CHAIN_WAIT), -ECANCELED);
+    cr_assert_eq(op[0].result, -ECANCELED);
+    cr_assert_eq(op[1].result, -ECANCELED);
+    static char back[16384];
+    cr_assert_eq(afs_pread(f, back, 16384, 0), 16384);
+    cr_assert(t_check(back, 16384, 0), "a cancelled chain wrote");
+    /* A member cancelled before its turn: the ones before it run, it and the rest do not. */
+    c_n = 0;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_fsync(&op[0], f, 0, c_cb, (void *)0), 0);
+    cr_assert_eq(afs_queue_write(&op[1], f, c_buf[1], 16384, 0, c_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_fsync(&op[2], f, 0, c_cb, (void *)2), 0);
+    cr_assert_eq(afs_cancel(&op[1]), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 3);
+    c_wait_all(3);
+    cr_assert_eq(op[0].result, 0);
+    cr_assert_eq(op[1].result, -ECANCELED);
+    cr_assert_eq(op[2].result, -ECANCELED);
+    cr_assert_eq(afs_pread(f, back, 16384, 0), 16384);
+    cr_assert(t_check(back, 16384, 0), "a cancelled member wrote");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A short transfer inside a chain (a read that ends at the end of the file) is a
+ * result, not a failure: the rest runs. On io_uring it breaks the kernel's link, and the
+ * library runs the rest itself. */
+T_IO(chain_goes_on_after_a_short_read)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 5000);
+    struct afs_file *f = c_open("f", AFS_RDWR);
+    static char back[8192];
+    t_fill(c_buf[0], 4096, 5000);
+    struct afs_op op[4];
+    c_n = 0;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_read(&op[0], f, back, sizeof back, 0, c_cb, (void *)0), 0);
+    cr_assert_eq(afs_queue_write(&op[1], f, c_buf[0], 4096, 5000, c_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_fsync(&op[2], f, 0, c_cb, (void *)2), 0);
+    cr_assert_eq(afs_queue_read(&op[3], f, back, sizeof back, 1000, c_cb, (void *)3), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 4);
+    c_wait_all(4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(c_order[i], i);
+    cr_assert_eq(op[0].result, 5000);
+    cr_assert_eq(op[1].result, 4096, "%s", afs_strerror((int)op[1].result));
+    cr_assert_eq(op[2].result, 0, "%s", afs_strerror((int)op[2].result));
+    cr_assert_eq(op[3].result, 8096, "%s", afs_strerror((int)op[3].result));
+    cr_assert(t_check(back, 8096, 1000));
+    cr_assert_eq(afs_close(f), 0);
+}
+
+#ifndef _WIN32
+/* A chain whose first write fails: the fsync does not run and does not report success, the
+ * commit record is not written. The file is opened read-only underneath a file the library
+ * believes writable, so the kernel itself refuses the write (-EBADF) on every backend. */
+T_IO(chain_first_write_fails)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 20000);
+    int fd = open(t_path("f"), O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDWR, AFS_MODE_SYNC, &f), 0);
+    struct afs_op op[3];
+    t_fill(c_buf[0], 16384, 99);
+    c_n = 0;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 0, c_cb, (void *)0), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, AFS_FSYNC_DATA, c_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_write(&op[2], f, c_buf[0], 100, 16384, c_cb, (void *)2), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 3);
+    c_wait_all(3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(c_order[i], i, "callbacks out of order");
+    cr_assert_eq(op[0].result, -EBADF, "%s", afs_strerror((int)op[0].result));
+    cr_assert_eq(op[1].result, -ECANCELED, "the fsync ran: %s", afs_strerror((int)op[1].result));
+    cr_assert_eq(op[2].result, -ECANCELED, "the commit record: %s",
+                 afs_strerror((int)op[2].result));
+    static char back[20000];
+    cr_assert_eq(pread(fd, back, sizeof back, 0), 20000);
+    cr_assert(t_check(back, sizeof back, 0));
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Waiting while a chain is being built cannot end: it aborts with a message. */
+static void c_wait_in_chain(void *arg)
+{
+    struct afs_ctx *ctx = arg;
+    afs_chain_begin(ctx);
+    afs_ctx_wait(ctx, 0, 0);
+}
+
+T_IO(waiting_with_a_chain_open_aborts)
+{
+    t_new_ctx();
+    t_expect_abort(c_wait_in_chain, t_ctx, "a chain is open");
+}
+#endif
+
+/* Faults where the library makes the calls (threads, sync): a failed fsync in the middle
+ * fails the commit record after it, and a failed first write keeps the fsync from running. */
+static struct afs__syscalls c_saved;
+static int c_fsyncs, c_fail_write;
+static int c_fsync(afs__fd_t fd, bool datasync)
+{
+    c_fsyncs++;
+    return -EIO;
+}
+
+static ssize_t c_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    if (c_fail_write) {
+        c_fail_write = 0;
+        return -ENOSPC;
+    }
+    return c_saved.pwrite(fd, buf, len, off);
+}
+
+static void c_setup(void)
+{
+    t_setup();
+    c_saved = afs__sys;
+    afs__sys.fsync = c_fsync;
+    afs__sys.pwrite = c_pwrite;
+}
+
+static void c_teardown(void)
+{
+    afs__sys = c_saved;
+    t_teardown();
+}
+
+Test(io, chain_faults_stop_the_rest, .init = c_setup, .fini = c_teardown, .timeout = 30)
+{
+    t_new_ctx();
+    const char *b = afs_ctx_backend(t_ctx);
+    if (strcmp(b, "threads") && strcmp(b, "sync"))
+        cr_skip_test("transfers on %s are made by the kernel, not through afs__sys", b);
+    struct afs_file *f = c_open("f", AFS_RDWR | AFS_CREAT);
+    struct afs_op op[3];
+    t_fill(c_buf[0], 16384, 0);
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_write(&op[2], f, c_buf[0], 100, 16384, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), -EIO);
+    cr_assert_eq(op[0].result, 16384);
+    cr_assert_eq(op[1].result, -EIO);
+    cr_assert_eq(op[2].result, -ECANCELED);
+    cr_assert_eq(afs_file_size(f), 16384, "the commit record was written");
+    /* ENOSPC on the first write: no fsync at all. */
+    c_fsyncs = 0;
+    c_fail_write = 1;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 16384, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), -ENOSPC);
+    cr_assert_eq(op[1].result, -ECANCELED);
+    cr_assert_eq(c_fsyncs, 0, "the fsync ran after a failed write");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+#if !defined(_WIN32) && defined(AFS_HAVE_URING)
+/* io_uring: the whole chain in one submission (one io_uring_enter that hands over SQEs),
+ * nothing through the thread pool. */
+T_IO(uring_chain_is_one_submission)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring"))
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    struct afs_file *f = c_open("f", AFS_RDWR | AFS_CREAT);
+    t_fill(c_buf[0], 16384, 0);
+    struct afs_op op[4];
+    /* Warm up: the ring's waker read and the storage opcode probe. */
+    cr_assert_eq(afs_ftruncate(f, 0), 0);
+    sc_install();
+    struct afs_stats sa, sb;
+    afs_ctx_stats(t_ctx, &sa);
+    struct sc_counts a = sc_get();
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, AFS_FSYNC_DATA, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_write(&op[2], f, c_buf[0], 512, 16384, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[3], f, AFS_FSYNC_DATA, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 4);
+    cr_assert_eq(afs_ctx_submit(t_ctx), 4);
+    struct sc_counts b = sc_get();
+    for (int got = 0; got < 4;) {
+        int r = afs_ctx_wait(t_ctx, 1, -1);
+        cr_assert_geq(r, 0);
+        got += r;
+    }
+    afs_ctx_stats(t_ctx, &sb);
+    sc_uninstall();
+    cr_assert_eq(b.uring_submits - a.uring_submits, 1, "%lu submissions",
+                 b.uring_submits - a.uring_submits);
+    cr_assert_eq(sb.pool_ops, sa.pool_ops, "a member went to the thread pool");
+    for (int i = 0; i < 4; i++)
+        cr_assert_geq(op[i].result, 0, "member %d: %s", i, afs_strerror((int)op[i].result));
+    cr_assert_eq(afs_file_size(f), 16384 + 512);
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
