@@ -17,7 +17,7 @@ foreach(t contract corio_sched)
                    ${SRC}/corio/test_rt.c ${SRC}/shim/runner.c)
   endif()
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
-  target_link_libraries(${t}_shim PRIVATE asyncfs_static)
+  target_link_libraries(${t}_shim PRIVATE asyncfs_static m) # m: the rounding-mode test
   target_compile_definitions(${t}_shim PRIVATE ${AFS_DEFS}) # backends built, for syscount.h
   foreach(b threads sync)
     add_test(NAME ${t}_${b} COMMAND ${SRC}/helpers/suite.sh ${t}_${b}
