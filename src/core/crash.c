@@ -141,6 +141,8 @@ static int img_resize(struct img *m, uint64_t n)
 
 static int img_write(struct img *m, uint64_t off, const void *p, uint64_t len)
 {
+    if (len == 0)
+        return 0; /* an empty image has no buffer: memcpy must not see NULL */
     if (off + len > m->size) {
         int err = img_resize(m, off + len);
         if (err < 0)
@@ -579,7 +581,8 @@ static int start_write(struct afs__crash *c, struct afs_op *op)
     } else {
         size_t at = 0;
         for (size_t i = 0; i < o->len; i++) {
-            memcpy(data + at, o->u.iov[i].iov_base, o->u.iov[i].iov_len);
+            if (o->u.iov[i].iov_len) /* an empty iovec may have a NULL base */
+                memcpy(data + at, o->u.iov[i].iov_base, o->u.iov[i].iov_len);
             at += o->u.iov[i].iov_len;
         }
     }
