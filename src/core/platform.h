@@ -191,6 +191,9 @@ int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kern
 #ifdef _WIN32
 /* src/windows/error.c: the one translation of Windows error codes into -errno values. */
 int afs__win_errno(DWORD err);
+/* The same for an NTSTATUS from ntdll (the metadata ops of src/windows/sys.c): a few statuses
+ * whose Windows error would lose the POSIX meaning, then afs__win_errno(). */
+int afs__nt_errno(LONG status);
 /* Makes afs__waker_signal() also post a wake packet to this completion port (NULL: stop);
  * the iocp backend attaches its port so that one GetQueuedCompletionStatusEx waits for both
  * I/O and wakes. The port is kept in w->wfd. */
