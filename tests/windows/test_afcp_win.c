@@ -335,7 +335,7 @@ T_AFCP(tree)
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     wchar_t *s = P(L"src"), *d = P(L"dst"), *dd = P(L"dst\\src");
     cr_assert_eq(same_tree(s, d), 13);
-    code = run(L"-r -q src dst");
+    code = run(L"-r -q --fsync src dst");
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     cr_assert_eq(same_tree(s, dd), 13);
     /* Several operands into a directory; a directory without -r is refused. */
@@ -358,12 +358,15 @@ T_AFCP(readonly)
     mkdir_rel(L"src");
     write_file(L"src\\ro.txt", 5000, 1);
     write_file(L"src\\hidden.txt", 10, 2);
+    mkdir_rel(L"src\\hdir");
+    write_file(L"src\\hdir\\in.txt", 10, 4);
     set_attrs(L"src\\ro.txt", FILE_ATTRIBUTE_READONLY);
     set_attrs(L"src\\hidden.txt", FILE_ATTRIBUTE_HIDDEN);
+    set_attrs(L"src\\hdir", FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_DIRECTORY);
     DWORD code = run(L"-r -q src dst");
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     wchar_t *s = P(L"src"), *d = P(L"dst");
-    cr_assert_eq(same_tree(s, d), 2);
+    cr_assert_eq(same_tree(s, d), 3);
     cr_assert(attrs_of(L"dst\\ro.txt") & FILE_ATTRIBUTE_READONLY);
     cr_assert(attrs_of(L"dst\\hidden.txt") & FILE_ATTRIBUTE_HIDDEN);
 
@@ -383,7 +386,7 @@ T_AFCP(readonly)
     /* -f replaces it, and the copy is read-only again. */
     code = run(L"-q -f src\\ro.txt dst\\ro.txt");
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
-    cr_assert_eq(same_tree(s, d), 2);
+    cr_assert_eq(same_tree(s, d), 3);
     cr_assert(attrs_of(L"dst\\ro.txt") & FILE_ATTRIBUTE_READONLY);
     free(dro);
     free(s);
