@@ -266,7 +266,7 @@ static void file_task(struct corio_task *t, void *arg)
     int tslot = -1, exists = 0;
     int err = wafcp_open(j->sfull, AFS_RDONLY, 0, &c.in);
     if (err < 0) {
-        afcp_err(err == -EISDIR ? -EISDIR : err, "cannot open '%s' for reading", j->sshow);
+        afcp_err(err, "cannot open '%s' for reading", j->sshow);
         afcp.bytes_total -= j->size;
         goto out;
     }
@@ -445,9 +445,7 @@ static int read_entries(struct wafcp_dir *d, struct ent **out, size_t *count)
             continue;
         char *name = wafcp_utf8(fd.cFileName);
         if (!name) { /* an unpaired surrogate: no UTF-8 for it */
-            char *shown = wafcp_join(d->sshow, "?");
             afcp_err(EILSEQ, "cannot copy a name that is not valid UTF-16 in '%s'", d->sshow);
-            free(shown);
             continue;
         }
         if (n == cap) {
