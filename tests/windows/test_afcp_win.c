@@ -249,12 +249,10 @@ static HANDLE out_file(const wchar_t *rel)
     return h;
 }
 
-/* Runs afcp with args (a command-line tail, UTF-16) in the test's directory; returns its
+/* Runs exe with args (a command-line tail, UTF-16) in the test's directory; returns its
  * exit code, its output in out_text and err_text. */
-static DWORD run(const wchar_t *args)
+static DWORD run_exe(const wchar_t *exe, const wchar_t *args)
 {
-    wchar_t exe[MAX_PATH + 32];
-    afcp_exe(exe, sizeof exe / sizeof exe[0]);
     size_t cap = wcslen(exe) + wcslen(args) + 8;
     wchar_t *cmd = malloc(cap * sizeof *cmd);
     swprintf(cmd, cap, L"\"%ls\" %ls", exe, args);
@@ -282,6 +280,13 @@ static DWORD run(const wchar_t *args)
     out_text = slurp_utf8(L"afcp-out.txt");
     err_text = slurp_utf8(L"afcp-err.txt");
     return code;
+}
+
+static DWORD run(const wchar_t *args)
+{
+    wchar_t exe[MAX_PATH + 32];
+    afcp_exe(exe, sizeof exe / sizeof exe[0]);
+    return run_exe(exe, args);
 }
 
 static void setup(void)
@@ -335,7 +340,7 @@ T_AFCP(tree)
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     wchar_t *s = P(L"src"), *d = P(L"dst"), *dd = P(L"dst\\src");
     cr_assert_eq(same_tree(s, d), 13);
-    code = run(L"-r -q src dst");
+    code = run(L"-r -q --fsync src dst");
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     cr_assert_eq(same_tree(s, dd), 13);
     /* Several operands into a directory; a directory without -r is refused. */
@@ -358,12 +363,15 @@ T_AFCP(readonly)
     mkdir_rel(L"src");
     write_file(L"src\\ro.txt", 5000, 1);
     write_file(L"src\\hidden.txt", 10, 2);
+    mkdir_rel(L"src\\hdir");
+    write_file(L"src\\hdir\\in.txt", 10, 4);
     set_attrs(L"src\\ro.txt", FILE_ATTRIBUTE_READONLY);
     set_attrs(L"src\\hidden.txt", FILE_ATTRIBUTE_HIDDEN);
+    set_attrs(L"src\\hdir", FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_DIRECTORY);
     DWORD code = run(L"-r -q src dst");
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     wchar_t *s = P(L"src"), *d = P(L"dst");
-    cr_assert_eq(same_tree(s, d), 2);
+    cr_assert_eq(same_tree(s, d), 3);
     cr_assert(attrs_of(L"dst\\ro.txt") & FILE_ATTRIBUTE_READONLY);
     cr_assert(attrs_of(L"dst\\hidden.txt") & FILE_ATTRIBUTE_HIDDEN);
 
@@ -383,11 +391,38 @@ T_AFCP(readonly)
     /* -f replaces it, and the copy is read-only again. */
     code = run(L"-q -f src\\ro.txt dst\\ro.txt");
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
-    cr_assert_eq(same_tree(s, d), 2);
+    cr_assert_eq(same_tree(s, d), 3);
     cr_assert(attrs_of(L"dst\\ro.txt") & FILE_ATTRIBUTE_READONLY);
     free(dro);
     free(s);
     free(d);
+}
+
+/* The same tree as the system's xcopy /E /I /K /H makes (every file, empty directories,
+ * read-only and hidden attributes), and the same as its source. */
+T_AFCP(same_as_xcopy)
+{
+    make_tree();
+    mkdir_rel(L"src\\hdir");
+    write_file(L"src\\hdir\\h\u00e9.txt", 3000, 20);
+    write_file(L"src\\a\\ro.bin", 70000, 21);
+    set_attrs(L"src\\a\\ro.bin", FILE_ATTRIBUTE_READONLY);
+    set_attrs(L"src\\hdir\\h\u00e9.txt", FILE_ATTRIBUTE_HIDDEN);
+    wchar_t xcopy[MAX_PATH + 16];
+    UINT n = GetSystemDirectoryW(xcopy, MAX_PATH);
+    cr_assert(n > 0 && n < MAX_PATH);
+    wcscat(xcopy, L"\\xcopy.exe");
+    cr_assert(exists_w(xcopy), "no xcopy.exe in the system directory");
+    DWORD code = run_exe(xcopy, L"/E /I /K /H /Q src xc");
+    cr_assert_eq(code, 0, "xcopy: exit %lu: %s", code, out_text);
+    code = run(L"-r -q src ac");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *s = P(L"src"), *x = P(L"xc"), *a = P(L"ac");
+    cr_assert_eq(same_tree(x, a), 15);
+    cr_assert_eq(same_tree(s, a), 15);
+    free(s);
+    free(x);
+    free(a);
 }
 
 /* A tree deeper than MAX_PATH (260), and names that only "\\?\" paths can reach (a

@@ -262,18 +262,28 @@ int wafcp_set_basic(const char *path, DWORD attrs, const FILETIME *t)
     return err;
 }
 
-int wafcp_unlink(const char *path)
+static int unlink_once(const char *path)
 {
     int err = afs_unlinkat(afcp.ctx, AFS_AT_FDCWD, path, 0);
     if (meta_notsup(err)) {
         wchar_t *w = wafcp_wide(path);
         err = !w ? -EINVAL : DeleteFileW(w) ? 0 : wafcp_errno(GetLastError());
-        if (err == -EACCES) { /* read-only: DeleteFileW refuses it */
-            DWORD a = GetFileAttributesW(w);
-            if (a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_READONLY) &&
-                SetFileAttributesW(w, a & ~(DWORD)FILE_ATTRIBUTE_READONLY))
-                err = DeleteFileW(w) ? 0 : wafcp_errno(GetLastError());
-        }
+        free(w);
+    }
+    return err;
+}
+
+int wafcp_unlink(const char *path)
+{
+    int err = unlink_once(path);
+    if (err == -EACCES || err == -EPERM) {
+        /* Read-only (DeleteFileW refuses it): afcp's own temporaries carry the source's
+         * attributes once complete. */
+        wchar_t *w = wafcp_wide(path);
+        DWORD a = w ? GetFileAttributesW(w) : INVALID_FILE_ATTRIBUTES;
+        if (a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_READONLY) &&
+            SetFileAttributesW(w, a & ~(DWORD)FILE_ATTRIBUTE_READONLY))
+            err = unlink_once(path);
         free(w);
     }
     return err;

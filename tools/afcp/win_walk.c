@@ -1,9 +1,10 @@
 /* afcp on Windows: the walk and the copy of one file.
  *
  * The walker (one task) reads each source directory with FindFirstFileExW/FindNextFileW
- * (the "\\?\" path of the directory + "\*"), depth first with the directories being walked
- * on a heap array (as walk.c), makes the destination directories (afs_mkdirat) and hands
- * each regular file to a file task, at most `jobs` in flight.
+ * (the "\\?\" path of the directory + "\*") on a pool thread of the scheduler, depth
+ * first with the directories being walked on a heap array (as walk.c), makes the
+ * destination directories (afs_mkdirat) and hands each regular file to a file task, at most
+ * `jobs` in flight.
  *
  * A file task opens the source (afs_openat, or afs_open where the library has no
  * afs_openat), takes its size, attributes and times from that handle, checks what is at the
@@ -266,7 +267,7 @@ static void file_task(struct corio_task *t, void *arg)
     int tslot = -1, exists = 0;
     int err = wafcp_open(j->sfull, AFS_RDONLY, 0, &c.in);
     if (err < 0) {
-        afcp_err(err == -EISDIR ? -EISDIR : err, "cannot open '%s' for reading", j->sshow);
+        afcp_err(err, "cannot open '%s' for reading", j->sshow);
         afcp.bytes_total -= j->size;
         goto out;
     }
@@ -417,11 +418,21 @@ static int ent_cmp(const void *a, const void *b)
     return strcmp(((const struct ent *)a)->name, ((const struct ent *)b)->name);
 }
 
-/* The entries of d's source directory (sorted by name, for a stable order of copies and
- * messages). 0, or -1 when it could not be read (reported). */
-static int read_entries(struct wafcp_dir *d, struct ent **out, size_t *count)
+/* A directory listing, made on one of the scheduler's pool threads (corio_run_blocking):
+ * FindFirstFileExW/FindNextFileW wait for the disk on a cold tree, and the file tasks go on
+ * meanwhile. No message is printed there: the walker reports what it found. */
+struct listing {
+    const char *dir;   /* "\\?\" path */
+    struct ent *ents;
+    size_t      n;
+    DWORD       open_err, read_err; /* Win32 errors; 0 when none */
+    unsigned    bad_names;          /* names with an unpaired surrogate (no UTF-8) */
+};
+
+static int list_dir(void *arg)
 {
-    char *pattern = wafcp_join(d->sfull, "*");
+    struct listing *l = arg;
+    char *pattern = wafcp_join(l->dir, "*");
     wchar_t *w = wafcp_wide(pattern);
     free(pattern);
     WIN32_FIND_DATAW fd;
@@ -429,47 +440,62 @@ static int read_entries(struct wafcp_dir *d, struct ent **out, size_t *count)
                                     FIND_FIRST_EX_LARGE_FETCH)
                  : INVALID_HANDLE_VALUE;
     free(w);
-    *out = NULL;
-    *count = 0;
     if (h == INVALID_HANDLE_VALUE) {
         DWORD e = GetLastError();
-        if (e == ERROR_FILE_NOT_FOUND || e == ERROR_NO_MORE_FILES)
-            return 0; /* empty (a root directory has no "." to find) */
-        afcp_err(wafcp_errno(e), "cannot access '%s'", d->sshow);
-        return -1;
+        /* An empty root directory has no "." to find. */
+        l->open_err = e == ERROR_FILE_NOT_FOUND || e == ERROR_NO_MORE_FILES ? 0 : e;
+        return 0;
     }
-    struct ent *ents = NULL;
-    size_t n = 0, cap = 0;
+    size_t cap = 0;
     do {
         if (!wcscmp(fd.cFileName, L".") || !wcscmp(fd.cFileName, L".."))
             continue;
         char *name = wafcp_utf8(fd.cFileName);
-        if (!name) { /* an unpaired surrogate: no UTF-8 for it */
-            char *shown = wafcp_join(d->sshow, "?");
-            afcp_err(EILSEQ, "cannot copy a name that is not valid UTF-16 in '%s'", d->sshow);
-            free(shown);
+        if (!name) {
+            l->bad_names++;
             continue;
         }
-        if (n == cap) {
+        if (l->n == cap) {
             cap = cap ? cap * 2 : 64;
-            ents = realloc(ents, cap * sizeof *ents);
-            if (!ents) {
+            l->ents = realloc(l->ents, cap * sizeof *l->ents);
+            if (!l->ents) {
                 fputs("afcp: out of memory\n", stderr);
                 exit(1);
             }
         }
-        ents[n++] = (struct ent){name, fd.dwFileAttributes,
-                                 (uint64_t)fd.nFileSizeHigh << 32 | fd.nFileSizeLow,
-                                 fd.ftCreationTime, fd.ftLastAccessTime, fd.ftLastWriteTime};
+        l->ents[l->n++] = (struct ent){name, fd.dwFileAttributes,
+                                       (uint64_t)fd.nFileSizeHigh << 32 | fd.nFileSizeLow,
+                                       fd.ftCreationTime, fd.ftLastAccessTime,
+                                       fd.ftLastWriteTime};
     } while (FindNextFileW(h, &fd));
     DWORD e = GetLastError();
     FindClose(h);
-    if (e != ERROR_NO_MORE_FILES)
-        afcp_err(wafcp_errno(e), "cannot read directory '%s'", d->sshow);
-    if (n > 1)
-        qsort(ents, n, sizeof *ents, ent_cmp);
-    *out = ents;
-    *count = n;
+    l->read_err = e == ERROR_NO_MORE_FILES ? 0 : e;
+    return 0;
+}
+
+/* The entries of d's source directory (sorted by name, for a stable order of copies and
+ * messages). 0, or -1 when it could not be read (reported); a read error part-way is
+ * reported and the entries read so far are kept. */
+static int read_entries(struct corio_task *t, struct wafcp_dir *d, struct ent **out,
+                        size_t *count)
+{
+    struct listing l = {.dir = d->sfull};
+    if (corio_run_blocking(t, list_dir, &l) < 0)
+        list_dir(&l); /* no pool thread: list it here */
+    *out = l.ents;
+    *count = l.n;
+    if (l.open_err) {
+        afcp_err(wafcp_errno(l.open_err), "cannot access '%s'", d->sshow);
+        return -1;
+    }
+    if (l.bad_names)
+        afcp_err(EILSEQ, "cannot copy %d names that are not valid UTF-16 in '%s'",
+                 (int)l.bad_names, d->sshow);
+    if (l.read_err)
+        afcp_err(wafcp_errno(l.read_err), "cannot read directory '%s'", d->sshow);
+    if (l.n > 1)
+        qsort(l.ents, l.n, sizeof *l.ents, ent_cmp);
     return 0;
 }
 
@@ -545,7 +571,7 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
         if (d) {
             struct ent *ents;
             size_t n;
-            if (read_entries(d, &ents, &n) < 0) {
+            if (read_entries(t, d, &ents, &n) < 0) {
                 wafcp_dir_put(d);
             } else {
                 if (depth == cap) {
