@@ -199,6 +199,12 @@ int afs__nt_errno(LONG status);
  * I/O and wakes. The port is kept in w->wfd. */
 void afs__waker_set_port(afs__waker *w, HANDLE port);
 #define AFS__WAKE_KEY ((ULONG_PTR)0x77616b65u) /* the completion key of wake packets */
+/* src/windows/sock.c: the completion packets of socket ops carry AFS__SOCK_KEY. The iocp
+ * backend hands those it dequeues to afs__win_sock_packet() (owner thread), and gives socket
+ * ops its port (afs__iocp_port: NULL for a context of another backend). */
+#define AFS__SOCK_KEY ((ULONG_PTR)0x736f636bu)
+void   afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e);
+HANDLE afs__iocp_port(struct afs_ctx *ctx);
 #endif
 
 #endif
