@@ -513,6 +513,40 @@ T_SOCK_ALL(close_cancels_waiting_ops)
     cr_assert(lg2.result == -ECANCELED || lg2.result == 0, "%zd", lg2.result);
 }
 
+/* Many parked receives whose sockets all become ready at once, more than one wait of the
+ * engine reports: every receive completes. (The engine once dropped the events of a wait
+ * that filled its array when it asked the kernel for the rest: with edge-triggered epoll
+ * those sockets never reported again, and the context waited for ever.) */
+T_SOCK_ALL(many_sockets_ready_at_once)
+{
+    enum { N = 300 };
+    struct afs_ctx *ctx = t_new_ctx();
+    static struct afs_file *p[N][2];
+    static struct afs_op op[N];
+    static char buf[N][4];
+    struct cb_log lg = {0};
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
+        cr_assert_eq(afs_queue_recv(&op[i], p[i][0], buf[i], sizeof buf[i], 0, log_cb, &lg),
+                     0);
+    }
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq(lg.calls, 0, "a receive from a silent peer completed");
+    /* Written behind the context's back: the sockets become ready while nobody looks. */
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(write((int)afs_file_fd(p[i][1]), "x", 1), 1);
+    /* A guard of 30 s against a hang, not a bound. */
+    for (int i = 0; i < 300 && lg.calls < N; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, N - (unsigned)lg.calls, 100LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, N, "%d of %d receives completed", lg.calls, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(buf[i][0], 'x');
+        cr_assert_eq(afs_close(p[i][0]), 0);
+        cr_assert_eq(afs_close(p[i][1]), 0);
+    }
+}
+
 struct silent {
     struct afs_file *f;
     char            *buf;
