@@ -566,7 +566,9 @@ static ssize_t result(struct afs_op *op)
         w->abuf = NULL;
         if (res < 0) {
             closesocket(w->acc);
-            return res == -ECONNRESET ? -ECONNABORTED : res;
+            /* The connection was reset before it was accepted (wine says so with
+             * WSAENOTCONN from SO_UPDATE_ACCEPT_CONTEXT): the next one. */
+            return res == -ECONNRESET || res == -ENOTCONN ? -ECONNABORTED : res;
         }
         return (ssize_t)w->acc;
     case AFS__CONNECT:

@@ -31,7 +31,11 @@ static void n_teardown(void)
     t_teardown();
 }
 
+#ifdef _WIN32 /* wine takes milliseconds per connection: the churn takes minutes there */
+#define T_N(name) Test(net, name, .init = t_setup, .fini = n_teardown, .timeout = 600)
+#else
 #define T_N(name) Test(net, name, .init = t_setup, .fini = n_teardown, .timeout = 120)
+#endif
 
 static int nrun(corio_fn *fn, void *arg)
 {
@@ -274,10 +278,12 @@ T_N(peer_reset_mid_stream)
 enum { CHURN = 10000, CHURN_PAR = 50 };
 
 struct churn {
-    struct afs_file *l;
-    char             port[16];
-    int              accepted, dialed, errors;
-    int              stop;
+    struct afs_file   *l;
+    char               port[16];
+    int                accepted, dialed, errors;
+    int                stop;
+    int                dialers_done;
+    struct corio_task *server; /* while it accepts */
 };
 
 static void churn_conn(struct corio_task *t, void *arg)
@@ -292,9 +298,12 @@ static void churn_conn(struct corio_task *t, void *arg)
 static void churn_server(struct corio_task *t, void *arg)
 {
     struct churn *c = arg;
+    c->server = t;
     while (c->accepted < CHURN) {
         struct corio_stream *s;
         int err = corio_accept(t, c->l, 64, &s);
+        if (err == -ECANCELED && c->dialers_done == CHURN_PAR)
+            break; /* Windows: the connections reset in the backlog were never accepted */
         if (err < 0) {
             c->errors++;
             break;
@@ -302,6 +311,7 @@ static void churn_server(struct corio_task *t, void *arg)
         c->accepted++;
         cr_assert_eq(corio_spawn(t, churn_conn, s, NULL), 0);
     }
+    c->server = NULL;
 }
 
 static void churn_client(struct corio_task *t, void *arg)
@@ -320,6 +330,14 @@ static void churn_client(struct corio_task *t, void *arg)
         setsockopt(N_FD(f), SOL_SOCKET, SO_LINGER, (void *)&lg, sizeof lg);
         afs_close(f);
     }
+    /* Linux accepts a connection reset in the backlog (its receive then says so); Windows
+     * drops it, and afs_accept skips it: there the server may wait for connections that
+     * are gone. */
+    ++c->dialers_done;
+#ifdef _WIN32
+    if (c->dialers_done == CHURN_PAR && c->server)
+        corio_cancel(c->server);
+#endif
 }
 
 static void churn_root(struct corio_task *t, void *arg)
@@ -336,17 +354,16 @@ static void churn_root(struct corio_task *t, void *arg)
 
 T_N(ten_thousand_connections_leave_no_descriptor)
 {
-#ifdef _WIN32
-    /* Known bug: under wine the churn of 50 dialers stops making progress (seen on iocp; not
-     * yet understood: wine or the Windows socket engine). */
-    if (n_under_wine())
-        cr_skip_test("known bug: the churn stalls on Windows under wine");
-#endif
     int before = count_fds();
     struct churn c = {0};
     cr_assert_eq(nrun(churn_root, &c), 0);
     cr_assert_eq(c.errors, 0);
+    cr_assert_eq(c.dialed, CHURN);
+#ifdef _WIN32
+    cr_assert(c.accepted > 0 && c.accepted <= CHURN, "%d accepted", c.accepted);
+#else
     cr_assert_eq(c.accepted, CHURN);
+#endif
     corio_sched_free(n_sched);
     n_sched = NULL;
     afs_ctx_free(t_ctx);
