@@ -1,7 +1,8 @@
 /* The one place where Windows error codes become the library's negative errno values
- * (libuv's uv_translate_sys_error, narrowed to what file I/O meets). Every other file in
- * src/windows/ calls afs__win_errno(GetLastError()), or afs__nt_errno(status) for an NTSTATUS,
- * and nothing else. */
+ * (libuv's uv_translate_sys_error, narrowed to what file and socket I/O meet). Every other
+ * file in src/windows/ calls afs__win_errno(GetLastError()), afs__nt_errno(status) for an
+ * NTSTATUS, or, for Winsock calls, afs__win_errno(WSAGetLastError()) (WSAE* codes are Windows
+ * error codes too), and nothing else. */
 #include "internal.h"
 
 /* Newer than some SDKs (MinGW-w64's headers among them). */
@@ -97,6 +98,50 @@ int afs__win_errno(DWORD err)
 
     case ERROR_SEM_TIMEOUT:
     case WAIT_TIMEOUT: return -ETIMEDOUT;
+
+    /* Sockets: Winsock's own codes, and what GetOverlappedResult says for the same
+     * conditions (the NTSTATUS of a socket op as a Windows error). */
+    case WSAECONNREFUSED:
+    case ERROR_CONNECTION_REFUSED: return -ECONNREFUSED;
+    case WSAECONNRESET:
+    case ERROR_NETNAME_DELETED: return -ECONNRESET;
+    case WSAECONNABORTED:
+    case ERROR_CONNECTION_ABORTED:
+    case ERROR_REQUEST_ABORTED: return -ECONNABORTED;
+    case WSAENETUNREACH:
+    case ERROR_NETWORK_UNREACHABLE: return -ENETUNREACH;
+    case WSAEHOSTUNREACH:
+    case WSAEHOSTDOWN:
+    case ERROR_HOST_UNREACHABLE: return -EHOSTUNREACH;
+    case WSAETIMEDOUT: return -ETIMEDOUT;
+    case WSAENOTCONN: return -ENOTCONN;
+    case WSAEISCONN: return -EISCONN;
+    case WSAESHUTDOWN:
+    case WSAEDISCON: return -EPIPE; /* a send after SHUT_WR, as on POSIX */
+    case WSAEAFNOSUPPORT:
+    case WSAEPFNOSUPPORT: return -EAFNOSUPPORT;
+    case WSAEPROTONOSUPPORT:
+    case WSAESOCKTNOSUPPORT: return -EPROTONOSUPPORT;
+    case WSAEPROTOTYPE: return -EPROTOTYPE;
+    case WSAEOPNOTSUPP: return -EOPNOTSUPP;
+    case WSAENOTSOCK: return -ENOTSOCK;
+    case WSAEADDRINUSE: return -EADDRINUSE;
+    case WSAEADDRNOTAVAIL: return -EADDRNOTAVAIL;
+    case WSAEMFILE: return -EMFILE;
+    case WSAENOBUFS: return -ENOBUFS;
+    case WSAEMSGSIZE: return -EMSGSIZE;
+    case WSAEINVAL: return -EINVAL;
+    case WSAEFAULT: return -EFAULT;
+    case WSAEALREADY: return -EALREADY;
+    case WSAEINPROGRESS: return -EINPROGRESS;
+    case WSAEWOULDBLOCK: return -EAGAIN;
+    case WSAEINTR: return -EINTR;
+    case WSAENETDOWN: return -ENETDOWN;
+    case WSAENETRESET: return -ENETRESET;
+    case WSAEACCES: return -EACCES;
+    case WSAEDESTADDRREQ: return -EDESTADDRREQ;
+    case WSAENOPROTOOPT: return -ENOPROTOOPT;
+    case WSAEBADF: return -EBADF;
 
     case ERROR_CRC:
     case ERROR_SECTOR_NOT_FOUND:
