@@ -242,7 +242,7 @@ struct afs__meta_args {
 int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a);
 
 /* The metadata system calls, each once (the caller retries EINTR where that is safe); >= 0
- * or -errno. src/unix/sys.c; on Windows every one is -ENOTSUP (src/windows/iocp.c).
+ * or -errno. src/unix/sys.c, src/windows/sys.c (descriptors are HANDLE values there).
  * afs__sys_meta_supported() says whether they exist here at all. */
 bool afs__sys_meta_supported(void);
 int  afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm);
@@ -253,7 +253,7 @@ int  afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path
 int  afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags);
 int  afs__sys_syncfs(int fd);
 int  afs__sys_fsync_fd(int fd, bool datasync); /* fsync of any fd (a directory's) */
-/* afs_fsync_dir() where there are no directory fds (Windows): open, flush, close. */
+/* afs_fsync_dir() where afs__sys_meta_supported() is false: open, flush, close. */
 int  afs__sys_fsync_dir(const char *path);
 /* afs_file_dio_align(): what the system says about direct I/O on fd. */
 int  afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out);
