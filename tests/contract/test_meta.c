@@ -700,6 +700,11 @@ T_META(long_paths_over_260_characters)
     struct afs_stat st;
     cr_assert_eq(afs_statx(t_ctx, AFS_AT_FDCWD, file, 0, &st), 0);
     cr_assert_eq(st.size, (int64_t)sizeof buf);
+    /* afs_open() takes it as well. */
+    cr_assert_eq(afs_open(t_ctx, file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_pread(f, back, sizeof back, 0), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 7));
+    cr_assert_eq(afs_close(f), 0);
 
     /* Relative to a directory fd deep down, and with ".." climbing out of it. */
     int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, path[DEPTH], AFS_RDONLY | AFS_DIRECTORY, 0);
