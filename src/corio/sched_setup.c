@@ -48,6 +48,7 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
     }
     afs__mutex_init(&s->inbox.mu);
     atomic_init(&s->inbox.has, false);
+    atomic_init(&s->awake, false);
     corio__waiter_init(s);
     *out = s;
     return 0;

@@ -15,7 +15,7 @@ add_executable(contract_win
   ${SRC}/shim/runner.c)
 target_include_directories(contract_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include
                            ${PROJECT_SOURCE_DIR}/src/core)
-target_link_libraries(contract_win PRIVATE asyncfs_static)
+target_link_libraries(contract_win PRIVATE asyncfs_static psapi)
 if(MINGW)
   # C99 printf formats (%zd) in the messages, as on POSIX.
   target_compile_definitions(contract_win PRIVATE __USE_MINGW_ANSI_STDIO=1)

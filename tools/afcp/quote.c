@@ -178,8 +178,8 @@ static void quote_into(struct qbuf *b, const char *s)
 const char *afcp_q(const char *name)
 {
     /* A message names at most a few files: a ring of buffers, reused (and kept) in turn. */
-    static struct qbuf ring[4];
-    static unsigned next;
+    static _Thread_local struct qbuf ring[4]; /* messages come from every scheduler */
+    static _Thread_local unsigned next;
     struct qbuf *b = &ring[next++ % 4];
     b->len = 0;
     quote_into(b, name);
