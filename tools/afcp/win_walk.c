@@ -6,10 +6,9 @@
  * destination directories (afs_mkdirat) and hands each regular file to a file task, at most
  * `jobs` in flight.
  *
- * A file task opens the source (afs_openat, or afs_open where the library has no
- * afs_openat), takes its size, attributes and times from that handle, checks what is at the
- * destination name (afs_statx), creates ".afcp.XXXXXX" next to it with CREATE_NEW semantics
- * (AFS_CREAT|AFS_EXCL), copies the data with afs_pread/afs_pwrite (large files in chunks
+ * A file task opens the source (afs_openat + afs_file_from_fd), takes its size, attributes
+ * and times from that handle, checks what is at the destination name (afs_statx), creates
+ * ".afcp.XXXXXX" next to it with CREATE_NEW semantics (AFS_CREAT|AFS_EXCL), copies the data with afs_pread/afs_pwrite (large files in chunks
  * taken by up to chunk_workers tasks), gives the copy the source's attributes (read-only,
  * hidden, system, archive; with -p also its times) on the open handle, closes it and
  * renames it over the destination name (afs_renameat). So a name only ever shows a complete
@@ -117,7 +116,7 @@ static void copy_chunk(struct fcopy *c, char *buf, uint64_t off, size_t len)
 
 static void chunk_loop(struct corio_task *t, struct fcopy *c)
 {
-    afcp_sem_acquire(t, &afcp.bufs);
+    afcp_sem_acquire(t, &afcp_me->bufs);
     char *buf = afcp_buf_get();
     if (!buf)
         fail(c, -ENOMEM, 0);
@@ -127,7 +126,7 @@ static void chunk_loop(struct corio_task *t, struct fcopy *c)
     }
     if (buf)
         afcp_buf_put(buf);
-    afcp_sem_release(&afcp.bufs);
+    afcp_sem_release(&afcp_me->bufs);
 }
 
 static void chunk_worker(struct corio_task *t, void *arg)
@@ -394,7 +393,7 @@ out:
     free(j->sshow);
     free(j->dshow);
     free(j);
-    afcp_sem_release(&afcp.files);
+    afcp_sem_release(&afcp_me->files);
 }
 
 static void spawn_file(struct corio_task *t, struct wafcp_dir *sd, struct wafcp_dir *dd,
@@ -407,7 +406,7 @@ static void spawn_file(struct corio_task *t, struct wafcp_dir *sd, struct wafcp_
                             .dshow = afcp_xstrdup(dshow), .size = size};
     afcp.files_total++;
     afcp.bytes_total += size;
-    afcp_sem_acquire(t, &afcp.files);
+    afcp_sem_acquire(t, &afcp_me->files);
     dir_get(sd);
     dir_get(dd);
     if (corio_spawn(t, file_task, j, NULL) < 0)
