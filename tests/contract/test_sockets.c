@@ -44,6 +44,7 @@ Test(sockets, not_supported_on_windows, .init = t_setup, .fini = t_teardown, .ti
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #ifdef AFS_HAVE_URING
 #include <liburing.h>
@@ -328,6 +329,98 @@ T_SOCK_ALL(connection_refused)
     close(fd);
 }
 
+/* An AF_UNIX listener whose backlog is full (Linux refuses a non-blocking connect with
+ * EAGAIN then, and the connecting socket never becomes writable for it): the bound listener
+ * socket in *lfd, its address in *sa, and the connections that filled it in held[]. */
+static int full_unix_listener(struct sockaddr_un *sa, int *lfd, int *held, int cap)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    cr_assert_lt(strlen(t_path("l")), sizeof sa->sun_path);
+    strcpy(sa->sun_path, t_path("l"));
+    *lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_geq(*lfd, 0);
+    cr_assert_eq(bind(*lfd, (struct sockaddr *)sa, sizeof *sa), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(*lfd, 1), 0);
+    int n = 0;
+    for (; n < cap; n++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        cr_assert_geq(fd, 0);
+        if (connect(fd, (struct sockaddr *)sa, sizeof *sa) < 0) {
+            cr_assert_eq(errno, EAGAIN, "connect: %s", strerror(errno));
+            close(fd);
+            break;
+        }
+        held[n] = fd;
+    }
+    cr_assert_lt(n, cap, "the backlog never filled");
+    return n;
+}
+
+/* A connect to an AF_UNIX listener whose backlog is full waits, and completes once the
+ * listener accepts (it is not refused with EAGAIN, and it does not wait for ever). */
+T_SOCK_ALL(unix_connect_waits_for_a_full_backlog)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_un sa;
+    int lfd, held[64];
+    int n = full_unix_listener(&sa, &lfd, held, 64);
+    struct afs_file *c;
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &c), 0);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_connect(&op, c, (struct sockaddr *)&sa, sizeof sa, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 10LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0, "a connect to a full backlog completed: %s",
+                 afs_strerror((int)lg.result));
+    /* Room in the backlog: the connect goes through. */
+    for (int i = 0; i < n; i++) {
+        int a = accept(lfd, NULL, NULL);
+        cr_assert_geq(a, 0);
+        close(a);
+        close(held[i]);
+    }
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, 0, "the connect: %s", afs_strerror((int)lg.result));
+    cr_assert_eq(afs_send(c, "ok", 2, 0), 2);
+    int a = accept(lfd, NULL, NULL);
+    cr_assert_geq(a, 0);
+    char got[2];
+    cr_assert_eq(recv(a, got, 2, MSG_WAITALL), 2);
+    cr_assert(memcmp(got, "ok", 2) == 0);
+    close(a);
+    cr_assert_eq(afs_close(c), 0);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
+/* The same waiting connect, cancelled: -ECANCELED at once. */
+T_SOCK_ALL(unix_connect_to_a_full_backlog_cancelled)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_un sa;
+    int lfd, held[64];
+    int n = full_unix_listener(&sa, &lfd, held, 64);
+    struct afs_file *c;
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &c), 0);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_connect(&op, c, (struct sockaddr *)&sa, sizeof sa, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    cr_assert_geq(afs_ctx_wait(ctx, 1, 10LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, -ECANCELED, "%s", afs_strerror((int)lg.result));
+    cr_assert_eq(afs_close(c), 0);
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
 /* The peer resets the connection in the middle of the stream (SO_LINGER 0, then close):
  * the receive gets -ECONNRESET, a send after it -EPIPE or -ECONNRESET, never a signal. */
 T_SOCK_ALL(peer_reset_mid_stream)
@@ -552,6 +645,42 @@ T_SOCK_ALL(deadline_of_a_recv)
     corio_sched_free(sched);
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
+}
+
+struct full_connect {
+    struct afs_file   *c;
+    struct sockaddr_un sa;
+    int                r;
+};
+
+static void full_connect(struct corio_task *t, void *arg)
+{
+    struct full_connect *fc = arg;
+    corio_set_deadline(t, corio_now() + 100 * 1000000LL);
+    fc->r = afs_connect(fc->c, (struct sockaddr *)&fc->sa, sizeof fc->sa);
+}
+
+/* A corio deadline ends a connect that waits for a full AF_UNIX backlog: -ETIMEDOUT. */
+T_SOCK_ALL(deadline_of_a_unix_connect_to_a_full_backlog)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct full_connect fc = {0};
+    int lfd, held[64];
+    int n = full_unix_listener(&fc.sa, &lfd, held, 64);
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &fc.c), 0);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, full_connect, &fc), 0);
+    cr_assert_eq(fc.r, -ETIMEDOUT, "afs_connect under a deadline: %s", afs_strerror(fc.r));
+    corio_sched_free(sched);
+    cr_assert_eq(afs_close(fc.c), 0);
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(lfd);
+    unlink(fc.sa.sun_path);
 }
 
 /* ------------------------------------------------------------------------------------------
