@@ -41,6 +41,9 @@ static const char *t_sockerr(void)
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <poll.h>
 typedef int t_sock_t;
 #define t_sock_close close
 #define t_sockerr()  strerror(errno)
@@ -875,6 +878,155 @@ T_SOCK_ALL(slow_reader_bounds_memory)
     cr_assert_eq(afs_close(c), 0);
     cr_assert_eq(afs_close(s), 0);
 }
+
+#ifdef __linux__
+/* corio_dial of a name with two addresses, given by a resolver hook: 127.0.0.2 (or .3) first,
+ * then 127.0.0.1, same port. */
+static struct sockaddr_in two_sa[2];
+static struct addrinfo    two_ai[2];
+
+static int two_addresses(const char *host, const char *port, const struct addrinfo *hints,
+                         struct addrinfo **res)
+{
+    (void)hints;
+    if (strcmp(host, "two.test") != 0)
+        return EAI_NONAME;
+    for (int i = 0; i < 2; i++) {
+        two_sa[i].sin_port = htons((uint16_t)atoi(port));
+        two_ai[i] = (struct addrinfo){.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
+                                      .ai_protocol = IPPROTO_TCP, .ai_addrlen = sizeof two_sa[i],
+                                      .ai_addr = (struct sockaddr *)&two_sa[i],
+                                      .ai_next = i == 0 ? &two_ai[1] : NULL};
+    }
+    *res = &two_ai[0];
+    return 0;
+}
+
+static void two_free(struct addrinfo *res)
+{
+    (void)res; /* static */
+}
+
+struct two_dial {
+    char             port[16];
+    struct afs_file *f;
+    int              err;
+};
+
+static void two_dial(struct corio_task *t, void *arg)
+{
+    struct two_dial *d = arg;
+    d->err = corio_dial(t, "two.test", d->port, &d->f);
+}
+
+/* A TCP listener on addr:port (port 0: any), plain, with `backlog`; its port in *port. */
+static int plain_listener(const char *addr, int *port, int backlog)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
+    inet_pton(AF_INET, addr, &sa.sin_addr);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind %s: %s", addr,
+                 strerror(errno));
+    cr_assert_eq(listen(fd, backlog), 0);
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Dials "two.test" (first address `first`, second 127.0.0.1 listening on *port) on a
+ * scheduler of its own; the result in *d. */
+static void dial_two(const char *first, int port, struct two_dial *d)
+{
+    inet_pton(AF_INET, first, &two_sa[0].sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &two_sa[1].sin_addr);
+    two_sa[0].sin_family = two_sa[1].sin_family = AF_INET;
+    afs__sys.getaddrinfo = two_addresses;
+    afs__sys.freeaddrinfo = two_free;
+    snprintf(d->port, sizeof d->port, "%d", port);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx ? t_ctx : t_new_ctx();
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, two_dial, d), 0);
+    corio_sched_free(sched);
+    afs__sys.getaddrinfo = NULL;
+    afs__sys.freeaddrinfo = NULL;
+}
+
+/* The connection is to 127.0.0.1:port, and the listener there has it. */
+static void check_winner(struct two_dial *d, int lfd, int port)
+{
+    cr_assert_eq(d->err, 0, "corio_dial: %s (%s)", afs_strerror(d->err), corio_net_error());
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    cr_assert_eq(getpeername(T_FD(d->f), (struct sockaddr *)&peer, &len), 0);
+    cr_assert_eq(peer.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    cr_assert_eq(ntohs(peer.sin_port), port);
+    int a = accept(lfd, NULL, NULL);
+    cr_assert_geq(a, 0);
+    cr_assert_eq(afs_send(d->f, "hi", 2, 0), 2);
+    char got[2];
+    cr_assert_eq(recv(a, got, 2, MSG_WAITALL), 2);
+    close(a);
+    cr_assert_eq(afs_close(d->f), 0);
+}
+
+/* The first address never answers (a listener whose queue is full drops the handshake), the
+ * second accepts: the second wins without waiting for the first, and the first attempt is
+ * cancelled and closed (it would wait for minutes: the test's timeout would end it). */
+T_SOCK(dial_first_of_two_addresses_wins_over_a_blackhole)
+{
+    int port = 0;
+    int lfd = plain_listener("127.0.0.1", &port, 16);
+    int bfd = plain_listener("127.0.0.2", &port, 0);
+    /* Fill the blackhole's queue until a connect stays unanswered. */
+    int held[8], n = 0;
+    bool black = false;
+    while (n < 8 && !black) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+        cr_assert(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EINPROGRESS);
+        held[n++] = c;
+        struct pollfd p = {.fd = c, .events = POLLOUT};
+        black = poll(&p, 1, 200) == 0;
+    }
+    if (!black)
+        cr_skip_test("this system answers connects beyond a full listen queue");
+    /* A first dial (.3 refuses) makes what the context keeps (the engine's epoll...). */
+    struct two_dial d = {0};
+    dial_two("127.0.0.3", port, &d);
+    check_winner(&d, lfd, port);
+    int before = count_fds();
+    memset(&d, 0, sizeof d);
+    dial_two("127.0.0.2", port, &d);
+    check_winner(&d, lfd, port);
+    cr_assert_eq(count_fds(), before, "the losing attempt's socket is still open");
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(bfd);
+    close(lfd);
+}
+
+/* The first address refuses, the second accepts: the dial succeeds with the second. */
+T_SOCK(dial_first_of_two_addresses_refused)
+{
+    int port = 0;
+    int lfd = plain_listener("127.0.0.1", &port, 16);
+    struct two_dial d = {0};
+    dial_two("127.0.0.3", port, &d);
+    check_winner(&d, lfd, port);
+    /* Both refuse: the first address's error. */
+    close(lfd);
+    memset(&d, 0, sizeof d);
+    dial_two("127.0.0.3", port, &d);
+    cr_assert_eq(d.err, -ECONNREFUSED, "%s", afs_strerror(d.err));
+    cr_assert_null(d.f);
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------
  * Inside corio tasks
