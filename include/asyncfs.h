@@ -952,7 +952,9 @@ AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protoc
  * -EINVAL (NULL addr, addrlen 0 or larger than struct sockaddr_storage), -ENOTSOCK (s is
  * not a socket), the connect error (-ECONNREFUSED, -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT
  * from the kernel, -EISCONN...), or in a corio task -ECANCELED / -ETIMEDOUT (cancellation,
- * deadline). After a failed connect the socket is left as the kernel leaves it: close it. */
+ * deadline). After a failed connect the socket is left as the kernel leaves it: close it.
+ * A listener whose backlog is full (an AF_UNIX one, where the kernel refuses with EAGAIN)
+ * does not fail the connect: it waits until the listener makes room. */
 AFS_API int afs_connect(struct afs_file *s, const struct sockaddr *addr, socklen_t addrlen);
 
 /* Accepts a connection on the listening socket s as a new file of s's context (opened as

@@ -372,7 +372,9 @@ void afs__pool_reap(struct afs__pool *p);
 struct afs__ready_fd {
     struct afs__list q[2];
     bool             watched;  /* registered with the engine's kernel object */
+    bool             retrying; /* a connect refused with EAGAIN heads q[1]: on r->retry */
     struct afs_list_node node; /* poll(): on the engine's list while it has parked ops */
+    struct afs_list_node retry_node;
 };
 
 struct afs__ready;
@@ -390,6 +392,9 @@ void afs__ready_reap(struct afs_ctx *ctx);
 bool afs__ready_parked(const struct afs_ctx *ctx);
 /* The engine's descriptor while ops are parked (io_uring polls it), else -1. */
 int  afs__ready_fd(struct afs_ctx *ctx);
+/* timeout_ns (< 0: no limit) cut to when the engine retries a connect the kernel refused
+ * with EAGAIN (a full AF_UNIX backlog), for a backend that waits outside afs__ctx_block(). */
+int64_t afs__ready_timeout(struct afs_ctx *ctx, int64_t timeout_ns);
 void afs__ready_free(struct afs_ctx *ctx);
 
 /* The blocking wait of the backends with no kernel queue of their own (threads, sync, and

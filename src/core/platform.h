@@ -143,6 +143,7 @@ struct iocb;
 struct aiocb;
 struct sigevent;
 #endif
+struct addrinfo;
 
 /* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
  * idea). One call each: the caller (afs__op_run_sync) retries EINTR, EAGAIN and short
@@ -186,6 +187,11 @@ struct afs__syscalls {
      * 0, or -1 with errno set, as lio_listio() does (the backend reads errno). */
     int     (*paio_listio)(int mode, struct aiocb *const list[], int n, struct sigevent *sev);
 #endif
+    /* corio's name resolution (corio_dial, corio_listen), both or neither; NULL makes the
+     * real getaddrinfo() / freeaddrinfo(). Tests give a name the addresses they need. */
+    int     (*getaddrinfo)(const char *host, const char *port, const struct addrinfo *hints,
+                           struct addrinfo **res);
+    void    (*freeaddrinfo)(struct addrinfo *res);
 };
 extern struct afs__syscalls afs__sys;
 #ifdef __linux__
