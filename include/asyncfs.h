@@ -126,7 +126,11 @@ struct afs_config {
                                         this thread's offloaded file I/O, at most; 0 = the
                                         default (the number of CPUs, at least 2),
                                         AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
-                                        limit). Other backends ignore it */
+                                        limit). The thread pool (threads backend, and ops
+                                        other backends run there): its threads at most;
+                                        0 = twice the CPUs, 4 to 32; AFS_IO_WORKERS_KERNEL
+                                        = 256. Threads start only when ops wait for one.
+                                        Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u

@@ -894,11 +894,13 @@ ssize_t afs__op_run_sync(struct afs_op *op)
 static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
 {
     if (!ctx->pool) {
-        unsigned n = afs__cpu_count() * 2;
-        if (n < 4)
-            n = 4;
-        if (n > 32)
-            n = 32;
+        /* io_workers set: that many (ops that block on a device want as many threads as
+         * they have ops in flight); else twice the CPUs, 4 to 32. */
+        unsigned n = ctx->cfg.io_workers == AFS_IO_WORKERS_KERNEL ? 256u : ctx->cfg.io_workers;
+        if (n == 0) {
+            n = afs__cpu_count() * 2;
+            n = n < 4 ? 4 : n > 32 ? 32 : n;
+        }
         int err = afs__pool_new(ctx, AFS_MIN(n, ctx->cfg.queue_depth), &ctx->pool);
         if (err < 0) {
             afs__op_finished(ctx, op, err);
