@@ -473,7 +473,9 @@ struct afs_op {
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
- * flight: its callback has not started). A zero-length op completes with 0. */
+ * flight on this context: its callback has not started). An op needs no initialising:
+ * memory left by an op of a context freed since is not taken for a busy op. A zero-length
+ * op completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
