@@ -499,7 +499,23 @@ struct afs_ctx {
     unsigned          reg_bufs_asked, reg_bufs, reg_slots_asked, reg_slots;
     char              reg_bufs_why[160], reg_files_why[160];
     struct afs__crash *crash;    /* crash mode (afs_crash_enable), else NULL */
+    uintptr_t         op_tag;    /* this context's number, in the upper half: in its ops' magic */
 };
+
+/* An op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the memory
+ * was an op once (afs_cancel); all of it, that it was queued on this context: memory left by
+ * an op of a context since freed (uninitialised stack) is not taken for a live op. */
+#define AFS__MAGIC_LOW (((uintptr_t)1 << (sizeof(uintptr_t) * 4)) - 1)
+static inline uintptr_t afs__op_magic(const struct afs_ctx *ctx, const struct afs_op *op)
+{
+    return AFS__MAGIC ^ (uintptr_t)op ^ ctx->op_tag;
+}
+
+/* Queued and not yet called back, on ctx: queueing op again is -EBUSY. */
+static inline bool afs__op_busy(const struct afs_ctx *ctx, struct afs_op *op)
+{
+    return afs__op(op)->magic == afs__op_magic(ctx, op) && afs__op(op)->state != AFS__IDLE;
+}
 
 
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */
