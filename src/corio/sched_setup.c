@@ -81,6 +81,17 @@ void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out)
     out->stacks = s->stacks.n_mapped;
 }
 
+int corio_run(corio_fn *fn, void *arg)
+{
+    struct corio_sched *s;
+    int err = corio_sched_new(&s, NULL);
+    if (err < 0)
+        return err;
+    err = corio_sched_run(s, fn, arg);
+    corio_sched_free(s);
+    return err;
+}
+
 struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)
 {
     AFS_CHECK(s != NULL, "scheduler is NULL");

@@ -14,6 +14,17 @@
 #define STREAM_ALIGN         ((size_t)4096)
 #define STREAM_DIRECT_MIN    16u /* chunks: smaller files are read through the page cache */
 #define STREAM_WINDOW_MIN    8u  /* chunks: the shortest window of the direct-read rule */
+#define STREAM_CACHED_WIN    ((int64_t)16 << 20) /* bytes at least: a window of the cached-data
+                                                    rule (docs/STREAMS.md) */
+#define STREAM_EXPLORE       16u  /* cached windows until the mode not chosen is timed again; the
+                                     gap doubles each time, up to 16 times this */
+#define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
+
+/* Who copies cached data out of the page cache (docs/STREAMS.md). */
+enum cached_mode {
+    CM_INLINE = 0, /* the consumer's thread, into the caller's buffer where it can */
+    CM_POOL        /* a pool thread, into the read-ahead chunks, while the consumer computes */
+};
 
 enum chunk_state {
     CH_FREE = 0,
@@ -36,6 +47,7 @@ struct chunk {
     uint64_t           seq;    /* queueing order: the oldest is waited for first */
     uint8_t            state;  /* enum chunk_state */
     bool               direct; /* read through the stream's O_DIRECT file */
+    bool               pool;   /* read by a pool thread (cached data, CM_POOL) */
     struct afs__op_waiting wait; /* .pending: from queueing until chunk_cb ran */
 };
 
@@ -50,6 +62,19 @@ struct afs_stream {
     int64_t          win_start;  /* when the window started, ns */
     int64_t          win_wait;   /* ns waited for chunks in it */
     uint64_t         direct_reads; /* chunks queued on df */
+    /* The cached-data rule (docs/STREAMS.md): windows of consumed bytes, timed per mode. */
+    bool             cached;     /* the current window is all in the page cache */
+    uint8_t          cmode;      /* enum cached_mode of the current window */
+    bool             cached_ok;  /* the rule applies (buffered reads of a file with offsets) */
+    unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here */
+    bool             cw_timed;   /* the current window counts (not the stream's first) */
+    bool             cw_free;    /* the last CM_INLINE window had a CPU to itself */
+    unsigned         cwins;      /* cached windows timed */
+    unsigned         cw_next, cw_gap; /* when the mode not chosen is timed again, and the gap */
+    int64_t          cw_end;     /* the window closes when pos reaches this; -1: none open */
+    int64_t          cw_pos, cw_start, cw_cpu; /* where and when (ns, thread CPU ns) it opened */
+    uint64_t         cw_cost[2]; /* ns per MiB consumed, per enum cached_mode; 0: not timed */
+    uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
     size_t           cs;      /* chunk size */
     uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
                                  in the first 32 bytes: free() keeps its lists there */
@@ -204,16 +229,24 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     /* Only sequential reading goes direct (read-ahead is what makes it pay), and only while
      * the consumer is behind the reads (docs/STREAMS.md). */
     c->direct = s->df && !s->df_refused && s->go_direct && s->ra && off < s->eof_off &&
-                cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
-    int err = afs_queue_read(&c->op, c->direct ? s->df : s->f, c->buf, s->cs, (uint64_t)off,
-                             chunk_cb, c);
+                !s->cached && cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
+    c->pool = s->cached && s->cmode == CM_POOL;
+    int err = afs__op_setup(&c->op, c->direct ? s->df : s->f,
+                            &(struct afs__op_args){.code = AFS__READ, .buf = c->buf,
+                                                   .len = s->cs, .off = (uint64_t)off,
+                                                   .cb = chunk_cb, .data = c});
     if (err < 0) {
         c->state = CH_FREE;
         return err;
     }
+    if (c->pool)
+        afs__op(&c->op)->flags |= AFS__OP_POOL; /* the copy overlaps the consumer */
+    afs__op_enqueue(&c->op);
     c->wait.pending = true;
     if (c->direct)
         s->direct_reads++;
+    if (c->pool)
+        s->pool_reads++;
     return err;
 }
 
@@ -245,6 +278,90 @@ uint64_t afs__stream_direct_reads(const struct afs_stream *s)
     return s->direct_reads;
 }
 
+/* For tests: the cached reads s made on the consumer's thread and on pool threads. */
+void afs__stream_cached_reads(const struct afs_stream *s, uint64_t *inline_n, uint64_t *pool_n);
+void afs__stream_cached_reads(const struct afs_stream *s, uint64_t *inline_n, uint64_t *pool_n)
+{
+    *inline_n = s->inline_reads;
+    *pool_n = s->pool_reads;
+}
+
+/* A read of cached data on this thread, now (the blocking path's inline run: EINTR, short
+ * reads and the end of file as everywhere). Returns the bytes read or -errno. */
+static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t off)
+{
+    struct afs_op op;
+    struct afs__op_waiting ow = {0};
+    afs__op(&op)->magic = 0;
+    int err = afs__op_setup(&op, s->f,
+                            &(struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
+                                                   .off = (uint64_t)off,
+                                                   .cb = afs__blocking_cb, .data = &ow});
+    if (err < 0)
+        return err;
+    s->inline_reads++;
+    return afs__blocking_run(&op, &ow, true);
+}
+
+static int64_t thread_cpu(void)
+{
+    return afs__sys.cpu_now ? afs__sys.cpu_now() : -1;
+}
+
+/* The mode of the next cached window: CM_INLINE until it was timed, then the cheaper one;
+ * the other one is timed again now and then (every STREAM_EXPLORE windows, then less and
+ * less often). CM_POOL is tried only where it may pay: another CPU is allowed, and the last
+ * CM_INLINE window's thread was not kept waiting for a CPU (one that is has no idle core to
+ * hand work to). */
+static uint8_t cached_mode(struct afs_stream *s)
+{
+    uint64_t *cost = s->cw_cost;
+    if (!s->pool_max || !cost[CM_INLINE])
+        return CM_INLINE;
+    if (!cost[CM_POOL])
+        return s->cw_free ? CM_POOL : CM_INLINE;
+    uint8_t best = cost[CM_POOL] < cost[CM_INLINE] ? CM_POOL : CM_INLINE;
+    if (s->cwins < s->cw_next)
+        return best;
+    s->cw_gap = AFS_MIN(2 * s->cw_gap, 16 * STREAM_EXPLORE);
+    s->cw_next = s->cwins + s->cw_gap;
+    return best == CM_POOL || s->cw_free ? (uint8_t)!best : best;
+}
+
+/* The cached-data rule (docs/STREAMS.md): a window closes when the consumer has moved
+ * through it in order; its time per byte is what its mode cost, the consumer's own work
+ * included. The next window asks the kernel whether it is all cached, and takes a mode. */
+static void cached_window(struct afs_stream *s)
+{
+    int64_t now = afs__sys.now(), cpu = thread_cpu();
+    if (s->cw_end >= 0 && s->cw_timed && s->cached && s->pos > s->cw_pos) {
+        uint64_t dt = now > s->cw_start ? (uint64_t)(now - s->cw_start) : 0;
+        uint64_t per = AFS_MAX((dt << 20) / (uint64_t)(s->pos - s->cw_pos), 1);
+        uint64_t *c = &s->cw_cost[s->cmode];
+        *c = *c ? (*c + per) / 2 : per;
+        s->cwins++;
+        /* Thread CPU time under 80% of the wall time: other threads had this CPU. */
+        if (s->cmode == CM_INLINE)
+            s->cw_free = cpu < 0 || s->cw_cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt;
+    }
+    /* The stream's first window is not timed: it pays for first touches (the caller's
+     * buffer faulted in, the pool's threads started). */
+    s->cw_timed = s->cw_end != -2;
+    int64_t win = AFS_MAX(STREAM_CACHED_WIN, (int64_t)(2 * s->depth) * (int64_t)s->cs);
+    int64_t len = s->eof_off > s->pos ? AFS_MIN(win, s->eof_off - s->pos) : 0;
+    uint64_t cached;
+    bool dirty;
+    if (!s->cached_ok)
+        s->cached = false;
+    else if (len > 0)
+        s->cached = cache_state(s->f, s->pos, len, &cached, &dirty) && cached >= (uint64_t)len;
+    s->cmode = cached_mode(s);
+    s->cw_pos = s->pos;
+    s->cw_start = now;
+    s->cw_cpu = cpu;
+    s->cw_end = s->pos > INT64_MAX - win ? INT64_MAX : s->pos + win;
+}
+
 static void drop_chunk(struct chunk *c)
 {
     if (c->state == CH_READY) {
@@ -264,9 +381,10 @@ static void drop_reads(struct afs_stream *s)
     s->cur_off = -1;
 }
 
-/* Keeps chunks [cur, cur + ra] and queues the missing ones after cur, without waiting for
- * buffers. Returns how many reads were queued. */
-static int read_ahead(struct afs_stream *s, int64_t cur)
+/* Keeps chunks [cur, cur + ra] and queues the missing ones from cur + first chunks on,
+ * without waiting for buffers; cached data in CM_INLINE mode is not read ahead, in CM_POOL
+ * mode by at most pool_max reads at a time. Returns how many reads were queued. */
+static int read_ahead_from(struct afs_stream *s, int64_t cur, unsigned first)
 {
     int64_t cs = (int64_t)s->cs;
     int64_t last = cur + (int64_t)s->ra * cs;
@@ -275,8 +393,16 @@ static int read_ahead(struct afs_stream *s, int64_t cur)
         if ((c->state == CH_READING || c->state == CH_READY) && (c->off < cur || c->off > last))
             drop_chunk(c);
     }
+    if (s->cached && s->cmode == CM_INLINE)
+        return 0;
+    unsigned busy = 0;
+    if (s->cached)
+        for (unsigned i = 0; i < s->nbuf; i++)
+            busy += s->ch[i].state == CH_READING;
     int n = 0;
-    for (unsigned k = 1; k <= s->ra; k++) {
+    for (unsigned k = first; k <= s->ra; k++) {
+        if (s->cached && busy >= s->pool_max)
+            break;
         if (cur > INT64_MAX - (int64_t)(k + 1) * cs)
             break;
         int64_t off = cur + (int64_t)k * cs;
@@ -289,8 +415,14 @@ static int read_ahead(struct afs_stream *s, int64_t cur)
         if (!c || queue_read(s, c, off) < 0)
             break; /* errors, if they persist, reach the reader when it gets there */
         n++;
+        busy++;
     }
     return n;
+}
+
+static int read_ahead(struct afs_stream *s, int64_t cur)
+{
+    return read_ahead_from(s, cur, 1);
 }
 
 static int flush_writes(struct afs_stream *s);
@@ -313,6 +445,7 @@ static int to_read(struct afs_stream *s)
     }
     s->dir = DIR_READ;
     s->cur_off = -1;
+    s->cw_end = -1; /* the file may have changed: ask the cache again */
     return 0;
 }
 
@@ -406,8 +539,31 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     char *out = ptr;
     size_t got = 0;
     while (got < want) {
+        if (s->pos >= s->cw_end)
+            cached_window(s);
         int64_t coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
         struct chunk *c = find_chunk(s, coff);
+        if (!c && s->cached && want - got >= STREAM_CALLER_MIN) {
+            /* Cached, and a big request: straight into the caller's buffer, one copy, as
+             * stdio does; in CM_POOL mode the chunks after it are read meanwhile. */
+            ssize_t r = inline_read(s, out + got, want - got, s->pos);
+            if (r <= 0) {
+                if (r < 0)
+                    set_err(s, (int)r);
+                else
+                    s->eof = true;
+                break;
+            }
+            got += (size_t)r;
+            s->pos += (int64_t)r;
+            s->cur_off = -1;
+            if (got < want || s->cmode != CM_POOL)
+                continue;
+            coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
+            if (read_ahead_from(s, coff, 0))
+                afs_ctx_submit(s->ctx);
+            continue;
+        }
         if (coff != s->cur_off || !c) {
             /* Entering a chunk: crossing into the next one in order widens the window. */
             if (s->cur_off >= 0 && coff == s->cur_off + (int64_t)cs) {
@@ -420,11 +576,20 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             int queued = 0, err;
             if (!c) {
                 c = chunk_get(s, true, &err);
-                if (!c || (err = queue_read(s, c, coff)) < 0) {
+                if (c && s->cached) {
+                    /* Cached: the consumer needs it now, nothing to overlap. */
+                    c->off = coff;
+                    c->seq = ++s->seq;
+                    c->direct = c->pool = false;
+                    c->result = inline_read(s, c->buf, cs, coff);
+                    c->len = c->result > 0 ? (size_t)c->result : 0;
+                    c->state = CH_READY;
+                } else if (!c || (err = queue_read(s, c, coff)) < 0) {
                     set_err(s, err ? err : -ENOBUFS);
                     break;
+                } else {
+                    queued = 1;
                 }
-                queued = 1;
             }
             queued += read_ahead(s, coff);
             if (queued)
@@ -441,6 +606,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->state = CH_FREE;
                 break;
             }
+            /* A pool thread was copying it: it takes the next one now. */
+            if (c->pool && s->cached && s->cmode == CM_POOL && read_ahead(s, coff))
+                afs_ctx_submit(s->ctx);
         }
         if (c->result == -EINVAL && c->direct) {
             /* The file system refused the direct read: this chunk and the next ones are
@@ -668,6 +836,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     s->pos = pos;
     s->pos_at_end = false;
     s->eof = false;
+    s->cw_end = -1; /* not in order: no window to time */
     return 0;
 }
 
@@ -849,6 +1018,12 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->ra = s->depth; /* a fresh stream is assumed sequential */
     s->cur_off = -1;
     s->eof_off = INT64_MAX;
+    s->cw_end = -2; /* -2: no window yet; -1: none open */
+    s->cw_gap = s->cw_next = STREAM_EXPLORE;
+    s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);
+    /* A pool thread copies while the consumer computes only where another CPU may run it;
+     * the sync backend has no threads to use. */
+    s->pool_max = ctx->be->id == AFS_BACKEND_SYNC ? 0 : afs__cpu_usable() - 1;
     int64_t size = (rd || app) && !s->pipe ? afs_file_size(s->f) : 0;
     if (size < 0) {
         afs_close(s->f);
