@@ -4,7 +4,11 @@
  *             run inline)
  *   corio-batch  the same with sync_threshold = 0 (every read joins the phase's batch)
  *   queue     the op API, N ops in flight, refilled from callbacks
- * Usage: bench_read FILE [--direct] [--tasks N] [--ios N] [--bs N] [--json]
+ * Usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] [--bs N] [--shared-buf]
+ *                        [--rounds R] [--engine E] [--json]
+ * A list of task counts runs the chosen engines at each count, R rounds in turn (the curve of
+ * IOPS against the number of tasks, in one run). --shared-buf: every task of corio and corio-
+ * batch reads into one buffer, which takes the cache misses of N buffers out of the figure.
  * Prints a table (or JSON lines): IOPS, ratio to pread, CPU us per I/O, syscalls per I/O
  * (kernel submits + waits counted by asyncfs; pread is 1 by construction), and system calls
  * per I/O counted independently at the system-call table (tests/helpers/syscount.h):
@@ -27,7 +31,7 @@
 #include <unistd.h>
 
 static const char *path;
-static int direct, tasks = 32, json;
+static int direct, tasks = 32, json, shared_buf;
 static long ios = 200000;
 static size_t bs = 4096;
 static uint64_t nblocks;
@@ -76,8 +80,8 @@ static void report(struct result *r, double base)
                r->name, bs, tasks, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls,
                r->counted);
     else
-        printf("%-12s %12.0f %8.2fx %10.2f %10.3f %10.3f\n", r->name, r->iops, r->iops / base,
-               r->cpu_us, r->syscalls, r->counted);
+        printf("%-12s %6d %12.0f %8.2fx %10.2f %10.3f %10.3f\n", r->name, tasks, r->iops,
+               r->iops / base, r->cpu_us, r->syscalls, r->counted);
 }
 
 static void die(const char *what, int err)
@@ -113,20 +117,22 @@ struct co_arg {
     struct afs_file *f;
     long             n;
     uint64_t         seed;
+    char            *buf; /* --shared-buf: the one buffer; NULL: the task's own */
 };
 
 static void co_reader(struct corio_task *t, void *arg)
 {
     struct co_arg *a = arg;
     struct afs_ctx *ctx = afs_file_ctx(a->f);
-    char *buf = afs_buf_alloc(ctx, bs);
+    char *buf = a->buf ? a->buf : afs_buf_alloc(ctx, bs);
     for (long i = 0; i < a->n; i++) {
         uint64_t off = rnd(&a->seed) % nblocks * bs;
         ssize_t r = afs_pread(a->f, buf, bs, off);
         if (r != (ssize_t)bs)
             die("afs_pread", (int)r);
     }
-    afs_buf_free(ctx, buf, bs);
+    if (!a->buf)
+        afs_buf_free(ctx, buf, bs);
 }
 
 static void co_root(struct corio_task *t, void *arg)
@@ -156,11 +162,13 @@ static struct result run_corio(const char *name, size_t threshold)
     if ((err = afs_open(ctx, path, AFS_RDONLY | (direct ? AFS_DIRECT : 0), 0, AFS_MODE_SYNC, &f)))
         die(path, err);
     struct co_arg *a = calloc((size_t)tasks, sizeof *a);
+    char *shared = shared_buf ? afs_buf_alloc(ctx, bs) : NULL;
     uint64_t seed = 88172645463325252ULL;
     for (int i = 0; i < tasks; i++) {
         a[i].f = f;
         a[i].n = ios / tasks;
         a[i].seed = rnd(&seed) | 1;
+        a[i].buf = shared;
     }
     struct afs_stats s0, s1;
     afs_ctx_stats(ctx, &s0);
@@ -175,6 +183,8 @@ static struct result run_corio(const char *name, size_t threshold)
     double sys = (double)(s1.kernel_submits - s0.kernel_submits + s1.kernel_waits -
                           s0.kernel_waits + s1.inline_ops - s0.inline_ops) / n;
     free(a);
+    if (shared)
+        afs_buf_free(ctx, shared, bs);
     afs_close(f);
     corio_sched_free(s);
     afs_ctx_free(ctx);
@@ -245,14 +255,19 @@ static struct result run_queue(void)
 
 int main(int argc, char **argv)
 {
-    const char *only = NULL;
+    const char *only = NULL, *list = "32";
+    int rounds = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--direct"))
             direct = 1;
         else if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
-            tasks = atoi(argv[++i]);
+            tasks = atoi(list = argv[++i]);
+        else if (!strcmp(argv[i], "--shared-buf"))
+            shared_buf = 1;
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ios") && i + 1 < argc)
             ios = atol(argv[++i]);
         else if (!strcmp(argv[i], "--bs") && i + 1 < argc)
@@ -262,12 +277,13 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-')
             path = argv[i];
         else {
-            fprintf(stderr, "usage: bench_read FILE [--direct] [--tasks N] [--ios N] [--bs N] "
+            fprintf(stderr, "usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] "
+                            "[--bs N] [--shared-buf] [--rounds R] "
                             "[--engine pread|corio|corio-batch|queue] [--json]\n");
             return 2;
         }
     }
-    if (!path || tasks < 1 || ios < tasks || bs == 0) {
+    if (!path || tasks < 1 || ios < tasks || bs == 0 || rounds < 1) {
         fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0\n");
         return 2;
     }
@@ -279,25 +295,37 @@ int main(int argc, char **argv)
     if (nblocks == 0)
         die(path, -EINVAL);
     if (!json)
-        printf("%-12s %12s %9s %10s %10s %10s   (%s, %zu B random reads, %d in flight%s)\n",
-               "engine", "IOPS", "vs pread", "CPU us/IO", "syscalls/IO", "counted/IO", path, bs,
-               tasks, direct ? ", O_DIRECT" : "");
+        printf("%-12s %6s %12s %9s %10s %10s %10s   (%s, %zu B random reads%s%s)\n", "engine",
+               "tasks", "IOPS", "vs pread", "CPU us/IO", "syscalls/IO", "counted/IO", path, bs,
+               direct ? ", O_DIRECT" : "", shared_buf ? ", one shared buffer" : "");
     sc_install();
     struct result base = run_pread();
     if (!only || !strcmp(only, "pread"))
         report(&base, base.iops);
     struct result r;
-    if (!only || !strcmp(only, "corio")) {
-        r = run_corio("corio", 4096);
-        report(&r, base.iops);
-    }
-    if (!only || !strcmp(only, "corio-batch")) {
-        r = run_corio("corio-batch", 0);
-        report(&r, base.iops);
-    }
-    if (!only || !strcmp(only, "queue")) {
-        r = run_queue();
-        report(&r, base.iops);
+    for (int round = 0; round < rounds; round++) {
+        for (const char *p = list; p;) {
+            tasks = atoi(p);
+            p = strchr(p, ',');
+            if (p)
+                p++;
+            if (tasks < 1 || ios < tasks) {
+                fprintf(stderr, "bench_read: need tasks >= 1, ios >= tasks\n");
+                return 2;
+            }
+            if (!only || !strcmp(only, "corio")) {
+                r = run_corio("corio", 4096);
+                report(&r, base.iops);
+            }
+            if (!only || !strcmp(only, "corio-batch")) {
+                r = run_corio("corio-batch", 0);
+                report(&r, base.iops);
+            }
+            if (!only || !strcmp(only, "queue")) {
+                r = run_queue();
+                report(&r, base.iops);
+            }
+        }
     }
     return 0;
 }

@@ -316,6 +316,17 @@ int main(int argc, char **argv)
     struct corio_rt *rt = make_rt(2, 4096);
     struct trip_result rtr, cvr, pr;
     corio_rt_run(rt, trips_root, &rtr);
+    if (!csv) /* what each round trip cost each scheduler (the 100 warm-up trips included) */
+        for (unsigned i = 0; i < 2; i++) {
+            struct corio_rt_stats rs;
+            struct corio_stats ss;
+            corio_rt_stats(rt, i, &rs, &ss);
+            double k = 1.0 / (double)(trips + 100);
+            printf("roundtrip: scheduler %u per trip: %.2f phases, %.2f kernel submits, "
+                   "%.2f messages in, %.2f ring wake-ups and %.2f waker wake-ups sent\n",
+                   i, ss.phases * k, ss.submits * k, rs.messages * k, rs.wakes_ring * k,
+                   rs.wakes_waker * k);
+        }
     condvar(&cvr);
     corio_rt_run(rt, pipelined_root, &pr);
     corio_rt_free(rt);

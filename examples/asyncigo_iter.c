@@ -82,17 +82,10 @@ static void main_task(struct corio_task *t, void *arg)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    struct corio_sched *s;
-    int err = corio_sched_new(&s, NULL);
-    if (err < 0) {
-        fprintf(stderr, "corio_sched_new: %s\n", afs_strerror(err));
-        return 1;
-    }
     int rc = 0;
-    err = corio_sched_run(s, main_task, &rc);
-    corio_sched_free(s);
+    int err = corio_run(main_task, &rc);
     if (err < 0) {
-        fprintf(stderr, "corio_sched_run: %s\n", afs_strerror(err));
+        fprintf(stderr, "corio_run: %s\n", afs_strerror(err));
         return 1;
     }
     return rc;

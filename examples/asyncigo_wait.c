@@ -51,13 +51,8 @@ static void main_task(struct corio_task *t, void *arg)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    struct corio_sched *s;
-    int err = corio_sched_new(&s, NULL);
-    if (err < 0) {
-        fprintf(stderr, "corio_sched_new: %s\n", afs_strerror(err));
-        return 1;
-    }
-    err = corio_sched_run(s, main_task, NULL);
-    corio_sched_free(s);
+    int err = corio_run(main_task, NULL);
+    if (err < 0)
+        fprintf(stderr, "corio_run: %s\n", afs_strerror(err));
     return err < 0;
 }

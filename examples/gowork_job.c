@@ -139,13 +139,8 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct conn c = {.path = argc > 1 ? argv[1] : "gowork_job.conn"};
-    struct corio_sched *s;
-    int err = corio_sched_new(&s, NULL);
-    if (err < 0) {
-        fprintf(stderr, "corio_sched_new: %s\n", afs_strerror(err));
-        return 1;
-    }
-    err = corio_sched_run(s, main_task, &c);
-    corio_sched_free(s);
+    int err = corio_run(main_task, &c);
+    if (err < 0)
+        fprintf(stderr, "corio_run: %s\n", afs_strerror(err));
     return err < 0;
 }

@@ -62,6 +62,12 @@ AFS_API void corio_sched_free(struct corio_sched *s);
  * unwinding), never a hang. Not reentrant: call it from outside any task. */
 AFS_API int  corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg);
 
+/* A program's main in one call: creates a scheduler with the default configuration on the
+ * calling thread, runs fn(root, arg) with corio_sched_run(), and frees the scheduler. Returns
+ * corio_sched_run()'s result, or corio_sched_new()'s error (nothing ran then). Call it from
+ * outside any task. */
+AFS_API int  corio_run(corio_fn *fn, void *arg);
+
 struct corio_stats {
     uint64_t phases;   /* CPU/I-O phase cycles */
     uint64_t submits;  /* kernel submissions made by the I/O phases */

@@ -8,10 +8,13 @@
 # fails, when it ran no test, or when a test skipped for a reason tests/helpers/skips.allow does
 # not list; a program whose tests all skipped (suite.sh's exit 77) fails too. A backend that
 # cannot be created fails its tests (tests/common.h). The last lines say how many tests each
-# program really ran.
+# program really ran. afcp for Windows (tools/afcp/win_*.c) is built too, and its tests
+# (tests/windows/test_afcp_win.c, which runs afcp.exe on trees) run once per backend in
+# WIN_AFCP_BACKENDS.
 WIN_BUILD    ?= build-windows
 WIN_BACKENDS ?= iocp threads sync auto
 WIN_CORIO_BACKENDS ?= iocp threads sync
+WIN_AFCP_BACKENDS ?= auto threads
 WIN_TIMEOUT  ?= 1200
 
 .PHONY: test-windows build-windows
@@ -22,7 +25,7 @@ build-windows:
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DASYNCFS_WERROR=$(WERROR) -DASYNCFS_TOOLS=OFF \
 	  -DASYNCFS_TESTS=ON >/dev/null
 	@cmake --build $(WIN_BUILD) -j $(JOBS) --target asyncfs_shared asyncfs_static contract_win \
-	  corio_sched_win
+	  corio_sched_win afcp afcp_win
 
 test-windows: build-windows
 	@set -u; \
@@ -47,6 +50,13 @@ test-windows: build-windows
 	    if [ "$$rc" -eq 77 ]; then echo "$${p}_win.exe ($$b) ran no test"; fi; \
 	    if [ "$$rc" -ne 0 ]; then fail=$$((fail + 1)); fi; \
 	  done; \
+	done; \
+	for b in $(WIN_AFCP_BACKENDS); do \
+	  echo "== afcp_win.exe (afcp.exe on trees), backend $$b, under wine"; \
+	  if [ "$$b" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$b; fi; \
+	  "$$@" AFS_SUITE_SUMMARY="$$summary" tests/helpers/suite.sh "afcp_win.exe ($$b)" \
+	    timeout $(WIN_TIMEOUT) "$$wine" "$(WIN_BUILD)/afcp_win.exe"; \
+	  if [ "$$?" -ne 0 ]; then fail=$$((fail + 1)); fi; \
 	done; \
 	"$$wineserver" -k >/dev/null 2>&1 || true; \
 	echo "== tests each program really ran:"; cat "$$summary"; \

@@ -139,7 +139,7 @@ int afs_close(struct afs_file *f)
      * while in some file systems, and every other task would wait for it. */
     int err = close_batched(ctx, (int)(intptr_t)f->fd);
     if (err == -ENOTSUP)
-        err = afs__sys_close(f->fd);
+        err = f->sock ? afs__sys_sock_close(f->fd) : afs__sys_close(f->fd);
     if (ctx->crash) {
         afs__crash_detach(f);
         if (afs__crash_gate(ctx) < 0)

@@ -400,8 +400,10 @@ void afs__ready_free(struct afs_ctx *ctx);
 #define AFS__WOKE_SOCK  2
 int  afs__ctx_block(struct afs_ctx *ctx, int64_t timeout_ns);
 
-/* The socket system calls (src/unix/sock.c; -ENOTSUP on Windows for now). */
+/* The socket system calls (src/unix/sock.c, src/windows/sock.c). */
 bool    afs__sys_sock_supported(void);
+/* Closes a socket of the library (close(); Windows: closesocket). 0 or -errno. */
+int     afs__sys_sock_close(afs__fd_t fd);
 /* A new socket (or pair), close-on-exec, non-blocking when `nonblock`, no SIGPIPE. */
 int     afs__sys_socket(int domain, int type, int protocol, bool nonblock, int *fd);
 int     afs__sys_socketpair(int domain, int type, int protocol, bool nonblock, int fds[2]);

@@ -197,11 +197,20 @@ int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kern
 #ifdef _WIN32
 /* src/windows/error.c: the one translation of Windows error codes into -errno values. */
 int afs__win_errno(DWORD err);
+/* The same for an NTSTATUS from ntdll (the metadata ops of src/windows/sys.c): a few statuses
+ * whose Windows error would lose the POSIX meaning, then afs__win_errno(). */
+int afs__nt_errno(LONG status);
 /* Makes afs__waker_signal() also post a wake packet to this completion port (NULL: stop);
  * the iocp backend attaches its port so that one GetQueuedCompletionStatusEx waits for both
  * I/O and wakes. The port is kept in w->wfd. */
 void afs__waker_set_port(afs__waker *w, HANDLE port);
 #define AFS__WAKE_KEY ((ULONG_PTR)0x77616b65u) /* the completion key of wake packets */
+/* src/windows/sock.c: the completion packets of socket ops carry AFS__SOCK_KEY. The iocp
+ * backend hands those it dequeues to afs__win_sock_packet() (owner thread), and gives socket
+ * ops its port (afs__iocp_port: NULL for a context of another backend). */
+#define AFS__SOCK_KEY ((ULONG_PTR)0x736f636bu)
+void   afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e);
+HANDLE afs__iocp_port(struct afs_ctx *ctx);
 #endif
 
 #endif

@@ -142,14 +142,14 @@ static int sock_file(struct afs_ctx *ctx, int fd, struct afs_file **out)
 {
     struct afs_file *f = afs__sys.calloc(1, sizeof *f);
     if (!f) {
-        afs__sys_close_fd(fd);
+        afs__sys_sock_close((afs__fd_t)(intptr_t)fd);
         return -ENOMEM;
     }
     f->fd = (afs__fd_t)(intptr_t)fd;
     struct afs__fd_info info = {.seq = true, .sock = true, .made = true, .size = -1};
     int err = afs__file_attach(ctx, f, AFS_RDWR, AFS_MODE_SYNC, &info);
     if (err < 0) {
-        afs__sys_close_fd(fd);
+        afs__sys_sock_close((afs__fd_t)(intptr_t)fd);
         free(f);
         return err;
     }
@@ -186,7 +186,7 @@ int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
     if (err < 0)
         return err;
     if ((err = sock_file(ctx, fds[0], &out[0])) < 0) {
-        afs__sys_close_fd(fds[1]);
+        afs__sys_sock_close((afs__fd_t)(intptr_t)fds[1]);
         return err;
     }
     if ((err = sock_file(ctx, fds[1], &out[1])) < 0) {

@@ -286,8 +286,10 @@ struct corio_sched {
     struct afs_list      remote_roots; /* tasks started here for other schedulers */
     struct corio_rt_stats rts;   /* written by its own thread */
     _Alignas(64) atomic_size_t load;   /* live tasks + queued spawns, read by others */
-    atomic_bool          spinning;     /* polling its inbox before it blocks: no wake needed */
-    unsigned             spin_misses, spin_skip; /* corio__rt_spin's back-off */
+    atomic_bool          awake;        /* in its loop and not about to sleep: it looks at its
+                                          inbox before it does, so a post needs no wake-up */
+    /* corio__rt_spin's back-off: [0] idle, [1] while ends of remote children are due */
+    unsigned             spin_misses[2], spin_skip[2];
 };
 
 /* The runtime (rt.c), as the scheduler sees it. */

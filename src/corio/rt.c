@@ -468,13 +468,15 @@ bool corio__rt_spin(struct corio_sched *s)
         return false;
     /* Polls that find nothing cost CPU for nothing (and, on a machine with more runnable
      * threads than CPUs, delay the very thread that would answer): after each miss in a row
-     * the next idle waits skip the poll, 1, 3, 7 ... 63 of them. */
-    if (s->spin_skip) {
-        s->spin_skip--;
+     * the next idle waits skip the poll, 1, 3, 7 ... 63 of them. A scheduler whose tasks
+     * wait for children on other schedulers expects their ends: it keeps a back-off of its
+     * own for those waits, so misses while it had nothing to expect do not stop it. */
+    unsigned k = s->links > 0;
+    if (s->spin_skip[k]) {
+        s->spin_skip[k]--;
         return false;
     }
     struct corio__inbox *in = &s->inbox;
-    atomic_store_explicit(&s->spinning, true, memory_order_seq_cst);
     int64_t until = corio_now() + SPIN_NS;
     bool got = false;
     for (unsigned i = 1;; i++) {
@@ -486,16 +488,12 @@ bool corio__rt_spin(struct corio_sched *s)
             break;
         afs__cpu_relax();
     }
-    /* A poster that saw `spinning` sent no wake-up: look once more after clearing it (both
-     * sides sequentially consistent, as in corio__inbox_post). */
-    atomic_store_explicit(&s->spinning, false, memory_order_seq_cst);
-    got = got || atomic_load_explicit(&in->has, memory_order_seq_cst);
     if (got) {
-        s->spin_misses = 0;
+        s->spin_misses[k] = 0;
     } else {
-        if (s->spin_misses < 6)
-            s->spin_misses++;
-        s->spin_skip = (1u << s->spin_misses) - 1;
+        if (s->spin_misses[k] < 6)
+            s->spin_misses[k]++;
+        s->spin_skip[k] = (1u << s->spin_misses[k]) - 1;
     }
     return got;
 }
@@ -526,7 +524,6 @@ static int make_sched(struct corio_rt *rt, unsigned i, struct corio_sched **out)
     s->rt = rt;
     s->index = i;
     atomic_init(&s->load, 0);
-    atomic_init(&s->spinning, false);
     *out = s;
     return 0;
 }

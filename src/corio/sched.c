@@ -389,6 +389,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
     struct afs_waiter *prev_waiter = afs_waiter_set(&s->waiter);
     struct afs_stats before, after;
     int rc = 0;
+    /* Awake: it looks at its inbox before it sleeps, so a post needs no wake-up. */
+    atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
 
     for (;;) {
         /* CPU phase: every ready task, until it suspends. Wake-ups made meanwhile are
@@ -432,18 +434,25 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             }
             came = corio__rt_spin(s);
         }
-        /* The wait above may have consumed the wake-up of a message still in the inbox, or
+        /* About to sleep: from here on posters wake it (corio__inbox_post). Whatever came
+         * before they saw that is looked at now (both sides sequentially consistent); the
+         * wait above may also have consumed the wake-up of a message still in the inbox, or
          * of the runtime's stop: a blocking wait now would sleep on it. */
-        if (!came && timeout != 0 &&
-            (corio__inbox_pending(&s->inbox) ||
-             (!root && s->live == 0 && corio__rt_stopping(s))))
-            timeout = 0;
+        bool sleeps = !came && timeout != 0;
+        if (sleeps) {
+            atomic_store_explicit(&s->awake, false, memory_order_seq_cst);
+            if (atomic_load_explicit(&s->inbox.has, memory_order_seq_cst) ||
+                (!root && s->live == 0 && corio__rt_stopping(s)))
+                timeout = 0;
+        }
         /* Only yields to go on with and nothing in the context: no need to ask the kernel
          * (unless wake-ups for other schedulers wait in the ring). */
         if (!came && (!busy || afs__ctx_pending(s->ctx) || s->wakes_staged)) {
             s->wakes_staged = false;
             afs_ctx_stats(s->ctx, &before);
             int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
+            if (sleeps)
+                atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
             afs_ctx_stats(s->ctx, &after);
             s->stats.submits += after.kernel_submits - before.kernel_submits;
             if (n < 0 && n != -EINTR && n != -EAGAIN) {
@@ -460,6 +469,7 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
         while ((t = corio__waitq_pop(&s->yielded)))
             corio__ready(t, 0);
     }
+    atomic_store_explicit(&s->awake, false, memory_order_seq_cst);
     /* Wake-ups staged by the last phase go out now. */
     if (s->wakes_staged) {
         s->wakes_staged = false;

@@ -48,6 +48,7 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
     }
     afs__mutex_init(&s->inbox.mu);
     atomic_init(&s->inbox.has, false);
+    atomic_init(&s->awake, false);
     corio__waiter_init(s);
     *out = s;
     return 0;
@@ -78,6 +79,17 @@ void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out)
     AFS_CHECK(s != NULL && out != NULL, "NULL argument");
     *out = s->stats;
     out->stacks = s->stacks.n_mapped;
+}
+
+int corio_run(corio_fn *fn, void *arg)
+{
+    struct corio_sched *s;
+    int err = corio_sched_new(&s, NULL);
+    if (err < 0)
+        return err;
+    err = corio_sched_run(s, fn, arg);
+    corio_sched_free(s);
+    return err;
 }
 
 struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)

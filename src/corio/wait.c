@@ -105,9 +105,10 @@ void corio__waiter_init(struct corio_sched *s)
 
 /* Wakes s after a post that made its inbox non-empty (a post to a non-empty inbox needs
  * none: s has not drained it yet, and the wake-up that made it non-empty is pending or was
- * followed by a drain; nor does a post to a scheduler polling its inbox: it sees `has` in
- * its poll or in the check after it, see corio__rt_spin). From a running scheduler, the wake-up rides in its own ring's next
- * submission where it can (afs__ctx_wake_from): no system call of its own. */
+ * followed by a drain; nor does a post to a scheduler that is awake: running its phases or
+ * polling its inbox, it looks at `has` before it sleeps, see corio__sched_loop). From a
+ * running scheduler, the wake-up rides in its own ring's next submission where it can
+ * (afs__ctx_wake_from): no system call of its own. */
 static void inbox_wake(struct corio_sched *s)
 {
     struct corio_sched *me = corio__thread_sched();
@@ -131,7 +132,7 @@ void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
     bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
     afs__mutex_unlock(&in->mu);
     /* m may be delivered and gone from here on: only s is touched. */
-    if (!was && !atomic_load_explicit(&s->spinning, memory_order_seq_cst))
+    if (!was && !atomic_load_explicit(&s->awake, memory_order_seq_cst))
         inbox_wake(s);
 }
 
@@ -143,7 +144,7 @@ void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n)
     atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
     bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
     afs__mutex_unlock(&in->mu);
-    if (!was && !atomic_load_explicit(&s->spinning, memory_order_seq_cst))
+    if (!was && !atomic_load_explicit(&s->awake, memory_order_seq_cst))
         inbox_wake(s);
 }
 

@@ -348,15 +348,10 @@ int afs__ctx_block(struct afs_ctx *ctx, int64_t timeout_ns)
     return collect(ctx, timeout_ns);
 }
 
-void afs__ready_reap(struct afs_ctx *ctx)
+/* Runs the parked ops of the sockets in r->ev, and forgets them. */
+static void serve_collected(struct afs_ctx *ctx)
 {
     struct afs__ready *r = ctx->ready;
-    if (!r->collected && r->parked) {
-        int woke = collect(ctx, 0);
-        /* The waker's signal belongs to the backend's wait: the engine only saw it. An
-         * eventfd's count or a pipe's bytes stay until that wait drains them. */
-        (void)woke;
-    }
     for (int i = 0; i < r->nev; i++) {
         struct ev e = r->ev[i];
         if (!e.f)
@@ -367,5 +362,23 @@ void afs__ready_reap(struct afs_ctx *ctx)
             serve(ctx, e.f, 1);
     }
     r->nev = 0;
+}
+
+void afs__ready_reap(struct afs_ctx *ctx)
+{
+    struct afs__ready *r = ctx->ready;
+    /* What the wait found is served before the kernel is asked for more: with epoll an
+     * edge-triggered event is handed out once, and one dropped here never comes back. */
+    bool more = !r->collected;
+    serve_collected(ctx);
+    if (more && r->parked) {
+        int woke = collect(ctx, 0);
+        /* The waker's signal belongs to the backend's wait: the engine only saw it. An
+         * eventfd's count or a pipe's bytes stay until that wait drains them. */
+        (void)woke;
+        serve_collected(ctx);
+        /* Still a full array: the rest stays in the kernel's ready list, and the next wait
+         * returns at once with it. */
+    }
     r->collected = false;
 }

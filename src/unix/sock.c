@@ -27,6 +27,11 @@ bool afs__sys_sock_supported(void)
     return true;
 }
 
+int afs__sys_sock_close(afs__fd_t fd)
+{
+    return afs__sys_close(fd);
+}
+
 /* What a socket of the library needs beyond its creation flags. */
 static int sock_setup(int fd, bool nonblock, bool flags_done)
 {

@@ -1,6 +1,8 @@
 /* The one place where Windows error codes become the library's negative errno values
- * (libuv's uv_translate_sys_error, narrowed to what file I/O meets). Every other file in
- * src/windows/ calls afs__win_errno(GetLastError()) and nothing else. */
+ * (libuv's uv_translate_sys_error, narrowed to what file and socket I/O meet). Every other
+ * file in src/windows/ calls afs__win_errno(GetLastError()), afs__nt_errno(status) for an
+ * NTSTATUS, or, for Winsock calls, afs__win_errno(WSAGetLastError()) (WSAE* codes are Windows
+ * error codes too), and nothing else. */
 #include "internal.h"
 
 /* Newer than some SDKs (MinGW-w64's headers among them). */
@@ -65,6 +67,9 @@ int afs__win_errno(DWORD err)
 
     case ERROR_TOO_MANY_OPEN_FILES: return -EMFILE;
 
+    case ERROR_DIR_NOT_EMPTY: return -ENOTEMPTY;
+    case ERROR_NOT_SAME_DEVICE: return -EXDEV;
+
     case ERROR_DIRECTORY:         /* a directory name was expected */
         return -ENOTDIR;
     case ERROR_DIRECTORY_NOT_SUPPORTED: return -EISDIR;
@@ -94,6 +99,50 @@ int afs__win_errno(DWORD err)
     case ERROR_SEM_TIMEOUT:
     case WAIT_TIMEOUT: return -ETIMEDOUT;
 
+    /* Sockets: Winsock's own codes, and what GetOverlappedResult says for the same
+     * conditions (the NTSTATUS of a socket op as a Windows error). */
+    case WSAECONNREFUSED:
+    case ERROR_CONNECTION_REFUSED: return -ECONNREFUSED;
+    case WSAECONNRESET:
+    case ERROR_NETNAME_DELETED: return -ECONNRESET;
+    case WSAECONNABORTED:
+    case ERROR_CONNECTION_ABORTED:
+    case ERROR_REQUEST_ABORTED: return -ECONNABORTED;
+    case WSAENETUNREACH:
+    case ERROR_NETWORK_UNREACHABLE: return -ENETUNREACH;
+    case WSAEHOSTUNREACH:
+    case WSAEHOSTDOWN:
+    case ERROR_HOST_UNREACHABLE: return -EHOSTUNREACH;
+    case WSAETIMEDOUT: return -ETIMEDOUT;
+    case WSAENOTCONN: return -ENOTCONN;
+    case WSAEISCONN: return -EISCONN;
+    case WSAESHUTDOWN:
+    case WSAEDISCON: return -EPIPE; /* a send after SHUT_WR, as on POSIX */
+    case WSAEAFNOSUPPORT:
+    case WSAEPFNOSUPPORT: return -EAFNOSUPPORT;
+    case WSAEPROTONOSUPPORT:
+    case WSAESOCKTNOSUPPORT: return -EPROTONOSUPPORT;
+    case WSAEPROTOTYPE: return -EPROTOTYPE;
+    case WSAEOPNOTSUPP: return -EOPNOTSUPP;
+    case WSAENOTSOCK: return -ENOTSOCK;
+    case WSAEADDRINUSE: return -EADDRINUSE;
+    case WSAEADDRNOTAVAIL: return -EADDRNOTAVAIL;
+    case WSAEMFILE: return -EMFILE;
+    case WSAENOBUFS: return -ENOBUFS;
+    case WSAEMSGSIZE: return -EMSGSIZE;
+    case WSAEINVAL: return -EINVAL;
+    case WSAEFAULT: return -EFAULT;
+    case WSAEALREADY: return -EALREADY;
+    case WSAEINPROGRESS: return -EINPROGRESS;
+    case WSAEWOULDBLOCK: return -EAGAIN;
+    case WSAEINTR: return -EINTR;
+    case WSAENETDOWN: return -ENETDOWN;
+    case WSAENETRESET: return -ENETRESET;
+    case WSAEACCES: return -EACCES;
+    case WSAEDESTADDRREQ: return -EDESTADDRREQ;
+    case WSAENOPROTOOPT: return -ENOPROTOOPT;
+    case WSAEBADF: return -EBADF;
+
     case ERROR_CRC:
     case ERROR_SECTOR_NOT_FOUND:
     case ERROR_READ_FAULT:
@@ -104,4 +153,42 @@ int afs__win_errno(DWORD err)
     case ERROR_NOT_READY:
     default: return -EIO;
     }
+}
+
+/* NTSTATUS values (ntstatus.h clashes with winnt.h in some SDKs). */
+#define NT_FILE_IS_A_DIRECTORY ((LONG)0xC00000BAL)
+#define NT_DELETE_PENDING      ((LONG)0xC0000056L)
+#define NT_CANNOT_DELETE       ((LONG)0xC0000121L)
+#define NT_OBJECT_NAME_INVALID ((LONG)0xC0000033L)
+#define NT_NAME_TOO_LONG       ((LONG)0xC0000106L)
+#define NT_OBJECT_TYPE_MISMATCH ((LONG)0xC0000024L)
+
+typedef ULONG(NTAPI *status_to_dos_fn)(LONG status);
+static status_to_dos_fn status_to_dos;
+static INIT_ONCE        status_once = INIT_ONCE_STATIC_INIT;
+
+static BOOL CALLBACK status_init(INIT_ONCE *once, void *param, void **ctx)
+{
+    (void)once, (void)param, (void)ctx;
+    HMODULE nt = GetModuleHandleW(L"ntdll.dll");
+    if (nt)
+        status_to_dos = (status_to_dos_fn)(void (*)(void))GetProcAddress(nt, "RtlNtStatusToDosError");
+    return TRUE;
+}
+
+int afs__nt_errno(LONG status)
+{
+    switch (status) {
+    case 0: return 0;
+    /* Windows says "access denied" for these; POSIX has its own words. */
+    case NT_FILE_IS_A_DIRECTORY: return -EISDIR;
+    case NT_DELETE_PENDING: return -ENOENT;  /* removed, waiting for its last handle */
+    case NT_CANNOT_DELETE: return -EACCES;   /* read-only, or mapped */
+    case NT_OBJECT_NAME_INVALID: return -EINVAL;
+    case NT_NAME_TOO_LONG: return -ENAMETOOLONG;
+    case NT_OBJECT_TYPE_MISMATCH: return -EBADF; /* a handle that is not a file's */
+    default: break;
+    }
+    InitOnceExecuteOnce(&status_once, status_init, NULL, NULL);
+    return status_to_dos ? afs__win_errno(status_to_dos(status)) : -EIO;
 }

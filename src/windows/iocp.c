@@ -8,6 +8,9 @@
  * wait also ends for the thread pool and afs_ctx_wake(). The OVERLAPPED lives in the op's
  * backend words: nothing is allocated per op.
  *
+ * Sockets are src/windows/sock.c's: their ops' packets come to the same port with
+ * AFS__SOCK_KEY and are handed over from here.
+ *
  * fsync (FlushFileBuffers has no overlapped form) and readv/writev (ReadFileScatter wants
  * page-sized unbuffered segments) go to the core's thread pool. */
 #include "internal.h"
@@ -77,8 +80,15 @@ static void iocp_fini(struct afs_ctx *ctx)
     ctx->be_state = NULL;
 }
 
+HANDLE afs__iocp_port(struct afs_ctx *ctx)
+{
+    return ctx->be == &afs__backend_iocp ? I(ctx)->port : NULL;
+}
+
 static int iocp_open(struct afs_ctx *ctx, struct afs_file *f)
 {
+    if (f->sock)
+        return 0; /* src/windows/sock.c associates it, with its own key, at its first op */
     if (!CreateIoCompletionPort(f->fd, I(ctx)->port, KEY_FILE, 0))
         return afs__win_errno(GetLastError());
     /* Without skip-on-success an op finished inside ReadFile would be reported twice (the
@@ -162,6 +172,10 @@ static int iocp_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
         for (ULONG i = 0; i < n; i++) {
             if (e[i].lpCompletionKey == AFS__WAKE_KEY) {
                 afs__waker_drain(&ctx->waker);
+                continue;
+            }
+            if (e[i].lpCompletionKey == AFS__SOCK_KEY) {
+                afs__win_sock_packet(ctx, &e[i]);
                 continue;
             }
             op = op_of(e[i].lpOverlapped);

@@ -5,8 +5,10 @@
  * GetQueuedCompletionStatus). Each call returns >= 0 or -errno (error.c translates). */
 #include "internal.h"
 
+#include <limits.h>
 #include <malloc.h>
 #include <winioctl.h>
+#include <winternl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,13 +116,18 @@ static ssize_t sys_pwritev(HANDLE h, const struct iovec *iov, int iovcnt, uint64
     return rwv(h, true, iov, iovcnt, off);
 }
 
+static int flush_dir(HANDLE h);
+
 static int sys_fsync(HANDLE h, bool datasync)
 {
     /* FlushFileBuffers writes data and metadata; Windows has no cheaper data-only flush
      * through the Win32 API (NtFlushBuffersFileEx FLUSH_FLAGS_FILE_DATA_SYNC_ONLY needs
      * Windows 10 1709), so AFS_FSYNC_DATA gets the full flush. */
     (void)datasync;
-    return FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
+    if (FlushFileBuffers(h))
+        return 0;
+    DWORD e = GetLastError();
+    return e == ERROR_ACCESS_DENIED ? flush_dir(h) : afs__win_errno(e);
 }
 
 static int set_eof(HANDLE h, uint64_t size)
@@ -343,10 +350,12 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     info->sock = false; /* no sockets on Windows yet (src/windows/sock.c) */
     info->made = false;
     info->size = -1;
-    info->dir = false; /* CreateFileW refuses a directory without FILE_FLAG_BACKUP_SEMANTICS */
-    LARGE_INTEGER sz;
-    if (type == FILE_TYPE_DISK && GetFileSizeEx(fd, &sz))
-        info->size = (int64_t)sz.QuadPart;
+    info->dir = false; /* a directory from afs_openat() */
+    FILE_STANDARD_INFO si;
+    if (type == FILE_TYPE_DISK && GetFileInformationByHandleEx(fd, FileStandardInfo, &si, sizeof si)) {
+        info->size = (int64_t)si.EndOfFile.QuadPart;
+        info->dir = si.Directory;
+    }
     return 0;
 }
 
@@ -466,12 +475,6 @@ void afs__sys_crash_plain(afs__fd_t fd)
     (void)fd; /* a handle's flags are its own: nothing shared to clear */
 }
 
-int afs__sys_crash_link(int dfd, const char *from, const char *to)
-{
-    (void)dfd, (void)from, (void)to;
-    return -ENOTSUP; /* no directory fds: strict mode is refused here */
-}
-
 
 /* ------------------------------------------------------------------------------------------
  * Aligned memory
@@ -499,57 +502,702 @@ void afs__aligned_free(void *p, size_t size)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Metadata ops on Windows: there are no directory fds and no int descriptors to open
- * relative to, so afs_queue_openat() and the rest are refused with -ENOTSUP when queued
- * (afs__sys_meta_supported). These are the platform functions the core links against;
- * none is reached.
+ * Metadata ops. The library's descriptors on Windows are HANDLE values as int: Windows
+ * documents that a kernel handle's significant bits fit 32 bits (64-bit and 32-bit processes
+ * share them), and real handles are positive multiples of 4, so every valid handle is a
+ * non-negative int, AFS_AT_FDCWD (-100) is none of them, and afs_file_fd() of a file made by
+ * afs_file_from_fd(fd) gives back fd. Directory handles serve as dirfd: paths relative to
+ * them open through NtCreateFile with RootDirectory (as openat does, no name is looked up
+ * twice); a path that climbs above its directory ("..") is joined to the directory's final
+ * path instead. Absolute paths and AFS_AT_FDCWD go through GetFullPathNameW to an NT path
+ * ("\??\C:\..."), which has no MAX_PATH limit: long paths need no "\\?\" from the caller.
+ * Handles are opened for overlapped I/O (the iocp backend needs it), shared for read, write
+ * and delete, not inherited.
  * ---------------------------------------------------------------------------------------- */
+
+/* Information classes and flags of NtSetInformationFile (ntifs.h, not in every SDK). */
+#define NT_FILE_RENAME_INFORMATION    10
+#define NT_FILE_LINK_INFORMATION      11
+#define NT_FILE_RENAME_INFORMATION_EX 65
+#define NT_RENAME_REPLACE_IF_EXISTS   0x1
+#define NT_RENAME_POSIX_SEMANTICS     0x2
+#define NT_RENAME_IGNORE_READONLY     0x40
+#define NT_STATUS_INVALID_PARAMETER   ((LONG)0xC000000DL)
+#define NT_STATUS_INVALID_INFO_CLASS  ((LONG)0xC0000003L)
+#define NT_STATUS_NOT_IMPLEMENTED     ((LONG)0xC0000002L)
+#define NT_STATUS_NOT_SUPPORTED       ((LONG)0xC00000BBL)
+#define NT_STATUS_ACCESS_DENIED       ((LONG)0xC0000022L)
+#define NT_STATUS_CANNOT_DELETE       ((LONG)0xC0000121L)
+#define NT_FILE_DISPOSITION_INFORMATION    13
+#define NT_FILE_DISPOSITION_INFORMATION_EX 64
+#define NT_DISPOSITION_DELETE              0x1
+#define NT_DISPOSITION_POSIX_SEMANTICS     0x2
+#define NT_DISPOSITION_IGNORE_READONLY     0x10
+#ifndef IO_REPARSE_TAG_MOUNT_POINT
+#define IO_REPARSE_TAG_MOUNT_POINT 0xA0000003L
+#endif
+#ifndef IO_REPARSE_TAG_SYMLINK
+#define IO_REPARSE_TAG_SYMLINK 0xA000000CL
+#endif
+
+/* The type bits of st_mode, as POSIX numbers them (MinGW's headers lack S_IFLNK). */
+#define MODE_DIR 0040000u
+#define MODE_REG 0100000u
+#define MODE_LNK 0120000u
+
+/* FILE_RENAME_INFORMATION and FILE_LINK_INFORMATION share this layout. */
+struct nt_name_info {
+    union {
+        BOOLEAN replace;
+        ULONG   flags;
+    };
+    HANDLE  root;
+    ULONG   len; /* bytes */
+    wchar_t name[];
+};
+
+typedef NTSTATUS(NTAPI *nt_create_fn)(HANDLE *, ACCESS_MASK, OBJECT_ATTRIBUTES *,
+                                      IO_STATUS_BLOCK *, LARGE_INTEGER *, ULONG, ULONG, ULONG,
+                                      ULONG, void *, ULONG);
+typedef NTSTATUS(NTAPI *nt_set_info_fn)(HANDLE, IO_STATUS_BLOCK *, void *, ULONG, int);
+
+static struct {
+    nt_create_fn   create;
+    nt_set_info_fn set_info;
+} nt;
+static INIT_ONCE nt_once = INIT_ONCE_STATIC_INIT;
+
+static BOOL CALLBACK nt_init(INIT_ONCE *once, void *param, void **ctx)
+{
+    (void)once, (void)param, (void)ctx;
+    HMODULE m = GetModuleHandleW(L"ntdll.dll");
+    if (m) {
+        nt.create = (nt_create_fn)(void (*)(void))GetProcAddress(m, "NtCreateFile");
+        nt.set_info = (nt_set_info_fn)(void (*)(void))GetProcAddress(m, "NtSetInformationFile");
+    }
+    return TRUE;
+}
+
+static bool nt_ready(void)
+{
+    InitOnceExecuteOnce(&nt_once, nt_init, NULL, NULL);
+    return nt.create && nt.set_info;
+}
+
+static HANDLE fd_handle(int fd)
+{
+    return (HANDLE)(intptr_t)fd;
+}
+
+/* An NT name to open: `buf` relative to `root` (a directory handle), or absolute (root NULL). */
+struct nt_name {
+    wchar_t *buf;
+    size_t   len; /* characters */
+    HANDLE   root;
+    bool     slash; /* the path ended in a separator: it must be a directory */
+};
+
+static bool is_sep(wchar_t c)
+{
+    return c == L'\\' || c == L'/';
+}
+
+/* Each component at most 255 UTF-16 units (NTFS, FAT, wine): POSIX says ENAMETOOLONG,
+ * Windows "invalid name". */
+static int check_components(const wchar_t *s, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        run = s[i] == L'\\' ? 0 : run + 1;
+        if (run > 255)
+            return -ENAMETOOLONG;
+    }
+    return n > 32000 ? -ENAMETOOLONG : 0; /* UNICODE_STRING counts bytes in 16 bits */
+}
+
+/* A DOS path (absolute, or relative to the current directory) as an NT path. */
+static int nt_full(const wchar_t *w, struct nt_name *out)
+{
+    const wchar_t *pre = L"\\??\\";
+    const wchar_t *rest = w;
+    wchar_t *full = NULL;
+    if (is_sep(w[0]) && is_sep(w[1]) && (w[2] == L'?' || w[2] == L'.') && is_sep(w[3])) {
+        rest = w + 4; /* \\?\ and \\.\ : taken as they are */
+    } else {
+        DWORD n = GetFullPathNameW(w, 0, NULL, NULL);
+        if (n == 0)
+            return afs__win_errno(GetLastError());
+        if (!(full = malloc((size_t)n * sizeof *full)))
+            return -ENOMEM;
+        DWORD m = GetFullPathNameW(w, n, full, NULL);
+        if (m == 0 || m >= n) {
+            free(full);
+            return m == 0 ? afs__win_errno(GetLastError()) : -ENAMETOOLONG;
+        }
+        rest = full;
+        if (is_sep(full[0]) && is_sep(full[1])) {
+            pre = L"\\??\\UNC\\"; /* \\server\share\... */
+            rest = full + 2;
+        }
+    }
+    size_t pl = wcslen(pre), rl = wcslen(rest);
+    wchar_t *buf = malloc((pl + rl + 1) * sizeof *buf);
+    if (!buf) {
+        free(full);
+        return -ENOMEM;
+    }
+    memcpy(buf, pre, pl * sizeof *buf);
+    memcpy(buf + pl, rest, (rl + 1) * sizeof *buf);
+    free(full);
+    size_t n = pl + rl;
+    for (size_t i = pl; i < n; i++)
+        if (buf[i] == L'/')
+            buf[i] = L'\\';
+    /* A trailing separator goes, but for a volume's root ("\??\C:\" is the root directory,
+     * "\??\C:" the volume device). */
+    while (n > pl + 1 && buf[n - 1] == L'\\' && buf[n - 2] != L':' && buf[n - 2] != L'\\')
+        buf[--n] = 0;
+    out->buf = buf;
+    out->len = n;
+    out->root = NULL;
+    return check_components(buf + pl, n - pl);
+}
+
+/* The final path of a directory handle joined with a relative path, as a DOS path. */
+static int join_final(HANDLE dir, const wchar_t *rel, wchar_t **out)
+{
+    DWORD n = GetFinalPathNameByHandleW(dir, NULL, 0, VOLUME_NAME_DOS);
+    if (n == 0)
+        return afs__win_errno(GetLastError());
+    size_t rl = wcslen(rel);
+    wchar_t *buf = malloc(((size_t)n + rl + 2) * sizeof *buf);
+    if (!buf)
+        return -ENOMEM;
+    DWORD m = GetFinalPathNameByHandleW(dir, buf, n, VOLUME_NAME_DOS);
+    if (m == 0 || m >= n) {
+        free(buf);
+        return m == 0 ? afs__win_errno(GetLastError()) : -EAGAIN; /* renamed meanwhile */
+    }
+    buf[m] = L'\\';
+    memcpy(buf + m + 1, rel, (rl + 1) * sizeof *buf);
+    *out = buf;
+    return 0;
+}
+
+/* path (UTF-8) relative to dirfd as an NT name. Relative names are cleaned up ("." and empty
+ * components go, ".." takes the one before it) since the system resolves neither relative to
+ * a handle; one that climbs above dirfd is joined to dirfd's final path instead. */
+static int nt_name(int dirfd, const char *path, struct nt_name *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!nt_ready())
+        return -ENOTSUP;
+    if (!path[0])
+        return -ENOENT;
+    int err = 0;
+    wchar_t *w = widen(path, &err);
+    if (!w)
+        return err;
+    size_t n = wcslen(w);
+    out->slash = is_sep(w[n - 1]);
+    bool absolute = is_sep(w[0]) || (w[0] && w[1] == L':');
+    if (dirfd == AFS_AT_FDCWD || absolute) {
+        err = nt_full(w, out);
+        free(w);
+        return err;
+    }
+    /* Components of w, in place: o is where the cleaned-up name ends. */
+    size_t o = 0, i = 0;
+    bool above = false;
+    while (i < n && !above) {
+        while (i < n && is_sep(w[i]))
+            i++;
+        size_t s = i;
+        while (i < n && !is_sep(w[i]))
+            i++;
+        size_t len = i - s;
+        if (len == 0 || (len == 1 && w[s] == L'.'))
+            continue;
+        if (len == 2 && w[s] == L'.' && w[s + 1] == L'.') {
+            if (o == 0) {
+                above = true;
+                break;
+            }
+            while (o > 0 && w[o - 1] != L'\\')
+                o--;
+            if (o > 0)
+                o--; /* the separator before it */
+            continue;
+        }
+        if (o > 0)
+            w[o++] = L'\\';
+        memmove(w + o, w + s, len * sizeof *w);
+        o += len;
+    }
+    if (above) {
+        /* Restore the separators of the original and join. */
+        wchar_t *orig = widen(path, &err), *joined = NULL;
+        free(w);
+        if (!orig)
+            return err;
+        err = join_final(fd_handle(dirfd), orig, &joined);
+        free(orig);
+        if (err < 0)
+            return err;
+        /* \\?\C:\dir\..\x is not cleaned up by GetFullPathNameW: drop the prefix first. */
+        wchar_t *dos = joined;
+        if (!wcsncmp(joined, L"\\\\?\\UNC\\", 8)) {
+            dos = joined + 6;
+            dos[0] = L'\\';
+        } else if (!wcsncmp(joined, L"\\\\?\\", 4)) {
+            dos = joined + 4;
+        }
+        bool slash = out->slash;
+        err = nt_full(dos, out);
+        out->slash = slash;
+        free(joined);
+        return err;
+    }
+    w[o] = 0;
+    out->buf = w;
+    out->len = o;
+    out->root = fd_handle(dirfd);
+    return check_components(w, o);
+}
+
+/* Opens name (see nt_name) with NtCreateFile. An error on a name relative to a handle that
+ * is not an open directory says so (-EBADF, -ENOTDIR), as openat does. */
+static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, ULONG disp,
+                   ULONG options, HANDLE *out)
+{
+    UNICODE_STRING us;
+    us.Buffer = nm->buf;
+    us.Length = us.MaximumLength = (USHORT)(nm->len * sizeof(wchar_t));
+    OBJECT_ATTRIBUTES oa;
+    InitializeObjectAttributes(&oa, &us, OBJ_CASE_INSENSITIVE, nm->root, NULL);
+    IO_STATUS_BLOCK iosb;
+    if (nm->slash)
+        options |= FILE_DIRECTORY_FILE;
+    NTSTATUS s = nt.create(out, access | SYNCHRONIZE | FILE_READ_ATTRIBUTES, &oa, &iosb, NULL,
+                           attrs, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, disp,
+                           options, NULL, 0);
+    if (s >= 0)
+        return 0;
+    if (nm->root) {
+        FILE_BASIC_INFO bi;
+        if (!GetFileInformationByHandleEx(nm->root, FileBasicInfo, &bi, sizeof bi))
+            return -EBADF;
+        if (!(bi.FileAttributes & FILE_ATTRIBUTE_DIRECTORY))
+            return -ENOTDIR;
+    }
+    return afs__nt_errno(s);
+}
+
+static void nt_name_free(struct nt_name *nm)
+{
+    free(nm->buf);
+    nm->buf = NULL;
+}
+
+/* Whether h is a symbolic link or a junction (opened as itself). */
+static bool is_link(HANDLE h, DWORD *attrs)
+{
+    FILE_ATTRIBUTE_TAG_INFO ti;
+    if (!GetFileInformationByHandleEx(h, FileAttributeTagInfo, &ti, sizeof ti))
+        return false;
+    if (attrs)
+        *attrs = ti.FileAttributes;
+    return (ti.FileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) &&
+           (ti.ReparseTag == IO_REPARSE_TAG_SYMLINK || ti.ReparseTag == IO_REPARSE_TAG_MOUNT_POINT);
+}
+
+/* A handle as the library's int descriptor, or -EMFILE where it does not fit (never seen:
+ * Windows promises 32 significant bits). */
+static int handle_fd(HANDLE h)
+{
+    intptr_t v = (intptr_t)h;
+    if (v < 0 || v > INT_MAX) {
+        CloseHandle(h);
+        return -EMFILE;
+    }
+    return (int)v;
+}
 
 bool afs__sys_meta_supported(void)
 {
-    return false;
+    return true;
 }
 
 int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
 {
-    (void)dirfd, (void)path, (void)afs_flags, (void)perm;
-    return -ENOTSUP;
+    struct nt_name nm;
+    int err = nt_name(dirfd, path, &nm);
+    if (err < 0) {
+        nt_name_free(&nm);
+        return err;
+    }
+    int acc = afs_flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    bool creat = afs_flags & AFS_CREAT, trunc = afs_flags & AFS_TRUNC;
+    ACCESS_MASK access = 0;
+    if (acc != AFS_WRONLY)
+        access |= FILE_GENERIC_READ;
+    if (acc != AFS_RDONLY) {
+        access |= FILE_GENERIC_WRITE;
+        if (afs_flags & AFS_APPEND)
+            access &= ~(ACCESS_MASK)FILE_WRITE_DATA; /* every write at the end (O_APPEND) */
+    }
+    ULONG disp;
+    if (creat && (afs_flags & AFS_EXCL))
+        disp = FILE_CREATE;
+    else if (creat && trunc)
+        disp = FILE_OVERWRITE_IF;
+    else if (creat)
+        disp = FILE_OPEN_IF;
+    else if (trunc)
+        disp = FILE_OVERWRITE;
+    else
+        disp = FILE_OPEN;
+    ULONG attrs = creat && !(perm & 0222) ? FILE_ATTRIBUTE_READONLY : FILE_ATTRIBUTE_NORMAL;
+    ULONG options = 0;
+    if (afs_flags & AFS_DIRECTORY)
+        options |= FILE_DIRECTORY_FILE;
+    else if (acc != AFS_RDONLY || creat || trunc)
+        options |= FILE_NON_DIRECTORY_FILE; /* -EISDIR for a directory */
+    if (afs_flags & AFS_DIRECT)
+        options |= FILE_NO_INTERMEDIATE_BUFFERING | FILE_WRITE_THROUGH;
+    if (afs_flags & AFS_DSYNC)
+        options |= FILE_WRITE_THROUGH;
+    bool nofollow = (afs_flags & AFS_NOFOLLOW) || (creat && (afs_flags & AFS_EXCL));
+    if (nofollow)
+        options |= FILE_OPEN_REPARSE_POINT;
+    HANDLE h;
+    if (trunc && (afs_flags & AFS_APPEND) && acc != AFS_RDONLY) {
+        /* Truncation needs FILE_WRITE_DATA, which append-only access leaves out: truncate
+         * through a short-lived handle first, then open for appending. */
+        if ((err = nt_open(&nm, FILE_GENERIC_WRITE, attrs, disp, options, &h)) < 0) {
+            nt_name_free(&nm);
+            return err;
+        }
+        CloseHandle(h);
+        disp = FILE_OPEN;
+    }
+    err = nt_open(&nm, access, attrs, disp, options, &h);
+    nt_name_free(&nm);
+    if (err < 0)
+        return err;
+    DWORD a = 0;
+    if ((afs_flags & AFS_NOFOLLOW) && is_link(h, &a))
+        err = -ELOOP; /* a symbolic link or junction, opened as itself */
+    else if ((afs_flags & AFS_DIRECTORY) && acc != AFS_RDONLY)
+        err = -EISDIR;
+    if (err < 0) {
+        CloseHandle(h);
+        return err;
+    }
+    return handle_fd(h);
+}
+
+/* 100 ns intervals since 1601 -> seconds and nanoseconds since 1970. */
+static struct afs_timespec unix_time(LARGE_INTEGER t)
+{
+    int64_t v = t.QuadPart - 116444736000000000LL;
+    int64_t sec = v / 10000000, rem = v % 10000000;
+    if (rem < 0) {
+        rem += 10000000;
+        sec--;
+    }
+    return (struct afs_timespec){sec, rem * 100};
+}
+
+/* st from an open handle: BY_HANDLE_FILE_INFORMATION (volume serial as dev, file index as
+ * ino, links), FILE_BASIC_INFO (the four times), FILE_STANDARD_INFO (allocation). The mode
+ * is what the C runtime's stat() makes of the attributes: rw for everyone, r-x... without
+ * write when read-only; symbolic links and junctions opened as themselves are S_IFLNK. */
+static int fill_stat(HANDLE h, bool link_itself, struct afs_stat *st)
+{
+    BY_HANDLE_FILE_INFORMATION bh;
+    FILE_BASIC_INFO bi;
+    FILE_STANDARD_INFO si;
+    if (!GetFileInformationByHandle(h, &bh) ||
+        !GetFileInformationByHandleEx(h, FileBasicInfo, &bi, sizeof bi))
+        return afs__win_errno(GetLastError());
+    if (!GetFileInformationByHandleEx(h, FileStandardInfo, &si, sizeof si))
+        si.AllocationSize.QuadPart = (((int64_t)bh.nFileSizeHigh << 32 | bh.nFileSizeLow) +
+                                      4095) & ~(int64_t)4095; /* a guess: no such class here */
+    memset(st, 0, sizeof *st);
+    DWORD attrs = bh.dwFileAttributes;
+    bool ro = attrs & FILE_ATTRIBUTE_READONLY;
+    if (link_itself && (attrs & FILE_ATTRIBUTE_REPARSE_POINT) && is_link(h, NULL))
+        st->mode = MODE_LNK | 0777;
+    else if (attrs & FILE_ATTRIBUTE_DIRECTORY)
+        st->mode = MODE_DIR | (ro ? 0555 : 0777);
+    else
+        st->mode = MODE_REG | (ro ? 0444 : 0666);
+    st->dev = bh.dwVolumeSerialNumber;
+    st->ino = (uint64_t)bh.nFileIndexHigh << 32 | bh.nFileIndexLow;
+    st->size = (int64_t)((uint64_t)bh.nFileSizeHigh << 32 | bh.nFileSizeLow);
+    st->blocks = (uint64_t)si.AllocationSize.QuadPart / 512;
+    st->nlink = bh.nNumberOfLinks;
+    st->blksize = 4096;
+    st->atime = unix_time(bi.LastAccessTime);
+    st->mtime = unix_time(bi.LastWriteTime);
+    st->ctime = unix_time(bi.ChangeTime);
+    return 0;
 }
 
 int afs__sys_statx(int dirfd, const char *path, int afs_at_flags, struct afs_stat *st)
 {
-    (void)dirfd, (void)path, (void)afs_at_flags, (void)st;
-    return -ENOTSUP;
+    bool nofollow = afs_at_flags & AFS_AT_SYMLINK_NOFOLLOW;
+    if (!path[0] && (afs_at_flags & AFS_AT_EMPTY_PATH) && dirfd != AFS_AT_FDCWD)
+        return fill_stat(fd_handle(dirfd), false, st); /* fstat of dirfd */
+    struct nt_name nm;
+    int err = nt_name(dirfd, path[0] || !(afs_at_flags & AFS_AT_EMPTY_PATH) ? path : ".", &nm);
+    HANDLE h;
+    if (err == 0)
+        err = nt_open(&nm, 0, 0, FILE_OPEN, nofollow ? FILE_OPEN_REPARSE_POINT : 0, &h);
+    nt_name_free(&nm);
+    if (err < 0)
+        return err;
+    err = fill_stat(h, nofollow, st);
+    CloseHandle(h);
+    return err;
 }
 
+/* perm is not kept: Windows has no permission bits (a read-only directory attribute means
+ * something else to the shell). */
 int afs__sys_mkdirat(int dirfd, const char *path, unsigned perm)
 {
-    (void)dirfd, (void)path, (void)perm;
-    return -ENOTSUP;
+    (void)perm;
+    struct nt_name nm;
+    int err = nt_name(dirfd, path, &nm);
+    HANDLE h;
+    if (err == 0)
+        err = nt_open(&nm, FILE_LIST_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_CREATE,
+                      FILE_DIRECTORY_FILE | FILE_OPEN_REPARSE_POINT, &h);
+    nt_name_free(&nm);
+    if (err < 0)
+        return err;
+    CloseHandle(h);
+    return 0;
 }
 
+/* path2 relative to dirfd2 as FILE_RENAME_INFORMATION/FILE_LINK_INFORMATION (malloc'd). */
+static int name_info(int dirfd2, const char *path2, ULONG flags, struct nt_name_info **out,
+                     ULONG *size)
+{
+    struct nt_name nm;
+    int err = nt_name(dirfd2, path2, &nm);
+    if (err < 0) {
+        nt_name_free(&nm);
+        return err;
+    }
+    size_t bytes = nm.len * sizeof(wchar_t);
+    struct nt_name_info *ni = calloc(1, sizeof *ni + bytes + sizeof(wchar_t));
+    if (!ni) {
+        nt_name_free(&nm);
+        return -ENOMEM;
+    }
+    ni->flags = flags;
+    ni->root = nm.root;
+    ni->len = (ULONG)bytes;
+    memcpy(ni->name, nm.buf, bytes);
+    nt_name_free(&nm);
+    *out = ni;
+    *size = (ULONG)(sizeof *ni + bytes + sizeof(wchar_t));
+    return 0;
+}
+
+/* Opens path relative to dirfd for deletion or renaming, the name itself (a symbolic link is
+ * not followed). */
+static int open_for_delete(int dirfd, const char *path, ACCESS_MASK more, HANDLE *h)
+{
+    struct nt_name nm;
+    int err = nt_name(dirfd, path, &nm);
+    if (err == 0)
+        err = nt_open(&nm, DELETE | more, 0, FILE_OPEN, FILE_OPEN_REPARSE_POINT, h);
+    nt_name_free(&nm);
+    return err;
+}
+
+static bool not_here(NTSTATUS s)
+{
+    return s == NT_STATUS_INVALID_PARAMETER || s == NT_STATUS_INVALID_INFO_CLASS ||
+           s == NT_STATUS_NOT_IMPLEMENTED || s == NT_STATUS_NOT_SUPPORTED;
+}
+
+/* FileRenameInformationEx with POSIX semantics (Windows 10 1709 on NTFS: the name is
+ * replaced even while the old file is open, read-only or not); where the system or the
+ * file system lacks it, FileRenameInformation with ReplaceIfExists, what MoveFileExW with
+ * MOVEFILE_REPLACE_EXISTING does. AFS_RENAME_NOREPLACE is the absence of either flag: the
+ * system checks and renames in one step, -EEXIST. */
 int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
 {
-    (void)dirfd, (void)path, (void)dirfd2, (void)path2, (void)afs_flags;
-    return -ENOTSUP;
+    bool replace = !(afs_flags & AFS_RENAME_NOREPLACE);
+    HANDLE h;
+    int err = open_for_delete(dirfd, path, 0, &h);
+    if (err < 0)
+        return err;
+    struct nt_name_info *ni;
+    ULONG size;
+    if ((err = name_info(dirfd2, path2,
+                         replace ? NT_RENAME_REPLACE_IF_EXISTS | NT_RENAME_POSIX_SEMANTICS |
+                                       NT_RENAME_IGNORE_READONLY
+                                 : 0,
+                         &ni, &size)) < 0) {
+        CloseHandle(h);
+        return err;
+    }
+    IO_STATUS_BLOCK iosb;
+    NTSTATUS s = nt.set_info(h, &iosb, ni, size, NT_FILE_RENAME_INFORMATION_EX);
+    if (not_here(s)) {
+        ni->flags = 0;
+        ni->replace = replace;
+        s = nt.set_info(h, &iosb, ni, size, NT_FILE_RENAME_INFORMATION);
+    }
+    free(ni);
+    CloseHandle(h);
+    return afs__nt_errno(s);
+}
+
+/* A second name in the same directory for the file at dfd/from (a hard link, NTFS). */
+int afs__sys_crash_link(int dfd, const char *from, const char *to)
+{
+    HANDLE h;
+    struct nt_name nm;
+    int err = nt_name(dfd, from, &nm);
+    if (err == 0)
+        err = nt_open(&nm, 0, 0, FILE_OPEN, FILE_OPEN_REPARSE_POINT, &h);
+    nt_name_free(&nm);
+    if (err < 0)
+        return err;
+    struct nt_name_info *ni;
+    ULONG size;
+    if ((err = name_info(dfd, to, 0, &ni, &size)) == 0) {
+        IO_STATUS_BLOCK iosb;
+        err = afs__nt_errno(nt.set_info(h, &iosb, ni, size, NT_FILE_LINK_INFORMATION));
+        free(ni);
+    }
+    CloseHandle(h);
+    return err;
+}
+
+/* Delete-on-close set on an open handle: with POSIX semantics (the name goes at once, even
+ * while others have the file open) and past the read-only attribute where the system has
+ * FileDispositionInfoEx; otherwise the plain disposition, after clearing the read-only
+ * attribute (restored if the delete fails). */
+static int delete_handle(HANDLE h, DWORD attrs)
+{
+    IO_STATUS_BLOCK iosb;
+    ULONG flags = NT_DISPOSITION_DELETE | NT_DISPOSITION_POSIX_SEMANTICS |
+                  NT_DISPOSITION_IGNORE_READONLY;
+    NTSTATUS s = nt.set_info(h, &iosb, &flags, sizeof flags, NT_FILE_DISPOSITION_INFORMATION_EX);
+    if (!not_here(s))
+        return afs__nt_errno(s);
+    BOOLEAN del = TRUE;
+    bool ro = attrs & FILE_ATTRIBUTE_READONLY;
+    FILE_BASIC_INFO bi;
+    if (ro) {
+        memset(&bi, 0, sizeof bi);
+        bi.FileAttributes = attrs & ~(DWORD)FILE_ATTRIBUTE_READONLY;
+        if (!bi.FileAttributes)
+            bi.FileAttributes = FILE_ATTRIBUTE_NORMAL;
+        if (!SetFileInformationByHandle(h, FileBasicInfo, &bi, sizeof bi))
+            return afs__win_errno(GetLastError());
+    }
+    s = nt.set_info(h, &iosb, &del, sizeof del, NT_FILE_DISPOSITION_INFORMATION);
+    if (s < 0 && ro) {
+        bi.FileAttributes = attrs;
+        (void)SetFileInformationByHandle(h, FileBasicInfo, &bi, sizeof bi);
+    }
+    return afs__nt_errno(s);
 }
 
 int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
 {
-    (void)dirfd, (void)path, (void)afs_at_flags;
-    return -ENOTSUP;
+    HANDLE h;
+    int err = open_for_delete(dirfd, path, FILE_WRITE_ATTRIBUTES, &h);
+    if (err == -EACCES)
+        err = open_for_delete(dirfd, path, 0, &h); /* read-only attribute left as it is */
+    if (err < 0)
+        return err;
+    DWORD attrs = 0;
+    bool link = is_link(h, &attrs), dir = (attrs & FILE_ATTRIBUTE_DIRECTORY) && !link;
+    if (afs_at_flags & AFS_AT_REMOVEDIR)
+        err = dir ? 0 : -ENOTDIR;
+    else
+        err = dir ? -EISDIR : 0;
+    if (err == 0)
+        err = delete_handle(h, attrs);
+    CloseHandle(h);
+    return err;
 }
 
+/* The volume that holds fd, flushed: FlushFileBuffers on the volume's handle writes every
+ * file's cached data and metadata there. -ENOTSUP where that cannot be done: opening a
+ * volume for writing needs administrator rights, and some systems (wine) have no volume
+ * flush; the caller flushes its files one by one then. */
 int afs__sys_syncfs(int fd)
 {
-    (void)fd;
-    return -ENOTSUP;
+    HANDLE h = fd_handle(fd);
+    if (GetFileType(h) == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
+        return -EBADF;
+    wchar_t stackbuf[MAX_PATH + 1], *path = stackbuf, root[MAX_PATH + 1];
+    DWORD n = GetFinalPathNameByHandleW(h, path, MAX_PATH + 1, VOLUME_NAME_DOS);
+    if (n > MAX_PATH) {
+        if (!(path = malloc(((size_t)n + 1) * sizeof *path)))
+            return -ENOMEM;
+        n = GetFinalPathNameByHandleW(h, path, n + 1, VOLUME_NAME_DOS);
+    }
+    int err = 0;
+    if (n == 0 || !GetVolumePathNameW(path, root, MAX_PATH + 1))
+        err = afs__win_errno(GetLastError());
+    if (path != stackbuf)
+        free(path);
+    if (err < 0)
+        return err;
+    /* "\\?\C:\" -> "\\.\C:" (the volume, not its root directory). */
+    size_t r = wcslen(root);
+    if (r > 0 && root[r - 1] == L'\\')
+        root[--r] = 0;
+    if (!wcsncmp(root, L"\\\\?\\", 4))
+        root[2] = L'.';
+    HANDLE v = CreateFileW(root, GENERIC_READ | GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
+                           NULL, OPEN_EXISTING, 0, NULL);
+    if (v == INVALID_HANDLE_VALUE) {
+        DWORD e = GetLastError();
+        return e == ERROR_ACCESS_DENIED || e == ERROR_PRIVILEGE_NOT_HELD ? -ENOTSUP
+                                                                         : afs__win_errno(e);
+    }
+    DWORD e = FlushFileBuffers(v) ? 0 : GetLastError();
+    CloseHandle(v);
+    if (e == ERROR_INVALID_FUNCTION || e == ERROR_NOT_SUPPORTED || e == ERROR_ACCESS_DENIED)
+        return -ENOTSUP;
+    return afs__win_errno(e);
+}
+
+/* FlushFileBuffers wants write access, which a directory handle from afs_openat() has not
+ * (sys_fsync on access denied): a second handle of the same directory, with it, is flushed
+ * instead. */
+static int flush_dir(HANDLE h)
+{
+    FILE_BASIC_INFO bi;
+    if (!nt_ready() || !GetFileInformationByHandleEx(h, FileBasicInfo, &bi, sizeof bi) ||
+        !(bi.FileAttributes & FILE_ATTRIBUTE_DIRECTORY))
+        return -EACCES;
+    wchar_t none[1] = {0};
+    struct nt_name nm = {.buf = none, .len = 0, .root = h};
+    HANDLE w;
+    int err = nt_open(&nm, FILE_WRITE_DATA, 0, FILE_OPEN, FILE_DIRECTORY_FILE, &w);
+    if (err < 0)
+        return err;
+    err = FlushFileBuffers(w) ? 0 : afs__win_errno(GetLastError());
+    CloseHandle(w);
+    return err;
 }
 
 int afs__sys_fsync_fd(int fd, bool datasync)
 {
-    (void)fd, (void)datasync;
-    return -ENOTSUP;
+    return afs__sys.fsync(fd_handle(fd), datasync);
 }
 
 /* A directory's handle (FILE_FLAG_BACKUP_SEMANTICS) flushed: FlushFileBuffers wants write
@@ -588,14 +1236,16 @@ int afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out)
 
 int afs__sys_close_fd(int fd)
 {
-    (void)fd;
-    return -ENOTSUP;
+    return CloseHandle(fd_handle(fd)) ? 0 : afs__win_errno(GetLastError());
 }
 
+/* Any open handle is accepted. One opened without FILE_FLAG_OVERLAPPED works too, but each
+ * transfer then blocks the thread that makes it (the iocp backend's owner thread included). */
 int afs__sys_fd_adopt(int fd)
 {
-    (void)fd;
-    return -ENOTSUP;
+    if (GetFileType(fd_handle(fd)) == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
+        return -EBADF;
+    return 0;
 }
 
 void afs__sys_from_statx(const void *stx, struct afs_stat *st)

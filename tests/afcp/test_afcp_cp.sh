@@ -201,11 +201,43 @@ run_suite() {
         done
     done
 
+    # every scheduler busy (--threads=4 on 2 CPUs): SIGINT at several points still leaves
+    # no temporary and nothing partial under its name, on both paths
+    for p in "" batch; do
+        for n in 5 60 150; do
+            AFCP_TEST_PATH=$p AFCP_TEST_SIGNAL=INT:$n env --default-signal=INT \
+                "$AFCP" -q --threads=4 -r "$O/t200" "$O/sig" 2> /dev/null
+            st=$?
+            check "4 threads, SIGINT after $n creates [${p:-measured}]: died of it (status $st)" [ "$st" -eq 130 ]
+            check "4 threads, SIGINT after $n creates [${p:-measured}]: no temporary left" no_temps "$O/sig"
+            check "4 threads, SIGINT after $n creates [${p:-measured}]: no partial file under its name" \
+                complete_only "$O/t200" "$O/sig"
+            rm -rf "$O/sig"
+        done
+    done
+
+    # the work spreads: a flat directory, and a tree of small directories, are copied by
+    # more than one scheduler (AFCP_TEST_STATS prints each one's count of entries)
+    local spread
+    mkdir -p "$O/flat" "$O/small"
+    (cd "$O/flat" && seq 1 4000 | split -l 1 -a 4 - f)
+    for n in $(seq 1 100); do mkdir "$O/small/d$n"; for f in a b c d e f g h; do echo "$n$f" > "$O/small/d$n/$f"; done; done
+    for p in "" batch; do
+        for src in flat small; do
+            AFCP_TEST_PATH=$p AFCP_TEST_STATS=1 "$AFCP" -q --threads=2 -r "$O/$src" "$O/spread" 2> "$O/stats"
+            spread=$(grep -c 'scheduler [0-9]*: [1-9][0-9]* entries' "$O/stats")
+            check "$src over 2 threads [${p:-measured}]: both copy ($(grep -o 'scheduler [0-9]*: [0-9]* entries' "$O/stats" | tr '\n' ' '))" \
+                [ "$spread" -eq 2 ]
+            check "$src over 2 threads [${p:-measured}]: copied" diff -r "$O/$src" "$O/spread"
+            rm -rf "$O/spread"
+        done
+    done
+
     # --help lists every option
     local opt
     for opt in -r -p -a -d -L -H -P -u -x -n -f -v -q --preserve --no-preserve --reflink \
                --sparse --fsync --one-file-system --update --dereference --no-dereference \
-               --archive --recursive --inplace --direct; do
+               --archive --recursive --inplace --direct --threads; do
         check "--help lists $opt" bash -c "'$AFCP' --help | grep -q -- '$opt\\b'"
     done
 }
@@ -235,22 +267,28 @@ mount_suite() {
     mkdir -p "$O/full" "$O/fsrc"
     for n in $(seq 1 40); do head -c 200000 /dev/urandom > "$O/fsrc/f$n"; done
     if mount -t tmpfs -o size=2m afcp_full "$O/full" 2> /dev/null; then
-        for p in "" batch; do
+        local pt threads fdst
+        # (and with every scheduler busy: --threads=4 on 2 CPUs; and into a directory afcp
+        # makes, whose files are written under their own names)
+        for pt in ":" "batch:" ":--threads=4" "batch:--threads=4" "made:--threads=4" \
+                  "made,batch:--threads=4"; do
+            p=${pt%%:*} threads=${pt#*:} fdst=$O/full/c
+            [[ $p == made* ]] && { p=${p#made}; p=${p#,}; fdst=$O/full/c/new; threads="$threads (new dir)"; }
             mkdir "$O/full/c"
-            AFCP_TEST_PATH=$p "$AFCP" -q -r "$O/fsrc/." "$O/full/c" 2> "$O/full.err"; st=$?
-            check "full disk [${p:-measured}]: status 1" [ "$st" -eq 1 ]
-            check "full disk [${p:-measured}]: ENOSPC reported per file" \
+            AFCP_TEST_PATH=$p "$AFCP" -q ${threads% (new dir)} -r "$O/fsrc/." "$fdst" 2> "$O/full.err"; st=$?
+            check "full disk [${p:-measured}${threads:+ $threads}]: status 1" [ "$st" -eq 1 ]
+            check "full disk [${p:-measured}${threads:+ $threads}]: ENOSPC reported per file" \
                 bash -c "[ \$(grep -c 'No space left on device' '$O/full.err') -ge 20 ]"
-            check "full disk [${p:-measured}]: only ENOSPC" \
+            check "full disk [${p:-measured}${threads:+ $threads}]: only ENOSPC" \
                 bash -c "! grep -v 'No space left on device' '$O/full.err'"
             local partial=0 f
-            for f in "$O/full/c"/*; do
+            for f in "$fdst"/*; do
                 [[ -e $f ]] || continue
                 cmp -s "$f" "$O/fsrc/${f##*/}" || partial=$((partial + 1))
             done
-            check "full disk [${p:-measured}]: nothing partial under a final name ($partial)" [ "$partial" -eq 0 ]
-            check "full disk [${p:-measured}]: some files complete" bash -c "ls '$O/full/c' | grep -q ."
-            check "full disk [${p:-measured}]: no temporary left" no_temps "$O/full"
+            check "full disk [${p:-measured}${threads:+ $threads}]: nothing partial under a final name ($partial)" [ "$partial" -eq 0 ]
+            check "full disk [${p:-measured}${threads:+ $threads}]: some files complete" bash -c "ls '$fdst' | grep -q ."
+            check "full disk [${p:-measured}${threads:+ $threads}]: no temporary left" no_temps "$O/full"
             rm -rf "$O/full/c"
         done
         umount "$O/full"

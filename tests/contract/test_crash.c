@@ -4,9 +4,7 @@
 #include "../common.h"
 
 #include <asyncfs_crash.h>
-#ifndef _WIN32
 #include <dirent.h>
-#endif
 
 /* The files live on tmpfs when there is one: the simulator decides what is durable, and a
  * real fsync per op would make a thousand crashes take minutes. */
@@ -395,10 +393,6 @@ T_CRASH(bad_input_and_misuse)
     o.policy = 0;
     o.flags = 0x100;
     cr_assert_eq(afs_crash_enable(t_ctx, &o), -EINVAL);
-#ifdef _WIN32
-    o.flags = AFS_CRASH_STRICT_DIRS; /* no directory fds to sync: refused */
-    cr_assert_eq(afs_crash_enable(t_ctx, &o), -ENOTSUP);
-#endif
     o.flags = 0;
     cr_assert_eq(afs_crash_happened(t_ctx), -EINVAL);
     cr_assert_eq(afs_crash_cut(t_ctx), -EINVAL);
@@ -412,7 +406,6 @@ T_CRASH(bad_input_and_misuse)
     cr_assert_eq(afs_crash_happened(t_ctx), -EINVAL, "the reboot leaves crash mode");
 }
 
-#ifndef _WIN32 /* no directory fds there: the metadata calls are -ENOTSUP */
 /* Names: durable at once by default. */
 T_CRASH(names_are_durable_at_once_by_default)
 {
@@ -436,8 +429,12 @@ T_CRASH(names_are_durable_at_once_by_default)
 
 static bool exists(const char *path)
 {
+#ifdef _WIN32
+    return GetFileAttributesA(path) != INVALID_FILE_ATTRIBUTES;
+#else
     struct stat st;
     return lstat(path, &st) == 0;
+#endif
 }
 
 /* No file of the simulator's own is left in dir. */
@@ -532,15 +529,24 @@ T_CRASH(strict_names_are_durable_after_a_syncfs)
     name_ops();
     int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
     cr_assert_geq(dfd, 0);
-    cr_assert_eq(afs_syncfs(t_ctx, dfd), 0);
+    int r = afs_syncfs(t_ctx, dfd);
     cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
     struct afs_crash_report rep;
     cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+#ifdef _WIN32
+    if (r == -ENOTSUP) {
+        /* No volume flush (wine, or no administrator rights): nothing became durable. */
+        cr_assert_eq(rep.names_undone, 4);
+        cr_assert(!exists(t_path("new")) && exists(t_path("a")) && exists(t_path("c")));
+        no_stash_left(t_dir);
+        return;
+    }
+#endif
+    cr_assert_eq(r, 0);
     cr_assert_eq(rep.names_undone, 0);
     cr_assert(exists(t_path("new")) && !exists(t_path("a")) && !exists(t_path("c")));
     no_stash_left(t_dir);
 }
-#endif
 
 /* ftruncate and fallocate are volatile changes too: a synced file of pattern bytes, then a
  * truncation, a punched hole or a zeroed range growing the file, not synced. Dropped: the

@@ -573,11 +573,6 @@ T_IO(directory_fsync)
     cr_assert_eq(afs_fsync_dir(t_ctx, t_path("missing")), -ENOENT);
     cr_assert_eq(afs_fsync_dir(t_ctx, t_path("f")), -ENOTDIR);
     cr_assert_eq(afs_fsync_dir(t_ctx, NULL), -EINVAL);
-#ifdef _WIN32
-    struct afs_op op;
-    cr_assert_eq(afs_fsync_fd(t_ctx, 0, 0), -ENOTSUP, "no fds on Windows");
-    cr_assert_eq(afs_queue_fsync_fd(&op, t_ctx, 0, 0, s_cb, NULL), -ENOTSUP);
-#else
     int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
     cr_assert_geq(dfd, 0, "%s", afs_strerror(dfd));
     cr_assert_eq(afs_fsync_fd(t_ctx, dfd, 0), 0);
@@ -606,7 +601,6 @@ T_IO(directory_fsync)
     cr_assert_eq(st.st_size, 4096);
     cr_assert_eq(afs_close(f), 0);
     cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
-#endif
 }
 
 T_IO(dio_align_is_reported)

@@ -309,12 +309,6 @@ static void churn_root(struct corio_task *t, void *arg)
 
 T_N(ten_thousand_connections_leave_no_descriptor)
 {
-    /* Known bug: on the sync backend, slowed down by the sanitizers, the scheduler was once
-     * seen waiting in the readiness engine's epoll_wait with nothing left to wake it during
-     * this churn (a lost readiness wake-up). Until it is found, the churn is not run there. */
-    const char *be = getenv("ASYNCFS_BACKEND");
-    if (be && strcmp(be, "sync") == 0)
-        cr_skip_test("known bug: lost readiness wake-up on sync under churn");
     int before = count_fds();
     struct churn c = {0};
     cr_assert_eq(nrun(churn_root, &c), 0);

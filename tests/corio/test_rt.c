@@ -26,6 +26,8 @@ static struct corio_rt *rt_make(unsigned n)
     return rt;
 }
 
+static struct corio_rt *rt_running; /* the runtime a test's root runs on */
+
 static int where(struct corio_task *t)
 {
     return corio_sched_index(corio_task_sched(t));
@@ -118,6 +120,68 @@ T_RT(futures_on_16_schedulers)
         cr_assert_gt(ring, 0, "no wake-up went as a ring message on io_uring");
     struct corio_rt_stats s;
     cr_assert_eq(corio_rt_stats(rt, 16, &s, NULL), -EINVAL);
+    corio_rt_free(rt);
+}
+
+/* A scheduler running its tasks looks at its inbox before it sleeps: posts to it while it
+ * is busy send no wake-up (no ring message, no waker write). */
+struct busy_state {
+    atomic_int started, release;
+    atomic_int ran;
+};
+
+static int busy_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct busy_state *st = arg;
+    atomic_store(&st->started, 1);
+    while (!atomic_load(&st->release)) /* holds its scheduler's thread, never suspends */
+        ;
+    return 0;
+}
+
+static int count_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    atomic_fetch_add(&((struct busy_state *)arg)->ran, 1);
+    return 0;
+}
+
+static uint64_t wakes_sent(struct corio_task *t)
+{
+    struct corio_rt_stats s;
+    (void)t;
+    /* The calling scheduler's own counters, from its thread. */
+    cr_assert_eq(corio_rt_stats(rt_running, 0, &s, NULL), 0);
+    return s.wakes_ring + s.wakes_waker;
+}
+
+static void root_awake(struct corio_task *t, void *arg)
+{
+    struct busy_state *st = arg;
+    cr_assert_eq(corio_spawn_on(t, 1, busy_task, st, NULL), 0);
+    while (!atomic_load(&st->started))
+        corio_yield(t);
+    uint64_t before = wakes_sent(t);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(corio_spawn_on(t, 1, count_task, st, NULL), 0);
+    corio_yield(t); /* a phase boundary: staged wake-ups would go out here */
+    uint64_t after = wakes_sent(t);
+    atomic_store(&st->release, 1);
+    corio_wait(t);
+    cr_assert_eq(atomic_load(&st->ran), 8);
+    cr_assert_eq(after, before, "%llu wake-up(s) sent to a scheduler that was running a task",
+                 (unsigned long long)(after - before));
+}
+
+T_RT(no_wake_up_for_a_running_scheduler)
+{
+    struct corio_rt *rt = rt_make(2);
+    rt_running = rt;
+    struct busy_state st = {0};
+    int rc = corio_rt_run(rt, root_awake, &st);
+    rt_running = NULL;
+    cr_assert_eq(rc, 0, "corio_rt_run: %s", afs_strerror(rc));
     corio_rt_free(rt);
 }
 

@@ -505,3 +505,37 @@ T_U(iter, closing_the_output_closes_the_input)
     cr_assert_eq(urun(close_early_root, &r), 0);
     cr_assert_eq(r.closed_early, 1);
 }
+
+/* =========================================================================================
+ * corio_run: a scheduler made, run and freed in one call
+ * ======================================================================================= */
+
+static void run_child(struct corio_task *t, void *arg)
+{
+    corio_sleep(t, 1 * MS);
+    ++*(int *)arg;
+}
+
+static void run_root(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(corio_spawn(t, run_child, arg, NULL), 0);
+}
+
+static void run_stuck(struct corio_task *t, void *arg)
+{
+    corio_future_await(t, arg, NULL);
+}
+
+T_U(util, corio_run_runs_the_root_and_its_children_to_the_end)
+{
+    int n = 0;
+    cr_assert_eq(corio_run(run_root, &n), 0);
+    cr_assert_eq(n, 3, "every child ran before corio_run returned");
+}
+
+T_U(util, corio_run_reports_a_deadlock)
+{
+    static struct corio_future f = CORIO_FUTURE_INIT;
+    cr_assert_eq(corio_run(run_stuck, &f), -EDEADLK);
+}

@@ -15,7 +15,7 @@ add_executable(contract_win
   ${SRC}/shim/runner.c)
 target_include_directories(contract_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include
                            ${PROJECT_SOURCE_DIR}/src/core)
-target_link_libraries(contract_win PRIVATE asyncfs_static)
+target_link_libraries(contract_win PRIVATE asyncfs_static psapi)
 if(MINGW)
   # C99 printf formats (%zd) in the messages, as on POSIX.
   target_compile_definitions(contract_win PRIVATE __USE_MINGW_ANSI_STDIO=1)
@@ -52,3 +52,18 @@ endforeach()
 add_test(NAME contract_auto COMMAND contract_win)
 set_tests_properties(contract_auto PROPERTIES ENVIRONMENT_MODIFICATION "ASYNCFS_BACKEND=unset:"
                                               TIMEOUT 900)
+
+# afcp for Windows (tools/afcp/win_*.c), and its tests: test_afcp_win.c runs afcp.exe on
+# trees in a fresh temporary directory and compares them with their sources.
+if(NOT TARGET afcp)
+  include(${PROJECT_SOURCE_DIR}/tools/afcp/win_afcp.cmake)
+endif()
+add_executable(afcp_win ${SRC}/windows/test_afcp_win.c ${SRC}/shim/runner.c)
+target_include_directories(afcp_win PRIVATE ${SRC}/shim)
+add_dependencies(afcp_win afcp)
+if(MINGW)
+  target_compile_definitions(afcp_win PRIVATE __USE_MINGW_ANSI_STDIO=1)
+  target_link_options(afcp_win PRIVATE -static)
+endif()
+add_test(NAME afcp_win COMMAND afcp_win)
+set_tests_properties(afcp_win PROPERTIES TIMEOUT 900)

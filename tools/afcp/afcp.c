@@ -16,6 +16,16 @@
 #include <unistd.h>
 
 struct afcp_app afcp;
+_Thread_local struct afcp_sched *afcp_me;
+
+/* The calling task's scheduler state (a task never changes threads, nor does a scheduler). */
+void afcp_enter(struct corio_task *t)
+{
+    struct corio_sched *s = corio_task_sched(t);
+    afcp_me = &afcp.scheds[corio_sched_index(s)];
+    afcp_me->ctx = corio_sched_ctx(s);
+}
+
 
 /* ------------------------------------------------------------------------------------------
  * Messages and small helpers
@@ -45,6 +55,7 @@ static void vformat(FILE *f, const char *fmt, va_list ap)
 
 void afcp_err(int err, const char *fmt, ...)
 {
+    afcp_lock_stream(stderr);
     afcp_progress_clear();
     va_list ap;
     va_start(ap, fmt);
@@ -52,11 +63,13 @@ void afcp_err(int err, const char *fmt, ...)
     vformat(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
-    afcp.status = 1;
+    afcp_unlock_stream(stderr);
+    afcp_fail();
 }
 
 void afcp_note(const char *fmt, ...)
 {
+    afcp_lock_stream(stderr);
     afcp_progress_clear();
     va_list ap;
     va_start(ap, fmt);
@@ -64,16 +77,21 @@ void afcp_note(const char *fmt, ...)
     vformat(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    afcp_unlock_stream(stderr);
 }
 
 void afcp_verbose(const char *fmt, ...)
 {
+    afcp_lock_stream(stderr); /* the bar's line (stderr) first, then stdout's */
+    afcp_lock_stream(stdout);
     afcp_progress_clear();
     va_list ap;
     va_start(ap, fmt);
     vformat(stdout, fmt, ap);
     va_end(ap);
     putchar('\n');
+    afcp_unlock_stream(stdout);
+    afcp_unlock_stream(stderr);
 }
 
 void *afcp_xmalloc(size_t n)
@@ -217,7 +235,7 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
     }
     if (!strcmp(dbase, "..")) {
         afcp_note("cannot copy '%s': name it by something other than '..'", src);
-        afcp.status = 1;
+        afcp_fail();
     } else {
         struct afcp_dir *dd = top_dir(ddir, ddir, 1);
         if (!dd) {
@@ -236,23 +254,46 @@ out:
     free(sbase);
 }
 
+static void afcp_root(struct corio_task *t, void *arg);
+
 struct work {
     const struct plan *plan;
     struct corio_wg   *wg;
 };
 
-/* The walker: one operand after another; file tasks are its children. */
+/* The walker: one operand after another; file tasks and batches (on every scheduler) are
+ * its children. */
 static void work_task(struct corio_task *t, void *arg)
 {
     struct work *w = arg;
     for (int i = 0; i < w->plan->nsrc; i++)
         copy_operand(t, w->plan->srcs[i], w->plan);
+    afcp_walk_end(t);
     afcp.walking = 0;
     corio_wait(t);
     corio_wg_done(w->wg);
 }
 
+/* The end of the run on each scheduler's own thread: what it allocated on its context. */
+static int sched_end_task(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    afcp_enter(t);
+    afcp_sched_free(afcp_me);
+    return 0;
+}
+
 static void root_task(struct corio_task *t, void *arg)
+{
+    afcp_enter(t);
+    afcp_root(t, arg);
+    for (unsigned i = 0; i < afcp.nsched; i++)
+        if (corio_spawn_on(t, (int)i, sched_end_task, NULL, NULL) < 0 && i == 0)
+            afcp_sched_free(afcp_me);
+    corio_wait(t);
+}
+
+static void afcp_root(struct corio_task *t, void *arg)
 {
     struct corio_task *bar = NULL;
     if (afcp.progress)
@@ -312,7 +353,10 @@ static void usage(FILE *f)
           "      --sparse=WHEN    holes in the copies: auto (default: the source's holes\n"
           "                       stay holes), always (blocks of zeros become holes too;\n"
           "                       no copy_file_range), never (write every byte)\n"
-          "  -j, --jobs=N         files in flight (default 64)\n"
+          "  -j, --jobs=N         files in flight (default 64, shared out over the threads)\n"
+          "      --threads=N      copy on N threads, one scheduler each (default: one per\n"
+          "                       CPU afcp may use); the entries of every directory are\n"
+          "                       spread over them\n"
           "      --chunk-size=N   bytes per read/write of a large file (default 1M)\n"
           "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
           "      --help           display this help and exit\n"
@@ -365,7 +409,8 @@ static uint64_t parse_size(const char *s, const char *what)
 }
 
 enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
-       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION, OPT_PRESERVE, OPT_NOPRESERVE, OPT_REFLINK };
+       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION, OPT_PRESERVE, OPT_NOPRESERVE, OPT_REFLINK,
+       OPT_THREADS };
 
 /* cp's --preserve list: "mode,ownership,timestamps,links,context,xattr,all". 0 and *bits,
  * or -1 (reported) for a word cp would not take. */
@@ -419,6 +464,7 @@ int main(int argc, char **argv)
         {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
         {"copy-range-min", required_argument, 0, OPT_CFRMIN},
         {"sparse", required_argument, 0, OPT_SPARSE},
+        {"threads", required_argument, 0, OPT_THREADS},
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -476,6 +522,7 @@ int main(int argc, char **argv)
         case OPT_NOCFR: o->copy_range = 0; break;
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
         case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
+        case OPT_THREADS: o->threads = (unsigned)parse_size(optarg, "thread count"); break;
         case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
         case OPT_SPARSE:
             if (!strcmp(optarg, "auto"))
@@ -538,12 +585,8 @@ int main(int argc, char **argv)
         close(rootfd);
     }
     afcp.progress = !o->quiet && isatty(2);
-    afcp_signals_init();
     afcp.walking = 1;
-    afcp.inline_io = 1; /* until a read says otherwise (copy.c) */
     afcp_test_path(getenv("AFCP_TEST_PATH")); /* tests only: see copy.c */
-    afcp_sem_init(&afcp.files, o->jobs);
-    afcp_sem_init(&afcp.bufs, o->jobs > 2 * o->chunk_workers ? o->jobs : 2 * o->chunk_workers);
     /* Each file in flight holds up to 3 descriptors, plus the open directories. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -553,36 +596,45 @@ int main(int argc, char **argv)
 
     /* sync_threshold 0: even small reads go through the batch; on a cold cache an inline
      * pread of 4 KiB would block every task behind one disk seek. */
-    struct afs_config acfg;
-    afs_config_default(&acfg);
-    acfg.sync_threshold = 0;
-    int err = afs_ctx_new(&afcp.ctx, &acfg);
+    struct corio_rt_config rcfg;
+    corio_rt_config_default(&rcfg);
+    rcfg.schedulers = o->threads > 4096 ? 4096 : o->threads;
+    rcfg.ctx.sync_threshold = 0;
+    rcfg.sched.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
+    int err = corio_rt_new(&afcp.rt, &rcfg);
     if (err < 0) {
-        fprintf(stderr, "afcp: cannot create an I/O context: %s\n", afs_strerror(err));
+        fprintf(stderr, "afcp: cannot create the schedulers: %s\n", afs_strerror(err));
         return 1;
     }
-    struct corio_config ccfg;
-    corio_config_default(&ccfg);
-    ccfg.ctx = afcp.ctx;
-    ccfg.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
-    if ((err = corio_sched_new(&afcp.sched, &ccfg)) < 0) {
-        fprintf(stderr, "afcp: cannot create the scheduler: %s\n", afs_strerror(err));
+    afcp.nsched = corio_rt_schedulers(afcp.rt);
+    afcp.scheds = calloc(afcp.nsched, sizeof *afcp.scheds);
+    if (!afcp.scheds) {
+        fputs("afcp: out of memory\n", stderr);
         return 1;
     }
+    for (unsigned i = 0; i < afcp.nsched; i++)
+        afcp_sched_init(&afcp.scheds[i], (int)i);
+    afcp_signals_init();
     afcp.t_start = corio_now();
-    err = corio_sched_run(afcp.sched, root_task, &plan);
+    err = corio_rt_run(afcp.rt, root_task, &plan);
     if (err < 0) {
         fprintf(stderr, "afcp: scheduler: %s\n", afs_strerror(err));
-        afcp.status = 1;
+        afcp_fail();
     }
     afcp_progress_final();
-    corio_sched_free(afcp.sched);
-    while (afcp.buf_free) {
-        void *b = afcp.buf_free;
-        afcp.buf_free = *(void **)b;
-        afs_buf_free(afcp.ctx, b, o->chunk_size);
-    }
-    afs_ctx_free(afcp.ctx);
+    if (getenv("AFCP_TEST_STATS")) /* tests only: how the entries spread */
+        for (unsigned i = 0; i < afcp.nsched; i++) {
+            struct corio_rt_stats rs = {0};
+            corio_rt_stats(afcp.rt, i, &rs, NULL);
+            fprintf(stderr, "afcp: scheduler %u: %llu entries, %llu spawns in, %llu out, "
+                    "%llu steals, %llu wake-ups\n", i,
+                    (unsigned long long)afcp.scheds[i].entries,
+                    (unsigned long long)rs.spawns_in, (unsigned long long)rs.spawns_out,
+                    (unsigned long long)rs.steals,
+                    (unsigned long long)(rs.wakes_ring + rs.wakes_waker));
+        }
+    corio_rt_free(afcp.rt);
+    free(afcp.scheds);
     free(afcp.made);
     /* -v into a full disk or a closed pipe: an error, as cp's "write error". */
     int out_bad = ferror(stdout);
@@ -594,7 +646,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "afcp: write error: %s\n", afs_strerror(-errno));
         else
             fputs("afcp: write error\n", stderr);
-        afcp.status = 1;
+        afcp_fail();
     }
     return afcp.status;
 }

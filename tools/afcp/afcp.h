@@ -1,7 +1,14 @@
 /* afcp: a cp-like bulk copier on corio. Shared declarations of afcp.c (options, planning,
  * messages), walk.c (directories, symlinks, special files), copy.c (regular files) and
- * progress.c (progress bar, semaphore, buffer pool). One scheduler, one thread: every task
- * runs on the main thread, so nothing here needs a lock. */
+ * progress.c (progress bar, semaphore, buffer pool).
+ *
+ * Threads: afcp runs on a corio runtime, one scheduler per CPU (--threads). The walker runs
+ * on scheduler 0 and sends the entries it finds in batches to the least loaded scheduler
+ * (walk.c). What a scheduler's tasks share only among themselves is in its struct
+ * afcp_sched (afcp_me, one per thread: semaphores, buffer pool, the measured copy path,
+ * commit groups); what all threads share is the options (read-only once the copy starts),
+ * the counters below (atomics: afcp_add, afcp_fail), the directories' reference counts
+ * (atomics), the table of temporaries (see copy.c) and the hard-link table (a lock). */
 #ifndef AFCP_H
 #define AFCP_H
 
@@ -31,7 +38,8 @@ struct afcp_opts {
                                (-H without -r, -P with it) */
     int      direct, inplace, fsync, copy_range;
     int      sparse;        /* AFCP_SPARSE_*: holes in the copy (--sparse=WHEN) */
-    unsigned jobs;          /* files in flight */
+    unsigned jobs;          /* files in flight (in all, shared out over the schedulers) */
+    unsigned threads;       /* schedulers (0: one per CPU the process may use) */
     unsigned chunk_workers; /* reads/writes in flight per large file */
     size_t   chunk_size;    /* bytes per read/write of a large file */
     uint64_t cfr_min_size;  /* copy_file_range for files of at least this size */
@@ -56,7 +64,7 @@ struct afcp_dir {
     struct stat      st;         /* the source directory's */
     dev_t            ddev;       /* the destination's file system */
     dev_t            rootdev;    /* -x: the file system of the operand this is under */
-    int              refs;
+    int              refs;       /* atomic: file tasks on any scheduler hold references */
     int              created;    /* we made the destination: set its mode at the end */
     int              finalize;   /* apply mode/times when done (a copied directory) */
     struct afcp_dir *parent;
@@ -72,41 +80,93 @@ struct afcp_file_job {
     int              exists;       /* something was at dname when we checked */
 };
 
+struct group;
+
+/* What one scheduler's tasks share: touched only by its own thread (afcp_me). */
+struct afcp_sched {
+    struct afs_ctx     *ctx;        /* the scheduler's context: every file is opened on it */
+    int                 index;
+    struct afcp_sem     files;      /* file slots (its share of --jobs) */
+    struct afcp_sem     bufs;       /* large-file buffers of chunk_size */
+    struct afcp_sem     temps;      /* its slots of the table of temporaries (copy.c) */
+    unsigned            temp_base, temp_n, temp_next;
+    void               *buf_free;   /* free list of chunk buffers */
+    unsigned            copying;    /* file tasks holding a slot */
+    int                 inline_io;  /* the tree answers from the cache: plain system calls
+                                       (measured as the copy goes: see copy.c) */
+    unsigned            probe_gap, probe_left, since_yield;
+    int                 nowait_broken; /* RWF_NOWAIT refused: time the plain reads instead */
+    char               *inline_buf;
+    struct group       *cur_group;  /* --fsync: the commit group filling (copy.c) */
+    int                 committing;
+    struct { dev_t from, to; } no_clone[16]; /* pairs of file systems FICLONE refused */
+    unsigned            no_clone_n;
+    uint64_t            name_state; /* afcp_tmpname()'s generator */
+    struct corio_future never;      /* what a task waits for once afcp is dying */
+    int                 never_ready;
+    uint64_t            entries;    /* entries copied here (AFCP_TEST_STATS) */
+};
+
+/* The calling thread's scheduler state; set by every task that starts a thread's work
+ * (afcp_enter). */
+extern _Thread_local struct afcp_sched *afcp_me;
+void afcp_enter(struct corio_task *t);
+#define AFCP_CTX (afcp_me->ctx)
+
 struct afcp_app {
     struct afcp_opts    o;
-    struct corio_sched *sched;
-    struct afs_ctx     *ctx;
-    int                 status;    /* exit status: 1 once anything failed */
+    struct corio_rt    *rt;
+    unsigned            nsched;
+    struct afcp_sched  *scheds;    /* nsched of them */
+    int                 status;    /* exit status: 1 once anything failed (afcp_fail) */
     int                 is_root;
     mode_t              umask;
     int                 have_proc; /* /proc/self/fd/N/name paths work (see copy.c) */
-    int                 inline_io; /* the tree answers from the cache: plain system calls
-                                      (measured as the copy goes: see copy.c) */
-    struct afcp_sem     files;     /* file slots */
-    struct afcp_sem     bufs;      /* large-file buffers of chunk_size */
-    void               *buf_free;  /* free list of chunk buffers */
-    /* progress */
+    /* progress (atomics: afcp_add) */
     int                 progress;  /* draw a bar */
     int                 bar_shown;
     int                 walking;   /* totals may still grow */
     uint64_t            bytes_total, bytes_done, files_total, files_done;
     int64_t             t_start;
-    /* directories we created, to refuse copying a directory into itself */
+    /* directories we created, to refuse copying a directory into itself (the walker's) */
     struct afcp_devino *made;
     size_t              made_len, made_cap;
 };
 
 extern struct afcp_app afcp;
 
-/* Messages, cp style: "afcp: <what> '<path>': <strerror>". They clear the progress bar. The
+/* A counter of afcp (bytes_done...) moved by delta, from any thread. */
+static inline void afcp_add(uint64_t *counter, int64_t delta)
+{
+    __atomic_fetch_add(counter, (uint64_t)delta, __ATOMIC_RELAXED);
+}
+static inline uint64_t afcp_get(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+/* The exit status becomes 1 (something failed), from any thread. */
+static inline void afcp_fail(void)
+{
+    __atomic_store_n(&afcp.status, 1, __ATOMIC_RELAXED);
+}
+
+/* Messages, cp style: "afcp: <what> '<path>': <strerror>". They clear the progress bar, and
+ * each is written whole (the stream is locked), whatever thread prints it. The
  * formats take %s and %d only; a '%s' (with its quotes) is a file name and is printed as
  * afcp_q() quotes it, so a name never reaches the terminal raw. */
+#ifdef _WIN32
+#define afcp_lock_stream(f)   _lock_file(f)
+#define afcp_unlock_stream(f) _unlock_file(f)
+#else
+#define afcp_lock_stream(f)   flockfile(f)
+#define afcp_unlock_stream(f) funlockfile(f)
+#endif
 void afcp_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void afcp_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void afcp_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout */
 char *afcp_join(const char *dir, const char *name); /* malloc'd "dir/name" */
 /* quote.c: name quoted as cp quotes names ('a b', 'it'\''s', ''$'\033''x'). The result lives
- * until the fourth call after this one. */
+ * until the fourth call after this one on the same thread. */
 const char *afcp_q(const char *name);
 void *afcp_xmalloc(size_t n);
 char *afcp_xstrdup(const char *s);
@@ -119,6 +179,8 @@ void afcp_dir_put(struct afcp_dir *d);
 void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
                      int follow);
+/* The walker's end: sends the last batch and waits for every batch (walk.c). */
+void afcp_walk_end(struct corio_task *t);
 /* Checks what is at dname in dd before it is replaced by a copy of spath. 0: go on
  * (*exists set), 1: skip it (-n), -1: an error was reported. */
 enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
@@ -132,13 +194,17 @@ void afcp_tmpname(char *tmp);
 /* Final rename of tmp to name in dfd honouring -n; 0, 1 when skipped (-n), or -errno. */
 int  afcp_install(int dfd, const char *tmp, const char *name);
 
+/* copy.c: a scheduler's state before the run (main thread, after afcp.nsched is known and
+ * the options are final), and its end on its own thread (its buffers). */
+void afcp_sched_init(struct afcp_sched *s, int index);
+void afcp_sched_free(struct afcp_sched *s);
 /* copy.c: spawns a task copying the job (takes ownership of it, holds a file slot). */
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
 /* The temporaries a signal removes (see copy.c): install the handlers (after the options
  * are known), take a slot (may wait), name the temporary before the call that creates it
  * (parks the task for good once a signal came), say whether the create succeeded, give the
  * slot back. afcp_temp_hold parks the task for good once a signal came (before a rename). */
-void afcp_signals_init(void);
+void afcp_signals_init(void); /* after afcp_sched_init */
 int  afcp_temp_get(struct corio_task *t);
 void afcp_temp_set(struct corio_task *t, int slot, int dfd, const char *name);
 void afcp_temp_created(int slot, int created);

@@ -69,9 +69,8 @@ struct group {
     unsigned            nfs;
 };
 
-static struct group *cur_group;  /* filling: files waiting for the next syncfs round */
-static int           committing; /* a task is running syncfs rounds */
-static unsigned      copying;    /* file tasks holding a slot */
+/* Each scheduler has its own groups (afcp_me->cur_group: the one filling, the files waiting
+ * for the next syncfs round; committing: a task of it is running syncfs rounds). */
 
 /* Group commit as databases do it: one syncfs round in flight at a time, and the files that
  * finish while it runs form the next group, committed as soon as it is done. The group size
@@ -80,28 +79,29 @@ static unsigned      copying;    /* file tasks holding a slot */
  * flight; afs_syncfs() runs on asyncfs's thread pool, so only this task waits for it. */
 static void commit_groups(void)
 {
-    if (committing)
+    struct afcp_sched *me = afcp_me;
+    if (me->committing)
         return;
-    committing = 1;
-    while (cur_group) {
-        struct group *g = cur_group;
-        cur_group = NULL;
+    me->committing = 1;
+    while (me->cur_group) {
+        struct group *g = me->cur_group;
+        me->cur_group = NULL;
         int err = 0;
         for (unsigned i = 0; i < g->nfs; i++) {
-            int r = afs_syncfs(afcp.ctx, g->fds[i]);
+            int r = afs_syncfs(AFCP_CTX, g->fds[i]);
             if (r < 0 && !err)
                 err = r;
             close(g->fds[i]);
         }
         corio_future_complete(&g->done, err, NULL);
     }
-    committing = 0;
+    me->committing = 0;
 }
 
 static void slot_release(void)
 {
-    copying--;
-    afcp_sem_release(&afcp.files);
+    afcp_me->copying--;
+    afcp_sem_release(&afcp_me->files);
 }
 
 /* Joins the next group with the destination directory dd, releases the file slot (the next
@@ -109,20 +109,21 @@ static void slot_release(void)
 static int group_wait(struct corio_task *t, struct afcp_dir *dd)
 {
     slot_release();
-    if (!cur_group) {
-        cur_group = calloc(1, sizeof *cur_group);
-        if (!cur_group)
+    struct afcp_sched *me = afcp_me;
+    if (!me->cur_group) {
+        me->cur_group = calloc(1, sizeof *me->cur_group);
+        if (!me->cur_group)
             return -ENOMEM;
-        corio_future_init(&cur_group->done);
+        corio_future_init(&me->cur_group->done);
     }
-    struct group *g = cur_group;
+    struct group *g = me->cur_group;
     unsigned i = 0;
     while (i < g->nfs && g->devs[i] != dd->ddev)
         i++;
     if (i == g->nfs) {
         int fd = i < GROUP_FS_MAX ? dup(dd->dfd) : -1;
         if (fd < 0) /* a group spanning too many file systems: sync this one alone */
-            return afs_syncfs(afcp.ctx, dd->dfd);
+            return afs_syncfs(AFCP_CTX, dd->dfd);
         g->fds[g->nfs] = fd;
         g->devs[g->nfs++] = dd->ddev;
     }
@@ -248,7 +249,7 @@ static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
     } else if (copy_span(c, buf, off, len) < 0) {
         return;
     }
-    afcp.bytes_done += len;
+    afcp_add(&afcp.bytes_done, (int64_t)(len));
     c->copied += len;
 }
 
@@ -257,7 +258,7 @@ static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
  * character device) is read with read(2) on this thread: asyncfs reads at offsets only. */
 static void copy_unsized(struct corio_task *t, struct fcopy *c)
 {
-    afcp_sem_acquire(t, &afcp.bufs);
+    afcp_sem_acquire(t, &afcp_me->bufs);
     char *buf = afcp_buf_get();
     uint64_t off = 0;
     if (!buf)
@@ -285,21 +286,21 @@ static void copy_unsized(struct corio_task *t, struct fcopy *c)
             break;
         }
         off += (uint64_t)n;
-        afcp.bytes_total += (uint64_t)n;
-        afcp.bytes_done += (uint64_t)n;
+        afcp_add(&afcp.bytes_total, (int64_t)((uint64_t)n));
+        afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)n));
         c->copied += (uint64_t)n;
         if (c->stream)
             corio_yield(t); /* read(2) ran on this thread: let the others go on */
     }
     if (buf)
         afcp_buf_put(buf);
-    afcp_sem_release(&afcp.bufs);
+    afcp_sem_release(&afcp_me->bufs);
     c->size = off;
 }
 
 static void chunk_loop(struct corio_task *t, struct fcopy *c)
 {
-    afcp_sem_acquire(t, &afcp.bufs);
+    afcp_sem_acquire(t, &afcp_me->bufs);
     void *buf = afcp_buf_get();
     if (!buf) {
         fail(c, -ENOMEM, 0);
@@ -311,7 +312,7 @@ static void chunk_loop(struct corio_task *t, struct fcopy *c)
         }
         afcp_buf_put(buf);
     }
-    afcp_sem_release(&afcp.bufs);
+    afcp_sem_release(&afcp_me->bufs);
 }
 
 static void chunk_worker(struct corio_task *t, void *arg)
@@ -340,7 +341,7 @@ static int do_copy_range(struct corio_task *t, struct fcopy *c)
             break;
         loff_t off = (loff_t)(c->seek_holes ? d : pos);
         uint64_t end = c->seek_holes ? h : c->size;
-        afcp.bytes_done += (uint64_t)off - pos; /* the hole before it */
+        afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)off - pos)); /* the hole before it */
         c->copied += (uint64_t)off - pos;
         while ((uint64_t)off < end) {
             uint64_t left = end - (uint64_t)off;
@@ -353,7 +354,7 @@ static int do_copy_range(struct corio_task *t, struct fcopy *c)
                     continue;
                 if (!any && (e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP ||
                              e == EBADF)) {
-                    afcp.bytes_done -= c->copied;
+                    afcp_add(&afcp.bytes_done, -(int64_t)(c->copied));
                     c->copied = 0;
                     return 1;
                 }
@@ -364,13 +365,13 @@ static int do_copy_range(struct corio_task *t, struct fcopy *c)
                 return 0;
             }
             any = 1;
-            afcp.bytes_done += (uint64_t)n;
+            afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)n));
             c->copied += (uint64_t)n;
             corio_yield(t);
         }
         pos = end;
     }
-    afcp.bytes_done += c->size - pos; /* the hole at the end */
+    afcp_add(&afcp.bytes_done, (int64_t)(c->size - pos)); /* the hole at the end */
     c->copied += c->size - pos;
     return 0;
 }
@@ -383,7 +384,7 @@ static int reopen_direct(int fd, int flags, struct afs_file **out)
         return -ENOTSUP;
     char path[40];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    return afs_open(afcp.ctx, path, flags | AFS_DIRECT, 0, AFS_MODE_SYNC, out);
+    return afs_open(AFCP_CTX, path, flags | AFS_DIRECT, 0, AFS_MODE_SYNC, out);
 }
 
 /* procfs, sysfs and their kind: sizes there are not the contents'. */
@@ -416,24 +417,24 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
         if (fd < 0)
             fd = -errno;
     } else {
-        fd = afs_openat(afcp.ctx, j->sd->sfd, j->sname, flags, 0);
+        fd = afs_openat(AFCP_CTX, j->sd->sfd, j->sname, flags, 0);
     }
     if (fd < 0) {
         afcp_err(fd, "cannot open '%s' for reading", j->spath);
         return -1;
     }
     struct afs_stat ast;
-    if (afs_statx(afcp.ctx, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 ||
+    if (afs_statx(AFCP_CTX, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 ||
         (ast.mode & S_IFMT) != type) {
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->spath);
-        afcp.status = 1;
-        afs_close_fd(afcp.ctx, fd);
+        afcp_fail();
+        afs_close_fd(AFCP_CTX, fd);
         return -1;
     }
     struct stat st;
     afcp_stat_from(&st, &ast);
-    afcp.bytes_total += (uint64_t)st.st_size - (uint64_t)j->st.st_size; /* walk-time size */
+    afcp_add(&afcp.bytes_total, (int64_t)st.st_size - (int64_t)j->st.st_size); /* walk-time size */
     j->st = st; /* the size and mode of what we actually read */
     c->size = (uint64_t)st.st_size;
     /* Sizes that say nothing: 0 (/proc, and an empty file costs one read more), not a
@@ -442,7 +443,7 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     c->stream = type != S_IFREG && type != S_IFBLK;
     c->unsized = type != S_IFREG || c->size == 0 || (st.st_blocks == 0 && pseudo_fs(fd));
     if (c->unsized) {
-        afcp.bytes_total -= c->size; /* counted as read */
+        afcp_add(&afcp.bytes_total, -(int64_t)c->size); /* counted as read */
         c->size = 0;
         j->st.st_size = 0;
     }
@@ -452,13 +453,13 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
                     (uint64_t)st.st_blocks * 512 < c->size;
     if (afcp.o.direct && !c->unsized && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
         c->direct_in = 1;
-        afs_close_fd(afcp.ctx, fd);
+        afs_close_fd(AFCP_CTX, fd);
         return 0;
     }
     /* Buffered (or O_DIRECT refused): the fd itself. O_NONBLOCK is cleared on it. */
-    int err = afs_file_from_fd(afcp.ctx, fd, flags, AFS_MODE_SYNC, &c->in);
+    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, &c->in);
     if (err < 0) {
-        afs_close_fd(afcp.ctx, fd);
+        afs_close_fd(AFCP_CTX, fd);
         afcp_err(err, "cannot open '%s' for reading", j->spath);
         return -1;
     }
@@ -469,12 +470,12 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
 static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned perm,
                        struct afs_file **out)
 {
-    int fd = afs_openat(afcp.ctx, d->dfd, name, flags, perm);
+    int fd = afs_openat(AFCP_CTX, d->dfd, name, flags, perm);
     if (fd < 0)
         return fd;
-    int err = afs_file_from_fd(afcp.ctx, fd, flags, AFS_MODE_SYNC, out);
+    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, out);
     if (err < 0)
-        afs_close_fd(afcp.ctx, fd);
+        afs_close_fd(AFCP_CTX, fd);
     return err;
 }
 
@@ -504,7 +505,7 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
                           perm, &c->out);
         if (err < 0 && j->exists && afcp.o.force) {
             /* -f: remove what we could not open (read-only file, symlink) and create anew. */
-            int r = afs_unlinkat(afcp.ctx, j->dd->dfd, j->dname, 0);
+            int r = afs_unlinkat(AFCP_CTX, j->dd->dfd, j->dname, 0);
             if (r < 0 && r != -ENOENT) {
                 afcp_err(r, "cannot remove '%s'", j->dpath);
                 return -1;
@@ -579,20 +580,36 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
 /* ------------------------------------------------------------------------------------------
  * Hard links (--preserve=links, -a, -d): the first name of a source inode with more than one
  * link is copied; every later name of it within the copy becomes a hard link to that copy.
- * A later name found while the first copy is still in flight waits for it. When the first
- * copy failed, the later name is copied on its own (as cp does).
+ * A later name found while the first copy is still in flight (on this scheduler or another)
+ * waits for it, looking again every millisecond (names of one inode are few; a future
+ * could not be awaited across schedulers). When the first copy failed, the later name is
+ * copied on its own (as cp does).
  * ---------------------------------------------------------------------------------------- */
 struct link_ent {
     dev_t               dev;
     ino_t               ino;
     char               *dpath;  /* the first copy's name, as written on the command line */
-    int                 state;  /* 0: in flight, 1: in place, -1: failed */
-    struct corio_future done;   /* completed when state leaves 0 */
+    int                 state;  /* 0: in flight, 1: in place, -1: failed (atomic) */
     struct link_ent    *next;
 };
 enum { LINK_BUCKETS = 4096 };
 static struct link_ent *links[LINK_BUCKETS];
+static int              links_lock; /* the table is shared by the schedulers: a spin lock
+                                       around a lookup (and an insert), nothing longer */
 
+static void links_acquire(void)
+{
+    while (__atomic_exchange_n(&links_lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&links_lock, __ATOMIC_RELAXED))
+            ;
+}
+
+static void links_release(void)
+{
+    __atomic_store_n(&links_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* Under links_lock. */
 static struct link_ent **link_slot(dev_t dev, ino_t ino)
 {
     uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15ull) ^ (uint64_t)dev;
@@ -648,17 +665,15 @@ done:
  * with auto (cp asks for every file). 0: cloned, 1: not cloned (copy the data), -1: failed
  * and reported (always).
  * ---------------------------------------------------------------------------------------- */
-static struct { dev_t from, to; } no_clone[16];
-static unsigned no_clone_n;
-
+/* The pairs refused are afcp_me's (no_clone: one table per scheduler). */
 static int clone_fd(int ifd, int ofd, dev_t from, dev_t to, const char *spath,
                     const char *dpath)
 {
     if (afcp.o.reflink == AFCP_REFLINK_AUTO) {
         if (from != to)
             return 1; /* a clone never crosses file systems */
-        for (unsigned i = 0; i < no_clone_n; i++)
-            if (no_clone[i].from == from && no_clone[i].to == to)
+        for (unsigned i = 0; i < afcp_me->no_clone_n; i++)
+            if (afcp_me->no_clone[i].from == from && afcp_me->no_clone[i].to == to)
                 return 1;
     }
     if (ioctl(ofd, FICLONE, ifd) == 0)
@@ -669,9 +684,9 @@ static int clone_fd(int ifd, int ofd, dev_t from, dev_t to, const char *spath,
         return -1;
     }
     if ((e == EOPNOTSUPP || e == ENOTTY || e == EXDEV || e == EINVAL || e == ENOSYS) &&
-        no_clone_n < sizeof no_clone / sizeof no_clone[0]) {
-        no_clone[no_clone_n].from = from;
-        no_clone[no_clone_n++].to = to;
+        afcp_me->no_clone_n < sizeof afcp_me->no_clone / sizeof afcp_me->no_clone[0]) {
+        afcp_me->no_clone[afcp_me->no_clone_n].from = from;
+        afcp_me->no_clone[afcp_me->no_clone_n++].to = to;
     }
     return 1;
 }
@@ -684,7 +699,7 @@ static int try_clone(struct fcopy *c)
     int r = clone_fd((int)afs_file_fd(c->in), (int)afs_file_fd(c->out), j->st.st_dev,
                      j->dd->ddev, j->spath, j->dpath);
     if (r == 0) {
-        afcp.bytes_done += c->size;
+        afcp_add(&afcp.bytes_done, (int64_t)(c->size));
         c->copied += c->size;
     }
     return r;
@@ -701,7 +716,7 @@ static void report(struct fcopy *c)
         afcp_err(-c->err, c->err_side ? "error writing '%s'" : "error reading '%s'",
                  c->err_side ? j->dpath : j->spath);
     if (c->err)
-        afcp.status = 1;
+        afcp_fail();
 }
 
 /* A device or FIFO at the destination is written into, as cp does, never replaced: opened
@@ -712,7 +727,7 @@ static void report(struct fcopy *c)
 static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct afcp_old *old)
 {
     struct afcp_file_job *j = c->job;
-    int fd = afs_openat(afcp.ctx, j->dd->dfd, j->dname, AFS_WRONLY | AFS_NOFOLLOW, 0);
+    int fd = afs_openat(AFCP_CTX, j->dd->dfd, j->dname, AFS_WRONLY | AFS_NOFOLLOW, 0);
     if (fd == -ENXIO && S_ISFIFO(old->st.st_mode)) {
         /* io_uring tries the open with O_NONBLOCK first, and a FIFO without a reader then
          * answers ENXIO instead of waiting: wait for the reader here, as cp would. */
@@ -727,11 +742,11 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_dev != old->st.st_dev || st.st_ino != old->st.st_ino) {
         afcp_note("cannot copy to '%s': changed during the copy", j->dpath);
-        afcp.status = 1;
+        afcp_fail();
         close(fd);
         return -1;
     }
-    afcp_sem_acquire(t, &afcp.bufs);
+    afcp_sem_acquire(t, &afcp_me->bufs);
     void *buf = afcp_buf_get();
     if (!buf)
         fail(c, -ENOMEM, 0);
@@ -754,12 +769,12 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
             done += (size_t)w;
         }
         off += len;
-        afcp.bytes_done += len;
+        afcp_add(&afcp.bytes_done, (int64_t)(len));
         c->copied += len;
     }
     if (buf)
         afcp_buf_put(buf);
-    afcp_sem_release(&afcp.bufs);
+    afcp_sem_release(&afcp_me->bufs);
     if (close(fd) < 0 && !c->err)
         fail(c, -errno, 1);
     report(c);
@@ -777,7 +792,7 @@ static void file_task(struct corio_task *t, void *arg)
     struct link_ent *le = NULL; /* --preserve=links: this inode's first copy */
     int link_first = 0;         /* ... which is this one */
     if (open_source(j, &c) < 0) {
-        afcp.bytes_total -= (uint64_t)j->st.st_size;
+        afcp_add(&afcp.bytes_total, -(int64_t)((uint64_t)j->st.st_size));
         goto out;
     }
     /* What is at the destination name. A directory we created in this run (0700 until it is
@@ -785,7 +800,7 @@ static void file_task(struct corio_task *t, void *arg)
     if (!j->dd->created &&
         afcp_check_dest(j->dd, j->dname, j->spath, j->dpath, &j->st, AFCP_DEST_FILE,
                         &j->exists) != 0) {
-        afcp.bytes_total -= c.size;
+        afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
         goto out;
     }
@@ -793,26 +808,28 @@ static void file_task(struct corio_task *t, void *arg)
      * write into (never replaced). */
     /* Another name of an inode this copy already has (or is making): a hard link to it. */
     if ((afcp.o.preserve & AFCP_P_LINKS) && j->st.st_nlink > 1 && !c.unsized) {
+        links_acquire();
         struct link_ent **slot = link_slot(j->st.st_dev, j->st.st_ino);
         le = *slot;
-        if (le) {
-            if (le->state == 0)
-                corio_future_await_shielded(t, &le->done, NULL);
-            if (le->state == 1) {
+        if (!le) {
+            le = afcp_xmalloc(sizeof *le);
+            *le = (struct link_ent){.dev = j->st.st_dev, .ino = j->st.st_ino,
+                                    .dpath = afcp_xstrdup(j->dpath)};
+            *slot = le;
+            link_first = 1;
+        }
+        links_release();
+        if (!link_first) {
+            while (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 0)
+                corio_sleep(t, 1000000);
+            if (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 1) {
                 afs_close(c.in);
-                afcp.bytes_total -= c.size;
+                afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
                 if (make_link(t, j, le) == 0)
                     ok = 1;
                 goto out;
             }
             le = NULL; /* the first copy failed: this one is copied on its own */
-        } else {
-            le = afcp_xmalloc(sizeof *le);
-            *le = (struct link_ent){.dev = j->st.st_dev, .ino = j->st.st_ino,
-                                    .dpath = afcp_xstrdup(j->dpath)};
-            corio_future_init(&le->done);
-            *slot = le;
-            link_first = 1;
         }
     }
     struct afcp_old old = {0};
@@ -830,15 +847,15 @@ static void file_task(struct corio_task *t, void *arg)
                 ok = 1;
         } else if (kind == S_IFSOCK) {
             afcp_note("cannot overwrite socket '%s'", j->dpath);
-            afcp.status = 1;
+            afcp_fail();
         } else {
             have_old = kind == S_IFREG && !afcp.o.inplace;
             stop = 0;
         }
         if (stop) {
             if (!ok) {
-                afcp.bytes_done -= c.copied;
-                afcp.bytes_total -= c.size;
+                afcp_add(&afcp.bytes_done, -(int64_t)(c.copied));
+                afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
             }
             afcp_old_free(&old);
             afs_close(c.in);
@@ -849,7 +866,7 @@ static void file_task(struct corio_task *t, void *arg)
         tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
     if (open_dest(t, j, &c, tmp, tslot, have_old) < 0) {
         afcp_old_free(&old);
-        afcp.bytes_total -= c.size;
+        afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
         goto out;
     }
@@ -860,7 +877,7 @@ static void file_task(struct corio_task *t, void *arg)
         if (r < 0) {
             c.err = -1;
             c.err_side = 2; /* reported */
-            afcp.status = 1;
+            afcp_fail();
         }
         done = r <= 0;
     }
@@ -918,10 +935,10 @@ static void file_task(struct corio_task *t, void *arg)
     report(&c);
     if (c.err) {
         /* No partial file is left under a name that looks complete. */
-        afs_unlinkat(afcp.ctx, j->dd->dfd, afcp.o.inplace || c.own_name ? j->dname : tmp, 0);
-        afcp.status = 1;
-        afcp.bytes_done -= c.copied; /* the bar counts what was copied for good */
-        afcp.bytes_total -= c.size;
+        afs_unlinkat(AFCP_CTX, j->dd->dfd, afcp.o.inplace || c.own_name ? j->dname : tmp, 0);
+        afcp_fail();
+        afcp_add(&afcp.bytes_done, -(int64_t)c.copied); /* the bar counts what was copied for good */
+        afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         goto out;
     }
     if (!afcp.o.inplace && !c.own_name) {
@@ -929,7 +946,7 @@ static void file_task(struct corio_task *t, void *arg)
         r = afcp_install(j->dd->dfd, tmp, j->dname);
         if (r < 0) {
             afcp_err(-r, "cannot create regular file '%s'", j->dpath);
-            afs_unlinkat(afcp.ctx, j->dd->dfd, tmp, 0);
+            afs_unlinkat(AFCP_CTX, j->dd->dfd, tmp, 0);
             goto out;
         }
         if (r == 1)
@@ -940,12 +957,11 @@ static void file_task(struct corio_task *t, void *arg)
         afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
 out:
     if (link_first) {
-        le->state = ok ? 1 : -1;
-        corio_future_complete(&le->done, 0, NULL);
+        __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
     }
     if (tslot >= 0)
         afcp_temp_put(tslot); /* renamed or removed by now */
-    afcp.files_done++;
+    afcp_add(&afcp.files_done, 1);
     afcp_dir_put(j->sd);
     if (j->dd != j->sd)
         afcp_dir_put(j->dd);
@@ -970,7 +986,7 @@ out:
  * RWF_NOWAIT, which returns EAGAIN instead of waiting for the disk (where a file system
  * refuses RWF_NOWAIT, a plain read is timed instead; wall-clock times are the weaker signal
  * on a busy machine, so they are not used otherwise). A miss hands the file to a file
- * task, turns afcp.inline_io off, and the next files go through the batches; one file in
+ * task, turns afcp_me->inline_io off, and the next files go through the batches; one file in
  * probe_gap is then tried inline again (the gap doubles after each miss, up to 4096 files,
  * and comes back to 8 on a hit), so a copy that reaches a cached part of a cold tree, or a
  * warm tree whose first files were cold, changes path by itself. On a cold tree the probe's
@@ -983,47 +999,69 @@ out:
 enum { INLINE_BUF = 256u << 10, INLINE_MAX = 4u << 20, PROBE_MIN = 8, PROBE_MAX = 4096 };
 #define INLINE_SLOW_NS 200000 /* without RWF_NOWAIT: a read this long waited for the disk */
 
-static unsigned probe_gap = PROBE_MIN, probe_left;
-static char    *inline_buf;
-static int      nowait_broken; /* RWF_NOWAIT refused: time the plain reads instead */
-
+/* Each scheduler measures for itself (afcp_me: inline_io, probe_gap, probe_left,
+ * nowait_broken, inline_buf). */
 static int inline_never; /* AFCP_TEST_PATH=batch */
 
 /* Tests only: AFCP_TEST_PATH=batch sends every file through the file tasks, whatever the
  * measurement says, so that the tests run both paths on their (cached) fixtures. */
 void afcp_test_path(const char *path)
 {
-    if (path && !strcmp(path, "batch")) {
+    if (path && !strcmp(path, "batch"))
         inline_never = 1;
-        afcp.inline_io = 0;
+}
+
+/* A scheduler's state before its first task (the main thread, before the run). */
+void afcp_sched_init(struct afcp_sched *s, int index)
+{
+    unsigned n = afcp.nsched;
+    unsigned jobs = (afcp.o.jobs + n - 1) / n;
+    unsigned bufs = 2 * afcp.o.chunk_workers;
+    s->index = index;
+    afcp_sem_init(&s->files, (long)jobs);
+    afcp_sem_init(&s->bufs, jobs > bufs ? jobs : bufs);
+    s->inline_io = !inline_never; /* until a read says otherwise */
+    s->probe_gap = PROBE_MIN;
+}
+
+/* At the end, on s's own thread (its context is still there): its buffers go. */
+void afcp_sched_free(struct afcp_sched *s)
+{
+    while (s->buf_free) {
+        void *b = s->buf_free;
+        s->buf_free = *(void **)b;
+        afs_buf_free(s->ctx, b, afcp.o.chunk_size);
     }
+    free(s->inline_buf);
+    s->inline_buf = NULL;
 }
 
 static void inline_miss(void)
 {
-    afcp.inline_io = 0;
-    probe_left = probe_gap;
-    if (probe_gap < PROBE_MAX)
-        probe_gap *= 2;
+    struct afcp_sched *me = afcp_me;
+    me->inline_io = 0;
+    me->probe_left = me->probe_gap;
+    if (me->probe_gap < PROBE_MAX)
+        me->probe_gap *= 2;
 }
 
 static void inline_hit(void)
 {
-    afcp.inline_io = 1;
-    probe_gap = PROBE_MIN;
+    afcp_me->inline_io = 1;
+    afcp_me->probe_gap = PROBE_MIN;
 }
 
 /* A read that must not wait for the disk: bytes, or -EAGAIN when the data is not cached. */
 static ssize_t read_cached(int fd, void *buf, size_t len, off_t off)
 {
-    if (!nowait_broken) {
+    if (!afcp_me->nowait_broken) {
         struct iovec iov = {buf, len};
         ssize_t n = preadv2(fd, &iov, 1, off, RWF_NOWAIT);
         if (n >= 0 || errno == EAGAIN)
             return n >= 0 ? n : -EAGAIN;
         if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
             return -errno;
-        nowait_broken = 1;
+        afcp_me->nowait_broken = 1;
     }
     int64_t t0 = corio_now();
     ssize_t n = pread(fd, buf, len, off);
@@ -1056,10 +1094,12 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
     if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
         o->reflink == AFCP_REFLINK_ALWAYS)
         return 1;
-    if (inline_never || (!afcp.inline_io && probe_left && --probe_left))
+    struct afcp_sched *me = afcp_me;
+    if (inline_never || (!me->inline_io && me->probe_left && --me->probe_left))
         return 1;
-    if (!inline_buf)
-        inline_buf = afcp_xmalloc(INLINE_BUF);
+    if (!me->inline_buf)
+        me->inline_buf = afcp_xmalloc(INLINE_BUF);
+    char *inline_buf = me->inline_buf;
     int fd = openat(sd->sfd, sname, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0)
         return 1; /* the file task reports it */
@@ -1096,8 +1136,8 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
 
     struct afcp_file_job job = {.sd = sd, .dd = dd, .spath = (char *)spath,
                                 .dpath = (char *)dpath, .st = st};
-    afcp.files_total++;
-    afcp.bytes_total += (uint64_t)st.st_size;
+    afcp_add(&afcp.files_total, 1);
+    afcp_add(&afcp.bytes_total, (int64_t)((uint64_t)st.st_size));
     char tmpbuf[16];
     const int own = own_name(dd);
     const char *tmp = own ? dname : tmpbuf;
@@ -1122,7 +1162,7 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
     if (size && o->reflink == AFCP_REFLINK_AUTO &&
         clone_fd(fd, ofd, st.st_dev, dd->ddev, spath, dpath) == 0) {
         off = size; /* cloned */
-        afcp.bytes_done += size;
+        afcp_add(&afcp.bytes_done, (int64_t)(size));
     }
     while (!err && off < size) {
         if (off) { /* the rest of a file larger than the buffer */
@@ -1153,7 +1193,7 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
         }
         err = write_all(ofd, inline_buf, (size_t)n, (off_t)off);
         off += (uint64_t)n;
-        afcp.bytes_done += (uint64_t)n;
+        afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)n));
     }
     if (!err && (o->preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
         preserve(&job, fd, ofd);
@@ -1165,9 +1205,9 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
         else
             afcp_err(err, side ? "error writing '%s'" : "error reading '%s'",
                      side ? dpath : spath);
-        afcp.status = 1;
+        afcp_fail();
         unlinkat(dd->dfd, tmp, 0);
-        afcp.bytes_done -= off;
+        afcp_add(&afcp.bytes_done, -(int64_t)(off));
         goto fail_tmp;
     }
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
@@ -1181,11 +1221,10 @@ static int copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sn
 fail_tmp:
     afcp_temp_put(tslot);
     close(fd);
-    afcp.files_done++;
+    afcp_add(&afcp.files_done, 1);
     /* The walker does not suspend on this path: now and then let the file tasks still in
      * flight and the progress bar run. */
-    static unsigned since_yield;
-    if (++since_yield % 64 == 0 && (copying || afcp.progress))
+    if (++me->since_yield % 64 == 0 && (me->copying || afcp.progress))
         corio_yield(t);
     return 0;
 }
@@ -1202,10 +1241,10 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
         free(job);
         return;
     }
-    afcp.files_total++;
-    afcp.bytes_total += (uint64_t)job->st.st_size;
-    afcp_sem_acquire(t, &afcp.files);
-    copying++;
+    afcp_add(&afcp.files_total, 1);
+    afcp_add(&afcp.bytes_total, (int64_t)((uint64_t)job->st.st_size));
+    afcp_sem_acquire(t, &afcp_me->files);
+    afcp_me->copying++;
     afcp_dir_get(job->sd);
     if (job->dd != job->sd)
         afcp_dir_get(job->dd);
@@ -1215,19 +1254,25 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
 
 /* ------------------------------------------------------------------------------------------
  * Temporaries and signals. Every temporary that may exist is in `temps`, a table allocated
- * once (never moved, so a signal handler on any thread may read it). A name is registered
- * before the call that creates it is queued (CREATING): an open in flight in the kernel (an
- * io_uring or thread-pool worker) may create the file at any moment until its task sees the
- * result, which then marks the slot EXISTS (or FREE when the create failed).
- * On SIGINT, SIGTERM or SIGHUP the handler removes every registered name with unlinkat()
- * (async-signal-safe; ENOENT when the create has not happened yet) and dies of the signal as
- * it would have, unless a create is still in flight: then it only marks the process as
- * dying and returns. From then on no task starts a create or a rename (they park), and the
- * task that sees the last create in flight come back removes every name again and raises
- * the signal. So a half-written or unsynced copy never stays behind, not even under a
- * temporary name. The table has room for every file in flight plus TEMPS_WAITING files
- * waiting for their syncfs round; a file task waits for a slot (afcp_temp_get) when it is
- * full. A signal ignored when afcp started (nohup, a background job) stays ignored.
+ * once (never moved, so a signal handler on any thread may read it), cut into one range of
+ * slots per scheduler (only its thread takes and gives back its slots). A name is
+ * registered (CREATING) before the call that creates it is made or queued: an open in
+ * flight in the kernel (an io_uring or thread-pool worker) may create the file at any
+ * moment until its task sees the result, which then marks the slot EXISTS (or FREE when the
+ * create failed).
+ * On SIGINT, SIGTERM or SIGHUP the handler (on whatever thread the kernel picks) removes
+ * every registered name with unlinkat() (async-signal-safe; ENOENT when the create has not
+ * happened yet) and dies of the signal as it would have, unless a create is still in
+ * flight: then it only marks the process as dying and returns. From then on no task starts
+ * a create or a rename (they park), and the task that sees the last create in flight come
+ * back, on any scheduler, removes every name again and raises the signal. A task marks its
+ * slot CREATING before it looks at `dying`, and the handler sets `dying` before it looks at
+ * the slots (both sequentially consistent): so either the task sees the signal and creates
+ * nothing, or the handler sees the create coming. A half-written or unsynced copy never
+ * stays behind, not even under a temporary name, whichever schedulers are busy. A
+ * scheduler's range has room for its files in flight plus TEMPS_WAITING files waiting for
+ * their syncfs round; a task waits for a slot (afcp_temp_get) when it is full. A signal
+ * ignored when afcp started (nohup, a background job) stays ignored.
  * ---------------------------------------------------------------------------------------- */
 enum { TEMP_FREE, TEMP_CREATING, TEMP_EXISTS };
 
@@ -1235,21 +1280,19 @@ struct temp {
     volatile sig_atomic_t state; /* TEMP_*: the handler reads it */
     int                   dfd;
     char                  name[NAME_MAX + 1]; /* a temporary, or a file under its own name */
-    int                   taken; /* the slot belongs to a task (main thread only) */
+    int                   taken; /* the slot belongs to a task (its scheduler's thread only) */
 };
 
 static struct temp          *temps;
 static unsigned              ntemps;
-static struct afcp_sem       temp_sem;
 static volatile sig_atomic_t dying; /* the signal being handled, once one came */
-static struct corio_future   never; /* what a task waits for once afcp is dying */
 /* Test hook: AFCP_TEST_SIGNAL=SIG:N raises SIG when the N-th destination open returns, in
  * its task, before the task looks at the result (see tests/afcp/test_afcp_fix.sh). */
 static int      hook_sig;
 static unsigned hook_at, hook_count;
 
 /* Removes every registered name; returns how many creates may still be in flight. Runs in
- * the handler (any thread) or on the main thread once dying. */
+ * the handler (any thread) or on a scheduler's thread once dying. */
 static unsigned unlink_temps(void)
 {
     unsigned creating = 0;
@@ -1275,8 +1318,8 @@ static void on_signal(int sig)
         die(sig);
 }
 
-/* Once dying: the last create in flight has come back (on the main thread, signals
- * blocked so that the handler does not run in the middle). */
+/* Once dying: a create in flight has come back (on a scheduler's thread, signals blocked
+ * there so that the handler does not run in the middle); the last one raises the signal. */
 static void dying_check(void)
 {
     sigset_t all, old;
@@ -1287,20 +1330,27 @@ static void dying_check(void)
         signal(sig, SIG_DFL);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         raise(sig);
+        /* Another thread may hold the signal blocked just now: the default action still
+         * ends the process once it is delivered. */
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void afcp_signals_init(void)
 {
-    ntemps = afcp.o.jobs + TEMPS_WAITING;
+    unsigned per = (afcp.o.jobs + afcp.nsched - 1) / afcp.nsched + TEMPS_WAITING;
+    ntemps = per * afcp.nsched;
     temps = calloc(ntemps, sizeof *temps);
     if (!temps) {
         fputs("afcp: out of memory\n", stderr);
         exit(1);
     }
-    afcp_sem_init(&temp_sem, (long)ntemps);
-    corio_future_init(&never);
+    for (unsigned i = 0; i < afcp.nsched; i++) {
+        struct afcp_sched *s = &afcp.scheds[i];
+        s->temp_base = i * per;
+        s->temp_n = per;
+        afcp_sem_init(&s->temps, (long)per);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -1331,24 +1381,36 @@ void afcp_signals_init(void)
 
 void afcp_test_hook_open(void)
 {
-    if (hook_sig && ++hook_count == hook_at)
+    if (hook_sig && __atomic_add_fetch(&hook_count, 1, __ATOMIC_RELAXED) == hook_at)
         raise(hook_sig);
+}
+
+/* Parks t for good: the process is dying (the future is external, so a scheduler whose
+ * tasks all park here waits for the end instead of reporting a deadlock). */
+static void park(struct corio_task *t)
+{
+    struct afcp_sched *me = afcp_me;
+    if (!me->never_ready) {
+        corio_future_init_external(&me->never, corio_task_sched(t));
+        me->never_ready = 1;
+    }
+    corio_future_await_shielded(t, &me->never, NULL); /* until the process dies */
 }
 
 void afcp_temp_hold(struct corio_task *t)
 {
     if (__atomic_load_n(&dying, __ATOMIC_SEQ_CST))
-        corio_future_await_shielded(t, &never, NULL); /* until the process dies */
+        park(t);
 }
 
 int afcp_temp_get(struct corio_task *t)
 {
-    afcp_sem_acquire(t, &temp_sem);
-    static unsigned next;
-    while (temps[next].taken) /* the semaphore promises a free slot */
-        next = (next + 1) % ntemps;
-    temps[next].taken = 1;
-    return (int)next;
+    struct afcp_sched *me = afcp_me;
+    afcp_sem_acquire(t, &me->temps);
+    while (temps[me->temp_base + me->temp_next].taken) /* the semaphore promises a free slot */
+        me->temp_next = (me->temp_next + 1) % me->temp_n;
+    temps[me->temp_base + me->temp_next].taken = 1;
+    return (int)(me->temp_base + me->temp_next);
 }
 
 void afcp_temp_set(struct corio_task *t, int i, int dfd, const char *name)
@@ -1357,6 +1419,12 @@ void afcp_temp_set(struct corio_task *t, int i, int dfd, const char *name)
     temps[i].dfd = dfd;
     snprintf(temps[i].name, sizeof temps[i].name, "%s", name);
     __atomic_store_n(&temps[i].state, TEMP_CREATING, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&dying, __ATOMIC_SEQ_CST)) {
+        /* The signal came in between (on another thread): nothing is created. The handler
+         * may have counted this slot as a create in flight; it is not one any more. */
+        afcp_temp_created(i, 0);
+        park(t);
+    }
 }
 
 void afcp_temp_created(int i, int created)
@@ -1370,5 +1438,5 @@ void afcp_temp_put(int i)
 {
     __atomic_store_n(&temps[i].state, TEMP_FREE, __ATOMIC_SEQ_CST);
     temps[i].taken = 0;
-    afcp_sem_release(&temp_sem);
+    afcp_sem_release(&afcp_me->temps);
 }

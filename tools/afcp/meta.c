@@ -107,7 +107,7 @@ int afcp_old_get(struct afcp_dir *dd, const char *dname, struct afcp_old *old)
 {
     memset(old, 0, sizeof *old);
     struct afs_stat ast;
-    int err = afs_statx(afcp.ctx, dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &ast);
+    int err = afs_statx(AFCP_CTX, dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &ast);
     if (err < 0)
         return err;
     afcp_stat_from(&old->st, &ast);

@@ -61,18 +61,18 @@ void afcp_sem_release(struct afcp_sem *s)
  * ---------------------------------------------------------------------------------------- */
 void *afcp_buf_get(void)
 {
-    void *b = afcp.buf_free;
+    void *b = afcp_me->buf_free;
     if (b) {
-        afcp.buf_free = *(void **)b;
+        afcp_me->buf_free = *(void **)b;
         return b;
     }
-    return afs_buf_alloc(afcp.ctx, afcp.o.chunk_size);
+    return afs_buf_alloc(AFCP_CTX, afcp.o.chunk_size);
 }
 
 void afcp_buf_put(void *buf)
 {
-    *(void **)buf = afcp.buf_free;
-    afcp.buf_free = buf;
+    *(void **)buf = afcp_me->buf_free;
+    afcp_me->buf_free = buf;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -93,18 +93,19 @@ static void human(char *out, size_t n, double v)
 static void draw(void)
 {
     double el = (double)(corio_now() - afcp.t_start) / 1e9;
-    double rate = el > 0 ? (double)afcp.bytes_done / el : 0;
+    uint64_t bytes_done = afcp_get(&afcp.bytes_done), bytes_total = afcp_get(&afcp.bytes_total);
+    double rate = el > 0 ? (double)bytes_done / el : 0;
     char done[32], total[32], rs[32], eta[32] = "";
-    human(done, sizeof done, (double)afcp.bytes_done);
-    human(total, sizeof total, (double)afcp.bytes_total);
+    human(done, sizeof done, (double)bytes_done);
+    human(total, sizeof total, (double)bytes_total);
     human(rs, sizeof rs, rate);
-    double frac = afcp.bytes_total ? (double)afcp.bytes_done / (double)afcp.bytes_total : 1.0;
+    double frac = bytes_total ? (double)bytes_done / (double)bytes_total : 1.0;
     if (frac > 1)
         frac = 1;
     if (afcp.walking)
         snprintf(eta, sizeof eta, "scanning");
     else if (rate > 0) {
-        long s = (long)((double)(afcp.bytes_total - afcp.bytes_done) / rate + 0.5);
+        long s = (long)((double)(bytes_total - bytes_done) / rate + 0.5);
         snprintf(eta, sizeof eta, "ETA %ld:%02ld", s / 60, s % 60);
     }
     enum { WIDTH = 24 };
@@ -113,11 +114,13 @@ static void draw(void)
     for (int i = 0; i < WIDTH; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[WIDTH] = 0;
+    afcp_lock_stream(stderr);
     fprintf(stderr, "\r\033[K%s / %s [%s] %3d%%  %s/s  %llu/%llu files  %s", done, total, bar,
-            (int)(frac * 100), rs, (unsigned long long)afcp.files_done,
-            (unsigned long long)afcp.files_total, eta);
+            (int)(frac * 100), rs, (unsigned long long)afcp_get(&afcp.files_done),
+            (unsigned long long)afcp_get(&afcp.files_total), eta);
     fflush(stderr);
     afcp.bar_shown = 1;
+    afcp_unlock_stream(stderr);
 }
 
 void afcp_progress_clear(void)

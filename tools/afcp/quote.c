@@ -76,6 +76,30 @@ static int plain(const char *s, size_t i, size_t n, int printable, size_t len)
     return 0;
 }
 
+#ifdef _WIN32
+/* Names are UTF-8 on Windows whatever the C runtime's locale (tools/afcp/win_afcp.c): a
+ * well-formed sequence of a character past the C1 controls is printable, anything else is
+ * escaped byte by byte. */
+static size_t next_utf8(const unsigned char *s, size_t left, int *printable)
+{
+    size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : 2;
+    unsigned long cp = s[0] & (0x3f >> (n - 1));
+    *printable = 0;
+    if (s[0] < 0xc2 || s[0] > 0xf4 || n > left)
+        return 1;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 1;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    static const unsigned long least[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < least[n] || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000))
+        return 1; /* overlong, out of range or a surrogate */
+    *printable = cp >= 0xa0 && cp != 0x2028 && cp != 0x2029;
+    return n;
+}
+#endif
+
 /* Decodes the character at s (left bytes): its length and whether it is printable. */
 static size_t next_char(const char *s, size_t left, mbstate_t *mbs, int *printable)
 {
@@ -84,6 +108,10 @@ static size_t next_char(const char *s, size_t left, mbstate_t *mbs, int *printab
         *printable = c >= 0x20 && c < 0x7f;
         return 1;
     }
+#ifdef _WIN32
+    (void)mbs;
+    return next_utf8((const unsigned char *)s, left, printable);
+#endif
     wchar_t wc;
     size_t n = mbrtowc(&wc, s, left, mbs);
     *printable = n != (size_t)-1 && n != (size_t)-2 && n != 0 && iswprint((wint_t)wc);
@@ -150,8 +178,8 @@ static void quote_into(struct qbuf *b, const char *s)
 const char *afcp_q(const char *name)
 {
     /* A message names at most a few files: a ring of buffers, reused (and kept) in turn. */
-    static struct qbuf ring[4];
-    static unsigned next;
+    static _Thread_local struct qbuf ring[4]; /* messages come from every scheduler */
+    static _Thread_local unsigned next;
     struct qbuf *b = &ring[next++ % 4];
     b->len = 0;
     quote_into(b, name);

@@ -31,7 +31,7 @@ struct afcp_devino {
 
 void afcp_dir_get(struct afcp_dir *d)
 {
-    d->refs++;
+    __atomic_fetch_add(&d->refs, 1, __ATOMIC_RELAXED);
 }
 
 /* The last reference: the directory's entries are all copied, so its final mode and (with
@@ -77,7 +77,7 @@ static void dir_finish(struct afcp_dir *d)
 void afcp_dir_put(struct afcp_dir *d)
 {
     /* A loop, not recursion: the last file of a deep tree may end a thousand directories. */
-    while (d && --d->refs == 0) {
+    while (d && __atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         dir_finish(d);
         struct afcp_dir *p = d->parent;
         free(d->spath);
@@ -88,17 +88,17 @@ void afcp_dir_put(struct afcp_dir *d)
 }
 
 /* The metadata calls of the walker and the file tasks: plain system calls while the tree
- * answers from the cache (afcp.inline_io, measured in copy.c), asyncfs's batched ops
+ * answers from the cache (afcp_me->inline_io, measured in copy.c), asyncfs's batched ops
  * otherwise. flags: AFS_AT_* (stat), AFS_RENAME_* (rename). 0 or -errno. */
 int afcp_stat(int dirfd, const char *name, int flags, struct stat *out)
 {
-    if (afcp.inline_io) {
+    if (afcp_me->inline_io) {
         int f = (flags & AFS_AT_SYMLINK_NOFOLLOW ? AT_SYMLINK_NOFOLLOW : 0) |
                 (flags & AFS_AT_EMPTY_PATH ? AT_EMPTY_PATH : 0);
         return fstatat(dirfd, name, out, f) == 0 ? 0 : -errno;
     }
     struct afs_stat ast;
-    int err = afs_statx(afcp.ctx, dirfd, name, flags, &ast);
+    int err = afs_statx(AFCP_CTX, dirfd, name, flags, &ast);
     if (err == 0)
         afcp_stat_from(out, &ast);
     return err;
@@ -106,45 +106,46 @@ int afcp_stat(int dirfd, const char *name, int flags, struct stat *out)
 
 static int open_dir(int dirfd, const char *name, int nofollow)
 {
-    if (afcp.inline_io) {
+    if (afcp_me->inline_io) {
         int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
                                          (nofollow ? O_NOFOLLOW : 0));
         return fd >= 0 ? fd : -errno;
     }
-    return afs_openat(afcp.ctx, dirfd, name,
+    return afs_openat(AFCP_CTX, dirfd, name,
                       AFS_RDONLY | AFS_DIRECTORY | (nofollow ? AFS_NOFOLLOW : 0), 0);
 }
 
 static int make_dir(int dirfd, const char *name, mode_t mode)
 {
-    if (afcp.inline_io)
+    if (afcp_me->inline_io)
         return mkdirat(dirfd, name, mode) == 0 ? 0 : -errno;
-    return afs_mkdirat(afcp.ctx, dirfd, name, mode);
+    return afs_mkdirat(AFCP_CTX, dirfd, name, mode);
 }
 
 int afcp_unlink(int dirfd, const char *name)
 {
-    if (afcp.inline_io)
+    if (afcp_me->inline_io)
         return unlinkat(dirfd, name, 0) == 0 ? 0 : -errno;
-    return afs_unlinkat(afcp.ctx, dirfd, name, 0);
+    return afs_unlinkat(AFCP_CTX, dirfd, name, 0);
 }
 
 static int rename_in(int dfd, const char *from, const char *to, unsigned flags)
 {
-    if (afcp.inline_io)
+    if (afcp_me->inline_io)
         return renameat2(dfd, from, dfd, to, flags & AFS_RENAME_NOREPLACE ? RENAME_NOREPLACE
                                                                           : 0) == 0 ? 0 : -errno;
-    return afs_renameat(afcp.ctx, dfd, from, dfd, to, flags);
+    return afs_renameat(AFCP_CTX, dfd, from, dfd, to, flags);
 }
 
 void afcp_tmpname(char *tmp)
 {
     static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    static uint64_t state;
+    uint64_t state = afcp_me->name_state;
     if (!state) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40);
+        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
+                ((uint64_t)afcp_me->index * 0x9E3779B97F4A7C15ull); /* one sequence per thread */
         state |= 1;
     }
     memcpy(tmp, ".afcp.", 6);
@@ -155,6 +156,7 @@ void afcp_tmpname(char *tmp)
         tmp[6 + i] = set[state % (sizeof set - 1)];
     }
     tmp[12] = 0;
+    afcp_me->name_state = state;
 }
 
 /* Moves tmp over name. rename() replaces a symlink at `name` itself and never follows it.
@@ -201,7 +203,7 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
         return 0;
     if (dst.st_dev == sst->st_dev && dst.st_ino == sst->st_ino) {
         afcp_note("'%s' and '%s' are the same file", spath, dpath);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     if (afcp.o.noclobber)
@@ -214,26 +216,26 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
         return 1;
     if (S_ISDIR(dst.st_mode)) {
         afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     if (src_is_dir) {
         afcp_note("cannot overwrite non-directory '%s' with directory", dpath);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     /* A device, FIFO or socket is never removed to make room for a copy (a regular file is
      * written into it: see copy.c). */
     if (kind == AFCP_DEST_OTHER && !S_ISREG(dst.st_mode) && !S_ISLNK(dst.st_mode)) {
         afcp_note("cannot overwrite special file '%s'", dpath);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     /* A regular file is never written through a symlink at the destination (cp would):
      * without -f that is an error; with -f the link itself is replaced. */
     if (kind == AFCP_DEST_FILE && S_ISLNK(dst.st_mode) && !afcp.o.force) {
         afcp_note("not writing through symlink '%s' (use -f to replace it)", dpath);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     return 0;
@@ -406,13 +408,13 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
 {
     if (made_by_us(st->st_dev, st->st_ino)) {
         afcp_note("cannot copy a directory, '%s', into itself, '%s'", spath, dpath);
-        afcp.status = 1;
+        afcp_fail();
         return NULL;
     }
     for (struct afcp_dir *a = sd; follow && a; a = a->parent) /* -L: a link to an ancestor */
         if (a->sfd >= 0 && a->st.st_dev == st->st_dev && a->st.st_ino == st->st_ino) {
             afcp_note("cannot copy cyclic symbolic link '%s'", spath);
-            afcp.status = 1;
+            afcp_fail();
             return NULL;
         }
     int exists;
@@ -440,7 +442,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
             afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
         else
             afcp_err(dfd, "cannot open directory '%s'", dpath);
-        afcp.status = 1;
+        afcp_fail();
         close(sfd);
         return NULL;
     }
@@ -475,6 +477,146 @@ static int too_long(const char *spath, const char *dpath)
     else
         afcp_err(ENAMETOOLONG, "cannot create '%s'", dpath);
     return 1;
+}
+
+/* One entry (name, d_type) of the directory cur, copied to the same name in cur's
+ * destination. A directory is entered only by the walker (walker set: the new afcp_dir is
+ * returned, the caller walks it); anywhere else it would be an entry that changed from a
+ * symlink into a directory since readdir, and is reported. */
+static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, const char *name,
+                                    unsigned char type, int walker)
+{
+    struct afcp_dir *d = NULL;
+    char *sp = afcp_join(cur->spath, name), *dp = afcp_join(cur->dpath, name);
+    struct stat est;
+    int err = 0;
+    if (too_long(sp, dp)) {
+        err = 1;
+    } else if (type == DT_REG) {
+        /* The file task stats what it opens; the size comes then. */
+        memset(&est, 0, sizeof est);
+        est.st_mode = S_IFREG;
+    } else if ((err = afcp_stat(cur->sfd, name,
+                                afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &est)) < 0) {
+        afcp_err(err, "cannot stat '%s'", sp);
+    }
+    if (!err) {
+        if (S_ISDIR(est.st_mode) && walker) {
+            d = enter_dir(cur, name, cur, name, &est, sp, dp, afcp.o.deref == 'L');
+        } else if (S_ISDIR(est.st_mode)) {
+            afcp_note("cannot copy '%s': changed during the copy", sp);
+            afcp_fail();
+        } else {
+            afcp_copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L');
+        }
+    }
+    free(sp);
+    free(dp);
+    return d;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Batches: the walker (scheduler 0) sends the regular files and symlinks it finds, BATCH_MAX
+ * entries at a time (from one directory or several), to the least loaded scheduler
+ * (corio_spawn_on CORIO_SCHED_ANY); an idle scheduler takes queued batches from a busy one.
+ * So a flat directory of 100,000 files spreads over the schedulers as well as a tree of
+ * small directories does. Each entry holds a reference to its directory. At most
+ * 4 batches per scheduler (16 in all) are in flight: the walker waits for one to finish
+ * (with its file tasks) before it sends the next, so it never runs far ahead of the copy
+ * (open directories, memory). Directories, and entries whose type needs a stat to know
+ * (d_type unknown, symlinks under -L, devices and FIFOs), stay with the walker.
+ * ---------------------------------------------------------------------------------------- */
+enum { BATCH_MAX = 32, FLIGHT_MAX = 16, YIELD_EVERY = 8 };
+
+struct batch {
+    struct corio_future done;
+    unsigned            n;
+    struct {
+        struct afcp_dir *d;
+        char            *name;
+        unsigned char    type;
+    } e[BATCH_MAX];
+};
+
+static struct batch *filling;            /* the walker's: the batch being filled */
+static struct batch *flight[FLIGHT_MAX]; /* sent, not yet reaped */
+static unsigned      nflight;
+
+static int batchable(unsigned char type)
+{
+    return type == DT_REG || (type == DT_LNK && afcp.o.deref != 'L');
+}
+
+static int batch_task(struct corio_task *t, void *arg)
+{
+    struct batch *b = arg;
+    afcp_enter(t);
+    /* On the walker's own scheduler a batch starts at once: let the walker send the next
+     * ones first (the others' queues fill), then copy. */
+    if (afcp_me->index == 0)
+        corio_yield(t);
+    for (unsigned i = 0; i < b->n; i++) {
+        /* A scheduler sends what it posted to other threads (the wake-ups of the walker's
+         * batches, the ends of batches) when its CPU phase ends: a yield now and then ends
+         * it, so that a plain copy of cached files does not hold them back for long. */
+        if (i && i % YIELD_EVERY == 0)
+            corio_yield(t);
+        copy_listed(t, b->e[i].d, b->e[i].name, b->e[i].type, 0);
+        afcp_dir_put(b->e[i].d);
+        free(b->e[i].name);
+    }
+    afcp_me->entries += b->n;
+    return 0;
+}
+
+/* Waits until one batch in flight is done (with its file tasks) and frees it. */
+static void reap(struct corio_task *t)
+{
+    struct corio_future *futs[FLIGHT_MAX];
+    for (unsigned i = 0; i < nflight; i++)
+        futs[i] = &flight[i]->done;
+    size_t i = 0;
+    if (corio_future_wait(t, CORIO_WAIT_FIRST, futs, nflight, &i) < 0 || i >= nflight) {
+        i = 0; /* cannot happen (nobody cancels the walker): wait for the oldest */
+        corio_future_await_shielded(t, futs[0], NULL);
+    }
+    free(flight[i]);
+    flight[i] = flight[--nflight];
+}
+
+static void send_batch(struct corio_task *t)
+{
+    struct batch *b = filling;
+    if (!b)
+        return;
+    filling = NULL;
+    unsigned cap = 4 * afcp.nsched < FLIGHT_MAX ? 4 * afcp.nsched : FLIGHT_MAX;
+    while (nflight >= cap)
+        reap(t);
+    flight[nflight++] = b;
+    if (corio_spawn_on(t, CORIO_SCHED_ANY, batch_task, b, &b->done) < 0)
+        batch_task(t, b); /* no memory for a task: copy them here (done is completed) */
+}
+
+static void dispatch(struct corio_task *t, struct afcp_dir *d, char *name, unsigned char type)
+{
+    if (!filling) {
+        filling = afcp_xmalloc(sizeof *filling);
+        filling->n = 0;
+    }
+    afcp_dir_get(d);
+    filling->e[filling->n].d = d;
+    filling->e[filling->n].name = name;
+    filling->e[filling->n++].type = type;
+    if (filling->n == BATCH_MAX)
+        send_batch(t);
+}
+
+void afcp_walk_end(struct corio_task *t)
+{
+    send_batch(t);
+    while (nflight)
+        reap(t);
 }
 
 /* One directory being walked: its entries and the next one to copy. */
@@ -527,30 +669,11 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             continue;
         }
         struct ent *e = &f->ents[f->next++];
-        struct afcp_dir *cur = f->d;
-        char *sp = afcp_join(cur->spath, e->name), *dp = afcp_join(cur->dpath, e->name);
-        struct stat est;
-        int err = 0;
-        if (too_long(sp, dp)) {
-            err = 1;
-        } else if (e->type == DT_REG) {
-            /* The file task stats what it opens; the size comes then. */
-            memset(&est, 0, sizeof est);
-            est.st_mode = S_IFREG;
-        } else if ((err = afcp_stat(cur->sfd, e->name,
-                                    afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW,
-                                    &est)) == 0) {
-        } else {
-            afcp_err(err, "cannot stat '%s'", sp);
+        if (batchable(e->type)) {
+            dispatch(t, f->d, e->name, e->type); /* the batch owns the name now */
+            continue;
         }
-        if (!err) {
-            if (S_ISDIR(est.st_mode))
-                d = enter_dir(cur, e->name, cur, e->name, &est, sp, dp, afcp.o.deref == 'L');
-            else
-                afcp_copy_entry(t, cur, e->name, cur, e->name, &est, afcp.o.deref == 'L');
-        }
-        free(sp);
-        free(dp);
+        d = copy_listed(t, f->d, e->name, e->type, 1);
         free(e->name);
     }
     free(stack);
@@ -576,7 +699,7 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
     if (S_ISDIR(st->st_mode)) {
         if (!afcp.o.recursive) {
             afcp_note("-r not specified; omitting directory '%s'", spath);
-            afcp.status = 1;
+            afcp_fail();
         } else {
             copy_dir(t, sd, sname, dd, dname, st, spath, dpath, follow);
         }
