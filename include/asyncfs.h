@@ -126,7 +126,11 @@ struct afs_config {
                                         this thread's offloaded file I/O, at most; 0 = the
                                         default (the number of CPUs, at least 2),
                                         AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
-                                        limit). Other backends ignore it */
+                                        limit). The thread pool (threads backend, and ops
+                                        other backends run there): its threads at most;
+                                        0 = twice the CPUs, 4 to 32; AFS_IO_WORKERS_KERNEL
+                                        = 256. Threads start only when ops wait for one.
+                                        Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u
@@ -470,7 +474,9 @@ struct afs_op {
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
- * flight: its callback has not started). A zero-length op completes with 0. */
+ * flight on this context: its callback has not started). An op needs no initialising:
+ * memory left by an op of a context freed since is not taken for a busy op. A zero-length
+ * op completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
@@ -952,7 +958,9 @@ AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protoc
  * -EINVAL (NULL addr, addrlen 0 or larger than struct sockaddr_storage), -ENOTSOCK (s is
  * not a socket), the connect error (-ECONNREFUSED, -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT
  * from the kernel, -EISCONN...), or in a corio task -ECANCELED / -ETIMEDOUT (cancellation,
- * deadline). After a failed connect the socket is left as the kernel leaves it: close it. */
+ * deadline). After a failed connect the socket is left as the kernel leaves it: close it.
+ * A listener whose backlog is full (an AF_UNIX one, where the kernel refuses with EAGAIN)
+ * does not fail the connect: it waits until the listener makes room. */
 AFS_API int afs_connect(struct afs_file *s, const struct sockaddr *addr, socklen_t addrlen);
 
 /* Accepts a connection on the listening socket s as a new file of s's context (opened as
