@@ -211,6 +211,8 @@ void afs__waker_set_port(afs__waker *w, HANDLE port);
 #define AFS__SOCK_KEY ((ULONG_PTR)0x736f636bu)
 void   afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e);
 HANDLE afs__iocp_port(struct afs_ctx *ctx);
+/* Starts Winsock once per process (every socket call of the library does): 0 or -errno. */
+int    afs__win_sock_init(void);
 #endif
 
 #endif
