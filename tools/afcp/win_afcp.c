@@ -328,7 +328,9 @@ static int afcp_main(int argc, char **argv)
         case OPT_FSYNC: o->fsync = 1; break;
         case OPT_NOFSYNC: o->fsync = 0; break;
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
-        case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
+        case OPT_CHUNKJOBS:
+            o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count");
+            break;
         case OPT_HELP: usage(stdout); return 0;
         case OPT_VERSION:
             printf("afcp %s (asyncfs %d.%d.%d, Windows)\n", AFCP_VERSION,

@@ -8,12 +8,13 @@
  *
  * A file task opens the source (afs_openat + afs_file_from_fd), takes its size, attributes
  * and times from that handle, checks what is at the destination name (afs_statx), creates
- * ".afcp.XXXXXX" next to it with CREATE_NEW semantics (AFS_CREAT|AFS_EXCL), copies the data with afs_pread/afs_pwrite (large files in chunks
- * taken by up to chunk_workers tasks), gives the copy the source's attributes (read-only,
- * hidden, system, archive; with -p also its times) on the open handle, closes it and
- * renames it over the destination name (afs_renameat). So a name only ever shows a complete
- * copy with its attributes; any failure removes the temporary (afs_unlinkat), and Ctrl+C
- * removes every temporary (win_fs.c).
+ * ".afcp.XXXXXX" next to it with CREATE_NEW semantics (AFS_CREAT|AFS_EXCL), copies the
+ * data with afs_pread/afs_pwrite (large files in chunks taken by up to chunk_workers tasks),
+ * gives the copy the source's attributes (read-only, hidden, system, archive; with -p also
+ * its times) on the open handle, closes it and renames it over the destination name
+ * (afs_renameat). So a name only ever shows a complete copy with its attributes; any
+ * failure removes the temporary (afs_unlinkat), and Ctrl+C removes every temporary
+ * (win_fs.c).
  *
  * Symbolic links and junctions in a tree (reparse points) are not followed and not copied:
  * each is reported and the copy goes on (exit status 1). */
@@ -42,8 +43,10 @@ static void dir_finish(struct wafcp_dir *d)
     if (!d->created && !(p & AFCP_P_MODE) && !(p & AFCP_P_TIMES))
         return;
     DWORD attrs = d->attrs & KEEP_ATTRS;
+    if (!attrs && !(p & AFCP_P_TIMES))
+        return; /* nothing to give it */
     FILETIME t[3] = {d->ctime, d->atime, d->mtime};
-    int err = wafcp_set_basic(d->dfull, attrs ? attrs : 0, (p & AFCP_P_TIMES) ? t : NULL);
+    int err = wafcp_set_basic(d->dfull, attrs, (p & AFCP_P_TIMES) ? t : NULL);
     if (err < 0)
         afcp_err(err, "preserving attributes for '%s'", d->dshow);
 }
