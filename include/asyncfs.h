@@ -911,7 +911,13 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    makes for its other completions, and the context's thread makes the transfer when the
  *    socket is ready. No thread is ever blocked in a socket call, and none is started per
  *    socket.
- *  - Windows: not yet; every call of this section returns -ENOTSUP there.
+ *  - Windows (every backend): overlapped Winsock calls (WSARecv, WSASend, AcceptEx,
+ *    ConnectEx) whose completions come to the iocp backend's completion port, or for the
+ *    threads and sync backends to a port the context makes at its first socket op and waits
+ *    on instead of its waker. Ops of one direction of a socket are in the kernel one at a
+ *    time, in order. afs_socketpair() is a TCP connection over loopback there (Windows has
+ *    no socketpair; SOCK_STREAM only, AF_UNIX and AF_INET give IPv4, AF_INET6 IPv6), and
+ *    afs_file_fd() of a socket is its SOCKET. Sockets are not inherited by child processes.
  *
  * Signals: no call of the library raises SIGPIPE. Sends carry MSG_NOSIGNAL (SO_NOSIGPIPE
  * where the system has no MSG_NOSIGNAL): a peer that has gone away is -EPIPE or
@@ -944,13 +950,14 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * AFS_MODE_SYNC (afs_read/afs_write block), close-on-exec. SOCK_NONBLOCK and SOCK_CLOEXEC
  * in type are ignored: the library decides both. Never waits. Returns 0 and *out, -EINVAL
  * (out is NULL), the socket(2) error (-EAFNOSUPPORT, -EPROTONOSUPPORT, -EMFILE, -ENFILE,
- * -ENOBUFS...), -ENOMEM, or -ENOTSUP on Windows. */
+ * -ENOBUFS...), or -ENOMEM. */
 AFS_API int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol,
                        struct afs_file **out);
 
 /* A connected pair of sockets (socketpair(2), AF_UNIX on every POSIX system) as two files of
  * ctx, as afs_socket() makes them: out[0] and out[1]. Returns 0, -EINVAL (out is NULL), the
- * socketpair(2) error, -ENOMEM, or -ENOTSUP on Windows. */
+ * socketpair(2) error (Windows: -EOPNOTSUPP for a type other than SOCK_STREAM, or the
+ * error of the loopback connection), or -ENOMEM. */
 AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
                            struct afs_file *out[2]);
 
@@ -985,7 +992,8 @@ AFS_API ssize_t afs_recv(struct afs_file *s, void *buf, size_t len, int flags);
 
 /* Sends all len bytes of buf, as many sends as it takes, as a write of a file does: the
  * return is len, or an error. flags: 0, or MSG_MORE (Linux: more data follows), MSG_OOB,
- * MSG_DONTROUTE, MSG_EOR; MSG_NOSIGNAL is always added (no SIGPIPE); others are -EINVAL.
+ * MSG_DONTROUTE, MSG_EOR (Windows: MSG_OOB and MSG_DONTROUTE); MSG_NOSIGNAL is always added
+ * (no SIGPIPE); others are -EINVAL.
  * A send that is stopped (corio cancellation or deadline, afs_cancel) after part of buf left
  * returns that count; nothing sent: -ECANCELED / -ETIMEDOUT. Other returns: -EINVAL (NULL
  * buf with len > 0, len above SSIZE_MAX, bad flags), -ENOTSOCK, the send error (-EPIPE,
@@ -1000,9 +1008,10 @@ AFS_API int afs_shutdown(struct afs_file *s, int how);
 
 /* The same as ops: cb runs from afs_ctx_wait() with op->result as the blocking call returns
  * it, except for afs_queue_accept, whose result is the new descriptor (>= 0; blocking,
- * close-on-exec, the caller's: hand it to afs_file_from_fd() or close it). The arguments are
- * checked as above, and queueing returns 0, -EINVAL, -ENOTSOCK, -EBUSY (the op is still in
- * use) or -ENOTSUP (Windows); nothing is queued on error. Everything passed (buf, addr,
+ * close-on-exec, the caller's: hand it to afs_file_from_fd() or close it; Windows: the
+ * accepted SOCKET, not inheritable, to close with closesocket()). The arguments are
+ * checked as above, and queueing returns 0, -EINVAL, -ENOTSOCK or -EBUSY (the op is still
+ * in use); nothing is queued on error. Everything passed (buf, addr,
  * addrlen) belongs to the library until the callback starts. */
 AFS_API int afs_queue_connect(struct afs_op *op, struct afs_file *s, const struct sockaddr *addr,
                               socklen_t addrlen, afs_cb *cb, void *data);
