@@ -372,7 +372,9 @@ void afs__pool_reap(struct afs__pool *p);
 struct afs__ready_fd {
     struct afs__list q[2];
     bool             watched;  /* registered with the engine's kernel object */
+    bool             retrying; /* a connect refused with EAGAIN heads q[1]: on r->retry */
     struct afs_list_node node; /* poll(): on the engine's list while it has parked ops */
+    struct afs_list_node retry_node;
 };
 
 struct afs__ready;
@@ -390,6 +392,9 @@ void afs__ready_reap(struct afs_ctx *ctx);
 bool afs__ready_parked(const struct afs_ctx *ctx);
 /* The engine's descriptor while ops are parked (io_uring polls it), else -1. */
 int  afs__ready_fd(struct afs_ctx *ctx);
+/* timeout_ns (< 0: no limit) cut to when the engine retries a connect the kernel refused
+ * with EAGAIN (a full AF_UNIX backlog), for a backend that waits outside afs__ctx_block(). */
+int64_t afs__ready_timeout(struct afs_ctx *ctx, int64_t timeout_ns);
 void afs__ready_free(struct afs_ctx *ctx);
 
 /* The blocking wait of the backends with no kernel queue of their own (threads, sync, and
@@ -494,7 +499,23 @@ struct afs_ctx {
     unsigned          reg_bufs_asked, reg_bufs, reg_slots_asked, reg_slots;
     char              reg_bufs_why[160], reg_files_why[160];
     struct afs__crash *crash;    /* crash mode (afs_crash_enable), else NULL */
+    uintptr_t         op_tag;    /* this context's number, in the upper half: in its ops' magic */
 };
+
+/* An op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the memory
+ * was an op once (afs_cancel); all of it, that it was queued on this context: memory left by
+ * an op of a context since freed (uninitialised stack) is not taken for a live op. */
+#define AFS__MAGIC_LOW (((uintptr_t)1 << (sizeof(uintptr_t) * 4)) - 1)
+static inline uintptr_t afs__op_magic(const struct afs_ctx *ctx, const struct afs_op *op)
+{
+    return AFS__MAGIC ^ (uintptr_t)op ^ ctx->op_tag;
+}
+
+/* Queued and not yet called back, on ctx: queueing op again is -EBUSY. */
+static inline bool afs__op_busy(const struct afs_ctx *ctx, struct afs_op *op)
+{
+    return afs__op(op)->magic == afs__op_magic(ctx, op) && afs__op(op)->state != AFS__IDLE;
+}
 
 
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */

@@ -667,8 +667,11 @@ static int nt_full(const wchar_t *w, struct nt_name *out)
 static int join_final(HANDLE dir, const wchar_t *rel, wchar_t **out)
 {
     DWORD n = GetFinalPathNameByHandleW(dir, NULL, 0, VOLUME_NAME_DOS);
-    if (n == 0)
-        return afs__win_errno(GetLastError());
+    if (n == 0) {
+        DWORD e = GetLastError();
+        /* wine 8 gives no path over MAX_PATH this way */
+        return e == ERROR_MORE_DATA ? -ENAMETOOLONG : afs__win_errno(e);
+    }
     size_t rl = wcslen(rel);
     wchar_t *buf = malloc(((size_t)n + rl + 2) * sizeof *buf);
     if (!buf)

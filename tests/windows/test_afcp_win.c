@@ -615,7 +615,8 @@ T_AFCP(options)
         cr_assert_null(strstr(out_text, posix_only[i]), "--help offers %s", posix_only[i]);
     static const wchar_t *const refused[] = {L"--reflink", L"--direct", L"--inplace",
                                              L"--sparse=never", L"-L", L"-x",
-                                             L"--preserve=xattr", L"--preserve=ownership"};
+                                             L"--preserve=xattr", L"--preserve=ownership",
+                                             L"--threads=2"};
     write_file(L"f", 1, 1);
     for (unsigned i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         wchar_t args[64];
