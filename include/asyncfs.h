@@ -1108,6 +1108,14 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * afs_fread that reaches a chunk still in flight polls the context first, so other ops'
  * callbacks may run in it even when it need not wait. AFS_STREAM_BUFFERED turns all of this
  * off.
+ *
+ * Cached data (Linux 6.5+, the same probe): reading in order, a stream measures per window
+ * of 16 chunks (at least 2 * chunks) whether copying cached data on the caller's thread or
+ * on one of the context's pool threads, while the caller works on the chunk before, costs it
+ * less time, and does the cheaper (docs/STREAMS.md). On the caller's thread, a request of
+ * 64 KiB or more is read straight into ptr, as stdio does. Pool threads are used only where
+ * the process may run on more than one CPU and the caller's thread was not kept waiting for
+ * one; never on the sync backend.
  * ---------------------------------------------------------------------------------------- */
 struct afs_stream;
 

@@ -54,6 +54,9 @@ int      afs__thread_pin(unsigned nth);
 int64_t afs__now_ns(void);
 #ifndef _WIN32
 int64_t afs__thread_cpu_ns(void); /* CLOCK_THREAD_CPUTIME_ID */
+/* Blocks SIGPIPE on the calling thread for good: for the library's own threads, whose pipe
+ * writes then need no signal-mask calls (src/unix/sys.c). */
+void afs__sys_block_sigpipe(void);
 #endif
 
 /* A hint inside a spin-wait loop (PAUSE / YIELD). */
