@@ -59,7 +59,8 @@ static int resolve_fn(void *arg)
         return 0;
     }
 #endif
-    j->gai = getaddrinfo(j->host, j->port, &hints, &j->res);
+    j->gai = afs__sys.getaddrinfo ? afs__sys.getaddrinfo(j->host, j->port, &hints, &j->res)
+                                  : getaddrinfo(j->host, j->port, &hints, &j->res);
     j->gai_errno = errno;
     return 0;
 }
@@ -67,7 +68,9 @@ static int resolve_fn(void *arg)
 static void resolve_release(struct corio_blocking *b)
 {
     struct resolve_job *j = (struct resolve_job *)(void *)b;
-    if (j->res)
+    if (j->res && afs__sys.freeaddrinfo)
+        afs__sys.freeaddrinfo(j->res);
+    else if (j->res)
         freeaddrinfo(j->res);
     free(j->host);
     free(j->port);
