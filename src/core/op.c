@@ -703,7 +703,11 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         return false;
     }
     if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN) {
-        /* Not repeatable: a second connect() would report EALREADY or EISCONN. */
+        /* Not repeatable: a second connect() would report EALREADY or EISCONN. A connect
+         * the kernel was waiting in (io_uring's worker, for a full AF_UNIX backlog) ends
+         * with EINTR when it is cancelled. */
+        if (cancel && (res == -EINTR || res == -EAGAIN))
+            res = -ECANCELED;
         afs__op_finished(ctx, op, res);
         return false;
     }

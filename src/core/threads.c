@@ -34,6 +34,9 @@ static uint64_t *pool_cancelled(struct afs_op *op)
 static void worker(void *arg)
 {
     struct afs__pool *p = arg;
+#ifndef _WIN32
+    afs__sys_block_sigpipe(); /* its pipe writes are -EPIPE, never a signal */
+#endif
     afs__mutex_lock(&p->mu);
     for (;;) {
         while (!p->todo.len && !p->stop) {

@@ -14,8 +14,8 @@
 #define STREAM_ALIGN         ((size_t)4096)
 #define STREAM_DIRECT_MIN    16u /* chunks: smaller files are read through the page cache */
 #define STREAM_WINDOW_MIN    8u  /* chunks: the shortest window of the direct-read rule */
-#define STREAM_CACHED_WIN    ((int64_t)16 << 20) /* bytes at least: a window of the cached-data
-                                                    rule (docs/STREAMS.md) */
+#define STREAM_CACHED_WIN    16u /* chunks at least: a window of the cached-data rule
+                                    (docs/STREAMS.md) */
 #define STREAM_EXPLORE       16u  /* cached windows until the mode not chosen is timed again; the
                                      gap doubles each time, up to 16 times this */
 #define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
@@ -347,7 +347,7 @@ static void cached_window(struct afs_stream *s)
     /* The stream's first window is not timed: it pays for first touches (the caller's
      * buffer faulted in, the pool's threads started). */
     s->cw_timed = s->cw_end != -2;
-    int64_t win = AFS_MAX(STREAM_CACHED_WIN, (int64_t)(2 * s->depth) * (int64_t)s->cs);
+    int64_t win = (int64_t)AFS_MAX(STREAM_CACHED_WIN, 2 * s->depth) * (int64_t)s->cs;
     int64_t len = s->eof_off > s->pos ? AFS_MIN(win, s->eof_off - s->pos) : 0;
     uint64_t cached;
     bool dirty;

@@ -30,27 +30,56 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
     return r < 0 ? -errno : r;
 }
 
+/* Set on the library's own threads (the pool's), which keep SIGPIPE blocked for good. */
+static _Thread_local bool sigpipe_blocked;
+
+void afs__sys_block_sigpipe(void)
+{
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpipe_blocked = pthread_sigmask(SIG_BLOCK, &pipe_set, NULL) == 0;
+}
+
+/* Takes back the SIGPIPE a write that failed with EPIPE raised on this thread (blocked). The
+ * kernel sends it to the writing thread, and a thread's own pending signals are taken before
+ * the process's. */
+static void take_sigpipe(const sigset_t *pipe_set)
+{
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(pipe_set, NULL, &zero) < 0 && errno == EINTR)
+        ;
+}
+
 /* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
  * MSG_NOSIGNAL elsewhere): a reader that has gone must be -EPIPE, not the death of the
- * process by SIGPIPE. The signal is blocked on this thread around the write, and the one
- * the write raised is taken back, never one that was pending before (standard signals do
- * not queue: it would be the same one). */
+ * process by SIGPIPE. On a pool thread the signal is blocked already: only an EPIPE costs a
+ * call, to take its signal back. On the caller's thread it is blocked around the write and
+ * the one the write raised is taken back, never one that was pending before (standard
+ * signals do not queue: it would be the same one). One can be pending only where the
+ * caller's mask blocked SIGPIPE already (else it would have been delivered), so only then is
+ * it looked for, and only else is the mask put back: two calls around the write. */
 static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
                          int iovcnt)
 {
     sigset_t pipe_set, old, pend;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
+    if (sigpipe_blocked) {
+        ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
+        int err = r < 0 ? errno : 0;
+        if (err == EPIPE)
+            take_sigpipe(&pipe_set);
+        return r < 0 ? -err : r;
+    }
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool pending = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    bool was_blocked = sigismember(&old, SIGPIPE);
+    bool pending = was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
     ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
     int err = r < 0 ? errno : 0;
-    if (err == EPIPE && !pending) {
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-    }
-    if (!sigismember(&old, SIGPIPE))
+    if (err == EPIPE && !pending)
+        take_sigpipe(&pipe_set);
+    if (!was_blocked)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     return r < 0 ? -err : r;
 }

@@ -502,3 +502,106 @@ T_EOF(own_write_forgets_the_size)
     cr_assert_eq(preads, 1);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#ifndef _WIN32
+#ifdef __linux__
+#include <dirent.h>
+#include <sys/syscall.h>
+
+/* SIGPIPE bits in one line of /proc/self/task/TID/status ("SigBlk:\t0000000000001000"). */
+static int status_has_sigpipe(const char *tid, const char *field)
+{
+    char path[128], line[256];
+    snprintf(path, sizeof path, "/proc/self/task/%s/status", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int has = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            has = (strtoull(line + n + 1, NULL, 16) >> (SIGPIPE - 1)) & 1;
+    fclose(f);
+    return has;
+}
+#endif
+
+/* The threads of this process that block SIGPIPE. */
+static int sigpipe_blockers(void)
+{
+    int n = 0;
+#ifdef __linux__
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n += status_has_sigpipe(e->d_name, "SigBlk") == 1;
+    closedir(d);
+#endif
+    return n;
+}
+
+/* Writes to a pipe whose reader has gone, many through the backend (a pool thread on the
+ * threads backend): -EPIPE each, the process lives (SIGPIPE has its default action), no
+ * SIGPIPE is left pending anywhere, and the caller's signal mask is as it was. The pool's
+ * threads keep SIGPIPE blocked for good (their writes need no mask calls); only they do. */
+T_PIPE(pipe_writes_to_a_gone_reader_leave_no_sigpipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    int blockers = sigpipe_blockers();
+    (void)blockers;
+    t_new_ctx();
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]);
+    struct afs_file *w;
+    cr_assert_eq(afs_file_from_fd(t_ctx, fds[1], AFS_WRONLY, AFS_MODE_SYNC, &w), 0);
+    static char big[256 << 10];
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(afs_write(w, big, sizeof big), -EPIPE);
+    cr_assert_eq(afs_write(w, big, 100), -EPIPE); /* small: inline */
+    cr_assert_eq(afs_close(w), 0);
+    /* A stream's write-behind. */
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", fds[1]);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+    cr_assert_eq(afs_fwrite(big, 1, sizeof big, s), sizeof big);
+    cr_assert_eq(afs_fflush(s), -EPIPE);
+    cr_assert_eq(afs_fclose(s), -EPIPE);
+    close(fds[1]);
+
+    sigset_t cur, pend;
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, NULL, &cur), 0);
+    cr_assert(!sigismember(&cur, SIGPIPE), "the caller's mask changed");
+    cr_assert_eq(sigpending(&pend), 0);
+    cr_assert(!sigismember(&pend, SIGPIPE));
+#ifdef __linux__
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return;
+    char self[32];
+    snprintf(self, sizeof self, "%ld", (long)syscall(SYS_gettid));
+    int threads = strcmp(afs_ctx_backend(t_ctx), "threads") == 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        /* The threads the library starts; io_uring's kernel workers and glibc's aio
+         * threads, which write for the other backends, keep theirs to themselves. */
+        if (threads || strcmp(e->d_name, self) == 0)
+            cr_assert_neq(status_has_sigpipe(e->d_name, "SigPnd"), 1, "SIGPIPE pending on %s",
+                          e->d_name);
+        cr_assert_neq(status_has_sigpipe(e->d_name, "ShdPnd"), 1, "SIGPIPE pending");
+    }
+    closedir(d);
+    if (threads)
+        cr_assert_gt(sigpipe_blockers(), blockers,
+                     "the pool's threads that wrote do not keep SIGPIPE blocked");
+#endif
+}
+#endif

@@ -518,6 +518,7 @@ T_IO(streams_in_corio_tasks)
 #include "platform.h"
 
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/syscall.h>
 
 /* Drops the file's clean pages from the page cache (no root needed). */
@@ -827,4 +828,267 @@ T_IO(reads_on_tmpfs)
     unlink(path);
     rmdir(dir);
 }
+/* ------------------------------------------------------------------------------------------
+ * Cached data: who copies it (docs/STREAMS.md), driven here by a clock of the test's own.
+ * Every read on the test's thread costs `inline_cost` ns of that clock, every read on another
+ * thread (a pool thread) `pool_cost`; the thread's CPU time is the clock times cpu_share / 100
+ * (100: the thread had its CPU to itself). Faults: every `short_every`-th read moves at most
+ * 1000 bytes, every `eintr_every`-th fails with EINTR first, and a read at `eio_at` fails
+ * with EIO once.
+ * ---------------------------------------------------------------------------------------- */
+
+/* Not in the API: the cached reads a stream made on its caller's thread and on pool threads
+ * (stream.c). */
+void afs__stream_cached_reads(const struct afs_stream *s, uint64_t *inline_n, uint64_t *pool_n);
+
+static struct afs__syscalls cached_saved;
+static pthread_t cached_thread;
+static int64_t cached_clock, inline_cost, pool_cost, cpu_share = 100;
+static unsigned short_every, eintr_every, cached_calls;
+static int64_t eio_at = -1;
+static const void *caller_lo, *caller_hi; /* the caller's buffer */
+static int into_caller;                    /* reads that went straight into it */
+
+static int64_t fake_now(void)
+{
+    return __atomic_load_n(&cached_clock, __ATOMIC_SEQ_CST);
+}
+
+static int64_t fake_cpu(void)
+{
+    return fake_now() * cpu_share / 100;
+}
+
+static ssize_t costed_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    int mine = pthread_equal(pthread_self(), cached_thread);
+    __atomic_add_fetch(&cached_clock, mine ? inline_cost : pool_cost, __ATOMIC_SEQ_CST);
+    unsigned n = __atomic_add_fetch(&cached_calls, 1, __ATOMIC_SEQ_CST);
+    if ((const char *)buf >= (const char *)caller_lo && (const char *)buf < (const char *)caller_hi)
+        __atomic_add_fetch(&into_caller, 1, __ATOMIC_SEQ_CST);
+    if (eintr_every && n % eintr_every == 0)
+        return -EINTR;
+    if (eio_at >= 0 && (int64_t)off <= eio_at && eio_at < (int64_t)(off + len)) {
+        eio_at = -1;
+        return -EIO;
+    }
+    if (short_every && n % short_every == 0 && len > 1000)
+        len = 1000;
+    return cached_saved.pread(fd, buf, len, off);
+}
+
+static void costs(int64_t in_ns, int64_t pool_ns, int64_t share)
+{
+    cached_saved = afs__sys;
+    cached_thread = pthread_self();
+    cached_clock = 1000000000;
+    inline_cost = in_ns;
+    pool_cost = pool_ns;
+    cpu_share = share;
+    short_every = eintr_every = cached_calls = 0;
+    eio_at = -1;
+    into_caller = 0;
+    caller_lo = caller_hi = NULL;
+    afs__sys.pread = costed_pread;
+    afs__sys.now = fake_now;
+    afs__sys.cpu_now = fake_cpu;
+}
+
+static void costs_end(void)
+{
+    afs__sys = cached_saved;
+}
+
+/* Whether the kernel tells what is cached (cachestat, Linux 6.5): the rule needs it. */
+static int cachestat_works(const char *name)
+{
+    int fd = open(t_path(name), O_RDONLY);
+    cr_assert(fd >= 0);
+    struct {
+        uint64_t off, len;
+    } range = {0, 0};
+    uint64_t cs[5];
+    int ok = syscall(451, fd, &range, cs, 0) == 0; /* __NR_cachestat */
+    close(fd);
+    return ok;
+}
+
+/* More than one CPU allowed, and a backend with threads: where pool reads may happen. */
+static int pool_possible(void)
+{
+    cpu_set_t set;
+    return strcmp(afs_ctx_backend(t_ctx), "sync") != 0 &&
+           sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1;
+}
+
+/* Reads the whole stream in pieces of `piece` bytes, checking every byte. */
+static void read_through(struct afs_stream *s, size_t len, size_t piece)
+{
+    unsigned char *buf = malloc(piece);
+    caller_lo = buf;
+    caller_hi = buf + piece;
+    size_t off = 0, n;
+    while ((n = afs_fread(buf, 1, piece, s)) > 0) {
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+    }
+    cr_assert_eq(afs_ferror(s), 0, "%s", afs_strerror(afs_ferror(s)));
+    cr_assert(afs_feof(s));
+    cr_assert_eq(off, len);
+    caller_lo = caller_hi = NULL;
+    free(buf);
+}
+
+/* A big read of cached data goes straight into the caller's buffer, one copy, as stdio's
+ * fread does; small ones come from the chunks. */
+T_IO(cached_big_freads_read_into_the_callers_buffer)
+{
+    t_new_ctx();
+    const size_t len = 3 * 1024 * KIB + 4321;
+    t_make_file(t_path("f"), len); /* just written: cached */
+    costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 200 * KIB + 3);
+    int big = into_caller;
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    into_caller = 0;
+    read_through(s, len, 4093);
+    int small = into_caller;
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cachestat_works("f")) {
+        cr_assert_geq(big, (int)(len / (200 * KIB + 3)), "%d reads into the caller's buffer", big);
+        cr_assert_eq(small, 0);
+    }
+}
+
+/* Where a pool thread's copy is cheaper than the consumer's (it overlaps the consumer's
+ * work), the stream has pool threads read its cached chunks, and keeps the consumer's thread
+ * for the rest: the first window, and the other mode timed again now and then. */
+T_IO(cached_chunks_go_to_a_pool_thread_when_that_is_cheaper)
+{
+    t_new_ctx();
+    const size_t len = 40 * 1024 * KIB + 99; /* 640 chunks, 40 windows */
+    t_make_file(t_path("f"), len);
+    costs(10000000, 1000, 100);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 100 * KIB + 1);
+    uint64_t in, pool;
+    afs__stream_cached_reads(s, &in, &pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cachestat_works("f") && pool_possible()) {
+        cr_assert_gt(pool, 500, "%llu pool reads, %llu inline", (unsigned long long)pool,
+                     (unsigned long long)in);
+        cr_assert_lt(in, 120, "%llu inline reads", (unsigned long long)in);
+    } else {
+        cr_assert_eq(pool, 0);
+    }
+}
+
+/* The other way round: the consumer's own copy is cheaper; the pool is tried, then left. */
+T_IO(cached_chunks_stay_inline_when_that_is_cheaper)
+{
+    t_new_ctx();
+    const size_t len = 40 * 1024 * KIB + 99;
+    t_make_file(t_path("f"), len);
+    costs(1000, 10000000, 100);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 4096);
+    uint64_t in, pool;
+    afs__stream_cached_reads(s, &in, &pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cachestat_works("f")) {
+        /* Window 2 tried the pool, window 18 again: 16 chunks each, a few more in flight. */
+        cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads", (unsigned long long)pool);
+        cr_assert_gt(in, 500, "%llu inline reads", (unsigned long long)in);
+    }
+}
+
+/* A consumer whose thread waits for a CPU (others run on it) has no idle core to hand
+ * copies to: the pool is not even tried. */
+T_IO(cached_reads_stay_inline_on_a_busy_machine)
+{
+    t_new_ctx();
+    const size_t len = 40 * 1024 * KIB + 99;
+    t_make_file(t_path("f"), len);
+    costs(10000000, 1000, 50);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 100 * KIB + 1);
+    uint64_t in, pool;
+    afs__stream_cached_reads(s, &in, &pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    cr_assert_eq(pool, 0, "%llu pool reads", (unsigned long long)pool);
+    if (cachestat_works("f"))
+        cr_assert_gt(in, 0);
+}
+
+/* Whatever the mode, and while it changes: every byte right, with short reads, EINTR, an
+ * EIO (kept until afs_clearerr, then read again), seeks, ftell and EOF. The costs change
+ * every few reads, so the windows pick one mode and then the other. */
+static ssize_t flipping_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    unsigned n = __atomic_load_n(&cached_calls, __ATOMIC_SEQ_CST);
+    int64_t c = (n / 40) % 2 ? 10000000 : 1000;
+    inline_cost = c;
+    pool_cost = 10001000 - c;
+    return costed_pread(fd, buf, len, off);
+}
+
+T_IO(cached_reads_keep_every_byte_while_modes_change)
+{
+    t_new_ctx();
+    const size_t len = 20 * 1024 * KIB + 777;
+    t_make_file(t_path("f"), len);
+    costs(1000, 1000, 100);
+    afs__sys.pread = flipping_pread;
+    short_every = 7;
+    eintr_every = 5;
+    eio_at = 9 * 1024 * KIB + 5;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    const size_t pieces[] = {4093, 100 * KIB + 1, 64 * KIB, 1, 300 * KIB};
+    unsigned char *buf = malloc(300 * KIB);
+    size_t off = 0;
+    int eio_seen = 0;
+    for (unsigned i = 0;; i++) {
+        size_t want = pieces[i % 5];
+        size_t n = afs_fread(buf, 1, want, s);
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        cr_assert_eq(afs_ftell(s), (int64_t)off);
+        if (n < want) {
+            if (afs_ferror(s)) {
+                cr_assert_eq(afs_ferror(s), -EIO);
+                eio_seen++;
+                afs_clearerr(s);
+                continue;
+            }
+            cr_assert(afs_feof(s));
+            break;
+        }
+        if (i % 50 == 49) {
+            /* Back a little, and forward again, out of the read-ahead window. */
+            size_t back = AFS_TEST_MIN(off, 500 * KIB + 3);
+            cr_assert_eq(afs_fseek(s, -(int64_t)back, SEEK_CUR), 0);
+            off -= back;
+        }
+    }
+    cr_assert_eq(off, len);
+    cr_assert_eq(eio_seen, 1);
+    cr_assert_eq(afs_fread(buf, 1, 1, s), 0, "EOF is sticky");
+    cr_assert_eq(afs_fseek(s, (int64_t)len - 5000, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, 300 * KIB, s), 5000);
+    cr_assert(t_check(buf, 5000, len - 5000));
+    uint64_t in, pool;
+    afs__stream_cached_reads(s, &in, &pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    free(buf);
+    if (cachestat_works("f") && pool_possible())
+        cr_assert(in > 0 && pool > 0, "both modes ran: %llu inline, %llu pool",
+                  (unsigned long long)in, (unsigned long long)pool);
+}
+
 #endif
