@@ -53,6 +53,8 @@ struct rec {
     uint8_t                 kind;
     uint8_t                 mode;   /* REC_FALLOC */
     bool                    failed; /* the op failed: taken as never written */
+    bool                    durable; /* a write durable when it completed (AFS_WRITE_DSYNC,
+                                        an AFS_DSYNC file): in the image and always kept */
 };
 
 /* A file's contents in memory, as one buffer. */
@@ -665,6 +667,21 @@ int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
             r->name = n;
         return 0;
     }
+    case AFS__FSYNC_FD: {
+        /* fsync(2) of a descriptor: the file it belongs to, or a directory's names. */
+        struct afs_file *tf = NULL;
+        for (struct afs_list_node *n = ctx->files.first; n && !tf; n = n->next) {
+            struct afs_file *f = (struct afs_file *)((char *)n - offsetof(struct afs_file, node));
+            if (f->crash && (intptr_t)f->fd == (intptr_t)o->meta.dirfd)
+                tf = f;
+        }
+        if (!tf && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
+            return 0;
+        if (rec_new(c, op, tf ? REC_SYNC : REC_DIRSYNC, tf ? tf->crash : NULL, &r) < 0)
+            return -ENOMEM;
+        r->stamp = c->stamp;
+        return 0;
+    }
     case AFS__SYNCFS:
         if (rec_new(c, op, REC_SYNCFS, NULL, &r) < 0)
             return -ENOMEM;
@@ -722,6 +739,11 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
             else
                 r->cf->head = r;
             r->cf->tail = r;
+            /* A write durable when it completes: in the image now, and kept at the reboot
+             * (it stays on the list so that older changes replayed below it stay below). */
+            if (r->kind == REC_WRITE && !r->failed && !c->cut &&
+                ((o->xflags & AFS__X_DSYNC) || (o->file->flags & AFS_DSYNC)))
+                r->durable = img_apply(&r->cf->img, r) == 0;
             r = NULL;
             break;
         case REC_SYNC:
@@ -737,7 +759,10 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
             break;
         case REC_DIRSYNC:
             if (*res == 0 && !c->cut)
-                names_synced(c, o->file->fd, r->stamp, false);
+                names_synced(c,
+                             o->code == AFS__FSYNC_FD ? (afs__fd_t)(intptr_t)o->meta.dirfd
+                                                      : o->file->fd,
+                             r->stamp, false);
             break;
         case REC_NAME:
             name_end(c, r->name, *res >= 0);
@@ -880,7 +905,7 @@ static int replay(struct afs__crash *c, struct afs__crash_file *cf, struct afs_c
                                                  : r->off);
         if (r->failed)
             continue;
-        enum decision d = decide(c, r);
+        enum decision d = r->durable ? KEEP : decide(c, r);
         if (d == TEAR && r->kind != REC_WRITE)
             d = (rnd(c, r->seq, 2) & 1) ? KEEP : DROP;
         if (d == TEAR && r->len <= 1)

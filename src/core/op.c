@@ -648,6 +648,10 @@ static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs_op *next = afs__op(op)->chain_next;
     struct afs__op *n = afs__op(next);
+    if (ctx->crash) { /* the simulator learns of it first: a sync after it covers it */
+        afs__crash_done(ctx, op, &op->result);
+        res = op->result;
+    }
     if (n->xflags & AFS__X_ABSORB) {
         /* Its kernel completion (-ECANCELED: the link broke on a transfer the core resumed)
          * is still to come: it starts then, or that completion is its result. */

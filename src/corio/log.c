@@ -65,6 +65,27 @@ static void batch_put(struct corio_log *log, struct log_batch *b)
     }
 }
 
+/* One linked chain, one submission: the batch's write, then fdatasync, which runs only
+ * when the write succeeded in full (else it is -ECANCELED, never run). Returns 0 or the
+ * first failure. */
+static int write_and_sync(struct corio_log *log, struct log_batch *b)
+{
+    struct afs_ctx *ctx = log->f->ctx;
+    struct afs_op w, s;
+    int r = afs_chain_begin(ctx);
+    if (r < 0)
+        return r;
+    if (b->len)
+        r = afs_queue_write(&w, log->f, b->buf, b->len, b->start, NULL, NULL);
+    if (r == 0)
+        r = afs_queue_fsync(&s, log->f, AFS_FSYNC_DATA, NULL, NULL);
+    if (r < 0) {
+        (void)afs_chain_end(ctx, AFS_CHAIN_CANCEL | AFS_CHAIN_WAIT);
+        return r;
+    }
+    return afs_chain_end(ctx, AFS_CHAIN_WAIT);
+}
+
 static void flusher(struct corio_task *t, void *arg)
 {
     struct corio_log *log = arg;
@@ -88,8 +109,7 @@ static void flusher(struct corio_task *t, void *arg)
             r = log->err = -ENOMEM; /* no batch to fill next: this one fails, and the log */
         if (r == 0) {
             log->open = next;
-            ssize_t w = b->len ? afs_pwrite(log->f, b->buf, b->len, b->start) : 0;
-            r = w < 0 ? (int)w : afs_fsync(log->f, AFS_FSYNC_DATA);
+            r = write_and_sync(log, b);
             log->stats.batches++;
             log->stats.bytes += b->len;
             if (r < 0)

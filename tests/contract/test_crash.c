@@ -604,3 +604,136 @@ Test(crash, ftruncate_and_fallocate_are_volatile_until_synced, .init = t_setup,
         }
     }
 }
+
+/* A chain "write, then fsync" in one submission: the fsync runs after the write, so it covers
+ * it (the same two ops queued side by side do not: a_sync_does_not_cover_a_write_in_flight). */
+T_CRASH(a_chained_fsync_covers_the_chains_writes)
+{
+    crash_ctx(AFS_CRASH_DROP, 6);
+    struct afs_file *f;
+    cr_assert_eq(afs_create(t_ctx, t_path("f"), AFS_MODE_SYNC, &f), 0);
+    static char buf[4 * SEC], rec[SEC];
+    memset(buf, 'w', sizeof buf);
+    memset(rec, 'c', sizeof rec);
+    struct afs_op w, s, c;
+    ssize_t wr = 1, sr = 1, cr = 1;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&w, f, buf, sizeof buf, 0, result_cb, &wr), 0);
+    cr_assert_eq(afs_queue_fsync(&s, f, AFS_FSYNC_DATA, result_cb, &sr), 0);
+    cr_assert_eq(afs_queue_write(&c, f, rec, sizeof rec, sizeof buf, result_cb, &cr), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), 0);
+    cr_assert_eq(wr, (ssize_t)sizeof buf);
+    cr_assert_eq(sr, 0);
+    cr_assert_eq(cr, (ssize_t)sizeof rec);
+    cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+    size_t len;
+    unsigned char *p = slurp(t_path("f"), &len);
+    cr_assert_eq(len, sizeof buf, "size %zu: the record after the fsync is not durable", len);
+    for (size_t i = 0; i < len; i++)
+        cr_assert_eq(p[i], 'w', "byte %zu is %c", i, p[i]);
+    free(p);
+}
+
+/* AFS_WRITE_DSYNC: the write is durable when it completes, the writes around it are not, and
+ * an older write replayed at the reboot does not cover it. */
+static void dsync_case(unsigned policy, char below)
+{
+    crash_ctx(policy, 7);
+    struct afs_file *f = synced_then_dirty(); /* 'A' synced, 'B' over it, 'C' appended */
+    unsigned char d[2 * SEC];
+    fill_byte(d, sizeof d, 'D');
+    ssize_t r = afs_pwrite_flags(f, d, sizeof d, 2 * SEC, AFS_WRITE_DSYNC);
+    if (r == -ENOTSUP)
+        cr_skip_test("no AFS_WRITE_DSYNC here");
+    cr_assert_eq(r, (ssize_t)sizeof d);
+    fill_byte(d, SEC, 'E');
+    cr_assert_eq(afs_pwrite(f, d, SEC, 7 * SEC), SEC); /* after it: volatile again */
+    cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+    size_t len;
+    unsigned char *p = slurp(t_path("f"), &len);
+    cr_assert_eq(len, policy == AFS_CRASH_DROP ? 8 * SEC : 10 * SEC, "size %zu", len);
+    for (size_t i = 0; i < 8 * SEC; i++) {
+        char want = i >= 2 * SEC && i < 4 * SEC ? 'D'
+                    : i >= 7 * SEC              ? (policy == AFS_CRASH_DROP ? 'A' : 'E')
+                                                : below;
+        cr_assert_eq(p[i], want, "byte %zu is %c, not %c", i, p[i], want);
+    }
+    free(p);
+}
+
+T_CRASH(a_dsync_write_is_durable_when_it_completes)
+{
+    dsync_case(AFS_CRASH_DROP, 'A');
+}
+
+T_CRASH(a_dsync_write_stays_above_older_writes_at_the_reboot)
+{
+    dsync_case(AFS_CRASH_KEEP, 'B');
+}
+
+/* A file opened with AFS_DSYNC: every write is durable when it completes. */
+T_CRASH(writes_to_a_dsync_file_are_durable_when_they_complete)
+{
+    crash_ctx(AFS_CRASH_DROP, 8);
+    struct afs_file *f;
+    int err = afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_CREAT | AFS_DSYNC, 0600,
+                       AFS_MODE_SYNC, &f);
+    if (err == -ENOTSUP)
+        cr_skip_test("no AFS_DSYNC here");
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    unsigned char b[3 * SEC];
+    fill_byte(b, sizeof b, 'S');
+    cr_assert_eq(afs_pwrite(f, b, sizeof b, 0), (ssize_t)sizeof b);
+    cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+    size_t len;
+    unsigned char *p = slurp(t_path("f"), &len);
+    cr_assert_eq(len, sizeof b, "size %zu", len);
+    cr_assert(memcmp(p, b, len) == 0);
+    free(p);
+}
+
+#ifndef _WIN32
+/* afs_fsync_fd of a directory is the sync of its names in strict mode. */
+T_CRASH(strict_names_are_durable_after_fsync_fd_of_the_directory)
+{
+    strict_ctx();
+    name_ops();
+    int dfd = open(t_dir, O_RDONLY | O_DIRECTORY);
+    cr_assert_geq(dfd, 0);
+    cr_assert_eq(afs_fsync_fd(t_ctx, dfd, 0), 0);
+    close(dfd);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.names_undone, 0);
+    cr_assert(exists(t_path("new")) && !exists(t_path("a")) && !exists(t_path("c")) &&
+              exists(t_path("d")));
+    no_stash_left(t_dir);
+}
+
+T_CRASH(strict_names_are_durable_after_fsync_dir)
+{
+    strict_ctx();
+    name_ops();
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_dir), 0);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.names_undone, 0);
+    cr_assert(exists(t_path("new")) && !exists(t_path("a")) && exists(t_path("d")));
+    no_stash_left(t_dir);
+}
+
+/* afs_fsync_fd of a file's descriptor syncs that file. */
+T_CRASH(fsync_fd_of_a_file_makes_its_writes_durable)
+{
+    crash_ctx(AFS_CRASH_DROP, 9);
+    struct afs_file *f = synced_then_dirty();
+    cr_assert_eq(afs_fsync_fd(t_ctx, (int)afs_file_fd(f), AFS_FSYNC_DATA), 0);
+    cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+    size_t len;
+    unsigned char *p = slurp(t_path("f"), &len);
+    cr_assert_eq(len, 10 * SEC, "size %zu", len);
+    for (size_t i = 0; i < len; i++)
+        cr_assert_eq(p[i], i < 8 * SEC ? 'B' : 'C', "byte %zu is %c", i, p[i]);
+    free(p);
+}
+#endif
