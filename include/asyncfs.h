@@ -126,7 +126,11 @@ struct afs_config {
                                         this thread's offloaded file I/O, at most; 0 = the
                                         default (the number of CPUs, at least 2),
                                         AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
-                                        limit). Other backends ignore it */
+                                        limit). The thread pool (threads backend, and ops
+                                        other backends run there): its threads at most;
+                                        0 = twice the CPUs, 4 to 32; AFS_IO_WORKERS_KERNEL
+                                        = 256. Threads start only when ops wait for one.
+                                        Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u
@@ -370,7 +374,7 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
  * phase's batch (an openat in the one io_uring submission; a pool job elsewhere; inline on
- * the sync backend and on Windows); anywhere else it is a plain open on this thread. As with
+ * the sync backend); anywhere else it is a plain open on this thread. As with
  * every blocking call, path must stay unchanged until the call returns: in a task the other
  * tasks run meanwhile, so it must not be a buffer they share.
  * Returns 0 and *out, -EINVAL for bad flags or mode, or the open error (-ENOENT, -EACCES,
@@ -391,7 +395,8 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
  * thread. */
 AFS_API int afs_close(struct afs_file *f);
 
-/* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows). */
+/* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows: the same
+ * value as the int descriptors of the metadata calls below). */
 AFS_API struct afs_ctx *afs_file_ctx(const struct afs_file *f);
 AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
 
@@ -469,7 +474,9 @@ struct afs_op {
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
- * flight: its callback has not started). A zero-length op completes with 0. */
+ * flight on this context: its callback has not started). An op needs no initialising:
+ * memory left by an op of a context freed since is not taken for a busy op. A zero-length
+ * op completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
@@ -630,12 +637,12 @@ AFS_API ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, i
  * with afs_openat(ctx, dirfd, path, AFS_RDONLY | AFS_DIRECTORY, 0); flags: 0 or
  * AFS_FSYNC_DATA. A metadata op (the rules of that section: io_uring runs it as
  * IORING_OP_FSYNC in the batch, the pool elsewhere); -EBADF for a negative fd, -EINVAL for
- * unknown flags, -ENOTSUP on Windows (no fds).
- * afs_fsync_dir: the whole "open the directory, fsync it, close it" by path, on every
- * system: POSIX does it with the calls above (inside a corio task each joins the batch);
- * Windows flushes a handle of the directory (FlushFileBuffers on a handle opened with
- * FILE_FLAG_BACKUP_SEMANTICS, which needs write access to the directory), on the calling
- * thread. Returns 0, -ENOENT, -ENOTDIR, -EACCES, or the sync's error. */
+ * unknown flags. Windows: FlushFileBuffers; a directory handle from afs_openat() has no
+ * write access, so a second handle of it with FILE_WRITE_DATA is flushed (-EACCES where
+ * the directory refuses that).
+ * afs_fsync_dir: the whole "open the directory, fsync it, close it" by path, with the calls
+ * above on every system (inside a corio task each joins the batch). Returns 0, -ENOENT,
+ * -ENOTDIR, -EACCES, or the sync's error. */
 AFS_API int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned flags,
                                afs_cb *cb, void *data);
 AFS_API int afs_fsync_fd(struct afs_ctx *ctx, int fd, unsigned flags);
@@ -744,18 +751,24 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
  * the context's thread pool makes the system call; the sync backend makes it inline. syncfs
  * always goes to the pool (io_uring has no opcode for it). Either way the context's thread
  * never blocks in the file system.
- * Windows has no directory fds: every call of this section returns -ENOTSUP there (use
- * afs_open(), which takes a path).
  *
  * Descriptors are POSIX fds (int). dirfd is an open directory or AFS_AT_FDCWD; an absolute
  * path ignores it. New fds are close-on-exec and never become a controlling terminal.
+ * Windows (docs/WINDOWS.md): the descriptors are HANDLE values as int (Windows keeps
+ * handles within 32 bits), opened for overlapped I/O and not inherited; (HANDLE)(intptr_t)fd
+ * is the handle, CloseHandle or afs_close_fd() closes it, and afs_file_fd() of a file made
+ * from one gives it back. Paths are UTF-8 (other bytes: -EINVAL), '/' or '\' separated,
+ * of any length (no MAX_PATH limit, no "\\?\" needed), opened relative to the directory
+ * handle (NtCreateFile); a relative path climbing above dirfd ("..") is joined to the
+ * directory's final path. All of them run on the pool (or inline on sync): Windows has no
+ * asynchronous form of these calls.
  * Results (op->result, or the return value of the blocking calls) are those of the system
  * call, failures as a negative errno: the new fd for openat, 0 for the others. EINTR and
  * EAGAIN are retried inside. A path, and the struct afs_stat of a statx, belong to the
  * library from queueing until the callback starts: nothing is copied.
  * Queueing returns 0, -EINVAL (NULL op, cb or path, unknown flags, perm above 07777),
- * -EBADF (a negative fd or dirfd other than AFS_AT_FDCWD), -EBUSY (the op is in use) or
- * -ENOTSUP (Windows). The ops count in afs_stats like the others.
+ * -EBADF (a negative fd or dirfd other than AFS_AT_FDCWD) or -EBUSY (the op is in use).
+ * The ops count in afs_stats like the others.
  * afs_cancel() works as for I/O, except on a close: a close always runs to its end (after a
  * cancelled close nobody could tell whether the fd is still open), and an openat that
  * finished reports its fd even when it was cancelled, so that it can be closed.
@@ -774,14 +787,19 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
 #define AFS_AT_REMOVEDIR        0x4 /* remove an empty directory (rmdir) */
 /* afs_queue_renameat()/afs_renameat() flag. */
 #define AFS_RENAME_NOREPLACE    0x1 /* -EEXIST if newpath exists (renameat2); -EINVAL where
-                                       the file system or OS cannot promise it */
+                                       the file system or OS cannot promise it (Windows
+                                       always can) */
 
 struct afs_timespec {
     int64_t sec;
     int64_t nsec;
 };
 
-/* What afs_statx() reports, the fields of struct stat under portable types. */
+/* What afs_statx() reports, the fields of struct stat under portable types. Windows: dev is
+ * the volume serial number, ino the file index, mode what the C runtime's stat() makes of
+ * the attributes (0666 or 0444 when read-only for files, 0777/0555 for directories, S_IFLNK
+ * 0777 for a symbolic link or junction seen with AFS_AT_SYMLINK_NOFOLLOW), uid, gid and rdev
+ * 0, ctime the change time, blksize 4096. */
 struct afs_stat {
     uint64_t dev;     /* the file system's device, equal to stat()'s st_dev */
     uint64_t ino;
@@ -799,7 +817,10 @@ struct afs_stat {
  * -ELOOP with AFS_NOFOLLOW on a symlink, -ENOTDIR...). flags are AFS_* (exactly one of
  * RDONLY, WRONLY, RDWR), perm is used with AFS_CREAT (and the umask). A directory may be
  * opened (AFS_RDONLY, best with AFS_DIRECTORY) to serve as a dirfd. The fd is the caller's:
- * close it with afs_close_fd() or close(), or hand it to afs_file_from_fd(). */
+ * close it with afs_close_fd() or close(), or hand it to afs_file_from_fd().
+ * Windows: AFS_NOFOLLOW opens a symbolic link or junction itself (FILE_OPEN_REPARSE_POINT)
+ * and answers -ELOOP; AFS_CREAT with perm lacking every write bit sets the read-only
+ * attribute; files are shared for reading, writing and deletion. */
 AFS_API int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
                              const char *path, int flags, unsigned perm, afs_cb *cb,
                              void *data);
@@ -811,21 +832,29 @@ AFS_API int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
  * whatever the result, and is not the caller's any more once queued. */
 AFS_API int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb,
                                void *data);
-/* Creates a directory with permissions perm (and the umask). */
+/* Creates a directory with permissions perm (and the umask; ignored on Windows). */
 AFS_API int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
                               const char *path, unsigned perm, afs_cb *cb, void *data);
 /* Renames oldpath (relative to olddirfd) to newpath (relative to newdirfd), replacing what
  * is there unless AFS_RENAME_NOREPLACE. A symlink at either name is renamed or replaced, not
- * followed. */
+ * followed. Windows: FileRenameInformationEx with POSIX semantics and past a read-only
+ * target (Windows 10 1709 on NTFS); elsewhere FileRenameInformation, as MoveFileExW with
+ * MOVEFILE_REPLACE_EXISTING, which refuses a read-only or open target (-EACCES) and
+ * replacing a directory. Across volumes: -EXDEV. */
 AFS_API int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                                const char *oldpath, int newdirfd, const char *newpath,
                                int flags, afs_cb *cb, void *data);
-/* Removes a name (AFS_AT_REMOVEDIR: an empty directory). */
+/* Removes a name (AFS_AT_REMOVEDIR: an empty directory). Windows: a read-only file is
+ * removed too (the attribute is ignored, or cleared first where the system cannot ignore
+ * it); without POSIX delete semantics (before Windows 10 1709, FAT, wine) a name that is
+ * open elsewhere stays until its last handle is closed; a file open without
+ * FILE_SHARE_DELETE cannot be removed (-EBUSY). */
 AFS_API int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
                                const char *path, int flags, afs_cb *cb, void *data);
 /* Writes the dirty data and metadata of the whole file system holding fd to stable storage
- * (syncfs(2)): one journal commit for many files. Linux only: elsewhere the result is
- * -ENOTSUP. */
+ * (syncfs(2)): one journal commit for many files. Linux; Windows flushes the volume
+ * (FlushFileBuffers on \\.\C:), which needs administrator rights: -ENOTSUP without
+ * them and where the volume takes no flush (wine). Elsewhere the result is -ENOTSUP. */
 AFS_API int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb,
                              void *data);
 
@@ -855,8 +884,9 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
  * FIFO, socket or tty (read and written in order at its own position: see "Files without
  * offsets" above); its kind and size come from one fstat. On success
  * the file owns fd: afs_close() closes it; on failure fd stays the caller's. Returns 0 and
- * *out, -EINVAL (bad flags or mode), -EBADF (fd is not open), -ENOMEM, or -ENOTSUP on
- * Windows. */
+ * *out, -EINVAL (bad flags or mode), -EBADF (fd is not open), -ENOMEM. Windows: fd is a
+ * handle value (from afs_openat(), or any file handle); one opened without
+ * FILE_FLAG_OVERLAPPED works, but each of its transfers blocks the thread that makes it. */
 AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
                              struct afs_file **out);
 
@@ -881,7 +911,13 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    makes for its other completions, and the context's thread makes the transfer when the
  *    socket is ready. No thread is ever blocked in a socket call, and none is started per
  *    socket.
- *  - Windows: not yet; every call of this section returns -ENOTSUP there.
+ *  - Windows (every backend): overlapped Winsock calls (WSARecv, WSASend, AcceptEx,
+ *    ConnectEx) whose completions come to the iocp backend's completion port, or for the
+ *    threads and sync backends to a port the context makes at its first socket op and waits
+ *    on instead of its waker. Ops of one direction of a socket are in the kernel one at a
+ *    time, in order. afs_socketpair() is a TCP connection over loopback there (Windows has
+ *    no socketpair; SOCK_STREAM only, AF_UNIX and AF_INET give IPv4, AF_INET6 IPv6), and
+ *    afs_file_fd() of a socket is its SOCKET. Sockets are not inherited by child processes.
  *
  * Signals: no call of the library raises SIGPIPE. Sends carry MSG_NOSIGNAL (SO_NOSIGPIPE
  * where the system has no MSG_NOSIGNAL): a peer that has gone away is -EPIPE or
@@ -914,13 +950,14 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * AFS_MODE_SYNC (afs_read/afs_write block), close-on-exec. SOCK_NONBLOCK and SOCK_CLOEXEC
  * in type are ignored: the library decides both. Never waits. Returns 0 and *out, -EINVAL
  * (out is NULL), the socket(2) error (-EAFNOSUPPORT, -EPROTONOSUPPORT, -EMFILE, -ENFILE,
- * -ENOBUFS...), -ENOMEM, or -ENOTSUP on Windows. */
+ * -ENOBUFS...), or -ENOMEM. */
 AFS_API int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol,
                        struct afs_file **out);
 
 /* A connected pair of sockets (socketpair(2), AF_UNIX on every POSIX system) as two files of
  * ctx, as afs_socket() makes them: out[0] and out[1]. Returns 0, -EINVAL (out is NULL), the
- * socketpair(2) error, -ENOMEM, or -ENOTSUP on Windows. */
+ * socketpair(2) error (Windows: -EOPNOTSUPP for a type other than SOCK_STREAM, or the
+ * error of the loopback connection), or -ENOMEM. */
 AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
                            struct afs_file *out[2]);
 
@@ -928,7 +965,9 @@ AFS_API int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protoc
  * -EINVAL (NULL addr, addrlen 0 or larger than struct sockaddr_storage), -ENOTSOCK (s is
  * not a socket), the connect error (-ECONNREFUSED, -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT
  * from the kernel, -EISCONN...), or in a corio task -ECANCELED / -ETIMEDOUT (cancellation,
- * deadline). After a failed connect the socket is left as the kernel leaves it: close it. */
+ * deadline). After a failed connect the socket is left as the kernel leaves it: close it.
+ * A listener whose backlog is full (an AF_UNIX one, where the kernel refuses with EAGAIN)
+ * does not fail the connect: it waits until the listener makes room. */
 AFS_API int afs_connect(struct afs_file *s, const struct sockaddr *addr, socklen_t addrlen);
 
 /* Accepts a connection on the listening socket s as a new file of s's context (opened as
@@ -953,7 +992,8 @@ AFS_API ssize_t afs_recv(struct afs_file *s, void *buf, size_t len, int flags);
 
 /* Sends all len bytes of buf, as many sends as it takes, as a write of a file does: the
  * return is len, or an error. flags: 0, or MSG_MORE (Linux: more data follows), MSG_OOB,
- * MSG_DONTROUTE, MSG_EOR; MSG_NOSIGNAL is always added (no SIGPIPE); others are -EINVAL.
+ * MSG_DONTROUTE, MSG_EOR (Windows: MSG_OOB and MSG_DONTROUTE); MSG_NOSIGNAL is always added
+ * (no SIGPIPE); others are -EINVAL.
  * A send that is stopped (corio cancellation or deadline, afs_cancel) after part of buf left
  * returns that count; nothing sent: -ECANCELED / -ETIMEDOUT. Other returns: -EINVAL (NULL
  * buf with len > 0, len above SSIZE_MAX, bad flags), -ENOTSOCK, the send error (-EPIPE,
@@ -968,9 +1008,10 @@ AFS_API int afs_shutdown(struct afs_file *s, int how);
 
 /* The same as ops: cb runs from afs_ctx_wait() with op->result as the blocking call returns
  * it, except for afs_queue_accept, whose result is the new descriptor (>= 0; blocking,
- * close-on-exec, the caller's: hand it to afs_file_from_fd() or close it). The arguments are
- * checked as above, and queueing returns 0, -EINVAL, -ENOTSOCK, -EBUSY (the op is still in
- * use) or -ENOTSUP (Windows); nothing is queued on error. Everything passed (buf, addr,
+ * close-on-exec, the caller's: hand it to afs_file_from_fd() or close it; Windows: the
+ * accepted SOCKET, not inheritable, to close with closesocket()). The arguments are
+ * checked as above, and queueing returns 0, -EINVAL, -ENOTSOCK or -EBUSY (the op is still
+ * in use); nothing is queued on error. Everything passed (buf, addr,
  * addrlen) belongs to the library until the callback starts. */
 AFS_API int afs_queue_connect(struct afs_op *op, struct afs_file *s, const struct sockaddr *addr,
                               socklen_t addrlen, afs_cb *cb, void *data);

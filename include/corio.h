@@ -602,8 +602,10 @@ AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,
                                 struct corio_stream *s, size_t chunk_size);
 
 /* A pipe as two streams on t's scheduler: *r reads what *w writes (asyncigo's Pipe). Close
- * both with corio_stream_close(); closing *w ends *r's reads at 0 once drained. Returns 0,
- * -EMFILE / -ENFILE, -ENOMEM, or -ENOTSUP on Windows. */
+ * both with corio_stream_close(); closing *w ends *r's reads at 0 once drained. Windows
+ * has no pipes as asyncfs files: there the two ends are a connected socket pair (TCP over
+ * loopback, as afs_socketpair makes it). Returns 0, -EMFILE / -ENFILE, -ENOMEM, or (Windows)
+ * afs_socketpair's error. */
 AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct corio_stream **w);
 
 /* ------------------------------------------------------------------------------------------
@@ -612,8 +614,9 @@ AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct cor
  * phase's one submission with the file ops, and cancellation and deadlines reach them as
  * they reach file ops. Host names are resolved with getaddrinfo on the scheduler's pool
  * threads (corio_go), so the scheduler never blocks; numeric addresses resolve at once.
- * TCP sockets made here have TCP_NODELAY (small replies are not held back). POSIX only for
- * now: on Windows every call returns -ENOTSUP.
+ * TCP sockets made here have TCP_NODELAY (small replies are not held back). Windows: the
+ * same through Winsock (the listening socket has no SO_REUSEADDR there: on Windows that
+ * would let another socket bind the same port).
  *
  * Errors: the negative errno of the failing step. A name that does not exist is -ENOENT (the
  * resolver's EAI_NONAME / EAI_NODATA), a name server that cannot answer now -EAGAIN

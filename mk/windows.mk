@@ -1,7 +1,7 @@
 # make test-windows: cross-build the library, the contract suite and the corio scheduler tests
 # with MinGW-w64 and run them under wine: the contract suite once per Windows backend (iocp,
 # threads, sync) and once with AUTO, the scheduler tests (corio on Win32 fibers) once per
-# backend in WIN_CORIO_BACKENDS.
+# backend in WIN_CORIO_BACKENDS, and corio's network tests (sockets through Winsock) likewise.
 # Installs gcc-mingw-w64-x86-64 and wine64 through scripts/deps.sh when they are missing.
 # Wine runs headless with a private prefix under the build directory (first start: ~10 s).
 # Each program runs through tests/helpers/suite.sh, as the native suites do: it fails when it
@@ -25,7 +25,7 @@ build-windows:
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DASYNCFS_WERROR=$(WERROR) -DASYNCFS_TOOLS=OFF \
 	  -DASYNCFS_TESTS=ON >/dev/null
 	@cmake --build $(WIN_BUILD) -j $(JOBS) --target asyncfs_shared asyncfs_static contract_win \
-	  corio_sched_win afcp afcp_win
+	  corio_sched_win corio_net_win afcp afcp_win
 
 test-windows: build-windows
 	@set -u; \
@@ -39,7 +39,7 @@ test-windows: build-windows
 	fi; \
 	summary="$(abspath $(WIN_BUILD))/suite-summary.txt"; rm -f "$$summary"; fail=0; \
 	for b in $(WIN_BACKENDS); do \
-	  case " $(WIN_CORIO_BACKENDS) " in *" $$b "*) progs="contract corio_sched";; \
+	  case " $(WIN_CORIO_BACKENDS) " in *" $$b "*) progs="contract corio_sched corio_net";; \
 	    *) progs=contract;; esac; \
 	  for p in $$progs; do \
 	    echo "== $${p}_win.exe, backend $$b, under wine"; \

@@ -369,6 +369,8 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     if (!ctx)
         return ctx_error(-ENOMEM, "out of memory");
     ctx->cfg = *cfg;
+    static atomic_uint ctx_numbers;
+    ctx->op_tag = (uintptr_t)(atomic_fetch_add(&ctx_numbers, 1) + 1) << (sizeof(uintptr_t) * 4);
     atomic_init(&ctx->wake_requested, false);
     int err = afs__waker_open(&ctx->waker);
     if (err < 0) {

@@ -137,7 +137,11 @@ int afs_close(struct afs_file *f)
         ctx->be->close(ctx, f);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */
-    int err = close_batched(ctx, (int)(intptr_t)f->fd);
+    int err = -ENOTSUP;
+#ifdef _WIN32
+    if (!f->sock) /* a socket is no handle for CloseHandle: Winsock closes it, here */
+#endif
+        err = close_batched(ctx, (int)(intptr_t)f->fd);
     if (err == -ENOTSUP)
         err = f->sock ? afs__sys_sock_close(f->fd) : afs__sys_close(f->fd);
     if (ctx->crash) {

@@ -242,7 +242,7 @@ struct afs__meta_args {
 int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a);
 
 /* The metadata system calls, each once (the caller retries EINTR where that is safe); >= 0
- * or -errno. src/unix/sys.c; on Windows every one is -ENOTSUP (src/windows/iocp.c).
+ * or -errno. src/unix/sys.c, src/windows/sys.c (descriptors are HANDLE values there).
  * afs__sys_meta_supported() says whether they exist here at all. */
 bool afs__sys_meta_supported(void);
 int  afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm);
@@ -253,7 +253,7 @@ int  afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path
 int  afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags);
 int  afs__sys_syncfs(int fd);
 int  afs__sys_fsync_fd(int fd, bool datasync); /* fsync of any fd (a directory's) */
-/* afs_fsync_dir() where there are no directory fds (Windows): open, flush, close. */
+/* afs_fsync_dir() where afs__sys_meta_supported() is false: open, flush, close. */
 int  afs__sys_fsync_dir(const char *path);
 /* afs_file_dio_align(): what the system says about direct I/O on fd. */
 int  afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out);
@@ -372,7 +372,9 @@ void afs__pool_reap(struct afs__pool *p);
 struct afs__ready_fd {
     struct afs__list q[2];
     bool             watched;  /* registered with the engine's kernel object */
+    bool             retrying; /* a connect refused with EAGAIN heads q[1]: on r->retry */
     struct afs_list_node node; /* poll(): on the engine's list while it has parked ops */
+    struct afs_list_node retry_node;
 };
 
 struct afs__ready;
@@ -390,6 +392,9 @@ void afs__ready_reap(struct afs_ctx *ctx);
 bool afs__ready_parked(const struct afs_ctx *ctx);
 /* The engine's descriptor while ops are parked (io_uring polls it), else -1. */
 int  afs__ready_fd(struct afs_ctx *ctx);
+/* timeout_ns (< 0: no limit) cut to when the engine retries a connect the kernel refused
+ * with EAGAIN (a full AF_UNIX backlog), for a backend that waits outside afs__ctx_block(). */
+int64_t afs__ready_timeout(struct afs_ctx *ctx, int64_t timeout_ns);
 void afs__ready_free(struct afs_ctx *ctx);
 
 /* The blocking wait of the backends with no kernel queue of their own (threads, sync, and
@@ -494,7 +499,23 @@ struct afs_ctx {
     unsigned          reg_bufs_asked, reg_bufs, reg_slots_asked, reg_slots;
     char              reg_bufs_why[160], reg_files_why[160];
     struct afs__crash *crash;    /* crash mode (afs_crash_enable), else NULL */
+    uintptr_t         op_tag;    /* this context's number, in the upper half: in its ops' magic */
 };
+
+/* An op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the memory
+ * was an op once (afs_cancel); all of it, that it was queued on this context: memory left by
+ * an op of a context since freed (uninitialised stack) is not taken for a live op. */
+#define AFS__MAGIC_LOW (((uintptr_t)1 << (sizeof(uintptr_t) * 4)) - 1)
+static inline uintptr_t afs__op_magic(const struct afs_ctx *ctx, const struct afs_op *op)
+{
+    return AFS__MAGIC ^ (uintptr_t)op ^ ctx->op_tag;
+}
+
+/* Queued and not yet called back, on ctx: queueing op again is -EBUSY. */
+static inline bool afs__op_busy(const struct afs_ctx *ctx, struct afs_op *op)
+{
+    return afs__op(op)->magic == afs__op_magic(ctx, op) && afs__op(op)->state != AFS__IDLE;
+}
 
 
 /* Called by the core and the pool when an op is finished for good: moves it to ctx->done. */

@@ -8,7 +8,7 @@
 
 static bool op_live(struct afs_op *op)
 {
-    return afs__op(op)->magic == (AFS__MAGIC ^ (uintptr_t)op);
+    return ((afs__op(op)->magic ^ AFS__MAGIC ^ (uintptr_t)op) & AFS__MAGIC_LOW) == 0;
 }
 
 static bool is_read(const struct afs__op *o)
@@ -94,7 +94,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
     unsigned fsync_flags = a->fsync_flags;
     if (!op || !f || (!a->cb && !f->ctx->chain_open))
         return -EINVAL;
-    if (op_live(op) && afs__op(op)->state != AFS__IDLE)
+    if (afs__op_busy(f->ctx, op))
         return -EBUSY;
     size_t total = 0;
     unsigned al = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
@@ -167,7 +167,7 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
 
     struct afs__op *o = afs__op(op);
     memset(o, 0, offsetof(struct afs__op, be));
-    o->magic = AFS__MAGIC ^ (uintptr_t)op;
+    o->magic = afs__op_magic(f->ctx, op);
     o->file = f;
     o->cb = a->cb ? a->cb : chain_noop;
     if (code == AFS__READV || code == AFS__WRITEV)
@@ -437,7 +437,7 @@ int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__me
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     if (!op || (!a->cb && !ctx->chain_open))
         return -EINVAL;
-    if (op_live(op) && afs__op(op)->state != AFS__IDLE)
+    if (afs__op_busy(ctx, op))
         return -EBUSY;
     if (!afs__sys_meta_supported())
         return -ENOTSUP; /* no directory fds here (Windows) */
@@ -450,7 +450,7 @@ int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__me
     }
     struct afs__op *o = afs__op(op);
     memset(o, 0, offsetof(struct afs__op, be));
-    o->magic = AFS__MAGIC ^ (uintptr_t)op;
+    o->magic = afs__op_magic(ctx, op);
     o->file = &ctx->meta;
     o->cb = a->cb ? a->cb : chain_noop;
     o->u.buf = (void *)a->path;
@@ -699,7 +699,11 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         return false;
     }
     if (o->code == AFS__CONNECT || o->code == AFS__SHUTDOWN) {
-        /* Not repeatable: a second connect() would report EALREADY or EISCONN. */
+        /* Not repeatable: a second connect() would report EALREADY or EISCONN. A connect
+         * the kernel was waiting in (io_uring's worker, for a full AF_UNIX backlog) ends
+         * with EINTR when it is cancelled. */
+        if (cancel && (res == -EINTR || res == -EAGAIN))
+            res = -ECANCELED;
         afs__op_finished(ctx, op, res);
         return false;
     }
@@ -894,11 +898,13 @@ ssize_t afs__op_run_sync(struct afs_op *op)
 static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
 {
     if (!ctx->pool) {
-        unsigned n = afs__cpu_count() * 2;
-        if (n < 4)
-            n = 4;
-        if (n > 32)
-            n = 32;
+        /* io_workers set: that many (ops that block on a device want as many threads as
+         * they have ops in flight); else twice the CPUs, 4 to 32. */
+        unsigned n = ctx->cfg.io_workers == AFS_IO_WORKERS_KERNEL ? 256u : ctx->cfg.io_workers;
+        if (n == 0) {
+            n = afs__cpu_count() * 2;
+            n = n < 4 ? 4 : n > 32 ? 32 : n;
+        }
         int err = afs__pool_new(ctx, AFS_MIN(n, ctx->cfg.queue_depth), &ctx->pool);
         if (err < 0) {
             afs__op_finished(ctx, op, err);

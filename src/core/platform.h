@@ -146,6 +146,7 @@ struct iocb;
 struct aiocb;
 struct sigevent;
 #endif
+struct addrinfo;
 
 /* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
  * idea). One call each: the caller (afs__op_run_sync) retries EINTR, EAGAIN and short
@@ -189,6 +190,11 @@ struct afs__syscalls {
      * 0, or -1 with errno set, as lio_listio() does (the backend reads errno). */
     int     (*paio_listio)(int mode, struct aiocb *const list[], int n, struct sigevent *sev);
 #endif
+    /* corio's name resolution (corio_dial, corio_listen), both or neither; NULL makes the
+     * real getaddrinfo() / freeaddrinfo(). Tests give a name the addresses they need. */
+    int     (*getaddrinfo)(const char *host, const char *port, const struct addrinfo *hints,
+                           struct addrinfo **res);
+    void    (*freeaddrinfo)(struct addrinfo *res);
 };
 extern struct afs__syscalls afs__sys;
 #ifdef __linux__
@@ -214,6 +220,8 @@ void afs__waker_set_port(afs__waker *w, HANDLE port);
 #define AFS__SOCK_KEY ((ULONG_PTR)0x736f636bu)
 void   afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e);
 HANDLE afs__iocp_port(struct afs_ctx *ctx);
+/* Starts Winsock once per process (every socket call of the library does): 0 or -errno. */
+int    afs__win_sock_init(void);
 #endif
 
 #endif

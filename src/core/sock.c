@@ -41,7 +41,7 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
     if (!op || !a->cb)
         return -EINVAL;
     struct afs__op *o = afs__op(op);
-    if (o->magic == (AFS__MAGIC ^ (uintptr_t)op) && o->state != AFS__IDLE)
+    if (afs__op_busy(f->ctx, op))
         return -EBUSY;
     if (!f->sock)
         return -ENOTSOCK;
@@ -73,7 +73,7 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
         return -EINVAL;
     }
     memset(o, 0, offsetof(struct afs__op, be));
-    o->magic = AFS__MAGIC ^ (uintptr_t)op;
+    o->magic = afs__op_magic(f->ctx, op);
     o->file = f;
     o->cb = a->cb;
     o->u.buf = a->buf;

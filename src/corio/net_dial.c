@@ -1,19 +1,28 @@
-/* Dialing, listening and accepting for corio tasks on POSIX systems: names are resolved on
- * the scheduler's pool threads (getaddrinfo blocks), then every socket call is an asyncfs
- * socket op that joins the phase's batch. */
+/* Dialing, listening and accepting for corio tasks: names are resolved on the scheduler's
+ * pool threads (getaddrinfo blocks), then every socket call is an asyncfs socket op that
+ * joins the phase's batch. Windows: the same through Winsock (ws2tcpip's getaddrinfo). */
 #include "corio_int.h"
 
 /* ------------------------------------------------------------------------------------------
  * Name resolution on the scheduler's pool threads
  * ---------------------------------------------------------------------------------------- */
 
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+typedef SOCKET net_fd;
+/* The last Winsock error as -errno; Winsock needs starting before getaddrinfo. */
+#define net_errno() afs__win_errno((DWORD)WSAGetLastError())
+#else
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+typedef int net_fd;
+#define net_errno() (-errno)
+#endif
+#define NET_FD(f) ((net_fd)afs_file_fd(f))
 
 static _Thread_local char net_error[256];
 
@@ -42,7 +51,16 @@ static int resolve_fn(void *arg)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_ADDRCONFIG | (j->passive ? AI_PASSIVE : 0);
     errno = 0;
-    j->gai = getaddrinfo(j->host, j->port, &hints, &j->res);
+#ifdef _WIN32
+    int err = afs__win_sock_init();
+    if (err < 0) {
+        j->gai = EAI_FAIL;
+        j->gai_errno = -err;
+        return 0;
+    }
+#endif
+    j->gai = afs__sys.getaddrinfo ? afs__sys.getaddrinfo(j->host, j->port, &hints, &j->res)
+                                  : getaddrinfo(j->host, j->port, &hints, &j->res);
     j->gai_errno = errno;
     return 0;
 }
@@ -50,7 +68,9 @@ static int resolve_fn(void *arg)
 static void resolve_release(struct corio_blocking *b)
 {
     struct resolve_job *j = (struct resolve_job *)(void *)b;
-    if (j->res)
+    if (j->res && afs__sys.freeaddrinfo)
+        afs__sys.freeaddrinfo(j->res);
+    else if (j->res)
         freeaddrinfo(j->res);
     free(j->host);
     free(j->port);
@@ -76,8 +96,10 @@ static int gai_errno(int gai, int sys_errno)
         return -EINVAL;
     case EAI_MEMORY:
         return -ENOMEM;
+#ifdef EAI_SYSTEM
     case EAI_SYSTEM:
         return sys_errno > 0 ? -sys_errno : -EIO;
+#endif
     default:
         return -EIO;
     }
@@ -115,7 +137,10 @@ static int resolve(struct corio_task *t, const char *host, const char *port, int
         if (err >= 0) {
             err = gai_errno(j->gai, j->gai_errno);
             snprintf(net_error, sizeof net_error, "%s:%s: %s", host ? host : "*", port,
-                     j->gai == EAI_SYSTEM ? afs_strerror(err) : gai_strerror(j->gai));
+#ifdef EAI_SYSTEM
+                     j->gai == EAI_SYSTEM ? afs_strerror(err) :
+#endif
+                                          gai_strerror(j->gai));
         }
         resolve_release(&j->b);
         return err;
@@ -154,7 +179,7 @@ static void attempt_fn(struct corio_task *t, void *arg)
     int err = afs_socket(corio_sched_ctx(t->sched), a->ai->ai_family, a->ai->ai_socktype,
                          a->ai->ai_protocol, &s);
     if (err == 0)
-        err = afs_connect(s, a->ai->ai_addr, a->ai->ai_addrlen);
+        err = afs_connect(s, a->ai->ai_addr, (socklen_t)a->ai->ai_addrlen);
     if (err == 0 && !d->winner) {
         d->winner = s;
     } else if (s) {
@@ -172,7 +197,7 @@ static void set_nodelay(struct afs_file *f)
 {
     int one = 1;
     /* Small replies go out at once (no Nagle wait behind a delayed ACK); not TCP: ignored. */
-    (void)setsockopt((int)afs_file_fd(f), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)setsockopt(NET_FD(f), IPPROTO_TCP, TCP_NODELAY, (void *)&one, sizeof one);
 }
 
 int corio_dial(struct corio_task *t, const char *host, const char *port, struct afs_file **out)
@@ -277,11 +302,15 @@ int corio_listen(struct corio_task *t, const char *host, const char *port, int b
         int e = afs_socket(corio_sched_ctx(t->sched), ai->ai_family, ai->ai_socktype,
                            ai->ai_protocol, &s);
         if (e == 0) {
-            int fd = (int)afs_file_fd(s), one = 1;
-            (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-            if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+            net_fd fd = NET_FD(s);
+            int one = 1;
+#ifndef _WIN32 /* Windows: SO_REUSEADDR would let another socket take the port too */
+            (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, (void *)&one, sizeof one);
+#endif
+            (void)one;
+            if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) < 0 ||
                 listen(fd, backlog ? backlog : SOMAXCONN) < 0)
-                e = -errno;
+                e = net_errno();
             if (e == 0) {
                 *out = s;
                 err = 0;
@@ -319,8 +348,8 @@ int corio_net_port(struct afs_file *s)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname((int)afs_file_fd(s), (struct sockaddr *)&ss, &len) < 0)
-        return -errno;
+    if (getsockname(NET_FD(s), (struct sockaddr *)&ss, &len) < 0)
+        return net_errno();
     if (ss.ss_family == AF_INET)
         return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     if (ss.ss_family == AF_INET6)

@@ -286,6 +286,7 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
     p->cache_len = 0;
     p->cache_cap = 0;
     p->max_cached = 0; /* a late put unmaps */
+    p->peak_out = 0;
 }
 
 
@@ -338,7 +339,8 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
     if (p->cache_len > 0) {
         *out = p->cache[--p->cache_len];
         CORIO__UNPOISON(out->lo, out->size);
-        p->n_out++;
+        if (++p->n_out > p->peak_out)
+            p->peak_out = p->n_out;
         tsan_stack_got(out);
         return 0;
     }
@@ -362,7 +364,8 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
      * plain SIGSEGV instead of by name. */
     out->slot = reg_add((uintptr_t)map, (uintptr_t)out->lo, p->stack_size);
     p->n_mapped++;
-    p->n_out++;
+    if (++p->n_out > p->peak_out)
+        p->peak_out = p->n_out;
     tsan_stack_got(out);
     return 0;
 }
@@ -377,10 +380,11 @@ void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
     /* A coroutine that ended by switching away never returned from its frames, so their ASan
      * redzones are still poisoned. */
     CORIO__UNPOISON(s->lo, s->size);
-    if (p->cache_len == p->cache_cap && p->cache_cap < p->max_cached) {
+    size_t limit = corio__stack_cache_limit(p);
+    if (p->cache_len == p->cache_cap && p->cache_cap < limit) {
         size_t cap = p->cache_cap ? p->cache_cap * 2 : 16;
-        if (cap > p->max_cached)
-            cap = p->max_cached;
+        if (cap > limit)
+            cap = limit;
         struct corio__stack *c = realloc(p->cache, cap * sizeof(*c));
         if (c != NULL) {
             p->cache = c;

@@ -50,16 +50,27 @@ struct corio__stack {
 struct corio__stack_pool {
     size_t               stack_size;  /* usable bytes per stack, page multiple, >= 16 KiB */
     size_t               guard_size;  /* bytes of PROT_NONE below each stack */
-    size_t               max_cached;  /* free stacks kept mapped for reuse */
+    size_t               max_cached;  /* free stacks kept mapped for reuse, at least */
     struct corio__stack *cache;       /* free stacks, LIFO (warmest first) */
     size_t               cache_len;
-    size_t               cache_cap;   /* grows by doubling up to max_cached */
+    size_t               cache_cap;   /* grows by doubling up to corio__stack_cache_limit */
     size_t               n_out;       /* stacks handed out and not yet put back */
+    size_t               peak_out;    /* the most stacks out at once so far */
     size_t               n_mapped;    /* mmap calls made (statistics) */
 };
 
+/* How many free stacks p keeps: max_cached, or as many as were ever out at once when that is
+ * more. The cache grows with the number of tasks alive, so stacks are mapped once per
+ * scheduler, not again (and unmapped, with the TLB shootdowns of munmap) at every burst of
+ * tasks beyond max_cached; the memory they touched stays with the pool until fini. */
+static inline size_t corio__stack_cache_limit(const struct corio__stack_pool *p)
+{
+    return p->peak_out > p->max_cached ? p->peak_out : p->max_cached;
+}
+
 /* Initialises p for stacks of stack_size usable bytes (rounded up to the page size, at least
- * 16 KiB), keeping up to max_cached free stacks mapped. Allocates nothing yet.
+ * 16 KiB), keeping at least max_cached free stacks mapped (corio__stack_cache_limit).
+ * Allocates nothing yet.
  * Returns 0 or -EINVAL (size overflow). */
 int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_t max_cached);
 
@@ -71,8 +82,8 @@ void corio__stack_pool_fini(struct corio__stack_pool *p);
  * mapping. Its contents are unspecified (not zeroed on reuse). Returns 0 or -ENOMEM. */
 int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out);
 
-/* Returns a stack that no context will run on again: cached if fewer than max_cached are
- * cached, else unmapped. *s is cleared. */
+/* Returns a stack that no context will run on again: cached if fewer than
+ * corio__stack_cache_limit(p) are cached, else unmapped. *s is cleared. */
 void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s);
 
 /* POSIX: installs (once per process) the SIGSEGV/SIGBUS handler and (once per thread) an

@@ -47,6 +47,7 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
     p->cache_len = 0;
     p->cache_cap = 0;
     p->max_cached = 0; /* a late put frees instead of caching */
+    p->peak_out = 0;
 }
 
 int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
@@ -68,7 +69,8 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
     out->map_size = sizeof(*f);
     out->lo = f; /* what corio__regs_init takes */
     out->size = p->stack_size;
-    p->n_out++;
+    if (++p->n_out > p->peak_out)
+        p->peak_out = p->n_out;
     return 0;
 }
 
@@ -79,10 +81,11 @@ void corio__stack_put(struct corio__stack_pool *p, struct corio__stack *s)
         return;
     if (p->n_out > 0)
         p->n_out--;
-    if (p->cache_len == p->cache_cap && p->cache_cap < p->max_cached) {
+    size_t limit = corio__stack_cache_limit(p);
+    if (p->cache_len == p->cache_cap && p->cache_cap < limit) {
         size_t cap = p->cache_cap ? p->cache_cap * 2 : 16;
-        if (cap > p->max_cached)
-            cap = p->max_cached;
+        if (cap > limit)
+            cap = limit;
         struct corio__stack *c = realloc(p->cache, cap * sizeof(*c));
         if (c != NULL) {
             p->cache = c;

@@ -566,6 +566,8 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     }
     bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
     int r = 0;
+    if (ctx->ready)
+        timeout_ns = afs__ready_timeout(ctx, timeout_ns); /* a connect to retry */
     if (wait && io_uring_cq_ready(&u->ring) == 0) {
         /* One system call: a submission if it carries SQEs, else a wait (never both). */
         if (have_sqes)

@@ -16,6 +16,11 @@
  * reports the state at the time it is made.
  * Elsewhere, and on Linux when tests ask (afs__ready_poll_only): poll() over the waker and
  * the sockets with parked ops, built at each wait.
+ * A connect the kernel refuses with EAGAIN (Linux: the AF_UNIX listener's backlog is full)
+ * has no readiness to wait for: the connecting socket is writable all along, and nothing
+ * signals when the listener accepts. Such sockets wait on a timer instead (r->retry) and the
+ * connect is tried again, 1 ms later, then backing off to 50 ms, until it goes through or is
+ * cancelled (a deadline does that).
  * io_uring does not wait here: it polls the epoll descriptor with an IORING_OP_POLL_ADD of
  * its own while ops are parked, and the waker stays out of the set. */
 #include "internal.h"
@@ -31,6 +36,8 @@
 #endif
 
 #define NEV 64
+#define RETRY_MIN_NS 1000000LL
+#define RETRY_MAX_NS 50000000LL
 
 bool afs__ready_poll_only;
 
@@ -45,6 +52,9 @@ struct afs__ready {
     int              epfd;
     unsigned         parked;     /* ops parked on all sockets */
     struct afs_list  files;      /* poll(): files with parked ops */
+    struct afs_list  retry;      /* files whose connect waits for the timer */
+    int64_t          retry_at;   /* when they are tried again */
+    int64_t          retry_ns;   /* the backoff */
     struct ev        ev[NEV];    /* what the last wait found, for reap */
     int              nev;
     bool             collected;  /* ev holds everything the kernel had: no poll in reap */
@@ -160,6 +170,27 @@ static void unwatch(struct afs__ready *r, struct afs_file *f)
     f->rdy.watched = false;
 }
 
+/* Puts f on the retry timer when its send side is headed by a connect that the kernel
+ * refused with EAGAIN (no EINPROGRESS: no writable edge will come), takes it off otherwise. */
+static void sync_retry(struct afs__ready *r, struct afs_file *f)
+{
+    struct afs_list_node *n = f->rdy.q[1].l.first;
+    const struct afs__op *o = n ? AFS_LIST_ITEM(n, struct afs__op, node) : NULL;
+    bool want = o && o->code == AFS__CONNECT && o->sock.stage == 0;
+    if (want == f->rdy.retrying)
+        return;
+    f->rdy.retrying = want;
+    if (!want) {
+        afs_list_remove(&r->retry, &f->rdy.retry_node);
+        return;
+    }
+    if (afs_list_empty(&r->retry)) {
+        r->retry_ns = RETRY_MIN_NS;
+        r->retry_at = afs__now_ns() + r->retry_ns;
+    }
+    afs_list_push_back(&r->retry, &f->rdy.retry_node);
+}
+
 static void park(struct afs_ctx *ctx, struct afs_op *op, int dir)
 {
     struct afs__ready *r = ctx->ready;
@@ -171,6 +202,8 @@ static void park(struct afs_ctx *ctx, struct afs_op *op, int dir)
     }
     afs__list_push(&f->rdy.q[dir], op);
     r->parked++;
+    if (dir == 1)
+        sync_retry(r, f);
 }
 
 /* Runs op until it finishes (true) or would wait (false). */
@@ -217,6 +250,8 @@ static void serve(struct afs_ctx *ctx, struct afs_file *f, int dir)
             break;
         }
     }
+    if (dir == 1)
+        sync_retry(r, f);
     if (!r->epoll && !f->rdy.q[0].len && !f->rdy.q[1].len)
         unwatch(r, f);
 }
@@ -226,6 +261,8 @@ static void cancel_parked(struct afs_ctx *ctx, struct afs_op *op, int dir)
     struct afs__op *o = afs__op(op);
     afs__list_remove(&o->file->rdy.q[dir], op);
     ctx->ready->parked--;
+    if (dir == 1)
+        sync_retry(ctx->ready, o->file);
     /* A send that moved part of its buffer reports it: those bytes have left. */
     afs__op_finished(ctx, op, o->done ? (ssize_t)o->done : -ECANCELED);
 }
@@ -315,7 +352,11 @@ static int collect(struct afs_ctx *ctx, int64_t timeout_ns)
     }
     for (struct afs_list_node *x = r->files.first; x; x = x->next) {
         struct afs_file *f = AFS_LIST_ITEM(x, struct afs_file, rdy.node);
-        short want = (short)((f->rdy.q[0].len ? POLLIN : 0) | (f->rdy.q[1].len ? POLLOUT : 0));
+        /* A connect on the retry timer: the socket is writable (and hung up) all along. */
+        short want = (short)((f->rdy.q[0].len ? POLLIN : 0) |
+                             (f->rdy.q[1].len && !f->rdy.retrying ? POLLOUT : 0));
+        if (!want)
+            continue;
         r->pfd[k] = (struct pollfd){.fd = (int)f->fd, .events = want};
         r->pf[k++] = f;
     }
@@ -340,12 +381,29 @@ static int collect(struct afs_ctx *ctx, int64_t timeout_ns)
     return woke | (r->nev ? AFS__WOKE_SOCK : 0);
 }
 
+/* Nanoseconds until the retry timer is due (0: now), or -1 when nothing waits on it. */
+static int64_t retry_in(const struct afs__ready *r)
+{
+    if (!r || afs_list_empty(&r->retry))
+        return -1;
+    int64_t d = r->retry_at - afs__now_ns();
+    return d > 0 ? d : 0;
+}
+
+int64_t afs__ready_timeout(struct afs_ctx *ctx, int64_t timeout_ns)
+{
+    int64_t d = retry_in(ctx->ready);
+    return d >= 0 && (timeout_ns < 0 || d < timeout_ns) ? d : timeout_ns;
+}
+
 int afs__ctx_block(struct afs_ctx *ctx, int64_t timeout_ns)
 {
     struct afs__ready *r = ctx->ready;
     if (!r || !r->parked || !r->with_waker)
         return afs__waker_wait(&ctx->waker, timeout_ns) ? AFS__WOKE_WAKER : 0;
-    return collect(ctx, timeout_ns);
+    int woke = collect(ctx, afs__ready_timeout(ctx, timeout_ns));
+    /* A connect due for its retry is a socket to serve, for a caller that loops on this. */
+    return woke | (retry_in(r) == 0 ? AFS__WOKE_SOCK : 0);
 }
 
 /* Runs the parked ops of the sockets in r->ev, and forgets them. */
@@ -358,7 +416,7 @@ static void serve_collected(struct afs_ctx *ctx)
             continue;
         if (e.in && e.f->rdy.q[0].len)
             serve(ctx, e.f, 0);
-        if (e.out && e.f->rdy.q[1].len)
+        if (e.out && e.f->rdy.q[1].len && !e.f->rdy.retrying)
             serve(ctx, e.f, 1);
     }
     r->nev = 0;
@@ -381,4 +439,19 @@ void afs__ready_reap(struct afs_ctx *ctx)
          * returns at once with it. */
     }
     r->collected = false;
+    if (retry_in(r) == 0) {
+        int64_t backoff = AFS_MIN(r->retry_ns * 2, RETRY_MAX_NS);
+        struct afs_list due = r->retry;
+        r->retry = (struct afs_list){0};
+        struct afs_list_node *n;
+        while ((n = afs_list_pop_front(&due))) {
+            struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, rdy.retry_node);
+            f->rdy.retrying = false;
+            serve(ctx, f, 1); /* back on r->retry if it is refused again */
+        }
+        if (!afs_list_empty(&r->retry)) {
+            r->retry_ns = backoff;
+            r->retry_at = afs__now_ns() + backoff;
+        }
+    }
 }

@@ -86,6 +86,11 @@ static int wsa(void)
     return wsa_err;
 }
 
+int afs__win_sock_init(void)
+{
+    return wsa();
+}
+
 bool afs__sys_sock_supported(void)
 {
     return true;

@@ -269,78 +269,6 @@ static wchar_t *widen(const char *s, int *err)
     return w;
 }
 
-static int open_w(const wchar_t *path, int afs_flags, unsigned perm, afs__fd_t *out)
-{
-    int acc = afs_flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
-    DWORD access = 0;
-    if (acc != AFS_WRONLY)
-        access |= FILE_GENERIC_READ;
-    if (acc != AFS_RDONLY) {
-        access |= FILE_GENERIC_WRITE;
-        /* Append-only access: the system puts every write at the end of the file, whatever
-         * offset the OVERLAPPED says (O_APPEND). */
-        if (afs_flags & AFS_APPEND)
-            access &= ~(DWORD)FILE_WRITE_DATA;
-    }
-    DWORD disp;
-    bool creat = afs_flags & AFS_CREAT, trunc = afs_flags & AFS_TRUNC;
-    if (creat && (afs_flags & AFS_EXCL))
-        disp = CREATE_NEW;
-    else if (creat && trunc)
-        disp = CREATE_ALWAYS;
-    else if (creat)
-        disp = OPEN_ALWAYS;
-    else if (trunc)
-        disp = TRUNCATE_EXISTING;
-    else
-        disp = OPEN_EXISTING;
-    DWORD attrs = FILE_ATTRIBUTE_NORMAL;
-    if (creat && !(perm & 0222))
-        attrs = FILE_ATTRIBUTE_READONLY; /* what the C runtime's _open does with the mode */
-    DWORD fl = FILE_FLAG_OVERLAPPED;
-    if (afs_flags & AFS_DIRECT)
-        fl |= FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH;
-    if (afs_flags & AFS_DSYNC)
-        fl |= FILE_FLAG_WRITE_THROUGH;
-    if (afs_flags & AFS_NOFOLLOW)
-        fl |= FILE_FLAG_OPEN_REPARSE_POINT;
-    DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
-
-    if (trunc && (afs_flags & AFS_APPEND) && acc != AFS_RDONLY) {
-        /* Truncation needs FILE_WRITE_DATA, which append-only access leaves out: truncate
-         * through a short-lived handle first, then open for appending. */
-        HANDLE t = CreateFileW(path, GENERIC_WRITE, share, NULL, disp, attrs | fl, NULL);
-        if (t == INVALID_HANDLE_VALUE)
-            return afs__win_errno(GetLastError());
-        CloseHandle(t);
-        disp = OPEN_EXISTING;
-    }
-    HANDLE h = CreateFileW(path, access, share, NULL, disp, attrs | fl, NULL);
-    if (h == INVALID_HANDLE_VALUE) {
-        DWORD e = GetLastError();
-        /* Opening a directory without FILE_FLAG_BACKUP_SEMANTICS fails "access denied". */
-        DWORD a = GetFileAttributesW(path);
-        if (a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY) &&
-            !(a & FILE_ATTRIBUTE_REPARSE_POINT && afs_flags & AFS_NOFOLLOW))
-            return -EISDIR;
-        return afs__win_errno(e);
-    }
-    BY_HANDLE_FILE_INFORMATION info;
-    if (GetFileInformationByHandle(h, &info)) {
-        int err = 0;
-        if ((afs_flags & AFS_NOFOLLOW) && (info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT))
-            err = -ELOOP; /* a symbolic link or junction, opened as itself */
-        else if (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)
-            err = -EISDIR;
-        if (err) {
-            CloseHandle(h);
-            return err;
-        }
-    }
-    *out = h;
-    return 0;
-}
-
 int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
 {
     DWORD type = GetFileType(fd);
@@ -359,18 +287,25 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     return 0;
 }
 
+/* afs_open(): the open of afs_openat() (NtCreateFile on the NT path: no MAX_PATH limit),
+ * refusing a directory as open(2) does for write access and afs_open() promises for all. */
 int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out,
                   struct afs__fd_info *info)
 {
-    int err = 0;
-    wchar_t *w = widen(path, &err);
-    if (!w)
+    int fd = afs__sys_openat(AFS_AT_FDCWD, path, afs_flags, perm);
+    if (fd < 0)
+        return fd;
+    HANDLE h = (HANDLE)(intptr_t)fd;
+    struct afs__fd_info local;
+    int err = afs__sys_fd_info(h, info ? info : &local);
+    if (err == 0 && (info ? info : &local)->dir)
+        err = -EISDIR;
+    if (err < 0) {
+        CloseHandle(h);
         return err;
-    err = open_w(w, afs_flags, perm, out);
-    free(w);
-    if (err == 0 && info && (err = afs__sys_fd_info(*out, info)) < 0)
-        CloseHandle(*out);
-    return err;
+    }
+    *out = h;
+    return 0;
 }
 
 int afs__sys_close(afs__fd_t fd)
@@ -667,8 +602,11 @@ static int nt_full(const wchar_t *w, struct nt_name *out)
 static int join_final(HANDLE dir, const wchar_t *rel, wchar_t **out)
 {
     DWORD n = GetFinalPathNameByHandleW(dir, NULL, 0, VOLUME_NAME_DOS);
-    if (n == 0)
-        return afs__win_errno(GetLastError());
+    if (n == 0) {
+        DWORD e = GetLastError();
+        /* wine 8 gives no path over MAX_PATH this way */
+        return e == ERROR_MORE_DATA ? -ENAMETOOLONG : afs__win_errno(e);
+    }
     size_t rl = wcslen(rel);
     wchar_t *buf = malloc(((size_t)n + rl + 2) * sizeof *buf);
     if (!buf)

@@ -271,3 +271,63 @@ void *waker(void *arg)
     afs_ctx_wake(arg);
     return NULL;
 }
+
+/* The thread pool runs as many ops at once as io_workers asks: ops that block (here opens of
+ * FIFOs that wait for a writer) do not hold back the ones queued behind them. */
+static void fifo_opened(struct afs_op *op)
+{
+    *(int *)op->data = 1;
+}
+
+static int64_t pool_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+T_IO(pool_runs_io_workers_ops_at_once)
+{
+    enum { N = 8 };
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.io_workers = N;
+    struct afs_ctx *c = t_ctx = t_ctx_cfg(&cfg);
+    if (strcmp(afs_ctx_backend(c), "threads") != 0)
+        cr_skip_test("backend under test is %s: its opens do not run on the pool",
+                     afs_ctx_backend(c));
+    struct afs_op ops[N];
+    int wfd[N], done[N] = {0};
+    memset(ops, 0, sizeof ops);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "fifo%d", i);
+        cr_assert_eq(mkfifo(t_path(name), 0600), 0, "mkfifo: %s", strerror(errno));
+        cr_assert_eq(afs_queue_openat(&ops[i], c, AFS_AT_FDCWD, t_path(name), AFS_RDONLY, 0,
+                                      fifo_opened, &done[i]),
+                     0);
+        wfd[i] = -1;
+    }
+    cr_assert_eq(afs_ctx_submit(c), N);
+    /* Only the last FIFO gets a writer: its open completes only if it started while the
+     * N - 1 before it still wait. */
+    wfd[N - 1] = open(t_path("fifo7"), O_RDWR);
+    cr_assert(wfd[N - 1] >= 0);
+    int64_t end = pool_now_ns() + 10 * 1000000000ll;
+    while (!done[N - 1] && pool_now_ns() < end)
+        cr_assert(afs_ctx_wait(c, 1, 100000000) >= 0);
+    bool last_done = done[N - 1];
+    for (int i = 0; i < N - 1; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "fifo%d", i);
+        wfd[i] = open(t_path(name), O_RDWR);
+    }
+    for (int i = 0; i < N; i++) {
+        while (!done[i])
+            cr_assert(afs_ctx_wait(c, 1, -1) >= 0);
+        cr_assert(ops[i].result >= 0, "open: %s", afs_strerror((int)ops[i].result));
+        close((int)ops[i].result);
+        close(wfd[i]);
+    }
+    cr_assert(last_done, "the op queued last did not run while %d others blocked", N - 1);
+}

@@ -6,6 +6,8 @@
 #include "../common.h"
 #include "../helpers/syscount.h"
 
+#include <dirent.h>
+
 #define T_META(name, ...)                                                                     \
     Test(meta, name, .init = t_setup, .fini = t_teardown, .timeout = 30, ##__VA_ARGS__)
 
@@ -648,3 +650,286 @@ T_META(file_from_fd_checks_its_arguments)
                  "a closed fd");
 }
 
+
+/* ------------------------------------------------------------------------------------------
+ * Names Windows makes hard: long paths, non-ASCII names, read-only files, replacing renames,
+ * reparse points. The checks hold on POSIX too, where they run as well.
+ * ---------------------------------------------------------------------------------------- */
+
+/* A path of more than 260 characters (MAX_PATH), made, used and removed through the calls
+ * with absolute paths and relative to directory fds, without any "\\?\" from the caller. */
+T_META(long_paths_over_260_characters)
+{
+    t_new_ctx();
+    enum { DEPTH = 4, COMP = 100 };
+    static char path[DEPTH + 1][2048];
+    char comp[COMP + 1];
+    memset(comp, 'd', COMP);
+    comp[COMP] = 0;
+    snprintf(path[0], sizeof path[0], "%s", t_dir);
+    for (int i = 1; i <= DEPTH; i++) {
+        comp[0] = (char)('0' + i);
+        int k = snprintf(path[i], sizeof path[i], "%s/%s", path[i - 1], comp);
+        cr_assert(k > 0 && (size_t)k < sizeof path[i]);
+        cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, path[i], 0755), 0, "mkdir level %d", i);
+    }
+    static char file[2300];
+    int k = snprintf(file, sizeof file, "%s/%s", path[DEPTH], "file-at-the-bottom");
+    cr_assert(k > 0 && (size_t)k < sizeof file);
+    cr_assert_gt(strlen(file), 400u);
+    int fd = afs_openat(t_ctx, AFS_AT_FDCWD, file, AFS_RDWR | AFS_CREAT | AFS_EXCL, 0644);
+    cr_assert_geq(fd, 0, "openat of %zu characters: %s", strlen(file), afs_strerror(fd));
+    struct afs_file *f;
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDWR, AFS_MODE_SYNC, &f), 0);
+    static char buf[5000], back[5000];
+    t_fill(buf, sizeof buf, 7);
+    cr_assert_eq(afs_pwrite(f, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+    cr_assert_eq(afs_close(f), 0);
+#ifdef _WIN32
+    /* What the system itself finds there, through its own long-path syntax. */
+    static wchar_t w[2400];
+    cr_assert_gt(MultiByteToWideChar(CP_UTF8, 0, file, -1, w + 4, 2300), 0);
+    memcpy(w, L"\\\\?\\", 4 * sizeof *w);
+    for (wchar_t *p = w + 4; *p; p++)
+        if (*p == L'/')
+            *p = L'\\';
+    WIN32_FILE_ATTRIBUTE_DATA ad;
+    cr_assert(GetFileAttributesExW(w, GetFileExInfoStandard, &ad), "error %lu", GetLastError());
+    cr_assert_eq(ad.nFileSizeLow, (DWORD)sizeof buf);
+#endif
+    struct afs_stat st;
+    cr_assert_eq(afs_statx(t_ctx, AFS_AT_FDCWD, file, 0, &st), 0);
+    cr_assert_eq(st.size, (int64_t)sizeof buf);
+    /* afs_open() takes it as well. */
+    cr_assert_eq(afs_open(t_ctx, file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_pread(f, back, sizeof back, 0), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 7));
+    cr_assert_eq(afs_close(f), 0);
+
+    /* Relative to a directory fd deep down, and with ".." climbing out of it. */
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, path[DEPTH], AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "file-at-the-bottom", dfd, "renamed", 0), 0);
+    fd = afs_openat(t_ctx, dfd, "renamed", AFS_RDONLY, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDONLY, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_pread(f, back, sizeof back, 0), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 7));
+    cr_assert_eq(afs_close(f), 0);
+    /* ".." from the top one, to the bottom (wine's GetFinalPathNameByHandleW cannot give a
+     * directory's path over MAX_PATH, so ".." is taken from a short one). */
+    int top = afs_openat(t_ctx, AFS_AT_FDCWD, path[1], AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(top, 0);
+    k = snprintf(file, sizeof file, "..%s/./renamed", path[DEPTH] + strlen(path[0]));
+    cr_assert(k > 0 && (size_t)k < sizeof file);
+    int r = afs_statx(t_ctx, top, file, 0, &st);
+    cr_assert_eq(r, 0, "%s: %s", file, afs_strerror(r));
+    cr_assert_eq(st.size, (int64_t)sizeof buf);
+    cr_assert_eq(afs_close_fd(t_ctx, top), 0);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "renamed", 0), 0);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "renamed", 0, &st), -ENOENT);
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+    for (int i = DEPTH; i >= 1; i--)
+        cr_assert_eq(afs_unlinkat(t_ctx, AFS_AT_FDCWD, path[i], AFS_AT_REMOVEDIR), 0, "rmdir %d",
+                     i);
+    cr_assert_eq(afs_statx(t_ctx, AFS_AT_FDCWD, path[1], 0, &st), -ENOENT);
+}
+
+/* Whether dir holds an entry whose name is exactly these UTF-8 bytes, as the system lists it
+ * (FindFirstFileW's UTF-16 turned back into UTF-8 on Windows). */
+static bool t_listed(const char *dir, const char *name)
+{
+    bool found = false;
+#ifdef _WIN32
+    wchar_t pat[MAX_PATH + 8];
+    char back[1024];
+    int n = MultiByteToWideChar(CP_UTF8, 0, dir, -1, pat, MAX_PATH);
+    cr_assert_gt(n, 0);
+    wcscat(pat, L"\\*");
+    WIN32_FIND_DATAW fd;
+    HANDLE h = FindFirstFileW(pat, &fd);
+    cr_assert(h != INVALID_HANDLE_VALUE);
+    do {
+        if (WideCharToMultiByte(CP_UTF8, 0, fd.cFileName, -1, back, sizeof back, NULL, NULL) > 0 &&
+            !strcmp(back, name))
+            found = true;
+    } while (FindNextFileW(h, &fd));
+    FindClose(h);
+#else
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strcmp(e->d_name, name))
+            found = true;
+    closedir(d);
+#endif
+    return found;
+}
+
+T_META(non_ascii_names_round_trip)
+{
+    t_new_ctx();
+    /* Latin, CJK and a character outside the BMP (a UTF-16 surrogate pair). */
+    const char *a = "\xc3\xbc" "n" "\xc3\xaf" "c" "\xc3\xb8" "d" "\xc3\xa9"
+                    "-\xe5\x90\x8d\xe5\x89\x8d-\xf0\x9f\x98\x80";
+    const char *b = "\xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82-\xce\xb1\xce\xb2\xce\xb3";
+    int dfd = t_dirfd();
+    int fd = afs_openat(t_ctx, dfd, a, AFS_WRONLY | AFS_CREAT | AFS_EXCL, 0644);
+    cr_assert_geq(fd, 0, "%s", afs_strerror(fd));
+    cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+    cr_assert(t_listed(t_dir, a), "the name the system lists is the one given");
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, b, 0755), 0);
+    cr_assert(t_listed(t_dir, b));
+    static char moved[256];
+    int k = snprintf(moved, sizeof moved, "%s/%s", b, a);
+    cr_assert(k > 0 && (size_t)k < sizeof moved);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, a, dfd, moved, 0), 0);
+    cr_assert(!t_listed(t_dir, a));
+    struct afs_stat st;
+    cr_assert_eq(afs_statx(t_ctx, dfd, moved, 0, &st), 0);
+    cr_assert(S_ISREG(st.mode));
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, moved, 0), 0);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, b, AFS_AT_REMOVEDIR), 0);
+    cr_assert(!t_listed(t_dir, b));
+#ifdef _WIN32
+    /* Windows names are UTF-16: bytes that are not UTF-8 name nothing. */
+    cr_assert_eq(afs_openat(t_ctx, dfd, "bad-\xff\xfe", AFS_WRONLY | AFS_CREAT, 0644), -EINVAL);
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, "bad-\xc3", 0755), -EINVAL);
+#endif
+    t_fd_close(dfd);
+}
+
+T_META(a_read_only_file_is_removed)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    int fd = afs_openat(t_ctx, dfd, "ro", AFS_WRONLY | AFS_CREAT | AFS_EXCL, 0444);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(t_fd_write(fd, "data", 4), 4, "the creating fd writes");
+    cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+    struct afs_stat st;
+    cr_assert_eq(afs_statx(t_ctx, dfd, "ro", 0, &st), 0);
+    cr_assert_eq(st.mode & 0222, 0, "read-only");
+    cr_assert_eq(st.size, 4);
+#ifdef _WIN32
+    cr_assert(GetFileAttributesA(t_path("ro")) & FILE_ATTRIBUTE_READONLY);
+#endif
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "ro", 0), 0);
+    cr_assert(!t_exists(t_path("ro")));
+    cr_assert_eq(afs_statx(t_ctx, dfd, "ro", 0, &st), -ENOENT);
+    t_fd_close(dfd);
+}
+
+T_META(rename_replaces_an_existing_file)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    t_make_file(t_path("new"), 1000);
+    t_make_file(t_path("old"), 3000);
+    struct t_ref before, after;
+    cr_assert_eq(t_ref_stat(t_path("new"), &before), 0);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "new", dfd, "old", 0), 0);
+    cr_assert(!t_exists(t_path("new")));
+    cr_assert_eq(t_ref_stat(t_path("old"), &after), 0);
+    cr_assert_eq(after.size, 1000);
+    cr_assert_eq(after.ino, before.ino, "the same file under the old name");
+
+    /* Over a read-only file, as rename(2) does (the directory decides, not the file). */
+    int fd = afs_openat(t_ctx, dfd, "locked", AFS_WRONLY | AFS_CREAT | AFS_EXCL, 0444);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "old", dfd, "locked", 0), 0);
+    struct afs_stat st;
+    cr_assert_eq(afs_statx(t_ctx, dfd, "locked", 0, &st), 0);
+    cr_assert_eq(st.size, 1000);
+    cr_assert_eq(st.ino, before.ino);
+    cr_assert(st.mode & 0200, "the file moved keeps its own attributes");
+
+    /* NOREPLACE keeps it; the name that stays is untouched. */
+    t_make_file(t_path("other"), 10);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "other", dfd, "locked", AFS_RENAME_NOREPLACE), -EEXIST);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "locked", 0, &st), 0);
+    cr_assert_eq(st.size, 1000);
+    t_fd_close(dfd);
+}
+
+#ifdef _WIN32
+/* A junction (IO_REPARSE_TAG_MOUNT_POINT, made without privileges) to a directory holding
+ * "f": followed by default, the junction itself with AFS_NOFOLLOW (-ELOOP) and
+ * AFS_AT_SYMLINK_NOFOLLOW (S_IFLNK), removed as a name without touching its target. 0 when
+ * the system makes no junctions: wine 8 answers FSCTL_SET_REPARSE_POINT with
+ * ERROR_NOT_SUPPORTED (and makes no symbolic links either). */
+static int t_junction(const char *link, const char *target)
+{
+    if (!CreateDirectoryA(link, NULL))
+        return -1;
+    HANDLE h = CreateFileA(link, GENERIC_WRITE, 0, NULL, OPEN_EXISTING,
+                           FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT, NULL);
+    cr_assert(h != INVALID_HANDLE_VALUE);
+    wchar_t full[MAX_PATH], sub[MAX_PATH + 8];
+    cr_assert_gt(MultiByteToWideChar(CP_UTF8, 0, target, -1, sub, MAX_PATH), 0);
+    cr_assert_gt(GetFullPathNameW(sub, MAX_PATH, full, NULL), 0);
+    swprintf(sub, MAX_PATH + 8, L"\\??\\%ls", full);
+    static union {
+        struct {
+            DWORD   tag;
+            WORD    len, reserved, sub_off, sub_len, print_off, print_len;
+            wchar_t buf[2 * MAX_PATH];
+        } r;
+        char bytes[4096];
+    } rp;
+    memset(&rp, 0, sizeof rp);
+    WORD sl = (WORD)(wcslen(sub) * sizeof(wchar_t));
+    rp.r.tag = IO_REPARSE_TAG_MOUNT_POINT;
+    rp.r.sub_len = sl;
+    rp.r.print_off = (WORD)(sl + sizeof(wchar_t));
+    memcpy(rp.r.buf, sub, sl);
+    rp.r.len = (WORD)(8 + sl + 2 * sizeof(wchar_t));
+    DWORD n;
+    BOOL ok = DeviceIoControl(h, FSCTL_SET_REPARSE_POINT, &rp, rp.r.len + 8u, NULL, 0, &n, NULL);
+    DWORD e = GetLastError();
+    CloseHandle(h);
+    if (ok)
+        return 1;
+    RemoveDirectoryA(link);
+    cr_assert(e == ERROR_NOT_SUPPORTED || e == ERROR_INVALID_FUNCTION,
+              "FSCTL_SET_REPARSE_POINT: error %lu", e);
+    return 0;
+}
+
+T_META(nofollow_on_a_junction)
+{
+    t_new_ctx();
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("target"), 0755), 0);
+    t_make_file(t_path("target/f"), 10);
+    int dfd = t_dirfd();
+    struct afs_stat st;
+    int made = t_junction(t_path("j"), t_path("target"));
+    if (!made) {
+        /* Without one, AFS_NOFOLLOW and AFS_AT_SYMLINK_NOFOLLOW still open and stat the
+         * plain names. */
+        cr_log_info("no junctions here (wine): the reparse-point cases ran not");
+        int fd = afs_openat(t_ctx, dfd, "target", AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW, 0);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+        cr_assert_eq(afs_statx(t_ctx, dfd, "target", AFS_AT_SYMLINK_NOFOLLOW, &st), 0);
+        cr_assert(S_ISDIR(st.mode));
+        t_fd_close(dfd);
+        return;
+    }
+    cr_assert_eq(afs_statx(t_ctx, dfd, "j/f", 0, &st), 0, "followed inside a path");
+    cr_assert_eq(st.size, 10);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "j", 0, &st), 0);
+    cr_assert(S_ISDIR(st.mode), "followed");
+    cr_assert_eq(afs_statx(t_ctx, dfd, "j", AFS_AT_SYMLINK_NOFOLLOW, &st), 0);
+    cr_assert_eq(st.mode & 0170000, 0120000, "the junction itself");
+    cr_assert_eq(afs_openat(t_ctx, dfd, "j", AFS_RDONLY | AFS_DIRECTORY | AFS_NOFOLLOW, 0),
+                 -ELOOP);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "j", AFS_AT_REMOVEDIR), -ENOTDIR);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "j", 0), 0, "a link goes as a name");
+    cr_assert(!t_exists(t_path("j")));
+    cr_assert(t_exists(t_path("target/f")), "its target stays");
+    t_fd_close(dfd);
+}
+#endif

@@ -185,6 +185,32 @@ T_IO(bad_input_is_refused_and_changes_nothing)
     cr_assert_eq(st.st_size, 4096);
 }
 
+/* Memory that once held a queued op of another context (freed since) is what uninitialised
+ * stack memory may hold: queueing an op there is no -EBUSY. */
+T_IO(stale_op_of_a_freed_context_is_not_busy)
+{
+    t_make_file(t_path("f"), 4096);
+    static char buf[4096];
+    static struct afs_op op; /* one address for both contexts */
+    struct afs_op snapshot;
+    struct done d = {0};
+    struct afs_ctx *a = t_ctx_cfg(NULL);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(a, t_path("f"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &f), 0);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), 0);
+    memcpy(&snapshot, &op, sizeof op); /* queued, not yet called back */
+    cr_assert_eq(afs_ctx_wait(a, 1, -1), 1);
+    cr_assert_eq(afs_close(f), 0);
+    afs_ctx_free(a);
+    memcpy(&op, &snapshot, sizeof op); /* what the memory may still hold */
+    t_new_ctx();
+    f = t_file("f", AFS_RDONLY);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), 0);
+    wait_for(&d, 2);
+    cr_assert_eq(op.result, 10);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 T_IO(zero_length_op_callback_runs_from_wait)
 {
     t_new_ctx();

@@ -40,6 +40,10 @@ static const char *t_sockerr(void)
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <poll.h>
 typedef int t_sock_t;
 #define t_sock_close close
 #define t_sockerr()  strerror(errno)
@@ -67,8 +71,9 @@ static void s_setup(void)
 #define T_SOCK(name) Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 120)
 
 #ifdef _WIN32
-/* One flavour: every Windows backend runs socket ops as overlapped calls on a port. */
-#define T_SOCK_ALL(name) T_SOCK(name)
+/* One flavour: every Windows backend runs socket ops as overlapped calls on a port. Wine
+ * takes milliseconds per connection: 10,000 of them take minutes on a loaded machine. */
+#define T_SOCK_ALL(name) Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 600)
 #else
 
 /* The readiness engine with poll(), on every backend (io_uring too). */
@@ -360,6 +365,100 @@ T_SOCK_ALL(connection_refused)
     t_sock_close(fd);
 }
 
+#ifdef __linux__ /* elsewhere a full AF_UNIX backlog refuses the connect */
+/* An AF_UNIX listener whose backlog is full (Linux refuses a non-blocking connect with
+ * EAGAIN then, and the connecting socket never becomes writable for it): the bound listener
+ * socket in *lfd, its address in *sa, and the connections that filled it in held[]. */
+static int full_unix_listener(struct sockaddr_un *sa, int *lfd, int *held, int cap)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    cr_assert_lt(strlen(t_path("l")), sizeof sa->sun_path);
+    strcpy(sa->sun_path, t_path("l"));
+    *lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_geq(*lfd, 0);
+    cr_assert_eq(bind(*lfd, (struct sockaddr *)sa, sizeof *sa), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(*lfd, 1), 0);
+    int n = 0;
+    for (; n < cap; n++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        cr_assert_geq(fd, 0);
+        if (connect(fd, (struct sockaddr *)sa, sizeof *sa) < 0) {
+            cr_assert_eq(errno, EAGAIN, "connect: %s", strerror(errno));
+            close(fd);
+            break;
+        }
+        held[n] = fd;
+    }
+    cr_assert_lt(n, cap, "the backlog never filled");
+    return n;
+}
+
+/* A connect to an AF_UNIX listener whose backlog is full waits, and completes once the
+ * listener accepts (it is not refused with EAGAIN, and it does not wait for ever). */
+T_SOCK_ALL(unix_connect_waits_for_a_full_backlog)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_un sa;
+    int lfd, held[64];
+    int n = full_unix_listener(&sa, &lfd, held, 64);
+    struct afs_file *c;
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &c), 0);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_connect(&op, c, (struct sockaddr *)&sa, sizeof sa, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 10LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0, "a connect to a full backlog completed: %s",
+                 afs_strerror((int)lg.result));
+    /* Room in the backlog: the connect goes through. */
+    for (int i = 0; i < n; i++) {
+        int a = accept(lfd, NULL, NULL);
+        cr_assert_geq(a, 0);
+        close(a);
+        close(held[i]);
+    }
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, 0, "the connect: %s", afs_strerror((int)lg.result));
+    cr_assert_eq(afs_send(c, "ok", 2, 0), 2);
+    int a = accept(lfd, NULL, NULL);
+    cr_assert_geq(a, 0);
+    char got[2];
+    cr_assert_eq(recv(a, got, 2, MSG_WAITALL), 2);
+    cr_assert(memcmp(got, "ok", 2) == 0);
+    close(a);
+    cr_assert_eq(afs_close(c), 0);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
+/* The same waiting connect, cancelled: -ECANCELED at once. */
+T_SOCK_ALL(unix_connect_to_a_full_backlog_cancelled)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_un sa;
+    int lfd, held[64];
+    int n = full_unix_listener(&sa, &lfd, held, 64);
+    struct afs_file *c;
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &c), 0);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_connect(&op, c, (struct sockaddr *)&sa, sizeof sa, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    cr_assert_geq(afs_ctx_wait(ctx, 1, 10LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, -ECANCELED, "%s", afs_strerror((int)lg.result));
+    cr_assert_eq(afs_close(c), 0);
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+#endif
+
 /* The peer resets the connection in the middle of the stream (SO_LINGER 0, then close):
  * the receive gets -ECONNRESET, a send after it -EPIPE or -ECONNRESET, never a signal. */
 T_SOCK_ALL(peer_reset_mid_stream)
@@ -534,7 +633,7 @@ T_SOCK_ALL(many_sockets_ready_at_once)
     cr_assert_eq(lg.calls, 0, "a receive from a silent peer completed");
     /* Written behind the context's back: the sockets become ready while nobody looks. */
     for (int i = 0; i < N; i++)
-        cr_assert_eq(write((int)afs_file_fd(p[i][1]), "x", 1), 1);
+        cr_assert_eq(send(T_FD(p[i][1]), "x", 1, 0), 1);
     /* A guard of 30 s against a hang, not a bound. */
     for (int i = 0; i < 300 && lg.calls < N; i++)
         cr_assert_geq(afs_ctx_wait(ctx, N - (unsigned)lg.calls, 100LL * 1000 * 1000), 0);
@@ -591,6 +690,44 @@ T_SOCK_ALL(deadline_of_a_recv)
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
 }
+
+#ifdef __linux__
+struct full_connect {
+    struct afs_file   *c;
+    struct sockaddr_un sa;
+    int                r;
+};
+
+static void full_connect(struct corio_task *t, void *arg)
+{
+    struct full_connect *fc = arg;
+    corio_set_deadline(t, corio_now() + 100 * 1000000LL);
+    fc->r = afs_connect(fc->c, (struct sockaddr *)&fc->sa, sizeof fc->sa);
+}
+
+/* A corio deadline ends a connect that waits for a full AF_UNIX backlog: -ETIMEDOUT. */
+T_SOCK_ALL(deadline_of_a_unix_connect_to_a_full_backlog)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct full_connect fc = {0};
+    int lfd, held[64];
+    int n = full_unix_listener(&fc.sa, &lfd, held, 64);
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &fc.c), 0);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, full_connect, &fc), 0);
+    cr_assert_eq(fc.r, -ETIMEDOUT, "afs_connect under a deadline: %s", afs_strerror(fc.r));
+    corio_sched_free(sched);
+    cr_assert_eq(afs_close(fc.c), 0);
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(lfd);
+    unlink(fc.sa.sun_path);
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------
  * Many connections, a slow reader
@@ -742,6 +879,155 @@ T_SOCK_ALL(slow_reader_bounds_memory)
     cr_assert_eq(afs_close(c), 0);
     cr_assert_eq(afs_close(s), 0);
 }
+
+#ifdef __linux__
+/* corio_dial of a name with two addresses, given by a resolver hook: 127.0.0.2 (or .3) first,
+ * then 127.0.0.1, same port. */
+static struct sockaddr_in two_sa[2];
+static struct addrinfo    two_ai[2];
+
+static int two_addresses(const char *host, const char *port, const struct addrinfo *hints,
+                         struct addrinfo **res)
+{
+    (void)hints;
+    if (strcmp(host, "two.test") != 0)
+        return EAI_NONAME;
+    for (int i = 0; i < 2; i++) {
+        two_sa[i].sin_port = htons((uint16_t)atoi(port));
+        two_ai[i] = (struct addrinfo){.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
+                                      .ai_protocol = IPPROTO_TCP, .ai_addrlen = sizeof two_sa[i],
+                                      .ai_addr = (struct sockaddr *)&two_sa[i],
+                                      .ai_next = i == 0 ? &two_ai[1] : NULL};
+    }
+    *res = &two_ai[0];
+    return 0;
+}
+
+static void two_free(struct addrinfo *res)
+{
+    (void)res; /* static */
+}
+
+struct two_dial {
+    char             port[16];
+    struct afs_file *f;
+    int              err;
+};
+
+static void two_dial(struct corio_task *t, void *arg)
+{
+    struct two_dial *d = arg;
+    d->err = corio_dial(t, "two.test", d->port, &d->f);
+}
+
+/* A TCP listener on addr:port (port 0: any), plain, with `backlog`; its port in *port. */
+static int plain_listener(const char *addr, int *port, int backlog)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
+    inet_pton(AF_INET, addr, &sa.sin_addr);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind %s: %s", addr,
+                 strerror(errno));
+    cr_assert_eq(listen(fd, backlog), 0);
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Dials "two.test" (first address `first`, second 127.0.0.1 listening on *port) on a
+ * scheduler of its own; the result in *d. */
+static void dial_two(const char *first, int port, struct two_dial *d)
+{
+    inet_pton(AF_INET, first, &two_sa[0].sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &two_sa[1].sin_addr);
+    two_sa[0].sin_family = two_sa[1].sin_family = AF_INET;
+    afs__sys.getaddrinfo = two_addresses;
+    afs__sys.freeaddrinfo = two_free;
+    snprintf(d->port, sizeof d->port, "%d", port);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx ? t_ctx : t_new_ctx();
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, two_dial, d), 0);
+    corio_sched_free(sched);
+    afs__sys.getaddrinfo = NULL;
+    afs__sys.freeaddrinfo = NULL;
+}
+
+/* The connection is to 127.0.0.1:port, and the listener there has it. */
+static void check_winner(struct two_dial *d, int lfd, int port)
+{
+    cr_assert_eq(d->err, 0, "corio_dial: %s (%s)", afs_strerror(d->err), corio_net_error());
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    cr_assert_eq(getpeername(T_FD(d->f), (struct sockaddr *)&peer, &len), 0);
+    cr_assert_eq(peer.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    cr_assert_eq(ntohs(peer.sin_port), port);
+    int a = accept(lfd, NULL, NULL);
+    cr_assert_geq(a, 0);
+    cr_assert_eq(afs_send(d->f, "hi", 2, 0), 2);
+    char got[2];
+    cr_assert_eq(recv(a, got, 2, MSG_WAITALL), 2);
+    close(a);
+    cr_assert_eq(afs_close(d->f), 0);
+}
+
+/* The first address never answers (a listener whose queue is full drops the handshake), the
+ * second accepts: the second wins without waiting for the first, and the first attempt is
+ * cancelled and closed (it would wait for minutes: the test's timeout would end it). */
+T_SOCK(dial_first_of_two_addresses_wins_over_a_blackhole)
+{
+    int port = 0;
+    int lfd = plain_listener("127.0.0.1", &port, 16);
+    int bfd = plain_listener("127.0.0.2", &port, 0);
+    /* Fill the blackhole's queue until a connect stays unanswered. */
+    int held[8], n = 0;
+    bool black = false;
+    while (n < 8 && !black) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+        cr_assert(connect(c, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EINPROGRESS);
+        held[n++] = c;
+        struct pollfd p = {.fd = c, .events = POLLOUT};
+        black = poll(&p, 1, 200) == 0;
+    }
+    if (!black)
+        cr_skip_test("this system answers connects beyond a full listen queue");
+    /* A first dial (.3 refuses) makes what the context keeps (the engine's epoll...). */
+    struct two_dial d = {0};
+    dial_two("127.0.0.3", port, &d);
+    check_winner(&d, lfd, port);
+    int before = count_fds();
+    memset(&d, 0, sizeof d);
+    dial_two("127.0.0.2", port, &d);
+    check_winner(&d, lfd, port);
+    cr_assert_eq(count_fds(), before, "the losing attempt's socket is still open");
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    close(bfd);
+    close(lfd);
+}
+
+/* The first address refuses, the second accepts: the dial succeeds with the second. */
+T_SOCK(dial_first_of_two_addresses_refused)
+{
+    int port = 0;
+    int lfd = plain_listener("127.0.0.1", &port, 16);
+    struct two_dial d = {0};
+    dial_two("127.0.0.3", port, &d);
+    check_winner(&d, lfd, port);
+    /* Both refuse: the first address's error. */
+    close(lfd);
+    memset(&d, 0, sizeof d);
+    dial_two("127.0.0.3", port, &d);
+    cr_assert_eq(d.err, -ECONNREFUSED, "%s", afs_strerror(d.err));
+    cr_assert_null(d.f);
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------
  * Inside corio tasks

@@ -120,6 +120,41 @@ T_CO(finished_tasks_stacks_are_reused)
                   (unsigned long long)st.stacks);
 }
 
+/* ---- The stack cache grows with the tasks alive: a second burst of 3,000 tasks maps no
+ * stack (the first one's are cached, not unmapped beyond a fixed count). ---- */
+
+#define BURST 3000
+
+static void burst_child(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    corio_yield(t); /* all BURST alive at once */
+}
+
+static void burst_root(struct corio_task *t, void *arg)
+{
+    uint64_t *mapped = arg;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < BURST; i++)
+            cr_assert_eq(corio_spawn(t, burst_child, NULL, NULL), 0);
+        corio_wait(t);
+        struct corio_stats st;
+        corio_sched_stats(t_sched, &st);
+        mapped[round] = st.stacks;
+    }
+}
+
+T_CO(stack_cache_grows_with_the_tasks_alive)
+{
+    new_sched(answer_all, NULL, 0, 4096);
+    uint64_t mapped[2] = {0, 0};
+    cr_assert_eq(corio_sched_run(t_sched, burst_root, mapped), 0);
+    cr_assert_geq(mapped[0], BURST, "%llu stacks for %d tasks alive at once",
+                  (unsigned long long)mapped[0], BURST);
+    cr_assert_eq(mapped[1], mapped[0], "the second burst of %d tasks made %llu new stacks",
+                 BURST, (unsigned long long)(mapped[1] - mapped[0]));
+}
+
 /* ---- A task starts with its spawner's FP rounding mode, on a reused stack too. ---- */
 
 static int fp_checks;

@@ -559,8 +559,8 @@ T_AFCP(ctrl_c_leaves_no_partial_file)
     free(c);
 }
 
-/* -p keeps the times; without it the copy is new. -n keeps what is there; -u copies only a
- * newer source. */
+/* -p keeps the times (of files, and of directories with -r); without it the copy is new. -n
+ * keeps what is there; -u copies only a newer source. */
 T_AFCP(times_noclobber_update)
 {
     mkdir_rel(L"src");
@@ -597,7 +597,34 @@ T_AFCP(times_noclobber_update)
     d = read_all(o, &len);
     cr_assert(d && len == 50, "-u replaced a newer file");
     free(d);
+    /* ... and replaces an older one. */
+    SYSTEMTIME y2000 = {2000, 1, 0, 1, 0, 0, 0, 0};
+    FILETIME older;
+    SystemTimeToFileTime(&y2000, &older);
+    h = CreateFileW(o, FILE_WRITE_ATTRIBUTES, 0, NULL, OPEN_EXISTING, 0, NULL);
+    cr_assert(SetFileTime(h, NULL, NULL, &older));
+    CloseHandle(h);
+    code = run(L"-q -u src\\f other");
+    cr_assert_eq(code, 0);
+    d = read_all(o, &len);
+    cr_assert(d && len == 100, "-u left an older file");
+    free(d);
     free(o);
+
+    /* -r -p: the directories keep their times too (set once their entries are in). */
+    wchar_t *sd = P(L"src"), *td = P(L"tree");
+    h = CreateFileW(sd, FILE_WRITE_ATTRIBUTES, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                    OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    cr_assert(h != INVALID_HANDLE_VALUE);
+    cr_assert(SetFileTime(h, NULL, NULL, &old));
+    CloseHandle(h);
+    code = run(L"-q -r -p src tree");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    cr_assert(GetFileAttributesExW(td, GetFileExInfoStandard, &a));
+    cr_assert_eq(CompareFileTime(&a.ftLastWriteTime, &old), 0,
+                 "-p did not keep a directory's time");
+    free(sd);
+    free(td);
     free(k);
     free(n);
     free(f);
@@ -615,7 +642,8 @@ T_AFCP(options)
         cr_assert_null(strstr(out_text, posix_only[i]), "--help offers %s", posix_only[i]);
     static const wchar_t *const refused[] = {L"--reflink", L"--direct", L"--inplace",
                                              L"--sparse=never", L"-L", L"-x",
-                                             L"--preserve=xattr", L"--preserve=ownership"};
+                                             L"--preserve=xattr", L"--preserve=ownership",
+                                             L"--threads=2"};
     write_file(L"f", 1, 1);
     for (unsigned i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         wchar_t args[64];

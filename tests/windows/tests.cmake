@@ -34,6 +34,17 @@ if(MINGW)
   target_link_options(corio_sched_win PRIVATE -static)
 endif()
 
+# corio's network calls (dial, listen, accept, streams over sockets) through Winsock, run
+# once per backend like tests/corio/test_net.c on POSIX.
+add_executable(corio_net_win ${SRC}/corio/test_net.c ${SRC}/shim/runner.c)
+target_include_directories(corio_net_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(corio_net_win PRIVATE asyncfs_static)
+if(MINGW)
+  target_compile_definitions(corio_net_win PRIVATE __USE_MINGW_ANSI_STDIO=1)
+  target_compile_options(corio_net_win PRIVATE -Wno-unused-function) # common.h's file helpers
+  target_link_options(corio_net_win PRIVATE -static)
+endif()
+
 # The spawn benchmark, cross-built to measure spawn + finish on fibers (not run by the suite).
 add_executable(bench_spawn_win ${PROJECT_SOURCE_DIR}/bench/bench_spawn.c)
 target_link_libraries(bench_spawn_win PRIVATE asyncfs_static psapi)
@@ -48,6 +59,8 @@ foreach(b ${AFS_WIN_BACKENDS})
   add_test(NAME corio_sched_${b} COMMAND corio_sched_win)
   set_tests_properties(corio_sched_${b} PROPERTIES ENVIRONMENT "ASYNCFS_BACKEND=${b}"
                                                    TIMEOUT 600)
+  add_test(NAME corio_net_${b} COMMAND corio_net_win)
+  set_tests_properties(corio_net_${b} PROPERTIES ENVIRONMENT "ASYNCFS_BACKEND=${b}" TIMEOUT 600)
 endforeach()
 add_test(NAME contract_auto COMMAND contract_win)
 set_tests_properties(contract_auto PROPERTIES ENVIRONMENT_MODIFICATION "ASYNCFS_BACKEND=unset:"

@@ -111,7 +111,14 @@ struct afcp_sched {
  * (afcp_enter). */
 extern _Thread_local struct afcp_sched *afcp_me;
 void afcp_enter(struct corio_task *t);
-#define AFCP_CTX (afcp_me->ctx)
+#ifdef _WIN32
+/* The Windows afcp (win_afcp.c) runs one scheduler: its state is afcp's own fields. */
+#define AFCP_CTX          (afcp.ctx)
+#define AFCP_LOCAL(field) (afcp.field)
+#else
+#define AFCP_CTX          (afcp_me->ctx)
+#define AFCP_LOCAL(field) (afcp_me->field)
+#endif
 
 struct afcp_app {
     struct afcp_opts    o;
@@ -131,6 +138,14 @@ struct afcp_app {
     /* directories we created, to refuse copying a directory into itself (the walker's) */
     struct afcp_devino *made;
     size_t              made_len, made_cap;
+#ifdef _WIN32
+    struct corio_sched *sched;     /* the one scheduler */
+    struct afs_ctx     *ctx;
+    int                 inline_io;
+    struct afcp_sem     files;     /* file slots */
+    struct afcp_sem     bufs;      /* large-file buffers of chunk_size */
+    void               *buf_free;  /* free list of chunk buffers */
+#endif
 };
 
 extern struct afcp_app afcp;

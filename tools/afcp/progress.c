@@ -61,9 +61,9 @@ void afcp_sem_release(struct afcp_sem *s)
  * ---------------------------------------------------------------------------------------- */
 void *afcp_buf_get(void)
 {
-    void *b = afcp_me->buf_free;
+    void *b = AFCP_LOCAL(buf_free);
     if (b) {
-        afcp_me->buf_free = *(void **)b;
+        AFCP_LOCAL(buf_free) = *(void **)b;
         return b;
     }
     return afs_buf_alloc(AFCP_CTX, afcp.o.chunk_size);
@@ -71,8 +71,8 @@ void *afcp_buf_get(void)
 
 void afcp_buf_put(void *buf)
 {
-    *(void **)buf = afcp_me->buf_free;
-    afcp_me->buf_free = buf;
+    *(void **)buf = AFCP_LOCAL(buf_free);
+    AFCP_LOCAL(buf_free) = buf;
 }
 
 /* ------------------------------------------------------------------------------------------

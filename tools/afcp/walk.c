@@ -261,8 +261,22 @@ static void remember_made(dev_t dev, ino_t ino)
     afcp.made[afcp.made_len++] = (struct afcp_devino){dev, ino};
 }
 
+/* -p on a symlink: its owner (root) and times. */
+static void link_attrs(struct afcp_dir *dd, const char *name, const struct stat *st)
+{
+    if (afcp.o.preserve & AFCP_P_ATTRS) {
+        struct timespec ts[2] = {st->st_atim, st->st_mtim};
+        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER))
+            fchownat(dd->dfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
+        if (afcp.o.preserve & AFCP_P_TIMES)
+            utimensat(dd->dfd, name, ts, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
 /* A symlink is copied as a symlink: created under a temporary name and renamed into place, so
- * an existing entry is replaced atomically and never followed. */
+ * an existing entry is replaced atomically and never followed. In a directory this run made
+ * (0700 until its entries are done: nothing is there but what afcp put) it is created under
+ * its own name: a symlink is complete the moment it exists. */
 static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                          struct afcp_dir *dd, const char *dname, const struct stat *st,
                          const char *spath, const char *dpath)
@@ -276,6 +290,17 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
         return;
     }
     target[n] = 0;
+    if (dd->created) {
+        if (symlinkat(target, dd->dfd, dname) < 0) {
+            afcp_err(errno, "cannot create symbolic link '%s'", dpath);
+        } else {
+            link_attrs(dd, dname, st);
+            if (afcp.o.verbose)
+                afcp_verbose("'%s' -> '%s'", spath, dpath);
+        }
+        free(target);
+        return;
+    }
     int exists;
     int c = afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_OTHER, &exists);
     if (c != 0) {
@@ -300,13 +325,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             return;
         }
     }
-    if (afcp.o.preserve & AFCP_P_ATTRS) {
-        struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER))
-            fchownat(dd->dfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        if (afcp.o.preserve & AFCP_P_TIMES)
-            utimensat(dd->dfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
-    }
+    link_attrs(dd, tmp, st);
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
         afcp_err(-err, "cannot create symbolic link '%s'", dpath);
@@ -417,8 +436,9 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
             afcp_fail();
             return NULL;
         }
-    int exists;
-    if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
+    int exists = 0; /* a directory this run made holds only what afcp put there */
+    if (!dd->created &&
+        afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
         return NULL;
     int sfd = open_dir(sd->sfd, sname, !follow);
     if (sfd < 0) {

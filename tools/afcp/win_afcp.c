@@ -14,6 +14,11 @@
 #include <string.h>
 
 struct afcp_app afcp;
+/* One scheduler on the main thread: every task of Windows afcp runs there (the directory
+ * listings on its pool threads touch none of this). */
+static struct afcp_sched    sched_state;
+static struct corio_sched  *sched;
+_Thread_local struct afcp_sched *afcp_me;
 
 /* ------------------------------------------------------------------------------------------
  * Messages (the formats of afcp.c: %s, %d, and '%s' for a quoted file name)
@@ -294,6 +299,7 @@ static int afcp_main(int argc, char **argv)
         {"dereference", no_argument, 0, OPT_REFUSED},
         {"no-dereference", no_argument, 0, OPT_REFUSED},
         {"one-file-system", no_argument, 0, OPT_REFUSED},
+        {"threads", required_argument, 0, OPT_REFUSED}, /* one scheduler here */
         {0, 0, 0, 0}};
     int c, li, bits;
     while ((c = getopt_long(argc, argv, "rRpanfvqj:uLHPdx", longs, &li)) != -1) {
@@ -322,7 +328,9 @@ static int afcp_main(int argc, char **argv)
         case OPT_FSYNC: o->fsync = 1; break;
         case OPT_NOFSYNC: o->fsync = 0; break;
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
-        case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
+        case OPT_CHUNKJOBS:
+            o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count");
+            break;
         case OPT_HELP: usage(stdout); return 0;
         case OPT_VERSION:
             printf("afcp %s (asyncfs %d.%d.%d, Windows)\n", AFCP_VERSION,
@@ -379,25 +387,27 @@ static int afcp_main(int argc, char **argv)
                     SetConsoleMode(herr, mode | ENABLE_VIRTUAL_TERMINAL_PROCESSING);
     wafcp_temps_init(o->jobs);
     afcp.walking = 1;
-    afcp_sem_init(&afcp.files, o->jobs);
-    afcp_sem_init(&afcp.bufs, o->jobs > 2 * o->chunk_workers ? o->jobs : 2 * o->chunk_workers);
+    afcp_me = &sched_state;
+    afcp_sem_init(&afcp_me->files, o->jobs);
+    afcp_sem_init(&afcp_me->bufs, o->jobs > 2 * o->chunk_workers ? o->jobs
+                                                                 : 2 * o->chunk_workers);
 
     struct afs_config acfg;
     afs_config_default(&acfg);
-    if ((err = afs_ctx_new(&afcp.ctx, &acfg)) < 0) {
+    if ((err = afs_ctx_new(&afcp_me->ctx, &acfg)) < 0) {
         fprintf(stderr, "afcp: cannot create an I/O context: %s\n", afs_strerror(err));
         return 1;
     }
     struct corio_config ccfg;
     corio_config_default(&ccfg);
-    ccfg.ctx = afcp.ctx;
+    ccfg.ctx = afcp_me->ctx;
     ccfg.stack_size = 256u << 10; /* the walker keeps its directories on the heap */
-    if ((err = corio_sched_new(&afcp.sched, &ccfg)) < 0) {
+    if ((err = corio_sched_new(&sched, &ccfg)) < 0) {
         fprintf(stderr, "afcp: cannot create the scheduler: %s\n", afs_strerror(err));
         return 1;
     }
     afcp.t_start = corio_now();
-    err = corio_sched_run(afcp.sched, root_task, &plan);
+    err = corio_sched_run(sched, root_task, &plan);
     if (wafcp_ending())
         Sleep(INFINITE); /* the console handler removes the temporaries and ends us */
     if (err < 0) {
@@ -405,13 +415,13 @@ static int afcp_main(int argc, char **argv)
         afcp.status = 1;
     }
     afcp_progress_final();
-    corio_sched_free(afcp.sched);
-    while (afcp.buf_free) {
-        void *b = afcp.buf_free;
-        afcp.buf_free = *(void **)b;
-        afs_buf_free(afcp.ctx, b, o->chunk_size);
+    corio_sched_free(sched);
+    while (afcp_me->buf_free) {
+        void *b = afcp_me->buf_free;
+        afcp_me->buf_free = *(void **)b;
+        afs_buf_free(afcp_me->ctx, b, o->chunk_size);
     }
-    afs_ctx_free(afcp.ctx);
+    afs_ctx_free(afcp_me->ctx);
     free(plan.dst_full);
     if (ferror(stdout) || fflush(stdout) != 0) {
         fputs("afcp: write error\n", stderr);

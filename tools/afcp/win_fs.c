@@ -2,9 +2,9 @@
  *
  * Every file is named by its "\\?\" absolute path: no MAX_PATH limit (a copied tree may be
  * deeper than 260 characters), and no rewriting of trailing dots or spaces by the Win32
- * path parser. The metadata calls go through asyncfs with AFS_AT_FDCWD; where the library
- * answers -ENOTSUP for one of them, afcp makes the same Win32 call itself (see meta_notsup),
- * so the copy works on any build of the library.
+ * path parser. The metadata calls go through asyncfs (afs_openat, afs_statx, afs_mkdirat,
+ * afs_renameat, afs_unlinkat) with AFS_AT_FDCWD: inside a task they suspend only the task
+ * and run on the library's threads.
  *
  * Temporaries and console events. Ctrl+C, Ctrl+Break and closing the console run
  * on_console() on a thread of its own while the scheduler goes on. Every temporary that may
@@ -23,10 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <wchar.h>
-
-#ifndef S_IFLNK
-#define S_IFLNK 0120000
-#endif
 
 /* ------------------------------------------------------------------------------------------
  * Strings and paths
@@ -136,100 +132,20 @@ int wafcp_errno(DWORD err)
 /* ------------------------------------------------------------------------------------------
  * Metadata calls
  * ---------------------------------------------------------------------------------------- */
-/* The library answered -ENOTSUP: it has no such op on this platform (builds whose
- * src/windows/sys.c predates the op); afcp makes the Win32 call itself. */
-static int meta_notsup(int err)
-{
-    return err == -ENOTSUP;
-}
-
-static int64_t ft_ns(FILETIME ft, int64_t *nsec)
-{
-    /* 100 ns ticks since 1601 -> seconds since 1970 */
-    int64_t t = (int64_t)(((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime) -
-                116444736000000000LL;
-    int64_t sec = t / 10000000, rem = t % 10000000;
-    if (rem < 0) {
-        rem += 10000000;
-        sec--;
-    }
-    *nsec = rem * 100;
-    return sec;
-}
-
-static int stat_win32(const char *path, int nofollow, struct afs_stat *st)
-{
-    wchar_t *w = wafcp_wide(path);
-    if (!w)
-        return -EINVAL;
-    HANDLE h = CreateFileW(w, FILE_READ_ATTRIBUTES,
-                           FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
-                           OPEN_EXISTING,
-                           FILE_FLAG_BACKUP_SEMANTICS |
-                               (nofollow ? FILE_FLAG_OPEN_REPARSE_POINT : 0), NULL);
-    free(w);
-    if (h == INVALID_HANDLE_VALUE)
-        return wafcp_errno(GetLastError());
-    BY_HANDLE_FILE_INFORMATION in;
-    int ok = GetFileInformationByHandle(h, &in);
-    DWORD e = GetLastError();
-    CloseHandle(h);
-    if (!ok)
-        return wafcp_errno(e);
-    memset(st, 0, sizeof *st);
-    st->dev = in.dwVolumeSerialNumber;
-    st->ino = (uint64_t)in.nFileIndexHigh << 32 | in.nFileIndexLow;
-    st->size = (int64_t)((uint64_t)in.nFileSizeHigh << 32 | in.nFileSizeLow);
-    st->nlink = in.nNumberOfLinks;
-    unsigned perm = in.dwFileAttributes & FILE_ATTRIBUTE_READONLY ? 0444 : 0666;
-    if (nofollow && (in.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT))
-        st->mode = S_IFLNK | 0777;
-    else if (in.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)
-        st->mode = S_IFDIR | perm | 0111;
-    else
-        st->mode = S_IFREG | perm;
-    st->atime.sec = ft_ns(in.ftLastAccessTime, &st->atime.nsec);
-    st->mtime.sec = ft_ns(in.ftLastWriteTime, &st->mtime.nsec);
-    st->ctime.sec = ft_ns(in.ftLastWriteTime, &st->ctime.nsec);
-    return 0;
-}
-
 int wafcp_stat(const char *path, int nofollow, struct afs_stat *st)
 {
-    int err = afs_statx(afcp.ctx, AFS_AT_FDCWD, path, nofollow ? AFS_AT_SYMLINK_NOFOLLOW : 0,
-                        st);
-    if (meta_notsup(err))
-        err = stat_win32(path, nofollow, st);
-    return err;
+    return afs_statx(AFCP_CTX, AFS_AT_FDCWD, path, nofollow ? AFS_AT_SYMLINK_NOFOLLOW : 0, st);
 }
 
 int wafcp_mkdir(const char *path)
 {
-    int err = afs_mkdirat(afcp.ctx, AFS_AT_FDCWD, path, 0777);
-    if (meta_notsup(err)) {
-        wchar_t *w = wafcp_wide(path);
-        err = !w ? -EINVAL : CreateDirectoryW(w, NULL) ? 0 : wafcp_errno(GetLastError());
-        free(w);
-    }
-    return err;
+    return afs_mkdirat(AFCP_CTX, AFS_AT_FDCWD, path, 0777);
 }
 
 int wafcp_rename(const char *from, const char *to, int noreplace)
 {
-    int err = afs_renameat(afcp.ctx, AFS_AT_FDCWD, from, AFS_AT_FDCWD, to,
-                           noreplace ? AFS_RENAME_NOREPLACE : 0);
-    if (meta_notsup(err)) {
-        wchar_t *a = wafcp_wide(from), *b = wafcp_wide(to);
-        /* Without MOVEFILE_REPLACE_EXISTING an existing name fails the move: no-replace is
-         * native here. */
-        err = !a || !b ? -EINVAL
-              : MoveFileExW(a, b, noreplace ? 0 : MOVEFILE_REPLACE_EXISTING)
-                  ? 0
-                  : wafcp_errno(GetLastError());
-        free(a);
-        free(b);
-    }
-    return err;
+    return afs_renameat(AFCP_CTX, AFS_AT_FDCWD, from, AFS_AT_FDCWD, to,
+                        noreplace ? AFS_RENAME_NOREPLACE : 0);
 }
 
 int wafcp_set_basic(const char *path, DWORD attrs, const FILETIME *t)
@@ -262,28 +178,17 @@ int wafcp_set_basic(const char *path, DWORD attrs, const FILETIME *t)
     return err;
 }
 
-static int unlink_once(const char *path)
-{
-    int err = afs_unlinkat(afcp.ctx, AFS_AT_FDCWD, path, 0);
-    if (meta_notsup(err)) {
-        wchar_t *w = wafcp_wide(path);
-        err = !w ? -EINVAL : DeleteFileW(w) ? 0 : wafcp_errno(GetLastError());
-        free(w);
-    }
-    return err;
-}
-
 int wafcp_unlink(const char *path)
 {
-    int err = unlink_once(path);
+    int err = afs_unlinkat(AFCP_CTX, AFS_AT_FDCWD, path, 0);
     if (err == -EACCES || err == -EPERM) {
-        /* Read-only (DeleteFileW refuses it): afcp's own temporaries carry the source's
-         * attributes once complete. */
+        /* Read-only, where the file system refuses to remove it as it is: afcp's own
+         * temporaries carry the source's attributes once complete. */
         wchar_t *w = wafcp_wide(path);
         DWORD a = w ? GetFileAttributesW(w) : INVALID_FILE_ATTRIBUTES;
         if (a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_READONLY) &&
             SetFileAttributesW(w, a & ~(DWORD)FILE_ATTRIBUTE_READONLY))
-            err = unlink_once(path);
+            err = afs_unlinkat(AFCP_CTX, AFS_AT_FDCWD, path, 0);
         free(w);
     }
     return err;
@@ -291,14 +196,12 @@ int wafcp_unlink(const char *path)
 
 int wafcp_open(const char *path, int flags, unsigned perm, struct afs_file **out)
 {
-    int fd = afs_openat(afcp.ctx, AFS_AT_FDCWD, path, flags, perm);
-    if (meta_notsup(fd))
-        return afs_open(afcp.ctx, path, flags, perm, AFS_MODE_SYNC, out);
+    int fd = afs_openat(AFCP_CTX, AFS_AT_FDCWD, path, flags, perm);
     if (fd < 0)
         return fd;
-    int err = afs_file_from_fd(afcp.ctx, fd, flags, AFS_MODE_SYNC, out);
+    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, out);
     if (err < 0)
-        afs_close_fd(afcp.ctx, fd);
+        afs_close_fd(AFCP_CTX, fd);
     return err;
 }
 

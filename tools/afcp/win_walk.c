@@ -6,15 +6,15 @@
  * destination directories (afs_mkdirat) and hands each regular file to a file task, at most
  * `jobs` in flight.
  *
- * A file task opens the source (afs_openat, or afs_open where the library has no
- * afs_openat), takes its size, attributes and times from that handle, checks what is at the
- * destination name (afs_statx), creates ".afcp.XXXXXX" next to it with CREATE_NEW semantics
- * (AFS_CREAT|AFS_EXCL), copies the data with afs_pread/afs_pwrite (large files in chunks
- * taken by up to chunk_workers tasks), gives the copy the source's attributes (read-only,
- * hidden, system, archive; with -p also its times) on the open handle, closes it and
- * renames it over the destination name (afs_renameat). So a name only ever shows a complete
- * copy with its attributes; any failure removes the temporary (afs_unlinkat), and Ctrl+C
- * removes every temporary (win_fs.c).
+ * A file task opens the source (afs_openat + afs_file_from_fd), takes its size, attributes
+ * and times from that handle, checks what is at the destination name (afs_statx), creates
+ * ".afcp.XXXXXX" next to it with CREATE_NEW semantics (AFS_CREAT|AFS_EXCL), copies the
+ * data with afs_pread/afs_pwrite (large files in chunks taken by up to chunk_workers tasks),
+ * gives the copy the source's attributes (read-only, hidden, system, archive; with -p also
+ * its times) on the open handle, closes it and renames it over the destination name
+ * (afs_renameat). So a name only ever shows a complete copy with its attributes; any
+ * failure removes the temporary (afs_unlinkat), and Ctrl+C removes every temporary
+ * (win_fs.c).
  *
  * Symbolic links and junctions in a tree (reparse points) are not followed and not copied:
  * each is reported and the copy goes on (exit status 1). */
@@ -43,8 +43,10 @@ static void dir_finish(struct wafcp_dir *d)
     if (!d->created && !(p & AFCP_P_MODE) && !(p & AFCP_P_TIMES))
         return;
     DWORD attrs = d->attrs & KEEP_ATTRS;
+    if (!attrs && !(p & AFCP_P_TIMES))
+        return; /* nothing to give it */
     FILETIME t[3] = {d->ctime, d->atime, d->mtime};
-    int err = wafcp_set_basic(d->dfull, attrs ? attrs : 0, (p & AFCP_P_TIMES) ? t : NULL);
+    int err = wafcp_set_basic(d->dfull, attrs, (p & AFCP_P_TIMES) ? t : NULL);
     if (err < 0)
         afcp_err(err, "preserving attributes for '%s'", d->dshow);
 }
@@ -117,7 +119,7 @@ static void copy_chunk(struct fcopy *c, char *buf, uint64_t off, size_t len)
 
 static void chunk_loop(struct corio_task *t, struct fcopy *c)
 {
-    afcp_sem_acquire(t, &afcp.bufs);
+    afcp_sem_acquire(t, &afcp_me->bufs);
     char *buf = afcp_buf_get();
     if (!buf)
         fail(c, -ENOMEM, 0);
@@ -127,7 +129,7 @@ static void chunk_loop(struct corio_task *t, struct fcopy *c)
     }
     if (buf)
         afcp_buf_put(buf);
-    afcp_sem_release(&afcp.bufs);
+    afcp_sem_release(&afcp_me->bufs);
 }
 
 static void chunk_worker(struct corio_task *t, void *arg)
@@ -223,10 +225,20 @@ static int check_dest(struct wafcp_job *j, HANDLE src, const FILE_BASIC_INFO *sb
 }
 
 /* Renames the finished temporary over the destination. -f: a read-only destination loses
- * that attribute first (Windows refuses to replace it). 0, 1 when left (-n), or -errno. */
-static int install(struct wafcp_job *j, const char *tmp, int exists)
+ * that attribute first (Windows refuses to replace it). In a directory this run made
+ * (fresh) nothing was looked at before: the rename refuses to replace, and only a name that
+ * appeared there meanwhile is checked (check_dest) and then replaced or left.
+ * 0, 1 when left (-n, -u), 2 when refused (reported), or -errno. */
+static int install(struct wafcp_job *j, const char *tmp, int exists, int fresh, HANDLE src,
+                   const FILE_BASIC_INFO *sbi)
 {
-    int err = wafcp_rename(tmp, j->dfull, afcp.o.noclobber);
+    int err = wafcp_rename(tmp, j->dfull, afcp.o.noclobber || fresh);
+    if (err == -EEXIST && fresh && !afcp.o.noclobber) {
+        int r = check_dest(j, src, sbi, &exists);
+        if (r != 0)
+            return r < 0 ? 2 : 1;
+        err = wafcp_rename(tmp, j->dfull, 0);
+    }
     if ((err == -EACCES || err == -EPERM) && exists && afcp.o.force) {
         wchar_t *w = wafcp_wide(j->dfull);
         DWORD a = w ? GetFileAttributesW(w) : INVALID_FILE_ATTRIBUTES;
@@ -288,7 +300,10 @@ static void file_task(struct corio_task *t, void *arg)
     c.size = (uint64_t)size;
     afcp.bytes_total += c.size - j->size;
     j->size = c.size;
-    int r = check_dest(j, hin, &sbi, &exists);
+    /* A directory this run made holds only what afcp put there: no need to look (see
+     * install). */
+    const int fresh = j->dd->created;
+    int r = fresh ? 0 : check_dest(j, hin, &sbi, &exists);
     if (r != 0)
         goto out_in;
 
@@ -348,25 +363,23 @@ static void file_task(struct corio_task *t, void *arg)
     }
     if ((r = afs_close(c.out)) < 0)
         fail(&c, r, 1);
-    afs_close(c.in);
-    c.in = NULL;
     if (c.err) {
         report(&c);
         wafcp_unlink(tmp); /* no partial copy stays, not even under a temporary name */
         afcp.bytes_done -= c.copied;
-        afcp.bytes_total -= c.size;
-        goto out;
+        goto out_in;
     }
     wafcp_temp_hold(t); /* Ctrl+C came: the temporary is gone, the process goes */
-    r = install(j, tmp, exists);
+    r = install(j, tmp, exists, fresh, hin, &sbi);
     if (r < 0) {
         afcp_err(r, "cannot create regular file '%s'", j->dshow);
         wafcp_unlink(tmp);
     } else if (r == 0 && afcp.o.verbose) {
         afcp_verbose("'%s' -> '%s'", j->sshow, j->dshow);
-    } else if (r == 1) {
-        wafcp_unlink(tmp);
+    } else if (r > 0) {
+        wafcp_unlink(tmp); /* left (-n, -u) or refused (reported) */
     }
+    afs_close(c.in);
     goto out;
 out_in:
     afcp.bytes_total -= c.size;
@@ -383,7 +396,7 @@ out:
     free(j->sshow);
     free(j->dshow);
     free(j);
-    afcp_sem_release(&afcp.files);
+    afcp_sem_release(&afcp_me->files);
 }
 
 static void spawn_file(struct corio_task *t, struct wafcp_dir *sd, struct wafcp_dir *dd,
@@ -396,7 +409,7 @@ static void spawn_file(struct corio_task *t, struct wafcp_dir *sd, struct wafcp_
                             .dshow = afcp_xstrdup(dshow), .size = size};
     afcp.files_total++;
     afcp.bytes_total += size;
-    afcp_sem_acquire(t, &afcp.files);
+    afcp_sem_acquire(t, &afcp_me->files);
     dir_get(sd);
     dir_get(dd);
     if (corio_spawn(t, file_task, j, NULL) < 0)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Random cached 4 KiB reads with every read batched (bench_read --engine corio-batch) at each
+# number of tasks, 1 to 4,096, in one run: the scheduler's cost per I/O against the number of
+# tasks alive. Each round runs the whole curve with the tasks' own buffers, then with one
+# buffer shared by all tasks (which takes the destination buffers' cache misses out of the
+# figure). With BASE set to another build's bench_read (say, of the commit before a change),
+# the two binaries alternate, curve by curve, in the same run.
+# The rows go to bench/results/depth-<time>-<host>.csv; the summary on stderr gives, per
+# binary and buffer mode, the best IOPS over the rounds at each count and the ratio of the
+# best at 4,096 tasks to the best at any count.
+# Usage: bench/run_depth.sh [FILE]   (default: a SIZE_MB file in /var/tmp, made once)
+# Environment: BUILD (build), BASE (none), TASKS (1,4,16,64,256,1024,4096), ROUNDS (3),
+#              IOS (400000), SIZE_MB (64), BACKEND (io_uring)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+TASKS=${TASKS:-1,4,16,64,256,1024,4096}
+ROUNDS=${ROUNDS:-3}
+IOS=${IOS:-400000}
+SIZE_MB=${SIZE_MB:-64}
+BACKEND=${BACKEND:-io_uring}
+file=${1:-/var/tmp/afs-bench-depth-${SIZE_MB}m.dat}
+bin=$BUILD/bench/bench_read
+[ -x "$bin" ] || { echo "run_depth.sh: no $bin (build it, or set BUILD)" >&2; exit 2; }
+[ -z "${BASE:-}" ] || [ -x "$BASE" ] || { echo "run_depth.sh: BASE=$BASE is not executable" >&2; exit 2; }
+[ -f "$file" ] || head -c $((SIZE_MB << 20)) /dev/urandom > "$file"
+cat "$file" > /dev/null # cached
+
+. bench/results.sh
+results_open depth "binary,round,buffers,tasks,iops,cpu_us_per_io,syscalls_per_io"
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+bins=("new=$bin")
+[ -n "${BASE:-}" ] && bins=("base=$BASE" "${bins[@]}")
+for r in $(seq 1 "$ROUNDS"); do
+  for mode in own shared; do
+    for nb in "${bins[@]}"; do
+      name=${nb%%=*} exe=${nb#*=}
+      flags=(--engine corio-batch --tasks "$TASKS" --ios "$IOS" --json)
+      [ "$mode" = shared ] && flags+=(--shared-buf)
+      ASYNCFS_BACKEND=$BACKEND "$exe" "$file" "${flags[@]}" | grep '"corio-batch"' |
+        while IFS= read -r j; do
+          row=$(awk -v j="$j" 'BEGIN {
+            n = split("tasks iops cpu_us_per_io syscalls_per_io", k, " ")
+            for (i = 1; i <= n; i++) {
+              v = j; sub(".*\"" k[i] "\":", "", v); sub("[,}].*", "", v)
+              printf "%s%s", (i > 1 ? "," : ""), v
+            }
+          }')
+          results_row "$name,$r,$mode,$row"
+          echo "$name,$r,$mode,$row" >> "$tmp"
+        done
+    done
+  done
+done
+# Best IOPS per (binary, buffers, tasks) over the rounds, and the CPU per I/O of that round.
+sort -t, -k1,1 -k3,3 -k4,4n "$tmp" | awk -F, '
+  { key = $1 "," $3 "," $4; if (!(key in best) || $5 > best[key]) { best[key] = $5; cpu[key] = $6 }
+    if (!(($1 "," $3) in top) || $5 > top[$1 "," $3]) top[$1 "," $3] = $5
+    order[key] = NR; keys[NR] = key }
+  END {
+    printf "%-5s %-7s %6s %10s %10s %12s\n", "bin", "buffers", "tasks", "best IOPS", "CPU us/IO", "vs best" > "/dev/stderr"
+    for (i = 1; i <= NR; i++) { k = keys[i]; if (order[k] != i) continue
+      split(k, f, ",")
+      printf "%-5s %-7s %6d %10.0f %10.2f %11.2fx\n", f[1], f[2], f[3], best[k], cpu[k], best[k] / top[f[1] "," f[2]] > "/dev/stderr" }
+  }'
