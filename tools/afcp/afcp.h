@@ -105,6 +105,8 @@ struct afcp_sched {
     struct corio_future never;      /* what a task waits for once afcp is dying */
     int                 never_ready;
     uint64_t            entries;    /* entries copied here (AFCP_TEST_STATS) */
+    unsigned            queued;     /* batches sent here, not yet started through (atomic:
+                                       the walker adds, this thread takes off; walk.c) */
 };
 
 /* The calling thread's scheduler state; set by every task that starts a thread's work

@@ -537,19 +537,27 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
 
 /* ------------------------------------------------------------------------------------------
  * Batches: the walker (scheduler 0) sends the regular files and symlinks it finds, BATCH_MAX
- * entries at a time (from one directory or several), to the least loaded scheduler
- * (corio_spawn_on CORIO_SCHED_ANY); an idle scheduler takes queued batches from a busy one.
+ * entries at a time (from one directory or several), to the scheduler with the fewest
+ * batches not yet started through (afcp_sched.queued; corio_spawn_on by index: a batch
+ * started on the walker's scheduler runs at once, and CORIO_SCHED_ANY, which counts only
+ * spawns still queued, would keep every batch there). A scheduler whose thread gets no CPU
+ * keeps its count high and gets no more until it catches up.
  * So a flat directory of 100,000 files spreads over the schedulers as well as a tree of
  * small directories does. Each entry holds a reference to its directory. At most
- * 4 batches per scheduler (16 in all) are in flight: the walker waits for one to finish
- * (with its file tasks) before it sends the next, so it never runs far ahead of the copy
- * (open directories, memory). Directories, and entries whose type needs a stat to know
+ * 4 batches per scheduler (16 in all) are still being started: the walker waits until one
+ * has handed every entry to a file task (or copied it) before it sends the next, so it
+ * never runs far ahead of the copy (open directories, memory), while the files of started
+ * batches go on (the file slots bound them; waiting for whole batches, stragglers
+ * included, would drain the pipeline of a cold copy). Directories, and entries whose type needs a stat to know
  * (d_type unknown, symlinks under -L, devices and FIFOs), stay with the walker.
  * ---------------------------------------------------------------------------------------- */
 enum { BATCH_MAX = 32, FLIGHT_MAX = 16, YIELD_EVERY = 8 };
 
 struct batch {
-    struct corio_future done;
+    struct corio_future done;    /* the batch task and its file tasks are done */
+    struct corio_future started; /* every entry handed over (external: any scheduler) */
+    struct batch       *next;    /* in the list of started batches */
+    struct afcp_sched  *to;      /* the scheduler it was sent to */
     unsigned            n;
     struct {
         struct afcp_dir *d;
@@ -559,8 +567,9 @@ struct batch {
 };
 
 static struct batch *filling;            /* the walker's: the batch being filled */
-static struct batch *flight[FLIGHT_MAX]; /* sent, not yet reaped */
+static struct batch *flight[FLIGHT_MAX]; /* sent, not yet started */
 static unsigned      nflight;
+static struct batch *started_head, *started_tail; /* started, not yet freed (FIFO) */
 
 static int batchable(unsigned char type)
 {
@@ -586,22 +595,43 @@ static int batch_task(struct corio_task *t, void *arg)
         free(b->e[i].name);
     }
     afcp_me->entries += b->n;
+    __atomic_fetch_sub(&b->to->queued, 1, __ATOMIC_RELAXED);
+    corio_future_complete(&b->started, 0, NULL);
     return 0;
 }
 
-/* Waits until one batch in flight is done (with its file tasks) and frees it. */
+/* Frees the started batches that are done, oldest first (they end about in order). */
+static void sweep(void)
+{
+    while (started_head && corio_future_done(&started_head->done)) {
+        struct batch *b = started_head;
+        started_head = b->next;
+        if (!started_head)
+            started_tail = NULL;
+        free(b);
+    }
+}
+
+/* Waits until one batch in flight has started all its entries. */
 static void reap(struct corio_task *t)
 {
     struct corio_future *futs[FLIGHT_MAX];
     for (unsigned i = 0; i < nflight; i++)
-        futs[i] = &flight[i]->done;
+        futs[i] = &flight[i]->started;
     size_t i = 0;
     if (corio_future_wait(t, CORIO_WAIT_FIRST, futs, nflight, &i) < 0 || i >= nflight) {
         i = 0; /* cannot happen (nobody cancels the walker): wait for the oldest */
         corio_future_await_shielded(t, futs[0], NULL);
     }
-    free(flight[i]);
+    struct batch *b = flight[i];
     flight[i] = flight[--nflight];
+    b->next = NULL;
+    if (started_tail)
+        started_tail->next = b;
+    else
+        started_head = b;
+    started_tail = b;
+    sweep();
 }
 
 static void send_batch(struct corio_task *t)
@@ -614,8 +644,26 @@ static void send_batch(struct corio_task *t)
     while (nflight >= cap)
         reap(t);
     flight[nflight++] = b;
-    if (corio_spawn_on(t, CORIO_SCHED_ANY, batch_task, b, &b->done) < 0)
-        batch_task(t, b); /* no memory for a task: copy them here (done is completed) */
+    corio_future_init_external(&b->started, corio_task_sched(t));
+    static unsigned rotor; /* ties go round */
+    unsigned best = rotor++ % afcp.nsched;
+    unsigned best_q = __atomic_load_n(&afcp.scheds[best].queued, __ATOMIC_RELAXED);
+    for (unsigned k = 1; k < afcp.nsched && best_q; k++) {
+        unsigned i = (best + k) % afcp.nsched;
+        unsigned q = __atomic_load_n(&afcp.scheds[i].queued, __ATOMIC_RELAXED);
+        if (q < best_q) {
+            best = i;
+            best_q = q;
+        }
+    }
+    b->to = &afcp.scheds[best];
+    __atomic_fetch_add(&b->to->queued, 1, __ATOMIC_RELAXED);
+    if (corio_spawn_on(t, (int)best, batch_task, b, &b->done) < 0) {
+        b->to = afcp_me; /* no memory for a task: copy them here (done is completed) */
+        __atomic_fetch_sub(&afcp.scheds[best].queued, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&afcp_me->queued, 1, __ATOMIC_RELAXED);
+        batch_task(t, b);
+    }
 }
 
 static void dispatch(struct corio_task *t, struct afcp_dir *d, char *name, unsigned char type)
@@ -637,6 +685,10 @@ void afcp_walk_end(struct corio_task *t)
     send_batch(t);
     while (nflight)
         reap(t);
+    while (started_head) {
+        corio_future_await_shielded(t, &started_head->done, NULL);
+        sweep();
+    }
 }
 
 /* One directory being walked: its entries and the next one to copy. */
