@@ -774,14 +774,20 @@ static void abort_close(struct afs_file *f)
 }
 
 /* 10,000 connections opened, used and dropped, by either side: not one descriptor more at
- * the end (a leak of one per connection would show 10,000). */
+ * the end (a leak of one per connection would show 10,000). Under Windows 2,000: wine takes
+ * milliseconds per connection, and a leak of one handle each still shows 2,000. */
+#ifdef _WIN32
+#define SOCK_CHURN 2000
+#else
+#define SOCK_CHURN 10000
+#endif
 T_SOCK_ALL(ten_thousand_connections_no_fd_leak)
 {
     struct afs_ctx *ctx = t_new_ctx();
     struct sockaddr_in sa;
     struct afs_file *l = listener(ctx, &sa);
     int before = -1;
-    for (int i = 0; i <= 10000; i++) {
+    for (int i = 0; i <= SOCK_CHURN; i++) {
         /* Counted after the first connection: the engine's own descriptor (epoll) is made
          * at its first use and stays. */
         if (i == 1)
