@@ -294,7 +294,7 @@ T_IO(pool_runs_io_workers_ops_at_once)
     cfg.io_workers = N;
     struct afs_ctx *c = t_ctx = t_ctx_cfg(&cfg);
     if (strcmp(afs_ctx_backend(c), "threads") != 0)
-        cr_skip_test("backend under test is %s: its opens do not run on the pool",
+        cr_skip_test("backend under test is %s, not threads",
                      afs_ctx_backend(c));
     struct afs_op ops[N];
     int wfd[N], done[N] = {0};
