@@ -280,6 +280,7 @@ static int sched_end_task(struct corio_task *t, void *arg)
     (void)arg;
     afcp_enter(t);
     afcp_sched_free(afcp_me);
+    afcp_q_release();
     return 0;
 }
 

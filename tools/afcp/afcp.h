@@ -111,16 +111,16 @@ struct afcp_sched {
 
 /* The calling thread's scheduler state; set by every task that starts a thread's work
  * (afcp_enter). */
-extern _Thread_local struct afcp_sched *afcp_me;
-void afcp_enter(struct corio_task *t);
 #ifdef _WIN32
-/* The Windows afcp (win_afcp.c) runs one scheduler: its state is afcp's own fields. */
-#define AFCP_CTX          (afcp.ctx)
-#define AFCP_LOCAL(field) (afcp.field)
+/* The Windows afcp (win_afcp.c) runs one scheduler: its state serves every thread, the pool
+ * thread that lists directories included. */
+extern struct afcp_sched *afcp_me;
 #else
+extern _Thread_local struct afcp_sched *afcp_me;
+#endif
+void afcp_enter(struct corio_task *t);
 #define AFCP_CTX          (afcp_me->ctx)
 #define AFCP_LOCAL(field) (afcp_me->field)
-#endif
 
 struct afcp_app {
     struct afcp_opts    o;
@@ -140,14 +140,6 @@ struct afcp_app {
     /* directories we created, to refuse copying a directory into itself (the walker's) */
     struct afcp_devino *made;
     size_t              made_len, made_cap;
-#ifdef _WIN32
-    struct corio_sched *sched;     /* the one scheduler */
-    struct afs_ctx     *ctx;
-    int                 inline_io;
-    struct afcp_sem     files;     /* file slots */
-    struct afcp_sem     bufs;      /* large-file buffers of chunk_size */
-    void               *buf_free;  /* free list of chunk buffers */
-#endif
 };
 
 extern struct afcp_app afcp;
@@ -185,6 +177,8 @@ char *afcp_join(const char *dir, const char *name); /* malloc'd "dir/name" */
 /* quote.c: name quoted as cp quotes names ('a b', 'it'\''s', ''$'\033''x'). The result lives
  * until the fourth call after this one on the same thread. */
 const char *afcp_q(const char *name);
+/* Frees the calling thread's quoting buffers (a scheduler's thread, before it ends). */
+void afcp_q_release(void);
 void *afcp_xmalloc(size_t n);
 char *afcp_xstrdup(const char *s);
 

@@ -175,11 +175,21 @@ static void quote_into(struct qbuf *b, const char *s)
     put(b, '\'');
 }
 
+/* A message names at most a few files: a ring of buffers per thread (messages come from
+ * every scheduler), reused and kept in turn until afcp_q_release(). */
+static _Thread_local struct qbuf ring[4];
+static _Thread_local unsigned next;
+
+void afcp_q_release(void)
+{
+    for (int i = 0; i < 4; i++) {
+        free(ring[i].p);
+        ring[i] = (struct qbuf){0};
+    }
+}
+
 const char *afcp_q(const char *name)
 {
-    /* A message names at most a few files: a ring of buffers, reused (and kept) in turn. */
-    static _Thread_local struct qbuf ring[4]; /* messages come from every scheduler */
-    static _Thread_local unsigned next;
     struct qbuf *b = &ring[next++ % 4];
     b->len = 0;
     quote_into(b, name);

@@ -18,7 +18,7 @@ struct afcp_app afcp;
  * listings on its pool threads touch none of this). */
 static struct afcp_sched    sched_state;
 static struct corio_sched  *sched;
-_Thread_local struct afcp_sched *afcp_me;
+struct afcp_sched *afcp_me;
 
 /* ------------------------------------------------------------------------------------------
  * Messages (the formats of afcp.c: %s, %d, and '%s' for a quoted file name)
