@@ -216,7 +216,7 @@ T_META(openat_creates_and_the_fd_becomes_a_file)
     memset(&st, 0xff, sizeof st);
     cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "new", 0, &st, count_cb, &d), 0);
     cr_assert_eq(run_op(&op, &d), 0);
-    struct t_ref ref;
+    struct t_ref ref = {0};
     cr_assert_eq(t_ref_stat(t_path("new"), &ref), 0);
     cr_assert_eq(st.size, (int64_t)sizeof buf);
     cr_assert_eq(ref.size, (int64_t)sizeof buf);
@@ -827,7 +827,7 @@ T_META(rename_replaces_an_existing_file)
     int dfd = t_dirfd();
     t_make_file(t_path("new"), 1000);
     t_make_file(t_path("old"), 3000);
-    struct t_ref before, after;
+    struct t_ref before = {0}, after = {0};
     cr_assert_eq(t_ref_stat(t_path("new"), &before), 0);
     cr_assert_eq(afs_renameat(t_ctx, dfd, "new", dfd, "old", 0), 0);
     cr_assert(!t_exists(t_path("new")));
