@@ -17,14 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RECLEN 128
+#include "clock.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#define RECLEN 128
 
 static double seconds;
 static double deadline;

@@ -30,26 +30,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 static const char *path;
 static int direct, tasks = 32, json, shared_buf;
 static long ios = 200000;
 static size_t bs = 4096;
 static uint64_t nblocks;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
 
 /* xorshift: the same offsets for every engine. */
 static uint64_t rnd(uint64_t *s)

@@ -25,25 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 static const char *path;
 static int tasks = 64, csv;
 static long ios = 400000, trips = 20000;
 static uint64_t nblocks;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
 
 static void row(const char *test, int scheds, int t, double value, const char *unit,
                 double cpu_us)

@@ -9,14 +9,9 @@
 #include <time.h>
 #include <ucontext.h>
 
-static long n = 2000000;
+#include "clock.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static long n = 2000000;
 
 static void yielder(struct corio_task *t, void *arg)
 {
