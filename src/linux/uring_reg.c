@@ -26,14 +26,16 @@
  * round that confirms the choice (up to GAP_MAX), GAP_MIN again after one that changes it.
  * A window's score is what the context delivered: completions per second of wall time and
  * the process's CPU time per completion (the kernel's workers are threads of the process,
- * so their time counts); each regime keeps an average of its scores weighted 1/2 to the
- * newest. */
-#define WINDOW_NS      (20 * 1000 * 1000)
+ * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
+ * running average that weighs the newest 1/AVG_DEPTH: single windows on a shared machine
+ * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s). */
+#define WINDOW_NS      (50 * 1000 * 1000)
 #define WINDOW_MIN_OPS 64u
 #define CHECK_OPS      32u
-#define WARMUP_ROUNDS  2u
-#define GAP_MIN        8u
-#define GAP_MAX        128u
+#define WARMUP_ROUNDS  3u
+#define GAP_MIN        4u
+#define GAP_MAX        64u
+#define AVG_DEPTH      4u
 /* Completions per second decide when one regime delivers more than 9/8 of the other's;
  * nearer than that, the regime with less CPU time per completion is chosen. */
 #define RATE_MARGIN_NUM 9u
@@ -241,10 +243,12 @@ static int enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timesp
     return afs__uring_enter_real(ring, wait_nr, ts);
 }
 
-static void average(uint64_t *avg, uint64_t sample)
+/* The n-th score (from 1) into an average (above). */
+static void average(uint64_t *avg, uint64_t sample, unsigned n)
 {
-    sample = sample ? sample : 1; /* 0 means "not measured" */
-    *avg = *avg ? (*avg + sample) / 2 : sample;
+    int64_t w = AFS_MIN(n, AVG_DEPTH);
+    int64_t a = (int64_t)*avg + ((int64_t)sample - (int64_t)*avg) / w;
+    *avg = a > 0 ? (uint64_t)a : 1; /* 0 means "not measured" */
 }
 
 /* The regime that delivers more, or as much for less CPU. */
@@ -268,10 +272,11 @@ static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t n
     if (done == 0 || dt <= 0)
         return; /* nothing delivered (the ops of a stalled device): no score */
     int k = t->win_offload;
+    unsigned n = ++t->scored[k];
     done = AFS_MIN(done, UINT64_MAX / 1000000000u);
-    average(&t->rate[k], done * 1000000000u / (uint64_t)dt);
+    average(&t->rate[k], done * 1000000000u / (uint64_t)dt, n);
     if (cpu >= 0 && t->win_cpu >= 0 && cpu >= t->win_cpu)
-        average(&t->cpu_ns[k], (uint64_t)(cpu - t->win_cpu) / done);
+        average(&t->cpu_ns[k], (uint64_t)(cpu - t->win_cpu) / done, n);
     t->samples++;
 }
 

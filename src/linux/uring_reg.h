@@ -27,6 +27,7 @@ struct afs__ureg_tune {
     unsigned rounds;      /* sampling rounds done */
     unsigned gap, left;   /* windows run by choice between two rounds, and those left */
     unsigned samples;     /* windows scored */
+    unsigned scored[2];   /* of them, inline and offloaded */
     uint64_t win_ops;     /* direct ops submitted in the open window */
     uint64_t win_check;   /* the clock is read when win_ops reaches this */
     uint64_t win_done;    /* the context's completions when it opened */

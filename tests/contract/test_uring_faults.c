@@ -772,11 +772,11 @@ static void run_until(struct afs_file *f, unsigned samples, struct afs_offload *
     cr_assert_geq(out->samples, samples, "windows scored: %u", out->samples);
 }
 
-/* The context's choice after the first two sampling rounds (4 windows), checked against
+/* The context's choice after the first three sampling rounds (6 windows), checked against
  * the batches that follow it: every direct read marked, or none. */
 static int first_choice(struct afs_file *f, struct afs_offload *o)
 {
-    run_until(f, 4, o);
+    run_until(f, 6, o);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(batch_of_reads(f, 16), o->offloading ? 16u : 0u,
                      "batch %d after the choice (%s)", i, o->offloading ? "offload" : "inline");
@@ -880,7 +880,7 @@ T_URING(the_other_regime_is_sampled_now_and_then)
         reads += 16;
     }
     afs_ctx_offload(t_ctx, &o);
-    cr_assert_gt(o.samples, 4, "rounds after the first two: %u windows", o.samples);
+    cr_assert_gt(o.samples, 6, "rounds after the first three: %u windows", o.samples);
     cr_assert_gt(inline_reads, 0, "inline issue was sampled again");
     cr_assert_lt(inline_reads * 10, reads, "%u of %u reads inline", inline_reads, reads);
     cr_assert_eq(o.offloading, 1);
