@@ -30,6 +30,9 @@
  * running average that weighs the newest 1/AVG_DEPTH: single windows on a shared machine
  * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s). */
 #define WINDOW_NS      (50 * 1000 * 1000)
+/* A window that took longer than this (the context had no direct I/O to do for a while, or
+ * a device slower than 64 ops a second) is not scored: it starts again, same regime. */
+#define WINDOW_MAX_NS  ((int64_t)1000 * 1000 * 1000)
 #define WINDOW_MIN_OPS 64u
 #define CHECK_OPS      32u
 #define WARMUP_ROUNDS  3u
@@ -280,15 +283,11 @@ static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t n
     t->samples++;
 }
 
-/* Closes the open window when its time is up: scores it if it was a sample, and opens the
- * next one with its regime. */
-static void window_check(struct afs__ureg_tune *t, const struct afs_ctx *ctx)
+/* The window that just closed is over: scores it if it was a sample, chooses when it ended
+ * a round, and sets the next window's regime. */
+static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now,
+                        int64_t cpu)
 {
-    t->win_check = t->win_ops + CHECK_OPS;
-    int64_t now = afs__sys.now();
-    if (t->win_timed && (now - t->win_start < WINDOW_NS || t->win_ops < WINDOW_MIN_OPS))
-        return;
-    int64_t cpu = afs__sys.proc_cpu_now ? afs__sys.proc_cpu_now() : -1;
     if (t->win_scored)
         score(t, ctx, now, cpu);
     if (t->win_scored && !t->round_half) {
@@ -310,6 +309,18 @@ static void window_check(struct afs__ureg_tune *t, const struct afs_ctx *ctx)
         t->win_offload = (t->rounds & 1) != 0;
         t->win_scored = t->round_half = true;
     }
+}
+
+/* Closes the open window when its time is up and opens the next one. */
+static void window_check(struct afs__ureg_tune *t, const struct afs_ctx *ctx)
+{
+    t->win_check = t->win_ops + CHECK_OPS;
+    int64_t now = afs__sys.now();
+    if (t->win_timed && (now - t->win_start < WINDOW_NS || t->win_ops < WINDOW_MIN_OPS))
+        return;
+    int64_t cpu = afs__sys.proc_cpu_now ? afs__sys.proc_cpu_now() : -1;
+    if (!t->win_timed || now - t->win_start <= WINDOW_MAX_NS)
+        next_window(t, ctx, now, cpu);
     t->win_timed = true;
     t->win_ops = 0;
     t->win_check = CHECK_OPS;

@@ -800,6 +800,24 @@ T_URING(slow_inline_issue_is_measured_and_offloaded)
     free_ctx();
 }
 
+/* A window during which the context had no direct I/O to do for seconds says nothing about
+ * the regimes: it is not scored (else its rate, a thousandth of the real one, would decide). */
+T_URING(an_idle_window_is_not_scored)
+{
+    struct afs_offload o;
+    set_costs(140, 70, 40, 25);
+    struct afs_file *f = rule_file();
+    run_until(f, 1, &o); /* the first round's inline window is scored; its offloaded one runs */
+    for (int i = 0; i < 3; i++)
+        batch_of_reads(f, 16);
+    fake_ns += 10 * 1000000000LL; /* idle for 10 s */
+    cr_assert_eq(first_choice(f, &o), 1);
+    cr_assert_eq(o.offload_rate, 1000000000 / 40000, "offloaded %" PRIu64 "/s", o.offload_rate);
+    cr_assert_eq(o.inline_rate, 1000000000 / 140000, "inline %" PRIu64 "/s", o.inline_rate);
+    cr_assert_eq(afs_close(f), 0);
+    free_ctx();
+}
+
 /* Offloading delivers 2x the completions at 3x the CPU per op: the rate decides (a rule
  * that looked at the CPU, or at the submitting thread's time alone, would stay inline). */
 T_URING(more_completions_win_over_less_cpu)
