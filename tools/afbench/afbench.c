@@ -629,6 +629,8 @@ static int rt_part_run(struct corio_task *t, void *arg)
     }
     corio_wait(t);
     afs_ctx_stats(ctx, &p->s1);
+    if (corio_sched_index(corio_task_sched(t)) == 0)
+        afs_ctx_offload(ctx, &j->off); /* the first scheduler's rule speaks for all */
     for (unsigned i = 0; i < n; i++)
         free(co[i].buf);
     free(co);
@@ -1069,8 +1071,9 @@ static void print_result(const struct opts *o, const struct job *j, const struct
                    offload_names[o->offload], j->off.offloading ? "offloading" : "inline",
                    j->offloaded_ops, j->fixed_buffer_ops, j->fixed_file_ops, j->off.io_workers);
             if (j->off.samples)
-                printf("  measured over %u windows: inline %" PRIu64 " ops/s at %.2f us CPU/op"
-                       ", offloaded %" PRIu64 " ops/s at %.2f us CPU/op\n", j->off.samples,
+                printf("  measured over %u windows%s: inline %" PRIu64 " ops/s at %.2f us "
+                       "CPU/op, offloaded %" PRIu64 " ops/s at %.2f us CPU/op\n", j->off.samples,
+                       o->threads > 1 ? " (first scheduler)" : "",
                        j->off.inline_rate, j->off.inline_cpu_ns / 1000.0, j->off.offload_rate,
                        j->off.offload_cpu_ns / 1000.0);
         }
