@@ -328,6 +328,7 @@ void afs__ums_cqe(struct afs_ctx *ctx, struct afs__ums *ms, uint64_t ud, int res
     if ((ud & 7) == AFS__UMS_TAG_RECV) {
         if (flags & IORING_CQE_F_BUFFER) {
             uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+            ms->held++;
             if (res > 0 && s->f) {
                 hold(ms, s, bid, (uint32_t)res);
                 ms->recv_worked = true;
