@@ -261,7 +261,7 @@ static int flush(struct afs_ctx *ctx)
     }
 }
 
-struct io_uring_sqe *afs__uring_sqe(struct afs_ctx *ctx)
+static struct io_uring_sqe *get_sqe(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
     struct io_uring_sqe *sqe;
@@ -427,6 +427,11 @@ static void uring_meta_done(struct afs_ctx *ctx, struct afs_op *op)
         afs__sys_from_statx(o->be, o->meta.st);
 }
 
+struct io_uring_sqe *afs__uring_sqe(struct afs_ctx *ctx)
+{
+    return get_sqe(ctx);
+}
+
 /* A socket op, or a read or write of a socket: RECV and SEND (a write with MSG_NOSIGNAL,
  * never a SIGPIPE). */
 static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
@@ -465,14 +470,14 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
         if (afs__ums_prep(ctx, &u->ums, &u->ring, op))
             return 0; /* parked on its socket's multishot */
-        struct io_uring_sqe *sqe = afs__uring_sqe(ctx);
+        struct io_uring_sqe *sqe = get_sqe(ctx);
         if (!sqe)
             return -EIO;
         prep_sock(sqe, op);
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
-    struct io_uring_sqe *sqe = afs__uring_sqe(ctx);
+    struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return -EIO;
     if (afs__is_meta(o)) {
@@ -564,7 +569,7 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     struct uring *u = U(ctx);
     if (!u->waker_armed) {
-        struct io_uring_sqe *sqe = afs__uring_sqe(ctx);
+        struct io_uring_sqe *sqe = get_sqe(ctx);
         if (sqe) {
             io_uring_prep_read(sqe, (int)ctx->waker.fd, &u->waker_buf, sizeof u->waker_buf,
                                (uint64_t)-1);
@@ -575,7 +580,7 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     int rfd = u->ready_armed ? -1 : afs__ready_fd(ctx);
     if (rfd >= 0) {
         /* Sockets parked in the readiness engine (kernels without the socket opcodes). */
-        struct io_uring_sqe *sqe = afs__uring_sqe(ctx);
+        struct io_uring_sqe *sqe = get_sqe(ctx);
         if (sqe) {
             io_uring_prep_poll_add(sqe, rfd, POLLIN);
             io_uring_sqe_set_data64(sqe, TAG_READY);
@@ -627,7 +632,7 @@ bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to)
     struct uring *u = U(from);
     if (!u->has_msg)
         return false;
-    struct io_uring_sqe *sqe = afs__uring_sqe(from);
+    struct io_uring_sqe *sqe = get_sqe(from);
     if (!sqe)
         return false;
     io_uring_prep_msg_ring(sqe, U(to)->ring.ring_fd, 0, TAG_MSG, 0);
@@ -643,7 +648,7 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
         return; /* it was parked: completed now */
     if (!u->has_cancel)
         return; /* before 5.5: the op just runs to completion */
-    struct io_uring_sqe *sqe = afs__uring_sqe(ctx);
+    struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return;
     io_uring_prep_cancel(sqe, op, 0);
@@ -703,7 +708,7 @@ static bool uring_sock(struct afs_ctx *ctx)
 static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
     afs__ums_cancel_file(ctx, &U(ctx)->ums, f);
-    struct io_uring_sqe *sqe = afs__uring_sqe(ctx);
+    struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return;
     int fd = f->fd;

@@ -6,7 +6,7 @@
  * (Linux 6.0) into the context's buffer ring (5.19) when a receive is parked on it; each
  * completion names the ring buffer the kernel filled, which the socket holds, in order,
  * until parked receives have copied it out, and which then goes back to the ring at once.
- * So neither re-arms per connection or per message, and an idle socket holds no buffer.
+ * So neither re-arms per connection or per message, and an idle socket holds no ring buffer.
  *
  * The kernel ends a multishot by a completion without IORING_CQE_F_MORE: the end of the
  * stream (0), an error (kept for the next op), -ENOBUFS (the ring is empty: the socket
