@@ -413,6 +413,26 @@ static size_t copy_out(struct afs__ums *ms, struct ums_sock *s, struct afs_op *o
     return n;
 }
 
+/* After serving one side of s: ops still parked with the multishot ended re-arm it, or when
+ * `plain` go back to the core as a transient result, which stages them again as plain ops
+ * (afs__ums_prep); with nothing parked and `full` (too much held for no one) it is stopped. */
+static void rearm(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock *s, unsigned tag,
+                  bool plain, bool full)
+{
+    bool recv = tag == AFS__UMS_TAG_RECV;
+    struct afs__list *q = recv ? &s->rq : &s->aq;
+    bool armed = recv ? s->recv_armed : s->acc_armed;
+    if (q->len && !armed) {
+        if (plain)
+            while (q->len)
+                afs__op_transferred(ctx, pop_parked(q), -EAGAIN);
+        else
+            arm(ctx, ms, s, tag);
+    } else if (armed && !q->len && full && !(recv ? s->recv_stop : s->acc_stop)) {
+        stop(ctx, s, tag);
+    }
+}
+
 static void serve_recv(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock *s)
 {
     while (s->rq.len) {
@@ -431,18 +451,9 @@ static void serve_recv(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock
         }
         afs__op_transferred(ctx, pop_parked(&s->rq), res);
     }
-    if (s->rq.len && !s->recv_armed && !s->plain) {
-        if (ms->no_recv || ring_short(ms)) {
-            /* Back to the core as a transient result: it stages them again, as plain
-             * receives now (afs__ums_prep). */
-            while (s->rq.len)
-                afs__op_transferred(ctx, pop_parked(&s->rq), -EAGAIN);
-        } else {
-            arm(ctx, ms, s, AFS__UMS_TAG_RECV);
-        }
-    }
-    if (s->recv_armed && !s->recv_stop && !s->rq.len && s->nheld >= HELD_CAP)
-        stop(ctx, s, AFS__UMS_TAG_RECV);
+    if (!s->plain || !s->rq.len) /* no multishot beside a plain receive */
+        rearm(ctx, ms, s, AFS__UMS_TAG_RECV, ms->no_recv || ring_short(ms),
+              s->nheld >= HELD_CAP);
 }
 
 static void serve_accept(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock *s)
@@ -461,16 +472,7 @@ static void serve_accept(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_so
         }
         afs__op_transferred(ctx, pop_parked(&s->aq), res);
     }
-    if (s->aq.len && !s->acc_armed) {
-        if (ms->no_accept) {
-            while (s->aq.len)
-                afs__op_transferred(ctx, pop_parked(&s->aq), -EAGAIN);
-        } else {
-            arm(ctx, ms, s, AFS__UMS_TAG_ACCEPT);
-        }
-    }
-    if (s->acc_armed && !s->acc_stop && !s->aq.len && s->nfds >= STASH_CAP)
-        stop(ctx, s, AFS__UMS_TAG_ACCEPT);
+    rearm(ctx, ms, s, AFS__UMS_TAG_ACCEPT, ms->no_accept, s->nfds >= STASH_CAP);
 }
 
 void afs__ums_serve(struct afs_ctx *ctx, struct afs__ums *ms)
