@@ -543,8 +543,12 @@ AFS_API int afs_cancel(struct afs_op *op);
  *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
  *    sync_threshold bytes (default 4096) on a buffered file. Such an op is mostly a copy to
  *    or from the page cache, cheaper than suspending and a trip through the batch, so a 1 KiB
- *    read returns at once and the task does not suspend (on a cache miss it blocks the
- *    thread for that read). sync_threshold = 0 batches every op. Also inline: afs_file_size
+ *    read returns at once and the task does not suspend. A read that misses the cache: on
+ *    Linux (preadv2 with RWF_NOWAIT, 4.14) it is served inline only when all of it is in the
+ *    page cache, else it joins the batch like a larger one and suspends only the task (the
+ *    kernel has started to read it meanwhile); where the system or the file system cannot
+ *    tell (other systems, or RWF_NOWAIT refused), it blocks the thread for that read. A
+ *    write always runs inline. sync_threshold = 0 batches every op. Also inline: afs_file_size
  *    and afs_seek(SEEK_END) (an fstat), the queueing calls (they never wait), and every call
  *    made from an op's callback.
  *  - Blocks the thread: a call on a file of another context (there is no batch to join).
