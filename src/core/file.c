@@ -226,7 +226,9 @@ ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool in
     struct afs_ctx *ctx = o->file->ctx;
     if (inline_ok || ctx->in_callback)
         return run_inline(op); /* the hot path of small cached I/O: nothing more to clear */
-    memset(o->be, 0, sizeof o->be);
+    /* The backend's words are not cleared: every backend fills what it uses when it takes
+     * the op, as for ops of the op API, which need no initialising (256 bytes of stack
+     * less to write per op). */
     return wait_blocking(ctx, op, ow);
 }
 

@@ -214,6 +214,7 @@ struct afs__syscalls afs__sys = {
     .realloc = realloc,
     .now = afs__now_ns,
     .cpu_now = afs__thread_cpu_ns,
+    .proc_cpu_now = afs__proc_cpu_ns,
 #ifdef __linux__
     /* NULL: src/linux/uring.c makes the liburing calls itself (this file does not link it). */
     .uring_setup = NULL,
