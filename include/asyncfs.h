@@ -129,18 +129,19 @@ struct afs_config {
                                         limit). The thread pool (threads backend, and ops
                                         other backends run there): its threads at most;
                                         AFS_IO_WORKERS_KERNEL = 256; 0 = twice the CPUs,
-                                        4 to 32, and more while workers are blocked: a
-                                        worker 100 us or more in one op (a read that waits
-                                        for the device, a FIFO, a lock) lets the pool start
-                                        another for the ops queued behind it, up to
-                                        AFS_POOL_MAX_THREADS; those extra threads end after
-                                        5 s without work. Threads start only when ops wait
-                                        for one. Other backends ignore it */
+                                        4 to 32, and on POSIX more while workers are
+                                        blocked: a worker 100 us or more in one op (a read
+                                        that waits for the device, a FIFO, a lock) lets the
+                                        pool start another for the ops queued behind it, up
+                                        to AFS_POOL_MAX_THREADS; those extra threads end
+                                        after 5 s without work (Windows keeps the base
+                                        size). Threads start only when ops wait for one.
+                                        Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u
 #define AFS_IO_WORKERS_KERNEL 0xffffffffu
-/* The thread pool's threads at most with io_workers 0 (also at most queue_depth). */
+/* The thread pool's threads at most with io_workers 0 on POSIX (and at most queue_depth). */
 #define AFS_POOL_MAX_THREADS 256u
 
 /* Context flags. */
