@@ -737,7 +737,8 @@ T_URING(forced_regimes_mark_every_direct_read_or_none)
                  "AFS_CTX_OFFLOAD_DIRECT: a small batch too");
     cr_assert_eq(direct_offload_run(AFS_CTX_OFFLOAD_DIRECT, 0, 32), 0,
                  "buffered reads stay inline");
-    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 4), 0, "4 direct reads stay inline");
+    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 4), 0,
+                 "by default the rule starts inline (its first window, unscored)");
     cr_assert_eq(direct_offload_run(AFS_CTX_INLINE_DIRECT, AFS_DIRECT, 32), 0,
                  "AFS_CTX_INLINE_DIRECT keeps every batch inline");
 }
