@@ -154,6 +154,10 @@ struct addrinfo;
  * transfers. Offset AFS__OFF_SEQ: at the descriptor's position (read, write, readv, writev). */
 struct afs__syscalls {
     ssize_t (*pread)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
+    /* A read that never waits for the device (Linux: preadv2 with RWF_NOWAIT): -EAGAIN when
+     * the data is not in the page cache (the kernel may have started to read it), or
+     * -EOPNOTSUPP where the file or the kernel cannot tell. NULL where the system has none. */
+    ssize_t (*pread_nowait)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
     ssize_t (*pwrite)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
