@@ -138,18 +138,17 @@ struct afs_config {
 
 /* Context flags. */
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
-/* io_uring, AFS_DIRECT reads and writes: by default a submission that carries 8 or more of
- * them (or 512 KiB or more) may hand them to the kernel's I/O workers (IOSQE_ASYNC), which
- * issue them to the device in parallel instead of one after another in the submitting
- * thread. Whether it does is measured as the context runs: now and then a submission's
- * issue is timed apart from its wait, inline and offloaded; when issuing a direct request
- * inline holds the submitting thread more than 4 times as long as handing it to a worker
- * (a slow issue path: a virtualised disk's doorbell, a device that makes the submitter
- * wait), such batches are offloaded, else issued inline (lower latency, no worker threads:
- * usually so on NVMe). Smaller batches are always issued inline. afs_ctx_offload() tells
- * what was measured. AFS_CTX_INLINE_DIRECT issues every direct op inline;
- * AFS_CTX_OFFLOAD_DIRECT offloads every direct read and write, whatever the batch (the two
- * together are -EINVAL). Other backends ignore both. */
+/* io_uring, AFS_DIRECT reads and writes: the kernel's I/O workers can issue them
+ * (IOSQE_ASYNC, "offloaded"), in parallel and off the submitting thread, or the submitting
+ * thread issues them itself inside its system call ("inline": no worker threads, lower
+ * latency where issuing a request is cheap). By default the context measures which regime
+ * serves it better as it runs: now and then it runs each for a short window of time, back
+ * to back, and keeps the one that completed more ops per second of wall time, or, when the
+ * two are close, the one that took less CPU time per completed op (the whole process's, the
+ * workers included). Windows of the other regime recur while the context has direct I/O to
+ * do, so a change of load or device is followed. afs_ctx_offload() tells what was measured.
+ * AFS_CTX_INLINE_DIRECT issues every direct op inline; AFS_CTX_OFFLOAD_DIRECT offloads
+ * every direct read and write (the two together are -EINVAL). Other backends ignore both. */
 #define AFS_CTX_INLINE_DIRECT  0x2u
 #define AFS_CTX_OFFLOAD_DIRECT 0x4u
 /* io_uring: socket accepts and receives as one-shot ops, each its own SQE, instead of the
@@ -321,14 +320,20 @@ struct afs_registration {
 /* Fills *out. The texts stay valid until the next registration call on ctx. */
 AFS_API void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *out);
 
-/* How the context issues batches of direct I/O (AFS_CTX_INLINE_DIRECT above), measured so
- * far; all zero on backends other than io_uring. */
+/* How the context issues direct I/O (AFS_CTX_INLINE_DIRECT above) and what the choice rests
+ * on; all zero on backends other than io_uring. The rates and CPU times are averages over
+ * recent measuring windows of each regime (0 before the first), taken with the context's
+ * other ops running as they do: completions count every op of the context. */
 struct afs_offload {
-    int      offloading;    /* 1: batches of direct ops go to the kernel's workers now */
-    unsigned samples;       /* submissions timed so far */
-    uint64_t inline_ns;     /* the submitting thread's time per direct op issued inline,
-                               averaged over recent samples; 0 before the first */
-    uint64_t offload_ns;    /* the same per direct op handed to a worker */
+    int      offloading;     /* 1: direct reads and writes go to the kernel's workers now */
+    unsigned samples;        /* measuring windows scored so far, both regimes */
+    uint64_t inline_rate;    /* ops completed per second while issuing inline */
+    uint64_t offload_rate;   /* the same while offloading */
+    uint64_t inline_cpu_ns;  /* the process's CPU time per completed op, inline */
+    uint64_t offload_cpu_ns; /* the same, offloaded */
+    unsigned io_workers;     /* the cap on this context's kernel I/O workers in force
+                                (afs_config.io_workers); 0: none set (AFS_IO_WORKERS_KERNEL,
+                                or a kernel without the call, before Linux 5.15) */
 };
 AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out);
 
@@ -538,8 +543,12 @@ AFS_API int afs_cancel(struct afs_op *op);
  *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
  *    sync_threshold bytes (default 4096) on a buffered file. Such an op is mostly a copy to
  *    or from the page cache, cheaper than suspending and a trip through the batch, so a 1 KiB
- *    read returns at once and the task does not suspend (on a cache miss it blocks the
- *    thread for that read). sync_threshold = 0 batches every op. Also inline: afs_file_size
+ *    read returns at once and the task does not suspend. A read that misses the cache: on
+ *    Linux (preadv2 with RWF_NOWAIT, 4.14) it is served inline only when all of it is in the
+ *    page cache, else it joins the batch like a larger one and suspends only the task (the
+ *    kernel has started to read it meanwhile); where the system or the file system cannot
+ *    tell (other systems, or RWF_NOWAIT refused), it blocks the thread for that read. A
+ *    write always runs inline. sync_threshold = 0 batches every op. Also inline: afs_file_size
  *    and afs_seek(SEEK_END) (an fstat), the queueing calls (they never wait), and every call
  *    made from an op's callback.
  *  - Blocks the thread: a call on a file of another context (there is no batch to join).

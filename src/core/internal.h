@@ -458,6 +458,7 @@ struct afs_file {
     bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
                                    and writes at the descriptor's position, one at a time */
     bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
+    bool             no_nowait; /* reads that never wait are refused here (afs__sys) */
     struct afs__ready_fd rdy;   /* the readiness engine's state for this socket */
     /* The file's size as last learned (fstat at open, afs_file_size()), -1 when unknown or
      * when a write of this file may have moved it. A short read that ends exactly there is

@@ -43,7 +43,6 @@ struct uring {
                                     how pipes and sockets are read */
     bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
-    size_t          direct_bytes;  /* and their bytes */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
     struct afs__ums  ums;          /* multishot accepts and receives: uring_ms.c */
 };
@@ -115,10 +114,8 @@ static int ring_enter(struct afs_ctx *ctx, unsigned wait_nr, struct __kernel_tim
 {
     struct uring *u = U(ctx);
     unsigned direct = u->direct_staged;
-    size_t bytes = u->direct_bytes;
     u->direct_staged = 0;
-    u->direct_bytes = 0;
-    return afs__ureg_submit(&u->reg, ctx, &u->ring, direct, bytes, wait_nr, ts);
+    return afs__ureg_submit(&u->reg, ctx, &u->ring, direct, wait_nr, ts);
 }
 
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
@@ -535,10 +532,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     if (o->xflags & AFS__X_DSYNC)
         sqe->rw_flags = RWF_DSYNC; /* Linux 4.7: durable when it completes (FUA where the
                                       device has it) */
-    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT)) {
+    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT))
         u->direct_staged++;
-        u->direct_bytes += o->total - o->done;
-    }
     /* A pipe's write tried inline would raise SIGPIPE in this thread when the reader has
      * gone (the kernel signals the writing task); the kernel's workers block signals. */
     if (write && o->file->seq)
