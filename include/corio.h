@@ -649,7 +649,8 @@ AFS_API int corio_listen(struct corio_task *t, const char *host, const char *por
                          int backlog, struct afs_file **out);
 /* Waits for a connection on listener l (afs_accept) and returns it as a stream with a read
  * buffer of buf_size (0: 8 KiB): 0 and *out, or afs_accept's error, -ECANCELED, -ETIMEDOUT,
- * -ENOMEM. */
+ * -ENOMEM. On io_uring the listener's accepts come from one multishot accept and the
+ * stream's reads from the connection's multishot receive (see "Sockets" in asyncfs.h). */
 AFS_API int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
                          struct corio_stream **out);
 /* The local port of a bound socket (e.g. after corio_listen() with port "0"), or -errno. */
