@@ -64,12 +64,6 @@ static inline void reap_zombie(struct corio_sched *s)
  * core's cache from their last turn (about 1 KiB each), and a prefetch only costs. */
 #define PREFETCH_READY 256
 
-/* With thousands of tasks alive, each runs once per phase and finds its lines (saved
- * registers, the frames above its stack pointer) gone from the caches since its last turn.
- * While one task runs, the lines of the one after it are fetched: of its struct for the
- * task after that (its saved stack pointer is read at the next switch), and of its stack
- * above the saved stack pointer for the next. A prefetch never faults: lines above the top
- * of a shallow stack cost nothing but the look-up. */
 /* One line into the caches. An asm statement, not __builtin_prefetch: a compiler may drop a
  * loop whose body is only that builtin (it has no effect the language sees). */
 static inline void prefetch_line(const void *p)
@@ -83,6 +77,12 @@ static inline void prefetch_line(const void *p)
 #endif
 }
 
+/* With thousands of tasks alive, each runs once per phase and finds its lines (saved
+ * registers, the frames above its stack pointer) gone from the caches since its last turn.
+ * While one task runs, the lines of the one after it are fetched: of its struct for the
+ * task after that (its saved stack pointer is read at the next switch), and of its stack
+ * above the saved stack pointer for the next. A prefetch never faults: lines above the top
+ * of a shallow stack cost nothing but the look-up. */
 static inline void prefetch_ahead(struct corio_sched *s)
 {
     struct afs_list_node *n = s->ready.list.first;
