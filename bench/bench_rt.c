@@ -11,7 +11,9 @@
  *                joining its scheduler's batch (sync_threshold 0), on N = 1 and 2 schedulers:
  *                IOPS and CPU microseconds per I/O (getrusage, whole process)
  * Usage: bench_rt [--file PATH] [--tasks T] [--ios N] [--trips N] [--rounds R] [--trips-only]
- *                 [--csv]
+ *                 [--pin] [--csv]
+ * --pin: runtimes with CORIO_RT_PIN, and the round trips' two sides on two CPUs (the calling
+ * thread on the first, scheduler 1 and the condition variable's server on the second).
  * Without --file a 64 MiB file is made in $TMPDIR (or /var/tmp), read once to warm it, and
  * removed. --csv prints "test,schedulers,tasks,value,unit,cpu_us_per_op" rows (one per round
  * for the round trips: roundtrip-p50, roundtrip-p99, roundtrip-wakes, condvar-p50,
@@ -36,7 +38,7 @@
 static const char *path;
 static int tasks = 64, csv;
 static long ios = 400000, trips = 20000;
-static int rounds = 5, trips_only;
+static int rounds = 5, trips_only, pin;
 static uint64_t nblocks;
 
 static void row(const char *test, int scheds, int t, double value, const char *unit,
@@ -58,6 +60,8 @@ static struct corio_rt *make_rt(unsigned n, size_t sync_threshold)
     cfg.sched.stack_size = 64 * 1024;
     cfg.ctx.sync_threshold = sync_threshold;
     cfg.ctx.queue_depth = 4096;
+    if (pin)
+        cfg.flags |= CORIO_RT_PIN;
     struct corio_rt *rt;
     int err = corio_rt_new(&rt, &cfg);
     if (err) {
@@ -137,9 +141,12 @@ struct cv_pair {
     int             stop;
 };
 
+static void pin_self(unsigned nth);
+
 static void *cv_server(void *arg)
 {
     struct cv_pair *p = arg;
+    pin_self(1);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->req == p->ans && !p->stop)
@@ -184,6 +191,22 @@ static void condvar(struct trip_result *r)
     pthread_join(th, NULL);
 }
 
+/* --pin: the calling thread (scheduler 0, the condition variable's client) on the first CPU
+ * the process may use, the other side (scheduler 1, the server) on the second. */
+static void pin_self(unsigned nth)
+{
+    cpu_set_t set, one;
+    if (!pin || sched_getaffinity(0, sizeof set, &set) != 0)
+        return;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &set) && nth-- == 0) {
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -207,7 +230,8 @@ static int cmp_dbl(const void *a, const void *b)
 /* R rounds, the runtime and the condition variable in turn. */
 static void round_trips(void)
 {
-    struct corio_rt *rt = make_rt(2, 4096);
+    struct corio_rt *rt = make_rt(2, 4096); /* (the CPUs it may use, before the pinning) */
+    pin_self(0);
     struct trip_result rtr = {.ns = calloc((size_t)trips, sizeof(int64_t))};
     struct trip_result cvr = {.ns = calloc((size_t)trips, sizeof(int64_t))};
     double *ratio = calloc((size_t)rounds, sizeof *ratio);
@@ -365,13 +389,15 @@ int main(int argc, char **argv)
             trips = atol(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pin"))
+            pin = 1;
         else if (!strcmp(argv[i], "--trips-only"))
             trips_only = 1;
         else if (!strcmp(argv[i], "--csv"))
             csv = 1;
         else {
             fprintf(stderr, "usage: %s [--file PATH] [--tasks T] [--ios N] [--trips N] [--rounds R] "
-                            "[--trips-only] [--csv]\n",
+                            "[--trips-only] [--pin] [--csv]\n",
                     argv[0]);
             return 2;
         }
