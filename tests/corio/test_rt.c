@@ -803,6 +803,51 @@ T_RT(any_spreads_over_schedulers)
     corio_rt_free(rt);
 }
 
+/* Balance: CORIO_SCHED_ANY counts the tasks alive on each scheduler, not only the spawns
+ * queued for it. Scheduler 0 holds 32 long-running tasks (they compute and yield, never
+ * done until released): new spawns go to scheduler 1, though nothing is queued anywhere. */
+struct alive_state {
+    atomic_int release;
+};
+
+static void long_runner(struct corio_task *t, void *arg)
+{
+    struct alive_state *st = arg;
+    while (!atomic_load(&st->release))
+        corio_yield(t);
+}
+
+static int where_ran(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    return where(t);
+}
+
+static void root_alive(struct corio_task *t, void *arg)
+{
+    struct alive_state *st = arg;
+    for (int i = 0; i < 32; i++)
+        cr_assert_eq(corio_spawn(t, long_runner, st, NULL), 0);
+    struct corio_future f[16];
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, where_ran, NULL, &f[i]), 0);
+    int on_busy = 0;
+    for (int i = 0; i < 16; i++)
+        on_busy += corio_future_await(t, &f[i], NULL) == 0;
+    atomic_store(&st->release, 1);
+    corio_wait(t);
+    cr_assert_eq(on_busy, 0, "%d of 16 spawns went to the scheduler with 32 tasks alive",
+                 on_busy);
+}
+
+T_RT(any_avoids_the_scheduler_with_tasks_alive)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct alive_state st = {0};
+    cr_assert_eq(corio_rt_run(rt, root_alive, &st), 0);
+    corio_rt_free(rt);
+}
+
 /* Files: each task opens and reads on its own scheduler's context; the batches work on every
  * scheduler (io_uring: rings with SINGLE_ISSUER / DEFER_TASKRUN driven by their threads). */
 static int read_file(struct corio_task *t, void *arg)
