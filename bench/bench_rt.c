@@ -93,10 +93,14 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static void pin_self(unsigned nth);
+static void unpin_self(void);
+
 static void trips_root(struct corio_task *t, void *arg)
 {
     struct trip_result *r = arg;
     struct corio_future f;
+    pin_self(0);
     /* Warm-up: the other scheduler's thread and stacks. */
     for (int i = 0; i < 100; i++) {
         corio_spawn_on(t, 1, echo, (void *)(intptr_t)i, &f);
@@ -116,6 +120,7 @@ static void trips_root(struct corio_task *t, void *arg)
     }
     r->secs = now_s() - t0;
     r->cpu = cpu_s() - c0;
+    unpin_self();
 }
 
 static void pipelined_root(struct corio_task *t, void *arg)
@@ -141,8 +146,6 @@ struct cv_pair {
     int             stop;
 };
 
-static void pin_self(unsigned nth);
-
 static void *cv_server(void *arg)
 {
     struct cv_pair *p = arg;
@@ -165,6 +168,7 @@ static void condvar(struct trip_result *r)
     struct cv_pair p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
     pthread_t th;
     pthread_create(&th, NULL, cv_server, &p);
+    pin_self(0);
     pthread_mutex_lock(&p.mu);
     for (long i = 1; i <= 100; i++) { /* warm-up, as for the runtime */
         p.req = i;
@@ -189,17 +193,27 @@ static void condvar(struct trip_result *r)
     r->secs = now_s() - t0;
     r->cpu = cpu_s() - c0;
     pthread_join(th, NULL);
+    unpin_self();
 }
 
 /* --pin: the calling thread (scheduler 0, the condition variable's client) on the first CPU
- * the process may use, the other side (scheduler 1, the server) on the second. */
+ * the process may use, the other side (scheduler 1, the server) on the second; the calling
+ * thread gets all of them back after each run (the runtime's threads start with its mask). */
+static cpu_set_t all_cpus;
+
+static void unpin_self(void)
+{
+    if (pin)
+        pthread_setaffinity_np(pthread_self(), sizeof all_cpus, &all_cpus);
+}
+
 static void pin_self(unsigned nth)
 {
-    cpu_set_t set, one;
-    if (!pin || sched_getaffinity(0, sizeof set, &set) != 0)
+    cpu_set_t one;
+    if (!pin)
         return;
     for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &set) && nth-- == 0) {
+        if (CPU_ISSET(cpu, &all_cpus) && nth-- == 0) {
             CPU_ZERO(&one);
             CPU_SET(cpu, &one);
             pthread_setaffinity_np(pthread_self(), sizeof one, &one);
@@ -230,8 +244,7 @@ static int cmp_dbl(const void *a, const void *b)
 /* R rounds, the runtime and the condition variable in turn. */
 static void round_trips(void)
 {
-    struct corio_rt *rt = make_rt(2, 4096); /* (the CPUs it may use, before the pinning) */
-    pin_self(0);
+    struct corio_rt *rt = make_rt(2, 4096);
     struct trip_result rtr = {.ns = calloc((size_t)trips, sizeof(int64_t))};
     struct trip_result cvr = {.ns = calloc((size_t)trips, sizeof(int64_t))};
     double *ratio = calloc((size_t)rounds, sizeof *ratio);
@@ -404,6 +417,8 @@ int main(int argc, char **argv)
     }
     if (tasks < 1)
         tasks = 1;
+    if (pin && sched_getaffinity(0, sizeof all_cpus, &all_cpus) != 0)
+        pin = 0;
     if (rounds < 1)
         rounds = 1;
     if (trips < 1)
