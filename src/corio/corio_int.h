@@ -300,7 +300,7 @@ void corio__rt_start(struct corio_sched *s, struct afs_list_node *n);
  * reply often comes within microseconds; a blocking wait and its wake-up cost more). True
  * when something came. */
 bool corio__rt_spin(struct corio_sched *s);
-/* s's thread runs again (its loop started, or a wait returned): it notes its CPU. */
+/* s's thread runs (a phase ended, a wait returned, a poll goes on): it notes its CPU. */
 void corio__rt_awake(struct corio_sched *s);
 /* s is about to block: takes queued spawns of busier schedulers; true when it started some. */
 bool corio__rt_steal(struct corio_sched *s);

@@ -492,7 +492,10 @@ static void yield_cpu(void)
 
 void corio__rt_awake(struct corio_sched *s)
 {
-    atomic_store_explicit(&s->cpu, cur_cpu(), memory_order_relaxed);
+    int cpu = cur_cpu();
+    /* Polls of other schedulers read it: written only when it changed. */
+    if (atomic_load_explicit(&s->cpu, memory_order_relaxed) != cpu)
+        atomic_store_explicit(&s->cpu, cpu, memory_order_relaxed);
 }
 
 /* Another scheduler of s's runtime is awake (runnable) on this CPU, where s runs: it waits
@@ -536,9 +539,8 @@ bool corio__rt_spin(struct corio_sched *s)
         if ((i & 63) == 0) {
             if (i && corio_now() >= until)
                 break;
-            int cpu = cur_cpu();
-            atomic_store_explicit(&s->cpu, cpu, memory_order_relaxed);
-            if (cpu_shared(s, cpu))
+            corio__rt_awake(s);
+            if (cpu_shared(s, atomic_load_explicit(&s->cpu, memory_order_relaxed)))
                 yield_cpu();
         }
         afs__cpu_relax();

@@ -402,6 +402,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
                  : s->live == 0 && corio__rt_stopping(s) && !corio__inbox_pending(&s->inbox))
             break;
         s->stats.phases++;
+        if (s->rt)
+            corio__rt_awake(s); /* it may have moved: polls on its old CPU yield to it */
 
         /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
          * kernel with the wait below, in one submission. */
