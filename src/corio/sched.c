@@ -463,6 +463,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
                  : s->live == 0 && corio__rt_stopping(s) && !corio__inbox_pending(&s->inbox))
             break;
         s->stats.phases++;
+        if (s->rt)
+            corio__rt_awake(s); /* it may have moved: polls on its old CPU yield to it */
 
         /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
          * kernel with the wait below, in one submission. */
@@ -501,6 +503,7 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
          * of the runtime's stop: a blocking wait now would sleep on it. */
         bool sleeps = !came && timeout != 0;
         if (sleeps) {
+            s->rts.sleeps++;
             atomic_store_explicit(&s->awake, false, memory_order_seq_cst);
             if (atomic_load_explicit(&s->inbox.has, memory_order_seq_cst) ||
                 (!root && s->live == 0 && corio__rt_stopping(s)))
@@ -521,8 +524,11 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             s->wakes_staged = false;
             afs_ctx_stats(s->ctx, &before);
             int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
-            if (sleeps)
+            if (sleeps) {
                 atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
+                if (s->rt)
+                    corio__rt_awake(s);
+            }
             afs_ctx_stats(s->ctx, &after);
             s->stats.submits += after.kernel_submits - before.kernel_submits;
             if (n < 0 && n != -EINTR && n != -EAGAIN) {
