@@ -356,11 +356,16 @@ extern unsigned afs__uring_pbuf_entries, afs__uring_pbuf_size;
 extern int      afs__uring_pbuf_err;
 
 /* ------------------------------------------------------------------------------------------
- * The thread pool (src/core/threads.c): bounded, threads started lazily.
+ * The thread pool (src/core/threads.c): threads started lazily, up to `base` as ops wait,
+ * past it up to `max` only while workers are blocked in their ops.
  * ---------------------------------------------------------------------------------------- */
 
 struct afs__pool;
-int  afs__pool_new(struct afs_ctx *ctx, unsigned max_threads, struct afs__pool **out);
+int  afs__pool_new(struct afs_ctx *ctx, unsigned base, unsigned max, struct afs__pool **out);
+/* The pool's live workers (tests). */
+unsigned afs__pool_threads(struct afs__pool *p);
+/* How long a worker beyond the base size waits for an op before it ends (tests shorten it). */
+extern int64_t afs__pool_idle_ns;
 void afs__pool_free(struct afs__pool *p);                 /* no op may be in flight */
 void afs__pool_submit(struct afs__pool *p, struct afs_op *op);
 bool afs__pool_cancel(struct afs__pool *p, struct afs_op *op); /* true: removed unstarted */
