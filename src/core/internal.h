@@ -598,16 +598,17 @@ struct afs__ring_hint {
 };
 extern _Thread_local struct afs__ring_hint afs__ring_hint;
 int  afs__uring_fd(struct afs_ctx *ctx);                       /* an io_uring context's */
-bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to);  /* false: not staged */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to, bool now); /* false: not sent */
 
 /* The runtime's side of the above, on every platform: sets the hint where io_uring is built
  * (share: a context whose ring's workers to share, or NULL). */
 void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer);
 /* Wakes `to` as afs_ctx_wake() does; from (the caller's own context, or NULL) may carry the
- * wake-up as a message in its next submission instead of a write to to's waker (both on
- * io_uring with IORING_OP_MSG_RING): then true, and from must be submitted (afs_ctx_wait) for
- * it to arrive. */
-bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from);
+ * wake-up as a message instead of a write to to's waker (both on io_uring with
+ * IORING_OP_MSG_RING): then true, and the message goes at once with whatever from has staged
+ * when `now` (one submission, nothing reaped), else with from's next submission
+ * (afs_ctx_wait), which must then come. */
+bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now);
 
 /* Formats "call: ENAME (hint)" into why. */
 void afs__why(char *why, size_t len, const char *call, int err, const char *hint);
