@@ -2,7 +2,6 @@
  * switching. What a suspended task waits for is its wait record (corio_int.h); timers,
  * cancellation, the dispatcher and the remote inbox live in their own files. */
 #include "corio_int.h"
-#include <stdlib.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -508,15 +507,6 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             if (atomic_load_explicit(&s->inbox.has, memory_order_seq_cst) ||
                 (!root && s->live == 0 && corio__rt_stopping(s)))
                 timeout = 0;
-        }
-        if (!came && !busy && timeout != 0 && afs__ctx_pending(s->ctx) && getenv("IOPOLL")) {
-            static int64_t pns = -1;
-            if (pns < 0) pns = atoll(getenv("IOPOLL"));
-            int64_t until = corio_now() + pns;
-            do {
-                int n = afs_ctx_wait(s->ctx, 0, 0);
-                if (n > 0 || s->ready.list.first) { came = true; break; }
-            } while (corio_now() < until);
         }
         /* Only yields to go on with and nothing in the context: no need to ask the kernel
          * (unless wake-ups for other schedulers wait in the ring). */
