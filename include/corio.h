@@ -826,6 +826,9 @@ struct corio_rt_stats {
     uint64_t messages;    /* messages from other threads delivered here */
     uint64_t wakes_ring;  /* wake-ups this scheduler sent as io_uring ring messages */
     uint64_t wakes_waker; /* wake-ups this scheduler sent through a context's waker */
+    uint64_t polls;       /* times it polled its inbox before blocking (idle, see RUNTIME.md) */
+    uint64_t polls_hit;   /* polls that found a message */
+    uint64_t sleeps;      /* times it blocked with no time limit or a timer's */
 };
 /* Scheduler i's counters (and its struct corio_stats in *sched, may be NULL) of the last or
  * current run: after corio_rt_run() returned, or from i's own thread while it runs. Returns 0
