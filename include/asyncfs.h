@@ -932,20 +932,20 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    NULL) on a listener arms one multishot accept, which stays armed and delivers each connection
  *    to the next accept op, with no SQE per connection; up to 16 connections it accepts while no
  *    accept op waits are kept for the next ones (it stops there, and afs_close of the listener
- *    closes those). The first receive (afs_recv, afs_read, flags 0 or MSG_WAITALL) on a stream
- *    socket arms one multishot receive into a ring of buffers the context provides to the kernel
- *    (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context that
- *    receives); the bytes are copied from the ring into the op's buffer before its callback, and
- *    the ring buffer goes back at once, so no SQE is made per message and a socket that has nothing
- *    to read holds none of the ring's buffers. A socket holding 16 buffers that nobody reads stops
- *    its multishot until it is read. When the ring runs out (the kernel ends the multishots with
- *    ENOBUFS) receives go on as plain ones until buffers came back; an address wanted from an
- *    accept, MSG_PEEK, MSG_OOB and datagram sockets are always plain ops. A kernel without the
- *    buffer ring (before Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19)
- *    gets the plain ops; afs_ctx_sock_info() says which and why. Nothing of this changes what the
- *    calls return. afs_close of a socket whose multishot is armed cancels it and waits for the
- *    kernel to end it (one more system call), so the socket is closed in the kernel when afs_close
- *    returns.
+ *    closes those). The first receive (afs_recv, afs_read; flags 0, MSG_WAITALL or MSG_PEEK) on a
+ *    stream socket arms one multishot receive into a ring of buffers the context provides to the
+ *    kernel (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context
+ *    that receives); the bytes are copied from the ring into the op's buffer before its callback,
+ *    and the ring buffer goes back at once, so no SQE is made per message and a socket that has
+ *    nothing to read holds none of the ring's buffers. A socket holding 16 buffers that nobody
+ *    reads stops its multishot until it is read. When the ring runs out (the kernel ends the
+ *    multishots with ENOBUFS) receives go on as plain ones until buffers came back; an address
+ *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
+ *    from what the multishot received, without taking it). A kernel without the buffer ring (before
+ *    Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19) gets the plain ops;
+ *    afs_ctx_sock_info() says which and why. Nothing of this changes what the calls return.
+ *    afs_close of a socket whose multishot is armed cancels it and waits for the kernel to end it
+ *    (one more system call), so the socket is closed in the kernel when afs_close returns.
  *  - Every other backend, and io_uring on kernels without those opcodes (before Linux
  *    5.11): the readiness engine. The transfer is tried at once, on the context's thread, on
  *    a non-blocking socket (the library sets O_NONBLOCK; it is a property of the open file

@@ -1483,3 +1483,27 @@ T_SOCK_ALL(multishot_recv_armed_once_per_connection)
         cr_assert_eq(afs_close(p[i][1]), 0);
     }
 }
+
+/* MSG_PEEK on a socket whose multishot receive already took the bytes from the kernel: the
+ * peek sees them (without taking them), before and after more arrive; nothing waits. */
+T_SOCK_ALL(peek_after_a_multishot_receive)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char m[400], got[400];
+    t_fill(m, sizeof m, 0);
+    cr_assert_eq(afs_send(p[1], m, 100, 0), 100);
+    cr_assert_eq(afs_recv(p[0], got, 10, 0), 10); /* arms it; 90 bytes stay with it */
+    cr_assert(t_check(got, 10, 0));
+    cr_assert_eq(afs_recv(p[0], got, 50, MSG_PEEK), 50);
+    cr_assert(t_check(got, 50, 10));
+    cr_assert_eq(afs_send(p[1], m + 100, 300, 0), 300);
+    ssize_t r = afs_recv(p[0], got, sizeof got, MSG_PEEK);
+    cr_assert(r >= 90 && r <= 390, "peek: %zd", r);
+    cr_assert(t_check(got, (size_t)r, 10));
+    cr_assert_eq(afs_recv(p[0], got, 390, MSG_WAITALL), 390);
+    cr_assert(t_check(got, 390, 10));
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
