@@ -24,6 +24,7 @@ typedef HANDLE             afs__thread;
 #define AFS__FD_NONE INVALID_HANDLE_VALUE
 #else
 #include <pthread.h>
+#include <signal.h>
 typedef int             afs__fd_t;
 typedef pthread_mutex_t afs__mutex;
 typedef pthread_cond_t  afs__cond;
@@ -57,6 +58,15 @@ int64_t afs__thread_cpu_ns(void); /* CLOCK_THREAD_CPUTIME_ID */
 /* Blocks SIGPIPE on the calling thread for good: for the library's own threads, whose pipe
  * writes then need no signal-mask calls (src/unix/sys.c). */
 void afs__sys_block_sigpipe(void);
+/* Around a write that may raise SIGPIPE (a pipe's, a sendfile): hold blocks it on this
+ * thread, release (with the write's errno, 0 on success) takes back the one the write
+ * raised and restores the mask. */
+struct afs__sigpipe {
+    sigset_t set, old;
+    bool     was_blocked, pending;
+};
+void afs__sys_sigpipe_hold(struct afs__sigpipe *h);
+void afs__sys_sigpipe_release(struct afs__sigpipe *h, int err);
 #endif
 
 /* A hint inside a spin-wait loop (PAUSE / YIELD). */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #ifndef RWF_DSYNC
 #define RWF_DSYNC 0x00000002 /* Linux 4.7; older C library headers lack it */
 #endif
@@ -41,6 +42,9 @@ struct uring {
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
                                     how pipes and sockets are read */
     bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
+    bool            has_splice;  /* IORING_OP_SPLICE (5.7): afs_queue_sendfile */
+    struct upipe   *pipes;       /* sendfile's pipes not in use, for the next op */
+    unsigned        npipes, pipes_cap;
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     size_t          direct_bytes;  /* and their bytes */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
@@ -54,6 +58,35 @@ static struct uring *U(struct afs_ctx *ctx)
 {
     return ctx->be_state;
 }
+
+/* afs_queue_sendfile: each piece is two linked splices, the source file -> a pipe -> the
+ * socket, staged together. A pipe serves one op at a time (the bytes of two ops would mix
+ * in it); the op holds it from its first piece to its completion, then gives it back to
+ * the context's free list, or closes it when bytes were left in it (an error, a cancel).
+ * A round's two completions may come in either order: the round is judged once both came.
+ * A file splice that moves less than its piece breaks the link (the socket splice
+ * completes with -ECANCELED): the next round sends what the pipe holds, then reads on. */
+struct upipe {
+    int      rfd, wfd;
+    uint32_t cap; /* bytes it holds at most (F_GETPIPE_SZ) */
+};
+
+struct usplice {
+    int      rfd, wfd;
+    uint32_t cap;
+    uint32_t inpipe;  /* bytes spliced into the pipe and not yet out of it */
+    uint32_t want;    /* this round's piece */
+    int32_t  r1, r2;  /* this round's results: file -> pipe, pipe -> socket */
+    uint8_t  held;    /* the op holds a pipe */
+    uint8_t  pending; /* completions of this round still to come */
+    uint8_t  fill;    /* this round has a file -> pipe splice */
+};
+/* The core zeroes four words of a sendfile op at setup. */
+_Static_assert(sizeof(struct usplice) <= 4 * sizeof(uint64_t), "usplice must fit in 4 words");
+
+/* user_data of a round's file -> pipe splice: the op's address with its low bit set (ops are
+ * 8-byte aligned, so it never looks like a TAG_*). */
+#define SPLICE_FILL_BIT 1u
 
 static unsigned pow2_at_least(unsigned v)
 {
@@ -178,6 +211,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
         u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        u->has_splice = io_uring_opcode_supported(probe, IORING_OP_SPLICE);
         u->has_sock = io_uring_opcode_supported(probe, IORING_OP_CONNECT) &&
                       io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
                       io_uring_opcode_supported(probe, IORING_OP_RECV) &&
@@ -195,11 +229,18 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
 static void uring_fini(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
+    for (unsigned i = 0; i < u->npipes; i++) {
+        close(u->pipes[i].rfd);
+        close(u->pipes[i].wfd);
+    }
+    free(u->pipes);
     io_uring_queue_exit(&u->ring);
     afs__ureg_fini(&u->reg);
     free(u);
     ctx->be_state = NULL;
 }
+
+static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill);
 
 /* Reports every CQE there is. */
 static void reap(struct afs_ctx *ctx)
@@ -223,7 +264,11 @@ static void reap(struct afs_ctx *ctx)
                 if (res == -EINVAL)
                     shutdown((int)(ud >> 8), SHUT_RDWR);
             } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
-                afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
+                struct afs_op *op = (struct afs_op *)(uintptr_t)(ud & ~(uint64_t)7);
+                if (afs__op(op)->code == AFS__SENDFILE)
+                    splice_cqe(ctx, op, res, ud & SPLICE_FILL_BIT);
+                else
+                    afs__op_transferred(ctx, op, res);
             }
         }
         io_uring_cq_advance(&u->ring, n);
@@ -369,6 +414,8 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (o->code == AFS__SENDFILE)
+        return U(ctx)->has_splice; /* else a pool thread's blocking sendfile(2) */
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
         return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)
@@ -445,10 +492,157 @@ static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
     }
 }
 
+/* ------------------------------------------------------------------------------------------
+ * sendfile: splices through a pipe (see struct usplice)
+ * ---------------------------------------------------------------------------------------- */
+
+#define PIPE_WANT (1u << 20) /* F_SETPIPE_SZ: a 1 MiB file in one round */
+#define PIPES_KEPT 256u
+
+static struct usplice *SP(struct afs_op *op)
+{
+    return (struct usplice *)(void *)afs__op(op)->be;
+}
+
+/* Gives op a pipe: a kept one, or a new one as large as the system lets it be. */
+static int pipe_get(struct uring *u, struct usplice *sp)
+{
+    if (u->npipes) {
+        struct upipe p = u->pipes[--u->npipes];
+        sp->rfd = p.rfd;
+        sp->wfd = p.wfd;
+        sp->cap = p.cap;
+    } else {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0)
+            return -errno;
+        /* An unprivileged process may be refused a large pipe (fs.pipe-max-size, or its
+         * pipe-user-pages-soft share used up): a smaller one, or the default 64 KiB. */
+        for (unsigned want = PIPE_WANT; want >= 128u * 1024; want /= 4)
+            if (fcntl(fds[1], F_SETPIPE_SZ, (int)want) >= 0)
+                break;
+        int cap = fcntl(fds[1], F_GETPIPE_SZ);
+        sp->rfd = fds[0];
+        sp->wfd = fds[1];
+        sp->cap = cap > 0 ? (uint32_t)cap : 65536u;
+    }
+    sp->held = 1;
+    sp->inpipe = 0;
+    return 0;
+}
+
+/* Takes op's pipe back: kept when empty, closed when bytes were left in it. */
+static void pipe_put(struct uring *u, struct usplice *sp)
+{
+    if (!sp->held)
+        return;
+    sp->held = 0;
+    if (sp->inpipe == 0 && u->npipes < PIPES_KEPT) {
+        if (u->npipes == u->pipes_cap) {
+            unsigned cap = u->pipes_cap ? u->pipes_cap * 2 : 8;
+            struct upipe *p = realloc(u->pipes, cap * sizeof *p);
+            if (p) {
+                u->pipes = p;
+                u->pipes_cap = cap;
+            }
+        }
+        if (u->npipes < u->pipes_cap) {
+            u->pipes[u->npipes++] = (struct upipe){sp->rfd, sp->wfd, sp->cap};
+            return;
+        }
+    }
+    close(sp->rfd);
+    close(sp->wfd);
+    sp->inpipe = 0;
+}
+
+/* Stages op's next round: the file -> pipe splice linked to the pipe -> socket one, or only
+ * the latter when the pipe still holds bytes of the last round. */
+static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct uring *u = U(ctx);
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    if (!sp->held) {
+        int err = pipe_get(u, sp);
+        if (err < 0)
+            return err;
+    }
+    /* Both SQEs in one submission (a link never spans two), the waker's read beside. */
+    if (io_uring_sq_space_left(&u->ring) < 3) {
+        ctx->stats.kernel_submits++;
+        if (flush(ctx) < 0)
+            return -EIO;
+    }
+    size_t rest = o->total - o->done;
+    if (sp->inpipe == 0) {
+        sp->want = (uint32_t)AFS_MIN(rest, (size_t)sp->cap);
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+        io_uring_prep_splice(sqe, (int)o->sock.src->fd, (int64_t)(o->off + o->done), sp->wfd,
+                             -1, sp->want, 0);
+        sqe->flags |= IOSQE_IO_LINK;
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
+        sp->fill = 1;
+        sp->pending = 2;
+    } else {
+        sp->want = sp->inpipe;
+        sp->fill = 0;
+        sp->pending = 1;
+    }
+    sp->r1 = sp->r2 = 0;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    io_uring_prep_splice(sqe, sp->rfd, -1, (int)o->file->fd, -1, sp->want,
+                         rest > sp->want ? SPLICE_F_MORE : 0);
+    /* A splice to a socket whose peer has gone raises SIGPIPE in the task that makes it
+     * (splice has no MSG_NOSIGNAL): always the kernel's workers, whose signals are
+     * blocked, never this thread. */
+    sqe->flags |= IOSQE_ASYNC;
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+/* One completion of a sendfile round; once both came, the round's outcome goes to the core
+ * as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to go
+ * on (the pipe holds what a short file splice gave), or an error. */
+static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill)
+{
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    if (fill)
+        sp->r1 = res;
+    else
+        sp->r2 = res;
+    if (--sp->pending)
+        return;
+    if (sp->fill && sp->r1 > 0)
+        sp->inpipe += (uint32_t)sp->r1;
+    bool cancel = o->flags & AFS__OP_CANCEL;
+    ssize_t report;
+    if (sp->r2 > 0) {
+        sp->inpipe -= (uint32_t)AFS_MIN((uint32_t)sp->r2, sp->inpipe);
+        report = sp->r2;
+    } else if (sp->r2 == -ECANCELED && sp->fill && !cancel) {
+        /* The link broke on the file's side: a short piece (resumed), the source's end, or
+         * the file's error. */
+        report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
+    } else if (sp->r2 == 0) {
+        report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
+    } else {
+        report = sp->r2; /* the socket's error, or a cancel */
+    }
+    bool more = !cancel && (report == -EAGAIN || report == -EINTR ||
+                            (report > 0 && o->done + (size_t)report < o->total));
+    if (!more)
+        pipe_put(U(ctx), sp);
+    afs__op_transferred(ctx, op, report);
+}
+
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
+    if (o->code == AFS__SENDFILE)
+        return prep_splice(ctx, op);
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return -EIO;
@@ -531,7 +725,11 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
 {
     struct uring *u = U(ctx);
-    (void)head;
+    /* A sendfile is two SQEs of its own, linked: it does not join a chain's link. */
+    struct afs_op *m = head;
+    for (unsigned i = 0; i < n && m; i++, m = afs__op(m)->chain_next)
+        if (afs__op(m)->code == AFS__SENDFILE)
+            return false;
     if (n > *u->ring.sq.kring_entries - 1) /* one entry for the waker's read */
         return false;
     if (io_uring_sq_space_left(&u->ring) < n + 1) {
@@ -626,6 +824,11 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
         return;
     io_uring_prep_cancel(sqe, op, 0);
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    if (afs__op(op)->code == AFS__SENDFILE && SP(op)->pending == 2 && (sqe = get_sqe(ctx))) {
+        /* The round's file splice too (its link then cancels the socket one). */
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT, 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    }
 }
 
 /* Registration: uring_reg.c does the work; these only find the ring. */

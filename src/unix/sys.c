@@ -52,35 +52,43 @@ static void take_sigpipe(const sigset_t *pipe_set)
 }
 
 /* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
- * MSG_NOSIGNAL elsewhere): a reader that has gone must be -EPIPE, not the death of the
- * process by SIGPIPE. On a pool thread the signal is blocked already: only an EPIPE costs a
- * call, to take its signal back. On the caller's thread it is blocked around the write and
- * the one the write raised is taken back, never one that was pending before (standard
- * signals do not queue: it would be the same one). One can be pending only where the
- * caller's mask blocked SIGPIPE already (else it would have been delivered), so only then is
- * it looked for, and only else is the mask put back: two calls around the write. */
+ * MSG_NOSIGNAL elsewhere) or a sendfile (no MSG_NOSIGNAL there): a reader that has gone must
+ * be -EPIPE, not the death of the process by SIGPIPE. On a pool thread the signal is blocked
+ * already: only an EPIPE costs a call, to take its signal back. On the caller's thread it is
+ * blocked around the write and the one the write raised is taken back, never one that was
+ * pending before (standard signals do not queue: it would be the same one). One can be
+ * pending only where the caller's mask blocked SIGPIPE already (else it would have been
+ * delivered), so only then is it looked for, and only else is the mask put back: two calls
+ * around the write. */
+void afs__sys_sigpipe_hold(struct afs__sigpipe *h)
+{
+    sigemptyset(&h->set);
+    sigaddset(&h->set, SIGPIPE);
+    h->was_blocked = h->pending = true;
+    if (sigpipe_blocked)
+        return;
+    sigset_t pend;
+    pthread_sigmask(SIG_BLOCK, &h->set, &h->old);
+    h->was_blocked = sigismember(&h->old, SIGPIPE);
+    h->pending = h->was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+}
+
+void afs__sys_sigpipe_release(struct afs__sigpipe *h, int err)
+{
+    if (err == EPIPE && (sigpipe_blocked || !h->pending))
+        take_sigpipe(&h->set);
+    if (!h->was_blocked)
+        pthread_sigmask(SIG_SETMASK, &h->old, NULL);
+}
+
 static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
                          int iovcnt)
 {
-    sigset_t pipe_set, old, pend;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    if (sigpipe_blocked) {
-        ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
-        int err = r < 0 ? errno : 0;
-        if (err == EPIPE)
-            take_sigpipe(&pipe_set);
-        return r < 0 ? -err : r;
-    }
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool was_blocked = sigismember(&old, SIGPIPE);
-    bool pending = was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    struct afs__sigpipe h;
+    afs__sys_sigpipe_hold(&h);
     ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
     int err = r < 0 ? errno : 0;
-    if (err == EPIPE && !pending)
-        take_sigpipe(&pipe_set);
-    if (!was_blocked)
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    afs__sys_sigpipe_release(&h, err);
     return r < 0 ? -err : r;
 }
 
