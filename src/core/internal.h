@@ -338,6 +338,10 @@ struct afs__backend {
     /* Optional, with sock: ask the kernel to cancel every op of f in flight (a socket being
      * closed); their completions still come. */
     void (*cancel_file)(struct afs_ctx *ctx, struct afs_file *f);
+    /* Optional: a sendfile op of ctx is finished for good, however it ended (even queued,
+     * never staged: its backend words are then as the core zeroed them). io_uring takes its
+     * pipe back. */
+    void (*sendfile_end)(struct afs_ctx *ctx, struct afs_op *op);
 };
 
 extern const struct afs__backend afs__backend_uring;

@@ -635,6 +635,8 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
     afs__op_count_eof(ctx, op);
+    if (o->code == AFS__SENDFILE && ctx->be->sendfile_end)
+        ctx->be->sendfile_end(ctx, op);
     if (o->state == AFS__INFLIGHT)
         ctx->inflight--;
     o->state = AFS__DONE;

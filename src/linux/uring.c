@@ -45,6 +45,7 @@ struct uring {
     bool            has_splice;  /* IORING_OP_SPLICE (5.7): afs_queue_sendfile */
     struct upipe   *pipes;       /* sendfile's pipes not in use, for the next op */
     unsigned        npipes, pipes_cap;
+    struct afs_list splicing;    /* sendfile ops holding a pipe (their SPLICE_NODE) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     size_t          direct_bytes;  /* and their bytes */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
@@ -61,8 +62,9 @@ static struct uring *U(struct afs_ctx *ctx)
 
 /* afs_queue_sendfile: each piece is two linked splices, the source file -> a pipe -> the
  * socket, staged together. A pipe serves one op at a time (the bytes of two ops would mix
- * in it); the op holds it from its first piece to its completion, then gives it back to
- * the context's free list, or closes it when bytes were left in it (an error, a cancel).
+ * in it); the op holds it from its first piece to its completion (sendfile_end, however
+ * the op ended), then gives it back to the context's free list, or closes it when bytes were
+ * left in it (an error, a cancel).
  * A round's two completions may come in either order: the round is judged once both came.
  * A file splice that moves less than its piece breaks the link (the socket splice
  * completes with -ECANCELED): the next round sends what the pipe holds, then reads on. */
@@ -81,8 +83,14 @@ struct usplice {
     uint8_t  pending; /* completions of this round still to come */
     uint8_t  fill;    /* this round has a file -> pipe splice */
 };
-/* The core zeroes four words of a sendfile op at setup. */
+/* The core zeroes four words of a sendfile op at setup. While the op holds a pipe it is on
+ * the ring's `splicing` list by a node in the next two words, so that a socket being closed
+ * can cancel its sendfiles (a splice blocked on a peer that reads nothing ends only so). */
 _Static_assert(sizeof(struct usplice) <= 4 * sizeof(uint64_t), "usplice must fit in 4 words");
+#define SPLICE_NODE(op) ((struct afs_list_node *)(void *)(afs__op(op)->be + 4))
+_Static_assert(4 * sizeof(uint64_t) + sizeof(struct afs_list_node) <=
+                   sizeof(((struct afs__op *)0)->be),
+               "the splicing node must fit in the backend words");
 
 /* user_data of a round's file -> pipe splice: the op's address with its low bit set (ops are
  * 8-byte aligned, so it never looks like a TAG_*). */
@@ -241,6 +249,7 @@ static void uring_fini(struct afs_ctx *ctx)
 }
 
 static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill);
+static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op);
 
 /* Reports every CQE there is. */
 static void reap(struct afs_ctx *ctx)
@@ -505,8 +514,9 @@ static struct usplice *SP(struct afs_op *op)
 }
 
 /* Gives op a pipe: a kept one, or a new one as large as the system lets it be. */
-static int pipe_get(struct uring *u, struct usplice *sp)
+static int pipe_get(struct uring *u, struct afs_op *op)
 {
+    struct usplice *sp = SP(op);
     if (u->npipes) {
         struct upipe p = u->pipes[--u->npipes];
         sp->rfd = p.rfd;
@@ -528,15 +538,18 @@ static int pipe_get(struct uring *u, struct usplice *sp)
     }
     sp->held = 1;
     sp->inpipe = 0;
+    afs_list_push_back(&u->splicing, SPLICE_NODE(op));
     return 0;
 }
 
 /* Takes op's pipe back: kept when empty, closed when bytes were left in it. */
-static void pipe_put(struct uring *u, struct usplice *sp)
+static void pipe_put(struct uring *u, struct afs_op *op)
 {
+    struct usplice *sp = SP(op);
     if (!sp->held)
         return;
     sp->held = 0;
+    afs_list_remove(&u->splicing, SPLICE_NODE(op));
     if (sp->inpipe == 0 && u->npipes < PIPES_KEPT) {
         if (u->npipes == u->pipes_cap) {
             unsigned cap = u->pipes_cap ? u->pipes_cap * 2 : 8;
@@ -564,7 +577,7 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     struct afs__op *o = afs__op(op);
     struct usplice *sp = SP(op);
     if (!sp->held) {
-        int err = pipe_get(u, sp);
+        int err = pipe_get(u, op);
         if (err < 0)
             return err;
     }
@@ -612,8 +625,13 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
         sp->r1 = res;
     else
         sp->r2 = res;
-    if (--sp->pending)
+    if (--sp->pending) {
+        /* A cancel that came while the socket splice waited for its link found nothing to
+         * cancel: the file splice is done now, so the other one is queued (or running). */
+        if (fill && (o->flags & AFS__OP_CANCEL) && io_uring_sq_space_left(&U(ctx)->ring))
+            uring_cancel(ctx, op); /* never a flush from inside reap() */
         return;
+    }
     if (sp->fill && sp->r1 > 0)
         sp->inpipe += (uint32_t)sp->r1;
     bool cancel = o->flags & AFS__OP_CANCEL;
@@ -630,11 +648,12 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
     } else {
         report = sp->r2; /* the socket's error, or a cancel */
     }
-    bool more = !cancel && (report == -EAGAIN || report == -EINTR ||
-                            (report > 0 && o->done + (size_t)report < o->total));
-    if (!more)
-        pipe_put(U(ctx), sp);
-    afs__op_transferred(ctx, op, report);
+    afs__op_transferred(ctx, op, report); /* the pipe goes back in uring_sendfile_end */
+}
+
+static void uring_sendfile_end(struct afs_ctx *ctx, struct afs_op *op)
+{
+    pipe_put(U(ctx), op);
 }
 
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
@@ -876,6 +895,16 @@ static bool uring_sock(struct afs_ctx *ctx)
 
 static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
+    /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach. */
+    for (struct afs_list_node *n = U(ctx)->splicing.first; n; n = n->next) {
+        struct afs_op *op = (struct afs_op *)(void *)((char *)n - offsetof(struct afs_op, private_) -
+                                                      offsetof(struct afs__op, be) -
+                                                      4 * sizeof(uint64_t));
+        if (afs__op(op)->file == f && !(afs__op(op)->flags & AFS__OP_CANCEL)) {
+            afs__op(op)->flags |= AFS__OP_CANCEL;
+            uring_cancel(ctx, op);
+        }
+    }
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return;
@@ -906,4 +935,5 @@ const struct afs__backend afs__backend_uring = {
     .offload = uring_offload,
     .sock = uring_sock,
     .cancel_file = uring_cancel_file,
+    .sendfile_end = uring_sendfile_end,
 };

@@ -305,6 +305,50 @@ T_SF(cancel_when_the_peer_does_not_read)
     cr_assert_eq(afs_close(f), 0);
 }
 
+static int count_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+/* Sendfiles cancelled at every stage, and sockets closed under them: no descriptor stays
+ * behind (a pipe left holding bytes is closed; at most one empty one is kept). */
+T_SF(no_descriptor_leak)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)4 << 20;
+    struct afs_file *f = open_src(ctx, size);
+    int before = count_fds();
+    for (int i = 0; i < 60; i++) {
+        struct afs_file *p[2];
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        struct afs_op op;
+        struct cb_log lg = {0};
+        cr_assert_eq(afs_queue_sendfile(&op, p[0], f, (uint64_t)i, size, log_cb, &lg), 0);
+        for (int k = 0; k < i % 4; k++)
+            cr_assert_geq(afs_ctx_wait(ctx, 0, (i % 3) * 1000000LL), 0);
+        if (i % 5 == 4) {
+            cr_assert_eq(afs_close(p[0]), 0); /* cancels it, and waits */
+            cr_assert_eq(lg.calls, 1);
+        } else {
+            cr_assert_eq(afs_cancel(&op), 0);
+            for (int k = 0; k < 300 && lg.calls == 0; k++)
+                cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
+            cr_assert_eq(afs_close(p[0]), 0);
+        }
+        cr_assert_eq(lg.calls, 1);
+        cr_assert(lg.result == -ECANCELED || lg.result == -EPIPE || lg.result == -ECONNRESET ||
+                      (lg.result >= 0 && lg.result < (ssize_t)size),
+                  "round %d: %zd", i, lg.result);
+        cr_assert_eq(afs_close(p[1]), 0);
+    }
+    int after = count_fds();
+    cr_assert_leq(after, before + 2, "%d descriptors before, %d after", before, after);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 struct stuck {
     struct afs_file *s, *f;
     size_t           size;
