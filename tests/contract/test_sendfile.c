@@ -26,6 +26,7 @@ Test(sendfile, not_supported, .init = t_setup, .fini = t_teardown, .timeout = 60
     cr_assert_eq(afs_close(f), 0);
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
+    (void)t_check; /* common.h's, used by the Linux tests */
 }
 #else
 #include <arpa/inet.h>
