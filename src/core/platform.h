@@ -24,7 +24,6 @@ typedef HANDLE             afs__thread;
 #define AFS__FD_NONE INVALID_HANDLE_VALUE
 #else
 #include <pthread.h>
-#include <signal.h>
 typedef int             afs__fd_t;
 typedef pthread_mutex_t afs__mutex;
 typedef pthread_cond_t  afs__cond;
@@ -58,15 +57,9 @@ int64_t afs__thread_cpu_ns(void); /* CLOCK_THREAD_CPUTIME_ID */
 /* Blocks SIGPIPE on the calling thread for good: for the library's own threads, whose pipe
  * writes then need no signal-mask calls (src/unix/sys.c). */
 void afs__sys_block_sigpipe(void);
-/* Around a write that may raise SIGPIPE (a pipe's, a sendfile): hold blocks it on this
- * thread, release (with the write's errno, 0 on success) takes back the one the write
- * raised and restores the mask. */
-struct afs__sigpipe {
-    sigset_t set, old;
-    bool     was_blocked, pending;
-};
-void afs__sys_sigpipe_hold(struct afs__sigpipe *h);
-void afs__sys_sigpipe_release(struct afs__sigpipe *h, int err);
+/* Linux: sendfile(2) of len bytes of in_fd from off to out_fd (one call, EINTR not retried);
+ * a SIGPIPE it raises is taken back as for a pipe's write. Bytes or -errno. */
+ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len);
 #endif
 
 /* A hint inside a spin-wait loop (PAUSE / YIELD). */

@@ -7,9 +7,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/sendfile.h>
-#endif
 
 #if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
     defined(__DragonFly__)
@@ -36,30 +33,6 @@ bool afs__sys_sendfile_supported(void)
     return true;
 #else
     return false; /* FreeBSD's and macOS's sendfile(2) differ: not wired up */
-#endif
-}
-
-/* One sendfile(2) of op's next piece (Linux): its bytes, 0 at the source's end, or -errno.
- * Without MSG_NOSIGNAL a peer that has gone raises SIGPIPE: held and taken back. */
-static ssize_t sock_sendfile(int fd, struct afs_op *op)
-{
-#ifdef __linux__
-    struct afs__op *o = afs__op(op);
-    struct afs__span s;
-    afs__op_span(op, &s);
-    off_t off = (off_t)s.off;
-    struct afs__sigpipe h;
-    afs__sys_sigpipe_hold(&h);
-    ssize_t r = sendfile(fd, (int)o->sock.src->fd, &off, AFS_MIN(s.len, (size_t)1 << 30));
-    int err = r < 0 ? errno : 0;
-    afs__sys_sigpipe_release(&h, err);
-    errno = err;
-    return r;
-#else
-    (void)fd;
-    (void)op;
-    errno = ENOTSUP;
-    return -1;
 #endif
 }
 
@@ -262,10 +235,16 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
         case AFS__SHUTDOWN:
             *in = false;
             return shutdown(fd, o->sock.how) < 0 ? -errno : 0;
-        case AFS__SENDFILE:
+        case AFS__SENDFILE: {
+            /* No MSG_NOSIGNAL here: afs__sys_sendfile takes a SIGPIPE back. */
+            struct afs__span s;
+            afs__op_span(op, &s);
             *in = false;
-            r = sock_sendfile(fd, op);
-            break;
+            r = afs__sys_sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
+            if (r == -EINTR)
+                continue;
+            return r == -EWOULDBLOCK ? -EAGAIN : r;
+        }
         default:
             return -EINVAL;
         }

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #ifdef __linux__
 #include <linux/fs.h> /* BLKSSZGET */
+#include <sys/sendfile.h>
 #endif
 #include <sys/stat.h>
 #include <unistd.h>
@@ -60,7 +61,12 @@ static void take_sigpipe(const sigset_t *pipe_set)
  * pending only where the caller's mask blocked SIGPIPE already (else it would have been
  * delivered), so only then is it looked for, and only else is the mask put back: two calls
  * around the write. */
-void afs__sys_sigpipe_hold(struct afs__sigpipe *h)
+struct sigpipe_hold {
+    sigset_t set, old;
+    bool     was_blocked, pending;
+};
+
+static void sigpipe_hold(struct sigpipe_hold *h)
 {
     sigemptyset(&h->set);
     sigaddset(&h->set, SIGPIPE);
@@ -73,7 +79,7 @@ void afs__sys_sigpipe_hold(struct afs__sigpipe *h)
     h->pending = h->was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
 }
 
-void afs__sys_sigpipe_release(struct afs__sigpipe *h, int err)
+static void sigpipe_release(struct sigpipe_hold *h, int err)
 {
     if (err == EPIPE && (sigpipe_blocked || !h->pending))
         take_sigpipe(&h->set);
@@ -84,12 +90,28 @@ void afs__sys_sigpipe_release(struct afs__sigpipe *h, int err)
 static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
                          int iovcnt)
 {
-    struct afs__sigpipe h;
-    afs__sys_sigpipe_hold(&h);
+    struct sigpipe_hold h;
+    sigpipe_hold(&h);
     ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
     int err = r < 0 ? errno : 0;
-    afs__sys_sigpipe_release(&h, err);
+    sigpipe_release(&h, err);
     return r < 0 ? -err : r;
+}
+
+ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
+{
+#ifdef __linux__
+    off_t o = (off_t)off;
+    struct sigpipe_hold h;
+    sigpipe_hold(&h);
+    ssize_t r = sendfile(out_fd, in_fd, &o, len);
+    int err = r < 0 ? errno : 0;
+    sigpipe_release(&h, err);
+    return r < 0 ? -err : r;
+#else
+    (void)out_fd, (void)in_fd, (void)off, (void)len;
+    return -ENOTSUP;
+#endif
 }
 
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)

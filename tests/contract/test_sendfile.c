@@ -8,12 +8,13 @@
 #include "../common.h"
 
 #include "internal.h" /* afs__uring_no_sock, afs__ready_poll_only */
+#include "sock_flavours.h"
 
 #include <corio.h>
 
 #ifndef __linux__
 /* No sendfile there: every call says so, and nothing is queued. */
-Test(sendfile, not_supported, .init = t_setup, .fini = t_teardown, .timeout = 60)
+Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60)
 {
     struct afs_ctx *ctx = t_new_ctx();
     struct afs_file *p[2], *f;
@@ -32,47 +33,10 @@ Test(sendfile, not_supported, .init = t_setup, .fini = t_teardown, .timeout = 60
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
 
-static void s_setup(void)
-{
-    t_setup();
-    signal(SIGPIPE, SIG_DFL); /* a SIGPIPE the library let through kills the test */
-}
-
-static void s_setup_poll(void)
-{
-    s_setup();
-    afs__ready_poll_only = true;
-    afs__uring_no_sock = true;
-}
-
-static void s_setup_engine(void)
-{
-    s_setup();
-    afs__uring_no_sock = true;
-    const char *b = getenv("ASYNCFS_BACKEND");
-    if (!b || strcmp(b, "io_uring") != 0)
-        cr_skip_test("backend under test is %s, not io_uring", b ? b : "auto");
-}
-
 /* A test run as is, with the engine's poll() flavour, and on io_uring through the engine. */
-#define T_SF(name)                                                                            \
-    static void name##_body(void);                                                            \
-    Test(sendfile, name, .init = s_setup, .fini = t_teardown, .timeout = 120)                 \
-    {                                                                                         \
-        name##_body();                                                                        \
-    }                                                                                         \
-    Test(sendfile_poll, name, .init = s_setup_poll, .fini = t_teardown, .timeout = 120)       \
-    {                                                                                         \
-        name##_body();                                                                        \
-    }                                                                                         \
-    Test(sendfile_engine, name, .init = s_setup_engine, .fini = t_teardown, .timeout = 120)   \
-    {                                                                                         \
-        name##_body();                                                                        \
-    }                                                                                         \
-    static void name##_body(void)
+#define T_SF(name) T_FLAVOURS(sendfile, name, 120)
 
 /* More than one 1 MiB pipe piece, and a last piece that is not a multiple of a page. */
 #define FSIZE ((size_t)(2 << 20) + 12345)
