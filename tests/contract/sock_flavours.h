@@ -1,6 +1,7 @@
 /* The socket tests' set-ups and flavours, shared by test_sockets.c and test_sendfile.c:
  * s_setup (SIGPIPE's default action, so that one the library lets through kills the test;
- * Winsock started on Windows), and T_FLAVOURS(suite, name, ...), a test run as is, with the
+ * Winsock started on Windows), an op callback's log (cb_log, log_cb, wait_cb), and
+ * T_FLAVOURS(suite, name, ...), a test run as is, with the
  * readiness engine's poll() flavour (suite_poll) and on io_uring through the engine
  * (suite_engine, as on a kernel without the socket opcodes). On Windows one flavour: every
  * backend runs socket ops as overlapped calls on a port. Include after ../common.h and
@@ -23,6 +24,27 @@ static void s_setup(void)
     /* The default action: a SIGPIPE the library let through would kill the test. */
     signal(SIGPIPE, SIG_DFL);
 #endif
+}
+
+/* An op's callback count and last result (op->data is a struct cb_log). */
+struct cb_log {
+    int     calls;
+    ssize_t result;
+};
+
+static inline void log_cb(struct afs_op *op)
+{
+    struct cb_log *lg = op->data;
+    lg->calls++;
+    lg->result = op->result;
+}
+
+/* Runs ctx until lg has its callback (a guard of 30 s against a hang, not a bound). */
+static inline void wait_cb(struct afs_ctx *ctx, struct cb_log *lg)
+{
+    for (int i = 0; i < 300 && lg->calls == 0; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
+    cr_assert_eq(lg->calls, 1);
 }
 
 #ifdef _WIN32

@@ -41,18 +41,6 @@ Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60
 /* More than one 1 MiB pipe piece, and a last piece that is not a multiple of a page. */
 #define FSIZE ((size_t)(2 << 20) + 12345)
 
-struct cb_log {
-    int     calls;
-    ssize_t result;
-};
-
-static void log_cb(struct afs_op *op)
-{
-    struct cb_log *lg = op->data;
-    lg->calls++;
-    lg->result = op->result;
-}
-
 static struct afs_file *open_src(struct afs_ctx *ctx, size_t size)
 {
     t_make_file(t_path("src"), size);
@@ -98,9 +86,7 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
         cr_assert(t_check(buf, (size_t)r, off + got), "bytes %zu.. are not the file's", got);
         got += (size_t)r;
     }
-    for (int i = 0; i < 300 && lg.calls == 0; i++)
-        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
-    cr_assert_eq(lg.calls, 1);
+    wait_cb(ctx, &lg);
     cr_assert_eq(lg.result, (ssize_t)expect, "sendfile [%llu, +%zu): %zd (%s)",
                  (unsigned long long)off, len, lg.result,
                  lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
@@ -228,9 +214,7 @@ T_SF(peer_gone)
     char buf[1000];
     cr_assert_gt(afs_recv(c, buf, sizeof buf, 0), 0);
     cr_assert_eq(afs_close(c), 0); /* unread data: the kernel resets the connection */
-    for (int i = 0; i < 300 && lg.calls == 0; i++)
-        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
-    cr_assert_eq(lg.calls, 1);
+    wait_cb(ctx, &lg);
     /* The buffers may have taken all of it before the reset came: then the next one fails. */
     r = lg.result == (ssize_t)FSIZE ? afs_sendfile(s, f, 0, FSIZE) : lg.result;
     if (r == (ssize_t)FSIZE)
@@ -259,9 +243,7 @@ T_SF(cancel_when_the_peer_does_not_read)
         cr_assert_geq(afs_ctx_wait(ctx, 1, 20LL * 1000 * 1000), 0);
     cr_assert_eq(lg.calls, 0, "16 MiB went to a peer that reads nothing");
     cr_assert_eq(afs_cancel(&op), 0);
-    for (int i = 0; i < 300 && lg.calls == 0; i++)
-        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
-    cr_assert_eq(lg.calls, 1);
+    wait_cb(ctx, &lg);
     cr_assert(lg.result == -ECANCELED || (lg.result > 0 && lg.result < (ssize_t)size),
               "cancelled sendfile: %zd (%s)", lg.result,
               lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
@@ -299,8 +281,7 @@ T_SF(no_descriptor_leak)
             cr_assert_eq(lg.calls, 1);
         } else {
             cr_assert_eq(afs_cancel(&op), 0);
-            for (int k = 0; k < 300 && lg.calls == 0; k++)
-                cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
+            wait_cb(ctx, &lg);
             cr_assert_eq(afs_close(p[0]), 0);
         }
         cr_assert_eq(lg.calls, 1);

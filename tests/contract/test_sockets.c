@@ -116,26 +116,6 @@ static void recv_all(struct afs_file *f, size_t n, uint64_t at)
     }
 }
 
-struct cb_log {
-    int     calls;
-    ssize_t result;
-};
-
-static void log_cb(struct afs_op *op)
-{
-    struct cb_log *lg = op->data;
-    lg->calls++;
-    lg->result = op->result;
-}
-
-/* Runs ctx until lg has its callback (a guard of 30 s against a hang, not a bound). */
-static void wait_cb(struct afs_ctx *ctx, struct cb_log *lg)
-{
-    for (int i = 0; i < 300 && lg->calls == 0; i++)
-        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
-    cr_assert_eq(lg->calls, 1);
-}
-
 /* ------------------------------------------------------------------------------------------
  * Round trips
  * ---------------------------------------------------------------------------------------- */
