@@ -5,9 +5,10 @@
 # byte for byte. Prints a table with the ratios and removes everything it made.
 #
 # Then the warm trees: /usr/include, /usr/share/doc and a generated flat directory of NFLAT
-# small files, copied by cp -r and afcp -r in turn (WARM_RUNS rounds, the source read once
-# before, a sync before each copy, the copies set aside so that each starts alike); the
-# table gives the median wall time and CPU time (user + system) of each, the ratio of the
+# small files, copied by cp -r and afcp -r in turn (WARM_RUNS rounds, cp first in odd rounds
+# and afcp first in even ones, the source read again right before each copy, a sync before
+# each copy, the copies set aside so that each starts alike); one line per round gives both
+# wall and CPU times, their ratio and the load average before each copy; the table gives the median wall time and CPU time (user + system) of each, the ratio of the
 # medians, the worst round's ratio (cp's wall / afcp's wall in the same round) and how many
 # rounds afcp was not slower than cp.
 #
@@ -126,18 +127,23 @@ fi
 # ---- warm trees: cp -r and afcp -r in turn on cached sources
 if [[ ${WARM:-1} == 1 ]]; then
     . "$(dirname "$0")/results.sh"
-    results_open compare_cp_warm "round,command,data,wall_s,cpu_s"
+    results_open compare_cp_warm "round,command,data,wall_s,cpu_s,load1"
     NFLAT=${NFLAT:-100000}
     echo "generating a flat directory of $NFLAT small files in $BASE/flat ..." >&2
     mkdir -p "$BASE/flat"
     (cd "$BASE/flat" && for ((i = 0; i < NFLAT; i++)); do echo "file $i"; done |
         split -l 1 -a 6 - f)
-    declare -A W_WALL W_CPU
+    declare -A W_WALL W_CPU W_LOAD
     TIMEFORMAT='%R %U %S'
     wrun() { # round name src cmd...: one timed copy of src to $BASE/w.out, verified
         local round=$1 name=$2 src=$3 t
         shift 3
+        # Read the source again right before the copy: on a shared machine something else may
+        # have dropped the caches since the last round, and the table is about warm copies.
+        tar cf - "$src" 2> /dev/null | cat > /dev/null
         sync
+        local load
+        load=$(cut -d' ' -f1 /proc/loadavg)
         t=$( { time "$@" "$src" "$BASE/w.out" > /dev/null; } 2>&1 | tail -1)
         diff -r --no-dereference "$src" "$BASE/w.out" > /dev/null || { echo "$name: MISMATCH" >&2; exit 1; }
         mv "$BASE/w.out" "$BASE/done.$((++KEPT))"
@@ -146,7 +152,8 @@ if [[ ${WARM:-1} == 1 ]]; then
         cpu=$(awk '{printf "%.3f", $2 + $3}' <<< "$t")
         W_WALL[$name]+="$wall "
         W_CPU[$name]+="$cpu "
-        results_row "$round,$name,$src,$wall,$cpu"
+        results_row "$round,$name,$src,$wall,$cpu,$load"
+        W_LOAD[$name]+="$load "
     }
     median() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
     printf '\nwarm trees: cp -r against afcp -r, %s rounds in turn, medians (%s, %s CPUs, %s)\n' \
@@ -156,12 +163,25 @@ if [[ ${WARM:-1} == 1 ]]; then
     for src in ${WARM_TREES:-/usr/include /usr/share/doc} "$BASE/flat"; do
         [[ -d $src ]] || continue
         cp -r "$src" "$BASE/w.out" && rm -rf "$BASE/w.out" # read the source once: warm
-        W_WALL=() W_CPU=()
+        W_WALL=() W_CPU=() W_LOAD=()
         for ((r = 1; r <= ${WARM_RUNS:-3}; r++)); do
-            wrun "$r" "cp -r" "$src" cp -r
-            # shellcheck disable=SC2086
-            wrun "$r" "afcp -r" "$src" "$AFCP" -q $AFCP_EXTRA -r
+            # cp first in odd rounds, afcp first in even ones: neither always follows the other
+            if ((r % 2)); then
+                wrun "$r" "cp -r" "$src" cp -r
+                # shellcheck disable=SC2086
+                wrun "$r" "afcp -r" "$src" "$AFCP" -q $AFCP_EXTRA -r
+            else
+                # shellcheck disable=SC2086
+                wrun "$r" "afcp -r" "$src" "$AFCP" -q $AFCP_EXTRA -r
+                wrun "$r" "cp -r" "$src" cp -r
+            fi
         done
+        # every round on its own line: walls, CPU times, cp/afcp and the load average
+        paste <(tr ' ' '\n' <<< "${W_WALL[cp -r]}" | grep .) <(tr ' ' '\n' <<< "${W_WALL[afcp -r]}" | grep .) \
+              <(tr ' ' '\n' <<< "${W_CPU[cp -r]}" | grep .) <(tr ' ' '\n' <<< "${W_CPU[afcp -r]}" | grep .) \
+              <(tr ' ' '\n' <<< "${W_LOAD[cp -r]}" | grep .) <(tr ' ' '\n' <<< "${W_LOAD[afcp -r]}" | grep .) |
+            awk -v t="${src/#$BASE\//}" '{printf "  %s round %d: cp %.2f s (CPU %.2f), afcp %.2f s (CPU %.2f), cp/afcp %.2fx, load %s/%s\n", t, NR, $1, $3, $2, $4, $1 / $2, $5, $6}'
+
         cw=$(median "${W_WALL[cp -r]}") aw=$(median "${W_WALL[afcp -r]}")
         cc=$(median "${W_CPU[cp -r]}") ac=$(median "${W_CPU[afcp -r]}")
         # every round: cp's wall over afcp's in that round (the two ran back to back)

@@ -1,6 +1,7 @@
 /* afcp: copy files and trees like cp, with many files and chunks in flight on corio.
- * This file: options, messages, the plan for the command-line operands, the root task.
- * walk.c walks directories, copy.c copies regular files, progress.c draws the bar. */
+ * This file: --help, the plan for the command-line operands, the schedulers. common.c holds
+ * the options, messages and root task (shared with the Windows front end), walk.c walks
+ * directories, copy.c copies regular files, progress.c draws the bar. */
 #define _GNU_SOURCE
 #include "afcp.h"
 
@@ -8,7 +9,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <locale.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,89 +26,6 @@ void afcp_enter(struct corio_task *t)
     afcp_me->ctx = corio_sched_ctx(s);
 }
 
-
-/* ------------------------------------------------------------------------------------------
- * Messages and small helpers
- * ---------------------------------------------------------------------------------------- */
-/* The message formats use %s and %d only; '%s' is a file name and is printed quoted
- * (afcp_q), the way cp prints names: a name can never act on the terminal. */
-static void vformat(FILE *f, const char *fmt, va_list ap)
-{
-    for (const char *p = fmt; *p; p++) {
-        if (!strncmp(p, "'%s'", 4)) {
-            fputs(afcp_q(va_arg(ap, const char *)), f);
-            p += 3;
-        } else if (p[0] == '%' && p[1] == 's') {
-            fputs(va_arg(ap, const char *), f);
-            p++;
-        } else if (p[0] == '%' && p[1] == 'd') {
-            fprintf(f, "%d", va_arg(ap, int));
-            p++;
-        } else if (p[0] == '%') {
-            fprintf(stderr, "afcp: bad message format \"%s\"\n", fmt);
-            abort();
-        } else {
-            fputc(*p, f);
-        }
-    }
-}
-
-void afcp_err(int err, const char *fmt, ...)
-{
-    afcp_lock_stream(stderr);
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("afcp: ", stderr);
-    vformat(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
-    afcp_unlock_stream(stderr);
-    afcp_fail();
-}
-
-void afcp_note(const char *fmt, ...)
-{
-    afcp_lock_stream(stderr);
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("afcp: ", stderr);
-    vformat(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    afcp_unlock_stream(stderr);
-}
-
-void afcp_verbose(const char *fmt, ...)
-{
-    afcp_lock_stream(stderr); /* the bar's line (stderr) first, then stdout's */
-    afcp_lock_stream(stdout);
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    vformat(stdout, fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    afcp_unlock_stream(stdout);
-    afcp_unlock_stream(stderr);
-}
-
-void *afcp_xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fputs("afcp: out of memory\n", stderr);
-        exit(1);
-    }
-    return p;
-}
-
-char *afcp_xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(afcp_xmalloc(n), s, n);
-}
 
 void afcp_stat_from(struct stat *out, const struct afs_stat *in)
 {
@@ -254,24 +171,13 @@ out:
     free(sbase);
 }
 
-static void afcp_root(struct corio_task *t, void *arg);
-
-struct work {
-    const struct plan *plan;
-    struct corio_wg   *wg;
-};
-
-/* The walker: one operand after another; file tasks and batches (on every scheduler) are
- * its children. */
-static void work_task(struct corio_task *t, void *arg)
+/* The walker's work: one operand after another, then the last batches. */
+static void walk_operands(struct corio_task *t, void *arg)
 {
-    struct work *w = arg;
-    for (int i = 0; i < w->plan->nsrc; i++)
-        copy_operand(t, w->plan->srcs[i], w->plan);
+    const struct plan *p = arg;
+    for (int i = 0; i < p->nsrc; i++)
+        copy_operand(t, p->srcs[i], p);
     afcp_walk_end(t);
-    afcp.walking = 0;
-    corio_wait(t);
-    corio_wg_done(w->wg);
 }
 
 /* The end of the run on each scheduler's own thread: what it allocated on its context. */
@@ -287,28 +193,11 @@ static int sched_end_task(struct corio_task *t, void *arg)
 static void root_task(struct corio_task *t, void *arg)
 {
     afcp_enter(t);
-    afcp_root(t, arg);
+    afcp_root(t, walk_operands, arg);
     for (unsigned i = 0; i < afcp.nsched; i++)
         if (corio_spawn_on(t, (int)i, sched_end_task, NULL, NULL) < 0 && i == 0)
             afcp_sched_free(afcp_me);
     corio_wait(t);
-}
-
-static void afcp_root(struct corio_task *t, void *arg)
-{
-    struct corio_task *bar = NULL;
-    if (afcp.progress)
-        corio_spawn(t, afcp_progress_task, NULL, &bar);
-    struct corio_wg wg = CORIO_WG_INIT;
-    corio_wg_add(&wg, 1);
-    struct work w = {arg, &wg};
-    if (corio_spawn(t, work_task, &w, NULL) < 0) {
-        afcp_err(ENOMEM, "cannot start");
-        return;
-    }
-    corio_wg_wait(t, &wg);
-    if (bar && !corio_task_done(bar))
-        corio_cancel(bar);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -391,182 +280,14 @@ static void usage(FILE *f)
           f);
 }
 
-static uint64_t parse_size(const char *s, const char *what)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
-    default: break;
-    }
-    if (errno || *end || v == 0) {
-        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
-        exit(1);
-    }
-    return v;
-}
-
-enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
-       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION, OPT_PRESERVE, OPT_NOPRESERVE, OPT_REFLINK,
-       OPT_THREADS };
-
-/* cp's --preserve list: "mode,ownership,timestamps,links,context,xattr,all". 0 and *bits,
- * or -1 (reported) for a word cp would not take. */
-static int parse_preserve(const char *list, const char *opt, int *bits, int *xattr)
-{
-    static const struct { const char *name; int bits; } words[] = {
-        {"mode", AFCP_P_MODE}, {"ownership", AFCP_P_OWNER}, {"timestamps", AFCP_P_TIMES},
-        {"links", AFCP_P_LINKS}, {"xattr", AFCP_P_XATTR}, {"context", 0},
-        {"all", AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR}};
-    char *copy = afcp_xstrdup(list), *save = NULL;
-    *bits = 0;
-    for (char *w = strtok_r(copy, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
-        size_t i = 0;
-        while (i < sizeof words / sizeof words[0] && strcmp(w, words[i].name))
-            i++;
-        if (i == sizeof words / sizeof words[0]) {
-            fprintf(stderr, "afcp: invalid argument %s for '%s'\n", afcp_q(w), opt);
-            fputs("Valid arguments are:\n  - 'mode'\n  - 'timestamps'\n  - 'ownership'\n"
-                  "  - 'links'\n  - 'context'\n  - 'xattr'\n  - 'all'\n"
-                  "Try 'afcp --help' for more information.\n", stderr);
-            free(copy);
-            return -1;
-        }
-        *bits |= words[i].bits;
-        if (xattr && !strcmp(w, "xattr"))
-            *xattr = 1;
-    }
-    free(copy);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     setlocale(LC_CTYPE, ""); /* which bytes of a name are printable characters (quote.c) */
-    struct afcp_opts *o = &afcp.o;
-    *o = (struct afcp_opts){.fsync = 0, .copy_range = 1, .reflink = AFCP_REFLINK_AUTO, .jobs = 64, .chunk_workers = 8,
-                            .chunk_size = 1u << 20, .cfr_min_size = 64u << 20};
-    static const struct option longs[] = {
-        {"recursive", no_argument, 0, 'r'},   {"preserve", optional_argument, 0, OPT_PRESERVE},
-        {"no-preserve", required_argument, 0, OPT_NOPRESERVE},
-        {"reflink", optional_argument, 0, OPT_REFLINK},
-        {"update", no_argument, 0, 'u'},      {"one-file-system", no_argument, 0, 'x'},
-        {"archive", no_argument, 0, 'a'},     {"no-clobber", no_argument, 0, 'n'},
-        {"dereference", no_argument, 0, 'L'}, {"no-dereference", no_argument, 0, 'P'},
-        {"force", no_argument, 0, 'f'},       {"verbose", no_argument, 0, 'v'},
-        {"quiet", no_argument, 0, 'q'},       {"jobs", required_argument, 0, 'j'},
-        {"direct", no_argument, 0, OPT_DIRECT}, {"inplace", no_argument, 0, OPT_INPLACE},
-        {"fsync", no_argument, 0, OPT_FSYNC},
-        {"no-fsync", no_argument, 0, OPT_NOFSYNC}, {"no-copy-range", no_argument, 0, OPT_NOCFR},
-        {"chunk-size", required_argument, 0, OPT_CHUNK},
-        {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
-        {"copy-range-min", required_argument, 0, OPT_CFRMIN},
-        {"sparse", required_argument, 0, OPT_SPARSE},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
-        {0, 0, 0, 0}};
-    int c;
-    int bits;
-    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPux", longs, NULL)) != -1) {
-        switch (c) {
-        case 'r': case 'R': o->recursive = 1; break;
-        case 'p': o->preserve |= AFCP_P_ATTRS; break;
-        case 'a':
-            o->recursive = 1;
-            o->deref = 'P';
-            o->preserve |= AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR;
-            break;
-        case 'd': o->deref = 'P'; o->preserve |= AFCP_P_LINKS; break;
-        case 'u': o->update = 1; break;
-        case 'x': o->one_fs = 1; break;
-        case OPT_PRESERVE:
-            if (!optarg)
-                bits = AFCP_P_ATTRS;
-            else if (parse_preserve(optarg, "--preserve", &bits, &o->xattr_required) < 0)
-                return 1;
-            o->preserve |= bits;
-            break;
-        case OPT_NOPRESERVE:
-            if (parse_preserve(optarg, "--no-preserve", &bits, NULL) < 0)
-                return 1;
-            o->preserve &= ~bits;
-            if (bits & AFCP_P_XATTR)
-                o->xattr_required = 0;
-            break;
-        case OPT_REFLINK:
-            if (!optarg || !strcmp(optarg, "always"))
-                o->reflink = AFCP_REFLINK_ALWAYS;
-            else if (!strcmp(optarg, "auto"))
-                o->reflink = AFCP_REFLINK_AUTO;
-            else if (!strcmp(optarg, "never"))
-                o->reflink = AFCP_REFLINK_NEVER;
-            else {
-                fprintf(stderr, "afcp: invalid argument %s for '--reflink'\n", afcp_q(optarg));
-                fputs("Valid arguments are:\n  - 'auto'\n  - 'always'\n  - 'never'\n"
-                      "Try 'afcp --help' for more information.\n", stderr);
-                return 1;
-            }
-            break;
-        case 'n': o->noclobber = 1; o->force = 0; break;
-        case 'f': o->force = 1; o->noclobber = 0; break;
-        case 'v': o->verbose = 1; break;
-        case 'L': case 'H': case 'P': o->deref = c; break;
-        case 'q': o->quiet = 1; break;
-        case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
-        case OPT_DIRECT: o->direct = 1; break;
-        case OPT_INPLACE: o->inplace = 1; break;
-        case OPT_FSYNC: o->fsync = 1; break;
-        case OPT_NOFSYNC: o->fsync = 0; break;
-        case OPT_NOCFR: o->copy_range = 0; break;
-        case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
-        case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
-        case OPT_THREADS: o->threads = (unsigned)parse_size(optarg, "thread count"); break;
-        case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
-        case OPT_SPARSE:
-            if (!strcmp(optarg, "auto"))
-                o->sparse = AFCP_SPARSE_AUTO;
-            else if (!strcmp(optarg, "always"))
-                o->sparse = AFCP_SPARSE_ALWAYS;
-            else if (!strcmp(optarg, "never"))
-                o->sparse = AFCP_SPARSE_NEVER;
-            else {
-                fprintf(stderr, "afcp: invalid argument '%s' for '--sparse'\n", optarg);
-                fputs("Try 'afcp --help' for more information.\n", stderr);
-                return 1;
-            }
-            break;
-        case OPT_HELP: usage(stdout); return 0;
-        case OPT_VERSION:
-            printf("afcp %s (asyncfs %d.%d.%d)\n", AFCP_VERSION, ASYNCFS_VERSION_MAJOR,
-                   ASYNCFS_VERSION_MINOR, ASYNCFS_VERSION_PATCH);
-            return 0;
-        default:
-            fputs("Try 'afcp --help' for more information.\n", stderr);
-            return 1;
-        }
-    }
-    if (o->reflink == AFCP_REFLINK_ALWAYS && o->sparse != AFCP_SPARSE_AUTO) {
-        fputs("afcp: --reflink can be used only with --sparse=auto\n", stderr);
-        fputs("Try 'afcp --help' for more information.\n", stderr);
-        return 1;
-    }
-    if (o->chunk_size % 4096) {
-        fputs("afcp: --chunk-size must be a multiple of 4096\n", stderr);
-        return 1;
-    }
+    int r = afcp_options(argc, argv, usage);
+    if (r >= 0)
+        return r;
+    const struct afcp_opts *o = &afcp.o;
     int nops = argc - optind;
-    if (nops < 2) {
-        if (nops == 0)
-            fputs("afcp: missing file operand\n", stderr);
-        else
-            fprintf(stderr, "afcp: missing destination file operand after %s\n",
-                    afcp_q(argv[optind]));
-        fputs("Try 'afcp --help' for more information.\n", stderr);
-        return 1;
-    }
     struct plan plan = {argv + optind, nops - 1, argv[argc - 1], 0};
     struct stat dst;
     plan.dst_is_dir = stat(plan.dst, &dst) == 0 && S_ISDIR(dst.st_mode);

@@ -15,6 +15,7 @@
 #include <corio.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -182,6 +183,31 @@ void afcp_q_release(void);
 void *afcp_xmalloc(size_t n);
 char *afcp_xstrdup(const char *s);
 
+/* common.c (both builds): the options into afcp.o: -1 to go on with the operands at
+ * argv[optind...], or the exit status (0 after --help and --version, 1 when reported).
+ * usage prints --help's text. */
+int  afcp_options(int argc, char **argv, void (*usage)(FILE *));
+/* The root task's work: the progress bar beside a walker task that runs walk(t, plan), and
+ * their end. */
+void afcp_root(struct corio_task *t, void (*walk)(struct corio_task *, void *), void *plan);
+/* Fills tmp (>= 16 bytes) with a fresh ".afcp.XXXXXX" name (case-insensitive on Windows). */
+void afcp_tmpname(char *tmp);
+/* Opens name relative to dirfd (AFS_AT_FDCWD: an absolute path) on the calling thread's
+ * context and wraps it as an asyncfs file (AFS_* flags, perm with AFS_CREAT); 0 or -errno. */
+int  afcp_open_file(int dirfd, const char *name, int flags, unsigned perm, struct afs_file **out);
+/* The chunks of one large file, taken in order by up to chunk_workers tasks (the caller and
+ * its children), each with a chunk_size buffer of the scheduler's pool: copy(c, buf, off,
+ * len) copies one and records a failure in *err (negative) and *err_side (0 read, 1 write);
+ * no new chunk starts once *err is set (no buffer: -ENOMEM on the read side). Returns when
+ * every chunk is done. */
+struct afcp_chunks {
+    uint64_t size, next, n;
+    void    *c;
+    void   (*copy)(void *c, void *buf, uint64_t off, size_t len);
+    int     *err, *err_side;
+};
+void afcp_chunks_run(struct corio_task *t, struct afcp_chunks *k);
+
 /* walk.c */
 void afcp_dir_get(struct afcp_dir *d);
 void afcp_dir_put(struct afcp_dir *d);
@@ -200,8 +226,6 @@ int  afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
 /* Metadata calls, plain while afcp.inline_io, batched otherwise (see walk.c): 0 or -errno. */
 int  afcp_stat(int dirfd, const char *name, int flags, struct stat *out); /* AFS_AT_* */
 int  afcp_unlink(int dirfd, const char *name);
-/* Fills tmp (>= 16 bytes) with a fresh ".afcp.XXXXXX" name. */
-void afcp_tmpname(char *tmp);
 /* Final rename of tmp to name in dfd honouring -n; 0, 1 when skipped (-n), or -errno. */
 int  afcp_install(int dfd, const char *tmp, const char *name);
 

@@ -138,7 +138,7 @@ static int group_wait(struct corio_task *t, struct afcp_dir *dd)
 struct fcopy {
     struct afcp_file_job *job;
     struct afs_file      *in, *out;
-    uint64_t              size, next_chunk, nchunks;
+    uint64_t              size;
     int                   err;      /* first error, negative */
     int                   err_side; /* 0 read, 1 write, 2 reported already */
     int                   direct_in, direct_out;
@@ -298,26 +298,9 @@ static void copy_unsized(struct corio_task *t, struct fcopy *c)
     c->size = off;
 }
 
-static void chunk_loop(struct corio_task *t, struct fcopy *c)
+static void chunk_copy(void *c, void *buf, uint64_t off, size_t len)
 {
-    afcp_sem_acquire(t, &afcp_me->bufs);
-    void *buf = afcp_buf_get();
-    if (!buf) {
-        fail(c, -ENOMEM, 0);
-    } else {
-        while (!c->err && c->next_chunk < c->nchunks) {
-            uint64_t off = c->next_chunk++ * afcp.o.chunk_size;
-            uint64_t left = c->size - off;
-            copy_chunk(c, buf, off, left < afcp.o.chunk_size ? (size_t)left : afcp.o.chunk_size);
-        }
-        afcp_buf_put(buf);
-    }
-    afcp_sem_release(&afcp_me->bufs);
-}
-
-static void chunk_worker(struct corio_task *t, void *arg)
-{
-    chunk_loop(t, arg);
+    copy_chunk(c, buf, off, len);
 }
 
 /* copy_file_range: the kernel copies page cache to page cache (or shares extents on XFS and
@@ -466,19 +449,6 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     return 0;
 }
 
-/* Opens dname (or, --inplace, the name itself) in d's destination directory. */
-static int open_in_dir(struct afcp_dir *d, const char *name, int flags, unsigned perm,
-                       struct afs_file **out)
-{
-    int fd = afs_openat(AFCP_CTX, d->dfd, name, flags, perm);
-    if (fd < 0)
-        return fd;
-    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, out);
-    if (err < 0)
-        afs_close_fd(AFCP_CTX, fd);
-    return err;
-}
-
 /* A directory this run made (0700 until its entries are done, so only its owner can look)
  * gets its files under their own names, with no temporary and no rename: a rename costs
  * about as much CPU as the create and write of a small file. Until a file is complete its
@@ -500,7 +470,7 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
     if (afcp.o.inplace) {
         /* cp semantics: an existing file is truncated and keeps its inode and mode. */
-        err = open_in_dir(j->dd, j->dname, base | (j->exists ? AFS_TRUNC
+        err = afcp_open_file(j->dd->dfd, j->dname, base | (j->exists ? AFS_TRUNC
                                                              : AFS_CREAT | AFS_EXCL),
                           perm, &c->out);
         if (err < 0 && j->exists && afcp.o.force) {
@@ -510,12 +480,12 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
                 afcp_err(r, "cannot remove '%s'", j->dpath);
                 return -1;
             }
-            err = open_in_dir(j->dd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
+            err = afcp_open_file(j->dd->dfd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
         }
         strcpy(tmp, "");
     } else if (own_name(j->dd)) {
         afcp_temp_set(t, tslot, j->dd->dfd, j->dname); /* removed on a signal until done */
-        err = open_in_dir(j->dd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
+        err = afcp_open_file(j->dd->dfd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
         afcp_test_hook_open();
         afcp_temp_created(tslot, err == 0);
         c->own_name = 1;
@@ -525,7 +495,7 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
             afcp_tmpname(tmp);
             /* Registered before the open is queued: see "Temporaries and signals". */
             afcp_temp_set(t, tslot, j->dd->dfd, tmp);
-            err = open_in_dir(j->dd, tmp, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
+            err = afcp_open_file(j->dd->dfd, tmp, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
             afcp_test_hook_open();
             afcp_temp_created(tslot, err == 0);
             if (err != -EEXIST || tries > 100)
@@ -894,14 +864,9 @@ static void file_task(struct corio_task *t, void *arg)
         done = r <= 0;
     }
     if (!done && c.size > 0) {
-        c.nchunks = (c.size + afcp.o.chunk_size - 1) / afcp.o.chunk_size;
-        unsigned helpers = c.nchunks < afcp.o.chunk_workers ? (unsigned)c.nchunks
-                                                            : afcp.o.chunk_workers;
-        for (unsigned i = 1; i < helpers; i++)
-            if (corio_spawn(t, chunk_worker, &c, NULL) < 0)
-                break;
-        chunk_loop(t, &c);
-        corio_wait(t); /* the helpers use c, on this frame */
+        struct afcp_chunks k = {.size = c.size, .c = &c, .copy = chunk_copy, .err = &c.err,
+                                .err_side = &c.err_side};
+        afcp_chunks_run(t, &k);
     }
     int ofd = (int)afs_file_fd(c.out);
     struct stat now;

@@ -137,28 +137,6 @@ static int rename_in(int dfd, const char *from, const char *to, unsigned flags)
     return afs_renameat(AFCP_CTX, dfd, from, dfd, to, flags);
 }
 
-void afcp_tmpname(char *tmp)
-{
-    static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    uint64_t state = afcp_me->name_state;
-    if (!state) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^
-                ((uint64_t)afcp_me->index * 0x9E3779B97F4A7C15ull); /* one sequence per thread */
-        state |= 1;
-    }
-    memcpy(tmp, ".afcp.", 6);
-    for (int i = 0; i < 6; i++) {
-        state ^= state << 13; /* xorshift64: names need to be unlikely, not secret */
-        state ^= state >> 7;
-        state ^= state << 17;
-        tmp[6 + i] = set[state % (sizeof set - 1)];
-    }
-    tmp[12] = 0;
-    afcp_me->name_state = state;
-}
-
 /* Moves tmp over name. rename() replaces a symlink at `name` itself and never follows it.
  * With -n, RENAME_NOREPLACE keeps an existing name (it may have appeared since we checked);
  * file systems without it get link()+unlink(), which fails with EEXIST just the same. */
@@ -379,38 +357,40 @@ static int ent_cmp(const void *a, const void *b)
     return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-/* The directory's entries, sorted by inode number. 0, or -1 when it could not be opened
- * (reported). A read error part-way is reported and the entries read so far are kept. */
+/* The directory's entries, sorted by inode number; 0. A read error is reported and the
+ * entries read so far are kept. */
 static int read_entries(struct afcp_dir *d, struct ent **out, size_t *count)
 {
-    int lfd = dup(d->sfd);
-    DIR *dir = lfd >= 0 ? fdopendir(lfd) : NULL;
-    if (!dir) {
-        afcp_err(errno, "cannot access '%s'", d->spath);
-        if (lfd >= 0)
-            close(lfd);
-        return -1;
-    }
+    /* getdents64 straight on the directory's own fd (opened here, read once, at offset 0):
+     * no dup, fdopendir and closedir (five system calls per directory, which count on a
+     * tree of small directories). Only the walker's task reads directories. */
+    static char *buf;
+    enum { DENTS_BUF = 32u << 10 };
+    if (!buf)
+        buf = afcp_xmalloc(DENTS_BUF);
     struct ent *ents = NULL;
     size_t n = 0, cap = 0;
-    struct dirent *e;
-    errno = 0;
-    while ((e = readdir(dir))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            ents = realloc(ents, cap * sizeof *ents);
-            if (!ents) {
-                perror("afcp");
-                exit(1);
+    ssize_t got;
+    while ((got = getdents64(d->sfd, buf, DENTS_BUF)) > 0) {
+        for (ssize_t pos = 0; pos < got;) {
+            struct dirent64 *e = (struct dirent64 *)(buf + pos);
+            pos += e->d_reclen;
+            if (e->d_name[0] == '.' &&
+                (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                ents = realloc(ents, cap * sizeof *ents);
+                if (!ents) {
+                    perror("afcp");
+                    exit(1);
+                }
             }
+            ents[n++] = (struct ent){e->d_ino, afcp_xstrdup(e->d_name), e->d_type};
         }
-        ents[n++] = (struct ent){e->d_ino, afcp_xstrdup(e->d_name), e->d_type};
     }
-    if (errno)
+    if (got < 0)
         afcp_err(errno, "cannot read directory '%s'", d->spath);
-    closedir(dir);
     if (n > 1)
         qsort(ents, n, sizeof *ents, ent_cmp);
     *out = ents;
@@ -537,11 +517,12 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
 
 /* ------------------------------------------------------------------------------------------
  * Batches: the walker (scheduler 0) sends the regular files and symlinks it finds, BATCH_MAX
- * entries at a time (from one directory or several), to the scheduler with the fewest
- * batches not yet started through (afcp_sched.queued; corio_spawn_on by index: a batch
- * started on the walker's scheduler runs at once, and CORIO_SCHED_ANY, which counts only
- * spawns still queued, would keep every batch there). A scheduler whose thread gets no CPU
- * keeps its count high and gets no more until it catches up.
+ * entries at a time (from one directory or several), to another scheduler with fewer than
+ * PIPE batches not yet started through (afcp_sched.queued; corio_spawn_on by index:
+ * CORIO_SCHED_ANY, which counts only spawns still queued, would keep every batch on the
+ * walker's scheduler, where a batch runs at once), or else to the walker's own scheduler.
+ * A scheduler whose thread gets no CPU keeps its count high and gets no more until it
+ * catches up.
  * So a flat directory of 100,000 files spreads over the schedulers as well as a tree of
  * small directories does. Each entry holds a reference to its directory. At most
  * 4 batches per scheduler (16 in all) are still being started: the walker waits until one
@@ -551,7 +532,7 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
  * included, would drain the pipeline of a cold copy). Directories, and entries whose type needs a stat to know
  * (d_type unknown, symlinks under -L, devices and FIFOs), stay with the walker.
  * ---------------------------------------------------------------------------------------- */
-enum { BATCH_MAX = 32, FLIGHT_MAX = 16, YIELD_EVERY = 8 };
+enum { BATCH_MAX = 32, FLIGHT_MAX = 16, YIELD_EVERY = 8, PIPE = 2 };
 
 struct batch {
     struct corio_future done;    /* the batch task and its file tasks are done */
@@ -645,17 +626,24 @@ static void send_batch(struct corio_task *t)
         reap(t);
     flight[nflight++] = b;
     corio_future_init_external(&b->started, corio_task_sched(t));
+    /* The other schedulers first: the walker's own scheduler only runs its batches while the
+     * walker waits, so by the time the walker looks again its batches are always through and
+     * its count is 0; the counts of the others are what tells whether they keep up. Each
+     * other scheduler is kept at up to PIPE batches (one copying, the next waiting, so it
+     * never idles while the walker's thread is busy copying); beyond that, and when every
+     * other one is as far behind (a thread that gets no CPU), the walker's scheduler takes
+     * the batch. */
     static unsigned rotor; /* ties go round */
-    unsigned best = rotor++ % afcp.nsched;
-    unsigned best_q = __atomic_load_n(&afcp.scheds[best].queued, __ATOMIC_RELAXED);
-    for (unsigned k = 1; k < afcp.nsched && best_q; k++) {
-        unsigned i = (best + k) % afcp.nsched;
+    unsigned self = (unsigned)afcp_me->index, best = self, best_q = PIPE;
+    for (unsigned k = 0; k < afcp.nsched; k++) {
+        unsigned i = (rotor + k) % afcp.nsched;
         unsigned q = __atomic_load_n(&afcp.scheds[i].queued, __ATOMIC_RELAXED);
-        if (q < best_q) {
+        if (i != self && q < best_q) {
             best = i;
             best_q = q;
         }
     }
+    rotor++;
     b->to = &afcp.scheds[best];
     __atomic_fetch_add(&b->to->queued, 1, __ATOMIC_RELAXED);
     if (corio_spawn_on(t, (int)best, batch_task, b, &b->done) < 0) {

@@ -1,6 +1,7 @@
-/* afcp on Windows: main (the command line as UTF-8), options, messages, the plan for the
- * operands and the root task. win_walk.c walks and copies, win_fs.c holds paths, the
- * metadata calls and Ctrl+C; progress.c and quote.c are shared with the POSIX afcp.
+/* afcp on Windows: main (the command line as UTF-8), --help and the plan for the operands.
+ * win_walk.c walks and copies, win_fs.c holds paths, the metadata calls and Ctrl+C;
+ * common.c (options, messages, the root task, the chunk loop), progress.c and quote.c are
+ * shared with the POSIX afcp.
  * docs/afcp-windows.md says what afcp does on Windows and what it refuses. */
 #include "win_afcp.h"
 
@@ -8,7 +9,6 @@
 #include <getopt.h>
 #include <io.h>
 #include <shellapi.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,79 +19,6 @@ struct afcp_app afcp;
 static struct afcp_sched    sched_state;
 static struct corio_sched  *sched;
 struct afcp_sched *afcp_me;
-
-/* ------------------------------------------------------------------------------------------
- * Messages (the formats of afcp.c: %s, %d, and '%s' for a quoted file name)
- * ---------------------------------------------------------------------------------------- */
-static void vformat(FILE *f, const char *fmt, va_list ap)
-{
-    for (const char *p = fmt; *p; p++) {
-        if (!strncmp(p, "'%s'", 4)) {
-            fputs(afcp_q(va_arg(ap, const char *)), f);
-            p += 3;
-        } else if (p[0] == '%' && p[1] == 's') {
-            fputs(va_arg(ap, const char *), f);
-            p++;
-        } else if (p[0] == '%' && p[1] == 'd') {
-            fprintf(f, "%d", va_arg(ap, int));
-            p++;
-        } else if (p[0] == '%') {
-            fprintf(stderr, "afcp: bad message format \"%s\"\n", fmt);
-            abort();
-        } else {
-            fputc(*p, f);
-        }
-    }
-}
-
-void afcp_err(int err, const char *fmt, ...)
-{
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("afcp: ", stderr);
-    vformat(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
-    afcp.status = 1;
-}
-
-void afcp_note(const char *fmt, ...)
-{
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("afcp: ", stderr);
-    vformat(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-void afcp_verbose(const char *fmt, ...)
-{
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    vformat(stdout, fmt, ap);
-    va_end(ap);
-    putchar('\n');
-}
-
-void *afcp_xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fputs("afcp: out of memory\n", stderr);
-        exit(1);
-    }
-    return p;
-}
-
-char *afcp_xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(afcp_xmalloc(n), s, n);
-}
 
 /* ------------------------------------------------------------------------------------------
  * The plan: cp's rules for SRC DST and SRC... DIR
@@ -123,7 +50,7 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
         wafcp_copy_operand(t, sfull, src, p->dst_full, p->dst);
     } else if (!*base_of(sfull)) {
         afcp_note("cannot copy '%s': name a directory under it, not the root", src);
-        afcp.status = 1;
+        afcp_fail();
     } else {
         char *dfull = wafcp_join(p->dst_full, base_of(sfull));
         char *dshow = wafcp_join(p->dst, base_of(sfull));
@@ -134,36 +61,17 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
     free(sfull);
 }
 
-struct work {
-    const struct plan *plan;
-    struct corio_wg   *wg;
-};
-
-static void work_task(struct corio_task *t, void *arg)
+/* The walker's work: one operand after another. */
+static void walk_operands(struct corio_task *t, void *arg)
 {
-    struct work *w = arg;
-    for (int i = 0; i < w->plan->nsrc; i++)
-        copy_operand(t, w->plan->srcs[i], w->plan);
-    afcp.walking = 0;
-    corio_wait(t);
-    corio_wg_done(w->wg);
+    const struct plan *p = arg;
+    for (int i = 0; i < p->nsrc; i++)
+        copy_operand(t, p->srcs[i], p);
 }
 
 static void root_task(struct corio_task *t, void *arg)
 {
-    struct corio_task *bar = NULL;
-    if (afcp.progress)
-        corio_spawn(t, afcp_progress_task, NULL, &bar);
-    struct corio_wg wg = CORIO_WG_INIT;
-    corio_wg_add(&wg, 1);
-    struct work w = {arg, &wg};
-    if (corio_spawn(t, work_task, &w, NULL) < 0) {
-        afcp_err(ENOMEM, "cannot start");
-        return;
-    }
-    corio_wg_wait(t, &wg);
-    if (bar && !corio_task_done(bar))
-        corio_cancel(bar);
+    afcp_root(t, walk_operands, arg);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -208,63 +116,6 @@ static void usage(FILE *f)
           f);
 }
 
-static uint64_t parse_size(const char *s, const char *what)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
-    default: break;
-    }
-    if (errno || *end || v == 0) {
-        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
-        exit(1);
-    }
-    return v;
-}
-
-static int refuse(const char *what)
-{
-    fprintf(stderr, "afcp: %s is not supported on Windows\n", what);
-    fputs("Try 'afcp --help' for more information.\n", stderr);
-    return 1;
-}
-
-/* --preserve LIST: the words Windows can keep. 0, or 1 (reported). */
-static int parse_preserve(const char *list, const char *opt, int *bits)
-{
-    char *copy = afcp_xstrdup(list);
-    *bits = 0;
-    int ret = 0;
-    for (char *w = strtok(copy, ","); w && !ret; w = strtok(NULL, ",")) {
-        if (!strcmp(w, "mode"))
-            *bits |= AFCP_P_MODE;
-        else if (!strcmp(w, "timestamps"))
-            *bits |= AFCP_P_TIMES;
-        else if (!strcmp(w, "all"))
-            *bits |= AFCP_P_MODE | AFCP_P_TIMES;
-        else if (!strcmp(w, "ownership") || !strcmp(w, "links") || !strcmp(w, "xattr") ||
-                 !strcmp(w, "context")) {
-            char what[64];
-            snprintf(what, sizeof what, "%s=%s", opt, w);
-            ret = refuse(what);
-        } else {
-            fprintf(stderr, "afcp: invalid argument %s for '%s'\n", afcp_q(w), opt);
-            fputs("Valid arguments are:\n  - 'mode'\n  - 'timestamps'\n  - 'all'\n"
-                  "Try 'afcp --help' for more information.\n", stderr);
-            ret = 1;
-        }
-    }
-    free(copy);
-    return ret;
-}
-
-enum { OPT_FSYNC = 256, OPT_NOFSYNC, OPT_CHUNK, OPT_CHUNKJOBS, OPT_HELP, OPT_VERSION,
-       OPT_PRESERVE, OPT_NOPRESERVE, OPT_REFUSED };
-
 static UINT console_cp;
 
 static void restore_console(void)
@@ -277,94 +128,11 @@ static void restore_console(void)
 /* The options and the copy, argv in UTF-8. */
 static int afcp_main(int argc, char **argv)
 {
-    struct afcp_opts *o = &afcp.o;
-    *o = (struct afcp_opts){.jobs = 64, .chunk_workers = 8, .chunk_size = 1u << 20};
-    static const struct option longs[] = {
-        {"recursive", no_argument, 0, 'r'},   {"preserve", optional_argument, 0, OPT_PRESERVE},
-        {"no-preserve", required_argument, 0, OPT_NOPRESERVE},
-        {"update", no_argument, 0, 'u'},      {"archive", no_argument, 0, 'a'},
-        {"no-clobber", no_argument, 0, 'n'},  {"force", no_argument, 0, 'f'},
-        {"verbose", no_argument, 0, 'v'},     {"quiet", no_argument, 0, 'q'},
-        {"jobs", required_argument, 0, 'j'},  {"fsync", no_argument, 0, OPT_FSYNC},
-        {"no-fsync", no_argument, 0, OPT_NOFSYNC},
-        {"chunk-size", required_argument, 0, OPT_CHUNK},
-        {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
-        {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
-        /* The POSIX afcp's options that cannot work here: refused by name. */
-        {"reflink", optional_argument, 0, OPT_REFUSED},
-        {"direct", no_argument, 0, OPT_REFUSED}, {"inplace", no_argument, 0, OPT_REFUSED},
-        {"sparse", required_argument, 0, OPT_REFUSED},
-        {"no-copy-range", no_argument, 0, OPT_REFUSED},
-        {"copy-range-min", required_argument, 0, OPT_REFUSED},
-        {"dereference", no_argument, 0, OPT_REFUSED},
-        {"no-dereference", no_argument, 0, OPT_REFUSED},
-        {"one-file-system", no_argument, 0, OPT_REFUSED},
-        {"threads", required_argument, 0, OPT_REFUSED}, /* one scheduler here */
-        {0, 0, 0, 0}};
-    int c, li, bits;
-    while ((c = getopt_long(argc, argv, "rRpanfvqj:uLHPdx", longs, &li)) != -1) {
-        switch (c) {
-        case 'r': case 'R': o->recursive = 1; break;
-        case 'p': o->preserve |= AFCP_P_MODE | AFCP_P_TIMES; break;
-        case 'a': o->recursive = 1; o->preserve |= AFCP_P_MODE | AFCP_P_TIMES; break;
-        case 'u': o->update = 1; break;
-        case OPT_PRESERVE:
-            if (!optarg)
-                bits = AFCP_P_MODE | AFCP_P_TIMES;
-            else if (parse_preserve(optarg, "--preserve", &bits))
-                return 1;
-            o->preserve |= bits;
-            break;
-        case OPT_NOPRESERVE:
-            if (parse_preserve(optarg, "--no-preserve", &bits))
-                return 1;
-            o->preserve &= ~bits;
-            break;
-        case 'n': o->noclobber = 1; o->force = 0; break;
-        case 'f': o->force = 1; o->noclobber = 0; break;
-        case 'v': o->verbose = 1; break;
-        case 'q': o->quiet = 1; break;
-        case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
-        case OPT_FSYNC: o->fsync = 1; break;
-        case OPT_NOFSYNC: o->fsync = 0; break;
-        case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
-        case OPT_CHUNKJOBS:
-            o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count");
-            break;
-        case OPT_HELP: usage(stdout); return 0;
-        case OPT_VERSION:
-            printf("afcp %s (asyncfs %d.%d.%d, Windows)\n", AFCP_VERSION,
-                   ASYNCFS_VERSION_MAJOR, ASYNCFS_VERSION_MINOR, ASYNCFS_VERSION_PATCH);
-            return 0;
-        case OPT_REFUSED: {
-            char what[64];
-            snprintf(what, sizeof what, "option '--%s'", longs[li].name);
-            return refuse(what);
-        }
-        case 'L': case 'H': case 'P': case 'd': case 'x': {
-            char what[32];
-            snprintf(what, sizeof what, "option '-%c'", c);
-            return refuse(what);
-        }
-        default:
-            fputs("Try 'afcp --help' for more information.\n", stderr);
-            return 1;
-        }
-    }
-    if (o->chunk_size % 4096) {
-        fputs("afcp: --chunk-size must be a multiple of 4096\n", stderr);
-        return 1;
-    }
+    int r = afcp_options(argc, argv, usage);
+    if (r >= 0)
+        return r;
+    const struct afcp_opts *o = &afcp.o;
     int nops = argc - optind;
-    if (nops < 2) {
-        if (nops == 0)
-            fputs("afcp: missing file operand\n", stderr);
-        else
-            fprintf(stderr, "afcp: missing destination file operand after %s\n",
-                    afcp_q(argv[optind]));
-        fputs("Try 'afcp --help' for more information.\n", stderr);
-        return 1;
-    }
     struct plan plan = {argv + optind, nops - 1, argv[argc - 1], NULL, 0};
     int err = 0;
     if (!(plan.dst_full = wafcp_full(plan.dst, &err))) {

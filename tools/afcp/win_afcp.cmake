@@ -4,6 +4,7 @@
 # not built (make test-windows), whose afcp_win test program runs it.
 set(AFCP_SRC ${PROJECT_SOURCE_DIR}/tools/afcp)
 add_executable(afcp ${AFCP_SRC}/win_afcp.c ${AFCP_SRC}/win_walk.c ${AFCP_SRC}/win_fs.c
+                    ${AFCP_SRC}/common.c
                     ${AFCP_SRC}/progress.c ${AFCP_SRC}/quote.c)
 target_link_libraries(afcp PRIVATE asyncfs_static shell32)
 target_include_directories(afcp PRIVATE ${PROJECT_SOURCE_DIR}/include)

@@ -50,9 +50,6 @@ int wafcp_stat(const char *path, int nofollow, struct afs_stat *st);
 int wafcp_mkdir(const char *path);
 int wafcp_rename(const char *from, const char *to, int noreplace);
 int wafcp_unlink(const char *path);
-/* Opens a file of the scheduler's context by path (afs_openat + afs_file_from_fd: AFS_*
- * flags, perm with AFS_CREAT); 0 or -errno. */
-int wafcp_open(const char *path, int flags, unsigned perm, struct afs_file **out);
 /* Sets attributes (0: unchanged) and times (NULL: unchanged) of path; 0 or -errno. */
 int wafcp_set_basic(const char *path, DWORD attrs, const FILETIME *times3);
 

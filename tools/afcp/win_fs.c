@@ -194,17 +194,6 @@ int wafcp_unlink(const char *path)
     return err;
 }
 
-int wafcp_open(const char *path, int flags, unsigned perm, struct afs_file **out)
-{
-    int fd = afs_openat(AFCP_CTX, AFS_AT_FDCWD, path, flags, perm);
-    if (fd < 0)
-        return fd;
-    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, out);
-    if (err < 0)
-        afs_close_fd(AFCP_CTX, fd);
-    return err;
-}
-
 /* ------------------------------------------------------------------------------------------
  * Temporaries and console events
  * ---------------------------------------------------------------------------------------- */

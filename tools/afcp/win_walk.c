@@ -72,7 +72,7 @@ void wafcp_dir_put(struct wafcp_dir *d)
 struct fcopy {
     struct wafcp_job *job;
     struct afs_file  *in, *out;
-    uint64_t          size, next_chunk, nchunks, copied;
+    uint64_t          size, copied;
     int               err, err_side; /* first error (negative); 0 read, 1 write */
 };
 
@@ -117,24 +117,9 @@ static void copy_chunk(struct fcopy *c, char *buf, uint64_t off, size_t len)
     c->copied += len;
 }
 
-static void chunk_loop(struct corio_task *t, struct fcopy *c)
+static void chunk_copy(void *c, void *buf, uint64_t off, size_t len)
 {
-    afcp_sem_acquire(t, &afcp_me->bufs);
-    char *buf = afcp_buf_get();
-    if (!buf)
-        fail(c, -ENOMEM, 0);
-    while (buf && !c->err && c->next_chunk < c->nchunks) {
-        uint64_t off = c->next_chunk++ * afcp.o.chunk_size, left = c->size - off;
-        copy_chunk(c, buf, off, left < afcp.o.chunk_size ? (size_t)left : afcp.o.chunk_size);
-    }
-    if (buf)
-        afcp_buf_put(buf);
-    afcp_sem_release(&afcp_me->bufs);
-}
-
-static void chunk_worker(struct corio_task *t, void *arg)
-{
-    chunk_loop(t, arg);
+    copy_chunk(c, buf, off, len);
 }
 
 /* A file that grew while it was copied: one read past the size must find the end. */
@@ -156,7 +141,7 @@ static void report(struct fcopy *c)
     else
         afcp_err(c->err, c->err_side ? "error writing '%s'" : "error reading '%s'",
                  c->err_side ? j->dshow : j->sshow);
-    afcp.status = 1;
+    afcp_fail();
 }
 
 /* The identity of a file: volume and file index, from a handle. */
@@ -195,12 +180,12 @@ static int check_dest(struct wafcp_job *j, HANDLE src, const FILE_BASIC_INFO *sb
     *exists = 1;
     if (S_ISDIR(st.mode)) {
         afcp_note("cannot overwrite directory '%s' with non-directory", j->dshow);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     if (same_file(src, j->dfull)) {
         afcp_note("'%s' and '%s' are the same file", j->sshow, j->dshow);
-        afcp.status = 1;
+        afcp_fail();
         return -1;
     }
     if (afcp.o.noclobber)
@@ -252,32 +237,13 @@ static int install(struct wafcp_job *j, const char *tmp, int exists, int fresh, 
     return err;
 }
 
-static void tmp_name(char *tmp)
-{
-    static const char set[] = "abcdefghijklmnopqrstuvwxyz0123456789"; /* case-insensitive */
-    static uint64_t state;
-    if (!state) {
-        LARGE_INTEGER now;
-        QueryPerformanceCounter(&now);
-        state = (((uint64_t)now.QuadPart << 20) ^ ((uint64_t)GetCurrentProcessId() << 40)) | 1;
-    }
-    memcpy(tmp, ".afcp.", 6);
-    for (int i = 0; i < 6; i++) {
-        state ^= state << 13; /* xorshift64: names need to be unlikely, not secret */
-        state ^= state >> 7;
-        state ^= state << 17;
-        tmp[6 + i] = set[state % (sizeof set - 1)];
-    }
-    tmp[12] = 0;
-}
-
 static void file_task(struct corio_task *t, void *arg)
 {
     struct wafcp_job *j = arg;
     struct fcopy c = {.job = j};
     char *tmp = NULL;
     int tslot = -1, exists = 0;
-    int err = wafcp_open(j->sfull, AFS_RDONLY, 0, &c.in);
+    int err = afcp_open_file(AFS_AT_FDCWD, j->sfull, AFS_RDONLY, 0, &c.in);
     if (err < 0) {
         afcp_err(err, "cannot open '%s' for reading", j->sshow);
         afcp.bytes_total -= j->size;
@@ -294,7 +260,7 @@ static void file_task(struct corio_task *t, void *arg)
     if (sbi.FileAttributes & (FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_REPARSE_POINT)) {
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->sshow);
-        afcp.status = 1;
+        afcp_fail();
         goto out_in;
     }
     c.size = (uint64_t)size;
@@ -315,11 +281,12 @@ static void file_task(struct corio_task *t, void *arg)
         dl--;
     tmp = afcp_xmalloc(dl + sizeof name);
     for (int tries = 0;; tries++) {
-        tmp_name(name);
+        afcp_tmpname(name);
         memcpy(tmp, j->dfull, dl);
         memcpy(tmp + dl, name, sizeof name);
         wafcp_temp_set(t, tslot, tmp);
-        err = wafcp_open(tmp, AFS_WRONLY | AFS_CREAT | AFS_EXCL | AFS_NOFOLLOW, 0666, &c.out);
+        err = afcp_open_file(AFS_AT_FDCWD, tmp, AFS_WRONLY | AFS_CREAT | AFS_EXCL | AFS_NOFOLLOW,
+                             0666, &c.out);
         wafcp_test_hook_create();
         wafcp_temp_created(tslot, err == 0);
         if (err != -EEXIST || tries > 100)
@@ -331,14 +298,9 @@ static void file_task(struct corio_task *t, void *arg)
     }
 
     if (c.size > 0) {
-        c.nchunks = (c.size + afcp.o.chunk_size - 1) / afcp.o.chunk_size;
-        unsigned helpers = c.nchunks < afcp.o.chunk_workers ? (unsigned)c.nchunks
-                                                            : afcp.o.chunk_workers;
-        for (unsigned i = 1; i < helpers; i++)
-            if (corio_spawn(t, chunk_worker, &c, NULL) < 0)
-                break;
-        chunk_loop(t, &c);
-        corio_wait(t); /* the helpers use c, on this frame */
+        struct afcp_chunks k = {.size = c.size, .c = &c, .copy = chunk_copy, .err = &c.err,
+                                .err_side = &c.err_side};
+        afcp_chunks_run(t, &k);
     }
     if (!c.err)
         check_grown(&c);
@@ -546,7 +508,7 @@ static struct wafcp_dir *enter_dir(struct wafcp_dir *parent, const char *sfull,
         return NULL;
     } else if (!S_ISDIR(st.mode)) {
         afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dshow, sshow);
-        afcp.status = 1;
+        afcp_fail();
         return NULL;
     }
     struct wafcp_dir *d = afcp_xmalloc(sizeof *d);
@@ -574,7 +536,7 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
 {
     if (under(dfull, sfull)) {
         afcp_note("cannot copy a directory, '%s', into itself, '%s'", sshow, dshow);
-        afcp.status = 1;
+        afcp_fail();
         return;
     }
     struct frame *stack = NULL;
@@ -654,7 +616,7 @@ void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *ssh
     }
     if (!afcp.o.recursive) {
         afcp_note("-r not specified; omitting directory '%s'", sshow);
-        afcp.status = 1;
+        afcp_fail();
         return;
     }
     struct ent e = {.attrs = a.dwFileAttributes, .ctime = a.ftCreationTime,

@@ -1,0 +1,484 @@
+/* afcp: what the POSIX afcp (afcp.c, walk.c, copy.c) and the Windows front end (win_*.c)
+ * share: messages, the options (one table: the options Windows cannot honour are refused
+ * there by name), the root task, temporary names, the create-and-wrap of a file and the
+ * chunk loop of a large file. */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#endif
+#include "afcp.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _WIN32
+#include <windows.h>
+#else
+#include <time.h>
+#include <unistd.h>
+#endif
+
+/* ------------------------------------------------------------------------------------------
+ * Messages and small helpers
+ * ---------------------------------------------------------------------------------------- */
+/* The message formats use %s and %d only; '%s' is a file name and is printed quoted
+ * (afcp_q), the way cp prints names: a name can never act on the terminal. */
+static void vformat(FILE *f, const char *fmt, va_list ap)
+{
+    for (const char *p = fmt; *p; p++) {
+        if (!strncmp(p, "'%s'", 4)) {
+            fputs(afcp_q(va_arg(ap, const char *)), f);
+            p += 3;
+        } else if (p[0] == '%' && p[1] == 's') {
+            fputs(va_arg(ap, const char *), f);
+            p++;
+        } else if (p[0] == '%' && p[1] == 'd') {
+            fprintf(f, "%d", va_arg(ap, int));
+            p++;
+        } else if (p[0] == '%') {
+            fprintf(stderr, "afcp: bad message format \"%s\"\n", fmt);
+            abort();
+        } else {
+            fputc(*p, f);
+        }
+    }
+}
+
+void afcp_err(int err, const char *fmt, ...)
+{
+    afcp_lock_stream(stderr);
+    afcp_progress_clear();
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("afcp: ", stderr);
+    vformat(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
+    afcp_unlock_stream(stderr);
+    afcp_fail();
+}
+
+void afcp_note(const char *fmt, ...)
+{
+    afcp_lock_stream(stderr);
+    afcp_progress_clear();
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("afcp: ", stderr);
+    vformat(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    afcp_unlock_stream(stderr);
+}
+
+void afcp_verbose(const char *fmt, ...)
+{
+    afcp_lock_stream(stderr); /* the bar's line (stderr) first, then stdout's */
+    afcp_lock_stream(stdout);
+    afcp_progress_clear();
+    va_list ap;
+    va_start(ap, fmt);
+    vformat(stdout, fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    afcp_unlock_stream(stdout);
+    afcp_unlock_stream(stderr);
+}
+
+void *afcp_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fputs("afcp: out of memory\n", stderr);
+        exit(1);
+    }
+    return p;
+}
+
+char *afcp_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(afcp_xmalloc(n), s, n);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------------------------- */
+static uint64_t parse_size(const char *s, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    default: break;
+    }
+    if (errno || *end || v == 0) {
+        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
+        exit(1);
+    }
+    return v;
+}
+
+#ifdef _WIN32
+/* What Windows keeps: the attributes (as a mode) and the times. */
+#define PRESERVE_HERE (AFCP_P_MODE | AFCP_P_TIMES)
+#else
+#define PRESERVE_HERE (AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR)
+#endif
+
+/* An option this build cannot honour: 1 (reported). */
+static int refuse(const char *what)
+{
+    fprintf(stderr, "afcp: %s is not supported on Windows\n", what);
+    fputs("Try 'afcp --help' for more information.\n", stderr);
+    return 1;
+}
+
+/* Whether this build keeps what a --preserve word names (-1: "context", accepted and
+ * ignored on POSIX, as by a cp without SELinux). */
+static int kept_here(int b)
+{
+    if (b == -1)
+        return PRESERVE_HERE != (AFCP_P_MODE | AFCP_P_TIMES);
+    return b == (AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR) || (b & PRESERVE_HERE) == b;
+}
+
+/* cp's --preserve list: "mode,ownership,timestamps,links,context,xattr,all". 0 and *bits,
+ * or 1 (reported) for a word cp would not take, or one this build cannot keep. */
+static int parse_preserve(const char *list, const char *opt, int *bits, int *xattr)
+{
+    static const struct { const char *name; int bits; } words[] = {
+        {"mode", AFCP_P_MODE}, {"timestamps", AFCP_P_TIMES}, {"ownership", AFCP_P_OWNER},
+        {"links", AFCP_P_LINKS}, {"context", -1}, {"xattr", AFCP_P_XATTR},
+        {"all", AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR}};
+    const size_t nwords = sizeof words / sizeof words[0];
+    char *copy = afcp_xstrdup(list), *w = copy;
+    int ret = 0;
+    *bits = 0;
+    while (w && !ret) {
+        char *comma = strchr(w, ',');
+        if (comma)
+            *comma = 0;
+        if (!*w) { /* an empty word (",,") adds nothing */
+            w = comma ? comma + 1 : NULL;
+            continue;
+        }
+        size_t i = 0;
+        while (i < nwords && strcmp(w, words[i].name))
+            i++;
+        int b = i < nwords ? words[i].bits : 0;
+        if (i == nwords) {
+            fprintf(stderr, "afcp: invalid argument %s for '%s'\nValid arguments are:\n",
+                    afcp_q(w), opt);
+            for (size_t k = 0; k < nwords; k++)
+                if (kept_here(words[k].bits))
+                    fprintf(stderr, "  - '%s'\n", words[k].name);
+            fputs("Try 'afcp --help' for more information.\n", stderr);
+            ret = 1;
+        } else if (!kept_here(b)) {
+            char what[64];
+            snprintf(what, sizeof what, "%s=%s", opt, w);
+            ret = refuse(what);
+        } else {
+            *bits |= b == -1 ? 0 : b & PRESERVE_HERE;
+            if (xattr && b == AFCP_P_XATTR)
+                *xattr = 1;
+        }
+        w = comma ? comma + 1 : NULL;
+    }
+    free(copy);
+    return ret;
+}
+
+enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHUNK, OPT_CHUNKJOBS,
+       OPT_CFRMIN, OPT_SPARSE, OPT_HELP, OPT_VERSION, OPT_PRESERVE, OPT_NOPRESERVE, OPT_REFLINK,
+       OPT_THREADS, OPT_REFUSED };
+
+#ifdef _WIN32
+#define POSIX_ONLY(val) OPT_REFUSED
+#else
+#define POSIX_ONLY(val) (val)
+#endif
+
+/* One of the WHEN words of --reflink/--sparse: its value, or -1 (reported, with the words
+ * in cp's order). */
+struct when {
+    const char *name;
+    int         value;
+};
+static int parse_when(const char *arg, const char *opt, const struct when *words)
+{
+    for (int i = 0; words[i].name; i++)
+        if (!strcmp(arg, words[i].name))
+            return words[i].value;
+    fprintf(stderr, "afcp: invalid argument %s for '%s'\nValid arguments are:\n", afcp_q(arg),
+            opt);
+    for (int i = 0; words[i].name; i++)
+        fprintf(stderr, "  - '%s'\n", words[i].name);
+    fputs("Try 'afcp --help' for more information.\n", stderr);
+    return -1;
+}
+
+int afcp_options(int argc, char **argv, void (*usage)(FILE *))
+{
+    struct afcp_opts *o = &afcp.o;
+    *o = (struct afcp_opts){.copy_range = 1, .reflink = AFCP_REFLINK_AUTO, .jobs = 64,
+                            .chunk_workers = 8, .chunk_size = 1u << 20,
+                            .cfr_min_size = 64u << 20};
+    static const struct option longs[] = {
+        {"recursive", no_argument, 0, 'r'},   {"preserve", optional_argument, 0, OPT_PRESERVE},
+        {"no-preserve", required_argument, 0, OPT_NOPRESERVE},
+        {"update", no_argument, 0, 'u'},      {"archive", no_argument, 0, 'a'},
+        {"no-clobber", no_argument, 0, 'n'},  {"force", no_argument, 0, 'f'},
+        {"verbose", no_argument, 0, 'v'},     {"quiet", no_argument, 0, 'q'},
+        {"jobs", required_argument, 0, 'j'},  {"fsync", no_argument, 0, OPT_FSYNC},
+        {"no-fsync", no_argument, 0, OPT_NOFSYNC},
+        {"chunk-size", required_argument, 0, OPT_CHUNK},
+        {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
+        {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
+        /* What only the POSIX afcp can do: refused by name on Windows. */
+        {"reflink", optional_argument, 0, POSIX_ONLY(OPT_REFLINK)},
+        {"one-file-system", no_argument, 0, POSIX_ONLY('x')},
+        {"dereference", no_argument, 0, POSIX_ONLY('L')},
+        {"no-dereference", no_argument, 0, POSIX_ONLY('P')},
+        {"direct", no_argument, 0, POSIX_ONLY(OPT_DIRECT)},
+        {"inplace", no_argument, 0, POSIX_ONLY(OPT_INPLACE)},
+        {"no-copy-range", no_argument, 0, POSIX_ONLY(OPT_NOCFR)},
+        {"copy-range-min", required_argument, 0, POSIX_ONLY(OPT_CFRMIN)},
+        {"sparse", required_argument, 0, POSIX_ONLY(OPT_SPARSE)},
+        {"threads", required_argument, 0, POSIX_ONLY(OPT_THREADS)}, /* one scheduler there */
+        {0, 0, 0, 0}};
+    static const struct when reflink_when[] = {{"auto", AFCP_REFLINK_AUTO},
+                                               {"always", AFCP_REFLINK_ALWAYS},
+                                               {"never", AFCP_REFLINK_NEVER}, {0, 0}};
+    static const struct when sparse_when[] = {{"never", AFCP_SPARSE_NEVER},
+                                              {"auto", AFCP_SPARSE_AUTO},
+                                              {"always", AFCP_SPARSE_ALWAYS}, {0, 0}};
+    int c, li = 0, bits;
+    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPux", longs, &li)) != -1) {
+#ifdef _WIN32
+        if (c == 'L' || c == 'H' || c == 'P' || c == 'd' || c == 'x') {
+            char what[32];
+            snprintf(what, sizeof what, "option '-%c'", c);
+            return refuse(what);
+        }
+#endif
+        switch (c) {
+        case 'r': case 'R': o->recursive = 1; break;
+        case 'p': o->preserve |= AFCP_P_ATTRS & PRESERVE_HERE; break;
+        case 'a':
+            o->recursive = 1;
+            o->deref = 'P';
+            o->preserve |= PRESERVE_HERE;
+            break;
+        case 'd': o->deref = 'P'; o->preserve |= AFCP_P_LINKS; break;
+        case 'u': o->update = 1; break;
+        case 'x': o->one_fs = 1; break;
+        case OPT_PRESERVE:
+            if (!optarg)
+                bits = AFCP_P_ATTRS & PRESERVE_HERE;
+            else if (parse_preserve(optarg, "--preserve", &bits, &o->xattr_required))
+                return 1;
+            o->preserve |= bits;
+            break;
+        case OPT_NOPRESERVE:
+            if (parse_preserve(optarg, "--no-preserve", &bits, NULL))
+                return 1;
+            o->preserve &= ~bits;
+            if (bits & AFCP_P_XATTR)
+                o->xattr_required = 0;
+            break;
+        case OPT_REFLINK: {
+            int w = optarg ? parse_when(optarg, "--reflink", reflink_when) : AFCP_REFLINK_ALWAYS;
+            if (w < 0)
+                return 1;
+            o->reflink = w;
+            break;
+        }
+        case 'n': o->noclobber = 1; o->force = 0; break;
+        case 'f': o->force = 1; o->noclobber = 0; break;
+        case 'v': o->verbose = 1; break;
+        case 'L': case 'H': case 'P': o->deref = c; break;
+        case 'q': o->quiet = 1; break;
+        case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
+        case OPT_DIRECT: o->direct = 1; break;
+        case OPT_INPLACE: o->inplace = 1; break;
+        case OPT_FSYNC: o->fsync = 1; break;
+        case OPT_NOFSYNC: o->fsync = 0; break;
+        case OPT_NOCFR: o->copy_range = 0; break;
+        case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
+        case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
+        case OPT_THREADS: o->threads = (unsigned)parse_size(optarg, "thread count"); break;
+        case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
+        case OPT_SPARSE: {
+            int w = parse_when(optarg, "--sparse", sparse_when);
+            if (w < 0)
+                return 1;
+            o->sparse = w;
+            break;
+        }
+        case OPT_HELP: usage(stdout); return 0;
+        case OPT_VERSION:
+#ifdef _WIN32
+            printf("afcp %s (asyncfs %d.%d.%d, Windows)\n", AFCP_VERSION,
+                   ASYNCFS_VERSION_MAJOR, ASYNCFS_VERSION_MINOR, ASYNCFS_VERSION_PATCH);
+#else
+            printf("afcp %s (asyncfs %d.%d.%d)\n", AFCP_VERSION, ASYNCFS_VERSION_MAJOR,
+                   ASYNCFS_VERSION_MINOR, ASYNCFS_VERSION_PATCH);
+#endif
+            return 0;
+        case OPT_REFUSED: {
+            char what[64];
+            snprintf(what, sizeof what, "option '--%s'", longs[li].name);
+            return refuse(what);
+        }
+        default:
+            fputs("Try 'afcp --help' for more information.\n", stderr);
+            return 1;
+        }
+    }
+    if (o->reflink == AFCP_REFLINK_ALWAYS && o->sparse != AFCP_SPARSE_AUTO) {
+        fputs("afcp: --reflink can be used only with --sparse=auto\n", stderr);
+        fputs("Try 'afcp --help' for more information.\n", stderr);
+        return 1;
+    }
+    if (o->chunk_size % 4096) {
+        fputs("afcp: --chunk-size must be a multiple of 4096\n", stderr);
+        return 1;
+    }
+    int nops = argc - optind;
+    if (nops < 2) {
+        if (nops == 0)
+            fputs("afcp: missing file operand\n", stderr);
+        else
+            fprintf(stderr, "afcp: missing destination file operand after %s\n",
+                    afcp_q(argv[optind]));
+        fputs("Try 'afcp --help' for more information.\n", stderr);
+        return 1;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The root task: the progress bar beside the walker, which copies the operands
+ * ---------------------------------------------------------------------------------------- */
+struct work {
+    void (*walk)(struct corio_task *, void *);
+    void             *plan;
+    struct corio_wg  *wg;
+};
+
+/* The walker: the operands one after another; file tasks (and batches, on every scheduler)
+ * are its children. */
+static void work_task(struct corio_task *t, void *arg)
+{
+    struct work *w = arg;
+    w->walk(t, w->plan);
+    afcp.walking = 0;
+    corio_wait(t);
+    corio_wg_done(w->wg);
+}
+
+void afcp_root(struct corio_task *t, void (*walk)(struct corio_task *, void *), void *plan)
+{
+    struct corio_task *bar = NULL;
+    if (afcp.progress)
+        corio_spawn(t, afcp_progress_task, NULL, &bar);
+    struct corio_wg wg = CORIO_WG_INIT;
+    corio_wg_add(&wg, 1);
+    struct work w = {walk, plan, &wg};
+    if (corio_spawn(t, work_task, &w, NULL) < 0) {
+        afcp_err(ENOMEM, "cannot start");
+        return;
+    }
+    corio_wg_wait(t, &wg);
+    if (bar && !corio_task_done(bar))
+        corio_cancel(bar);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Files
+ * ---------------------------------------------------------------------------------------- */
+void afcp_tmpname(char *tmp)
+{
+#ifdef _WIN32
+    static const char set[] = "abcdefghijklmnopqrstuvwxyz0123456789"; /* case-insensitive */
+#else
+    static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+#endif
+    uint64_t state = afcp_me->name_state;
+    if (!state) {
+#ifdef _WIN32
+        LARGE_INTEGER now;
+        QueryPerformanceCounter(&now);
+        state = ((uint64_t)now.QuadPart << 20) ^ ((uint64_t)GetCurrentProcessId() << 40);
+#else
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40);
+#endif
+        state ^= (uint64_t)afcp_me->index * 0x9E3779B97F4A7C15ull; /* one sequence per thread */
+        state |= 1;
+    }
+    memcpy(tmp, ".afcp.", 6);
+    for (int i = 0; i < 6; i++) {
+        state ^= state << 13; /* xorshift64: names need to be unlikely, not secret */
+        state ^= state >> 7;
+        state ^= state << 17;
+        tmp[6 + i] = set[state % (sizeof set - 1)];
+    }
+    tmp[12] = 0;
+    afcp_me->name_state = state;
+}
+
+int afcp_open_file(int dirfd, const char *name, int flags, unsigned perm, struct afs_file **out)
+{
+    int fd = afs_openat(AFCP_CTX, dirfd, name, flags, perm);
+    if (fd < 0)
+        return fd;
+    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, out);
+    if (err < 0)
+        afs_close_fd(AFCP_CTX, fd);
+    return err;
+}
+
+static void chunk_loop(struct corio_task *t, struct afcp_chunks *k)
+{
+    afcp_sem_acquire(t, &afcp_me->bufs);
+    void *buf = afcp_buf_get();
+    if (!buf) {
+        if (!*k->err) {
+            *k->err = -ENOMEM;
+            *k->err_side = 0;
+        }
+    } else {
+        while (!*k->err && k->next < k->n) {
+            uint64_t off = k->next++ * afcp.o.chunk_size, left = k->size - off;
+            k->copy(k->c, buf, off, left < afcp.o.chunk_size ? (size_t)left : afcp.o.chunk_size);
+        }
+        afcp_buf_put(buf);
+    }
+    afcp_sem_release(&afcp_me->bufs);
+}
+
+static void chunk_worker(struct corio_task *t, void *arg)
+{
+    chunk_loop(t, arg);
+}
+
+void afcp_chunks_run(struct corio_task *t, struct afcp_chunks *k)
+{
+    k->next = 0;
+    k->n = (k->size + afcp.o.chunk_size - 1) / afcp.o.chunk_size;
+    unsigned helpers = k->n < afcp.o.chunk_workers ? (unsigned)k->n : afcp.o.chunk_workers;
+    for (unsigned i = 1; i < helpers; i++)
+        if (corio_spawn(t, chunk_worker, k, NULL) < 0)
+            break;
+    chunk_loop(t, k);
+    corio_wait(t); /* the helpers use k, on this frame */
+}
