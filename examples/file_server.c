@@ -18,6 +18,8 @@
  * refused (400). Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free
  * port; --conns N stops after N connections were served (tests); --sendfile-min -1 never
  * uses sendfile, 0 always. */
+#include "serve.h"
+
 #include <corio.h>
 
 #include <errno.h>
@@ -177,9 +179,9 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     return err;
 }
 
-static void conn_task(struct corio_task *t, void *arg)
+static void conn_task(struct corio_task *t, struct corio_stream *c, void *user)
 {
-    struct corio_stream *c = arg;
+    (void)user;
     char *buf = malloc(PIECE);
     struct req r;
     int st;
@@ -198,29 +200,7 @@ static void conn_task(struct corio_task *t, void *arg)
 static void main_task(struct corio_task *t, void *arg)
 {
     struct opts *o = arg;
-    struct afs_file *l;
-    int err = corio_listen(t, o->host, o->port, 4096, &l);
-    if (err < 0) {
-        fprintf(stderr, "file_server: %s\n", corio_net_error());
-        exit(1);
-    }
-    printf("listening on %s:%d\n", o->host, corio_net_port(l));
-    fflush(stdout);
-    for (long n = 0; o->conns < 0 || n < o->conns; n++) {
-        struct corio_stream *c;
-        if ((err = corio_accept(t, l, 0, &c)) < 0) {
-            if (err == -EMFILE || err == -ENFILE || err == -ENOMEM) {
-                corio_sleep(t, 10 * 1000 * 1000);
-                n--;
-                continue;
-            }
-            fprintf(stderr, "file_server: accept: %s\n", afs_strerror(err));
-            break;
-        }
-        if (corio_spawn(t, conn_task, c, NULL) < 0)
-            corio_stream_close(c);
-    }
-    afs_close(l);
+    serve(t, "file_server", o->host, o->port, o->conns, conn_task, NULL);
 }
 
 int main(int argc, char **argv)
