@@ -1,7 +1,7 @@
 /* Sockets: files made by socket(), accept() and socketpair(), and their ops (connect, accept,
- * recv, send, shutdown, sendfile) queued and waited for like file ops. Where the backend runs socket ops
- * itself (io_uring: afs__backend.sock) they go to it with blocking descriptors; elsewhere the
- * readiness engine (src/unix/ready.c) runs them on non-blocking ones. */
+ * recv, send, shutdown, sendfile) queued and waited for like file ops. Where the backend runs
+ * socket ops itself (io_uring: afs__backend.sock) they go to it with blocking descriptors;
+ * elsewhere the readiness engine (src/unix/ready.c) runs them on non-blocking ones. */
 #include "internal.h"
 
 #include <limits.h>

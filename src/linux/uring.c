@@ -926,9 +926,9 @@ static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
     /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach. */
     for (struct afs_list_node *n = U(ctx)->splicing.first; n; n = n->next) {
-        struct afs_op *op = (struct afs_op *)(void *)((char *)n - offsetof(struct afs_op, private_) -
-                                                      offsetof(struct afs__op, be) -
-                                                      4 * sizeof(uint64_t));
+        size_t at = offsetof(struct afs_op, private_) + offsetof(struct afs__op, be) +
+                    4 * sizeof(uint64_t); /* SPLICE_NODE's place in the op */
+        struct afs_op *op = (struct afs_op *)(void *)((char *)n - at);
         if (afs__op(op)->file == f && !(afs__op(op)->flags & AFS__OP_CANCEL)) {
             afs__op(op)->flags |= AFS__OP_CANCEL;
             uring_cancel(ctx, op);

@@ -9,8 +9,9 @@
  * On a socketpair the reader and the writer may use the socket calls instead: afs_recv (plain,
  * MSG_WAITALL or MSG_PEEK) and afs_send, blocking or as queued ops (afs_queue_recv,
  * afs_queue_send), or afs_sendfile / afs_queue_sendfile of the bytes written to a file first
- * (at an offset the input picks, sometimes asked for past the file's end: a short count). A plain receive may give fewer bytes than are there, never none while
- * some are; MSG_WAITALL gives all it asked for, short only at the end; a peek takes nothing. */
+ * (at an offset the input picks, sometimes asked for past the file's end: a short count).
+ * A plain receive may give fewer bytes than are there, never none while some are;
+ * MSG_WAITALL gives all it asked for, short only at the end; a peek takes nothing. */
 #define _GNU_SOURCE
 #include "harness.h"
 
