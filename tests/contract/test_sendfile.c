@@ -23,6 +23,7 @@ Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60
     cr_assert_eq(afs_open(ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
     cr_assert_eq(afs_sendfile(p[0], f, 0, 4096), -ENOTSUP);
     struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
     cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, 4096, (afs_cb *)abort, NULL), -ENOTSUP);
     cr_assert_eq(afs_close(f), 0);
     cr_assert_eq(afs_close(p[0]), 0);
@@ -75,8 +76,11 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
                        struct afs_file *f, uint64_t off, size_t len, size_t expect)
 {
     struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
     struct cb_log lg = {0};
-    cr_assert_eq(afs_queue_sendfile(&op, a, f, off, len, log_cb, &lg), 0);
+    int err = afs_queue_sendfile(&op, a, f, off, len, log_cb, &lg);
+    cr_assert_eq(err, 0, "afs_queue_sendfile [%llu, +%zu): %s", (unsigned long long)off, len,
+                 afs_strerror(err));
     static char buf[65536];
     size_t got = 0;
     while (got < expect) {
@@ -209,6 +213,7 @@ T_SF(peer_gone)
     struct afs_file *c, *s;
     tcp_pair(ctx, &c, &s);
     struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
     struct cb_log lg = {0};
     cr_assert_eq(afs_queue_sendfile(&op, s, f, 0, FSIZE, log_cb, &lg), 0);
     char buf[1000];
@@ -236,6 +241,7 @@ T_SF(cancel_when_the_peer_does_not_read)
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
     struct cb_log lg = {0};
     cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, size, log_cb, &lg), 0);
     cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, size, log_cb, &lg), -EBUSY);
@@ -272,6 +278,7 @@ T_SF(no_descriptor_leak)
         struct afs_file *p[2];
         cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
         struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
         struct cb_log lg = {0};
         cr_assert_eq(afs_queue_sendfile(&op, p[0], f, (uint64_t)i, size, log_cb, &lg), 0);
         for (int k = 0; k < i % 4; k++)
@@ -342,6 +349,7 @@ T_SF(argument_errors)
     cr_assert_eq(afs_open(ctx, t_path("wo"), AFS_WRONLY | AFS_CREAT, 0644, AFS_MODE_SYNC, &wo),
                  0);
     struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
     afs_cb *never = (afs_cb *)abort;
     cr_assert_eq(afs_sendfile(f, f, 0, 10), -ENOTSOCK);       /* to a regular file */
     cr_assert_eq(afs_sendfile(p[0], p[1], 0, 10), -ESPIPE);   /* from a socket */
