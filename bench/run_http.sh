@@ -10,7 +10,8 @@
 #        ROUNDS (1: the server list is run that many times in turn, A B A B, so that a
 #        loaded machine's drift falls on every server alike), BASE_BUILD (another build
 #        of the tree, e.g. the one before a change: server "base" runs its file_server),
-#        SERVER_ARGS (extra arguments of both file_servers, e.g. --sendfile-min -1)
+#        SERVER_ARGS (extra arguments of the corio file_server, e.g. --sendfile-min -1),
+#        BASE_ARGS (the same for base's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -20,6 +21,7 @@ SERVERS=${SERVERS:-corio nginx}
 ROUNDS=${ROUNDS:-1}
 BASE_BUILD=${BASE_BUILD:-}
 SERVER_ARGS=${SERVER_ARGS:-}
+BASE_ARGS=${BASE_ARGS:-}
 command -v wrk >/dev/null || { echo "run_http.sh: wrk is not installed (scripts/deps.sh bench)" >&2; exit 2; }
 ulimit -n 65536 2>/dev/null || true
 
@@ -52,11 +54,11 @@ for s in $SERVERS; do
   port=$(free_port)
   case $s in
     corio|base)
-      b=$BUILD
-      [ "$s" = base ] && b=$BASE_BUILD
+      b=$BUILD args=$SERVER_ARGS
+      [ "$s" = base ] && b=$BASE_BUILD args=$BASE_ARGS
       [ -n "$b" ] && [ -x "$b/examples/file_server" ] || { echo "no $b/examples/file_server" >&2; continue; }
       # shellcheck disable=SC2086
-      $srv_cpu "$b/examples/file_server" --root "$dir/www" --port "$port" $SERVER_ARGS > "$dir/srv.out" &
+      $srv_cpu "$b/examples/file_server" --root "$dir/www" --port "$port" $args > "$dir/srv.out" &
       spid=$! ;;
     nginx)
       command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx not installed" >&2; continue; }
