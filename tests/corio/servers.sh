@@ -115,7 +115,7 @@ file_checks() { # file_server's arguments
   cmp -s "$dir/got5" "$dir/www/small.bin" || fail "file: not served after a client left"
   exec 3>&-
   wait "$pid" || fail "file_server $* exited with an error: $(cat "$dir/file.out.err")"
-  echo "file_server $*: ok"
+  echo "file_server${*:+ $*}: ok"
 }
 
 # The bodies from 64 KiB with afs_sendfile (splices on io_uring), all read and sent, and all
