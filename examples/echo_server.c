@@ -10,6 +10,8 @@
  * Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free port. --conns
  * N stops after N connections were served (tests); otherwise it runs until killed. A client
  * that goes away (-EPIPE, -ECONNRESET) only ends its own task. */
+#include "serve.h"
+
 #include <corio.h>
 
 #include <errno.h>
@@ -45,47 +47,19 @@ static void serve_lines(struct corio_task *t, struct corio_stream *c)
     }
 }
 
-struct conn {
-    struct corio_stream *c;
-    int                  raw;
-};
-
-static void conn_task(struct corio_task *t, void *arg)
+static void conn_task(struct corio_task *t, struct corio_stream *c, void *user)
 {
-    struct conn k = *(struct conn *)arg; /* the acceptor's copy changes with the next one */
-    if (k.raw)
-        serve_raw(t, k.c);
+    if (((struct opts *)user)->raw)
+        serve_raw(t, c);
     else
-        serve_lines(t, k.c);
-    corio_stream_close(k.c);
+        serve_lines(t, c);
+    corio_stream_close(c);
 }
 
 static void main_task(struct corio_task *t, void *arg)
 {
     struct opts *o = arg;
-    struct afs_file *l;
-    int err = corio_listen(t, o->host, o->port, 4096, &l);
-    if (err < 0) {
-        fprintf(stderr, "echo_server: %s\n", corio_net_error());
-        exit(1);
-    }
-    printf("listening on %s:%d\n", o->host, corio_net_port(l));
-    fflush(stdout);
-    for (long n = 0; o->conns < 0 || n < o->conns; n++) {
-        struct conn k = {.raw = o->raw};
-        if ((err = corio_accept(t, l, 0, &k.c)) < 0) {
-            if (err == -EMFILE || err == -ENFILE || err == -ENOMEM) {
-                corio_sleep(t, 10 * 1000 * 1000); /* out of descriptors: let some close */
-                n--;
-                continue;
-            }
-            fprintf(stderr, "echo_server: accept: %s\n", afs_strerror(err));
-            break;
-        }
-        if (corio_spawn(t, conn_task, &k, NULL) < 0)
-            corio_stream_close(k.c);
-    }
-    afs_close(l);
+    serve(t, "echo_server", o->host, o->port, o->conns, conn_task, o);
 }
 
 int main(int argc, char **argv)

@@ -1,17 +1,25 @@
 /* A small static file server on corio (HTTP/1.1 GET and HEAD, keep-alive): one scheduler
  * thread, one task per connection. Files are opened, read and closed through asyncfs and the
  * responses sent on the sockets, so every open, read, receive, send and close of a CPU phase
- * goes to the kernel in the same submission. The headers and the first part of the body
- * leave in one send; a larger file is read and sent in 128 KiB pieces (reads of at most the
- * context's sync threshold, 4 KiB, are plain preads from the page cache: cheaper than a trip
- * through the batch). A client that goes
- * away (-EPIPE, -ECONNRESET) only ends its own task.
+ * goes to the kernel in the same submission.
+ * A body of at least --sendfile-min bytes (default 64 KiB) goes with afs_sendfile(): the
+ * headers leave first (MSG_MORE: in the same segments as the body), then the kernel moves
+ * the file's pages to the socket (io_uring: splices through a pipe; other backends:
+ * sendfile(2)) without a copy through this process. A smaller body, and every body where
+ * the library has no sendfile (-ENOTSUP: Windows, the BSDs), is read and sent: the headers
+ * and the first part of the body in one send, then 128 KiB pieces (reads of at most the
+ * context's sync threshold, 4 KiB, are plain preads from the page cache: cheaper than a
+ * trip through the batch). A client that goes away (-EPIPE, -ECONNRESET) only ends its own
+ * task.
  *
- *   file_server [--root DIR] [--host H] [--port P] [--conns N]
+ *   file_server [--root DIR] [--host H] [--port P] [--conns N] [--sendfile-min BYTES]
  *
  * Serves DIR (default: the current directory); "/" is "/index.html". Paths with ".." are
  * refused (400). Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free
- * port; --conns N stops after N connections were served (tests). */
+ * port; --conns N stops after N connections were served (tests); --sendfile-min -1 never
+ * uses sendfile, 0 always. */
+#include "serve.h"
+
 #include <corio.h>
 
 #include <errno.h>
@@ -22,12 +30,18 @@
 
 #define PIECE (128 * 1024)
 
+#ifndef MSG_MORE
+#define MSG_MORE 0 /* Linux only; elsewhere the headers leave on their own */
+#endif
+
 struct opts {
     const char *root, *host, *port;
     long        conns;
 };
 
 static const char *root_dir;
+static long long   sendfile_min = 64 * 1024; /* < 0: never */
+static int         no_sendfile;              /* the library said -ENOTSUP once */
 
 struct req {
     char method[8];
@@ -130,6 +144,21 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     uint64_t off = 0;
     size_t fill = (size_t)hl;
     err = 0;
+    if (!head && !no_sendfile && sendfile_min >= 0 && size >= sendfile_min) {
+        struct afs_file *s = corio_stream_file(c);
+        ssize_t n = afs_send(s, buf, fill, MSG_MORE);
+        if (n >= 0) {
+            fill = 0;
+            n = afs_sendfile(s, f, 0, (size_t)size);
+            if (n == -ENOTSUP)
+                no_sendfile = 1; /* the headers are out: the body goes as below */
+        }
+        if (n != -ENOTSUP) {
+            afs_close(f);
+            /* Short: the file shrank, the response cannot be completed. */
+            return n < 0 ? (int)n : n == size ? 0 : -EIO;
+        }
+    }
     do {
         uint64_t left = (uint64_t)size - off;
         size_t want = head ? 0 : left < PIECE - fill ? (size_t)left : PIECE - fill;
@@ -150,9 +179,9 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     return err;
 }
 
-static void conn_task(struct corio_task *t, void *arg)
+static void conn_task(struct corio_task *t, struct corio_stream *c, void *user)
 {
-    struct corio_stream *c = arg;
+    (void)user;
     char *buf = malloc(PIECE);
     struct req r;
     int st;
@@ -171,29 +200,7 @@ static void conn_task(struct corio_task *t, void *arg)
 static void main_task(struct corio_task *t, void *arg)
 {
     struct opts *o = arg;
-    struct afs_file *l;
-    int err = corio_listen(t, o->host, o->port, 4096, &l);
-    if (err < 0) {
-        fprintf(stderr, "file_server: %s\n", corio_net_error());
-        exit(1);
-    }
-    printf("listening on %s:%d\n", o->host, corio_net_port(l));
-    fflush(stdout);
-    for (long n = 0; o->conns < 0 || n < o->conns; n++) {
-        struct corio_stream *c;
-        if ((err = corio_accept(t, l, 0, &c)) < 0) {
-            if (err == -EMFILE || err == -ENFILE || err == -ENOMEM) {
-                corio_sleep(t, 10 * 1000 * 1000);
-                n--;
-                continue;
-            }
-            fprintf(stderr, "file_server: accept: %s\n", afs_strerror(err));
-            break;
-        }
-        if (corio_spawn(t, conn_task, c, NULL) < 0)
-            corio_stream_close(c);
-    }
-    afs_close(l);
+    serve(t, "file_server", o->host, o->port, o->conns, conn_task, NULL);
 }
 
 int main(int argc, char **argv)
@@ -208,9 +215,12 @@ int main(int argc, char **argv)
             o.port = argv[++i];
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
             o.conns = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--sendfile-min") && i + 1 < argc)
+            sendfile_min = atoll(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: file_server [--root DIR] [--host H] [--port P] [--conns N]\n");
+                    "usage: file_server [--root DIR] [--host H] [--port P] [--conns N]"
+                    " [--sendfile-min BYTES]\n");
             return 2;
         }
     }

@@ -932,20 +932,20 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    NULL) on a listener arms one multishot accept, which stays armed and delivers each connection
  *    to the next accept op, with no SQE per connection; up to 16 connections it accepts while no
  *    accept op waits are kept for the next ones (it stops there, and afs_close of the listener
- *    closes those). The first receive (afs_recv, afs_read, flags 0 or MSG_WAITALL) on a stream
- *    socket arms one multishot receive into a ring of buffers the context provides to the kernel
- *    (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context that
- *    receives); the bytes are copied from the ring into the op's buffer before its callback, and
- *    the ring buffer goes back at once, so no SQE is made per message and a socket that has nothing
- *    to read holds none of the ring's buffers. A socket holding 16 buffers that nobody reads stops
- *    its multishot until it is read. When the ring runs out (the kernel ends the multishots with
- *    ENOBUFS) receives go on as plain ones until buffers came back; an address wanted from an
- *    accept, MSG_PEEK, MSG_OOB and datagram sockets are always plain ops. A kernel without the
- *    buffer ring (before Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19)
- *    gets the plain ops; afs_ctx_sock_info() says which and why. Nothing of this changes what the
- *    calls return. afs_close of a socket whose multishot is armed cancels it and waits for the
- *    kernel to end it (one more system call), so the socket is closed in the kernel when afs_close
- *    returns.
+ *    closes those). The first receive (afs_recv, afs_read; flags 0, MSG_WAITALL or MSG_PEEK) on a
+ *    stream socket arms one multishot receive into a ring of buffers the context provides to the
+ *    kernel (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context
+ *    that receives); the bytes are copied from the ring into the op's buffer before its callback,
+ *    and the ring buffer goes back at once, so no SQE is made per message and a socket that has
+ *    nothing to read holds none of the ring's buffers. A socket holding 16 buffers that nobody
+ *    reads stops its multishot until it is read. When the ring runs out (the kernel ends the
+ *    multishots with ENOBUFS) receives go on as plain ones until buffers came back; an address
+ *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
+ *    from what the multishot received, without taking it). A kernel without the buffer ring (before
+ *    Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19) gets the plain ops;
+ *    afs_ctx_sock_info() says which and why. Nothing of this changes what the calls return.
+ *    afs_close of a socket whose multishot is armed cancels it and waits for the kernel to end it
+ *    (one more system call), so the socket is closed in the kernel when afs_close returns.
  *  - Every other backend, and io_uring on kernels without those opcodes (before Linux
  *    5.11): the readiness engine. The transfer is tried at once, on the context's thread, on
  *    a non-blocking socket (the library sets O_NONBLOCK; it is a property of the open file
@@ -1087,6 +1087,40 @@ AFS_API int afs_queue_send(struct afs_op *op, struct afs_file *s, const void *bu
                            int flags, afs_cb *cb, void *data);
 AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, afs_cb *cb,
                                void *data);
+
+/* Sends len bytes of the file src, from offset off, on the socket s without copying them
+ * through the caller's memory: the kernel moves the file's pages to the socket.
+ *  - io_uring: two linked IORING_OP_SPLICE requests per piece, src -> a pipe -> s, in the
+ *    phase's one submission. The pipes are the context's (made on first use, kept for the
+ *    next op, enlarged with F_SETPIPE_SZ where the system allows: up to 1 MiB moves per
+ *    piece); a piece the kernel moved only in part is resumed by the library.
+ *  - The readiness engine (every other Linux backend, and io_uring on kernels without the
+ *    socket opcodes): sendfile(2) on the context's thread, at once and then each time the
+ *    socket is writable again. Reading src may wait for the disk there, as a buffered
+ *    pread() would.
+ *  - Elsewhere (Windows, FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
+ * The return is len, or fewer bytes only when src ended before off + len (0 when off is at
+ * or past its end), as a read of src would give; or -errno: -EINVAL (src NULL, len above
+ * SSIZE_MAX, off above INT64_MAX or off + len beyond it), -ENOTSOCK (s is not a socket),
+ * -ESPIPE (src is a pipe, socket or tty: it has no offsets), -EBADF (src opened write-only,
+ * or s read-only), -ENOTSUP (see above), the send error (-EPIPE, -ECONNRESET: the peer has
+ * gone; never a SIGPIPE, which the library blocks around the transfer and takes back as for
+ * a pipe's write), or the read error of src (-EIO). A transfer stopped (corio cancellation
+ * or deadline, afs_cancel) after some bytes left returns that count; nothing sent:
+ * -ECANCELED / -ETIMEDOUT. Neither src's position nor s's is used or moved; bytes sent
+ * before an error have left (the caller cannot tell how many: close the connection).
+ * src must stay open until the call returns (the op: until its callback starts), as a
+ * buffer would. A zero len returns 0 at once. Only one send (afs_send, a write, a
+ * sendfile) at a time on s where the byte order matters, as for afs_send. Inside a corio
+ * task of s's context it suspends only the task and joins the phase's batch; elsewhere it
+ * blocks the thread. */
+AFS_API ssize_t afs_sendfile(struct afs_file *s, struct afs_file *src, uint64_t off,
+                             size_t len);
+/* afs_sendfile() as an op: cb runs from afs_ctx_wait() with op->result as afs_sendfile()
+ * returns it. Queueing returns 0, or the argument errors above (-EINVAL, -ENOTSOCK, -ESPIPE,
+ * -EBADF, -ENOTSUP) or -EBUSY (the op is still in use); nothing is queued on error. */
+AFS_API int afs_queue_sendfile(struct afs_op *op, struct afs_file *s, struct afs_file *src,
+                               uint64_t off, size_t len, afs_cb *cb, void *data);
 
 /* ------------------------------------------------------------------------------------------
  * Integration: the per-thread waiter. A scheduler (corio is one) installs a waiter on its

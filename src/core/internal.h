@@ -37,7 +37,9 @@ enum afs__code {
     AFS__SYNCFS, AFS__FSYNC_FD,
     /* Socket ops (src/core/sock.c): on a socket file, no offsets; their arguments are in
      * afs__op.sock. A number range of their own, apart from the metadata ops. */
-    AFS__CONNECT = 48, AFS__ACCEPT, AFS__RECV, AFS__SEND, AFS__SHUTDOWN
+    AFS__CONNECT = 48, AFS__ACCEPT, AFS__RECV, AFS__SEND, AFS__SHUTDOWN,
+    /* afs_queue_sendfile: from afs__sock.src at off + done to the socket, total bytes. */
+    AFS__SENDFILE
 };
 
 enum afs__state {
@@ -76,6 +78,7 @@ struct afs__meta {
 /* The arguments of a socket op; its buffer or address is in u.buf, its length in len. */
 struct afs__sock {
     void    *addrlen;   /* accept: socklen_t *, or NULL */
+    struct afs_file *src; /* sendfile: the file the bytes come from (at afs__op.off) */
     int      msg_flags; /* recv, send: MSG_* for the kernel (MSG_NOSIGNAL included) */
     int      how;       /* shutdown: SHUT_*; accept: the accept4 flags (SOCK_CLOEXEC...) */
     uint8_t  stage;     /* connect in the readiness engine: 1 once connect() said EINPROGRESS */
@@ -335,6 +338,10 @@ struct afs__backend {
     /* Optional, with sock: ask the kernel to cancel every op of f in flight (a socket being
      * closed); their completions still come. */
     void (*cancel_file)(struct afs_ctx *ctx, struct afs_file *f);
+    /* Optional: a sendfile op of ctx is finished for good, however it ended (even queued,
+     * never staged: its backend words are then as the core zeroed them). io_uring takes its
+     * pipe back. */
+    void (*sendfile_end)(struct afs_ctx *ctx, struct afs_op *op);
     /* Optional: afs_ctx_sock_info() (*out is zeroed before). NULL: no multishot ops. */
     void (*sock_info)(const struct afs_ctx *ctx, struct afs_sock_info *out);
 };
@@ -430,6 +437,9 @@ int     afs__sys_sock_adopt(int fd, bool nonblock);
 ssize_t afs__sys_sock_try(struct afs_op *op, bool *in);
 /* Waits (blocking the thread) until fd is ready for one side; for the inline path. */
 void    afs__sys_sock_poll(int fd, bool in);
+/* Whether afs_queue_sendfile() can run here (Linux: sendfile(2) in the readiness engine and
+ * the inline path; io_uring splices on its own). */
+bool    afs__sys_sendfile_supported(void);
 /* The MSG_* flags the library accepts from callers, per direction. */
 bool    afs__sys_msg_flags_ok(bool send, int flags);
 /* The accept4 flags for a new descriptor (close-on-exec, non-blocking as asked). */

@@ -583,6 +583,10 @@ void afs__op_span(struct afs_op *op, struct afs__span *s)
     s->off = o->off == AFS__OFF_SEQ ? AFS__OFF_SEQ : o->off + o->done;
     if (afs__is_ctl(o))
         return; /* no data: u.buf is NULL, and NULL + 0 is undefined */
+    if (o->code == AFS__SENDFILE) {
+        s->len = AFS_MIN(rest, AFS__CHUNK_MAX); /* from the source file at s->off */
+        return;
+    }
     if (o->code == AFS__READ || o->code == AFS__WRITE || o->code == AFS__RECV ||
         o->code == AFS__SEND) {
         s->buf = (char *)o->u.buf + o->done;
@@ -631,6 +635,8 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
     afs__op_count_eof(ctx, op);
+    if (o->code == AFS__SENDFILE && ctx->be->sendfile_end)
+        ctx->be->sendfile_end(ctx, op);
     if (o->state == AFS__INFLIGHT)
         ctx->inflight--;
     o->state = AFS__DONE;
@@ -740,10 +746,12 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         return false;
     }
     if (res == 0) {
-        /* End of file for a read; a write that moves nothing would loop forever. */
+        /* End of file for a read (and for a sendfile: its source ended); a write that moves
+         * nothing would loop forever. */
         if (is_read(o) && o->done > 0)
             o->eof |= AFS__OP_EOF_CHECK;
-        afs__op_finished(ctx, op, is_read(o) ? (ssize_t)o->done : -EIO);
+        bool eof = is_read(o) || o->code == AFS__SENDFILE;
+        afs__op_finished(ctx, op, eof ? (ssize_t)o->done : -EIO);
         return false;
     }
     o->done += (size_t)res;
@@ -825,7 +833,7 @@ static ssize_t run_sock(struct afs_op *op)
         if (res < 0)
             return res;
         if (res == 0)
-            return is_read(o) ? (ssize_t)o->done : -EIO;
+            return is_read(o) || o->code == AFS__SENDFILE ? (ssize_t)o->done : -EIO;
         o->done += (size_t)res;
         if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL))
             return (ssize_t)o->done;

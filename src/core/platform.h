@@ -60,6 +60,9 @@ int64_t afs__proc_cpu_ns(void);   /* CLOCK_PROCESS_CPUTIME_ID: every thread of t
 /* Blocks SIGPIPE on the calling thread for good: for the library's own threads, whose pipe
  * writes then need no signal-mask calls (src/unix/sys.c). */
 void afs__sys_block_sigpipe(void);
+/* Linux: sendfile(2) of len bytes of in_fd from off to out_fd (one call, EINTR not retried);
+ * a SIGPIPE it raises is taken back as for a pipe's write. Bytes or -errno. */
+ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len);
 #endif
 
 /* A hint inside a spin-wait loop (PAUSE / YIELD). */

@@ -1,7 +1,7 @@
 /* Sockets: files made by socket(), accept() and socketpair(), and their ops (connect, accept,
- * recv, send, shutdown) queued and waited for like file ops. Where the backend runs socket ops
- * itself (io_uring: afs__backend.sock) they go to it with blocking descriptors; elsewhere the
- * readiness engine (src/unix/ready.c) runs them on non-blocking ones. */
+ * recv, send, shutdown, sendfile) queued and waited for like file ops. Where the backend runs
+ * socket ops itself (io_uring: afs__backend.sock) they go to it with blocking descriptors;
+ * elsewhere the readiness engine (src/unix/ready.c) runs them on non-blocking ones. */
 #include "internal.h"
 
 #include <limits.h>
@@ -30,6 +30,8 @@ struct sock_args {
     int            flags;   /* recv, send: the caller's MSG_* */
     void          *addrlen; /* accept: socklen_t *, or NULL */
     int            how;     /* shutdown: SHUT_*; accept: the accept4 flags */
+    struct afs_file *src;   /* sendfile: the source file, read from off */
+    uint64_t       off;
     afs_cb        *cb;
     void          *data;
 };
@@ -70,6 +72,18 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
         if (a->how != SHUT_RD && a->how != SHUT_WR && a->how != SHUT_RDWR)
             return -EINVAL;
         break;
+    case AFS__SENDFILE:
+        if (!afs__sys_sendfile_supported())
+            return -ENOTSUP;
+        if (!a->src || a->len > (size_t)SSIZE_MAX || a->off > (uint64_t)INT64_MAX ||
+            a->len > (uint64_t)INT64_MAX - a->off)
+            return -EINVAL;
+        if (a->src->seq)
+            return -ESPIPE; /* a pipe, socket or tty: no offset to read at */
+        if ((a->src->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) == AFS_WRONLY ||
+            acc == AFS_RDONLY)
+            return -EBADF;
+        break;
     default:
         return -EINVAL;
     }
@@ -88,6 +102,15 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
          * core keeps receiving, on every backend, as for a read). */
         if (!send && !afs__sys_msg_waitall(a->flags))
             o->flags |= AFS__OP_PARTIAL;
+    }
+    if (a->code == AFS__SENDFILE) {
+        o->off = a->off;
+        o->total = a->len;
+        o->sock.src = a->src;
+        /* The backend's per-op state (io_uring: the pipe and the splices under way) starts
+         * from zero. */
+        for (int i = 0; i < 4; i++)
+            o->be[i] = 0;
     }
     o->sock.addrlen = a->addrlen;
     o->sock.how = a->how;
@@ -122,7 +145,7 @@ static ssize_t sock_blocking(struct afs_file *f, struct sock_args a)
     int err = sock_setup(&op, f, &a);
     if (err < 0)
         return err;
-    if ((a.code == AFS__RECV || a.code == AFS__SEND) && a.len == 0)
+    if ((a.code == AFS__RECV || a.code == AFS__SEND || a.code == AFS__SENDFILE) && a.len == 0)
         return 0; /* zero-length: nothing to run, no callback */
     /* A shutdown never waits: outside a task it is made here; in one it joins the batch. */
     bool now = a.code == AFS__SHUTDOWN && !in_task(f->ctx);
@@ -274,6 +297,25 @@ int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, afs_cb *c
     afs__file_check(s, __func__);
     return sock_queue(op, s, &(struct sock_args){.code = AFS__SHUTDOWN, .how = how, .cb = cb,
                                                  .data = data});
+}
+
+int afs_queue_sendfile(struct afs_op *op, struct afs_file *s, struct afs_file *src,
+                       uint64_t off, size_t len, afs_cb *cb, void *data)
+{
+    afs__file_check(s, __func__);
+    if (src)
+        afs__file_check(src, __func__);
+    return sock_queue(op, s, &(struct sock_args){.code = AFS__SENDFILE, .src = src, .off = off,
+                                                 .len = len, .cb = cb, .data = data});
+}
+
+ssize_t afs_sendfile(struct afs_file *s, struct afs_file *src, uint64_t off, size_t len)
+{
+    afs__file_check(s, __func__);
+    if (src)
+        afs__file_check(src, __func__);
+    return sock_blocking(s, (struct sock_args){.code = AFS__SENDFILE, .src = src, .off = off,
+                                               .len = len});
 }
 
 int afs_connect(struct afs_file *s, const struct sockaddr *addr, socklen_t addrlen)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #ifndef RWF_DSYNC
 #define RWF_DSYNC 0x00000002 /* Linux 4.7; older C library headers lack it */
 #endif
@@ -42,6 +43,10 @@ struct uring {
     bool            cur_pos;     /* offset -1 reads and writes at the file's position (5.6):
                                     how pipes and sockets are read */
     bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
+    bool            has_splice;  /* IORING_OP_SPLICE (5.7): afs_queue_sendfile */
+    struct upipe   *pipes;       /* sendfile's pipes not in use, for the next op */
+    unsigned        npipes, pipes_cap;
+    struct afs_list splicing;    /* sendfile ops holding a pipe (their SPLICE_NODE) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
     struct afs__ums  ums;          /* multishot accepts and receives: uring_ms.c */
@@ -55,6 +60,42 @@ static struct uring *U(struct afs_ctx *ctx)
 {
     return ctx->be_state;
 }
+
+/* afs_queue_sendfile: each piece is two linked splices, the source file -> a pipe -> the
+ * socket, staged together. A pipe serves one op at a time (the bytes of two ops would mix
+ * in it); the op holds it from its first piece to its completion (sendfile_end, however
+ * the op ended), then gives it back to the context's free list, or closes it when bytes were
+ * left in it (an error, a cancel).
+ * A round's two completions may come in either order: the round is judged once both came.
+ * A file splice that moves less than its piece breaks the link (the socket splice
+ * completes with -ECANCELED): the next round sends what the pipe holds, then reads on. */
+struct upipe {
+    int      rfd, wfd;
+    uint32_t cap; /* bytes it holds at most (F_GETPIPE_SZ) */
+};
+
+struct usplice {
+    int      rfd, wfd;
+    uint32_t cap;
+    uint32_t inpipe;  /* bytes spliced into the pipe and not yet out of it */
+    uint32_t want;    /* this round's piece */
+    int32_t  r1, r2;  /* this round's results: file -> pipe, pipe -> socket */
+    uint8_t  held;    /* the op holds a pipe */
+    uint8_t  pending; /* completions of this round still to come */
+    uint8_t  fill;    /* this round has a file -> pipe splice */
+};
+/* The core zeroes four words of a sendfile op at setup. While the op holds a pipe it is on
+ * the ring's `splicing` list by a node in the next two words, so that a socket being closed
+ * can cancel its sendfiles (a splice blocked on a peer that reads nothing ends only so). */
+_Static_assert(sizeof(struct usplice) <= 4 * sizeof(uint64_t), "usplice must fit in 4 words");
+#define SPLICE_NODE(op) ((struct afs_list_node *)(void *)(afs__op(op)->be + 4))
+_Static_assert(4 * sizeof(uint64_t) + sizeof(struct afs_list_node) <=
+                   sizeof(((struct afs__op *)0)->be),
+               "the splicing node must fit in the backend words");
+
+/* user_data of a round's file -> pipe splice: the op's address with its low bit set (ops are
+ * 8-byte aligned, so it never looks like a TAG_*). */
+#define SPLICE_FILL_BIT 1u
 
 static unsigned pow2_at_least(unsigned v)
 {
@@ -177,6 +218,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
         u->has_write = io_uring_opcode_supported(probe, IORING_OP_WRITE);
         u->has_cancel = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
         u->has_msg = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        u->has_splice = io_uring_opcode_supported(probe, IORING_OP_SPLICE);
         u->has_sock = io_uring_opcode_supported(probe, IORING_OP_CONNECT) &&
                       io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
                       io_uring_opcode_supported(probe, IORING_OP_RECV) &&
@@ -195,12 +237,20 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
 static void uring_fini(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
+    for (unsigned i = 0; i < u->npipes; i++) {
+        close(u->pipes[i].rfd);
+        close(u->pipes[i].wfd);
+    }
+    free(u->pipes);
     afs__ums_fini(&u->ums, &u->ring);
     io_uring_queue_exit(&u->ring);
     afs__ureg_fini(&u->reg);
     free(u);
     ctx->be_state = NULL;
 }
+
+static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill);
+static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op);
 
 /* Reports every CQE there is. */
 static void reap(struct afs_ctx *ctx)
@@ -229,7 +279,11 @@ static void reap(struct afs_ctx *ctx)
             } else if ((ud & 7) >= AFS__UMS_TAG_RECV) {
                 afs__ums_cqe(ctx, &u->ums, ud, res, fl);
             } else if (ud > TAG_MSG) {
-                struct afs_op *op = (struct afs_op *)(uintptr_t)ud;
+                struct afs_op *op = (struct afs_op *)(uintptr_t)(ud & ~(uint64_t)7);
+                if (afs__op(op)->code == AFS__SENDFILE) {
+                    splice_cqe(ctx, op, res, ud & SPLICE_FILL_BIT);
+                    continue;
+                }
                 if (afs__op(op)->be[0] == AFS__UMS_PLAIN && afs__op(op)->file->sock)
                     afs__ums_plain_done(&u->ums, op);
                 afs__op_transferred(ctx, op, res);
@@ -379,6 +433,8 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
+    if (o->code == AFS__SENDFILE)
+        return U(ctx)->has_splice; /* else a pool thread's blocking sendfile(2) */
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
         return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)
@@ -460,10 +516,167 @@ static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
     }
 }
 
+/* ------------------------------------------------------------------------------------------
+ * sendfile: splices through a pipe (see struct usplice)
+ * ---------------------------------------------------------------------------------------- */
+
+#define PIPE_WANT (1u << 20) /* F_SETPIPE_SZ: a 1 MiB file in one round */
+#define PIPES_KEPT 256u
+
+static struct usplice *SP(struct afs_op *op)
+{
+    return (struct usplice *)(void *)afs__op(op)->be;
+}
+
+/* Gives op a pipe: a kept one, or a new one as large as the system lets it be. */
+static int pipe_get(struct uring *u, struct afs_op *op)
+{
+    struct usplice *sp = SP(op);
+    if (u->npipes) {
+        struct upipe p = u->pipes[--u->npipes];
+        sp->rfd = p.rfd;
+        sp->wfd = p.wfd;
+        sp->cap = p.cap;
+    } else {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0)
+            return -errno;
+        /* An unprivileged process may be refused a large pipe (fs.pipe-max-size, or its
+         * pipe-user-pages-soft share used up): a smaller one, or the default 64 KiB. */
+        for (unsigned want = PIPE_WANT; want >= 128u * 1024; want /= 4)
+            if (fcntl(fds[1], F_SETPIPE_SZ, (int)want) >= 0)
+                break;
+        int cap = fcntl(fds[1], F_GETPIPE_SZ);
+        sp->rfd = fds[0];
+        sp->wfd = fds[1];
+        sp->cap = cap > 0 ? (uint32_t)cap : 65536u;
+    }
+    sp->held = 1;
+    sp->inpipe = 0;
+    afs_list_push_back(&u->splicing, SPLICE_NODE(op));
+    return 0;
+}
+
+/* Takes op's pipe back: kept when empty, closed when bytes were left in it. */
+static void pipe_put(struct uring *u, struct afs_op *op)
+{
+    struct usplice *sp = SP(op);
+    if (!sp->held)
+        return;
+    sp->held = 0;
+    afs_list_remove(&u->splicing, SPLICE_NODE(op));
+    if (sp->inpipe == 0 && u->npipes < PIPES_KEPT) {
+        if (u->npipes == u->pipes_cap) {
+            unsigned cap = u->pipes_cap ? u->pipes_cap * 2 : 8;
+            struct upipe *p = realloc(u->pipes, cap * sizeof *p);
+            if (p) {
+                u->pipes = p;
+                u->pipes_cap = cap;
+            }
+        }
+        if (u->npipes < u->pipes_cap) {
+            u->pipes[u->npipes++] = (struct upipe){sp->rfd, sp->wfd, sp->cap};
+            return;
+        }
+    }
+    close(sp->rfd);
+    close(sp->wfd);
+    sp->inpipe = 0;
+}
+
+/* Stages op's next round: the file -> pipe splice linked to the pipe -> socket one, or only
+ * the latter when the pipe still holds bytes of the last round. */
+static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct uring *u = U(ctx);
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    if (!sp->held) {
+        int err = pipe_get(u, op);
+        if (err < 0)
+            return err;
+    }
+    /* Both SQEs in one submission (a link never spans two), the waker's read beside. */
+    if (io_uring_sq_space_left(&u->ring) < 3) {
+        ctx->stats.kernel_submits++;
+        if (flush(ctx) < 0)
+            return -EIO;
+    }
+    size_t rest = o->total - o->done;
+    if (sp->inpipe == 0) {
+        sp->want = (uint32_t)AFS_MIN(rest, (size_t)sp->cap);
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+        io_uring_prep_splice(sqe, (int)o->sock.src->fd, (int64_t)(o->off + o->done), sp->wfd,
+                             -1, sp->want, 0);
+        sqe->flags |= IOSQE_IO_LINK;
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
+        sp->fill = 1;
+        sp->pending = 2;
+    } else {
+        sp->want = sp->inpipe;
+        sp->fill = 0;
+        sp->pending = 1;
+    }
+    sp->r1 = sp->r2 = 0;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    io_uring_prep_splice(sqe, sp->rfd, -1, (int)o->file->fd, -1, sp->want,
+                         rest > sp->want ? SPLICE_F_MORE : 0);
+    /* A splice to a socket whose peer has gone raises SIGPIPE in the task that makes it
+     * (splice has no MSG_NOSIGNAL): always the kernel's workers, whose signals are
+     * blocked, never this thread. */
+    sqe->flags |= IOSQE_ASYNC;
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+/* One completion of a sendfile round; once both came, the round's outcome goes to the core
+ * as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to go
+ * on (the pipe holds what a short file splice gave), or an error. */
+static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill)
+{
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    if (fill)
+        sp->r1 = res;
+    else
+        sp->r2 = res;
+    if (--sp->pending) {
+        /* A cancel that came while the socket splice waited for its link found nothing to
+         * cancel: the file splice is done now, so the other one is queued (or running). */
+        if (fill && (o->flags & AFS__OP_CANCEL) && io_uring_sq_space_left(&U(ctx)->ring))
+            uring_cancel(ctx, op); /* never a flush from inside reap() */
+        return;
+    }
+    if (sp->fill && sp->r1 > 0)
+        sp->inpipe += (uint32_t)sp->r1;
+    bool cancel = o->flags & AFS__OP_CANCEL;
+    ssize_t report;
+    if (sp->r2 > 0) {
+        sp->inpipe -= (uint32_t)AFS_MIN((uint32_t)sp->r2, sp->inpipe);
+        report = sp->r2;
+    } else if (sp->r2 == -ECANCELED && sp->fill && !cancel) {
+        /* The link broke on the file's side: a short piece (resumed), the source's end, or
+         * the file's error. */
+        report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
+    } else if (sp->r2 == 0) {
+        report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
+    } else {
+        report = sp->r2; /* the socket's error, or a cancel */
+    }
+    afs__op_transferred(ctx, op, report); /* the pipe goes back in uring_sendfile_end */
+}
+
+static void uring_sendfile_end(struct afs_ctx *ctx, struct afs_op *op)
+{
+    pipe_put(U(ctx), op);
+}
+
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
+    if (o->code == AFS__SENDFILE)
+        return prep_splice(ctx, op);
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
         if (afs__ums_prep(ctx, &u->ums, &u->ring, op))
             return 0; /* parked on its socket's multishot */
@@ -549,7 +762,11 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
 {
     struct uring *u = U(ctx);
-    (void)head;
+    /* A sendfile is two SQEs of its own, linked: it does not join a chain's link. */
+    struct afs_op *m = head;
+    for (unsigned i = 0; i < n && m; i++, m = afs__op(m)->chain_next)
+        if (afs__op(m)->code == AFS__SENDFILE)
+            return false;
     if (n > *u->ring.sq.kring_entries - 1) /* one entry for the waker's read */
         return false;
     if (io_uring_sq_space_left(&u->ring) < n + 1) {
@@ -655,6 +872,11 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
         return;
     io_uring_prep_cancel(sqe, op, 0);
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    if (afs__op(op)->code == AFS__SENDFILE && SP(op)->pending == 2 && (sqe = get_sqe(ctx))) {
+        /* The round's file splice too (its link then cancels the socket one). */
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT, 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    }
 }
 
 /* Registration: uring_reg.c does the work; these only find the ring. */
@@ -709,6 +931,16 @@ static bool uring_sock(struct afs_ctx *ctx)
 
 static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
+    /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach. */
+    for (struct afs_list_node *n = U(ctx)->splicing.first; n; n = n->next) {
+        size_t at = offsetof(struct afs_op, private_) + offsetof(struct afs__op, be) +
+                    4 * sizeof(uint64_t); /* SPLICE_NODE's place in the op */
+        struct afs_op *op = (struct afs_op *)(void *)((char *)n - at);
+        if (afs__op(op)->file == f && !(afs__op(op)->flags & AFS__OP_CANCEL)) {
+            afs__op(op)->flags |= AFS__OP_CANCEL;
+            uring_cancel(ctx, op);
+        }
+    }
     afs__ums_cancel_file(ctx, &U(ctx)->ums, f);
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
@@ -745,5 +977,6 @@ const struct afs__backend afs__backend_uring = {
     .offload = uring_offload,
     .sock = uring_sock,
     .cancel_file = uring_cancel_file,
+    .sendfile_end = uring_sendfile_end,
     .sock_info = uring_sock_info,
 };

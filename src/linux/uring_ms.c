@@ -265,7 +265,10 @@ int afs__ums_prep(struct afs_ctx *ctx, struct afs__ums *ms, struct io_uring *rin
     }
     if (o->code != AFS__RECV && o->code != AFS__READ)
         return 0;
-    if (o->code == AFS__RECV && o->sock.msg_flags) /* MSG_PEEK, MSG_OOB */
+    /* MSG_OOB: out of band, beside the stream. A MSG_PEEK must see what the socket's
+     * multishot took from it already: it is parked like any receive and copies without
+     * taking. */
+    if (o->code == AFS__RECV && (o->sock.msg_flags & ~MSG_PEEK))
         return 0;
     struct afs__span sp;
     afs__op_span(op, &sp);
@@ -390,12 +393,21 @@ void afs__ums_cqe(struct afs_ctx *ctx, struct afs__ums *ms, uint64_t ud, int res
         make_ready(ms, s);
 }
 
-/* Copies what s holds into op's buffer, giving emptied buffers back: the bytes copied. */
+/* Copies what s holds into op's buffer, giving emptied buffers back (a MSG_PEEK takes
+ * nothing): the bytes copied. */
 static size_t copy_out(struct afs__ums *ms, struct ums_sock *s, struct afs_op *op)
 {
     struct afs__span sp;
     afs__op_span(op, &sp);
     size_t n = 0;
+    if (afs__op(op)->code == AFS__RECV && (afs__op(op)->sock.msg_flags & MSG_PEEK)) {
+        for (uint16_t b = s->head; b != NO_BUF && n < sp.len; b = ms->next[b]) {
+            size_t k = AFS_MIN((size_t)(ms->len[b] - ms->off[b]), sp.len - n);
+            memcpy((char *)sp.buf + n, ms->mem + (size_t)b * ms->size + ms->off[b], k);
+            n += k;
+        }
+        return n;
+    }
     while (s->head != NO_BUF && n < sp.len) {
         uint16_t b = s->head;
         size_t k = AFS_MIN((size_t)(ms->len[b] - ms->off[b]), sp.len - n);

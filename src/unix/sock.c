@@ -27,6 +27,15 @@ bool afs__sys_sock_supported(void)
     return true;
 }
 
+bool afs__sys_sendfile_supported(void)
+{
+#ifdef __linux__
+    return true;
+#else
+    return false; /* FreeBSD's and macOS's sendfile(2) differ: not wired up */
+#endif
+}
+
 int afs__sys_sock_close(afs__fd_t fd)
 {
     return afs__sys_close(fd);
@@ -226,6 +235,16 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
         case AFS__SHUTDOWN:
             *in = false;
             return shutdown(fd, o->sock.how) < 0 ? -errno : 0;
+        case AFS__SENDFILE: {
+            /* No MSG_NOSIGNAL here: afs__sys_sendfile takes a SIGPIPE back. */
+            struct afs__span s;
+            afs__op_span(op, &s);
+            *in = false;
+            r = afs__sys_sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
+            if (r == -EINTR)
+                continue;
+            return r == -EWOULDBLOCK ? -EAGAIN : r;
+        }
         default:
             return -EINVAL;
         }

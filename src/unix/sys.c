@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #ifdef __linux__
 #include <linux/fs.h> /* BLKSSZGET */
+#include <sys/sendfile.h>
 #endif
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -69,36 +70,65 @@ static void take_sigpipe(const sigset_t *pipe_set)
 }
 
 /* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
- * MSG_NOSIGNAL elsewhere): a reader that has gone must be -EPIPE, not the death of the
- * process by SIGPIPE. On a pool thread the signal is blocked already: only an EPIPE costs a
- * call, to take its signal back. On the caller's thread it is blocked around the write and
- * the one the write raised is taken back, never one that was pending before (standard
- * signals do not queue: it would be the same one). One can be pending only where the
- * caller's mask blocked SIGPIPE already (else it would have been delivered), so only then is
- * it looked for, and only else is the mask put back: two calls around the write. */
+ * MSG_NOSIGNAL elsewhere) or a sendfile (no MSG_NOSIGNAL there): a reader that has gone must
+ * be -EPIPE, not the death of the process by SIGPIPE. On a pool thread the signal is blocked
+ * already: only an EPIPE costs a call, to take its signal back. On the caller's thread it is
+ * blocked around the write and the one the write raised is taken back, never one that was
+ * pending before (standard signals do not queue: it would be the same one). One can be
+ * pending only where the caller's mask blocked SIGPIPE already (else it would have been
+ * delivered), so only then is it looked for, and only else is the mask put back: two calls
+ * around the write. */
+struct sigpipe_hold {
+    sigset_t set, old;
+    bool     was_blocked, pending;
+};
+
+static void sigpipe_hold(struct sigpipe_hold *h)
+{
+    sigemptyset(&h->set);
+    sigaddset(&h->set, SIGPIPE);
+    h->was_blocked = h->pending = true;
+    if (sigpipe_blocked)
+        return;
+    sigset_t pend;
+    pthread_sigmask(SIG_BLOCK, &h->set, &h->old);
+    h->was_blocked = sigismember(&h->old, SIGPIPE);
+    h->pending = h->was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+}
+
+static void sigpipe_release(struct sigpipe_hold *h, int err)
+{
+    if (err == EPIPE && (sigpipe_blocked || !h->pending))
+        take_sigpipe(&h->set);
+    if (!h->was_blocked)
+        pthread_sigmask(SIG_SETMASK, &h->old, NULL);
+}
+
 static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec *iov,
                          int iovcnt)
 {
-    sigset_t pipe_set, old, pend;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    if (sigpipe_blocked) {
-        ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
-        int err = r < 0 ? errno : 0;
-        if (err == EPIPE)
-            take_sigpipe(&pipe_set);
-        return r < 0 ? -err : r;
-    }
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool was_blocked = sigismember(&old, SIGPIPE);
-    bool pending = was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    struct sigpipe_hold h;
+    sigpipe_hold(&h);
     ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
     int err = r < 0 ? errno : 0;
-    if (err == EPIPE && !pending)
-        take_sigpipe(&pipe_set);
-    if (!was_blocked)
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sigpipe_release(&h, err);
     return r < 0 ? -err : r;
+}
+
+ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
+{
+#ifdef __linux__
+    off_t o = (off_t)off;
+    struct sigpipe_hold h;
+    sigpipe_hold(&h);
+    ssize_t r = sendfile(out_fd, in_fd, &o, len);
+    int err = r < 0 ? errno : 0;
+    sigpipe_release(&h, err);
+    return r < 0 ? -err : r;
+#else
+    (void)out_fd, (void)in_fd, (void)off, (void)len;
+    return -ENOTSUP;
+#endif
 }
 
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)

@@ -96,6 +96,11 @@ bool afs__sys_sock_supported(void)
     return true;
 }
 
+bool afs__sys_sendfile_supported(void)
+{
+    return false; /* TransmitFile is not wired up: callers read and send */
+}
+
 static SOCKET sock_of(const struct afs_file *f)
 {
     return (SOCKET)(uintptr_t)f->fd;

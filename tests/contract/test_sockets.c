@@ -55,62 +55,15 @@ typedef int t_sock_t;
 #include <liburing.h>
 #endif
 
-static void s_setup(void)
-{
-    t_setup();
-#ifdef _WIN32
-    /* The tests make plain sockets of their own too. */
-    WSADATA d;
-    cr_assert_eq(WSAStartup(MAKEWORD(2, 2), &d), 0);
-#else
-    /* The default action: a SIGPIPE the library let through would kill the test. */
-    signal(SIGPIPE, SIG_DFL);
-#endif
-}
+#include "sock_flavours.h" /* s_setup, T_FLAVOURS */
 
 #define T_SOCK(name) Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 120)
 
 #ifdef _WIN32
-/* One flavour: every Windows backend runs socket ops as overlapped calls on a port. Wine
- * takes milliseconds per connection: 10,000 of them take minutes on a loaded machine. */
-#define T_SOCK_ALL(name) Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 600)
+/* Wine takes milliseconds per connection: 10,000 of them take minutes on a loaded machine. */
+#define T_SOCK_ALL(name) T_FLAVOURS(sockets, name, 600)
 #else
-
-/* The readiness engine with poll(), on every backend (io_uring too). */
-static void s_setup_poll(void)
-{
-    s_setup();
-    afs__ready_poll_only = true;
-    afs__uring_no_sock = true;
-}
-
-/* io_uring through the readiness engine (epoll, polled from the ring). */
-static void s_setup_engine(void)
-{
-    s_setup();
-    afs__uring_no_sock = true;
-    const char *b = getenv("ASYNCFS_BACKEND");
-    if (!b || strcmp(b, "io_uring") != 0)
-        cr_skip_test("backend under test is %s, not io_uring", b ? b : "auto");
-}
-
-/* A test run three times: as is, with the engine's poll() flavour, and on io_uring through
- * the engine. */
-#define T_SOCK_ALL(name)                                                                      \
-    static void name##_body(void);                                                            \
-    Test(sockets, name, .init = s_setup, .fini = t_teardown, .timeout = 120)                  \
-    {                                                                                         \
-        name##_body();                                                                        \
-    }                                                                                         \
-    Test(sockets_poll, name, .init = s_setup_poll, .fini = t_teardown, .timeout = 120)        \
-    {                                                                                         \
-        name##_body();                                                                        \
-    }                                                                                         \
-    Test(sockets_engine, name, .init = s_setup_engine, .fini = t_teardown, .timeout = 120)    \
-    {                                                                                         \
-        name##_body();                                                                        \
-    }                                                                                         \
-    static void name##_body(void)
+#define T_SOCK_ALL(name) T_FLAVOURS(sockets, name, 120)
 #endif
 
 /* A TCP listener on 127.0.0.1 (any free port) as a file of ctx; its address in *sa. */
@@ -161,26 +114,6 @@ static void recv_all(struct afs_file *f, size_t n, uint64_t at)
         cr_assert(t_check(buf, (size_t)r, at + got), "bytes %zu.. are not the sender's", got);
         got += (size_t)r;
     }
-}
-
-struct cb_log {
-    int     calls;
-    ssize_t result;
-};
-
-static void log_cb(struct afs_op *op)
-{
-    struct cb_log *lg = op->data;
-    lg->calls++;
-    lg->result = op->result;
-}
-
-/* Runs ctx until lg has its callback (a guard of 30 s against a hang, not a bound). */
-static void wait_cb(struct afs_ctx *ctx, struct cb_log *lg)
-{
-    for (int i = 0; i < 300 && lg->calls == 0; i++)
-        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
-    cr_assert_eq(lg->calls, 1);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1482,4 +1415,28 @@ T_SOCK_ALL(multishot_recv_armed_once_per_connection)
         cr_assert_eq(afs_close(p[i][0]), 0);
         cr_assert_eq(afs_close(p[i][1]), 0);
     }
+}
+
+/* MSG_PEEK on a socket whose multishot receive already took the bytes from the kernel: the
+ * peek sees them (without taking them), before and after more arrive; nothing waits. */
+T_SOCK_ALL(peek_after_a_multishot_receive)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char m[400], got[400];
+    t_fill(m, sizeof m, 0);
+    cr_assert_eq(afs_send(p[1], m, 100, 0), 100);
+    cr_assert_eq(afs_recv(p[0], got, 10, 0), 10); /* arms it; 90 bytes stay with it */
+    cr_assert(t_check(got, 10, 0));
+    cr_assert_eq(afs_recv(p[0], got, 50, MSG_PEEK), 50);
+    cr_assert(t_check(got, 50, 10));
+    cr_assert_eq(afs_send(p[1], m + 100, 300, 0), 300);
+    ssize_t r = afs_recv(p[0], got, sizeof got, MSG_PEEK);
+    cr_assert(r >= 90 && r <= 390, "peek: %zd", r);
+    cr_assert(t_check(got, (size_t)r, 10));
+    cr_assert_eq(afs_recv(p[0], got, 390, MSG_WAITALL), 390);
+    cr_assert(t_check(got, 390, 10));
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
 }

@@ -5,7 +5,7 @@
 #    own loss (the next client is served).
 #  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
 #    for "..", HEAD, and a client that leaves in the middle of a 4 MiB response (the server
-#    goes on serving the next).
+#    goes on serving the next); with bodies sent by afs_sendfile and by read+send.
 #   servers.sh ECHO_SERVER FILE_SERVER
 set -euo pipefail
 echo_bin=$1 file_bin=$2
@@ -64,53 +64,62 @@ echo "echo_server: ok"
 mkdir -p "$dir/www"
 head -c 10000 /dev/urandom > "$dir/www/small.bin"
 head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
-"$file_bin" --root "$dir/www" --conns 3 > "$dir/file.out" 2> "$dir/file.out.err" &
-pids+=($!)
-port=$(port_of "$dir/file.out")
-[ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
+file_checks() { # file_server's arguments
+  "$file_bin" --root "$dir/www" --conns 3 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  local pid=$!
+  pids+=($pid)
+  port=$(port_of "$dir/file.out")
+  [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
 
-# Reads one response from fd 3: the status line into $status, the body into $1.
-response() {
-  local body=$1 line len=0
-  IFS= read -r -t 10 status <&3 || fail "file: no response"
-  status=${status%$'\r'}
-  while IFS= read -r -t 10 line <&3; do
-    line=${line%$'\r'}
-    [ -z "$line" ] && break
-    case ${line,,} in content-length:*) len=${line#*: } ;; esac
-  done
-  if [ "$len" -gt 0 ]; then head -c "$len" <&3 > "$body"; else : > "$body"; fi
+  # Reads one response from fd 3: the status line into $status, the body into $1.
+  response() {
+    local body=$1 line len=0
+    IFS= read -r -t 10 status <&3 || fail "file: no response"
+    status=${status%$'\r'}
+    while IFS= read -r -t 10 line <&3; do
+      line=${line%$'\r'}
+      [ -z "$line" ] && break
+      case ${line,,} in content-length:*) len=${line#*: } ;; esac
+    done
+    if [ "$len" -gt 0 ]; then head -c "$len" <&3 > "$body"; else : > "$body"; fi
+  }
+
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got1"
+  [ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status'"
+  cmp -s "$dir/got1" "$dir/www/small.bin" || fail "file: small.bin differs"
+  # The same connection again (keep-alive), then the error cases.
+  printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got2"
+  cmp -s "$dir/got2" "$dir/www/big.bin" || fail "file: big.bin differs"
+  printf 'GET /missing HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got3"
+  [ "$status" = "HTTP/1.1 404 Not Found" ] || fail "file: status '$status' for a missing file"
+  printf 'HEAD /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  IFS= read -r -t 10 status <&3
+  [ "${status%$'\r'}" = "HTTP/1.1 200 OK" ] || fail "file: HEAD status '$status'"
+  while IFS= read -r -t 10 line <&3 && [ -n "${line%$'\r'}" ]; do :; done
+  printf 'GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for '..'"
+  exec 3>&-
+  # A client that asks for 4 MiB and leaves at once: the server must go on.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  head -c 1000 <&3 > /dev/null
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin HTTP/1.0\r\n\r\n' >&3
+  response "$dir/got5"
+  cmp -s "$dir/got5" "$dir/www/small.bin" || fail "file: not served after a client left"
+  exec 3>&-
+  wait "$pid" || fail "file_server $* exited with an error: $(cat "$dir/file.out.err")"
+  echo "file_server${*:+ $*}: ok"
 }
 
-exec 3<>"/dev/tcp/127.0.0.1/$port"
-printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
-response "$dir/got1"
-[ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status'"
-cmp -s "$dir/got1" "$dir/www/small.bin" || fail "file: small.bin differs"
-# The same connection again (keep-alive), then the error cases.
-printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
-response "$dir/got2"
-cmp -s "$dir/got2" "$dir/www/big.bin" || fail "file: big.bin differs"
-printf 'GET /missing HTTP/1.1\r\nHost: x\r\n\r\n' >&3
-response "$dir/got3"
-[ "$status" = "HTTP/1.1 404 Not Found" ] || fail "file: status '$status' for a missing file"
-printf 'HEAD /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
-IFS= read -r -t 10 status <&3
-[ "${status%$'\r'}" = "HTTP/1.1 200 OK" ] || fail "file: HEAD status '$status'"
-while IFS= read -r -t 10 line <&3 && [ -n "${line%$'\r'}" ]; do :; done
-printf 'GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n' >&3
-response "$dir/got4"
-[ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for '..'"
-exec 3>&-
-# A client that asks for 4 MiB and leaves at once: the server must go on.
-exec 3<>"/dev/tcp/127.0.0.1/$port"
-printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
-head -c 1000 <&3 > /dev/null
-exec 3>&-
-exec 3<>"/dev/tcp/127.0.0.1/$port"
-printf 'GET /small.bin HTTP/1.0\r\n\r\n' >&3
-response "$dir/got5"
-cmp -s "$dir/got5" "$dir/www/small.bin" || fail "file: not served after a client left"
-exec 3>&-
-wait "${pids[1]}" || fail "file_server exited with an error: $(cat "$dir/file.out.err")"
-echo "file_server: ok"
+# The bodies from 64 KiB with afs_sendfile (splices on io_uring), all read and sent, and all
+# with sendfile(2) on the threads backend's readiness engine.
+file_checks
+file_checks --sendfile-min -1
+ASYNCFS_BACKEND=threads file_checks --sendfile-min 0

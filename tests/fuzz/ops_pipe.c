@@ -8,8 +8,10 @@
  * buffer holds), and a read asks for at most what is there until the writer has closed.
  * On a socketpair the reader and the writer may use the socket calls instead: afs_recv (plain,
  * MSG_WAITALL or MSG_PEEK) and afs_send, blocking or as queued ops (afs_queue_recv,
- * afs_queue_send). A plain receive may give fewer bytes than are there, never none while
- * some are; MSG_WAITALL gives all it asked for, short only at the end; a peek takes nothing. */
+ * afs_queue_send), or afs_sendfile / afs_queue_sendfile of the bytes written to a file first
+ * (at an offset the input picks, sometimes asked for past the file's end: a short count).
+ * A plain receive may give fewer bytes than are there, never none while some are;
+ * MSG_WAITALL gives all it asked for, short only at the end; a peek takes nothing. */
 #define _GNU_SOURCE
 #include "harness.h"
 
@@ -83,12 +85,55 @@ static ssize_t sock_queued(struct chan *c, bool send, void *buf, size_t n, int f
     return d.res;
 }
 
-static void chan_write(struct chan *c, size_t n)
+/* The n bytes of buf sent through a file: written there at an offset from v, then sent with
+ * afs_sendfile (or queued), sometimes asking for more than the file has. */
+static void chan_sendfile(struct chan *c, const unsigned char *buf, size_t n, uint16_t v)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s.sf", fz.path[0]);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    uint64_t off = v % 8192u;
+    if (fd < 0 || pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
+        fz_fail("harness: writing %s: %s", path, strerror(errno));
+    close(fd);
+    struct afs_file *f;
+    int e = afs_open(fz.ctx, path, AFS_RDONLY, 0, AFS_MODE_SYNC, &f);
+    if (e != 0)
+        fz_fail("afs_open of the sendfile source: %s", fz_err(e));
+    size_t ask = (v & 0x8000) ? n + 1 + v % 100u : n;
+    ssize_t r;
+    if (c->queued) {
+        struct afs_op op;
+        struct sock_done d = {0};
+        memset(&op, 0, sizeof op);
+        r = afs_queue_sendfile(&op, c->wf, f, off, ask, sock_cb, &d);
+        while (r == 0 && !d.done) {
+            int w = afs_ctx_wait(fz.ctx, 1, -1);
+            if (w < 0)
+                fz_fail("afs_ctx_wait for a queued sendfile = %s", fz_err(w));
+        }
+        if (r == 0)
+            r = d.res;
+    } else {
+        r = afs_sendfile(c->wf, f, off, ask);
+    }
+    fz_trace("  afs_%ssendfile(writer, off %" PRIu64 ", %zu) = %s", c->queued ? "queue_" : "",
+             off, ask, fz_err(r));
+    if (r != (ssize_t)n)
+        fz_fail("afs_sendfile of %zu bytes (%zu asked) on a socketpair: %s", n, ask,
+                fz_err(r));
+    afs_close(f);
+    unlink(path);
+}
+
+static void chan_write(struct chan *c, size_t n, bool sendfile, uint16_t v)
 {
     unsigned char *buf = fz.scratch;
     for (size_t i = 0; i < n; i++)
         buf[i] = pat(c->written + i, c->seed);
-    if (c->wf && c->sockops) {
+    if (c->wf && c->sockops && sendfile) {
+        chan_sendfile(c, buf, n, v);
+    } else if (c->wf && c->sockops) {
         ssize_t r = c->queued ? sock_queued(c, true, buf, n, 0) : afs_send(c->wf, buf, n, 0);
         fz_trace("  afs_%ssend(writer, %zu) = %s", c->queued ? "queue_" : "", n, fz_err(r));
         if (r != (ssize_t)n)
@@ -299,7 +344,7 @@ void fz_op_pipe(struct fz_in *in)
             if (c.wclosed || room == 0)
                 break;
             size_t lim = room < FZ_MAX_IO ? room : FZ_MAX_IO;
-            chan_write(&c, (s & 0x80) ? 1u + v % 16u : 1u + v % lim);
+            chan_write(&c, (s & 0x80) ? 1u + v % 16u : 1u + v % lim, s & 0x40, v);
             break;
         }
         case 2:

@@ -1,0 +1,376 @@
+/* afs_sendfile / afs_queue_sendfile on the backend under test: a file sent byte for byte to a
+ * socketpair and to a TCP peer (several pipe pieces, offsets, lengths past the end of the
+ * file), a peer that goes away mid-transfer (-EPIPE / -ECONNRESET, the process alive with
+ * SIGPIPE's default action), afs_cancel and a corio deadline of a sendfile to a peer that
+ * does not read, and the argument errors. The sendfile_poll suite runs the readiness engine
+ * with poll(), sendfile_engine runs io_uring contexts through the engine (sendfile(2)
+ * instead of splices). Windows and the BSDs: -ENOTSUP. */
+#include "../common.h"
+
+#include "internal.h" /* afs__uring_no_sock, afs__ready_poll_only */
+#include "sock_flavours.h"
+
+#include <corio.h>
+
+#ifndef __linux__
+/* No sendfile there: every call says so, and nothing is queued. */
+Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2], *f;
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    t_make_file(t_path("f"), 4096);
+    cr_assert_eq(afs_open(ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_sendfile(p[0], f, 0, 4096), -ENOTSUP);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, 4096, (afs_cb *)abort, NULL), -ENOTSUP);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    (void)t_check; /* common.h's, used by the Linux tests */
+}
+#else
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* A test run as is, with the engine's poll() flavour, and on io_uring through the engine. */
+#define T_SF(name) T_FLAVOURS(sendfile, name, 120)
+
+/* More than one 1 MiB pipe piece, and a last piece that is not a multiple of a page. */
+#define FSIZE ((size_t)(2 << 20) + 12345)
+
+static struct afs_file *open_src(struct afs_ctx *ctx, size_t size)
+{
+    t_make_file(t_path("src"), size);
+    struct afs_file *f;
+    int err = afs_open(ctx, t_path("src"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &f);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
+/* A connected pair over loopback TCP. */
+static void tcp_pair(struct afs_ctx *ctx, struct afs_file **c, struct afs_file **s)
+{
+    struct afs_file *l;
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &l), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = afs_file_fd(l);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(fd, 8), 0);
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, c), 0);
+    cr_assert_eq(afs_connect(*c, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(afs_accept(l, NULL, NULL, s), 0);
+    cr_assert_eq(afs_close(l), 0);
+}
+
+/* Queues a sendfile of [off, off + len) of f on a while b receives with blocking calls (they
+ * drive the context); checks the op's result is `expect` and the bytes are the file's. Then
+ * a's sending side is shut: b must see the end of the stream with nothing more. */
+static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
+                       struct afs_file *f, uint64_t off, size_t len, size_t expect)
+{
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    int err = afs_queue_sendfile(&op, a, f, off, len, log_cb, &lg);
+    cr_assert_eq(err, 0, "afs_queue_sendfile [%llu, +%zu): %s", (unsigned long long)off, len,
+                 afs_strerror(err));
+    static char buf[65536];
+    size_t got = 0;
+    while (got < expect) {
+        ssize_t r = afs_recv(b, buf, sizeof buf, 0);
+        cr_assert(r > 0, "afs_recv after %zu of %zu bytes: %zd", got, expect, r);
+        cr_assert_leq(got + (size_t)r, expect, "more bytes than the file has there");
+        cr_assert(t_check(buf, (size_t)r, off + got), "bytes %zu.. are not the file's", got);
+        got += (size_t)r;
+    }
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, (ssize_t)expect, "sendfile [%llu, +%zu): %zd (%s)",
+                 (unsigned long long)off, len, lg.result,
+                 lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
+    cr_assert_eq(afs_shutdown(a, SHUT_WR), 0);
+    cr_assert_eq(afs_recv(b, buf, sizeof buf, 0), 0, "bytes after the file's");
+}
+
+T_SF(socketpair_byte_exact)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    send_check(ctx, p[0], p[1], f, 0, FSIZE, FSIZE);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Offsets inside a page, lengths past the end (the rest of the file), an offset at and past
+ * the end (0), over TCP; each on a fresh connection. */
+T_SF(tcp_offsets_and_lengths_past_eof)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct {
+        uint64_t off;
+        size_t   len, expect;
+    } cases[] = {
+        {0, FSIZE, FSIZE},
+        {4095, 100000, 100000},
+        {1, (size_t)(1 << 20), (size_t)(1 << 20)},
+        {FSIZE - 10, 1000, 10},
+        {12345, (size_t)64 << 20, FSIZE - 12345},
+        {FSIZE, 4096, 0},
+        {(uint64_t)FSIZE + 4096, 4096, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct afs_file *c, *s;
+        tcp_pair(ctx, &c, &s);
+        send_check(ctx, s, c, f, cases[i].off, cases[i].len, cases[i].expect);
+        cr_assert_eq(afs_close(c), 0);
+        cr_assert_eq(afs_close(s), 0);
+    }
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* The blocking form, twice in a row on one connection (the context's pipe is reused), with
+ * a plain send between: the stream is the three in order. Outside a task the receiver is a
+ * plain thread. */
+struct reader {
+    int    fd;
+    size_t want, got;
+    int    bad;
+};
+
+static void *reader_fn(void *arg)
+{
+    struct reader *r = arg;
+    static char buf[65536];
+    uint64_t at = 0;
+    while (r->got < r->want) {
+        ssize_t n = recv(r->fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        /* 5 bytes "hello" after the first 100000 file bytes, then the file from 0 again. */
+        for (ssize_t i = 0; i < n; i++, at++) {
+            unsigned char c = (unsigned char)buf[i];
+            if (at < 100000)
+                r->bad |= !t_check(&c, 1, at);
+            else if (at < 100005)
+                r->bad |= c != (unsigned char)"hello"[at - 100000];
+            else
+                r->bad |= !t_check(&c, 1, at - 100005);
+        }
+        r->got += (size_t)n;
+    }
+    return NULL;
+}
+
+T_SF(blocking_calls_in_order)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    struct reader r = {.fd = afs_file_fd(p[1]), .want = 100000 + 5 + FSIZE};
+    /* The reader's descriptor may be the engine's non-blocking one: make it wait. */
+    int fl = fcntl(r.fd, F_GETFL);
+    cr_assert_eq(fcntl(r.fd, F_SETFL, fl & ~O_NONBLOCK), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, reader_fn, &r), 0);
+    cr_assert_eq(afs_sendfile(p[0], f, 0, 100000), 100000);
+    cr_assert_eq(afs_send(p[0], "hello", 5, 0), 5);
+    cr_assert_eq(afs_sendfile(p[0], f, 0, FSIZE), (ssize_t)FSIZE);
+    cr_assert_eq(afs_sendfile(p[0], f, 0, 0), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(r.got, r.want);
+    cr_assert_eq(r.bad, 0, "the stream is not file, hello, file");
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A peer that has gone: -EPIPE or -ECONNRESET, never a SIGPIPE (its default action, set in
+ * the set-up, would kill the test). A socketpair whose other end is closed before, and a TCP
+ * peer that closes with unread data (a reset) during a transfer larger than the buffers. */
+T_SF(peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    ssize_t r = afs_sendfile(p[0], f, 0, FSIZE);
+    cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a closed peer: %zd (%s)", r,
+              r < 0 ? afs_strerror((int)r) : "bytes");
+    cr_assert_eq(afs_close(p[0]), 0);
+
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_sendfile(&op, s, f, 0, FSIZE, log_cb, &lg), 0);
+    char buf[1000];
+    cr_assert_gt(afs_recv(c, buf, sizeof buf, 0), 0);
+    cr_assert_eq(afs_close(c), 0); /* unread data: the kernel resets the connection */
+    wait_cb(ctx, &lg);
+    /* The buffers may have taken all of it before the reset came: then the next one fails. */
+    r = lg.result == (ssize_t)FSIZE ? afs_sendfile(s, f, 0, FSIZE) : lg.result;
+    if (r == (ssize_t)FSIZE)
+        r = afs_sendfile(s, f, 0, FSIZE);
+    cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a reset peer: %zd (%s)", r,
+              r < 0 ? afs_strerror((int)r) : "bytes");
+    cr_assert_eq(afs_close(s), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* afs_cancel of a sendfile stuck on a peer that does not read: the callback comes with
+ * -ECANCELED or the bytes that left (fewer than asked), and afs_close of the socket then
+ * does not hang. */
+T_SF(cancel_when_the_peer_does_not_read)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_src(ctx, size);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, size, log_cb, &lg), 0);
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, size, log_cb, &lg), -EBUSY);
+    for (int i = 0; i < 5; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 20LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0, "16 MiB went to a peer that reads nothing");
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert(lg.result == -ECANCELED || (lg.result > 0 && lg.result < (ssize_t)size),
+              "cancelled sendfile: %zd (%s)", lg.result,
+              lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+/* Sendfiles cancelled at every stage, and sockets closed under them: no descriptor stays
+ * behind (a pipe left holding bytes is closed; at most one empty one is kept). */
+T_SF(no_descriptor_leak)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)4 << 20;
+    struct afs_file *f = open_src(ctx, size);
+    int before = count_fds();
+    for (int i = 0; i < 60; i++) {
+        struct afs_file *p[2];
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+        struct cb_log lg = {0};
+        cr_assert_eq(afs_queue_sendfile(&op, p[0], f, (uint64_t)i, size, log_cb, &lg), 0);
+        for (int k = 0; k < i % 4; k++)
+            cr_assert_geq(afs_ctx_wait(ctx, 0, (i % 3) * 1000000LL), 0);
+        if (i % 5 == 4) {
+            cr_assert_eq(afs_close(p[0]), 0); /* cancels it, and waits */
+            cr_assert_eq(lg.calls, 1);
+        } else {
+            cr_assert_eq(afs_cancel(&op), 0);
+            wait_cb(ctx, &lg);
+            cr_assert_eq(afs_close(p[0]), 0);
+        }
+        cr_assert_eq(lg.calls, 1);
+        cr_assert(lg.result == -ECANCELED || lg.result == -EPIPE || lg.result == -ECONNRESET ||
+                      (lg.result >= 0 && lg.result < (ssize_t)size),
+                  "round %d: %zd", i, lg.result);
+        cr_assert_eq(afs_close(p[1]), 0);
+    }
+    int after = count_fds();
+    cr_assert_leq(after, before + 2, "%d descriptors before, %d after", before, after);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+struct stuck {
+    struct afs_file *s, *f;
+    size_t           size;
+    ssize_t          r;
+};
+
+static void stuck_task(struct corio_task *t, void *arg)
+{
+    struct stuck *st = arg;
+    corio_set_deadline(t, corio_now() + 100 * 1000000LL);
+    st->r = afs_sendfile(st->s, st->f, 0, st->size);
+}
+
+/* A corio deadline reaches a sendfile in a task: -ETIMEDOUT, or the bytes that left. */
+T_SF(deadline_in_a_task)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct stuck st = {.size = (size_t)16 << 20};
+    st.f = open_src(ctx, st.size);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    st.s = p[0];
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, stuck_task, &st), 0);
+    cr_assert(st.r == -ETIMEDOUT || (st.r > 0 && st.r < (ssize_t)st.size),
+              "sendfile under a deadline: %zd (%s)", st.r,
+              st.r < 0 ? afs_strerror((int)st.r) : "bytes");
+    corio_sched_free(sched);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(st.f), 0);
+}
+
+/* Bad arguments: clear errors, nothing queued (no callback ever runs). */
+T_SF(argument_errors)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, 4096);
+    struct afs_file *p[2], *wo;
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_open(ctx, t_path("wo"), AFS_WRONLY | AFS_CREAT, 0644, AFS_MODE_SYNC, &wo),
+                 0);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    afs_cb *never = (afs_cb *)abort;
+    cr_assert_eq(afs_sendfile(f, f, 0, 10), -ENOTSOCK);       /* to a regular file */
+    cr_assert_eq(afs_sendfile(p[0], p[1], 0, 10), -ESPIPE);   /* from a socket */
+    cr_assert_eq(afs_sendfile(p[0], NULL, 0, 10), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], wo, 0, 10), -EBADF);      /* from a write-only file */
+    cr_assert_eq(afs_sendfile(p[0], f, 0, (size_t)SSIZE_MAX + 1), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], f, (uint64_t)INT64_MAX + 1, 10), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], f, (uint64_t)INT64_MAX - 5, 10), -EINVAL);
+    cr_assert_eq(afs_queue_sendfile(&op, f, f, 0, 10, never, NULL), -ENOTSOCK);
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, 10, NULL, NULL), -EINVAL);
+    cr_assert_eq(afs_queue_sendfile(NULL, p[0], f, 0, 10, never, NULL), -EINVAL);
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], p[1], 0, 10, never, NULL), -ESPIPE);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    /* The socket is untouched: a plain exchange still works. */
+    char got[4];
+    cr_assert_eq(afs_send(p[0], "abc", 3, 0), 3);
+    cr_assert_eq(afs_recv(p[1], got, sizeof got, 0), 3);
+    cr_assert_eq(afs_close(wo), 0);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
