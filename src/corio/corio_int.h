@@ -75,13 +75,6 @@ struct corio__wait {
 
 #define CORIO__LINE 64 /* bytes in a cache line */
 
-/* Switches into tasks a CPU phase makes at most (a spawn's hand-overs to the child and back
- * not counted); the tasks still ready then run in the next phases, in order. What one phase
- * touches (the tasks' stacks and structs, their ops, the data the kernel copies for them)
- * then fits in a core's cache between its passes (run, submit, reap, resume), however many
- * tasks are alive; at a cost of one submission per this many file ops at most. */
-#define CORIO__PHASE_TASKS 64
-
 /* Laid out for the scheduler's hot path: what every switch, suspension, wake-up and
  * cancellation check reads (the first lines, with the saved registers) comes first, so a task
  * that runs once per phase among thousands costs few cache lines; the rest (its tree, links,
@@ -275,7 +268,6 @@ struct corio_sched {
     struct corio_task   *root;
     struct corio__waitq  ready;    /* this CPU phase */
     struct corio__waitq  yielded;  /* the next one */
-    unsigned             phase_left; /* switches into tasks this CPU phase may still make */
     size_t               live;     /* tasks not done */
     size_t               outside_waits; /* suspended in waits with `outside` set */
     struct afs_list      free_tasks;

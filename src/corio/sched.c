@@ -104,11 +104,8 @@ static inline void prefetch_ahead(struct corio_sched *s)
 static inline void leave(struct corio_task *from, bool dying)
 {
     struct corio_sched *s = from->sched;
-    struct corio_task *next = s->phase_left ? corio__waitq_pop(&s->ready) : NULL;
-    if (next) {
-        s->phase_left--;
-        prefetch_ahead(s);
-    }
+    struct corio_task *next = corio__waitq_pop(&s->ready);
+    prefetch_ahead(s);
     void **fake = dying ? NULL : &from->asan_fake;
     if (next) {
         next->state = CORIO__RUNNING;
@@ -357,9 +354,7 @@ int corio_spawn(struct corio_task *parent, corio_fn *fn, void *arg, struct corio
     parent->live_children++;
     if (child)
         *child = t;
-    /* Depth-first: the child runs now; the parent goes on right after it suspends (two
-     * switches outside the phase's count). */
-    s->phase_left += 2;
+    /* Depth-first: the child runs now; the parent goes on right after it suspends. */
     t->state = CORIO__READY;
     parent->state = CORIO__READY;
     corio__waitq_push_front(&s->ready, parent);
@@ -453,11 +448,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
         /* CPU phase: every ready task, until it suspends. Wake-ups made meanwhile are
          * queued behind and run in this phase too; yields wait for the next one. */
         struct corio_task *t;
-        s->phase_left = CORIO__PHASE_TASKS;
-        while (s->phase_left && (t = corio__waitq_pop(&s->ready))) {
-            s->phase_left--;
+        while ((t = corio__waitq_pop(&s->ready)))
             run(s, t); /* tasks hand over to each other; back here when none is ready */
-        }
         if (root ? root->state == CORIO__DONE
                  : s->live == 0 && corio__rt_stopping(s) && !corio__inbox_pending(&s->inbox))
             break;
@@ -468,7 +460,7 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
         /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
          * kernel with the wait below, in one submission. */
         corio__dispatch(s);
-        bool busy = s->yielded.len > 0 || s->ready.list.first;
+        bool busy = s->yielded.len > 0;
         int64_t timeout = 0;
         if (!busy) {
             /* About to wait: work queued elsewhere comes first. */
