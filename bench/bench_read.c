@@ -14,7 +14,7 @@
  * per I/O counted independently at the system-call table (tests/helpers/syscount.h):
  * io_uring_enter, io_submit, lio_listio and the pread/pwrite calls of the thread pool and
  * of the inline path. Waits that are not io_uring_enter (poll, io_getevents, futex) are not
- * in that count. */
+ * in that count. Last, for the corio engines, the user-space part of the CPU per I/O. */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <corio.h>
@@ -34,6 +34,7 @@
 
 static const char *path;
 static int direct, tasks = 32, json, shared_buf;
+static unsigned qd; /* --qd: the context's queue_depth (0: the default) */
 static long ios = 200000;
 static size_t bs = 4096;
 static uint64_t nblocks;
@@ -50,6 +51,7 @@ static uint64_t rnd(uint64_t *s)
 struct result {
     const char *name;
     double      iops, cpu_us, syscalls, counted;
+    double      usr_us; /* the user-space part of cpu_us (corio engines; 0: not measured) */
 };
 
 static double counted_per_io(struct sc_counts a, struct sc_counts b, long n)
@@ -63,12 +65,12 @@ static void report(struct result *r, double base)
     if (json)
         printf("{\"engine\":\"%s\",\"bs\":%zu,\"tasks\":%d,\"direct\":%d,\"iops\":%.0f,"
                "\"ratio\":%.3f,\"cpu_us_per_io\":%.2f,\"syscalls_per_io\":%.3f,"
-               "\"counted_syscalls_per_io\":%.3f}\n",
+               "\"counted_syscalls_per_io\":%.3f,\"usr_us_per_io\":%.2f}\n",
                r->name, bs, tasks, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls,
-               r->counted);
+               r->counted, r->usr_us);
     else
-        printf("%-12s %6d %12.0f %8.2fx %10.2f %10.3f %10.3f\n", r->name, tasks, r->iops,
-               r->iops / base, r->cpu_us, r->syscalls, r->counted);
+        printf("%-12s %6d %12.0f %8.2fx %10.2f %10.3f %10.3f %8.2f\n", r->name, tasks, r->iops,
+               r->iops / base, r->cpu_us, r->syscalls, r->counted, r->usr_us);
 }
 
 static void die(const char *what, int err)
@@ -96,7 +98,7 @@ static struct result run_pread(void)
     double t = now_s() - t0, c = cpu_s() - c0;
     close(fd);
     free(buf);
-    return (struct result){"pread", ios / t, c * 1e6 / ios, 1.0, 1.0};
+    return (struct result){"pread", ios / t, c * 1e6 / ios, 1.0, 1.0, 0};
 }
 
 /* ---- corio ---- */
@@ -134,6 +136,8 @@ static struct result run_corio(const char *name, size_t threshold)
     struct afs_config acfg;
     afs_config_default(&acfg);
     acfg.sync_threshold = threshold;
+    if (qd)
+        acfg.queue_depth = qd;
     struct afs_ctx *ctx;
     int err = afs_ctx_new(&ctx, &acfg);
     if (err)
@@ -160,10 +164,10 @@ static struct result run_corio(const char *name, size_t threshold)
     struct afs_stats s0, s1;
     afs_ctx_stats(ctx, &s0);
     struct sc_counts k0 = sc_get();
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = now_s(), c0 = cpu_s(), u0 = usr_s();
     if ((err = corio_sched_run(s, co_root, a)))
         die("corio_sched_run", err);
-    double t = now_s() - t0, c = cpu_s() - c0;
+    double t = now_s() - t0, c = cpu_s() - c0, u = usr_s() - u0;
     struct sc_counts k1 = sc_get();
     afs_ctx_stats(ctx, &s1);
     long n = ios / tasks * tasks;
@@ -175,7 +179,8 @@ static struct result run_corio(const char *name, size_t threshold)
     afs_close(f);
     corio_sched_free(s);
     afs_ctx_free(ctx);
-    return (struct result){name, n / t, c * 1e6 / n, sys, counted_per_io(k0, k1, n)};
+    return (struct result){name, n / t, c * 1e6 / n, sys, counted_per_io(k0, k1, n),
+                           u * 1e6 / n};
 }
 
 /* ---- the op API ---- */
@@ -237,7 +242,7 @@ static struct result run_queue(void)
     free(qs);
     afs_close(f);
     afs_ctx_free(ctx);
-    return (struct result){"queue", ios / t, c * 1e6 / ios, sys, counted_per_io(k0, k1, ios)};
+    return (struct result){"queue", ios / t, c * 1e6 / ios, sys, counted_per_io(k0, k1, ios), 0};
 }
 
 int main(int argc, char **argv)
@@ -251,6 +256,8 @@ int main(int argc, char **argv)
             json = 1;
         else if (!strcmp(argv[i], "--tasks") && i + 1 < argc)
             tasks = atoi(list = argv[++i]);
+        else if (!strcmp(argv[i], "--qd") && i + 1 < argc)
+            qd = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--shared-buf"))
             shared_buf = 1;
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
@@ -282,8 +289,9 @@ int main(int argc, char **argv)
     if (nblocks == 0)
         die(path, -EINVAL);
     if (!json)
-        printf("%-12s %6s %12s %9s %10s %10s %10s   (%s, %zu B random reads%s%s)\n", "engine",
-               "tasks", "IOPS", "vs pread", "CPU us/IO", "syscalls/IO", "counted/IO", path, bs,
+        printf("%-12s %6s %12s %9s %10s %10s %10s %8s   (%s, %zu B random reads%s%s)\n",
+               "engine", "tasks", "IOPS", "vs pread", "CPU us/IO", "syscalls/IO", "counted/IO",
+               "user us", path, bs,
                direct ? ", O_DIRECT" : "", shared_buf ? ", one shared buffer" : "");
     sc_install();
     struct result base = run_pread();

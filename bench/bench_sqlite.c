@@ -5,13 +5,15 @@
  *   bench_sqlite lookups DB ROWS MODE CONNS LOOKUPS [THRESHOLD]
  *   bench_sqlite scan    DB ROWS MODE CONNS
  * MODE: corio (CONNS connections in CONNS tasks of one scheduler, asyncfs VFS; THRESHOLD is
- * the context's sync_threshold, default 0: every page read joins the phase's batch; the
+ * the context's sync_threshold, default the library's: a page read the page cache holds is
+ * served at once and a miss joins the phase's batch; 0 batches every page read; the
  * context's io_workers is CONNS),
  * threads (CONNS connections in CONNS threads, unix VFS), single (CONNS connections one after
  * the other on one thread, unix VFS), rt (CONNS tasks spread over the schedulers of a corio
  * runtime, environment SCHEDULERS, default one per CPU; asyncfs VFS). Each connection does
  * LOOKUPS random point lookups.
- * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s. */
+ * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s,cpu_s (cpu_s: the process's user and
+ * system time during the run). */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <asyncfs_sqlite.h>
@@ -148,13 +150,14 @@ static void *thread_fn(void *arg)
     return NULL;
 }
 
-static double run_mode(const char *mode, size_t threshold)
+static double run_mode(const char *mode, long threshold)
 {
     double t0 = now_s();
     if (!strcmp(mode, "corio")) {
         struct afs_config acfg;
         afs_config_default(&acfg);
-        acfg.sync_threshold = threshold;
+        if (threshold >= 0)
+            acfg.sync_threshold = (size_t)threshold;
         /* Where a page read that misses the cache is handed to io-wq, as many workers as
          * connections, as the threads mode has threads (on 6.18 it made no difference). */
         acfg.io_workers = (unsigned)nconns;
@@ -188,7 +191,8 @@ static double run_mode(const char *mode, size_t threshold)
         corio_rt_config_default(&cfg);
         const char *n = getenv("SCHEDULERS");
         cfg.schedulers = n ? (unsigned)atoi(n) : 0;
-        cfg.ctx.sync_threshold = threshold;
+        if (threshold >= 0)
+            cfg.ctx.sync_threshold = (size_t)threshold;
         cfg.ctx.io_workers = (unsigned)nconns;
         struct corio_rt *rt;
         if (corio_rt_new(&rt, &cfg) < 0)
@@ -252,7 +256,7 @@ int main(int argc, char **argv)
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(db, "INSERT INTO ins(v) VALUES(randomblob(200))", -1, &st, NULL))
             die(db, "prepare");
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         for (long i = 0; i < rows; i++) {
             if (i % 1000 == 0)
                 exec(db, i ? "COMMIT; BEGIN" : "BEGIN");
@@ -261,11 +265,11 @@ int main(int argc, char **argv)
             sqlite3_reset(st);
         }
         exec(db, "COMMIT");
-        double dt = now_s() - t0;
+        double dt = now_s() - t0, cpu = cpu_s() - c0;
         sqlite3_finalize(st);
         exec(db, "DROP TABLE ins");
         sqlite3_close(db);
-        printf("insert,%s,1,%ld,%.4f,%.0f\n", vfs, rows, dt, (double)rows / dt);
+        printf("insert,%s,1,%ld,%.4f,%.0f,%.3f\n", vfs, rows, dt, (double)rows / dt, cpu);
         return 0;
     }
     if ((!strcmp(op, "lookups") && argc >= 7) || (!strcmp(op, "scan") && argc >= 6)) {
@@ -273,10 +277,12 @@ int main(int argc, char **argv)
         nconns = atoi(argv[5]);
         scan_mode = !strcmp(op, "scan");
         nlookups = scan_mode ? 0 : atoi(argv[6]);
-        size_t threshold = argc >= 8 ? (size_t)atol(argv[7]) : 0;
+        long threshold = argc >= 8 ? atol(argv[7]) : -1;
+        double c0 = cpu_s();
         double dt = run_mode(mode, threshold);
+        double cpu = cpu_s() - c0;
         long ops = scan_mode ? (long)nconns * rows : (long)nconns * nlookups;
-        printf("%s,%s,%d,%ld,%.4f,%.0f\n", op, mode, nconns, ops, dt, (double)ops / dt);
+        printf("%s,%s,%d,%ld,%.4f,%.0f,%.3f\n", op, mode, nconns, ops, dt, (double)ops / dt, cpu);
         fprintf(stderr, "checksum %llu\n", (unsigned long long)checksum_total);
         return 0;
     }

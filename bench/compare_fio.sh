@@ -13,6 +13,9 @@
 # --fixedbufs --registerfiles, and at most 0.7x the CPU per I/O of plain fio.
 # CPU per I/O is user + system time of the whole process (io_uring's io-wq workers are its
 # threads, counted too) over the I/Os done: fio's usr_cpu/sys_cpu, getrusage for the others.
+# The afbench rows also say which regime the offload rule ended on (inline/offload) and the
+# rates it measured (completions per second inline and offloaded); every row has the load
+# average (1 minute) at its start.
 # Usage: bench/compare_fio.sh [FILE] [SECONDS] [ROUNDS]
 #        (FILE default: a 256 MiB file in /var/tmp; 5 s per run; 3 rounds)
 # Every run is kept as bench/results/compare_fio-<time>-<host>.csv (bench/results.sh).
@@ -38,19 +41,22 @@ corio_run() {
 afbench_run() { # extra afbench flags...
   "$BUILD/tools/afbench/afbench" --engine=corio --rw=randread --bs=4k --iodepth=32 --direct=1 \
       --size="$size" --runtime="$secs" --filename="$file" --output-format=json "$@" |
-    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.0f %.2f" % (j["iops"], j["cpu_us_per_io"]))'
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.0f %.2f %s %d %d" % (j["iops"], j["cpu_us_per_io"], "offload" if j["offloading"] else "inline", j["inline_rate"], j["offload_rate"]))'
 }
 
-printf "%-38s %10s %12s\n" engine IOPS "CPU us/IO"
+printf "%-38s %10s %12s %6s  %s\n" engine IOPS "CPU us/IO" load "rule: chose, rates inline/offloaded"
 . "$(dirname "$0")/results.sh"
-results_open compare_fio "round,engine,iodepth,seconds,iops,cpu_us_per_io"
+results_open compare_fio "round,engine,iodepth,seconds,iops,cpu_us_per_io,load1,chose,inline_rate,offload_rate"
 declare -A best cpu all
 names=("fio io_uring iodepth=32" "fio --fixedbufs --registerfiles" "fio, batched submission"
        "corio 32 tasks (batched)" "afbench corio fixed offload=auto"
        "afbench corio fixed offload=never" "afbench corio fixed offload=always")
 for n in "${names[@]}"; do best[$n]=0; cpu[$n]=0; all[$n]=""; done
 for round in $(seq 1 "$rounds"); do
-  for n in "${names[@]}"; do
+  # Each round starts one engine later, so no engine always runs first or after the same one.
+  k=$(( (round - 1) % ${#names[@]} ))
+  for n in "${names[@]:k}" "${names[@]:0:k}"; do
+    load=$(cut -d' ' -f1 /proc/loadavg)
     case $n in
       "fio io_uring iodepth=32") out=$(fio_run) ;;
       "fio --fixedbufs --registerfiles") out=$(fio_run --fixedbufs --registerfiles) ;;
@@ -58,9 +64,10 @@ for round in $(seq 1 "$rounds"); do
       "corio 32 tasks (batched)") out=$(corio_run) ;;
       "afbench corio fixed offload="*) out=$(afbench_run --fixedbufs --registerfiles --offload="${n##*=}") ;;
     esac
-    read -r iops c <<<"$out"
-    printf "%-38s %10s %12s\n" "$n" "$iops" "$c"
-    results_row "$round,${n//,/},32,$secs,$iops,$c"
+    chose="" ri="" ro=""
+    read -r iops c chose ri ro <<<"$out"
+    printf "%-38s %10s %12s %6s  %s\n" "$n" "$iops" "$c" "$load" "${chose:+$chose, $ri/$ro per s}"
+    results_row "$round,${n//,/},32,$secs,$iops,$c,$load,$chose,$ri,$ro"
     all[$n]+="$iops:$c "
     if [ "$iops" -gt "${best[$n]}" ]; then best[$n]=$iops; cpu[$n]=$c; fi
   done
@@ -78,6 +85,7 @@ print("medians: fio %.0f IOPS %.2f us CPU/IO; fio fixed %.0f IOPS %.2f us; afben
       " never %.0f IOPS %.2f us, always %.0f IOPS %.2f us" % (fio[0], fio[1], fixed[0], fixed[1], auto[0], auto[1],
       never[0], never[1], always[0], always[1]))
 r_iops, r_cpu = auto[0] / fixed[0], auto[1] / fio[1]
+print("rule: auto %.2fx the better forced regime's median IOPS (always %.0f, never %.0f)" % (auto[0] / max(always[0], never[0]), always[0], never[0]))
 print("goal IOPS  >= 0.95x fio --fixedbufs --registerfiles: %.2fx %s" % (r_iops, "met" if r_iops >= 0.95 else "MISSED"))
 print("goal CPU/IO <= 0.70x plain fio:                      %.2fx %s" % (r_cpu, "met" if r_cpu <= 0.70 else "MISSED"))
 print("best of rounds: afbench fixed auto %.0f IOPS (%.2f us) vs fio fixed %.0f IOPS: %.2fx" % (auto[2][0], auto[2][1], fixed[2][0], auto[2][0] / fixed[2][0]))

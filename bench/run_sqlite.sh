@@ -11,6 +11,10 @@
 #    per append, vs O_DSYNC pwrite, each for LOG_SECONDS on the same file system.
 # Usage: bench/run_sqlite.sh [DIR]   (default /var/tmp/afs-bench-sqlite; a ROWS-row database
 #        is made there once)
+# PAIRS=N: instead, N rounds of point lookups only, each round cold then warm, every mode in
+#   turn (32 threads, one scheduler, the SCHEDULERS runtime, one thread; the order reversed
+#   every other round), each round's ratios to the threads (cold) and to the one thread (warm)
+#   printed with the load average; rows to bench/results/sqlite_pairs-<time>-<host>.csv.
 # Environment: BUILD (build), ROWS (300000), CONNS (32), COLD_LOOKUPS (200 per connection),
 #              WARM_LOOKUPS (2000 per connection), INSERTS (20000), TASKS (64), LOG_SECONDS (5),
 #              REPEAT (3: each figure is the best of REPEAT runs)
@@ -42,7 +46,7 @@ drop() { sync; if ((cold)); then echo 3 > /proc/sys/vm/drop_caches; fi; }
 warmup() { cat "$db" > /dev/null; }
 
 . bench/results.sh
-results_open sqlite "op,mode,cache,backend,conns,ops,seconds,ops_per_s"
+results_open sqlite "op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s"
 backend=$("$sq" lookups "$db" "$ROWS" corio 1 1 2>&1 >/dev/null |
           sed -n 's/^corio: \([^,]*\),.*/\1/p')
 
@@ -51,17 +55,44 @@ best() { # prints the line with the highest ops_per_s among REPEAT runs of "$@" 
   for _ in $(seq "$REPEAT"); do
     $pre
     l=$("$@" 2>/dev/null)
-    v=${l##*,}
+    v=$(echo "$l" | cut -d, -f6)
     if [ "${v%.*}" -gt "${bestv%.*}" ]; then bestv=$v; bestl=$l; fi
   done
   echo "$bestl"
 }
-row() { # cache line
-  local IFS=,; set -- $2 "$1"
-  results_row "$1,$2,$7,$backend,$3,$4,$5,$6"
-  printf '%-8s %-8s %-5s conns %-3s %8s ops %8.3f s %9s ops/s\n' \
-    "$1" "$2" "$7" "$3" "$4" "$5" "$6" >&2
+row() { # cache line (op,mode,conns,ops,seconds,ops_per_s[,cpu_s])
+  local cache=$1 IFS=,; set -- $2
+  local cpu=${7:-}
+  results_row "$1,$2,$cache,$backend,$3,$4,$5,$6,$cpu"
+  printf '%-8s %-8s %-5s conns %-3s %8s ops %8.3f s %9s ops/s %6s s CPU\n' \
+    "$1" "$2" "$cache" "$3" "$4" "$5" "$6" "${cpu:--}" >&2
 }
+
+if ((${PAIRS:-0} > 0)); then
+  results_open sqlite_pairs "round,load1,op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s"
+  cache=cold; ((cold)) || cache=warm
+  declare -A v
+  for r in $(seq "$PAIRS"); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    modes="threads corio rt single"
+    ((r % 2)) || modes="single rt corio threads"
+    for c in "$cache" warm; do
+      for m in $modes; do
+        if [ "$c" = warm ]; then warmup; n=$WARM_LOOKUPS; else drop; n=$COLD_LOOKUPS; fi
+        l=$("$sq" lookups "$db" "$ROWS" "$m" "$CONNS" "$n" 2>/dev/null)
+        results_row "$r,$load,$(echo "$l" | cut -d, -f1-2),$c,$backend,$(echo "$l" | cut -d, -f3-)"
+        v[$c$m]=$(echo "$l" | cut -d, -f6)
+      done
+    done
+    awk -v r="$r" -v l="$load" -v c="$cache" -v ct="${v[${cache}threads]}" \
+        -v cc="${v[${cache}corio]}" -v cr="${v[${cache}rt]}" -v ws="${v[warmsingle]}" \
+        -v wt="${v[warmthreads]}" -v wc="${v[warmcorio]}" -v wr="${v[warmrt]}" 'BEGIN {
+      printf "round %d load %s  %s: threads %d, 1 sched %.2fx, rt %.2fx", r, l, c, ct, cc/ct, cr/ct
+      printf "  warm: single %d, threads %.2fx, 1 sched %.2fx, rt %.2fx\n", ws, wt/ws, wc/ws, wr/ws
+    }' >&2
+  done
+  exit 0
+fi
 
 cache=cold; ((cold)) || cache=warm
 pre=drop

@@ -3,8 +3,10 @@
  * (what the echo benchmark measures, the same as its libuv and epoll servers). Every receive
  * and send of a CPU phase goes to the kernel in one submission.
  *
- *   echo_server [--raw] [--host H] [--port P] [--conns N]
+ *   echo_server [--raw] [--plain] [--host H] [--port P] [--conns N]
  *
+ * --plain makes the accepts and receives one-shot ops (AFS_CTX_PLAIN_SOCKETS: on io_uring no
+ * multishot and no buffer ring; the benchmark compares the two).
  * Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free port. --conns
  * N stops after N connections were served (tests); otherwise it runs until killed. A client
  * that goes away (-EPIPE, -ECONNRESET) only ends its own task. */
@@ -17,7 +19,7 @@
 
 struct opts {
     const char *host, *port;
-    int         raw;
+    int         raw, plain;
     long        conns;
 };
 
@@ -88,10 +90,12 @@ static void main_task(struct corio_task *t, void *arg)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {"127.0.0.1", "0", 0, -1};
+    struct opts o = {"127.0.0.1", "0", 0, 0, -1};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--raw"))
             o.raw = 1;
+        else if (!strcmp(argv[i], "--plain"))
+            o.plain = 1;
         else if (!strcmp(argv[i], "--host") && i + 1 < argc)
             o.host = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc)
@@ -99,18 +103,34 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
             o.conns = atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: echo_server [--raw] [--host H] [--port P] [--conns N]\n");
+            fprintf(stderr, "usage: echo_server [--raw] [--plain] [--host H] [--port P] [--conns N]\n");
             return 2;
         }
     }
+    /* The scheduler's own context, with AFS_CTX_PLAIN_SOCKETS for --plain. */
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    if (o.plain)
+        acfg.flags |= AFS_CTX_PLAIN_SOCKETS;
+    struct afs_ctx *ctx;
+    int err = afs_ctx_new(&ctx, &acfg);
+    if (err < 0) {
+        fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
+        return 1;
+    }
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
     struct corio_sched *s;
-    int err = corio_sched_new(&s, NULL);
+    err = corio_sched_new(&s, &cfg);
     if (err < 0) {
         fprintf(stderr, "corio_sched_new: %s\n", afs_strerror(err));
+        afs_ctx_free(ctx);
         return 1;
     }
     err = corio_sched_run(s, main_task, &o);
     corio_sched_free(s);
+    afs_ctx_free(ctx);
     if (err < 0) {
         fprintf(stderr, "corio_sched_run: %s\n", afs_strerror(err));
         return 1;

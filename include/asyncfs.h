@@ -138,20 +138,23 @@ struct afs_config {
 
 /* Context flags. */
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
-/* io_uring, AFS_DIRECT reads and writes: by default a submission that carries 8 or more of
- * them (or 512 KiB or more) may hand them to the kernel's I/O workers (IOSQE_ASYNC), which
- * issue them to the device in parallel instead of one after another in the submitting
- * thread. Whether it does is measured as the context runs: now and then a submission's
- * issue is timed apart from its wait, inline and offloaded; when issuing a direct request
- * inline holds the submitting thread more than 4 times as long as handing it to a worker
- * (a slow issue path: a virtualised disk's doorbell, a device that makes the submitter
- * wait), such batches are offloaded, else issued inline (lower latency, no worker threads:
- * usually so on NVMe). Smaller batches are always issued inline. afs_ctx_offload() tells
- * what was measured. AFS_CTX_INLINE_DIRECT issues every direct op inline;
- * AFS_CTX_OFFLOAD_DIRECT offloads every direct read and write, whatever the batch (the two
- * together are -EINVAL). Other backends ignore both. */
+/* io_uring, AFS_DIRECT reads and writes: the kernel's I/O workers can issue them
+ * (IOSQE_ASYNC, "offloaded"), in parallel and off the submitting thread, or the submitting
+ * thread issues them itself inside its system call ("inline": no worker threads, lower
+ * latency where issuing a request is cheap). By default the context measures which regime
+ * serves it better as it runs: now and then it runs each for a short window of time, back
+ * to back, and keeps the one that completed more ops per second of wall time, or, when the
+ * two are close, the one that took less CPU time per completed op (the whole process's, the
+ * workers included). Windows of the other regime recur while the context has direct I/O to
+ * do, so a change of load or device is followed. afs_ctx_offload() tells what was measured.
+ * AFS_CTX_INLINE_DIRECT issues every direct op inline; AFS_CTX_OFFLOAD_DIRECT offloads
+ * every direct read and write (the two together are -EINVAL). Other backends ignore both. */
 #define AFS_CTX_INLINE_DIRECT  0x2u
 #define AFS_CTX_OFFLOAD_DIRECT 0x4u
+/* io_uring: socket accepts and receives as one-shot ops, each its own SQE, instead of the
+ * multishot accepts and buffer-ring receives described under "Sockets" below. Other
+ * backends ignore it. */
+#define AFS_CTX_PLAIN_SOCKETS  0x8u
 
 /* Fills *cfg with the defaults above. */
 AFS_API void afs_config_default(struct afs_config *cfg);
@@ -317,14 +320,20 @@ struct afs_registration {
 /* Fills *out. The texts stay valid until the next registration call on ctx. */
 AFS_API void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *out);
 
-/* How the context issues batches of direct I/O (AFS_CTX_INLINE_DIRECT above), measured so
- * far; all zero on backends other than io_uring. */
+/* How the context issues direct I/O (AFS_CTX_INLINE_DIRECT above) and what the choice rests
+ * on; all zero on backends other than io_uring. The rates and CPU times are averages over
+ * recent measuring windows of each regime (0 before the first), taken with the context's
+ * other ops running as they do: completions count every op of the context. */
 struct afs_offload {
-    int      offloading;    /* 1: batches of direct ops go to the kernel's workers now */
-    unsigned samples;       /* submissions timed so far */
-    uint64_t inline_ns;     /* the submitting thread's time per direct op issued inline,
-                               averaged over recent samples; 0 before the first */
-    uint64_t offload_ns;    /* the same per direct op handed to a worker */
+    int      offloading;     /* 1: direct reads and writes go to the kernel's workers now */
+    unsigned samples;        /* measuring windows scored so far, both regimes */
+    uint64_t inline_rate;    /* ops completed per second while issuing inline */
+    uint64_t offload_rate;   /* the same while offloading */
+    uint64_t inline_cpu_ns;  /* the process's CPU time per completed op, inline */
+    uint64_t offload_cpu_ns; /* the same, offloaded */
+    unsigned io_workers;     /* the cap on this context's kernel I/O workers in force
+                                (afs_config.io_workers); 0: none set (AFS_IO_WORKERS_KERNEL,
+                                or a kernel without the call, before Linux 5.15) */
 };
 AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out);
 
@@ -534,8 +543,12 @@ AFS_API int afs_cancel(struct afs_op *op);
  *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
  *    sync_threshold bytes (default 4096) on a buffered file. Such an op is mostly a copy to
  *    or from the page cache, cheaper than suspending and a trip through the batch, so a 1 KiB
- *    read returns at once and the task does not suspend (on a cache miss it blocks the
- *    thread for that read). sync_threshold = 0 batches every op. Also inline: afs_file_size
+ *    read returns at once and the task does not suspend. A read that misses the cache: on
+ *    Linux (preadv2 with RWF_NOWAIT, 4.14) it is served inline only when all of it is in the
+ *    page cache, else it joins the batch like a larger one and suspends only the task (the
+ *    kernel has started to read it meanwhile); where the system or the file system cannot
+ *    tell (other systems, or RWF_NOWAIT refused), it blocks the thread for that read. A
+ *    write always runs inline. sync_threshold = 0 batches every op. Also inline: afs_file_size
  *    and afs_seek(SEEK_END) (an fstat), the queueing calls (they never wait), and every call
  *    made from an op's callback.
  *  - Blocks the thread: a call on a file of another context (there is no batch to join).
@@ -902,7 +915,25 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * Where the ops run:
  *  - io_uring: each op is an SQE (IORING_OP_CONNECT, ACCEPT, RECV, SEND, SHUTDOWN; probed
  *    when the context is made) in the phase's one submission, with the file ops of the
- *    phase. The socket's descriptor stays blocking.
+ *    phase. The socket's descriptor stays blocking. Accepts and receives are multishot where the
+ *    kernel has them (unless AFS_CTX_PLAIN_SOCKETS): the first accept without an address (addr
+ *    NULL) on a listener arms one multishot accept, which stays armed and delivers each connection
+ *    to the next accept op, with no SQE per connection; up to 16 connections it accepts while no
+ *    accept op waits are kept for the next ones (it stops there, and afs_close of the listener
+ *    closes those). The first receive (afs_recv, afs_read, flags 0 or MSG_WAITALL) on a stream
+ *    socket arms one multishot receive into a ring of buffers the context provides to the kernel
+ *    (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context that
+ *    receives); the bytes are copied from the ring into the op's buffer before its callback, and
+ *    the ring buffer goes back at once, so no SQE is made per message and a socket that has nothing
+ *    to read holds none of the ring's buffers. A socket holding 16 buffers that nobody reads stops
+ *    its multishot until it is read. When the ring runs out (the kernel ends the multishots with
+ *    ENOBUFS) receives go on as plain ones until buffers came back; an address wanted from an
+ *    accept, MSG_PEEK, MSG_OOB and datagram sockets are always plain ops. A kernel without the
+ *    buffer ring (before Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19)
+ *    gets the plain ops; afs_ctx_sock_info() says which and why. Nothing of this changes what the
+ *    calls return. afs_close of a socket whose multishot is armed cancels it and waits for the
+ *    kernel to end it (one more system call), so the socket is closed in the kernel when afs_close
+ *    returns.
  *  - Every other backend, and io_uring on kernels without those opcodes (before Linux
  *    5.11): the readiness engine. The transfer is tried at once, on the context's thread, on
  *    a non-blocking socket (the library sets O_NONBLOCK; it is a property of the open file
@@ -944,6 +975,27 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * task and their op joins the phase's batch (one io_uring_enter for every task's receive,
  * send, accept, connect and file op of the phase); anywhere else they block the thread.
  * ---------------------------------------------------------------------------------------- */
+
+/* How the context runs socket accepts and receives (io_uring's multishot ops, above). */
+struct afs_sock_info {
+    int         multishot_accept;  /* 1: accepts without an address use a multishot accept */
+    int         multishot_recv;    /* 1: stream receives use a multishot receive into the
+                                      buffer ring (1 until the ring or the kernel refused) */
+    unsigned    ring_buffers;      /* buffers in the ring; 0 until the first receive made it */
+    unsigned    ring_buffer_size;  /* bytes each */
+    unsigned    ring_held;         /* buffers filled by the kernel and not yet read */
+    uint64_t    ring_recvs;        /* receives completed from the ring */
+    uint64_t    multishot_accepts; /* connections the multishot accepts delivered */
+    uint64_t    arms;              /* multishot requests armed (accept and receive) */
+    uint64_t    exhausted;         /* multishot receives the kernel ended for want of buffers */
+    uint64_t    plain_recvs;       /* receives made plain meanwhile (the ring was short) */
+    const char *why;               /* why one of the two is 0 ("AFS_CTX_PLAIN_SOCKETS",
+                                      "io_uring_register_buf_ring: EINVAL (...)", "threads:
+                                      readiness engine, no multishot ops"...), or NULL */
+};
+/* Fills *out (the context's thread). Every backend but io_uring with the socket opcodes
+ * gives zeros and a reason: their accepts and receives are the plain ones. */
+AFS_API void afs_ctx_sock_info(const struct afs_ctx *ctx, struct afs_sock_info *out);
 
 /* Creates a socket (socket(2): domain AF_INET, AF_INET6, AF_UNIX...; type SOCK_STREAM,
  * SOCK_DGRAM or SOCK_SEQPACKET; protocol usually 0) as a file of ctx, opened AFS_RDWR in

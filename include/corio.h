@@ -4,8 +4,10 @@
  *
  * The model (one scheduler per thread):
  *  1. CPU phase: every ready task runs until it suspends (file I/O, corio_io, a lock, a
- *     wait, a sleep, a yield) or ends. corio_spawn() runs the child at once, depth-first,
- *     until it first suspends, so a loop that spawns N readers queues N reads in one phase.
+ *     wait, a sleep, a yield) or ends; 64 tasks at most, the rest run in the next phases in
+ *     order (so what one phase touches stays in the CPU's cache however many tasks are
+ *     alive). corio_spawn() runs the child at once, depth-first, until it first suspends
+ *     (outside that count), so a loop that spawns N readers queues N reads in one phase.
  *  2. I/O phase: every file op queued in the CPU phase goes to the kernel in one submission
  *     (one io_uring_enter on io_uring), and every generic request goes to the dispatcher in
  *     one call.
@@ -101,7 +103,8 @@ AFS_API int corio_spawn(struct corio_task *parent, corio_fn *fn, void *arg,
  * only when its own children are). Returns at once when t has none. */
 AFS_API void corio_wait(struct corio_task *t);
 
-/* Lets every other ready task run: t goes on in the next CPU phase. */
+/* Lets every other ready task run: t goes on in a later CPU phase, after the tasks ready
+ * now. */
 AFS_API void corio_yield(struct corio_task *t);
 
 /* Suspends t for ns nanoseconds (a timer in the scheduler's wait, not a thread). Returns 0,

@@ -357,7 +357,8 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
                                   "AFS_MAX_QUEUE_DEPTH");
     if ((cfg->alloc == NULL) != (cfg->release == NULL))
         return ctx_error(-EINVAL, "afs_config: alloc and release go together");
-    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT | AFS_CTX_OFFLOAD_DIRECT))
+    if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT | AFS_CTX_OFFLOAD_DIRECT |
+                       AFS_CTX_PLAIN_SOCKETS))
         return ctx_error(-EINVAL, "afs_config: unknown flags");
     if ((cfg->flags & AFS_CTX_INLINE_DIRECT) && (cfg->flags & AFS_CTX_OFFLOAD_DIRECT))
         return ctx_error(-EINVAL, "afs_config: AFS_CTX_INLINE_DIRECT and "

@@ -335,6 +335,8 @@ struct afs__backend {
     /* Optional, with sock: ask the kernel to cancel every op of f in flight (a socket being
      * closed); their completions still come. */
     void (*cancel_file)(struct afs_ctx *ctx, struct afs_file *f);
+    /* Optional: afs_ctx_sock_info() (*out is zeroed before). NULL: no multishot ops. */
+    void (*sock_info)(const struct afs_ctx *ctx, struct afs_sock_info *out);
 };
 
 extern const struct afs__backend afs__backend_uring;
@@ -348,6 +350,10 @@ extern const struct afs__backend afs__backend_sync;
  * a kernel without the opcodes; the engine uses poll() instead of epoll. */
 extern bool afs__uring_no_sock;
 extern bool afs__ready_poll_only;
+/* Tests: the io_uring buffer ring of contexts made from now on (entries, a power of two, and
+ * bytes each), and a result to take instead of its registration's (0: register). */
+extern unsigned afs__uring_pbuf_entries, afs__uring_pbuf_size;
+extern int      afs__uring_pbuf_err;
 
 /* ------------------------------------------------------------------------------------------
  * The thread pool (src/core/threads.c): bounded, threads started lazily.
@@ -452,6 +458,7 @@ struct afs_file {
     bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
                                    and writes at the descriptor's position, one at a time */
     bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
+    bool             no_nowait; /* reads that never wait are refused here (afs__sys) */
     struct afs__ready_fd rdy;   /* the readiness engine's state for this socket */
     /* The file's size as last learned (fstat at open, afs_file_size()), -1 when unknown or
      * when a write of this file may have moved it. A short read that ends exactly there is
@@ -461,6 +468,7 @@ struct afs_file {
     uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
                                    Not in the first 32 bytes: free() keeps its lists there */
     unsigned         reg_slot;  /* io_uring: its registered-file slot + 1; 0 = none */
+    void            *be_sock;   /* io_uring: the socket's multishot state (uring_ms.c) */
 
     /* The position API. */
     int64_t       pos;

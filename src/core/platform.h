@@ -54,6 +54,7 @@ int      afs__thread_pin(unsigned nth);
 int64_t afs__now_ns(void);
 #ifndef _WIN32
 int64_t afs__thread_cpu_ns(void); /* CLOCK_THREAD_CPUTIME_ID */
+int64_t afs__proc_cpu_ns(void);   /* CLOCK_PROCESS_CPUTIME_ID: every thread of the process */
 /* Blocks SIGPIPE on the calling thread for good: for the library's own threads, whose pipe
  * writes then need no signal-mask calls (src/unix/sys.c). */
 void afs__sys_block_sigpipe(void);
@@ -153,6 +154,10 @@ struct addrinfo;
  * transfers. Offset AFS__OFF_SEQ: at the descriptor's position (read, write, readv, writev). */
 struct afs__syscalls {
     ssize_t (*pread)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
+    /* A read that never waits for the device (Linux: preadv2 with RWF_NOWAIT): -EAGAIN when
+     * the data is not in the page cache (the kernel may have started to read it), or
+     * -EOPNOTSUPP where the file or the kernel cannot tell. NULL where the system has none. */
+    ssize_t (*pread_nowait)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
     ssize_t (*pwrite)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
@@ -174,6 +179,10 @@ struct afs__syscalls {
     /* The calling thread's CPU time in ns (afs__thread_cpu_ns), with `now` where the library
      * asks whether its thread had a CPU to itself; NULL where the system cannot tell. */
     int64_t (*cpu_now)(void);
+    /* The process's CPU time in ns, all its threads (afs__proc_cpu_ns): the io_uring
+     * backend's offload rule, which counts the kernel's I/O workers too; NULL where the
+     * system cannot tell. */
+    int64_t (*proc_cpu_now)(void);
 #ifdef __linux__
     /* The io_uring backend's kernel calls; NULL (the default) makes the real liburing call.
      * uring_setup is io_uring_queue_init_params(). uring_enter is every io_uring_enter that

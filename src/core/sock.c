@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +213,19 @@ void afs__sock_closing(struct afs_ctx *ctx, struct afs_file *f)
         afs__ready_forget(ctx, f); /* parked ops, and the engine's watch of the descriptor */
     else if (f->inflight && !afs__sock_ready(ctx) && ctx->be->cancel_file)
         ctx->be->cancel_file(ctx, f);
+}
+
+void afs_ctx_sock_info(const struct afs_ctx *ctx, struct afs_sock_info *out)
+{
+    AFS_CHECK(ctx != NULL && out != NULL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    if (ctx->be->sock_info && !afs__sock_ready(ctx)) {
+        ctx->be->sock_info(ctx, out);
+        return;
+    }
+    static _Thread_local char why[96];
+    snprintf(why, sizeof why, "%s: readiness engine, no multishot ops", ctx->be->name);
+    out->why = why;
 }
 
 /* ------------------------------------------------------------------------------------------

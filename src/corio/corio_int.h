@@ -73,39 +73,53 @@ struct corio__wait {
  * Tasks
  * ---------------------------------------------------------------------------------------- */
 
+#define CORIO__LINE 64 /* bytes in a cache line */
+
+/* Switches into tasks a CPU phase makes at most (a spawn's hand-overs to the child and back
+ * not counted); the tasks still ready then run in the next phases, in order. What one phase
+ * touches (the tasks' stacks and structs, their ops, the data the kernel copies for them)
+ * then fits in a core's cache between its passes (run, submit, reap, resume), however many
+ * tasks are alive; at a cost of one submission per this many file ops at most. */
+#define CORIO__PHASE_TASKS 64
+
+/* Laid out for the scheduler's hot path: what every switch, suspension, wake-up and
+ * cancellation check reads (the first lines, with the saved registers) comes first, so a task
+ * that runs once per phase among thousands costs few cache lines; the rest (its tree, links,
+ * hooks, stack) only at spawn, finish and cancel. Allocated on a cache line (task_alloc). */
 struct corio_task {
     struct corio_sched  *sched;
-    struct corio_task   *parent;
-    struct afs_list      children;     /* live children, and done ones kept as handles */
-    struct afs_list_node sib;          /* on the parent's children, or the free list */
-    unsigned             live_children;
-    corio_fn            *fn;
-    void                *arg;
-    uint32_t             id;           /* index among its parent's children, for paths */
-    uint32_t             nspawned;
-    uint8_t              state;        /* enum corio__state */
-    bool                 keep;         /* a handle was given out: free with the parent */
-    bool                 cancelled;    /* this task itself (ancestors are checked too) */
-    int64_t              deadline;     /* its own; INT64_MAX = none */
-    /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
-     * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */
-    struct corio__link  *link;
-    bool                 inh_cancelled;
-    int64_t              inh_deadline;     /* INT64_MAX = none */
-    struct afs_list      links;            /* its own children on other schedulers (rt.c) */
-    /* corio_shield_begin() depth. While non-zero, cancellations and deadlines of this task
-     * and of its ancestors do not reach it or its descendants (their own ones still do). */
-    unsigned             shield;
-
     struct corio__wait  *w;            /* while suspended: what it waits for */
-
     /* The queue the task is on: the run queue, the yield queue or a wait queue. */
     struct afs_list_node q_node;
     struct corio__waitq *q_on;
+    size_t               heap_idx;     /* 1-based position in the timer heap, 0 = none */
+    struct corio_task   *parent;
+    int64_t              deadline;     /* its own; INT64_MAX = none */
+    /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
+     * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */
+    int64_t              inh_deadline; /* INT64_MAX = none */
+    /* corio_shield_begin() depth. While non-zero, cancellations and deadlines of this task
+     * and of its ancestors do not reach it or its descendants (their own ones still do). */
+    unsigned             shield;
+    uint8_t              state;        /* enum corio__state */
+    bool                 cancelled;    /* this task itself (ancestors are checked too) */
+    bool                 inh_cancelled;
+    bool                 keep;         /* a handle was given out: free with the parent */
+
+    struct corio__regs  regs;
 
     /* Timer: a wake-up or a deadline during a wait (timer.c). */
     int64_t timer_at;
-    size_t  heap_idx; /* 1-based position in the timer heap, 0 = none */
+
+    struct afs_list      children;     /* live children, and done ones kept as handles */
+    struct afs_list_node sib;          /* on the parent's children, or the free list */
+    unsigned             live_children;
+    uint32_t             id;           /* index among its parent's children, for paths */
+    uint32_t             nspawned;
+    corio_fn            *fn;
+    void                *arg;
+    struct corio__link  *link;
+    struct afs_list      links;            /* its own children on other schedulers (rt.c) */
 
     /* Called once when the task is done (its function returned and its children are done),
      * by the code that set it: error groups keep their members with it. */
@@ -113,9 +127,9 @@ struct corio_task {
     void                *hook_data;
     struct afs_list_node hook_node;
 
-    struct corio__regs  regs;
     struct corio__stack stack;
     void               *asan_fake; /* ASan fake stack while switched out */
+    void               *mem;       /* what task_alloc allocated (t is aligned inside it) */
 };
 
 /* Queues of tasks: a task is on at most one (q_on). */
@@ -261,6 +275,7 @@ struct corio_sched {
     struct corio_task   *root;
     struct corio__waitq  ready;    /* this CPU phase */
     struct corio__waitq  yielded;  /* the next one */
+    unsigned             phase_left; /* switches into tasks this CPU phase may still make */
     size_t               live;     /* tasks not done */
     size_t               outside_waits; /* suspended in waits with `outside` set */
     struct afs_list      free_tasks;

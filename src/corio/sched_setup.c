@@ -61,7 +61,7 @@ void corio_sched_free(struct corio_sched *s)
     AFS_CHECK(!s->running, "freeing a running scheduler");
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&s->free_tasks)))
-        free(AFS_LIST_ITEM(n, struct corio_task, sib));
+        free(AFS_LIST_ITEM(n, struct corio_task, sib)->mem);
     corio__blocking_free(s);
     corio__timers_free(&s->timers);
     corio__dispatch_free_batches(s, true);

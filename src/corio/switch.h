@@ -160,6 +160,20 @@ int  corio__fiber_thread_init(void);
 void corio__regs_init(struct corio__regs *r, void *lo, size_t size, corio__entry_fn *entry,
                       void *arg);
 
+/* The stack pointer a suspended context resumes with, NULL where the switch keeps it out of
+ * reach (ucontext, fibers): the scheduler prefetches the lines above it before the switch. */
+static inline const void *corio__regs_sp(const struct corio__regs *r)
+{
+#if CORIO__SWITCH_X86_64
+    return r->rsp;
+#elif CORIO__SWITCH_AARCH64
+    return (const void *)(uintptr_t)r->sp;
+#else
+    (void)r;
+    return NULL;
+#endif
+}
+
 /* Saves the callee-saved registers and FP control state of the running context into from and
  * resumes to (fresh from corio__regs_init, or suspended in an earlier corio__switch). Returns
  * when something switches back to from. from and to must differ; to must not be running. */

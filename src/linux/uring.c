@@ -6,6 +6,7 @@
  * (IORING_FEAT_NODROP) and liburing flushes them when we peek. The context's eventfd has a
  * read always armed in the ring, so the thread pool and afs_ctx_wake() can end a wait. */
 #include "internal.h"
+#include "uring_ms.h"
 #include "uring_reg.h"
 
 #include <fcntl.h>
@@ -42,8 +43,8 @@ struct uring {
                                     how pipes and sockets are read */
     bool            has_msg;     /* IORING_OP_MSG_RING (5.18) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
-    size_t          direct_bytes;  /* and their bytes */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
+    struct afs__ums  ums;          /* multishot accepts and receives: uring_ms.c */
 };
 
 /* The ring's statx result lives in the op until reaped; then meta_done converts it. */
@@ -113,10 +114,8 @@ static int ring_enter(struct afs_ctx *ctx, unsigned wait_nr, struct __kernel_tim
 {
     struct uring *u = U(ctx);
     unsigned direct = u->direct_staged;
-    size_t bytes = u->direct_bytes;
     u->direct_staged = 0;
-    u->direct_bytes = 0;
-    return afs__ureg_submit(&u->reg, ctx, &u->ring, direct, bytes, wait_nr, ts);
+    return afs__ureg_submit(&u->reg, ctx, &u->ring, direct, wait_nr, ts);
 }
 
 static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
@@ -188,6 +187,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
     }
     u->cur_pos = p.features & IORING_FEAT_RW_CUR_POS;
     afs__ureg_init(&u->reg, &u->ring, ctx);
+    afs__ums_init(&u->ums, ctx);
     ctx->be_state = u;
     return 0;
 }
@@ -195,6 +195,7 @@ static int uring_init(struct afs_ctx *ctx, char *why, size_t why_len)
 static void uring_fini(struct afs_ctx *ctx)
 {
     struct uring *u = U(ctx);
+    afs__ums_fini(&u->ums, &u->ring);
     io_uring_queue_exit(&u->ring);
     afs__ureg_fini(&u->reg);
     free(u);
@@ -211,6 +212,7 @@ static void reap(struct afs_ctx *ctx)
         for (unsigned i = 0; i < n; i++) {
             uint64_t ud = cqes[i]->user_data;
             int res = cqes[i]->res;
+            unsigned fl = cqes[i]->flags;
             if (ud == TAG_WAKER) {
                 u->waker_armed = false;
                 /* The read consumed the count; new signals must write again. */
@@ -222,12 +224,20 @@ static void reap(struct afs_ctx *ctx)
                  * its receives (end of stream) and sends (EPIPE) all the same. */
                 if (res == -EINVAL)
                     shutdown((int)(ud >> 8), SHUT_RDWR);
-            } else if (ud > TAG_MSG && ud != LIBURING_UDATA_TIMEOUT) {
-                afs__op_transferred(ctx, (struct afs_op *)(uintptr_t)ud, res);
+            } else if (ud == LIBURING_UDATA_TIMEOUT) {
+                /* liburing's own */
+            } else if ((ud & 7) >= AFS__UMS_TAG_RECV) {
+                afs__ums_cqe(ctx, &u->ums, ud, res, fl);
+            } else if (ud > TAG_MSG) {
+                struct afs_op *op = (struct afs_op *)(uintptr_t)ud;
+                if (afs__op(op)->be[0] == AFS__UMS_PLAIN && afs__op(op)->file->sock)
+                    afs__ums_plain_done(&u->ums, op);
+                afs__op_transferred(ctx, op, res);
             }
         }
         io_uring_cq_advance(&u->ring, n);
     }
+    afs__ums_serve(ctx, &u->ums); /* ops parked on what the multishots delivered */
 }
 
 /* Hands the SQ to the kernel and retries what is transient: a full CQ makes the kernel
@@ -414,6 +424,11 @@ static void uring_meta_done(struct afs_ctx *ctx, struct afs_op *op)
         afs__sys_from_statx(o->be, o->meta.st);
 }
 
+struct io_uring_sqe *afs__uring_sqe(struct afs_ctx *ctx)
+{
+    return get_sqe(ctx);
+}
+
 /* A socket op, or a read or write of a socket: RECV and SEND (a write with MSG_NOSIGNAL,
  * never a SIGPIPE). */
 static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
@@ -449,6 +464,16 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
+        if (afs__ums_prep(ctx, &u->ums, &u->ring, op))
+            return 0; /* parked on its socket's multishot */
+        struct io_uring_sqe *sqe = get_sqe(ctx);
+        if (!sqe)
+            return -EIO;
+        prep_sock(sqe, op);
+        io_uring_sqe_set_data(sqe, op);
+        return 0;
+    }
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return -EIO;
@@ -456,11 +481,6 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         prep_meta(sqe, o);
         if (o->xflags & AFS__X_LINKED)
             sqe->flags |= IOSQE_IO_LINK;
-        io_uring_sqe_set_data(sqe, op);
-        return 0;
-    }
-    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
-        prep_sock(sqe, op);
         io_uring_sqe_set_data(sqe, op);
         return 0;
     }
@@ -512,10 +532,8 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     if (o->xflags & AFS__X_DSYNC)
         sqe->rw_flags = RWF_DSYNC; /* Linux 4.7: durable when it completes (FUA where the
                                       device has it) */
-    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT)) {
+    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT))
         u->direct_staged++;
-        u->direct_bytes += o->total - o->done;
-    }
     /* A pipe's write tried inline would raise SIGPIPE in this thread when the reader has
      * gone (the kernel signals the writing task); the kernel's workers block signals. */
     if (write && o->file->seq)
@@ -564,6 +582,8 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
             u->ready_armed = true;
         }
     }
+    if (afs__ums_pending(&u->ums))
+        wait = false; /* parked ops complete from what their sockets hold: no kernel wait */
     bool have_sqes = io_uring_sq_ready(&u->ring) > 0;
     int r = 0;
     if (ctx->ready)
@@ -619,6 +639,8 @@ bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to)
 static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
+    if (afs__ums_cancel(ctx, &u->ums, op))
+        return; /* it was parked: completed now */
     if (!u->has_cancel)
         return; /* before 5.5: the op just runs to completion */
     struct io_uring_sqe *sqe = get_sqe(ctx);
@@ -658,7 +680,14 @@ static int uring_open(struct afs_ctx *ctx, struct afs_file *f)
 
 static void uring_close(struct afs_ctx *ctx, struct afs_file *f)
 {
-    afs__ureg_file_close(&U(ctx)->reg, &U(ctx)->ring, f);
+    struct uring *u = U(ctx);
+    /* An armed multishot holds the socket open in the kernel: wait for it to end. */
+    while (f->be_sock && afs__ums_close(ctx, &u->ums, f)) {
+        ctx->stats.kernel_submits++;
+        (void)ring_enter(ctx, 1, NULL); /* errors: transient, or the ring is gone */
+        reap(ctx);
+    }
+    afs__ureg_file_close(&u->reg, &u->ring, f);
 }
 
 static void uring_offload(const struct afs_ctx *ctx, struct afs_offload *out)
@@ -673,12 +702,18 @@ static bool uring_sock(struct afs_ctx *ctx)
 
 static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
+    afs__ums_cancel_file(ctx, &U(ctx)->ums, f);
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return;
     int fd = f->fd;
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, (uint64_t)(unsigned)fd << 8 | TAG_CANCEL_FD);
+}
+
+static void uring_sock_info(const struct afs_ctx *ctx, struct afs_sock_info *out)
+{
+    afs__ums_info(&((const struct uring *)ctx->be_state)->ums, out);
 }
 
 bool afs__uring_no_sock;
@@ -703,4 +738,5 @@ const struct afs__backend afs__backend_uring = {
     .offload = uring_offload,
     .sock = uring_sock,
     .cancel_file = uring_cancel_file,
+    .sock_info = uring_sock_info,
 };

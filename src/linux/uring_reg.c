@@ -17,23 +17,32 @@
  * poll, a socket cancel's fd << 8 | 5) and liburing's timeout all have a low bit set. */
 #define URING_NOT_OP(ud) (((ud) & 7u) != 0)
 
-/* Every SAMPLE_EVERY-th submission big enough to offload is timed, and every one of the
- * first WARMUP_SAMPLES; timed ones alternate inline and offloaded so that both averages
- * stay current. The average weighs a new sample 1/4 (EWMA_SHIFT). */
-#define SAMPLE_EVERY   16u
-#define WARMUP_SAMPLES 8u
-#define EWMA_SHIFT     2
-/* Offload when inline issue holds the submitting thread this many times longer per op
- * than a hand-off to a worker: both scale with the CPU, so the ratio measures the device's
- * issue path (a doorbell that exits a VM, a submitter made to wait for a free tag) rather
- * than the machine's speed. Measured about 10 on a 2-vCPU KVM guest's virtio disk, where
- * offloading paid; a local NVMe drive's issue path is a few times a hand-off at most
- * (docs/ARCHITECTURE.md). */
-#define OFFLOAD_RATIO 4u
-/* A submission with at least this many direct reads/writes, or this many bytes of them,
- * may be offloaded; smaller ones are always issued inline. */
-#define OFFLOAD_MIN       8u
-#define OFFLOAD_MIN_BYTES ((size_t)512 << 10)
+/* The rule (docs/ARCHITECTURE.md). Windows last WINDOW_NS of the monotonic clock and at
+ * least WINDOW_MIN_OPS direct ops; the clock is read once per CHECK_OPS direct ops. The
+ * context's first window is issued inline and not scored (it pays for first touches). Then
+ * WARMUP_ROUNDS sampling rounds, each an inline and an offloaded window back to back (the
+ * order alternating from round to round, so a load that rises or falls does not favour
+ * one); after that GAP_MIN windows by choice between two rounds, twice as many after each
+ * round that confirms the choice (up to GAP_MAX), GAP_MIN again after one that changes it.
+ * A window's score is what the context delivered: completions per second of wall time and
+ * the process's CPU time per completion (the kernel's workers are threads of the process,
+ * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
+ * running average that weighs the newest 1/AVG_DEPTH: single windows on a shared machine
+ * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s). */
+#define WINDOW_NS      (50 * 1000 * 1000)
+/* A window that took longer than this (the context had no direct I/O to do for a while, or
+ * a device slower than 64 ops a second) is not scored: it starts again, same regime. */
+#define WINDOW_MAX_NS  ((int64_t)1000 * 1000 * 1000)
+#define WINDOW_MIN_OPS 64u
+#define CHECK_OPS      32u
+#define WARMUP_ROUNDS  3u
+#define GAP_MIN        4u
+#define GAP_MAX        64u
+#define AVG_DEPTH      4u
+/* Completions per second decide when one regime delivers more than 9/8 of the other's;
+ * nearer than that, the regime with less CPU time per completion is chosen. */
+#define RATE_MARGIN_NUM 9u
+#define RATE_MARGIN_DEN 8u
 
 void afs__ureg_init(struct afs__ureg *r, struct io_uring *ring, const struct afs_ctx *ctx)
 {
@@ -41,8 +50,8 @@ void afs__ureg_init(struct afs__ureg *r, struct io_uring *ring, const struct afs
     r->tune.mode = (ctx->cfg.flags & AFS_CTX_INLINE_DIRECT)    ? URING_OFFLOAD_NEVER
                    : (ctx->cfg.flags & AFS_CTX_OFFLOAD_DIRECT) ? URING_OFFLOAD_ALWAYS
                                                                : URING_OFFLOAD_AUTO;
-    /* Until measured, offload (what this rule did when it was fixed). */
-    r->tune.offloading = true;
+    r->tune.gap = GAP_MIN;
+    r->tune.win_check = CHECK_OPS;
     unsigned cap = ctx->cfg.io_workers;
     if (cap == AFS_IO_WORKERS_KERNEL)
         return;
@@ -54,7 +63,8 @@ void afs__ureg_init(struct afs__ureg *r, struct io_uring *ring, const struct afs
      * and pipes. The cap is the thread's (io-wq is per task), Linux 5.15; before that the
      * call fails and the kernel's own limit stays. */
     unsigned vals[2] = {cap, 0};
-    (void)io_uring_register_iowq_max_workers(ring, vals);
+    if (io_uring_register_iowq_max_workers(ring, vals) == 0)
+        r->tune.io_workers = cap;
 }
 
 void afs__ureg_fini(struct afs__ureg *r)
@@ -236,52 +246,103 @@ static int enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timesp
     return afs__uring_enter_real(ring, wait_nr, ts);
 }
 
-static void ewma(uint64_t *avg, uint64_t sample)
+/* The n-th score (from 1) into an average (above). */
+static void average(uint64_t *avg, uint64_t sample, unsigned n)
 {
-    if (*avg == 0)
-        *avg = sample ? sample : 1;
-    else
-        *avg = (uint64_t)((int64_t)*avg + (((int64_t)sample - (int64_t)*avg) >> EWMA_SHIFT));
-    if (*avg == 0)
-        *avg = 1;
+    int64_t w = AFS_MIN(n, AVG_DEPTH);
+    int64_t a = (int64_t)*avg + ((int64_t)sample - (int64_t)*avg) / w;
+    *avg = a > 0 ? (uint64_t)a : 1; /* 0 means "not measured" */
+}
+
+/* The regime that delivers more, or as much for less CPU. */
+static bool prefer_offload(const struct afs__ureg_tune *t)
+{
+    uint64_t ri = t->rate[0], ro = t->rate[1], ci = t->cpu_ns[0], co = t->cpu_ns[1];
+    if (!ri || !ro)
+        return t->offloading;
+    if (ro * RATE_MARGIN_DEN > ri * RATE_MARGIN_NUM)
+        return true;
+    if (ri * RATE_MARGIN_DEN > ro * RATE_MARGIN_NUM)
+        return false;
+    /* Without a CPU clock: inline, which starts no threads. */
+    return ci && co && co < ci;
+}
+
+static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now, int64_t cpu)
+{
+    uint64_t done = ctx->stats.completions - t->win_done;
+    int64_t dt = now - t->win_start;
+    if (done == 0 || dt <= 0)
+        return; /* nothing delivered (the ops of a stalled device): no score */
+    int k = t->win_offload;
+    unsigned n = ++t->scored[k];
+    done = AFS_MIN(done, UINT64_MAX / 1000000000u);
+    average(&t->rate[k], done * 1000000000u / (uint64_t)dt, n);
+    if (cpu >= 0 && t->win_cpu >= 0 && cpu >= t->win_cpu)
+        average(&t->cpu_ns[k], (uint64_t)(cpu - t->win_cpu) / done, n);
+    t->samples++;
+}
+
+/* The window that just closed is over: scores it if it was a sample, chooses when it ended
+ * a round, and sets the next window's regime. */
+static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now,
+                        int64_t cpu)
+{
+    if (t->win_scored)
+        score(t, ctx, now, cpu);
+    if (t->win_scored && !t->round_half) {
+        /* A round is over: choose, and set the gap to the next one. */
+        bool pick = prefer_offload(t);
+        if (++t->rounds > WARMUP_ROUNDS)
+            t->gap = pick == t->offloading ? AFS_MIN(2 * t->gap, GAP_MAX) : GAP_MIN;
+        t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
+        t->offloading = pick;
+    }
+    if (t->round_half) {
+        t->win_offload = !t->win_offload;
+        t->round_half = false;
+    } else if (t->left > 0) {
+        t->left--;
+        t->win_offload = t->offloading;
+        t->win_scored = false;
+    } else {
+        t->win_offload = (t->rounds & 1) != 0;
+        t->win_scored = t->round_half = true;
+    }
+}
+
+/* Closes the open window when its time is up and opens the next one. */
+static void window_check(struct afs__ureg_tune *t, const struct afs_ctx *ctx)
+{
+    t->win_check = t->win_ops + CHECK_OPS;
+    int64_t now = afs__sys.now();
+    if (t->win_timed && (now - t->win_start < WINDOW_NS || t->win_ops < WINDOW_MIN_OPS))
+        return;
+    int64_t cpu = afs__sys.proc_cpu_now ? afs__sys.proc_cpu_now() : -1;
+    if (!t->win_timed || now - t->win_start <= WINDOW_MAX_NS)
+        next_window(t, ctx, now, cpu);
+    t->win_timed = true;
+    t->win_ops = 0;
+    t->win_check = CHECK_OPS;
+    t->win_done = ctx->stats.completions;
+    t->win_start = now;
+    t->win_cpu = cpu;
 }
 
 int afs__ureg_submit(struct afs__ureg *r, struct afs_ctx *ctx, struct io_uring *ring,
-                     unsigned direct, size_t bytes, unsigned wait_nr,
-                     struct __kernel_timespec *ts)
+                     unsigned direct, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     struct afs__ureg_tune *t = &r->tune;
     if (direct == 0 || t->mode == URING_OFFLOAD_NEVER)
         return enter(ring, wait_nr, ts);
-    if (t->mode == URING_OFFLOAD_ALWAYS) {
-        ctx->stats.offloaded_ops += mark_async(ring);
-        return enter(ring, wait_nr, ts);
+    if (t->mode == URING_OFFLOAD_AUTO) {
+        t->win_ops += direct;
+        if (t->win_ops >= t->win_check)
+            window_check(t, ctx);
+        if (!t->win_offload)
+            return enter(ring, wait_nr, ts);
     }
-    if (direct < OFFLOAD_MIN && bytes < OFFLOAD_MIN_BYTES)
-        return enter(ring, wait_nr, ts);
-
-    t->candidates++;
-    bool sample = t->samples < WARMUP_SAMPLES || t->candidates % SAMPLE_EVERY == 0;
-    /* A timed submission alternates the regime; the others follow the current choice. */
-    bool offload = sample ? (t->samples & 1) != 0 : t->offloading;
-    if (offload)
-        ctx->stats.offloaded_ops += mark_async(ring);
-    if (!sample)
-        return enter(ring, wait_nr, ts);
-
-    /* Timed: the submission alone, then the wait as a second call (counted as one). */
-    int64_t t0 = afs__sys.now();
-    int res = enter(ring, 0, NULL);
-    int64_t dt = afs__sys.now() - t0;
-    if (res > 0) {
-        ewma(offload ? &t->offload_ns : &t->inline_ns, (uint64_t)(dt > 0 ? dt : 0) / direct);
-        t->samples++;
-        if (t->inline_ns && t->offload_ns)
-            t->offloading = t->inline_ns > OFFLOAD_RATIO * t->offload_ns;
-    }
-    if (res < 0 || wait_nr == 0)
-        return res;
-    ctx->stats.kernel_waits++;
+    ctx->stats.offloaded_ops += mark_async(ring);
     return enter(ring, wait_nr, ts);
 }
 
@@ -291,6 +352,9 @@ void afs__ureg_offload_info(const struct afs__ureg *r, struct afs_offload *out)
     out->offloading = t->mode == URING_OFFLOAD_ALWAYS ||
                       (t->mode == URING_OFFLOAD_AUTO && t->offloading);
     out->samples = t->samples;
-    out->inline_ns = t->inline_ns;
-    out->offload_ns = t->offload_ns;
+    out->inline_rate = t->rate[0];
+    out->offload_rate = t->rate[1];
+    out->inline_cpu_ns = t->cpu_ns[0];
+    out->offload_cpu_ns = t->cpu_ns[1];
+    out->io_workers = t->io_workers;
 }

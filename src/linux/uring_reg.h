@@ -14,14 +14,28 @@ struct afs__ureg_range {
     unsigned  index;
 };
 
-/* The offload rule's state (see afs__ureg_submit). */
+/* The offload rule's state (see afs__ureg_submit and uring_reg.c). Time is cut into
+ * windows; a window runs one regime, and those of a sampling round (one of each regime,
+ * back to back) are scored by what they delivered. */
 struct afs__ureg_tune {
     uint8_t  mode;        /* URING_OFFLOAD_AUTO, _NEVER, _ALWAYS */
     bool     offloading;  /* AUTO's current choice */
-    unsigned candidates;  /* submissions big enough to offload, seen so far */
-    unsigned samples;     /* of them, timed */
-    uint64_t inline_ns;   /* averaged submitting-thread time per direct op, inline */
-    uint64_t offload_ns;  /* the same, offloaded */
+    bool     win_offload; /* the open window's regime */
+    bool     win_scored;  /* it belongs to a sampling round */
+    bool     win_timed;   /* it opened at a clock reading (all but the context's first) */
+    bool     round_half;  /* it is the first of its round: the other regime comes next */
+    unsigned rounds;      /* sampling rounds done */
+    unsigned gap, left;   /* windows run by choice between two rounds, and those left */
+    unsigned samples;     /* windows scored */
+    unsigned scored[2];   /* of them, inline and offloaded */
+    uint64_t win_ops;     /* direct ops submitted in the open window */
+    uint64_t win_check;   /* the clock is read when win_ops reaches this */
+    uint64_t win_done;    /* the context's completions when it opened */
+    int64_t  win_start;   /* the monotonic clock then */
+    int64_t  win_cpu;     /* the process's CPU clock then; -1: none */
+    uint64_t rate[2];     /* completions per second, [0] inline, [1] offloaded (averages) */
+    uint64_t cpu_ns[2];   /* process CPU time per completion, the same */
+    unsigned io_workers;  /* the cap set on io-wq's bounded workers; 0: none */
 };
 
 struct afs__ureg {
@@ -71,13 +85,11 @@ static inline int afs__ureg_buf_index(const struct afs__ureg *r, const void *buf
 }
 
 /* Submits what the SQ holds (wait_nr 0) or submits and waits, as afs__uring_enter_real,
- * through afs__sys.uring_enter; marks the direct reads and writes among the SQEs IOSQE_ASYNC
- * when the offload rule says so (direct: how many there are, bytes: their size) and, now and
- * then, times the submission apart from the wait (*extra_waits counts the system calls that
- * adds). */
+ * through afs__sys.uring_enter; marks the direct reads and writes among the SQEs (direct:
+ * how many there are) IOSQE_ASYNC when the offload rule says so, and closes the rule's
+ * window when its time is up. */
 int afs__ureg_submit(struct afs__ureg *r, struct afs_ctx *ctx, struct io_uring *ring,
-                     unsigned direct, size_t bytes, unsigned wait_nr,
-                     struct __kernel_timespec *ts);
+                     unsigned direct, unsigned wait_nr, struct __kernel_timespec *ts);
 
 void afs__ureg_offload_info(const struct afs__ureg *r, struct afs_offload *out);
 

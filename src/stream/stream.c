@@ -68,11 +68,13 @@ struct afs_stream {
     bool             cached_ok;  /* the rule applies (buffered reads of a file with offsets) */
     unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here */
     bool             cw_timed;   /* the current window counts (not the stream's first) */
-    bool             cw_free;    /* the last CM_INLINE window had a CPU to itself */
+    bool             cw_free;    /* the last CM_INLINE window had a CPU to itself and work
+                                  * outside its reads to overlap them with */
     unsigned         cwins;      /* cached windows timed */
     unsigned         cw_next, cw_gap; /* when the mode not chosen is timed again, and the gap */
     int64_t          cw_end;     /* the window closes when pos reaches this; -1: none open */
     int64_t          cw_pos, cw_start, cw_cpu; /* where and when (ns, thread CPU ns) it opened */
+    int64_t          cw_read;    /* ns of this window spent in inline_read() */
     uint64_t         cw_cost[2]; /* ns per MiB consumed, per enum cached_mode; 0: not timed */
     uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
     size_t           cs;      /* chunk size */
@@ -300,7 +302,12 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
     if (err < 0)
         return err;
     s->inline_reads++;
-    return afs__blocking_run(&op, &ow, true);
+    if (s->cmode != CM_INLINE || !s->cw_timed)
+        return afs__blocking_run(&op, &ow, true);
+    int64_t t0 = afs__sys.now();
+    ssize_t r = afs__blocking_run(&op, &ow, true);
+    s->cw_read += afs__sys.now() - t0;
+    return r;
 }
 
 static int64_t thread_cpu(void)
@@ -340,9 +347,12 @@ static void cached_window(struct afs_stream *s)
         uint64_t *c = &s->cw_cost[s->cmode];
         *c = *c ? (*c + per) / 2 : per;
         s->cwins++;
-        /* Thread CPU time under 80% of the wall time: other threads had this CPU. */
+        /* Thread CPU time under 80% of the wall time: other threads had this CPU. A
+         * consumer that spends less than a third of its time outside the reads has nothing
+         * to hide a pool thread's copy behind: it would wait for it and copy once more. */
         if (s->cmode == CM_INLINE)
-            s->cw_free = cpu < 0 || s->cw_cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt;
+            s->cw_free = (cpu < 0 || s->cw_cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt) &&
+                         3 * ((int64_t)dt - s->cw_read) >= (int64_t)dt;
     }
     /* The stream's first window is not timed: it pays for first touches (the caller's
      * buffer faulted in, the pool's threads started). */
@@ -359,6 +369,7 @@ static void cached_window(struct afs_stream *s)
     s->cw_pos = s->pos;
     s->cw_start = now;
     s->cw_cpu = cpu;
+    s->cw_read = 0;
     s->cw_end = s->pos > INT64_MAX - win ? INT64_MAX : s->pos + win;
 }
 

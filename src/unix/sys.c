@@ -13,6 +13,7 @@
 #include <linux/fs.h> /* BLKSSZGET */
 #endif
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <linux/stat.h>
@@ -29,6 +30,22 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
     ssize_t r = off == AFS__OFF_SEQ ? read(fd, buf, len) : pread(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
 }
+
+#if defined(__linux__) && defined(RWF_NOWAIT)
+/* Linux 4.14 for buffered reads; older kernels refuse the flag (-EOPNOTSUPP) or preadv2
+ * itself (-ENOSYS, 4.6), and so do file systems that cannot read without blocking. */
+static ssize_t sys_pread_nowait(int fd, void *buf, size_t len, uint64_t off)
+{
+    struct iovec v = {buf, len};
+    ssize_t r = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
+    if (r >= 0)
+        return r;
+    return errno == ENOSYS || errno == EINVAL ? -EOPNOTSUPP : -errno;
+}
+#define SYS_PREAD_NOWAIT sys_pread_nowait
+#else
+#define SYS_PREAD_NOWAIT NULL
+#endif
 
 /* Set on the library's own threads (the pool's), which keep SIGPIPE blocked for good. */
 static _Thread_local bool sigpipe_blocked;
@@ -160,6 +177,7 @@ static int sys_close(int fd)
 
 struct afs__syscalls afs__sys = {
     .pread = sys_pread,
+    .pread_nowait = SYS_PREAD_NOWAIT,
     .pwrite = sys_pwrite,
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
@@ -172,6 +190,7 @@ struct afs__syscalls afs__sys = {
     .realloc = realloc,
     .now = afs__now_ns,
     .cpu_now = afs__thread_cpu_ns,
+    .proc_cpu_now = afs__proc_cpu_ns,
 #ifdef __linux__
     /* NULL: src/linux/uring.c makes the liburing calls itself (this file does not link it). */
     .uring_setup = NULL,

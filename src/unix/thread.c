@@ -116,10 +116,20 @@ int64_t afs__now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t afs__thread_cpu_ns(void)
+static int64_t cpu_clock_ns(clockid_t id)
 {
     struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    if (clock_gettime(id, &ts) != 0)
         return -1;
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t afs__thread_cpu_ns(void)
+{
+    return cpu_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+int64_t afs__proc_cpu_ns(void)
+{
+    return cpu_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 }

@@ -10,42 +10,9 @@
 #include <asyncfs_crash.h>
 #include <corio.h>
 
-static void c_setup(void)
-{
-    struct stat st;
-    if (!getenv("AFS_TEST_TMPDIR") && stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
-        setenv("AFS_TEST_TMPDIR", "/dev/shm", 1);
-    t_setup();
-}
+#include "../crash/crash_common.h"
 
 #define T_WAL(name) Test(crash_wal, name, .init = c_setup, .fini = t_teardown, .timeout = 300)
-
-/* Crashes per run: AFS_CRASH_RUNS overrides (scripts/crash_soak.sh runs many more). Under
- * wine every file call is a round trip to its server: 50 crashes there, not 1,000. */
-static unsigned runs(void)
-{
-    const char *e = getenv("AFS_CRASH_RUNS");
-#ifdef _WIN32
-    return e && *e ? (unsigned)strtoul(e, NULL, 10) : 50;
-#else
-    return e && *e ? (unsigned)strtoul(e, NULL, 10) : 1000;
-#endif
-}
-
-/* The first seed: AFS_CRASH_SEED overrides (the soak script draws one). */
-static uint64_t seed0(void)
-{
-    const char *e = getenv("AFS_CRASH_SEED");
-    return e && *e ? strtoull(e, NULL, 10) : 1000;
-}
-
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 /* Record: magic, payload length, sequence number, payload, checksum of all before it. */
 #define MAGIC 0x314c4157u /* "WAL1" */

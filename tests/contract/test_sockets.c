@@ -1220,3 +1220,230 @@ T_SOCK(recvs_and_reads_in_one_submission)
     cr_assert_eq(afs_close(file), 0);
 }
 #endif
+
+/* ------------------------------------------------------------------------------------------
+ * Multishot accepts and receives (io_uring; the same calls, plain, everywhere else)
+ * ---------------------------------------------------------------------------------------- */
+
+/* Whether ctx serves accepts and receives from multishots (io_uring with them). */
+static bool t_multishot(struct afs_ctx *ctx, struct afs_sock_info *info)
+{
+    afs_ctx_sock_info(ctx, info);
+    return info->multishot_recv && info->multishot_accept;
+}
+
+enum { MS_CONNS = 40 };
+
+/* 40 connections accepted with afs_accept (no address): on io_uring one multishot accept
+ * delivers them, re-armed only after it stopped at a full stash, not per connection; the
+ * connections it took for no one (here: all but 5) are closed with the listener, and the
+ * port is free again once afs_close returned. No descriptor is left. */
+T_SOCK_ALL(multishot_accept_serves_many_and_closes_what_it_took)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    /* SO_REUSEADDR, so that the connections' TIME_WAIT does not hold the port (below). */
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct afs_file *l;
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &l), 0);
+    int one = 1;
+    cr_assert_eq(setsockopt(T_FD(l), SOL_SOCKET, SO_REUSEADDR, (void *)&one, sizeof one), 0);
+    cr_assert_eq(bind(T_FD(l), (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(T_FD(l), 128), 0);
+    socklen_t salen = sizeof sa;
+    cr_assert_eq(getsockname(T_FD(l), (struct sockaddr *)&sa, &salen), 0);
+    struct afs_file *c[MS_CONNS], *s[MS_CONNS];
+    for (int i = 0; i < MS_CONNS; i++) {
+        cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &c[i]), 0);
+        cr_assert_eq(afs_connect(c[i], (struct sockaddr *)&sa, sizeof sa), 0);
+    }
+    /* Each accepted socket is the peer of one client: what a client sends comes out. */
+    for (int i = 0; i < MS_CONNS; i++) {
+        int err = afs_accept(l, NULL, NULL, &s[i]);
+        cr_assert_eq(err, 0, "afs_accept %d: %s", i, afs_strerror(err));
+    }
+    struct afs_sock_info info;
+    if (t_multishot(ctx, &info)) {
+        cr_assert_geq(info.multishot_accepts, (uint64_t)MS_CONNS);
+        cr_assert_lt(info.arms, (uint64_t)MS_CONNS / 4, "%llu arms for %d connections",
+                     (unsigned long long)info.arms, MS_CONNS);
+    } else {
+        cr_assert_eq(info.multishot_accepts, 0u);
+        cr_assert_not_null(info.why);
+    }
+    /* The server end of client i is one of s[]: told by what arrives. */
+    for (int i = 0; i < MS_CONNS; i++) {
+        char m = (char)i;
+        cr_assert_eq(afs_send(c[i], &m, 1, 0), 1);
+        cr_assert_eq(afs_shutdown(c[i], SHUT_WR), 0);
+    }
+    int seen[MS_CONNS] = {0};
+    for (int i = 0; i < MS_CONNS; i++) {
+        char got = -1;
+        cr_assert_eq(afs_recv(s[i], &got, 1, 0), 1);
+        cr_assert(got >= 0 && got < MS_CONNS && !seen[(int)got]);
+        seen[(int)got] = 1;
+        cr_assert_eq(afs_recv(s[i], &got, 1, 0), 0);
+        cr_assert_eq(afs_close(s[i]), 0);
+        cr_assert_eq(afs_close(c[i]), 0);
+    }
+    /* More connections than anyone accepts: the multishot may take them meanwhile. (The
+     * count starts here: the readiness engine keeps a descriptor once it was needed.) */
+    int fds0 = count_fds() - 1; /* less the listener, closed below */
+    for (int i = 0; i < MS_CONNS; i++) {
+        cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &c[i]), 0);
+        cr_assert_eq(afs_connect(c[i], (struct sockaddr *)&sa, sizeof sa), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(afs_accept(l, NULL, NULL, &s[i]), 0);
+        cr_assert_eq(afs_close(s[i]), 0);
+    }
+    cr_assert_eq(afs_close(l), 0);
+#ifndef _WIN32
+    /* The port is free as afs_close returns (no call of the library in between): nothing
+     * in the kernel holds the listener any more. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    /* SO_REUSEADDR: past the accepted connections' TIME_WAIT, never a live listener. */
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0,
+                 "the closed listener's port is still taken: %s", strerror(errno));
+    close(fd);
+#endif
+    /* Every connection not accepted by the caller was closed: the clients read the end. */
+    for (int i = 5; i < MS_CONNS; i++) {
+        char got;
+        ssize_t r = afs_recv(c[i], &got, 1, 0);
+        cr_assert(r == 0 || r == -ECONNRESET, "client %d: %zd", i, r);
+    }
+    for (int i = 0; i < MS_CONNS; i++)
+        cr_assert_eq(afs_close(c[i]), 0);
+    cr_assert_eq(count_fds(), fds0, "descriptors left behind");
+}
+
+/* Receives from a peer that sent before, with a ring of 4 buffers of 512 bytes for 8
+ * sockets holding 2 KiB each: the ring runs out (the kernel ends multishots with ENOBUFS),
+ * receives go on as plain ones and re-arm once buffers came back; every byte arrives, in
+ * order. */
+T_SOCK_ALL(multishot_recv_survives_an_empty_ring)
+{
+#ifdef AFS_HAVE_URING
+    afs__uring_pbuf_entries = 4;
+    afs__uring_pbuf_size = 512;
+#endif
+    struct afs_ctx *ctx = t_new_ctx();
+    enum { N = 8, LEN = 2048 };
+    struct afs_file *p[N][2];
+    static char m[LEN];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
+        t_fill(m, LEN, (uint64_t)i * LEN);
+        cr_assert_eq(afs_send(p[i][1], m, LEN, 0), LEN);
+    }
+    /* A small receive queued on each: every socket's multishot is armed at once. */
+    struct afs_op op[N];
+    struct cb_log lg[N];
+    static char first[N][64];
+    for (int i = 0; i < N; i++) {
+        lg[i] = (struct cb_log){0};
+        cr_assert_eq(afs_queue_recv(&op[i], p[i][0], first[i], 64, 0, log_cb, &lg[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        wait_cb(ctx, &lg[i]);
+        cr_assert_eq(lg[i].result, 64, "socket %d: %zd", i, lg[i].result);
+        cr_assert(t_check(first[i], 64, (uint64_t)i * LEN));
+    }
+    /* The rest, with blocking receives, socket by socket, then a round that needs the ring
+     * again. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            if (round == 0) {
+                recv_all(p[i][0], LEN - 64, (uint64_t)i * LEN + 64);
+            } else {
+                t_fill(m, LEN, (uint64_t)(N + i) * LEN);
+                cr_assert_eq(afs_send(p[i][1], m, LEN, 0), LEN);
+                recv_all(p[i][0], LEN, (uint64_t)(N + i) * LEN);
+            }
+        }
+    }
+    struct afs_sock_info info;
+    if (t_multishot(ctx, &info)) {
+        cr_assert_eq(info.ring_buffers, 4u);
+        cr_assert_gt(info.exhausted, 0u, "the ring never ran out");
+        cr_assert_gt(info.ring_recvs, 0u);
+        cr_assert_gt(info.plain_recvs, 0u, "no receive went plain while the ring was out");
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(afs_close(p[i][0]), 0);
+        cr_assert_eq(afs_close(p[i][1]), 0);
+    }
+    afs_ctx_sock_info(ctx, &info);
+    cr_assert_eq(info.ring_held, 0u, "buffers not given back to the ring");
+}
+
+/* A receive parked on an armed multishot is cancelled (afs_cancel): -ECANCELED at once, its
+ * buffer untouched by what arrives later, which the next receive gets whole; then a socket
+ * whose multishot is still armed is closed: the peer sees the end of the stream at once. */
+T_SOCK_ALL(multishot_cancel_then_close_while_armed)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char buf[100], got[100];
+    memset(buf, 0xee, sizeof buf);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_recv(&op, p[0], buf, sizeof buf, 0, log_cb, &lg), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq(lg.calls, 0, "a receive from a silent peer completed");
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, -ECANCELED);
+    t_fill(got, sizeof got, 7);
+    cr_assert_eq(afs_send(p[1], got, sizeof got, 0), (ssize_t)sizeof got);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq((unsigned char)buf[0], 0xee, "the cancelled receive's buffer was written");
+    memset(got, 0, sizeof got);
+    recv_all(p[0], sizeof got, 7);
+    struct afs_sock_info info;
+    if (t_multishot(ctx, &info))
+        cr_assert_eq(info.arms, 1u, "the multishot was re-armed: %llu arms",
+                     (unsigned long long)info.arms);
+    /* Armed again by a receive that completes: the multishot stays armed after it. */
+    cr_assert_eq(afs_send(p[1], "x", 1, 0), 1);
+    cr_assert_eq(afs_recv(p[0], got, 1, 0), 1);
+    cr_assert_eq(afs_close(p[0]), 0);
+    char c;
+#ifndef _WIN32
+    /* Closed in the kernel as afs_close returns: no call of the library in between. */
+    struct pollfd pf = {.fd = T_FD(p[1]), .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 2000), 1, "the peer did not see the close");
+    cr_assert_eq(recv(T_FD(p[1]), &c, 1, MSG_DONTWAIT), 0);
+#endif
+    cr_assert_eq(afs_recv(p[1], &c, 1, 0), 0, "the peer did not see the close");
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
+/* AFS_CTX_PLAIN_SOCKETS: the same calls, no multishot, and the reason says so. */
+T_SOCK_ALL(plain_sockets_flag)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.flags = AFS_CTX_PLAIN_SOCKETS;
+    t_ctx = t_ctx_cfg(&cfg);
+    struct afs_file *a, *b;
+    tcp_pair(t_ctx, &a, &b);
+    cr_assert_eq(afs_send(a, "ping", 4, 0), 4);
+    char got[4];
+    cr_assert_eq(afs_recv(b, got, 4, MSG_WAITALL), 4);
+    struct afs_sock_info info;
+    afs_ctx_sock_info(t_ctx, &info);
+    cr_assert_eq(info.multishot_recv, 0);
+    cr_assert_eq(info.multishot_accept, 0);
+    cr_assert_eq(info.arms, 0u);
+    cr_assert_not_null(info.why);
+    cr_assert_eq(afs_close(a), 0);
+    cr_assert_eq(afs_close(b), 0);
+}

@@ -619,16 +619,20 @@ T_URING(setup_retries_without_newer_flags_on_einval)
 #endif /* liburing */
 
 /* ------------------------------------------------------------------------------------------
- * Direct I/O offload: a submission with 8 or more AFS_DIRECT reads/writes (or 512 KiB) may
- * mark them IOSQE_ASYNC (the kernel's workers issue them) when timing says issuing them
- * inline is slow; smaller ones and buffered I/O stay inline. AFS_CTX_INLINE_DIRECT and
- * AFS_CTX_OFFLOAD_DIRECT force either regime. The timing runs on a fake clock that the
- * enter hook moves by what each submission would cost (clock_enter).
+ * Direct I/O offload: AFS_DIRECT reads/writes are issued inline or marked IOSQE_ASYNC (the
+ * kernel's workers issue them) as a run-time rule chooses from windows of each regime,
+ * scored by completions per second and CPU time per completion; buffered I/O stays inline.
+ * AFS_CTX_INLINE_DIRECT and AFS_CTX_OFFLOAD_DIRECT force either regime. The rule runs on
+ * fake clocks (wall and process CPU) that the enter hook moves by what each submitted read
+ * would cost in its regime (clock_enter), so each regime's rates are known exactly.
  * ---------------------------------------------------------------------------------------- */
 
 static unsigned seen_async, seen_data; /* data SQEs submitted, and those marked IOSQE_ASYNC */
-static int64_t  fake_ns;              /* the clock afs__sys.now reads */
-static int64_t  inline_cost, offload_cost; /* what a submission adds per direct read */
+static int64_t  fake_ns, fake_cpu;    /* the clocks afs__sys.now and .proc_cpu_now read */
+/* What a read submitted inline ([0]) or offloaded ([1]) adds to the wall clock (the time the
+ * device and the thread take to deliver it, at the rate the regime sustains) and to the
+ * process's CPU time. */
+static int64_t  wall_cost[2], cpu_cost[2];
 
 static int count_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
@@ -650,15 +654,22 @@ static int64_t fake_now(void)
     return fake_ns;
 }
 
-/* A submission costs the fake clock inline_cost per read issued inline and offload_cost per
- * read handed to the workers; a wait costs nothing. */
+static int64_t fake_cpu_now(void)
+{
+    return fake_cpu;
+}
+
+/* Each read submitted moves the fake clocks by its regime's costs; a wait costs nothing. */
 static int clock_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     struct io_uring_sq *sq = &ring->sq;
     for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
         const struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
-        if (sqe->opcode == IORING_OP_READ && sqe->user_data > 2)
-            fake_ns += (sqe->flags & IOSQE_ASYNC) ? offload_cost : inline_cost;
+        if (sqe->opcode == IORING_OP_READ && sqe->user_data > 2) {
+            int k = (sqe->flags & IOSQE_ASYNC) != 0;
+            fake_ns += wall_cost[k];
+            fake_cpu += cpu_cost[k];
+        }
     }
     return count_enter(ring, wait_nr, ts);
 }
@@ -731,112 +742,166 @@ T_URING(forced_regimes_mark_every_direct_read_or_none)
                  "AFS_CTX_INLINE_DIRECT keeps every batch inline");
 }
 
-/* Batches of 16 direct reads on one context with the fake clock; returns how many reads of
- * the last batch were marked. The first 8 batches are all timed (warm-up), the ones after
- * follow the choice (the 16th would be timed again). */
-static unsigned adaptive_run(int64_t in_cost, int64_t off_cost, int batches,
-                             struct afs_offload *out)
+/* The regimes' costs (us per read: wall inline, CPU inline, wall offloaded, CPU offloaded). */
+static void set_costs(int64_t wall_in, int64_t cpu_in, int64_t wall_off, int64_t cpu_off)
+{
+    wall_cost[0] = wall_in * 1000;
+    cpu_cost[0] = cpu_in * 1000;
+    wall_cost[1] = wall_off * 1000;
+    cpu_cost[1] = cpu_off * 1000;
+}
+
+/* A context with the fake clocks and a direct file of 64 blocks on it. */
+static struct afs_file *rule_file(void)
 {
     afs__sys.uring_enter = clock_enter;
     afs__sys.now = fake_now;
-    inline_cost = in_cost;
-    offload_cost = off_cost;
-    struct afs_file *f = offload_file(0, AFS_DIRECT);
-    unsigned marked = 0;
-    for (int i = 0; i < batches; i++)
-        marked = batch_of_reads(f, 16);
-    afs_ctx_offload(t_ctx, out);
-    cr_assert_eq(afs_close(f), 0);
-    return marked;
+    afs__sys.proc_cpu_now = fake_cpu_now;
+    return offload_file(0, AFS_DIRECT);
 }
 
+/* Batches of 16 direct reads until the rule has scored `samples` windows in all (at most
+ * 2,000 batches); *out is the rule's state then. */
+static void run_until(struct afs_file *f, unsigned samples, struct afs_offload *out)
+{
+    afs_ctx_offload(t_ctx, out);
+    for (int i = 0; i < 2000 && out->samples < samples; i++) {
+        batch_of_reads(f, 16);
+        afs_ctx_offload(t_ctx, out);
+    }
+    cr_assert_geq(out->samples, samples, "windows scored: %u", out->samples);
+}
+
+/* The context's choice after the first three sampling rounds (6 windows), checked against
+ * the batches that follow it: every direct read marked, or none. */
+static int first_choice(struct afs_file *f, struct afs_offload *o)
+{
+    run_until(f, 6, o);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(batch_of_reads(f, 16), o->offloading ? 16u : 0u,
+                     "batch %d after the choice (%s)", i, o->offloading ? "offload" : "inline");
+    return o->offloading;
+}
+
+/* A virtualised disk (this is what a 2-vCPU guest's virtio disk measured): inline issue
+ * sustains 7k reads/s at 70 us of CPU each, offloaded 25k/s at 25 us. */
 T_URING(slow_inline_issue_is_measured_and_offloaded)
 {
     struct afs_offload o;
-    /* Inline issue 20 times the cost of a hand-off: offload. */
-    cr_assert_eq(adaptive_run(20000, 1000, 12, &o), 16, "the 12th batch goes to the workers");
-    cr_assert_eq(o.offloading, 1);
-    cr_assert_eq(o.samples, 8, "8 timed submissions: %u", o.samples);
-    cr_assert_eq(o.inline_ns, 20000, "inline %" PRIu64 " ns per read", o.inline_ns);
-    cr_assert_eq(o.offload_ns, 1000, "offloaded %" PRIu64 " ns per read", o.offload_ns);
-    struct afs_stats st;
-    afs_ctx_stats(t_ctx, &st);
-    /* Warm-up: 4 of 8 timed batches offloaded; then 4 batches by choice. */
-    cr_assert_eq(st.offloaded_ops, 8 * 16, "offloaded_ops %" PRIu64, st.offloaded_ops);
+    set_costs(140, 70, 40, 25);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 1, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
+                 o.inline_rate, o.offload_rate);
+    cr_assert_eq(o.inline_rate, 1000000000 / 140000, "inline %" PRIu64 "/s", o.inline_rate);
+    cr_assert_eq(o.offload_rate, 1000000000 / 40000, "offloaded %" PRIu64 "/s", o.offload_rate);
+    cr_assert_eq(o.inline_cpu_ns, 70000, "inline %" PRIu64 " ns CPU", o.inline_cpu_ns);
+    cr_assert_eq(o.offload_cpu_ns, 25000, "offloaded %" PRIu64 " ns CPU", o.offload_cpu_ns);
+    cr_assert_eq(afs_close(f), 0);
     free_ctx();
 }
 
-T_URING(cheap_inline_issue_is_measured_and_kept_inline)
+/* A window during which the context had no direct I/O to do for seconds says nothing about
+ * the regimes: it is not scored (else its rate, a thousandth of the real one, would decide). */
+T_URING(an_idle_window_is_not_scored)
 {
     struct afs_offload o;
-    /* Inline issue only twice a hand-off (NVMe-like): stay inline. */
-    cr_assert_eq(adaptive_run(2000, 1000, 12, &o), 0, "the 12th batch is issued inline");
-    cr_assert_eq(o.offloading, 0);
-    cr_assert_eq(o.inline_ns, 2000);
-    struct afs_stats st;
-    afs_ctx_stats(t_ctx, &st);
-    cr_assert_eq(st.offloaded_ops, 4 * 16, "only the warm-up's offloaded samples");
+    set_costs(140, 70, 40, 25);
+    struct afs_file *f = rule_file();
+    run_until(f, 1, &o); /* the first round's inline window is scored; its offloaded one runs */
+    for (int i = 0; i < 3; i++)
+        batch_of_reads(f, 16);
+    fake_ns += 10 * 1000000000LL; /* idle for 10 s */
+    cr_assert_eq(first_choice(f, &o), 1);
+    cr_assert_eq(o.offload_rate, 1000000000 / 40000, "offloaded %" PRIu64 "/s", o.offload_rate);
+    cr_assert_eq(o.inline_rate, 1000000000 / 140000, "inline %" PRIu64 "/s", o.inline_rate);
+    cr_assert_eq(afs_close(f), 0);
     free_ctx();
 }
 
+/* Offloading delivers 2x the completions at 3x the CPU per op: the rate decides (a rule
+ * that looked at the CPU, or at the submitting thread's time alone, would stay inline). */
+T_URING(more_completions_win_over_less_cpu)
+{
+    struct afs_offload o;
+    set_costs(100, 10, 50, 30);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 1, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
+                 o.inline_rate, o.offload_rate);
+    cr_assert_eq(afs_close(f), 0);
+    free_ctx();
+    /* And the other way round: inline delivers more at more CPU. */
+    set_costs(50, 30, 100, 10);
+    f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 0, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
+                 o.inline_rate, o.offload_rate);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Rates within 1/8 of each other: the regime with less CPU per completion. NVMe-like: the
+ * workers only add CPU; then the converse, where handing off is the cheaper. */
+T_URING(close_rates_choose_the_cheaper_regime)
+{
+    struct afs_offload o;
+    set_costs(100, 30, 95, 45);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 0, "CPU inline %" PRIu64 " ns, offloaded %" PRIu64,
+                 o.inline_cpu_ns, o.offload_cpu_ns);
+    cr_assert_eq(afs_close(f), 0);
+    free_ctx();
+    set_costs(95, 45, 100, 30);
+    f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 1, "CPU inline %" PRIu64 " ns, offloaded %" PRIu64,
+                 o.inline_cpu_ns, o.offload_cpu_ns);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Once chosen, offloading applies to every direct submission, small ones too; the other
+ * regime is sampled again later, and a change of costs is followed both ways. */
 T_URING(the_choice_follows_a_change_in_cost)
 {
     struct afs_offload o;
-    afs__sys.uring_enter = clock_enter;
-    afs__sys.now = fake_now;
-    inline_cost = 20000;
-    offload_cost = 1000;
-    struct afs_file *f = offload_file(0, AFS_DIRECT);
-    for (int i = 0; i < 12; i++)
-        batch_of_reads(f, 16);
-    afs_ctx_offload(t_ctx, &o);
-    cr_assert_eq(o.offloading, 1);
-    /* The device got fast: timed batches (1 in 16) bring the average down. */
-    inline_cost = 1500;
-    int i;
-    for (i = 0; i < 20 * 16 && o.offloading; i++) {
-        batch_of_reads(f, 16);
-        afs_ctx_offload(t_ctx, &o);
-    }
-    cr_assert_eq(o.offloading, 0, "inline %" PRIu64 " ns, offloaded %" PRIu64 " ns",
-                 o.inline_ns, o.offload_ns);
-    cr_assert_gt(i, 16, "not at the first timed batch: an average, not the last sample");
+    set_costs(140, 70, 40, 25);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 1);
+    cr_assert_eq(batch_of_reads(f, 4), 4, "a batch of 4 is offloaded too");
+    cr_assert_eq(batch_of_reads(f, 1), 1, "and a single read");
+    /* The device got fast for inline issue: later rounds see it. */
+    set_costs(20, 5, 40, 25);
+    unsigned before = o.samples;
+    run_until(f, before + 2, &o);
+    for (int r = 0; r < 4 && o.offloading; r++)
+        run_until(f, o.samples + 2, &o);
+    cr_assert_eq(o.offloading, 0, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
+                 o.inline_rate, o.offload_rate);
     cr_assert_eq(batch_of_reads(f, 16), 0, "the next batch is issued inline");
+    /* And back. */
+    set_costs(140, 70, 40, 25);
+    for (int r = 0; r < 5 && !o.offloading; r++)
+        run_until(f, o.samples + 2, &o);
+    cr_assert_eq(o.offloading, 1, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
+                 o.inline_rate, o.offload_rate);
     cr_assert_eq(afs_close(f), 0);
     free_ctx();
 }
 
-/* One big direct read (512 KiB or more in the submission) goes to the workers too. */
-T_URING(big_direct_reads_go_to_the_workers)
+/* Between rounds the chosen regime runs alone for a while, and the other one comes back:
+ * over a long run the wrong regime's share stays small but is not zero. */
+T_URING(the_other_regime_is_sampled_now_and_then)
 {
-    enum { BIG = 512 * 1024 };
-    /* Timing that favours offloading, learned from the 8 timed batches of the warm-up. */
-    afs__sys.uring_enter = clock_enter;
-    afs__sys.now = fake_now;
-    inline_cost = 20000;
-    offload_cost = 1000;
-    struct afs_config cfg;
-    afs_config_default(&cfg);
-    t_ctx = t_ctx_cfg(&cfg);
-    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0)
-        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
-    t_make_file(t_path("big"), BIG);
-    struct afs_file *f = NULL;
-    int err = afs_open(t_ctx, t_path("big"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &f);
-    if (err == -EINVAL)
-        cr_skip_test("no O_DIRECT on this file system");
-    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
-    for (int i = 0; i < 8; i++)
-        batch_of_reads(f, 16);
-    char *buf = afs_buf_alloc(t_ctx, BIG);
-    for (size_t len = BIG / 2; len <= BIG; len += BIG / 2) {
-        seen_async = seen_data = 0;
-        cr_assert_eq(afs_pread(f, buf, len, 0), (ssize_t)len);
-        cr_assert(t_check(buf, len, 0));
-        cr_assert_eq(seen_data, 1);
-        cr_assert_eq(seen_async, len == BIG, "%zu bytes: %s", len,
-                     len == BIG ? "offloaded" : "inline");
+    struct afs_offload o;
+    set_costs(140, 70, 40, 25);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 1);
+    unsigned inline_reads = 0, reads = 0;
+    for (int i = 0; i < 600; i++) {
+        inline_reads += 16 - batch_of_reads(f, 16);
+        reads += 16;
     }
-    afs_buf_free(t_ctx, buf, BIG);
+    afs_ctx_offload(t_ctx, &o);
+    cr_assert_gt(o.samples, 6, "rounds after the first three: %u windows", o.samples);
+    cr_assert_gt(inline_reads, 0, "inline issue was sampled again");
+    cr_assert_lt(inline_reads * 10, reads, "%u of %u reads inline", inline_reads, reads);
+    cr_assert_eq(o.offloading, 1);
     cr_assert_eq(afs_close(f), 0);
+    free_ctx();
 }

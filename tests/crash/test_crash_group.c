@@ -8,33 +8,7 @@
 #include <asyncfs_crash.h>
 #include <corio.h>
 
-static void c_setup(void)
-{
-    struct stat st;
-    if (!getenv("AFS_TEST_TMPDIR") && stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
-        setenv("AFS_TEST_TMPDIR", "/dev/shm", 1);
-    t_setup();
-}
-
-static unsigned runs(void)
-{
-    const char *e = getenv("AFS_CRASH_RUNS");
-    return e && *e ? (unsigned)strtoul(e, NULL, 10) : 1000;
-}
-
-static uint64_t seed0(void)
-{
-    const char *e = getenv("AFS_CRASH_SEED");
-    return e && *e ? strtoull(e, NULL, 10) : 1000;
-}
-
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+#include "crash_common.h"
 
 #define TASKS 32
 #define PER_TASK 6

@@ -9,35 +9,9 @@
 #include <asyncfs_crash.h>
 #include <asyncfs_sqlite.h>
 #include <corio.h>
+
+#include "crash_common.h"
 #include <sqlite3.h>
-
-static void c_setup(void)
-{
-    struct stat st;
-    if (!getenv("AFS_TEST_TMPDIR") && stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
-        setenv("AFS_TEST_TMPDIR", "/dev/shm", 1);
-    t_setup();
-}
-
-static unsigned runs(void)
-{
-    const char *e = getenv("AFS_CRASH_RUNS");
-    return e && *e ? (unsigned)strtoul(e, NULL, 10) : 1000;
-}
-
-static uint64_t seed0(void)
-{
-    const char *e = getenv("AFS_CRASH_SEED");
-    return e && *e ? strtoull(e, NULL, 10) : 1000;
-}
-
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 #define TXNS_PER_RUN 6
 #define MAX_TXNS 100000

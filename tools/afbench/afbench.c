@@ -629,6 +629,8 @@ static int rt_part_run(struct corio_task *t, void *arg)
     }
     corio_wait(t);
     afs_ctx_stats(ctx, &p->s1);
+    if (corio_sched_index(corio_task_sched(t)) == 0)
+        afs_ctx_offload(ctx, &j->off); /* the first scheduler's rule speaks for all */
     for (unsigned i = 0; i < n; i++)
         free(co[i].buf);
     free(co);
@@ -1021,10 +1023,13 @@ static void print_result(const struct opts *o, const struct job *j, const struct
             printf(",\"offload\":\"%s\",\"fixedbufs\":%d,\"registerfiles\":%d,"
                    "\"io_workers\":%u,\"fixed_buffer_ops\":%" PRIu64 ",\"fixed_file_ops\":%"
                    PRIu64 ",\"offloaded_ops\":%" PRIu64 ",\"offloading\":%d,"
-                   "\"inline_ns_per_op\":%" PRIu64 ",\"offload_ns_per_op\":%" PRIu64,
+                   "\"offload_samples\":%u,\"inline_rate\":%" PRIu64 ",\"offload_rate\":%"
+                   PRIu64 ",\"inline_cpu_ns\":%" PRIu64 ",\"offload_cpu_ns\":%" PRIu64
+                   ",\"io_workers_cap\":%u",
                    offload_names[o->offload], o->fixedbufs, o->regfiles, o->io_workers,
                    j->fixed_buffer_ops, j->fixed_file_ops, j->offloaded_ops, j->off.offloading,
-                   j->off.inline_ns, j->off.offload_ns);
+                   j->off.samples, j->off.inline_rate, j->off.offload_rate,
+                   j->off.inline_cpu_ns, j->off.offload_cpu_ns, j->off.io_workers);
         printf(",\"ios\":%" PRIu64 ",\"runtime_s\":%.6f,\"iops\":%.1f,\"bw_bytes_per_s\":%.0f,"
                "\"latency_us\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p99.9\":%.2f,"
                "\"mean\":%.2f,\"min\":%.2f,\"max\":%.2f},"
@@ -1061,12 +1066,16 @@ static void print_result(const struct opts *o, const struct job *j, const struct
                    o->engine == ENG_CORIO ? (o->threshold ? ", sync_threshold set" : ", "
                                                            "sync_threshold 0")
                                           : "");
-            printf("  offload=%s (now %s; issue %.2f us/op inline, %.2f us/op offloaded), "
-                   "%" PRIu64 " offloaded, %" PRIu64 " fixed-buffer and %" PRIu64
-                   " fixed-file ops\n", offload_names[o->offload],
-                   j->off.offloading ? "offloading" : "inline", j->off.inline_ns / 1000.0,
-                   j->off.offload_ns / 1000.0, j->offloaded_ops, j->fixed_buffer_ops,
-                   j->fixed_file_ops);
+            printf("  offload=%s: chose %s; %" PRIu64 " offloaded, %" PRIu64
+                   " fixed-buffer and %" PRIu64 " fixed-file ops; io-wq cap %u\n",
+                   offload_names[o->offload], j->off.offloading ? "offloading" : "inline",
+                   j->offloaded_ops, j->fixed_buffer_ops, j->fixed_file_ops, j->off.io_workers);
+            if (j->off.samples)
+                printf("  measured over %u windows%s: inline %" PRIu64 " ops/s at %.2f us "
+                       "CPU/op, offloaded %" PRIu64 " ops/s at %.2f us CPU/op\n", j->off.samples,
+                       o->threads > 1 ? " (first scheduler)" : "",
+                       j->off.inline_rate, j->off.inline_cpu_ns / 1000.0, j->off.offload_rate,
+                       j->off.offload_cpu_ns / 1000.0);
         }
         printf("  %" PRIu64 " I/Os in %.3f s: %.0f IOPS, %s/s\n", r->ios, r->runtime_s, r->iops,
                bw);

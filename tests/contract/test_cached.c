@@ -1,0 +1,215 @@
+/* Small reads in corio tasks (include/asyncfs.h, "Inside a corio task"): under the sync
+ * threshold a read the page cache holds is served at once on the scheduler's thread, and one
+ * it does not hold joins the phase's batch instead of blocking that thread. The read that
+ * never waits goes through the system call table (afs__sys.pread_nowait), so the tests below
+ * choose its answer: a hit, a miss, a short read, a refusal. */
+#include "../common.h"
+
+#include "internal.h" /* afs__sys */
+
+#include <corio.h>
+
+enum { N = 16, LEN = 4096 };
+
+static ssize_t (*real_nowait)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
+static int nowait_calls;
+static int answer; /* what the fake read says: 0 all, 1 -EAGAIN, 2 half, 3 -EOPNOTSUPP */
+
+/* The whole read, made with the table's plain pread (so it works on every platform). */
+static ssize_t fake_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    nowait_calls++;
+    if (answer == 1)
+        return -EAGAIN;
+    if (answer == 3)
+        return -EOPNOTSUPP;
+    /* 2: a short read, as where only part of the range is cached. */
+    return afs__sys.pread(fd, buf, answer == 2 ? len / 2 : len, off);
+}
+
+struct reader {
+    struct afs_file *f;
+    int              i;
+    ssize_t          res;
+    char             buf[LEN];
+};
+
+static struct reader rs[N];
+static int nreaders;
+
+static void read_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct reader *r = arg;
+    memset(r->buf, 0, sizeof r->buf);
+    r->res = afs_pread(r->f, r->buf, LEN, (uint64_t)r->i * LEN);
+}
+
+static void root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < nreaders; i++)
+        cr_assert_eq(corio_spawn(t, read_task, &rs[i], NULL), 0);
+}
+
+#ifdef __linux__
+/* Writes the file to the disk and drops its pages from the page cache. */
+static void drop_pages(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(fsync(fd), 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+}
+#endif
+
+/* n tasks each read 4 KiB of a pattern file (default sync threshold) on one scheduler, the
+ * file's pages dropped from the cache first when `drop`; returns the context's counters
+ * across the run in *d and the scheduler's I/O count in *ios. */
+static void run_readers(int n, bool drop, struct afs_stats *d, uint64_t *ios)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    t_make_file(t_path("f"), (size_t)N * LEN);
+#ifdef __linux__
+    if (drop)
+        drop_pages(t_path("f"));
+#else
+    (void)drop;
+#endif
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    nreaders = n;
+    for (int i = 0; i < n; i++) {
+        rs[i].f = f;
+        rs[i].i = i;
+        rs[i].res = -1;
+    }
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
+    struct afs_stats a, b;
+    afs_ctx_stats(t_ctx, &a);
+    cr_assert_eq(corio_sched_run(s, root, NULL), 0);
+    afs_ctx_stats(t_ctx, &b);
+    struct corio_stats st;
+    corio_sched_stats(s, &st);
+    *ios = st.ios;
+    corio_sched_free(s);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(rs[i].res, LEN, "reader %d: %zd", i, rs[i].res);
+        cr_assert(t_check(rs[i].buf, LEN, (uint64_t)i * LEN), "reader %d: wrong bytes", i);
+    }
+    cr_assert_eq(afs_close(f), 0);
+    d->ops = b.ops - a.ops;
+    d->inline_ops = b.inline_ops - a.inline_ops;
+}
+
+static void fake_on(int how)
+{
+    real_nowait = afs__sys.pread_nowait;
+    afs__sys.pread_nowait = fake_nowait;
+    answer = how;
+    nowait_calls = 0;
+}
+
+static void fake_off(void)
+{
+    afs__sys.pread_nowait = real_nowait;
+}
+
+#define T_CACHED(name) Test(cached, name, .init = t_setup, .fini = t_teardown, .timeout = 60)
+
+T_CACHED(a_read_the_cache_holds_is_served_without_suspending)
+{
+    fake_on(0);
+    struct afs_stats d;
+    uint64_t ios;
+    run_readers(N, false, &d, &ios);
+    fake_off();
+    cr_assert_eq(nowait_calls, N);
+    cr_assert_eq(d.inline_ops, N, "every read served at once (%llu)",
+                 (unsigned long long)d.inline_ops);
+    cr_assert_eq(d.ops, 0, "no op queued");
+    cr_assert_eq(ios, 0, "no task suspended for I/O");
+}
+
+T_CACHED(a_miss_joins_the_batch_instead_of_blocking_the_thread)
+{
+    fake_on(1);
+    struct afs_stats d;
+    uint64_t ios;
+    run_readers(N, false, &d, &ios);
+    fake_off();
+    cr_assert_eq(nowait_calls, N);
+    cr_assert_eq(d.inline_ops, 0, "no read ran inline after a miss (%llu did)",
+                 (unsigned long long)d.inline_ops);
+    cr_assert_eq(d.ops, N, "every read went to the backend");
+    cr_assert_eq(ios, N);
+}
+
+T_CACHED(a_short_answer_is_read_whole_through_the_batch)
+{
+    fake_on(2);
+    struct afs_stats d;
+    uint64_t ios;
+    run_readers(N, false, &d, &ios);
+    fake_off();
+    cr_assert_eq(d.inline_ops, 0);
+    cr_assert_eq(d.ops, N);
+}
+
+T_CACHED(a_file_that_refuses_runs_its_reads_inline_and_is_not_asked_again)
+{
+    fake_on(3);
+    struct afs_stats d;
+    uint64_t ios;
+    run_readers(N, false, &d, &ios);
+    fake_off();
+    cr_assert_eq(nowait_calls, 1, "asked once per file, then remembered (%d)", nowait_calls);
+    cr_assert_eq(d.inline_ops, N, "inline as before (%llu)", (unsigned long long)d.inline_ops);
+    cr_assert_eq(d.ops, 0);
+}
+
+T_CACHED(outside_a_task_a_small_read_is_a_plain_inline_read)
+{
+    fake_on(1);
+    t_ctx = t_ctx_cfg(NULL);
+    t_make_file(t_path("f"), LEN);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    char buf[LEN];
+    cr_assert_eq(afs_pread(f, buf, LEN, 0), LEN);
+    cr_assert(t_check(buf, LEN, 0));
+    fake_off();
+    cr_assert_eq(nowait_calls, 0, "no task to suspend: nothing to gain from asking");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+#ifdef __linux__
+/* The real call: pages dropped from the page cache (POSIX_FADV_DONTNEED on a clean file) are
+ * a miss, and such reads go through the batch (some may be served at once if the kernel's
+ * read-ahead for an earlier miss brought their page in first). */
+T_CACHED(a_page_dropped_from_the_cache_is_read_through_the_batch)
+{
+    cr_assert_not_null(afs__sys.pread_nowait, "Linux has preadv2(RWF_NOWAIT)");
+    t_make_file(t_path("probe"), LEN);
+    drop_pages(t_path("probe"));
+    int fd = open(t_path("probe"), O_RDONLY);
+    cr_assert(fd >= 0);
+    char probe[LEN];
+    ssize_t r = afs__sys.pread_nowait(fd, probe, LEN, 0);
+    close(fd);
+    if (r == -EOPNOTSUPP)
+        cr_skip_test("this file system cannot read without waiting (RWF_NOWAIT)");
+    if (r == LEN)
+        cr_skip_test("this file system keeps its pages (POSIX_FADV_DONTNEED dropped none)");
+    struct afs_stats d;
+    uint64_t ios;
+    run_readers(N, true, &d, &ios);
+    cr_assert_geq(d.ops, 1, "a miss went to the backend");
+    cr_assert_eq(d.ops + d.inline_ops, N);
+}
+#endif
