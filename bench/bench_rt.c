@@ -3,13 +3,21 @@
  *                one at a time (corio_spawn_on + corio_future_await)
  *   condvar      the same hand-off between two plain threads with a mutex and a condition
  *                variable (request, then answer): the baseline
+ *                Both are timed trip by trip, R rounds alternated (roundtrip, condvar, ...):
+ *                median and p99 of each round, wake-ups sent per trip (ring messages and
+ *                waker writes of both schedulers), and the ratio of the medians per pair.
  *   pipelined    64 spawns on scheduler 1 in flight, then await them all: messages per second
  *   reads-N      random 4 KiB reads of a cached file from T tasks per scheduler, every read
  *                joining its scheduler's batch (sync_threshold 0), on N = 1 and 2 schedulers:
  *                IOPS and CPU microseconds per I/O (getrusage, whole process)
- * Usage: bench_rt [--file PATH] [--tasks T] [--ios N] [--trips N] [--csv]
+ * Usage: bench_rt [--file PATH] [--tasks T] [--ios N] [--trips N] [--rounds R] [--trips-only]
+ *                 [--pin] [--csv]
+ * --pin: runtimes with CORIO_RT_PIN, and the round trips' two sides on two CPUs (the calling
+ * thread on the first, scheduler 1 and the condition variable's server on the second).
  * Without --file a 64 MiB file is made in $TMPDIR (or /var/tmp), read once to warm it, and
- * removed. --csv prints "test,schedulers,tasks,value,unit,cpu_us_per_op" rows. */
+ * removed. --csv prints "test,schedulers,tasks,value,unit,cpu_us_per_op" rows (one per round
+ * for the round trips: roundtrip-p50, roundtrip-p99, roundtrip-wakes, condvar-p50,
+ * condvar-p99, then the means "roundtrip" and "condvar" over all rounds). */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <corio.h>
@@ -30,6 +38,7 @@
 static const char *path;
 static int tasks = 64, csv;
 static long ios = 400000, trips = 20000;
+static int rounds = 5, trips_only, pin;
 static uint64_t nblocks;
 
 static void row(const char *test, int scheds, int t, double value, const char *unit,
@@ -51,6 +60,8 @@ static struct corio_rt *make_rt(unsigned n, size_t sync_threshold)
     cfg.sched.stack_size = 64 * 1024;
     cfg.ctx.sync_threshold = sync_threshold;
     cfg.ctx.queue_depth = 4096;
+    if (pin)
+        cfg.flags |= CORIO_RT_PIN;
     struct corio_rt *rt;
     int err = corio_rt_new(&rt, &cfg);
     if (err) {
@@ -71,28 +82,45 @@ static int echo(struct corio_task *t, void *arg)
 }
 
 struct trip_result {
-    double secs, cpu;
+    double   secs, cpu;
+    int64_t *ns; /* per trip (round trips and the condition variable) */
 };
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void pin_self(unsigned nth);
+static void unpin_self(void);
 
 static void trips_root(struct corio_task *t, void *arg)
 {
     struct trip_result *r = arg;
     struct corio_future f;
+    pin_self(0);
     /* Warm-up: the other scheduler's thread and stacks. */
     for (int i = 0; i < 100; i++) {
         corio_spawn_on(t, 1, echo, (void *)(intptr_t)i, &f);
         corio_future_await(t, &f, NULL);
     }
     double c0 = cpu_s(), t0 = now_s();
+    int64_t prev = now_ns();
     for (long i = 0; i < trips; i++) {
         corio_spawn_on(t, 1, echo, (void *)(intptr_t)i, &f);
         if (corio_future_await(t, &f, NULL) != (int)i) {
             fprintf(stderr, "wrong answer\n");
             exit(1);
         }
+        int64_t now = now_ns();
+        r->ns[i] = now - prev;
+        prev = now;
     }
     r->secs = now_s() - t0;
     r->cpu = cpu_s() - c0;
+    unpin_self();
 }
 
 static void pipelined_root(struct corio_task *t, void *arg)
@@ -121,6 +149,7 @@ struct cv_pair {
 static void *cv_server(void *arg)
 {
     struct cv_pair *p = arg;
+    pin_self(1);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->req == p->ans && !p->stop)
@@ -139,13 +168,24 @@ static void condvar(struct trip_result *r)
     struct cv_pair p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
     pthread_t th;
     pthread_create(&th, NULL, cv_server, &p);
-    double c0 = cpu_s(), t0 = now_s();
+    pin_self(0);
     pthread_mutex_lock(&p.mu);
-    for (long i = 1; i <= trips; i++) {
+    for (long i = 1; i <= 100; i++) { /* warm-up, as for the runtime */
         p.req = i;
         pthread_cond_broadcast(&p.cv);
         while (p.ans != i)
             pthread_cond_wait(&p.cv, &p.mu);
+    }
+    double c0 = cpu_s(), t0 = now_s();
+    int64_t prev = now_ns();
+    for (long i = 101; i <= 100 + trips; i++) {
+        p.req = i;
+        pthread_cond_broadcast(&p.cv);
+        while (p.ans != i)
+            pthread_cond_wait(&p.cv, &p.mu);
+        int64_t now = now_ns();
+        r->ns[i - 101] = now - prev;
+        prev = now;
     }
     p.stop = 1;
     pthread_cond_broadcast(&p.cv);
@@ -153,6 +193,115 @@ static void condvar(struct trip_result *r)
     r->secs = now_s() - t0;
     r->cpu = cpu_s() - c0;
     pthread_join(th, NULL);
+    unpin_self();
+}
+
+/* --pin: the calling thread (scheduler 0, the condition variable's client) on the first CPU
+ * the process may use, the other side (scheduler 1, the server) on the second; the calling
+ * thread gets all of them back after each run (the runtime's threads start with its mask). */
+static cpu_set_t all_cpus;
+
+static void unpin_self(void)
+{
+    if (pin)
+        pthread_setaffinity_np(pthread_self(), sizeof all_cpus, &all_cpus);
+}
+
+static void pin_self(unsigned nth)
+{
+    cpu_set_t one;
+    if (!pin)
+        return;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &all_cpus) && nth-- == 0) {
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The q-quantile of the per-trip times (sorts them). */
+static double quantile(int64_t *ns, double q)
+{
+    qsort(ns, (size_t)trips, sizeof *ns, cmp_i64);
+    long k = (long)(q * (double)(trips - 1) + 0.5);
+    return (double)ns[k];
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* R rounds, the runtime and the condition variable in turn. */
+static void round_trips(void)
+{
+    struct corio_rt *rt = make_rt(2, 4096);
+    struct trip_result rtr = {.ns = calloc((size_t)trips, sizeof(int64_t))};
+    struct trip_result cvr = {.ns = calloc((size_t)trips, sizeof(int64_t))};
+    double *ratio = calloc((size_t)rounds, sizeof *ratio);
+    double rt_secs = 0, rt_cpu = 0, cv_secs = 0, cv_cpu = 0;
+    if (!rtr.ns || !cvr.ns || !ratio) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (int k = 0; k < rounds; k++) {
+        corio_rt_run(rt, trips_root, &rtr);
+        uint64_t wakes = 0, polls = 0, hits = 0, sleeps = 0;
+        for (unsigned i = 0; i < 2; i++) {
+            struct corio_rt_stats rs;
+            corio_rt_stats(rt, i, &rs, NULL);
+            wakes += rs.wakes_ring + rs.wakes_waker;
+            polls += rs.polls;
+            hits += rs.polls_hit;
+            sleeps += rs.sleeps;
+        }
+        condvar(&cvr);
+        double n = (double)(trips + 100); /* the warm-up trips are in the counters */
+        double r50 = quantile(rtr.ns, 0.5), r99 = quantile(rtr.ns, 0.99);
+        double c50 = quantile(cvr.ns, 0.5), c99 = quantile(cvr.ns, 0.99);
+        ratio[k] = c50 / r50;
+        rt_secs += rtr.secs;
+        rt_cpu += rtr.cpu;
+        cv_secs += cvr.secs;
+        cv_cpu += cvr.cpu;
+        if (csv) {
+            row("roundtrip-p50", 2, 1, r50, "ns", rtr.cpu / (double)trips * 1e6);
+            row("roundtrip-p99", 2, 1, r99, "ns", rtr.cpu / (double)trips * 1e6);
+            row("roundtrip-wakes", 2, 1, (double)wakes / n, "wakes",
+                rtr.cpu / (double)trips * 1e6);
+            row("condvar-p50", 2, 1, c50, "ns", cvr.cpu / (double)trips * 1e6);
+            row("condvar-p99", 2, 1, c99, "ns", cvr.cpu / (double)trips * 1e6);
+        } else {
+            printf("round %d: roundtrip p50 %.0f ns p99 %.0f ns mean %.0f ns (per trip: %.2f "
+                   "wake-ups, %.2f polls, %.2f hits, %.2f sleeps; %.2f us CPU) | condvar p50 "
+                   "%.0f ns p99 %.0f ns mean %.0f ns (%.2f us CPU) | p50 ratio %.2fx\n",
+                   k + 1, r50, r99, rtr.secs / (double)trips * 1e9, (double)wakes / n,
+                   (double)polls / n, (double)hits / n, (double)sleeps / n,
+                   rtr.cpu / (double)trips * 1e6, c50, c99, cvr.secs / (double)trips * 1e9,
+                   cvr.cpu / (double)trips * 1e6, ratio[k]);
+        }
+        fflush(stdout);
+    }
+    double tn = (double)trips * rounds;
+    row("roundtrip", 2, 1, rt_secs / tn * 1e9, "ns", rt_cpu / tn * 1e6);
+    row("condvar", 2, 1, cv_secs / tn * 1e9, "ns", cv_cpu / tn * 1e6);
+    qsort(ratio, (size_t)rounds, sizeof *ratio, cmp_dbl);
+    if (!csv)
+        printf("roundtrip vs condvar, p50 per round: %.2fx to %.2fx, median %.2fx\n", ratio[0],
+               ratio[rounds - 1], ratio[rounds / 2]);
+    free(ratio);
+    free(rtr.ns);
+    free(cvr.ns);
+    corio_rt_free(rt);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -251,16 +400,35 @@ int main(int argc, char **argv)
             ios = atol(argv[++i]);
         else if (!strcmp(argv[i], "--trips") && i + 1 < argc)
             trips = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pin"))
+            pin = 1;
+        else if (!strcmp(argv[i], "--trips-only"))
+            trips_only = 1;
         else if (!strcmp(argv[i], "--csv"))
             csv = 1;
         else {
-            fprintf(stderr, "usage: %s [--file PATH] [--tasks T] [--ios N] [--trips N] [--csv]\n",
+            fprintf(stderr, "usage: %s [--file PATH] [--tasks T] [--ios N] [--trips N] [--rounds R] "
+                            "[--trips-only] [--pin] [--csv]\n",
                     argv[0]);
             return 2;
         }
     }
     if (tasks < 1)
         tasks = 1;
+    if (pin && sched_getaffinity(0, sizeof all_cpus, &all_cpus) != 0)
+        pin = 0;
+    if (rounds < 1)
+        rounds = 1;
+    if (trips < 1)
+        trips = 1;
+    if (trips_only) {
+        if (csv)
+            printf("test,schedulers,tasks,value,unit,cpu_us_per_op\n");
+        round_trips();
+        return 0;
+    }
     char tmp[512] = "";
     if (!path) {
         const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
@@ -300,28 +468,12 @@ int main(int argc, char **argv)
 
     if (csv)
         printf("test,schedulers,tasks,value,unit,cpu_us_per_op\n");
+    round_trips();
     struct corio_rt *rt = make_rt(2, 4096);
-    struct trip_result rtr, cvr, pr;
-    corio_rt_run(rt, trips_root, &rtr);
-    if (!csv) /* what each round trip cost each scheduler (the 100 warm-up trips included) */
-        for (unsigned i = 0; i < 2; i++) {
-            struct corio_rt_stats rs;
-            struct corio_stats ss;
-            corio_rt_stats(rt, i, &rs, &ss);
-            double k = 1.0 / (double)(trips + 100);
-            printf("roundtrip: scheduler %u per trip: %.2f phases, %.2f kernel submits, "
-                   "%.2f messages in, %.2f ring wake-ups and %.2f waker wake-ups sent\n",
-                   i, ss.phases * k, ss.submits * k, rs.messages * k, rs.wakes_ring * k,
-                   rs.wakes_waker * k);
-        }
-    condvar(&cvr);
+    struct trip_result pr;
     corio_rt_run(rt, pipelined_root, &pr);
     corio_rt_free(rt);
-    row("roundtrip", 2, 1, rtr.secs / trips * 1e9, "ns", rtr.cpu / trips * 1e6);
-    row("condvar", 2, 1, cvr.secs / trips * 1e9, "ns", cvr.cpu / trips * 1e6);
     row("pipelined", 2, 64, trips * 4 / pr.secs, "msgs/s", pr.cpu / (trips * 4) * 1e6);
-    if (!csv)
-        printf("roundtrip vs condvar: %.2fx faster\n", cvr.secs / rtr.secs);
     reads(1);
     reads(2);
     if (tmp[0])

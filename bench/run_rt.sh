@@ -4,14 +4,15 @@
 # go to bench/results/rt-<time>-<host>.csv.
 # Usage: bench/run_rt.sh [FILE]   (default: bench_rt makes a 64 MiB file and removes it)
 # Environment: BUILD (build), BACKENDS ("io_uring threads"), TRIPS (20000), IOS (400000),
-#              TASKS (64)
+#              TASKS (64), ROUNDS (5: round trips and the condition variable alternated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 BACKENDS=${BACKENDS:-io_uring threads}
 bin=$BUILD/bench/bench_rt
 [ -x "$bin" ] || { echo "run_rt.sh: no $bin (build it, or set BUILD)" >&2; exit 2; }
-flags=(--csv --trips "${TRIPS:-20000}" --ios "${IOS:-400000}" --tasks "${TASKS:-64}")
+flags=(--csv --trips "${TRIPS:-20000}" --ios "${IOS:-400000}" --tasks "${TASKS:-64}"
+       --rounds "${ROUNDS:-5}")
 [ $# -ge 1 ] && flags+=(--file "$1")
 
 . bench/results.sh

@@ -15,6 +15,11 @@
 #   turn (32 threads, one scheduler, the SCHEDULERS runtime, one thread; the order reversed
 #   every other round), each round's ratios to the threads (cold) and to the one thread (warm)
 #   printed with the load average; rows to bench/results/sqlite_pairs-<time>-<host>.csv.
+#   AUTOGROUP_NICE=N (Linux, root for N < 0): each run in a session of its own whose
+#   scheduler autogroup has nice N, the same for every mode. On a machine shared with other
+#   work the kernel shares the CPUs between sessions, and a process of 32 runnable threads
+#   gets more of them than one of 1 or 2: this takes the other sessions out of the
+#   comparison.
 # Environment: BUILD (build), ROWS (300000), CONNS (32), COLD_LOOKUPS (200 per connection),
 #              WARM_LOOKUPS (2000 per connection), INSERTS (20000), TASKS (64), LOG_SECONDS (5),
 #              REPEAT (3: each figure is the best of REPEAT runs)
@@ -46,9 +51,39 @@ drop() { sync; if ((cold)); then echo 3 > /proc/sys/vm/drop_caches; fi; }
 warmup() { cat "$db" > /dev/null; }
 
 . bench/results.sh
-results_open sqlite "op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s"
 backend=$("$sq" lookups "$db" "$ROWS" corio 1 1 2>&1 >/dev/null |
           sed -n 's/^corio: \([^,]*\),.*/\1/p')
+if ((${PAIRS:-0} > 0)); then
+  results_open sqlite_pairs "round,load1,autogroup_nice,op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s"
+  cache=cold; ((cold)) || cache=warm
+  declare -A v
+  for r in $(seq "$PAIRS"); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    modes="threads corio rt single"
+    ((r % 2)) || modes="single rt corio threads"
+    for c in "$cache" warm; do
+      for m in $modes; do
+        if [ "$c" = warm ]; then warmup; n=$WARM_LOOKUPS; else drop; n=$COLD_LOOKUPS; fi
+        if [ -n "${AUTOGROUP_NICE:-}" ]; then
+          l=$(setsid -w sh -c 'echo "$0" > /proc/self/autogroup && exec "$@"' \
+                "$AUTOGROUP_NICE" "$sq" lookups "$db" "$ROWS" "$m" "$CONNS" "$n" 2>/dev/null)
+        else
+          l=$("$sq" lookups "$db" "$ROWS" "$m" "$CONNS" "$n" 2>/dev/null)
+        fi
+        results_row "$r,$load,${AUTOGROUP_NICE:-},$(echo "$l" | cut -d, -f1-2),$c,$backend,$(echo "$l" | cut -d, -f3-)"
+        v[$c$m]=$(echo "$l" | cut -d, -f6)
+      done
+    done
+    awk -v r="$r" -v l="$load" -v c="$cache" -v ct="${v[${cache}threads]}" \
+        -v cc="${v[${cache}corio]}" -v cr="${v[${cache}rt]}" -v ws="${v[warmsingle]}" \
+        -v wt="${v[warmthreads]}" -v wc="${v[warmcorio]}" -v wr="${v[warmrt]}" 'BEGIN {
+      printf "round %d load %s  %s: threads %d/s, 1 sched %.2fx, rt %.2fx", r, l, c, ct, cc/ct, cr/ct
+      printf "  warm: single %d/s, threads %.2fx, 1 sched %.2fx, rt %.2fx\n", ws, wt/ws, wc/ws, wr/ws
+    }' >&2
+  done
+  exit 0
+fi
+results_open sqlite "op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s"
 
 best() { # prints the line with the highest ops_per_s among REPEAT runs of "$@" (after $pre)
   local bestl="" bestv=0 l v
@@ -68,31 +103,6 @@ row() { # cache line (op,mode,conns,ops,seconds,ops_per_s[,cpu_s])
     "$1" "$2" "$cache" "$3" "$4" "$5" "$6" "${cpu:--}" >&2
 }
 
-if ((${PAIRS:-0} > 0)); then
-  results_open sqlite_pairs "round,load1,op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s"
-  cache=cold; ((cold)) || cache=warm
-  declare -A v
-  for r in $(seq "$PAIRS"); do
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    modes="threads corio rt single"
-    ((r % 2)) || modes="single rt corio threads"
-    for c in "$cache" warm; do
-      for m in $modes; do
-        if [ "$c" = warm ]; then warmup; n=$WARM_LOOKUPS; else drop; n=$COLD_LOOKUPS; fi
-        l=$("$sq" lookups "$db" "$ROWS" "$m" "$CONNS" "$n" 2>/dev/null)
-        results_row "$r,$load,$(echo "$l" | cut -d, -f1-2),$c,$backend,$(echo "$l" | cut -d, -f3-)"
-        v[$c$m]=$(echo "$l" | cut -d, -f6)
-      done
-    done
-    awk -v r="$r" -v l="$load" -v c="$cache" -v ct="${v[${cache}threads]}" \
-        -v cc="${v[${cache}corio]}" -v cr="${v[${cache}rt]}" -v ws="${v[warmsingle]}" \
-        -v wt="${v[warmthreads]}" -v wc="${v[warmcorio]}" -v wr="${v[warmrt]}" 'BEGIN {
-      printf "round %d load %s  %s: threads %d, 1 sched %.2fx, rt %.2fx", r, l, c, ct, cc/ct, cr/ct
-      printf "  warm: single %d, threads %.2fx, 1 sched %.2fx, rt %.2fx\n", ws, wt/ws, wc/ws, wr/ws
-    }' >&2
-  done
-  exit 0
-fi
 
 cache=cold; ((cold)) || cache=warm
 pre=drop

@@ -128,13 +128,21 @@ struct afs_config {
                                         AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
                                         limit). The thread pool (threads backend, and ops
                                         other backends run there): its threads at most;
-                                        0 = twice the CPUs, 4 to 32; AFS_IO_WORKERS_KERNEL
-                                        = 256. Threads start only when ops wait for one.
+                                        AFS_IO_WORKERS_KERNEL = 256; 0 = twice the CPUs,
+                                        4 to 32, and on POSIX more while workers are
+                                        blocked: a worker 100 us or more in one op (a read
+                                        that waits for the device, a FIFO, a lock) lets the
+                                        pool start another for the ops queued behind it, up
+                                        to AFS_POOL_MAX_THREADS; those extra threads end
+                                        after 5 s without work (Windows keeps the base
+                                        size). Threads start only when ops wait for one.
                                         Other backends ignore it */
 };
 
 #define AFS_MAX_QUEUE_DEPTH 32768u
 #define AFS_IO_WORKERS_KERNEL 0xffffffffu
+/* The thread pool's threads at most with io_workers 0 on POSIX (and at most queue_depth). */
+#define AFS_POOL_MAX_THREADS 256u
 
 /* Context flags. */
 #define AFS_CTX_NO_FALLBACK 0x1u /* AUTO: take the first choice or fail, never fall back */
@@ -608,8 +616,12 @@ AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
  * closes), and mode 0 then sets the end of file; PUNCH_HOLE and ZERO_RANGE are
  * FSCTL_SET_ZERO_DATA (it frees the range of a sparse file and writes zeros in others), or
  * zeros written where the file system lacks it; KEEP_SIZE is -ENOTSUP where the system
- * has no allocation control (wine). FreeBSD: mode 0 is posix_fallocate(), the other modes
- * are -ENOTSUP; macOS: -ENOTSUP. */
+ * has no allocation control (wine 8: both SetFileInformationByHandle(FileAllocationInfo) and
+ * NtSetInformationFile(FileAllocationInformation) answer "not implemented"). FreeBSD: mode 0
+ * is posix_fallocate(), the other modes are -ENOTSUP. macOS: mode 0 and KEEP_SIZE are
+ * fcntl(F_PREALLOCATE) past the end of the file (contiguous blocks first), then for mode 0
+ * ftruncate to off + len; a range inside the file is left as it is; PUNCH_HOLE and
+ * ZERO_RANGE are -ENOTSUP (this path is not yet built or run on macOS). */
 AFS_API int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len);
 AFS_API int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode,
                                 uint64_t off, uint64_t len, afs_cb *cb, void *data);

@@ -649,7 +649,8 @@ AFS_API int corio_listen(struct corio_task *t, const char *host, const char *por
                          int backlog, struct afs_file **out);
 /* Waits for a connection on listener l (afs_accept) and returns it as a stream with a read
  * buffer of buf_size (0: 8 KiB): 0 and *out, or afs_accept's error, -ECANCELED, -ETIMEDOUT,
- * -ENOMEM. */
+ * -ENOMEM. On io_uring the listener's accepts come from one multishot accept and the
+ * stream's reads from the connection's multishot receive (see "Sockets" in asyncfs.h). */
 AFS_API int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
                          struct corio_stream **out);
 /* The local port of a bound socket (e.g. after corio_listen() with port "0"), or -errno. */
@@ -825,6 +826,9 @@ struct corio_rt_stats {
     uint64_t messages;    /* messages from other threads delivered here */
     uint64_t wakes_ring;  /* wake-ups this scheduler sent as io_uring ring messages */
     uint64_t wakes_waker; /* wake-ups this scheduler sent through a context's waker */
+    uint64_t polls;       /* times it polled its inbox before blocking (idle, see RUNTIME.md) */
+    uint64_t polls_hit;   /* polls that found a message */
+    uint64_t sleeps;      /* times it blocked with no time limit or a timer's */
 };
 /* Scheduler i's counters (and its struct corio_stats in *sched, may be NULL) of the last or
  * current run: after corio_rt_run() returned, or from i's own thread while it runs. Returns 0

@@ -451,16 +451,17 @@ void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer)
 #endif
 }
 
-bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from)
+bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now)
 {
     AFS_CHECK(to != NULL, "ctx is NULL");
     atomic_store_explicit(&to->wake_requested, true, memory_order_release);
 #ifdef AFS_HAVE_URING
     if (from && from != to && from->be == &afs__backend_uring &&
-        to->be == &afs__backend_uring && afs__uring_msg(from, to))
+        to->be == &afs__backend_uring && afs__uring_msg(from, to, now))
         return true;
 #else
     (void)from;
+    (void)now;
 #endif
     afs__waker_signal(&to->waker);
     return false;

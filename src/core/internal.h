@@ -356,11 +356,16 @@ extern unsigned afs__uring_pbuf_entries, afs__uring_pbuf_size;
 extern int      afs__uring_pbuf_err;
 
 /* ------------------------------------------------------------------------------------------
- * The thread pool (src/core/threads.c): bounded, threads started lazily.
+ * The thread pool (src/core/threads.c): threads started lazily, up to `base` as ops wait,
+ * past it up to `max` only while workers are blocked in their ops.
  * ---------------------------------------------------------------------------------------- */
 
 struct afs__pool;
-int  afs__pool_new(struct afs_ctx *ctx, unsigned max_threads, struct afs__pool **out);
+int  afs__pool_new(struct afs_ctx *ctx, unsigned base, unsigned max, struct afs__pool **out);
+/* The pool's live workers (tests). */
+unsigned afs__pool_threads(struct afs__pool *p);
+/* How long a worker beyond the base size waits for an op before it ends (tests shorten it). */
+extern int64_t afs__pool_idle_ns;
 void afs__pool_free(struct afs__pool *p);                 /* no op may be in flight */
 void afs__pool_submit(struct afs__pool *p, struct afs_op *op);
 bool afs__pool_cancel(struct afs__pool *p, struct afs_op *op); /* true: removed unstarted */
@@ -593,16 +598,17 @@ struct afs__ring_hint {
 };
 extern _Thread_local struct afs__ring_hint afs__ring_hint;
 int  afs__uring_fd(struct afs_ctx *ctx);                       /* an io_uring context's */
-bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to);  /* false: not staged */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to, bool now); /* false: not sent */
 
 /* The runtime's side of the above, on every platform: sets the hint where io_uring is built
  * (share: a context whose ring's workers to share, or NULL). */
 void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer);
 /* Wakes `to` as afs_ctx_wake() does; from (the caller's own context, or NULL) may carry the
- * wake-up as a message in its next submission instead of a write to to's waker (both on
- * io_uring with IORING_OP_MSG_RING): then true, and from must be submitted (afs_ctx_wait) for
- * it to arrive. */
-bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from);
+ * wake-up as a message instead of a write to to's waker (both on io_uring with
+ * IORING_OP_MSG_RING): then true, and the message goes at once with whatever from has staged
+ * when `now` (one submission, nothing reaped), else with from's next submission
+ * (afs_ctx_wait), which must then come. */
+bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now);
 
 /* Formats "call: ENAME (hint)" into why. */
 void afs__why(char *why, size_t len, const char *call, int err, const char *hint);

@@ -902,14 +902,24 @@ ssize_t afs__op_run_sync(struct afs_op *op)
 static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
 {
     if (!ctx->pool) {
-        /* io_workers set: that many (ops that block on a device want as many threads as
-         * they have ops in flight); else twice the CPUs, 4 to 32. */
+        /* io_workers set: that many at most (ops that block on a device want as many threads
+         * as they have ops in flight); else twice the CPUs, 4 to 32, and on POSIX more, up
+         * to AFS_POOL_MAX_THREADS, while workers are blocked in their ops. Windows keeps the
+         * base size: its file transfers go through the completion port, and the pool's
+         * metadata and socket calls under wine take long enough to look blocked. */
         unsigned n = ctx->cfg.io_workers == AFS_IO_WORKERS_KERNEL ? 256u : ctx->cfg.io_workers;
+        unsigned max = n;
         if (n == 0) {
             n = afs__cpu_count() * 2;
             n = n < 4 ? 4 : n > 32 ? 32 : n;
+#ifndef _WIN32
+            max = AFS_POOL_MAX_THREADS;
+#else
+            max = n;
+#endif
         }
-        int err = afs__pool_new(ctx, AFS_MIN(n, ctx->cfg.queue_depth), &ctx->pool);
+        int err = afs__pool_new(ctx, AFS_MIN(n, ctx->cfg.queue_depth),
+                                AFS_MIN(max, ctx->cfg.queue_depth), &ctx->pool);
         if (err < 0) {
             afs__op_finished(ctx, op, err);
             return;

@@ -41,6 +41,8 @@ void afs__cond_destroy(afs__cond *c);
 void afs__cond_signal(afs__cond *c);
 void afs__cond_broadcast(afs__cond *c);
 void afs__cond_wait(afs__cond *c, afs__mutex *m);
+/* Waits at most ns nanoseconds (rounded up to what the system offers); false on timeout. */
+bool afs__cond_timedwait(afs__cond *c, afs__mutex *m, int64_t ns);
 int  afs__thread_start(afs__thread *t, void (*fn)(void *), void *arg); /* 0 or -errno */
 void afs__thread_join(afs__thread t);
 unsigned afs__cpu_count(void);

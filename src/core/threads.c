@@ -1,22 +1,46 @@
 /* The portable thread pool, and the "threads" backend that sends every op to it.
- * Bounded: at most max_threads workers, started only when work is waiting and no worker is
- * idle. Workers run whole ops (afs__op_run_sync) and hand them back to the owner thread
- * through a locked list and the context's waker; callbacks never run on a worker. */
+ * Up to `base` workers start as ops wait and no worker is idle. Past that (up to `max`) the
+ * pool grows only while workers block: a watcher thread, started the first time ops wait
+ * behind `base` busy workers, looks every POOL_BLOCKED_NS while they wait and starts one
+ * worker for each worker that has been in its op that long, so ops that block (a device read
+ * that misses the cache, a FIFO, a lock) do not hold back the ones queued behind them, while
+ * ops that return at once never make more than `base` threads. A worker beyond `base` that
+ * finds nothing to do for afs__pool_idle_ns ends. Workers run whole ops (afs__op_run_sync)
+ * and hand them back to the owner thread through a locked list and the context's waker;
+ * callbacks never run on a worker. */
 #include "internal.h"
 
 #include <stdlib.h>
 
 enum { POOL_TODO = 1, POOL_RUNNING, POOL_FINISHED };
 
+/* A worker this long in one op counts as blocked. */
+#define POOL_BLOCKED_NS 100000
+
+int64_t afs__pool_idle_ns = 5000000000; /* 5 s */
+
+enum { SLOT_FREE, SLOT_LIVE, SLOT_ENDED, SLOT_JOINING };
+
+struct pool_slot {
+    struct afs__pool *pool;
+    afs__thread       th;
+    int64_t           since; /* under mu: when its op started, 0 while it has none */
+    int               state; /* under mu: SLOT_* */
+};
+
 struct afs__pool {
     struct afs_ctx  *ctx;
     afs__mutex       mu;
-    afs__cond        cv;
+    afs__cond        cv;       /* workers wait for ops */
+    afs__cond        watch_cv; /* the watcher waits for ops behind blocked workers */
     struct afs__list todo;     /* under mu */
     struct afs__list finished; /* under mu */
-    unsigned         max, nthreads, idle;
+    unsigned         base, max, nthreads, idle, ended;
     bool             stop;
-    afs__thread      threads[];
+    bool             watching;       /* the watcher thread was started */
+    bool             watcher_asleep; /* it waits without a time limit */
+    afs__thread      watcher;
+    struct pool_slot slots[];
 };
 
 /* Pool ops do not use the backend words; the first one says where the op is, the second
@@ -33,45 +57,140 @@ static uint64_t *pool_cancelled(struct afs_op *op)
 
 static void worker(void *arg)
 {
-    struct afs__pool *p = arg;
+    struct pool_slot *me = arg;
+    struct afs__pool *p = me->pool;
 #ifndef _WIN32
     afs__sys_block_sigpipe(); /* its pipe writes are -EPIPE, never a signal */
 #endif
     afs__mutex_lock(&p->mu);
+    p->idle--; /* counted idle from its start, so that no second thread starts for its op */
     for (;;) {
         while (!p->todo.len && !p->stop) {
+            bool extra = p->nthreads > p->base, woken = true;
             p->idle++;
-            afs__cond_wait(&p->cv, &p->mu);
+            if (extra)
+                woken = afs__cond_timedwait(&p->cv, &p->mu, afs__pool_idle_ns);
+            else
+                afs__cond_wait(&p->cv, &p->mu);
             p->idle--;
+            if (!woken && !p->todo.len && p->nthreads > p->base)
+                goto end; /* idle too long, and not needed for the base size */
         }
         if (!p->todo.len)
             break;
         struct afs_op *op = afs__list_pop(&p->todo);
         *pool_state(op) = POOL_RUNNING;
+        me->since = afs__now_ns();
         afs__mutex_unlock(&p->mu);
 
         ssize_t res = afs__op_run_sync(op);
 
         afs__mutex_lock(&p->mu);
+        me->since = 0;
         op->result = res;
         *pool_state(op) = POOL_FINISHED;
         afs__list_push(&p->finished, op);
         afs__waker_signal(&p->ctx->waker);
     }
+end:
+    me->state = SLOT_ENDED;
+    p->nthreads--;
+    p->ended++;
+    afs__cond_signal(&p->watch_cv); /* the watcher joins it */
     afs__mutex_unlock(&p->mu);
 }
 
-int afs__pool_new(struct afs_ctx *ctx, unsigned max_threads, struct afs__pool **out)
+/* Under mu: starts a worker in a free slot. 0 or -errno. */
+static int start_worker(struct afs__pool *p)
 {
-    if (max_threads == 0)
-        max_threads = 1;
-    struct afs__pool *p = afs__sys.calloc(1, sizeof *p + max_threads * sizeof p->threads[0]);
+    unsigned i = 0;
+    while (i < p->max && p->slots[i].state != SLOT_FREE)
+        i++;
+    if (i == p->max)
+        return -EAGAIN; /* the free slots hold ended workers the watcher has not joined yet */
+    struct pool_slot *sl = &p->slots[i];
+    sl->pool = p;
+    sl->since = 0;
+    sl->state = SLOT_LIVE;
+    int err = afs__thread_start(&sl->th, worker, sl);
+    if (err < 0) {
+        sl->state = SLOT_FREE;
+        return err;
+    }
+    p->nthreads++;
+    p->idle++;
+    return 0;
+}
+
+/* Under mu (released while joining): joins the workers that ended. */
+static void join_ended(struct afs__pool *p)
+{
+    for (unsigned i = 0; p->ended && i < p->max; i++) {
+        struct pool_slot *sl = &p->slots[i];
+        if (sl->state != SLOT_ENDED)
+            continue;
+        sl->state = SLOT_JOINING;
+        p->ended--;
+        afs__mutex_unlock(&p->mu);
+        afs__thread_join(sl->th);
+        afs__mutex_lock(&p->mu);
+        sl->state = SLOT_FREE;
+    }
+}
+
+/* Under mu: one worker more for each worker blocked in its op, for the ops that wait. */
+static void grow(struct afs__pool *p)
+{
+    if (p->todo.len <= p->idle)
+        return;
+    unsigned want = p->todo.len - p->idle, blocked = 0;
+    int64_t now = afs__now_ns();
+    for (unsigned i = 0; i < p->max; i++) {
+        const struct pool_slot *sl = &p->slots[i];
+        blocked += sl->state == SLOT_LIVE && sl->since && now - sl->since >= POOL_BLOCKED_NS;
+    }
+    if (want > blocked)
+        want = blocked;
+    while (want-- && p->nthreads < p->max && start_worker(p) == 0)
+        afs__cond_signal(&p->cv);
+}
+
+static void watcher(void *arg)
+{
+    struct afs__pool *p = arg;
+    afs__mutex_lock(&p->mu);
+    while (!p->stop) {
+        join_ended(p);
+        if (p->stop)
+            break;
+        if (p->todo.len > p->idle && p->nthreads < p->max) {
+            (void)afs__cond_timedwait(&p->watch_cv, &p->mu, POOL_BLOCKED_NS);
+            if (!p->stop)
+                grow(p);
+        } else {
+            p->watcher_asleep = true;
+            afs__cond_wait(&p->watch_cv, &p->mu);
+            p->watcher_asleep = false;
+        }
+    }
+    afs__mutex_unlock(&p->mu);
+}
+
+int afs__pool_new(struct afs_ctx *ctx, unsigned base, unsigned max, struct afs__pool **out)
+{
+    if (base == 0)
+        base = 1;
+    if (max < base)
+        max = base;
+    struct afs__pool *p = afs__sys.calloc(1, sizeof *p + max * sizeof p->slots[0]);
     if (!p)
         return -ENOMEM;
     p->ctx = ctx;
-    p->max = max_threads;
+    p->base = base;
+    p->max = max;
     afs__mutex_init(&p->mu);
     afs__cond_init(&p->cv);
+    afs__cond_init(&p->watch_cv);
     *out = p;
     return 0;
 }
@@ -82,12 +201,25 @@ void afs__pool_free(struct afs__pool *p)
     AFS_CHECK(!p->todo.len && !p->finished.len, "thread pool freed with ops in flight");
     p->stop = true;
     afs__cond_broadcast(&p->cv);
+    afs__cond_signal(&p->watch_cv);
     afs__mutex_unlock(&p->mu);
-    for (unsigned i = 0; i < p->nthreads; i++)
-        afs__thread_join(p->threads[i]);
+    if (p->watching)
+        afs__thread_join(p->watcher);
+    for (unsigned i = 0; i < p->max; i++)
+        if (p->slots[i].state != SLOT_FREE)
+            afs__thread_join(p->slots[i].th);
+    afs__cond_destroy(&p->watch_cv);
     afs__cond_destroy(&p->cv);
     afs__mutex_destroy(&p->mu);
     free(p);
+}
+
+unsigned afs__pool_threads(struct afs__pool *p)
+{
+    afs__mutex_lock(&p->mu);
+    unsigned n = p->nthreads;
+    afs__mutex_unlock(&p->mu);
+    return n;
 }
 
 void afs__pool_submit(struct afs__pool *p, struct afs_op *op)
@@ -98,11 +230,17 @@ void afs__pool_submit(struct afs__pool *p, struct afs_op *op)
     *pool_state(op) = POOL_TODO;
     afs__list_push(&p->todo, op);
     /* Start a worker when there is more work than idle workers to take it. A failed start
-     * is not an error while at least one worker runs: the queue just drains slower. */
-    if (p->todo.len > p->idle && p->nthreads < p->max) {
-        err = afs__thread_start(&p->threads[p->nthreads], worker, p);
-        if (err == 0)
-            p->nthreads++;
+     * is not an error while at least one worker runs: the queue just drains slower. Past
+     * the base size the watcher decides, from how long the workers have been blocked. */
+    if (p->todo.len > p->idle) {
+        if (p->nthreads < p->base) {
+            err = start_worker(p);
+        } else if (p->nthreads < p->max) {
+            if (!p->watching)
+                p->watching = afs__thread_start(&p->watcher, watcher, p) == 0;
+            else if (p->watcher_asleep)
+                afs__cond_signal(&p->watch_cv);
+        }
     }
     afs__cond_signal(&p->cv);
     bool stuck = p->nthreads == 0;

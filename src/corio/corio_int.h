@@ -303,6 +303,7 @@ struct corio_sched {
     _Alignas(64) atomic_size_t load;   /* live tasks + queued spawns, read by others */
     atomic_bool          awake;        /* in its loop and not about to sleep: it looks at its
                                           inbox before it does, so a post needs no wake-up */
+    atomic_int           cpu;          /* the CPU it last ran on (corio__rt_awake), or -1 */
     /* corio__rt_spin's back-off: [0] idle, [1] while ends of remote children are due */
     unsigned             spin_misses[2], spin_skip[2];
 };
@@ -314,6 +315,8 @@ void corio__rt_start(struct corio_sched *s, struct afs_list_node *n);
  * reply often comes within microseconds; a blocking wait and its wake-up cost more). True
  * when something came. */
 bool corio__rt_spin(struct corio_sched *s);
+/* s's thread runs (a phase ended, a wait returned, a poll goes on): it notes its CPU. */
+void corio__rt_awake(struct corio_sched *s);
 /* s is about to block: takes queued spawns of busier schedulers; true when it started some. */
 bool corio__rt_steal(struct corio_sched *s);
 /* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */

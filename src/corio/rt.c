@@ -462,6 +462,58 @@ bool corio__rt_steal(struct corio_sched *s)
  * system call on each side and a thread switch) more. */
 #define SPIN_NS 20000
 
+/* The CPU the calling thread runs on, -1 where the OS does not say. */
+#if defined(_WIN32)
+static int cur_cpu(void)
+{
+    return (int)GetCurrentProcessorNumber();
+}
+
+static void yield_cpu(void)
+{
+    SwitchToThread();
+}
+#else
+#include <sched.h>
+static int cur_cpu(void)
+{
+#if defined(__linux__)
+    return sched_getcpu(); /* glibc 2.35+: read from rseq, no system call */
+#else
+    return -1;
+#endif
+}
+
+static void yield_cpu(void)
+{
+    sched_yield();
+}
+#endif
+
+void corio__rt_awake(struct corio_sched *s)
+{
+    int cpu = cur_cpu();
+    /* Polls of other schedulers read it: written only when it changed. */
+    if (atomic_load_explicit(&s->cpu, memory_order_relaxed) != cpu)
+        atomic_store_explicit(&s->cpu, cpu, memory_order_relaxed);
+}
+
+/* Another scheduler of s's runtime is awake (runnable) on this CPU, where s runs: it waits
+ * for the CPU that s's poll holds. */
+static bool cpu_shared(struct corio_sched *s, int cpu)
+{
+    if (cpu < 0)
+        return false;
+    struct corio_rt *rt = s->rt;
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct corio_sched *o = rt->scheds[i];
+        if (o != s && atomic_load_explicit(&o->cpu, memory_order_relaxed) == cpu &&
+            atomic_load_explicit(&o->awake, memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
 bool corio__rt_spin(struct corio_sched *s)
 {
     if (!s->rt->spin)
@@ -479,16 +531,23 @@ bool corio__rt_spin(struct corio_sched *s)
     struct corio__inbox *in = &s->inbox;
     int64_t until = corio_now() + SPIN_NS;
     bool got = false;
-    for (unsigned i = 1;; i++) {
+    for (unsigned i = 0;; i++) {
         if (atomic_load_explicit(&in->has, memory_order_relaxed)) {
             got = true;
             break;
         }
-        if ((i & 63) == 0 && corio_now() >= until)
-            break;
+        if ((i & 63) == 0) {
+            if (i && corio_now() >= until)
+                break;
+            corio__rt_awake(s);
+            if (cpu_shared(s, atomic_load_explicit(&s->cpu, memory_order_relaxed)))
+                yield_cpu();
+        }
         afs__cpu_relax();
     }
+    s->rts.polls++;
     if (got) {
+        s->rts.polls_hit++;
         s->spin_misses[k] = 0;
     } else {
         if (s->spin_misses[k] < 6)
@@ -524,6 +583,7 @@ static int make_sched(struct corio_rt *rt, unsigned i, struct corio_sched **out)
     s->rt = rt;
     s->index = i;
     atomic_init(&s->load, 0);
+    atomic_init(&s->cpu, -1);
     *out = s;
     return 0;
 }

@@ -60,6 +60,22 @@ static inline void reap_zombie(struct corio_sched *s)
 /* Bytes above a suspended task's stack pointer that are prefetched before it runs: the
  * frames a blocking call returns through, up to the task's own function, in most tasks. */
 #define PREFETCH_STACK 1024
+/* Tasks ready from which their lines are prefetched: with fewer, they are still in the
+ * core's cache from their last turn (about 1 KiB each), and a prefetch only costs. */
+#define PREFETCH_READY 256
+
+/* One line into the caches. An asm statement, not __builtin_prefetch: a compiler may drop a
+ * loop whose body is only that builtin (it has no effect the language sees). */
+static inline void prefetch_line(const void *p)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __asm__ volatile("prefetcht0 (%0)" : : "r"(p));
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ volatile("prfm pldl1keep, [%0]" : : "r"(p));
+#else
+    (void)p;
+#endif
+}
 
 /* With thousands of tasks alive, each runs once per phase and finds its lines (saved
  * registers, the frames above its stack pointer) gone from the caches since its last turn.
@@ -70,17 +86,17 @@ static inline void reap_zombie(struct corio_sched *s)
 static inline void prefetch_ahead(struct corio_sched *s)
 {
     struct afs_list_node *n = s->ready.list.first;
-    if (!n)
+    if (s->ready.len < PREFETCH_READY)
         return;
     if (n->next) {
         const char *r = (const char *)&TASK(n->next, q_node)->regs;
         for (size_t i = 0; i < sizeof(struct corio__regs); i += CORIO__LINE)
-            __builtin_prefetch(r + i);
+            prefetch_line(r + i);
     }
     const char *sp = corio__regs_sp(&TASK(n, q_node)->regs);
     if (sp)
         for (size_t i = 0; i < PREFETCH_STACK; i += CORIO__LINE)
-            __builtin_prefetch(sp + i, 1);
+            prefetch_line(sp + i);
 }
 
 /* Leaves the running task `from` (suspended, or finished when `dying`): switches straight to
@@ -449,6 +465,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
                  : s->live == 0 && corio__rt_stopping(s) && !corio__inbox_pending(&s->inbox))
             break;
         s->stats.phases++;
+        if (s->rt)
+            corio__rt_awake(s); /* it may have moved: polls on its old CPU yield to it */
 
         /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
          * kernel with the wait below, in one submission. */
@@ -487,6 +505,7 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
          * of the runtime's stop: a blocking wait now would sleep on it. */
         bool sleeps = !came && timeout != 0;
         if (sleeps) {
+            s->rts.sleeps++;
             atomic_store_explicit(&s->awake, false, memory_order_seq_cst);
             if (atomic_load_explicit(&s->inbox.has, memory_order_seq_cst) ||
                 (!root && s->live == 0 && corio__rt_stopping(s)))
@@ -507,8 +526,11 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             s->wakes_staged = false;
             afs_ctx_stats(s->ctx, &before);
             int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
-            if (sleeps)
+            if (sleeps) {
                 atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
+                if (s->rt)
+                    corio__rt_awake(s);
+            }
             afs_ctx_stats(s->ctx, &after);
             s->stats.submits += after.kernel_submits - before.kernel_submits;
             if (n < 0 && n != -EINTR && n != -EAGAIN) {

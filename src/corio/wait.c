@@ -107,13 +107,17 @@ void corio__waiter_init(struct corio_sched *s)
  * none: s has not drained it yet, and the wake-up that made it non-empty is pending or was
  * followed by a drain; nor does a post to a scheduler that is awake: running its phases or
  * polling its inbox, it looks at `has` before it sleeps, see corio__sched_loop). From a
- * running scheduler, the wake-up rides in its own ring's next submission where it can
- * (afs__ctx_wake_from): no system call of its own. */
+ * running scheduler the wake-up is a message on its own ring where it can
+ * (afs__ctx_wake_from). It goes at once when tasks may still run in this CPU phase (the
+ * poster is a task, or tasks are ready): a long phase must not hold back a sleeping
+ * scheduler's work. Only a post at the end of a phase (from the loop, nothing ready) waits
+ * for the submission that ends it, and shares its system call. */
 static void inbox_wake(struct corio_sched *s)
 {
     struct corio_sched *me = corio__thread_sched();
     if (me && me->running && me != s) {
-        if (afs__ctx_wake_from(s->ctx, me->ctx)) {
+        bool now = me->current || me->ready.list.first;
+        if (afs__ctx_wake_from(s->ctx, me->ctx, now)) {
             me->wakes_staged = true;
             me->rts.wakes_ring++;
         } else {

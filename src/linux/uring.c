@@ -620,9 +620,10 @@ int afs__uring_fd(struct afs_ctx *ctx)
 }
 
 /* A wake-up as a completion on `to`'s ring, staged on from's: it goes with from's next
- * submission, with the rest of its batch, and makes no completion on from
- * (IOSQE_CQE_SKIP_SUCCESS, 5.17). The receiver's reap ignores TAG_MSG. */
-bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to)
+ * submission, with the rest of its batch (or at once with what is staged when `now`), and
+ * makes no completion on from (IOSQE_CQE_SKIP_SUCCESS, 5.17). The receiver's reap ignores
+ * TAG_MSG. */
+bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to, bool now)
 {
     struct uring *u = U(from);
     if (!u->has_msg)
@@ -633,6 +634,12 @@ bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to)
     io_uring_prep_msg_ring(sqe, U(to)->ring.ring_fd, 0, TAG_MSG, 0);
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    if (now) {
+        /* Submit only (no reaping here: the caller may be a task in its CPU phase); what a
+         * refusal leaves staged goes with the next submission. */
+        from->stats.kernel_submits++;
+        (void)ring_enter(from, 0, NULL);
+    }
     return true;
 }
 

@@ -154,6 +154,30 @@ static int sys_fallocate(int fd, int afs_mode, uint64_t off, uint64_t len)
         return -ENOTSUP;
     int r = posix_fallocate(fd, (off_t)off, (off_t)len); /* the error, not -1 and errno */
     return r == EINVAL ? -ENOTSUP : -r; /* EINVAL: the file system cannot (ZFS) */
+#elif defined(__APPLE__)
+    /* F_PREALLOCATE allocates past the physical end of the file and never moves its size:
+     * that is KEEP_SIZE, and mode 0 then extends the size. A range inside the file is left
+     * as it is (the call cannot fill holes). Not built or run on macOS here. */
+    if (afs_mode & ~AFS_FALLOC_KEEP_SIZE)
+        return -ENOTSUP;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    uint64_t end = off + len, size = (uint64_t)st.st_size;
+    if (end > size) {
+        fstore_t fs = {.fst_flags = F_ALLOCATECONTIG | F_ALLOCATEALL,
+                       .fst_posmode = F_PEOFPOSMODE,
+                       .fst_offset = 0,
+                       .fst_length = (off_t)(end - size)};
+        if (fcntl(fd, F_PREALLOCATE, &fs) < 0) {
+            fs.fst_flags = F_ALLOCATEALL; /* no contiguous run: any blocks */
+            if (fcntl(fd, F_PREALLOCATE, &fs) < 0)
+                return errno == EINVAL || errno == ENOTTY ? -ENOTSUP : -errno;
+        }
+        if (!(afs_mode & AFS_FALLOC_KEEP_SIZE) && ftruncate(fd, (off_t)end) < 0)
+            return -errno;
+    }
+    return 0;
 #else
     (void)fd, (void)afs_mode, (void)off, (void)len;
     return -ENOTSUP;

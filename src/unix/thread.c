@@ -14,11 +14,43 @@ void afs__mutex_init(afs__mutex *m) { PCHECK(pthread_mutex_init(m, NULL)); }
 void afs__mutex_destroy(afs__mutex *m) { PCHECK(pthread_mutex_destroy(m)); }
 void afs__mutex_lock(afs__mutex *m) { PCHECK(pthread_mutex_lock(m)); }
 void afs__mutex_unlock(afs__mutex *m) { PCHECK(pthread_mutex_unlock(m)); }
-void afs__cond_init(afs__cond *c) { PCHECK(pthread_cond_init(c, NULL)); }
+void afs__cond_init(afs__cond *c)
+{
+#ifdef __APPLE__
+    PCHECK(pthread_cond_init(c, NULL)); /* timed waits are relative there */
+#else
+    /* Timed waits on the monotonic clock: a change of the wall clock does not move them. */
+    pthread_condattr_t a;
+    PCHECK(pthread_condattr_init(&a));
+    PCHECK(pthread_condattr_setclock(&a, CLOCK_MONOTONIC));
+    PCHECK(pthread_cond_init(c, &a));
+    pthread_condattr_destroy(&a);
+#endif
+}
 void afs__cond_destroy(afs__cond *c) { PCHECK(pthread_cond_destroy(c)); }
 void afs__cond_signal(afs__cond *c) { PCHECK(pthread_cond_signal(c)); }
 void afs__cond_broadcast(afs__cond *c) { PCHECK(pthread_cond_broadcast(c)); }
 void afs__cond_wait(afs__cond *c, afs__mutex *m) { PCHECK(pthread_cond_wait(c, m)); }
+
+bool afs__cond_timedwait(afs__cond *c, afs__mutex *m, int64_t ns)
+{
+    if (ns < 0)
+        ns = 0;
+    int err;
+#ifdef __APPLE__
+    struct timespec rel = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    err = pthread_cond_timedwait_relative_np(c, m, &rel);
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t nsec = ts.tv_nsec + ns % 1000000000;
+    ts.tv_sec += (time_t)(ns / 1000000000 + nsec / 1000000000);
+    ts.tv_nsec = (long)(nsec % 1000000000);
+    err = pthread_cond_timedwait(c, m, &ts);
+#endif
+    AFS_CHECK(err == 0 || err == ETIMEDOUT, "pthread_cond_timedwait failed");
+    return err == 0;
+}
 
 struct start {
     void (*fn)(void *);

@@ -19,6 +19,16 @@ void afs__cond_wait(afs__cond *c, afs__mutex *m)
     AFS_CHECK(SleepConditionVariableSRW(c, m, INFINITE, 0), "SleepConditionVariableSRW failed");
 }
 
+bool afs__cond_timedwait(afs__cond *c, afs__mutex *m, int64_t ns)
+{
+    /* Milliseconds, rounded up: a wait is never shorter than asked. */
+    int64_t ms = ns <= 0 ? 0 : (ns + 999999) / 1000000;
+    if (SleepConditionVariableSRW(c, m, ms >= INFINITE ? INFINITE - 1 : (DWORD)ms, 0))
+        return true;
+    AFS_CHECK(GetLastError() == ERROR_TIMEOUT, "SleepConditionVariableSRW failed");
+    return false;
+}
+
 struct start {
     void (*fn)(void *);
     void *arg;

@@ -1,6 +1,8 @@
 /* Contexts, configuration, backend choice, buffers, open/close and errors. */
 #include "../common.h"
 
+#include "internal.h" /* the pool's threads */
+
 #include <signal.h>
 
 T_IO(config_defaults)
@@ -288,6 +290,47 @@ static int64_t pool_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
+enum { FIFOS = 32 };
+static struct afs_op fifo_ops[FIFOS];
+static char fifo_paths[FIFOS][PATH_MAX]; /* the ops' paths: they must stay until the ops ran */
+static int fifo_done[FIFOS], fifo_wfd[FIFOS];
+
+/* Queues opens of n new FIFOs on c, which wait for a writer, and gives only the last one a
+ * writer: returns whether its open completed (within 20 s) while the n - 1 before it still
+ * waited, in *threads the pool's threads then. Then lets every open complete and checks them. */
+static bool last_fifo_opens_while_others_block(struct afs_ctx *c, int n, unsigned *threads)
+{
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "fifo%d", i);
+        snprintf(fifo_paths[i], sizeof fifo_paths[i], "%s", t_path(name));
+        cr_assert_eq(mkfifo(fifo_paths[i], 0600), 0, "mkfifo: %s", strerror(errno));
+        fifo_done[i] = 0;
+        cr_assert_eq(afs_queue_openat(&fifo_ops[i], c, AFS_AT_FDCWD, fifo_paths[i], AFS_RDONLY,
+                                      0, fifo_opened, &fifo_done[i]),
+                     0);
+    }
+    cr_assert_eq(afs_ctx_submit(c), n);
+    fifo_wfd[n - 1] = open(fifo_paths[n - 1], O_RDWR);
+    cr_assert(fifo_wfd[n - 1] >= 0);
+    int64_t end = pool_now_ns() + 20 * 1000000000ll;
+    while (!fifo_done[n - 1] && pool_now_ns() < end)
+        cr_assert(afs_ctx_wait(c, 1, 100000000) >= 0);
+    bool last_done = fifo_done[n - 1];
+    *threads = afs__pool_threads(c->pool);
+    for (int i = 0; i < n - 1; i++)
+        fifo_wfd[i] = open(fifo_paths[i], O_RDWR);
+    for (int i = 0; i < n; i++) {
+        while (!fifo_done[i])
+            cr_assert(afs_ctx_wait(c, 1, -1) >= 0);
+        cr_assert(fifo_ops[i].result >= 0, "open: %s",
+                  afs_strerror((int)fifo_ops[i].result));
+        close((int)fifo_ops[i].result);
+        close(fifo_wfd[i]);
+    }
+    return last_done;
+}
+
 T_IO(pool_runs_io_workers_ops_at_once)
 {
     enum { N = 8 };
@@ -298,39 +341,30 @@ T_IO(pool_runs_io_workers_ops_at_once)
     if (strcmp(afs_ctx_backend(c), "threads") != 0)
         cr_skip_test("backend under test is %s, not threads",
                      afs_ctx_backend(c));
-    struct afs_op ops[N];
-    int wfd[N], done[N] = {0};
-    memset(ops, 0, sizeof ops);
-    for (int i = 0; i < N; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "fifo%d", i);
-        cr_assert_eq(mkfifo(t_path(name), 0600), 0, "mkfifo: %s", strerror(errno));
-        cr_assert_eq(afs_queue_openat(&ops[i], c, AFS_AT_FDCWD, t_path(name), AFS_RDONLY, 0,
-                                      fifo_opened, &done[i]),
-                     0);
-        wfd[i] = -1;
-    }
-    cr_assert_eq(afs_ctx_submit(c), N);
-    /* Only the last FIFO gets a writer: its open completes only if it started while the
-     * N - 1 before it still wait. */
-    wfd[N - 1] = open(t_path("fifo7"), O_RDWR);
-    cr_assert(wfd[N - 1] >= 0);
-    int64_t end = pool_now_ns() + 10 * 1000000000ll;
-    while (!done[N - 1] && pool_now_ns() < end)
-        cr_assert(afs_ctx_wait(c, 1, 100000000) >= 0);
-    bool last_done = done[N - 1];
-    for (int i = 0; i < N - 1; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "fifo%d", i);
-        wfd[i] = open(t_path(name), O_RDWR);
-    }
-    for (int i = 0; i < N; i++) {
-        while (!done[i])
-            cr_assert(afs_ctx_wait(c, 1, -1) >= 0);
-        cr_assert(ops[i].result >= 0, "open: %s", afs_strerror((int)ops[i].result));
-        close((int)ops[i].result);
-        close(wfd[i]);
-    }
-    cr_assert(last_done, "the op queued last did not run while %d others blocked", N - 1);
+    unsigned threads;
+    cr_assert(last_fifo_opens_while_others_block(c, N, &threads),
+              "the op queued last did not run while %d others blocked", N - 1);
+    cr_assert_eq(threads, (unsigned)N, "io_workers is a hard cap");
+}
+
+/* With the default io_workers the pool starts twice the CPUs (4 to 32) and then grows while
+ * its workers block: 32 FIFO opens that wait for a writer all run at once (on 2 CPUs the
+ * base size is 4), and the threads beyond the base end once idle. */
+T_IO(pool_grows_while_its_workers_block)
+{
+    struct afs_ctx *c = t_ctx = t_ctx_cfg(NULL);
+    if (strcmp(afs_ctx_backend(c), "threads") != 0)
+        cr_skip_test("backend under test is %s, not threads", afs_ctx_backend(c));
+    afs__pool_idle_ns = 50 * 1000000ll; /* the extra threads end sooner than in use */
+    unsigned most;
+    cr_assert(last_fifo_opens_while_others_block(c, FIFOS, &most),
+              "the op queued last did not run while %d others blocked", FIFOS - 1);
+    cr_assert_geq(most, (unsigned)FIFOS, "%u threads for %d blocked ops", most, FIFOS);
+    unsigned base = afs__cpu_count() * 2;
+    base = base < 4 ? 4 : base > 32 ? 32 : base;
+    int64_t end = pool_now_ns() + 20 * 1000000000ll;
+    while (afs__pool_threads(c->pool) > base && pool_now_ns() < end)
+        usleep(10000);
+    cr_assert_eq(afs__pool_threads(c->pool), base, "idle threads beyond the base ended");
 }
 #endif

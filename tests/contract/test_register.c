@@ -501,11 +501,21 @@ T_REG(io_workers_caps_the_kernels_workers)
     if (!on_uring())
         cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
     cr_assert_eq(iowq_bounded(), 3);
+    struct afs_offload o;
+    afs_ctx_offload(t_ctx, &o);
+    cr_assert_eq(o.io_workers, 3, "afs_offload.io_workers %u", o.io_workers);
     afs_ctx_free(t_ctx);
     afs_config_default(&cfg); /* the default: one per CPU, at least 2 */
     t_ctx = t_ctx_cfg(&cfg);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cr_assert_eq(iowq_bounded(), n < 2 ? 2u : (unsigned)n);
+    afs_ctx_offload(t_ctx, &o);
+    cr_assert_eq(o.io_workers, n < 2 ? 2u : (unsigned)n, "afs_offload.io_workers %u", o.io_workers);
+    afs_ctx_free(t_ctx);
+    cfg.io_workers = AFS_IO_WORKERS_KERNEL; /* no cap set: reported as 0 */
+    t_ctx = t_ctx_cfg(&cfg);
+    afs_ctx_offload(t_ctx, &o);
+    cr_assert_eq(o.io_workers, 0, "afs_offload.io_workers %u", o.io_workers);
 }
 #endif
 

@@ -737,7 +737,8 @@ T_URING(forced_regimes_mark_every_direct_read_or_none)
                  "AFS_CTX_OFFLOAD_DIRECT: a small batch too");
     cr_assert_eq(direct_offload_run(AFS_CTX_OFFLOAD_DIRECT, 0, 32), 0,
                  "buffered reads stay inline");
-    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 4), 0, "4 direct reads stay inline");
+    cr_assert_eq(direct_offload_run(0, AFS_DIRECT, 4), 0,
+                 "by default the rule starts inline (its first window, unscored)");
     cr_assert_eq(direct_offload_run(AFS_CTX_INLINE_DIRECT, AFS_DIRECT, 32), 0,
                  "AFS_CTX_INLINE_DIRECT keeps every batch inline");
 }
@@ -818,41 +819,35 @@ T_URING(an_idle_window_is_not_scored)
     free_ctx();
 }
 
-/* Offloading delivers 2x the completions at 3x the CPU per op: the rate decides (a rule
- * that looked at the CPU, or at the submitting thread's time alone, would stay inline). */
-T_URING(more_completions_win_over_less_cpu)
+/* A context with these costs (as set_costs) chooses `offload` after the first rounds. */
+static void expect_choice(int64_t wall_in, int64_t cpu_in, int64_t wall_off, int64_t cpu_off,
+                          int offload)
 {
     struct afs_offload o;
-    set_costs(100, 10, 50, 30);
+    set_costs(wall_in, cpu_in, wall_off, cpu_off);
     struct afs_file *f = rule_file();
-    cr_assert_eq(first_choice(f, &o), 1, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
-                 o.inline_rate, o.offload_rate);
+    cr_assert_eq(first_choice(f, &o), offload,
+                 "inline %" PRIu64 "/s at %" PRIu64 " ns, offloaded %" PRIu64 "/s at %" PRIu64
+                 " ns", o.inline_rate, o.inline_cpu_ns, o.offload_rate, o.offload_cpu_ns);
     cr_assert_eq(afs_close(f), 0);
     free_ctx();
-    /* And the other way round: inline delivers more at more CPU. */
-    set_costs(50, 30, 100, 10);
-    f = rule_file();
-    cr_assert_eq(first_choice(f, &o), 0, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
-                 o.inline_rate, o.offload_rate);
-    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Offloading delivers 2x the completions at 3x the CPU per op: the rate decides (a rule
+ * that looked at the CPU, or at the submitting thread's time alone, would stay inline);
+ * and the other way round. */
+T_URING(more_completions_win_over_less_cpu)
+{
+    expect_choice(100, 10, 50, 30, 1);
+    expect_choice(50, 30, 100, 10, 0);
 }
 
 /* Rates within 1/8 of each other: the regime with less CPU per completion. NVMe-like: the
  * workers only add CPU; then the converse, where handing off is the cheaper. */
 T_URING(close_rates_choose_the_cheaper_regime)
 {
-    struct afs_offload o;
-    set_costs(100, 30, 95, 45);
-    struct afs_file *f = rule_file();
-    cr_assert_eq(first_choice(f, &o), 0, "CPU inline %" PRIu64 " ns, offloaded %" PRIu64,
-                 o.inline_cpu_ns, o.offload_cpu_ns);
-    cr_assert_eq(afs_close(f), 0);
-    free_ctx();
-    set_costs(95, 45, 100, 30);
-    f = rule_file();
-    cr_assert_eq(first_choice(f, &o), 1, "CPU inline %" PRIu64 " ns, offloaded %" PRIu64,
-                 o.inline_cpu_ns, o.offload_cpu_ns);
-    cr_assert_eq(afs_close(f), 0);
+    expect_choice(100, 30, 95, 45, 0);
+    expect_choice(95, 45, 100, 30, 1);
 }
 
 /* Once chosen, offloading applies to every direct submission, small ones too; the other

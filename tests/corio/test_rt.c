@@ -185,6 +185,104 @@ T_RT(no_wake_up_for_a_running_scheduler)
     corio_rt_free(rt);
 }
 
+/* A message posted in the middle of a long CPU phase wakes a sleeping scheduler at once: the
+ * poster keeps computing (never suspends) until the message has been acted on there. A
+ * wake-up held back until the poster's phase ends would never come; the poster gives up
+ * after 10 s so that the test fails instead of hanging. */
+enum { MID_SPAWN, MID_FUTURE, MID_CHAN };
+
+struct mid_state {
+    int                 kind;
+    atomic_int          seen;
+    struct corio_future ext;
+    struct corio_chan  *ch;
+};
+
+static int mid_mark(struct corio_task *t, void *arg)
+{
+    (void)t;
+    atomic_store(&((struct mid_state *)arg)->seen, 1);
+    return 0;
+}
+
+/* On the sleeping scheduler: waits for the future or the value, then says so. */
+static void mid_waiter(struct corio_task *t, void *arg)
+{
+    struct mid_state *st = arg;
+    int v = 0;
+    int r = st->kind == MID_FUTURE ? corio_future_await(t, &st->ext, NULL)
+                                   : corio_chan_recv(t, st->ch, &v);
+    if (r >= 0)
+        atomic_store(&st->seen, 1);
+}
+
+static int mid_post_and_compute(struct corio_task *t, struct mid_state *st)
+{
+    int v = 7, r;
+    corio_sleep(t, 50 * MS); /* the other scheduler has nothing to do: it blocks */
+    if (st->kind == MID_SPAWN)
+        r = corio_spawn_on(t, 1, mid_mark, st, NULL);
+    else if (st->kind == MID_FUTURE)
+        r = corio_future_complete(&st->ext, 1, NULL);
+    else
+        r = corio_chan_send(t, st->ch, &v); /* the receiver waits: no suspension */
+    if (r < 0)
+        return r;
+    int64_t until = corio_now() + 10000 * MS;
+    while (!atomic_load(&st->seen) && corio_now() < until)
+        ;
+    return atomic_load(&st->seen) ? 0 : -ETIMEDOUT;
+}
+
+static int mid_poster(struct corio_task *t, void *arg)
+{
+    return mid_post_and_compute(t, arg);
+}
+
+static void root_mid_phase(struct corio_task *t, void *arg)
+{
+    struct mid_state *st = arg;
+    if (st->kind == MID_SPAWN) { /* scheduler 0 posts to scheduler 1 */
+        cr_assert_eq(mid_post_and_compute(t, st), 0, "the spawn waited for the phase's end");
+        corio_wait(t);
+        return;
+    }
+    /* Scheduler 1 posts to scheduler 0, where a task waits. */
+    corio_future_init_external(&st->ext, corio_task_sched(t));
+    cr_assert_eq(corio_spawn(t, mid_waiter, st, NULL), 0);
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, mid_poster, st, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 0, "the %s waited for the phase's end",
+                 st->kind == MID_FUTURE ? "future's completion" : "channel's value");
+    corio_wait(t);
+}
+
+static void mid_phase_run(int kind)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct mid_state st = {.kind = kind};
+    cr_assert_eq(corio_chan_new(&st.ch, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_mid_phase, &st), 0);
+    cr_assert_eq(atomic_load(&st.seen), 1);
+    corio_chan_free(st.ch);
+    corio_rt_free(rt);
+}
+
+T_RT(spawn_mid_phase_wakes_a_sleeping_scheduler)
+{
+    mid_phase_run(MID_SPAWN);
+}
+
+T_RT(future_completed_mid_phase_wakes_a_sleeping_scheduler)
+{
+    mid_phase_run(MID_FUTURE);
+}
+
+T_RT(chan_send_mid_phase_wakes_a_sleeping_scheduler)
+{
+    mid_phase_run(MID_CHAN);
+}
+
 /* The same runtime runs twice. */
 T_RT(runs_twice)
 {
@@ -702,6 +800,51 @@ T_RT(any_spreads_over_schedulers)
     }
     cr_assert(most <= 300 && used >= 3, "ran per scheduler: %d %d %d %d", per[0], per[1],
               per[2], per[3]);
+    corio_rt_free(rt);
+}
+
+/* Balance: CORIO_SCHED_ANY counts the tasks alive on each scheduler, not only the spawns
+ * queued for it. Scheduler 0 holds 32 long-running tasks (they compute and yield, never
+ * done until released): new spawns go to scheduler 1, though nothing is queued anywhere. */
+struct alive_state {
+    atomic_int release;
+};
+
+static void long_runner(struct corio_task *t, void *arg)
+{
+    struct alive_state *st = arg;
+    while (!atomic_load(&st->release))
+        corio_yield(t);
+}
+
+static int where_ran(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    return where(t);
+}
+
+static void root_alive(struct corio_task *t, void *arg)
+{
+    struct alive_state *st = arg;
+    for (int i = 0; i < 32; i++)
+        cr_assert_eq(corio_spawn(t, long_runner, st, NULL), 0);
+    struct corio_future f[16];
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, where_ran, NULL, &f[i]), 0);
+    int on_busy = 0;
+    for (int i = 0; i < 16; i++)
+        on_busy += corio_future_await(t, &f[i], NULL) == 0;
+    atomic_store(&st->release, 1);
+    corio_wait(t);
+    cr_assert_eq(on_busy, 0, "%d of 16 spawns went to the scheduler with 32 tasks alive",
+                 on_busy);
+}
+
+T_RT(any_avoids_the_scheduler_with_tasks_alive)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct alive_state st = {0};
+    cr_assert_eq(corio_rt_run(rt, root_alive, &st), 0);
     corio_rt_free(rt);
 }
 

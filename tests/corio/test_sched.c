@@ -691,6 +691,57 @@ T_CO(sixty_four_readers_one_submission)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* A CPU phase runs 64 tasks at most: 200 readers spawned in one loop still queue their first
+ * reads in one phase (a spawn's hand-overs are not counted), but when all 200 are ready
+ * together their second reads go in phases of 64, 64, 64 and 8. */
+#define MANY_READERS 200
+
+static void read_twice(struct corio_task *t, void *arg)
+{
+    struct reader *r = arg;
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(afs_pread(r->f, r->buf, 4096, (uint64_t)r->i * 4096), 4096);
+        cr_assert(t_check(r->buf, 4096, (uint64_t)r->i * 4096));
+    }
+}
+
+static void many_readers_root(struct corio_task *t, void *arg)
+{
+    struct reader *rs = arg;
+    struct afs_ctx *ctx = corio_sched_ctx(corio_task_sched(t));
+    struct afs_stats a, b;
+    afs_ctx_stats(ctx, &a);
+    for (int i = 0; i < MANY_READERS; i++)
+        corio_spawn(t, read_twice, &rs[i], NULL);
+    afs_ctx_stats(ctx, &b);
+    cr_assert_eq(b.ops - a.ops, MANY_READERS, "every first read queued in the spawning phase");
+    corio_wait(t);
+    afs_ctx_stats(ctx, &b);
+    if (!strcmp(afs_ctx_backend(ctx), "io_uring"))
+        cr_assert_eq(b.kernel_submits - a.kernel_submits, 1 + 4,
+                     "one submission for the first reads, four for the second: %llu",
+                     (unsigned long long)(b.kernel_submits - a.kernel_submits));
+    cr_assert_eq(b.ops - a.ops, 2 * MANY_READERS);
+}
+
+T_CO(cpu_phase_runs_sixty_four_tasks_at_most)
+{
+    new_sched(NULL, NULL, 0, 0); /* threshold 0: every read joins the batch */
+    t_make_file(t_path("f"), MANY_READERS * 4096);
+    static struct reader rs[MANY_READERS];
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    for (int i = 0; i < MANY_READERS; i++) {
+        rs[i].f = f;
+        rs[i].i = i;
+    }
+    cr_assert_eq(corio_sched_run(t_sched, many_readers_root, rs), 0);
+    struct corio_stats st;
+    corio_sched_stats(t_sched, &st);
+    cr_assert_eq(st.ios, 2 * MANY_READERS);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 static void small_inline(struct corio_task *t, void *arg)
 {
     struct reader *r = arg;
