@@ -373,10 +373,12 @@ void corio_wait(struct corio_task *t)
 }
 
 /* True when a phase boundary now would do nothing: no I/O queued or in flight, no answers
- * or due timers to collect. A yield can then stay in this CPU phase. */
+ * or due timers to collect, no wake-ups of other schedulers staged in the ring (they go out
+ * only with a submission: a scheduler whose tasks only yield would keep them forever). A
+ * yield can then stay in this CPU phase. */
 static bool quiet(struct corio_sched *s)
 {
-    if (afs__ctx_pending(s->ctx) || corio__dispatch_busy(&s->disp) ||
+    if (s->wakes_staged || afs__ctx_pending(s->ctx) || corio__dispatch_busy(&s->disp) ||
         corio__inbox_pending(&s->inbox))
         return false;
     return s->timers.len == 0 || corio__timer_next(&s->timers) > corio_now();

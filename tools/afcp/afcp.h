@@ -1,14 +1,16 @@
-/* afcp: a cp-like bulk copier on corio. Shared declarations of afcp.c (options, planning,
- * messages), walk.c (directories, symlinks, special files), copy.c (regular files) and
- * progress.c (progress bar, semaphore, buffer pool).
+/* afcp: a cp-like bulk copier on corio. Shared declarations of afcp.c (--help, planning,
+ * the schedulers), common.c (options, messages, the root task, the chunk loop: also the
+ * Windows front end's), walk.c (directories, symlinks, special files), copy.c (regular
+ * files) and progress.c (progress bar, semaphore, buffer pool).
  *
  * Threads: afcp runs on a corio runtime, one scheduler per CPU (--threads). The walker runs
- * on scheduler 0 and sends the entries it finds in batches to the least loaded scheduler
- * (walk.c). What a scheduler's tasks share only among themselves is in its struct
- * afcp_sched (afcp_me, one per thread: semaphores, buffer pool, the measured copy path,
- * commit groups); what all threads share is the options (read-only once the copy starts),
- * the counters below (atomics: afcp_add, afcp_fail), the directories' reference counts
- * (atomics), the table of temporaries (see copy.c) and the hard-link table (a lock). */
+ * on scheduler 0 and sends the entries it finds in batches to the other schedulers first,
+ * its own taking the rest (walk.c). What a scheduler's tasks share only among themselves is
+ * in its struct afcp_sched (afcp_me, one per thread: semaphores, buffer pool, the measured
+ * copy path, commit groups); what all threads share is the options (read-only once the
+ * copy starts), the counters below (atomics: afcp_add, afcp_fail), the directories'
+ * reference counts (atomics), the table of temporaries (see copy.c) and the hard-link
+ * table (a lock). */
 #ifndef AFCP_H
 #define AFCP_H
 
