@@ -46,31 +46,34 @@ static void vformat(FILE *f, const char *fmt, va_list ap)
     }
 }
 
-void afcp_err(int err, const char *fmt, ...)
+/* "afcp: MESSAGE", then ": ERROR TEXT" when err is not 0, on a line of its own. */
+static void vmessage(int err, const char *fmt, va_list ap)
 {
     afcp_lock_stream(stderr);
     afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
     fputs("afcp: ", stderr);
     vformat(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, ": %s\n", afs_strerror(err > 0 ? -err : err));
+    if (err)
+        fprintf(stderr, ": %s", afs_strerror(err > 0 ? -err : err));
+    fputc('\n', stderr);
     afcp_unlock_stream(stderr);
+}
+
+void afcp_err(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(err, fmt, ap);
+    va_end(ap);
     afcp_fail();
 }
 
 void afcp_note(const char *fmt, ...)
 {
-    afcp_lock_stream(stderr);
-    afcp_progress_clear();
     va_list ap;
     va_start(ap, fmt);
-    fputs("afcp: ", stderr);
-    vformat(stderr, fmt, ap);
+    vmessage(0, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    afcp_unlock_stream(stderr);
 }
 
 void afcp_verbose(const char *fmt, ...)
