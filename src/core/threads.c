@@ -205,9 +205,16 @@ void afs__pool_free(struct afs__pool *p)
     afs__mutex_unlock(&p->mu);
     if (p->watching)
         afs__thread_join(p->watcher);
-    for (unsigned i = 0; i < p->max; i++)
-        if (p->slots[i].state != SLOT_FREE)
+    /* With the watcher gone and stop set no worker starts or is joined elsewhere: every slot
+     * not free holds a thread to join. Its state is read under mu (a worker ending now
+     * writes it there). */
+    for (unsigned i = 0; i < p->max; i++) {
+        afs__mutex_lock(&p->mu);
+        bool live = p->slots[i].state != SLOT_FREE;
+        afs__mutex_unlock(&p->mu);
+        if (live)
             afs__thread_join(p->slots[i].th);
+    }
     afs__cond_destroy(&p->watch_cv);
     afs__cond_destroy(&p->cv);
     afs__mutex_destroy(&p->mu);
