@@ -16,7 +16,9 @@
 # Environment: NFILES (10000), FILE_KB (16), BIG_MB (2048), BENCH_DIR (/var/tmp),
 #              AFCP_EXTRA (extra afcp options for every afcp run), RUNS (1: tables to print),
 #              COLD (1: run the cold table), WARM (1: run the warm table), WARM_RUNS (3),
-#              NFLAT (100000), WARM_TREES (default "/usr/include /usr/share/doc")
+#              NFLAT (100000), WARM_TREES (default "/usr/include /usr/share/doc"),
+#              PIN (a CPU list, e.g. 0: every warm copy, cp's and afcp's, runs under
+#              taskset -c PIN; PIN=0 is the case of a machine with no core free)
 #
 # Columns: "copy" is the time until the command returns; "copy+sync" adds a sync run right
 # after it, i.e. until the data is on disk. Both cp and afcp (by default) leave their data
@@ -127,13 +129,15 @@ fi
 # ---- warm trees: cp -r and afcp -r in turn on cached sources
 if [[ ${WARM:-1} == 1 ]]; then
     . "$(dirname "$0")/results.sh"
-    results_open compare_cp_warm "round,command,data,wall_s,cpu_s,load1"
+    results_open compare_cp_warm "round,command,data,wall_s,cpu_s,load1,pin"
     NFLAT=${NFLAT:-100000}
     echo "generating a flat directory of $NFLAT small files in $BASE/flat ..." >&2
     mkdir -p "$BASE/flat"
     (cd "$BASE/flat" && for ((i = 0; i < NFLAT; i++)); do echo "file $i"; done |
         split -l 1 -a 6 - f)
     declare -A W_WALL W_CPU W_LOAD
+    pin=()
+    if [[ -n ${PIN:-} ]]; then pin=(taskset -c "$PIN"); fi
     TIMEFORMAT='%R %U %S'
     wrun() { # round name src cmd...: one timed copy of src to $BASE/w.out, verified
         local round=$1 name=$2 src=$3 t
@@ -144,7 +148,7 @@ if [[ ${WARM:-1} == 1 ]]; then
         sync
         local load
         load=$(cut -d' ' -f1 /proc/loadavg)
-        t=$( { time "$@" "$src" "$BASE/w.out" > /dev/null; } 2>&1 | tail -1)
+        t=$( { time "${pin[@]}" "$@" "$src" "$BASE/w.out" > /dev/null; } 2>&1 | tail -1)
         diff -r --no-dereference "$src" "$BASE/w.out" > /dev/null || { echo "$name: MISMATCH" >&2; exit 1; }
         mv "$BASE/w.out" "$BASE/done.$((++KEPT))"
         local wall cpu
@@ -152,12 +156,13 @@ if [[ ${WARM:-1} == 1 ]]; then
         cpu=$(awk '{printf "%.3f", $2 + $3}' <<< "$t")
         W_WALL[$name]+="$wall "
         W_CPU[$name]+="$cpu "
-        results_row "$round,$name,$src,$wall,$cpu,$load"
+        results_row "$round,$name,$src,$wall,$cpu,$load,${PIN:-}"
         W_LOAD[$name]+="$load "
     }
     median() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-    printf '\nwarm trees: cp -r against afcp -r, %s rounds in turn, medians (%s, %s CPUs, %s)\n' \
-        "${WARM_RUNS:-3}" "$(uname -r)" "$(nproc)" "$(df -T "$BASE" | awk 'NR==2 {print $2}')"
+    printf '\nwarm trees: cp -r against afcp -r, %s rounds in turn, medians (%s, %s CPUs, %s%s)\n' \
+        "${WARM_RUNS:-3}" "$(uname -r)" "$(nproc)" "$(df -T "$BASE" | awk 'NR==2 {print $2}')" \
+        "${PIN:+, both pinned to CPU $PIN}"
     printf '%-26s %9s %9s %9s %9s %12s %12s %12s %7s\n' "tree" "cp wall" "afcp wall" "cp CPU" \
         "afcp CPU" "cp/afcp wall" "cp/afcp CPU" "worst round" "won"
     for src in ${WARM_TREES:-/usr/include /usr/share/doc} "$BASE/flat"; do
