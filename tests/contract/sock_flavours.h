@@ -2,8 +2,9 @@
  * s_setup (SIGPIPE's default action, so that one the library lets through kills the test;
  * Winsock started on Windows), an op callback's log (cb_log, log_cb, wait_cb), and
  * T_FLAVOURS(suite, name, ...), a test run as is, with the
- * readiness engine's poll() flavour (suite_poll) and on io_uring through the engine
- * (suite_engine, as on a kernel without the socket opcodes). On Windows one flavour: every
+ * readiness engine's poll() flavour (suite_poll), with its kqueue flavour (suite_kqueue; on
+ * Linux over tests/helpers/kqueue_shim.c) and on io_uring through the engine (suite_engine,
+ * as on a kernel without the socket opcodes). On Windows one flavour: every
  * backend runs socket ops as overlapped calls on a port. Include after ../common.h and
  * internal.h. */
 #ifndef AFS_TEST_SOCK_FLAVOURS_H
@@ -11,6 +12,9 @@
 
 #ifndef _WIN32
 #include <signal.h>
+#endif
+#ifdef __linux__
+#include "../helpers/kqueue_shim.h"
 #endif
 
 static void s_setup(void)
@@ -59,6 +63,18 @@ static inline void s_setup_poll(void)
     afs__uring_no_sock = true;
 }
 
+/* The readiness engine with kqueue, on every backend (io_uring polls the kqueue): the
+ * system's on FreeBSD and macOS, a stand-in over epoll on Linux. */
+static inline void s_setup_kqueue(void)
+{
+    s_setup();
+    afs__uring_no_sock = true;
+#ifdef __linux__
+    afs__sys.kq_open = kqueue_shim_open;
+    afs__sys.kq_event = kqueue_shim_event;
+#endif
+}
+
 /* io_uring through the readiness engine (epoll, polled from the ring). */
 static inline void s_setup_engine(void)
 {
@@ -76,6 +92,11 @@ static inline void s_setup_engine(void)
         name##_body();                                                                        \
     }                                                                                         \
     Test(suite##_poll, name, .init = s_setup_poll, .fini = t_teardown, .timeout = timeout_s)  \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    Test(suite##_kqueue, name, .init = s_setup_kqueue, .fini = t_teardown,                    \
+         .timeout = timeout_s)                                                                \
     {                                                                                         \
         name##_body();                                                                        \
     }                                                                                         \
