@@ -1,7 +1,8 @@
 /* The socket tests' set-ups and flavours, shared by test_sockets.c and test_sendfile.c:
  * s_setup (SIGPIPE's default action, so that one the library lets through kills the test;
- * Winsock started on Windows), an op callback's log (cb_log, log_cb, wait_cb), and
- * T_FLAVOURS(suite, name, ...), a test run as is, with the
+ * Winsock started on Windows), an op callback's log (cb_log, log_cb, wait_cb), a task run
+ * on a scheduler of a given context (s_run_on), and T_FLAVOURS(suite, name, ...), a test run
+ * as is, with the
  * readiness engine's poll() flavour (suite_poll), with its kqueue flavour (suite_kqueue; on
  * Linux over tests/helpers/kqueue_shim.c) and on io_uring through the engine (suite_engine,
  * as on a kernel without the socket opcodes). On Windows one flavour: every
@@ -10,6 +11,7 @@
 #ifndef AFS_TEST_SOCK_FLAVOURS_H
 #define AFS_TEST_SOCK_FLAVOURS_H
 
+#include <corio.h>
 #ifndef _WIN32
 #include <signal.h>
 #endif
@@ -49,6 +51,18 @@ static inline void wait_cb(struct afs_ctx *ctx, struct cb_log *lg)
     for (int i = 0; i < 300 && lg->calls == 0; i++)
         cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
     cr_assert_eq(lg->calls, 1);
+}
+
+/* Runs fn(arg) as the root task of a scheduler on ctx, to its end. */
+static inline void s_run_on(struct afs_ctx *ctx, corio_fn *fn, void *arg)
+{
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, fn, arg), 0);
+    corio_sched_free(sched);
 }
 
 #ifdef _WIN32
