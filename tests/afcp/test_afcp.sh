@@ -158,6 +158,14 @@ run_suite() {
     "$AFCP" -q -r "$O/self/d" "$O/self/d/sub" 2> "$O/err"
     check "into itself: exit 1" [ $? -eq 1 ]
     check "into itself: message" grep -q "into itself" "$O/err"
+    # the same with 100 directories made before the copy reaches its own (the set of made
+    # directories grows past its first size)
+    mkdir -p "$O/self2/d"; for i in $(seq 1 100); do mkdir "$O/self2/d/s$i"; echo $i > "$O/self2/d/s$i/f"; done
+    "$AFCP" -q -r "$O/self2/d" "$O/self2/d/zsub" 2> "$O/err"
+    check "into itself, 100 dirs: exit 1" [ $? -eq 1 ]
+    check "into itself, 100 dirs: message" grep -q "into itself" "$O/err"
+    check "into itself, 100 dirs: the others copied" cmp -s "$O/self2/d/s77/f" "$O/self2/d/zsub/s77/f"
+    check "into itself, 100 dirs: no copy of the copy" bash -c "[ ! -e '$O/self2/d/zsub/zsub' ]"
 
     # durability: files are renamed into place only after their group's syncfs; a signal
     # mid-copy removes the temporaries (no partial file under any name). Once, under AUTO: it

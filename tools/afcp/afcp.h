@@ -237,6 +237,13 @@ void afcp_sched_init(struct afcp_sched *s, int index);
 void afcp_sched_free(struct afcp_sched *s);
 /* copy.c: spawns a task copying the job (takes ownership of it, holds a file slot). */
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
+/* copy.c: copies the regular file sname of sd to dname in dd here and now, with plain
+ * system calls, while the tree answers from the cache (see copy.c). 0: copied (or a
+ * failure reported), 1: not done, give it to a file task (afcp_spawn_file). The strings
+ * stay the caller's. */
+int  afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                      struct afcp_dir *dd, const char *dname, const char *spath,
+                      const char *dpath, int follow);
 /* The temporaries a signal removes (see copy.c): install the handlers (after the options
  * are known), take a slot (may wait), name the temporary before the call that creates it
  * (parks the task for good once a signal came), say whether the create succeeded, give the

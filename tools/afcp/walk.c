@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,24 +220,51 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
     return 0;
 }
 
+/* The directories this run made, as a set (open addressing, linear probing; a zero slot is
+ * free: no directory has inode 0): every directory entered is looked up, so a list would
+ * cost the square of the number of directories. Only the walker touches it. */
+static size_t made_slot(dev_t dev, ino_t ino)
+{
+    uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32 | (uint64_t)dev >> 32)) *
+                 0x9E3779B97F4A7C15ull;
+    size_t mask = afcp.made_cap - 1, i = (size_t)(h >> 32) & mask;
+    while ((afcp.made[i].ino || afcp.made[i].dev) &&
+           (afcp.made[i].ino != ino || afcp.made[i].dev != dev))
+        i = (i + 1) & mask;
+    return i;
+}
+
 static int made_by_us(dev_t dev, ino_t ino)
 {
-    for (size_t i = afcp.made_len; i-- > 0;)
-        if (afcp.made[i].ino == ino && afcp.made[i].dev == dev)
-            return 1;
-    return 0;
+    if (!afcp.made_len || (!ino && !dev))
+        return 0;
+    size_t i = made_slot(dev, ino);
+    return afcp.made[i].ino == ino && afcp.made[i].dev == dev;
 }
 
 static void remember_made(dev_t dev, ino_t ino)
-{    if (afcp.made_len == afcp.made_cap) {
-        afcp.made_cap = afcp.made_cap ? afcp.made_cap * 2 : 64;
-        afcp.made = realloc(afcp.made, afcp.made_cap * sizeof *afcp.made);
+{
+    if (!ino && !dev)
+        return; /* unknown (the stat failed) */
+    if (2 * (afcp.made_len + 1) > afcp.made_cap) { /* at most half full */
+        struct afcp_devino *old = afcp.made;
+        size_t n = afcp.made_cap;
+        afcp.made_cap = n ? 2 * n : 64;
+        afcp.made = calloc(afcp.made_cap, sizeof *afcp.made);
         if (!afcp.made) {
             perror("afcp");
             exit(1);
         }
+        for (size_t i = 0; i < n; i++)
+            if (old[i].ino || old[i].dev)
+                afcp.made[made_slot(old[i].dev, old[i].ino)] = old[i];
+        free(old);
     }
-    afcp.made[afcp.made_len++] = (struct afcp_devino){dev, ino};
+    size_t i = made_slot(dev, ino);
+    if (afcp.made[i].ino != ino || afcp.made[i].dev != dev) {
+        afcp.made[i] = (struct afcp_devino){dev, ino};
+        afcp.made_len++;
+    }
 }
 
 /* -p on a symlink: its owner (root) and times. */
@@ -479,6 +507,10 @@ static int too_long(const char *spath, const char *dpath)
     return 1;
 }
 
+static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                       struct afcp_dir *dd, const char *dname, const struct stat *st,
+                       int follow, char *spath, char *dpath);
+
 /* One entry (name, d_type) of the directory cur, copied to the same name in cur's
  * destination. A directory is entered only by the walker (walker set: the new afcp_dir is
  * returned, the caller walks it); anywhere else it would be an entry that changed from a
@@ -507,7 +539,8 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
             afcp_note("cannot copy '%s': changed during the copy", sp);
             afcp_fail();
         } else {
-            afcp_copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L');
+            copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L', sp, dp);
+            sp = dp = NULL; /* copy_entry's now */
         }
     }
     free(sp);
@@ -739,16 +772,24 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
     free(stack);
 }
 
-void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
-                     struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     int follow)
+/* afcp_copy_entry with the two paths already joined (owns them). */
+static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                       struct afcp_dir *dd, const char *dname, const struct stat *st,
+                       int follow, char *spath, char *dpath)
 {
-    char *spath = afcp_join(sd->spath, sname), *dpath = afcp_join(dd->dpath, dname);
     /* Without -r, a FIFO or device named on the command line is read until EOF into a
      * regular file, as cp does; with -r it is recreated (copy_special). */
     int contents = !afcp.o.recursive && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode);
     if (S_ISREG(st->st_mode) || contents) {
-        /* The file task checks the destination (afcp_check_dest) once it knows the source. */
+        /* A cached file is copied here and now (nothing to allocate); the others go to a
+         * file task, which checks the destination (afcp_check_dest) once it knows the
+         * source. */
+        if (S_ISREG(st->st_mode) &&
+            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow) == 0) {
+            free(spath);
+            free(dpath);
+            return;
+        }
         struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
@@ -770,4 +811,12 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
     }
     free(spath);
     free(dpath);
+}
+
+void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                     struct afcp_dir *dd, const char *dname, const struct stat *st,
+                     int follow)
+{
+    copy_entry(t, sd, sname, dd, dname, st, follow, afcp_join(sd->spath, sname),
+               afcp_join(dd->dpath, dname));
 }
