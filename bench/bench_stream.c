@@ -23,8 +23,12 @@
  * mincore() tells how much of the file was still cached when each run started. -w measures
  * the warm case instead: the file is read once first and never dropped.
  *
+ * Each round also gives the pair ratios stdio time / afs time (reads alone, and with the
+ * work), and their medians over the rounds are printed beside the fastest: a pair ran
+ * back to back, so its ratio holds when the machine's speed drifts between rounds.
+ *
  * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-R READ_KiB] [-n CHUNKS]
- *                     [-t TIMES] [-x] [-d | -b] [-w] [-k]
+ *                     [-t TIMES] [-p PHASES] [-x] [-d | -b] [-w] [-k]
  *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
  *   -s MiB      file size (default 1024)
  *   -r ROUNDS   hash rounds per byte, the CPU work (default 1)
@@ -33,6 +37,8 @@
  *   -x          the work is a CRC-32 (slicing by 8, about 2 GB/s a core) instead of FNV
  *   -n CHUNKS   the stream's reads in flight (default 4)
  *   -t TIMES    repeats, the fastest counts (default 3)
+ *   -p PHASES   run only these, a comma-separated list of io_stdio, io_afs, cpu, stdio, afs
+ *               (default all; for profilers and system-call counts of one loop)
  *   -d          afs path with AFS_STREAM_DIRECT (O_DIRECT for every chunk)
  *   -b          afs path with AFS_STREAM_BUFFERED (never O_DIRECT)
  *   -w          warm: the file stays in the page cache
@@ -288,6 +294,12 @@ static struct result run_cpu(uint64_t size)
     return r;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void report(const char *name, const struct result *r)
 {
     char cached[64] = "no file";
@@ -305,8 +317,10 @@ int main(int argc, char **argv)
     unsigned depth = 4;
     unsigned times = 3;
     unsigned flags = 0;
+    unsigned phases = 0x1f; /* bit i: names[i] runs */
     int keep = 0, opt;
-    while ((opt = getopt(argc, argv, "f:s:r:c:R:n:t:xdbkwh")) != -1) {
+    static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
+    while ((opt = getopt(argc, argv, "f:s:r:c:R:n:t:p:xdbkwh")) != -1) {
         switch (opt) {
         case 'f': path = optarg; break;
         case 's': mib = strtoull(optarg, NULL, 0); break;
@@ -320,13 +334,27 @@ int main(int argc, char **argv)
         case 'k': keep = 1; break;
         case 'w': warm = 1; break;
         case 't': times = (unsigned)strtoul(optarg, NULL, 0); break;
+        case 'p':
+            phases = 0;
+            for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ",")) {
+                int i = 0;
+                while (i < 5 && strcmp(tok, names[i]) != 0)
+                    i++;
+                if (i == 5) {
+                    fprintf(stderr, "unknown phase %s\n", tok);
+                    return 2;
+                }
+                phases |= 1u << i;
+            }
+            break;
         default:
             fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
-                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
+                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-p PHASES] [-x] [-d | -b] "
+                            "[-w] [-k]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
-    if (!mib || !chunk || !rounds || !times) {
+    if (!mib || !chunk || !rounds || !times || !phases) {
         fprintf(stderr, "size, chunk, rounds and times must be > 0\n");
         return 2;
     }
@@ -366,14 +394,19 @@ int main(int argc, char **argv)
     /* The five measurements, `times` times, forward then backward: each phase meets each
      * position, so that effects of what ran before (memory the host has not backed since
      * the last cache drop, on some virtual machines) even out. The fastest run counts. */
-    static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
     struct result best[5];
     memset(best, 0, sizeof best);
+    double *pair[2]; /* per round: stdio / afs, reads alone and with the work */
+    pair[0] = calloc(times, sizeof(double));
+    pair[1] = calloc(times, sizeof(double));
     int differ = 0, have_sum = 0;
     uint64_t sum = 0; /* of the runs with work: all must agree */
     for (unsigned t = 0; t < times; t++) {
+        double secs[5] = {0};
         for (int k = 0; k < 5; k++) {
             int i = t % 2 ? 4 - k : k;
+            if (!(phases & (1u << i)))
+                continue;
             struct result r;
             switch (i) {
             case 0: r = run_stdio(path, 0); break;
@@ -383,6 +416,7 @@ int main(int argc, char **argv)
             default: r = run_afs(ctx, path, 1, depth, flags); break;
             }
             report(names[i], &r);
+            secs[i] = r.secs;
             if (best[i].secs == 0 || r.secs < best[i].secs)
                 best[i] = r;
             if (i >= 3) {
@@ -390,22 +424,37 @@ int main(int argc, char **argv)
                 sum = r.sum, have_sum = 1;
             }
         }
+        pair[0][t] = secs[1] > 0 ? secs[0] / secs[1] : 0;
+        pair[1][t] = secs[4] > 0 ? secs[3] / secs[4] : 0;
     }
     if (times > 1) {
         printf("fastest of %u:\n", times);
         for (int i = 0; i < 5; i++)
-            report(names[i], &best[i]);
+            if (phases & (1u << i))
+                report(names[i], &best[i]);
     }
-    double io = best[0].secs < best[1].secs ? best[0].secs : best[1].secs;
-    double cpu = best[2].secs, top = io > cpu ? io : cpu;
     printf("cache dropped with: %s\n", warm ? "none (-w: cached)" : drop_method);
     printf("checksums %s\n", differ ? "DIFFER" : "match");
-    printf("max(I/O alone %.3f, CPU alone %.3f) = %.3f s; sum %.3f s\n", io, cpu, top,
-           io + cpu);
-    printf("ratio stdio/max = %.3f   afs/max = %.3f   (target <= 1.1)\n", best[3].secs / top,
-           best[4].secs / top);
-    printf("speed afs vs stdio, with work: %.3fx; reads alone: %.3fx (stdio time / afs time)\n",
-           best[3].secs / best[4].secs, best[0].secs / best[1].secs);
+    if ((phases & 0x1f) == 0x1f) {
+        double io = best[0].secs < best[1].secs ? best[0].secs : best[1].secs;
+        double cpu = best[2].secs, top = io > cpu ? io : cpu;
+        printf("max(I/O alone %.3f, CPU alone %.3f) = %.3f s; sum %.3f s\n", io, cpu, top,
+               io + cpu);
+        printf("ratio stdio/max = %.3f   afs/max = %.3f   (target <= 1.1)\n",
+               best[3].secs / top, best[4].secs / top);
+    }
+    static const char *const what[2] = {"reads alone", "with work"};
+    for (int w = 0; w < 2; w++) {
+        if ((phases & (3u << 3 * w)) != 3u << 3 * w)
+            continue; /* bits 0,1 and 3,4: the pair of this kind */
+        qsort(pair[w], times, sizeof(double), cmp_double);
+        printf("speed afs vs stdio, %s: fastest %.3fx; pairs: median %.3fx, min %.3fx, max "
+               "%.3fx (stdio time / afs time)\n", what[w],
+               best[3 * w].secs / best[3 * w + 1].secs, pair[w][times / 2], pair[w][0],
+               pair[w][times - 1]);
+    }
+    free(pair[0]);
+    free(pair[1]);
     afs_ctx_free(ctx);
     if (made && !keep)
         unlink(path);

@@ -1180,8 +1180,11 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * inside a task of the scheduler that owns the context it suspends only the task (the
  * afs_waiter hook). A stream must not be used from an op's callback when that would have to
  * wait (afs_fread/afs_fwrite record -EDEADLK; afs_fclose aborts).
- * Buffers: the stream allocates (chunks + 1) * chunk_size bytes with afs_buf_alloc at open
- * and frees them at close; nothing is allocated per call.
+ * Buffers: the stream takes chunks + 1 buffers of chunk_size bytes at open, from those the
+ * context kept of streams closed before when they have that size, else from afs_buf_alloc;
+ * nothing is allocated per call. At close up to 8 of them (8 MiB at most) stay with the
+ * context for the next stream, the rest go back with afs_buf_free; the kept ones go back
+ * when a stream of another chunk size closes, and at afs_ctx_free.
  *
  * Pipes, FIFOs, sockets and ttys (a path such as a FIFO or /dev/stdin): a stream reads them
  * with one read at a time into a chunk, which completes with what the pipe holds; afs_fread

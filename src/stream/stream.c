@@ -19,6 +19,7 @@
 #define STREAM_EXPLORE       16u  /* cached windows until the mode not chosen is timed again; the
                                      gap doubles each time, up to 16 times this */
 #define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
+#define STREAM_SPARE_BYTES   ((size_t)8 << 20) /* chunk buffers a context keeps, at most */
 
 /* Who copies cached data out of the page cache (docs/STREAMS.md). */
 enum cached_mode {
@@ -66,7 +67,8 @@ struct afs_stream {
     bool             cached;     /* the current window is all in the page cache */
     uint8_t          cmode;      /* enum cached_mode of the current window */
     bool             cached_ok;  /* the rule applies (buffered reads of a file with offsets) */
-    unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here */
+    unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here;
+                                    UINT_MAX: not known yet (see cached_mode()) */
     bool             cw_timed;   /* the current window counts (not the stream's first) */
     bool             cw_free;    /* the last CM_INLINE window had a CPU to itself and work
                                   * outside its reads to overlap them with */
@@ -323,7 +325,14 @@ static int64_t thread_cpu(void)
 static uint8_t cached_mode(struct afs_stream *s)
 {
     uint64_t *cost = s->cw_cost;
-    if (!s->pool_max || !cost[CM_INLINE])
+    if (!cost[CM_INLINE])
+        return CM_INLINE;
+    /* A pool thread copies while the consumer computes only where another CPU may run it;
+     * the sync backend has no threads to use. Asked here, not at open: a stream that never
+     * gets this far (a small file) makes no system call for it. */
+    if (s->pool_max == UINT_MAX)
+        s->pool_max = s->ctx->be->id == AFS_BACKEND_SYNC ? 0 : afs__cpu_usable() - 1;
+    if (!s->pool_max)
         return CM_INLINE;
     if (!cost[CM_POOL])
         return s->cw_free ? CM_POOL : CM_INLINE;
@@ -340,7 +349,7 @@ static uint8_t cached_mode(struct afs_stream *s)
  * included. The next window asks the kernel whether it is all cached, and takes a mode. */
 static void cached_window(struct afs_stream *s)
 {
-    int64_t now = afs__sys.now(), cpu = thread_cpu();
+    int64_t now = afs__sys.now(), cpu = -1;
     if (s->cw_end >= 0 && s->cw_timed && s->cached && s->pos > s->cw_pos) {
         uint64_t dt = now > s->cw_start ? (uint64_t)(now - s->cw_start) : 0;
         uint64_t per = AFS_MAX((dt << 20) / (uint64_t)(s->pos - s->cw_pos), 1);
@@ -350,9 +359,12 @@ static void cached_window(struct afs_stream *s)
         /* Thread CPU time under 80% of the wall time: other threads had this CPU. A
          * consumer that spends less than a third of its time outside the reads has nothing
          * to hide a pool thread's copy behind: it would wait for it and copy once more. */
-        if (s->cmode == CM_INLINE)
-            s->cw_free = (cpu < 0 || s->cw_cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt) &&
+        if (s->cmode == CM_INLINE) {
+            if (s->cw_cpu >= 0)
+                cpu = thread_cpu();
+            s->cw_free = (cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt) &&
                          3 * ((int64_t)dt - s->cw_read) >= (int64_t)dt;
+        }
     }
     /* The stream's first window is not timed: it pays for first touches (the caller's
      * buffer faulted in, the pool's threads started). */
@@ -368,7 +380,10 @@ static void cached_window(struct afs_stream *s)
     s->cmode = cached_mode(s);
     s->cw_pos = s->pos;
     s->cw_start = now;
-    s->cw_cpu = cpu;
+    /* The thread's CPU time (a system call) only where the window may choose the pool. */
+    s->cw_cpu = s->cw_timed && s->cached && s->cmode == CM_INLINE && s->pool_max
+                    ? (cpu >= 0 ? cpu : thread_cpu())
+                    : -1;
     s->cw_read = 0;
     s->cw_end = s->pos > INT64_MAX - win ? INT64_MAX : s->pos + win;
 }
@@ -955,11 +970,42 @@ static struct afs_file *open_direct(struct afs_stream *s, const char *path, int6
     return df;
 }
 
+/* Chunk buffers come from the context's spares (those of streams closed before, already
+ * faulted in) when they have the stream's size, else from afs_buf_alloc; at close they go
+ * back to the spares, up to AFS__SPARE_MAX buffers and STREAM_SPARE_BYTES. A program that
+ * reads file after file so maps, faults in and unmaps no memory per stream. */
+static char *buf_get(struct afs_stream *s)
+{
+    struct afs_ctx *ctx = s->ctx;
+    if (ctx->spare_n && ctx->spare_size == s->cs)
+        return ctx->spare[--ctx->spare_n];
+    return afs_buf_alloc(ctx, s->cs);
+}
+
+static void buf_put(struct afs_stream *s, char *buf)
+{
+    struct afs_ctx *ctx = s->ctx;
+    if (ctx->spare_n && ctx->spare_size != s->cs)
+        afs__stream_spare_free(ctx); /* the newest size is the one kept */
+    if (ctx->spare_n < AFS__SPARE_MAX && (ctx->spare_n + 1) * s->cs <= STREAM_SPARE_BYTES) {
+        ctx->spare_size = s->cs;
+        ctx->spare[ctx->spare_n++] = buf;
+    } else {
+        afs_buf_free(ctx, buf, s->cs);
+    }
+}
+
+void afs__stream_spare_free(struct afs_ctx *ctx)
+{
+    while (ctx->spare_n)
+        afs_buf_free(ctx, ctx->spare[--ctx->spare_n], ctx->spare_size);
+}
+
 static void stream_free(struct afs_stream *s)
 {
-    for (unsigned i = 0; i < s->nbuf; i++)
+    for (unsigned i = s->nbuf; i-- > 0;) /* the first buffer is taken first next time */
         if (s->ch[i].buf)
-            afs_buf_free(s->ctx, s->ch[i].buf, s->cs);
+            buf_put(s, s->ch[i].buf);
     free(s);
 }
 
@@ -1006,7 +1052,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->nbuf = nbuf;
     for (unsigned i = 0; i < nbuf; i++) {
         s->ch[i].s = s;
-        s->ch[i].buf = afs_buf_alloc(ctx, s->cs);
+        s->ch[i].buf = buf_get(s);
         if (!s->ch[i].buf) {
             stream_free(s);
             return -ENOMEM;
@@ -1032,10 +1078,14 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->cw_end = -2; /* -2: no window yet; -1: none open */
     s->cw_gap = s->cw_next = STREAM_EXPLORE;
     s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);
-    /* A pool thread copies while the consumer computes only where another CPU may run it;
-     * the sync backend has no threads to use. */
-    s->pool_max = ctx->be->id == AFS_BACKEND_SYNC ? 0 : afs__cpu_usable() - 1;
-    int64_t size = (rd || app) && !s->pipe ? afs_file_size(s->f) : 0;
+    s->pool_max = UINT_MAX; /* asked when a cached window could use the pool */
+    /* The size afs_open's fstat saw, where it is known: no second fstat. */
+    int64_t size = 0;
+    if ((rd || app) && !s->pipe) {
+        size = atomic_load_explicit(&s->f->size_hint, memory_order_relaxed);
+        if (size < 0)
+            size = afs_file_size(s->f);
+    }
     if (size < 0) {
         afs_close(s->f);
         stream_free(s);

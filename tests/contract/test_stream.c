@@ -307,6 +307,75 @@ T_IO(seek_past_eof_and_write_leaves_a_hole)
     cr_assert_eq(afs_fclose(s), 0);
 }
 
+/* Chunk buffers of a closed stream stay with the context for the next stream of the same
+ * chunk size (no memory mapped, faulted in and unmapped per file), at most 8 of them and
+ * 8 MiB; another size replaces them, and afs_ctx_free gives every one back. */
+static int buf_allocs, buf_releases;
+
+static void *counting_alloc(size_t size, void *user)
+{
+    (void)user;
+    buf_allocs++;
+#ifdef _WIN32
+    return _aligned_malloc(size, 4096);
+#else
+    void *p = NULL;
+    return posix_memalign(&p, 4096, size) == 0 ? p : NULL;
+#endif
+}
+
+static void counting_release(void *buf, size_t size, void *user)
+{
+    (void)size;
+    (void)user;
+    buf_releases++;
+#ifdef _WIN32
+    _aligned_free(buf);
+#else
+    free(buf);
+#endif
+}
+
+/* Writes `len` pattern bytes through a new stream on t_ctx, reads them back, closes it. */
+static void stream_round_trip(size_t chunk, unsigned chunks, size_t len)
+{
+    struct afs_stream *s = s_open("f", "w+", chunk, chunks);
+    unsigned char *buf = malloc(len);
+    t_fill(buf, len, 0);
+    cr_assert_eq(afs_fwrite(buf, 1, len, s), len);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    memset(buf, 0, len);
+    cr_assert_eq(afs_fread(buf, 1, len, s), len);
+    cr_assert(t_check(buf, len, 0));
+    cr_assert_eq(afs_fclose(s), 0);
+    free(buf);
+}
+
+T_IO(stream_buffers_are_kept_for_the_next_stream)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.alloc = counting_alloc;
+    cfg.release = counting_release;
+    buf_allocs = buf_releases = 0;
+    t_ctx = t_ctx_cfg(&cfg);
+    stream_round_trip(64 * KIB, 4, 300 * KIB + 7);
+    cr_assert_eq(buf_allocs, 5);
+    cr_assert_eq(buf_releases, 0, "kept for the next stream");
+    stream_round_trip(64 * KIB, 4, 200 * KIB);
+    stream_round_trip(64 * KIB, 2, 100 * KIB);
+    cr_assert_eq(buf_allocs, 5, "the same size: the kept buffers, none new");
+    stream_round_trip(128 * KIB, 2, 300 * KIB);
+    cr_assert_eq(buf_allocs, 8);
+    cr_assert_eq(buf_releases, 5, "another size: the older ones given back");
+    stream_round_trip(1024 * KIB, 15, 3 * 1024 * KIB);
+    cr_assert_eq(buf_allocs, 24);
+    cr_assert_eq(buf_releases, 16, "at most 8 MiB kept");
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    cr_assert_eq(buf_releases, buf_allocs, "every buffer given back with the context");
+}
+
 #ifndef _WIN32
 static void limit_file_size(rlim_t bytes)
 {
