@@ -471,7 +471,9 @@ static int to_read(struct afs_stream *s)
     }
     s->dir = DIR_READ;
     s->cur_off = -1;
-    s->cw_end = -1; /* the file may have changed: ask the cache again */
+    if (s->cw_end != -2)
+        s->cw_end = -1; /* the file may have changed: ask the cache again (a stream's
+                           first window stays the untimed one) */
     return 0;
 }
 

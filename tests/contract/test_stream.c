@@ -1112,10 +1112,39 @@ T_IO(cached_chunks_stay_inline_when_that_is_cheaper)
     cr_assert_eq(afs_fclose(s), 0);
     costs_end();
     if (cached_throughout("f")) {
-        /* Window 2 tried the pool, window 18 again: 16 chunks each, a few more in flight. */
+        /* Window 3 tried the pool, window 19 again: 16 chunks each, a few more in flight. */
         cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads", (unsigned long long)pool);
         cr_assert_gt(in, 500, "%llu inline reads", (unsigned long long)in);
     }
+}
+
+/* The stream's first window pays for first touches (here: its reads cost 100,000 times
+ * more): it is not timed, so it does not make the consumer's own copies look dearer than a
+ * pool thread's for the rest of the file. */
+static ssize_t first_window_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    if (pthread_equal(pthread_self(), cached_thread))
+        inline_cost = off < 1024 * KIB ? 100000000 : 1000;
+    return costed_pread(fd, buf, len, off);
+}
+
+T_IO(cached_first_window_is_not_timed)
+{
+    t_new_ctx();
+    const size_t len = 40 * 1024 * KIB + 99;
+    make_cached("f", len);
+    costs(1000, 2000000, 100);
+    afs__sys.pread = first_window_pread;
+    work_cost = 1000000;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 100 * KIB + 1);
+    uint64_t in, pool;
+    afs__stream_cached_reads(s, &in, &pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cached_throughout("f"))
+        cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads, %llu inline",
+                      (unsigned long long)pool, (unsigned long long)in);
 }
 
 /* Reads a 40 MiB cached file in 100 KiB pieces where pool reads look far cheaper than the
