@@ -28,7 +28,8 @@
  * back to back, so its ratio holds when the machine's speed drifts between rounds.
  *
  * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-R READ_KiB] [-n CHUNKS]
- *                     [-t TIMES] [-p PHASES] [-x] [-d | -b] [-w] [-k]
+ *                     [-t TIMES] [-K KiB] [-o OPENS] [-p PHASES] [-x] [-d | -b]
+ *                     [-w] [-k]
  *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
  *   -s MiB      file size (default 1024)
  *   -r ROUNDS   hash rounds per byte, the CPU work (default 1)
@@ -37,6 +38,9 @@
  *   -x          the work is a CRC-32 (slicing by 8, about 2 GB/s a core) instead of FNV
  *   -n CHUNKS   the stream's reads in flight (default 4)
  *   -t TIMES    repeats, the fastest counts (default 3)
+ *   -K KiB      file size in KiB instead (small files; with -o)
+ *   -o OPENS    each run opens the file, reads it through and closes it OPENS times (default
+ *               1): the per-file costs of a program that reads many small files
  *   -p PHASES   run only these, a comma-separated list of io_stdio, io_afs, cpu, stdio, afs
  *               (default all; for profilers and system-call counts of one loop)
  *   -d          afs path with AFS_STREAM_DIRECT (O_DIRECT for every chunk)
@@ -62,6 +66,7 @@ static size_t   chunk = 1 << 20;
 static size_t   rsize;  /* read size; 0: chunk */
 static unsigned rounds = 1;
 static int      crc;    /* -x */
+static unsigned opens = 1; /* -o: each run opens, reads through and closes the file this often */
 static uint32_t crc_tab[8][256];
 
 static void crc_init(void)
@@ -200,28 +205,30 @@ static struct result run_stdio(const char *path, int do_work)
     r.cached = cached_pct(path);
     unsigned char *buf = malloc(rsize);
     double t = now();
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
     uint64_t h = 0xcbf29ce484222325ull;
-    size_t n;
-    for (;;) {
-        double t0 = now();
-        n = fread(buf, 1, rsize, f);
-        r.wait += now() - t0;
-        if (n == 0)
-            break;
-        r.bytes += n;
-        if (do_work)
-            h = work(h, buf, n);
+    for (unsigned o = 0; o < opens; o++) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            perror(path);
+            exit(1);
+        }
+        size_t n;
+        for (;;) {
+            double t0 = now();
+            n = fread(buf, 1, rsize, f);
+            r.wait += now() - t0;
+            if (n == 0)
+                break;
+            r.bytes += n;
+            if (do_work)
+                h = work(h, buf, n);
+        }
+        if (ferror(f)) {
+            fprintf(stderr, "fread failed\n");
+            exit(1);
+        }
+        fclose(f);
     }
-    if (ferror(f)) {
-        fprintf(stderr, "fread failed\n");
-        exit(1);
-    }
-    fclose(f);
     r.secs = now() - t;
     r.sum = h;
     r.cached_end = cached_pct(path);
@@ -242,29 +249,31 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
     o.chunk_size = chunk;
     o.chunks = depth;
     o.flags = flags;
-    struct afs_stream *s;
-    int err = afs_fopen_opts(ctx, path, "rb", &o, &s);
-    if (err < 0) {
-        fprintf(stderr, "afs_fopen %s: %s\n", path, afs_strerror(err));
-        exit(1);
-    }
     uint64_t h = 0xcbf29ce484222325ull;
-    size_t n;
-    for (;;) {
-        double t0 = now();
-        n = afs_fread(buf, 1, rsize, s);
-        r.wait += now() - t0;
-        if (n == 0)
-            break;
-        r.bytes += n;
-        if (do_work)
-            h = work(h, buf, n);
+    for (unsigned k = 0; k < opens; k++) {
+        struct afs_stream *s;
+        int err = afs_fopen_opts(ctx, path, "rb", &o, &s);
+        if (err < 0) {
+            fprintf(stderr, "afs_fopen %s: %s\n", path, afs_strerror(err));
+            exit(1);
+        }
+        size_t n;
+        for (;;) {
+            double t0 = now();
+            n = afs_fread(buf, 1, rsize, s);
+            r.wait += now() - t0;
+            if (n == 0)
+                break;
+            r.bytes += n;
+            if (do_work)
+                h = work(h, buf, n);
+        }
+        if (afs_ferror(s)) {
+            fprintf(stderr, "afs_fread: %s\n", afs_strerror(afs_ferror(s)));
+            exit(1);
+        }
+        afs_fclose(s);
     }
-    if (afs_ferror(s)) {
-        fprintf(stderr, "afs_fread: %s\n", afs_strerror(afs_ferror(s)));
-        exit(1);
-    }
-    afs_fclose(s);
     r.secs = now() - t;
     r.sum = h;
     r.cached_end = cached_pct(path);
@@ -313,17 +322,19 @@ static void report(const char *name, const struct result *r)
 int main(int argc, char **argv)
 {
     const char *path = "/var/tmp/bench_stream.dat";
-    uint64_t mib = 1024;
+    uint64_t kib = 1024 * 1024;
     unsigned depth = 4;
     unsigned times = 3;
     unsigned flags = 0;
     unsigned phases = 0x1f; /* bit i: names[i] runs */
     int keep = 0, opt;
     static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
-    while ((opt = getopt(argc, argv, "f:s:r:c:R:n:t:p:xdbkwh")) != -1) {
+    while ((opt = getopt(argc, argv, "f:s:K:o:r:c:R:n:t:p:xdbkwh")) != -1) {
         switch (opt) {
         case 'f': path = optarg; break;
-        case 's': mib = strtoull(optarg, NULL, 0); break;
+        case 's': kib = strtoull(optarg, NULL, 0) * 1024; break;
+        case 'K': kib = strtoull(optarg, NULL, 0); break;
+        case 'o': opens = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'r': rounds = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'c': chunk = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
         case 'R': rsize = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
@@ -349,23 +360,23 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
-                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-p PHASES] [-x] [-d | -b] "
-                            "[-w] [-k]\n", argv[0]);
+                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] "
+                            "[-p PHASES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
-    if (!mib || !chunk || !rounds || !times || !phases) {
+    if (!kib || !chunk || !rounds || !times || !phases || !opens) {
         fprintf(stderr, "size, chunk, rounds and times must be > 0\n");
         return 2;
     }
     if (!rsize)
         rsize = chunk;
     crc_init();
-    uint64_t size = mib << 20;
+    uint64_t size = kib << 10;
     struct stat st;
     int made = 0;
     if (stat(path, &st) != 0 || (uint64_t)st.st_size < size) {
-        printf("making %s (%llu MiB)...\n", path, (unsigned long long)mib);
+        printf("making %s (%llu KiB)...\n", path, (unsigned long long)kib);
         int err = make_file(path, size);
         if (err < 0) {
             fprintf(stderr, "%s: %s\n", path, strerror(-err));
@@ -381,8 +392,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
         return 1;
     }
-    printf("file %s, %.0f MiB; chunk %zu KiB; reads of %zu KiB; %u in flight; %s; "
-           "backend %s%s\n", path, (double)size / 1048576.0, chunk / 1024, rsize / 1024, depth,
+    printf("file %s, %.3f MiB, read %u times a run; chunk %zu KiB; reads of %zu KiB; %u in flight; %s; "
+           "backend %s%s\n", path, (double)size / 1048576.0, opens, chunk / 1024, rsize / 1024, depth,
            crc ? "CRC-32" : rounds == 1 ? "1 hash round/byte" : "hash rounds/byte",
            afs_ctx_backend(ctx),
            flags == AFS_STREAM_DIRECT     ? "; afs path O_DIRECT"
@@ -411,7 +422,7 @@ int main(int argc, char **argv)
             switch (i) {
             case 0: r = run_stdio(path, 0); break;
             case 1: r = run_afs(ctx, path, 0, depth, flags); break;
-            case 2: r = run_cpu(size); break;
+            case 2: r = run_cpu(size * opens); break;
             case 3: r = run_stdio(path, 1); break;
             default: r = run_afs(ctx, path, 1, depth, flags); break;
             }
