@@ -20,6 +20,8 @@
                                      gap doubles each time, up to 16 times this */
 #define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
 #define STREAM_SPARE_BYTES   ((size_t)8 << 20) /* chunk buffers a context keeps, at most */
+#define STREAM_FILL_MIN      ((size_t)64 << 10) /* cached: a stream's first chunk fill, and
+                                                   the first after a seek */
 
 /* Who copies cached data out of the page cache (docs/STREAMS.md). */
 enum cached_mode {
@@ -49,6 +51,8 @@ struct chunk {
     uint8_t            state;  /* enum chunk_state */
     bool               direct; /* read through the stream's O_DIRECT file */
     bool               pool;   /* read by a pool thread (cached data, CM_POOL) */
+    bool               part;   /* READY, cached: filled up to len only, the rest of the chunk
+                                  is read when the reader gets there (fill_more()) */
     struct afs__op_waiting wait; /* .pending: from queueing until chunk_cb ran */
 };
 
@@ -79,6 +83,8 @@ struct afs_stream {
     int64_t          cw_read;    /* ns of this window spent in inline_read() */
     uint64_t         cw_cost[2]; /* ns per MiB consumed, per enum cached_mode; 0: not timed */
     uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
+    size_t           grow;       /* bytes the next inline fill of a cached chunk reads at least:
+                                    STREAM_FILL_MIN, doubling up to cs */
     size_t           cs;      /* chunk size */
     uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
                                  in the first 32 bytes: free() keeps its lists there */
@@ -235,6 +241,7 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     c->direct = s->df && !s->df_refused && s->go_direct && s->ra && off < s->eof_off &&
                 !s->cached && cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
     c->pool = s->cached && s->cmode == CM_POOL;
+    c->part = false;
     int err = afs__op_setup(&c->op, c->direct ? s->df : s->f,
                             &(struct afs__op_args){.code = AFS__READ, .buf = c->buf,
                                                    .len = s->cs, .off = (uint64_t)off,
@@ -310,6 +317,24 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
     ssize_t r = afs__blocking_run(&op, &ow, true);
     s->cw_read += afs__sys.now() - t0;
     return r;
+}
+
+/* Cached data on the consumer's thread (CM_INLINE, and small requests): reads chunk c on from
+ * its len, at least past `in` + `want` (the reader's offset in it, and what it asks for) and
+ * s->grow bytes, up to the chunk's end. A reader of a few bytes so copies 64 KiB, not a
+ * whole chunk (stdio reads one buffer of 4 KiB); one that goes on reads twice as much each
+ * time, up to whole chunks. A short read is the end of the file. 0 or -errno. */
+static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t want)
+{
+    size_t end = AFS_MAX(c->len + s->grow, in + AFS_MIN(want, s->cs - in));
+    end = AFS_MIN((end + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1), s->cs);
+    s->grow = AFS_MIN(2 * s->grow, s->cs);
+    ssize_t r = inline_read(s, c->buf + c->len, end - c->len, c->off + (int64_t)c->len);
+    if (r < 0)
+        return (int)r;
+    c->part = c->len + (size_t)r == end && end < s->cs;
+    c->len += (size_t)r;
+    return 0;
 }
 
 static int64_t thread_cpu(void)
@@ -609,8 +634,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->off = coff;
                     c->seq = ++s->seq;
                     c->direct = c->pool = false;
-                    c->result = inline_read(s, c->buf, cs, coff);
-                    c->len = c->result > 0 ? (size_t)c->result : 0;
+                    c->result = 0;
+                    c->len = 0;
+                    c->part = true; /* filled below, as far as the reader needs */
                     c->state = CH_READY;
                 } else if (!c || (err = queue_read(s, c, coff)) < 0) {
                     set_err(s, err ? err : -ENOBUFS);
@@ -650,11 +676,20 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             c->state = CH_FREE; /* after afs_clearerr the read is tried again */
             break;
         }
-        if (c->len < cs)
+        size_t in = (size_t)(s->pos - c->off);
+        if (c->part && in >= c->len) {
+            int err = fill_more(s, c, in, want - got);
+            if (err < 0) {
+                set_err(s, err); /* the chunk stays: after afs_clearerr it is read again */
+                break;
+            }
+        }
+        if (c->part)
+            ; /* more of the chunk to come: says nothing of the end */
+        else if (c->len < cs)
             s->eof_off = AFS_MIN(s->eof_off, c->off + (int64_t)c->len);
         else if (c->off + (int64_t)cs > s->eof_off)
             s->eof_off = INT64_MAX; /* the file grew past the hint */
-        size_t in = (size_t)(s->pos - c->off);
         if (in >= c->len) {
             /* End of file. Drop the short chunk so that a read after afs_clearerr sees
              * what was appended meanwhile. */
@@ -856,9 +891,11 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     } else if (s->dir == DIR_READ) {
         int64_t coff = pos - (int64_t)((uint64_t)pos % s->cs);
         if (!find_chunk(s, coff)) {
-            /* Out of the window: random access, no read-ahead until it is sequential. */
+            /* Out of the window: random access, no read-ahead until it is sequential, and
+             * small fills of cached chunks again. */
             drop_reads(s);
             s->ra = 0;
+            s->grow = STREAM_FILL_MIN;
         }
     }
     s->pos = pos;
@@ -1081,6 +1118,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->cw_gap = s->cw_next = STREAM_EXPLORE;
     s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);
     s->pool_max = UINT_MAX; /* asked when a cached window could use the pool */
+    s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
     /* The size afs_open's fstat saw, where it is known: no second fstat. */
     int64_t size = 0;
     if ((rd || app) && !s->pipe) {

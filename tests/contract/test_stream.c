@@ -1030,13 +1030,14 @@ static int pool_possible(void)
            sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1;
 }
 
-/* Reads the whole stream in pieces of `piece` bytes, checking every byte. */
-static void read_through(struct afs_stream *s, size_t len, size_t piece)
+/* Reads the rest of the stream, from `off`, in pieces of `piece` bytes, checking every
+ * byte. */
+static void read_through_from(struct afs_stream *s, size_t len, size_t off, size_t piece)
 {
     unsigned char *buf = malloc(piece);
     caller_lo = buf;
     caller_hi = buf + piece;
-    size_t off = 0, n;
+    size_t n;
     while ((n = afs_fread(buf, 1, piece, s)) > 0) {
         cr_assert(t_check(buf, n, off), "bad data at %zu", off);
         off += n;
@@ -1047,6 +1048,12 @@ static void read_through(struct afs_stream *s, size_t len, size_t piece)
     cr_assert_eq(off, len);
     caller_lo = caller_hi = NULL;
     free(buf);
+}
+
+/* Reads the whole stream in pieces of `piece` bytes, checking every byte. */
+static void read_through(struct afs_stream *s, size_t len, size_t piece)
+{
+    read_through_from(s, len, 0, piece);
 }
 
 /* A big read of cached data goes straight into the caller's buffer, one copy, as stdio's
@@ -1145,6 +1152,75 @@ T_IO(cached_first_window_is_not_timed)
     if (cached_throughout("f"))
         cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads, %llu inline",
                       (unsigned long long)pool, (unsigned long long)in);
+}
+
+/* Cached data read in small pieces: the first fill of a chunk reads 64 KiB, not the whole
+ * chunk (a reader of a few bytes from a big file copies 64 KiB, as stdio copies 4 KiB), the
+ * next ones twice as much each, up to whole chunks, and again 64 KiB after a seek; every
+ * byte is read from the file once while the reader goes on in order, and right with short
+ * reads, EINTR and an EIO in the middle of a chunk (kept until afs_clearerr, then read
+ * again). */
+static size_t first_len, bytes_read; /* asked by the first pread; read in all */
+
+static ssize_t counting_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    ssize_t r = costed_pread(fd, buf, len, off);
+    if (pthread_equal(pthread_self(), cached_thread)) {
+        if (!first_len)
+            first_len = len;
+        bytes_read += r > 0 ? (size_t)r : 0;
+    }
+    return r;
+}
+
+T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
+{
+    t_new_ctx();
+    const size_t len = 5 * 1024 * KIB + 333;
+    make_cached("f", len);
+    costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    afs__sys.pread = counting_pread;
+    first_len = bytes_read = 0;
+    struct afs_stream *s = s_open("f", "r", 1024 * KIB, 4);
+    unsigned char buf[4093];
+    cr_assert_eq(afs_fread(buf, 1, 10, s), 10);
+    cr_assert(t_check(buf, 10, 0));
+    size_t first = first_len;
+    read_through_from(s, len, 10, sizeof buf);
+    size_t once = bytes_read;
+    cr_assert_eq(afs_fseek(s, 3 * 1024 * KIB + 5, SEEK_SET), 0);
+    first_len = 0;
+    cr_assert_eq(afs_fread(buf, 1, 100, s), 100);
+    cr_assert(t_check(buf, 100, 3 * 1024 * KIB + 5));
+    size_t after_seek = first_len;
+    /* Short reads, EINTR and an EIO, from a seek on. */
+    short_every = 7;
+    eintr_every = 5;
+    eio_at = 3 * 1024 * KIB + 300 * KIB + 1;
+    size_t off = 3 * 1024 * KIB + 105, n;
+    int eio_seen = 0;
+    for (;;) {
+        n = afs_fread(buf, 1, sizeof buf, s);
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        if (n == sizeof buf)
+            continue;
+        if (!afs_ferror(s))
+            break;
+        cr_assert_eq(afs_ferror(s), -EIO);
+        eio_seen++;
+        afs_clearerr(s);
+    }
+    cr_assert(afs_feof(s));
+    cr_assert_eq(off, len);
+    cr_assert_eq(eio_seen, 1);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cached_throughout("f")) {
+        cr_assert_eq(first, 64 * KIB, "the first fill: %zu bytes", first);
+        cr_assert_eq(after_seek, 64 * KIB, "the first fill after a seek: %zu", after_seek);
+        cr_assert_eq(once, len, "%zu bytes read for %zu", once, len);
+    }
 }
 
 /* Reads a 40 MiB cached file in 100 KiB pieces where pool reads look far cheaper than the
