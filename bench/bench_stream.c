@@ -28,8 +28,8 @@
  * back to back, so its ratio holds when the machine's speed drifts between rounds.
  *
  * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-R READ_KiB] [-n CHUNKS]
- *                     [-t TIMES] [-K KiB] [-o OPENS] [-p PHASES] [-x] [-d | -b]
- *                     [-w] [-k]
+ *                     [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] [-p PHASES]
+ *                     [-x] [-d | -b] [-w] [-k]
  *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
  *   -s MiB      file size (default 1024)
  *   -r ROUNDS   hash rounds per byte, the CPU work (default 1)
@@ -41,6 +41,8 @@
  *   -K KiB      file size in KiB instead (small files; with -o)
  *   -o OPENS    each run opens the file, reads it through and closes it OPENS times (default
  *               1): the per-file costs of a program that reads many small files
+ *   -L BYTES    each open reads only the first BYTES of the file (a program that reads
+ *               headers), in reads of -R
  *   -p PHASES   run only these, a comma-separated list of io_stdio, io_afs, cpu, stdio, afs
  *               (default all; for profilers and system-call counts of one loop)
  *   -d          afs path with AFS_STREAM_DIRECT (O_DIRECT for every chunk)
@@ -67,6 +69,7 @@ static size_t   rsize;  /* read size; 0: chunk */
 static unsigned rounds = 1;
 static int      crc;    /* -x */
 static unsigned opens = 1; /* -o: each run opens, reads through and closes the file this often */
+static uint64_t head;       /* -L: each open reads only this many bytes (0: all) */
 static uint32_t crc_tab[8][256];
 
 static void crc_init(void)
@@ -213,9 +216,9 @@ static struct result run_stdio(const char *path, int do_work)
             exit(1);
         }
         size_t n;
-        for (;;) {
+        for (uint64_t got = 0; !head || got < head; got += n) {
             double t0 = now();
-            n = fread(buf, 1, rsize, f);
+            n = fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, f);
             r.wait += now() - t0;
             if (n == 0)
                 break;
@@ -258,9 +261,9 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
             exit(1);
         }
         size_t n;
-        for (;;) {
+        for (uint64_t got = 0; !head || got < head; got += n) {
             double t0 = now();
-            n = afs_fread(buf, 1, rsize, s);
+            n = afs_fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, s);
             r.wait += now() - t0;
             if (n == 0)
                 break;
@@ -329,12 +332,13 @@ int main(int argc, char **argv)
     unsigned phases = 0x1f; /* bit i: names[i] runs */
     int keep = 0, opt;
     static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
-    while ((opt = getopt(argc, argv, "f:s:K:o:r:c:R:n:t:p:xdbkwh")) != -1) {
+    while ((opt = getopt(argc, argv, "f:s:K:o:L:r:c:R:n:t:p:xdbkwh")) != -1) {
         switch (opt) {
         case 'f': path = optarg; break;
         case 's': kib = strtoull(optarg, NULL, 0) * 1024; break;
         case 'K': kib = strtoull(optarg, NULL, 0); break;
         case 'o': opens = (unsigned)strtoul(optarg, NULL, 0); break;
+        case 'L': head = strtoull(optarg, NULL, 0); break;
         case 'r': rounds = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'c': chunk = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
         case 'R': rsize = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
@@ -360,7 +364,7 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
-                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] "
+                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] "
                             "[-p PHASES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
