@@ -404,8 +404,14 @@ int main(int argc, char **argv)
            : flags == AFS_STREAM_BUFFERED ? "; afs path never O_DIRECT"
                                           : "");
 
-    if (warm)
-        run_stdio(path, 0); /* brings the file into the cache */
+    if (warm) {
+        /* Brings the whole file into the cache, whatever -o and -L say. */
+        unsigned o = opens;
+        uint64_t l = head;
+        opens = 1, head = 0;
+        run_stdio(path, 0);
+        opens = o, head = l;
+    }
     /* The five measurements, `times` times, forward then backward: each phase meets each
      * position, so that effects of what ran before (memory the host has not backed since
      * the last cache drop, on some virtual machines) even out. The fastest run counts. */
