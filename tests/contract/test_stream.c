@@ -1079,22 +1079,34 @@ T_IO(cached_big_freads_read_into_the_callers_buffer)
     }
 }
 
+/* Reads a 40 MiB cached file in 100 KiB pieces (64 KiB chunks) with the given costs (and
+ * pread, or NULL for costed_pread) and `work` ns of work per piece; returns the stream's
+ * cached reads of each kind. */
+static void read_40mib(int64_t in_ns, int64_t pool_ns, int64_t share, int64_t work,
+                       ssize_t (*pread)(afs__fd_t, void *, size_t, uint64_t), uint64_t *in,
+                       uint64_t *pool)
+{
+    t_new_ctx();
+    const size_t len = 40 * 1024 * KIB + 99; /* 640 chunks, 40 windows */
+    make_cached("f", len);
+    costs(in_ns, pool_ns, share);
+    if (pread)
+        afs__sys.pread = pread;
+    work_cost = work;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 100 * KIB + 1);
+    afs__stream_cached_reads(s, in, pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+}
+
 /* Where a pool thread's copy is cheaper than the consumer's (it overlaps the consumer's
  * work), the stream has pool threads read its cached chunks, and keeps the consumer's thread
  * for the rest: the first window, and the other mode timed again now and then. */
 T_IO(cached_chunks_go_to_a_pool_thread_when_that_is_cheaper)
 {
-    t_new_ctx();
-    const size_t len = 40 * 1024 * KIB + 99; /* 640 chunks, 40 windows */
-    make_cached("f", len);
-    costs(10000000, 1000, 100);
-    work_cost = 20000000;
-    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_through(s, len, 100 * KIB + 1);
     uint64_t in, pool;
-    afs__stream_cached_reads(s, &in, &pool);
-    cr_assert_eq(afs_fclose(s), 0);
-    costs_end();
+    read_40mib(10000000, 1000, 100, 20000000, NULL, &in, &pool);
     if (cached_throughout("f") && pool_possible()) {
         cr_assert_gt(pool, 500, "%llu pool reads, %llu inline", (unsigned long long)pool,
                      (unsigned long long)in);
@@ -1137,18 +1149,8 @@ static ssize_t first_window_pread(afs__fd_t fd, void *buf, size_t len, uint64_t 
 
 T_IO(cached_first_window_is_not_timed)
 {
-    t_new_ctx();
-    const size_t len = 40 * 1024 * KIB + 99;
-    make_cached("f", len);
-    costs(1000, 2000000, 100);
-    afs__sys.pread = first_window_pread;
-    work_cost = 1000000;
-    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_through(s, len, 100 * KIB + 1);
     uint64_t in, pool;
-    afs__stream_cached_reads(s, &in, &pool);
-    cr_assert_eq(afs_fclose(s), 0);
-    costs_end();
+    read_40mib(1000, 2000000, 100, 1000000, first_window_pread, &in, &pool);
     if (cached_throughout("f"))
         cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads, %llu inline",
                       (unsigned long long)pool, (unsigned long long)in);
@@ -1228,17 +1230,8 @@ T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
  * and checks that no read went to the pool. */
 static void stays_inline(int64_t work, int64_t share)
 {
-    t_new_ctx();
-    const size_t len = 40 * 1024 * KIB + 99;
-    make_cached("f", len);
-    costs(10000000, 1000, share);
-    work_cost = work;
-    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_through(s, len, 100 * KIB + 1);
     uint64_t in, pool;
-    afs__stream_cached_reads(s, &in, &pool);
-    cr_assert_eq(afs_fclose(s), 0);
-    costs_end();
+    read_40mib(10000000, 1000, share, work, NULL, &in, &pool);
     cr_assert_eq(pool, 0, "%llu pool reads", (unsigned long long)pool);
     if (cached_throughout("f"))
         cr_assert_gt(in, 0);
