@@ -5,16 +5,19 @@
  *   corio-batch  the same with sync_threshold = 0 (every read joins the phase's batch)
  *   queue     the op API, N ops in flight, refilled from callbacks
  * Usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] [--bs N] [--shared-buf]
- *                        [--rounds R] [--engine E] [--json]
+ *                        [--idle N] [--qd N] [--rounds R] [--engine E] [--json]
  * A list of task counts runs the chosen engines at each count, R rounds in turn (the curve of
  * IOPS against the number of tasks, in one run). --shared-buf: every task of corio and corio-
- * batch reads into one buffer, which takes the cache misses of N buffers out of the figure.
+ * batch, and every op of queue, reads into one buffer, which takes the cache misses of N
+ * buffers out of the figure. --qd N: the contexts' queue_depth (default 1,024). --idle N: N
+ * more corio tasks stay alive, blocked, until the readers are done (tasks alive that do not
+ * run: the scheduler's cost should not grow with them).
  * Prints a table (or JSON lines): IOPS, ratio to pread, CPU us per I/O, syscalls per I/O
  * (kernel submits + waits counted by asyncfs; pread is 1 by construction), and system calls
  * per I/O counted independently at the system-call table (tests/helpers/syscount.h):
  * io_uring_enter, io_submit, lio_listio and the pread/pwrite calls of the thread pool and
  * of the inline path. Waits that are not io_uring_enter (poll, io_getevents, futex) are not
- * in that count. Last, for the corio engines, the user-space part of the CPU per I/O. */
+ * in that count. Last, the user-space part of the CPU per I/O (not for pread). */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <corio.h>
@@ -34,6 +37,8 @@
 
 static const char *path;
 static int direct, tasks = 32, json, shared_buf;
+static int idle; /* --idle N: tasks alive beside the readers, blocked until they finish */
+static struct corio_wg readers_wg = CORIO_WG_INIT, idle_wg = CORIO_WG_INIT;
 static unsigned qd; /* --qd: the context's queue_depth (0: the default) */
 static long ios = 200000;
 static size_t bs = 4096;
@@ -63,10 +68,10 @@ static double counted_per_io(struct sc_counts a, struct sc_counts b, long n)
 static void report(struct result *r, double base)
 {
     if (json)
-        printf("{\"engine\":\"%s\",\"bs\":%zu,\"tasks\":%d,\"direct\":%d,\"iops\":%.0f,"
+        printf("{\"engine\":\"%s\",\"bs\":%zu,\"tasks\":%d,\"idle\":%d,\"direct\":%d,\"iops\":%.0f,"
                "\"ratio\":%.3f,\"cpu_us_per_io\":%.2f,\"syscalls_per_io\":%.3f,"
                "\"counted_syscalls_per_io\":%.3f,\"usr_us_per_io\":%.2f}\n",
-               r->name, bs, tasks, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls,
+               r->name, bs, tasks, idle, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls,
                r->counted, r->usr_us);
     else
         printf("%-12s %6d %12.0f %8.2fx %10.2f %10.3f %10.3f %8.2f\n", r->name, tasks, r->iops,
@@ -122,13 +127,27 @@ static void co_reader(struct corio_task *t, void *arg)
     }
     if (!a->buf)
         afs_buf_free(ctx, buf, bs);
+    corio_wg_done(&readers_wg);
+}
+
+static void co_idle(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    corio_wg_wait(t, &idle_wg);
 }
 
 static void co_root(struct corio_task *t, void *arg)
 {
     struct co_arg *a = arg;
+    corio_wg_add(&idle_wg, 1);
+    for (int i = 0; i < idle; i++)
+        if (corio_spawn(t, co_idle, NULL, NULL))
+            die("corio_spawn", -ENOMEM);
+    corio_wg_add(&readers_wg, tasks);
     for (int i = 0; i < tasks; i++)
         corio_spawn(t, co_reader, &a[i], NULL);
+    corio_wg_wait(t, &readers_wg);
+    corio_wg_done(&idle_wg);
 }
 
 static struct result run_corio(const char *name, size_t threshold)
@@ -210,8 +229,12 @@ static void q_cb(struct afs_op *op)
 
 static struct result run_queue(void)
 {
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    if (qd)
+        acfg.queue_depth = qd;
     struct afs_ctx *ctx;
-    int err = afs_ctx_new(&ctx, NULL);
+    int err = afs_ctx_new(&ctx, &acfg);
     if (err)
         die("afs_ctx_new", err);
     struct afs_file *f;
@@ -219,30 +242,34 @@ static struct result run_queue(void)
         die(path, err);
     struct q_state st = {f, ios, 0, 88172645463325252ULL};
     struct q_op *qs = calloc((size_t)tasks, sizeof *qs);
+    char *shared = shared_buf ? afs_buf_alloc(ctx, bs) : NULL;
     struct afs_stats s0, s1;
     afs_ctx_stats(ctx, &s0);
     struct sc_counts k0 = sc_get();
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = now_s(), c0 = cpu_s(), u0 = usr_s();
     for (int i = 0; i < tasks && st.left > 0; i++) {
         qs[i].st = &st;
-        qs[i].buf = afs_buf_alloc(ctx, bs);
+        qs[i].buf = shared ? shared : afs_buf_alloc(ctx, bs);
         st.left--;
         afs_queue_read(&qs[i].op, f, qs[i].buf, bs, rnd(&st.seed) % nblocks * bs, q_cb, NULL);
     }
     while (st.done < ios)
         if ((err = afs_ctx_wait(ctx, 1, -1)) < 0)
             die("afs_ctx_wait", err);
-    double t = now_s() - t0, c = cpu_s() - c0;
+    double t = now_s() - t0, c = cpu_s() - c0, u = usr_s() - u0;
     struct sc_counts k1 = sc_get();
     afs_ctx_stats(ctx, &s1);
     double sys = (double)(s1.kernel_submits - s0.kernel_submits + s1.kernel_waits -
                           s0.kernel_waits) / ios;
-    for (int i = 0; i < tasks; i++)
+    for (int i = 0; i < tasks && !shared; i++)
         afs_buf_free(ctx, qs[i].buf, bs);
+    if (shared)
+        afs_buf_free(ctx, shared, bs);
     free(qs);
     afs_close(f);
     afs_ctx_free(ctx);
-    return (struct result){"queue", ios / t, c * 1e6 / ios, sys, counted_per_io(k0, k1, ios), 0};
+    return (struct result){"queue", ios / t, c * 1e6 / ios, sys, counted_per_io(k0, k1, ios),
+                           u * 1e6 / ios};
 }
 
 int main(int argc, char **argv)
@@ -258,6 +285,8 @@ int main(int argc, char **argv)
             tasks = atoi(list = argv[++i]);
         else if (!strcmp(argv[i], "--qd") && i + 1 < argc)
             qd = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--idle") && i + 1 < argc)
+            idle = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--shared-buf"))
             shared_buf = 1;
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
@@ -272,12 +301,12 @@ int main(int argc, char **argv)
             path = argv[i];
         else {
             fprintf(stderr, "usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] "
-                            "[--bs N] [--shared-buf] [--rounds R] "
+                            "[--bs N] [--shared-buf] [--idle N] [--qd N] [--rounds R] "
                             "[--engine pread|corio|corio-batch|queue] [--json]\n");
             return 2;
         }
     }
-    if (!path || tasks < 1 || ios < tasks || bs == 0 || rounds < 1) {
+    if (!path || tasks < 1 || ios < tasks || bs == 0 || rounds < 1 || idle < 0) {
         fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0\n");
         return 2;
     }
