@@ -5,13 +5,16 @@
  *   corio-batch  the same with sync_threshold = 0 (every read joins the phase's batch)
  *   queue     the op API, N ops in flight, refilled from callbacks
  * Usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] [--bs N] [--shared-buf]
- *                        [--idle N] [--qd N] [--rounds R] [--engine E] [--json]
+ *                        [--buf-arena] [--idle N] [--qd N] [--rounds R] [--engine E] [--json]
  * A list of task counts runs the chosen engines at each count, R rounds in turn (the curve of
  * IOPS against the number of tasks, in one run). --shared-buf: every task of corio and corio-
  * batch, and every op of queue, reads into one buffer, which takes the cache misses of N
- * buffers out of the figure. --qd N: the contexts' queue_depth (default 1,024). --idle N: N
- * more corio tasks stay alive, blocked, until the readers are done (tasks alive that do not
- * run: the scheduler's cost should not grow with them).
+ * buffers out of the figure. --buf-arena: the corio tasks' own buffers side by side in one
+ * arena of transparent huge pages, faulted in before the timed part. --qd N: the contexts'
+ * queue_depth (default 1,024). --idle N: N more corio tasks stay alive, blocked, until the
+ * readers are done (tasks alive that do not run: the scheduler's cost should not grow with
+ * them). The corio tasks' offset streams are independent (splitmix64 seeds); pread and
+ * queue read one stream.
  * Prints a table (or JSON lines): IOPS, ratio to pread, CPU us per I/O, syscalls per I/O
  * (kernel submits + waits counted by asyncfs; pread is 1 by construction), and system calls
  * per I/O counted independently at the system-call table (tests/helpers/syscount.h):
@@ -70,7 +73,7 @@ static uint64_t splitmix64(uint64_t x)
 struct result {
     const char *name;
     double      iops, cpu_us, syscalls, counted;
-    double      usr_us; /* the user-space part of cpu_us (corio engines; 0: not measured) */
+    double      usr_us; /* the user-space part of cpu_us (0 for pread: not measured) */
 };
 
 static double counted_per_io(struct sc_counts a, struct sc_counts b, long n)
@@ -343,13 +346,14 @@ int main(int argc, char **argv)
             path = argv[i];
         else {
             fprintf(stderr, "usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] "
-                            "[--bs N] [--shared-buf] [--idle N] [--qd N] [--rounds R] "
+                            "[--bs N] [--shared-buf] [--buf-arena] [--idle N] [--qd N] "
+                            "[--rounds R] "
                             "[--engine pread|corio|corio-batch|queue] [--json]\n");
             return 2;
         }
     }
     if (!path || tasks < 1 || ios < tasks || bs == 0 || rounds < 1 || idle < 0) {
-        fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0\n");
+        fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0, idle >= 0\n");
         return 2;
     }
     int fd = open(path, O_RDONLY);
