@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <time.h>
 
 #include "clock.h"
@@ -120,6 +121,39 @@ static void root_fn(struct corio_task *t, void *arg)
 
 static pthread_mutex_t sum_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Seconds the threads spent on a CPU and runnable but waiting for one (the kernel's
+ * schedstat, Linux): what separates waiting for the CPU from waiting for the disk. */
+static double sched_run, sched_wait;
+
+static void schedstat_add(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    unsigned long long run, wait;
+    if (!fp)
+        return;
+    if (fscanf(fp, "%llu %llu", &run, &wait) == 2) {
+        sched_run += (double)run / 1e9;
+        sched_wait += (double)wait / 1e9;
+    }
+    fclose(fp);
+}
+
+/* Every thread of the process alive now. */
+static void schedstat_all(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    char path[300];
+    if (!d)
+        return;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+            schedstat_add(path);
+        }
+    closedir(d);
+}
+
 /* rt: connections spread over the runtime's schedulers (corio_spawn_on). */
 static int rt_task_fn(struct corio_task *t, void *arg)
 {
@@ -145,6 +179,7 @@ static void *thread_fn(void *arg)
 {
     uint64_t s = conn_work("unix", (int)(intptr_t)arg);
     pthread_mutex_lock(&sum_mu);
+    schedstat_add("/proc/thread-self/schedstat");
     checksum_total += s;
     pthread_mutex_unlock(&sum_mu);
     return NULL;
@@ -152,6 +187,9 @@ static void *thread_fn(void *arg)
 
 static double run_mode(const char *mode, long threshold)
 {
+    schedstat_all(); /* the threads' counts start from here */
+    sched_run = -sched_run;
+    sched_wait = -sched_wait;
     double t0 = now_s();
     if (!strcmp(mode, "corio")) {
         struct afs_config acfg;
@@ -178,6 +216,7 @@ static double run_mode(const char *mode, long threshold)
         if (corio_sched_run(s, root_fn, NULL) < 0)
             die(NULL, "corio_sched_run");
         double dt = now_s() - t0;
+        schedstat_all();
         struct corio_stats st;
         corio_sched_stats(s, &st);
         fprintf(stderr, "corio: %s, %llu ios in %llu submits\n", afs_ctx_backend(ctx),
@@ -202,6 +241,7 @@ static double run_mode(const char *mode, long threshold)
         if (corio_rt_run(rt, rt_root_fn, NULL) < 0)
             die(NULL, "corio_rt_run");
         double dt = now_s() - t0;
+        schedstat_all();
         fprintf(stderr, "rt: %u schedulers\n", rt_n);
         corio_rt_free(rt);
         return dt;
@@ -213,12 +253,16 @@ static double run_mode(const char *mode, long threshold)
         for (int i = 0; i < nconns; i++)
             pthread_join(th[i], NULL);
         free(th);
-        return now_s() - t0;
+        double dt = now_s() - t0;
+        schedstat_all();
+        return dt;
     }
     if (!strcmp(mode, "single")) {
         for (int i = 0; i < nconns; i++)
             checksum_total += conn_work("unix", i);
-        return now_s() - t0;
+        double dt = now_s() - t0;
+        schedstat_all();
+        return dt;
     }
     die(NULL, "unknown mode");
     return 0;
@@ -284,6 +328,8 @@ int main(int argc, char **argv)
         long ops = scan_mode ? (long)nconns * rows : (long)nconns * nlookups;
         printf("%s,%s,%d,%ld,%.4f,%.0f,%.3f\n", op, mode, nconns, ops, dt, (double)ops / dt, cpu);
         fprintf(stderr, "checksum %llu\n", (unsigned long long)checksum_total);
+        fprintf(stderr, "sched: %.3f s on a CPU, %.3f s runnable waiting for one\n", sched_run,
+                sched_wait);
         return 0;
     }
     fprintf(stderr, "usage: see bench/bench_sqlite.c\n");
