@@ -4,6 +4,7 @@
  *   bench_sqlite insert  DB ROWS VFS        ROWS inserts in transactions of 1,000, one conn
  *   bench_sqlite lookups DB ROWS MODE CONNS LOOKUPS [THRESHOLD]
  *   bench_sqlite scan    DB ROWS MODE CONNS
+ *   bench_sqlite alternate DB ROWS MODE_A MODE_B CONNS LOOKUPS ROUNDS [cold]
  * MODE: corio (CONNS connections in CONNS tasks of one scheduler, asyncfs VFS; THRESHOLD is
  * the context's sync_threshold, default the library's: a page read the page cache holds is
  * served at once and a miss joins the phase's batch; 0 batches every page read; the
@@ -13,7 +14,12 @@
  * runtime, environment SCHEDULERS, default one per CPU; asyncfs VFS). Each connection does
  * LOOKUPS random point lookups.
  * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s,cpu_s (cpu_s: the process's user and
- * system time during the run). */
+ * system time during the run).
+ * alternate: the lookups of MODE_A and MODE_B in turn in this one process, ROUNDS times each
+ * (A B B A, then again), so that a machine whose speed drifts (other work beside) weighs on
+ * both alike; "cold" drops the page cache before each run (root). One CSV line per run, then
+ * on stderr the median of the rounds' A/B ratios of lookups per second and of CPU time per
+ * lookup. */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <asyncfs_sqlite.h>
@@ -25,7 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 
@@ -268,6 +276,62 @@ static double run_mode(const char *mode, long threshold)
     return 0;
 }
 
+/* The page cache emptied (root): written data first, then every clean page. */
+static void drop_caches(void)
+{
+    sync();
+    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (fd < 0 || write(fd, "3\n", 2) != 2) {
+        perror("bench_sqlite: /proc/sys/vm/drop_caches");
+        exit(1);
+    }
+    close(fd);
+}
+
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int alternate(const char *ma, const char *mb, int rounds, int cold)
+{
+    double *speed = calloc((size_t)rounds, sizeof *speed);
+    double *cpu = calloc((size_t)rounds, sizeof *cpu);
+    long ops = (long)nconns * nlookups;
+    for (int r = 0; r < rounds; r++) {
+        double ops_s[2], cpu_l[2];
+        for (int k = 0; k < 2; k++) {
+            int b = (r % 2) ^ k; /* A B, then B A */
+            const char *m = b ? mb : ma;
+            if (cold)
+                drop_caches();
+            else if (r == 0 && k == 0)
+                run_mode(m, -1); /* a first run not counted: the data into the page cache */
+            double c0 = cpu_s();
+            double dt = run_mode(m, -1);
+            double c = cpu_s() - c0;
+            ops_s[b] = (double)ops / dt;
+            cpu_l[b] = c / (double)ops;
+            printf("lookups,%s,%d,%ld,%.4f,%.0f,%.3f\n", m, nconns, ops, dt, ops_s[b], c);
+            fflush(stdout);
+        }
+        speed[r] = ops_s[0] / ops_s[1];
+        cpu[r] = cpu_l[0] / cpu_l[1];
+    }
+    fprintf(stderr, "alternate %s/%s, %d rounds%s: lookups/s %.3fx, CPU per lookup %.3fx "
+                    "(medians)\n",
+            ma, mb, rounds, cold ? ", cold" : "", median(speed, rounds), median(cpu, rounds));
+    free(speed);
+    free(cpu);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -331,6 +395,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "sched: %.3f s on a CPU, %.3f s runnable waiting for one\n", sched_run,
                 sched_wait);
         return 0;
+    }
+    if (!strcmp(op, "alternate") && argc >= 9) {
+        nconns = atoi(argv[6]);
+        nlookups = atoi(argv[7]);
+        return alternate(argv[4], argv[5], atoi(argv[8]), argc >= 10 && !strcmp(argv[9], "cold"));
     }
     fprintf(stderr, "usage: see bench/bench_sqlite.c\n");
     return 2;

@@ -22,6 +22,11 @@
 #   work the kernel shares the CPUs between sessions, and a process of 32 runnable threads
 #   gets more of them than one of 1 or 2: this takes the other sessions out of the
 #   comparison.
+# ALTERNATE=R: instead, the lookups alternated inside one process (bench_sqlite alternate,
+#   R rounds of A B / B A each): warm, one scheduler against one thread (unix VFS); cold (root),
+#   one scheduler and the SCHEDULERS runtime each against 32 threads (unix VFS); each line
+#   gives the medians of the rounds' ratios of lookups per second and of CPU per lookup; rows
+#   to bench/results/sqlite_alt-<time>-<host>.csv. AUTOGROUP_NICE as below.
 # Environment: BUILD (build), ROWS (300000), CONNS (32), COLD_LOOKUPS (200 per connection),
 #              WARM_LOOKUPS (2000 per connection), INSERTS (20000), TASKS (64), LOG_SECONDS (5),
 #              REPEAT (3: each figure is the best of REPEAT runs)
@@ -55,6 +60,29 @@ warmup() { cat "$db" > /dev/null; }
 . bench/results.sh
 backend=$("$sq" lookups "$db" "$ROWS" corio 1 1 2>&1 >/dev/null |
           sed -n 's/^corio: \([^,]*\),.*/\1/p')
+if ((${ALTERNATE:-0} > 0)); then
+  results_open sqlite_alt "load1,autogroup_nice,cache,pair,op,mode,conns,ops,seconds,ops_per_s,cpu_s"
+  alt() { # cache lookups mode_a mode_b [cold]
+    local c=$1 n=$2 a=$3 b=$4 l load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    local run=("$sq" alternate "$db" "$ROWS" "$a" "$b" "$CONNS" "$n" "$ALTERNATE" ${5:-})
+    if [ -n "${AUTOGROUP_NICE:-}" ]; then
+      run=(setsid -w sh -c 'echo "$0" > /proc/self/autogroup && exec "$@"' "$AUTOGROUP_NICE"
+           "${run[@]}")
+    fi
+    "${run[@]}" 2>"$err" | while IFS= read -r l; do results_row "$load,${AUTOGROUP_NICE:-},$c,$a/$b,$l"; done
+    echo "load $load: $(grep '^alternate' "$err")" >&2
+  }
+  err=$(mktemp)
+  trap 'rm -f "$err"' EXIT
+  warmup
+  alt warm "$WARM_LOOKUPS" corio single
+  if ((cold)); then
+    alt cold "$COLD_LOOKUPS" corio threads cold
+    alt cold "$COLD_LOOKUPS" rt threads cold
+  fi
+  exit 0
+fi
 if ((${PAIRS:-0} > 0)); then
   results_open sqlite_pairs "round,load1,autogroup_nice,op,mode,cache,backend,conns,ops,seconds,ops_per_s,cpu_s,oncpu_s,cpuwait_s"
   cache=cold; ((cold)) || cache=warm
