@@ -11,7 +11,8 @@
  * context's io_workers is CONNS),
  * threads (CONNS connections in CONNS threads, unix VFS), single (CONNS connections one after
  * the other on one thread, unix VFS), rt (CONNS tasks spread over the schedulers of a corio
- * runtime, environment SCHEDULERS, default one per CPU; asyncfs VFS). Each connection does
+ * runtime, environment SCHEDULERS, default one per CPU, PIN=1 pins each to its CPU;
+ * asyncfs VFS). Each connection does
  * LOOKUPS random point lookups.
  * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s,cpu_s (cpu_s: the process's user and
  * system time during the run).
@@ -238,6 +239,8 @@ static double run_mode(const char *mode, long threshold)
         corio_rt_config_default(&cfg);
         const char *n = getenv("SCHEDULERS");
         cfg.schedulers = n ? (unsigned)atoi(n) : 0;
+        if (getenv("PIN") && atoi(getenv("PIN"))) /* one scheduler per CPU, pinned */
+            cfg.flags |= CORIO_RT_PIN;
         if (threshold >= 0)
             cfg.ctx.sync_threshold = (size_t)threshold;
         cfg.ctx.io_workers = (unsigned)nconns;
