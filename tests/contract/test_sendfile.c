@@ -205,11 +205,25 @@ T_SF(blocking_calls_in_order)
     cr_assert_eq(afs_close(f), 0);
 }
 
+#ifdef _WIN32
+/* Wine's emulation, not Windows: a few behaviours differ (see where this is asked). */
+static bool t_under_wine(void)
+{
+    HMODULE nt = GetModuleHandleA("ntdll.dll");
+    return nt && GetProcAddress(nt, "wine_get_version") != NULL;
+}
+#endif
+
 /* A peer that has gone: -EPIPE or -ECONNRESET, never a SIGPIPE (its default action, set in
- * the set-up, would kill the test). A socketpair whose other end is closed before, and a TCP
- * peer that closes with unread data (a reset) during a transfer larger than the buffers. */
+ * the set-up, would kill the test). A socketpair whose other end is closed before. */
 T_SF(peer_gone)
 {
+#ifdef _WIN32
+    /* Wine 8: the TransmitFile waits for room once its first send filled the buffer, and
+     * the reset that comes then never wakes it (a WSASend there gets WSAECONNRESET). */
+    if (t_under_wine())
+        cr_skip_test("wine: a TransmitFile to a peer that closed before never ends");
+#endif
     struct afs_ctx *ctx = t_new_ctx();
     struct afs_file *f = open_src(ctx, FSIZE);
     struct afs_file *p[2];
@@ -219,7 +233,16 @@ T_SF(peer_gone)
     cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a closed peer: %zd (%s)", r,
               r < 0 ? afs_strerror((int)r) : "bytes");
     cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
 
+/* A TCP peer that closes with unread data (a reset) during a transfer larger than the
+ * buffers: -EPIPE or -ECONNRESET, never a SIGPIPE. */
+T_SF(peer_reset_during_the_transfer)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    ssize_t r;
     struct afs_file *c, *s;
     tcp_pair(ctx, &c, &s);
     struct afs_op op;
@@ -231,10 +254,17 @@ T_SF(peer_gone)
     cr_assert_eq(afs_close(c), 0); /* unread data: the kernel resets the connection */
     wait_cb(ctx, &lg);
     /* The buffers may have taken all of it before the reset came: then the next one fails. */
-    r = lg.result == (ssize_t)FSIZE ? afs_sendfile(s, f, 0, FSIZE) : lg.result;
+    bool later = lg.result == (ssize_t)FSIZE;
+    r = later ? afs_sendfile(s, f, 0, FSIZE) : lg.result;
     if (r == (ssize_t)FSIZE)
         r = afs_sendfile(s, f, 0, FSIZE);
-    cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a reset peer: %zd (%s)", r,
+    bool gone = r == -EPIPE || r == -ECONNRESET;
+#ifdef _WIN32
+    /* Wine: a send on a connection whose reset it has seen says WSAENOTCONN (Windows:
+     * WSAECONNRESET). */
+    gone = gone || (later && r == -ENOTCONN && t_under_wine());
+#endif
+    cr_assert(gone, "sendfile to a reset peer: %zd (%s)", r,
               r < 0 ? afs_strerror((int)r) : "bytes");
     cr_assert_eq(afs_close(s), 0);
     cr_assert_eq(afs_close(f), 0);
