@@ -367,8 +367,8 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
         /* One piece, waited for on an event of its own: the event's low bit set, the
          * socket's port gets no packet for it. */
         *in = false;
-        uint64_t off;
-        DWORD len, n = 0, fl = 0;
+        uint64_t off = 0;
+        DWORD len = 0, n = 0, fl = 0;
         int piece = sendfile_piece(op, &off, &len);
         if (piece <= 0)
             return piece;
@@ -605,8 +605,8 @@ static bool post(struct afs_op *op, ssize_t *res)
         *res = shutdown(s, o->sock.how) == 0 ? 0 : wsa_errno();
         return false;
     case AFS__SENDFILE: {
-        uint64_t off;
-        DWORD len;
+        uint64_t off = 0;
+        DWORD len = 0;
         int piece = sendfile_piece(op, &off, &len);
         if (piece <= 0) {
             *res = piece;
