@@ -1098,7 +1098,12 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    socket opcodes): sendfile(2) on the context's thread, at once and then each time the
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
  *    pread() would.
- *  - Elsewhere (Windows, FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
+ *  - Windows (every backend: socket ops run on a completion port there): TransmitFile,
+ *    overlapped, the offset in its OVERLAPPED, one piece of up to 1 GiB at a time, each
+ *    clamped to src's size when it starts; a short piece is resumed by the library. The
+ *    system reads src through src's own handle at the op's offset (afs_open opens files
+ *    for overlapped I/O).
+ *  - Elsewhere (FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
  * The return is len, or fewer bytes only when src ended before off + len (0 when off is at
  * or past its end), as a read of src would give; or -errno: -EINVAL (src NULL, len above
  * SSIZE_MAX, off above INT64_MAX or off + len beyond it), -ENOTSOCK (s is not a socket),
