@@ -732,15 +732,17 @@ T_IO(opt_out_never_reads_direct)
     cr_assert_eq(afs_fclose(s), 0);
 }
 
-/* A consumer that waits for every chunk (the disk is the bottleneck: here reads take 2 ms,
+/* A consumer that waits for every chunk (the disk is the bottleneck: here reads take 100 ms,
  * injected where the threads backend runs them) starts direct and goes buffered after two
  * windows of 8 chunks in which it waited: later chunks come through the page cache. */
 static struct afs__syscalls slow_saved;
 
 static ssize_t slow_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
 {
-    /* Far slower than the consumer, even under a sanitizer: 4 in flight, 5 ms a chunk. */
-    struct timespec ts = {0, 20000000};
+    /* Far slower than the consumer, even under ThreadSanitizer on a machine whose CPUs are
+     * busy with other work (at 5 ms a chunk the consumer fell behind there): 4 in flight,
+     * 25 ms a chunk. */
+    struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL);
     return slow_saved.pread(fd, buf, len, off);
 }
