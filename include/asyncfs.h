@@ -1000,7 +1000,12 @@ struct afs_sock_info {
     uint64_t    multishot_accepts; /* connections the multishot accepts delivered */
     uint64_t    arms;              /* multishot requests armed (accept and receive) */
     uint64_t    exhausted;         /* multishot receives the kernel ended for want of buffers */
-    uint64_t    plain_recvs;       /* receives made plain meanwhile (the ring was short) */
+    uint64_t    plain_recvs;       /* receives made as one-shot ops on a socket that has a
+                                      multishot state (the ring was short, or the socket's
+                                      receives kept finding bytes waiting: see below) */
+    uint64_t    ring_cqes;         /* multishot receive completions that carried bytes */
+    uint64_t    oneshot_switches;  /* times a socket went from its multishot receive to
+                                      one-shot receives (it tries the multishot again later) */
     const char *why;               /* why one of the two is 0 ("AFS_CTX_PLAIN_SOCKETS",
                                       "io_uring_register_buf_ring: EINVAL (...)", "threads:
                                       readiness engine, no multishot ops"...), or NULL */
