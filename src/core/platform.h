@@ -157,6 +157,8 @@ struct addrinfo;
 /* The transfers, through a table that tests can change to inject faults (SQLite's aSyscall
  * idea). One call each: the caller (afs__op_run_sync) retries EINTR, EAGAIN and short
  * transfers. Offset AFS__OFF_SEQ: at the descriptor's position (read, write, readv, writev). */
+struct kevent;
+struct timespec;
 struct afs__syscalls {
     ssize_t (*pread)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
     /* A read that never waits for the device (Linux: preadv2 with RWF_NOWAIT): -EAGAIN when
@@ -203,6 +205,15 @@ struct afs__syscalls {
     /* The posix-aio backend's lio_listio(LIO_NOWAIT, ...); NULL makes the real call. Returns
      * 0, or -1 with errno set, as lio_listio() does (the backend reads errno). */
     int     (*paio_listio)(int mode, struct aiocb *const list[], int n, struct sigevent *sev);
+#endif
+#ifndef _WIN32
+    /* The readiness engine's kqueue flavour (src/unix/ready.c, src/unix/kq.h): kqueue() and
+     * kevent(), both or neither, returning as those do (-1 with errno set). The system's calls
+     * on FreeBSD and macOS; NULL elsewhere (no kqueue flavour), where tests may install a
+     * stand-in. */
+    int     (*kq_open)(void);
+    int     (*kq_event)(int kq, const struct kevent *changes, int nchanges,
+                        struct kevent *events, int nevents, const struct timespec *timeout);
 #endif
     /* corio's name resolution (corio_dial, corio_listen), both or neither; NULL makes the
      * real getaddrinfo() / freeaddrinfo(). Tests give a name the addresses they need. */

@@ -14,16 +14,21 @@
  * is a single epoll_wait. Edge-triggered is enough because an op is parked only after the
  * kernel said EAGAIN, and the kernel signals the next change after that; a registration also
  * reports the state at the time it is made.
- * Elsewhere, and on Linux when tests ask (afs__ready_poll_only): poll() over the waker and
- * the sockets with parked ops, built at each wait.
+ * FreeBSD and macOS: one kqueue per context, the same way: a socket's EVFILT_READ and
+ * EVFILT_WRITE are added once with EV_CLEAR (edge-triggered, and reported at once when the
+ * socket is ready as it is added), the waker level-triggered, one kevent() waits for all
+ * (src/unix/kq.h; the tests run this flavour on Linux over a stand-in, afs__sys.kq_open).
+ * Elsewhere, and when tests ask (afs__ready_poll_only): poll() over the waker and the
+ * sockets with parked ops, built at each wait.
  * A connect the kernel refuses with EAGAIN (Linux: the AF_UNIX listener's backlog is full)
  * has no readiness to wait for: the connecting socket is writable all along, and nothing
  * signals when the listener accepts. Such sockets wait on a timer instead (r->retry) and the
  * connect is tried again, 1 ms later, then backing off to 50 ms, until it goes through or is
  * cancelled (a deadline does that).
- * io_uring does not wait here: it polls the epoll descriptor with an IORING_OP_POLL_ADD of
- * its own while ops are parked, and the waker stays out of the set. */
+ * io_uring does not wait here: it polls the epoll (or kqueue) descriptor with an
+ * IORING_OP_POLL_ADD of its own while ops are parked, and the waker stays out of the set. */
 #include "internal.h"
+#include "kq.h"
 
 #include <poll.h>
 #include <stdlib.h>
@@ -46,10 +51,12 @@ struct ev {
     bool             in, out;
 };
 
+enum { M_POLL, M_EPOLL, M_KQUEUE };
+
 struct afs__ready {
-    bool             epoll;      /* else poll() */
+    uint8_t          mode;       /* M_*: with M_EPOLL and M_KQUEUE a socket stays registered */
     bool             with_waker; /* the engine's wait is the context's (not io_uring's) */
-    int              epfd;
+    int              kfd;        /* the epoll or kqueue descriptor, or -1 */
     unsigned         parked;     /* ops parked on all sockets */
     struct afs_list  files;      /* poll(): files with parked ops */
     struct afs_list  retry;      /* files whose connect waits for the timer */
@@ -86,22 +93,32 @@ static struct afs__ready *engine(struct afs_ctx *ctx)
     struct afs__ready *r = afs__sys.calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->epfd = -1;
+    r->kfd = -1;
     /* Backends with socket ops of their own (io_uring) poll the engine instead. */
     r->with_waker = ctx->be->sock == NULL;
-#ifdef HAVE_EPOLL
-    /* io_uring polls the epoll descriptor: the poll() flavour is for the waiting backends. */
+    /* io_uring polls the kernel's set: the poll() flavour is for the waiting backends. Where
+     * a set cannot be made, poll(): slower, never wrong. */
     if (!afs__ready_poll_only || !r->with_waker) {
-        r->epfd = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
-        if (r->epfd >= 0 && r->with_waker &&
-            epoll_ctl(r->epfd, EPOLL_CTL_ADD, (int)ctx->waker.fd, &e) < 0) {
-            close(r->epfd);
-            r->epfd = -1;
+        if (afs__sys.kq_open && (r->kfd = afs__sys.kq_open()) >= 0) {
+            struct kevent k;
+            EV_SET(&k, (uintptr_t)ctx->waker.fd, EVFILT_READ, EV_ADD, 0, 0, NULL);
+            if (r->with_waker && afs__sys.kq_event(r->kfd, &k, 1, NULL, 0, NULL) < 0) {
+                close(r->kfd);
+                r->kfd = -1;
+            }
+            r->mode = r->kfd >= 0 ? M_KQUEUE : M_POLL;
         }
-        r->epoll = r->epfd >= 0; /* else poll(): slower, never wrong */
-    }
+#ifdef HAVE_EPOLL
+        if (r->kfd < 0 && (r->kfd = epoll_create1(EPOLL_CLOEXEC)) >= 0) {
+            struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+            if (r->with_waker && epoll_ctl(r->kfd, EPOLL_CTL_ADD, (int)ctx->waker.fd, &e) < 0) {
+                close(r->kfd);
+                r->kfd = -1;
+            }
+            r->mode = r->kfd >= 0 ? M_EPOLL : M_POLL;
+        }
 #endif
+    }
     ctx->ready = r;
     return r;
 }
@@ -112,8 +129,8 @@ void afs__ready_free(struct afs_ctx *ctx)
     if (!r)
         return;
     AFS_CHECK(r->parked == 0, "readiness engine freed with ops parked");
-    if (r->epfd >= 0)
-        close(r->epfd);
+    if (r->kfd >= 0)
+        close(r->kfd);
     free(r->pfd);
     free(r->pf);
     free(r);
@@ -128,7 +145,17 @@ bool afs__ready_parked(const struct afs_ctx *ctx)
 int afs__ready_fd(struct afs_ctx *ctx)
 {
     struct afs__ready *r = ctx->ready;
-    return r && r->epoll && r->parked ? r->epfd : -1;
+    return r && r->mode != M_POLL && r->parked ? r->kfd : -1;
+}
+
+/* Takes f's filters out of the kqueue, each on its own (one that is not there fails alone). */
+static void kq_delete(struct afs__ready *r, struct afs_file *f)
+{
+    struct kevent k;
+    EV_SET(&k, (uintptr_t)f->fd, EVFILT_READ, EV_DELETE, 0, 0, NULL);
+    afs__sys.kq_event(r->kfd, &k, 1, NULL, 0, NULL);
+    EV_SET(&k, (uintptr_t)f->fd, EVFILT_WRITE, EV_DELETE, 0, 0, NULL);
+    afs__sys.kq_event(r->kfd, &k, 1, NULL, 0, NULL);
 }
 
 /* Starts watching f (its first park). 0 or -errno. */
@@ -136,11 +163,23 @@ static int watch(struct afs__ready *r, struct afs_file *f)
 {
     if (f->rdy.watched)
         return 0;
+    if (r->mode == M_KQUEUE) {
+        struct kevent k[2];
+        EV_SET(&k[0], (uintptr_t)f->fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, f);
+        EV_SET(&k[1], (uintptr_t)f->fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, f);
+        if (afs__sys.kq_event(r->kfd, k, 2, NULL, 0, NULL) < 0) {
+            int err = -errno;
+            kq_delete(r, f); /* the read filter may be in */
+            return err;
+        }
+        f->rdy.watched = true;
+        return 0;
+    }
 #ifdef HAVE_EPOLL
-    if (r->epoll) {
+    if (r->mode == M_EPOLL) {
         struct epoll_event e = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                 .data.ptr = f};
-        if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, (int)f->fd, &e) < 0)
+        if (epoll_ctl(r->kfd, EPOLL_CTL_ADD, (int)f->fd, &e) < 0)
             return -errno;
         f->rdy.watched = true;
         return 0;
@@ -151,17 +190,22 @@ static int watch(struct afs__ready *r, struct afs_file *f)
     return 0;
 }
 
-/* Stops watching f: at close with epoll (a dup()ed descriptor would keep the registration,
- * and its events, alive after the file is freed), when nothing is parked any more with
- * poll(). */
+/* Stops watching f: at close with epoll or kqueue (a dup()ed descriptor would keep the
+ * registration, and its events, alive after the file is freed), when nothing is parked any
+ * more with poll(). */
 static void unwatch(struct afs__ready *r, struct afs_file *f)
 {
     if (!f->rdy.watched)
         return;
+    if (r->mode == M_KQUEUE) {
+        kq_delete(r, f);
+        f->rdy.watched = false;
+        return;
+    }
 #ifdef HAVE_EPOLL
-    if (r->epoll) {
+    if (r->mode == M_EPOLL) {
         struct epoll_event e = {0};
-        epoll_ctl(r->epfd, EPOLL_CTL_DEL, (int)f->fd, &e);
+        epoll_ctl(r->kfd, EPOLL_CTL_DEL, (int)f->fd, &e);
         f->rdy.watched = false;
         return;
     }
@@ -252,7 +296,7 @@ static void serve(struct afs_ctx *ctx, struct afs_file *f, int dir)
     }
     if (dir == 1)
         sync_retry(r, f);
-    if (!r->epoll && !f->rdy.q[0].len && !f->rdy.q[1].len)
+    if (r->mode == M_POLL && !f->rdy.q[0].len && !f->rdy.q[1].len)
         unwatch(r, f);
 }
 
@@ -272,7 +316,7 @@ void afs__ready_cancel(struct afs_ctx *ctx, struct afs_op *op)
     struct afs__op *o = afs__op(op);
     struct afs_file *f = o->file;
     cancel_parked(ctx, op, side(o));
-    if (!ctx->ready->epoll && !f->rdy.q[0].len && !f->rdy.q[1].len)
+    if (ctx->ready->mode == M_POLL && !f->rdy.q[0].len && !f->rdy.q[1].len)
         unwatch(ctx->ready, f);
 }
 
@@ -310,11 +354,32 @@ static int collect(struct afs_ctx *ctx, int64_t timeout_ns)
     struct afs__ready *r = ctx->ready;
     int woke = 0, n;
     r->nev = 0;
+    if (r->mode == M_KQUEUE) {
+        struct kevent e[NEV];
+        struct timespec ts = {(time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000)};
+        do
+            n = afs__sys.kq_event(r->kfd, NULL, 0, e, NEV, timeout_ns < 0 ? NULL : &ts);
+        while (n < 0 && errno == EINTR && timeout_ns < 0);
+        for (int i = 0; i < n; i++) {
+            if (!e[i].udata) {
+                woke |= AFS__WOKE_WAKER;
+                continue;
+            }
+            /* The end of the stream or an error (EV_EOF) is readiness of its filter's side:
+             * the op's call reports it. */
+            bool bad = e[i].flags & EV_ERROR;
+            r->ev[r->nev++] = (struct ev){.f = e[i].udata,
+                                          .in = bad || e[i].filter == EVFILT_READ,
+                                          .out = bad || e[i].filter == EVFILT_WRITE};
+        }
+        r->collected = n < NEV;
+        return woke | (r->nev ? AFS__WOKE_SOCK : 0);
+    }
 #ifdef HAVE_EPOLL
-    if (r->epoll) {
+    if (r->mode == M_EPOLL) {
         struct epoll_event e[NEV];
         do
-            n = epoll_wait(r->epfd, e, NEV, timeout_ms(timeout_ns));
+            n = epoll_wait(r->kfd, e, NEV, timeout_ms(timeout_ns));
         while (n < 0 && errno == EINTR && timeout_ns < 0);
         for (int i = 0; i < n; i++) {
             if (!e[i].data.ptr) {
@@ -425,8 +490,9 @@ static void serve_collected(struct afs_ctx *ctx)
 void afs__ready_reap(struct afs_ctx *ctx)
 {
     struct afs__ready *r = ctx->ready;
-    /* What the wait found is served before the kernel is asked for more: with epoll an
-     * edge-triggered event is handed out once, and one dropped here never comes back. */
+    /* What the wait found is served before the kernel is asked for more: with epoll or
+     * kqueue an edge-triggered event is handed out once, and one dropped here never comes
+     * back. */
     bool more = !r->collected;
     serve_collected(ctx);
     if (more && r->parked) {

@@ -1,6 +1,7 @@
 /* POSIX system calls behind platform.h (Linux, FreeBSD, macOS). Each returns >= 0 or
  * -errno; the ones in the afs__sys table can be replaced by tests to inject faults. */
 #include "internal.h"
+#include "kq.h" /* AFS_HAVE_KQUEUE: kqueue() and kevent() */
 
 #include <fcntl.h>
 #include <signal.h>
@@ -252,6 +253,10 @@ struct afs__syscalls afs__sys = {
     .laio_submit = NULL,
 #endif
     .paio_listio = NULL, /* NULL: src/bsd/posix_aio.c calls lio_listio() itself */
+#ifdef AFS_HAVE_KQUEUE
+    .kq_open = kqueue,
+    .kq_event = kevent,
+#endif
 };
 
 static void fd_info(const struct stat *st, struct afs__fd_info *info)

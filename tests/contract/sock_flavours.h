@@ -1,16 +1,22 @@
 /* The socket tests' set-ups and flavours, shared by test_sockets.c and test_sendfile.c:
  * s_setup (SIGPIPE's default action, so that one the library lets through kills the test;
- * Winsock started on Windows), an op callback's log (cb_log, log_cb, wait_cb), and
- * T_FLAVOURS(suite, name, ...), a test run as is, with the
- * readiness engine's poll() flavour (suite_poll) and on io_uring through the engine
- * (suite_engine, as on a kernel without the socket opcodes). On Windows one flavour: every
+ * Winsock started on Windows), an op callback's log (cb_log, log_cb, wait_cb), a task run
+ * on a scheduler of a given context (s_run_on), and T_FLAVOURS(suite, name, ...), a test run
+ * as is, with the
+ * readiness engine's poll() flavour (suite_poll), with its kqueue flavour (suite_kqueue; on
+ * Linux over tests/helpers/kqueue_shim.c) and on io_uring through the engine (suite_engine,
+ * as on a kernel without the socket opcodes). On Windows one flavour: every
  * backend runs socket ops as overlapped calls on a port. Include after ../common.h and
  * internal.h. */
 #ifndef AFS_TEST_SOCK_FLAVOURS_H
 #define AFS_TEST_SOCK_FLAVOURS_H
 
+#include <corio.h>
 #ifndef _WIN32
 #include <signal.h>
+#endif
+#ifdef __linux__
+#include "../helpers/kqueue_shim.h"
 #endif
 
 static void s_setup(void)
@@ -47,6 +53,18 @@ static inline void wait_cb(struct afs_ctx *ctx, struct cb_log *lg)
     cr_assert_eq(lg->calls, 1);
 }
 
+/* Runs fn(arg) as the root task of a scheduler on ctx, to its end. */
+static inline void s_run_on(struct afs_ctx *ctx, corio_fn *fn, void *arg)
+{
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, fn, arg), 0);
+    corio_sched_free(sched);
+}
+
 #ifdef _WIN32
 #define T_FLAVOURS(suite, name, timeout_s)                                                    \
     Test(suite, name, .init = s_setup, .fini = t_teardown, .timeout = timeout_s)
@@ -57,6 +75,18 @@ static inline void s_setup_poll(void)
     s_setup();
     afs__ready_poll_only = true;
     afs__uring_no_sock = true;
+}
+
+/* The readiness engine with kqueue, on every backend (io_uring polls the kqueue): the
+ * system's on FreeBSD and macOS, a stand-in over epoll on Linux. */
+static inline void s_setup_kqueue(void)
+{
+    s_setup();
+    afs__uring_no_sock = true;
+#ifdef __linux__
+    afs__sys.kq_open = kqueue_shim_open;
+    afs__sys.kq_event = kqueue_shim_event;
+#endif
 }
 
 /* io_uring through the readiness engine (epoll, polled from the ring). */
@@ -76,6 +106,11 @@ static inline void s_setup_engine(void)
         name##_body();                                                                        \
     }                                                                                         \
     Test(suite##_poll, name, .init = s_setup_poll, .fini = t_teardown, .timeout = timeout_s)  \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    Test(suite##_kqueue, name, .init = s_setup_kqueue, .fini = t_teardown,                    \
+         .timeout = timeout_s)                                                                \
     {                                                                                         \
         name##_body();                                                                        \
     }                                                                                         \

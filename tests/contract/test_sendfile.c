@@ -324,16 +324,10 @@ T_SF(deadline_in_a_task)
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     st.s = p[0];
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = ctx;
-    struct corio_sched *sched;
-    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
-    cr_assert_eq(corio_sched_run(sched, stuck_task, &st), 0);
+    s_run_on(ctx, stuck_task, &st);
     cr_assert(st.r == -ETIMEDOUT || (st.r > 0 && st.r < (ssize_t)st.size),
               "sendfile under a deadline: %zd (%s)", st.r,
               st.r < 0 ? afs_strerror((int)st.r) : "bytes");
-    corio_sched_free(sched);
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
     cr_assert_eq(afs_close(st.f), 0);

@@ -603,13 +603,8 @@ T_SOCK_ALL(deadline_of_a_recv)
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     static char buf[100];
     memset(buf, 0xee, sizeof buf);
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = ctx;
-    struct corio_sched *sched;
-    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
     struct silent s = {.f = p[0], .buf = buf};
-    cr_assert_eq(corio_sched_run(sched, silent_recv, &s), 0);
+    s_run_on(ctx, silent_recv, &s);
     cr_assert_eq(s.r, -ETIMEDOUT, "afs_recv under a deadline: %zd (%s)", s.r,
                  afs_strerror((int)s.r));
     cr_assert_geq(s.waited, 200 * 1000000LL, "returned before the deadline");
@@ -619,7 +614,6 @@ T_SOCK_ALL(deadline_of_a_recv)
     cr_assert_eq((unsigned char)buf[0], 0xee, "the buffer was written after the task resumed");
     char got[8];
     cr_assert_eq(afs_recv(p[0], got, sizeof got, 0), 3);
-    corio_sched_free(sched);
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
 }
@@ -646,14 +640,8 @@ T_SOCK_ALL(deadline_of_a_unix_connect_to_a_full_backlog)
     int lfd, held[64];
     int n = full_unix_listener(&fc.sa, &lfd, held, 64);
     cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &fc.c), 0);
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = ctx;
-    struct corio_sched *sched;
-    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
-    cr_assert_eq(corio_sched_run(sched, full_connect, &fc), 0);
+    s_run_on(ctx, full_connect, &fc);
     cr_assert_eq(fc.r, -ETIMEDOUT, "afs_connect under a deadline: %s", afs_strerror(fc.r));
-    corio_sched_free(sched);
     cr_assert_eq(afs_close(fc.c), 0);
     for (int i = 0; i < n; i++)
         close(held[i]);
@@ -885,13 +873,7 @@ static void dial_two(const char *first, int port, struct two_dial *d)
     afs__sys.getaddrinfo = two_addresses;
     afs__sys.freeaddrinfo = two_free;
     snprintf(d->port, sizeof d->port, "%d", port);
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = t_ctx ? t_ctx : t_new_ctx();
-    struct corio_sched *sched;
-    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
-    cr_assert_eq(corio_sched_run(sched, two_dial, d), 0);
-    corio_sched_free(sched);
+    s_run_on(t_ctx ? t_ctx : t_new_ctx(), two_dial, d);
     afs__sys.getaddrinfo = NULL;
     afs__sys.freeaddrinfo = NULL;
 }
@@ -1036,17 +1018,11 @@ T_SOCK_ALL(tasks_echo)
         servers[i] = (struct pair_task){.f = p[i][0], .id = i, .err = 1};
         clients[i] = (struct pair_task){.f = p[i][1], .id = i, .err = 1};
     }
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = ctx;
-    struct corio_sched *sched;
-    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
-    cr_assert_eq(corio_sched_run(sched, echo_root, NULL), 0);
+    s_run_on(ctx, echo_root, NULL);
     for (int i = 0; i < NPAIRS; i++) {
         cr_assert_eq(servers[i].err, 0, "server %d: %s", i, afs_strerror(servers[i].err));
         cr_assert_eq(clients[i].err, 0, "client %d: %s", i, afs_strerror(clients[i].err));
     }
-    corio_sched_free(sched);
     for (int i = 0; i < NPAIRS; i++) {
         cr_assert_eq(afs_close(p[i][0]), 0);
         cr_assert_eq(afs_close(p[i][1]), 0);
@@ -1121,14 +1097,9 @@ T_SOCK(recvs_and_reads_in_one_submission)
         mixed[2 * i] = (struct mixed){.f = p[i][0], .sock = true};
         mixed[2 * i + 1] = (struct mixed){.f = file};
     }
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = t_ctx;
-    struct corio_sched *sched;
-    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
     enters_with_recv = recvs_in_it = reads_in_it = recvs_total = 0;
     afs__sys.uring_enter = count_enter;
-    cr_assert_eq(corio_sched_run(sched, mixed_root, NULL), 0);
+    s_run_on(t_ctx, mixed_root, NULL);
     afs__sys.uring_enter = NULL;
     for (int i = 0; i < 2 * NPAIRS; i++) {
         struct mixed *m = &mixed[i];
@@ -1145,7 +1116,6 @@ T_SOCK(recvs_and_reads_in_one_submission)
                  enters_with_recv);
     cr_assert_eq(recvs_in_it, (unsigned)NPAIRS);
     cr_assert_eq(reads_in_it, (unsigned)NPAIRS, "the file reads were not in the same enter");
-    corio_sched_free(sched);
     for (int i = 0; i < NPAIRS; i++) {
         cr_assert_eq(afs_close(p[i][0]), 0);
         cr_assert_eq(afs_close(p[i][1]), 0);
