@@ -937,8 +937,11 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    kernel (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context
  *    that receives); the bytes are copied from the ring into the op's buffer before its callback,
  *    and the ring buffer goes back at once, so no SQE is made per message and a socket that has
- *    nothing to read holds none of the ring's buffers. A socket holding 16 buffers that nobody
- *    reads stops its multishot until it is read. When the ring runs out (the kernel ends the
+ *    nothing to read holds none of the ring's buffers. A socket whose receives keep finding
+ *    bytes already waiting (a peer that streams) stops its multishot and makes one-shot
+ *    receives, which then complete inside their submission with one copy; it tries its
+ *    multishot again after a few hundred of those (docs/SOCKETS.md). A socket holding 16
+ *    buffers that nobody reads stops its multishot until it is read. When the ring runs out (the kernel ends the
  *    multishots with ENOBUFS) receives go on as plain ones until buffers came back; an address
  *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
  *    from what the multishot received, without taking it). A kernel without the buffer ring (before
