@@ -61,7 +61,9 @@ server_cmd() {
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 per_req() { # per_req COUNT REQUESTS [SCALE]: COUNT * SCALE / REQUESTS, "" without a count
-  [ -n "$1" ] && [ "$2" -gt 0 ] && awk -v a="$1" -v b="$2" -v k="${3:-1}" -v f="${4:-%.3f}" 'BEGIN { printf f, a * k / b }'
+  if [ -n "$1" ] && [ "$2" -gt 0 ]; then
+    awk -v a="$1" -v b="$2" -v k="${3:-1}" -v f="${4:-%.3f}" 'BEGIN { printf f, a * k / b }'
+  fi
 }
 hz=$(getconf CLK_TCK)
 
@@ -75,7 +77,7 @@ for s in $SERVERS; do
   for mode in $MODES; do
     $srv_cpu $cmd > "$out" &
     spid=$!
-    for _ in $(seq 50); do grep -q listening "$out" && break; sleep 0.1; done
+    for _ in $(seq 300); do grep -q listening "$out" && break; sleep 0.1; done
     port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
     if [ "$mode" = pingpong ]; then args=(--conns "$CONNS"); else
       args=(--conns "$STREAM_CONNS" --stream --window "$WINDOW"); fi
