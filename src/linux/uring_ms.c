@@ -326,7 +326,13 @@ int afs__ums_prep(struct afs_ctx *ctx, struct afs__ums *ms, struct io_uring *rin
         s->oneshot = false; /* a trial of the multishot: judged like any window */
         s->trial = true;
     }
-    if (s->plain || (idle && (s->oneshot || ring_short(ms)))) {
+    bool short_ring = idle && ring_short(ms);
+    /* A receive that would park counts in its socket's window (a peek takes nothing); when
+     * that window makes the socket one-shot and nothing is held, it is the first one-shot
+     * receive. */
+    if (!s->plain && !short_ring && (o->code == AFS__READ || !(o->sock.msg_flags & MSG_PEEK)))
+        judge(ctx, ms, s, s->nheld > 0);
+    if (s->plain || (idle && s->oneshot) || short_ring) {
         if (s->oneshot && s->probe_in)
             s->probe_in--;
         o->be[0] = AFS__UMS_PLAIN;
@@ -334,8 +340,6 @@ int afs__ums_prep(struct afs_ctx *ctx, struct afs__ums *ms, struct io_uring *rin
         ms->plain_recvs++;
         return 0;
     }
-    if (o->code == AFS__READ || !(o->sock.msg_flags & MSG_PEEK))
-        judge(ctx, ms, s, s->nheld > 0);
     park(&s->rq, op, s);
     if (have)
         make_ready(ms, s);
