@@ -98,7 +98,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
             o.conns = atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: echo_server [--raw] [--plain] [--stats] [--host H] [--port P] [--conns N]\n");
+            fprintf(stderr, "usage: echo_server [--raw] [--plain] [--stats] [--host H] "
+                            "[--port P] [--conns N]\n");
             return 2;
         }
     }

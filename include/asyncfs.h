@@ -941,8 +941,9 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    bytes already waiting (a peer that streams) stops its multishot and makes one-shot
  *    receives, which then complete inside their submission with one copy; it tries its
  *    multishot again after a few hundred of those (docs/SOCKETS.md). A socket holding 16
- *    buffers that nobody reads stops its multishot until it is read. When the ring runs out (the kernel ends the
- *    multishots with ENOBUFS) receives go on as plain ones until buffers came back; an address
+ *    buffers that nobody reads stops its multishot until it is read. When the ring runs out
+ *    (the kernel ends the multishots with ENOBUFS) receives go on as plain ones until
+ *    buffers came back; an address
  *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
  *    from what the multishot received, without taking it). A kernel without the buffer ring (before
  *    Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19) gets the plain ops;

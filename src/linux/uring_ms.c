@@ -7,6 +7,8 @@
  * completion names the ring buffer the kernel filled, which the socket holds, in order,
  * until parked receives have copied it out, and which then goes back to the ring at once.
  * So neither re-arms per connection or per message, and an idle socket holds no ring buffer.
+ * A socket whose receives keep finding bytes waiting makes one-shot receives instead, and
+ * tries its multishot again now and then (judge()).
  *
  * The kernel ends a multishot by a completion without IORING_CQE_F_MORE: the end of the
  * stream (0), an error (kept for the next op), -ENOBUFS (the ring is empty: the socket
@@ -245,14 +247,16 @@ static int sock_type(int fd)
 }
 
 /* The rule between the multishot and one-shot receives, per socket. A multishot receive
- * pays a completion and a copy for what arrives whether or not a receive waits for it; a
- * one-shot receive made when bytes are waiting in the socket completes inside its submission
- * with one copy, and pays for waiting (a poll armed and fired) only when nothing is there. So
- * a socket whose parked receives keep finding bytes the multishot took ahead of them (RULE_FOUND
- * of RULE_WIN) stops its multishot and makes one-shot receives; after probe_in of those (256
- * at first) it tries its multishot again for a window (a peer that now makes it wait keeps it
- * armed), the gap doubling each time the trial sends it back, up to GAP_GROWTH times. Every byte the multishot took is served
- * before the first one-shot receive, which is made only once it ended. */
+ * pays a completion and a copy for what arrives whether or not a receive waits for it (and
+ * its armed poll fires at every segment); a one-shot receive made when bytes are waiting in
+ * the socket completes inside its submission with one copy, and pays for waiting (a poll
+ * armed and fired) only when nothing is there. So a socket whose parked receives keep
+ * finding bytes the multishot took ahead of them (RULE_FOUND of RULE_WIN) stops its
+ * multishot and makes one-shot receives; after probe_in of those (256 at first) it tries
+ * its multishot again for a window (a peer that now makes it wait keeps it armed), the gap
+ * doubling each time the trial sends it back, up to GAP_GROWTH times. Every byte the
+ * multishot took is served before the first one-shot receive, which is made only once the
+ * multishot ended. */
 static void judge(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock *s, bool found)
 {
     if (s->oneshot)
