@@ -1107,7 +1107,12 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    socket opcodes): sendfile(2) on the context's thread, at once and then each time the
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
  *    pread() would.
- *  - Elsewhere (Windows, FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
+ *  - Windows (every backend: socket ops run on a completion port there): TransmitFile,
+ *    overlapped, the offset in its OVERLAPPED, one piece of up to 1 GiB at a time, each
+ *    clamped to src's size when it starts; a short piece is resumed by the library. The
+ *    system reads src through src's own handle at the op's offset (afs_open opens files
+ *    for overlapped I/O).
+ *  - Elsewhere (FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
  * The return is len, or fewer bytes only when src ended before off + len (0 when off is at
  * or past its end), as a read of src would give; or -errno: -EINVAL (src NULL, len above
  * SSIZE_MAX, off above INT64_MAX or off + len beyond it), -ENOTSOCK (s is not a socket),
@@ -1189,8 +1194,11 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * inside a task of the scheduler that owns the context it suspends only the task (the
  * afs_waiter hook). A stream must not be used from an op's callback when that would have to
  * wait (afs_fread/afs_fwrite record -EDEADLK; afs_fclose aborts).
- * Buffers: the stream allocates (chunks + 1) * chunk_size bytes with afs_buf_alloc at open
- * and frees them at close; nothing is allocated per call.
+ * Buffers: the stream takes chunks + 1 buffers of chunk_size bytes at open, from those the
+ * context kept of streams closed before when they have that size, else from afs_buf_alloc;
+ * nothing is allocated per call. At close up to 8 of them (8 MiB at most) stay with the
+ * context for the next stream, the rest go back with afs_buf_free; the kept ones go back
+ * when a stream of another chunk size closes, and at afs_ctx_free.
  *
  * Pipes, FIFOs, sockets and ttys (a path such as a FIFO or /dev/stdin): a stream reads them
  * with one read at a time into a chunk, which completes with what the pipe holds; afs_fread
