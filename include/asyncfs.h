@@ -937,9 +937,13 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    kernel (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context
  *    that receives); the bytes are copied from the ring into the op's buffer before its callback,
  *    and the ring buffer goes back at once, so no SQE is made per message and a socket that has
- *    nothing to read holds none of the ring's buffers. A socket holding 16 buffers that nobody
- *    reads stops its multishot until it is read. When the ring runs out (the kernel ends the
- *    multishots with ENOBUFS) receives go on as plain ones until buffers came back; an address
+ *    nothing to read holds none of the ring's buffers. A socket whose receives keep finding
+ *    bytes already waiting (a peer that streams) stops its multishot and makes one-shot
+ *    receives, which then complete inside their submission with one copy; it tries its
+ *    multishot again after a few hundred of those (docs/SOCKETS.md). A socket holding 16
+ *    buffers that nobody reads stops its multishot until it is read. When the ring runs out
+ *    (the kernel ends the multishots with ENOBUFS) receives go on as plain ones until
+ *    buffers came back; an address
  *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
  *    from what the multishot received, without taking it). A kernel without the buffer ring (before
  *    Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19) gets the plain ops;
@@ -1000,7 +1004,12 @@ struct afs_sock_info {
     uint64_t    multishot_accepts; /* connections the multishot accepts delivered */
     uint64_t    arms;              /* multishot requests armed (accept and receive) */
     uint64_t    exhausted;         /* multishot receives the kernel ended for want of buffers */
-    uint64_t    plain_recvs;       /* receives made plain meanwhile (the ring was short) */
+    uint64_t    plain_recvs;       /* receives made as one-shot ops on a socket that has a
+                                      multishot state (the ring was short, or the socket's
+                                      receives kept finding bytes waiting: see below) */
+    uint64_t    ring_cqes;         /* multishot receive completions that carried bytes */
+    uint64_t    oneshot_switches;  /* times a socket went from its multishot receive to
+                                      one-shot receives (it tries the multishot again later) */
     const char *why;               /* why one of the two is 0 ("AFS_CTX_PLAIN_SOCKETS",
                                       "io_uring_register_buf_ring: EINVAL (...)", "threads:
                                       readiness engine, no multishot ops"...), or NULL */

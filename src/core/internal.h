@@ -361,6 +361,9 @@ extern bool afs__ready_poll_only;
  * bytes each), and a result to take instead of its registration's (0: register). */
 extern unsigned afs__uring_pbuf_entries, afs__uring_pbuf_size;
 extern int      afs__uring_pbuf_err;
+/* Tests: the one-shot receives a socket makes before it tries its multishot receive again,
+ * at its first switch (256; doubled at each switch back, up to 32 times this). */
+extern unsigned afs__uring_oneshot_gap;
 
 /* ------------------------------------------------------------------------------------------
  * The thread pool (src/core/threads.c): threads started lazily, up to `base` as ops wait,
