@@ -5,16 +5,22 @@
  *   corio-batch  the same with sync_threshold = 0 (every read joins the phase's batch)
  *   queue     the op API, N ops in flight, refilled from callbacks
  * Usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] [--bs N] [--shared-buf]
- *                        [--rounds R] [--engine E] [--json]
+ *                        [--buf-arena] [--idle N] [--qd N] [--rounds R] [--engine E] [--json]
  * A list of task counts runs the chosen engines at each count, R rounds in turn (the curve of
  * IOPS against the number of tasks, in one run). --shared-buf: every task of corio and corio-
- * batch reads into one buffer, which takes the cache misses of N buffers out of the figure.
+ * batch, and every op of queue, reads into one buffer, which takes the cache misses of N
+ * buffers out of the figure. --buf-arena: the corio tasks' own buffers side by side in one
+ * arena of transparent huge pages, faulted in before the timed part. --qd N: the contexts'
+ * queue_depth (default 1,024). --idle N: N more corio tasks stay alive, blocked, until the
+ * readers are done (tasks alive that do not run: the scheduler's cost should not grow with
+ * them). The corio tasks' offset streams are independent (splitmix64 seeds); pread and
+ * queue read one stream.
  * Prints a table (or JSON lines): IOPS, ratio to pread, CPU us per I/O, syscalls per I/O
  * (kernel submits + waits counted by asyncfs; pread is 1 by construction), and system calls
  * per I/O counted independently at the system-call table (tests/helpers/syscount.h):
  * io_uring_enter, io_submit, lio_listio and the pread/pwrite calls of the thread pool and
  * of the inline path. Waits that are not io_uring_enter (poll, io_getevents, futex) are not
- * in that count. Last, for the corio engines, the user-space part of the CPU per I/O. */
+ * in that count. Last, the user-space part of the CPU per I/O (not for pread). */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <corio.h>
@@ -26,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +41,9 @@
 
 static const char *path;
 static int direct, tasks = 32, json, shared_buf;
+static int buf_arena; /* --buf-arena: the tasks' own buffers side by side in one huge-page arena */
+static int idle; /* --idle N: tasks alive beside the readers, blocked until they finish */
+static struct corio_wg readers_wg = CORIO_WG_INIT, idle_wg = CORIO_WG_INIT;
 static unsigned qd; /* --qd: the context's queue_depth (0: the default) */
 static long ios = 200000;
 static size_t bs = 4096;
@@ -48,10 +58,22 @@ static uint64_t rnd(uint64_t *s)
     return *s;
 }
 
+/* splitmix64: the corio tasks' seeds. Seeding task i with the generator's i-th output would
+ * make the tasks' streams shifted copies of one another (xorshift's next value from x is the
+ * one after x): with N tasks, a third of the reads then fetched a page read N reads before,
+ * still in the cache at 64 tasks and not at 4,096, which flattered the small counts. */
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
 struct result {
     const char *name;
     double      iops, cpu_us, syscalls, counted;
-    double      usr_us; /* the user-space part of cpu_us (corio engines; 0: not measured) */
+    double      usr_us; /* the user-space part of cpu_us (0 for pread: not measured) */
 };
 
 static double counted_per_io(struct sc_counts a, struct sc_counts b, long n)
@@ -63,10 +85,10 @@ static double counted_per_io(struct sc_counts a, struct sc_counts b, long n)
 static void report(struct result *r, double base)
 {
     if (json)
-        printf("{\"engine\":\"%s\",\"bs\":%zu,\"tasks\":%d,\"direct\":%d,\"iops\":%.0f,"
+        printf("{\"engine\":\"%s\",\"bs\":%zu,\"tasks\":%d,\"idle\":%d,\"direct\":%d,\"iops\":%.0f,"
                "\"ratio\":%.3f,\"cpu_us_per_io\":%.2f,\"syscalls_per_io\":%.3f,"
                "\"counted_syscalls_per_io\":%.3f,\"usr_us_per_io\":%.2f}\n",
-               r->name, bs, tasks, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls,
+               r->name, bs, tasks, idle, direct, r->iops, r->iops / base, r->cpu_us, r->syscalls,
                r->counted, r->usr_us);
     else
         printf("%-12s %6d %12.0f %8.2fx %10.2f %10.3f %10.3f %8.2f\n", r->name, tasks, r->iops,
@@ -101,6 +123,25 @@ static struct result run_pread(void)
     return (struct result){"pread", ios / t, c * 1e6 / ios, 1.0, 1.0, 0};
 }
 
+/* --buf-arena: len bytes (a multiple of 2 MiB) aligned to 2 MiB, with transparent huge pages
+ * asked for, touched once so that the timed part does not fault them in. */
+static char *arena_alloc(size_t len)
+{
+    size_t huge = (size_t)2 << 20;
+    char *m = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        die("mmap", -errno);
+    char *p = (char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    munmap(p + len, (size_t)(m + huge - p));
+#ifdef MADV_HUGEPAGE
+    madvise(p, len, MADV_HUGEPAGE);
+#endif
+    memset(p, 0, len);
+    return p;
+}
+
 /* ---- corio ---- */
 struct co_arg {
     struct afs_file *f;
@@ -122,13 +163,27 @@ static void co_reader(struct corio_task *t, void *arg)
     }
     if (!a->buf)
         afs_buf_free(ctx, buf, bs);
+    corio_wg_done(&readers_wg);
+}
+
+static void co_idle(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    corio_wg_wait(t, &idle_wg);
 }
 
 static void co_root(struct corio_task *t, void *arg)
 {
     struct co_arg *a = arg;
+    corio_wg_add(&idle_wg, 1);
+    for (int i = 0; i < idle; i++)
+        if (corio_spawn(t, co_idle, NULL, NULL))
+            die("corio_spawn", -ENOMEM);
+    corio_wg_add(&readers_wg, tasks);
     for (int i = 0; i < tasks; i++)
         corio_spawn(t, co_reader, &a[i], NULL);
+    corio_wg_wait(t, &readers_wg);
+    corio_wg_done(&idle_wg);
 }
 
 static struct result run_corio(const char *name, size_t threshold)
@@ -154,12 +209,17 @@ static struct result run_corio(const char *name, size_t threshold)
         die(path, err);
     struct co_arg *a = calloc((size_t)tasks, sizeof *a);
     char *shared = shared_buf ? afs_buf_alloc(ctx, bs) : NULL;
-    uint64_t seed = 88172645463325252ULL;
+    size_t arena_len = 0;
+    char *arena = NULL;
+    if (buf_arena && !shared_buf) {
+        arena_len = ((size_t)tasks * bs + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+        arena = arena_alloc(arena_len);
+    }
     for (int i = 0; i < tasks; i++) {
         a[i].f = f;
         a[i].n = ios / tasks;
-        a[i].seed = rnd(&seed) | 1;
-        a[i].buf = shared;
+        a[i].seed = splitmix64(88172645463325252ULL + (uint64_t)i) | 1;
+        a[i].buf = arena ? arena + (size_t)i * bs : shared;
     }
     struct afs_stats s0, s1;
     afs_ctx_stats(ctx, &s0);
@@ -176,6 +236,8 @@ static struct result run_corio(const char *name, size_t threshold)
     free(a);
     if (shared)
         afs_buf_free(ctx, shared, bs);
+    if (arena)
+        munmap(arena, arena_len);
     afs_close(f);
     corio_sched_free(s);
     afs_ctx_free(ctx);
@@ -210,8 +272,12 @@ static void q_cb(struct afs_op *op)
 
 static struct result run_queue(void)
 {
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    if (qd)
+        acfg.queue_depth = qd;
     struct afs_ctx *ctx;
-    int err = afs_ctx_new(&ctx, NULL);
+    int err = afs_ctx_new(&ctx, &acfg);
     if (err)
         die("afs_ctx_new", err);
     struct afs_file *f;
@@ -219,30 +285,34 @@ static struct result run_queue(void)
         die(path, err);
     struct q_state st = {f, ios, 0, 88172645463325252ULL};
     struct q_op *qs = calloc((size_t)tasks, sizeof *qs);
+    char *shared = shared_buf ? afs_buf_alloc(ctx, bs) : NULL;
     struct afs_stats s0, s1;
     afs_ctx_stats(ctx, &s0);
     struct sc_counts k0 = sc_get();
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = now_s(), c0 = cpu_s(), u0 = usr_s();
     for (int i = 0; i < tasks && st.left > 0; i++) {
         qs[i].st = &st;
-        qs[i].buf = afs_buf_alloc(ctx, bs);
+        qs[i].buf = shared ? shared : afs_buf_alloc(ctx, bs);
         st.left--;
         afs_queue_read(&qs[i].op, f, qs[i].buf, bs, rnd(&st.seed) % nblocks * bs, q_cb, NULL);
     }
     while (st.done < ios)
         if ((err = afs_ctx_wait(ctx, 1, -1)) < 0)
             die("afs_ctx_wait", err);
-    double t = now_s() - t0, c = cpu_s() - c0;
+    double t = now_s() - t0, c = cpu_s() - c0, u = usr_s() - u0;
     struct sc_counts k1 = sc_get();
     afs_ctx_stats(ctx, &s1);
     double sys = (double)(s1.kernel_submits - s0.kernel_submits + s1.kernel_waits -
                           s0.kernel_waits) / ios;
-    for (int i = 0; i < tasks; i++)
+    for (int i = 0; i < tasks && !shared; i++)
         afs_buf_free(ctx, qs[i].buf, bs);
+    if (shared)
+        afs_buf_free(ctx, shared, bs);
     free(qs);
     afs_close(f);
     afs_ctx_free(ctx);
-    return (struct result){"queue", ios / t, c * 1e6 / ios, sys, counted_per_io(k0, k1, ios), 0};
+    return (struct result){"queue", ios / t, c * 1e6 / ios, sys, counted_per_io(k0, k1, ios),
+                           u * 1e6 / ios};
 }
 
 int main(int argc, char **argv)
@@ -258,6 +328,10 @@ int main(int argc, char **argv)
             tasks = atoi(list = argv[++i]);
         else if (!strcmp(argv[i], "--qd") && i + 1 < argc)
             qd = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--idle") && i + 1 < argc)
+            idle = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--buf-arena"))
+            buf_arena = 1;
         else if (!strcmp(argv[i], "--shared-buf"))
             shared_buf = 1;
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
@@ -272,13 +346,14 @@ int main(int argc, char **argv)
             path = argv[i];
         else {
             fprintf(stderr, "usage: bench_read FILE [--direct] [--tasks N[,N...]] [--ios N] "
-                            "[--bs N] [--shared-buf] [--rounds R] "
+                            "[--bs N] [--shared-buf] [--buf-arena] [--idle N] [--qd N] "
+                            "[--rounds R] "
                             "[--engine pread|corio|corio-batch|queue] [--json]\n");
             return 2;
         }
     }
-    if (!path || tasks < 1 || ios < tasks || bs == 0 || rounds < 1) {
-        fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0\n");
+    if (!path || tasks < 1 || ios < tasks || bs == 0 || rounds < 1 || idle < 0) {
+        fprintf(stderr, "bench_read: need a FILE, tasks >= 1, ios >= tasks, bs > 0, idle >= 0\n");
         return 2;
     }
     int fd = open(path, O_RDONLY);

@@ -4,16 +4,23 @@
  *   bench_sqlite insert  DB ROWS VFS        ROWS inserts in transactions of 1,000, one conn
  *   bench_sqlite lookups DB ROWS MODE CONNS LOOKUPS [THRESHOLD]
  *   bench_sqlite scan    DB ROWS MODE CONNS
+ *   bench_sqlite alternate DB ROWS MODE_A MODE_B CONNS LOOKUPS ROUNDS [cold]
  * MODE: corio (CONNS connections in CONNS tasks of one scheduler, asyncfs VFS; THRESHOLD is
  * the context's sync_threshold, default the library's: a page read the page cache holds is
  * served at once and a miss joins the phase's batch; 0 batches every page read; the
  * context's io_workers is CONNS),
  * threads (CONNS connections in CONNS threads, unix VFS), single (CONNS connections one after
  * the other on one thread, unix VFS), rt (CONNS tasks spread over the schedulers of a corio
- * runtime, environment SCHEDULERS, default one per CPU; asyncfs VFS). Each connection does
+ * runtime, environment SCHEDULERS, default one per CPU, PIN=1 pins each to its CPU;
+ * asyncfs VFS). Each connection does
  * LOOKUPS random point lookups.
  * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s,cpu_s (cpu_s: the process's user and
- * system time during the run). */
+ * system time during the run).
+ * alternate: the lookups of MODE_A and MODE_B in turn in this one process, ROUNDS times each
+ * (A B B A, then again), so that a machine whose speed drifts (other work beside) weighs on
+ * both alike; "cold" drops the page cache before each run (root). One CSV line per run, then
+ * on stderr the median of the rounds' A/B ratios of lookups per second and of CPU time per
+ * lookup. */
 #define _GNU_SOURCE
 #include <asyncfs.h>
 #include <asyncfs_sqlite.h>
@@ -24,7 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 
@@ -120,6 +130,39 @@ static void root_fn(struct corio_task *t, void *arg)
 
 static pthread_mutex_t sum_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Seconds the threads spent on a CPU and runnable but waiting for one (the kernel's
+ * schedstat, Linux): what separates waiting for the CPU from waiting for the disk. */
+static double sched_run, sched_wait;
+
+static void schedstat_add(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    unsigned long long run, wait;
+    if (!fp)
+        return;
+    if (fscanf(fp, "%llu %llu", &run, &wait) == 2) {
+        sched_run += (double)run / 1e9;
+        sched_wait += (double)wait / 1e9;
+    }
+    fclose(fp);
+}
+
+/* Every thread of the process alive now. */
+static void schedstat_all(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    char path[300];
+    if (!d)
+        return;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+            schedstat_add(path);
+        }
+    closedir(d);
+}
+
 /* rt: connections spread over the runtime's schedulers (corio_spawn_on). */
 static int rt_task_fn(struct corio_task *t, void *arg)
 {
@@ -145,6 +188,7 @@ static void *thread_fn(void *arg)
 {
     uint64_t s = conn_work("unix", (int)(intptr_t)arg);
     pthread_mutex_lock(&sum_mu);
+    schedstat_add("/proc/thread-self/schedstat");
     checksum_total += s;
     pthread_mutex_unlock(&sum_mu);
     return NULL;
@@ -152,6 +196,9 @@ static void *thread_fn(void *arg)
 
 static double run_mode(const char *mode, long threshold)
 {
+    schedstat_all(); /* the threads' counts start from here */
+    sched_run = -sched_run;
+    sched_wait = -sched_wait;
     double t0 = now_s();
     if (!strcmp(mode, "corio")) {
         struct afs_config acfg;
@@ -178,6 +225,7 @@ static double run_mode(const char *mode, long threshold)
         if (corio_sched_run(s, root_fn, NULL) < 0)
             die(NULL, "corio_sched_run");
         double dt = now_s() - t0;
+        schedstat_all();
         struct corio_stats st;
         corio_sched_stats(s, &st);
         fprintf(stderr, "corio: %s, %llu ios in %llu submits\n", afs_ctx_backend(ctx),
@@ -191,6 +239,8 @@ static double run_mode(const char *mode, long threshold)
         corio_rt_config_default(&cfg);
         const char *n = getenv("SCHEDULERS");
         cfg.schedulers = n ? (unsigned)atoi(n) : 0;
+        if (getenv("PIN") && atoi(getenv("PIN"))) /* one scheduler per CPU, pinned */
+            cfg.flags |= CORIO_RT_PIN;
         if (threshold >= 0)
             cfg.ctx.sync_threshold = (size_t)threshold;
         cfg.ctx.io_workers = (unsigned)nconns;
@@ -202,6 +252,7 @@ static double run_mode(const char *mode, long threshold)
         if (corio_rt_run(rt, rt_root_fn, NULL) < 0)
             die(NULL, "corio_rt_run");
         double dt = now_s() - t0;
+        schedstat_all();
         fprintf(stderr, "rt: %u schedulers\n", rt_n);
         corio_rt_free(rt);
         return dt;
@@ -213,14 +264,74 @@ static double run_mode(const char *mode, long threshold)
         for (int i = 0; i < nconns; i++)
             pthread_join(th[i], NULL);
         free(th);
-        return now_s() - t0;
+        double dt = now_s() - t0;
+        schedstat_all();
+        return dt;
     }
     if (!strcmp(mode, "single")) {
         for (int i = 0; i < nconns; i++)
             checksum_total += conn_work("unix", i);
-        return now_s() - t0;
+        double dt = now_s() - t0;
+        schedstat_all();
+        return dt;
     }
     die(NULL, "unknown mode");
+    return 0;
+}
+
+/* The page cache emptied (root): written data first, then every clean page. */
+static void drop_caches(void)
+{
+    sync();
+    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (fd < 0 || write(fd, "3\n", 2) != 2) {
+        perror("bench_sqlite: /proc/sys/vm/drop_caches");
+        exit(1);
+    }
+    close(fd);
+}
+
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int alternate(const char *ma, const char *mb, int rounds, int cold)
+{
+    double *speed = calloc((size_t)rounds, sizeof *speed);
+    double *cpu = calloc((size_t)rounds, sizeof *cpu);
+    long ops = (long)nconns * nlookups;
+    for (int r = 0; r < rounds; r++) {
+        double ops_s[2], cpu_l[2];
+        for (int k = 0; k < 2; k++) {
+            int b = (r % 2) ^ k; /* A B, then B A */
+            const char *m = b ? mb : ma;
+            if (cold)
+                drop_caches();
+            else if (r == 0 && k == 0)
+                run_mode(m, -1); /* a first run not counted: the data into the page cache */
+            double c0 = cpu_s();
+            double dt = run_mode(m, -1);
+            double c = cpu_s() - c0;
+            ops_s[b] = (double)ops / dt;
+            cpu_l[b] = c / (double)ops;
+            printf("lookups,%s,%d,%ld,%.4f,%.0f,%.3f\n", m, nconns, ops, dt, ops_s[b], c);
+            fflush(stdout);
+        }
+        speed[r] = ops_s[0] / ops_s[1];
+        cpu[r] = cpu_l[0] / cpu_l[1];
+    }
+    fprintf(stderr, "alternate %s/%s, %d rounds%s: lookups/s %.3fx, CPU per lookup %.3fx "
+                    "(medians)\n",
+            ma, mb, rounds, cold ? ", cold" : "", median(speed, rounds), median(cpu, rounds));
+    free(speed);
+    free(cpu);
     return 0;
 }
 
@@ -284,7 +395,14 @@ int main(int argc, char **argv)
         long ops = scan_mode ? (long)nconns * rows : (long)nconns * nlookups;
         printf("%s,%s,%d,%ld,%.4f,%.0f,%.3f\n", op, mode, nconns, ops, dt, (double)ops / dt, cpu);
         fprintf(stderr, "checksum %llu\n", (unsigned long long)checksum_total);
+        fprintf(stderr, "sched: %.3f s on a CPU, %.3f s runnable waiting for one\n", sched_run,
+                sched_wait);
         return 0;
+    }
+    if (!strcmp(op, "alternate") && argc >= 9) {
+        nconns = atoi(argv[6]);
+        nlookups = atoi(argv[7]);
+        return alternate(argv[4], argv[5], atoi(argv[8]), argc >= 10 && !strcmp(argv[9], "cold"));
     }
     fprintf(stderr, "usage: see bench/bench_sqlite.c\n");
     return 2;

@@ -23,8 +23,13 @@
  * mincore() tells how much of the file was still cached when each run started. -w measures
  * the warm case instead: the file is read once first and never dropped.
  *
+ * Each round also gives the pair ratios stdio time / afs time (reads alone, and with the
+ * work), and their medians over the rounds are printed beside the fastest: a pair ran
+ * back to back, so its ratio holds when the machine's speed drifts between rounds.
+ *
  * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-R READ_KiB] [-n CHUNKS]
- *                     [-t TIMES] [-x] [-d | -b] [-w] [-k]
+ *                     [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] [-p PHASES]
+ *                     [-x] [-d | -b] [-w] [-k]
  *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
  *   -s MiB      file size (default 1024)
  *   -r ROUNDS   hash rounds per byte, the CPU work (default 1)
@@ -33,6 +38,13 @@
  *   -x          the work is a CRC-32 (slicing by 8, about 2 GB/s a core) instead of FNV
  *   -n CHUNKS   the stream's reads in flight (default 4)
  *   -t TIMES    repeats, the fastest counts (default 3)
+ *   -K KiB      file size in KiB instead (small files; with -o)
+ *   -o OPENS    each run opens the file, reads it through and closes it OPENS times (default
+ *               1): the per-file costs of a program that reads many small files
+ *   -L BYTES    each open reads only the first BYTES of the file (a program that reads
+ *               headers), in reads of -R
+ *   -p PHASES   run only these, a comma-separated list of io_stdio, io_afs, cpu, stdio, afs
+ *               (default all; for profilers and system-call counts of one loop)
  *   -d          afs path with AFS_STREAM_DIRECT (O_DIRECT for every chunk)
  *   -b          afs path with AFS_STREAM_BUFFERED (never O_DIRECT)
  *   -w          warm: the file stays in the page cache
@@ -56,6 +68,8 @@ static size_t   chunk = 1 << 20;
 static size_t   rsize;  /* read size; 0: chunk */
 static unsigned rounds = 1;
 static int      crc;    /* -x */
+static unsigned opens = 1; /* -o: each run opens, reads through and closes the file this often */
+static uint64_t head;       /* -L: each open reads only this many bytes (0: all) */
 static uint32_t crc_tab[8][256];
 
 static void crc_init(void)
@@ -194,28 +208,30 @@ static struct result run_stdio(const char *path, int do_work)
     r.cached = cached_pct(path);
     unsigned char *buf = malloc(rsize);
     double t = now();
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
     uint64_t h = 0xcbf29ce484222325ull;
-    size_t n;
-    for (;;) {
-        double t0 = now();
-        n = fread(buf, 1, rsize, f);
-        r.wait += now() - t0;
-        if (n == 0)
-            break;
-        r.bytes += n;
-        if (do_work)
-            h = work(h, buf, n);
+    for (unsigned o = 0; o < opens; o++) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            perror(path);
+            exit(1);
+        }
+        size_t n;
+        for (uint64_t got = 0; !head || got < head; got += n) {
+            double t0 = now();
+            n = fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, f);
+            r.wait += now() - t0;
+            if (n == 0)
+                break;
+            r.bytes += n;
+            if (do_work)
+                h = work(h, buf, n);
+        }
+        if (ferror(f)) {
+            fprintf(stderr, "fread failed\n");
+            exit(1);
+        }
+        fclose(f);
     }
-    if (ferror(f)) {
-        fprintf(stderr, "fread failed\n");
-        exit(1);
-    }
-    fclose(f);
     r.secs = now() - t;
     r.sum = h;
     r.cached_end = cached_pct(path);
@@ -236,29 +252,31 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
     o.chunk_size = chunk;
     o.chunks = depth;
     o.flags = flags;
-    struct afs_stream *s;
-    int err = afs_fopen_opts(ctx, path, "rb", &o, &s);
-    if (err < 0) {
-        fprintf(stderr, "afs_fopen %s: %s\n", path, afs_strerror(err));
-        exit(1);
-    }
     uint64_t h = 0xcbf29ce484222325ull;
-    size_t n;
-    for (;;) {
-        double t0 = now();
-        n = afs_fread(buf, 1, rsize, s);
-        r.wait += now() - t0;
-        if (n == 0)
-            break;
-        r.bytes += n;
-        if (do_work)
-            h = work(h, buf, n);
+    for (unsigned k = 0; k < opens; k++) {
+        struct afs_stream *s;
+        int err = afs_fopen_opts(ctx, path, "rb", &o, &s);
+        if (err < 0) {
+            fprintf(stderr, "afs_fopen %s: %s\n", path, afs_strerror(err));
+            exit(1);
+        }
+        size_t n;
+        for (uint64_t got = 0; !head || got < head; got += n) {
+            double t0 = now();
+            n = afs_fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, s);
+            r.wait += now() - t0;
+            if (n == 0)
+                break;
+            r.bytes += n;
+            if (do_work)
+                h = work(h, buf, n);
+        }
+        if (afs_ferror(s)) {
+            fprintf(stderr, "afs_fread: %s\n", afs_strerror(afs_ferror(s)));
+            exit(1);
+        }
+        afs_fclose(s);
     }
-    if (afs_ferror(s)) {
-        fprintf(stderr, "afs_fread: %s\n", afs_strerror(afs_ferror(s)));
-        exit(1);
-    }
-    afs_fclose(s);
     r.secs = now() - t;
     r.sum = h;
     r.cached_end = cached_pct(path);
@@ -288,6 +306,12 @@ static struct result run_cpu(uint64_t size)
     return r;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void report(const char *name, const struct result *r)
 {
     char cached[64] = "no file";
@@ -301,15 +325,20 @@ static void report(const char *name, const struct result *r)
 int main(int argc, char **argv)
 {
     const char *path = "/var/tmp/bench_stream.dat";
-    uint64_t mib = 1024;
+    uint64_t kib = 1024 * 1024;
     unsigned depth = 4;
     unsigned times = 3;
     unsigned flags = 0;
+    unsigned phases = 0x1f; /* bit i: names[i] runs */
     int keep = 0, opt;
-    while ((opt = getopt(argc, argv, "f:s:r:c:R:n:t:xdbkwh")) != -1) {
+    static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
+    while ((opt = getopt(argc, argv, "f:s:K:o:L:r:c:R:n:t:p:xdbkwh")) != -1) {
         switch (opt) {
         case 'f': path = optarg; break;
-        case 's': mib = strtoull(optarg, NULL, 0); break;
+        case 's': kib = strtoull(optarg, NULL, 0) * 1024; break;
+        case 'K': kib = strtoull(optarg, NULL, 0); break;
+        case 'o': opens = (unsigned)strtoul(optarg, NULL, 0); break;
+        case 'L': head = strtoull(optarg, NULL, 0); break;
         case 'r': rounds = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'c': chunk = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
         case 'R': rsize = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
@@ -320,24 +349,38 @@ int main(int argc, char **argv)
         case 'k': keep = 1; break;
         case 'w': warm = 1; break;
         case 't': times = (unsigned)strtoul(optarg, NULL, 0); break;
+        case 'p':
+            phases = 0;
+            for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ",")) {
+                int i = 0;
+                while (i < 5 && strcmp(tok, names[i]) != 0)
+                    i++;
+                if (i == 5) {
+                    fprintf(stderr, "unknown phase %s\n", tok);
+                    return 2;
+                }
+                phases |= 1u << i;
+            }
+            break;
         default:
             fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
-                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
+                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] "
+                            "[-p PHASES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
-    if (!mib || !chunk || !rounds || !times) {
+    if (!kib || !chunk || !rounds || !times || !phases || !opens) {
         fprintf(stderr, "size, chunk, rounds and times must be > 0\n");
         return 2;
     }
     if (!rsize)
         rsize = chunk;
     crc_init();
-    uint64_t size = mib << 20;
+    uint64_t size = kib << 10;
     struct stat st;
     int made = 0;
     if (stat(path, &st) != 0 || (uint64_t)st.st_size < size) {
-        printf("making %s (%llu MiB)...\n", path, (unsigned long long)mib);
+        printf("making %s (%llu KiB)...\n", path, (unsigned long long)kib);
         int err = make_file(path, size);
         if (err < 0) {
             fprintf(stderr, "%s: %s\n", path, strerror(-err));
@@ -353,36 +396,55 @@ int main(int argc, char **argv)
         fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
         return 1;
     }
-    printf("file %s, %.0f MiB; chunk %zu KiB; reads of %zu KiB; %u in flight; %s; "
-           "backend %s%s\n", path, (double)size / 1048576.0, chunk / 1024, rsize / 1024, depth,
+    printf("file %s, %.3f MiB, read %u times a run; chunk %zu KiB; reads of %zu KiB; %u in flight; %s; "
+           "backend %s%s\n", path, (double)size / 1048576.0, opens, chunk / 1024, rsize / 1024, depth,
            crc ? "CRC-32" : rounds == 1 ? "1 hash round/byte" : "hash rounds/byte",
            afs_ctx_backend(ctx),
            flags == AFS_STREAM_DIRECT     ? "; afs path O_DIRECT"
            : flags == AFS_STREAM_BUFFERED ? "; afs path never O_DIRECT"
                                           : "");
 
-    if (warm)
-        run_stdio(path, 0); /* brings the file into the cache */
+    if (warm) {
+        /* Brings the whole file into the cache, whatever -o and -L say. */
+        unsigned o = opens;
+        uint64_t l = head;
+        opens = 1, head = 0;
+        run_stdio(path, 0);
+        opens = o, head = l;
+    }
     /* The five measurements, `times` times, forward then backward: each phase meets each
      * position, so that effects of what ran before (memory the host has not backed since
      * the last cache drop, on some virtual machines) even out. The fastest run counts. */
-    static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
     struct result best[5];
     memset(best, 0, sizeof best);
+    double *pair[2]; /* per round: stdio / afs, reads alone and with the work */
+    unsigned npair[2] = {0, 0};
+    pair[0] = calloc(times, sizeof(double));
+    pair[1] = calloc(times, sizeof(double));
     int differ = 0, have_sum = 0;
     uint64_t sum = 0; /* of the runs with work: all must agree */
     for (unsigned t = 0; t < times; t++) {
+        double secs[5] = {0};
         for (int k = 0; k < 5; k++) {
             int i = t % 2 ? 4 - k : k;
+            if (!(phases & (1u << i)))
+                continue;
             struct result r;
             switch (i) {
             case 0: r = run_stdio(path, 0); break;
             case 1: r = run_afs(ctx, path, 0, depth, flags); break;
-            case 2: r = run_cpu(size); break;
+            case 2: r = run_cpu(size * opens); break;
             case 3: r = run_stdio(path, 1); break;
             default: r = run_afs(ctx, path, 1, depth, flags); break;
             }
             report(names[i], &r);
+            /* -w: a run that found part of the file dropped (memory pressure, or another
+             * program dropping the caches) is not a warm run and does not count. */
+            if (warm && r.cached >= 0 && (r.cached < 100.0 || r.cached_end < 100.0)) {
+                printf("  (not all cached: not counted)\n");
+                continue;
+            }
+            secs[i] = r.secs;
             if (best[i].secs == 0 || r.secs < best[i].secs)
                 best[i] = r;
             if (i >= 3) {
@@ -390,22 +452,39 @@ int main(int argc, char **argv)
                 sum = r.sum, have_sum = 1;
             }
         }
+        for (int w = 0; w < 2; w++)
+            if (secs[3 * w] > 0 && secs[3 * w + 1] > 0)
+                pair[w][npair[w]++] = secs[3 * w] / secs[3 * w + 1];
     }
     if (times > 1) {
         printf("fastest of %u:\n", times);
         for (int i = 0; i < 5; i++)
-            report(names[i], &best[i]);
+            if (phases & (1u << i))
+                report(names[i], &best[i]);
     }
-    double io = best[0].secs < best[1].secs ? best[0].secs : best[1].secs;
-    double cpu = best[2].secs, top = io > cpu ? io : cpu;
     printf("cache dropped with: %s\n", warm ? "none (-w: cached)" : drop_method);
     printf("checksums %s\n", differ ? "DIFFER" : "match");
-    printf("max(I/O alone %.3f, CPU alone %.3f) = %.3f s; sum %.3f s\n", io, cpu, top,
-           io + cpu);
-    printf("ratio stdio/max = %.3f   afs/max = %.3f   (target <= 1.1)\n", best[3].secs / top,
-           best[4].secs / top);
-    printf("speed afs vs stdio, with work: %.3fx; reads alone: %.3fx (stdio time / afs time)\n",
-           best[3].secs / best[4].secs, best[0].secs / best[1].secs);
+    if ((phases & 0x1f) == 0x1f) {
+        double io = best[0].secs < best[1].secs ? best[0].secs : best[1].secs;
+        double cpu = best[2].secs, top = io > cpu ? io : cpu;
+        printf("max(I/O alone %.3f, CPU alone %.3f) = %.3f s; sum %.3f s\n", io, cpu, top,
+               io + cpu);
+        printf("ratio stdio/max = %.3f   afs/max = %.3f   (target <= 1.1)\n",
+               best[3].secs / top, best[4].secs / top);
+    }
+    static const char *const what[2] = {"reads alone", "with work"};
+    for (int w = 0; w < 2; w++) {
+        if ((phases & (3u << 3 * w)) != 3u << 3 * w || !npair[w])
+            continue; /* bits 0,1 and 3,4: the pair of this kind */
+        unsigned n = npair[w];
+        qsort(pair[w], n, sizeof(double), cmp_double);
+        printf("speed afs vs stdio, %s: fastest %.3fx; pairs (%u of %u): median %.3fx, min "
+               "%.3fx, max %.3fx (stdio time / afs time)\n", what[w],
+               best[3 * w].secs / best[3 * w + 1].secs, n, times, pair[w][n / 2], pair[w][0],
+               pair[w][n - 1]);
+    }
+    free(pair[0]);
+    free(pair[1]);
     afs_ctx_free(ctx);
     if (made && !keep)
         unlink(path);

@@ -4,8 +4,9 @@
  * the whole echo came back. --stream: each connection keeps up to W messages (default 64) in
  * flight. The warm-up lasts one second and until every connection got an echo back (a server
  * that accepts slowly is not measured on its first replies). Prints one line:
- *   requests=R seconds=S rps=X p50_us=A p99_us=B
- * latency being the time from a message's send to the end of its echo. */
+ *   requests=R seconds=S rps=X p50_us=A p99_us=B cpu_us=C
+ * latency being the time from a message's send to the end of its echo, C the generator's
+ * own CPU time (user + system) over the measured seconds. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +27,14 @@
 
 static uint64_t hist[HIST + 1];
 static uint64_t counted;
+
+static int64_t cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
+           ru.ru_stime.tv_usec;
+}
 
 static int64_t now_ns(void)
 {
@@ -155,10 +165,12 @@ int main(int argc, char **argv)
             t_end = t_measure + (int64_t)seconds * 1000000000LL;
     struct epoll_event evs[512];
     int echoed = 0;
+    int64_t cpu0 = 0;
     for (;;) {
         int64_t t = now_ns();
         if (!measuring && t >= t_measure && echoed == conns) {
             measuring = 1;
+            cpu0 = cpu_us();
             t_end = t + (int64_t)seconds * 1000000000LL;
         }
         if (measuring && t >= t_end)
@@ -198,8 +210,8 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("requests=%llu seconds=%d rps=%.0f p50_us=%.0f p99_us=%.0f\n",
+    printf("requests=%llu seconds=%d rps=%.0f p50_us=%.0f p99_us=%.0f cpu_us=%lld\n",
            (unsigned long long)counted, seconds, (double)counted / seconds, pct(0.50),
-           pct(0.99));
+           pct(0.99), (long long)(cpu_us() - cpu0));
     return 0;
 }

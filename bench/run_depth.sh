@@ -3,14 +3,17 @@
 # number of tasks, 1 to 4,096, in one run: the scheduler's cost per I/O against the number of
 # tasks alive. Each round runs the whole curve with the tasks' own buffers, then with one
 # buffer shared by all tasks (which takes the destination buffers' cache misses out of the
-# figure). With BASE set to another build's bench_read (say, of the commit before a change),
-# the two binaries alternate, curve by curve, in the same run.
+# figure). With IDLE set to a count, each round also runs the curve with one shared buffer
+# beside IDLE more tasks that stay alive, blocked, until the readers are done (buffers
+# "idle<N>" in the rows; bench_read needs --idle, so a BASE binary too): tasks alive that do
+# not run should cost nothing. With BASE set to another build's bench_read (say, of the
+# commit before a change), the two binaries alternate, curve by curve, in the same run.
 # The rows go to bench/results/depth-<time>-<host>.csv; the summary on stderr gives, per
 # binary and buffer mode, the best IOPS over the rounds at each count and the ratio of the
 # best at 4,096 tasks to the best at any count.
 # Usage: bench/run_depth.sh [FILE]   (default: a SIZE_MB file in /var/tmp, made once)
 # Environment: BUILD (build), BASE (none), TASKS (1,4,16,64,256,1024,4096), ROUNDS (3),
-#              IOS (400000), SIZE_MB (64), BACKEND (io_uring)
+#              IOS (400000), SIZE_MB (64), BACKEND (io_uring), IDLE (none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -33,11 +36,12 @@ trap 'rm -f "$tmp"' EXIT
 bins=("new=$bin")
 [ -n "${BASE:-}" ] && bins=("base=$BASE" "${bins[@]}")
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in own shared; do
+  for mode in own shared ${IDLE:+idle$IDLE}; do
     for nb in "${bins[@]}"; do
       name=${nb%%=*} exe=${nb#*=}
       flags=(--engine corio-batch --tasks "$TASKS" --ios "$IOS" --json)
       [ "$mode" = shared ] && flags+=(--shared-buf)
+      [ "$mode" = "idle${IDLE:-}" ] && flags+=(--shared-buf --idle "$IDLE")
       ASYNCFS_BACKEND=$BACKEND "$exe" "$file" "${flags[@]}" | grep '"corio-batch"' |
         while IFS= read -r j; do
           row=$(awk -v j="$j" 'BEGIN {

@@ -3,10 +3,11 @@
  * (what the echo benchmark measures, the same as its libuv and epoll servers). Every receive
  * and send of a CPU phase goes to the kernel in one submission.
  *
- *   echo_server [--raw] [--plain] [--host H] [--port P] [--conns N]
+ *   echo_server [--raw] [--plain] [--stats] [--host H] [--port P] [--conns N]
  *
  * --plain makes the accepts and receives one-shot ops (AFS_CTX_PLAIN_SOCKETS: on io_uring no
- * multishot and no buffer ring; the benchmark compares the two).
+ * multishot and no buffer ring; the benchmark compares the two). --stats prints the context's
+ * socket counters (afs_ctx_sock_info) to stderr every second.
  * Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free port. --conns
  * N stops after N connections were served (tests); otherwise it runs until killed. A client
  * that goes away (-EPIPE, -ECONNRESET) only ends its own task. */
@@ -20,10 +21,26 @@
 #include <string.h>
 
 struct opts {
-    const char *host, *port;
-    int         raw, plain;
-    long        conns;
+    const char     *host, *port;
+    int             raw, plain, stats;
+    long            conns;
+    struct afs_ctx *ctx;
 };
+
+static void stats_task(struct corio_task *t, void *arg)
+{
+    struct opts *o = arg;
+    while (corio_sleep(t, 1000000000LL) == 0) {
+        struct afs_sock_info i;
+        afs_ctx_sock_info(o->ctx, &i);
+        fprintf(stderr,
+                "sockets: %llu ring receives from %llu ring completions, %llu one-shot "
+                "receives, %llu switches to one-shot, %llu arms, %llu exhausted\n",
+                (unsigned long long)i.ring_recvs, (unsigned long long)i.ring_cqes,
+                (unsigned long long)i.plain_recvs, (unsigned long long)i.oneshot_switches,
+                (unsigned long long)i.arms, (unsigned long long)i.exhausted);
+    }
+}
 
 static void serve_raw(struct corio_task *t, struct corio_stream *c)
 {
@@ -59,17 +76,21 @@ static void conn_task(struct corio_task *t, struct corio_stream *c, void *user)
 static void main_task(struct corio_task *t, void *arg)
 {
     struct opts *o = arg;
+    if (o->stats && corio_spawn(t, stats_task, o, NULL) < 0)
+        fprintf(stderr, "echo_server: no task for --stats\n");
     serve(t, "echo_server", o->host, o->port, o->conns, conn_task, o);
 }
 
 int main(int argc, char **argv)
 {
-    struct opts o = {"127.0.0.1", "0", 0, 0, -1};
+    struct opts o = {"127.0.0.1", "0", 0, 0, 0, -1, NULL};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--raw"))
             o.raw = 1;
         else if (!strcmp(argv[i], "--plain"))
             o.plain = 1;
+        else if (!strcmp(argv[i], "--stats"))
+            o.stats = 1;
         else if (!strcmp(argv[i], "--host") && i + 1 < argc)
             o.host = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc)
@@ -77,7 +98,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
             o.conns = atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: echo_server [--raw] [--plain] [--host H] [--port P] [--conns N]\n");
+            fprintf(stderr, "usage: echo_server [--raw] [--plain] [--stats] [--host H] "
+                            "[--port P] [--conns N]\n");
             return 2;
         }
     }
@@ -92,6 +114,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
         return 1;
     }
+    o.ctx = ctx;
     struct corio_config cfg;
     corio_config_default(&cfg);
     cfg.ctx = ctx;

@@ -937,9 +937,13 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    kernel (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context
  *    that receives); the bytes are copied from the ring into the op's buffer before its callback,
  *    and the ring buffer goes back at once, so no SQE is made per message and a socket that has
- *    nothing to read holds none of the ring's buffers. A socket holding 16 buffers that nobody
- *    reads stops its multishot until it is read. When the ring runs out (the kernel ends the
- *    multishots with ENOBUFS) receives go on as plain ones until buffers came back; an address
+ *    nothing to read holds none of the ring's buffers. A socket whose receives keep finding
+ *    bytes already waiting (a peer that streams) stops its multishot and makes one-shot
+ *    receives, which then complete inside their submission with one copy; it tries its
+ *    multishot again after a few hundred of those (docs/SOCKETS.md). A socket holding 16
+ *    buffers that nobody reads stops its multishot until it is read. When the ring runs out
+ *    (the kernel ends the multishots with ENOBUFS) receives go on as plain ones until
+ *    buffers came back; an address
  *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
  *    from what the multishot received, without taking it). A kernel without the buffer ring (before
  *    Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19) gets the plain ops;
@@ -1000,7 +1004,12 @@ struct afs_sock_info {
     uint64_t    multishot_accepts; /* connections the multishot accepts delivered */
     uint64_t    arms;              /* multishot requests armed (accept and receive) */
     uint64_t    exhausted;         /* multishot receives the kernel ended for want of buffers */
-    uint64_t    plain_recvs;       /* receives made plain meanwhile (the ring was short) */
+    uint64_t    plain_recvs;       /* receives made as one-shot ops on a socket that has a
+                                      multishot state (the ring was short, or the socket's
+                                      receives kept finding bytes waiting: see below) */
+    uint64_t    ring_cqes;         /* multishot receive completions that carried bytes */
+    uint64_t    oneshot_switches;  /* times a socket went from its multishot receive to
+                                      one-shot receives (it tries the multishot again later) */
     const char *why;               /* why one of the two is 0 ("AFS_CTX_PLAIN_SOCKETS",
                                       "io_uring_register_buf_ring: EINVAL (...)", "threads:
                                       readiness engine, no multishot ops"...), or NULL */
@@ -1098,7 +1107,12 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    socket opcodes): sendfile(2) on the context's thread, at once and then each time the
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
  *    pread() would.
- *  - Elsewhere (Windows, FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
+ *  - Windows (every backend: socket ops run on a completion port there): TransmitFile,
+ *    overlapped, the offset in its OVERLAPPED, one piece of up to 1 GiB at a time, each
+ *    clamped to src's size when it starts; a short piece is resumed by the library. The
+ *    system reads src through src's own handle at the op's offset (afs_open opens files
+ *    for overlapped I/O).
+ *  - Elsewhere (FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
  * The return is len, or fewer bytes only when src ended before off + len (0 when off is at
  * or past its end), as a read of src would give; or -errno: -EINVAL (src NULL, len above
  * SSIZE_MAX, off above INT64_MAX or off + len beyond it), -ENOTSOCK (s is not a socket),
@@ -1180,8 +1194,11 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * inside a task of the scheduler that owns the context it suspends only the task (the
  * afs_waiter hook). A stream must not be used from an op's callback when that would have to
  * wait (afs_fread/afs_fwrite record -EDEADLK; afs_fclose aborts).
- * Buffers: the stream allocates (chunks + 1) * chunk_size bytes with afs_buf_alloc at open
- * and frees them at close; nothing is allocated per call.
+ * Buffers: the stream takes chunks + 1 buffers of chunk_size bytes at open, from those the
+ * context kept of streams closed before when they have that size, else from afs_buf_alloc;
+ * nothing is allocated per call. At close up to 8 of them (8 MiB at most) stay with the
+ * context for the next stream, the rest go back with afs_buf_free; the kept ones go back
+ * when a stream of another chunk size closes, and at afs_ctx_free.
  *
  * Pipes, FIFOs, sockets and ttys (a path such as a FIFO or /dev/stdin): a stream reads them
  * with one read at a time into a chunk, which completes with what the pipe holds; afs_fread

@@ -404,6 +404,7 @@ void afs_ctx_free(struct afs_ctx *ctx)
     afs__ctx_drain(ctx, NULL);
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
+    afs__stream_spare_free(ctx);
     afs__crash_free(ctx);
     if (ctx->pool)
         afs__pool_free(ctx->pool);

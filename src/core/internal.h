@@ -361,6 +361,9 @@ extern bool afs__ready_poll_only;
  * bytes each), and a result to take instead of its registration's (0: register). */
 extern unsigned afs__uring_pbuf_entries, afs__uring_pbuf_size;
 extern int      afs__uring_pbuf_err;
+/* Tests: the one-shot receives a socket makes before it tries its multishot receive again,
+ * at its first switch (256; doubled at each switch back, up to 32 times this). */
+extern unsigned afs__uring_oneshot_gap;
 
 /* ------------------------------------------------------------------------------------------
  * The thread pool (src/core/threads.c): threads started lazily, up to `base` as ops wait,
@@ -492,6 +495,8 @@ struct afs_file {
     struct afs__op_waiting pos_wait; /* .pending: pos_op queued, its callback not run */
 };
 
+#define AFS__SPARE_MAX 8 /* stream chunk buffers a context keeps from closed streams */
+
 struct afs_ctx {
     const struct afs__backend *be;
     void                      *be_state;
@@ -523,7 +528,15 @@ struct afs_ctx {
     char              reg_bufs_why[160], reg_files_why[160];
     struct afs__crash *crash;    /* crash mode (afs_crash_enable), else NULL */
     uintptr_t         op_tag;    /* this context's number, in the upper half: in its ops' magic */
+    /* Chunk buffers of closed streams, kept for the next afs_fopen (src/stream/stream.c):
+     * all of spare_size bytes, already faulted in. */
+    void             *spare[AFS__SPARE_MAX];
+    unsigned          spare_n;
+    size_t            spare_size;
 };
+
+/* Frees the spare stream buffers of ctx (afs_ctx_free; src/stream/stream.c). */
+void afs__stream_spare_free(struct afs_ctx *ctx);
 
 /* An op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the memory
  * was an op once (afs_cancel); all of it, that it was queued on this context: memory left by

@@ -244,6 +244,8 @@ void afs__waker_set_port(afs__waker *w, HANDLE port);
  * ops its port (afs__iocp_port: NULL for a context of another backend). */
 #define AFS__SOCK_KEY ((ULONG_PTR)0x736f636bu)
 void   afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e);
+/* A wait of ms on the port, shortened while socket cancels are to be asked again. */
+DWORD  afs__win_sock_wait_ms(struct afs_ctx *ctx, DWORD ms);
 HANDLE afs__iocp_port(struct afs_ctx *ctx);
 /* Starts Winsock once per process (every socket call of the library does): 0 or -errno. */
 int    afs__win_sock_init(void);

@@ -7,6 +7,8 @@
  * completion names the ring buffer the kernel filled, which the socket holds, in order,
  * until parked receives have copied it out, and which then goes back to the ring at once.
  * So neither re-arms per connection or per message, and an idle socket holds no ring buffer.
+ * A socket whose receives keep finding bytes waiting makes one-shot receives instead, and
+ * tries its multishot again now and then (judge()).
  *
  * The kernel ends a multishot by a completion without IORING_CQE_F_MORE: the end of the
  * stream (0), an error (kept for the next op), -ENOBUFS (the ring is empty: the socket
@@ -29,10 +31,14 @@
                              multishot is stopped (the kernel's socket buffer then holds
                              the rest, as it would without one) */
 #define STASH_CAP  16u    /* connections a listener holds accepted with no accept parked */
+#define RULE_WIN   16u    /* receives a multishot socket is judged over */
+#define RULE_FOUND 12u    /* ... of which this many found bytes waiting: one-shot receives */
+#define GAP_GROWTH 32u    /* the gap between trials grows up to this times the first one */
 
 unsigned afs__uring_pbuf_entries = 1024; /* tests shrink it to empty the ring */
 unsigned afs__uring_pbuf_size = 4096;
 int      afs__uring_pbuf_err;            /* tests: the registration's result instead */
+unsigned afs__uring_oneshot_gap = 256;   /* one-shot receives before a trial (see judge) */
 
 struct ums_sock {
     struct afs_file     *f;      /* NULL once closed, while a multishot is still armed */
@@ -41,6 +47,10 @@ struct ums_sock {
     bool                 recv_armed, recv_stop, acc_armed, acc_stop, eof, on_ready;
     int                  err, acc_err, acc_flags;
     unsigned             plain;  /* plain receives in flight: no multishot meanwhile */
+    bool                 oneshot;  /* receives are one-shot: they kept finding bytes waiting */
+    bool                 trial;    /* back on its multishot after one-shot receives */
+    uint8_t              win_n, win_found; /* this window's parked receives; found bytes */
+    unsigned             probe_in, probe_gap; /* one-shot receives to the next trial; its gap */
     uint16_t             head, tail; /* the buffers it holds (NO_BUF: none), via ms->next */
     unsigned             nheld;
     struct afs__list     rq, aq; /* parked receives, accepts */
@@ -236,6 +246,38 @@ static int sock_type(int fd)
     return type;
 }
 
+/* The rule between the multishot and one-shot receives, per socket. A multishot receive
+ * pays a completion and a copy for what arrives whether or not a receive waits for it (and
+ * its armed poll fires at every segment); a one-shot receive made when bytes are waiting in
+ * the socket completes inside its submission with one copy, and pays for waiting (a poll
+ * armed and fired) only when nothing is there. So a socket whose parked receives keep
+ * finding bytes the multishot took ahead of them (RULE_FOUND of RULE_WIN) stops its
+ * multishot and makes one-shot receives; after probe_in of those (256 at first) it tries
+ * its multishot again for a window (a peer that now makes it wait keeps it armed), the gap
+ * doubling each time the trial sends it back, up to GAP_GROWTH times. Every byte the
+ * multishot took is served before the first one-shot receive, which is made only once the
+ * multishot ended. */
+static void judge(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock *s, bool found)
+{
+    if (s->oneshot)
+        return; /* its multishot is ending: receives park until it did */
+    s->win_found = (uint8_t)(s->win_found + found);
+    if (++s->win_n < RULE_WIN)
+        return;
+    bool go = s->win_found >= RULE_FOUND;
+    s->win_n = s->win_found = 0;
+    if (go) {
+        unsigned gap0 = AFS_MAX(afs__uring_oneshot_gap, 1u);
+        s->probe_gap = s->trial ? AFS_MIN(2 * s->probe_gap, GAP_GROWTH * gap0) : gap0;
+        s->probe_in = s->probe_gap;
+        s->oneshot = true;
+        ms->switches++;
+        if (s->recv_armed && !s->recv_stop)
+            stop(ctx, s, AFS__UMS_TAG_RECV);
+    }
+    s->trial = false;
+}
+
 int afs__ums_prep(struct afs_ctx *ctx, struct afs__ums *ms, struct io_uring *ring,
                   struct afs_op *op)
 {
@@ -282,7 +324,21 @@ int afs__ums_prep(struct afs_ctx *ctx, struct afs__ums *ms, struct io_uring *rin
     if (s->kind != 1)
         return 0;
     bool have = s->nheld || s->eof || s->err;
-    if (s->plain || (!have && !s->recv_armed && ring_short(ms))) {
+    /* Nothing held and no multishot: a plain receive keeps the byte order. */
+    bool idle = !have && !s->recv_armed;
+    if (idle && s->oneshot && !s->plain && s->probe_in == 0) {
+        s->oneshot = false; /* a trial of the multishot: judged like any window */
+        s->trial = true;
+    }
+    bool short_ring = idle && ring_short(ms);
+    /* A receive that would park counts in its socket's window (a peek takes nothing); when
+     * that window makes the socket one-shot and nothing is held, it is the first one-shot
+     * receive. */
+    if (!s->plain && !short_ring && (o->code == AFS__READ || !(o->sock.msg_flags & MSG_PEEK)))
+        judge(ctx, ms, s, s->nheld > 0);
+    if (s->plain || (idle && s->oneshot) || short_ring) {
+        if (s->oneshot && s->probe_in)
+            s->probe_in--;
         o->be[0] = AFS__UMS_PLAIN;
         s->plain++;
         ms->plain_recvs++;
@@ -333,6 +389,7 @@ void afs__ums_cqe(struct afs_ctx *ctx, struct afs__ums *ms, uint64_t ud, int res
             uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
             ms->held++;
             if (res > 0 && s->f) {
+                ms->ring_cqes++;
                 hold(ms, s, bid, (uint32_t)res);
                 ms->recv_worked = true;
             } else {
@@ -463,8 +520,10 @@ static void serve_recv(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_sock
         }
         afs__op_transferred(ctx, pop_parked(&s->rq), res);
     }
+    if (s->oneshot && s->recv_armed && !s->recv_stop)
+        stop(ctx, s, AFS__UMS_TAG_RECV); /* an SQE that was not there at the switch */
     if (!s->plain || !s->rq.len) /* no multishot beside a plain receive */
-        rearm(ctx, ms, s, AFS__UMS_TAG_RECV, ms->no_recv || ring_short(ms),
+        rearm(ctx, ms, s, AFS__UMS_TAG_RECV, ms->no_recv || ring_short(ms) || s->oneshot,
               s->nheld >= HELD_CAP);
 }
 
@@ -591,5 +650,7 @@ void afs__ums_info(const struct afs__ums *ms, struct afs_sock_info *out)
     out->arms = ms->arms;
     out->exhausted = ms->exhausted;
     out->plain_recvs = ms->plain_recvs;
+    out->ring_cqes = ms->ring_cqes;
+    out->oneshot_switches = ms->switches;
     out->why = ms->why[0] ? ms->why : NULL;
 }

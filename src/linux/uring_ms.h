@@ -40,7 +40,7 @@ struct afs__ums {
     struct afs_list ready;    /* sockets with something for their parked ops */
     struct afs_list socks;    /* every socket state (freed at close, or at fini) */
     char      why[128];       /* why receives or accepts are plain, "" when they are not */
-    uint64_t  ring_recvs, accepts, arms, exhausted, plain_recvs;
+    uint64_t  ring_recvs, accepts, arms, exhausted, plain_recvs, ring_cqes, switches;
 };
 
 /* Setup (nothing is allocated until a socket needs it) and teardown (before the ring's). */

@@ -180,6 +180,7 @@ struct vfs_inode {
 struct vfs_file {
     sqlite3_file      base;
     struct afs_file  *f;
+    int               fd;          /* f's descriptor, for the lock calls */
     struct vfs_tctx  *tc;
     struct vfs_inode *inode;       /* main databases only */
     struct vfs_shm_conn *shm;
@@ -193,7 +194,7 @@ struct vfs_file {
 
 static int fd_of(struct vfs_file *p)
 {
-    return (int)afs_file_fd(p->f);
+    return p->fd;
 }
 
 static int set_lock(int fd, short type, off_t start, off_t len)
@@ -1024,6 +1025,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     if (is_delete)
         (void)unlink(path);
     p->f = f;
+    p->fd = (int)afs_file_fd(f);
     p->tc = tc;
     p->open_flags = flags;
     p->psow = 1;
@@ -1038,7 +1040,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     }
     if (type == SQLITE_OPEN_MAIN_DB) {
         pthread_mutex_lock(&vfs_mutex);
-        p->inode = inode_find((int)afs_file_fd(f), &err);
+        p->inode = inode_find(p->fd, &err);
         pthread_mutex_unlock(&vfs_mutex);
         if (!p->inode) {
             afs_close(f);

@@ -19,6 +19,9 @@
 #define STREAM_EXPLORE       16u  /* cached windows until the mode not chosen is timed again; the
                                      gap doubles each time, up to 16 times this */
 #define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
+#define STREAM_SPARE_BYTES   ((size_t)8 << 20) /* chunk buffers a context keeps, at most */
+#define STREAM_FILL_MIN      ((size_t)64 << 10) /* cached: a stream's first chunk fill, and
+                                                   the first after a seek */
 
 /* Who copies cached data out of the page cache (docs/STREAMS.md). */
 enum cached_mode {
@@ -48,6 +51,8 @@ struct chunk {
     uint8_t            state;  /* enum chunk_state */
     bool               direct; /* read through the stream's O_DIRECT file */
     bool               pool;   /* read by a pool thread (cached data, CM_POOL) */
+    bool               part;   /* READY, cached: filled up to len only, the rest of the chunk
+                                  is read when the reader gets there (fill_more()) */
     struct afs__op_waiting wait; /* .pending: from queueing until chunk_cb ran */
 };
 
@@ -66,7 +71,8 @@ struct afs_stream {
     bool             cached;     /* the current window is all in the page cache */
     uint8_t          cmode;      /* enum cached_mode of the current window */
     bool             cached_ok;  /* the rule applies (buffered reads of a file with offsets) */
-    unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here */
+    unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here;
+                                    UINT_MAX: not known yet (see cached_mode()) */
     bool             cw_timed;   /* the current window counts (not the stream's first) */
     bool             cw_free;    /* the last CM_INLINE window had a CPU to itself and work
                                   * outside its reads to overlap them with */
@@ -77,6 +83,8 @@ struct afs_stream {
     int64_t          cw_read;    /* ns of this window spent in inline_read() */
     uint64_t         cw_cost[2]; /* ns per MiB consumed, per enum cached_mode; 0: not timed */
     uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
+    size_t           grow;       /* bytes the next inline fill of a cached chunk reads at least:
+                                    STREAM_FILL_MIN, doubling up to cs */
     size_t           cs;      /* chunk size */
     uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
                                  in the first 32 bytes: free() keeps its lists there */
@@ -233,6 +241,7 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     c->direct = s->df && !s->df_refused && s->go_direct && s->ra && off < s->eof_off &&
                 !s->cached && cold_range(s->f, off, AFS_MIN((int64_t)s->cs, s->eof_off - off));
     c->pool = s->cached && s->cmode == CM_POOL;
+    c->part = false;
     int err = afs__op_setup(&c->op, c->direct ? s->df : s->f,
                             &(struct afs__op_args){.code = AFS__READ, .buf = c->buf,
                                                    .len = s->cs, .off = (uint64_t)off,
@@ -310,6 +319,24 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
     return r;
 }
 
+/* Cached data on the consumer's thread (CM_INLINE, and small requests): reads chunk c on from
+ * its len, at least past `in` + `want` (the reader's offset in it, and what it asks for) and
+ * s->grow bytes, up to the chunk's end. A reader of a few bytes so copies 64 KiB, not a
+ * whole chunk (stdio reads one buffer of 4 KiB); one that goes on reads twice as much each
+ * time, up to whole chunks. A short read is the end of the file. 0 or -errno. */
+static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t want)
+{
+    size_t end = AFS_MAX(c->len + s->grow, in + AFS_MIN(want, s->cs - in));
+    end = AFS_MIN((end + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1), s->cs);
+    s->grow = AFS_MIN(2 * s->grow, s->cs);
+    ssize_t r = inline_read(s, c->buf + c->len, end - c->len, c->off + (int64_t)c->len);
+    if (r < 0)
+        return (int)r;
+    c->part = c->len + (size_t)r == end && end < s->cs;
+    c->len += (size_t)r;
+    return 0;
+}
+
 static int64_t thread_cpu(void)
 {
     return afs__sys.cpu_now ? afs__sys.cpu_now() : -1;
@@ -323,7 +350,14 @@ static int64_t thread_cpu(void)
 static uint8_t cached_mode(struct afs_stream *s)
 {
     uint64_t *cost = s->cw_cost;
-    if (!s->pool_max || !cost[CM_INLINE])
+    if (!cost[CM_INLINE])
+        return CM_INLINE;
+    /* A pool thread copies while the consumer computes only where another CPU may run it;
+     * the sync backend has no threads to use. Asked here, not at open: a stream that never
+     * gets this far (a small file) makes no system call for it. */
+    if (s->pool_max == UINT_MAX)
+        s->pool_max = s->ctx->be->id == AFS_BACKEND_SYNC ? 0 : afs__cpu_usable() - 1;
+    if (!s->pool_max)
         return CM_INLINE;
     if (!cost[CM_POOL])
         return s->cw_free ? CM_POOL : CM_INLINE;
@@ -340,7 +374,7 @@ static uint8_t cached_mode(struct afs_stream *s)
  * included. The next window asks the kernel whether it is all cached, and takes a mode. */
 static void cached_window(struct afs_stream *s)
 {
-    int64_t now = afs__sys.now(), cpu = thread_cpu();
+    int64_t now = afs__sys.now(), cpu = -1;
     if (s->cw_end >= 0 && s->cw_timed && s->cached && s->pos > s->cw_pos) {
         uint64_t dt = now > s->cw_start ? (uint64_t)(now - s->cw_start) : 0;
         uint64_t per = AFS_MAX((dt << 20) / (uint64_t)(s->pos - s->cw_pos), 1);
@@ -350,9 +384,12 @@ static void cached_window(struct afs_stream *s)
         /* Thread CPU time under 80% of the wall time: other threads had this CPU. A
          * consumer that spends less than a third of its time outside the reads has nothing
          * to hide a pool thread's copy behind: it would wait for it and copy once more. */
-        if (s->cmode == CM_INLINE)
-            s->cw_free = (cpu < 0 || s->cw_cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt) &&
+        if (s->cmode == CM_INLINE) {
+            if (s->cw_cpu >= 0)
+                cpu = thread_cpu();
+            s->cw_free = (cpu < 0 || 10 * (cpu - s->cw_cpu) >= 8 * (int64_t)dt) &&
                          3 * ((int64_t)dt - s->cw_read) >= (int64_t)dt;
+        }
     }
     /* The stream's first window is not timed: it pays for first touches (the caller's
      * buffer faulted in, the pool's threads started). */
@@ -368,7 +405,10 @@ static void cached_window(struct afs_stream *s)
     s->cmode = cached_mode(s);
     s->cw_pos = s->pos;
     s->cw_start = now;
-    s->cw_cpu = cpu;
+    /* The thread's CPU time (a system call) only where the window may choose the pool. */
+    s->cw_cpu = s->cw_timed && s->cached && s->cmode == CM_INLINE && s->pool_max
+                    ? (cpu >= 0 ? cpu : thread_cpu())
+                    : -1;
     s->cw_read = 0;
     s->cw_end = s->pos > INT64_MAX - win ? INT64_MAX : s->pos + win;
 }
@@ -456,7 +496,9 @@ static int to_read(struct afs_stream *s)
     }
     s->dir = DIR_READ;
     s->cur_off = -1;
-    s->cw_end = -1; /* the file may have changed: ask the cache again */
+    if (s->cw_end != -2)
+        s->cw_end = -1; /* the file may have changed: ask the cache again (a stream's
+                           first window stays the untimed one) */
     return 0;
 }
 
@@ -592,8 +634,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->off = coff;
                     c->seq = ++s->seq;
                     c->direct = c->pool = false;
-                    c->result = inline_read(s, c->buf, cs, coff);
-                    c->len = c->result > 0 ? (size_t)c->result : 0;
+                    c->result = 0;
+                    c->len = 0;
+                    c->part = true; /* filled below, as far as the reader needs */
                     c->state = CH_READY;
                 } else if (!c || (err = queue_read(s, c, coff)) < 0) {
                     set_err(s, err ? err : -ENOBUFS);
@@ -633,11 +676,20 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             c->state = CH_FREE; /* after afs_clearerr the read is tried again */
             break;
         }
-        if (c->len < cs)
+        size_t in = (size_t)(s->pos - c->off);
+        if (c->part && in >= c->len) {
+            int err = fill_more(s, c, in, want - got);
+            if (err < 0) {
+                set_err(s, err); /* the chunk stays: after afs_clearerr it is read again */
+                break;
+            }
+        }
+        if (c->part)
+            ; /* more of the chunk to come: says nothing of the end */
+        else if (c->len < cs)
             s->eof_off = AFS_MIN(s->eof_off, c->off + (int64_t)c->len);
         else if (c->off + (int64_t)cs > s->eof_off)
             s->eof_off = INT64_MAX; /* the file grew past the hint */
-        size_t in = (size_t)(s->pos - c->off);
         if (in >= c->len) {
             /* End of file. Drop the short chunk so that a read after afs_clearerr sees
              * what was appended meanwhile. */
@@ -839,9 +891,11 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     } else if (s->dir == DIR_READ) {
         int64_t coff = pos - (int64_t)((uint64_t)pos % s->cs);
         if (!find_chunk(s, coff)) {
-            /* Out of the window: random access, no read-ahead until it is sequential. */
+            /* Out of the window: random access, no read-ahead until it is sequential, and
+             * small fills of cached chunks again. */
             drop_reads(s);
             s->ra = 0;
+            s->grow = STREAM_FILL_MIN;
         }
     }
     s->pos = pos;
@@ -955,11 +1009,42 @@ static struct afs_file *open_direct(struct afs_stream *s, const char *path, int6
     return df;
 }
 
+/* Chunk buffers come from the context's spares (those of streams closed before, already
+ * faulted in) when they have the stream's size, else from afs_buf_alloc; at close they go
+ * back to the spares, up to AFS__SPARE_MAX buffers and STREAM_SPARE_BYTES. A program that
+ * reads file after file so maps, faults in and unmaps no memory per stream. */
+static char *buf_get(struct afs_stream *s)
+{
+    struct afs_ctx *ctx = s->ctx;
+    if (ctx->spare_n && ctx->spare_size == s->cs)
+        return ctx->spare[--ctx->spare_n];
+    return afs_buf_alloc(ctx, s->cs);
+}
+
+static void buf_put(struct afs_stream *s, char *buf)
+{
+    struct afs_ctx *ctx = s->ctx;
+    if (ctx->spare_n && ctx->spare_size != s->cs)
+        afs__stream_spare_free(ctx); /* the newest size is the one kept */
+    if (ctx->spare_n < AFS__SPARE_MAX && (ctx->spare_n + 1) * s->cs <= STREAM_SPARE_BYTES) {
+        ctx->spare_size = s->cs;
+        ctx->spare[ctx->spare_n++] = buf;
+    } else {
+        afs_buf_free(ctx, buf, s->cs);
+    }
+}
+
+void afs__stream_spare_free(struct afs_ctx *ctx)
+{
+    while (ctx->spare_n)
+        afs_buf_free(ctx, ctx->spare[--ctx->spare_n], ctx->spare_size);
+}
+
 static void stream_free(struct afs_stream *s)
 {
-    for (unsigned i = 0; i < s->nbuf; i++)
+    for (unsigned i = s->nbuf; i-- > 0;) /* the first buffer is taken first next time */
         if (s->ch[i].buf)
-            afs_buf_free(s->ctx, s->ch[i].buf, s->cs);
+            buf_put(s, s->ch[i].buf);
     free(s);
 }
 
@@ -1006,7 +1091,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->nbuf = nbuf;
     for (unsigned i = 0; i < nbuf; i++) {
         s->ch[i].s = s;
-        s->ch[i].buf = afs_buf_alloc(ctx, s->cs);
+        s->ch[i].buf = buf_get(s);
         if (!s->ch[i].buf) {
             stream_free(s);
             return -ENOMEM;
@@ -1032,10 +1117,15 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->cw_end = -2; /* -2: no window yet; -1: none open */
     s->cw_gap = s->cw_next = STREAM_EXPLORE;
     s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);
-    /* A pool thread copies while the consumer computes only where another CPU may run it;
-     * the sync backend has no threads to use. */
-    s->pool_max = ctx->be->id == AFS_BACKEND_SYNC ? 0 : afs__cpu_usable() - 1;
-    int64_t size = (rd || app) && !s->pipe ? afs_file_size(s->f) : 0;
+    s->pool_max = UINT_MAX; /* asked when a cached window could use the pool */
+    s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
+    /* The size afs_open's fstat saw, where it is known: no second fstat. */
+    int64_t size = 0;
+    if ((rd || app) && !s->pipe) {
+        size = atomic_load_explicit(&s->f->size_hint, memory_order_relaxed);
+        if (size < 0)
+            size = afs_file_size(s->f);
+    }
     if (size < 0) {
         afs_close(s->f);
         stream_free(s);

@@ -165,7 +165,8 @@ static int iocp_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     for (;;) {
         OVERLAPPED_ENTRY e[BATCH];
         ULONG n = 0;
-        if (!GetQueuedCompletionStatusEx(c->port, e, BATCH, &n, ms, FALSE)) {
+        if (!GetQueuedCompletionStatusEx(c->port, e, BATCH, &n, afs__win_sock_wait_ms(ctx, ms),
+                                         FALSE)) {
             DWORD err = GetLastError();
             return err == WAIT_TIMEOUT ? 0 : afs__win_errno(err);
         }

@@ -1,5 +1,5 @@
-/* Sockets on Windows: overlapped Winsock calls (WSARecv, WSASend, AcceptEx, ConnectEx) whose
- * completion packets come through an I/O completion port.
+/* Sockets on Windows: overlapped Winsock calls (WSARecv, WSASend, AcceptEx, ConnectEx,
+ * TransmitFile) whose completion packets come through an I/O completion port.
  *
  * No Windows backend runs socket ops itself (none has afs__backend.sock): the core hands
  * every socket op, and every read or write of a socket, to afs__ready_submit() here, as it
@@ -18,6 +18,17 @@
  * (MSG_WAITALL) is never overtaken. afs_cancel() of the posted op is CancelIoEx, and the op
  * completes when its packet came (ERROR_OPERATION_ABORTED: -ECANCELED), never before: the
  * buffer is not written after the callback. The others are taken off their queue at once.
+ * A CancelIoEx that finds nothing (ERROR_NOT_FOUND) before the op's packet came is asked
+ * again every RECANCEL_MS, the context's waits bounded meanwhile, until it finds the op or
+ * the packet comes: on Windows the packet is on its way then, but wine also says so while
+ * it runs a step of the op in the process (a TransmitFile or WSASend that found the socket
+ * writable), and the op then goes on waiting, uncancelled, for a peer that may never read.
+ *
+ * A sendfile is TransmitFile on the send side, one piece at a time: the file offset in the
+ * OVERLAPPED, the byte count clamped to the source's size at that moment (TransmitFile
+ * would otherwise be asked past the end, which Windows does not define), so that a piece
+ * of 0 bytes is the end of the source. The core resumes a short piece, and it is cancelled
+ * like a WSASend (CancelIoEx of the socket's op).
  *
  * Sockets are made with WSA_FLAG_OVERLAPPED and not inheritable; socketpair() is emulated
  * with a TCP connection over loopback (Windows has no socketpair). The blocking calls that
@@ -30,6 +41,8 @@
 #include <string.h>
 
 #define NENT 64
+/* How often a cancel that found nothing is asked again (see above). */
+#define RECANCEL_MS 10
 /* What AcceptEx writes per address: the address and 16 bytes of its own. */
 #define ACC_ADDR ((DWORD)(sizeof(struct sockaddr_storage) + 16))
 
@@ -42,6 +55,7 @@ static int                       wsa_err;
 static LPFN_ACCEPTEX             p_acceptex;
 static LPFN_CONNECTEX            p_connectex;
 static LPFN_GETACCEPTEXSOCKADDRS p_addrs;
+static LPFN_TRANSMITFILE         p_transmit; /* NULL: afs_sendfile says -ENOTSUP */
 
 static int wsa_errno(void)
 {
@@ -74,6 +88,8 @@ static BOOL CALLBACK wsa_init(INIT_ONCE *once, void *param, void **ctx)
         !ext(s, (GUID)WSAID_CONNECTEX, &p_connectex, sizeof p_connectex) ||
         !ext(s, (GUID)WSAID_GETACCEPTEXSOCKADDRS, &p_addrs, sizeof p_addrs))
         wsa_err = wsa_errno();
+    else if (!ext(s, (GUID)WSAID_TRANSMITFILE, &p_transmit, sizeof p_transmit))
+        p_transmit = NULL; /* sockets work without it */
     closesocket(s);
     if (!wsa_err && (!p_acceptex || !p_connectex || !p_addrs))
         wsa_err = -ENOTSUP;
@@ -98,12 +114,37 @@ bool afs__sys_sock_supported(void)
 
 bool afs__sys_sendfile_supported(void)
 {
-    return false; /* TransmitFile is not wired up: callers read and send */
+    /* Without Winsock every socket call fails first with its own error. */
+    return wsa() < 0 || p_transmit != NULL;
 }
 
 static SOCKET sock_of(const struct afs_file *f)
 {
     return (SOCKET)(uintptr_t)f->fd;
+}
+
+/* The next piece of a sendfile: where it starts in the source and how many bytes it sends,
+ * no more than the source has there. 1: a piece; 0: the source has ended; or -errno. */
+static int sendfile_piece(struct afs_op *op, uint64_t *off, DWORD *len)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs__span sp;
+    afs__op_span(op, &sp); /* at most AFS__CHUNK_MAX: below TransmitFile's 2 GiB - 2 */
+    LARGE_INTEGER size;
+    if (!GetFileSizeEx(o->sock.src->fd, &size))
+        return afs__win_errno(GetLastError());
+    if (size.QuadPart <= 0 || sp.off >= (uint64_t)size.QuadPart || sp.len == 0)
+        return 0; /* a count of 0 would send the whole file */
+    *off = sp.off;
+    *len = (DWORD)AFS_MIN((uint64_t)sp.len, (uint64_t)size.QuadPart - sp.off);
+    return 1;
+}
+
+/* What a failed TransmitFile says when the peer has gone: Windows reports a connection it
+ * aborted after the peer's reset as WSAECONNABORTED, which a send caller knows as a reset. */
+static ssize_t sendfile_err(ssize_t err)
+{
+    return err == -ECONNABORTED ? -ECONNRESET : err;
 }
 
 /* A socket as the library makes them: overlapped, not inherited by child processes. */
@@ -322,6 +363,33 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
     case AFS__SHUTDOWN:
         *in = false;
         return shutdown(s, o->sock.how) == 0 ? 0 : wsa_errno();
+    case AFS__SENDFILE: {
+        /* One piece, waited for on an event of its own: the event's low bit set, the
+         * socket's port gets no packet for it. */
+        *in = false;
+        uint64_t off = 0;
+        DWORD len = 0, n = 0, fl = 0;
+        int piece = sendfile_piece(op, &off, &len);
+        if (piece <= 0)
+            return piece;
+        HANDLE ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+        if (!ev)
+            return afs__win_errno(GetLastError());
+        OVERLAPPED ov;
+        memset(&ov, 0, sizeof ov);
+        ov.Offset = (DWORD)off;
+        ov.OffsetHigh = (DWORD)(off >> 32);
+        ov.hEvent = (HANDLE)((uintptr_t)ev | 1);
+        ssize_t res = 0;
+        if (!p_transmit(s, o->sock.src->fd, len, 0, &ov, NULL, 0) &&
+            WSAGetLastError() != WSA_IO_PENDING)
+            res = wsa_errno();
+        else if (WaitForSingleObject(ev, INFINITE) != WAIT_OBJECT_0 ||
+                 !WSAGetOverlappedResult(s, &ov, &n, FALSE, &fl))
+            res = wsa_errno();
+        CloseHandle(ev);
+        return res < 0 ? sendfile_err(res) : (ssize_t)n;
+    }
     default:
         return -EINVAL;
     }
@@ -344,6 +412,8 @@ struct afs__ready {
     unsigned         posted; /* ops whose packet is still to come */
     OVERLAPPED_ENTRY e[NENT]; /* what the last wait took, for afs__ready_reap */
     ULONG            ne;
+    struct afs_op  **rc;     /* posted ops whose CancelIoEx found nothing: asked again */
+    unsigned         nrc, caprc;
 };
 
 /* An op's state, in its backend words. */
@@ -354,6 +424,7 @@ struct wop {
     WSABUF     wb;
     DWORD      flags;
     bool       posted; /* a completion packet will come */
+    bool       recancel; /* on the engine's rc list */
 };
 _Static_assert(sizeof(struct wop) <= sizeof(((struct afs__op *)0)->be),
                "a socket op's state must fit in the op's backend words");
@@ -417,6 +488,7 @@ void afs__ready_free(struct afs_ctx *ctx)
         afs__waker_set_port(&ctx->waker, NULL);
         CloseHandle(r->port);
     }
+    free(r->rc);
     free(r);
     ctx->ready = NULL;
 }
@@ -532,12 +604,25 @@ static bool post(struct afs_op *op, ssize_t *res)
     case AFS__SHUTDOWN:
         *res = shutdown(s, o->sock.how) == 0 ? 0 : wsa_errno();
         return false;
+    case AFS__SENDFILE: {
+        uint64_t off = 0;
+        DWORD len = 0;
+        int piece = sendfile_piece(op, &off, &len);
+        if (piece <= 0) {
+            *res = piece;
+            return false;
+        }
+        w->ov.Offset = (DWORD)off;
+        w->ov.OffsetHigh = (DWORD)(off >> 32);
+        rc = p_transmit(s, o->sock.src->fd, len, 0, &w->ov, NULL, 0) ? 0 : SOCKET_ERROR;
+        break;
+    }
     default:
         *res = -EINVAL;
         return false;
     }
     if (rc == SOCKET_ERROR && WSAGetLastError() != WSA_IO_PENDING) {
-        *res = wsa_errno();
+        *res = o->code == AFS__SENDFILE ? sendfile_err(wsa_errno()) : wsa_errno();
         return false;
     }
     w->posted = true;
@@ -580,6 +665,12 @@ static ssize_t result(struct afs_op *op)
         if (res == 0 && setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
             res = wsa_errno();
         return res;
+    case AFS__SENDFILE:
+        /* A piece cancelled part way: what the system says left counts (the core then
+         * ends the op with the bytes sent, as for a socket's send). */
+        if (res == -ECANCELED && bytes > 0)
+            return (ssize_t)bytes;
+        return res < 0 ? sendfile_err(res) : (ssize_t)bytes;
     default:
         return res < 0 ? res : (ssize_t)bytes;
     }
@@ -655,11 +746,63 @@ void afs__ready_submit(struct afs_ctx *ctx, struct afs_op *op)
         run(ctx, o->file, dir);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Cancels asked again (see the top of the file)
+ * ---------------------------------------------------------------------------------------- */
+
+static void recancel_add(struct afs__ready *r, struct afs_op *op)
+{
+    if (W(op)->recancel)
+        return;
+    if (r->nrc == r->caprc) {
+        unsigned cap = r->caprc ? 2 * r->caprc : 8;
+        struct afs_op **rc = realloc(r->rc, cap * sizeof *rc);
+        if (!rc)
+            return; /* not asked again: as without the list */
+        r->rc = rc;
+        r->caprc = cap;
+    }
+    r->rc[r->nrc++] = op;
+    W(op)->recancel = true;
+}
+
+static void recancel_drop(struct afs__ready *r, unsigned i)
+{
+    W(r->rc[i])->recancel = false;
+    r->rc[i] = r->rc[--r->nrc];
+}
+
+/* The op's packet came: it is no longer asked. */
+static void recancel_done(struct afs__ready *r, struct afs_op *op)
+{
+    for (unsigned i = 0; W(op)->recancel && i < r->nrc; i++)
+        if (r->rc[i] == op)
+            recancel_drop(r, i);
+}
+
+static void recancel_retry(struct afs__ready *r)
+{
+    for (unsigned i = 0; i < r->nrc;) {
+        struct afs_op *op = r->rc[i];
+        if (CancelIoEx(afs__op(op)->file->fd, &W(op)->ov) || GetLastError() != ERROR_NOT_FOUND)
+            recancel_drop(r, i); /* found (its packet comes), or not to be found again */
+        else
+            i++;
+    }
+}
+
+DWORD afs__win_sock_wait_ms(struct afs_ctx *ctx, DWORD ms)
+{
+    struct afs__ready *r = ctx->ready;
+    return r && r->nrc && ms > RECANCEL_MS ? RECANCEL_MS : ms;
+}
+
 void afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e)
 {
     struct afs_op *op = op_of_ov(e->lpOverlapped);
     struct afs__op *o = afs__op(op);
     struct afs_file *f = o->file;
+    recancel_done(ctx->ready, op);
     W(op)->posted = false;
     ctx->ready->posted--;
     ssize_t res = result(op);
@@ -679,7 +822,8 @@ static void cancel_one(struct afs_ctx *ctx, struct afs_op *op)
     if (W(op)->posted) {
         /* The packet still comes: ERROR_OPERATION_ABORTED (-ECANCELED), or the result when
          * the op finished first. The op completes then, not before. */
-        CancelIoEx(o->file->fd, &W(op)->ov);
+        if (!CancelIoEx(o->file->fd, &W(op)->ov) && GetLastError() == ERROR_NOT_FOUND)
+            recancel_add(ctx->ready, op);
         return;
     }
     afs__list_remove(&o->file->rdy.q[side(o)], op);
@@ -741,19 +885,20 @@ int afs__ctx_block(struct afs_ctx *ctx, int64_t timeout_ns)
         int64_t v = (timeout_ns + 999999) / 1000000;
         ms = v >= (int64_t)INFINITE ? INFINITE - 1 : (DWORD)v;
     }
-    return collect(r, ms);
+    return collect(r, afs__win_sock_wait_ms(ctx, ms));
 }
 
 void afs__ready_reap(struct afs_ctx *ctx)
 {
     struct afs__ready *r = ctx->ready;
-    if (!r->own)
-        return; /* the iocp backend's enter handed the packets over already */
+    /* The iocp backend's enter handed the packets over already. */
     for (;;) {
+        if (!r->own)
+            break;
         if (r->posted && r->ne < NENT && (collect(r, 0) & AFS__WOKE_WAKER))
             r->woke = true; /* the context's next wait returns at once for it */
         if (!r->ne)
-            return;
+            break;
         ULONG n = r->ne;
         OVERLAPPED_ENTRY e[NENT];
         memcpy(e, r->e, n * sizeof e[0]);
@@ -761,4 +906,6 @@ void afs__ready_reap(struct afs_ctx *ctx)
         for (ULONG i = 0; i < n; i++)
             afs__win_sock_packet(ctx, &e[i]);
     }
+    if (r->nrc)
+        recancel_retry(r);
 }

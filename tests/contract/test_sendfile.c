@@ -4,7 +4,9 @@
  * SIGPIPE's default action), afs_cancel and a corio deadline of a sendfile to a peer that
  * does not read, and the argument errors. The sendfile_poll suite runs the readiness engine
  * with poll(), sendfile_engine runs io_uring contexts through the engine (sendfile(2)
- * instead of splices). Windows and the BSDs: -ENOTSUP. */
+ * instead of splices). Windows runs the same tests on each backend (TransmitFile on the
+ * context's completion port), but for the descriptor count and SIGPIPE (none there).
+ * The BSDs and macOS: -ENOTSUP. */
 #include "../common.h"
 
 #include "internal.h" /* afs__uring_no_sock, afs__ready_poll_only */
@@ -12,7 +14,7 @@
 
 #include <corio.h>
 
-#ifndef __linux__
+#if !defined(__linux__) && !defined(_WIN32)
 /* No sendfile there: every call says so, and nothing is queued. */
 Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60)
 {
@@ -31,10 +33,16 @@ Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60
     (void)t_check; /* common.h's, used by the Linux tests */
 }
 #else
+#ifdef _WIN32
+typedef SOCKET t_sock_t;
+#define SHUT_WR SD_SEND
+#else
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+typedef int t_sock_t;
+#endif
 
 /* A test run as is, with the engine's poll() flavour, and on io_uring through the engine. */
 #define T_SF(name) T_FLAVOURS(sendfile, name, 120)
@@ -58,7 +66,7 @@ static void tcp_pair(struct afs_ctx *ctx, struct afs_file **c, struct afs_file *
     cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &l), 0);
     struct sockaddr_in sa = {.sin_family = AF_INET};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = afs_file_fd(l);
+    t_sock_t fd = (t_sock_t)afs_file_fd(l);
     cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     cr_assert_eq(listen(fd, 8), 0);
     socklen_t len = sizeof sa;
@@ -142,7 +150,7 @@ T_SF(tcp_offsets_and_lengths_past_eof)
  * a plain send between: the stream is the three in order. Outside a task the receiver is a
  * plain thread. */
 struct reader {
-    int    fd;
+    t_sock_t fd;
     size_t want, got;
     int    bad;
 };
@@ -177,10 +185,12 @@ T_SF(blocking_calls_in_order)
     struct afs_file *f = open_src(ctx, FSIZE);
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    struct reader r = {.fd = afs_file_fd(p[1]), .want = 100000 + 5 + FSIZE};
+    struct reader r = {.fd = (t_sock_t)afs_file_fd(p[1]), .want = 100000 + 5 + FSIZE};
+#ifndef _WIN32 /* Windows sockets stay in blocking mode */
     /* The reader's descriptor may be the engine's non-blocking one: make it wait. */
     int fl = fcntl(r.fd, F_GETFL);
     cr_assert_eq(fcntl(r.fd, F_SETFL, fl & ~O_NONBLOCK), 0);
+#endif
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, reader_fn, &r), 0);
     cr_assert_eq(afs_sendfile(p[0], f, 0, 100000), 100000);
@@ -195,11 +205,73 @@ T_SF(blocking_calls_in_order)
     cr_assert_eq(afs_close(f), 0);
 }
 
+#ifdef _WIN32
+/* Wine's emulation, not Windows: a few behaviours differ (see where this is asked). */
+static bool t_under_wine(void)
+{
+    HMODULE nt = GetModuleHandleA("ntdll.dll");
+    return nt && GetProcAddress(nt, "wine_get_version") != NULL;
+}
+#endif
+
+/* From an op's callback the blocking form runs inline (the context cannot be driven there):
+ * the bytes still come in order after what the op sent. */
+struct inline_sf {
+    struct afs_file *s, *f;
+    ssize_t          r;
+    int              calls;
+};
+
+static void send_then_sendfile(struct afs_op *op)
+{
+    struct inline_sf *x = op->data;
+    x->calls++;
+    x->r = op->result < 0 ? op->result : afs_sendfile(x->s, x->f, 10, 50000);
+}
+
+T_SF(from_a_callback)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    struct inline_sf x = {.s = p[0], .f = f};
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    cr_assert_eq(afs_queue_send(&op, p[0], "abc", 3, 0, send_then_sendfile, &x), 0);
+    for (int i = 0; i < 300 && x.calls == 0; i++) /* a guard against a hang, not a bound */
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 100LL * 1000 * 1000), 0);
+    cr_assert_eq(x.calls, 1);
+    cr_assert_eq(x.r, 50000, "sendfile from a callback: %zd", x.r);
+    static char buf[65536];
+    size_t got = 0;
+    while (got < 3 + 50000) {
+        ssize_t r = afs_recv(p[1], buf, sizeof buf, 0);
+        cr_assert(r > 0, "afs_recv after %zu bytes: %zd", got, r);
+        for (ssize_t i = 0; i < r; i++, got++) {
+            unsigned char c = (unsigned char)buf[i];
+            if (got < 3)
+                cr_assert_eq(c, (unsigned char)"abc"[got]);
+            else
+                cr_assert(t_check(&c, 1, 10 + got - 3), "byte %zu is not the file's", got);
+        }
+    }
+    cr_assert_eq(got, (size_t)3 + 50000);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 /* A peer that has gone: -EPIPE or -ECONNRESET, never a SIGPIPE (its default action, set in
- * the set-up, would kill the test). A socketpair whose other end is closed before, and a TCP
- * peer that closes with unread data (a reset) during a transfer larger than the buffers. */
+ * the set-up, would kill the test). A socketpair whose other end is closed before. */
 T_SF(peer_gone)
 {
+#ifdef _WIN32
+    /* Wine 8: the TransmitFile waits for room once its first send filled the buffer, and
+     * the reset that comes then never wakes it (a WSASend there gets WSAECONNRESET). */
+    if (t_under_wine())
+        cr_skip_test("wine: a TransmitFile to a peer that closed before never ends");
+#endif
     struct afs_ctx *ctx = t_new_ctx();
     struct afs_file *f = open_src(ctx, FSIZE);
     struct afs_file *p[2];
@@ -209,7 +281,16 @@ T_SF(peer_gone)
     cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a closed peer: %zd (%s)", r,
               r < 0 ? afs_strerror((int)r) : "bytes");
     cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
 
+/* A TCP peer that closes with unread data (a reset) during a transfer larger than the
+ * buffers: -EPIPE or -ECONNRESET, never a SIGPIPE. */
+T_SF(peer_reset_during_the_transfer)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    ssize_t r;
     struct afs_file *c, *s;
     tcp_pair(ctx, &c, &s);
     struct afs_op op;
@@ -221,10 +302,17 @@ T_SF(peer_gone)
     cr_assert_eq(afs_close(c), 0); /* unread data: the kernel resets the connection */
     wait_cb(ctx, &lg);
     /* The buffers may have taken all of it before the reset came: then the next one fails. */
-    r = lg.result == (ssize_t)FSIZE ? afs_sendfile(s, f, 0, FSIZE) : lg.result;
+    bool later = lg.result == (ssize_t)FSIZE;
+    r = later ? afs_sendfile(s, f, 0, FSIZE) : lg.result;
     if (r == (ssize_t)FSIZE)
         r = afs_sendfile(s, f, 0, FSIZE);
-    cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a reset peer: %zd (%s)", r,
+    bool gone = r == -EPIPE || r == -ECONNRESET;
+#ifdef _WIN32
+    /* Wine: a send on a connection whose reset it has seen says WSAENOTCONN (Windows:
+     * WSAECONNRESET). */
+    gone = gone || (later && r == -ENOTCONN && t_under_wine());
+#endif
+    cr_assert(gone, "sendfile to a reset peer: %zd (%s)", r,
               r < 0 ? afs_strerror((int)r) : "bytes");
     cr_assert_eq(afs_close(s), 0);
     cr_assert_eq(afs_close(f), 0);
@@ -260,14 +348,19 @@ T_SF(cancel_when_the_peer_does_not_read)
 
 static int count_fds(void)
 {
+#ifdef _WIN32
+    return 0; /* the process's handles: the system keeps some of its own a while */
+#else
     int n = 0;
     for (int fd = 0; fd < 4096; fd++)
         n += fcntl(fd, F_GETFD) >= 0;
     return n;
+#endif
 }
 
 /* Sendfiles cancelled at every stage, and sockets closed under them: no descriptor stays
- * behind (a pipe left holding bytes is closed; at most one empty one is kept). */
+ * behind (a pipe left holding bytes is closed; at most one empty one is kept). On Windows
+ * the stages only (no count). */
 T_SF(no_descriptor_leak)
 {
     struct afs_ctx *ctx = t_new_ctx();
@@ -278,7 +371,7 @@ T_SF(no_descriptor_leak)
         struct afs_file *p[2];
         cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
         struct afs_op op;
-    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+        memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
         struct cb_log lg = {0};
         cr_assert_eq(afs_queue_sendfile(&op, p[0], f, (uint64_t)i, size, log_cb, &lg), 0);
         for (int k = 0; k < i % 4; k++)

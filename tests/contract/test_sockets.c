@@ -1355,9 +1355,32 @@ T_SOCK_ALL(plain_sockets_flag)
     cr_assert_eq(afs_close(b), 0);
 }
 
-/* Messages one after another on 8 connections: on io_uring each socket's multishot receive
- * is armed once, not once per message, and connections with nothing to read hold none of
- * the ring's buffers. */
+/* A receive on f made before its peer sends: queued, handed to the kernel (it waits), then
+ * the peer sends n pattern bytes from stream offset `at`, which arrive in order. */
+static void recv_waiting(struct afs_ctx *ctx, struct afs_file *f, struct afs_file *peer,
+                         size_t n, uint64_t at)
+{
+    static char m[4096], got[4096];
+    cr_assert_leq(n, sizeof m);
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_recv(&op, f, got, sizeof got, 0, log_cb, &lg), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq(lg.calls, 0, "a receive completed before the peer sent");
+    t_fill(m, n, at);
+    cr_assert_eq(afs_send(peer, m, n, 0), (ssize_t)n);
+    wait_cb(ctx, &lg);
+    cr_assert(lg.result > 0 && (size_t)lg.result <= n, "receive: %zd", lg.result);
+    cr_assert(t_check(got, (size_t)lg.result, at), "bytes %llu.. out of order",
+              (unsigned long long)at);
+    if ((size_t)lg.result < n) /* the rest, if it came in two pieces */
+        recv_all(f, n - (size_t)lg.result, at + (uint64_t)lg.result);
+}
+
+/* Messages one after another on 8 connections, each received by a receive made before it
+ * was sent: on io_uring each socket's multishot receive is armed once, not once per message,
+ * and connections with nothing to read hold none of the ring's buffers. */
 T_SOCK_ALL(multishot_recv_armed_once_per_connection)
 {
     struct afs_ctx *ctx = t_new_ctx();
@@ -1365,14 +1388,9 @@ T_SOCK_ALL(multishot_recv_armed_once_per_connection)
     struct afs_file *p[N][2];
     for (int i = 0; i < N; i++)
         cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
-    static char m[LEN];
     for (int k = 0; k < MSGS; k++)
-        for (int i = 0; i < N; i++) {
-            uint64_t at = ((uint64_t)k * N + (uint64_t)i) * LEN;
-            t_fill(m, LEN, at);
-            cr_assert_eq(afs_send(p[i][1], m, LEN, 0), LEN);
-            recv_all(p[i][0], LEN, at);
-        }
+        for (int i = 0; i < N; i++)
+            recv_waiting(ctx, p[i][0], p[i][1], LEN, ((uint64_t)k * N + (uint64_t)i) * LEN);
     struct afs_sock_info info;
     if (t_multishot(ctx, &info)) {
         cr_assert_eq(info.arms, (uint64_t)N, "%llu arms for %d connections of %d messages",
@@ -1409,4 +1427,75 @@ T_SOCK_ALL(peek_after_a_multishot_receive)
     cr_assert(t_check(got, 390, 10));
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
+}
+
+/* The rule between the multishot and one-shot receives: a socket whose receives keep finding
+ * bytes that the multishot took ahead of them (the peer is ahead: 3,000 bytes at a time read
+ * in pieces of 7 to 299) makes one-shot receives, tries its multishot again after a gap (here
+ * 4 one-shot receives) and goes back; once its receives wait for the peer (each queued before
+ * the peer sends) the trial keeps the multishot armed. Every byte arrives once and in order
+ * across the switches, with pieces that end inside ring buffers. */
+T_SOCK_ALL(receives_switch_between_multishot_and_oneshot_in_order)
+{
+#ifdef AFS_HAVE_URING
+    afs__uring_oneshot_gap = 4;
+    afs__uring_pbuf_size = 1024; /* a 3,000-byte send fills several ring buffers */
+#endif
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char m[3000], got[300];
+    uint64_t sent = 0, rcvd = 0;
+    struct afs_sock_info ahead, info;
+    bool ms = t_multishot(ctx, &ahead);
+    /* 60 rounds, then on until the last receive was a one-shot one (the socket may be in a
+     * trial of its multishot). */
+    bool oneshot = false;
+    for (int round = 0; round < 60 || (ms && !oneshot); round++) {
+        cr_assert_lt(round, 1000, "the socket never made one-shot receives");
+        t_fill(m, 3000, sent);
+        cr_assert_eq(afs_send(p[1], m, 3000, 0), 3000);
+        sent += 3000;
+        while (rcvd < sent) {
+            size_t want = 7 + (size_t)(rcvd * 31 % 293);
+            uint64_t plain = ahead.plain_recvs;
+            ssize_t r = afs_recv(p[0], got, want, 0);
+            cr_assert(r > 0 && (size_t)r <= want, "afs_recv at %llu: %zd",
+                      (unsigned long long)rcvd, r);
+            cr_assert(t_check(got, (size_t)r, rcvd), "bytes %llu.. out of order",
+                      (unsigned long long)rcvd);
+            rcvd += (uint64_t)r;
+            afs_ctx_sock_info(ctx, &ahead);
+            oneshot = ahead.plain_recvs > plain;
+        }
+    }
+    if (ms) {
+        cr_assert_geq(ahead.oneshot_switches, 2u, "%llu switches to one-shot receives",
+                      (unsigned long long)ahead.oneshot_switches);
+        cr_assert_gt(ahead.plain_recvs, 0u);
+        cr_assert_gt(ahead.ring_recvs, 0u);
+    } else {
+        cr_assert_eq(ahead.oneshot_switches, 0u);
+    }
+    /* The peer now lags: each receive waits for its bytes. */
+    struct afs_sock_info mid = ahead;
+    for (int k = 0; k < 400; k++) {
+        if (k == 300)
+            afs_ctx_sock_info(ctx, &mid);
+        size_t n = 1 + (size_t)k * 37 % 2000;
+        recv_waiting(ctx, p[0], p[1], n, sent);
+        sent += n;
+    }
+    afs_ctx_sock_info(ctx, &info);
+    if (ms) {
+        cr_assert_gt(info.arms, ahead.arms, "the multishot was not tried again");
+        cr_assert_eq(info.plain_recvs, mid.plain_recvs,
+                     "receives that wait are still one-shot (%llu of the last 100)",
+                     (unsigned long long)(info.plain_recvs - mid.plain_recvs));
+        cr_assert_geq(info.ring_recvs - mid.ring_recvs, 100u);
+    }
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    afs_ctx_sock_info(ctx, &info);
+    cr_assert_eq(info.ring_held, 0u, "buffers not given back to the ring");
 }

@@ -307,6 +307,75 @@ T_IO(seek_past_eof_and_write_leaves_a_hole)
     cr_assert_eq(afs_fclose(s), 0);
 }
 
+/* Chunk buffers of a closed stream stay with the context for the next stream of the same
+ * chunk size (no memory mapped, faulted in and unmapped per file), at most 8 of them and
+ * 8 MiB; another size replaces them, and afs_ctx_free gives every one back. */
+static int buf_allocs, buf_releases;
+
+static void *counting_alloc(size_t size, void *user)
+{
+    (void)user;
+    buf_allocs++;
+#ifdef _WIN32
+    return _aligned_malloc(size, 4096);
+#else
+    void *p = NULL;
+    return posix_memalign(&p, 4096, size) == 0 ? p : NULL;
+#endif
+}
+
+static void counting_release(void *buf, size_t size, void *user)
+{
+    (void)size;
+    (void)user;
+    buf_releases++;
+#ifdef _WIN32
+    _aligned_free(buf);
+#else
+    free(buf);
+#endif
+}
+
+/* Writes `len` pattern bytes through a new stream on t_ctx, reads them back, closes it. */
+static void stream_round_trip(size_t chunk, unsigned chunks, size_t len)
+{
+    struct afs_stream *s = s_open("f", "w+", chunk, chunks);
+    unsigned char *buf = malloc(len);
+    t_fill(buf, len, 0);
+    cr_assert_eq(afs_fwrite(buf, 1, len, s), len);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    memset(buf, 0, len);
+    cr_assert_eq(afs_fread(buf, 1, len, s), len);
+    cr_assert(t_check(buf, len, 0));
+    cr_assert_eq(afs_fclose(s), 0);
+    free(buf);
+}
+
+T_IO(stream_buffers_are_kept_for_the_next_stream)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.alloc = counting_alloc;
+    cfg.release = counting_release;
+    buf_allocs = buf_releases = 0;
+    t_ctx = t_ctx_cfg(&cfg);
+    stream_round_trip(64 * KIB, 4, 300 * KIB + 7);
+    cr_assert_eq(buf_allocs, 5);
+    cr_assert_eq(buf_releases, 0, "kept for the next stream");
+    stream_round_trip(64 * KIB, 4, 200 * KIB);
+    stream_round_trip(64 * KIB, 2, 100 * KIB);
+    cr_assert_eq(buf_allocs, 5, "the same size: the kept buffers, none new");
+    stream_round_trip(128 * KIB, 2, 300 * KIB);
+    cr_assert_eq(buf_allocs, 8);
+    cr_assert_eq(buf_releases, 5, "another size: the older ones given back");
+    stream_round_trip(1024 * KIB, 15, 3 * 1024 * KIB);
+    cr_assert_eq(buf_allocs, 24);
+    cr_assert_eq(buf_releases, 16, "at most 8 MiB kept");
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    cr_assert_eq(buf_releases, buf_allocs, "every buffer given back with the context");
+}
+
 #ifndef _WIN32
 static void limit_file_size(rlim_t bytes)
 {
@@ -663,15 +732,17 @@ T_IO(opt_out_never_reads_direct)
     cr_assert_eq(afs_fclose(s), 0);
 }
 
-/* A consumer that waits for every chunk (the disk is the bottleneck: here reads take 2 ms,
+/* A consumer that waits for every chunk (the disk is the bottleneck: here reads take 100 ms,
  * injected where the threads backend runs them) starts direct and goes buffered after two
  * windows of 8 chunks in which it waited: later chunks come through the page cache. */
 static struct afs__syscalls slow_saved;
 
 static ssize_t slow_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
 {
-    /* Far slower than the consumer, even under a sanitizer: 4 in flight, 5 ms a chunk. */
-    struct timespec ts = {0, 20000000};
+    /* Far slower than the consumer, even under ThreadSanitizer on a machine whose CPUs are
+     * busy with other work (at 5 ms a chunk the consumer fell behind there): 4 in flight,
+     * 25 ms a chunk. */
+    struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL);
     return slow_saved.pread(fd, buf, len, off);
 }
@@ -961,13 +1032,14 @@ static int pool_possible(void)
            sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1;
 }
 
-/* Reads the whole stream in pieces of `piece` bytes, checking every byte. */
-static void read_through(struct afs_stream *s, size_t len, size_t piece)
+/* Reads the rest of the stream, from `off`, in pieces of `piece` bytes, checking every
+ * byte. */
+static void read_through_from(struct afs_stream *s, size_t len, size_t off, size_t piece)
 {
     unsigned char *buf = malloc(piece);
     caller_lo = buf;
     caller_hi = buf + piece;
-    size_t off = 0, n;
+    size_t n;
     while ((n = afs_fread(buf, 1, piece, s)) > 0) {
         cr_assert(t_check(buf, n, off), "bad data at %zu", off);
         off += n;
@@ -978,6 +1050,12 @@ static void read_through(struct afs_stream *s, size_t len, size_t piece)
     cr_assert_eq(off, len);
     caller_lo = caller_hi = NULL;
     free(buf);
+}
+
+/* Reads the whole stream in pieces of `piece` bytes, checking every byte. */
+static void read_through(struct afs_stream *s, size_t len, size_t piece)
+{
+    read_through_from(s, len, 0, piece);
 }
 
 /* A big read of cached data goes straight into the caller's buffer, one copy, as stdio's
@@ -1003,22 +1081,34 @@ T_IO(cached_big_freads_read_into_the_callers_buffer)
     }
 }
 
+/* Reads a 40 MiB cached file in 100 KiB pieces (64 KiB chunks) with the given costs (and
+ * pread, or NULL for costed_pread) and `work` ns of work per piece; returns the stream's
+ * cached reads of each kind. */
+static void read_40mib(int64_t in_ns, int64_t pool_ns, int64_t share, int64_t work,
+                       ssize_t (*pread)(afs__fd_t, void *, size_t, uint64_t), uint64_t *in,
+                       uint64_t *pool)
+{
+    t_new_ctx();
+    const size_t len = 40 * 1024 * KIB + 99; /* 640 chunks, 40 windows */
+    make_cached("f", len);
+    costs(in_ns, pool_ns, share);
+    if (pread)
+        afs__sys.pread = pread;
+    work_cost = work;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    read_through(s, len, 100 * KIB + 1);
+    afs__stream_cached_reads(s, in, pool);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+}
+
 /* Where a pool thread's copy is cheaper than the consumer's (it overlaps the consumer's
  * work), the stream has pool threads read its cached chunks, and keeps the consumer's thread
  * for the rest: the first window, and the other mode timed again now and then. */
 T_IO(cached_chunks_go_to_a_pool_thread_when_that_is_cheaper)
 {
-    t_new_ctx();
-    const size_t len = 40 * 1024 * KIB + 99; /* 640 chunks, 40 windows */
-    make_cached("f", len);
-    costs(10000000, 1000, 100);
-    work_cost = 20000000;
-    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_through(s, len, 100 * KIB + 1);
     uint64_t in, pool;
-    afs__stream_cached_reads(s, &in, &pool);
-    cr_assert_eq(afs_fclose(s), 0);
-    costs_end();
+    read_40mib(10000000, 1000, 100, 20000000, NULL, &in, &pool);
     if (cached_throughout("f") && pool_possible()) {
         cr_assert_gt(pool, 500, "%llu pool reads, %llu inline", (unsigned long long)pool,
                      (unsigned long long)in);
@@ -1043,9 +1133,97 @@ T_IO(cached_chunks_stay_inline_when_that_is_cheaper)
     cr_assert_eq(afs_fclose(s), 0);
     costs_end();
     if (cached_throughout("f")) {
-        /* Window 2 tried the pool, window 18 again: 16 chunks each, a few more in flight. */
+        /* Window 3 tried the pool, window 19 again: 16 chunks each, a few more in flight. */
         cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads", (unsigned long long)pool);
         cr_assert_gt(in, 500, "%llu inline reads", (unsigned long long)in);
+    }
+}
+
+/* The stream's first window pays for first touches (here: its reads cost 100,000 times
+ * more): it is not timed, so it does not make the consumer's own copies look dearer than a
+ * pool thread's for the rest of the file. */
+static ssize_t first_window_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    if (pthread_equal(pthread_self(), cached_thread))
+        inline_cost = off < 1024 * KIB ? 100000000 : 1000;
+    return costed_pread(fd, buf, len, off);
+}
+
+T_IO(cached_first_window_is_not_timed)
+{
+    uint64_t in, pool;
+    read_40mib(1000, 2000000, 100, 1000000, first_window_pread, &in, &pool);
+    if (cached_throughout("f"))
+        cr_assert_leq(pool, 2 * 16 + 8, "%llu pool reads, %llu inline",
+                      (unsigned long long)pool, (unsigned long long)in);
+}
+
+/* Cached data read in small pieces: the first fill of a chunk reads 64 KiB, not the whole
+ * chunk (a reader of a few bytes from a big file copies 64 KiB, as stdio copies 4 KiB), the
+ * next ones twice as much each, up to whole chunks, and again 64 KiB after a seek; every
+ * byte is read from the file once while the reader goes on in order, and right with short
+ * reads, EINTR and an EIO in the middle of a chunk (kept until afs_clearerr, then read
+ * again). */
+static size_t first_len, bytes_read; /* asked by the first pread; read in all */
+
+static ssize_t counting_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    ssize_t r = costed_pread(fd, buf, len, off);
+    if (pthread_equal(pthread_self(), cached_thread)) {
+        if (!first_len)
+            first_len = len;
+        bytes_read += r > 0 ? (size_t)r : 0;
+    }
+    return r;
+}
+
+T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
+{
+    t_new_ctx();
+    const size_t len = 5 * 1024 * KIB + 333;
+    make_cached("f", len);
+    costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    afs__sys.pread = counting_pread;
+    first_len = bytes_read = 0;
+    struct afs_stream *s = s_open("f", "r", 1024 * KIB, 4);
+    unsigned char buf[4093];
+    cr_assert_eq(afs_fread(buf, 1, 10, s), 10);
+    cr_assert(t_check(buf, 10, 0));
+    size_t first = first_len;
+    read_through_from(s, len, 10, sizeof buf);
+    size_t once = bytes_read;
+    cr_assert_eq(afs_fseek(s, 3 * 1024 * KIB + 5, SEEK_SET), 0);
+    first_len = 0;
+    cr_assert_eq(afs_fread(buf, 1, 100, s), 100);
+    cr_assert(t_check(buf, 100, 3 * 1024 * KIB + 5));
+    size_t after_seek = first_len;
+    /* Short reads, EINTR and an EIO, from a seek on. */
+    short_every = 7;
+    eintr_every = 5;
+    eio_at = 3 * 1024 * KIB + 300 * KIB + 1;
+    size_t off = 3 * 1024 * KIB + 105, n;
+    int eio_seen = 0;
+    for (;;) {
+        n = afs_fread(buf, 1, sizeof buf, s);
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        if (n == sizeof buf)
+            continue;
+        if (!afs_ferror(s))
+            break;
+        cr_assert_eq(afs_ferror(s), -EIO);
+        eio_seen++;
+        afs_clearerr(s);
+    }
+    cr_assert(afs_feof(s));
+    cr_assert_eq(off, len);
+    cr_assert_eq(eio_seen, 1);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cached_throughout("f")) {
+        cr_assert_eq(first, 64 * KIB, "the first fill: %zu bytes", first);
+        cr_assert_eq(after_seek, 64 * KIB, "the first fill after a seek: %zu", after_seek);
+        cr_assert_eq(once, len, "%zu bytes read for %zu", once, len);
     }
 }
 
@@ -1054,17 +1232,8 @@ T_IO(cached_chunks_stay_inline_when_that_is_cheaper)
  * and checks that no read went to the pool. */
 static void stays_inline(int64_t work, int64_t share)
 {
-    t_new_ctx();
-    const size_t len = 40 * 1024 * KIB + 99;
-    make_cached("f", len);
-    costs(10000000, 1000, share);
-    work_cost = work;
-    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
-    read_through(s, len, 100 * KIB + 1);
     uint64_t in, pool;
-    afs__stream_cached_reads(s, &in, &pool);
-    cr_assert_eq(afs_fclose(s), 0);
-    costs_end();
+    read_40mib(10000000, 1000, share, work, NULL, &in, &pool);
     cr_assert_eq(pool, 0, "%llu pool reads", (unsigned long long)pool);
     if (cached_throughout("f"))
         cr_assert_gt(in, 0);
