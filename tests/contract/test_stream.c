@@ -1217,10 +1217,14 @@ T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
     }
     cr_assert(afs_feof(s));
     cr_assert_eq(off, len);
-    cr_assert_eq(eio_seen, 1);
+    cr_assert_leq(eio_seen, 1);
     cr_assert_eq(afs_fclose(s), 0);
     costs_end();
+    /* Where the kernel cannot tell what is cached (qemu's user mode has no cachestat), the
+     * chunk with the EIO was read whole before the fault was set: only the cached path's
+     * growing fills reach it. */
     if (cached_throughout("f")) {
+        cr_assert_eq(eio_seen, 1);
         cr_assert_eq(first, 64 * KIB, "the first fill: %zu bytes", first);
         cr_assert_eq(after_seek, 64 * KIB, "the first fill after a seek: %zu", after_seek);
         cr_assert_eq(once, len, "%zu bytes read for %zu", once, len);
