@@ -217,18 +217,21 @@ run_suite() {
     done
 
     # the work spreads: a flat directory, and a tree of small directories, are copied by
-    # more than one scheduler (AFCP_TEST_STATS prints each one's count of entries)
+    # more than one scheduler (AFCP_TEST_STATS prints each one's count of entries). The
+    # walker's own scheduler copies only while the others are behind, which a quiet machine
+    # may never see: with 3 schedulers the two others take the batches in turn, so at least
+    # two copy whatever the machine's load.
     local spread
     mkdir -p "$O/flat" "$O/small"
     (cd "$O/flat" && seq 1 4000 | split -l 1 -a 4 - f)
     for n in $(seq 1 100); do mkdir "$O/small/d$n"; for f in a b c d e f g h; do echo "$n$f" > "$O/small/d$n/$f"; done; done
     for p in "" batch; do
         for src in flat small; do
-            AFCP_TEST_PATH=$p AFCP_TEST_STATS=1 "$AFCP" -q --threads=2 -r "$O/$src" "$O/spread" 2> "$O/stats"
+            AFCP_TEST_PATH=$p AFCP_TEST_STATS=1 "$AFCP" -q --threads=3 -r "$O/$src" "$O/spread" 2> "$O/stats"
             spread=$(grep -c 'scheduler [0-9]*: [1-9][0-9]* entries' "$O/stats")
-            check "$src over 2 threads [${p:-measured}]: both copy ($(grep -o 'scheduler [0-9]*: [0-9]* entries' "$O/stats" | tr '\n' ' '))" \
-                [ "$spread" -eq 2 ]
-            check "$src over 2 threads [${p:-measured}]: copied" diff -r "$O/$src" "$O/spread"
+            check "$src over 3 threads [${p:-measured}]: two or more copy ($(grep -o 'scheduler [0-9]*: [0-9]* entries' "$O/stats" | tr '\n' ' '))" \
+                [ "$spread" -ge 2 ]
+            check "$src over 3 threads [${p:-measured}]: copied" diff -r "$O/$src" "$O/spread"
             rm -rf "$O/spread"
         done
     done
