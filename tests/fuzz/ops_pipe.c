@@ -344,7 +344,8 @@ void fz_op_pipe(struct fz_in *in)
             if (c.wclosed || room == 0)
                 break;
             size_t lim = room < FZ_MAX_IO ? room : FZ_MAX_IO;
-            chan_write(&c, (s & 0x80) ? 1u + v % 16u : 1u + v % lim, s & 0x40, v);
+            size_t n = (s & 0x80) ? 1u + v % 16u : 1u + v % lim;
+            chan_write(&c, n < room ? n : room, s & 0x40, v); /* small writes too */
             break;
         }
         case 2:
