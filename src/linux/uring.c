@@ -596,8 +596,11 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
         if (err < 0)
             return err;
     }
-    /* Both SQEs in one submission (a link never spans two), the waker's read beside. */
-    if (io_uring_sq_space_left(&u->ring) < 3) {
+    /* Both SQEs in one submission (a link never spans two), the waker's read beside. A ring
+     * too small for that (queue_depth under 3) makes the two splices in turn, each alone:
+     * the file's round ends as a broken link does, and the next round empties the pipe. */
+    bool solo = *u->ring.sq.kring_entries < 3;
+    if (!solo && io_uring_sq_space_left(&u->ring) < 3) {
         ctx->stats.kernel_submits++;
         if (flush(ctx) < 0)
             return -EIO;
@@ -605,12 +608,20 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     size_t rest = o->total - o->done;
     if (sp->inpipe == 0) {
         sp->want = (uint32_t)AFS_MIN(rest, (size_t)sp->cap);
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+        struct io_uring_sqe *sqe = solo ? get_sqe(ctx) : io_uring_get_sqe(&u->ring);
+        if (!sqe)
+            return -EIO;
         io_uring_prep_splice(sqe, (int)o->sock.src->fd, (int64_t)(o->off + o->done), sp->wfd,
                              -1, sp->want, 0);
-        sqe->flags |= IOSQE_IO_LINK;
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
         sp->fill = 1;
+        if (solo) {
+            sp->pending = 1;
+            sp->r1 = 0;
+            sp->r2 = -ECANCELED; /* read by splice_cqe as the link broken after the file's */
+            return 0;
+        }
+        sqe->flags |= IOSQE_IO_LINK;
         sp->pending = 2;
     } else {
         sp->want = sp->inpipe;
@@ -618,7 +629,9 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
         sp->pending = 1;
     }
     sp->r1 = sp->r2 = 0;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    struct io_uring_sqe *sqe = solo ? get_sqe(ctx) : io_uring_get_sqe(&u->ring);
+    if (!sqe)
+        return -EIO; /* solo only: the ring could not be flushed */
     io_uring_prep_splice(sqe, sp->rfd, -1, (int)o->file->fd, -1, sp->want,
                          rest > sp->want ? SPLICE_F_MORE : 0);
     /* A splice to a socket whose peer has gone raises SIGPIPE in the task that makes it
@@ -872,8 +885,11 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
         return;
     io_uring_prep_cancel(sqe, op, 0);
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-    if (afs__op(op)->code == AFS__SENDFILE && SP(op)->pending == 2 && (sqe = get_sqe(ctx))) {
-        /* The round's file splice too (its link then cancels the socket one). */
+    /* The round's file splice too, while it runs (linked: its link then cancels the socket
+     * one; alone on a small ring: the only one). */
+    bool fill_runs = afs__op(op)->code == AFS__SENDFILE && SP(op)->fill &&
+                     (SP(op)->pending == 2 || *u->ring.sq.kring_entries < 3);
+    if (fill_runs && (sqe = get_sqe(ctx))) {
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT, 0);
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
     }

@@ -118,6 +118,32 @@ T_SF(socketpair_byte_exact)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for the two
+ * linked splices and the waker's read, and the splices go in turn; every byte arrives. (The
+ * pieces fit in the socket's buffer: with one op in flight the receive waits for the
+ * sendfile.) */
+#ifndef _WIN32 /* a ring's size is io_uring's; a loopback TCP pair's buffer may be smaller */
+T_SF(small_queue_depths)
+{
+    for (unsigned qd = 1; qd <= 2; qd++) {
+        struct afs_config cfg;
+        afs_config_default(&cfg);
+        cfg.queue_depth = qd;
+        struct afs_ctx *ctx = t_ctx = t_ctx_cfg(&cfg);
+        struct afs_file *f = open_src(ctx, FSIZE);
+        struct afs_file *p[2];
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        send_check(ctx, p[0], p[1], f, 0, 100000, 100000);
+        send_check(ctx, p[1], p[0], f, 4097, 100000, 100000);
+        cr_assert_eq(afs_close(p[0]), 0);
+        cr_assert_eq(afs_close(p[1]), 0);
+        cr_assert_eq(afs_close(f), 0);
+        afs_ctx_free(ctx);
+        t_ctx = NULL;
+    }
+}
+#endif
+
 /* Offsets inside a page, lengths past the end (the rest of the file), an offset at and past
  * the end (0), over TCP; each on a fresh connection. */
 T_SF(tcp_offsets_and_lengths_past_eof)
