@@ -24,6 +24,8 @@
  * order alternating from round to round, so a load that rises or falls does not favour
  * one); after that GAP_MIN windows by choice between two rounds, twice as many after each
  * round that confirms the choice (up to GAP_MAX), GAP_MIN again after one that changes it.
+ * After the warm-up a change needs two rounds in a row that disagree with the choice (the
+ * second right after the first); a second round that agrees again keeps the gap.
  * A window's score is what the context delivered: completions per second of wall time and
  * the process's CPU time per completion (the kernel's workers are threads of the process,
  * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
@@ -293,10 +295,22 @@ static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int
     if (t->win_scored && !t->round_half) {
         /* A round is over: choose, and set the gap to the next one. */
         bool pick = prefer_offload(t);
-        if (++t->rounds > WARMUP_ROUNDS)
-            t->gap = pick == t->offloading ? AFS_MIN(2 * t->gap, GAP_MAX) : GAP_MIN;
-        t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
-        t->offloading = pick;
+        if (++t->rounds > WARMUP_ROUNDS && pick != t->offloading && !t->doubt) {
+            /* One round against the choice: a second one, at once, must agree before the
+             * regime changes (a single round on a shared machine is often noise, and a
+             * change costs GAP_MIN windows in the other regime). */
+            t->doubt = true;
+            t->left = 0;
+        } else {
+            /* A confirmed change: the new choice is watched closely (GAP_MIN). */
+            if (t->rounds > WARMUP_ROUNDS && !t->doubt)
+                t->gap = AFS_MIN(2 * t->gap, GAP_MAX);
+            else if (t->doubt && pick != t->offloading)
+                t->gap = GAP_MIN;
+            t->doubt = false;
+            t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
+            t->offloading = pick;
+        }
     }
     if (t->round_half) {
         t->win_offload = !t->win_offload;

@@ -24,6 +24,7 @@ struct afs__ureg_tune {
     bool     win_scored;  /* it belongs to a sampling round */
     bool     win_timed;   /* it opened at a clock reading (all but the context's first) */
     bool     round_half;  /* it is the first of its round: the other regime comes next */
+    bool     doubt;       /* the last round disagreed with the choice: the next one decides */
     unsigned rounds;      /* sampling rounds done */
     unsigned gap, left;   /* windows run by choice between two rounds, and those left */
     unsigned samples;     /* windows scored */
