@@ -264,15 +264,15 @@ static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, 
 
 /* Runs one blocking op (a's cb and data are set here). `inline_ok`: small enough for the
  * sync threshold. */
-static ssize_t blocking_op(struct afs_file *f, struct afs__op_args a, bool inline_ok)
+static ssize_t blocking_op(struct afs_file *f, struct afs__op_args *a, bool inline_ok)
 {
     struct afs_op op;
     struct afs__op_waiting ow = {0};
     struct afs__op *o = afs__op(&op);
     o->magic = 0; /* a fresh op; afs__op_setup clears the rest but the backend's words */
-    a.cb = blocking_cb;
-    a.data = &ow;
-    int err = afs__op_setup(&op, f, &a);
+    a->cb = blocking_cb;
+    a->data = &ow;
+    int err = afs__op_setup(&op, f, a);
     if (err < 0)
         return err;
     if (o->total == 0 && !afs__is_ctl(o))
@@ -308,7 +308,7 @@ ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
     bool inline_ok;
     if (read_small(f, buf, len, off, &res, &inline_ok))
         return res;
-    return blocking_op(f, (struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
+    return blocking_op(f, &(struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
                                                 .off = off},
                        inline_ok);
 }
@@ -316,7 +316,7 @@ ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
 ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+    return blocking_op(f, &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
                                                 .off = off},
                        small(f, len));
 }
@@ -324,7 +324,7 @@ ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off
 ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__READV, .iov = iov, .iovcnt = iovcnt,
+    return blocking_op(f, &(struct afs__op_args){.code = AFS__READV, .iov = iov, .iovcnt = iovcnt,
                                                 .off = off},
                        false);
 }
@@ -332,7 +332,7 @@ ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint
 ssize_t afs_pwritev(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+    return blocking_op(f, &(struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
                                                 .off = off},
                        false);
 }
@@ -343,7 +343,7 @@ ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len, uint64
     file_check(f, __func__);
     if (flags & ~AFS_WRITE_DSYNC)
         return -EINVAL;
-    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
+    return blocking_op(f, &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
                                                 .off = off, .xflags = afs__write_xflags(flags)},
                        small(f, len));
 }
@@ -354,7 +354,7 @@ ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcn
     file_check(f, __func__);
     if (flags & ~AFS_WRITE_DSYNC)
         return -EINVAL;
-    return blocking_op(f, (struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
+    return blocking_op(f, &(struct afs__op_args){.code = AFS__WRITEV, .iov = iov, .iovcnt = iovcnt,
                                                 .off = off, .xflags = afs__write_xflags(flags)},
                        false);
 }
@@ -362,7 +362,7 @@ ssize_t afs_pwritev_flags(struct afs_file *f, const struct iovec *iov, int iovcn
 int afs_fsync(struct afs_file *f, unsigned flags)
 {
     file_check(f, __func__);
-    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FSYNC,
+    return (int)blocking_op(f, &(struct afs__op_args){.code = AFS__FSYNC,
                                                      .fsync_flags = flags}, false);
 }
 
@@ -371,7 +371,7 @@ int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len)
     file_check(f, __func__);
     if (mode < 0)
         return -EINVAL;
-    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FALLOCATE, .off = off,
+    return (int)blocking_op(f, &(struct afs__op_args){.code = AFS__FALLOCATE, .off = off,
                                                      .range = len, .arg = (unsigned)mode},
                             false);
 }
@@ -379,7 +379,7 @@ int afs_fallocate(struct afs_file *f, int mode, uint64_t off, uint64_t len)
 int afs_ftruncate(struct afs_file *f, uint64_t size)
 {
     file_check(f, __func__);
-    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FTRUNCATE, .off = size}, false);
+    return (int)blocking_op(f, &(struct afs__op_args){.code = AFS__FTRUNCATE, .off = size}, false);
 }
 
 int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice)
@@ -387,7 +387,7 @@ int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice)
     file_check(f, __func__);
     if (advice < 0)
         return -EINVAL;
-    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__FADVISE, .off = off,
+    return (int)blocking_op(f, &(struct afs__op_args){.code = AFS__FADVISE, .off = off,
                                                      .range = len, .arg = (unsigned)advice},
                             false);
 }
@@ -395,7 +395,7 @@ int afs_fadvise(struct afs_file *f, uint64_t off, uint64_t len, int advice)
 int afs_sync_file_range(struct afs_file *f, uint64_t off, uint64_t len, unsigned flags)
 {
     file_check(f, __func__);
-    return (int)blocking_op(f, (struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off,
+    return (int)blocking_op(f, &(struct afs__op_args){.code = AFS__SYNC_RANGE, .off = off,
                                                      .range = len, .arg = flags},
                             false);
 }
@@ -626,7 +626,7 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
         bool inline_ok = small(f, len);
         if (write || !read_small(f, buf, len, off, &res, &inline_ok))
             res = blocking_op(f,
-                              (struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ,
+                              &(struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ,
                                                     .buf = buf, .len = len, .off = off},
                               inline_ok);
         if (res == -EINVAL || res == -EBADF || res == -EBUSY) {

@@ -40,14 +40,30 @@ bool corio__cancel_reaches(const struct corio_task *t)
 #define effective_deadline corio__effective_deadline
 #define cancel_reaches     corio__cancel_reaches
 
-int corio__interrupted(struct corio_task *t)
+int corio__interrupted_at(const struct corio_task *t, int64_t *deadline)
 {
-    if (cancel_reaches(t))
+    /* One walk up for both (a task's every file op asks). */
+    int64_t d = INT64_MAX;
+    bool cancelled = false;
+    for (; t && !t->shield; t = t->parent) {
+        cancelled |= t->cancelled || t->inh_cancelled;
+        if (t->deadline < d)
+            d = t->deadline;
+        if (t->inh_deadline < d)
+            d = t->inh_deadline;
+    }
+    *deadline = d;
+    if (cancelled)
         return -ECANCELED;
-    int64_t d = effective_deadline(t);
     if (d != INT64_MAX && corio_now() >= d)
         return -ETIMEDOUT;
     return 0;
+}
+
+int corio__interrupted(struct corio_task *t)
+{
+    int64_t d;
+    return corio__interrupted_at(t, &d);
 }
 
 int64_t corio__wait_timer(const struct corio_task *t, const struct corio__wait *w)

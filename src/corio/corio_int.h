@@ -341,6 +341,8 @@ void corio__check_running(struct corio_task *t, const char *where);
 /* Suspends the running task t on the record w until corio__ready(t, err); returns err.
  * Arms a timer for w->until and, when w->cancel is set, for t's deadline. */
 int  corio__suspend(struct corio_task *t, struct corio__wait *w);
+/* As corio__suspend, with t's effective deadline already known (corio__interrupted_at). */
+int  corio__suspend_by(struct corio_task *t, struct corio__wait *w, int64_t deadline);
 /* Makes the suspended task t runnable; its wait ends with err. */
 void corio__ready(struct corio_task *t, int err);
 
@@ -358,6 +360,8 @@ void corio__wake_all(struct corio__waitq *q);
 /* Cancellation and deadlines (cancel.c). */
 /* 0, or -ECANCELED / -ETIMEDOUT when a blocking call must fail at once. */
 int     corio__interrupted(struct corio_task *t);
+/* The same, with *deadline set to t's effective deadline (INT64_MAX: none). */
+int     corio__interrupted_at(const struct corio_task *t, int64_t *deadline);
 /* When t's timer must fire for its wait w: min(w->until, deadline if w->cancel). */
 int64_t corio__wait_timer(const struct corio_task *t, const struct corio__wait *w);
 /* The resume phase: due wake-ups and deadlines. */

@@ -128,7 +128,7 @@ static void switch_out(struct corio_task *t)
     reap_zombie(t->sched);
 }
 
-int corio__suspend(struct corio_task *t, struct corio__wait *w)
+int corio__suspend_by(struct corio_task *t, struct corio__wait *w, int64_t deadline)
 {
     struct corio_sched *s = t->sched;
     t->state = CORIO__SUSPENDED;
@@ -136,13 +136,16 @@ int corio__suspend(struct corio_task *t, struct corio__wait *w)
     w->err = 0;
     if (w->outside)
         s->outside_waits++;
-    if (w->cancel || w->until != INT64_MAX) {
-        int64_t at = corio__wait_timer(t, w);
-        if (at != INT64_MAX)
-            corio__timer_add(&s->timers, t, at);
-    }
+    int64_t at = w->cancel && deadline < w->until ? deadline : w->until;
+    if (at != INT64_MAX)
+        corio__timer_add(&s->timers, t, at);
     switch_out(t);
     return w->err;
+}
+
+int corio__suspend(struct corio_task *t, struct corio__wait *w)
+{
+    return corio__suspend_by(t, w, w->cancel ? corio__effective_deadline(t) : INT64_MAX);
 }
 
 struct corio_sched *corio_task_sched(struct corio_task *t)

@@ -68,14 +68,15 @@ static int waiter_suspend(struct afs_waiter *aw, void *co, struct afs_op *op)
     (void)aw;
     struct corio_task *t = co;
     t->sched->stats.ios++;
-    int err = corio__interrupted(t);
+    int64_t deadline;
+    int err = corio__interrupted_at(t, &deadline);
     if (err) {
         /* Still queued: cancelling takes it back; its callback comes with the next wait. */
         afs_cancel(op);
     }
     struct corio__wait w = {.cancel = file_cancel, .what = op, .until = INT64_MAX,
                             .outside = true};
-    corio__suspend(t, &w);
+    corio__suspend_by(t, &w, deadline);
     if (op->result == -ECANCELED && (w.timed_out || err == -ETIMEDOUT))
         return -ETIMEDOUT;
     return 0;
