@@ -23,14 +23,17 @@
  * WARMUP_ROUNDS sampling rounds, each an inline and an offloaded window back to back (the
  * order alternating from round to round, so a load that rises or falls does not favour
  * one); after that GAP_MIN windows by choice between two rounds, twice as many after each
- * round that confirms the choice (up to GAP_MAX), GAP_MIN again after one that changes it.
- * After the warm-up a change needs two rounds in a row that disagree with the choice (the
- * second right after the first); a second round that agrees again keeps the gap.
+ * round whose own comparison agrees with the choice (up to GAP_MAX), GAP_MIN again after
+ * one that does not (the evidence is looked at again soon).
  * A window's score is what the context delivered: completions per second of wall time and
  * the process's CPU time per completion (the kernel's workers are threads of the process,
  * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
  * running average that weighs the newest 1/AVG_DEPTH: single windows on a shared machine
- * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s). */
+ * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s).
+ * Which regime delivers more is decided on the median of the last ROUNDS_KEPT rounds'
+ * paired ratios (offloaded over inline rate, the two windows of one round side by side):
+ * one window several-fold off moves a running average past the margin for rounds, a median
+ * not at all. */
 #define WINDOW_NS      (50 * 1000 * 1000)
 /* A window that took longer than this (the context had no direct I/O to do for a while, or
  * a device slower than 64 ops a second) is not scored: it starts again, same regime. */
@@ -41,6 +44,8 @@
 #define GAP_MIN        4u
 #define GAP_MAX        64u
 #define AVG_DEPTH      4u
+#define ROUNDS_KEPT    AFS__UREG_ROUNDS
+#define RATIO_ONE      1024u /* a paired ratio of 1 */
 /* Completions per second decide when one regime delivers more than 9/8 of the other's;
  * nearer than that, the regime with less CPU time per completion is chosen. */
 #define RATE_MARGIN_NUM 9u
@@ -256,18 +261,49 @@ static void average(uint64_t *avg, uint64_t sample, unsigned n)
     *avg = a > 0 ? (uint64_t)a : 1; /* 0 means "not measured" */
 }
 
+/* 1: offloading delivers more than RATE_MARGIN of inline's rate; -1: the converse; 0:
+ * nearer than that. `ratio` is offloaded over inline, in RATIO_ONE units. */
+static int rate_verdict(uint64_t ratio)
+{
+    if (ratio * RATE_MARGIN_DEN > (uint64_t)RATIO_ONE * RATE_MARGIN_NUM)
+        return 1;
+    if ((uint64_t)RATIO_ONE * RATE_MARGIN_DEN > ratio * RATE_MARGIN_NUM)
+        return -1;
+    return 0;
+}
+
+static uint64_t median_ratio(const struct afs__ureg_tune *t)
+{
+    uint32_t v[ROUNDS_KEPT];
+    unsigned n = t->nratios;
+    memcpy(v, t->ratios, n * sizeof v[0]);
+    for (unsigned i = 1; i < n; i++) /* insertion sort: five at most */
+        for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            uint32_t x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    return n % 2 ? v[n / 2] : ((uint64_t)v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 /* The regime that delivers more, or as much for less CPU. */
 static bool prefer_offload(const struct afs__ureg_tune *t)
 {
-    uint64_t ri = t->rate[0], ro = t->rate[1], ci = t->cpu_ns[0], co = t->cpu_ns[1];
-    if (!ri || !ro)
+    uint64_t ci = t->cpu_ns[0], co = t->cpu_ns[1];
+    if (t->nratios == 0)
         return t->offloading;
-    if (ro * RATE_MARGIN_DEN > ri * RATE_MARGIN_NUM)
-        return true;
-    if (ri * RATE_MARGIN_DEN > ro * RATE_MARGIN_NUM)
-        return false;
+    int v = rate_verdict(median_ratio(t));
+    if (v)
+        return v > 0;
     /* Without a CPU clock: inline, which starts no threads. */
     return ci && co && co < ci;
+}
+
+/* The paired ratio of the round that just ended (both its windows scored). */
+static uint32_t round_ratio(const struct afs__ureg_tune *t)
+{
+    uint64_t r = t->round_rate[1] * RATIO_ONE / t->round_rate[0];
+    return r > UINT32_MAX ? UINT32_MAX : (uint32_t)r;
 }
 
 static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now, int64_t cpu)
@@ -279,7 +315,9 @@ static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t n
     int k = t->win_offload;
     unsigned n = ++t->scored[k];
     done = AFS_MIN(done, UINT64_MAX / 1000000000u);
-    average(&t->rate[k], done * 1000000000u / (uint64_t)dt, n);
+    uint64_t rate = done * 1000000000u / (uint64_t)dt;
+    average(&t->rate[k], rate, n);
+    t->round_rate[k] = rate ? rate : 1;
     if (cpu >= 0 && t->win_cpu >= 0 && cpu >= t->win_cpu)
         average(&t->cpu_ns[k], (uint64_t)(cpu - t->win_cpu) / done, n);
     t->samples++;
@@ -294,23 +332,23 @@ static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int
         score(t, ctx, now, cpu);
     if (t->win_scored && !t->round_half) {
         /* A round is over: choose, and set the gap to the next one. */
-        bool pick = prefer_offload(t);
-        if (++t->rounds > WARMUP_ROUNDS && pick != t->offloading && !t->doubt) {
-            /* One round against the choice: a second one, at once, must agree before the
-             * regime changes (a single round on a shared machine is often noise, and a
-             * change costs GAP_MIN windows in the other regime). */
-            t->doubt = true;
-            t->left = 0;
-        } else {
-            /* A confirmed change: the new choice is watched closely (GAP_MIN). */
-            if (t->rounds > WARMUP_ROUNDS && !t->doubt)
-                t->gap = AFS_MIN(2 * t->gap, GAP_MAX);
-            else if (t->doubt && pick != t->offloading)
-                t->gap = GAP_MIN;
-            t->doubt = false;
-            t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
-            t->offloading = pick;
+        int against = 0; /* this round alone says the other regime */
+        if (t->round_rate[0] && t->round_rate[1]) {
+            uint32_t r = round_ratio(t);
+            if (t->nratios == ROUNDS_KEPT)
+                memmove(t->ratios, t->ratios + 1, (ROUNDS_KEPT - 1) * sizeof t->ratios[0]);
+            else
+                t->nratios++;
+            t->ratios[t->nratios - 1] = r;
+            int v = rate_verdict(r);
+            against = v && (v > 0) != t->offloading;
         }
+        t->round_rate[0] = t->round_rate[1] = 0;
+        bool pick = prefer_offload(t);
+        if (++t->rounds > WARMUP_ROUNDS)
+            t->gap = pick == t->offloading && !against ? AFS_MIN(2 * t->gap, GAP_MAX) : GAP_MIN;
+        t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
+        t->offloading = pick;
     }
     if (t->round_half) {
         t->win_offload = !t->win_offload;

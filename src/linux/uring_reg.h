@@ -17,6 +17,9 @@ struct afs__ureg_range {
 /* The offload rule's state (see afs__ureg_submit and uring_reg.c). Time is cut into
  * windows; a window runs one regime, and those of a sampling round (one of each regime,
  * back to back) are scored by what they delivered. */
+/* Sampling rounds whose paired rates the offload rule keeps (uring_reg.c). */
+#define AFS__UREG_ROUNDS 5u
+
 struct afs__ureg_tune {
     uint8_t  mode;        /* URING_OFFLOAD_AUTO, _NEVER, _ALWAYS */
     bool     offloading;  /* AUTO's current choice */
@@ -24,7 +27,6 @@ struct afs__ureg_tune {
     bool     win_scored;  /* it belongs to a sampling round */
     bool     win_timed;   /* it opened at a clock reading (all but the context's first) */
     bool     round_half;  /* it is the first of its round: the other regime comes next */
-    bool     doubt;       /* the last round disagreed with the choice: the next one decides */
     unsigned rounds;      /* sampling rounds done */
     unsigned gap, left;   /* windows run by choice between two rounds, and those left */
     unsigned samples;     /* windows scored */
@@ -36,6 +38,9 @@ struct afs__ureg_tune {
     int64_t  win_cpu;     /* the process's CPU clock then; -1: none */
     uint64_t rate[2];     /* completions per second, [0] inline, [1] offloaded (averages) */
     uint64_t cpu_ns[2];   /* process CPU time per completion, the same */
+    uint64_t round_rate[2]; /* the open round's window rates (0: not scored yet) */
+    uint32_t ratios[AFS__UREG_ROUNDS]; /* the last rounds' offloaded / inline rates, 1024 = equal */
+    unsigned nratios;
     unsigned io_workers;  /* the cap set on io-wq's bounded workers; 0: none */
 };
 
