@@ -23,8 +23,8 @@
  * WARMUP_ROUNDS sampling rounds, each an inline and an offloaded window back to back (the
  * order alternating from round to round, so a load that rises or falls does not favour
  * one); after that GAP_MIN windows by choice between two rounds, twice as many after each
- * round whose own comparison agrees with the choice (up to GAP_MAX), GAP_MIN again after
- * one that does not (the evidence is looked at again soon).
+ * round whose own comparison agrees with the choice (up to GAP_MAX), half as many after one
+ * that does not (the evidence is looked at again sooner), GAP_MIN after a change.
  * A window's score is what the context delivered: completions per second of wall time and
  * the process's CPU time per completion (the kernel's workers are threads of the process,
  * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
@@ -346,7 +346,9 @@ static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int
         t->round_rate[0] = t->round_rate[1] = 0;
         bool pick = prefer_offload(t);
         if (++t->rounds > WARMUP_ROUNDS)
-            t->gap = pick == t->offloading && !against ? AFS_MIN(2 * t->gap, GAP_MAX) : GAP_MIN;
+            t->gap = pick != t->offloading ? GAP_MIN
+                     : against              ? AFS_MAX(t->gap / 2, GAP_MIN)
+                                            : AFS_MIN(2 * t->gap, GAP_MAX);
         t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
         t->offloading = pick;
     }
