@@ -274,7 +274,7 @@ static int rate_verdict(uint64_t ratio)
 
 static uint64_t median_ratio(const struct afs__ureg_tune *t)
 {
-    uint32_t v[ROUNDS_KEPT];
+    uint32_t v[ROUNDS_KEPT] = {0};
     unsigned n = t->nratios;
     memcpy(v, t->ratios, n * sizeof v[0]);
     for (unsigned i = 1; i < n; i++) /* insertion sort: five at most */
