@@ -333,8 +333,8 @@ AFS_API void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registra
  * recent measuring windows of each regime (0 before the first), taken with the context's
  * other ops running as they do: completions count every op of the context. The choice
  * weighs the two rates by the median of recent rounds' ratios (a window of each regime, side
- * by side), so one outlying window does not turn it; the CPU times decide between rates
- * within 1/8 of each other. */
+ * by side), so one outlying window does not turn it; the CPU times, weighed the same way,
+ * decide between rates within 1/8 of each other. */
 struct afs_offload {
     int      offloading;     /* 1: direct reads and writes go to the kernel's workers now */
     unsigned samples;        /* measuring windows scored so far, both regimes */

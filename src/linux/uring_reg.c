@@ -30,10 +30,10 @@
  * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
  * running average that weighs the newest 1/AVG_DEPTH: single windows on a shared machine
  * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s).
- * Which regime delivers more is decided on the median of the last ROUNDS_KEPT rounds'
- * paired ratios (offloaded over inline rate, the two windows of one round side by side):
- * one window several-fold off moves a running average past the margin for rounds, a median
- * not at all. */
+ * Which regime delivers more, and which costs less CPU per completion, are decided on the
+ * medians of the last ROUNDS_KEPT rounds' paired ratios (offloaded over inline, the two
+ * windows of one round side by side): one window several-fold off moves a running average
+ * past the margin for rounds, a median not at all. The averages are what is reported. */
 #define WINDOW_NS      (50 * 1000 * 1000)
 /* A window that took longer than this (the context had no direct I/O to do for a while, or
  * a device slower than 64 ops a second) is not scored: it starts again, same regime. */
@@ -272,11 +272,10 @@ static int rate_verdict(uint64_t ratio)
     return 0;
 }
 
-static uint64_t median_ratio(const struct afs__ureg_tune *t)
+static uint64_t median(const uint32_t *ratios, unsigned n)
 {
     uint32_t v[ROUNDS_KEPT] = {0};
-    unsigned n = t->nratios;
-    memcpy(v, t->ratios, n * sizeof v[0]);
+    memcpy(v, ratios, n * sizeof v[0]);
     for (unsigned i = 1; i < n; i++) /* insertion sort: five at most */
         for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
             uint32_t x = v[j];
@@ -286,24 +285,33 @@ static uint64_t median_ratio(const struct afs__ureg_tune *t)
     return n % 2 ? v[n / 2] : ((uint64_t)v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* Keeps the last ROUNDS_KEPT ratios, the newest last. */
+static void keep(uint32_t *ratios, unsigned *n, uint32_t r)
+{
+    if (*n == ROUNDS_KEPT)
+        memmove(ratios, ratios + 1, (ROUNDS_KEPT - 1) * sizeof ratios[0]);
+    else
+        (*n)++;
+    ratios[*n - 1] = r;
+}
+
+/* a / b in RATIO_ONE units (b > 0). */
+static uint32_t ratio_of(uint64_t a, uint64_t b)
+{
+    uint64_t r = a > UINT64_MAX / RATIO_ONE ? UINT64_MAX : a * RATIO_ONE / b;
+    return r > UINT32_MAX ? UINT32_MAX : (uint32_t)r;
+}
+
 /* The regime that delivers more, or as much for less CPU. */
 static bool prefer_offload(const struct afs__ureg_tune *t)
 {
-    uint64_t ci = t->cpu_ns[0], co = t->cpu_ns[1];
-    if (t->nratios == 0)
+    if (t->nratios[0] == 0)
         return t->offloading;
-    int v = rate_verdict(median_ratio(t));
+    int v = rate_verdict(median(t->ratios[0], t->nratios[0]));
     if (v)
         return v > 0;
     /* Without a CPU clock: inline, which starts no threads. */
-    return ci && co && co < ci;
-}
-
-/* The paired ratio of the round that just ended (both its windows scored). */
-static uint32_t round_ratio(const struct afs__ureg_tune *t)
-{
-    uint64_t r = t->round_rate[1] * RATIO_ONE / t->round_rate[0];
-    return r > UINT32_MAX ? UINT32_MAX : (uint32_t)r;
+    return t->nratios[1] && median(t->ratios[1], t->nratios[1]) < RATIO_ONE;
 }
 
 static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now, int64_t cpu)
@@ -318,8 +326,11 @@ static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t n
     uint64_t rate = done * 1000000000u / (uint64_t)dt;
     average(&t->rate[k], rate, n);
     t->round_rate[k] = rate ? rate : 1;
-    if (cpu >= 0 && t->win_cpu >= 0 && cpu >= t->win_cpu)
-        average(&t->cpu_ns[k], (uint64_t)(cpu - t->win_cpu) / done, n);
+    if (cpu >= 0 && t->win_cpu >= 0 && cpu >= t->win_cpu) {
+        uint64_t per = (uint64_t)(cpu - t->win_cpu) / done;
+        average(&t->cpu_ns[k], per, n);
+        t->round_cpu[k] = per ? per : 1;
+    }
     t->samples++;
 }
 
@@ -334,16 +345,14 @@ static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int
         /* A round is over: choose, and set the gap to the next one. */
         int against = 0; /* this round alone says the other regime */
         if (t->round_rate[0] && t->round_rate[1]) {
-            uint32_t r = round_ratio(t);
-            if (t->nratios == ROUNDS_KEPT)
-                memmove(t->ratios, t->ratios + 1, (ROUNDS_KEPT - 1) * sizeof t->ratios[0]);
-            else
-                t->nratios++;
-            t->ratios[t->nratios - 1] = r;
+            uint32_t r = ratio_of(t->round_rate[1], t->round_rate[0]);
+            keep(t->ratios[0], &t->nratios[0], r);
             int v = rate_verdict(r);
             against = v && (v > 0) != t->offloading;
         }
-        t->round_rate[0] = t->round_rate[1] = 0;
+        if (t->round_cpu[0] && t->round_cpu[1])
+            keep(t->ratios[1], &t->nratios[1], ratio_of(t->round_cpu[1], t->round_cpu[0]));
+        t->round_rate[0] = t->round_rate[1] = t->round_cpu[0] = t->round_cpu[1] = 0;
         bool pick = prefer_offload(t);
         if (++t->rounds > WARMUP_ROUNDS)
             t->gap = pick != t->offloading ? GAP_MIN

@@ -39,8 +39,10 @@ struct afs__ureg_tune {
     uint64_t rate[2];     /* completions per second, [0] inline, [1] offloaded (averages) */
     uint64_t cpu_ns[2];   /* process CPU time per completion, the same */
     uint64_t round_rate[2]; /* the open round's window rates (0: not scored yet) */
-    uint32_t ratios[AFS__UREG_ROUNDS]; /* the last rounds' offloaded / inline rates, 1024 = equal */
-    unsigned nratios;
+    uint64_t round_cpu[2];  /* and CPU times per completion (0: not measured) */
+    /* The last rounds' offloaded / inline ratios, 1024 = equal: [0] rates, [1] CPU times. */
+    uint32_t ratios[2][AFS__UREG_ROUNDS];
+    unsigned nratios[2];
     unsigned io_workers;  /* the cap set on io-wq's bounded workers; 0: none */
 };
 

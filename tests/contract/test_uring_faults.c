@@ -903,6 +903,27 @@ T_URING(one_round_against_the_choice_does_not_change_it)
     free_ctx();
 }
 
+/* Rates within 1/8: the CPU decides, and one round whose inline window measured seven
+ * times its CPU per op (another process's burst on the clock) does not turn the choice. */
+T_URING(one_round_of_cpu_noise_does_not_change_the_choice)
+{
+    struct afs_offload o;
+    set_costs(100, 30, 95, 45);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), 0);
+    set_costs(100, 200, 95, 45);
+    run_until(f, o.samples + 2, &o);
+    set_costs(100, 30, 95, 45);
+    cr_assert_gt(o.inline_cpu_ns, o.offload_cpu_ns, "the round made inline look costlier: %"
+                 PRIu64 " ns against %" PRIu64 " ns", o.inline_cpu_ns, o.offload_cpu_ns);
+    cr_assert_eq(o.offloading, 0, "one round changed the choice");
+    run_until(f, o.samples + 2, &o);
+    cr_assert_eq(o.offloading, 0, "inline %" PRIu64 " ns, offloaded %" PRIu64 " ns",
+                 o.inline_cpu_ns, o.offload_cpu_ns);
+    cr_assert_eq(afs_close(f), 0);
+    free_ctx();
+}
+
 /* Between rounds the chosen regime runs alone for a while, and the other one comes back:
  * over a long run the wrong regime's share stays small but is not zero. */
 T_URING(the_other_regime_is_sampled_now_and_then)
