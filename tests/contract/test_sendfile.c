@@ -120,15 +120,22 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
     cr_assert_eq(afs_recv(b, buf, sizeof buf, 0), 0, "bytes after the file's");
 }
 
+/* send_check() on a fresh socketpair, closed after. */
+static void pair_check(struct afs_ctx *ctx, struct afs_file *f, uint64_t off, size_t len,
+                       size_t expect)
+{
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    send_check(ctx, p[0], p[1], f, off, len, expect);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
 T_SF(socketpair_byte_exact)
 {
     struct afs_ctx *ctx = t_new_ctx();
     struct afs_file *f = open_src(ctx, FSIZE);
-    struct afs_file *p[2];
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 0, FSIZE, FSIZE);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
+    pair_check(ctx, f, 0, FSIZE, FSIZE);
     cr_assert_eq(afs_close(f), 0);
 }
 
@@ -479,19 +486,9 @@ T_SF(direct_source_unaligned)
     if (err == -EINVAL)
         cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
     cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
-    struct afs_file *p[2];
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 1, 300000, 300000);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, FSIZE - 5000, 4097, 4097);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 8192, FSIZE, FSIZE - 8192);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
+    pair_check(ctx, f, 1, 300000, 300000);
+    pair_check(ctx, f, FSIZE - 5000, 4097, 4097);
+    pair_check(ctx, f, 8192, FSIZE, FSIZE - 8192);
     cr_assert_eq(afs_close(f), 0);
 }
 
@@ -503,12 +500,8 @@ T_SF(positions_untouched)
     struct afs_file *f = open_src(ctx, FSIZE);
     int fd = (int)afs_file_fd(f);
     cr_assert_eq(lseek(fd, 777, SEEK_SET), 777);
-    struct afs_file *p[2];
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 100, 500000, 500000);
+    pair_check(ctx, f, 100, 500000, 500000);
     cr_assert_eq(lseek(fd, 0, SEEK_CUR), 777, "the source's position moved");
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
     cr_assert_eq(afs_close(f), 0);
 }
 
@@ -547,26 +540,19 @@ Test(sendfile_rw, reads_in_bounded_pieces, .init = rw_spy_setup, .fini = rw_spy_
 {
     struct afs_ctx *ctx = t_new_ctx();
     struct afs_file *f = open_src(ctx, FSIZE);
-    struct afs_file *p[2];
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 3, FSIZE, FSIZE - 3);
+    pair_check(ctx, f, 3, FSIZE, FSIZE - 3);
     size_t pieces = (FSIZE - 3 + AFS__BOUNCE_MAX - 1) / AFS__BOUNCE_MAX;
     cr_assert_leq(rw_max, AFS__BOUNCE_MAX, "a read of %zu bytes", rw_max);
     /* Each piece read once (and one read that finds the end, at most). */
     cr_assert_geq(rw_calls, (int)pieces);
     cr_assert_leq(rw_calls, (int)pieces + 1, "%d reads for %zu pieces", rw_calls, pieces);
     cr_assert_eq(rw_bytes, FSIZE - 3);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
     /* A small one: a buffer of its size, one read. */
     rw_calls = 0;
     rw_max = 0;
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 10, 4000, 4000);
+    pair_check(ctx, f, 10, 4000, 4000);
     cr_assert_eq(rw_calls, 1);
     cr_assert_eq(rw_max, 4000);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
     cr_assert_eq(afs_close(f), 0);
 }
 
