@@ -165,7 +165,8 @@ static ssize_t sendfile_rw(struct afs_op *op, int fd)
     struct afs__sock *k = &o->sock;
     size_t align = k->src->dio_align ? k->src->dio_align : 1;
     if (align > AFS__BOUNCE_MAX / 4)
-        return -EINVAL; /* no such device; kept from a buffer too large to free plainly */
+        return -EINVAL; /* no device asks that much: its buffer would pass 1 MiB (see
+                           afs__aligned_free) */
     if (k->head == k->tail) {
         /* The buffer's size is the op's: the same at every piece. */
         size_t first = o->total + (size_t)(o->off % align);
