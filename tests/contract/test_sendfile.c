@@ -474,9 +474,9 @@ T_SF(deadline_in_a_task)
 }
 
 #ifndef _WIN32 /* TransmitFile from an unbuffered handle: not covered yet */
-/* A source opened for direct I/O, from offsets and to ends that are not aligned (sendfile(2)
- * and splices refuse those): the bytes are the file's (the pieces read and sent, read at the
- * file's alignment). */
+/* A source opened for direct I/O, aligned, and from offsets and to ends that are not
+ * (sendfile(2) and splices refuse those): the bytes are the file's (the pieces read and
+ * sent, read at the file's alignment). */
 T_SF(direct_source_unaligned)
 {
     struct afs_ctx *ctx = t_new_ctx();
@@ -486,6 +486,7 @@ T_SF(direct_source_unaligned)
     if (err == -EINVAL)
         cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
     cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    pair_check(ctx, f, 4096, (size_t)1 << 20, (size_t)1 << 20); /* aligned (spliced) */
     pair_check(ctx, f, 1, 300000, 300000);
     pair_check(ctx, f, FSIZE - 5000, 4097, 4097);
     pair_check(ctx, f, 8192, FSIZE, FSIZE - 8192);
