@@ -1114,7 +1114,8 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    src, at most 128 KiB, into a buffer the op allocates for itself (no larger than the
  *    op's bytes) and sends it, at once and then each time the socket is writable again, the
  *    rest of a short send first; the buffer is freed when the op finishes. A read error of
- *    src ends the op with it.
+ *    src ends the op with it. On io_uring such a sendfile runs whole on a pool thread, as
+ *    on kernels without splice: a cancel or deadline reaches it only before it starts.
  *  - Windows (every backend: socket ops run on a completion port there): TransmitFile,
  *    overlapped, the offset in its OVERLAPPED, one piece of up to 1 GiB at a time, each
  *    clamped to src's size when it starts; a short piece is resumed by the library. The
