@@ -164,9 +164,13 @@ static void schedstat_all(void)
 }
 
 /* rt: connections spread over the runtime's schedulers (corio_spawn_on). */
+static double rt_end[1024];
+
 static int rt_task_fn(struct corio_task *t, void *arg)
 {
     uint64_t s = conn_work("asyncfs", (int)(intptr_t)arg);
+    if ((intptr_t)arg < 1024)
+        rt_end[(intptr_t)arg] = now_s();
     pthread_mutex_lock(&sum_mu);
     checksum_total += s;
     pthread_mutex_unlock(&sum_mu);
@@ -254,6 +258,15 @@ static double run_mode(const char *mode, long threshold)
         double dt = now_s() - t0;
         schedstat_all();
         fprintf(stderr, "rt: %u schedulers\n", rt_n);
+        if (getenv("RT_ENDS"))
+            for (unsigned k = 0; k < rt_n; k++) {
+                double lo = 1e30, hi = 0;
+                for (int i = (int)k; i < nconns && i < 1024; i += (int)rt_n) {
+                    lo = rt_end[i] - t0 < lo ? rt_end[i] - t0 : lo;
+                    hi = rt_end[i] - t0 > hi ? rt_end[i] - t0 : hi;
+                }
+                fprintf(stderr, "rt: scheduler %u's connections end %.3f-%.3f s\n", k, lo, hi);
+            }
         corio_rt_free(rt);
         return dt;
     }

@@ -413,6 +413,152 @@ T_VFS(thirty_two_connections_in_thirty_two_tasks)
     sqlite3_close(db);
 }
 
+/* ---- Page reads of a cold database: first reads skip the cache probe ---- */
+
+static struct afs__syscalls probe_saved_sys;
+static unsigned page_probes, page_probes_missed;
+
+/* The page-cache probe as on a cold cache: every probe of a page misses (the batch then
+ * reads it); the small reads of the header go through as they are. */
+static ssize_t probe_cold(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    if (len < 512)
+        return probe_saved_sys.pread_nowait(fd, buf, len, off);
+    page_probes++;
+    page_probes_missed++;
+    return -EAGAIN;
+}
+
+/* The real probe, counted. */
+static ssize_t probe_counted(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    ssize_t r = probe_saved_sys.pread_nowait(fd, buf, len, off);
+    if (len >= 512) {
+        page_probes++;
+        page_probes_missed += r != (ssize_t)len;
+    }
+    return r;
+}
+
+#define PG_ROWS    40000
+#define PG_LOOKUPS 100
+
+struct pg_shared {
+    const char *path;
+    int         failures, lookups_ok;
+};
+
+struct pg_arg {
+    struct pg_shared *sh;
+    int               id;
+};
+
+/* Lookups in the task's own range of keys: its leaf pages are its own. */
+static void pg_conn(struct corio_task *t, void *p)
+{
+    struct pg_arg *a = p;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_open_v2(a->sh->path, &db, SQLITE_OPEN_READONLY, "asyncfs") != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT v FROM t WHERE k = ?", -1, &st, NULL) != SQLITE_OK) {
+        a->sh->failures++;
+        sqlite3_close(db);
+        return;
+    }
+    int range = PG_ROWS / CO_TASKS;
+    for (int i = 0; i < PG_LOOKUPS; i++) {
+        int k = a->id * range + (i * 7919) % range;
+        sqlite3_bind_int(st, 1, k);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == k * 3)
+            a->sh->lookups_ok++;
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void pg_root(struct corio_task *t, void *p)
+{
+    static struct pg_arg args[CO_TASKS];
+    for (int i = 0; i < CO_TASKS; i++) {
+        args[i] = (struct pg_arg){p, i};
+        cr_assert_eq(corio_spawn(t, pg_conn, &args[i], NULL), 0);
+    }
+    corio_wait(t);
+}
+
+/* The lookups with the probe replaced; the scheduler's stats. */
+static struct corio_stats run_page_lookups(const char *path,
+                                           ssize_t (*probe)(afs__fd_t, void *, size_t,
+                                                            uint64_t))
+{
+    t_ctx = t_ctx_cfg(NULL); /* the default sync threshold: small reads probe the cache */
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
+    struct pg_shared sh = {path, 0, 0};
+    probe_saved_sys = afs__sys;
+    page_probes = page_probes_missed = 0;
+    if (afs__sys.pread_nowait)
+        afs__sys.pread_nowait = probe;
+    int rc = corio_sched_run(s, pg_root, &sh);
+    afs__sys = probe_saved_sys;
+    cr_assert_eq(rc, 0);
+    struct corio_stats stats;
+    corio_sched_stats(s, &stats);
+    corio_sched_free(s);
+    cr_assert_eq(sh.failures, 0);
+    cr_assert_eq(sh.lookups_ok, CO_TASKS * PG_LOOKUPS);
+    return stats;
+}
+
+static const char *make_page_db(void)
+{
+    const char *path = t_path("pages.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    exec_ok(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v, pad)");
+    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 39999)"
+                " INSERT INTO t SELECT i, i * 3, randomblob(300) FROM c");
+    sqlite3_close(db);
+    return path;
+}
+
+T_VFS(cold_first_page_reads_skip_the_probe_and_join_the_batch)
+{
+    const char *path = make_page_db();
+    struct corio_stats st = run_page_lookups(path, probe_cold);
+    if (!probe_saved_sys.pread_nowait)
+        return; /* no probe here: small reads run inline */
+    /* About 2,000 pages, each read first by one connection. Once the first ones show that
+     * such probes miss, one first read in 8 is still probed, the others join the batch
+     * without a probe (every probed miss joins it too). */
+    cr_assert_gt(st.ios, 1000, "ios %llu", (unsigned long long)st.ios);
+    cr_assert_lt(page_probes * 3, st.ios, "%u page probes for %llu ios: first reads were probed",
+                 page_probes, (unsigned long long)st.ios);
+    sqlite3 *db = db_open(path, "asyncfs");
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
+T_VFS(warm_first_page_reads_are_served_from_the_cache)
+{
+    const char *path = make_page_db();
+    sqlite3 *db = db_open(path, "asyncfs"); /* every page into the page cache */
+    integrity_ok(db);
+    sqlite3_close(db);
+    struct corio_stats st = run_page_lookups(path, probe_counted);
+    if (!probe_saved_sys.pread_nowait)
+        return;
+    /* The first reads' probes hit: they stay probed, served at once, and no page read joins
+     * the batch (the opens and closes do). */
+    cr_assert_gt(page_probes, 1000, "page probes %u", page_probes);
+    cr_assert_lt(page_probes_missed, 8, "%u of %u page probes missed", page_probes_missed,
+                 page_probes);
+    cr_assert_lt(st.ios, 200, "ios %llu", (unsigned long long)st.ios);
+}
+
 /* ---- A full disk: SQLITE_FULL, and the database stays as it was ---- */
 
 static struct afs__syscalls saved_sys;
