@@ -9,7 +9,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,10 +174,6 @@ struct vfs_inode {
     unsigned char             lock;     /* the strongest lock of the process */
     struct vfs_pending_close *pending;  /* descriptors to close when locks reaches 0 */
     struct vfs_shm           *shm;
-    /* Pages a connection of the process has read (one bit each, set with atomics: the
-     * connections of several schedulers share it); NULL until the first page read. */
-    _Atomic(unsigned char *)  seen;
-    size_t                    seen_bytes;
     struct vfs_inode         *next;
 };
 
@@ -272,7 +267,6 @@ static void inode_release(struct vfs_inode *in)
             break;
         }
     }
-    free(atomic_load_explicit(&in->seen, memory_order_relaxed));
     free(in);
 }
 
@@ -345,119 +339,10 @@ out:
     return rc;
 }
 
-/* ------------------------------------------------------------------------------------------
- * Page reads in a task: a page no connection of the process has read yet is mostly not in
- * the page cache either (a cold database). Its read skips the cache probe and joins the
- * batch, and the batch goes to the kernel every VFS_READ_GROUP such reads, so that their
- * device reads start under one submission (on a virtual disk, one doorbell for the group
- * instead of one per read) soon after they were asked for, not only at the phase's end.
- * While such first reads are found in the page cache after all (a warm cache, another
- * process read them), they are probed as the others. Each scheduler thread keeps its own
- * counts (its tasks share its context).
- * ---------------------------------------------------------------------------------------- */
-
-#define VFS_READ_GROUP  4u  /* first reads handed to the kernel together */
-#define VFS_SAMPLE      8u  /* in the batched way, one first read in 8 is still probed */
-#define VFS_VERDICT     16u /* probes of first reads counted before the way is chosen again */
-
-struct vfs_reads {
-    struct afs_ctx *ctx;
-    uint64_t        submits; /* the context's kernel_submits when `staged` was counted */
-    unsigned        staged;  /* first reads queued since then */
-    unsigned        n;       /* first reads seen (the sampling) */
-    unsigned        probes, hits;
-    int             batch;   /* first reads mostly miss: they skip the probe */
-};
-
-static _Thread_local struct vfs_reads vfs_reads;
-
-/* Marks page pg of in as read; true when no connection of the process had read it. */
-static int first_read(struct vfs_inode *in, struct afs_file *f, uint64_t pg)
-{
-    unsigned char *seen = atomic_load_explicit(&in->seen, memory_order_acquire);
-    if (!seen) {
-        int64_t size = afs_file_size(f);
-        if (size < 0)
-            return 0;
-        /* Pages past the size at the first read count as read before (probed). */
-        size_t bytes = (size_t)((uint64_t)size / 512 / 8 + 1);
-        unsigned char *m = calloc(1, bytes);
-        if (!m)
-            return 0;
-        pthread_mutex_lock(&vfs_mutex);
-        seen = atomic_load_explicit(&in->seen, memory_order_relaxed);
-        if (!seen) {
-            in->seen_bytes = bytes;
-            atomic_store_explicit(&in->seen, m, memory_order_release);
-            seen = m;
-            m = NULL;
-        }
-        pthread_mutex_unlock(&vfs_mutex);
-        free(m);
-    }
-    if (pg / 8 >= in->seen_bytes)
-        return 0;
-    unsigned char bit = (unsigned char)(1u << (pg % 8));
-    if (atomic_load_explicit((_Atomic unsigned char *)&seen[pg / 8], memory_order_relaxed) & bit)
-        return 0;
-    return !(atomic_fetch_or_explicit((_Atomic unsigned char *)&seen[pg / 8], bit,
-                                      memory_order_relaxed) &
-             bit);
-}
-
-/* A page read in a task on p's scheduler: 1 when done here (*res set), 0 when the ordinary
- * way applies. */
-static int read_first(struct vfs_file *p, void *buf, int amt, sqlite3_int64 off, ssize_t *res)
-{
-    if (!p->inode || amt < 512 || off % amt != 0)
-        return 0;
-    struct afs_ctx *ctx = afs_file_ctx(p->f);
-    struct afs_waiter *w = afs_waiter_get();
-    if (!w || w->ctx != ctx || !w->current(w))
-        return 0;
-    if (!first_read(p->inode, p->f, (uint64_t)off / 512))
-        return 0;
-    struct vfs_reads *vr = &vfs_reads;
-    struct afs_stats st;
-    afs_ctx_stats(ctx, &st);
-    if (vr->ctx != ctx) {
-        memset(vr, 0, sizeof *vr);
-        vr->ctx = ctx;
-    }
-    if (!vr->batch || vr->n++ % VFS_SAMPLE == 0) {
-        /* Probed: served at once when cached, without an op and without suspending the
-         * task (no other task runs meanwhile); a miss queues the read as an op. */
-        uint64_t ops = st.ops;
-        ssize_t r = afs_pread(p->f, buf, (size_t)amt, (uint64_t)off);
-        afs_ctx_stats(ctx, &st);
-        vr->hits += st.ops == ops;
-        if (++vr->probes == VFS_VERDICT) {
-            vr->batch = vr->hits * 2 < vr->probes;
-            vr->probes = vr->hits = 0;
-        }
-        *res = r;
-        return 1;
-    }
-    if (st.kernel_submits != vr->submits)
-        vr->staged = 0; /* the batch went to the kernel since */
-    if (vr->staged >= VFS_READ_GROUP) {
-        (void)afs_ctx_submit(ctx); /* an error reaches each op's own result */
-        vr->staged = 0;
-        afs_ctx_stats(ctx, &st);
-    }
-    vr->staged++;
-    vr->submits = st.kernel_submits;
-    struct iovec iov = {buf, (size_t)amt};
-    *res = afs_preadv(p->f, &iov, 1, (uint64_t)off);
-    return 1;
-}
-
 static int vfs_read(sqlite3_file *id, void *buf, int amt, sqlite3_int64 off)
 {
     struct vfs_file *p = (struct vfs_file *)id;
-    ssize_t r;
-    if (!read_first(p, buf, amt, off, &r))
-        r = afs_pread(p->f, buf, (size_t)amt, (uint64_t)off);
+    ssize_t r = afs_pread(p->f, buf, (size_t)amt, (uint64_t)off);
     if (r == amt)
         return SQLITE_OK;
     if (r < 0) {
