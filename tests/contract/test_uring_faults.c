@@ -879,28 +879,40 @@ T_URING(the_choice_follows_a_change_in_cost)
     free_ctx();
 }
 
-/* One round against the choice (a burst of noise on a shared machine) does not change it:
- * the round that follows at once must agree first, and here it does not. Inline reads
- * sustain 7k/s, offloaded 25k/s; for one round inline issue measures 100k/s, enough to put
- * inline's average above 9/8 of the offloaded rate for that round only. */
+/* A context with the costs `base` (as set_costs) chooses `choice`; one round at the costs
+ * `noisy` (*noise: the rule's state right after it) changes nothing, nor does the round that
+ * follows at base costs again: batches go on as chosen. */
+static void one_noisy_round(const int64_t base[4], const int64_t noisy[4], int choice,
+                            struct afs_offload *noise)
+{
+    struct afs_offload o;
+    set_costs(base[0], base[1], base[2], base[3]);
+    struct afs_file *f = rule_file();
+    cr_assert_eq(first_choice(f, &o), choice);
+    set_costs(noisy[0], noisy[1], noisy[2], noisy[3]);
+    run_until(f, o.samples + 2, &o);
+    *noise = o;
+    set_costs(base[0], base[1], base[2], base[3]);
+    cr_assert_eq(o.offloading, choice, "one round changed the choice");
+    run_until(f, o.samples + 2, &o);
+    cr_assert_eq(o.offloading, choice, "inline %" PRIu64 "/s at %" PRIu64 " ns, offloaded %"
+                 PRIu64 "/s at %" PRIu64 " ns", o.inline_rate, o.inline_cpu_ns,
+                 o.offload_rate, o.offload_cpu_ns);
+    cr_assert_eq(batch_of_reads(f, 16), choice ? 16u : 0u, "the next batch");
+    cr_assert_eq(afs_close(f), 0);
+    free_ctx();
+}
+
+/* One round against the choice (a burst of noise on a shared machine) does not change it.
+ * Inline reads sustain 7k/s, offloaded 25k/s; for one round inline issue measures 100k/s,
+ * enough to put inline's average above 9/8 of the offloaded rate. */
 T_URING(one_round_against_the_choice_does_not_change_it)
 {
     struct afs_offload o;
-    set_costs(140, 70, 40, 25);
-    struct afs_file *f = rule_file();
-    cr_assert_eq(first_choice(f, &o), 1);
-    set_costs(10, 70, 40, 25);
-    run_until(f, o.samples + 2, &o);
-    set_costs(140, 70, 40, 25);
+    one_noisy_round((const int64_t[4]){140, 70, 40, 25}, (const int64_t[4]){10, 70, 40, 25}, 1,
+                    &o);
     cr_assert_gt(o.inline_rate * 8, o.offload_rate * 9, "the round favoured inline: %" PRIu64
                  "/s against %" PRIu64 "/s", o.inline_rate, o.offload_rate);
-    cr_assert_eq(o.offloading, 1, "one round changed the choice");
-    run_until(f, o.samples + 2, &o); /* the second round, at once */
-    cr_assert_eq(o.offloading, 1, "inline %" PRIu64 "/s, offloaded %" PRIu64 "/s",
-                 o.inline_rate, o.offload_rate);
-    cr_assert_eq(batch_of_reads(f, 16), 16, "the next batch is offloaded");
-    cr_assert_eq(afs_close(f), 0);
-    free_ctx();
 }
 
 /* Rates within 1/8: the CPU decides, and one round whose inline window measured seven
@@ -908,20 +920,10 @@ T_URING(one_round_against_the_choice_does_not_change_it)
 T_URING(one_round_of_cpu_noise_does_not_change_the_choice)
 {
     struct afs_offload o;
-    set_costs(100, 30, 95, 45);
-    struct afs_file *f = rule_file();
-    cr_assert_eq(first_choice(f, &o), 0);
-    set_costs(100, 200, 95, 45);
-    run_until(f, o.samples + 2, &o);
-    set_costs(100, 30, 95, 45);
+    one_noisy_round((const int64_t[4]){100, 30, 95, 45}, (const int64_t[4]){100, 200, 95, 45},
+                    0, &o);
     cr_assert_gt(o.inline_cpu_ns, o.offload_cpu_ns, "the round made inline look costlier: %"
                  PRIu64 " ns against %" PRIu64 " ns", o.inline_cpu_ns, o.offload_cpu_ns);
-    cr_assert_eq(o.offloading, 0, "one round changed the choice");
-    run_until(f, o.samples + 2, &o);
-    cr_assert_eq(o.offloading, 0, "inline %" PRIu64 " ns, offloaded %" PRIu64 " ns",
-                 o.inline_cpu_ns, o.offload_cpu_ns);
-    cr_assert_eq(afs_close(f), 0);
-    free_ctx();
 }
 
 /* Between rounds the chosen regime runs alone for a while, and the other one comes back:
