@@ -44,7 +44,11 @@ fuzz: fuzz-build
 	  if [ $$rc -ne 0 ]; then \
 	    fail=1; \
 	    grep -E 'MISMATCH|ERROR: (Address|Undefined|Leak)Sanitizer|runtime error|deadly signal|ERROR: libFuzzer' "$$log" | head -n 5; \
+	    sed -n '/^==== asyncfs fuzz: MISMATCH/,/^---- end ----/p' "$$log" | head -n 120; \
+	    grep -A 30 -E 'ERROR: (Address|Undefined)Sanitizer|runtime error' "$$log" | head -n 40; \
 	    art=$$(grep -o "Test unit written to [^ ]*" "$$log" | tail -n 1 | cut -d' ' -f5); \
+	    if [ -n "$$art" ] && [ -f "$$art" ]; then \
+	      echo "   the input, base64 (base64 -d > tests/fuzz/crashes/NAME):"; base64 -w 100 "$$art"; fi; \
 	    echo "   FAILED (exit $$rc): input $${art:-(none written, see the log)}"; \
 	    echo "   replay: ASYNCFS_BACKEND=$$b FZ_TRACE=1 $(FUZZ_BUILD)/tests/fuzz/afs_fuzz $${art:-INPUT}"; \
 	  fi; \

@@ -246,8 +246,10 @@ enum { READ_INLINE, READ_MISS, READ_HIT };
 static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, ssize_t *res)
 {
     struct afs_ctx *ctx = f->ctx;
+    /* An offset past INT64_MAX is refused by afs__op_setup() on the inline way; the system
+     * must not see it (preadv2 reads at the file's position for an offset of -1). */
     if (!afs__sys.pread_nowait || f->seq || f->no_nowait || ctx->crash || !buf || len == 0 ||
-        len > (size_t)SSIZE_MAX || !meta_task(ctx))
+        len > (size_t)SSIZE_MAX || off > (uint64_t)INT64_MAX - len || !meta_task(ctx))
         return READ_INLINE;
     ssize_t r = afs__sys.pread_nowait(f->fd, buf, len, off);
     if (r == (ssize_t)len) {

@@ -188,6 +188,42 @@ T_CACHED(outside_a_task_a_small_read_is_a_plain_inline_read)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* Offsets past INT64_MAX are refused before the read that never waits is tried: with -1 the
+ * system's preadv2() would read at the descriptor's position instead. */
+static ssize_t bad_res[3];
+static struct afs_file *bad_f;
+
+static void bad_offsets_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    char buf[LEN];
+    bad_res[0] = afs_pread(bad_f, buf, 1, UINT64_MAX);
+    bad_res[1] = afs_pread(bad_f, buf, 10, (uint64_t)INT64_MAX - 5);
+    bad_res[2] = afs_pread(bad_f, buf, LEN, 0);
+    cr_assert(bad_res[2] != LEN || t_check(buf, LEN, 0), "wrong bytes");
+}
+
+T_CACHED(a_read_in_a_task_at_an_offset_past_the_limit_is_refused)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    t_make_file(t_path("f"), LEN);
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &bad_f), 0);
+    char head[8];
+    cr_assert_eq(afs_pread(bad_f, head, sizeof head, 0), (ssize_t)sizeof head, "pages cached");
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
+    cr_assert_eq(corio_sched_run(s, bad_offsets_task, NULL), 0);
+    corio_sched_free(s);
+    cr_assert_eq(bad_res[0], -EINVAL, "offset UINT64_MAX: %zd", bad_res[0]);
+    cr_assert_eq(bad_res[1], -EINVAL, "offset + len past INT64_MAX: %zd", bad_res[1]);
+    cr_assert_eq(bad_res[2], LEN, "a good read after them: %zd", bad_res[2]);
+    cr_assert_eq(afs_close(bad_f), 0);
+}
+
 #ifdef __linux__
 /* The real call: pages dropped from the page cache (POSIX_FADV_DONTNEED on a clean file) are
  * a miss, and such reads go through the batch (some may be served at once if the kernel's
