@@ -473,14 +473,19 @@ static void cached_window(struct afs_stream *s)
         }
     }
     /* The stream's first window is one chunk: a program that reads only the start of a big
-     * file has the cache asked about that much (the probe's cost grows with its range). It
-     * and the next, whole one are not timed: they pay for first touches (the caller's
-     * buffer faulted in, the pool's threads started). */
-    bool first = s->cw_end == -2;
-    s->cw_timed = !first && !s->cw_first;
+     * file has the cache asked about that much (the probe's cost grows with its range). The
+     * second ends where a whole first one would have (the windows after it fall where they
+     * did: cold reads of a big file took another, slower mix of direct and inline reads
+     * with windows one chunk later). Neither is timed: they pay for first touches (the
+     * caller's buffer faulted in, the pool's threads started). */
+    bool first = s->cw_end == -2, second = s->cw_first;
+    s->cw_timed = !first && !second;
     s->cw_first = first;
-    int64_t win = first ? (int64_t)s->cs
-                        : (int64_t)AFS_MAX(STREAM_CACHED_WIN, 2 * s->depth) * (int64_t)s->cs;
+    int64_t win = (int64_t)AFS_MAX(STREAM_CACHED_WIN, 2 * s->depth) * (int64_t)s->cs;
+    if (first)
+        win = (int64_t)s->cs;
+    else if (second && s->pos > s->cw_pos && s->pos - s->cw_pos < win)
+        win -= s->pos - s->cw_pos;
     int64_t len = s->eof_off > s->pos ? AFS_MIN(win, s->eof_off - s->pos) : 0;
     uint64_t cached;
     bool dirty;
