@@ -1231,6 +1231,62 @@ T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
     }
 }
 
+/* Descriptors of this process open on the test file with O_DIRECT. */
+static int direct_fds(const char *name)
+{
+    struct stat want, st;
+    cr_assert_eq(stat(t_path(name), &want), 0);
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        char path[64], line[128];
+        if (fstat(fd, &st) != 0 || st.st_ino != want.st_ino || st.st_dev != want.st_dev)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "flags:", 6) == 0)
+                n += (strtoul(line + 6, NULL, 8) & O_DIRECT) != 0;
+        fclose(f);
+    }
+    return n;
+}
+
+/* The O_DIRECT file of a big read-only stream is opened when a window is first found not
+ * all cached: never for a cached file, nor for the head of it; at the first read of a cold
+ * one. */
+T_IO(direct_file_is_opened_at_the_first_uncached_window)
+{
+    t_new_ctx();
+    const size_t len = 64 * 64 * KIB + 333; /* 65 chunks */
+    make_cached("f", len);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    unsigned char buf[16];
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    int cached_head = direct_fds("f");
+    read_through_from(s, len, sizeof buf, 100 * KIB);
+    int cached_all = direct_fds("f");
+    cr_assert_eq(afs_fclose(s), 0);
+    int held = cached_throughout("f");
+    unpin();
+    if (held) {
+        cr_assert_eq(cached_head, 0);
+        cr_assert_eq(cached_all, 0);
+    }
+    make_cold("f");
+    s = s_open("f", "r", 64 * KIB, 4);
+    int at_open = direct_fds("f");
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    int at_read = direct_fds("f");
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_eq(at_open, 0);
+    if (direct_expected("f"))
+        cr_assert_eq(at_read, 1);
+}
+
 /* A cached file with less than 64 KiB to read is read whole by its first fill: its end is
  * seen by that one read. */
 T_IO(cached_small_file_is_read_whole_at_once)
