@@ -382,7 +382,7 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
     }
     if (timed) {
         uint64_t dt = (uint64_t)AFS_MAX(afs__sys.now() - t0, 0);
-        s->cw_read += (int64_t)(dt * (s->cw_skip + len) / len);
+        s->cw_read += (int64_t)(dt + dt * s->cw_skip / len);
         s->cw_skip = 0;
     } else if (s->cmode == CM_INLINE && s->cw_timed) {
         s->cw_skip += len;
