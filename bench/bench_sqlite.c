@@ -12,7 +12,8 @@
  * threads (CONNS connections in CONNS threads, unix VFS), single (CONNS connections one after
  * the other on one thread, unix VFS), rt (CONNS tasks spread over the schedulers of a corio
  * runtime, environment SCHEDULERS, default one per CPU, PIN=1 pins each to its CPU;
- * asyncfs VFS). Each connection does
+ * asyncfs VFS; RT_ENDS=1 prints when the first and the last connection of each scheduler
+ * ended). Each connection does
  * LOOKUPS random point lookups.
  * Prints one CSV line: op,mode,conns,ops,seconds,ops_per_s,cpu_s (cpu_s: the process's user and
  * system time during the run).
@@ -164,9 +165,14 @@ static void schedstat_all(void)
 }
 
 /* rt: connections spread over the runtime's schedulers (corio_spawn_on). */
+#define RT_ENDS_MAX 1024
+static double rt_end[RT_ENDS_MAX]; /* when each connection's lookups ended (RT_ENDS) */
+
 static int rt_task_fn(struct corio_task *t, void *arg)
 {
     uint64_t s = conn_work("asyncfs", (int)(intptr_t)arg);
+    if ((intptr_t)arg < RT_ENDS_MAX)
+        rt_end[(intptr_t)arg] = now_s();
     pthread_mutex_lock(&sum_mu);
     checksum_total += s;
     pthread_mutex_unlock(&sum_mu);
@@ -254,6 +260,15 @@ static double run_mode(const char *mode, long threshold)
         double dt = now_s() - t0;
         schedstat_all();
         fprintf(stderr, "rt: %u schedulers\n", rt_n);
+        if (getenv("RT_ENDS")) /* how evenly the schedulers' shares of the work ended */
+            for (unsigned k = 0; k < rt_n; k++) {
+                double lo = 1e30, hi = 0;
+                for (int i = (int)k; i < nconns && i < RT_ENDS_MAX; i += (int)rt_n) {
+                    lo = rt_end[i] - t0 < lo ? rt_end[i] - t0 : lo;
+                    hi = rt_end[i] - t0 > hi ? rt_end[i] - t0 : hi;
+                }
+                fprintf(stderr, "rt: scheduler %u's connections end %.3f-%.3f s\n", k, lo, hi);
+            }
         corio_rt_free(rt);
         return dt;
     }

@@ -24,7 +24,8 @@
 #   comparison.
 # ALTERNATE=R: instead, the lookups alternated inside one process (bench_sqlite alternate,
 #   R rounds of A B / B A each): warm, one scheduler against one thread (unix VFS); cold (root),
-#   one scheduler and the SCHEDULERS runtime each against 32 threads (unix VFS); each line
+#   one scheduler and the SCHEDULERS runtime each against 32 threads (unix VFS), and one
+#   scheduler against the SCHEDULERS runtime; each line
 #   gives the medians of the rounds' ratios of lookups per second and of CPU per lookup; rows
 #   to bench/results/sqlite_alt-<time>-<host>.csv. AUTOGROUP_NICE as below.
 # Environment: BUILD (build), ROWS (300000), CONNS (32), COLD_LOOKUPS (200 per connection),
@@ -80,6 +81,7 @@ if ((${ALTERNATE:-0} > 0)); then
   if ((cold)); then
     alt cold "$COLD_LOOKUPS" corio threads cold
     alt cold "$COLD_LOOKUPS" rt threads cold
+    alt cold "$COLD_LOOKUPS" corio rt cold
   fi
   exit 0
 fi
