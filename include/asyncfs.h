@@ -1228,7 +1228,8 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * of 16 chunks (at least 2 * chunks) whether copying cached data on the caller's thread or
  * on one of the context's pool threads, while the caller works on the chunk before, costs it
  * less time, and does the cheaper (docs/STREAMS.md). On the caller's thread, a request of
- * 64 KiB or more is read straight into ptr, as stdio does. Pool threads are used only where
+ * 64 KiB or more takes what a chunk holds at the position and reads the rest straight into
+ * ptr, as stdio does. Pool threads are used only where
  * the process may run on more than one CPU and the caller's thread was not kept waiting for
  * one; never on the sync backend.
  * ---------------------------------------------------------------------------------------- */
