@@ -1098,7 +1098,8 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
                                void *data);
 
 /* Sends len bytes of the file src, from offset off, on the socket s without copying them
- * through the caller's memory: the kernel moves the file's pages to the socket.
+ * through the caller's memory: the kernel moves the file's pages to the socket, or (read
+ * and send, below) the library reads them into a buffer of its own and sends that.
  *  - io_uring: two linked IORING_OP_SPLICE requests per piece, src -> a pipe -> s, in the
  *    phase's one submission. The pipes are the context's (made on first use, kept for the
  *    next op, enlarged with F_SETPIPE_SZ where the system allows: up to 1 MiB moves per
@@ -1107,19 +1108,28 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    socket opcodes): sendfile(2) on the context's thread, at once and then each time the
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
  *    pread() would.
+ *  - FreeBSD and macOS (every backend), and on Linux a source sendfile(2) or a splice
+ *    refuses (opened with AFS_DIRECT, from an offset or for a length not aligned to it):
+ *    read and send. The context's thread (a pool thread for io_uring's) reads a piece of
+ *    src, at most 128 KiB, into a buffer the op allocates for itself (no larger than the
+ *    op's bytes) and sends it, at once and then each time the socket is writable again, the
+ *    rest of a short send first; the buffer is freed when the op finishes. A read error of
+ *    src ends the op with it. On io_uring such a sendfile runs whole on a pool thread, as
+ *    on kernels without splice: a cancel or deadline reaches it only before it starts.
  *  - Windows (every backend: socket ops run on a completion port there): TransmitFile,
  *    overlapped, the offset in its OVERLAPPED, one piece of up to 1 GiB at a time, each
  *    clamped to src's size when it starts; a short piece is resumed by the library. The
  *    system reads src through src's own handle at the op's offset (afs_open opens files
  *    for overlapped I/O).
- *  - Elsewhere (FreeBSD, macOS): -ENOTSUP; read the file and afs_send() it.
  * The return is len, or fewer bytes only when src ended before off + len (0 when off is at
  * or past its end), as a read of src would give; or -errno: -EINVAL (src NULL, len above
  * SSIZE_MAX, off above INT64_MAX or off + len beyond it), -ENOTSOCK (s is not a socket),
  * -ESPIPE (src is a pipe, socket or tty: it has no offsets), -EBADF (src opened write-only,
- * or s read-only), -ENOTSUP (see above), the send error (-EPIPE, -ECONNRESET: the peer has
- * gone; never a SIGPIPE, which the library blocks around the transfer and takes back as for
- * a pipe's write), or the read error of src (-EIO). A transfer stopped (corio cancellation
+ * or s read-only), -ENOTSUP (Windows without TransmitFile), -ENOMEM (read and send: no
+ * memory for the buffer), the send error (-EPIPE, -ECONNRESET: the peer has
+ * gone; never a SIGPIPE: sends go with MSG_NOSIGNAL or on SO_NOSIGPIPE sockets, and around
+ * sendfile(2) the library blocks it and takes it back as for a pipe's write), or the read
+ * error of src (-EIO). A transfer stopped (corio cancellation
  * or deadline, afs_cancel) after some bytes left returns that count; nothing sent:
  * -ECANCELED / -ETIMEDOUT. Neither src's position nor s's is used or moved; bytes sent
  * before an error have left (the caller cannot tell how many: close the connection).

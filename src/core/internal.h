@@ -77,11 +77,25 @@ struct afs__meta {
 
 /* The arguments of a socket op; its buffer or address is in u.buf, its length in len. */
 struct afs__sock {
-    void    *addrlen;   /* accept: socklen_t *, or NULL */
+    union {
+        void *addrlen;  /* accept: socklen_t *, or NULL */
+        char *bounce;   /* sendfile by read and send: the op's buffer, or NULL (freed by
+                           afs__sendfile_drop) */
+    };
     struct afs_file *src; /* sendfile: the file the bytes come from (at afs__op.off) */
-    int      msg_flags; /* recv, send: MSG_* for the kernel (MSG_NOSIGNAL included) */
-    int      how;       /* shutdown: SHUT_*; accept: the accept4 flags (SOCK_CLOEXEC...) */
-    uint8_t  stage;     /* connect in the readiness engine: 1 once connect() said EINPROGRESS */
+    union {
+        struct {
+            int msg_flags; /* recv, send: MSG_* for the kernel (MSG_NOSIGNAL included) */
+            int how;       /* shutdown: SHUT_*; accept: the accept4 flags (SOCK_CLOEXEC...) */
+        };
+        struct {
+            /* sendfile by read and send: bounce[head, tail) is read and not yet sent, the
+             * source's bytes from afs__op.off + afs__op.done on. */
+            uint32_t head, tail;
+        };
+    };
+    uint8_t  stage;     /* connect in the readiness engine: 1 once connect() said EINPROGRESS;
+                           sendfile: 1 once sendfile(2) refused the source (read and send) */
 };
 
 struct afs__op {
@@ -357,6 +371,9 @@ extern const struct afs__backend afs__backend_sync;
  * a kernel without the opcodes; the engine uses poll() instead of epoll. */
 extern bool afs__uring_no_sock;
 extern bool afs__ready_poll_only;
+/* Tests: sendfiles started from now on read the source and send it (as on FreeBSD and macOS)
+ * instead of calling sendfile(2) (POSIX systems; no effect on Windows). */
+extern bool afs__sendfile_rw;
 /* Tests: the io_uring buffer ring of contexts made from now on (entries, a power of two, and
  * bytes each), and a result to take instead of its registration's (0: register). */
 extern unsigned afs__uring_pbuf_entries, afs__uring_pbuf_size;
@@ -440,9 +457,15 @@ int     afs__sys_sock_adopt(int fd, bool nonblock);
 ssize_t afs__sys_sock_try(struct afs_op *op, bool *in);
 /* Waits (blocking the thread) until fd is ready for one side; for the inline path. */
 void    afs__sys_sock_poll(int fd, bool in);
-/* Whether afs_queue_sendfile() can run here (Linux: sendfile(2) in the readiness engine and
- * the inline path; io_uring splices on its own). */
+/* Whether afs_queue_sendfile() can run here (POSIX: sendfile(2) on Linux, else the source
+ * read into a buffer and sent, in the readiness engine and the inline path; io_uring splices
+ * on its own; Windows: TransmitFile). */
 bool    afs__sys_sendfile_supported(void);
+/* A sendfile by read and send reads at most this many bytes of the source at a time, into a
+ * buffer of the op's own (op->sock.bounce) that afs__sendfile_drop() frees. */
+#define AFS__BOUNCE_MAX ((size_t)128 << 10)
+/* Frees a sendfile op's buffer, if it has one (any thread; once the op is finished). */
+void    afs__sendfile_drop(struct afs_op *op);
 /* The MSG_* flags the library accepts from callers, per direction. */
 bool    afs__sys_msg_flags_ok(bool send, int flags);
 /* The accept4 flags for a new descriptor (close-on-exec, non-blocking as asked). */

@@ -635,8 +635,11 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
     afs__op_count_eof(ctx, op);
-    if (o->code == AFS__SENDFILE && ctx->be->sendfile_end)
-        ctx->be->sendfile_end(ctx, op);
+    if (o->code == AFS__SENDFILE) {
+        afs__sendfile_drop(op);
+        if (ctx->be->sendfile_end)
+            ctx->be->sendfile_end(ctx, op);
+    }
     if (o->state == AFS__INFLIGHT)
         ctx->inflight--;
     o->state = AFS__DONE;
@@ -845,8 +848,11 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (afs__is_meta(o))
         return run_meta(op);
-    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
-        return run_sock(op);
+    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
+        ssize_t res = run_sock(op);
+        afs__sendfile_drop(op); /* a sendfile's buffer, at once (inline: no callback) */
+        return res;
+    }
     afs__fd_t fd = o->file->fd;
     if (afs__is_ctl(o)) {
         int err;

@@ -119,6 +119,16 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
     return 0;
 }
 
+void afs__sendfile_drop(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    if (o->code != AFS__SENDFILE || !o->sock.bounce)
+        return;
+    afs__aligned_free(o->sock.bounce, AFS__BOUNCE_MAX);
+    o->sock.bounce = NULL;
+    o->sock.head = o->sock.tail = 0;
+}
+
 static int sock_queue(struct afs_op *op, struct afs_file *f, const struct sock_args *a)
 {
     int err = sock_setup(op, f, a);

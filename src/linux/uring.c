@@ -433,8 +433,13 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
-    if (o->code == AFS__SENDFILE)
-        return U(ctx)->has_splice; /* else a pool thread's blocking sendfile(2) */
+    if (o->code == AFS__SENDFILE) {
+        /* Else a pool thread's blocking sendfile(2), which reads and sends where the kernel
+         * refuses the source: a direct I/O file from an offset or for a length that is not
+         * aligned (a splice would fail). */
+        unsigned a = o->sock.src->dio_align;
+        return U(ctx)->has_splice && !(a && (o->off % a || o->total % a));
+    }
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
         return true; /* only when uring_sock() said yes: the core sends them here */
     if (o->file->seq && o->code != AFS__FSYNC)

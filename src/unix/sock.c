@@ -27,13 +27,15 @@ bool afs__sys_sock_supported(void)
     return true;
 }
 
+#ifdef __linux__
+#define HAVE_SENDFILE 1 /* FreeBSD's and macOS's sendfile(2) differ: not wired up */
+#endif
+
+bool afs__sendfile_rw;
+
 bool afs__sys_sendfile_supported(void)
 {
-#ifdef __linux__
-    return true;
-#else
-    return false; /* FreeBSD's and macOS's sendfile(2) differ: not wired up */
-#endif
+    return true; /* sendfile(2) where HAVE_SENDFILE, else the source read and sent */
 }
 
 int afs__sys_sock_close(afs__fd_t fd)
@@ -151,6 +153,54 @@ bool afs__sys_msg_waitall(int flags)
     return (flags & MSG_WAITALL) != 0;
 }
 
+/* A sendfile without sendfile(2): the source is read into the op's buffer, a piece at a
+ * time, and the piece is sent, resumed where a send stopped (the buffer keeps what is not
+ * sent yet: a piece is read once). The buffer is sized for the op (the bytes it sends, up to
+ * AFS__BOUNCE_MAX); a source opened for direct I/O is read at its alignment, from before
+ * the op's offset when it is not aligned. One send per call, as sendfile(2) would be: its
+ * byte count, 0 at the source's end, or -errno (the read's or the send's). */
+static ssize_t sendfile_rw(struct afs_op *op, int fd)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs__sock *k = &o->sock;
+    size_t align = k->src->dio_align ? k->src->dio_align : 1;
+    if (align > AFS__BOUNCE_MAX / 4)
+        return -EINVAL; /* no device asks that much: its buffer would pass 1 MiB (see
+                           afs__aligned_free) */
+    if (k->head == k->tail) {
+        /* The buffer's size is the op's: the same at every piece. */
+        size_t first = o->total + (size_t)(o->off % align);
+        size_t cap = first >= AFS__BOUNCE_MAX ? AFS__BOUNCE_MAX
+                                              : (first + align - 1) / align * align;
+        if (!k->bounce && !(k->bounce = afs__aligned_alloc(cap, align < 64 ? 64 : align)))
+            return -ENOMEM;
+        uint64_t at = o->off + o->done;
+        size_t skip = (size_t)(at % align), rest = o->total - o->done;
+        size_t want = rest >= cap ? cap : AFS_MIN((rest + skip + align - 1) / align * align, cap);
+        ssize_t n;
+        do
+            n = afs__sys.pread(k->src->fd, k->bounce, want, at - skip);
+        while (n == -EINTR);
+        if (n < 0)
+            return n;
+        if ((size_t)n <= skip)
+            return 0; /* the source ended */
+        k->head = (uint32_t)skip;
+        k->tail = (uint32_t)(skip + AFS_MIN((size_t)n - skip, rest));
+    }
+    for (;;) {
+        ssize_t r = send(fd, k->bounce + k->head, k->tail - k->head, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        k->head += (uint32_t)r;
+        if (k->head == k->tail)
+            k->head = k->tail = 0;
+        return r;
+    }
+}
+
 /* accept() as the op asks: the new descriptor close-on-exec, non-blocking when asked. */
 static int sys_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
@@ -236,14 +286,24 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
             *in = false;
             return shutdown(fd, o->sock.how) < 0 ? -errno : 0;
         case AFS__SENDFILE: {
-            /* No MSG_NOSIGNAL here: afs__sys_sendfile takes a SIGPIPE back. */
-            struct afs__span s;
-            afs__op_span(op, &s);
             *in = false;
-            r = afs__sys_sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
-            if (r == -EINTR)
-                continue;
-            return r == -EWOULDBLOCK ? -EAGAIN : r;
+#ifdef HAVE_SENDFILE
+            if (!afs__sendfile_rw && !o->sock.stage) {
+                /* No MSG_NOSIGNAL here: afs__sys_sendfile takes a SIGPIPE back. */
+                struct afs__span s;
+                afs__op_span(op, &s);
+                r = afs__sys_sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
+                if (r == -EINTR)
+                    continue;
+                /* A source the kernel cannot splice from there (direct I/O from an offset
+                 * or to an end that is not aligned; a file system without splice): the rest
+                 * of the op reads and sends. */
+                if (r != -EINVAL && r != -ENOSYS)
+                    return r == -EWOULDBLOCK ? -EAGAIN : r;
+                o->sock.stage = 1;
+            }
+#endif
+            return sendfile_rw(op, fd);
         }
         default:
             return -EINVAL;

@@ -4,9 +4,10 @@
  * SIGPIPE's default action), afs_cancel and a corio deadline of a sendfile to a peer that
  * does not read, and the argument errors. The sendfile_poll suite runs the readiness engine
  * with poll(), sendfile_engine runs io_uring contexts through the engine (sendfile(2)
- * instead of splices). Windows runs the same tests on each backend (TransmitFile on the
- * context's completion port), but for the descriptor count and SIGPIPE (none there).
- * The BSDs and macOS: -ENOTSUP. */
+ * instead of splices), sendfile_rw and sendfile_rw_kqueue read the source and send it (as
+ * FreeBSD and macOS always do). Windows runs the same tests on each backend (TransmitFile
+ * on the context's completion port), but for the descriptor count and SIGPIPE (none
+ * there). */
 #include "../common.h"
 
 #include "internal.h" /* afs__uring_no_sock, afs__ready_poll_only */
@@ -14,25 +15,6 @@
 
 #include <corio.h>
 
-#if !defined(__linux__) && !defined(_WIN32)
-/* No sendfile there: every call says so, and nothing is queued. */
-Test(sendfile, not_supported, .init = s_setup, .fini = t_teardown, .timeout = 60)
-{
-    struct afs_ctx *ctx = t_new_ctx();
-    struct afs_file *p[2], *f;
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    t_make_file(t_path("f"), 4096);
-    cr_assert_eq(afs_open(ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
-    cr_assert_eq(afs_sendfile(p[0], f, 0, 4096), -ENOTSUP);
-    struct afs_op op;
-    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
-    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, 4096, (afs_cb *)abort, NULL), -ENOTSUP);
-    cr_assert_eq(afs_close(f), 0);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
-    (void)t_check; /* common.h's, used by the Linux tests */
-}
-#else
 #ifdef _WIN32
 typedef SOCKET t_sock_t;
 #define SHUT_WR SD_SEND
@@ -44,8 +26,40 @@ typedef SOCKET t_sock_t;
 typedef int t_sock_t;
 #endif
 
-/* A test run as is, with the engine's poll() flavour, and on io_uring through the engine. */
+#ifdef _WIN32
 #define T_SF(name) T_FLAVOURS(sendfile, name, 120)
+#else
+/* The readiness engine reading the source and sending it instead of calling sendfile(2), as
+ * on FreeBSD and macOS, on every backend (io_uring through the engine): with its own
+ * flavour (epoll on Linux), and with the kqueue flavour. */
+static inline void s_setup_rw(void)
+{
+    s_setup();
+    afs__uring_no_sock = true;
+    afs__sendfile_rw = true;
+}
+
+static inline void s_setup_rw_kqueue(void)
+{
+    s_setup_kqueue();
+    afs__sendfile_rw = true;
+}
+
+/* A test run as is, with the engine's poll() and kqueue flavours, on io_uring through the
+ * engine, and by read and send (sendfile_rw, sendfile_rw_kqueue). */
+#define T_SF(name)                                                                            \
+    static void name##_body(void);                                                            \
+    Test(sendfile_rw, name, .init = s_setup_rw, .fini = t_teardown, .timeout = 120)           \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    Test(sendfile_rw_kqueue, name, .init = s_setup_rw_kqueue, .fini = t_teardown,             \
+         .timeout = 120)                                                                      \
+    {                                                                                         \
+        name##_body();                                                                        \
+    }                                                                                         \
+    T_FLAVOURS(sendfile, name, 120)
+#endif
 
 /* More than one 1 MiB pipe piece, and a last piece that is not a multiple of a page. */
 #define FSIZE ((size_t)(2 << 20) + 12345)
@@ -106,15 +120,22 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
     cr_assert_eq(afs_recv(b, buf, sizeof buf, 0), 0, "bytes after the file's");
 }
 
+/* send_check() on a fresh socketpair, closed after. */
+static void pair_check(struct afs_ctx *ctx, struct afs_file *f, uint64_t off, size_t len,
+                       size_t expect)
+{
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    send_check(ctx, p[0], p[1], f, off, len, expect);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
 T_SF(socketpair_byte_exact)
 {
     struct afs_ctx *ctx = t_new_ctx();
     struct afs_file *f = open_src(ctx, FSIZE);
-    struct afs_file *p[2];
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
-    send_check(ctx, p[0], p[1], f, 0, FSIZE, FSIZE);
-    cr_assert_eq(afs_close(p[0]), 0);
-    cr_assert_eq(afs_close(p[1]), 0);
+    pair_check(ctx, f, 0, FSIZE, FSIZE);
     cr_assert_eq(afs_close(f), 0);
 }
 
@@ -452,6 +473,124 @@ T_SF(deadline_in_a_task)
     cr_assert_eq(afs_close(st.f), 0);
 }
 
+#ifndef _WIN32 /* TransmitFile from an unbuffered handle: not covered yet */
+/* A source opened for direct I/O, aligned, and from offsets and to ends that are not
+ * (sendfile(2) and splices refuse those): the bytes are the file's (the pieces read and
+ * sent, read at the file's alignment). */
+T_SF(direct_source_unaligned)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    t_make_file(t_path("src"), FSIZE);
+    struct afs_file *f;
+    int err = afs_open(ctx, t_path("src"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_ASYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    pair_check(ctx, f, 4096, (size_t)1 << 20, (size_t)1 << 20); /* aligned (spliced) */
+    pair_check(ctx, f, 1, 300000, 300000);
+    pair_check(ctx, f, FSIZE - 5000, 4097, 4097);
+    pair_check(ctx, f, 8192, FSIZE, FSIZE - 8192);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Neither the source's position nor the socket's moves (the source's is its descriptor's:
+ * a plain read of it after the transfer starts where it was put). */
+T_SF(positions_untouched)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    int fd = (int)afs_file_fd(f);
+    cr_assert_eq(lseek(fd, 777, SEEK_SET), 777);
+    pair_check(ctx, f, 100, 500000, 500000);
+    cr_assert_eq(lseek(fd, 0, SEEK_CUR), 777, "the source's position moved");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Read and send only: the source is read through the library's table of system calls, in
+ * pieces of at most AFS__BOUNCE_MAX bytes (the memory an op holds is bounded), each piece
+ * once; a read error of the source is the sendfile's result. */
+static struct afs__syscalls rw_saved;
+static int                  rw_calls, rw_fail_at;
+static size_t               rw_max, rw_bytes;
+
+static ssize_t rw_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    if (++rw_calls == rw_fail_at)
+        return -EIO;
+    rw_max = AFS_MAX(rw_max, len);
+    ssize_t r = rw_saved.pread(fd, buf, len, off);
+    rw_bytes += r > 0 ? (size_t)r : 0;
+    return r;
+}
+
+static void rw_spy_setup(void)
+{
+    s_setup_rw();
+    rw_saved = afs__sys;
+    afs__sys.pread = rw_pread;
+}
+
+static void rw_spy_teardown(void)
+{
+    afs__sys = rw_saved;
+    t_teardown();
+}
+
+Test(sendfile_rw, reads_in_bounded_pieces, .init = rw_spy_setup, .fini = rw_spy_teardown,
+     .timeout = 120)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    pair_check(ctx, f, 3, FSIZE, FSIZE - 3);
+    size_t pieces = (FSIZE - 3 + AFS__BOUNCE_MAX - 1) / AFS__BOUNCE_MAX;
+    cr_assert_leq(rw_max, AFS__BOUNCE_MAX, "a read of %zu bytes", rw_max);
+    /* Each piece read once (and one read that finds the end, at most). */
+    cr_assert_geq(rw_calls, (int)pieces);
+    cr_assert_leq(rw_calls, (int)pieces + 1, "%d reads for %zu pieces", rw_calls, pieces);
+    cr_assert_eq(rw_bytes, FSIZE - 3);
+    /* A small one: a buffer of its size, one read. */
+    rw_calls = 0;
+    rw_max = 0;
+    pair_check(ctx, f, 10, 4000, 4000);
+    cr_assert_eq(rw_calls, 1);
+    cr_assert_eq(rw_max, 4000);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+Test(sendfile_rw, read_error_of_the_source, .init = rw_spy_setup, .fini = rw_spy_teardown,
+     .timeout = 120)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    /* The first read fails: nothing sent. */
+    rw_fail_at = 1;
+    cr_assert_eq(afs_sendfile(p[0], f, 0, FSIZE), -EIO);
+    /* The third: two pieces left first (the op's result is the error all the same). */
+    rw_calls = 0;
+    rw_fail_at = 3;
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, FSIZE, log_cb, &lg), 0);
+    static char buf[65536];
+    size_t got = 0;
+    while (got < 2 * AFS__BOUNCE_MAX) {
+        ssize_t r = afs_recv(p[1], buf, sizeof buf, 0);
+        cr_assert(r > 0, "afs_recv after %zu bytes: %zd", got, r);
+        cr_assert(t_check(buf, (size_t)r, got), "bytes %zu.. are not the file's", got);
+        got += (size_t)r;
+    }
+    wait_cb(ctx, &lg);
+    cr_assert_eq(lg.result, -EIO, "sendfile with a failing read: %zd", lg.result);
+    cr_assert_eq(got, 2 * AFS__BOUNCE_MAX);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
+
 /* Bad arguments: clear errors, nothing queued (no callback ever runs). */
 T_SF(argument_errors)
 {
@@ -486,4 +625,3 @@ T_SF(argument_errors)
     cr_assert_eq(afs_close(p[1]), 0);
     cr_assert_eq(afs_close(f), 0);
 }
-#endif

@@ -65,6 +65,7 @@ mkdir -p "$dir/www"
 head -c 10000 /dev/urandom > "$dir/www/small.bin"
 head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
 file_checks() { # file_server's arguments
+  rm -f "$dir/file.out" # port_of must not read the last run's address
   "$file_bin" --root "$dir/www" --conns 3 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
