@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -199,7 +200,18 @@ struct result {
     double   cached; /* percent cached at the start */
     double   cached_end; /* and at the end */
     double   wait;   /* seconds inside the read calls */
+    double   cpu;    /* CPU seconds of the process (user + system, all its threads) */
 };
+
+/* The process's CPU time: on a loaded machine wall time says mostly how often the run got
+ * a CPU; CPU time says what the loop cost (pool threads and io_uring workers included). */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
 
 static struct result run_stdio(const char *path, int do_work)
 {
@@ -207,7 +219,7 @@ static struct result run_stdio(const char *path, int do_work)
     drop_cache(path);
     r.cached = cached_pct(path);
     unsigned char *buf = malloc(rsize);
-    double t = now();
+    double t = now(), c0 = cpu_now();
     uint64_t h = 0xcbf29ce484222325ull;
     for (unsigned o = 0; o < opens; o++) {
         FILE *f = fopen(path, "rb");
@@ -233,6 +245,7 @@ static struct result run_stdio(const char *path, int do_work)
         fclose(f);
     }
     r.secs = now() - t;
+    r.cpu = cpu_now() - c0;
     r.sum = h;
     r.cached_end = cached_pct(path);
     free(buf);
@@ -246,7 +259,7 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
     drop_cache(path);
     r.cached = cached_pct(path);
     unsigned char *buf = malloc(rsize);
-    double t = now();
+    double t = now(), c0 = cpu_now();
     struct afs_stream_options o;
     afs_stream_options_default(&o);
     o.chunk_size = chunk;
@@ -278,6 +291,7 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
         afs_fclose(s);
     }
     r.secs = now() - t;
+    r.cpu = cpu_now() - c0;
     r.sum = h;
     r.cached_end = cached_pct(path);
     free(buf);
@@ -317,8 +331,8 @@ static void report(const char *name, const struct result *r)
     char cached[64] = "no file";
     if (r->cached >= 0)
         snprintf(cached, sizeof cached, "%5.1f%% -> %5.1f%%", r->cached, r->cached_end);
-    printf("%-9s %8.3f s %8.1f MiB/s  in reads %6.3f s  cached %-17s  sum %016llx\n", name,
-           r->secs, (double)r->bytes / r->secs / 1048576.0, r->wait, cached,
+    printf("%-9s %8.3f s %8.1f MiB/s  cpu %6.3f s  in reads %6.3f s  cached %-17s  sum %016llx\n",
+           name, r->secs, (double)r->bytes / r->secs / 1048576.0, r->cpu, r->wait, cached,
            (unsigned long long)r->sum);
 }
 
@@ -417,14 +431,17 @@ int main(int argc, char **argv)
      * the last cache drop, on some virtual machines) even out. The fastest run counts. */
     struct result best[5];
     memset(best, 0, sizeof best);
-    double *pair[2]; /* per round: stdio / afs, reads alone and with the work */
+    double *pair[2], *cpair[2]; /* per round: stdio / afs, reads alone and with the work;
+                                   wall time and CPU time */
     unsigned npair[2] = {0, 0};
-    pair[0] = calloc(times, sizeof(double));
-    pair[1] = calloc(times, sizeof(double));
+    for (int w = 0; w < 2; w++) {
+        pair[w] = calloc(times, sizeof(double));
+        cpair[w] = calloc(times, sizeof(double));
+    }
     int differ = 0, have_sum = 0;
     uint64_t sum = 0; /* of the runs with work: all must agree */
     for (unsigned t = 0; t < times; t++) {
-        double secs[5] = {0};
+        double secs[5] = {0}, cpus[5] = {0};
         for (int k = 0; k < 5; k++) {
             int i = t % 2 ? 4 - k : k;
             if (!(phases & (1u << i)))
@@ -445,6 +462,7 @@ int main(int argc, char **argv)
                 continue;
             }
             secs[i] = r.secs;
+            cpus[i] = r.cpu;
             if (best[i].secs == 0 || r.secs < best[i].secs)
                 best[i] = r;
             if (i >= 3) {
@@ -453,8 +471,10 @@ int main(int argc, char **argv)
             }
         }
         for (int w = 0; w < 2; w++)
-            if (secs[3 * w] > 0 && secs[3 * w + 1] > 0)
+            if (secs[3 * w] > 0 && secs[3 * w + 1] > 0) {
+                cpair[w][npair[w]] = cpus[3 * w + 1] > 0 ? cpus[3 * w] / cpus[3 * w + 1] : 0;
                 pair[w][npair[w]++] = secs[3 * w] / secs[3 * w + 1];
+            }
     }
     if (times > 1) {
         printf("fastest of %u:\n", times);
@@ -482,9 +502,14 @@ int main(int argc, char **argv)
                "%.3fx, max %.3fx (stdio time / afs time)\n", what[w],
                best[3 * w].secs / best[3 * w + 1].secs, n, times, pair[w][n / 2], pair[w][0],
                pair[w][n - 1]);
+        qsort(cpair[w], n, sizeof(double), cmp_double);
+        printf("CPU time afs vs stdio, %s: pairs median %.3fx, min %.3fx, max %.3fx (stdio CPU "
+               "/ afs CPU)\n", what[w], cpair[w][n / 2], cpair[w][0], cpair[w][n - 1]);
     }
-    free(pair[0]);
-    free(pair[1]);
+    for (int w = 0; w < 2; w++) {
+        free(pair[w]);
+        free(cpair[w]);
+    }
     afs_ctx_free(ctx);
     if (made && !keep)
         unlink(path);

@@ -1222,8 +1222,8 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * -ESPIPE.
  *
  * Automatic direct reads (Linux 6.5+, which tells what is cached: cachestat): an "r" stream
- * on a file of at least 16 chunks that is not wholly cached at open holds a second
- * descriptor of the file, opened with O_DIRECT, and reads a read-ahead chunk through it
+ * on a file of at least 16 chunks opens a second descriptor of the file with O_DIRECT when
+ * it first finds a window of chunks not all cached, and reads a read-ahead chunk through it
  * when that chunk is mostly not cached and has no dirty pages, and the consumer is the
  * bottleneck: a stream starts direct, and goes buffered after two windows of 2 * chunks
  * chunks (at least 8) in which afs_fread spent more than half of the time waiting for
@@ -1241,7 +1241,8 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * of 16 chunks (at least 2 * chunks) whether copying cached data on the caller's thread or
  * on one of the context's pool threads, while the caller works on the chunk before, costs it
  * less time, and does the cheaper (docs/STREAMS.md). On the caller's thread, a request of
- * 64 KiB or more is read straight into ptr, as stdio does. Pool threads are used only where
+ * 64 KiB or more takes what a chunk holds at the position and reads the rest straight into
+ * ptr, as stdio does. Pool threads are used only where
  * the process may run on more than one CPU and the caller's thread was not kept waiting for
  * one; never on the sync backend.
  * ---------------------------------------------------------------------------------------- */

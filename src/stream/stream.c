@@ -20,6 +20,8 @@
                                      gap doubles each time, up to 16 times this */
 #define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
 #define STREAM_SPARE_BYTES   ((size_t)8 << 20) /* chunk buffers a context keeps, at most */
+#define STREAM_TIME_BYTES    ((size_t)256 << 10) /* cached: inline reads timed, one per this
+                                                      many bytes (inline_read()) */
 #define STREAM_FILL_MIN      ((size_t)64 << 10) /* cached: a stream's first chunk fill, and
                                                    the first after a seek */
 
@@ -60,6 +62,8 @@ struct afs_stream {
     struct afs_ctx  *ctx;
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
+    char            *df_path; /* the path, while df may still be opened: at the first window
+                                 found not all cached (open_direct()) */
     bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
     bool             go_direct;  /* queue read-ahead on df (docs/STREAMS.md) */
     unsigned         slow;       /* windows in a row where the consumer waited */
@@ -73,18 +77,23 @@ struct afs_stream {
     bool             cached_ok;  /* the rule applies (buffered reads of a file with offsets) */
     unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here;
                                     UINT_MAX: not known yet (see cached_mode()) */
-    bool             cw_timed;   /* the current window counts (not the stream's first) */
+    bool             cw_timed;   /* the current window counts (not the stream's first two) */
+    bool             cw_first;   /* the current window is the stream's first, short one */
     bool             cw_free;    /* the last CM_INLINE window had a CPU to itself and work
                                   * outside its reads to overlap them with */
     unsigned         cwins;      /* cached windows timed */
     unsigned         cw_next, cw_gap; /* when the mode not chosen is timed again, and the gap */
     int64_t          cw_end;     /* the window closes when pos reaches this; -1: none open */
     int64_t          cw_pos, cw_start, cw_cpu; /* where and when (ns, thread CPU ns) it opened */
-    int64_t          cw_read;    /* ns of this window spent in inline_read() */
+    int64_t          cw_read;    /* ns of this window spent in inline_read() (sampled) */
+    size_t           cw_skip;    /* bytes of inline reads not timed since the last timed one */
     uint64_t         cw_cost[2]; /* ns per MiB consumed, per enum cached_mode; 0: not timed */
     uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
     size_t           grow;       /* bytes the next inline fill of a cached chunk reads at least:
                                     STREAM_FILL_MIN, doubling up to cs */
+    bool             fill_first; /* the next fill is the first since the open or a seek */
+    bool             no_chunks;  /* no chunk is CH_READING or CH_READY: the cached path into
+                                    the caller's buffer need not look for one */
     size_t           cs;      /* chunk size */
     uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
                                  in the first 32 bytes: free() keeps its lists there */
@@ -229,6 +238,23 @@ static bool cold_range(struct afs_file *f, int64_t off, int64_t len)
     return cache_state(f, off, len, &cached, &dirty) && !dirty && cached * 2 < (uint64_t)len;
 }
 
+/* The cached path into the caller's buffer: drops the chunks the reader has passed (their
+ * data is behind it) and tells whether no chunk holds or awaits data any more, so that the
+ * next big cached reads look for none (s->no_chunks, cleared when a chunk is used again). */
+static bool chunks_idle(struct afs_stream *s)
+{
+    bool idle = true;
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        struct chunk *c = &s->ch[i];
+        if (c->state == CH_READY && c->off + (int64_t)s->cs <= s->pos)
+            c->state = CH_FREE;
+        idle &= c->state != CH_READING && c->state != CH_READY;
+    }
+    return idle;
+}
+
+static void open_direct(struct afs_stream *s);
+
 static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
 {
     c->off = off;
@@ -236,6 +262,7 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
     c->result = 0;
     c->seq = ++s->seq;
     c->state = CH_READING;
+    s->no_chunks = false;
     /* Only sequential reading goes direct (read-ahead is what makes it pay), and only while
      * the consumer is behind the reads (docs/STREAMS.md). */
     c->direct = s->df && !s->df_refused && s->go_direct && s->ra && off < s->eof_off &&
@@ -297,25 +324,69 @@ void afs__stream_cached_reads(const struct afs_stream *s, uint64_t *inline_n, ui
     *pool_n = s->pool_reads;
 }
 
-/* A read of cached data on this thread, now (the blocking path's inline run: EINTR, short
- * reads and the end of file as everywhere). Returns the bytes read or -errno. */
+/* pread() on this thread until len bytes, the end of the file or an error, with the
+ * blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as the
+ * end, afs_ctx_stats counted) but no op: a cached read of 64 KiB costs what fread's read(2)
+ * costs, and the op's setup and run (some 350 instructions and a dozen cache lines, after a
+ * copy that evicted them) stay out of it. Returns the bytes read or -errno. */
+static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off)
+{
+    struct afs_ctx *ctx = f->ctx;
+    size_t done = 0;
+    ctx->stats.inline_ops++;
+    while (done < len) {
+        ssize_t r = afs__sys.pread(f->fd, buf + done, AFS_MIN(len - done, AFS__CHUNK_MAX),
+                                   (uint64_t)off + done);
+        if (r == -EINTR || r == -EAGAIN)
+            continue;
+        if (r < 0)
+            return r;
+        if (r == 0) {
+            ctx->stats.eof_checks += done > 0;
+            break;
+        }
+        done += (size_t)r;
+        int64_t h = atomic_load_explicit(&f->size_hint, memory_order_relaxed);
+        if (done < len && h >= 0 && off + (int64_t)done == h) {
+            ctx->stats.eof_skips++;
+            break;
+        }
+    }
+    return (ssize_t)done;
+}
+
+/* A read of cached data on this thread, now. Returns the bytes read or -errno. In a timed
+ * CM_INLINE window the time spent in these reads is measured on a sample: one read per
+ * STREAM_TIME_BYTES read (or each read of at least that), weighted by the bytes it stands
+ * for, so that 64 KiB reads pay half a clock read each instead of two. */
 static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t off)
 {
-    struct afs_op op;
-    struct afs__op_waiting ow = {0};
-    afs__op(&op)->magic = 0;
-    int err = afs__op_setup(&op, s->f,
-                            &(struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
-                                                   .off = (uint64_t)off,
-                                                   .cb = afs__blocking_cb, .data = &ow});
-    if (err < 0)
-        return err;
+    ssize_t r;
     s->inline_reads++;
-    if (s->cmode != CM_INLINE || !s->cw_timed)
-        return afs__blocking_run(&op, &ow, true);
-    int64_t t0 = afs__sys.now();
-    ssize_t r = afs__blocking_run(&op, &ow, true);
-    s->cw_read += afs__sys.now() - t0;
+    bool timed = s->cmode == CM_INLINE && s->cw_timed && s->cw_skip + len >= STREAM_TIME_BYTES;
+    int64_t t0 = timed ? afs__sys.now() : 0;
+    if (!s->ctx->crash) {
+        r = pread_full(s->f, buf, len, off);
+    } else {
+        /* Crash mode: the op path, which the simulator sees. */
+        struct afs_op op;
+        struct afs__op_waiting ow = {0};
+        afs__op(&op)->magic = 0;
+        int err = afs__op_setup(&op, s->f,
+                                &(struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
+                                                       .off = (uint64_t)off,
+                                                       .cb = afs__blocking_cb, .data = &ow});
+        if (err < 0)
+            return err;
+        r = afs__blocking_run(&op, &ow, true);
+    }
+    if (timed) {
+        uint64_t dt = (uint64_t)AFS_MAX(afs__sys.now() - t0, 0);
+        s->cw_read += (int64_t)(dt + dt * s->cw_skip / len);
+        s->cw_skip = 0;
+    } else if (s->cmode == CM_INLINE && s->cw_timed) {
+        s->cw_skip += len;
+    }
     return r;
 }
 
@@ -326,9 +397,19 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
  * time, up to whole chunks. A short read is the end of the file. 0 or -errno. */
 static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t want)
 {
-    size_t end = AFS_MAX(c->len + s->grow, in + AFS_MIN(want, s->cs - in));
+    size_t grow = s->grow;
+    if (s->fill_first) {
+        /* The first fill of a file with more than s->grow bytes left reads what is asked, in
+         * pages, as stdio reads one buffer: a program that reads a header of a big file
+         * copies 4 KiB, not 64. Smaller files are read whole, their end seen at once. */
+        s->fill_first = false;
+        if (s->eof_off - (c->off + (int64_t)c->len) > (int64_t)grow)
+            grow = STREAM_ALIGN;
+    }
+    size_t end = AFS_MAX(c->len + grow, in + AFS_MIN(want, s->cs - in));
     end = AFS_MIN((end + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1), s->cs);
-    s->grow = AFS_MIN(2 * s->grow, s->cs);
+    if (grow == s->grow)
+        s->grow = AFS_MIN(2 * s->grow, s->cs);
     ssize_t r = inline_read(s, c->buf + c->len, end - c->len, c->off + (int64_t)c->len);
     if (r < 0)
         return (int)r;
@@ -391,17 +472,32 @@ static void cached_window(struct afs_stream *s)
                          3 * ((int64_t)dt - s->cw_read) >= (int64_t)dt;
         }
     }
-    /* The stream's first window is not timed: it pays for first touches (the caller's
-     * buffer faulted in, the pool's threads started). */
-    s->cw_timed = s->cw_end != -2;
+    /* The stream's first window is one chunk: a program that reads only the start of a big
+     * file has the cache asked about that much (the probe's cost grows with its range). The
+     * second ends where a whole first one would have (the windows after it fall where they
+     * did: cold reads of a big file took another, slower mix of direct and inline reads
+     * with windows one chunk later). Neither is timed: they pay for first touches (the
+     * caller's buffer faulted in, the pool's threads started). */
+    bool first = s->cw_end == -2, second = s->cw_first;
+    s->cw_timed = !first && !second;
+    s->cw_first = first;
     int64_t win = (int64_t)AFS_MAX(STREAM_CACHED_WIN, 2 * s->depth) * (int64_t)s->cs;
+    if (first)
+        win = (int64_t)s->cs;
+    else if (second && s->pos > s->cw_pos && s->pos - s->cw_pos < win)
+        win -= s->pos - s->cw_pos;
     int64_t len = s->eof_off > s->pos ? AFS_MIN(win, s->eof_off - s->pos) : 0;
     uint64_t cached;
     bool dirty;
     if (!s->cached_ok)
         s->cached = false;
-    else if (len > 0)
-        s->cached = cache_state(s->f, s->pos, len, &cached, &dirty) && cached >= (uint64_t)len;
+    else if (len > 0 && cache_state(s->f, s->pos, len, &cached, &dirty)) {
+        s->cached = cached >= (uint64_t)len;
+        if (!s->cached && s->df_path)
+            open_direct(s);
+    } else if (len > 0) {
+        s->cached = false; /* the kernel cannot tell */
+    }
     s->cmode = cached_mode(s);
     s->cw_pos = s->pos;
     s->cw_start = now;
@@ -410,6 +506,7 @@ static void cached_window(struct afs_stream *s)
                     ? (cpu >= 0 ? cpu : thread_cpu())
                     : -1;
     s->cw_read = 0;
+    s->cw_skip = 0;
     s->cw_end = s->pos > INT64_MAX - win ? INT64_MAX : s->pos + win;
 }
 
@@ -595,8 +692,20 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         if (s->pos >= s->cw_end)
             cached_window(s);
         int64_t coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
-        struct chunk *c = find_chunk(s, coff);
-        if (!c && s->cached && want - got >= STREAM_CALLER_MIN) {
+        /* A big request takes what a chunk holds at pos, and the rest straight. */
+        bool to_caller = s->cached && want >= STREAM_CALLER_MIN;
+        struct chunk *c = to_caller && s->no_chunks ? NULL : find_chunk(s, coff);
+        if (c && to_caller && c->state == CH_READY && c->part &&
+            s->pos - c->off >= (int64_t)c->len) {
+            /* A cached chunk filled as far as the reader went, and a big request: the rest
+             * goes straight into the caller's buffer too (as stdio reads past its drained
+             * buffer), not through the chunk. */
+            c->state = CH_FREE;
+            c = NULL;
+        }
+        if (!c && to_caller) {
+            if (!s->no_chunks)
+                s->no_chunks = chunks_idle(s);
             /* Cached, and a big request: straight into the caller's buffer, one copy, as
              * stdio does; in CM_POOL mode the chunks after it are read meanwhile. */
             ssize_t r = inline_read(s, out + got, want - got, s->pos);
@@ -638,6 +747,7 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->len = 0;
                     c->part = true; /* filled below, as far as the reader needs */
                     c->state = CH_READY;
+                    s->no_chunks = false;
                 } else if (!c || (err = queue_read(s, c, coff)) < 0) {
                     set_err(s, err ? err : -ENOBUFS);
                     break;
@@ -895,7 +1005,8 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
              * small fills of cached chunks again. */
             drop_reads(s);
             s->ra = 0;
-            s->grow = STREAM_FILL_MIN;
+            s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
+            s->fill_first = true;
         }
     }
     s->pos = pos;
@@ -984,29 +1095,36 @@ static int parse_mode(const char *m, int *flags, bool *rd, bool *wr, bool *app)
     return 0;
 }
 
-/* The second, O_DIRECT file of a read-only stream (docs/STREAMS.md), or NULL: for a
- * file of at least STREAM_DIRECT_MIN chunks (and at least the size of its buffers) that is
- * not wholly cached, on a backend that reads ahead (not sync), where O_DIRECT is allowed
- * with the stream's chunks and buffers. Smaller files are left to the page cache, which
- * serves them again when they are read again. */
-static struct afs_file *open_direct(struct afs_stream *s, const char *path, int64_t size)
+/* Whether a second, O_DIRECT file may pay for a read-only stream (docs/STREAMS.md): a file
+ * of at least STREAM_DIRECT_MIN chunks (and at least the size of its buffers), on a backend
+ * that reads ahead (not sync). Smaller files are left to the page cache, which serves them
+ * again when they are read again. */
+static bool direct_may_pay(const struct afs_stream *s, int64_t size)
 {
-    uint64_t cached;
-    bool dirty;
     int64_t min = (int64_t)(s->nbuf > STREAM_DIRECT_MIN ? s->nbuf : STREAM_DIRECT_MIN);
-    if (s->ctx->be->id == AFS_BACKEND_SYNC || size < min * (int64_t)s->cs ||
-        !cache_state(s->f, 0, size, &cached, &dirty) || cached >= (uint64_t)size)
-        return NULL;
+    return s->ctx->be->id != AFS_BACKEND_SYNC && size >= min * (int64_t)s->cs;
+}
+
+/* Opens the O_DIRECT file of s (s->df) once a window was found not all cached, where
+ * O_DIRECT is allowed with the stream's chunks and buffers; then or on failure the path is
+ * forgotten (one try per stream). */
+static void open_direct(struct afs_stream *s)
+{
     struct afs_file *df;
-    if (afs_open(s->ctx, path, AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &df) < 0)
-        return NULL; /* e.g. -EINVAL: no O_DIRECT here */
+    char *path = s->df_path;
+    s->df_path = NULL;
+    if (afs_open(s->ctx, path, AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &df) < 0) {
+        free(path);
+        return; /* e.g. -EINVAL: no O_DIRECT here */
+    }
+    free(path);
     /* The path may name another file by now; the buffers are 4096-byte aligned. */
     if (!afs__sys_same_file(s->f->fd, df->fd) || df->dio_align > 4096 ||
         (df->dio_align && s->cs % df->dio_align)) {
         afs_close(df);
-        return NULL;
+        return;
     }
-    return df;
+    s->df = df;
 }
 
 /* Chunk buffers come from the context's spares (those of streams closed before, already
@@ -1042,6 +1160,7 @@ void afs__stream_spare_free(struct afs_ctx *ctx)
 
 static void stream_free(struct afs_stream *s)
 {
+    free(s->df_path);
     for (unsigned i = s->nbuf; i-- > 0;) /* the first buffer is taken first next time */
         if (s->ch[i].buf)
             buf_put(s, s->ch[i].buf);
@@ -1119,6 +1238,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);
     s->pool_max = UINT_MAX; /* asked when a cached window could use the pool */
     s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
+    s->fill_first = true;
     /* The size afs_open's fstat saw, where it is known: no second fstat. */
     int64_t size = 0;
     if ((rd || app) && !s->pipe) {
@@ -1135,8 +1255,15 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->eof_off = size; /* read-ahead stops at the end known now */
     if (app && !rd)
         s->pos = size; /* as glibc: "a" starts at the end, "a+" at 0 for reading */
-    if (rd && !wr && !s->pipe && !(o.flags & (AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED))) {
-        s->df = open_direct(s, path, size);
+    if (rd && !wr && !s->pipe && !(o.flags & (AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED)) &&
+        direct_may_pay(s, size)) {
+        /* The O_DIRECT file is opened at the first window found not all in the page cache
+         * (cached_window()): a stream over cached data, or one that reads a header, asks
+         * nothing about the rest of the file. Without the memory for the path: no df. */
+        size_t n = strlen(path) + 1;
+        s->df_path = afs__sys.malloc(n);
+        if (s->df_path)
+            memcpy(s->df_path, path, n);
         s->go_direct = true; /* until the consumer is seen waiting: see the top */
     }
     s->magic = AFS__STREAM_MAGIC ^ (uintptr_t)s;

@@ -1158,9 +1158,9 @@ T_IO(cached_first_window_is_not_timed)
                       (unsigned long long)pool, (unsigned long long)in);
 }
 
-/* Cached data read in small pieces: the first fill of a chunk reads 64 KiB, not the whole
- * chunk (a reader of a few bytes from a big file copies 64 KiB, as stdio copies 4 KiB), the
- * next ones twice as much each, up to whole chunks, and again 64 KiB after a seek; every
+/* Cached data read in small pieces: the first fill of a big file reads what is asked, in
+ * pages (a reader of a few bytes copies 4 KiB, as stdio does), the next ones 64 KiB, then
+ * twice as much each, up to whole chunks, and again from 4 KiB after a seek; every
  * byte is read from the file once while the reader goes on in order, and right with short
  * reads, EINTR and an EIO in the middle of a chunk (kept until afs_clearerr, then read
  * again). */
@@ -1225,10 +1225,133 @@ T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
      * growing fills reach it. */
     if (cached_throughout("f")) {
         cr_assert_eq(eio_seen, 1);
-        cr_assert_eq(first, 64 * KIB, "the first fill: %zu bytes", first);
-        cr_assert_eq(after_seek, 64 * KIB, "the first fill after a seek: %zu", after_seek);
+        cr_assert_eq(first, 4 * KIB, "the first fill: %zu bytes", first);
+        cr_assert_eq(after_seek, 4 * KIB, "the first fill after a seek: %zu", after_seek);
         cr_assert_eq(once, len, "%zu bytes read for %zu", once, len);
     }
+}
+
+/* Descriptors of this process open on the test file with O_DIRECT. */
+static int direct_fds(const char *name)
+{
+    struct stat want, st;
+    cr_assert_eq(stat(t_path(name), &want), 0);
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        char path[64], line[128];
+        if (fstat(fd, &st) != 0 || st.st_ino != want.st_ino || st.st_dev != want.st_dev)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "flags:", 6) == 0)
+                n += (strtoul(line + 6, NULL, 8) & O_DIRECT) != 0;
+        fclose(f);
+    }
+    return n;
+}
+
+/* The O_DIRECT file of a big read-only stream is opened when a window is first found not
+ * all cached: never for a cached file, nor for the head of it; at the first read of a cold
+ * one. */
+T_IO(direct_file_is_opened_at_the_first_uncached_window)
+{
+    t_new_ctx();
+    const size_t len = 64 * 64 * KIB + 333; /* 65 chunks */
+    make_cached("f", len);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    unsigned char buf[16];
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    int cached_head = direct_fds("f");
+    read_through_from(s, len, sizeof buf, 100 * KIB);
+    int cached_all = direct_fds("f");
+    cr_assert_eq(afs_fclose(s), 0);
+    int held = cached_throughout("f");
+    unpin();
+    if (held) {
+        cr_assert_eq(cached_head, 0);
+        cr_assert_eq(cached_all, 0);
+    }
+    make_cold("f");
+    s = s_open("f", "r", 64 * KIB, 4);
+    int at_open = direct_fds("f");
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    int at_read = direct_fds("f");
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_eq(at_open, 0);
+    if (direct_expected("f"))
+        cr_assert_eq(at_read, 1);
+}
+
+/* A cached file with less than 64 KiB to read is read whole by its first fill: its end is
+ * seen by that one read. */
+T_IO(cached_small_file_is_read_whole_at_once)
+{
+    t_new_ctx();
+    const size_t len = 20 * KIB + 7;
+    make_cached("f", len);
+    costs(1000, 1000, 50);
+    afs__sys.pread = counting_pread;
+    first_len = bytes_read = 0;
+    struct afs_stream *s = s_open("f", "r", 1024 * KIB, 4);
+    unsigned char buf[16];
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    size_t first = first_len, calls = cached_calls;
+    read_through_from(s, len, sizeof buf, 1000);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cached_throughout("f")) {
+        cr_assert_eq(first, 64 * KIB, "the first fill: %zu bytes", first);
+        cr_assert_eq(calls, 1, "%zu reads for the first fill", calls);
+        cr_assert_eq(bytes_read, len);
+    }
+}
+
+/* Big reads of cached data go straight into the caller's buffer, right with short reads and
+ * EINTR, and mixed with small reads that fill a chunk, a seek back into that chunk and big
+ * reads again: every byte where it belongs. */
+T_IO(cached_big_freads_go_into_the_callers_buffer)
+{
+    t_new_ctx();
+    const size_t len = 5 * 1024 * KIB + 333, piece = 64 * KIB + 1;
+    make_cached("f", len);
+    costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    short_every = 3;
+    eintr_every = 4;
+    struct afs_stream *s = s_open("f", "r", 1024 * KIB, 4);
+    unsigned char *buf = malloc(piece);
+    caller_lo = buf;
+    caller_hi = buf + piece;
+    cr_assert_eq(afs_fread(buf, 1, 10, s), 10); /* fills part of chunk 0 */
+    cr_assert(t_check(buf, 10, 0));
+    size_t off = 10, n;
+    while (off < 3 * 1024 * KIB && (n = afs_fread(buf, 1, piece, s)) > 0) {
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+    }
+    cr_assert_eq(afs_fseek(s, 100, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, 50, s), 50);
+    cr_assert(t_check(buf, 50, 100));
+    off = 150;
+    while ((n = afs_fread(buf, 1, piece, s)) > 0) {
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+    }
+    cr_assert_eq(afs_ferror(s), 0, "%s", afs_strerror(afs_ferror(s)));
+    cr_assert(afs_feof(s));
+    cr_assert_eq(off, len);
+    int direct = into_caller;
+    caller_lo = caller_hi = NULL;
+    free(buf);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+    if (cached_throughout("f"))
+        cr_assert_gt(direct, 2 * 64, "%d reads into the caller's buffer", direct);
 }
 
 /* Reads a 40 MiB cached file in 100 KiB pieces where pool reads look far cheaper than the
