@@ -212,9 +212,16 @@ static enum outcome run_child(struct crs_test *t, double timeout, unsigned long 
     si.hStdError = GetStdHandle(STD_ERROR_HANDLE);
     fflush(stdout);
     fflush(stderr);
-    if (!CreateProcessW(exe, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
-        fprintf(stderr, "  CreateProcess failed: error %lu\n", (unsigned long)GetLastError());
-        return OUT_ERROR;
+    /* Starting a process can fail for a moment on a loaded machine (wine answers
+     * ERROR_INTERNAL_ERROR then): the test has not run, so it is started again, a few times. */
+    for (int attempt = 1;; attempt++) {
+        if (CreateProcessW(exe, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi))
+            break;
+        fprintf(stderr, "  CreateProcess failed: error %lu (attempt %d of 5)\n",
+                (unsigned long)GetLastError(), attempt);
+        if (attempt == 5)
+            return OUT_ERROR;
+        Sleep(250u * (unsigned)attempt);
     }
     CloseHandle(pi.hThread);
     DWORD ms = timeout > 0 ? (DWORD)(timeout * 1000) : INFINITE;
