@@ -73,6 +73,7 @@ struct afs_stream {
     uint64_t         direct_reads; /* chunks queued on df */
     /* The cached-data rule (docs/STREAMS.md): windows of consumed bytes, timed per mode. */
     bool             cached;     /* the current window is all in the page cache */
+    uint32_t         cw_seen[3]; /* windows found all cached, not all cached, kernel silent */
     uint8_t          cmode;      /* enum cached_mode of the current window */
     bool             cached_ok;  /* the rule applies (buffered reads of a file with offsets) */
     unsigned         pool_max;   /* CM_POOL reads in flight at most; 0: no CM_POOL here;
@@ -324,6 +325,13 @@ void afs__stream_cached_reads(const struct afs_stream *s, uint64_t *inline_n, ui
     *pool_n = s->pool_reads;
 }
 
+/* For tests: the windows s asked the kernel about: found all cached, not all, no answer. */
+void afs__stream_windows(const struct afs_stream *s, uint32_t seen[3]);
+void afs__stream_windows(const struct afs_stream *s, uint32_t seen[3])
+{
+    memcpy(seen, s->cw_seen, sizeof s->cw_seen);
+}
+
 /* pread() on this thread until len bytes, the end of the file or an error, with the
  * blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as the
  * end, afs_ctx_stats counted) but no op: a cached read of 64 KiB costs what fread's read(2)
@@ -493,10 +501,12 @@ static void cached_window(struct afs_stream *s)
         s->cached = false;
     else if (len > 0 && cache_state(s->f, s->pos, len, &cached, &dirty)) {
         s->cached = cached >= (uint64_t)len;
+        s->cw_seen[!s->cached]++;
         if (!s->cached && s->df_path)
             open_direct(s);
     } else if (len > 0) {
         s->cached = false; /* the kernel cannot tell */
+        s->cw_seen[2]++;
     }
     s->cmode = cached_mode(s);
     s->cw_pos = s->pos;
