@@ -17,32 +17,10 @@ int corio_cancelled(const struct corio_task *t)
  * (t included, when t is not the shielded one) still do. */
 /* A task started for another scheduler has no local parent: what its remote parent passed
  * on (inh_*) stands for the ancestors beyond. */
-int64_t corio__effective_deadline(const struct corio_task *t)
+/* The one walk up from t: whether a cancellation reaches it, and its deadline in *deadline
+ * (INT64_MAX: none). */
+static bool walk_up(const struct corio_task *t, int64_t *deadline)
 {
-    int64_t d = INT64_MAX;
-    for (; t && !t->shield; t = t->parent) {
-        if (t->deadline < d)
-            d = t->deadline;
-        if (t->inh_deadline < d)
-            d = t->inh_deadline;
-    }
-    return d;
-}
-
-bool corio__cancel_reaches(const struct corio_task *t)
-{
-    for (; t && !t->shield; t = t->parent)
-        if (t->cancelled || t->inh_cancelled)
-            return true;
-    return false;
-}
-
-#define effective_deadline corio__effective_deadline
-#define cancel_reaches     corio__cancel_reaches
-
-int corio__interrupted_at(const struct corio_task *t, int64_t *deadline)
-{
-    /* One walk up for both (a task's every file op asks). */
     int64_t d = INT64_MAX;
     bool cancelled = false;
     for (; t && !t->shield; t = t->parent) {
@@ -53,9 +31,30 @@ int corio__interrupted_at(const struct corio_task *t, int64_t *deadline)
             d = t->inh_deadline;
     }
     *deadline = d;
-    if (cancelled)
+    return cancelled;
+}
+
+int64_t corio__effective_deadline(const struct corio_task *t)
+{
+    int64_t d;
+    walk_up(t, &d);
+    return d;
+}
+
+bool corio__cancel_reaches(const struct corio_task *t)
+{
+    int64_t d;
+    return walk_up(t, &d);
+}
+
+#define effective_deadline corio__effective_deadline
+#define cancel_reaches     corio__cancel_reaches
+
+int corio__interrupted_at(const struct corio_task *t, int64_t *deadline)
+{
+    if (walk_up(t, deadline)) /* one walk for both: a task's every file op asks */
         return -ECANCELED;
-    if (d != INT64_MAX && corio_now() >= d)
+    if (*deadline != INT64_MAX && corio_now() >= *deadline)
         return -ETIMEDOUT;
     return 0;
 }
