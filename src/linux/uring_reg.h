@@ -14,12 +14,12 @@ struct afs__ureg_range {
     unsigned  index;
 };
 
-/* The offload rule's state (see afs__ureg_submit and uring_reg.c). Time is cut into
- * windows; a window runs one regime, and those of a sampling round (one of each regime,
- * back to back) are scored by what they delivered. */
 /* Sampling rounds whose paired rates the offload rule keeps (uring_reg.c). */
 #define AFS__UREG_ROUNDS 5u
 
+/* The offload rule's state (see afs__ureg_submit and uring_reg.c). Time is cut into
+ * windows; a window runs one regime, and those of a sampling round (one of each regime,
+ * back to back) are scored by what they delivered. */
 struct afs__ureg_tune {
     uint8_t  mode;        /* URING_OFFLOAD_AUTO, _NEVER, _ALWAYS */
     bool     offloading;  /* AUTO's current choice */
