@@ -300,4 +300,81 @@ T_IO(uring_chain_is_one_submission)
     cr_assert_eq(afs_file_size(f), 16384 + 512);
     cr_assert_eq(afs_close(f), 0);
 }
+
+/* io_uring: direct reads and writes reach the kernel 16 at a time while they are staged (the
+ * device starts on the first while the rest are prepared), the rest with the submission; a
+ * chain longer than that still goes whole, in one submission. */
+#define C_DBS 4096
+static struct afs_file *c_open_direct(const char *name)
+{
+    struct afs_file *f = NULL;
+    int err = afs_open(t_ctx, t_path(name), AFS_RDWR | AFS_CREAT | AFS_DIRECT, 0644,
+                       AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
+static void c_nothing(struct afs_op *op)
+{
+    (void)op;
+}
+
+static unsigned long c_direct_submissions(struct afs_file *f, char *bufs, int n, bool chain,
+                                          bool write)
+{
+    static struct afs_op op[40];
+    cr_assert_leq(n, 40);
+    struct sc_counts a = sc_get();
+    if (chain)
+        cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    for (int i = 0; i < n; i++) {
+        char *b = bufs + (size_t)i * C_DBS;
+        uint64_t off = (uint64_t)((i * 7) % n) * C_DBS;
+        int e = write ? afs_queue_write(&op[i], f, b, C_DBS, off, c_nothing, NULL)
+                      : afs_queue_read(&op[i], f, b, C_DBS, off, c_nothing, NULL);
+        cr_assert_eq(e, 0, "op %d of %d: %s", i, n, afs_strerror(e));
+    }
+    if (chain)
+        cr_assert_eq(afs_chain_end(t_ctx, 0), n);
+    (void)afs_ctx_submit(t_ctx);
+    struct sc_counts b = sc_get();
+    for (int got = 0; got < n;) {
+        int r = afs_ctx_wait(t_ctx, 1, -1);
+        cr_assert_geq(r, 0);
+        got += r;
+    }
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(op[i].result, C_DBS, "op %d: %s", i, afs_strerror((int)op[i].result));
+    return b.uring_submits - a.uring_submits;
+}
+
+T_IO(uring_direct_ops_go_in_chunks_chains_whole)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring"))
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    struct afs_file *f = c_open_direct("d");
+    char *bufs = afs_buf_alloc(t_ctx, 40 * C_DBS);
+    cr_assert_not_null(bufs);
+    for (int i = 0; i < 40; i++)
+        t_fill(bufs + (size_t)i * C_DBS, C_DBS, (uint64_t)((i * 7) % 40) * C_DBS);
+    /* Warm up: the ring's waker read. */
+    cr_assert_eq(afs_ftruncate(f, 0), 0);
+    sc_install();
+    unsigned long w = c_direct_submissions(f, bufs, 40, true, true);
+    memset(bufs, 0, 40 * C_DBS);
+    unsigned long r = c_direct_submissions(f, bufs, 40, false, false);
+    unsigned long c = c_direct_submissions(f, bufs, 24, true, false);
+    sc_uninstall();
+    cr_assert_eq(w, 1, "a chain of 40 direct writes: %lu submissions", w);
+    cr_assert_eq(r, 3, "40 direct reads: %lu submissions (16, 16, 8)", r);
+    cr_assert_eq(c, 1, "a chain of 24 direct reads: %lu submissions", c);
+    for (int i = 0; i < 24; i++)
+        cr_assert(t_check(bufs + (size_t)i * C_DBS, C_DBS, (uint64_t)((i * 7) % 24) * C_DBS),
+                  "read %d", i);
+    afs_buf_free(t_ctx, bufs, 40 * C_DBS);
+    cr_assert_eq(afs_close(f), 0);
+}
 #endif
