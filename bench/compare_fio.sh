@@ -18,6 +18,11 @@
 # average (1 minute) at its start.
 # Usage: bench/compare_fio.sh [FILE] [SECONDS] [ROUNDS]
 #        (FILE default: a 256 MiB file in /var/tmp; 5 s per run; 3 rounds)
+#        BUILD_B=<other build> bench/compare_fio.sh FILE SECONDS ROUNDS: A/B of two builds
+#        instead, each round afbench corio fixed of $BUILD (A) and of $BUILD_B (B) (offload
+#        $OFFLOAD, default never), fio --fixedbufs --registerfiles and plain fio, the order
+#        rotated round by round; prints the medians of the rounds' ratios
+#        (bench/results/compare_fio_ab-*.csv).
 # Every run is kept as bench/results/compare_fio-<time>-<host>.csv (bench/results.sh).
 set -euo pipefail
 BUILD=${BUILD:-build}
@@ -44,8 +49,46 @@ afbench_run() { # extra afbench flags...
     python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.0f %.2f %s %d %d" % (j["iops"], j["cpu_us_per_io"], "offload" if j["offloading"] else "inline", j["inline_rate"], j["offload_rate"]))'
 }
 
-printf "%-38s %10s %12s %6s  %s\n" engine IOPS "CPU us/IO" load "rule: chose, rates inline/offloaded"
 . "$(dirname "$0")/results.sh"
+if [ -n "${BUILD_B:-}" ]; then
+  off=${OFFLOAD:-never}
+  results_open compare_fio_ab "round,engine,build,offload,seconds,iops,cpu_us_per_io,load1"
+  ab=("A" "B" "fio fixed" "fio plain")
+  rows=""
+  for round in $(seq 1 "$rounds"); do
+    k=$(( (round - 1) % 4 ))
+    for n in "${ab[@]:k}" "${ab[@]:0:k}"; do
+      load=$(cut -d' ' -f1 /proc/loadavg)
+      case $n in
+        A) out=$(afbench_run --fixedbufs --registerfiles --offload="$off"); b=$BUILD ;;
+        B) out=$(BUILD=$BUILD_B afbench_run --fixedbufs --registerfiles --offload="$off"); b=$BUILD_B ;;
+        "fio fixed") out=$(fio_run --fixedbufs --registerfiles); b=fio ;;
+        "fio plain") out=$(fio_run); b=fio ;;
+      esac
+      read -r iops c _ <<<"$out"
+      printf "%-2s %-10s %10s %8s %6s\n" "$round" "$n" "$iops" "$c" "$load"
+      results_row "$round,$n,${b//,/_},$off,$secs,$iops,$c,$load"
+      rows+="$round:${n// /_}:$iops:$c "
+    done
+  done
+  python3 - "$rows" <<'EOF'
+import statistics, sys
+d = {}
+for x in sys.argv[1].split():
+    r, n, i, c = x.split(":")
+    d.setdefault(r, {})[n] = (float(i), float(c))
+def med(f):
+    return statistics.median(f(v) for v in d.values())
+for n in ("B", "fio_fixed", "fio_plain"):
+    print("%-9s / A: IOPS %.3f, CPU per I/O %.3f (medians of the rounds' ratios)" %
+          (n, med(lambda v: v[n][0] / v["A"][0]), med(lambda v: v[n][1] / v["A"][1])))
+for n in ("A", "B"):
+    print("%s: IOPS %.2fx fio fixed's, CPU %.2fx plain fio's (medians of the rounds' ratios)" %
+          (n, med(lambda v: v[n][0] / v["fio_fixed"][0]), med(lambda v: v[n][1] / v["fio_plain"][1])))
+EOF
+  exit 0
+fi
+printf "%-38s %10s %12s %6s  %s\n" engine IOPS "CPU us/IO" load "rule: chose, rates inline/offloaded"
 results_open compare_fio "round,engine,iodepth,seconds,iops,cpu_us_per_io,load1,chose,inline_rate,offload_rate"
 declare -A best cpu all
 names=("fio io_uring iodepth=32" "fio --fixedbufs --registerfiles" "fio, batched submission"
