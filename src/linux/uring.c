@@ -1,8 +1,7 @@
 /* The io_uring backend (liburing). First choice on Linux.
  *
  * Every op staged in a phase goes to the kernel with the next io_uring_enter, which also
- * waits for completions (one system call per submit-and-wait); direct reads and writes go
- * in chunks of DIRECT_CHUNK as they are staged, the last with that enter. The ring is sized to a full
+ * waits for completions (one system call per submit-and-wait). The ring is sized to a full
  * batch (queue_depth SQEs) and the CQ to twice that; the kernel keeps overflowed CQEs
  * (IORING_FEAT_NODROP) and liburing flushes them when we peek. The context's eventfd has a
  * read always armed in the ring, so the thread pool and afs_ctx_wake() can end a wait. */
@@ -131,14 +130,6 @@ static const char *setup_hint(int err)
     default: return NULL;
     }
 }
-
-/* Direct reads and writes go to the kernel this many at a time while a phase stages them,
- * the rest with the phase's own submission. Inline issue holds a batch's requests in the
- * block layer's plug until the last is prepared (a few microseconds each), so the device
- * idled through that while the first ones could have been running: on a virtio disk, 4 KiB
- * random reads at depth 32 gave 1.09-1.13x the reads per second in chunks of 16 than in
- * one submission per phase, at no more CPU per read (bench/README.md). */
-#define DIRECT_CHUNK 16u
 
 /* The two kernel entry points go through afs__sys, so tests can make them fail. */
 static int ring_setup(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
@@ -772,21 +763,13 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
     if (o->xflags & AFS__X_DSYNC)
         sqe->rw_flags = RWF_DSYNC; /* Linux 4.7: durable when it completes (FUA where the
                                       device has it) */
-    bool direct = !afs__is_ctl(o) && (o->file->flags & AFS_DIRECT);
-    if (direct)
+    if (!afs__is_ctl(o) && (o->file->flags & AFS_DIRECT))
         u->direct_staged++;
     /* A pipe's write tried inline would raise SIGPIPE in this thread when the reader has
      * gone (the kernel signals the writing task); the kernel's workers block signals. */
     if (write && o->file->seq)
         sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, op);
-    if (direct && u->direct_staged >= DIRECT_CHUNK && !(o->xflags & AFS__X_LINKED)) {
-        /* A chunk (DIRECT_CHUNK), never inside a chain. Submit only, no reaping (the
-         * caller may be a task in its CPU phase); what a refusal leaves staged goes with
-         * the next submission. */
-        ctx->stats.kernel_submits++;
-        (void)ring_enter(ctx, 0, NULL);
-    }
     return 0;
 }
 
