@@ -68,7 +68,10 @@ static struct uring *U(struct afs_ctx *ctx)
  * left in it (an error, a cancel).
  * A round's two completions may come in either order: the round is judged once both came.
  * A file splice that moves less than its piece breaks the link (the socket splice
- * completes with -ECANCELED): the next round sends what the pipe holds, then reads on. */
+ * completes with -ECANCELED): the next round sends what the pipe holds, then reads on.
+ * A source the splices refuse (see sendfile_by_rw) is read and sent instead, each step one
+ * SQE of the op: a read of the source into the op's buffer, then sends of what it holds
+ * (src/unix/sock.c's pieces); no pipe then. */
 struct upipe {
     int      rfd, wfd;
     uint32_t cap; /* bytes it holds at most (F_GETPIPE_SZ) */
@@ -82,7 +85,8 @@ struct usplice {
     int32_t  r1, r2;  /* this round's results: file -> pipe, pipe -> socket */
     uint8_t  held;    /* the op holds a pipe */
     uint8_t  pending; /* completions of this round still to come */
-    uint8_t  fill;    /* this round has a file -> pipe splice */
+    uint8_t  fill;    /* this round has a file -> pipe splice (read and send: a read) */
+    uint8_t  rw;      /* read and send, no splices: held then says the op is on `splicing` */
 };
 /* The core zeroes four words of a sendfile op at setup. While the op holds a pipe it is on
  * the ring's `splicing` list by a node in the next two words, so that a socket being closed
@@ -430,15 +434,22 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
     }
 }
 
+/* Whether a sendfile reads and sends from the start: no splice opcode, or a source the
+ * kernel refuses to splice from there (a direct I/O file from an offset or for a length not
+ * aligned to it). A file splice that says EINVAL later switches too (splice_cqe). */
+static bool sendfile_by_rw(const struct uring *u, const struct afs__op *o)
+{
+    unsigned a = o->sock.src->dio_align;
+    return !u->has_splice || (a && (o->off % a || o->total % a));
+}
+
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
     if (o->code == AFS__SENDFILE) {
-        /* Else a pool thread's blocking sendfile(2), which reads and sends where the kernel
-         * refuses the source: a direct I/O file from an offset or for a length that is not
-         * aligned (a splice would fail). */
-        unsigned a = o->sock.src->dio_align;
-        return U(ctx)->has_splice && !(a && (o->off % a || o->total % a));
+        /* Read and send needs IORING_OP_READ (5.6; the socket opcodes, 5.11, come with
+         * it): else a pool thread's blocking sendfile(2). */
+        return !sendfile_by_rw(U(ctx), o) || U(ctx)->has_read;
     }
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
         return true; /* only when uring_sock() said yes: the core sends them here */
@@ -647,6 +658,58 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     return 0;
 }
 
+/* Stages op's next step by read and send: a read of the source into the op's buffer when
+ * it is empty, else a send of what it holds (MSG_NOSIGNAL). The op is on `splicing` from
+ * its first step, so that a socket being closed cancels it (its read is not on the
+ * socket's descriptor). */
+static int prep_rw(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    uint64_t at = 0;
+    size_t len = 0;
+    sp->fill = o->sock.head == o->sock.tail;
+    if (sp->fill) {
+        int err = afs__sendfile_span(op, &at, &len);
+        if (err < 0)
+            return err;
+    }
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return -EIO;
+    if (!sp->held) {
+        sp->held = 1;
+        afs_list_push_back(&U(ctx)->splicing, SPLICE_NODE(op));
+    }
+    if (sp->fill)
+        io_uring_prep_read(sqe, (int)o->sock.src->fd, o->sock.bounce, (unsigned)len, at);
+    else
+        io_uring_prep_send(sqe, (int)o->file->fd, o->sock.bounce + o->sock.head,
+                           o->sock.tail - o->sock.head, afs__sys_msg_flags(true, 0));
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+/* A read and send step's completion, to the core as one transfer: a read's -EAGAIN (go on:
+ * the buffer holds bytes to send), 0 (the source's end) or error; a send's bytes or error.
+ * The core queues the op's next step, or finishes it (a cancel, a deadline: the buffer is
+ * not in the kernel's hands between two steps). */
+static void rw_cqe(struct afs_ctx *ctx, struct afs_op *op, int res)
+{
+    ssize_t report;
+    if (SP(op)->fill) {
+        report = afs__sendfile_filled(op, res);
+        if (report > 0)
+            report = -EAGAIN;
+    } else if (res > 0) {
+        afs__sendfile_sent(op, (size_t)res);
+        report = res;
+    } else {
+        report = res == 0 ? -EIO : res; /* a send of bytes that moved none */
+    }
+    afs__op_transferred(ctx, op, report);
+}
+
 /* One completion of a sendfile round; once both came, the round's outcome goes to the core
  * as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to go
  * on (the pipe holds what a short file splice gave), or an error. */
@@ -654,6 +717,10 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
 {
     struct afs__op *o = afs__op(op);
     struct usplice *sp = SP(op);
+    if (sp->rw) {
+        rw_cqe(ctx, op, res);
+        return;
+    }
     if (fill)
         sp->r1 = res;
     else
@@ -676,6 +743,13 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
         /* The link broke on the file's side: a short piece (resumed), the source's end, or
          * the file's error. */
         report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
+        if (sp->r1 == -EINVAL && sp->inpipe == 0 && U(ctx)->has_read) {
+            /* The kernel refuses to splice from the source (a file system without splice):
+             * the rest of the op reads and sends, its empty pipe kept for the next op. */
+            pipe_put(U(ctx), op);
+            sp->rw = 1;
+            report = -EAGAIN;
+        }
     } else if (sp->r2 == 0) {
         report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
     } else {
@@ -686,15 +760,25 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
 
 static void uring_sendfile_end(struct afs_ctx *ctx, struct afs_op *op)
 {
-    pipe_put(U(ctx), op);
+    struct usplice *sp = SP(op);
+    if (!sp->rw) {
+        pipe_put(U(ctx), op);
+    } else if (sp->held) {
+        sp->held = 0;
+        afs_list_remove(&U(ctx)->splicing, SPLICE_NODE(op));
+    }
 }
 
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
-    if (o->code == AFS__SENDFILE)
-        return prep_splice(ctx, op);
+    if (o->code == AFS__SENDFILE) {
+        struct usplice *sp = SP(op);
+        if (!sp->rw && !sp->held && sendfile_by_rw(u, o))
+            sp->rw = 1;
+        return sp->rw ? prep_rw(ctx, op) : prep_splice(ctx, op);
+    }
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
         if (afs__ums_prep(ctx, &u->ums, &u->ring, op))
             return 0; /* parked on its socket's multishot */
@@ -892,7 +976,7 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
     /* The round's file splice too, while it runs (linked: its link then cancels the socket
      * one; alone on a small ring: the only one). */
-    bool fill_runs = afs__op(op)->code == AFS__SENDFILE && SP(op)->fill &&
+    bool fill_runs = afs__op(op)->code == AFS__SENDFILE && !SP(op)->rw && SP(op)->fill &&
                      (SP(op)->pending == 2 || *u->ring.sq.kring_entries < 3);
     if (fill_runs && (sqe = get_sqe(ctx))) {
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT, 0);
@@ -952,7 +1036,8 @@ static bool uring_sock(struct afs_ctx *ctx)
 
 static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
-    /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach. */
+    /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach (and a
+     * read and send's read is of the source's). */
     for (struct afs_list_node *n = U(ctx)->splicing.first; n; n = n->next) {
         size_t at = offsetof(struct afs_op, private_) + offsetof(struct afs__op, be) +
                     4 * sizeof(uint64_t); /* SPLICE_NODE's place in the op */

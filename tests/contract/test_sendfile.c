@@ -444,6 +444,7 @@ T_SF(no_descriptor_leak)
 
 struct stuck {
     struct afs_file *s, *f;
+    uint64_t         off;
     size_t           size;
     ssize_t          r;
 };
@@ -452,7 +453,7 @@ static void stuck_task(struct corio_task *t, void *arg)
 {
     struct stuck *st = arg;
     corio_set_deadline(t, corio_now() + 100 * 1000000LL);
-    st->r = afs_sendfile(st->s, st->f, 0, st->size);
+    st->r = afs_sendfile(st->s, st->f, st->off, st->size);
 }
 
 /* A corio deadline reaches a sendfile in a task: -ETIMEDOUT, or the bytes that left. */
@@ -490,6 +491,144 @@ T_SF(direct_source_unaligned)
     pair_check(ctx, f, 1, 300000, 300000);
     pair_check(ctx, f, FSIZE - 5000, 4097, 4097);
     pair_check(ctx, f, 8192, FSIZE, FSIZE - 8192);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* The file src of `size` bytes opened for direct I/O (the test skips where the file system
+ * refuses it). */
+static struct afs_file *open_direct(struct afs_ctx *ctx, size_t size)
+{
+    t_make_file(t_path("src"), size);
+    struct afs_file *f;
+    int err = afs_open(ctx, t_path("src"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_ASYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
+static uint64_t pool_ops(struct afs_ctx *ctx)
+{
+    struct afs_stats st;
+    afs_ctx_stats(ctx, &st);
+    return st.pool_ops;
+}
+
+/* An unaligned direct I/O source is read and sent by the context itself: on io_uring each
+ * step an SQE of the op, elsewhere the readiness engine's; no pool thread ever runs it. */
+T_SF(direct_source_unaligned_no_pool_thread)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_direct(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    uint64_t before = pool_ops(ctx);
+    send_check(ctx, p[0], p[1], f, 3, FSIZE, FSIZE - 3);
+    cr_assert_eq(pool_ops(ctx), before, "%llu ops went to the thread pool",
+                 (unsigned long long)(pool_ops(ctx) - before));
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* The bytes still waiting in the socket b (without waiting), checked against the file's
+ * from off on. */
+static size_t drain(struct afs_file *b, uint64_t off)
+{
+    static char buf[65536];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = recv((t_sock_t)afs_file_fd(b), buf, sizeof buf, MSG_DONTWAIT);
+        if (r <= 0)
+            return got;
+        cr_assert(t_check(buf, (size_t)r, off + got), "bytes %zu.. are not the file's", got);
+        got += (size_t)r;
+    }
+}
+
+/* afs_cancel of a sendfile from an unaligned direct I/O source (read and send) stuck on a
+ * peer that does not read: the callback comes with -ECANCELED or the bytes that left, and
+ * the peer then holds exactly those bytes, the file's, and no more once the context ran on
+ * (nothing sent after the op completed). */
+T_SF(direct_source_unaligned_cancel)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_direct(ctx, size);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 1, size - 1, log_cb, &lg), 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 1, 20LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0, "16 MiB went to a peer that reads nothing");
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert(lg.result == -ECANCELED || (lg.result > 0 && lg.result < (ssize_t)size - 1),
+              "cancelled sendfile: %zd (%s)", lg.result,
+              lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 10LL * 1000 * 1000), 0);
+    size_t sent = lg.result > 0 ? (size_t)lg.result : 0;
+    cr_assert_eq(drain(p[1], 1), sent, "the peer's bytes are not the %zu the op reported", sent);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 10LL * 1000 * 1000), 0);
+    cr_assert_eq(drain(p[1], 1 + sent), 0, "bytes sent after the op completed");
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A corio deadline reaches a read and send of an unaligned direct I/O source to a peer that
+ * does not read: -ETIMEDOUT, or the bytes that left. */
+T_SF(direct_source_unaligned_deadline)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct stuck st = {.off = 4095, .size = (size_t)16 << 20};
+    st.f = open_direct(ctx, st.size + 4095);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    st.s = p[0];
+    s_run_on(ctx, stuck_task, &st);
+    cr_assert(st.r == -ETIMEDOUT || (st.r > 0 && st.r < (ssize_t)st.size),
+              "sendfile under a deadline: %zd (%s)", st.r,
+              st.r < 0 ? afs_strerror((int)st.r) : "bytes");
+    cr_assert_eq(drain(p[1], st.off), st.r > 0 ? (size_t)st.r : 0);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(st.f), 0);
+}
+
+/* A peer that closes, before and during a read and send of an unaligned direct I/O source:
+ * -EPIPE or -ECONNRESET, never a SIGPIPE. */
+T_SF(direct_source_unaligned_peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_direct(ctx, size);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    ssize_t r = afs_sendfile(p[0], f, 5, size - 5);
+    cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a closed peer: %zd (%s)", r,
+              r < 0 ? afs_strerror((int)r) : "bytes");
+    cr_assert_eq(afs_close(p[0]), 0);
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_sendfile(&op, s, f, 5, size - 5, log_cb, &lg), 0);
+    char buf[1000];
+    cr_assert_gt(afs_recv(c, buf, sizeof buf, 0), 0);
+    cr_assert_eq(afs_close(c), 0); /* unread data: the kernel resets the connection */
+    wait_cb(ctx, &lg);
+    cr_assert(lg.result == -EPIPE || lg.result == -ECONNRESET,
+              "sendfile to a reset peer: %zd (%s)", lg.result,
+              lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
+    cr_assert_eq(afs_close(s), 0);
     cr_assert_eq(afs_close(f), 0);
 }
 
