@@ -436,7 +436,7 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
 
 /* Whether a sendfile reads and sends from the start: no splice opcode, or a source the
  * kernel refuses to splice from there (a direct I/O file from an offset or for a length not
- * aligned to it). A file splice that says EINVAL later switches too (splice_cqe). */
+ * aligned to it). */
 static bool sendfile_by_rw(const struct uring *u, const struct afs__op *o)
 {
     unsigned a = o->sock.src->dio_align;
@@ -743,13 +743,6 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
         /* The link broke on the file's side: a short piece (resumed), the source's end, or
          * the file's error. */
         report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
-        if (sp->r1 == -EINVAL && sp->inpipe == 0 && U(ctx)->has_read) {
-            /* The kernel refuses to splice from the source (a file system without splice):
-             * the rest of the op reads and sends, its empty pipe kept for the next op. */
-            pipe_put(U(ctx), op);
-            sp->rw = 1;
-            report = -EAGAIN;
-        }
     } else if (sp->r2 == 0) {
         report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
     } else {
