@@ -69,9 +69,9 @@ static struct uring *U(struct afs_ctx *ctx)
  * A round's two completions may come in either order: the round is judged once both came.
  * A file splice that moves less than its piece breaks the link (the socket splice
  * completes with -ECANCELED): the next round sends what the pipe holds, then reads on.
- * A source the splices refuse (see sendfile_by_rw) is read and sent instead, each step one
- * SQE of the op: a read of the source into the op's buffer, then sends of what it holds
- * (src/unix/sock.c's pieces); no pipe then. */
+ * A source the splices refuse (see sendfile_by_rw) is read and sent instead, in rounds of
+ * the same shape: a read of the source into the op's buffer linked to a send from it
+ * (src/unix/sock.c's pieces), or a send alone of what the buffer still holds; no pipe. */
 struct upipe {
     int      rfd, wfd;
     uint32_t cap; /* bytes it holds at most (F_GETPIPE_SZ) */
@@ -658,69 +658,93 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     return 0;
 }
 
-/* Stages op's next step by read and send: a read of the source into the op's buffer when
- * it is empty, else a send of what it holds (MSG_NOSIGNAL). The op is on `splicing` from
- * its first step, so that a socket being closed cancels it (its read is not on the
- * socket's descriptor). */
+/* Stages op's next round by read and send: a read of the source into the op's buffer when
+ * it is empty, linked to the send of what it will give, as a piece's two splices are (a
+ * ring too small for both makes the read alone, then the send); else a send of what the
+ * buffer holds (a short send's rest, or a short read's bytes). Sends go with MSG_NOSIGNAL.
+ * The op is on `splicing` from its first round, so that a socket being closed cancels it
+ * (its read is not on the socket's descriptor). */
 static int prep_rw(struct afs_ctx *ctx, struct afs_op *op)
 {
+    struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
     struct usplice *sp = SP(op);
+    struct afs__sock *k = &o->sock;
     uint64_t at = 0;
     size_t len = 0;
-    sp->fill = o->sock.head == o->sock.tail;
-    if (sp->fill) {
+    bool fill = k->head == k->tail;
+    if (fill) {
         int err = afs__sendfile_span(op, &at, &len);
         if (err < 0)
             return err;
+    }
+    bool solo = *u->ring.sq.kring_entries < 3;
+    if (fill && !solo && io_uring_sq_space_left(&u->ring) < 3) {
+        ctx->stats.kernel_submits++;
+        if (flush(ctx) < 0)
+            return -EIO;
     }
     struct io_uring_sqe *sqe = get_sqe(ctx);
     if (!sqe)
         return -EIO;
     if (!sp->held) {
         sp->held = 1;
-        afs_list_push_back(&U(ctx)->splicing, SPLICE_NODE(op));
+        afs_list_push_back(&u->splicing, SPLICE_NODE(op));
     }
-    if (sp->fill)
-        io_uring_prep_read(sqe, (int)o->sock.src->fd, o->sock.bounce, (unsigned)len, at);
-    else
-        io_uring_prep_send(sqe, (int)o->file->fd, o->sock.bounce + o->sock.head,
-                           o->sock.tail - o->sock.head, afs__sys_msg_flags(true, 0));
+    sp->fill = fill;
+    sp->r1 = sp->r2 = 0;
+    sp->pending = 1;
+    size_t skip = 0;
+    if (fill) {
+        io_uring_prep_read(sqe, (int)k->src->fd, k->bounce, (unsigned)len, at);
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
+        if (solo) {
+            sp->r2 = -ECANCELED; /* read by rw_round as the link broken after the read */
+            return 0;
+        }
+        sqe->flags |= IOSQE_IO_LINK; /* a short read breaks it */
+        sp->pending = 2;
+        skip = (size_t)(o->off + o->done - at);
+        sqe = io_uring_get_sqe(&u->ring); /* room made above */
+    }
+    /* What the read gives when it is whole (as afs__sendfile_filled counts it). */
+    size_t n = fill ? AFS_MIN(len - skip, o->total - o->done) : (size_t)(k->tail - k->head);
+    io_uring_prep_send(sqe, (int)o->file->fd, k->bounce + (fill ? skip : k->head), n,
+                       afs__sys_msg_flags(true, 0));
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }
 
-/* A read and send step's completion, to the core as one transfer: a read's -EAGAIN (go on:
- * the buffer holds bytes to send), 0 (the source's end) or error; a send's bytes or error.
- * The core queues the op's next step, or finishes it (a cancel, a deadline: the buffer is
- * not in the kernel's hands between two steps). */
-static void rw_cqe(struct afs_ctx *ctx, struct afs_op *op, int res)
+/* A read and send round's outcome (both completions came), to the core as one transfer:
+ * the bytes sent, -EAGAIN to go on (a short read's bytes are in the buffer: the next round
+ * sends them), 0 at the source's end, or an error (the read's, the send's, a cancel's). The
+ * core queues the op's next round, or finishes it (a cancel, a deadline: between two rounds
+ * the buffer is not in the kernel's hands). */
+static void rw_round(struct afs_ctx *ctx, struct afs_op *op)
 {
-    ssize_t report;
-    if (SP(op)->fill) {
-        report = afs__sendfile_filled(op, res);
-        if (report > 0)
-            report = -EAGAIN;
-    } else if (res > 0) {
-        afs__sendfile_sent(op, (size_t)res);
-        report = res;
-    } else {
-        report = res == 0 ? -EIO : res; /* a send of bytes that moved none */
+    struct usplice *sp = SP(op);
+    bool cancel = afs__op(op)->flags & AFS__OP_CANCEL;
+    /* A read's error or the source's end is the outcome (the send went with the link). */
+    ssize_t report = sp->fill ? afs__sendfile_filled(op, sp->r1) : 1;
+    if (report > 0) {
+        if (sp->r2 > 0)
+            afs__sendfile_sent(op, (size_t)(report = sp->r2));
+        else if (sp->r2 == -ECANCELED && sp->fill && !cancel)
+            report = -EAGAIN; /* a short read broke the link (or the read went alone) */
+        else
+            report = sp->r2 == 0 ? -EIO : sp->r2; /* a send of bytes that moved none */
     }
     afs__op_transferred(ctx, op, report);
 }
 
 /* One completion of a sendfile round; once both came, the round's outcome goes to the core
  * as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to go
- * on (the pipe holds what a short file splice gave), or an error. */
+ * on (the pipe holds what a short file splice gave), or an error. Read and send rounds are
+ * judged by rw_round. */
 static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill)
 {
     struct afs__op *o = afs__op(op);
     struct usplice *sp = SP(op);
-    if (sp->rw) {
-        rw_cqe(ctx, op, res);
-        return;
-    }
     if (fill)
         sp->r1 = res;
     else
@@ -730,6 +754,10 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
          * cancel: the file splice is done now, so the other one is queued (or running). */
         if (fill && (o->flags & AFS__OP_CANCEL) && io_uring_sq_space_left(&U(ctx)->ring))
             uring_cancel(ctx, op); /* never a flush from inside reap() */
+        return;
+    }
+    if (sp->rw) {
+        rw_round(ctx, op);
         return;
     }
     if (sp->fill && sp->r1 > 0)
@@ -969,7 +997,7 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
     /* The round's file splice too, while it runs (linked: its link then cancels the socket
      * one; alone on a small ring: the only one). */
-    bool fill_runs = afs__op(op)->code == AFS__SENDFILE && !SP(op)->rw && SP(op)->fill &&
+    bool fill_runs = afs__op(op)->code == AFS__SENDFILE && SP(op)->fill &&
                      (SP(op)->pending == 2 || *u->ring.sq.kring_entries < 3);
     if (fill_runs && (sqe = get_sqe(ctx))) {
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT, 0);

@@ -153,7 +153,8 @@ T_SF(socketpair_byte_exact)
 }
 
 /* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for the two
- * linked splices and the waker's read, and the splices go in turn; every byte arrives. (The
+ * linked splices (or read and send) and the waker's read, and they go in turn; every byte
+ * arrives. (The
  * pieces fit in the socket's buffer: with one op in flight the receive waits for the
  * sendfile.) */
 #ifndef _WIN32 /* a ring's size is io_uring's; a loopback TCP pair's buffer may be smaller */
@@ -169,6 +170,13 @@ T_SF(small_queue_depths)
         cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
         send_check(ctx, p[0], p[1], f, 0, 100000, 100000);
         send_check(ctx, p[1], p[0], f, 4097, 100000, 100000);
+        /* Read and send (where the file system has direct I/O): the read and the send in
+         * turn, as the splices. */
+        struct afs_file *d;
+        if (afs_open(ctx, t_path("src"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_ASYNC, &d) == 0) {
+            pair_check(ctx, d, 1, 100000, 100000);
+            cr_assert_eq(afs_close(d), 0);
+        }
         cr_assert_eq(afs_close(p[0]), 0);
         cr_assert_eq(afs_close(p[1]), 0);
         cr_assert_eq(afs_close(f), 0);
