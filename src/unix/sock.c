@@ -209,8 +209,8 @@ static ssize_t sendfile_rw(struct afs_op *op, int fd)
 {
     struct afs__sock *k = &afs__op(op)->sock;
     if (k->head == k->tail) {
-        uint64_t at;
-        size_t want;
+        uint64_t at = 0;
+        size_t want = 0;
         int err = afs__sendfile_span(op, &at, &want);
         if (err < 0)
             return err;
