@@ -602,9 +602,10 @@ T_SF(direct_source_unaligned_cancel)
     cancel_body(true);
 }
 
-/* cancel_at_every_stage() by read and send, from unaligned offsets of a direct I/O source:
- * a cancel that comes while the op's read is in the kernel's hands completes the op only
- * once the read is done (under the sanitizers, a read into the freed buffer would show). */
+/* cancel_at_every_stage() by read and send, from unaligned offsets of a direct I/O source
+ * (offset 0: spliced): a cancel that comes while a round's read or send is in the kernel's
+ * hands, or between two rounds, completes the op once (its callback once, its result
+ * -ECANCELED or the bytes sent), after the round's completions came. */
 T_SF(direct_source_unaligned_cancel_at_every_stage)
 {
     struct afs_ctx *ctx = t_new_ctx();
