@@ -46,7 +46,8 @@ struct uring {
     bool            has_splice;  /* IORING_OP_SPLICE (5.7): afs_queue_sendfile */
     struct upipe   *pipes;       /* sendfile's pipes not in use, for the next op */
     unsigned        npipes, pipes_cap;
-    struct afs_list splicing;    /* sendfile ops holding a pipe (their SPLICE_NODE) */
+    struct afs_list splicing;    /* sendfile ops holding a pipe, or reading and sending
+                                    (their SPLICE_NODE) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
     struct afs__ums  ums;          /* multishot accepts and receives: uring_ms.c */
@@ -82,15 +83,16 @@ struct usplice {
     uint32_t cap;
     uint32_t inpipe;  /* bytes spliced into the pipe and not yet out of it */
     uint32_t want;    /* this round's piece */
-    int32_t  r1, r2;  /* this round's results: file -> pipe, pipe -> socket */
+    int32_t  r1, r2;  /* this round's results: file -> pipe (a read), pipe -> socket (a send) */
     uint8_t  held;    /* the op holds a pipe */
     uint8_t  pending; /* completions of this round still to come */
     uint8_t  fill;    /* this round has a file -> pipe splice (read and send: a read) */
     uint8_t  rw;      /* read and send, no splices: held then says the op is on `splicing` */
 };
-/* The core zeroes four words of a sendfile op at setup. While the op holds a pipe it is on
- * the ring's `splicing` list by a node in the next two words, so that a socket being closed
- * can cancel its sendfiles (a splice blocked on a peer that reads nothing ends only so). */
+/* The core zeroes four words of a sendfile op at setup. While the op holds a pipe (or reads
+ * and sends) it is on the ring's `splicing` list by a node in the next two words, so that a
+ * socket being closed can cancel its sendfiles (a splice blocked on a peer that reads
+ * nothing ends only so). */
 _Static_assert(sizeof(struct usplice) <= 4 * sizeof(uint64_t), "usplice must fit in 4 words");
 #define SPLICE_NODE(op) ((struct afs_list_node *)(void *)(afs__op(op)->be + 4))
 _Static_assert(4 * sizeof(uint64_t) + sizeof(struct afs_list_node) <=
