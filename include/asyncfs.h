@@ -1112,13 +1112,16 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
  *    pread() would.
  *  - FreeBSD and macOS (every backend), and on Linux a source sendfile(2) or a splice
- *    refuses (opened with AFS_DIRECT, from an offset or for a length not aligned to it):
- *    read and send. The context's thread (a pool thread for io_uring's) reads a piece of
- *    src, at most 128 KiB, into a buffer the op allocates for itself (no larger than the
- *    op's bytes) and sends it, at once and then each time the socket is writable again, the
- *    rest of a short send first; the buffer is freed when the op finishes. A read error of
- *    src ends the op with it. On io_uring such a sendfile runs whole on a pool thread, as
- *    on kernels without splice: a cancel or deadline reaches it only before it starts.
+ *    refuses (opened with AFS_DIRECT, from an offset or for a length not aligned to it;
+ *    sendfile(2) only: a file system without splice): read and send. A piece of src, at
+ *    most 128 KiB, is read into a buffer the op allocates for itself (no larger than the
+ *    op's bytes; for an AFS_DIRECT source the aligned span around the piece) and sent, the
+ *    rest of a short send first, then the next piece. On io_uring the read and the send of
+ *    a piece are two linked SQEs of the op in the phase's submission; elsewhere the
+ *    context's thread reads (waiting for the disk as a pread() would) and sends, at once
+ *    and then each time the socket is writable again. No thread waits for the peer: a
+ *    cancel or deadline reaches the op at any step. The buffer is freed when the op
+ *    finishes and is never written after that. A read error of src ends the op with it.
  *  - Windows (every backend: socket ops run on a completion port there): TransmitFile,
  *    overlapped, the offset in its OVERLAPPED, one piece of up to 1 GiB at a time, each
  *    clamped to src's size when it starts; a short piece is resumed by the library. The

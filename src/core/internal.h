@@ -466,6 +466,14 @@ bool    afs__sys_sendfile_supported(void);
 #define AFS__BOUNCE_MAX ((size_t)128 << 10)
 /* Frees a sendfile op's buffer, if it has one (any thread; once the op is finished). */
 void    afs__sendfile_drop(struct afs_op *op);
+/* Sendfile by read and send, a piece at a time (POSIX, src/unix/sock.c): the next read of
+ * the source into the op's buffer, allocated at the first (*at and *len aligned for a direct
+ * I/O source; 0, -ENOMEM or -EINVAL), only while the buffer is empty (head == tail); the
+ * read's result n taken (what to send: bytes, 0 at the source's end, or n's -errno); n bytes
+ * of the buffer sent. */
+int     afs__sendfile_span(struct afs_op *op, uint64_t *at, size_t *len);
+ssize_t afs__sendfile_filled(struct afs_op *op, ssize_t n);
+void    afs__sendfile_sent(struct afs_op *op, size_t n);
 /* The MSG_* flags the library accepts from callers, per direction. */
 bool    afs__sys_msg_flags_ok(bool send, int flags);
 /* The accept4 flags for a new descriptor (close-on-exec, non-blocking as asked). */

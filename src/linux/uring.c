@@ -46,7 +46,8 @@ struct uring {
     bool            has_splice;  /* IORING_OP_SPLICE (5.7): afs_queue_sendfile */
     struct upipe   *pipes;       /* sendfile's pipes not in use, for the next op */
     unsigned        npipes, pipes_cap;
-    struct afs_list splicing;    /* sendfile ops holding a pipe (their SPLICE_NODE) */
+    struct afs_list splicing;    /* sendfile ops holding a pipe, or reading and sending
+                                    (their SPLICE_NODE) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
     struct afs__ureg reg;          /* registrations, io-wq cap, offload rule: uring_reg.c */
     struct afs__ums  ums;          /* multishot accepts and receives: uring_ms.c */
@@ -68,7 +69,10 @@ static struct uring *U(struct afs_ctx *ctx)
  * left in it (an error, a cancel).
  * A round's two completions may come in either order: the round is judged once both came.
  * A file splice that moves less than its piece breaks the link (the socket splice
- * completes with -ECANCELED): the next round sends what the pipe holds, then reads on. */
+ * completes with -ECANCELED): the next round sends what the pipe holds, then reads on.
+ * A source the splices refuse (see sendfile_by_rw) is read and sent instead, in rounds of
+ * the same shape: a read of the source into the op's buffer linked to a send from it
+ * (src/unix/sock.c's pieces), or a send alone of what the buffer still holds; no pipe. */
 struct upipe {
     int      rfd, wfd;
     uint32_t cap; /* bytes it holds at most (F_GETPIPE_SZ) */
@@ -79,14 +83,16 @@ struct usplice {
     uint32_t cap;
     uint32_t inpipe;  /* bytes spliced into the pipe and not yet out of it */
     uint32_t want;    /* this round's piece */
-    int32_t  r1, r2;  /* this round's results: file -> pipe, pipe -> socket */
+    int32_t  r1, r2;  /* this round's results: file -> pipe (a read), pipe -> socket (a send) */
     uint8_t  held;    /* the op holds a pipe */
     uint8_t  pending; /* completions of this round still to come */
-    uint8_t  fill;    /* this round has a file -> pipe splice */
+    uint8_t  fill;    /* this round has a file -> pipe splice (read and send: a read) */
+    uint8_t  rw;      /* read and send, no splices: held then says the op is on `splicing` */
 };
-/* The core zeroes four words of a sendfile op at setup. While the op holds a pipe it is on
- * the ring's `splicing` list by a node in the next two words, so that a socket being closed
- * can cancel its sendfiles (a splice blocked on a peer that reads nothing ends only so). */
+/* The core zeroes four words of a sendfile op at setup. While the op holds a pipe (or reads
+ * and sends) it is on the ring's `splicing` list by a node in the next two words, so that a
+ * socket being closed can cancel its sendfiles (a splice blocked on a peer that reads
+ * nothing ends only so). */
 _Static_assert(sizeof(struct usplice) <= 4 * sizeof(uint64_t), "usplice must fit in 4 words");
 #define SPLICE_NODE(op) ((struct afs_list_node *)(void *)(afs__op(op)->be + 4))
 _Static_assert(4 * sizeof(uint64_t) + sizeof(struct afs_list_node) <=
@@ -430,15 +436,22 @@ static void prep_stor(struct io_uring_sqe *sqe, int fd, const struct afs__op *o)
     }
 }
 
+/* Whether a sendfile reads and sends from the start: no splice opcode, or a source the
+ * kernel refuses to splice from there (a direct I/O file from an offset or for a length not
+ * aligned to it). */
+static bool sendfile_by_rw(const struct uring *u, const struct afs__op *o)
+{
+    unsigned a = o->sock.src->dio_align;
+    return !u->has_splice || (a && (o->off % a || o->total % a));
+}
+
 static bool uring_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
     if (o->code == AFS__SENDFILE) {
-        /* Else a pool thread's blocking sendfile(2), which reads and sends where the kernel
-         * refuses the source: a direct I/O file from an offset or for a length that is not
-         * aligned (a splice would fail). */
-        unsigned a = o->sock.src->dio_align;
-        return U(ctx)->has_splice && !(a && (o->off % a || o->total % a));
+        /* Read and send needs IORING_OP_READ (5.6; the socket opcodes, 5.11, come with
+         * it): else a pool thread's blocking sendfile(2). */
+        return !sendfile_by_rw(U(ctx), o) || U(ctx)->has_read;
     }
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o)))
         return true; /* only when uring_sock() said yes: the core sends them here */
@@ -647,9 +660,89 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     return 0;
 }
 
+/* Stages op's next round by read and send: a read of the source into the op's buffer when
+ * it is empty, linked to the send of what it will give, as a piece's two splices are (a
+ * ring too small for both makes the read alone, then the send); else a send of what the
+ * buffer holds (a short send's rest, or a short read's bytes). Sends go with MSG_NOSIGNAL.
+ * The op is on `splicing` from its first round, so that a socket being closed cancels it
+ * (its read is not on the socket's descriptor). */
+static int prep_rw(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct uring *u = U(ctx);
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    struct afs__sock *k = &o->sock;
+    uint64_t at = 0;
+    size_t len = 0;
+    bool fill = k->head == k->tail;
+    if (fill) {
+        int err = afs__sendfile_span(op, &at, &len);
+        if (err < 0)
+            return err;
+    }
+    bool solo = *u->ring.sq.kring_entries < 3;
+    if (fill && !solo && io_uring_sq_space_left(&u->ring) < 3) {
+        ctx->stats.kernel_submits++;
+        if (flush(ctx) < 0)
+            return -EIO;
+    }
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return -EIO;
+    if (!sp->held) {
+        sp->held = 1;
+        afs_list_push_back(&u->splicing, SPLICE_NODE(op));
+    }
+    sp->fill = fill;
+    sp->r1 = sp->r2 = 0;
+    sp->pending = 1;
+    size_t skip = 0;
+    if (fill) {
+        io_uring_prep_read(sqe, (int)k->src->fd, k->bounce, (unsigned)len, at);
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
+        if (solo) {
+            sp->r2 = -ECANCELED; /* read by rw_round as the link broken after the read */
+            return 0;
+        }
+        sqe->flags |= IOSQE_IO_LINK; /* a short read breaks it */
+        sp->pending = 2;
+        skip = (size_t)(o->off + o->done - at);
+        sqe = io_uring_get_sqe(&u->ring); /* room made above */
+    }
+    /* What the read gives when it is whole (as afs__sendfile_filled counts it). */
+    size_t n = fill ? AFS_MIN(len - skip, o->total - o->done) : (size_t)(k->tail - k->head);
+    io_uring_prep_send(sqe, (int)o->file->fd, k->bounce + (fill ? skip : k->head), n,
+                       afs__sys_msg_flags(true, 0));
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+/* A read and send round's outcome (both completions came), to the core as one transfer:
+ * the bytes sent, -EAGAIN to go on (a short read's bytes are in the buffer: the next round
+ * sends them), 0 at the source's end, or an error (the read's, the send's, a cancel's). The
+ * core queues the op's next round, or finishes it (a cancel, a deadline: between two rounds
+ * the buffer is not in the kernel's hands). */
+static void rw_round(struct afs_ctx *ctx, struct afs_op *op)
+{
+    struct usplice *sp = SP(op);
+    bool cancel = afs__op(op)->flags & AFS__OP_CANCEL;
+    /* A read's error or the source's end is the outcome (the send went with the link). */
+    ssize_t report = sp->fill ? afs__sendfile_filled(op, sp->r1) : 1;
+    if (report > 0) {
+        if (sp->r2 > 0)
+            afs__sendfile_sent(op, (size_t)(report = sp->r2));
+        else if (sp->r2 == -ECANCELED && sp->fill && !cancel)
+            report = -EAGAIN; /* a short read broke the link (or the read went alone) */
+        else
+            report = sp->r2 == 0 ? -EIO : sp->r2; /* a send of bytes that moved none */
+    }
+    afs__op_transferred(ctx, op, report);
+}
+
 /* One completion of a sendfile round; once both came, the round's outcome goes to the core
  * as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to go
- * on (the pipe holds what a short file splice gave), or an error. */
+ * on (the pipe holds what a short file splice gave), or an error. Read and send rounds are
+ * judged by rw_round. */
 static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill)
 {
     struct afs__op *o = afs__op(op);
@@ -663,6 +756,10 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
          * cancel: the file splice is done now, so the other one is queued (or running). */
         if (fill && (o->flags & AFS__OP_CANCEL) && io_uring_sq_space_left(&U(ctx)->ring))
             uring_cancel(ctx, op); /* never a flush from inside reap() */
+        return;
+    }
+    if (sp->rw) {
+        rw_round(ctx, op);
         return;
     }
     if (sp->fill && sp->r1 > 0)
@@ -686,15 +783,25 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
 
 static void uring_sendfile_end(struct afs_ctx *ctx, struct afs_op *op)
 {
-    pipe_put(U(ctx), op);
+    struct usplice *sp = SP(op);
+    if (!sp->rw) {
+        pipe_put(U(ctx), op);
+    } else if (sp->held) {
+        sp->held = 0;
+        afs_list_remove(&U(ctx)->splicing, SPLICE_NODE(op));
+    }
 }
 
 static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
-    if (o->code == AFS__SENDFILE)
-        return prep_splice(ctx, op);
+    if (o->code == AFS__SENDFILE) {
+        struct usplice *sp = SP(op);
+        if (!sp->rw && !sp->held && sendfile_by_rw(u, o))
+            sp->rw = 1;
+        return sp->rw ? prep_rw(ctx, op) : prep_splice(ctx, op);
+    }
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
         if (afs__ums_prep(ctx, &u->ums, &u->ring, op))
             return 0; /* parked on its socket's multishot */
@@ -952,7 +1059,8 @@ static bool uring_sock(struct afs_ctx *ctx)
 
 static void uring_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
 {
-    /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach. */
+    /* Its sendfiles: their socket splices may wait for a link, out of the fd's reach (and a
+     * read and send's read is of the source's). */
     for (struct afs_list_node *n = U(ctx)->splicing.first; n; n = n->next) {
         size_t at = offsetof(struct afs_op, private_) + offsetof(struct afs__op, be) +
                     4 * sizeof(uint64_t); /* SPLICE_NODE's place in the op */

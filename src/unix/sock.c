@@ -157,9 +157,9 @@ bool afs__sys_msg_waitall(int flags)
  * time, and the piece is sent, resumed where a send stopped (the buffer keeps what is not
  * sent yet: a piece is read once). The buffer is sized for the op (the bytes it sends, up to
  * AFS__BOUNCE_MAX); a source opened for direct I/O is read at its alignment, from before
- * the op's offset when it is not aligned. One send per call, as sendfile(2) would be: its
- * byte count, 0 at the source's end, or -errno (the read's or the send's). */
-static ssize_t sendfile_rw(struct afs_op *op, int fd)
+ * the op's offset when it is not aligned. The readiness engine and the inline path make the
+ * calls below (sendfile_rw), io_uring makes them SQEs of the op (src/linux/uring.c). */
+int afs__sendfile_span(struct afs_op *op, uint64_t *at, size_t *len)
 {
     struct afs__op *o = afs__op(op);
     struct afs__sock *k = &o->sock;
@@ -167,26 +167,59 @@ static ssize_t sendfile_rw(struct afs_op *op, int fd)
     if (align > AFS__BOUNCE_MAX / 4)
         return -EINVAL; /* no device asks that much: its buffer would pass 1 MiB (see
                            afs__aligned_free) */
+    /* The buffer's size is the op's: the same at every piece. */
+    size_t first = o->total + (size_t)(o->off % align);
+    size_t cap = first >= AFS__BOUNCE_MAX ? AFS__BOUNCE_MAX
+                                          : (first + align - 1) / align * align;
+    if (!k->bounce && !(k->bounce = afs__aligned_alloc(cap, align < 64 ? 64 : align)))
+        return -ENOMEM;
+    uint64_t from = o->off + o->done;
+    size_t skip = (size_t)(from % align), rest = o->total - o->done;
+    *at = from - skip;
+    *len = rest >= cap ? cap : AFS_MIN((rest + skip + align - 1) / align * align, cap);
+    return 0;
+}
+
+ssize_t afs__sendfile_filled(struct afs_op *op, ssize_t n)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs__sock *k = &o->sock;
+    size_t align = k->src->dio_align ? k->src->dio_align : 1;
+    size_t skip = (size_t)((o->off + o->done) % align);
+    if (n < 0)
+        return n;
+    if ((size_t)n <= skip)
+        return 0; /* the source ended */
+    k->head = (uint32_t)skip;
+    k->tail = (uint32_t)(skip + AFS_MIN((size_t)n - skip, o->total - o->done));
+    return k->tail - k->head;
+}
+
+void afs__sendfile_sent(struct afs_op *op, size_t n)
+{
+    struct afs__sock *k = &afs__op(op)->sock;
+    k->head += (uint32_t)n;
+    if (k->head == k->tail)
+        k->head = k->tail = 0;
+}
+
+/* One send per call, as sendfile(2) would be: its byte count, 0 at the source's end, or
+ * -errno (the read's or the send's). */
+static ssize_t sendfile_rw(struct afs_op *op, int fd)
+{
+    struct afs__sock *k = &afs__op(op)->sock;
     if (k->head == k->tail) {
-        /* The buffer's size is the op's: the same at every piece. */
-        size_t first = o->total + (size_t)(o->off % align);
-        size_t cap = first >= AFS__BOUNCE_MAX ? AFS__BOUNCE_MAX
-                                              : (first + align - 1) / align * align;
-        if (!k->bounce && !(k->bounce = afs__aligned_alloc(cap, align < 64 ? 64 : align)))
-            return -ENOMEM;
-        uint64_t at = o->off + o->done;
-        size_t skip = (size_t)(at % align), rest = o->total - o->done;
-        size_t want = rest >= cap ? cap : AFS_MIN((rest + skip + align - 1) / align * align, cap);
+        uint64_t at = 0;
+        size_t want = 0;
+        int err = afs__sendfile_span(op, &at, &want);
+        if (err < 0)
+            return err;
         ssize_t n;
         do
-            n = afs__sys.pread(k->src->fd, k->bounce, want, at - skip);
+            n = afs__sys.pread(k->src->fd, k->bounce, want, at);
         while (n == -EINTR);
-        if (n < 0)
+        if ((n = afs__sendfile_filled(op, n)) <= 0)
             return n;
-        if ((size_t)n <= skip)
-            return 0; /* the source ended */
-        k->head = (uint32_t)skip;
-        k->tail = (uint32_t)(skip + AFS_MIN((size_t)n - skip, rest));
     }
     for (;;) {
         ssize_t r = send(fd, k->bounce + k->head, k->tail - k->head, MSG_NOSIGNAL);
@@ -194,9 +227,7 @@ static ssize_t sendfile_rw(struct afs_op *op, int fd)
             continue;
         if (r < 0)
             return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-        k->head += (uint32_t)r;
-        if (k->head == k->tail)
-            k->head = k->tail = 0;
+        afs__sendfile_sent(op, (size_t)r);
         return r;
     }
 }

@@ -73,6 +73,19 @@ static struct afs_file *open_src(struct afs_ctx *ctx, size_t size)
     return f;
 }
 
+/* The file src of `size` bytes opened for direct I/O (the test skips where the file system
+ * refuses it). */
+static struct afs_file *open_direct(struct afs_ctx *ctx, size_t size)
+{
+    t_make_file(t_path("src"), size);
+    struct afs_file *f;
+    int err = afs_open(ctx, t_path("src"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_ASYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    return f;
+}
+
 /* A connected pair over loopback TCP. */
 static void tcp_pair(struct afs_ctx *ctx, struct afs_file **c, struct afs_file **s)
 {
@@ -140,7 +153,8 @@ T_SF(socketpair_byte_exact)
 }
 
 /* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for the two
- * linked splices and the waker's read, and the splices go in turn; every byte arrives. (The
+ * linked splices (or read and send) and the waker's read, and they go in turn; every byte
+ * arrives. (The
  * pieces fit in the socket's buffer: with one op in flight the receive waits for the
  * sendfile.) */
 #ifndef _WIN32 /* a ring's size is io_uring's; a loopback TCP pair's buffer may be smaller */
@@ -156,6 +170,13 @@ T_SF(small_queue_depths)
         cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
         send_check(ctx, p[0], p[1], f, 0, 100000, 100000);
         send_check(ctx, p[1], p[0], f, 4097, 100000, 100000);
+        /* Read and send (where the file system has direct I/O): the read and the send in
+         * turn, as the splices. */
+        struct afs_file *d;
+        if (afs_open(ctx, t_path("src"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_ASYNC, &d) == 0) {
+            pair_check(ctx, d, 1, 100000, 100000);
+            cr_assert_eq(afs_close(d), 0);
+        }
         cr_assert_eq(afs_close(p[0]), 0);
         cr_assert_eq(afs_close(p[1]), 0);
         cr_assert_eq(afs_close(f), 0);
@@ -365,32 +386,79 @@ T_SF(peer_reset_during_the_transfer)
     cr_assert_eq(afs_close(f), 0);
 }
 
-/* afs_cancel of a sendfile stuck on a peer that does not read: the callback comes with
- * -ECANCELED or the bytes that left (fewer than asked), and afs_close of the socket then
- * does not hang. */
-T_SF(cancel_when_the_peer_does_not_read)
+/* afs_cancel of a sendfile of [off, off + len) of f stuck on a peer (p[1]) that does not
+ * read: the callback comes with -ECANCELED or the bytes that left (fewer than asked), its
+ * result. */
+static ssize_t cancel_stuck(struct afs_ctx *ctx, struct afs_file *p[2], struct afs_file *f,
+                            uint64_t off, size_t len)
 {
-    struct afs_ctx *ctx = t_new_ctx();
-    size_t size = (size_t)16 << 20;
-    struct afs_file *f = open_src(ctx, size);
-    struct afs_file *p[2];
-    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     struct afs_op op;
     memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
     struct cb_log lg = {0};
-    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, size, log_cb, &lg), 0);
-    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 0, size, log_cb, &lg), -EBUSY);
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, off, len, log_cb, &lg), 0);
+    cr_assert_eq(afs_queue_sendfile(&op, p[0], f, off, len, log_cb, &lg), -EBUSY);
     for (int i = 0; i < 5; i++)
         cr_assert_geq(afs_ctx_wait(ctx, 1, 20LL * 1000 * 1000), 0);
-    cr_assert_eq(lg.calls, 0, "16 MiB went to a peer that reads nothing");
+    cr_assert_eq(lg.calls, 0, "%zu bytes went to a peer that reads nothing", len);
     cr_assert_eq(afs_cancel(&op), 0);
     wait_cb(ctx, &lg);
-    cr_assert(lg.result == -ECANCELED || (lg.result > 0 && lg.result < (ssize_t)size),
+    cr_assert(lg.result == -ECANCELED || (lg.result > 0 && lg.result < (ssize_t)len),
               "cancelled sendfile: %zd (%s)", lg.result,
               lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
+    return lg.result;
+}
+
+#ifndef _WIN32
+/* The bytes still waiting in the socket b (without waiting), checked against the file's
+ * from off on. */
+static size_t drain(struct afs_file *b, uint64_t off)
+{
+    static char buf[65536];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = recv((t_sock_t)afs_file_fd(b), buf, sizeof buf, MSG_DONTWAIT);
+        if (r <= 0)
+            return got;
+        cr_assert(t_check(buf, (size_t)r, off + got), "bytes %zu.. are not the file's", got);
+        got += (size_t)r;
+    }
+}
+
+#endif
+
+/* cancel_stuck() from the file (or, direct, from offset 1 of it opened for direct I/O: read
+ * and send); the peer then holds exactly the bytes reported, the file's, and no more once
+ * the context ran on (nothing sent after the op completed; not checked on Windows);
+ * afs_close of the socket does not hang. */
+static void cancel_body(bool direct)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = direct ? open_direct(ctx, size) : open_src(ctx, size);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    uint64_t off = direct ? 1 : 0;
+    ssize_t r = cancel_stuck(ctx, p, f, off, size - off);
+#ifndef _WIN32
+    size_t sent = r > 0 ? (size_t)r : 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3; i++)
+            cr_assert_geq(afs_ctx_wait(ctx, 0, 10LL * 1000 * 1000), 0);
+        size_t got = drain(p[1], off + (round ? sent : 0));
+        cr_assert_eq(got, round ? 0 : sent, "the peer got %zu bytes, the op reported %zu%s",
+                     got, sent, round ? " (bytes sent after the op completed)" : "");
+    }
+#else
+    (void)r;
+#endif
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
     cr_assert_eq(afs_close(f), 0);
+}
+
+T_SF(cancel_when_the_peer_does_not_read)
+{
+    cancel_body(false);
 }
 
 static int count_fds(void)
@@ -405,14 +473,11 @@ static int count_fds(void)
 #endif
 }
 
-/* Sendfiles cancelled at every stage, and sockets closed under them: no descriptor stays
- * behind (a pipe left holding bytes is closed; at most one empty one is kept). On Windows
- * the stages only (no count). */
-T_SF(no_descriptor_leak)
+/* Sendfiles of f cancelled at every stage, and sockets closed under them: no descriptor
+ * stays behind (a pipe left holding bytes is closed; at most one empty one is kept). On
+ * Windows the stages only (no count). */
+static void cancel_at_every_stage(struct afs_ctx *ctx, struct afs_file *f, size_t size)
 {
-    struct afs_ctx *ctx = t_new_ctx();
-    size_t size = (size_t)4 << 20;
-    struct afs_file *f = open_src(ctx, size);
     int before = count_fds();
     for (int i = 0; i < 60; i++) {
         struct afs_file *p[2];
@@ -439,11 +504,20 @@ T_SF(no_descriptor_leak)
     }
     int after = count_fds();
     cr_assert_leq(after, before + 2, "%d descriptors before, %d after", before, after);
+}
+
+T_SF(no_descriptor_leak)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)4 << 20;
+    struct afs_file *f = open_src(ctx, size);
+    cancel_at_every_stage(ctx, f, size);
     cr_assert_eq(afs_close(f), 0);
 }
 
 struct stuck {
     struct afs_file *s, *f;
+    uint64_t         off;
     size_t           size;
     ssize_t          r;
 };
@@ -452,15 +526,17 @@ static void stuck_task(struct corio_task *t, void *arg)
 {
     struct stuck *st = arg;
     corio_set_deadline(t, corio_now() + 100 * 1000000LL);
-    st->r = afs_sendfile(st->s, st->f, 0, st->size);
+    st->r = afs_sendfile(st->s, st->f, st->off, st->size);
 }
 
-/* A corio deadline reaches a sendfile in a task: -ETIMEDOUT, or the bytes that left. */
-T_SF(deadline_in_a_task)
+/* A corio deadline reaches a sendfile in a task to a peer that does not read (from the file,
+ * or, direct, from offset 4095 of it opened for direct I/O: read and send): -ETIMEDOUT, or
+ * the bytes that left, those the peer holds (not checked on Windows). */
+static void deadline_body(bool direct)
 {
     struct afs_ctx *ctx = t_new_ctx();
-    struct stuck st = {.size = (size_t)16 << 20};
-    st.f = open_src(ctx, st.size);
+    struct stuck st = {.off = direct ? 4095 : 0, .size = (size_t)16 << 20};
+    st.f = direct ? open_direct(ctx, st.size + 4095) : open_src(ctx, st.size);
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     st.s = p[0];
@@ -468,9 +544,17 @@ T_SF(deadline_in_a_task)
     cr_assert(st.r == -ETIMEDOUT || (st.r > 0 && st.r < (ssize_t)st.size),
               "sendfile under a deadline: %zd (%s)", st.r,
               st.r < 0 ? afs_strerror((int)st.r) : "bytes");
+#ifndef _WIN32
+    cr_assert_eq(drain(p[1], st.off), st.r > 0 ? (size_t)st.r : 0);
+#endif
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
     cr_assert_eq(afs_close(st.f), 0);
+}
+
+T_SF(deadline_in_a_task)
+{
+    deadline_body(false);
 }
 
 #ifndef _WIN32 /* TransmitFile from an unbuffered handle: not covered yet */
@@ -480,16 +564,92 @@ T_SF(deadline_in_a_task)
 T_SF(direct_source_unaligned)
 {
     struct afs_ctx *ctx = t_new_ctx();
-    t_make_file(t_path("src"), FSIZE);
-    struct afs_file *f;
-    int err = afs_open(ctx, t_path("src"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_ASYNC, &f);
-    if (err == -EINVAL)
-        cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
-    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    struct afs_file *f = open_direct(ctx, FSIZE);
     pair_check(ctx, f, 4096, (size_t)1 << 20, (size_t)1 << 20); /* aligned (spliced) */
     pair_check(ctx, f, 1, 300000, 300000);
     pair_check(ctx, f, FSIZE - 5000, 4097, 4097);
     pair_check(ctx, f, 8192, FSIZE, FSIZE - 8192);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+static uint64_t pool_ops(struct afs_ctx *ctx)
+{
+    struct afs_stats st;
+    afs_ctx_stats(ctx, &st);
+    return st.pool_ops;
+}
+
+/* An unaligned direct I/O source is read and sent by the context itself: on io_uring each
+ * step an SQE of the op, elsewhere the readiness engine's; no pool thread ever runs it. */
+T_SF(direct_source_unaligned_no_pool_thread)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_direct(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    uint64_t before = pool_ops(ctx);
+    send_check(ctx, p[0], p[1], f, 3, FSIZE, FSIZE - 3);
+    cr_assert_eq(pool_ops(ctx), before, "%llu ops went to the thread pool",
+                 (unsigned long long)(pool_ops(ctx) - before));
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* cancel_body() by read and send from an unaligned direct I/O source. */
+T_SF(direct_source_unaligned_cancel)
+{
+    cancel_body(true);
+}
+
+/* cancel_at_every_stage() by read and send, from unaligned offsets of a direct I/O source
+ * (offset 0: spliced): a cancel that comes while a round's read or send is in the kernel's
+ * hands, or between two rounds, completes the op once (its callback once, its result
+ * -ECANCELED or the bytes sent), after the round's completions came. */
+T_SF(direct_source_unaligned_cancel_at_every_stage)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)4 << 20;
+    struct afs_file *f = open_direct(ctx, size + 64);
+    cancel_at_every_stage(ctx, f, size);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A corio deadline reaches a read and send of an unaligned direct I/O source to a peer that
+ * does not read: -ETIMEDOUT, or the bytes that left. */
+T_SF(direct_source_unaligned_deadline)
+{
+    deadline_body(true);
+}
+
+/* A peer that closes, before and during a read and send of an unaligned direct I/O source:
+ * -EPIPE or -ECONNRESET, never a SIGPIPE. */
+T_SF(direct_source_unaligned_peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_direct(ctx, size);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    ssize_t r = afs_sendfile(p[0], f, 5, size - 5);
+    cr_assert(r == -EPIPE || r == -ECONNRESET, "sendfile to a closed peer: %zd (%s)", r,
+              r < 0 ? afs_strerror((int)r) : "bytes");
+    cr_assert_eq(afs_close(p[0]), 0);
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    struct afs_op op;
+    memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_sendfile(&op, s, f, 5, size - 5, log_cb, &lg), 0);
+    char buf[1000];
+    cr_assert_gt(afs_recv(c, buf, sizeof buf, 0), 0);
+    cr_assert_eq(afs_close(c), 0); /* unread data: the kernel resets the connection */
+    wait_cb(ctx, &lg);
+    cr_assert(lg.result == -EPIPE || lg.result == -ECONNRESET,
+              "sendfile to a reset peer: %zd (%s)", lg.result,
+              lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
+    cr_assert_eq(afs_close(s), 0);
     cr_assert_eq(afs_close(f), 0);
 }
 
