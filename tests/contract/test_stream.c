@@ -1349,6 +1349,61 @@ T_IO(cached_small_file_is_read_whole_at_once)
     }
 }
 
+/* Opening a stream makes no buffer; a read of a whole small file goes into the caller's
+ * buffer and makes none either, and asks the kernel nothing about the cache (stdio reads it
+ * the same way); the head of a bigger file takes one buffer, and the cache is asked about
+ * only when the reader goes past the first read's pages. */
+T_IO(small_files_and_heads_cost_what_stdio_pays)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.alloc = counting_alloc;
+    cfg.release = counting_release;
+    buf_allocs = buf_releases = 0;
+    t_ctx = t_ctx_cfg(&cfg);
+    t_make_file(t_path("small"), 4 * KIB);
+    struct afs_stream *s = s_open("small", "r", 1024 * KIB, 4);
+    cr_assert_eq(buf_allocs, 0, "no buffer at the open");
+    unsigned char buf[16 * KIB];
+    cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 4 * KIB);
+    cr_assert(t_check(buf, 4 * KIB, 0));
+    cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 0);
+    cr_assert(afs_feof(s));
+    uint32_t seen[3];
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about");
+    cr_assert_eq(buf_allocs, 0, "a buffer for a file read whole");
+    cr_assert_eq(afs_fclose(s), 0);
+    /* 48 KiB in 4 KiB reads: the first fill reads it whole, into one buffer. */
+    t_make_file(t_path("mid"), 48 * KIB);
+    s = s_open("mid", "r", 1024 * KIB, 4);
+    for (size_t off = 0; off < 48 * KIB; off += 4 * KIB) {
+        cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 4 * KIB);
+        cr_assert(t_check(buf, 4 * KIB, off));
+    }
+    cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 0);
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about");
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_eq(buf_allocs, 1);
+    /* The head of a 2 MiB file: its first page, nothing asked; then past it. */
+    t_make_file(t_path("big"), 2048 * KIB);
+    s = s_open("big", "r", 1024 * KIB, 4);
+    cr_assert_eq(afs_fread(buf, 1, 16, s), 16);
+    cr_assert(t_check(buf, 16, 0));
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about the head");
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 16));
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 1, "the cache asked about past the head");
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_leq(buf_allocs, 1, "the buffer kept from before");
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    cr_assert_eq(buf_releases, buf_allocs);
+}
+
 /* Big reads of cached data go straight into the caller's buffer, right with short reads and
  * EINTR, and mixed with small reads that fill a chunk, a seek back into that chunk and big
  * reads again: every byte where it belongs. */
