@@ -119,7 +119,8 @@ struct afs_stream {
     int              werr;    /* first write error, cleared by afs_clearerr */
     uint64_t         seq;
     struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
-    struct chunk    *ch[];   /* nmax places, nbuf made */
+    struct chunk     ch0;     /* the first chunk made (a small file's only one) */
+    struct chunk    *ch[];   /* nmax places, nbuf made: ch0, then allocated ones */
 };
 
 _Static_assert(offsetof(struct afs_stream, magic) >= 32, "magic clear of malloc's words");
@@ -198,13 +199,14 @@ static char *buf_get(struct afs_stream *s);
  * out of memory. */
 static struct chunk *chunk_new(struct afs_stream *s)
 {
-    struct chunk *c = afs__sys.calloc(1, sizeof *c);
+    struct chunk *c = s->nbuf ? afs__sys.calloc(1, sizeof *c) : &s->ch0;
     if (!c)
         return NULL;
     c->s = s;
     c->buf = buf_get(s);
     if (!c->buf) {
-        free(c);
+        if (c != &s->ch0)
+            free(c);
         return NULL;
     }
     s->ch[s->nbuf++] = c;
@@ -1250,7 +1252,8 @@ static void stream_free(struct afs_stream *s)
     free(s->df_path);
     for (unsigned i = s->nbuf; i-- > 0;) { /* the first buffer is taken first next time */
         buf_put(s, s->ch[i]->buf);
-        free(s->ch[i]);
+        if (s->ch[i] != &s->ch0)
+            free(s->ch[i]);
     }
     free(s);
 }
@@ -1289,9 +1292,12 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         flags |= AFS_DIRECT;
 
     unsigned nmax = o.chunks + 1;
-    struct afs_stream *s = afs__sys.calloc(1, sizeof *s + nmax * sizeof(struct chunk *));
+    /* malloc and memset, not calloc: glibc's calloc passes its per-thread cache by. */
+    size_t bytes = sizeof(struct afs_stream) + nmax * sizeof(struct chunk *);
+    struct afs_stream *s = afs__sys.malloc(bytes);
     if (!s)
         return -ENOMEM;
+    memset(s, 0, bytes);
     s->ctx = ctx;
     s->cs = o.chunk_size;
     s->depth = o.chunks;
