@@ -326,11 +326,19 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
 }
 
 /* The reader entered the next chunk in order: closes a window of the direct-read rule
- * (docs/STREAMS.md) when it is full. */
+ * (docs/STREAMS.md) when it is full. Chunks of a window found all cached are read on the
+ * reader's thread, with nothing to wait for: they say nothing of whether the reader keeps
+ * up with the disk, and a window of the rule spans none of them (counted as windows where
+ * the reader did not wait, they sent a reader that had been seen waiting back to direct
+ * reads after a cached stretch). */
 static void note_arrival(struct afs_stream *s)
 {
     if (!s->df || s->df_refused)
         return; /* no choice to make */
+    if (s->cached) {
+        s->win_n = 0;
+        return;
+    }
     int64_t now = afs__sys.now();
     unsigned window = 2 * s->depth > STREAM_WINDOW_MIN ? 2 * s->depth : STREAM_WINDOW_MIN;
     if (s->win_n == window) {

@@ -750,14 +750,19 @@ T_IO(opt_out_never_reads_direct)
  * injected where the threads backend runs them) starts direct and goes buffered after two
  * windows of 8 chunks in which it waited: later chunks come through the page cache. */
 static struct afs__syscalls slow_saved;
+static pthread_t slow_reader; /* the test's thread: its reads are of cached data */
 
 static ssize_t slow_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
 {
     /* Far slower than the consumer, even under ThreadSanitizer on a machine whose CPUs are
      * busy with other work (at 5 ms a chunk the consumer fell behind there): 4 in flight,
-     * 25 ms a chunk. */
-    struct timespec ts = {0, 100000000};
-    nanosleep(&ts, NULL);
+     * 25 ms a chunk. Reads on the reader's own thread are of windows found cached (the
+     * kernel's read-ahead behind the buffered reads gets there first): those take what
+     * cached reads take. */
+    if (!pthread_equal(pthread_self(), slow_reader)) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
     return slow_saved.pread(fd, buf, len, off);
 }
 
@@ -770,6 +775,7 @@ T_IO(waiting_consumer_goes_buffered)
     int slow = strcmp(afs_ctx_backend(t_ctx), "threads") == 0;
     if (slow) {
         slow_saved = afs__sys;
+        slow_reader = pthread_self();
         afs__sys.pread = slow_pread;
     }
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
@@ -785,6 +791,51 @@ T_IO(waiting_consumer_goes_buffered)
         cr_assert_geq(cached_bytes("f"), len - (direct + 1) * 64 * KIB,
                       "the rest came through the page cache");
     }
+}
+
+/* The same consumer, and a stretch of the file in the page cache after the first 31 chunks:
+ * the cached windows are read on the consumer's thread, with nothing to wait for, and do
+ * not count as windows where it kept up with the disk. The cold chunks after them are read
+ * buffered too, as before the stretch, not direct again. */
+T_IO(cached_stretch_does_not_send_a_waiting_consumer_back_to_direct)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "threads") != 0)
+        return; /* the slow disk is injected where the threads backend reads */
+    const size_t len = 96 * 64 * KIB + 333; /* 97 chunks */
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    if (!direct_expected("f"))
+        return;
+    /* Chunks 31 to 48: a whole window of the cached-data rule (16 chunks from 2 MiB and a
+     * page) and a chunk either side; no kernel read-ahead past them. */
+    int fd = open(t_path("f"), O_RDONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);
+    static unsigned char stretch[18 * 64 * KIB];
+    cr_assert_eq(pread(fd, stretch, sizeof stretch, 31 * 64 * KIB), (ssize_t)sizeof stretch);
+    close(fd);
+    slow_saved = afs__sys;
+    slow_reader = pthread_self();
+    afs__sys.pread = slow_pread;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    static unsigned char buf[4093];
+    size_t off = 0, n;
+    uint64_t before = 0;
+    while ((n = afs_fread(buf, 1, sizeof buf, s)) > 0) {
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        if (off <= 31 * 64 * KIB)
+            before = afs__stream_direct_reads(s);
+    }
+    uint64_t direct = afs__stream_direct_reads(s);
+    cr_assert_eq(afs_fclose(s), 0);
+    afs__sys = slow_saved;
+    cr_assert_eq(off, len);
+    cr_assert_gt(before, 0, "a fresh stream starts direct");
+    cr_assert_leq(before, 2 * 8 + 1 + 4, "%llu chunks read direct", (unsigned long long)before);
+    cr_assert_eq(direct, before, "%llu chunks read direct after the cached stretch",
+                 (unsigned long long)(direct - before));
 }
 
 T_IO(warm_reads_stay_buffered)
