@@ -261,10 +261,17 @@ static struct chunk *find_chunk(struct afs_stream *s, int64_t off)
 
 /* How many bytes of [off, off + len) of f are in the page cache, and whether any of them is
  * dirty or under writeback. False where the kernel cannot tell (cachestat: Linux 6.5). */
+/* For tests (not part of the API): the probe, replaceable so that a test of the cached-data
+ * rule's choices does not hang on what the kernel keeps in its cache meanwhile. */
+int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                               bool *dirty);
+int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                               bool *dirty) = afs__sys_cache_state;
+
 static bool cache_state(struct afs_file *f, int64_t off, int64_t len, uint64_t *cached,
                         bool *dirty)
 {
-    return afs__sys_cache_state(f->fd, off, len, cached, dirty) == 0;
+    return afs__stream_cache_probe(f->fd, off, len, cached, dirty) == 0;
 }
 
 /* Mostly not cached and nothing dirty: a direct read costs the same I/O and saves a copy. */

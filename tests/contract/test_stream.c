@@ -1124,14 +1124,34 @@ static void read_through(struct afs_stream *s, size_t len, size_t piece)
     read_through_from(s, len, 0, piece);
 }
 
+/* Not in the API: the stream's page-cache probe (stream.c). */
+extern int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                                      bool *dirty);
+
+/* A probe that finds every range all cached and clean. */
+static int all_cached_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                            bool *dirty)
+{
+    (void)fd, (void)off;
+    *cached = (uint64_t)len;
+    *dirty = false;
+    return 0;
+}
+
 /* A big read of cached data goes straight into the caller's buffer, one copy, as stdio's
- * fread does; small ones come from the chunks. */
+ * fread does; small ones come from the chunks. The kernel's answers are the test's own
+ * (every window all cached): the pinned pages may not stay pinned (mlock refused where the
+ * locked-memory limit is small), and a page the kernel drops meanwhile makes a window the
+ * stream rightly reads through chunks (a run in CI read one such window of 1 MiB so: 12 of
+ * 17 reads straight), which says nothing of the rule tested here. */
 T_IO(cached_big_freads_read_into_the_callers_buffer)
 {
     t_new_ctx();
     const size_t len = 3 * 1024 * KIB + 4321;
     make_cached("f", len);
     costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
+    afs__stream_cache_probe = all_cached_probe;
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
     read_through(s, len, 200 * KIB + 3);
     int big = into_caller;
@@ -1144,23 +1164,18 @@ T_IO(cached_big_freads_read_into_the_callers_buffer)
     read_through(s, len, 4093);
     int small = into_caller;
     cr_assert_eq(afs_fclose(s), 0);
+    afs__stream_cache_probe = probe;
     costs_end();
-    if (cached_throughout("f")) {
-        /* A window the kernel did not report all cached when the stream asked, or one the
-         * rule gave to the pool to time it, is read through chunks, as the rule says: about
-         * 1 MiB of requests each (seen on quiet machines: 12 of 15, the cause not found with
-         * the pages pinned). Most requests still go straight, and all of them when the
-         * stream saw every window cached. */
-        int all = (int)(len / (200 * KIB + 3)), per_win = (int)(1024 * KIB / (200 * KIB));
-        int want = all - per_win * (int)(seen[1] + seen[2] + (pool_n > 0));
-        want = want > all / 2 ? want : all / 2;
-        cr_assert_geq(big, want,
-                      "%d reads into the caller's buffer; windows the kernel found all cached %u, "
-                      "not all cached %u, no answer %u; pool reads %llu, inline %llu", big,
-                      seen[0], seen[1], seen[2], (unsigned long long)pool_n,
-                      (unsigned long long)in_n);
-        cr_assert_eq(small, 0);
-    }
+    /* Every full piece, the short last one and the read that finds the end. */
+    int all = (int)(len / (200 * KIB + 3)) + 2;
+    cr_assert_eq(big, all,
+                 "%d reads into the caller's buffer of %d; windows found all cached %u, "
+                 "not all cached %u, no answer %u; pool reads %llu, inline %llu", big, all,
+                 seen[0], seen[1], seen[2], (unsigned long long)pool_n,
+                 (unsigned long long)in_n);
+    cr_assert_eq(seen[1] + seen[2], 0);
+    cr_assert_eq(pool_n, 0, "the consumer's thread was busy: no pool reads");
+    cr_assert_eq(small, 0);
 }
 
 /* Reads a 40 MiB cached file in 100 KiB pieces (64 KiB chunks) with the given costs (and
