@@ -351,7 +351,8 @@ static void stream_round_trip(size_t chunk, unsigned chunks, size_t len)
     free(buf);
 }
 
-T_IO(stream_buffers_are_kept_for_the_next_stream)
+/* The test context, with its buffers counted. */
+static void counting_ctx(void)
 {
     struct afs_config cfg;
     afs_config_default(&cfg);
@@ -359,6 +360,11 @@ T_IO(stream_buffers_are_kept_for_the_next_stream)
     cfg.release = counting_release;
     buf_allocs = buf_releases = 0;
     t_ctx = t_ctx_cfg(&cfg);
+}
+
+T_IO(stream_buffers_are_kept_for_the_next_stream)
+{
+    counting_ctx();
     stream_round_trip(64 * KIB, 4, 300 * KIB + 7);
     cr_assert_eq(buf_allocs, 5);
     cr_assert_eq(buf_releases, 0, "kept for the next stream");
@@ -1421,12 +1427,7 @@ T_IO(cached_small_file_is_read_whole_at_once)
  * only when the reader goes past the first read's pages. */
 T_IO(small_files_and_heads_cost_what_stdio_pays)
 {
-    struct afs_config cfg;
-    afs_config_default(&cfg);
-    cfg.alloc = counting_alloc;
-    cfg.release = counting_release;
-    buf_allocs = buf_releases = 0;
-    t_ctx = t_ctx_cfg(&cfg);
+    counting_ctx();
     t_make_file(t_path("small"), 4 * KIB);
     struct afs_stream *s = s_open("small", "r", 1024 * KIB, 4);
     cr_assert_eq(buf_allocs, 0, "no buffer at the open");
