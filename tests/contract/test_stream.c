@@ -377,8 +377,8 @@ T_IO(stream_buffers_are_kept_for_the_next_stream)
     /* Buffers are made as the stream needs them: three chunks written, a big read
      * straight into the caller's buffer. */
     stream_round_trip(1024 * KIB, 15, 3 * 1024 * KIB);
-    cr_assert_eq(buf_allocs, 11, "three buffers made, not 16");
-    cr_assert_eq(buf_releases, 8);
+    cr_assert_leq(buf_allocs, 11, "three buffers made at most, not 16");
+    cr_assert_eq(buf_releases, 8, "another size: the 128 KiB ones given back");
     /* Twelve streams at once, one buffer each: 8 MiB of them kept at the closes. */
     struct afs_stream *many[12];
     for (int i = 0; i < 12; i++) {
@@ -389,7 +389,7 @@ T_IO(stream_buffers_are_kept_for_the_next_stream)
     }
     for (int i = 0; i < 12; i++)
         cr_assert_eq(afs_fclose(many[i]), 0);
-    cr_assert_eq(buf_allocs, 20, "the three kept ones, and nine new");
+    cr_assert_eq(buf_allocs, 20, "the kept ones, and new ones for the rest");
     cr_assert_eq(buf_allocs - buf_releases, 8, "at most 8 MiB kept");
     afs_ctx_free(t_ctx);
     t_ctx = NULL;
@@ -1460,12 +1460,12 @@ T_IO(small_files_and_heads_cost_what_stdio_pays)
     cr_assert(t_check(buf, 16, 0));
     afs__stream_windows(s, seen);
     cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about the head");
+    cr_assert_eq(buf_allocs, 1, "the head in the buffer kept from before");
     cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
     cr_assert(t_check(buf, sizeof buf, 16));
     afs__stream_windows(s, seen);
     cr_assert_eq(seen[0] + seen[1] + seen[2], 1, "the cache asked about past the head");
     cr_assert_eq(afs_fclose(s), 0);
-    cr_assert_leq(buf_allocs, 1, "the buffer kept from before");
     afs_ctx_free(t_ctx);
     t_ctx = NULL;
     cr_assert_eq(buf_releases, buf_allocs);
