@@ -259,15 +259,15 @@ static struct chunk *find_chunk(struct afs_stream *s, int64_t off)
     return NULL;
 }
 
-/* How many bytes of [off, off + len) of f are in the page cache, and whether any of them is
- * dirty or under writeback. False where the kernel cannot tell (cachestat: Linux 6.5). */
-/* For tests (not part of the API): the probe, replaceable so that a test of the cached-data
- * rule's choices does not hang on what the kernel keeps in its cache meanwhile. */
+/* For tests (not part of the API): the page-cache probe, replaceable so that a test of the
+ * cached-data rule's choices does not hang on what the kernel keeps in its cache meanwhile. */
 int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
                                bool *dirty);
 int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
                                bool *dirty) = afs__sys_cache_state;
 
+/* How many bytes of [off, off + len) of f are in the page cache, and whether any of them is
+ * dirty or under writeback. False where the kernel cannot tell (cachestat: Linux 6.5). */
 static bool cache_state(struct afs_file *f, int64_t off, int64_t len, uint64_t *cached,
                         bool *dirty)
 {
@@ -564,7 +564,8 @@ static void cached_window(struct afs_stream *s, size_t ask)
             s->cw_cpu = -1;
             s->cw_read = 0;
             s->cw_skip = 0;
-            s->cw_end = s->pos + AFS_MAX((int64_t)AFS_MAX(pages, STREAM_ALIGN), rest * first);
+            int64_t span = (int64_t)AFS_MAX(pages, STREAM_ALIGN);
+            s->cw_end = s->pos + (first ? AFS_MAX(span, rest) : span);
             return;
         }
     }
@@ -788,8 +789,8 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         /* A big request takes what a chunk holds at pos, and the rest straight; so does one
          * for the whole rest of the file while no chunk holds data (a small file read
          * whole: one read, one copy, and no chunk made). */
-        bool to_caller = s->cached && (want >= STREAM_CALLER_MIN ||
-                                       (s->no_chunks && s->eof_off - s->pos <= (int64_t)(want - got)));
+        bool whole_rest = s->no_chunks && s->eof_off - s->pos <= (int64_t)(want - got);
+        bool to_caller = s->cached && (want >= STREAM_CALLER_MIN || whole_rest);
         struct chunk *c = to_caller && s->no_chunks ? NULL : find_chunk(s, coff);
         if (c && to_caller && c->state == CH_READY && c->part &&
             s->pos - c->off >= (int64_t)c->len) {
@@ -802,8 +803,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         if (c && !s->cached && c->state == CH_READY && c->part &&
             s->pos - c->off >= (int64_t)c->len) {
             /* A chunk filled on this thread as far as the reader went (the first read's
-             * pages), and the window after them is not all cached: the chunk is read as any
-             * other (ahead of the reader, direct where that pays), not on this thread. */
+             * pages, or the end of a cached window), and the window after them is not all
+             * cached: the rest is read as any chunk is (ahead of the reader, direct where
+             * that pays), not on this thread. */
             c->state = CH_FREE;
             c = NULL;
         }
