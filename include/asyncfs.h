@@ -1210,9 +1210,13 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * inside a task of the scheduler that owns the context it suspends only the task (the
  * afs_waiter hook). A stream must not be used from an op's callback when that would have to
  * wait (afs_fread/afs_fwrite record -EDEADLK; afs_fclose aborts).
- * Buffers: the stream takes chunks + 1 buffers of chunk_size bytes at open, from those the
- * context kept of streams closed before when they have that size, else from afs_buf_alloc;
- * nothing is allocated per call. At close up to 8 of them (8 MiB at most) stay with the
+ * Buffers: the stream takes up to chunks + 1 buffers of chunk_size bytes, each when it
+ * first needs it (as stdio allocates its buffer at the first read), from those the context
+ * kept of streams closed before when they have that size, else from afs_buf_alloc; a read
+ * of a whole small file into the caller's buffer takes none. When one cannot be had and no
+ * other is in use, the read or write records -ENOMEM (afs_ferror) and may be tried again
+ * after afs_clearerr. Nothing is allocated per call beyond that. At close up to 8 of them
+ * (8 MiB at most) stay with the
  * context for the next stream, the rest go back with afs_buf_free; the kept ones go back
  * when a stream of another chunk size closes, and at afs_ctx_free.
  *
@@ -1230,7 +1234,8 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * when that chunk is mostly not cached and has no dirty pages, and the consumer is the
  * bottleneck: a stream starts direct, and goes buffered after two windows of 2 * chunks
  * chunks (at least 8) in which afs_fread spent more than half of the time waiting for
- * chunks, direct again after a window with less (docs/STREAMS.md: the rule and why). Such a
+ * chunks, direct again after a window with less (chunks of cached windows, read on the
+ * caller's thread, count in neither; docs/STREAMS.md: the rule and why). Such a
  * chunk is not copied through the page cache, which saves the consuming thread a copy, and
  * is not left in the page cache either. A consumer that waits for chunks is read buffered,
  * where the kernel's own read-ahead drives the disk harder. Data stay coherent: the kernel

@@ -80,6 +80,8 @@ struct afs_stream {
                                     UINT_MAX: not known yet (see cached_mode()) */
     bool             cw_timed;   /* the current window counts (not the stream's first two) */
     bool             cw_first;   /* the current window is the stream's first, short one */
+    bool             cw_lead;    /* the current window is the first read's pages, not asked
+                                    about; the first window comes after it */
     bool             cw_free;    /* the last CM_INLINE window had a CPU to itself and work
                                   * outside its reads to overlap them with */
     unsigned         cwins;      /* cached windows timed */
@@ -99,7 +101,9 @@ struct afs_stream {
     uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
                                  in the first 32 bytes: free() keeps its lists there */
     unsigned         depth;   /* ops in flight at most */
-    unsigned         nbuf;    /* depth + 1 */
+    unsigned         nbuf;    /* chunks made so far: chunk_get() makes them as they are
+                                 needed (a small file needs one, or none) */
+    unsigned         nmax;    /* chunks at most: depth + 1 */
     unsigned         ra;      /* chunks read ahead of the reader now, 0..depth */
     bool             can_read, can_write, append;
     bool             pipe;    /* the file has no offsets (pipe, FIFO, socket, tty): see
@@ -115,7 +119,8 @@ struct afs_stream {
     int              werr;    /* first write error, cleared by afs_clearerr */
     uint64_t         seq;
     struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
-    struct chunk     ch[];
+    struct chunk     ch0;     /* the first chunk made (a small file's only one) */
+    struct chunk    *ch[];   /* nmax places, nbuf made: ch0, then allocated ones */
 };
 
 _Static_assert(offsetof(struct afs_stream, magic) >= 32, "magic clear of malloc's words");
@@ -186,18 +191,49 @@ static int chunk_wait(struct afs_stream *s, struct chunk *c)
     return afs__op_wait(s->ctx, &c->op, &c->wait);
 }
 
-/* A free buffer; with may_wait, waits for the oldest op in flight when none is free. */
+static char *buf_get(struct afs_stream *s);
+
+/* Makes the stream's next chunk, with its buffer: a stream makes them when it first needs
+ * them, as stdio allocates its buffer at the first read or write, so that opening a small
+ * file and reading it costs one chunk (or none: see afs_fread), not depth + 1. NULL when
+ * out of memory. */
+static struct chunk *chunk_new(struct afs_stream *s)
+{
+    struct chunk *c = s->nbuf ? afs__sys.calloc(1, sizeof *c) : &s->ch0;
+    if (!c)
+        return NULL;
+    c->s = s;
+    c->buf = buf_get(s);
+    if (!c->buf) {
+        if (c != &s->ch0)
+            free(c);
+        return NULL;
+    }
+    s->ch[s->nbuf++] = c;
+    return c;
+}
+
+/* A free buffer (a new one while fewer than nmax were made); with may_wait, waits for the
+ * oldest op in flight when none is free. *err: -ENOMEM when none could be made and none is
+ * in flight. */
 static struct chunk *chunk_get(struct afs_stream *s, bool may_wait, int *err)
 {
     *err = 0;
     for (;;) {
         struct chunk *oldest = NULL;
         for (unsigned i = 0; i < s->nbuf; i++) {
-            struct chunk *c = &s->ch[i];
+            struct chunk *c = s->ch[i];
             if (c->state == CH_FREE)
                 return c;
             if (in_flight(c) && (!oldest || c->seq < oldest->seq))
                 oldest = c;
+        }
+        if (s->nbuf < s->nmax) {
+            struct chunk *c = chunk_new(s);
+            if (c)
+                return c;
+            if (!oldest)
+                *err = -ENOMEM;
         }
         if (!may_wait || !oldest)
             return NULL;
@@ -216,19 +252,26 @@ static struct chunk *chunk_get(struct afs_stream *s, bool may_wait, int *err)
 static struct chunk *find_chunk(struct afs_stream *s, int64_t off)
 {
     for (unsigned i = 0; i < s->nbuf; i++) {
-        struct chunk *c = &s->ch[i];
+        struct chunk *c = s->ch[i];
         if ((c->state == CH_READING || c->state == CH_READY) && c->off == off)
             return c;
     }
     return NULL;
 }
 
+/* For tests (not part of the API): the page-cache probe, replaceable so that a test of the
+ * cached-data rule's choices does not hang on what the kernel keeps in its cache meanwhile. */
+int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                               bool *dirty);
+int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                               bool *dirty) = afs__sys_cache_state;
+
 /* How many bytes of [off, off + len) of f are in the page cache, and whether any of them is
  * dirty or under writeback. False where the kernel cannot tell (cachestat: Linux 6.5). */
 static bool cache_state(struct afs_file *f, int64_t off, int64_t len, uint64_t *cached,
                         bool *dirty)
 {
-    return afs__sys_cache_state(f->fd, off, len, cached, dirty) == 0;
+    return afs__stream_cache_probe(f->fd, off, len, cached, dirty) == 0;
 }
 
 /* Mostly not cached and nothing dirty: a direct read costs the same I/O and saves a copy. */
@@ -246,7 +289,7 @@ static bool chunks_idle(struct afs_stream *s)
 {
     bool idle = true;
     for (unsigned i = 0; i < s->nbuf; i++) {
-        struct chunk *c = &s->ch[i];
+        struct chunk *c = s->ch[i];
         if (c->state == CH_READY && c->off + (int64_t)s->cs <= s->pos)
             c->state = CH_FREE;
         idle &= c->state != CH_READING && c->state != CH_READY;
@@ -290,11 +333,19 @@ static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
 }
 
 /* The reader entered the next chunk in order: closes a window of the direct-read rule
- * (docs/STREAMS.md) when it is full. */
+ * (docs/STREAMS.md) when it is full. Chunks of a window found all cached are read on the
+ * reader's thread, with nothing to wait for: they say nothing of whether the reader keeps
+ * up with the disk, and a window of the rule spans none of them (counted as windows where
+ * the reader did not wait, they sent a reader that had been seen waiting back to direct
+ * reads after a cached stretch). */
 static void note_arrival(struct afs_stream *s)
 {
     if (!s->df || s->df_refused)
         return; /* no choice to make */
+    if (s->cached) {
+        s->win_n = 0;
+        return;
+    }
     int64_t now = afs__sys.now();
     unsigned window = 2 * s->depth > STREAM_WINDOW_MIN ? 2 * s->depth : STREAM_WINDOW_MIN;
     if (s->win_n == window) {
@@ -460,11 +511,15 @@ static uint8_t cached_mode(struct afs_stream *s)
 
 /* The cached-data rule (docs/STREAMS.md): a window closes when the consumer has moved
  * through it in order; its time per byte is what its mode cost, the consumer's own work
- * included. The next window asks the kernel whether it is all cached, and takes a mode. */
-static void cached_window(struct afs_stream *s)
+ * included. The next window asks the kernel whether it is all cached, and takes a mode.
+ * `ask`: the bytes the read that opens it asks for. */
+static void cached_window(struct afs_stream *s, size_t ask)
 {
-    int64_t now = afs__sys.now(), cpu = -1;
-    if (s->cw_end >= 0 && s->cw_timed && s->cached && s->pos > s->cw_pos) {
+    bool closes = s->cw_end >= 0 && s->cw_timed && s->cached && s->pos > s->cw_pos;
+    bool first = s->cw_end == -2, second = s->cw_first;
+    /* The clock only where a window is timed (not the first ones: see below). */
+    int64_t now = closes || (!first && !second && !s->cw_lead) ? afs__sys.now() : 0, cpu = -1;
+    if (closes) {
         uint64_t dt = now > s->cw_start ? (uint64_t)(now - s->cw_start) : 0;
         uint64_t per = AFS_MAX((dt << 20) / (uint64_t)(s->pos - s->cw_pos), 1);
         uint64_t *c = &s->cw_cost[s->cmode];
@@ -481,12 +536,41 @@ static void cached_window(struct afs_stream *s)
         }
     }
     /* The stream's first window is one chunk: a program that reads only the start of a big
-     * file has the cache asked about that much (the probe's cost grows with its range). The
-     * second ends where a whole first one would have (the windows after it fall where they
-     * did: cold reads of a big file took another, slower mix of direct and inline reads
-     * with windows one chunk later). Neither is timed: they pay for first touches (the
-     * caller's buffer faulted in, the pool's threads started). */
-    bool first = s->cw_end == -2, second = s->cw_first;
+     * file has the cache asked about that much (the probe's cost grows with its range).
+     * Before it, a first read of less than STREAM_CALLER_MIN, or one that (with the first
+     * fill of a chunk) takes the whole rest of the file, asks nothing: its pages are read
+     * on this thread now, cached or not, as stdio reads them (fill_more() reads just those
+     * pages of a bigger file, all of a smaller one), and that window spans them. The second
+     * window ends where the 16 chunks of a whole one would have (the windows after it fall
+     * where they did: cold reads of a big file took another, slower mix of direct and
+     * inline reads with windows one chunk later). None of these is timed: they pay for
+     * first touches (the caller's buffer faulted in, the pool's threads started). */
+    bool lead = s->cw_end == -2 && s->cached_ok;
+    if (lead) {
+        size_t pages = (AFS_MIN(ask, s->cs) + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1);
+        int64_t rest = s->eof_off > s->pos ? s->eof_off - s->pos : 0;
+        if (rest <= (int64_t)AFS_MAX(pages, s->grow))
+            s->cw_lead = false, first = true; /* all of it: no window after this one */
+        else if (ask < STREAM_CALLER_MIN)
+            s->cw_lead = true, first = false; /* the first window comes next */
+        else
+            lead = false;
+        if (lead) {
+            s->cached = true;
+            s->cw_timed = false;
+            s->cw_first = first;
+            s->cmode = CM_INLINE;
+            s->cw_pos = s->pos;
+            s->cw_cpu = -1;
+            s->cw_read = 0;
+            s->cw_skip = 0;
+            int64_t span = (int64_t)AFS_MAX(pages, STREAM_ALIGN);
+            s->cw_end = s->pos + (first ? AFS_MAX(span, rest) : span);
+            return;
+        }
+    }
+    first |= s->cw_lead;
+    s->cw_lead = false;
     s->cw_timed = !first && !second;
     s->cw_first = first;
     int64_t win = (int64_t)AFS_MAX(STREAM_CACHED_WIN, 2 * s->depth) * (int64_t)s->cs;
@@ -535,7 +619,7 @@ static void drop_chunk(struct chunk *c)
 static void drop_reads(struct afs_stream *s)
 {
     for (unsigned i = 0; i < s->nbuf; i++)
-        drop_chunk(&s->ch[i]);
+        drop_chunk(s->ch[i]);
     s->cur_off = -1;
 }
 
@@ -547,7 +631,7 @@ static int read_ahead_from(struct afs_stream *s, int64_t cur, unsigned first)
     int64_t cs = (int64_t)s->cs;
     int64_t last = cur + (int64_t)s->ra * cs;
     for (unsigned i = 0; i < s->nbuf; i++) {
-        struct chunk *c = &s->ch[i];
+        struct chunk *c = s->ch[i];
         if ((c->state == CH_READING || c->state == CH_READY) && (c->off < cur || c->off > last))
             drop_chunk(c);
     }
@@ -556,7 +640,7 @@ static int read_ahead_from(struct afs_stream *s, int64_t cur, unsigned first)
     unsigned busy = 0;
     if (s->cached)
         for (unsigned i = 0; i < s->nbuf; i++)
-            busy += s->ch[i].state == CH_READING;
+            busy += s->ch[i]->state == CH_READING;
     int n = 0;
     for (unsigned k = first; k <= s->ra; k++) {
         if (s->cached && busy >= s->pool_max)
@@ -700,16 +784,28 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     size_t got = 0;
     while (got < want) {
         if (s->pos >= s->cw_end)
-            cached_window(s);
+            cached_window(s, want - got);
         int64_t coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
-        /* A big request takes what a chunk holds at pos, and the rest straight. */
-        bool to_caller = s->cached && want >= STREAM_CALLER_MIN;
+        /* A big request takes what a chunk holds at pos, and the rest straight; so does one
+         * for the whole rest of the file while no chunk holds data (a small file read
+         * whole: one read, one copy, and no chunk made). */
+        bool whole_rest = s->no_chunks && s->eof_off - s->pos <= (int64_t)(want - got);
+        bool to_caller = s->cached && (want >= STREAM_CALLER_MIN || whole_rest);
         struct chunk *c = to_caller && s->no_chunks ? NULL : find_chunk(s, coff);
         if (c && to_caller && c->state == CH_READY && c->part &&
             s->pos - c->off >= (int64_t)c->len) {
             /* A cached chunk filled as far as the reader went, and a big request: the rest
              * goes straight into the caller's buffer too (as stdio reads past its drained
              * buffer), not through the chunk. */
+            c->state = CH_FREE;
+            c = NULL;
+        }
+        if (c && !s->cached && c->state == CH_READY && c->part &&
+            s->pos - c->off >= (int64_t)c->len) {
+            /* A chunk filled on this thread as far as the reader went (the first read's
+             * pages, or the end of a cached window), and the window after them is not all
+             * cached: the rest is read as any chunk is (ahead of the reader, direct where
+             * that pays), not on this thread. */
             c->state = CH_FREE;
             c = NULL;
         }
@@ -850,7 +946,7 @@ static int write_fill(struct afs_stream *s)
         return 0;
     }
     for (unsigned i = 0; i < s->nbuf; i++) {
-        struct chunk *d = &s->ch[i];
+        struct chunk *d = s->ch[i];
         if (d->state == CH_WRITING && (s->append || s->pipe || overlap(c, d))) {
             int err = chunk_wait(s, d);
             if (err < 0) {
@@ -886,8 +982,8 @@ static int flush_writes(struct afs_stream *s)
 {
     int ret = write_fill(s);
     for (unsigned i = 0; i < s->nbuf; i++) {
-        if (s->ch[i].state == CH_WRITING) {
-            int err = chunk_wait(s, &s->ch[i]);
+        if (s->ch[i]->state == CH_WRITING) {
+            int err = chunk_wait(s, s->ch[i]);
             if (err < 0) {
                 set_err(s, err);
                 if (!ret)
@@ -1111,7 +1207,7 @@ static int parse_mode(const char *m, int *flags, bool *rd, bool *wr, bool *app)
  * again when they are read again. */
 static bool direct_may_pay(const struct afs_stream *s, int64_t size)
 {
-    int64_t min = (int64_t)(s->nbuf > STREAM_DIRECT_MIN ? s->nbuf : STREAM_DIRECT_MIN);
+    int64_t min = (int64_t)(s->nmax > STREAM_DIRECT_MIN ? s->nmax : STREAM_DIRECT_MIN);
     return s->ctx->be->id != AFS_BACKEND_SYNC && size >= min * (int64_t)s->cs;
 }
 
@@ -1171,9 +1267,11 @@ void afs__stream_spare_free(struct afs_ctx *ctx)
 static void stream_free(struct afs_stream *s)
 {
     free(s->df_path);
-    for (unsigned i = s->nbuf; i-- > 0;) /* the first buffer is taken first next time */
-        if (s->ch[i].buf)
-            buf_put(s, s->ch[i].buf);
+    for (unsigned i = s->nbuf; i-- > 0;) { /* the first buffer is taken first next time */
+        buf_put(s, s->ch[i]->buf);
+        if (s->ch[i] != &s->ch0)
+            free(s->ch[i]);
+    }
     free(s);
 }
 
@@ -1210,22 +1308,17 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     if (o.flags & AFS_STREAM_DIRECT)
         flags |= AFS_DIRECT;
 
-    unsigned nbuf = o.chunks + 1;
-    struct afs_stream *s = afs__sys.calloc(1, sizeof *s + nbuf * sizeof(struct chunk));
+    unsigned nmax = o.chunks + 1;
+    /* malloc and memset, not calloc: glibc's calloc passes its per-thread cache by. */
+    size_t bytes = sizeof(struct afs_stream) + nmax * sizeof(struct chunk *);
+    struct afs_stream *s = afs__sys.malloc(bytes);
     if (!s)
         return -ENOMEM;
+    memset(s, 0, bytes);
     s->ctx = ctx;
     s->cs = o.chunk_size;
     s->depth = o.chunks;
-    s->nbuf = nbuf;
-    for (unsigned i = 0; i < nbuf; i++) {
-        s->ch[i].s = s;
-        s->ch[i].buf = buf_get(s);
-        if (!s->ch[i].buf) {
-            stream_free(s);
-            return -ENOMEM;
-        }
-    }
+    s->nmax = nmax; /* the chunks are made when needed (chunk_get()) */
     int err = afs_open(ctx, path, flags, o.perm, AFS_MODE_SYNC, &s->f);
     if (err < 0) {
         stream_free(s);
@@ -1244,6 +1337,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->cur_off = -1;
     s->eof_off = INT64_MAX;
     s->cw_end = -2; /* -2: no window yet; -1: none open */
+    s->no_chunks = true;
     s->cw_gap = s->cw_next = STREAM_EXPLORE;
     s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);
     s->pool_max = UINT_MAX; /* asked when a cached window could use the pool */
@@ -1292,16 +1386,16 @@ int afs_fclose(struct afs_stream *s)
     stream_check(s, __func__);
     bool busy = s->fill && s->fill->len;
     for (unsigned i = 0; i < s->nbuf; i++)
-        busy |= in_flight(&s->ch[i]);
+        busy |= in_flight(s->ch[i]);
     AFS_CHECK(!s->ctx->in_callback || !busy,
               "closing a stream with I/O pending from a callback would deadlock");
     if (s->dir == DIR_WRITE)
         write_fill(s);
     for (unsigned i = 0; i < s->nbuf; i++)
-        drop_chunk(&s->ch[i]);
+        drop_chunk(s->ch[i]);
     /* The buffers are the library's until every callback ran, errors or not. */
     for (unsigned i = 0; i < s->nbuf; i++)
-        chunk_wait(s, &s->ch[i]);
+        chunk_wait(s, s->ch[i]);
     int err = s->err;
     if (s->df)
         afs_close(s->df);

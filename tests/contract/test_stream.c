@@ -351,7 +351,8 @@ static void stream_round_trip(size_t chunk, unsigned chunks, size_t len)
     free(buf);
 }
 
-T_IO(stream_buffers_are_kept_for_the_next_stream)
+/* The test context, with its buffers counted. */
+static void counting_ctx(void)
 {
     struct afs_config cfg;
     afs_config_default(&cfg);
@@ -359,6 +360,11 @@ T_IO(stream_buffers_are_kept_for_the_next_stream)
     cfg.release = counting_release;
     buf_allocs = buf_releases = 0;
     t_ctx = t_ctx_cfg(&cfg);
+}
+
+T_IO(stream_buffers_are_kept_for_the_next_stream)
+{
+    counting_ctx();
     stream_round_trip(64 * KIB, 4, 300 * KIB + 7);
     cr_assert_eq(buf_allocs, 5);
     cr_assert_eq(buf_releases, 0, "kept for the next stream");
@@ -368,9 +374,23 @@ T_IO(stream_buffers_are_kept_for_the_next_stream)
     stream_round_trip(128 * KIB, 2, 300 * KIB);
     cr_assert_eq(buf_allocs, 8);
     cr_assert_eq(buf_releases, 5, "another size: the older ones given back");
+    /* Buffers are made as the stream needs them: three chunks written, a big read
+     * straight into the caller's buffer. */
     stream_round_trip(1024 * KIB, 15, 3 * 1024 * KIB);
-    cr_assert_eq(buf_allocs, 24);
-    cr_assert_eq(buf_releases, 16, "at most 8 MiB kept");
+    cr_assert_leq(buf_allocs, 11, "three buffers made at most, not 16");
+    cr_assert_eq(buf_releases, 8, "another size: the 128 KiB ones given back");
+    /* Twelve streams at once, one buffer each: 8 MiB of them kept at the closes. */
+    struct afs_stream *many[12];
+    for (int i = 0; i < 12; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "g%d", i);
+        many[i] = s_open(name, "w", 1024 * KIB, 15);
+        cr_assert_eq(afs_fwrite("x", 1, 1, many[i]), 1);
+    }
+    for (int i = 0; i < 12; i++)
+        cr_assert_eq(afs_fclose(many[i]), 0);
+    cr_assert_eq(buf_allocs, 20, "the kept ones, and new ones for the rest");
+    cr_assert_eq(buf_allocs - buf_releases, 8, "at most 8 MiB kept");
     afs_ctx_free(t_ctx);
     t_ctx = NULL;
     cr_assert_eq(buf_releases, buf_allocs, "every buffer given back with the context");
@@ -736,14 +756,19 @@ T_IO(opt_out_never_reads_direct)
  * injected where the threads backend runs them) starts direct and goes buffered after two
  * windows of 8 chunks in which it waited: later chunks come through the page cache. */
 static struct afs__syscalls slow_saved;
+static pthread_t slow_reader; /* the test's thread: its reads are of cached data */
 
 static ssize_t slow_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
 {
     /* Far slower than the consumer, even under ThreadSanitizer on a machine whose CPUs are
      * busy with other work (at 5 ms a chunk the consumer fell behind there): 4 in flight,
-     * 25 ms a chunk. */
-    struct timespec ts = {0, 100000000};
-    nanosleep(&ts, NULL);
+     * 25 ms a chunk. Reads on the reader's own thread are of windows found cached (the
+     * kernel's read-ahead behind the buffered reads gets there first): those take what
+     * cached reads take. */
+    if (!pthread_equal(pthread_self(), slow_reader)) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
     return slow_saved.pread(fd, buf, len, off);
 }
 
@@ -756,6 +781,7 @@ T_IO(waiting_consumer_goes_buffered)
     int slow = strcmp(afs_ctx_backend(t_ctx), "threads") == 0;
     if (slow) {
         slow_saved = afs__sys;
+        slow_reader = pthread_self();
         afs__sys.pread = slow_pread;
     }
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
@@ -771,6 +797,51 @@ T_IO(waiting_consumer_goes_buffered)
         cr_assert_geq(cached_bytes("f"), len - (direct + 1) * 64 * KIB,
                       "the rest came through the page cache");
     }
+}
+
+/* The same consumer, and a stretch of the file in the page cache after the first 31 chunks:
+ * the cached windows are read on the consumer's thread, with nothing to wait for, and do
+ * not count as windows where it kept up with the disk. The cold chunks after them are read
+ * buffered too, as before the stretch, not direct again. */
+T_IO(cached_stretch_does_not_send_a_waiting_consumer_back_to_direct)
+{
+    t_new_ctx();
+    if (strcmp(afs_ctx_backend(t_ctx), "threads") != 0)
+        return; /* the slow disk is injected where the threads backend reads */
+    const size_t len = 96 * 64 * KIB + 333; /* 97 chunks */
+    t_make_file(t_path("f"), len);
+    make_cold("f");
+    if (!direct_expected("f"))
+        return;
+    /* Chunks 31 to 48: a whole window of the cached-data rule (16 chunks from 2 MiB and a
+     * page) and a chunk either side; no kernel read-ahead past them. */
+    int fd = open(t_path("f"), O_RDONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);
+    static unsigned char stretch[18 * 64 * KIB];
+    cr_assert_eq(pread(fd, stretch, sizeof stretch, 31 * 64 * KIB), (ssize_t)sizeof stretch);
+    close(fd);
+    slow_saved = afs__sys;
+    slow_reader = pthread_self();
+    afs__sys.pread = slow_pread;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    static unsigned char buf[4093];
+    size_t off = 0, n;
+    uint64_t before = 0;
+    while ((n = afs_fread(buf, 1, sizeof buf, s)) > 0) {
+        cr_assert(t_check(buf, n, off), "bad data at %zu", off);
+        off += n;
+        if (off <= 31 * 64 * KIB)
+            before = afs__stream_direct_reads(s);
+    }
+    uint64_t direct = afs__stream_direct_reads(s);
+    cr_assert_eq(afs_fclose(s), 0);
+    afs__sys = slow_saved;
+    cr_assert_eq(off, len);
+    cr_assert_gt(before, 0, "a fresh stream starts direct");
+    cr_assert_leq(before, 2 * 8 + 1 + 4, "%llu chunks read direct", (unsigned long long)before);
+    cr_assert_eq(direct, before, "%llu chunks read direct after the cached stretch",
+                 (unsigned long long)(direct - before));
 }
 
 T_IO(warm_reads_stay_buffered)
@@ -1059,14 +1130,34 @@ static void read_through(struct afs_stream *s, size_t len, size_t piece)
     read_through_from(s, len, 0, piece);
 }
 
+/* Not in the API: the stream's page-cache probe (stream.c). */
+extern int (*afs__stream_cache_probe)(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                                      bool *dirty);
+
+/* A probe that finds every range all cached and clean. */
+static int all_cached_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                            bool *dirty)
+{
+    (void)fd, (void)off;
+    *cached = (uint64_t)len;
+    *dirty = false;
+    return 0;
+}
+
 /* A big read of cached data goes straight into the caller's buffer, one copy, as stdio's
- * fread does; small ones come from the chunks. */
+ * fread does; small ones come from the chunks. The kernel's answers are the test's own
+ * (every window all cached): the pinned pages may not stay pinned (mlock refused where the
+ * locked-memory limit is small), and a page the kernel drops meanwhile makes a window the
+ * stream rightly reads through chunks (a run in CI read one such window of 1 MiB so: 12 of
+ * 17 reads straight), which says nothing of the rule tested here. */
 T_IO(cached_big_freads_read_into_the_callers_buffer)
 {
     t_new_ctx();
     const size_t len = 3 * 1024 * KIB + 4321;
     make_cached("f", len);
     costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
+    afs__stream_cache_probe = all_cached_probe;
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
     read_through(s, len, 200 * KIB + 3);
     int big = into_caller;
@@ -1079,23 +1170,18 @@ T_IO(cached_big_freads_read_into_the_callers_buffer)
     read_through(s, len, 4093);
     int small = into_caller;
     cr_assert_eq(afs_fclose(s), 0);
+    afs__stream_cache_probe = probe;
     costs_end();
-    if (cached_throughout("f")) {
-        /* A window the kernel did not report all cached when the stream asked, or one the
-         * rule gave to the pool to time it, is read through chunks, as the rule says: about
-         * 1 MiB of requests each (seen on quiet machines: 12 of 15, the cause not found with
-         * the pages pinned). Most requests still go straight, and all of them when the
-         * stream saw every window cached. */
-        int all = (int)(len / (200 * KIB + 3)), per_win = (int)(1024 * KIB / (200 * KIB));
-        int want = all - per_win * (int)(seen[1] + seen[2] + (pool_n > 0));
-        want = want > all / 2 ? want : all / 2;
-        cr_assert_geq(big, want,
-                      "%d reads into the caller's buffer; windows the kernel found all cached %u, "
-                      "not all cached %u, no answer %u; pool reads %llu, inline %llu", big,
-                      seen[0], seen[1], seen[2], (unsigned long long)pool_n,
-                      (unsigned long long)in_n);
-        cr_assert_eq(small, 0);
-    }
+    /* Every full piece, the short last one and the read that finds the end. */
+    int all = (int)(len / (200 * KIB + 3)) + 2;
+    cr_assert_eq(big, all,
+                 "%d reads into the caller's buffer of %d; windows found all cached %u, "
+                 "not all cached %u, no answer %u; pool reads %llu, inline %llu", big, all,
+                 seen[0], seen[1], seen[2], (unsigned long long)pool_n,
+                 (unsigned long long)in_n);
+    cr_assert_eq(seen[1] + seen[2], 0);
+    cr_assert_eq(pool_n, 0, "the consumer's thread was busy: no pool reads");
+    cr_assert_eq(small, 0);
 }
 
 /* Reads a 40 MiB cached file in 100 KiB pieces (64 KiB chunks) with the given costs (and
@@ -1271,8 +1357,9 @@ static int direct_fds(const char *name)
 }
 
 /* The O_DIRECT file of a big read-only stream is opened when a window is first found not
- * all cached: never for a cached file, nor for the head of it; at the first read of a cold
- * one. */
+ * all cached: never for a cached file, nor for the head of it; for a cold one, not for the
+ * pages of its first small read (read as stdio reads them, nothing asked), at the first
+ * window after them found not all cached. */
 T_IO(direct_file_is_opened_at_the_first_uncached_window)
 {
     t_new_ctx();
@@ -1297,11 +1384,22 @@ T_IO(direct_file_is_opened_at_the_first_uncached_window)
     int at_open = direct_fds("f");
     cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
     cr_assert(t_check(buf, sizeof buf, 0));
-    int at_read = direct_fds("f");
+    int at_read = direct_fds("f"); /* the first read's page, read as stdio would */
+    /* Past it, through the first windows: the kernel's own read-ahead behind that page may
+     * have cached the first one meanwhile, not all of the second (up to 1 MiB). */
+    static unsigned char more[1024 * KIB];
+    cr_assert_eq(afs_fread(more, 1, sizeof more, s), sizeof more);
+    cr_assert(t_check(more, sizeof more, sizeof buf));
+    int past_it = direct_fds("f");
+    uint32_t seen[3];
+    afs__stream_windows(s, seen);
     cr_assert_eq(afs_fclose(s), 0);
     cr_assert_eq(at_open, 0);
-    if (direct_expected("f"))
-        cr_assert_eq(at_read, 1);
+    cr_assert_eq(at_read, 0);
+    if (direct_expected("f")) {
+        cr_assert_gt(seen[1], 0, "no window of the cold file found not all cached");
+        cr_assert_eq(past_it, 1);
+    }
 }
 
 /* A cached file with less than 64 KiB to read is read whole by its first fill: its end is
@@ -1327,6 +1425,56 @@ T_IO(cached_small_file_is_read_whole_at_once)
         cr_assert_eq(calls, 1, "%zu reads for the first fill", calls);
         cr_assert_eq(bytes_read, len);
     }
+}
+
+/* Opening a stream makes no buffer; a read of a whole small file goes into the caller's
+ * buffer and makes none either, and asks the kernel nothing about the cache (stdio reads it
+ * the same way); the head of a bigger file takes one buffer, and the cache is asked about
+ * only when the reader goes past the first read's pages. */
+T_IO(small_files_and_heads_cost_what_stdio_pays)
+{
+    counting_ctx();
+    t_make_file(t_path("small"), 4 * KIB);
+    struct afs_stream *s = s_open("small", "r", 1024 * KIB, 4);
+    cr_assert_eq(buf_allocs, 0, "no buffer at the open");
+    unsigned char buf[16 * KIB];
+    cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 4 * KIB);
+    cr_assert(t_check(buf, 4 * KIB, 0));
+    cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 0);
+    cr_assert(afs_feof(s));
+    uint32_t seen[3];
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about");
+    cr_assert_eq(buf_allocs, 0, "a buffer for a file read whole");
+    cr_assert_eq(afs_fclose(s), 0);
+    /* 48 KiB in 4 KiB reads: the first fill reads it whole, into one buffer. */
+    t_make_file(t_path("mid"), 48 * KIB);
+    s = s_open("mid", "r", 1024 * KIB, 4);
+    for (size_t off = 0; off < 48 * KIB; off += 4 * KIB) {
+        cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 4 * KIB);
+        cr_assert(t_check(buf, 4 * KIB, off));
+    }
+    cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 0);
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about");
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_eq(buf_allocs, 1);
+    /* The head of a 2 MiB file: its first page, nothing asked; then past it. */
+    t_make_file(t_path("big"), 2048 * KIB);
+    s = s_open("big", "r", 1024 * KIB, 4);
+    cr_assert_eq(afs_fread(buf, 1, 16, s), 16);
+    cr_assert(t_check(buf, 16, 0));
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 0, "the cache was asked about the head");
+    cr_assert_eq(buf_allocs, 1, "the head in the buffer kept from before");
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, 16));
+    afs__stream_windows(s, seen);
+    cr_assert_eq(seen[0] + seen[1] + seen[2], 1, "the cache asked about past the head");
+    cr_assert_eq(afs_fclose(s), 0);
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    cr_assert_eq(buf_releases, buf_allocs);
 }
 
 /* Big reads of cached data go straight into the caller's buffer, right with short reads and
