@@ -73,6 +73,8 @@ static int waiter_suspend(struct afs_waiter *aw, void *co, struct afs_op *op)
     if (err) {
         /* Still queued: cancelling takes it back; its callback comes with the next wait. */
         afs_cancel(op);
+    } else {
+        afs__ctx_stage(t->sched->ctx);
     }
     struct corio__wait w = {.cancel = file_cancel, .what = op, .until = INT64_MAX,
                             .outside = true};
@@ -85,9 +87,8 @@ static int waiter_suspend(struct afs_waiter *aw, void *co, struct afs_op *op)
 static void waiter_resume(struct afs_waiter *aw, void *co, struct afs_op *op)
 {
     (void)aw;
-    struct corio_task *t = co;
-    AFS_CHECK(t->w && t->w->what == op, "resume for an op the task is not on");
-    corio__ready(t, 0);
+    (void)op; /* not compared with t->w->what: that would bring the record's line back */
+    corio__ready_outside(co);
 }
 
 void corio__waiter_init(struct corio_sched *s)
