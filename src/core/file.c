@@ -288,7 +288,7 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args *a, bool inli
 {
     struct afs_op op;
     struct afs__op_waiting ow = {0};
-    afs__op(&op)->magic = 0; /* a fresh op; afs__op_setup clears the rest but the backend's words */
+    afs__op(&op)->magic = 0; /* a fresh op (not busy); afs__op_setup fills what it uses */
     a->cb = blocking_cb;
     a->data = &ow;
     return blocking_go(&op, &ow, afs__op_setup(&op, f, a), inline_ok);
