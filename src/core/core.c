@@ -51,9 +51,7 @@ struct afs_op *afs__list_pop(struct afs__list *l)
     if (!n)
         return NULL;
     l->len--;
-    /* The node is inside the op's private words: back to the op. */
-    struct afs__op *o = AFS_LIST_ITEM(n, struct afs__op, node);
-    return (struct afs_op *)(void *)((char *)o - offsetof(struct afs_op, private_));
+    return afs__op_of_node(n);
 }
 
 void afs__list_append(struct afs__list *dst, struct afs__list *src)

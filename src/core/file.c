@@ -197,7 +197,7 @@ static ssize_t wait_blocking(struct afs_ctx *ctx, struct afs_op *op,
 {
     ow->pending = true;
     afs__op_enqueue(op);
-    int err = afs__op_wait(ctx, op, ow);
+    int err = afs__op_wait_inl(ctx, op, ow);
     return err < 0 ? err : op->result;
 }
 
@@ -220,7 +220,8 @@ static ssize_t run_inline(struct afs_op *op)
     return res;
 }
 
-ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool inline_ok)
+static inline ssize_t blocking_run(struct afs_op *op, struct afs__op_waiting *ow,
+                                   bool inline_ok)
 {
     struct afs__op *o = afs__op(op);
     struct afs_ctx *ctx = o->file->ctx;
@@ -230,6 +231,11 @@ ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool in
      * the op, as for ops of the op API, which need no initialising (256 bytes of stack
      * less to write per op). */
     return wait_blocking(ctx, op, ow);
+}
+
+ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool inline_ok)
+{
+    return blocking_run(op, ow, inline_ok);
 }
 
 static void *meta_task(struct afs_ctx *ctx);
@@ -264,22 +270,42 @@ static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, 
     return READ_MISS;
 }
 
+/* Runs a blocking op set up (err: afs__op_setup's result) with blocking_cb and `ow`. */
+static ssize_t blocking_go(struct afs_op *op, struct afs__op_waiting *ow, int err,
+                           bool inline_ok)
+{
+    struct afs__op *o = afs__op(op);
+    if (err < 0)
+        return err;
+    if (o->total == 0 && !afs__is_ctl(o))
+        return 0; /* zero-length: nothing to run, no callback */
+    return blocking_run(op, ow, inline_ok);
+}
+
 /* Runs one blocking op (a's cb and data are set here). `inline_ok`: small enough for the
  * sync threshold. */
 static ssize_t blocking_op(struct afs_file *f, struct afs__op_args *a, bool inline_ok)
 {
     struct afs_op op;
     struct afs__op_waiting ow = {0};
-    struct afs__op *o = afs__op(&op);
-    o->magic = 0; /* a fresh op; afs__op_setup clears the rest but the backend's words */
+    afs__op(&op)->magic = 0; /* a fresh op (not busy); afs__op_setup fills what it uses */
     a->cb = blocking_cb;
     a->data = &ow;
-    int err = afs__op_setup(&op, f, a);
-    if (err < 0)
-        return err;
-    if (o->total == 0 && !afs__is_ctl(o))
-        return 0; /* zero-length: nothing to run, no callback */
-    return afs__blocking_run(&op, &ow, inline_ok);
+    return blocking_go(&op, &ow, afs__op_setup(&op, f, a), inline_ok);
+}
+
+/* blocking_op of a read or write, with no block of arguments to write and read back: the
+ * reads of thousands of tasks each bring every line they touch on their stacks back from
+ * memory. The op is on a line of its own: from its setup to its callback it touches its
+ * first two (struct afs__op). */
+static ssize_t blocking_rw(struct afs_file *f, bool write, void *buf, size_t len, uint64_t off,
+                           bool inline_ok)
+{
+    _Alignas(AFS__LINE) struct afs_op op;
+    struct afs__op_waiting ow = {0};
+    afs__op(&op)->magic = 0;
+    return blocking_go(&op, &ow, afs__op_setup_rw(&op, f, write, buf, len, off, blocking_cb, &ow),
+                       inline_ok);
 }
 
 /* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes
@@ -310,17 +336,13 @@ ssize_t afs_pread(struct afs_file *f, void *buf, size_t len, uint64_t off)
     bool inline_ok;
     if (read_small(f, buf, len, off, &res, &inline_ok))
         return res;
-    return blocking_op(f, &(struct afs__op_args){.code = AFS__READ, .buf = buf, .len = len,
-                                                .off = off},
-                       inline_ok);
+    return blocking_rw(f, false, buf, len, off, inline_ok);
 }
 
 ssize_t afs_pwrite(struct afs_file *f, const void *buf, size_t len, uint64_t off)
 {
     file_check(f, __func__);
-    return blocking_op(f, &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
-                                                .off = off},
-                       small(f, len));
+    return blocking_rw(f, true, (void *)buf, len, off, small(f, len));
 }
 
 ssize_t afs_preadv(struct afs_file *f, const struct iovec *iov, int iovcnt, uint64_t off)

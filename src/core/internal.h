@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Programmer errors that cannot be reported: abort with a message, in release builds too. */
 #define AFS_CHECK(cond, msg)                                                                  \
@@ -98,12 +99,37 @@ struct afs__sock {
                            sendfile: 1 once sendfile(2) refused the source (read and send) */
 };
 
+#define AFS__LINE 64 /* bytes in a cache line */
+
+/* One line into the caches; never faults. An asm statement, not __builtin_prefetch: a
+ * compiler may drop a loop whose body is only that builtin (it has no effect the language
+ * sees). */
+static inline void afs__prefetch(const void *p)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __asm__ volatile("prefetcht0 (%0)" : : "r"(p));
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ volatile("prfm pldl1keep, [%0]" : : "r"(p));
+#else
+    (void)p;
+#endif
+}
+
 struct afs__op {
     uintptr_t        magic;       /* AFS__MAGIC ^ address once queued: tells a live op from
                                      uninitialised memory */
     struct afs_list_node node;    /* the one list the op is on (queued, done, pool) */
     struct afs_file *file;
     afs_cb          *cb;
+    /* With the public words, the fields so far are the op's first cache line when the op is
+     * aligned to one: all that running its callback touches. */
+    uint8_t  code;   /* enum afs__code */
+    uint8_t  state;  /* enum afs__state */
+    uint8_t  flags;  /* AFS__OP_*; not written while a pool worker runs the op */
+    uint8_t  fsync_flags;
+    uint8_t  eof;    /* AFS__OP_EOF_*: written by whoever runs the transfer (a pool worker) */
+    uint8_t  arg;    /* storage ops: AFS_FALLOC_* mode, AFS_FADV_* advice, AFS_SYNC_RANGE_* */
+    uint8_t  xflags; /* AFS__X_*: per-op options and the op's place in a chain */
     union {
         void               *buf;
         const struct iovec *iov;
@@ -112,19 +138,15 @@ struct afs__op {
     size_t   len;    /* bytes, or iovcnt for readv/writev */
     size_t   total;  /* bytes asked for */
     size_t   done;   /* bytes transferred so far */
-    uint8_t  code;   /* enum afs__code */
-    uint8_t  state;  /* enum afs__state */
-    uint8_t  flags;  /* AFS__OP_*; not written while a pool worker runs the op */
-    uint8_t  fsync_flags;
-    uint8_t  eof;    /* AFS__OP_EOF_*: written by whoever runs the transfer (a pool worker) */
-    uint8_t  arg;    /* storage ops: AFS_FALLOC_* mode, AFS_FADV_* advice, AFS_SYNC_RANGE_* */
-    uint8_t  xflags; /* AFS__X_*: per-op options and the op's place in a chain */
     struct afs_op *chain_next; /* the chain member after this one, or NULL */
+    /* The backend's words come before the arguments of socket and metadata ops: what a read
+     * or write of a file touches from its setup to its callback (the public words, the fields
+     * above and be[0]) is the op's first two lines. */
+    uint64_t be[AFS__BACKEND_WORDS];
     union {
         struct afs__meta meta;
         struct afs__sock sock;
     };
-    uint64_t be[AFS__BACKEND_WORDS];
 };
 
 _Static_assert(sizeof(struct afs__op) <= sizeof(((struct afs_op *)0)->private_),
@@ -133,6 +155,27 @@ _Static_assert(sizeof(struct afs__op) <= sizeof(((struct afs_op *)0)->private_),
 static inline struct afs__op *afs__op(struct afs_op *op)
 {
     return (struct afs__op *)(void *)op->private_.words;
+}
+
+/* The op whose afs__op.node n is. */
+static inline struct afs_op *afs__op_of_node(struct afs_list_node *n)
+{
+    struct afs__op *o = AFS_LIST_ITEM(n, struct afs__op, node);
+    return (struct afs_op *)(void *)((char *)o - offsetof(struct afs_op, private_));
+}
+
+_Static_assert(sizeof(void *) != 8 || offsetof(struct afs_op, private_) +
+                                              offsetof(struct afs__op, u) == AFS__LINE,
+               "an op's first line holds what running its callback touches");
+
+/* Clears a new op's private part but the backend's words: the fields before them, and the
+ * arguments of socket and metadata ops when `args` (a read or write of a file with offsets
+ * never looks at them, and leaving them spares a line of writes per op). */
+static inline void afs__op_clear(struct afs__op *o, bool args)
+{
+    memset(o, 0, offsetof(struct afs__op, be));
+    if (args)
+        memset(&o->meta, 0, sizeof *o - offsetof(struct afs__op, meta));
 }
 
 static inline bool afs__is_meta(const struct afs__op *o)
@@ -224,6 +267,9 @@ struct afs__op_args {
  * afs__op_enqueue() then hands it to the context. The afs_queue_* calls are the two in a row;
  * the blocking calls run small ops inline between them instead. */
 int  afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a);
+/* afs__op_setup of a read (or write) with no options, its arguments in registers. */
+int  afs__op_setup_rw(struct afs_op *op, struct afs_file *f, bool write, void *buf, size_t len,
+                      uint64_t off, afs_cb *cb, void *data);
 void afs__op_enqueue(struct afs_op *op);
 
 /* Queues a read or write of a file without offsets (f->seq) at the descriptor's position.
@@ -599,6 +645,35 @@ size_t afs__ctx_pending(const struct afs_ctx *ctx);
  * counts). Returns 0, the waiter's error (e.g. -ETIMEDOUT when a deadline cancelled the op) with
  * the op done all the same, or -EDEADLK from inside a callback, where nothing can be waited for. */
 int  afs__op_wait(struct afs_ctx *ctx, struct afs_op *op, struct afs__op_waiting *ow);
+/* afs__op_wait inlined, for the blocking calls' hot path: one frame less on the task's stack
+ * between the call and the waiter. */
+static inline int afs__op_wait_inl(struct afs_ctx *ctx, struct afs_op *op,
+                                   struct afs__op_waiting *ow)
+{
+    int ret = 0;
+    while (ow->pending) {
+        if (ctx->in_callback)
+            return -EDEADLK;
+        struct afs_waiter *w = afs_waiter_get();
+        void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
+        if (co) {
+            ow->w = w;
+            ow->co = co;
+            int err = w->suspend(w, co, op);
+            AFS_CHECK(!ow->pending, "waiter resumed a task before its op completed");
+            if (err < 0 && !ret)
+                ret = err;
+        } else {
+            (void)afs_ctx_wait(ctx, 1, -1);
+        }
+    }
+    return ret;
+}
+
+/* Hands ctx's queued ops to the backend now, as the next afs_ctx_wait() does first, without
+ * entering the kernel: a waiter calls it as a task suspends, while its op's lines are still
+ * in the caches (the wait would read them back, with thousands of tasks, from memory). */
+void afs__ctx_stage(struct afs_ctx *ctx);
 /* From op's callback: clears ow->pending and resumes the task suspended on it, if any. */
 void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op);
 

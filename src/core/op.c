@@ -82,62 +82,13 @@ static void chain_noop(struct afs_op *op)
     (void)op;
 }
 
-/* Checks everything about a new op and fills its private part; does not queue it. */
-int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
+/* The checks every data op shares once its own arguments are checked (`total`: the bytes
+ * it moves, `al`: the file's O_DIRECT alignment or 0), then the filling of its private part. */
+static inline int setup_finish(struct afs_op *op, struct afs_file *f, enum afs__code code,
+                               const void *ptr, size_t len, size_t total, uint64_t off,
+                               unsigned al, const struct afs__op_args *a, afs_cb *cb,
+                               void *data)
 {
-    enum afs__code code = a->code;
-    void *buf = a->buf;
-    size_t len = a->len;
-    const struct iovec *iov = a->iov;
-    int iovcnt = a->iovcnt;
-    uint64_t off = a->off;
-    unsigned fsync_flags = a->fsync_flags;
-    if (!op || !f || (!a->cb && !f->ctx->chain_open))
-        return -EINVAL;
-    if (afs__op_busy(f->ctx, op))
-        return -EBUSY;
-    size_t total = 0;
-    unsigned al = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
-    switch (code) {
-    case AFS__READ:
-    case AFS__WRITE:
-        if ((!buf && len) || len > (size_t)SSIZE_MAX)
-            return -EINVAL;
-        if (!aligned((uintptr_t)buf, al) || !aligned(len, al))
-            return -EINVAL;
-        total = len;
-        break;
-    case AFS__READV:
-    case AFS__WRITEV:
-        if (iovcnt < 0 || iovcnt > AFS_IOV_MAX || (!iov && iovcnt))
-            return -EINVAL;
-        for (int i = 0; i < iovcnt; i++) {
-            if ((!iov[i].iov_base && iov[i].iov_len) || iov[i].iov_len > (size_t)SSIZE_MAX - total)
-                return -EINVAL;
-            if (!aligned((uintptr_t)iov[i].iov_base, al) || !aligned(iov[i].iov_len, al))
-                return -EINVAL;
-            total += iov[i].iov_len;
-        }
-        len = (size_t)iovcnt;
-        break;
-    case AFS__FSYNC:
-        if (fsync_flags & ~AFS_FSYNC_DATA)
-            return -EINVAL;
-        off = 0;
-        break;
-    case AFS__FALLOCATE:
-    case AFS__FTRUNCATE:
-    case AFS__FADVISE:
-    case AFS__SYNC_RANGE: {
-        int err = stor_check(f, a);
-        if (err < 0)
-            return err;
-        total = code == AFS__FTRUNCATE ? 0 : a->range;
-        break;
-    }
-    default:
-        return -EINVAL; /* metadata ops are set up by afs__meta_setup() */
-    }
     bool ctl = code >= AFS__FSYNC && code <= AFS__SYNC_RANGE;
     if (!ctl && f->seq) {
         /* A pipe, socket or tty has no offsets: only afs__queue_seq() moves data on it. */
@@ -161,29 +112,113 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
         if (h >= 0 && ((f->flags & AFS_APPEND) || off + total > (uint64_t)h))
             atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed);
     }
+    unsigned arg = a ? a->arg : 0;
     if (code == AFS__FTRUNCATE ||
-        (code == AFS__FALLOCATE && !(a->arg & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))))
+        (code == AFS__FALLOCATE && !(arg & (AFS_FALLOC_KEEP_SIZE | AFS_FALLOC_PUNCH_HOLE))))
         atomic_store_explicit(&f->size_hint, -1, memory_order_relaxed); /* the size moves */
 
     struct afs__op *o = afs__op(op);
-    memset(o, 0, offsetof(struct afs__op, be));
+    afs__op_clear(o, f->seq);
     o->magic = afs__op_magic(f->ctx, op);
     o->file = f;
-    o->cb = a->cb ? a->cb : chain_noop;
-    if (code == AFS__READV || code == AFS__WRITEV)
-        o->u.iov = iov;
-    else
-        o->u.buf = buf;
+    o->cb = cb ? cb : chain_noop;
+    o->u.buf = (void *)ptr; /* or the iovecs: the union's members are both pointers */
     o->off = off;
     o->len = len;
     o->total = total;
     o->code = (uint8_t)code;
-    o->fsync_flags = (uint8_t)fsync_flags;
-    o->arg = (uint8_t)a->arg;
-    o->xflags = (uint8_t)a->xflags;
-    op->data = a->data;
+    if (a) {
+        o->fsync_flags = (uint8_t)a->fsync_flags;
+        o->arg = (uint8_t)arg;
+        o->xflags = (uint8_t)a->xflags;
+    }
+    op->data = data;
     op->result = 0;
     return 0;
+}
+
+static int setup_start(struct afs_op *op, struct afs_file *f, afs_cb *cb)
+{
+    if (!op || !f || (!cb && !f->ctx->chain_open))
+        return -EINVAL;
+    if (afs__op_busy(f->ctx, op))
+        return -EBUSY;
+    return 0;
+}
+
+static bool rw_bad(const void *buf, size_t len, unsigned al)
+{
+    return (!buf && len) || len > (size_t)SSIZE_MAX || !aligned((uintptr_t)buf, al) ||
+           !aligned(len, al);
+}
+
+int afs__op_setup_rw(struct afs_op *op, struct afs_file *f, bool write, void *buf, size_t len,
+                     uint64_t off, afs_cb *cb, void *data)
+{
+    int err = setup_start(op, f, cb);
+    if (err < 0)
+        return err;
+    unsigned al = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
+    if (rw_bad(buf, len, al))
+        return -EINVAL;
+    return setup_finish(op, f, write ? AFS__WRITE : AFS__READ, buf, len, len, off, al, NULL, cb,
+                        data);
+}
+
+/* Checks everything about a new op and fills its private part; does not queue it. */
+int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_args *a)
+{
+    enum afs__code code = a->code;
+    size_t len = a->len;
+    const struct iovec *iov = a->iov;
+    int iovcnt = a->iovcnt;
+    uint64_t off = a->off;
+    int err = setup_start(op, f, a->cb);
+    if (err < 0)
+        return err;
+    size_t total = 0;
+    unsigned al = (f->flags & AFS_DIRECT) ? f->dio_align : 0;
+    const void *ptr = a->buf;
+    switch (code) {
+    case AFS__READ:
+    case AFS__WRITE:
+        if (rw_bad(a->buf, len, al))
+            return -EINVAL;
+        total = len;
+        break;
+    case AFS__READV:
+    case AFS__WRITEV:
+        if (iovcnt < 0 || iovcnt > AFS_IOV_MAX || (!iov && iovcnt))
+            return -EINVAL;
+        for (int i = 0; i < iovcnt; i++) {
+            if ((!iov[i].iov_base && iov[i].iov_len) || iov[i].iov_len > (size_t)SSIZE_MAX - total)
+                return -EINVAL;
+            if (!aligned((uintptr_t)iov[i].iov_base, al) || !aligned(iov[i].iov_len, al))
+                return -EINVAL;
+            total += iov[i].iov_len;
+        }
+        len = (size_t)iovcnt;
+        ptr = iov;
+        break;
+    case AFS__FSYNC:
+        if (a->fsync_flags & ~AFS_FSYNC_DATA)
+            return -EINVAL;
+        off = 0;
+        break;
+    case AFS__FALLOCATE:
+    case AFS__FTRUNCATE:
+    case AFS__FADVISE:
+    case AFS__SYNC_RANGE: {
+        err = stor_check(f, a);
+        if (err < 0)
+            return err;
+        total = code == AFS__FTRUNCATE ? 0 : a->range;
+        break;
+    }
+    default:
+        return -EINVAL; /* metadata ops are set up by afs__meta_setup() */
+    }
+    return setup_finish(op, f, code, ptr, len, total, off, al, a, a->cb, a->data);
 }
 
 /* An op counted on its file starts: to the queue, or done at once. */
@@ -449,7 +484,7 @@ int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__me
         ctx->meta.fd = AFS__FD_NONE;
     }
     struct afs__op *o = afs__op(op);
-    memset(o, 0, offsetof(struct afs__op, be));
+    afs__op_clear(o, true);
     o->magic = afs__op_magic(ctx, op);
     o->file = &ctx->meta;
     o->cb = a->cb ? a->cb : chain_noop;
@@ -1006,6 +1041,12 @@ static int submit_queued(struct afs_ctx *ctx)
     return n;
 }
 
+void afs__ctx_stage(struct afs_ctx *ctx)
+{
+    if (!ctx->chain_open && !ctx->in_callback)
+        (void)submit_queued(ctx);
+}
+
 int afs_ctx_submit(struct afs_ctx *ctx)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
@@ -1027,6 +1068,18 @@ static int run_callbacks(struct afs_ctx *ctx)
     bool nested = ctx->in_callback;
     while ((op = afs__list_pop(&ctx->done))) {
         struct afs__op *o = afs__op(op);
+        /* With thousands of ops done at once, their lines are gone from the caches since
+         * they were queued, and a callback takes less time than fetching one: fetched ahead,
+         * the first line of the op three places on (taking an op off the list writes to the
+         * first line of the one after it) and what the data of the op two places on points to
+         * (a blocking call's record). Their own first lines came with the turns before. */
+        struct afs_list_node *nx = ctx->done.l.first;
+        nx = nx ? nx->next : NULL;
+        if (nx) {
+            if (nx->next)
+                afs__prefetch(nx->next);
+            afs__prefetch(afs__op_of_node(nx)->data);
+        }
         o->state = AFS__IDLE;
         o->file->inflight--;
         ctx->stats.completions++;
@@ -1082,24 +1135,7 @@ int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
 
 int afs__op_wait(struct afs_ctx *ctx, struct afs_op *op, struct afs__op_waiting *ow)
 {
-    int ret = 0;
-    while (ow->pending) {
-        if (ctx->in_callback)
-            return -EDEADLK;
-        struct afs_waiter *w = afs_waiter_get();
-        void *co = (w && w->ctx == ctx) ? w->current(w) : NULL;
-        if (co) {
-            ow->w = w;
-            ow->co = co;
-            int err = w->suspend(w, co, op);
-            AFS_CHECK(!ow->pending, "waiter resumed a task before its op completed");
-            if (err < 0 && !ret)
-                ret = err;
-        } else {
-            (void)afs_ctx_wait(ctx, 1, -1);
-        }
-    }
-    return ret;
+    return afs__op_wait_inl(ctx, op, ow);
 }
 
 void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op)

@@ -87,7 +87,7 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
     default:
         return -EINVAL;
     }
-    memset(o, 0, offsetof(struct afs__op, be));
+    afs__op_clear(o, true);
     o->magic = afs__op_magic(f->ctx, op);
     o->file = f;
     o->cb = a->cb;

@@ -73,12 +73,13 @@ struct corio__wait {
  * Tasks
  * ---------------------------------------------------------------------------------------- */
 
-#define CORIO__LINE 64 /* bytes in a cache line */
+#define CORIO__LINE AFS__LINE
 
 /* Laid out for the scheduler's hot path: what every switch, suspension, wake-up and
  * cancellation check reads (the first lines, with the saved registers) comes first, so a task
  * that runs once per phase among thousands costs few cache lines; the rest (its tree, links,
- * hooks, stack) only at spawn, finish and cancel. Allocated on a cache line (task_alloc). */
+ * hooks, stack) only at spawn, finish and cancel. Allocated on a cache line (task_alloc).
+ * A completion that makes it ready (corio__ready) touches the first line only. */
 struct corio_task {
     struct corio_sched  *sched;
     struct corio__wait  *w;            /* while suspended: what it waits for */
@@ -86,11 +87,7 @@ struct corio_task {
     struct afs_list_node q_node;
     struct corio__waitq *q_on;
     size_t               heap_idx;     /* 1-based position in the timer heap, 0 = none */
-    struct corio_task   *parent;
     int64_t              deadline;     /* its own; INT64_MAX = none */
-    /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
-     * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */
-    int64_t              inh_deadline; /* INT64_MAX = none */
     /* corio_shield_begin() depth. While non-zero, cancellations and deadlines of this task
      * and of its ancestors do not reach it or its descendants (their own ones still do). */
     unsigned             shield;
@@ -98,6 +95,10 @@ struct corio_task {
     bool                 cancelled;    /* this task itself (ancestors are checked too) */
     bool                 inh_cancelled;
     bool                 keep;         /* a handle was given out: free with the parent */
+    struct corio_task   *parent;
+    /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
+     * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */
+    int64_t              inh_deadline; /* INT64_MAX = none */
 
     struct corio__regs  regs;
 
@@ -345,6 +346,10 @@ int  corio__suspend(struct corio_task *t, struct corio__wait *w);
 int  corio__suspend_by(struct corio_task *t, struct corio__wait *w, int64_t deadline);
 /* Makes the suspended task t runnable; its wait ends with err. */
 void corio__ready(struct corio_task *t, int err);
+/* corio__ready(t, 0) for a task suspended on a wait with `outside` set, without reading its
+ * wait record (on the task's stack, and out of the caches when a completion comes among
+ * thousands): its err stays the 0 that corio__suspend_by put there. */
+void corio__ready_outside(struct corio_task *t);
 
 /* The cancel of a queue wait: t off its queue, ready with err. */
 void corio__waitq_cancel(struct corio_task *t, struct corio__wait *w, int err);

@@ -31,20 +31,37 @@ struct corio_sched *corio__thread_sched(void)
     return tls_sched;
 }
 
+_Static_assert(offsetof(struct corio_task, keep) < CORIO__LINE,
+               "what corio__ready touches must be on the task's first line");
+
+static inline void make_ready(struct corio_sched *s, struct corio_task *t)
+{
+    t->state = CORIO__READY;
+    t->w = NULL;
+    corio__timer_remove(&s->timers, t);
+    corio__waitq_push(&s->ready, t);
+}
+
 void corio__ready(struct corio_task *t, int err)
 {
     if (t->state != CORIO__SUSPENDED)
         afs__panic("corio", "resuming a task that is not suspended");
     struct corio_sched *s = t->sched;
-    t->state = CORIO__READY;
     if (t->w) {
         t->w->err = err;
         if (t->w->outside)
             s->outside_waits--;
-        t->w = NULL;
     }
-    corio__timer_remove(&s->timers, t);
-    corio__waitq_push(&s->ready, t);
+    make_ready(s, t);
+}
+
+void corio__ready_outside(struct corio_task *t)
+{
+    if (t->state != CORIO__SUSPENDED || !t->w)
+        afs__panic("corio", "resuming a task that is not suspended");
+    struct corio_sched *s = t->sched;
+    s->outside_waits--;
+    make_ready(s, t);
 }
 
 static void reap_zombie_slow(struct corio_sched *s);
@@ -63,32 +80,24 @@ static inline void reap_zombie(struct corio_sched *s)
  * core's cache from their last turn (about 1 KiB each), and a prefetch only costs. */
 #define PREFETCH_READY 256
 
-/* One line into the caches. An asm statement, not __builtin_prefetch: a compiler may drop a
- * loop whose body is only that builtin (it has no effect the language sees). */
-static inline void prefetch_line(const void *p)
-{
-#if defined(__GNUC__) && defined(__x86_64__)
-    __asm__ volatile("prefetcht0 (%0)" : : "r"(p));
-#elif defined(__GNUC__) && defined(__aarch64__)
-    __asm__ volatile("prfm pldl1keep, [%0]" : : "r"(p));
-#else
-    (void)p;
-#endif
-}
+#define prefetch_line afs__prefetch
 
 /* With thousands of tasks alive, each runs once per phase and finds its lines (saved
  * registers, the frames above its stack pointer) gone from the caches since its last turn.
- * While one task runs, the lines of the one after it are fetched: of its struct for the
- * task after that (its saved stack pointer is read at the next switch), and of its stack
- * above the saved stack pointer for the next. A prefetch never faults: lines above the top
- * of a shallow stack cost nothing but the look-up. */
+ * While one task runs, lines of the tasks after it are fetched: of the struct of the third
+ * one on (its first line, which taking the one before it off the run queue writes, and its
+ * saved stack pointer; one turn ahead was not soon enough), and of the stack of the next
+ * one on, above its saved stack pointer. A prefetch never faults: lines above the top of a
+ * shallow stack cost nothing but the look-up. */
 static inline void prefetch_ahead(struct corio_sched *s)
 {
     struct afs_list_node *n = s->ready.list.first;
     if (s->ready.len < PREFETCH_READY)
         return;
-    if (n->next) {
-        const char *r = (const char *)&TASK(n->next, q_node)->regs;
+    struct afs_list_node *m = n->next ? n->next->next : NULL;
+    if (m) {
+        prefetch_line(m); /* q_node, on the first line */
+        const char *r = (const char *)&TASK(m, q_node)->regs;
         for (size_t i = 0; i < sizeof(struct corio__regs); i += CORIO__LINE)
             prefetch_line(r + i);
     }
