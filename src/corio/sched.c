@@ -80,8 +80,6 @@ static inline void reap_zombie(struct corio_sched *s)
  * core's cache from their last turn (about 1 KiB each), and a prefetch only costs. */
 #define PREFETCH_READY 256
 
-#define prefetch_line afs__prefetch
-
 /* With thousands of tasks alive, each runs once per phase and finds its lines (saved
  * registers, the frames above its stack pointer) gone from the caches since its last turn.
  * While one task runs, lines of the tasks after it are fetched: of the struct of the third
@@ -96,15 +94,15 @@ static inline void prefetch_ahead(struct corio_sched *s)
         return;
     struct afs_list_node *m = n->next ? n->next->next : NULL;
     if (m) {
-        prefetch_line(m); /* q_node, on the first line */
+        afs__prefetch(m); /* q_node, on the first line */
         const char *r = (const char *)&TASK(m, q_node)->regs;
         for (size_t i = 0; i < sizeof(struct corio__regs); i += CORIO__LINE)
-            prefetch_line(r + i);
+            afs__prefetch(r + i);
     }
     const char *sp = corio__regs_sp(&TASK(n, q_node)->regs);
     if (sp)
         for (size_t i = 0; i < PREFETCH_STACK; i += CORIO__LINE)
-            prefetch_line(sp + i);
+            afs__prefetch(sp + i);
 }
 
 /* Leaves the running task `from` (suspended, or finished when `dying`): switches straight to
