@@ -1169,6 +1169,14 @@ struct afs_waiter {
     int (*suspend)(struct afs_waiter *w, void *co, struct afs_op *op);
     /* Called from op's callback, on the context's thread: make `co` runnable. */
     void (*resume)(struct afs_waiter *w, void *co, struct afs_op *op);
+    /* Optional (NULL: none). The op a read or write of a file (afs_pread, afs_pwrite) made
+     * from coroutine `co` uses instead of one on co's stack, or NULL for the stack. The call
+     * owns it from its start until it returns; a coroutine makes one blocking call at a time
+     * (it is suspended in it), so one op per coroutine is enough, and it must stay valid
+     * while co may call. Its callback finds w again as the thread's waiter
+     * (afs_waiter_get()): w must stay installed until the op's callback ran. An op next to
+     * what resuming co touches spares the completion a visit to co's stack. */
+    struct afs_op *(*op_slot)(struct afs_waiter *w, void *co);
 };
 
 /* Installs w for the calling thread (NULL removes it); returns the previous one. */

@@ -297,15 +297,61 @@ static ssize_t blocking_op(struct afs_file *f, struct afs__op_args *a, bool inli
 /* blocking_op of a read or write, with no block of arguments to write and read back: the
  * reads of thousands of tasks each bring every line they touch on their stacks back from
  * memory. The op is on a line of its own: from its setup to its callback it touches its
- * first two (struct afs__op). */
-static ssize_t blocking_rw(struct afs_file *f, bool write, void *buf, size_t len, uint64_t off,
-                           bool inline_ok)
+ * first two (struct afs__op). Not inlined: its frame holds a whole op, which the calls in
+ * a coroutine with an op of its own (slot_rw) do not put on their stack. */
+static AFS__NOINLINE ssize_t stack_rw(struct afs_file *f, bool write, void *buf, size_t len,
+                                     uint64_t off, bool inline_ok)
 {
     _Alignas(AFS__LINE) struct afs_op op;
     struct afs__op_waiting ow = {0};
     afs__op(&op)->magic = 0;
     return blocking_go(&op, &ow, afs__op_setup_rw(&op, f, write, buf, len, off, blocking_cb, &ow),
                        inline_ok);
+}
+
+/* The callback of an op lent by the waiter (afs_waiter.op_slot): its data is the
+ * coroutine, and the waiter is the thread's. Nothing on the coroutine's stack is touched. */
+static void slot_cb(struct afs_op *op)
+{
+    struct afs_waiter *w = afs_waiter_get();
+    AFS_CHECK(w && w->ctx == afs__op(op)->file->ctx,
+              "the waiter of a suspended read or write was removed before its op completed");
+    w->resume(w, op->data, op);
+}
+
+/* A read or write in coroutine co on the op its waiter w lends it: queued, then co suspends
+ * until the op's callback resumed it. */
+static ssize_t slot_rw(struct afs_file *f, struct afs_waiter *w, void *co, struct afs_op *op,
+                       bool write, void *buf, size_t len, uint64_t off)
+{
+    struct afs__op *o = afs__op(op);
+    o->magic = 0; /* idle: the last call that used it returned after its callback */
+    int err = afs__op_setup_rw(op, f, write, buf, len, off, slot_cb, co);
+    if (err < 0)
+        return err;
+    if (o->total == 0)
+        return 0; /* zero-length: nothing to run, no callback */
+    afs__op_enqueue(op);
+    err = w->suspend(w, co, op);
+    AFS_CHECK(o->state == AFS__IDLE, "waiter resumed a task before its op completed");
+    return err < 0 ? err : op->result;
+}
+
+/* A blocking read or write: on the op of the running coroutine when its waiter lends one,
+ * else on one on the stack (stack_rw). */
+static ssize_t blocking_rw(struct afs_file *f, bool write, void *buf, size_t len, uint64_t off,
+                           bool inline_ok)
+{
+    struct afs_ctx *ctx = f->ctx;
+    struct afs_waiter *w;
+    if (!inline_ok && !ctx->in_callback && (w = afs_waiter_get()) && w->ctx == ctx &&
+        w->op_slot) {
+        void *co = w->current(w);
+        struct afs_op *op = co ? w->op_slot(w, co) : NULL;
+        if (op)
+            return slot_rw(f, w, co, op, write, buf, len, off);
+    }
+    return stack_rw(f, write, buf, len, off, inline_ok);
 }
 
 /* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes

@@ -101,6 +101,13 @@ struct afs__sock {
 
 #define AFS__LINE 64 /* bytes in a cache line */
 
+/* Keeps a function out of its callers (its frame off their stacks). */
+#if defined(__GNUC__)
+#define AFS__NOINLINE __attribute__((noinline))
+#else
+#define AFS__NOINLINE
+#endif
+
 /* One line into the caches; never faults. An asm statement, not __builtin_prefetch: a
  * compiler may drop a loop whose body is only that builtin (it has no effect the language
  * sees). */

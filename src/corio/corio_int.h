@@ -124,6 +124,12 @@ struct corio_task {
     struct corio__stack stack;
     void               *asan_fake; /* ASan fake stack while switched out */
     void               *mem;       /* what task_alloc allocated (t is aligned inside it) */
+
+    /* The op of the task's blocking reads and writes (afs_waiter.op_slot), last: not
+     * cleared when the task is made. Off the stack, a completion touches the op's two
+     * lines and the task's first, all in the task's memory, and the frames of the blocking
+     * call shrink by the op's size. */
+    _Alignas(CORIO__LINE) struct afs_op op;
 };
 
 /* Queues of tasks: a task is on at most one (q_on). */

@@ -217,7 +217,7 @@ static struct corio_task *task_alloc(struct corio_sched *s)
             return NULL;
         t = (struct corio_task *)(((uintptr_t)mem + CORIO__LINE - 1) & ~(uintptr_t)(CORIO__LINE - 1));
     }
-    memset(t, 0, sizeof *t);
+    memset(t, 0, offsetof(struct corio_task, op)); /* the op: set up by each call */
     t->mem = mem;
     if (corio__stack_get(&s->stacks, &t->stack) < 0) {
         afs_list_push_front(&s->free_tasks, &t->sib);

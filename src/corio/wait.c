@@ -98,12 +98,19 @@ static void waiter_resume(struct afs_waiter *aw, void *co, struct afs_op *op)
     corio__ready_outside(co);
 }
 
+static struct afs_op *waiter_op_slot(struct afs_waiter *aw, void *co)
+{
+    (void)aw;
+    return &((struct corio_task *)co)->op;
+}
+
 void corio__waiter_init(struct corio_sched *s)
 {
     s->waiter.ctx = s->ctx;
     s->waiter.current = waiter_current;
     s->waiter.suspend = waiter_suspend;
     s->waiter.resume = waiter_resume;
+    s->waiter.op_slot = waiter_op_slot;
 }
 
 /* ------------------------------------------------------------------------------------------

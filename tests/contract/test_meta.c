@@ -574,7 +574,7 @@ T_META(blocking_calls_suspend_in_a_task_and_run_inline_outside)
 
     /* In a task of this context: each call is an op through the backend, and the task
      * suspends while it runs. */
-    struct fake_sched fs = {{t_ctx, fake_current, fake_suspend, fake_resume}, 0, 0};
+    struct fake_sched fs = {{t_ctx, fake_current, fake_suspend, fake_resume, NULL}, 0, 0};
     struct afs_waiter *prev = afs_waiter_set(&fs.w);
     afs_ctx_stats(t_ctx, &s0);
     fd = afs_openat(t_ctx, dfd, "b", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0640);
@@ -612,6 +612,65 @@ T_META(blocking_calls_suspend_in_a_task_and_run_inline_outside)
     cr_assert(!t_exists(t_path("a")));
     cr_assert(!t_fd_open(fd), "afs_close in a task closed the fd");
     t_fd_close(dfd);
+}
+
+/* A waiter that lends its coroutine an op (afs_waiter.op_slot): the reads and writes of a
+ * file suspend on it, the other blocking calls on ops of their own. */
+struct slot_sched {
+    struct fake_sched fs;
+    struct afs_op     op;
+    struct afs_op    *seen[4];
+    int               slots;
+    bool              lend;
+};
+
+static struct afs_op *slot_op(struct afs_waiter *w, void *co)
+{
+    struct slot_sched *s = (struct slot_sched *)w;
+    cr_assert_eq(co, (void *)w);
+    s->slots++;
+    return s->lend ? &s->op : NULL;
+}
+
+static int slot_suspend(struct afs_waiter *w, void *co, struct afs_op *op)
+{
+    struct slot_sched *s = (struct slot_sched *)w;
+    if (s->fs.suspends < 4)
+        s->seen[s->fs.suspends] = op;
+    return fake_suspend(w, co, op);
+}
+
+T_META(blocking_reads_and_writes_in_a_task_use_the_op_its_waiter_lends)
+{
+    t_new_ctx();
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_ASYNC, &f),
+                 0);
+    static char buf[200000], back[200000]; /* above the sync threshold: never inline */
+    t_fill(buf, sizeof buf, 5);
+    struct slot_sched ss = {
+        .fs = {{t_ctx, fake_current, slot_suspend, fake_resume, slot_op}, 0, 0}, .lend = true};
+    struct afs_waiter *prev = afs_waiter_set(&ss.fs.w);
+    ssize_t w1 = afs_pwrite(f, buf, sizeof buf, 5);
+    ssize_t r1 = afs_pread(f, back, sizeof back, 5);
+    int e1 = afs_fsync(f, 0);
+    ss.lend = false; /* no op lent: the call's own */
+    char tail[1000];
+    ssize_t r2 = afs_pread(f, tail, sizeof tail, 200004);
+    afs_waiter_set(prev);
+    cr_assert_eq(w1, (ssize_t)sizeof buf);
+    cr_assert_eq(r1, (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 5));
+    cr_assert_eq(e1, 0);
+    cr_assert_eq(r2, 1);
+    cr_assert_eq(ss.slots, 3, "asked by every read and write");
+    cr_assert_eq(ss.fs.suspends, 4);
+    cr_assert_eq(ss.seen[0], &ss.op, "the write ran on the lent op");
+    cr_assert_eq(ss.seen[1], &ss.op, "the read ran on the lent op");
+    cr_assert_neq(ss.seen[2], &ss.op, "fsync: an op of its own");
+    cr_assert_neq(ss.seen[3], &ss.op, "nothing lent: an op of its own");
+    cr_assert_eq(ss.op.result, (ssize_t)sizeof back);
+    cr_assert_eq(afs_close(f), 0);
 }
 
 T_META(file_from_fd_checks_its_arguments)
