@@ -123,13 +123,21 @@ struct corio_task {
 
     struct corio__stack stack;
     void               *asan_fake; /* ASan fake stack while switched out */
-    void               *mem;       /* what task_alloc allocated (t is aligned inside it) */
+    void               *mem;       /* what task_alloc allocated (t is aligned inside it);
+                                      NULL: carved from a region (task_carve) */
 
     /* The op of the task's blocking reads and writes (afs_waiter.op_slot), last: not
      * cleared when the task is made. Off the stack, a completion touches the op's two
      * lines and the task's first, all in the task's memory, and the frames of the blocking
      * call shrink by the op's size. */
     _Alignas(CORIO__LINE) struct afs_op op;
+};
+
+/* The head of a region of task structs in large pages (sched.c), on its first line. */
+struct corio__task_chunk {
+    struct corio__task_chunk *next;
+    void                     *map;
+    size_t                    map_size;
 };
 
 /* Queues of tasks: a task is on at most one (q_on). */
@@ -278,6 +286,9 @@ struct corio_sched {
     size_t               live;     /* tasks not done */
     size_t               outside_waits; /* suspended in waits with `outside` set */
     struct afs_list      free_tasks;
+    size_t               tasks_made;   /* task structs allocated (task_alloc) */
+    struct corio__task_chunk *chunks;  /* regions in large pages tasks are carved from */
+    char                *chunk_at, *chunk_end; /* the free part of the newest one */
 
     struct corio__timers     timers;
     struct corio__dispatcher disp;
@@ -334,6 +345,8 @@ void corio__child_gone(struct corio_task *p);
 int  corio__sched_loop(struct corio_sched *s, struct corio_task *root);
 struct corio_task *corio__task_new(struct corio_sched *s, corio_fn *fn, void *arg);
 void corio__task_free(struct corio_task *t);
+/* Unmaps the regions task structs were carved from (corio_sched_free, tasks all done). */
+void corio__task_chunks_free(struct corio_sched *s);
 /* The effective deadline and cancellation of t, shields included (cancel.c). */
 int64_t corio__effective_deadline(const struct corio_task *t);
 bool    corio__cancel_reaches(const struct corio_task *t);

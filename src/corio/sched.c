@@ -31,6 +31,7 @@ struct corio_sched *corio__thread_sched(void)
     return tls_sched;
 }
 
+_Static_assert(sizeof(struct corio_task) % CORIO__LINE == 0, "task structs carved side by side");
 _Static_assert(offsetof(struct corio_task, keep) < CORIO__LINE,
                "what corio__ready touches must be on the task's first line");
 
@@ -203,20 +204,60 @@ void corio_log(struct corio_task *t, const char *fmt, ...)
 
 static void task_entry(void *arg);
 
+/* Task structs allocated one by one up to this many; the next ones are carved from
+ * regions in large pages (corio__huge_map). Each phase visits every task that ran, three
+ * times (completion, callback, run queue): beyond a few hundred tasks in small pages, each
+ * visit would miss the TLB, while 2,700 tasks fill one large page. */
+#define TASKS_SMALL 256
+
+/* A new task struct from the newest region, or from a new one; NULL when there is none. */
+static struct corio_task *task_carve(struct corio_sched *s)
+{
+    if ((size_t)(s->chunk_end - s->chunk_at) < sizeof(struct corio_task)) {
+        void *map;
+        size_t map_size;
+        char *r = corio__huge_map(&map, &map_size);
+        if (!r)
+            return NULL;
+        struct corio__task_chunk *c = (struct corio__task_chunk *)(void *)r;
+        *c = (struct corio__task_chunk){.next = s->chunks, .map = map, .map_size = map_size};
+        s->chunks = c;
+        s->chunk_at = r + CORIO__LINE;
+        s->chunk_end = r + CORIO__HUGE;
+    }
+    struct corio_task *t = (struct corio_task *)(void *)s->chunk_at;
+    s->chunk_at += sizeof *t; /* a multiple of the line: the next one is aligned too */
+    return t;
+}
+
+void corio__task_chunks_free(struct corio_sched *s)
+{
+    struct corio__task_chunk *c = s->chunks;
+    while (c) {
+        struct corio__task_chunk *next = c->next;
+        corio__huge_unmap(c->map, c->map_size);
+        c = next;
+    }
+    s->chunks = NULL;
+    s->chunk_at = s->chunk_end = NULL;
+}
+
 static struct corio_task *task_alloc(struct corio_sched *s)
 {
     struct afs_list_node *n = afs_list_pop_front(&s->free_tasks);
     struct corio_task *t;
-    void *mem;
+    void *mem = NULL;
     if (n) {
         t = TASK(n, sib);
         mem = t->mem;
-    } else {
+    } else if (s->tasks_made < TASKS_SMALL || !(t = task_carve(s))) {
         /* On a cache line of its own: the hot fields in as few lines as they fill. */
         if (!(mem = afs__sys.malloc(sizeof *t + CORIO__LINE - 1)))
             return NULL;
         t = (struct corio_task *)(((uintptr_t)mem + CORIO__LINE - 1) & ~(uintptr_t)(CORIO__LINE - 1));
     }
+    if (!n)
+        s->tasks_made++;
     memset(t, 0, offsetof(struct corio_task, op)); /* the op: set up by each call */
     t->mem = mem;
     if (corio__stack_get(&s->stacks, &t->stack) < 0) {

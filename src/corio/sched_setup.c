@@ -61,7 +61,8 @@ void corio_sched_free(struct corio_sched *s)
     AFS_CHECK(!s->running, "freeing a running scheduler");
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&s->free_tasks)))
-        free(AFS_LIST_ITEM(n, struct corio_task, sib)->mem);
+        free(AFS_LIST_ITEM(n, struct corio_task, sib)->mem); /* NULL: carved */
+    corio__task_chunks_free(s);
     corio__blocking_free(s);
     corio__timers_free(&s->timers);
     corio__dispatch_free_batches(s, true);

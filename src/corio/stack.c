@@ -268,6 +268,31 @@ int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_
     return 0;
 }
 
+void *corio__huge_map(void **map, size_t *map_size)
+{
+#if defined(MADV_HUGEPAGE)
+    /* Twice the size, so that an aligned region fits whatever address the kernel picks. */
+    size_t len = 2 * CORIO__HUGE;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *r = (char *)(((uintptr_t)m + CORIO__HUGE - 1) & ~(uintptr_t)(CORIO__HUGE - 1));
+    (void)madvise(r, CORIO__HUGE, MADV_HUGEPAGE); /* advice: small pages work all the same */
+    *map = m;
+    *map_size = len;
+    return r;
+#else
+    (void)map;
+    (void)map_size;
+    return NULL;
+#endif
+}
+
+void corio__huge_unmap(void *map, size_t map_size)
+{
+    munmap(map, map_size);
+}
+
 static void stack_unmap(struct corio__stack *s)
 {
     reg_remove(s->slot);

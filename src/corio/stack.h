@@ -68,6 +68,14 @@ static inline size_t corio__stack_cache_limit(const struct corio__stack_pool *p)
     return p->peak_out > p->max_cached ? p->peak_out : p->max_cached;
 }
 
+/* Large pages for task structs: a region of CORIO__HUGE bytes aligned to its size, advised
+ * to be backed by one transparent huge page where the system has them (Linux). Returns its
+ * start and sets *map / *map_size for corio__huge_unmap, or NULL (no memory, or no such
+ * pages: Windows; the caller allocates otherwise). */
+#define CORIO__HUGE ((size_t)2 << 20)
+void *corio__huge_map(void **map, size_t *map_size);
+void  corio__huge_unmap(void *map, size_t map_size);
+
 /* Initialises p for stacks of stack_size usable bytes (rounded up to the page size, at least
  * 16 KiB), keeping at least max_cached free stacks mapped (corio__stack_cache_limit).
  * Allocates nothing yet.

@@ -22,6 +22,19 @@ static size_t corio__page_size(void)
     return si.dwPageSize ? si.dwPageSize : 4096;
 }
 
+void *corio__huge_map(void **map, size_t *map_size)
+{
+    (void)map;
+    (void)map_size;
+    return NULL;
+}
+
+void corio__huge_unmap(void *map, size_t map_size)
+{
+    (void)map;
+    (void)map_size;
+}
+
 int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_t max_cached)
 {
     size_t page = corio__page_size();
