@@ -742,6 +742,56 @@ T_CO(cpu_phase_runs_every_ready_task)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* Thousands of tasks alive at once: past the first few hundred their structs are carved
+ * side by side from regions of large pages, more than one region here; every task's
+ * state (its read's op among it) is its own, in a first run and in a second one that
+ * reuses the structs. */
+#define HORDE 6000
+
+struct small_reader {
+    struct afs_file *f;
+    int              i;
+    char             buf[512];
+};
+
+static void read_small_twice(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct small_reader *r = arg;
+    for (int k = 0; k < 2; k++) {
+        uint64_t off = (uint64_t)((r->i + k * 7) % HORDE) * 512;
+        cr_assert_eq(afs_pread(r->f, r->buf, sizeof r->buf, off), (ssize_t)sizeof r->buf);
+        cr_assert(t_check(r->buf, sizeof r->buf, off));
+    }
+}
+
+static void horde_root(struct corio_task *t, void *arg)
+{
+    struct small_reader *rs = arg;
+    for (int i = 0; i < HORDE; i++)
+        cr_assert_eq(corio_spawn(t, read_small_twice, &rs[i], NULL), 0);
+    corio_wait(t);
+}
+
+T_CO(thousands_of_tasks_each_read_into_their_own_state)
+{
+    new_sched(NULL, NULL, 0, 0); /* threshold 0: every read joins the batch */
+    t_make_file(t_path("f"), HORDE * 512);
+    static struct small_reader rs[HORDE];
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    for (int i = 0; i < HORDE; i++) {
+        rs[i].f = f;
+        rs[i].i = i;
+    }
+    for (int run = 0; run < 2; run++)
+        cr_assert_eq(corio_sched_run(t_sched, horde_root, rs), 0);
+    struct corio_stats st;
+    corio_sched_stats(t_sched, &st);
+    cr_assert_eq(st.ios, 2 * 2 * HORDE);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 static void small_inline(struct corio_task *t, void *arg)
 {
     struct reader *r = arg;
