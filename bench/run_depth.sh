@@ -14,7 +14,8 @@
 # per I/O and of its user part.
 # Usage: bench/run_depth.sh [FILE]   (default: a SIZE_MB file in /var/tmp, made once)
 # Environment: BUILD (build), BASE (none), TASKS (1,4,16,64,256,1024,4096), ROUNDS (3),
-#              IOS (400000), SIZE_MB (64), BACKEND (io_uring), IDLE (none)
+#              IOS (400000), SIZE_MB (64), BACKEND (io_uring), IDLE (none),
+#              QD (bench_read's default; the contexts' queue depth, --qd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -41,6 +42,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for nb in "${bins[@]}"; do
       name=${nb%%=*} exe=${nb#*=}
       flags=(--engine corio-batch --tasks "$TASKS" --ios "$IOS" --json)
+      [ -n "${QD:-}" ] && flags+=(--qd "$QD")
       [ "$mode" = shared ] && flags+=(--shared-buf)
       [ "$mode" = "idle${IDLE:-}" ] && flags+=(--shared-buf --idle "$IDLE")
       ASYNCFS_BACKEND=$BACKEND "$exe" "$file" "${flags[@]}" | grep '"corio-batch"' |
