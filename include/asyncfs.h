@@ -1165,7 +1165,8 @@ struct afs_waiter {
      * returns once resume(w, co, op) was called (the scheduler runs other work meanwhile).
      * Returns 0 to let the call return op->result, or a negative errno to return instead
      * (e.g. -ETIMEDOUT after a deadline cancelled the op). It must not return before op's
-     * callback ran: the op and its buffer live on the coroutine's stack. */
+     * callback ran: the op (unless op_slot lent it) and its buffer live on the
+     * coroutine's stack. */
     int (*suspend)(struct afs_waiter *w, void *co, struct afs_op *op);
     /* Called from op's callback, on the context's thread: make `co` runnable. */
     void (*resume)(struct afs_waiter *w, void *co, struct afs_op *op);

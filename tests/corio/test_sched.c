@@ -650,6 +650,17 @@ struct reader {
     char             buf[4096];
 };
 
+/* A scheduler whose reads all join the batch (threshold 0), and file "f" of `size` bytes
+ * opened on its context. */
+static struct afs_file *batch_file(size_t size)
+{
+    new_sched(NULL, NULL, 0, 0);
+    t_make_file(t_path("f"), size);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    return f;
+}
+
 static void read_one(struct corio_task *t, void *arg)
 {
     struct reader *r = arg;
@@ -675,11 +686,8 @@ static void readers_root(struct corio_task *t, void *arg)
 
 T_CO(sixty_four_readers_one_submission)
 {
-    new_sched(NULL, NULL, 0, 0); /* threshold 0: every read joins the batch */
-    t_make_file(t_path("f"), 64 * 4096);
     static struct reader rs[64];
-    struct afs_file *f;
-    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    struct afs_file *f = batch_file(64 * 4096);
     for (int i = 0; i < 64; i++) {
         rs[i].f = f;
         rs[i].i = i;
@@ -726,11 +734,8 @@ static void many_readers_root(struct corio_task *t, void *arg)
 
 T_CO(cpu_phase_runs_every_ready_task)
 {
-    new_sched(NULL, NULL, 0, 0); /* threshold 0: every read joins the batch */
-    t_make_file(t_path("f"), MANY_READERS * 4096);
     static struct reader rs[MANY_READERS];
-    struct afs_file *f;
-    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    struct afs_file *f = batch_file(MANY_READERS * 4096);
     for (int i = 0; i < MANY_READERS; i++) {
         rs[i].f = f;
         rs[i].i = i;
@@ -775,11 +780,8 @@ static void horde_root(struct corio_task *t, void *arg)
 
 T_CO(thousands_of_tasks_each_read_into_their_own_state)
 {
-    new_sched(NULL, NULL, 0, 0); /* threshold 0: every read joins the batch */
-    t_make_file(t_path("f"), HORDE * 512);
     static struct small_reader rs[HORDE];
-    struct afs_file *f;
-    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    struct afs_file *f = batch_file(HORDE * 512);
     for (int i = 0; i < HORDE; i++) {
         rs[i].f = f;
         rs[i].i = i;
