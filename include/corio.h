@@ -93,7 +93,10 @@ AFS_API struct afs_ctx *corio_sched_ctx(const struct corio_sched *s);
  * Returns 0, or -ENOMEM (no stack). Each stack has a guard page: on Linux 6.13 and later it
  * is a page-table marker (MADV_GUARD_INSTALL) and stacks share mappings; on older kernels it
  * is a PROT_NONE page, two entries of the process's memory map per task, so the default
- * vm.max_map_count (65530) allows about 32k live tasks there. */
+ * vm.max_map_count (65530) allows about 32k live tasks there. A task's own record (about
+ * 0.8 KiB) is reused after it is done; past a scheduler's first 256, the records come from
+ * 2 MiB regions advised to be transparent huge pages (Linux), kept until
+ * corio_sched_free(). */
 AFS_API int corio_spawn(struct corio_task *parent, corio_fn *fn, void *arg,
                         struct corio_task **child);
 
