@@ -773,6 +773,15 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
         /* The link broke on the file's side: a short piece (resumed), the source's end, or
          * the file's error. */
         report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
+        if (report == -EINVAL && sp->inpipe == 0 && U(ctx)->has_read) {
+            /* The source refuses splices (a file without splice_read: most of /proc, some
+             * FUSE and network file systems): the pipe is empty and every byte counted so
+             * far reached the socket, so the rest of the op reads and sends (the arguments
+             * were checked before: this -EINVAL is the source's). */
+            pipe_put(U(ctx), op);
+            sp->rw = 1;
+            report = -EAGAIN;
+        }
     } else if (sp->r2 == 0) {
         report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
     } else {

@@ -323,7 +323,7 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
                 /* No MSG_NOSIGNAL here: afs__sys_sendfile takes a SIGPIPE back. */
                 struct afs__span s;
                 afs__op_span(op, &s);
-                r = afs__sys_sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
+                r = afs__sys.sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
                 if (r == -EINTR)
                     continue;
                 /* A source the kernel cannot splice from there (direct I/O from an offset

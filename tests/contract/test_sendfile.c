@@ -14,6 +14,9 @@
 #include "sock_flavours.h"
 
 #include <corio.h>
+#ifdef __linux__
+#include <liburing.h> /* the fault injection's SQEs */
+#endif
 
 #ifdef _WIN32
 typedef SOCKET t_sock_t;
@@ -23,7 +26,12 @@ typedef SOCKET t_sock_t;
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 typedef int t_sock_t;
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
 #endif
 
 #ifdef _WIN32
@@ -105,10 +113,12 @@ static void tcp_pair(struct afs_ctx *ctx, struct afs_file **c, struct afs_file *
 }
 
 /* Queues a sendfile of [off, off + len) of f on a while b receives with blocking calls (they
- * drive the context); checks the op's result is `expect` and the bytes are the file's. Then
- * a's sending side is shut: b must see the end of the stream with nothing more. */
-static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
-                       struct afs_file *f, uint64_t off, size_t len, size_t expect)
+ * drive the context); checks the op's result is `expect` and the bytes are the pattern's
+ * (t_check) from pat on. Then a's sending side is shut: b must see the end of the stream
+ * with nothing more. */
+static void send_check_pat(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
+                           struct afs_file *f, uint64_t off, uint64_t pat, size_t len,
+                           size_t expect)
 {
     struct afs_op op;
     memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
@@ -122,7 +132,7 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
         ssize_t r = afs_recv(b, buf, sizeof buf, 0);
         cr_assert(r > 0, "afs_recv after %zu of %zu bytes: %zd", got, expect, r);
         cr_assert_leq(got + (size_t)r, expect, "more bytes than the file has there");
-        cr_assert(t_check(buf, (size_t)r, off + got), "bytes %zu.. are not the file's", got);
+        cr_assert(t_check(buf, (size_t)r, pat + got), "bytes %zu.. are not the file's", got);
         got += (size_t)r;
     }
     wait_cb(ctx, &lg);
@@ -131,6 +141,13 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
                  lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
     cr_assert_eq(afs_shutdown(a, SHUT_WR), 0);
     cr_assert_eq(afs_recv(b, buf, sizeof buf, 0), 0, "bytes after the file's");
+}
+
+/* send_check_pat() of a file made by t_make_file() (the pattern from its offset 0). */
+static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
+                       struct afs_file *f, uint64_t off, size_t len, size_t expect)
+{
+    send_check_pat(ctx, a, b, f, off, off, len, expect);
 }
 
 /* send_check() on a fresh socketpair, closed after. */
@@ -622,13 +639,10 @@ T_SF(direct_source_unaligned_deadline)
     deadline_body(true);
 }
 
-/* A peer that closes, before and during a read and send of an unaligned direct I/O source:
+/* A peer that closes, before and during a sendfile of f (of `size` bytes) from offset 5:
  * -EPIPE or -ECONNRESET, never a SIGPIPE. */
-T_SF(direct_source_unaligned_peer_gone)
+static void peer_gone_from(struct afs_ctx *ctx, struct afs_file *f, size_t size)
 {
-    struct afs_ctx *ctx = t_new_ctx();
-    size_t size = (size_t)16 << 20;
-    struct afs_file *f = open_direct(ctx, size);
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     cr_assert_eq(afs_close(p[1]), 0);
@@ -650,8 +664,220 @@ T_SF(direct_source_unaligned_peer_gone)
               "sendfile to a reset peer: %zd (%s)", lg.result,
               lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
     cr_assert_eq(afs_close(s), 0);
+}
+
+/* peer_gone_from() by read and send, from an unaligned direct I/O source. */
+T_SF(direct_source_unaligned_peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_direct(ctx, size);
+    peer_gone_from(ctx, f, size);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#ifdef __linux__
+/* A source the kernel will not splice from (a file without splice_read: most of /proc, some
+ * FUSE and network file systems): splice(2) and sendfile(2) say EINVAL, and the op reads
+ * and sends instead, on every backend. A real one where the kernel has it (the process's
+ * own memory through /proc/self/mem), else the refusal made by the fault injection below. */
+
+/* Fault injection: from the nth on (counted from 1 over the test), every splice of a regular
+ * file to a pipe that io_uring is given (an SQE with a splice flag no kernel knows: the
+ * kernel's -EINVAL at its start, the linked socket splice cancelled) and every sendfile(2)
+ * from one (the readiness engine's, through afs__sys) are refused as the kernel refuses a
+ * source without splice. */
+static struct afs__syscalls ns_saved;
+static int                  ns_from, ns_seen;
+
+static bool ns_refuse(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ++ns_seen >= ns_from;
+}
+
+static int ns_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        if (sqe->opcode == IORING_OP_SPLICE && !(sqe->splice_flags & SPLICE_F_FD_IN_FIXED) &&
+            ns_refuse(sqe->splice_fd_in))
+            sqe->splice_flags |= 1u << 30;
+    }
+    return ns_saved.uring_enter ? ns_saved.uring_enter(ring, wait_nr, ts)
+                                : afs__uring_enter_real(ring, wait_nr, ts);
+}
+
+static ssize_t ns_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
+{
+    return ns_refuse(in_fd) ? -EINVAL : ns_saved.sendfile(out_fd, in_fd, off, len);
+}
+
+static void ns_install(int from)
+{
+    ns_saved = afs__sys;
+    ns_from = from;
+    ns_seen = 0;
+    afs__sys.uring_enter = ns_enter;
+    afs__sys.sendfile = ns_sendfile;
+}
+
+/* Whether the refusals reached the library (not by read and send from the start). */
+static void ns_uninstall(void)
+{
+    afs__sys = ns_saved;
+    cr_assert(afs__sendfile_rw || ns_seen >= ns_from, "%d refusals asked for, %d made",
+              ns_from, ns_seen);
+}
+
+/* len bytes of memory mapped below 2 GiB, or NULL: /proc's files have offsets up to
+ * 2 GiB - 1 for sendfile(2) (beyond: EOVERFLOW), and /proc/self/mem's offsets are
+ * addresses. */
+static char *map_low(size_t len)
+{
+    for (uintptr_t at = (uintptr_t)1 << 28; at + len < (uintptr_t)1 << 31; at += (uintptr_t)1 << 28) {
+        void *m = mmap((void *)at, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (m == (void *)at)
+            return m;
+        if (m != MAP_FAILED)
+            munmap(m, len); /* a kernel that took the address as a hint */
+    }
+    return NULL;
+}
+
+/* Whether the kernel refuses to splice from /proc/self/mem at buf (splice(2) and sendfile(2)
+ * say EINVAL) and reads buf's bytes there. */
+static bool mem_refuses_splice(const char *buf, size_t len)
+{
+    int fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    static char got[4096];
+    off_t at = (off_t)(uintptr_t)buf;
+    bool ok = pread(fd, got, sizeof got, at) == (ssize_t)sizeof got &&
+              memcmp(got, buf, sizeof got) == 0 &&
+              pread(fd, got, 1, at + (off_t)len - 1) == 1 && got[0] == buf[len - 1];
+    int pfd[2], sv[2];
+    if (ok && pipe(pfd) == 0) {
+        loff_t from = at;
+        ok = splice(fd, &from, pfd[1], NULL, 4096, SPLICE_F_NONBLOCK) < 0 && errno == EINVAL;
+        close(pfd[0]);
+        close(pfd[1]);
+    } else {
+        ok = false;
+    }
+    if (ok && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+        off_t from = at;
+        ok = sendfile(sv[0], fd, &from, 4096) < 0 && errno == EINVAL;
+        close(sv[0]);
+        close(sv[1]);
+    } else {
+        ok = false;
+    }
+    close(fd);
+    return ok;
+}
+
+/* The bytes of a source that refuses splices, from its start and from an odd offset, in
+ * several pieces and in one; all of them, nothing more. */
+T_SF(source_refuses_splice)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)3 << 20 | 777; /* more than one 1 MiB pipe, many buffers */
+    char *mem = map_low(size);
+    struct afs_file *f;
+    uint64_t base = 0; /* the source's offset of the pattern's byte 0 */
+    if (mem)
+        t_fill(mem, size, 0);
+    if (mem && mem_refuses_splice(mem, size)) {
+        int err = afs_open(ctx, "/proc/self/mem", AFS_RDONLY, 0, AFS_MODE_ASYNC, &f);
+        cr_assert_eq(err, 0, "afs_open /proc/self/mem: %s", afs_strerror(err));
+        base = (uint64_t)(uintptr_t)mem;
+    } else {
+        f = open_src(ctx, size);
+        ns_install(1);
+    }
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    send_check_pat(ctx, p[0], p[1], f, base, 0, size, size);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    send_check_pat(ctx, s, c, f, base + 4097, 4097, size - 4100, size - 4100);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(s), 0);
+    if (!base)
+        ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+    if (mem)
+        munmap(mem, size);
+}
+
+/* A source that splices at first and refuses later (the fault injection, from the second
+ * splice or sendfile(2) on): the op goes on by read and send from where the splices left
+ * it; every byte once, in order. Bad arguments are still refused before anything moves. */
+T_SF(source_refuses_splice_at_a_later_piece)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    ns_install(2);
+    pair_check(ctx, f, 0, FSIZE, FSIZE);
+    pair_check(ctx, f, 5, FSIZE, FSIZE - 5);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_sendfile(p[0], f, (uint64_t)INT64_MAX - 5, 10), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], f, (uint64_t)INT64_MAX + 1, 10), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], p[1], 0, 10), -ESPIPE);
+    cr_assert_eq(afs_sendfile(f, f, 0, 10), -ENOTSOCK);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* cancel_body(), deadline_body(), cancel_at_every_stage() (closing the socket cancels the
+ * op too) and peer_gone_from() with a source that refuses every splice (the fault
+ * injection): the same outcomes as a source that splices, and the peer holds exactly the
+ * bytes reported. */
+T_SF(source_refuses_splice_cancel)
+{
+    ns_install(1);
+    cancel_body(false);
+    ns_uninstall();
+}
+
+T_SF(source_refuses_splice_deadline)
+{
+    ns_install(1);
+    deadline_body(false);
+    ns_uninstall();
+}
+
+T_SF(source_refuses_splice_cancel_at_every_stage)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)4 << 20;
+    struct afs_file *f = open_src(ctx, size + 64);
+    ns_install(1);
+    cancel_at_every_stage(ctx, f, size);
+    ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_SF(source_refuses_splice_peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_src(ctx, size);
+    ns_install(1);
+    peer_gone_from(ctx, f, size);
+    ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
 
 /* Neither the source's position nor the socket's moves (the source's is its descriptor's:
  * a plain read of it after the transfer starts where it was put). */
