@@ -70,8 +70,9 @@ static struct uring *U(struct afs_ctx *ctx)
  * A round's two completions may come in either order: the round is judged once both came.
  * A file splice that moves less than its piece breaks the link (the socket splice
  * completes with -ECANCELED): the next round sends what the pipe holds, then reads on.
- * A source the splices refuse (see sendfile_by_rw) is read and sent instead, in rounds of
- * the same shape: a read of the source into the op's buffer linked to a send from it
+ * A source the splices refuse (known from the start: see sendfile_by_rw; else a file
+ * splice's -EINVAL, from that round on: see splice_cqe) is read and sent instead, in rounds
+ * of the same shape: a read of the source into the op's buffer linked to a send from it
  * (src/unix/sock.c's pieces), or a send alone of what the buffer still holds; no pipe. */
 struct upipe {
     int      rfd, wfd;

@@ -781,7 +781,8 @@ static bool mem_refuses_splice(const char *buf, size_t len)
 }
 
 /* The bytes of a source that refuses splices, from its start and from an odd offset, in
- * several pieces and in one; all of them, nothing more. */
+ * many pieces; all of them, nothing more, read and sent by the context itself (no pool
+ * thread). */
 T_SF(source_refuses_splice)
 {
     struct afs_ctx *ctx = t_new_ctx();
@@ -801,7 +802,10 @@ T_SF(source_refuses_splice)
     }
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    uint64_t before = pool_ops(ctx);
     send_check_pat(ctx, p[0], p[1], f, base, 0, size, size);
+    cr_assert_eq(pool_ops(ctx), before, "%llu ops went to the thread pool",
+                 (unsigned long long)(pool_ops(ctx) - before));
     cr_assert_eq(afs_close(p[0]), 0);
     cr_assert_eq(afs_close(p[1]), 0);
     struct afs_file *c, *s;
@@ -836,6 +840,26 @@ T_SF(source_refuses_splice_at_a_later_piece)
     cr_assert_eq(afs_close(p[1]), 0);
     ns_uninstall();
     cr_assert_eq(afs_close(f), 0);
+}
+
+/* small_queue_depths() with a source that refuses splices: on io_uring the refused file
+ * splice goes alone, then the reads and sends in turn. */
+T_SF(source_refuses_splice_small_queue_depths)
+{
+    for (unsigned qd = 1; qd <= 2; qd++) {
+        struct afs_config cfg;
+        afs_config_default(&cfg);
+        cfg.queue_depth = qd;
+        struct afs_ctx *ctx = t_ctx = t_ctx_cfg(&cfg);
+        struct afs_file *f = open_src(ctx, FSIZE);
+        ns_install(1);
+        pair_check(ctx, f, 0, 100000, 100000);
+        pair_check(ctx, f, 4097, 100000, 100000);
+        ns_uninstall();
+        cr_assert_eq(afs_close(f), 0);
+        afs_ctx_free(ctx);
+        t_ctx = NULL;
+    }
 }
 
 /* cancel_body(), deadline_body(), cancel_at_every_stage() (closing the socket cancels the
