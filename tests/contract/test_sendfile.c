@@ -2,10 +2,11 @@
  * socketpair and to a TCP peer (several pipe pieces, offsets, lengths past the end of the
  * file), a peer that goes away mid-transfer (-EPIPE / -ECONNRESET, the process alive with
  * SIGPIPE's default action), afs_cancel and a corio deadline of a sendfile to a peer that
- * does not read, and the argument errors. The sendfile_poll suite runs the readiness engine
- * with poll(), sendfile_engine runs io_uring contexts through the engine (sendfile(2)
- * instead of splices), sendfile_rw and sendfile_rw_kqueue read the source and send it (as
- * FreeBSD and macOS always do). Windows runs the same tests on each backend (TransmitFile
+ * does not read, and the argument errors; on Linux the same of a source that refuses
+ * splices and sendfile(2) (read and send from there on). The sendfile_poll suite runs the
+ * readiness engine with poll(), sendfile_engine runs io_uring contexts through the engine
+ * (sendfile(2) instead of splices), sendfile_rw and sendfile_rw_kqueue read the source and
+ * send it (as FreeBSD and macOS always do). Windows runs the same tests on each backend (TransmitFile
  * on the context's completion port), but for the descriptor count and SIGPIPE (none
  * there). */
 #include "../common.h"
@@ -169,6 +170,57 @@ T_SF(socketpair_byte_exact)
     cr_assert_eq(afs_close(f), 0);
 }
 
+#ifdef __linux__
+/* Fault injection: from the nth on (counted from 1 over the test), every splice of a regular
+ * file to a pipe that io_uring is given (an SQE with a splice flag no kernel knows: the
+ * kernel's -EINVAL at its start, the linked socket splice cancelled) and every sendfile(2)
+ * from one (the readiness engine's, through afs__sys) are refused as the kernel refuses a
+ * source without splice. */
+static struct afs__syscalls ns_saved;
+static int                  ns_from, ns_seen;
+
+static bool ns_refuse(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ++ns_seen >= ns_from;
+}
+
+static int ns_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        if (sqe->opcode == IORING_OP_SPLICE && !(sqe->splice_flags & SPLICE_F_FD_IN_FIXED) &&
+            ns_refuse(sqe->splice_fd_in))
+            sqe->splice_flags |= 1u << 30;
+    }
+    return ns_saved.uring_enter ? ns_saved.uring_enter(ring, wait_nr, ts)
+                                : afs__uring_enter_real(ring, wait_nr, ts);
+}
+
+static ssize_t ns_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
+{
+    return ns_refuse(in_fd) ? -EINVAL : ns_saved.sendfile(out_fd, in_fd, off, len);
+}
+
+static void ns_install(int from)
+{
+    ns_saved = afs__sys;
+    ns_from = from;
+    ns_seen = 0;
+    afs__sys.uring_enter = ns_enter;
+    afs__sys.sendfile = ns_sendfile;
+}
+
+/* Whether the refusals reached the library (not by read and send from the start). */
+static void ns_uninstall(void)
+{
+    afs__sys = ns_saved;
+    cr_assert(afs__sendfile_rw || ns_seen >= ns_from, "%d refusals asked for, %d made",
+              ns_from, ns_seen);
+}
+#endif
+
 /* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for the two
  * linked splices (or read and send) and the waker's read, and they go in turn; every byte
  * arrives. (The
@@ -194,6 +246,14 @@ T_SF(small_queue_depths)
             pair_check(ctx, d, 1, 100000, 100000);
             cr_assert_eq(afs_close(d), 0);
         }
+#ifdef __linux__
+        /* A source that refuses splices (the fault injection above): the refused file
+         * splice alone, then the reads and sends in turn. */
+        ns_install(1);
+        pair_check(ctx, f, 0, 100000, 100000);
+        pair_check(ctx, f, 4097, 100000, 100000);
+        ns_uninstall();
+#endif
         cr_assert_eq(afs_close(p[0]), 0);
         cr_assert_eq(afs_close(p[1]), 0);
         cr_assert_eq(afs_close(f), 0);
@@ -680,63 +740,16 @@ T_SF(direct_source_unaligned_peer_gone)
 /* A source the kernel will not splice from (a file without splice_read: most of /proc, some
  * FUSE and network file systems): splice(2) and sendfile(2) say EINVAL, and the op reads
  * and sends instead, on every backend. A real one where the kernel has it (the process's
- * own memory through /proc/self/mem), else the refusal made by the fault injection below. */
-
-/* Fault injection: from the nth on (counted from 1 over the test), every splice of a regular
- * file to a pipe that io_uring is given (an SQE with a splice flag no kernel knows: the
- * kernel's -EINVAL at its start, the linked socket splice cancelled) and every sendfile(2)
- * from one (the readiness engine's, through afs__sys) are refused as the kernel refuses a
- * source without splice. */
-static struct afs__syscalls ns_saved;
-static int                  ns_from, ns_seen;
-
-static bool ns_refuse(int fd)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ++ns_seen >= ns_from;
-}
-
-static int ns_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
-{
-    struct io_uring_sq *sq = &ring->sq;
-    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
-        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
-        if (sqe->opcode == IORING_OP_SPLICE && !(sqe->splice_flags & SPLICE_F_FD_IN_FIXED) &&
-            ns_refuse(sqe->splice_fd_in))
-            sqe->splice_flags |= 1u << 30;
-    }
-    return ns_saved.uring_enter ? ns_saved.uring_enter(ring, wait_nr, ts)
-                                : afs__uring_enter_real(ring, wait_nr, ts);
-}
-
-static ssize_t ns_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
-{
-    return ns_refuse(in_fd) ? -EINVAL : ns_saved.sendfile(out_fd, in_fd, off, len);
-}
-
-static void ns_install(int from)
-{
-    ns_saved = afs__sys;
-    ns_from = from;
-    ns_seen = 0;
-    afs__sys.uring_enter = ns_enter;
-    afs__sys.sendfile = ns_sendfile;
-}
-
-/* Whether the refusals reached the library (not by read and send from the start). */
-static void ns_uninstall(void)
-{
-    afs__sys = ns_saved;
-    cr_assert(afs__sendfile_rw || ns_seen >= ns_from, "%d refusals asked for, %d made",
-              ns_from, ns_seen);
-}
+ * own memory through /proc/self/mem), else the refusal made by the fault injection
+ * (ns_install). */
 
 /* len bytes of memory mapped below 2 GiB, or NULL: /proc's files have offsets up to
  * 2 GiB - 1 for sendfile(2) (beyond: EOVERFLOW), and /proc/self/mem's offsets are
  * addresses. */
 static char *map_low(size_t len)
 {
-    for (uintptr_t at = (uintptr_t)1 << 28; at + len < (uintptr_t)1 << 31; at += (uintptr_t)1 << 28) {
+    const uintptr_t step = (uintptr_t)1 << 28;
+    for (uintptr_t at = step; at + len < (uintptr_t)1 << 31; at += step) {
         void *m = mmap((void *)at, len, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
         if (m == (void *)at)
@@ -840,26 +853,6 @@ T_SF(source_refuses_splice_at_a_later_piece)
     cr_assert_eq(afs_close(p[1]), 0);
     ns_uninstall();
     cr_assert_eq(afs_close(f), 0);
-}
-
-/* small_queue_depths() with a source that refuses splices: on io_uring the refused file
- * splice goes alone, then the reads and sends in turn. */
-T_SF(source_refuses_splice_small_queue_depths)
-{
-    for (unsigned qd = 1; qd <= 2; qd++) {
-        struct afs_config cfg;
-        afs_config_default(&cfg);
-        cfg.queue_depth = qd;
-        struct afs_ctx *ctx = t_ctx = t_ctx_cfg(&cfg);
-        struct afs_file *f = open_src(ctx, FSIZE);
-        ns_install(1);
-        pair_check(ctx, f, 0, 100000, 100000);
-        pair_check(ctx, f, 4097, 100000, 100000);
-        ns_uninstall();
-        cr_assert_eq(afs_close(f), 0);
-        afs_ctx_free(ctx);
-        t_ctx = NULL;
-    }
 }
 
 /* cancel_body(), deadline_body(), cancel_at_every_stage() (closing the socket cancels the
