@@ -6,9 +6,9 @@
  * splices and sendfile(2) (read and send from there on). The sendfile_poll suite runs the
  * readiness engine with poll(), sendfile_engine runs io_uring contexts through the engine
  * (sendfile(2) instead of splices), sendfile_rw and sendfile_rw_kqueue read the source and
- * send it (as FreeBSD and macOS always do). Windows runs the same tests on each backend (TransmitFile
- * on the context's completion port), but for the descriptor count and SIGPIPE (none
- * there). */
+ * send it (as FreeBSD and macOS always do). Windows runs the same tests on each backend
+ * (TransmitFile on the context's completion port), but for the descriptor count and SIGPIPE
+ * (none there). */
 #include "../common.h"
 
 #include "internal.h" /* afs__uring_no_sock, afs__ready_poll_only */
