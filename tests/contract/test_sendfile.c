@@ -15,7 +15,7 @@
 #include "sock_flavours.h"
 
 #include <corio.h>
-#ifdef __linux__
+#if defined(__linux__) && defined(AFS_HAVE_URING)
 #include <liburing.h> /* the fault injection's SQEs */
 #endif
 
@@ -185,6 +185,7 @@ static bool ns_refuse(int fd)
     return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ++ns_seen >= ns_from;
 }
 
+#ifdef AFS_HAVE_URING
 static int ns_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
 {
     struct io_uring_sq *sq = &ring->sq;
@@ -197,6 +198,7 @@ static int ns_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_tim
     return ns_saved.uring_enter ? ns_saved.uring_enter(ring, wait_nr, ts)
                                 : afs__uring_enter_real(ring, wait_nr, ts);
 }
+#endif
 
 static ssize_t ns_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
 {
@@ -208,7 +210,9 @@ static void ns_install(int from)
     ns_saved = afs__sys;
     ns_from = from;
     ns_seen = 0;
+#ifdef AFS_HAVE_URING
     afs__sys.uring_enter = ns_enter;
+#endif
     afs__sys.sendfile = ns_sendfile;
 }
 
