@@ -267,7 +267,7 @@ T_SF(small_queue_depths)
 }
 #endif
 
-/* Offsets inside a page, lengths past the end (the rest of the file), an offset at and past
+/* Offsets inside a page, lengths past the end (the rest of the file), offsets at and past
  * the end (0), over TCP; each on a fresh connection. */
 T_SF(tcp_offsets_and_lengths_past_eof)
 {
@@ -284,6 +284,11 @@ T_SF(tcp_offsets_and_lengths_past_eof)
         {12345, (size_t)64 << 20, FSIZE - 12345},
         {FSIZE, 4096, 0},
         {(uint64_t)FSIZE + 4096, 4096, 0},
+#ifdef __linux__
+        /* Past the largest offset of most file systems (ext4: 16 TiB), where sendfile(2)
+         * says EOVERFLOW and a read or a splice finds the end. */
+        {(uint64_t)1 << 62, 4096, 0},
+#endif
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct afs_file *c, *s;
@@ -764,9 +769,9 @@ static char *map_low(size_t len)
     return NULL;
 }
 
-/* Whether the kernel refuses to splice from /proc/self/mem at buf (splice(2) and sendfile(2)
- * say EINVAL) and reads buf's bytes there. */
-static bool mem_refuses_splice(const char *buf, size_t len)
+/* Whether the kernel refuses to splice from /proc/self/mem at buf (splice(2) says EINVAL, and
+ * sendfile(2) too when asked) and reads buf's bytes there. */
+static bool mem_refuses_splice(const char *buf, size_t len, bool and_sendfile)
 {
     int fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -785,7 +790,9 @@ static bool mem_refuses_splice(const char *buf, size_t len)
     } else {
         ok = false;
     }
-    if (ok && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+    if (!and_sendfile) {
+        /* no more */
+    } else if (ok && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
         off_t from = at;
         ok = sendfile(sv[0], fd, &from, 4096) < 0 && errno == EINVAL;
         close(sv[0]);
@@ -809,7 +816,7 @@ T_SF(source_refuses_splice)
     uint64_t base = 0; /* the source's offset of the pattern's byte 0 */
     if (mem)
         t_fill(mem, size, 0);
-    if (mem && mem_refuses_splice(mem, size)) {
+    if (mem && mem_refuses_splice(mem, size, true)) {
         int err = afs_open(ctx, "/proc/self/mem", AFS_RDONLY, 0, AFS_MODE_ASYNC, &f);
         cr_assert_eq(err, 0, "afs_open /proc/self/mem: %s", afs_strerror(err));
         base = (uint64_t)(uintptr_t)mem;
@@ -832,6 +839,21 @@ T_SF(source_refuses_splice)
     cr_assert_eq(afs_close(s), 0);
     if (!base)
         ns_uninstall();
+    /* /proc/self/mem from an address past 2 GiB (where a 64-bit system maps memory by
+     * default): sendfile(2) says EOVERFLOW there (past /proc's largest offset), the splice
+     * EINVAL, and a read reads. */
+    size_t hsize = 300000;
+    char *hi = mmap(NULL, hsize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(hi, MAP_FAILED);
+    t_fill(hi, hsize, 0);
+    if (base && (uintptr_t)hi >= (uintptr_t)1 << 31 && mem_refuses_splice(hi, hsize, false)) {
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        send_check_pat(ctx, p[0], p[1], f, (uint64_t)(uintptr_t)hi + 3, 3, hsize - 3,
+                       hsize - 3);
+        cr_assert_eq(afs_close(p[0]), 0);
+        cr_assert_eq(afs_close(p[1]), 0);
+    }
+    munmap(hi, hsize);
     cr_assert_eq(afs_close(f), 0);
     if (mem)
         munmap(mem, size);
