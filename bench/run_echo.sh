@@ -75,6 +75,9 @@ for s in $SERVERS; do
   bin=${cmd%% *}
   [ -x "$bin" ] || { echo "run_echo.sh: $s: no $bin, skipped" >&2; continue; }
   for mode in $MODES; do
+    # Emptied here, not by the server's redirection: that runs in the child, and on a busy
+    # machine the line below could still read the last server's port.
+    : > "$out"
     $srv_cpu $cmd > "$out" &
     spid=$!
     for _ in $(seq 300); do grep -q listening "$out" && break; sleep 0.1; done
