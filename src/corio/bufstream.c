@@ -6,15 +6,7 @@
  * read that completes with the first bytes that arrive, each joining the phase's batch like
  * any file op; on a file with offsets a positional read at the stream's own offset. Writes
  * go straight from the caller's buffer (nothing is copied), one writer at a time: a slow
- * reader makes writers wait instead of the stream growing.
- *
- * On a socket a write also queues a receive into the free end of the stream's buffer when no
- * read is under way (the read-ahead): it goes to the kernel in the same submission as the
- * send, so a task that echoes or answers requests makes one submission per exchange instead
- * of one for the send and another for the next receive. The next read takes its bytes (and
- * waits for it, cancellable as any receive: a cancelled read-ahead keeps what it moved). It
- * writes only past the buffered bytes, never where a pointer handed out by read_until points,
- * and only the stream's memory. */
+ * reader makes writers wait instead of the stream growing. */
 #include "corio_int.h"
 
 #include <stdlib.h>
@@ -32,10 +24,7 @@ struct corio_stream {
     uint64_t           roff, woff; /* files with offsets: where reads / writes go */
     bool               eof;
     bool               seq;
-    bool               ra; /* the read-ahead (ra_op) is queued and its result not taken */
     struct corio_mutex rmu, wmu;
-    struct afs_op      ra_op;
-    struct afs__op_waiting ra_ow;
 };
 
 int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **out)
@@ -126,64 +115,16 @@ static ssize_t raw_read(struct corio_stream *s, void *buf, size_t len)
     return n;
 }
 
-static void ra_start(struct corio_stream *s);
-
-/* A send on a socket, with the read-ahead queued after it (the receive then finds what came
- * while the send ran): as afs_send(), the result or the wait's error. */
-static ssize_t sock_write(struct corio_stream *s, const void *buf, size_t len)
-{
-    struct afs_op op;
-    struct afs__op_waiting ow = {.pending = true};
-    afs__op(&op)->magic = 0; /* a fresh op */
-    int err = afs_queue_send(&op, s->f, buf, len, 0, seq_cb, &ow);
-    if (err < 0)
-        return err;
-    ra_start(s);
-    err = afs__op_wait(s->f->ctx, &op, &ow);
-    return err < 0 ? err : op.result;
-}
-
 static ssize_t raw_write(struct corio_stream *s, const void *buf, size_t len)
 {
     if (s->f->sock)
-        return sock_write(s, buf, len);
+        return afs_send(s->f, buf, len, 0);
     if (s->seq)
         return seq_io(s->f, true, (void *)buf, len);
     ssize_t n = afs_pwrite(s->f, buf, len, s->woff);
     if (n > 0)
         s->woff += (uint64_t)n;
     return n;
-}
-
-/* The read-ahead's bytes (waited for; the wait is cancellable and then cancels the receive,
- * whose bytes still count): the bytes it added to the buffer, 0 at the end, -errno. */
-static ssize_t ra_take(struct corio_stream *s)
-{
-    int err = afs__op_wait(s->f->ctx, &s->ra_op, &s->ra_ow);
-    s->ra = false;
-    ssize_t n = s->ra_op.result;
-    if (n > 0) {
-        s->end += (size_t)n;
-        return n;
-    }
-    if (err < 0)
-        return err;
-    if (n == 0)
-        s->eof = true;
-    return n;
-}
-
-/* Queues the read-ahead (see the top of the file) when no read is under way or queued, the
- * end was not seen and at least a quarter of the buffer is free past the buffered bytes. */
-static void ra_start(struct corio_stream *s)
-{
-    if (!s->f->sock || s->ra || s->eof || s->rmu.owner)
-        return;
-    size_t len = s->cap - 1 - s->end;
-    if (len < (s->cap - 1) / 4)
-        return;
-    s->ra_ow = (struct afs__op_waiting){.pending = true};
-    s->ra = afs_queue_recv(&s->ra_op, s->f, s->buf + s->end, len, 0, seq_cb, &s->ra_ow) == 0;
 }
 
 /* Makes room for `want` more bytes after end (keeping the spare byte), growing the buffer up
@@ -212,8 +153,6 @@ static int room(struct corio_stream *s, size_t need)
 /* One read into the buffer, at most `max` bytes: the bytes read, 0 at the end, -errno. */
 static ssize_t fill(struct corio_stream *s, size_t need, size_t max)
 {
-    if (s->ra)
-        return ra_take(s);
     if (s->eof)
         return 0;
     int err = room(s, need);
@@ -250,7 +189,7 @@ ssize_t corio_stream_read(struct corio_task *t, struct corio_stream *s, void *bu
     if (len > 0) {
         if (s->start == s->end) {
             /* Nothing buffered: a large read goes straight to the caller's buffer. */
-            if (len >= s->cap - 1 && !s->ra) {
+            if (len >= s->cap - 1) {
                 n = raw_read(s, buf, len);
                 goto out;
             }
@@ -260,10 +199,6 @@ ssize_t corio_stream_read(struct corio_task *t, struct corio_stream *s, void *bu
         n = (ssize_t)AFS_MIN(len, s->end - s->start);
         memcpy(buf, s->buf + s->start, (size_t)n);
         s->start += (size_t)n;
-        /* All copied out (no pointer into the buffer is handed out by this call): the next
-         * read, or read-ahead, fills it from its start. */
-        if (s->start == s->end && !s->ra)
-            s->start = s->end = s->scanned = 0;
     }
 out:
     corio_mutex_unlock(&s->rmu);
@@ -287,7 +222,7 @@ ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s, vo
             got += k;
             continue;
         }
-        if (len - got >= s->cap - 1 && !s->ra) {
+        if (len - got >= s->cap - 1) {
             n = raw_read(s, (char *)buf + got, len - got);
             if (n > 0)
                 got += (size_t)n;
