@@ -100,7 +100,7 @@ for s in $SERVERS; do
     [ -n "$ppid" ] && { wait "$ppid" || true; }
     wait "$lpid" || true
     res=$(cat "$out.res")
-    kill "$spid"; wait "$spid" 2>/dev/null || true; spid=""
+    kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=""
     req=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$res")
     req=${req:-0}
     rps=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$res")
