@@ -817,7 +817,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
         return 0;
-    if (nmemb > SIZE_MAX / size || !ptr) {
+    /* The division only where the product may overflow (a cached read costs some 100
+     * instructions besides its system call: this one is 20 to 90 cycles). */
+    if (((size | nmemb) >> (sizeof(size_t) * 4) && nmemb > SIZE_MAX / size) || !ptr) {
         set_err(s, -EINVAL);
         return 0;
     }
@@ -843,13 +845,14 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     while (got < want) {
         if (s->pos >= s->cw_end)
             cached_window(s, want - got);
-        int64_t coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
         /* A big request takes what a chunk holds at pos, and the rest straight; so does one
          * for the whole rest of the file while no chunk holds data (a small file read
          * whole: one read, one copy, and no chunk made). */
         bool whole_rest = s->no_chunks && s->eof_off - s->pos <= (int64_t)(want - got);
         bool to_caller = s->cached && (want >= STREAM_CALLER_MIN || whole_rest);
-        struct chunk *c = to_caller && s->no_chunks ? NULL : find_chunk(s, coff);
+        bool straight = to_caller && s->no_chunks; /* no chunk to look for (nor its offset) */
+        int64_t coff = straight ? -1 : s->pos - (int64_t)((uint64_t)s->pos % cs);
+        struct chunk *c = straight ? NULL : find_chunk(s, coff);
         if (c && to_caller && c->state == CH_READY && c->part &&
             s->pos - c->off >= (int64_t)c->len) {
             /* A cached chunk filled as far as the reader went, and a big request: the rest
