@@ -964,6 +964,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                 set_err(s, err); /* the chunk stays: after afs_clearerr it is read again */
                 break;
             }
+            if (c->part && in >= c->len)
+                continue; /* a fill cut short by a miss before the reader (after a seek
+                             inside the chunk): the next window is asked about, as above */
         }
         if (c->part)
             ; /* more of the chunk to come: says nothing of the end */

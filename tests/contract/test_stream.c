@@ -1306,6 +1306,53 @@ T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
     miss_lo = miss_hi = -1;
 }
 
+/* A seek inside a chunk past what its fill read, in a window not asked about: the fill stops
+ * at a page not cached before the reader's position. That is no end of the file: the next
+ * window is asked about, and the data come as for any window not all cached. */
+T_IO(a_fill_cut_short_before_the_reader_is_no_end_of_file)
+{
+    t_new_ctx();
+    const size_t len = 12 * 1024 * KIB + 5;
+    make_cached("f", len);
+    costs(1000, 1000, 50);
+    if (!afs__sys.pread_nowait) {
+        costs_end();
+        return; /* the system has no read that never waits: every window is asked */
+    }
+    afs__sys.pread_nowait = picture_nowait;
+    int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
+    afs__stream_cache_probe = picture_probe;
+    const int64_t chunk_at = 5 * 1024 * KIB;
+    miss_lo = chunk_at + 20 * KIB;
+    miss_hi = miss_lo + 2 * 1024 * KIB;
+    probe_calls = probe_not_cached = nowait_misses = 0;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    /* Windows found all cached, then ones not asked about. */
+    static unsigned char piece[4093];
+    for (size_t off = 0; off < 3 * 1024 * KIB; off += sizeof piece) {
+        cr_assert_eq(afs_fread(piece, 1, sizeof piece, s), sizeof piece);
+        cr_assert(t_check(piece, sizeof piece, off));
+    }
+    unsigned char buf[16];
+    /* Out of the chunks: the chunk there is filled with one page... */
+    cr_assert_eq(afs_fseek(s, chunk_at, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, (size_t)chunk_at));
+    /* ...and a seek inside it, past the page and the miss. */
+    cr_assert_eq(afs_fseek(s, chunk_at + 40 * KIB, SEEK_SET), 0);
+    size_t got = afs_fread(buf, 1, sizeof buf, s);
+    int eof = afs_feof(s), err = afs_ferror(s);
+    uint32_t trusted = afs__stream_trusted_windows(s);
+    cr_assert_eq(afs_fclose(s), 0);
+    afs__stream_cache_probe = probe;
+    costs_end();
+    miss_lo = miss_hi = -1;
+    cr_assert_eq(got, sizeof buf, "%zu bytes, eof %d, error %d", got, eof, err);
+    cr_assert(t_check(buf, sizeof buf, (size_t)(chunk_at + 40 * KIB)));
+    cr_assert_geq(trusted, 1, "no window was taken as cached without asking");
+    cr_assert_geq(nowait_misses, 1, "the miss was never met");
+}
+
 /* Reads a 40 MiB cached file in 100 KiB pieces (64 KiB chunks) with the given costs (and
  * pread, or NULL for costed_pread) and `work` ns of work per piece; returns the stream's
  * cached reads of each kind. */
