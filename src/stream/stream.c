@@ -48,6 +48,8 @@ struct chunk {
     char              *buf;
     int64_t            off;    /* file offset of buf[0] */
     size_t             len;    /* READY: bytes read; FILL/WRITING: bytes to write */
+    size_t             lo;     /* READY, cached (part): buf holds [lo, len) only, lo a page
+                                  boundary: a reader that entered the chunk there (a seek) */
     ssize_t            result; /* the op's result, once done */
     uint64_t           seq;    /* queueing order: the oldest is waited for first */
     uint8_t            state;  /* enum chunk_state */
@@ -309,7 +311,7 @@ static void open_direct(struct afs_stream *s);
 static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
 {
     c->off = off;
-    c->len = 0;
+    c->len = c->lo = 0;
     c->result = 0;
     c->seq = ++s->seq;
     c->state = CH_READING;
@@ -913,7 +915,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->seq = ++s->seq;
                     c->direct = c->pool = false;
                     c->result = 0;
-                    c->len = 0;
+                    /* From the reader's page: a reader that seeked into the middle of the
+                     * chunk reads what stdio reads there, not the chunk's start. */
+                    c->len = c->lo = (size_t)(s->pos - coff) & ~(STREAM_ALIGN - 1);
                     c->part = true; /* filled below, as far as the reader needs */
                     c->state = CH_READY;
                     s->no_chunks = false;
@@ -956,6 +960,12 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             break;
         }
         size_t in = (size_t)(s->pos - c->off);
+        if (in < c->lo) {
+            /* Before what a cached chunk holds (a seek back inside it): filled again from
+             * the reader's page. */
+            c->len = c->lo = in & ~(STREAM_ALIGN - 1);
+            c->part = true;
+        }
         if (c->part && in >= c->len) {
             int err = fill_more(s, c, in, want - got);
             if (err == -EAGAIN && s->cw_miss)

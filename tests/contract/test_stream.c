@@ -1449,6 +1449,41 @@ static ssize_t counting_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
     return r;
 }
 
+/* A seek into the middle of a cached chunk and a small read there read the reader's pages,
+ * as stdio reads its buffer there, not the chunk from its start up to the reader; a seek back
+ * inside the chunk, before what it holds, reads again from there. Every byte checked. */
+T_IO(cached_small_freads_after_a_seek_read_from_the_readers_page)
+{
+    t_new_ctx();
+    const size_t len = 8 * 1024 * KIB + 11;
+    make_cached("f", len);
+    costs(1000, 1000, 50);
+    afs__sys.pread = counting_pread;
+    struct afs_stream *s = s_open("f", "r", 1024 * KIB, 4);
+    /* Offsets in the middle of 1 MiB chunks, none in a chunk read before. */
+    static const int64_t at[] = {5 * 1024 * KIB + 700 * KIB + 13, 2 * 1024 * KIB + 900 * KIB,
+                                 6 * 1024 * KIB + 333 * KIB + 4095, 1024 * KIB + 512 * KIB + 1};
+    unsigned char buf[100];
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        bytes_read = 0;
+        cr_assert_eq(afs_fseek(s, at[i], SEEK_SET), 0);
+        cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+        cr_assert(t_check(buf, sizeof buf, (size_t)at[i]));
+        if (cached_throughout("f"))
+            cr_assert_leq(bytes_read, 8 * KIB, "a read of 100 bytes at %lld read %zu bytes",
+                          (long long)at[i], bytes_read);
+    }
+    /* Back inside the last chunk, before the page read there. */
+    int64_t back = at[3] - 300 * KIB;
+    cr_assert_eq(afs_fseek(s, back, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, (size_t)back));
+    read_through_from(s, len, (size_t)back + sizeof buf, 4093);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+}
+
+
 T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
 {
     t_new_ctx();
