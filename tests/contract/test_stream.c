@@ -1227,6 +1227,36 @@ static ssize_t picture_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
     return afs__sys.pread(fd, buf, len, off);
 }
 
+static int (*saved_probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *);
+
+/* A 12 MiB cached file "f" and the picture above with [lo, lo + 2 MiB) not cached; false
+ * (nothing to undo) where the system has no read that never waits: every window is asked. */
+static bool picture_begin(int64_t lo)
+{
+    t_new_ctx();
+    make_cached("f", 12 * 1024 * KIB + 5);
+    costs(1000, 1000, 50);
+    if (!afs__sys.pread_nowait) {
+        costs_end();
+        return false;
+    }
+    afs__sys.pread_nowait = picture_nowait;
+    saved_probe = afs__stream_cache_probe;
+    afs__stream_cache_probe = picture_probe;
+    miss_lo = lo;
+    miss_hi = lo + 2 * 1024 * KIB;
+    probe_calls = probe_not_cached = nowait_misses = 0;
+    probe_miss_off = -1;
+    return true;
+}
+
+static void picture_end(void)
+{
+    afs__stream_cache_probe = saved_probe;
+    costs_end();
+    miss_lo = miss_hi = -1;
+}
+
 /* After a window found all cached, the next ones are not asked about: their reads never
  * wait for the device, so they tell. The probe's cost grows with the folios it looks at (15
  * to 30 us per 16 MiB where the file is in small ones), about 0.6% of copying them. */
@@ -1269,41 +1299,28 @@ T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
 {
     static const size_t pieces[] = {100 * KIB + 1, 4093};
     for (size_t i = 0; i < 2; i++) {
-        t_new_ctx();
-        const size_t len = 12 * 1024 * KIB + 5;
-        make_cached("f", len);
-        costs(1000, 1000, 50);
-        if (!afs__sys.pread_nowait) {
-            costs_end();
-            return; /* the system has no read that never waits: every window is asked */
-        }
-        afs__sys.pread_nowait = picture_nowait;
-        int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
-        afs__stream_cache_probe = picture_probe;
         /* Inside the fifth window, not on a chunk's edge. */
-        miss_lo = 4 * 1024 * KIB + 300 * KIB + 4096;
-        miss_hi = miss_lo + 2 * 1024 * KIB;
-        probe_calls = probe_not_cached = nowait_misses = 0;
-        probe_miss_off = -1;
+        if (!picture_begin(4 * 1024 * KIB + 300 * KIB + 4096))
+            return;
+        const size_t len = 12 * 1024 * KIB + 5;
         struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
         read_through(s, len, pieces[i]);
         uint32_t seen[3], trusted = afs__stream_trusted_windows(s);
         afs__stream_windows(s, seen);
         cr_assert_eq(afs_fclose(s), 0);
-        afs__stream_cache_probe = probe;
-        costs_end();
+        int64_t lo = miss_lo;
+        picture_end();
         cr_assert_geq(nowait_misses, 1, "pieces of %zu: the miss was never met", pieces[i]);
         cr_assert_geq(seen[1], 1, "pieces of %zu: no window found not all cached", pieces[i]);
         /* From the reader's position: at the miss for big reads, up to a chunk before it for
          * small ones (a chunk is filled ahead of the reader). */
-        cr_assert(probe_miss_off <= miss_lo && probe_miss_off > miss_lo - (int64_t)(64 * KIB),
+        cr_assert(probe_miss_off <= lo && probe_miss_off > lo - (int64_t)(64 * KIB),
                   "pieces of %zu: asked again from %lld, not at the miss (%lld)", pieces[i],
-                  (long long)probe_miss_off, (long long)miss_lo);
+                  (long long)probe_miss_off, (long long)lo);
         /* Windows before the miss, and after it once a window was found all cached again. */
         cr_assert_geq(trusted, 4, "pieces of %zu: %u windows not asked", pieces[i], trusted);
         cr_assert_eq(seen[2], 0);
     }
-    miss_lo = miss_hi = -1;
 }
 
 /* A seek inside a chunk past what its fill read, in a window not asked about: the fill stops
@@ -1311,21 +1328,9 @@ T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
  * window is asked about, and the data come as for any window not all cached. */
 T_IO(a_fill_cut_short_before_the_reader_is_no_end_of_file)
 {
-    t_new_ctx();
-    const size_t len = 12 * 1024 * KIB + 5;
-    make_cached("f", len);
-    costs(1000, 1000, 50);
-    if (!afs__sys.pread_nowait) {
-        costs_end();
-        return; /* the system has no read that never waits: every window is asked */
-    }
-    afs__sys.pread_nowait = picture_nowait;
-    int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
-    afs__stream_cache_probe = picture_probe;
     const int64_t chunk_at = 5 * 1024 * KIB;
-    miss_lo = chunk_at + 20 * KIB;
-    miss_hi = miss_lo + 2 * 1024 * KIB;
-    probe_calls = probe_not_cached = nowait_misses = 0;
+    if (!picture_begin(chunk_at + 20 * KIB))
+        return;
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
     /* Windows found all cached, then ones not asked about. */
     static unsigned char piece[4093];
@@ -1344,9 +1349,7 @@ T_IO(a_fill_cut_short_before_the_reader_is_no_end_of_file)
     int eof = afs_feof(s), err = afs_ferror(s);
     uint32_t trusted = afs__stream_trusted_windows(s);
     cr_assert_eq(afs_fclose(s), 0);
-    afs__stream_cache_probe = probe;
-    costs_end();
-    miss_lo = miss_hi = -1;
+    picture_end();
     cr_assert_eq(got, sizeof buf, "%zu bytes, eof %d, error %d", got, eof, err);
     cr_assert(t_check(buf, sizeof buf, (size_t)(chunk_at + 40 * KIB)));
     cr_assert_geq(trusted, 1, "no window was taken as cached without asking");
