@@ -2,6 +2,7 @@
  * buffer handed to uv_write and freed in its callback), one loop on one thread.
  *   echo_uv [PORT]   prints "listening on 127.0.0.1:PORT" (0: a free port) */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
@@ -64,6 +65,9 @@ static void on_conn(uv_stream_t *server, int status)
 
 int main(int argc, char **argv)
 {
+    /* A client that goes away mid-write is an error for that connection, not a signal that
+     * ends the server (libuv leaves SIGPIPE to the program). */
+    signal(SIGPIPE, SIG_IGN);
     loop = uv_default_loop();
     uv_tcp_t server;
     uv_tcp_init(loop, &server);

@@ -12,7 +12,10 @@
 # is BASE_BUILD's corio server (another build of the tree, e.g. the one before a change).
 # Also per request: the server's io_uring completions (perf, io_uring:io_uring_complete) and
 # the load generator's CPU time (its own count), which counts the kernel's work of delivering the requests
-# to the server's sockets (on loopback the sender's context runs it).
+# to the server's sockets (on loopback the sender's context runs it). And the TCP segments
+# sent on the machine over the same seconds (/proc/net/snmp OutSegs, both directions of
+# loopback: the load's messages, the echoes and the ACKs) per request: on loopback both
+# sides' CPU per request follows it (smaller receives make smaller echoes, more segments).
 # Rows: bench/results/echo-<time>-<host>.csv. Not part of `make test`.
 # Usage: bench/run_echo.sh   Environment: BUILD (build), SECS (5), CONNS (1000),
 #        STREAM_CONNS (4), SIZE (512), WINDOW (64), SERVERS ("corio libuv epoll"),
@@ -47,7 +50,7 @@ if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter true >/dev/
 fi
 
 . bench/results.sh
-results_open echo "server,backend,mode,conns,size,seconds,requests,rps,p50_us,p99_us,syscalls_per_req,cpu_us_per_req,round,cqes_per_req,load_cpu_us_per_req"
+results_open echo "server,backend,mode,conns,size,seconds,requests,rps,p50_us,p99_us,syscalls_per_req,cpu_us_per_req,round,cqes_per_req,load_cpu_us_per_req,tcp_segs_per_req"
 
 server_cmd() {
   case $1 in
@@ -59,6 +62,7 @@ server_cmd() {
   esac
 }
 
+tcp_segs() { awk '/^Tcp:/ { if (h) { print $12; exit } h = 1 }' /proc/net/snmp 2>/dev/null || echo 0; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 per_req() { # per_req COUNT REQUESTS [SCALE]: COUNT * SCALE / REQUESTS, "" without a count
   if [ -n "$1" ] && [ "$2" -gt 0 ]; then
@@ -75,6 +79,9 @@ for s in $SERVERS; do
   bin=${cmd%% *}
   [ -x "$bin" ] || { echo "run_echo.sh: $s: no $bin, skipped" >&2; continue; }
   for mode in $MODES; do
+    # Emptied here, not by the server's redirection: that runs in the child, and on a busy
+    # machine the line below could still read the last server's port.
+    : > "$out"
     $srv_cpu $cmd > "$out" &
     spid=$!
     for _ in $(seq 300); do grep -q listening "$out" && break; sleep 0.1; done
@@ -91,13 +98,13 @@ for s in $SERVERS; do
       ppid=$!
     fi
     # The server's CPU ticks (user + sys) over the same seconds.
-    s0=$(ticks "$spid")
+    s0=$(ticks "$spid") g0=$(tcp_segs)
     sleep "$SECS"
-    s1=$(ticks "$spid")
+    s1=$(ticks "$spid") g1=$(tcp_segs)
     [ -n "$ppid" ] && { wait "$ppid" || true; }
     wait "$lpid" || true
     res=$(cat "$out.res")
-    kill "$spid"; wait "$spid" 2>/dev/null || true; spid=""
+    kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=""
     req=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$res")
     req=${req:-0}
     rps=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$res")
@@ -111,12 +118,13 @@ for s in $SERVERS; do
     spr=$(per_req "$sc" "$req")
     cqr=$(per_req "$cq" "$req")
     cpr=$(per_req $((s1 - s0)) "$req" "$(awk -v h="$hz" 'BEGIN { print 1e6 / h }')" %.2f)
+    gpr=$(per_req $((g1 - g0)) "$req")
     lpr=$(per_req "$(sed -n 's/.*cpu_us=\([0-9]*\).*/\1/p' <<<"$res")" "$req" 1 %.2f)
     n=$([ "$mode" = pingpong ] && echo "$CONNS" || echo "$STREAM_CONNS")
     be=$(case $s in corio*) echo "${ASYNCFS_BACKEND:-auto}" ;; *) echo "-" ;; esac)
-    results_row "$s${TAG:-},$be,$mode,$n,$SIZE,$SECS,$req,$rps,$p50,$p99,$spr,$cpr,$round,$cqr,$lpr"
-    printf "%-12s %-9s %5s conns: %9s req/s  p50 %6s us  p99 %6s us  syscalls/req %s  cqes/req %s  cpu us/req %s (load %s)\n" \
-      "$s${TAG:-}" "$mode" "$n" "$rps" "$p50" "$p99" "${spr:-?}" "${cqr:-?}" "${cpr:-?}" "${lpr:-?}"
+    results_row "$s${TAG:-},$be,$mode,$n,$SIZE,$SECS,$req,$rps,$p50,$p99,$spr,$cpr,$round,$cqr,$lpr,$gpr"
+    printf "%-12s %-9s %5s conns: %9s req/s  p50 %6s us  p99 %6s us  syscalls/req %s  cqes/req %s  cpu us/req %s (load %s)  segs/req %s\n" \
+      "$s${TAG:-}" "$mode" "$n" "$rps" "$p50" "$p99" "${spr:-?}" "${cqr:-?}" "${cpr:-?}" "${lpr:-?}" "${gpr:-?}"
   done
 done
 done

@@ -1112,8 +1112,10 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
  *    pread() would.
  *  - FreeBSD and macOS (every backend), and on Linux a source sendfile(2) or a splice
- *    refuses (opened with AFS_DIRECT, from an offset or for a length not aligned to it;
- *    sendfile(2) only: a file system without splice): read and send. A piece of src, at
+ *    refuses with EINVAL (opened with AFS_DIRECT, from an offset or for a length not
+ *    aligned to it; a file without splice support: most of /proc, some FUSE and network
+ *    file systems; sendfile(2) only, EOVERFLOW: an offset past the largest of src's file
+ *    system), from the piece that was refused on: read and send. A piece of src, at
  *    most 128 KiB, is read into a buffer the op allocates for itself (no larger than the
  *    op's bytes; for an AFS_DIRECT source the aligned span around the piece) and sent, the
  *    rest of a short send first, then the next piece. On io_uring the read and the send of

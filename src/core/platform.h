@@ -200,6 +200,8 @@ struct afs__syscalls {
     /* The libaio backend's io_submit(); NULL makes the real call. Returns what io_submit()
      * does: the iocbs taken, or -errno. */
     int     (*laio_submit)(struct io_context *aio, long nr, struct iocb **iocbs);
+    /* The readiness engine's sendfile(2) (afs__sys_sendfile, below): bytes or -errno. */
+    ssize_t (*sendfile)(int out_fd, int in_fd, uint64_t off, size_t len);
 #endif
 #ifndef _WIN32
     /* The posix-aio backend's lio_listio(LIO_NOWAIT, ...); NULL makes the real call. Returns

@@ -70,8 +70,9 @@ static struct uring *U(struct afs_ctx *ctx)
  * A round's two completions may come in either order: the round is judged once both came.
  * A file splice that moves less than its piece breaks the link (the socket splice
  * completes with -ECANCELED): the next round sends what the pipe holds, then reads on.
- * A source the splices refuse (see sendfile_by_rw) is read and sent instead, in rounds of
- * the same shape: a read of the source into the op's buffer linked to a send from it
+ * A source the splices refuse (known from the start: see sendfile_by_rw; else a file
+ * splice's -EINVAL, from that round on: see splice_cqe) is read and sent instead, in rounds
+ * of the same shape: a read of the source into the op's buffer linked to a send from it
  * (src/unix/sock.c's pieces), or a send alone of what the buffer still holds; no pipe. */
 struct upipe {
     int      rfd, wfd;
@@ -773,6 +774,15 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
         /* The link broke on the file's side: a short piece (resumed), the source's end, or
          * the file's error. */
         report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
+        if (report == -EINVAL && sp->inpipe == 0 && U(ctx)->has_read) {
+            /* The source refuses splices (a file without splice_read: most of /proc, some
+             * FUSE and network file systems): the pipe is empty and every byte counted so
+             * far reached the socket, so the rest of the op reads and sends (the arguments
+             * were checked before: this -EINVAL is the source's). */
+            pipe_put(U(ctx), op);
+            sp->rw = 1;
+            report = -EAGAIN;
+        }
     } else if (sp->r2 == 0) {
         report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
     } else {

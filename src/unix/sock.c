@@ -323,13 +323,15 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
                 /* No MSG_NOSIGNAL here: afs__sys_sendfile takes a SIGPIPE back. */
                 struct afs__span s;
                 afs__op_span(op, &s);
-                r = afs__sys_sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
+                r = afs__sys.sendfile(fd, (int)o->sock.src->fd, s.off, s.len);
                 if (r == -EINTR)
                     continue;
                 /* A source the kernel cannot splice from there (direct I/O from an offset
-                 * or to an end that is not aligned; a file system without splice): the rest
-                 * of the op reads and sends. */
-                if (r != -EINVAL && r != -ENOSYS)
+                 * or to an end that is not aligned; a file without splice support; an
+                 * offset at or past the largest its file system has, EOVERFLOW, which a
+                 * read still reads from or finds the end at: 2 GiB for /proc): the rest of
+                 * the op reads and sends, as io_uring's splices do. */
+                if (r != -EINVAL && r != -ENOSYS && r != -EOVERFLOW)
                     return r == -EWOULDBLOCK ? -EAGAIN : r;
                 o->sock.stage = 1;
             }

@@ -251,6 +251,7 @@ struct afs__syscalls afs__sys = {
     .uring_setup = NULL,
     .uring_enter = NULL,
     .laio_submit = NULL,
+    .sendfile = afs__sys_sendfile,
 #endif
     .paio_listio = NULL, /* NULL: src/bsd/posix_aio.c calls lio_listio() itself */
 #ifdef AFS_HAVE_KQUEUE

@@ -2,18 +2,22 @@
  * socketpair and to a TCP peer (several pipe pieces, offsets, lengths past the end of the
  * file), a peer that goes away mid-transfer (-EPIPE / -ECONNRESET, the process alive with
  * SIGPIPE's default action), afs_cancel and a corio deadline of a sendfile to a peer that
- * does not read, and the argument errors. The sendfile_poll suite runs the readiness engine
- * with poll(), sendfile_engine runs io_uring contexts through the engine (sendfile(2)
- * instead of splices), sendfile_rw and sendfile_rw_kqueue read the source and send it (as
- * FreeBSD and macOS always do). Windows runs the same tests on each backend (TransmitFile
- * on the context's completion port), but for the descriptor count and SIGPIPE (none
- * there). */
+ * does not read, and the argument errors; on Linux the same of a source that refuses
+ * splices and sendfile(2) (read and send from there on). The sendfile_poll suite runs the
+ * readiness engine with poll(), sendfile_engine runs io_uring contexts through the engine
+ * (sendfile(2) instead of splices), sendfile_rw and sendfile_rw_kqueue read the source and
+ * send it (as FreeBSD and macOS always do). Windows runs the same tests on each backend
+ * (TransmitFile on the context's completion port), but for the descriptor count and SIGPIPE
+ * (none there). */
 #include "../common.h"
 
 #include "internal.h" /* afs__uring_no_sock, afs__ready_poll_only */
 #include "sock_flavours.h"
 
 #include <corio.h>
+#if defined(__linux__) && defined(AFS_HAVE_URING)
+#include <liburing.h> /* the fault injection's SQEs */
+#endif
 
 #ifdef _WIN32
 typedef SOCKET t_sock_t;
@@ -23,7 +27,12 @@ typedef SOCKET t_sock_t;
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 typedef int t_sock_t;
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
 #endif
 
 #ifdef _WIN32
@@ -105,10 +114,12 @@ static void tcp_pair(struct afs_ctx *ctx, struct afs_file **c, struct afs_file *
 }
 
 /* Queues a sendfile of [off, off + len) of f on a while b receives with blocking calls (they
- * drive the context); checks the op's result is `expect` and the bytes are the file's. Then
- * a's sending side is shut: b must see the end of the stream with nothing more. */
-static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
-                       struct afs_file *f, uint64_t off, size_t len, size_t expect)
+ * drive the context); checks the op's result is `expect` and the bytes are the pattern's
+ * (t_check) from pat on. Then a's sending side is shut: b must see the end of the stream
+ * with nothing more. */
+static void send_check_pat(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
+                           struct afs_file *f, uint64_t off, uint64_t pat, size_t len,
+                           size_t expect)
 {
     struct afs_op op;
     memset(&op, 0, sizeof op); /* stack memory an earlier op's magic survived in */
@@ -122,7 +133,7 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
         ssize_t r = afs_recv(b, buf, sizeof buf, 0);
         cr_assert(r > 0, "afs_recv after %zu of %zu bytes: %zd", got, expect, r);
         cr_assert_leq(got + (size_t)r, expect, "more bytes than the file has there");
-        cr_assert(t_check(buf, (size_t)r, off + got), "bytes %zu.. are not the file's", got);
+        cr_assert(t_check(buf, (size_t)r, pat + got), "bytes %zu.. are not the file's", got);
         got += (size_t)r;
     }
     wait_cb(ctx, &lg);
@@ -131,6 +142,13 @@ static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file 
                  lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
     cr_assert_eq(afs_shutdown(a, SHUT_WR), 0);
     cr_assert_eq(afs_recv(b, buf, sizeof buf, 0), 0, "bytes after the file's");
+}
+
+/* send_check_pat() of a file made by t_make_file() (the pattern from its offset 0). */
+static void send_check(struct afs_ctx *ctx, struct afs_file *a, struct afs_file *b,
+                       struct afs_file *f, uint64_t off, size_t len, size_t expect)
+{
+    send_check_pat(ctx, a, b, f, off, off, len, expect);
 }
 
 /* send_check() on a fresh socketpair, closed after. */
@@ -151,6 +169,61 @@ T_SF(socketpair_byte_exact)
     pair_check(ctx, f, 0, FSIZE, FSIZE);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#ifdef __linux__
+/* Fault injection: from the nth on (counted from 1 over the test), every splice of a regular
+ * file to a pipe that io_uring is given (an SQE with a splice flag no kernel knows: the
+ * kernel's -EINVAL at its start, the linked socket splice cancelled) and every sendfile(2)
+ * from one (the readiness engine's, through afs__sys) are refused as the kernel refuses a
+ * source without splice. */
+static struct afs__syscalls ns_saved;
+static int                  ns_from, ns_seen;
+
+static bool ns_refuse(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ++ns_seen >= ns_from;
+}
+
+#ifdef AFS_HAVE_URING
+static int ns_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        if (sqe->opcode == IORING_OP_SPLICE && !(sqe->splice_flags & SPLICE_F_FD_IN_FIXED) &&
+            ns_refuse(sqe->splice_fd_in))
+            sqe->splice_flags |= 1u << 30;
+    }
+    return ns_saved.uring_enter ? ns_saved.uring_enter(ring, wait_nr, ts)
+                                : afs__uring_enter_real(ring, wait_nr, ts);
+}
+#endif
+
+static ssize_t ns_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
+{
+    return ns_refuse(in_fd) ? -EINVAL : ns_saved.sendfile(out_fd, in_fd, off, len);
+}
+
+static void ns_install(int from)
+{
+    ns_saved = afs__sys;
+    ns_from = from;
+    ns_seen = 0;
+#ifdef AFS_HAVE_URING
+    afs__sys.uring_enter = ns_enter;
+#endif
+    afs__sys.sendfile = ns_sendfile;
+}
+
+/* Whether the refusals reached the library (not by read and send from the start). */
+static void ns_uninstall(void)
+{
+    afs__sys = ns_saved;
+    cr_assert(afs__sendfile_rw || ns_seen >= ns_from, "%d refusals asked for, %d made",
+              ns_from, ns_seen);
+}
+#endif
 
 /* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for the two
  * linked splices (or read and send) and the waker's read, and they go in turn; every byte
@@ -177,6 +250,14 @@ T_SF(small_queue_depths)
             pair_check(ctx, d, 1, 100000, 100000);
             cr_assert_eq(afs_close(d), 0);
         }
+#ifdef __linux__
+        /* A source that refuses splices (the fault injection above): the refused file
+         * splice alone, then the reads and sends in turn. */
+        ns_install(1);
+        pair_check(ctx, f, 0, 100000, 100000);
+        pair_check(ctx, f, 4097, 100000, 100000);
+        ns_uninstall();
+#endif
         cr_assert_eq(afs_close(p[0]), 0);
         cr_assert_eq(afs_close(p[1]), 0);
         cr_assert_eq(afs_close(f), 0);
@@ -186,7 +267,7 @@ T_SF(small_queue_depths)
 }
 #endif
 
-/* Offsets inside a page, lengths past the end (the rest of the file), an offset at and past
+/* Offsets inside a page, lengths past the end (the rest of the file), offsets at and past
  * the end (0), over TCP; each on a fresh connection. */
 T_SF(tcp_offsets_and_lengths_past_eof)
 {
@@ -203,6 +284,11 @@ T_SF(tcp_offsets_and_lengths_past_eof)
         {12345, (size_t)64 << 20, FSIZE - 12345},
         {FSIZE, 4096, 0},
         {(uint64_t)FSIZE + 4096, 4096, 0},
+#ifdef __linux__
+        /* Past the largest offset of most file systems (ext4: 16 TiB), where sendfile(2)
+         * says EOVERFLOW and a read or a splice finds the end. */
+        {(uint64_t)1 << 62, 4096, 0},
+#endif
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct afs_file *c, *s;
@@ -622,13 +708,10 @@ T_SF(direct_source_unaligned_deadline)
     deadline_body(true);
 }
 
-/* A peer that closes, before and during a read and send of an unaligned direct I/O source:
+/* A peer that closes, before and during a sendfile of f (of `size` bytes) from offset 5:
  * -EPIPE or -ECONNRESET, never a SIGPIPE. */
-T_SF(direct_source_unaligned_peer_gone)
+static void peer_gone_from(struct afs_ctx *ctx, struct afs_file *f, size_t size)
 {
-    struct afs_ctx *ctx = t_new_ctx();
-    size_t size = (size_t)16 << 20;
-    struct afs_file *f = open_direct(ctx, size);
     struct afs_file *p[2];
     cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
     cr_assert_eq(afs_close(p[1]), 0);
@@ -650,8 +733,194 @@ T_SF(direct_source_unaligned_peer_gone)
               "sendfile to a reset peer: %zd (%s)", lg.result,
               lg.result < 0 ? afs_strerror((int)lg.result) : "bytes");
     cr_assert_eq(afs_close(s), 0);
+}
+
+/* peer_gone_from() by read and send, from an unaligned direct I/O source. */
+T_SF(direct_source_unaligned_peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_direct(ctx, size);
+    peer_gone_from(ctx, f, size);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#ifdef __linux__
+/* A source the kernel will not splice from (a file without splice_read: most of /proc, some
+ * FUSE and network file systems): splice(2) and sendfile(2) say EINVAL, and the op reads
+ * and sends instead, on every backend. A real one where the kernel has it (the process's
+ * own memory through /proc/self/mem), else the refusal made by the fault injection
+ * (ns_install). */
+
+/* len bytes of memory mapped below 2 GiB, or NULL: /proc's files have offsets up to
+ * 2 GiB - 1 for sendfile(2) (beyond: EOVERFLOW), and /proc/self/mem's offsets are
+ * addresses. */
+static char *map_low(size_t len)
+{
+    const uintptr_t step = (uintptr_t)1 << 28;
+    for (uintptr_t at = step; at + len < (uintptr_t)1 << 31; at += step) {
+        void *m = mmap((void *)at, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (m == (void *)at)
+            return m;
+        if (m != MAP_FAILED)
+            munmap(m, len); /* a kernel that took the address as a hint */
+    }
+    return NULL;
+}
+
+/* Whether the kernel refuses to splice from /proc/self/mem at buf (splice(2) says EINVAL, and
+ * sendfile(2) too when asked) and reads buf's bytes there. */
+static bool mem_refuses_splice(const char *buf, size_t len, bool and_sendfile)
+{
+    int fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    static char got[4096];
+    off_t at = (off_t)(uintptr_t)buf;
+    bool ok = pread(fd, got, sizeof got, at) == (ssize_t)sizeof got &&
+              memcmp(got, buf, sizeof got) == 0 &&
+              pread(fd, got, 1, at + (off_t)len - 1) == 1 && got[0] == buf[len - 1];
+    int pfd[2], sv[2];
+    if (ok && pipe(pfd) == 0) {
+        loff_t from = at;
+        ok = splice(fd, &from, pfd[1], NULL, 4096, SPLICE_F_NONBLOCK) < 0 && errno == EINVAL;
+        close(pfd[0]);
+        close(pfd[1]);
+    } else {
+        ok = false;
+    }
+    if (!and_sendfile) {
+        /* no more */
+    } else if (ok && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+        off_t from = at;
+        ok = sendfile(sv[0], fd, &from, 4096) < 0 && errno == EINVAL;
+        close(sv[0]);
+        close(sv[1]);
+    } else {
+        ok = false;
+    }
+    close(fd);
+    return ok;
+}
+
+/* The bytes of a source that refuses splices, from its start and from an odd offset, in
+ * many pieces; all of them, nothing more, read and sent by the context itself (no pool
+ * thread). */
+T_SF(source_refuses_splice)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)3 << 20 | 777; /* more than one 1 MiB pipe, many buffers */
+    char *mem = map_low(size);
+    struct afs_file *f;
+    uint64_t base = 0; /* the source's offset of the pattern's byte 0 */
+    if (mem)
+        t_fill(mem, size, 0);
+    if (mem && mem_refuses_splice(mem, size, true)) {
+        int err = afs_open(ctx, "/proc/self/mem", AFS_RDONLY, 0, AFS_MODE_ASYNC, &f);
+        cr_assert_eq(err, 0, "afs_open /proc/self/mem: %s", afs_strerror(err));
+        base = (uint64_t)(uintptr_t)mem;
+    } else {
+        f = open_src(ctx, size);
+        ns_install(1);
+    }
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    uint64_t before = pool_ops(ctx);
+    send_check_pat(ctx, p[0], p[1], f, base, 0, size, size);
+    cr_assert_eq(pool_ops(ctx), before, "%llu ops went to the thread pool",
+                 (unsigned long long)(pool_ops(ctx) - before));
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    struct afs_file *c, *s;
+    tcp_pair(ctx, &c, &s);
+    send_check_pat(ctx, s, c, f, base + 4097, 4097, size - 4100, size - 4100);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(s), 0);
+    if (!base)
+        ns_uninstall();
+    /* /proc/self/mem from an address past 2 GiB (where a 64-bit system maps memory by
+     * default): sendfile(2) says EOVERFLOW there (past /proc's largest offset), the splice
+     * EINVAL, and a read reads. */
+    size_t hsize = 300000;
+    char *hi = mmap(NULL, hsize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(hi, MAP_FAILED);
+    t_fill(hi, hsize, 0);
+    if (base && (uintptr_t)hi >= (uintptr_t)1 << 31 && mem_refuses_splice(hi, hsize, false)) {
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        send_check_pat(ctx, p[0], p[1], f, (uint64_t)(uintptr_t)hi + 3, 3, hsize - 3,
+                       hsize - 3);
+        cr_assert_eq(afs_close(p[0]), 0);
+        cr_assert_eq(afs_close(p[1]), 0);
+    }
+    munmap(hi, hsize);
+    cr_assert_eq(afs_close(f), 0);
+    if (mem)
+        munmap(mem, size);
+}
+
+/* A source that splices at first and refuses later (the fault injection, from the second
+ * splice or sendfile(2) on): the op goes on by read and send from where the splices left
+ * it; every byte once, in order. Bad arguments are still refused before anything moves. */
+T_SF(source_refuses_splice_at_a_later_piece)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    ns_install(2);
+    pair_check(ctx, f, 0, FSIZE, FSIZE);
+    pair_check(ctx, f, 5, FSIZE, FSIZE - 5);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    cr_assert_eq(afs_sendfile(p[0], f, (uint64_t)INT64_MAX - 5, 10), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], f, (uint64_t)INT64_MAX + 1, 10), -EINVAL);
+    cr_assert_eq(afs_sendfile(p[0], p[1], 0, 10), -ESPIPE);
+    cr_assert_eq(afs_sendfile(f, f, 0, 10), -ENOTSOCK);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* cancel_body(), deadline_body(), cancel_at_every_stage() (closing the socket cancels the
+ * op too) and peer_gone_from() with a source that refuses every splice (the fault
+ * injection): the same outcomes as a source that splices, and the peer holds exactly the
+ * bytes reported. */
+T_SF(source_refuses_splice_cancel)
+{
+    ns_install(1);
+    cancel_body(false);
+    ns_uninstall();
+}
+
+T_SF(source_refuses_splice_deadline)
+{
+    ns_install(1);
+    deadline_body(false);
+    ns_uninstall();
+}
+
+T_SF(source_refuses_splice_cancel_at_every_stage)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)4 << 20;
+    struct afs_file *f = open_src(ctx, size + 64);
+    ns_install(1);
+    cancel_at_every_stage(ctx, f, size);
+    ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_SF(source_refuses_splice_peer_gone)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)16 << 20;
+    struct afs_file *f = open_src(ctx, size);
+    ns_install(1);
+    peer_gone_from(ctx, f, size);
+    ns_uninstall();
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
 
 /* Neither the source's position nor the socket's moves (the source's is its descriptor's:
  * a plain read of it after the transfer starts where it was put). */
