@@ -48,6 +48,8 @@ struct chunk {
     char              *buf;
     int64_t            off;    /* file offset of buf[0] */
     size_t             len;    /* READY: bytes read; FILL/WRITING: bytes to write */
+    size_t             lo;     /* READY, cached (part): buf holds [lo, len) only, lo a page
+                                  boundary: a reader that entered the chunk there (a seek) */
     ssize_t            result; /* the op's result, once done */
     uint64_t           seq;    /* queueing order: the oldest is waited for first */
     uint8_t            state;  /* enum chunk_state */
@@ -91,6 +93,13 @@ struct afs_stream {
     int64_t          cw_read;    /* ns of this window spent in inline_read() (sampled) */
     size_t           cw_skip;    /* bytes of inline reads not timed since the last timed one */
     uint64_t         cw_cost[2]; /* ns per MiB consumed, per enum cached_mode; 0: not timed */
+    bool             cw_nowait;  /* the current window was not asked about: its inline reads
+                                    never wait for the device (afs__sys.pread_nowait), and
+                                    one that would ends it (cw_miss) */
+    bool             cw_miss;    /* an inline read found data not cached, or the file may have
+                                    changed: the next window is asked about */
+    bool             nowait_refused; /* the file cannot be read without waiting */
+    uint32_t         cw_trusted; /* windows not asked about (the last one was all cached) */
     uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
     size_t           grow;       /* bytes the next inline fill of a cached chunk reads at least:
                                     STREAM_FILL_MIN, doubling up to cs */
@@ -302,7 +311,7 @@ static void open_direct(struct afs_stream *s);
 static int queue_read(struct afs_stream *s, struct chunk *c, int64_t off)
 {
     c->off = off;
-    c->len = 0;
+    c->len = c->lo = 0;
     c->result = 0;
     c->seq = ++s->seq;
     c->state = CH_READING;
@@ -383,19 +392,42 @@ void afs__stream_windows(const struct afs_stream *s, uint32_t seen[3])
     memcpy(seen, s->cw_seen, sizeof s->cw_seen);
 }
 
+/* For tests: the windows s took as cached without asking (their reads never waited). */
+uint32_t afs__stream_trusted_windows(const struct afs_stream *s);
+uint32_t afs__stream_trusted_windows(const struct afs_stream *s)
+{
+    return s->cw_trusted;
+}
+
 /* pread() on this thread until len bytes, the end of the file or an error, with the
  * blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as the
  * end, afs_ctx_stats counted) but no op: a cached read of 64 KiB costs what fread's read(2)
  * costs, and the op's setup and run (some 350 instructions and a dozen cache lines, after a
- * copy that evicted them) stay out of it. Returns the bytes read or -errno. */
-static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off)
+ * copy that evicted them) stay out of it. With *nowait the reads never wait for the device
+ * (afs__sys.pread_nowait): at the first that would, *nowait is cleared and the bytes read
+ * so far are returned, or -EAGAIN for none; where the file cannot tell (-EOPNOTSUPP),
+ * *refused is set too and the reads go on as pread(). Returns the bytes read or -errno. */
+static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off, bool *nowait,
+                          bool *refused)
 {
     struct afs_ctx *ctx = f->ctx;
     size_t done = 0;
     ctx->stats.inline_ops++;
     while (done < len) {
-        ssize_t r = afs__sys.pread(f->fd, buf + done, AFS_MIN(len - done, AFS__CHUNK_MAX),
-                                   (uint64_t)off + done);
+        size_t n = AFS_MIN(len - done, AFS__CHUNK_MAX);
+        ssize_t r = *nowait ? afs__sys.pread_nowait(f->fd, buf + done, n, (uint64_t)off + done)
+                            : afs__sys.pread(f->fd, buf + done, n, (uint64_t)off + done);
+        if (*nowait && r == -EAGAIN) {
+            *nowait = false;
+            if (!done)
+                return -EAGAIN;
+            break;
+        }
+        if (*nowait && r == -EOPNOTSUPP) {
+            *refused = true;
+            *nowait = false;
+            continue;
+        }
         if (r == -EINTR || r == -EAGAIN)
             continue;
         if (r < 0)
@@ -425,7 +457,18 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
     bool timed = s->cmode == CM_INLINE && s->cw_timed && s->cw_skip + len >= STREAM_TIME_BYTES;
     int64_t t0 = timed ? afs__sys.now() : 0;
     if (!s->ctx->crash) {
-        r = pread_full(s->f, buf, len, off);
+        bool nowait = s->cw_nowait;
+        r = pread_full(s->f, buf, len, off, &nowait, &s->nowait_refused);
+        if (s->cw_nowait && !nowait) {
+            /* Not all cached after all (or the file cannot tell): the window ends at the
+             * reader's position, not timed, and the next one is asked about at once: a
+             * read that stopped short (or -EAGAIN for no bytes) is taken on from there as
+             * the answer says, ahead of the reader where it is not cached. */
+            s->cw_nowait = false;
+            s->cw_miss = true;
+            s->cw_timed = timed = false;
+            s->cw_end = s->pos;
+        }
     } else {
         /* Crash mode: the op path, which the simulator sees. */
         struct afs_op op;
@@ -469,10 +512,12 @@ static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t wa
     end = AFS_MIN((end + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1), s->cs);
     if (grow == s->grow)
         s->grow = AFS_MIN(2 * s->grow, s->cs);
+    bool nowait = s->cw_nowait;
     ssize_t r = inline_read(s, c->buf + c->len, end - c->len, c->off + (int64_t)c->len);
     if (r < 0)
         return (int)r;
-    c->part = c->len + (size_t)r == end && end < s->cs;
+    /* A read cut short where the data is not cached is no end of the file. */
+    c->part = (c->len + (size_t)r == end && end < s->cs) || (nowait && !s->cw_nowait);
     c->len += (size_t)r;
     return 0;
 }
@@ -581,9 +626,23 @@ static void cached_window(struct afs_stream *s, size_t ask)
     int64_t len = s->eof_off > s->pos ? AFS_MIN(win, s->eof_off - s->pos) : 0;
     uint64_t cached;
     bool dirty;
-    if (!s->cached_ok)
+    /* The mode does not depend on what the probe says (a window not all cached is read
+     * ahead whatever the mode). */
+    s->cmode = cached_mode(s);
+    /* After a window found all cached, an inline window is not asked about: its reads never
+     * wait for the device, and the first that would ends it (inline_read()). The probe costs
+     * 0.4 to 5 us per 16 MiB where the file is in big folios, 15 to 30 where it is in small
+     * ones: about 0.6% of copying them (docs/STREAMS.md). */
+    bool trust = s->cached && s->cw_timed && !s->cw_miss && s->cmode == CM_INLINE &&
+                 afs__sys.pread_nowait && !s->nowait_refused && !s->ctx->crash;
+    s->cw_miss = false;
+    s->cw_nowait = false;
+    if (!s->cached_ok) {
         s->cached = false;
-    else if (len > 0 && cache_state(s->f, s->pos, len, &cached, &dirty)) {
+    } else if (len > 0 && trust) {
+        s->cw_nowait = true;
+        s->cw_trusted++;
+    } else if (len > 0 && cache_state(s->f, s->pos, len, &cached, &dirty)) {
         s->cached = cached >= (uint64_t)len;
         s->cw_seen[!s->cached]++;
         if (!s->cached && s->df_path)
@@ -592,7 +651,6 @@ static void cached_window(struct afs_stream *s, size_t ask)
         s->cached = false; /* the kernel cannot tell */
         s->cw_seen[2]++;
     }
-    s->cmode = cached_mode(s);
     s->cw_pos = s->pos;
     s->cw_start = now;
     /* The thread's CPU time (a system call) only where the window may choose the pool. */
@@ -687,9 +745,11 @@ static int to_read(struct afs_stream *s)
     }
     s->dir = DIR_READ;
     s->cur_off = -1;
-    if (s->cw_end != -2)
+    if (s->cw_end != -2) {
         s->cw_end = -1; /* the file may have changed: ask the cache again (a stream's
                            first window stays the untimed one) */
+        s->cw_miss = true;
+    }
     return 0;
 }
 
@@ -759,7 +819,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
         return 0;
-    if (nmemb > SIZE_MAX / size || !ptr) {
+    /* The division only where the product may overflow (a cached read costs some 100
+     * instructions besides its system call: this one is 20 to 90 cycles). */
+    if (((size | nmemb) >> (sizeof(size_t) * 4) && nmemb > SIZE_MAX / size) || !ptr) {
         set_err(s, -EINVAL);
         return 0;
     }
@@ -785,13 +847,14 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     while (got < want) {
         if (s->pos >= s->cw_end)
             cached_window(s, want - got);
-        int64_t coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
         /* A big request takes what a chunk holds at pos, and the rest straight; so does one
          * for the whole rest of the file while no chunk holds data (a small file read
          * whole: one read, one copy, and no chunk made). */
         bool whole_rest = s->no_chunks && s->eof_off - s->pos <= (int64_t)(want - got);
         bool to_caller = s->cached && (want >= STREAM_CALLER_MIN || whole_rest);
-        struct chunk *c = to_caller && s->no_chunks ? NULL : find_chunk(s, coff);
+        bool straight = to_caller && s->no_chunks; /* no chunk to look for (nor its offset) */
+        int64_t coff = straight ? -1 : s->pos - (int64_t)((uint64_t)s->pos % cs);
+        struct chunk *c = straight ? NULL : find_chunk(s, coff);
         if (c && to_caller && c->state == CH_READY && c->part &&
             s->pos - c->off >= (int64_t)c->len) {
             /* A cached chunk filled as far as the reader went, and a big request: the rest
@@ -815,6 +878,8 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             /* Cached, and a big request: straight into the caller's buffer, one copy, as
              * stdio does; in CM_POOL mode the chunks after it are read meanwhile. */
             ssize_t r = inline_read(s, out + got, want - got, s->pos);
+            if (r == -EAGAIN && s->cw_miss)
+                continue; /* not cached: the next window is asked about */
             if (r <= 0) {
                 if (r < 0)
                     set_err(s, (int)r);
@@ -850,7 +915,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
                     c->seq = ++s->seq;
                     c->direct = c->pool = false;
                     c->result = 0;
-                    c->len = 0;
+                    /* From the reader's page: a reader that seeked into the middle of the
+                     * chunk reads what stdio reads there, not the chunk's start. */
+                    c->len = c->lo = (size_t)(s->pos - coff) & ~(STREAM_ALIGN - 1);
                     c->part = true; /* filled below, as far as the reader needs */
                     c->state = CH_READY;
                     s->no_chunks = false;
@@ -893,12 +960,23 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             break;
         }
         size_t in = (size_t)(s->pos - c->off);
+        if (in < c->lo) {
+            /* Before what a cached chunk holds (a seek back inside it): filled again from
+             * the reader's page. */
+            c->len = c->lo = in & ~(STREAM_ALIGN - 1);
+            c->part = true;
+        }
         if (c->part && in >= c->len) {
             int err = fill_more(s, c, in, want - got);
+            if (err == -EAGAIN && s->cw_miss)
+                continue; /* as above; the chunk, not filled, is dropped if not cached */
             if (err < 0) {
                 set_err(s, err); /* the chunk stays: after afs_clearerr it is read again */
                 break;
             }
+            if (c->part && in >= c->len)
+                continue; /* a fill cut short by a miss before the reader (after a seek
+                             inside the chunk): the next window is asked about, as above */
         }
         if (c->part)
             ; /* more of the chunk to come: says nothing of the end */

@@ -1021,6 +1021,13 @@ static ssize_t costed_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
     return cached_saved.pread(fd, buf, len, off);
 }
 
+/* The tests' reads of cached files are all served: a stream's reads that must not wait
+ * (windows taken as cached without asking) go through the test's pread as well. */
+static ssize_t served_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    return afs__sys.pread(fd, buf, len, off);
+}
+
 static void *pinned; /* the test file's pages, held in memory (make_cached) */
 static size_t pinned_len;
 
@@ -1066,6 +1073,8 @@ static void costs(int64_t in_ns, int64_t pool_ns, int64_t share)
     into_caller = 0;
     caller_lo = caller_hi = NULL;
     afs__sys.pread = costed_pread;
+    if (afs__sys.pread_nowait)
+        afs__sys.pread_nowait = served_nowait;
     afs__sys.now = fake_now;
     afs__sys.cpu_now = fake_cpu;
 }
@@ -1184,6 +1193,169 @@ T_IO(cached_big_freads_read_into_the_callers_buffer)
     cr_assert_eq(small, 0);
 }
 
+/* For tests (stream.c): the windows a stream took as cached without asking the kernel. */
+uint32_t afs__stream_trusted_windows(const struct afs_stream *s);
+
+/* The test's picture of the page cache: all cached but [miss_lo, miss_hi); the probe says
+ * so, and a read that must not wait stops there (the data before it, or -EAGAIN). */
+static int64_t miss_lo = -1, miss_hi = -1;
+static unsigned probe_calls, probe_not_cached, nowait_misses;
+static int64_t probe_miss_off = -1; /* where the probe first found a window not all cached */
+
+static int picture_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
+{
+    (void)fd;
+    probe_calls++;
+    int64_t lo = off > miss_lo ? off : miss_lo;
+    int64_t hi = off + len < miss_hi ? off + len : miss_hi;
+    *cached = (uint64_t)(len - (hi > lo ? hi - lo : 0));
+    *dirty = false;
+    if (hi > lo && probe_not_cached++ == 0)
+        probe_miss_off = off;
+    return 0;
+}
+
+static ssize_t picture_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    int64_t o = (int64_t)off, end = o + (int64_t)len;
+    if (o < miss_hi && end > miss_lo) {
+        nowait_misses++;
+        if (o >= miss_lo)
+            return -EAGAIN;
+        len = (size_t)(miss_lo - o);
+    }
+    return afs__sys.pread(fd, buf, len, off);
+}
+
+static int (*saved_probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *);
+
+/* A 12 MiB cached file "f" and the picture above with [lo, lo + 2 MiB) not cached; false
+ * (nothing to undo) where the system has no read that never waits: every window is asked. */
+static bool picture_begin(int64_t lo)
+{
+    t_new_ctx();
+    make_cached("f", 12 * 1024 * KIB + 5);
+    costs(1000, 1000, 50);
+    if (!afs__sys.pread_nowait) {
+        costs_end();
+        return false;
+    }
+    afs__sys.pread_nowait = picture_nowait;
+    saved_probe = afs__stream_cache_probe;
+    afs__stream_cache_probe = picture_probe;
+    miss_lo = lo;
+    miss_hi = lo + 2 * 1024 * KIB;
+    probe_calls = probe_not_cached = nowait_misses = 0;
+    probe_miss_off = -1;
+    return true;
+}
+
+static void picture_end(void)
+{
+    afs__stream_cache_probe = saved_probe;
+    costs_end();
+    miss_lo = miss_hi = -1;
+}
+
+/* After a window found all cached, the next ones are not asked about: their reads never
+ * wait for the device, so they tell. The probe's cost grows with the folios it looks at (15
+ * to 30 us per 16 MiB where the file is in small ones), about 0.6% of copying them. */
+T_IO(cached_windows_after_an_all_cached_one_are_not_asked_about)
+{
+    t_new_ctx();
+    const size_t len = 20 * 1024 * KIB + 77; /* 321 chunks of 64 KiB: windows of 1 MiB */
+    make_cached("f", len);
+    costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
+    int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
+    afs__stream_cache_probe = picture_probe;
+    miss_lo = miss_hi = -1;
+    static const size_t pieces[] = {100 * KIB + 1, 4093};
+    for (size_t i = 0; i < 2; i++) {
+        probe_calls = 0;
+        struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+        read_through(s, len, pieces[i]);
+        uint32_t seen[3], trusted = afs__stream_trusted_windows(s);
+        afs__stream_windows(s, seen);
+        cr_assert_eq(afs_fclose(s), 0);
+        if (afs__sys.pread_nowait) {
+            /* The first window (one chunk) and the second (the rest of 16 chunks). */
+            cr_assert_leq(probe_calls, 2, "pieces of %zu: the cache asked %u times (%u "
+                          "windows not asked)", pieces[i], probe_calls, trusted);
+            cr_assert_geq(trusted, 18, "pieces of %zu: %u windows not asked", pieces[i],
+                          trusted);
+        } else {
+            cr_assert_eq(trusted, 0, "no read that never waits: every window asked");
+        }
+        cr_assert_eq(seen[1] + seen[2], 0);
+    }
+    afs__stream_cache_probe = probe;
+    costs_end();
+}
+
+/* A window not asked about that meets data not cached ends there: the kernel is asked about
+ * the next one at once, from the reader's position, and the rest is read as for any window
+ * not all cached; every byte arrives. */
+T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
+{
+    static const size_t pieces[] = {100 * KIB + 1, 4093};
+    for (size_t i = 0; i < 2; i++) {
+        /* Inside the fifth window, not on a chunk's edge. */
+        if (!picture_begin(4 * 1024 * KIB + 300 * KIB + 4096))
+            return;
+        const size_t len = 12 * 1024 * KIB + 5;
+        struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+        read_through(s, len, pieces[i]);
+        uint32_t seen[3], trusted = afs__stream_trusted_windows(s);
+        afs__stream_windows(s, seen);
+        cr_assert_eq(afs_fclose(s), 0);
+        int64_t lo = miss_lo;
+        picture_end();
+        cr_assert_geq(nowait_misses, 1, "pieces of %zu: the miss was never met", pieces[i]);
+        cr_assert_geq(seen[1], 1, "pieces of %zu: no window found not all cached", pieces[i]);
+        /* From the reader's position: at the miss for big reads, up to a chunk before it for
+         * small ones (a chunk is filled ahead of the reader). */
+        cr_assert(probe_miss_off <= lo && probe_miss_off > lo - (int64_t)(64 * KIB),
+                  "pieces of %zu: asked again from %lld, not at the miss (%lld)", pieces[i],
+                  (long long)probe_miss_off, (long long)lo);
+        /* Windows before the miss, and after it once a window was found all cached again. */
+        cr_assert_geq(trusted, 4, "pieces of %zu: %u windows not asked", pieces[i], trusted);
+        cr_assert_eq(seen[2], 0);
+    }
+}
+
+/* A seek inside a chunk past what its fill read, in a window not asked about: the fill stops
+ * at a page not cached before the reader's position. That is no end of the file: the next
+ * window is asked about, and the data come as for any window not all cached. */
+T_IO(a_fill_cut_short_before_the_reader_is_no_end_of_file)
+{
+    const int64_t chunk_at = 5 * 1024 * KIB;
+    if (!picture_begin(chunk_at + 20 * KIB))
+        return;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    /* Windows found all cached, then ones not asked about. */
+    static unsigned char piece[4093];
+    for (size_t off = 0; off < 3 * 1024 * KIB; off += sizeof piece) {
+        cr_assert_eq(afs_fread(piece, 1, sizeof piece, s), sizeof piece);
+        cr_assert(t_check(piece, sizeof piece, off));
+    }
+    unsigned char buf[16];
+    /* Out of the chunks: the chunk there is filled with one page... */
+    cr_assert_eq(afs_fseek(s, chunk_at, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, (size_t)chunk_at));
+    /* ...and a seek inside it, past the page and the miss. */
+    cr_assert_eq(afs_fseek(s, chunk_at + 40 * KIB, SEEK_SET), 0);
+    size_t got = afs_fread(buf, 1, sizeof buf, s);
+    int eof = afs_feof(s), err = afs_ferror(s);
+    uint32_t trusted = afs__stream_trusted_windows(s);
+    cr_assert_eq(afs_fclose(s), 0);
+    picture_end();
+    cr_assert_eq(got, sizeof buf, "%zu bytes, eof %d, error %d", got, eof, err);
+    cr_assert(t_check(buf, sizeof buf, (size_t)(chunk_at + 40 * KIB)));
+    cr_assert_geq(trusted, 1, "no window was taken as cached without asking");
+    cr_assert_geq(nowait_misses, 1, "the miss was never met");
+}
+
 /* Reads a 40 MiB cached file in 100 KiB pieces (64 KiB chunks) with the given costs (and
  * pread, or NULL for costed_pread) and `work` ns of work per piece; returns the stream's
  * cached reads of each kind. */
@@ -1279,6 +1451,41 @@ static ssize_t counting_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
     }
     return r;
 }
+
+/* A seek into the middle of a cached chunk and a small read there read the reader's pages,
+ * as stdio reads its buffer there, not the chunk from its start up to the reader; a seek back
+ * inside the chunk, before what it holds, reads again from there. Every byte checked. */
+T_IO(cached_small_freads_after_a_seek_read_from_the_readers_page)
+{
+    t_new_ctx();
+    const size_t len = 8 * 1024 * KIB + 11;
+    make_cached("f", len);
+    costs(1000, 1000, 50);
+    afs__sys.pread = counting_pread;
+    struct afs_stream *s = s_open("f", "r", 1024 * KIB, 4);
+    /* Offsets in the middle of 1 MiB chunks, none in a chunk read before. */
+    static const int64_t at[] = {5 * 1024 * KIB + 700 * KIB + 13, 2 * 1024 * KIB + 900 * KIB,
+                                 6 * 1024 * KIB + 333 * KIB + 4095, 1024 * KIB + 512 * KIB + 1};
+    unsigned char buf[100];
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        bytes_read = 0;
+        cr_assert_eq(afs_fseek(s, at[i], SEEK_SET), 0);
+        cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+        cr_assert(t_check(buf, sizeof buf, (size_t)at[i]));
+        if (cached_throughout("f"))
+            cr_assert_leq(bytes_read, 8 * KIB, "a read of 100 bytes at %lld read %zu bytes",
+                          (long long)at[i], bytes_read);
+    }
+    /* Back inside the last chunk, before the page read there. */
+    int64_t back = at[3] - 300 * KIB;
+    cr_assert_eq(afs_fseek(s, back, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, (size_t)back));
+    read_through_from(s, len, (size_t)back + sizeof buf, 4093);
+    cr_assert_eq(afs_fclose(s), 0);
+    costs_end();
+}
+
 
 T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
 {
