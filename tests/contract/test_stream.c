@@ -1233,7 +1233,8 @@ static int (*saved_probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *);
  * (nothing to undo) where the system has no read that never waits: every window is asked. */
 static bool picture_begin(int64_t lo)
 {
-    t_new_ctx();
+    if (!t_ctx) /* one context for every picture of a test */
+        t_new_ctx();
     make_cached("f", 12 * 1024 * KIB + 5);
     costs(1000, 1000, 50);
     if (!afs__sys.pread_nowait) {
