@@ -242,10 +242,21 @@ T_CACHED(a_page_dropped_from_the_cache_is_read_through_the_batch)
         cr_skip_test("this file system cannot read without waiting (RWF_NOWAIT)");
     if (r == LEN)
         cr_skip_test("this file system keeps its pages (POSIX_FADV_DONTNEED dropped none)");
+    /* The first miss starts the kernel's read-ahead of the whole file, and a device that
+     * answers at once (a virtual disk served from the host's cache) may have finished it
+     * before the first read looks: then every read is a hit. Such a run is taken again. */
     struct afs_stats d;
     uint64_t ios;
-    run_readers(N, true, &d, &ios);
-    cr_assert_geq(d.ops, 1, "a miss went to the backend");
-    cr_assert_eq(d.ops + d.inline_ops, N);
+    for (int tries = 0; tries < 5; tries++) {
+        if (tries) {
+            afs_ctx_free(t_ctx);
+            t_ctx = NULL;
+        }
+        run_readers(N, true, &d, &ios);
+        cr_assert_eq(d.ops + d.inline_ops, N);
+        if (d.ops >= 1)
+            break;
+    }
+    cr_assert_geq(d.ops, 1, "a miss went to the backend (5 tries)");
 }
 #endif
