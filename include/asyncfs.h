@@ -1264,9 +1264,10 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * ptr, as stdio does. Pool threads are used only where
  * the process may run on more than one CPU and the caller's thread was not kept waiting for
  * one; never on the sync backend. After a window found all cached, the following windows
- * read on the caller's thread are not asked about: their reads never wait for the device
- * (preadv2 with RWF_NOWAIT), and the first that would ends its window there, the next one
- * asked about from that position.
+ * read on the caller's thread are not asked about: their first read and then one read per
+ * MiB never wait for the device (preadv2 with RWF_NOWAIT), the others are plain reads (which
+ * wait for a page not cached, as stdio's do); the first checked read that meets data not
+ * cached ends its window there, the next one asked about from that position.
  * ---------------------------------------------------------------------------------------- */
 struct afs_stream;
 

@@ -1199,7 +1199,7 @@ uint32_t afs__stream_trusted_windows(const struct afs_stream *s);
 /* The test's picture of the page cache: all cached but [miss_lo, miss_hi); the probe says
  * so, and a read that must not wait stops there (the data before it, or -EAGAIN). */
 static int64_t miss_lo = -1, miss_hi = -1;
-static unsigned probe_calls, probe_not_cached, nowait_misses;
+static unsigned probe_calls, probe_not_cached, nowait_misses, nowait_calls;
 static int64_t probe_miss_off = -1; /* where the probe first found a window not all cached */
 
 static int picture_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
@@ -1217,6 +1217,7 @@ static int picture_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cache
 
 static ssize_t picture_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
 {
+    nowait_calls++;
     int64_t o = (int64_t)off, end = o + (int64_t)len;
     if (o < miss_hi && end > miss_lo) {
         nowait_misses++;
@@ -1246,7 +1247,7 @@ static bool picture_begin(int64_t lo)
     afs__stream_cache_probe = picture_probe;
     miss_lo = lo;
     miss_hi = lo + 2 * 1024 * KIB;
-    probe_calls = probe_not_cached = nowait_misses = 0;
+    probe_calls = probe_not_cached = nowait_misses = nowait_calls = 0;
     probe_miss_off = -1;
     return true;
 }
@@ -1269,10 +1270,12 @@ T_IO(cached_windows_after_an_all_cached_one_are_not_asked_about)
     costs(1000, 1000, 50); /* a busy machine: the consumer's thread copies */
     int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
     afs__stream_cache_probe = picture_probe;
+    if (afs__sys.pread_nowait)
+        afs__sys.pread_nowait = picture_nowait; /* counts; all cached (undone by costs_end) */
     miss_lo = miss_hi = -1;
     static const size_t pieces[] = {100 * KIB + 1, 4093};
     for (size_t i = 0; i < 2; i++) {
-        probe_calls = 0;
+        probe_calls = nowait_calls = 0;
         struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
         read_through(s, len, pieces[i]);
         uint32_t seen[3], trusted = afs__stream_trusted_windows(s);
@@ -1284,6 +1287,11 @@ T_IO(cached_windows_after_an_all_cached_one_are_not_asked_about)
                           "windows not asked)", pieces[i], probe_calls, trusted);
             cr_assert_geq(trusted, 18, "pieces of %zu: %u windows not asked", pieces[i],
                           trusted);
+            /* Reads that never wait cost more than plain ones: a window's first and then
+             * one per MiB read (STREAM_NOWAIT_SPAN) check for pages not cached. */
+            unsigned most = (unsigned)(len / (1024 * KIB)) + 2 * trusted + 2;
+            cr_assert_leq(nowait_calls, most, "pieces of %zu: %u reads that never wait "
+                          "(at most %u)", pieces[i], nowait_calls, most);
         } else {
             cr_assert_eq(trusted, 0, "no read that never waits: every window asked");
         }
@@ -1313,10 +1321,13 @@ T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
         picture_end();
         cr_assert_geq(nowait_misses, 1, "pieces of %zu: the miss was never met", pieces[i]);
         cr_assert_geq(seen[1], 1, "pieces of %zu: no window found not all cached", pieces[i]);
-        /* From the reader's position: at the miss for big reads, up to a chunk before it for
-         * small ones (a chunk is filled ahead of the reader). */
-        cr_assert(probe_miss_off <= lo && probe_miss_off > lo - (int64_t)(64 * KIB),
-                  "pieces of %zu: asked again from %lld, not at the miss (%lld)", pieces[i],
+        /* From the reader's position, at the first checked read that meets the miss: a
+         * window's reads are checked one per MiB read (STREAM_NOWAIT_SPAN), so within a MiB
+         * and a read of it, or up to a chunk before it (a chunk is filled ahead of the
+         * reader). */
+        cr_assert(probe_miss_off > lo - (int64_t)(64 * KIB) &&
+                      probe_miss_off <= lo + (int64_t)(1024 * KIB + pieces[i] + 64 * KIB),
+                  "pieces of %zu: asked again from %lld, not near the miss (%lld)", pieces[i],
                   (long long)probe_miss_off, (long long)lo);
         /* Windows before the miss, and after it once a window was found all cached again. */
         cr_assert_geq(trusted, 4, "pieces of %zu: %u windows not asked", pieces[i], trusted);
