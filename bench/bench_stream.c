@@ -28,7 +28,7 @@
  * back to back, so its ratio holds when the machine's speed drifts between rounds.
  *
  * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-R READ_KiB] [-n CHUNKS]
- *                     [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] [-p PHASES]
+ *                     [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] [-S N] [-p PHASES]
  *                     [-x] [-d | -b] [-w] [-k]
  *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
  *   -s MiB      file size (default 1024)
@@ -43,6 +43,9 @@
  *               1): the per-file costs of a program that reads many small files
  *   -L BYTES    each open reads only the first BYTES of the file (a program that reads
  *               headers), in reads of -R
+ *   -S N        random access instead: each open makes N seeks (fseek / afs_fseek, SEEK_SET),
+ *               each followed by one read of -R; the offsets are multiples of -R drawn from
+ *               a fixed-seed PRNG, the same for both paths and every run
  *   -p PHASES   run only these, a comma-separated list of io_stdio, io_afs, cpu, stdio, afs
  *               (default all; for profilers and system-call counts of one loop)
  *   -d          afs path with AFS_STREAM_DIRECT (O_DIRECT for every chunk)
@@ -71,6 +74,8 @@ static unsigned rounds = 1;
 static int      crc;    /* -x */
 static unsigned opens = 1; /* -o: each run opens, reads through and closes the file this often */
 static uint64_t head;       /* -L: each open reads only this many bytes (0: all) */
+static unsigned seeks;      /* -S: each open seeks and reads this many times (0: in order) */
+static uint64_t *seek_off;  /* -S: the offsets, the same for every run */
 static uint32_t crc_tab[8][256];
 
 static void crc_init(void)
@@ -227,8 +232,23 @@ static struct result run_stdio(const char *path, int do_work)
             perror(path);
             exit(1);
         }
+        for (unsigned i = 0; i < seeks; i++) {
+            double t0 = now();
+            size_t n = 0;
+            if (fseeko(f, (off_t)seek_off[i], SEEK_SET) == 0)
+                n = fread(buf, 1, rsize, f);
+            r.wait += now() - t0;
+            if (n != rsize) {
+                fprintf(stderr, "fseek + fread at %llu: %zu bytes\n",
+                        (unsigned long long)seek_off[i], n);
+                exit(1);
+            }
+            r.bytes += n;
+            if (do_work)
+                h = work(h, buf, n);
+        }
         size_t n;
-        for (uint64_t got = 0; !head || got < head; got += n) {
+        for (uint64_t got = 0; !seeks && (!head || got < head); got += n) {
             double t0 = now();
             n = fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, f);
             r.wait += now() - t0;
@@ -273,8 +293,23 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
             fprintf(stderr, "afs_fopen %s: %s\n", path, afs_strerror(err));
             exit(1);
         }
+        for (unsigned i = 0; i < seeks; i++) {
+            double t0 = now();
+            size_t n = 0;
+            if (afs_fseek(s, (int64_t)seek_off[i], SEEK_SET) == 0)
+                n = afs_fread(buf, 1, rsize, s);
+            r.wait += now() - t0;
+            if (n != rsize) {
+                fprintf(stderr, "afs_fseek + afs_fread at %llu: %zu bytes\n",
+                        (unsigned long long)seek_off[i], n);
+                exit(1);
+            }
+            r.bytes += n;
+            if (do_work)
+                h = work(h, buf, n);
+        }
         size_t n;
-        for (uint64_t got = 0; !head || got < head; got += n) {
+        for (uint64_t got = 0; !seeks && (!head || got < head); got += n) {
             double t0 = now();
             n = afs_fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, s);
             r.wait += now() - t0;
@@ -346,13 +381,14 @@ int main(int argc, char **argv)
     unsigned phases = 0x1f; /* bit i: names[i] runs */
     int keep = 0, opt;
     static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
-    while ((opt = getopt(argc, argv, "f:s:K:o:L:r:c:R:n:t:p:xdbkwh")) != -1) {
+    while ((opt = getopt(argc, argv, "f:s:K:o:L:S:r:c:R:n:t:p:xdbkwh")) != -1) {
         switch (opt) {
         case 'f': path = optarg; break;
         case 's': kib = strtoull(optarg, NULL, 0) * 1024; break;
         case 'K': kib = strtoull(optarg, NULL, 0); break;
         case 'o': opens = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'L': head = strtoull(optarg, NULL, 0); break;
+        case 'S': seeks = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'r': rounds = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'c': chunk = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
         case 'R': rsize = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
@@ -379,7 +415,7 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
                             "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] "
-                            "[-p PHASES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
+                            "[-S N] [-p PHASES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
@@ -404,14 +440,29 @@ int main(int argc, char **argv)
     } else {
         size = (uint64_t)st.st_size;
     }
+    if (seeks) {
+        /* Multiples of the read size (as a program reading records does), from a fixed
+         * seed: every run, and both paths, read the same places in the same order. */
+        uint64_t slots = size / rsize, x = 0x2545F4914F6CDD1Dull;
+        if (!slots) {
+            fprintf(stderr, "-S: the file is smaller than one read\n");
+            return 2;
+        }
+        seek_off = malloc(seeks * sizeof *seek_off);
+        for (unsigned i = 0; i < seeks; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            seek_off[i] = (x % slots) * rsize;
+        }
+    }
     struct afs_ctx *ctx;
     int err = afs_ctx_new(&ctx, NULL);
     if (err < 0) {
         fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
         return 1;
     }
-    printf("file %s, %.3f MiB, read %u times a run; chunk %zu KiB; reads of %zu KiB; %u in flight; %s; "
-           "backend %s%s\n", path, (double)size / 1048576.0, opens, chunk / 1024, rsize / 1024, depth,
+    printf("file %s, %.3f MiB, read %u times a run%s; chunk %zu KiB; reads of %zu KiB; %u in "
+           "flight; %s; backend %s%s\n", path, (double)size / 1048576.0, opens,
+           seeks ? " (random: -S seeks, one read each)" : "", chunk / 1024, rsize / 1024, depth,
            crc ? "CRC-32" : rounds == 1 ? "1 hash round/byte" : "hash rounds/byte",
            afs_ctx_backend(ctx),
            flags == AFS_STREAM_DIRECT     ? "; afs path O_DIRECT"
@@ -420,11 +471,11 @@ int main(int argc, char **argv)
 
     if (warm) {
         /* Brings the whole file into the cache, whatever -o and -L say. */
-        unsigned o = opens;
+        unsigned o = opens, sk = seeks;
         uint64_t l = head;
-        opens = 1, head = 0;
+        opens = 1, head = 0, seeks = 0;
         run_stdio(path, 0);
-        opens = o, head = l;
+        opens = o, head = l, seeks = sk;
     }
     /* The five measurements, `times` times, forward then backward: each phase meets each
      * position, so that effects of what ran before (memory the host has not backed since
@@ -450,7 +501,7 @@ int main(int argc, char **argv)
             switch (i) {
             case 0: r = run_stdio(path, 0); break;
             case 1: r = run_afs(ctx, path, 0, depth, flags); break;
-            case 2: r = run_cpu(size * opens); break;
+            case 2: r = run_cpu((seeks ? (uint64_t)seeks * rsize : size) * opens); break;
             case 3: r = run_stdio(path, 1); break;
             default: r = run_afs(ctx, path, 1, depth, flags); break;
             }
@@ -511,6 +562,7 @@ int main(int argc, char **argv)
         free(cpair[w]);
     }
     afs_ctx_free(ctx);
+    free(seek_off);
     if (made && !keep)
         unlink(path);
     return differ;
