@@ -1832,4 +1832,72 @@ T_IO(cached_reads_keep_every_byte_while_modes_change)
                   (unsigned long long)in, (unsigned long long)pool);
 }
 
+/* ---- Random reads after seeks ---- */
+
+/* The next of a fixed-seed xorshift sequence: the tests' offsets and sizes. */
+static uint64_t next_rand(uint64_t *x)
+{
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
+}
+
+/* Many seeks (from the start, from the position, from the end), each followed by one to
+ * three reads of any size, some crossing chunks or the end of the file: every byte is what
+ * pread reads there, on a cached file, then on one whose pages were dropped. */
+T_IO(random_seeks_read_every_byte_right)
+{
+    t_new_ctx();
+    const size_t len = 3 * 1024 * KIB + 12345;
+    make_cached("f", len);
+    int fd = open(t_path("f"), O_RDONLY);
+    cr_assert(fd >= 0);
+    unsigned char *buf = malloc(300 * KIB), *want = malloc(300 * KIB);
+    static const size_t chunks[] = {64 * KIB, 1024 * KIB};
+    for (int pass = 0; pass < 4; pass++) {
+        if (pass == 2) {
+            unpin();
+            make_cold("f");
+        }
+        struct afs_stream *s = s_open("f", "r", chunks[pass % 2], 4);
+        uint64_t x = 0x9E3779B97F4A7C15ull + (uint64_t)pass;
+        int64_t pos = 0;
+        for (int i = 0; i < 600; i++) {
+            int64_t to = (int64_t)(next_rand(&x) % (len + 100));
+            if (i % 3 == 0)
+                to &= ~(int64_t)4095; /* a page's start, as record readers seek */
+            int whence = (int)(next_rand(&x) % 3);
+            int64_t arg = whence == SEEK_SET ? to : whence == SEEK_CUR ? to - pos
+                                                                         : to - (int64_t)len;
+            cr_assert_eq(afs_fseek(s, arg, whence), 0, "seek %d to %lld", whence,
+                         (long long)to);
+            pos = to;
+            for (uint64_t k = next_rand(&x) % 3 + 1; k > 0; k--) {
+                uint64_t r = next_rand(&x);
+                size_t ask = r % 4 == 0 ? (size_t)(r >> 8) % (300 * KIB) + 1
+                             : r % 4 == 1 ? 4 * KIB
+                                          : (size_t)(r >> 8) % (8 * KIB) + 1;
+                size_t n = afs_fread(buf, 1, ask, s);
+                size_t exp = pos < (int64_t)len ? AFS_TEST_MIN(ask, len - (size_t)pos) : 0;
+                cr_assert_eq(n, exp, "pass %d: %zu of %zu bytes at %lld", pass, n, ask,
+                             (long long)pos);
+                cr_assert_eq(afs_ferror(s), 0, "%s", afs_strerror(afs_ferror(s)));
+                cr_assert_eq(pread(fd, want, exp, pos), (ssize_t)exp);
+                cr_assert_eq(memcmp(buf, want, n), 0, "pass %d: bad data at %lld", pass,
+                             (long long)pos);
+                pos += (int64_t)n;
+                cr_assert_eq(afs_ftell(s), pos);
+                if (n < ask) {
+                    cr_assert(afs_feof(s));
+                    break;
+                }
+            }
+        }
+        cr_assert_eq(afs_fclose(s), 0);
+    }
+    close(fd);
+    free(buf);
+    free(want);
+    unpin();
+}
+
 #endif
