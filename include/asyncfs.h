@@ -1313,7 +1313,9 @@ AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs
 
 /* Moves the position (SEEK_SET, SEEK_CUR, SEEK_END) and clears the end-of-file indicator.
  * Buffered write data is queued first; read-ahead the new position does not need is
- * cancelled. Seeking past the end is allowed: a write there leaves a hole.
+ * cancelled. Seeking past the end is allowed: a write there leaves a hole. The read after a
+ * seek out of the buffers reads what it asks for at once, on the calling thread, as fread
+ * after fseek does (one read system call; docs/STREAMS.md).
  * Returns 0, -EINVAL for a bad whence or a negative or overflowing position (nothing
  * changes), or a write error met while flushing for SEEK_END. */
 AFS_API int afs_fseek(struct afs_stream *s, int64_t off, int whence);

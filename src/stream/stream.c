@@ -90,7 +90,8 @@ struct afs_stream {
                                   * outside its reads to overlap them with */
     unsigned         cwins;      /* cached windows timed */
     unsigned         cw_next, cw_gap; /* when the mode not chosen is timed again, and the gap */
-    int64_t          cw_end;     /* the window closes when pos reaches this; -1: none open */
+    int64_t          cw_end;     /* the window closes when pos reaches this; -1: none open,
+                                    -2: none yet, -3: a seek's comes next */
     int64_t          cw_pos, cw_start, cw_cpu; /* where and when (ns, thread CPU ns) it opened */
     int64_t          cw_read;    /* ns of this window spent in inline_read() (sampled) */
     size_t           cw_skip;    /* bytes of inline reads not timed since the last timed one */
@@ -103,6 +104,10 @@ struct afs_stream {
                                     changed: the next window is asked about */
     bool             nowait_refused; /* the file cannot be read without waiting */
     uint32_t         cw_trusted; /* windows not asked about (the last one was all cached) */
+    bool             cw_seek;    /* the current window is a seek's (cached_window()): read as
+                                    stdio reads, untimed, the kernel not asked */
+    bool             cw_keep;    /* in a seek's window: the window before the seeks was all
+                                    cached, so the next one may go unasked as it might have */
     uint64_t         inline_reads, pool_reads; /* for tests: cached reads of each kind */
     size_t           grow;       /* bytes the next inline fill of a cached chunk reads at least:
                                     STREAM_FILL_MIN, doubling up to cs */
@@ -574,6 +579,27 @@ static uint8_t cached_mode(struct afs_stream *s)
  * `ask`: the bytes the read that opens it asks for. */
 static void cached_window(struct afs_stream *s, size_t ask)
 {
+    if (s->cw_end == -3 && s->cached_ok) {
+        /* After a seek out of the buffers: the reader's pages are read on this thread now,
+         * cached or not, as stdio reads them (lseek and one read), up to the end of the
+         * chunk there at least; no clock, no probe. Random reads never time a window (it
+         * closes only when read through in order), so the clocks of one (two, and the
+         * thread's CPU time: a system call) and the probe would be all they paid for, more
+         * than the read. A reader that goes on in order meets the next window at the chunk's
+         * end, asked about, or not where the windows before the seeks were all cached. */
+        if (!s->cw_seek)
+            s->cw_keep = s->cached && s->cw_timed && !s->cw_miss;
+        s->cw_seek = true;
+        s->cached = true;
+        s->cw_timed = false;
+        s->cw_nowait = false;
+        s->cmode = CM_INLINE;
+        int64_t cs = (int64_t)s->cs, coff = s->pos - (int64_t)((uint64_t)s->pos % s->cs);
+        int64_t end = s->pos + (int64_t)AFS_MIN(ask, s->cs); /* its pages */
+        end = (end + (int64_t)STREAM_ALIGN - 1) & ~((int64_t)STREAM_ALIGN - 1);
+        s->cw_end = s->pos > INT64_MAX - 2 * cs ? INT64_MAX : AFS_MAX(end, coff + cs);
+        return;
+    }
     bool closes = s->cw_end >= 0 && s->cw_timed && s->cached && s->pos > s->cw_pos;
     bool first = s->cw_end == -2, second = s->cw_first;
     /* The clock only where a window is timed (not the first ones: see below). */
@@ -604,6 +630,8 @@ static void cached_window(struct afs_stream *s, size_t ask)
      * where they did: cold reads of a big file took another, slower mix of direct and
      * inline reads with windows one chunk later). None of these is timed: they pay for
      * first touches (the caller's buffer faulted in, the pool's threads started). */
+    bool was_seek = s->cw_seek;
+    s->cw_seek = false;
     bool lead = s->cw_end == -2 && s->cached_ok;
     if (lead) {
         size_t pages = (AFS_MIN(ask, s->cs) + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1);
@@ -647,8 +675,9 @@ static void cached_window(struct afs_stream *s, size_t ask)
      * wait for the device, and the first that would ends it (inline_read()). The probe costs
      * 0.4 to 5 us per 16 MiB where the file is in big folios, 15 to 30 where it is in small
      * ones: about 0.6% of copying them (docs/STREAMS.md). */
-    bool trust = s->cached && s->cw_timed && !s->cw_miss && s->cmode == CM_INLINE &&
-                 afs__sys.pread_nowait && !s->nowait_refused && !s->ctx->crash;
+    bool trust = (was_seek ? s->cw_keep : s->cached && s->cw_timed) && !s->cw_miss &&
+                 s->cmode == CM_INLINE && afs__sys.pread_nowait && !s->nowait_refused &&
+                 !s->ctx->crash;
     s->cw_miss = false;
     s->cw_nowait = false;
     if (!s->cached_ok) {
@@ -975,9 +1004,9 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             break;
         }
         size_t in = (size_t)(s->pos - c->off);
-        if (in < c->lo) {
-            /* Before what a cached chunk holds (a seek back inside it): filled again from
-             * the reader's page. */
+        if (in < c->lo || (s->cw_seek && c->part && in > c->len)) {
+            /* Before what a cached chunk holds (a seek back inside it), or past it after a
+             * seek: filled again from the reader's page, not across the gap. */
             c->len = c->lo = in & ~(STREAM_ALIGN - 1);
             c->part = true;
         }
@@ -1193,6 +1222,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     if ((off > 0 && base > INT64_MAX - off) || base + off < 0)
         return -EINVAL;
     int64_t pos = base + off;
+    bool out = false;
     if (s->dir == DIR_WRITE) {
         int err = write_fill(s);
         if (err < 0)
@@ -1206,12 +1236,22 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
             s->ra = 0;
             s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
             s->fill_first = true;
+            out = true;
+        } else if (s->cw_seek || s->cw_lead) {
+            /* Into a chunk that a random read (or the first read) filled in part: read as
+             * after any seek. */
+            s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
+            s->fill_first = true;
         }
     }
     s->pos = pos;
     s->pos_at_end = false;
     s->eof = false;
-    s->cw_end = -1; /* not in order: no window to time */
+    /* Not in order: no window to time. Out of the buffers, or from a seek's window (or the
+     * first read's), the next read opens a seek's window (cached_window()); before the
+     * stream's first window the first read's rules hold wherever it starts. */
+    if (s->cw_end != -2)
+        s->cw_end = out || s->cw_seek || s->cw_lead ? -3 : -1;
     return 0;
 }
 
@@ -1429,7 +1469,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->ra = s->depth; /* a fresh stream is assumed sequential */
     s->cur_off = -1;
     s->eof_off = INT64_MAX;
-    s->cw_end = -2; /* -2: no window yet; -1: none open */
+    s->cw_end = -2; /* -2: no window yet; -1: none open; -3: a seek's comes next */
     s->no_chunks = true;
     s->cw_gap = s->cw_next = STREAM_EXPLORE;
     s->cached_ok = !s->pipe && !(flags & AFS_DIRECT);

@@ -1337,33 +1337,41 @@ T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
 
 /* A seek inside a chunk past what its fill read, in a window not asked about: the fill stops
  * at a page not cached before the reader's position. That is no end of the file: the next
- * window is asked about, and the data come as for any window not all cached. */
+ * window is asked about, and the data come as for any window not all cached. (Chunks of 256
+ * KiB: a chunk entered in order after a seek is filled 64 KiB first.) */
 T_IO(a_fill_cut_short_before_the_reader_is_no_end_of_file)
 {
-    const int64_t chunk_at = 5 * 1024 * KIB;
-    if (!picture_begin(chunk_at + 20 * KIB))
+    const int64_t chunk_at = 9 * 1024 * KIB;
+    if (!picture_begin(chunk_at + 100 * KIB))
         return;
-    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    struct afs_stream *s = s_open("f", "r", 256 * KIB, 4);
     /* Windows found all cached, then ones not asked about. */
     static unsigned char piece[4093];
-    for (size_t off = 0; off < 3 * 1024 * KIB; off += sizeof piece) {
+    for (size_t off = 0; off < 8 * 1024 * KIB; off += sizeof piece) {
         cr_assert_eq(afs_fread(piece, 1, sizeof piece, s), sizeof piece);
         cr_assert(t_check(piece, sizeof piece, off));
     }
     unsigned char buf[16];
-    /* Out of the chunks: the chunk there is filled with one page... */
-    cr_assert_eq(afs_fseek(s, chunk_at, SEEK_SET), 0);
+    /* Out of the chunks, up to the chunk's start: the reader's pages are read as stdio
+     * reads them... */
+    cr_assert_eq(afs_fseek(s, chunk_at - 4 * KIB, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(piece, 1, 4 * KIB - 16, s), 4 * KIB - 16);
+    cr_assert(t_check(piece, 4 * KIB - 16, (size_t)chunk_at - 4 * KIB));
+    cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+    cr_assert(t_check(buf, sizeof buf, (size_t)chunk_at - 16));
+    /* ...then in order, into a window not asked about: the chunk there is filled with its
+     * first 64 KiB... */
     cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
     cr_assert(t_check(buf, sizeof buf, (size_t)chunk_at));
-    /* ...and a seek inside it, past the page and the miss. */
-    cr_assert_eq(afs_fseek(s, chunk_at + 40 * KIB, SEEK_SET), 0);
+    /* ...and a seek inside it, past the fill and the miss. */
+    cr_assert_eq(afs_fseek(s, chunk_at + 140 * KIB, SEEK_SET), 0);
     size_t got = afs_fread(buf, 1, sizeof buf, s);
     int eof = afs_feof(s), err = afs_ferror(s);
     uint32_t trusted = afs__stream_trusted_windows(s);
     cr_assert_eq(afs_fclose(s), 0);
     picture_end();
     cr_assert_eq(got, sizeof buf, "%zu bytes, eof %d, error %d", got, eof, err);
-    cr_assert(t_check(buf, sizeof buf, (size_t)(chunk_at + 40 * KIB)));
+    cr_assert(t_check(buf, sizeof buf, (size_t)(chunk_at + 140 * KIB)));
     cr_assert_geq(trusted, 1, "no window was taken as cached without asking");
     cr_assert_geq(nowait_misses, 1, "the miss was never met");
 }
@@ -1897,6 +1905,111 @@ T_IO(random_seeks_read_every_byte_right)
     close(fd);
     free(buf);
     free(want);
+    unpin();
+}
+
+/* What a random read of cached data costs the stream: its system calls and the bytes they
+ * read, counted at the system-call table and the page-cache probe. */
+static struct afs__syscalls seek_saved;
+static int (*seek_saved_probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *);
+static unsigned seek_clocks, seek_probes, seek_reads;
+static uint64_t seek_bytes;
+
+static int64_t seek_now(void)
+{
+    seek_clocks++;
+    return seek_saved.now();
+}
+
+static int64_t seek_cpu_now(void)
+{
+    seek_clocks++;
+    return seek_saved.cpu_now();
+}
+
+static ssize_t seek_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    seek_reads++;
+    seek_bytes += len;
+    return seek_saved.pread(fd, buf, len, off);
+}
+
+static ssize_t seek_pread_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    seek_reads++;
+    seek_bytes += len;
+    return seek_saved.pread_nowait(fd, buf, len, off);
+}
+
+static int seek_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached, bool *dirty)
+{
+    seek_probes++;
+    return seek_saved_probe(fd, off, len, cached, dirty);
+}
+
+/* Random reads after seeks cost what stdio's fseek and fread cost (lseek and one read of
+ * what is asked): one read system call of the pages asked for, no clock read (the thread's
+ * CPU time is a system call) and no page-cache probe, whether the stream read in order
+ * before (its windows taken as cached) or seeks from its start. Before, each read after a
+ * seek opened a window of the cached-data rule: two clocks, and the probe where the last
+ * window was not all cached. */
+T_IO(a_random_read_after_a_seek_costs_one_read_and_no_clock)
+{
+    t_new_ctx();
+    const size_t len = 8 * 1024 * KIB + 5;
+    make_cached("f", len);
+    unsigned char *buf = malloc(64 * KIB);
+    static const size_t asks[] = {4 * KIB, 64 * KIB};
+    for (int pass = 0; pass < 4; pass++) {
+        size_t ask = asks[pass / 2];
+        struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+        if (pass % 2 == 0) {
+            /* In order first: windows asked about, then taken as cached. */
+            for (size_t off = 0; off < 2 * 1024 * KIB; off += 4 * KIB) {
+                cr_assert_eq(afs_fread(buf, 1, 4 * KIB, s), 4 * KIB);
+                cr_assert(t_check(buf, 4 * KIB, off));
+            }
+        }
+        seek_saved = afs__sys;
+        seek_saved_probe = afs__stream_cache_probe;
+        afs__sys.now = seek_now;
+        if (afs__sys.cpu_now)
+            afs__sys.cpu_now = seek_cpu_now;
+        afs__sys.pread = seek_pread;
+        if (afs__sys.pread_nowait)
+            afs__sys.pread_nowait = seek_pread_nowait;
+        afs__stream_cache_probe = seek_probe;
+        seek_clocks = seek_probes = seek_reads = 0;
+        seek_bytes = 0;
+        uint64_t x = 0x2545F4914F6CDD1Dull;
+        const unsigned n = 200;
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t off = next_rand(&x) % (len / ask) * ask;
+            cr_assert_eq(afs_fseek(s, (int64_t)off, SEEK_SET), 0);
+            cr_assert_eq(afs_fread(buf, 1, ask, s), ask);
+            cr_assert(t_check(buf, ask, off), "bad data at %llu", (unsigned long long)off);
+        }
+        unsigned clocks = seek_clocks, probes = seek_probes, reads = seek_reads;
+        uint64_t bytes = seek_bytes;
+        afs__sys = seek_saved;
+        afs__stream_cache_probe = seek_saved_probe;
+        cr_assert_eq(afs_fclose(s), 0);
+        cr_assert_eq(clocks, 0, "pass %d, reads of %zu: %u clock reads for %u random reads",
+                     pass, ask, clocks, n);
+        /* A stream's first read of 64 KiB or more asks about its chunk, wherever it starts
+         * (the stream's first window, one chunk: docs/STREAMS.md). */
+        unsigned first = pass % 2 == 1 && ask >= 64 * KIB;
+        cr_assert_leq(probes, first, "pass %d, reads of %zu: %u probes for %u random reads",
+                      pass, ask, probes, n);
+        cr_assert_eq(reads, n, "pass %d, reads of %zu: %u read calls for %u random reads",
+                     pass, ask, reads, n);
+        /* What is asked, but within 64 KiB of the end of the file (a fill there reads on to
+         * the end, to see it), where a few of the reads may land. */
+        cr_assert(bytes >= (uint64_t)n * ask && bytes <= (uint64_t)n * ask + 64 * KIB * 3,
+                  "pass %d: %llu bytes read for %u reads of %zu", pass,
+                  (unsigned long long)bytes, n, ask);
+    }
+    free(buf);
     unpin();
 }
 
