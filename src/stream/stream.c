@@ -470,8 +470,10 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
          * window not asked about checks its window's first read and then one read per
          * STREAM_NOWAIT_SPAN bytes. A page not cached in between is waited for by a plain
          * read, as stdio's read waits for it; the kernel's read-ahead that it starts is
-         * still under way at the next checked read, which ends the window there. */
-        bool check = s->cw_nowait && s->cw_plain >= STREAM_NOWAIT_SPAN;
+         * still under way at the next checked read, which ends the window there. A seek's
+         * window that never waits (in a task) checks every read: nothing says its data are
+         * cached, and a wait there would stop the task's thread. */
+        bool check = s->cw_nowait && (s->cw_plain >= STREAM_NOWAIT_SPAN || s->cw_seek);
         bool nowait = check;
         r = pread_full(s->f, buf, len, off, &nowait, &s->nowait_refused);
         if (s->cw_nowait && !check)
@@ -573,6 +575,14 @@ static uint8_t cached_mode(struct afs_stream *s)
     return best == CM_POOL || s->cw_free ? (uint8_t)!best : best;
 }
 
+/* Whether the caller runs in a task of a waiter for s's context (afs__op_wait() would
+ * suspend only that task). */
+static bool in_task(const struct afs_stream *s)
+{
+    struct afs_waiter *w = afs_waiter_get();
+    return w && w->ctx == s->ctx && !s->ctx->in_callback && w->current(w);
+}
+
 /* The cached-data rule (docs/STREAMS.md): a window closes when the consumer has moved
  * through it in order; its time per byte is what its mode cost, the consumer's own work
  * included. The next window asks the kernel whether it is all cached, and takes a mode.
@@ -592,7 +602,11 @@ static void cached_window(struct afs_stream *s, size_t ask)
         s->cw_seek = true;
         s->cached = true;
         s->cw_timed = false;
-        s->cw_nowait = false;
+        /* In a task, a read that waits for the device would stop every task of the thread:
+         * there the reads never wait, and one that would ends the window (inline_read()):
+         * the next is asked about, and data not cached come as a chunk the task waits for. */
+        s->cw_nowait = afs__sys.pread_nowait && !s->nowait_refused && !s->ctx->crash &&
+                       in_task(s);
         s->cmode = CM_INLINE;
         int64_t cs = (int64_t)s->cs, coff = s->pos - (int64_t)((uint64_t)s->pos % s->cs);
         int64_t end = s->pos + (int64_t)AFS_MIN(ask, s->cs); /* its pages */

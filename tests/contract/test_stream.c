@@ -2013,4 +2013,68 @@ T_IO(a_random_read_after_a_seek_costs_one_read_and_no_clock)
     unpin();
 }
 
+/* A task's reads that wait for the device must suspend the task, not its thread (with every
+ * other task on it): the read after a seek, which reads as stdio does, never waits there.
+ * The test's picture of the cache has [4 MiB + 100 KiB, + 2 MiB) not cached; a blocking read
+ * of it on the task's thread is counted. */
+static pthread_t task_thread;
+static unsigned task_blocked;
+static ssize_t (*task_inner_pread)(afs__fd_t, void *, size_t, uint64_t);
+
+static ssize_t task_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    int64_t o = (int64_t)off;
+    if (pthread_equal(pthread_self(), task_thread) && o < miss_hi && o + (int64_t)len > miss_lo)
+        __atomic_add_fetch(&task_blocked, 1, __ATOMIC_SEQ_CST);
+    return task_inner_pread(fd, buf, len, off);
+}
+
+static void seeking_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    int *ok = arg;
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    static unsigned char buf[4 * KIB];
+    /* In order first (windows asked about, then taken as cached), then seeks: into the
+     * pages not cached, back into cached ones, and from one seek's window to another. */
+    for (size_t off = 0; off < 2 * 1024 * KIB; off += sizeof buf)
+        if (afs_fread(buf, 1, sizeof buf, s) != sizeof buf || !t_check(buf, sizeof buf, off))
+            return;
+    static const size_t at[] = {5 * 1024 * KIB, 1024 * KIB + 8 * KIB, 9 * 1024 * KIB,
+                                5 * 1024 * KIB + 700 * KIB, 4 * 1024 * KIB + 96 * KIB};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+        if (afs_fseek(s, (int64_t)at[i], SEEK_SET) != 0 ||
+            afs_fread(buf, 1, sizeof buf, s) != sizeof buf || !t_check(buf, sizeof buf, at[i]))
+            return;
+    *ok = afs_fclose(s) == 0;
+}
+
+T_IO(a_random_read_in_a_task_waits_for_the_device_in_the_task_only)
+{
+    if (!picture_begin(4 * 1024 * KIB + 100 * KIB))
+        return;
+    if (strcmp(afs_ctx_backend(t_ctx), "sync") == 0) {
+        picture_end();
+        cr_skip_test("the sync backend reads on the caller's thread");
+    }
+    task_thread = pthread_self();
+    task_inner_pread = afs__sys.pread;
+    afs__sys.pread = task_pread;
+    task_blocked = 0;
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *sched = NULL;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    int ok = 0;
+    int err = corio_sched_run(sched, seeking_task, &ok);
+    corio_sched_free(sched);
+    picture_end();
+    cr_assert_eq(err, 0);
+    cr_assert(ok, "a read after a seek failed or read wrong bytes");
+    cr_assert_eq(task_blocked, 0, "%u blocking reads of pages not cached on the task's thread",
+                 task_blocked);
+    cr_assert_geq(nowait_misses, 1, "the pages not cached were never met");
+}
+
 #endif
