@@ -909,7 +909,10 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
          * for the whole rest of the file while no chunk holds data (a small file read
          * whole: one read, one copy, and no chunk made). */
         bool whole_rest = s->no_chunks && s->eof_off - s->pos <= (int64_t)(want - got);
-        bool to_caller = s->cached && (want >= STREAM_CALLER_MIN || whole_rest);
+        /* So does the read after a seek that asks for a page or more, as stdio reads a
+         * request of its buffer's size or more (the reads after it in order fill a chunk). */
+        bool seek_read = s->cw_seek && s->fill_first && want - got >= STREAM_ALIGN;
+        bool to_caller = s->cached && (want >= STREAM_CALLER_MIN || whole_rest || seek_read);
         bool straight = to_caller && s->no_chunks; /* no chunk to look for (nor its offset) */
         int64_t coff = straight ? -1 : s->pos - (int64_t)((uint64_t)s->pos % cs);
         struct chunk *c = straight ? NULL : find_chunk(s, coff);
@@ -948,6 +951,7 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
             got += (size_t)r;
             s->pos += (int64_t)r;
             s->cur_off = -1;
+            s->fill_first &= !seek_read;
             if (got < want || s->cmode != CM_POOL)
                 continue;
             coff = s->pos - (int64_t)((uint64_t)s->pos % cs);
