@@ -804,8 +804,10 @@ static int to_read(struct afs_stream *s)
     s->dir = DIR_READ;
     s->cur_off = -1;
     if (s->cw_end != -2) {
-        s->cw_end = -1; /* the file may have changed: ask the cache again (a stream's
-                           first window stays the untimed one) */
+        /* The file may have changed: ask the cache again (a stream's first window stays the
+         * untimed one, and a seek's window comes first where a seek asked for it). */
+        if (s->cw_end != -3)
+            s->cw_end = -1;
         s->cw_miss = true;
     }
     return 0;
@@ -1261,15 +1263,22 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
             s->grow = AFS_MIN(STREAM_FILL_MIN, s->cs);
             s->fill_first = true;
         }
+    } else if (s->cw_end == -2 && pos != s->pos) {
+        /* Before the first read: a fresh stream is taken as reading in order from where it
+         * stands (read-ahead of depth chunks, the first window's rules); a seek elsewhere is
+         * random access as any other, or a cold 64 KiB read there took 5 chunks. */
+        s->ra = 0;
+        out = true;
     }
     s->pos = pos;
     s->pos_at_end = false;
     s->eof = false;
     /* Not in order: no window to time. Out of the buffers, or from a seek's window (or the
-     * first read's), the next read opens a seek's window (cached_window()); before the
-     * stream's first window the first read's rules hold wherever it starts. */
-    if (s->cw_end != -2)
-        s->cw_end = out || s->cw_seek || s->cw_lead ? -3 : -1;
+     * first read's), the next read opens a seek's window (cached_window()). */
+    if (out)
+        s->cw_end = -3;
+    else if (s->cw_end != -2)
+        s->cw_end = s->cw_seek || s->cw_lead ? -3 : -1;
     return 0;
 }
 

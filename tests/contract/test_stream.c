@@ -1996,11 +1996,8 @@ T_IO(a_random_read_after_a_seek_costs_one_read_and_no_clock)
         cr_assert_eq(afs_fclose(s), 0);
         cr_assert_eq(clocks, 0, "pass %d, reads of %zu: %u clock reads for %u random reads",
                      pass, ask, clocks, n);
-        /* A stream's first read of 64 KiB or more asks about its chunk, wherever it starts
-         * (the stream's first window, one chunk: docs/STREAMS.md). */
-        unsigned first = pass % 2 == 1 && ask >= 64 * KIB;
-        cr_assert_leq(probes, first, "pass %d, reads of %zu: %u probes for %u random reads",
-                      pass, ask, probes, n);
+        cr_assert_eq(probes, 0, "pass %d, reads of %zu: %u probes for %u random reads", pass,
+                     ask, probes, n);
         cr_assert_eq(reads, n, "pass %d, reads of %zu: %u read calls for %u random reads",
                      pass, ask, reads, n);
         /* What is asked, but within 64 KiB of the end of the file (a fill there reads on to
