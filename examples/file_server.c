@@ -93,7 +93,8 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         *q = '\0';
     if (target[0] != '/' || strstr(target, "/..") || strlen(target) >= sizeof r->path - 16)
         return 400;
-    snprintf(r->path, sizeof r->path, "%s", strcmp(target, "/") ? target : "/index.html");
+    const char *path = strcmp(target, "/") ? target : "/index.html";
+    memcpy(r->path, path, strlen(path) + 1); /* fits: checked above */
     return 1;
 }
 

@@ -209,12 +209,12 @@ static ssize_t run_inline(struct afs_op *op)
     ctx->stats.inline_ops++;
     ssize_t res;
     if (ctx->crash && (res = afs__crash_start(ctx, op)) < 0) {
-        o->state = AFS__IDLE;
+        afs__op_set_idle(o, op);
         return res;
     }
     res = afs__op_run_sync(op);
     afs__op_count_eof(ctx, op);
-    o->state = AFS__IDLE;
+    afs__op_set_idle(o, op);
     if (ctx->crash)
         afs__crash_done(ctx, op, &res);
     return res;

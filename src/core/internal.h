@@ -622,13 +622,28 @@ struct afs_ctx {
 /* Frees the spare stream buffers of ctx (afs_ctx_free; src/stream/stream.c). */
 void afs__stream_spare_free(struct afs_ctx *ctx);
 
-/* An op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the memory
- * was an op once (afs_cancel); all of it, that it was queued on this context: memory left by
- * an op of a context since freed (uninitialised stack) is not taken for a live op. */
+/* A busy op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the
+ * memory was an op once (afs_cancel); all of it, that it is queued on this context now: memory
+ * left by an op of a context since freed (uninitialised stack) is not taken for a live op. */
 #define AFS__MAGIC_LOW (((uintptr_t)1 << (sizeof(uintptr_t) * 4)) - 1)
 static inline uintptr_t afs__op_magic(const struct afs_ctx *ctx, const struct afs_op *op)
 {
     return AFS__MAGIC ^ (uintptr_t)op ^ ctx->op_tag;
+}
+
+/* The magic of an op not in the library's hands (set up, or its callback started): of no
+ * context (tags start at 1). Only an op between afs__op_enqueue() (or a chain's hold) and its
+ * callback carries its context's, so memory an op leaves, even partly overwritten since, is
+ * never taken for a busy op; afs_cancel() still knows it for an op (-EALREADY). */
+static inline uintptr_t afs__op_magic_idle(const struct afs_op *op)
+{
+    return AFS__MAGIC ^ (uintptr_t)op;
+}
+
+static inline void afs__op_set_idle(struct afs__op *o, const struct afs_op *op)
+{
+    o->state = AFS__IDLE;
+    o->magic = afs__op_magic_idle(op);
 }
 
 /* Queued and not yet called back, on ctx: queueing op again is -EBUSY. */

@@ -119,7 +119,7 @@ static inline int setup_finish(struct afs_op *op, struct afs_file *f, enum afs__
 
     struct afs__op *o = afs__op(op);
     afs__op_clear(o, f->seq);
-    o->magic = afs__op_magic(f->ctx, op);
+    o->magic = afs__op_magic_idle(op);
     o->file = f;
     o->cb = cb ? cb : chain_noop;
     o->u.buf = (void *)ptr; /* or the iovecs: the union's members are both pointers */
@@ -245,6 +245,7 @@ void afs__op_enqueue(struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
     struct afs_ctx *ctx = o->file->ctx;
+    o->magic = afs__op_magic(ctx, op); /* busy until its callback starts */
     o->file->inflight++;
     ctx->stats.ops++;
     op_start(ctx, op);
@@ -259,6 +260,7 @@ static void enqueue_or_chain(struct afs_ctx *ctx, struct afs_op *op)
         return;
     }
     struct afs__op *o = afs__op(op);
+    o->magic = afs__op_magic(ctx, op);
     o->file->inflight++;
     ctx->stats.ops++;
     o->state = AFS__HELD;
@@ -485,7 +487,7 @@ int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__me
     }
     struct afs__op *o = afs__op(op);
     afs__op_clear(o, true);
-    o->magic = afs__op_magic(ctx, op);
+    o->magic = afs__op_magic_idle(op);
     o->file = &ctx->meta;
     o->cb = a->cb ? a->cb : chain_noop;
     o->u.buf = (void *)a->path;
@@ -1080,7 +1082,7 @@ static int run_callbacks(struct afs_ctx *ctx)
                 afs__prefetch(nx->next);
             afs__prefetch(afs__op_of_node(nx)->data);
         }
-        o->state = AFS__IDLE;
+        afs__op_set_idle(o, op);
         o->file->inflight--;
         ctx->stats.completions++;
         if (ctx->crash)

@@ -88,7 +88,7 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
         return -EINVAL;
     }
     afs__op_clear(o, true);
-    o->magic = afs__op_magic(f->ctx, op);
+    o->magic = afs__op_magic_idle(op);
     o->file = f;
     o->cb = a->cb;
     o->u.buf = a->buf;

@@ -69,12 +69,19 @@ static inline void s_run_on(struct afs_ctx *ctx, corio_fn *fn, void *arg)
 #define T_FLAVOURS(suite, name, timeout_s)                                                    \
     Test(suite, name, .init = s_setup, .fini = t_teardown, .timeout = timeout_s)
 #else
+/* io_uring's own socket ops off: its sockets go through the readiness engine. */
+#ifdef AFS_HAVE_URING
+#define NO_URING_SOCK() (afs__uring_no_sock = true)
+#else
+#define NO_URING_SOCK() ((void)0)
+#endif
+
 /* The readiness engine with poll(), on every backend (io_uring too). */
 static inline void s_setup_poll(void)
 {
     s_setup();
     afs__ready_poll_only = true;
-    afs__uring_no_sock = true;
+    NO_URING_SOCK();
 }
 
 /* The readiness engine with kqueue, on every backend (io_uring polls the kqueue): the
@@ -82,7 +89,7 @@ static inline void s_setup_poll(void)
 static inline void s_setup_kqueue(void)
 {
     s_setup();
-    afs__uring_no_sock = true;
+    NO_URING_SOCK();
 #ifdef __linux__
     afs__sys.kq_open = kqueue_shim_open;
     afs__sys.kq_event = kqueue_shim_event;
@@ -93,7 +100,7 @@ static inline void s_setup_kqueue(void)
 static inline void s_setup_engine(void)
 {
     s_setup();
-    afs__uring_no_sock = true;
+    NO_URING_SOCK();
     const char *b = getenv("ASYNCFS_BACKEND");
     if (!b || strcmp(b, "io_uring") != 0)
         cr_skip_test("backend under test is %s, not io_uring", b ? b : "auto");

@@ -226,6 +226,38 @@ T_IO(zero_length_op_callback_runs_from_wait)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* An op needs no initialising, and its memory is the caller's again once the callback ran:
+ * reused in part since (a stack frame that held a finished op, written over by other
+ * frames but for one word), it is a fresh op to the next queue call, never -EBUSY. Each
+ * word is left as the finished op had it in turn, the rest overwritten. */
+T_IO(memory_of_a_finished_op_reused_in_part_is_a_fresh_op)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 4096);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static char buf[4096];
+    struct done d = {0};
+    enum { WORDS = sizeof(struct afs_op) / sizeof(uint64_t) };
+    for (int keep = 0; keep < WORDS; keep++) {
+        union {
+            struct afs_op op;
+            uint64_t      w[WORDS];
+        } u;
+        memset(&u, 0, sizeof u);
+        cr_assert_eq(afs_queue_read(&u.op, f, buf, sizeof buf, 0, count_cb, &d), 0);
+        wait_for(&d, 2 * keep + 1);
+        cr_assert_eq(u.op.result, 4096);
+        uint64_t kept = u.w[keep];
+        memset(&u, 0xff, sizeof u);
+        u.w[keep] = kept;
+        int r = afs_queue_read(&u.op, f, buf, sizeof buf, 0, count_cb, &d);
+        cr_assert_eq(r, 0, "word %d kept: %s", keep, strerror(-r));
+        wait_for(&d, 2 * keep + 2);
+        cr_assert_eq(u.op.result, 4096);
+    }
+    cr_assert_eq(afs_close(f), 0);
+}
+
 T_IO(cancel_before_submit_and_after_completion)
 {
     t_new_ctx();

@@ -13,7 +13,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #endif
-#if defined(__linux__) && __has_include(<liburing.h>)
+#if defined(__linux__) && defined(AFS_HAVE_URING)
 #include <liburing.h>
 #include <linux/capability.h>
 #include <sys/syscall.h>

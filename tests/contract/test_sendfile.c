@@ -44,7 +44,7 @@ typedef int t_sock_t;
 static inline void s_setup_rw(void)
 {
     s_setup();
-    afs__uring_no_sock = true;
+    NO_URING_SOCK();
     afs__sendfile_rw = true;
 }
 
