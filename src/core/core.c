@@ -303,8 +303,12 @@ static int choose_backend(struct afs_ctx *ctx)
         /* Asked for by name: that backend or -ENOTSUP, never a silent substitute. */
         const struct afs__backend *be = backend_by_id(want);
         if (!be) {
-            snprintf(ctx->why, sizeof ctx->why, "%s: not built on this platform",
-                     backend_names[want]);
+            const char *lo = left_out_why(want);
+            if (lo)
+                snprintf(ctx->why, sizeof ctx->why, "%s", lo);
+            else
+                snprintf(ctx->why, sizeof ctx->why, "%s: not built on this platform",
+                         backend_names[want]);
             return ctx_error(-ENOTSUP, "%s: %s", src, ctx->why);
         }
         bool heap = false;
