@@ -495,8 +495,9 @@ struct afs_op {
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
  * flight on this context: its callback has not started). An op needs no initialising:
- * memory left by an op of a context freed since is not taken for a busy op. A zero-length
- * op completes with 0. */
+ * memory left by an op whose callback has started (written over in part since, or not), or
+ * by an op of a context freed since, is never taken for a busy op. A zero-length op
+ * completes with 0. */
 AFS_API int afs_queue_read(struct afs_op *op, struct afs_file *f, void *buf, size_t len,
                            uint64_t off, afs_cb *cb, void *data);
 AFS_API int afs_queue_write(struct afs_op *op, struct afs_file *f, const void *buf,
