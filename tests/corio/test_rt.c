@@ -768,6 +768,7 @@ static int busy_work(struct corio_task *t, void *arg)
     volatile unsigned x = 0;
     for (unsigned i = 0; i < 200000; i++)
         x += i;
+    (void)x;
     corio_yield(t);
     return where(t);
 }
