@@ -8,7 +8,9 @@
 
 static bool op_live(struct afs_op *op)
 {
-    return ((afs__op(op)->magic ^ AFS__MAGIC ^ (uintptr_t)op) & AFS__MAGIC_LOW) == 0;
+    uintptr_t m;
+    AFS__OP_MAGIC_READ(afs__op(op), m);
+    return ((m ^ AFS__MAGIC ^ (uintptr_t)op) & AFS__MAGIC_LOW) == 0;
 }
 
 static bool is_read(const struct afs__op *o)

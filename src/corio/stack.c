@@ -26,6 +26,20 @@
 #define CORIO__UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
+/* Valgrind, where its headers were found at build time: each stack registered as one, so
+ * that Memcheck follows the switches between them (no-ops when not under Valgrind). */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define CORIO__VG_REGISTER(lo, hi) VALGRIND_STACK_REGISTER((lo), (hi))
+#define CORIO__VG_DEREGISTER(id)   VALGRIND_STACK_DEREGISTER(id)
+#endif
+#endif
+#ifndef CORIO__VG_REGISTER
+#define CORIO__VG_REGISTER(lo, hi) ((void)(lo), (void)(hi), 0u)
+#define CORIO__VG_DEREGISTER(id)   ((void)(id))
+#endif
+
 #if CORIO__TSAN
 /* TSan fibers of the stacks handed out on this thread (see switch.h), in an open-addressing
  * table keyed by the stack's lo. Per thread, so a lookup takes no lock: a lock taken at every
@@ -296,6 +310,7 @@ void corio__huge_unmap(void *map, size_t map_size)
 static void stack_unmap(struct corio__stack *s)
 {
     reg_remove(s->slot);
+    CORIO__VG_DEREGISTER(s->vg_id);
     /* Clear ASan's shadow before the range can be reused by an unrelated mapping. */
     CORIO__UNPOISON(s->lo, s->size);
     munmap(s->map, s->map_size);
@@ -388,6 +403,7 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
     /* When the registry is full the stack still works; an overflow is then reported as a
      * plain SIGSEGV instead of by name. */
     out->slot = reg_add((uintptr_t)map, (uintptr_t)out->lo, p->stack_size);
+    out->vg_id = CORIO__VG_REGISTER(out->lo, (char *)out->lo + out->size);
     p->n_mapped++;
     if (++p->n_out > p->peak_out)
         p->peak_out = p->n_out;

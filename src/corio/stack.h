@@ -44,6 +44,7 @@ struct corio__stack {
     void  *lo;       /* usable [lo, lo + size), guard below lo */
     size_t size;
     size_t slot;     /* private to stack.c: index in the guard registry */
+    unsigned vg_id;  /* private to stack.c: its Valgrind stack id (0 when not registered) */
 };
 
 /* A pool belongs to one scheduler and is used from one thread at a time (no locking). */
