@@ -18,6 +18,7 @@ declare -A probe=(
   [fio]=/usr/bin/fio
   [gnuplot-nox]=/usr/bin/gnuplot
   [strace]=/usr/bin/strace
+  [valgrind]=/usr/include/valgrind/valgrind.h
   [acl]=/usr/bin/setfacl
   [attr]=/usr/bin/setfattr
   [libsqlite3-dev]=/usr/include/sqlite3.h
@@ -37,7 +38,8 @@ pkgs=()
 for w in "${want[@]}"; do
   case "$w" in
     build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev) ;;
-    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev libcriterion-dev strace acl attr) ;;
+    test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev libcriterion-dev strace acl attr
+                     valgrind) ;;
     run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
     bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev fio gnuplot-nox
                      libuv1-dev nginx-light wrk) ;;

@@ -156,7 +156,7 @@ T_SOAK(cancellations_racing_completions)
 static void open_close(struct corio_task *t, void *arg)
 {
     long *n = arg;
-    char name[64];
+    char name[64] = {0}; /* 8 bytes of it are written: all of them defined */
     snprintf(name, sizeof name, "g%ld", *n % 64);
     for (int i = 0; i < 50; i++) {
         struct afs_file *f;

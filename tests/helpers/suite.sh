@@ -5,8 +5,8 @@
 # Usage: suite.sh [--plain] LABEL PROGRAM [ARGS...]
 #   Criterion programs (and tests/shim ones) by default: the run fails when the program fails,
 #   when it prints no summary, when no test ran, when a test skipped for a reason that is not
-#   in tests/helpers/skips.allow, or when a sanitizer report appears in its output (a worker's
-#   LeakSanitizer report does not change Criterion's exit status).
+#   in tests/helpers/skips.allow, or when a sanitizer or valgrind report appears in its output
+#   (a worker's LeakSanitizer report does not change Criterion's exit status).
 #   --plain: any other program (the fuzz replay): it fails on a non-zero exit, 77 included,
 #   or on a sanitizer report.
 #
@@ -59,6 +59,9 @@ fail=()
 [ "$rc" -eq 0 ] || fail+=("exit status $rc")
 if grep -aqE 'ERROR: (Leak|Address)Sanitizer|runtime error: |WARNING: ThreadSanitizer' "$log"; then
   fail+=("sanitizer report")
+fi
+if grep -aq 'VALGRIND-ERROR-BEGIN' "$log"; then
+  fail+=("valgrind report")
 fi
 
 if [ "$plain" = 1 ]; then
