@@ -291,7 +291,8 @@ static void reap(struct afs_ctx *ctx)
                     splice_cqe(ctx, op, res, ud & SPLICE_FILL_BIT);
                     continue;
                 }
-                if (afs__op(op)->be[0] == AFS__UMS_PLAIN && afs__op(op)->file->sock)
+                /* sock first: be[0] is written only for the ops of sockets */
+                if (afs__op(op)->file->sock && afs__op(op)->be[0] == AFS__UMS_PLAIN)
                     afs__ums_plain_done(&u->ums, op);
                 afs__op_transferred(ctx, op, res);
             }
