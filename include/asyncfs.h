@@ -170,7 +170,8 @@ AFS_API void afs_config_default(struct afs_config *cfg);
 /* Creates a context. cfg may be NULL (defaults). With backend AUTO the environment variable
  * ASYNCFS_BACKEND (io_uring, libaio, posix-aio, iocp, threads, sync) picks the backend as
  * if it had been set in cfg; otherwise the best one available is used, falling back when
- * the first choice is blocked (see afs_ctx_fallback_reason()).
+ * the first choice is blocked (see afs_ctx_fallback_reason()). Under Valgrind (a build that
+ * found Valgrind's headers), AUTO passes io_uring over: Memcheck cannot follow it.
  * Returns 0 and *out, -EINVAL for a bad config (queue_depth 0 or too large, alloc without
  * release, unknown flags or backend name), -ENOTSUP when a backend that was asked for by name
  * is not available here (never silently replaced; a kernel that refuses it, io_uring's

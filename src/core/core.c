@@ -329,6 +329,15 @@ static int choose_backend(struct afs_ctx *ctx)
                 add_why(ctx, left_out);
             continue;
         }
+#ifdef AFS__VALGRIND
+        if (ladder[i] == AFS_BACKEND_IO_URING && RUNNING_ON_VALGRIND) {
+            /* Valgrind sees neither what the kernel writes through the rings nor that
+             * io_uring_enter may block (a wake from another thread never comes). */
+            add_why(ctx, "io_uring: not used under Valgrind, which cannot follow it "
+                         "(ASYNCFS_BACKEND=io_uring forces it)");
+            continue;
+        }
+#endif
         int err = backend_init(ctx, be, why, sizeof why, NULL);
         if (err == 0)
             return 0;

@@ -116,6 +116,7 @@ struct afs__sock {
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
 #define AFS__DEFINED(p, n) ((void)VALGRIND_MAKE_MEM_DEFINED((p), (n)))
+#define AFS__VALGRIND 1
 #endif
 #endif
 #ifndef AFS__DEFINED
