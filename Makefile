@@ -25,9 +25,11 @@ build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # WINDOWS=0 skips the Windows suite (cross-built with MinGW-w64, run under wine);
-# AARCH64=0 skips the AArch64 suite (cross-built, run under qemu-user).
+# AARCH64=0 skips the AArch64 suite, ARMHF=0 the 32-bit Arm one (cross-built, run under
+# qemu-user).
 WINDOWS ?= 1
 AARCH64 ?= 1
+ARMHF   ?= 1
 
 test: deps
 	@$(MAKE) --no-print-directory build
@@ -38,6 +40,9 @@ ifneq ($(WINDOWS),0)
 endif
 ifneq ($(AARCH64),0)
 	@$(MAKE) --no-print-directory test-aarch64
+endif
+ifneq ($(ARMHF),0)
+	@$(MAKE) --no-print-directory test-armhf
 endif
 
 run:
@@ -51,7 +56,7 @@ install:
 	@cmake --install $(BUILD)-install --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install build-windows build-aarch64
+	rm -rf $(BUILD) $(BUILD)-run $(BUILD)-install build-windows build-aarch64 build-armhf
 
-# Extra targets (test-windows, test-aarch64, test-sanitize...) live in mk/.
+# Extra targets (test-windows, test-aarch64, test-armhf, test-sanitize...) live in mk/.
 -include mk/*.mk

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build needs and is missing. Debian/Ubuntu: apt-get, as root or through
 # sudo. Elsewhere: says which packages to install, and fails.
-#   scripts/deps.sh [build|test|run|aarch64|windows|sanitize|bench]...
+#   scripts/deps.sh [build|test|run|aarch64|armhf|windows|sanitize|bench]...
 set -euo pipefail
 
 want=("$@")
@@ -24,6 +24,8 @@ declare -A probe=(
   [libsqlite3-dev]=/usr/include/sqlite3.h
   [gcc-aarch64-linux-gnu]=/usr/bin/aarch64-linux-gnu-gcc
   [libc6-dev-arm64-cross]=/usr/aarch64-linux-gnu/include/stdio.h
+  [gcc-arm-linux-gnueabihf]=/usr/bin/arm-linux-gnueabihf-gcc
+  [libc6-dev-armhf-cross]=/usr/arm-linux-gnueabihf/include/stdio.h
   [qemu-user]=/usr/bin/qemu-aarch64
   [gcc-mingw-w64-x86-64]=/usr/bin/x86_64-w64-mingw32-gcc
   [wine64]=/usr/lib/wine/wine64
@@ -44,6 +46,7 @@ for w in "${want[@]}"; do
     bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev fio gnuplot-nox
                      libuv1-dev nginx-light wrk) ;;
     aarch64)  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ;;
+    armhf)    pkgs+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user) ;;
     windows)  pkgs+=(gcc-mingw-w64-x86-64 wine64) ;;
     sanitize) pkgs+=(clang libclang-rt-14-dev) ;;
     tsan)     pkgs+=(build-essential libtsan2) ;;

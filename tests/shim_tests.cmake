@@ -1,7 +1,7 @@
 # The contract suite and the scheduler tests built against the Criterion-compatible shim, for
-# cross builds where Criterion is not packaged (AArch64 under qemu-user). Runs once per
-# backend built for the target, under CMAKE_CROSSCOMPILING_EMULATOR, through
-# tests/helpers/suite.sh as the native suites do: an entry fails when no test ran or a test
+# cross builds where Criterion is not packaged (AArch64 and 32-bit Arm under qemu-user). Runs
+# once per backend built for the target (threads, sync, posix-aio), under
+# CMAKE_CROSSCOMPILING_EMULATOR, through tests/helpers/suite.sh as the native suites do: an entry fails when no test ran or a test
 # skipped for a reason tests/helpers/skips.allow does not list (no SKIP_RETURN_CODE: an entry
 # whose tests all skipped fails too).
 set(SRC ${PROJECT_SOURCE_DIR}/tests)
@@ -19,7 +19,11 @@ foreach(t contract corio_sched)
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static m) # m: the rounding-mode test
   target_compile_definitions(${t}_shim PRIVATE ${AFS_DEFS}) # backends built, for syscount.h
-  foreach(b threads sync)
+  set(backends threads sync)
+  if(ASYNCFS_POSIX_AIO)
+    list(APPEND backends posix-aio)
+  endif()
+  foreach(b ${backends})
     add_test(NAME ${t}_${b} COMMAND ${SRC}/helpers/suite.sh ${t}_${b}
              ${CMAKE_CROSSCOMPILING_EMULATOR} $<TARGET_FILE:${t}_shim>)
     set_tests_properties(${t}_${b} PROPERTIES TIMEOUT 900 ENVIRONMENT

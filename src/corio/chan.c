@@ -35,8 +35,11 @@ int corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size)
 {
     AFS_CHECK(out != NULL, "out is NULL");
     *out = NULL;
-    if (elem_size == 0 || elem_size > ((size_t)1 << 30) ||
-        (capacity && capacity > (((size_t)1 << 40) / elem_size)))
+    /* The values take at most 2^40 bytes, and at most half the address space (32-bit). */
+    uint64_t max_bytes = (uint64_t)1 << 40;
+    if ((uint64_t)SIZE_MAX / 2 - sizeof(struct corio_chan) < max_bytes)
+        max_bytes = (uint64_t)SIZE_MAX / 2 - sizeof(struct corio_chan);
+    if (elem_size == 0 || elem_size > ((size_t)1 << 30) || capacity > max_bytes / elem_size)
         return -EINVAL;
     struct corio_chan *c = afs__sys.calloc(1, sizeof *c + capacity * elem_size);
     if (!c)

@@ -1825,7 +1825,11 @@ T_IO(cached_reads_keep_every_byte_while_modes_change)
         }
     }
     cr_assert_eq(off, len);
-    cr_assert_eq(eio_seen, 1);
+    if (eio_at < 0)
+        cr_assert_eq(eio_seen, 1, "the injected EIO reported once");
+    else /* Never injected: its window was read by the backend, not through the pread seen
+          * here (posix-aio where the kernel does not say what is cached). */
+        cr_assert(eio_seen == 0 && !cached_throughout("f"), "%d EIO seen", eio_seen);
     cr_assert_eq(afs_fread(buf, 1, 1, s), 0, "EOF is sticky");
     cr_assert_eq(afs_fseek(s, (int64_t)len - 5000, SEEK_SET), 0);
     cr_assert_eq(afs_fread(buf, 1, 300 * KIB, s), 5000);
