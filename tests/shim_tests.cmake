@@ -1,20 +1,29 @@
-# The contract suite and the scheduler tests built against the Criterion-compatible shim, for
+# The contract suite, the scheduler tests and corio's network tests built against the Criterion-compatible shim, for
 # cross builds where Criterion is not packaged (AArch64 and 32-bit Arm under qemu-user). Runs
 # once per backend built for the target (threads, sync, posix-aio), under
 # CMAKE_CROSSCOMPILING_EMULATOR, through tests/helpers/suite.sh as the native suites do: an entry fails when no test ran or a test
 # skipped for a reason tests/helpers/skips.allow does not list (no SKIP_RETURN_CODE: an entry
 # whose tests all skipped fails too).
 set(SRC ${PROJECT_SOURCE_DIR}/tests)
-foreach(t contract corio_sched)
+foreach(t contract corio_sched corio_net)
   if(t STREQUAL contract)
     add_executable(${t}_shim ${SRC}/contract/test_ctx.c ${SRC}/contract/test_position.c
                    ${SRC}/contract/test_ops.c ${SRC}/contract/test_blocking.c
                    ${SRC}/contract/test_stream.c ${SRC}/contract/test_meta.c
                    ${SRC}/contract/test_cancel.c ${SRC}/contract/test_pipes.c
-                   ${SRC}/contract/test_waker.c ${SRC}/shim/runner.c)
-  else()
+                   ${SRC}/contract/test_waker.c ${SRC}/contract/test_storage.c
+                   ${SRC}/contract/test_register.c ${SRC}/contract/test_sockets.c
+                   ${SRC}/contract/test_crash.c ${SRC}/contract/test_crash_wal.c
+                   ${SRC}/contract/test_chain.c ${SRC}/contract/test_cached.c
+                   ${SRC}/contract/test_sendfile.c ${SRC}/shim/runner.c)
+    # The readiness engine's kqueue flavour runs over a stand-in (tests/contract/sock_flavours.h).
+    target_sources(${t}_shim PRIVATE ${SRC}/helpers/kqueue_shim.c)
+  elseif(t STREQUAL corio_sched)
     add_executable(${t}_shim ${SRC}/corio/test_sched.c ${SRC}/corio/test_future.c
                    ${SRC}/corio/test_rt.c ${SRC}/shim/runner.c)
+  else()
+    add_executable(${t}_shim ${SRC}/corio/test_net.c ${SRC}/shim/runner.c)
+    target_compile_options(${t}_shim PRIVATE -Wno-unused-function) # common.h's file helpers
   endif()
   target_include_directories(${t}_shim PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src/core)
   target_link_libraries(${t}_shim PRIVATE asyncfs_static m) # m: the rounding-mode test
