@@ -19,6 +19,7 @@ declare -A probe=(
   [gnuplot-nox]=/usr/bin/gnuplot
   [strace]=/usr/bin/strace
   [valgrind]=/usr/include/valgrind/valgrind.h
+  [musl-tools]=/usr/bin/musl-gcc
   [acl]=/usr/bin/setfacl
   [attr]=/usr/bin/setfattr
   [libsqlite3-dev]=/usr/include/sqlite3.h
@@ -41,7 +42,7 @@ for w in "${want[@]}"; do
   case "$w" in
     build)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev) ;;
     test)     pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev libcriterion-dev strace acl attr
-                     valgrind) ;;
+                     valgrind musl-tools) ;;
     run)      pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev) ;;
     bench)    pkgs+=(build-essential cmake pkg-config liburing-dev libaio-dev libsqlite3-dev fio gnuplot-nox
                      libuv1-dev nginx-light wrk) ;;

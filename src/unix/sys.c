@@ -11,7 +11,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #ifdef __linux__
-#include <linux/fs.h> /* BLKSSZGET */
+#include <linux/falloc.h> /* FALLOC_FL_*: musl's fcntl.h has only the first two */
+#include <linux/fs.h>     /* BLKSSZGET */
 #include <sys/sendfile.h>
 #endif
 #include <sys/stat.h>
@@ -39,7 +40,14 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
 static ssize_t sys_pread_nowait(int fd, void *buf, size_t len, uint64_t off)
 {
     struct iovec v = {buf, len};
+#if defined(__GLIBC__) || !defined(SYS_preadv2)
     ssize_t r = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
+#else
+    /* C libraries without preadv2 (musl before 1.2.5): the system call, whose offset comes
+     * as two longs, low then high (the kernel ignores the high one on 64-bit targets). */
+    ssize_t r = syscall(SYS_preadv2, fd, &v, 1, (unsigned long)off,
+                        (unsigned long)((off >> 16) >> 16), RWF_NOWAIT);
+#endif
     if (r >= 0)
         return r;
     return errno == ENOSYS || errno == EINVAL ? -EOPNOTSUPP : -errno;

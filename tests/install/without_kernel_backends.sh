@@ -23,6 +23,6 @@ cmake --build "$tmp/build" -j 2 >"$tmp/build.log" 2>&1 ||
 # the outer suite); one at a time, as the outer suite runs: the cached-data tests judge by
 # timing, and a loaded machine changes their choices.
 (cd "$tmp/build" && env -u ASYNCFS_BACKEND ctest -j 1 --output-on-failure --timeout 600 \
-  -E '^(build_without_|install_consumer|soak_large_|valgrind_|ladder_aio_max_nr)') ||
+  -E '^(build_with|install_consumer|soak_large_|valgrind_|ladder_aio_max_nr)') ||
   fail "the suites fail in a build without io_uring and libaio"
 echo "without_kernel_backends: built and tested without io_uring and libaio"

@@ -55,6 +55,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/uio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum { DIO_ALIGN = 4096, GROUP_FS_MAX = 8, TEMPS_WAITING = 4096 };
@@ -1030,7 +1031,12 @@ static ssize_t read_cached(int fd, void *buf, size_t len, off_t off)
     }
     if (!afcp_me->nowait_broken) {
         struct iovec iov = {buf, len};
+#if defined(__GLIBC__)
         ssize_t n = preadv2(fd, &iov, 1, off, RWF_NOWAIT);
+#else /* C libraries without preadv2 (musl before 1.2.5): the offset as two longs, low first */
+        ssize_t n = syscall(SYS_preadv2, fd, &iov, 1, (unsigned long)off,
+                            (unsigned long)(((uint64_t)off >> 16) >> 16), RWF_NOWAIT);
+#endif
         if (n >= 0 || errno == EAGAIN)
             return n >= 0 ? n : -EAGAIN;
         if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)

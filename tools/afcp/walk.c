@@ -21,9 +21,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
+
+/* A getdents64 record as the kernel writes it (C libraries differ in how they name it: musl
+ * has no struct dirent64 of its own and no getdents64 without _LARGEFILE64_SOURCE). */
+struct kdirent64 {
+    uint64_t       d_ino;
+    int64_t        d_off;
+    unsigned short d_reclen;
+    unsigned char  d_type;
+    char           d_name[];
+};
+#define AFCP_RENAME_NOREPLACE 1u /* <linux/fs.h>; renameat2 is not in every C library */
 
 struct afcp_devino {
     dev_t dev;
@@ -133,8 +145,8 @@ int afcp_unlink(int dirfd, const char *name)
 static int rename_in(int dfd, const char *from, const char *to, unsigned flags)
 {
     if (afcp_me->inline_io)
-        return renameat2(dfd, from, dfd, to, flags & AFS_RENAME_NOREPLACE ? RENAME_NOREPLACE
-                                                                          : 0) == 0 ? 0 : -errno;
+        return syscall(SYS_renameat2, dfd, from, dfd, to,
+                       flags & AFS_RENAME_NOREPLACE ? AFCP_RENAME_NOREPLACE : 0u) == 0 ? 0 : -errno;
     return afs_renameat(AFCP_CTX, dfd, from, dfd, to, flags);
 }
 
@@ -399,9 +411,9 @@ static int read_entries(struct afcp_dir *d, struct ent **out, size_t *count)
     struct ent *ents = NULL;
     size_t n = 0, cap = 0;
     ssize_t got;
-    while ((got = getdents64(d->sfd, buf, DENTS_BUF)) > 0) {
+    while ((got = syscall(SYS_getdents64, d->sfd, buf, DENTS_BUF)) > 0) {
         for (ssize_t pos = 0; pos < got;) {
-            struct dirent64 *e = (struct dirent64 *)(buf + pos);
+            struct kdirent64 *e = (struct kdirent64 *)(buf + pos);
             pos += e->d_reclen;
             if (e->d_name[0] == '.' &&
                 (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
