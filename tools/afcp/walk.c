@@ -279,15 +279,19 @@ static void remember_made(dev_t dev, ino_t ino)
     }
 }
 
-/* -p on a symlink: its owner (root) and times. */
-static void link_attrs(struct afcp_dir *dd, const char *name, const struct stat *st)
+/* -p on a symlink: its owner (root) and times; a failure is reported with cp's words and
+ * the destination's name (dpath). */
+static void link_attrs(struct afcp_dir *dd, const char *name, const struct stat *st,
+                       const char *dpath)
 {
     if (afcp.o.preserve & AFCP_P_ATTRS) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER))
-            fchownat(dd->dfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        if (afcp.o.preserve & AFCP_P_TIMES)
-            utimensat(dd->dfd, name, ts, AT_SYMLINK_NOFOLLOW);
+        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER) &&
+            fchownat(dd->dfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+            afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
+        if ((afcp.o.preserve & AFCP_P_TIMES) &&
+            utimensat(dd->dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+            afcp_err(errno, "preserving times for '%s'", dpath);
     }
 }
 
@@ -312,7 +316,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
         if (symlinkat(target, dd->dfd, dname) < 0) {
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
         } else {
-            link_attrs(dd, dname, st);
+            link_attrs(dd, dname, st, dpath);
             if (afcp.o.verbose)
                 afcp_verbose("'%s' -> '%s'", spath, dpath);
         }
@@ -343,7 +347,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             return;
         }
     }
-    link_attrs(dd, tmp, st);
+    link_attrs(dd, tmp, st, dpath);
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
         afcp_err(-err, "cannot create symbolic link '%s'", dpath);
@@ -374,12 +378,16 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
     if (afcp.o.preserve & AFCP_P_ATTRS) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
         int owner = afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER);
-        if (owner)
-            fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
-        if (afcp.o.preserve & AFCP_P_MODE)
-            fchmodat(dd->dfd, dname, owner ? mode : mode & 01777, 0);
-        if (afcp.o.preserve & AFCP_P_TIMES)
-            utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW);
+        if (owner && fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+            afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
+            owner = 0; /* then no set-user-ID or set-group-ID bit either */
+        }
+        if ((afcp.o.preserve & AFCP_P_MODE) &&
+            fchmodat(dd->dfd, dname, owner ? mode : mode & 01777, 0) < 0)
+            afcp_err(errno, "preserving permissions for '%s'", dpath);
+        if ((afcp.o.preserve & AFCP_P_TIMES) &&
+            utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
+            afcp_err(errno, "preserving times for '%s'", dpath);
     }
     if (afcp.o.verbose)
         afcp_verbose("'%s' -> '%s'", spath, dpath);
