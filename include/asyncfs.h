@@ -197,7 +197,10 @@ AFS_API const char *afs_ctx_backend(const struct afs_ctx *ctx);
 
 /* Why AUTO did not get its first choice, in words a person can act on
  * (e.g. "io_uring_setup: EPERM (blocked by seccomp?)", or "io_uring: not built (liburing
- * missing at build time)" for a backend the build left out), or NULL when it did. */
+ * missing at build time)" for a backend the build left out), or NULL when it did. libaio
+ * makes its kernel context at the first AFS_DIRECT read or write, not in afs_ctx_new(); if
+ * that fails then (fs.aio-max-nr used up meanwhile), direct I/O runs on the thread pool and
+ * the reason gains the io_setup error. Owner thread, as the context's other calls. */
 AFS_API const char *afs_ctx_fallback_reason(const struct afs_ctx *ctx);
 
 /* The message for a negative errno value (or a positive one): the system's own text, as

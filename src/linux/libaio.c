@@ -31,7 +31,8 @@ _Static_assert(_Alignof(struct iocb) <= _Alignof(uint64_t), "backend words too l
 #define LAIO_BATCH      64  /* events reaped per io_getevents() */
 
 struct laio {
-    io_context_t  aio;
+    io_context_t  aio;      /* NULL until the first direct op (setup()) */
+    bool          no_aio;   /* setup() failed: direct ops go to the pool too */
     unsigned      cap;      /* events the kernel context was made for: iocbs it may hold */
     unsigned      busy;     /* iocbs the kernel holds (submitted, not reaped) */
     unsigned      nstaged;  /* iocbs in staged[], not yet submitted */
@@ -77,19 +78,15 @@ static const char *setup_hint(int err)
     }
 }
 
-static int laio_init(struct afs_ctx *ctx, char *why, size_t why_len)
+/* The kernel context is made when the first direct op comes, not with the afs context:
+ * io_destroy() waits for two RCU grace periods (30-40 ms here), and so does a process's exit
+ * for the contexts it leaves, which a program that never reads or writes O_DIRECT (a copy of
+ * cached files, a short command; buffered ops run on the pool) should not pay.
+ * EAGAIN: the machine-wide fs.aio-max-nr is nearly used up. A smaller context still beats
+ * the thread pool for direct I/O; below LAIO_MIN_EVENTS give up. */
+static int setup(struct afs_ctx *ctx, char *why, size_t why_len)
 {
-    struct laio *l = afs__sys.calloc(1, sizeof *l);
-    if (!l)
-        return -ENOMEM;
-    l->staged = afs__sys.calloc(ctx->cfg.queue_depth, sizeof *l->staged);
-    if (!l->staged) {
-        free(l);
-        return -ENOMEM;
-    }
-    /* EAGAIN: the machine-wide fs.aio-max-nr is nearly used up. A smaller context still
-     * beats the thread pool for direct I/O; below LAIO_MIN_EVENTS give up and let the ladder
-     * go on to threads. */
+    struct laio *l = L(ctx);
     unsigned nr = ctx->cfg.queue_depth;
     int err;
     for (;;) {
@@ -100,12 +97,49 @@ static int laio_init(struct afs_ctx *ctx, char *why, size_t why_len)
         nr = nr / 2 < LAIO_MIN_EVENTS ? LAIO_MIN_EVENTS : nr / 2;
     }
     if (err < 0) {
+        l->aio = NULL;
         afs__why(why, why_len, "io_setup", err, setup_hint(err));
-        free(l->staged);
-        free(l);
         return err;
     }
     l->cap = nr;
+    return 0;
+}
+
+/* Whether Linux AIO is there, without making a context (see setup()): io_setup() with no
+ * events is refused with EINVAL by a kernel that has it, ENOSYS without, EPERM under a
+ * seccomp filter; and fs.aio-max-nr must leave room for the smallest context. */
+static int probe(char *why, size_t why_len)
+{
+    io_context_t none = NULL;
+    int err = io_setup(0, &none);
+    if (err == 0) /* never seen: a kernel that took it */
+        io_destroy(none);
+    else if (err != -EINVAL) {
+        afs__why(why, why_len, "io_setup", err, setup_hint(err));
+        return err;
+    }
+    unsigned long max = read_sysctl("/proc/sys/fs/aio-max-nr");
+    unsigned long nr = read_sysctl("/proc/sys/fs/aio-nr");
+    if (max > 0 && (nr >= max || max - nr < LAIO_MIN_EVENTS)) {
+        afs__why(why, why_len, "io_setup", -EAGAIN, setup_hint(-EAGAIN));
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+static int laio_init(struct afs_ctx *ctx, char *why, size_t why_len)
+{
+    int err = probe(why, why_len);
+    if (err < 0)
+        return err;
+    struct laio *l = afs__sys.calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->staged = afs__sys.calloc(ctx->cfg.queue_depth, sizeof *l->staged);
+    if (!l->staged) {
+        free(l);
+        return -ENOMEM;
+    }
     ctx->be_state = l;
     return 0;
 }
@@ -113,7 +147,8 @@ static int laio_init(struct afs_ctx *ctx, char *why, size_t why_len)
 static void laio_fini(struct afs_ctx *ctx)
 {
     struct laio *l = L(ctx);
-    io_destroy(l->aio);
+    if (l->aio)
+        io_destroy(l->aio);
     free(l->staged);
     free(l);
     ctx->be_state = NULL;
@@ -228,9 +263,21 @@ static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
     if (!(o->file->flags & AFS_DIRECT) || o->file->seq)
         return false; /* buffered: io_submit() would do the I/O inside the system call; a
                          pipe or socket has no offsets for an iocb: read()/write() there */
-    if (o->code == AFS__FSYNC)
-        return !L(ctx)->no_fsync;
-    return true;
+    struct laio *l = L(ctx);
+    if (o->code == AFS__FSYNC && l->no_fsync)
+        return false;
+    if (!l->aio && !l->no_aio) {
+        char why[160];
+        if (setup(ctx, why, sizeof why) < 0) {
+            /* Taken since the probe (fs.aio-max-nr) or refused: the pool does direct I/O
+             * too, and the context's fallback reason says why. */
+            l->no_aio = true;
+            size_t n = strlen(ctx->why);
+            snprintf(ctx->why + n, sizeof ctx->why - n, "%s%s; direct I/O runs on the thread pool",
+                     n ? "; " : "", why);
+        }
+    }
+    return l->aio != NULL;
 }
 
 static int laio_prep(struct afs_ctx *ctx, struct afs_op *op)

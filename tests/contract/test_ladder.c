@@ -610,7 +610,7 @@ T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
     cr_assert_eq(err, 0, "libaio with 100 events left: %s", afs_strerror(err));
     t_ctx = c;
     cr_assert_str_eq(afs_ctx_backend(c), "libaio");
-    cr_assert_lt(aio_free(), 100, "the context took some of what was left");
+    cr_assert_eq(aio_free(), 100, "the kernel context waits for the first direct op");
     /* More direct ops than the degraded kernel context holds: submitted in several rounds. */
     enum { M = 256 };
     struct afs_file *f = open_file(c, "d", AFS_RDWR | AFS_CREAT | AFS_DIRECT);
@@ -624,6 +624,8 @@ T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
         cr_assert_eq(afs_queue_write(&ops[i], f, w + (size_t)i * BS, BS, (uint64_t)i * BS,
                                      count_cb, &d), 0);
     wait_for(c, &d, M);
+    cr_assert_lt(aio_free(), 100, "the context took some of what was left");
+    cr_assert_null(afs_ctx_fallback_reason(c));
     afs_ctx_stats(c, &b);
     cr_assert_gt(b.kernel_submits - a.kernel_submits, 1);
     cr_assert_eq(b.pool_ops, a.pool_ops);
@@ -631,6 +633,48 @@ T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
         cr_assert_eq(ops[i].result, BS, "op %d: %zd", i, ops[i].result);
     cr_assert_eq(afs_pread(f, r, (size_t)M * BS, 0), (ssize_t)M * BS);
     cr_assert(t_check(r, (size_t)M * BS, 0));
+    afs_buf_free(c, w, (size_t)M * BS);
+    afs_buf_free(c, r, (size_t)M * BS);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* Room when the context was made, none left at its first direct op: the direct ops run on
+ * the thread pool, right, and the reason says why. */
+T_LADDER(aio_max_nr_used_up_after_creation_direct_io_goes_to_the_pool)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.backend = AFS_BACKEND_LIBAIO;
+    struct afs_ctx *c = NULL;
+    if (env_is("AFS_LADDER_HOG", "1")) {
+        int err = afs_ctx_new(&c, &cfg);
+        cr_assert_eq(err, 0, "libaio: %s", afs_strerror(err));
+        t_ctx = c;
+    }
+    hog_all_but(8);
+    cr_assert_null(afs_ctx_fallback_reason(c));
+    enum { M = 32 };
+    struct afs_file *f = open_file(c, "d", AFS_RDWR | AFS_CREAT | AFS_DIRECT);
+    char *w = afs_buf_alloc(c, (size_t)M * BS), *r = afs_buf_alloc(c, (size_t)M * BS);
+    t_fill(w, (size_t)M * BS, 0);
+    static struct afs_op ops[M];
+    struct done d = {0};
+    struct afs_stats a, b;
+    afs_ctx_stats(c, &a);
+    for (int i = 0; i < M; i++)
+        cr_assert_eq(afs_queue_write(&ops[i], f, w + (size_t)i * BS, BS, (uint64_t)i * BS,
+                                     count_cb, &d), 0);
+    wait_for(c, &d, M);
+    afs_ctx_stats(c, &b);
+    cr_assert_eq(b.pool_ops - a.pool_ops, (uint64_t)M);
+    for (int i = 0; i < M; i++)
+        cr_assert_eq(ops[i].result, BS, "op %d: %zd", i, ops[i].result);
+    cr_assert_eq(afs_pread(f, r, (size_t)M * BS, 0), (ssize_t)M * BS);
+    cr_assert(t_check(r, (size_t)M * BS, 0));
+    const char *why = afs_ctx_fallback_reason(c);
+    cr_assert(why && strstr(why, "io_setup: ") && strstr(why, "fs.aio-max-nr") &&
+                  strstr(why, "direct I/O runs on the thread pool"),
+              "reason: %s", why ? why : "(null)");
     afs_buf_free(c, w, (size_t)M * BS);
     afs_buf_free(c, r, (size_t)M * BS);
     cr_assert_eq(afs_close(f), 0);
