@@ -321,6 +321,12 @@ int main(int argc, char **argv)
     struct corio_rt_config rcfg;
     corio_rt_config_default(&rcfg);
     rcfg.schedulers = o->threads > 4096 ? 4096 : o->threads;
+    /* One source that is not a directory (nor a link to one): its copy runs on one scheduler,
+     * and a second would only cost its thread and ring, a third of a small file's copy. */
+    struct stat sst;
+    if (o->threads == 0 && plan.nsrc == 1 && stat(plan.srcs[0], &sst) == 0 &&
+        !S_ISDIR(sst.st_mode))
+        rcfg.schedulers = 1;
     rcfg.ctx.sync_threshold = 0;
     rcfg.sched.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
     int err = corio_rt_new(&afcp.rt, &rcfg);
