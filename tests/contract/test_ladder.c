@@ -599,6 +599,36 @@ static void hog_all_but(unsigned long leave)
         cr_skip_test("could not leave exactly %lu AIO events free (have %lu)", leave, left);
 }
 
+/* Writes m blocks to a new O_DIRECT file as m queued ops, checks every result and the data
+ * read back; *delta gets what the context's statistics moved meanwhile. */
+static void direct_writes(struct afs_ctx *c, int m, struct afs_stats *delta)
+{
+    struct afs_file *f = open_file(c, "d", AFS_RDWR | AFS_CREAT | AFS_DIRECT);
+    char *w = afs_buf_alloc(c, (size_t)m * BS), *r = afs_buf_alloc(c, (size_t)m * BS);
+    cr_assert(w && r);
+    t_fill(w, (size_t)m * BS, 0);
+    struct afs_op *ops = calloc((size_t)m, sizeof *ops);
+    cr_assert_not_null(ops);
+    struct done d = {0};
+    struct afs_stats a, b;
+    afs_ctx_stats(c, &a);
+    for (int i = 0; i < m; i++)
+        cr_assert_eq(afs_queue_write(&ops[i], f, w + (size_t)i * BS, BS, (uint64_t)i * BS,
+                                     count_cb, &d), 0);
+    wait_for(c, &d, m);
+    afs_ctx_stats(c, &b);
+    delta->kernel_submits = b.kernel_submits - a.kernel_submits;
+    delta->pool_ops = b.pool_ops - a.pool_ops;
+    for (int i = 0; i < m; i++)
+        cr_assert_eq(ops[i].result, BS, "op %d: %zd", i, ops[i].result);
+    cr_assert_eq(afs_pread(f, r, (size_t)m * BS, 0), (ssize_t)m * BS);
+    cr_assert(t_check(r, (size_t)m * BS, 0));
+    free(ops);
+    afs_buf_free(c, w, (size_t)m * BS);
+    afs_buf_free(c, r, (size_t)m * BS);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
 {
     hog_all_but(100);
@@ -612,30 +642,12 @@ T_LADDER(aio_max_nr_nearly_used_up_degrades_libaio)
     cr_assert_str_eq(afs_ctx_backend(c), "libaio");
     cr_assert_eq(aio_free(), 100, "the kernel context waits for the first direct op");
     /* More direct ops than the degraded kernel context holds: submitted in several rounds. */
-    enum { M = 256 };
-    struct afs_file *f = open_file(c, "d", AFS_RDWR | AFS_CREAT | AFS_DIRECT);
-    char *w = afs_buf_alloc(c, (size_t)M * BS), *r = afs_buf_alloc(c, (size_t)M * BS);
-    t_fill(w, (size_t)M * BS, 0);
-    static struct afs_op ops[M];
-    struct done d = {0};
-    struct afs_stats a, b;
-    afs_ctx_stats(c, &a);
-    for (int i = 0; i < M; i++)
-        cr_assert_eq(afs_queue_write(&ops[i], f, w + (size_t)i * BS, BS, (uint64_t)i * BS,
-                                     count_cb, &d), 0);
-    wait_for(c, &d, M);
+    struct afs_stats moved = {0};
+    direct_writes(c, 256, &moved);
     cr_assert_lt(aio_free(), 100, "the context took some of what was left");
     cr_assert_null(afs_ctx_fallback_reason(c));
-    afs_ctx_stats(c, &b);
-    cr_assert_gt(b.kernel_submits - a.kernel_submits, 1);
-    cr_assert_eq(b.pool_ops, a.pool_ops);
-    for (int i = 0; i < M; i++)
-        cr_assert_eq(ops[i].result, BS, "op %d: %zd", i, ops[i].result);
-    cr_assert_eq(afs_pread(f, r, (size_t)M * BS, 0), (ssize_t)M * BS);
-    cr_assert(t_check(r, (size_t)M * BS, 0));
-    afs_buf_free(c, w, (size_t)M * BS);
-    afs_buf_free(c, r, (size_t)M * BS);
-    cr_assert_eq(afs_close(f), 0);
+    cr_assert_gt(moved.kernel_submits, 1);
+    cr_assert_eq(moved.pool_ops, 0);
 }
 
 /* Room when the context was made, none left at its first direct op: the direct ops run on
@@ -653,31 +665,13 @@ T_LADDER(aio_max_nr_used_up_after_creation_direct_io_goes_to_the_pool)
     }
     hog_all_but(8);
     cr_assert_null(afs_ctx_fallback_reason(c));
-    enum { M = 32 };
-    struct afs_file *f = open_file(c, "d", AFS_RDWR | AFS_CREAT | AFS_DIRECT);
-    char *w = afs_buf_alloc(c, (size_t)M * BS), *r = afs_buf_alloc(c, (size_t)M * BS);
-    t_fill(w, (size_t)M * BS, 0);
-    static struct afs_op ops[M];
-    struct done d = {0};
-    struct afs_stats a, b;
-    afs_ctx_stats(c, &a);
-    for (int i = 0; i < M; i++)
-        cr_assert_eq(afs_queue_write(&ops[i], f, w + (size_t)i * BS, BS, (uint64_t)i * BS,
-                                     count_cb, &d), 0);
-    wait_for(c, &d, M);
-    afs_ctx_stats(c, &b);
-    cr_assert_eq(b.pool_ops - a.pool_ops, (uint64_t)M);
-    for (int i = 0; i < M; i++)
-        cr_assert_eq(ops[i].result, BS, "op %d: %zd", i, ops[i].result);
-    cr_assert_eq(afs_pread(f, r, (size_t)M * BS, 0), (ssize_t)M * BS);
-    cr_assert(t_check(r, (size_t)M * BS, 0));
+    struct afs_stats moved = {0};
+    direct_writes(c, 32, &moved);
+    cr_assert_eq(moved.pool_ops, 32);
     const char *why = afs_ctx_fallback_reason(c);
     cr_assert(why && strstr(why, "io_setup: ") && strstr(why, "fs.aio-max-nr") &&
                   strstr(why, "direct I/O runs on the thread pool"),
               "reason: %s", why ? why : "(null)");
-    afs_buf_free(c, w, (size_t)M * BS);
-    afs_buf_free(c, r, (size_t)M * BS);
-    cr_assert_eq(afs_close(f), 0);
 }
 
 T_LADDER(aio_max_nr_used_up_forced_libaio_is_enotsup_auto_gets_threads)
