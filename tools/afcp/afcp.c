@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "afcp.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -280,6 +281,44 @@ static void usage(FILE *f)
           f);
 }
 
+/* Whether the sources are known, before anything is copied, to be too few files for a second
+ * scheduler to pay for its thread and ring (some 0.3 ms, about what ten small cached files
+ * take to copy): at most SMALL_WORK entries in all, counting a file as one and a directory
+ * as its entries when it has no subdirectory (nor anything that may be one: a symlink, an
+ * entry of unknown type). Anything else, or any doubt, leaves the default. */
+enum { SMALL_WORK = 32 };
+static int small_work(const struct plan *p)
+{
+    int n = 0;
+    for (int i = 0; i < p->nsrc && n <= SMALL_WORK; i++) {
+        struct stat st;
+        if (stat(p->srcs[i], &st) != 0)
+            return 0;
+        if (!S_ISDIR(st.st_mode)) {
+            n++;
+            continue;
+        }
+        if (!afcp.o.recursive)
+            continue; /* cp omits it */
+        DIR *d = opendir(p->srcs[i]);
+        if (!d)
+            return 0;
+        struct dirent *e;
+        while (n <= SMALL_WORK && (e = readdir(d))) {
+            if (e->d_name[0] == '.' &&
+                (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+                continue;
+            if (e->d_type != DT_REG) {
+                n = SMALL_WORK + 1;
+                break;
+            }
+            n++;
+        }
+        closedir(d);
+    }
+    return n <= SMALL_WORK;
+}
+
 int main(int argc, char **argv)
 {
     setlocale(LC_CTYPE, ""); /* which bytes of a name are printable characters (quote.c) */
@@ -321,11 +360,7 @@ int main(int argc, char **argv)
     struct corio_rt_config rcfg;
     corio_rt_config_default(&rcfg);
     rcfg.schedulers = o->threads > 4096 ? 4096 : o->threads;
-    /* One source that is not a directory (nor a link to one): its copy runs on one scheduler,
-     * and a second would only cost its thread and ring, a third of a small file's copy. */
-    struct stat sst;
-    if (o->threads == 0 && plan.nsrc == 1 && stat(plan.srcs[0], &sst) == 0 &&
-        !S_ISDIR(sst.st_mode))
+    if (o->threads == 0 && small_work(&plan))
         rcfg.schedulers = 1;
     rcfg.ctx.sync_threshold = 0;
     rcfg.sched.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
