@@ -230,7 +230,7 @@ static const char *left_out_why(enum afs_backend id)
 }
 
 /* Adds one rung's reason to AUTO's: "io_uring_setup: ...; io_setup: ..." */
-static void add_why(struct afs_ctx *ctx, const char *why)
+void afs__add_why(struct afs_ctx *ctx, const char *why)
 {
     size_t n = strlen(ctx->why);
     snprintf(ctx->why + n, sizeof ctx->why - n, "%s%s", n ? "; " : "", why);
@@ -326,14 +326,14 @@ static int choose_backend(struct afs_ctx *ctx)
         if (!be) {
             const char *left_out = left_out_why(ladder[i]);
             if (left_out)
-                add_why(ctx, left_out);
+                afs__add_why(ctx, left_out);
             continue;
         }
 #ifdef AFS__VALGRIND
         if (ladder[i] == AFS_BACKEND_IO_URING && RUNNING_ON_VALGRIND) {
             /* Valgrind sees neither what the kernel writes through the rings nor that
              * io_uring_enter may block (a wake from another thread never comes). */
-            add_why(ctx, "io_uring: not used under Valgrind, which cannot follow it "
+            afs__add_why(ctx, "io_uring: not used under Valgrind, which cannot follow it "
                          "(ASYNCFS_BACKEND=io_uring forces it)");
             continue;
         }
@@ -344,7 +344,7 @@ static int choose_backend(struct afs_ctx *ctx)
         if (!first_err)
             first_err = err;
         /* Each rung that failed says why, in order. */
-        add_why(ctx, why);
+        afs__add_why(ctx, why);
         if (!unavailable(err) || (ctx->cfg.flags & AFS_CTX_NO_FALLBACK))
             return ctx_error(err, "%s: %s", ctx->cfg.flags & AFS_CTX_NO_FALLBACK
                                                 ? "AFS_CTX_NO_FALLBACK" : "auto", ctx->why);

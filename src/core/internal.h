@@ -787,6 +787,8 @@ bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now);
 
 /* Formats "call: ENAME (hint)" into why. */
 void afs__why(char *why, size_t len, const char *call, int err, const char *hint);
+/* Appends one reason to the context's fallback reason ("a; b"), cut at its size. */
+void afs__add_why(struct afs_ctx *ctx, const char *why);
 
 /* The symbolic name of an errno value ("EPERM"), or "E?" */
 const char *afs__errno_name(int err);

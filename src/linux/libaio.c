@@ -272,9 +272,8 @@ static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
             /* Taken since the probe (fs.aio-max-nr) or refused: the pool does direct I/O
              * too, and the context's fallback reason says why. */
             l->no_aio = true;
-            size_t n = strlen(ctx->why);
-            snprintf(ctx->why + n, sizeof ctx->why - n, "%s%s; direct I/O runs on the thread pool",
-                     n ? "; " : "", why);
+            afs__add_why(ctx, why);
+            afs__add_why(ctx, "direct I/O runs on the thread pool");
         }
     }
     return l->aio != NULL;
