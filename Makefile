@@ -37,9 +37,15 @@ WINDOWS ?= 1
 AARCH64 ?= 1
 ARMHF   ?= 1
 
+# The entries that may run side by side (ctest -j 2): Memcheck's, which judge memory only and
+# run one thread at a time. Every other entry runs alone, as some judge by timing.
+SIDE_BY_SIDE := ^valgrind_
+
 test: deps
 	@$(MAKE) --no-print-directory build
-	@cd $(BUILD) && rm -f Testing/suite-summary.txt; rc=0; ctest --output-on-failure -j 1 || rc=$$?; \
+	@cd $(BUILD) && rm -f Testing/suite-summary.txt; rc=0; \
+	  ctest --output-on-failure -j 2 -R '$(SIDE_BY_SIDE)' || rc=$$?; \
+	  ctest --output-on-failure -j 1 -E '$(SIDE_BY_SIDE)' || rc=$$?; \
 	  echo "== tests each suite really ran:"; cat Testing/suite-summary.txt 2>/dev/null; exit $$rc
 ifneq ($(WINDOWS),0)
 	@$(MAKE) --no-print-directory test-windows
