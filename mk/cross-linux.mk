@@ -1,6 +1,6 @@
 # make test-aarch64 / make test-armhf: cross-build the library (threads and sync backends, and
-# posix-aio: the cross sysroots have no liburing or libaio), the scheduler tests and the
-# contract suite for 64-bit Arm (gcc-aarch64-linux-gnu) or 32-bit Arm (gcc-arm-linux-gnueabihf,
+# posix-aio: the cross sysroots have no liburing or libaio), the scheduler and network tests,
+# the contract suite and afcp for 64-bit Arm (gcc-aarch64-linux-gnu) or 32-bit Arm (gcc-arm-linux-gnueabihf,
 # ARMv7 hard float: a 32-bit long, size_t and pointer; corio on its ucontext switch) and run
 # them under qemu-aarch64 / qemu-arm. Installs the toolchain and qemu-user through
 # scripts/deps.sh when they are missing. The suites run through tests/helpers/suite.sh

@@ -39,5 +39,19 @@ foreach(t contract corio_sched corio_net)
       "ASYNCFS_BACKEND=${b};AFS_SUITE_SUMMARY=${CMAKE_BINARY_DIR}/Testing/suite-summary.txt")
   endforeach()
 endforeach()
+# afcp's end-to-end suite (tests/afcp/test_afcp.sh) with the target's afcp run under the
+# emulator through a wrapper script; the host's cp, diff and stat check what it copied.
+if(CMAKE_CROSSCOMPILING_EMULATOR AND NOT WIN32)
+  if(NOT TARGET afcp)
+    add_subdirectory(${PROJECT_SOURCE_DIR}/tools/afcp ${PROJECT_BINARY_DIR}/tools/afcp)
+  endif()
+  list(JOIN CMAKE_CROSSCOMPILING_EMULATOR " " emulator)
+  file(GENERATE OUTPUT ${PROJECT_BINARY_DIR}/afcp-emulated
+       CONTENT "#!/bin/sh\nexec ${emulator} $<TARGET_FILE:afcp> \"$@\"\n"
+       FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
+                        WORLD_READ WORLD_EXECUTE)
+  add_test(NAME afcp COMMAND ${SRC}/afcp/test_afcp.sh ${PROJECT_BINARY_DIR}/afcp-emulated)
+  set_tests_properties(afcp PROPERTIES TIMEOUT 900)
+endif()
 # The raw switch and stacks, plain C.
 add_subdirectory(tests/corio)
