@@ -517,8 +517,10 @@ AFS_API int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flag
 
 #define AFS_IOV_MAX 1024
 
-/* Hands every queued op to the kernel in one system call where the backend allows.
- * Returns the number of ops handed over (0 when none were queued) or -errno. */
+/* Hands every queued op to the kernel in one system call where the backend allows; on
+ * io_uring a batch of more than 512 ops goes in slices of 512, each handed over as it is
+ * staged (a linked chain is never split). Returns the number of ops handed over (0 when none
+ * were queued) or -errno. */
 AFS_API int afs_ctx_submit(struct afs_ctx *ctx);
 
 /* Submits, then waits until min_complete callbacks have run (at most as many as there are

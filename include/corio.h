@@ -7,8 +7,9 @@
  *     wait, a sleep, a yield) or ends. corio_spawn() runs the child at once, depth-first,
  *     until it first suspends, so a loop that spawns N readers queues N reads in one phase.
  *  2. I/O phase: every file op queued in the CPU phase goes to the kernel in one submission
- *     (one io_uring_enter on io_uring), and every generic request goes to the dispatcher in
- *     one call.
+ *     (one io_uring_enter on io_uring; a phase of more than 512 ops hands them over in
+ *     slices of 512 as they are queued), and every generic request goes to the dispatcher
+ *     in one call.
  *  3. Resume phase: completions are reaped; each completed task becomes ready, first come
  *     first served. Woken tasks (mutex hand-off, wait-group release) are queued, never run
  *     nested. Then the next CPU phase.

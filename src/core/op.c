@@ -1071,6 +1071,9 @@ static int submit_queued(struct afs_ctx *ctx)
             AFS_CHECK(ctx->be->prep(ctx, m) == 0, "a linked chain member could not be staged");
             ctx->staged++;
         }
+        /* A slice of a large batch (between ops: a linked chain is staged whole above). */
+        if (ctx->staged >= AFS__SUBMIT_SLICE && ctx->be->flush && ctx->be->flush(ctx) == 0)
+            ctx->staged = 0;
     }
     return n;
 }

@@ -913,6 +913,23 @@ static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
     return io_uring_sq_space_left(&u->ring) >= n + 1;
 }
 
+/* A slice of a large phase (AFS__SUBMIT_SLICE): submitted, not reaped, nothing waited for.
+ * The CQ holds twice the queue depth, so its completions wait there for the next enter. */
+static int uring_flush(struct afs_ctx *ctx)
+{
+    if (io_uring_sq_ready(&U(ctx)->ring) == 0)
+        return 0;
+    ctx->stats.kernel_submits++;
+    int r;
+    while ((r = ring_enter(ctx, 0, NULL)) == -EINTR)
+        ;
+    if (r < 0)
+        return r;
+    /* What the kernel left (an SQE error stops a batch before 5.18's SUBMIT_ALL) stays
+     * staged for the next enter. */
+    return io_uring_sq_ready(&U(ctx)->ring) == 0 ? 0 : -EAGAIN;
+}
+
 static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     struct uring *u = U(ctx);
@@ -1105,6 +1122,7 @@ const struct afs__backend afs__backend_uring = {
     .accepts = uring_accepts,
     .prep = uring_prep,
     .enter = uring_enter,
+    .flush = uring_flush,
     .cancel = uring_cancel,
     .meta_done = uring_meta_done,
     .link = uring_link,

@@ -2,6 +2,7 @@
  * one fails, one submission on io_uring, on every backend. */
 #include "../common.h"
 
+#include "internal.h" /* AFS__SUBMIT_SLICE */
 #include "platform.h"
 #if !defined(_WIN32) && defined(AFS_HAVE_URING)
 #include "../helpers/syscount.h"
@@ -298,6 +299,84 @@ T_IO(uring_chain_is_one_submission)
     for (int i = 0; i < 4; i++)
         cr_assert_geq(op[i].result, 0, "member %d: %s", i, afs_strerror((int)op[i].result));
     cr_assert_eq(afs_file_size(f), 16384 + 512);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* io_uring: a batch larger than AFS__SUBMIT_SLICE goes to the kernel in slices as it is
+ * staged, every op's result right, and a chain that crosses a slice's end is not split: its
+ * failing first member still cancels the rest. */
+#define SLICED_READS (2 * AFS__SUBMIT_SLICE + 300)
+static unsigned sliced_done;
+static void sliced_cb(struct afs_op *op)
+{
+    (void)op;
+    sliced_done++;
+}
+
+T_IO(uring_large_batch_goes_in_slices_chains_whole)
+{
+    struct afs_config cfg = {.queue_depth = 4096};
+    t_ctx = t_ctx_cfg(&cfg);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring"))
+        cr_skip_test("backend under test is %s, not io_uring", afs_ctx_backend(t_ctx));
+    t_make_file(t_path("f"), (size_t)SLICED_READS * 4096);
+    struct afs_file *f = c_open("f", AFS_RDONLY);
+    t_make_file(t_path("ro"), 20000);
+    int fd = open(t_path("ro"), O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    struct afs_file *ro = NULL;
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDWR, AFS_MODE_SYNC, &ro), 0);
+    static struct afs_op ops[SLICED_READS], chain[3];
+    static char bufs[SLICED_READS][4096];
+    cr_assert_eq(afs_pread(f, bufs[0], 4096, 0), 4096); /* warm up: the waker's read */
+    const unsigned before_chain = AFS__SUBMIT_SLICE - 2;
+    sliced_done = 0;
+    sc_install();
+    struct afs_stats sa, sb;
+    afs_ctx_stats(t_ctx, &sa);
+    struct sc_counts a = sc_get();
+    for (unsigned i = 0; i < SLICED_READS; i++) {
+        if (i == before_chain) {
+            /* Staged as the slice fills: it must go to the kernel in one piece. */
+            t_fill(c_buf[0], 16384, 7);
+            cr_assert_eq(afs_chain_begin(t_ctx), 0);
+            cr_assert_eq(afs_queue_write(&chain[0], ro, c_buf[0], 4096, 0, sliced_cb, NULL), 0);
+            cr_assert_eq(afs_queue_fsync(&chain[1], ro, AFS_FSYNC_DATA, sliced_cb, NULL), 0);
+            cr_assert_eq(afs_queue_write(&chain[2], ro, c_buf[0], 100, 4096, sliced_cb, NULL), 0);
+            cr_assert_eq(afs_chain_end(t_ctx, 0), 3);
+        }
+        unsigned k = (i * 37) % SLICED_READS; /* scattered offsets */
+        int err = afs_queue_read(&ops[i], f, bufs[i], 4096, (uint64_t)k * 4096, sliced_cb,
+                                 NULL);
+        cr_assert_eq(err, 0, "read %u: %s", i, afs_strerror(err));
+    }
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    struct sc_counts b = sc_get();
+    while (sliced_done < SLICED_READS + 3)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, -1), 0);
+    cr_assert_eq(sliced_done, SLICED_READS + 3);
+    afs_ctx_stats(t_ctx, &sb);
+    sc_uninstall();
+    /* Slices of AFS__SUBMIT_SLICE staged ops, then afs_ctx_submit() with the rest. */
+    unsigned long want = (SLICED_READS + 3) / AFS__SUBMIT_SLICE + 1;
+    cr_assert_eq(b.uring_submits - a.uring_submits, want, "%lu submissions for %u ops, not %lu",
+                 b.uring_submits - a.uring_submits, SLICED_READS + 3, want);
+    cr_assert_eq(sb.kernel_submits - sa.kernel_submits, want);
+    cr_assert_eq(sb.pool_ops, sa.pool_ops, "an op went to the thread pool");
+    for (unsigned i = 0; i < SLICED_READS; i++) {
+        unsigned k = (i * 37) % SLICED_READS;
+        cr_assert_eq(ops[i].result, 4096, "read %u: %zd", i, ops[i].result);
+        cr_assert(t_check(bufs[i], 4096, (uint64_t)k * 4096), "read %u: wrong data", i);
+    }
+    cr_assert_eq(chain[0].result, -EBADF, "%s", afs_strerror((int)chain[0].result));
+    cr_assert_eq(chain[1].result, -ECANCELED, "the fsync ran: %s",
+                 afs_strerror((int)chain[1].result));
+    cr_assert_eq(chain[2].result, -ECANCELED, "the last write: %s",
+                 afs_strerror((int)chain[2].result));
+    static char back[20000];
+    cr_assert_eq(pread(fd, back, sizeof back, 0), 20000);
+    cr_assert(t_check(back, sizeof back, 0), "the read-only file changed");
+    cr_assert_eq(afs_close(ro), 0);
     cr_assert_eq(afs_close(f), 0);
 }
 #endif
