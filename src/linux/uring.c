@@ -914,7 +914,9 @@ static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
 }
 
 /* A slice of a large phase (AFS__SUBMIT_SLICE): submitted, not reaped, nothing waited for.
- * The CQ holds twice the queue depth, so its completions wait there for the next enter. */
+ * The CQ holds twice the queue depth, so its completions wait there for the next enter.
+ * Not flush(): that reaps when the kernel refuses with -EBUSY, and a task in its CPU phase
+ * may be the caller; a refusal here just leaves the slice to the phase's enter. */
 static int uring_flush(struct afs_ctx *ctx)
 {
     if (io_uring_sq_ready(&U(ctx)->ring) == 0)
