@@ -86,7 +86,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     if (crash_trunc)
         flags &= ~AFS_TRUNC;
 
-    struct afs_file *f = afs__sys.calloc(1, sizeof *f);
+    struct afs_file *f = afs__zalloc(sizeof *f);
     if (!f)
         return -ENOMEM;
     struct afs__fd_info info;
@@ -639,7 +639,7 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
     err = afs__sys_fd_adopt(fd);
     if (err < 0)
         return err;
-    struct afs_file *f = afs__sys.calloc(1, sizeof *f);
+    struct afs_file *f = afs__zalloc(sizeof *f);
     if (!f)
         return -ENOMEM;
     f->fd = (afs__fd_t)(intptr_t)fd;

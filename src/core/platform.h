@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef _WIN32
 #ifndef WIN32_LEAN_AND_MEAN
@@ -224,6 +225,17 @@ struct afs__syscalls {
     void    (*freeaddrinfo)(struct addrinfo *res);
 };
 extern struct afs__syscalls afs__sys;
+
+/* A zeroed block from afs__sys.malloc, for what is made per open, accept or stream: glibc's
+ * calloc (2.36) does not take from the thread's cache of freed blocks, malloc does, and at a
+ * file's 616 bytes calloc cost some 230 instructions against 60 for this. */
+static inline void *afs__zalloc(size_t size)
+{
+    void *p = afs__sys.malloc(size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
 #ifdef __linux__
 /* What the io_uring backend does when afs__sys.uring_enter is NULL (the real liburing call,
  * as described there); for hooks that count or alter enters and then pass them on. */

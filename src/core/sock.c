@@ -174,7 +174,7 @@ int afs__sock_attach(struct afs_ctx *ctx, struct afs_file *f)
 /* A file around a socket the library just made as ctx wants it; on error fd is closed. */
 static int sock_file(struct afs_ctx *ctx, int fd, struct afs_file **out)
 {
-    struct afs_file *f = afs__sys.calloc(1, sizeof *f);
+    struct afs_file *f = afs__zalloc(sizeof *f);
     if (!f) {
         afs__sys_sock_close((afs__fd_t)(intptr_t)fd);
         return -ENOMEM;

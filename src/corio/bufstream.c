@@ -35,7 +35,7 @@ int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **
         buf_size = DEFAULT_BUF;
     if (buf_size > ((size_t)1 << 30))
         return -EINVAL;
-    struct corio_stream *s = afs__sys.calloc(1, sizeof *s);
+    struct corio_stream *s = afs__zalloc(sizeof *s);
     if (!s)
         return -ENOMEM;
     s->buf = afs__sys.malloc(buf_size + 1);

@@ -220,7 +220,7 @@ int corio_do(struct corio_task *t, const void *key, size_t key_len,
         flight_unref(f);
         return res;
     }
-    f = afs__sys.calloc(1, sizeof *f);
+    f = afs__zalloc(sizeof *f);
     void *kcopy = afs__sys.malloc(key_len ? key_len : 1);
     if (!f || !kcopy) {
         free(f);

@@ -128,6 +128,11 @@ struct afs_stream {
     struct chunk    *pipe_cur; /* pipe: the chunk being read or consumed, or NULL */
     uint8_t          dir;     /* enum stream_dir: the direction buffered now */
     bool             eof;     /* the end-of-file indicator (sticky until seek/clearerr) */
+    int64_t          end_seen; /* in this afs_fread call, a read that stopped here found the
+                                  end of the file there (pread_full()): the call's next read
+                                  here returns 0 without a system call; -1: none. Not kept
+                                  past the call, which sees the end only as stdio does (a
+                                  file that grows between two calls reads on) */
     bool             pos_at_end; /* append: data was written, pos is the file's end */
     int64_t          pos;     /* the stream's position, buffered data included */
     int64_t          cur_off; /* offset of the chunk the reader is in, -1 for none */
@@ -216,7 +221,7 @@ static char *buf_get(struct afs_stream *s);
  * out of memory. */
 static struct chunk *chunk_new(struct afs_stream *s)
 {
-    struct chunk *c = s->nbuf ? afs__sys.calloc(1, sizeof *c) : &s->ch0;
+    struct chunk *c = s->nbuf ? afs__zalloc(sizeof *c) : &s->ch0;
     if (!c)
         return NULL;
     c->s = s;
@@ -414,9 +419,10 @@ uint32_t afs__stream_trusted_windows(const struct afs_stream *s)
  * copy that evicted them) stay out of it. With *nowait the reads never wait for the device
  * (afs__sys.pread_nowait): at the first that would, *nowait is cleared and the bytes read
  * so far are returned, or -EAGAIN for none; where the file cannot tell (-EOPNOTSUPP),
- * *refused is set too and the reads go on as pread(). Returns the bytes read or -errno. */
+ * *refused is set too and the reads go on as pread(). *ended is set when the read found the
+ * end of the file where it stopped. Returns the bytes read or -errno. */
 static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off, bool *nowait,
-                          bool *refused)
+                          bool *refused, bool *ended)
 {
     struct afs_ctx *ctx = f->ctx;
     size_t done = 0;
@@ -442,12 +448,14 @@ static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off
             return r;
         if (r == 0) {
             ctx->stats.eof_checks += done > 0;
+            *ended = true;
             break;
         }
         done += (size_t)r;
         int64_t h = atomic_load_explicit(&f->size_hint, memory_order_relaxed);
         if (done < len && h >= 0 && off + (int64_t)done == h) {
             ctx->stats.eof_skips++;
+            *ended = true;
             break;
         }
     }
@@ -461,6 +469,8 @@ static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off
 static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t off)
 {
     ssize_t r;
+    if (off == s->end_seen)
+        return 0;
     s->inline_reads++;
     bool timed = s->cmode == CM_INLINE && s->cw_timed && s->cw_skip + len >= STREAM_TIME_BYTES;
     int64_t t0 = timed ? afs__sys.now() : 0;
@@ -474,8 +484,10 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
          * window that never waits (in a task) checks every read: nothing says its data are
          * cached, and a wait there would stop the task's thread. */
         bool check = s->cw_nowait && (s->cw_plain >= STREAM_NOWAIT_SPAN || s->cw_seek);
-        bool nowait = check;
-        r = pread_full(s->f, buf, len, off, &nowait, &s->nowait_refused);
+        bool nowait = check, ended = false;
+        r = pread_full(s->f, buf, len, off, &nowait, &s->nowait_refused, &ended);
+        if (ended)
+            s->end_seen = off + r;
         if (s->cw_nowait && !check)
             s->cw_plain += len;
         else if (check && nowait)
@@ -900,6 +912,7 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     }
     if (s->pipe)
         return fread_pipe(s, ptr, size * nmemb) / size;
+    s->end_seen = -1;
     const size_t cs = s->cs;
     const size_t want = size * nmemb;
     char *out = ptr;
@@ -1469,12 +1482,9 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         flags |= AFS_DIRECT;
 
     unsigned nmax = o.chunks + 1;
-    /* malloc and memset, not calloc: glibc's calloc passes its per-thread cache by. */
-    size_t bytes = sizeof(struct afs_stream) + nmax * sizeof(struct chunk *);
-    struct afs_stream *s = afs__sys.malloc(bytes);
+    struct afs_stream *s = afs__zalloc(sizeof(struct afs_stream) + nmax * sizeof(struct chunk *));
     if (!s)
         return -ENOMEM;
-    memset(s, 0, bytes);
     s->ctx = ctx;
     s->cs = o.chunk_size;
     s->depth = o.chunks;
