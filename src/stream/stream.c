@@ -26,6 +26,7 @@
                                                       many bytes (inline_read()) */
 #define STREAM_FILL_MIN      ((size_t)64 << 10) /* cached: a stream's first chunk fill, and
                                                    the first after a seek */
+#define STREAM_NAME_INLINE   96u /* bytes of a path kept in the stream itself (df_name) */
 
 /* Who copies cached data out of the page cache (docs/STREAMS.md). */
 enum cached_mode {
@@ -67,7 +68,7 @@ struct afs_stream {
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
     char            *df_path; /* the path, while df may still be opened: at the first window
-                                 found not all cached (open_direct()) */
+                                 found not all cached (open_direct()); df_name or the heap */
     bool             df_refused; /* a direct read failed with -EINVAL: df is not used */
     bool             go_direct;  /* queue read-ahead on df (docs/STREAMS.md) */
     unsigned         slow;       /* windows in a row where the consumer waited */
@@ -141,6 +142,8 @@ struct afs_stream {
     int              werr;    /* first write error, cleared by afs_clearerr */
     uint64_t         seq;
     struct chunk    *fill;    /* the buffer afs_fwrite fills, or NULL */
+    char             df_name[STREAM_NAME_INLINE]; /* df_path when it fits: no malloc and
+                                                     free for each big file opened */
     struct chunk     ch0;     /* the first chunk made (a small file's only one) */
     struct chunk    *ch[];   /* nmax places, nbuf made: ch0, then allocated ones */
 };
@@ -1387,16 +1390,20 @@ static bool direct_may_pay(const struct afs_stream *s, int64_t size)
 /* Opens the O_DIRECT file of s (s->df) once a window was found not all cached, where
  * O_DIRECT is allowed with the stream's chunks and buffers; then or on failure the path is
  * forgotten (one try per stream). */
+static void df_path_drop(struct afs_stream *s)
+{
+    if (s->df_path != s->df_name)
+        free(s->df_path);
+    s->df_path = NULL;
+}
+
 static void open_direct(struct afs_stream *s)
 {
     struct afs_file *df;
-    char *path = s->df_path;
-    s->df_path = NULL;
-    if (afs_open(s->ctx, path, AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &df) < 0) {
-        free(path);
+    int err = afs_open(s->ctx, s->df_path, AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &df);
+    df_path_drop(s);
+    if (err < 0)
         return; /* e.g. -EINVAL: no O_DIRECT here */
-    }
-    free(path);
     /* The path may name another file by now; the buffers are 4096-byte aligned. */
     if (!afs__sys_same_file(s->f->fd, df->fd) || df->dio_align > 4096 ||
         (df->dio_align && s->cs % df->dio_align)) {
@@ -1439,7 +1446,7 @@ void afs__stream_spare_free(struct afs_ctx *ctx)
 
 static void stream_free(struct afs_stream *s)
 {
-    free(s->df_path);
+    df_path_drop(s);
     for (unsigned i = s->nbuf; i-- > 0;) { /* the first buffer is taken first next time */
         buf_put(s, s->ch[i]->buf);
         if (s->ch[i] != &s->ch0)
@@ -1535,7 +1542,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
          * (cached_window()): a stream over cached data, or one that reads a header, asks
          * nothing about the rest of the file. Without the memory for the path: no df. */
         size_t n = strlen(path) + 1;
-        s->df_path = afs__sys.malloc(n);
+        s->df_path = n <= sizeof s->df_name ? s->df_name : afs__sys.malloc(n);
         if (s->df_path)
             memcpy(s->df_path, path, n);
         s->go_direct = true; /* until the consumer is seen waiting: see the top */

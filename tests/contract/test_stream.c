@@ -709,17 +709,22 @@ T_IO(cold_reads_go_direct_with_the_same_bytes)
     t_new_ctx();
     /* Unaligned sizes: the last chunk is short and ends inside a sector. */
     const size_t lens[] = {2048 * KIB + 1234, 1024 * KIB + 4096, 3000 * KIB - 1};
+    /* A path too long to be kept in the stream itself is kept on the heap. */
+    const char *names[] = {"f", "f",
+                           "a-name-long-enough-that-the-whole-path-does-not-fit-in-the-"
+                           "streams-own-place-for-it-and-goes-to-the-heap"};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
-        t_make_file(t_path("f"), lens[i]);
-        make_cold("f");
-        struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+        const char *f = names[i];
+        t_make_file(t_path(f), lens[i]);
+        make_cold(f);
+        struct afs_stream *s = s_open(f, "r", 64 * KIB, 4);
         uint64_t direct = read_all_checked(s, lens[i], 1);
         cr_assert_eq(afs_fclose(s), 0);
-        if (direct_expected("f")) {
+        if (direct_expected(f)) {
             uint64_t chunks = (lens[i] + 64 * KIB - 1) / (64 * KIB);
             cr_assert_eq(direct, chunks, "%llu of %llu chunks read direct",
                          (unsigned long long)direct, (unsigned long long)chunks);
-            cr_assert_lt(cached_bytes("f"), lens[i] / 2,
+            cr_assert_lt(cached_bytes(f), lens[i] / 2,
                          "a cold sequential read bypassed the page cache");
         } else {
             cr_assert_eq(direct, 0);
