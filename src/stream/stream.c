@@ -1387,9 +1387,7 @@ static bool direct_may_pay(const struct afs_stream *s, int64_t size)
     return s->ctx->be->id != AFS_BACKEND_SYNC && size >= min * (int64_t)s->cs;
 }
 
-/* Opens the O_DIRECT file of s (s->df) once a window was found not all cached, where
- * O_DIRECT is allowed with the stream's chunks and buffers; then or on failure the path is
- * forgotten (one try per stream). */
+/* Forgets the path kept for open_direct(), freeing it where it did not fit in df_name. */
 static void df_path_drop(struct afs_stream *s)
 {
     if (s->df_path != s->df_name)
@@ -1397,6 +1395,9 @@ static void df_path_drop(struct afs_stream *s)
     s->df_path = NULL;
 }
 
+/* Opens the O_DIRECT file of s (s->df) once a window was found not all cached, where
+ * O_DIRECT is allowed with the stream's chunks and buffers; then or on failure the path is
+ * forgotten (one try per stream). */
 static void open_direct(struct afs_stream *s)
 {
     struct afs_file *df;

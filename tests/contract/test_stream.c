@@ -2093,7 +2093,7 @@ T_IO(a_random_read_in_a_task_waits_for_the_device_in_the_task_only)
     cr_assert_geq(nowait_misses, 1, "the pages not cached were never met");
 }
 
-/* The reads of the inline path, on any thread: plain, never waiting, and vectored. */
+/* Every read the inline path could make, counted on any thread. */
 static struct afs__syscalls end_saved;
 static atomic_int end_reads;
 
