@@ -1198,7 +1198,8 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         memcpy(c->buf + c->len, in + done, n);
         c->len += n;
         done += n;
-        s->pos += (int64_t)n;
+        if (!s->pipe)
+            s->pos += (int64_t)n; /* a pipe's pos counts what was read (fread_pipe()) */
         if (c->len == cap)
             write_fill(s);
         if (s->err)

@@ -191,6 +191,30 @@ T_PIPE(stream_hands_out_what_arrived)
     close(p[1]);
 }
 
+/* A stream that reads and writes one FIFO ("r+", as Linux and the BSDs allow): writes
+ * between two reads take nothing from what the first read left to hand out. */
+T_PIPE(stream_writes_between_reads_of_a_fifo_lose_nothing)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    const char *fifo = t_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    struct afs_stream *s;
+    int err = afs_fopen(ctx, fifo, "r+", &s);
+    cr_assert_eq(err, 0, "afs_fopen: %s", afs_strerror(err));
+    char buf[16] = {0};
+    cr_assert_eq(afs_fwrite("hello", 1, 5, s), 5);
+    cr_assert_eq(afs_fflush(s), 0);
+    cr_assert_eq(afs_fread(buf, 1, 2, s), 2);
+    cr_assert_eq(memcmp(buf, "he", 2), 0);
+    cr_assert_eq(afs_fwrite("XY", 1, 2, s), 2);
+    cr_assert_eq(afs_fflush(s), 0);
+    cr_assert_eq(afs_fread(buf, 1, 3, s), 3);
+    cr_assert_eq(memcmp(buf, "llo", 3), 0, "got \"%.3s\" after a write", buf);
+    cr_assert_eq(afs_fread(buf, 1, 2, s), 2);
+    cr_assert_eq(memcmp(buf, "XY", 2), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
 T_PIPE(afs_read_sync_reads_a_pipe)
 {
     struct afs_ctx *ctx = t_new_ctx();
