@@ -28,13 +28,16 @@
  * back to back, so its ratio holds when the machine's speed drifts between rounds.
  *
  * Usage: bench_stream [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] [-R READ_KiB] [-n CHUNKS]
- *                     [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] [-S N] [-p PHASES]
+ *                     [-B BYTES] [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] [-S N] [-p PHASES]
  *                     [-x] [-d | -b] [-w] [-k]
  *   -f FILE     the file (default /var/tmp/bench_stream.dat); made if missing or too small
  *   -s MiB      file size (default 1024)
  *   -r ROUNDS   hash rounds per byte, the CPU work (default 1)
  *   -c KiB      the stream's chunk size, and the read size unless -R (default 1024)
  *   -R KiB      read size of both paths (each fread / afs_fread call)
+ *   -B BYTES    read size in bytes instead (records: a program reading a few bytes a call);
+ *               reads under 4 KiB are not timed one by one ("in reads" is then 0: the
+ *               clock would cost more than the read)
  *   -x          the work is a CRC-32 (slicing by 8, about 2 GB/s a core) instead of FNV
  *   -n CHUNKS   the stream's reads in flight (default 4)
  *   -t TIMES    repeats, the fastest counts (default 3)
@@ -70,6 +73,7 @@
 
 static size_t   chunk = 1 << 20;
 static size_t   rsize;  /* read size; 0: chunk */
+static int      timed;  /* each read timed ("in reads"): reads of a page or more */
 static unsigned rounds = 1;
 static int      crc;    /* -x */
 static unsigned opens = 1; /* -o: each run opens, reads through and closes the file this often */
@@ -233,11 +237,11 @@ static struct result run_stdio(const char *path, int do_work)
             exit(1);
         }
         for (unsigned i = 0; i < seeks; i++) {
-            double t0 = now();
+            double t0 = timed ? now() : 0;
             size_t n = 0;
             if (fseeko(f, (off_t)seek_off[i], SEEK_SET) == 0)
                 n = fread(buf, 1, rsize, f);
-            r.wait += now() - t0;
+            r.wait += timed ? now() - t0 : 0;
             if (n != rsize) {
                 fprintf(stderr, "fseek + fread at %llu: %zu bytes\n",
                         (unsigned long long)seek_off[i], n);
@@ -249,9 +253,9 @@ static struct result run_stdio(const char *path, int do_work)
         }
         size_t n;
         for (uint64_t got = 0; !seeks && (!head || got < head); got += n) {
-            double t0 = now();
+            double t0 = timed ? now() : 0;
             n = fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, f);
-            r.wait += now() - t0;
+            r.wait += timed ? now() - t0 : 0;
             if (n == 0)
                 break;
             r.bytes += n;
@@ -294,11 +298,11 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
             exit(1);
         }
         for (unsigned i = 0; i < seeks; i++) {
-            double t0 = now();
+            double t0 = timed ? now() : 0;
             size_t n = 0;
             if (afs_fseek(s, (int64_t)seek_off[i], SEEK_SET) == 0)
                 n = afs_fread(buf, 1, rsize, s);
-            r.wait += now() - t0;
+            r.wait += timed ? now() - t0 : 0;
             if (n != rsize) {
                 fprintf(stderr, "afs_fseek + afs_fread at %llu: %zu bytes\n",
                         (unsigned long long)seek_off[i], n);
@@ -310,9 +314,9 @@ static struct result run_afs(struct afs_ctx *ctx, const char *path, int do_work,
         }
         size_t n;
         for (uint64_t got = 0; !seeks && (!head || got < head); got += n) {
-            double t0 = now();
+            double t0 = timed ? now() : 0;
             n = afs_fread(buf, 1, head && head - got < rsize ? (size_t)(head - got) : rsize, s);
-            r.wait += now() - t0;
+            r.wait += timed ? now() - t0 : 0;
             if (n == 0)
                 break;
             r.bytes += n;
@@ -381,7 +385,7 @@ int main(int argc, char **argv)
     unsigned phases = 0x1f; /* bit i: names[i] runs */
     int keep = 0, opt;
     static const char *const names[5] = {"io_stdio", "io_afs", "cpu", "stdio", "afs"};
-    while ((opt = getopt(argc, argv, "f:s:K:o:L:S:r:c:R:n:t:p:xdbkwh")) != -1) {
+    while ((opt = getopt(argc, argv, "f:s:K:o:L:S:r:c:R:B:n:t:p:xdbkwh")) != -1) {
         switch (opt) {
         case 'f': path = optarg; break;
         case 's': kib = strtoull(optarg, NULL, 0) * 1024; break;
@@ -392,6 +396,7 @@ int main(int argc, char **argv)
         case 'r': rounds = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'c': chunk = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
         case 'R': rsize = (size_t)strtoull(optarg, NULL, 0) * 1024; break;
+        case 'B': rsize = (size_t)strtoull(optarg, NULL, 0); break;
         case 'x': crc = 1; break;
         case 'n': depth = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'd': flags = AFS_STREAM_DIRECT; break;
@@ -414,7 +419,7 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: %s [-f FILE] [-s MiB] [-r ROUNDS] [-c CHUNK_KiB] "
-                            "[-R READ_KiB] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] "
+                            "[-R READ_KiB | -B READ_BYTES] [-n CHUNKS] [-t TIMES] [-K KiB] [-o OPENS] [-L BYTES] "
                             "[-S N] [-p PHASES] [-x] [-d | -b] [-w] [-k]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
@@ -425,6 +430,7 @@ int main(int argc, char **argv)
     }
     if (!rsize)
         rsize = chunk;
+    timed = rsize >= 4096;
     crc_init();
     uint64_t size = kib << 10;
     struct stat st;
@@ -460,9 +466,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "afs_ctx_new: %s\n", afs_strerror(err));
         return 1;
     }
-    printf("file %s, %.3f MiB, read %u times a run%s; chunk %zu KiB; reads of %zu KiB; %u in "
+    printf("file %s, %.3f MiB, read %u times a run%s; chunk %zu KiB; reads of %zu bytes; %u in "
            "flight; %s; backend %s%s\n", path, (double)size / 1048576.0, opens,
-           seeks ? " (random: -S seeks, one read each)" : "", chunk / 1024, rsize / 1024, depth,
+           seeks ? " (random: -S seeks, one read each)" : "", chunk / 1024, rsize, depth,
            crc ? "CRC-32" : rounds == 1 ? "1 hash round/byte" : "hash rounds/byte",
            afs_ctx_backend(ctx),
            flags == AFS_STREAM_DIRECT     ? "; afs path O_DIRECT"

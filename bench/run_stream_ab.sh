@@ -8,7 +8,8 @@
 #   ROUNDS     A B pairs per case (default 2)
 # Environment: FILE (default /var/tmp/bench_stream_ab.dat, 256 MiB, kept), TIMES (pairs
 # inside each run, default 21), CASES (a subset of the case names below, space-separated),
-# COLD=1 adds cold cases (drop_caches, root). SKnN: N random seeks, each followed by one read
+# COLD=1 adds cold cases (drop_caches, root). BN: reads of N bytes (records) through a 32 MiB
+# file (warm). SKnN: N random seeks, each followed by one read
 # of K KiB (warm); DKnN the same on a cold cache.
 set -eu
 A=$1 B=$2 ROUNDS=${3:-2}
@@ -20,11 +21,12 @@ OUT="$DIR/stream_ab-$(date -u +%Y%m%dT%H%M%SZ)-vm.csv"
 echo "case,build,load1,kind,fastest,pairs_kept,pairs_total,pair_median,pair_min,pair_max,cpu_median,cpu_min,cpu_max" >"$OUT"
 SMALL=/var/tmp/bench_stream_ab_small.dat
 ALL="R4 R64 R1024 R16384 X64 X1024 K4o2000R4 K64o500R4 K64o500R64 K1024o200R4 L16o500"
-ALL="$ALL S4n20000 S64n5000 S1024n500"
+ALL="$ALL S4n20000 S64n5000 S1024n500 B1 B16 B100"
 [ "${COLD:-0}" = 1 ] && ALL="$ALL C64 C1024 D4n1000 D64n500 D1024n100"
 args() {
     case $1 in
     R*) echo "-f $FILE -s 256 -w -t $T -R ${1#R} -p io_stdio,io_afs" ;;
+    B*) echo "-f $SMALL.32768 -K 32768 -w -t $T -B ${1#B} -p io_stdio,io_afs" ;;
     X*) echo "-f $FILE -s 256 -w -x -t $T -R ${1#X} -p stdio,afs" ;;
     C*) echo "-f $FILE -s 256 -x -t 2 -R ${1#C} -p io_stdio,io_afs,stdio,afs" ;;
     K*) k=${1#K}; o=${k#*o}; r=${o#*R}; echo "-f $SMALL.${k%%o*} -K ${k%%o*} -o ${o%%R*} -w -t $T -R $r -p io_stdio,io_afs" ;;

@@ -118,6 +118,14 @@ struct afs_stream {
     size_t           cs;      /* chunk size */
     uintptr_t        magic;   /* AFS__STREAM_MAGIC ^ address while open, AFS__DEAD after; not
                                  in the first 32 bytes: free() keeps its lists there */
+    /* A small read that the chunk the last afs_fread() ended in holds whole is a copy and
+     * nothing else, as a getc from stdio's buffer: read_c holds [pos, read_end) (never its
+     * last byte, nor past the window's end, so that the chunk's end and the window's close
+     * take the full path). read_end is 0 (no such read) after any call but afs_fread(),
+     * and from the start of afs_fread()'s full path until its end. */
+    int64_t          read_end;
+    struct chunk    *read_c;
+    int64_t          pos;     /* the stream's position, buffered data included */
     unsigned         depth;   /* ops in flight at most */
     unsigned         nbuf;    /* chunks made so far: chunk_get() makes them as they are
                                  needed (a small file needs one, or none) */
@@ -135,7 +143,6 @@ struct afs_stream {
                                   past the call, which sees the end only as stdio does (a
                                   file that grows between two calls reads on) */
     bool             pos_at_end; /* append: data was written, pos is the file's end */
-    int64_t          pos;     /* the stream's position, buffered data included */
     int64_t          cur_off; /* offset of the chunk the reader is in, -1 for none */
     int64_t          eof_off; /* no read-ahead at or past this offset (a hint, not EOF) */
     int              err;     /* first error, cleared by afs_clearerr */
@@ -900,6 +907,14 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         set_err(s, -EINVAL);
         return 0;
     }
+    const size_t want = size * nmemb;
+    int64_t room = s->read_end - s->pos;
+    if (room > 0 && (uint64_t)room > want) {
+        memcpy(ptr, s->read_c->buf + (s->pos - s->read_c->off), want);
+        s->pos += (int64_t)want;
+        return nmemb;
+    }
+    s->read_end = 0;
     if (s->err || s->eof)
         return 0;
     if (!s->can_read) {
@@ -914,13 +929,14 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         }
     }
     if (s->pipe)
-        return fread_pipe(s, ptr, size * nmemb) / size;
+        return fread_pipe(s, ptr, want) / size;
     s->end_seen = -1;
     const size_t cs = s->cs;
-    const size_t want = size * nmemb;
     char *out = ptr;
+    struct chunk *last = NULL; /* the chunk the request ended in, if it holds more */
     size_t got = 0;
     while (got < want) {
+        last = NULL;
         if (s->pos >= s->cw_end)
             cached_window(s, want - got);
         /* A big request takes what a chunk holds at pos, and the rest straight; so does one
@@ -1077,6 +1093,12 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         s->pos += (int64_t)n;
         if (in + n == cs)
             c->state = CH_FREE; /* consumed: the buffer goes to the read-ahead */
+        else
+            last = c;
+    }
+    if (last && got == want && !s->err && !s->eof && s->cw_end > s->pos) {
+        s->read_c = last;
+        s->read_end = AFS_MIN(last->off + (int64_t)last->len, s->cw_end);
     }
     return got / size;
 }
@@ -1155,6 +1177,7 @@ static int flush_writes(struct afs_stream *s)
 size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
 {
     stream_check(s, __func__);
+    s->read_end = 0;
     if (size == 0 || nmemb == 0)
         return 0;
     if (nmemb > SIZE_MAX / size || !ptr) {
@@ -1217,6 +1240,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
 int afs_fflush(struct afs_stream *s)
 {
     stream_check(s, __func__);
+    s->read_end = 0;
     if (s->dir == DIR_WRITE)
         return flush_writes(s);
     if (s->dir == DIR_READ && !s->pipe) {
@@ -1230,6 +1254,7 @@ int afs_fflush(struct afs_stream *s)
 int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 {
     stream_check(s, __func__);
+    s->read_end = 0;
     if (s->pipe)
         return -ESPIPE;
     int64_t base;
@@ -1332,6 +1357,7 @@ int afs_ferror(const struct afs_stream *s)
 void afs_clearerr(struct afs_stream *s)
 {
     stream_check(s, __func__);
+    s->read_end = 0;
     s->err = 0;
     s->werr = 0;
     s->eof = false;

@@ -2178,3 +2178,100 @@ T_IO(a_file_that_grows_between_two_freads_reads_on)
     cr_assert(afs_feof(s));
     cr_assert_eq(afs_fclose(s), 0);
 }
+
+/* Reads of a few bytes, most of them copies from the chunk the last read ended in, cross
+ * chunk and window boundaries with every byte in place, and the end is seen where it is. */
+T_IO(small_reads_of_every_size_read_every_byte)
+{
+    t_new_ctx();
+    static const size_t lens[] = {700 * KIB + 13, 2 * 1024 * KIB + 512 * KIB + 3};
+    static const size_t chunks[] = {64 * KIB, 0};
+    unsigned char buf[128];
+    for (int k = 0; k < 2; k++) {
+        t_make_file(t_path("f"), lens[k]);
+        struct afs_stream *s;
+        if (chunks[k])
+            s = s_open("f", "r", chunks[k], 4);
+        else
+            cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "r", &s), 0);
+        size_t off = 0, n = 0;
+        for (unsigned i = 0; off < lens[k]; i++) {
+            size_t want = 1 + (i * 7919u) % 97, r = lens[k] - off < want ? lens[k] - off : want;
+            n = afs_fread(buf, 1, want, s);
+            cr_assert_eq(n, r, "at %zu: %zu of %zu bytes", off, n, want);
+            cr_assert(t_check(buf, n, off), "wrong bytes at %zu (%zu)", off, n);
+            off += n;
+            cr_assert_eq(afs_ftell(s), (int64_t)off);
+        }
+        cr_assert_eq(afs_fread(buf, 1, 1, s), 0);
+        cr_assert(afs_feof(s));
+        cr_assert_eq(afs_ferror(s), 0);
+        cr_assert_eq(afs_fclose(s), 0);
+    }
+}
+
+static void put_bytes(const char *name, uint64_t off, const char *bytes)
+{
+    int fd = open(t_path(name), O_WRONLY);
+    cr_assert(fd >= 0, "open %s: %s", name, strerror(errno));
+    size_t n = strlen(bytes);
+    cr_assert_eq(pwrite(fd, bytes, n, (off_t)off), (ssize_t)n);
+    close(fd);
+}
+
+static void read_ones(struct afs_stream *s, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(afs_fread(out + i, 1, 1, s), 1, "byte %zu of %zu", i, n);
+}
+
+/* Small reads, then writes, seeks and flushes on the same stream: each of these calls ends
+ * what the reads kept of the chunk (a read that still copied from it would skip the writes'
+ * flush, read bytes a seek back never filled, or bytes a flush dropped). */
+T_IO(small_reads_then_writes_seeks_and_flushes)
+{
+    t_new_ctx();
+    unsigned char b[16];
+    /* A seek into a chunk that a read after a seek filled from its middle page, then back
+     * before that page: the bytes there are read, not the chunk's unfilled start. */
+    t_make_file(t_path("f"), 200 * KIB);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    cr_assert_eq(afs_fseek(s, 40000, SEEK_SET), 0);
+    read_ones(s, b, 3);
+    cr_assert(t_check(b, 3, 40000));
+    cr_assert_eq(afs_fseek(s, 100, SEEK_SET), 0);
+    read_ones(s, b, 3);
+    cr_assert(t_check(b, 3, 100), "read after a seek back before the filled pages");
+
+    /* A flush drops what was read ahead (as glibc does on a file): the next read sees the
+     * file as it is now. */
+    put_bytes("f", 103, "abc");
+    cr_assert_eq(afs_fflush(s), 0);
+    read_ones(s, b, 4);
+    cr_assert(memcmp(b, "abc", 3) == 0 && t_check(b + 3, 1, 106), "read after a flush");
+    cr_assert_eq(afs_fclose(s), 0);
+
+    /* Writes between small reads land where they were made. */
+    t_make_file(t_path("f"), 200 * KIB);
+    s = s_open("f", "r+", 64 * KIB, 4);
+    read_ones(s, b, 10);
+    cr_assert(t_check(b, 10, 0));
+    cr_assert_eq(afs_fwrite("ZZZZZ", 1, 5, s), 5);
+    read_ones(s, b, 5);
+    cr_assert(t_check(b, 5, 15), "the bytes after the write");
+    cr_assert_eq(afs_fwrite("YYYYY", 1, 5, s), 5);
+    read_ones(s, b, 3);
+    cr_assert(t_check(b, 3, 25));
+    cr_assert_eq(afs_fseek(s, 9, SEEK_SET), 0);
+    read_ones(s, b, 12);
+    cr_assert(t_check(b, 1, 9) && memcmp(b + 1, "ZZZZZ", 5) == 0 && t_check(b + 6, 5, 15) &&
+              b[11] == 'Y', "read back after a seek");
+    cr_assert_eq(afs_fclose(s), 0);
+    size_t len;
+    unsigned char *all = slurp("f", &len);
+    cr_assert_eq(len, 200 * KIB);
+    cr_assert(t_check(all, 10, 0) && memcmp(all + 10, "ZZZZZ", 5) == 0 &&
+              t_check(all + 15, 5, 15) && memcmp(all + 20, "YYYYY", 5) == 0 &&
+              t_check(all + 25, len - 25, 25), "the writes landed where they were made");
+    free(all);
+}
