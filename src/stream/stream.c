@@ -121,8 +121,9 @@ struct afs_stream {
     /* A small read that the chunk the last afs_fread() ended in holds whole is a copy and
      * nothing else, as a getc from stdio's buffer: read_c holds [pos, read_end) (never its
      * last byte, nor past the window's end, so that the chunk's end and the window's close
-     * take the full path). read_end is 0 (no such read) after any call but afs_fread(),
-     * and from the start of afs_fread()'s full path until its end. */
+     * take the full path; a pipe's chunk: what the last read left of it). read_end is 0 (no
+     * such read) after any call but afs_fread(), and from the start of afs_fread()'s full
+     * path until its end. */
     int64_t          read_end;
     struct chunk    *read_c;
     int64_t          pos;     /* the stream's position, buffered data included */
@@ -892,6 +893,10 @@ static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
             c->state = CH_FREE;
             s->pipe_cur = NULL;
         }
+    }
+    if (s->pipe_cur && got == want && !s->err) {
+        s->read_c = s->pipe_cur; /* what it holds past pos: see afs_fread() */
+        s->read_end = s->pipe_cur->off + (int64_t)s->pipe_cur->len;
     }
     return got;
 }
