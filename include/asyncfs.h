@@ -1243,8 +1243,13 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  * fills the request with as many reads as it takes and is short only at the end (the writer
  * closed) or on an error, as fread. Nothing is read ahead, so afs_fclose never waits for a
  * writer, and data a read took is never dropped (not by afs_fflush, not by a switch to
- * writing). Writes go out in order, one chunk at a time. afs_fseek and afs_ftell return
- * -ESPIPE.
+ * writing). Writes go out in order, one chunk at a time; outside a corio task (Linux, BSD,
+ * macOS) they are written on the caller's thread, as stdio writes them, in writes of 16 KiB
+ * at most: small writes gathered into such pieces, a request of 16 KiB or more (with
+ * nothing gathered) straight from ptr. afs_fwrite returns when the pipe took the data, or
+ * with a short count and the error (-EPIPE where the reader has gone); a descriptor left
+ * non-blocking sends what the pipe had no room for as an op. afs_fseek and afs_ftell
+ * return -ESPIPE.
  *
  * Automatic direct reads (Linux 6.5+, which tells what is cached: cachestat): an "r" stream
  * on a file of at least 16 chunks opens a second descriptor of the file with O_DIRECT when

@@ -19,6 +19,8 @@
 #define STREAM_EXPLORE       16u  /* cached windows until the mode not chosen is timed again; the
                                      gap doubles each time, up to 16 times this */
 #define STREAM_CALLER_MIN    ((size_t)64 << 10) /* cached: freads this big bypass the chunks */
+#define STREAM_PIPE_PIECE    ((size_t)16 << 10) /* a pipe written on the caller's thread: bytes
+                                                   per write at most (pipe_inline()) */
 #define STREAM_SPARE_BYTES   ((size_t)8 << 20) /* chunk buffers a context keeps, at most */
 #define STREAM_NOWAIT_SPAN   ((size_t)1 << 20) /* trusted windows: bytes of plain reads between two
                                                   that never wait (see inline_read()) */
@@ -126,6 +128,11 @@ struct afs_stream {
      * path until its end. */
     int64_t          read_end;
     struct chunk    *read_c;
+    /* A write that fits in the fill buffer with room to spare is a copy and nothing else:
+     * wr_room bytes may be copied there (fewer than its room, so that filling it takes the
+     * full path). 0 once the buffer is queued, and from the start of afs_fwrite()'s full
+     * path until its end. */
+    size_t           wr_room;
     int64_t          pos;     /* the stream's position, buffered data included */
     unsigned         depth;   /* ops in flight at most */
     unsigned         nbuf;    /* chunks made so far: chunk_get() makes them as they are
@@ -1120,9 +1127,59 @@ static bool overlap(const struct chunk *a, const struct chunk *b)
 /* Queues the fill buffer's data. Ops on one file run in any order, so a write waits for the
  * writes in flight that it overlaps (all of them in append mode, where every write lands at
  * the end). */
+/* A pipe (FIFO, tty) written outside a corio task is written on the caller's thread, as
+ * stdio writes it: blocking writes, big requests straight from the caller's buffer. The
+ * pipe's own buffer lets the writer run ahead of its reader; an op per chunk paid a round
+ * trip through the backend for each (on io_uring a short write per pipe's worth of room,
+ * each resubmitted). The writes are of STREAM_PIPE_PIECE bytes at most: the kernel wakes a
+ * reader waiting on an empty pipe when a write ends, so that the reader copies one piece
+ * out while the writer copies the next in (bench/README.md: a 64 KiB write to an empty
+ * pipe is read only when it has all gone in). Not on Windows (a pipe's writes stay ops
+ * there), not for sockets (their sends are ops), never in a task: its thread runs the
+ * other tasks. */
+static bool pipe_inline(const struct afs_stream *s)
+{
+#ifdef _WIN32
+    (void)s;
+    return false;
+#else
+    return s->pipe && !s->f->sock && !in_task(s);
+#endif
+}
+
+/* Writes len bytes to the pipe on this thread, in pieces. Returns the bytes written: all of them, or
+ * fewer with *err set (-EAGAIN where the descriptor is non-blocking and the pipe is full:
+ * the rest goes as an op, which waits for room; -EPIPE, never a SIGPIPE; other errors). */
+static size_t pipe_put(struct afs_stream *s, const char *buf, size_t len, int *err)
+{
+    size_t done = 0;
+    *err = 0;
+    while (done < len) {
+        size_t n = AFS_MIN(len - done, STREAM_PIPE_PIECE);
+        ssize_t r = afs__sys.pwrite(s->f->fd, buf + done, n, AFS__OFF_SEQ);
+        if (r == -EINTR)
+            continue;
+        if (r <= 0) {
+            *err = r < 0 ? (int)r : -EIO;
+            break;
+        }
+        done += (size_t)r;
+    }
+    return done;
+}
+
+/* An error of a write made on the caller's thread: reported as a write-behind one is. */
+static void pipe_err(struct afs_stream *s, int err)
+{
+    set_err(s, err);
+    if (!s->werr)
+        s->werr = err;
+}
+
 static int write_fill(struct afs_stream *s)
 {
     struct chunk *c = s->fill;
+    s->wr_room = 0;
     if (!c)
         return 0;
     s->fill = NULL;
@@ -1142,6 +1199,18 @@ static int write_fill(struct afs_stream *s)
                 }
             }
         }
+    }
+    if (pipe_inline(s)) {
+        int err;
+        size_t n = pipe_put(s, c->buf, c->len, &err);
+        if (err != -EAGAIN) {
+            c->state = CH_FREE;
+            if (err < 0)
+                pipe_err(s, err);
+            return err;
+        }
+        memmove(c->buf, c->buf + n, c->len - n); /* the rest as an op, which waits for room */
+        c->len -= n;
     }
     c->seq = ++s->seq;
     c->result = 0;
@@ -1185,10 +1254,21 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
     s->read_end = 0;
     if (size == 0 || nmemb == 0)
         return 0;
-    if (nmemb > SIZE_MAX / size || !ptr) {
+    if (((size | nmemb) >> (sizeof(size_t) * 4) && nmemb > SIZE_MAX / size) || !ptr) {
         set_err(s, -EINVAL);
         return 0;
     }
+    const size_t want = size * nmemb;
+    if (want < s->wr_room && !s->err) {
+        struct chunk *c = s->fill;
+        memcpy(c->buf + c->len, ptr, want);
+        c->len += want;
+        s->wr_room -= want;
+        if (!s->pipe)
+            s->pos += (int64_t)want;
+        return nmemb;
+    }
+    s->wr_room = 0;
     if (s->err)
         return 0;
     if (!s->can_write) {
@@ -1202,11 +1282,25 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
             drop_reads(s);
         s->dir = DIR_WRITE;
     }
-    const size_t want = size * nmemb;
     const char *in = ptr;
     size_t done = 0;
+    bool inline_pipe = s->pipe && pipe_inline(s);
+    const size_t piece = inline_pipe ? AFS_MIN(s->cs, STREAM_PIPE_PIECE) : s->cs;
+    size_t cap = 0;
     while (done < want) {
         struct chunk *c = s->fill;
+        if (inline_pipe && (!c || c->len == 0) && want - done >= piece) {
+            /* Nothing buffered, and a piece or more: straight from the caller's buffer. */
+            int err;
+            done += pipe_put(s, in + done, want - done, &err);
+            if (err == -EAGAIN)
+                inline_pipe = false; /* buffered: the chunk's op waits for room */
+            else if (err < 0)
+                pipe_err(s, err);
+            if (s->err || done == want)
+                break;
+            continue;
+        }
         if (!c) {
             int err;
             c = chunk_get(s, true, &err);
@@ -1220,8 +1314,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
             s->fill = c;
         }
         /* Chunks end on chunk boundaries, so full ones are aligned writes. */
-        size_t cap = s->append || s->pipe ? s->cs
-                                          : s->cs - (size_t)((uint64_t)c->off % s->cs);
+        cap = s->append || s->pipe ? piece : s->cs - (size_t)((uint64_t)c->off % s->cs);
         size_t n = AFS_MIN(cap - c->len, want - done);
         memcpy(c->buf + c->len, in + done, n);
         c->len += n;
@@ -1235,6 +1328,8 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
     }
     if (s->append && done && !s->pipe)
         s->pos_at_end = true; /* wherever pos was, the data goes to the end */
+    if (s->fill && !s->err)
+        s->wr_room = cap - s->fill->len;
     return done / size;
 }
 

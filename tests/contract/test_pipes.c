@@ -9,6 +9,7 @@
 
 #include "platform.h"
 
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 #define TRICKLE_BYTES ((size_t)6000000)
@@ -587,14 +588,20 @@ T_PIPE(pipe_writes_to_a_gone_reader_leave_no_sigpipe)
         cr_assert_eq(afs_write(w, big, sizeof big), -EPIPE);
     cr_assert_eq(afs_write(w, big, 100), -EPIPE); /* small: inline */
     cr_assert_eq(afs_close(w), 0);
-    /* A stream's write-behind. */
+    /* A stream, written on this thread (outside a task): a big write straight from the
+     * caller's buffer fails at once, as fwrite does; a small one at the flush. */
     cr_assert_eq(pipe(fds), 0);
     close(fds[0]);
     char path[64];
     snprintf(path, sizeof path, "/dev/fd/%d", fds[1]);
     struct afs_stream *s;
     cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
-    cr_assert_eq(afs_fwrite(big, 1, sizeof big, s), sizeof big);
+    cr_assert_eq(afs_fwrite(big, 1, sizeof big, s), 0);
+    cr_assert_eq(afs_ferror(s), -EPIPE);
+    cr_assert_eq(afs_fflush(s), -EPIPE);
+    cr_assert_eq(afs_fclose(s), -EPIPE);
+    cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+    cr_assert_eq(afs_fwrite(big, 1, 100, s), 100);
     cr_assert_eq(afs_fflush(s), -EPIPE);
     cr_assert_eq(afs_fclose(s), -EPIPE);
     close(fds[1]);
@@ -629,3 +636,66 @@ T_PIPE(pipe_writes_to_a_gone_reader_leave_no_sigpipe)
 #endif
 }
 #endif
+
+static atomic_int seq_writes, seq_big, seq_from_caller;
+static struct afs__syscalls seq_saved;
+static const unsigned char *seq_lo, *seq_hi; /* the caller's buffer */
+
+static ssize_t seq_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    if (off == AFS__OFF_SEQ) {
+        atomic_fetch_add(&seq_writes, 1);
+        if (len > 16 * 1024)
+            atomic_fetch_add(&seq_big, 1);
+        if ((const unsigned char *)buf >= seq_lo && (const unsigned char *)buf < seq_hi)
+            atomic_fetch_add(&seq_from_caller, 1);
+    }
+    return seq_saved.pwrite(fd, buf, len, off);
+}
+
+/* Outside a task a stream writes a pipe on the caller's thread, in 16 KiB writes (so that
+ * the reader starts on the first while the writer makes the next): small writes gathered
+ * into such pieces (not 1 MiB ops), a big one straight from the caller's buffer; every byte
+ * arrives once, in order. */
+T_PIPE(stream_writes_a_pipe_in_pieces_on_the_callers_thread)
+{
+    t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct drain d = {.fd = p[0]};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drain_main, &d), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", p[1]);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+    close(p[1]);
+    static unsigned char buf[1 << 20];
+    seq_lo = buf;
+    seq_hi = buf + sizeof buf;
+    seq_saved = afs__sys;
+    afs__sys.pwrite = seq_pwrite;
+    size_t off = 0;
+    for (; off < 1 << 20; off += 100) {
+        t_fill(buf, 100, off);
+        cr_assert_eq(afs_fwrite(buf, 1, 100, s), 100);
+    }
+    int small = atomic_load(&seq_writes);
+    cr_assert_eq(atomic_load(&seq_from_caller), 0, "small writes are gathered");
+    t_fill(buf, sizeof buf, off);
+    cr_assert_eq(afs_fwrite(buf, 1, sizeof buf, s), sizeof buf);
+    int big = atomic_load(&seq_writes) - small;
+    off += sizeof buf;
+    cr_assert_eq(afs_fclose(s), 0);
+    afs__sys = seq_saved;
+    pthread_join(th, NULL);
+    cr_assert_eq(d.got, off);
+    cr_assert(d.ok, "bytes lost, repeated or out of order");
+    /* 10,486 writes of 100 bytes: 64 pieces, 24 bytes left gathered. */
+    cr_assert_eq(small, (1 << 20) / (16 * 1024), "%d writes for 1 MiB in 100-byte pieces", small);
+    cr_assert_eq(atomic_load(&seq_big), 0, "a write of more than 16 KiB");
+    /* The big one: the gathered 24 bytes and 16,360 of it, then 1 MiB - 16,360 bytes from
+     * the caller's buffer in 64 writes. */
+    cr_assert_eq(big, 65, "%d writes for the 1 MiB one", big);
+    cr_assert_eq(atomic_load(&seq_from_caller), 64);
+}

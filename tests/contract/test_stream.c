@@ -2210,6 +2210,56 @@ T_IO(small_reads_of_every_size_read_every_byte)
     }
 }
 
+/* Writes of a few bytes, most of them copies into the buffer being filled, with tells,
+ * seeks, reads and appends between them: every byte lands where it was written. */
+T_IO(small_writes_with_tells_seeks_reads_and_appends)
+{
+    t_new_ctx();
+    const size_t len = 300 * KIB + 11;
+    unsigned char *want = malloc(len + 4096), rec[128];
+    cr_assert_not_null(want);
+    t_fill(want, len, 0);
+    struct afs_stream *s = s_open("f", "w+", 64 * KIB, 4);
+    size_t off = 0;
+    for (unsigned i = 0; off < len; i++) {
+        size_t n = AFS_TEST_MIN(1 + (i * 7919u) % 97, len - off);
+        cr_assert_eq(afs_fwrite(want + off, 1, n, s), n);
+        off += n;
+        if (i % 13 == 0)
+            cr_assert_eq(afs_ftell(s), (int64_t)off);
+    }
+    /* Back into the middle: a small write there, then a read after it. */
+    cr_assert_eq(afs_fseek(s, 70000, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("abc", 1, 3, s), 3);
+    memcpy(want + 70000, "abc", 3);
+    cr_assert_eq(afs_fread(rec, 1, 5, s), 5);
+    cr_assert_eq(memcmp(rec, want + 70003, 5), 0, "the read after a small write");
+    cr_assert_eq(afs_fwrite("de", 1, 2, s), 2);
+    memcpy(want + 70008, "de", 2);
+    cr_assert_eq(afs_ftell(s), 70010);
+    cr_assert_eq(afs_fseek(s, 69999, SEEK_SET), 0);
+    cr_assert_eq(afs_fread(rec, 1, 12, s), 12);
+    cr_assert_eq(memcmp(rec, want + 69999, 12), 0, "read back after a seek");
+    cr_assert_eq(afs_fclose(s), 0);
+
+    /* Appending: small writes go to the end, and a tell says where that is. */
+    s = s_open("f", "a", 64 * KIB, 4);
+    for (int i = 0; i < 40; i++) {
+        cr_assert_eq(afs_fwrite("0123456789", 1, 1 + i % 10, s), (size_t)(1 + i % 10));
+        memcpy(want + off, "0123456789", (size_t)(1 + i % 10));
+        off += (size_t)(1 + i % 10);
+        if (i % 9 == 0)
+            cr_assert_eq(afs_ftell(s), (int64_t)off);
+    }
+    cr_assert_eq(afs_fclose(s), 0);
+    size_t got;
+    unsigned char *all = slurp("f", &got);
+    cr_assert_eq(got, off);
+    cr_assert_eq(memcmp(all, want, off), 0, "the file as written");
+    free(all);
+    free(want);
+}
+
 static void put_bytes(const char *name, uint64_t off, const char *bytes)
 {
     int fd = open(t_path(name), O_WRONLY);
