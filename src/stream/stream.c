@@ -1124,9 +1124,6 @@ static bool overlap(const struct chunk *a, const struct chunk *b)
     return a->off < b->off + (int64_t)b->len && b->off < a->off + (int64_t)a->len;
 }
 
-/* Queues the fill buffer's data. Ops on one file run in any order, so a write waits for the
- * writes in flight that it overlaps (all of them in append mode, where every write lands at
- * the end). */
 /* A pipe (FIFO, tty) written outside a corio task is written on the caller's thread, as
  * stdio writes it: blocking writes, big requests straight from the caller's buffer. The
  * pipe's own buffer lets the writer run ahead of its reader; an op per chunk paid a round
@@ -1147,13 +1144,26 @@ static bool pipe_inline(const struct afs_stream *s)
 #endif
 }
 
-/* Writes len bytes to the pipe on this thread, in pieces. Returns the bytes written: all of them, or
- * fewer with *err set (-EAGAIN where the descriptor is non-blocking and the pipe is full:
- * the rest goes as an op, which waits for room; -EPIPE, never a SIGPIPE; other errors). */
+/* Writes len bytes to the pipe on this thread, in pieces, after the writes still in flight
+ * as ops (a descriptor left non-blocking sends some that way). Returns the bytes written:
+ * all of them, or fewer with *err set (-EAGAIN where the descriptor is non-blocking and the
+ * pipe is full: the rest goes as an op, which waits for room; -EPIPE, never a SIGPIPE;
+ * other errors). */
 static size_t pipe_put(struct afs_stream *s, const char *buf, size_t len, int *err)
 {
     size_t done = 0;
     *err = 0;
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        if (s->ch[i]->state != CH_WRITING)
+            continue;
+        int e = chunk_wait(s, s->ch[i]); /* as write_fill() waits */
+        if (e < 0)
+            set_err(s, e);
+        if (e == -EDEADLK) {
+            *err = e;
+            return 0;
+        }
+    }
     while (done < len) {
         size_t n = AFS_MIN(len - done, STREAM_PIPE_PIECE);
         ssize_t r = afs__sys.pwrite(s->f->fd, buf + done, n, AFS__OFF_SEQ);
@@ -1176,6 +1186,9 @@ static void pipe_err(struct afs_stream *s, int err)
         s->werr = err;
 }
 
+/* Queues the fill buffer's data. Ops on one file run in any order, so a write waits for the
+ * writes in flight that it overlaps (all of them in append mode, where every write lands at
+ * the end). */
 static int write_fill(struct afs_stream *s)
 {
     struct chunk *c = s->fill;

@@ -699,3 +699,36 @@ T_PIPE(stream_writes_a_pipe_in_pieces_on_the_callers_thread)
     cr_assert_eq(big, 65, "%d writes for the 1 MiB one", big);
     cr_assert_eq(atomic_load(&seq_from_caller), 64);
 }
+
+/* A stream on a pipe whose descriptor was made non-blocking: what the pipe has no room for
+ * goes as an op that waits for room, and writes after it wait for it: a slow reader gets
+ * every byte once, in order. */
+T_PIPE(stream_writes_a_non_blocking_pipe_in_order)
+{
+    t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", p[1]);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+    close(p[1]);
+    int fd = (int)afs_file_fd(afs_stream_file(s));
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    struct drain d = {.fd = p[0]};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drain_main, &d), 0);
+    static unsigned char buf[300 * 1024];
+    size_t off = 0;
+    for (int i = 0; i < 40; i++) {
+        size_t n = i % 3 == 0 ? sizeof buf : (size_t)(1 + i * 97);
+        t_fill(buf, n, off);
+        cr_assert_eq(afs_fwrite(buf, 1, n, s), n, "write %d", i);
+        off += n;
+    }
+    cr_assert_eq(afs_fclose(s), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(d.err, 0);
+    cr_assert_eq(d.got, off);
+    cr_assert(d.ok, "bytes lost, repeated or out of order");
+}
