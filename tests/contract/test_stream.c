@@ -711,8 +711,8 @@ T_IO(cold_reads_go_direct_with_the_same_bytes)
     const size_t lens[] = {2048 * KIB + 1234, 1024 * KIB + 4096, 3000 * KIB - 1};
     /* A path too long to be kept in the stream itself is kept on the heap. */
     const char *names[] = {"f", "f",
-                           "a-name-long-enough-that-the-whole-path-does-not-fit-in-the-"
-                           "streams-own-place-for-it-and-goes-to-the-heap"};
+                           ("a-name-long-enough-that-the-whole-path-does-not-fit-in-the-"
+                            "streams-own-place-for-it-and-goes-to-the-heap")};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         const char *f = names[i];
         t_make_file(t_path(f), lens[i]);
@@ -1529,6 +1529,14 @@ T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
     size_t first = first_len;
     read_through_from(s, len, 10, sizeof buf);
     size_t once = bytes_read;
+    /* Read on this thread, each window found cached: what the count below is about. Under a
+     * heavy load the rule can still take the pool for a window (the choice is timed), and
+     * the bytes are then read on its threads, which the count leaves out. */
+    uint32_t seen[3];
+    uint64_t in_n, pool_n;
+    afs__stream_windows(s, seen);
+    afs__stream_cached_reads(s, &in_n, &pool_n);
+    bool on_this_thread = seen[1] == 0 && seen[2] == 0 && pool_n == 0;
     cr_assert_eq(afs_fseek(s, 3 * 1024 * KIB + 5, SEEK_SET), 0);
     first_len = 0;
     cr_assert_eq(afs_fread(buf, 1, 100, s), 100);
@@ -1564,7 +1572,11 @@ T_IO(cached_small_freads_fill_chunks_as_far_as_needed)
         cr_assert_eq(eio_seen, 1);
         cr_assert_eq(first, 4 * KIB, "the first fill: %zu bytes", first);
         cr_assert_eq(after_seek, 4 * KIB, "the first fill after a seek: %zu", after_seek);
-        cr_assert_eq(once, len, "%zu bytes read for %zu", once, len);
+        if (on_this_thread)
+            cr_assert_eq(once, len, "%zu bytes read for %zu", once, len);
+        else
+            cr_log_info("windows %u/%u/%u, %llu pool reads: the count is not checked", seen[0],
+                        seen[1], seen[2], (unsigned long long)pool_n);
     }
 }
 
