@@ -710,6 +710,10 @@ AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
  * error. When a member fails (an error, a cancel), it reports its error and every member
  * after it completes with -ECANCELED without running: nothing is reordered, and an fsync
  * after a failed write never runs and never reports success. Callbacks run in member order.
+ * A queueing call that refuses its op (a negative return: bad arguments, a read-only file)
+ * adds nothing to the chain and leaves it open and whole: the members before and after it
+ * would run without it, so check each call and end the chain with AFS_CHAIN_CANCEL when one
+ * fails.
  * A chain's ops are ordinary ops otherwise (results, ownership, afs_cancel(); cancelling a
  * member that has not started makes it and the rest -ECANCELED when their turn comes, while
  * a member the kernel already holds may still run).
@@ -1343,8 +1347,8 @@ AFS_API int afs_fflush(struct afs_stream *s);
 
 /* Flushes, waits for every op of the stream (cancelled read-ahead too), closes the file and
  * frees s and its buffers, whatever happens; s must not be used again (a second close
- * aborts). Returns 0, the first error the stream kept
- * (read or write, not cleared by afs_clearerr), or the close error. */
+ * aborts). Returns 0, the first error the stream kept since it was opened or last
+ * cleared (afs_clearerr forgets errors, as clearerr does), or the close error. */
 AFS_API int afs_fclose(struct afs_stream *s);
 
 /* Non-zero when a read met the end of the file (until afs_fseek or afs_clearerr). */

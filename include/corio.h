@@ -591,11 +591,8 @@ AFS_API int     corio_stream_write(struct corio_task *t, struct corio_stream *s,
                                    const void *buf, size_t len);
 /* Generators over the stream (started as children of t; see the generators above). The
  * stream must not be read otherwise until they ended or were closed.
- * Lines: yields struct corio_line * for each line, split at '
-' (removed; the data is
- * nul-terminated, a "
-" before it is kept), a last line without '
-' included; a line of
+ * Lines: yields struct corio_line * for each line, split at '\n' (removed; the data is
+ * nul-terminated, a "\r" before it is kept), a last line without '\n' included; a line of
  * more than limit bytes (0: 64 KiB) ends the iteration with -EMSGSIZE (the line stays
  * buffered). Chunks: yields struct corio_chunk * with what each transfer brought, at most
  * chunk_size bytes (0: 8 KiB), off counting from the generator's start; the next chunk is

@@ -22,6 +22,7 @@ struct corio_stream {
     size_t             scanned; /* [start, scanned) has no delimiter (read_until) */
     int                scan_delim;
     uint64_t           roff, woff; /* files with offsets: where reads / writes go */
+    ssize_t            rerr; /* an error met after a read returned bytes: the next read's */
     bool               eof;
     bool               seq;
     struct corio_mutex rmu, wmu;
@@ -100,7 +101,11 @@ static ssize_t seq_io(struct afs_file *f, bool write, void *buf, size_t len)
 
 static ssize_t raw_read(struct corio_stream *s, void *buf, size_t len)
 {
-    ssize_t n;
+    ssize_t n = s->rerr;
+    if (n < 0) {
+        s->rerr = 0; /* a socket reports a reset once: it was kept for this read */
+        return n;
+    }
     if (s->f->sock) {
         n = afs_recv(s->f, buf, len, 0);
     } else if (s->seq) {
@@ -233,7 +238,10 @@ ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s, vo
             break;
     }
     corio_mutex_unlock(&s->rmu);
-    /* What came before an error stays with the caller: report it first. */
+    /* What came before an error stays with the caller: report it first, the error at the
+     * next read. */
+    if (got > 0 && n < 0)
+        s->rerr = n;
     return got > 0 || n >= 0 ? (ssize_t)got : n;
 }
 
@@ -356,7 +364,16 @@ int corio_stream_write(struct corio_task *t, struct corio_stream *s, const void 
     int err = corio_mutex_lock(t, &s->wmu);
     if (err)
         return err;
-    ssize_t n = len ? raw_write(s, buf, len) : 0;
+    /* A send or write cut short (a cancel, a deadline, a full disk) goes on with the rest:
+     * the next call reports why it stopped. */
+    ssize_t n = 0;
+    for (size_t done = 0; done < len; done += (size_t)n) {
+        n = raw_write(s, (const char *)buf + done, len - done);
+        if (n <= 0) {
+            n = n < 0 ? n : -EIO;
+            break;
+        }
+    }
     corio_mutex_unlock(&s->wmu);
     return n < 0 ? (int)n : 0;
 }

@@ -110,6 +110,13 @@ static int gai_errno(int gai, int sys_errno)
 static int resolve(struct corio_task *t, const char *host, const char *port, int passive,
                    struct resolve_job **out)
 {
+    /* A number is a port: getaddrinfo would take 99999 modulo 65536 without a word. */
+    const char *digits = port + strspn(port, "0");
+    if (port[strspn(port, "0123456789")] == '\0' && (strlen(digits) > 5 || atol(digits) > 65535)) {
+        snprintf(net_error, sizeof net_error, "%s:%s: port out of range", host ? host : "*",
+                 port);
+        return -EINVAL;
+    }
     struct resolve_job *j = afs__sys.calloc(1, sizeof *j);
     if (!j)
         return -ENOMEM;

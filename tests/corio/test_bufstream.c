@@ -671,3 +671,63 @@ T_B(delimiter_search_survives_compaction)
     bnew();
     cr_assert_eq(corio_sched_run(b_sched, rescan_root, NULL), 0);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+
+/* A write that a deadline stops part way reports the deadline, not "all written". */
+struct stopped_case {
+    struct corio_stream *s;
+    int                  res;
+};
+
+static void stopped_root(struct corio_task *t, void *arg)
+{
+    struct stopped_case *c = arg;
+    static char big[8 << 20];
+    corio_set_deadline(t, corio_now() + 50 * MS); /* nobody reads the peer meanwhile */
+    c->res = corio_stream_write(t, c->s, big, sizeof big);
+    corio_set_deadline(t, 0);
+}
+
+T_B(write_stopped_by_a_deadline_reports_it)
+{
+    bnew();
+    struct stopped_case c = {0};
+    int peer;
+    c.s = sock_stream(&peer, 0);
+    cr_assert_eq(corio_sched_run(b_sched, stopped_root, &c), 0);
+    cr_assert_eq(c.res, -ETIMEDOUT, "write: %s", afs_strerror(c.res));
+    close(peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* A peer that resets after sending a few bytes: read_exact returns the bytes, and the next
+ * read the reset (the kernel reports it once). */
+struct exact_reset_case {
+    struct corio_stream *s;
+    ssize_t              n1, n2;
+};
+
+static void exact_reset_root(struct corio_task *t, void *arg)
+{
+    struct exact_reset_case *c = arg;
+    char b[10];
+    c->n1 = corio_stream_read_exact(t, c->s, b, sizeof b);
+    c->n2 = corio_stream_read_exact(t, c->s, b, sizeof b);
+}
+
+T_B(read_exact_keeps_a_reset_for_the_next_read)
+{
+    bnew();
+    struct exact_reset_case c = {0};
+    int peer;
+    c.s = sock_stream(&peer, 0);
+    /* Bytes left unread in the peer's socket make its close a reset (AF_UNIX as TCP). */
+    cr_assert_eq(write((int)afs_file_fd(corio_stream_file(c.s)), "x", 1), 1);
+    cr_assert_eq(write(peer, "abc", 3), 3);
+    close(peer);
+    cr_assert_eq(corio_sched_run(b_sched, exact_reset_root, &c), 0);
+    cr_assert_eq(c.n1, 3);
+    cr_assert_eq(c.n2, -ECONNRESET, "second read_exact: %zd", c.n2);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}

@@ -208,6 +208,11 @@ static void bad_args_root(struct corio_task *t, void *arg)
     cr_assert_eq(corio_dial(t, "127.0.0.1", "", &f), -EINVAL);
     cr_assert_eq(corio_dial(t, "127.0.0.1", "no-such-service-name", &f), -EINVAL);
     cr_assert_eq(corio_listen(t, "127.0.0.1", "0", -1, &f), -EINVAL);
+    /* A port past 65535 is refused, not taken modulo 65536 (99999 would be 34463). */
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "99999", 16, &f), -EINVAL);
+    cr_assert_str_eq(corio_net_error(), "127.0.0.1:99999: port out of range");
+    cr_assert_eq(corio_dial(t, "127.0.0.1", "65536", &f), -EINVAL);
+    cr_assert_eq(corio_dial(t, "127.0.0.1", "0000000080000", &f), -EINVAL); /* 80,000 */
 }
 
 T_N(bad_arguments)
