@@ -45,6 +45,16 @@ run_suite() {
         check "-r special onto a device: exit 1" [ $? -eq 1 ]
         check "-r special onto a device: message" grep -q "cannot overwrite special file '.*/f2'" "$O/err"
         check "-r special onto a device: still the device" [ -c "$O/dtree/t/f2" ]
+        # the same node over itself: a second -a run over a copy succeeds
+        mknod "$O/dtree/s/null3" c 1 3; mkdir -p "$O/dtree/a"
+        check "-a twice with a FIFO and a device: first run" "$AFCP" -q -a "$O/dtree/s/." "$O/dtree/a"
+        check "-a twice with a FIFO and a device: second run" "$AFCP" -q -a "$O/dtree/s/." "$O/dtree/a"
+        check "-a twice: still a FIFO and the device" bash -c "[ -p '$O/dtree/a/f2' ] && [ -c '$O/dtree/a/null3' ] && [ \$(stat -c %t,%T '$O/dtree/a/null3') = 1,3 ]"
+        mknod "$O/dtree/a/other" c 1 5; mknod "$O/dtree/s/other" c 1 3
+        "$AFCP" -q -r "$O/dtree/s/." "$O/dtree/a" 2> /dev/null
+        check "-r a device over another device: exit 1" [ $? -eq 1 ]
+        check "-r a device over another device: still the other" bash -c "[ \$(stat -c %t,%T '$O/dtree/a/other') = 1,5 ]"
+        rm -f "$O/dtree/s/null3" "$O/dtree/s/other"
         ln -s x "$O/dtree/link"; mknod "$O/dtree/null2" c 1 3
         "$AFCP" -q -r "$O/dtree/link" "$O/dtree/null2" 2> /dev/null
         check "-r symlink onto a device: exit 1" [ $? -eq 1 ]

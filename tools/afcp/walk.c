@@ -216,8 +216,13 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
         return -1;
     }
     /* A device, FIFO or socket is never removed to make room for a copy (a regular file is
-     * written into it: see copy.c). */
-    if (kind == AFCP_DEST_OTHER && !S_ISREG(dst.st_mode) && !S_ISLNK(dst.st_mode)) {
+     * written into it: see copy.c), unless the copy is the same node: a FIFO over a FIFO, a
+     * device over the same device (a second -a run over the first's copy). */
+    int same_node = (dst.st_mode & S_IFMT) == (sst->st_mode & S_IFMT) &&
+                    (S_ISFIFO(dst.st_mode) || S_ISSOCK(dst.st_mode) ||
+                     ((S_ISCHR(dst.st_mode) || S_ISBLK(dst.st_mode)) &&
+                      dst.st_rdev == sst->st_rdev));
+    if (kind == AFCP_DEST_OTHER && !S_ISREG(dst.st_mode) && !S_ISLNK(dst.st_mode) && !same_node) {
         afcp_note("cannot overwrite special file '%s'", dpath);
         afcp_fail();
         return -1;
