@@ -85,6 +85,16 @@ run_suite() {
         check "socket: still a socket" [ -S "$O/sock" ]
     fi
 
+    # ---- a file the user may not write is not replaced without -f (cp's open would fail) ----
+    if ! root; then
+        echo old > "$O/ro"; chmod 444 "$O/ro"
+        "$AFCP" -q "$src" "$O/ro" 2> "$O/err"
+        check "read-only destination: exit 1" [ $? -eq 1 ]
+        check "read-only destination: message" grep -q "cannot create regular file '$O/ro': Permission denied" "$O/err"
+        check "read-only destination: kept" bash -c "[ \"\$(cat '$O/ro')\" = old ]"
+        check "read-only destination -f: replaced" bash -c "'$AFCP' -q -f '$src' '$O/ro' && cmp -s '$src' '$O/ro'"
+    fi
+
     # ---- ACLs: -p copies them; without -p the group gets no more than its own entry ----
     if [[ -n $HAVE_ACL ]]; then
         install -m 600 /dev/null "$O/acl"; echo secret > "$O/acl"

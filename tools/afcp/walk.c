@@ -234,6 +234,13 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
         afcp_fail();
         return -1;
     }
+    /* A file the user may not write is not replaced either (cp's open would fail; -f
+     * removes it first, as cp -f does). Root may write any. */
+    if (kind == AFCP_DEST_FILE && S_ISREG(dst.st_mode) && !afcp.o.force &&
+        faccessat(dd->dfd, dname, W_OK, AT_EACCESS) < 0 && errno == EACCES) {
+        afcp_err(EACCES, "cannot create regular file '%s'", dpath);
+        return -1;
+    }
     return 0;
 }
 
