@@ -946,7 +946,8 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  *    NULL) on a listener arms one multishot accept, which stays armed and delivers each connection
  *    to the next accept op, with no SQE per connection; up to 16 connections it accepts while no
  *    accept op waits are kept for the next ones (it stops there, and afs_close of the listener
- *    closes those). The first receive (afs_recv, afs_read; flags 0, MSG_WAITALL or MSG_PEEK) on a
+ *    closes those); an accept with an address takes those too, its address then from
+ *    getpeername (length 0 if the peer already reset). The first receive (afs_recv, afs_read; flags 0, MSG_WAITALL or MSG_PEEK) on a
  *    stream socket arms one multishot receive into a ring of buffers the context provides to the
  *    kernel (made at the first such receive: 1,024 buffers of 4 KiB, 4 MiB of memory per context
  *    that receives); the bytes are copied from the ring into the op's buffer before its callback,

@@ -287,11 +287,15 @@ int afs__ums_prep(struct afs_ctx *ctx, struct afs__ums *ms, struct io_uring *rin
         (o->flags & AFS__OP_CANCEL))
         return 0;
     if (o->code == AFS__ACCEPT) {
-        /* One address buffer cannot serve every connection: those accepts stay plain. */
-        if (ms->no_accept || o->u.buf)
+        if (ms->no_accept)
             return 0;
-        struct ums_sock *s = state(ms, o->file);
+        /* One address buffer cannot serve every connection: an accept that wants the
+         * address is plain, unless the listener's multishot is armed or holds connections
+         * (it would take them first): then it is parked too, its address from getpeername. */
+        struct ums_sock *s = o->u.buf ? o->file->be_sock : state(ms, o->file);
         if (!s || (s->acc_armed && s->acc_flags != o->sock.how))
+            return 0;
+        if (o->u.buf && !s->acc_armed && !s->nfds)
             return 0;
         park(&s->aq, op, s);
         if (s->nfds || s->acc_err)
@@ -541,7 +545,12 @@ static void serve_accept(struct afs_ctx *ctx, struct afs__ums *ms, struct ums_so
         } else {
             break;
         }
-        afs__op_transferred(ctx, pop_parked(&s->aq), res);
+        struct afs_op *op = pop_parked(&s->aq);
+        struct afs__op *o = afs__op(op);
+        socklen_t *len = o->sock.addrlen;
+        if (res >= 0 && o->u.buf && len && getpeername((int)res, o->u.buf, len) < 0)
+            *len = 0; /* the peer is gone already: the connection says so */
+        afs__op_transferred(ctx, op, res);
     }
     rearm(ctx, ms, s, AFS__UMS_TAG_ACCEPT, ms->no_accept, s->nfds >= STASH_CAP);
 }

@@ -415,3 +415,57 @@ T_N(deadline_while_resolving)
     corio_sched_free(n_sched); /* joins the lookups still running */
     n_sched = NULL;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+
+/* An accept that asks for the peer's address after one that did not (which armed the
+ * listener's multishot accept on io_uring) still gets the next connection, and its address. */
+struct addr_case {
+    char port[16];
+};
+
+static int addr_dialer(struct corio_task *t, void *arg)
+{
+    struct addr_case *c = arg;
+    struct afs_file *f;
+    int err = corio_dial(t, "127.0.0.1", c->port, &f);
+    if (err < 0)
+        return err;
+    char b[4];
+    (void)afs_recv(f, b, sizeof b, 0); /* until the server closes */
+    return afs_close(f);
+}
+
+static void addr_root(struct corio_task *t, void *arg)
+{
+    struct addr_case *c = arg;
+    struct afs_file *l, *a;
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", 16, &l), 0, "%s", corio_net_error());
+    snprintf(c->port, sizeof c->port, "%d", corio_net_port(l));
+    for (int i = 0; i < 2; i++) {
+        struct corio_future f;
+        cr_assert_eq(corio_spawn_future(t, addr_dialer, c, &f, NULL), 0);
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        corio_set_deadline(t, corio_now() + 10000 * MS);
+        int err = i == 0 ? afs_accept(l, NULL, NULL, &a)
+                         : afs_accept(l, (struct sockaddr *)&ss, &len, &a);
+        corio_set_deadline(t, 0);
+        cr_assert_eq(err, 0, "accept %d: %s", i, afs_strerror(err));
+        if (i == 1) {
+            cr_assert_eq(ss.ss_family, AF_INET);
+            cr_assert_geq(len, (socklen_t)sizeof(struct sockaddr_in));
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            cr_assert_eq(ntohl(in->sin_addr.s_addr), INADDR_LOOPBACK);
+        }
+        cr_assert_eq(afs_close(a), 0);
+        cr_assert_eq(corio_future_await(t, &f, NULL), 0);
+    }
+    cr_assert_eq(afs_close(l), 0);
+}
+
+T_N(accept_with_an_address_after_one_without)
+{
+    struct addr_case c = {0};
+    cr_assert_eq(nrun(addr_root, &c), 0);
+}
