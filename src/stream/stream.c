@@ -573,6 +573,19 @@ static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t wa
     return 0;
 }
 
+/* Reads chunk c on from its end to the chunk's size, on this thread with a plain read (at
+ * the end of the file: it returns at once, or what another writer appended, most likely
+ * cached). The bytes read or -errno. */
+static ssize_t read_on(struct afs_stream *s, struct chunk *c)
+{
+    size_t len = s->cs - c->len;
+    int64_t off = c->off + (int64_t)c->len;
+    if (s->ctx->crash)
+        return inline_read(s, c->buf + c->len, len, off); /* the op path, as there */
+    bool nowait = false, ended = false;
+    return pread_full(s->f, c->buf + c->len, len, off, &nowait, &s->nowait_refused, &ended);
+}
+
 static int64_t thread_cpu(void)
 {
     return afs__sys.cpu_now ? afs__sys.cpu_now() : -1;
@@ -947,6 +960,7 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
     char *out = ptr;
     struct chunk *last = NULL; /* the chunk the request ended in, if it holds more */
     size_t got = 0;
+    bool reread = false; /* the end of a chunk read before this call was read again */
     while (got < want) {
         last = NULL;
         if (s->pos >= s->cw_end)
@@ -1093,6 +1107,21 @@ size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
         else if (c->off + (int64_t)cs > s->eof_off)
             s->eof_off = INT64_MAX; /* the file grew past the hint */
         if (in >= c->len) {
+            /* A short chunk whose end no read of this call found (read by an earlier call,
+             * or ahead) is no end yet: the file may have grown since. The chunk is read on
+             * from there once (read_on()), as stdio reads again at the end of its buffer. */
+            if (!reread && c->off + (int64_t)c->len != s->end_seen) {
+                reread = true;
+                ssize_t r = read_on(s, c);
+                if (r < 0) {
+                    set_err(s, (int)r);
+                    break;
+                }
+                if (r > 0) {
+                    c->len += (size_t)r;
+                    continue;
+                }
+            }
             /* End of file. Drop the short chunk so that a read after afs_clearerr sees
              * what was appended meanwhile. */
             s->eof = true;

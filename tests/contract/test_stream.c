@@ -127,6 +127,35 @@ T_IO(eof_and_partial_items)
     cr_assert_eq(afs_fclose(s), -EINVAL, "fclose reports the error kept");
 }
 
+/* Data appended by another writer while the stream is inside the file, before any read met
+ * its end, is read on, as stdio reads again at the end of its buffer (small files, read
+ * whole by the first read, and a file of a few chunks; default and small chunks). */
+T_IO(a_file_that_grows_before_its_end_is_read_reads_on)
+{
+    t_new_ctx();
+    static const size_t lens[] = {11, 5000, 70000, 300 * KIB + 5};
+    unsigned char buf[512 * KIB];
+    for (int k = 0; k < 8; k++) {
+        size_t len = lens[k % 4];
+        t_make_file(t_path("f"), len);
+        struct afs_stream *s;
+        if (k < 4)
+            cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "r", &s), 0);
+        else
+            s = s_open("f", "r", 64 * KIB, 2);
+        cr_assert_eq(afs_fread(buf, 1, 2, s), 2);
+        int fd = open(t_path("f"), O_WRONLY | O_APPEND);
+        cr_assert_eq(write(fd, "xyz", 3), 3);
+        close(fd);
+        size_t n = afs_fread(buf, 1, sizeof buf, s);
+        cr_assert_eq(n, len + 1, "file of %zu bytes (case %d): %zu read after 2", len, k, n);
+        cr_assert(t_check(buf, len - 2, 2));
+        cr_assert_eq(memcmp(buf + len - 2, "xyz", 3), 0);
+        cr_assert(afs_feof(s));
+        cr_assert_eq(afs_fclose(s), 0);
+    }
+}
+
 T_IO(empty_file_is_eof_at_once)
 {
     t_new_ctx();
