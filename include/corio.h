@@ -552,7 +552,8 @@ struct corio_stream;
  * Needs no task. */
 AFS_API int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **out);
 /* Closes the file (afs_close: inside a task the close joins the batch) and frees the stream:
- * 0 or the close error. Aborts while a task is inside a call on the stream. */
+ * 0 or the close error. Aborts while a task is inside a call on the stream. A stream used
+ * after its close (a second close too) aborts with the library's message, as a file does. */
 AFS_API int corio_stream_close(struct corio_stream *s);
 /* The stream's file (for afs_shutdown on a socket, say). It stays the stream's. */
 AFS_API struct afs_file *corio_stream_file(const struct corio_stream *s);

@@ -18,6 +18,8 @@
 struct corio_stream {
     struct afs_file   *f;
     char              *buf;     /* [start, end) is buffered; one spare byte for a nul */
+    uintptr_t          magic;   /* STREAM_MAGIC ^ address while open, AFS__DEAD after close
+                                   (past the words an allocator writes into freed memory) */
     size_t             cap, start, end;
     size_t             scanned; /* [start, scanned) has no delimiter (read_until) */
     int                scan_delim;
@@ -28,9 +30,24 @@ struct corio_stream {
     struct corio_mutex rmu, wmu;
 };
 
+#define STREAM_MAGIC ((uintptr_t)0x63727353u)
+
+/* A stream used after its close (or never made) aborts with the library's message. */
+static const struct corio_stream *stream_check(const struct corio_stream *s, const char *call)
+{
+    if (!s)
+        afs__panic(call, "stream is NULL");
+    if (s->magic != (STREAM_MAGIC ^ (uintptr_t)s))
+        afs__panic(call, s->magic == AFS__DEAD
+                             ? "stream was closed (used after corio_stream_close, or closed twice)"
+                             : "not an open stream (closed, or never made)");
+    return s;
+}
+
 int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **out)
 {
-    AFS_CHECK(f != NULL && out != NULL, "NULL argument");
+    AFS_CHECK(out != NULL, "out is NULL");
+    afs__file_check(f, __func__);
     *out = NULL;
     if (buf_size == 0)
         buf_size = DEFAULT_BUF;
@@ -48,29 +65,31 @@ int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **
     s->f = f;
     s->seq = f->seq;
     s->scan_delim = -1;
+    s->magic = STREAM_MAGIC ^ (uintptr_t)s;
     *out = s;
     return 0;
 }
 
 struct afs_file *corio_stream_file(const struct corio_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->f;
 }
 
 size_t corio_stream_buffered(const struct corio_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     return s->end - s->start;
 }
 
 int corio_stream_close(struct corio_stream *s)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     AFS_CHECK(s->rmu.owner == NULL && s->wmu.owner == NULL,
               "corio_stream_close: the stream is in use by a task");
     int err = afs_close(s->f);
     free(s->buf);
+    *(volatile uintptr_t *)&s->magic = AFS__DEAD; /* kept until the memory is reused */
     free(s);
     return err;
 }
@@ -178,15 +197,15 @@ static ssize_t fill(struct corio_stream *s, size_t need, size_t max)
  * Reads
  * ---------------------------------------------------------------------------------------- */
 
-static int lock_read(struct corio_task *t, struct corio_stream *s)
+static int lock_read(struct corio_task *t, struct corio_stream *s, const char *call)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, call);
     return corio_mutex_lock(t, &s->rmu);
 }
 
 ssize_t corio_stream_read(struct corio_task *t, struct corio_stream *s, void *buf, size_t len)
 {
-    int err = lock_read(t, s);
+    int err = lock_read(t, s, __func__);
     if (err)
         return err;
     AFS_CHECK(buf != NULL || len == 0, "buf is NULL");
@@ -213,7 +232,7 @@ out:
 ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s, void *buf,
                                 size_t len)
 {
-    int err = lock_read(t, s);
+    int err = lock_read(t, s, __func__);
     if (err)
         return err;
     AFS_CHECK(buf != NULL || len == 0, "buf is NULL");
@@ -299,7 +318,7 @@ ssize_t corio_stream_read_until(struct corio_task *t, struct corio_stream *s, in
     AFS_CHECK(line != NULL, "line is NULL");
     if (delim < 0 || delim > 255 || limit > ((size_t)1 << 30))
         return -EINVAL;
-    int err = lock_read(t, s);
+    int err = lock_read(t, s, __func__);
     if (err)
         return err;
     ssize_t n = until_locked(s, delim, limit ? limit : DEFAULT_LIMIT, line);
@@ -320,7 +339,7 @@ ssize_t corio_stream_read_all(struct corio_task *t, struct corio_stream *s, size
     *out = NULL;
     if (limit == 0)
         limit = SIZE_MAX - 1;
-    int err = lock_read(t, s);
+    int err = lock_read(t, s, __func__);
     if (err)
         return err;
     ssize_t n;
@@ -358,7 +377,7 @@ ssize_t corio_stream_read_all(struct corio_task *t, struct corio_stream *s, size
 int corio_stream_write(struct corio_task *t, struct corio_stream *s, const void *buf,
                        size_t len)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     AFS_CHECK(buf != NULL || len == 0, "buf is NULL");
     /* One writer at a time, in the order they came: chunks never interleave. */
     int err = corio_mutex_lock(t, &s->wmu);
@@ -416,7 +435,7 @@ static int lines_fn(struct corio_task *t, struct corio_gen *g, void *arg)
 int corio_stream_lines(struct corio_task *t, struct corio_gen *g, struct corio_stream *s,
                        size_t limit)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (limit > ((size_t)1 << 30))
         return -EINVAL;
     struct sgen_args a = {s, limit ? limit : DEFAULT_LIMIT};
@@ -453,7 +472,7 @@ static int chunks_fn(struct corio_task *t, struct corio_gen *g, void *arg)
 int corio_stream_chunks(struct corio_task *t, struct corio_gen *g, struct corio_stream *s,
                         size_t chunk_size)
 {
-    AFS_CHECK(s != NULL, "stream is NULL");
+    stream_check(s, __func__);
     if (chunk_size > ((size_t)1 << 30))
         return -EINVAL;
     struct sgen_args a = {s, chunk_size ? chunk_size : DEFAULT_BUF};

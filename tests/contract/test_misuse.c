@@ -7,6 +7,7 @@
 #endif
 #include "../common.h"
 
+#include <corio.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -158,6 +159,44 @@ T_ABORT_UAF(file_closed_twice)
     m_need_no_asan();
     expect_abort(file_double_close, "afs_close", "closed");
     file_double_close();
+}
+
+/* corio's buffered streams check their handle as files do. */
+static void cstream_double_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    struct corio_stream *s;
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
+    m_cleanup();
+    M_REQ(corio_stream_new(f, 0, &s) == 0);
+    M_REQ(corio_stream_close(s) == 0);
+    corio_stream_close(s);
+}
+
+T_ABORT_UAF(corio_stream_closed_twice)
+{
+    m_need_no_asan();
+    expect_abort(cstream_double_close, "corio_stream_close", "closed");
+    cstream_double_close();
+}
+
+static void cstream_on_closed_file(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    struct corio_stream *s;
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f) == 0);
+    m_cleanup();
+    M_REQ(afs_close(f) == 0);
+    corio_stream_new(f, 0, &s);
+}
+
+T_ABORT_UAF(corio_stream_on_a_closed_file)
+{
+    m_need_no_asan();
+    expect_abort(cstream_on_closed_file, "corio_stream_new", "closed");
+    cstream_on_closed_file();
 }
 
 /* The descriptor a closed file had is another file's now: a late read must not reach it. */
