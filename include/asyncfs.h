@@ -177,7 +177,11 @@ AFS_API void afs_config_default(struct afs_config *cfg);
  * is not available here (never silently replaced; a kernel that refuses it, io_uring's
  * locked-memory limit included), -ENOMEM when memory runs out (also while starting a backend
  * asked for by name), or the setup error.
- * On failure afs_last_ctx_error() says why. */
+ * On failure afs_last_ctx_error() says why.
+ * fork(): a context does not cross it; the child makes its own. posix-aio on glibc: a child
+ * forked within about a second of the parent's last POSIX AIO op can hang at its first op
+ * (glibc keeps idle helper threads for a second, and the child inherits their count but not
+ * the threads): pick another backend there. */
 AFS_API int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg);
 
 /* Why the last afs_ctx_new() of the calling thread failed, naming what was asked for and
