@@ -45,6 +45,14 @@ static struct laio *L(struct afs_ctx *ctx)
     return ctx->be_state;
 }
 
+/* For tests: the events of ctx's kernel context (fewer than queue_depth where fs.aio-max-nr
+ * had no room for more), 0 before it is made. ctx must be a libaio context. */
+unsigned afs__laio_cap(struct afs_ctx *ctx);
+unsigned afs__laio_cap(struct afs_ctx *ctx)
+{
+    return L(ctx) && L(ctx)->aio ? L(ctx)->cap : 0;
+}
+
 static struct iocb *op_iocb(struct afs_op *op)
 {
     return (struct iocb *)(void *)afs__op(op)->be;

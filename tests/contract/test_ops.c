@@ -402,8 +402,15 @@ T_IO(close_waits_for_the_files_ops)
     close(fd);
 }
 
+/* libaio's kernel context's events (libaio.c); weak: not every build has the backend. */
+#if defined(__GNUC__) && !defined(_WIN32)
+__attribute__((weak)) unsigned afs__laio_cap(struct afs_ctx *ctx);
+#endif
+
 /* io_uring: one io_uring_enter for a whole batch, whatever its size. libaio: one io_submit,
- * on an O_DIRECT file (buffered files go to the thread pool, see ladder/libaio_*). */
+ * on an O_DIRECT file (buffered files go to the thread pool, see ladder/libaio_*), unless
+ * its kernel context was made smaller than the batch (fs.aio-max-nr is machine-wide: other
+ * programs' contexts, or tests running beside this one, may leave it no room). */
 T_IO(one_kernel_submit_per_batch)
 {
     t_new_ctx();
@@ -429,7 +436,16 @@ T_IO(one_kernel_submit_per_batch)
     afs_ctx_stats(t_ctx, &b);
     struct sc_counts kb = sc_get();
     /* Counted at the system call (io_uring_enter, io_submit), not by the library. */
-    if (!strcmp(afs_ctx_backend(t_ctx), "io_uring") || !strcmp(afs_ctx_backend(t_ctx), "libaio"))
+    bool small = false;
+#if defined(__GNUC__) && !defined(_WIN32)
+    if (laio && afs__laio_cap && afs__laio_cap(t_ctx) < N) {
+        small = true;
+        cr_log_info("libaio context of %u events (fs.aio-max-nr): submits not counted",
+                    afs__laio_cap(t_ctx));
+    }
+#endif
+    if (!small &&
+        (!strcmp(afs_ctx_backend(t_ctx), "io_uring") || !strcmp(afs_ctx_backend(t_ctx), "libaio")))
         cr_assert_eq(sc_submits(ka, kb), 1, "%lu system calls", sc_submits(ka, kb));
     cr_assert_eq(b.ops - a.ops, 0);
     wait_for(&d, N);
