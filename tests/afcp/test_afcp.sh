@@ -131,10 +131,12 @@ run_suite() {
     mkfifo "$O/fifo_src"
     check "FIFO with -r" bash -c "'$AFCP' -q -r '$O/fifo_src' '$O/fifo_dst' && [ -p '$O/fifo_dst' ]"
 
-    # an unreadable source file: exit 1, the rest copied, no partial file under its name
-    mkdir -p "$O/ur/src"
+    # an unreadable source file: exit 1, the rest copied, no partial file under its name; an
+    # unreadable directory: made empty with its mode, as cp makes it
+    mkdir -p "$O/ur/src/closed"
     echo a > "$O/ur/src/a"; echo secret > "$O/ur/src/locked"; echo c > "$O/ur/src/c"
-    chmod 000 "$O/ur/src/locked"
+    echo hidden > "$O/ur/src/closed/h"
+    chmod 000 "$O/ur/src/locked" "$O/ur/src/closed"
     local runner=()
     if [[ $(id -u) -eq 0 ]]; then
         # root reads mode-000 files: run afcp as nobody instead (setpriv), with a destination
@@ -142,7 +144,7 @@ run_suite() {
         if command -v setpriv > /dev/null; then
             runner=(setpriv --reuid=65534 --regid=65534 --clear-groups)
             chmod 755 "$T" "$O" "$O/ur"
-            chmod -R a+rX "$O/ur/src"; chmod 000 "$O/ur/src/locked"
+            chmod -R a+rX "$O/ur/src"; chmod 000 "$O/ur/src/locked" "$O/ur/src/closed"
             mkdir "$O/ur/dst"; chmod 777 "$O/ur/dst"
         fi
     else
@@ -156,9 +158,14 @@ run_suite() {
         check "unreadable: rest copied" bash -c "cmp -s '$O/ur/src/a' '$O/ur/dst/src/a' && cmp -s '$O/ur/src/c' '$O/ur/dst/src/c'"
         check "unreadable: no partial file" bash -c "[ ! -e '$O/ur/dst/src/locked' ]"
         check "unreadable: no temporary files" no_temps "$O/ur/dst"
+        check "unreadable directory: message" grep -q "cannot access '$O/ur/src/closed': Permission denied" "$O/err"
+        check "unreadable directory: made, empty, mode 000 (as cp)" \
+            bash -c "[ -d '$O/ur/dst/src/closed' ] && [ \"\$(stat -c %a '$O/ur/dst/src/closed')\" = 0 ]"
+        chmod 755 "$O/ur/dst/src/closed" 2> /dev/null
     else
         echo "SKIP [${BACKEND:-auto}]: unreadable source (root without setpriv)" >&2
     fi
+    chmod 755 "$O/ur/src/closed"
 
     # a directory into itself
     mkdir -p "$O/self/d"; echo x > "$O/self/d/x"

@@ -49,9 +49,17 @@ setfacl -m u:nobody:rw "$S/tree/d1/big" 2>/dev/null && setfacl -d -m u:nobody:rx
     acl_ok=0
 # symlink operands
 mkdir "$S/op"; echo target > "$S/op/file"; ln -s file "$S/op/flink"; ln -s ../tree "$S/op/tlink"
+# modes for --no-preserve=mode (cp's defaults less the umask, not the source's modes)
+mkdir -p "$S/modes/private" "$S/modes/sticky"
+echo x > "$S/modes/f750"; echo y > "$S/modes/private/f600"; mkfifo "$S/modes/fifo"
+chmod 750 "$S/modes/f750"; chmod 600 "$S/modes/private/f600"; chmod 640 "$S/modes/fifo"
+chmod 700 "$S/modes/private"; chmod 1777 "$S/modes/sticky"
 # what cp makes of it (the references)
 R=$T/ref
 mkdir "$R"
+for u in 022 077; do
+    (umask $u; cp -r --no-preserve=mode "$S/modes" "$R/nm$u"; cp -a --no-preserve=mode "$S/modes" "$R/anm$u")
+done
 cp -a "$S/tree" "$R/a"
 cp -r "$S/tree" "$R/r"
 cp -r --preserve=xattr "$S/tree" "$R/x"
@@ -105,6 +113,19 @@ run_path() { # label; run with AFCP_TEST_PATH=$path
     check "$tag -a over itself: exit 0" [ "$st" -eq 0 ]
     check "$tag -a over itself: as cp -a" diff <(listing "$R/a") <(listing "$O/a")
     check "$tag -a over itself: no temporary" no_temps "$O/a"
+
+    # --no-preserve=mode: cp's default modes, under two umasks, with -r and -a
+    local u
+    for u in 022 077; do
+        (umask $u; "$AFCP" -q -r --no-preserve=mode "$S/modes" "$O/nm$u"
+         "$AFCP" -q -a --no-preserve=mode "$S/modes" "$O/anm$u")
+        check "$tag -r --no-preserve=mode, umask $u: modes as cp" \
+            diff <(listing "$R/nm$u" | cut -d' ' -f1-3) <(listing "$O/nm$u" | cut -d' ' -f1-3)
+        check "$tag -a --no-preserve=mode, umask $u: modes as cp" \
+            diff <(listing "$R/anm$u" | cut -d' ' -f1-3) <(listing "$O/anm$u" | cut -d' ' -f1-3)
+    done
+    (umask 022; "$AFCP" -q --no-preserve=mode "$S/modes/f750" "$O/nm.f")
+    check "$tag --no-preserve=mode on a file: 644 under umask 022" [ "$(stat -c %a "$O/nm.f")" = 644 ]
 
     # symlinks: -L, -H, -P, for a directory operand (with -r) and a file operand
     local m

@@ -33,6 +33,9 @@ struct afcp_opts {
     int      recursive, verbose, noclobber, force, quiet;
     int      preserve;      /* AFCP_P_* */
     int      xattr_required; /* --preserve=xattr named: a failure is an error (not with -a) */
+    int      default_mode;  /* --no-preserve=mode: new files get 0666, new directories and
+                               sockets 0777, less the umask (cp's defaults; a directory's
+                               sticky bit stays, as with cp), not the source's */
     int      update;        /* -u: only when the source is newer or the destination missing */
     int      one_fs;        /* -x: do not descend into directories on other file systems */
     int      reflink;       /* AFCP_REFLINK_*: FICLONE first (default auto, as cp) */
@@ -265,6 +268,10 @@ void afcp_stat_from(struct stat *out, const struct afs_stat *in);
  * of sfd (and the default one for a directory) onto dfd, or their removal when sfd has none;
  * reports a failure (and leaves dfd at afcp_safe_mode(mode)); 0 or -errno. */
 mode_t afcp_safe_mode(int sfd, mode_t mode);
+/* The permission bits a new copy of a source (st_mode, of sfd; -1 for a node that cannot be
+ * opened) is created with, the umask still to apply: the source's (afcp_safe_mode) & 0777, or cp's defaults under
+ * --no-preserve=mode (0666; 0777 for directories and sockets). */
+mode_t afcp_new_mode(int sfd, mode_t st_mode);
 int    afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath);
 /* --preserve=xattr: every extended attribute of sfd onto dfd (see meta.c); 0 or -errno. */
 int    afcp_xattr_copy(int sfd, int dfd, const char *dpath);

@@ -288,11 +288,15 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
             else if (parse_preserve(optarg, "--preserve", &bits, &o->xattr_required))
                 return 1;
             o->preserve |= bits;
+            if (bits & AFCP_P_MODE)
+                o->default_mode = 0;
             break;
         case OPT_NOPRESERVE:
             if (parse_preserve(optarg, "--no-preserve", &bits, NULL))
                 return 1;
             o->preserve &= ~bits;
+            if (bits & AFCP_P_MODE)
+                o->default_mode = 1;
             if (bits & AFCP_P_XATTR)
                 o->xattr_required = 0;
             break;

@@ -467,7 +467,7 @@ static int own_name(const struct afcp_dir *dd)
 static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy *c, char *tmp,
                      int tslot, int old)
 {
-    unsigned perm = old ? 0600 : afcp_safe_mode((int)afs_file_fd(c->in), j->st.st_mode) & 0777;
+    unsigned perm = old ? 0600 : afcp_new_mode((int)afs_file_fd(c->in), j->st.st_mode);
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
     if (afcp.o.inplace) {
         /* cp semantics: an existing file is truncated and keeps its inode and mode. */
@@ -1121,7 +1121,7 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     const int own = own_name(dd);
     const char *tmp = own ? dname : tmpbuf;
     int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
-    unsigned perm = afcp_safe_mode(fd, st.st_mode) & 0777;
+    unsigned perm = afcp_new_mode(fd, st.st_mode);
     for (int tries = 0;; tries++) {
         if (!own)
             afcp_tmpname(tmpbuf);

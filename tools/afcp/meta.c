@@ -73,6 +73,13 @@ mode_t afcp_safe_mode(int sfd, mode_t mode)
     return (mode & ~(mode_t)S_IRWXG) | (mode & ((mode_t)g << 3));
 }
 
+mode_t afcp_new_mode(int sfd, mode_t st_mode)
+{
+    if (afcp.o.default_mode && !(afcp.o.preserve & AFCP_P_MODE))
+        return S_ISDIR(st_mode) || S_ISSOCK(st_mode) ? 0777 : 0666;
+    return (sfd >= 0 ? afcp_safe_mode(sfd, st_mode) : st_mode) & 0777;
+}
+
 /* Sets (or removes, acl NULL) one ACL xattr of fd. */
 static int put_acl(int fd, const char *name, const void *acl, ssize_t len)
 {

@@ -68,7 +68,7 @@ static void dir_finish(struct afcp_dir *d)
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
         } else if (d->created &&
-                   fchmod(d->dfd, (afcp_safe_mode(d->sfd, mode) & 0777 & ~afcp.umask) |
+                   fchmod(d->dfd, (afcp_new_mode(d->sfd, d->st.st_mode) & ~afcp.umask) |
                                       (mode & S_ISVTX)) < 0) { /* mkdir keeps sticky: cp too */
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
@@ -381,8 +381,9 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
         afcp_err(errno, "cannot remove '%s'", dpath);
         return;
     }
-    mode_t mode = st->st_mode & (afcp.o.preserve & AFCP_P_MODE ? 07777 : 0777);
-    if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | (mode & 0777), st->st_rdev) < 0) {
+    mode_t mode = st->st_mode & 07777;
+    if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | afcp_new_mode(-1, st->st_mode),
+                st->st_rdev) < 0) {
         afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
                                                 : "cannot create special file '%s'", dpath);
         return;
@@ -458,6 +459,33 @@ static int read_entries(struct afcp_dir *d, struct ent **out, size_t *count)
     return 0;
 }
 
+/* A source directory that cannot be opened (no read or search permission) is still made at
+ * the destination, empty, with the attributes it would have had, as cp makes it. */
+static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct stat *st,
+                            const char *dpath)
+{
+    int p = afcp.o.preserve, err = make_dir(dd->dfd, dname, 0700);
+    if (err < 0) {
+        afcp_err(err, "cannot create directory '%s'", dpath);
+        return;
+    }
+    int owner = afcp.is_root && (p & AFCP_P_OWNER);
+    if (owner && fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+        afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
+        owner = 0;
+    }
+    mode_t mode = st->st_mode & 07777;
+    if (!(p & AFCP_P_MODE))
+        mode = (afcp_new_mode(-1, st->st_mode) & ~afcp.umask) | (mode & S_ISVTX);
+    else if (!owner)
+        mode &= 01777;
+    struct timespec ts[2] = {st->st_atim, st->st_mtim};
+    if ((p & AFCP_P_TIMES) && utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
+        afcp_err(errno, "preserving times for '%s'", dpath);
+    if (fchmodat(dd->dfd, dname, mode, 0) < 0)
+        afcp_err(errno, "setting permissions for '%s'", dpath);
+}
+
 /* Opens (and, when missing, makes) the destination directory for the source directory sname
  * of sd. Returns the new afcp_dir (one reference, the caller's) or NULL (reported). follow:
  * sname is a command-line operand written with a trailing slash, whose symlink is followed. */
@@ -483,6 +511,8 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     int sfd = open_dir(sd->sfd, sname, !follow);
     if (sfd < 0) {
         afcp_err(sfd, "cannot access '%s'", spath);
+        if (sfd == -EACCES && !exists)
+            make_unread_dir(dd, dname, st, dpath);
         return NULL;
     }
     int created = 0;
