@@ -54,9 +54,14 @@ mkdir -p "$S/modes/private" "$S/modes/sticky"
 echo x > "$S/modes/f750"; echo y > "$S/modes/private/f600"; mkfifo "$S/modes/fifo"
 chmod 750 "$S/modes/f750"; chmod 600 "$S/modes/private/f600"; chmod 640 "$S/modes/fifo"
 chmod 700 "$S/modes/private"; chmod 1777 "$S/modes/sticky"
+# set-ID bits under --preserve=mode without ownership (cp keeps them; as root, owned by another)
+mkdir -p "$S/setid/d"; echo s > "$S/setid/f"
+chmod 6755 "$S/setid/f"; chmod 2775 "$S/setid/d"
+((is_root)) && chown nobody "$S/setid/f" "$S/setid/d" 2> /dev/null
 # what cp makes of it (the references)
 R=$T/ref
 mkdir "$R"
+cp -r --preserve=mode "$S/setid" "$R/setid"
 for u in 022 077; do
     (umask $u; cp -r --no-preserve=mode "$S/modes" "$R/nm$u"; cp -a --no-preserve=mode "$S/modes" "$R/anm$u")
 done
@@ -126,6 +131,10 @@ run_path() { # label; run with AFCP_TEST_PATH=$path
     done
     (umask 022; "$AFCP" -q --no-preserve=mode "$S/modes/f750" "$O/nm.f")
     check "$tag --no-preserve=mode on a file: 644 under umask 022" [ "$(stat -c %a "$O/nm.f")" = 644 ]
+
+    "$AFCP" -q -r --preserve=mode "$S/setid" "$O/setid"
+    check "$tag --preserve=mode: set-ID bits as cp ($(stat -c %a "$O/setid/f"), $(stat -c %a "$O/setid/d"))" \
+        diff <(listing "$R/setid" | cut -d' ' -f1-3) <(listing "$O/setid" | cut -d' ' -f1-3)
 
     # symlinks: -L, -H, -P, for a directory operand (with -r) and a file operand
     local m

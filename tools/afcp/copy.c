@@ -519,8 +519,8 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     return 0;
 }
 
-/* --preserve: extended attributes, owner (root only; otherwise setuid/setgid bits go, as cp
- * does when it cannot keep the owner), mode, ACL, times. On the open fd, after the last
+/* --preserve: extended attributes, owner (root only; when it cannot be kept, setuid/setgid
+ * bits go, as cp drops them), mode, ACL, times. On the open fd, after the last
  * write. */
 static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
@@ -535,8 +535,8 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
         owner_kept = fchown(fd, j->st.st_uid, j->st.st_gid) == 0;
     else if (j->st.st_uid == geteuid())
         owner_kept = fchown(fd, (uid_t)-1, j->st.st_gid) == 0;
-    if (!owner_kept)
-        mode &= 01777;
+    if ((p & AFCP_P_OWNER) && !owner_kept)
+        mode &= 01777; /* cp keeps set-ID bits unless the owner was asked for and not kept */
     if (!(p & AFCP_P_MODE))
         ;
     else if (fchmod(fd, mode) < 0)

@@ -61,8 +61,8 @@ static void dir_finish(struct afcp_dir *d)
             fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
             afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
         if (p & AFCP_P_MODE) {
-            if (!afcp.is_root || !(p & AFCP_P_OWNER))
-                mode &= 01777;
+            if (!afcp.is_root && (p & AFCP_P_OWNER))
+                mode &= 01777; /* the owner asked for and not kept: no set-ID bits */
             if (fchmod(d->dfd, mode) < 0)
                 afcp_err(errno, "preserving permissions for '%s'", d->dpath);
             else
@@ -396,7 +396,8 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
             owner = 0; /* then no set-user-ID or set-group-ID bit either */
         }
         if ((afcp.o.preserve & AFCP_P_MODE) &&
-            fchmodat(dd->dfd, dname, owner ? mode : mode & 01777, 0) < 0)
+            fchmodat(dd->dfd, dname,
+                     owner || !(afcp.o.preserve & AFCP_P_OWNER) ? mode : mode & 01777, 0) < 0)
             afcp_err(errno, "preserving permissions for '%s'", dpath);
         if ((afcp.o.preserve & AFCP_P_TIMES) &&
             utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
@@ -477,7 +478,7 @@ static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct
     mode_t mode = st->st_mode & 07777;
     if (!(p & AFCP_P_MODE))
         mode = (afcp_new_mode(-1, st->st_mode) & ~afcp.umask) | (mode & S_ISVTX);
-    else if (!owner)
+    else if ((p & AFCP_P_OWNER) && !owner)
         mode &= 01777;
     struct timespec ts[2] = {st->st_atim, st->st_mtim};
     if ((p & AFCP_P_TIMES) && utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
