@@ -395,7 +395,16 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * positional calls (afs_pread, afs_pwrite, their vector forms, the afs_queue_read/write
  * family) and afs_seek return -ESPIPE on them, and afs_tell gives the bytes moved so far.
  * A read or write of them that is cancelled (a corio deadline) after it moved some bytes
- * completes with that count instead of -ECANCELED: those bytes have left the pipe.
+ * completes with that count instead of -ECANCELED: those bytes have left the pipe. They
+ * never run inline (sync_threshold does not apply): the other end may make them wait.
+ * Waiting for the other end: io_uring's ops wait in the kernel, where a cancel reaches
+ * them. On the other backends (and io_uring without socket opcodes) a pipe or FIFO opened
+ * with afs_open(), or adopted with afs_file_from_fd() and AFS_NONBLOCK, is made
+ * non-blocking and waits in the context's readiness engine as sockets do (on the context's
+ * thread; a cancel or deadline ends it at once); one adopted without AFS_NONBLOCK stays
+ * blocking (others may share its description) and each transfer holds a pool thread (or,
+ * on the sync backend, the caller) in read(2)/write(2) until the other end moves, which a
+ * cancel cannot end. ttys and other character devices are never made non-blocking.
  *
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * `mode` chooses how afs_read()/afs_write() behave (the position API below); the op API and the
@@ -563,7 +572,9 @@ AFS_API int afs_cancel(struct afs_op *op);
  *    afs_pwrite and sync-mode afs_read/afs_write of more than sync_threshold bytes, or of any
  *    size on an AFS_DIRECT file.
  *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
- *    sync_threshold bytes (default 4096) on a buffered file. Such an op is mostly a copy to
+ *    sync_threshold bytes (default 4096) on a buffered regular file or block device (never
+ *    a pipe, socket or tty), unless the task is cancelled or past its deadline (then the
+ *    call fails as a suspending one does: -ECANCELED, -ETIMEDOUT). Such an op is mostly a copy to
  *    or from the page cache, cheaper than suspending and a trip through the batch, so a 1 KiB
  *    read returns at once and the task does not suspend. A read that misses the cache: on
  *    Linux (preadv2 with RWF_NOWAIT, 4.14) it is served inline only when all of it is in the
@@ -821,7 +832,8 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
 /* More open flags, for afs_openat() (afs_open() refuses them). */
 #define AFS_DIRECTORY 0x0200 /* O_DIRECTORY: -ENOTDIR unless path is a directory */
 #define AFS_NONBLOCK  0x0400 /* O_NONBLOCK: opening a FIFO or device does not wait. It stays
-                                set on the fd; afs_file_from_fd() clears it */
+                                set on the fd; afs_file_from_fd() clears it, or keeps a
+                                pipe's waiting in the readiness engine (see there) */
 
 /* afs_queue_statx()/afs_statx() flags. */
 #define AFS_AT_SYMLINK_NOFOLLOW 0x1 /* a symlink itself, not its target */
@@ -922,8 +934,10 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
  * flags are the AFS_* flags it was opened with: the access mode (exactly one of RDONLY,
  * WRONLY, RDWR) says which ops are allowed, AFS_DIRECT brings the alignment rules,
  * AFS_APPEND the append semantics of the position API; AFS_NONBLOCK is cleared from the fd
- * (io_uring would answer EAGAIN instead of waiting for the disk); the others are ignored but
- * for AFS_DIRECTORY, refused. The fd may be a regular file, a block device, or a pipe,
+ * (io_uring would answer EAGAIN instead of waiting for the disk), except that on a pipe or
+ * FIFO it asks for its waiting in the readiness engine where the context has one (the fd
+ * is then made non-blocking, which every process sharing its description sees: see
+ * "Files without offsets"); the others are ignored but for AFS_DIRECTORY, refused. The fd may be a regular file, a block device, or a pipe,
  * FIFO, socket or tty (read and written in order at its own position: see "Files without
  * offsets" above); its kind and size come from one fstat. On success
  * the file owns fd: afs_close() closes it; on failure fd stays the caller's. Returns 0 and
@@ -1196,6 +1210,12 @@ struct afs_waiter {
      * (afs_waiter_get()): w must stay installed until the op's callback ran. An op next to
      * what resuming co touches spares the completion a visit to co's stack. */
     struct afs_op *(*op_slot)(struct afs_waiter *w, void *co);
+    /* Optional (NULL: none). Asked before a call from coroutine `co` would run inline (a
+     * small buffered read or write under sync_threshold, which does not suspend): nonzero
+     * when co may not make calls any more (corio: a cancelled task, or one past its
+     * deadline). The call then takes the suspending way instead, where suspend answers for
+     * it, so that such a task gets its error from small ops as from large ones. */
+    int (*check)(struct afs_waiter *w, void *co);
 };
 
 /* Installs w for the calling thread (NULL removes it); returns the previous one. */

@@ -140,7 +140,8 @@ AFS_API void corio_cancel(struct corio_task *t);
 AFS_API int  corio_cancelled(const struct corio_task *t);
 
 /* Past deadline_ns (absolute, corio_now()), t's blocking calls fail with -ETIMEDOUT and its
- * ops in flight are cancelled. Applies to t's descendants too. INT64_MAX (or 0) clears it. */
+ * ops in flight are cancelled. Applies to t's descendants too, except a generator's
+ * producer (see corio_gen_start). INT64_MAX (or 0) clears it. */
 AFS_API void corio_set_deadline(struct corio_task *t, int64_t deadline_ns);
 
 /* ------------------------------------------------------------------------------------------
@@ -358,7 +359,10 @@ struct corio_gen {
 };
 
 /* Starts fn(producer, g, arg) as a child of t (the consumer), at once until it first
- * suspends. Returns 0 or -ENOMEM. */
+ * suspends. Returns 0 or -ENOMEM. The consumer's cancellation reaches the producer (and its
+ * children); the consumer's deadline does not: it bounds the consumer's wait in
+ * corio_gen_next(), after which the producer goes on and the generator stays usable. To
+ * bound the producer's own work, fn sets a deadline on its task. */
 AFS_API int  corio_gen_start(struct corio_task *t, struct corio_gen *g, corio_gen_fn *fn,
                              void *arg);
 /* Called by the producer t: hands value over and returns once the consumer took it: 0, or
@@ -604,8 +608,10 @@ AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,
                                 struct corio_stream *s, size_t chunk_size);
 
 /* A pipe as two streams on t's scheduler: *r reads what *w writes (asyncigo's Pipe). Close
- * both with corio_stream_close(); closing *w ends *r's reads at 0 once drained. Windows
- * has no pipes as asyncfs files: there the two ends are a connected socket pair (TCP over
+ * both with corio_stream_close(); closing *w ends *r's reads at 0 once drained. Reads and
+ * writes that wait for the other end are ended by cancellation and deadlines on every
+ * backend (the pipe is non-blocking where the context waits on readiness: see asyncfs.h,
+ * "Files without offsets"). Windows has no pipes as asyncfs files: there the two ends are a connected socket pair (TCP over
  * loopback, as afs_socketpair makes it). Returns 0, -EMFILE / -ENFILE, -ENOMEM, or (Windows)
  * afs_socketpair's error. */
 AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct corio_stream **w);

@@ -409,7 +409,7 @@ void afs_ctx_free(struct afs_ctx *ctx)
     /* Ops waiting on a socket would wait for ever (as afs_close() of the socket says). */
     for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
         struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, node);
-        if (f->sock)
+        if (f->polled)
             afs__sock_closing(ctx, f);
     }
     afs__ctx_drain(ctx, NULL);

@@ -41,12 +41,18 @@ int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum af
     }
     f->seq = info->seq;
     f->sock = info->sock;
+    /* Where sockets wait on readiness, pipes and FIFOs do too: a read that waits for a
+     * writer then parks in the engine, where a cancel or a deadline reaches it, instead of
+     * holding a pool thread (or the only thread) in read(2) until data comes. */
+    f->polled = f->sock || (info->fifo && info->own && afs__sock_ready(ctx));
     atomic_init(&f->size_hint, info->size);
     f->ctx = ctx;
     f->flags = flags;
     f->mode = mode;
     f->dio_align = (flags & AFS_DIRECT) ? afs__sys_dio_align(f->fd) : 0;
     int err = f->sock && !info->made ? afs__sock_attach(ctx, f) : 0;
+    if (err == 0 && f->polled && !f->sock)
+        err = afs__sys_set_nonblock((int)(intptr_t)f->fd, true);
     if (err == 0 && ctx->be->open)
         err = ctx->be->open(ctx, f);
     if (err < 0)
@@ -54,11 +60,6 @@ int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum af
     f->magic = AFS__FILE_MAGIC ^ (uintptr_t)f;
     afs_list_push_front(&ctx->files, &f->node);
     return 0;
-}
-
-static int file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode)
-{
-    return afs__file_attach(ctx, f, flags, mode, NULL);
 }
 
 static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
@@ -101,6 +102,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         free(f);
         return err;
     }
+    info.own = true;
     if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
@@ -130,7 +132,7 @@ int afs_close(struct afs_file *f)
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
-    if (f->sock)
+    if (f->polled)
         afs__sock_closing(ctx, f); /* ops waiting on the socket would wait for ever */
     afs__ctx_drain(ctx, f);
     if (ctx->be->close)
@@ -354,12 +356,24 @@ static ssize_t blocking_rw(struct afs_file *f, bool write, void *buf, size_t len
     return stack_rw(f, write, buf, len, off, inline_ok);
 }
 
+/* Whether the coroutine running on this thread may not make calls any more (its waiter's
+ * check: a cancelled task's op must not run inline, unseen by its waiter). */
+static bool co_stopped(const struct afs_ctx *ctx)
+{
+    struct afs_waiter *w;
+    if (ctx->in_callback || !(w = afs_waiter_get()) || !w->check)
+        return false;
+    void *co = w->current(w);
+    return co && w->check(w, co) != 0;
+}
+
 /* Small buffered ops run inline (include/asyncfs.h: "Inside a corio task"); direct I/O always goes
  * to the device asynchronously. */
 static bool small(const struct afs_file *f, size_t len)
 {
-    /* A socket's transfer may wait for the peer: never inline. */
-    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT) && !f->sock;
+    /* A pipe's, socket's or tty's transfer may wait for the other end: never inline. */
+    return len <= f->ctx->cfg.sync_threshold && !(f->flags & AFS_DIRECT) && !f->seq &&
+           !co_stopped(f->ctx);
 }
 
 /* A read's way: true when the page cache served it (*res), else *inline_ok for
@@ -643,7 +657,13 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
     if (!f)
         return -ENOMEM;
     f->fd = (afs__fd_t)(intptr_t)fd;
-    if ((err = file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode)) < 0) {
+    struct afs__fd_info info;
+    if ((err = afs__sys_fd_info(f->fd, &info)) < 0) {
+        free(f);
+        return err;
+    }
+    info.own = (flags & AFS_NONBLOCK) != 0; /* a pipe or FIFO may be made non-blocking */
+    if ((err = afs__file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode, &info)) < 0) {
         free(f); /* the fd stays the caller's */
         return err;
     }

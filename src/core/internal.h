@@ -543,6 +543,8 @@ int     afs__sys_socket(int domain, int type, int protocol, bool nonblock, int *
 int     afs__sys_socketpair(int domain, int type, int protocol, bool nonblock, int fds[2]);
 /* Makes an adopted socket fit the context: O_NONBLOCK as asked, no SIGPIPE (macOS). */
 int     afs__sys_sock_adopt(int fd, bool nonblock);
+/* Sets or clears O_NONBLOCK on fd (a pipe or FIFO for the readiness engine). 0 or -errno. */
+int     afs__sys_set_nonblock(int fd, bool nonblock);
 /* One attempt at op's current step: its result, or -EAGAIN when it would wait (then *in
  * says which side to wait for: true receive, false send). EINTR is retried inside. */
 ssize_t afs__sys_sock_try(struct afs_op *op, bool *in);
@@ -598,6 +600,9 @@ struct afs_file {
     bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
                                    and writes at the descriptor's position, one at a time */
     bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
+    bool             polled;    /* its transfers go through the readiness engine: a socket
+                                   of a context that has it, or a pipe or FIFO made
+                                   non-blocking for it (afs__file_attach) */
     bool             no_nowait; /* reads that never wait are refused here (afs__sys) */
     struct afs__ready_fd rdy;   /* the readiness engine's state for this socket */
     /* The file's size as last learned (fstat at open, afs_file_size()), -1 when unknown or

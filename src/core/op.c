@@ -917,7 +917,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (afs__is_meta(o))
         return run_meta(op);
-    if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
+    if (afs__is_sock(o) || (o->file->polled && !afs__is_ctl(o))) {
         ssize_t res = run_sock(op);
         afs__sendfile_drop(op); /* a sendfile's buffer, at once (inline: no callback) */
         return res;
@@ -1049,7 +1049,7 @@ static int submit_queued(struct afs_ctx *ctx)
         o->state = AFS__INFLIGHT;
         ctx->inflight++;
         n++;
-        if (o->file->sock && !afs__is_ctl(o) && afs__sock_ready(ctx)) {
+        if (o->file->polled && !afs__is_ctl(o) && afs__sock_ready(ctx)) {
             afs__ready_submit(ctx, op); /* tried now; parked if it would wait */
             continue;
         }

@@ -94,6 +94,10 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
     bool    sock; /* a socket */
+    bool    fifo; /* a pipe or FIFO */
+    bool    own;  /* the library opened this description (afs_open), or the caller asked
+                     (afs_file_from_fd with AFS_NONBLOCK): a pipe or FIFO may be made
+                     non-blocking, which others sharing the description would see */
     bool    made; /* a socket the library just made for this context (afs_socket, afs_accept):
                      already as the context wants it */
     int64_t size; /* bytes of a regular file; -1 for anything else */

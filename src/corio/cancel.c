@@ -22,13 +22,14 @@ int corio_cancelled(const struct corio_task *t)
 static bool walk_up(const struct corio_task *t, int64_t *deadline)
 {
     int64_t d = INT64_MAX;
-    bool cancelled = false;
+    bool cancelled = false, timed = true;
     for (; t && !t->shield; t = t->parent) {
         cancelled |= t->cancelled || t->inh_cancelled;
-        if (t->deadline < d)
+        if (timed && t->deadline < d)
             d = t->deadline;
-        if (t->inh_deadline < d)
+        if (timed && t->inh_deadline < d)
             d = t->inh_deadline;
+        timed &= !t->own_deadline;
     }
     *deadline = d;
     return cancelled;

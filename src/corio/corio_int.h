@@ -95,6 +95,8 @@ struct corio_task {
     bool                 cancelled;    /* this task itself (ancestors are checked too) */
     bool                 inh_cancelled;
     bool                 keep;         /* a handle was given out: free with the parent */
+    bool                 own_deadline; /* a generator's producer: its ancestors' deadlines do
+                                          not reach it (their cancellation does) */
     struct corio_task   *parent;
     /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
      * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */

@@ -23,6 +23,7 @@ static void gen_entry(struct corio_task *t, void *arg)
     struct gen_boot b = *(struct gen_boot *)arg;
     struct corio_gen *g = b.g;
     g->producer = t;
+    t->own_deadline = true; /* the consumer's deadline bounds its wait, not the producer */
     int res = b.fn(t, g, b.arg);
     corio_wait(t);
     g->producer = NULL;

@@ -33,13 +33,15 @@ int corio_pipe(struct corio_task *t, struct corio_stream **r, struct corio_strea
     fcntl(fds[0], F_SETFD, FD_CLOEXEC);
     fcntl(fds[1], F_SETFD, FD_CLOEXEC);
 #endif
-    int err = afs_file_from_fd(ctx, fds[0], AFS_RDONLY, AFS_MODE_SYNC, &fr);
+    /* AFS_NONBLOCK: the pipe is ours; where the context waits on readiness, a read or
+     * write that must wait parks there, where cancellation and deadlines reach it. */
+    int err = afs_file_from_fd(ctx, fds[0], AFS_RDONLY | AFS_NONBLOCK, AFS_MODE_SYNC, &fr);
     if (err < 0) {
         close(fds[0]);
         close(fds[1]);
         return err;
     }
-    err = afs_file_from_fd(ctx, fds[1], AFS_WRONLY, AFS_MODE_SYNC, &fw);
+    err = afs_file_from_fd(ctx, fds[1], AFS_WRONLY | AFS_NONBLOCK, AFS_MODE_SYNC, &fw);
     if (err < 0) {
         close(fds[1]);
         afs_close(fr);

@@ -98,6 +98,13 @@ static void waiter_resume(struct afs_waiter *aw, void *co, struct afs_op *op)
     corio__ready_outside(co);
 }
 
+static int waiter_check(struct afs_waiter *aw, void *co)
+{
+    (void)aw;
+    int64_t deadline;
+    return corio__interrupted_at(co, &deadline);
+}
+
 static struct afs_op *waiter_op_slot(struct afs_waiter *aw, void *co)
 {
     (void)aw;
@@ -111,6 +118,7 @@ void corio__waiter_init(struct corio_sched *s)
     s->waiter.suspend = waiter_suspend;
     s->waiter.resume = waiter_resume;
     s->waiter.op_slot = waiter_op_slot;
+    s->waiter.check = waiter_check;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 /* The readiness engine: socket ops of contexts whose backend has no socket ops of its own
- * (threads, sync, libaio, posix-aio; io_uring on kernels without the opcodes).
+ * (threads, sync, libaio, posix-aio; io_uring on kernels without the opcodes), and the reads
+ * and writes of the pipes and FIFOs made non-blocking for it (afs_file.polled).
  *
  * An op is tried at once on the owner thread, on the non-blocking socket. When it would wait
  * (EAGAIN), it is parked on its file, in order, per direction (receive side: recv, read,

@@ -55,13 +55,7 @@ static int sock_setup(int fd, bool nonblock, bool flags_done)
         return 0;
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
         return -errno;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0)
-        return -errno;
-    int want = nonblock ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
-    if (want != fl && fcntl(fd, F_SETFL, want) < 0)
-        return -errno;
-    return 0;
+    return afs__sys_set_nonblock(fd, nonblock);
 }
 
 /* The type bits the caller may not choose (the library does). */
@@ -120,6 +114,15 @@ int afs__sys_socketpair(int domain, int type, int protocol, bool nonblock, int f
         }
     }
     return 0;
+}
+
+int afs__sys_set_nonblock(int fd, bool nonblock)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    int want = nonblock ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+    return want == fl || fcntl(fd, F_SETFL, want) == 0 ? 0 : -errno;
 }
 
 int afs__sys_sock_adopt(int fd, bool nonblock)
@@ -265,6 +268,12 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
             struct afs__span s;
             afs__op_span(op, &s);
             *in = true;
+            if (!o->file->sock) { /* a pipe or FIFO, non-blocking */
+                r = afs__sys.pread(fd, s.buf, s.len, AFS__OFF_SEQ);
+                if (r == -EINTR)
+                    continue;
+                return r == -EWOULDBLOCK ? -EAGAIN : r;
+            }
             r = recv(fd, s.buf, s.len, o->code == AFS__RECV ? o->sock.msg_flags : 0);
             break;
         }
@@ -273,6 +282,12 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
             struct afs__span s;
             afs__op_span(op, &s);
             *in = false;
+            if (!o->file->sock) { /* a write() that takes back its SIGPIPE: -EPIPE */
+                r = afs__sys.pwrite(fd, s.buf, s.len, AFS__OFF_SEQ);
+                if (r == -EINTR)
+                    continue;
+                return r == -EWOULDBLOCK ? -EAGAIN : r;
+            }
             r = send(fd, s.buf, s.len,
                      o->code == AFS__SEND ? o->sock.msg_flags : MSG_NOSIGNAL);
             break;

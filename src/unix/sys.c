@@ -272,6 +272,8 @@ static void fd_info(const struct stat *st, struct afs__fd_info *info)
 {
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
     info->sock = S_ISSOCK(st->st_mode);
+    info->fifo = S_ISFIFO(st->st_mode);
+    info->own = false;
     info->made = false;
     info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
     info->dir = S_ISDIR(st->st_mode);

@@ -288,6 +288,12 @@ int afs__sys_sock_adopt(int fd, bool nonblock)
     return 0; /* nothing to change: overlapped calls need no mode */
 }
 
+int afs__sys_set_nonblock(int fd, bool nonblock)
+{
+    (void)fd, (void)nonblock;
+    return -ENOTSUP; /* never asked: Windows pipes are not polled */
+}
+
 int afs__sys_sock_close(afs__fd_t fd)
 {
     return closesocket((SOCKET)(uintptr_t)fd) == 0 ? 0 : wsa_errno();

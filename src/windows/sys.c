@@ -276,6 +276,8 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
         return afs__win_errno(GetLastError());
     info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
     info->sock = false; /* no sockets on Windows yet (src/windows/sock.c) */
+    info->fifo = false; /* pipes there are handles with overlapped I/O, not polled */
+    info->own = false;
     info->made = false;
     info->size = -1;
     info->dir = false; /* a directory from afs_openat() */

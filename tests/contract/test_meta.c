@@ -574,7 +574,7 @@ T_META(blocking_calls_suspend_in_a_task_and_run_inline_outside)
 
     /* In a task of this context: each call is an op through the backend, and the task
      * suspends while it runs. */
-    struct fake_sched fs = {{t_ctx, fake_current, fake_suspend, fake_resume, NULL}, 0, 0};
+    struct fake_sched fs = {{t_ctx, fake_current, fake_suspend, fake_resume, NULL, NULL}, 0, 0};
     struct afs_waiter *prev = afs_waiter_set(&fs.w);
     afs_ctx_stats(t_ctx, &s0);
     fd = afs_openat(t_ctx, dfd, "b", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0640);

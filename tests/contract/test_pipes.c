@@ -7,7 +7,7 @@
  * read ended at the size known from fstat), counted through the system call table. */
 #include "../common.h"
 
-#include "platform.h"
+#include "internal.h" /* afs__sys, afs__sock_ready */
 
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -670,6 +670,12 @@ T_PIPE(stream_writes_a_pipe_in_pieces_on_the_callers_thread)
     struct afs_stream *s;
     cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
     close(p[1]);
+    /* Where the context waits on readiness, the pipe the stream opened is non-blocking
+     * (its ops park in the engine): the pieces then follow the pipe's room, and only the
+     * bytes are checked here (the next test is about that case). */
+    int fd = (int)afs_file_fd(afs_stream_file(s));
+    bool blocking = !(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    cr_assert_eq(!blocking, afs__sock_ready(t_ctx));
     static unsigned char buf[1 << 20];
     seq_lo = buf;
     seq_hi = buf + sizeof buf;
@@ -681,7 +687,7 @@ T_PIPE(stream_writes_a_pipe_in_pieces_on_the_callers_thread)
         cr_assert_eq(afs_fwrite(buf, 1, 100, s), 100);
     }
     int small = atomic_load(&seq_writes);
-    cr_assert_eq(atomic_load(&seq_from_caller), 0, "small writes are gathered");
+    cr_assert(!blocking || atomic_load(&seq_from_caller) == 0, "small writes are gathered");
     t_fill(buf, sizeof buf, off);
     cr_assert_eq(afs_fwrite(buf, 1, sizeof buf, s), sizeof buf);
     int big = atomic_load(&seq_writes) - small;
@@ -691,6 +697,8 @@ T_PIPE(stream_writes_a_pipe_in_pieces_on_the_callers_thread)
     pthread_join(th, NULL);
     cr_assert_eq(d.got, off);
     cr_assert(d.ok, "bytes lost, repeated or out of order");
+    if (!blocking)
+        return;
     /* 10,486 writes of 100 bytes: 64 pieces, 24 bytes left gathered. */
     cr_assert_eq(small, (1 << 20) / (16 * 1024), "%d writes for 1 MiB in 100-byte pieces", small);
     cr_assert_eq(atomic_load(&seq_big), 0, "a write of more than 16 KiB");

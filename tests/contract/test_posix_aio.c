@@ -124,7 +124,13 @@ static struct afs_file *blocked_fifo(void)
     cr_skip_test("needs AIO on a FIFO (glibc)");
 #endif
     cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
-    return open_file("fifo", AFS_RDWR);
+    /* Adopted without AFS_NONBLOCK: the FIFO stays blocking and its reads go to the OS's
+     * AIO (one afs_open() made would wait in the readiness engine instead). */
+    int fd = open(t_path("fifo"), O_RDWR | O_CLOEXEC);
+    cr_assert(fd >= 0, "open fifo: %s", strerror(errno));
+    struct afs_file *f;
+    cr_assert_eq(afs_file_from_fd(t_ctx, fd, AFS_RDWR, AFS_MODE_SYNC, &f), 0);
+    return f;
 }
 
 static void feed_fifo(const char *s)

@@ -606,11 +606,101 @@ static void pipe_root(struct corio_task *t, void *arg)
 T_B(pipe_between_tasks)
 {
     bnew();
-    if (strcmp(afs_ctx_backend(t_ctx), "sync") == 0)
-        cr_skip_test("backend under test is sync: a pipe read blocks the scheduler's thread");
     struct pipe_case c = {0};
     cr_assert_eq(corio_sched_run(b_sched, pipe_root, &c), 0);
     cr_assert_str_eq(c.got, "through the pipe\n");
+}
+
+/* A read on an idle pipe ends at its task's deadline, or at a cancel, and only the task
+ * waits (a ticker task runs meanwhile), on every backend: the pool backends must not hold a
+ * thread (or the only thread) in read(2). The stream stays usable after the timeout. */
+struct idle_case {
+    struct corio_stream *r, *w;
+    struct corio_task   *reader;
+    int                  ticks, stop, res, res2;
+    int64_t              took;
+};
+
+static void ticker(struct corio_task *t, void *arg)
+{
+    struct idle_case *c = arg;
+    while (!c->stop && corio_sleep(t, 5 * MS) == 0)
+        c->ticks++;
+}
+
+static void idle_reader(struct corio_task *t, void *arg)
+{
+    struct idle_case *c = arg;
+    char buf[64];
+    int64_t t0 = corio_now();
+    c->res = (int)corio_stream_read(t, c->r, buf, sizeof buf);
+    c->took = corio_now() - t0;
+}
+
+static void idle_root(struct corio_task *t, void *arg)
+{
+    struct idle_case *c = arg;
+    cr_assert_eq(corio_pipe(t, &c->r, &c->w), 0);
+    cr_assert_eq(corio_spawn(t, ticker, c, NULL), 0);
+    /* a deadline */
+    corio_set_deadline(t, corio_now() + 60 * MS);
+    idle_reader(t, c);
+    corio_set_deadline(t, INT64_MAX);
+    cr_assert_eq(c->res, -ETIMEDOUT, "read under a deadline: %d", c->res);
+    cr_assert(c->took >= 50 * MS, "ended after %lld ns", (long long)c->took);
+    cr_assert(c->ticks >= 2, "the ticker ran %d times while the read waited", c->ticks);
+    /* the stream goes on: data written now is read */
+    cr_assert_eq(corio_stream_write(t, c->w, "late\n", 5), 0);
+    const char *line;
+    cr_assert_eq(corio_stream_read_line(t, c->r, 0, &line), 5);
+    cr_assert(memcmp(line, "late\n", 5) == 0);
+    /* a cancel */
+    cr_assert_eq(corio_spawn(t, idle_reader, c, &c->reader), 0);
+    corio_sleep(t, 20 * MS);
+    corio_cancel(c->reader);
+    corio_wait(t); /* the reader; the ticker is told to stop below */
+    c->res2 = c->res;
+    c->stop = 1;
+    cr_assert_eq(corio_stream_close(c->w), 0);
+    cr_assert_eq(corio_stream_close(c->r), 0);
+}
+
+T_B(idle_pipe_read_ends_at_deadline_or_cancel)
+{
+    bnew();
+    struct idle_case c = {0};
+    cr_assert_eq(corio_sched_run(b_sched, idle_root, &c), 0);
+    cr_assert_eq(c.res2, -ECANCELED, "cancelled read: %d", c.res2);
+}
+
+/* A small read of a FIFO inside a task (under sync_threshold, which runs inline on a regular
+ * file) waits as an op: the ticker runs, the deadline ends it. */
+static void fifo_root(struct corio_task *t, void *arg)
+{
+    struct idle_case *c = arg;
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("fifo"), AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(corio_spawn(t, ticker, c, NULL), 0);
+    char buf[10];
+    corio_set_deadline(t, corio_now() + 60 * MS);
+    c->res = (int)afs_read(f, buf, sizeof buf);
+    corio_set_deadline(t, INT64_MAX);
+    c->stop = 1;
+    cr_assert_eq(c->res, -ETIMEDOUT, "small FIFO read under a deadline: %d", c->res);
+    cr_assert(c->ticks >= 2, "the ticker ran %d times while the read waited", c->ticks);
+    /* and data that comes is read */
+    cr_assert_eq(afs_write(f, "0123456789", 10), 10);
+    cr_assert_eq(afs_read(f, buf, sizeof buf), 10);
+    cr_assert(memcmp(buf, "0123456789", 10) == 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_B(small_fifo_read_in_a_task_waits_as_an_op)
+{
+    bnew();
+    cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
+    struct idle_case c = {0};
+    cr_assert_eq(corio_sched_run(b_sched, fifo_root, &c), 0);
 }
 
 /* A stream over a regular file reads it from 0 and writes at its own offset. */

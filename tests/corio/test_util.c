@@ -384,6 +384,74 @@ static void collect(struct corio_task *t, struct corio_gen *g, struct iter_out *
     }
 }
 
+/* A producer slower than the consumer's deadline: next times out, the producer goes on (the
+ * consumer's deadline does not reach it), and the next call after the deadline is cleared
+ * gets the values, in order. */
+static int slow_fn(struct corio_task *t, struct corio_gen *g, void *arg)
+{
+    (void)arg;
+    for (intptr_t i = 0; i < 3; i++) {
+        int err = corio_sleep(t, 30 * MS);
+        if (err == 0)
+            err = corio_gen_yield(t, g, (void *)i);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+static void gen_deadline_root(struct corio_task *t, void *arg)
+{
+    struct iter_out *o = arg;
+    struct corio_gen g;
+    void *v;
+    cr_assert_eq(corio_gen_start(t, &g, slow_fn, NULL), 0);
+    corio_set_deadline(t, corio_now() + 5 * MS);
+    cr_assert_eq(corio_gen_next(t, &g, &v), -ETIMEDOUT);
+    corio_sleep(t, 0); /* past the deadline: still -ETIMEDOUT, the producer sleeps on */
+    corio_set_deadline(t, INT64_MAX);
+    collect(t, &g, o, 0);
+}
+
+T_U(iter, consumer_deadline_leaves_the_generator_usable)
+{
+    struct iter_out o = {0};
+    cr_assert_eq(urun(gen_deadline_root, &o), 0);
+    cr_assert_eq(o.res, 0, "the iteration ended with %d", o.res);
+    cr_assert_eq(o.n, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(o.vals[i], i);
+}
+
+/* A cancelled task gets -ECANCELED from small file ops too (those under sync_threshold run
+ * inline, without suspending, in a task that may go on). */
+static void small_cancel_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("small"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    char buf[16] = "0123456789";
+    cr_assert_eq(afs_pwrite(f, buf, 10, 0), 10);
+    cr_assert_eq(afs_pread(f, buf, 10, 0), 10);
+    corio_cancel(t);
+    cr_assert_eq(afs_pread(f, buf, 10, 0), -ECANCELED);
+    cr_assert_eq(afs_pwrite(f, "x", 1, 0), -ECANCELED);
+    cr_assert_eq(afs_read(f, buf, 10), -ECANCELED);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+T_U(iter, cancelled_task_small_ops_are_cancelled)
+{
+    cr_assert_eq(urun(small_cancel_root, NULL), 0);
+    int fd = open(t_path("small"), O_RDONLY);
+    char buf[16] = {0};
+    cr_assert_eq(read(fd, buf, sizeof buf), 10);
+    close(fd);
+    cr_assert_str_eq(buf, "0123456789", "the cancelled write went through: %s", buf);
+}
+
 static void map_filter_root(struct corio_task *t, void *arg)
 {
     struct iter_out *o = arg;
