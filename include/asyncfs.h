@@ -732,11 +732,16 @@ AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
  * A chain's ops are ordinary ops otherwise (results, ownership, afs_cancel(); cancelling a
  * member that has not started makes it and the rest -ECANCELED when their turn comes, while
  * a member the kernel already holds may still run).
- * io_uring: the whole chain goes into one submission as SQEs linked with IOSQE_IO_LINK, when
- * the ring runs every member (see each op) and the chain fits in queue_depth and the ring;
- * a short transfer inside it (a read at the end of the file) breaks the kernel's link, and
- * the library then finishes that member and runs the rest itself, in order. Elsewhere, and
- * for other chains, the library starts each member when the one before it is done.
+ * io_uring: the chain goes into one submission as SQEs linked with IOSQE_IO_LINK, when the
+ * ring runs every member (see each op) and the chain fits in queue_depth and the ring, up to
+ * and including its first member other than a read, write, open or close: the kernel does
+ * not end a link at the failure of an fsync, a storage op (fallocate, ftruncate,
+ * sync_file_range, fadvise) or a statx, mkdirat, renameat or unlinkat (it runs the next
+ * member all the same), so nothing is linked after one; the rest goes in the next
+ * submission once it succeeded. "Writes, then fsync" is one submission; "write, fsync, commit record" two.
+ * A short transfer inside a link (a read at the end of the file) breaks the kernel's link,
+ * and the library then finishes that member and runs the rest itself, in order. Elsewhere,
+ * and for other chains, the library starts each member when the one before it is done.
  * Inside a chain, cb may be NULL (the result is then only in op->result). While a chain is
  * open nothing of ctx may be waited for: afs_ctx_wait(), afs_ctx_submit() and blocking calls
  * that would wait abort ("a chain is open"); the queueing calls never wait.

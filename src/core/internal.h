@@ -424,6 +424,10 @@ struct afs__backend {
      * AFS__X_LINKED); when it says yes, room for n entries is made and the core preps them
      * in a row, where prep must not fail. NULL: chains run one member at a time. */
     bool (*link)(struct afs_ctx *ctx, struct afs_op *head, unsigned n);
+    /* Optional, with link: whether the kernel cancels what is linked after op when op fails.
+     * A chain is linked up to and including its first member that does not cut (nothing is
+     * linked after it); the rest starts once it succeeded. NULL: every op cuts. */
+    bool (*link_cuts)(const struct afs_op *op);
     /* Optional, registration (src/core/reg.c checked the arguments). reg_buffers and
      * reg_files return 1 when the kernel took them, or 0 with the reason in `why` when ops
      * go on as plain ones. unreg_* drop what is registered. close: f's ops are all done and

@@ -1013,12 +1013,19 @@ static void pool_submit(struct afs_ctx *ctx, struct afs_op *op)
     afs__pool_submit(ctx->pool, op);
 }
 
+static bool link_cuts(const struct afs_ctx *ctx, const struct afs_op *op)
+{
+    return !ctx->be->link_cuts || ctx->be->link_cuts(op);
+}
+
 /* A chain whose head is about to be staged: when the backend links (io_uring) and takes
- * every member, all of it is staged now, linked, in one submission; else 0 and the members
- * run one after another. Returns the members staged after the head. */
+ * every member up to the first whose failure the kernel would not cut the link at (or the
+ * end), those are staged now, linked, in one submission (the rest starts after the last of
+ * them: chain_step); else 0 and the members run one after another. Returns the members
+ * staged after the head. */
 static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
 {
-    if (!ctx->be->link || ctx->crash)
+    if (!ctx->be->link || ctx->crash || !link_cuts(ctx, head))
         return 0;
     unsigned n = 1;
     for (struct afs_op *m = afs__op(head)->chain_next; m; m = afs__op(m)->chain_next) {
@@ -1028,14 +1035,14 @@ static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
             (ctx->be->accepts && !ctx->be->accepts(ctx, m)))
             return 0;
         n++;
+        if (!link_cuts(ctx, m))
+            break;
     }
     if (ctx->inflight + n - 1 > ctx->cfg.queue_depth || !ctx->be->link(ctx, head, n))
         return 0;
-    struct afs_op *prev = head;
-    for (struct afs_op *m = afs__op(head)->chain_next; m; m = afs__op(m)->chain_next) {
-        afs__op(prev)->xflags |= AFS__X_LINKED;
-        prev = m;
-    }
+    struct afs_op *m = head;
+    for (unsigned i = 1; i < n; i++, m = afs__op(m)->chain_next)
+        afs__op(m)->xflags |= AFS__X_LINKED;
     return n - 1;
 }
 

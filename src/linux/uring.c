@@ -913,6 +913,24 @@ static bool uring_link(struct afs_ctx *ctx, struct afs_op *head, unsigned n)
     return io_uring_sq_space_left(&u->ring) >= n + 1;
 }
 
+/* Whether a failure of op cancels the SQEs linked after it. The kernel fails the link for
+ * reads, writes, opens and closes (and at an SQE it cannot start, a bad fd); fsync,
+ * fallocate, ftruncate, sync_file_range, statx, mkdirat, renameat and unlinkat report their
+ * error and let the next member run (seen on 6.18: a failed fsync linked to a write, and
+ * the write ran). A chain is linked only as far as such a member. */
+static bool uring_link_cuts(const struct afs_op *op)
+{
+    switch (afs__op((struct afs_op *)op)->code) {
+    case AFS__READ:
+    case AFS__WRITE:
+    case AFS__READV:
+    case AFS__WRITEV:
+    case AFS__OPENAT:
+    case AFS__CLOSE: return true;
+    default: return false;
+    }
+}
+
 /* A slice of a large phase (AFS__SUBMIT_SLICE): submitted, not reaped, nothing waited for.
  * The CQ holds twice the queue depth, so its completions wait there for the next enter.
  * Not flush(): that reaps when the kernel refuses with -EBUSY, and a task in its CPU phase
@@ -1128,6 +1146,7 @@ const struct afs__backend afs__backend_uring = {
     .cancel = uring_cancel,
     .meta_done = uring_meta_done,
     .link = uring_link,
+    .link_cuts = uring_link_cuts,
     .open = uring_open,
     .close = uring_close,
     .reg_buffers = uring_reg_buffers,

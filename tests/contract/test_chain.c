@@ -278,27 +278,91 @@ T_IO(uring_chain_is_one_submission)
     struct afs_stats sa, sb;
     afs_ctx_stats(t_ctx, &sa);
     struct sc_counts a = sc_get();
+    /* Writes, then the fsync: one linked submission. */
     cr_assert_eq(afs_chain_begin(t_ctx), 0);
     cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 16384, 0, NULL, NULL), 0);
-    cr_assert_eq(afs_queue_fsync(&op[1], f, AFS_FSYNC_DATA, NULL, NULL), 0);
-    cr_assert_eq(afs_queue_write(&op[2], f, c_buf[0], 512, 16384, NULL, NULL), 0);
-    cr_assert_eq(afs_queue_fsync(&op[3], f, AFS_FSYNC_DATA, NULL, NULL), 0);
-    cr_assert_eq(afs_chain_end(t_ctx, 0), 4);
-    cr_assert_eq(afs_ctx_submit(t_ctx), 4);
+    cr_assert_eq(afs_queue_write(&op[1], f, c_buf[0], 512, 16384, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[2], f, AFS_FSYNC_DATA, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, 0), 3);
+    cr_assert_eq(afs_ctx_submit(t_ctx), 3);
     struct sc_counts b = sc_get();
-    for (int got = 0; got < 4;) {
+    for (int got = 0; got < 3;) {
         int r = afs_ctx_wait(t_ctx, 1, -1);
         cr_assert_geq(r, 0);
         got += r;
     }
     afs_ctx_stats(t_ctx, &sb);
-    sc_uninstall();
     cr_assert_eq(b.uring_submits - a.uring_submits, 1, "%lu submissions",
                  b.uring_submits - a.uring_submits);
     cr_assert_eq(sb.pool_ops, sa.pool_ops, "a member went to the thread pool");
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(op[i].result, 0, "member %d: %s", i, afs_strerror((int)op[i].result));
+    /* Write, fsync, commit record: the kernel would run the record after a failed fsync, so
+     * the link ends at the fsync and the record goes once it succeeded: two submissions. */
+    a = sc_get();
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 4096, 0, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], f, AFS_FSYNC_DATA, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_write(&op[2], f, c_buf[0], 512, 16384 + 512, NULL, NULL), 0);
+    cr_assert_eq(afs_queue_fsync(&op[3], f, AFS_FSYNC_DATA, NULL, NULL), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), 0);
+    b = sc_get();
+    sc_uninstall();
+    cr_assert_eq(b.uring_submits - a.uring_submits, 2, "%lu submissions",
+                 b.uring_submits - a.uring_submits);
     for (int i = 0; i < 4; i++)
         cr_assert_geq(op[i].result, 0, "member %d: %s", i, afs_strerror((int)op[i].result));
-    cr_assert_eq(afs_file_size(f), 16384 + 512);
+    cr_assert_eq(afs_file_size(f), 16384 + 1024);
+    cr_assert_eq(afs_close(f), 0);
+}
+
+/* A member whose failure the kernel does not treat as a broken link (an fsync, a storage op,
+ * a metadata op): the members after it still complete -ECANCELED without running, on every
+ * backend. */
+T_IO(chain_stops_after_a_failed_fsync_or_storage_op)
+{
+    t_new_ctx();
+    struct afs_file *f = c_open("f", AFS_RDWR | AFS_CREAT);
+#ifdef _WIN32
+    int bad_fd = -1; /* no pipes as fds there: fsync of an invalid handle */
+#else
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    int bad_fd = p[0]; /* fsync of a pipe: -EINVAL */
+#endif
+    t_fill(c_buf[0], 4096, 0);
+    for (int k = 0; k < 4; k++) {
+        cr_assert_eq(afs_ftruncate(f, 0), 0);
+        struct afs_op op[3];
+        struct afs_stat st;
+        cr_assert_eq(afs_chain_begin(t_ctx), 0);
+        cr_assert_eq(afs_queue_write(&op[0], f, c_buf[0], 4096, 0, NULL, NULL), 0);
+        int q = 0;
+        switch (k) {
+        case 0: q = afs_queue_fsync_fd(&op[1], t_ctx, bad_fd, 0, NULL, NULL); break;
+        case 1:
+            q = afs_queue_fallocate(&op[1], f, 0, 0, (uint64_t)1 << 62, NULL, NULL);
+            break;
+        case 2: q = afs_queue_ftruncate(&op[1], f, INT64_MAX, NULL, NULL); break;
+        case 3:
+            q = afs_queue_statx(&op[1], t_ctx, AFS_AT_FDCWD, t_path("missing"), 0, &st, NULL,
+                                NULL);
+            break;
+        }
+        cr_assert_eq(q, 0, "case %d: queued: %s", k, afs_strerror(q));
+        cr_assert_eq(afs_queue_write(&op[2], f, "COMMIT", 6, 4096, NULL, NULL), 0);
+        int err = afs_chain_end(t_ctx, AFS_CHAIN_WAIT);
+        cr_assert_eq(op[0].result, 4096);
+        cr_assert_lt(op[1].result, 0, "case %d: the member did not fail", k);
+        cr_assert_eq(err, (int)op[1].result);
+        cr_assert_eq(op[2].result, -ECANCELED, "case %d: the record ran after a failure: %zd", k,
+                     op[2].result);
+        cr_assert_eq(afs_file_size(f), 4096, "case %d: the record was written", k);
+    }
+#ifndef _WIN32
+    close(p[0]);
+    close(p[1]);
+#endif
     cr_assert_eq(afs_close(f), 0);
 }
 
