@@ -7,7 +7,8 @@
  *   ...
  *   9: (0, context canceled)
  *   task result: (0, context canceled)
- * Go's context.Canceled is -ECANCELED here; a result >= 0 prints as the value with <nil>. */
+ * Go's context.Canceled is -ECANCELED here; a result >= 0 prints as the value with <nil>.
+ * The last line ends with a newline here; the Go program's Printf leaves it off. */
 #include <corio.h>
 
 #include <errno.h>

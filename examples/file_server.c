@@ -16,8 +16,12 @@
  *
  *   file_server [--root DIR] [--host H] [--port P] [--conns N] [--sendfile-min BYTES]
  *
- * Serves DIR (default: the current directory); "/" is "/index.html". Paths with ".." are
- * refused (400). Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free
+ * Serves DIR (default: the current directory); "/" is "/index.html". The path is
+ * percent-decoded; paths with ".." (after decoding) are refused (400); symlinks inside DIR
+ * are followed, as nginx does by default. A request body (Content-Length, at most 1 MiB) is
+ * read and dropped, so that the next request on the connection starts after it; a chunked
+ * one is refused (501) and the connection closed. A file that cannot be opened for want of
+ * descriptors or memory is 503, not 404. Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free
  * port; --conns N stops after N connections were served (tests); --sendfile-min -1 never
  * uses sendfile, 0 always. */
 #include "serve.h"
@@ -51,8 +55,46 @@ struct req {
     int  keep_alive;
 };
 
-/* Reads one request head: 1 and *r, 0 when the client closed between requests, -errno, or
- * 400 / 414 / 431 for a request to refuse. */
+#define BODY_MAX (1 << 20)
+
+/* Decodes %XX escapes of s in place: 0, or -1 for a bad escape or an encoded NUL. */
+static int percent_decode(char *s)
+{
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        if (*p != '%') {
+            *w++ = *p;
+            continue;
+        }
+        unsigned v;
+        char hex[3] = {p[1], p[1] ? p[2] : 0, 0};
+        if (!hex[0] || !hex[1] || strspn(hex, "0123456789abcdefABCDEF") != 2 ||
+            sscanf(hex, "%2x", &v) != 1 || v == 0)
+            return -1;
+        *w++ = (char)v;
+        p += 2;
+    }
+    *w = '\0';
+    return 0;
+}
+
+/* Reads and drops a request body of len bytes: 0 or -errno. */
+static int skip_body(struct corio_task *t, struct corio_stream *c, long long len)
+{
+    char sink[4096];
+    while (len > 0) {
+        size_t n = len < (long long)sizeof sink ? (size_t)len : sizeof sink;
+        ssize_t r = corio_stream_read_exact(t, c, sink, n);
+        if (r < (ssize_t)n)
+            return r < 0 ? (int)r : -ECONNRESET;
+        len -= (long long)n;
+    }
+    return 0;
+}
+
+/* Reads one request head (and drops its body): 1 and *r, 0 when the client closed between
+ * requests, -errno, or 400 / 413 / 414 / 431 / 501 for a request to refuse (the connection
+ * is then closed). */
 static int read_request(struct corio_task *t, struct corio_stream *c, struct req *r)
 {
     const char *line;
@@ -69,6 +111,7 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 400;
     r->keep_alive = strcmp(version, "HTTP/1.1") == 0;
     int status = 0;
+    long long body = 0;
     for (int lines = 0;; lines++) {
         if ((n = corio_stream_read_line(t, c, 8192, &line)) <= 0)
             return n == 0 ? -ECONNRESET : n == -EMSGSIZE ? 431 : (int)n;
@@ -84,14 +127,30 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
                 r->keep_alive = 0;
             else if (strncasecmp(v, "keep-alive", 10) == 0)
                 r->keep_alive = 1;
+        } else if (n > 15 && strncasecmp(line, "content-length:", 15) == 0) {
+            char *end;
+            long long v = strtoll(line + 15, &end, 10);
+            while (*end == ' ' || *end == '\t' || *end == '\r')
+                end++;
+            if (v < 0 || *end != '\n' || (body && v != body))
+                status = status ? status : 400;
+            else if (v > BODY_MAX)
+                status = status ? status : 413;
+            body = v;
+        } else if (n > 18 && strncasecmp(line, "transfer-encoding:", 18) == 0) {
+            status = status ? status : 501; /* chunked bodies are not read here */
         }
     }
     if (status)
         return status;
+    int err = skip_body(t, c, body);
+    if (err < 0)
+        return err;
     char *q = strchr(target, '?');
     if (q)
         *q = '\0';
-    if (target[0] != '/' || strstr(target, "/..") || strlen(target) >= sizeof r->path - 16)
+    if (percent_decode(target) < 0 || target[0] != '/' || strstr(target, "/..") ||
+        strlen(target) >= sizeof r->path - 16)
         return 400;
     const char *path = strcmp(target, "/") ? target : "/index.html";
     memcpy(r->path, path, strlen(path) + 1); /* fits: checked above */
@@ -106,8 +165,11 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
     default:  return "Internal Server Error";
     }
 }
@@ -133,8 +195,13 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     struct afs_file *f;
     int err = afs_open(corio_sched_ctx(corio_task_sched(t)), full, AFS_RDONLY, 0,
                        AFS_MODE_SYNC, &f);
-    if (err < 0)
-        return send_status(t, c, err == -EACCES ? 403 : 404, r->keep_alive);
+    if (err < 0) {
+        int status = err == -ENOENT || err == -ENOTDIR || err == -ELOOP ? 404
+                     : err == -EACCES || err == -EPERM                  ? 403
+                     : err == -EMFILE || err == -ENFILE || err == -ENOMEM ? 503
+                                                                          : 500;
+        return send_status(t, c, status, r->keep_alive);
+    }
     int64_t size = afs_file_size(f);
     if (size < 0) {
         afs_close(f);

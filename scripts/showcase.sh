@@ -13,6 +13,20 @@ echo
 echo "== corio quick start (10 tasks x 4 requests)"
 "$BUILD/examples/corio_quickstart"
 echo
+ex() { # an example that this build has: run it, then a blank line
+  if [ -x "$BUILD/examples/$1" ]; then
+    local name=$1
+    shift
+    "$BUILD/examples/$name" "$@"
+    echo
+  fi
+}
+echo "== asyncigo's README examples: parallel tasks, waiting, cancellation (about 4 s)"
+ex asyncigo_parallel
+ex asyncigo_wait
+ex asyncigo_cancel
+echo "== go-work's job example (connect, write, read, close on a Unix socket)"
+ex gowork_job "$data/gowork_job.conn"
 if [ -x "$BUILD/examples/asyncigo_iter" ]; then
   echo "== asyncigo's iterator example (line lengths from a line server on a free loopback port)"
   "$BUILD/examples/asyncigo_iter"
@@ -35,6 +49,8 @@ echo "== afcp -r: copy the tree (progress bar on a terminal)"
 time "$BUILD/tools/afcp/afcp" -r "$data/src" "$data/dst"
 diff -r "$data/src" "$data/dst" && echo "verified: the copy is identical"
 echo
+echo "== corio_files: 16 tasks read the 256 MiB file, each its own slice"
+ex corio_files "$data/src/big.dat" 16
 echo "== afbench: random 4 KiB reads of the 256 MiB file, 32 in flight, 2 s each"
 printf "%-10s %12s %10s %12s %12s\n" engine IOPS "p99 us" "CPU us/IO" "syscalls/IO"
 for direct in 0 1; do

@@ -811,7 +811,16 @@ static int uring_prep(struct afs_ctx *ctx, struct afs_op *op)
         struct usplice *sp = SP(op);
         if (!sp->rw && !sp->held && sendfile_by_rw(u, o))
             sp->rw = 1;
-        return sp->rw ? prep_rw(ctx, op) : prep_splice(ctx, op);
+        if (sp->rw)
+            return prep_rw(ctx, op);
+        int err = prep_splice(ctx, op);
+        if ((err == -EMFILE || err == -ENFILE) && !sp->held && u->has_read) {
+            /* No descriptor left for a pipe: this op reads and sends instead, as the
+             * sendfile(2) of the other backends needs none. */
+            sp->rw = 1;
+            return prep_rw(ctx, op);
+        }
+        return err;
     }
     if (afs__is_sock(o) || (o->file->sock && !afs__is_ctl(o))) {
         if (afs__ums_prep(ctx, &u->ums, &u->ring, op))

@@ -28,6 +28,7 @@ typedef SOCKET t_sock_t;
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 typedef int t_sock_t;
 #ifdef __linux__
@@ -169,6 +170,33 @@ T_SF(socketpair_byte_exact)
     pair_check(ctx, f, 0, FSIZE, FSIZE);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#ifndef _WIN32
+/* No descriptor left (RLIMIT_NOFILE reached): the io_uring backend gets no pipe for its
+ * splices and reads and sends instead, as the others' sendfile(2) needs none; every byte
+ * arrives. */
+T_SF(no_descriptor_left_for_a_pipe)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *f = open_src(ctx, FSIZE);
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    struct rlimit old, lim;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int next = dup(0); /* the lowest free descriptor: the limit makes it the last */
+    cr_assert_geq(next, 0);
+    close(next);
+    lim = old;
+    lim.rlim_cur = (rlim_t)next;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    cr_assert_lt(dup(0), 0, "a descriptor was still free");
+    send_check(ctx, p[0], p[1], f, 0, FSIZE, FSIZE);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
 
 #ifdef __linux__
 /* Fault injection: from the nth on (counted from 1 over the test), every splice of a regular

@@ -4,8 +4,10 @@
 #    than its 64 KiB limit gets the error line; a client that leaves mid-line is only its
 #    own loss (the next client is served).
 #  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
-#    for "..", HEAD, and a client that leaves in the middle of a 4 MiB response (the server
-#    goes on serving the next); with bodies sent by afs_sendfile and by read+send.
+#    for "..", HEAD, a percent-encoded name, a request body dropped (not taken for the next
+#    request), a chunked one refused, a client that leaves in the middle of a 4 MiB response
+#    (the server goes on serving the next), 503 when no descriptor is left; with bodies
+#    sent by afs_sendfile and by read+send.
 #   servers.sh ECHO_SERVER FILE_SERVER
 set -euo pipefail
 echo_bin=$1 file_bin=$2
@@ -64,9 +66,10 @@ echo "echo_server: ok"
 mkdir -p "$dir/www"
 head -c 10000 /dev/urandom > "$dir/www/small.bin"
 head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
+echo spaced > "$dir/www/a b.txt"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 3 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 5 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
@@ -104,6 +107,29 @@ file_checks() { # file_server's arguments
   printf 'GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for '..'"
+  exec 3>&- # a refused request ends its connection
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /%%2e%%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for '%2e%2e'"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /a%%20b.txt HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && [ "$(cat "$dir/got4")" = spaced ] ||
+    fail "file: status '$status' for a percent-encoded name"
+  # A body is dropped: the request inside it is not answered; the next one is.
+  local smuggled=$'GET /missing HTTP/1.1\r\n\r\n'
+  printf 'GET /a%%20b.txt HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s' ${#smuggled} "$smuggled" >&3
+  printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status' for a request with a body"
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && cmp -s "$dir/got4" "$dir/www/small.bin" ||
+    fail "file: a request body was taken for a request (status '$status')"
+  printf 'POST /small.bin HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 501 Not Implemented" ] || fail "file: status '$status' for a chunked body"
   exec 3>&-
   # A client that asks for 4 MiB and leaves at once: the server must go on.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
@@ -124,3 +150,30 @@ file_checks() { # file_server's arguments
 file_checks
 file_checks --sendfile-min -1
 ASYNCFS_BACKEND=threads file_checks --sendfile-min 0
+
+# No descriptor left for the file (a limit set on the running server, once the connection
+# is in, at its lowest free descriptor): 503, not 404.
+if [ -d /proc/self/fd ] && command -v prlimit > /dev/null; then
+  rm -f "$dir/file.out"
+  "$file_bin" --root "$dir/www" --conns 1 > "$dir/file.out" 2> "$dir/file.out.err" &
+  pid=$!
+  pids+=($pid)
+  port=$(port_of "$dir/file.out")
+  [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  for _ in $(seq 100); do # until the server holds the connection (a second socket)
+    socks=$(for f in /proc/$pid/fd/*; do readlink "$f"; done | grep -c '^socket:' || true)
+    [ "$socks" -ge 2 ] && break
+    sleep 0.05
+  done
+  free=0
+  while [ -e "/proc/$pid/fd/$free" ]; do free=$((free + 1)); done
+  prlimit --pid "$pid" --nofile="$free:" || fail "prlimit failed"
+  printf 'GET /small.bin HTTP/1.0\r\n\r\n' >&3
+  IFS= read -r -t 10 status <&3 || fail "file: no response"
+  [ "${status%$'\r'}" = "HTTP/1.1 503 Service Unavailable" ] ||
+    fail "file: status '$status' with no descriptor left (limit $free)"
+  exec 3>&-
+  wait "$pid" || true
+  echo "file_server with no descriptor left: ok"
+fi
