@@ -136,6 +136,22 @@ run_path() { # label; run with AFCP_TEST_PATH=$path
     check "$tag --preserve=mode: set-ID bits as cp ($(stat -c %a "$O/setid/f"), $(stat -c %a "$O/setid/d"))" \
         diff <(listing "$R/setid" | cut -d' ' -f1-3) <(listing "$O/setid" | cut -d' ' -f1-3)
 
+    # two operands of one name into a directory: the second file is refused (both would be
+    # in flight, the last renamed winning), the same file twice is copied once, two
+    # directories merge; messages and status as cp's
+    mkdir -p "$O/two/x" "$O/two/y" "$O/two/D" "$O/two/R" "$O/two/x/d" "$O/two/y/d"
+    echo FIRST > "$O/two/x/f"; head -c 3000000 /dev/urandom > "$O/two/y/f"
+    echo a > "$O/two/x/d/a"; echo b > "$O/two/y/d/b"
+    local case
+    for case in "x/f y/f" "x/f x/f" "x/d y/d" "x/f y/d x/d"; do
+        rm -rf "$O/two/D"/* "$O/two/R"/*
+        (cd "$O/two" && cp -r $case R 2> ../cp.err; echo $? >> ../cp.err
+         "$AFCP" -r $case D 2> ../afcp.err; echo $? >> ../afcp.err)
+        check "$tag operands '$case' into a directory: as cp (messages, status)" \
+            diff <(sed 's/^cp: //; s/R/X/g' "$O/cp.err") <(sed 's/^afcp: //; s/D/X/g' "$O/afcp.err")
+        check "$tag operands '$case' into a directory: same result as cp" diff -r "$O/two/R" "$O/two/D"
+    done
+
     # symlinks: -L, -H, -P, for a directory operand (with -r) and a file operand
     local m
     for m in L H P; do

@@ -44,15 +44,20 @@ run_suite() {
     # ---- signals: a signal at any point of a tree copy leaves no temporary behind. The
     # hook raises the signal in the file task whose destination open has just returned
     # (the other files' opens of the same batch are then done in the kernel too).
-    local sigs=(INT TERM HUP) ns=(1 2 5 9 17 31 50 64 65 66 80 100 128 129 150 199 200 250 290 300)
+    # SIGPIPE: -v into a pipe whose reader left (`afcp -rv ... | head -1`).
+    local sigs=(INT TERM HUP PIPE) ns=(1 2 5 9 17 31 50 64 65 66 80 100 128 129 150 199 200 250 290 300)
     for i in "${!ns[@]}"; do
-        local sig=${sigs[i % 3]} n=${ns[i]} want
+        local sig=${sigs[i % 4]} n=${ns[i]} want
         want=$((128 + $(kill -l "$sig")))
         AFCP_TEST_SIGNAL=$sig:$n "$AFCP" -q -r "$S/t300" "$O/sig$i" 2> /dev/null
         st=$?
         check "SIG$sig after $n opens: died of it (status $st)" [ "$st" -eq "$want" ]
         check "SIG$sig after $n opens: no temporary left" no_temps "$O/sig$i"
         check "SIG$sig after $n opens: no partial file under its name" complete_only "$S/t300" "$O/sig$i"
+        # directories made are left with the source's modes (no group or other write while
+        # filled), not 0700, as cp -r leaves them
+        check "SIG$sig after $n opens: no directory left at 0700" \
+            bash -c "[ -z \"\$(find '$O/sig$i' -type d -perm 700)\" ]"
     done
     # and real signals from outside at varied delays (the copy may finish first)
     for i in 1 2 3 4 5 6 7 8 9 10; do

@@ -172,12 +172,56 @@ out:
     free(sbase);
 }
 
+/* Several operands into a directory: whether operand i may go, as cp decides. The same
+ * source named twice is copied once (a warning); a file whose name an earlier operand took
+ * is refused ("will not overwrite just-created"): both would be in flight at once, and the
+ * one renamed last would silently win. Two directories of one name are merged. */
+static int operand_ok(const struct plan *p, int i, struct stat *seen)
+{
+    const char *src = p->srcs[i];
+    int follow = ends_in_slash(src) || (afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive);
+    if ((follow ? stat(src, &seen[i]) : lstat(src, &seen[i])) < 0) {
+        seen[i].st_mode = 0; /* copy_operand reports it */
+        return 1;
+    }
+    char *dir, *base;
+    split(src, &dir, &base);
+    int ok = 1;
+    for (int j = 0; j < i && ok; j++) {
+        if (!seen[j].st_mode)
+            continue;
+        char *jdir, *jbase;
+        split(p->srcs[j], &jdir, &jbase);
+        if (!strcmp(base, jbase)) {
+            char *dpath = afcp_join(p->dst, base);
+            if (seen[j].st_dev == seen[i].st_dev && seen[j].st_ino == seen[i].st_ino) {
+                afcp_note("warning: source file '%s' specified more than once", src);
+                ok = 0;
+            } else if (!S_ISDIR(seen[i].st_mode) || !S_ISDIR(seen[j].st_mode)) {
+                afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
+                afcp_fail();
+                ok = 0;
+            }
+            free(dpath);
+        }
+        free(jdir);
+        free(jbase);
+    }
+    free(dir);
+    free(base);
+    return ok;
+}
+
 /* The walker's work: one operand after another, then the last batches. */
 static void walk_operands(struct corio_task *t, void *arg)
 {
     const struct plan *p = arg;
+    struct stat *seen = p->dst_is_dir && p->nsrc > 1 ? calloc((size_t)p->nsrc, sizeof *seen)
+                                                    : NULL;
     for (int i = 0; i < p->nsrc; i++)
-        copy_operand(t, p->srcs[i], p);
+        if (!seen || operand_ok(p, i, seen))
+            copy_operand(t, p->srcs[i], p);
+    free(seen);
     afcp_walk_end(t);
 }
 
@@ -257,12 +301,13 @@ static void usage(FILE *f)
           "      --version        output version information and exit\n\n"
           "Safety: each file is written under a temporary name (.afcp.XXXXXX) next to its\n"
           "destination and renamed into place once complete; in a directory afcp makes\n"
-          "(mode 0700 until its entries are done) a file is written under its own name.\n"
-          "On an error, or on SIGINT, SIGTERM or SIGHUP, every temporary and every file\n"
-          "not yet complete is removed: once afcp has exited, no name shows a partial\n"
-          "copy. Like cp, afcp leaves the data to the kernel to write back, so after a\n"
-          "crash or power loss a recent copy may still be empty or partial under its\n"
-          "name.\n"
+          "(writable by its owner only until its entries are done; 0700 with -p or -a,\n"
+          "as with cp) a file is written under its own name. On an error, or on SIGINT,\n"
+          "SIGTERM, SIGHUP or SIGPIPE, every temporary and every file not yet complete is\n"
+          "removed: once afcp has exited, no name shows a partial copy (but with --inplace,\n"
+          "which writes the destination itself, as cp does). Like cp, afcp leaves the data\n"
+          "to the kernel to write back, so after a crash or power loss a recent copy may\n"
+          "still be empty or partial under its name.\n"
           "--fsync closes that gap: a file takes its name only once its data is on disk,\n"
           "and each destination directory is fsynced once its entries are all in place\n"
           "(small files in groups, one syncfs per file system and group while the next\n"

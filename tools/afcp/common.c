@@ -7,7 +7,10 @@
 #endif
 #include "afcp.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -113,18 +116,37 @@ static uint64_t parse_size(const char *s, const char *what)
 {
     char *end;
     errno = 0;
+    const char *p = s;
+    while (isspace((unsigned char)*p))
+        p++;
     unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
     switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
     default: break;
     }
-    if (errno || *end || v == 0) {
+    /* strtoull takes "-1" as the largest value: a sign is refused as cp refuses it */
+    if (v > (ULLONG_MAX >> shift) || (v << shift) > (unsigned long long)INT64_MAX)
+        errno = ERANGE;
+    v <<= shift;
+    if (errno || *end || v == 0 || *p == '-' || *p == '+') {
         fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
         exit(1);
     }
     return v;
+}
+
+/* A count (jobs, threads): as parse_size, at most UINT_MAX. */
+static unsigned parse_count(const char *s, const char *what)
+{
+    uint64_t v = parse_size(s, what);
+    if (v > UINT_MAX) {
+        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
+        exit(1);
+    }
+    return (unsigned)v;
 }
 
 #ifdef _WIN32
@@ -133,6 +155,25 @@ static uint64_t parse_size(const char *s, const char *what)
 #else
 #define PRESERVE_HERE (AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR)
 #endif
+
+/* After --help or --version: 0, or 1 when stdout could not take it (a full disk, a closed
+ * pipe), with cp's "write error". */
+static int stdout_done(void)
+{
+    int bad = ferror(stdout), err = bad ? errno : 0; /* the failed write's, when it failed */
+    errno = 0;
+    if (fclose(stdout) != 0) {
+        bad = 1;
+        err = errno ? errno : err;
+    }
+    if (!bad)
+        return 0;
+    if (err)
+        fprintf(stderr, "afcp: write error: %s\n", strerror(err));
+    else
+        fputs("afcp: write error\n", stderr);
+    return 1;
+}
 
 /* An option this build cannot honour: 1 (reported). */
 static int refuse(const char *what)
@@ -312,15 +353,15 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
         case 'v': o->verbose = 1; break;
         case 'L': case 'H': case 'P': o->deref = c; break;
         case 'q': o->quiet = 1; break;
-        case 'j': o->jobs = (unsigned)parse_size(optarg, "job count"); break;
+        case 'j': o->jobs = parse_count(optarg, "job count"); break;
         case OPT_DIRECT: o->direct = 1; break;
         case OPT_INPLACE: o->inplace = 1; break;
         case OPT_FSYNC: o->fsync = 1; break;
         case OPT_NOFSYNC: o->fsync = 0; break;
         case OPT_NOCFR: o->copy_range = 0; break;
         case OPT_CHUNK: o->chunk_size = (size_t)parse_size(optarg, "chunk size"); break;
-        case OPT_CHUNKJOBS: o->chunk_workers = (unsigned)parse_size(optarg, "chunk job count"); break;
-        case OPT_THREADS: o->threads = (unsigned)parse_size(optarg, "thread count"); break;
+        case OPT_CHUNKJOBS: o->chunk_workers = parse_count(optarg, "chunk job count"); break;
+        case OPT_THREADS: o->threads = parse_count(optarg, "thread count"); break;
         case OPT_CFRMIN: o->cfr_min_size = parse_size(optarg, "size"); break;
         case OPT_SPARSE: {
             int w = parse_when(optarg, "--sparse", sparse_when);
@@ -329,7 +370,7 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
             o->sparse = w;
             break;
         }
-        case OPT_HELP: usage(stdout); return 0;
+        case OPT_HELP: usage(stdout); return stdout_done();
         case OPT_VERSION:
 #ifdef _WIN32
             printf("afcp %s (asyncfs %d.%d.%d, Windows)\n", AFCP_VERSION,
@@ -338,7 +379,7 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
             printf("afcp %s (asyncfs %d.%d.%d)\n", AFCP_VERSION, ASYNCFS_VERSION_MAJOR,
                    ASYNCFS_VERSION_MINOR, ASYNCFS_VERSION_PATCH);
 #endif
-            return 0;
+            return stdout_done();
         case OPT_REFUSED: {
             char what[64];
             snprintf(what, sizeof what, "option '--%s'", longs[li].name);

@@ -450,8 +450,8 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     return 0;
 }
 
-/* A directory this run made (0700 until its entries are done, so only its owner can look)
- * gets its files under their own names, with no temporary and no rename: a rename costs
+/* A directory this run made (writable by its owner only until its entries are done, so
+ * nobody else can add a name to it; 0700 when -p or -a set attributes at the end) gets its files under their own names, with no temporary and no rename: a rename costs
  * about as much CPU as the create and write of a small file. Until a file is complete its
  * name is in the table of temporaries, so an error or a signal removes it just the same:
  * once afcp has exited no name shows a partial copy. Not with --fsync, whose promise is
@@ -766,8 +766,8 @@ static void file_task(struct corio_task *t, void *arg)
         afcp_add(&afcp.bytes_total, -(int64_t)((uint64_t)j->st.st_size));
         goto out;
     }
-    /* What is at the destination name. A directory we created in this run (0700 until it is
-     * done) holds only what we put there: no need to look. */
+    /* What is at the destination name. A directory we created in this run (writable by its
+     * owner only until it is done) holds only what we put there: no need to look. */
     if (!j->dd->created &&
         afcp_check_dest(j->dd, j->dname, j->spath, j->dpath, &j->st, AFCP_DEST_FILE,
                         &j->exists) != 0) {
@@ -1229,7 +1229,9 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
  * flight in the kernel (an io_uring or thread-pool worker) may create the file at any
  * moment until its task sees the result, which then marks the slot EXISTS (or FREE when the
  * create failed).
- * On SIGINT, SIGTERM or SIGHUP the handler (on whatever thread the kernel picks) removes
+ * On SIGINT, SIGTERM, SIGHUP or SIGPIPE (-v into a pipe whose reader left: `afcp -rv | head`;
+ * the library's own pipe writes never raise it) the handler (on whatever thread the kernel
+ * picks) removes
  * every registered name with unlinkat() (async-signal-safe; ENOENT when the create has not
  * happened yet) and dies of the signal as it would have, unless a create is still in
  * flight: then it only marks the process as dying and returns. From then on no task starts
@@ -1328,7 +1330,8 @@ void afcp_signals_init(void)
     sigaddset(&sa.sa_mask, SIGINT);
     sigaddset(&sa.sa_mask, SIGTERM);
     sigaddset(&sa.sa_mask, SIGHUP);
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    sigaddset(&sa.sa_mask, SIGPIPE);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
     for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         /* A signal ignored by whoever started us (nohup, a background job) stays ignored. */
         struct sigaction old;
@@ -1337,8 +1340,8 @@ void afcp_signals_init(void)
     }
     const char *hook = getenv("AFCP_TEST_SIGNAL");
     if (hook) {
-        static const char *const names[] = {"INT", "TERM", "HUP"};
-        for (unsigned i = 0; i < 3; i++) {
+        static const char *const names[] = {"INT", "TERM", "HUP", "PIPE"};
+        for (unsigned i = 0; i < 4; i++) {
             size_t n = strlen(names[i]);
             if (!strncmp(hook, names[i], n) && hook[n] == ':') {
                 hook_sig = sigs[i];

@@ -48,7 +48,8 @@ void afcp_dir_get(struct afcp_dir *d)
 }
 
 /* The last reference: the directory's entries are all copied, so its final mode and (with
- * -p) owner and times can be set; a directory we created stayed 0700 until now, so nobody
+ * -p) owner and times can be set; a directory we created was writable by its owner only
+ * until now (0700 with -p or -a: see filling_mode), so nobody
  * else could add entries to it while we filled it. */
 static void dir_finish(struct afcp_dir *d)
 {
@@ -309,7 +310,8 @@ static void link_attrs(struct afcp_dir *dd, const char *name, const struct stat 
 
 /* A symlink is copied as a symlink: created under a temporary name and renamed into place, so
  * an existing entry is replaced atomically and never followed. In a directory this run made
- * (0700 until its entries are done: nothing is there but what afcp put) it is created under
+ * (writable by its owner only until its entries are done: nothing is there but what afcp
+ * put) it is created under
  * its own name: a symlink is complete the moment it exists. */
 static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                          struct afcp_dir *dd, const char *dname, const struct stat *st,
@@ -460,6 +462,19 @@ static int read_entries(struct afcp_dir *d, struct ent **out, size_t *count)
     return 0;
 }
 
+/* The mode a directory afcp makes has while its entries are copied (the final one comes
+ * once they are done): writable by its owner only, so that nobody else can add entries (its
+ * files go in under their own names); 0700 when -p or -a give it its owner, ACL or extended
+ * attributes at the end (until then nobody else may look), as cp does. A copy interrupted
+ * leaves it so: readable as the source's mode allows, unless attributes were to follow. */
+static mode_t filling_mode(int sfd, const struct stat *st)
+{
+    if (afcp.o.preserve & (AFCP_P_OWNER | AFCP_P_MODE | AFCP_P_XATTR))
+        return 0700;
+    return (afcp_new_mode(sfd, st->st_mode) & ~afcp.umask & ~(mode_t)(S_IWGRP | S_IWOTH)) |
+           S_IRWXU;
+}
+
 /* A source directory that cannot be opened (no read or search permission) is still made at
  * the destination, empty, with the attributes it would have had, as cp makes it. */
 static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct stat *st,
@@ -518,8 +533,7 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     }
     int created = 0;
     if (!exists) {
-        /* 0700 while we fill it: the final mode comes once its entries are done. */
-        int err = make_dir(dd->dfd, dname, 0700);
+        int err = make_dir(dd->dfd, dname, filling_mode(sfd, st));
         if (err < 0 && err != -EEXIST) {
             afcp_err(err, "cannot create directory '%s'", dpath);
             close(sfd);
