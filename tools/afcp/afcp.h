@@ -16,6 +16,7 @@
 
 #include <corio.h>
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -176,6 +177,9 @@ static inline void afcp_fail(void)
 #define afcp_lock_stream(f)   flockfile(f)
 #define afcp_unlock_stream(f) funlockfile(f)
 #endif
+/* Set once a signal is ending the run (copy.c): what fails after it (a temporary the handler
+ * removed) is not reported, as the process dies of the signal. */
+extern volatile sig_atomic_t afcp_signalled;
 void afcp_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void afcp_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void afcp_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout */

@@ -49,9 +49,13 @@ static void vformat(FILE *f, const char *fmt, va_list ap)
     }
 }
 
+volatile sig_atomic_t afcp_signalled;
+
 /* "afcp: MESSAGE", then ": ERROR TEXT" when err is not 0, on a line of its own. */
 static void vmessage(int err, const char *fmt, va_list ap)
 {
+    if (afcp_signalled)
+        return;
     afcp_lock_stream(stderr);
     afcp_progress_clear();
     fputs("afcp: ", stderr);

@@ -1284,6 +1284,7 @@ static void die(int sig)
 
 static void on_signal(int sig)
 {
+    afcp_signalled = 1;
     __atomic_store_n(&dying, sig, __ATOMIC_SEQ_CST);
     if (unlink_temps() == 0)
         die(sig);
