@@ -299,6 +299,8 @@ static void usage(FILE *f)
           "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
           "      --help           display this help and exit\n"
           "      --version        output version information and exit\n\n"
+          "Not supported (refused): cp's -i, -l, -s, -t, -T, -b/--backup, -Z, --parents,\n"
+          "--attributes-only, --remove-destination, --strip-trailing-slashes.\n\n"
           "Safety: each file is written under a temporary name (.afcp.XXXXXX) next to its\n"
           "destination and renamed into place once complete; in a directory afcp makes\n"
           "(writable by its owner only until its entries are done; 0700 with -p or -a,\n"
