@@ -604,8 +604,8 @@ struct afs_file {
     bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
                                    and writes at the descriptor's position, one at a time */
     bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
-    bool             polled;    /* its transfers go through the readiness engine: a socket
-                                   of a context that has it, or a pipe or FIFO made
+    bool             polled;    /* its transfers go through the readiness engine where the
+                                   context has one: a socket, or a pipe or FIFO made
                                    non-blocking for it (afs__file_attach) */
     bool             no_nowait; /* reads that never wait are refused here (afs__sys) */
     struct afs__ready_fd rdy;   /* the readiness engine's state for this socket */

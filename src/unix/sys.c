@@ -764,10 +764,5 @@ int afs__sys_close_fd(int fd)
 
 int afs__sys_fd_adopt(int fd)
 {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0)
-        return -errno;
-    if ((fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
-        return -errno;
-    return 0;
+    return afs__sys_set_nonblock(fd, false);
 }

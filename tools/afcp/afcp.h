@@ -272,6 +272,9 @@ void afcp_stat_from(struct stat *out, const struct afs_stat *in);
  * of sfd (and the default one for a directory) onto dfd, or their removal when sfd has none;
  * reports a failure (and leaves dfd at afcp_safe_mode(mode)); 0 or -errno. */
 mode_t afcp_safe_mode(int sfd, mode_t mode);
+/* The bits --preserve=mode gives a copy: the source's (st_mode), less setuid and setgid when
+ * its owner was asked for and not kept (owner_kept 0), as cp drops them. */
+mode_t afcp_kept_mode(mode_t st_mode, int owner_kept);
 /* The permission bits a new copy of a source (st_mode, of sfd; -1 for a node that cannot be
  * opened) is created with, the umask still to apply: the source's (afcp_safe_mode) & 0777, or cp's defaults under
  * --no-preserve=mode (0666; 0777 for directories and sockets). */

@@ -451,8 +451,9 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
 }
 
 /* A directory this run made (writable by its owner only until its entries are done, so
- * nobody else can add a name to it; 0700 when -p or -a set attributes at the end) gets its files under their own names, with no temporary and no rename: a rename costs
- * about as much CPU as the create and write of a small file. Until a file is complete its
+ * nobody else can add a name to it; 0700 when -p or -a set attributes at the end) gets its
+ * files under their own names, with no temporary and no rename: a rename costs about as
+ * much CPU as the create and write of a small file. Until a file is complete its
  * name is in the table of temporaries, so an error or a signal removes it just the same:
  * once afcp has exited no name shows a partial copy. Not with --fsync, whose promise is
  * that a name appears only once its data is on disk. */
@@ -527,7 +528,6 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
     int p = afcp.o.preserve;
     if (p & AFCP_P_XATTR)
         afcp_xattr_copy(ifd, fd, j->dpath);
-    mode_t mode = j->st.st_mode & 07777;
     int owner_kept = 0;
     if (!(p & AFCP_P_OWNER))
         owner_kept = 0;
@@ -535,8 +535,7 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
         owner_kept = fchown(fd, j->st.st_uid, j->st.st_gid) == 0;
     else if (j->st.st_uid == geteuid())
         owner_kept = fchown(fd, (uid_t)-1, j->st.st_gid) == 0;
-    if ((p & AFCP_P_OWNER) && !owner_kept)
-        mode &= 01777; /* cp keeps set-ID bits unless the owner was asked for and not kept */
+    mode_t mode = afcp_kept_mode(j->st.st_mode, owner_kept);
     if (!(p & AFCP_P_MODE))
         ;
     else if (fchmod(fd, mode) < 0)

@@ -73,6 +73,12 @@ mode_t afcp_safe_mode(int sfd, mode_t mode)
     return (mode & ~(mode_t)S_IRWXG) | (mode & ((mode_t)g << 3));
 }
 
+mode_t afcp_kept_mode(mode_t st_mode, int owner_kept)
+{
+    mode_t mode = st_mode & 07777;
+    return (afcp.o.preserve & AFCP_P_OWNER) && !owner_kept ? mode & 01777 : mode;
+}
+
 mode_t afcp_new_mode(int sfd, mode_t st_mode)
 {
     if (afcp.o.default_mode && !(afcp.o.preserve & AFCP_P_MODE))

@@ -47,30 +47,34 @@ void afcp_dir_get(struct afcp_dir *d)
     __atomic_fetch_add(&d->refs, 1, __ATOMIC_RELAXED);
 }
 
+/* The final mode of a directory afcp made, without --preserve=mode: the source's bits (or
+ * cp's defaults) less the umask; mkdir keeps the sticky bit, as cp's does. */
+static mode_t made_dir_mode(int sfd, mode_t st_mode)
+{
+    return (afcp_new_mode(sfd, st_mode) & ~afcp.umask) | (st_mode & S_ISVTX);
+}
+
 /* The last reference: the directory's entries are all copied, so its final mode and (with
  * -p) owner and times can be set; a directory we created was writable by its owner only
- * until now (0700 with -p or -a: see filling_mode), so nobody
- * else could add entries to it while we filled it. */
+ * until now (0700 with -p or -a: see filling_mode), so nobody else could add entries to it
+ * while we filled it. */
 static void dir_finish(struct afcp_dir *d)
 {
     if (d->finalize && d->dfd >= 0) {
-        int p = afcp.o.preserve;
-        mode_t mode = d->st.st_mode & 07777;
+        int p = afcp.o.preserve, owner_kept = (p & AFCP_P_OWNER) && afcp.is_root;
         if (p & AFCP_P_XATTR)
             afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
-        if ((p & AFCP_P_OWNER) && afcp.is_root &&
-            fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0)
+        if (owner_kept && fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0) {
             afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
+            owner_kept = 0;
+        }
+        mode_t mode = afcp_kept_mode(d->st.st_mode, owner_kept);
         if (p & AFCP_P_MODE) {
-            if (!afcp.is_root && (p & AFCP_P_OWNER))
-                mode &= 01777; /* the owner asked for and not kept: no set-ID bits */
             if (fchmod(d->dfd, mode) < 0)
                 afcp_err(errno, "preserving permissions for '%s'", d->dpath);
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
-        } else if (d->created &&
-                   fchmod(d->dfd, (afcp_new_mode(d->sfd, d->st.st_mode) & ~afcp.umask) |
-                                      (mode & S_ISVTX)) < 0) { /* mkdir keeps sticky: cp too */
+        } else if (d->created && fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode)) < 0) {
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
         struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
@@ -311,8 +315,7 @@ static void link_attrs(struct afcp_dir *dd, const char *name, const struct stat 
 /* A symlink is copied as a symlink: created under a temporary name and renamed into place, so
  * an existing entry is replaced atomically and never followed. In a directory this run made
  * (writable by its owner only until its entries are done: nothing is there but what afcp
- * put) it is created under
- * its own name: a symlink is complete the moment it exists. */
+ * put) it is created under its own name: a symlink is complete the moment it exists. */
 static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                          struct afcp_dir *dd, const char *dname, const struct stat *st,
                          const char *spath, const char *dpath)
@@ -383,7 +386,6 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
         afcp_err(errno, "cannot remove '%s'", dpath);
         return;
     }
-    mode_t mode = st->st_mode & 07777;
     if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | afcp_new_mode(-1, st->st_mode),
                 st->st_rdev) < 0) {
         afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
@@ -398,8 +400,7 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
             owner = 0; /* then no set-user-ID or set-group-ID bit either */
         }
         if ((afcp.o.preserve & AFCP_P_MODE) &&
-            fchmodat(dd->dfd, dname,
-                     owner || !(afcp.o.preserve & AFCP_P_OWNER) ? mode : mode & 01777, 0) < 0)
+            fchmodat(dd->dfd, dname, afcp_kept_mode(st->st_mode, owner), 0) < 0)
             afcp_err(errno, "preserving permissions for '%s'", dpath);
         if ((afcp.o.preserve & AFCP_P_TIMES) &&
             utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
@@ -490,11 +491,8 @@ static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct
         afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
         owner = 0;
     }
-    mode_t mode = st->st_mode & 07777;
-    if (!(p & AFCP_P_MODE))
-        mode = (afcp_new_mode(-1, st->st_mode) & ~afcp.umask) | (mode & S_ISVTX);
-    else if ((p & AFCP_P_OWNER) && !owner)
-        mode &= 01777;
+    mode_t mode = p & AFCP_P_MODE ? afcp_kept_mode(st->st_mode, owner)
+                                  : made_dir_mode(-1, st->st_mode);
     struct timespec ts[2] = {st->st_atim, st->st_mtim};
     if ((p & AFCP_P_TIMES) && utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
         afcp_err(errno, "preserving times for '%s'", dpath);
