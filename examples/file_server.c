@@ -15,15 +15,20 @@
  * task.
  *
  *   file_server [--root DIR] [--host H] [--port P] [--conns N] [--sendfile-min BYTES]
+ *               [--timeout SECONDS]
  *
  * Serves DIR (default: the current directory); "/" is "/index.html". The path is
  * percent-decoded; paths with ".." (after decoding) are refused (400); symlinks inside DIR
  * are followed, as nginx does by default. A request body (Content-Length, at most 1 MiB) is
  * read and dropped, so that the next request on the connection starts after it; a chunked
  * one is refused (501) and the connection closed. A file that cannot be opened for want of
- * descriptors or memory is 503, not 404. Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free
- * port; --conns N stops after N connections were served (tests); --sendfile-min -1 never
- * uses sendfile, 0 always. */
+ * descriptors or memory is 503, not 404. A connection is closed when a request does not
+ * arrive whole within --timeout seconds (default 60; 0: never) of the connection's start or
+ * of the last response, or when a response makes no progress for as long (each 128 KiB
+ * piece, each 1 MiB of a sendfile, gets that long to leave): idle and slow clients do not
+ * hold their tasks and descriptors for ever. Prints "listening on H:PORT" once ready;
+ * --port 0 (the default) picks a free port; --conns N stops after N connections were served
+ * (tests); --sendfile-min -1 never uses sendfile, 0 always. */
 #include "serve.h"
 
 #include <corio.h>
@@ -34,7 +39,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define PIECE (128 * 1024)
+#define PIECE          (128 * 1024)
+#define SENDFILE_PIECE (1 << 20)
 
 #ifndef MSG_MORE
 #define MSG_MORE 0 /* Linux only; elsewhere the headers leave on their own */
@@ -48,6 +54,13 @@ struct opts {
 static const char *root_dir;
 static long long   sendfile_min = 64 * 1024; /* < 0: never */
 static int         no_sendfile;              /* the library said -ENOTSUP once */
+static int64_t     timeout_ns = 60 * 1000000000LL; /* 0: none */
+
+/* Gives t's next blocking calls timeout_ns from now: a request to arrive, a piece to leave. */
+static void arm(struct corio_task *t)
+{
+    corio_set_deadline(t, timeout_ns ? corio_now() + timeout_ns : INT64_MAX);
+}
 
 struct req {
     char method[8];
@@ -217,16 +230,24 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     if (!head && !no_sendfile && sendfile_min >= 0 && size >= sendfile_min) {
         struct afs_file *s = corio_stream_file(c);
         ssize_t n = afs_send(s, buf, fill, MSG_MORE);
+        if (n >= 0 && (size_t)n < fill)
+            n = -ETIMEDOUT; /* stopped part way by the deadline */
         if (n >= 0) {
             fill = 0;
-            n = afs_sendfile(s, f, 0, (size_t)size);
-            if (n == -ENOTSUP)
+            do {
+                uint64_t left = (uint64_t)size - off;
+                arm(t);
+                n = afs_sendfile(s, f, off, left < SENDFILE_PIECE ? (size_t)left : SENDFILE_PIECE);
+                if (n > 0)
+                    off += (uint64_t)n;
+            } while (n > 0 && off < (uint64_t)size);
+            if (n == -ENOTSUP && off == 0)
                 no_sendfile = 1; /* the headers are out: the body goes as below */
         }
-        if (n != -ENOTSUP) {
+        if (n != -ENOTSUP || off > 0) {
             afs_close(f);
             /* Short: the file shrank, the response cannot be completed. */
-            return n < 0 ? (int)n : n == size ? 0 : -EIO;
+            return n < 0 ? (int)n : off == (uint64_t)size ? 0 : -EIO;
         }
     }
     do {
@@ -241,6 +262,7 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
             off += (uint64_t)n;
             fill += (size_t)n;
         }
+        arm(t);
         if ((err = corio_stream_write(t, c, buf, fill)) < 0)
             break;
         fill = 0;
@@ -255,11 +277,15 @@ static void conn_task(struct corio_task *t, struct corio_stream *c, void *user)
     char *buf = malloc(PIECE);
     struct req r;
     int st;
-    while (buf && (st = read_request(t, c, &r)) > 0) {
+    for (;;) {
+        arm(t);
+        if (!buf || (st = read_request(t, c, &r)) <= 0)
+            break;
         if (st != 1) {
             send_status(t, c, st, 0);
             break;
         }
+        arm(t);
         if (respond(t, c, &r, buf) < 0 || !r.keep_alive)
             break;
     }
@@ -287,10 +313,13 @@ int main(int argc, char **argv)
             o.conns = atol(argv[++i]);
         else if (!strcmp(argv[i], "--sendfile-min") && i + 1 < argc)
             sendfile_min = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc && atof(argv[i + 1]) >= 0 &&
+                 atof(argv[i + 1]) < 1e9)
+            timeout_ns = (int64_t)(atof(argv[++i]) * 1e9);
         else {
             fprintf(stderr,
                     "usage: file_server [--root DIR] [--host H] [--port P] [--conns N]"
-                    " [--sendfile-min BYTES]\n");
+                    " [--sendfile-min BYTES] [--timeout SECONDS]\n");
             return 2;
         }
     }

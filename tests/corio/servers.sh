@@ -7,7 +7,9 @@
 #    for "..", HEAD, a percent-encoded name, a request body dropped (not taken for the next
 #    request), a chunked one refused, a client that leaves in the middle of a 4 MiB response
 #    (the server goes on serving the next), 503 when no descriptor is left; with bodies
-#    sent by afs_sendfile and by read+send.
+#    sent by afs_sendfile and by read+send; --timeout: a silent client, one that stops in
+#    the middle of a request and one that stops reading responses are dropped, and the
+#    server goes on.
 #   servers.sh ECHO_SERVER FILE_SERVER
 set -euo pipefail
 echo_bin=$1 file_bin=$2
@@ -177,3 +179,37 @@ if [ -d /proc/self/fd ] && command -v prlimit > /dev/null; then
   wait "$pid" || true
   echo "file_server with no descriptor left: ok"
 fi
+
+# --timeout: a client that sends nothing, one that stops inside its request line and one
+# that asks for 64 MiB of responses without reading them are each closed after about a
+# second; a client after them is served.
+for args in "" "--sendfile-min -1"; do
+  rm -f "$dir/file.out"
+  "$file_bin" --root "$dir/www" --conns 4 --timeout 1 $args > "$dir/file.out" 2> "$dir/file.out.err" &
+  pid=$!
+  pids+=($pid)
+  port=$(port_of "$dir/file.out")
+  [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
+  exec 3<>"/dev/tcp/127.0.0.1/$port" 4<>"/dev/tcp/127.0.0.1/$port" 5<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /sma' >&4
+  for _ in $(seq 16); do printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n'; done >&5
+  start=$SECONDS
+  # The server closes: read gets the end of the stream (status 1, nothing read), not -t's
+  # time-out (status above 128).
+  st=0; IFS= read -r -t 20 got <&3 || st=$?
+  [ "$st" = 1 ] && [ -z "$got" ] || fail "file --timeout $args: an idle connection was not closed ($st, '$got')"
+  st=0; IFS= read -r -t 20 got <&4 || st=$?
+  [ "$st" = 1 ] && [ -z "$got" ] || fail "file --timeout $args: a half request was not closed ($st)"
+  sleep 2
+  bytes=$(timeout 20 cat <&5 | wc -c)
+  [ "$bytes" -lt $((64 << 20)) ] || fail "file --timeout $args: a client that does not read got all $bytes bytes"
+  [ $((SECONDS - start)) -lt 20 ] || fail "file --timeout $args: took $((SECONDS - start)) s"
+  exec 3>&- 4>&- 5>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin HTTP/1.0\r\n\r\n' >&3
+  IFS= read -r -t 10 status <&3 || fail "file --timeout $args: not served after the timeouts"
+  [ "${status%$'\r'}" = "HTTP/1.1 200 OK" ] || fail "file --timeout $args: status '$status'"
+  exec 3>&-
+  wait "$pid" || fail "file_server --timeout 1 $args exited with an error: $(cat "$dir/file.out.err")"
+  echo "file_server --timeout 1${args:+ $args}: ok"
+done
