@@ -396,7 +396,11 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * family) and afs_seek return -ESPIPE on them, and afs_tell gives the bytes moved so far.
  * A read or write of them that is cancelled (a corio deadline) after it moved some bytes
  * completes with that count instead of -ECANCELED: those bytes have left the pipe. They
- * never run inline (sync_threshold does not apply): the other end may make them wait.
+ * never run inline as a file's small transfers do (the other end may make them wait), with
+ * one exception (Linux): in a corio task, an afs_read or afs_write of a pipe or FIFO of at
+ * most sync_threshold bytes is first tried without waiting (RWF_NOWAIT, never a SIGPIPE):
+ * what the pipe holds or takes at once moves on the task's thread, and only the rest goes
+ * as an op.
  * Waiting for the other end: io_uring's ops wait in the kernel, where a cancel reaches
  * them. On the other backends (and io_uring without socket opcodes) a pipe or FIFO opened
  * with afs_open(), or adopted with afs_file_from_fd() and AFS_NONBLOCK, is made

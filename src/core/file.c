@@ -704,6 +704,34 @@ static void pos_cb(struct afs_op *op)
     afs__op_wait_done(&f->pos_wait, op);
 }
 
+/* A small read or write of a pipe or FIFO in a task, tried first on this thread without
+ * waiting for the other end (preadv2 / pwritev2 with RWF_NOWAIT at the descriptor's
+ * position): what the pipe holds or takes at once moves as a plain read(2) or write(2)
+ * would move it, without the trip through the batch (on io_uring, a pipe's write op goes to
+ * the kernel's workers for SIGPIPE's sake). Returns the bytes moved (0 <= n <= len) with
+ * *over set when the call is over (all of it moved, the end of the pipe, an error: then the
+ * error, -EPIPE...), or 0 with *over clear when an op must move the rest. Not tried for
+ * sockets (afs_send and afs_recv have their own way), ttys and other devices that cannot
+ * tell (no_nowait), a cancelled task (its call fails as an op would), crash mode. */
+static ssize_t seq_nowait(struct afs_file *f, bool write, void *buf, size_t len, bool *over)
+{
+    *over = false;
+    if (!(write ? afs__sys.pwrite_nowait != NULL : afs__sys.pread_nowait != NULL) || !f->seq || f->sock || f->no_nowait || f->ctx->crash || !buf || len == 0 ||
+        len > f->ctx->cfg.sync_threshold || !meta_task(f->ctx) || co_stopped(f->ctx))
+        return 0;
+    ssize_t r = write ? afs__sys.pwrite_nowait(f->fd, buf, len, AFS__OFF_SEQ)
+                      : afs__sys.pread_nowait(f->fd, buf, len, AFS__OFF_SEQ);
+    if (r == -EAGAIN || r == -EINTR)
+        return 0;
+    if (r == -EOPNOTSUPP) {
+        f->no_nowait = true;
+        return 0;
+    }
+    f->ctx->stats.inline_ops++;
+    *over = r < 0 || r == (ssize_t)len || (!write && r == 0);
+    return r;
+}
+
 static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
 {
     file_check(f, write ? "afs_write" : "afs_read");
@@ -713,12 +741,20 @@ static ssize_t pos_io(struct afs_file *f, bool write, void *buf, size_t len)
     uint64_t off = f->seq ? AFS__OFF_SEQ : (uint64_t)f->pos;
     if (f->mode == AFS_MODE_SYNC) {
         ssize_t res;
-        bool inline_ok = small(f, len);
-        if (write || !read_small(f, buf, len, off, &res, &inline_ok))
+        bool inline_ok = small(f, len), over;
+        ssize_t moved = seq_nowait(f, write, buf, len, &over);
+        if (over)
+            res = moved;
+        else if (write || !read_small(f, buf, len, off, &res, &inline_ok)) {
             res = blocking_op(f,
                               &(struct afs__op_args){.code = write ? AFS__WRITE : AFS__READ,
-                                                    .buf = buf, .len = len, .off = off},
+                                                    .buf = (char *)buf + moved,
+                                                    .len = len - (size_t)moved, .off = off},
                               inline_ok);
+            /* The op's error after bytes moved: the bytes, as a short read(2) gives them. */
+            if (moved > 0)
+                res = res < 0 ? moved : moved + res;
+        }
         if (res == -EINVAL || res == -EBADF || res == -EBUSY) {
             /* Refused before anything ran: not an op, so not "the last op" either. */
             return res;

@@ -171,6 +171,12 @@ struct afs__syscalls {
      * -EOPNOTSUPP where the file or the kernel cannot tell. NULL where the system has none. */
     ssize_t (*pread_nowait)(afs__fd_t fd, void *buf, size_t len, uint64_t off);
     ssize_t (*pwrite)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
+    /* A write at the descriptor's position (off AFS__OFF_SEQ only: a pipe or FIFO) that never
+     * waits for the reader (Linux: pwritev2 with RWF_NOWAIT): -EAGAIN when the pipe cannot
+     * take it now (a write of at most PIPE_BUF bytes moves whole or not at all), -EOPNOTSUPP
+     * where the file or the kernel cannot tell, -EPIPE (no SIGPIPE, as for pwrite). NULL
+     * where the system has none. */
+    ssize_t (*pwrite_nowait)(afs__fd_t fd, const void *buf, size_t len, uint64_t off);
     ssize_t (*preadv)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     ssize_t (*pwritev)(afs__fd_t fd, const struct iovec *iov, int iovcnt, uint64_t off);
     int     (*fsync)(afs__fd_t fd, bool datasync);

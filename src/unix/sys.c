@@ -148,6 +148,30 @@ static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
     return r < 0 ? -errno : r;
 }
 
+#if defined(__linux__) && defined(RWF_NOWAIT)
+static ssize_t sys_pwrite_nowait(int fd, const void *buf, size_t len, uint64_t off)
+{
+    if (off != AFS__OFF_SEQ)
+        return -EOPNOTSUPP; /* not wanted: RWF_NOWAIT means other things for a file */
+    struct iovec v = {(void *)buf, len};
+    struct sigpipe_hold h;
+    sigpipe_hold(&h);
+#if defined(__GLIBC__) || !defined(SYS_pwritev2)
+    ssize_t r = pwritev2(fd, &v, 1, -1, RWF_NOWAIT);
+#else
+    ssize_t r = syscall(SYS_pwritev2, fd, &v, 1, -1L, -1L, RWF_NOWAIT); /* musl before 1.2.5 */
+#endif
+    int err = r < 0 ? errno : 0;
+    sigpipe_release(&h, err);
+    if (r >= 0)
+        return r;
+    return err == ENOSYS || err == EINVAL ? -EOPNOTSUPP : -err;
+}
+#define SYS_PWRITE_NOWAIT sys_pwrite_nowait
+#else
+#define SYS_PWRITE_NOWAIT NULL
+#endif
+
 static ssize_t sys_preadv(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     ssize_t r = off == AFS__OFF_SEQ ? readv(fd, iov, iovcnt)
@@ -242,6 +266,7 @@ struct afs__syscalls afs__sys = {
     .pread = sys_pread,
     .pread_nowait = SYS_PREAD_NOWAIT,
     .pwrite = sys_pwrite,
+    .pwrite_nowait = SYS_PWRITE_NOWAIT,
     .preadv = sys_preadv,
     .pwritev = sys_pwritev,
     .fsync = sys_fsync,

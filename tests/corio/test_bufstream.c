@@ -6,6 +6,8 @@
 
 #include <corio.h>
 #include <stdatomic.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #define MS (1000LL * 1000)
@@ -701,6 +703,106 @@ T_B(small_fifo_read_in_a_task_waits_as_an_op)
     cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
     struct idle_case c = {0};
     cr_assert_eq(corio_sched_run(b_sched, fifo_root, &c), 0);
+}
+
+/* Small afs_write and afs_read calls on a pipe in a task move what the pipe takes or holds
+ * at once on the task's thread (Linux: RWF_NOWAIT), on a pipe adopted blocking (whose ops
+ * hold a pool thread elsewhere) as on one the library made; the rest goes as an op: a
+ * writer of 64-byte records and a reader of 100-byte ones move 256 KiB, four times the pipe,
+ * in order; a reader gone is -EPIPE, not the death of the process by SIGPIPE; a cancelled
+ * task moves nothing. */
+struct rwpipe_case {
+    struct afs_file *r, *w;
+    size_t           total;
+    int              bad_at; /* -1, or the offset of the first wrong byte */
+};
+
+static unsigned char pattern(size_t i)
+{
+    return (unsigned char)(i * 7 + i / 251);
+}
+
+static void rwpipe_writer(struct corio_task *t, void *arg)
+{
+    struct rwpipe_case *c = arg;
+    unsigned char rec[64];
+    for (size_t off = 0; off < c->total; off += sizeof rec) {
+        for (size_t i = 0; i < sizeof rec; i++)
+            rec[i] = pattern(off + i);
+        ssize_t n = afs_write(c->w, rec, sizeof rec);
+        cr_assert_eq(n, (ssize_t)sizeof rec, "write at %zu: %zd", off, n);
+    }
+    (void)t;
+}
+
+static void rwpipe_root(struct corio_task *t, void *arg)
+{
+    struct rwpipe_case *c = arg;
+    struct afs_stats before, after;
+    unsigned char buf[100];
+    /* A pipe with room and with data: nothing goes through the batch on Linux. */
+    afs_ctx_stats(t_ctx, &before);
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(afs_write(c->w, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 64),
+                     64);
+    for (int i = 0; i < 32; i++) {
+        cr_assert_eq(afs_read(c->r, buf, 100), 100);
+        cr_assert(memcmp(buf, "0123456789abcdef" + (i * 100) % 16, 16 - (i * 100) % 16) == 0);
+    }
+    afs_ctx_stats(t_ctx, &after);
+#ifdef __linux__
+    cr_assert_eq(after.kernel_submits + after.pool_ops, before.kernel_submits + before.pool_ops,
+                 "small pipe transfers with the pipe ready went through the batch");
+    cr_assert_eq(after.inline_ops - before.inline_ops, 82);
+#endif
+    /* 256 KiB through a 64 KiB pipe: both sides wait for the other by turns. */
+    c->total = 256 * 1024;
+    cr_assert_eq(corio_spawn(t, rwpipe_writer, c, NULL), 0);
+    for (size_t off = 0; off < c->total;) {
+        size_t want = c->total - off < sizeof buf ? c->total - off : sizeof buf;
+        ssize_t n = afs_read(c->r, buf, want);
+        cr_assert_eq(n, (ssize_t)want, "read at %zu: %zd", off, n);
+        for (size_t i = 0; i < want && c->bad_at < 0; i++)
+            if (buf[i] != pattern(off + i))
+                c->bad_at = (int)(off + i);
+        off += want;
+    }
+    corio_wait(t);
+    cr_assert_eq(c->bad_at, -1, "byte %d out of order", c->bad_at);
+    /* A cancelled task writes nothing; then the reader goes: -EPIPE, and no signal. */
+    corio_cancel(t);
+    cr_assert_eq(afs_write(c->w, "x", 1), -ECANCELED);
+}
+
+static void rwpipe_epipe(struct corio_task *t, void *arg)
+{
+    struct rwpipe_case *c = arg;
+    (void)t;
+    cr_assert_eq(afs_write(c->w, "gone", 4), -EPIPE);
+}
+
+T_B(small_pipe_transfers_in_a_task_move_at_once)
+{
+    signal(SIGPIPE, SIG_DFL);
+    for (int adopted = 0; adopted < 2; adopted++) {
+        bnew();
+        struct rwpipe_case c = {.bad_at = -1};
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        int flags = adopted ? 0 : AFS_NONBLOCK; /* blocking as adopted, or made non-blocking */
+        cr_assert_eq(afs_file_from_fd(t_ctx, p[0], AFS_RDONLY | flags, AFS_MODE_SYNC, &c.r), 0);
+        cr_assert_eq(afs_file_from_fd(t_ctx, p[1], AFS_WRONLY | flags, AFS_MODE_SYNC, &c.w), 0);
+        cr_assert_eq(corio_sched_run(b_sched, rwpipe_root, &c), 0);
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        cr_assert_eq(poll(&pf, 1, 0), 0, "the cancelled task wrote");
+        cr_assert_eq(afs_close(c.r), 0);
+        cr_assert_eq(corio_sched_run(b_sched, rwpipe_epipe, &c), 0);
+        cr_assert_eq(afs_close(c.w), 0);
+        corio_sched_free(b_sched);
+        b_sched = NULL;
+        afs_ctx_free(t_ctx);
+        t_ctx = NULL;
+    }
 }
 
 /* A stream over a regular file reads it from 0 and writes at its own offset. */
