@@ -346,8 +346,85 @@ mount_suite() {
     fi
 }
 
+# Metadata cp keeps that afcp once lost, each against cp in the same run (once, on the
+# default backend: none of it depends on one): an overwritten file keeps its owner, group and
+# mode for what a partial --preserve does not take from the source; a directory keeps its
+# set-group-ID bit (its own or its parent's); a directory made under a default ACL gets the
+# mode the ACL gives; -a keeps the access times of operands (a directory afcp looked into, a
+# symlink it did not follow); as root, the xattrs of a symlink and a FIFO, and a file
+# capability (a chown clears it: it must come after the owner).
+meta_suite() {
+    local O=$T/meta st
+    unset ASYNCFS_BACKEND
+    mkdir -p "$O"
+    # an overwritten file, --preserve of the times only / of the mode only
+    local pv t
+    for pv in timestamps mode; do
+        for t in c a; do
+            echo new > "$O/src.$t"; chmod 640 "$O/src.$t"
+            echo old > "$O/dst.$pv.$t"; chmod 664 "$O/dst.$pv.$t"
+            ((is_root)) && chown 1234:5678 "$O/dst.$pv.$t"
+        done
+        cp --preserve=$pv "$O/src.c" "$O/dst.$pv.c"
+        "$AFCP" -q --preserve=$pv "$O/src.a" "$O/dst.$pv.a"
+        check "overwrite --preserve=$pv: mode and owner as cp ($(stat -c '%a %u:%g' "$O/dst.$pv.c"))" \
+            [ "$(stat -c '%a %u:%g' "$O/dst.$pv.c")" = "$(stat -c '%a %u:%g' "$O/dst.$pv.a")" ]
+    done
+    # set-group-ID directories: an existing destination's bit and a parent's
+    for t in c a; do
+        mkdir -p "$O/gs.$t/src" "$O/gd.$t/src" "$O/gp.$t"
+        chmod 750 "$O/gs.$t/src"; chmod 2775 "$O/gd.$t/src"; chmod 2775 "$O/gp.$t"
+    done
+    cp -a "$O/gs.c/src/." "$O/gd.c/src"; "$AFCP" -q -a "$O/gs.a/src/." "$O/gd.a/src"
+    check "-a into a set-group-ID directory: $(mode "$O/gd.c/src") as cp" \
+        [ "$(mode "$O/gd.c/src")" = "$(mode "$O/gd.a/src")" ]
+    cp -r "$O/gs.c/src" "$O/gp.c/new"; "$AFCP" -q -r "$O/gs.a/src" "$O/gp.a/new"
+    check "-r under a set-group-ID parent: $(mode "$O/gp.c/new") as cp" \
+        [ "$(mode "$O/gp.c/new")" = "$(mode "$O/gp.a/new")" ]
+    # a directory made under a default ACL
+    if ((acl_ok)); then
+        for t in c a; do
+            mkdir -p "$O/acl.$t/dst" "$O/acl.$t/src/sub"; echo f > "$O/acl.$t/src/sub/f"
+            setfacl -d -m o::- "$O/acl.$t/dst"
+        done
+        cp -r "$O/acl.c/src/sub" "$O/acl.c/dst/"; "$AFCP" -q -r "$O/acl.a/src/sub" "$O/acl.a/dst/"
+        check "-r under a default ACL: $(mode "$O/acl.c/dst/sub") as cp" \
+            [ "$(mode "$O/acl.c/dst/sub")" = "$(mode "$O/acl.a/dst/sub")" ]
+    else skip "no ACLs here"; fi
+    # the access times of operands under -a
+    for t in c a; do
+        mkdir -p "$O/at.$t/d/sub"; echo f > "$O/at.$t/d/f"; ln -s d "$O/at.$t/l"
+        touch -h -d '2001-01-01 00:00:00' "$O/at.$t/d" "$O/at.$t/l"
+    done
+    cp -a "$O/at.c/d" "$O/at.c/d2"; cp -a "$O/at.c/l" "$O/at.c/l2"
+    "$AFCP" -q -a "$O/at.a/d" "$O/at.a/d2"; "$AFCP" -q -a "$O/at.a/l" "$O/at.a/l2"
+    check "-a: a directory operand's access time as cp" \
+        [ "$(stat -c %X "$O/at.c/d2")" = "$(stat -c %X "$O/at.a/d2")" ]
+    check "-a: a symlink operand's access time as cp" \
+        [ "$(stat -c %X "$O/at.c/l2")" = "$(stat -c %X "$O/at.a/l2")" ]
+    if ((is_root)) && ln -s x "$O/probe" && setfattr -h -n trusted.t -v tt "$O/probe" 2> /dev/null; then
+        for t in c a; do
+            mkdir -p "$O/x.$t"; ln -s f "$O/x.$t/sym"; mkfifo "$O/x.$t/fifo"; echo b > "$O/x.$t/bin"
+            setfattr -h -n trusted.t -v tt "$O/x.$t/sym"; setfattr -n trusted.t -v tt "$O/x.$t/fifo"
+            chown 1234:5678 "$O/x.$t/bin"
+            # cap_net_raw, effective (struct vfs_cap_data, revision 2)
+            setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 "$O/x.$t/bin"
+        done
+        cp -a "$O/x.c" "$O/x.c2"; "$AFCP" -q -a "$O/x.a" "$O/x.a2"
+        for t in sym fifo; do
+            check "-a: the xattrs of a $t as cp" diff <(getfattr -h -d -m - --absolute-names "$O/x.c2/$t" | sed 1d) \
+                <(getfattr -h -d -m - --absolute-names "$O/x.a2/$t" | sed 1d)
+        done
+        check "-a: a file capability of another owner's file kept, as cp" \
+            bash -c "getfattr -n security.capability '$O/x.a2/bin' 2>/dev/null | grep -q capability"
+    else skip "xattrs of symlinks: not root, or no trusted.* here"; fi
+}
+
 run_backends "afcp against cp"
 st=$?
+meta_suite
+echo "afcp against cp, metadata: $passes passed, $fails failed, $skips skipped in all"
+((fails == 0)) || st=1
 if ((is_root)); then
     mount_suite
     echo "afcp against cp, mounts: $passes passed, $fails failed, $skips skipped in all"

@@ -129,7 +129,7 @@ run_suite() {
     echo old > "$O/ow.l"; ln "$O/ow.l" "$O/ow.l2"
     check "overwrite: hard link copy" "$AFCP" -q "$src" "$O/ow.l"
     check "overwrite: the other hard link keeps the old data" [ "$(cat "$O/ow.l2")" = old ]
-    check "--help tells what happens to hard links" bash -c "'$AFCP' --help | grep -q 'Other hard links of the old file'"
+    check "--help tells what happens to hard links" bash -c "'$AFCP' --help | grep -q 'other hard links of the old file keep the'"
     if [[ -n $HAVE_ACL ]]; then
         echo old > "$O/ow.a"; chmod 640 "$O/ow.a"; setfacl -m u:nobody:r "$O/ow.a"
         local before; before=$(acl_of "$O/ow.a")

@@ -318,8 +318,9 @@ static void usage(FILE *f)
           "Overwriting: a file the user may not write is refused without -f, as by cp.\n"
           "The copy is a new file renamed over the old one, which it follows in\n"
           "owner, group, mode and ACL (as far as the user may: only root gives a file to\n"
-          "another user), unless -p asks for the source's. Other hard links of the old file\n"
-          "keep the old data (--inplace writes into the old file instead). A device or FIFO\n"
+          "another user), but for what -p or --preserve takes from the source. Its other\n"
+          "extended attributes are not kept, and other hard links of the old file keep the\n"
+          "old data (cp, and --inplace, write into the old file instead). A device or FIFO\n"
           "at the destination is written into, as cp does, and never replaced or changed;\n"
           "a socket there is refused. With -r, a FIFO, socket or device copied over the\n"
           "same kind of node (a device: the same device) makes it again, so that a second\n"
@@ -344,9 +345,14 @@ enum { SMALL_WORK = 32 };
 static int small_work(const struct plan *p)
 {
     int n = 0;
+    /* A look that must not change what -p and -a keep: an operand symlink the copy does not
+     * follow is not followed here (that would set its access time), and a directory is read
+     * without setting its access time, or not at all. */
+    int follow = afcp.o.deref == 'L' || afcp.o.deref == 'H' ||
+                 (afcp.o.deref == 0 && !afcp.o.recursive);
     for (int i = 0; i < p->nsrc && n <= SMALL_WORK; i++) {
         struct stat st;
-        if (stat(p->srcs[i], &st) != 0)
+        if ((follow ? stat(p->srcs[i], &st) : lstat(p->srcs[i], &st)) != 0)
             return 0;
         if (!S_ISDIR(st.st_mode)) {
             n++;
@@ -354,9 +360,16 @@ static int small_work(const struct plan *p)
         }
         if (!afcp.o.recursive)
             continue; /* cp omits it */
-        DIR *d = opendir(p->srcs[i]);
-        if (!d)
+        int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+        int fd = open(p->srcs[i], flags | O_NOATIME);
+        if (fd < 0 && errno == EPERM && !(afcp.o.preserve & AFCP_P_TIMES))
+            fd = open(p->srcs[i], flags); /* not ours: O_NOATIME is the owner's */
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d) {
+            if (fd >= 0)
+                close(fd);
             return 0;
+        }
         struct dirent *e;
         while (n <= SMALL_WORK && (e = readdir(d))) {
             if (e->d_name[0] == '.' &&

@@ -73,6 +73,9 @@ struct afcp_dir {
     dev_t            rootdev;    /* -x: the file system of the operand this is under */
     int              refs;       /* atomic: file tasks on any scheduler hold references */
     int              created;    /* we made the destination: set its mode at the end */
+    int              inherit;    /* made under a default ACL, which gave its mode: no chmod */
+    mode_t           dmode;      /* the destination's mode when opened (its set-group-ID bit
+                                    stays, as cp leaves it) */
     int              finalize;   /* apply mode/times when done (a copied directory) */
     struct afcp_dir *parent;
 };
@@ -282,6 +285,13 @@ mode_t afcp_new_mode(int sfd, mode_t st_mode);
 int    afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath);
 /* --preserve=xattr: every extended attribute of sfd onto dfd (see meta.c); 0 or -errno. */
 int    afcp_xattr_copy(int sfd, int dfd, const char *dpath);
+/* The same for an entry that cannot be opened (a symlink, a device...): sname in the
+ * directory fd sdir onto dname in ddir, neither followed. */
+int    afcp_xattr_copy_at(int sdir, const char *sname, int ddir, const char *dname,
+                          const char *dpath);
+/* Whether the directory fd dir has a default ACL (what it gives new entries, instead of the
+ * umask). */
+int    afcp_has_default_acl(int dir);
 /* What is at dname in dd (not followed), and for a regular file its access ACL. */
 struct afcp_old {
     struct stat st;

@@ -526,8 +526,6 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
 static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
     int p = afcp.o.preserve;
-    if (p & AFCP_P_XATTR)
-        afcp_xattr_copy(ifd, fd, j->dpath);
     int owner_kept = 0;
     if (!(p & AFCP_P_OWNER))
         owner_kept = 0;
@@ -535,6 +533,9 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
         owner_kept = fchown(fd, j->st.st_uid, j->st.st_gid) == 0;
     else if (j->st.st_uid == geteuid())
         owner_kept = fchown(fd, (uid_t)-1, j->st.st_gid) == 0;
+    /* After the owner: a chown clears security.capability (as cp orders them). */
+    if (p & AFCP_P_XATTR)
+        afcp_xattr_copy(ifd, fd, j->dpath);
     mode_t mode = afcp_kept_mode(j->st.st_mode, owner_kept);
     if (!(p & AFCP_P_MODE))
         ;
@@ -883,7 +884,10 @@ static void file_task(struct corio_task *t, void *arg)
         if (r < 0)
             fail(&c, r, 1);
     }
-    if (!c.err && have_old && !(afcp.o.preserve & AFCP_P_ATTRS))
+    /* An overwritten file keeps its owner, group, mode and ACL (cp writes into it), but for
+     * what --preserve asks to take from the source (set over it by preserve()). */
+    if (!c.err && have_old &&
+        (afcp.o.preserve & (AFCP_P_OWNER | AFCP_P_MODE)) != (AFCP_P_OWNER | AFCP_P_MODE))
         afcp_old_apply(ofd, &old, j->dpath);
     if (!c.err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
         preserve(j, (int)afs_file_fd(c.in), ofd);

@@ -104,6 +104,8 @@ int afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath)
         ssize_t n = get_xattr(sfd, NULL, name, &acl);
         int err = n < 0 ? (int)n : put_acl(dfd, name, acl, n);
         free(acl);
+        if (i == 1 && err == -ENOTSUP)
+            err = 0; /* a default ACL the file system cannot hold is dropped, as cp does */
         if (err < 0 && !ret) {
             /* The copy cannot carry the ACL: at least its group gets no more than the
              * source's group entry allowed. */
@@ -115,6 +117,8 @@ int afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath)
     }
     return ret;
 }
+
+static char *fd_path(int dir, const char *name);
 
 int afcp_old_get(struct afcp_dir *dd, const char *dname, struct afcp_old *old)
 {
@@ -128,12 +132,7 @@ int afcp_old_get(struct afcp_dir *dd, const char *dname, struct afcp_old *old)
         return 0;
     /* No fgetxattrat(): the name in the directory fd, through /proc (no path walk above it;
      * lgetxattr does not follow a symlink swapped in at the name). */
-    char *path = NULL;
-    if (afcp.have_proc) {
-        char pfx[40];
-        snprintf(pfx, sizeof pfx, "/proc/self/fd/%d", dd->dfd);
-        path = afcp_join(pfx, dname);
-    }
+    char *path = fd_path(dd->dfd, dname);
     ssize_t n = get_xattr(-1, path ? path : dname, ACL_ACCESS, &old->acl);
     free(path);
     if (n < 0)
@@ -163,28 +162,42 @@ void afcp_old_free(struct afcp_old *old)
     old->acl = NULL;
 }
 
-/* Every extended attribute of sfd onto dfd, as cp copies them: not the ACLs (the mode
- * carries them: afcp_acl_copy, with -p and -a) and not security.selinux (the context, which
- * cp keeps only with --preserve=context). A failure is reported, and counts as
- * one, only when --preserve=xattr asked for them; with -a a destination that refuses an
- * attribute (a file system without user xattrs, trusted.* for a user) is skipped silently,
- * as cp does with -a. */
-int afcp_xattr_copy(int sfd, int dfd, const char *dpath)
+/* The names of the xattrs of fd (or of path when fd < 0, not following a symlink), into
+ * *names (stackbuf, or malloc'd when larger): their length, or -errno. */
+static ssize_t list_xattrs(int fd, const char *path, char *stackbuf, size_t cap, char **names)
 {
-    char stackbuf[1024], *names = stackbuf;
-    ssize_t len = flistxattr(sfd, stackbuf, sizeof stackbuf);
-    if (len < 0 && errno == ERANGE) {
-        len = flistxattr(sfd, NULL, 0);
-        if (len > 0) {
-            names = afcp_xmalloc((size_t)len);
-            len = flistxattr(sfd, names, (size_t)len);
-        }
+    *names = stackbuf;
+    ssize_t len = fd >= 0 ? flistxattr(fd, stackbuf, cap) : llistxattr(path, stackbuf, cap);
+    for (int tries = 0; len < 0 && errno == ERANGE && tries < 4; tries++) {
+        if (*names != stackbuf)
+            free(*names);
+        *names = stackbuf;
+        len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(path, NULL, 0);
+        if (len <= 0)
+            break;
+        *names = afcp_xmalloc((size_t)len);
+        len = fd >= 0 ? flistxattr(fd, *names, (size_t)len) : llistxattr(path, *names, (size_t)len);
     }
+    return len < 0 ? -errno : len;
+}
+
+/* Every extended attribute of the source onto the destination, as cp copies them: not the
+ * ACLs (the mode carries them: afcp_acl_copy, with -p and -a) and not security.selinux (the
+ * context, which cp keeps only with --preserve=context). Each side is an fd, or (fd < 0) a
+ * path whose last component is not followed: a symlink's or a special file's own
+ * attributes. A failure is reported (once per file, in cp's words), and counts as one, only
+ * when --preserve=xattr asked for them; with -a a destination that refuses an attribute (a
+ * file system without user xattrs, trusted.* for a user) is skipped silently, as cp does
+ * with -a. */
+static int xattr_copy(int sfd, const char *spath, int dfd, const char *dsys, const char *dpath)
+{
+    char stackbuf[1024], *names;
+    ssize_t len = list_xattrs(sfd, spath, stackbuf, sizeof stackbuf, &names);
     int ret = 0;
     if (len < 0) {
-        if (errno != ENOTSUP && afcp.o.xattr_required) {
-            afcp_err(errno, "listing attributes of '%s'", dpath);
-            ret = -errno;
+        if (len != -ENOTSUP && afcp.o.xattr_required) {
+            afcp_err((int)-len, "listing attributes of '%s'", dpath);
+            ret = (int)len;
         }
         len = 0;
     }
@@ -193,15 +206,50 @@ int afcp_xattr_copy(int sfd, int dfd, const char *dpath)
         if (!strcmp(name, "security.selinux") || !strncmp(name, "system.posix_acl_", 17))
             continue;
         void *val;
-        ssize_t n = get_xattr(sfd, NULL, name, &val);
-        int err = n < 0 ? (int)n : fsetxattr(dfd, name, val ? val : "", (size_t)n, 0) < 0 ? -errno : 0;
+        ssize_t n = get_xattr(sfd, spath, name, &val);
+        const void *v = val ? val : "";
+        int err = n < 0                                                  ? (int)n
+                  : (dfd >= 0 ? fsetxattr(dfd, name, v, (size_t)n, 0)
+                              : lsetxattr(dsys, name, v, (size_t)n, 0)) < 0 ? -errno
+                                                                         : 0;
         free(val);
-        if (err < 0 && afcp.o.xattr_required) {
-            afcp_err(err, "setting attribute '%s' for '%s'", name, dpath);
+        if (err < 0 && afcp.o.xattr_required && !ret) {
+            afcp_err(-err, "setting attributes for '%s'", dpath);
             ret = err;
         }
     }
     if (names != stackbuf)
         free(names);
     return ret;
+}
+
+int afcp_xattr_copy(int sfd, int dfd, const char *dpath)
+{
+    return xattr_copy(sfd, NULL, dfd, NULL, dpath);
+}
+
+/* "/proc/self/fd/DIR/name" (malloc'd): the entry name of the directory fd dir, reached
+ * without a walk of the path above it; NULL without /proc. */
+static char *fd_path(int dir, const char *name)
+{
+    if (!afcp.have_proc)
+        return NULL;
+    char pfx[40];
+    snprintf(pfx, sizeof pfx, "/proc/self/fd/%d", dir);
+    return afcp_join(pfx, name);
+}
+
+int afcp_xattr_copy_at(int sdir, const char *sname, int ddir, const char *dname,
+                       const char *dpath)
+{
+    char *s = fd_path(sdir, sname), *d = fd_path(ddir, dname);
+    int ret = s && d ? xattr_copy(-1, s, -1, d, dpath) : 0;
+    free(s);
+    free(d);
+    return ret;
+}
+
+int afcp_has_default_acl(int dir)
+{
+    return fgetxattr(dir, ACL_DEFAULT, NULL, 0) > 0;
 }

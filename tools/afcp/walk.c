@@ -62,19 +62,23 @@ static void dir_finish(struct afcp_dir *d)
 {
     if (d->finalize && d->dfd >= 0) {
         int p = afcp.o.preserve, owner_kept = (p & AFCP_P_OWNER) && afcp.is_root;
-        if (p & AFCP_P_XATTR)
-            afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
         if (owner_kept && fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0) {
             afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
             owner_kept = 0;
         }
-        mode_t mode = afcp_kept_mode(d->st.st_mode, owner_kept);
+        if (p & AFCP_P_XATTR) /* after the owner, as for files */
+            afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
+        /* A set-group-ID bit the directory has (its own, or from a set-group-ID parent)
+         * stays: new entries keep taking its group, as after cp. */
+        mode_t sgid = d->dmode & S_ISGID;
+        mode_t mode = afcp_kept_mode(d->st.st_mode, owner_kept) | sgid;
         if (p & AFCP_P_MODE) {
             if (fchmod(d->dfd, mode) < 0)
                 afcp_err(errno, "preserving permissions for '%s'", d->dpath);
             else
                 afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
-        } else if (d->created && fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode)) < 0) {
+        } else if (d->created && !d->inherit &&
+                   fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode) | sgid) < 0) {
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
         struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
@@ -298,14 +302,16 @@ static void remember_made(dev_t dev, ino_t ino)
 
 /* -p on a symlink: its owner (root) and times; a failure is reported with cp's words and
  * the destination's name (dpath). */
-static void link_attrs(struct afcp_dir *dd, const char *name, const struct stat *st,
-                       const char *dpath)
+static void link_attrs(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                       const char *name, const struct stat *st, const char *dpath)
 {
-    if (afcp.o.preserve & AFCP_P_ATTRS) {
+    if (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
         if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER) &&
             fchownat(dd->dfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
             afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
+        if (afcp.o.preserve & AFCP_P_XATTR) /* the link's own (trusted.*, security.*) */
+            afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, name, dpath);
         if ((afcp.o.preserve & AFCP_P_TIMES) &&
             utimensat(dd->dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
             afcp_err(errno, "preserving times for '%s'", dpath);
@@ -333,7 +339,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
         if (symlinkat(target, dd->dfd, dname) < 0) {
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
         } else {
-            link_attrs(dd, dname, st, dpath);
+            link_attrs(sd, sname, dd, dname, st, dpath);
             if (afcp.o.verbose)
                 afcp_verbose("'%s' -> '%s'", spath, dpath);
         }
@@ -364,7 +370,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             return;
         }
     }
-    link_attrs(dd, tmp, st, dpath);
+    link_attrs(sd, sname, dd, tmp, st, dpath);
     afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
         afcp_err(-err, "cannot create symbolic link '%s'", dpath);
@@ -376,8 +382,9 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
     free(target);
 }
 
-static void copy_special(struct afcp_dir *dd, const char *dname, const struct stat *st,
-                         const char *spath, const char *dpath)
+static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                         const char *dname, const struct stat *st, const char *spath,
+                         const char *dpath)
 {
     int exists;
     if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_OTHER, &exists) != 0)
@@ -392,13 +399,15 @@ static void copy_special(struct afcp_dir *dd, const char *dname, const struct st
                                                 : "cannot create special file '%s'", dpath);
         return;
     }
-    if (afcp.o.preserve & AFCP_P_ATTRS) {
+    if (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
         int owner = afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER);
         if (owner && fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
             afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
             owner = 0; /* then no set-user-ID or set-group-ID bit either */
         }
+        if (afcp.o.preserve & AFCP_P_XATTR)
+            afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, dname, dpath);
         if ((afcp.o.preserve & AFCP_P_MODE) &&
             fchmodat(dd->dfd, dname, afcp_kept_mode(st->st_mode, owner), 0) < 0)
             afcp_err(errno, "preserving permissions for '%s'", dpath);
@@ -529,9 +538,14 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
             make_unread_dir(dd, dname, st, dpath);
         return NULL;
     }
-    int created = 0;
+    int created = 0, inherit = 0;
     if (!exists) {
-        int err = make_dir(dd->dfd, dname, filling_mode(sfd, st));
+        /* Under a default ACL the directory is made with the mode it is to have, which the
+         * ACL (not the umask) cuts, and keeps what that gives, as cp's directory does. */
+        inherit = !(afcp.o.preserve & AFCP_P_MODE) && afcp_has_default_acl(dd->dfd);
+        int err = make_dir(dd->dfd, dname,
+                           inherit ? afcp_new_mode(sfd, st->st_mode) | (st->st_mode & S_ISVTX)
+                                   : filling_mode(sfd, st));
         if (err < 0 && err != -EEXIST) {
             afcp_err(err, "cannot create directory '%s'", dpath);
             close(sfd);
@@ -560,7 +574,8 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     struct afcp_dir *d = afcp_xmalloc(sizeof *d);
     *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
                            .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
-                           .created = created, .rootdev = sd->rootdev,
+                           .created = created, .inherit = inherit && created,
+                           .dmode = dst.st_mode, .rootdev = sd->rootdev,
                            .finalize = created || (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)),
                            .ddev = dst.st_dev,
                            .parent = dd};
@@ -882,7 +897,7 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
     } else if (S_ISLNK(st->st_mode)) {
         copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
     } else {
-        copy_special(dd, dname, st, spath, dpath);
+        copy_special(sd, sname, dd, dname, st, spath, dpath);
     }
     free(spath);
     free(dpath);
