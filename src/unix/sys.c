@@ -140,11 +140,25 @@ ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
 #endif
 }
 
+/* A file that seeks and reads at offsets but takes no pwrite (seq_file in /proc: writes
+ * only by write(2)) gets -ESPIPE from pwrite: write(2) does the same where the descriptor's
+ * position is where the write was to go (a stream's first write at 0). */
+static bool write_here_instead(int fd, uint64_t off)
+{
+    if (errno != ESPIPE)
+        return false;
+    off_t cur = lseek(fd, 0, SEEK_CUR);
+    errno = ESPIPE;
+    return cur >= 0 && (uint64_t)cur == off;
+}
+
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
     if (off == AFS__OFF_SEQ)
         return seq_write(fd, buf, len, NULL, 0);
     ssize_t r = pwrite(fd, buf, len, (off_t)off);
+    if (r < 0 && write_here_instead(fd, off))
+        r = write(fd, buf, len);
     return r < 0 ? -errno : r;
 }
 
@@ -184,6 +198,8 @@ static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t
     if (off == AFS__OFF_SEQ)
         return seq_write(fd, NULL, 0, iov, iovcnt);
     ssize_t r = pwritev(fd, iov, iovcnt, (off_t)off);
+    if (r < 0 && write_here_instead(fd, off))
+        r = writev(fd, iov, iovcnt);
     return r < 0 ? -errno : r;
 }
 
@@ -293,14 +309,20 @@ struct afs__syscalls afs__sys = {
 #endif
 };
 
-static void fd_info(const struct stat *st, struct afs__fd_info *info)
+static void fd_info(int fd, const struct stat *st, struct afs__fd_info *info)
 {
-    info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode);
+    /* A regular file whose driver has no offsets at all (nonseekable_open: trace_pipe, some
+     * /proc and /sys files) is read and written at the descriptor's position, as a pipe.
+     * Such files show a size of 0, so only those are asked. */
+    bool noseek = S_ISREG(st->st_mode) && st->st_size == 0 && lseek(fd, 0, SEEK_CUR) < 0 &&
+                  errno == ESPIPE;
+    info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode) ||
+                noseek;
     info->sock = S_ISSOCK(st->st_mode);
     info->fifo = S_ISFIFO(st->st_mode);
     info->own = false;
     info->made = false;
-    info->size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : -1;
+    info->size = S_ISREG(st->st_mode) && !noseek ? (int64_t)st->st_size : -1;
     info->dir = S_ISDIR(st->st_mode);
 }
 
@@ -309,7 +331,7 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
-    fd_info(&st, info);
+    fd_info(fd, &st, info);
     return 0;
 }
 
@@ -335,7 +357,7 @@ int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out
         return err;
     }
     if (info)
-        fd_info(&st, info);
+        fd_info(fd, &st, info);
 #if defined(__APPLE__)
     if ((afs_flags & AFS_DIRECT) && fcntl(fd, F_NOCACHE, 1) < 0) {
         int err = -errno;

@@ -740,3 +740,61 @@ T_PIPE(stream_writes_a_non_blocking_pipe_in_order)
     cr_assert_eq(d.got, off);
     cr_assert(d.ok, "bytes lost, repeated or out of order");
 }
+
+/* Regular files the kernel reads or writes only at the descriptor's position: /proc's
+ * seq_file files, which seek and pread but take no pwrite (stdio writes them with write(2)),
+ * and files whose driver refuses every offset (nonseekable_open: tracefs's trace_pipe, as
+ * root), which are read as a pipe is. */
+T_PIPE(stream_writes_a_proc_file_that_takes_no_pwrite)
+{
+#ifdef __linux__
+    const char *path = "/proc/self/timerslack_ns";
+    if (access(path, W_OK) != 0)
+        cr_skip_test("%s not writable here", path);
+    t_ctx = t_ctx_cfg(NULL);
+    for (int round = 0; round < 2; round++) {
+        const char *want = round ? "70001" : "60001";
+        struct afs_stream *s;
+        cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+        cr_assert_eq(afs_fwrite(want, 1, 5, s), 5);
+        int err = afs_fclose(s);
+        cr_assert_eq(err, 0, "afs_fclose: %s", afs_strerror(err));
+        char got[32] = {0};
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        cr_assert_not_null(fgets(got, sizeof got, f));
+        fclose(f);
+        cr_assert_eq(atol(got), atol(want), "timerslack_ns is %s after writing %s", got, want);
+    }
+#else
+    cr_skip_test("Linux only");
+#endif
+}
+
+T_PIPE(stream_reads_a_file_without_offsets)
+{
+#ifdef __linux__
+    const char *path = "/sys/kernel/tracing/trace_pipe";
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        cr_skip_test("%s: %s", path, strerror(errno));
+    close(fd);
+    int mk = open("/sys/kernel/tracing/trace_marker", O_WRONLY);
+    if (mk < 0)
+        cr_skip_test("trace_marker: %s", strerror(errno));
+    t_ctx = t_ctx_cfg(NULL);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, path, AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    char mark[64];
+    snprintf(mark, sizeof mark, "afs-test-%d", (int)getpid());
+    cr_assert_eq(write(mk, mark, strlen(mark)), (ssize_t)strlen(mark));
+    close(mk);
+    char buf[4096];
+    ssize_t n = afs_read(f, buf, 1); /* waits for the line that is there */
+    cr_assert_eq(n, 1, "afs_read of trace_pipe: %s", afs_strerror((int)n));
+    cr_assert_eq(afs_pread(f, buf, 1, 0), -ESPIPE);
+    cr_assert_eq(afs_close(f), 0);
+#else
+    cr_skip_test("Linux only");
+#endif
+}
