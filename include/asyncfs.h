@@ -193,7 +193,10 @@ AFS_API int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg);
 AFS_API const char *afs_last_ctx_error(void);
 
 /* Waits for every op queued or in flight on ctx (their callbacks run), then frees ctx.
- * Files still open on ctx are closed. Must not be called from a callback. */
+ * Streams still open on ctx are closed first, as afs_fclose() closes them (what was
+ * written to them is written, as exit() flushes stdio's; their errors are lost: close
+ * them yourself to see them), then the files still open. Must not be called from a
+ * callback. */
 AFS_API void afs_ctx_free(struct afs_ctx *ctx);
 
 /* The backend in use: "io_uring", "libaio", "posix-aio", "iocp", "threads" or "sync". */

@@ -406,6 +406,7 @@ void afs_ctx_free(struct afs_ctx *ctx)
 {
     AFS_CHECK(ctx != NULL, "ctx is NULL");
     AFS_CHECK(!ctx->in_callback, "called from a callback");
+    afs__streams_close(ctx); /* as exit() flushes stdio's: what was written is written */
     /* Ops waiting on a socket would wait for ever (as afs_close() of the socket says). */
     for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
         struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, node);

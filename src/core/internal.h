@@ -650,6 +650,7 @@ struct afs_ctx {
     atomic_bool       wake_requested;
 
     struct afs_list   files;     /* open files, for afs_ctx_free() */
+    struct afs_list   streams;   /* open streams (struct afs_stream), for afs_ctx_free() */
     struct afs_stats  stats;
     struct afs_file   meta;      /* the pseudo-file metadata ops are counted on: no fd, not in
                                     `files`; meta.ctx is set on first use */
@@ -668,6 +669,9 @@ struct afs_ctx {
 
 /* Frees the spare stream buffers of ctx (afs_ctx_free; src/stream/stream.c). */
 void afs__stream_spare_free(struct afs_ctx *ctx);
+/* afs_fclose() of every stream still open on ctx (their writes are written), for
+ * afs_ctx_free(). */
+void afs__streams_close(struct afs_ctx *ctx);
 
 /* A busy op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the
  * memory was an op once (afs_cancel); all of it, that it is queued on this context now: memory

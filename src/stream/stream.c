@@ -67,6 +67,7 @@ struct chunk {
 
 struct afs_stream {
     struct afs_ctx  *ctx;
+    struct afs_list_node node; /* on ctx->streams */
     struct afs_file *f;
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
     char            *df_path; /* the path, while df may still be opened: at the first window
@@ -1718,8 +1719,15 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->go_direct = true; /* until the consumer is seen waiting: see the top */
     }
     s->magic = AFS__STREAM_MAGIC ^ (uintptr_t)s;
+    afs_list_push_back(&ctx->streams, &s->node);
     *out = s;
     return 0;
+}
+
+void afs__streams_close(struct afs_ctx *ctx)
+{
+    while (ctx->streams.first)
+        afs_fclose(AFS_LIST_ITEM(ctx->streams.first, struct afs_stream, node));
 }
 
 int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct afs_stream **out)
@@ -1744,6 +1752,7 @@ int afs_fclose(struct afs_stream *s)
     for (unsigned i = 0; i < s->nbuf; i++)
         chunk_wait(s, s->ch[i]);
     int err = s->err;
+    afs_list_remove(&s->ctx->streams, &s->node);
     if (s->df)
         afs_close(s->df);
     int cerr = afs_close(s->f);

@@ -2366,3 +2366,24 @@ T_IO(small_reads_then_writes_seeks_and_flushes)
               t_check(all + 25, len - 25, 25), "the writes landed where they were made");
     free(all);
 }
+
+/* afs_ctx_free() with streams still open closes them as afs_fclose() does: a write still
+ * buffered reaches the file (as exit() flushes stdio's), nothing is leaked (the valgrind
+ * and ASan runs of this suite). */
+T_IO(ctx_free_closes_the_streams_left_open)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    struct afs_stream *w, *r;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("left"), "w", &w), 0);
+    cr_assert_eq(afs_fwrite("hello, world", 1, 12, w), 12);
+    cr_assert_eq(afs_fopen(t_ctx, t_path("left"), "r", &r), 0);
+    afs_ctx_free(t_ctx);
+    t_ctx = NULL;
+    FILE *f = fopen(t_path("left"), "rb");
+    cr_assert_not_null(f);
+    char got[32] = {0};
+    size_t n = fread(got, 1, sizeof got, f);
+    fclose(f);
+    cr_assert_eq(n, 12, "the file holds %zu bytes", n);
+    cr_assert(memcmp(got, "hello, world", 12) == 0);
+}
