@@ -1259,7 +1259,10 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  *    sees data appended meanwhile.
  *  - A write error of write-behind surfaces later: at a following afs_fwrite (short count),
  *    afs_fflush or afs_fclose. It is never lost: afs_fflush returns it until afs_clearerr,
- *    and afs_fclose returns the first error the stream kept.
+ *    and afs_fclose returns the first error the stream kept. The position is then where the
+ *    data stopped (afs_ftell says so once the failed write completed), and after
+ *    afs_clearerr the stream writes on from there, as stdio's after a short fwrite; what
+ *    was buffered after the failure is dropped.
  *  - "+" modes may switch between reading and writing without an afs_fflush/afs_fseek in
  *    between (stdio requires one; here it is done for you): reads always see the stream's
  *    own earlier writes, and read-ahead is dropped when writing starts.
@@ -1347,7 +1350,8 @@ AFS_API void afs_stream_options_default(struct afs_stream_options *o);
 /* Opens `path` (UTF-8) as a stream on ctx. `mode` is as fopen's: "r" (read; the file must
  * exist), "w" (write; created or truncated), "a" (append; created), each optionally with
  * "+" (read and write: "r+" keeps the file, "w+" truncates it, "a+" appends), "b"
- * (ignored) and, for "w", "x" (fail with -EEXIST if the file exists).
+ * (ignored), glibc's "e" and "m" (accepted: the library's descriptors are close-on-exec
+ * anyway) and, for "w", "x" (fail with -EEXIST if the file exists); ",ccs=" is -EINVAL.
  * Returns 0 and *out, -EINVAL for a bad mode or options (AFS_STREAM_DIRECT on a mode that
  * writes, or with AFS_STREAM_BUFFERED), -ENOMEM, or the open error (-ENOENT, -EACCES...).
  * opts may be NULL (defaults). Inside a corio task the open joins the phase's batch, as

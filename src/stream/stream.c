@@ -152,6 +152,8 @@ struct afs_stream {
                                   past the call, which sees the end only as stdio does (a
                                   file that grows between two calls reads on) */
     bool             pos_at_end; /* append: data was written, pos is the file's end */
+    int64_t          werr_off;   /* where the first failed write stopped (what it wrote
+                                    before its error included); INT64_MAX: none */
     int64_t          cur_off; /* offset of the chunk the reader is in, -1 for none */
     int64_t          eof_off; /* no read-ahead at or past this offset (a hint, not EOF) */
     int              err;     /* first error, cleared by afs_clearerr */
@@ -214,6 +216,9 @@ static void chunk_cb(struct afs_op *op)
             set_err(s, (int)op->result);
             if (!s->werr)
                 s->werr = (int)op->result;
+            int64_t stop = c->off + (int64_t)afs__op(op)->done;
+            if (!s->pipe && !s->append && stop < s->werr_off)
+                s->werr_off = stop;
         }
         c->state = CH_FREE;
         break;
@@ -1419,7 +1424,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
             s->pos = size;
             s->pos_at_end = false;
         }
-        base = whence == SEEK_END ? size : s->pos;
+        base = whence == SEEK_END ? size : AFS_MIN(s->pos, s->werr_off); /* as afs_ftell */
         break;
     }
     default: return -EINVAL;
@@ -1458,6 +1463,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     s->pos = pos;
     s->pos_at_end = false;
     s->eof = false;
+    s->werr_off = INT64_MAX; /* the caller chose where to go on */
     /* Not in order: no window to time. Out of the buffers, or from a seek's window (or the
      * first read's), the next read opens a seek's window (cached_window()). */
     if (out)
@@ -1472,6 +1478,8 @@ int64_t afs_ftell(struct afs_stream *s)
     stream_check(s, __func__);
     if (s->pipe)
         return -ESPIPE;
+    if (s->werr_off < s->pos)
+        return s->werr_off; /* as stdio's: the data went up to where a write failed */
     if (s->pos_at_end) {
         int err = flush_writes(s);
         if (err < 0)
@@ -1500,6 +1508,22 @@ int afs_ferror(const struct afs_stream *s)
 void afs_clearerr(struct afs_stream *s)
 {
     stream_check(s, __func__);
+    if (s->werr_off != INT64_MAX && s->dir == DIR_WRITE && !s->ctx->in_callback) {
+        /* The stream goes on where the data stopped, as stdio's does after a short fwrite:
+         * the writes still in flight settle, and what was buffered after the failed one
+         * (which stdio would not have taken) is dropped. */
+        if (s->fill) {
+            s->fill->state = CH_FREE;
+            s->fill = NULL;
+            s->wr_room = 0;
+        }
+        for (unsigned i = 0; i < s->nbuf; i++)
+            if (s->ch[i]->state == CH_WRITING)
+                chunk_wait(s, s->ch[i]);
+        if (s->werr_off < s->pos)
+            s->pos = s->werr_off;
+        s->werr_off = INT64_MAX;
+    }
     s->read_end = 0;
     s->err = 0;
     s->werr = 0;
@@ -1535,7 +1559,7 @@ static int parse_mode(const char *m, int *flags, bool *rd, bool *wr, bool *app)
             b = true;
         else if (*p == 'x' && !x && m[0] == 'w')
             x = true;
-        else
+        else if (*p != 'e' && *p != 'm') /* glibc's: close-on-exec (always), mmap (a hint) */
             return -EINVAL;
     }
     if (plus)
@@ -1684,6 +1708,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     s->ra = s->depth; /* a fresh stream is assumed sequential */
     s->cur_off = -1;
     s->eof_off = INT64_MAX;
+    s->werr_off = INT64_MAX;
     s->cw_end = -2; /* -2: no window yet; -1: none open; -3: a seek's comes next */
     s->no_chunks = true;
     s->cw_gap = s->cw_next = STREAM_EXPLORE;

@@ -2387,3 +2387,48 @@ T_IO(ctx_free_closes_the_streams_left_open)
     cr_assert_eq(n, 12, "the file holds %zu bytes", n);
     cr_assert(memcmp(got, "hello, world", 12) == 0);
 }
+
+/* A write-behind that fails part way (the file size limit: EFBIG) leaves the stream where
+ * the data stopped, as stdio's: afs_ftell says so, and after afs_clearerr the next write
+ * goes on there, not after a hole of zeros where the failed data was to go. Then glibc's
+ * mode letters "e" and "m" are taken, ",ccs=" is not. */
+T_IO(a_failed_write_behind_leaves_the_position_where_the_data_stopped)
+{
+#ifndef _WIN32
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {100 * 1024, RLIM_INFINITY};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    t_ctx = t_ctx_cfg(NULL);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("limited"), "we", &s), 0);
+    static char data[300 * 1024];
+    memset(data, 'd', sizeof data);
+    afs_fwrite(data, 1, sizeof data, s);
+    int err = afs_fflush(s);
+    cr_assert_eq(err, -EFBIG, "afs_fflush: %s", afs_strerror(err));
+    cr_assert_eq(afs_ftell(s), 100 * 1024);
+    afs_clearerr(s);
+    lim.rlim_cur = RLIM_INFINITY;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    cr_assert_eq(afs_fwrite("TAIL", 1, 4, s), 4);
+    cr_assert_eq(afs_ftell(s), 100 * 1024 + 4);
+    cr_assert_eq(afs_fclose(s), 0);
+    struct stat st;
+    cr_assert_eq(stat(t_path("limited"), &st), 0);
+    cr_assert_eq(st.st_size, 100 * 1024 + 4, "size %lld", (long long)st.st_size);
+    FILE *f = fopen(t_path("limited"), "rb");
+    char tail[4];
+    cr_assert_eq(fseek(f, 100 * 1024, SEEK_SET), 0);
+    cr_assert_eq(fread(tail, 1, 4, f), 4);
+    fclose(f);
+    cr_assert(memcmp(tail, "TAIL", 4) == 0);
+#endif
+    if (!t_ctx)
+        t_ctx = t_ctx_cfg(NULL);
+    struct afs_stream *m;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("modes"), "wxe", &m), 0);
+    cr_assert_eq(afs_fclose(m), 0);
+    cr_assert_eq(afs_fopen(t_ctx, t_path("modes"), "rm", &m), 0);
+    cr_assert_eq(afs_fclose(m), 0);
+    cr_assert_eq(afs_fopen(t_ctx, t_path("modes"), "r,ccs=UTF-8", &m), -EINVAL);
+}
