@@ -391,10 +391,9 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * is at each read: a read that ends before or after the known size is confirmed as before.
  *
  * Files without offsets are pipes, FIFOs, sockets and character devices (ttys...), as fstat
- * tells at open, and regular files whose driver has none (an empty one that refuses lseek:
- * tracefs's trace_pipe). (A file that reads at offsets but refuses pwrite, as /proc's
- * seq_file files do, is written with write(2) where its descriptor's position is where the
- * write goes, as stdio writes it.) They are read and written at the descriptor's own position, on every
+ * tells at open, and empty regular files whose driver has none (refusing lseek: tracefs's
+ * trace_pipe) or takes no pwrite (/proc's seq_file files, which stdio writes with write(2);
+ * looked for on file systems without a device). They are read and written at the descriptor's own position, on every
  * backend: the position API (afs_read/afs_write) and streams move every byte once, in order.
  * afs_read on them waits, like fread, until `len` bytes came or the writer closed its end;
  * a stream's afs_fread hands out what has arrived as soon as the request is filled. The

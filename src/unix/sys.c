@@ -140,25 +140,11 @@ ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
 #endif
 }
 
-/* A file that seeks and reads at offsets but takes no pwrite (seq_file in /proc: writes
- * only by write(2)) gets -ESPIPE from pwrite: write(2) does the same where the descriptor's
- * position is where the write was to go (a stream's first write at 0). */
-static bool write_here_instead(int fd, uint64_t off)
-{
-    if (errno != ESPIPE)
-        return false;
-    off_t cur = lseek(fd, 0, SEEK_CUR);
-    errno = ESPIPE;
-    return cur >= 0 && (uint64_t)cur == off;
-}
-
 static ssize_t sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
     if (off == AFS__OFF_SEQ)
         return seq_write(fd, buf, len, NULL, 0);
     ssize_t r = pwrite(fd, buf, len, (off_t)off);
-    if (r < 0 && write_here_instead(fd, off))
-        r = write(fd, buf, len);
     return r < 0 ? -errno : r;
 }
 
@@ -198,8 +184,6 @@ static ssize_t sys_pwritev(int fd, const struct iovec *iov, int iovcnt, uint64_t
     if (off == AFS__OFF_SEQ)
         return seq_write(fd, NULL, 0, iov, iovcnt);
     ssize_t r = pwritev(fd, iov, iovcnt, (off_t)off);
-    if (r < 0 && write_here_instead(fd, off))
-        r = writev(fd, iov, iovcnt);
     return r < 0 ? -errno : r;
 }
 
@@ -311,11 +295,20 @@ struct afs__syscalls afs__sys = {
 
 static void fd_info(int fd, const struct stat *st, struct afs__fd_info *info)
 {
-    /* A regular file whose driver has no offsets at all (nonseekable_open: trace_pipe, some
-     * /proc and /sys files) is read and written at the descriptor's position, as a pipe.
-     * Such files show a size of 0, so only those are asked. */
-    bool noseek = S_ISREG(st->st_mode) && st->st_size == 0 && lseek(fd, 0, SEEK_CUR) < 0 &&
-                  errno == ESPIPE;
+    /* A regular file whose driver has no offsets (nonseekable_open: trace_pipe), or takes
+     * no pwrite (/proc's seq_file files: stdio writes them with write(2)), is read and
+     * written at the descriptor's position, as a pipe. Such files show a size of 0; the
+     * second kind is looked for only on file systems without a device (proc, sysfs,
+     * tmpfs...), with a write of nothing (refused before the driver sees it). */
+    bool noseek = false;
+    if (S_ISREG(st->st_mode) && st->st_size == 0) {
+        noseek = lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE;
+#ifdef __linux__
+        int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+        if (!noseek && major(st->st_dev) == 0 && (acc == O_WRONLY || acc == O_RDWR))
+            noseek = pwrite(fd, "", 0, 0) < 0 && errno == ESPIPE;
+#endif
+    }
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode) ||
                 noseek;
     info->sock = S_ISSOCK(st->st_mode);
