@@ -322,7 +322,10 @@ typedef int corio_task_fn(struct corio_task *t, void *arg);
 /* Spawns fn(child, arg) as a child of `parent` (as corio_spawn(), it runs at once until it
  * first suspends) and completes `fut` with fn's return value (value NULL) once the child is
  * done: its function returned and its own children are done. fut is initialised here (local,
- * caller-owned) and must stay valid until then. child may be NULL (as for corio_spawn).
+ * caller-owned) and must stay valid until then; one in the frame of a parent whose function
+ * returns first (a cancelled await, say) is left alone: it is gone with that frame, and the
+ * child's end completes nothing (here and for corio_spawn_on). child may be NULL (as for
+ * corio_spawn).
  * Returns 0 or -ENOMEM (fut is then completed with -ENOMEM). A cancelled child typically
  * returns -ECANCELED from its blocking calls, which then is its result. */
 AFS_API int  corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, void *arg,

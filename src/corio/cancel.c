@@ -144,6 +144,10 @@ void corio_shield_begin(struct corio_task *t)
 {
     corio__check_running(t, "corio_shield_begin");
     t->shield++;
+    /* Children on other schedulers hold the deadline passed on to them: the shield takes
+     * it back (corio_shield_end passes the one that holds again). */
+    if (t->shield == 1 && t->links.first)
+        corio__rt_links_deadline(t);
 }
 
 void corio_shield_end(struct corio_task *t)
@@ -174,9 +178,17 @@ void corio__fire_timers(struct corio_sched *s)
     int64_t now = corio_now();
     struct corio_task *t;
     while ((t = corio__timer_due(&s->timers, now))) {
-        if (t->state == CORIO__SUSPENDED && t->w && t->w->until <= now)
+        if (t->state == CORIO__SUSPENDED && t->w && t->w->until <= now) {
             corio__ready(t, 0); /* a wake-up (sleep) */
-        else
-            interrupt(t);
+            continue;
+        }
+        interrupt(t);
+        /* Not reached (a shield began above t since the timer was armed): the wait goes on,
+         * and so does its own timer (a sleep's end). */
+        if (t->state == CORIO__SUSPENDED && t->w && !corio__interrupted(t)) {
+            int64_t at = corio__wait_timer(t, t->w);
+            if (at != INT64_MAX && at > now)
+                corio__timer_add(&s->timers, t, at);
+        }
     }
 }

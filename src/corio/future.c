@@ -235,12 +235,35 @@ struct fut_boot {
     struct corio_future *fut;
 };
 
+/* The child's t->arg holds its future from here on (the boot block is gone once the parent
+ * resumes): corio__detach_frame_futures() clears it when the future was in the frame of a
+ * parent whose function returned. */
 static void fut_entry(struct corio_task *t, void *arg)
 {
     struct fut_boot b = *(struct fut_boot *)arg;
+    t->arg = b.fut;
     int res = b.fn(t, b.arg);
     corio_wait(t); /* done means its children are done too */
-    corio_future_complete(b.fut, res, NULL);
+    if (t->arg)
+        corio_future_complete(t->arg, res, NULL);
+}
+
+/* Whether p lies on t's stack. (Under ASan's detect_stack_use_after_return, which the
+ * library's fibers are not run with, frames live elsewhere and are not found.) */
+static bool on_stack(const struct corio_task *t, const void *p)
+{
+    const char *lo = t->stack.lo;
+    return lo && (const char *)p >= lo && (const char *)p < lo + t->stack.size;
+}
+
+void corio__detach_frame_futures(struct corio_task *t)
+{
+    for (struct afs_list_node *n = t->children.first; n; n = n->next) {
+        struct corio_task *c = AFS_LIST_ITEM(n, struct corio_task, sib);
+        if (c->state != CORIO__DONE && c->fn == fut_entry && on_stack(t, c->arg))
+            c->arg = NULL;
+    }
+    corio__rt_links_detach(t, on_stack);
 }
 
 int corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, void *arg,

@@ -292,6 +292,16 @@ void corio__rt_links_cancel(struct corio_task *t)
     }
 }
 
+void corio__rt_links_detach(struct corio_task *t,
+                            bool (*in_frame)(const struct corio_task *, const void *))
+{
+    for (struct afs_list_node *n = t->links.first; n; n = n->next) {
+        struct corio__link *l = LINK(n, pnode);
+        if (l->fut && in_frame(t, l->fut))
+            l->fut = NULL; /* read on this thread only (done_deliver) */
+    }
+}
+
 void corio__rt_links_deadline(struct corio_task *t)
 {
     int64_t d = corio__effective_deadline(t);

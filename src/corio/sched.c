@@ -170,7 +170,9 @@ int corio_task_done(const struct corio_task *t)
 
 void corio__check_running(struct corio_task *t, const char *where)
 {
-    if (!t || !t->sched || t->sched->current != t)
+    /* The thread too: another scheduler's task naming t (running there) must not switch
+     * into t's scheduler from here. */
+    if (!t || !t->sched || t->sched->current != t || tls_sched != t->sched)
         afs__panic(where, "not called by the running task it names");
 }
 
@@ -366,6 +368,8 @@ static void task_entry(void *arg)
     corio__asan_finish_switch(NULL, NULL, NULL);
     reap_zombie(s);
     t->fn(t, t->arg);
+    if (t->live_children || t->links.first)
+        corio__detach_frame_futures(t);
     t->state = CORIO__ZOMBIE;
     s->zombie = t;
     leave(t, true);

@@ -69,6 +69,10 @@ void corio_sched_free(struct corio_sched *s)
     if (s->flights_free)
         s->flights_free(s);
     corio__stack_pool_fini(&s->stacks);
+    /* A thread that posted the message that let s end may still be inside its post (the
+     * wake-up, under the lock): it is done with s once it released the lock. */
+    afs__mutex_lock(&s->inbox.mu);
+    afs__mutex_unlock(&s->inbox.mu);
     afs__mutex_destroy(&s->inbox.mu);
     if (s->own_ctx)
         afs_ctx_free(s->ctx);

@@ -136,20 +136,24 @@ void corio__waiter_init(struct corio_sched *s)
  * poster is a task, or tasks are ready): a long phase must not hold back a sleeping
  * scheduler's work. Only a post at the end of a phase (from the loop, nothing ready) waits
  * for the submission that ends it, and shares its system call. */
-static void inbox_wake(struct corio_sched *s)
+/* Called under s's inbox lock (see corio__inbox_post). Returns the caller's scheduler when
+ * its ring holds the wake-up message, to be submitted once the lock is released (a
+ * submission under it would hold s's delivery up): corio__inbox_wake_flush(). */
+static struct corio_sched *inbox_wake(struct corio_sched *s)
 {
     struct corio_sched *me = corio__thread_sched();
     if (me && me->running && me != s) {
         bool now = me->current || me->ready.list.first;
-        if (afs__ctx_wake_from(s->ctx, me->ctx, now)) {
+        if (afs__ctx_wake_from(s->ctx, me->ctx, false)) {
             me->wakes_staged = true;
             me->rts.wakes_ring++;
-        } else {
-            me->rts.wakes_waker++;
+            return now ? me : NULL;
         }
-        return;
+        me->rts.wakes_waker++;
+        return NULL;
     }
     afs_ctx_wake(s->ctx);
+    return NULL;
 }
 
 void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
@@ -158,10 +162,15 @@ void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
     afs__mutex_lock(&in->mu);
     afs_list_push_back(&in->msgs, &m->node);
     bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
-    afs__mutex_unlock(&in->mu);
-    /* m may be delivered and gone from here on: only s is touched. */
+    /* The wake-up under the lock: the message can be delivered only once it is released,
+     * and what it delivers may let the scheduler end and be freed (corio_run), which takes
+     * the lock first (corio_sched_free): nothing of s is touched after the unlock. */
+    struct corio_sched *flush = NULL;
     if (!was && !atomic_load_explicit(&s->awake, memory_order_seq_cst))
-        inbox_wake(s);
+        flush = inbox_wake(s);
+    afs__mutex_unlock(&in->mu);
+    if (flush)
+        afs__ctx_wake_flush(flush->ctx);
 }
 
 void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n)
@@ -171,9 +180,12 @@ void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n)
     afs_list_push_back(&in->spawns, n);
     atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
     bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
-    afs__mutex_unlock(&in->mu);
+    struct corio_sched *flush = NULL;
     if (!was && !atomic_load_explicit(&s->awake, memory_order_seq_cst))
-        inbox_wake(s);
+        flush = inbox_wake(s); /* under the lock: see corio__inbox_post */
+    afs__mutex_unlock(&in->mu);
+    if (flush)
+        afs__ctx_wake_flush(flush->ctx);
 }
 
 bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag)

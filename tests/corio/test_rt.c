@@ -889,3 +889,206 @@ T_RT(file_reads_on_every_scheduler)
     cr_assert_eq(corio_rt_run(rt, root_files, (void *)path), 0);
     corio_rt_free(rt);
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Found by use: a wake-up after the scheduler ended, shields over timers and remote
+ * children, a task named from another scheduler's thread, a future in a returned frame
+ * ---------------------------------------------------------------------------------------- */
+
+/* A plain thread completes the external future a one-scheduler run awaits, while a ticker
+ * keeps the scheduler waking on timers (so it may see the message before the wake-up): the
+ * run ends and corio_run frees the scheduler and its context. The thread must be done with
+ * them by then (ASan: heap-use-after-free in the wake-up, before). 3,000 runs. */
+static struct corio_future ext_fut;
+static atomic_int ext_ready;
+
+static void ext_ticker(struct corio_task *t, void *a)
+{
+    (void)a;
+    while (corio_sleep(t, 20 * 1000) == 0)
+        ;
+}
+
+static void ext_root(struct corio_task *t, void *a)
+{
+    (void)a;
+    struct corio_task *tk;
+    cr_assert_eq(corio_spawn(t, ext_ticker, NULL, &tk), 0);
+    corio_future_init_external(&ext_fut, corio_task_sched(t));
+    atomic_store(&ext_ready, 1);
+    cr_assert_eq(corio_future_await(t, &ext_fut, NULL), 1);
+    corio_cancel(tk);
+}
+
+static void *ext_poster(void *a)
+{
+    unsigned seed = (unsigned)(uintptr_t)a;
+    while (!atomic_load(&ext_ready))
+        ;
+    struct timespec ts = {0, (long)(rand_r(&seed) % 100000)};
+    nanosleep(&ts, NULL);
+    corio_future_complete(&ext_fut, 1, NULL);
+    return NULL;
+}
+
+T_RT(a_thread_completing_a_future_as_the_run_ends_touches_nothing_freed)
+{
+    for (int k = 0; k < 3000; k++) {
+        atomic_store(&ext_ready, 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, ext_poster, (void *)(uintptr_t)(k + 1)), 0);
+        cr_assert_eq(corio_run(ext_root, NULL), 0);
+        pthread_join(th, NULL);
+    }
+}
+
+/* A child sleeps 50 ms under a parent whose deadline (10 ms) armed the child's timer, and
+ * the parent waits for it shielded: at the deadline the timer fires, reaches nobody (the
+ * shield), and the sleep must still end at 50 ms (it never ended: "deadlock"). */
+static int sleeper(struct corio_task *t, void *a)
+{
+    (void)a;
+    int64_t t0 = corio_now();
+    int r = corio_sleep(t, 50 * MS);
+    cr_assert(corio_now() - t0 >= 50 * MS);
+    return r;
+}
+
+static void shield_timer_root(struct corio_task *t, void *a)
+{
+    (void)a;
+    corio_set_deadline(t, corio_now() + 10 * MS);
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_future(t, sleeper, NULL, &f, NULL), 0);
+    cr_assert_eq(corio_future_await_shielded(t, &f, NULL), 0);
+}
+
+T_RT(a_deadline_timer_under_a_shield_keeps_the_sleep_going)
+{
+    cr_assert_eq(corio_run(shield_timer_root, NULL), 0);
+    struct corio_rt *rt = rt_make(2);
+    cr_assert_eq(corio_rt_run(rt, shield_timer_root, NULL), 0);
+    corio_rt_free(rt);
+}
+
+/* A shield covers children on other schedulers too: a parent past its deadline, shielded,
+ * and its remote child blocked in a channel receive get the value sent after the deadline
+ * (the remote child had -ETIMEDOUT). */
+struct shield_remote {
+    struct corio_chan *ch;
+    int                local_res, remote_res;
+};
+
+static int shield_recv(struct corio_task *t, void *a)
+{
+    struct shield_remote *c = a;
+    int v;
+    return corio_chan_recv(t, c->ch, &v);
+}
+
+static void shield_remote_root(struct corio_task *t, void *a)
+{
+    struct shield_remote *c = a;
+    cr_assert_eq(corio_chan_new(&c->ch, 0, sizeof(int)), 0);
+    corio_set_deadline(t, corio_now() + 10 * MS);
+    struct corio_future fl, fr;
+    cr_assert_eq(corio_spawn_future(t, shield_recv, c, &fl, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 1, shield_recv, c, &fr), 0);
+    corio_shield_begin(t);
+    corio_sleep(t, 30 * MS);
+    int v = 7;
+    cr_assert_eq(corio_chan_send(t, c->ch, &v), 0);
+    cr_assert_eq(corio_chan_send(t, c->ch, &v), 0);
+    c->local_res = corio_future_await(t, &fl, NULL);
+    c->remote_res = corio_future_await(t, &fr, NULL);
+    corio_shield_end(t);
+    corio_set_deadline(t, INT64_MAX);
+    corio_chan_free(c->ch);
+}
+
+T_RT(a_shield_covers_children_on_other_schedulers)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct shield_remote c = {0};
+    cr_assert_eq(corio_rt_run(rt, shield_remote_root, &c), 0);
+    corio_rt_free(rt);
+    cr_assert_eq(c.local_res, 0, "local child: %d", c.local_res);
+    cr_assert_eq(c.remote_res, 0, "remote child: %d", c.remote_res);
+}
+
+/* A task of scheduler 1 naming the root, which runs on scheduler 0, in a blocking call:
+ * the library's abort, not a switch into scheduler 0's tasks from the wrong thread. */
+static struct corio_task *wrong_root;
+static atomic_int wrong_stop;
+
+static int wrong_child(struct corio_task *t, void *a)
+{
+    (void)t, (void)a;
+    corio_sleep(wrong_root, MS); /* wrong_root is not this thread's task */
+    return 0;
+}
+
+static void wrong_root_fn(struct corio_task *t, void *a)
+{
+    (void)a;
+    wrong_root = t;
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, wrong_child, NULL, &f), 0);
+    while (!atomic_load(&wrong_stop)) /* running, on scheduler 0 */
+        ;
+}
+
+T_RT(a_task_named_from_another_schedulers_thread_aborts, .signal = SIGABRT)
+{
+    struct corio_rt *rt = rt_make(2);
+    corio_rt_run(rt, wrong_root_fn, NULL);
+}
+
+/* A future in a task's frame given to a child on another scheduler (corio_spawn_on), the
+ * task cancelled while it awaits it, so it returns first: the child's end must not write
+ * into the frame (gone; its stack taken by the next task, which keeps 0x5a there). */
+static int late_child(struct corio_task *t, void *a)
+{
+    (void)a;
+    corio_shield_begin(t);
+    corio_sleep(t, 20 * MS);
+    corio_shield_end(t);
+    return 42;
+}
+
+static void frame_task(struct corio_task *t, void *a)
+{
+    struct corio_future fut; /* in this frame */
+    cr_assert_eq(corio_spawn_on(t, *(int *)a, late_child, NULL, &fut), 0);
+    cr_assert_eq(corio_future_await(t, &fut, NULL), -ECANCELED);
+}
+
+static void frame_filler(struct corio_task *t, void *a)
+{
+    volatile unsigned char buf[8192];
+    memset((unsigned char *)buf, 0x5a, sizeof buf);
+    corio_sleep(t, 60 * MS);
+    for (size_t i = 0; i < sizeof buf; i++)
+        if (buf[i] != 0x5a)
+            *(int *)a = 1;
+}
+
+static void frame_root(struct corio_task *t, void *a)
+{
+    int *where = a, corrupted = 0;
+    struct corio_task *ft;
+    cr_assert_eq(corio_spawn(t, frame_task, where, &ft), 0);
+    corio_cancel(ft);
+    corio_yield(t);
+    cr_assert_eq(corio_spawn(t, frame_filler, &corrupted, NULL), 0);
+    corio_wait(t);
+    cr_assert_eq(corrupted, 0, "the child's end wrote into a returned frame");
+}
+
+T_RT(a_future_in_a_returned_frame_is_not_completed)
+{
+    struct corio_rt *rt = rt_make(2);
+    for (int where = 0; where < 2; where++) /* the child here (a local future) or remote */
+        cr_assert_eq(corio_rt_run(rt, frame_root, &where), 0);
+    corio_rt_free(rt);
+}
