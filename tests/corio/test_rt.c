@@ -922,11 +922,11 @@ static void ext_root(struct corio_task *t, void *a)
 
 static void *ext_poster(void *a)
 {
-    unsigned seed = (unsigned)(uintptr_t)a;
+    uint32_t x = (uint32_t)(uintptr_t)a * 2654435761u;
     while (!atomic_load(&ext_ready))
         ;
-    struct timespec ts = {0, (long)(rand_r(&seed) % 100000)};
-    nanosleep(&ts, NULL);
+    for (volatile uint32_t spin = x % 100000; spin > 0; spin--) /* 0-100 us or so */
+        ;
     corio_future_complete(&ext_fut, 1, NULL);
     return NULL;
 }
@@ -971,9 +971,9 @@ T_RT(a_deadline_timer_under_a_shield_keeps_the_sleep_going)
     corio_rt_free(rt);
 }
 
-/* A shield covers children on other schedulers too: a parent past its deadline, shielded,
- * and its remote child blocked in a channel receive get the value sent after the deadline
- * (the remote child had -ETIMEDOUT). */
+/* A shield covers children on other schedulers too: the local and the remote child of a
+ * shielded parent, blocked in a channel receive, get the values sent after the parent's
+ * deadline (the remote child had -ETIMEDOUT). */
 struct shield_remote {
     struct corio_chan *ch;
     int                local_res, remote_res;
@@ -989,13 +989,15 @@ static int shield_recv(struct corio_task *t, void *a)
 static void shield_remote_root(struct corio_task *t, void *a)
 {
     struct shield_remote *c = a;
-    cr_assert_eq(corio_chan_new(&c->ch, 0, sizeof(int)), 0);
-    corio_set_deadline(t, corio_now() + 10 * MS);
+    /* Room for both values: a send never waits for a child that is gone. The deadline
+     * leaves time for the spawns under valgrind. */
+    cr_assert_eq(corio_chan_new(&c->ch, 2, sizeof(int)), 0);
+    corio_set_deadline(t, corio_now() + 300 * MS);
     struct corio_future fl, fr;
     cr_assert_eq(corio_spawn_future(t, shield_recv, c, &fl, NULL), 0);
     cr_assert_eq(corio_spawn_on(t, 1, shield_recv, c, &fr), 0);
     corio_shield_begin(t);
-    corio_sleep(t, 30 * MS);
+    corio_sleep(t, 500 * MS);
     int v = 7;
     cr_assert_eq(corio_chan_send(t, c->ch, &v), 0);
     cr_assert_eq(corio_chan_send(t, c->ch, &v), 0);
