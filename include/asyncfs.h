@@ -40,6 +40,13 @@ typedef SSIZE_T ssize_t;
 #if !defined(_MSC_VER)
 #include <sys/types.h>
 #endif
+/* afs_shutdown's `how`, with POSIX's names (Winsock calls them SD_RECEIVE, SD_SEND and
+ * SD_BOTH, of the same values). */
+#ifndef SHUT_RD
+#define SHUT_RD   0
+#define SHUT_WR   1
+#define SHUT_RDWR 2
+#endif
 /* Windows has no struct iovec; this one has the POSIX member names. */
 struct iovec {
     void  *iov_base;
@@ -533,7 +540,9 @@ AFS_API int afs_queue_readv(struct afs_op *op, struct afs_file *f, const struct 
 AFS_API int afs_queue_writev(struct afs_op *op, struct afs_file *f, const struct iovec *iov,
                              int iovcnt, uint64_t off, afs_cb *cb, void *data);
 /* Flushes the file's data (and metadata, unless AFS_FSYNC_DATA) to stable storage. It does
- * not wait for other ops in flight: queue it after their callbacks ran. */
+ * not wait for other ops in flight: queue it after their callbacks ran. Windows: a file
+ * opened without write access is flushed through a second handle with it; a file that
+ * cannot be opened for writing (read-only) gives -EACCES. */
 AFS_API int afs_queue_fsync(struct afs_op *op, struct afs_file *f, unsigned flags,
                             afs_cb *cb, void *data);
 

@@ -85,6 +85,30 @@ static const char *posix_text(int err)
     case EDEADLK: return "Resource deadlock avoided";
     case EOVERFLOW: return "Value too large for defined data type";
     case ELOOP: return "Too many levels of symbolic links";
+    /* The network's (MinGW's C library knows none of them). */
+    case ECONNREFUSED: return "Connection refused";
+    case ECONNRESET: return "Connection reset by peer";
+    case ECONNABORTED: return "Software caused connection abort";
+    case ENOTCONN: return "Transport endpoint is not connected";
+    case EISCONN: return "Transport endpoint is already connected";
+    case ENETUNREACH: return "Network is unreachable";
+    case EHOSTUNREACH: return "No route to host";
+    case ENETDOWN: return "Network is down";
+    case ENETRESET: return "Network dropped connection on reset";
+    case EADDRINUSE: return "Address already in use";
+    case EADDRNOTAVAIL: return "Cannot assign requested address";
+    case ENOTSOCK: return "Socket operation on non-socket";
+    case EAFNOSUPPORT: return "Address family not supported by protocol";
+    case EPROTONOSUPPORT: return "Protocol not supported";
+    case EPROTOTYPE: return "Protocol wrong type for socket";
+    case ENOPROTOOPT: return "Protocol not available";
+    case ENOBUFS: return "No buffer space available";
+    case EMSGSIZE: return "Message too long";
+    case EINPROGRESS: return "Operation now in progress";
+    case EDESTADDRREQ: return "Destination address required";
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK: return "Resource temporarily unavailable";
+#endif
     default: return NULL;
     }
 }

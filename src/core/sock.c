@@ -11,11 +11,7 @@
 
 #ifndef _WIN32
 #include <sys/socket.h>
-#else
-#define SHUT_RD   SD_RECEIVE
-#define SHUT_WR   SD_SEND
-#define SHUT_RDWR SD_BOTH
-#endif
+#endif /* Windows: SHUT_* from asyncfs.h */
 
 bool afs__sock_ready(const struct afs_ctx *ctx)
 {

@@ -359,11 +359,11 @@ void    corio__rearm_tree(struct corio_task *t);
 /* The scheduler running on the calling thread, or NULL. */
 struct corio_sched *corio__thread_sched(void);
 /* t's function has returned with children still running: a future of theirs
- * (corio_spawn_future, corio_spawn_on) that lay in t's frames is gone with them, and is
- * not completed (its memory may be another frame's, or another task's stack, by then). */
-void corio__detach_frame_futures(struct corio_task *t);
-void corio__rt_links_detach(struct corio_task *t,
-                            bool (*in_frame)(const struct corio_task *, const void *));
+ * (corio_spawn_future, corio_spawn_on) that lay in t's frames (below top, an address in the
+ * frame that called t's function) is gone with them, and is not completed (its memory may
+ * be another frame's, or another task's stack, by then). */
+void corio__detach_frame_futures(struct corio_task *t, const char *top);
+void corio__rt_links_detach(struct corio_task *t, const char *lo, const char *hi);
 void corio__check_running(struct corio_task *t, const char *where);
 
 /* Suspends the running task t on the record w until corio__ready(t, err); returns err.

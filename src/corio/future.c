@@ -248,22 +248,18 @@ static void fut_entry(struct corio_task *t, void *arg)
         corio_future_complete(t->arg, res, NULL);
 }
 
-/* Whether p lies on t's stack. (Under ASan's detect_stack_use_after_return, which the
- * library's fibers are not run with, frames live elsewhere and are not found.) */
-static bool on_stack(const struct corio_task *t, const void *p)
+void corio__detach_frame_futures(struct corio_task *t, const char *top)
 {
-    const char *lo = t->stack.lo;
-    return lo && (const char *)p >= lo && (const char *)p < lo + t->stack.size;
-}
-
-void corio__detach_frame_futures(struct corio_task *t)
-{
+    /* t's frames lie below top, within its stack's size (on Windows t->stack names a fiber,
+     * not its memory). */
+    const char *lo = top - t->stack.size;
     for (struct afs_list_node *n = t->children.first; n; n = n->next) {
         struct corio_task *c = AFS_LIST_ITEM(n, struct corio_task, sib);
-        if (c->state != CORIO__DONE && c->fn == fut_entry && on_stack(t, c->arg))
+        const char *p = c->arg;
+        if (c->state != CORIO__DONE && c->fn == fut_entry && p >= lo && p < top)
             c->arg = NULL;
     }
-    corio__rt_links_detach(t, on_stack);
+    corio__rt_links_detach(t, lo, top);
 }
 
 int corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, void *arg,

@@ -292,12 +292,11 @@ void corio__rt_links_cancel(struct corio_task *t)
     }
 }
 
-void corio__rt_links_detach(struct corio_task *t,
-                            bool (*in_frame)(const struct corio_task *, const void *))
+void corio__rt_links_detach(struct corio_task *t, const char *lo, const char *hi)
 {
     for (struct afs_list_node *n = t->links.first; n; n = n->next) {
         struct corio__link *l = LINK(n, pnode);
-        if (l->fut && in_frame(t, l->fut))
+        if ((const char *)l->fut >= lo && (const char *)l->fut < hi)
             l->fut = NULL; /* read on this thread only (done_deliver) */
     }
 }

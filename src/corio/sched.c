@@ -367,9 +367,10 @@ static void task_entry(void *arg)
     struct corio_sched *s = t->sched;
     corio__asan_finish_switch(NULL, NULL, NULL);
     reap_zombie(s);
+    char top; /* above every frame of t->fn */
     t->fn(t, t->arg);
     if (t->live_children || t->links.first)
-        corio__detach_frame_futures(t);
+        corio__detach_frame_futures(t, &top);
     t->state = CORIO__ZOMBIE;
     s->zombie = t;
     leave(t, true);

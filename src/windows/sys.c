@@ -116,7 +116,10 @@ static ssize_t sys_pwritev(HANDLE h, const struct iovec *iov, int iovcnt, uint64
     return rwv(h, true, iov, iovcnt, off);
 }
 
-static int flush_dir(HANDLE h);
+/* FlushFileBuffers wants write access: a handle without it (a directory's, a file opened
+ * read-only) is flushed through a second one opened on it with write access (-EACCES where
+ * none can be had: a read-only file). */
+static int flush_reopened(HANDLE h);
 
 static int sys_fsync(HANDLE h, bool datasync)
 {
@@ -127,7 +130,7 @@ static int sys_fsync(HANDLE h, bool datasync)
     if (FlushFileBuffers(h))
         return 0;
     DWORD e = GetLastError();
-    return e == ERROR_ACCESS_DENIED ? flush_dir(h) : afs__win_errno(e);
+    return e == ERROR_ACCESS_DENIED ? flush_reopened(h) : afs__win_errno(e);
 }
 
 static int set_eof(HANDLE h, uint64_t size)
@@ -572,7 +575,10 @@ static int nt_full(const wchar_t *w, struct nt_name *out)
             return m == 0 ? afs__win_errno(GetLastError()) : -ENAMETOOLONG;
         }
         rest = full;
-        if (is_sep(full[0]) && is_sep(full[1])) {
+        if (is_sep(full[0]) && is_sep(full[1]) && (full[2] == L'?' || full[2] == L'.') &&
+            is_sep(full[3])) {
+            rest = full + 4; /* a device's name (NUL, CON, COM1...) gives \\.\NUL */
+        } else if (is_sep(full[0]) && is_sep(full[1])) {
             pre = L"\\??\\UNC\\"; /* \\server\share\... */
             rest = full + 2;
         }
@@ -811,17 +817,26 @@ int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
     if (nofollow)
         options |= FILE_OPEN_REPARSE_POINT;
     HANDLE h;
+    err = -EEXIST;
     if (trunc && (afs_flags & AFS_APPEND) && acc != AFS_RDONLY) {
-        /* Truncation needs FILE_WRITE_DATA, which append-only access leaves out: truncate
-         * through a short-lived handle first, then open for appending. */
-        if ((err = nt_open(&nm, FILE_GENERIC_WRITE, attrs, disp, options, &h)) < 0) {
-            nt_name_free(&nm);
-            return err;
+        /* A file this open makes is empty already: made for appending at once (its handle
+         * writes though perm makes it read-only, as open(2)'s does; a second open would be
+         * refused). One that exists: truncation needs FILE_WRITE_DATA, which append-only
+         * access leaves out, so it is truncated through a short-lived handle first. */
+        if (creat && disp == FILE_OVERWRITE_IF)
+            err = nt_open(&nm, access, attrs, FILE_CREATE, options, &h);
+        if (err == -EEXIST) {
+            if ((err = nt_open(&nm, FILE_GENERIC_WRITE, attrs, disp, options, &h)) < 0) {
+                nt_name_free(&nm);
+                return err;
+            }
+            CloseHandle(h);
+            disp = FILE_OPEN;
+            err = -EEXIST;
         }
-        CloseHandle(h);
-        disp = FILE_OPEN;
     }
-    err = nt_open(&nm, access, attrs, disp, options, &h);
+    if (err == -EEXIST)
+        err = nt_open(&nm, access, attrs, disp, options, &h);
     nt_name_free(&nm);
     if (err < 0)
         return err;
@@ -970,8 +985,28 @@ static bool not_here(NTSTATUS s)
  * file system lacks it, FileRenameInformation with ReplaceIfExists, what MoveFileExW with
  * MOVEFILE_REPLACE_EXISTING does. AFS_RENAME_NOREPLACE is the absence of either flag: the
  * system checks and renames in one step, -EEXIST. */
+/* 1 when path's last component is ".", 2 for "..", else 0 ("a/./" too). Windows resolves
+ * them as text, so "dir/." would name dir itself: POSIX refuses to remove or rename such a
+ * name, and so does the library. */
+static int dot_name(const char *path)
+{
+    size_t n = strlen(path);
+    while (n > 1 && (path[n - 1] == '/' || path[n - 1] == '\\'))
+        n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/' && path[b - 1] != '\\')
+        b--;
+    if (n - b == 1 && path[b] == '.')
+        return 1;
+    if (n - b == 2 && path[b] == '.' && path[b + 1] == '.')
+        return 2;
+    return 0;
+}
+
 int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
 {
+    if (dot_name(path) || dot_name(path2))
+        return -EBUSY; /* as Linux for "." and ".." */
     bool replace = !(afs_flags & AFS_RENAME_NOREPLACE);
     HANDLE h;
     int err = open_for_delete(dirfd, path, 0, &h);
@@ -1054,6 +1089,9 @@ static int delete_handle(HANDLE h, DWORD attrs)
 
 int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
 {
+    int dot = dot_name(path);
+    if (dot) /* as Linux: rmdir "." EINVAL, ".." ENOTEMPTY; unlink of either EISDIR */
+        return !(afs_at_flags & AFS_AT_REMOVEDIR) ? -EISDIR : dot == 1 ? -EINVAL : -ENOTEMPTY;
     HANDLE h;
     int err = open_for_delete(dirfd, path, FILE_WRITE_ATTRIBUTES, &h);
     if (err == -EACCES)
@@ -1118,16 +1156,14 @@ int afs__sys_syncfs(int fd)
 /* FlushFileBuffers wants write access, which a directory handle from afs_openat() has not
  * (sys_fsync on access denied): a second handle of the same directory, with it, is flushed
  * instead. */
-static int flush_dir(HANDLE h)
+static int flush_reopened(HANDLE h)
 {
-    FILE_BASIC_INFO bi;
-    if (!nt_ready() || !GetFileInformationByHandleEx(h, FileBasicInfo, &bi, sizeof bi) ||
-        !(bi.FileAttributes & FILE_ATTRIBUTE_DIRECTORY))
+    if (!nt_ready())
         return -EACCES;
     wchar_t none[1] = {0};
     struct nt_name nm = {.buf = none, .len = 0, .root = h};
     HANDLE w;
-    int err = nt_open(&nm, FILE_WRITE_DATA, 0, FILE_OPEN, FILE_DIRECTORY_FILE, &w);
+    int err = nt_open(&nm, FILE_WRITE_DATA, 0, FILE_OPEN, 0, &w);
     if (err < 0)
         return err;
     err = FlushFileBuffers(w) ? 0 : afs__win_errno(GetLastError());
@@ -1183,8 +1219,16 @@ int afs__sys_close_fd(int fd)
  * transfer then blocks the thread that makes it (the iocp backend's owner thread included). */
 int afs__sys_fd_adopt(int fd)
 {
-    if (GetFileType(fd_handle(fd)) == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
+    DWORD type = GetFileType(fd_handle(fd));
+    if (type == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR)
         return -EBADF;
+    /* A Winsock SOCKET (a pipe to GetFileType) is not adopted: docs/SOCKETS.md. */
+    int so_type;
+    int len = sizeof so_type;
+    if (type == FILE_TYPE_PIPE &&
+        getsockopt((SOCKET)(uintptr_t)fd_handle(fd), SOL_SOCKET, SO_TYPE, (char *)&so_type,
+                   &len) == 0)
+        return -ENOTSUP;
     return 0;
 }
 

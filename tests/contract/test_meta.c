@@ -996,3 +996,67 @@ T_META(nofollow_on_a_junction)
     t_fd_close(dfd);
 }
 #endif
+
+/* What POSIX refuses and Windows (which resolves "." and ".." as text) would do: remove or
+ * rename a directory through "." or "..". The network's error texts (MinGW's C library has
+ * none of them). A new append-only file the caller makes read-only, truncated on creation
+ * (the creating handle writes, as open(2)'s does). An fsync of a file opened read-only. */
+T_META(dot_names_texts_and_read_only_files_as_posix)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("d"), 0755), 0);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("d/x"), 0755), 0);
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_path("d"), AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, ".", AFS_AT_REMOVEDIR), -EINVAL);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "x/..", AFS_AT_REMOVEDIR), -ENOTEMPTY);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, ".", 0), -EISDIR);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, ".", dfd, "y", 0), -EBUSY);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "x", dfd, ".", 0), -EBUSY);
+    cr_assert(t_exists(t_path("d/x")), "the directory is still there");
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+
+    cr_assert_str_eq(afs_strerror(-ECONNREFUSED), "Connection refused");
+    cr_assert_str_eq(afs_strerror(-ECONNRESET), "Connection reset by peer");
+    cr_assert_str_eq(afs_strerror(-ENOTSOCK), "Socket operation on non-socket");
+
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("ro"), AFS_WRONLY | AFS_CREAT | AFS_TRUNC | AFS_APPEND,
+                          0444, AFS_MODE_SYNC, &f),
+                 0);
+    cr_assert_eq(afs_write(f, "abc", 3), 3);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_open(t_ctx, t_path("ro"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    char got[4] = {0};
+    cr_assert_eq(afs_pread(f, got, 3, 0), 3);
+    cr_assert_str_eq(got, "abc");
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_open(t_ctx, t_path("d/x/w"), AFS_WRONLY | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_open(t_ctx, t_path("d/x/w"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_fsync(f, 0), 0, "fsync of a file opened read-only");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+#ifdef _WIN32
+/* A device name (NUL, CON.txt: Windows's devices whatever the extension) opens the device,
+ * as CreateFileW does; a Winsock socket is not adopted as a file (docs/SOCKETS.md). */
+T_META(windows_device_names_and_sockets)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    struct afs_file *f;
+    int err = afs_open(t_ctx, "NUL", AFS_WRONLY, 0, AFS_MODE_SYNC, &f);
+    cr_assert_eq(err, 0, "NUL: %s", afs_strerror(err));
+    cr_assert_eq(afs_write(f, "gone", 4), 4);
+    cr_assert_eq(afs_close(f), 0);
+    WSADATA wd;
+    cr_assert_eq(WSAStartup(MAKEWORD(2, 2), &wd), 0);
+    SOCKET s = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_neq(s, INVALID_SOCKET);
+    cr_assert_eq(afs_file_from_fd(t_ctx, (int)(intptr_t)s, AFS_RDWR, AFS_MODE_SYNC, &f), -ENOTSUP);
+    closesocket(s);
+    WSACleanup();
+}
+#endif

@@ -21,7 +21,6 @@
 
 #ifdef _WIN32
 typedef SOCKET t_sock_t;
-#define SHUT_WR SD_SEND
 #else
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -21,7 +21,6 @@
 #include <psapi.h>
 typedef SOCKET t_sock_t;
 #define t_sock_close closesocket
-#define SHUT_WR      SD_SEND
 /* Wine's emulation, not Windows: a few behaviours differ (see where this is asked). */
 static bool t_under_wine(void)
 {

@@ -9,7 +9,6 @@
 #include <corio.h>
 #ifdef _WIN32
 typedef SOCKET n_sock_t;
-#define SHUT_WR SD_SEND
 #else
 #include <dirent.h>
 #include <netinet/in.h>
