@@ -35,22 +35,30 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
 }
 
 #if defined(__linux__) && defined(RWF_NOWAIT)
-/* Linux 4.14 for buffered reads; older kernels refuse the flag (-EOPNOTSUPP) or preadv2
- * itself (-ENOSYS, 4.6), and so do file systems that cannot read without blocking. */
-static ssize_t sys_pread_nowait(int fd, void *buf, size_t len, uint64_t off)
+/* preadv2 or pwritev2 of one buffer with RWF_NOWAIT (off -1: at the descriptor's position).
+ * Returns the bytes or -errno; -EOPNOTSUPP where the kernel refuses the flag or the call
+ * (-EINVAL, -ENOSYS: Linux 4.6 for the calls, 4.14 for buffered reads), as do file systems
+ * that cannot tell. */
+static ssize_t rw_nowait(bool write, int fd, void *buf, size_t len, int64_t off)
 {
     struct iovec v = {buf, len};
 #if defined(__GLIBC__) || !defined(SYS_preadv2)
-    ssize_t r = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
+    ssize_t r = write ? pwritev2(fd, &v, 1, (off_t)off, RWF_NOWAIT)
+                      : preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
 #else
-    /* C libraries without preadv2 (musl before 1.2.5): the system call, whose offset comes
-     * as two longs, low then high (the kernel ignores the high one on 64-bit targets). */
-    ssize_t r = syscall(SYS_preadv2, fd, &v, 1, (unsigned long)off,
-                        (unsigned long)((off >> 16) >> 16), RWF_NOWAIT);
+    /* C libraries without them (musl before 1.2.5): the system calls, whose offset comes as
+     * two longs, low then high (the kernel ignores the high one on 64-bit targets). */
+    ssize_t r = syscall(write ? SYS_pwritev2 : SYS_preadv2, fd, &v, 1, (unsigned long)off,
+                        (unsigned long)(((uint64_t)off >> 16) >> 16), RWF_NOWAIT);
 #endif
     if (r >= 0)
         return r;
     return errno == ENOSYS || errno == EINVAL ? -EOPNOTSUPP : -errno;
+}
+
+static ssize_t sys_pread_nowait(int fd, void *buf, size_t len, uint64_t off)
+{
+    return rw_nowait(false, fd, buf, len, (int64_t)off);
 }
 #define SYS_PREAD_NOWAIT sys_pread_nowait
 #else
@@ -153,19 +161,11 @@ static ssize_t sys_pwrite_nowait(int fd, const void *buf, size_t len, uint64_t o
 {
     if (off != AFS__OFF_SEQ)
         return -EOPNOTSUPP; /* not wanted: RWF_NOWAIT means other things for a file */
-    struct iovec v = {(void *)buf, len};
     struct sigpipe_hold h;
     sigpipe_hold(&h);
-#if defined(__GLIBC__) || !defined(SYS_pwritev2)
-    ssize_t r = pwritev2(fd, &v, 1, -1, RWF_NOWAIT);
-#else
-    ssize_t r = syscall(SYS_pwritev2, fd, &v, 1, -1L, -1L, RWF_NOWAIT); /* musl before 1.2.5 */
-#endif
-    int err = r < 0 ? errno : 0;
-    sigpipe_release(&h, err);
-    if (r >= 0)
-        return r;
-    return err == ENOSYS || err == EINVAL ? -EOPNOTSUPP : -err;
+    ssize_t r = rw_nowait(true, fd, (void *)buf, len, -1);
+    sigpipe_release(&h, r == -EPIPE ? EPIPE : 0);
+    return r;
 }
 #define SYS_PWRITE_NOWAIT sys_pwrite_nowait
 #else
