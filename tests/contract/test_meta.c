@@ -1016,9 +1016,15 @@ T_META(dot_names_texts_and_read_only_files_as_posix)
     cr_assert(t_exists(t_path("d/x")), "the directory is still there");
     cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
 
+    /* The C library's own text where it has one (glibc's and musl's differ), else POSIX's. */
+    static const int net[] = {ECONNREFUSED, ECONNRESET, ECONNABORTED, ENOTCONN, ENETUNREACH,
+                              EHOSTUNREACH, EADDRINUSE, EADDRNOTAVAIL, ENOTSOCK, EMSGSIZE,
+                              EINPROGRESS, ENOBUFS};
+    for (size_t i = 0; i < sizeof net / sizeof net[0]; i++) {
+        const char *text = afs_strerror(-net[i]);
+        cr_assert(*text && strncmp(text, "Unknown error", 13) != 0, "%d: %s", net[i], text);
+    }
     cr_assert_str_eq(afs_strerror(-ECONNREFUSED), "Connection refused");
-    cr_assert_str_eq(afs_strerror(-ECONNRESET), "Connection reset by peer");
-    cr_assert_str_eq(afs_strerror(-ENOTSOCK), "Socket operation on non-socket");
 
     struct afs_file *f;
     cr_assert_eq(afs_open(t_ctx, t_path("ro"), AFS_WRONLY | AFS_CREAT | AFS_TRUNC | AFS_APPEND,
