@@ -812,7 +812,8 @@ void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer);
  * wake-up as a message instead of a write to to's waker (both on io_uring with
  * IORING_OP_MSG_RING): then true, and the message goes at once with whatever from has staged
  * when `now` (one submission, nothing reaped), else with from's next submission
- * (afs_ctx_wait), which must then come. */
+ * (afs_ctx_wait), which must then come. Without `now` nothing of from's is reaped, nor run
+ * (a full SQ is not flushed: the waker is written instead). */
 bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now);
 /* Submits what `from` has staged (a wake-up message of afs__ctx_wake_from with now false),
  * reaping nothing: the "at once" of now, made later by the caller. */

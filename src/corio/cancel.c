@@ -144,9 +144,15 @@ void corio_shield_begin(struct corio_task *t)
 {
     corio__check_running(t, "corio_shield_begin");
     t->shield++;
-    /* Children on other schedulers hold the deadline passed on to them: the shield takes
-     * it back (corio_shield_end passes the one that holds again). */
-    if (t->shield == 1 && t->links.first)
+    if (t->shield > 1)
+        return;
+    /* The descendants' timers armed for a deadline from above t, and the deadlines passed
+     * on to children on other schedulers (t's and its descendants'), are taken back
+     * (corio_shield_end passes on the ones that hold again). */
+    for (struct afs_list_node *n = t->children.first; n; n = n->next)
+        if (CHILD(n)->state != CORIO__DONE)
+            rearm_tree(CHILD(n));
+    if (t->links.first)
         corio__rt_links_deadline(t);
 }
 

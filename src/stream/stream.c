@@ -1279,6 +1279,24 @@ static int write_fill(struct afs_stream *s)
     return 0;
 }
 
+/* After a write-behind failed: the writes still in flight settle (werr_off is then where
+ * the data stopped), and what was buffered since (which stdio would not have taken, its
+ * fwrite failing) is dropped, not written after the failure's hole. Nothing to do without
+ * a write error, or from a callback (nothing can be waited for there). */
+static void settle_failed_writes(struct afs_stream *s)
+{
+    if (!s->werr || s->dir != DIR_WRITE || s->ctx->in_callback)
+        return;
+    if (s->fill) {
+        s->fill->state = CH_FREE;
+        s->fill = NULL;
+        s->wr_room = 0;
+    }
+    for (unsigned i = 0; i < s->nbuf; i++)
+        if (s->ch[i]->state == CH_WRITING)
+            chunk_wait(s, s->ch[i]);
+}
+
 /* Queues the fill buffer and waits for every write. Returns the first write error. */
 static int flush_writes(struct afs_stream *s)
 {
@@ -1405,6 +1423,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     s->read_end = 0;
     if (s->pipe)
         return -ESPIPE;
+    settle_failed_writes(s);
     int64_t base;
     switch (whence) {
     case SEEK_SET: base = 0; break;
@@ -1434,7 +1453,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     int64_t pos = base + off;
     bool out = false;
     if (s->dir == DIR_WRITE) {
-        int err = write_fill(s);
+        int err = s->werr ? 0 : write_fill(s); /* after a failure: settled above */
         if (err < 0)
             return err;
     } else if (s->dir == DIR_READ) {
@@ -1478,6 +1497,7 @@ int64_t afs_ftell(struct afs_stream *s)
     stream_check(s, __func__);
     if (s->pipe)
         return -ESPIPE;
+    settle_failed_writes(s);
     if (s->werr_off < s->pos)
         return s->werr_off; /* as stdio's: the data went up to where a write failed */
     if (s->pos_at_end) {
@@ -1508,22 +1528,10 @@ int afs_ferror(const struct afs_stream *s)
 void afs_clearerr(struct afs_stream *s)
 {
     stream_check(s, __func__);
-    if (s->werr_off != INT64_MAX && s->dir == DIR_WRITE && !s->ctx->in_callback) {
-        /* The stream goes on where the data stopped, as stdio's does after a short fwrite:
-         * the writes still in flight settle, and what was buffered after the failed one
-         * (which stdio would not have taken) is dropped. */
-        if (s->fill) {
-            s->fill->state = CH_FREE;
-            s->fill = NULL;
-            s->wr_room = 0;
-        }
-        for (unsigned i = 0; i < s->nbuf; i++)
-            if (s->ch[i]->state == CH_WRITING)
-                chunk_wait(s, s->ch[i]);
-        if (s->werr_off < s->pos)
-            s->pos = s->werr_off;
-        s->werr_off = INT64_MAX;
-    }
+    settle_failed_writes(s);
+    if (s->werr_off < s->pos)
+        s->pos = s->werr_off; /* goes on where the data stopped, as stdio's */
+    s->werr_off = INT64_MAX;
     s->read_end = 0;
     s->err = 0;
     s->werr = 0;
@@ -1769,6 +1777,7 @@ int afs_fclose(struct afs_stream *s)
         busy |= in_flight(s->ch[i]);
     AFS_CHECK(!s->ctx->in_callback || !busy,
               "closing a stream with I/O pending from a callback would deadlock");
+    settle_failed_writes(s); /* after a failure what was buffered since is not written */
     if (s->dir == DIR_WRITE)
         write_fill(s);
     for (unsigned i = 0; i < s->nbuf; i++)

@@ -19,8 +19,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <linux/magic.h> /* PROC_SUPER_MAGIC... */
 #include <linux/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h> /* fstatfs */
 #include <sys/sysmacros.h>
 #if !defined(__NR_cachestat) && (defined(__x86_64__) || defined(__i386__) ||                 \
                                  defined(__aarch64__) || defined(__arm__) || defined(__riscv))
@@ -297,18 +299,23 @@ static void fd_info(int fd, const struct stat *st, struct afs__fd_info *info)
 {
     /* A regular file whose driver has no offsets (nonseekable_open: trace_pipe), or takes
      * no pwrite (/proc's seq_file files: stdio writes them with write(2)), is read and
-     * written at the descriptor's position, as a pipe. Such files show a size of 0; the
-     * second kind is looked for only on file systems without a device (proc, sysfs,
-     * tmpfs...), with a write of nothing (refused before the driver sees it). */
+     * written at the descriptor's position, as a pipe. Such files show a size of 0 and live
+     * on the kernel's own file systems (proc, sysfs, tracefs, debugfs), the only ones asked:
+     * by lseek, and on proc by a write of nothing (refused there before a driver sees it
+     * when pwrite is not allowed; seq_file's write handlers ignore an empty one). */
     bool noseek = false;
-    if (S_ISREG(st->st_mode) && st->st_size == 0) {
-        noseek = lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE;
 #ifdef __linux__
+    struct statfs fs;
+    if (S_ISREG(st->st_mode) && st->st_size == 0 && major(st->st_dev) == 0 &&
+        fstatfs(fd, &fs) == 0 &&
+        (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == TRACEFS_MAGIC ||
+         fs.f_type == DEBUGFS_MAGIC || fs.f_type == SYSFS_MAGIC)) {
         int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-        if (!noseek && major(st->st_dev) == 0 && (acc == O_WRONLY || acc == O_RDWR))
-            noseek = pwrite(fd, "", 0, 0) < 0 && errno == ESPIPE;
-#endif
+        noseek = (lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE) ||
+                 (fs.f_type == PROC_SUPER_MAGIC && (acc == O_WRONLY || acc == O_RDWR) &&
+                  pwrite(fd, "", 0, 0) < 0 && errno == ESPIPE);
     }
+#endif
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode) ||
                 noseek;
     info->sock = S_ISSOCK(st->st_mode);

@@ -818,11 +818,12 @@ int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
         options |= FILE_OPEN_REPARSE_POINT;
     HANDLE h;
     err = -EEXIST;
-    if (trunc && (afs_flags & AFS_APPEND) && acc != AFS_RDONLY) {
-        /* A file this open makes is empty already: made for appending at once (its handle
-         * writes though perm makes it read-only, as open(2)'s does; a second open would be
-         * refused). One that exists: truncation needs FILE_WRITE_DATA, which append-only
-         * access leaves out, so it is truncated through a short-lived handle first. */
+    if (trunc && (afs_flags & AFS_APPEND) && acc != AFS_RDONLY && disp != FILE_CREATE) {
+        /* A file this open makes is empty already (with AFS_EXCL, always): made for
+         * appending at once (its handle writes though perm makes it read-only, as open(2)'s
+         * does; a second open would be refused). One that exists: truncation needs
+         * FILE_WRITE_DATA, which append-only access leaves out, so it is truncated through
+         * a short-lived handle first. */
         if (creat && disp == FILE_OVERWRITE_IF)
             err = nt_open(&nm, access, attrs, FILE_CREATE, options, &h);
         if (err == -EEXIST) {

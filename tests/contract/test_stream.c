@@ -2422,6 +2422,25 @@ T_IO(a_failed_write_behind_leaves_the_position_where_the_data_stopped)
     cr_assert_eq(fread(tail, 1, 4, f), 4);
     fclose(f);
     cr_assert(memcmp(tail, "TAIL", 4) == 0);
+
+    /* The error seen at a short afs_fwrite instead (writes still in flight, more data
+     * buffered after the failure): afs_ftell and afs_fseek(SEEK_CUR) settle them first. */
+    lim.rlim_cur = 100 * 1024;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    cr_assert_eq(afs_fopen(t_ctx, t_path("limited2"), "w", &s), 0);
+    size_t took = 0;
+    for (int i = 0; i < 16384 && afs_fwrite(data, 1, 4096, s) == 4096; i++)
+        took += 4096;
+    cr_assert_eq(afs_ferror(s), -EFBIG, "no error after %zu bytes", took);
+    cr_assert_eq(afs_ftell(s), 100 * 1024);
+    lim.rlim_cur = RLIM_INFINITY;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    cr_assert_eq(afs_fseek(s, 0, SEEK_CUR), 0);
+    afs_clearerr(s);
+    cr_assert_eq(afs_fwrite("TAIL", 1, 4, s), 4);
+    cr_assert_eq(afs_fclose(s), 0);
+    cr_assert_eq(stat(t_path("limited2"), &st), 0);
+    cr_assert_eq(st.st_size, 100 * 1024 + 4, "size %lld", (long long)st.st_size);
 #endif
     if (!t_ctx)
         t_ctx = t_ctx_cfg(NULL);

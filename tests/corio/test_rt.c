@@ -1094,3 +1094,40 @@ T_RT(a_future_in_a_returned_frame_is_not_completed)
         cr_assert_eq(corio_rt_run(rt, frame_root, &where), 0);
     corio_rt_free(rt);
 }
+
+/* The shield reaches a grandchild on another scheduler too (started by a local child): its
+ * sleep outlasts the root's deadline (it had -ETIMEDOUT at the deadline). */
+static int gc_sleep(struct corio_task *t, void *a)
+{
+    (void)a;
+    return corio_sleep(t, 400 * MS);
+}
+
+static int gc_child(struct corio_task *t, void *a)
+{
+    (void)a;
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, gc_sleep, NULL, &f), 0);
+    return corio_future_await(t, &f, NULL);
+}
+
+static void gc_root(struct corio_task *t, void *a)
+{
+    int *res = a;
+    corio_set_deadline(t, corio_now() + 150 * MS);
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_future(t, gc_child, NULL, &f, NULL), 0);
+    corio_shield_begin(t);
+    *res = corio_future_await(t, &f, NULL);
+    corio_shield_end(t);
+    corio_set_deadline(t, INT64_MAX);
+}
+
+T_RT(a_shield_covers_a_grandchild_on_another_scheduler)
+{
+    struct corio_rt *rt = rt_make(2);
+    int res = 1;
+    cr_assert_eq(corio_rt_run(rt, gc_root, &res), 0);
+    corio_rt_free(rt);
+    cr_assert_eq(res, 0, "the grandchild's sleep: %d", res);
+}
