@@ -504,16 +504,6 @@ bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now)
     return false;
 }
 
-void afs__ctx_wake_flush(struct afs_ctx *from)
-{
-#ifdef AFS_HAVE_URING
-    if (from->be == &afs__backend_uring)
-        afs__uring_msg_flush(from);
-#else
-    (void)from;
-#endif
-}
-
 /* ------------------------------------------------------------------------------------------
  * Buffers
  * ---------------------------------------------------------------------------------------- */

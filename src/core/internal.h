@@ -803,7 +803,6 @@ struct afs__ring_hint {
 extern _Thread_local struct afs__ring_hint afs__ring_hint;
 int  afs__uring_fd(struct afs_ctx *ctx);                       /* an io_uring context's */
 bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to, bool now); /* false: not sent */
-void afs__uring_msg_flush(struct afs_ctx *from); /* submits what is staged, reaps nothing */
 
 /* The runtime's side of the above, on every platform: sets the hint where io_uring is built
  * (share: a context whose ring's workers to share, or NULL). */
@@ -812,12 +811,8 @@ void afs__ctx_ring_hint(struct afs_ctx *share, bool single_issuer);
  * wake-up as a message instead of a write to to's waker (both on io_uring with
  * IORING_OP_MSG_RING): then true, and the message goes at once with whatever from has staged
  * when `now` (one submission, nothing reaped), else with from's next submission
- * (afs_ctx_wait), which must then come. Without `now` nothing of from's is reaped, nor run
- * (a full SQ is not flushed: the waker is written instead). */
+ * (afs_ctx_wait), which must then come. */
 bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now);
-/* Submits what `from` has staged (a wake-up message of afs__ctx_wake_from with now false),
- * reaping nothing: the "at once" of now, made later by the caller. */
-void afs__ctx_wake_flush(struct afs_ctx *from);
 
 /* Formats "call: ENAME (hint)" into why. */
 void afs__why(char *why, size_t len, const char *call, int err, const char *hint);

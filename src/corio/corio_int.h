@@ -194,8 +194,12 @@ struct corio__inbox {
     struct afs_list msgs;
     struct afs_list spawns; /* corio_spawn_on() requests not yet started (rt.c) */
     atomic_size_t   nspawns;
+    atomic_uint     waking; /* posters between their post and the end of their wake-up:
+                               corio_sched_free waits for them (corio__inbox_post) */
 };
 
+/* corio_sched_free: waits until no poster is still waking s. */
+void corio__inbox_wait_posters(struct corio_sched *s);
 /* Any thread: queues m for the resume phase of s and wakes s. m must stay valid until it is
  * delivered. */
 void corio__inbox_post(struct corio_sched *s, struct corio__msg *m);

@@ -48,6 +48,7 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
     }
     afs__mutex_init(&s->inbox.mu);
     atomic_init(&s->inbox.has, false);
+    atomic_init(&s->inbox.waking, 0);
     atomic_init(&s->awake, false);
     corio__waiter_init(s);
     *out = s;
@@ -69,10 +70,7 @@ void corio_sched_free(struct corio_sched *s)
     if (s->flights_free)
         s->flights_free(s);
     corio__stack_pool_fini(&s->stacks);
-    /* A thread that posted the message that let s end may still be inside its post (the
-     * wake-up, under the lock): it is done with s once it released the lock. */
-    afs__mutex_lock(&s->inbox.mu);
-    afs__mutex_unlock(&s->inbox.mu);
+    corio__inbox_wait_posters(s); /* the one whose message let s end may still wake it */
     afs__mutex_destroy(&s->inbox.mu);
     if (s->own_ctx)
         afs_ctx_free(s->ctx);

@@ -136,56 +136,63 @@ void corio__waiter_init(struct corio_sched *s)
  * poster is a task, or tasks are ready): a long phase must not hold back a sleeping
  * scheduler's work. Only a post at the end of a phase (from the loop, nothing ready) waits
  * for the submission that ends it, and shares its system call. */
-/* Called under s's inbox lock (see corio__inbox_post). Returns the caller's scheduler when
- * its ring holds the wake-up message, to be submitted once the lock is released (a
- * submission under it would hold s's delivery up): corio__inbox_wake_flush(). */
-static struct corio_sched *inbox_wake(struct corio_sched *s)
+static void inbox_wake(struct corio_sched *s)
 {
     struct corio_sched *me = corio__thread_sched();
     if (me && me->running && me != s) {
         bool now = me->current || me->ready.list.first;
-        if (afs__ctx_wake_from(s->ctx, me->ctx, false)) {
+        if (afs__ctx_wake_from(s->ctx, me->ctx, now)) {
             me->wakes_staged = true;
             me->rts.wakes_ring++;
-            return now ? me : NULL;
+        } else {
+            me->rts.wakes_waker++;
         }
-        me->rts.wakes_waker++;
-        return NULL;
+        return;
     }
     afs_ctx_wake(s->ctx);
-    return NULL;
+}
+
+/* Under the lock the message goes in; the wake-up, if s sleeps, comes after the unlock.
+ * Once the lock is released the message may be delivered, and what it delivers may let the
+ * run end and the scheduler be freed (corio_run): a poster that made the inbox non-empty,
+ * and so may have to wake s, is counted in `waking` (under the lock) until it is done with
+ * s, and corio_sched_free waits for the count to fall to 0. */
+static void inbox_post(struct corio_sched *s, struct afs_list *q, struct afs_list_node *n,
+                       bool spawn)
+{
+    struct corio__inbox *in = &s->inbox;
+    afs__mutex_lock(&in->mu);
+    afs_list_push_back(q, n);
+    if (spawn)
+        atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
+    bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
+    if (!was)
+        atomic_fetch_add_explicit(&in->waking, 1, memory_order_relaxed);
+    afs__mutex_unlock(&in->mu);
+    if (!was) {
+        if (!atomic_load_explicit(&s->awake, memory_order_seq_cst))
+            inbox_wake(s);
+        atomic_fetch_sub_explicit(&in->waking, 1, memory_order_release); /* s no more */
+    }
 }
 
 void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)
 {
-    struct corio__inbox *in = &s->inbox;
-    afs__mutex_lock(&in->mu);
-    afs_list_push_back(&in->msgs, &m->node);
-    bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
-    /* The wake-up under the lock: the message can be delivered only once it is released,
-     * and what it delivers may let the scheduler end and be freed (corio_run), which takes
-     * the lock first (corio_sched_free): nothing of s is touched after the unlock. */
-    struct corio_sched *flush = NULL;
-    if (!was && !atomic_load_explicit(&s->awake, memory_order_seq_cst))
-        flush = inbox_wake(s);
-    afs__mutex_unlock(&in->mu);
-    if (flush)
-        afs__ctx_wake_flush(flush->ctx);
+    inbox_post(s, &s->inbox.msgs, &m->node, false);
 }
 
 void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n)
 {
-    struct corio__inbox *in = &s->inbox;
-    afs__mutex_lock(&in->mu);
-    afs_list_push_back(&in->spawns, n);
-    atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
-    bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
-    struct corio_sched *flush = NULL;
-    if (!was && !atomic_load_explicit(&s->awake, memory_order_seq_cst))
-        flush = inbox_wake(s); /* under the lock: see corio__inbox_post */
-    afs__mutex_unlock(&in->mu);
-    if (flush)
-        afs__ctx_wake_flush(flush->ctx);
+    inbox_post(s, &s->inbox.spawns, n, true);
+}
+
+void corio__inbox_wait_posters(struct corio_sched *s)
+{
+    /* A poster counted itself under the lock: after it, every one that will is counted. */
+    afs__mutex_lock(&s->inbox.mu);
+    afs__mutex_unlock(&s->inbox.mu);
+    while (atomic_load_explicit(&s->inbox.waking, memory_order_acquire))
+        afs__cpu_relax();
 }
 
 bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag)

@@ -1027,9 +1027,7 @@ bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to, bool now)
     struct uring *u = U(from);
     if (!u->has_msg)
         return false;
-    /* Not now: the caller may hold a lock (corio's inbox) that a completion reaped by a
-     * flush of a full SQ could want again. Refused, the caller wakes `to` another way. */
-    struct io_uring_sqe *sqe = now ? get_sqe(from) : io_uring_get_sqe(&u->ring);
+    struct io_uring_sqe *sqe = get_sqe(from);
     if (!sqe)
         return false;
     io_uring_prep_msg_ring(sqe, U(to)->ring.ring_fd, 0, TAG_MSG, 0);
@@ -1042,12 +1040,6 @@ bool afs__uring_msg(struct afs_ctx *from, struct afs_ctx *to, bool now)
         (void)ring_enter(from, 0, NULL);
     }
     return true;
-}
-
-void afs__uring_msg_flush(struct afs_ctx *from)
-{
-    from->stats.kernel_submits++;
-    (void)ring_enter(from, 0, NULL);
 }
 
 static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
