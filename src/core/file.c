@@ -716,7 +716,8 @@ static void pos_cb(struct afs_op *op)
 static ssize_t seq_nowait(struct afs_file *f, bool write, void *buf, size_t len, bool *over)
 {
     *over = false;
-    if (!(write ? afs__sys.pwrite_nowait != NULL : afs__sys.pread_nowait != NULL) || !f->seq || f->sock || f->no_nowait || f->ctx->crash || !buf || len == 0 ||
+    bool have = write ? afs__sys.pwrite_nowait != NULL : afs__sys.pread_nowait != NULL;
+    if (!have || !f->seq || f->sock || f->no_nowait || f->ctx->crash || !buf || len == 0 ||
         len > f->ctx->cfg.sync_threshold || !meta_task(f->ctx) || co_stopped(f->ctx))
         return 0;
     ssize_t r = write ? afs__sys.pwrite_nowait(f->fd, buf, len, AFS__OFF_SEQ)
