@@ -572,15 +572,17 @@ AFS_API size_t corio_stream_buffered(const struct corio_stream *s);
 AFS_API ssize_t corio_stream_read(struct corio_task *t, struct corio_stream *s, void *buf,
                                   size_t len);
 /* Exactly len bytes, fewer only at the end (the count, as fread) or on an error: the bytes
- * copied before an error are reported first (the error comes at the next call); -errno when
- * none were. */
+ * copied before an error are reported first (the error comes at the next call; not the
+ * task's own -ECANCELED / -ETIMEDOUT, which the next call meets only if it still holds);
+ * -errno when none were. */
 AFS_API ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s,
                                         void *buf, size_t len);
 /* The next line up to and including the byte delim (0..255): *line points to it in the
  * stream's buffer (not nul-terminated; valid until the next read call on s), and the return
- * value is its length. A last line without delim at the end is returned as it is; 0 at the
- * end with nothing left. -EMSGSIZE when limit bytes (0: 64 KiB; at most 1 GiB) came without
- * delim: they stay buffered, so corio_stream_read() can still take them (nothing is lost).
+ * value is its length, at most limit (0: 64 KiB; at most 1 GiB), delim included. A last line
+ * without delim at the end (of at most limit bytes) is returned as it is; 0 at the end with
+ * nothing left. -EMSGSIZE when the line is longer (no delim among the first limit bytes and
+ * more follow): the bytes stay buffered, so corio_stream_read() can still take them.
  * -EINVAL for a bad delim or limit; read errors as -errno. */
 AFS_API ssize_t corio_stream_read_until(struct corio_task *t, struct corio_stream *s,
                                         int delim, size_t limit, const char **line);
@@ -601,10 +603,11 @@ AFS_API int     corio_stream_write(struct corio_task *t, struct corio_stream *s,
  * stream must not be read otherwise until they ended or were closed.
  * Lines: yields struct corio_line * for each line, split at '\n' (removed; the data is
  * nul-terminated, a "\r" before it is kept), a last line without '\n' included; a line of
- * more than limit bytes (0: 64 KiB) ends the iteration with -EMSGSIZE (the line stays
- * buffered). Chunks: yields struct corio_chunk * with what each transfer brought, at most
+ * more than limit bytes (0: 64 KiB; its '\n' not counted) ends the iteration with -EMSGSIZE
+ * (the line stays buffered). Chunks: yields struct corio_chunk * with what each transfer brought, at most
  * chunk_size bytes (0: 8 KiB), off counting from the generator's start; the next chunk is
- * read while the consumer holds the current one. Both return 0, -EINVAL or -ENOMEM. */
+ * read while the consumer holds the current one, and goes back to the stream when the
+ * generator is closed before the consumer took it. Both return 0, -EINVAL or -ENOMEM. */
 AFS_API int corio_stream_lines(struct corio_task *t, struct corio_gen *g,
                                struct corio_stream *s, size_t limit);
 AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,
@@ -638,7 +641,8 @@ AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct cor
  * dropped, but the call returns at once).
  * ---------------------------------------------------------------------------------------- */
 
-/* Connects to host:port (a name or a numeric address; port a number or a service name):
+/* Connects to host:port (a name or a numeric address, an IPv6 one bare or in brackets as
+ * "[::1]"; port a number or a service name):
  * resolves it, then connects to every address it got at once (at most 16), keeps the first
  * connection that succeeds and cancels and closes the others, all under t's deadline and
  * cancellation. Returns 0 and *out (a connected socket of the scheduler's context, the
@@ -649,10 +653,11 @@ AFS_API int corio_dial(struct corio_task *t, const char *host, const char *port,
 /* corio_dial() and corio_stream_new(f, buf_size) in one (asyncigo's Dial). */
 AFS_API int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
                               size_t buf_size, struct corio_stream **out);
-/* A listening TCP socket bound to host:port (host NULL or "": every address; port "0": a
- * free port the system picks, see corio_net_port()), with SO_REUSEADDR, listening with
- * `backlog` (0: SOMAXCONN). The first resolved address that binds is used. Returns 0 and
- * *out, -EINVAL, or the errors above (-EADDRINUSE, -EACCES...). */
+/* A listening TCP socket bound to host:port (host NULL or "": every address, IPv4 and IPv6,
+ * through one IPv6 socket that takes IPv4 too where the system has IPv6, else the IPv4
+ * wildcard; port "0": a free port the system picks, see corio_net_port()), with SO_REUSEADDR,
+ * listening with `backlog` (0: SOMAXCONN). For a host, the first resolved address that binds
+ * is used. Returns 0 and *out, -EINVAL, or the errors above (-EADDRINUSE, -EACCES...). */
 AFS_API int corio_listen(struct corio_task *t, const char *host, const char *port,
                          int backlog, struct afs_file **out);
 /* Waits for a connection on listener l (afs_accept) and returns it as a stream with a read
@@ -664,7 +669,8 @@ AFS_API int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_si
 /* The local port of a bound socket (e.g. after corio_listen() with port "0"), or -errno. */
 AFS_API int corio_net_port(struct afs_file *s);
 /* The message of the calling thread's last failed corio_dial() / corio_listen() (the
- * resolver's text for a name that did not resolve, "host:port: <reason>"), or NULL after one
+ * resolver's text for a name that did not resolve, "host:port: <reason>", an IPv6 address in
+ * brackets), or NULL after one
  * that succeeded. Read it before the task suspends again (other tasks of the thread may
  * dial meanwhile); valid until then. */
 AFS_API const char *corio_net_error(void);

@@ -282,11 +282,19 @@ void afs__pool_reap(struct afs__pool *p)
     while ((op = afs__list_pop(&got))) {
         /* A worker cannot be stopped in the middle of a system call. An op cancelled while
          * it ran completes with -ECANCELED once the worker has returned, whatever the call
-         * did: the buffer is settled before the callback and never written after it. Meta
-         * ops keep their result (an fd that was opened must reach the caller). */
+         * did: the buffer is settled before the callback and never written after it. Some
+         * results stand all the same: a meta op's and an accepted socket (an fd that was
+         * opened must reach the caller), and the bytes a transfer of a file without offsets
+         * moved (they have left the pipe, as afs__op_step() reports them too). */
         struct afs__op *o = afs__op(op);
-        bool cancelled = *pool_cancelled(op) && !afs__is_meta(o);
-        afs__op_finished(p->ctx, op, cancelled ? -ECANCELED : op->result);
+        ssize_t res = op->result;
+        if (*pool_cancelled(op)) {
+            bool keep = afs__is_meta(o) || (o->code == AFS__ACCEPT && res >= 0) ||
+                        (res > 0 && !afs__is_ctl(o) && o->file && o->file->seq);
+            if (!keep)
+                res = -ECANCELED;
+        }
+        afs__op_finished(p->ctx, op, res);
     }
 }
 

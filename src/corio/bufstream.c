@@ -258,8 +258,9 @@ ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s, vo
     }
     corio_mutex_unlock(&s->rmu);
     /* What came before an error stays with the caller: report it first, the error at the
-     * next read. */
-    if (got > 0 && n < 0)
+     * next read. Not the task's own cancellation or deadline: that is no fact of the
+     * stream, and the next read (maybe another task's) need not meet it. */
+    if (got > 0 && n < 0 && !(corio__interrupted(t) && (n == -ECANCELED || n == -ETIMEDOUT)))
         s->rerr = n;
     return got > 0 || n >= 0 ? (ssize_t)got : n;
 }
@@ -284,21 +285,24 @@ static size_t find(struct corio_stream *s, int delim, size_t limit)
     return (size_t)(p - (s->buf + s->start)) + 1;
 }
 
-/* read_until with the read lock held. */
-static ssize_t until_locked(struct corio_stream *s, int delim, size_t limit,
+/* read_until with the read lock held: a line of at most limit bytes, its delim counted
+ * unless delim_free (the lines generator's limit is on the line without its '\n'). */
+static ssize_t until_locked(struct corio_stream *s, int delim, size_t limit, bool delim_free,
                             const char **line)
 {
     for (;;) {
-        size_t len = find(s, delim, limit);
+        size_t len = find(s, delim, limit + delim_free);
         if (len) {
             *line = s->buf + s->start;
             s->start += len;
             return (ssize_t)len;
         }
         size_t have = s->end - s->start;
-        if (have >= limit)
+        if (have > limit)
             return -EMSGSIZE; /* the bytes stay buffered */
-        ssize_t n = fill(s, limit, limit - have);
+        /* At limit bytes, one more tells a last line of limit bytes (the end follows) from
+         * a longer one (or, delim_free, from one whose delim comes next). */
+        ssize_t n = fill(s, limit + 1, have < limit ? limit - have : 1);
         if (n < 0)
             return n;
         if (n == 0) {
@@ -312,18 +316,24 @@ static ssize_t until_locked(struct corio_stream *s, int delim, size_t limit,
     }
 }
 
+static ssize_t read_until(struct corio_task *t, struct corio_stream *s, int delim,
+                          size_t limit, bool delim_free, const char **line)
+{
+    int err = lock_read(t, s, "corio_stream_read_until");
+    if (err)
+        return err;
+    ssize_t n = until_locked(s, delim, limit, delim_free, line);
+    corio_mutex_unlock(&s->rmu);
+    return n;
+}
+
 ssize_t corio_stream_read_until(struct corio_task *t, struct corio_stream *s, int delim,
                                 size_t limit, const char **line)
 {
     AFS_CHECK(line != NULL, "line is NULL");
     if (delim < 0 || delim > 255 || limit > ((size_t)1 << 30))
         return -EINVAL;
-    int err = lock_read(t, s, __func__);
-    if (err)
-        return err;
-    ssize_t n = until_locked(s, delim, limit ? limit : DEFAULT_LIMIT, line);
-    corio_mutex_unlock(&s->rmu);
-    return n;
+    return read_until(t, s, delim, limit ? limit : DEFAULT_LIMIT, false, line);
 }
 
 ssize_t corio_stream_read_line(struct corio_task *t, struct corio_stream *s, size_t limit,
@@ -413,7 +423,7 @@ static int lines_fn(struct corio_task *t, struct corio_gen *g, void *arg)
     int r;
     for (;;) {
         const char *p;
-        ssize_t n = corio_stream_read_until(t, a.s, '\n', a.size, &p);
+        ssize_t n = read_until(t, a.s, '\n', a.size, true, &p);
         if (n <= 0) {
             r = (int)n;
             break;
@@ -442,6 +452,31 @@ int corio_stream_lines(struct corio_task *t, struct corio_gen *g, struct corio_s
     return corio_gen_start(t, g, lines_fn, &a);
 }
 
+/* Puts len bytes back at the head of the read buffer (they came before what it holds). */
+static int unread(struct corio_task *t, struct corio_stream *s, const char *p, size_t len)
+{
+    int err = lock_read(t, s, "corio_stream_chunks");
+    if (err)
+        return err;
+    size_t have = s->end - s->start;
+    if (have + len + 1 > s->cap) {
+        char *nb = afs__sys.realloc(s->buf, have + len + 1);
+        if (!nb) {
+            corio_mutex_unlock(&s->rmu);
+            return -ENOMEM;
+        }
+        s->buf = nb;
+        s->cap = have + len + 1;
+    }
+    memmove(s->buf + len, s->buf + s->start, have);
+    memcpy(s->buf, p, len);
+    s->start = 0;
+    s->end = have + len;
+    s->scanned = 0;
+    corio_mutex_unlock(&s->rmu);
+    return 0;
+}
+
 static int chunks_fn(struct corio_task *t, struct corio_gen *g, void *arg)
 {
     struct sgen_args a = *(struct sgen_args *)arg;
@@ -460,7 +495,16 @@ static int chunks_fn(struct corio_task *t, struct corio_gen *g, void *arg)
         }
         ch[k] = (struct corio_chunk){.data = buf[k], .len = (size_t)n, .off = off};
         off += (uint64_t)n;
+        unsigned long taken = g->taken;
         r = corio_gen_yield(t, g, &ch[k]);
+        if (r < 0 && g->taken == taken) {
+            /* Closed (or interrupted) with this chunk read ahead and not taken: it goes
+             * back to the stream, where the next read finds it. */
+            corio_shield_begin(t);
+            if (unread(t, a.s, buf[k], (size_t)n) < 0)
+                r = -ENOMEM;
+            corio_shield_end(t);
+        }
         k ^= 1;
     }
     corio_gen_flush(t, g);

@@ -31,6 +31,15 @@ const char *corio_net_error(void)
     return net_error[0] ? net_error : NULL;
 }
 
+/* Sets the message "host:port: what" ("[host]:port" for an IPv6 literal, "*" for any). */
+static void net_fail(const char *host, const char *port, const char *what)
+{
+    const char *h = host && *host ? host : "*";
+    bool v6 = strchr(h, ':') && h[0] != '[';
+    snprintf(net_error, sizeof net_error, "%s%s%s:%s: %s", v6 ? "[" : "", h, v6 ? "]" : "",
+             port, what);
+}
+
 /* A resolution job on the heap: a waiter that gives up (deadline, cancel) leaves it to the
  * pool thread, which frees it when getaddrinfo returns. */
 struct resolve_job {
@@ -113,15 +122,22 @@ static int resolve(struct corio_task *t, const char *host, const char *port, int
     /* A number is a port: getaddrinfo would take 99999 modulo 65536 without a word. */
     const char *digits = port + strspn(port, "0");
     if (port[strspn(port, "0123456789")] == '\0' && (strlen(digits) > 5 || atol(digits) > 65535)) {
-        snprintf(net_error, sizeof net_error, "%s:%s: port out of range", host ? host : "*",
-                 port);
+        net_fail(host, port, "port out of range");
         return -EINVAL;
     }
     struct resolve_job *j = afs__sys.calloc(1, sizeof *j);
     if (!j)
         return -ENOMEM;
     j->passive = passive;
-    j->host = host ? strdup(host) : NULL;
+    if (host) {
+        /* "[::1]", as in a URL, is the address ::1. */
+        size_t hl = strlen(host);
+        bool bracketed = hl > 2 && host[0] == '[' && host[hl - 1] == ']';
+        if ((j->host = afs__sys.malloc(hl + 1)) != NULL) {
+            memcpy(j->host, host + bracketed, hl - 2 * bracketed);
+            j->host[hl - 2 * bracketed] = '\0';
+        }
+    }
     j->port = strdup(port);
     if ((host && !j->host) || !j->port) {
         resolve_release(&j->b);
@@ -136,14 +152,15 @@ static int resolve(struct corio_task *t, const char *host, const char *port, int
     if (!corio_future_done(&j->b.done)) {
         /* Interrupted: getaddrinfo cannot be; the job frees itself when it returns. */
         corio__blocking_abandon(t, &j->b, resolve_release);
-        snprintf(net_error, sizeof net_error, "%s:%s: %s while resolving", host ? host : "*",
-                 port, afs_strerror(err));
+        char what[64];
+        snprintf(what, sizeof what, "%s while resolving", afs_strerror(err));
+        net_fail(host, port, what);
         return err;
     }
     if (err < 0 || j->gai != 0) {
         if (err >= 0) {
             err = gai_errno(j->gai, j->gai_errno);
-            snprintf(net_error, sizeof net_error, "%s:%s: %s", host ? host : "*", port,
+            net_fail(host, port,
 #ifdef EAI_SYSTEM
                      j->gai == EAI_SYSTEM ? afs_strerror(err) :
 #endif
@@ -212,9 +229,11 @@ int corio_dial(struct corio_task *t, const char *host, const char *port, struct 
     corio__check_running(t, "corio_dial");
     AFS_CHECK(out != NULL, "out is NULL");
     *out = NULL;
-    if (!host || !port || !*host || !*port)
-        return -EINVAL;
     net_error[0] = '\0';
+    if (!host || !port || !*host || !*port) {
+        net_fail(host, port ? port : "", "empty host or port");
+        return -EINVAL;
+    }
     struct resolve_job *j;
     int err = resolve(t, host, port, 0, &j);
     if (err < 0)
@@ -265,7 +284,7 @@ int corio_dial(struct corio_task *t, const char *host, const char *port, struct 
                     break;
                 }
         }
-        snprintf(net_error, sizeof net_error, "%s:%s: %s", host, port, afs_strerror(err));
+        net_fail(host, port, afs_strerror(err));
     }
     free(d);
     resolve_release(&j->b);
@@ -290,47 +309,67 @@ int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
  * Listen and accept
  * ---------------------------------------------------------------------------------------- */
 
+/* A socket bound to ai and listening: 0 and *out, or -errno. dual: an IPv6 wildcard that
+ * takes IPv4 connections too. */
+static int listen_on(struct corio_task *t, const struct addrinfo *ai, bool dual, int backlog,
+                     struct afs_file **out)
+{
+    struct afs_file *s;
+    int err = afs_socket(corio_sched_ctx(t->sched), ai->ai_family, ai->ai_socktype,
+                         ai->ai_protocol, &s);
+    if (err < 0)
+        return err;
+    net_fd fd = NET_FD(s);
+    int one = 1, zero = 0;
+#ifndef _WIN32 /* Windows: SO_REUSEADDR would let another socket take the port too */
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, (void *)&one, sizeof one);
+#endif
+    (void)one;
+    if (dual)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, (void *)&zero, sizeof zero);
+    if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) < 0 ||
+        listen(fd, backlog ? backlog : SOMAXCONN) < 0) {
+        err = net_errno();
+        afs_close(s);
+        return err;
+    }
+    *out = s;
+    return 0;
+}
+
 int corio_listen(struct corio_task *t, const char *host, const char *port, int backlog,
                  struct afs_file **out)
 {
     corio__check_running(t, "corio_listen");
     AFS_CHECK(out != NULL, "out is NULL");
     *out = NULL;
-    if (!port || !*port || backlog < 0)
-        return -EINVAL;
     net_error[0] = '\0';
+    if (!port || !*port || backlog < 0) {
+        net_fail(host, port ? port : "", backlog < 0 ? "negative backlog" : "empty port");
+        return -EINVAL;
+    }
+    bool any = !(host && *host);
     struct resolve_job *j;
-    int err = resolve(t, host && *host ? host : NULL, port, 1, &j);
+    int err = resolve(t, any ? NULL : host, port, 1, &j);
     if (err < 0)
         return err;
-    err = -EADDRNOTAVAIL;
-    for (const struct addrinfo *ai = j->res; ai; ai = ai->ai_next) {
-        struct afs_file *s;
-        int e = afs_socket(corio_sched_ctx(t->sched), ai->ai_family, ai->ai_socktype,
-                           ai->ai_protocol, &s);
-        if (e == 0) {
-            net_fd fd = NET_FD(s);
-            int one = 1;
-#ifndef _WIN32 /* Windows: SO_REUSEADDR would let another socket take the port too */
-            (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, (void *)&one, sizeof one);
-#endif
-            (void)one;
-            if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) < 0 ||
-                listen(fd, backlog ? backlog : SOMAXCONN) < 0)
-                e = net_errno();
-            if (e == 0) {
-                *out = s;
-                err = 0;
-                break;
-            }
-            afs_close(s);
+    /* The first address that binds, in the resolver's order; for any address, an IPv6
+     * wildcard that takes IPv4 too first where the system has IPv6 (the resolver lists
+     * 0.0.0.0 first, which would leave ::1 unserved), the IPv4 one after. */
+    int first = 0;
+    for (int pass = any ? 0 : 1; pass < 2 && !*out; pass++) {
+        for (const struct addrinfo *ai = j->res; ai && !*out; ai = ai->ai_next) {
+            bool v6 = ai->ai_family == AF_INET6;
+            if (any && v6 != (pass == 0))
+                continue;
+            int e = listen_on(t, ai, any && v6, backlog, out);
+            if (e < 0 && first == 0)
+                first = e;
         }
-        if (err == -EADDRNOTAVAIL)
-            err = e; /* the first address's error */
     }
+    err = *out ? 0 : first ? first : -EADDRNOTAVAIL;
     if (err < 0)
-        snprintf(net_error, sizeof net_error, "%s:%s: %s", host && *host ? host : "*", port,
-                 afs_strerror(err));
+        net_fail(host, port, afs_strerror(err));
     resolve_release(&j->b);
     return err;
 }

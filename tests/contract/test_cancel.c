@@ -358,6 +358,39 @@ T_CANCEL(an_op_in_flight_completes_cancelled_once_and_leaves_its_buffer)
         cr_assert_fail("no cancel test for backend %s", be());
 }
 
+#ifndef _WIN32
+/* threads, libaio: a blocking pipe (adopted without AFS_NONBLOCK) is read by a pool worker.
+ * Cancelled while the worker was in the read, the op reports the bytes that read took: they
+ * have left the pipe, and -ECANCELED would lose them. */
+T_CANCEL(a_pool_read_of_a_pipe_cancelled_in_flight_reports_its_bytes)
+{
+    ctx_under_test();
+    if (strcmp(be(), "threads") && strcmp(be(), "libaio"))
+        cr_skip_test("%s reads no pipe on a pool thread", be());
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_file_from_fd(t_ctx, p[0], AFS_RDONLY, AFS_MODE_ASYNC, &f), 0);
+    cr_assert_eq(write(p[1], "late", 4), 4);
+    h.fd = (afs__fd_t)p[0];
+    afs__sys.pread = hold_pread;
+
+    static char buf[BS];
+    struct afs_op op = {0};
+    cr_assert_eq(afs__queue_seq(&op, f, false, buf, BS, true, log_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    cr_assert(wait_entered(), "the read never reached the pool's pread");
+    cr_assert_eq(afs_cancel(&op), 0);
+    release();
+    wait_callback(t_ctx);
+    settle(t_ctx);
+    cr_assert_eq(lg.result, 4, "%s: the cancelled read completed with %zd", be(), lg.result);
+    cr_assert(memcmp(buf, "late", 4) == 0);
+    cr_assert_eq(afs_close(f), 0);
+    close(p[1]);
+}
+#endif
+
 /* ------------------------------------------------------------------------------------------
  * A close that fails
  * ---------------------------------------------------------------------------------------- */

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #define MS (1000LL * 1000)
@@ -921,5 +922,158 @@ T_B(read_exact_keeps_a_reset_for_the_next_read)
     cr_assert_eq(corio_sched_run(b_sched, exact_reset_root, &c), 0);
     cr_assert_eq(c.n1, 3);
     cr_assert_eq(c.n2, -ECONNRESET, "second read_exact: %zd", c.n2);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* A read_exact cut short by its task's deadline reports the bytes it had; the deadline is
+ * the task's, not the stream's: another task's read after it gets the data that came. */
+struct exact_deadline_case {
+    struct corio_stream *s;
+    int                  peer;
+    ssize_t              n1, n2;
+    char                 line[16];
+};
+
+static void exact_deadline_other(struct corio_task *t, void *arg)
+{
+    struct exact_deadline_case *c = arg;
+    const char *l;
+    c->n2 = corio_stream_read_line(t, c->s, 0, &l);
+    if (c->n2 > 0 && c->n2 < (ssize_t)sizeof c->line)
+        memcpy(c->line, l, (size_t)c->n2);
+}
+
+static void exact_deadline_root(struct corio_task *t, void *arg)
+{
+    struct exact_deadline_case *c = arg;
+    char b[10];
+    cr_assert_eq(write(c->peer, "abc", 3), 3);
+    corio_set_deadline(t, corio_now() + 30 * MS);
+    c->n1 = corio_stream_read_exact(t, c->s, b, sizeof b);
+    corio_set_deadline(t, INT64_MAX);
+    cr_assert_eq(write(c->peer, "defghijklm\n", 11), 11);
+    cr_assert_eq(corio_spawn(t, exact_deadline_other, c, NULL), 0);
+    corio_wait(t);
+}
+
+T_B(read_exact_cut_by_a_deadline_leaves_no_error_behind)
+{
+    bnew();
+    struct exact_deadline_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    cr_assert_eq(corio_sched_run(b_sched, exact_deadline_root, &c), 0);
+    cr_assert_eq(c.n1, 3);
+    cr_assert_eq(c.n2, 11, "the next task's read_line: %zd", c.n2);
+    cr_assert_str_eq(c.line, "defghijklm\n");
+    close(c.peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* The limit of read_until counts the delimiter; a last line without one may be limit bytes
+ * long. The lines generator's limit is on the line without its '\n'. */
+struct limit_edge_case {
+    struct corio_stream *s;
+    int                  peer;
+    ssize_t              r[4];
+    int                  gen_n, gen_res;
+};
+
+static void limit_edge_root(struct corio_task *t, void *arg)
+{
+    struct limit_edge_case *c = arg;
+    const char *l;
+    c->r[0] = corio_stream_read_line(t, c->s, 3, &l); /* "ab\n": 3 */
+    c->r[1] = corio_stream_read_line(t, c->s, 3, &l); /* "abc\n": too long */
+    c->r[2] = corio_stream_read_line(t, c->s, 4, &l); /* the same: 4 */
+    c->r[3] = corio_stream_read_line(t, c->s, 3, &l); /* "xyz" at the end: 3 */
+}
+
+static void lines_edge_root(struct corio_task *t, void *arg)
+{
+    struct limit_edge_case *c = arg;
+    struct corio_gen g;
+    cr_assert_eq(corio_stream_lines(t, &g, c->s, 10), 0);
+    void *v;
+    while ((c->gen_res = corio_gen_next(t, &g, &v)) == 1) {
+        struct corio_line *line = v;
+        cr_assert_eq(line->len, 10);
+        c->gen_n++;
+    }
+}
+
+T_B(line_limits_at_their_edge)
+{
+    bnew();
+    struct limit_edge_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    cr_assert_eq(write(c.peer, "ab\nabc\nxyz", 10), 10);
+    shutdown(c.peer, SHUT_WR);
+    cr_assert_eq(corio_sched_run(b_sched, limit_edge_root, &c), 0);
+    cr_assert_eq(c.r[0], 3);
+    cr_assert_eq(c.r[1], -EMSGSIZE);
+    cr_assert_eq(c.r[2], 4);
+    cr_assert_eq(c.r[3], 3, "a last line of limit bytes: %zd", c.r[3]);
+    close(c.peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+
+    c = (struct limit_edge_case){0};
+    c.s = sock_stream(&c.peer, 0);
+    cr_assert_eq(write(c.peer, "0123456789\n0123456789", 21), 21);
+    shutdown(c.peer, SHUT_WR);
+    cr_assert_eq(corio_sched_run(b_sched, lines_edge_root, &c), 0);
+    cr_assert_eq(c.gen_res, 0, "lines: %s", afs_strerror(c.gen_res));
+    cr_assert_eq(c.gen_n, 2);
+    close(c.peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* The chunk generator reads the next chunk while the consumer holds one; closing it then
+ * gives that chunk back to the stream. */
+struct chunk_close_case {
+    struct corio_stream *s;
+    int                  peer;
+    char                 first[8], rest[16];
+    ssize_t              rest_len;
+};
+
+static void chunk_close_root(struct corio_task *t, void *arg)
+{
+    struct chunk_close_case *c = arg;
+    struct corio_gen g;
+    cr_assert_eq(write(c->peer, "AAA", 3), 3);
+    cr_assert_eq(corio_stream_chunks(t, &g, c->s, 0), 0);
+    void *v;
+    cr_assert_eq(corio_gen_next(t, &g, &v), 1);
+    struct corio_chunk *ch = v;
+    cr_assert_eq(ch->len, 3);
+    memcpy(c->first, ch->data, 3);
+    cr_assert_eq(write(c->peer, "BBB", 3), 3);
+    /* Let the producer read BBB ahead: until the socket holds nothing. */
+    int fd = (int)afs_file_fd(corio_stream_file(c->s)), pending = 1;
+    for (int i = 0; i < 5000 && pending; i++) {
+        corio_sleep(t, MS);
+        cr_assert_eq(ioctl(fd, FIONREAD, &pending), 0);
+    }
+    cr_assert_eq(pending, 0);
+    corio_gen_close(t, &g);
+    cr_assert_eq(write(c->peer, "CC", 2), 2);
+    shutdown(c->peer, SHUT_WR);
+    char *all;
+    c->rest_len = corio_stream_read_all(t, c->s, 0, &all);
+    if (c->rest_len > 0 && c->rest_len < (ssize_t)sizeof c->rest)
+        memcpy(c->rest, all, (size_t)c->rest_len);
+    free(all);
+}
+
+T_B(closing_the_chunk_generator_loses_nothing)
+{
+    bnew();
+    struct chunk_close_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    cr_assert_eq(corio_sched_run(b_sched, chunk_close_root, &c), 0);
+    cr_assert_str_eq(c.first, "AAA");
+    cr_assert_eq(c.rest_len, 5, "read after the close: %zd", c.rest_len);
+    cr_assert_str_eq(c.rest, "BBBCC");
+    close(c.peer);
     cr_assert_eq(corio_stream_close(c.s), 0);
 }

@@ -212,6 +212,10 @@ static void bad_args_root(struct corio_task *t, void *arg)
     cr_assert_str_eq(corio_net_error(), "127.0.0.1:99999: port out of range");
     cr_assert_eq(corio_dial(t, "127.0.0.1", "65536", &f), -EINVAL);
     cr_assert_eq(corio_dial(t, "127.0.0.1", "0000000080000", &f), -EINVAL); /* 80,000 */
+    /* The message is the last call's, not one left from before. */
+    cr_assert_eq(corio_dial(t, "", "80", &f), -EINVAL);
+    cr_assert_not_null(corio_net_error());
+    cr_assert(strstr(corio_net_error(), "empty host") != NULL, "%s", corio_net_error());
 }
 
 T_N(bad_arguments)
@@ -467,4 +471,91 @@ T_N(accept_with_an_address_after_one_without)
 {
     struct addr_case c = {0};
     cr_assert_eq(nrun(addr_root, &c), 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+/* Whether this machine has IPv6 on loopback (a plain bind to ::1). */
+static bool n_has_ipv6_loopback(void)
+{
+    n_sock_t fd = socket(AF_INET6, SOCK_STREAM, 0);
+#ifdef _WIN32
+    if (fd == INVALID_SOCKET)
+        return false;
+#else
+    if (fd < 0)
+        return false;
+#endif
+    struct sockaddr_in6 a = {0};
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+#ifdef _WIN32
+    closesocket(fd);
+#else
+    close(fd);
+#endif
+    return ok;
+}
+
+struct any_case {
+    struct afs_file *l;
+    char             port[16];
+    int              served;
+    char             refused_msg[128];
+};
+
+static void any_echo(struct corio_task *t, void *arg)
+{
+    struct any_case *c = arg;
+    for (int i = 0; i < 2; i++) {
+        struct corio_stream *s;
+        cr_assert_eq(corio_accept(t, c->l, 0, &s), 0);
+        const char *line;
+        ssize_t n = corio_stream_read_line(t, s, 0, &line);
+        cr_assert_gt(n, 0);
+        cr_assert_eq(corio_stream_write(t, s, line, (size_t)n), 0);
+        c->served++;
+        cr_assert_eq(corio_stream_close(s), 0);
+    }
+}
+
+static void any_ask(struct corio_task *t, const char *host, const char *port)
+{
+    struct corio_stream *s;
+    int err = corio_dial_stream(t, host, port, 0, &s);
+    cr_assert_eq(err, 0, "dial %s: %s (%s)", host, afs_strerror(err), corio_net_error());
+    cr_assert_eq(corio_stream_write(t, s, "ping\n", 5), 0);
+    const char *line;
+    cr_assert_eq(corio_stream_read_line(t, s, 0, &line), 5);
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+static void any_root(struct corio_task *t, void *arg)
+{
+    struct any_case *c = arg;
+    cr_assert_eq(corio_listen(t, NULL, "0", 16, &c->l), 0, "%s", corio_net_error());
+    snprintf(c->port, sizeof c->port, "%d", corio_net_port(c->l));
+    cr_assert_eq(corio_spawn(t, any_echo, c, NULL), 0);
+    any_ask(t, "127.0.0.1", c->port);
+    any_ask(t, "[::1]", c->port); /* brackets, as in a URL */
+    corio_wait(t);
+    cr_assert_eq(afs_close(c->l), 0);
+    /* Nobody listens there now: the message shows the address in brackets. */
+    struct afs_file *f;
+    cr_assert_eq(corio_dial(t, "::1", c->port, &f), -ECONNREFUSED);
+    snprintf(c->refused_msg, sizeof c->refused_msg, "%s", corio_net_error());
+}
+
+/* A listener on any address takes IPv4 and IPv6 connections (one dual-stack socket). */
+T_N(listening_on_any_address_serves_ipv4_and_ipv6)
+{
+    if (!n_has_ipv6_loopback())
+        cr_skip_test("no IPv6 on loopback here");
+    struct any_case c = {0};
+    cr_assert_eq(nrun(any_root, &c), 0);
+    cr_assert_eq(c.served, 2);
+    char want[64];
+    snprintf(want, sizeof want, "[::1]:%s: ", c.port);
+    cr_assert(strncmp(c.refused_msg, want, strlen(want)) == 0, "%s", c.refused_msg);
 }
