@@ -430,9 +430,10 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * the sync backend); anywhere else it is a plain open on this thread. As with
  * every blocking call, path must stay unchanged until the call returns: in a task the other
  * tasks run meanwhile, so it must not be a buffer they share.
- * Returns 0 and *out, -EINVAL for bad flags or mode, or the open error (-ENOENT, -EACCES,
- * -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for AFS_DIRECT where the file
- * system refuses it...). */
+ * Returns 0 and *out, -EINVAL for bad flags or mode, -EISDIR for a directory (read-only
+ * too: an afs_file is for data; afs_openat() gives a directory's descriptor), or the open
+ * error (-ENOENT, -EACCES, -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for
+ * AFS_DIRECT where the file system refuses it...). */
 AFS_API int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
                      enum afs_mode mode, struct afs_file **out);
 
@@ -441,7 +442,10 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
                        struct afs_file **out);
 
 /* Waits for the file's ops in flight (their callbacks run), closes it and frees f, even
- * when closing reports an error; f must not be used again (a second close aborts). Returns 0
+ * when closing reports an error; f must not be used again (a second close aborts). Ops of a
+ * socket, pipe, FIFO or tty still waiting for the other end are cancelled first (they might
+ * wait for ever), except a transfer a pool thread is inside of on a blocking descriptor (see
+ * "Files without offsets" above: it ends when the other end moves). Returns 0
  * or the close error (-EIO: earlier writes may be lost). Must not be called from one of the
  * file's own callbacks. Inside a corio task of the file's context the close itself joins the
  * phase's batch too (see afs_queue_close_fd()); elsewhere it is a plain close on this
@@ -469,7 +473,10 @@ AFS_API int64_t afs_file_size(struct afs_file *f);
  *
  * The position moves by the bytes transferred when an op completes, never on error, and
  * errors do not stick: the next op runs normally. A write completes in full or fails; a
- * read is short only at end of file. Zero-length ops complete at once with 0.
+ * read is short only at end of file. A write that fails part way (-ENOSPC, -EFBIG, -EIO,
+ * -EFAULT from a buffer that ends in unmapped memory) may have written a prefix of its data,
+ * as write(2)'s short count would tell: the file holds (and may have grown by) that prefix
+ * while the position stays where it was. Zero-length ops complete at once with 0.
  * The buffer belongs to the library until the op is done.
  * ---------------------------------------------------------------------------------------- */
 AFS_API ssize_t afs_read(struct afs_file *f, void *buf, size_t len);
@@ -505,7 +512,8 @@ typedef void afs_cb(struct afs_op *op);
  * reused once its callback has started. Between queueing and the start of its callback the
  * op, its buffer and its iovec array belong to the library: do not touch, move or free them.
  * `data` is yours; `result` is the bytes transferred (a read is short only at end of file;
- * a write completes in full) or -errno, valid in the callback. */
+ * a write completes in full) or -errno, valid in the callback (a write that failed part way
+ * may have written a prefix of its data: see the position API above). */
 struct afs_op {
     void   *data;
     ssize_t result;
@@ -527,7 +535,7 @@ struct afs_op {
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
- * flight on this context: its callback has not started). An op needs no initialising:
+ * flight on this context or another: its callback has not started). An op needs no initialising:
  * memory left by an op whose callback has started (written over in part since, or not), or
  * by an op of a context freed since, is never taken for a busy op. A zero-length op
  * completes with 0. */
@@ -575,7 +583,9 @@ AFS_API int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t tim
  * cancelled write may be in the file, and the buffer is never touched after the callback.
  * A transfer cut short after a cancel is not resumed: the op completes with -ECANCELED,
  * except on a pipe, socket or tty, where it reports the bytes it moved (they have left the
- * pipe). */
+ * pipe). An op that moves no data (fsync, ftruncate, fallocate, fadvise, sync_file_range)
+ * or a metadata op that a worker had started reports what it did, not -ECANCELED: -ECANCELED
+ * from one of them means it did not run. */
 AFS_API int afs_cancel(struct afs_op *op);
 
 /* ------------------------------------------------------------------------------------------
@@ -652,7 +662,8 @@ AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
  * or -ENOTSUP / -EOPNOTSUPP (the same value on Linux) where the file system or OS lacks
  * the mode.
  * Linux: fallocate(2) (io_uring: IORING_OP_FALLOCATE, 5.6), every mode as the file system
- * allows (tmpfs, ext4, xfs, btrfs have them all). On -ENOSPC part of the range may be
+ * allows (ext4, xfs and btrfs have them all; tmpfs has all but ZERO_RANGE, which it refuses
+ * with -EOPNOTSUPP). On -ENOSPC part of the range may be
  * allocated, and with mode 0 the file may have grown over it (ext4 does): the data that was
  * there is intact. Windows: mode 0 and KEEP_SIZE raise the allocation size with
  * SetFileInformationByHandle (NTFS may release what lies past the end when the last handle
@@ -1042,7 +1053,7 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * they reach file ops: the blocking call returns -ECANCELED or -ETIMEDOUT, and the buffer is
  * never written after the task resumed. afs_close() of a socket first cancels the ops still
  * waiting on it (a receive from a silent peer would wait for ever), then waits for them as
- * for any file; so does afs_ctx_free() for every socket of the context.
+ * for any file; so does afs_ctx_free() for every socket (and pipe) of the context.
  * Inside a corio task of the socket's context the blocking calls below suspend only the
  * task and their op joins the phase's batch (one io_uring_enter for every task's receive,
  * send, accept, connect and file op of the phase); anywhere else they block the thread.

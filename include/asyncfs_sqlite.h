@@ -2,8 +2,9 @@
  * A SQLite VFS on asyncfs (built when SQLite's headers are found; POSIX systems).
  *
  * Every file SQLite opens through this VFS is an asyncfs file: page reads and writes are
- * afs_pread()/afs_pwrite(), syncs afs_fsync(), truncation afs_ftruncate(), opens, closes and
- * deletes the asyncfs calls of the same name. So inside a corio task a connection's I/O
+ * afs_pread()/afs_pwrite(), syncs afs_fsync() (and afs_fsync_dir() when SQLite asks for the
+ * directory), truncation afs_ftruncate(), opens, closes and deletes the asyncfs calls of the
+ * same name. So inside a corio task a connection's I/O
  * suspends only that task and joins the phase's batch: 32 connections in 32 tasks of one
  * scheduler read their pages in one submission. Outside a task the calls block the thread,
  * as with SQLite's unix VFS.

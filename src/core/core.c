@@ -377,6 +377,56 @@ static int choose_backend(struct afs_ctx *ctx)
                      ctx->why[0] ? ctx->why : "no backend available");
 }
 
+/* The tags of the contexts alive (afs__ctx_tag_alive): few, and asked only when an op's
+ * magic names a context other than the one it is queued on. */
+static afs__mutex live_mu = AFS__MUTEX_INITIALIZER;
+static uintptr_t *live_tags;
+static size_t     live_n, live_cap;
+
+static bool live_add(uintptr_t tag)
+{
+    afs__mutex_lock(&live_mu);
+    if (live_n == live_cap) {
+        size_t cap = live_cap ? live_cap * 2 : 16;
+        uintptr_t *p = afs__sys.realloc(live_tags, cap * sizeof *p);
+        if (!p) {
+            afs__mutex_unlock(&live_mu);
+            return false;
+        }
+        live_tags = p;
+        live_cap = cap;
+    }
+    live_tags[live_n++] = tag;
+    afs__mutex_unlock(&live_mu);
+    return true;
+}
+
+static void live_remove(uintptr_t tag)
+{
+    afs__mutex_lock(&live_mu);
+    for (size_t i = 0; i < live_n; i++)
+        if (live_tags[i] == tag) {
+            live_tags[i] = live_tags[--live_n];
+            break;
+        }
+    if (live_n == 0) {
+        free(live_tags); /* nothing left for a leak checker to report */
+        live_tags = NULL;
+        live_cap = 0;
+    }
+    afs__mutex_unlock(&live_mu);
+}
+
+bool afs__ctx_tag_alive(uintptr_t tag)
+{
+    bool alive = false;
+    afs__mutex_lock(&live_mu);
+    for (size_t i = 0; i < live_n && !alive; i++)
+        alive = live_tags[i] == tag;
+    afs__mutex_unlock(&live_mu);
+    return alive;
+}
+
 int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
 {
     AFS_CHECK(out != NULL, "out is NULL");
@@ -405,17 +455,24 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     if (!ctx)
         return ctx_error(-ENOMEM, "out of memory");
     ctx->cfg = *cfg;
+    ctx->magic = AFS__CTX_MAGIC ^ (uintptr_t)ctx;
     static atomic_uint ctx_numbers;
     ctx->op_tag = (uintptr_t)(atomic_fetch_add(&ctx_numbers, 1) + 1) << (sizeof(uintptr_t) * 4);
+    if (!live_add(ctx->op_tag)) {
+        free(ctx);
+        return ctx_error(-ENOMEM, "out of memory");
+    }
     atomic_init(&ctx->wake_requested, false);
     int err = afs__waker_open(&ctx->waker);
     if (err < 0) {
+        live_remove(ctx->op_tag);
         free(ctx);
         return ctx_error(err, "the context's waker: %s", afs__errno_name(err));
     }
     err = choose_backend(ctx);
     if (err < 0) {
         afs__waker_close(&ctx->waker);
+        live_remove(ctx->op_tag);
         free(ctx);
         return err;
     }
@@ -426,16 +483,30 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     return 0;
 }
 
+_Static_assert(offsetof(struct afs_ctx, magic) >= 32, "magic clear of malloc's words");
+
+/* Every public call on a context starts here: NULL, a freed context and memory that is not
+ * one abort with the call's name, in release builds too. */
+void afs__ctx_check(const struct afs_ctx *ctx, const char *call)
+{
+    if (!ctx)
+        afs__panic(call, "ctx is NULL");
+    if (ctx->magic != (AFS__CTX_MAGIC ^ (uintptr_t)ctx))
+        afs__panic(call, ctx->magic == AFS__DEAD
+                             ? "context was freed (used after afs_ctx_free, or freed twice)"
+                             : "not a context (freed, or never made by afs_ctx_new)");
+}
+
 void afs_ctx_free(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     afs__streams_close(ctx); /* as exit() flushes stdio's: what was written is written */
-    /* Ops waiting on a socket would wait for ever (as afs_close() of the socket says). */
+    /* Ops waiting on a socket or pipe might wait for ever (as afs_close() says). */
     for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
         struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, node);
-        if (f->polled)
-            afs__sock_closing(ctx, f);
+        if (f->seq)
+            afs__seq_closing(ctx, f);
     }
     afs__ctx_drain(ctx, NULL);
     while (ctx->files.first)
@@ -447,30 +518,34 @@ void afs_ctx_free(struct afs_ctx *ctx)
     ctx->be->fini(ctx);
     afs__ready_free(ctx);
     afs__waker_close(&ctx->waker);
+    live_remove(ctx->op_tag);
+    /* volatile: a store right before free() is otherwise dropped as dead. */
+    *(volatile uintptr_t *)&ctx->magic = AFS__DEAD;
     free(ctx);
 }
 
 const char *afs_ctx_backend(const struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return ctx->be->name;
 }
 
 const char *afs_ctx_fallback_reason(const struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return ctx->why[0] ? ctx->why : NULL;
 }
 
 void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out)
 {
-    AFS_CHECK(ctx != NULL && out != NULL, "NULL argument");
+    afs__ctx_check(ctx, __func__);
+    AFS_CHECK(out != NULL, "out is NULL");
     *out = ctx->stats;
 }
 
 int afs_ctx_wake(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     atomic_store_explicit(&ctx->wake_requested, true, memory_order_release);
     afs__waker_signal(&ctx->waker);
     return 0;
@@ -512,7 +587,7 @@ bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now)
 
 void *afs_buf_alloc(struct afs_ctx *ctx, size_t size)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (size == 0)
         size = 1;
     if (ctx->cfg.alloc) {
@@ -530,7 +605,7 @@ void *afs_buf_alloc(struct afs_ctx *ctx, size_t size)
 
 void afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!buf)
         return;
     if (size == 0)

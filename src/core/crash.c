@@ -793,7 +793,7 @@ void afs_crash_options_default(struct afs_crash_options *o)
 
 int afs_crash_enable(struct afs_ctx *ctx, const struct afs_crash_options *opts)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!opts)
         return -EINVAL;
     unsigned s = opts->sector_size ? opts->sector_size : 512;
@@ -820,7 +820,7 @@ int afs_crash_enable(struct afs_ctx *ctx, const struct afs_crash_options *opts)
 
 int afs_crash_cut(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!ctx->crash)
         return -EINVAL;
     ctx->crash->cut = true;
@@ -829,7 +829,7 @@ int afs_crash_cut(struct afs_ctx *ctx)
 
 int afs_crash_happened(const struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!ctx->crash)
         return -EINVAL;
     return ctx->crash->cut;
@@ -837,7 +837,7 @@ int afs_crash_happened(const struct afs_ctx *ctx)
 
 uint64_t afs_crash_ops(const struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return ctx->crash ? ctx->crash->ops : 0;
 }
 
@@ -929,7 +929,7 @@ static int replay(struct afs__crash *c, struct afs__crash_file *cf, struct afs_c
 
 int afs_crash_reboot(struct afs_ctx *ctx, struct afs_crash_report *report)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     AFS_CHECK(ctx->crash != NULL, "ctx is not in crash mode (afs_crash_enable)");
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     struct afs__crash *c = ctx->crash;

@@ -68,7 +68,7 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
 int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
              enum afs_mode mode, struct afs_file **out)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!path || !out)
         return -EINVAL;
     *out = NULL;
@@ -120,7 +120,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
 
 int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct afs_file **out)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0666, mode, out);
 }
 
@@ -132,8 +132,8 @@ int afs_close(struct afs_file *f)
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
-    if (f->polled)
-        afs__sock_closing(ctx, f); /* ops waiting on the socket would wait for ever */
+    if (f->seq)
+        afs__seq_closing(ctx, f); /* ops waiting for the other end might wait for ever */
     afs__ctx_drain(ctx, f);
     if (ctx->be->close)
         ctx->be->close(ctx, f);
@@ -143,7 +143,10 @@ int afs_close(struct afs_file *f)
 #ifdef _WIN32
     if (!f->sock) /* a socket is no handle for CloseHandle: Winsock closes it, here */
 #endif
-        err = close_batched(ctx, (int)(intptr_t)f->fd);
+        /* Not in crash mode: after the cut its ops fail before they reach the kernel, and
+         * the descriptor must close all the same. */
+        if (!ctx->crash)
+            err = close_batched(ctx, (int)(intptr_t)f->fd);
     if (err == -ENOTSUP)
         err = f->sock ? afs__sys_sock_close(f->fd) : afs__sys_close(f->fd);
     if (ctx->crash) {
@@ -551,27 +554,27 @@ static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsign
 
 int afs_openat(struct afs_ctx *ctx, int dirfd, const char *path, int flags, unsigned perm)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd,
                                                       .path = path, .flags = flags, .perm = perm});
 }
 
 int afs_statx(struct afs_ctx *ctx, int dirfd, const char *path, int flags, struct afs_stat *st)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd,
                                                       .path = path, .flags = flags, .st = st});
 }
 
 int afs_close_fd(struct afs_ctx *ctx, int fd)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__CLOSE, .dirfd = fd});
 }
 
 int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd,
                                                       .path = path, .perm = perm});
 }
@@ -579,7 +582,7 @@ int afs_mkdirat(struct afs_ctx *ctx, int dirfd, const char *path, unsigned perm)
 int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int newdirfd,
                  const char *newpath, int flags)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__RENAMEAT, .dirfd = olddirfd,
                                                       .path = oldpath, .dirfd2 = newdirfd,
                                                       .path2 = newpath, .flags = flags});
@@ -587,21 +590,21 @@ int afs_renameat(struct afs_ctx *ctx, int olddirfd, const char *oldpath, int new
 
 int afs_unlinkat(struct afs_ctx *ctx, int dirfd, const char *path, int flags)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd,
                                                       .path = path, .flags = flags});
 }
 
 int afs_fsync_fd(struct afs_ctx *ctx, int fd, unsigned flags)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__FSYNC_FD, .dirfd = fd,
                                                       .flags = (int)flags});
 }
 
 int afs_fsync_dir(struct afs_ctx *ctx, const char *path)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!path)
         return -EINVAL;
     if (!afs__sys_meta_supported())
@@ -626,14 +629,14 @@ int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out)
 
 int afs_syncfs(struct afs_ctx *ctx, int fd)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return blocking_meta(ctx, (struct afs__meta_args){.code = AFS__SYNCFS, .dirfd = fd});
 }
 
 int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
                      struct afs_file **out)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!out)
         return -EINVAL;
     *out = NULL;

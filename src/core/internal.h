@@ -249,10 +249,12 @@ static inline unsigned afs__write_xflags(unsigned afs_write_flags)
  * allocator hands it out again (then only ASan or similar can tell). */
 #define AFS__FILE_MAGIC   ((uintptr_t)0x61667346u)
 #define AFS__STREAM_MAGIC ((uintptr_t)0x61667353u)
+#define AFS__CTX_MAGIC    ((uintptr_t)0x61667343u)
 #define AFS__DEAD         ((uintptr_t)0xdeadf11eu)
 
-/* The checks: abort naming `call` unless f / s is open. */
+/* The checks: abort naming `call` unless f / s is open, or ctx alive. */
 struct afs_file   *afs__file_check(struct afs_file *f, const char *call);
+void               afs__ctx_check(const struct afs_ctx *ctx, const char *call);
 
 /* The part of an op still to transfer, as one buffer (read/write, or readv/writev whose
  * current iovec was partly done) or as an iovec array. */
@@ -633,6 +635,8 @@ struct afs_ctx {
     void                      *be_state;
     struct afs_config          cfg;
     char                       why[256]; /* fallback reason, "" when none */
+    uintptr_t                  magic;    /* AFS__CTX_MAGIC ^ address while alive, AFS__DEAD
+                                            once freed (past the words an allocator writes) */
 
     struct afs__list queued;     /* queued, not handed over (includes resubmits, at front) */
     struct afs__list done;       /* completed, callback pending */
@@ -697,12 +701,21 @@ static inline void afs__op_set_idle(struct afs__op *o, const struct afs_op *op)
     o->magic = afs__op_magic_idle(op);
 }
 
-/* Queued and not yet called back, on ctx: queueing op again is -EBUSY. */
+/* Whether the context with this op_tag is alive (src/core/core.c). Any thread. */
+bool afs__ctx_tag_alive(uintptr_t tag);
+
+/* Queued and not yet called back, on ctx or another context alive: queueing op again is
+ * -EBUSY. A busy op's magic differs from the idle one by its context's tag; memory an op of
+ * a freed context left names a context that is gone, and is a fresh op. */
 static inline bool afs__op_busy(const struct afs_ctx *ctx, struct afs_op *op)
 {
     uintptr_t m;
     AFS__OP_MAGIC_READ(afs__op(op), m);
-    return m == afs__op_magic(ctx, op) && afs__op(op)->state != AFS__IDLE;
+    uintptr_t tag = m ^ afs__op_magic_idle(op);
+    uintptr_t low = ((uintptr_t)1 << (sizeof(uintptr_t) * 4)) - 1;
+    if (tag == 0 || (tag & low) != 0 || afs__op(op)->state == AFS__IDLE)
+        return false;
+    return tag == ctx->op_tag || afs__ctx_tag_alive(tag);
 }
 
 
@@ -758,9 +771,10 @@ void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op);
 int  afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode,
                       const struct afs__fd_info *info);
 /* Sockets: makes an attached socket fit ctx (non-blocking for the readiness engine); and,
- * before a socket closes, cancels its ops still waiting (src/core/sock.c). */
+ * before a file without offsets (socket, pipe, FIFO, tty) closes, cancels its ops still
+ * waiting for the other end, which might never come (src/core/sock.c). */
 int  afs__sock_attach(struct afs_ctx *ctx, struct afs_file *f);
-void afs__sock_closing(struct afs_ctx *ctx, struct afs_file *f);
+void afs__seq_closing(struct afs_ctx *ctx, struct afs_file *f);
 
 /* The blocking calls: an op set up with afs__blocking_cb and an afs__op_waiting as its data
  * runs inline (inline_ok, or from a callback) or is queued and waited for. Returns its

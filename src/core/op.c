@@ -473,7 +473,7 @@ static int meta_check(const struct afs__meta_args *a)
 
 int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!op || (!a->cb && !ctx->chain_open))
         return -EINVAL;
     if (afs__op_busy(ctx, op))
@@ -516,7 +516,7 @@ static int queue_meta(struct afs_op *op, struct afs_ctx *ctx, const struct afs__
 int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                      int flags, unsigned perm, afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__OPENAT, .dirfd = dirfd,
                                                         .path = path, .flags = flags, .perm = perm,
                                                         .cb = cb, .data = data});
@@ -525,7 +525,7 @@ int afs_queue_openat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const ch
 int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                     int flags, struct afs_stat *st, afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__STATX, .dirfd = dirfd,
                                                         .path = path, .flags = flags, .st = st,
                                                         .cb = cb, .data = data});
@@ -533,7 +533,7 @@ int afs_queue_statx(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const cha
 
 int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__CLOSE, .dirfd = fd, .cb = cb,
                                                         .data = data});
 }
@@ -541,7 +541,7 @@ int afs_queue_close_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *c
 int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                       unsigned perm, afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__MKDIRAT, .dirfd = dirfd,
                                                         .path = path, .perm = perm, .cb = cb,
                                                         .data = data});
@@ -551,7 +551,7 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                        const char *oldpath, int newdirfd, const char *newpath, int flags,
                        afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__RENAMEAT, .dirfd = olddirfd,
                                                         .path = oldpath, .dirfd2 = newdirfd,
                                                         .path2 = newpath, .flags = flags, .cb = cb,
@@ -561,7 +561,7 @@ int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
 int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const char *path,
                        int flags, afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__UNLINKAT, .dirfd = dirfd,
                                                         .path = path, .flags = flags, .cb = cb,
                                                         .data = data});
@@ -570,7 +570,7 @@ int afs_queue_unlinkat(struct afs_op *op, struct afs_ctx *ctx, int dirfd, const 
 int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned flags,
                        afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__FSYNC_FD, .dirfd = fd,
                                                         .flags = (int)flags, .cb = cb,
                                                         .data = data});
@@ -578,7 +578,7 @@ int afs_queue_fsync_fd(struct afs_op *op, struct afs_ctx *ctx, int fd, unsigned 
 
 int afs_queue_syncfs(struct afs_op *op, struct afs_ctx *ctx, int fd, afs_cb *cb, void *data)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return queue_meta(op, ctx, &(struct afs__meta_args){.code = AFS__SYNCFS, .dirfd = fd, .cb = cb,
                                                         .data = data});
 }
@@ -1093,7 +1093,7 @@ void afs__ctx_stage(struct afs_ctx *ctx)
 
 int afs_ctx_submit(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     AFS_CHECK(!ctx->chain_open, "a chain is open: afs_chain_end() first");
     int n = submit_queued(ctx);
     if (ctx->staged) {
@@ -1139,7 +1139,7 @@ static int run_callbacks(struct afs_ctx *ctx)
 
 int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     AFS_CHECK(!ctx->chain_open, "a chain is open: afs_chain_end() first");
     if (ctx->in_callback)
         return -EDEADLK;
@@ -1268,7 +1268,7 @@ int afs_cancel(struct afs_op *op)
 
 int afs_chain_begin(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (ctx->chain_open)
         return -EBUSY;
     ctx->chain_open = true;
@@ -1300,7 +1300,7 @@ static void chain_wait_cb(struct afs_op *op)
 
 int afs_chain_end(struct afs_ctx *ctx, unsigned flags)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!ctx->chain_open || (flags & ~(AFS_CHAIN_WAIT | AFS_CHAIN_CANCEL)))
         return -EINVAL;
     ctx->chain_open = false;

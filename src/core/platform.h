@@ -20,6 +20,7 @@
 #include <windows.h>
 typedef HANDLE             afs__fd_t;
 typedef SRWLOCK            afs__mutex;
+#define AFS__MUTEX_INITIALIZER SRWLOCK_INIT
 typedef CONDITION_VARIABLE afs__cond;
 typedef HANDLE             afs__thread;
 #define AFS__FD_NONE INVALID_HANDLE_VALUE
@@ -27,6 +28,7 @@ typedef HANDLE             afs__thread;
 #include <pthread.h>
 typedef int             afs__fd_t;
 typedef pthread_mutex_t afs__mutex;
+#define AFS__MUTEX_INITIALIZER PTHREAD_MUTEX_INITIALIZER
 typedef pthread_cond_t  afs__cond;
 typedef pthread_t       afs__thread;
 #define AFS__FD_NONE (-1)

@@ -15,7 +15,7 @@ static void no_backend_support(struct afs_ctx *ctx, char *why, size_t len, const
 
 int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs, unsigned nr)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!bufs || nr == 0 || nr > AFS_MAX_REG_BUFFERS)
         return -EINVAL;
     for (unsigned i = 0; i < nr; i++) {
@@ -45,7 +45,7 @@ int afs_ctx_register_buffers(struct afs_ctx *ctx, const struct iovec *bufs, unsi
 
 int afs_ctx_unregister_buffers(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (ctx->reg_bufs && ctx->be->unreg_buffers)
         ctx->be->unreg_buffers(ctx);
     ctx->reg_bufs_asked = 0;
@@ -56,7 +56,7 @@ int afs_ctx_unregister_buffers(struct afs_ctx *ctx)
 
 int afs_ctx_register_files(struct afs_ctx *ctx, unsigned slots)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (slots == 0 || slots > AFS_MAX_REG_FILES)
         return -EINVAL;
     if (ctx->reg_slots_asked)
@@ -74,7 +74,7 @@ int afs_ctx_register_files(struct afs_ctx *ctx, unsigned slots)
 
 int afs_ctx_unregister_files(struct afs_ctx *ctx)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (ctx->reg_slots && ctx->be->unreg_files)
         ctx->be->unreg_files(ctx);
     ctx->reg_slots_asked = 0;
@@ -85,7 +85,8 @@ int afs_ctx_unregister_files(struct afs_ctx *ctx)
 
 void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *out)
 {
-    AFS_CHECK(ctx != NULL && out != NULL, "NULL argument");
+    afs__ctx_check(ctx, __func__);
+    AFS_CHECK(out != NULL, "out is NULL");
     memset(out, 0, sizeof *out);
     out->buffers = ctx->reg_bufs;
     out->file_slots = ctx->reg_slots;
@@ -99,7 +100,8 @@ void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *ou
 
 void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out)
 {
-    AFS_CHECK(ctx != NULL && out != NULL, "NULL argument");
+    afs__ctx_check(ctx, __func__);
+    AFS_CHECK(out != NULL, "out is NULL");
     memset(out, 0, sizeof *out);
     if (ctx->be->offload)
         ctx->be->offload(ctx, out);

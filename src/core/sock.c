@@ -189,7 +189,7 @@ static int sock_file(struct afs_ctx *ctx, int fd, struct afs_file **out)
 
 int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol, struct afs_file **out)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!afs__sys_sock_supported())
         return -ENOTSUP;
     if (!out)
@@ -205,7 +205,7 @@ int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol, struct a
 int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
                    struct afs_file *out[2])
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!afs__sys_sock_supported())
         return -ENOTSUP;
     if (!out)
@@ -227,7 +227,7 @@ int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
     return 0;
 }
 
-void afs__sock_closing(struct afs_ctx *ctx, struct afs_file *f)
+void afs__seq_closing(struct afs_ctx *ctx, struct afs_file *f)
 {
     /* Queued ops first: they would be handed over and wait during the drain. */
     struct afs_list_node *n = ctx->queued.l.first;
@@ -238,15 +238,16 @@ void afs__sock_closing(struct afs_ctx *ctx, struct afs_file *f)
             afs_cancel((struct afs_op *)(void *)((char *)o - offsetof(struct afs_op, private_)));
         n = next;
     }
-    if (ctx->ready)
+    if (f->polled && ctx->ready)
         afs__ready_forget(ctx, f); /* parked ops, and the engine's watch of the descriptor */
-    else if (f->inflight && !afs__sock_ready(ctx) && ctx->be->cancel_file)
-        ctx->be->cancel_file(ctx, f);
+    else if (f->inflight && ctx->be->cancel_file)
+        ctx->be->cancel_file(ctx, f); /* ops the kernel holds (io_uring) */
 }
 
 void afs_ctx_sock_info(const struct afs_ctx *ctx, struct afs_sock_info *out)
 {
-    AFS_CHECK(ctx != NULL && out != NULL, "NULL argument");
+    afs__ctx_check(ctx, __func__);
+    AFS_CHECK(out != NULL, "out is NULL");
     memset(out, 0, sizeof *out);
     if (ctx->be->sock_info && !afs__sock_ready(ctx)) {
         ctx->be->sock_info(ctx, out);

@@ -378,13 +378,15 @@ static int vfs_truncate(sqlite3_file *id, sqlite3_int64 size)
 
 /* The directory of a new journal or WAL, made durable once (the unix VFS does the same), so
  * that the file's name survives a crash along with its contents. */
-static int sync_dir(struct vfs_file *p)
+/* fsync of the directory that holds path: through ctx when there is one (inside a task only
+ * the task waits, and the crash simulator sees the sync), else plain calls. */
+static int sync_dir(struct afs_ctx *ctx, const char *path, int *last_errno)
 {
     char dir[VFS_MAX_PATH];
-    size_t n = strlen(p->path);
+    size_t n = strlen(path);
     if (n >= sizeof dir)
         return SQLITE_OK;
-    memcpy(dir, p->path, n + 1);
+    memcpy(dir, path, n + 1);
     char *slash = strrchr(dir, '/');
     if (!slash)
         strcpy(dir, ".");
@@ -392,13 +394,20 @@ static int sync_dir(struct vfs_file *p)
         dir[1] = 0;
     else
         *slash = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return SQLITE_OK; /* as the unix VFS: a directory that cannot be opened is no error */
-    int r = fsync(fd) < 0 ? errno : 0;
-    close(fd);
-    if (r && r != EINVAL) {
-        p->last_errno = r;
+    int r;
+    if (ctx) {
+        r = afs_fsync_dir(ctx, dir);
+    } else {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = fd < 0 ? -errno : fsync(fd) < 0 ? -errno : 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    /* As the unix VFS: a directory that cannot be opened, or cannot be synced, is no error. */
+    if (r == -ENOENT || r == -EACCES || r == -ENOTDIR || r == -EINVAL || r == -EPERM)
+        r = 0;
+    if (r < 0) {
+        *last_errno = -r;
         return SQLITE_IOERR_DIR_FSYNC;
     }
     return SQLITE_OK;
@@ -414,7 +423,7 @@ static int vfs_sync(sqlite3_file *id, int flags)
     }
     if (p->dirsync) {
         p->dirsync = 0;
-        return sync_dir(p);
+        return sync_dir(afs_file_ctx(p->f), p->path, &p->last_errno);
     }
     return SQLITE_OK;
 }
@@ -1068,22 +1077,18 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
 static int vfs_delete(sqlite3_vfs *vfs, const char *name, int dirsync)
 {
     struct afs_waiter *w = afs_waiter_get();
+    struct afs_ctx *ctx = w && w->ctx && w->current(w) ? w->ctx : NULL;
     int r;
-    if (w && w->ctx && w->current(w))
-        r = afs_unlinkat(w->ctx, AFS_AT_FDCWD, name, 0);
+    if (ctx)
+        r = afs_unlinkat(ctx, AFS_AT_FDCWD, name, 0);
     else
         r = unlink(name) < 0 ? -errno : 0;
     if (r == -ENOENT)
         return SQLITE_IOERR_DELETE_NOENT;
     if (r < 0)
         return SQLITE_IOERR_DELETE;
-    if (dirsync) {
-        struct vfs_file tmp;
-        memset(&tmp, 0, sizeof tmp);
-        tmp.path = (char *)name;
-        return sync_dir(&tmp);
-    }
-    return SQLITE_OK;
+    int last_errno = 0;
+    return dirsync ? sync_dir(ctx, name, &last_errno) : SQLITE_OK;
 }
 
 static int vfs_access(sqlite3_vfs *vfs, const char *name, int what, int *out)

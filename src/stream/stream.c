@@ -1661,7 +1661,7 @@ static void stream_free(struct afs_stream *s)
 int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
                    const struct afs_stream_options *opts, struct afs_stream **out)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     if (!out)
         return -EINVAL;
     *out = NULL;
@@ -1765,7 +1765,7 @@ void afs__streams_close(struct afs_ctx *ctx)
 
 int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct afs_stream **out)
 {
-    AFS_CHECK(ctx != NULL, "ctx is NULL");
+    afs__ctx_check(ctx, __func__);
     return afs_fopen_opts(ctx, path, mode, NULL, out);
 }
 

@@ -358,6 +358,46 @@ T_CANCEL(an_op_in_flight_completes_cancelled_once_and_leaves_its_buffer)
         cr_assert_fail("no cancel test for backend %s", be());
 }
 
+static int hold_ftruncate(afs__fd_t fd, uint64_t size)
+{
+    if (fd == h.fd) {
+        pthread_mutex_lock(&h.mu);
+        h.fd = AFS__FD_NONE;
+        h.entered = true;
+        pthread_cond_broadcast(&h.cv);
+        while (!h.released)
+            pthread_cond_wait(&h.cv, &h.mu);
+        pthread_mutex_unlock(&h.mu);
+    }
+    return saved.ftruncate(fd, size);
+}
+
+/* threads, libaio: an ftruncate a worker had started when it was cancelled ran; its result
+ * says so (0), not -ECANCELED, which would read as "the size did not change". */
+T_CANCEL(a_pool_ftruncate_cancelled_in_flight_reports_that_it_ran)
+{
+    ctx_under_test();
+    if (strcmp(be(), "threads") && strcmp(be(), "libaio"))
+        cr_skip_test("%s runs no ftruncate on a pool thread", be());
+    struct afs_file *f = NULL;
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDWR | AFS_CREAT, 0600, AFS_MODE_ASYNC, &f),
+                 0);
+    h.fd = (afs__fd_t)afs_file_fd(f);
+    afs__sys.ftruncate = hold_ftruncate;
+    struct afs_op op = {0};
+    cr_assert_eq(afs_queue_ftruncate(&op, f, 12345, log_cb, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    cr_assert(wait_entered(), "the ftruncate never reached the pool");
+    cr_assert_eq(afs_cancel(&op), 0);
+    release();
+    wait_callback(t_ctx);
+    settle(t_ctx);
+    cr_assert_eq(lg.result, 0, "%s: the cancelled ftruncate completed with %zd", be(),
+                 lg.result);
+    cr_assert_eq(afs_file_size(f), 12345);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 #ifndef _WIN32
 /* threads, libaio: a blocking pipe (adopted without AFS_NONBLOCK) is read by a pool worker.
  * Cancelled while the worker was in the read, the op reports the bytes that read took: they

@@ -276,6 +276,53 @@ T_ABORT_UAF(stream_used_after_close)
     stream_read_after_close();
 }
 
+/* ---- Contexts ---- */
+
+static void ctx_double_free(void)
+{
+    struct afs_ctx *c = m_begin();
+    m_cleanup();
+    afs_ctx_free(c);
+    afs_ctx_free(c);
+}
+
+T_ABORT_UAF(ctx_freed_twice)
+{
+    m_need_no_asan();
+    expect_abort(ctx_double_free, "afs_ctx_free", "freed");
+    ctx_double_free();
+}
+
+/* A freed context still "worked": an open on it returned 0. */
+static void ctx_open_after_free(void)
+{
+    struct afs_ctx *c = m_begin();
+    afs_ctx_free(c);
+    struct afs_file *f;
+    int err = afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_SYNC, &f);
+    m_cleanup();
+    fprintf(stderr, "afs_open on a freed context returned %d\n", err);
+}
+
+T_ABORT_UAF(ctx_used_after_free)
+{
+    m_need_no_asan();
+    expect_abort(ctx_open_after_free, "afs_open", "freed");
+    ctx_open_after_free();
+}
+
+static void ctx_bogus(void)
+{
+    static uintptr_t junk[512] = {1, 2, 3, 4, 5, 6, 7, 8};
+    afs_ctx_wait((struct afs_ctx *)junk, 0, 0);
+}
+
+T_ABORT(memory_that_is_no_context_aborts)
+{
+    expect_abort(ctx_bogus, "afs_ctx_wait", "not a context");
+    ctx_bogus();
+}
+
 /* ---- NULL: one rule for every handle ---- */
 
 static void null_pread(void)

@@ -179,6 +179,17 @@ T_IO(bad_input_is_refused_and_changes_nothing)
     cr_assert_eq(op.result, 10);
     cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), 0, "reusable after");
     wait_for(&d, 2);
+    /* Nor on another context: the op belongs to the first until its callback. */
+    struct afs_ctx *other = t_ctx_cfg(NULL);
+    struct afs_file *g;
+    cr_assert_eq(afs_open(other, t_path("f"), AFS_RDONLY, 0, AFS_MODE_ASYNC, &g), 0);
+    cr_assert_eq(afs_queue_read(&op, f, buf, 10, 0, count_cb, &d), 0);
+    cr_assert_eq(afs_queue_read(&op, g, buf, 10, 0, count_cb, &d), -EBUSY);
+    wait_for(&d, 3);
+    cr_assert_eq(afs_ctx_wait(other, 0, 0), 0);
+    cr_assert_eq(d.calls, 3, "the callback ran %d times", d.calls);
+    cr_assert_eq(afs_close(g), 0);
+    afs_ctx_free(other);
     cr_assert_eq(afs_close(f), 0);
     struct stat st;
     cr_assert_eq(stat(t_path("f"), &st), 0);

@@ -798,3 +798,28 @@ T_PIPE(stream_reads_a_file_without_offsets)
     cr_skip_test("Linux only");
 #endif
 }
+
+/* A read of a FIFO whose writer never writes (here the file itself, opened read-write) is
+ * cancelled by afs_close and by afs_ctx_free, which return at once instead of waiting for
+ * data that never comes (io_uring held it in the kernel). */
+T_PIPE(close_and_ctx_free_end_a_read_nobody_answers)
+{
+    const char *fifo = t_path("fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    for (int by_free = 0; by_free < 2; by_free++) {
+        struct afs_ctx *ctx = t_ctx_cfg(NULL);
+        struct afs_file *f;
+        int err = afs_open(ctx, fifo, AFS_RDWR, 0, AFS_MODE_ASYNC, &f);
+        cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+        char b[16];
+        cr_assert_eq(afs_read(f, b, sizeof b), 0); /* queued: the result comes later */
+        cr_assert_geq(afs_ctx_submit(ctx), 0);
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+        if (by_free) {
+            afs_ctx_free(ctx); /* closes f */
+        } else {
+            cr_assert_eq(afs_close(f), 0);
+            afs_ctx_free(ctx);
+        }
+    }
+}
