@@ -255,7 +255,10 @@ AFS_API void corio_shield_end(struct corio_task *t);
  * thread: the completion is taken under the scheduler's lock and the scheduler is woken
  * (afs_ctx_wake), as corio_batch_respond() does; awaiting tasks see it in the next resume
  * phase. An external future must stay valid until corio_future_done() reports it done on the
- * scheduler's thread (or the scheduler is freed).
+ * scheduler's thread (or the scheduler is freed). Its scheduler must outlive every call of
+ * corio_future_complete() on it: a completion after corio_sched_free() (or the end of
+ * corio_rt_run()) touches freed memory, which the library cannot detect. Work that may end
+ * after its awaiter gave up belongs in corio_go(), which keeps what it needs.
  *
  * Deadlock detection: corio_sched_run() reports -EDEADLK when no task can be woken. A task
  * awaiting an external future that is not done counts as "could be woken" (another thread
@@ -789,7 +792,9 @@ AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **
  * A scheduler whose thread is held by user code (a task that computes or blocks the thread
  * without suspending) runs nothing else meanwhile: its ready tasks, its inbox and the spawns
  * sent to it by index wait; the other schedulers keep running, and its queued
- * CORIO_SCHED_ANY spawns are taken by idle ones. A deadlock that spans schedulers is not
+ * CORIO_SCHED_ANY spawns are taken by one of them when it next runs out of work (a scheduler
+ * looks for queued spawns before it waits; one already waiting for a timer or I/O does not
+ * wake up for them). A deadlock that spans schedulers is not
  * detected (the run waits, as threads would): use deadlines.
  *
  * Files: a file belongs to the context it was opened on. Open files in a task on that task's

@@ -53,6 +53,7 @@ struct corio_rt {
     unsigned               n;
     bool                   running;
     bool                   spin;    /* no more schedulers than CPUs: idle ones poll first */
+    atomic_bool            in_run;  /* inside corio_rt_run(), from its first step */
     atomic_bool            stop;
     struct corio_sched   **scheds;
     afs__thread           *threads;
@@ -125,7 +126,7 @@ void corio_rt_free(struct corio_rt *rt)
 {
     if (!rt)
         return;
-    AFS_CHECK(!rt->running, "freeing a running runtime");
+    AFS_CHECK(!rt->running && !atomic_load(&rt->in_run), "freeing a running runtime");
     if (rt->scheds && rt->threads && rt->slots && rt->stats && rt->sstats) {
         afs__cond_destroy(&rt->cv);
         afs__mutex_destroy(&rt->mu);
@@ -645,10 +646,22 @@ static void worker_main(void *arg)
     corio_sched_free(s);
 }
 
+static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg);
+
 int corio_rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
 {
     AFS_CHECK(rt != NULL && fn != NULL, "NULL argument");
-    AFS_CHECK(!rt->running && corio_current() == NULL, "corio_rt_run is not reentrant");
+    AFS_CHECK(corio_current() == NULL, "corio_rt_run is not reentrant");
+    /* Taken at once: a second thread's run (or a free) meanwhile is told, not raced. */
+    AFS_CHECK(!atomic_exchange(&rt->in_run, true),
+              "corio_rt_run is not reentrant (the runtime runs on another thread)");
+    int rc = rt_run(rt, fn, arg);
+    atomic_store(&rt->in_run, false);
+    return rc;
+}
+
+static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
+{
     memset(rt->scheds, 0, rt->n * sizeof *rt->scheds);
     memset(rt->stats, 0, rt->n * sizeof *rt->stats);
     memset(rt->sstats, 0, rt->n * sizeof *rt->sstats);

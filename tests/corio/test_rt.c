@@ -1132,3 +1132,66 @@ T_RT(a_shield_covers_a_grandchild_on_another_scheduler)
     corio_rt_free(rt);
     cr_assert_eq(res, 0, "the grandchild's sleep: %d", res);
 }
+
+#ifndef _WIN32
+/* Two threads calling corio_rt_run on one runtime at once: the second is told, with the
+ * library's message, however their starts interleave (before, it could crash, hang or run
+ * both). Each round in a child process, whose stderr is read. */
+static struct corio_rt *twice_rt;
+static pthread_barrier_t twice_bar;
+
+static void twice_root(struct corio_task *t, void *a)
+{
+    (void)a;
+    corio_sleep(t, 20 * MS);
+}
+
+static void *twice_thread(void *a)
+{
+    (void)a;
+    pthread_barrier_wait(&twice_bar);
+    corio_rt_run(twice_rt, twice_root, NULL);
+    return NULL;
+}
+
+Test(rt, two_threads_running_one_runtime_are_told, .timeout = 300)
+{
+    for (int round = 0; round < 20; round++) {
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            dup2(p[1], 2);
+            close(p[0]);
+            signal(SIGABRT, SIG_DFL);
+            struct corio_rt_config cfg;
+            corio_rt_config_default(&cfg);
+            cfg.schedulers = 2;
+            if (corio_rt_new(&twice_rt, &cfg) != 0)
+                _exit(3);
+            pthread_barrier_init(&twice_bar, NULL, 2);
+            pthread_t th;
+            pthread_create(&th, NULL, twice_thread, NULL);
+            twice_thread(NULL);
+            pthread_join(th, NULL);
+            _exit(0); /* both ran: the parent reports it */
+        }
+        close(p[1]);
+        char out[4096];
+        ssize_t n, len = 0;
+        while ((n = read(p[0], out + len, sizeof out - 1 - (size_t)len)) > 0)
+            len += n;
+        out[len > 0 ? len : 0] = '\0';
+        close(p[0]);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "round %d: status %#x: %s", round,
+                  st, out);
+        cr_assert_not_null(strstr(out, "asyncfs: corio_rt_run: corio_rt_run is not reentrant"),
+                           "round %d: %s", round, out);
+    }
+}
+#endif
