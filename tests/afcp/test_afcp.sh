@@ -31,6 +31,14 @@ touch -d '2040-02-03 04:05:06.123456789' "$S/tree/a/b/y2040"
 touch -d '2106-02-07 06:28:17' "$S/tree/a/b/c" # past 2^32 seconds too
 mkdir "$T/ref" && cp -a "$S/tree" "$T/ref/tree"
 
+# a file, a link to it, and a tree of links to files of another directory: each link, copied
+# as a link over what it points to, would replace it by a link to itself
+same_fixture() { # dir
+    rm -rf "$1"; mkdir -p "$1/src" "$1/dst"
+    echo precious > "$1/f"; ln -s f "$1/lnk"
+    for i in 1 2 3; do echo "precious $i" > "$1/dst/f$i"; ln -s ../dst/f$i "$1/src/f$i"; done
+}
+
 run_suite() {
     local O=$T/out.${BACKEND:-auto}
     rm -rf "$O"; mkdir -p "$O"
@@ -180,6 +188,33 @@ run_suite() {
     check "into itself, 100 dirs: message" grep -q "into itself" "$O/err"
     check "into itself, 100 dirs: the others copied" cmp -s "$O/self2/d/s77/f" "$O/self2/d/zsub/s77/f"
     check "into itself, 100 dirs: no copy of the copy" bash -c "[ ! -e '$O/self2/d/zsub/zsub' ]"
+
+    # a symlink copied as one over the file it points to: refused, the file kept (replaced, it
+    # would be a link to itself, its data gone), alone and in a tree of such links
+    # (same_fixture makes it again for each case: a failed one must not spoil the next)
+    local o
+    for o in -P -d -a -r; do
+        same_fixture "$O/same"
+        "$AFCP" -q $o "$O/same/lnk" "$O/same/f" 2> "$O/err"
+        check "$o link over its target: exit 1" [ $? -eq 1 ]
+        check "$o link over its target: message" grep -qx "afcp: '$O/same/lnk' and '$O/same/f' are the same file" "$O/err"
+        check "$o link over its target: the file kept" bash -c "[ ! -L '$O/same/f' ] && [ \"\$(cat '$O/same/f')\" = precious ]"
+    done
+    for o in -a -r; do
+        same_fixture "$O/same"
+        "$AFCP" -q $o "$O/same/src/." "$O/same/dst/" 2> "$O/err"
+        check "$o tree of links over their targets: exit 1" [ $? -eq 1 ]
+        check "$o tree of links over their targets: one message per file" [ "$(grep -c 'are the same file$' "$O/err")" -eq 3 ]
+        check "$o tree of links over their targets: the files kept" \
+            bash -c "for i in 1 2 3; do [ ! -L '$O/same/dst/f'\$i ] && [ \"\$(cat '$O/same/dst/f'\$i)\" = \"precious \$i\" ] || exit 1; done"
+    done
+    same_fixture "$O/same"
+    "$AFCP" -q -f "$O/same/f" "$O/same/lnk" 2> "$O/err"
+    check "-f file over a link to itself: exit 1" [ $? -eq 1 ]
+    check "-f file over a link to itself: the link kept" [ "$(readlink "$O/same/lnk")" = f ]
+    ln "$O/same/f" "$O/same/hard"
+    check "-n file over a hard link to itself: exit 0, silent" \
+        bash -c "'$AFCP' -q -n '$O/same/f' '$O/same/hard' 2> '$O/err' && [ ! -s '$O/err' ]"
 
     # durability: files are renamed into place only after their group's syncfs; a signal
     # mid-copy removes the temporaries (no partial file under any name). Once, under AUTO: it

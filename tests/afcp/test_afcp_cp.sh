@@ -152,6 +152,52 @@ run_path() { # label; run with AFCP_TEST_PATH=$path
         check "$tag operands '$case' into a directory: same result as cp" diff -r "$O/two/R" "$O/two/D"
     done
 
+    # the source and the destination the same file: cp refuses ("are the same file", status
+    # 1) and leaves it. A symlink copied as one over the file it points to (alone, or in a
+    # "link farm" of links to the destination's files) would leave a link to itself, the
+    # file's data gone; a file over a link to itself likewise, -f or not. -n leaves it
+    # silently (status 0); two names of one symlink too. A trailing slash on a file or on a
+    # link to one is "Not a directory", nothing copied. An operand "dir/." under -H or -L is
+    # no cyclic link. Messages sorted: the files of a tree come in the order of their inodes.
+    local args t
+    while IFS= read -r args; do
+        for t in c a; do
+            rm -rf "$O/same.$t"; mkdir -p "$O/same.$t/src" "$O/same.$t/dst" "$O/same.$t/d"
+            (cd "$O/same.$t" && echo hello > f && ln f hard && ln -s f lnk && ln -P lnk hlnk &&
+                for n in 1 2 3; do echo "precious $n" > dst/f$n; ln -s ../dst/f$n src/f$n; done)
+        done
+        # shellcheck disable=SC2086
+        (cd "$O/same.c" && cp $args 2> ../same.c.err; echo "status $?" >> ../same.c.err
+         cd "$O/same.a" && "$AFCP" -q $args 2> ../same.a.err; echo "status $?" >> ../same.a.err)
+        check "$tag same file, '$args': as cp (messages, status)" \
+            diff <(sed 's/^cp: //' "$O/same.c.err" | LC_ALL=C sort) <(sed 's/^afcp: //' "$O/same.a.err" | LC_ALL=C sort)
+        check "$tag same file, '$args': same result as cp" \
+            diff <(listing "$O/same.c") <(listing "$O/same.a")
+        check "$tag same file, '$args': same contents as cp" diff -r --no-dereference "$O/same.c" "$O/same.a"
+    done <<'EOF'
+-P lnk f
+-d lnk f
+-a lnk f
+-r lnk f
+-P src/f1 dst/f1
+-a src/. dst/
+-r src/. dst/
+-rH src/. dst/
+-rL src/. dst/
+f lnk
+-f f lnk
+f hard
+-n f hard
+-rn f hard
+-P lnk hlnk
+-r d/. d
+f/ x
+lnk/ x
+-r lnk/ x
+-rH d/. x
+-rL src/. x
+EOF
+
     # symlinks: -L, -H, -P, for a directory operand (with -r) and a file operand
     local m
     for m in L H P; do

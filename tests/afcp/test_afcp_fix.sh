@@ -105,6 +105,16 @@ run_suite() {
     check "-r 'link/': exit 0" "$AFCP" -q -r "$S/dirlink/" "$O/viadir"
     check "-r 'link/': the directory copied" bash -c "[ -d '$O/viadir' ] && [ ! -L '$O/viadir' ] && cmp -s '$S/dir/x' '$O/viadir/x'"
     check "-r 'link' (no slash): the link copied" bash -c "'$AFCP' -q -r '$S/dirlink' '$O/vialink' && [ -L '$O/vialink' ]"
+    # a trailing slash on a source that is no directory (a file, a link to one): not found,
+    # as stat("SRC/") fails for cp
+    ln -s a "$S/alink"
+    for i in a alink; do
+        "$AFCP" -q "$S/$i/" "$O/slash.$i" 2> "$O/err"
+        check "'$i/' (not a directory) as source: exit 1" [ $? -eq 1 ]
+        check "'$i/' (not a directory) as source: message" grep -qx "afcp: cannot stat '$S/$i/': Not a directory" "$O/err"
+        check "'$i/' (not a directory) as source: nothing copied" [ ! -e "$O/slash.$i" ]
+    done
+    rm -f "$S/alink"
 
     # ---- files whose size lies: read until EOF (cmp -s trusts the sizes: compare a pipe)
     check "/proc/version (size 0)" bash -c "'$AFCP' -q /proc/version '$O/version' && [ -s '$O/version' ] && cat /proc/version | cmp -s - '$O/version'"

@@ -127,6 +127,12 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
         afcp_err(errno, "cannot stat '%s'", src);
         goto out;
     }
+    /* "SRC/" names a directory (split dropped the slash): a file, or a link to one, is not
+     * copied, as stat("SRC/") fails for cp. */
+    if (ends_in_slash(src) && !S_ISDIR(st.st_mode)) {
+        afcp_err(ENOTDIR, "cannot stat '%s'", src);
+        goto out;
+    }
     if (!p->dst_is_dir && ends_in_slash(p->dst)) {
         /* "DST/" names a directory: it is never a file to create or overwrite. */
         struct stat dst;

@@ -230,11 +230,13 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
                      int follow);
 /* The walker's end: sends the last batch and waits for every batch (walk.c). */
 void afcp_walk_end(struct corio_task *t);
-/* Checks what is at dname in dd before it is replaced by a copy of spath. 0: go on
- * (*exists set), 1: skip it (-n), -1: an error was reported. */
+/* Checks what is at dname in dd before it is replaced by a copy of sname in sd (spath; sst:
+ * what is copied, the symlink itself when it is copied as one). 0: go on (*exists set), 1:
+ * skip it (-n), -1: an error was reported. */
 enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
-int  afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
-                     const char *dpath, const struct stat *sst, int kind, int *exists);
+int  afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
+                     const char *sname, const char *spath, const char *dpath,
+                     const struct stat *sst, int kind, int *exists);
 /* Metadata calls, plain while afcp.inline_io, batched otherwise (see walk.c): 0 or -errno. */
 int  afcp_stat(int dirfd, const char *name, int flags, struct stat *out); /* AFS_AT_* */
 int  afcp_unlink(int dirfd, const char *name);

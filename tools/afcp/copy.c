@@ -769,8 +769,8 @@ static void file_task(struct corio_task *t, void *arg)
     /* What is at the destination name. A directory we created in this run (writable by its
      * owner only until it is done) holds only what we put there: no need to look. */
     if (!j->dd->created &&
-        afcp_check_dest(j->dd, j->dname, j->spath, j->dpath, &j->st, AFCP_DEST_FILE,
-                        &j->exists) != 0) {
+        afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath, j->dpath, &j->st,
+                        AFCP_DEST_FILE, &j->exists) != 0) {
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
         goto out;

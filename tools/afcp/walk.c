@@ -183,10 +183,44 @@ int afcp_install(int dfd, const char *tmp, const char *name)
     return err;
 }
 
-/* Checks what is at dname in dd before we replace it. 0: go on (*exists set), 1: skip (-n),
- * -1: error reported. */
-int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
-                    const char *dpath, const struct stat *sst, int kind, int *exists)
+#define SAME_INODE(a, b) ((a).st_dev == (b).st_dev && (a).st_ino == (b).st_ino)
+
+/* Whether copying the source over dst (the destination's lstat) would destroy the source, as
+ * cp's same_file_ok() decides for cp's options. sst is what is copied: the symlink itself
+ * when it is copied as one (sd and sname name it). 1: "are the same file", 0: no, 2: two
+ * names of one symlink (cp leaves them, silently). */
+static int same_file(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
+                     const char *sname, const struct stat *sst, const struct stat *dst,
+                     int kind)
+{
+    int slnk = S_ISLNK(sst->st_mode), dlnk = S_ISLNK(dst->st_mode);
+    struct stat a, b;
+    if (slnk && dlnk) { /* a link replaces a link: lost only when it is the same entry */
+        if (!SAME_INODE(*sst, *dst))
+            return 0;
+        int same_entry = !strcmp(sname, dname) && fstat(sd->sfd, &a) == 0 &&
+                         fstat(dd->dfd, &b) == 0 && SAME_INODE(a, b);
+        return same_entry ? 1 : 2;
+    }
+    if (!slnk && !dlnk)
+        return SAME_INODE(*sst, *dst);
+    /* A link copied as a link over the file it points to would leave a link to itself, the
+     * file's data gone. */
+    if (slnk)
+        return afcp_stat(sd->sfd, sname, 0, &a) == 0 && SAME_INODE(a, *dst);
+    /* A link at the destination to the source: a file would be written through it onto
+     * itself; anything else replaces the link, which cp refuses unless it follows links. */
+    int deref_never = afcp.o.deref == 'P' || (!afcp.o.deref && afcp.o.recursive);
+    if (kind != AFCP_DEST_FILE && !deref_never)
+        return 0;
+    return afcp_stat(dd->dfd, dname, 0, &b) == 0 && SAME_INODE(*sst, b);
+}
+
+/* Checks what is at dname in dd before we replace it with a copy of sname in sd. 0: go on
+ * (*exists set), 1: skip (-n), -1: error reported. */
+int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
+                    const char *sname, const char *spath, const char *dpath,
+                    const struct stat *sst, int kind, int *exists)
 {
     struct stat dst;
     *exists = 0;
@@ -198,16 +232,21 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, const char *spath,
         return -1;
     }
     *exists = 1;
-    int src_is_dir = kind == AFCP_DEST_DIR;
-    if (S_ISDIR(dst.st_mode) && src_is_dir)
-        return 0;
-    if (dst.st_dev == sst->st_dev && dst.st_ino == sst->st_ino) {
+    int src_is_dir = kind == AFCP_DEST_DIR, both_dirs = S_ISDIR(dst.st_mode) && src_is_dir;
+    /* -n: an existing destination stays, silently, even when it is the source itself: cp
+     * looks no further. */
+    if (afcp.o.noclobber)
+        return both_dirs ? 0 : 1;
+    int same = same_file(dd, dname, sd, sname, sst, &dst, kind);
+    if (same == 1) {
         afcp_note("'%s' and '%s' are the same file", spath, dpath);
         afcp_fail();
         return -1;
     }
-    if (afcp.o.noclobber)
+    if (same == 2)
         return 1;
+    if (both_dirs)
+        return 0;
     /* -u: a destination as new as the source (or newer) stays, silently, as with cp. */
     if (afcp.o.update && !S_ISDIR(dst.st_mode) && !src_is_dir &&
         (sst->st_mtim.tv_sec < dst.st_mtim.tv_sec ||
@@ -347,7 +386,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
         return;
     }
     int exists;
-    int c = afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_OTHER, &exists);
+    int c = afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, &exists);
     if (c != 0) {
         free(target);
         return;
@@ -387,7 +426,7 @@ static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir
                          const char *dpath)
 {
     int exists;
-    if (afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_OTHER, &exists) != 0)
+    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, &exists) != 0)
         return;
     if (exists && unlinkat(dd->dfd, dname, 0) < 0) {
         afcp_err(errno, "cannot remove '%s'", dpath);
@@ -521,15 +560,17 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
         afcp_fail();
         return NULL;
     }
-    for (struct afcp_dir *a = sd; follow && a; a = a->parent) /* -L: a link to an ancestor */
-        if (a->sfd >= 0 && a->st.st_dev == st->st_dev && a->st.st_ino == st->st_ino) {
+    /* -L: a link to an ancestor. Only directories being copied count (both fds): the one
+     * holding an operand is not copied ("src/." under -H or -L is no cycle). */
+    for (struct afcp_dir *a = sd; follow && a; a = a->parent)
+        if (a->sfd >= 0 && a->dfd >= 0 && SAME_INODE(a->st, *st)) {
             afcp_note("cannot copy cyclic symbolic link '%s'", spath);
             afcp_fail();
             return NULL;
         }
     int exists = 0; /* a directory this run made holds only what afcp put there */
     if (!dd->created &&
-        afcp_check_dest(dd, dname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
+        afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
         return NULL;
     int sfd = open_dir(sd->sfd, sname, !follow);
     if (sfd < 0) {
