@@ -131,6 +131,14 @@ run_suite() {
     wait
     check "FIFO without -r: read until EOF (status $st)" bash -c "[ $st -eq 0 ] && cmp -s '$O/fifo.data' '$O/fromfifo'"
     check "FIFO with -r: recreated" bash -c "'$AFCP' -q -r '$O/fifo' '$O/fifo2' && [ -p '$O/fifo2' ]"
+    # a file that grows while it is copied (AFCP_TEST_GROW: bytes appended once its first
+    # size is copied): copied to its new end, as cp reads to the end
+    local gsize
+    for gsize in 100 300000 3000000; do
+        head -c $gsize /dev/urandom > "$O/grows"
+        check "a file of $gsize bytes that grows during the copy: copied to its end" bash -c "AFCP_TEST_PATH=batch AFCP_TEST_GROW=7 '$AFCP' -q '$O/grows' '$O/grown' && [ \$(stat -c %s '$O/grows') = $((gsize + 7)) ] && cmp -s '$O/grows' '$O/grown'"
+        rm -f "$O/grows" "$O/grown"
+    done
 
     # ---- sparse files: holes stay holes on every path, the content is the same
     if ((sparse_ok)); then

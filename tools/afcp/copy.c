@@ -257,11 +257,25 @@ static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
 /* A source whose size says nothing (0 on /proc, a page on sysfs, a FIFO or a device given on
  * the command line): read until EOF, as cp does, one buffer at a time. A stream (FIFO,
  * character device) is read with read(2) on this thread: asyncfs reads at offsets only. */
-static void copy_unsized(struct corio_task *t, struct fcopy *c)
+/* Tests only (AFCP_TEST_GROW=N): N bytes appended to each source once its size as first
+ * seen is copied, as a writer would while the copy runs. */
+static long grow_hook;
+
+static void grow_source(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (long i = 0; i < grow_hook; i++)
+        if (write(fd, "+", 1) != 1)
+            break;
+    close(fd);
+}
+
+static void copy_unsized(struct corio_task *t, struct fcopy *c, uint64_t off)
 {
     afcp_sem_acquire(t, &afcp_me->bufs);
     char *buf = afcp_buf_get();
-    uint64_t off = 0;
     if (!buf)
         fail(c, -ENOMEM, 0);
     while (buf && !c->err) {
@@ -854,7 +868,7 @@ static void file_task(struct corio_task *t, void *arg)
     }
     if (done) {
     } else if (c.unsized) {
-        copy_unsized(t, &c);
+        copy_unsized(t, &c, 0);
         done = 1;
     } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct &&
                afcp.o.sparse != AFCP_SPARSE_ALWAYS && c.size >= afcp.o.cfr_min_size &&
@@ -871,6 +885,13 @@ static void file_task(struct corio_task *t, void *arg)
     }
     int ofd = (int)afs_file_fd(c.out);
     struct stat now;
+    if (grow_hook > 0 && !c.unsized)
+        grow_source(j->spath);
+    /* A file that grew while we copied it: the rest up to its end now, as cp reads to the
+     * end (not under O_DIRECT, whose reads would need aligned offsets). */
+    if (!c.err && !c.unsized && !c.direct_in && !c.direct_out &&
+        fstat((int)afs_file_fd(c.in), &now) == 0 && (uint64_t)now.st_size > c.size)
+        copy_unsized(t, &c, c.size);
     if (!c.err && c.seek_holes && fstat((int)afs_file_fd(c.in), &now) == 0 &&
         (uint64_t)now.st_size < c.size)
         fail(&c, -ENODATA, 0); /* shrank: SEEK_DATA took the missing end for a hole */
@@ -1096,8 +1117,11 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     /* The first block of data, or (empty by its size) proof that there is none: a size of
      * 0 says nothing on /proc and the like, which the file task reads until EOF. */
     size_t first = st.st_size < INLINE_BUF ? (size_t)st.st_size : INLINE_BUF;
-    ssize_t n = read_cached(fd, inline_buf, first ? first : 1, 0);
-    if (n == -EAGAIN || (first && n >= 0 && (size_t)n < first) || (!first && n != 0)) {
+    /* A byte more where the buffer has room: a file that grew since the fstat goes to the
+     * file task, which reads to the end. */
+    size_t ask = first < INLINE_BUF ? first + 1 : first;
+    ssize_t n = read_cached(fd, inline_buf, ask, 0);
+    if (n == -EAGAIN || (first && n >= 0 && (size_t)n != first) || (!first && n != 0)) {
         close(fd);
         if (n == -EAGAIN)
             inline_miss();
@@ -1342,6 +1366,9 @@ void afcp_signals_init(void)
         if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
             sigaction(sigs[i], &sa, NULL);
     }
+    const char *grow = getenv("AFCP_TEST_GROW");
+    if (grow)
+        grow_hook = strtol(grow, NULL, 10);
     const char *hook = getenv("AFCP_TEST_SIGNAL");
     if (hook) {
         static const char *const names[] = {"INT", "TERM", "HUP", "PIPE"};
