@@ -158,7 +158,9 @@ run_path() { # label; run with AFCP_TEST_PATH=$path
     # file's data gone; a file over a link to itself likewise, -f or not. -n leaves it
     # silently (status 0); two names of one symlink too. A trailing slash on a file or on a
     # link to one is "Not a directory", nothing copied. An operand "dir/." under -H or -L is
-    # no cyclic link. Messages sorted: the files of a tree come in the order of their inodes.
+    # no cyclic link. Also cp's words for a directory over a file, a missing target of
+    # several sources and a source named twice. Messages sorted: the files of a tree come in
+    # the order of their inodes.
     local args t
     while IFS= read -r args; do
         for t in c a; do
@@ -196,6 +198,10 @@ lnk/ x
 -r lnk/ x
 -rH d/. x
 -rL src/. x
+-r d f
+f hard nosuch
+-r d d dst
+f f dst
 EOF
 
     # symlinks: -L, -H, -P, for a directory operand (with -r) and a file operand

@@ -201,7 +201,8 @@ static int operand_ok(const struct plan *p, int i, struct stat *seen)
         if (!strcmp(base, jbase)) {
             char *dpath = afcp_join(p->dst, base);
             if (seen[j].st_dev == seen[i].st_dev && seen[j].st_ino == seen[i].st_ino) {
-                afcp_note("warning: source file '%s' specified more than once", src);
+                afcp_note("warning: source %s '%s' specified more than once",
+                          S_ISDIR(seen[i].st_mode) ? "directory" : "file", src);
                 ok = 0;
             } else if (!S_ISDIR(seen[i].st_mode) || !S_ISDIR(seen[j].st_mode)) {
                 afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
@@ -402,9 +403,13 @@ int main(int argc, char **argv)
     int nops = argc - optind;
     struct plan plan = {argv + optind, nops - 1, argv[argc - 1], 0};
     struct stat dst;
-    plan.dst_is_dir = stat(plan.dst, &dst) == 0 && S_ISDIR(dst.st_mode);
+    int dst_err = stat(plan.dst, &dst) == 0 ? 0 : errno;
+    plan.dst_is_dir = !dst_err && S_ISDIR(dst.st_mode);
     if (nops > 2 && !plan.dst_is_dir) {
-        fprintf(stderr, "afcp: target %s is not a directory\n", afcp_q(plan.dst));
+        if (dst_err) /* as cp: why the target cannot be one */
+            fprintf(stderr, "afcp: target %s: %s\n", afcp_q(plan.dst), strerror(dst_err));
+        else
+            fprintf(stderr, "afcp: target %s is not a directory\n", afcp_q(plan.dst));
         return 1;
     }
 

@@ -259,7 +259,7 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
         return -1;
     }
     if (src_is_dir) {
-        afcp_note("cannot overwrite non-directory '%s' with directory", dpath);
+        afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
         afcp_fail();
         return -1;
     }
