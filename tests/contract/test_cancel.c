@@ -84,10 +84,9 @@ static struct cb_log {
     bool        pread_was_done; /* the held pread had returned when the callback ran */
 } lg;
 
-static ssize_t hold_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+/* The worker in a held call: says so, and waits until the test releases it. */
+static void hold_here(void)
 {
-    if (fd != h.fd)
-        return saved.pread(fd, buf, len, off);
     pthread_mutex_lock(&h.mu);
     h.fd = AFS__FD_NONE; /* only the first one */
     h.entered = true;
@@ -95,6 +94,13 @@ static ssize_t hold_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
     while (!h.released)
         pthread_cond_wait(&h.cv, &h.mu);
     pthread_mutex_unlock(&h.mu);
+}
+
+static ssize_t hold_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    if (fd != h.fd)
+        return saved.pread(fd, buf, len, off);
+    hold_here();
     ssize_t r = saved.pread(fd, buf, len, off);
     if (atomic_load(&lg.calls) > 0)
         atomic_store(&h.late, true);
@@ -360,15 +366,8 @@ T_CANCEL(an_op_in_flight_completes_cancelled_once_and_leaves_its_buffer)
 
 static int hold_ftruncate(afs__fd_t fd, uint64_t size)
 {
-    if (fd == h.fd) {
-        pthread_mutex_lock(&h.mu);
-        h.fd = AFS__FD_NONE;
-        h.entered = true;
-        pthread_cond_broadcast(&h.cv);
-        while (!h.released)
-            pthread_cond_wait(&h.cv, &h.mu);
-        pthread_mutex_unlock(&h.mu);
-    }
+    if (fd == h.fd)
+        hold_here();
     return saved.ftruncate(fd, size);
 }
 
