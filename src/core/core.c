@@ -508,7 +508,7 @@ void afs_ctx_free(struct afs_ctx *ctx)
         if (f->seq)
             afs__seq_closing(ctx, f);
     }
-    afs__ctx_drain(ctx, NULL);
+    afs__ctx_drain(ctx, NULL, __func__);
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
     afs__stream_spare_free(ctx);

@@ -934,7 +934,7 @@ int afs_crash_reboot(struct afs_ctx *ctx, struct afs_crash_report *report)
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     struct afs__crash *c = ctx->crash;
     c->cut = true;
-    afs__ctx_drain(ctx, NULL);
+    afs__ctx_drain(ctx, NULL, __func__);
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
     struct afs_crash_report rep = {.cut_op = c->cut_op, .ops = c->ops};

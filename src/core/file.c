@@ -134,7 +134,7 @@ int afs_close(struct afs_file *f)
               "closing a file with ops in flight from a callback would deadlock");
     if (f->seq)
         afs__seq_closing(ctx, f); /* ops waiting for the other end might wait for ever */
-    afs__ctx_drain(ctx, f);
+    afs__ctx_drain(ctx, f, __func__);
     if (ctx->be->close)
         ctx->be->close(ctx, f);
     /* In a task the close joins the batch: closing a file with dirty pages can take a

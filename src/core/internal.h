@@ -783,8 +783,8 @@ void    afs__blocking_cb(struct afs_op *op);
 ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool inline_ok);
 
 /* Blocks until every op of f (or of the whole context when f is NULL) is done and its
- * callback ran. */
-int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f);
+ * callback ran; aborts naming `call` while a chain is open. */
+int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f, const char *call);
 
 /* Blocking wait on the waker only, for backends with no kernel queue of their own. */
 int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns);

@@ -1192,13 +1192,15 @@ void afs__op_wait_done(struct afs__op_waiting *ow, struct afs_op *op)
     }
 }
 
-int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f)
+int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f, const char *call)
 {
     for (;;) {
         bool busy = f ? f->inflight > 0
                       : (ctx->queued.len || ctx->inflight || ctx->done.len);
         if (!busy)
             return 0;
+        if (ctx->chain_open) /* its ops are held until it ends: this would wait for ever */
+            afs__panic(call, "a chain is open: afs_chain_end() first");
         int err = afs_ctx_wait(ctx, 1, -1);
         if (err < 0 && err != -EINTR && err != -EAGAIN)
             return err;

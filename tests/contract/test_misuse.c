@@ -323,6 +323,26 @@ T_ABORT(memory_that_is_no_context_aborts)
     ctx_bogus();
 }
 
+/* A close that would wait for ops a chain still holds names itself, not afs_ctx_wait. */
+static void close_in_a_chain(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    M_REQ(afs_open(c, m_file, AFS_RDONLY, 0, AFS_MODE_ASYNC, &f) == 0);
+    m_cleanup();
+    static char buf[16];
+    static struct afs_op op;
+    M_REQ(afs_chain_begin(c) == 0);
+    M_REQ(afs_queue_read(&op, f, buf, sizeof buf, 0, NULL, NULL) == 0);
+    afs_close(f);
+}
+
+T_ABORT(close_with_a_chain_open_names_afs_close)
+{
+    expect_abort(close_in_a_chain, "afs_close", "a chain is open");
+    close_in_a_chain();
+}
+
 /* ---- NULL: one rule for every handle ---- */
 
 static void null_pread(void)
