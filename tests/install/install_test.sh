@@ -61,4 +61,35 @@ libs=${libs//-lasyncfs/$lib/libasyncfs.a}
 if [ "$(uname -s)" = Linux ]; then
   ! needs_shared "$tmp/pc_static" || fail "pc_static loads libasyncfs.so"
 fi
-echo "install_test: CMake package (shared, static) and pkg-config (shared, static): $version"
+# Fully static, with the SQLite VFS pulled in: --static's libraries are all the link needs
+# (libsqlite3.a wants libm). Where no static C library or archive of a dependency is there
+# (sanitizers, musl), the link is not attempted.
+static_vfs=skipped
+if [ "$(uname -s)" = Linux ] && [ -f "$prefix/include/asyncfs_sqlite.h" ] && [ -z "$flags" ] &&
+  echo 'int main(void) { return 0; }' | "$cc" -static -x c - -o "$tmp/static_probe" 2>/dev/null; then
+  cat > "$tmp/vfs_static.c" <<'EOF'
+#include <asyncfs_sqlite.h>
+#include <sqlite3.h>
+int main(void)
+{
+    sqlite3 *db;
+    if (afs_sqlite_vfs_register(NULL, 0) != 0 ||
+        sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE, "asyncfs") != SQLITE_OK)
+        return 1;
+    return sqlite3_close(db) != SQLITE_OK;
+}
+EOF
+  # shellcheck disable=SC2046,SC2086
+  if "$cc" -static -o "$tmp/vfs_static" "$tmp/vfs_static.c" $(pkg-config --cflags asyncfs) $libs \
+    2> "$tmp/vfs_static.err"; then
+    "$tmp/vfs_static" || fail "a static program with the SQLite VFS failed"
+    static_vfs=linked
+  elif grep -q "cannot find -l" "$tmp/vfs_static.err"; then
+    static_vfs="skipped (no archive of a dependency: $(grep -o 'cannot find -l[^ ]*' "$tmp/vfs_static.err" | head -1))"
+  else
+    cat "$tmp/vfs_static.err" >&2
+    fail "pkg-config --static --libs: a fully static link with the SQLite VFS failed"
+  fi
+fi
+echo "install_test: CMake package (shared, static) and pkg-config (shared, static): $version;" \
+  "fully static with the SQLite VFS: $static_vfs"
