@@ -442,10 +442,12 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
                        struct afs_file **out);
 
 /* Waits for the file's ops in flight (their callbacks run), closes it and frees f, even
- * when closing reports an error; f must not be used again (a second close aborts). Ops of a
- * socket, pipe, FIFO or tty still waiting for the other end are cancelled first (they might
- * wait for ever), except a transfer a pool thread is inside of on a blocking descriptor (see
- * "Files without offsets" above: it ends when the other end moves). Returns 0
+ * when closing reports an error; f must not be used again (a second close aborts). The ops
+ * of a socket, and of a pipe, FIFO or tty opened read-only, still waiting for the other end
+ * are cancelled first (they might wait for ever), except a transfer a pool thread is inside
+ * of on a blocking descriptor (see "Files without offsets" above: it ends when the other end
+ * moves; on Windows, one already handed to the system); the ops of a writable pipe, FIFO or
+ * tty are waited for, so that what was written reaches the reader. Returns 0
  * or the close error (-EIO: earlier writes may be lost). Must not be called from one of the
  * file's own callbacks. Inside a corio task of the file's context the close itself joins the
  * phase's batch too (see afs_queue_close_fd()); elsewhere it is a plain close on this
@@ -535,7 +537,8 @@ struct afs_op {
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
  * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
- * flight on this context or another: its callback has not started). An op needs no initialising:
+ * flight on this context or another: its callback has not started; an op of a context on
+ * another thread is seen without synchronisation, so there it is a best-effort check). An op needs no initialising:
  * memory left by an op whose callback has started (written over in part since, or not), or
  * by an op of a context freed since, is never taken for a busy op. A zero-length op
  * completes with 0. */
@@ -1053,7 +1056,8 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * they reach file ops: the blocking call returns -ECANCELED or -ETIMEDOUT, and the buffer is
  * never written after the task resumed. afs_close() of a socket first cancels the ops still
  * waiting on it (a receive from a silent peer would wait for ever), then waits for them as
- * for any file; so does afs_ctx_free() for every socket (and pipe) of the context.
+ * for any file; so does afs_ctx_free() for every socket (and read-only pipe) of the
+ * context.
  * Inside a corio task of the socket's context the blocking calls below suspend only the
  * task and their op joins the phase's batch (one io_uring_enter for every task's receive,
  * send, accept, connect and file op of the phase); anywhere else they block the thread.

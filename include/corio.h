@@ -576,8 +576,9 @@ AFS_API ssize_t corio_stream_read(struct corio_task *t, struct corio_stream *s, 
                                   size_t len);
 /* Exactly len bytes, fewer only at the end (the count, as fread) or on an error: the bytes
  * copied before an error are reported first (the error comes at the next call; not the
- * task's own -ECANCELED / -ETIMEDOUT, which the next call meets only if it still holds);
- * -errno when none were. */
+ * task's own -ECANCELED / -ETIMEDOUT, which the next call meets only if it still holds, so a
+ * short count from a cancelled task or one past its deadline is no end of the stream: ask
+ * corio_cancelled() or the deadline); -errno when none were. */
 AFS_API ssize_t corio_stream_read_exact(struct corio_task *t, struct corio_stream *s,
                                         void *buf, size_t len);
 /* The next line up to and including the byte delim (0..255): *line points to it in the

@@ -457,7 +457,10 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     ctx->cfg = *cfg;
     ctx->magic = AFS__CTX_MAGIC ^ (uintptr_t)ctx;
     static atomic_uint ctx_numbers;
-    ctx->op_tag = (uintptr_t)(atomic_fetch_add(&ctx_numbers, 1) + 1) << (sizeof(uintptr_t) * 4);
+    do /* never 0 (an idle op's): numbers wrap in the upper half on 32-bit systems */
+        ctx->op_tag = (uintptr_t)(atomic_fetch_add(&ctx_numbers, 1) + 1)
+                      << (sizeof(uintptr_t) * 4);
+    while (ctx->op_tag == 0);
     if (!live_add(ctx->op_tag)) {
         free(ctx);
         return ctx_error(-ENOMEM, "out of memory");
@@ -505,7 +508,7 @@ void afs_ctx_free(struct afs_ctx *ctx)
     /* Ops waiting on a socket or pipe might wait for ever (as afs_close() says). */
     for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
         struct afs_file *f = AFS_LIST_ITEM(n, struct afs_file, node);
-        if (f->seq)
+        if (afs__close_cancels(f))
             afs__seq_closing(ctx, f);
     }
     afs__ctx_drain(ctx, NULL, __func__);

@@ -132,7 +132,7 @@ int afs_close(struct afs_file *f)
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
-    if (f->seq)
+    if (afs__close_cancels(f))
         afs__seq_closing(ctx, f); /* ops waiting for the other end might wait for ever */
     afs__ctx_drain(ctx, f, __func__);
     if (ctx->be->close)

@@ -776,6 +776,14 @@ int  afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum a
 int  afs__sock_attach(struct afs_ctx *ctx, struct afs_file *f);
 void afs__seq_closing(struct afs_ctx *ctx, struct afs_file *f);
 
+/* Whether closing f cancels its waiting ops first: a socket's (as documented for sockets), and
+ * those of a pipe, FIFO or tty opened read-only, which can only be reads waiting for the other
+ * end. A writable one's ops are waited for: a write's data must reach the reader. */
+static inline bool afs__close_cancels(const struct afs_file *f)
+{
+    return f->sock || (f->seq && !(f->flags & (AFS_WRONLY | AFS_RDWR)));
+}
+
 /* The blocking calls: an op set up with afs__blocking_cb and an afs__op_waiting as its data
  * runs inline (inline_ok, or from a callback) or is queued and waited for. Returns its
  * result, or the waiter's error (-ETIMEDOUT...). */

@@ -58,8 +58,7 @@ static int resolve_fn(void *arg)
     struct addrinfo hints = {0};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG | (j->passive ? AI_PASSIVE : 0);
-    errno = 0;
+    int passive = j->passive ? AI_PASSIVE : 0;
 #ifdef _WIN32
     int err = afs__win_sock_init();
     if (err < 0) {
@@ -68,8 +67,19 @@ static int resolve_fn(void *arg)
         return 0;
     }
 #endif
+    /* Any address (a listener on no host) and numeric addresses as they are: AI_ADDRCONFIG
+     * counts no loopback address, so it would drop :: and refuse "::1" where ::1 is IPv6's
+     * only address. Names with it: no AAAA answers for a family the host cannot reach. */
+    hints.ai_flags = passive | (j->host ? AI_NUMERICHOST : 0);
+    errno = 0;
     j->gai = afs__sys.getaddrinfo ? afs__sys.getaddrinfo(j->host, j->port, &hints, &j->res)
                                   : getaddrinfo(j->host, j->port, &hints, &j->res);
+    if (j->host && j->gai == EAI_NONAME) {
+        hints.ai_flags = passive | AI_ADDRCONFIG;
+        errno = 0;
+        j->gai = afs__sys.getaddrinfo ? afs__sys.getaddrinfo(j->host, j->port, &hints, &j->res)
+                                      : getaddrinfo(j->host, j->port, &hints, &j->res);
+    }
     j->gai_errno = errno;
     return 0;
 }
@@ -325,8 +335,10 @@ static int listen_on(struct corio_task *t, const struct addrinfo *ai, bool dual,
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, (void *)&one, sizeof one);
 #endif
     (void)one;
-    if (dual)
-        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, (void *)&zero, sizeof zero);
+    if (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, (void *)&zero, sizeof zero) < 0) {
+        afs_close(s); /* IPv6 only here: the IPv4 wildcard serves everyone instead */
+        return -EAFNOSUPPORT;
+    }
     if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) < 0 ||
         listen(fd, backlog ? backlog : SOMAXCONN) < 0) {
         err = net_errno();
@@ -363,7 +375,8 @@ int corio_listen(struct corio_task *t, const char *host, const char *port, int b
             if (any && v6 != (pass == 0))
                 continue;
             int e = listen_on(t, ai, any && v6, backlog, out);
-            if (e < 0 && first == 0)
+            /* The error to report: the first, but not a family the system lacks. */
+            if (e < 0 && (first == 0 || first == -EAFNOSUPPORT))
                 first = e;
         }
     }

@@ -799,17 +799,19 @@ T_PIPE(stream_reads_a_file_without_offsets)
 #endif
 }
 
-/* A read of a FIFO whose writer never writes (here the file itself, opened read-write) is
- * cancelled by afs_close and by afs_ctx_free, which return at once instead of waiting for
- * data that never comes (io_uring held it in the kernel). */
+/* A read of a FIFO whose writer never writes is cancelled by afs_close and by afs_ctx_free,
+ * which return at once instead of waiting for data that never comes (io_uring held it in the
+ * kernel). The writer: a descriptor of the test's, opened read-write so that no open waits. */
 T_PIPE(close_and_ctx_free_end_a_read_nobody_answers)
 {
     const char *fifo = t_path("fifo");
     cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    int writer = open(fifo, O_RDWR | O_CLOEXEC);
+    cr_assert_geq(writer, 0, "open: %s", strerror(errno));
     for (int by_free = 0; by_free < 2; by_free++) {
         struct afs_ctx *ctx = t_ctx_cfg(NULL);
         struct afs_file *f;
-        int err = afs_open(ctx, fifo, AFS_RDWR, 0, AFS_MODE_ASYNC, &f);
+        int err = afs_open(ctx, fifo, AFS_RDONLY, 0, AFS_MODE_ASYNC, &f);
         cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
         char b[16];
         cr_assert_eq(afs_read(f, b, sizeof b), 0); /* queued: the result comes later */
@@ -822,4 +824,47 @@ T_PIPE(close_and_ctx_free_end_a_read_nobody_answers)
             afs_ctx_free(ctx);
         }
     }
+    close(writer);
+}
+
+/* A write to a pipe whose reader is slow is waited for by afs_close: what was written reaches
+ * the reader whole. */
+struct slow_reader {
+    int    fd;
+    size_t got;
+};
+
+static void *slow_read(void *arg)
+{
+    struct slow_reader *r = arg;
+    usleep(200 * 1000);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(r->fd, buf, sizeof buf)) > 0)
+        r->got += (size_t)n;
+    return NULL;
+}
+
+T_PIPE(close_waits_for_a_write_a_slow_reader_takes)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct afs_file *f;
+    cr_assert_eq(afs_file_from_fd(ctx, p[1], AFS_WRONLY, AFS_MODE_ASYNC, &f), 0);
+    struct slow_reader r = {p[0], 0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, slow_read, &r), 0);
+    enum { LEN = 1 << 20 };
+    char *data = malloc(LEN);
+    memset(data, 'w', LEN);
+    cr_assert_eq(afs_write(f, data, LEN), 0); /* queued: the result comes later */
+    cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    usleep(50 * 1000); /* the pipe is full by now, the write waits for the reader */
+    cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+    cr_assert_eq(afs_close(f), 0);
+    pthread_join(th, NULL);
+    close(p[0]);
+    cr_assert_eq(r.got, LEN, "the reader got %zu of %d bytes", r.got, LEN);
+    free(data);
 }

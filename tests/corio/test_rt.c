@@ -1143,7 +1143,7 @@ static pthread_barrier_t twice_bar;
 static void twice_root(struct corio_task *t, void *a)
 {
     (void)a;
-    corio_sleep(t, 20 * MS);
+    corio_sleep(t, 2000 * MS); /* the other thread's call comes meanwhile, however slow */
 }
 
 static void *twice_thread(void *a)

@@ -1170,10 +1170,20 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
         off = size; /* cloned */
         afcp_add(&afcp.bytes_done, (int64_t)(size));
     }
+    if (grow_hook > 0 && size > INLINE_BUF)
+        grow_source(spath);
+    int grew = 0;
     while (!err && off < size) {
         if (off) { /* the rest of a file larger than the buffer */
             size_t len = size - off < INLINE_BUF ? (size_t)(size - off) : INLINE_BUF;
-            n = read_cached(fd, inline_buf, len, (off_t)off);
+            /* The last piece asks a byte more where the buffer has room: a file that grew
+             * meanwhile is read on to its end below. */
+            int last = off + len == size && len < INLINE_BUF;
+            n = read_cached(fd, inline_buf, len + last, (off_t)off);
+            if (last && n == (ssize_t)len + 1) {
+                grew = 1;
+                n = (ssize_t)len;
+            }
             if (n == -EAGAIN || (n >= 0 && (size_t)n < len)) {
                 /* Not (all) in the cache: the rest of this file with plain reads, the next
                  * files through the batches. */
@@ -1199,6 +1209,20 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
         }
         err = write_all(ofd, inline_buf, (size_t)n, (off_t)off);
         off += (uint64_t)n;
+        afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)n));
+    }
+    while (!err && grew) { /* to the end it has now, as cp reads */
+        n = pread(fd, inline_buf, INLINE_BUF, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? -errno : 0;
+            side = 0;
+            break;
+        }
+        err = write_all(ofd, inline_buf, (size_t)n, (off_t)off);
+        off += (uint64_t)n;
+        afcp_add(&afcp.bytes_total, (int64_t)((uint64_t)n));
         afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)n));
     }
     if (!err && (o->preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
