@@ -848,23 +848,29 @@ static void *slow_read(void *arg)
 T_PIPE(close_waits_for_a_write_a_slow_reader_takes)
 {
     struct afs_ctx *ctx = t_new_ctx();
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    struct afs_file *f;
-    cr_assert_eq(afs_file_from_fd(ctx, p[1], AFS_WRONLY, AFS_MODE_ASYNC, &f), 0);
-    struct slow_reader r = {p[0], 0};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, slow_read, &r), 0);
     enum { LEN = 1 << 20 };
     char *data = malloc(LEN);
     memset(data, 'w', LEN);
-    cr_assert_eq(afs_write(f, data, LEN), 0); /* queued: the result comes later */
-    cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
-    usleep(50 * 1000); /* the pipe is full by now, the write waits for the reader */
-    cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
-    cr_assert_eq(afs_close(f), 0);
-    pthread_join(th, NULL);
-    close(p[0]);
-    cr_assert_eq(r.got, LEN, "the reader got %zu of %d bytes", r.got, LEN);
+    /* Blocking (a pool thread or the kernel's worker writes) and non-blocking (the readiness
+     * engine parks the write where the backend has one). */
+    for (int nb = 0; nb < 2; nb++) {
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        struct afs_file *f;
+        cr_assert_eq(afs_file_from_fd(ctx, p[1], AFS_WRONLY | (nb ? AFS_NONBLOCK : 0),
+                                      AFS_MODE_ASYNC, &f), 0);
+        struct slow_reader r = {p[0], 0};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, slow_read, &r), 0);
+        cr_assert_eq(afs_write(f, data, LEN), 0); /* queued: the result comes later */
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+        usleep(50 * 1000); /* the pipe is full by now, the write waits for the reader */
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 0), 0);
+        cr_assert_eq(afs_close(f), 0);
+        pthread_join(th, NULL);
+        close(p[0]);
+        cr_assert_eq(r.got, LEN, "%s: the reader got %zu of %d bytes", nb ? "non-blocking" :
+                     "blocking", r.got, LEN);
+    }
     free(data);
 }
