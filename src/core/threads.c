@@ -285,9 +285,10 @@ void afs__pool_reap(struct afs__pool *p)
          * did: the buffer is settled before the callback and never written after it. Some
          * results stand all the same: a meta op's and an accepted socket (an fd that was
          * opened must reach the caller), a connect or shutdown that was made (as
-         * afs__op_step() keeps them: a second connect would fail), an op that moves no data (an ftruncate that ran
-         * must not read as one that did not), and the bytes a transfer of a file without
-         * offsets moved (they have left the pipe, as afs__op_step() reports them too). */
+         * afs__op_step() keeps them: a second connect would fail), an op that moves no
+         * data (an ftruncate that ran must not read as one that did not), and the bytes a
+         * transfer of a file without offsets moved (they have left the pipe, as
+         * afs__op_step() reports them too). */
         struct afs__op *o = afs__op(op);
         ssize_t res = op->result;
         if (*pool_cancelled(op)) {

@@ -70,15 +70,15 @@ static int resolve_fn(void *arg)
     /* Any address (a listener on no host) and numeric addresses as they are: AI_ADDRCONFIG
      * counts no loopback address, so it would drop :: and refuse "::1" where ::1 is IPv6's
      * only address. Names with it: no AAAA answers for a family the host cannot reach. */
+    int (*gai)(const char *, const char *, const struct addrinfo *, struct addrinfo **) =
+        afs__sys.getaddrinfo ? afs__sys.getaddrinfo : getaddrinfo;
     hints.ai_flags = passive | (j->host ? AI_NUMERICHOST : 0);
     errno = 0;
-    j->gai = afs__sys.getaddrinfo ? afs__sys.getaddrinfo(j->host, j->port, &hints, &j->res)
-                                  : getaddrinfo(j->host, j->port, &hints, &j->res);
+    j->gai = gai(j->host, j->port, &hints, &j->res);
     if (j->host && j->gai == EAI_NONAME) {
         hints.ai_flags = passive | AI_ADDRCONFIG;
         errno = 0;
-        j->gai = afs__sys.getaddrinfo ? afs__sys.getaddrinfo(j->host, j->port, &hints, &j->res)
-                                      : getaddrinfo(j->host, j->port, &hints, &j->res);
+        j->gai = gai(j->host, j->port, &hints, &j->res);
     }
     j->gai_errno = errno;
     return 0;

@@ -403,8 +403,10 @@ static int sync_dir(struct afs_ctx *ctx, const char *path, int *last_errno)
         if (fd >= 0)
             close(fd);
     }
-    /* As the unix VFS: a directory that cannot be opened, or cannot be synced, is no error. */
-    if (r == -ENOENT || r == -EACCES || r == -ENOTDIR || r == -EINVAL || r == -EPERM)
+    /* As the unix VFS: a directory that cannot be opened (out of descriptors too), or that
+     * its file system cannot sync (EINVAL), is no error; a sync that failed is. */
+    if (r == -ENOENT || r == -EACCES || r == -ENOTDIR || r == -EINVAL || r == -EPERM ||
+        r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -ELOOP || r == -ENAMETOOLONG)
         r = 0;
     if (r < 0) {
         *last_errno = -r;

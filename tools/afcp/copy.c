@@ -887,14 +887,15 @@ static void file_task(struct corio_task *t, void *arg)
     struct stat now;
     if (grow_hook > 0 && !c.unsized)
         grow_source(j->spath);
-    /* A file that grew while we copied it: the rest up to its end now, as cp reads to the
-     * end (not under O_DIRECT, whose reads would need aligned offsets). */
-    if (!c.err && !c.unsized && !c.direct_in && !c.direct_out &&
-        fstat((int)afs_file_fd(c.in), &now) == 0 && (uint64_t)now.st_size > c.size)
-        copy_unsized(t, &c, c.size);
-    if (!c.err && c.seek_holes && fstat((int)afs_file_fd(c.in), &now) == 0 &&
-        (uint64_t)now.st_size < c.size)
-        fail(&c, -ENODATA, 0); /* shrank: SEEK_DATA took the missing end for a hole */
+    /* The source's size now, once. Grown while we copied it: the rest up to its end, as cp
+     * reads to the end (not under O_DIRECT, whose reads would need aligned offsets). Shrunk:
+     * SEEK_DATA took the missing end for a hole (the plain reads fail by themselves). */
+    if (!c.err && !c.unsized && fstat((int)afs_file_fd(c.in), &now) == 0) {
+        if ((uint64_t)now.st_size > c.size && !c.direct_in && !c.direct_out)
+            copy_unsized(t, &c, c.size);
+        else if ((uint64_t)now.st_size < c.size && c.seek_holes)
+            fail(&c, -ENODATA, 0);
+    }
     /* The size: holes at the end were never written, O_DIRECT padded the last block. */
     if (!c.err && (c.seek_holes || c.direct_out || afcp.o.sparse == AFCP_SPARSE_ALWAYS) &&
         ftruncate(ofd, (off_t)c.size) < 0)
