@@ -849,6 +849,7 @@ struct corio_rt_stats {
     uint64_t polls;       /* times it polled its inbox before blocking (idle, see RUNTIME.md) */
     uint64_t polls_hit;   /* polls that found a message */
     uint64_t sleeps;      /* times it blocked with no time limit or a timer's */
+    uint64_t thief_wakes; /* sleeping schedulers it woke to take spawns queued on a busy one */
 };
 /* Scheduler i's counters (and its struct corio_stats in *sched, may be NULL) of the last or
  * current run: after corio_rt_run() returned, or from i's own thread while it runs. Returns 0

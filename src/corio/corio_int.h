@@ -212,6 +212,8 @@ void corio__inbox_deliver(struct corio_sched *s);
 /* Any thread: pushes the node of a spawn request onto s's spawn queue (stealable when
  * `back` is false: taken from the back) and wakes s. */
 void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n);
+/* A scheduler's thread: wakes s (asleep in its wait) with nothing posted. */
+void corio__sched_wake(struct corio_sched *s);
 
 static inline bool corio__inbox_pending(struct corio__inbox *in)
 {
@@ -335,6 +337,11 @@ bool corio__rt_spin(struct corio_sched *s);
 void corio__rt_awake(struct corio_sched *s);
 /* s is about to block: takes queued spawns of busier schedulers; true when it started some. */
 bool corio__rt_steal(struct corio_sched *s);
+/* A spawn is the first queued on s, which is awake: wakes one sleeping scheduler to take it
+ * (one at a time: the next is woken once that one looked). */
+void corio__rt_wake_thief(struct corio_sched *s);
+/* Spawns are queued on another scheduler of s's runtime (s, about to sleep, takes them). */
+bool corio__rt_queued_elsewhere(const struct corio_sched *s);
 /* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */
 void corio__rt_root_done(struct corio_task *t);
 /* t (its scheduler's thread) was cancelled / its effective deadline changed: its children on

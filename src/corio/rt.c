@@ -15,8 +15,10 @@
  * Load: every scheduler of a runtime keeps a relaxed counter of its live tasks plus the
  * spawns queued for it. CORIO_SCHED_ANY picks the smallest of them (all up to four
  * schedulers, else the caller's and two at random), and a scheduler about to block takes half
- * of the queued CORIO_SCHED_ANY spawns of the other scheduler with the most. Nothing on
- * these paths takes a lock that all schedulers share: each inbox has its own. */
+ * of the queued CORIO_SCHED_ANY spawns of the other scheduler with the most. The first spawn
+ * queued on a running scheduler (one that may be held by a task) wakes one sleeping scheduler
+ * to take it. Nothing on these paths takes a lock that all schedulers share: each inbox has
+ * its own. */
 #include "corio_int.h"
 
 #include <stdio.h>
@@ -55,6 +57,7 @@ struct corio_rt {
     bool                   spin;    /* no more schedulers than CPUs: idle ones poll first */
     atomic_bool            in_run;  /* inside corio_rt_run(), from its first step */
     atomic_bool            stop;
+    atomic_bool            thief;   /* a scheduler was woken to steal and has not looked yet */
     struct corio_sched   **scheds;
     afs__thread           *threads;
     struct rt_slot        *slots;
@@ -431,6 +434,8 @@ int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void
 bool corio__rt_steal(struct corio_sched *s)
 {
     struct corio_rt *rt = s->rt;
+    if (atomic_load_explicit(&rt->thief, memory_order_relaxed))
+        atomic_store_explicit(&rt->thief, false, memory_order_relaxed);
     struct corio_sched *victim = NULL;
     size_t most = 0;
     for (unsigned i = 0; i < rt->n; i++) {
@@ -465,6 +470,40 @@ bool corio__rt_steal(struct corio_sched *s)
     while ((n = afs_list_pop_front(&got)))
         start(s, LINK(n, spawn.node), false);
     return true;
+}
+
+void corio__rt_wake_thief(struct corio_sched *s)
+{
+    struct corio_rt *rt = s->rt;
+    struct corio_sched *me = corio__thread_sched();
+    if (rt->n < 3 && me && me->rt == rt) /* the poster and s: none left to wake */
+        return;
+    bool no = false;
+    if (!atomic_compare_exchange_strong_explicit(&rt->thief, &no, true, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return;
+    unsigned from = rng_below(rt->n);
+    for (unsigned k = 0; k < rt->n; k++) {
+        struct corio_sched *o = rt->scheds[(from + k) % rt->n];
+        if (o == s || o == me || atomic_load_explicit(&o->awake, memory_order_seq_cst))
+            continue;
+        corio__sched_wake(o);
+        if (me && me->rt == rt)
+            me->rts.thief_wakes++;
+        return;
+    }
+    atomic_store_explicit(&rt->thief, false, memory_order_relaxed);
+}
+
+bool corio__rt_queued_elsewhere(const struct corio_sched *s)
+{
+    struct corio_rt *rt = s->rt;
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct corio_sched *o = rt->scheds[i];
+        if (o != s && atomic_load_explicit(&o->inbox.nspawns, memory_order_seq_cst))
+            return true;
+    }
+    return false;
 }
 
 /* How long an idle scheduler polls its inbox before it blocks: a round trip to another

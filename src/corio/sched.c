@@ -555,7 +555,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             s->rts.sleeps++;
             atomic_store_explicit(&s->awake, false, memory_order_seq_cst);
             if (atomic_load_explicit(&s->inbox.has, memory_order_seq_cst) ||
-                (!root && s->live == 0 && corio__rt_stopping(s)))
+                (!root && s->live == 0 && corio__rt_stopping(s)) ||
+                (s->rt && corio__rt_queued_elsewhere(s))) /* taken in the next round */
                 timeout = 0;
         }
         /* Only yields to go on with and nothing in the context: no need to ask the kernel

@@ -161,19 +161,36 @@ static void inbox_post(struct corio_sched *s, struct afs_list *q, struct afs_lis
                        bool spawn)
 {
     struct corio__inbox *in = &s->inbox;
+    size_t queued = 1;
     afs__mutex_lock(&in->mu);
     afs_list_push_back(q, n);
-    if (spawn)
-        atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_relaxed);
+    if (spawn) /* sequentially consistent: a scheduler about to sleep looks (sched.c) */
+        queued = atomic_fetch_add_explicit(&in->nspawns, 1, memory_order_seq_cst);
     bool was = atomic_exchange_explicit(&in->has, true, memory_order_seq_cst);
     if (!was)
         atomic_fetch_add_explicit(&in->waking, 1, memory_order_relaxed);
     afs__mutex_unlock(&in->mu);
+    bool awake = true;
     if (!was) {
-        if (!atomic_load_explicit(&s->awake, memory_order_seq_cst))
+        awake = atomic_load_explicit(&s->awake, memory_order_seq_cst);
+        if (!awake)
             inbox_wake(s);
         atomic_fetch_sub_explicit(&in->waking, 1, memory_order_release); /* s no more */
+    } else if (queued == 0) {
+        awake = atomic_load_explicit(&s->awake, memory_order_seq_cst);
     }
+    /* The first spawn queued on a scheduler that is awake, and so was not woken: should a
+     * task hold its thread, the spawn would wait there while others sleep. (A post is made by
+     * a task of the same run, so s outlives it.) */
+    if (queued == 0 && awake && s->rt)
+        corio__rt_wake_thief(s);
+}
+
+void corio__sched_wake(struct corio_sched *s)
+{
+    atomic_fetch_add_explicit(&s->inbox.waking, 1, memory_order_relaxed);
+    inbox_wake(s);
+    atomic_fetch_sub_explicit(&s->inbox.waking, 1, memory_order_release);
 }
 
 void corio__inbox_post(struct corio_sched *s, struct corio__msg *m)

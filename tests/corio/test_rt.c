@@ -761,6 +761,77 @@ T_RT(scheduler_held_by_user_code)
     corio_rt_free(rt);
 }
 
+/* Balance: spawns queued on a scheduler held by user code while the poster's scheduler is
+ * held too: only a third one, asleep in a long timer wait, can take them, and it is woken for
+ * them rather than at its timer. Scheduler 0 (the root) and 1 compute until the spawn runs. */
+struct thief_state {
+    atomic_int release, holding, late;
+    struct corio_chan *park;
+};
+
+static int thief_hold(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct thief_state *st = arg;
+    atomic_store(&st->holding, 1);
+    while (!atomic_load(&st->release))
+        ;
+    return 0;
+}
+
+static int thief_sleeper(struct corio_task *t, void *arg)
+{
+    struct thief_state *st = arg;
+    int v;
+    corio_set_deadline(t, corio_now() + 20000 * MS);
+    int r = corio_chan_recv(t, st->park, &v); /* closed at the end (-EPIPE) */
+    if (r == -ETIMEDOUT && !atomic_load(&st->release)) { /* woken by its timer: nobody took the spawn before */
+        atomic_store(&st->late, 1);
+        atomic_store(&st->release, 1);
+    }
+    return 0;
+}
+
+static int thief_work(struct corio_task *t, void *arg)
+{
+    struct thief_state *st = arg;
+    atomic_store(&st->release, 1);
+    return where(t);
+}
+
+static void root_thief(struct corio_task *t, void *arg)
+{
+    struct thief_state *st = arg;
+    struct corio_future w;
+    /* Loads: 0 has the root and one sleeper, 2 has two, 1 the task that holds it. */
+    cr_assert_eq(corio_spawn_on(t, 0, thief_sleeper, st, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 2, thief_sleeper, st, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 2, thief_sleeper, st, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 1, thief_hold, st, NULL), 0);
+    while (!atomic_load(&st->holding))
+        corio_sleep(t, 1 * MS);
+    corio_sleep(t, 50 * MS); /* scheduler 2 asleep in its timer wait */
+    cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, thief_work, st, &w), 0);
+    while (!atomic_load(&st->release)) /* holds scheduler 0: it cannot take it itself */
+        ;
+    cr_assert_eq(corio_future_await(t, &w, NULL), 2, "the spawn ran elsewhere than on 2");
+    corio_chan_close(st->park);
+}
+
+T_RT(a_sleeping_scheduler_takes_spawns_queued_on_a_held_one)
+{
+    struct corio_rt *rt = rt_make(3);
+    struct thief_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_thief, &st), 0);
+    corio_chan_free(st.park);
+    cr_assert_eq(atomic_load(&st.late), 0, "the spawn waited for the sleeper's timer");
+    struct corio_rt_stats s;
+    corio_rt_stats(rt, 0, &s, NULL);
+    cr_assert_geq(s.thief_wakes, 1);
+    corio_rt_free(rt);
+}
+
 /* Balance: a burst of CORIO_SCHED_ANY spawns from one task spreads over the schedulers. */
 static int busy_work(struct corio_task *t, void *arg)
 {
