@@ -115,10 +115,18 @@ static void sigpipe_hold(struct sigpipe_hold *h)
     h->pending = h->was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
 }
 
-static void sigpipe_release(struct sigpipe_hold *h, int err)
+/* err: the write's errno, or 0; cut: it moved fewer bytes than asked. A blocking write to a
+ * pipe whose reader goes while the writer waits for room raises SIGPIPE and still returns
+ * what it had moved: after a short write the signal is looked for, and taken back when it
+ * came from the write. */
+static void sigpipe_release(struct sigpipe_hold *h, int err, bool cut)
 {
-    if (err == EPIPE && (sigpipe_blocked || !h->pending))
-        take_sigpipe(&h->set);
+    if (sigpipe_blocked || !h->pending) {
+        sigset_t pend;
+        if (err == EPIPE ||
+            (cut && !err && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)))
+            take_sigpipe(&h->set);
+    }
     if (!h->was_blocked)
         pthread_sigmask(SIG_SETMASK, &h->old, NULL);
 }
@@ -130,7 +138,12 @@ static ssize_t seq_write(int fd, const void *buf, size_t len, const struct iovec
     sigpipe_hold(&h);
     ssize_t r = iov ? writev(fd, iov, iovcnt) : write(fd, buf, len);
     int err = r < 0 ? errno : 0;
-    sigpipe_release(&h, err);
+    if (iov) {
+        len = 0;
+        for (int i = 0; i < iovcnt; i++)
+            len += iov[i].iov_len;
+    }
+    sigpipe_release(&h, err, r >= 0 && (size_t)r < len);
     return r < 0 ? -err : r;
 }
 
@@ -142,7 +155,7 @@ ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
     sigpipe_hold(&h);
     ssize_t r = sendfile(out_fd, in_fd, &o, len);
     int err = r < 0 ? errno : 0;
-    sigpipe_release(&h, err);
+    sigpipe_release(&h, err, r >= 0 && (size_t)r < len);
     return r < 0 ? -err : r;
 #else
     (void)out_fd, (void)in_fd, (void)off, (void)len;
@@ -166,7 +179,7 @@ static ssize_t sys_pwrite_nowait(int fd, const void *buf, size_t len, uint64_t o
     struct sigpipe_hold h;
     sigpipe_hold(&h);
     ssize_t r = rw_nowait(true, fd, (void *)buf, len, -1);
-    sigpipe_release(&h, r == -EPIPE ? EPIPE : 0);
+    sigpipe_release(&h, r == -EPIPE ? EPIPE : 0, false); /* it never waited for room */
     return r;
 }
 #define SYS_PWRITE_NOWAIT sys_pwrite_nowait

@@ -637,6 +637,65 @@ T_PIPE(pipe_writes_to_a_gone_reader_leave_no_sigpipe)
 }
 #endif
 
+#ifdef __linux__
+#include <sys/ioctl.h>
+
+/* The reader of a blocking pipe goes while a stream's write waits for room, part of it
+ * moved: the kernel raises SIGPIPE and returns the bytes moved. The reader lets the pipe
+ * fill, frees one page (the write waiting moves that much and waits again), waits for the
+ * pipe to be full again, and closes. */
+struct gone_reader {
+    int fd;
+};
+
+static int pipe_held(int fd)
+{
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+static void *reader_goes_midway(void *arg)
+{
+    struct gone_reader *g = arg;
+    int cap = fcntl(g->fd, F_GETPIPE_SZ);
+    while (pipe_held(g->fd) < cap)
+        usleep(1000);
+    static char page[4096];
+    ssize_t r = read(g->fd, page, sizeof page);
+    (void)r;
+    while (pipe_held(g->fd) < cap)
+        usleep(1000);
+    usleep(20000);
+    close(g->fd);
+    return NULL;
+}
+
+T_PIPE(a_stream_whose_reader_goes_midway_through_a_write_gets_epipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    t_new_ctx();
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", fds[1]);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+    close(fds[1]);
+    struct gone_reader g = {fds[0]};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, reader_goes_midway, &g), 0);
+    static char big[1 << 20];
+    size_t n = afs_fwrite(big, 1, sizeof big, s);
+    cr_assert(n > 0 && n < sizeof big, "wrote %zu", n);
+    cr_assert_eq(afs_ferror(s), -EPIPE);
+    cr_assert_eq(afs_fclose(s), -EPIPE);
+    pthread_join(th, NULL);
+    sigset_t pend;
+    cr_assert_eq(sigpending(&pend), 0);
+    cr_assert(!sigismember(&pend, SIGPIPE), "a SIGPIPE is left pending");
+}
+#endif
+
 static atomic_int seq_writes, seq_big, seq_from_caller;
 static struct afs__syscalls seq_saved;
 static const unsigned char *seq_lo, *seq_hi; /* the caller's buffer */
