@@ -230,6 +230,7 @@ static int lines_fn(struct corio_task *t, struct corio_gen *g, void *arg)
             out = (struct corio_line){.data = line, .len = len, .lineno = out.lineno + 1};
             if ((r = corio_gen_yield(t, g, &out)) < 0)
                 goto out;
+            corio_gen_flush(t, g); /* the line is the consumer's until it asks again */
             len = 0;
         }
     }

@@ -990,6 +990,10 @@ static void lines_root(struct corio_task *t, void *arg)
         cr_assert_eq(l->len, strlen(want[n]), "line %d: %zu", n, l->len);
         cr_assert_str_eq(l->data, want[n]);
         cr_assert_eq(l->lineno, (uint64_t)n + 1);
+        corio_sleep(t, 1 * MS); /* the line stays as it is while it is held */
+        cr_assert_eq(l->len, strlen(want[n]), "line %d changed while held", n);
+        cr_assert_str_eq(l->data, want[n]);
+        cr_assert_eq(l->lineno, (uint64_t)n + 1);
         n++;
     }
     cr_assert_eq(r, 0);
