@@ -60,7 +60,9 @@ AFS_API void corio_sched_free(struct corio_sched *s);
 /* Runs fn(root, arg) as the root task until every task is done: 0. -EDEADLK when tasks
  * remain suspended with nothing that could ever wake them (no file op, timer or generic
  * request in flight): they are reported on stderr and abandoned (their stacks freed without
- * unwinding), never a hang. Not reentrant: call it from outside any task. */
+ * unwinding). Waits that another thread may end are not counted as stuck, and go on
+ * waiting: an external future, a channel (any thread may send, receive or close). Not
+ * reentrant: call it from outside any task. */
 AFS_API int  corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg);
 
 /* A program's main in one call: creates a scheduler with the default configuration on the
@@ -134,7 +136,8 @@ AFS_API void corio_log(struct corio_task *t, const char *fmt, ...)
 /* Cancels t and all its descendants (also those spawned later). Their file ops in flight
  * are cancelled in the kernel; each blocking call (file I/O, sleep, lock, wait...) then
  * returns -ECANCELED, at once for later calls. A task resumes only after the kernel is done
- * with its buffer. May be called from any task of the scheduler. */
+ * with its buffer. May be called from any task of the scheduler. A task that is done is
+ * left as it is (corio_cancelled() stays 0 for it). */
 AFS_API void corio_cancel(struct corio_task *t);
 /* Non-zero once t or an ancestor is cancelled. */
 AFS_API int  corio_cancelled(const struct corio_task *t);
@@ -886,7 +889,8 @@ AFS_API int  corio_chan_new(struct corio_chan **out, size_t capacity, size_t ele
 AFS_API void corio_chan_free(struct corio_chan *c);
 
 /* Copies *elem into c, suspending t while c is full (or, capacity 0, until a receiver takes
- * it). Returns 0; -EPIPE when c is closed (also when it closes while t waits: the value was
+ * it); a wait on a channel is never reported as a deadlock (another thread may end it: give
+ * it a deadline if nothing may). Returns 0; -EPIPE when c is closed (also when it closes while t waits: the value was
  * not sent); -ECANCELED / -ETIMEDOUT when t is cancelled or past its deadline (not sent).
  * A send that handed the value over before an interruption returns 0. */
 AFS_API int  corio_chan_send(struct corio_task *t, struct corio_chan *c, const void *elem);

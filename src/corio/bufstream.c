@@ -86,7 +86,7 @@ int corio_stream_close(struct corio_stream *s)
 {
     stream_check(s, __func__);
     AFS_CHECK(s->rmu.owner == NULL && s->wmu.owner == NULL,
-              "corio_stream_close: the stream is in use by a task");
+              "the stream is in use by a task");
     int err = afs_close(s->f);
     free(s->buf);
     *(volatile uintptr_t *)&s->magic = AFS__DEAD; /* kept until the memory is reused */

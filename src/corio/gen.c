@@ -52,7 +52,7 @@ int corio_gen_start(struct corio_task *t, struct corio_gen *g, corio_gen_fn *fn,
 int corio_gen_yield(struct corio_task *t, struct corio_gen *g, void *value)
 {
     corio__check_running(t, "corio_gen_yield");
-    AFS_CHECK(g != NULL && g->producer == t, "corio_gen_yield: not this generator's producer");
+    AFS_CHECK(g != NULL && g->producer == t, "not this generator's producer");
     if (g->closed)
         return -ECANCELED;
     int err = corio__interrupted(t);
@@ -100,7 +100,7 @@ int corio_gen_next(struct corio_task *t, struct corio_gen *g, void **value)
 void corio_gen_flush(struct corio_task *t, struct corio_gen *g)
 {
     corio__check_running(t, "corio_gen_flush");
-    AFS_CHECK(g != NULL && g->producer == t, "corio_gen_flush: not this generator's producer");
+    AFS_CHECK(g != NULL && g->producer == t, "not this generator's producer");
     while (g->nexts == g->taken && g->taken && !g->closed)
         corio__wait_on_hard(t, corio__wq(&g->producer_q));
 }

@@ -38,7 +38,7 @@ void corio_queue_destroy(struct corio_queue *q)
 {
     AFS_CHECK(q != NULL, "queue is NULL");
     AFS_CHECK(afs_list_empty(&qp(q)->getters) && qp(q)->putters.len == 0,
-              "corio_queue_destroy: tasks are waiting on the queue");
+              "tasks are waiting on the queue");
     free(q->ring);
     q->ring = NULL;
     q->ring_cap = q->len = q->head = 0;

@@ -162,7 +162,7 @@ int corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_rt_stats 
         return -EINVAL;
     struct corio_sched *s = rt->running ? rt->scheds[i] : NULL;
     if (s) {
-        AFS_CHECK(corio__thread_sched() == s, "corio_rt_stats: another scheduler's, while it runs");
+        AFS_CHECK(corio__thread_sched() == s, "another scheduler's, while it runs");
         *out = s->rts;
         if (sched)
             *sched = s->stats;

@@ -16,7 +16,7 @@ int corio_mutex_lock(struct corio_task *t, struct corio_mutex *m)
 {
     corio__check_running(t, "corio_mutex_lock");
     AFS_CHECK(m != NULL, "mutex is NULL");
-    AFS_CHECK(m->owner != t, "corio_mutex_lock: the task already holds this mutex");
+    AFS_CHECK(m->owner != t, "the task already holds this mutex");
     int err = corio__interrupted(t);
     if (err)
         return err;
