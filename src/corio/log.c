@@ -19,9 +19,13 @@ struct log_batch {
     struct log_batch   *next;   /* on the spare list */
 };
 
+#define LOG_MAGIC ((uintptr_t)0x676f4c63u)
+
 struct corio_log {
     struct afs_file     *f;
     struct corio_sched  *sched;
+    uintptr_t            magic;      /* LOG_MAGIC ^ address while open, AFS__DEAD after (not in
+                                        the first 16 bytes, which free() writes) */
     struct log_batch    *open;       /* filling */
     struct log_batch    *spare;
     uint64_t             end;        /* where the next record goes */
@@ -138,6 +142,7 @@ int corio_log_open(struct corio_task *t, struct afs_file *f, uint64_t start,
     struct corio_log *log = afs__sys.calloc(1, sizeof *log);
     if (!log)
         return -ENOMEM;
+    log->magic = LOG_MAGIC ^ (uintptr_t)log;
     log->f = f;
     log->sched = corio_task_sched(t);
     log->end = log->durable = start;
@@ -158,12 +163,20 @@ int corio_log_open(struct corio_task *t, struct afs_file *f, uint64_t start,
     return 0;
 }
 
+/* A log used after its close (or never made) aborts with the library's message, as a file
+ * does (asyncfs.h: the mark stays until the memory is reused). */
 static void log_check(struct corio_task *t, struct corio_log *log, const char *what)
 {
-    AFS_CHECK(t && log, "NULL task or log");
-    AFS_CHECK(!log->closing, "the log is closed or closing");
-    AFS_CHECK(corio_task_sched(t) == log->sched, "a log is used by tasks of its scheduler");
-    (void)what;
+    if (!t || !log)
+        afs__panic(what, "NULL task or log");
+    if (log->magic != (LOG_MAGIC ^ (uintptr_t)log))
+        afs__panic(what, log->magic == AFS__DEAD
+                             ? "log was closed (used after corio_log_close, or closed twice)"
+                             : "not an open log (closed, or never made)");
+    if (log->closing)
+        afs__panic(what, "the log is closing");
+    if (corio_task_sched(t) != log->sched)
+        afs__panic(what, "a log is used by tasks of its scheduler only");
 }
 
 int corio_log_append(struct corio_task *t, struct corio_log *log, const void *rec, size_t len,
@@ -223,6 +236,7 @@ int corio_log_close(struct corio_task *t, struct corio_log *log)
         free(b->buf);
         free(b);
     }
+    *(volatile uintptr_t *)&log->magic = AFS__DEAD; /* kept until the memory is reused */
     free(log);
     return err;
 }

@@ -181,6 +181,38 @@ T_ABORT_UAF(corio_stream_closed_twice)
     cstream_double_close();
 }
 
+static void log_after_close_root(struct corio_task *t, void *arg)
+{
+    struct afs_file *f = arg;
+    struct corio_log *log;
+    uint64_t off;
+    M_REQ(corio_log_open(t, f, 0, &log) == 0);
+    M_REQ(corio_log_append(t, log, "x", 1, &off) == 0);
+    M_REQ(corio_log_close(t, log) == 0);
+    corio_log_append(t, log, "y", 1, &off);
+}
+
+static void log_after_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    M_REQ(afs_open(c, m_file, AFS_RDWR, 0, AFS_MODE_SYNC, &f) == 0);
+    m_cleanup();
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = c;
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, &cfg) == 0);
+    corio_sched_run(s, log_after_close_root, f);
+}
+
+T_ABORT_UAF(corio_log_used_after_close)
+{
+    m_need_no_asan();
+    expect_abort(log_after_close, "corio_log_append", "closed");
+    log_after_close();
+}
+
 static void cstream_on_closed_file(void)
 {
     struct afs_ctx *c = m_begin();
