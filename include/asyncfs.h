@@ -1283,9 +1283,18 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  *  - A write error of write-behind surfaces later: at a following afs_fwrite (short count),
  *    afs_fflush or afs_fclose. It is never lost: afs_fflush returns it until afs_clearerr,
  *    and afs_fclose returns the first error the stream kept. The position is then where the
- *    data stopped (afs_ftell says so once the failed write completed), and after
- *    afs_clearerr the stream writes on from there, as stdio's after a short fwrite; what
- *    was buffered after the failure is dropped.
+ *    data stopped (afs_ftell says so once the failed write completed; in append mode the
+ *    end of the file), and after afs_clearerr the stream writes on from there, as stdio's
+ *    after a short fwrite. What was buffered after the failure is dropped, never written:
+ *    afs_fflush and afs_fclose wait for the writes in flight before they write the rest,
+ *    and afs_fwrite queues no more once a failure is known. Only writes already in flight
+ *    when one fails (queued before its failure completed: at most `chunks` chunks, of data
+ *    afs_fwrite had taken) may still land past where the data stopped; the file then holds
+ *    their data after a gap that keeps what the file held there (zeros past its old end),
+ *    and its size may exceed afs_ftell. Where the stream was extending the file,
+ *    afs_ftruncate(afs_stream_file(s), afs_ftell(s)) after the afs_fflush that reported
+ *    the error cuts it back to where the data stopped. The sync backend runs each write as
+ *    it is queued: there nothing lands past the failure.
  *  - "+" modes may switch between reading and writing without an afs_fflush/afs_fseek in
  *    between (stdio requires one; here it is done for you): reads always see the stream's
  *    own earlier writes, and read-ahead is dropped when writing starts.

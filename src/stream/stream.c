@@ -200,6 +200,34 @@ static bool in_flight(const struct chunk *c)
     return c->state == CH_READING || c->state == CH_WRITING || c->state == CH_DROPPED;
 }
 
+/* A write-behind of c failed with err: the stream keeps the error, and where the data
+ * stopped (what the write moved before its error included). Append mode and pipes have no
+ * such offset: their data stops at the end of what the file took. */
+static void write_failed(struct afs_stream *s, struct chunk *c, ssize_t err)
+{
+    set_err(s, (int)err);
+    if (!s->werr)
+        s->werr = (int)err;
+    int64_t stop = c->off + (int64_t)afs__op(&c->op)->done;
+    if (!s->pipe && !s->append && stop < s->werr_off)
+        s->werr_off = stop;
+}
+
+/* Whether a write of the stream already failed, its callback not run yet: the sync backend
+ * runs a write as it is queued, and a completion reaped while waiting for another op waits
+ * for its callback in the context's list. Such a failure is recorded now (the callback
+ * records nothing new), so that no more data is queued after it. Only looks at the ops'
+ * states, on the owner thread: no waiting, no system call. */
+static bool writes_failed(struct afs_stream *s)
+{
+    for (unsigned i = 0; i < s->nbuf; i++) {
+        struct chunk *c = s->ch[i];
+        if (c->state == CH_WRITING && afs__op(&c->op)->state == AFS__DONE && c->op.result < 0)
+            write_failed(s, c, c->op.result);
+    }
+    return s->werr != 0;
+}
+
 static void chunk_cb(struct afs_op *op)
 {
     struct chunk *c = op->data;
@@ -212,14 +240,8 @@ static void chunk_cb(struct afs_op *op)
         break;
     case CH_WRITING:
         /* Write-behind errors surface at the next afs_fwrite, afs_fflush or afs_fclose. */
-        if (op->result < 0) {
-            set_err(s, (int)op->result);
-            if (!s->werr)
-                s->werr = (int)op->result;
-            int64_t stop = c->off + (int64_t)afs__op(op)->done;
-            if (!s->pipe && !s->append && stop < s->werr_off)
-                s->werr_off = stop;
-        }
+        if (op->result < 0)
+            write_failed(s, c, op->result);
         c->state = CH_FREE;
         break;
     default:
@@ -1221,20 +1243,33 @@ static void pipe_err(struct afs_stream *s, int err)
         s->werr = err;
 }
 
+/* Forgets what the fill buffer holds (after a write error: data buffered after the
+ * failure, which stdio's failing fwrite would not have taken). */
+static void drop_fill(struct afs_stream *s)
+{
+    if (s->fill) {
+        s->fill->state = CH_FREE;
+        s->fill = NULL;
+    }
+    s->wr_room = 0;
+}
+
 /* Queues the fill buffer's data. Ops on one file run in any order, so a write waits for the
  * writes in flight that it overlaps (all of them in append mode, where every write lands at
- * the end). */
+ * the end). Once a write of the stream is known to have failed (before, or in, those
+ * waits) the data is dropped instead: it would land past the failure's hole. Returns 0 then
+ * (the error is the stream's: afs_ferror, afs_fflush, afs_fclose). */
 static int write_fill(struct afs_stream *s)
 {
     struct chunk *c = s->fill;
     s->wr_room = 0;
     if (!c)
         return 0;
-    s->fill = NULL;
-    if (c->len == 0) {
-        c->state = CH_FREE;
+    if (c->len == 0 || writes_failed(s)) {
+        drop_fill(s);
         return 0;
     }
+    s->fill = NULL;
     for (unsigned i = 0; i < s->nbuf; i++) {
         struct chunk *d = s->ch[i];
         if (d->state == CH_WRITING && (s->append || s->pipe || overlap(c, d))) {
@@ -1247,6 +1282,10 @@ static int write_fill(struct afs_stream *s)
                 }
             }
         }
+    }
+    if (s->werr) {
+        c->state = CH_FREE; /* a write waited for above failed */
+        return 0;
     }
     if (pipe_inline(s)) {
         int err;
@@ -1279,28 +1318,11 @@ static int write_fill(struct afs_stream *s)
     return 0;
 }
 
-/* After a write-behind failed: the writes still in flight settle (werr_off is then where
- * the data stopped), and what was buffered since (which stdio would not have taken, its
- * fwrite failing) is dropped, not written after the failure's hole. Nothing to do without
- * a write error, or from a callback (nothing can be waited for there). */
-static void settle_failed_writes(struct afs_stream *s)
+/* Waits for every write in flight (their callbacks ran after). Returns 0 or the first
+ * waiter error (-EDEADLK from a callback: then it stops, nothing could be waited for). */
+static int wait_writes(struct afs_stream *s)
 {
-    if (!s->werr || s->dir != DIR_WRITE || s->ctx->in_callback)
-        return;
-    if (s->fill) {
-        s->fill->state = CH_FREE;
-        s->fill = NULL;
-        s->wr_room = 0;
-    }
-    for (unsigned i = 0; i < s->nbuf; i++)
-        if (s->ch[i]->state == CH_WRITING)
-            chunk_wait(s, s->ch[i]);
-}
-
-/* Queues the fill buffer and waits for every write. Returns the first write error. */
-static int flush_writes(struct afs_stream *s)
-{
-    int ret = write_fill(s);
+    int ret = 0;
     for (unsigned i = 0; i < s->nbuf; i++) {
         if (s->ch[i]->state == CH_WRITING) {
             int err = chunk_wait(s, s->ch[i]);
@@ -1308,8 +1330,41 @@ static int flush_writes(struct afs_stream *s)
                 set_err(s, err);
                 if (!ret)
                     ret = err;
+                if (err == -EDEADLK)
+                    break;
             }
         }
+    }
+    return ret;
+}
+
+/* After a write-behind failed: the writes still in flight settle (werr_off is then where
+ * the data stopped), and what was buffered since (which stdio would not have taken, its
+ * fwrite failing) is dropped, not written after the failure's hole. Nothing to do without
+ * a write error, or from a callback (nothing can be waited for there). */
+static void settle_failed_writes(struct afs_stream *s)
+{
+    if (s->dir != DIR_WRITE || !writes_failed(s) || s->ctx->in_callback)
+        return;
+    drop_fill(s);
+    (void)wait_writes(s);
+}
+
+/* Waits for every write, then queues the fill buffer and waits for it, unless one of the
+ * writes waited for failed: what was buffered after a failure is dropped (the failure may
+ * be seen only here, its write still in flight when the data was buffered). The fill goes
+ * after the others, not beside them: a flush waits for all of them anyway. Returns the
+ * first write error. */
+static int flush_writes(struct afs_stream *s)
+{
+    int ret = 0;
+    if (s->fill && s->fill->len)
+        ret = wait_writes(s);
+    if (ret != -EDEADLK) {
+        int err = write_fill(s); /* drops the data after a failure */
+        int werr = wait_writes(s);
+        if (!ret)
+            ret = err ? err : werr;
     }
     return s->werr ? s->werr : ret;
 }
@@ -1335,8 +1390,8 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         return nmemb;
     }
     s->wr_room = 0;
-    if (s->err)
-        return 0;
+    if (s->err || (s->dir == DIR_WRITE && writes_failed(s)))
+        return 0; /* a write that failed and was not seen yet counts too: nothing more */
     if (!s->can_write) {
         set_err(s, -EBADF);
         return 0;
@@ -1374,6 +1429,8 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
                 set_err(s, err ? err : -ENOBUFS);
                 break;
             }
+            if (s->err)
+                break; /* a write waited for failed: take no more (c stays free) */
             c->state = CH_FILL;
             c->off = s->pos;
             c->len = 0;
@@ -1388,7 +1445,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         if (!s->pipe)
             s->pos += (int64_t)n; /* a pipe's pos counts what was read (fread_pipe()) */
         if (c->len == cap)
-            write_fill(s);
+            write_fill(s); /* not written if a write is known to have failed */
         if (s->err)
             break; /* a write failed (maybe an earlier one): stop taking data */
     }
@@ -1501,8 +1558,10 @@ int64_t afs_ftell(struct afs_stream *s)
     if (s->werr_off < s->pos)
         return s->werr_off; /* as stdio's: the data went up to where a write failed */
     if (s->pos_at_end) {
+        /* The writes settle; after a write error the data stopped at the end of what the
+         * file took: its size, as for any write error ("a" and "a+" included). */
         int err = flush_writes(s);
-        if (err < 0)
+        if (err < 0 && (err != s->werr || s->ctx->in_callback))
             return err;
         int64_t size = afs_file_size(s->f);
         if (size < 0)
@@ -1777,9 +1836,13 @@ int afs_fclose(struct afs_stream *s)
         busy |= in_flight(s->ch[i]);
     AFS_CHECK(!s->ctx->in_callback || !busy,
               "closing a stream with I/O pending from a callback would deadlock");
-    settle_failed_writes(s); /* after a failure what was buffered since is not written */
-    if (s->dir == DIR_WRITE)
+    if (s->dir == DIR_WRITE) {
+        /* The writes in flight first: after a failure (seen now, maybe) what was buffered
+         * since is dropped, not written past its hole (write_fill()). */
+        if (s->fill && s->fill->len)
+            (void)wait_writes(s);
         write_fill(s);
+    }
     for (unsigned i = 0; i < s->nbuf; i++)
         drop_chunk(s->ch[i]);
     /* The buffers are the library's until every callback ran, errors or not. */

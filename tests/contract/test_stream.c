@@ -2472,3 +2472,277 @@ T_IO(a_failed_write_behind_leaves_the_position_where_the_data_stopped)
     cr_assert_eq(afs_fclose(m), 0);
     cr_assert_eq(afs_fopen(t_ctx, t_path("modes"), "r,ccs=UTF-8", &m), -EINVAL);
 }
+
+/* ---- A full disk under write-behind: nothing buffered after a failure reaches the file ----
+ * The disk is made full for the stream's file alone: a write that starts in [from, to) and
+ * is at least min_len bytes long fails with ENOSPC and writes nothing (min_len: a full ext4
+ * still takes a small write, as the flush of a user's last partial chunk did). The
+ * transfers the core makes (threads, sync, and every buffered write on libaio, which gives
+ * them to the pool) fail in afs__sys.pwrite; io_uring's and posix-aio's go to /dev/full
+ * instead of the file (afs__sys.uring_enter, afs__sys.paio_listio), where the kernel or the C
+ * library fails them with ENOSPC. */
+#if defined(__linux__)
+#include "internal.h" /* afs__op: the file of an io_uring write */
+
+#include <aio.h>
+#if defined(AFS_HAVE_URING) && __has_include(<liburing.h>)
+#include <liburing.h>
+#define FULL_URING 1
+#endif
+
+static struct afs__syscalls full_saved;
+static struct {
+    struct afs_file *f; /* the stream's file; NULL: no fault */
+    intptr_t         fd;
+    int64_t          from, to;
+    size_t           min_len;
+    int              devfull;
+    atomic_int       failed; /* writes made to fail */
+} full;
+
+static bool full_hit(intptr_t fd, int64_t off, size_t len)
+{
+    bool hit = full.f && fd == full.fd && off >= full.from && off < full.to &&
+               len >= full.min_len;
+    if (hit)
+        atomic_fetch_add(&full.failed, 1);
+    return hit;
+}
+
+static ssize_t full_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    if (full_hit(fd, (int64_t)off, len))
+        return -ENOSPC;
+    return full_saved.pwrite(fd, buf, len, off);
+}
+
+static ssize_t full_pwritev(afs__fd_t fd, const struct iovec *iov, int n, uint64_t off)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    if (full_hit(fd, (int64_t)off, len))
+        return -ENOSPC;
+    return full_saved.pwritev(fd, iov, n, off);
+}
+
+#ifdef FULL_URING
+static int full_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        /* user_data 1 and 2 are the backend's own (cancels, the waker's read). */
+        if (sqe->user_data <= 2 || !full.f ||
+            (sqe->opcode != IORING_OP_WRITE && sqe->opcode != IORING_OP_WRITE_FIXED &&
+             sqe->opcode != IORING_OP_WRITEV))
+            continue;
+        struct afs__op *o = afs__op((struct afs_op *)(uintptr_t)sqe->user_data);
+        if (o->file != full.f)
+            continue;
+        size_t len = sqe->len;
+        if (sqe->opcode == IORING_OP_WRITEV) {
+            const struct iovec *iov = (const struct iovec *)(uintptr_t)sqe->addr;
+            len = 0;
+            for (unsigned k = 0; k < sqe->len; k++)
+                len += iov[k].iov_len;
+        }
+        if (full_hit(full.fd, (int64_t)sqe->off, len)) {
+            sqe->fd = full.devfull;
+            sqe->flags &= (uint8_t)~IOSQE_FIXED_FILE;
+        }
+    }
+    return full_saved.uring_enter ? full_saved.uring_enter(ring, wait_nr, ts)
+                                  : afs__uring_enter_real(ring, wait_nr, ts);
+}
+#endif
+
+static int full_listio(int mode, struct aiocb *const list[], int n, struct sigevent *sev)
+{
+    for (int i = 0; i < n; i++) {
+        struct aiocb *cb = list[i];
+        if (cb && cb->aio_lio_opcode == LIO_WRITE &&
+            full_hit(cb->aio_fildes, (int64_t)cb->aio_offset, cb->aio_nbytes))
+            cb->aio_fildes = full.devfull;
+    }
+    return full_saved.paio_listio ? full_saved.paio_listio(mode, list, n, sev)
+                                  : lio_listio(mode, list, n, sev);
+}
+
+static void full_setup(void)
+{
+    t_setup();
+    full_saved = afs__sys;
+    full.f = NULL;
+    atomic_store(&full.failed, 0);
+    full.devfull = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    cr_assert(full.devfull >= 0, "/dev/full: %s", strerror(errno));
+    afs__sys.pwrite = full_pwrite;
+    afs__sys.pwritev = full_pwritev;
+#ifdef FULL_URING
+    afs__sys.uring_enter = full_enter;
+#endif
+    afs__sys.paio_listio = full_listio;
+}
+
+static void full_teardown(void)
+{
+    if (t_ctx)
+        afs_ctx_free(t_ctx); /* streams left open close with the faults still there */
+    t_ctx = NULL;
+    afs__sys = full_saved;
+    full.f = NULL;
+    close(full.devfull);
+    t_teardown();
+}
+
+/* From now on the writes of s's file in [from, to) of min_len bytes or more fail. */
+static void full_arm(struct afs_stream *s, int64_t from, int64_t to, size_t min_len)
+{
+    full.fd = afs_file_fd(afs_stream_file(s));
+    full.from = from;
+    full.to = to;
+    full.min_len = min_len;
+    full.f = afs_stream_file(s);
+}
+
+static bool on_sync(void)
+{
+    return strcmp(afs_ctx_backend(t_ctx), "sync") == 0;
+}
+
+#define T_FULL(name) Test(io, name, .init = full_setup, .fini = full_teardown, .timeout = 30)
+
+/* The user's loop: records written until one is short. The chunks from 3 * cs on fail; what
+ * was buffered after the failure (the partial chunk) is not written by afs_fflush or
+ * afs_fclose past the hole, though the disk would take it: the file ends where the data
+ * stopped, as afs_ftell says, as with stdio. */
+T_FULL(write_error_flush_and_close_drop_what_was_buffered_after_it)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    const size_t cs = 64 * KIB, rec = 10000;
+    static char buf[10000];
+    for (int close_only = 0; close_only < 2; close_only++) {
+        const char *name = close_only ? "full_close" : "full_flush";
+        struct afs_stream *s = s_open(name, "w", cs, 4);
+        full_arm(s, 3 * (int64_t)cs, INT64_MAX, cs);
+        int64_t off = 0;
+        int i;
+        for (i = 0; i < 1000; i++) {
+            t_fill(buf, rec, (uint64_t)off);
+            if (afs_fwrite(buf, 1, rec, s) != rec)
+                break;
+            off += (int64_t)rec;
+        }
+        cr_assert_lt(i, 1000, "no short afs_fwrite");
+        cr_assert_eq(afs_ferror(s), -ENOSPC);
+        if (!close_only) {
+            cr_assert_eq(afs_fflush(s), -ENOSPC);
+            cr_assert_eq(afs_ftell(s), 3 * (int64_t)cs);
+        }
+        cr_assert_eq(afs_fclose(s), -ENOSPC);
+        full.f = NULL;
+        size_t len;
+        unsigned char *all = slurp(name, &len);
+        cr_assert_eq(len, 3 * cs, "%s: size %zu, the data stopped at %zu", name, len, 3 * cs);
+        cr_assert(t_check(all, len, 0), "%s: the data before the failure", name);
+        free(all);
+    }
+}
+
+/* The failure not known yet when more is buffered: an "r+" stream writes a chunk, which
+ * fails, then 10 bytes. afs_fflush (or afs_fclose) must not write those at the chunk's end:
+ * the file stays as it was (stdio writes nothing), and the position is where the data
+ * stopped. */
+T_FULL(write_error_not_seen_yet_drops_what_was_buffered_after_it)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    const size_t cs = 64 * KIB;
+    static char a[64 * KIB];
+    memset(a, 'A', sizeof a);
+    for (int close_only = 0; close_only < 2; close_only++) {
+        t_make_file(t_path("rplus"), 3 * cs);
+        struct afs_stream *s = s_open("rplus", "r+", cs, 4);
+        full_arm(s, 0, 1, 1); /* the write at 0 fails; any other would fit */
+        cr_assert_eq(afs_fwrite(a, 1, cs, s), cs, "taken, written behind");
+        size_t b = afs_fwrite("BBBBBBBBBB", 1, 10, s);
+        cr_assert(b == 10 || b == 0, "%zu", b); /* 0 where the failure is known by now */
+        if (!close_only) {
+            cr_assert_eq(afs_fflush(s), -ENOSPC);
+            cr_assert_eq(afs_ftell(s), 0);
+        }
+        cr_assert_eq(afs_fclose(s), -ENOSPC);
+        full.f = NULL;
+        cr_assert_geq(atomic_load(&full.failed), 1, "the write at 0 was made to fail");
+        size_t len;
+        unsigned char *all = slurp("rplus", &len);
+        cr_assert_eq(len, 3 * cs);
+        cr_assert(t_check(all, len, 0), "close_only %d: written after the failure", close_only);
+        free(all);
+        atomic_store(&full.failed, 0);
+    }
+}
+
+/* One afs_fwrite of four chunks and a bit whose first chunk fails. The rest of the call is
+ * not written after the failure where the failure is known before the next chunk is queued
+ * (sync: the write ran when it was queued); elsewhere chunks 1-3 were queued with it, before
+ * any failure could be known, and may land (the header: writes already in flight). The
+ * part buffered after them never does, and the position is where the data stopped. */
+T_FULL(write_error_stops_a_long_fwrite_and_drops_its_tail)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    const size_t cs = 64 * KIB;
+    static char data[4 * 64 * KIB + 100];
+    t_fill(data, sizeof data, 0);
+    struct afs_stream *s = s_open("long", "w", cs, 4);
+    full_arm(s, 0, 1, 1);
+    size_t n = afs_fwrite(data, 1, sizeof data, s);
+    cr_assert_eq(afs_fflush(s), -ENOSPC);
+    cr_assert_eq(afs_ftell(s), 0);
+    cr_assert_eq(afs_fclose(s), -ENOSPC);
+    full.f = NULL;
+    size_t len;
+    unsigned char *all = slurp("long", &len);
+    if (on_sync()) {
+        cr_assert_lt(n, sizeof data, "the failure was known: a short count");
+        cr_assert_eq(len, 0, "size %zu: chunks written after the failure", len);
+    }
+    cr_assert_leq(len, 4 * cs, "size %zu: the part buffered after the failure was written",
+                  len);
+    for (size_t i = 0; i < len && i < cs; i++)
+        cr_assert_eq(all[i], 0);
+    if (len > cs)
+        cr_assert(t_check(all + cs, len - cs, cs), "the chunks in flight hold their data");
+    free(all);
+}
+
+/* Append: after a failed write, afs_ftell gives where the data stopped (the end of the
+ * file, as the header says), not the error; after afs_clearerr writing goes on there. */
+T_FULL(write_error_in_append_mode_ftell_is_where_the_data_stopped)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    const size_t cs = 64 * KIB;
+    static char data[64 * KIB];
+    memset(data, 'D', sizeof data);
+    const char *modes[] = {"a", "a+"};
+    for (int m = 0; m < 2; m++) {
+        t_make_file(t_path("app"), 1000);
+        struct afs_stream *s = s_open("app", modes[m], cs, 4);
+        full_arm(s, 0, INT64_MAX, 1);
+        cr_assert_eq(afs_fwrite(data, 1, cs, s), cs);
+        afs_fwrite("x", 1, 1, s);
+        cr_assert_eq(afs_fflush(s), -ENOSPC, "%s", modes[m]);
+        cr_assert_eq(afs_ftell(s), 1000, "%s", modes[m]);
+        full.f = NULL;
+        afs_clearerr(s);
+        cr_assert_eq(afs_fwrite("TAIL", 1, 4, s), 4);
+        cr_assert_eq(afs_ftell(s), 1004, "%s", modes[m]);
+        cr_assert_eq(afs_fclose(s), 0);
+        size_t len;
+        unsigned char *all = slurp("app", &len);
+        cr_assert_eq(len, 1004, "%s: size %zu", modes[m], len);
+        cr_assert(t_check(all, 1000, 0) && memcmp(all + 1000, "TAIL", 4) == 0, "%s", modes[m]);
+        free(all);
+    }
+}
+#endif
