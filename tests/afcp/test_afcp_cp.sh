@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # afcp against GNU cp on the same input, for what makes a cp replacement: sparse files (the
 # blocks allocated), hard links (inode equality within the copy), extended attributes and
-# ACLs (getfattr/getfacl output), symlinks under -L/-H/-P, -u, -x (a tmpfs mounted in the
-# source, as root), --reflink, --fsync's directory sync (strace), a destination that fills up
-# (a small tmpfs, as root), SIGINT on both paths (cached inline, batched), --help. Runs once
+# ACLs (getfattr/getfacl output), zeros in a sparse file (--sparse=auto), symlinks under
+# -L/-H/-P, -u, -x (a tmpfs mounted in the source, as root), --reflink (an empty file too),
+# cp's words for a file target, a dangling symlink and a socket at the destination,
+# --fsync's directory sync (strace), a destination that fills up (a small tmpfs, as root),
+# SIGINT on both paths (cached inline, batched), --help. Runs once
 # per backend: AUTO (io_uring here), threads, sync (ASYNCFS_BACKEND); each case on both of
 # afcp's paths where they differ (AFCP_TEST_PATH=batch forces the batched one).
 # Usage: tests/afcp/test_afcp_cp.sh path/to/afcp
@@ -40,6 +42,11 @@ truncate -s 64M "$S/tree/sparse"
 head -c 65536 /dev/urandom | dd of="$S/tree/sparse" bs=1M seek=10 conv=notrunc status=none
 head -c 4096 /dev/urandom | dd of="$S/tree/sparse" bs=4096 seek=$((16384 - 1)) conv=notrunc status=none
 sparse_ok=1; [[ $(stat -c %b "$S/tree/sparse") -lt 2048 ]] || sparse_ok=0
+# a sparse file with zeros written out in its data (cp's default --sparse=auto makes holes
+# of them, as the source has holes)
+mkdir -p "$S/zeros"
+(head -c 1M /dev/urandom; head -c 2M /dev/zero; head -c 4096 /dev/urandom) > "$S/zeros/f"
+truncate -s 8M "$S/zeros/f"
 xattr_ok=1
 setfattr -n user.color -v blue "$S/tree/f1" 2>/dev/null &&
     setfattr -n user.empty "$S/tree/other/f2" &&
@@ -67,6 +74,7 @@ for u in 022 077; do
 done
 cp -a "$S/tree" "$R/a"
 cp -r "$S/tree" "$R/r"
+cp "$S/zeros/f" "$R/zeros"
 cp -r --preserve=xattr "$S/tree" "$R/x"
 for m in L H P; do cp -r -$m "$S/op/tlink" "$R/op$m"; cp -$m "$S/op/flink" "$R/f$m"; done
 
@@ -109,6 +117,12 @@ run_path() { # label; run with AFCP_TEST_PATH=$path
     fi
     if ((sparse_ok)); then
         check "$tag -r: sparse file stays sparse" [ "$(stat -c %b "$O/r/sparse")" -le "$(stat -c %b "$R/r/sparse")" ]
+    fi
+    if ((sparse_ok)); then
+        "$AFCP" -q "$S/zeros/f" "$O/zeros"
+        check "$tag zeros in a sparse file: holes as cp's (--sparse=auto: $(stat -c %b "$O/zeros") blocks, cp $(stat -c %b "$R/zeros"))" \
+            [ "$(stat -c %b "$O/zeros")" -le "$(stat -c %b "$R/zeros")" ]
+        check "$tag zeros in a sparse file: bytes" cmp -s "$S/zeros/f" "$O/zeros"
     fi
     "$AFCP" -q -r --preserve=links "$S/tree" "$O/l"
     check "$tag --preserve=links: inode sharing as cp -a" \
@@ -249,6 +263,35 @@ EOF
         "$AFCP" -q --reflink=always "$S/tree/d1/big" "$O/rb"
         check "$tag --reflink=always: cloned, as cp" cmp -s "$S/tree/d1/big" "$O/rb"
     fi
+    # an empty file too: cp asks for the clone of every file
+    : > "$O/empty"
+    cp --reflink=always "$O/empty" "$O/re.cp" 2> "$O/re.cp.err"; local cst=$?
+    "$AFCP" -q --reflink=always "$O/empty" "$O/re.a" 2> "$O/re.a.err"; st=$?
+    check "$tag --reflink=always, an empty file: status $st as cp's ($cst)" [ "$st" -eq "$cst" ]
+    check "$tag --reflink=always, an empty file: cp's message" \
+        diff <(sed 's/^cp:/X:/; s/re\.cp/F/' "$O/re.cp.err") <(sed 's/^afcp:/X:/; s/re\.a/F/' "$O/re.a.err")
+
+    # cp's words: a last operand that is a file, a dangling symlink at the destination
+    # (refused with -f too, as cp refuses it), a file onto a socket
+    local what
+    for t in c a; do
+        rm -rf "$O/msg.$t"; mkdir -p "$O/msg.$t/w"
+        (cd "$O/msg.$t" && echo a > a && echo b > b && echo f > file && ln -s nowhere w/dl &&
+            { ! command -v python3 > /dev/null ||
+              python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' x; })
+    done
+    local whats=("a b file" "a w/dl" "-f a w/dl" "-r a w/dl")
+    if [[ -S $O/msg.a/x ]]; then whats+=("a x"); else skip "a file onto a socket: no python3 to make one"; fi
+    for what in "${whats[@]}"; do
+        # shellcheck disable=SC2086
+        (cd "$O/msg.c" && cp $what 2> ../msg.c.err; echo "status $?" >> ../msg.c.err
+         cd "$O/msg.a" && "$AFCP" -q $what 2> ../msg.a.err; echo "status $?" >> ../msg.a.err)
+        check "$tag '$what': cp's message and status ($(head -1 "$O/msg.c.err"))" \
+            diff <(sed 's/^cp: //' "$O/msg.c.err") <(sed 's/^afcp: //' "$O/msg.a.err")
+        check "$tag '$what': the same result as cp" \
+            diff <(listing "$O/msg.c" | cut -d' ' -f1,2,4,7) <(listing "$O/msg.a" | cut -d' ' -f1,2,4,7)
+    done
+
     "$AFCP" -q --reflink=sometimes a b 2> "$O/rf.err"; st=$?
     check "$tag --reflink=sometimes: refused with status 1" [ "$st" -eq 1 ]
     check "$tag --reflink=sometimes: says why" grep -q "invalid argument 'sometimes' for '--reflink'" "$O/rf.err"
@@ -340,6 +383,13 @@ run_suite() {
                --sparse --fsync --one-file-system --update --dereference --no-dereference \
                --archive --recursive --inplace --direct --threads; do
         check "--help lists $opt" bash -c "'$AFCP' --help | grep -q -- '$opt\\b'"
+    done
+    # and what it refuses
+    for opt in --copy-contents --parents --attributes-only --remove-destination; do
+        "$AFCP" -q "$opt" a b 2> /dev/null
+        check "$opt is refused" [ $? -eq 1 ]
+        check "--help lists $opt as not supported" bash -c \
+            "'$AFCP' --help | sed -n '/^Not supported/,/^\$/p' | grep -q -- '$opt\\b'"
     done
 }
 
@@ -442,6 +492,21 @@ meta_suite() {
         cp -r "$O/acl.c/src/sub" "$O/acl.c/dst/"; "$AFCP" -q -r "$O/acl.a/src/sub" "$O/acl.a/dst/"
         check "-r under a default ACL: $(mode "$O/acl.c/dst/sub") as cp" \
             [ "$(mode "$O/acl.c/dst/sub")" = "$(mode "$O/acl.a/dst/sub")" ]
+        # a default ACL that gives every right: a directory open to all (777) gets no group
+        # or other write the umask would remove (cp omits them at its mkdir), under two umasks
+        local u
+        for u in 022 002; do
+            for t in c a; do
+                mkdir -p "$O/aclw$u.$t/dst" "$O/aclw$u.$t/src/w"; chmod 777 "$O/aclw$u.$t/src/w"
+                setfacl -d -m g::rwx,o::rwx,m::rwx "$O/aclw$u.$t/dst"
+            done
+            (umask $u; cp -r "$O/aclw$u.c/src" "$O/aclw$u.c/dst/x"
+             "$AFCP" -q -r "$O/aclw$u.a/src" "$O/aclw$u.a/dst/x")
+            check "-r under a default ACL with every right, umask $u: modes as cp ($(mode "$O/aclw$u.c/dst/x") $(mode "$O/aclw$u.c/dst/x/w"))" \
+                diff <(listing "$O/aclw$u.c/dst" | cut -d' ' -f1-3) <(listing "$O/aclw$u.a/dst" | cut -d' ' -f1-3)
+            check "-r under a default ACL with every right, umask $u: ACLs as cp" \
+                diff <(acls "$O/aclw$u.c/dst") <(acls "$O/aclw$u.a/dst")
+        done
     else skip "no ACLs here"; fi
     # the access times of operands under -a
     for t in c a; do

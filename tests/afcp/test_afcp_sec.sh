@@ -2,7 +2,8 @@
 # afcp and what it must never do: replace a device or FIFO at the destination, widen
 # permissions through ACLs, drop an overwritten file's owner/mode/ACL, print a file name raw
 # to the terminal. Also its messages against cp's (a source that shrinks, -v into a full
-# stdout, -L/-H/-P). Runs the suite once per backend: AUTO (io_uring here), threads, sync.
+# stdout, -L/-H/-P), and what cp does as a user (the group kept by -a, a file written into
+# where no new file may replace it, -f over a read-only file: as root, run as nobody). Runs the suite once per backend: AUTO (io_uring here), threads, sync.
 # The cases that need root (device nodes, other owners) are skipped, saying so, as another
 # user; ctest runs it both ways (as_user.sh).
 # Usage: tests/afcp/test_afcp_sec.sh path/to/afcp
@@ -24,6 +25,58 @@ else
 fi
 rm -f "$T/probe"
 NOBODY_GROUP=$(id -gn nobody 2> /dev/null)
+
+# What cp does as a user other than root, done by cp and by afcp (run_as_user): as root the
+# cases run as nobody (setpriv) with a second group (users, 100), so that the group can be
+# kept, and another user's file is at hand for a sticky directory; as a user they run as the
+# caller, with the groups it has. user_case.sh prints what is compared.
+USER_AFCP=$AFCP USER_GROUP=
+if root; then
+    if command -v setpriv > /dev/null && [[ -n $NOBODY_GROUP ]]; then
+        USER_GROUP=$(getent group users | cut -d: -f3); USER_GROUP=${USER_GROUP:-100}
+        chmod 711 "$T"; install -m 755 "$AFCP" "$T/afcp.user"; USER_AFCP=$T/afcp.user
+    else
+        USER_AFCP= # no way to run as another user: skipped
+    fi
+else
+    for g in $(id -G); do [[ $g != $(id -g) ]] && { USER_GROUP=$g; break; }; done
+fi
+cat > "$T/user_case.sh" <<'CASE'
+# user_case.sh TOOL DIR GROUP [STICKY_FILE]: TOOL is cp or afcp; GROUP a group of the user's
+# other than its primary one (or empty); STICKY_FILE another user's file it may write, in a
+# sticky directory it may write (or empty).
+tool=$1 g=$3 sticky=$4
+umask 022; cd "$2" || exit 1
+echo new > new; chmod 640 new
+if [[ -n $g ]]; then # -a: the group and set-group-ID bit of what the user owns
+    mkdir -p src/d; ln -s x src/l; mkfifo src/p; echo f > src/f
+    chgrp -h "$g" src/d src/l src/p src/f; chmod 2750 src/d src/f; chmod 640 src/p
+    "$tool" -a src a 2>&1; echo "-a: status $?"
+    stat -c '%n %A %g' a/d a/l a/p a/f
+fi
+# overwriting a file the user may write, in a directory it may not write
+mkdir ro; echo old > ro/f; chmod 555 ro
+"$tool" new ro/f 2>&1; echo "read-only directory: status $?, $(cat ro/f), mode $(stat -c %a ro/f)"
+ls -a ro; chmod 755 ro
+# -f over the user's own read-only file: a new file, the source's mode (cp's open failed)
+echo old > rof; chmod 444 rof
+"$tool" -f new rof 2>&1; echo "-f over a read-only file: status $?, $(cat rof), mode $(stat -c %a rof)"
+echo old > rw; chmod 664 rw
+"$tool" -f new rw 2>&1; echo "-f over a writable file: status $?, $(cat rw), mode $(stat -c %a rw)"
+if [[ -n $sticky ]]; then # another user's writable file in a sticky directory
+    "$tool" new "$sticky" 2>&1; echo "sticky directory: status $?, $(cat "$sticky")"
+    ls -a "${sticky%/*}"
+fi
+CASE
+run_as_user() { # TOOL DIR STICKY_FILE
+    if root; then
+        chown nobody "$2"
+        setpriv --reuid=nobody --regid="$NOBODY_GROUP" --groups="$USER_GROUP" \
+            env HOME=/ bash "$T/user_case.sh" "$1" "$2" "$USER_GROUP" "$3"
+    else
+        bash "$T/user_case.sh" "$1" "$2" "$USER_GROUP" "$3"
+    fi
+}
 
 run_suite() {
     local O=$T/out.${BACKEND:-auto}
@@ -81,8 +134,11 @@ run_suite() {
         python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$O/sock"
         "$AFCP" -q "$src" "$O/sock" 2> "$O/err"
         check "socket: exit 1" [ $? -eq 1 ]
-        check "socket: message" grep -q "cannot overwrite socket '$O/sock'" "$O/err"
+        check "socket: cp's message" grep -qx "afcp: cannot create regular file '$O/sock': No such device or address" "$O/err"
         check "socket: still a socket" [ -S "$O/sock" ]
+        # -f: replaced by the copy, as cp -f replaces it
+        check "socket -f: copied" "$AFCP" -q -f "$src" "$O/sock"
+        check "socket -f: a regular file with the data" cmp -s "$src" "$O/sock"
     fi
 
     # ---- a file the user may not write is not replaced without -f (cp's open would fail) ----
@@ -144,6 +200,30 @@ run_suite() {
         check "overwrite -p as root: the source's owner" bash -c "'$AFCP' -q -p '$src' '$O/ow.up' && [ \$(stat -c %u '$O/ow.up') = \$(stat -c %u '$src') ]"
     else
         skip "overwriting another user's file (needs root)"
+    fi
+
+    # ---- as a user, as cp (user_case.sh): -a keeps the group and set-group-ID bit of a
+    # directory, symlink, FIFO and file; a writable file is written into where no new file
+    # may replace it; -f makes a new file only over a file the user may not write ----
+    if [[ -n $USER_AFCP ]]; then
+        local t sticky out
+        for t in cp afcp; do
+            mkdir -p "$O/user.$t"; chmod 755 "$O"
+            sticky=
+            if root; then # root's file, writable by all, in a sticky directory
+                mkdir -m 1777 "$O/user.$t.sticky"; echo old > "$O/user.$t.sticky/g"
+                chmod 666 "$O/user.$t.sticky/g"; sticky=$O/user.$t.sticky/g
+            fi
+            [[ $t == cp ]] && run_as_user cp "$O/user.$t" "$sticky" > "$O/user.$t.out"
+            [[ $t == afcp ]] && run_as_user "$USER_AFCP" "$O/user.$t" "$sticky" > "$O/user.$t.out"
+        done
+        check "as a user: as cp ($(tr '\n' ';' < "$O/user.cp.out"))" \
+            diff <(sed 's/^cp:/X:/; s/user\.cp/U/g' "$O/user.cp.out") \
+                 <(sed "s/^afcp\(\.user\)\{0,1\}:/X:/; s/user\.afcp/U/g" "$O/user.afcp.out")
+        [[ -n $USER_GROUP ]] || skip "-a as a user: the user is in no group but its primary one"
+        root || skip "overwriting another user's file in a sticky directory (needs root)"
+    else
+        skip "as a user: no setpriv or no user nobody to run as"
     fi
 
     # ---- names in messages and -v: quoted as cp quotes them ----

@@ -307,7 +307,8 @@ static void usage(FILE *f)
           "      --help           display this help and exit\n"
           "      --version        output version information and exit\n\n"
           "Not supported (refused): cp's -i, -l, -s, -t, -T, -b/--backup, -Z, --parents,\n"
-          "--attributes-only, --remove-destination, --strip-trailing-slashes.\n\n"
+          "--attributes-only, --copy-contents, --remove-destination,\n"
+          "--strip-trailing-slashes.\n\n"
           "Safety: each file is written under a temporary name (.afcp.XXXXXX) next to its\n"
           "destination and renamed into place once complete; in a directory afcp makes\n"
           "(writable by its owner only until its entries are done; 0700 with -p or -a,\n"
@@ -327,9 +328,13 @@ static void usage(FILE *f)
           "owner, group, mode and ACL (as far as the user may: only root gives a file to\n"
           "another user), but for what -p or --preserve takes from the source. Its other\n"
           "extended attributes are not kept, and other hard links of the old file keep the\n"
-          "old data (cp, and --inplace, write into the old file instead). A device or FIFO\n"
-          "at the destination is written into, as cp does, and never replaced or changed;\n"
-          "a socket there is refused. With -r, a FIFO, socket or device copied over the\n"
+          "old data (cp, and --inplace, write into the old file instead). Where no new\n"
+          "file may replace it (a directory the user may not write; a sticky one, the\n"
+          "file another user's), a file the user may write is written into, as by cp.\n"
+          "With -f, one the user may not write is removed and made anew, as by cp. A\n"
+          "device or FIFO at the destination is written into, as cp does, and never\n"
+          "replaced or changed; a socket there is refused (replaced with -f, as by cp).\n"
+          "With -r, a FIFO, socket or device copied over the\n"
           "same kind of node (a device: the same device) makes it again, so that a second\n"
           "-a run over a copy succeeds. Without -p, a copy's group gets no more than the\n"
           "group entry of the source's ACL allowed.\n"
@@ -406,10 +411,9 @@ int main(int argc, char **argv)
     int dst_err = stat(plan.dst, &dst) == 0 ? 0 : errno;
     plan.dst_is_dir = !dst_err && S_ISDIR(dst.st_mode);
     if (nops > 2 && !plan.dst_is_dir) {
-        if (dst_err) /* as cp: why the target cannot be one */
-            fprintf(stderr, "afcp: target %s: %s\n", afcp_q(plan.dst), strerror(dst_err));
-        else
-            fprintf(stderr, "afcp: target %s is not a directory\n", afcp_q(plan.dst));
+        /* as cp: why the target cannot be one */
+        fprintf(stderr, "afcp: target %s: %s\n", afcp_q(plan.dst),
+                strerror(dst_err ? dst_err : ENOTDIR));
         return 1;
     }
 

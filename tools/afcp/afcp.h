@@ -280,6 +280,15 @@ mode_t afcp_safe_mode(int sfd, mode_t mode);
 /* The bits --preserve=mode gives a copy: the source's (st_mode), less setuid and setgid when
  * its owner was asked for and not kept (owner_kept 0), as cp drops them. */
 mode_t afcp_kept_mode(mode_t st_mode, int owner_kept);
+/* --preserve=ownership, as cp's set_owner: the source's owner and group (st) onto fd, or
+ * onto name in the directory fd dirfd, not followed, when fd < 0. When both cannot be set
+ * (EPERM, EINVAL: a user gives a file to nobody else), the group alone is tried when
+ * group_too (a user may give it a group of its own; cp does not try it for a symlink). A
+ * failure is reported (cp's words) as root, or for another error than those two; a user's
+ * is silent, as with cp. 1: owner and group kept, 0: not (then no set-user-ID or
+ * set-group-ID bit: afcp_kept_mode). */
+int afcp_own(int fd, int dirfd, const char *name, const struct stat *st, int group_too,
+             const char *dpath);
 /* The permission bits a new copy of a source (st_mode, of sfd; -1 for a node that cannot be
  * opened) is created with, the umask still to apply: the source's (afcp_safe_mode) & 0777, or cp's defaults under
  * --no-preserve=mode (0666; 0777 for directories and sockets). */

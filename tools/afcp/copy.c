@@ -13,7 +13,11 @@
  *    refuses one at the last component, the directory fd pins every component above). The mode
  *    given to open() is the source's & 0777 (the umask applies); it is never widened later,
  *    except by -p to the source's own mode. The file appears under its real name only via
- *    renameat() on the same directory fd, after its data is on disk (see below).
+ *    renameat() on the same directory fd, after its data is on disk (see below). Where the
+ *    temporary cannot be created or renamed over an existing regular file for EACCES or
+ *    EPERM (a directory the user may not write; a sticky one, the file another user's), the
+ *    file is written in place as --inplace writes it (open_dest, write_over): cp needs only
+ *    the file to be writable, and so does afcp.
  *  - source: openat(sfd, name, O_NOFOLLOW|O_NONBLOCK) (O_NONBLOCK: a FIFO swapped in after
  *    the walk cannot block us), statx that fd and refuse anything but a regular file: the
  *    check and the data are the same inode.
@@ -146,7 +150,11 @@ struct fcopy {
     int                   unsized;    /* the size says nothing: read until EOF (see below) */
     int                   stream;     /* not seekable (FIFO, device): plain read(2) */
     int                   seek_holes; /* the source has holes: copy only its data extents */
+    int                   zero_holes; /* blocks of zeros become holes: --sparse=always, or
+                                         auto on a source with holes (cp's make_holes) */
     int                   own_name;   /* written under its final name (see own_name) */
+    int                   inplace;    /* written into the existing file: --inplace, or where
+                                         no temporary may replace it (see open_dest) */
     uint64_t              copied;
 };
 
@@ -163,16 +171,16 @@ static void fail(struct fcopy *c, int err, int side)
     }
 }
 
-/* Writes len bytes of buf at off. --sparse=always: whole blocks of zeros are skipped (the
- * final ftruncate gives the file its size). O_DIRECT writes whole blocks; the padding past
- * the end is cut by that ftruncate too. */
+/* Writes len bytes of buf at off. zero_holes (--sparse=always, or auto on a sparse source):
+ * whole blocks of zeros are skipped (the final ftruncate gives the file its size). O_DIRECT
+ * writes whole blocks; the padding past the end is cut by that ftruncate too. */
 static int write_out(struct fcopy *c, char *buf, uint64_t off, size_t len)
 {
     static const char zero[DIO_ALIGN];
     size_t pos = 0;
     while (pos < len) {
         size_t run = len - pos;
-        if (afcp.o.sparse == AFCP_SPARSE_ALWAYS) {
+        if (c->zero_holes) {
             size_t blk = run < DIO_ALIGN ? run : DIO_ALIGN;
             if (!memcmp(buf + pos, zero, blk)) {
                 pos += blk; /* a hole */
@@ -449,6 +457,10 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
      * extents are found with SEEK_DATA/SEEK_HOLE and only they are copied. */
     c->seek_holes = !c->unsized && afcp.o.sparse != AFCP_SPARSE_NEVER &&
                     (uint64_t)st.st_blocks * 512 < c->size;
+    /* As cp: --sparse=always makes holes of every block of zeros; auto only in a source
+     * that has holes itself (a file with none is copied as it is, on the fast path). */
+    c->zero_holes = afcp.o.sparse == AFCP_SPARSE_ALWAYS ||
+                    (afcp.o.sparse == AFCP_SPARSE_AUTO && c->seek_holes);
     if (afcp.o.direct && !c->unsized && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
         c->direct_in = 1;
         afs_close_fd(AFCP_CTX, fd);
@@ -478,13 +490,17 @@ static int own_name(const struct afcp_dir *dd)
 
 /* Opens the destination: a fresh temporary name (or, --inplace, the name itself; or in a
  * directory this run made, the name itself: own_name). A temporary replacing a file (old)
- * stays 0600 until it gets the old file's attributes. */
+ * stays 0600 until it gets the old file's attributes. A regular file that exists (reg) is
+ * written into, as --inplace and cp write it, when no temporary can be made next to it
+ * (EACCES, EPERM: a directory the user may not write): cp needs only the file to be
+ * writable. */
 static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy *c, char *tmp,
-                     int tslot, int old)
+                     int tslot, int old, int reg)
 {
     unsigned perm = old ? 0600 : afcp_new_mode((int)afs_file_fd(c->in), j->st.st_mode);
     int base = AFS_WRONLY | AFS_NOFOLLOW, err;
-    if (afcp.o.inplace) {
+    if (c->inplace) {
+        perm = afcp_new_mode((int)afs_file_fd(c->in), j->st.st_mode);
         /* cp semantics: an existing file is truncated and keeps its inode and mode. */
         err = afcp_open_file(j->dd->dfd, j->dname, base | (j->exists ? AFS_TRUNC
                                                              : AFS_CREAT | AFS_EXCL),
@@ -517,6 +533,10 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
             if (err != -EEXIST || tries > 100)
                 break;
         }
+        if ((err == -EACCES || err == -EPERM) && reg) {
+            c->inplace = 1;
+            return open_dest(t, j, c, tmp, tslot, 0, 0);
+        }
     }
     if (err < 0) {
         afcp_err(err, "cannot create regular file '%s'", j->dpath);
@@ -534,19 +554,13 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     return 0;
 }
 
-/* --preserve: extended attributes, owner (root only; when it cannot be kept, setuid/setgid
- * bits go, as cp drops them), mode, ACL, times. On the open fd, after the last
- * write. */
+/* --preserve: extended attributes, owner and group (afcp_own: when they cannot be kept,
+ * setuid/setgid bits go, as cp drops them), mode, ACL, times. On the open fd, after the
+ * last write. */
 static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
     int p = afcp.o.preserve;
-    int owner_kept = 0;
-    if (!(p & AFCP_P_OWNER))
-        owner_kept = 0;
-    else if (afcp.is_root)
-        owner_kept = fchown(fd, j->st.st_uid, j->st.st_gid) == 0;
-    else if (j->st.st_uid == geteuid())
-        owner_kept = fchown(fd, (uid_t)-1, j->st.st_gid) == 0;
+    int owner_kept = (p & AFCP_P_OWNER) && afcp_own(fd, -1, NULL, &j->st, 1, j->dpath);
     /* After the owner: a chown clears security.capability (as cp orders them). */
     if (p & AFCP_P_XATTR)
         afcp_xattr_copy(ifd, fd, j->dpath);
@@ -679,7 +693,10 @@ static int clone_fd(int ifd, int ofd, dev_t from, dev_t to, const char *spath,
 static int try_clone(struct fcopy *c)
 {
     struct afcp_file_job *j = c->job;
-    if (afcp.o.reflink == AFCP_REFLINK_NEVER || c->unsized || c->direct_in || c->direct_out)
+    /* --reflink=always asks for a clone of every file, an empty one too (cp's fails where
+     * the file system cannot clone, as for any other). */
+    if (afcp.o.reflink == AFCP_REFLINK_NEVER || c->direct_in || c->direct_out ||
+        (c->unsized && afcp.o.reflink != AFCP_REFLINK_ALWAYS))
         return 1;
     int r = clone_fd((int)afs_file_fd(c->in), (int)afs_file_fd(c->out), j->st.st_dev,
                      j->dd->ddev, j->spath, j->dpath);
@@ -768,6 +785,52 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
     return c->err ? -1 : 0;
 }
 
+static int write_all(int fd, const char *buf, size_t len, off_t off);
+
+/* The rename of a complete temporary over an existing regular file was refused (a sticky
+ * directory and another user's file): its data goes into that file instead, truncated and
+ * written, as cp writes it (which needs only the file to be writable), with what -p takes
+ * from the source (the temporary has it). Plain system calls: a rare path. Then the
+ * temporary goes. 0 or -errno (reported by the caller; the file may be partial then, as
+ * cp's would be); *not_opened: the file could not be opened for writing. */
+static int write_over(struct afcp_file_job *j, const char *tmp, int *not_opened)
+{
+    int dfd = j->dd->dfd, err = 0;
+    int in = openat(dfd, tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int out = in < 0 ? -1 : openat(dfd, j->dname, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    *not_opened = in >= 0 && out < 0;
+    if (in < 0 || out < 0 || fstat(in, &st) < 0) {
+        err = -errno;
+        goto done;
+    }
+    enum { OVER_BUF = 256u << 10 };
+    char *b = afcp_xmalloc(OVER_BUF);
+    for (off_t off = 0; off < st.st_size;) {
+        ssize_t n = pread(in, b, OVER_BUF, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? -errno : -ENODATA;
+            break;
+        }
+        if ((err = write_all(out, b, (size_t)n, off)) < 0)
+            break;
+        off += n;
+    }
+    free(b);
+    if (!err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
+        preserve(j, in, out);
+done:
+    if (out >= 0 && close(out) < 0 && !err)
+        err = -errno;
+    if (in >= 0)
+        close(in);
+    if (!err)
+        unlinkat(dfd, tmp, 0);
+    return err;
+}
+
 static void file_task(struct corio_task *t, void *arg)
 {
     struct afcp_file_job *j = arg;
@@ -830,11 +893,15 @@ static void file_task(struct corio_task *t, void *arg)
         } else if (kind == S_IFCHR || kind == S_IFBLK || kind == S_IFIFO) {
             if (copy_to_special(t, &c, &old) == 0)
                 ok = 1;
-        } else if (kind == S_IFSOCK) {
-            afcp_note("cannot overwrite socket '%s'", j->dpath);
-            afcp_fail();
+        } else if (kind == S_IFSOCK && !afcp.o.force) {
+            /* cp's open of a socket fails so; with -f it removes it and makes a file. */
+            afcp_err(ENXIO, "cannot create regular file '%s'", j->dpath);
         } else {
-            have_old = kind == S_IFREG && !afcp.o.inplace;
+            /* The copy takes over the old file's attributes when cp would have written
+             * into it: when the user may write it (with -f cp removes one it cannot
+             * open and makes a new file, with the source's mode). */
+            have_old = kind == S_IFREG && !afcp.o.inplace &&
+                       (!afcp.o.force || faccessat(j->dd->dfd, j->dname, W_OK, AT_EACCESS) == 0);
             stop = 0;
         }
         if (stop) {
@@ -847,9 +914,11 @@ static void file_task(struct corio_task *t, void *arg)
             goto out;
         }
     }
-    if (!afcp.o.inplace)
+    c.inplace = afcp.o.inplace;
+    if (!c.inplace)
         tslot = afcp_temp_get(t); /* so that a signal can remove the temporary */
-    if (open_dest(t, j, &c, tmp, tslot, have_old) < 0) {
+    if (open_dest(t, j, &c, tmp, tslot, have_old,
+                  j->exists && S_ISREG(old.st.st_mode)) < 0) {
         afcp_old_free(&old);
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
@@ -870,8 +939,8 @@ static void file_task(struct corio_task *t, void *arg)
     } else if (c.unsized) {
         copy_unsized(t, &c, 0);
         done = 1;
-    } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct &&
-               afcp.o.sparse != AFCP_SPARSE_ALWAYS && c.size >= afcp.o.cfr_min_size &&
+    } else if (c.size > 0 && afcp.o.copy_range && !afcp.o.direct && !c.zero_holes &&
+               c.size >= afcp.o.cfr_min_size &&
                j->st.st_dev == j->dd->ddev) {
         int r = do_copy_range(t, &c);
         if (r < 0)
@@ -897,10 +966,10 @@ static void file_task(struct corio_task *t, void *arg)
             fail(&c, -ENODATA, 0);
     }
     /* The size: holes at the end were never written, O_DIRECT padded the last block. */
-    if (!c.err && (c.seek_holes || c.direct_out || afcp.o.sparse == AFCP_SPARSE_ALWAYS) &&
+    if (!c.err && (c.seek_holes || c.direct_out || c.zero_holes) &&
         ftruncate(ofd, (off_t)c.size) < 0)
         fail(&c, -errno, 1);
-    int grouped = !c.err && afcp.o.fsync && !afcp.o.inplace && c.size < GROUP_FSYNC_MIN;
+    int grouped = !c.err && afcp.o.fsync && !c.inplace && c.size < GROUP_FSYNC_MIN;
     if (!c.err && afcp.o.fsync && !afcp.o.inplace && !grouped) {
         int r = afs_fsync(c.out, AFS_FSYNC_DATA);
         if (r < 0)
@@ -908,11 +977,12 @@ static void file_task(struct corio_task *t, void *arg)
     }
     /* An overwritten file keeps its owner, group, mode and ACL (cp writes into it), but for
      * what --preserve asks to take from the source (set over it by preserve()). */
-    if (!c.err && have_old &&
+    if (!c.err && have_old && !c.inplace &&
         (afcp.o.preserve & (AFCP_P_OWNER | AFCP_P_MODE)) != (AFCP_P_OWNER | AFCP_P_MODE))
         afcp_old_apply(ofd, &old, j->dpath);
     if (!c.err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
         preserve(j, (int)afs_file_fd(c.in), ofd);
+    mode_t old_mode = old.st.st_mode;
     afcp_old_free(&old);
     int r = afs_close(c.out);
     if (r < 0)
@@ -926,15 +996,27 @@ static void file_task(struct corio_task *t, void *arg)
     report(&c);
     if (c.err) {
         /* No partial file is left under a name that looks complete. */
-        afs_unlinkat(AFCP_CTX, j->dd->dfd, afcp.o.inplace || c.own_name ? j->dname : tmp, 0);
+        afs_unlinkat(AFCP_CTX, j->dd->dfd, c.inplace || c.own_name ? j->dname : tmp, 0);
         afcp_fail();
         afcp_add(&afcp.bytes_done, -(int64_t)c.copied); /* the bar counts what was copied for good */
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         goto out;
     }
-    if (!afcp.o.inplace && !c.own_name) {
+    if (!c.inplace && !c.own_name) {
         afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
         r = afcp_install(j->dd->dfd, tmp, j->dname);
+        int not_opened = 0;
+        if ((r == -EACCES || r == -EPERM) && j->exists && S_ISREG(old_mode)) {
+            int refused = r; /* a sticky directory, another's file */
+            r = write_over(j, tmp, &not_opened);
+            if (not_opened && afcp.o.force) /* cp -f removes what it cannot open: refused */
+                r = refused;
+        }
+        if (r < 0 && not_opened && afcp.o.force) {
+            afcp_err(-r, "cannot remove '%s'", j->dpath);
+            afs_unlinkat(AFCP_CTX, j->dd->dfd, tmp, 0);
+            goto out;
+        }
         if (r < 0) {
             afcp_err(-r, "cannot create regular file '%s'", j->dpath);
             afs_unlinkat(AFCP_CTX, j->dd->dfd, tmp, 0);

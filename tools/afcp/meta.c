@@ -9,11 +9,13 @@
  * An overwritten destination is still replaced by a new inode (temporary + rename: no name
  * ever shows a partial copy), but the new inode gets the old one's owner, group, mode and
  * ACL, as cp's result has (cp writes into the old inode). Hard links of the old file keep
- * the old data: they are another inode now. */
+ * the old data: they are another inode now. Where no temporary may replace it (copy.c:
+ * open_dest, write_over) the old file is written into, and keeps all of that itself. */
 #define _GNU_SOURCE
 #include "afcp.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +79,26 @@ mode_t afcp_kept_mode(mode_t st_mode, int owner_kept)
 {
     mode_t mode = st_mode & 07777;
     return (afcp.o.preserve & AFCP_P_OWNER) && !owner_kept ? mode & 01777 : mode;
+}
+
+int afcp_own(int fd, int dirfd, const char *name, const struct stat *st, int group_too,
+             const char *dpath)
+{
+    int r = fd >= 0 ? fchown(fd, st->st_uid, st->st_gid)
+                    : fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
+    if (r == 0)
+        return 1;
+    int e = errno;
+    if ((e == EPERM || e == EINVAL) && group_too) {
+        if (fd >= 0)
+            r = fchown(fd, (uid_t)-1, st->st_gid);
+        else
+            r = fchownat(dirfd, name, (uid_t)-1, st->st_gid, AT_SYMLINK_NOFOLLOW);
+        (void)r; /* the group alone: kept when it can be, silently (cp's set_owner) */
+    }
+    if (afcp.is_root || (e != EPERM && e != EINVAL))
+        afcp_err(e, "failed to preserve ownership for '%s'", dpath);
+    return 0;
 }
 
 mode_t afcp_new_mode(int sfd, mode_t st_mode)

@@ -54,6 +54,16 @@ static mode_t made_dir_mode(int sfd, mode_t st_mode)
     return (afcp_new_mode(sfd, st_mode) & ~afcp.umask) | (st_mode & S_ISVTX);
 }
 
+/* The bits of a new directory's mode (new_mode: what it is to have, the umask still to
+ * apply) that cp leaves out when it makes it under a default ACL (copy.c's
+ * omitted_permissions): write for group and others (all their bits when the owner is to be
+ * set). It adds back only those the umask would not remove (dir_finish). */
+static mode_t inherit_omitted(mode_t new_mode)
+{
+    return new_mode & (afcp.o.preserve & AFCP_P_OWNER ? (mode_t)(S_IRWXG | S_IRWXO)
+                                                       : (mode_t)(S_IWGRP | S_IWOTH));
+}
+
 /* The last reference: the directory's entries are all copied, so its final mode and (with
  * -p) owner and times can be set; a directory we created was writable by its owner only
  * until now (0700 with -p or -a: see filling_mode), so nobody else could add entries to it
@@ -61,11 +71,8 @@ static mode_t made_dir_mode(int sfd, mode_t st_mode)
 static void dir_finish(struct afcp_dir *d)
 {
     if (d->finalize && d->dfd >= 0) {
-        int p = afcp.o.preserve, owner_kept = (p & AFCP_P_OWNER) && afcp.is_root;
-        if (owner_kept && fchown(d->dfd, d->st.st_uid, d->st.st_gid) < 0) {
-            afcp_err(errno, "failed to preserve ownership for '%s'", d->dpath);
-            owner_kept = 0;
-        }
+        int p = afcp.o.preserve;
+        int owner_kept = (p & AFCP_P_OWNER) && afcp_own(d->dfd, -1, NULL, &d->st, 1, d->dpath);
         if (p & AFCP_P_XATTR) /* after the owner, as for files */
             afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
         /* A set-group-ID bit the directory has (its own, or from a set-group-ID parent)
@@ -80,6 +87,12 @@ static void dir_finish(struct afcp_dir *d)
         } else if (d->created && !d->inherit &&
                    fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode) | sgid) < 0) {
             afcp_err(errno, "setting permissions for '%s'", d->dpath);
+        } else if (d->created && d->inherit) {
+            /* Made under a default ACL without the bits cp omits: those the umask would
+             * keep come back (as cp's chmod after its mkdir). */
+            mode_t add = inherit_omitted(afcp_new_mode(d->sfd, d->st.st_mode)) & ~afcp.umask;
+            if ((add & ~d->dmode) && fchmod(d->dfd, (d->dmode & 07777) | add) < 0)
+                afcp_err(errno, "setting permissions for '%s'", d->dpath);
         }
         struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
         if ((p & AFCP_P_TIMES) && futimens(d->dfd, ts) < 0)
@@ -276,11 +289,20 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
         return -1;
     }
     /* A regular file is never written through a symlink at the destination (cp would):
-     * without -f that is an error; with -f the link itself is replaced. */
-    if (kind == AFCP_DEST_FILE && S_ISLNK(dst.st_mode) && !afcp.o.force) {
-        afcp_note("not writing through symlink '%s' (use -f to replace it)", dpath);
-        afcp_fail();
-        return -1;
+     * without -f that is an error; with -f the link itself is replaced. A dangling one is
+     * refused with cp's words, -f or not, as cp refuses it. */
+    if (kind == AFCP_DEST_FILE && S_ISLNK(dst.st_mode)) {
+        struct stat target;
+        if (afcp_stat(dd->dfd, dname, 0, &target) == -ENOENT) {
+            afcp_note("not writing through dangling symlink '%s'", dpath);
+            afcp_fail();
+            return -1;
+        }
+        if (!afcp.o.force) {
+            afcp_note("not writing through symlink '%s' (use -f to replace it)", dpath);
+            afcp_fail();
+            return -1;
+        }
     }
     /* A file the user may not write is not replaced either (cp's open would fail; -f
      * removes it first, as cp -f does). Root may write any. */
@@ -339,16 +361,15 @@ static void remember_made(dev_t dev, ino_t ino)
     }
 }
 
-/* -p on a symlink: its owner (root) and times; a failure is reported with cp's words and
- * the destination's name (dpath). */
+/* -p on a symlink: its owner and group (both or neither, as cp: no group alone) and times;
+ * a failure is reported with cp's words and the destination's name (dpath). */
 static void link_attrs(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
                        const char *name, const struct stat *st, const char *dpath)
 {
     if (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        if (afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER) &&
-            fchownat(dd->dfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
-            afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
+        if (afcp.o.preserve & AFCP_P_OWNER)
+            afcp_own(-1, dd->dfd, name, st, 0, dpath);
         if (afcp.o.preserve & AFCP_P_XATTR) /* the link's own (trusted.*, security.*) */
             afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, name, dpath);
         if ((afcp.o.preserve & AFCP_P_TIMES) &&
@@ -440,11 +461,9 @@ static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir
     }
     if (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)) {
         struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        int owner = afcp.is_root && (afcp.o.preserve & AFCP_P_OWNER);
-        if (owner && fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
-            afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
-            owner = 0; /* then no set-user-ID or set-group-ID bit either */
-        }
+        /* Not kept: then no set-user-ID or set-group-ID bit either. */
+        int owner = (afcp.o.preserve & AFCP_P_OWNER) &&
+                    afcp_own(-1, dd->dfd, dname, st, 1, dpath);
         if (afcp.o.preserve & AFCP_P_XATTR)
             afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, dname, dpath);
         if ((afcp.o.preserve & AFCP_P_MODE) &&
@@ -534,11 +553,7 @@ static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct
         afcp_err(err, "cannot create directory '%s'", dpath);
         return;
     }
-    int owner = afcp.is_root && (p & AFCP_P_OWNER);
-    if (owner && fchownat(dd->dfd, dname, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
-        afcp_err(errno, "failed to preserve ownership for '%s'", dpath);
-        owner = 0;
-    }
+    int owner = (p & AFCP_P_OWNER) && afcp_own(-1, dd->dfd, dname, st, 1, dpath);
     mode_t mode = p & AFCP_P_MODE ? afcp_kept_mode(st->st_mode, owner)
                                   : made_dir_mode(-1, st->st_mode);
     struct timespec ts[2] = {st->st_atim, st->st_mtim};
@@ -581,12 +596,13 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
     }
     int created = 0, inherit = 0;
     if (!exists) {
-        /* Under a default ACL the directory is made with the mode it is to have, which the
-         * ACL (not the umask) cuts, and keeps what that gives, as cp's directory does. */
+        /* Under a default ACL the directory is made with the mode it is to have, less the
+         * bits cp omits (inherit_omitted), which the ACL (not the umask) cuts, and keeps what
+         * that gives, as cp's directory does; dir_finish adds back what cp adds back. */
         inherit = !(afcp.o.preserve & AFCP_P_MODE) && afcp_has_default_acl(dd->dfd);
-        int err = make_dir(dd->dfd, dname,
-                           inherit ? afcp_new_mode(sfd, st->st_mode) | (st->st_mode & S_ISVTX)
-                                   : filling_mode(sfd, st));
+        mode_t inherit_mode = afcp_new_mode(sfd, st->st_mode);
+        inherit_mode = (inherit_mode & ~inherit_omitted(inherit_mode)) | (st->st_mode & S_ISVTX);
+        int err = make_dir(dd->dfd, dname, inherit ? inherit_mode : filling_mode(sfd, st));
         if (err < 0 && err != -EEXIST) {
             afcp_err(err, "cannot create directory '%s'", dpath);
             close(sfd);
