@@ -870,7 +870,9 @@ AFS_API int  corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_
  * -EALREADY (corio_future_complete) and changes nothing. On parent's own scheduler the child
  * runs at once as with corio_spawn_future(); elsewhere it starts in that scheduler's next
  * resume phase (the call returns at once), already cancelled when parent is, under
- * parent's effective deadline. Returns 0, -EINVAL (sched out of range, or parent's scheduler
+ * parent's effective deadline. CORIO_SCHED_ANY placed on parent's own scheduler while
+ * another scheduler sleeps is queued there as for another (a sleeping one is woken to take
+ * it; else it starts here in the next resume phase: docs/RUNTIME.md, "Balance"). Returns 0, -EINVAL (sched out of range, or parent's scheduler
  * is not a runtime's and sched is not CORIO_SCHED_ANY or 0), or -ENOMEM (fut is then
  * completed with it). */
 AFS_API int  corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void *arg,

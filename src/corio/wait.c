@@ -230,7 +230,20 @@ void corio__inbox_deliver(struct corio_sched *s)
     struct afs_list got = in->msgs, spawns = in->spawns;
     in->msgs.first = in->msgs.last = NULL;
     in->spawns.first = in->spawns.last = NULL;
-    atomic_store_explicit(&in->nspawns, 0, memory_order_relaxed);
+    size_t queued = atomic_load_explicit(&in->nspawns, memory_order_relaxed), keep = 0;
+    if (queued > 1 && s->rt && corio_rt_schedulers(s->rt) > 1) {
+        /* Half of the queued spawns start now, from the front; the back half stays queued,
+         * stealable, for the next resume phase: a task started here can no more move, and
+         * the first ones may hold this thread for long (a woken scheduler takes the rest). */
+        keep = queued / 2;
+        for (size_t i = 0; i < keep; i++) {
+            struct afs_list_node *b = spawns.last;
+            afs_list_remove(&spawns, b);
+            afs_list_push_front(&in->spawns, b);
+        }
+        atomic_store_explicit(&in->has, true, memory_order_seq_cst);
+    }
+    atomic_store_explicit(&in->nspawns, keep, memory_order_seq_cst);
     afs__mutex_unlock(&in->mu);
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&got))) {

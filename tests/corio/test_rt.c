@@ -832,6 +832,60 @@ T_RT(a_sleeping_scheduler_takes_spawns_queued_on_a_held_one)
     corio_rt_free(rt);
 }
 
+/* Balance: scheduler 1 holds 8 suspended tasks (its count is higher) and sleeps; two
+ * CPU-bound CORIO_SCHED_ANY children of a task on scheduler 0 must still run at the same time
+ * on both (each computes until the other runs too). Placed on scheduler 0 and run at once,
+ * the first would compute alone until its time limit. */
+struct idle_state {
+    atomic_int running, failed;
+    struct corio_chan *park;
+};
+
+static int idle_parked(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    int v;
+    return corio_chan_recv(t, st->park, &v) == -EPIPE ? 0 : -EPROTO;
+}
+
+static int idle_cpu(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    atomic_fetch_add(&st->running, 1);
+    int64_t give_up = corio_now() + 10000 * MS;
+    while (atomic_load(&st->running) < 2)
+        if (corio_now() > give_up) {
+            atomic_store(&st->failed, 1);
+            break;
+        }
+    return where(t);
+}
+
+static void root_idle(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(corio_spawn_on(t, 1, idle_parked, st, NULL), 0);
+    corio_sleep(t, 50 * MS); /* scheduler 1: its tasks parked, asleep */
+    struct corio_future f[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, idle_cpu, st, &f[i]), 0);
+    int a = corio_future_await(t, &f[0], NULL), b = corio_future_await(t, &f[1], NULL);
+    cr_assert(a >= 0 && b >= 0 && a != b, "ran on %d and %d", a, b);
+    corio_chan_close(st->park);
+}
+
+T_RT(any_spawns_reach_a_sleeping_scheduler_with_more_tasks)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct idle_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_idle, &st), 0);
+    cr_assert_eq(atomic_load(&st.failed), 0, "the children did not run at the same time");
+    corio_chan_free(st.park);
+    corio_rt_free(rt);
+}
+
 /* Balance: a burst of CORIO_SCHED_ANY spawns from one task spreads over the schedulers. */
 static int busy_work(struct corio_task *t, void *arg)
 {

@@ -699,8 +699,9 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
  * Batches: the walker (scheduler 0) sends the regular files and symlinks it finds, BATCH_MAX
  * entries at a time (from one directory or several), to another scheduler with fewer than
  * PIPE batches not yet started through (afcp_sched.queued; corio_spawn_on by index:
- * CORIO_SCHED_ANY, which counts only spawns still queued, would keep every batch on the
- * walker's scheduler, where a batch runs at once), or else to the walker's own scheduler.
+ * CORIO_SCHED_ANY places by the tasks each scheduler has, suspended ones included, which
+ * says little about how far a scheduler is behind with its batches), or else to the
+ * walker's own scheduler.
  * A scheduler whose thread gets no CPU keeps its count high and gets no more until it
  * catches up.
  * So a flat directory of 100,000 files spreads over the schedulers as well as a tree of
