@@ -796,10 +796,10 @@ AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **
  * A scheduler whose thread is held by user code (a task that computes or blocks the thread
  * without suspending) runs nothing else meanwhile: its ready tasks, its inbox and the spawns
  * sent to it by index wait; the other schedulers keep running, and its queued
- * CORIO_SCHED_ANY spawns are taken by one of them when it next runs out of work (a scheduler
- * looks for queued spawns before it waits; one already waiting for a timer or I/O does not
- * wake up for them). A deadlock that spans schedulers is not
- * detected (the run waits, as threads would): use deadlines.
+ * CORIO_SCHED_ANY spawns are taken by them (one waiting for a timer or I/O is woken for
+ * them: docs/RUNTIME.md, "Balance"). A deadlock that spans schedulers is not detected (the
+ * run waits, as threads would): use deadlines. A child spawned with CORIO_SCHED_ANY while
+ * another scheduler slept counts as one on another scheduler there, wherever it ran.
  *
  * Files: a file belongs to the context it was opened on. Open files in a task on that task's
  * scheduler's context (corio_sched_ctx(corio_task_sched(t))); a file of another scheduler's
@@ -843,8 +843,10 @@ AFS_API unsigned corio_rt_schedulers(const struct corio_rt *rt);
 AFS_API int      corio_sched_index(const struct corio_sched *s);
 
 struct corio_rt_stats {
-    uint64_t spawns_in;   /* tasks started here for a corio_spawn_on() of another scheduler */
-    uint64_t spawns_out;  /* corio_spawn_on() requests sent to other schedulers */
+    uint64_t spawns_in;   /* tasks started here from a spawn queue or a spawn message
+                             (another scheduler's corio_spawn_on(), or a CORIO_SCHED_ANY
+                             spawn queued here while another scheduler slept) */
+    uint64_t spawns_out;  /* corio_spawn_on() requests sent as messages or queued spawns */
     uint64_t steals;      /* queued spawns this scheduler took from others */
     uint64_t messages;    /* messages from other threads delivered here */
     uint64_t wakes_ring;  /* wake-ups this scheduler sent as io_uring ring messages */

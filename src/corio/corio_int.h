@@ -337,9 +337,12 @@ bool corio__rt_spin(struct corio_sched *s);
 void corio__rt_awake(struct corio_sched *s);
 /* s is about to block: takes queued spawns of busier schedulers; true when it started some. */
 bool corio__rt_steal(struct corio_sched *s);
-/* A spawn is the first queued on s, which is awake: wakes one sleeping scheduler to take it
- * (one at a time: the next is woken once that one looked). */
+/* A spawn is the first queued on s, which is awake (or spawns are left there after a
+ * steal): wakes one sleeping scheduler to take them (one at a time: the next may be woken
+ * once a woken one is back from its wait). */
 void corio__rt_wake_thief(struct corio_sched *s);
+/* s is back from a blocking wait (a woken thief is no longer on its way). */
+void corio__rt_woke(struct corio_sched *s);
 /* Spawns are queued on another scheduler of s's runtime (s, about to sleep, takes them). */
 bool corio__rt_queued_elsewhere(const struct corio_sched *s);
 /* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */

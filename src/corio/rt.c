@@ -241,10 +241,10 @@ void corio__rt_root_done(struct corio_task *t)
     post_done(l);
 }
 
-static void ctl_deliver(struct corio__msg *m)
+/* What reaches the parent (its cancellation, its deadline) reaches the child, on the
+ * child's scheduler's thread. */
+static void apply_ctl(struct corio__link *l)
 {
-    struct corio__link *l = LINK(m, ctl);
-    atomic_store_explicit(&l->ctl_posted, false, memory_order_seq_cst);
     struct corio_task *t = l->task;
     if (t) {
         int64_t d = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
@@ -257,6 +257,13 @@ static void ctl_deliver(struct corio__msg *m)
             corio__cancel_tree(t);
         }
     }
+}
+
+static void ctl_deliver(struct corio__msg *m)
+{
+    struct corio__link *l = LINK(m, ctl);
+    atomic_store_explicit(&l->ctl_posted, false, memory_order_seq_cst);
+    apply_ctl(l);
     link_unref(l);
 }
 
@@ -279,6 +286,10 @@ static void done_deliver(struct corio__msg *m)
 static void post_ctl(struct corio__link *l)
 {
     struct corio_sched *cs = atomic_load_explicit(&l->csched, memory_order_seq_cst);
+    if (cs && cs == corio__thread_sched()) {
+        apply_ctl(l); /* a CORIO_SCHED_ANY child started here: at once, as for a local one */
+        return;
+    }
     if (!cs || atomic_exchange_explicit(&l->ctl_posted, true, memory_order_seq_cst))
         return; /* not started (the start reads it), or a message is on its way */
     atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
@@ -446,11 +457,17 @@ int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void
  * Stealing
  * ---------------------------------------------------------------------------------------- */
 
-bool corio__rt_steal(struct corio_sched *s)
+void corio__rt_woke(struct corio_sched *s)
 {
     struct corio_rt *rt = s->rt;
     if (atomic_load_explicit(&rt->thief, memory_order_relaxed))
         atomic_store_explicit(&rt->thief, false, memory_order_relaxed);
+}
+
+bool corio__rt_steal(struct corio_sched *s)
+{
+    struct corio_rt *rt = s->rt;
+    corio__rt_woke(s);
     struct corio_sched *victim = NULL;
     size_t most = 0;
     for (unsigned i = 0; i < rt->n; i++) {
@@ -481,6 +498,8 @@ bool corio__rt_steal(struct corio_sched *s)
         return false;
     atomic_fetch_sub_explicit(&victim->load, k, memory_order_relaxed);
     s->rts.steals += k;
+    if (have > k) /* the rest still waits there: another sleeper may take half of it */
+        corio__rt_wake_thief(victim);
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&got)))
         start(s, LINK(n, spawn.node), false);

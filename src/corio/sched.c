@@ -567,8 +567,10 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             int n = afs_ctx_wait(s->ctx, busy ? 0 : 1, timeout);
             if (sleeps) {
                 atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
-                if (s->rt)
+                if (s->rt) {
                     corio__rt_awake(s);
+                    corio__rt_woke(s);
+                }
             }
             afs_ctx_stats(s->ctx, &after);
             s->stats.submits += after.kernel_submits - before.kernel_submits;

@@ -136,11 +136,11 @@ void corio__waiter_init(struct corio_sched *s)
  * poster is a task, or tasks are ready): a long phase must not hold back a sleeping
  * scheduler's work. Only a post at the end of a phase (from the loop, nothing ready) waits
  * for the submission that ends it, and shares its system call. */
-static void inbox_wake(struct corio_sched *s)
+static void inbox_wake(struct corio_sched *s, bool urgent)
 {
     struct corio_sched *me = corio__thread_sched();
     if (me && me->running && me != s) {
-        bool now = me->current || me->ready.list.first;
+        bool now = urgent || me->current || me->ready.list.first;
         if (afs__ctx_wake_from(s->ctx, me->ctx, now)) {
             me->wakes_staged = true;
             me->rts.wakes_ring++;
@@ -174,7 +174,7 @@ static void inbox_post(struct corio_sched *s, struct afs_list *q, struct afs_lis
     if (!was) {
         awake = atomic_load_explicit(&s->awake, memory_order_seq_cst);
         if (!awake)
-            inbox_wake(s);
+            inbox_wake(s, false);
         atomic_fetch_sub_explicit(&in->waking, 1, memory_order_release); /* s no more */
     } else if (queued == 0) {
         awake = atomic_load_explicit(&s->awake, memory_order_seq_cst);
@@ -189,7 +189,7 @@ static void inbox_post(struct corio_sched *s, struct afs_list *q, struct afs_lis
 void corio__sched_wake(struct corio_sched *s)
 {
     atomic_fetch_add_explicit(&s->inbox.waking, 1, memory_order_relaxed);
-    inbox_wake(s);
+    inbox_wake(s, true); /* the caller may be about to run work that holds its thread */
     atomic_fetch_sub_explicit(&s->inbox.waking, 1, memory_order_release);
 }
 

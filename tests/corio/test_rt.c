@@ -886,6 +886,50 @@ T_RT(any_spawns_reach_a_sleeping_scheduler_with_more_tasks)
     corio_rt_free(rt);
 }
 
+/* The same with three schedulers: 1 and 2 each hold parked tasks and sleep; a task on 0
+ * spawns two CPU-bound children and computes its own share without suspending. One woken
+ * scheduler takes one child; the other child must reach the third, woken in turn. */
+static int three_cpu(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    atomic_fetch_add(&st->running, 1);
+    int64_t give_up = corio_now() + 10000 * MS;
+    while (atomic_load(&st->running) < 3)
+        if (corio_now() > give_up) {
+            atomic_store(&st->failed, 1);
+            break;
+        }
+    return where(t);
+}
+
+static void root_three(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(corio_spawn_on(t, 1, idle_parked, st, NULL), 0);
+        cr_assert_eq(corio_spawn_on(t, 2, idle_parked, st, NULL), 0);
+    }
+    corio_sleep(t, 50 * MS);
+    struct corio_future f[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, three_cpu, st, &f[i]), 0);
+    (void)three_cpu(t, st); /* holds scheduler 0 */
+    int a = corio_future_await(t, &f[0], NULL), b = corio_future_await(t, &f[1], NULL);
+    cr_assert(a > 0 && b > 0 && a != b, "ran on %d and %d", a, b);
+    corio_chan_close(st->park);
+}
+
+T_RT(any_spawns_reach_every_sleeping_scheduler)
+{
+    struct corio_rt *rt = rt_make(3);
+    struct idle_state st = {0};
+    cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_three, &st), 0);
+    cr_assert_eq(atomic_load(&st.failed), 0, "the three did not run at the same time");
+    corio_chan_free(st.park);
+    corio_rt_free(rt);
+}
+
 /* Balance: a burst of CORIO_SCHED_ANY spawns from one task spreads over the schedulers. */
 static int busy_work(struct corio_task *t, void *arg)
 {
