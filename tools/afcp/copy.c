@@ -793,14 +793,26 @@ static int write_all(int fd, const char *buf, size_t len, off_t off);
  * from the source (the temporary has it). Plain system calls: a rare path. Then the
  * temporary goes. 0 or -errno (reported by the caller; the file may be partial then, as
  * cp's would be); *not_opened: the file could not be opened for writing. */
-static int write_over(struct afcp_file_job *j, const char *tmp, int *not_opened)
+static int write_over(struct afcp_file_job *j, const char *tmp, const struct stat *old,
+                      int *not_opened)
 {
     int dfd = j->dd->dfd, err = 0;
     int in = openat(dfd, tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    int out = in < 0 ? -1 : openat(dfd, j->dname, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
+    /* Not truncated before it is known to be the file looked at (the directory is another
+     * user's to change: a FIFO swapped in must not block us, nor another file be cut). */
+    int out = in < 0 ? -1
+                     : openat(dfd, j->dname, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st, ost;
     *not_opened = in >= 0 && out < 0;
-    if (in < 0 || out < 0 || fstat(in, &st) < 0) {
+    if (in < 0 || out < 0 || fstat(in, &st) < 0 || fstat(out, &ost) < 0) {
+        err = -errno;
+        goto done;
+    }
+    if (!S_ISREG(ost.st_mode) || ost.st_dev != old->st_dev || ost.st_ino != old->st_ino) {
+        err = -EEXIST; /* replaced since it was looked at: left alone */
+        goto done;
+    }
+    if (fcntl(out, F_SETFL, 0) < 0 || ftruncate(out, 0) < 0) {
         err = -errno;
         goto done;
     }
@@ -821,6 +833,8 @@ static int write_over(struct afcp_file_job *j, const char *tmp, int *not_opened)
     free(b);
     if (!err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
         preserve(j, in, out);
+    if (!err && afcp.o.fsync && fdatasync(out) < 0)
+        err = -errno;
 done:
     if (out >= 0 && close(out) < 0 && !err)
         err = -errno;
@@ -982,7 +996,7 @@ static void file_task(struct corio_task *t, void *arg)
         afcp_old_apply(ofd, &old, j->dpath);
     if (!c.err && (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)))
         preserve(j, (int)afs_file_fd(c.in), ofd);
-    mode_t old_mode = old.st.st_mode;
+    struct stat old_st = old.st;
     afcp_old_free(&old);
     int r = afs_close(c.out);
     if (r < 0)
@@ -995,8 +1009,10 @@ static void file_task(struct corio_task *t, void *arg)
     }
     report(&c);
     if (c.err) {
-        /* No partial file is left under a name that looks complete. */
-        afs_unlinkat(AFCP_CTX, j->dd->dfd, c.inplace || c.own_name ? j->dname : tmp, 0);
+        /* No partial file is left under a name that looks complete (but a file written in
+         * place only because no temporary could replace it stays, as cp leaves it). */
+        if (!c.inplace || afcp.o.inplace)
+            afs_unlinkat(AFCP_CTX, j->dd->dfd, c.inplace || c.own_name ? j->dname : tmp, 0);
         afcp_fail();
         afcp_add(&afcp.bytes_done, -(int64_t)c.copied); /* the bar counts what was copied for good */
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
@@ -1006,9 +1022,9 @@ static void file_task(struct corio_task *t, void *arg)
         afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
         r = afcp_install(j->dd->dfd, tmp, j->dname);
         int not_opened = 0;
-        if ((r == -EACCES || r == -EPERM) && j->exists && S_ISREG(old_mode)) {
+        if ((r == -EACCES || r == -EPERM) && j->exists && S_ISREG(old_st.st_mode)) {
             int refused = r; /* a sticky directory, another's file */
-            r = write_over(j, tmp, &not_opened);
+            r = write_over(j, tmp, &old_st, &not_opened);
             if (not_opened && afcp.o.force) /* cp -f removes what it cannot open: refused */
                 r = refused;
         }
