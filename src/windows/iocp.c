@@ -12,7 +12,10 @@
  * AFS__SOCK_KEY and are handed over from here.
  *
  * fsync (FlushFileBuffers has no overlapped form) and readv/writev (ReadFileScatter wants
- * page-sized unbuffered segments) go to the core's thread pool. */
+ * page-sized unbuffered segments) go to the core's thread pool. So do all transfers of a
+ * file whose handle cannot join the port: one opened without FILE_FLAG_OVERLAPPED
+ * (afs_file_from_fd() of a CreateFileW handle without it, of CreatePipe's ends, of NUL), on
+ * which each transfer is a blocking call (sys.c), as on the threads backend. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -89,31 +92,45 @@ static int iocp_open(struct afs_ctx *ctx, struct afs_file *f)
 {
     if (f->sock)
         return 0; /* src/windows/sock.c associates it, with its own key, at its first op */
+    /* A handle opened for synchronous I/O (no FILE_FLAG_OVERLAPPED) cannot join a port, nor
+     * can one that joined another port already: ERROR_INVALID_PARAMETER. Such a file is
+     * left off the port and its transfers go to the pool, which runs them with sys.c's
+     * calls; those give the port no packet (their event has its low bit set) whatever port
+     * the handle is on. */
+    DWORD err = 0;
     if (!CreateIoCompletionPort(f->fd, I(ctx)->port, KEY_FILE, 0))
-        return afs__win_errno(GetLastError());
+        err = GetLastError();
     /* Without skip-on-success an op finished inside ReadFile would be reported twice (the
      * return value and a packet) and we could not tell which ops get a packet. The
      * synchronous calls of sys.c wait on their own event, so the handle's is not needed. */
-    if (!SetFileCompletionNotificationModes(f->fd, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
-                                                       FILE_SKIP_SET_EVENT_ON_HANDLE))
-        return afs__win_errno(GetLastError());
-    return 0;
+    else if (!SetFileCompletionNotificationModes(f->fd, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                                            FILE_SKIP_SET_EVENT_ON_HANDLE))
+        err = GetLastError();
+    if (err == ERROR_INVALID_PARAMETER) {
+        f->be_pool = true;
+        return 0;
+    }
+    return err ? afs__win_errno(err) : 0;
 }
 
 static bool iocp_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
-    uint8_t code = afs__op(op)->code;
-    if (afs__op(op)->xflags & AFS__X_DSYNC)
+    struct afs__op *o = afs__op(op);
+    if (o->xflags & AFS__X_DSYNC)
         return false; /* AFS_WRITE_DSYNC: the pool writes, then flushes */
-    return code == AFS__READ || code == AFS__WRITE;
+    if (o->code != AFS__READ && o->code != AFS__WRITE)
+        return false;
+    return !o->file->be_pool;
 }
 
 static ssize_t result(struct afs_op *op, DWORD err, DWORD bytes)
 {
     if (err == 0)
         return (ssize_t)bytes;
-    if (err == ERROR_HANDLE_EOF && afs__op(op)->code == AFS__READ)
-        return 0; /* a read at or past the end */
+    /* A read at or past the end, or of a pipe whose writer closed its end (every byte it
+     * wrote was read before): end of file, as read(2) says. A write keeps -EPIPE. */
+    if ((err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE) && afs__op(op)->code == AFS__READ)
+        return 0;
     return afs__win_errno(err);
 }
 
@@ -124,9 +141,13 @@ static int iocp_prep(struct afs_ctx *ctx, struct afs_op *op)
     struct afs__span sp;
     afs__op_span(op, &sp); /* one buffer, at most AFS__CHUNK_MAX (1 GiB) < 4 GiB - 1 */
     HANDLE h = o->file->fd;
+    /* A pipe or character device has no offsets (AFS__OFF_SEQ): offset 0 for a read, which
+     * they ignore; ReadFile refuses 0xFFFFFFFF:FFFFFFFF (NUL: ERROR_INVALID_PARAMETER), which
+     * means "end of file" to WriteFile. */
+    uint64_t off = sp.off == AFS__OFF_SEQ && o->code == AFS__READ ? 0 : sp.off;
     memset(s, 0, sizeof *s);
-    s->ov.Offset = (DWORD)sp.off;
-    s->ov.OffsetHigh = (DWORD)(sp.off >> 32);
+    s->ov.Offset = (DWORD)off;
+    s->ov.OffsetHigh = (DWORD)(off >> 32);
     ctx->stats.kernel_submits++;
     BOOL ok = o->code == AFS__WRITE ? WriteFile(h, sp.buf, (DWORD)sp.len, NULL, &s->ov)
                                     : ReadFile(h, sp.buf, (DWORD)sp.len, NULL, &s->ov);

@@ -52,12 +52,19 @@ static HANDLE thread_event(void)
     return ev;
 }
 
-/* One synchronous ReadFile or WriteFile at `off`. EOF on a read is 0 bytes. */
+/* One synchronous ReadFile or WriteFile at `off`. EOF on a read is 0 bytes: the end of a
+ * file (ERROR_HANDLE_EOF), and a pipe whose writer closed its end (ERROR_BROKEN_PIPE, after
+ * every byte it wrote was read; a write to a pipe without reader stays -EPIPE). A read
+ * without offset (AFS__OFF_SEQ: a pipe or character device) is made at offset 0, which such
+ * files ignore: 0xFFFFFFFF:FFFFFFFF means "end of file" to WriteFile only, and ReadFile
+ * refuses it (NUL: ERROR_INVALID_PARAMETER). */
 static ssize_t rw(HANDLE h, bool write, void *buf, size_t len, uint64_t off)
 {
     HANDLE ev = thread_event();
     if (!ev)
         return -ENOMEM;
+    if (off == AFS__OFF_SEQ && !write)
+        off = 0;
     OVERLAPPED ov;
     memset(&ov, 0, sizeof ov);
     ov.Offset = (DWORD)off;
@@ -68,7 +75,7 @@ static ssize_t rw(HANDLE h, bool write, void *buf, size_t len, uint64_t off)
     DWORD err = ok ? 0 : GetLastError();
     if (ok || err == ERROR_IO_PENDING)
         err = GetOverlappedResult(h, &ov, &n, TRUE) ? 0 : GetLastError();
-    if (err == ERROR_HANDLE_EOF && !write)
+    if (!write && (err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE))
         return 0;
     if (err)
         return afs__win_errno(err);
@@ -94,7 +101,7 @@ static ssize_t rwv(HANDLE h, bool write, const struct iovec *iov, int iovcnt, ui
         size_t done = 0;
         while (done < iov[i].iov_len) {
             ssize_t r = rw(h, write, (char *)iov[i].iov_base + done, iov[i].iov_len - done,
-                           off + total);
+                           off == AFS__OFF_SEQ ? off : off + total);
             if (r < 0)
                 return total ? (ssize_t)total : r;
             if (r == 0)
@@ -711,8 +718,58 @@ static int nt_name(int dirfd, const char *path, struct nt_name *out)
     return check_components(w, o);
 }
 
+#define NT_STATUS_OBJECT_NAME_NOT_FOUND ((LONG)0xC0000034L)
+#define NT_STATUS_OBJECT_PATH_NOT_FOUND ((LONG)0xC000003AL)
+
+/* After STATUS_OBJECT_PATH_NOT_FOUND: whether the nearest existing ancestor of the name is
+ * not a directory ("file/x", "file/x/y": POSIX says ENOTDIR, Windows "path not found").
+ * The ancestors are tried from the longest (each one open for its attributes, following
+ * links), down to the directory handle or the volume ("\??\C:\", "\??\UNC\srv\share"),
+ * which are not tried. Only on that error path: a successful open costs nothing. */
+static bool through_a_file(const struct nt_name *nm)
+{
+    size_t min = 0; /* prefixes must be longer: the volume's part of an absolute name */
+    if (!nm->root) {
+        size_t pl = nm->len >= 8 && !wcsncmp(nm->buf, L"\\??\\UNC\\", 8) ? 8 : 4;
+        unsigned comps = pl == 8 ? 2 : 1; /* srv\share, or C: (a drive, NUL...) */
+        min = pl;
+        while (comps-- > 0) {
+            while (min < nm->len && nm->buf[min] != L'\\')
+                min++;
+            if (comps)
+                min++;
+        }
+    }
+    for (size_t i = nm->len; i-- > min + 1;) {
+        if (nm->buf[i] != L'\\')
+            continue;
+        UNICODE_STRING us;
+        us.Buffer = nm->buf;
+        us.Length = us.MaximumLength = (USHORT)(i * sizeof(wchar_t));
+        OBJECT_ATTRIBUTES oa;
+        InitializeObjectAttributes(&oa, &us, OBJ_CASE_INSENSITIVE, nm->root, NULL);
+        IO_STATUS_BLOCK iosb;
+        HANDLE h;
+        NTSTATUS s = nt.create(&h, FILE_READ_ATTRIBUTES | SYNCHRONIZE, &oa, &iosb, NULL, 0,
+                               FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, FILE_OPEN,
+                               0, NULL, 0);
+        if (s == NT_STATUS_OBJECT_NAME_NOT_FOUND || s == NT_STATUS_OBJECT_PATH_NOT_FOUND)
+            continue; /* not there either: its parent decides */
+        if (s < 0)
+            return false; /* cannot tell (access denied...): the original error stands */
+        FILE_BASIC_INFO bi;
+        bool file = GetFileType(h) == FILE_TYPE_DISK &&
+                    GetFileInformationByHandleEx(h, FileBasicInfo, &bi, sizeof bi) &&
+                    !(bi.FileAttributes & FILE_ATTRIBUTE_DIRECTORY);
+        CloseHandle(h);
+        return file;
+    }
+    return false;
+}
+
 /* Opens name (see nt_name) with NtCreateFile. An error on a name relative to a handle that
- * is not an open directory says so (-EBADF, -ENOTDIR), as openat does. */
+ * is not an open directory says so (-EBADF, -ENOTDIR), as openat does; so does a name that
+ * goes through a file that is not a directory (-ENOTDIR, through_a_file). */
 static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, ULONG disp,
                    ULONG options, HANDLE *out)
 {
@@ -736,6 +793,8 @@ static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, UL
         if (!(bi.FileAttributes & FILE_ATTRIBUTE_DIRECTORY))
             return -ENOTDIR;
     }
+    if (s == NT_STATUS_OBJECT_PATH_NOT_FOUND && through_a_file(nm))
+        return -ENOTDIR;
     return afs__nt_errno(s);
 }
 
@@ -1004,6 +1063,42 @@ static int dot_name(const char *path)
     return 0;
 }
 
+/* Whether an open name (as itself: a link is no directory) is a directory. */
+static bool is_dir_itself(HANDLE h)
+{
+    DWORD attrs = 0;
+    if (is_link(h, &attrs))
+        return false;
+    FILE_BASIC_INFO bi; /* where FileAttributeTagInfo is not answered */
+    if (!attrs && GetFileInformationByHandleEx(h, FileBasicInfo, &bi, sizeof bi))
+        attrs = bi.FileAttributes;
+    return attrs & FILE_ATTRIBUTE_DIRECTORY;
+}
+
+/* Before a rename that may replace dirfd2/path2, what rename(2) checks and Windows does not
+ * (FileRenameInformation replaces a file with a directory): a directory replaces only a
+ * directory (-ENOTDIR), a file only a file (-EISDIR; Windows would say -EACCES). Nothing is
+ * changed before. A target that cannot be opened is left to the rename, but for -ENOTDIR
+ * (a path through a file). */
+static int replace_check(HANDLE src, int dirfd2, const char *path2)
+{
+    struct nt_name nm;
+    HANDLE t;
+    int err = nt_name(dirfd2, path2, &nm);
+    if (err == 0)
+        err = nt_open(&nm, 0, 0, FILE_OPEN, FILE_OPEN_REPARSE_POINT, &t);
+    nt_name_free(&nm);
+    if (err < 0)
+        return err == -ENOTDIR ? err : 0;
+    bool dir = is_dir_itself(src), target_dir = is_dir_itself(t);
+    CloseHandle(t);
+    if (dir && !target_dir)
+        return -ENOTDIR;
+    if (!dir && target_dir)
+        return -EISDIR;
+    return 0;
+}
+
 int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
 {
     if (dot_name(path) || dot_name(path2))
@@ -1013,6 +1108,10 @@ int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2
     int err = open_for_delete(dirfd, path, 0, &h);
     if (err < 0)
         return err;
+    if (replace && (err = replace_check(h, dirfd2, path2)) < 0) {
+        CloseHandle(h);
+        return err;
+    }
     struct nt_name_info *ni;
     ULONG size;
     if ((err = name_info(dirfd2, path2,
@@ -1217,7 +1316,8 @@ int afs__sys_close_fd(int fd)
 }
 
 /* Any open handle is accepted. One opened without FILE_FLAG_OVERLAPPED works too, but each
- * transfer then blocks the thread that makes it (the iocp backend's owner thread included). */
+ * transfer then blocks the thread that makes it: the iocp backend cannot put it on its port
+ * and leaves its transfers to the pool (iocp.c, iocp_open). */
 int afs__sys_fd_adopt(int fd)
 {
     DWORD type = GetFileType(fd_handle(fd));
