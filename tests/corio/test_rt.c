@@ -672,7 +672,7 @@ T_RT(remote_future_completed_twice_refused)
  * ---------------------------------------------------------------------------------------- */
 
 struct hold_state {
-    atomic_int  release, holding, any_done;
+    atomic_int  release, holding, any_done, late;
     struct corio_chan *park;
 };
 
@@ -764,28 +764,14 @@ T_RT(scheduler_held_by_user_code)
 /* Balance: spawns queued on a scheduler held by user code while the poster's scheduler is
  * held too: only a third one, asleep in a long timer wait, can take them, and it is woken for
  * them rather than at its timer. Scheduler 0 (the root) and 1 compute until the spawn runs. */
-struct thief_state {
-    atomic_int release, holding, late;
-    struct corio_chan *park;
-};
-
-static int thief_hold(struct corio_task *t, void *arg)
-{
-    (void)t;
-    struct thief_state *st = arg;
-    atomic_store(&st->holding, 1);
-    while (!atomic_load(&st->release))
-        ;
-    return 0;
-}
-
 static int thief_sleeper(struct corio_task *t, void *arg)
 {
-    struct thief_state *st = arg;
+    struct hold_state *st = arg;
     int v;
     corio_set_deadline(t, corio_now() + 20000 * MS);
     int r = corio_chan_recv(t, st->park, &v); /* closed at the end (-EPIPE) */
-    if (r == -ETIMEDOUT && !atomic_load(&st->release)) { /* woken by its timer: nobody took the spawn before */
+    if (r == -ETIMEDOUT && !atomic_load(&st->release)) {
+        /* Woken by its timer: nobody took the spawn before. */
         atomic_store(&st->late, 1);
         atomic_store(&st->release, 1);
     }
@@ -794,20 +780,20 @@ static int thief_sleeper(struct corio_task *t, void *arg)
 
 static int thief_work(struct corio_task *t, void *arg)
 {
-    struct thief_state *st = arg;
+    struct hold_state *st = arg;
     atomic_store(&st->release, 1);
     return where(t);
 }
 
 static void root_thief(struct corio_task *t, void *arg)
 {
-    struct thief_state *st = arg;
+    struct hold_state *st = arg;
     struct corio_future w;
     /* Loads: 0 has the root and one sleeper, 2 has two, 1 the task that holds it. */
     cr_assert_eq(corio_spawn_on(t, 0, thief_sleeper, st, NULL), 0);
     cr_assert_eq(corio_spawn_on(t, 2, thief_sleeper, st, NULL), 0);
     cr_assert_eq(corio_spawn_on(t, 2, thief_sleeper, st, NULL), 0);
-    cr_assert_eq(corio_spawn_on(t, 1, thief_hold, st, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 1, hold, st, NULL), 0);
     while (!atomic_load(&st->holding))
         corio_sleep(t, 1 * MS);
     corio_sleep(t, 50 * MS); /* scheduler 2 asleep in its timer wait */
@@ -821,7 +807,7 @@ static void root_thief(struct corio_task *t, void *arg)
 T_RT(a_sleeping_scheduler_takes_spawns_queued_on_a_held_one)
 {
     struct corio_rt *rt = rt_make(3);
-    struct thief_state st = {0};
+    struct hold_state st = {0};
     cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
     cr_assert_eq(corio_rt_run(rt, root_thief, &st), 0);
     corio_chan_free(st.park);
@@ -838,6 +824,7 @@ T_RT(a_sleeping_scheduler_takes_spawns_queued_on_a_held_one)
  * the first would compute alone until its time limit. */
 struct idle_state {
     atomic_int running, failed;
+    int        want; /* children computing at once */
     struct corio_chan *park;
 };
 
@@ -853,7 +840,7 @@ static int idle_cpu(struct corio_task *t, void *arg)
     struct idle_state *st = arg;
     atomic_fetch_add(&st->running, 1);
     int64_t give_up = corio_now() + 10000 * MS;
-    while (atomic_load(&st->running) < 2)
+    while (atomic_load(&st->running) < st->want)
         if (corio_now() > give_up) {
             atomic_store(&st->failed, 1);
             break;
@@ -878,7 +865,7 @@ static void root_idle(struct corio_task *t, void *arg)
 T_RT(any_spawns_reach_a_sleeping_scheduler_with_more_tasks)
 {
     struct corio_rt *rt = rt_make(2);
-    struct idle_state st = {0};
+    struct idle_state st = {.want = 2};
     cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
     cr_assert_eq(corio_rt_run(rt, root_idle, &st), 0);
     cr_assert_eq(atomic_load(&st.failed), 0, "the children did not run at the same time");
@@ -889,19 +876,6 @@ T_RT(any_spawns_reach_a_sleeping_scheduler_with_more_tasks)
 /* The same with three schedulers: 1 and 2 each hold parked tasks and sleep; a task on 0
  * spawns two CPU-bound children and computes its own share without suspending. One woken
  * scheduler takes one child; the other child must reach the third, woken in turn. */
-static int three_cpu(struct corio_task *t, void *arg)
-{
-    struct idle_state *st = arg;
-    atomic_fetch_add(&st->running, 1);
-    int64_t give_up = corio_now() + 10000 * MS;
-    while (atomic_load(&st->running) < 3)
-        if (corio_now() > give_up) {
-            atomic_store(&st->failed, 1);
-            break;
-        }
-    return where(t);
-}
-
 static void root_three(struct corio_task *t, void *arg)
 {
     struct idle_state *st = arg;
@@ -912,8 +886,8 @@ static void root_three(struct corio_task *t, void *arg)
     corio_sleep(t, 50 * MS);
     struct corio_future f[2];
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, three_cpu, st, &f[i]), 0);
-    (void)three_cpu(t, st); /* holds scheduler 0 */
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, idle_cpu, st, &f[i]), 0);
+    (void)idle_cpu(t, st); /* holds scheduler 0 */
     int a = corio_future_await(t, &f[0], NULL), b = corio_future_await(t, &f[1], NULL);
     cr_assert(a > 0 && b > 0 && a != b, "ran on %d and %d", a, b);
     corio_chan_close(st->park);
@@ -922,7 +896,7 @@ static void root_three(struct corio_task *t, void *arg)
 T_RT(any_spawns_reach_every_sleeping_scheduler)
 {
     struct corio_rt *rt = rt_make(3);
-    struct idle_state st = {0};
+    struct idle_state st = {.want = 3};
     cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
     cr_assert_eq(corio_rt_run(rt, root_three, &st), 0);
     cr_assert_eq(atomic_load(&st.failed), 0, "the three did not run at the same time");
