@@ -55,6 +55,8 @@ AFS_API void corio_config_default(struct corio_config *cfg);
 /* Creates a scheduler for the calling thread. Returns 0, -EINVAL (bad config), -ENOMEM,
  * or the error of creating its context. A context passed in cfg stays the caller's. */
 AFS_API int  corio_sched_new(struct corio_sched **out, const struct corio_config *cfg);
+/* Frees s; not while it runs. NULL is ignored. Using s after this, or freeing it twice,
+ * aborts (asyncfs.h's rule for handles). */
 AFS_API void corio_sched_free(struct corio_sched *s);
 
 /* Runs fn(root, arg) as the root task until every task is done: 0. -EDEADLK when tasks
@@ -827,7 +829,8 @@ AFS_API void corio_rt_config_default(struct corio_rt_config *cfg);
 /* Makes a runtime (no thread starts before corio_rt_run()). Returns 0, -EINVAL (bad
  * config, sched.ctx set, more than 4096 schedulers) or -ENOMEM. cfg may be NULL. */
 AFS_API int  corio_rt_new(struct corio_rt **out, const struct corio_rt_config *cfg);
-/* Frees rt; not while it runs. NULL is ignored. */
+/* Frees rt; not while it runs. NULL is ignored. Using rt after this, or freeing it twice,
+ * aborts (asyncfs.h's rule for handles). */
 AFS_API void corio_rt_free(struct corio_rt *rt);
 
 /* Starts the schedulers (each makes its context on its own thread), runs fn(root, arg) on
@@ -889,7 +892,8 @@ AFS_API int  corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn 
  * send waits for a receiver, a rendezvous). Returns 0, -EINVAL (elem_size 0 or too large a
  * product) or -ENOMEM. */
 AFS_API int  corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size);
-/* Frees c: no task may wait on it (aborts otherwise). NULL is ignored. */
+/* Frees c: no task may wait on it (aborts otherwise). NULL is ignored. Using c after this,
+ * or freeing it twice, aborts (asyncfs.h's rule for handles). */
 AFS_API void corio_chan_free(struct corio_chan *c);
 
 /* Copies *elem into c, suspending t while c is full (or, capacity 0, until a receiver takes

@@ -24,12 +24,33 @@ struct chan_waiter {
 struct corio_chan {
     afs__mutex      mu;
     size_t          cap, esize, head, len;
+    uintptr_t       magic;  /* CHAN_MAGIC ^ address while alive, AFS__DEAD once freed (past
+                               the words an allocator writes into freed memory) */
     bool            closed;
     struct afs_list senders, receivers;
     unsigned char   buf[];
 };
 
 #define WAITER(n) AFS_LIST_ITEM(n, struct chan_waiter, node)
+
+#define CHAN_MAGIC ((uintptr_t)0x6e616843u)
+
+_Static_assert(offsetof(struct corio_chan, magic) >= 32, "magic clear of malloc's words");
+
+static _Noreturn void chan_bad(const struct corio_chan *c, const char *call)
+{
+    afs__panic(call, c->magic == AFS__DEAD
+                         ? "channel was freed (used after corio_chan_free, or freed twice)"
+                         : "not a channel (freed, or never made)");
+}
+
+/* A channel used after its free (or never made) aborts with the library's message; one
+ * compare on the way in. c is not NULL (each call keeps its own NULL rule). */
+static inline void chan_check(const struct corio_chan *c, const char *call)
+{
+    if (c->magic != (CHAN_MAGIC ^ (uintptr_t)c))
+        chan_bad(c, call);
+}
 
 int corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size)
 {
@@ -47,6 +68,7 @@ int corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size)
     afs__mutex_init(&c->mu);
     c->cap = capacity;
     c->esize = elem_size;
+    c->magic = CHAN_MAGIC ^ (uintptr_t)c;
     *out = c;
     return 0;
 }
@@ -55,8 +77,10 @@ void corio_chan_free(struct corio_chan *c)
 {
     if (!c)
         return;
+    chan_check(c, __func__);
     AFS_CHECK(!c->senders.first && !c->receivers.first, "freeing a channel tasks wait on");
     afs__mutex_destroy(&c->mu);
+    *(volatile uintptr_t *)&c->magic = AFS__DEAD; /* kept until the memory is reused */
     free(c);
 }
 
@@ -177,6 +201,7 @@ int corio_chan_send(struct corio_task *t, struct corio_chan *c, const void *elem
 {
     corio__check_running(t, "corio_chan_send");
     AFS_CHECK(c != NULL && elem != NULL, "NULL argument");
+    chan_check(c, __func__);
     int err = corio__interrupted(t);
     if (err)
         return err;
@@ -196,6 +221,7 @@ int corio_chan_recv(struct corio_task *t, struct corio_chan *c, void *elem)
 {
     corio__check_running(t, "corio_chan_recv");
     AFS_CHECK(c != NULL && elem != NULL, "NULL argument");
+    chan_check(c, __func__);
     int err = corio__interrupted(t);
     if (err)
         return err;
@@ -214,6 +240,7 @@ int corio_chan_recv(struct corio_task *t, struct corio_chan *c, void *elem)
 int corio_chan_try_send(struct corio_chan *c, const void *elem)
 {
     AFS_CHECK(c != NULL && elem != NULL, "NULL argument");
+    chan_check(c, __func__);
     struct chan_waiter *woken;
     afs__mutex_lock(&c->mu);
     int err = send_locked(c, elem, &woken);
@@ -226,6 +253,7 @@ int corio_chan_try_send(struct corio_chan *c, const void *elem)
 int corio_chan_try_recv(struct corio_chan *c, void *elem)
 {
     AFS_CHECK(c != NULL && elem != NULL, "NULL argument");
+    chan_check(c, __func__);
     struct chan_waiter *woken;
     afs__mutex_lock(&c->mu);
     int err = recv_locked(c, elem, &woken);
@@ -238,6 +266,7 @@ int corio_chan_try_recv(struct corio_chan *c, void *elem)
 void corio_chan_close(struct corio_chan *c)
 {
     AFS_CHECK(c != NULL, "channel is NULL");
+    chan_check(c, __func__);
     afs__mutex_lock(&c->mu);
     c->closed = true;
     /* Receivers wait only while the channel is empty: none of them will get a value. */
@@ -256,6 +285,7 @@ void corio_chan_close(struct corio_chan *c)
 size_t corio_chan_len(struct corio_chan *c)
 {
     AFS_CHECK(c != NULL, "channel is NULL");
+    chan_check(c, __func__);
     afs__mutex_lock(&c->mu);
     size_t n = c->len;
     afs__mutex_unlock(&c->mu);

@@ -309,6 +309,10 @@ struct corio_sched {
     /* Threads for corio_go() (blocking.c), started on first use. */
     struct corio__blocking *blocking;
 
+    uintptr_t            magic;   /* CORIO__SCHED_MAGIC ^ address while alive, AFS__DEAD once
+                                     freed (out of the hot lines, and past the words an
+                                     allocator writes into freed memory) */
+
     struct corio_stats   stats;
 
     /* A scheduler of a runtime (rt.c); NULL for one made by corio_sched_new(). */
@@ -325,6 +329,12 @@ struct corio_sched {
     /* corio__rt_spin's back-off: [0] idle, [1] while ends of remote children are due */
     unsigned             spin_misses[2], spin_skip[2];
 };
+
+#define CORIO__SCHED_MAGIC ((uintptr_t)0x64686353u)
+
+/* Every public call that takes a scheduler, after its own NULL rule: a freed scheduler (or
+ * memory that never was one) aborts naming `call` (sched_setup.c). */
+void corio__sched_check(const struct corio_sched *s, const char *call);
 
 /* The runtime (rt.c), as the scheduler sees it. */
 /* A spawn request taken from a spawn queue, started on s (the resume phase). */

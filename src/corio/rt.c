@@ -53,6 +53,8 @@ struct rt_slot {
 struct corio_rt {
     struct corio_rt_config cfg;
     unsigned               n;
+    uintptr_t              magic;   /* RT_MAGIC ^ address while alive, AFS__DEAD once freed
+                                       (past the words an allocator writes into freed memory) */
     bool                   running;
     bool                   spin;    /* no more schedulers than CPUs: idle ones poll first */
     atomic_bool            in_run;  /* inside corio_rt_run(), from its first step */
@@ -70,6 +72,19 @@ struct corio_rt {
     struct corio_rt_stats *stats;
     struct corio_stats    *sstats;
 };
+
+#define RT_MAGIC ((uintptr_t)0x74526f63u)
+
+_Static_assert(offsetof(struct corio_rt, magic) >= 32, "magic clear of malloc's words");
+
+/* A runtime used after its free (or never made) aborts with the library's message. */
+static void rt_check(const struct corio_rt *rt, const char *call)
+{
+    if (rt->magic != (RT_MAGIC ^ (uintptr_t)rt))
+        afs__panic(call, rt->magic == AFS__DEAD
+                             ? "runtime was freed (used after corio_rt_free, or freed twice)"
+                             : "not a runtime (freed, or never made)");
+}
 
 static void link_unref(struct corio__link *l)
 {
@@ -106,6 +121,7 @@ int corio_rt_new(struct corio_rt **out, const struct corio_rt_config *cfg)
     struct corio_rt *rt = afs__sys.calloc(1, sizeof *rt);
     if (!rt)
         return -ENOMEM;
+    rt->magic = RT_MAGIC ^ (uintptr_t)rt; /* corio_rt_free() below checks it */
     rt->cfg = *cfg;
     rt->n = n;
     rt->spin = n > 1 && n <= afs__cpu_usable();
@@ -129,6 +145,7 @@ void corio_rt_free(struct corio_rt *rt)
 {
     if (!rt)
         return;
+    rt_check(rt, __func__);
     AFS_CHECK(!rt->running && !atomic_load(&rt->in_run), "freeing a running runtime");
     if (rt->scheds && rt->threads && rt->slots && rt->stats && rt->sstats) {
         afs__cond_destroy(&rt->cv);
@@ -139,18 +156,21 @@ void corio_rt_free(struct corio_rt *rt)
     free(rt->slots);
     free(rt->stats);
     free(rt->sstats);
+    *(volatile uintptr_t *)&rt->magic = AFS__DEAD; /* kept until the memory is reused */
     free(rt);
 }
 
 unsigned corio_rt_schedulers(const struct corio_rt *rt)
 {
     AFS_CHECK(rt != NULL, "runtime is NULL");
+    rt_check(rt, __func__);
     return rt->n;
 }
 
 int corio_sched_index(const struct corio_sched *s)
 {
     AFS_CHECK(s != NULL, "scheduler is NULL");
+    corio__sched_check(s, __func__);
     return s->rt ? (int)s->index : -1;
 }
 
@@ -158,6 +178,7 @@ int corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_rt_stats 
                    struct corio_stats *sched)
 {
     AFS_CHECK(rt != NULL && out != NULL, "NULL argument");
+    rt_check(rt, __func__);
     if (i >= rt->n)
         return -EINVAL;
     struct corio_sched *s = rt->running ? rt->scheds[i] : NULL;
@@ -724,6 +745,7 @@ static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg);
 int corio_rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
 {
     AFS_CHECK(rt != NULL && fn != NULL, "NULL argument");
+    rt_check(rt, __func__);
     AFS_CHECK(corio_current() == NULL, "corio_rt_run is not reentrant");
     /* Taken at once: a second thread's run (or a free) meanwhile is told, not raced. */
     AFS_CHECK(!atomic_exchange(&rt->in_run, true),

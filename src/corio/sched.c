@@ -602,6 +602,7 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
 int corio_sched_run(struct corio_sched *s, corio_fn *fn, void *arg)
 {
     AFS_CHECK(s != NULL && fn != NULL, "NULL argument");
+    corio__sched_check(s, __func__);
     AFS_CHECK(!s->running && corio_current() == NULL, "corio_sched_run is not reentrant");
     int err = corio__stack_thread_init();
     if (err < 0)

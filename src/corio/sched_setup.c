@@ -51,14 +51,26 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
     atomic_init(&s->inbox.waking, 0);
     atomic_init(&s->awake, false);
     corio__waiter_init(s);
+    s->magic = CORIO__SCHED_MAGIC ^ (uintptr_t)s;
     *out = s;
     return 0;
+}
+
+_Static_assert(offsetof(struct corio_sched, magic) >= 32, "magic clear of malloc's words");
+
+void corio__sched_check(const struct corio_sched *s, const char *call)
+{
+    if (s->magic != (CORIO__SCHED_MAGIC ^ (uintptr_t)s))
+        afs__panic(call, s->magic == AFS__DEAD
+                             ? "scheduler was freed (used after corio_sched_free, or freed twice)"
+                             : "not a scheduler (freed, or never made)");
 }
 
 void corio_sched_free(struct corio_sched *s)
 {
     if (!s)
         return;
+    corio__sched_check(s, __func__);
     AFS_CHECK(!s->running, "freeing a running scheduler");
     struct afs_list_node *n;
     while ((n = afs_list_pop_front(&s->free_tasks)))
@@ -74,12 +86,14 @@ void corio_sched_free(struct corio_sched *s)
     afs__mutex_destroy(&s->inbox.mu);
     if (s->own_ctx)
         afs_ctx_free(s->ctx);
+    *(volatile uintptr_t *)&s->magic = AFS__DEAD; /* kept until the memory is reused */
     free(s);
 }
 
 void corio_sched_stats(const struct corio_sched *s, struct corio_stats *out)
 {
     AFS_CHECK(s != NULL && out != NULL, "NULL argument");
+    corio__sched_check(s, __func__);
     *out = s->stats;
     out->stacks = s->stacks.n_mapped;
 }
@@ -98,6 +112,7 @@ int corio_run(corio_fn *fn, void *arg)
 struct afs_ctx *corio_sched_ctx(const struct corio_sched *s)
 {
     AFS_CHECK(s != NULL, "scheduler is NULL");
+    corio__sched_check(s, __func__);
     return s->ctx;
 }
 

@@ -377,6 +377,203 @@ T_ABORT(close_with_a_chain_open_names_afs_close)
     close_in_a_chain();
 }
 
+/* ---- corio's schedulers, runtimes and channels ---- */
+
+static void m_noop_root(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+static void sched_run_after_free(void)
+{
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, NULL) == 0);
+    corio_sched_free(s);
+    m_cleanup();
+    corio_sched_run(s, m_noop_root, NULL);
+}
+
+static void sched_ctx_after_free(void)
+{
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, NULL) == 0);
+    corio_sched_free(s);
+    m_cleanup();
+    corio_sched_ctx(s);
+}
+
+static void sched_stats_after_free(void)
+{
+    struct corio_sched *s;
+    struct corio_stats st;
+    M_REQ(corio_sched_new(&s, NULL) == 0);
+    corio_sched_free(s);
+    m_cleanup();
+    corio_sched_stats(s, &st);
+}
+
+static void sched_index_after_free(void)
+{
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, NULL) == 0);
+    corio_sched_free(s);
+    m_cleanup();
+    corio_sched_index(s);
+}
+
+T_ABORT_UAF(corio_sched_used_after_free)
+{
+    m_need_no_asan();
+    expect_abort(sched_ctx_after_free, "corio_sched_ctx", "freed");
+    expect_abort(sched_stats_after_free, "corio_sched_stats", "freed");
+    expect_abort(sched_index_after_free, "corio_sched_index", "freed");
+    expect_abort(sched_run_after_free, "corio_sched_run", "freed");
+    sched_run_after_free();
+}
+
+static void sched_double_free(void)
+{
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, NULL) == 0);
+    corio_sched_free(s);
+    m_cleanup();
+    corio_sched_free(s);
+}
+
+T_ABORT_UAF(corio_sched_freed_twice)
+{
+    m_need_no_asan();
+    expect_abort(sched_double_free, "corio_sched_free", "freed");
+    sched_double_free();
+}
+
+static struct corio_rt *m_rt_freed(void)
+{
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = 2;
+    struct corio_rt *rt;
+    M_REQ(corio_rt_new(&rt, &cfg) == 0);
+    corio_rt_free(rt);
+    m_cleanup();
+    return rt;
+}
+
+static void rt_run_after_free(void) { corio_rt_run(m_rt_freed(), m_noop_root, NULL); }
+static void rt_schedulers_after_free(void) { corio_rt_schedulers(m_rt_freed()); }
+static void rt_stats_after_free(void)
+{
+    struct corio_rt_stats st;
+    corio_rt_stats(m_rt_freed(), 0, &st, NULL);
+}
+
+T_ABORT_UAF(corio_rt_used_after_free)
+{
+    m_need_no_asan();
+    expect_abort(rt_schedulers_after_free, "corio_rt_schedulers", "freed");
+    expect_abort(rt_stats_after_free, "corio_rt_stats", "freed");
+    expect_abort(rt_run_after_free, "corio_rt_run", "freed");
+    rt_run_after_free();
+}
+
+static void rt_double_free(void) { corio_rt_free(m_rt_freed()); }
+
+T_ABORT_UAF(corio_rt_freed_twice)
+{
+    m_need_no_asan();
+    expect_abort(rt_double_free, "corio_rt_free", "freed");
+    rt_double_free();
+}
+
+/* The channel is made and freed inside the task: nothing is allocated between the free and
+ * the misuse, so the freed memory still has its mark. */
+static struct corio_chan *m_chan_freed(void)
+{
+    struct corio_chan *c;
+    M_REQ(corio_chan_new(&c, 1, sizeof(int)) == 0);
+    corio_chan_free(c);
+    m_cleanup();
+    return c;
+}
+
+static void chan_send_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    int v = 1;
+    corio_chan_send(t, m_chan_freed(), &v);
+}
+
+static void chan_recv_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    int v;
+    corio_chan_recv(t, m_chan_freed(), &v);
+}
+
+static void m_run_task(corio_fn *fn)
+{
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, NULL) == 0);
+    corio_sched_run(s, fn, NULL);
+}
+
+static void chan_send_after_free(void) { m_run_task(chan_send_root); }
+static void chan_recv_after_free(void) { m_run_task(chan_recv_root); }
+static void chan_try_send_after_free(void)
+{
+    int v = 1;
+    corio_chan_try_send(m_chan_freed(), &v);
+}
+static void chan_try_recv_after_free(void)
+{
+    int v;
+    corio_chan_try_recv(m_chan_freed(), &v);
+}
+static void chan_close_after_free(void) { corio_chan_close(m_chan_freed()); }
+static void chan_len_after_free(void) { corio_chan_len(m_chan_freed()); }
+
+T_ABORT_UAF(corio_chan_used_after_free)
+{
+    m_need_no_asan();
+    expect_abort(chan_send_after_free, "corio_chan_send", "freed");
+    expect_abort(chan_recv_after_free, "corio_chan_recv", "freed");
+    expect_abort(chan_try_recv_after_free, "corio_chan_try_recv", "freed");
+    expect_abort(chan_close_after_free, "corio_chan_close", "freed");
+    expect_abort(chan_len_after_free, "corio_chan_len", "freed");
+    expect_abort(chan_try_send_after_free, "corio_chan_try_send", "freed");
+    chan_try_send_after_free();
+}
+
+static void chan_double_free(void) { corio_chan_free(m_chan_freed()); }
+
+T_ABORT_UAF(corio_chan_freed_twice)
+{
+    m_need_no_asan();
+    expect_abort(chan_double_free, "corio_chan_free", "freed");
+    chan_double_free();
+}
+
+/* Memory that never was a scheduler, runtime or channel: all zeros, so a channel call on it
+ * without the check would lock the zeroed mutex and go on. */
+static uintptr_t m_junk[1024];
+
+static void junk_chan(void)
+{
+    int v = 1;
+    corio_chan_try_send((struct corio_chan *)m_junk, &v);
+}
+static void junk_sched(void) { corio_sched_ctx((struct corio_sched *)m_junk); }
+static void junk_rt(void) { corio_rt_schedulers((struct corio_rt *)m_junk); }
+
+T_ABORT(memory_that_is_no_corio_handle_aborts)
+{
+    expect_abort(junk_sched, "corio_sched_ctx", "not a scheduler");
+    expect_abort(junk_rt, "corio_rt_schedulers", "not a runtime");
+    expect_abort(junk_chan, "corio_chan_try_send", "not a channel");
+    junk_chan();
+}
+
 /* ---- NULL: one rule for every handle ---- */
 
 static void null_pread(void)
