@@ -58,6 +58,7 @@ void corio_future_init(struct corio_future *f)
 void corio_future_init_external(struct corio_future *f, struct corio_sched *s)
 {
     AFS_CHECK(f != NULL && s != NULL, "NULL argument");
+    corio__sched_check(s, __func__);
     memset(f, 0, sizeof *f);
     f->sched = s;
     f->external = 1;
