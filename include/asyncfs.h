@@ -120,7 +120,9 @@ typedef void  afs_release_fn(void *buf, size_t size, void *user);
 
 struct afs_config {
     unsigned         queue_depth;    /* ops in flight at most (more wait in the library's
-                                        queue); default 1024, at most AFS_MAX_QUEUE_DEPTH */
+                                        queue); default 1024, at most AFS_MAX_QUEUE_DEPTH.
+                                        Ops of sockets, pipes, FIFOs and ttys, which may
+                                        wait on their peer for ever, are not counted */
     size_t           sync_threshold; /* sync-mode ops of at most this many bytes run inline
                                         with pread/pwrite; default 4096 */
     enum afs_backend backend;        /* default AUTO; with AUTO the environment variable
@@ -530,7 +532,8 @@ struct afs_op {
 
 /* Queue an op on f's context. The op goes to the kernel at the next afs_ctx_submit() or
  * afs_ctx_wait() (or at once, when a blocking call or the position API submits). At most
- * queue_depth ops are in flight; the rest wait in the library's queue, in order.
+ * queue_depth ops are in flight (not counting those of sockets, pipes, FIFOs and ttys,
+ * which wait on a peer); the rest wait in the library's queue, in order.
  * `cb` (required) runs exactly once, from afs_ctx_wait() on the context's thread, never
  * from inside the queueing call. Ops on one file run concurrently: their order is not kept.
  * Returns 0, or -EINVAL (NULL op/buf/cb, len or off that overflow, more than

@@ -643,6 +643,9 @@ struct afs_ctx {
     struct afs__list queued;     /* queued, not handed over (includes resubmits, at front) */
     struct afs__list done;       /* completed, callback pending */
     unsigned         inflight;   /* handed to the backend or the pool */
+    unsigned         peer_inflight; /* of those, ops of sockets and files without offsets:
+                                       they wait on a peer and do not count against
+                                       queue_depth (afs__op_waits_on_peer) */
     unsigned         staged;     /* prepped on the backend since its last enter or flush */
     bool             in_callback;
     /* afs_chain_begin() .. afs_chain_end(): the ops queued meanwhile, in order. */

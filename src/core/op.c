@@ -668,6 +668,35 @@ static bool at_known_end(const struct afs__op *o)
     return h >= 0 && o->off + o->done == (uint64_t)h;
 }
 
+/* An op of a socket, pipe, FIFO or tty may wait on its peer for as long as the peer likes (an
+ * idle connection's receive): such ops do not count against queue_depth, so that a thousand
+ * idle connections do not hold back every accept, open and read behind them. The file of
+ * an op never changes, so the same test counts it out again. */
+static inline bool waits_on_peer(const struct afs__op *o)
+{
+    return o->file->sock || o->file->seq;
+}
+
+static inline void inflight_add(struct afs_ctx *ctx, const struct afs__op *o)
+{
+    ctx->inflight++;
+    if (waits_on_peer(o))
+        ctx->peer_inflight++;
+}
+
+static inline void inflight_sub(struct afs_ctx *ctx, const struct afs__op *o)
+{
+    ctx->inflight--;
+    if (waits_on_peer(o))
+        ctx->peer_inflight--;
+}
+
+/* Ops in flight that count against queue_depth. */
+static inline unsigned bounded_inflight(const struct afs_ctx *ctx)
+{
+    return ctx->inflight - ctx->peer_inflight;
+}
+
 static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
 
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
@@ -680,7 +709,7 @@ void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
             ctx->be->sendfile_end(ctx, op);
     }
     if (o->state == AFS__INFLIGHT)
-        ctx->inflight--;
+        inflight_sub(ctx, o);
     o->state = AFS__DONE;
     o->xflags &= (uint8_t)~(AFS__X_LINKED | AFS__X_ABSORB | AFS__X_GO);
     op->result = res;
@@ -850,7 +879,7 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
             /* Not a result: the member before it is being resumed by the core. */
             bool go = o->xflags & AFS__X_GO;
             o->xflags &= (uint8_t)~AFS__X_GO;
-            ctx->inflight--;
+            inflight_sub(ctx, o);
             o->state = AFS__HELD;
             if (go && (o->flags & AFS__OP_CANCEL))
                 afs__op_finished(ctx, op, -ECANCELED);
@@ -873,7 +902,7 @@ void afs__op_transferred(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         }
     }
     o->xflags &= (uint8_t)~AFS__X_LINKED;
-    ctx->inflight--;
+    inflight_sub(ctx, o);
     o->state = AFS__IDLE;
     if (afs__op_step(ctx, op, res)) {
         o->state = AFS__QUEUED;
@@ -1038,7 +1067,7 @@ static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
         if (!link_cuts(ctx, m))
             break;
     }
-    if (ctx->inflight + n - 1 > ctx->cfg.queue_depth || !ctx->be->link(ctx, head, n))
+    if (bounded_inflight(ctx) + n - 1 > ctx->cfg.queue_depth || !ctx->be->link(ctx, head, n))
         return 0;
     struct afs_op *m = head;
     for (unsigned i = 1; i < n; i++, m = afs__op(m)->chain_next)
@@ -1050,11 +1079,11 @@ static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
 static int submit_queued(struct afs_ctx *ctx)
 {
     int n = 0;
-    while (ctx->queued.len && ctx->inflight < ctx->cfg.queue_depth) {
+    while (ctx->queued.len && bounded_inflight(ctx) < ctx->cfg.queue_depth) {
         struct afs_op *op = afs__list_pop(&ctx->queued);
         struct afs__op *o = afs__op(op);
         o->state = AFS__INFLIGHT;
-        ctx->inflight++;
+        inflight_add(ctx, o);
         n++;
         if (o->file->polled && !afs__is_ctl(o) && afs__sock_ready(ctx)) {
             afs__ready_submit(ctx, op); /* tried now; parked if it would wait */
@@ -1073,7 +1102,7 @@ static int submit_queued(struct afs_ctx *ctx)
             ctx->staged++;
         for (struct afs_op *m = o->chain_next; linked; m = afs__op(m)->chain_next, linked--) {
             afs__op(m)->state = AFS__INFLIGHT;
-            ctx->inflight++;
+            inflight_add(ctx, afs__op(m));
             n++;
             AFS_CHECK(ctx->be->prep(ctx, m) == 0, "a linked chain member could not be staged");
             ctx->staged++;

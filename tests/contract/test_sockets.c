@@ -543,6 +543,50 @@ T_SOCK_ALL(close_cancels_waiting_ops)
     cr_assert(lg2.result == -ECANCELED || lg2.result == 0, "%zd", lg2.result);
 }
 
+/* Receives waiting on idle peers do not count against queue_depth: with three times as
+ * many idle sockets as queue_depth, a file read queued after their receives completes, and
+ * so does a receive whose peer sends. (Each waiting receive took a slot: a server with
+ * 1,024 idle connections served nobody else.) */
+T_SOCK_ALL(idle_receives_do_not_hold_back_other_ops)
+{
+    enum { N = 24 };
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.queue_depth = 8;
+    struct afs_ctx *ctx = t_ctx = t_ctx_cfg(&cfg);
+    t_make_file(t_path("f"), 4096);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    static struct afs_file *p[N][2];
+    static struct afs_op op[N];
+    static char buf[N][4];
+    static struct cb_log lg[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
+        lg[i] = (struct cb_log){0};
+        cr_assert_eq(afs_queue_recv(&op[i], p[i][0], buf[i], sizeof buf[i], 0, log_cb, &lg[i]),
+                     0);
+    }
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    static char data[4096];
+    struct afs_op rop;
+    struct cb_log rlg = {0};
+    cr_assert_eq(afs_queue_read(&rop, f, data, sizeof data, 0, log_cb, &rlg), 0);
+    wait_cb(ctx, &rlg);
+    cr_assert_eq(rlg.result, (ssize_t)sizeof data);
+    cr_assert(t_check(data, sizeof data, 0));
+    cr_assert_eq(afs_send(p[N - 1][1], "abc", 3, 0), 3); /* the last receive queued */
+    wait_cb(ctx, &lg[N - 1]);
+    cr_assert_eq(lg[N - 1].result, 3);
+    for (int i = 0; i < N - 1; i++)
+        cr_assert_eq(lg[i].calls, 0, "receive %d from an idle peer completed", i);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(afs_close(p[i][0]), 0);
+        cr_assert_eq(afs_close(p[i][1]), 0);
+    }
+    cr_assert_eq(afs_close(f), 0);
+}
+
 /* Many parked receives whose sockets all become ready at once, more than one wait of the
  * engine reports: every receive completes. (The engine once dropped the events of a wait
  * that filled its array when it asked the kernel for the rest: with edge-triggered epoll
