@@ -18,8 +18,10 @@
  *               [--timeout SECONDS]
  *
  * Serves DIR (default: the current directory); "/" is "/index.html". The path is
- * percent-decoded; paths with ".." (after decoding) are refused (400); symlinks inside DIR
- * are followed, as nginx does by default. A request body (Content-Length, at most 1 MiB) is
+ * percent-decoded; paths with ".." (after decoding) are refused (400); symlinks in DIR are
+ * followed wherever they point, as nginx does by default; only regular files are served (a
+ * directory, FIFO or device is 403, a missing file or too long a name 404). Requests with
+ * Content-Length headers that disagree are refused (400). A request body (Content-Length, at most 1 MiB) is
  * read and dropped, so that the next request on the connection starts after it; a chunked
  * one is refused (501) and the connection closed. A file that cannot be opened for want of
  * descriptors or memory is 503, not 404. A connection is closed when a request does not
@@ -123,7 +125,7 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
     if (sscanf(head, "%7s %1199s %15s", r->method, target, version) != 3)
         return 400;
     r->keep_alive = strcmp(version, "HTTP/1.1") == 0;
-    int status = 0;
+    int status = 0, have_len = 0;
     long long body = 0;
     for (int lines = 0;; lines++) {
         if ((n = corio_stream_read_line(t, c, 8192, &line)) <= 0)
@@ -141,15 +143,21 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             else if (strncasecmp(v, "keep-alive", 10) == 0)
                 r->keep_alive = 1;
         } else if (n > 15 && strncasecmp(line, "content-length:", 15) == 0) {
+            const char *digits = line + 15;
+            while (*digits == ' ' || *digits == '\t')
+                digits++;
             char *end;
-            long long v = strtoll(line + 15, &end, 10);
+            long long v = strtoll(digits, &end, 10);
             while (*end == ' ' || *end == '\t' || *end == '\r')
                 end++;
-            if (v < 0 || *end != '\n' || (body && v != body))
+            /* Digits only, and every Content-Length the same (RFC 9112, 6.3): else the
+             * request's end is ambiguous. */
+            if (*digits < '0' || *digits > '9' || *end != '\n' || (have_len && v != body))
                 status = status ? status : 400;
             else if (v > BODY_MAX)
                 status = status ? status : 413;
             body = v;
+            have_len = 1;
         } else if (n > 18 && strncasecmp(line, "transfer-encoding:", 18) == 0) {
             status = status ? status : 501; /* chunked bodies are not read here */
         }
@@ -206,16 +214,25 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     char full[2048];
     snprintf(full, sizeof full, "%s%s", root_dir, r->path);
     struct afs_file *f;
-    int err = afs_open(corio_sched_ctx(corio_task_sched(t)), full, AFS_RDONLY, 0,
-                       AFS_MODE_SYNC, &f);
+    struct afs_ctx *ctx = corio_sched_ctx(corio_task_sched(t));
+    /* Non-blocking: a FIFO under the root must not hold the open (a pool thread on some
+     * backends) until a writer comes; only regular files are served. */
+    int err = afs_open(ctx, full, AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC, &f);
     if (err < 0) {
-        int status = err == -ENOENT || err == -ENOTDIR || err == -ELOOP ? 404
-                     : err == -EACCES || err == -EPERM                  ? 403
+        int status = err == -ENOENT || err == -ENOTDIR || err == -ELOOP ||
+                             err == -ENAMETOOLONG                       ? 404
+                     : err == -EACCES || err == -EPERM || err == -EISDIR ? 403
                      : err == -EMFILE || err == -ENFILE || err == -ENOMEM ? 503
                                                                           : 500;
         return send_status(t, c, status, r->keep_alive);
     }
     int64_t size = afs_file_size(f);
+    struct afs_stat st;
+    if (size == 0 && afs_statx(ctx, (int)afs_file_fd(f), "", AFS_AT_EMPTY_PATH, &st) == 0 &&
+        (st.mode & 0170000) != 0100000) {
+        afs_close(f); /* a FIFO, a device: sizes say nothing, reads may never end */
+        return send_status(t, c, 403, r->keep_alive);
+    }
     if (size < 0) {
         afs_close(f);
         return send_status(t, c, 500, r->keep_alive);

@@ -425,6 +425,8 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * cancel cannot end. ttys and other character devices are never made non-blocking.
  *
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
+ * AFS_NONBLOCK makes the open of a FIFO without its other end (or of a device) return at
+ * once instead of waiting; it affects the open only.
  * `mode` chooses how afs_read()/afs_write() behave (the position API below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
@@ -872,8 +874,10 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
 /* More open flags, for afs_openat() (afs_open() refuses them). */
 #define AFS_DIRECTORY 0x0200 /* O_DIRECTORY: -ENOTDIR unless path is a directory */
 #define AFS_NONBLOCK  0x0400 /* O_NONBLOCK: opening a FIFO or device does not wait. It stays
-                                set on the fd; afs_file_from_fd() clears it, or keeps a
-                                pipe's waiting in the readiness engine (see there) */
+                                set on the fd of afs_openat(); afs_open() and
+                                afs_file_from_fd() clear it (the file is then used as any
+                                other), or keep a pipe's waiting in the readiness engine
+                                (see "Files without offsets") */
 
 /* afs_queue_statx()/afs_statx() flags. */
 #define AFS_AT_SYMLINK_NOFOLLOW 0x1 /* a symlink itself, not its target */

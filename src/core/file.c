@@ -73,7 +73,8 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -EINVAL;
     *out = NULL;
     int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
-    if ((flags & ~AFS__OPEN_FLAGS) || !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
+    if ((flags & ~(AFS__OPEN_FLAGS | AFS_NONBLOCK)) ||
+        !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
         return -EINVAL;
     if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
         return -EINVAL;
@@ -103,6 +104,16 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return err;
     }
     info.own = true;
+    /* AFS_NONBLOCK is for the open only (a FIFO without its other end, a device): the file
+     * is then used as any other (io_uring would answer -EAGAIN to reads of a non-blocking
+     * one); a FIFO is made non-blocking again where it waits in the readiness engine. */
+    if ((flags & AFS_NONBLOCK) && (err = afs__sys_set_nonblock((int)(intptr_t)f->fd, false)) < 0 &&
+        err != -ENOTSUP) {
+        afs__sys_close(f->fd);
+        free(f);
+        return err;
+    }
+    flags &= ~AFS_NONBLOCK;
     if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);

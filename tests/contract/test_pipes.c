@@ -637,6 +637,38 @@ T_PIPE(pipe_writes_to_a_gone_reader_leave_no_sigpipe)
 }
 #endif
 
+#ifndef _WIN32
+/* afs_open with AFS_NONBLOCK: a FIFO without a writer opens at once (a plain open waits for
+ * one), and the file is then used as any other: the flag is gone from the descriptor, and
+ * the FIFO's data arrives once a writer comes. */
+T_PIPE(open_nonblock_does_not_wait_for_a_fifo_writer)
+{
+    t_new_ctx();
+    cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("fifo"), AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    int w = open(t_path("fifo"), O_WRONLY | O_NONBLOCK); /* a reader is there: no wait */
+    cr_assert_geq(w, 0, "open for writing: %s", strerror(errno));
+    cr_assert_eq(write(w, "hi", 2), 2);
+    char buf[8];
+    cr_assert_eq(afs_read(f, buf, 2), 2); /* a read is short only at the end */
+    cr_assert(memcmp(buf, "hi", 2) == 0);
+    close(w);
+    cr_assert_eq(afs_close(f), 0);
+    /* A regular file: the descriptor is left blocking (io_uring would answer -EAGAIN). */
+    t_make_file(t_path("reg"), 8192);
+    cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC, &f),
+                 0);
+    cr_assert_eq(fcntl((int)afs_file_fd(f), F_GETFL) & O_NONBLOCK, 0);
+    static char data[8192];
+    cr_assert_eq(afs_pread(f, data, sizeof data, 0), (ssize_t)sizeof data);
+    cr_assert(t_check(data, sizeof data, 0));
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
+
 #ifdef __linux__
 #include <sys/ioctl.h>
 

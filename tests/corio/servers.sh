@@ -5,7 +5,8 @@
 #    own loss (the next client is served).
 #  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
 #    for "..", HEAD, a percent-encoded name, a request body dropped (not taken for the next
-#    request), a chunked one refused, a client that leaves in the middle of a 4 MiB response
+#    request), a chunked one refused, disagreeing Content-Lengths refused, 403 for a FIFO
+#    (its open must not wait) and a directory, a client that leaves in the middle of a 4 MiB response
 #    (the server goes on serving the next), 503 when no descriptor is left; with bodies
 #    sent by afs_sendfile and by read+send; --timeout: a silent client, one that stops in
 #    the middle of a request and one that stops reading responses are dropped, and the
@@ -69,9 +70,11 @@ mkdir -p "$dir/www"
 head -c 10000 /dev/urandom > "$dir/www/small.bin"
 head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
 echo spaced > "$dir/www/a b.txt"
+mkfifo "$dir/www/fifo"
+mkdir -p "$dir/www/sub"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 5 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 6 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
@@ -132,6 +135,20 @@ file_checks() { # file_server's arguments
   printf 'POST /small.bin HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 501 Not Implemented" ] || fail "file: status '$status' for a chunked body"
+  exec 3>&-
+  # Only regular files are served: a FIFO (whose open must not wait for a writer) and a
+  # directory are 403 on a connection that goes on; disagreeing Content-Lengths are 400.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /fifo HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 403 Forbidden" ] || fail "file: status '$status' for a FIFO"
+  printf 'GET /sub HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 403 Forbidden" ] || fail "file: status '$status' for a directory"
+  printf 'GET /small.bin HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] ||
+    fail "file: status '$status' for Content-Length 0 then 5"
   exec 3>&-
   # A client that asks for 4 MiB and leaves at once: the server must go on.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
@@ -201,7 +218,9 @@ for args in "" "--sendfile-min -1"; do
   st=0; IFS= read -r -t 20 got <&4 || st=$?
   [ "$st" = 1 ] && [ -z "$got" ] || fail "file --timeout $args: a half request was not closed ($st)"
   sleep 2
-  bytes=$(timeout 20 cat <&5 | wc -c)
+  # Closed with requests it had not read yet, the connection may end in a reset: not an
+  # error here, only how much came.
+  bytes=$({ timeout 20 cat <&5 2>/dev/null || true; } | wc -c)
   [ "$bytes" -lt $((64 << 20)) ] || fail "file --timeout $args: a client that does not read got all $bytes bytes"
   [ $((SECONDS - start)) -lt 20 ] || fail "file --timeout $args: took $((SECONDS - start)) s"
   exec 3>&- 4>&- 5>&-
