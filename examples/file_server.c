@@ -20,10 +20,12 @@
  * Serves DIR (default: the current directory); "/" is "/index.html". The path is
  * percent-decoded; paths with ".." (after decoding) are refused (400); symlinks in DIR are
  * followed wherever they point, as nginx does by default; only regular files are served (a
- * directory, FIFO or device is 403, a missing file or too long a name 404). Requests with
- * Content-Length headers that disagree are refused (400). A request body (Content-Length, at most 1 MiB) is
- * read and dropped, so that the next request on the connection starts after it; a chunked
- * one is refused (501) and the connection closed. A file that cannot be opened for want of
+ * directory, FIFO or device is 403, a missing file or too long a name 404). A request line
+ * that is not "METHOD TARGET HTTP/1.x", a header line that is no field, and Content-Length
+ * headers that disagree are refused (400; a method other than GET and HEAD is 405, one too
+ * long to know 501, a target too long 414). A request body (Content-Length, at most 1 MiB)
+ * is read and dropped, so that the next request on the connection starts after it; a
+ * chunked one is refused (501) and the connection closed. A file that cannot be opened for want of
  * descriptors or memory is 503, not 404. A connection is closed when a request does not
  * arrive whole within --timeout seconds (default 60; 0: never) of the connection's start or
  * of the last response, or when a response makes no progress for as long (each 128 KiB
@@ -118,12 +120,20 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 0;
     if (n < 0)
         return n == -EMSGSIZE ? 414 : (int)n;
-    char target[1200], version[16];
+    char method[32], target[1200], version[16], rest[2];
     char head[8200];
     memcpy(head, line, (size_t)n);
     head[n] = '\0';
-    if (sscanf(head, "%7s %1199s %15s", r->method, target, version) != 3)
+    /* method SP target SP HTTP/1.x, nothing after (a target cut at its buffer's size would
+     * leave the rest there: 414) */
+    int k = sscanf(head, "%31s %1199s %15s %1s", method, target, version, rest);
+    if (k == 4 && strlen(target) == sizeof target - 1)
+        return 414;
+    if (k != 3 || (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0")))
         return 400;
+    if (strlen(method) >= sizeof r->method)
+        return 501; /* no method that long is served */
+    memcpy(r->method, method, strlen(method) + 1);
     r->keep_alive = strcmp(version, "HTTP/1.1") == 0;
     int status = 0, have_len = 0;
     long long body = 0;
@@ -134,6 +144,10 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             break;
         if (lines > 100)
             status = 431;
+        const char *colon = memchr(line, ':', (size_t)n);
+        if (!colon || colon == line || colon[-1] == ' ' || colon[-1] == '\t' ||
+            line[0] == ' ' || line[0] == '\t')
+            status = status ? status : 400; /* not a field (RFC 9112 5.1), or a folded line */
         if (n > 11 && strncasecmp(line, "connection:", 11) == 0) {
             const char *v = line + 11;
             while (*v == ' ')

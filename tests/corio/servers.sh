@@ -5,8 +5,9 @@
 #    own loss (the next client is served).
 #  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
 #    for "..", HEAD, a percent-encoded name, a request body dropped (not taken for the next
-#    request), a chunked one refused, disagreeing Content-Lengths refused, 403 for a FIFO
-#    (its open must not wait) and a directory, a client that leaves in the middle of a 4 MiB response
+#    request), a chunked one refused, disagreeing Content-Lengths refused, a version that
+#    is not HTTP/1.x and a header line that is no field refused, 403 for a FIFO (its open
+#    must not wait) and a directory, a client that leaves in the middle of a 4 MiB response
 #    (the server goes on serving the next), 503 when no descriptor is left; with bodies
 #    sent by afs_sendfile and by read+send; --timeout: a silent client, one that stops in
 #    the middle of a request and one that stops reading responses are dropped, and the
@@ -74,7 +75,7 @@ mkfifo "$dir/www/fifo"
 mkdir -p "$dir/www/sub"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 6 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 8 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
@@ -149,6 +150,17 @@ file_checks() { # file_server's arguments
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] ||
     fail "file: status '$status' for Content-Length 0 then 5"
+  exec 3>&-
+  # Not HTTP/1.x, and a header line that is no field: 400.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin FOO/9\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for version FOO/9"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin HTTP/1.1\r\nConnection : close\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for 'Connection : close'"
   exec 3>&-
   # A client that asks for 4 MiB and leaves at once: the server must go on.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
