@@ -107,8 +107,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     /* AFS_NONBLOCK is for the open only (a FIFO without its other end, a device): the file
      * is then used as any other (io_uring would answer -EAGAIN to reads of a non-blocking
      * one); a FIFO is made non-blocking again where it waits in the readiness engine. */
-    if ((flags & AFS_NONBLOCK) && (err = afs__sys_set_nonblock((int)(intptr_t)f->fd, false)) < 0 &&
-        err != -ENOTSUP) {
+    if ((flags & AFS_NONBLOCK) && (err = afs__sys_opened_blocking(f->fd, flags)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;

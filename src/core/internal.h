@@ -354,6 +354,9 @@ int  afs__sys_dio_info(afs__fd_t fd, struct afs_dio_align *out);
 int  afs__sys_close_fd(int fd);
 /* afs_file_from_fd(): checks that fd is open and clears O_NONBLOCK on it. */
 int  afs__sys_fd_adopt(int fd);
+/* afs_open() with AFS_NONBLOCK: the status flags of the open without O_NONBLOCK, in one
+ * call (POSIX; nothing to do on Windows). */
+int  afs__sys_opened_blocking(afs__fd_t fd, int afs_flags);
 /* Linux: a struct statx (as the kernel filled it) into *st. */
 void afs__sys_from_statx(const void *stx, struct afs_stat *st);
 /* Translations for backends that pass them to the kernel themselves (io_uring). */

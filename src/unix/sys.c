@@ -826,3 +826,10 @@ int afs__sys_fd_adopt(int fd)
 {
     return afs__sys_set_nonblock(fd, false);
 }
+
+int afs__sys_opened_blocking(afs__fd_t fd, int afs_flags)
+{
+    /* F_SETFL takes the status flags (O_APPEND, O_DIRECT...) and ignores the others: those
+     * of the open, less O_NONBLOCK, without asking F_GETFL first. */
+    return fcntl(fd, F_SETFL, afs__sys_open_flags(afs_flags & ~AFS_NONBLOCK)) == 0 ? 0 : -errno;
+}

@@ -1318,6 +1318,12 @@ int afs__sys_close_fd(int fd)
 /* Any open handle is accepted. One opened without FILE_FLAG_OVERLAPPED works too, but each
  * transfer then blocks the thread that makes it: the iocp backend cannot put it on its port
  * and leaves its transfers to the pool (iocp.c, iocp_open). */
+int afs__sys_opened_blocking(afs__fd_t fd, int afs_flags)
+{
+    (void)fd, (void)afs_flags;
+    return 0; /* no open waits for another end, and nothing to clear */
+}
+
 int afs__sys_fd_adopt(int fd)
 {
     DWORD type = GetFileType(fd_handle(fd));
