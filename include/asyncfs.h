@@ -426,7 +426,9 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  *
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * AFS_NONBLOCK makes the open of a FIFO without its other end (or of a device) return at
- * once instead of waiting; it affects the open only.
+ * once instead of waiting; it affects the open only (on a regular file the descriptor keeps
+ * O_NONBLOCK, which its reads and writes ignore, until the first op queued on the file or
+ * afs_file_fd(): one fcntl then, none for a file only looked at and read in small pieces).
  * `mode` chooses how afs_read()/afs_write() behave (the position API below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
@@ -466,6 +468,12 @@ AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
 /* The file's size in bytes, or -errno (0 on a pipe or socket). With no op of the file in
  * flight, the library keeps the size for the end-of-file rule above. */
 AFS_API int64_t afs_file_size(struct afs_file *f);
+
+/* The size of a regular file as the fstat of its open found it (afs_open(),
+ * afs_file_from_fd()), without a system call; -1 for anything else: a directory, pipe,
+ * FIFO, socket, tty or device (also a character device that seeks, /dev/null). The file
+ * may have changed since: afs_file_size() asks the system. Any thread. */
+AFS_API int64_t afs_file_open_size(const struct afs_file *f);
 
 /* ------------------------------------------------------------------------------------------
  * The position API: one op in flight per file, at the file's own position.
@@ -876,8 +884,9 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
 #define AFS_NONBLOCK  0x0400 /* O_NONBLOCK: opening a FIFO or device does not wait. It stays
                                 set on the fd of afs_openat(); afs_open() and
                                 afs_file_from_fd() clear it (the file is then used as any
-                                other), or keep a pipe's waiting in the readiness engine
-                                (see "Files without offsets") */
+                                other; a regular file's afs_open() at its first queued op,
+                                see afs_open()), or keep a pipe's waiting in the readiness
+                                engine (see "Files without offsets") */
 
 /* afs_queue_statx()/afs_statx() flags. */
 #define AFS_AT_SYMLINK_NOFOLLOW 0x1 /* a symlink itself, not its target */

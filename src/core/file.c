@@ -46,6 +46,7 @@ int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum af
      * holding a pool thread (or the only thread) in read(2) until data comes. */
     f->polled = f->sock || (info->fifo && info->own && afs__sock_ready(ctx));
     atomic_init(&f->size_hint, info->size);
+    f->open_size = info->size;
     f->ctx = ctx;
     f->flags = flags;
     f->mode = mode;
@@ -106,13 +107,19 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     info.own = true;
     /* AFS_NONBLOCK is for the open only (a FIFO without its other end, a device): the file
      * is then used as any other (io_uring would answer -EAGAIN to reads of a non-blocking
-     * one); a FIFO is made non-blocking again where it waits in the readiness engine. */
-    if ((flags & AFS_NONBLOCK) && (err = afs__sys_opened_blocking(f->fd, flags)) < 0) {
+     * one); a FIFO is made non-blocking again where it waits in the readiness engine. A
+     * regular file keeps the flag until an op is queued on it (afs__file_settle): its
+     * inline reads and writes ignore it, and a file opened only for a look at its size or
+     * a small read is spared the system call. */
+    bool nb_open = (flags & AFS_NONBLOCK) && info.size >= 0;
+    if ((flags & AFS_NONBLOCK) && !nb_open &&
+        (err = afs__sys_opened_blocking(f->fd, flags)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
     }
     flags &= ~AFS_NONBLOCK;
+    atomic_init(&f->nb_open, nb_open);
     if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
@@ -122,8 +129,10 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         afs_close(f);
         return err;
     }
-    if (crash_trunc)
+    if (crash_trunc) {
         atomic_store_explicit(&f->size_hint, 0, memory_order_relaxed);
+        f->open_size = 0;
+    }
     *out = f;
     return 0;
 }
@@ -182,7 +191,24 @@ struct afs_ctx *afs_file_ctx(const struct afs_file *f)
 intptr_t afs_file_fd(const struct afs_file *f)
 {
     file_check((struct afs_file *)f, __func__);
+    /* The caller may use the descriptor as it likes: it gets it as documented, blocking.
+     * (Files are never defined const: the cast only drops the getter's promise.) */
+    (void)afs__file_settle((struct afs_file *)f);
     return (intptr_t)f->fd;
+}
+
+int afs__file_settle_slow(struct afs_file *f)
+{
+    int err = afs__sys_opened_blocking(f->fd, f->flags);
+    if (err == 0)
+        atomic_store_explicit(&f->nb_open, false, memory_order_relaxed);
+    return err;
+}
+
+int64_t afs_file_open_size(const struct afs_file *f)
+{
+    file_check((struct afs_file *)f, __func__);
+    return f->open_size;
 }
 
 int64_t afs_file_size(struct afs_file *f)

@@ -618,6 +618,8 @@ struct afs_file {
      * when a write of this file may have moved it. A short read that ends exactly there is
      * the end of file without a second read to confirm it. Read by pool threads. */
     _Atomic int64_t  size_hint;
+    int64_t          open_size; /* the size the fstat of the open gave, -1 when not a
+                                   regular file (afs_file_open_size) */
     struct afs__crash_file *crash; /* crash mode: what the simulator keeps of the file */
     uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
                                    Not in the first 32 bytes: free() keeps its lists there */
@@ -625,6 +627,10 @@ struct afs_file {
     bool             be_pool;   /* the backend cannot take its transfers, the pool serves them
                                    (iocp: a handle that cannot join the port) */
     void            *be_sock;   /* io_uring: the socket's multishot state (uring_ms.c) */
+    /* Opened with AFS_NONBLOCK, a regular file whose descriptor still has the flag: reads
+     * and writes of the page cache ignore it, so it is cleared only before the first op
+     * queued on the file or afs_file_fd() (afs__file_settle). */
+    atomic_bool      nb_open;
 
     /* The position API. */
     int64_t       pos;
@@ -632,6 +638,15 @@ struct afs_file {
     ssize_t       last_res;
     struct afs__op_waiting pos_wait; /* .pending: pos_op queued, its callback not run */
 };
+
+/* Clears the O_NONBLOCK that f's AFS_NONBLOCK open left on a regular file (struct afs_file,
+ * nb_open): 0 or -errno. */
+int afs__file_settle_slow(struct afs_file *f);
+static inline int afs__file_settle(struct afs_file *f)
+{
+    return atomic_load_explicit(&f->nb_open, memory_order_relaxed) ? afs__file_settle_slow(f)
+                                                                   : 0;
+}
 
 #define AFS__SPARE_MAX 8 /* stream chunk buffers a context keeps from closed streams */
 

@@ -92,6 +92,9 @@ static inline int setup_finish(struct afs_op *op, struct afs_file *f, enum afs__
                                void *data)
 {
     bool ctl = code >= AFS__FSYNC && code <= AFS__SYNC_RANGE;
+    int err = afs__file_settle(f);
+    if (err < 0)
+        return err;
     if (!ctl && f->seq) {
         /* A pipe, socket or tty has no offsets: only afs__queue_seq() moves data on it. */
         if (off != AFS__OFF_SEQ)

@@ -57,6 +57,12 @@ int      afs__thread_pin(unsigned nth);
 
 /* Monotonic clock, nanoseconds. */
 int64_t afs__now_ns(void);
+/* Whether afs__now_ns() has reached t. A t far off is told by a cheaper coarse clock where
+ * there is one (Linux: CLOCK_MONOTONIC_COARSE, which trails the monotonic clock by at most
+ * about a tick, a few ms, and never leads it); a t within AFS__COARSE_MARGIN_NS of it by
+ * the precise clock. */
+bool afs__now_reached(int64_t t);
+#define AFS__COARSE_MARGIN_NS 50000000
 #ifndef _WIN32
 int64_t afs__thread_cpu_ns(void); /* CLOCK_THREAD_CPUTIME_ID */
 int64_t afs__proc_cpu_ns(void);   /* CLOCK_PROCESS_CPUTIME_ID: every thread of the process */

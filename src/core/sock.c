@@ -68,7 +68,7 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
         if (a->how != SHUT_RD && a->how != SHUT_WR && a->how != SHUT_RDWR)
             return -EINVAL;
         break;
-    case AFS__SENDFILE:
+    case AFS__SENDFILE: {
         if (!afs__sys_sendfile_supported())
             return -ENOTSUP;
         if (!a->src || a->len > (size_t)SSIZE_MAX || a->off > (uint64_t)INT64_MAX ||
@@ -79,7 +79,11 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
         if ((a->src->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR)) == AFS_WRONLY ||
             acc == AFS_RDONLY)
             return -EBADF;
+        int err = afs__file_settle(a->src); /* its splices must not see O_NONBLOCK */
+        if (err < 0)
+            return err;
         break;
+    }
     default:
         return -EINVAL;
     }

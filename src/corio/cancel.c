@@ -55,7 +55,7 @@ int corio__interrupted_at(const struct corio_task *t, int64_t *deadline)
 {
     if (walk_up(t, deadline)) /* one walk for both: a task's every file op asks */
         return -ECANCELED;
-    if (*deadline != INT64_MAX && corio_now() >= *deadline)
+    if (*deadline != INT64_MAX && afs__now_reached(*deadline))
         return -ETIMEDOUT;
     return 0;
 }

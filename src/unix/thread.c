@@ -148,6 +148,21 @@ int64_t afs__now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+bool afs__now_reached(int64_t t)
+{
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+        int64_t coarse = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        if (coarse >= t)
+            return true; /* the precise clock is at least as far */
+        if (t - coarse > AFS__COARSE_MARGIN_NS)
+            return false;
+    }
+#endif
+    return afs__now_ns() >= t;
+}
+
 static int64_t cpu_clock_ns(clockid_t id)
 {
     struct timespec ts;

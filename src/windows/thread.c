@@ -116,3 +116,8 @@ int64_t afs__now_ns(void)
     int64_t f = freq.QuadPart;
     return (c.QuadPart / f) * 1000000000 + (c.QuadPart % f) * 1000000000 / f;
 }
+
+bool afs__now_reached(int64_t t)
+{
+    return afs__now_ns() >= t; /* no coarse clock on the performance counter's scale */
+}

@@ -669,6 +669,87 @@ T_PIPE(open_nonblock_does_not_wait_for_a_fifo_writer)
 }
 #endif
 
+#ifndef _WIN32
+/* A regular file opened with AFS_NONBLOCK whose descriptor was never handed out keeps the
+ * flag (no system call) until an op is queued on it: ops of data not in the page cache then
+ * wait for the disk as on any file (io_uring may answer -EAGAIN to a non-blocking one), and
+ * so does a sendfile from it. */
+T_PIPE(open_nonblock_regular_file_reads_wait_for_the_disk)
+{
+    t_new_ctx();
+    size_t len = 1 << 20;
+    t_make_file(t_path("reg"), len);
+    int fd = open(t_path("reg"), O_RDONLY);
+    cr_assert_geq(fd, 0);
+    char *data = malloc(len);
+    cr_assert(data);
+    for (int round = 0; round < 2; round++) {
+        cr_assert_eq(fdatasync(fd), 0);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* out of the page cache */
+        struct afs_file *f;
+        cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDONLY | AFS_NONBLOCK, 0,
+                              AFS_MODE_SYNC, &f),
+                     0);
+        cr_assert_neq(fcntl(f->fd, F_GETFL) & O_NONBLOCK, 0, "the flag left at the open");
+        if (round == 0) {
+            memset(data, 0, len);
+            cr_assert_eq(afs_pread(f, data, len, 0), (ssize_t)len);
+            cr_assert(t_check(data, len, 0));
+        } else if (afs__sys_sendfile_supported()) {
+            int sv[2];
+            cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+            struct afs_file *s;
+            cr_assert_eq(afs_file_from_fd(t_ctx, sv[0], AFS_RDWR, AFS_MODE_SYNC, &s), 0);
+            ssize_t n = afs_sendfile(s, f, 0, 4096);
+            cr_assert_eq(n, 4096, "sendfile: %zd (%s)", n, n < 0 ? strerror((int)-n) : "");
+            cr_assert_eq(read(sv[1], data, 4096), 4096);
+            cr_assert(t_check(data, 4096, 0));
+            cr_assert_eq(afs_close(s), 0);
+            close(sv[1]);
+        }
+        if (round == 0 || afs__sys_sendfile_supported())
+            cr_assert_eq(fcntl(f->fd, F_GETFL) & O_NONBLOCK, 0, "the flag kept past an op");
+        cr_assert_eq(fcntl((int)afs_file_fd(f), F_GETFL) & O_NONBLOCK, 0);
+        cr_assert_eq(afs_close(f), 0);
+    }
+    free(data);
+    close(fd);
+}
+
+/* afs_file_open_size: the size the open saw, kept while the file changes; -1 for what is
+ * not a regular file. */
+T_PIPE(open_size_is_the_size_the_open_saw)
+{
+    t_new_ctx();
+    t_make_file(t_path("reg"), 5000);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDWR, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_open_size(f), 5000);
+    cr_assert_eq(afs_pwrite(f, "x", 1, 9999), 1);
+    cr_assert_eq(afs_file_open_size(f), 5000);
+    cr_assert_eq(afs_file_size(f), 10000);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDWR | AFS_TRUNC, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_open_size(f), 0);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
+    cr_assert_eq(afs_open(t_ctx, t_path("fifo"), AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    cr_assert_eq(afs_file_open_size(f), -1);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_open(t_ctx, "/dev/null", AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_open_size(f), -1);
+    cr_assert_eq(afs_close(f), 0);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(afs_file_from_fd(t_ctx, sv[0], AFS_RDWR, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_file_open_size(f), -1);
+    cr_assert_eq(afs_close(f), 0);
+    close(sv[1]);
+}
+#endif
+
 #ifdef __linux__
 #include <sys/ioctl.h>
 
