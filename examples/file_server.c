@@ -109,38 +109,95 @@ static int skip_body(struct corio_task *t, struct corio_stream *c, long long len
     return 0;
 }
 
+/* Whether a line read (its '\n' included) is empty. */
+static int blank(const char *line, ssize_t n)
+{
+    return n <= 2 && (line[0] == '\n' || (line[0] == '\r' && n == 2));
+}
+
+/* Splits s at runs of spaces and tabs into words: how many there are, 4 meaning more than
+ * three; the first three in w[] (each ended by a NUL written into s) and their lengths. */
+static int split_words(char *s, char *w[3], size_t len[3])
+{
+    int k = 0;
+    for (;;) {
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s)
+            return k;
+        if (k == 3)
+            return 4;
+        w[k] = s;
+        while (*s && *s != ' ' && *s != '\t')
+            s++;
+        len[k] = (size_t)(s - w[k]);
+        k++;
+        if (*s)
+            *s++ = '\0';
+    }
+}
+
+/* Whether the list of options v .. end (a Connection header's value: tokens between commas,
+ * spaces and tabs around them) holds opt, in any case. */
+static int has_option(const char *v, const char *end, const char *opt)
+{
+    size_t n = strlen(opt);
+    while (v < end) {
+        while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+            v++;
+        const char *tok = v;
+        while (v < end && *v != ',' && *v != ' ' && *v != '\t' && *v != '\r' && *v != '\n')
+            v++;
+        if ((size_t)(v - tok) == n && strncasecmp(tok, opt, n) == 0)
+            return 1;
+        while (v < end && *v != ',')
+            v++;
+    }
+    return 0;
+}
+
 /* Reads one request head (and drops its body): 1 and *r, 0 when the client closed between
  * requests, -errno, or 400 / 413 / 414 / 431 / 501 for a request to refuse (the connection
  * is then closed). */
 static int read_request(struct corio_task *t, struct corio_stream *c, struct req *r)
 {
     const char *line;
-    ssize_t n = corio_stream_read_line(t, c, 8192, &line);
-    if (n == 0)
-        return 0;
-    if (n < 0)
-        return n == -EMSGSIZE ? 414 : (int)n;
-    char method[32], target[1200], version[16], rest[2];
+    ssize_t n;
+    /* Empty lines before a request line are ignored (RFC 9112, 2.2), a few of them. */
+    for (int empty = 0;; empty++) {
+        n = corio_stream_read_line(t, c, 8192, &line);
+        if (n == 0)
+            return 0;
+        if (n < 0)
+            return n == -EMSGSIZE ? 414 : (int)n;
+        if (!blank(line, n))
+            break;
+        if (empty == 8)
+            return 400;
+    }
     char head[8200];
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
     memcpy(head, line, (size_t)n);
     head[n] = '\0';
-    /* method SP target SP HTTP/1.x, nothing after (a target cut at its buffer's size would
-     * leave the rest there: 414) */
-    int k = sscanf(head, "%31s %1199s %15s %1s", method, target, version, rest);
-    if (k == 4 && strlen(target) == sizeof target - 1)
-        return 414;
-    if (k != 3 || (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0")))
+    /* method SP target SP HTTP/1.x, nothing after */
+    char *w[3];
+    size_t len[3];
+    if (split_words(head, w, len) != 3 || (strcmp(w[2], "HTTP/1.1") && strcmp(w[2], "HTTP/1.0")))
         return 400;
-    if (strlen(method) >= sizeof r->method)
+    if (len[0] >= sizeof r->method)
         return 501; /* no method that long is served */
-    memcpy(r->method, method, strlen(method) + 1);
-    r->keep_alive = strcmp(version, "HTTP/1.1") == 0;
-    int status = 0, have_len = 0;
+    if (len[1] >= sizeof r->path - 16)
+        return 414;
+    char *target = w[1];
+    memcpy(r->method, w[0], len[0] + 1);
+    r->keep_alive = strcmp(w[2], "HTTP/1.1") == 0;
+    int status = 0, have_len = 0, closing = 0;
     long long body = 0;
     for (int lines = 0;; lines++) {
         if ((n = corio_stream_read_line(t, c, 8192, &line)) <= 0)
             return n == 0 ? -ECONNRESET : n == -EMSGSIZE ? 431 : (int)n;
-        if (n <= 2 && (line[0] == '\n' || (line[0] == '\r' && n == 2)))
+        if (blank(line, n))
             break;
         if (lines > 100)
             status = 431;
@@ -149,12 +206,11 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             line[0] == ' ' || line[0] == '\t')
             status = status ? status : 400; /* not a field (RFC 9112 5.1), or a folded line */
         if (n > 11 && strncasecmp(line, "connection:", 11) == 0) {
-            const char *v = line + 11;
-            while (*v == ' ')
-                v++;
-            if (strncasecmp(v, "close", 5) == 0)
-                r->keep_alive = 0;
-            else if (strncasecmp(v, "keep-alive", 10) == 0)
+            /* "close" among the options wins (RFC 9112, 9.6); "keep-alive" keeps an
+             * HTTP/1.0 connection. */
+            if (has_option(line + 11, line + n, "close"))
+                closing = 1;
+            else if (has_option(line + 11, line + n, "keep-alive"))
                 r->keep_alive = 1;
         } else if (n > 15 && strncasecmp(line, "content-length:", 15) == 0) {
             const char *digits = line + 15;
@@ -178,14 +234,15 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
     }
     if (status)
         return status;
+    if (closing)
+        r->keep_alive = 0;
     int err = skip_body(t, c, body);
     if (err < 0)
         return err;
     char *q = strchr(target, '?');
     if (q)
         *q = '\0';
-    if (percent_decode(target) < 0 || target[0] != '/' || strstr(target, "/..") ||
-        strlen(target) >= sizeof r->path - 16)
+    if (percent_decode(target) < 0 || target[0] != '/' || strstr(target, "/.."))
         return 400;
     const char *path = strcmp(target, "/") ? target : "/index.html";
     memcpy(r->path, path, strlen(path) + 1); /* fits: checked above */
@@ -219,6 +276,30 @@ static int send_status(struct corio_task *t, struct corio_stream *c, int status,
     return corio_stream_write(t, c, h, (size_t)n);
 }
 
+/* Writes the head of a 200 response with a body of size bytes into buf: its length. */
+static int ok_head(char *buf, uint64_t size, int keep_alive)
+{
+    static const char start[] = "HTTP/1.1 200 OK\r\nServer: corio\r\nContent-Length: ";
+    static const char keep[] = "\r\nContent-Type: application/octet-stream\r\n"
+                               "Connection: keep-alive\r\n\r\n";
+    static const char shut[] = "\r\nContent-Type: application/octet-stream\r\n"
+                                "Connection: close\r\n\r\n";
+    char digits[20];
+    int nd = 0;
+    do
+        digits[nd++] = (char)('0' + size % 10);
+    while ((size /= 10) > 0);
+    char *p = buf;
+    memcpy(p, start, sizeof start - 1);
+    p += sizeof start - 1;
+    while (nd > 0)
+        *p++ = digits[--nd];
+    const char *end = keep_alive ? keep : shut;
+    size_t n = keep_alive ? sizeof keep - 1 : sizeof shut - 1;
+    memcpy(p, end, n);
+    return (int)(p + n - buf);
+}
+
 /* Sends the file of r (or a status): 0 to go on, -errno to drop the connection. */
 static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, char *buf)
 {
@@ -240,21 +321,14 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
                                                                           : 500;
         return send_status(t, c, status, r->keep_alive);
     }
-    int64_t size = afs_file_size(f);
-    struct afs_stat st;
-    if (size == 0 && afs_statx(ctx, (int)afs_file_fd(f), "", AFS_AT_EMPTY_PATH, &st) == 0 &&
-        (st.mode & 0170000) != 0100000) {
-        afs_close(f); /* a FIFO, a device: sizes say nothing, reads may never end */
-        return send_status(t, c, 403, r->keep_alive);
-    }
+    /* The size the open saw (no system call); -1: not a regular file (a FIFO, a device:
+     * sizes say nothing, reads may never end). */
+    int64_t size = afs_file_open_size(f);
     if (size < 0) {
         afs_close(f);
-        return send_status(t, c, 500, r->keep_alive);
+        return send_status(t, c, 403, r->keep_alive);
     }
-    int hl = snprintf(buf, PIECE,
-                      "HTTP/1.1 200 OK\r\nServer: corio\r\nContent-Length: %lld\r\n"
-                      "Content-Type: application/octet-stream\r\nConnection: %s\r\n\r\n",
-                      (long long)size, r->keep_alive ? "keep-alive" : "close");
+    int hl = ok_head(buf, (uint64_t)size, r->keep_alive);
     uint64_t off = 0;
     size_t fill = (size_t)hl;
     err = 0;

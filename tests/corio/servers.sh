@@ -75,7 +75,7 @@ mkfifo "$dir/www/fifo"
 mkdir -p "$dir/www/sub"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 8 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 11 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
@@ -161,6 +161,26 @@ file_checks() { # file_server's arguments
   printf 'GET /small.bin HTTP/1.1\r\nConnection : close\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for 'Connection : close'"
+  exec 3>&-
+  # Empty lines before a request line are ignored; "close" among Connection's options ends
+  # the connection after the response; a method too long to know is 501, a target too long
+  # 414.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf '\r\n\r\nGET /small.bin HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && cmp -s "$dir/got4" "$dir/www/small.bin" ||
+    fail "file: status '$status' after empty lines"
+  timeout 10 cat <&3 > /dev/null || fail "file: 'keep-alive, close' kept the connection"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'LONGMETHOD / HTTP/1.1\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 501 Not Implemented" ] || fail "file: status '$status' for a long method"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /%s HTTP/1.1\r\n\r\n' "$(head -c 2000 /dev/zero | tr '\0' a)" >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 414 URI Too Long" ] || fail "file: status '$status' for a long target"
   exec 3>&-
   # A client that asks for 4 MiB and leaves at once: the server must go on.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
