@@ -56,6 +56,7 @@ struct opts {
 };
 
 static const char *root_dir;
+static size_t      root_len;
 static long long   sendfile_min = 64 * 1024; /* < 0: never */
 static int         no_sendfile;              /* the library said -ENOTSUP once */
 static int64_t     timeout_ns = 60 * 1000000000LL; /* 0: none */
@@ -307,7 +308,11 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     if (!head && strcmp(r->method, "GET") != 0)
         return send_status(t, c, 405, r->keep_alive);
     char full[2048];
-    snprintf(full, sizeof full, "%s%s", root_dir, r->path);
+    size_t pl = strlen(r->path);
+    if (root_len + pl >= sizeof full)
+        return send_status(t, c, 404, r->keep_alive); /* as a name too long for the system */
+    memcpy(full, root_dir, root_len);
+    memcpy(full + root_len, r->path, pl + 1);
     struct afs_file *f;
     struct afs_ctx *ctx = corio_sched_ctx(corio_task_sched(t));
     /* Non-blocking: a FIFO under the root must not hold the open (a pool thread on some
@@ -429,6 +434,7 @@ int main(int argc, char **argv)
         }
     }
     root_dir = o.root;
+    root_len = strlen(root_dir);
     struct corio_sched *s;
     int err = corio_sched_new(&s, NULL);
     if (err < 0) {
