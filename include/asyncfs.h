@@ -947,8 +947,10 @@ AFS_API int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
  * is there unless AFS_RENAME_NOREPLACE. A symlink at either name is renamed or replaced, not
  * followed. Windows: FileRenameInformationEx with POSIX semantics and past a read-only
  * target (Windows 10 1709 on NTFS); elsewhere FileRenameInformation, as MoveFileExW with
- * MOVEFILE_REPLACE_EXISTING, which refuses a read-only or open target (-EACCES) and
- * replacing a directory. Across volumes: -EXDEV. */
+ * MOVEFILE_REPLACE_EXISTING, which refuses a read-only or open target (-EACCES). A
+ * directory replaces an empty directory as rename(2) does (a full one is -ENOTEMPTY; one
+ * open elsewhere -EBUSY where the system cannot remove a name at once). Across volumes:
+ * -EXDEV. */
 AFS_API int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                                const char *oldpath, int newdirfd, const char *newpath,
                                int flags, afs_cb *cb, void *data);

@@ -266,6 +266,11 @@ int afs__win_errno(DWORD err);
 /* The same for an NTSTATUS from ntdll (the metadata ops of src/windows/sys.c): a few statuses
  * whose Windows error would lose the POSIX meaning, then afs__win_errno(). */
 int afs__nt_errno(LONG status);
+/* err (-errno, already translated) of a write or size change that would have made a file end
+ * at `end` (off + len, or the new size). Past the largest file a Windows file system holds,
+ * the answers that mean "too large" there become -EFBIG, as Linux says past the file
+ * system's limit; any other err is returned as it is. */
+int afs__win_size_errno(int err, uint64_t end);
 /* Makes afs__waker_signal() also post a wake packet to this completion port (NULL: stop);
  * the iocp backend attaches its port so that one GetQueuedCompletionStatusEx waits for both
  * I/O and wakes. The port is kept in w->wfd. */

@@ -2,7 +2,8 @@
  * (libuv's uv_translate_sys_error, narrowed to what file and socket I/O meet). Every other
  * file in src/windows/ calls afs__win_errno(GetLastError()), afs__nt_errno(status) for an
  * NTSTATUS, or, for Winsock calls, afs__win_errno(WSAGetLastError()) (WSAE* codes are Windows
- * error codes too), and nothing else. */
+ * error codes too), and nothing else; a write or size change then passes the result through
+ * afs__win_size_errno() with the end it asked for. */
 #include "internal.h"
 
 /* Newer than some SDKs (MinGW-w64's headers among them). */
@@ -162,6 +163,7 @@ int afs__win_errno(DWORD err)
 #define NT_OBJECT_NAME_INVALID ((LONG)0xC0000033L)
 #define NT_NAME_TOO_LONG       ((LONG)0xC0000106L)
 #define NT_OBJECT_TYPE_MISMATCH ((LONG)0xC0000024L)
+#define NT_SECTION_TOO_BIG     ((LONG)0xC0000040L)
 
 typedef ULONG(NTAPI *status_to_dos_fn)(LONG status);
 static status_to_dos_fn status_to_dos;
@@ -187,8 +189,29 @@ int afs__nt_errno(LONG status)
     case NT_OBJECT_NAME_INVALID: return -EINVAL;
     case NT_NAME_TOO_LONG: return -ENAMETOOLONG;
     case NT_OBJECT_TYPE_MISMATCH: return -EBADF; /* a handle that is not a file's */
+    /* Wine's answer when the host's file system refuses a size (its EFBIG) to a size change;
+     * Windows gives it only for sections (mappings), which the library does not make. As a
+     * Windows error it would be ERROR_NOT_ENOUGH_MEMORY. */
+    case NT_SECTION_TOO_BIG: return -EFBIG;
     default: break;
     }
     InitOnceExecuteOnce(&status_once, status_init, NULL, NULL);
     return status_to_dos ? afs__win_errno(status_to_dos(status)) : -EIO;
+}
+
+/* No Windows file system holds a file of 2^60 bytes (1 EiB): NTFS takes up to 8 PiB, ReFS
+ * 35 PB, exFAT has no sparse files and volumes of 128 PiB at most. */
+#define WIN_FILE_MAX ((uint64_t)1 << 60)
+
+/* Past it a write or size change fails for its size, whatever the system calls it: NTFS
+ * says "invalid parameter" for a size above its limit (MS-FSCC FileEndOfFileInformation),
+ * others "disk full"; wine passes on the host's EFBIG as "unsuccessful" (-EIO) for a write
+ * and as STATUS_SECTION_TOO_BIG (ERROR_NOT_ENOUGH_MEMORY) for a size. Below it the library
+ * cannot tell a size the file system refuses from a device error, and err stays. */
+int afs__win_size_errno(int err, uint64_t end)
+{
+    if (end > WIN_FILE_MAX &&
+        (err == -EIO || err == -EINVAL || err == -ENOSPC || err == -ENOMEM))
+        return -EFBIG;
+    return err;
 }

@@ -77,6 +77,8 @@ static ssize_t rw(HANDLE h, bool write, void *buf, size_t len, uint64_t off)
         err = GetOverlappedResult(h, &ov, &n, TRUE) ? 0 : GetLastError();
     if (!write && (err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE))
         return 0;
+    if (err && write && off != AFS__OFF_SEQ)
+        return afs__win_size_errno(afs__win_errno(err), off + want);
     if (err)
         return afs__win_errno(err);
     return (ssize_t)n;
@@ -127,6 +129,8 @@ static ssize_t sys_pwritev(HANDLE h, const struct iovec *iov, int iovcnt, uint64
  * read-only) is flushed through a second one opened on it with write access (-EACCES where
  * none can be had: a read-only file). */
 static int flush_reopened(HANDLE h);
+/* The end of file moved to `size` (with the ntdll calls below). */
+static int set_eof(HANDLE h, uint64_t size);
 
 static int sys_fsync(HANDLE h, bool datasync)
 {
@@ -138,15 +142,6 @@ static int sys_fsync(HANDLE h, bool datasync)
         return 0;
     DWORD e = GetLastError();
     return e == ERROR_ACCESS_DENIED ? flush_reopened(h) : afs__win_errno(e);
-}
-
-static int set_eof(HANDLE h, uint64_t size)
-{
-    FILE_END_OF_FILE_INFO eof;
-    eof.EndOfFile.QuadPart = (LONGLONG)size;
-    if (!SetFileInformationByHandle(h, FileEndOfFileInfo, &eof, sizeof eof))
-        return afs__win_errno(GetLastError());
-    return 0;
 }
 
 static int sys_ftruncate(HANDLE h, uint64_t size)
@@ -227,7 +222,7 @@ static int sys_fallocate(HANDLE h, int mode, uint64_t off, uint64_t len)
         FILE_ALLOCATION_INFO ai;
         ai.AllocationSize.QuadPart = (LONGLONG)end;
         if (!SetFileInformationByHandle(h, FileAllocationInfo, &ai, sizeof ai))
-            err = afs__win_errno(GetLastError());
+            err = afs__win_size_errno(afs__win_errno(GetLastError()), end);
     }
     /* Without allocation control (some emulations) a file that is not sparse is still
      * allocated up to its end: extending it is the allocation. */
@@ -466,6 +461,7 @@ void afs__aligned_free(void *p, size_t size)
 #define NT_FILE_RENAME_INFORMATION    10
 #define NT_FILE_LINK_INFORMATION      11
 #define NT_FILE_RENAME_INFORMATION_EX 65
+#define NT_FILE_END_OF_FILE_INFORMATION 20
 #define NT_RENAME_REPLACE_IF_EXISTS   0x1
 #define NT_RENAME_POSIX_SEMANTICS     0x2
 #define NT_RENAME_IGNORE_READONLY     0x40
@@ -475,6 +471,7 @@ void afs__aligned_free(void *p, size_t size)
 #define NT_STATUS_NOT_SUPPORTED       ((LONG)0xC00000BBL)
 #define NT_STATUS_ACCESS_DENIED       ((LONG)0xC0000022L)
 #define NT_STATUS_CANNOT_DELETE       ((LONG)0xC0000121L)
+#define NT_STATUS_OBJECT_NAME_COLLISION ((LONG)0xC0000035L)
 #define NT_FILE_DISPOSITION_INFORMATION    13
 #define NT_FILE_DISPOSITION_INFORMATION_EX 64
 #define NT_DISPOSITION_DELETE              0x1
@@ -529,6 +526,23 @@ static bool nt_ready(void)
 {
     InitOnceExecuteOnce(&nt_once, nt_init, NULL, NULL);
     return nt.create && nt.set_info;
+}
+
+/* NtSetInformationFile rather than SetFileInformationByHandle: the NTSTATUS says why a size
+ * is refused, where the Windows error may not (wine's STATUS_SECTION_TOO_BIG for a size the
+ * host's file system refuses would be ERROR_NOT_ENOUGH_MEMORY). */
+static int set_eof(HANDLE h, uint64_t size)
+{
+    FILE_END_OF_FILE_INFO eof;
+    eof.EndOfFile.QuadPart = (LONGLONG)size;
+    if (!nt_ready()) {
+        if (!SetFileInformationByHandle(h, FileEndOfFileInfo, &eof, sizeof eof))
+            return afs__win_size_errno(afs__win_errno(GetLastError()), size);
+        return 0;
+    }
+    IO_STATUS_BLOCK iosb;
+    NTSTATUS s = nt.set_info(h, &iosb, &eof, sizeof eof, NT_FILE_END_OF_FILE_INFORMATION);
+    return afs__win_size_errno(afs__nt_errno(s), size);
 }
 
 static HANDLE fd_handle(int fd)
@@ -767,11 +781,12 @@ static bool through_a_file(const struct nt_name *nm)
     return false;
 }
 
-/* Opens name (see nt_name) with NtCreateFile. An error on a name relative to a handle that
- * is not an open directory says so (-EBADF, -ENOTDIR), as openat does; so does a name that
- * goes through a file that is not a directory (-ENOTDIR, through_a_file). */
-static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, ULONG disp,
-                   ULONG options, HANDLE *out)
+/* Opens name (see nt_name) with NtCreateFile, shared as `share` says. An error on a name
+ * relative to a handle that is not an open directory says so (-EBADF, -ENOTDIR), as openat
+ * does; so does a name that goes through a file that is not a directory (-ENOTDIR,
+ * through_a_file). */
+static int nt_open_shared(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, ULONG disp,
+                          ULONG options, ULONG share, HANDLE *out)
 {
     UNICODE_STRING us;
     us.Buffer = nm->buf;
@@ -782,8 +797,7 @@ static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, UL
     if (nm->slash)
         options |= FILE_DIRECTORY_FILE;
     NTSTATUS s = nt.create(out, access | SYNCHRONIZE | FILE_READ_ATTRIBUTES, &oa, &iosb, NULL,
-                           attrs, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, disp,
-                           options, NULL, 0);
+                           attrs, share, disp, options, NULL, 0);
     if (s >= 0)
         return 0;
     if (nm->root) {
@@ -796,6 +810,14 @@ static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, UL
     if (s == NT_STATUS_OBJECT_PATH_NOT_FOUND && through_a_file(nm))
         return -ENOTDIR;
     return afs__nt_errno(s);
+}
+
+/* nt_open_shared, shared for reading, writing and deletion (every open of the library). */
+static int nt_open(const struct nt_name *nm, ACCESS_MASK access, ULONG attrs, ULONG disp,
+                   ULONG options, HANDLE *out)
+{
+    return nt_open_shared(nm, access, attrs, disp, options,
+                          FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, out);
 }
 
 static void nt_name_free(struct nt_name *nm)
@@ -1040,11 +1062,37 @@ static bool not_here(NTSTATUS s)
            s == NT_STATUS_NOT_IMPLEMENTED || s == NT_STATUS_NOT_SUPPORTED;
 }
 
-/* FileRenameInformationEx with POSIX semantics (Windows 10 1709 on NTFS: the name is
- * replaced even while the old file is open, read-only or not); where the system or the
- * file system lacks it, FileRenameInformation with ReplaceIfExists, what MoveFileExW with
- * MOVEFILE_REPLACE_EXISTING does. AFS_RENAME_NOREPLACE is the absence of either flag: the
- * system checks and renames in one step, -EEXIST. */
+/* Delete-on-close set on an open handle: with POSIX semantics (the name goes at once, even
+ * while others have the file open) and past the read-only attribute where the system has
+ * FileDispositionInfoEx; otherwise the plain disposition, after clearing the read-only
+ * attribute (restored if the delete fails). */
+static int delete_handle(HANDLE h, DWORD attrs)
+{
+    IO_STATUS_BLOCK iosb;
+    ULONG flags = NT_DISPOSITION_DELETE | NT_DISPOSITION_POSIX_SEMANTICS |
+                  NT_DISPOSITION_IGNORE_READONLY;
+    NTSTATUS s = nt.set_info(h, &iosb, &flags, sizeof flags, NT_FILE_DISPOSITION_INFORMATION_EX);
+    if (!not_here(s))
+        return afs__nt_errno(s);
+    BOOLEAN del = TRUE;
+    bool ro = attrs & FILE_ATTRIBUTE_READONLY;
+    FILE_BASIC_INFO bi;
+    if (ro) {
+        memset(&bi, 0, sizeof bi);
+        bi.FileAttributes = attrs & ~(DWORD)FILE_ATTRIBUTE_READONLY;
+        if (!bi.FileAttributes)
+            bi.FileAttributes = FILE_ATTRIBUTE_NORMAL;
+        if (!SetFileInformationByHandle(h, FileBasicInfo, &bi, sizeof bi))
+            return afs__win_errno(GetLastError());
+    }
+    s = nt.set_info(h, &iosb, &del, sizeof del, NT_FILE_DISPOSITION_INFORMATION);
+    if (s < 0 && ro) {
+        bi.FileAttributes = attrs;
+        (void)SetFileInformationByHandle(h, FileBasicInfo, &bi, sizeof bi);
+    }
+    return afs__nt_errno(s);
+}
+
 /* 1 when path's last component is ".", 2 for "..", else 0 ("a/./" too). Windows resolves
  * them as text, so "dir/." would name dir itself: POSIX refuses to remove or rename such a
  * name, and so does the library. */
@@ -1079,11 +1127,12 @@ static bool is_dir_itself(HANDLE h)
  * (FileRenameInformation replaces a file with a directory): a directory replaces only a
  * directory (-ENOTDIR), a file only a file (-EISDIR; Windows would say -EACCES). Nothing is
  * changed before. A target that cannot be opened is left to the rename, but for -ENOTDIR
- * (a path through a file). */
-static int replace_check(HANDLE src, int dirfd2, const char *path2)
+ * (a path through a file). *dirs: the target exists and both are directories. */
+static int replace_check(HANDLE src, int dirfd2, const char *path2, bool *dirs)
 {
     struct nt_name nm;
     HANDLE t;
+    *dirs = false;
     int err = nt_name(dirfd2, path2, &nm);
     if (err == 0)
         err = nt_open(&nm, 0, 0, FILE_OPEN, FILE_OPEN_REPARSE_POINT, &t);
@@ -1096,19 +1145,120 @@ static int replace_check(HANDLE src, int dirfd2, const char *path2)
         return -ENOTDIR;
     if (!dir && target_dir)
         return -EISDIR;
+    *dirs = dir;
     return 0;
 }
 
+/* The final path of h (malloc'd, "\Device\...\dir"), or NULL. */
+static wchar_t *final_path(HANDLE h)
+{
+    DWORD n = GetFinalPathNameByHandleW(h, NULL, 0, VOLUME_NAME_NT);
+    wchar_t *p = n ? malloc(((size_t)n + 1) * sizeof *p) : NULL;
+    if (!p)
+        return NULL;
+    DWORD m = GetFinalPathNameByHandleW(h, p, n + 1, VOLUME_NAME_NT);
+    if (m == 0 || m > n) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* 1 when t is dir or lies below it, 0 when not, -1 when that cannot be told (wine gives no
+ * final path over MAX_PATH). */
+static int lies_below(HANDLE dir, HANDLE t)
+{
+    wchar_t *d = final_path(dir), *p = final_path(t);
+    int r = -1;
+    if (d && p) {
+        size_t n = wcslen(d);
+        r = !_wcsnicmp(d, p, n) && (p[n] == L'\\' || p[n] == 0);
+    }
+    free(d);
+    free(p);
+    return r;
+}
+
+/* An empty directory under path's name again, with the attributes `attrs` it had. */
+static void remake_dir(int dirfd, const char *path, DWORD attrs)
+{
+    struct nt_name nm;
+    HANDLE h;
+    attrs &= FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM |
+             FILE_ATTRIBUTE_ARCHIVE | FILE_ATTRIBUTE_NOT_CONTENT_INDEXED;
+    if (nt_name(dirfd, path, &nm) == 0 &&
+        nt_open(&nm, FILE_LIST_DIRECTORY, attrs ? attrs : FILE_ATTRIBUTE_NORMAL, FILE_CREATE,
+                FILE_DIRECTORY_FILE | FILE_OPEN_REPARSE_POINT, &h) == 0)
+        CloseHandle(h);
+    nt_name_free(&nm);
+}
+
+/* The directory src renamed over the directory dirfd2/path2, where the system refused
+ * (`denied`: FileRenameInformation never replaces a directory, nor does
+ * FileRenameInformationEx without POSIX semantics). rename(2) replaces an empty one: it is
+ * removed first, with the delete disposition, which the system refuses for a full directory
+ * (-ENOTEMPTY, nothing changed); then src takes its name in one rename that replaces
+ * nothing. src is under one of its two names all along: a failure leaves it where it was, and
+ * an empty directory with the target's attributes is made again under the target's name
+ * (unless another took it meanwhile). As rename(2): the same directory is left as it is (0),
+ * one below src is -EINVAL; where that cannot be told, the first refusal stands. */
+static int replace_dir(HANDLE src, int dirfd2, const char *path2, struct nt_name_info *ni,
+                       ULONG size, NTSTATUS denied)
+{
+    /* Not shared: a removed name stays until its last handle closes (no POSIX semantics
+     * here), so a directory open elsewhere would go later, after a refused rename. It is
+     * -EBUSY instead, rename(2)'s answer for a directory in use, and nothing changes. */
+    struct nt_name nm;
+    HANDLE t;
+    int err = nt_name(dirfd2, path2, &nm);
+    if (err == 0) {
+        err = nt_open_shared(&nm, DELETE | FILE_WRITE_ATTRIBUTES, 0, FILE_OPEN,
+                             FILE_OPEN_REPARSE_POINT, 0, &t);
+        if (err == -EACCES) /* read-only attribute left as it is */
+            err = nt_open_shared(&nm, DELETE, 0, FILE_OPEN, FILE_OPEN_REPARSE_POINT, 0, &t);
+    }
+    nt_name_free(&nm);
+    if (err < 0)
+        return err == -EBUSY ? err : afs__nt_errno(denied);
+    DWORD attrs = 0;
+    FILE_BASIC_INFO bi;
+    if (!is_link(t, &attrs) && !attrs &&
+        GetFileInformationByHandleEx(t, FileBasicInfo, &bi, sizeof bi))
+        attrs = bi.FileAttributes;
+    bool same = false;
+    if (!is_dir_itself(t)) {
+        err = afs__nt_errno(denied); /* replaced by a file or a link meanwhile */
+    } else if (!(same = afs__sys_same_file(src, t))) {
+        int below = lies_below(src, t);
+        err = below > 0 ? -EINVAL : below < 0 ? afs__nt_errno(denied) : delete_handle(t, attrs);
+    }
+    CloseHandle(t); /* the name goes here, unless the system removed it at once */
+    if (err < 0 || same)
+        return err;
+    IO_STATUS_BLOCK iosb;
+    ni->flags = 0; /* replace nothing: a name made meanwhile stays */
+    NTSTATUS s = nt.set_info(src, &iosb, ni, size, NT_FILE_RENAME_INFORMATION);
+    if (s < 0 && s != NT_STATUS_OBJECT_NAME_COLLISION)
+        remake_dir(dirfd2, path2, attrs);
+    return afs__nt_errno(s);
+}
+
+/* FileRenameInformationEx with POSIX semantics (Windows 10 1709 on NTFS: the name is
+ * replaced even while the old file is open, read-only or not); where the system or the
+ * file system lacks it, FileRenameInformation with ReplaceIfExists, what MoveFileExW with
+ * MOVEFILE_REPLACE_EXISTING does. A directory over a directory that the system refuses to
+ * replace goes on in replace_dir. AFS_RENAME_NOREPLACE is the absence of either flag: the
+ * system checks and renames in one step, -EEXIST. */
 int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
 {
     if (dot_name(path) || dot_name(path2))
         return -EBUSY; /* as Linux for "." and ".." */
-    bool replace = !(afs_flags & AFS_RENAME_NOREPLACE);
+    bool replace = !(afs_flags & AFS_RENAME_NOREPLACE), dirs = false;
     HANDLE h;
     int err = open_for_delete(dirfd, path, 0, &h);
     if (err < 0)
         return err;
-    if (replace && (err = replace_check(h, dirfd2, path2)) < 0) {
+    if (replace && (err = replace_check(h, dirfd2, path2, &dirs)) < 0) {
         CloseHandle(h);
         return err;
     }
@@ -1129,9 +1279,11 @@ int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2
         ni->replace = replace;
         s = nt.set_info(h, &iosb, ni, size, NT_FILE_RENAME_INFORMATION);
     }
+    err = s == NT_STATUS_ACCESS_DENIED && dirs ? replace_dir(h, dirfd2, path2, ni, size, s)
+                                               : afs__nt_errno(s);
     free(ni);
     CloseHandle(h);
-    return afs__nt_errno(s);
+    return err;
 }
 
 /* A second name in the same directory for the file at dfd/from (a hard link, NTFS). */
@@ -1154,37 +1306,6 @@ int afs__sys_crash_link(int dfd, const char *from, const char *to)
     }
     CloseHandle(h);
     return err;
-}
-
-/* Delete-on-close set on an open handle: with POSIX semantics (the name goes at once, even
- * while others have the file open) and past the read-only attribute where the system has
- * FileDispositionInfoEx; otherwise the plain disposition, after clearing the read-only
- * attribute (restored if the delete fails). */
-static int delete_handle(HANDLE h, DWORD attrs)
-{
-    IO_STATUS_BLOCK iosb;
-    ULONG flags = NT_DISPOSITION_DELETE | NT_DISPOSITION_POSIX_SEMANTICS |
-                  NT_DISPOSITION_IGNORE_READONLY;
-    NTSTATUS s = nt.set_info(h, &iosb, &flags, sizeof flags, NT_FILE_DISPOSITION_INFORMATION_EX);
-    if (!not_here(s))
-        return afs__nt_errno(s);
-    BOOLEAN del = TRUE;
-    bool ro = attrs & FILE_ATTRIBUTE_READONLY;
-    FILE_BASIC_INFO bi;
-    if (ro) {
-        memset(&bi, 0, sizeof bi);
-        bi.FileAttributes = attrs & ~(DWORD)FILE_ATTRIBUTE_READONLY;
-        if (!bi.FileAttributes)
-            bi.FileAttributes = FILE_ATTRIBUTE_NORMAL;
-        if (!SetFileInformationByHandle(h, FileBasicInfo, &bi, sizeof bi))
-            return afs__win_errno(GetLastError());
-    }
-    s = nt.set_info(h, &iosb, &del, sizeof del, NT_FILE_DISPOSITION_INFORMATION);
-    if (s < 0 && ro) {
-        bi.FileAttributes = attrs;
-        (void)SetFileInformationByHandle(h, FileBasicInfo, &bi, sizeof bi);
-    }
-    return afs__nt_errno(s);
 }
 
 int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
@@ -1276,28 +1397,16 @@ int afs__sys_fsync_fd(int fd, bool datasync)
     return afs__sys.fsync(fd_handle(fd), datasync);
 }
 
-/* A directory's handle (FILE_FLAG_BACKUP_SEMANTICS) flushed: FlushFileBuffers wants write
- * access to it. */
+/* afs_fsync_dir()'s open, flush and close without the core (which makes them itself where
+ * the system has the metadata calls, as Windows does): the same calls, so the same errors,
+ * -ENOTDIR for a path through a file (nt_open) as for one that names a file. */
 int afs__sys_fsync_dir(const char *path)
 {
-    int err = 0;
-    wchar_t *w = widen(path, &err);
-    if (!w)
-        return err;
-    HANDLE h = CreateFileW(w, GENERIC_READ | GENERIC_WRITE,
-                           FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
-                           OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
-    free(w);
-    if (h == INVALID_HANDLE_VALUE)
-        return afs__win_errno(GetLastError());
-    BY_HANDLE_FILE_INFORMATION info;
-    if (GetFileInformationByHandle(h, &info) &&
-        !(info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
-        CloseHandle(h);
-        return -ENOTDIR;
-    }
-    err = FlushFileBuffers(h) ? 0 : afs__win_errno(GetLastError());
-    CloseHandle(h);
+    int fd = afs__sys_openat(AFS_AT_FDCWD, path, AFS_RDONLY | AFS_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    int err = afs__sys_fsync_fd(fd, false);
+    CloseHandle(fd_handle(fd));
     return err;
 }
 

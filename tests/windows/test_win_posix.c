@@ -1,10 +1,13 @@
 /* Windows: what the same program sees on Linux, where Windows by itself answers otherwise.
- * Renames that would replace a file with a directory or the reverse, a pipe read after its
- * writer closed, the NUL device read, handles opened without FILE_FLAG_OVERLAPPED on every
- * backend (iocp included), paths through a regular file, and a name created again while its
- * removed file is still open. Part of contract_win (tests/windows/tests.cmake), run once per
+ * Renames that would replace a file with a directory or the reverse, a directory renamed over
+ * an empty one, a pipe read after its writer closed, the NUL device read, handles opened
+ * without FILE_FLAG_OVERLAPPED on every backend (iocp included), paths through a regular
+ * file, a name created again while its removed file is still open, and writes and sizes past
+ * what a file system holds. Part of contract_win (tests/windows/tests.cmake), run once per
  * backend. */
 #include "../common.h"
+
+#include "internal.h"
 
 #include <wchar.h>
 
@@ -325,4 +328,159 @@ T_WIN(a_name_created_again_while_its_removed_file_is_open)
         return;
     }
     cr_assert_eq(size, 8, "the new file is kept: %lld", (long long)size);
+}
+
+/* rename(2) of a directory over an empty directory replaces it; over a full one it is
+ * ENOTEMPTY, into its own subdirectory EINVAL, over its own parent ENOTEMPTY, and nothing
+ * changes when it refuses. Windows refuses to replace a directory at all (FileRenameInformation:
+ * access denied). */
+T_WIN(rename_replaces_an_empty_directory)
+{
+    t_new_ctx();
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("d"), 0755), 0);
+    t_make_file(t_path("d/in"), 10);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("empty"), 0755), 0);
+    int err = afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("d"), AFS_AT_FDCWD, t_path("empty"), 0);
+    cr_assert_eq(err, 0, "a directory over an empty one: %s", afs_strerror(err));
+    cr_assert_eq(t_size(t_path("empty/in")), 10, "the directory is under the new name");
+    cr_assert_eq(t_size(t_path("d")), -ENOENT, "and no longer under the old one");
+
+    /* A full target: ENOTEMPTY, both intact. */
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("full"), 0755), 0);
+    t_make_file(t_path("full/keep"), 20);
+    err = afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("empty"), AFS_AT_FDCWD, t_path("full"), 0);
+    cr_assert_eq(err, -ENOTEMPTY, "over a full directory: %s", afs_strerror(err));
+    cr_assert_eq(t_size(t_path("empty/in")), 10);
+    cr_assert_eq(t_size(t_path("full/keep")), 20);
+
+    /* Into its own (empty) subdirectory: EINVAL; over its own parent: ENOTEMPTY. */
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("full/sub"), 0755), 0);
+    err = afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("full"), AFS_AT_FDCWD, t_path("full/sub"), 0);
+    cr_assert_eq(err, -EINVAL, "into its own subdirectory: %s", afs_strerror(err));
+    cr_assert(t_is_dir(t_path("full/sub")));
+    cr_assert_eq(t_size(t_path("full/keep")), 20);
+    err = afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("full/sub"), AFS_AT_FDCWD, t_path("full"), 0);
+    cr_assert_eq(err, -ENOTEMPTY, "over its own parent: %s", afs_strerror(err));
+    cr_assert(t_is_dir(t_path("full/sub")));
+
+    /* AFS_RENAME_NOREPLACE: EEXIST, both intact. */
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("e2"), 0755), 0);
+    cr_assert_eq(afs_renameat(t_ctx, AFS_AT_FDCWD, t_path("empty"), AFS_AT_FDCWD, t_path("e2"),
+                              AFS_RENAME_NOREPLACE),
+                 -EEXIST);
+    cr_assert_eq(t_size(t_path("empty/in")), 10);
+    cr_assert(t_is_dir(t_path("e2")));
+
+    /* Relative to a directory handle, through the queued op, over a read-only empty
+     * directory (its attribute does not stop rename(2)). */
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0);
+    cr_assert(SetFileAttributesA(t_path("e2"), FILE_ATTRIBUTE_READONLY));
+    struct afs_op op;
+    int done = 0;
+    memset(&op, 0, sizeof op);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "empty", dfd, "e2", 0, op_done, &done), 0);
+    ssize_t r = op_run(&op, &done);
+    cr_assert_eq(r, 0, "queued, over a read-only empty directory: %s", afs_strerror((int)r));
+    cr_assert_eq(t_size(t_path("e2/in")), 10);
+    cr_assert_eq(t_size(t_path("empty")), -ENOENT);
+
+    /* A directory over itself: nothing happens. */
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "e2", dfd, "e2", 0), 0);
+    cr_assert_eq(t_size(t_path("e2/in")), 10);
+
+    /* A target open elsewhere: replaced where the system removes a name at once (POSIX
+     * semantics, as Linux), else EBUSY (rename(2)'s answer for a directory in use) and
+     * nothing changes: it would go when the other handle closes. */
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, "held", 0755), 0);
+    int held = afs_openat(t_ctx, dfd, "held", AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(held, 0);
+    err = afs_renameat(t_ctx, dfd, "e2", dfd, "held", 0);
+    cr_assert(err == 0 || err == -EBUSY, "over a directory open elsewhere: %s",
+              afs_strerror(err));
+    cr_assert_eq(afs_close_fd(t_ctx, held), 0);
+    if (err == -EBUSY) {
+        cr_assert_eq(t_size(t_path("e2/in")), 10);
+        cr_assert(t_is_dir(t_path("held")), "the target stays after its handle closed");
+        cr_assert_eq(afs_renameat(t_ctx, dfd, "e2", dfd, "held", 0), 0);
+    }
+    cr_assert_eq(t_size(t_path("held/in")), 10);
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+}
+
+/* afs_fsync_dir() of a path through a regular file: ENOTDIR, as the open of a directory says
+ * it (Linux's open(O_DIRECTORY)); the system layer's own open, flush and close (what the core
+ * calls where it has no metadata ops) answers the same. */
+T_WIN(fsync_dir_through_a_file_is_not_a_directory)
+{
+    t_new_ctx();
+    t_make_file(t_path("file"), 10);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("d"), 0755), 0);
+    static const char *const through[] = {"file/x", "file/x/y", "file\\x", "file"};
+    for (size_t i = 0; i < sizeof through / sizeof *through; i++) {
+        int err = afs_fsync_dir(t_ctx, t_path(through[i]));
+        cr_assert_eq(err, -ENOTDIR, "afs_fsync_dir(%s): %s", through[i], afs_strerror(err));
+        err = afs__sys_fsync_dir(t_path(through[i]));
+        cr_assert_eq(err, -ENOTDIR, "the system layer's (%s): %s", through[i], afs_strerror(err));
+    }
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("missing/x")), -ENOENT);
+    cr_assert_eq(afs__sys_fsync_dir(t_path("missing/x")), -ENOENT);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("d")), 0);
+    cr_assert_eq(afs__sys_fsync_dir(t_path("d")), 0);
+}
+
+/* Writes and sizes near 2^63, past what a file system holds: Linux says EFBIG for a write,
+ * ftruncate or fallocate there, and reads give 0 (past the end). Where a file system holds
+ * such a file (XFS and btrfs take up to 2^63 - 1 bytes, no Windows one does) the call
+ * succeeds instead; never -EIO or -ENOMEM. The file keeps its size when it refuses. */
+static void too_big(ssize_t r, ssize_t ok, const char *what, uint64_t off)
+{
+    cr_assert(r == -EFBIG || r == ok, "%s at %#llx: %zd (%s)", what, (unsigned long long)off, r,
+              r < 0 ? afs_strerror((int)r) : "");
+}
+
+T_WIN(writes_and_sizes_past_the_limit_are_too_large)
+{
+    t_new_ctx();
+    static const uint64_t offs[] = {(uint64_t)INT64_MAX - 4095, (uint64_t)1 << 62};
+    for (size_t m = 0; m < 2; m++) {
+        struct afs_file *f;
+        cr_assert_eq(afs_open(t_ctx, t_path("big"), AFS_RDWR | AFS_CREAT | AFS_TRUNC, 0644,
+                              both_modes[m], &f),
+                     0);
+        static char buf[65536];
+        t_fill(buf, sizeof buf, 0);
+        cr_assert_eq(afs_pwrite(f, buf, 100, 0), 100);
+        for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+            uint64_t off = offs[i];
+            too_big(afs_pwrite(f, buf, 10, off), 10, "afs_pwrite", off);
+            /* Above sync_threshold: through the backend (the iocp port, the pool). */
+            too_big(afs_pwrite(f, buf, sizeof buf, off - sizeof buf), sizeof buf,
+                    "a large afs_pwrite", off);
+            struct afs_op op;
+            int done = 0;
+            memset(&op, 0, sizeof op);
+            cr_assert_eq(afs_queue_write(&op, f, buf, 10, off, op_done, &done), 0);
+            too_big(op_run(&op, &done), 10, "afs_queue_write", off);
+            struct iovec iov[2] = {{buf, 6}, {buf + 6, 4}};
+            done = 0;
+            memset(&op, 0, sizeof op);
+            cr_assert_eq(afs_queue_writev(&op, f, iov, 2, off, op_done, &done), 0);
+            too_big(op_run(&op, &done), 10, "afs_queue_writev", off);
+            too_big(afs_ftruncate(f, off), 0, "afs_ftruncate", off);
+            too_big(afs_fallocate(f, 0, off, 10), 0, "afs_fallocate", off);
+            too_big(afs_fallocate(f, AFS_FALLOC_ZERO_RANGE, off, 10), 0,
+                    "afs_fallocate(ZERO_RANGE)", off);
+            cr_assert_eq(afs_pread(f, buf, 10, off), 0, "a read there is past the end");
+            int64_t size = afs_file_size(f);
+            if (size == 100)
+                continue; /* every call refused: nothing changed */
+            cr_log_info("the file system holds %#llx bytes", (unsigned long long)size);
+            cr_assert_eq(afs_ftruncate(f, 100), 0);
+        }
+        char got[100];
+        cr_assert_eq(afs_pread(f, got, sizeof got, 0), (ssize_t)sizeof got);
+        cr_assert(t_check(got, sizeof got, 0), "the data before is intact");
+        cr_assert_eq(afs_close(f), 0);
+    }
 }
