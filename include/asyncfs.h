@@ -1426,8 +1426,10 @@ AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs
  * cancelled. Seeking past the end is allowed: a write there leaves a hole. The read after a
  * seek out of the buffers reads what it asks for at once, on the calling thread, as fread
  * after fseek does (one read system call; docs/STREAMS.md).
- * Returns 0, -EINVAL for a bad whence or a negative or overflowing position (nothing
- * changes), or a write error met while flushing for SEEK_END. */
+ * Returns 0; -EINVAL for a bad whence, a negative or overflowing position, or one past the
+ * largest offset the file's file system takes (as lseek and fseeko say; -EOVERFLOW where
+ * off_t cannot hold it): nothing changes then; or a write error met while flushing for
+ * SEEK_END. */
 AFS_API int afs_fseek(struct afs_stream *s, int64_t off, int whence);
 
 /* The position (buffered data included), or -errno (-ESPIPE on a pipe, socket or tty). */

@@ -7,6 +7,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 #define STREAM_CHUNK_DEFAULT ((size_t)1 << 20)
 #define STREAM_DEPTH_DEFAULT 4u
@@ -154,6 +157,8 @@ struct afs_stream {
     bool             pos_at_end; /* append: data was written, pos is the file's end */
     int64_t          werr_off;   /* where the first failed write stopped (what it wrote
                                     before its error included); INT64_MAX: none */
+    int64_t          seek_ok;    /* positions up to this one are known to be good ones for
+                                    the file (seek_allowed()) */
     int64_t          cur_off; /* offset of the chunk the reader is in, -1 for none */
     int64_t          eof_off; /* no read-ahead at or past this offset (a hint, not EOF) */
     int              err;     /* first error, cleared by afs_clearerr */
@@ -868,6 +873,8 @@ static int to_read(struct afs_stream *s)
         if (size < 0)
             return (int)size;
         s->eof_off = size;
+        if (!s->pipe)
+            s->seek_ok = AFS_MAX(s->seek_ok, size);
         if (s->pos_at_end)
             s->pos = size;
         s->pos_at_end = false;
@@ -1474,6 +1481,35 @@ int afs_fflush(struct afs_stream *s)
     return s->werr;
 }
 
+/* Whether the file takes pos as a position: stdio's fseeko asks lseek, which refuses what
+ * lies past the file system's largest offset (-EINVAL; ext4: 16 TiB - 4 KiB), and every
+ * read or write there would fail. Positions up to the largest one known to be good (the
+ * size the stream saw, positions lseek took before) are taken without asking; past it,
+ * lseek on the stream's descriptor answers. It is asked about twice the position first, so
+ * that a writer that seeks past the end again and again (a sparse file) asks a few times in
+ * all, not once a seek; only where that is refused is the position itself asked about. The
+ * library moves a file's data at offsets, never at the descriptor's position, so moving it
+ * changes nothing (as fseeko moves it too). Windows takes any position that is not
+ * negative: nothing to ask. */
+static int seek_allowed(struct afs_stream *s, int64_t pos)
+{
+    if (pos <= s->seek_ok)
+        return 0;
+#ifndef _WIN32
+    if ((int64_t)(off_t)pos != pos)
+        return -EOVERFLOW; /* a 32-bit off_t: fseeko's answer too */
+    int64_t ahead = pos <= INT64_MAX / 2 ? 2 * pos : pos;
+    if ((int64_t)(off_t)ahead == ahead && lseek(s->f->fd, (off_t)ahead, SEEK_SET) >= 0) {
+        s->seek_ok = ahead;
+        return 0;
+    }
+    if (lseek(s->f->fd, (off_t)pos, SEEK_SET) < 0)
+        return -errno;
+#endif
+    s->seek_ok = pos;
+    return 0;
+}
+
 int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 {
     stream_check(s, __func__);
@@ -1496,6 +1532,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
         }
         if (end && (size = afs_file_size(s->f)) < 0)
             return (int)size;
+        s->seek_ok = AFS_MAX(s->seek_ok, size); /* the file holds that much */
         if (s->pos_at_end) {
             s->pos = size;
             s->pos_at_end = false;
@@ -1508,9 +1545,12 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     if ((off > 0 && base > INT64_MAX - off) || base + off < 0)
         return -EINVAL;
     int64_t pos = base + off;
+    int err = seek_allowed(s, pos);
+    if (err < 0)
+        return err; /* nothing changed, as after the checks above */
     bool out = false;
     if (s->dir == DIR_WRITE) {
-        int err = s->werr ? 0 : write_fill(s); /* after a failure: settled above */
+        err = s->werr ? 0 : write_fill(s); /* after a failure: settled above */
         if (err < 0)
             return err;
     } else if (s->dir == DIR_READ) {
@@ -1799,6 +1839,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->eof_off = size; /* read-ahead stops at the end known now */
     if (app && !rd)
         s->pos = size; /* as glibc: "a" starts at the end, "a+" at 0 for reading */
+    s->seek_ok = size; /* any position inside the file is one the file system takes */
     if (rd && !wr && !s->pipe && !(o.flags & (AFS_STREAM_DIRECT | AFS_STREAM_BUFFERED)) &&
         direct_may_pay(s, size)) {
         /* The O_DIRECT file is opened at the first window found not all in the page cache

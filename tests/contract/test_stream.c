@@ -337,6 +337,81 @@ T_IO(seek_past_eof_and_write_leaves_a_hole)
     cr_assert_eq(afs_fclose(s), 0);
 }
 
+#ifndef _WIN32
+/* What fseeko answers for a FILE of the file at 10 (a fresh one each time: glibc's FILE
+ * may lose its position after a refused seek). */
+static int fseeko_answer(const char *name, int64_t off, int whence)
+{
+    FILE *ref = fopen(t_path(name), "r");
+    cr_assert_not_null(ref);
+    char b[10];
+    cr_assert_eq(fread(b, 1, 10, ref), 10);
+    errno = 0;
+    int r = fseeko(ref, (off_t)off, whence) == 0 ? 0 : -errno;
+    fclose(ref);
+    return r;
+}
+
+/* afs_fseek refuses what stdio's fseeko refuses on the same file, with its errno, and the
+ * position stays: past the file system's largest offset (ext4: 16 TiB - 4 KiB; 2^63 - 1 is
+ * refused there, taken by tmpfs, xfs, btrfs), and overflows of the base. Checked against
+ * fseeko on the same file, reading and with writes buffered. */
+T_IO(fseek_refuses_what_fseeko_refuses)
+{
+    t_new_ctx();
+    const size_t len = 100 * KIB;
+    t_make_file(t_path("f"), len);
+    struct afs_stream *s = s_open("f", "r+", 64 * KIB, 4);
+    unsigned char buf[16];
+    cr_assert_eq(afs_fread(buf, 1, 10, s), 10);
+    const int64_t tb16 = (int64_t)1 << 44;
+    const struct {
+        int64_t off;
+        int     whence;
+    } seeks[] = {
+        {INT64_MAX, SEEK_SET},          {INT64_MAX - 4095, SEEK_SET},
+        {tb16, SEEK_SET},               {tb16 - 4095, SEEK_SET},
+        {INT64_MAX - 5, SEEK_CUR},      {INT64_MAX - (int64_t)len, SEEK_END},
+        {tb16 - (int64_t)len, SEEK_END}, {INT64_MAX, SEEK_END},
+        {-11, SEEK_CUR},                {-(int64_t)len - 1, SEEK_END},
+        {tb16 - 4096, SEEK_SET},        {(int64_t)1 << 40, SEEK_SET}, /* taken on ext4 */
+        {(int64_t)1 << 39, SEEK_SET},   {(int64_t)1 << 40, SEEK_CUR},
+    };
+    int refused = 0;
+    for (size_t i = 0; i < sizeof seeks / sizeof seeks[0]; i++) {
+        int want = fseeko_answer("f", seeks[i].off, seeks[i].whence);
+        int got = afs_fseek(s, seeks[i].off, seeks[i].whence);
+        cr_assert_eq(got, want, "seek %zu (%lld, whence %d): %s, fseeko: %s", i,
+                     (long long)seeks[i].off, seeks[i].whence, afs_strerror(got),
+                     afs_strerror(want));
+        refused += want < 0;
+        if (got == 0)
+            cr_assert_eq(afs_fseek(s, 10, SEEK_SET), 0); /* back */
+        cr_assert_eq(afs_ftell(s), 10, "seek %zu moved the position", i);
+    }
+    cr_log_info("%d of the %zu seeks refused here", refused, sizeof seeks / sizeof seeks[0]);
+    cr_assert_eq(afs_fread(buf, 1, 16, s), 16);
+    cr_assert(t_check(buf, 16, 10), "the read after the refused seeks");
+
+    /* Writing: a refused seek queues nothing and moves nothing; the data goes where it was
+     * taken. */
+    int want = fseeko_answer("f", INT64_MAX, SEEK_SET);
+    cr_assert_eq(afs_fwrite("written", 1, 7, s), 7);
+    cr_assert_eq(afs_fseek(s, INT64_MAX, SEEK_SET), want);
+    cr_assert_eq(afs_ftell(s), want ? 33 : INT64_MAX);
+    if (!want)
+        cr_assert_eq(afs_fseek(s, 33, SEEK_SET), 0);
+    cr_assert_eq(afs_fwrite("!", 1, 1, s), 1);
+    cr_assert_eq(afs_fclose(s), 0);
+    size_t got;
+    unsigned char *all = slurp("f", &got);
+    cr_assert_eq(got, len);
+    cr_assert(t_check(all, 26, 0) && memcmp(all + 26, "written!", 8) == 0 &&
+              t_check(all + 34, len - 34, 34), "the file after the writes");
+    free(all);
+}
+#endif
+
 /* Chunk buffers of a closed stream stay with the context for the next stream of the same
  * chunk size (no memory mapped, faulted in and unmapped per file), at most 8 of them and
  * 8 MiB; another size replaces them, and afs_ctx_free gives every one back. */
