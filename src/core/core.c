@@ -494,10 +494,9 @@ void afs__ctx_check(const struct afs_ctx *ctx, const char *call)
 {
     if (!ctx)
         afs__panic(call, "ctx is NULL");
-    if (ctx->magic != (AFS__CTX_MAGIC ^ (uintptr_t)ctx))
-        afs__panic(call, ctx->magic == AFS__DEAD
-                             ? "context was freed (used after afs_ctx_free, or freed twice)"
-                             : "not a context (freed, or never made by afs_ctx_new)");
+    afs__magic_check(ctx->magic, AFS__CTX_MAGIC, ctx, call,
+                     "context was freed (used after afs_ctx_free, or freed twice)",
+                     "not a context (freed, or never made by afs_ctx_new)");
 }
 
 void afs_ctx_free(struct afs_ctx *ctx)

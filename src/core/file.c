@@ -17,10 +17,9 @@ struct afs_file *afs__file_check(struct afs_file *f, const char *call)
 {
     if (!f)
         afs__panic(call, "file is NULL");
-    if (f->magic != (AFS__FILE_MAGIC ^ (uintptr_t)f))
-        afs__panic(call, f->magic == AFS__DEAD
-                             ? "file was closed (used after afs_close, or closed twice)"
-                             : "not an open file (closed, or never opened)");
+    afs__magic_check(f->magic, AFS__FILE_MAGIC, f, call,
+                     "file was closed (used after afs_close, or closed twice)",
+                     "not an open file (closed, or never opened)");
     return f;
 }
 

@@ -252,6 +252,16 @@ static inline unsigned afs__write_xflags(unsigned afs_write_flags)
 #define AFS__CTX_MAGIC    ((uintptr_t)0x61667343u)
 #define AFS__DEAD         ((uintptr_t)0xdeadf11eu)
 
+/* Aborts `call` with the library's message unless `word`, a handle's magic, says a live
+ * object of the kind `magic` at obj: `dead` for one closed or freed (AFS__DEAD), `alien`
+ * for memory that never was one. Every handle check of the library is this compare. */
+static inline void afs__magic_check(uintptr_t word, uintptr_t magic, const void *obj,
+                                    const char *call, const char *dead, const char *alien)
+{
+    if (word != (magic ^ (uintptr_t)obj))
+        afs__panic(call, word == AFS__DEAD ? dead : alien);
+}
+
 /* The checks: abort naming `call` unless f / s is open, or ctx alive. */
 struct afs_file   *afs__file_check(struct afs_file *f, const char *call);
 void               afs__ctx_check(const struct afs_ctx *ctx, const char *call);

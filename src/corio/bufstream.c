@@ -37,10 +37,9 @@ static const struct corio_stream *stream_check(const struct corio_stream *s, con
 {
     if (!s)
         afs__panic(call, "stream is NULL");
-    if (s->magic != (STREAM_MAGIC ^ (uintptr_t)s))
-        afs__panic(call, s->magic == AFS__DEAD
-                             ? "stream was closed (used after corio_stream_close, or closed twice)"
-                             : "not an open stream (closed, or never made)");
+    afs__magic_check(s->magic, STREAM_MAGIC, s, call,
+                     "stream was closed (used after corio_stream_close, or closed twice)",
+                     "not an open stream (closed, or never made)");
     return s;
 }
 

@@ -37,19 +37,13 @@ struct corio_chan {
 
 _Static_assert(offsetof(struct corio_chan, magic) >= 32, "magic clear of malloc's words");
 
-static _Noreturn void chan_bad(const struct corio_chan *c, const char *call)
-{
-    afs__panic(call, c->magic == AFS__DEAD
-                         ? "channel was freed (used after corio_chan_free, or freed twice)"
-                         : "not a channel (freed, or never made)");
-}
-
 /* A channel used after its free (or never made) aborts with the library's message; one
  * compare on the way in. c is not NULL (each call keeps its own NULL rule). */
 static inline void chan_check(const struct corio_chan *c, const char *call)
 {
-    if (c->magic != (CHAN_MAGIC ^ (uintptr_t)c))
-        chan_bad(c, call);
+    afs__magic_check(c->magic, CHAN_MAGIC, c, call,
+                     "channel was freed (used after corio_chan_free, or freed twice)",
+                     "not a channel (freed, or never made)");
 }
 
 int corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size)

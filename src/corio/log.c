@@ -169,10 +169,9 @@ static void log_check(struct corio_task *t, struct corio_log *log, const char *w
 {
     if (!t || !log)
         afs__panic(what, "NULL task or log");
-    if (log->magic != (LOG_MAGIC ^ (uintptr_t)log))
-        afs__panic(what, log->magic == AFS__DEAD
-                             ? "log was closed (used after corio_log_close, or closed twice)"
-                             : "not an open log (closed, or never made)");
+    afs__magic_check(log->magic, LOG_MAGIC, log, what,
+                     "log was closed (used after corio_log_close, or closed twice)",
+                     "not an open log (closed, or never made)");
     if (log->closing)
         afs__panic(what, "the log is closing");
     if (corio_task_sched(t) != log->sched)

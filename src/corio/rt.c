@@ -80,10 +80,9 @@ _Static_assert(offsetof(struct corio_rt, magic) >= 32, "magic clear of malloc's 
 /* A runtime used after its free (or never made) aborts with the library's message. */
 static void rt_check(const struct corio_rt *rt, const char *call)
 {
-    if (rt->magic != (RT_MAGIC ^ (uintptr_t)rt))
-        afs__panic(call, rt->magic == AFS__DEAD
-                             ? "runtime was freed (used after corio_rt_free, or freed twice)"
-                             : "not a runtime (freed, or never made)");
+    afs__magic_check(rt->magic, RT_MAGIC, rt, call,
+                     "runtime was freed (used after corio_rt_free, or freed twice)",
+                     "not a runtime (freed, or never made)");
 }
 
 static void link_unref(struct corio__link *l)

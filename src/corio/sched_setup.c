@@ -60,10 +60,9 @@ _Static_assert(offsetof(struct corio_sched, magic) >= 32, "magic clear of malloc
 
 void corio__sched_check(const struct corio_sched *s, const char *call)
 {
-    if (s->magic != (CORIO__SCHED_MAGIC ^ (uintptr_t)s))
-        afs__panic(call, s->magic == AFS__DEAD
-                             ? "scheduler was freed (used after corio_sched_free, or freed twice)"
-                             : "not a scheduler (freed, or never made)");
+    afs__magic_check(s->magic, CORIO__SCHED_MAGIC, s, call,
+                     "scheduler was freed (used after corio_sched_free, or freed twice)",
+                     "not a scheduler (freed, or never made)");
 }
 
 void corio_sched_free(struct corio_sched *s)

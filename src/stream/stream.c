@@ -178,10 +178,9 @@ static struct afs_stream *stream_check(const struct afs_stream *s, const char *c
 {
     if (!s)
         afs__panic(call, "stream is NULL");
-    if (s->magic != (AFS__STREAM_MAGIC ^ (uintptr_t)s))
-        afs__panic(call, s->magic == AFS__DEAD
-                             ? "stream was closed (used after afs_fclose, or closed twice)"
-                             : "not an open stream (closed, or never opened)");
+    afs__magic_check(s->magic, AFS__STREAM_MAGIC, s, call,
+                     "stream was closed (used after afs_fclose, or closed twice)",
+                     "not an open stream (closed, or never opened)");
     return (struct afs_stream *)s;
 }
 
