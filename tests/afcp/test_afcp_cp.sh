@@ -5,9 +5,12 @@
 # -L/-H/-P, -u, -x (a tmpfs mounted in the source, as root), --reflink (an empty file too),
 # cp's words for a file target, a dangling symlink and a socket at the destination,
 # --fsync's directory sync (strace), a destination that fills up (a small tmpfs, as root),
-# SIGINT on both paths (cached inline, batched), --help. Runs once
-# per backend: AUTO (io_uring here), threads, sync (ASYNCFS_BACKEND); each case on both of
-# afcp's paths where they differ (AFCP_TEST_PATH=batch forces the batched one).
+# SIGINT on both paths (cached inline, batched), --help, -v's lines in cp's order, a
+# directory copied into itself; as a user (nobody, when run as root): a directory it may not
+# search, FIFOs (and another user's files) with set-ID and sticky bits, another user's file
+# and directory whose times cannot be kept. Runs once per backend: AUTO (io_uring here), threads, sync
+# (ASYNCFS_BACKEND); each case on both of afcp's paths where they differ (AFCP_TEST_PATH=batch
+# forces the batched one).
 # Usage: tests/afcp/test_afcp_cp.sh path/to/afcp
 set -uo pipefail
 
@@ -65,6 +68,14 @@ chmod 700 "$S/modes/private"; chmod 1777 "$S/modes/sticky"
 mkdir -p "$S/setid/d"; echo s > "$S/setid/f"
 chmod 6755 "$S/setid/f"; chmod 2775 "$S/setid/d"
 ((is_root)) && chown nobody "$S/setid/f" "$S/setid/d" 2> /dev/null
+# for -v: directories, files, symlinks and FIFOs, and a large file first in cp's order (the
+# lowest inode) that ends after the others
+mkdir -p "$S/vtree"; head -c 8M /dev/urandom > "$S/vtree/big"
+for d in 1 2 3; do
+    mkdir -p "$S/vtree/d$d/sub"; echo s > "$S/vtree/d$d/sub/s"
+    for i in $(seq 1 30); do echo "$i" > "$S/vtree/d$d/f$i"; done
+    ln -s f1 "$S/vtree/d$d/l"; mkfifo "$S/vtree/d$d/p"
+done
 # what cp makes of it (the references)
 R=$T/ref
 mkdir "$R"
@@ -290,6 +301,36 @@ EOF
             diff <(sed 's/^cp: //' "$O/msg.c.err") <(sed 's/^afcp: //' "$O/msg.a.err")
         check "$tag '$what': the same result as cp" \
             diff <(listing "$O/msg.c" | cut -d' ' -f1,2,4,7) <(listing "$O/msg.a" | cut -d' ' -f1,2,4,7)
+    done
+
+    # -v: cp's lines, in cp's order (a directory before its entries, the entries of each
+    # directory in the order cp copies them), whichever scheduler copied what and when
+    local th vo
+    for vo in -rv -av; do
+        for th in 1 3; do
+            rm -rf "$O/v.cp" "$O/v.afcp"
+            cp $vo "$S/vtree" "$O/v.cp" > "$O/v.cp.out"
+            "$AFCP" -q --threads=$th $vo "$S/vtree" "$O/v.afcp" > "$O/v.afcp.out"
+            check "$tag $vo, $th threads: cp's lines in cp's order ($(wc -l < "$O/v.cp.out"))" \
+                diff <(sed "s|'$O/v\.cp|'D|" "$O/v.cp.out") \
+                     <(sed "s|'$O/v\.afcp|'D|" "$O/v.afcp.out")
+        done
+    done
+    rm -rf "$O/v.cp" "$O/v.afcp"
+
+    # a directory copied into itself: copied once, as cp copies it, and named as cp names
+    # it: the operand as written and its copy (not the entries one level down), status 1
+    for args in "a a/b" "a a/b/c/" "a/ a/b/c/d" "a/. a/b" "a ./a/x/"; do
+        for t in c a; do
+            rm -rf "$O/self.$t"; mkdir -p "$O/self.$t/a/b/c"; echo f > "$O/self.$t/a/b/c/f"
+        done
+        # shellcheck disable=SC2086
+        (cd "$O/self.c" && cp -r $args 2> ../self.c.err; echo "status $?" >> ../self.c.err
+         cd "$O/self.a" && "$AFCP" -q -r $args 2> ../self.a.err; echo "status $?" >> ../self.a.err)
+        check "$tag into itself, '$args': cp's message and status ($(head -1 "$O/self.c.err"))" \
+            diff <(sed 's/^cp: //' "$O/self.c.err") <(sed 's/^afcp: //' "$O/self.a.err")
+        check "$tag into itself, '$args': the same result as cp" \
+            diff <(listing "$O/self.c") <(listing "$O/self.a")
     done
 
     "$AFCP" -q --reflink=sometimes a b 2> "$O/rf.err"; st=$?
@@ -537,10 +578,115 @@ meta_suite() {
     else skip "xattrs of symlinks: not root, or no trusted.* here"; fi
 }
 
+# What cp does as a user other than root, done by cp and by afcp in the same run (once, on the
+# default backend): user_case.sh runs as nobody (setpriv) when the suite runs as root, with
+# root's files at hand, and as the caller otherwise, with its own files only. It writes what
+# is compared into res.* in its directory: messages (sorted where afcp's come in any order),
+# statuses, modes.
+cat > "$T/user_case.sh" <<'CASE'
+# user_case.sh TOOL DIR [OTHERS RO STICKY]: TOOL is cp or afcp, DIR the user's; OTHERS a
+# directory of another user's FIFOs and files; RO another user's directory holding f,
+# another user's file the user may write; STICKY another user's directory writable by all.
+tool=$1 others=${3:-} ro=${4:-} sticky=${5:-}
+umask 022; cd "$2" || exit 1
+# a directory that may be read but not searched (an operand, and one inside another): cp
+# cannot stat its entries, and says so
+mkdir -p r/sub u/s; echo x > r/f; echo y > r/sub/g; echo z > u/s/h; chmod 600 r u/s
+{
+    "$tool" -r r r.out 2>&1 | LC_ALL=C sort; echo "status ${PIPESTATUS[0]}"
+    "$tool" -r u u.out 2>&1 | LC_ALL=C sort; echo "status ${PIPESTATUS[0]}"
+} > res.unsearchable
+chmod 700 r u/s
+# FIFOs with set-user-ID, set-group-ID and sticky bits: the user's own (res.fifo_own), and
+# another user's, of the user's group or not (res.fifo_other); another user's files so
+# (res.file_other)
+for m in 3754 6777 1640 2650; do mkfifo own.$m; chmod $m own.$m; done
+for f in own.* ${others:+"$others"/*}; do
+    res=res.file_other
+    [[ -p $f ]] && res=res.fifo_other
+    [[ $f == own.* ]] && res=res.fifo_own
+    for o in -r -a -rp "-r --preserve=mode,ownership" "-r --preserve=ownership" \
+             "-r --no-preserve=mode"; do
+        rm -f copy
+        # shellcheck disable=SC2086
+        "$tool" $o "$f" copy 2>&1
+        echo "$o ${f##*/}: status $?, $(stat -c '%A %U:%G' copy)"
+    done >> "$res"
+done
+# -p onto another user's file the user may write, in a directory it may not write (written
+# into), and -a into another user's directory: the times cannot be kept, and there cp stops
+if [[ -n $ro ]]; then
+    echo new > new; touch -d '2001-01-01' new
+    mkdir -p tree; echo t > tree/t; touch -d '2001-01-01' tree
+    {
+        "$tool" -p new "$ro/f" 2>&1; echo "status $?, $(cat "$ro/f")"
+        "$tool" -a tree/. "$sticky" 2>&1; echo "status $?"
+    } > res.other
+fi
+CASE
+user_suite() {
+    local O=$T/user t m what uafcp=$AFCP BACKEND=
+    unset ASYNCFS_BACKEND
+    mkdir -p "$O"
+    if ((is_root)); then
+        if ! command -v setpriv > /dev/null || ! id nobody > /dev/null 2>&1; then
+            skip "as a user: no setpriv or no user nobody to run as"
+            return
+        fi
+        local ugroup; ugroup=$(id -gn nobody)
+        chmod 711 "$T"; chmod 755 "$O"
+        install -m 755 "$AFCP" "$T/afcp.user"; uafcp=$T/afcp.user
+        mkdir -p "$O/others"
+        for m in 3754 6777 1640 2650 4755; do
+            mkfifo "$O/others/root.$m" "$O/others/group.$m"
+            echo f > "$O/others/froot.$m"; echo f > "$O/others/fgroup.$m"
+            chown root:root "$O/others/root.$m" "$O/others/froot.$m"
+            chown root:"$ugroup" "$O/others/group.$m" "$O/others/fgroup.$m"
+            chmod "$m" "$O/others/"*".$m"
+        done
+        for t in c a; do
+            mkdir -p "$O/$t/work" "$O/$t/ro" "$O/$t/sticky"; chown nobody "$O/$t/work"
+            chmod 755 "$O/$t" "$O/$t/ro"; chmod 1777 "$O/$t/sticky"
+            echo old > "$O/$t/ro/f"; chmod 666 "$O/$t/ro/f"
+            setpriv --reuid=nobody --regid="$ugroup" --clear-groups env HOME=/ bash \
+                "$T/user_case.sh" "$([[ $t == c ]] && echo cp || echo "$uafcp")" "$O/$t/work" \
+                "$O/others" "$O/$t/ro" "$O/$t/sticky"
+        done
+    else
+        for t in c a; do
+            mkdir -p "$O/$t/work"
+            bash "$T/user_case.sh" "$([[ $t == c ]] && echo cp || echo "$uafcp")" "$O/$t/work"
+        done
+        skip "as a user: another user's FIFOs, file and directory need root"
+    fi
+    local -A about=(
+        [unsearchable]="a directory it may read but not search: its entries cannot be stat'ed"
+        [fifo_own]="its own FIFOs with set-ID and sticky bits: the modes"
+        [fifo_other]="another user's FIFOs with set-ID and sticky bits: the modes"
+        [file_other]="another user's files with set-ID and sticky bits: the modes"
+        [other]="-p onto another user's file, -a into another user's directory: times only")
+    for what in unsearchable fifo_own fifo_other file_other other; do
+        [[ $what == *other ]] && ! ((is_root)) && continue
+        if [[ ! -s $O/c/work/res.$what || ! -s $O/a/work/res.$what ]]; then
+            bad "as a user, ${about[$what]}: not run (can the user reach $O?)"
+            continue
+        fi
+        check "as a user, ${about[$what]}: as cp ($(tr '\n' ';' < "$O/c/work/res.$what" |
+                                                    cut -c1-120)...)" \
+            diff <(sed "s|^cp: |X: |; s|$O/c/|$O/X/|g" "$O/c/work/res.$what") \
+                 <(sed "s|^afcp\(\.user\)\{0,1\}: |X: |; s|$O/a/|$O/X/|g" "$O/a/work/res.$what")
+    done
+    chmod -R u+rwx "$O" 2> /dev/null
+    rm -rf "$O"
+}
+
 run_backends "afcp against cp"
 st=$?
 meta_suite
 echo "afcp against cp, metadata: $passes passed, $fails failed, $skips skipped in all"
+((fails == 0)) || st=1
+user_suite
+echo "afcp against cp, as a user: $passes passed, $fails failed, $skips skipped in all"
 ((fails == 0)) || st=1
 if ((is_root)); then
     mount_suite

@@ -165,7 +165,10 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
         if (!dd) {
             afcp_err(errno, "cannot access '%s'", *ddir ? ddir : ".");
         } else {
-            afcp_copy_entry(t, sd, sbase, dd, dbase, &st, follow);
+            /* cp's name of the copy: the target as written, or DIR/NAME */
+            char *dst_arg = p->dst_is_dir ? afcp_join(ddir, dbase) : afcp_xstrdup(p->dst);
+            afcp_copy_entry(t, sd, sbase, dd, dbase, &st, follow, src, dst_arg);
+            free(dst_arg);
             afcp_dir_put(dd);
         }
     }

@@ -1,7 +1,8 @@
 /* afcp: a cp-like bulk copier on corio. Shared declarations of afcp.c (--help, planning,
  * the schedulers), common.c (options, messages, the root task, the chunk loop: also the
  * Windows front end's), walk.c (directories, symlinks, special files), copy.c (regular
- * files) and progress.c (progress bar, semaphore, buffer pool).
+ * files), progress.c (progress bar, semaphore, buffer pool) and verbose.c (-v's lines in
+ * cp's order).
  *
  * Threads: afcp runs on a corio runtime, one scheduler per CPU (--threads). The walker runs
  * on scheduler 0 and sends the entries it finds in batches to the other schedulers first,
@@ -88,6 +89,8 @@ struct afcp_file_job {
     struct stat      st;           /* lstat/stat of the source at walk time */
     int              follow;       /* a command-line operand without -r: follow a symlink */
     int              exists;       /* something was at dname when we checked */
+    uint64_t         vn;           /* -v: its number (afcp_vnum) */
+    int              said;         /* -v: its line is due (copied, or linked) */
 };
 
 struct group;
@@ -187,6 +190,14 @@ void afcp_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 void afcp_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void afcp_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout */
 char *afcp_join(const char *dir, const char *name); /* malloc'd "dir/name" */
+/* verbose.c: -v in cp's order, whatever thread ends an entry. The walker numbers every entry
+ * in the order cp copies it (afcp_vnum: 0 without -v); whoever ends the entry says once, from
+ * any thread, what it printed (afcp_vdone: spath NULL for no line); a line is printed once
+ * every entry numbered before it is done. afcp_vbehind: too many lines wait for an entry
+ * still being copied; the walker waits (walk.c). */
+uint64_t afcp_vnum(void);
+void     afcp_vdone(uint64_t n, const char *spath, const char *dpath);
+int      afcp_vbehind(void);
 /* quote.c: name quoted as cp quotes names ('a b', 'it'\''s', ''$'\033''x'). The result lives
  * until the fourth call after this one on the same thread. */
 const char *afcp_q(const char *name);
@@ -223,11 +234,13 @@ void afcp_chunks_run(struct corio_task *t, struct afcp_chunks *k);
 /* walk.c */
 void afcp_dir_get(struct afcp_dir *d);
 void afcp_dir_put(struct afcp_dir *d);
-/* Copies entry `sname` of sd (lstat'd into *st) to `dname` in dd. Regular files go to a
- * file task (waiting for a slot), the rest is done inline. */
+/* Copies entry `sname` of sd (lstat'd into *st) to `dname` in dd: a command-line operand,
+ * written src_arg, whose copy is named dst_arg (the names cp gives when a directory would
+ * be copied into itself). Regular files go to a file task (waiting for a slot), the rest is
+ * done inline. */
 void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     int follow);
+                     int follow, const char *src_arg, const char *dst_arg);
 /* The walker's end: sends the last batch and waits for every batch (walk.c). */
 void afcp_walk_end(struct corio_task *t);
 /* Checks what is at dname in dd before it is replaced by a copy of sname in sd (spath; sst:
@@ -251,11 +264,11 @@ void afcp_sched_free(struct afcp_sched *s);
 void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
 /* copy.c: copies the regular file sname of sd to dname in dd here and now, with plain
  * system calls, while the tree answers from the cache (see copy.c). 0: copied (or a
- * failure reported), 1: not done, give it to a file task (afcp_spawn_file). The strings
- * stay the caller's. */
+ * failure reported; -v: its number vn is done), 1: not done, give it to a file task
+ * (afcp_spawn_file). The strings stay the caller's. */
 int  afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                       struct afcp_dir *dd, const char *dname, const char *spath,
-                      const char *dpath, int follow);
+                      const char *dpath, int follow, uint64_t vn);
 /* The temporaries a signal removes (see copy.c): install the handlers (after the options
  * are known), take a slot (may wait), name the temporary before the call that creates it
  * (parks the task for good once a signal came), say whether the create succeeded, give the
@@ -277,8 +290,9 @@ void afcp_stat_from(struct stat *out, const struct afs_stat *in);
  * of sfd (and the default one for a directory) onto dfd, or their removal when sfd has none;
  * reports a failure (and leaves dfd at afcp_safe_mode(mode)); 0 or -errno. */
 mode_t afcp_safe_mode(int sfd, mode_t mode);
-/* The bits --preserve=mode gives a copy: the source's (st_mode), less setuid and setgid when
- * its owner was asked for and not kept (owner_kept 0), as cp drops them. */
+/* The bits --preserve=mode gives a copy: the source's (st_mode), less setuid and setgid, and
+ * for all but a directory the sticky bit, when its owner was asked for and not kept
+ * (owner_kept 0), as cp drops them. */
 mode_t afcp_kept_mode(mode_t st_mode, int owner_kept);
 /* --preserve=ownership, as cp's set_owner: the source's owner and group (st) onto fd, or
  * onto name in the directory fd dirfd, not followed, when fd < 0. When both cannot be set

@@ -426,7 +426,15 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
         fd = afs_openat(AFCP_CTX, j->sd->sfd, j->sname, flags, 0);
     }
     if (fd < 0) {
-        afcp_err(fd, "cannot open '%s' for reading", j->spath);
+        /* cp looks at the source (lstat) before it opens it: where that fails too (a
+         * directory that may be read but not searched, an entry gone since readdir) it says
+         * so. A regular file found by readdir was not looked at yet. */
+        struct stat st;
+        int err = afcp_stat(j->sd->sfd, j->sname, j->follow ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &st);
+        if (err < 0)
+            afcp_err(err, "cannot stat '%s'", j->spath);
+        else
+            afcp_err(fd, "cannot open '%s' for reading", j->spath);
         return -1;
     }
     struct afs_stat ast;
@@ -554,12 +562,18 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
     return 0;
 }
 
-/* --preserve: extended attributes, owner and group (afcp_own: when they cannot be kept,
- * setuid/setgid bits go, as cp drops them), mode, ACL, times. On the open fd, after the
- * last write. */
+/* --preserve, in cp's order: times, owner and group (afcp_own: when they cannot be kept,
+ * setuid/setgid bits go, as cp drops them), extended attributes, mode and ACL. Times that
+ * cannot be set (another user's file written into) end it there, as they end cp's. On the
+ * open fd, after the last write. */
 static void preserve(struct afcp_file_job *j, int ifd, int fd)
 {
     int p = afcp.o.preserve;
+    struct timespec ts[2] = {j->st.st_atim, j->st.st_mtim};
+    if ((p & AFCP_P_TIMES) && futimens(fd, ts) < 0) {
+        afcp_err(errno, "preserving times for '%s'", j->dpath);
+        return;
+    }
     int owner_kept = (p & AFCP_P_OWNER) && afcp_own(fd, -1, NULL, &j->st, 1, j->dpath);
     /* After the owner: a chown clears security.capability (as cp orders them). */
     if (p & AFCP_P_XATTR)
@@ -571,9 +585,6 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
         afcp_err(errno, "preserving permissions for '%s'", j->dpath);
     else
         afcp_acl_copy(ifd, fd, 0, mode, j->dpath);
-    struct timespec ts[2] = {j->st.st_atim, j->st.st_mtim};
-    if ((p & AFCP_P_TIMES) && futimens(fd, ts) < 0)
-        afcp_err(errno, "preserving times for '%s'", j->dpath);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -653,8 +664,7 @@ static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct
         return -1;
     }
 done:
-    if (afcp.o.verbose)
-        afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
+    j->said = 1;
     return 0;
 }
 
@@ -780,8 +790,7 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
     if (close(fd) < 0 && !c->err)
         fail(c, -errno, 1);
     report(c);
-    if (!c->err && afcp.o.verbose)
-        afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
+    j->said = !c->err;
     return c->err ? -1 : 0;
 }
 
@@ -1042,12 +1051,12 @@ static void file_task(struct corio_task *t, void *arg)
             goto out; /* -n: something appeared meanwhile; it stays */
     }
     ok = 1;
-    if (afcp.o.verbose)
-        afcp_verbose("'%s' -> '%s'", j->spath, j->dpath);
+    j->said = 1;
 out:
     if (link_first) {
         __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
     }
+    afcp_vdone(j->vn, j->said ? j->spath : NULL, j->dpath);
     if (tslot >= 0)
         afcp_temp_put(tslot); /* renamed or removed by now */
     afcp_add(&afcp.files_done, 1);
@@ -1190,7 +1199,7 @@ static int write_all(int fd, const char *buf, size_t len, off_t off)
 
 int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const char *spath,
-                       const char *dpath, int follow)
+                       const char *dpath, int follow, uint64_t vn)
 {
     const struct afcp_opts *o = &afcp.o;
     if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
@@ -1246,7 +1255,7 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     char tmpbuf[16];
     const int own = own_name(dd);
     const char *tmp = own ? dname : tmpbuf;
-    int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
+    int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1, said = 0;
     unsigned perm = afcp_new_mode(fd, st.st_mode);
     for (int tries = 0;; tries++) {
         if (!own)
@@ -1344,10 +1353,11 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     if (err < 0) {
         afcp_err(err, "cannot create regular file '%s'", dpath);
         unlinkat(dd->dfd, tmp, 0);
-    } else if (err == 0 && o->verbose) {
-        afcp_verbose("'%s' -> '%s'", spath, dpath);
+    } else {
+        said = err == 0;
     }
 fail_tmp:
+    afcp_vdone(vn, said ? spath : NULL, dpath);
     afcp_temp_put(tslot);
     close(fd);
     afcp_add(&afcp.files_done, 1);

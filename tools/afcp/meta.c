@@ -78,7 +78,11 @@ mode_t afcp_safe_mode(int sfd, mode_t mode)
 mode_t afcp_kept_mode(mode_t st_mode, int owner_kept)
 {
     mode_t mode = st_mode & 07777;
-    return (afcp.o.preserve & AFCP_P_OWNER) && !owner_kept ? mode & 01777 : mode;
+    if (!(afcp.o.preserve & AFCP_P_OWNER) || owner_kept)
+        return mode;
+    /* cp makes a directory with its sticky bit (mkdir keeps it), a file without: its special
+     * bits come with the chmod that cp leaves out then. */
+    return mode & (S_ISDIR(st_mode) ? 01777 : 0777);
 }
 
 int afcp_own(int fd, int dirfd, const char *name, const struct stat *st, int group_too,

@@ -64,40 +64,49 @@ static mode_t inherit_omitted(mode_t new_mode)
                                                        : (mode_t)(S_IWGRP | S_IWOTH));
 }
 
+/* A finished directory's attributes, in cp's order: times, owner, extended attributes, mode.
+ * Times that cannot be set (another user's directory copied into) end it there, as they end
+ * cp's. */
+static void dir_attrs(struct afcp_dir *d)
+{
+    int p = afcp.o.preserve;
+    struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
+    if ((p & AFCP_P_TIMES) && futimens(d->dfd, ts) < 0) {
+        afcp_err(errno, "preserving times for '%s'", d->dpath);
+        return;
+    }
+    int owner_kept = (p & AFCP_P_OWNER) && afcp_own(d->dfd, -1, NULL, &d->st, 1, d->dpath);
+    if (p & AFCP_P_XATTR) /* after the owner, as for files */
+        afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
+    /* A set-group-ID bit the directory has (its own, or from a set-group-ID parent)
+     * stays: new entries keep taking its group, as after cp. */
+    mode_t sgid = d->dmode & S_ISGID;
+    mode_t mode = afcp_kept_mode(d->st.st_mode, owner_kept) | sgid;
+    if (p & AFCP_P_MODE) {
+        if (fchmod(d->dfd, mode) < 0)
+            afcp_err(errno, "preserving permissions for '%s'", d->dpath);
+        else
+            afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
+    } else if (d->created && !d->inherit &&
+               fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode) | sgid) < 0) {
+        afcp_err(errno, "setting permissions for '%s'", d->dpath);
+    } else if (d->created && d->inherit) {
+        /* Made under a default ACL without the bits cp omits: those the umask would
+         * keep come back (as cp's chmod after its mkdir). */
+        mode_t add = inherit_omitted(afcp_new_mode(d->sfd, d->st.st_mode)) & ~afcp.umask;
+        if ((add & ~d->dmode) && fchmod(d->dfd, (d->dmode & 07777) | add) < 0)
+            afcp_err(errno, "setting permissions for '%s'", d->dpath);
+    }
+}
+
 /* The last reference: the directory's entries are all copied, so its final mode and (with
  * -p) owner and times can be set; a directory we created was writable by its owner only
  * until now (0700 with -p or -a: see filling_mode), so nobody else could add entries to it
  * while we filled it. */
 static void dir_finish(struct afcp_dir *d)
 {
-    if (d->finalize && d->dfd >= 0) {
-        int p = afcp.o.preserve;
-        int owner_kept = (p & AFCP_P_OWNER) && afcp_own(d->dfd, -1, NULL, &d->st, 1, d->dpath);
-        if (p & AFCP_P_XATTR) /* after the owner, as for files */
-            afcp_xattr_copy(d->sfd, d->dfd, d->dpath);
-        /* A set-group-ID bit the directory has (its own, or from a set-group-ID parent)
-         * stays: new entries keep taking its group, as after cp. */
-        mode_t sgid = d->dmode & S_ISGID;
-        mode_t mode = afcp_kept_mode(d->st.st_mode, owner_kept) | sgid;
-        if (p & AFCP_P_MODE) {
-            if (fchmod(d->dfd, mode) < 0)
-                afcp_err(errno, "preserving permissions for '%s'", d->dpath);
-            else
-                afcp_acl_copy(d->sfd, d->dfd, 1, mode, d->dpath);
-        } else if (d->created && !d->inherit &&
-                   fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode) | sgid) < 0) {
-            afcp_err(errno, "setting permissions for '%s'", d->dpath);
-        } else if (d->created && d->inherit) {
-            /* Made under a default ACL without the bits cp omits: those the umask would
-             * keep come back (as cp's chmod after its mkdir). */
-            mode_t add = inherit_omitted(afcp_new_mode(d->sfd, d->st.st_mode)) & ~afcp.umask;
-            if ((add & ~d->dmode) && fchmod(d->dfd, (d->dmode & 07777) | add) < 0)
-                afcp_err(errno, "setting permissions for '%s'", d->dpath);
-        }
-        struct timespec ts[2] = {d->st.st_atim, d->st.st_mtim};
-        if ((p & AFCP_P_TIMES) && futimens(d->dfd, ts) < 0)
-            afcp_err(errno, "preserving times for '%s'", d->dpath);
-    }
+    if (d->finalize && d->dfd >= 0)
+        dir_attrs(d);
     /* --fsync: every entry renamed into this directory (and every directory made in it) is
      * in place now; the directory itself makes them durable. Its own entry in its parent is
      * synced when the parent finishes, which holds a reference until then. */
@@ -381,10 +390,11 @@ static void link_attrs(struct afcp_dir *sd, const char *sname, struct afcp_dir *
 /* A symlink is copied as a symlink: created under a temporary name and renamed into place, so
  * an existing entry is replaced atomically and never followed. In a directory this run made
  * (writable by its owner only until its entries are done: nothing is there but what afcp
- * put) it is created under its own name: a symlink is complete the moment it exists. */
-static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
-                         struct afcp_dir *dd, const char *dname, const struct stat *st,
-                         const char *spath, const char *dpath)
+ * put) it is created under its own name: a symlink is complete the moment it exists.
+ * 1: copied (-v: its line is due), 0: not (reported, or left by -n). */
+static int copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                        struct afcp_dir *dd, const char *dname, const struct stat *st,
+                        const char *spath, const char *dpath)
 {
     size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 256;
     char *target = afcp_xmalloc(cap);
@@ -392,25 +402,23 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
     if (n < 0 || (size_t)n >= cap) {
         afcp_err(n < 0 ? errno : ENAMETOOLONG, "cannot read symbolic link '%s'", spath);
         free(target);
-        return;
+        return 0;
     }
     target[n] = 0;
     if (dd->created) {
-        if (symlinkat(target, dd->dfd, dname) < 0) {
+        int made = symlinkat(target, dd->dfd, dname) == 0;
+        if (!made)
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
-        } else {
+        else
             link_attrs(sd, sname, dd, dname, st, dpath);
-            if (afcp.o.verbose)
-                afcp_verbose("'%s' -> '%s'", spath, dpath);
-        }
         free(target);
-        return;
+        return made;
     }
     int exists;
     int c = afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, &exists);
     if (c != 0) {
         free(target);
-        return;
+        return 0;
     }
     char tmp[16];
     int err;
@@ -427,7 +435,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
             afcp_temp_put(tslot);
             free(target);
-            return;
+            return 0;
         }
     }
     link_attrs(sd, sname, dd, tmp, st, dpath);
@@ -435,46 +443,65 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
     if ((err = afcp_install(dd->dfd, tmp, dname)) < 0) {
         afcp_err(-err, "cannot create symbolic link '%s'", dpath);
         unlinkat(dd->dfd, tmp, 0);
-    } else if (err == 0 && afcp.o.verbose) {
-        afcp_verbose("'%s' -> '%s'", spath, dpath);
     }
     afcp_temp_put(tslot); /* renamed or removed by now */
     free(target);
+    return err == 0;
 }
 
-static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
-                         const char *dname, const struct stat *st, const char *spath,
-                         const char *dpath)
+/* A FIFO, socket or device node, made as cp makes it: with the source's set-user-ID,
+ * set-group-ID and sticky bits, and without group and other permissions while its owner is
+ * still to be set. Then, in cp's order, its times (which end it when they cannot be set, as
+ * for cp), owner and group, extended attributes and mode. cp sets the permission bits as an
+ * ACL sets them, and the special bits (chmod) only where they are the source's to keep: a
+ * node whose owner could not be given keeps what the kernel left of them (a chown clears
+ * set-user-ID, and set-group-ID with group execute), a node made without --preserve=mode
+ * keeps those it was made with. 1: copied (-v: its line is due), 0: not (reported). */
+static int copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                        const char *dname, const struct stat *st, const char *spath,
+                        const char *dpath)
 {
-    int exists;
+    int exists, p = afcp.o.preserve;
     if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, &exists) != 0)
-        return;
+        return 0;
     if (exists && unlinkat(dd->dfd, dname, 0) < 0) {
         afcp_err(errno, "cannot remove '%s'", dpath);
-        return;
+        return 0;
     }
-    if (mknodat(dd->dfd, dname, (st->st_mode & S_IFMT) | afcp_new_mode(-1, st->st_mode),
-                st->st_rdev) < 0) {
+    mode_t omitted = p & AFCP_P_OWNER ? st->st_mode & (S_IRWXG | S_IRWXO) : 0;
+    if (mknodat(dd->dfd, dname, st->st_mode & (S_IFMT | 07777) & ~omitted, st->st_rdev) < 0) {
         afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
                                                 : "cannot create special file '%s'", dpath);
-        return;
+        return 0;
     }
-    if (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)) {
-        struct timespec ts[2] = {st->st_atim, st->st_mtim};
-        /* Not kept: then no set-user-ID or set-group-ID bit either. */
-        int owner = (afcp.o.preserve & AFCP_P_OWNER) &&
-                    afcp_own(-1, dd->dfd, dname, st, 1, dpath);
-        if (afcp.o.preserve & AFCP_P_XATTR)
-            afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, dname, dpath);
-        if ((afcp.o.preserve & AFCP_P_MODE) &&
-            fchmodat(dd->dfd, dname, afcp_kept_mode(st->st_mode, owner), 0) < 0)
+    struct timespec ts[2] = {st->st_atim, st->st_mtim};
+    if ((p & AFCP_P_TIMES) && utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+        afcp_err(errno, "preserving times for '%s'", dpath);
+        return 1;
+    }
+    int owner = (p & AFCP_P_OWNER) && afcp_own(-1, dd->dfd, dname, st, 1, dpath);
+    if (p & AFCP_P_XATTR)
+        afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, dname, dpath);
+    if (!(p & AFCP_P_MODE) && !afcp.o.default_mode && !(omitted & ~afcp.umask))
+        return 1; /* as it was made */
+    struct stat now;
+    if (fstatat(dd->dfd, dname, &now, AT_SYMLINK_NOFOLLOW) < 0)
+        now.st_mode = st->st_mode & 07777 & ~omitted & ~afcp.umask;
+    mode_t special = now.st_mode & (S_ISUID | S_ISGID | S_ISVTX);
+    if (p & AFCP_P_MODE) {
+        mode_t mode = (p & AFCP_P_OWNER) && !owner ? special | (st->st_mode & 0777)
+                                                   : st->st_mode & 07777;
+        if (fchmodat(dd->dfd, dname, mode, 0) < 0)
             afcp_err(errno, "preserving permissions for '%s'", dpath);
-        if ((afcp.o.preserve & AFCP_P_TIMES) &&
-            utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0)
-            afcp_err(errno, "preserving times for '%s'", dpath);
+    } else if (afcp.o.default_mode) {
+        if (fchmodat(dd->dfd, dname, special | (afcp_new_mode(-1, st->st_mode) & ~afcp.umask),
+                     0) < 0)
+            afcp_err(errno, "setting permissions for '%s'", dpath);
+    } else if ((omitted & ~afcp.umask & ~now.st_mode) &&
+               fchmodat(dd->dfd, dname, (now.st_mode & 07777) | (omitted & ~afcp.umask), 0) < 0) {
+        afcp_err(errno, "preserving permissions for '%s'", dpath);
     }
-    if (afcp.o.verbose)
-        afcp_verbose("'%s' -> '%s'", spath, dpath);
+    return 1;
 }
 
 struct ent {
@@ -563,15 +590,21 @@ static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct
         afcp_err(errno, "setting permissions for '%s'", dpath);
 }
 
+/* The command-line operand being copied, as written, and the name of its copy (the
+ * walker's: afcp_copy_entry): where a directory would go into itself, cp names them. */
+static const char *op_src, *op_dst;
+
 /* Opens (and, when missing, makes) the destination directory for the source directory sname
  * of sd. Returns the new afcp_dir (one reference, the caller's) or NULL (reported). follow:
  * sname is a command-line operand written with a trailing slash, whose symlink is followed. */
-static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
-                                  const char *dname, const struct stat *st, const char *spath,
-                                  const char *dpath, int follow)
+static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
+                                      struct afcp_dir *dd, const char *dname,
+                                      const struct stat *st, const char *spath,
+                                      const char *dpath, int follow)
 {
     if (made_by_us(st->st_dev, st->st_ino)) {
-        afcp_note("cannot copy a directory, '%s', into itself, '%s'", spath, dpath);
+        afcp_note("cannot copy a directory, '%s', into itself, '%s'", op_src ? op_src : spath,
+                  op_dst ? op_dst : dpath);
         afcp_fail();
         return NULL;
     }
@@ -625,8 +658,6 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
         memset(&dst, 0, sizeof dst);
     if (created)
         remember_made(dst.st_dev, dst.st_ino);
-    if (afcp.o.verbose && created)
-        afcp_verbose("'%s' -> '%s'", spath, dpath);
 
     struct afcp_dir *d = afcp_xmalloc(sizeof *d);
     *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
@@ -637,6 +668,17 @@ static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct
                            .ddev = dst.st_dev,
                            .parent = dd};
     afcp_dir_get(dd);
+    return d;
+}
+
+/* open_dest_dir, and -v's line for the directory (number vn) when it was made, as cp prints
+ * it: before any of its entries'. */
+static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                                  const char *dname, const struct stat *st, const char *spath,
+                                  const char *dpath, int follow, uint64_t vn)
+{
+    struct afcp_dir *d = open_dest_dir(sd, sname, dd, dname, st, spath, dpath, follow);
+    afcp_vdone(vn, d && d->created ? spath : NULL, dpath);
     return d;
 }
 
@@ -656,14 +698,14 @@ static int too_long(const char *spath, const char *dpath)
 
 static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const struct stat *st,
-                       int follow, char *spath, char *dpath);
+                       int follow, char *spath, char *dpath, uint64_t vn);
 
 /* One entry (name, d_type) of the directory cur, copied to the same name in cur's
- * destination. A directory is entered only by the walker (walker set: the new afcp_dir is
- * returned, the caller walks it); anywhere else it would be an entry that changed from a
- * symlink into a directory since readdir, and is reported. */
+ * destination (-v: number vn). A directory is entered only by the walker (walker set: the
+ * new afcp_dir is returned, the caller walks it); anywhere else it would be an entry that
+ * changed from a symlink into a directory since readdir, and is reported. */
 static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, const char *name,
-                                    unsigned char type, int walker)
+                                    unsigned char type, int walker, uint64_t vn)
 {
     struct afcp_dir *d = NULL;
     char *sp = afcp_join(cur->spath, name), *dp = afcp_join(cur->dpath, name);
@@ -679,16 +721,17 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
                                 afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &est)) < 0) {
         afcp_err(err, "cannot stat '%s'", sp);
     }
-    if (!err) {
-        if (S_ISDIR(est.st_mode) && walker) {
-            d = enter_dir(cur, name, cur, name, &est, sp, dp, afcp.o.deref == 'L');
-        } else if (S_ISDIR(est.st_mode)) {
-            afcp_note("cannot copy '%s': changed during the copy", sp);
-            afcp_fail();
-        } else {
-            copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L', sp, dp);
-            sp = dp = NULL; /* copy_entry's now */
-        }
+    if (err) {
+        afcp_vdone(vn, NULL, NULL);
+    } else if (S_ISDIR(est.st_mode) && walker) {
+        d = enter_dir(cur, name, cur, name, &est, sp, dp, afcp.o.deref == 'L', vn);
+    } else if (S_ISDIR(est.st_mode)) {
+        afcp_note("cannot copy '%s': changed during the copy", sp);
+        afcp_fail();
+        afcp_vdone(vn, NULL, NULL);
+    } else {
+        copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L', sp, dp, vn);
+        sp = dp = NULL; /* copy_entry's now */
     }
     free(sp);
     free(dp);
@@ -725,6 +768,7 @@ struct batch {
         struct afcp_dir *d;
         char            *name;
         unsigned char    type;
+        uint64_t         vn; /* -v: its number */
     } e[BATCH_MAX];
 };
 
@@ -752,7 +796,7 @@ static int batch_task(struct corio_task *t, void *arg)
          * it, so that a plain copy of cached files does not hold them back for long. */
         if (i && i % YIELD_EVERY == 0)
             corio_yield(t);
-        copy_listed(t, b->e[i].d, b->e[i].name, b->e[i].type, 0);
+        copy_listed(t, b->e[i].d, b->e[i].name, b->e[i].type, 0, b->e[i].vn);
         afcp_dir_put(b->e[i].d);
         free(b->e[i].name);
     }
@@ -835,7 +879,8 @@ static void send_batch(struct corio_task *t)
     }
 }
 
-static void dispatch(struct corio_task *t, struct afcp_dir *d, char *name, unsigned char type)
+static void dispatch(struct corio_task *t, struct afcp_dir *d, char *name, unsigned char type,
+                     uint64_t vn)
 {
     if (!filling) {
         filling = afcp_xmalloc(sizeof *filling);
@@ -844,6 +889,7 @@ static void dispatch(struct corio_task *t, struct afcp_dir *d, char *name, unsig
     afcp_dir_get(d);
     filling->e[filling->n].d = d;
     filling->e[filling->n].name = name;
+    filling->e[filling->n].vn = vn;
     filling->e[filling->n++].type = type;
     if (filling->n == BATCH_MAX)
         send_batch(t);
@@ -872,11 +918,11 @@ struct frame {
  * tree costs no task stack (a task's stack is fixed; the file tasks share its size). */
 static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     const char *spath, const char *dpath, int follow)
+                     const char *spath, const char *dpath, int follow, uint64_t vn)
 {
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
-    struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow);
+    struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow, vn);
     if (d)
         d->rootdev = st->st_dev; /* the operand's file system (-x) */
     while (d || depth) {
@@ -910,20 +956,28 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             continue;
         }
         struct ent *e = &f->ents[f->next++];
+        if (afcp_vbehind()) {
+            /* -v: many lines wait for an entry still being copied (the batch being filled
+             * may hold it): no more entries until they are out. */
+            send_batch(t);
+            while (afcp_vbehind())
+                corio_sleep(t, 1000000);
+        }
+        uint64_t evn = afcp_vnum();
         if (batchable(e->type)) {
-            dispatch(t, f->d, e->name, e->type); /* the batch owns the name now */
+            dispatch(t, f->d, e->name, e->type, evn); /* the batch owns the name now */
             continue;
         }
-        d = copy_listed(t, f->d, e->name, e->type, 1);
+        d = copy_listed(t, f->d, e->name, e->type, 1, evn);
         free(e->name);
     }
     free(stack);
 }
 
-/* afcp_copy_entry with the two paths already joined (owns them). */
+/* afcp_copy_entry with the two paths already joined (owns them), -v's number vn. */
 static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const struct stat *st,
-                       int follow, char *spath, char *dpath)
+                       int follow, char *spath, char *dpath, uint64_t vn)
 {
     /* Without -r, a FIFO or device named on the command line is read until EOF into a
      * regular file, as cp does; with -r it is recreated (copy_special). */
@@ -933,7 +987,7 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
          * file task, which checks the destination (afcp_check_dest) once it knows the
          * source. */
         if (S_ISREG(st->st_mode) &&
-            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow) == 0) {
+            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow, vn) == 0) {
             free(spath);
             free(dpath);
             return;
@@ -941,30 +995,37 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
-                                      .dpath = dpath, .st = *st, .follow = follow};
+                                      .dpath = dpath, .st = *st, .follow = follow, .vn = vn};
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }
-    if (S_ISDIR(st->st_mode)) {
-        if (!afcp.o.recursive) {
-            afcp_note("-r not specified; omitting directory '%s'", spath);
-            afcp_fail();
-        } else {
-            copy_dir(t, sd, sname, dd, dname, st, spath, dpath, follow);
-        }
-    } else if (S_ISLNK(st->st_mode)) {
-        copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
-    } else {
-        copy_special(sd, sname, dd, dname, st, spath, dpath);
+    int said = 0;
+    if (S_ISDIR(st->st_mode) && afcp.o.recursive) {
+        copy_dir(t, sd, sname, dd, dname, st, spath, dpath, follow, vn); /* says vn's line */
+        free(spath);
+        free(dpath);
+        return;
     }
+    if (S_ISDIR(st->st_mode)) {
+        afcp_note("-r not specified; omitting directory '%s'", spath);
+        afcp_fail();
+    } else if (S_ISLNK(st->st_mode)) {
+        said = copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
+    } else {
+        said = copy_special(sd, sname, dd, dname, st, spath, dpath);
+    }
+    afcp_vdone(vn, said ? spath : NULL, dpath);
     free(spath);
     free(dpath);
 }
 
 void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     int follow)
+                     int follow, const char *src_arg, const char *dst_arg)
 {
+    op_src = src_arg;
+    op_dst = dst_arg;
     copy_entry(t, sd, sname, dd, dname, st, follow, afcp_join(sd->spath, sname),
-               afcp_join(dd->dpath, dname));
+               afcp_join(dd->dpath, dname), afcp_vnum());
+    op_src = op_dst = NULL;
 }
