@@ -58,9 +58,9 @@ int      afs__thread_pin(unsigned nth);
 /* Monotonic clock, nanoseconds. */
 int64_t afs__now_ns(void);
 /* Whether afs__now_ns() has reached t. A t far off is told by a cheaper coarse clock where
- * there is one (Linux: CLOCK_MONOTONIC_COARSE, which trails the monotonic clock by at most
- * about a tick, a few ms, and never leads it); a t within AFS__COARSE_MARGIN_NS of it by
- * the precise clock. */
+ * there is one (Linux: CLOCK_MONOTONIC_COARSE, which trails the monotonic clock by about a
+ * tick at most, a few ms, and does not lead it by more than an adjustment's few ns); a t
+ * within AFS__COARSE_MARGIN_NS of it by the precise clock. */
 bool afs__now_reached(int64_t t);
 #define AFS__COARSE_MARGIN_NS 50000000
 #ifndef _WIN32
@@ -72,6 +72,10 @@ void afs__sys_block_sigpipe(void);
 /* Linux: sendfile(2) of len bytes of in_fd from off to out_fd (one call, EINTR not retried);
  * a SIGPIPE it raises is taken back as for a pipe's write. Bytes or -errno. */
 ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len);
+/* Linux: splice(2) of up to len bytes from the pipe rfd to the socket sock without waiting
+ * for room (the socket non-blocking for that call; SPLICE_F_MORE when `more`); a SIGPIPE it
+ * raises is taken back. Bytes, -EAGAIN when the socket has no room, or -errno. */
+ssize_t afs__sys_splice_to_sock(int rfd, int sock, size_t len, bool more);
 #endif
 
 /* A hint inside a spin-wait loop (PAUSE / YIELD). */

@@ -62,8 +62,10 @@ static struct uring *U(struct afs_ctx *ctx)
     return ctx->be_state;
 }
 
-/* afs_queue_sendfile: each piece is two linked splices, the source file -> a pipe -> the
- * socket, staged together. A pipe serves one op at a time (the bytes of two ops would mix
+/* afs_queue_sendfile: each piece is a splice of the source file -> a pipe linked to a poll
+ * for room in the socket, staged together; once both came, the pipe -> socket splice is
+ * made on this thread without waiting (splice_out), and a piece the socket did not take
+ * whole waits for room again. A pipe serves one op at a time (the bytes of two ops would mix
  * in it); the op holds it from its first piece to its completion (sendfile_end, however
  * the op ended), then gives it back to the context's free list, or closes it when bytes were
  * left in it (an error, a cancel).
@@ -604,8 +606,8 @@ static void pipe_put(struct uring *u, struct afs_op *op)
     sp->inpipe = 0;
 }
 
-/* Stages op's next round: the file -> pipe splice linked to the pipe -> socket one, or only
- * the latter when the pipe still holds bytes of the last round. */
+/* Stages op's next round: the file -> pipe splice linked to the poll for the socket's room,
+ * or only the latter when the pipe still holds bytes of the last round. */
 static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct uring *u = U(ctx);
@@ -652,14 +654,27 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     struct io_uring_sqe *sqe = solo ? get_sqe(ctx) : io_uring_get_sqe(&u->ring);
     if (!sqe)
         return -EIO; /* solo only: the ring could not be flushed */
-    io_uring_prep_splice(sqe, sp->rfd, -1, (int)o->file->fd, -1, sp->want,
-                         rest > sp->want ? SPLICE_F_MORE : 0);
-    /* A splice to a socket whose peer has gone raises SIGPIPE in the task that makes it
-     * (splice has no MSG_NOSIGNAL): always the kernel's workers, whose signals are
-     * blocked, never this thread. */
-    sqe->flags |= IOSQE_ASYNC;
+    /* The pipe -> socket half waits for room in the ring, then runs here, without waiting
+     * (splice_out): a splice to a socket always runs in an io-wq worker, which it holds
+     * until the whole piece is in the socket, so that a server's slow peers held as many
+     * workers as they were, switching among them. */
+    io_uring_prep_poll_add(sqe, (int)o->file->fd, POLLOUT);
     io_uring_sqe_set_data(sqe, op);
     return 0;
+}
+
+/* The pipe -> socket half of op's round, once the socket had room (poll_res: the poll's
+ * mask, or its error): the bytes moved, -EAGAIN when the room went meanwhile (the next
+ * round waits again), or an error (the peer's: -EPIPE, -ECONNRESET). */
+static int splice_out(struct afs_op *op, int poll_res)
+{
+    struct afs__op *o = afs__op(op);
+    struct usplice *sp = SP(op);
+    if (poll_res <= 0)
+        return poll_res < 0 ? poll_res : -EAGAIN;
+    bool more = o->total - o->done > sp->inpipe;
+    ssize_t n = afs__sys_splice_to_sock(sp->rfd, (int)o->file->fd, sp->inpipe, more);
+    return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 /* Stages op's next round by read and send: a read of the source into the op's buffer when
@@ -767,6 +782,8 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
     if (sp->fill && sp->r1 > 0)
         sp->inpipe += (uint32_t)sp->r1;
     bool cancel = o->flags & AFS__OP_CANCEL;
+    if (sp->r2 != -ECANCELED)
+        sp->r2 = cancel ? -ECANCELED : sp->inpipe ? splice_out(op, sp->r2) : 0;
     ssize_t report;
     if (sp->r2 > 0) {
         sp->inpipe -= (uint32_t)AFS_MIN((uint32_t)sp->r2, sp->inpipe);

@@ -118,12 +118,13 @@ static void sigpipe_hold(struct sigpipe_hold *h)
 /* err: the write's errno, or 0; cut: it moved fewer bytes than asked. A blocking write to a
  * pipe whose reader goes while the writer waits for room raises SIGPIPE and still returns
  * what it had moved: after a short write the signal is looked for, and taken back when it
- * came from the write. */
+ * came from the write. A socket reset by its peer raises it too, and the call returns the
+ * reset (-ECONNRESET; -EPIPE only from the next one). */
 static void sigpipe_release(struct sigpipe_hold *h, int err, bool cut)
 {
     if (sigpipe_blocked || !h->pending) {
         sigset_t pend;
-        if (err == EPIPE ||
+        if (err == EPIPE || err == ECONNRESET ||
             (cut && !err && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)))
             take_sigpipe(&h->set);
     }
@@ -159,6 +160,32 @@ ssize_t afs__sys_sendfile(int out_fd, int in_fd, uint64_t off, size_t len)
     return r < 0 ? -err : r;
 #else
     (void)out_fd, (void)in_fd, (void)off, (void)len;
+    return -ENOTSUP;
+#endif
+}
+
+ssize_t afs__sys_splice_to_sock(int rfd, int sock, size_t len, bool more)
+{
+#ifdef __linux__
+    /* The socket is made non-blocking for the call only (the socket side of a splice asks
+     * the file's flag, SPLICE_F_NONBLOCK only the pipe's), so that the descriptor stays as
+     * its owner made it. */
+    int fl = fcntl(sock, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (!(fl & O_NONBLOCK) && fcntl(sock, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    struct sigpipe_hold h;
+    sigpipe_hold(&h);
+    ssize_t r = splice(rfd, NULL, sock, NULL, len,
+                       SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
+    int err = r < 0 ? errno : 0;
+    sigpipe_release(&h, err, r >= 0 && (size_t)r < len); /* a reset in the middle of it */
+    if (!(fl & O_NONBLOCK))
+        (void)fcntl(sock, F_SETFL, fl);
+    return r < 0 ? -(err == EWOULDBLOCK ? EAGAIN : err) : r;
+#else
+    (void)rfd, (void)sock, (void)len, (void)more;
     return -ENOTSUP;
 #endif
 }
