@@ -173,8 +173,8 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             return n == -EMSGSIZE ? 414 : (int)n;
         if (!blank(line, n))
             break;
-        if (empty == 8)
-            return 400;
+        if (empty == 7)
+            return 400; /* the eighth */
     }
     char head[8200];
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
@@ -188,8 +188,6 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 400;
     if (len[0] >= sizeof r->method)
         return 501; /* no method that long is served */
-    if (len[1] >= sizeof r->path - 16)
-        return 414;
     char *target = w[1];
     memcpy(r->method, w[0], len[0] + 1);
     r->keep_alive = strcmp(w[2], "HTTP/1.1") == 0;
@@ -245,6 +243,8 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         *q = '\0';
     if (percent_decode(target) < 0 || target[0] != '/' || strstr(target, "/.."))
         return 400;
+    if (strlen(target) >= sizeof r->path - 16)
+        return 414; /* decoded: %-escapes take three bytes of the line, one of the name */
     const char *path = strcmp(target, "/") ? target : "/index.html";
     memcpy(r->path, path, strlen(path) + 1); /* fits: checked above */
     return 1;

@@ -427,8 +427,9 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * Opens `path` (UTF-8) with AFS_* flags; `perm` is used with AFS_CREAT (and the umask).
  * AFS_NONBLOCK makes the open of a FIFO without its other end (or of a device) return at
  * once instead of waiting; it affects the open only (on a regular file the descriptor keeps
- * O_NONBLOCK, which its reads and writes ignore, until the first op queued on the file or
- * afs_file_fd(): one fcntl then, none for a file only looked at and read in small pieces).
+ * O_NONBLOCK, which its reads and writes ignore, until the first op on the file or
+ * afs_file_fd(): one fcntl then, none for a file only looked at, or read from the page
+ * cache inside a corio task).
  * `mode` chooses how afs_read()/afs_write() behave (the position API below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
@@ -949,8 +950,10 @@ AFS_API int afs_queue_mkdirat(struct afs_op *op, struct afs_ctx *ctx, int dirfd,
  * target (Windows 10 1709 on NTFS); elsewhere FileRenameInformation, as MoveFileExW with
  * MOVEFILE_REPLACE_EXISTING, which refuses a read-only or open target (-EACCES). A
  * directory replaces an empty directory as rename(2) does (a full one is -ENOTEMPTY; one
- * open elsewhere -EBUSY where the system cannot remove a name at once). Across volumes:
- * -EXDEV. */
+ * open elsewhere -EBUSY where the system cannot remove a name at once); where the system
+ * cannot replace it in one step, the empty one is removed first, and a name another
+ * process makes in that moment fails the call (-EEXIST: the source stays). Across
+ * volumes: -EXDEV. */
 AFS_API int afs_queue_renameat(struct afs_op *op, struct afs_ctx *ctx, int olddirfd,
                                const char *oldpath, int newdirfd, const char *newpath,
                                int flags, afs_cb *cb, void *data);

@@ -107,9 +107,9 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     /* AFS_NONBLOCK is for the open only (a FIFO without its other end, a device): the file
      * is then used as any other (io_uring would answer -EAGAIN to reads of a non-blocking
      * one); a FIFO is made non-blocking again where it waits in the readiness engine. A
-     * regular file keeps the flag until an op is queued on it (afs__file_settle): its
-     * inline reads and writes ignore it, and a file opened only for a look at its size or
-     * a small read is spared the system call. */
+     * regular file keeps the flag until an op is set up on it (afs__file_settle): a file
+     * opened only for a look at its size, or read from the page cache inside a task (the
+     * cached reads never set up an op), is spared the system call. */
     bool nb_open = (flags & AFS_NONBLOCK) && info.size >= 0;
     if ((flags & AFS_NONBLOCK) && !nb_open &&
         (err = afs__sys_opened_blocking(f->fd, flags)) < 0) {

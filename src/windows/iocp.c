@@ -131,8 +131,9 @@ static ssize_t result(struct afs_op *op, DWORD err, DWORD bytes)
      * wrote was read before): end of file, as read(2) says. A write keeps -EPIPE. */
     if ((err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE) && afs__op(op)->code == AFS__READ)
         return 0;
-    if (afs__op(op)->code == AFS__WRITE) {
-        struct afs__span sp; /* the transfer that failed */
+    if (afs__op(op)->code == AFS__WRITE || afs__op(op)->code == AFS__WRITEV) {
+        struct afs__span sp; /* the transfer that failed (an iovec's piece: its end is
+                                past the limit too, or the one before it failed) */
         afs__op_span(op, &sp);
         if (sp.off != AFS__OFF_SEQ)
             return afs__win_size_errno(afs__win_errno(err), sp.off + sp.len);

@@ -674,7 +674,7 @@ T_PIPE(open_nonblock_does_not_wait_for_a_fifo_writer)
  * flag (no system call) until an op is queued on it: ops of data not in the page cache then
  * wait for the disk as on any file (io_uring may answer -EAGAIN to a non-blocking one), and
  * so does a sendfile from it. */
-T_PIPE(open_nonblock_regular_file_reads_wait_for_the_disk)
+T_PIPE(open_nonblock_regular_file_keeps_the_flag_until_an_op)
 {
     t_new_ctx();
     size_t len = 1 << 20;
