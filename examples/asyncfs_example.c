@@ -1,11 +1,15 @@
 /* The asyncfs seed's README example in C: a context with a custom allocator and releaser,
  * an async-mode file, a write and a read polled with afs_last_op().
- * Usage: asyncfs_example [path]   (default: a file in $TMPDIR or /tmp) */
+ * Usage: asyncfs_example [path]   (default: a new file in $TMPDIR or /tmp)
+ * The file is made new (a path that exists is refused, never overwritten) and removed at
+ * the end, also when a step fails. */
 #include <asyncfs.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A one-slot pool, standing in for Go's sync.Pool. */
 struct pool {
@@ -36,9 +40,14 @@ static void releaser(void *buf, size_t size, void *user)
     }
 }
 
+/* The file this run made, removed on the way out whatever happens. */
+static const char *made;
+
 static void die(const char *what, int err)
 {
     fprintf(stderr, "%s: %s\n", what, afs_strerror(err));
+    if (made)
+        remove(made);
     exit(1);
 }
 
@@ -49,7 +58,8 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s", argv[1]);
     } else {
         const char *tmp = getenv("TMPDIR");
-        snprintf(path, sizeof path, "%s/test_asyncfs", tmp ? tmp : "/tmp");
+        /* One name per process: two runs never share a file. */
+        snprintf(path, sizeof path, "%s/test_asyncfs.%ld", tmp ? tmp : "/tmp", (long)getpid());
     }
 
     struct pool pool = {0};
@@ -66,15 +76,19 @@ int main(int argc, char **argv)
     if (err < 0)
         die("afs_ctx_new", err);
 
+    /* afs_create() would truncate whatever is at path, and the file is removed at the end:
+     * AFS_EXCL makes it a new file (never through a symlink planted in a shared /tmp). */
     struct afs_file *f;
-    err = afs_create(ctx, path, AFS_MODE_ASYNC, &f);
+    err = afs_open(ctx, path, AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600,
+                   AFS_MODE_ASYNC, &f);
     if (err < 0)
         die(path, err);
+    made = path;
 
     /* Buffers are aligned for direct I/O. */
     char *buf = afs_buf_alloc(ctx, 4096);
     if (!buf)
-        die("afs_buf_alloc", -12);
+        die("afs_buf_alloc", -ENOMEM);
     memset(buf, 'a', 4096);
 
     /* Async mode: the call queues the write and returns 0 at once. */
@@ -92,6 +106,8 @@ int main(int argc, char **argv)
     /* Let's read it back. */
     afs_seek(f, 0, SEEK_SET);
     char *out = afs_buf_alloc(ctx, 4096);
+    if (!out)
+        die("afs_buf_alloc", -ENOMEM);
     err = (int)afs_read(f, out, 4096);
     if (err < 0)
         die("afs_read", err);
@@ -102,7 +118,9 @@ int main(int argc, char **argv)
         die("read", (int)n);
     printf("%zd bytes has been read\n", n);
     /* out has been filled */
-    int same = memcmp(buf, out, 4096) == 0;
+    int same = n == 4096 && memcmp(buf, out, 4096) == 0;
+    if (!same)
+        fprintf(stderr, "%s: the data read back differs from what was written\n", path);
 
     afs_buf_free(ctx, out, 4096);
     afs_buf_free(ctx, buf, 4096);

@@ -5,7 +5,8 @@
  * ping / pong through futures, as go-work's tasks do through channels. The reader has
  * an idle timeout: silent for longer than 2 s, it fails the job with -ETIMEDOUT. The job as a
  * whole times out after 5 s.
- * Usage: gowork_job [PATH]   (default: ./gowork_job.conn, removed at the end)
+ * Usage: gowork_job [PATH]   (default: ./gowork_job.conn; made new, a path that exists is
+ *                             refused, and removed at the end). Exits 1 when the job fails.
  * Prints:
  *   connect: connected
  *   write: sent "message 0"
@@ -29,6 +30,7 @@
 
 struct conn {
     const char      *path;
+    int              result; /* the job's: 0 or -errno */
     struct afs_file *f;
     int              sent, received;
     uint64_t         rpos;
@@ -43,7 +45,9 @@ static int connect_init(struct corio_task *t, struct corio_job_task *jt)
 static int connect_run(struct corio_task *t, struct corio_job_task *jt)
 {
     struct conn *c = jt->arg;
-    int err = afs_create(corio_sched_ctx(corio_task_sched(t)), c->path, AFS_MODE_SYNC, &c->f);
+    /* A new file (AFS_EXCL), since the finalizer removes it: never someone's own file. */
+    int err = afs_open(corio_sched_ctx(corio_task_sched(t)), c->path,
+                       AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600, AFS_MODE_SYNC, &c->f);
     if (err < 0)
         return err; /* fails the job: read and write never start */
     printf("connect: connected\n");
@@ -126,6 +130,7 @@ static void main_task(struct corio_task *t, void *arg)
     corio_job_set_timeout(&job, 5000LL * 1000 * 1000);
     corio_job_start(t, &job);
     int res = corio_future_await(t, &job.done, NULL); /* go-work's <-job.Run() */
+    c->result = res;
     struct corio_job_task *who;
     corio_job_error(&job, &who);
     if (res < 0)
@@ -142,5 +147,5 @@ int main(int argc, char **argv)
     int err = corio_run(main_task, &c);
     if (err < 0)
         fprintf(stderr, "corio_run: %s\n", afs_strerror(err));
-    return err < 0;
+    return err < 0 || c.result < 0;
 }

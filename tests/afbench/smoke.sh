@@ -46,6 +46,17 @@ run "corio randwrite" --engine=corio --rw=randwrite --bs=4k --iodepth=4 --size=4
 run "queue write" --engine=queue --rw=write --bs=64k --iodepth=4 --size=4m --runtime=1 --filename="$dir/w"
 run "threads read" --engine=threads --rw=read --bs=64k --iodepth=2 --size=4m --filename="$f"
 
+# The thread pool's transfers are system calls: its backend cannot look cheaper than one a
+# read (queue engine, so every read goes to the pool).
+out=$(ASYNCFS_BACKEND=threads "$afbench" --engine=queue --iodepth=8 --size=4m --runtime=0.3 \
+      --filename="$f" --output-format=json 2>"$dir/err")
+python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+assert j["backend"] == "threads" and j["syscalls_per_io"] >= 1, j["syscalls_per_io"]
+print("ok   threads backend: %.3f syscalls/IO" % j["syscalls_per_io"])
+' "$out" || fail "threads backend: syscalls_per_io below 1: $out $(cat "$dir/err")"
+
 # The data file was created at --size for reads.
 [ "$(stat -c %s "$f")" -eq $((4 << 20)) ] || fail "the read file is not 4 MiB"
 
@@ -92,8 +103,8 @@ knob "--io-workers=1" 'j["io_workers"] == 1' --io-workers=1 --offload=always
 bad() { # expected-words args...
   local want=$1; shift
   local rc
-  "$afbench" "$@" >/dev/null 2>"$dir/err"; rc=$?
-  if [ $rc -ne 2 ]; then fail "afbench $* exited $rc, not 2"; return; fi
+  timeout 30 "$afbench" "$@" >/dev/null 2>"$dir/err"; rc=$?
+  if [ $rc -ne 2 ]; then fail "afbench $* exited $rc, not 2: $(cat "$dir/err")"; return; fi
   grep -q -- "$want" "$dir/err" || fail "afbench $*: message lacks '$want': $(cat "$dir/err")"
   echo "ok   exit 2: $(cat "$dir/err")"
 }
@@ -109,6 +120,67 @@ bad "O_DIRECT" --bs=1000 --direct=1 --filename="$f"
 bad "give --size" --filename="$dir/missing"
 bad "--offload" --offload=sometimes --filename="$f"
 bad "--io-workers" --io-workers=many --filename="$f"
+# A time limit is checked after its unit: 6,000,000 hours do not fit the clock.
+bad "--runtime" --runtime=6000000h --filename="$f"
+# Only regular files and block devices: a FIFO would block the open of a write job for ever,
+# a character device reads nothing and cannot be synced. A directory is named as such.
+mkfifo "$dir/fifo"
+bad "not a regular file" --rw=write --size=4m --filename="$dir/fifo"
+bad "not a regular file" --rw=randread --size=4m --filename="$dir/fifo"
+bad "not a regular file" --rw=randread --size=4m --filename=/dev/null
+bad "directory" --size=4m --filename="$dir"
+# Buffers that cannot fit in memory are refused before any is allocated (address space
+# capped here, so an afbench without the check fails cleanly instead of meeting the OOM
+# killer; not under ASan, which needs a large address space).
+if ldd "$afbench" 2>/dev/null | grep -q 'libasan'; then
+  echo "skip memory check: afbench built with ASan"
+else
+  rc=0
+  (ulimit -v $((1 << 20)); exec "$afbench" --engine=corio --rw=randwrite --bs=64m \
+     --iodepth=4096 --size=64m --filename="$dir/big") >/dev/null 2>"$dir/err" || rc=$?
+  if [ $rc -eq 2 ] && grep -q -- "--iodepth" "$dir/err"; then
+    echo "ok   exit 2: $(cat "$dir/err")"
+  else
+    fail "--bs=64m --iodepth=4096 exited $rc, not 2: $(cat "$dir/err")"
+  fi
+  rm -f "$dir/big"
+fi
+
+# A backend name asked for in the environment that does not exist is named, and a file
+# afbench created for a run that failed is not left behind.
+ASYNCFS_BACKEND=bogus "$afbench" --runtime=0.1 --size=1m --filename="$dir/new" >/dev/null 2>"$dir/err"
+grep -q "ASYNCFS_BACKEND=bogus" "$dir/err" && echo "ok   $(tail -1 "$dir/err")" ||
+  fail "ASYNCFS_BACKEND=bogus: message lacks the variable: $(cat "$dir/err")"
+[ -e "$dir/new" ] && fail "a failed run left the file it created"
+
+# The results are the output: a full standard output is an error, not a silent success.
+rc=0
+"$afbench" --engine=pread --runtime=0.1 --filename="$f" >/dev/full 2>"$dir/err" || rc=$?
+if [ $rc -eq 1 ] && grep -q "standard output" "$dir/err"; then echo "ok   exit 1: $(cat "$dir/err")"
+else fail "stdout on /dev/full exited $rc: $(cat "$dir/err")"; fi
+
+# As a user who may not write: the error that stopped afbench, not the one of a retry. Root
+# runs this as nobody (setpriv); skipped where neither works.
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+  command -v setpriv >/dev/null && as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+fi
+if [ "$(id -u)" -ne 0 ] || [ ${#as_user[@]} -gt 0 ]; then
+  chmod 755 "$dir"
+  mkdir "$dir/ro" && cp "$f" "$dir/ro/data" && chmod 444 "$dir/ro/data" && chmod 555 "$dir/ro"
+  user_bad() { # expected-words args...
+    local want=$1 rc; shift
+    timeout 30 "${as_user[@]}" "$afbench" "$@" >/dev/null 2>"$dir/err"; rc=$?
+    if [ $rc -eq 1 ] && grep -q -- "$want" "$dir/err"; then echo "ok   exit 1: $(cat "$dir/err")"
+    else fail "afbench $* as a user exited $rc: $(cat "$dir/err")"; fi
+  }
+  user_bad "Permission denied" --size=4m --filename="$dir/ro/new"
+  user_bad "read-only" --size=8m --filename="$dir/ro/data"
+  [ -e "$dir/ro/new" ] && fail "a file was created in a read-only directory"
+  chmod 700 "$dir/ro" "$dir"
+else
+  echo "skip user checks: root without setpriv"
+fi
 
 [ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all ok"

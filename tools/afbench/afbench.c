@@ -87,9 +87,14 @@ struct opts {
  * Small helpers
  * ------------------------------------------------------------------------------------- */
 
+/* The file prepare_file() created, removed when the run fails: a failed run leaves nothing. */
+static const char *created_path;
+
 static void die(int code, const char *fmt, ...)
 {
     va_list ap;
+    if (created_path)
+        unlink(created_path);
     va_start(ap, fmt);
     fputs("afbench: ", stderr);
     vfprintf(stderr, fmt, ap);
@@ -672,13 +677,21 @@ static void run_corio_rt(const struct opts *o, struct job *j, struct worker *w)
         parts[i].j = j;
         worker_init(&parts[i].w, j, i + 1);
     }
-    if ((e = corio_rt_run(rt, rt_root, parts)))
+    if ((e = corio_rt_run(rt, rt_root, parts))) {
+        /* The schedulers make their contexts on their own threads, where the library keeps
+         * its reason; the variable that chose the backend is the likely one. */
+        const char *env = getenv("ASYNCFS_BACKEND");
+        if (env && *env)
+            die(e == -ENOTSUP ? EXIT_UNAVAILABLE : 1, "corio_rt_run: %s (ASYNCFS_BACKEND=%s)",
+                afs_strerror(e), env);
         die(e == -ENOTSUP ? EXIT_UNAVAILABLE : 1, "corio_rt_run: %s", afs_strerror(e));
+    }
     for (unsigned i = 0; i < o->threads; i++) {
         h_merge(&w->h, &parts[i].w.h);
         const struct afs_stats *a = &parts[i].s0, *b = &parts[i].s1;
         j->syscalls += (b->kernel_submits - a->kernel_submits) +
-                       (b->kernel_waits - a->kernel_waits) + (b->inline_ops - a->inline_ops);
+                       (b->kernel_waits - a->kernel_waits) + (b->inline_ops - a->inline_ops) +
+                       (b->pool_ops - a->pool_ops);
         j->offloaded_ops += b->offloaded_ops - a->offloaded_ops;
     }
     free(parts);
@@ -725,11 +738,24 @@ static uint64_t prepare_file(struct opts *o, int write)
     int created = stat(o->filename, &st) < 0 && errno == ENOENT;
     if (created && !o->size_set)
         die(EXIT_USAGE, "%s does not exist: give --size to create it", o->filename);
-    int fd = open(o->filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == EACCES && !write)
+    /* A FIFO would block the engine's open (or never hold data to read), a character device
+     * cannot be read back or synced, a directory has no data: none is a file to measure. */
+    if (!created && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        die(EXIT_USAGE, "%s is %s, not a regular file or block device", o->filename,
+            S_ISDIR(st.st_mode)    ? "a directory"
+            : S_ISFIFO(st.st_mode) ? "a FIFO"
+            : S_ISCHR(st.st_mode)  ? "a character device"
+                                   : "a special file");
+    int fd = open(o->filename, O_RDWR | O_CLOEXEC | (created ? O_CREAT | O_EXCL : 0), 0644);
+    int read_only = 0;
+    if (fd < 0 && errno == EACCES && !write && !created) {
         fd = open(o->filename, O_RDONLY | O_CLOEXEC);
+        read_only = fd >= 0;
+    }
     if (fd < 0)
         die(1, "%s: %s", o->filename, strerror(errno));
+    if (created)
+        created_path = o->filename;
     int64_t have = fd_size(fd);
     if (have < 0)
         die(1, "%s: %s", o->filename, strerror((int)-have));
@@ -745,6 +771,9 @@ static uint64_t prepare_file(struct opts *o, int write)
         if (S_ISBLK(st.st_mode))
             die(1, "%s: the device holds %" PRId64 " bytes, fewer than --size", o->filename,
                 have);
+        if (read_only)
+            die(1, "%s: Permission denied: the file is read-only here and holds %" PRId64
+                " bytes, fewer than --size to read", o->filename, have);
         char a[32], b[32];
         human_bytes(a, sizeof a, (double)have);
         human_bytes(b, sizeof b, (double)o->size);
@@ -853,7 +882,7 @@ static int parse_seconds(const char *s, double *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || !(v >= 0) || v > 1e7)
+    if (errno || end == s || !(v >= 0))
         return -1;
     if (!strcmp(end, "ms"))
         v /= 1000;
@@ -862,6 +891,9 @@ static int parse_seconds(const char *s, double *out)
     else if (!strcmp(end, "h"))
         v *= 3600;
     else if (*end && strcmp(end, "s"))
+        return -1;
+    /* Checked in seconds, after the unit: the deadline is a 64-bit count of nanoseconds. */
+    if (!(v <= 1e7))
         return -1;
     *out = v;
     return 0;
@@ -941,7 +973,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
             o->iodepth = (unsigned)u;
         } else if (!strcmp(name, "runtime")) {
             if (parse_seconds(val, &o->runtime_s))
-                bad(name, val, "a number of seconds (e.g. 3, 500ms, 2m)");
+                bad(name, val, "a number of seconds up to 10000000 (e.g. 3, 500ms, 2m)");
         } else if (!strcmp(name, "direct")) {
             if (strcmp(val, "0") && strcmp(val, "1"))
                 bad(name, val, "0 or 1");
@@ -980,6 +1012,18 @@ static void parse_args(int argc, char **argv, struct opts *o)
             o->bs);
     if (o->engine == ENG_URING_RAW && o->bs > UINT_MAX)
         die(EXIT_USAGE, "--bs: uring-raw takes blocks below 4g");
+    /* Every I/O in flight has its own buffer, filled before the run: refuse what cannot fit
+     * in memory before allocating any, rather than meet the OOM killer halfway. */
+    uint64_t nbufs = o->engine == ENG_PREAD ? 1 : (uint64_t)o->iodepth * o->threads;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && o->bs > (uint64_t)pages * (uint64_t)page / nbufs) {
+        char need[32], have[32];
+        human_bytes(need, sizeof need, (double)o->bs * (double)nbufs);
+        human_bytes(have, sizeof have, (double)pages * (double)page);
+        die(EXIT_USAGE, "--bs=%" PRIu64 " x --iodepth=%u%s needs %s of buffers, more than the "
+            "%s of memory here", o->bs, o->iodepth, o->threads > 1 ? " x --threads" : "",
+            need, have);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1106,7 +1150,8 @@ static void asyncfs_setup(const struct opts *o, struct job *j, struct afs_ctx **
     cfg.io_workers = o->io_workers;
     int e = afs_ctx_new(ctx, &cfg);
     if (e)
-        die(e == -ENOTSUP ? EXIT_UNAVAILABLE : 1, "afs_ctx_new: %s", afs_strerror(e));
+        die(e == -ENOTSUP ? EXIT_UNAVAILABLE : 1, "afs_ctx_new: %s%s%s", afs_strerror(e),
+            afs_last_ctx_error() ? ": " : "", afs_last_ctx_error() ? afs_last_ctx_error() : "");
     j->backend = afs_ctx_backend(*ctx);
     const char *why = afs_ctx_fallback_reason(*ctx);
     if (why)
@@ -1252,8 +1297,10 @@ int main(int argc, char **argv)
         afs_ctx_stats(ctx, &s1);
         c1 = sc_get();
         sc_uninstall();
+        /* A pool thread's transfer is a system call too (the threads backend, and buffered
+         * files on libaio): without it the pool's backends would look almost free. */
         j.syscalls = (s1.kernel_submits - s0.kernel_submits) + (s1.kernel_waits - s0.kernel_waits) +
-                     (s1.inline_ops - s0.inline_ops);
+                     (s1.inline_ops - s0.inline_ops) + (s1.pool_ops - s0.pool_ops);
         j.fixed_buffer_ops = s1.fixed_buffer_ops - s0.fixed_buffer_ops;
         j.fixed_file_ops = s1.fixed_file_ops - s0.fixed_file_ops;
         j.offloaded_ops = s1.offloaded_ops - s0.offloaded_ops;
@@ -1286,7 +1333,12 @@ int main(int argc, char **argv)
     r.mean_us = (double)w.h.sum_ns / (double)w.h.count / 1000.0;
     r.min_us = (double)w.h.min_ns / 1000.0;
     r.max_us = (double)w.h.max_ns / 1000.0;
+    created_path = NULL; /* the run succeeded: a file made for it stays for the next one */
     print_result(&o, &j, &r);
+    /* The figures are the program's output: one that did not reach it is an error. */
+    if (fflush(stdout) || ferror(stdout))
+        die(1, "writing the results to standard output: %s",
+            errno ? strerror(errno) : "write error");
 
     if (co) {
         for (unsigned i = 0; i < o.iodepth; i++)
