@@ -232,7 +232,7 @@ struct afs_stats {
     uint64_t completions; /* callbacks run */
     uint64_t kernel_submits; /* system calls that handed ops to the kernel (io_uring_enter
                                 with submissions, also when it waits too; io_submit,
-                                lio_listio...) */
+                                lio_listio...; the sync backend: one per op it runs) */
     uint64_t kernel_waits;   /* system calls that only waited for completions; the two are
                                 disjoint, so their sum is the backend's system calls */
     uint64_t resubmits;   /* short transfers and transient errors retried inside */

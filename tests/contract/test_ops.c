@@ -63,6 +63,32 @@ T_IO(many_ops_in_flight_on_one_file)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* Ops that ran are counted as system calls of the backend (kernel_submits + kernel_waits,
+ * or pool_ops for the thread pool's); the sync backend counts one per op. */
+T_IO(stats_count_the_system_calls_of_ops)
+{
+    t_new_ctx();
+    enum { N = 64, BS = 4096 };
+    t_make_file(t_path("f"), (size_t)N * BS);
+    struct afs_file *f = t_file("f", AFS_RDONLY);
+    static struct afs_op ops[N];
+    static char bufs[N][BS];
+    struct done d = {0};
+    struct afs_stats a, b;
+    afs_ctx_stats(t_ctx, &a);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(afs_queue_read(&ops[i], f, bufs[i], BS, (uint64_t)i * BS, count_cb, &d), 0);
+    cr_assert_geq(afs_ctx_submit(t_ctx), 0);
+    wait_for(&d, N);
+    afs_ctx_stats(t_ctx, &b);
+    uint64_t calls = (b.kernel_submits - a.kernel_submits) + (b.kernel_waits - a.kernel_waits) +
+                     (b.pool_ops - a.pool_ops);
+    cr_assert_geq(calls, 1, "%d reads ran without a system call counted", N);
+    if (strcmp(afs_ctx_backend(t_ctx), "sync") == 0)
+        cr_assert_eq(b.kernel_submits - a.kernel_submits, N);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 T_IO(callbacks_run_only_from_wait)
 {
     t_new_ctx();
