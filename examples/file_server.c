@@ -4,9 +4,10 @@
  * goes to the kernel in the same submission.
  * A body of at least --sendfile-min bytes (default 64 KiB) goes with afs_sendfile(): the
  * headers leave first (MSG_MORE: in the same segments as the body), then the kernel moves
- * the file's pages to the socket (io_uring: splices through a pipe; other Linux backends:
- * sendfile(2); Windows: TransmitFile) without a copy through this process (FreeBSD, macOS:
- * the library reads the file and sends it, on the context's thread). A smaller body, and
+ * the file's pages to the socket (io_uring: splices through a pipe, the socket's when it has
+ * room; other Linux backends: sendfile(2); Windows: TransmitFile) without a copy through
+ * this process (FreeBSD, macOS: the library reads the file and sends it, on the context's
+ * thread). A smaller body, and
  * every body where the library has no sendfile (-ENOTSUP: Windows without TransmitFile), is
  * read and sent:
  * the headers and the first part of the body in one send, then 128 KiB pieces (reads of at
