@@ -593,6 +593,9 @@ static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct
 /* The command-line operand being copied, as written, and the name of its copy (the
  * walker's: afcp_copy_entry): where a directory would go into itself, cp names them. */
 static const char *op_src, *op_dst;
+/* The operand went into itself: as cp, nothing after that entry is copied, in its
+ * directory or in any above it (copy_dir); the directories made are finished. */
+static int into_self;
 
 /* Opens (and, when missing, makes) the destination directory for the source directory sname
  * of sd. Returns the new afcp_dir (one reference, the caller's) or NULL (reported). follow:
@@ -606,6 +609,7 @@ static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
         afcp_note("cannot copy a directory, '%s', into itself, '%s'", op_src ? op_src : spath,
                   op_dst ? op_dst : dpath);
         afcp_fail();
+        into_self = 1;
         return NULL;
     }
     /* -L: a link to an ancestor. Only directories being copied count (both fds): the one
@@ -922,6 +926,7 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
 {
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
+    into_self = 0;
     struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow, vn);
     if (d)
         d->rootdev = st->st_dev; /* the operand's file system (-x) */
@@ -949,6 +954,9 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             continue;
         }
         struct frame *f = &stack[depth - 1];
+        if (into_self)
+            while (f->next < f->n)
+                free(f->ents[f->next++].name); /* not copied, as cp stops there */
         if (f->next == f->n) { /* done with it: pop */
             free(f->ents);
             afcp_dir_put(f->d);
