@@ -319,10 +319,13 @@ EOF
     rm -rf "$O/v.cp" "$O/v.afcp"
 
     # a directory copied into itself: copied once, as cp copies it, and named as cp names
-    # it: the operand as written and its copy (not the entries one level down), status 1
+    # it: the operand as written and its copy (not the entries one level down), status 1;
+    # nothing after the entry that went into itself is copied, in its directory or above
+    # (a/b/z, made after a/b/c, comes after it in cp's order)
     for args in "a a/b" "a a/b/c/" "a/ a/b/c/d" "a/. a/b" "a ./a/x/"; do
         for t in c a; do
             rm -rf "$O/self.$t"; mkdir -p "$O/self.$t/a/b/c"; echo f > "$O/self.$t/a/b/c/f"
+            echo z > "$O/self.$t/a/b/z"
         done
         # shellcheck disable=SC2086
         (cd "$O/self.c" && cp -r $args 2> ../self.c.err; echo "status $?" >> ../self.c.err
