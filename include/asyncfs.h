@@ -1192,10 +1192,12 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
 /* Sends len bytes of the file src, from offset off, on the socket s without copying them
  * through the caller's memory: the kernel moves the file's pages to the socket, or (read
  * and send, below) the library reads them into a buffer of its own and sends that.
- *  - io_uring: two linked IORING_OP_SPLICE requests per piece, src -> a pipe -> s, in the
- *    phase's one submission. The pipes are the context's (made on first use, kept for the
- *    next op, enlarged with F_SETPIPE_SZ where the system allows: up to 1 MiB moves per
- *    piece); a piece the kernel moved only in part is resumed by the library.
+ *  - io_uring: per piece, an IORING_OP_SPLICE of src into a pipe linked to a poll for room
+ *    in s, in the phase's one submission; then the pipe's bytes are spliced into s on the
+ *    context's thread without waiting (s non-blocking for that call only), and what s did
+ *    not take waits for room again. The pipes are the context's (made on first use, kept
+ *    for the next op, enlarged with F_SETPIPE_SZ where the system allows: up to 1 MiB
+ *    moves per piece); a piece the kernel moved only in part is resumed by the library.
  *  - The readiness engine (every other Linux backend, and io_uring on kernels without the
  *    socket opcodes): sendfile(2) on the context's thread, at once and then each time the
  *    socket is writable again. Reading src may wait for the disk there, as a buffered
@@ -1225,8 +1227,8 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  * or s read-only), -ENOTSUP (Windows without TransmitFile), -ENOMEM (read and send: no
  * memory for the buffer), the send error (-EPIPE, -ECONNRESET: the peer has
  * gone; never a SIGPIPE: sends go with MSG_NOSIGNAL or on SO_NOSIGPIPE sockets, and around
- * sendfile(2) the library blocks it and takes it back as for a pipe's write), or the read
- * error of src (-EIO). A transfer stopped (corio cancellation
+ * sendfile(2) and io_uring's socket splice the library blocks it and takes it back as for a
+ * pipe's write), or the read error of src (-EIO). A transfer stopped (corio cancellation
  * or deadline, afs_cancel) after some bytes left returns that count; nothing sent:
  * -ECANCELED / -ETIMEDOUT. Neither src's position nor s's is used or moved; bytes sent
  * before an error have left (the caller cannot tell how many: close the connection).
