@@ -853,9 +853,8 @@ T_IO(opt_out_never_reads_direct)
     o.flags = AFS_STREAM_BUFFERED;
     cr_assert_eq(afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s), 0);
     cr_assert_eq(read_all_checked(s, len, 1), 0, "no direct read");
-    cr_assert_eq(afs__stream_direct_reads(s), 0);
+    cr_assert_eq(afs__stream_direct_reads(s), 0, "read through the page cache");
     cr_assert_eq(afs_fclose(s), 0);
-    cr_assert_geq(cached_bytes("f"), len - 4096, "read through the page cache");
     /* Accepted on streams that write too (it changes nothing there). */
     cr_assert_eq(afs_fopen_opts(t_ctx, t_path("g"), "w+", &o, &s), 0);
     cr_assert_eq(afs_fwrite("x", 1, 1, s), 1);
@@ -994,8 +993,10 @@ T_IO(small_cold_files_are_read_buffered)
     make_cold("f");
     struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
     read_all_checked(s, len, 0);
+    /* Counted by the stream (this machine's page cache may be emptied from outside at any
+     * moment: what mincore finds after the read says little). */
+    cr_assert_eq(afs__stream_direct_reads(s), 0, "read through the page cache");
     cr_assert_eq(afs_fclose(s), 0);
-    cr_assert_geq(cached_bytes("f"), len - 4096, "read through the page cache");
 }
 
 /* Another file descriptor writes (buffered, not synced) while the stream reads: the stream
