@@ -7,13 +7,11 @@
  * the file's pages to the socket (io_uring: splices through a pipe, the socket's when it has
  * room; other Linux backends: sendfile(2); Windows: TransmitFile) without a copy through
  * this process (FreeBSD, macOS: the library reads the file and sends it, on the context's
- * thread). A smaller body, and
- * every body where the library has no sendfile (-ENOTSUP: Windows without TransmitFile), is
- * read and sent:
- * the headers and the first part of the body in one send, then 128 KiB pieces (reads of at
- * most the context's sync threshold, 4 KiB, are plain preads from the page cache: cheaper
- * than a trip through the batch). A client that goes away (-EPIPE, -ECONNRESET) only ends its own
- * task.
+ * thread). A smaller body, and every body where the library has no sendfile (-ENOTSUP:
+ * Windows without TransmitFile), is read and sent: the headers and the first part of the
+ * body in one send, then 128 KiB pieces (reads of at most the context's sync threshold,
+ * 4 KiB, are plain preads from the page cache: cheaper than a trip through the batch). A
+ * client that goes away (-EPIPE, -ECONNRESET) only ends its own task.
  *
  *   file_server [--root DIR] [--host H] [--port P] [--conns N] [--sendfile-min BYTES]
  *               [--timeout SECONDS]
@@ -285,7 +283,7 @@ static int ok_head(char *buf, uint64_t size, int keep_alive)
     static const char keep[] = "\r\nContent-Type: application/octet-stream\r\n"
                                "Connection: keep-alive\r\n\r\n";
     static const char shut[] = "\r\nContent-Type: application/octet-stream\r\n"
-                                "Connection: close\r\n\r\n";
+                               "Connection: close\r\n\r\n";
     char digits[20];
     int nd = 0;
     do
