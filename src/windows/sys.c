@@ -653,8 +653,9 @@ static int join_final(HANDLE dir, const wchar_t *rel, wchar_t **out)
 
 /* path (UTF-8) relative to dirfd as an NT name. Relative names are cleaned up ("." and empty
  * components go, ".." takes the one before it) since the system resolves neither relative to
- * a handle; one that climbs above dirfd is joined to dirfd's final path instead. */
-static int nt_name(int dirfd, const char *path, struct nt_name *out)
+ * a handle; one that climbs above dirfd is joined to dirfd's final path instead. Takes the
+ * names as text: nt_name() checks first what that skips. */
+static int nt_name_text(int dirfd, const char *path, struct nt_name *out)
 {
     memset(out, 0, sizeof *out);
     if (!nt_ready())
@@ -824,6 +825,94 @@ static void nt_name_free(struct nt_name *nm)
 {
     free(nm->buf);
     nm->buf = NULL;
+}
+
+static bool is_sep_c(char c)
+{
+    return c == '\\' || c == '/';
+}
+
+/* Whether the first len bytes of path (relative to dirfd) name a directory: 0, -ENOTDIR (a
+ * file, or a path through one), -ENOENT, or the open's error. */
+static int dir_check(int dirfd, const char *path, size_t len)
+{
+    char *p = malloc(len + 1);
+    if (!p)
+        return -ENOMEM;
+    memcpy(p, path, len);
+    p[len] = 0;
+    struct nt_name nm;
+    HANDLE h;
+    int err = nt_name_text(dirfd, p, &nm);
+    if (err == 0)
+        err = nt_open(&nm, 0, 0, FILE_OPEN, FILE_DIRECTORY_FILE, &h);
+    nt_name_free(&nm);
+    free(p);
+    if (err == 0)
+        CloseHandle(h);
+    return err;
+}
+
+/* POSIX resolves "x/.." by going into x and out again, so x must be a directory (-ENOTDIR;
+ * -ENOENT when it is not there), and so must x in a path that ends in "x/.". Windows takes
+ * both as text ("file\.." is the directory of the file, "file\." the file itself), in a
+ * full path (GetFullPathNameW) as relative to a handle (nt_name_text). So each name in
+ * front of such a component is opened as a directory first, from left to right (the text
+ * clean-up of the names checked by then gives the directory the system reaches): one open
+ * each, only for paths that have them. Where the path begins (dirfd, the current directory,
+ * a volume's root) and where a ".." came back to are directories already. (A symbolic link
+ * before a ".." still goes as text: to its own directory, not its target's parent.) */
+static int dots_check(int dirfd, const char *path)
+{
+    size_t n = strlen(path), i = 0;
+    /* A volume's part is not a name to check: "C:", "\\server\share", "\\?\C:". */
+    if (n >= 2 && is_sep_c(path[0]) && is_sep_c(path[1])) {
+        for (int comps = 0; comps < 2; comps++) {
+            while (i < n && is_sep_c(path[i]))
+                i++;
+            while (i < n && !is_sep_c(path[i]))
+                i++;
+        }
+    } else if (n >= 2 && path[1] == ':') {
+        i = 2;
+    }
+    bool known_dir = true; /* where the components so far lead */
+    while (i < n) {
+        while (i < n && is_sep_c(path[i]))
+            i++;
+        size_t c = i;
+        while (i < n && !is_sep_c(path[i]))
+            i++;
+        size_t len = i - c, j = i;
+        while (j < n && is_sep_c(path[j]))
+            j++;
+        bool dot = len == 1 && path[c] == '.';
+        bool dotdot = len == 2 && path[c] == '.' && path[c + 1] == '.';
+        if (!dot && !dotdot) {
+            known_dir = known_dir && len == 0;
+            continue;
+        }
+        if (known_dir || (dot && j < n)) /* "x/./y": the system checks x on its way to y */
+            continue;
+        size_t end = c;
+        while (end > 0 && is_sep_c(path[end - 1]))
+            end--;
+        int err = dir_check(dirfd, path, end);
+        if (err < 0)
+            return err;
+        known_dir = true;
+    }
+    return 0;
+}
+
+/* nt_name_text() of a path whose "." and ".." components passed dots_check(). */
+static int nt_name(int dirfd, const char *path, struct nt_name *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!nt_ready())
+        return -ENOTSUP;
+    int err = dots_check(dirfd, path);
+    return err < 0 ? err : nt_name_text(dirfd, path, out);
 }
 
 /* Whether h is a symbolic link or a junction (opened as itself). */
@@ -1251,8 +1340,13 @@ static int replace_dir(HANDLE src, int dirfd2, const char *path2, struct nt_name
  * system checks and renames in one step, -EEXIST. */
 int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2, int afs_flags)
 {
-    if (dot_name(path) || dot_name(path2))
-        return -EBUSY; /* as Linux for "." and ".." */
+    if (dot_name(path) || dot_name(path2)) {
+        /* As Linux: what leads to the name must be a directory first, then -EBUSY. */
+        int err = dot_name(path) ? dots_check(dirfd, path) : 0;
+        if (err == 0 && dot_name(path2))
+            err = dots_check(dirfd2, path2);
+        return err < 0 ? err : -EBUSY;
+    }
     bool replace = !(afs_flags & AFS_RENAME_NOREPLACE), dirs = false;
     HANDLE h;
     int err = open_for_delete(dirfd, path, 0, &h);
@@ -1311,8 +1405,14 @@ int afs__sys_crash_link(int dfd, const char *from, const char *to)
 int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
 {
     int dot = dot_name(path);
-    if (dot) /* as Linux: rmdir "." EINVAL, ".." ENOTEMPTY; unlink of either EISDIR */
+    if (dot && nt_ready()) {
+        /* As Linux: what leads to the name must be a directory (dots_check); then rmdir "."
+         * is -EINVAL, ".." -ENOTEMPTY, unlink of either -EISDIR. */
+        int err = dots_check(dirfd, path);
+        if (err < 0)
+            return err;
         return !(afs_at_flags & AFS_AT_REMOVEDIR) ? -EISDIR : dot == 1 ? -EINVAL : -ENOTEMPTY;
+    }
     HANDLE h;
     int err = open_for_delete(dirfd, path, FILE_WRITE_ATTRIBUTES, &h);
     if (err == -EACCES)

@@ -324,6 +324,62 @@ T_META(errors_come_back_as_negative_errno)
     t_fd_close(dfd);
 }
 
+/* A name followed by ".." (or ending in "/.") must be a directory, as POSIX resolves the
+ * path through it: -ENOTDIR for a file, -ENOENT for a name that is not there, on every call
+ * that takes a path (Windows, which drops "x\.." as text, included). */
+T_META(dot_dot_after_a_file_is_enotdir)
+{
+    t_new_ctx();
+    int dfd = t_dirfd();
+    t_make_file(t_path("f"), 10);
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, "sub", 0755), 0);
+    struct afs_stat st;
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("f/..")), -ENOTDIR);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("f/.")), -ENOTDIR);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("f/../sub")), -ENOTDIR);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("missing/..")), -ENOENT);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("sub/..")), 0);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("sub/../sub/.")), 0);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("sub/./../sub/")), 0);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("f/../f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), -ENOTDIR);
+    cr_assert_eq(afs_open(t_ctx, t_path("sub/../f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), 0);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_statx(t_ctx, AFS_AT_FDCWD, t_path("f/.."), 0, &st), -ENOTDIR);
+
+    cr_assert_eq(afs_openat(t_ctx, dfd, "f/..", AFS_RDONLY | AFS_DIRECTORY, 0), -ENOTDIR);
+    cr_assert_eq(afs_openat(t_ctx, dfd, "f/../f", AFS_RDONLY, 0), -ENOTDIR);
+    cr_assert_eq(afs_openat(t_ctx, dfd, "sub/../f/../f", AFS_RDONLY, 0), -ENOTDIR);
+    cr_assert_eq(afs_openat(t_ctx, dfd, "missing/../f", AFS_RDONLY, 0), -ENOENT);
+    cr_assert_eq(afs_openat(t_ctx, dfd, "f/../new", AFS_RDWR | AFS_CREAT, 0644), -ENOTDIR);
+    int fd = afs_openat(t_ctx, dfd, "sub/../f", AFS_RDONLY, 0);
+    cr_assert_geq(fd, 0, "%s", afs_strerror(fd));
+    t_fd_close(fd);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "f/..", 0, &st), -ENOTDIR);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "f/.", 0, &st), -ENOTDIR);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "f/../f", AFS_AT_SYMLINK_NOFOLLOW, &st), -ENOTDIR);
+    cr_assert_eq(afs_statx(t_ctx, dfd, "sub/..", 0, &st), 0);
+    cr_assert(S_ISDIR(st.mode));
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, "f/../d", 0755), -ENOTDIR);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "f/../f", dfd, "g", 0), -ENOTDIR);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "f", dfd, "f/../g", 0), -ENOTDIR);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "f/..", dfd, "g", 0), -ENOTDIR);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "sub", dfd, "f/..", 0), -ENOTDIR);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "f/../f", 0), -ENOTDIR);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "f/..", 0), -ENOTDIR);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "f/..", AFS_AT_REMOVEDIR), -ENOTDIR);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "missing/..", AFS_AT_REMOVEDIR), -ENOENT);
+    cr_assert(!t_exists(t_path("d")) && !t_exists(t_path("g")) && !t_exists(t_path("new")),
+              "a name was made");
+    cr_assert(t_exists(t_path("f")), "f is gone");
+    /* Through a directory they work. */
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "sub/../f", dfd, "sub/../g", 0), 0);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "sub/../g", 0), 0);
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, "sub/../d", 0755), 0);
+    cr_assert_eq(afs_unlinkat(t_ctx, dfd, "sub/../d", AFS_AT_REMOVEDIR), 0);
+    t_fd_close(dfd);
+}
+
 T_META(mkdir_rename_unlink)
 {
     t_new_ctx();
