@@ -46,6 +46,9 @@ struct uring {
     bool            has_splice;  /* IORING_OP_SPLICE (5.7): afs_queue_sendfile */
     struct upipe   *pipes;       /* sendfile's pipes not in use, for the next op */
     unsigned        npipes, pipes_cap;
+    unsigned        pipes_held;  /* pipes the sendfile ops hold now */
+    unsigned        pipes_peak;  /* the most they held at once since the window began */
+    int64_t         pipes_until; /* the window's end: then the spares are trimmed */
     struct afs_list splicing;    /* sendfile ops holding a pipe, or reading and sending
                                     (their SPLICE_NODE) */
     unsigned        direct_staged; /* direct reads/writes among the SQEs not yet submitted */
@@ -544,6 +547,10 @@ static void prep_sock(struct io_uring_sqe *sqe, struct afs_op *op)
 
 #define PIPE_WANT (1u << 20) /* F_SETPIPE_SZ: a 1 MiB file in one round */
 #define PIPES_KEPT 256u
+/* Spare pipes are kept for as many ops as held pipes at once within the last window; the
+ * rest are closed when a window ends (pipes_trim), so a burst of connections does not leave
+ * its pipes (two descriptors and up to 1 MiB of kernel memory each) open for ever. */
+#define PIPES_WINDOW_NS 1000000000
 
 static struct usplice *SP(struct afs_op *op)
 {
@@ -576,6 +583,8 @@ static int pipe_get(struct uring *u, struct afs_op *op)
     sp->held = 1;
     sp->inpipe = 0;
     afs_list_push_back(&u->splicing, SPLICE_NODE(op));
+    if (++u->pipes_held > u->pipes_peak)
+        u->pipes_peak = u->pipes_held;
     return 0;
 }
 
@@ -587,6 +596,7 @@ static void pipe_put(struct uring *u, struct afs_op *op)
         return;
     sp->held = 0;
     afs_list_remove(&u->splicing, SPLICE_NODE(op));
+    u->pipes_held--;
     if (sp->inpipe == 0 && u->npipes < PIPES_KEPT) {
         if (u->npipes == u->pipes_cap) {
             unsigned cap = u->pipes_cap ? u->pipes_cap * 2 : 8;
@@ -604,6 +614,24 @@ static void pipe_put(struct uring *u, struct afs_op *op)
     close(sp->rfd);
     close(sp->wfd);
     sp->inpipe = 0;
+}
+
+/* Once a window has ended: closes the spare pipes beyond those that ops held at once in it
+ * and are not holding now, and starts the next window. Called as the context enters the
+ * kernel, its ops set up (no pipe_get() on the way): a burst's pipes are gone within two
+ * windows after it, and kept while bursts of the same size come at least once a window. */
+static void pipes_trim(struct uring *u)
+{
+    if (!afs__now_reached(u->pipes_until))
+        return;
+    unsigned keep = u->pipes_peak - u->pipes_held; /* the peak counts those held now */
+    while (u->npipes > keep) {
+        struct upipe *p = &u->pipes[--u->npipes];
+        close(p->rfd);
+        close(p->wfd);
+    }
+    u->pipes_peak = u->pipes_held;
+    u->pipes_until = afs__now_ns() + PIPES_WINDOW_NS;
 }
 
 /* Stages op's next round: the file -> pipe splice linked to the poll for the socket's room,
@@ -1004,6 +1032,15 @@ static int uring_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
     int r = 0;
     if (ctx->ready)
         timeout_ns = afs__ready_timeout(ctx, timeout_ns); /* a connect to retry */
+    if (u->npipes) {
+        pipes_trim(u);
+        /* A context that waits long (an idle server) wakes up to close its spares. */
+        if (wait && u->npipes) {
+            int64_t left = AFS_MAX(u->pipes_until - afs__now_ns(), (int64_t)1000000);
+            if (timeout_ns < 0 || timeout_ns > left)
+                timeout_ns = left;
+        }
+    }
     if (wait && io_uring_cq_ready(&u->ring) == 0) {
         /* One system call: a submission if it carries SQEs, else a wait (never both). */
         if (have_sqes)

@@ -628,6 +628,59 @@ T_SF(no_descriptor_leak)
     cr_assert_eq(afs_close(f), 0);
 }
 
+#ifndef _WIN32
+/* A burst of sendfiles in flight at once (io_uring: a pipe each), twice: the second reuses
+ * the first one's pipes. Then the context waits, idle: the spare pipes are closed during that
+ * one wait (within two seconds), and the descriptors are back to their count before the
+ * bursts. */
+Test(sendfile, spare_pipes_close_after_a_burst, .init = s_setup, .fini = t_teardown,
+     .timeout = 120)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    size_t size = (size_t)64 << 10; /* the socket's buffer takes it: nobody has to read */
+    struct afs_file *f = open_src(ctx, size);
+    enum { CONNS = 32 };
+    static struct afs_file *p[CONNS][2];
+    static struct afs_op op[CONNS];
+    static struct cb_log lg[CONNS];
+    /* What the context makes once, at its first socket op (the readiness engine's). */
+    char c;
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[0]), 0);
+    cr_assert_eq(afs_send(p[0][0], "x", 1, 0), 1);
+    cr_assert_eq(afs_recv(p[0][1], &c, 1, 0), 1);
+    cr_assert_eq(afs_close(p[0][0]), 0);
+    cr_assert_eq(afs_close(p[0][1]), 0);
+    int before = count_fds(), peak = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < CONNS; i++) {
+            cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p[i]), 0);
+            memset(&op[i], 0, sizeof op[i]);
+            lg[i] = (struct cb_log){0};
+            cr_assert_eq(afs_queue_sendfile(&op[i], p[i][0], f, 0, size, log_cb, &lg[i]), 0);
+        }
+        for (int i = 0; i < CONNS; i++) {
+            wait_cb(ctx, &lg[i]);
+            cr_assert_eq(lg[i].result, (ssize_t)size, "sendfile %d: %zd", i, lg[i].result);
+        }
+        int n = count_fds();
+        if (round == 0)
+            peak = n;
+        else
+            cr_assert_leq(n, peak, "the second burst made pipes: %d descriptors, %d after "
+                          "the first", n, peak);
+        for (int i = 0; i < CONNS; i++) {
+            cr_assert_eq(afs_close(p[i][0]), 0);
+            cr_assert_eq(afs_close(p[i][1]), 0);
+        }
+    }
+    cr_assert_geq(afs_ctx_wait(ctx, 1, 3500LL * 1000 * 1000), 0);
+    int after = count_fds();
+    cr_assert_leq(after, before, "%d descriptors before the bursts, %d after an idle wait "
+                  "(%d during)", before, after, peak);
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
+
 struct stuck {
     struct afs_file *s, *f;
     uint64_t         off;
