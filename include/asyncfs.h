@@ -429,7 +429,8 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * once instead of waiting; it affects the open only (on a regular file the descriptor keeps
  * O_NONBLOCK, which its reads and writes ignore, until the first op on the file or
  * afs_file_fd(): one fcntl then, none for a file only looked at, or read from the page
- * cache inside a corio task).
+ * cache inside a corio task; should that fcntl fail, the file's ops and afs_file_fd()
+ * return its error, see afs_file_fd()).
  * `mode` chooses how afs_read()/afs_write() behave (the position API below); the op API and the
  * positional calls work the same in both modes. The file is opened close-on-exec.
  * Inside a corio task of ctx's scheduler the open suspends only the task and joins the
@@ -462,7 +463,15 @@ AFS_API int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode
 AFS_API int afs_close(struct afs_file *f);
 
 /* The file's context, and its OS descriptor (an fd on POSIX, a HANDLE on Windows: the same
- * value as the int descriptors of the metadata calls below). */
+ * value as the int descriptors of the metadata calls below). The descriptor stays the
+ * file's: afs_close() closes it. afs_file_fd() may be called from any thread.
+ * On a regular file opened with AFS_NONBLOCK, the first afs_file_fd() or op set up on the
+ * file takes O_NONBLOCK off the descriptor (see afs_open()), once: callers on other threads
+ * meanwhile wait for that fcntl. Should it fail (POSIX only, and not on a descriptor left as
+ * the open made it), the descriptor keeps O_NONBLOCK and afs_file_fd() returns the fcntl's
+ * -errno (-EBADF...) instead of the descriptor; so do every later afs_file_fd() and the
+ * setup of every op on the file (afs_queue_*, the blocking calls), without a new attempt.
+ * afs_close() still closes it. */
 AFS_API struct afs_ctx *afs_file_ctx(const struct afs_file *f);
 AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
 
@@ -1062,8 +1071,10 @@ AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mo
  * -ECONNRESET. The same holds for afs_write/afs_pwrite and streams on a pipe or FIFO whose
  * reader has gone (-EPIPE): the library blocks SIGPIPE on the writing thread around the
  * write, and takes back the SIGPIPE the write raised (sigtimedwait), never one that was
- * already pending. On io_uring such writes are made by the kernel's workers, whose
- * signals are blocked.
+ * already pending for the thread (the write's is then left pending with it: standard
+ * signals do not queue), nor, on Linux, one sent to the process (kill) that is pending
+ * while every thread blocks SIGPIPE. On io_uring such writes are made by the kernel's
+ * workers, whose signals are blocked.
  *
  * Ops in flight: a receive and a send may be in flight on one socket together. Several
  * receives (or several sends) at once on one stream socket are served in an order the

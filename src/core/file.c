@@ -118,7 +118,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return err;
     }
     flags &= ~AFS_NONBLOCK;
-    atomic_init(&f->nb_open, nb_open);
+    atomic_init(&f->nb_open, nb_open ? AFS__NB_OPEN : AFS__NB_SETTLED);
     if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
@@ -190,18 +190,34 @@ struct afs_ctx *afs_file_ctx(const struct afs_file *f)
 intptr_t afs_file_fd(const struct afs_file *f)
 {
     file_check((struct afs_file *)f, __func__);
-    /* The caller may use the descriptor as it likes: it gets it as documented, blocking.
-     * (Files are never defined const: the cast only drops the getter's promise.) */
-    (void)afs__file_settle((struct afs_file *)f);
-    return (intptr_t)f->fd;
+    /* The caller may use the descriptor as it likes: it gets it as documented, blocking, or
+     * the error that kept it from being so. (Files are never defined const: the cast only
+     * drops the getter's promise.) */
+    int err = afs__file_settle((struct afs_file *)f);
+    return err < 0 ? err : (intptr_t)f->fd;
 }
 
 int afs__file_settle_slow(struct afs_file *f)
 {
-    int err = afs__sys_opened_blocking(f->fd, f->flags);
-    if (err == 0)
-        atomic_store_explicit(&f->nb_open, false, memory_order_relaxed);
-    return err;
+    int s = AFS__NB_OPEN;
+    if (atomic_compare_exchange_strong_explicit(&f->nb_open, &s, AFS__NB_SETTLING,
+                                                memory_order_acquire, memory_order_acquire)) {
+        /* Only this thread sets the flags: two F_SETFLs racing could undo one the owner of
+         * the descriptor made in between (it has it from afs_file_fd() at once). A failure
+         * stays: the descriptor still has O_NONBLOCK, which io_uring would answer with
+         * -EAGAIN, so the file's ops fail with the error instead. */
+        int err = afs__sys_opened_blocking(f->fd, f->flags);
+        atomic_store_explicit(&f->nb_open, err < 0 ? err : AFS__NB_SETTLED,
+                              memory_order_release);
+        return err;
+    }
+    /* Another thread makes the fcntl: its op or the descriptor it hands out must not see
+     * the flag, so wait for it (one system call; it never suspends in between). */
+    while (s == AFS__NB_SETTLING) {
+        afs__cpu_relax();
+        s = atomic_load_explicit(&f->nb_open, memory_order_acquire);
+    }
+    return s < 0 ? s : 0;
 }
 
 int64_t afs_file_open_size(const struct afs_file *f)
@@ -293,9 +309,11 @@ static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, 
 {
     struct afs_ctx *ctx = f->ctx;
     /* An offset past INT64_MAX is refused by afs__op_setup() on the inline way; the system
-     * must not see it (preadv2 reads at the file's position for an offset of -1). */
+     * must not see it (preadv2 reads at the file's position for an offset of -1). So is a
+     * file whose O_NONBLOCK could not be cleared (afs__file_settle), as every op on it. */
     if (!afs__sys.pread_nowait || f->seq || f->no_nowait || ctx->crash || !buf || len == 0 ||
-        len > (size_t)SSIZE_MAX || off > (uint64_t)INT64_MAX - len || !meta_task(ctx))
+        len > (size_t)SSIZE_MAX || off > (uint64_t)INT64_MAX - len ||
+        atomic_load_explicit(&f->nb_open, memory_order_relaxed) < 0 || !meta_task(ctx))
         return READ_INLINE;
     ssize_t r = afs__sys.pread_nowait(f->fd, buf, len, off);
     if (r == (ssize_t)len) {

@@ -637,10 +637,10 @@ struct afs_file {
     bool             be_pool;   /* the backend cannot take its transfers, the pool serves them
                                    (iocp: a handle that cannot join the port) */
     void            *be_sock;   /* io_uring: the socket's multishot state (uring_ms.c) */
-    /* Opened with AFS_NONBLOCK, a regular file whose descriptor still has the flag: reads
-     * and writes of the page cache ignore it, so it is cleared only before the first op
-     * queued on the file or afs_file_fd() (afs__file_settle). */
-    atomic_bool      nb_open;
+    /* AFS__NB_*: opened with AFS_NONBLOCK, a regular file whose descriptor still has the
+     * flag (reads and writes of the page cache ignore it), cleared only before the first op
+     * set up on the file or afs_file_fd() (afs__file_settle), by one thread. */
+    atomic_int       nb_open;
 
     /* The position API. */
     int64_t       pos;
@@ -649,13 +649,24 @@ struct afs_file {
     struct afs__op_waiting pos_wait; /* .pending: pos_op queued, its callback not run */
 };
 
-/* Clears the O_NONBLOCK that f's AFS_NONBLOCK open left on a regular file (struct afs_file,
- * nb_open): 0 or -errno. */
+/* struct afs_file's nb_open: the descriptor is as the file's flags say (the only state of
+ * most files); O_NONBLOCK is still on it; one thread is taking it off. A negative value is
+ * the -errno of the fcntl that failed to: kept, as the flag is. */
+#define AFS__NB_SETTLED  0
+#define AFS__NB_OPEN     1
+#define AFS__NB_SETTLING 2
+
+/* Clears the O_NONBLOCK that f's AFS_NONBLOCK open left on a regular file, once: the first
+ * caller makes the fcntl, callers meanwhile wait for its outcome, later ones get it without
+ * a system call. 0, or the fcntl's -errno (every later call too). Any thread. */
 int afs__file_settle_slow(struct afs_file *f);
 static inline int afs__file_settle(struct afs_file *f)
 {
-    return atomic_load_explicit(&f->nb_open, memory_order_relaxed) ? afs__file_settle_slow(f)
-                                                                   : 0;
+    /* Relaxed: SETTLED is final, stored (release) only once the fcntl has returned; a thread
+     * that reads an older value takes the slow path, which reads it again (acquire). */
+    return atomic_load_explicit(&f->nb_open, memory_order_relaxed) == AFS__NB_SETTLED
+               ? 0
+               : afs__file_settle_slow(f);
 }
 
 #define AFS__SPARE_MAX 8 /* stream chunk buffers a context keeps from closed streams */

@@ -88,46 +88,119 @@ static void take_sigpipe(const sigset_t *pipe_set)
         ;
 }
 
+/* Whether SIGPIPE is pending at all: on this thread or on the process (sigpending() tells
+ * them together). */
+static bool sigpipe_pending_any(void)
+{
+    sigset_t pend;
+    return sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+}
+
+/* Whether SIGPIPE is pending on this thread itself, not on the process: 1, 0, or -1 where
+ * the system does not tell. Linux: the SigPnd line of the thread's /proc status (ShdPnd is
+ * the process's), a few microseconds; asked only when sigpending() has one. Read in small
+ * pieces: the caller may be on a small task stack, and a line (Groups) may be long. */
+static int thread_sigpipe_pending(void)
+{
+#ifdef __linux__
+    int fd = open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) { /* before Linux 3.17 */
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/task/%ld/status", (long)syscall(SYS_gettid));
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -1;
+    static const char key[] = "SigPnd:";
+    char buf[256];
+    size_t have = 0;
+    bool skip = false; /* in the rest of a line longer than buf */
+    int found = -1;
+    while (found < 0) {
+        ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        buf[have] = 0;
+        char *line = buf, *nl;
+        while (found < 0 && (nl = memchr(line, '\n', have - (size_t)(line - buf)))) {
+            if (!skip && strncmp(line, key, sizeof key - 1) == 0)
+                found = (strtoull(line + sizeof key - 1, NULL, 16) >> (SIGPIPE - 1)) & 1;
+            skip = false;
+            line = nl + 1;
+        }
+        have -= (size_t)(line - buf);
+        if (have == sizeof buf - 1) { /* no end of line in a full buffer */
+            skip = skip || strncmp(buf, key, sizeof key - 1) != 0;
+            if (!skip) /* SigPnd's hex digits fit: never so long */
+                break;
+            have = 0;
+        } else {
+            memmove(buf, line, have);
+        }
+    }
+    close(fd);
+    return found;
+#else
+    return -1;
+#endif
+}
+
 /* A write at the descriptor's position (a pipe, FIFO or tty; sockets are sent to with
  * MSG_NOSIGNAL elsewhere) or a sendfile (no MSG_NOSIGNAL there): a reader that has gone must
  * be -EPIPE, not the death of the process by SIGPIPE. On a pool thread the signal is blocked
  * already: only an EPIPE costs a call, to take its signal back. On the caller's thread it is
- * blocked around the write and the one the write raised is taken back, never one that was
- * pending before (standard signals do not queue: it would be the same one). One can be
- * pending only where the caller's mask blocked SIGPIPE already (else it would have been
- * delivered), so only then is it looked for, and only else is the mask put back: two calls
- * around the write. */
+ * blocked around the write (two calls), and the one the write raised is taken back, never
+ * one that was pending for the thread before (standard signals do not queue: the write's
+ * would be the same one, so none is taken then), nor one sent to the process (kill) that
+ * waits, pending, for a thread that does not block it. As libpq does (pq_block_sigpipe), a
+ * pending one is looked for only where the caller's mask blocked SIGPIPE already (else it
+ * would have been delivered); only then is the thread's own pending set read. A pool
+ * thread's own pending set holds none before a write: its SIGPIPEs are its writes',
+ * taken back each time. */
 struct sigpipe_hold {
     sigset_t set, old;
-    bool     was_blocked, pending;
+    bool     was_blocked;
+    int8_t   before; /* SIGPIPE pending on the thread before the write: 1, 0, -1 unknown */
 };
 
 static void sigpipe_hold(struct sigpipe_hold *h)
 {
     sigemptyset(&h->set);
     sigaddset(&h->set, SIGPIPE);
-    h->was_blocked = h->pending = true;
+    h->was_blocked = true;
+    h->before = 0;
     if (sigpipe_blocked)
         return;
-    sigset_t pend;
     pthread_sigmask(SIG_BLOCK, &h->set, &h->old);
     h->was_blocked = sigismember(&h->old, SIGPIPE);
-    h->pending = h->was_blocked && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    /* One pending for the process only is not the thread's: the write's is then taken, as
+     * it is dequeued first. */
+    if (h->was_blocked && sigpipe_pending_any())
+        h->before = (int8_t)thread_sigpipe_pending();
 }
 
-/* err: the write's errno, or 0; cut: it moved fewer bytes than asked. A blocking write to a
- * pipe whose reader goes while the writer waits for room raises SIGPIPE and still returns
- * what it had moved: after a short write the signal is looked for, and taken back when it
- * came from the write. A socket reset by its peer raises it too, and the call returns the
- * reset (-ECONNRESET; -EPIPE only from the next one). */
+/* err: the write's errno, or 0; cut: it moved fewer bytes than asked. An EPIPE always
+ * raised the signal on this thread. A blocking write to a pipe whose reader goes while the
+ * writer waits for room raises it too and still returns what it had moved; a short write
+ * to a full non-blocking pipe, or one a handled signal cut, raises none: after a short
+ * write the signal is taken back only when this thread has one pending, which is the
+ * write's. A socket reset by its peer (-ECONNRESET; -EPIPE only from the next call) raises
+ * none on Linux, and is treated as a short write, in case a system does. Where the thread's
+ * own pending set cannot be read, any pending SIGPIPE is taken after those. */
 static void sigpipe_release(struct sigpipe_hold *h, int err, bool cut)
 {
-    if (sigpipe_blocked || !h->pending) {
-        sigset_t pend;
-        if (err == EPIPE || err == ECONNRESET ||
-            (cut && !err && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)))
-            take_sigpipe(&h->set);
+    bool take = false;
+    if (h->before == 0) {
+        if (err == EPIPE)
+            take = true;
+        else if ((err == ECONNRESET || (cut && !err)) && sigpipe_pending_any())
+            take = thread_sigpipe_pending() != 0;
     }
+    if (take)
+        take_sigpipe(&h->set);
     if (!h->was_blocked)
         pthread_sigmask(SIG_SETMASK, &h->old, NULL);
 }

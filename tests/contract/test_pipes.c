@@ -9,8 +9,16 @@
 
 #include "internal.h" /* afs__sys, afs__sock_ready */
 
+#include <corio.h>
+
 #include <stdatomic.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#endif
 
 #define TRICKLE_BYTES ((size_t)6000000)
 
@@ -751,6 +759,131 @@ T_PIPE(open_size_is_the_size_the_open_saw)
 #endif
 
 #ifdef __linux__
+static void settle_noop_cb(struct afs_op *op)
+{
+    (void)op;
+}
+
+struct task_read {
+    struct afs_file *f;
+    ssize_t          r;
+};
+
+static void task_read_main(struct corio_task *t, void *arg)
+{
+    (void)t;
+    struct task_read *tr = arg;
+    static char buf[4096];
+    tr->r = afs_pread(tr->f, buf, sizeof buf, 0);
+}
+
+/* The O_NONBLOCK an AFS_NONBLOCK open left on a regular file cannot be taken off (an O_PATH
+ * descriptor put in its place refuses F_SETFL with EBADF): afs_file_fd() says so instead of
+ * handing out the descriptor, the file's ops fail with the error rather than run with the
+ * flag, and the fcntl is not tried again. */
+T_PIPE(open_nonblock_flag_that_cannot_be_cleared_fails_fd_and_ops)
+{
+    t_new_ctx();
+    t_make_file(t_path("reg"), 8192);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    int fd = (int)f->fd;
+    int p = open(t_path("reg"), O_PATH | O_CLOEXEC);
+    cr_assert_geq(p, 0);
+    cr_assert_eq(dup2(p, fd), fd);
+    close(p);
+    cr_assert_eq(afs_file_fd(f), -EBADF);
+    static char buf[8192];
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), -EBADF);
+    struct afs_op op;
+    cr_assert_eq(afs_queue_read(&op, f, buf, sizeof buf, 0, settle_noop_cb, NULL), -EBADF);
+    /* A descriptor that would take the fcntl, back in its place: not looked at again. */
+    int r = open(t_path("reg"), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(r, 0);
+    cr_assert_eq(dup2(r, fd), fd);
+    close(r);
+    cr_assert_eq(afs_file_fd(f), -EBADF);
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), -EBADF);
+    /* In a task too, where a read of cached pages sets up no op. */
+    struct task_read tr = {f, 0};
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *sched;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    cr_assert_eq(corio_sched_run(sched, task_read_main, &tr), 0);
+    corio_sched_free(sched);
+    cr_assert_eq(tr.r, -EBADF, "a read in a task: %zd", tr.r);
+    cr_assert_neq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "the fcntl was made again");
+    cr_assert_eq(afs_close(f), 0);
+}
+
+struct settle_race {
+    struct afs_file  *f;
+    pthread_barrier_t *go;
+    intptr_t          fd;
+    int               fl; /* F_GETFL right after afs_file_fd() returned */
+};
+
+static void *settle_race_main(void *arg)
+{
+    struct settle_race *r = arg;
+    pthread_barrier_wait(r->go);
+    r->fd = afs_file_fd(r->f);
+    r->fl = r->fd >= 0 ? fcntl((int)r->fd, F_GETFL) : -1;
+    return NULL;
+}
+
+/* The O_NONBLOCK an AFS_NONBLOCK open left on a regular file is taken off by one thread:
+ * threads asking for the descriptor at once all get it without the flag (none goes on
+ * before the fcntl was made), and one that comes late, having seen the flag before another
+ * took it off (the slow path called again), makes no second F_SETFL, which would undo a
+ * change the descriptor's owner made in between. */
+T_PIPE(open_nonblock_flag_is_cleared_once_across_threads)
+{
+    t_new_ctx();
+    t_make_file(t_path("reg"), 8192);
+    enum { THREADS = 4, ROUNDS = 100 };
+    for (int round = 0; round < ROUNDS; round++) {
+        struct afs_file *f;
+        cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDONLY | AFS_NONBLOCK, 0,
+                              AFS_MODE_SYNC, &f),
+                     0);
+        pthread_barrier_t go;
+        cr_assert_eq(pthread_barrier_init(&go, NULL, THREADS), 0);
+        struct settle_race r[THREADS];
+        pthread_t th[THREADS];
+        for (int i = 0; i < THREADS; i++) {
+            r[i] = (struct settle_race){.f = f, .go = &go};
+            cr_assert_eq(pthread_create(&th[i], NULL, settle_race_main, &r[i]), 0);
+        }
+        for (int i = 0; i < THREADS; i++) {
+            pthread_join(th[i], NULL);
+            cr_assert_eq(r[i].fd, (intptr_t)f->fd);
+            cr_assert_eq(r[i].fl & O_NONBLOCK, 0, "round %d: a caller got the descriptor "
+                         "before the flag was off", round);
+        }
+        pthread_barrier_destroy(&go);
+        cr_assert_eq(afs_close(f), 0);
+    }
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("reg"), AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    int fd = (int)afs_file_fd(f);
+    cr_assert_geq(fd, 0);
+    int fl = fcntl(fd, F_GETFL);
+    cr_assert_eq(fl & O_NONBLOCK, 0);
+    cr_assert_eq(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0); /* the owner's own choice */
+    cr_assert_eq(afs__file_settle_slow(f), 0);
+    cr_assert_neq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "a late settle set the flags again");
+    cr_assert_eq(afs_close(f), 0);
+}
+#endif
+
+#ifdef __linux__
 #include <sys/ioctl.h>
 
 /* The reader of a blocking pipe goes while a stream's write waits for room, part of it
@@ -808,6 +941,222 @@ T_PIPE(a_stream_whose_reader_goes_midway_through_a_write_gets_epipe)
     cr_assert(!sigismember(&pend, SIGPIPE), "a SIGPIPE is left pending");
 }
 #endif
+
+/* SIGPIPE pending on this thread (SigPnd) and on the process (ShdPnd), as "tp" bits. */
+static int sigpipe_where(void)
+{
+    char self[32];
+    snprintf(self, sizeof self, "%ld", (long)syscall(SYS_gettid));
+    return (status_has_sigpipe(self, "SigPnd") == 1 ? 2 : 0) |
+           (status_has_sigpipe(self, "ShdPnd") == 1 ? 1 : 0);
+}
+
+/* A TCP connection over loopback whose peer has reset it: the next write or sendfile gets
+ * -ECONNRESET (and raises no SIGPIPE). Returns the socket. */
+static int reset_connection(void)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(l, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l, 1), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &al), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    int s = accept(l, NULL, NULL);
+    cr_assert_geq(s, 0);
+    close(l);
+    struct linger lg = {1, 0}; /* close sends a reset */
+    cr_assert_eq(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(c);
+    struct pollfd p = {s, POLLIN, 0};
+    cr_assert_eq(poll(&p, 1, 5000), 1);
+    cr_assert(p.revents & (POLLERR | POLLHUP), "no reset seen");
+    return s;
+}
+
+/* With SIGPIPE blocked, one already pending (raised on this thread, or sent to the process,
+ * which every thread blocks it in) stays pending across writes to a pipe whose reader has
+ * gone (-EPIPE), made on this thread (a stream outside a task; the system call table's
+ * write), and the write's own is taken back: afterwards SIGPIPE is pending exactly where it
+ * was before. So after short writes that raised none (a full non-blocking pipe) and a
+ * sendfile to a reset connection. */
+T_PIPE(sigpipe_pending_before_a_write_stays_and_the_writes_is_taken_back)
+{
+    signal(SIGPIPE, SIG_DFL);
+    t_new_ctx();
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &pipe_set, &old), 0);
+    cr_assert_eq(sigpipe_where(), 0);
+    static char big[256 << 10];
+    int file = open(t_path("src"), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    cr_assert_geq(file, 0);
+    cr_assert_eq(pwrite(file, big, 4096, 0), 4096);
+    for (int to_process = 0; to_process < 2; to_process++) {
+        if (to_process)
+            cr_assert_eq(kill(getpid(), SIGPIPE), 0);
+        else
+            cr_assert_eq(pthread_kill(pthread_self(), SIGPIPE), 0);
+        int where = to_process ? 1 : 2;
+        cr_assert_eq(sigpipe_where(), where);
+
+        int fds[2];
+        cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+        close(fds[0]);
+        cr_assert_eq(afs__sys.pwrite(fds[1], big, 100, AFS__OFF_SEQ), -EPIPE);
+        cr_assert_eq(sigpipe_where(), where, "after a write (%s)", to_process ? "process" : "thread");
+        char path[64];
+        snprintf(path, sizeof path, "/dev/fd/%d", fds[1]);
+        struct afs_stream *s;
+        cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+        close(fds[1]);
+        cr_assert_eq(afs_fwrite(big, 1, 100, s), 100);
+        cr_assert_eq(afs_fflush(s), -EPIPE);
+        cr_assert_eq(afs_fclose(s), -EPIPE);
+        cr_assert_eq(sigpipe_where(), where, "after a stream's write");
+
+        cr_assert_eq(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+        ssize_t n = afs__sys.pwrite(fds[1], big, sizeof big, AFS__OFF_SEQ);
+        cr_assert(n > 0 && n < (ssize_t)sizeof big, "%zd", n);
+        cr_assert_eq(sigpipe_where(), where, "after a short write");
+        close(fds[0]);
+        close(fds[1]);
+
+        int sock = reset_connection();
+        cr_assert_eq(afs__sys_sendfile(sock, file, 0, 4096), -ECONNRESET);
+        cr_assert_eq(sigpipe_where(), where, "after a sendfile to a reset connection");
+        cr_assert_eq(afs__sys_sendfile(sock, file, 0, 4096), -EPIPE);
+        cr_assert_eq(sigpipe_where(), where, "after a sendfile to a closed connection");
+        close(sock);
+
+        struct timespec zero = {0, 0};
+        cr_assert_eq(sigtimedwait(&pipe_set, NULL, &zero), SIGPIPE);
+        cr_assert_eq(sigtimedwait(&pipe_set, NULL, &zero), -1, "a second SIGPIPE was pending");
+    }
+    close(file);
+    cr_assert_eq(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+/* A thread that keeps SIGPIPE blocked for good (as the pool's do) writes while a SIGPIPE sent
+ * to the process is pending (every thread blocks it): a short write to a full non-blocking
+ * pipe and a sendfile to a reset connection raise none, and take none; an EPIPE takes back
+ * only its own. */
+struct pool_writer {
+    int     pipe_w, pipe_r, sock, file;
+    ssize_t cut, reset, epipe;
+};
+
+static void *pool_writer_main(void *arg)
+{
+    struct pool_writer *p = arg;
+    static char big[256 << 10];
+    afs__sys_block_sigpipe();
+    p->cut = afs__sys.pwrite(p->pipe_w, big, sizeof big, AFS__OFF_SEQ);
+    p->reset = afs__sys_sendfile(p->sock, p->file, 0, 4096);
+    close(p->pipe_r);
+    p->epipe = afs__sys.pwrite(p->pipe_w, big, 100, AFS__OFF_SEQ);
+    return NULL;
+}
+
+T_PIPE(sigpipe_sent_to_the_process_is_not_taken_by_a_pool_threads_write)
+{
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &pipe_set, &old), 0);
+    int fds[2];
+    cr_assert_eq(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    struct pool_writer p = {.pipe_w = fds[1], .pipe_r = fds[0], .sock = reset_connection()};
+    p.file = open(t_path("src"), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    cr_assert_geq(p.file, 0);
+    static char page[4096];
+    cr_assert_eq(pwrite(p.file, page, sizeof page, 0), (ssize_t)sizeof page);
+    cr_assert_eq(kill(getpid(), SIGPIPE), 0);
+    cr_assert_eq(sigpipe_where(), 1);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, pool_writer_main, &p), 0);
+    pthread_join(th, NULL);
+    cr_assert(p.cut > 0 && p.cut < (ssize_t)(256 << 10), "%zd", p.cut);
+    cr_assert_eq(p.reset, -ECONNRESET);
+    cr_assert_eq(p.epipe, -EPIPE);
+    cr_assert_eq(sigpipe_where(), 1, "the process's SIGPIPE was taken");
+    struct timespec zero = {0, 0};
+    cr_assert_eq(sigtimedwait(&pipe_set, NULL, &zero), SIGPIPE);
+    cr_assert_eq(sigtimedwait(&pipe_set, NULL, &zero), -1, "a second SIGPIPE was pending");
+    close(fds[1]);
+    close(p.sock);
+    close(p.file);
+    cr_assert_eq(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+/* A SIGPIPE sent to the process while a write on this thread (SIGPIPE not blocked by the
+ * caller) holds it blocked, waiting for room in a pipe, every other thread blocking it: a
+ * handled signal then cuts the write short. The write raised no SIGPIPE, so it takes none:
+ * the process's reaches its handler once the write gave the mask back. */
+static volatile sig_atomic_t sigpipe_caught;
+
+static void count_sigpipe(int sig)
+{
+    (void)sig;
+    sigpipe_caught++;
+}
+
+static void ignore_usr1(int sig)
+{
+    (void)sig;
+}
+
+struct cut_write {
+    int       rfd;
+    pthread_t writer;
+};
+
+static void *cut_write_main(void *arg)
+{
+    struct cut_write *c = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int cap = fcntl(c->rfd, F_GETPIPE_SZ);
+    while (pipe_held(c->rfd) < cap)
+        usleep(1000);
+    usleep(20000); /* the write waits for room */
+    kill(getpid(), SIGPIPE);
+    pthread_kill(c->writer, SIGUSR1);
+    return NULL;
+}
+
+T_PIPE(sigpipe_sent_to_the_process_during_a_write_is_delivered)
+{
+    struct sigaction sa = {.sa_handler = count_sigpipe};
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGPIPE, &sa, NULL), 0);
+    sa.sa_handler = ignore_usr1; /* no SA_RESTART: the write returns what it moved */
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigaddset(&set, SIGUSR1);
+    cr_assert_eq(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
+    int fds[2];
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    struct cut_write c = {fds[0], pthread_self()};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, cut_write_main, &c), 0);
+    static char big[256 << 10];
+    ssize_t n = afs__sys.pwrite(fds[1], big, sizeof big, AFS__OFF_SEQ);
+    pthread_join(th, NULL);
+    cr_assert(n > 0 && n < (ssize_t)sizeof big, "%zd", n);
+    cr_assert_eq(sigpipe_caught, 1, "the process's SIGPIPE was taken by the write");
+    close(fds[0]);
+    close(fds[1]);
+}
 
 static atomic_int seq_writes, seq_big, seq_from_caller;
 static struct afs__syscalls seq_saved;
