@@ -261,7 +261,12 @@ AFS_API int afs_ctx_wake(struct afs_ctx *ctx);
  * ---------------------------------------------------------------------------------------- */
 
 /* Returns a buffer of `size` bytes (size 0 gives a valid, minimal buffer) from the context's
- * allocator, or NULL when memory is short. Free it with afs_buf_free() and the same size. */
+ * allocator, or NULL when memory is short. Free it with afs_buf_free() and the same size
+ * (NULL is ignored), never while an op in flight still uses it. Any thread may call both
+ * (with afs_config.alloc set, as far as that allocator allows). Without an allocator of the
+ * caller's, buffers under 1 MiB come from the C heap (posix_memalign, _aligned_malloc: a
+ * 4 KiB buffer takes about twice its size there), larger ones from a mapping of their own.
+ * Many small buffers fit better carved from one large one. */
 AFS_API void *afs_buf_alloc(struct afs_ctx *ctx, size_t size);
 AFS_API void  afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size);
 
