@@ -1,8 +1,10 @@
-/* Spawn + finish of many short tasks, and memory per idle task with many alive at once.
+/* Spawn + finish of many short tasks (their stacks reused), then many tasks alive at once:
+ * the time to spawn each (a new stack each, until it suspends), memory per idle task, and
+ * the time corio_sched_free() takes to unmap them all.
  * Usage: bench_spawn [short_tasks=1000000] [alive=100000]
- * Each task stack is a mapping plus a guard page, so a process needs about two memory maps
- * per live task: Linux's vm.max_map_count (65530 by default) caps a process at ~32k live
- * tasks. The second figure reports how many it reached and the limit that stopped it. */
+ * Where guard pages are PROT_NONE pages (Linux before 6.13, the BSDs), a process needs about
+ * two memory maps per live task: Linux's vm.max_map_count (65530 by default) caps a process
+ * at ~32k live tasks. The second figure reports how many it reached and what stopped it. */
 #define _GNU_SOURCE
 #include <corio.h>
 
@@ -115,7 +117,9 @@ int main(int argc, char **argv)
     printf("spawn + finish of %ld short tasks: %.0f ns per task\n", n_short, per);
 
     struct alive a = {.wg = CORIO_WG_INIT};
+    t0 = now_s();
     corio_sched_run(s, many, &a);
+    double new_per = a.spawned ? (now_s() - t0) / a.spawned * 1e9 : 0.0;
     long map_count = 0;
     FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
     if (f) {
@@ -128,10 +132,17 @@ int main(int argc, char **argv)
            a.spawned, a.spawned ? (a.rss_peak - a.rss_before) * 1024.0 / a.spawned : 0.0,
            a.err ? "; stopped by: " : "", a.err ? afs_strerror(a.err) : "");
     if (a.err)
-        printf("(vm.max_map_count is %ld: each live task needs two maps)\n", map_count);
-    printf("{\"bench\":\"spawn\",\"spawn_ns\":%.0f,\"alive\":%ld,\"bytes_per_idle_task\":%.0f}\n",
-           per, a.spawned, a.spawned ? (a.rss_peak - a.rss_before) * 1024.0 / a.spawned : 0.0);
+        printf("(vm.max_map_count is %ld: each live task may need two maps)\n", map_count);
+    t0 = now_s();
     corio_sched_free(s);
+    double free_ms = (now_s() - t0) * 1e3;
+    printf("their spawns: %.0f ns per task (a new stack each, run until it suspends, and "
+           "its end); corio_sched_free: %.1f ms\n",
+           new_per, free_ms);
+    printf("{\"bench\":\"spawn\",\"spawn_ns\":%.0f,\"alive\":%ld,\"bytes_per_idle_task\":%.0f,"
+           "\"new_task_ns\":%.0f,\"free_ms\":%.1f}\n",
+           per, a.spawned, a.spawned ? (a.rss_peak - a.rss_before) * 1024.0 / a.spawned : 0.0,
+           new_per, free_ms);
     afs_ctx_free(ctx);
     return 0;
 }
