@@ -6,11 +6,13 @@
 # cp's words for a file target, a dangling symlink and a socket at the destination,
 # --fsync's directory sync (strace), a destination that fills up (a small tmpfs, as root),
 # SIGINT on both paths (cached inline, batched), --help, -v's lines in cp's order, a
-# directory copied into itself; as a user (nobody, when run as root): a directory it may not
-# search, FIFOs (and another user's files) with set-ID and sticky bits, another user's file
-# and directory whose times cannot be kept. Runs once per backend: AUTO (io_uring here), threads, sync
-# (ASYNCFS_BACKEND); each case on both of afcp's paths where they differ (AFCP_TEST_PATH=batch
-# forces the batched one).
+# directory copied into itself; what cp prints, stdout and stderr in one file, and what it
+# leaves (vs_cases): a failing copy's line and error, "removed" lines, operands ending in
+# "..", symlinks into the destination under -L; as a user (nobody, when run as root): a
+# directory it may not search, FIFOs (and another user's files) with set-ID and sticky bits,
+# another user's file and directory whose times cannot be kept. Runs once per backend: AUTO
+# (io_uring here), threads, sync (ASYNCFS_BACKEND); each case on both of afcp's paths where
+# they differ (AFCP_TEST_PATH=batch forces the batched one).
 # Usage: tests/afcp/test_afcp_cp.sh path/to/afcp
 set -uo pipefail
 
@@ -88,6 +90,108 @@ cp -r "$S/tree" "$R/r"
 cp "$S/zeros/f" "$R/zeros"
 cp -r --preserve=xattr "$S/tree" "$R/x"
 for m in L H P; do cp -r -$m "$S/op/tlink" "$R/op$m"; cp -$m "$S/op/flink" "$R/f$m"; done
+
+# cp and afcp on two copies of one fixture: the function named by $2 makes it in an empty
+# directory (per tool: c for cp, a for afcp), and the shell command $3 runs there, TOOL
+# standing for cp or afcp and $as for the user it runs as (nobody when the suite runs as
+# root: see vs_cases). Compared: what it prints, stdout and stderr in one file in the order
+# they were written, as on a terminal (-v's line before the error of its entry, "removed"
+# where cp removes a destination), with the program's name and the two directories
+# written alike; its status; what it leaves. A command whose output depends on the order
+# of a directory's entries (inode numbers) reads them from $VS/shared, one tree for both.
+vs_cp() { # tag fixture command
+    local tag=$1 fixture=$2 cmd=$3 t tool
+    for t in c a; do
+        rm -rf "${VS:?}/$t"; mkdir -p "$VS/$t"; chmod 777 "$VS/$t"
+        (cd "$VS/$t" && $fixture)
+        tool=cp; [[ $t == a ]] && tool=$VS_AFCP
+        (cd "$VS/$t" && eval "${cmd//TOOL/$tool}") > "$VS/$t.out" 2>&1
+        echo "status $?" >> "$VS/$t.out"
+    done
+    check "$tag '$cmd': prints as cp ($(head -c 160 "$VS/c.out" | tr '\n' ';'))" \
+        diff <(sed "s|^cp:|X:|; s|$VS/c|R|g" "$VS/c.out") \
+             <(sed "s|^afcp:|X:|; s|$VS/a|R|g" "$VS/a.out")
+    check "$tag '$cmd': leaves what cp leaves" diff <(listing "$VS/c") <(listing "$VS/a")
+}
+
+# The fixtures of vs_cases (each makes its files in the current directory). A directory with
+# more than one entry is read from $VS/shared, made once for both (see vs_cp).
+vs_file() { echo data > f; chmod 644 f; mkdir ro; chmod 555 ro; echo secret > locked
+            chmod 000 locked; echo old > x; chmod 444 x; }
+vs_over() { echo data > f; ln -s f sl; mkfifo p; echo old > x; echo old2 > y; ln y y2
+            mkdir -p d/s; echo o > d/s/l; echo o > d/s/p; echo o > d/s/f; }
+vs_sock() { echo data > f; python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("x")'; }
+vs_dots() { mkdir -p a/b w/x; echo 1 > a/f; echo 2 > file; }
+vs_loop() { mkdir src; ln -s ../dst src/link; }
+vs_loop_in() { mkdir src dst; ln -s ../dst src/link; }
+vs_loop_sub() { mkdir -p sub dst; echo f > sub/f; ln -s dst/sub link; }
+vs_loop_file() { mkdir src dst; echo data > data; ln -s ../dst/data src/zlink; }
+vs_named() { mkdir d; ln -s d L; }
+
+# Where cp's output and result were not afcp's: -v's line of a copy that fails (before its
+# error), "removed" where cp removes a destination, an operand ending in "..", a symlink
+# into the destination under -L (cp copies the copy made so far, level after level, until
+# a name reaches PATH_MAX), one that leads back to an ancestor, a directory met again under
+# another name.
+vs_cases() { # dir tag
+    local VS=$1/vs tag=$2 VS_AFCP=$AFCP as= cmd f
+    mkdir -p "$VS"
+    if ((is_root)); then
+        if command -v setpriv > /dev/null && id nobody > /dev/null 2>&1; then
+            as="setpriv --reuid=nobody --regid=$(id -gn nobody) --clear-groups"
+            chmod 711 "$T" "$1"; chmod 755 "$VS"
+            install -m 755 "$AFCP" "$T/afcp.vs"; VS_AFCP=$T/afcp.vs
+        else
+            skip "$tag cp's output as a user: no setpriv or no user nobody"
+        fi
+    fi
+    # the shared sources: files, one that cannot be read, a directory that cannot be read;
+    # a symlink and a FIFO; a directory with a subdirectory; a symlink to an ancestor
+    rm -rf "$VS/shared"; mkdir -p "$VS/shared/t/sub" "$VS/shared/t/closed" "$VS/shared/s" \
+        "$VS/shared/a/b" "$VS/shared/up/in"
+    for f in a b c d e; do echo "$f" > "$VS/shared/t/$f"; done
+    echo s > "$VS/shared/t/sub/s"; echo z > "$VS/shared/t/closed/z"
+    ln -s f "$VS/shared/s/l"; mkfifo "$VS/shared/s/p"
+    echo 1 > "$VS/shared/a/f"; echo x > "$VS/shared/up/x"; ln -s .. "$VS/shared/up/in/loop"
+    chmod -R a+rX "$VS/shared"
+    chmod 000 "$VS/shared/t/c" "$VS/shared/t/closed"
+    if [[ -n $as ]] || ((!is_root)); then
+        for cmd in '$as TOOL -v locked y' '$as TOOL -v f ro/y' '$as TOOL -v f x' \
+                   '$as TOOL -vf f x' "\$as TOOL -rv $VS/shared/t out"; do
+            vs_cp "$tag" vs_file "$cmd"
+        done
+    fi
+    for cmd in 'TOOL -vr sl x' 'TOOL -vr p x' 'TOOL -vrH p x' 'TOOL -vrL p x' \
+               'TOOL -va f y' 'TOOL -v --preserve=links f y' 'TOOL -vd sl y' \
+               "TOOL -vr $VS/shared/s/. d/s" "TOOL -vrH $VS/shared/s/. d/s"; do
+        vs_cp "$tag" vs_over "$cmd"
+    done
+    if command -v python3 > /dev/null; then
+        vs_cp "$tag" vs_sock 'TOOL -v f x'
+        vs_cp "$tag" vs_sock 'TOOL -vf f x'
+    fi
+    for cmd in "TOOL -rv $VS/shared/a/b/.. x" "mkdir x; TOOL -rv $VS/shared/a/b/.. x" \
+               "TOOL -rv $VS/shared/a/b/../ y; TOOL -rv $VS/shared/a/b/..// z" \
+               "mkdir x; cd $VS/shared/a/b && TOOL -rv .. \$OLDPWD/x" \
+               "mkdir x; TOOL -v $VS/shared/a/b/.. x" 'TOOL -rv a/b x/..' \
+               'mkdir -p x/y; TOOL -rv a/b x/y/..' 'mkdir x; TOOL -v a/f x/..' \
+               'TOOL -rv a/b nodir/sub; TOOL -v a/f nodir/g; TOOL -v a/f file/g' \
+               'TOOL -rv a/b file/..; TOOL -v a/f nodir/..; TOOL a nodir/x' \
+               "TOOL -rv $VS/shared/a z/; TOOL -rv $VS/shared/a/ z2//" \
+               "mkdir z3; TOOL -rv $VS/shared/a/ z3//" 'TOOL -rv w/x/.. w/x'; do
+        vs_cp "$tag" vs_dots "$cmd"
+    done
+    vs_cp "$tag" vs_loop 'TOOL -rLv src dst'
+    vs_cp "$tag" vs_loop_in 'TOOL -rLv src dst'
+    vs_cp "$tag" vs_loop_sub 'TOOL -rLv sub link dst'
+    vs_cp "$tag" vs_loop_file 'TOOL -rLv data src dst'
+    vs_cp "$tag" vs_dots "TOOL -rLv $VS/shared/up out"
+    for cmd in 'TOOL -rv d L/sub' 'TOOL -rv L/ L/sub' 'TOOL -rHv L L/sub'; do
+        vs_cp "$tag" vs_named "$cmd"
+    done
+    chmod -R u+rwx "$VS" 2> /dev/null
+    rm -rf "$VS"
+}
 
 run_path() { # label; run with AFCP_TEST_PATH=$path
     local O=$1 p=$2 st
@@ -324,29 +428,42 @@ EOF
     # directory and every one above. Where the new copy lands in a directory with other
     # entries, its place among them is the file system's choice, different in the two trees
     # (a freed inode is taken again): those results are not compared. In a/b/c, empty, it
-    # is the only entry, and a/z, made after a/b, comes after it: cp does not copy it.
+    # is the only entry, and a/z, made after a/b, comes after it (when the inode numbers
+    # say so in both trees): cp does not copy it.
+    local order
     for args in "a a/b" "a a/b/c/" "a/ a/b/c/d" "a/. a/b" "a ./a/x/"; do
+        order=
         for t in c a; do
             rm -rf "$O/self.$t"; mkdir -p "$O/self.$t/a/b/c"; echo z > "$O/self.$t/a/z"
+            # a/z after a/b, in inode order (usually: a freed inode taken again may change it)
+            (($(stat -c %i "$O/self.$t/a/b") < $(stat -c %i "$O/self.$t/a/z"))) && order+=$t
         done
         # shellcheck disable=SC2086
         (cd "$O/self.c" && cp -r $args 2> ../self.c.err; echo "status $?" >> ../self.c.err
          cd "$O/self.a" && "$AFCP" -q -r $args 2> ../self.a.err; echo "status $?" >> ../self.a.err)
         check "$tag into itself, '$args': cp's message and status ($(head -1 "$O/self.c.err"))" \
             diff <(sed 's/^cp: //' "$O/self.c.err") <(sed 's/^afcp: //' "$O/self.a.err")
-        case $args in
-        *a/b/c/*)
+        case $args/$order in
+        *a/b/c/*/ca)
             check "$tag into itself, '$args': the same result as cp" \
                 diff <(listing "$O/self.c") <(listing "$O/self.a") ;;
         esac
     done
 
+    # a word an option does not take: cp's words, quoted as cp quotes them in the locale
+    # the suite runs in (test_afcp_sec.sh tries C and C.UTF-8)
     "$AFCP" -q --reflink=sometimes a b 2> "$O/rf.err"; st=$?
+    cp --reflink=sometimes a b 2> "$O/rf.cp.err"
     check "$tag --reflink=sometimes: refused with status 1" [ "$st" -eq 1 ]
-    check "$tag --reflink=sometimes: says why" grep -q "invalid argument 'sometimes' for '--reflink'" "$O/rf.err"
+    check "$tag --reflink=sometimes: says why, as cp" \
+        diff <(sed 's/cp/X/g' "$O/rf.cp.err") <(sed 's/afcp/X/g' "$O/rf.err")
     "$AFCP" -q --preserve=colour a b 2> "$O/pf.err"; st=$?
+    cp --preserve=colour a b 2> "$O/pf.cp.err"
     check "$tag --preserve=colour: refused with status 1" [ "$st" -eq 1 ]
-    check "$tag --preserve=colour: says why" grep -q "invalid argument 'colour' for '--preserve'" "$O/pf.err"
+    check "$tag --preserve=colour: says why, as cp" \
+        diff <(sed 's/cp/X/g' "$O/pf.cp.err") <(sed 's/afcp/X/g' "$O/pf.err")
+
+    vs_cases "$O" "$tag"
 }
 
 run_suite() {

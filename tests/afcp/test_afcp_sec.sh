@@ -2,7 +2,7 @@
 # afcp and what it must never do: replace a device or FIFO at the destination, widen
 # permissions through ACLs, drop an overwritten file's owner/mode/ACL, print a file name raw
 # to the terminal. Also its messages against cp's (a source that shrinks, -v into a full
-# stdout, -L/-H/-P), and what cp does as a user (the group kept by -a, a file written into
+# stdout, -L/-H/-P, quotes in the C and C.UTF-8 locales), and what cp does as a user (the group kept by -a, a file written into
 # where no new file may replace it, -f over a read-only file: as root, run as nobody). Runs the suite once per backend: AUTO (io_uring here), threads, sync.
 # The cases that need root (device nodes, other owners) are skipped, saying so, as another
 # user; ctest runs it both ways (as_user.sh).
@@ -249,6 +249,39 @@ run_suite() {
     check "quoted: escape sequence" grep -qxF "''\$'\\033'']0;pwned'\$'\\a\\033''[2Jx' -> '../a/'\$'\\033'']0;pwned'\$'\\a\\033''[2Jx'" "$O/q/out"
     check "quoted: a single quote alone" grep -qxF "\"it's\" -> \"../a/it's\"" "$O/q/out"
     check "quoted: a single quote and a dollar" grep -qxF "'a'\\''b\$' -> '../a/a'\\''b\$'" "$O/q/out"
+
+    # ---- quotes per locale: cp quotes names (-v's lines, messages about files) the same in
+    # every locale, its complaint about an option's argument between the locale's quotes
+    # (U+2018 and U+2019 in a UTF-8 locale, with C escapes); it takes a word abbreviated
+    # and refuses one that starts several ("ambiguous argument")
+    local loc arg charmap
+    for loc in C C.UTF-8; do
+        charmap=ANSI_X3.4-1968; [[ $loc == *UTF-8 ]] && charmap=UTF-8
+        if [[ $(LC_ALL=$loc locale charmap 2> /dev/null) != "$charmap" ]]; then
+            skip "quotes in the locale $loc: not installed"
+            continue
+        fi
+        for arg in --sparse=x --reflink=a --preserve=q --preserve= --no-preserve=mode,x \
+                   "--sparse=it's" $'--sparse=a\nb' '--sparse=\303\251' '--sparse=a\b' \
+                   $'--sparse=\303\251' --sparse=al --preserve=t,m --reflink=n; do
+            rm -f "$O/lq.c" "$O/lq.a"
+            LC_ALL=$loc cp "$arg" "$src" "$O/lq.c" > "$O/lq.c.out" 2>&1; echo "status $?" >> "$O/lq.c.out"
+            LC_ALL=$loc "$AFCP" -q "$arg" "$src" "$O/lq.a" > "$O/lq.a.out" 2>&1
+            echo "status $?" >> "$O/lq.a.out"
+            check "$loc $(printf %q "$arg"): as cp ($(head -1 "$O/lq.c.out"))" \
+                diff <(sed 's/cp/X/g' "$O/lq.c.out") <(sed 's/afcp/X/g' "$O/lq.a.out")
+        done
+        for n in 'é ü' "it's" $'new\nline' $'bad\xff' "é'x"; do
+            echo x > "$O/q/src/$n"
+            (cd "$O/q/src" && LC_ALL=$loc cp -v -- "$n" "$n.missing" ../a/ > ../cp.out 2>&1; echo "status $?" >> ../cp.out)
+            rm -f "$O/q/a/"*
+            (cd "$O/q/src" && LC_ALL=$loc "$AFCP" -q -v -- "$n" "$n.missing" ../a/ > ../afcp.out 2>&1
+             echo "status $?" >> ../afcp.out)
+            rm -f "$O/q/a/"*
+            check "$loc $(printf %q "$n"): -v's line and the message as cp" \
+                diff <(sed 's/^cp:/X:/' "$O/q/cp.out") <(sed 's/^afcp:/X:/' "$O/q/afcp.out")
+        done
+    done
 
     # ---- messages ----
     "$AFCP" -v "$src" "$O/v.full" > /dev/full 2> "$O/err"

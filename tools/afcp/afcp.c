@@ -49,18 +49,6 @@ void afcp_stat_from(struct stat *out, const struct afs_stat *in)
     out->st_ctim.tv_nsec = (long)in->ctime.nsec;
 }
 
-/* "dir/name" for messages; dir "" means the current directory, as the user wrote it. */
-char *afcp_join(const char *dir, const char *name)
-{
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = afcp_xmalloc(a + b + 2);
-    memcpy(p, dir, a);
-    if (a && dir[a - 1] != '/')
-        p[a++] = '/';
-    memcpy(p + a, name, b + 1);
-    return p;
-}
-
 /* Splits a path into its directory (as written, "" for none) and last component. */
 static void split(const char *path, char **dir, char **base)
 {
@@ -86,7 +74,8 @@ static void split(const char *path, char **dir, char **base)
  * as the user named it. */
 static struct afcp_dir *top_dir(const char *path, const char *shown, int dst)
 {
-    int fd = open(*path ? path : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char *p = *path ? path : ".";
+    int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
     struct afcp_dir *d = afcp_xmalloc(sizeof *d);
@@ -95,6 +84,12 @@ static struct afcp_dir *top_dir(const char *path, const char *shown, int dst)
                            .refs = 1};
     if (fstat(fd, &d->st) == 0)
         d->ddev = d->st.st_dev;
+    /* The name as lstat sees it (a symlink to the directory stays the symlink): what cp's
+     * test of "the same name" compares (walk.c). */
+    struct stat l;
+    if (lstat(p, &l) < 0)
+        l = d->st;
+    d->sname_id = d->dname_id = (struct afcp_devino){l.st_dev, l.st_ino};
     return d;
 }
 
@@ -114,15 +109,44 @@ static int ends_in_slash(const char *path)
     return n > 1 && path[n - 1] == '/';
 }
 
-static void copy_operand(struct corio_task *t, const char *src, const struct plan *p)
+/* Whether cp follows the operand src when it is a symlink: -H or -L, or without -r (cp -r
+ * copies a symlink operand as a symlink), or when it ends in '/' ("link/" names the
+ * directory the link points to). */
+static int follows(const char *src)
+{
+    return ends_in_slash(src) || (afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive);
+}
+
+/* The directory the copy dst of src (st) is to be made in cannot be opened (open_err). cp
+ * never opens it: it looks at dst itself (stat), and where that finds nothing, fails to
+ * create it; afcp says the same. A directory it can search but not read (so that afcp cannot
+ * open it) is named as such. */
+static void no_dest_dir(const char *src, const char *dst, const char *ddir,
+                        const struct stat *st, int open_err, uint64_t vn)
+{
+    struct stat x;
+    int err = lstat(dst, &x) < 0 ? errno : 0;
+    if (S_ISDIR(st->st_mode) && !afcp.o.recursive) {
+        afcp_note("-r not specified; omitting directory '%s'", src);
+        afcp_fail();
+    } else if (err && err != ENOENT) {
+        afcp_err(err, "cannot stat '%s'", dst);
+    } else if (err == ENOENT && open_err == ENOENT) {
+        afcp_cannot_create(src, dst, st, ENOENT, vn);
+    } else {
+        afcp_err(open_err, "cannot access '%s'", *ddir ? ddir : ".");
+    }
+}
+
+/* Copies one operand, -v's number vn (ended here). */
+static void copy_operand(struct corio_task *t, const char *src, const struct plan *p,
+                         uint64_t vn)
 {
     char *sdir, *sbase;
     split(src, &sdir, &sbase);
     struct afcp_dir *sd = top_dir(sdir, sdir, 0);
     struct stat st;
-    /* cp -r copies a symlink operand as a symlink, unless -H or -L, or unless it ends in '/'
-     * ("link/" names the directory the link points to). */
-    int follow = ends_in_slash(src) || (afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive);
+    int follow = follows(src);
     if (!sd || fstatat(sd->sfd, sbase, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0) {
         afcp_err(errno, "cannot stat '%s'", src);
         goto out;
@@ -141,40 +165,38 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
             goto out;
         }
         if (!S_ISDIR(st.st_mode)) {
-            afcp_err(ENOTDIR, S_ISLNK(st.st_mode) ? "cannot create symbolic link '%s'"
-                                                  : "cannot create regular file '%s'",
-                     p->dst);
+            afcp_cannot_create(src, p->dst, &st, ENOTDIR, vn);
             goto out;
         }
     }
-    char *ddir, *dbase;
+    /* cp's name of the copy: the target as written, or DIR/NAME, where a NAME of ".." is "."
+     * ('a/..' goes into 'dir/.', not next to it). */
+    char *ddir, *dbase, *dst_arg;
     if (p->dst_is_dir) {
         ddir = afcp_xstrdup(p->dst);
         size_t n = strlen(ddir);
         while (n > 1 && ddir[n - 1] == '/')
             ddir[--n] = 0;
-        dbase = afcp_xstrdup(sbase);
+        dbase = afcp_xstrdup(strcmp(sbase, "..") ? sbase : ".");
+        dst_arg = afcp_join(ddir, dbase);
     } else {
         split(p->dst, &ddir, &dbase);
+        dst_arg = afcp_xstrdup(p->dst);
     }
-    if (!strcmp(dbase, "..")) {
-        afcp_note("cannot copy '%s': name it by something other than '..'", src);
-        afcp_fail();
+    struct afcp_dir *dd = top_dir(ddir, ddir, 1);
+    if (!dd) {
+        no_dest_dir(src, dst_arg, ddir, &st, errno, vn);
     } else {
-        struct afcp_dir *dd = top_dir(ddir, ddir, 1);
-        if (!dd) {
-            afcp_err(errno, "cannot access '%s'", *ddir ? ddir : ".");
-        } else {
-            /* cp's name of the copy: the target as written, or DIR/NAME */
-            char *dst_arg = p->dst_is_dir ? afcp_join(ddir, dbase) : afcp_xstrdup(p->dst);
-            afcp_copy_entry(t, sd, sbase, dd, dbase, &st, follow, src, dst_arg);
-            free(dst_arg);
-            afcp_dir_put(dd);
-        }
+        afcp_copy_entry(t, sd, sbase, dd, dbase, &st, follow, src, dst_arg, p->dst_is_dir,
+                        vn);
+        vn = 0; /* ended */
+        afcp_dir_put(dd);
     }
+    free(dst_arg);
     free(ddir);
     free(dbase);
 out:
+    afcp_vend(vn);
     if (sd)
         afcp_dir_put(sd);
     free(sdir);
@@ -188,8 +210,7 @@ out:
 static int operand_ok(const struct plan *p, int i, struct stat *seen)
 {
     const char *src = p->srcs[i];
-    int follow = ends_in_slash(src) || (afcp.o.deref ? afcp.o.deref != 'P' : !afcp.o.recursive);
-    if ((follow ? stat(src, &seen[i]) : lstat(src, &seen[i])) < 0) {
+    if ((follows(src) ? stat(src, &seen[i]) : lstat(src, &seen[i])) < 0) {
         seen[i].st_mode = 0; /* copy_operand reports it */
         return 1;
     }
@@ -228,9 +249,21 @@ static void walk_operands(struct corio_task *t, void *arg)
     const struct plan *p = arg;
     struct stat *seen = p->dst_is_dir && p->nsrc > 1 ? calloc((size_t)p->nsrc, sizeof *seen)
                                                     : NULL;
-    for (int i = 0; i < p->nsrc; i++)
+    for (int i = 0; i < p->nsrc; i++) {
+        /* cp copies one operand after the other: one that an earlier one may be making (or
+         * writing) is looked at once the copies in flight are done. */
+        if (i > 0 && afcp_maybe_ours(p->srcs[i], follows(p->srcs[i])))
+            afcp_settle(t);
+        /* -v: the operand is an entry of its own; what is reported about it goes after the
+         * lines of the operands before. */
+        uint64_t vn = afcp_vnum();
+        afcp_vtask(t, vn);
         if (!seen || operand_ok(p, i, seen))
-            copy_operand(t, p->srcs[i], p);
+            copy_operand(t, p->srcs[i], p, vn);
+        else
+            afcp_vend(vn);
+    }
+    afcp_vtask(t, 0);
     free(seen);
     afcp_walk_end(t);
 }
@@ -483,7 +516,7 @@ int main(int argc, char **argv)
         }
     corio_rt_free(afcp.rt);
     free(afcp.scheds);
-    free(afcp.made);
+    free(afcp.dests);
     /* -v into a full disk or a closed pipe: an error, as cp's "write error". */
     int out_bad = ferror(stdout);
     errno = 0;

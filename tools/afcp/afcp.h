@@ -1,8 +1,8 @@
 /* afcp: a cp-like bulk copier on corio. Shared declarations of afcp.c (--help, planning,
  * the schedulers), common.c (options, messages, the root task, the chunk loop: also the
  * Windows front end's), walk.c (directories, symlinks, special files), copy.c (regular
- * files), progress.c (progress bar, semaphore, buffer pool) and verbose.c (-v's lines in
- * cp's order).
+ * files), progress.c (progress bar, semaphore, buffer pool) and verbose.c (-v's lines and
+ * the messages in cp's order: also the Windows front end's).
  *
  * Threads: afcp runs on a corio runtime, one scheduler per CPU (--threads). The walker runs
  * on scheduler 0 and sends the entries it finds in batches to the other schedulers first,
@@ -63,6 +63,12 @@ void afcp_sem_init(struct afcp_sem *s, long tokens);
 void afcp_sem_acquire(struct corio_task *t, struct afcp_sem *s);
 void afcp_sem_release(struct afcp_sem *s);
 
+/* A file's identity. */
+struct afcp_devino {
+    dev_t dev;
+    ino_t ino;
+};
+
 /* A directory being copied: the source and destination directory fds every entry is opened
  * relative to, kept open while the walker or a file task still uses them (refs). When the
  * last reference goes, the destination's final mode and times are applied (see walk.c). */
@@ -72,12 +78,17 @@ struct afcp_dir {
     struct stat      st;         /* the source directory's */
     dev_t            ddev;       /* the destination's file system */
     dev_t            rootdev;    /* -x: the file system of the operand this is under */
+    struct afcp_devino sname_id, dname_id; /* what lstat says of the name each side was
+                                    reached by: the directory, or a symlink to it (cp's
+                                    test of "the same name": walk.c) */
     int              refs;       /* atomic: file tasks on any scheduler hold references */
     int              created;    /* we made the destination: set its mode at the end */
     int              inherit;    /* made under a default ACL, which gave its mode: no chmod */
     mode_t           dmode;      /* the destination's mode when opened (its set-group-ID bit
                                     stays, as cp leaves it) */
     int              finalize;   /* apply mode/times when done (a copied directory) */
+    uint64_t         end_vn;     /* -v: the number its end has (what dir_finish reports
+                                    comes after its entries, as with cp) */
     struct afcp_dir *parent;
 };
 
@@ -90,7 +101,6 @@ struct afcp_file_job {
     int              follow;       /* a command-line operand without -r: follow a symlink */
     int              exists;       /* something was at dname when we checked */
     uint64_t         vn;           /* -v: its number (afcp_vnum) */
-    int              said;         /* -v: its line is due (copied, or linked) */
 };
 
 struct group;
@@ -150,9 +160,10 @@ struct afcp_app {
     int                 walking;   /* totals may still grow */
     uint64_t            bytes_total, bytes_done, files_total, files_done;
     int64_t             t_start;
-    /* directories we created, to refuse copying a directory into itself (the walker's) */
-    struct afcp_devino *made;
-    size_t              made_len, made_cap;
+    /* the destination directories of this run (made, or written into): one of them is read
+     * as a source only once the copies in flight are done (the walker's: walk.c) */
+    struct afcp_devino *dests;
+    size_t              dests_len, dests_cap;
 };
 
 extern struct afcp_app afcp;
@@ -188,19 +199,38 @@ static inline void afcp_fail(void)
 extern volatile sig_atomic_t afcp_signalled;
 void afcp_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void afcp_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void afcp_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout */
-char *afcp_join(const char *dir, const char *name); /* malloc'd "dir/name" */
-/* verbose.c: -v in cp's order, whatever thread ends an entry. The walker numbers every entry
- * in the order cp copies it (afcp_vnum: 0 without -v); whoever ends the entry says once, from
- * any thread, what it printed (afcp_vdone: spath NULL for no line); a line is printed once
- * every entry numbered before it is done. afcp_vbehind: too many lines wait for an entry
+/* "dir/name" (malloc'd) as cp joins them: the slashes that end dir become one; dir "" is the
+ * current directory as the user wrote it (just "name"). */
+char *afcp_join(const char *dir, const char *name);
+/* "cannot copy a directory, 'src', into itself, 'dst'" (cp's words; the operand as written
+ * and the name of its copy), and the exit status 1. */
+void afcp_into_itself(const char *src, const char *dst);
+/* verbose.c (both front ends): -v in cp's order, from any thread. The walker numbers every
+ * entry in the order cp copies it (afcp_vnum: 0 without -v). Whoever copies the entry hands
+ * in its lines where cp prints them: afcp_vline ("'SRC' -> 'DST'") when the copy starts,
+ * before any error of it, afcp_vremoved ("removed 'DST'") where cp removes the destination;
+ * then afcp_vend once, when the entry is done (failed or not). An entry's lines are printed
+ * once every entry numbered before it is done. afcp_vbehind: too many entries wait for one
  * still being copied; the walker waits (walk.c). */
 uint64_t afcp_vnum(void);
-void     afcp_vdone(uint64_t n, const char *spath, const char *dpath);
+void     afcp_vline(uint64_t n, const char *spath, const char *dpath);
+void     afcp_vremoved(uint64_t n, const char *dpath);
+void     afcp_vend(uint64_t n);
 int      afcp_vbehind(void);
+/* Task t now copies entry n (0: none): its messages go with n's lines. Returns the entry it
+ * copied before (a file task run inside the walker gives it back). */
+uint64_t afcp_vtask(struct corio_task *t, uint64_t n);
+/* A message (whole lines) of the running task: 1 when it is taken to go out with the
+ * entry the task copies (afcp_vtask), 0 when the caller prints it now. */
+int      afcp_vmessage(const char *text);
 /* quote.c: name quoted as cp quotes names ('a b', 'it'\''s', ''$'\033''x'). The result lives
  * until the fourth call after this one on the same thread. */
 const char *afcp_q(const char *name);
+/* quote.c: an option's argument (or the option) quoted as cp quotes them in its messages
+ * about options (quotearg's locale style: between U+2018 and U+2019 in a UTF-8 locale, 'x'
+ * in others; C escapes such as \n and \033 for what is not printable). Lives as afcp_q's
+ * results do. */
+const char *afcp_lq(const char *arg);
 /* Frees the calling thread's quoting buffers (a scheduler's thread, before it ends). */
 void afcp_q_release(void);
 void *afcp_xmalloc(size_t n);
@@ -235,21 +265,39 @@ void afcp_chunks_run(struct corio_task *t, struct afcp_chunks *k);
 void afcp_dir_get(struct afcp_dir *d);
 void afcp_dir_put(struct afcp_dir *d);
 /* Copies entry `sname` of sd (lstat'd into *st) to `dname` in dd: a command-line operand,
- * written src_arg, whose copy is named dst_arg (the names cp gives when a directory would
- * be copied into itself). Regular files go to a file task (waiting for a slot), the rest is
- * done inline. */
+ * written src_arg, whose copy is named dst_arg (the names cp shows for them: -v's line,
+ * messages; in_dir: dst_arg is "DIR/dname" in a target directory), -v's number vn (ended
+ * here). Regular files go to a file task (waiting for a slot), the rest is done inline. */
 void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     int follow, const char *src_arg, const char *dst_arg);
+                     int follow, const char *src_arg, const char *dst_arg, int in_dir,
+                     uint64_t vn);
+/* cp's words where it cannot create the copy of src (st, as followed or not) at dst (err):
+ * its -v line first (number vn; none for a directory, whose line comes once it is made). */
+void afcp_cannot_create(const char *src, const char *dst, const struct stat *st, int err,
+                        uint64_t vn);
 /* The walker's end: sends the last batch and waits for every batch (walk.c). */
 void afcp_walk_end(struct corio_task *t);
+/* The walker waits until every copy in flight is done, before it looks at a source that this
+ * run may be writing (cp, copying one entry after the other, would see it complete). */
+void afcp_settle(struct corio_task *t);
+/* Whether path (followed when follow) may be something this run is still writing: missing,
+ * a destination directory of this run, or in one. */
+int  afcp_maybe_ours(const char *path, int follow);
 /* Checks what is at dname in dd before it is replaced by a copy of sname in sd (spath; sst:
- * what is copied, the symlink itself when it is copied as one). 0: go on (*exists set), 1:
- * skip it (-n), -1: an error was reported. */
+ * what is copied, the symlink itself when it is copied as one; follow: the source was
+ * reached through a symlink it names, cp's "dereference"), in cp's order: first what cp
+ * checks before it prints -v's line; then, where cp removes the destination before it copies
+ * (a source copied as a symlink or a special file, or --preserve=links over a file with
+ * other names), the removal and its "removed" line; then -v's line of a file or special
+ * file (number vn); then what cp finds when it opens the destination. Nothing is looked at
+ * in a directory this run made (it holds only what afcp put there): the line follows at
+ * once. 0: go on (*exists: something is there), 1: skip it (-n, -u), -1: an error was
+ * reported. */
 enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
 int  afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
                      const char *sname, const char *spath, const char *dpath,
-                     const struct stat *sst, int kind, int *exists);
+                     const struct stat *sst, int kind, int follow, uint64_t vn, int *exists);
 /* Metadata calls, plain while afcp.inline_io, batched otherwise (see walk.c): 0 or -errno. */
 int  afcp_stat(int dirfd, const char *name, int flags, struct stat *out); /* AFS_AT_* */
 int  afcp_unlink(int dirfd, const char *name);

@@ -26,44 +26,79 @@
 /* ------------------------------------------------------------------------------------------
  * Messages and small helpers
  * ---------------------------------------------------------------------------------------- */
+/* A message being formatted. */
+struct mbuf {
+    char  *p;
+    size_t len, cap;
+};
+
+static void mput(struct mbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->len + n + 1 > b->cap) {
+        b->cap = 2 * (b->len + n + 1);
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) {
+            fputs("afcp: out of memory\n", stderr);
+            exit(1);
+        }
+    }
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+}
+
 /* The message formats use %s and %d only; '%s' is a file name and is printed quoted
  * (afcp_q), the way cp prints names: a name can never act on the terminal. */
-static void vformat(FILE *f, const char *fmt, va_list ap)
+static void vformat(struct mbuf *b, const char *fmt, va_list ap)
 {
+    char c[2] = {0, 0}, num[24];
     for (const char *p = fmt; *p; p++) {
         if (!strncmp(p, "'%s'", 4)) {
-            fputs(afcp_q(va_arg(ap, const char *)), f);
+            mput(b, afcp_q(va_arg(ap, const char *)));
             p += 3;
         } else if (p[0] == '%' && p[1] == 's') {
-            fputs(va_arg(ap, const char *), f);
+            mput(b, va_arg(ap, const char *));
             p++;
         } else if (p[0] == '%' && p[1] == 'd') {
-            fprintf(f, "%d", va_arg(ap, int));
+            snprintf(num, sizeof num, "%d", va_arg(ap, int));
+            mput(b, num);
             p++;
         } else if (p[0] == '%') {
             fprintf(stderr, "afcp: bad message format \"%s\"\n", fmt);
             abort();
         } else {
-            fputc(*p, f);
+            c[0] = *p;
+            mput(b, c);
         }
     }
 }
 
 volatile sig_atomic_t afcp_signalled;
 
-/* "afcp: MESSAGE", then ": ERROR TEXT" when err is not 0, on a line of its own. */
+/* "afcp: MESSAGE", then ": ERROR TEXT" when err is not 0, on a line of its own: with -v,
+ * after the lines of the entry it is about (afcp_vmessage). */
 static void vmessage(int err, const char *fmt, va_list ap)
 {
     if (afcp_signalled)
         return;
-    afcp_lock_stream(stderr);
-    afcp_progress_clear();
-    fputs("afcp: ", stderr);
-    vformat(stderr, fmt, ap);
-    if (err)
-        fprintf(stderr, ": %s", afs_strerror(err > 0 ? -err : err));
-    fputc('\n', stderr);
-    afcp_unlock_stream(stderr);
+    struct mbuf b = {0};
+    mput(&b, "afcp: ");
+    vformat(&b, fmt, ap);
+    if (err) {
+        mput(&b, ": ");
+        mput(&b, afs_strerror(err > 0 ? -err : err));
+    }
+    mput(&b, "\n");
+    if (!afcp_vmessage(b.p)) {
+        afcp_lock_stream(stderr);
+        afcp_progress_clear();
+        /* -v's lines printed so far go out first, as gnulib's error() flushes them for cp:
+         * a line and its error stay in that order in one file (2>&1). */
+        fflush(stdout);
+        fputs(b.p, stderr);
+        afcp_unlock_stream(stderr);
+    }
+    free(b.p);
 }
 
 void afcp_err(int err, const char *fmt, ...)
@@ -83,18 +118,28 @@ void afcp_note(const char *fmt, ...)
     va_end(ap);
 }
 
-void afcp_verbose(const char *fmt, ...)
+void afcp_into_itself(const char *src, const char *dst)
 {
-    afcp_lock_stream(stderr); /* the bar's line (stderr) first, then stdout's */
-    afcp_lock_stream(stdout);
-    afcp_progress_clear();
-    va_list ap;
-    va_start(ap, fmt);
-    vformat(stdout, fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    afcp_unlock_stream(stdout);
-    afcp_unlock_stream(stderr);
+    afcp_note("cannot copy a directory, '%s', into itself, '%s'", src, dst);
+    afcp_fail();
+}
+
+/* As gnulib's file_name_concat, which cp uses: the slashes that end dir's last component
+ * become one ("a//" + "b": "a/b"); a dir of slashes only is kept as it is ("/b", "//b"). */
+char *afcp_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), end = a, b = strlen(name);
+    while (end && dir[end - 1] == '/')
+        end--;
+    int sep = end != 0; /* "" and "/" need none */
+    if (end)
+        a = end;
+    char *p = afcp_xmalloc(a + b + 2);
+    memcpy(p, dir, a);
+    if (sep)
+        p[a++] = '/';
+    memcpy(p + a, name, b + 1);
+    return p;
 }
 
 void *afcp_xmalloc(size_t n)
@@ -135,8 +180,9 @@ static uint64_t parse_size(const char *s, const char *what)
     if (v > (ULLONG_MAX >> shift) || (v << shift) > (unsigned long long)INT64_MAX)
         errno = ERANGE;
     v <<= shift;
+    /* The argument as coreutils quotes one in such messages (quote(): afcp_lq). */
     if (errno || *end || v == 0 || *p == '-' || *p == '+') {
-        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
+        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_lq(s));
         exit(1);
     }
     return v;
@@ -147,7 +193,7 @@ static unsigned parse_count(const char *s, const char *what)
 {
     uint64_t v = parse_size(s, what);
     if (v > UINT_MAX) {
-        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_q(s));
+        fprintf(stderr, "afcp: invalid %s: %s\n", what, afcp_lq(s));
         exit(1);
     }
     return (unsigned)v;
@@ -187,6 +233,53 @@ static int refuse(const char *what)
     return 1;
 }
 
+/* A word an option takes (--preserve's, --sparse's...) and what it stands for. */
+struct word {
+    const char *name;
+    int         value;
+};
+
+/* cp's argmatch: the word named in full, or by the start of one word only (or of several
+ * that stand for the same): its index; -1 when none starts so, -2 when several do (cp's
+ * "ambiguous argument": "" starts every word). */
+static int argmatch(const char *arg, const struct word *words)
+{
+    size_t len = strlen(arg);
+    int match = -1, ambiguous = 0;
+    for (int i = 0; words[i].name; i++) {
+        if (strncmp(words[i].name, arg, len))
+            continue;
+        if (strlen(words[i].name) == len)
+            return i;
+        if (match < 0)
+            match = i;
+        else if (words[i].value != words[match].value)
+            ambiguous = 1;
+    }
+    return ambiguous ? -2 : match;
+}
+
+/* cp's complaint (argmatch_die's) about arg given to opt (problem: argmatch's answer), with
+ * the words it takes, those listed() keeps (all when NULL); words standing for the same go
+ * on one line, as cp lists them. */
+static void bad_word(const char *arg, const char *opt, int problem, const struct word *words,
+                     int (*listed)(int value))
+{
+    fprintf(stderr, "afcp: %s argument %s for %s\nValid arguments are:",
+            problem == -2 ? "ambiguous" : "invalid", afcp_lq(arg), afcp_lq(opt));
+    int last = -1;
+    for (int i = 0; words[i].name; i++) {
+        if (listed && !listed(words[i].value))
+            continue;
+        if (last >= 0 && words[i].value == words[last].value)
+            fprintf(stderr, ", %s", afcp_lq(words[i].name));
+        else
+            fprintf(stderr, "\n  - %s", afcp_lq(words[i].name));
+        last = i;
+    }
+    fputs("\nTry 'afcp --help' for more information.\n", stderr);
+}
+
 /* Whether this build keeps what a --preserve word names (-1: "context", accepted and
  * ignored on POSIX, as by a cp without SELinux). */
 static int kept_here(int b)
@@ -196,15 +289,15 @@ static int kept_here(int b)
     return b == (AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR) || (b & PRESERVE_HERE) == b;
 }
 
-/* cp's --preserve list: "mode,ownership,timestamps,links,context,xattr,all". 0 and *bits,
- * or 1 (reported) for a word cp would not take, or one this build cannot keep. */
+/* cp's --preserve list: "mode,ownership,timestamps,links,context,xattr,all", each word
+ * named in full or by its start, as cp takes them. 0 and *bits, or 1 (reported) for a word
+ * cp would not take, or one this build cannot keep. */
 static int parse_preserve(const char *list, const char *opt, int *bits, int *xattr)
 {
-    static const struct { const char *name; int bits; } words[] = {
+    static const struct word words[] = {
         {"mode", AFCP_P_MODE}, {"timestamps", AFCP_P_TIMES}, {"ownership", AFCP_P_OWNER},
         {"links", AFCP_P_LINKS}, {"context", -1}, {"xattr", AFCP_P_XATTR},
-        {"all", AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR}};
-    const size_t nwords = sizeof words / sizeof words[0];
+        {"all", AFCP_P_ATTRS | AFCP_P_LINKS | AFCP_P_XATTR}, {NULL, 0}};
     char *copy = afcp_xstrdup(list), *w = copy;
     int ret = 0;
     *bits = 0;
@@ -212,21 +305,10 @@ static int parse_preserve(const char *list, const char *opt, int *bits, int *xat
         char *comma = strchr(w, ',');
         if (comma)
             *comma = 0;
-        if (!*w) { /* an empty word (",,") adds nothing */
-            w = comma ? comma + 1 : NULL;
-            continue;
-        }
-        size_t i = 0;
-        while (i < nwords && strcmp(w, words[i].name))
-            i++;
-        int b = i < nwords ? words[i].bits : 0;
-        if (i == nwords) {
-            fprintf(stderr, "afcp: invalid argument %s for '%s'\nValid arguments are:\n",
-                    afcp_q(w), opt);
-            for (size_t k = 0; k < nwords; k++)
-                if (kept_here(words[k].bits))
-                    fprintf(stderr, "  - '%s'\n", words[k].name);
-            fputs("Try 'afcp --help' for more information.\n", stderr);
+        int i = argmatch(w, words);
+        int b = i >= 0 ? words[i].value : 0;
+        if (i < 0) {
+            bad_word(w, opt, i, words, kept_here);
             ret = 1;
         } else if (!kept_here(b)) {
             char what[64];
@@ -253,22 +335,14 @@ enum { OPT_DIRECT = 256, OPT_INPLACE, OPT_FSYNC, OPT_NOFSYNC, OPT_NOCFR, OPT_CHU
 #define POSIX_ONLY(val) (val)
 #endif
 
-/* One of the WHEN words of --reflink/--sparse: its value, or -1 (reported, with the words
- * in cp's order). */
-struct when {
-    const char *name;
-    int         value;
-};
-static int parse_when(const char *arg, const char *opt, const struct when *words)
+/* One of the WHEN words of --reflink/--sparse (or its start): its value, or -1 (reported,
+ * with the words in cp's order). */
+static int parse_when(const char *arg, const char *opt, const struct word *words)
 {
-    for (int i = 0; words[i].name; i++)
-        if (!strcmp(arg, words[i].name))
-            return words[i].value;
-    fprintf(stderr, "afcp: invalid argument %s for '%s'\nValid arguments are:\n", afcp_q(arg),
-            opt);
-    for (int i = 0; words[i].name; i++)
-        fprintf(stderr, "  - '%s'\n", words[i].name);
-    fputs("Try 'afcp --help' for more information.\n", stderr);
+    int i = argmatch(arg, words);
+    if (i >= 0)
+        return words[i].value;
+    bad_word(arg, opt, i, words, NULL);
     return -1;
 }
 
@@ -301,12 +375,12 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
         {"sparse", required_argument, 0, POSIX_ONLY(OPT_SPARSE)},
         {"threads", required_argument, 0, POSIX_ONLY(OPT_THREADS)}, /* one scheduler there */
         {0, 0, 0, 0}};
-    static const struct when reflink_when[] = {{"auto", AFCP_REFLINK_AUTO},
+    static const struct word reflink_when[] = {{"auto", AFCP_REFLINK_AUTO},
                                                {"always", AFCP_REFLINK_ALWAYS},
-                                               {"never", AFCP_REFLINK_NEVER}, {0, 0}};
-    static const struct when sparse_when[] = {{"never", AFCP_SPARSE_NEVER},
+                                               {"never", AFCP_REFLINK_NEVER}, {NULL, 0}};
+    static const struct word sparse_when[] = {{"never", AFCP_SPARSE_NEVER},
                                               {"auto", AFCP_SPARSE_AUTO},
-                                              {"always", AFCP_SPARSE_ALWAYS}, {0, 0}};
+                                              {"always", AFCP_SPARSE_ALWAYS}, {NULL, 0}};
     int c, li = 0, bits;
     while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPux", longs, &li)) != -1) {
 #ifdef _WIN32

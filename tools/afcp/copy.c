@@ -408,6 +408,9 @@ static int pseudo_fs(int fd)
     }
 }
 
+/* Opens the source. 0: open; 1: not, reported; -errno: the open failed, not reported (j->st
+ * has what stat finds there): cp opens the source after it looked at the destination and
+ * printed its -v line, so the caller does those first. */
 static int open_source(struct afcp_file_job *j, struct fcopy *c)
 {
     /* A FIFO or device named on the command line is opened as cp opens it (a FIFO waits
@@ -431,11 +434,12 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
          * so. A regular file found by readdir was not looked at yet. */
         struct stat st;
         int err = afcp_stat(j->sd->sfd, j->sname, j->follow ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &st);
-        if (err < 0)
+        if (err < 0) {
             afcp_err(err, "cannot stat '%s'", j->spath);
-        else
-            afcp_err(fd, "cannot open '%s' for reading", j->spath);
-        return -1;
+            return 1;
+        }
+        j->st = st;
+        return fd;
     }
     struct afs_stat ast;
     if (afs_statx(AFCP_CTX, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 ||
@@ -444,7 +448,7 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
                   j->spath);
         afcp_fail();
         afs_close_fd(AFCP_CTX, fd);
-        return -1;
+        return 1;
     }
     struct stat st;
     afcp_stat_from(&st, &ast);
@@ -478,8 +482,7 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, &c->in);
     if (err < 0) {
         afs_close_fd(AFCP_CTX, fd);
-        afcp_err(err, "cannot open '%s' for reading", j->spath);
-        return -1;
+        return err;
     }
     return 0;
 }
@@ -514,12 +517,14 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
                                                              : AFS_CREAT | AFS_EXCL),
                           perm, &c->out);
         if (err < 0 && j->exists && afcp.o.force) {
-            /* -f: remove what we could not open (read-only file, symlink) and create anew. */
+            /* -f: remove what we could not open (read-only file, symlink) and create anew,
+             * saying so as cp does. */
             int r = afs_unlinkat(AFCP_CTX, j->dd->dfd, j->dname, 0);
             if (r < 0 && r != -ENOENT) {
                 afcp_err(r, "cannot remove '%s'", j->dpath);
                 return -1;
             }
+            afcp_vremoved(j->vn, j->dpath);
             err = afcp_open_file(j->dd->dfd, j->dname, base | AFS_CREAT | AFS_EXCL, perm, &c->out);
         }
         strcpy(tmp, "");
@@ -630,12 +635,13 @@ static struct link_ent **link_slot(dev_t dev, ino_t ino)
 }
 
 /* The name j->dname in j->dd becomes a hard link to le's copy. An existing destination is
- * replaced atomically (a link under a temporary name renamed over it). 0 or -1 (reported). */
+ * replaced atomically (a link under a temporary name renamed over it), and -v says it was
+ * removed, as cp says after its line. 0 or -1 (reported). */
 static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct link_ent *le)
 {
     int dfd = j->dd->dfd, err = 0;
     if (linkat(AT_FDCWD, le->dpath, dfd, j->dname, 0) == 0)
-        goto done;
+        return 0;
     err = -errno;
     if (err == -EEXIST && !afcp.o.noclobber) {
         char tmp[16];
@@ -654,6 +660,8 @@ static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct
             err = afcp_install(dfd, tmp, j->dname);
             if (err < 0)
                 unlinkat(dfd, tmp, 0);
+            if (err == 0)
+                afcp_vremoved(j->vn, j->dpath);
         }
         afcp_temp_put(tslot);
         if (err == 1)
@@ -663,8 +671,6 @@ static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct
         afcp_err(err, "cannot create hard link '%s' to '%s'", j->dpath, le->dpath);
         return -1;
     }
-done:
-    j->said = 1;
     return 0;
 }
 
@@ -790,7 +796,6 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
     if (close(fd) < 0 && !c->err)
         fail(c, -errno, 1);
     report(c);
-    j->said = !c->err;
     return c->err ? -1 : 0;
 }
 
@@ -862,15 +867,22 @@ static void file_task(struct corio_task *t, void *arg)
     int ok = 0, slot_held = 1, tslot = -1;
     struct link_ent *le = NULL; /* --preserve=links: this inode's first copy */
     int link_first = 0;         /* ... which is this one */
-    if (open_source(j, &c) < 0) {
-        afcp_add(&afcp.bytes_total, -(int64_t)((uint64_t)j->st.st_size));
+    uint64_t walk_size = (uint64_t)j->st.st_size; /* counted in bytes_total by the walker */
+    uint64_t prev_vn = afcp_vtask(t, j->vn); /* what it reports goes with its lines */
+    int opened = open_source(j, &c);
+    if (opened != 0) {
+        /* cp looks at the destination (and prints its -v line) before it opens the source,
+         * and reports what it finds there first. */
+        if (opened < 0 && afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath,
+                                          j->dpath, &j->st, AFCP_DEST_FILE, j->follow, j->vn,
+                                          &j->exists) == 0)
+            afcp_err(opened, "cannot open '%s' for reading", j->spath);
+        afcp_add(&afcp.bytes_total, -(int64_t)walk_size);
         goto out;
     }
-    /* What is at the destination name. A directory we created in this run (writable by its
-     * owner only until it is done) holds only what we put there: no need to look. */
-    if (!j->dd->created &&
-        afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath, j->dpath, &j->st,
-                        AFCP_DEST_FILE, &j->exists) != 0) {
+    /* What is at the destination name (afcp_check_dest prints -v's line). */
+    if (afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath, j->dpath, &j->st,
+                        AFCP_DEST_FILE, j->follow, j->vn, &j->exists) != 0) {
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
         goto out;
@@ -904,7 +916,7 @@ static void file_task(struct corio_task *t, void *arg)
         }
     }
     struct afcp_old old = {0};
-    int have_old = 0;
+    int have_old = 0, f_removes = 0;
     if (j->exists) {
         int r = afcp_old_get(j->dd, j->dname, &old), stop = 1;
         int kind = old.st.st_mode & S_IFMT;
@@ -922,9 +934,12 @@ static void file_task(struct corio_task *t, void *arg)
         } else {
             /* The copy takes over the old file's attributes when cp would have written
              * into it: when the user may write it (with -f cp removes one it cannot
-             * open and makes a new file, with the source's mode). */
-            have_old = kind == S_IFREG && !afcp.o.inplace &&
-                       (!afcp.o.force || faccessat(j->dd->dfd, j->dname, W_OK, AT_EACCESS) == 0);
+             * open, says so, and makes a new file, with the source's mode; so it does
+             * with a socket, and with a symlink to what it may not write). */
+            int writable = kind != S_IFSOCK &&
+                           faccessat(j->dd->dfd, j->dname, W_OK, AT_EACCESS) == 0;
+            have_old = kind == S_IFREG && !afcp.o.inplace && (!afcp.o.force || writable);
+            f_removes = afcp.o.force && !afcp.o.inplace && !writable;
             stop = 0;
         }
         if (stop) {
@@ -1030,7 +1045,7 @@ static void file_task(struct corio_task *t, void *arg)
     if (!c.inplace && !c.own_name) {
         afcp_temp_hold(t); /* a signal came: the temporary is gone, the process goes */
         r = afcp_install(j->dd->dfd, tmp, j->dname);
-        int not_opened = 0;
+        int not_opened = 0, renamed = r == 0;
         if ((r == -EACCES || r == -EPERM) && j->exists && S_ISREG(old_st.st_mode)) {
             int refused = r; /* a sticky directory, another's file */
             r = write_over(j, tmp, &old_st, &not_opened);
@@ -1049,14 +1064,16 @@ static void file_task(struct corio_task *t, void *arg)
         }
         if (r == 1)
             goto out; /* -n: something appeared meanwhile; it stays */
+        if (renamed && f_removes) /* replaced, where cp removed it and said so */
+            afcp_vremoved(j->vn, j->dpath);
     }
     ok = 1;
-    j->said = 1;
 out:
     if (link_first) {
         __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
     }
-    afcp_vdone(j->vn, j->said ? j->spath : NULL, j->dpath);
+    afcp_vend(j->vn);
+    afcp_vtask(t, prev_vn);
     if (tslot >= 0)
         afcp_temp_put(tslot); /* renamed or removed by now */
     afcp_add(&afcp.files_done, 1);
@@ -1255,7 +1272,8 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     char tmpbuf[16];
     const int own = own_name(dd);
     const char *tmp = own ? dname : tmpbuf;
-    int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1, said = 0;
+    int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
+    afcp_vline(vn, spath, dpath); /* nothing is there: cp's line comes before its open */
     unsigned perm = afcp_new_mode(fd, st.st_mode);
     for (int tries = 0;; tries++) {
         if (!own)
@@ -1353,11 +1371,9 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     if (err < 0) {
         afcp_err(err, "cannot create regular file '%s'", dpath);
         unlinkat(dd->dfd, tmp, 0);
-    } else {
-        said = err == 0;
     }
 fail_tmp:
-    afcp_vdone(vn, said ? spath : NULL, dpath);
+    afcp_vend(vn);
     afcp_temp_put(tslot);
     close(fd);
     afcp_add(&afcp.files_done, 1);

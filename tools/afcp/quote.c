@@ -8,7 +8,9 @@
  *     ESC]0;x BEL -> ''$'\033'']0;x'$'\a'
  * Characters printable in the locale (LC_CTYPE: UTF-8 names in a UTF-8 locale) pass as they
  * are; bytes that are not a valid character there, or a character that is not printable, are
- * escaped byte by byte, as cp does. */
+ * escaped byte by byte, as cp does.
+ * The arguments of options in cp's messages about them ("invalid argument 'x' for
+ * '--sparse'") are quoted otherwise: quotearg's locale style (afcp_lq). */
 #define _GNU_SOURCE
 #include "afcp.h"
 
@@ -16,6 +18,10 @@
 #include <string.h>
 #include <wchar.h>
 #include <wctype.h>
+#ifndef _WIN32
+#include <langinfo.h>
+#include <strings.h>
+#endif
 
 struct qbuf {
     char  *p;
@@ -175,6 +181,51 @@ static void quote_into(struct qbuf *b, const char *s)
     put(b, '\'');
 }
 
+/* The quotes of quotearg's locale style, as gnulib's gettext_quote picks them for a
+ * message with no translation: U+2018 and U+2019 where the locale's character set is UTF-8
+ * (always, on Windows: afcp writes UTF-8 there), the apostrophe in any other. */
+static void locale_quotes(const char **left, const char **right)
+{
+#ifdef _WIN32
+    int utf8 = 1;
+#else
+    int utf8 = !strcasecmp(nl_langinfo(CODESET), "UTF-8");
+#endif
+    *left = utf8 ? "\xe2\x80\x98" : "'";
+    *right = utf8 ? "\xe2\x80\x99" : "'";
+}
+
+/* quotearg's locale style: between the locale's quotes, a backslash before the closing
+ * quote and before a backslash, and C escapes (\n, \t..., octal) for each byte of what is
+ * not a printable character; nothing else is escaped (no shell quoting). */
+static void lquote_into(struct qbuf *b, const char *s)
+{
+    const char *lq, *rq;
+    locale_quotes(&lq, &rq);
+    size_t rq_len = strlen(rq), left = strlen(s);
+    mbstate_t mbs;
+    memset(&mbs, 0, sizeof mbs);
+    puts_(b, lq);
+    while (left) {
+        int printable;
+        size_t n = next_char(s, left, &mbs, &printable);
+        if (left >= rq_len && !memcmp(s, rq, rq_len))
+            put(b, '\\');
+        if (*s == '\\') {
+            puts_(b, "\\\\");
+        } else if (!printable) {
+            for (size_t i = 0; i < n; i++)
+                put_escape(b, (unsigned char)s[i]);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                put(b, s[i]);
+        }
+        s += n;
+        left -= n;
+    }
+    puts_(b, rq);
+}
+
 /* A message names at most a few files: a ring of buffers per thread (messages come from
  * every scheduler), reused and kept in turn until afcp_q_release(). */
 static _Thread_local struct qbuf ring[4];
@@ -193,5 +244,13 @@ const char *afcp_q(const char *name)
     struct qbuf *b = &ring[next++ % 4];
     b->len = 0;
     quote_into(b, name);
+    return b->p;
+}
+
+const char *afcp_lq(const char *arg)
+{
+    struct qbuf *b = &ring[next++ % 4];
+    b->len = 0;
+    lquote_into(b, arg);
     return b->p;
 }

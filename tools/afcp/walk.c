@@ -37,11 +37,6 @@ struct kdirent64 {
 };
 #define AFCP_RENAME_NOREPLACE 1u /* <linux/fs.h>; renameat2 is not in every C library */
 
-struct afcp_devino {
-    dev_t dev;
-    ino_t ino;
-};
-
 void afcp_dir_get(struct afcp_dir *d)
 {
     __atomic_fetch_add(&d->refs, 1, __ATOMIC_RELAXED);
@@ -105,6 +100,9 @@ static void dir_attrs(struct afcp_dir *d)
  * while we filled it. */
 static void dir_finish(struct afcp_dir *d)
 {
+    /* What it reports goes after its entries' lines, as cp's (-v: its end's number). */
+    struct corio_task *t = corio_current();
+    uint64_t prev = afcp_vtask(t, d->end_vn);
     if (d->finalize && d->dfd >= 0)
         dir_attrs(d);
     /* --fsync: every entry renamed into this directory (and every directory made in it) is
@@ -112,6 +110,8 @@ static void dir_finish(struct afcp_dir *d)
      * synced when the parent finishes, which holds a reference until then. */
     if (afcp.o.fsync && !afcp.o.inplace && d->dfd >= 0 && fsync(d->dfd) < 0)
         afcp_err(errno, "error syncing '%s'", *d->dpath ? d->dpath : ".");
+    afcp_vtask(t, prev);
+    afcp_vend(d->end_vn);
     if (d->sfd >= 0)
         close(d->sfd);
     if (d->dfd >= 0)
@@ -238,20 +238,53 @@ static int same_file(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd
     return afcp_stat(dd->dfd, dname, 0, &b) == 0 && SAME_INODE(*sst, b);
 }
 
-/* Checks what is at dname in dd before we replace it with a copy of sname in sd. 0: go on
- * (*exists set), 1: skip (-n), -1: error reported. */
+/* What cp's open of the destination finds before it copies a regular file (after its -v
+ * line): a dangling symlink, a symlink afcp does not write through, a file the user may not
+ * write. 0: go on, -1: reported. */
+static int open_checks(struct afcp_dir *dd, const char *dname, const char *dpath,
+                       const struct stat *dst)
+{
+    /* A regular file is never written through a symlink at the destination (cp would):
+     * without -f that is an error; with -f the link itself is replaced. A dangling one is
+     * refused with cp's words, -f or not, as cp refuses it. */
+    if (S_ISLNK(dst->st_mode)) {
+        struct stat target;
+        if (afcp_stat(dd->dfd, dname, 0, &target) == -ENOENT) {
+            afcp_note("not writing through dangling symlink '%s'", dpath);
+            afcp_fail();
+            return -1;
+        }
+        if (!afcp.o.force) {
+            afcp_note("not writing through symlink '%s' (use -f to replace it)", dpath);
+            afcp_fail();
+            return -1;
+        }
+    }
+    /* A file the user may not write is not replaced either (cp's open would fail; -f
+     * removes it first, as cp -f does). Root may write any. */
+    if (S_ISREG(dst->st_mode) && !afcp.o.force &&
+        faccessat(dd->dfd, dname, W_OK, AT_EACCESS) < 0 && errno == EACCES) {
+        afcp_err(EACCES, "cannot create regular file '%s'", dpath);
+        return -1;
+    }
+    return 0;
+}
+
 int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
                     const char *sname, const char *spath, const char *dpath,
-                    const struct stat *sst, int kind, int *exists)
+                    const struct stat *sst, int kind, int follow, uint64_t vn, int *exists)
 {
     struct stat dst;
     *exists = 0;
-    int err = afcp_stat(dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &dst);
+    int err = dd->created ? -ENOENT : afcp_stat(dd->dfd, dname, AFS_AT_SYMLINK_NOFOLLOW, &dst);
     if (err < 0) {
-        if (err == -ENOENT)
-            return 0;
-        afcp_err(err, "cannot stat '%s'", dpath);
-        return -1;
+        if (err != -ENOENT) {
+            afcp_err(err, "cannot stat '%s'", dpath);
+            return -1;
+        }
+        if (kind != AFCP_DEST_DIR) /* a directory's line comes once it is made */
+            afcp_vline(vn, spath, dpath);
+        return 0;
     }
     *exists = 1;
     int src_is_dir = kind == AFCP_DEST_DIR, both_dirs = S_ISDIR(dst.st_mode) && src_is_dir;
@@ -292,82 +325,177 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
                     (S_ISFIFO(dst.st_mode) || S_ISSOCK(dst.st_mode) ||
                      ((S_ISCHR(dst.st_mode) || S_ISBLK(dst.st_mode)) &&
                       dst.st_rdev == sst->st_rdev));
-    if (kind == AFCP_DEST_OTHER && !S_ISREG(dst.st_mode) && !S_ISLNK(dst.st_mode) && !same_node) {
+    int plain = S_ISREG(dst.st_mode) || S_ISLNK(dst.st_mode);
+    if (kind == AFCP_DEST_OTHER && !plain && !same_node) {
         afcp_note("cannot overwrite special file '%s'", dpath);
         afcp_fail();
         return -1;
     }
-    /* A regular file is never written through a symlink at the destination (cp would):
-     * without -f that is an error; with -f the link itself is replaced. A dangling one is
-     * refused with cp's words, -f or not, as cp refuses it. */
-    if (kind == AFCP_DEST_FILE && S_ISLNK(dst.st_mode)) {
-        struct stat target;
-        if (afcp_stat(dd->dfd, dname, 0, &target) == -ENOENT) {
-            afcp_note("not writing through dangling symlink '%s'", dpath);
-            afcp_fail();
+    /* cp removes the destination before it copies, and says so, where it would not write
+     * into it: a source it does not follow that is not a regular file (a symlink copied as
+     * one, a FIFO, a device), or with --preserve=links a file with other names, which must
+     * keep their data. So does afcp (what afcp replaces anyway, but cp's messages, and a
+     * refusal to remove, come from the removal). */
+    if ((plain || same_node) &&
+        ((!follow && !S_ISREG(sst->st_mode)) ||
+         ((afcp.o.preserve & AFCP_P_LINKS) && dst.st_nlink > 1))) {
+        err = afcp_unlink(dd->dfd, dname);
+        if (err < 0 && err != -ENOENT) {
+            afcp_err(err, "cannot remove '%s'", dpath);
             return -1;
         }
-        if (!afcp.o.force) {
-            afcp_note("not writing through symlink '%s' (use -f to replace it)", dpath);
-            afcp_fail();
-            return -1;
-        }
+        *exists = 0;
+        afcp_vremoved(vn, dpath);
+        afcp_vline(vn, spath, dpath);
+        return 0;
     }
-    /* A file the user may not write is not replaced either (cp's open would fail; -f
-     * removes it first, as cp -f does). Root may write any. */
-    if (kind == AFCP_DEST_FILE && S_ISREG(dst.st_mode) && !afcp.o.force &&
-        faccessat(dd->dfd, dname, W_OK, AT_EACCESS) < 0 && errno == EACCES) {
-        afcp_err(EACCES, "cannot create regular file '%s'", dpath);
-        return -1;
-    }
-    return 0;
+    afcp_vline(vn, spath, dpath);
+    return kind == AFCP_DEST_FILE ? open_checks(dd, dname, dpath, &dst) : 0;
 }
 
-/* The directories this run made, as a set (open addressing, linear probing; a zero slot is
- * free: no directory has inode 0): every directory entered is looked up, so a list would
- * cost the square of the number of directories. Only the walker touches it. */
-static size_t made_slot(dev_t dev, ino_t ino)
+/* The destination directories of this run (made, or written into), as a set (open
+ * addressing, linear probing; a zero slot is free: no directory has inode 0): every
+ * directory read is looked up, so a list would cost the square of the number of
+ * directories. Only the walker touches it. */
+static size_t dest_slot(dev_t dev, ino_t ino)
 {
     uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32 | (uint64_t)dev >> 32)) *
                  0x9E3779B97F4A7C15ull;
-    size_t mask = afcp.made_cap - 1, i = (size_t)(h >> 32) & mask;
-    while ((afcp.made[i].ino || afcp.made[i].dev) &&
-           (afcp.made[i].ino != ino || afcp.made[i].dev != dev))
+    size_t mask = afcp.dests_cap - 1, i = (size_t)(h >> 32) & mask;
+    while ((afcp.dests[i].ino || afcp.dests[i].dev) &&
+           (afcp.dests[i].ino != ino || afcp.dests[i].dev != dev))
         i = (i + 1) & mask;
     return i;
 }
 
-static int made_by_us(dev_t dev, ino_t ino)
+static int is_dest(dev_t dev, ino_t ino)
 {
-    if (!afcp.made_len || (!ino && !dev))
+    if (!afcp.dests_len || (!ino && !dev))
         return 0;
-    size_t i = made_slot(dev, ino);
-    return afcp.made[i].ino == ino && afcp.made[i].dev == dev;
+    size_t i = dest_slot(dev, ino);
+    return afcp.dests[i].ino == ino && afcp.dests[i].dev == dev;
 }
 
-static void remember_made(dev_t dev, ino_t ino)
+static void remember_dest(dev_t dev, ino_t ino)
 {
     if (!ino && !dev)
         return; /* unknown (the stat failed) */
-    if (2 * (afcp.made_len + 1) > afcp.made_cap) { /* at most half full */
-        struct afcp_devino *old = afcp.made;
-        size_t n = afcp.made_cap;
-        afcp.made_cap = n ? 2 * n : 64;
-        afcp.made = calloc(afcp.made_cap, sizeof *afcp.made);
-        if (!afcp.made) {
+    if (2 * (afcp.dests_len + 1) > afcp.dests_cap) { /* at most half full */
+        struct afcp_devino *old = afcp.dests;
+        size_t n = afcp.dests_cap;
+        afcp.dests_cap = n ? 2 * n : 64;
+        afcp.dests = calloc(afcp.dests_cap, sizeof *afcp.dests);
+        if (!afcp.dests) {
             perror("afcp");
             exit(1);
         }
         for (size_t i = 0; i < n; i++)
             if (old[i].ino || old[i].dev)
-                afcp.made[made_slot(old[i].dev, old[i].ino)] = old[i];
+                afcp.dests[dest_slot(old[i].dev, old[i].ino)] = old[i];
         free(old);
     }
-    size_t i = made_slot(dev, ino);
-    if (afcp.made[i].ino != ino || afcp.made[i].dev != dev) {
-        afcp.made[i] = (struct afcp_devino){dev, ino};
-        afcp.made_len++;
+    size_t i = dest_slot(dev, ino);
+    if (afcp.dests[i].ino != ino || afcp.dests[i].dev != dev) {
+        afcp.dests[i] = (struct afcp_devino){dev, ino};
+        afcp.dests_len++;
     }
+}
+
+/* cp's record of directories (the entries its copy_internal makes in its src_to_dest table
+ * for them): each operand that is a directory, and the first directory each operand made,
+ * each with the name of its copy. A directory met again (through a symlink under -L, or a
+ * bind mount) is judged by it as cp judges it (seen_check). A few entries per operand: a
+ * list. Only the walker touches it. */
+struct seen_dir {
+    struct afcp_devino id;     /* the directory */
+    struct afcp_devino parent; /* lstat of the directory its copy's name is in */
+    char              *dname;  /* the last component of that name */
+    char              *dpath;  /* the name, for messages */
+};
+static struct seen_dir *seen;
+static size_t           seen_len, seen_cap;
+static int              made_one; /* the operand being copied made a directory already */
+
+static const struct seen_dir *seen_find(const struct stat *st)
+{
+    for (size_t i = 0; i < seen_len; i++)
+        if (seen[i].id.dev == st->st_dev && seen[i].id.ino == st->st_ino)
+            return &seen[i];
+    return NULL;
+}
+
+static void seen_add(dev_t dev, ino_t ino, const struct afcp_dir *in, const char *dname,
+                     const char *dpath)
+{
+    if (seen_len == seen_cap) {
+        seen_cap = seen_cap ? 2 * seen_cap : 8;
+        seen = realloc(seen, seen_cap * sizeof *seen);
+        if (!seen) {
+            perror("afcp");
+            exit(1);
+        }
+    }
+    seen[seen_len++] = (struct seen_dir){{dev, ino}, in->dname_id, afcp_xstrdup(dname),
+                                         afcp_xstrdup(dpath)};
+}
+
+/* cp's same_name: the names' last components are equal, and lstat finds one file (the
+ * directory, or the symlink it was reached through) for the names of the directories they
+ * are in. */
+static int same_name(const char *name, struct afcp_devino in, const struct seen_dir *e)
+{
+    return !strcmp(name, e->dname) && in.dev == e->parent.dev && in.ino == e->parent.ino;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sources this run writes. cp copies one entry after the other: a source it reaches in the
+ * destination (a symlink into it under -L, a destination inside the source) holds every
+ * entry copied before, complete. afcp copies many at once, so before the walker reads such
+ * a source it waits until the copies in flight are done.
+ * ---------------------------------------------------------------------------------------- */
+static void drain(struct corio_task *t);
+
+void afcp_settle(struct corio_task *t)
+{
+    drain(t);      /* the batches and their file tasks */
+    corio_wait(t); /* the file tasks the walker started itself */
+}
+
+/* Whether name in the directory fd dir (followed when follow) may be something this run is
+ * writing: missing (not made yet, maybe), a destination directory, or in one. The directory
+ * a file is in comes from its path as /proc/self/fd shows it: the kernel resolved every
+ * symlink on the way, chains included. */
+static int in_dest(int dir, const char *name, int follow)
+{
+    struct stat st;
+    if (fstatat(dir, name, &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT;
+    if (S_ISDIR(st.st_mode))
+        return is_dest(st.st_dev, st.st_ino);
+    if (!afcp.dests_len)
+        return 0; /* nothing written yet */
+    if (!afcp.have_proc)
+        return 1; /* no way to tell: the safe side */
+    int fd = openat(dir, name, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    if (fd < 0)
+        return errno == ENOENT;
+    char link[40], path[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    close(fd);
+    if (n <= 0 || path[0] != '/')
+        return 1; /* unknown: the safe side */
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    if (slash == path)
+        slash++; /* at the root: the directory is "/" */
+    *slash = 0;
+    return stat(path, &st) < 0 || is_dest(st.st_dev, st.st_ino);
+}
+
+int afcp_maybe_ours(const char *path, int follow)
+{
+    return in_dest(AT_FDCWD, path, follow);
 }
 
 /* -p on a symlink: its owner and group (both or neither, as cp: no group alone) and times;
@@ -391,34 +519,32 @@ static void link_attrs(struct afcp_dir *sd, const char *sname, struct afcp_dir *
  * an existing entry is replaced atomically and never followed. In a directory this run made
  * (writable by its owner only until its entries are done: nothing is there but what afcp
  * put) it is created under its own name: a symlink is complete the moment it exists.
- * 1: copied (-v: its line is due), 0: not (reported, or left by -n). */
-static int copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
-                        struct afcp_dir *dd, const char *dname, const struct stat *st,
-                        const char *spath, const char *dpath)
+ * -v: number vn (its lines come from afcp_check_dest, before the link is read, as cp reads
+ * it after its line). */
+static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                         struct afcp_dir *dd, const char *dname, const struct stat *st,
+                         const char *spath, const char *dpath, uint64_t vn)
 {
+    int exists;
+    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, 0, vn,
+                        &exists) != 0)
+        return;
     size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 256;
     char *target = afcp_xmalloc(cap);
     ssize_t n = readlinkat(sd->sfd, sname, target, cap);
     if (n < 0 || (size_t)n >= cap) {
         afcp_err(n < 0 ? errno : ENAMETOOLONG, "cannot read symbolic link '%s'", spath);
         free(target);
-        return 0;
+        return;
     }
     target[n] = 0;
     if (dd->created) {
-        int made = symlinkat(target, dd->dfd, dname) == 0;
-        if (!made)
+        if (symlinkat(target, dd->dfd, dname) < 0)
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
         else
             link_attrs(sd, sname, dd, dname, st, dpath);
         free(target);
-        return made;
-    }
-    int exists;
-    int c = afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, &exists);
-    if (c != 0) {
-        free(target);
-        return 0;
+        return;
     }
     char tmp[16];
     int err;
@@ -435,7 +561,7 @@ static int copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *s
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
             afcp_temp_put(tslot);
             free(target);
-            return 0;
+            return;
         }
     }
     link_attrs(sd, sname, dd, tmp, st, dpath);
@@ -446,7 +572,6 @@ static int copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *s
     }
     afcp_temp_put(tslot); /* renamed or removed by now */
     free(target);
-    return err == 0;
 }
 
 /* A FIFO, socket or device node, made as cp makes it: with the source's set-user-ID,
@@ -456,34 +581,33 @@ static int copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *s
  * ACL sets them, and the special bits (chmod) only where they are the source's to keep: a
  * node whose owner could not be given keeps what the kernel left of them (a chown clears
  * set-user-ID, and set-group-ID with group execute), a node made without --preserve=mode
- * keeps those it was made with. 1: copied (-v: its line is due), 0: not (reported). */
-static int copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
-                        const char *dname, const struct stat *st, const char *spath,
-                        const char *dpath)
+ * keeps those it was made with. follow: reached through a symlink (-L, -H): cp removes
+ * nothing in its way then, and its mknod fails. -v: number vn (afcp_check_dest). */
+static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                         const char *dname, const struct stat *st, int follow,
+                         const char *spath, const char *dpath, uint64_t vn)
 {
     int exists, p = afcp.o.preserve;
-    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, &exists) != 0)
-        return 0;
-    if (exists && unlinkat(dd->dfd, dname, 0) < 0) {
-        afcp_err(errno, "cannot remove '%s'", dpath);
-        return 0;
-    }
+    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, follow, vn,
+                        &exists) != 0)
+        return;
     mode_t omitted = p & AFCP_P_OWNER ? st->st_mode & (S_IRWXG | S_IRWXO) : 0;
-    if (mknodat(dd->dfd, dname, st->st_mode & (S_IFMT | 07777) & ~omitted, st->st_rdev) < 0) {
-        afcp_err(errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
-                                                : "cannot create special file '%s'", dpath);
-        return 0;
+    if (exists || mknodat(dd->dfd, dname, st->st_mode & (S_IFMT | 07777) & ~omitted,
+                          st->st_rdev) < 0) {
+        afcp_err(exists ? EEXIST : errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
+                                          : "cannot create special file '%s'", dpath);
+        return;
     }
     struct timespec ts[2] = {st->st_atim, st->st_mtim};
     if ((p & AFCP_P_TIMES) && utimensat(dd->dfd, dname, ts, AT_SYMLINK_NOFOLLOW) < 0) {
         afcp_err(errno, "preserving times for '%s'", dpath);
-        return 1;
+        return;
     }
     int owner = (p & AFCP_P_OWNER) && afcp_own(-1, dd->dfd, dname, st, 1, dpath);
     if (p & AFCP_P_XATTR)
         afcp_xattr_copy_at(sd->sfd, sname, dd->dfd, dname, dpath);
     if (!(p & AFCP_P_MODE) && !afcp.o.default_mode && !(omitted & ~afcp.umask))
-        return 1; /* as it was made */
+        return; /* as it was made */
     struct stat now;
     if (fstatat(dd->dfd, dname, &now, AT_SYMLINK_NOFOLLOW) < 0)
         now.st_mode = st->st_mode & 07777 & ~omitted & ~afcp.umask;
@@ -501,7 +625,6 @@ static int copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir 
                fchmodat(dd->dfd, dname, (now.st_mode & 07777) | (omitted & ~afcp.umask), 0) < 0) {
         afcp_err(errno, "preserving permissions for '%s'", dpath);
     }
-    return 1;
 }
 
 struct ent {
@@ -571,15 +694,19 @@ static mode_t filling_mode(int sfd, const struct stat *st)
 }
 
 /* A source directory that cannot be opened (no read or search permission) is still made at
- * the destination, empty, with the attributes it would have had, as cp makes it. */
+ * the destination, empty, with the attributes it would have had, as cp makes it: cp makes
+ * the directory (-v: its line, number vn) before it finds it cannot read the source (err),
+ * and sets the attributes after. */
 static void make_unread_dir(struct afcp_dir *dd, const char *dname, const struct stat *st,
-                            const char *dpath)
+                            const char *spath, const char *dpath, uint64_t vn, int err)
 {
-    int p = afcp.o.preserve, err = make_dir(dd->dfd, dname, 0700);
-    if (err < 0) {
-        afcp_err(err, "cannot create directory '%s'", dpath);
+    int p = afcp.o.preserve, r = make_dir(dd->dfd, dname, 0700);
+    if (r < 0) {
+        afcp_err(r, "cannot create directory '%s'", dpath);
         return;
     }
+    afcp_vline(vn, spath, dpath);
+    afcp_err(err, "cannot access '%s'", spath);
     int owner = (p & AFCP_P_OWNER) && afcp_own(-1, dd->dfd, dname, st, 1, dpath);
     mode_t mode = p & AFCP_P_MODE ? afcp_kept_mode(st->st_mode, owner)
                                   : made_dir_mode(-1, st->st_mode);
@@ -597,21 +724,53 @@ static const char *op_src, *op_dst;
  * directory or in any above it (copy_dir); the directories made are finished. */
 static int into_self;
 
+/* A directory cp has met before (seen_dir): as cp's copy_internal judges it. The source
+ * reached by its own name again (the copy went into the source): "into itself", and the
+ * operand's copy stops. The copy's name already made: the operand was named twice. Reached
+ * by another name through a symlink followed (-L; -H for an operand): copied again, as cp
+ * copies it (a link into the destination copies the copy made so far, level after level,
+ * until the names reach PATH_MAX). Any other way (a bind mount): refused, as cp refuses a
+ * hard link to a directory. 0: go on, -1: not copied (reported), 1: not copied, silently
+ * but for the warning (the operand's first copy is this one). */
+static int seen_check(const struct seen_dir *e, struct afcp_dir *sd, const char *sname,
+                      struct afcp_dir *dd, const char *dname, const char *dpath, int operand)
+{
+    if (same_name(sname, sd->sname_id, e)) {
+        afcp_into_itself(op_src, op_dst);
+        into_self = 1;
+        return -1;
+    }
+    if (same_name(dname, dd->dname_id, e)) {
+        afcp_note("warning: source directory '%s' specified more than once", op_src);
+        return 1;
+    }
+    if (afcp.o.deref == 'L' || (operand && afcp.o.deref == 'H'))
+        return 0;
+    afcp_note("will not create hard link '%s' to directory '%s'", dpath, e->dpath);
+    afcp_fail();
+    return -1;
+}
+
 /* Opens (and, when missing, makes) the destination directory for the source directory sname
- * of sd. Returns the new afcp_dir (one reference, the caller's) or NULL (reported). follow:
- * sname is a command-line operand written with a trailing slash, whose symlink is followed. */
+ * of sd, in cp's order: what is at the destination, a directory met before, a symlink to an
+ * ancestor, then the copy made (-v: its line, number vn, as cp prints it: once it is made).
+ * Returns the new afcp_dir (one reference, the caller's) or NULL (reported). follow: sname
+ * was followed (a symlink under -L; an operand under -H or written with a trailing slash).
+ * operand: sname is the command-line operand. */
 static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
                                       struct afcp_dir *dd, const char *dname,
                                       const struct stat *st, const char *spath,
-                                      const char *dpath, int follow)
+                                      const char *dpath, int follow, int operand, uint64_t vn)
 {
-    if (made_by_us(st->st_dev, st->st_ino)) {
-        afcp_note("cannot copy a directory, '%s', into itself, '%s'", op_src ? op_src : spath,
-                  op_dst ? op_dst : dpath);
-        afcp_fail();
-        into_self = 1;
+    int exists = 0;
+    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_DIR, follow, vn,
+                        &exists) != 0)
         return NULL;
-    }
+    const struct seen_dir *e = seen_find(st);
+    if (e && seen_check(e, sd, sname, dd, dname, dpath, operand) != 0)
+        return NULL;
+    if (!e && operand) /* cp records each operand directory with the name of its copy */
+        seen_add(st->st_dev, st->st_ino, dd, dname, dpath);
     /* -L: a link to an ancestor. Only directories being copied count (both fds): the one
      * holding an operand is not copied ("src/." under -H or -L is no cycle). */
     for (struct afcp_dir *a = sd; follow && a; a = a->parent)
@@ -620,15 +779,18 @@ static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
             afcp_fail();
             return NULL;
         }
-    int exists = 0; /* a directory this run made holds only what afcp put there */
-    if (!dd->created &&
-        afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_DIR, &exists) != 0)
-        return NULL;
+    /* What lstat says of the source's name (cp's same_name looks at names, not at what
+     * they lead to): the symlink, when one was followed. */
+    struct afcp_devino sname_id = {st->st_dev, st->st_ino};
+    struct stat lst;
+    if (follow && fstatat(sd->sfd, sname, &lst, AT_SYMLINK_NOFOLLOW) == 0)
+        sname_id = (struct afcp_devino){lst.st_dev, lst.st_ino};
     int sfd = open_dir(sd->sfd, sname, !follow);
     if (sfd < 0) {
-        afcp_err(sfd, "cannot access '%s'", spath);
         if (sfd == -EACCES && !exists)
-            make_unread_dir(dd, dname, st, dpath);
+            make_unread_dir(dd, dname, st, spath, dpath, vn, sfd);
+        else
+            afcp_err(sfd, "cannot access '%s'", spath);
         return NULL;
     }
     int created = 0, inherit = 0;
@@ -646,6 +808,8 @@ static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
             return NULL;
         }
         created = err == 0;
+        if (created)
+            afcp_vline(vn, spath, dpath);
     }
     int dfd = open_dir(dd->dfd, dname, 1);
     if (dfd < 0) {
@@ -660,14 +824,18 @@ static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
     struct stat dst;
     if (afcp_stat(dfd, "", AFS_AT_EMPTY_PATH, &dst) < 0)
         memset(&dst, 0, sizeof dst);
-    if (created)
-        remember_made(dst.st_dev, dst.st_ino);
+    remember_dest(dst.st_dev, dst.st_ino);
+    if (created && !made_one) { /* cp records the first directory each operand makes */
+        made_one = 1;
+        seen_add(dst.st_dev, dst.st_ino, dd, dname, dpath);
+    }
 
     struct afcp_dir *d = afcp_xmalloc(sizeof *d);
     *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
                            .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
                            .created = created, .inherit = inherit && created,
                            .dmode = dst.st_mode, .rootdev = sd->rootdev,
+                           .sname_id = sname_id, .dname_id = {dst.st_dev, dst.st_ino},
                            .finalize = created || (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)),
                            .ddev = dst.st_dev,
                            .parent = dd};
@@ -675,29 +843,42 @@ static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
     return d;
 }
 
-/* open_dest_dir, and -v's line for the directory (number vn) when it was made, as cp prints
- * it: before any of its entries'. */
+/* open_dest_dir, and the end of the directory's number vn for -v: its line (when it was
+ * made) comes before any of its entries'. */
 static struct afcp_dir *enter_dir(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
                                   const char *dname, const struct stat *st, const char *spath,
-                                  const char *dpath, int follow, uint64_t vn)
+                                  const char *dpath, int follow, int operand, uint64_t vn)
 {
-    struct afcp_dir *d = open_dest_dir(sd, sname, dd, dname, st, spath, dpath, follow);
-    afcp_vdone(vn, d && d->created ? spath : NULL, dpath);
+    struct afcp_dir *d = open_dest_dir(sd, sname, dd, dname, st, spath, dpath, follow,
+                                       operand, vn);
+    afcp_vend(vn);
     return d;
 }
 
-/* cp stops where a path reaches PATH_MAX (its messages could not name the file otherwise);
- * so does afcp, although every name is opened relative to its directory. 1: too long
- * (reported, skipped). */
-static int too_long(const char *spath, const char *dpath)
+void afcp_cannot_create(const char *src, const char *dst, const struct stat *st, int err,
+                        uint64_t vn)
 {
-    if (strlen(spath) < PATH_MAX && strlen(dpath) < PATH_MAX)
-        return 0;
-    if (strlen(spath) >= PATH_MAX)
-        afcp_err(ENAMETOOLONG, "cannot stat '%s'", spath);
-    else
-        afcp_err(ENAMETOOLONG, "cannot create '%s'", dpath);
-    return 1;
+    int special = !S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) &&
+                  afcp.o.recursive; /* without -r its contents are copied, to a file */
+    if (!S_ISDIR(st->st_mode))
+        afcp_vline(vn, src, dst);
+    afcp_err(err, S_ISDIR(st->st_mode)    ? "cannot create directory '%s'"
+                  : S_ISLNK(st->st_mode)  ? "cannot create symbolic link '%s'"
+                  : special && S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
+                  : special               ? "cannot create special file '%s'"
+                                          : "cannot create regular file '%s'",
+             dst);
+}
+
+/* cp stops where a name reaches PATH_MAX: a source's path as it names it (from the current
+ * directory), found by its stat; a copy's path below the target directory (cp names the
+ * copies relative to it: op_dst_skip), found by its stat, or in a directory cp made (where
+ * it looks at nothing) by the create that fails. So does afcp, although every name is
+ * opened relative to its directory. */
+static size_t op_dst_skip;
+static int dst_too_long(const char *dpath)
+{
+    return strlen(dpath) - op_dst_skip >= PATH_MAX;
 }
 
 static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
@@ -715,7 +896,14 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
     char *sp = afcp_join(cur->spath, name), *dp = afcp_join(cur->dpath, name);
     struct stat est;
     int err = 0;
-    if (too_long(sp, dp)) {
+    /* -L: a symlink (or what may be one) may lead into the destination, to a file this run is
+     * writing or to a directory it writes into; the walker (the only one to see these
+     * entries under -L) lets the copies in flight end first, as cp would have ended them. */
+    if (walker && afcp.o.deref == 'L' && type != DT_REG && type != DT_DIR &&
+        in_dest(cur->sfd, name, 1))
+        afcp_settle(t);
+    if (strlen(sp) >= PATH_MAX) {
+        afcp_err(ENAMETOOLONG, "cannot stat '%s'", sp);
         err = 1;
     } else if (type == DT_REG) {
         /* The file task stats what it opens; the size comes then. */
@@ -725,14 +913,21 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
                                 afcp.o.deref == 'L' ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &est)) < 0) {
         afcp_err(err, "cannot stat '%s'", sp);
     }
+    if (!err && dst_too_long(dp)) {
+        if (cur->created)
+            afcp_cannot_create(sp, dp, &est, ENAMETOOLONG, vn);
+        else
+            afcp_err(ENAMETOOLONG, "cannot stat '%s'", dp);
+        err = 1;
+    }
     if (err) {
-        afcp_vdone(vn, NULL, NULL);
+        afcp_vend(vn);
     } else if (S_ISDIR(est.st_mode) && walker) {
-        d = enter_dir(cur, name, cur, name, &est, sp, dp, afcp.o.deref == 'L', vn);
+        d = enter_dir(cur, name, cur, name, &est, sp, dp, afcp.o.deref == 'L', 0, vn);
     } else if (S_ISDIR(est.st_mode)) {
         afcp_note("cannot copy '%s': changed during the copy", sp);
         afcp_fail();
-        afcp_vdone(vn, NULL, NULL);
+        afcp_vend(vn);
     } else {
         copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L', sp, dp, vn);
         sp = dp = NULL; /* copy_entry's now */
@@ -800,7 +995,9 @@ static int batch_task(struct corio_task *t, void *arg)
          * it, so that a plain copy of cached files does not hold them back for long. */
         if (i && i % YIELD_EVERY == 0)
             corio_yield(t);
+        afcp_vtask(t, b->e[i].vn); /* what copy_listed reports goes with the entry */
         copy_listed(t, b->e[i].d, b->e[i].name, b->e[i].type, 0, b->e[i].vn);
+        afcp_vtask(t, 0);
         afcp_dir_put(b->e[i].d);
         free(b->e[i].name);
     }
@@ -899,7 +1096,8 @@ static void dispatch(struct corio_task *t, struct afcp_dir *d, char *name, unsig
         send_batch(t);
 }
 
-void afcp_walk_end(struct corio_task *t)
+/* Sends the batch being filled and waits until every batch and its file tasks are done. */
+static void drain(struct corio_task *t)
 {
     send_batch(t);
     while (nflight)
@@ -910,14 +1108,27 @@ void afcp_walk_end(struct corio_task *t)
     }
 }
 
+void afcp_walk_end(struct corio_task *t)
+{
+    drain(t);
+    for (size_t i = 0; i < seen_len; i++) {
+        free(seen[i].dname);
+        free(seen[i].dpath);
+    }
+    free(seen);
+    seen = NULL;
+    seen_len = seen_cap = 0;
+}
+
 /* One directory being walked: its entries and the next one to copy. */
 struct frame {
     struct afcp_dir *d;
     struct ent      *ents;
     size_t           n, next;
+    int              serial; /* a directory this run writes into: one entry at a time */
 };
 
-/* Copies the directory sname of sd to dname in dd, depth first, in the same order a
+/* Copies the operand directory sname of sd to dname in dd, depth first, in the same order a
  * recursion would, but with the directories being walked on a heap array: the depth of the
  * tree costs no task stack (a task's stack is fixed; the file tasks share its size). */
 static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *sname,
@@ -927,7 +1138,7 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
     into_self = 0;
-    struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow, vn);
+    struct afcp_dir *d = enter_dir(sd, sname, dd, dname, st, spath, dpath, follow, 1, vn);
     if (d)
         d->rootdev = st->st_dev; /* the operand's file system (-x) */
     while (d || depth) {
@@ -937,6 +1148,14 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             /* -x: a directory on another file system (a mount point) is made, empty, as
              * cp makes it; nothing under it is copied. */
             int skip = afcp.o.one_fs && d->st.st_dev != d->rootdev;
+            /* A directory this run writes into, read as a source (-L through a symlink into
+             * the destination): as cp finds it, every entry copied before complete. Its
+             * entries are copied one after the other, as cp copies them: what they make
+             * has inode numbers in cp's order, the order they are read in when the copy
+             * is read again, one level down. */
+            int serial = !skip && is_dest(d->st.st_dev, d->st.st_ino);
+            if (serial)
+                afcp_settle(t);
             if (!skip && read_entries(d, &ents, &n) < 0) {
                 afcp_dir_put(d);
             } else {
@@ -948,7 +1167,7 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
                         exit(1);
                     }
                 }
-                stack[depth++] = (struct frame){d, ents, n, 0};
+                stack[depth++] = (struct frame){d, ents, n, 0, serial};
             }
             d = NULL;
             continue;
@@ -959,11 +1178,14 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
                 free(f->ents[f->next++].name); /* not copied, as cp stops there */
         if (f->next == f->n) { /* done with it: pop */
             free(f->ents);
+            f->d->end_vn = afcp_vnum(); /* its end comes after its entries (dir_finish) */
             afcp_dir_put(f->d);
             depth--;
             continue;
         }
         struct ent *e = &f->ents[f->next++];
+        if (f->serial)
+            afcp_settle(t);
         if (afcp_vbehind()) {
             /* -v: many lines wait for an entry still being copied (the batch being filled
              * may hold it): no more entries until they are out. */
@@ -976,6 +1198,9 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
             dispatch(t, f->d, e->name, e->type, evn); /* the batch owns the name now */
             continue;
         }
+        /* What the walker reports goes with this entry until the next (the directory it
+         * enters: what reading it finds comes after its line, before its entries'). */
+        afcp_vtask(t, evn);
         d = copy_listed(t, f->d, e->name, e->type, 1, evn);
         free(e->name);
     }
@@ -1007,9 +1232,8 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }
-    int said = 0;
     if (S_ISDIR(st->st_mode) && afcp.o.recursive) {
-        copy_dir(t, sd, sname, dd, dname, st, spath, dpath, follow, vn); /* says vn's line */
+        copy_dir(t, sd, sname, dd, dname, st, spath, dpath, follow, vn); /* ends vn */
         free(spath);
         free(dpath);
         return;
@@ -1018,22 +1242,28 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         afcp_note("-r not specified; omitting directory '%s'", spath);
         afcp_fail();
     } else if (S_ISLNK(st->st_mode)) {
-        said = copy_symlink(t, sd, sname, dd, dname, st, spath, dpath);
+        copy_symlink(t, sd, sname, dd, dname, st, spath, dpath, vn);
     } else {
-        said = copy_special(sd, sname, dd, dname, st, spath, dpath);
+        copy_special(sd, sname, dd, dname, st, follow, spath, dpath, vn);
     }
-    afcp_vdone(vn, said ? spath : NULL, dpath);
+    afcp_vend(vn);
     free(spath);
     free(dpath);
 }
 
 void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                      struct afcp_dir *dd, const char *dname, const struct stat *st,
-                     int follow, const char *src_arg, const char *dst_arg)
+                     int follow, const char *src_arg, const char *dst_arg, int in_dir,
+                     uint64_t vn)
 {
     op_src = src_arg;
     op_dst = dst_arg;
-    copy_entry(t, sd, sname, dd, dname, st, follow, afcp_join(sd->spath, sname),
-               afcp_join(dd->dpath, dname), afcp_vnum());
+    op_dst_skip = in_dir ? strlen(dst_arg) - strlen(dname) : 0;
+    made_one = 0; /* cp records the first directory each operand makes */
+    remember_dest(dd->st.st_dev, dd->st.st_ino);
+    /* The operand's own names are the ones written (cp's: 'dir/' -> 'copy/' keep their
+     * slashes); its entries' are joined to them. */
+    copy_entry(t, sd, sname, dd, dname, st, follow, afcp_xstrdup(src_arg),
+               afcp_xstrdup(dst_arg), vn);
     op_src = op_dst = NULL;
 }

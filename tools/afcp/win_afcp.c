@@ -38,35 +38,44 @@ static const char *base_of(const char *full)
     return strchr(b, ':') ? "" : b; /* "\\?\C:\" ends in "" after the '\' anyway */
 }
 
-static void copy_operand(struct corio_task *t, const char *src, const struct plan *p)
+/* Copies one operand, -v's number vn (ended when it is done). */
+static void copy_operand(struct corio_task *t, const char *src, const struct plan *p,
+                         uint64_t vn)
 {
     int err = 0;
     char *sfull = wafcp_full(src, &err);
     if (!sfull) {
         afcp_err(err, "cannot stat '%s'", src);
+        afcp_vend(vn);
         return;
     }
     if (!p->dst_is_dir) {
-        wafcp_copy_operand(t, sfull, src, p->dst_full, p->dst);
+        wafcp_copy_operand(t, sfull, src, p->dst_full, p->dst, vn);
     } else if (!*base_of(sfull)) {
         afcp_note("cannot copy '%s': name a directory under it, not the root", src);
         afcp_fail();
+        afcp_vend(vn);
     } else {
         char *dfull = wafcp_join(p->dst_full, base_of(sfull));
         char *dshow = wafcp_join(p->dst, base_of(sfull));
-        wafcp_copy_operand(t, sfull, src, dfull, dshow);
+        wafcp_copy_operand(t, sfull, src, dfull, dshow, vn);
         free(dfull);
         free(dshow);
     }
     free(sfull);
 }
 
-/* The walker's work: one operand after another. */
+/* The walker's work: one operand after another, each an entry of its own for -v (what is
+ * reported about it goes after the lines of the operands before). */
 static void walk_operands(struct corio_task *t, void *arg)
 {
     const struct plan *p = arg;
-    for (int i = 0; i < p->nsrc; i++)
-        copy_operand(t, p->srcs[i], p);
+    for (int i = 0; i < p->nsrc; i++) {
+        uint64_t vn = afcp_vnum();
+        afcp_vtask(t, vn);
+        copy_operand(t, p->srcs[i], p, vn);
+    }
+    afcp_vtask(t, 0);
 }
 
 static void root_task(struct corio_task *t, void *arg)

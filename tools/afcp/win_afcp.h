@@ -23,6 +23,7 @@ struct wafcp_dir {
     FILETIME          ctime, atime, mtime;
     int               refs;
     int               created;       /* made by this run */
+    uint64_t          end_vn;        /* -v: the number its end has (see dir_finish) */
     struct wafcp_dir *parent;
 };
 
@@ -31,6 +32,7 @@ struct wafcp_job {
     struct wafcp_dir *sd, *dd;   /* holding references while the file is copied */
     char             *sfull, *dfull, *sshow, *dshow;
     uint64_t          size;      /* as the walk saw it (the copy takes the open file's) */
+    uint64_t          vn;        /* -v: its number (afcp_vnum; verbose.c) */
 };
 
 /* win_fs.c: conversions (malloc'd, NULL when s is not valid UTF-8 / UTF-16). */
@@ -69,8 +71,9 @@ int  wafcp_ending(void);                   /* a console event came: afcp is endi
 
 /* win_walk.c */
 void wafcp_dir_put(struct wafcp_dir *d);
-/* Copies the operand src (full path sfull, shown as sshow) to dfull (shown as dshow). */
+/* Copies the operand src (full path sfull, shown as sshow) to dfull (shown as dshow), -v's
+ * number vn (ended when it is done). */
 void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *sshow,
-                        const char *dfull, const char *dshow);
+                        const char *dfull, const char *dshow, uint64_t vn);
 
 #endif /* WIN_AFCP_H */

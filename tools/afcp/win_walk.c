@@ -36,19 +36,23 @@ static void dir_get(struct wafcp_dir *d)
 }
 
 /* The last reference: every entry is in place; the directory gets the source's
- * attributes (a directory this run made, or any with -p) and with -p its times. */
+ * attributes (a directory this run made, or any with -p) and with -p its times. What it
+ * reports goes after its entries' lines (-v: its end's number, as in walk.c). */
 static void dir_finish(struct wafcp_dir *d)
 {
     int p = afcp.o.preserve;
-    if (!d->created && !(p & AFCP_P_MODE) && !(p & AFCP_P_TIMES))
-        return;
     DWORD attrs = d->attrs & KEEP_ATTRS;
-    if (!attrs && !(p & AFCP_P_TIMES))
-        return; /* nothing to give it */
-    FILETIME t[3] = {d->ctime, d->atime, d->mtime};
-    int err = wafcp_set_basic(d->dfull, attrs, (p & AFCP_P_TIMES) ? t : NULL);
-    if (err < 0)
-        afcp_err(err, "preserving attributes for '%s'", d->dshow);
+    /* Nothing to give it: not made here and no -p, or no attribute and no times. */
+    if ((d->created || (p & (AFCP_P_MODE | AFCP_P_TIMES))) && (attrs || (p & AFCP_P_TIMES))) {
+        struct corio_task *t = corio_current();
+        uint64_t prev = afcp_vtask(t, d->end_vn);
+        FILETIME ft[3] = {d->ctime, d->atime, d->mtime};
+        int err = wafcp_set_basic(d->dfull, attrs, (p & AFCP_P_TIMES) ? ft : NULL);
+        if (err < 0)
+            afcp_err(err, "preserving attributes for '%s'", d->dshow);
+        afcp_vtask(t, prev);
+    }
+    afcp_vend(d->end_vn);
 }
 
 void wafcp_dir_put(struct wafcp_dir *d)
@@ -163,16 +167,20 @@ static int same_file(HANDLE a, const char *path)
     return same;
 }
 
-/* What is at the destination. 0: go on (*exists, *dattrs set), 1: leave it (-n, -u),
- * -1: an error was reported. */
+/* What is at the destination. 0: go on (*exists set), 1: leave it (-n, -u), -1: an error
+ * was reported. announce: -v's line goes out where cp prints it, after what cp checks before
+ * it, before what its open of the destination finds. */
 static int check_dest(struct wafcp_job *j, HANDLE src, const FILE_BASIC_INFO *sbi,
-                      int *exists)
+                      int *exists, int announce)
 {
     struct afs_stat st;
     *exists = 0;
     int err = wafcp_stat(j->dfull, 1, &st);
-    if (err == -ENOENT)
+    if (err == -ENOENT) {
+        if (announce)
+            afcp_vline(j->vn, j->sshow, j->dshow);
         return 0;
+    }
     if (err < 0) {
         afcp_err(err, "cannot stat '%s'", j->dshow);
         return -1;
@@ -196,6 +204,8 @@ static int check_dest(struct wafcp_job *j, HANDLE src, const FILE_BASIC_INFO *sb
         if (sbi->LastWriteTime.QuadPart <= dm)
             return 1;
     }
+    if (announce)
+        afcp_vline(j->vn, j->sshow, j->dshow);
     /* A read-only file is not replaced without -f (as cp does not write into a file
      * without write permission): Windows refuses the rename, and so does afcp, before any
      * data moves, whatever the file system says. */
@@ -210,16 +220,17 @@ static int check_dest(struct wafcp_job *j, HANDLE src, const FILE_BASIC_INFO *sb
 }
 
 /* Renames the finished temporary over the destination. -f: a read-only destination loses
- * that attribute first (Windows refuses to replace it). In a directory this run made
- * (fresh) nothing was looked at before: the rename refuses to replace, and only a name that
- * appeared there meanwhile is checked (check_dest) and then replaced or left.
+ * that attribute first (Windows refuses to replace it), and -v says it was removed, as cp
+ * says of a file it could not open. In a directory this run made (fresh) nothing was looked
+ * at before: the rename refuses to replace, and only a name that appeared there meanwhile
+ * is checked (check_dest) and then replaced or left.
  * 0, 1 when left (-n, -u), 2 when refused (reported), or -errno. */
 static int install(struct wafcp_job *j, const char *tmp, int exists, int fresh, HANDLE src,
                    const FILE_BASIC_INFO *sbi)
 {
     int err = wafcp_rename(tmp, j->dfull, afcp.o.noclobber || fresh);
     if (err == -EEXIST && fresh && !afcp.o.noclobber) {
-        int r = check_dest(j, src, sbi, &exists);
+        int r = check_dest(j, src, sbi, &exists, 0);
         if (r != 0)
             return r < 0 ? 2 : 1;
         err = wafcp_rename(tmp, j->dfull, 0);
@@ -228,8 +239,11 @@ static int install(struct wafcp_job *j, const char *tmp, int exists, int fresh, 
         wchar_t *w = wafcp_wide(j->dfull);
         DWORD a = w ? GetFileAttributesW(w) : INVALID_FILE_ATTRIBUTES;
         if (a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_READONLY) &&
-            SetFileAttributesW(w, a & ~(DWORD)FILE_ATTRIBUTE_READONLY))
+            SetFileAttributesW(w, a & ~(DWORD)FILE_ATTRIBUTE_READONLY)) {
             err = wafcp_rename(tmp, j->dfull, afcp.o.noclobber);
+            if (err == 0)
+                afcp_vremoved(j->vn, j->dshow);
+        }
         free(w);
     }
     if (err == -EEXIST && afcp.o.noclobber)
@@ -243,8 +257,11 @@ static void file_task(struct corio_task *t, void *arg)
     struct fcopy c = {.job = j};
     char *tmp = NULL;
     int tslot = -1, exists = 0;
+    uint64_t prev_vn = afcp_vtask(t, j->vn); /* what it reports goes with its lines */
     int err = afcp_open_file(AFS_AT_FDCWD, j->sfull, AFS_RDONLY, 0, &c.in);
     if (err < 0) {
+        /* cp prints its line before it opens the source. */
+        afcp_vline(j->vn, j->sshow, j->dshow);
         afcp_err(err, "cannot open '%s' for reading", j->sshow);
         afcp.bytes_total -= j->size;
         goto out;
@@ -267,9 +284,11 @@ static void file_task(struct corio_task *t, void *arg)
     afcp.bytes_total += c.size - j->size;
     j->size = c.size;
     /* A directory this run made holds only what afcp put there: no need to look (see
-     * install). */
+     * install). check_dest prints -v's line. */
     const int fresh = j->dd->created;
-    int r = fresh ? 0 : check_dest(j, hin, &sbi, &exists);
+    if (fresh)
+        afcp_vline(j->vn, j->sshow, j->dshow);
+    int r = fresh ? 0 : check_dest(j, hin, &sbi, &exists, 1);
     if (r != 0)
         goto out_in;
 
@@ -336,8 +355,6 @@ static void file_task(struct corio_task *t, void *arg)
     if (r < 0) {
         afcp_err(r, "cannot create regular file '%s'", j->dshow);
         wafcp_unlink(tmp);
-    } else if (r == 0 && afcp.o.verbose) {
-        afcp_verbose("'%s' -> '%s'", j->sshow, j->dshow);
     } else if (r > 0) {
         wafcp_unlink(tmp); /* left (-n, -u) or refused (reported) */
     }
@@ -347,6 +364,8 @@ out_in:
     afcp.bytes_total -= c.size;
     afs_close(c.in);
 out:
+    afcp_vend(j->vn);
+    afcp_vtask(t, prev_vn);
     if (tslot >= 0)
         wafcp_temp_put(tslot);
     free(tmp);
@@ -361,14 +380,15 @@ out:
     afcp_sem_release(&afcp_me->files);
 }
 
+/* A file task for one file, -v's number vn (the task ends it). */
 static void spawn_file(struct corio_task *t, struct wafcp_dir *sd, struct wafcp_dir *dd,
                        const char *sfull, const char *dfull, const char *sshow,
-                       const char *dshow, uint64_t size)
+                       const char *dshow, uint64_t size, uint64_t vn)
 {
     struct wafcp_job *j = afcp_xmalloc(sizeof *j);
     *j = (struct wafcp_job){.sd = sd, .dd = dd, .sfull = afcp_xstrdup(sfull),
                             .dfull = afcp_xstrdup(dfull), .sshow = afcp_xstrdup(sshow),
-                            .dshow = afcp_xstrdup(dshow), .size = size};
+                            .dshow = afcp_xstrdup(dshow), .size = size, .vn = vn};
     afcp.files_total++;
     afcp.bytes_total += size;
     afcp_sem_acquire(t, &afcp_me->files);
@@ -486,11 +506,12 @@ static int under(const char *dfull, const char *sfull)
     return r;
 }
 
-/* Opens (makes, when missing) the destination of a source directory. The new directory has
- * one reference, the caller's; NULL when it failed (reported). */
+/* Opens (makes, when missing) the destination of a source directory; -v: its line (number
+ * vn) once it is made, as cp prints it. The new directory has one reference, the caller's;
+ * NULL when it failed (reported). */
 static struct wafcp_dir *enter_dir(struct wafcp_dir *parent, const char *sfull,
                                    const char *dfull, const char *sshow, const char *dshow,
-                                   const struct ent *e)
+                                   const struct ent *e, uint64_t vn)
 {
     struct afs_stat st;
     int created = 0, err = wafcp_stat(dfull, 1, &st);
@@ -501,8 +522,7 @@ static struct wafcp_dir *enter_dir(struct wafcp_dir *parent, const char *sfull,
             afcp_err(err, "cannot create directory '%s'", dshow);
             return NULL;
         }
-        if (afcp.o.verbose)
-            afcp_verbose("'%s' -> '%s'", sshow, dshow);
+        afcp_vline(vn, sshow, dshow);
     } else if (err < 0) {
         afcp_err(err, "cannot stat '%s'", dshow);
         return NULL;
@@ -529,19 +549,21 @@ struct frame {
 };
 
 /* Copies the tree at sfull to dfull, depth first, the directories being walked on a heap
- * array (the tree's depth costs no task stack). */
+ * array (the tree's depth costs no task stack). -v: the operand's number vn (ended here);
+ * each entry gets its own, in the walk's order, as walk.c numbers them. */
 static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *sfull,
                       const char *dfull, const char *sshow, const char *dshow,
-                      const struct ent *te)
+                      const struct ent *te, uint64_t vn)
 {
     if (under(dfull, sfull)) {
-        afcp_note("cannot copy a directory, '%s', into itself, '%s'", sshow, dshow);
-        afcp_fail();
+        afcp_into_itself(sshow, dshow);
+        afcp_vend(vn);
         return;
     }
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
-    struct wafcp_dir *d = enter_dir(top, sfull, dfull, sshow, dshow, te);
+    struct wafcp_dir *d = enter_dir(top, sfull, dfull, sshow, dshow, te, vn);
+    afcp_vend(vn);
     while (d || depth) {
         if (d) {
             struct ent *ents;
@@ -565,20 +587,29 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
         struct frame *f = &stack[depth - 1];
         if (f->next == f->n) {
             free(f->ents);
+            f->d->end_vn = afcp_vnum(); /* its end comes after its entries (dir_finish) */
             wafcp_dir_put(f->d);
             depth--;
             continue;
         }
         struct ent *e = &f->ents[f->next++];
         struct wafcp_dir *cur = f->d;
+        /* -v: many entries wait for one still being copied: no more until they are out. */
+        while (afcp_vbehind())
+            corio_sleep(t, 1000000);
+        uint64_t evn = afcp_vnum();
+        afcp_vtask(t, evn); /* what the walker reports goes with this entry */
         char *sf = wafcp_join(cur->sfull, e->name), *df = wafcp_join(cur->dfull, e->name);
         char *ss = wafcp_join(cur->sshow, e->name), *ds = wafcp_join(cur->dshow, e->name);
-        if (e->attrs & FILE_ATTRIBUTE_REPARSE_POINT)
+        if (e->attrs & FILE_ATTRIBUTE_REPARSE_POINT) {
             afcp_err(ENOTSUP, "not copying symbolic link or junction '%s'", ss);
-        else if (e->attrs & FILE_ATTRIBUTE_DIRECTORY)
-            d = enter_dir(cur, sf, df, ss, ds, e);
-        else
-            spawn_file(t, cur, cur, sf, df, ss, ds, e->size);
+            afcp_vend(evn);
+        } else if (e->attrs & FILE_ATTRIBUTE_DIRECTORY) {
+            d = enter_dir(cur, sf, df, ss, ds, e, evn);
+            afcp_vend(evn);
+        } else {
+            spawn_file(t, cur, cur, sf, df, ss, ds, e->size, evn);
+        }
         free(sf);
         free(df);
         free(ss);
@@ -589,7 +620,7 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
 }
 
 void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *sshow,
-                        const char *dfull, const char *dshow)
+                        const char *dfull, const char *dshow, uint64_t vn)
 {
     /* The operand itself is followed (a link named on the command line is what it names). */
     wchar_t *w = wafcp_wide(sfull);
@@ -597,6 +628,7 @@ void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *ssh
     if (!w || !GetFileAttributesExW(w, GetFileExInfoStandard, &a)) {
         afcp_err(w ? wafcp_errno(GetLastError()) : -EINVAL, "cannot stat '%s'", sshow);
         free(w);
+        afcp_vend(vn);
         return;
     }
     free(w);
@@ -604,22 +636,24 @@ void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *ssh
     int err = wafcp_stat(sfull, 0, &st);
     if (err < 0) {
         afcp_err(err, "cannot stat '%s'", sshow);
+        afcp_vend(vn);
         return;
     }
     if (!S_ISDIR(st.mode)) {
         /* A file: its job holds two references of a directory standing for none. */
         struct wafcp_dir *none = afcp_xmalloc(sizeof *none);
         *none = (struct wafcp_dir){.refs = 1};
-        spawn_file(t, none, none, sfull, dfull, sshow, dshow, (uint64_t)st.size);
+        spawn_file(t, none, none, sfull, dfull, sshow, dshow, (uint64_t)st.size, vn);
         wafcp_dir_put(none);
         return;
     }
     if (!afcp.o.recursive) {
         afcp_note("-r not specified; omitting directory '%s'", sshow);
         afcp_fail();
+        afcp_vend(vn);
         return;
     }
     struct ent e = {.attrs = a.dwFileAttributes, .ctime = a.ftCreationTime,
                     .atime = a.ftLastAccessTime, .mtime = a.ftLastWriteTime};
-    copy_tree(t, NULL, sfull, dfull, sshow, dshow, &e);
+    copy_tree(t, NULL, sfull, dfull, sshow, dshow, &e, vn);
 }
