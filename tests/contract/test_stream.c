@@ -1741,13 +1741,28 @@ T_IO(direct_file_is_opened_at_the_first_uncached_window)
     unsigned char buf[16];
     cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
     cr_assert(t_check(buf, sizeof buf, 0));
+    uint32_t head_seen[3], all_seen[3];
+    afs__stream_windows(s, head_seen);
     int cached_head = direct_fds("f");
     read_through_from(s, len, sizeof buf, 100 * KIB);
+    afs__stream_windows(s, all_seen);
     int cached_all = direct_fds("f");
     cr_assert_eq(afs_fclose(s), 0);
     int held = cached_throughout("f");
     unpin();
+    /* Opened exactly when the kernel said a window was not all cached (where the file
+     * system takes O_DIRECT at all). */
+    int can = direct_expected("f");
+    cr_assert_eq(cached_head, can && head_seen[1] > 0, "head: direct %d, not all cached %u",
+                 cached_head, head_seen[1]);
+    cr_assert_eq(cached_all, can && all_seen[1] > 0, "all: direct %d, not all cached %u",
+                 cached_all, all_seen[1]);
     if (held) {
+        /* Seen once under a loaded full run, never alone: cachestat counting pages of the
+         * locked file out of the cache for a moment. What the stream did with that answer
+         * is checked above. */
+        if (all_seen[1] > 0)
+            cr_skip_test("cachestat found pages of the test's locked file not cached");
         cr_assert_eq(cached_head, 0);
         cr_assert_eq(cached_all, 0);
     }
