@@ -494,7 +494,7 @@ void afs__ctx_check(const struct afs_ctx *ctx, const char *call)
 {
     if (!ctx)
         afs__panic(call, "ctx is NULL");
-    afs__magic_check(ctx->magic, AFS__CTX_MAGIC, ctx, call,
+    afs__magic_check(AFS__MAGIC_OF(ctx, struct afs_ctx), AFS__CTX_MAGIC, ctx, call,
                      "context was freed (used after afs_ctx_free, or freed twice)",
                      "not a context (freed, or never made by afs_ctx_new)");
 }

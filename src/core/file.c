@@ -17,7 +17,7 @@ struct afs_file *afs__file_check(struct afs_file *f, const char *call)
 {
     if (!f)
         afs__panic(call, "file is NULL");
-    afs__magic_check(f->magic, AFS__FILE_MAGIC, f, call,
+    afs__magic_check(AFS__MAGIC_OF(f, struct afs_file), AFS__FILE_MAGIC, f, call,
                      "file was closed (used after afs_close, or closed twice)",
                      "not an open file (closed, or never opened)");
     return f;

@@ -255,6 +255,16 @@ static inline unsigned afs__write_xflags(unsigned afs_write_flags)
 /* Aborts `call` with the library's message unless `word`, a handle's magic, says a live
  * object of the kind `magic` at obj: `dead` for one closed or freed (AFS__DEAD), `alien`
  * for memory that never was one. Every handle check of the library is this compare. */
+/* A handle's magic word read as bytes, not through a member access: memory that is no handle
+ * (what the check exists to catch) need not have the handle type's alignment. */
+static inline uintptr_t afs__magic_at(const void *obj, size_t off)
+{
+    uintptr_t w;
+    memcpy(&w, (const char *)obj + off, sizeof w);
+    return w;
+}
+#define AFS__MAGIC_OF(p, type) afs__magic_at((p), offsetof(type, magic))
+
 static inline void afs__magic_check(uintptr_t word, uintptr_t magic, const void *obj,
                                     const char *call, const char *dead, const char *alien)
 {

@@ -37,7 +37,7 @@ static const struct corio_stream *stream_check(const struct corio_stream *s, con
 {
     if (!s)
         afs__panic(call, "stream is NULL");
-    afs__magic_check(s->magic, STREAM_MAGIC, s, call,
+    afs__magic_check(AFS__MAGIC_OF(s, struct corio_stream), STREAM_MAGIC, s, call,
                      "stream was closed (used after corio_stream_close, or closed twice)",
                      "not an open stream (closed, or never made)");
     return s;

@@ -41,7 +41,7 @@ _Static_assert(offsetof(struct corio_chan, magic) >= 32, "magic clear of malloc'
  * compare on the way in. c is not NULL (each call keeps its own NULL rule). */
 static inline void chan_check(const struct corio_chan *c, const char *call)
 {
-    afs__magic_check(c->magic, CHAN_MAGIC, c, call,
+    afs__magic_check(AFS__MAGIC_OF(c, struct corio_chan), CHAN_MAGIC, c, call,
                      "channel was freed (used after corio_chan_free, or freed twice)",
                      "not a channel (freed, or never made)");
 }

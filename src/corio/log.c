@@ -169,7 +169,7 @@ static void log_check(struct corio_task *t, struct corio_log *log, const char *w
 {
     if (!t || !log)
         afs__panic(what, "NULL task or log");
-    afs__magic_check(log->magic, LOG_MAGIC, log, what,
+    afs__magic_check(AFS__MAGIC_OF(log, struct corio_log), LOG_MAGIC, log, what,
                      "log was closed (used after corio_log_close, or closed twice)",
                      "not an open log (closed, or never made)");
     if (log->closing)

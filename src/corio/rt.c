@@ -80,7 +80,7 @@ _Static_assert(offsetof(struct corio_rt, magic) >= 32, "magic clear of malloc's 
 /* A runtime used after its free (or never made) aborts with the library's message. */
 static void rt_check(const struct corio_rt *rt, const char *call)
 {
-    afs__magic_check(rt->magic, RT_MAGIC, rt, call,
+    afs__magic_check(AFS__MAGIC_OF(rt, struct corio_rt), RT_MAGIC, rt, call,
                      "runtime was freed (used after corio_rt_free, or freed twice)",
                      "not a runtime (freed, or never made)");
 }

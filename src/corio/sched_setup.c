@@ -60,7 +60,7 @@ _Static_assert(offsetof(struct corio_sched, magic) >= 32, "magic clear of malloc
 
 void corio__sched_check(const struct corio_sched *s, const char *call)
 {
-    afs__magic_check(s->magic, CORIO__SCHED_MAGIC, s, call,
+    afs__magic_check(AFS__MAGIC_OF(s, struct corio_sched), CORIO__SCHED_MAGIC, s, call,
                      "scheduler was freed (used after corio_sched_free, or freed twice)",
                      "not a scheduler (freed, or never made)");
 }

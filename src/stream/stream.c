@@ -178,7 +178,7 @@ static struct afs_stream *stream_check(const struct afs_stream *s, const char *c
 {
     if (!s)
         afs__panic(call, "stream is NULL");
-    afs__magic_check(s->magic, AFS__STREAM_MAGIC, s, call,
+    afs__magic_check(AFS__MAGIC_OF(s, struct afs_stream), AFS__STREAM_MAGIC, s, call,
                      "stream was closed (used after afs_fclose, or closed twice)",
                      "not an open stream (closed, or never opened)");
     return (struct afs_stream *)s;
