@@ -215,6 +215,16 @@ void corio__inbox_post_spawn(struct corio_sched *s, struct afs_list_node *n);
 /* A scheduler's thread: wakes s (asleep in its wait) with nothing posted. */
 void corio__sched_wake(struct corio_sched *s);
 
+/* Between a sequentially consistent store and a load of another atomic that must not pass
+ * it (the two sides of "I sleep / I post: one of us sees the other"): C11 needs nothing more,
+ * but an emulator may (qemu's user mode on x86 lets a load after aarch64's STLR/LDAR pair
+ * complete before the store is visible). A full fence keeps the order everywhere; it is on
+ * the way to sleep or to a cross-thread hand-off, never on a task's hot path. */
+static inline void corio__store_load_fence(void)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
 static inline bool corio__inbox_pending(struct corio__inbox *in)
 {
     return atomic_load_explicit(&in->has, memory_order_relaxed);

@@ -236,6 +236,7 @@ static void start(struct corio_sched *s, struct corio__link *l, bool queued_here
     /* Either the parent sees csched and posts its control message, or this sees what it
      * stored (both sequentially consistent). */
     atomic_store_explicit(&l->csched, s, memory_order_seq_cst);
+    corio__store_load_fence();
     t->inh_cancelled = atomic_load_explicit(&l->cancel, memory_order_seq_cst);
     t->inh_deadline = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
     s->rts.spawns_in++;
@@ -283,6 +284,7 @@ static void ctl_deliver(struct corio__msg *m)
 {
     struct corio__link *l = LINK(m, ctl);
     atomic_store_explicit(&l->ctl_posted, false, memory_order_seq_cst);
+    corio__store_load_fence();
     apply_ctl(l);
     link_unref(l);
 }

@@ -554,6 +554,7 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
         if (sleeps) {
             s->rts.sleeps++;
             atomic_store_explicit(&s->awake, false, memory_order_seq_cst);
+            corio__store_load_fence();
             if (atomic_load_explicit(&s->inbox.has, memory_order_seq_cst) ||
                 (!root && s->live == 0 && corio__rt_stopping(s)) ||
                 (s->rt && corio__rt_queued_elsewhere(s))) /* taken in the next round */
