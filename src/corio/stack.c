@@ -18,6 +18,10 @@
 #include <stdbool.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#endif
 
 #if CORIO__ASAN
 #include <sanitizer/asan_interface.h>
@@ -33,11 +37,13 @@
 #include <valgrind/valgrind.h>
 #define CORIO__VG_REGISTER(lo, hi) VALGRIND_STACK_REGISTER((lo), (hi))
 #define CORIO__VG_DEREGISTER(id)   VALGRIND_STACK_DEREGISTER(id)
+#define CORIO__VG_RUNNING()        RUNNING_ON_VALGRIND
 #endif
 #endif
 #ifndef CORIO__VG_REGISTER
 #define CORIO__VG_REGISTER(lo, hi) ((void)(lo), (void)(hi), 0u)
 #define CORIO__VG_DEREGISTER(id)   ((void)(id))
+#define CORIO__VG_RUNNING()        0
 #endif
 
 #if CORIO__TSAN
@@ -307,20 +313,54 @@ void corio__huge_unmap(void *map, size_t map_size)
     munmap(map, map_size);
 }
 
-static void stack_unmap(struct corio__stack *s)
+/* Forgets s everywhere but in the page tables: its registry slot, Valgrind's stack and ASan's
+ * shadow (cleared before the range can be reused by an unrelated mapping). */
+static void stack_forget(struct corio__stack *s)
 {
     reg_remove(s->slot);
     CORIO__VG_DEREGISTER(s->vg_id);
-    /* Clear ASan's shadow before the range can be reused by an unrelated mapping. */
     CORIO__UNPOISON(s->lo, s->size);
+}
+
+static void stack_unmap(struct corio__stack *s)
+{
+    stack_forget(s);
     munmap(s->map, s->map_size);
     memset(s, 0, sizeof(*s));
 }
 
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct corio__stack *)a)->map;
+    uintptr_t y = (uintptr_t)((const struct corio__stack *)b)->map;
+    return (x > y) - (x < y);
+}
+
 void corio__stack_pool_fini(struct corio__stack_pool *p)
 {
-    for (size_t i = 0; i < p->cache_len; i++)
-        stack_unmap(&p->cache[i]);
+    /* Stacks carved side by side lie side by side in the cache once sorted: one munmap (and
+     * one TLB shootdown) per run of them, not one per stack. */
+    qsort(p->cache, p->cache_len, sizeof *p->cache, by_address);
+    char *run = NULL, *run_end = NULL;
+    for (size_t i = 0; i < p->cache_len; i++) {
+        struct corio__stack *s = &p->cache[i];
+        stack_forget(s);
+        if ((char *)s->map != run_end) {
+            if (run)
+                munmap(run, (size_t)(run_end - run));
+            run = s->map;
+        }
+        run_end = (char *)s->map + s->map_size;
+    }
+    if (run && run_end == p->chunk_at) { /* the chunk's rest follows the last run */
+        run_end = p->chunk_end;
+        p->chunk_at = p->chunk_end;
+    }
+    if (run)
+        munmap(run, (size_t)(run_end - run));
+    if (p->chunk_at != p->chunk_end)
+        munmap(p->chunk_at, (size_t)(p->chunk_end - p->chunk_at));
+    p->chunk_at = p->chunk_end = NULL;
     free(p->cache);
     p->cache = NULL;
     p->cache_len = 0;
@@ -328,7 +368,6 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
     p->max_cached = 0; /* a late put unmaps */
     p->peak_out = 0;
 }
-
 
 #if CORIO__GUARD_MARKERS
 #ifndef MADV_GUARD_INSTALL
@@ -374,6 +413,102 @@ static int guard(void *lo, size_t len)
     return mprotect(lo, len, PROT_NONE);
 }
 
+/* Bytes of stacks one chunk holds at most: address space only (MAP_NORESERVE), so the cap
+ * is for 32-bit processes and for the memory map's readability. */
+#define CHUNK_MAX ((size_t)(sizeof(void *) >= 8 ? 16 : 4) << 20)
+
+/* MAP_NORESERVE keeps large virtual stacks from counting against overcommit; MAP_STACK is a
+ * hint (transparent huge pages are not used for it). */
+static void *chunk_map(size_t len)
+{
+    return mmap(NULL, len, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+}
+
+/* Maps the next chunk: as many stacks as the pool has made so far (1, 1, 2, 4...: a
+ * scheduler with a few tasks reserves little), at most CHUNK_MAX bytes of them, at least
+ * one. Mapped read/write; each stack's guard is put in when it is carved. The previous chunk
+ * has no room left: chunks are whole stacks, carved in order. */
+#if defined(__linux__)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#endif
+
+/* Gives the advice to [at + i * stride + off, ... + len) for i < n in as few system calls as
+ * the kernel allows: process_madvise on the process itself takes any advice and a vector of
+ * ranges since Linux 6.13 (PIDFD_SELF, 6.15; a kernel without either refuses, and the caller
+ * gives the advice range by range). Returns true when every range took it. */
+static bool advise_all(char *at, size_t n, size_t stride, size_t off, size_t len, int advice)
+{
+#if CORIO__GUARD_MARKERS && defined(SYS_process_madvise)
+    static int state; /* 0: not tried, 1: works, -1: does not */
+    if (__atomic_load_n(&state, __ATOMIC_RELAXED) < 0 || CORIO__VG_RUNNING())
+        return false; /* Valgrind would warn of a system call it does not know */
+    struct iovec v[64];
+    while (n > 0) {
+        size_t k = n < 64 ? n : 64;
+        for (size_t i = 0; i < k; i++)
+            v[i] = (struct iovec){at + i * stride + off, len};
+        long r = syscall(SYS_process_madvise, -10001 /* PIDFD_SELF */, v, k, advice, 0);
+        if (r != (long)(k * len)) {
+            if (r < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS))
+                __atomic_store_n(&state, -1, __ATOMIC_RELAXED);
+            return false;
+        }
+        __atomic_store_n(&state, 1, __ATOMIC_RELAXED);
+        at += k * stride;
+        n -= k;
+    }
+    return true;
+#else
+    (void)at, (void)n, (void)stride, (void)off, (void)len, (void)advice;
+    return false;
+#endif
+}
+
+/* Maps the next chunk: as many stacks as the pool has made so far (1, 1, 2, 4...: a
+ * scheduler with a few tasks reserves little), at most CHUNK_MAX bytes of them, at least
+ * one. The previous chunk has no room left: chunks are whole stacks, carved in order.
+ * Where the kernel takes advice for many ranges at once, the chunk's guards go in now and its
+ * stacks' top pages are populated now (at most one page for each stack made so far that no
+ * task may ever use); elsewhere each stack gets both when it is carved. */
+static int chunk_new(struct corio__stack_pool *p)
+{
+    size_t stride = p->guard_size + p->stack_size;
+    size_t n = CHUNK_MAX / stride < p->n_mapped ? CHUNK_MAX / stride : p->n_mapped;
+    n = n ? n : 1;
+    char *map = chunk_map(n * stride);
+    if (map == MAP_FAILED && n > 1) /* no room for many: one may still fit */
+        map = chunk_map((n = 1) * stride);
+    if (map == MAP_FAILED)
+        return -ENOMEM;
+    p->chunk_at = map;
+    p->chunk_end = map + n * stride;
+    p->chunk_ready = false;
+#if CORIO__GUARD_MARKERS
+    size_t page = corio__page_size();
+    p->chunk_ready = n > 1 && guard_markers_work() &&
+                     advise_all(map, n, stride, 0, p->guard_size, MADV_GUARD_INSTALL) &&
+                     advise_all(map, n, stride, stride - page, page, MADV_POPULATE_WRITE);
+#endif
+    return 0;
+}
+
+/* Populates the page below top (a new stack's top page, which the first switch into it
+ * writes) where the kernel can (Linux 5.14): one system call instead of a page fault, which
+ * costs several times more where faults trap to a hypervisor. Elsewhere, or when it refuses,
+ * the first write faults the page in. */
+static void populate_top(char *top)
+{
+#if defined(MADV_POPULATE_WRITE)
+    size_t page = corio__page_size();
+    (void)madvise(top - page, page, MADV_POPULATE_WRITE);
+#else
+    (void)top;
+#endif
+}
+
 int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
 {
     if (p->cache_len > 0) {
@@ -385,17 +520,14 @@ int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out)
         return 0;
     }
     size_t map_size = p->guard_size + p->stack_size;
-    /* Mapped read/write, then the guard removed: one mmap and one mprotect. MAP_NORESERVE
-     * keeps large virtual stacks from counting against overcommit; MAP_STACK is a hint
-     * (transparent huge pages are not used for it). */
-    void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (map == MAP_FAILED)
+    if ((size_t)(p->chunk_end - p->chunk_at) < map_size && chunk_new(p) != 0)
         return -ENOMEM;
-    if (guard(map, p->guard_size) != 0) {
-        munmap(map, map_size);
+    char *map = p->chunk_at;
+    if (!p->chunk_ready && guard(map, p->guard_size) != 0)
         return -ENOMEM;
-    }
+    p->chunk_at += map_size;
+    if (!p->chunk_ready)
+        populate_top(map + map_size);
     out->map = map;
     out->map_size = map_size;
     out->lo = (char *)map + p->guard_size;

@@ -1,12 +1,18 @@
 /* Coroutine stacks: mmap'd, with a PROT_NONE guard below, cached per pool (libdill style).
  * Not installed.
  *
- * Layout of one mapping (stacks grow down):
+ * Layout of one stack (stacks grow down):
  *
  *     map                    lo                                lo + size == map + map_size
  *     | guard (PROT_NONE)    | usable stack (read/write)       |
  *
- * Memory is reserved lazily (MAP_NORESERVE): a task pays only for the pages it touches.
+ * Stacks are carved side by side from chunks, each one mmap of many stacks (the first chunks
+ * small, then larger as the pool hands out more), so that a burst of new tasks costs one
+ * mmap per chunk instead of one per task, and the pool's end one munmap per run of adjacent
+ * cached stacks. A stack's [map, map + map_size) is still its own to unmap.
+ * Memory is reserved lazily (MAP_NORESERVE): a task pays only for the pages it touches, and
+ * the top page of a new stack, which the first switch into it writes, is populated with the
+ * stack (MADV_POPULATE_WRITE) rather than faulted in.
  *
  * Overflow detection: every guard range is recorded in a process-wide registry. Once
  * corio__stack_thread_init() has run on a thread, a SIGSEGV (or SIGBUS) on that thread whose
@@ -27,6 +33,7 @@
 #ifndef CORIO_STACK_H
 #define CORIO_STACK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* 1 where the kernel may have guard markers (MADV_GUARD_INSTALL, Linux 6.13), tried before
@@ -57,7 +64,10 @@ struct corio__stack_pool {
     size_t               cache_cap;   /* grows by doubling up to corio__stack_cache_limit */
     size_t               n_out;       /* stacks handed out and not yet put back */
     size_t               peak_out;    /* the most stacks out at once so far */
-    size_t               n_mapped;    /* mmap calls made (statistics) */
+    size_t               n_mapped;    /* stacks made (statistics) */
+    char                *chunk_at;    /* the newest chunk's part not handed out yet */
+    char                *chunk_end;
+    bool                 chunk_ready; /* its guards are in, its stacks' tops populated */
 };
 
 /* How many free stacks p keeps: max_cached, or as many as were ever out at once when that is
@@ -83,12 +93,13 @@ void  corio__huge_unmap(void *map, size_t map_size);
  * Returns 0 or -EINVAL (size overflow). */
 int corio__stack_pool_init(struct corio__stack_pool *p, size_t stack_size, size_t max_cached);
 
-/* Unmaps the cached stacks. Stacks still out (n_out) are left alone: put them back, before or
- * after fini (after fini, corio__stack_put unmaps instead of caching). */
+/* Unmaps the cached stacks and what no stack was carved from yet, adjacent ranges in one
+ * munmap. Stacks still out (n_out) are left alone: put them back, before or after fini (after
+ * fini, corio__stack_put unmaps instead of caching). */
 void corio__stack_pool_fini(struct corio__stack_pool *p);
 
-/* Gives a stack of p->stack_size usable bytes: the most recently cached one, or a new
- * mapping. Its contents are unspecified (not zeroed on reuse). Returns 0 or -ENOMEM. */
+/* Gives a stack of p->stack_size usable bytes: the most recently cached one, or a new one
+ * (from the newest chunk, or a new chunk). Its contents are unspecified (not zeroed on reuse). Returns 0 or -ENOMEM. */
 int corio__stack_get(struct corio__stack_pool *p, struct corio__stack *out);
 
 /* Returns a stack that no context will run on again: cached if fewer than

@@ -601,6 +601,57 @@ static const char *check_pool(void)
     return NULL;
 }
 
+/* Bytes of [lo, hi) that the process has mapped, from /proc/self/maps (which qemu-user
+ * emulates too). */
+static size_t mapped_bytes(const char *lo, const char *hi)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return (size_t)-1;
+    size_t n = 0;
+    unsigned long a, b;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%lx-%lx", &a, &b) == 2) {
+            uintptr_t x = a > (uintptr_t)lo ? a : (uintptr_t)lo;
+            uintptr_t y = b < (uintptr_t)hi ? b : (uintptr_t)hi;
+            if (x < y)
+                n += y - x;
+        }
+    fclose(f);
+    return n;
+}
+
+/* Stacks are carved side by side from chunks of 1, 1, 2, 4... stacks; the pool's end unmaps
+ * every cached stack and the rest of the newest chunk. */
+static const char *check_pool_chunks(void)
+{
+    struct corio__stack_pool pool;
+    SMOKE_CHECK(corio__stack_pool_init(&pool, 64 * 1024, 0) == 0, "pool init");
+    struct corio__stack s[6];
+    char *map[6];
+    size_t stride = 0;
+    for (int i = 0; i < 6; i++) {
+        SMOKE_CHECK(corio__stack_get(&pool, &s[i]) == 0, "get %d", i);
+        memset(s[i].lo, 0x5a, s[i].size);
+        map[i] = s[i].map;
+        stride = s[i].map_size;
+    }
+    SMOKE_CHECK(map[3] == map[2] + stride && map[5] == map[4] + stride,
+                "stacks 2 and 3, 4 and 5 side by side");
+    SMOKE_CHECK(pool.n_mapped == 6, "made %zu", pool.n_mapped);
+    char *chunk = map[4], *chunk_end = chunk + 4 * stride; /* two stacks not carved yet */
+    SMOKE_CHECK(mapped_bytes(chunk, chunk_end) == 4 * stride, "the newest chunk mapped");
+    for (int i = 0; i < 6; i++)
+        corio__stack_put(&pool, &s[i]);
+    SMOKE_CHECK(pool.cache_len == 6, "cached %zu", pool.cache_len);
+    corio__stack_pool_fini(&pool);
+    for (int i = 0; i < 6; i++)
+        SMOKE_CHECK(mapped_bytes(map[i], map[i] + stride) == 0, "stack %d still mapped", i);
+    SMOKE_CHECK(mapped_bytes(chunk, chunk_end) == 0, "the newest chunk's rest still mapped");
+    return NULL;
+}
+
 /* Death tests: in a child, with stderr captured. */
 static int run_child(void (*fn)(void), char *out, size_t cap, int *status)
 {
@@ -666,6 +717,25 @@ static void overflow_child(void)
     _exit(4); /* not reached */
 }
 
+/* The same on a stack carved between two others (chunks of 1, 1, 2, 4: the sixth stack lies
+ * right above the fifth), so that its guard is the only thing between them. */
+static void overflow_child_chunk(void)
+{
+    struct corio__stack_pool pool;
+    struct corio__stack out[5];
+    struct co c;
+    if (corio__stack_thread_init() != 0 || corio__stack_pool_init(&pool, 64 * 1024, 4) != 0)
+        _exit(3);
+    for (int i = 0; i < 5; i++)
+        if (corio__stack_get(&pool, &out[i]) != 0)
+            _exit(3);
+    if (co_start(&c, &pool, overflow_fn, NULL) != 0 ||
+        (char *)c.stack.map != (char *)out[4].map + out[4].map_size)
+        _exit(7);
+    co_resume(&c);
+    _exit(4); /* not reached */
+}
+
 static void *overflow_thread(void *arg)
 {
     overflow_child();
@@ -699,6 +769,11 @@ static const char *check_overflow_common(void (*child)(void))
 static const char *check_overflow(void)
 {
     return check_overflow_common(overflow_child);
+}
+
+static const char *check_overflow_in_chunk(void)
+{
+    return check_overflow_common(overflow_child_chunk);
 }
 
 static const char *check_overflow_other_thread(void)
@@ -750,8 +825,10 @@ static const struct smoke_check smoke_checks[] = {
     { "many", check_many },
     { "deep_recursion", check_deep_recursion },
     { "pool", check_pool },
+    { "pool_chunks", check_pool_chunks },
     { "overflow", check_overflow },
     { "overflow_other_thread", check_overflow_other_thread },
+    { "overflow_in_chunk", check_overflow_in_chunk },
     { "other_segv", check_other_segv },
 };
 

@@ -18,7 +18,8 @@
  * here (all_checks_listed below). */
 #define SWITCH_TESTS(X)                                                                       \
     X(pingpong) X(callee_saved) X(fp_values) X(fp_control) X(entry_frame) X(many)             \
-    X(deep_recursion) X(pool) X(overflow) X(overflow_other_thread) X(other_segv)
+    X(deep_recursion) X(pool) X(pool_chunks) X(overflow) X(overflow_other_thread)             \
+    X(overflow_in_chunk) X(other_segv)
 
 SWITCH_TESTS(SWITCH_TEST)
 
