@@ -641,7 +641,13 @@ static const char *check_pool_chunks(void)
                 "stacks 2 and 3, 4 and 5 side by side");
     SMOKE_CHECK(pool.n_mapped == 6, "made %zu", pool.n_mapped);
     char *chunk = map[4], *chunk_end = chunk + 4 * stride; /* two stacks not carved yet */
-    SMOKE_CHECK(mapped_bytes(chunk, chunk_end) == 4 * stride, "the newest chunk mapped");
+    /* The stacks and the rest, not their guards: a guard that is a PROT_NONE mapping merges,
+     * under qemu-arm, with the reserve that qemu keeps as its guest's unmapped space, and its
+     * /proc/self/maps then leaves it out. */
+    for (int i = 4; i < 6; i++)
+        SMOKE_CHECK(mapped_bytes(s[i].lo, (char *)s[i].lo + s[i].size) == s[i].size, "stack %d mapped", i);
+    SMOKE_CHECK(mapped_bytes(map[5] + stride, chunk_end) == 2 * stride,
+                "the newest chunk's rest mapped");
     for (int i = 0; i < 6; i++)
         corio__stack_put(&pool, &s[i]);
     SMOKE_CHECK(pool.cache_len == 6, "cached %zu", pool.cache_len);
