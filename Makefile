@@ -38,8 +38,13 @@ AARCH64 ?= 1
 ARMHF   ?= 1
 
 # The entries that may run side by side (ctest -j 2): Memcheck's, which judge memory only and
-# run one thread at a time. Every other entry runs alone, as some judge by timing.
-SIDE_BY_SIDE := ^valgrind_
+# run one thread at a time, and afcp's comparisons with cp (one process at a time, none
+# judged by timing: their signals come after a count of files, not a delay). Every other
+# entry runs alone, as some judge by timing.
+SIDE_BY_SIDE := ^(valgrind_.*|afcp_cp|afcp_fix)$$
+
+# The AArch64 and 32-bit Arm suites run side by side: each is one emulated process at a time.
+CROSS := $(if $(filter-out 0,$(AARCH64)),test-aarch64) $(if $(filter-out 0,$(ARMHF)),test-armhf)
 
 test: deps
 	@$(MAKE) --no-print-directory build
@@ -50,11 +55,9 @@ test: deps
 ifneq ($(WINDOWS),0)
 	@$(MAKE) --no-print-directory test-windows
 endif
-ifneq ($(AARCH64),0)
-	@$(MAKE) --no-print-directory test-aarch64
-endif
-ifneq ($(ARMHF),0)
-	@$(MAKE) --no-print-directory test-armhf
+ifneq ($(strip $(CROSS)),)
+	@scripts/deps.sh $(patsubst test-%,%,$(CROSS))
+	@$(MAKE) --no-print-directory -j 2 --output-sync=target $(CROSS)
 endif
 
 run:

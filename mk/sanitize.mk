@@ -8,11 +8,14 @@
 # that the narrow entries of tests/lsan.supp need.
 # Entries that run code other entries already run under the sanitizers are left out, to keep
 # the stage's time: contract_auto (contract_io_uring's backend, chosen by the ladder, whose
-# checks run in ladder_seccomp), contract_noring (contract_libaio's), crash_sim (in every
-# contract_* entry); the afcp scripts run on AUTO only (AFCP_TEST_BACKENDS), the contract
-# suites taking each backend.
+# checks run in ladder_seccomp), contract_noring (contract_libaio's), contract_sync (its
+# backend runs each op inline, the core's paths every other contract entry takes; the
+# scheduler and network suites run on sync), crash_sim (in every contract_* entry); the
+# afcp scripts run on AUTO only (AFCP_TEST_BACKENDS), the contract suites taking each
+# backend, and two at a time (one process each, none judged by timing).
 SAN_BUILD ?= build-sanitize
-SAN_EXCLUDE ?= ^(contract_auto|contract_noring|crash_sim)$$
+SAN_EXCLUDE ?= ^(contract_auto|contract_noring|contract_sync|crash_sim)$$
+SAN_SIDE_BY_SIDE ?= ^afcp
 
 .PHONY: test-sanitize
 
@@ -25,5 +28,6 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0; \
 	  export AFCP_TEST_BACKENDS=auto; \
-	  rc=0; ctest --output-on-failure -j 1 -E '$(SAN_EXCLUDE)' || rc=$$?; \
+	  rc=0; ctest --output-on-failure -j 2 -R '$(SAN_SIDE_BY_SIDE)' -E '$(SAN_EXCLUDE)' || rc=$$?; \
+	  ctest --output-on-failure -j 1 -E '$(SAN_EXCLUDE)|$(SAN_SIDE_BY_SIDE)' || rc=$$?; \
 	  echo "== tests each suite really ran:"; cat Testing/suite-summary.txt 2>/dev/null; exit $$rc
