@@ -2,7 +2,8 @@
 # afcp end to end, the harder cases: signals during a tree copy (no temporary may survive),
 # deep trees (no stack growth per level, cp's PATH_MAX limit), trailing slashes, files whose
 # size lies (/proc, sysfs, FIFOs, devices) and sparse files. Runs once per backend: AUTO
-# (io_uring here), threads, sync (ASYNCFS_BACKEND).
+# (io_uring here) and threads (ASYNCFS_BACKEND; sync is left to test_afcp.sh, for the time
+# of the suite).
 # Usage: tests/afcp/test_afcp_fix.sh path/to/afcp
 set -uo pipefail
 
@@ -171,4 +172,5 @@ run_suite() {
     rm -rf "$O"
 }
 
+AFCP_TEST_BACKENDS=${AFCP_TEST_BACKENDS:-auto threads}
 run_backends "afcp (signals, deep trees, slashes, sizes, sparse)"
