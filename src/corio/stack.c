@@ -340,7 +340,8 @@ void corio__stack_pool_fini(struct corio__stack_pool *p)
 {
     /* Stacks carved side by side lie side by side in the cache once sorted: one munmap (and
      * one TLB shootdown) per run of them, not one per stack. */
-    qsort(p->cache, p->cache_len, sizeof *p->cache, by_address);
+    if (p->cache_len > 1) /* an empty cache has no array (NULL: not qsort's to take) */
+        qsort(p->cache, p->cache_len, sizeof *p->cache, by_address);
     char *run = NULL, *run_end = NULL;
     for (size_t i = 0; i < p->cache_len; i++) {
         struct corio__stack *s = &p->cache[i];
