@@ -217,9 +217,10 @@ void corio__sched_wake(struct corio_sched *s);
 
 /* Between a sequentially consistent store and a load of another atomic that must not pass
  * it (the two sides of "I sleep / I post: one of us sees the other"): C11 needs nothing more,
- * but an emulator may (qemu's user mode on x86 lets a load after aarch64's STLR/LDAR pair
- * complete before the store is visible). A full fence keeps the order everywhere; it is on
- * the way to sleep or to a cross-thread hand-off, never on a task's hot path. */
+ * but under qemu's user mode on x86 (aarch64's STLR then LDAR) both sides were seen to miss
+ * each other, a scheduler asleep with a message waiting. A full fence keeps the order
+ * everywhere; it is on the way to sleep or to a cross-thread hand-off, never on a task's
+ * hot path. */
 static inline void corio__store_load_fence(void)
 {
 #if CORIO__TSAN
