@@ -8,6 +8,9 @@
 # "idle<N>" in the rows; bench_read needs --idle, so a BASE binary too): tasks alive that do
 # not run should cost nothing. With BASE set to another build's bench_read (say, of the
 # commit before a change), the two binaries alternate, curve by curve, in the same run.
+# Unless QUEUE=0, each round also runs the curve without a scheduler (bench_read --engine
+# queue: the same reads queued on the context straight from its callbacks, "queue" in the
+# rows): the baseline that tells what the tasks cost from what the reads and the buffers cost.
 # The rows go to bench/results/depth-<time>-<host>.csv; the summary on stderr gives, per
 # binary and buffer mode, the best IOPS over the rounds at each count and the ratio of the
 # best at 4,096 tasks to the best at any count, and the medians over the rounds of the CPU
@@ -15,7 +18,7 @@
 # Usage: bench/run_depth.sh [FILE]   (default: a SIZE_MB file in /var/tmp, made once)
 # Environment: BUILD (build), BASE (none), TASKS (1,4,16,64,256,1024,4096), ROUNDS (3),
 #              IOS (400000), SIZE_MB (64), BACKEND (io_uring), IDLE (none),
-#              QD (bench_read's default; the contexts' queue depth, --qd)
+#              QD (bench_read's default; the contexts' queue depth, --qd), QUEUE (1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -35,17 +38,20 @@ cat "$file" > /dev/null # cached
 results_open depth "binary,round,buffers,tasks,iops,cpu_us_per_io,syscalls_per_io,usr_us_per_io"
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-bins=("new=$bin")
-[ -n "${BASE:-}" ] && bins=("base=$BASE" "${bins[@]}")
+bins=("new=$bin=corio-batch")
+[ -n "${BASE:-}" ] && bins=("base=$BASE=corio-batch" "${bins[@]}")
+[ "${QUEUE:-1}" = 0 ] || bins+=("queue=$bin=queue")
 for r in $(seq 1 "$ROUNDS"); do
   for mode in own shared ${IDLE:+idle$IDLE}; do
     for nb in "${bins[@]}"; do
-      name=${nb%%=*} exe=${nb#*=}
-      flags=(--engine corio-batch --tasks "$TASKS" --ios "$IOS" --json)
+      name=${nb%%=*} exe=${nb#*=} engine=${nb##*=}
+      exe=${exe%=*}
+      [ "$engine" = queue ] && [ "$mode" = "idle${IDLE:-}" ] && continue # no tasks to idle beside
+      flags=(--engine "$engine" --tasks "$TASKS" --ios "$IOS" --json)
       [ -n "${QD:-}" ] && flags+=(--qd "$QD")
       [ "$mode" = shared ] && flags+=(--shared-buf)
       [ "$mode" = "idle${IDLE:-}" ] && flags+=(--shared-buf --idle "$IDLE")
-      ASYNCFS_BACKEND=$BACKEND "$exe" "$file" "${flags[@]}" | grep '"corio-batch"' |
+      ASYNCFS_BACKEND=$BACKEND "$exe" "$file" "${flags[@]}" | grep "\"$engine\"" |
         while IFS= read -r j; do
           row=$(awk -v j="$j" 'BEGIN {
             n = split("tasks iops cpu_us_per_io syscalls_per_io usr_us_per_io", k, " ")
