@@ -44,8 +44,7 @@ bins=("new=$bin=corio-batch")
 for r in $(seq 1 "$ROUNDS"); do
   for mode in own shared ${IDLE:+idle$IDLE}; do
     for nb in "${bins[@]}"; do
-      name=${nb%%=*} exe=${nb#*=} engine=${nb##*=}
-      exe=${exe%=*}
+      IFS== read -r name exe engine <<< "$nb"
       [ "$engine" = queue ] && [ "$mode" = "idle${IDLE:-}" ] && continue # no tasks to idle beside
       flags=(--engine "$engine" --tasks "$TASKS" --ios "$IOS" --json)
       [ -n "${QD:-}" ] && flags+=(--qd "$QD")

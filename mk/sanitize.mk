@@ -11,10 +11,10 @@
 # checks run in ladder_seccomp), contract_noring (contract_libaio's), contract_sync (its
 # backend runs each op inline, the core's paths every other contract entry takes; the
 # scheduler and network suites run on sync), contract_posix-aio (Linux builds that backend
-# for testing; make fuzz runs it under ASan and UBSan), crash_sim (in every contract_* entry), afcp_cp
-# (afcp's messages against cp's: the other afcp scripts take its code paths); the
-# afcp scripts run on AUTO only (AFCP_TEST_BACKENDS), the contract suites taking each
-# backend, and two at a time (one process each, none judged by timing).
+# for testing; make fuzz runs it under ASan and UBSan), crash_sim (in every contract_*
+# entry), afcp_cp (afcp's messages against cp's: the other afcp scripts take its code
+# paths); the afcp scripts run on AUTO only (AFCP_TEST_BACKENDS), the contract suites
+# taking each backend, and two at a time (one process each, none judged by timing).
 SAN_BUILD ?= build-sanitize
 SAN_EXCLUDE ?= ^(contract_auto|contract_noring|contract_sync|contract_posix-aio|crash_sim|afcp_cp)$$
 SAN_SIDE_BY_SIDE ?= ^afcp

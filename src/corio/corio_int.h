@@ -223,10 +223,9 @@ void corio__sched_wake(struct corio_sched *s);
  * hot path. */
 static inline void corio__store_load_fence(void)
 {
-#if CORIO__TSAN
-    /* ThreadSanitizer models no fences (gcc refuses them under it); it checks the C11 order,
-     * which the sequentially consistent accesses around this already give. */
-#else
+    /* Not under ThreadSanitizer, which models no fences (gcc refuses them under it): it
+     * checks the C11 order, which the sequentially consistent accesses around this give. */
+#if !CORIO__TSAN
     atomic_thread_fence(memory_order_seq_cst);
 #endif
 }
