@@ -370,6 +370,17 @@ void corio__rt_wake_thief(struct corio_sched *s);
 void corio__rt_woke(struct corio_sched *s);
 /* Spawns are queued on another scheduler of s's runtime (s, about to sleep, takes them). */
 bool corio__rt_queued_elsewhere(const struct corio_sched *s);
+/* Deadlocks across a runtime's schedulers: s is about to sleep with nothing of its own that
+ * could wake a task; true when the runtime is deadlocked (found now, or by another
+ * scheduler), false when it was counted stuck (corio__rt_unstuck() when it wakes). */
+bool corio__rt_stuck(struct corio_sched *s);
+void corio__rt_unstuck(struct corio_sched *s);
+bool corio__rt_deadlocked(const struct corio_sched *s);
+void corio__rt_report_deadlock(const struct corio_sched *s);
+/* After a deadlock: frees the tasks s started for other schedulers and their trees (as
+ * corio__abandon), and drops the links of an abandoned task t to its remote children. */
+void corio__rt_abandon(struct corio_sched *s);
+void corio__rt_links_drop(struct corio_task *t);
 /* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */
 void corio__rt_root_done(struct corio_task *t);
 /* t (its scheduler's thread) was cancelled / its effective deadline changed: its children on

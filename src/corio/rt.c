@@ -38,6 +38,7 @@ struct corio__link {
     /* The child's side. */
     _Atomic(struct corio_sched *) csched; /* where it runs, once started */
     struct corio_task   *task;       /* while it runs (its scheduler's thread) */
+    struct afs_list_node cnode;      /* on its scheduler's remote_roots while it runs */
     /* What the parent passes on: set on the parent's thread, read by the child's. */
     atomic_bool          cancel;
     _Atomic int64_t      deadline;
@@ -60,6 +61,9 @@ struct corio_rt {
     atomic_bool            in_run;  /* inside corio_rt_run(), from its first step */
     atomic_bool            stop;
     atomic_bool            thief;   /* a scheduler was woken to steal and has not looked yet */
+    _Atomic uint64_t       stuck;   /* schedulers asleep with nothing that could wake a task
+                                       (low 32 bits), and how often one woke (high 32) */
+    atomic_bool            deadlock; /* every one of them, and no message pending: found */
     struct corio_sched   **scheds;
     afs__thread           *threads;
     struct rt_slot        *slots;
@@ -233,6 +237,7 @@ static void start(struct corio_sched *s, struct corio__link *l, bool queued_here
     }
     t->link = l;
     l->task = t;
+    afs_list_push_back(&s->remote_roots, &l->cnode);
     /* Either the parent sees csched and posts its control message, or this sees what it
      * stored (both sequentially consistent). */
     atomic_store_explicit(&l->csched, s, memory_order_seq_cst);
@@ -256,6 +261,7 @@ static void spawn_deliver(struct corio__msg *m)
 void corio__rt_root_done(struct corio_task *t)
 {
     struct corio__link *l = t->link;
+    afs_list_remove(&t->sched->remote_roots, &l->cnode);
     l->task = NULL;
     t->link = NULL;
     corio__task_free(t);
@@ -551,6 +557,86 @@ void corio__rt_wake_thief(struct corio_sched *s)
     atomic_store_explicit(&rt->thief, false, memory_order_relaxed);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Deadlocks across schedulers
+ *
+ * A scheduler about to sleep with nothing of its own that could wake a task (no op in its
+ * context, no timer, no wait that another thread may end) is counted stuck until it wakes.
+ * Only a message can wake it then, and messages come from schedulers that run: when the last
+ * one is counted and no inbox holds a message or a queued spawn, nothing ever will. Each
+ * poster sets the receiver's `has` before it counts itself (sequentially consistent on both
+ * sides), so the last one counted sees every message posted before, unless its receiver
+ * woke meanwhile (and took it): a receiver leaves the count when it wakes, before it takes
+ * its messages, and adds one to the count of wake-ups beside it, so the last one counted
+ * declares the deadlock only when both are as it left them after looking at every inbox.
+ * A scheduler that woke counts itself again before it sleeps, and looks again if last.
+ * ---------------------------------------------------------------------------------------- */
+
+#define STUCK_WOKE ((uint64_t)1 << 32)
+
+bool corio__rt_stuck(struct corio_sched *s)
+{
+    struct corio_rt *rt = s->rt;
+    if (atomic_load_explicit(&rt->deadlock, memory_order_seq_cst))
+        return true;
+    uint64_t v = atomic_fetch_add_explicit(&rt->stuck, 1, memory_order_seq_cst) + 1;
+    if ((uint32_t)v < rt->n || atomic_load_explicit(&rt->stop, memory_order_seq_cst))
+        return false;
+    for (unsigned i = 0; i < rt->n; i++)
+        if (atomic_load_explicit(&rt->scheds[i]->inbox.has, memory_order_seq_cst))
+            return false;
+    if (atomic_load_explicit(&rt->stuck, memory_order_seq_cst) != v)
+        return false; /* one woke meanwhile: it looks again when it sleeps again */
+    if (!atomic_exchange_explicit(&rt->deadlock, true, memory_order_seq_cst))
+        for (unsigned i = 0; i < rt->n; i++)
+            if (rt->scheds[i] != s)
+                afs_ctx_wake(rt->scheds[i]->ctx);
+    return true;
+}
+
+void corio__rt_unstuck(struct corio_sched *s)
+{
+    atomic_fetch_add_explicit(&s->rt->stuck, STUCK_WOKE - 1, memory_order_seq_cst);
+}
+
+bool corio__rt_deadlocked(const struct corio_sched *s)
+{
+    return atomic_load_explicit(&s->rt->deadlock, memory_order_seq_cst);
+}
+
+void corio__rt_report_deadlock(const struct corio_sched *s)
+{
+    if (s->live)
+        fprintf(stderr, "corio: deadlock: %zu task(s) suspended on scheduler %u, and none of "
+                        "the runtime's %u schedulers has anything that could wake a task (no "
+                        "file op, timer, generic request or outside wait in flight, no message "
+                        "on its way)\n", s->live, s->index, s->rt->n);
+}
+
+void corio__rt_links_drop(struct corio_task *t)
+{
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&t->links))) {
+        t->sched->links--;
+        link_unref(LINK(n, pnode));
+    }
+}
+
+void corio__rt_abandon(struct corio_sched *s)
+{
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&s->remote_roots))) {
+        struct corio__link *l = LINK(n, cnode);
+        struct corio_task *t = l->task;
+        l->task = NULL;
+        t->link = NULL;
+        corio__abandon(s, t);
+        link_unref(l);
+    }
+    s->live = 0;
+    s->outside_waits = 0;
+}
+
 bool corio__rt_queued_elsewhere(const struct corio_sched *s)
 {
     struct corio_rt *rt = s->rt;
@@ -734,7 +820,8 @@ static void worker_main(void *arg)
         return;
     if (go) {
         s->running = true;
-        (void)corio__sched_loop(s, NULL);
+        if (corio__sched_loop(s, NULL) == -EDEADLK)
+            corio__rt_abandon(s);
         s->running = false;
     }
     exit_barrier(rt, s);
@@ -762,6 +849,8 @@ static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
     memset(rt->stats, 0, rt->n * sizeof *rt->stats);
     memset(rt->sstats, 0, rt->n * sizeof *rt->sstats);
     atomic_store(&rt->stop, false);
+    atomic_store(&rt->stuck, 0);
+    atomic_store(&rt->deadlock, false);
     rt->made = rt->exited = 0;
     rt->err = 0;
     int err = corio__stack_thread_init();
@@ -798,6 +887,8 @@ static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
     int rc = err;
     if (err == 0) {
         rc = corio_sched_run(s0, fn, arg);
+        if (rc == -EDEADLK)
+            corio__rt_abandon(s0); /* the tasks it started for others' (root's: above) */
         /* Every task is done: the other schedulers stop once their inboxes are empty. */
         atomic_store_explicit(&rt->stop, true, memory_order_release);
         for (unsigned i = 1; i < rt->n; i++)

@@ -560,6 +560,17 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
                 (s->rt && corio__rt_queued_elsewhere(s))) /* taken in the next round */
                 timeout = 0;
         }
+        /* A runtime's scheduler that sleeps with nothing of its own that could wake a task
+         * (no op in its context, no timer, no outside wait) counts as stuck until it wakes;
+         * the last to be counted, with no message pending anywhere, finds the deadlock. */
+        bool stuck = sleeps && timeout < 0 && s->rt && !s->outside_waits &&
+                     !afs__ctx_pending(s->ctx);
+        if (stuck && corio__rt_stuck(s)) {
+            atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
+            corio__rt_report_deadlock(s);
+            rc = -EDEADLK;
+            break;
+        }
         /* Only yields to go on with and nothing in the context: no need to ask the kernel
          * (unless wake-ups for other schedulers wait in the ring). */
         if (!came && (!busy || afs__ctx_pending(s->ctx) || s->wakes_staged)) {
@@ -569,6 +580,13 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             if (sleeps) {
                 atomic_store_explicit(&s->awake, true, memory_order_seq_cst);
                 if (s->rt) {
+                    if (stuck)
+                        corio__rt_unstuck(s);
+                    if (corio__rt_deadlocked(s)) { /* found by another scheduler */
+                        corio__rt_report_deadlock(s);
+                        rc = -EDEADLK;
+                        break;
+                    }
                     corio__rt_awake(s);
                     corio__rt_woke(s);
                 }

@@ -128,6 +128,8 @@ void corio__abandon(struct corio_sched *s, struct corio_task *t)
     AFS_LIST_FOREACH_SAFE(n, tmp, &t->children)
         corio__abandon(s, AFS_LIST_ITEM(n, struct corio_task, sib));
     t->children.first = t->children.last = NULL;
+    if (t->links.first)
+        corio__rt_links_drop(t);
     if (t->q_on)
         corio__waitq_remove(t->q_on, t);
     corio__timer_remove(&s->timers, t);

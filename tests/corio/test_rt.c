@@ -1183,6 +1183,118 @@ static void wrong_root_fn(struct corio_task *t, void *a)
         ;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Deadlocks that span schedulers
+ * ---------------------------------------------------------------------------------------- */
+
+struct dl_state {
+    atomic_int started; /* tasks that began to wait forever */
+    atomic_int ended;   /* tasks that returned */
+};
+
+/* Awaits a future of its own that nobody completes. */
+static int dl_stuck(struct corio_task *t, void *arg)
+{
+    struct dl_state *st = arg;
+    atomic_fetch_add(&st->started, 1);
+    struct corio_future never;
+    corio_future_init(&never);
+    corio_future_await(t, &never, NULL);
+    atomic_fetch_add(&st->ended, 1);
+    return 0;
+}
+
+/* Returns after a while: the deadlock is there only once it has. */
+static int dl_sleeper(struct corio_task *t, void *arg)
+{
+    struct dl_state *st = arg;
+    corio_sleep(t, 30 * MS);
+    atomic_fetch_add(&st->ended, 1);
+    return 0;
+}
+
+/* Spawns dl_stuck on the next scheduler (of 4) and awaits it. */
+static int dl_middle(struct corio_task *t, void *arg)
+{
+    struct corio_future f;
+    int err = corio_spawn_on(t, (where(t) + 1) % 4, dl_stuck, arg, &f);
+    return err ? err : corio_future_await(t, &f, NULL);
+}
+
+static void root_deadlock(struct corio_task *t, void *arg)
+{
+    struct dl_state *st = arg;
+    struct corio_future f[2];
+    cr_assert_eq(corio_spawn_on(t, 1, dl_sleeper, st, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, dl_sleeper, st, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 2, dl_middle, st, &f[0]), 0);
+    cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, dl_stuck, st, &f[1]), 0);
+    corio_future_await(t, &f[0], NULL);
+    atomic_fetch_add(&st->ended, 100); /* never */
+}
+
+static void root_sleepers(struct corio_task *t, void *arg)
+{
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(corio_spawn_on(t, i, dl_sleeper, arg, NULL), 0);
+}
+
+T_RT(a_deadlock_across_schedulers_is_reported)
+{
+    struct corio_rt *rt = rt_make(4);
+    struct dl_state st = {0};
+    cr_assert_eq(corio_rt_run(rt, root_deadlock, &st), -EDEADLK);
+    cr_assert_eq(atomic_load(&st.started), 2);
+    cr_assert_eq(atomic_load(&st.ended), 2, "the sleepers ended, nothing else did");
+    /* The runtime runs again after one. */
+    struct dl_state again = {0};
+    cr_assert_eq(corio_rt_run(rt, root_sleepers, &again), 0);
+    cr_assert_eq(atomic_load(&again.ended), 4);
+    corio_rt_free(rt);
+}
+
+/* A chain of children each on another scheduler, each awaiting the next: while one runs,
+ * every other scheduler sleeps with nothing but a message that could wake it, and a message
+ * is always on its way. Never a deadlock. */
+static int relay(struct corio_task *t, void *arg)
+{
+    intptr_t depth = (intptr_t)arg;
+    if (depth == 0)
+        return 1;
+    unsigned n = corio_rt_schedulers(rt_running);
+    struct corio_future f;
+    int err = corio_spawn_on(t, (int)((unsigned)where(t) + 1) % (int)n, relay,
+                             (void *)(depth - 1), &f);
+    if (err)
+        return err;
+    int r = corio_future_await(t, &f, NULL);
+    return r < 0 ? r : r + 1;
+}
+
+static void root_relay(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 40; i++) {
+        struct corio_future f;
+        cr_assert_eq(corio_spawn_on(t, i & 1 ? CORIO_SCHED_ANY : 1, relay, (void *)(intptr_t)6,
+                                    &f), 0);
+        cr_assert_eq(corio_future_await(t, &f, NULL), 7);
+    }
+}
+
+T_RT(messages_on_their_way_are_no_deadlock)
+{
+    unsigned sizes[] = {2, 3, 4, 16};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        struct corio_rt *rt = rt_make(sizes[k]);
+        rt_running = rt;
+        for (int run = 0; run < 5; run++)
+            cr_assert_eq(corio_rt_run(rt, root_relay, NULL), 0, "%u schedulers", sizes[k]);
+        rt_running = NULL;
+        corio_rt_free(rt);
+    }
+}
+
 /* No temporary directory: an abort skips its removal. */
 Test(rt, a_task_named_from_another_schedulers_thread_aborts, .signal = SIGABRT, .timeout = 120)
 {
