@@ -799,9 +799,14 @@ AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **
  * without suspending) runs nothing else meanwhile: its ready tasks, its inbox and the spawns
  * sent to it by index wait; the other schedulers keep running, and its queued
  * CORIO_SCHED_ANY spawns are taken by them (one waiting for a timer or I/O is woken for
- * them: docs/RUNTIME.md, "Balance"). A deadlock that spans schedulers is not detected (the
- * run waits, as threads would): use deadlines. A child spawned with CORIO_SCHED_ANY while
- * another scheduler slept counts as one on another scheduler there, wherever it ran.
+ * them: docs/RUNTIME.md, "Balance"). A deadlock that spans schedulers ends the run with
+ * -EDEADLK (corio_rt_run): when every scheduler sleeps with nothing that could wake one of
+ * its tasks (no op, timer, or wait that another thread may end) and no message is on its
+ * way, each reports its suspended tasks on stderr and frees them without unwinding their
+ * stacks. Waits that another thread may end (channels, external futures, corio_go jobs)
+ * count as able to end: a deadlock through them is not found (the run waits, as threads
+ * would): use deadlines. A child spawned with CORIO_SCHED_ANY while another scheduler slept
+ * counts as one on another scheduler there, wherever it ran.
  *
  * Files: a file belongs to the context it was opened on. Open files in a task on that task's
  * scheduler's context (corio_sched_ctx(corio_task_sched(t))); a file of another scheduler's
@@ -836,8 +841,10 @@ AFS_API void corio_rt_free(struct corio_rt *rt);
 /* Starts the schedulers (each makes its context on its own thread), runs fn(root, arg) on
  * scheduler 0 on the calling thread until root and every task it spawned anywhere are done,
  * then stops and joins the threads and frees the schedulers and contexts. Returns 0; the
- * error of making a context or a thread (nothing runs then); or -EDEADLK as
- * corio_sched_run() (scheduler 0's tasks only). Not reentrant; one run at a time per rt. */
+ * error of making a context or a thread (nothing runs then); or -EDEADLK when no task of
+ * any scheduler can be woken any more (as corio_sched_run() for one scheduler; see
+ * "Runtimes" above for what counts), every scheduler's tasks abandoned. The runtime can run
+ * again after it. Not reentrant; one run at a time per rt. */
 AFS_API int  corio_rt_run(struct corio_rt *rt, corio_fn *fn, void *arg);
 
 /* The number of schedulers. */
