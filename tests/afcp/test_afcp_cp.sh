@@ -674,6 +674,28 @@ meta_suite() {
             check "-r under a default ACL with every right, umask $u: ACLs as cp" \
                 diff <(acls "$O/aclw$u.c/dst") <(acls "$O/aclw$u.a/dst")
         done
+        # --no-preserve=mode under a default ACL: cp's defaults less the umask and no access
+        # ACL from the default one (cp's set_acl), for files, a big file, directories and a
+        # FIFO; with -p and -a a FIFO takes its source's ACL, as files do
+        for t in c a; do
+            mkdir -p "$O/acln.$t/src/sub" "$O/acln.$t/dst"; echo f > "$O/acln.$t/src/f"
+            chmod 750 "$O/acln.$t/src/f"; echo g > "$O/acln.$t/src/sub/g"
+            head -c 300000 /dev/zero > "$O/acln.$t/src/big"
+            mkfifo -m 640 "$O/acln.$t/src/fifo"; mkfifo -m 660 "$O/acln.$t/src/afifo"
+            setfacl -m u:nobody:rw "$O/acln.$t/src/afifo" 2>/dev/null || true
+            setfacl -d -m g::rwx,o::rwx,m::rwx "$O/acln.$t/dst"
+            setfacl -d -m u:nobody:rx "$O/acln.$t/dst" 2>/dev/null || true
+        done
+        local o n
+        for o in "-r --no-preserve=mode" "-a --no-preserve=mode" "-rp" "-a"; do
+            n=${o//[ =-]/}
+            (umask 022; cp $o "$O/acln.c/src" "$O/acln.c/dst/$n"
+             "$AFCP" -q $o "$O/acln.a/src" "$O/acln.a/dst/$n")
+            check "$o under a default ACL: modes as cp" \
+                diff <(listing "$O/acln.c/dst/$n" | cut -d' ' -f1-3) <(listing "$O/acln.a/dst/$n" | cut -d' ' -f1-3)
+            check "$o under a default ACL: ACLs as cp" \
+                diff <(acls "$O/acln.c/dst/$n") <(acls "$O/acln.a/dst/$n")
+        done
     else skip "no ACLs here"; fi
     # the access times of operands under -a
     for t in c a; do

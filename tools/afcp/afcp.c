@@ -84,6 +84,7 @@ static struct afcp_dir *top_dir(const char *path, const char *shown, int dst)
                            .refs = 1};
     if (fstat(fd, &d->st) == 0)
         d->ddev = d->st.st_dev;
+    d->plain = dst && afcp_dir_plain(fd);
     /* The name as lstat sees it (a symlink to the directory stays the symlink): what cp's
      * test of "the same name" compares (walk.c). */
     struct stat l;
@@ -306,7 +307,8 @@ static void usage(FILE *f)
           "                       carries the ACLs (as with cp), ownership needs root\n"
           "      --no-preserve=LIST  do not keep the attributes in LIST; without mode,\n"
           "                       new files get 0666 and new directories 0777, less the\n"
-          "                       umask, as with cp (not the source's modes)\n"
+          "                       umask, as with cp (not the source's modes; under a\n"
+          "                       default ACL, without the ACL it would give them)\n"
           "  -a, --archive        same as -dR --preserve=all (an extended attribute the\n"
           "                       destination refuses is skipped silently, as cp does)\n"
           "  -d                   same as --no-dereference --preserve=links\n"

@@ -84,6 +84,8 @@ struct afcp_dir {
     int              refs;       /* atomic: file tasks on any scheduler hold references */
     int              created;    /* we made the destination: set its mode at the end */
     int              inherit;    /* made under a default ACL, which gave its mode: no chmod */
+    int              plain;      /* --no-preserve=mode and the destination has a default ACL:
+                                    what it gives new files goes (afcp_plain_mode) */
     mode_t           dmode;      /* the destination's mode when opened (its set-group-ID bit
                                     stays, as cp leaves it) */
     int              finalize;   /* apply mode/times when done (a copied directory) */
@@ -365,6 +367,19 @@ int    afcp_xattr_copy_at(int sdir, const char *sname, int ddir, const char *dna
 /* Whether the directory fd dir has a default ACL (what it gives new entries, instead of the
  * umask). */
 int    afcp_has_default_acl(int dir);
+/* --no-preserve=mode for a new file or directory under a default ACL, as cp's set_acl(dst, -1,
+ * mode): the access ACL the default one gave it goes, and its mode is `mode` (umask applied).
+ * A failure is reported. */
+void   afcp_plain_mode(int fd, mode_t mode, const char *dpath);
+/* afcp_acl_copy's access ACL for an entry that cannot be opened (a FIFO, a device): the one
+ * of sname in the directory fd sdir onto dname in ddir, or its removal when sname has none
+ * (or is NULL: afcp_plain_mode's removal). Through /proc/self/fd names, not followed;
+ * nothing without /proc. A failure is reported; 0 or -errno. */
+int    afcp_acl_copy_at(int sdir, const char *sname, int ddir, const char *dname,
+                        const char *dpath);
+/* Whether new entries of the destination directory fd dir take afcp_plain_mode: with
+ * --no-preserve=mode (and not --preserve=mode), where dir has a default ACL. */
+int    afcp_dir_plain(int dir);
 /* What is at dname in dd (not followed), and for a regular file its access ACL. */
 struct afcp_old {
     struct stat st;

@@ -555,6 +555,8 @@ static int open_dest(struct corio_task *t, struct afcp_file_job *j, struct fcopy
         afcp_err(err, "cannot create regular file '%s'", j->dpath);
         return -1;
     }
+    if (j->dd->plain && !old && !(c->inplace && j->exists))
+        afcp_plain_mode((int)afs_file_fd(c->out), perm & ~afcp.umask, j->dpath);
     /* --direct: the new inode again with O_DIRECT; a file system that refuses it keeps the
      * buffered handle (a fallback per file, not an error). */
     struct afs_file *d;
@@ -1290,6 +1292,8 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
         afcp_err(err, "cannot create regular file '%s'", dpath);
         goto fail_tmp;
     }
+    if (dd->plain)
+        afcp_plain_mode(ofd, perm & ~afcp.umask, dpath);
     uint64_t off = 0, size = (uint64_t)st.st_size;
     if (size && o->reflink == AFCP_REFLINK_AUTO &&
         clone_fd(fd, ofd, st.st_dev, dd->ddev, spath, dpath) == 0) {

@@ -112,13 +112,23 @@ mode_t afcp_new_mode(int sfd, mode_t st_mode)
     return (sfd >= 0 ? afcp_safe_mode(sfd, st_mode) : st_mode) & 0777;
 }
 
-/* Sets (or removes, acl NULL) one ACL xattr of fd. */
-static int put_acl(int fd, const char *name, const void *acl, ssize_t len)
+/* Sets (or removes, acl NULL) one ACL xattr of fd (of path, not followed, when fd < 0). */
+static int put_acl_at(int fd, const char *path, const char *name, const void *acl, ssize_t len)
 {
-    if (acl ? fsetxattr(fd, name, acl, (size_t)len, 0) == 0
-            : fremovexattr(fd, name) == 0 || errno == ENODATA || errno == ENOTSUP)
+    int r;
+    if (acl)
+        r = fd >= 0 ? fsetxattr(fd, name, acl, (size_t)len, 0)
+                    : lsetxattr(path, name, acl, (size_t)len, 0);
+    else
+        r = fd >= 0 ? fremovexattr(fd, name) : lremovexattr(path, name);
+    if (r == 0 || (!acl && (errno == ENODATA || errno == ENOTSUP)))
         return 0;
     return -errno;
+}
+
+static int put_acl(int fd, const char *name, const void *acl, ssize_t len)
+{
+    return put_acl_at(fd, NULL, name, acl, len);
 }
 
 int afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath)
@@ -278,4 +288,40 @@ int afcp_xattr_copy_at(int sdir, const char *sname, int ddir, const char *dname,
 int afcp_has_default_acl(int dir)
 {
     return fgetxattr(dir, ACL_DEFAULT, NULL, 0) > 0;
+}
+
+void afcp_plain_mode(int fd, mode_t mode, const char *dpath)
+{
+    int err = put_acl(fd, ACL_ACCESS, NULL, 0);
+    if (err == 0 && fchmod(fd, mode) < 0)
+        err = -errno;
+    if (err < 0)
+        afcp_err(err, "setting permissions for '%s'", dpath);
+}
+
+int afcp_acl_copy_at(int sdir, const char *sname, int ddir, const char *dname,
+                     const char *dpath)
+{
+    char *s = sname ? fd_path(sdir, sname) : NULL, *d = fd_path(ddir, dname);
+    void *acl = NULL;
+    ssize_t n = 0;
+    int err = 0;
+    if (d) {
+        if (s)
+            n = get_xattr(-1, s, ACL_ACCESS, &acl);
+        err = n < 0 ? (int)n : put_acl_at(-1, d, ACL_ACCESS, acl, n);
+        if (err < 0)
+            afcp_err(err, sname ? "preserving permissions for '%s'"
+                                : "setting permissions for '%s'", dpath);
+    }
+    free(acl);
+    free(s);
+    free(d);
+    return err;
+}
+
+int afcp_dir_plain(int dir)
+{
+    return afcp.o.default_mode && !(afcp.o.preserve & AFCP_P_MODE) && dir >= 0 &&
+           afcp_has_default_acl(dir);
 }

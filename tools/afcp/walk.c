@@ -85,6 +85,10 @@ static void dir_attrs(struct afcp_dir *d)
     } else if (d->created && !d->inherit &&
                fchmod(d->dfd, made_dir_mode(d->sfd, d->st.st_mode) | sgid) < 0) {
         afcp_err(errno, "setting permissions for '%s'", d->dpath);
+    } else if (d->created && d->inherit && afcp.o.default_mode) {
+        /* --no-preserve=mode: no access ACL from the default one, cp's defaults less the
+         * umask (cp's set_acl after its mkdir). */
+        afcp_plain_mode(d->dfd, made_dir_mode(-1, d->st.st_mode) | sgid, d->dpath);
     } else if (d->created && d->inherit) {
         /* Made under a default ACL without the bits cp omits: those the umask would
          * keep come back (as cp's chmod after its mkdir). */
@@ -617,7 +621,12 @@ static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir
                                                    : st->st_mode & 07777;
         if (fchmodat(dd->dfd, dname, mode, 0) < 0)
             afcp_err(errno, "preserving permissions for '%s'", dpath);
+        else
+            afcp_acl_copy_at(sd->sfd, sname, dd->dfd, dname, dpath); /* as for files */
     } else if (afcp.o.default_mode) {
+        /* Under a default ACL: its access ACL goes first (cp's set_acl). */
+        if (dd->plain && !exists && afcp_acl_copy_at(-1, NULL, dd->dfd, dname, dpath) < 0)
+            return;
         if (fchmodat(dd->dfd, dname, special | (afcp_new_mode(-1, st->st_mode) & ~afcp.umask),
                      0) < 0)
             afcp_err(errno, "setting permissions for '%s'", dpath);
@@ -834,6 +843,7 @@ static struct afcp_dir *open_dest_dir(struct afcp_dir *sd, const char *sname,
     *d = (struct afcp_dir){.sfd = sfd, .dfd = dfd, .spath = afcp_xstrdup(spath),
                            .dpath = afcp_xstrdup(dpath), .st = *st, .refs = 1,
                            .created = created, .inherit = inherit && created,
+                           .plain = afcp_dir_plain(dfd),
                            .dmode = dst.st_mode, .rootdev = sd->rootdev,
                            .sname_id = sname_id, .dname_id = {dst.st_dev, dst.st_ino},
                            .finalize = created || (afcp.o.preserve & (AFCP_P_ATTRS | AFCP_P_XATTR)),
