@@ -1253,6 +1253,40 @@ T_RT(a_deadlock_across_schedulers_is_reported)
     corio_rt_free(rt);
 }
 
+/* A child stuck the same way but under its parent's deadline: the timer can end its wait,
+ * so it is no deadlock; the run ends when the deadline passes. And on a runtime of one
+ * scheduler, a deadlock is found as on any other. */
+static void root_deadline(struct corio_task *t, void *arg)
+{
+    struct corio_future f;
+    corio_set_deadline(t, corio_now() + 50 * MS);
+    cr_assert_eq(corio_spawn_on(t, 1, dl_stuck, arg, &f), 0);
+    int r = corio_future_await(t, &f, NULL);
+    cr_assert(r == -ETIMEDOUT || r == 0, "%d", r); /* its own wait's deadline, or the child's end */
+}
+
+static void root_alone(struct corio_task *t, void *arg)
+{
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 0, dl_stuck, arg, &f), 0);
+    corio_future_await(t, &f, NULL);
+}
+
+T_RT(a_wait_a_deadline_ends_is_no_deadlock)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct dl_state st = {0};
+    cr_assert_eq(corio_rt_run(rt, root_deadline, &st), 0);
+    cr_assert_eq(atomic_load(&st.started), 1);
+    cr_assert_eq(atomic_load(&st.ended), 1, "the stuck child's wait ended at the deadline");
+    corio_rt_free(rt);
+    rt = rt_make(1);
+    struct dl_state one = {0};
+    cr_assert_eq(corio_rt_run(rt, root_alone, &one), -EDEADLK);
+    cr_assert_eq(atomic_load(&one.started), 1);
+    corio_rt_free(rt);
+}
+
 /* A chain of children each on another scheduler, each awaiting the next: while one runs,
  * every other scheduler sleeps with nothing but a message that could wake it, and a message
  * is always on its way. Never a deadlock. */
