@@ -306,7 +306,7 @@ int afcp_acl_copy_at(int sdir, const char *sname, int ddir, const char *dname,
     void *acl = NULL;
     ssize_t n = 0;
     int err = 0;
-    if (d) {
+    if (d && (s || !sname)) { /* a source not reached (no /proc): nothing is removed */
         if (s)
             n = get_xattr(-1, s, ACL_ACCESS, &acl);
         err = n < 0 ? (int)n : put_acl_at(-1, d, ACL_ACCESS, acl, n);
