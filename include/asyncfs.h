@@ -639,7 +639,11 @@ AFS_API int afs_cancel(struct afs_op *op);
  *    Linux (preadv2 with RWF_NOWAIT, 4.14) it is served inline only when all of it is in the
  *    page cache, else it joins the batch like a larger one and suspends only the task (the
  *    kernel has started to read it meanwhile); where the system or the file system cannot
- *    tell (other systems, or RWF_NOWAIT refused), it blocks the thread for that read. A
+ *    tell (other systems, or RWF_NOWAIT refused), it blocks the thread for that read. Asking
+ *    costs a system call and, on a miss, a device read issued alone instead of with the
+ *    batch, so each file measures its misses and what a hit and a miss cost: while misses
+ *    cost more than hits save (a cold cache), its small reads join the batch without asking,
+ *    all but a sample, which finds out when its data is cached again. A
  *    write always runs inline. sync_threshold = 0 batches every op. Also inline: afs_file_size
  *    and afs_seek(SEEK_END) (an fstat), the queueing calls (they never wait), and every call
  *    made from an op's callback.

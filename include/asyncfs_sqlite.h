@@ -11,10 +11,12 @@
  *
  * Contexts. A file opened inside a corio task is opened on the scheduler's context
  * (corio_sched_ctx()); reads of at most the context's sync_threshold bytes on a buffered file
- * run inline there (cheap on cached pages): give the scheduler a context with
- * sync_threshold 0 to batch every page read (best on a cold cache). A file opened outside a
- * task is opened on a context the VFS keeps for the calling thread (created at first use,
- * default configuration, freed when the thread has exited and its last file is closed).
+ * run inline there when the page cache holds them, and join the batch when it does not (a
+ * file whose reads keep missing sends them to the batch without asking first: see
+ * asyncfs.h, "Inside a corio task"); a scheduler whose context has sync_threshold 0 batches
+ * every page read, the cached ones included. A file opened outside a task is opened on a
+ * context the VFS keeps for the calling thread (created at first use, default
+ * configuration, freed when the thread has exited and its last file is closed).
  * Use a connection on the thread that opened it (SQLite's default threading mode allows
  * that); connections opened in tasks must be closed before their scheduler is freed.
  * As with SQLite itself, connections do not cross fork(): a child process opens its own (the

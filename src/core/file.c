@@ -305,6 +305,47 @@ static void *meta_task(struct afs_ctx *ctx);
  * crash mode: the simulator sees every read), the read runs inline as before. */
 enum { READ_INLINE, READ_MISS, READ_HIT };
 
+/* Asking is cheap when the answer is a hit and dear when it is a miss: a system call, and
+ * the kernel's read-ahead then sends the read to the device at once and alone, outside the
+ * plug of the batch's submission (a device notification for each miss, which a virtual
+ * machine pays with an exit). So each file measures its miss rate and what a hit and a miss
+ * cost its reads that never wait, and asks only while the misses' cost stays under what the
+ * hits save (taken as a hit's own cost: about what suspending and a trip through the batch
+ * add). Otherwise its small reads join the batch at once, and a sample of them still asks,
+ * so the file learns when its data is cached again: one in PROBE_EVERY while the samples
+ * miss, twice as many after each sample that hits (a cache warming up is seen within a few
+ * hundred reads). A probe is timed while a cost is unknown, when it is a sample, and one in
+ * PROBE_TIME_EVERY otherwise. A miss's cost is the average of its times, a hit's its lowest
+ * recent time: a hit that took longer was mostly serving the interrupts of earlier misses'
+ * device reads, a cost of the misses that their own times do not show. */
+enum { PROBE_EVERY = 32, PROBE_TIME_EVERY = 16, PROBE_FULL = 1024 };
+
+static void probe_learn(struct afs__probe *p, bool hit, int64_t ns)
+{
+    int target = hit ? 0 : PROBE_FULL;
+    p->misses = (uint16_t)(p->misses + (target - (int)p->misses) / 32);
+    if (ns >= 0) {
+        uint32_t v = ns <= 0 ? 1 : ns > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+        if (!hit)
+            p->miss_ns = p->miss_ns ? p->miss_ns - p->miss_ns / 8 + v / 8 : v;
+        else if (!p->hit_ns || v < p->hit_ns)
+            p->hit_ns = v;
+        else
+            p->hit_ns += (v - p->hit_ns) / 64;
+    }
+    bool was_off = p->off;
+    if (p->hit_ns && p->miss_ns)
+        p->off = (uint64_t)p->misses * p->miss_ns > (uint64_t)(PROBE_FULL - p->misses) * p->hit_ns;
+    else
+        p->off = !hit; /* a cost still unknown: follow the last answer */
+    if (!was_off)
+        p->gap = PROBE_EVERY;
+    else if (hit)
+        p->gap = p->gap > 1 ? p->gap / 2 : 1;
+    else
+        p->gap = p->gap < PROBE_EVERY ? p->gap * 2 : PROBE_EVERY;
+}
+
 static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, ssize_t *res)
 {
     struct afs_ctx *ctx = f->ctx;
@@ -315,8 +356,18 @@ static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, 
         len > (size_t)SSIZE_MAX || off > (uint64_t)INT64_MAX - len ||
         atomic_load_explicit(&f->nb_open, memory_order_relaxed) < 0 || !meta_task(ctx))
         return READ_INLINE;
+    struct afs__probe *p = &f->probe;
+    if (p->off && ++p->tick < p->gap)
+        return READ_MISS;
+    p->tick = 0;
+    bool timed = p->off || !p->hit_ns || !p->miss_ns || ++p->timed >= PROBE_TIME_EVERY;
+    int64_t t0 = timed ? afs__sys.now() : 0;
     ssize_t r = afs__sys.pread_nowait(f->fd, buf, len, off);
+    int64_t ns = timed ? afs__sys.now() - t0 : -1;
+    if (timed)
+        p->timed = 0;
     if (r == (ssize_t)len) {
+        probe_learn(p, true, ns);
         ctx->stats.inline_ops++;
         *res = r;
         return READ_HIT;
@@ -325,6 +376,8 @@ static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, 
         f->no_nowait = true;
         return READ_INLINE;
     }
+    if (r == -EAGAIN || (r > 0 && r < (ssize_t)len))
+        probe_learn(p, false, ns);
     return READ_MISS;
 }
 

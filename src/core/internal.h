@@ -618,6 +618,22 @@ struct afs__op_waiting {
     void              *co;
 };
 
+/* What a file's small reads in a task learned of its page cache (file.c, read_cached): the
+ * share of reads that never wait that missed (of 1024, a moving average; 0 at open), what
+ * a hit and a miss cost them (ns, moving averages; 0 until measured), whether such reads
+ * now join the batch without asking (`off`), the reads between two that ask while off
+ * (`gap`), and the reads since the last that asked (`tick`) and since the last timed
+ * (`timed`). */
+struct afs__probe {
+    uint16_t misses;
+    bool     off;
+    uint8_t  tick;
+    uint8_t  gap;
+    uint8_t  timed;
+    uint32_t hit_ns;
+    uint32_t miss_ns;
+};
+
 struct afs_file {
     struct afs_ctx  *ctx;
     struct afs_list_node node;  /* on ctx->files */
@@ -633,6 +649,7 @@ struct afs_file {
                                    context has one: a socket, or a pipe or FIFO made
                                    non-blocking for it (afs__file_attach) */
     bool             no_nowait; /* reads that never wait are refused here (afs__sys) */
+    struct afs__probe probe;    /* whether small reads in a task ask the cache first */
     struct afs__ready_fd rdy;   /* the readiness engine's state for this socket */
     /* The file's size as last learned (fstat at open, afs_file_size()), -1 when unknown or
      * when a write of this file may have moved it. A short read that ends exactly there is

@@ -149,11 +149,148 @@ T_CACHED(a_miss_joins_the_batch_instead_of_blocking_the_thread)
     uint64_t ios;
     run_readers(N, false, &d, &ios);
     fake_off();
-    cr_assert_eq(nowait_calls, N);
+    cr_assert_eq(nowait_calls, 1, "after a miss the file's next reads do not ask (%d did)",
+                 nowait_calls);
     cr_assert_eq(d.inline_ops, 0, "no read ran inline after a miss (%llu did)",
                  (unsigned long long)d.inline_ops);
     cr_assert_eq(d.ops, N, "every read went to the backend");
     cr_assert_eq(ios, N);
+}
+
+/* Whether a file keeps asking is decided by what its answers cost (include/asyncfs.h): the
+ * fake read below says miss or hit by a pattern of the read's index, and advances a fake
+ * clock by what each answer is made to cost. */
+static int64_t fake_clock;
+static int64_t hit_ns, miss_ns;
+static int64_t slow_hit_ns; /* nonzero: what a hit at an odd index costs instead */
+static int     read_no;
+static int     miss_until;  /* reads before this index miss */
+static int     miss_every;  /* then one in this many misses (0: none) */
+static int64_t (*real_now)(void);
+
+static int64_t fake_now(void)
+{
+    return fake_clock;
+}
+
+static ssize_t timed_nowait(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    nowait_calls++;
+    if (read_no < miss_until || (miss_every && read_no % miss_every == 0)) {
+        fake_clock += miss_ns;
+        return -EAGAIN;
+    }
+    fake_clock += slow_hit_ns && read_no % 2 ? slow_hit_ns : hit_ns;
+    return afs__sys.pread(fd, buf, len, off);
+}
+
+enum { SEQ_READS = 3000, SEQ_TAIL = 1000 };
+
+struct seq_result {
+    int      asked_tail;  /* reads that asked among the last SEQ_TAIL */
+    int      asked_cold;  /* among the first miss_until */
+    uint64_t inline_tail; /* served at once among the last SEQ_TAIL */
+    uint64_t ops;         /* reads that went to the backend */
+};
+static struct seq_result seq;
+static struct afs_file  *seq_f;
+
+static void seq_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    char buf[LEN];
+    struct afs_stats a, b, z;
+    afs_ctx_stats(t_ctx, &z);
+    int asked = 0;
+    for (read_no = 0; read_no < SEQ_READS; read_no++) {
+        if (read_no == miss_until)
+            seq.asked_cold = nowait_calls;
+        if (read_no == SEQ_READS - SEQ_TAIL) {
+            asked = nowait_calls;
+            afs_ctx_stats(t_ctx, &a);
+        }
+        uint64_t off = (uint64_t)(read_no % N) * LEN;
+        cr_assert_eq(afs_pread(seq_f, buf, LEN, off), LEN);
+        cr_assert(t_check(buf, LEN, off), "read %d: wrong bytes", read_no);
+    }
+    afs_ctx_stats(t_ctx, &b);
+    seq.asked_tail = nowait_calls - asked;
+    seq.inline_tail = b.inline_ops - a.inline_ops;
+    seq.ops = b.ops - z.ops;
+}
+
+/* SEQ_READS reads of 4 KiB in one task, the fake answers and clock on. */
+static void run_seq(int64_t hit, int64_t miss, int until, int every)
+{
+    t_ctx = t_ctx_cfg(NULL);
+    t_make_file(t_path("f"), (size_t)N * LEN);
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &seq_f), 0);
+    real_nowait = afs__sys.pread_nowait;
+    real_now = afs__sys.now;
+    afs__sys.pread_nowait = timed_nowait;
+    afs__sys.now = fake_now;
+    nowait_calls = 0;
+    hit_ns = hit;
+    miss_ns = miss;
+    miss_until = until;
+    miss_every = every;
+    memset(&seq, 0, sizeof seq);
+    read_no = 0;
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
+    int rc = corio_sched_run(s, seq_task, NULL);
+    corio_sched_free(s);
+    afs__sys.pread_nowait = real_nowait;
+    afs__sys.now = real_now;
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(afs_close(seq_f), 0);
+}
+
+T_CACHED(a_cold_file_asks_once_in_a_while_and_reads_inline_again_once_cached)
+{
+    run_seq(1000, 20000, 1000, 0); /* the first 1,000 reads miss, then every one hits */
+    cr_assert(seq.asked_cold >= 2 && seq.asked_cold <= 1000 / 16,
+              "while cold, a few reads ask (%d of 1000)", seq.asked_cold);
+    cr_assert_eq(seq.inline_tail, SEQ_TAIL, "once cached, every read at once again (%llu)",
+                 (unsigned long long)seq.inline_tail);
+    cr_assert_eq(seq.asked_tail, SEQ_TAIL);
+    cr_assert(seq.ops >= 1000 - 1000 / 16, "the cold reads went to the backend (%llu)",
+              (unsigned long long)seq.ops);
+}
+
+T_CACHED(a_file_whose_misses_cost_what_its_hits_do_keeps_asking)
+{
+    run_seq(1000, 1000, 0, 3); /* one read in 3 misses; a miss costs a hit's time */
+    cr_assert_eq(seq.asked_tail, SEQ_TAIL, "every read asks (%d of %d)", seq.asked_tail,
+                 SEQ_TAIL);
+    uint64_t hits = 0;
+    for (int i = SEQ_READS - SEQ_TAIL; i < SEQ_READS; i++)
+        hits += i % 3 != 0;
+    cr_assert_eq(seq.inline_tail, hits, "the hits at once (%llu of %llu)",
+                 (unsigned long long)seq.inline_tail, (unsigned long long)hits);
+}
+
+T_CACHED(a_file_whose_misses_cost_far_more_than_its_hits_stops_asking)
+{
+    run_seq(1000, 20000, 0, 3); /* the same answers, a miss 20 times dearer */
+    cr_assert(seq.asked_tail <= SEQ_TAIL / 16, "most reads go to the batch without asking "
+              "(%d of %d asked)", seq.asked_tail, SEQ_TAIL);
+}
+
+/* Where misses' device reads end in interrupts, a hit that happens to take them looks dear:
+ * a hit's cost is its lowest recent time, so every other hit 30 times slower does not make
+ * asking look worth it (their average would: 15.5 us a hit against 5 us a miss). */
+T_CACHED(hits_slowed_by_others_interrupts_do_not_make_asking_look_cheap)
+{
+    slow_hit_ns = 30000;
+    run_seq(1000, 5000, 0, 3);
+    slow_hit_ns = 0;
+    cr_assert(seq.asked_tail <= SEQ_TAIL / 16, "most reads go to the batch without asking "
+              "(%d of %d asked)", seq.asked_tail, SEQ_TAIL);
 }
 
 T_CACHED(a_short_answer_is_read_whole_through_the_batch)
