@@ -172,6 +172,18 @@ struct afs_config {
  * multishot accepts and buffer-ring receives described under "Sockets" below. Other
  * backends ignore it. */
 #define AFS_CTX_PLAIN_SOCKETS  0x8u
+/* io_uring, small buffered reads made in corio tasks (see "Inside a corio task"): a read the
+ * page cache holds can be served at once on the task's thread (one preadv2 each, "inline") or
+ * join the phase's batch like a larger read (one io_uring_enter for the whole phase: cheaper
+ * where a system call is dear and many tasks read, dearer for a lone task, which then waits
+ * for the batch). By default the context measures which serves it better, as it does for
+ * direct I/O above: windows of each way, back to back, now and then, keeping the one that
+ * did more work (completed ops and inline reads) per second, or, when the two are close, the
+ * one that took less of the thread's CPU time per unit of work. afs_ctx_read_rule() tells
+ * what was measured. AFS_CTX_INLINE_SMALL serves every such cached read inline without
+ * measuring; sync_threshold 0 sends them all to the batch. Other backends serve them inline
+ * (their batches are a system call for each read). */
+#define AFS_CTX_INLINE_SMALL   0x10u
 
 /* Fills *cfg with the defaults above. */
 AFS_API void afs_config_default(struct afs_config *cfg);
@@ -372,6 +384,21 @@ struct afs_offload {
                                 or a kernel without the call, before Linux 5.15) */
 };
 AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out);
+
+/* How the context serves small cached reads made in tasks (AFS_CTX_INLINE_SMALL above) and
+ * what the choice rests on; all zero where the rule does not run (other backends, the flag,
+ * sync_threshold 0). Rates and CPU times are averages over recent windows of each way (0
+ * before the first), chosen between as for direct I/O (afs_ctx_offload). */
+struct afs_read_rule {
+    int      batching;      /* 1: such reads join the batch now */
+    unsigned samples;       /* measuring windows scored so far, both ways */
+    uint64_t inline_rate;   /* completed ops and inline reads per second, serving inline */
+    uint64_t batch_rate;    /* the same, through the batch */
+    uint64_t inline_cpu_ns; /* the context thread's CPU time per unit of that work, inline */
+    uint64_t batch_cpu_ns;  /* the same, through the batch */
+};
+/* Fills *out. Call it on the context's thread (the figures are that thread's). */
+AFS_API void afs_ctx_read_rule(const struct afs_ctx *ctx, struct afs_read_rule *out);
 
 /* ------------------------------------------------------------------------------------------
  * Files
@@ -643,7 +670,9 @@ AFS_API int afs_cancel(struct afs_op *op);
  *    costs a system call and, on a miss, a device read issued alone instead of with the
  *    batch, so each file measures its misses and what a hit and a miss cost: while misses
  *    cost more than hits save (a cold cache), its small reads join the batch without asking,
- *    all but a sample, which finds out when its data is cached again. A
+ *    all but a sample, which finds out when its data is cached again. On io_uring, cached
+ *    small reads may join the batch as well, when the context measured that cheaper
+ *    (AFS_CTX_INLINE_SMALL). A
  *    write always runs inline. sync_threshold = 0 batches every op. Also inline: afs_file_size
  *    and afs_seek(SEEK_END) (an fstat), the queueing calls (they never wait), and every call
  *    made from an op's callback.

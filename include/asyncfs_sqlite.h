@@ -12,7 +12,8 @@
  * Contexts. A file opened inside a corio task is opened on the scheduler's context
  * (corio_sched_ctx()); reads of at most the context's sync_threshold bytes on a buffered file
  * run inline there when the page cache holds them, and join the batch when it does not (a
- * file whose reads keep missing sends them to the batch without asking first: see
+ * file whose reads keep missing sends them to the batch without asking first, and on
+ * io_uring the context sends cached ones there too when it measured that cheaper: see
  * asyncfs.h, "Inside a corio task"); a scheduler whose context has sync_threshold 0 batches
  * every page read, the cached ones included. A file opened outside a task is opened on a
  * context the VFS keeps for the calling thread (created at first use, default

@@ -15,7 +15,8 @@ foreach(t contract corio_sched corio_net)
                    ${SRC}/contract/test_register.c ${SRC}/contract/test_sockets.c
                    ${SRC}/contract/test_crash.c ${SRC}/contract/test_crash_wal.c
                    ${SRC}/contract/test_chain.c ${SRC}/contract/test_cached.c
-                   ${SRC}/contract/test_sendfile.c ${SRC}/shim/runner.c)
+                   ${SRC}/contract/test_sendfile.c ${SRC}/contract/test_tune.c
+                   ${SRC}/shim/runner.c)
     # The readiness engine's kqueue flavour runs over a stand-in (tests/contract/sock_flavours.h).
     target_sources(${t}_shim PRIVATE ${SRC}/helpers/kqueue_shim.c)
   elseif(t STREQUAL corio_sched)

@@ -443,7 +443,7 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     if ((cfg->alloc == NULL) != (cfg->release == NULL))
         return ctx_error(-EINVAL, "afs_config: alloc and release go together");
     if (cfg->flags & ~(AFS_CTX_NO_FALLBACK | AFS_CTX_INLINE_DIRECT | AFS_CTX_OFFLOAD_DIRECT |
-                       AFS_CTX_PLAIN_SOCKETS))
+                       AFS_CTX_PLAIN_SOCKETS | AFS_CTX_INLINE_SMALL))
         return ctx_error(-EINVAL, "afs_config: unknown flags");
     if ((cfg->flags & AFS_CTX_INLINE_DIRECT) && (cfg->flags & AFS_CTX_OFFLOAD_DIRECT))
         return ctx_error(-EINVAL, "afs_config: AFS_CTX_INLINE_DIRECT and "
@@ -482,6 +482,9 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
     /* A backend that was asked for is not a fallback; only AUTO reports a reason. */
     if (ctx->why[0] && ctx->be->id == ladder[0])
         ctx->why[0] = '\0';
+    afs__tune_init(&ctx->read_rule, AFS__READ_RULE_WINDOW_NS);
+    ctx->read_rule_on = ctx->be->batches_reads && !(cfg->flags & AFS_CTX_INLINE_SMALL) &&
+                        cfg->sync_threshold > 0;
     *out = ctx;
     return 0;
 }

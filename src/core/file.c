@@ -346,6 +346,20 @@ static void probe_learn(struct afs__probe *p, bool hit, int64_t ns)
         p->gap = p->gap < PROBE_EVERY ? p->gap * 2 : PROBE_EVERY;
 }
 
+/* The context's rule for such reads (asyncfs.h, AFS_CTX_INLINE_SMALL; tune.h): its events
+ * are the small reads that reach it, its work the context's completed ops and inline reads,
+ * its CPU clock the thread's (the context's one thread does both ways' work). */
+static uint64_t work_done(const void *arg)
+{
+    const struct afs_ctx *ctx = arg;
+    return ctx->stats.completions + ctx->stats.inline_ops;
+}
+
+static int64_t thread_cpu(void)
+{
+    return afs__sys.cpu_now ? afs__sys.cpu_now() : -1;
+}
+
 static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, ssize_t *res)
 {
     struct afs_ctx *ctx = f->ctx;
@@ -356,6 +370,11 @@ static int read_cached(struct afs_file *f, void *buf, size_t len, uint64_t off, 
         len > (size_t)SSIZE_MAX || off > (uint64_t)INT64_MAX - len ||
         atomic_load_explicit(&f->nb_open, memory_order_relaxed) < 0 || !meta_task(ctx))
         return READ_INLINE;
+    if (ctx->read_rule_on) {
+        const struct afs__tune_src src = {work_done, thread_cpu, ctx};
+        if (afs__tune_count(&ctx->read_rule, 1, &src))
+            return READ_MISS; /* this window's way: through the batch, cached or not */
+    }
     struct afs__probe *p = &f->probe;
     if (p->off && ++p->tick < p->gap)
         return READ_MISS;

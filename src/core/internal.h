@@ -5,6 +5,7 @@
 #include "asyncfs.h"
 #include "list.h"
 #include "platform.h"
+#include "tune.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -414,9 +415,15 @@ void           afs__list_append(struct afs__list *dst, struct afs__list *src); /
 #define AFS__SUBMIT_SLICE 512u
 #endif
 
+#define AFS__READ_RULE_WINDOW_NS (10 * 1000 * 1000)
+
 struct afs__backend {
     const char      *name;
     enum afs_backend id;
+    /* Buffered reads staged in a phase reach the kernel in the phase's one system call,
+     * which does the cached ones itself (io_uring): small cached reads in tasks may then be
+     * cheaper through the batch than inline, which the context measures (file.c). */
+    bool             batches_reads;
     /* Sets up ctx->be. On failure returns -errno and writes why into `why`.
      * -ENOSYS, -EPERM, -EACCES, -EINVAL, -ENOMEM and -ENOTSUP mean "not available here". */
     int  (*init)(struct afs_ctx *ctx, char *why, size_t why_len);
@@ -724,6 +731,11 @@ struct afs_ctx {
     afs__waker        waker;     /* signalled by the pool and by afs_ctx_wake() */
     atomic_bool       wake_requested;
 
+    /* Small cached reads in tasks: inline (way 0) or through the batch (way 1), measured
+     * (tune.h; file.c, read_cached), where read_rule_on, in windows of
+     * AFS__READ_RULE_WINDOW_NS (cached reads come by the hundred thousand a second). */
+    struct afs__tune  read_rule;
+    bool              read_rule_on;
     struct afs_list   files;     /* open files, for afs_ctx_free() */
     struct afs_list   streams;   /* open streams (struct afs_stream), for afs_ctx_free() */
     struct afs_stats  stats;

@@ -98,6 +98,22 @@ void afs_ctx_registration(const struct afs_ctx *ctx, struct afs_registration *ou
     out->files_why = ctx->reg_files_why[0] ? ctx->reg_files_why : NULL;
 }
 
+void afs_ctx_read_rule(const struct afs_ctx *ctx, struct afs_read_rule *out)
+{
+    afs__ctx_check(ctx, __func__);
+    AFS_CHECK(out != NULL, "out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!ctx->read_rule_on)
+        return;
+    const struct afs__tune *t = &ctx->read_rule;
+    out->batching = t->choice;
+    out->samples = t->samples;
+    out->inline_rate = t->rate[0];
+    out->batch_rate = t->rate[1];
+    out->inline_cpu_ns = t->cpu_ns[0];
+    out->batch_cpu_ns = t->cpu_ns[1];
+}
+
 void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out)
 {
     afs__ctx_check(ctx, __func__);

@@ -1199,6 +1199,7 @@ bool afs__uring_no_sock;
 
 const struct afs__backend afs__backend_uring = {
     .name = "io_uring",
+    .batches_reads = true,
     .id = AFS_BACKEND_IO_URING,
     .init = uring_init,
     .fini = uring_fini,

@@ -17,39 +17,19 @@
  * poll, a socket cancel's fd << 8 | 5) and liburing's timeout all have a low bit set. */
 #define URING_NOT_OP(ud) (((ud) & 7u) != 0)
 
-/* The rule (docs/ARCHITECTURE.md). Windows last WINDOW_NS of the monotonic clock and at
- * least WINDOW_MIN_OPS direct ops; the clock is read once per CHECK_OPS direct ops. The
- * context's first window is issued inline and not scored (it pays for first touches). Then
- * WARMUP_ROUNDS sampling rounds, each an inline and an offloaded window back to back (the
- * order alternating from round to round, so a load that rises or falls does not favour
- * one); after that GAP_MIN windows by choice between two rounds, twice as many after each
- * round whose own comparison agrees with the choice (up to GAP_MAX), half as many after one
- * that does not (the evidence is looked at again sooner), GAP_MIN after a change.
- * A window's score is what the context delivered: completions per second of wall time and
- * the process's CPU time per completion (the kernel's workers are threads of the process,
- * so their time counts). Each regime keeps the mean of its first AVG_DEPTH scores, then a
- * running average that weighs the newest 1/AVG_DEPTH: single windows on a shared machine
- * vary several-fold (a 20 ms window of one regime measured 7k and the next 73k reads/s).
- * Which regime delivers more, and which costs less CPU per completion, are decided on the
- * medians of the last ROUNDS_KEPT rounds' paired ratios (offloaded over inline, the two
- * windows of one round side by side): one window several-fold off moves a running average
- * past the margin for rounds, a median not at all. The averages are what is reported. */
-#define WINDOW_NS      (50 * 1000 * 1000)
-/* A window that took longer than this (the context had no direct I/O to do for a while, or
- * a device slower than 64 ops a second) is not scored: it starts again, same regime. */
-#define WINDOW_MAX_NS  ((int64_t)1000 * 1000 * 1000)
-#define WINDOW_MIN_OPS 64u
-#define CHECK_OPS      32u
-#define WARMUP_ROUNDS  3u
-#define GAP_MIN        4u
-#define GAP_MAX        64u
-#define AVG_DEPTH      4u
-#define ROUNDS_KEPT    AFS__UREG_ROUNDS
-#define RATIO_ONE      1024u /* a paired ratio of 1 */
-/* Completions per second decide when one regime delivers more than 9/8 of the other's;
- * nearer than that, the regime with less CPU time per completion is chosen. */
-#define RATE_MARGIN_NUM 9u
-#define RATE_MARGIN_DEN 8u
+/* The offload rule is tune.h's (docs/ARCHITECTURE.md): way 0 issues inline, way 1 marks
+ * the direct ops IOSQE_ASYNC; its events are the direct ops issued, its work the context's
+ * completions (every op's), its CPU clock the process's (the kernel's workers are threads of
+ * the process, so their time counts). */
+static uint64_t completions(const void *ctx)
+{
+    return ((const struct afs_ctx *)ctx)->stats.completions;
+}
+
+static int64_t proc_cpu(void)
+{
+    return afs__sys.proc_cpu_now ? afs__sys.proc_cpu_now() : -1;
+}
 
 void afs__ureg_init(struct afs__ureg *r, struct io_uring *ring, const struct afs_ctx *ctx)
 {
@@ -57,8 +37,7 @@ void afs__ureg_init(struct afs__ureg *r, struct io_uring *ring, const struct afs
     r->tune.mode = (ctx->cfg.flags & AFS_CTX_INLINE_DIRECT)    ? URING_OFFLOAD_NEVER
                    : (ctx->cfg.flags & AFS_CTX_OFFLOAD_DIRECT) ? URING_OFFLOAD_ALWAYS
                                                                : URING_OFFLOAD_AUTO;
-    r->tune.gap = GAP_MIN;
-    r->tune.win_check = CHECK_OPS;
+    afs__tune_init(&r->tune.rule, 50 * 1000 * 1000); /* a device's pace varies more */
     unsigned cap = ctx->cfg.io_workers;
     if (cap == AFS_IO_WORKERS_KERNEL)
         return;
@@ -253,145 +232,6 @@ static int enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timesp
     return afs__uring_enter_real(ring, wait_nr, ts);
 }
 
-/* The n-th score (from 1) into an average (above). */
-static void average(uint64_t *avg, uint64_t sample, unsigned n)
-{
-    int64_t w = AFS_MIN(n, AVG_DEPTH);
-    int64_t a = (int64_t)*avg + ((int64_t)sample - (int64_t)*avg) / w;
-    *avg = a > 0 ? (uint64_t)a : 1; /* 0 means "not measured" */
-}
-
-/* 1: offloading delivers more than RATE_MARGIN of inline's rate; -1: the converse; 0:
- * nearer than that. `ratio` is offloaded over inline, in RATIO_ONE units. */
-static int rate_verdict(uint64_t ratio)
-{
-    if (ratio * RATE_MARGIN_DEN > (uint64_t)RATIO_ONE * RATE_MARGIN_NUM)
-        return 1;
-    if ((uint64_t)RATIO_ONE * RATE_MARGIN_DEN > ratio * RATE_MARGIN_NUM)
-        return -1;
-    return 0;
-}
-
-static uint64_t median(const uint32_t *ratios, unsigned n)
-{
-    uint32_t v[ROUNDS_KEPT] = {0};
-    memcpy(v, ratios, n * sizeof v[0]);
-    for (unsigned i = 1; i < n; i++) /* insertion sort: five at most */
-        for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            uint32_t x = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = x;
-        }
-    return n % 2 ? v[n / 2] : ((uint64_t)v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-/* Keeps the last ROUNDS_KEPT ratios, the newest last. */
-static void keep(uint32_t *ratios, unsigned *n, uint32_t r)
-{
-    if (*n == ROUNDS_KEPT)
-        memmove(ratios, ratios + 1, (ROUNDS_KEPT - 1) * sizeof ratios[0]);
-    else
-        (*n)++;
-    ratios[*n - 1] = r;
-}
-
-/* a / b in RATIO_ONE units (b > 0). */
-static uint32_t ratio_of(uint64_t a, uint64_t b)
-{
-    uint64_t r = a > UINT64_MAX / RATIO_ONE ? UINT64_MAX : a * RATIO_ONE / b;
-    return r > UINT32_MAX ? UINT32_MAX : (uint32_t)r;
-}
-
-/* The regime that delivers more, or as much for less CPU. */
-static bool prefer_offload(const struct afs__ureg_tune *t)
-{
-    if (t->nratios[0] == 0)
-        return t->offloading;
-    int v = rate_verdict(median(t->ratios[0], t->nratios[0]));
-    if (v)
-        return v > 0;
-    /* Without a CPU clock: inline, which starts no threads. */
-    return t->nratios[1] && median(t->ratios[1], t->nratios[1]) < RATIO_ONE;
-}
-
-static void score(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now, int64_t cpu)
-{
-    uint64_t done = ctx->stats.completions - t->win_done;
-    int64_t dt = now - t->win_start;
-    if (done == 0 || dt <= 0)
-        return; /* nothing delivered (the ops of a stalled device): no score */
-    int k = t->win_offload;
-    unsigned n = ++t->scored[k];
-    done = AFS_MIN(done, UINT64_MAX / 1000000000u);
-    uint64_t rate = done * 1000000000u / (uint64_t)dt;
-    average(&t->rate[k], rate, n);
-    t->round_rate[k] = rate ? rate : 1;
-    if (cpu >= 0 && t->win_cpu >= 0 && cpu >= t->win_cpu) {
-        uint64_t per = (uint64_t)(cpu - t->win_cpu) / done;
-        average(&t->cpu_ns[k], per, n);
-        t->round_cpu[k] = per ? per : 1;
-    }
-    t->samples++;
-}
-
-/* The window that just closed is over: scores it if it was a sample, chooses when it ended
- * a round, and sets the next window's regime. */
-static void next_window(struct afs__ureg_tune *t, const struct afs_ctx *ctx, int64_t now,
-                        int64_t cpu)
-{
-    if (t->win_scored)
-        score(t, ctx, now, cpu);
-    if (t->win_scored && !t->round_half) {
-        /* A round is over: choose, and set the gap to the next one. */
-        int against = 0; /* this round alone says the other regime */
-        if (t->round_rate[0] && t->round_rate[1]) {
-            uint32_t r = ratio_of(t->round_rate[1], t->round_rate[0]);
-            keep(t->ratios[0], &t->nratios[0], r);
-            int v = rate_verdict(r);
-            against = v && (v > 0) != t->offloading;
-        }
-        if (t->round_cpu[0] && t->round_cpu[1])
-            keep(t->ratios[1], &t->nratios[1], ratio_of(t->round_cpu[1], t->round_cpu[0]));
-        t->round_rate[0] = t->round_rate[1] = t->round_cpu[0] = t->round_cpu[1] = 0;
-        bool pick = prefer_offload(t);
-        if (++t->rounds > WARMUP_ROUNDS)
-            t->gap = pick != t->offloading ? GAP_MIN
-                     : against              ? AFS_MAX(t->gap / 2, GAP_MIN)
-                                            : AFS_MIN(2 * t->gap, GAP_MAX);
-        t->left = t->rounds < WARMUP_ROUNDS ? 0 : t->gap;
-        t->offloading = pick;
-    }
-    if (t->round_half) {
-        t->win_offload = !t->win_offload;
-        t->round_half = false;
-    } else if (t->left > 0) {
-        t->left--;
-        t->win_offload = t->offloading;
-        t->win_scored = false;
-    } else {
-        t->win_offload = (t->rounds & 1) != 0;
-        t->win_scored = t->round_half = true;
-    }
-}
-
-/* Closes the open window when its time is up and opens the next one. */
-static void window_check(struct afs__ureg_tune *t, const struct afs_ctx *ctx)
-{
-    t->win_check = t->win_ops + CHECK_OPS;
-    int64_t now = afs__sys.now();
-    if (t->win_timed && (now - t->win_start < WINDOW_NS || t->win_ops < WINDOW_MIN_OPS))
-        return;
-    int64_t cpu = afs__sys.proc_cpu_now ? afs__sys.proc_cpu_now() : -1;
-    if (!t->win_timed || now - t->win_start <= WINDOW_MAX_NS)
-        next_window(t, ctx, now, cpu);
-    t->win_timed = true;
-    t->win_ops = 0;
-    t->win_check = CHECK_OPS;
-    t->win_done = ctx->stats.completions;
-    t->win_start = now;
-    t->win_cpu = cpu;
-}
-
 int afs__ureg_submit(struct afs__ureg *r, struct afs_ctx *ctx, struct io_uring *ring,
                      unsigned direct, unsigned wait_nr, struct __kernel_timespec *ts)
 {
@@ -399,10 +239,8 @@ int afs__ureg_submit(struct afs__ureg *r, struct afs_ctx *ctx, struct io_uring *
     if (direct == 0 || t->mode == URING_OFFLOAD_NEVER)
         return enter(ring, wait_nr, ts);
     if (t->mode == URING_OFFLOAD_AUTO) {
-        t->win_ops += direct;
-        if (t->win_ops >= t->win_check)
-            window_check(t, ctx);
-        if (!t->win_offload)
+        const struct afs__tune_src src = {completions, proc_cpu, ctx};
+        if (!afs__tune_count(&t->rule, direct, &src))
             return enter(ring, wait_nr, ts);
     }
     ctx->stats.offloaded_ops += mark_async(ring);
@@ -413,11 +251,11 @@ void afs__ureg_offload_info(const struct afs__ureg *r, struct afs_offload *out)
 {
     const struct afs__ureg_tune *t = &r->tune;
     out->offloading = t->mode == URING_OFFLOAD_ALWAYS ||
-                      (t->mode == URING_OFFLOAD_AUTO && t->offloading);
-    out->samples = t->samples;
-    out->inline_rate = t->rate[0];
-    out->offload_rate = t->rate[1];
-    out->inline_cpu_ns = t->cpu_ns[0];
-    out->offload_cpu_ns = t->cpu_ns[1];
+                      (t->mode == URING_OFFLOAD_AUTO && t->rule.choice);
+    out->samples = t->rule.samples;
+    out->inline_rate = t->rule.rate[0];
+    out->offload_rate = t->rule.rate[1];
+    out->inline_cpu_ns = t->rule.cpu_ns[0];
+    out->offload_cpu_ns = t->rule.cpu_ns[1];
     out->io_workers = t->io_workers;
 }

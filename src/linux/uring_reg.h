@@ -14,36 +14,12 @@ struct afs__ureg_range {
     unsigned  index;
 };
 
-/* Sampling rounds whose paired rates the offload rule keeps (uring_reg.c). */
-#define AFS__UREG_ROUNDS 5u
-
-/* The offload rule's state (see afs__ureg_submit and uring_reg.c). Time is cut into
- * windows; a window runs one regime, and those of a sampling round (one of each regime,
- * back to back) are scored by what they delivered. */
+/* The offload rule (see afs__ureg_submit and uring_reg.c): the two-way rule of tune.h, way 1
+ * offloading, counting direct ops issued and scoring the context's completions. */
 struct afs__ureg_tune {
-    uint8_t  mode;        /* URING_OFFLOAD_AUTO, _NEVER, _ALWAYS */
-    bool     offloading;  /* AUTO's current choice */
-    bool     win_offload; /* the open window's regime */
-    bool     win_scored;  /* it belongs to a sampling round */
-    bool     win_timed;   /* it opened at a clock reading (all but the context's first) */
-    bool     round_half;  /* it is the first of its round: the other regime comes next */
-    unsigned rounds;      /* sampling rounds done */
-    unsigned gap, left;   /* windows run by choice between two rounds, and those left */
-    unsigned samples;     /* windows scored */
-    unsigned scored[2];   /* of them, inline and offloaded */
-    uint64_t win_ops;     /* direct ops submitted in the open window */
-    uint64_t win_check;   /* the clock is read when win_ops reaches this */
-    uint64_t win_done;    /* the context's completions when it opened */
-    int64_t  win_start;   /* the monotonic clock then */
-    int64_t  win_cpu;     /* the process's CPU clock then; -1: none */
-    uint64_t rate[2];     /* completions per second, [0] inline, [1] offloaded (averages) */
-    uint64_t cpu_ns[2];   /* process CPU time per completion, the same */
-    uint64_t round_rate[2]; /* the open round's window rates (0: not scored yet) */
-    uint64_t round_cpu[2];  /* and CPU times per completion (0: not measured) */
-    /* The last rounds' offloaded / inline ratios, 1024 = equal: [0] rates, [1] CPU times. */
-    uint32_t ratios[2][AFS__UREG_ROUNDS];
-    unsigned nratios[2];
-    unsigned io_workers;  /* the cap set on io-wq's bounded workers; 0: none */
+    uint8_t          mode;       /* URING_OFFLOAD_AUTO, _NEVER, _ALWAYS */
+    struct afs__tune rule;       /* AUTO's */
+    unsigned         io_workers; /* the cap set on io-wq's bounded workers; 0: none */
 };
 
 struct afs__ureg {

@@ -405,3 +405,93 @@ T_CACHED(a_page_dropped_from_the_cache_is_read_through_the_batch)
         cr_skip_test("every read found its page cached in 5 tries (the device answered first)");
 }
 #endif
+
+/* The context's rule for small cached reads in tasks (asyncfs.h, AFS_CTX_INLINE_SMALL): on
+ * io_uring it measures serving them inline against sending them through the batch, so a
+ * busy scheduler runs both ways; elsewhere, and with the flag, every cached read is served
+ * inline and the rule reports nothing. 32 tasks read a cached file for 300 ms. */
+static struct afs_file *busy_f;
+static int64_t          busy_until;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void busy_reader(struct corio_task *t, void *arg)
+{
+    (void)t;
+    uint64_t i = (uint64_t)(uintptr_t)arg;
+    char buf[LEN];
+    while (mono_ns() < busy_until) {
+        uint64_t off = (i++ % N) * LEN;
+        cr_assert_eq(afs_pread(busy_f, buf, LEN, off), LEN);
+        cr_assert(t_check(buf, LEN, off), "wrong bytes at %llu", (unsigned long long)off);
+    }
+}
+
+static void busy_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (uintptr_t i = 0; i < 32; i++)
+        cr_assert_eq(corio_spawn(t, busy_reader, (void *)i, NULL), 0);
+}
+
+static void run_busy(unsigned flags, struct afs_stats *d, struct afs_read_rule *rule)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg); /* AUTO: the backend ASYNCFS_BACKEND names */
+    cfg.flags |= flags;
+    t_ctx = t_ctx_cfg(&cfg);
+    t_make_file(t_path("f"), (size_t)N * LEN);
+    cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &busy_f), 0);
+    char head[LEN];
+    cr_assert_eq(afs_pread(busy_f, head, LEN, 0), LEN); /* the pages are cached */
+    struct corio_config ccfg;
+    corio_config_default(&ccfg);
+    ccfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &ccfg), 0);
+    struct afs_stats a, b;
+    afs_ctx_stats(t_ctx, &a);
+    busy_until = mono_ns() + 300 * 1000 * 1000;
+    cr_assert_eq(corio_sched_run(s, busy_root, NULL), 0);
+    afs_ctx_stats(t_ctx, &b);
+    afs_ctx_read_rule(t_ctx, rule);
+    corio_sched_free(s);
+    cr_assert_eq(afs_close(busy_f), 0);
+    d->ops = b.ops - a.ops;
+    d->inline_ops = b.inline_ops - a.inline_ops;
+}
+
+T_CACHED(a_busy_scheduler_measures_both_ways_of_serving_cached_reads)
+{
+    struct afs_stats d;
+    struct afs_read_rule rule;
+    run_busy(0, &d, &rule);
+    if (strcmp(afs_ctx_backend(t_ctx), "io_uring") != 0 || !afs__sys.pread_nowait) {
+        cr_assert_eq(rule.samples, 0, "no rule on %s", afs_ctx_backend(t_ctx));
+        cr_assert_eq(rule.batching, 0);
+        cr_assert_eq(d.ops, 0, "every cached read inline (%llu went to the backend)",
+                     (unsigned long long)d.ops);
+        return;
+    }
+    cr_assert(rule.samples >= 2, "windows scored: %u", rule.samples);
+    cr_assert(rule.inline_rate > 0 && rule.batch_rate > 0, "both ways measured (%llu, %llu)",
+              (unsigned long long)rule.inline_rate, (unsigned long long)rule.batch_rate);
+    cr_assert(d.ops > 0 && d.inline_ops > 0, "both ways ran (%llu through the batch, %llu inline)",
+              (unsigned long long)d.ops, (unsigned long long)d.inline_ops);
+}
+
+T_CACHED(with_inline_small_every_cached_read_is_served_inline)
+{
+    struct afs_stats d;
+    struct afs_read_rule rule;
+    run_busy(AFS_CTX_INLINE_SMALL, &d, &rule);
+    cr_assert_eq(rule.samples, 0);
+    cr_assert_eq(rule.batching, 0);
+    cr_assert_eq(d.ops, 0, "%llu reads went to the backend", (unsigned long long)d.ops);
+    cr_assert(d.inline_ops > 0);
+}

@@ -12,7 +12,7 @@ add_executable(contract_win
   ${SRC}/contract/test_waker.c ${SRC}/contract/test_cancel.c ${SRC}/contract/test_storage.c
   ${SRC}/contract/test_register.c ${SRC}/contract/test_sockets.c ${SRC}/contract/test_crash.c
   ${SRC}/contract/test_crash_wal.c ${SRC}/contract/test_chain.c
-  ${SRC}/contract/test_cached.c ${SRC}/contract/test_sendfile.c
+  ${SRC}/contract/test_cached.c ${SRC}/contract/test_sendfile.c ${SRC}/contract/test_tune.c
   ${SRC}/windows/test_win_posix.c
   ${SRC}/shim/runner.c)
 target_include_directories(contract_win PRIVATE ${SRC}/shim ${PROJECT_SOURCE_DIR}/include
