@@ -660,9 +660,9 @@ AFS_API int afs_cancel(struct afs_op *op);
  *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
  *    sync_threshold bytes (default 4096) on a buffered regular file or block device (never
  *    a pipe, socket or tty), unless the task is cancelled or past its deadline (then the
- *    call fails as a suspending one does: -ECANCELED, -ETIMEDOUT). Such an op is mostly a copy to
- *    or from the page cache, cheaper than suspending and a trip through the batch, so a 1 KiB
- *    read returns at once and the task does not suspend. A read that misses the cache: on
+ *    call fails as a suspending one does: -ECANCELED, -ETIMEDOUT). Such an op is mostly a
+ *    copy to or from the page cache, usually cheaper than suspending and a trip through the
+ *    batch, so a 1 KiB read returns at once and the task does not suspend. A read that misses the cache: on
  *    Linux (preadv2 with RWF_NOWAIT, 4.14) it is served inline only when all of it is in the
  *    page cache, else it joins the batch like a larger one and suspends only the task (the
  *    kernel has started to read it meanwhile); where the system or the file system cannot
