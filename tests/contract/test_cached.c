@@ -64,6 +64,31 @@ static void drop_pages(const char *path)
 }
 #endif
 
+/* Runs fn as the root task of a new scheduler on t_ctx; returns 0 or corio_sched_run's
+ * error, the context's counters across the run in *d (ops, inline_ops) and the scheduler's
+ * I/O count in *ios (NULL: not wanted). */
+static int sched_run(void (*fn)(struct corio_task *, void *), struct afs_stats *d,
+                     uint64_t *ios)
+{
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
+    struct afs_stats a, b;
+    afs_ctx_stats(t_ctx, &a);
+    int rc = corio_sched_run(s, fn, NULL);
+    afs_ctx_stats(t_ctx, &b);
+    struct corio_stats st;
+    corio_sched_stats(s, &st);
+    if (ios)
+        *ios = st.ios;
+    corio_sched_free(s);
+    d->ops = b.ops - a.ops;
+    d->inline_ops = b.inline_ops - a.inline_ops;
+    return rc;
+}
+
 /* n tasks each read 4 KiB of a pattern file (default sync threshold) on one scheduler, the
  * file's pages dropped from the cache first when `drop`; returns the context's counters
  * across the run in *d and the scheduler's I/O count in *ios. */
@@ -91,26 +116,12 @@ static void run_readers(int n, bool drop, struct afs_stats *d, uint64_t *ios)
         rs[i].i = i;
         rs[i].res = -1;
     }
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = t_ctx;
-    struct corio_sched *s;
-    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
-    struct afs_stats a, b;
-    afs_ctx_stats(t_ctx, &a);
-    cr_assert_eq(corio_sched_run(s, root, NULL), 0);
-    afs_ctx_stats(t_ctx, &b);
-    struct corio_stats st;
-    corio_sched_stats(s, &st);
-    *ios = st.ios;
-    corio_sched_free(s);
+    cr_assert_eq(sched_run(root, d, ios), 0);
     for (int i = 0; i < n; i++) {
         cr_assert_eq(rs[i].res, LEN, "reader %d: %zd", i, rs[i].res);
         cr_assert(t_check(rs[i].buf, LEN, (uint64_t)i * LEN), "reader %d: wrong bytes", i);
     }
     cr_assert_eq(afs_close(f), 0);
-    d->ops = b.ops - a.ops;
-    d->inline_ops = b.inline_ops - a.inline_ops;
 }
 
 static void fake_on(int how)
@@ -237,13 +248,8 @@ static void run_seq(int64_t hit, int64_t miss, int until, int every)
     miss_every = every;
     memset(&seq, 0, sizeof seq);
     read_no = 0;
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = t_ctx;
-    struct corio_sched *s;
-    cr_assert_eq(corio_sched_new(&s, &cfg), 0);
-    int rc = corio_sched_run(s, seq_task, NULL);
-    corio_sched_free(s);
+    struct afs_stats d;
+    int rc = sched_run(seq_task, &d, NULL);
     afs__sys.pread_nowait = real_nowait;
     afs__sys.now = real_now;
     cr_assert_eq(rc, 0);
@@ -449,21 +455,10 @@ static void run_busy(unsigned flags, struct afs_stats *d, struct afs_read_rule *
     cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &busy_f), 0);
     char head[LEN];
     cr_assert_eq(afs_pread(busy_f, head, LEN, 0), LEN); /* the pages are cached */
-    struct corio_config ccfg;
-    corio_config_default(&ccfg);
-    ccfg.ctx = t_ctx;
-    struct corio_sched *s;
-    cr_assert_eq(corio_sched_new(&s, &ccfg), 0);
-    struct afs_stats a, b;
-    afs_ctx_stats(t_ctx, &a);
     busy_until = mono_ns() + 300 * 1000 * 1000;
-    cr_assert_eq(corio_sched_run(s, busy_root, NULL), 0);
-    afs_ctx_stats(t_ctx, &b);
+    cr_assert_eq(sched_run(busy_root, d, NULL), 0);
     afs_ctx_read_rule(t_ctx, rule);
-    corio_sched_free(s);
     cr_assert_eq(afs_close(busy_f), 0);
-    d->ops = b.ops - a.ops;
-    d->inline_ops = b.inline_ops - a.inline_ops;
 }
 
 T_CACHED(a_busy_scheduler_measures_both_ways_of_serving_cached_reads)

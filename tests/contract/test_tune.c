@@ -120,26 +120,3 @@ T_TUNE(a_change_of_load_is_followed)
     run(&t, 6000000, fast0, fast0, true);
     cr_assert_eq(t.choice, false, "way 0 does more now");
 }
-
-T_TUNE(one_window_far_off_does_not_turn_the_choice)
-{
-    struct afs__tune t;
-    afs__tune_init(&t, WINDOW);
-    const int64_t wall[2] = {2000, 1000};
-    run(&t, 1000000, wall, wall, true);
-    cr_assert_eq(t.choice, true);
-    /* One window's worth of way-1 events ten times slower (the machine was busy), then as
-     * before: the median of the rounds' ratios does not move. */
-    const int64_t slow[2] = {2000, 10000};
-    const struct afs__tune_src src = {fake_done, fake_cpu, NULL};
-    for (int i = 0; i < 1000; i++) {
-        bool w = afs__tune_count(&t, 1, &src);
-        clock_ns += w ? slow[1] : slow[0];
-        cpu_ns += w ? slow[1] : slow[0];
-        work++;
-    }
-    for (int k = 0; k < 200; k++) {
-        run(&t, 10000, wall, wall, true);
-        cr_assert_eq(t.choice, true, "turned after %d windows", k);
-    }
-}
