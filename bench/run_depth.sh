@@ -13,8 +13,9 @@
 # rows): the baseline that tells what the tasks cost from what the reads and the buffers cost.
 # The rows go to bench/results/depth-<time>-<host>.csv; the summary on stderr gives, per
 # binary and buffer mode, the best IOPS over the rounds at each count and the ratio of the
-# best at 4,096 tasks to the best at any count, and the medians over the rounds of the CPU
-# per I/O and of its user part.
+# best at 4,096 tasks to the best at any count, the medians over the rounds of the CPU per
+# I/O and of its user part, and the same best and ratio for the steady IOPS (bench_read's
+# window with every task alive: starting the tasks left out; the op API has no such window).
 # Usage: bench/run_depth.sh [FILE]   (default: a SIZE_MB file in /var/tmp, made once)
 # Environment: BUILD (build), BASE (none), TASKS (1,4,16,64,256,1024,4096), ROUNDS (3),
 #              IOS (400000), SIZE_MB (64), BACKEND (io_uring), IDLE (none),
@@ -35,7 +36,7 @@ bin=$BUILD/bench/bench_read
 cat "$file" > /dev/null # cached
 
 . bench/results.sh
-results_open depth "binary,round,buffers,tasks,iops,cpu_us_per_io,syscalls_per_io,usr_us_per_io"
+results_open depth "binary,round,buffers,tasks,iops,cpu_us_per_io,syscalls_per_io,usr_us_per_io,steady_iops"
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 bins=("new=$bin=corio-batch")
@@ -53,7 +54,7 @@ for r in $(seq 1 "$ROUNDS"); do
       ASYNCFS_BACKEND=$BACKEND "$exe" "$file" "${flags[@]}" | grep "\"$engine\"" |
         while IFS= read -r j; do
           row=$(awk -v j="$j" 'BEGIN {
-            n = split("tasks iops cpu_us_per_io syscalls_per_io usr_us_per_io", k, " ")
+            n = split("tasks iops cpu_us_per_io syscalls_per_io usr_us_per_io steady_iops", k, " ")
             for (i = 1; i <= n; i++) {
               v = j; sub(".*\"" k[i] "\":", "", v); sub("[,}].*", "", v)
               printf "%s%s", (i > 1 ? "," : ""), v
@@ -71,6 +72,8 @@ done
 sort -t, -k1,1 -k3,3 -k4,4n "$tmp" | awk -F, '
   { key = $1 "," $3 "," $4; if (!(key in best) || $5 > best[key]) { best[key] = $5; cpu[key] = $6 }
     if (!(($1 "," $3) in top) || $5 > top[$1 "," $3]) top[$1 "," $3] = $5
+    if (!(key in sbest) || $9 > sbest[key]) sbest[key] = $9
+    if (!(($1 "," $3) in stop) || $9 > stop[$1 "," $3]) stop[$1 "," $3] = $9
     n[key]++; c[key, n[key]] = $6; u[key, n[key]] = $8
     order[key] = NR; keys[NR] = key }
   function med(a, k, m,   i, j, t, v) {
@@ -79,8 +82,10 @@ sort -t, -k1,1 -k3,3 -k4,4n "$tmp" | awk -F, '
     return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
   }
   END {
-    printf "%-5s %-7s %6s %10s %10s %8s %9s %9s\n", "bin", "buffers", "tasks", "best IOPS", "CPU us/IO", "vs best", "med CPU", "med user" > "/dev/stderr"
+    printf "%-5s %-7s %6s %10s %10s %8s %9s %9s %10s %8s\n", "bin", "buffers", "tasks", "best IOPS", "CPU us/IO", "vs best", "med CPU", "med user", "steady", "vs best" > "/dev/stderr"
     for (i = 1; i <= NR; i++) { k = keys[i]; if (order[k] != i) continue
       split(k, f, ",")
-      printf "%-5s %-7s %6d %10.0f %10.2f %7.2fx %9.2f %9.2f\n", f[1], f[2], f[3], best[k], cpu[k], best[k] / top[f[1] "," f[2]], med(c, k, n[k]), med(u, k, n[k]) > "/dev/stderr" }
+      printf "%-5s %-7s %6d %10.0f %10.2f %7.2fx %9.2f %9.2f", f[1], f[2], f[3], best[k], cpu[k], best[k] / top[f[1] "," f[2]], med(c, k, n[k]), med(u, k, n[k]) > "/dev/stderr"
+      if (stop[f[1] "," f[2]] > 0) printf " %10.0f %7.2fx\n", sbest[k], sbest[k] / stop[f[1] "," f[2]] > "/dev/stderr"
+      else printf " %10s %8s\n", "-", "-" > "/dev/stderr" }
   }'
