@@ -805,8 +805,8 @@ AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **
  * way, each reports its suspended tasks on stderr and frees them without unwinding their
  * stacks. Waits that another thread may end (channels, external futures, corio_go jobs)
  * count as able to end: a deadlock through them is not found (the run waits, as threads
- * would): use deadlines. A child spawned with CORIO_SCHED_ANY while another scheduler slept
- * counts as one on another scheduler there, wherever it ran.
+ * would): use deadlines. A child spawned with CORIO_SCHED_ANY on a runtime of several
+ * schedulers counts as one on another scheduler there, wherever it ran.
  *
  * Files: a file belongs to the context it was opened on. Open files in a task on that task's
  * scheduler's context (corio_sched_ctx(corio_task_sched(t))); a file of another scheduler's
@@ -855,7 +855,7 @@ AFS_API int      corio_sched_index(const struct corio_sched *s);
 struct corio_rt_stats {
     uint64_t spawns_in;   /* tasks started here from a spawn queue or a spawn message
                              (another scheduler's corio_spawn_on(), or a CORIO_SCHED_ANY
-                             spawn queued here while another scheduler slept) */
+                             spawn queued here: every one on a runtime of several) */
     uint64_t spawns_out;  /* corio_spawn_on() requests sent as messages or queued spawns */
     uint64_t steals;      /* queued spawns this scheduler took from others */
     uint64_t messages;    /* messages from other threads delivered here */
@@ -882,11 +882,13 @@ AFS_API int  corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_
  * -EALREADY (corio_future_complete) and changes nothing. On parent's own scheduler the child
  * runs at once as with corio_spawn_future(); elsewhere it starts in that scheduler's next
  * resume phase (the call returns at once), already cancelled when parent is, under
- * parent's effective deadline. CORIO_SCHED_ANY placed on parent's own scheduler while
- * another scheduler sleeps is queued there as for another (a sleeping one is woken to take
- * it; else it starts here in the next resume phase: docs/RUNTIME.md, "Balance"). Returns 0, -EINVAL (sched out of range, or parent's scheduler
- * is not a runtime's and sched is not CORIO_SCHED_ANY or 0), or -ENOMEM (fut is then
- * completed with it). */
+ * parent's effective deadline. CORIO_SCHED_ANY placed on parent's own scheduler of a
+ * runtime of several is queued there as for another, never run at once: a sleeping
+ * scheduler is woken to take it, one that runs out of work takes it, else it starts here in
+ * the next resume phase (docs/RUNTIME.md, "Balance"); to run a child here at once, spawn it
+ * by this scheduler's index or with corio_spawn(). Returns 0, -EINVAL (sched out of range,
+ * or parent's scheduler is not a runtime's and sched is not CORIO_SCHED_ANY or 0), or
+ * -ENOMEM (fut is then completed with it). */
 AFS_API int  corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void *arg,
                             struct corio_future *fut);
 

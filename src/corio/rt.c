@@ -398,18 +398,6 @@ static struct corio_sched *pick(struct corio_rt *rt, struct corio_sched *me)
     return best;
 }
 
-/* Another scheduler of rt is asleep (all compared up to four, else two at random). */
-static bool asleep_elsewhere(struct corio_rt *rt, struct corio_sched *me)
-{
-    unsigned k = rt->n <= 4 ? rt->n : 2;
-    for (unsigned i = 0; i < k; i++) {
-        struct corio_sched *o = rt->scheds[rt->n <= 4 ? i : rng_below(rt->n)];
-        if (o != me && !atomic_load_explicit(&o->awake, memory_order_relaxed))
-            return true;
-    }
-    return false;
-}
-
 /* What a child spawned here without a future runs: fn, result dropped. Read once, at the
  * child's first instruction, from the parent's stack. */
 struct drop_boot {
@@ -437,10 +425,12 @@ int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void
         return -EINVAL;
     else
         target = rt ? rt->scheds[sched] : s;
-    /* CORIO_SCHED_ANY placed here while another scheduler sleeps: queued here, stealable
-     * (it starts in this scheduler's next resume phase unless the sleeper, woken for it,
-     * takes it first), not run at once where it would keep the other idle. */
-    if (target == s && !(sched == CORIO_SCHED_ANY && rt && asleep_elsewhere(rt, s))) {
+    /* CORIO_SCHED_ANY placed here on a runtime of several: queued here, stealable (it
+     * starts in this scheduler's next resume phase unless another takes it first: a sleeper
+     * is woken for it, and one about to block looks for it), not run at once where it would
+     * keep another idle. Whether another sleeps right now says too little: one awake at this
+     * instant may block the next, and a child started here could no longer move to it. */
+    if (target == s && !(sched == CORIO_SCHED_ANY && rt && rt->n > 1)) {
         if (fut)
             return corio_spawn_future(parent, fn, arg, fut, NULL);
         struct drop_boot b = {fn, arg};

@@ -821,18 +821,12 @@ T_RT(a_sleeping_scheduler_takes_spawns_queued_on_a_held_one)
 /* Balance: scheduler 1 holds 8 suspended tasks (its count is higher) and sleeps; two
  * CPU-bound CORIO_SCHED_ANY children of a task on scheduler 0 must still run at the same time
  * on both (each computes until the other runs too). Placed on scheduler 0 and run at once,
- * the first would compute alone until its time limit.
- * An ANY spawn made while no other scheduler sleeps starts where it was made (corio_spawn_on):
- * should scheduler 1 happen to be awake at that instant (woken for something else; seen under
- * TSan on a loaded machine), both children run on 0. So the pair is spawned again, after
- * another sleep, up to ATTEMPTS times; a scheduler that sleeps and is never given the work
- * fails every attempt. */
-enum { ATTEMPTS = 4 };
-
+ * the first would compute alone until its time limit. */
 struct idle_state {
     atomic_int running, failed;
     int        want; /* children computing at once */
     int64_t    patience; /* how long a child computes waiting for the others */
+    int64_t    busy; /* root_any_awake: how long scheduler 1 computes around the spawns */
     struct corio_chan *park;
 };
 
@@ -861,19 +855,12 @@ static void root_idle(struct corio_task *t, void *arg)
     struct idle_state *st = arg;
     for (int i = 0; i < 8; i++)
         cr_assert_eq(corio_spawn_on(t, 1, idle_parked, st, NULL), 0);
-    int a = -1, b = -1;
-    for (int k = 0; k < ATTEMPTS && a == b; k++) {
-        corio_sleep(t, 50 * MS); /* scheduler 1: its tasks parked, asleep */
-        atomic_store(&st->running, 0);
-        atomic_store(&st->failed, 0);
-        struct corio_future f[2];
-        for (int i = 0; i < 2; i++)
-            cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, idle_cpu, st, &f[i]), 0);
-        a = corio_future_await(t, &f[0], NULL);
-        b = corio_future_await(t, &f[1], NULL);
-        cr_assert(a >= 0 && b >= 0, "ran on %d and %d", a, b);
-    }
-    cr_assert(a != b, "ran on %d and %d in each of %d attempts", a, b, ATTEMPTS);
+    corio_sleep(t, 50 * MS); /* scheduler 1: its tasks parked, asleep */
+    struct corio_future f[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, idle_cpu, st, &f[i]), 0);
+    int a = corio_future_await(t, &f[0], NULL), b = corio_future_await(t, &f[1], NULL);
+    cr_assert(a >= 0 && b >= 0 && a != b, "ran on %d and %d", a, b);
     corio_chan_close(st->park);
 }
 
@@ -883,6 +870,48 @@ T_RT(any_spawns_reach_a_sleeping_scheduler_with_more_tasks)
     struct idle_state st = {.want = 2, .patience = 3000 * MS};
     cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
     cr_assert_eq(corio_rt_run(rt, root_idle, &st), 0);
+    cr_assert_eq(atomic_load(&st.failed), 0, "the children did not run at the same time");
+    corio_chan_free(st.park);
+    corio_rt_free(rt);
+}
+
+/* The same while scheduler 1 is awake at the spawns: a task of it computes (holding its
+ * thread) from before the spawns until well after them, then it has nothing to do. The
+ * children, placed on scheduler 0 by the counts, must not start there at once: scheduler 1
+ * takes one as it runs out of work, and the two compute at the same time. */
+static int busy_for(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    int64_t until = corio_now() + st->busy;
+    while (corio_now() < until)
+        ;
+    return where(t);
+}
+
+static void root_any_awake(struct corio_task *t, void *arg)
+{
+    struct idle_state *st = arg;
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(corio_spawn_on(t, 1, idle_parked, st, NULL), 0);
+    corio_sleep(t, 50 * MS); /* scheduler 1: its tasks parked, asleep */
+    struct corio_future busy;
+    cr_assert_eq(corio_spawn_on(t, 1, busy_for, st, &busy), 0);
+    corio_sleep(t, 20 * MS); /* scheduler 1 awake, computing */
+    struct corio_future f[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, idle_cpu, st, &f[i]), 0);
+    int a = corio_future_await(t, &f[0], NULL), b = corio_future_await(t, &f[1], NULL);
+    cr_assert_eq(corio_future_await(t, &busy, NULL), 1);
+    cr_assert(a >= 0 && b >= 0 && a != b, "ran on %d and %d", a, b);
+    corio_chan_close(st->park);
+}
+
+T_RT(any_spawns_reach_a_scheduler_awake_at_the_spawn)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct idle_state st = {.want = 2, .patience = 3000 * MS, .busy = 200 * MS};
+    cr_assert_eq(corio_chan_new(&st.park, 1, sizeof(int)), 0);
+    cr_assert_eq(corio_rt_run(rt, root_any_awake, &st), 0);
     cr_assert_eq(atomic_load(&st.failed), 0, "the children did not run at the same time");
     corio_chan_free(st.park);
     corio_rt_free(rt);
