@@ -1052,6 +1052,25 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
 AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
                              struct afs_file **out);
 
+/* afs_open() relative to a directory: opens path relative to dirfd (a descriptor from
+ * afs_openat() with AFS_DIRECTORY, or AFS_AT_FDCWD) with afs_open()'s flags, perm and mode,
+ * and makes the file, as afs_openat() followed by afs_file_from_fd() would, with fewer
+ * system calls: the open's flags are known (no F_GETFL; AFS_NONBLOCK on a regular file is
+ * taken off at its first op as with afs_open(), not at once), the one fstat that tells the
+ * file's kind also fills *st when st is not NULL (so the caller needs no fstat of its own),
+ * and a file this call created (AFS_CREAT with AFS_EXCL) is known to be a new, empty regular
+ * file without any fstat when st is NULL. Inside a corio task of ctx's scheduler the open
+ * joins the phase's batch, as afs_openat() does; anywhere else it is a plain openat on this
+ * thread; path must stay unchanged until the call returns. Returns 0 and *out (and *st), or
+ * afs_open()'s errors (-EINVAL for bad flags, mode or perm, -EISDIR for a directory,
+ * -ELOOP for AFS_NOFOLLOW on a symlink, -EEXIST for AFS_EXCL on an existing name, the open's
+ * -errno); -ENOTSUP on a context with afs_crash_enable() (asyncfs_crash.h) and a dirfd
+ * other than AFS_AT_FDCWD (the simulator follows files by path). Windows: dirfd and the
+ * file are handle values, st comes from a second query of the handle. */
+AFS_API int afs_openat_file(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
+                            unsigned perm, enum afs_mode mode, struct afs_stat *st,
+                            struct afs_file **out);
+
 /* ------------------------------------------------------------------------------------------
  * Sockets. A socket is a struct afs_file of its context: afs_close, afs_cancel, the ops'
  * callbacks, corio's cancellation and deadlines, the position API (afs_read/afs_write

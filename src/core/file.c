@@ -136,6 +136,72 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
     return 0;
 }
 
+int afs_openat_file(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
+                    unsigned perm, enum afs_mode mode, struct afs_stat *st,
+                    struct afs_file **out)
+{
+    afs__ctx_check(ctx, __func__);
+    if (!path || !out)
+        return -EINVAL;
+    *out = NULL;
+    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    if ((flags & ~(AFS__OPEN_FLAGS | AFS_NONBLOCK)) ||
+        !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
+        return -EINVAL;
+    if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
+        return -EINVAL;
+    if (perm > 07777)
+        return -EINVAL;
+    if (ctx->crash) {
+        /* The crash simulator follows files by path: afs_open's, relative to the current
+         * directory only. */
+        if (dirfd != AFS_AT_FDCWD)
+            return -ENOTSUP;
+        int err = afs_open(ctx, path, flags, perm, mode, out);
+        if (err == 0 && st && (err = afs__sys_statx((int)(intptr_t)(*out)->fd, "",
+                                                    AFS_AT_EMPTY_PATH, st)) < 0) {
+            afs_close(*out);
+            *out = NULL;
+        }
+        return err;
+    }
+    int fd = afs_openat(ctx, dirfd, path, flags, perm);
+    if (fd < 0)
+        return fd;
+    /* What kind of file it is, from one fstat, as afs_open() learns it; a file this open
+     * created (AFS_CREAT with AFS_EXCL) is a new, empty regular file, known without one. */
+    struct afs__fd_info info = {.size = 0};
+    int err = 0;
+    if ((flags & (AFS_CREAT | AFS_EXCL)) != (AFS_CREAT | AFS_EXCL) || st) {
+        err = afs__sys_fd_info_st((afs__fd_t)(intptr_t)fd, &info, st);
+        if (err == 0 && info.dir)
+            err = -EISDIR;
+    }
+    struct afs_file *f = err == 0 ? afs__zalloc(sizeof *f) : NULL;
+    if (err == 0 && !f)
+        err = -ENOMEM;
+    if (err < 0) {
+        afs__sys_close_fd(fd);
+        return err;
+    }
+    f->fd = (afs__fd_t)(intptr_t)fd;
+    info.own = true;
+    /* As afs_open(): a regular file keeps O_NONBLOCK until an op is set up on it. */
+    bool nb_open = (flags & AFS_NONBLOCK) && info.size >= 0;
+    if ((flags & AFS_NONBLOCK) && !nb_open && (err = afs__sys_opened_blocking(f->fd, flags)) < 0)
+        goto fail;
+    flags &= ~AFS_NONBLOCK;
+    atomic_init(&f->nb_open, nb_open ? AFS__NB_OPEN : AFS__NB_SETTLED);
+    if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0)
+        goto fail;
+    *out = f;
+    return 0;
+fail:
+    afs__sys_close(f->fd);
+    free(f);
+    return err;
+}
+
 int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct afs_file **out)
 {
     afs__ctx_check(ctx, __func__);

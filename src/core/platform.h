@@ -125,6 +125,9 @@ struct afs__fd_info {
 int     afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out,
                       struct afs__fd_info *info);
 int     afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info);
+/* afs__sys_fd_info, and *st (when not NULL) from the same look where one gives both (POSIX:
+ * one fstat; Windows: a second query). */
+int     afs__sys_fd_info_st(afs__fd_t fd, struct afs__fd_info *info, struct afs_stat *st);
 int     afs__sys_close(afs__fd_t fd);
 int64_t afs__sys_size(afs__fd_t fd);
 /* The alignment AFS_DIRECT I/O needs on this file (buffer, length, offset), 0 for none. */

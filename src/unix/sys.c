@@ -439,12 +439,53 @@ static void fd_info(int fd, const struct stat *st, struct afs__fd_info *info)
     info->dir = S_ISDIR(st->st_mode);
 }
 
+static struct afs_timespec ts_of(int64_t sec, long nsec)
+{
+    struct afs_timespec t = {sec, nsec};
+    return t;
+}
+
+static void stat_to_afs(const struct stat *s, struct afs_stat *sx)
+{
+    memset(sx, 0, sizeof *sx);
+    sx->dev = (uint64_t)s->st_dev;
+    sx->ino = (uint64_t)s->st_ino;
+    sx->rdev = (uint64_t)s->st_rdev;
+    sx->size = (int64_t)s->st_size;
+    sx->blocks = (uint64_t)s->st_blocks;
+    sx->mode = (uint32_t)s->st_mode;
+    sx->nlink = (uint32_t)s->st_nlink;
+    sx->uid = (uint32_t)s->st_uid;
+    sx->gid = (uint32_t)s->st_gid;
+    sx->blksize = (uint32_t)s->st_blksize;
+#if defined(__APPLE__)
+    sx->atime = ts_of(s->st_atimespec.tv_sec, s->st_atimespec.tv_nsec);
+    sx->mtime = ts_of(s->st_mtimespec.tv_sec, s->st_mtimespec.tv_nsec);
+    sx->ctime = ts_of(s->st_ctimespec.tv_sec, s->st_ctimespec.tv_nsec);
+#else
+    sx->atime = ts_of(s->st_atim.tv_sec, s->st_atim.tv_nsec);
+    sx->mtime = ts_of(s->st_mtim.tv_sec, s->st_mtim.tv_nsec);
+    sx->ctime = ts_of(s->st_ctim.tv_sec, s->st_ctim.tv_nsec);
+#endif
+}
+
 int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
     fd_info(fd, &st, info);
+    return 0;
+}
+
+int afs__sys_fd_info_st(afs__fd_t fd, struct afs__fd_info *info, struct afs_stat *st)
+{
+    struct stat s;
+    if (fstat(fd, &s) < 0)
+        return -errno;
+    fd_info(fd, &s, info);
+    if (st)
+        stat_to_afs(&s, st);
     return 0;
 }
 
@@ -742,11 +783,6 @@ int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
     return fd;
 }
 
-static struct afs_timespec ts_of(int64_t sec, long nsec)
-{
-    struct afs_timespec t = {sec, nsec};
-    return t;
-}
 
 #if defined(__linux__) && defined(STATX_BASIC_STATS) && defined(SYS_statx)
 void afs__sys_from_statx(const void *raw, struct afs_stat *st)
@@ -795,26 +831,7 @@ int afs__sys_statx(int dirfd, const char *path, int afs_at_flags, struct afs_sta
                     afs__sys_at_flags(afs_at_flags & AFS_AT_SYMLINK_NOFOLLOW));
     if (r < 0)
         return -errno;
-    memset(sx, 0, sizeof *sx);
-    sx->dev = (uint64_t)s.st_dev;
-    sx->ino = (uint64_t)s.st_ino;
-    sx->rdev = (uint64_t)s.st_rdev;
-    sx->size = (int64_t)s.st_size;
-    sx->blocks = (uint64_t)s.st_blocks;
-    sx->mode = (uint32_t)s.st_mode;
-    sx->nlink = (uint32_t)s.st_nlink;
-    sx->uid = (uint32_t)s.st_uid;
-    sx->gid = (uint32_t)s.st_gid;
-    sx->blksize = (uint32_t)s.st_blksize;
-#if defined(__APPLE__)
-    sx->atime = ts_of(s.st_atimespec.tv_sec, s.st_atimespec.tv_nsec);
-    sx->mtime = ts_of(s.st_mtimespec.tv_sec, s.st_mtimespec.tv_nsec);
-    sx->ctime = ts_of(s.st_ctimespec.tv_sec, s.st_ctimespec.tv_nsec);
-#else
-    sx->atime = ts_of(s.st_atim.tv_sec, s.st_atim.tv_nsec);
-    sx->mtime = ts_of(s.st_mtim.tv_sec, s.st_mtim.tv_nsec);
-    sx->ctime = ts_of(s.st_ctim.tv_sec, s.st_ctim.tv_nsec);
-#endif
+    stat_to_afs(&s, sx);
     return 0;
 }
 #endif

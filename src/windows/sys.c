@@ -294,6 +294,14 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
     return 0;
 }
 
+int afs__sys_fd_info_st(afs__fd_t fd, struct afs__fd_info *info, struct afs_stat *st)
+{
+    int err = afs__sys_fd_info(fd, info);
+    if (err == 0 && st)
+        err = afs__sys_statx((int)(intptr_t)fd, "", AFS_AT_EMPTY_PATH, st);
+    return err;
+}
+
 /* afs_open(): the open of afs_openat() (NtCreateFile on the NT path: no MAX_PATH limit),
  * refusing a directory as open(2) does for write access and afs_open() promises for all. */
 int afs__sys_open(const char *path, int afs_flags, unsigned perm, afs__fd_t *out,

@@ -91,6 +91,34 @@ T_CRASH(drop_gives_the_file_as_of_its_last_sync)
     free(p);
 }
 
+/* afs_openat_file follows afs_open with AFS_AT_FDCWD (the simulator sees the file: a crash
+ * drops its unsynced data); relative to another directory it is refused. */
+T_CRASH(openat_file_works_by_path_only)
+{
+    crash_ctx(AFS_CRASH_DROP, 1);
+    struct afs_file *f = (struct afs_file *)1;
+    int dfd = afs_openat(t_ctx, AFS_AT_FDCWD, t_dir, AFS_RDONLY | AFS_DIRECTORY, 0);
+    cr_assert_geq(dfd, 0);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                                 NULL, &f), -ENOTSUP);
+    cr_assert_null(f);
+    cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+    struct afs_stat st;
+    cr_assert_eq(afs_openat_file(t_ctx, AFS_AT_FDCWD, t_path("f"), AFS_RDWR | AFS_CREAT, 0644,
+                                 AFS_MODE_SYNC, &st, &f), 0);
+    cr_assert_eq(st.size, 0);
+    unsigned char buf[4 * SEC];
+    fill_byte(buf, sizeof buf, 'A');
+    cr_assert_eq(afs_pwrite(f, buf, sizeof buf, 0), (ssize_t)sizeof buf);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert_eq(rep.files, 1);
+    size_t len;
+    unsigned char *p = slurp(t_path("f"), &len);
+    cr_assert_eq(len, 0, "never synced: dropped, size %zu", len);
+    free(p);
+}
+
 T_CRASH(keep_gives_the_file_as_written)
 {
     crash_ctx(AFS_CRASH_KEEP, 1);

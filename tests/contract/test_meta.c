@@ -767,6 +767,190 @@ T_META(file_from_fd_checks_its_arguments)
 }
 
 
+/* afs_openat_file: afs_open relative to a directory fd, with the fstat it makes handed out. */
+T_META(openat_file_opens_relative_to_a_directory_and_hands_out_its_stat)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 5000);
+    int dfd = t_dirfd();
+    struct afs_file *f = NULL;
+    struct afs_stat st;
+    memset(&st, 0xff, sizeof st);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY, 0, AFS_MODE_SYNC, &st, &f), 0);
+    struct t_ref ref = {0};
+    cr_assert_eq(t_ref_stat(t_path("f"), &ref), 0);
+    cr_assert(S_ISREG(st.mode));
+    cr_assert_eq(st.size, 5000);
+    cr_assert_eq(st.ino, ref.ino);
+    cr_assert_eq(st.dev, ref.dev);
+    cr_assert_eq(st.mtime.sec, ref.mtime_sec);
+    cr_assert_eq(afs_file_open_size(f), 5000);
+    static char buf[6000];
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 5000);
+    cr_assert(t_check(buf, 5000, 0));
+    cr_assert_eq(afs_pwrite(f, buf, 10, 0), -EBADF, "opened read-only");
+    cr_assert_eq(afs_close(f), 0);
+
+    /* No st wanted; the current directory with an absolute path. */
+    cr_assert_eq(afs_openat_file(t_ctx, AFS_AT_FDCWD, t_path("f"), AFS_RDONLY, 0,
+                                 AFS_MODE_ASYNC, NULL, &f), 0);
+    cr_assert_eq(afs_read(f, buf, 100), 0);
+    ssize_t res;
+    cr_assert_eq(afs_last_op_wait(f, &res), 1);
+    cr_assert_eq(res, 100);
+    cr_assert(t_check(buf, 100, 0));
+    cr_assert_eq(afs_close(f), 0);
+
+    /* A new file (AFS_CREAT | AFS_EXCL, known empty without an fstat): written, read back,
+     * its size right; again: -EEXIST. With st: what the new file is. */
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "new", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600,
+                                 AFS_MODE_SYNC, NULL, &f), 0);
+    cr_assert_eq(afs_file_open_size(f), 0);
+    static char big[20000], back[20000];
+    t_fill(big, sizeof big, 7);
+    cr_assert_eq(afs_pwrite(f, big, sizeof big, 0), (ssize_t)sizeof big);
+    cr_assert_eq(afs_pread(f, back, sizeof back, 0), (ssize_t)sizeof back);
+    cr_assert(t_check(back, sizeof back, 7));
+    cr_assert_eq(afs_file_size(f), (int64_t)sizeof big);
+    cr_assert_eq(afs_close(f), 0);
+    f = (struct afs_file *)1;
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "new", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600,
+                                 AFS_MODE_SYNC, NULL, &f), -EEXIST);
+    cr_assert_null(f);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "new2", AFS_WRONLY | AFS_CREAT | AFS_EXCL, 0640,
+                                 AFS_MODE_SYNC, &st, &f), 0);
+    cr_assert(S_ISREG(st.mode));
+    cr_assert_eq(st.size, 0);
+    cr_assert_eq(afs_close(f), 0);
+
+    /* AFS_TRUNC on the existing one: empty, as the fstat says. */
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "new", AFS_RDWR | AFS_TRUNC, 0, AFS_MODE_SYNC,
+                                 &st, &f), 0);
+    cr_assert_eq(st.size, 0);
+    cr_assert_eq(afs_file_open_size(f), 0);
+    cr_assert_eq(afs_close(f), 0);
+    t_fd_close(dfd);
+}
+
+T_META(openat_file_refuses_what_afs_open_refuses)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 100);
+    int dfd = t_dirfd();
+    struct afs_file *f = (struct afs_file *)1;
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", 0, 0, AFS_MODE_SYNC, NULL, &f), -EINVAL);
+    cr_assert_null(f);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY | AFS_DIRECTORY, 0,
+                                 AFS_MODE_SYNC, NULL, &f), -EINVAL);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY, 0, (enum afs_mode)7, NULL, &f),
+                 -EINVAL);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_WRONLY | AFS_CREAT, 010000,
+                                 AFS_MODE_SYNC, NULL, &f), -EINVAL);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY, 0, AFS_MODE_SYNC, NULL, NULL),
+                 -EINVAL);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, NULL, AFS_RDONLY, 0, AFS_MODE_SYNC, NULL, &f),
+                 -EINVAL);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "missing", AFS_RDONLY, 0, AFS_MODE_SYNC, NULL,
+                                 &f), -ENOENT);
+    cr_assert_eq(afs_mkdirat(t_ctx, dfd, "d", 0755), 0);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "d", AFS_RDONLY, 0, AFS_MODE_SYNC, NULL, &f),
+                 -EISDIR);
+    cr_assert_null(f);
+#ifndef _WIN32
+    cr_assert_eq(symlink("f", t_path("link")), 0);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "link", AFS_RDONLY | AFS_NOFOLLOW, 0,
+                                 AFS_MODE_SYNC, NULL, &f), -ELOOP);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "link", AFS_RDONLY, 0, AFS_MODE_SYNC, NULL, &f),
+                 0);
+    cr_assert_eq(afs_close(f), 0);
+#endif
+    t_fd_close(dfd);
+}
+
+#ifndef _WIN32
+/* AFS_NONBLOCK: a FIFO without a writer opens at once; a regular file keeps O_NONBLOCK until
+ * its first op or afs_file_fd() (as afs_open), and its reads still wait for the data. */
+T_META(openat_file_nonblock_opens_a_fifo_at_once_and_settles_a_file_late)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 3000);
+    cr_assert_eq(mkfifo(t_path("fifo"), 0600), 0);
+    int dfd = t_dirfd();
+    struct afs_file *f;
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "fifo", AFS_RDONLY | AFS_NONBLOCK, 0,
+                                 AFS_MODE_SYNC, NULL, &f), 0);
+    cr_assert_eq(afs_file_open_size(f), -1);
+    cr_assert_eq(afs_close(f), 0);
+
+    struct afs_stat st;
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC,
+                                 &st, &f), 0);
+    cr_assert_eq(st.size, 3000);
+    /* The descriptor the open made, before any op: O_NONBLOCK still on (read by number
+     * through /proc, not by afs_file_fd, which would take it off). */
+    char fdinfo[64], line[128];
+    int n = 0;
+    for (int fd = 3; fd < 1024 && !n; fd++) {
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(t_path("f"), &b) == 0 && a.st_ino == b.st_ino &&
+            a.st_dev == b.st_dev) {
+            snprintf(fdinfo, sizeof fdinfo, "/proc/self/fdinfo/%d", fd);
+            FILE *fi = fopen(fdinfo, "r");
+            unsigned flags = 0;
+            while (fi && fgets(line, sizeof line, fi))
+                if (sscanf(line, "flags: %o", &flags) == 1)
+                    n = fd;
+            if (fi)
+                fclose(fi);
+            if (n)
+                cr_assert(flags & O_NONBLOCK, "O_NONBLOCK kept until the first op");
+        }
+    }
+    cr_assert_gt(n, 0, "the file's descriptor and its flags found in /proc/self/fdinfo");
+    static char buf[3000];
+    cr_assert_eq(afs_pread(f, buf, sizeof buf, 0), 3000);
+    cr_assert(t_check(buf, sizeof buf, 0));
+    int fd = (int)afs_file_fd(f);
+    cr_assert_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "O_NONBLOCK off after the first op");
+    cr_assert_eq(afs_close(f), 0);
+    t_fd_close(dfd);
+}
+#endif
+
+/* In a task the open joins the batch (one op, the task suspends once); outside, inline. */
+T_META(openat_file_in_a_task_is_one_op)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 100);
+    int dfd = t_dirfd();
+    struct afs_stats s0, s1;
+    struct afs_file *f = NULL;
+    afs_ctx_stats(t_ctx, &s0);
+    cr_assert_eq(afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY, 0, AFS_MODE_SYNC, NULL, &f), 0);
+    afs_ctx_stats(t_ctx, &s1);
+    cr_assert_eq(s1.ops, s0.ops);
+    cr_assert_eq(afs_close(f), 0);
+
+    struct fake_sched fs = {{t_ctx, fake_current, fake_suspend, fake_resume, NULL, NULL}, 0, 0};
+    struct afs_waiter *prev = afs_waiter_set(&fs.w);
+    afs_ctx_stats(t_ctx, &s0);
+    struct afs_stat st;
+    int e1 = afs_openat_file(t_ctx, dfd, "f", AFS_RDONLY, 0, AFS_MODE_SYNC, &st, &f);
+    struct afs_file *g = NULL;
+    int e2 = afs_openat_file(t_ctx, dfd, "g", AFS_RDWR | AFS_CREAT | AFS_EXCL, 0644,
+                             AFS_MODE_SYNC, NULL, &g);
+    afs_waiter_set(prev);
+    afs_ctx_stats(t_ctx, &s1);
+    cr_assert_eq(e1, 0);
+    cr_assert_eq(st.size, 100);
+    cr_assert_eq(e2, 0);
+    cr_assert_eq(fs.suspends, 2);
+    cr_assert_eq(s1.ops - s0.ops, 2u);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_close(g), 0);
+    t_fd_close(dfd);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Names Windows makes hard: long paths, non-ASCII names, read-only files, replacing renames,
  * reparse points. The checks hold on POSIX too, where they run as well.

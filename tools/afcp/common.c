@@ -564,13 +564,7 @@ void afcp_tmpname(char *tmp)
 
 int afcp_open_file(int dirfd, const char *name, int flags, unsigned perm, struct afs_file **out)
 {
-    int fd = afs_openat(AFCP_CTX, dirfd, name, flags, perm);
-    if (fd < 0)
-        return fd;
-    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, out);
-    if (err < 0)
-        afs_close_fd(AFCP_CTX, fd);
-    return err;
+    return afs_openat_file(AFCP_CTX, dirfd, name, flags, perm, AFS_MODE_SYNC, NULL, out);
 }
 
 static void chunk_loop(struct corio_task *t, struct afcp_chunks *k)

@@ -156,6 +156,7 @@ struct fcopy {
     int                   inplace;    /* written into the existing file: --inplace, or where
                                          no temporary may replace it (see open_dest) */
     uint64_t              copied;
+    int                   end_seen;   /* the last span's read found the end at the size */
 };
 
 static uint64_t round_up(uint64_t v)
@@ -204,16 +205,22 @@ static int write_out(struct fcopy *c, char *buf, uint64_t off, size_t len)
 }
 
 /* Reads [off, off + len) into buf and writes it. A read shorter than the size we saw means
- * the file shrank while we copied: an error, never a silently shorter copy. */
-static int copy_span(struct fcopy *c, char *buf, uint64_t off, size_t len)
+ * the file shrank while we copied: an error, never a silently shorter copy. The file's last
+ * span, where buf has room for a byte more, is read with that byte: a read that stops at
+ * the size found the end there (what cp's last read, of nothing, finds), so no fstat after
+ * the copy need ask whether the file grew; one that gets the byte says it did. */
+static int copy_span(struct fcopy *c, char *buf, uint64_t off, size_t len, size_t room)
 {
     size_t rlen = c->direct_in ? (size_t)round_up(len) : len;
-    ssize_t n = afs_pread(c->in, buf, rlen, off);
+    int last = !c->direct_in && room > 0 && off + len == c->size;
+    ssize_t n = afs_pread(c->in, buf, rlen + (last ? 1 : 0), off);
     int err = n < 0 ? (int)n : (size_t)n < len ? -ENODATA : 0;
     if (err < 0) {
         fail(c, err, 0);
         return -1;
     }
+    if (last && (size_t)n == len)
+        c->end_seen = 1;
     if ((err = write_out(c, buf, off, len)) < 0) {
         fail(c, err, 1);
         return -1;
@@ -251,11 +258,11 @@ static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
                 d &= ~(uint64_t)(DIO_ALIGN - 1);
                 h = round_up(h) < end ? round_up(h) : end;
             }
-            if (copy_span(c, (char *)buf + (d - off), d, (size_t)(h - d)) < 0)
+            if (copy_span(c, (char *)buf + (d - off), d, (size_t)(h - d), 0) < 0)
                 return;
             pos = h;
         }
-    } else if (copy_span(c, buf, off, len) < 0) {
+    } else if (copy_span(c, buf, off, len, afcp.o.chunk_size - len) < 0) {
         return;
     }
     afcp_add(&afcp.bytes_done, (int64_t)(len));
@@ -265,8 +272,9 @@ static void copy_chunk(struct fcopy *c, void *buf, uint64_t off, size_t len)
 /* A source whose size says nothing (0 on /proc, a page on sysfs, a FIFO or a device given on
  * the command line): read until EOF, as cp does, one buffer at a time. A stream (FIFO,
  * character device) is read with read(2) on this thread: asyncfs reads at offsets only. */
-/* Tests only (AFCP_TEST_GROW=N): N bytes appended to each source once its size as first
- * seen is copied, as a writer would while the copy runs. */
+/* Tests only (AFCP_TEST_GROW=N): N bytes appended to each source once its size is first
+ * seen (the batch path: right after the open; the cached path: after its first read), as a
+ * writer would while the copy runs. */
 static long grow_hook;
 
 static void grow_source(const char *path)
@@ -418,36 +426,40 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     mode_t type = j->st.st_mode & S_IFMT;
     int flags = AFS_RDONLY | (type == S_IFREG ? AFS_NONBLOCK : 0) |
                 (j->follow ? 0 : AFS_NOFOLLOW);
-    int fd;
+    struct afs_stat ast;
+    struct afs_file *in = NULL;
+    int fd = -1, err;
     if (type == S_IFIFO || type == S_IFCHR) {
         /* A plain blocking open on this thread: io_uring opens with O_NONBLOCK first, and a
          * FIFO opened so reads EOF before its writer comes. */
         fd = openat(j->sd->sfd, j->sname, O_RDONLY | O_CLOEXEC | (j->follow ? 0 : O_NOFOLLOW));
-        if (fd < 0)
-            fd = -errno;
+        err = fd < 0 ? -errno : afs_statx(AFCP_CTX, fd, "", AFS_AT_EMPTY_PATH, &ast);
     } else {
-        fd = afs_openat(AFCP_CTX, j->sd->sfd, j->sname, flags, 0);
+        /* The open and the file in one: its fstat is the look at what was opened. */
+        err = afs_openat_file(AFCP_CTX, j->sd->sfd, j->sname, flags, 0, AFS_MODE_SYNC, &ast,
+                              &in);
     }
-    if (fd < 0) {
+    if (err < 0 && fd < 0 && err != -EISDIR) {
         /* cp looks at the source (lstat) before it opens it: where that fails too (a
          * directory that may be read but not searched, an entry gone since readdir) it says
          * so. A regular file found by readdir was not looked at yet. */
         struct stat st;
-        int err = afcp_stat(j->sd->sfd, j->sname, j->follow ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &st);
-        if (err < 0) {
-            afcp_err(err, "cannot stat '%s'", j->spath);
+        int e = afcp_stat(j->sd->sfd, j->sname, j->follow ? 0 : AFS_AT_SYMLINK_NOFOLLOW, &st);
+        if (e < 0) {
+            afcp_err(e, "cannot stat '%s'", j->spath);
             return 1;
         }
         j->st = st;
-        return fd;
+        return err;
     }
-    struct afs_stat ast;
-    if (afs_statx(AFCP_CTX, fd, "", AFS_AT_EMPTY_PATH, &ast) < 0 ||
-        (ast.mode & S_IFMT) != type) {
+    if (err < 0 || (ast.mode & S_IFMT) != type) { /* -EISDIR: a directory swapped in */
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->spath);
         afcp_fail();
-        afs_close_fd(AFCP_CTX, fd);
+        if (in)
+            afs_close(in);
+        if (fd >= 0)
+            afs_close_fd(AFCP_CTX, fd);
         return 1;
     }
     struct stat st;
@@ -459,7 +471,7 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
      * regular file, or a pseudo file system's (sysfs reports a page, whatever it holds).
      * Those are read until EOF. */
     c->stream = type != S_IFREG && type != S_IFBLK;
-    c->unsized = type != S_IFREG || c->size == 0 || (st.st_blocks == 0 && pseudo_fs(fd));
+    c->unsized = type != S_IFREG || c->size == 0 || (st.st_blocks == 0 && pseudo_fs(in ? (int)afs_file_fd(in) : fd));
     if (c->unsized) {
         afcp_add(&afcp.bytes_total, -(int64_t)c->size); /* counted as read */
         c->size = 0;
@@ -473,13 +485,21 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
      * that has holes itself (a file with none is copied as it is, on the fast path). */
     c->zero_holes = afcp.o.sparse == AFCP_SPARSE_ALWAYS ||
                     (afcp.o.sparse == AFCP_SPARSE_AUTO && c->seek_holes);
-    if (afcp.o.direct && !c->unsized && reopen_direct(fd, AFS_RDONLY, &c->in) == 0) {
+    if (afcp.o.direct && !c->unsized &&
+        reopen_direct(in ? (int)afs_file_fd(in) : fd, AFS_RDONLY, &c->in) == 0) {
         c->direct_in = 1;
-        afs_close_fd(AFCP_CTX, fd);
+        if (in)
+            afs_close(in);
+        else
+            afs_close_fd(AFCP_CTX, fd);
         return 0;
     }
-    /* Buffered (or O_DIRECT refused): the fd itself. O_NONBLOCK is cleared on it. */
-    int err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, &c->in);
+    if (in) { /* buffered (or O_DIRECT refused) */
+        c->in = in;
+        return 0;
+    }
+    /* A FIFO or device: the fd itself. */
+    err = afs_file_from_fd(AFCP_CTX, fd, flags, AFS_MODE_SYNC, &c->in);
     if (err < 0) {
         afs_close_fd(AFCP_CTX, fd);
         return err;
@@ -882,6 +902,8 @@ static void file_task(struct corio_task *t, void *arg)
         afcp_add(&afcp.bytes_total, -(int64_t)walk_size);
         goto out;
     }
+    if (grow_hook > 0 && !c.unsized)
+        grow_source(j->spath);
     /* What is at the destination name (afcp_check_dest prints -v's line). */
     if (afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath, j->dpath, &j->st,
                         AFCP_DEST_FILE, j->follow, j->vn, &j->exists) != 0) {
@@ -994,12 +1016,11 @@ static void file_task(struct corio_task *t, void *arg)
     }
     int ofd = (int)afs_file_fd(c.out);
     struct stat now;
-    if (grow_hook > 0 && !c.unsized)
-        grow_source(j->spath);
-    /* The source's size now, once. Grown while we copied it: the rest up to its end, as cp
-     * reads to the end (not under O_DIRECT, whose reads would need aligned offsets). Shrunk:
-     * SEEK_DATA took the missing end for a hole (the plain reads fail by themselves). */
-    if (!c.err && !c.unsized && fstat((int)afs_file_fd(c.in), &now) == 0) {
+    /* The source's size now, once, unless the last read found the end at the size. Grown
+     * while we copied it: the rest up to its end, as cp reads to the end (not under O_DIRECT,
+     * whose reads would need aligned offsets). Shrunk: SEEK_DATA took the missing end for a
+     * hole (the plain reads fail by themselves). */
+    if (!c.err && !c.unsized && !c.end_seen && fstat((int)afs_file_fd(c.in), &now) == 0) {
         if ((uint64_t)now.st_size > c.size && !c.direct_in && !c.direct_out)
             copy_unsized(t, &c, c.size);
         else if ((uint64_t)now.st_size < c.size && c.seek_holes)
