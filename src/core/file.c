@@ -65,10 +65,10 @@ int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum af
 static int open_batched(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
                         afs__fd_t *out, struct afs__fd_info *info);
 
-int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
-             enum afs_mode mode, struct afs_file **out)
+/* afs_open()'s and afs_openat_file()'s checks of their arguments; *out cleared. */
+static int open_args(const char *path, int flags, unsigned perm, enum afs_mode mode,
+                     struct afs_file **out)
 {
-    afs__ctx_check(ctx, __func__);
     if (!path || !out)
         return -EINVAL;
     *out = NULL;
@@ -78,9 +78,35 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         return -EINVAL;
     if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
         return -EINVAL;
-    if (perm > 07777)
-        return -EINVAL;
-    int err = ctx->crash ? afs__crash_gate(ctx) : 0;
+    return perm > 07777 ? -EINVAL : 0;
+}
+
+/* Makes f, whose fd the library just opened with flags, a file of ctx. AFS_NONBLOCK is for
+ * the open only (a FIFO without its other end, a device): the file is then used as any other
+ * (io_uring would answer -EAGAIN to reads of a non-blocking one); a FIFO is made
+ * non-blocking again where it waits in the readiness engine. A regular file keeps the flag
+ * until an op is set up on it (afs__file_settle): a file opened only for a look at its size,
+ * or read from the page cache inside a task (the cached reads never set up an op), is
+ * spared the system call. On failure the caller closes the fd and frees f. */
+static int open_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum afs_mode mode,
+                       struct afs__fd_info *info)
+{
+    info->own = true;
+    bool nb_open = (flags & AFS_NONBLOCK) && info->size >= 0;
+    int err;
+    if ((flags & AFS_NONBLOCK) && !nb_open && (err = afs__sys_opened_blocking(f->fd, flags)) < 0)
+        return err;
+    atomic_init(&f->nb_open, nb_open ? AFS__NB_OPEN : AFS__NB_SETTLED);
+    return afs__file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode, info);
+}
+
+int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
+             enum afs_mode mode, struct afs_file **out)
+{
+    afs__ctx_check(ctx, __func__);
+    int err = open_args(path, flags, perm, mode, out);
+    if (err == 0 && ctx->crash)
+        err = afs__crash_gate(ctx);
     if (err < 0)
         return err;
     /* Crash mode truncates after the open, where the simulator can take note of it. */
@@ -103,23 +129,7 @@ int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
         free(f);
         return err;
     }
-    info.own = true;
-    /* AFS_NONBLOCK is for the open only (a FIFO without its other end, a device): the file
-     * is then used as any other (io_uring would answer -EAGAIN to reads of a non-blocking
-     * one); a FIFO is made non-blocking again where it waits in the readiness engine. A
-     * regular file keeps the flag until an op is set up on it (afs__file_settle): a file
-     * opened only for a look at its size, or read from the page cache inside a task (the
-     * cached reads never set up an op), is spared the system call. */
-    bool nb_open = (flags & AFS_NONBLOCK) && info.size >= 0;
-    if ((flags & AFS_NONBLOCK) && !nb_open &&
-        (err = afs__sys_opened_blocking(f->fd, flags)) < 0) {
-        afs__sys_close(f->fd);
-        free(f);
-        return err;
-    }
-    flags &= ~AFS_NONBLOCK;
-    atomic_init(&f->nb_open, nb_open ? AFS__NB_OPEN : AFS__NB_SETTLED);
-    if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0) {
+    if ((err = open_attach(ctx, f, flags, mode, &info)) < 0) {
         afs__sys_close(f->fd);
         free(f);
         return err;
@@ -141,23 +151,15 @@ int afs_openat_file(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
                     struct afs_file **out)
 {
     afs__ctx_check(ctx, __func__);
-    if (!path || !out)
-        return -EINVAL;
-    *out = NULL;
-    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
-    if ((flags & ~(AFS__OPEN_FLAGS | AFS_NONBLOCK)) ||
-        !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
-        return -EINVAL;
-    if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
-        return -EINVAL;
-    if (perm > 07777)
-        return -EINVAL;
+    int err = open_args(path, flags, perm, mode, out);
+    if (err < 0)
+        return err;
     if (ctx->crash) {
         /* The crash simulator follows files by path: afs_open's, relative to the current
          * directory only. */
         if (dirfd != AFS_AT_FDCWD)
             return -ENOTSUP;
-        int err = afs_open(ctx, path, flags, perm, mode, out);
+        err = afs_open(ctx, path, flags, perm, mode, out);
         if (err == 0 && st && (err = afs__sys_statx((int)(intptr_t)(*out)->fd, "",
                                                     AFS_AT_EMPTY_PATH, st)) < 0) {
             afs_close(*out);
@@ -171,7 +173,6 @@ int afs_openat_file(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
     /* What kind of file it is, from one fstat, as afs_open() learns it; a file this open
      * created (AFS_CREAT with AFS_EXCL) is a new, empty regular file, known without one. */
     struct afs__fd_info info = {.size = 0};
-    int err = 0;
     if ((flags & (AFS_CREAT | AFS_EXCL)) != (AFS_CREAT | AFS_EXCL) || st) {
         err = afs__sys_fd_info_st((afs__fd_t)(intptr_t)fd, &info, st);
         if (err == 0 && info.dir)
@@ -185,21 +186,13 @@ int afs_openat_file(struct afs_ctx *ctx, int dirfd, const char *path, int flags,
         return err;
     }
     f->fd = (afs__fd_t)(intptr_t)fd;
-    info.own = true;
-    /* As afs_open(): a regular file keeps O_NONBLOCK until an op is set up on it. */
-    bool nb_open = (flags & AFS_NONBLOCK) && info.size >= 0;
-    if ((flags & AFS_NONBLOCK) && !nb_open && (err = afs__sys_opened_blocking(f->fd, flags)) < 0)
-        goto fail;
-    flags &= ~AFS_NONBLOCK;
-    atomic_init(&f->nb_open, nb_open ? AFS__NB_OPEN : AFS__NB_SETTLED);
-    if ((err = afs__file_attach(ctx, f, flags, mode, &info)) < 0)
-        goto fail;
+    if ((err = open_attach(ctx, f, flags, mode, &info)) < 0) {
+        afs__sys_close(f->fd);
+        free(f);
+        return err;
+    }
     *out = f;
     return 0;
-fail:
-    afs__sys_close(f->fd);
-    free(f);
-    return err;
 }
 
 int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct afs_file **out)
