@@ -117,15 +117,27 @@ static void my_release(void *buf, size_t size, void *user)
     free(buf);
 #endif
 }
+/* Misaligned on purpose, always: 8 bytes past a 4 KiB boundary (malloc(size + 16) + 8 was
+ * aligned whenever malloc happened to return 8 bytes short of one, as it did on armhf). */
 static void *bad_alloc(size_t size, void *user)
 {
     allocs++;
-    return (char *)malloc(size + 16) + 8; /* misaligned on purpose */
+#ifdef _WIN32
+    char *p = _aligned_malloc(size + 16, 4096);
+#else
+    void *v = NULL;
+    char *p = posix_memalign(&v, 4096, size + 16) ? NULL : v;
+#endif
+    return p ? p + 8 : NULL;
 }
 static void bad_release(void *buf, size_t size, void *user)
 {
     releases++;
+#ifdef _WIN32
+    _aligned_free((char *)buf - 8);
+#else
     free((char *)buf - 8);
+#endif
 }
 
 T_IO(custom_allocator_and_releaser)
