@@ -471,11 +471,7 @@ static void stat_to_afs(const struct stat *s, struct afs_stat *sx)
 
 int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    fd_info(fd, &st, info);
-    return 0;
+    return afs__sys_fd_info_st(fd, info, NULL);
 }
 
 int afs__sys_fd_info_st(afs__fd_t fd, struct afs__fd_info *info, struct afs_stat *st)
@@ -782,7 +778,6 @@ int afs__sys_openat(int dirfd, const char *path, int afs_flags, unsigned perm)
 #endif
     return fd;
 }
-
 
 #if defined(__linux__) && defined(STATX_BASIC_STATS) && defined(SYS_statx)
 void afs__sys_from_statx(const void *raw, struct afs_stat *st)

@@ -416,6 +416,13 @@ static int pseudo_fs(int fd)
     }
 }
 
+/* The source's descriptor: the file's (asked only when needed: it takes O_NONBLOCK off), or
+ * the plain one of a FIFO or device. */
+static int source_fd(struct afs_file *in, int fd)
+{
+    return in ? (int)afs_file_fd(in) : fd;
+}
+
 /* Opens the source. 0: open; 1: not, reported; -errno: the open failed, not reported (j->st
  * has what stat finds there): cp opens the source after it looked at the destination and
  * printed its -v line, so the caller does those first. */
@@ -471,7 +478,8 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
      * regular file, or a pseudo file system's (sysfs reports a page, whatever it holds).
      * Those are read until EOF. */
     c->stream = type != S_IFREG && type != S_IFBLK;
-    c->unsized = type != S_IFREG || c->size == 0 || (st.st_blocks == 0 && pseudo_fs(in ? (int)afs_file_fd(in) : fd));
+    c->unsized = type != S_IFREG || c->size == 0 ||
+                 (st.st_blocks == 0 && pseudo_fs(source_fd(in, fd)));
     if (c->unsized) {
         afcp_add(&afcp.bytes_total, -(int64_t)c->size); /* counted as read */
         c->size = 0;
@@ -486,7 +494,7 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     c->zero_holes = afcp.o.sparse == AFCP_SPARSE_ALWAYS ||
                     (afcp.o.sparse == AFCP_SPARSE_AUTO && c->seek_holes);
     if (afcp.o.direct && !c->unsized &&
-        reopen_direct(in ? (int)afs_file_fd(in) : fd, AFS_RDONLY, &c->in) == 0) {
+        reopen_direct(source_fd(in, fd), AFS_RDONLY, &c->in) == 0) {
         c->direct_in = 1;
         if (in)
             afs_close(in);
