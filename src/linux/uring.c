@@ -65,20 +65,19 @@ static struct uring *U(struct afs_ctx *ctx)
     return ctx->be_state;
 }
 
-/* afs_queue_sendfile: each piece is a splice of the source file -> a pipe linked to a poll
- * for room in the socket, staged together; once both came, the pipe -> socket splice is
- * made on this thread without waiting (splice_out), and a piece the socket did not take
- * whole waits for room again. A pipe serves one op at a time (the bytes of two ops would mix
+/* afs_queue_sendfile: each piece is a splice of the source file -> a pipe, staged alone;
+ * at its completion the pipe -> socket splice is made on this thread without waiting
+ * (splice_out), and a piece the socket refused or did not take whole waits for room (a
+ * poll) before the next try. A pipe serves one op at a time (the bytes of two ops would mix
  * in it); the op holds it from its first piece to its completion (sendfile_end, however
  * the op ended), then gives it back to the context's free list, or closes it when bytes were
  * left in it (an error, a cancel).
- * A round's two completions may come in either order: the round is judged once both came.
- * A file splice that moves less than its piece breaks the link (the socket splice
- * completes with -ECANCELED): the next round sends what the pipe holds, then reads on.
  * A source the splices refuse (known from the start: see sendfile_by_rw; else a file
  * splice's -EINVAL, from that round on: see splice_cqe) is read and sent instead, in rounds
  * of the same shape: a read of the source into the op's buffer linked to a send from it
- * (src/unix/sock.c's pieces), or a send alone of what the buffer still holds; no pipe. */
+ * (src/unix/sock.c's pieces), or a send alone of what the buffer still holds; no pipe. A
+ * read and send round's two completions may come in either order: the round is judged once
+ * both came. */
 struct upipe {
     int      rfd, wfd;
     uint32_t cap; /* bytes it holds at most (F_GETPIPE_SZ) */
@@ -89,7 +88,7 @@ struct usplice {
     uint32_t cap;
     uint32_t inpipe;  /* bytes spliced into the pipe and not yet out of it */
     uint32_t want;    /* this round's piece */
-    int32_t  r1, r2;  /* this round's results: file -> pipe (a read), pipe -> socket (a send) */
+    int32_t  r1, r2;  /* this round's results: file -> pipe (a read), the poll for room (a send) */
     uint8_t  held;    /* the op holds a pipe */
     uint8_t  pending; /* completions of this round still to come */
     uint8_t  fill;    /* this round has a file -> pipe splice (read and send: a read) */
@@ -634,58 +633,37 @@ static void pipes_trim(struct uring *u)
     u->pipes_until = afs__now_ns() + PIPES_WINDOW_NS;
 }
 
-/* Stages op's next round: the file -> pipe splice linked to the poll for the socket's room,
- * or only the latter when the pipe still holds bytes of the last round. */
+/* Stages op's next round: the file -> pipe splice alone (its completion tries the socket at
+ * once: splice_cqe), or, when the pipe still holds bytes the socket refused or took only in
+ * part, a poll for the socket's room. */
 static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
 {
-    struct uring *u = U(ctx);
     struct afs__op *o = afs__op(op);
     struct usplice *sp = SP(op);
     if (!sp->held) {
-        int err = pipe_get(u, op);
+        int err = pipe_get(U(ctx), op);
         if (err < 0)
             return err;
     }
-    /* Both SQEs in one submission (a link never spans two), the waker's read beside. A ring
-     * too small for that (queue_depth under 3) makes the two splices in turn, each alone:
-     * the file's round ends as a broken link does, and the next round empties the pipe. */
-    bool solo = *u->ring.sq.kring_entries < 3;
-    if (!solo && io_uring_sq_space_left(&u->ring) < 3) {
-        ctx->stats.kernel_submits++;
-        if (flush(ctx) < 0)
-            return -EIO;
-    }
-    size_t rest = o->total - o->done;
+    struct io_uring_sqe *sqe = get_sqe(ctx);
+    if (!sqe)
+        return -EIO;
+    sp->r1 = sp->r2 = 0;
+    sp->pending = 1;
     if (sp->inpipe == 0) {
-        sp->want = (uint32_t)AFS_MIN(rest, (size_t)sp->cap);
-        struct io_uring_sqe *sqe = solo ? get_sqe(ctx) : io_uring_get_sqe(&u->ring);
-        if (!sqe)
-            return -EIO;
+        sp->want = (uint32_t)AFS_MIN(o->total - o->done, (size_t)sp->cap);
+        sp->fill = 1;
         io_uring_prep_splice(sqe, (int)o->sock.src->fd, (int64_t)(o->off + o->done), sp->wfd,
                              -1, sp->want, 0);
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
-        sp->fill = 1;
-        if (solo) {
-            sp->pending = 1;
-            sp->r1 = 0;
-            sp->r2 = -ECANCELED; /* read by splice_cqe as the link broken after the file's */
-            return 0;
-        }
-        sqe->flags |= IOSQE_IO_LINK;
-        sp->pending = 2;
-    } else {
-        sp->want = sp->inpipe;
-        sp->fill = 0;
-        sp->pending = 1;
+        return 0;
     }
-    sp->r1 = sp->r2 = 0;
-    struct io_uring_sqe *sqe = solo ? get_sqe(ctx) : io_uring_get_sqe(&u->ring);
-    if (!sqe)
-        return -EIO; /* solo only: the ring could not be flushed */
     /* The pipe -> socket half waits for room in the ring, then runs here, without waiting
      * (splice_out): a splice to a socket always runs in an io-wq worker, which it holds
      * until the whole piece is in the socket, so that a server's slow peers held as many
      * workers as they were, switching among them. */
+    sp->want = sp->inpipe;
+    sp->fill = 0;
     io_uring_prep_poll_add(sqe, (int)o->file->fd, POLLOUT);
     io_uring_sqe_set_data(sqe, op);
     return 0;
@@ -784,10 +762,14 @@ static void rw_round(struct afs_ctx *ctx, struct afs_op *op)
     afs__op_transferred(ctx, op, report);
 }
 
-/* One completion of a sendfile round; once both came, the round's outcome goes to the core
- * as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to go
- * on (the pipe holds what a short file splice gave), or an error. Read and send rounds are
- * judged by rw_round. */
+/* One completion of a sendfile round; once every one came, the round's outcome goes to the
+ * core as one transfer: the bytes that reached the socket, 0 at the source's end, -EAGAIN to
+ * go on (the pipe holds bytes the socket refused or took in part: the next round waits for
+ * its room), or an error. A file splice's bytes go to the socket at once, without a poll
+ * first: a socket may take them while poll() calls it full (a Unix socket under a quarter
+ * of its buffer is "writable", one under all of it takes a send), and a peer that waits
+ * for them before it reads would wait for ever. Read and send rounds are judged by
+ * rw_round. */
 static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fill)
 {
     struct afs__op *o = afs__op(op);
@@ -797,8 +779,8 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
     else
         sp->r2 = res;
     if (--sp->pending) {
-        /* A cancel that came while the socket splice waited for its link found nothing to
-         * cancel: the file splice is done now, so the other one is queued (or running). */
+        /* A cancel that came while the send waited for its link found nothing to cancel:
+         * the read is done now, so the other one is queued (or running). */
         if (fill && (o->flags & AFS__OP_CANCEL) && io_uring_sq_space_left(&U(ctx)->ring))
             uring_cancel(ctx, op); /* never a flush from inside reap() */
         return;
@@ -807,32 +789,28 @@ static void splice_cqe(struct afs_ctx *ctx, struct afs_op *op, int res, bool fil
         rw_round(ctx, op);
         return;
     }
-    if (sp->fill && sp->r1 > 0)
-        sp->inpipe += (uint32_t)sp->r1;
     bool cancel = o->flags & AFS__OP_CANCEL;
-    if (sp->r2 != -ECANCELED)
-        sp->r2 = cancel ? -ECANCELED : sp->inpipe ? splice_out(op, sp->r2) : 0;
     ssize_t report;
-    if (sp->r2 > 0) {
-        sp->inpipe -= (uint32_t)AFS_MIN((uint32_t)sp->r2, sp->inpipe);
-        report = sp->r2;
-    } else if (sp->r2 == -ECANCELED && sp->fill && !cancel) {
-        /* The link broke on the file's side: a short piece (resumed), the source's end, or
-         * the file's error. */
-        report = sp->r1 > 0 ? -EAGAIN : sp->r1 == 0 && sp->inpipe == 0 ? 0 : sp->r1;
-        if (report == -EINVAL && sp->inpipe == 0 && U(ctx)->has_read) {
+    if (sp->fill && sp->r1 <= 0) {
+        /* The source's end, or the file's error (the pipe was empty). */
+        report = cancel ? -ECANCELED : sp->r1;
+        if (report == -EINVAL && U(ctx)->has_read) {
             /* The source refuses splices (a file without splice_read: most of /proc, some
-             * FUSE and network file systems): the pipe is empty and every byte counted so
-             * far reached the socket, so the rest of the op reads and sends (the arguments
-             * were checked before: this -EINVAL is the source's). */
+             * FUSE and network file systems): every byte counted so far reached the
+             * socket, so the rest of the op reads and sends (the arguments were checked
+             * before: this -EINVAL is the source's). */
             pipe_put(U(ctx), op);
             sp->rw = 1;
             report = -EAGAIN;
         }
-    } else if (sp->r2 == 0) {
-        report = sp->inpipe ? -EIO : 0; /* a socket splice that moved nothing */
     } else {
-        report = sp->r2; /* the socket's error, or a cancel */
+        if (sp->fill)
+            sp->inpipe += (uint32_t)sp->r1;
+        report = cancel ? -ECANCELED : splice_out(op, sp->fill ? POLLOUT : sp->r2);
+        if (report > 0)
+            sp->inpipe -= (uint32_t)AFS_MIN((size_t)report, (size_t)sp->inpipe);
+        else if (report == 0)
+            report = -EIO; /* a socket splice that moved nothing */
     }
     afs__op_transferred(ctx, op, report); /* the pipe goes back in uring_sendfile_end */
 }
@@ -1108,10 +1086,10 @@ static void uring_cancel(struct afs_ctx *ctx, struct afs_op *op)
         return;
     io_uring_prep_cancel(sqe, op, 0);
     io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-    /* The round's file splice too, while it runs (linked: its link then cancels the socket
-     * one; alone on a small ring: the only one). */
+    /* The round's file splice or read too, while it runs (a splice always alone; a read
+     * linked to its send, whose link it then cancels, or alone on a small ring). */
     bool fill_runs = afs__op(op)->code == AFS__SENDFILE && SP(op)->fill &&
-                     (SP(op)->pending == 2 || *u->ring.sq.kring_entries < 3);
+                     (!SP(op)->rw || SP(op)->pending == 2 || *u->ring.sq.kring_entries < 3);
     if (fill_runs && (sqe = get_sqe(ctx))) {
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT, 0);
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);

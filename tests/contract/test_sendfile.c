@@ -26,6 +26,7 @@ typedef SOCKET t_sock_t;
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -200,7 +201,7 @@ T_SF(no_descriptor_left_for_a_pipe)
 #ifdef __linux__
 /* Fault injection: from the nth on (counted from 1 over the test), every splice of a regular
  * file to a pipe that io_uring is given (an SQE with a splice flag no kernel knows: the
- * kernel's -EINVAL at its start, the linked socket splice cancelled) and every sendfile(2)
+ * kernel's -EINVAL at its start) and every sendfile(2)
  * from one (the readiness engine's, through afs__sys) are refused as the kernel refuses a
  * source without splice. */
 static struct afs__syscalls ns_saved;
@@ -252,9 +253,8 @@ static void ns_uninstall(void)
 }
 #endif
 
-/* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for the two
- * linked splices (or read and send) and the waker's read, and they go in turn; every byte
- * arrives. (The
+/* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for a read
+ * linked to its send and the waker's read, and they go in turn; every byte arrives. (The
  * pieces fit in the socket's buffer: with one op in flight the receive waits for the
  * sendfile.) */
 #ifndef _WIN32 /* a ring's size is io_uring's; a loopback TCP pair's buffer may be smaller */
@@ -285,6 +285,64 @@ T_SF(small_queue_depths)
         pair_check(ctx, f, 4097, 100000, 100000);
         ns_uninstall();
 #endif
+        cr_assert_eq(afs_close(p[0]), 0);
+        cr_assert_eq(afs_close(p[1]), 0);
+        cr_assert_eq(afs_close(f), 0);
+        afs_ctx_free(ctx);
+        t_ctx = NULL;
+    }
+}
+#endif
+
+#ifndef _WIN32
+/* A socket that still takes bytes while poll() calls it full (a Unix socket's buffer counts
+ * each small message's overhead: POLLOUT only while under a quarter of it is used, a send
+ * until all of it is), its peer reading nothing yet: a sendfile of a few bytes completes as
+ * a send would, on rings of every size, and the bytes arrive after the ones before. */
+T_SF(socket_taking_bytes_poll_calls_full)
+{
+    for (unsigned qd = 1; qd <= 64; qd *= 8) {
+        struct afs_config cfg;
+        afs_config_default(&cfg);
+        cfg.queue_depth = qd;
+        struct afs_ctx *ctx = t_ctx = t_ctx_cfg(&cfg);
+        struct afs_file *f = open_src(ctx, 4096);
+        struct afs_file *p[2];
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        t_sock_t fd = (t_sock_t)afs_file_fd(p[0]);
+        size_t before = 0;
+        for (;;) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            cr_assert_geq(poll(&pf, 1, 0), 0);
+            if (!(pf.revents & POLLOUT))
+                break;
+            ssize_t r = send(fd, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if ((r < 0 && errno == EAGAIN) || before > 100000)
+                cr_skip_test("this system's poll() calls a socket full only when it is");
+            cr_assert_eq(r, 1, "send: %s", strerror(errno));
+            before++;
+        }
+        struct afs_op op;
+        memset(&op, 0, sizeof op);
+        struct cb_log lg = {0};
+        cr_assert_eq(afs_queue_sendfile(&op, p[0], f, 100, 4, log_cb, &lg), 0);
+        for (int i = 0; i < 100 && !lg.calls; i++)
+            cr_assert_geq(afs_ctx_wait(ctx, 1, 20LL * 1000 * 1000), 0);
+        if (!lg.calls) {
+            cr_assert_eq(afs_cancel(&op), 0);
+            wait_cb(ctx, &lg);
+            cr_assert_fail("queue_depth %u: a sendfile of 4 bytes waited 2 s on a socket that "
+                           "takes them (%zu bytes before it), then gave %zd",
+                           qd, before, lg.result);
+        }
+        cr_assert_eq(lg.result, 4, "queue_depth %u: %zd", qd, lg.result);
+        char buf[4];
+        for (size_t i = 0; i < before; i++) {
+            cr_assert_eq(recv((t_sock_t)afs_file_fd(p[1]), buf, 1, MSG_DONTWAIT), 1);
+            cr_assert_eq(buf[0], 'x');
+        }
+        cr_assert_eq(recv((t_sock_t)afs_file_fd(p[1]), buf, 4, MSG_WAITALL), 4);
+        cr_assert(t_check(buf, 4, 100), "the file's bytes 100..103 are not what arrived");
         cr_assert_eq(afs_close(p[0]), 0);
         cr_assert_eq(afs_close(p[1]), 0);
         cr_assert_eq(afs_close(f), 0);
