@@ -10,13 +10,16 @@
 # the stage's time: contract_auto (contract_io_uring's backend, chosen by the ladder, whose
 # checks run in ladder_seccomp), contract_noring (contract_libaio's), contract_sync (its
 # backend runs each op inline, the core's paths every other contract entry takes; the
-# scheduler and network suites run on sync), contract_posix-aio (Linux builds that backend
+# scheduler suite runs on sync), contract_posix-aio (Linux builds that backend
 # for testing; make fuzz runs it under ASan and UBSan), crash_sim (in every contract_*
 # entry), afcp_cp (afcp's messages against cp's: the other afcp scripts take its code
-# paths); the afcp scripts run on AUTO only (AFCP_TEST_BACKENDS), the contract suites
+# paths), soak_large_threads (soak_large_io_uring takes the core's paths of large I/O, the
+# contract suite the pool's), sqlite_vfs_sync and the network suite on libaio, posix-aio and
+# sync (their socket ops are the readiness engine's, which the threads entry runs); the afcp
+# scripts run on AUTO only (AFCP_TEST_BACKENDS), the contract suites
 # taking each backend, and two at a time (one process each, none judged by timing).
 SAN_BUILD ?= build-sanitize
-SAN_EXCLUDE ?= ^(contract_auto|contract_noring|contract_sync|contract_posix-aio|crash_sim|afcp_cp)$$
+SAN_EXCLUDE ?= ^(contract_auto|contract_noring|contract_sync|contract_posix-aio|crash_sim|afcp_cp|soak_large_threads|sqlite_vfs_sync|corio_net_(libaio|posix-aio|sync))$$
 SAN_SIDE_BY_SIDE ?= ^afcp
 
 .PHONY: test-sanitize

@@ -1,9 +1,10 @@
 # make test-tsan: the suites that use threads, built with ThreadSanitizer (gcc), in their own
-# build directory: the contract suite on the thread pool and with AUTO (the pool serves every
-# backend's buffered ops and wakes the owner across threads), and the scheduler suite on the
-# thread pool and on io_uring (dispatchers answering from other threads, futures completed
-# from other threads, the context's waker, and runtimes of 16 schedulers on as many threads:
-# tests/corio/test_rt.c). Any report fails the run; each run goes through
+# build directory: the contract suite on the thread pool, and the scheduler suite on the
+# thread pool and on io_uring (dispatchers answering from other threads, futures and pool
+# work completed from other threads, the context's waker, and runtimes of 16 schedulers on
+# as many threads: tests/corio/test_rt.c). The contract suite on AUTO (io_uring here) is left
+# out for CI's time: its cross-thread paths are the pool's and the waker's, which those runs
+# take. Any report fails the run; each run goes through
 # tests/helpers/suite.sh (no test ran, or a skip the allow list does not name, fails it too).
 #
 # Criterion's process sandbox cannot start under TSan (its shared arena collides with TSan's
@@ -19,7 +20,7 @@ TSAN_BUILD ?= build-tsan
 TSAN_CC    ?= gcc
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 # suite:backend pairs; "auto" leaves ASYNCFS_BACKEND unset.
-TSAN_RUNS  ?= contract:threads contract:auto corio_sched:threads corio_sched:io_uring
+TSAN_RUNS  ?= contract:threads corio_sched:threads corio_sched:io_uring
 
 .PHONY: test-tsan
 

@@ -20,11 +20,13 @@ cmake --build "$tmp/build" -j 2 >"$tmp/build.log" 2>&1 ||
   { cat "$tmp/build.log" >&2; fail "build failed"; }
 # Every suite of that build but the ones that build again, the long soaks, the Memcheck runs
 # (the outer build has them), the one that takes the machine's AIO events (run alone by
-# the outer suite) and the contract suites that force a backend (the outer build runs them
-# on the same code; contract_auto, which lands on threads here, is this build's own); one at
+# the outer suite), the contract suites that force a backend (the outer build runs them
+# on the same code; contract_auto, which lands on threads here, is this build's own),
+# contract_noring (io_uring blocked: without io_uring the same as contract_auto) and the
+# scheduler suite on sync (the outer build's, on the same code); one at
 # a time, as the outer suite runs: the cached-data tests judge by timing, and a loaded
 # machine changes their choices.
 (cd "$tmp/build" && env -u ASYNCFS_BACKEND ctest -j 1 --output-on-failure --timeout 600 \
-  -E '^(build_with|install_consumer|soak_large_|valgrind_|ladder_aio_max_nr|contract_(threads|sync|posix-aio)$)') ||
+  -E '^(build_with|install_consumer|soak_large_|valgrind_|ladder_aio_max_nr|contract_(threads|sync|posix-aio|noring)$|corio_sched_sync$)') ||
   fail "the suites fail in a build without io_uring and libaio"
 echo "without_kernel_backends: built and tested without io_uring and libaio"
