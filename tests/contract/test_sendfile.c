@@ -253,6 +253,18 @@ static void ns_uninstall(void)
 }
 #endif
 
+#ifndef _WIN32
+/* Closes the pair and the file, frees the test's own context. */
+static void free_all(struct afs_ctx *ctx, struct afs_file *p[2], struct afs_file *f)
+{
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+    cr_assert_eq(afs_close(f), 0);
+    afs_ctx_free(ctx);
+    t_ctx = NULL;
+}
+#endif
+
 /* Contexts with queue_depth 1 and 2: on io_uring the ring is then too small for a read
  * linked to its send and the waker's read, and they go in turn; every byte arrives. (The
  * pieces fit in the socket's buffer: with one op in flight the receive waits for the
@@ -285,11 +297,7 @@ T_SF(small_queue_depths)
         pair_check(ctx, f, 4097, 100000, 100000);
         ns_uninstall();
 #endif
-        cr_assert_eq(afs_close(p[0]), 0);
-        cr_assert_eq(afs_close(p[1]), 0);
-        cr_assert_eq(afs_close(f), 0);
-        afs_ctx_free(ctx);
-        t_ctx = NULL;
+        free_all(ctx, p, f);
     }
 }
 #endif
@@ -343,11 +351,7 @@ T_SF(socket_taking_bytes_poll_calls_full)
         }
         cr_assert_eq(recv((t_sock_t)afs_file_fd(p[1]), buf, 4, MSG_WAITALL), 4);
         cr_assert(t_check(buf, 4, 100), "the file's bytes 100..103 are not what arrived");
-        cr_assert_eq(afs_close(p[0]), 0);
-        cr_assert_eq(afs_close(p[1]), 0);
-        cr_assert_eq(afs_close(f), 0);
-        afs_ctx_free(ctx);
-        t_ctx = NULL;
+        free_all(ctx, p, f);
     }
 }
 #endif
