@@ -87,8 +87,8 @@ struct usplice {
     int      rfd, wfd;
     uint32_t cap;
     uint32_t inpipe;  /* bytes spliced into the pipe and not yet out of it */
-    uint32_t want;    /* this round's piece */
-    int32_t  r1, r2;  /* this round's results: file -> pipe (a read), the poll for room (a send) */
+    int32_t  r1, r2;  /* this round's results: the file splice's (or the read's); the poll's
+                         for room (or the send's) */
     uint8_t  held;    /* the op holds a pipe */
     uint8_t  pending; /* completions of this round still to come */
     uint8_t  fill;    /* this round has a file -> pipe splice (read and send: a read) */
@@ -651,10 +651,9 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
     sp->r1 = sp->r2 = 0;
     sp->pending = 1;
     if (sp->inpipe == 0) {
-        sp->want = (uint32_t)AFS_MIN(o->total - o->done, (size_t)sp->cap);
         sp->fill = 1;
         io_uring_prep_splice(sqe, (int)o->sock.src->fd, (int64_t)(o->off + o->done), sp->wfd,
-                             -1, sp->want, 0);
+                             -1, (unsigned)AFS_MIN(o->total - o->done, (size_t)sp->cap), 0);
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | SPLICE_FILL_BIT);
         return 0;
     }
@@ -662,7 +661,6 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
      * (splice_out): a splice to a socket always runs in an io-wq worker, which it holds
      * until the whole piece is in the socket, so that a server's slow peers held as many
      * workers as they were, switching among them. */
-    sp->want = sp->inpipe;
     sp->fill = 0;
     io_uring_prep_poll_add(sqe, (int)o->file->fd, POLLOUT);
     io_uring_sqe_set_data(sqe, op);
@@ -670,7 +668,7 @@ static int prep_splice(struct afs_ctx *ctx, struct afs_op *op)
 }
 
 /* The pipe -> socket half of op's round, once the socket had room (poll_res: the poll's
- * mask, or its error): the bytes moved, -EAGAIN when the room went meanwhile (the next
+ * mask, or its error; POLLOUT for a try without a poll): the bytes moved, -EAGAIN when the room went meanwhile (the next
  * round waits again), or an error (the peer's: -EPIPE, -ECONNRESET). */
 static int splice_out(struct afs_op *op, int poll_res)
 {
@@ -684,8 +682,8 @@ static int splice_out(struct afs_op *op, int poll_res)
 }
 
 /* Stages op's next round by read and send: a read of the source into the op's buffer when
- * it is empty, linked to the send of what it will give, as a piece's two splices are (a
- * ring too small for both makes the read alone, then the send); else a send of what the
+ * it is empty, linked to the send of what it will give (a ring too small for both makes
+ * the read alone, then the send); else a send of what the
  * buffer holds (a short send's rest, or a short read's bytes). Sends go with MSG_NOSIGNAL.
  * The op is on `splicing` from its first round, so that a socket being closed cancels it
  * (its read is not on the socket's descriptor). */
