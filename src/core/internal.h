@@ -109,6 +109,16 @@ struct afs__sock {
 #define AFS__NOINLINE
 #endif
 
+/* A thread-local variable read on every task switch: the initial-exec model, a fixed offset
+ * from the thread pointer instead of a call to __tls_get_addr in a shared library (the
+ * library is linked into programs, not loaded later by dlopen into a process short of
+ * static TLS space). */
+#if defined(__GNUC__) && defined(__ELF__)
+#define AFS__TLS_HOT __attribute__((tls_model("initial-exec")))
+#else
+#define AFS__TLS_HOT
+#endif
+
 /* Valgrind's client requests where its headers were found at build time (no-ops when the
  * program does not run under Valgrind, a few instructions): an op's magic is read from memory
  * the caller may never have written, by design (afs_queue_read: "an op needs no
