@@ -85,9 +85,9 @@ static inline void reap_zombie(struct corio_sched *s)
  * registers, the frames above its stack pointer) gone from the caches since its last turn.
  * While one task runs, lines of the tasks after it are fetched: of the struct of the third
  * one on (its first line, which taking the one before it off the run queue writes, and its
- * saved registers), and of the stack of the second one on, above its saved stack pointer
- * (one turn ahead was not soon enough for either). A prefetch never faults: lines above the
- * top of a shallow stack cost nothing but the look-up. */
+ * saved stack pointer; one turn ahead was not soon enough), and of the stack of the next
+ * one on, above its saved stack pointer. A prefetch never faults: lines above the top of a
+ * shallow stack cost nothing but the look-up. */
 static inline void prefetch_ahead(struct corio_sched *s)
 {
     struct afs_list_node *n = s->ready.list.first;
@@ -100,7 +100,7 @@ static inline void prefetch_ahead(struct corio_sched *s)
         for (size_t i = 0; i < sizeof(struct corio__regs); i += CORIO__LINE)
             afs__prefetch(r + i);
     }
-    const char *sp = corio__regs_sp(&TASK(n->next, q_node)->regs);
+    const char *sp = corio__regs_sp(&TASK(n, q_node)->regs);
     if (sp)
         for (size_t i = 0; i < PREFETCH_STACK; i += CORIO__LINE)
             afs__prefetch(sp + i);
