@@ -109,10 +109,10 @@ struct afs__sock {
 #define AFS__NOINLINE
 #endif
 
-/* A thread-local variable read on every task switch: the initial-exec model, a fixed offset
- * from the thread pointer instead of a call to __tls_get_addr in a shared library (the
- * library is linked into programs, not loaded later by dlopen into a process short of
- * static TLS space). */
+/* A thread-local variable read on hot paths (corio_current() in each blocking call of a
+ * task): the initial-exec model, a fixed offset from the thread pointer instead of a call to
+ * __tls_get_addr from the shared library (which programs link, rather than load later by
+ * dlopen into a process short of static TLS space). */
 #if defined(__GNUC__) && defined(__ELF__)
 #define AFS__TLS_HOT __attribute__((tls_model("initial-exec")))
 #else
