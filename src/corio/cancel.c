@@ -110,10 +110,27 @@ void corio_cancel(struct corio_task *t)
     cancel_tree(t);
 }
 
-/* A deadline set on tasks already suspended: re-arm their timers. */
-static void rearm_tree(struct corio_task *t)
+/* A timer armed for a deadline that is due now: the deadline passed before the change that
+ * would take it back (a new deadline, a shield begun, a parent's on another scheduler moved
+ * after it passed). It ends the wait here, as corio__fire_timers() would have, so that
+ * whether the scheduler got to fire it first does not decide. A sleep's own end is left to
+ * the timers (a wake-up, not an error). */
+static bool fire_due(struct corio_task *t)
 {
-    if (t->state == CORIO__SUSPENDED && t->w && t->w->cancel) {
+    if (!t->heap_idx || t->timer_at >= t->w->until || !afs__now_reached(t->timer_at))
+        return false;
+    corio__timer_remove(&t->sched->timers, t);
+    t->w->cancel(t, t->w, -ETIMEDOUT);
+    return true;
+}
+
+/* A deadline set on tasks already suspended: re-arm their timers. passed: timers already
+ * due fire first (false only for a remote parent's change made before its old deadline
+ * passed, which arrived after it:
+ * rt.c's apply_ctl). */
+static void rearm_tree(struct corio_task *t, bool passed)
+{
+    if (t->state == CORIO__SUSPENDED && t->w && t->w->cancel && !(passed && fire_due(t))) {
         int64_t at = corio__wait_timer(t, t->w);
         if (at != INT64_MAX)
             corio__timer_add(&t->sched->timers, t, at);
@@ -122,14 +139,14 @@ static void rearm_tree(struct corio_task *t)
     }
     for (struct afs_list_node *n = t->children.first; n; n = n->next)
         if (CHILD(n)->state != CORIO__DONE)
-            rearm_tree(CHILD(n));
+            rearm_tree(CHILD(n), passed);
     if (t->links.first)
-        corio__rt_links_deadline(t);
+        corio__rt_links_deadline(t, passed);
 }
 
-void corio__rearm_tree(struct corio_task *t)
+void corio__rearm_tree(struct corio_task *t, bool passed)
 {
-    rearm_tree(t);
+    rearm_tree(t, passed);
 }
 
 void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
@@ -137,7 +154,7 @@ void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
     AFS_CHECK(t != NULL, "task is NULL");
     t->deadline = deadline_ns > 0 ? deadline_ns : INT64_MAX;
     if (t->state != CORIO__DONE)
-        rearm_tree(t);
+        rearm_tree(t, true);
 }
 
 void corio_shield_begin(struct corio_task *t)
@@ -151,9 +168,9 @@ void corio_shield_begin(struct corio_task *t)
      * (corio_shield_end passes on the ones that hold again). */
     for (struct afs_list_node *n = t->children.first; n; n = n->next)
         if (CHILD(n)->state != CORIO__DONE)
-            rearm_tree(CHILD(n));
+            rearm_tree(CHILD(n), true);
     if (t->links.first)
-        corio__rt_links_deadline(t);
+        corio__rt_links_deadline(t, true);
 }
 
 void corio_shield_end(struct corio_task *t)
@@ -167,13 +184,13 @@ void corio_shield_end(struct corio_task *t)
     for (struct afs_list_node *n = t->children.first; n; n = n->next) {
         struct corio_task *c = CHILD(n);
         if (c->state != CORIO__DONE) {
-            rearm_tree(c);
+            rearm_tree(c, true);
             if (corio__interrupted(c))
                 cancel_tree(c);
         }
     }
     if (t->links.first) {
-        corio__rt_links_deadline(t);
+        corio__rt_links_deadline(t, true);
         if (cancel_reaches(t))
             corio__rt_links_cancel(t);
     }

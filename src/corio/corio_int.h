@@ -384,9 +384,10 @@ void corio__rt_links_drop(struct corio_task *t);
 /* t, started by corio__rt_start(), is done: its parent's scheduler learns it. */
 void corio__rt_root_done(struct corio_task *t);
 /* t (its scheduler's thread) was cancelled / its effective deadline changed: its children on
- * other schedulers learn it. */
+ * other schedulers learn it. passed: a deadline they had that passed before this change
+ * still ends their waits it reached (false: the change came first, cancel.c's rearm_tree). */
 void corio__rt_links_cancel(struct corio_task *t);
-void corio__rt_links_deadline(struct corio_task *t);
+void corio__rt_links_deadline(struct corio_task *t, bool passed);
 /* The runtime wants its schedulers to stop once their tasks are done. */
 bool corio__rt_stopping(const struct corio_sched *s);
 /* A child of p (local or remote) is done: readies p when it waited for its children, and
@@ -404,7 +405,9 @@ int64_t corio__effective_deadline(const struct corio_task *t);
 bool    corio__cancel_reaches(const struct corio_task *t);
 /* Ends the waits of t and its descendants that a cancellation / deadline now reaches. */
 void    corio__cancel_tree(struct corio_task *t);
-void    corio__rearm_tree(struct corio_task *t);
+/* Re-arms the timers of t's waiting descendants (and t) for a changed deadline; passed:
+ * those already due for a deadline fire first (cancel.c). */
+void    corio__rearm_tree(struct corio_task *t, bool passed);
 
 /* The scheduler running on the calling thread, or NULL. */
 struct corio_sched *corio__thread_sched(void);

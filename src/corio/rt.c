@@ -42,6 +42,7 @@ struct corio__link {
     /* What the parent passes on: set on the parent's thread, read by the child's. */
     atomic_bool          cancel;
     _Atomic int64_t      deadline;
+    atomic_bool          passed;     /* the deadline it replaced had passed at the change */
     atomic_bool          ctl_posted; /* the control message is in the child's inbox */
     struct corio__msg    spawn, ctl, done;
 };
@@ -269,15 +270,19 @@ void corio__rt_root_done(struct corio_task *t)
 }
 
 /* What reaches the parent (its cancellation, its deadline) reaches the child, on the
- * child's scheduler's thread. */
+ * child's scheduler's thread. A deadline moved or lifted after it passed (by the parent's
+ * clock) still ends the waits it reached here, though this scheduler may not have fired
+ * their timers yet, as it did the parent's local ones; one moved before it passed does
+ * not, though its message came after (unless the timers here fired first). */
 static void apply_ctl(struct corio__link *l)
 {
     struct corio_task *t = l->task;
     if (t) {
+        bool passed = atomic_exchange_explicit(&l->passed, false, memory_order_seq_cst);
         int64_t d = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
         if (d != t->inh_deadline) {
             t->inh_deadline = d;
-            corio__rearm_tree(t);
+            corio__rearm_tree(t, passed);
         }
         if (atomic_load_explicit(&l->cancel, memory_order_seq_cst) && !t->inh_cancelled) {
             t->inh_cancelled = true;
@@ -344,13 +349,16 @@ void corio__rt_links_detach(struct corio_task *t, const char *lo, const char *hi
     }
 }
 
-void corio__rt_links_deadline(struct corio_task *t)
+void corio__rt_links_deadline(struct corio_task *t, bool passed)
 {
     int64_t d = corio__effective_deadline(t);
     for (struct afs_list_node *n = t->links.first; n; n = n->next) {
         struct corio__link *l = LINK(n, pnode);
-        if (atomic_exchange_explicit(&l->deadline, d, memory_order_seq_cst) == d)
+        int64_t old = atomic_exchange_explicit(&l->deadline, d, memory_order_seq_cst);
+        if (old == d)
             continue;
+        if (passed && old < d && afs__now_reached(old))
+            atomic_store_explicit(&l->passed, true, memory_order_seq_cst); /* before the post */
         post_ctl(l);
     }
 }
@@ -456,6 +464,7 @@ int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void
     /* Children start under what reaches their parent (shields included). */
     atomic_init(&l->cancel, corio__cancel_reaches(parent));
     atomic_init(&l->deadline, corio__effective_deadline(parent));
+    atomic_init(&l->passed, false); /* a child that has not started waits under none */
     atomic_init(&l->ctl_posted, false);
     afs_list_push_back(&parent->links, &l->pnode);
     parent->live_children++;

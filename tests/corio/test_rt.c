@@ -1455,6 +1455,55 @@ T_RT(a_shield_covers_a_grandchild_on_another_scheduler)
     cr_assert_eq(res, 0, "the grandchild's sleep: %d", res);
 }
 
+/* A deadline lifted after it passed, while the child it reached on another scheduler
+ * waits on a scheduler held by a computing task: that scheduler learns of the lift before it
+ * fires its own timer for the deadline, and the child's sleep still ends with -ETIMEDOUT
+ * (before, the lift took the timer back: the sleep went on for its whole 30 s). */
+struct lifted {
+    atomic_int lifted;
+    int        res;
+};
+
+static void lifted_hog(struct corio_task *t, void *a)
+{
+    struct lifted *c = a;
+    corio_yield(t); /* the sleeper is asleep first */
+    int64_t until = corio_now() + 20000 * MS;
+    while (!atomic_load(&c->lifted) && corio_now() < until)
+        ; /* holds the scheduler until the root lifted its deadline */
+}
+
+static int lifted_sleep(struct corio_task *t, void *a)
+{
+    struct lifted *c = a;
+    cr_assert_eq(corio_spawn(t, lifted_hog, c, NULL), 0);
+    c->res = corio_sleep(t, 30000 * MS);
+    return c->res;
+}
+
+static void lifted_root(struct corio_task *t, void *a)
+{
+    struct lifted *c = a;
+    corio_set_deadline(t, corio_now() + 50 * MS);
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, lifted_sleep, c, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), -ETIMEDOUT); /* the root's own wait */
+    corio_set_deadline(t, INT64_MAX);
+    atomic_store(&c->lifted, 1);
+    corio_wait(t);
+}
+
+T_RT(a_deadline_lifted_after_it_passed_still_ends_the_remote_waits_it_reached)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct lifted c = {.res = 1};
+    int64_t t0 = corio_now();
+    cr_assert_eq(corio_rt_run(rt, lifted_root, &c), 0);
+    corio_rt_free(rt);
+    cr_assert_eq(c.res, -ETIMEDOUT, "the remote child's sleep: %d", c.res);
+    cr_assert_lt(corio_now() - t0, 15000 * MS);
+}
+
 #ifndef _WIN32
 /* Two threads calling corio_rt_run on one runtime at once: the second is told, with the
  * library's message, however their starts interleave (before, it could crash, hang or run

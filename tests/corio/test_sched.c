@@ -854,6 +854,31 @@ T_CO(cancel_and_deadline_end_sleeps_promptly)
     cr_assert_lt(corio_now() - t0, 5LL * 1000 * 1000 * 1000);
 }
 
+/* A deadline that passed while its task computed, then lifted before the scheduler fired
+ * the timers: the child's sleep it reached ends with -ETIMEDOUT all the same, as when the
+ * scheduler fired first (before, the lift took the timer back and the sleep went on). */
+static void lifted_root(struct corio_task *t, void *arg)
+{
+    int *res = arg;
+    int64_t t0 = corio_now();
+    corio_set_deadline(t, t0 + 5 * 1000 * 1000);
+    corio_spawn(t, sleeper, &res[0], NULL);
+    while (corio_now() < t0 + 20 * 1000 * 1000)
+        ; /* computes past the deadline without suspending */
+    corio_set_deadline(t, INT64_MAX);
+    corio_wait(t);
+    res[1] = (int)((corio_now() - t0) / 1000000);
+}
+
+T_CO(a_deadline_lifted_after_it_passed_still_ends_the_waits_it_reached)
+{
+    new_sched(NULL, NULL, 0, 0);
+    int res[2] = {1, -1};
+    cr_assert_eq(corio_sched_run(t_sched, lifted_root, res), 0);
+    cr_assert_eq(res[0], -ETIMEDOUT, "the child's sleep: %d", res[0]);
+    cr_assert_lt(res[1], 5000, "%d ms", res[1]);
+}
+
 static void fifo_reader(struct corio_task *t, void *arg)
 {
     struct reader *r = arg;
