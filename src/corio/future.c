@@ -243,7 +243,9 @@ static void fut_entry(struct corio_task *t, void *arg)
 {
     struct fut_boot b = *(struct fut_boot *)arg;
     t->arg = b.fut;
+    char top; /* above every frame of b.fn */
     int res = b.fn(t, b.arg);
+    corio__detach_frame_futures(t, &top); /* its futures went with them */
     corio_wait(t); /* done means its children are done too */
     if (t->arg)
         corio_future_complete(t->arg, res, NULL);
@@ -251,6 +253,8 @@ static void fut_entry(struct corio_task *t, void *arg)
 
 void corio__detach_frame_futures(struct corio_task *t, const char *top)
 {
+    if (!t->live_children && !t->links.first)
+        return;
     /* t's frames lie below top, within its stack's size (on Windows t->stack names a fiber,
      * not its memory). */
     const char *lo = top - t->stack.size;

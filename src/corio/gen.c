@@ -24,7 +24,9 @@ static void gen_entry(struct corio_task *t, void *arg)
     struct corio_gen *g = b.g;
     g->producer = t;
     t->own_deadline = true; /* the consumer's deadline bounds its wait, not the producer */
+    char top; /* above every frame of b.fn */
     int res = b.fn(t, g, b.arg);
+    corio__detach_frame_futures(t, &top); /* its futures went with them */
     corio_wait(t);
     g->producer = NULL;
     g->result = res < 0 ? res : 0;

@@ -211,7 +211,9 @@ bool corio__rt_stopping(const struct corio_sched *s)
 static void rt_entry(struct corio_task *t, void *arg)
 {
     struct corio__link *l = arg;
+    char top; /* above every frame of l->fn */
     int r = l->fn(t, l->arg);
+    corio__detach_frame_futures(t, &top); /* its futures went with them */
     corio_wait(t); /* done means its children are done too */
     l->result = r;
 }

@@ -369,8 +369,7 @@ static void task_entry(void *arg)
     reap_zombie(s);
     char top; /* above every frame of t->fn */
     t->fn(t, t->arg);
-    if (t->live_children || t->links.first)
-        corio__detach_frame_futures(t, &top);
+    corio__detach_frame_futures(t, &top);
     t->state = CORIO__ZOMBIE;
     s->zombie = t;
     leave(t, true);

@@ -341,6 +341,47 @@ static void ext_root(struct corio_task *t, void *arg)
     cr_assert_eq(corio_future_complete(&g[0], 4, NULL), -EALREADY);
 }
 
+/* A producer whose function returns, cancelled by the consumer's close, before the future in
+ * its frame of its own (shielded) child is completed: the child's end must not write there,
+ * where the generator's wait for that child has its frames now (before, this crashed). */
+static int late_value(struct corio_task *t, void *a)
+{
+    (void)a;
+    corio_shield_begin(t);
+    corio_sleep(t, 20 * MS);
+    corio_shield_end(t);
+    return 42;
+}
+
+static int gen_with_child(struct corio_task *t, struct corio_gen *g, void *a)
+{
+    (void)a;
+    struct corio_future fut; /* in this frame */
+    if (corio_spawn_future(t, late_value, NULL, &fut, NULL) != 0)
+        return -EIO;
+    static int one = 1;
+    int r = corio_gen_yield(t, g, &one);
+    if (r < 0)
+        return r; /* closed: returns before its child is done */
+    return corio_future_await(t, &fut, NULL) < 0 ? -EIO : 0;
+}
+
+static void gen_child_root(struct corio_task *t, void *a)
+{
+    (void)a;
+    struct corio_gen g;
+    cr_assert_eq(corio_gen_start(t, &g, gen_with_child, NULL), 0);
+    void *v;
+    cr_assert_eq(corio_gen_next(t, &g, &v), 1);
+    corio_gen_close(t, &g);
+    cr_assert_eq(g.result, -ECANCELED);
+}
+
+T_F(a_future_in_a_producers_returned_frame_is_not_completed)
+{
+    cr_assert_eq(frun(gen_child_root, NULL), 0);
+}
+
 T_F(external_futures_completed_from_other_threads)
 {
     static struct ext_case c;

@@ -1418,6 +1418,49 @@ T_RT(a_future_in_a_returned_frame_is_not_completed)
     corio_rt_free(rt);
 }
 
+/* The same where the task's function is run by the library's own wrapper, which then waits
+ * for the task's children: a task spawned with a future (corio_spawn_future here, through
+ * corio_spawn_on on another scheduler) whose function returns, cancelled, before the future
+ * in its frame of its own (shielded) child is completed. The child's end must not write
+ * there: the wrapper's wait for that child has its frames there now (before, the test
+ * crashed). where: the scheduler of the grandchild. */
+static int frame_fn(struct corio_task *t, void *a)
+{
+    struct corio_future fut; /* in this frame */
+    if (corio_spawn_on(t, *(int *)a, late_child, NULL, &fut) != 0)
+        return -EIO;
+    return corio_future_await(t, &fut, NULL);
+}
+
+static void frame_far(struct corio_task *t, void *a)
+{
+    struct corio_future f;
+    int other = 1 - where(t);
+    if (corio_spawn_on(t, other, frame_fn, a, &f) == 0)
+        (void)corio_future_await(t, &f, NULL);
+}
+
+static void frame_wrapped_root(struct corio_task *t, void *a)
+{
+    struct corio_future f;
+    struct corio_task *near, *far;
+    cr_assert_eq(corio_spawn_future(t, frame_fn, a, &f, &near), 0);
+    cr_assert_eq(corio_spawn(t, frame_far, a, &far), 0);
+    corio_cancel(near);
+    corio_cancel(far);
+    corio_wait(t);
+    cr_assert_eq(corio_future_result(&f, NULL), -ECANCELED);
+}
+
+T_RT(a_future_in_the_returned_frame_of_a_wrapped_task_function_is_not_completed)
+{
+    struct corio_rt *rt = rt_make(2);
+    for (int round = 0; round < 3; round++)
+        for (int where = 0; where < 2; where++)
+            cr_assert_eq(corio_rt_run(rt, frame_wrapped_root, &where), 0);
+    corio_rt_free(rt);
+}
+
 /* The shield reaches a grandchild on another scheduler too (started by a local child): its
  * sleep outlasts the root's deadline (it had -ETIMEDOUT at the deadline). */
 static int gc_sleep(struct corio_task *t, void *a)
@@ -1461,7 +1504,8 @@ T_RT(a_shield_covers_a_grandchild_on_another_scheduler)
  * (before, the lift took the timer back: the sleep went on for its whole 30 s). */
 struct lifted {
     atomic_int lifted;
-    int        res;
+    int        res, spawned; /* checked on the test's thread: Criterion's asserts are not for
+                                other threads */
 };
 
 static void lifted_hog(struct corio_task *t, void *a)
@@ -1476,7 +1520,7 @@ static void lifted_hog(struct corio_task *t, void *a)
 static int lifted_sleep(struct corio_task *t, void *a)
 {
     struct lifted *c = a;
-    cr_assert_eq(corio_spawn(t, lifted_hog, c, NULL), 0);
+    c->spawned = corio_spawn(t, lifted_hog, c, NULL);
     c->res = corio_sleep(t, 30000 * MS);
     return c->res;
 }
@@ -1500,8 +1544,221 @@ T_RT(a_deadline_lifted_after_it_passed_still_ends_the_remote_waits_it_reached)
     int64_t t0 = corio_now();
     cr_assert_eq(corio_rt_run(rt, lifted_root, &c), 0);
     corio_rt_free(rt);
+    cr_assert_eq(c.spawned, 0);
     cr_assert_eq(c.res, -ETIMEDOUT, "the remote child's sleep: %d", c.res);
     cr_assert_lt(corio_now() - t0, 15000 * MS);
+}
+
+/* A random soak across schedulers, bounded (about a second; seconds under Valgrind): trees
+ * of spawns on random schedulers (by index or CORIO_SCHED_ANY) whose sums come back through
+ * futures, with files written and read back on each task's own scheduler's context; a
+ * channel between producers and consumers spread over the schedulers, closed when the
+ * producers are done; and a deadline that passes while a subtree sleeps on every scheduler
+ * and is lifted at once by the task it woke: every sum right, every value received once,
+ * every sleep ended by the deadline. */
+struct soak_node {
+    int      depth;
+    unsigned seed;
+};
+
+static unsigned soak_n; /* schedulers of the runtime in use */
+static atomic_int soak_files, soak_timed_out;
+
+/* Checks in tasks of other schedulers' threads: Criterion's asserts are for the test's own
+ * thread, so a failure is counted, its first message kept, and both asserted at the end. */
+static atomic_int soak_bad;
+static char       soak_msg[256];
+#define SOAK_CHECK(cond, ...)                                                                  \
+    do {                                                                                       \
+        if (!(cond) && atomic_fetch_add(&soak_bad, 1) == 0)                                    \
+            snprintf(soak_msg, sizeof soak_msg, __VA_ARGS__);                                  \
+    } while (0)
+
+static unsigned soak_rnd(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (*s >> 16) & 0x7fff;
+}
+
+static int soak_node(struct corio_task *t, void *arg)
+{
+    const struct soak_node *n = arg;
+    unsigned s = n->seed;
+    int sum = 1;
+    if (soak_rnd(&s) % 2) {
+        struct afs_ctx *ctx = corio_sched_ctx(corio_task_sched(t));
+        char path[1100], buf[1500], back[1500];
+        int no = atomic_fetch_add(&soak_files, 1);
+        snprintf(path, sizeof path, "%s/soak%d", t_dir, no);
+        size_t len = 1 + soak_rnd(&s) % sizeof buf;
+        uint64_t off = soak_rnd(&s) % 3 * 4096;
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (char)(i * 31 + n->seed);
+        struct afs_file *f;
+        if (afs_create(ctx, path, AFS_MODE_ASYNC, &f) != 0) {
+            SOAK_CHECK(0, "afs_create of file %d failed", no);
+            return -EIO;
+        }
+        SOAK_CHECK(afs_pwrite(f, buf, len, off) == (ssize_t)len, "afs_pwrite of file %d", no);
+        corio_yield(t);
+        SOAK_CHECK(afs_pread(f, back, len, off) == (ssize_t)len, "afs_pread of file %d", no);
+        SOAK_CHECK(memcmp(buf, back, len) == 0, "file %d: the bytes read back differ", no);
+        SOAK_CHECK(afs_close(f) == 0, "afs_close of file %d", no);
+        SOAK_CHECK(afs_unlinkat(ctx, AFS_AT_FDCWD, path, 0) == 0, "afs_unlinkat of file %d", no);
+    }
+    if (n->depth > 0) {
+        int k = 1 + (int)(soak_rnd(&s) % 4);
+        struct soak_node kids[4];
+        struct corio_future fut[4];
+        for (int i = 0; i < k; i++) {
+            kids[i].depth = n->depth - 1 - (int)(soak_rnd(&s) % 2);
+            kids[i].seed = soak_rnd(&s) * 7919u + (unsigned)i;
+            int to = (int)(soak_rnd(&s) % (soak_n + 1)) - 1; /* -1: CORIO_SCHED_ANY */
+            int r = corio_spawn_on(t, to, soak_node, &kids[i], &fut[i]);
+            SOAK_CHECK(r == 0, "corio_spawn_on: %d", r);
+            if (soak_rnd(&s) % 3 == 0)
+                corio_yield(t);
+        }
+        for (int i = 0; i < k; i++) {
+            int r = corio_future_await(t, &fut[i], NULL);
+            SOAK_CHECK(r > 0, "a child's sum: %d", r);
+            sum += r;
+        }
+    }
+    return sum;
+}
+
+/* What soak_node returns, computed without running it. */
+static int soak_expect(struct soak_node n)
+{
+    unsigned s = n.seed;
+    int sum = 1;
+    if (soak_rnd(&s) % 2) {
+        soak_rnd(&s);
+        soak_rnd(&s);
+    }
+    if (n.depth > 0) {
+        int k = 1 + (int)(soak_rnd(&s) % 4);
+        for (int i = 0; i < k; i++) {
+            struct soak_node c = {n.depth - 1 - (int)(soak_rnd(&s) % 2), 0};
+            c.seed = soak_rnd(&s) * 7919u + (unsigned)i;
+            soak_rnd(&s);
+            soak_rnd(&s);
+            sum += soak_expect(c);
+        }
+    }
+    return sum;
+}
+
+struct soak_chan {
+    struct corio_chan *c;
+    int                id, n;
+    atomic_llong      *sum;
+};
+
+static int soak_producer(struct corio_task *t, void *arg)
+{
+    struct soak_chan *a = arg;
+    for (int i = 0; i < a->n; i++) {
+        long long v = (long long)a->id * 1000000 + i;
+        int r = corio_chan_send(t, a->c, &v);
+        SOAK_CHECK(r == 0, "corio_chan_send: %d", r);
+    }
+    return 0;
+}
+
+static int soak_consumer(struct corio_task *t, void *arg)
+{
+    struct soak_chan *a = arg;
+    long long v;
+    int got = 0, r;
+    while ((r = corio_chan_recv(t, a->c, &v)) == 0) {
+        atomic_fetch_add(a->sum, v);
+        got++;
+    }
+    SOAK_CHECK(r == -EPIPE, "corio_chan_recv: %d", r);
+    return got;
+}
+
+static int soak_sleep(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    int r = corio_sleep(t, 30000 * MS);
+    if (r == -ETIMEDOUT)
+        atomic_fetch_add(&soak_timed_out, 1);
+    return r;
+}
+
+static int soak_sleepers(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct corio_future f[8];
+    for (int i = 0; i < 8; i++)
+        SOAK_CHECK(corio_spawn_on(t, i % (int)soak_n, soak_sleep, NULL, &f[i]) == 0, "spawn");
+    for (int i = 0; i < 8; i++)
+        corio_future_await(t, &f[i], NULL);
+    return 0;
+}
+
+static void soak_root(struct corio_task *t, void *arg)
+{
+    unsigned seed = *(unsigned *)arg;
+    /* Trees. */
+    struct soak_node n = {5, seed};
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, CORIO_SCHED_ANY, soak_node, &n, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), soak_expect(n));
+    /* A channel. */
+    enum { P = 5, C = 4, N = 300 };
+    struct corio_chan *c;
+    cr_assert_eq(corio_chan_new(&c, seed % 4, sizeof(long long)), 0);
+    atomic_llong sum = 0;
+    struct soak_chan pa[P], ca[C];
+    struct corio_future pf[P], cf[C];
+    for (int i = 0; i < C; i++) {
+        ca[i] = (struct soak_chan){c, i, 0, &sum};
+        cr_assert_eq(corio_spawn_on(t, (int)((i + seed) % soak_n), soak_consumer, &ca[i], &cf[i]), 0);
+    }
+    for (int i = 0; i < P; i++) {
+        pa[i] = (struct soak_chan){c, i, N, &sum};
+        cr_assert_eq(corio_spawn_on(t, (int)((3 * i + seed) % soak_n), soak_producer, &pa[i], &pf[i]), 0);
+    }
+    for (int i = 0; i < P; i++)
+        cr_assert_eq(corio_future_await(t, &pf[i], NULL), 0);
+    corio_chan_close(c);
+    int got = 0;
+    for (int i = 0; i < C; i++)
+        got += corio_future_await(t, &cf[i], NULL);
+    long long want = 0;
+    for (int i = 0; i < P; i++)
+        want += (long long)i * 1000000 * N + (long long)N * (N - 1) / 2;
+    cr_assert_eq(got, P * N);
+    cr_assert_eq(atomic_load(&sum), want);
+    corio_chan_free(c);
+    /* A deadline lifted by the task it woke. */
+    atomic_store(&soak_timed_out, 0);
+    int64_t t0 = corio_now();
+    corio_set_deadline(t, t0 + 30 * MS);
+    cr_assert_eq(corio_spawn_on(t, (int)(seed % soak_n), soak_sleepers, NULL, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), -ETIMEDOUT);
+    corio_set_deadline(t, INT64_MAX);
+    corio_wait(t);
+    cr_assert_eq(atomic_load(&soak_timed_out), 8, "sleeps the deadline ended: %d of 8",
+                 atomic_load(&soak_timed_out));
+    cr_assert_lt(corio_now() - t0, 10000 * MS);
+}
+
+T_RT(a_random_soak_of_trees_channels_and_deadlines_across_schedulers)
+{
+    for (unsigned round = 0; round < 4; round++) {
+        soak_n = round % 2 ? 4 : 2;
+        struct corio_rt *rt = rt_make(soak_n);
+        unsigned seed = round * 2654435761u + 17;
+        cr_assert_eq(corio_rt_run(rt, soak_root, &seed), 0);
+        corio_rt_free(rt);
+        cr_assert_eq(atomic_load(&soak_bad), 0, "round %u: %d failed checks, the first: %s",
+                     round, atomic_load(&soak_bad), soak_msg);
+    }
 }
 
 #ifndef _WIN32
