@@ -416,7 +416,8 @@ struct corio_sched *corio__thread_sched(void);
  * frame that called t's function) is gone with them, and is not completed (its memory may
  * be another frame's, or another task's stack, by then). Called where the function returns:
  * by task_entry, and by the wrappers that run a task's function and then wait for its
- * children (fut_entry, rt_entry, gen_entry), before that wait puts its frames there. */
+ * children (fut_entry, rt_entry, gen_entry, a job task's callbacks), before that wait puts
+ * its frames there. */
 void corio__detach_frame_futures(struct corio_task *t, const char *top);
 void corio__rt_links_detach(struct corio_task *t, const char *lo, const char *hi);
 void corio__check_running(struct corio_task *t, const char *where);

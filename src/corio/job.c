@@ -98,13 +98,18 @@ static void jtask_entry(struct corio_task *t, void *arg)
     jt->init_prev = j->inited;
     j->inited = jt;
     corio_job_progress(jt);
+    /* Futures a callback left in its frames go with them (corio__detach_frame_futures):
+     * the next callback, or the wait below, has its frames there. */
+    char top;
     int r = jt->init ? jt->init(t, jt) : 0;
+    corio__detach_frame_futures(t, &top);
     if (r > 0)
         r = 0;
     while (r == 0) {
         if ((r = corio__interrupted(t)) != 0)
             break;
         r = jt->run(t, jt);
+        corio__detach_frame_futures(t, &top);
         if (r == CORIO_JOB_TICK)
             corio_job_progress(jt);
         if (r != CORIO_JOB_TICK && r != CORIO_JOB_IDLE)

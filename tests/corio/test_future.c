@@ -1252,6 +1252,37 @@ T_F(job_oneshot_first_then_the_others_finalizers_in_reverse_once)
     cr_assert_null(who);
 }
 
+/* A job task's run callback that returns before the future in its frame of its own
+ * (shielded) child is completed: the child's end must not write there, where the job task's
+ * wait for that child has its frames now (before, this crashed). */
+static int job_run_with_child(struct corio_task *t, struct corio_job_task *jt)
+{
+    (void)jt;
+    struct corio_future fut; /* in this frame */
+    if (corio_spawn_future(t, late_value, NULL, &fut, NULL) != 0)
+        return -EIO;
+    return CORIO_JOB_DONE; /* without awaiting it */
+}
+
+static void job_child_root(struct corio_task *t, void *arg)
+{
+    struct corio_job_task *jt = arg;
+    struct corio_job j;
+    corio_job_init(&j);
+    corio_job_add(&j, jt);
+    cr_assert_eq(corio_job_run(t, &j), 0);
+}
+
+T_F(a_future_in_a_job_callbacks_returned_frame_is_not_completed)
+{
+    static struct corio_job_task jt;
+    memset(&jt, 0, sizeof jt);
+    jt.name = "spawner";
+    jt.run = job_run_with_child;
+    cr_assert_eq(frun(job_child_root, &jt), 0);
+    cr_assert_eq(jt.result, 0);
+}
+
 T_F(job_first_failure_cancels_and_is_recorded)
 {
     static struct job_case c;
