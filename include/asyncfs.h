@@ -9,7 +9,9 @@
  *    (-EBUSY for a second position op on a file, say) the call's comment says so.
  *  - A context belongs to one thread at a time: the calls that take a context, a file
  *    of it or an op queued on it are made from that thread. afs_ctx_wake() is the one
- *    exception and may be called from anywhere.
+ *    exception and may be called from anywhere (with the getters and buffer calls said to be
+ *    for any thread). A corio runtime's contexts are bound to their schedulers' threads while
+ *    it runs: a call from another thread aborts (corio.h, "Runtimes").
  *  - Handles are checked on every call. A NULL context, file or stream, a file or stream
  *    used after its afs_close()/afs_fclose() (a second close included), or a pointer that
  *    never was one, aborts the process with "asyncfs: <call>: <what>" on stderr, in release

@@ -814,7 +814,12 @@ AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **
  * Files: a file belongs to the context it was opened on. Open files in a task on that task's
  * scheduler's context (corio_sched_ctx(corio_task_sched(t))); a file of another scheduler's
  * context must not be used (asyncfs.h: a context belongs to one thread), pass the path or the
- * work (corio_spawn_on to the file's scheduler) instead.
+ * work (corio_spawn_on to the file's scheduler) instead. While a runtime runs, a call on one
+ * of its schedulers' contexts, or on a file or stream of one, from any other thread (another
+ * scheduler's, a corio_go() job's, any) aborts with the library's message, as a closed handle
+ * does: it would race with that scheduler. The calls documented for any thread are the
+ * exceptions (afs_ctx_wake, afs_file_fd, afs_file_open_size, afs_buf_alloc, afs_buf_free),
+ * with afs_ctx_backend() and afs_ctx_fallback_reason().
  * ---------------------------------------------------------------------------------------- */
 
 struct corio_rt;

@@ -493,7 +493,7 @@ _Static_assert(offsetof(struct afs_ctx, magic) >= 32, "magic clear of malloc's w
 
 /* Every public call on a context starts here: NULL, a freed context and memory that is not
  * one abort with the call's name, in release builds too. */
-void afs__ctx_check(const struct afs_ctx *ctx, const char *call)
+void afs__ctx_check_any(const struct afs_ctx *ctx, const char *call)
 {
     if (!ctx)
         afs__panic(call, "ctx is NULL");
@@ -502,9 +502,40 @@ void afs__ctx_check(const struct afs_ctx *ctx, const char *call)
                      "not a context (freed, or never made by afs_ctx_new)");
 }
 
+void afs__ctx_check(const struct afs_ctx *ctx, const char *call)
+{
+    afs__ctx_check_any(ctx, call);
+    AFS__OWNER_CHECK(ctx, call, "context");
+}
+
+_Thread_local const struct afs_ctx *afs__bound_ctx AFS__TLS_HOT;
+
+const struct afs_ctx *afs__ctx_bind(struct afs_ctx *ctx)
+{
+    const struct afs_ctx *prev = afs__bound_ctx;
+    ctx->bound = true;
+    afs__bound_ctx = ctx;
+    return prev;
+}
+
+void afs__ctx_unbind(struct afs_ctx *ctx, const struct afs_ctx *prev)
+{
+    ctx->bound = false;
+    afs__bound_ctx = prev;
+}
+
+void afs__ctx_thread_panic(const char *call, const char *what)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the %s belongs to another scheduler of a runtime (use it from a task of the "
+             "scheduler whose context it is on)", what);
+    afs__panic(call, msg);
+}
+
 void afs_ctx_free(struct afs_ctx *ctx)
 {
-    afs__ctx_check(ctx, __func__);
+    afs__ctx_check_any(ctx, __func__);
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     afs__streams_close(ctx); /* as exit() flushes stdio's: what was written is written */
     /* Ops waiting on a socket or pipe might wait for ever (as afs_close() says). */
@@ -531,13 +562,13 @@ void afs_ctx_free(struct afs_ctx *ctx)
 
 const char *afs_ctx_backend(const struct afs_ctx *ctx)
 {
-    afs__ctx_check(ctx, __func__);
+    afs__ctx_check_any(ctx, __func__);
     return ctx->be->name;
 }
 
 const char *afs_ctx_fallback_reason(const struct afs_ctx *ctx)
 {
-    afs__ctx_check(ctx, __func__);
+    afs__ctx_check_any(ctx, __func__);
     return ctx->why[0] ? ctx->why : NULL;
 }
 
@@ -550,7 +581,7 @@ void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out)
 
 int afs_ctx_wake(struct afs_ctx *ctx)
 {
-    afs__ctx_check(ctx, __func__);
+    afs__ctx_check_any(ctx, __func__);
     atomic_store_explicit(&ctx->wake_requested, true, memory_order_release);
     afs__waker_signal(&ctx->waker);
     return 0;
@@ -592,7 +623,7 @@ bool afs__ctx_wake_from(struct afs_ctx *to, struct afs_ctx *from, bool now)
 
 void *afs_buf_alloc(struct afs_ctx *ctx, size_t size)
 {
-    afs__ctx_check(ctx, __func__);
+    afs__ctx_check_any(ctx, __func__);
     if (size == 0)
         size = 1;
     if (ctx->cfg.alloc) {
@@ -610,7 +641,7 @@ void *afs_buf_alloc(struct afs_ctx *ctx, size_t size)
 
 void afs_buf_free(struct afs_ctx *ctx, void *buf, size_t size)
 {
-    afs__ctx_check(ctx, __func__);
+    afs__ctx_check_any(ctx, __func__);
     if (!buf)
         return;
     if (size == 0)

@@ -13,13 +13,20 @@ _Static_assert(offsetof(struct afs_file, magic) >= 32, "magic clear of malloc's 
 
 /* Every public call on a file starts here: NULL, a closed file and memory that is not a file
  * abort with the call's name (the one rule of the header), in release builds too. */
-struct afs_file *afs__file_check(struct afs_file *f, const char *call)
+struct afs_file *afs__file_check_any(struct afs_file *f, const char *call)
 {
     if (!f)
         afs__panic(call, "file is NULL");
     afs__magic_check(AFS__MAGIC_OF(f, struct afs_file), AFS__FILE_MAGIC, f, call,
                      "file was closed (used after afs_close, or closed twice)",
                      "not an open file (closed, or never opened)");
+    return f;
+}
+
+struct afs_file *afs__file_check(struct afs_file *f, const char *call)
+{
+    afs__file_check_any(f, call);
+    AFS__OWNER_CHECK(f->ctx, call, "file's context");
     return f;
 }
 
@@ -203,6 +210,17 @@ int afs_create(struct afs_ctx *ctx, const char *path, enum afs_mode mode, struct
 
 static int close_batched(struct afs_ctx *ctx, int fd);
 
+/* The end of a file's life in its context: off its list, and the handle dead. */
+static void file_free(struct afs_ctx *ctx, struct afs_file *f)
+{
+    afs_list_remove(&ctx->files, &f->node);
+    memset(f, 0, sizeof *f);
+    /* A second close or a late call aborts with a message. volatile: a store right before
+     * free() is otherwise dropped as dead by the compiler. */
+    *(volatile uintptr_t *)&f->magic = AFS__DEAD;
+    free(f);
+}
+
 int afs_close(struct afs_file *f)
 {
     file_check(f, __func__);
@@ -231,13 +249,24 @@ int afs_close(struct afs_file *f)
         if (afs__crash_gate(ctx) < 0)
             err = -EIO; /* closed all the same */
     }
-    afs_list_remove(&ctx->files, &f->node);
-    memset(f, 0, sizeof *f);
-    /* A second close or a late call aborts with a message. volatile: a store right before
-     * free() is otherwise dropped as dead by the compiler. */
-    *(volatile uintptr_t *)&f->magic = AFS__DEAD;
-    free(f);
+    file_free(ctx, f);
     return err;
+}
+
+intptr_t afs__file_release(struct afs_file *f)
+{
+    file_check(f, __func__);
+    struct afs_ctx *ctx = f->ctx;
+    AFS_CHECK(!ctx->in_callback || f->inflight == 0,
+              "releasing a file with ops in flight from a callback would deadlock");
+    afs__ctx_drain(ctx, f, __func__);
+    if (ctx->be->close)
+        ctx->be->close(ctx, f);
+    if (ctx->crash)
+        afs__crash_detach(f);
+    intptr_t fd = (intptr_t)f->fd;
+    file_free(ctx, f);
+    return fd;
 }
 
 struct afs_ctx *afs_file_ctx(const struct afs_file *f)
@@ -248,7 +277,7 @@ struct afs_ctx *afs_file_ctx(const struct afs_file *f)
 
 intptr_t afs_file_fd(const struct afs_file *f)
 {
-    file_check((struct afs_file *)f, __func__);
+    afs__file_check_any((struct afs_file *)f, __func__);
     /* The caller may use the descriptor as it likes: it gets it as documented, blocking, or
      * the error that kept it from being so. (Files are never defined const: the cast only
      * drops the getter's promise.) */
@@ -281,7 +310,7 @@ int afs__file_settle_slow(struct afs_file *f)
 
 int64_t afs_file_open_size(const struct afs_file *f)
 {
-    file_check((struct afs_file *)f, __func__);
+    afs__file_check_any((struct afs_file *)f, __func__);
     return f->open_size;
 }
 

@@ -283,9 +283,33 @@ static inline void afs__magic_check(uintptr_t word, uintptr_t magic, const void 
         afs__panic(call, word == AFS__DEAD ? dead : alien);
 }
 
-/* The checks: abort naming `call` unless f / s is open, or ctx alive. */
+/* The checks: abort naming `call` unless f / s is open, or ctx alive, and, for a context
+ * bound to a thread (a runtime scheduler's), unless the caller is that thread. The _any
+ * forms leave the thread out, for the calls documented for any thread. */
 struct afs_file   *afs__file_check(struct afs_file *f, const char *call);
+struct afs_file   *afs__file_check_any(struct afs_file *f, const char *call);
+/* afs_close() but for the descriptor, which is returned, open, and is the caller's to close
+ * (from any thread): the file leaves its context on the context's own thread. The SQLite
+ * VFS keeps a database's descriptor open past its connection's close while another
+ * connection holds the process's POSIX locks on it. */
+intptr_t           afs__file_release(struct afs_file *f);
 void               afs__ctx_check(const struct afs_ctx *ctx, const char *call);
+void               afs__ctx_check_any(const struct afs_ctx *ctx, const char *call);
+
+/* A runtime's scheduler binds its context to its thread while it runs: the calls on the
+ * context, its files and its streams from any other thread then abort (docs/RUNTIME.md,
+ * "Files"), where they would race with the scheduler. afs__ctx_bind() returns the thread's
+ * binding before, which afs__ctx_unbind() restores. Contexts made by afs_ctx_new() are
+ * never bound (one thread at a time, the header's rule). */
+extern _Thread_local const struct afs_ctx *afs__bound_ctx AFS__TLS_HOT;
+const struct afs_ctx *afs__ctx_bind(struct afs_ctx *ctx);
+void                  afs__ctx_unbind(struct afs_ctx *ctx, const struct afs_ctx *prev);
+void                  afs__ctx_thread_panic(const char *call, const char *what);
+#define AFS__OWNER_CHECK(ctx, call, what)                                                  \
+    do {                                                                                   \
+        if ((ctx)->bound && (ctx) != afs__bound_ctx)                                       \
+            afs__ctx_thread_panic((call), (what));                                         \
+    } while (0)
 
 /* The part of an op still to transfer, as one buffer (read/write, or readv/writev whose
  * current iovec was partly done) or as an iovec array. */
@@ -722,6 +746,8 @@ struct afs_ctx {
     char                       why[256]; /* fallback reason, "" when none */
     uintptr_t                  magic;    /* AFS__CTX_MAGIC ^ address while alive, AFS__DEAD
                                             once freed (past the words an allocator writes) */
+    bool                       bound;    /* a runtime scheduler's, bound to its thread while
+                                            it runs (afs__ctx_bind) */
 
     struct afs__list queued;     /* queued, not handed over (includes resubmits, at front) */
     struct afs__list done;       /* completed, callback pending */

@@ -495,6 +495,9 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
 {
     struct corio_sched *prev_sched = tls_sched;
     tls_sched = s;
+    /* A runtime's context is this thread's while the loop runs: another thread's calls on
+     * it, its files or its streams abort (they would race with this loop). */
+    const struct afs_ctx *prev_bound = s->rt ? afs__ctx_bind(s->ctx) : NULL;
     struct afs_waiter *prev_waiter = afs_waiter_set(&s->waiter);
     struct afs_stats before, after;
     int rc = 0;
@@ -613,6 +616,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
         (void)afs_ctx_wait(s->ctx, 0, 0);
     }
     afs_waiter_set(prev_waiter);
+    if (s->rt)
+        afs__ctx_unbind(s->ctx, prev_bound);
     tls_sched = prev_sched;
     return rc;
 }

@@ -3,6 +3,7 @@
  * VFS and the unix VFS exclude each other between processes. */
 #include "asyncfs_sqlite.h"
 #include "corio.h"
+#include "internal.h" /* afs__file_release */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -160,8 +161,8 @@ static int close_now(struct afs_file *f)
 struct vfs_shm;
 
 struct vfs_pending_close {
-    struct afs_file          *f;
-    struct vfs_tctx          *tc;
+    intptr_t                  fd; /* released from its file (afs__file_release): a plain
+                                     close, from whichever thread drops the last lock */
     struct vfs_pending_close *next;
 };
 
@@ -277,11 +278,7 @@ static void inode_close_pending(struct vfs_inode *in)
     in->pending = NULL;
     while (pc) {
         struct vfs_pending_close *next = pc->next;
-        close_now(pc->f);
-        /* The thread that opened it has exited and this was its last file: its context
-         * goes now (afs_ctx_free takes no lock of ours). */
-        if (tctx_drop_locked(pc->tc))
-            tctx_free(pc->tc);
+        (void)close((int)pc->fd);
         free(pc);
         pc = next;
     }
@@ -313,11 +310,15 @@ static int vfs_close(sqlite3_file *id)
             pc = malloc(sizeof *pc);
         if (pc) {
             /* Another connection of this process holds a lock on the file: closing this
-             * descriptor now would drop it. */
-            pc->f = p->f;
-            pc->tc = p->tc;
+             * descriptor now would drop it. The file leaves its context now, on this thread
+             * (the context's, where the close of whichever connection drops the last lock
+             * may run on another scheduler's or thread's), and the descriptor waits. */
+            struct afs_waiter *w = afs_waiter_set(NULL);
+            pc->fd = afs__file_release(p->f);
+            afs_waiter_set(w);
             pc->next = in->pending;
             in->pending = pc;
+            free_tc = tctx_drop_locked(p->tc);
         } else {
             if (close_now(p->f) < 0)
                 rc = SQLITE_IOERR_CLOSE;

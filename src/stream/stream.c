@@ -181,6 +181,7 @@ static struct afs_stream *stream_check(const struct afs_stream *s, const char *c
     afs__magic_check(AFS__MAGIC_OF(s, struct afs_stream), AFS__STREAM_MAGIC, s, call,
                      "stream was closed (used after afs_fclose, or closed twice)",
                      "not an open stream (closed, or never opened)");
+    AFS__OWNER_CHECK(s->ctx, call, "stream's context");
     return (struct afs_stream *)s;
 }
 

@@ -1369,6 +1369,80 @@ Test(rt, a_task_named_from_another_schedulers_thread_aborts, .signal = SIGABRT, 
     corio_rt_run(rt, wrong_root_fn, NULL);
 }
 
+#ifndef _WIN32
+/* A file, a context and a stream of scheduler 0 used by a task of scheduler 1: the library's
+ * abort, naming the call (they would race with scheduler 0's loop), each in a child process
+ * whose stderr is read. what: 0 a file's pread,
+ * 1 the context's submit, 2 a stream's read. */
+static struct afs_file   *foreign_file;
+static struct afs_stream *foreign_stream;
+static struct afs_ctx    *foreign_ctx;
+
+static int foreign_use(struct corio_task *t, void *a)
+{
+    (void)t;
+    char buf[8];
+    switch (*(int *)a) {
+    case 0:
+        return (int)afs_pread(foreign_file, buf, sizeof buf, 0);
+    case 1:
+        return afs_ctx_submit(foreign_ctx);
+    default:
+        return (int)afs_fread(buf, 1, sizeof buf, foreign_stream);
+    }
+}
+
+static void foreign_root(struct corio_task *t, void *a)
+{
+    struct afs_ctx *ctx = foreign_ctx = corio_sched_ctx(corio_task_sched(t));
+    cr_assert_eq(afs_create(ctx, t_path("foreign"), AFS_MODE_SYNC, &foreign_file), 0);
+    cr_assert_eq(afs_pwrite(foreign_file, "12345678", 8, 0), 8);
+    cr_assert_eq(afs_fopen(ctx, t_path("foreign"), "rb", &foreign_stream), 0);
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, foreign_use, a, &f), 0);
+    (void)corio_future_await(t, &f, NULL);
+}
+
+T_RT(a_file_context_or_stream_of_another_scheduler_is_refused_with_the_librarys_message)
+{
+    static const char *const want[] = {
+        "asyncfs: afs_pread: the file's context belongs to another scheduler of a runtime",
+        "asyncfs: afs_ctx_submit: the context belongs to another scheduler of a runtime",
+        "asyncfs: afs_fread: the stream's context belongs to another scheduler of a runtime"};
+    for (int what = 0; what < 3; what++) {
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            dup2(p[1], 2);
+            close(p[0]);
+            signal(SIGABRT, SIG_DFL);
+            struct corio_rt_config cfg;
+            corio_rt_config_default(&cfg);
+            cfg.schedulers = 2;
+            struct corio_rt *rt;
+            if (corio_rt_new(&rt, &cfg) != 0)
+                _exit(3);
+            corio_rt_run(rt, foreign_root, &what);
+            _exit(0); /* not refused: the parent reports it */
+        }
+        close(p[1]);
+        char out[4096];
+        ssize_t n, len = 0;
+        while ((n = read(p[0], out + len, sizeof out - 1 - (size_t)len)) > 0)
+            len += n;
+        out[len > 0 ? len : 0] = '\0';
+        close(p[0]);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "case %d: status %#x: %s", what,
+                  st, out);
+        cr_assert_not_null(strstr(out, want[what]), "case %d: %s", what, out);
+    }
+}
+#endif
+
 /* A future in a task's frame given to a child on another scheduler (corio_spawn_on), the
  * task cancelled while it awaits it, so it returns first: the child's end must not write
  * into the frame (gone; its stack taken by the next task, which keeps 0x5a there). */

@@ -8,6 +8,7 @@
 #include <asyncfs_sqlite.h>
 #include <corio.h>
 #include <sqlite3.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 
 static void v_setup(void)
@@ -230,6 +231,73 @@ T_VFS(closing_one_connection_keeps_the_others_locks)
     exec_ok(a, "COMMIT");
     cr_assert_eq(try_in_child(path, "unix", "BEGIN EXCLUSIVE; COMMIT"), 0);
     sqlite3_close(a);
+}
+
+/* The same across the schedulers of a runtime: b's connection, in a task of scheduler 1,
+ * closes while a (scheduler 0) holds its lock, and a's commit, on scheduler 0's thread,
+ * closes b's descriptor. That descriptor's file was of scheduler 1's context: it left that
+ * context at b's close, on its own thread, and the commit closes the descriptor alone
+ * (before, the commit called afs_close() on the other scheduler's context from this thread:
+ * a race with that scheduler, which the library now refuses with an abort). No descriptor
+ * is left open. */
+static const char *rt_db;
+
+static int rt_other_conn(struct corio_task *t, void *arg)
+{
+    (void)t;
+    sqlite3 *b = NULL;
+    if (sqlite3_open_v2(rt_db, &b, SQLITE_OPEN_READWRITE, "asyncfs") != SQLITE_OK)
+        return -EIO;
+    sqlite3_stmt *st;
+    int n = -1;
+    if (sqlite3_prepare_v2(b, "SELECT count(*) FROM t", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    *(int *)arg = n;
+    return sqlite3_close(b) == SQLITE_OK ? 0 : -EIO;
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+static void rt_lock_root(struct corio_task *t, void *arg)
+{
+    int *fds = arg;
+    sqlite3 *a = db_open(rt_db, "asyncfs");
+    exec_ok(a, "CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    exec_ok(a, "BEGIN");
+    cr_assert_eq(query_int(a, "SELECT count(*) FROM t"), 1); /* a holds SHARED */
+    int seen = 0;
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, rt_other_conn, &seen, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 0);
+    cr_assert_eq(seen, 1);
+    fds[0] = open_fds(); /* b's descriptor still open: a's lock would go with its close */
+    exec_ok(a, "COMMIT");
+    fds[1] = open_fds();
+    sqlite3_close(a);
+}
+
+T_VFS(a_connection_closed_on_another_scheduler_while_one_here_holds_the_lock)
+{
+    rt_db = t_path("rt.db");
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = 2;
+    struct corio_rt *rt;
+    cr_assert_eq(corio_rt_new(&rt, &cfg), 0);
+    int fds[2] = {0, 0};
+    cr_assert_eq(corio_rt_run(rt, rt_lock_root, fds), 0);
+    corio_rt_free(rt);
+    cr_assert_eq(fds[1], fds[0] - 1, "descriptors open before the commit %d, after %d", fds[0],
+                 fds[1]);
 }
 
 T_VFS(connections_of_one_process_exclude_each_other)
