@@ -126,8 +126,7 @@ static bool fire_due(struct corio_task *t)
 
 /* A deadline set on tasks already suspended: re-arm their timers. passed: timers already
  * due fire first (false only for a remote parent's change made before its old deadline
- * passed, which arrived after it:
- * rt.c's apply_ctl). */
+ * passed, whose message came after it: rt.c's apply_ctl). */
 static void rearm_tree(struct corio_task *t, bool passed)
 {
     if (t->state == CORIO__SUSPENDED && t->w && t->w->cancel && !(passed && fire_due(t))) {

@@ -1517,11 +1517,11 @@ static void frame_far(struct corio_task *t, void *a)
 static void frame_wrapped_root(struct corio_task *t, void *a)
 {
     struct corio_future f;
-    struct corio_task *near, *far;
-    cr_assert_eq(corio_spawn_future(t, frame_fn, a, &f, &near), 0);
-    cr_assert_eq(corio_spawn(t, frame_far, a, &far), 0);
-    corio_cancel(near);
-    corio_cancel(far);
+    struct corio_task *here, *there; /* (near and far are macros on Windows) */
+    cr_assert_eq(corio_spawn_future(t, frame_fn, a, &f, &here), 0);
+    cr_assert_eq(corio_spawn(t, frame_far, a, &there), 0);
+    corio_cancel(here);
+    corio_cancel(there);
     corio_wait(t);
     cr_assert_eq(corio_future_result(&f, NULL), -ECANCELED);
 }
