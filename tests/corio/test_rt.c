@@ -1602,7 +1602,9 @@ static int lifted_sleep(struct corio_task *t, void *a)
 static void lifted_root(struct corio_task *t, void *a)
 {
     struct lifted *c = a;
-    corio_set_deadline(t, corio_now() + 50 * MS);
+    /* Long enough for the child to start under it however slow the machine (a sanitizer):
+     * a child that starts after the lift starts without it. */
+    corio_set_deadline(t, corio_now() + 300 * MS);
     struct corio_future f;
     cr_assert_eq(corio_spawn_on(t, 1, lifted_sleep, c, &f), 0);
     cr_assert_eq(corio_future_await(t, &f, NULL), -ETIMEDOUT); /* the root's own wait */
@@ -1636,7 +1638,7 @@ struct soak_node {
 };
 
 static unsigned soak_n; /* schedulers of the runtime in use */
-static atomic_int soak_files, soak_timed_out;
+static atomic_int soak_files, soak_timed_out, soak_asleep;
 
 /* Checks in tasks of other schedulers' threads: Criterion's asserts are for the test's own
  * thread, so a failure is counted, its first message kept, and both asserted at the end. */
@@ -1757,6 +1759,7 @@ static int soak_consumer(struct corio_task *t, void *arg)
 static int soak_sleep(struct corio_task *t, void *arg)
 {
     (void)arg;
+    atomic_fetch_add(&soak_asleep, 1); /* its scheduler runs nothing else before the sleep */
     int r = corio_sleep(t, 30000 * MS);
     if (r == -ETIMEDOUT)
         atomic_fetch_add(&soak_timed_out, 1);
@@ -1809,17 +1812,22 @@ static void soak_root(struct corio_task *t, void *arg)
     cr_assert_eq(got, P * N);
     cr_assert_eq(atomic_load(&sum), want);
     corio_chan_free(c);
-    /* A deadline lifted by the task it woke. */
+    /* A deadline lifted by the task it woke, set once every sleeper sleeps (a child that
+     * starts after the lift starts without it), with time for it to reach them. */
     atomic_store(&soak_timed_out, 0);
+    atomic_store(&soak_asleep, 0);
     int64_t t0 = corio_now();
-    corio_set_deadline(t, t0 + 30 * MS);
     cr_assert_eq(corio_spawn_on(t, (int)(seed % soak_n), soak_sleepers, NULL, &f), 0);
+    while (atomic_load(&soak_asleep) < 8 && corio_now() - t0 < 20000 * MS)
+        corio_sleep(t, 1 * MS);
+    cr_assert_eq(atomic_load(&soak_asleep), 8);
+    corio_set_deadline(t, corio_now() + 200 * MS);
     cr_assert_eq(corio_future_await(t, &f, NULL), -ETIMEDOUT);
     corio_set_deadline(t, INT64_MAX);
     corio_wait(t);
     cr_assert_eq(atomic_load(&soak_timed_out), 8, "sleeps the deadline ended: %d of 8",
                  atomic_load(&soak_timed_out));
-    cr_assert_lt(corio_now() - t0, 10000 * MS);
+    cr_assert_lt(corio_now() - t0, 25000 * MS);
 }
 
 T_RT(a_random_soak_of_trees_channels_and_deadlines_across_schedulers)
