@@ -1370,6 +1370,49 @@ Test(rt, a_task_named_from_another_schedulers_thread_aborts, .signal = SIGABRT, 
 }
 
 #ifndef _WIN32
+/* A child process whose stderr goes to the pipe p (p[0] the parent's end), SIGABRT at its
+ * default: fork()'s return. */
+static pid_t fork_stderr_to(int p[2])
+{
+    cr_assert_eq(pipe(p), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        signal(SIGABRT, SIG_DFL);
+    }
+    return pid;
+}
+
+/* A runtime of two schedulers in such a child (no Criterion there: it exits 3 without). */
+static struct corio_rt *child_rt(void)
+{
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = 2;
+    struct corio_rt *rt;
+    if (corio_rt_new(&rt, &cfg) != 0)
+        _exit(3);
+    return rt;
+}
+
+/* The parent's side of a child process that should abort: what the child wrote to fd (its
+ * stderr) until it ended, into out; returns its wait status. */
+static int child_output(pid_t pid, int fd, char *out, size_t size)
+{
+    ssize_t n, len = 0;
+    while ((n = read(fd, out + len, size - 1 - (size_t)len)) > 0)
+        len += n;
+    out[len > 0 ? len : 0] = '\0';
+    close(fd);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    return st;
+}
+
 /* A file, a context and a stream of scheduler 0 used by a task of scheduler 1: the library's
  * abort, naming the call (they would race with scheduler 0's loop), each in a child process
  * whose stderr is read. what: 0 a file's pread,
@@ -1411,31 +1454,14 @@ T_RT(a_file_context_or_stream_of_another_scheduler_is_refused_with_the_librarys_
         "asyncfs: afs_fread: the stream's context belongs to another scheduler of a runtime"};
     for (int what = 0; what < 3; what++) {
         int p[2];
-        cr_assert_eq(pipe(p), 0);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
+        pid_t pid = fork_stderr_to(p);
         if (pid == 0) {
-            dup2(p[1], 2);
-            close(p[0]);
-            signal(SIGABRT, SIG_DFL);
-            struct corio_rt_config cfg;
-            corio_rt_config_default(&cfg);
-            cfg.schedulers = 2;
-            struct corio_rt *rt;
-            if (corio_rt_new(&rt, &cfg) != 0)
-                _exit(3);
-            corio_rt_run(rt, foreign_root, &what);
+            corio_rt_run(child_rt(), foreign_root, &what);
             _exit(0); /* not refused: the parent reports it */
         }
         close(p[1]);
         char out[4096];
-        ssize_t n, len = 0;
-        while ((n = read(p[0], out + len, sizeof out - 1 - (size_t)len)) > 0)
-            len += n;
-        out[len > 0 ? len : 0] = '\0';
-        close(p[0]);
-        int st;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        int st = child_output(pid, p[0], out, sizeof out);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "case %d: status %#x: %s", what,
                   st, out);
         cr_assert_not_null(strstr(out, want[what]), "case %d: %s", what, out);
@@ -1868,20 +1894,9 @@ Test(rt, two_threads_running_one_runtime_are_told, .timeout = 300)
 {
     for (int round = 0; round < 20; round++) {
         int p[2];
-        cr_assert_eq(pipe(p), 0);
-        fflush(stdout);
-        fflush(stderr);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
+        pid_t pid = fork_stderr_to(p);
         if (pid == 0) {
-            dup2(p[1], 2);
-            close(p[0]);
-            signal(SIGABRT, SIG_DFL);
-            struct corio_rt_config cfg;
-            corio_rt_config_default(&cfg);
-            cfg.schedulers = 2;
-            if (corio_rt_new(&twice_rt, &cfg) != 0)
-                _exit(3);
+            twice_rt = child_rt();
             pthread_barrier_init(&twice_bar, NULL, 2);
             pthread_t th;
             pthread_create(&th, NULL, twice_thread, NULL);
@@ -1891,13 +1906,7 @@ Test(rt, two_threads_running_one_runtime_are_told, .timeout = 300)
         }
         close(p[1]);
         char out[4096];
-        ssize_t n, len = 0;
-        while ((n = read(p[0], out + len, sizeof out - 1 - (size_t)len)) > 0)
-            len += n;
-        out[len > 0 ? len : 0] = '\0';
-        close(p[0]);
-        int st;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        int st = child_output(pid, p[0], out, sizeof out);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "round %d: status %#x: %s", round,
                   st, out);
         cr_assert_not_null(strstr(out, "asyncfs: corio_rt_run: corio_rt_run is not reentrant"),
