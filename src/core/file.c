@@ -221,17 +221,26 @@ static void file_free(struct afs_ctx *ctx, struct afs_file *f)
     free(f);
 }
 
-int afs_close(struct afs_file *f)
+/* The first half of a close, shared by afs_close() and afs__file_release(): every op of f
+ * done (a pipe's or socket's cancelled first: they might wait for ever), and the backend's
+ * hold on the descriptor dropped. `call`: the caller's name, for the misuse messages. */
+static struct afs_ctx *file_leave(struct afs_file *f, const char *call)
 {
-    file_check(f, __func__);
+    file_check(f, call);
     struct afs_ctx *ctx = f->ctx;
     AFS_CHECK(!ctx->in_callback || f->inflight == 0,
               "closing a file with ops in flight from a callback would deadlock");
     if (afs__close_cancels(f))
-        afs__seq_closing(ctx, f); /* ops waiting for the other end might wait for ever */
-    afs__ctx_drain(ctx, f, __func__);
+        afs__seq_closing(ctx, f);
+    afs__ctx_drain(ctx, f, call);
     if (ctx->be->close)
         ctx->be->close(ctx, f);
+    return ctx;
+}
+
+int afs_close(struct afs_file *f)
+{
+    struct afs_ctx *ctx = file_leave(f, __func__);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */
     int err = -ENOTSUP;
@@ -255,13 +264,7 @@ int afs_close(struct afs_file *f)
 
 intptr_t afs__file_release(struct afs_file *f)
 {
-    file_check(f, __func__);
-    struct afs_ctx *ctx = f->ctx;
-    AFS_CHECK(!ctx->in_callback || f->inflight == 0,
-              "releasing a file with ops in flight from a callback would deadlock");
-    afs__ctx_drain(ctx, f, __func__);
-    if (ctx->be->close)
-        ctx->be->close(ctx, f);
+    struct afs_ctx *ctx = file_leave(f, __func__);
     if (ctx->crash)
         afs__crash_detach(f);
     intptr_t fd = (intptr_t)f->fd;
