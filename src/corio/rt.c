@@ -42,7 +42,9 @@ struct corio__link {
     /* What the parent passes on: set on the parent's thread, read by the child's. */
     atomic_bool          cancel;
     _Atomic int64_t      deadline;
-    atomic_bool          passed;     /* the deadline it replaced had passed at the change */
+    _Atomic int64_t      passed_at;  /* the earliest deadline replaced after it passed (by the
+                                        parent's clock) since the child last looked, or
+                                        INT64_MAX */
     atomic_bool          ctl_posted; /* the control message is in the child's inbox */
     struct corio__msg    spawn, ctl, done;
 };
@@ -227,6 +229,16 @@ static void post_done(struct corio__link *l)
     link_unref(l);
 }
 
+/* Notes on l that deadline d passed and went (the earliest such counts). */
+static void lower_passed(struct corio__link *l, int64_t d)
+{
+    int64_t p = atomic_load_explicit(&l->passed_at, memory_order_seq_cst);
+    while (d < p && !atomic_compare_exchange_weak_explicit(&l->passed_at, &p, d,
+                                                           memory_order_seq_cst,
+                                                           memory_order_seq_cst))
+        ;
+}
+
 /* Starts the request on s (its thread). queued_here: it was counted in s's load. */
 static void start(struct corio_sched *s, struct corio__link *l, bool queued_here)
 {
@@ -247,6 +259,11 @@ static void start(struct corio_sched *s, struct corio__link *l, bool queued_here
     corio__store_load_fence();
     t->inh_cancelled = atomic_load_explicit(&l->cancel, memory_order_seq_cst);
     t->inh_deadline = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
+    /* A deadline that passed and went before this start reached no wait of the child; the
+     * one just read may be going now (corio__rt_links_deadline() notes it first). */
+    int64_t passed = atomic_exchange_explicit(&l->passed_at, INT64_MAX, memory_order_seq_cst);
+    if (passed == t->inh_deadline)
+        lower_passed(l, passed);
     s->rts.spawns_in++;
 }
 
@@ -274,17 +291,24 @@ void corio__rt_root_done(struct corio_task *t)
 /* What reaches the parent (its cancellation, its deadline) reaches the child, on the
  * child's scheduler's thread. A deadline moved or lifted after it passed (by the parent's
  * clock) still ends the waits it reached here, though this scheduler may not have fired
- * their timers yet, as it did the parent's local ones; one moved before it passed does
- * not, though its message came after (unless the timers here fired first). */
+ * their timers yet, as it did the parent's local ones, or not even learnt of that deadline
+ * (its message and the lift's are one when this thread was busy for both): the passed one
+ * is applied first. One moved before it passed does not, though its message came after
+ * (unless the timers here fired first). */
 static void apply_ctl(struct corio__link *l)
 {
     struct corio_task *t = l->task;
     if (t) {
-        bool passed = atomic_exchange_explicit(&l->passed, false, memory_order_seq_cst);
+        int64_t passed = atomic_exchange_explicit(&l->passed_at, INT64_MAX,
+                                                  memory_order_seq_cst);
         int64_t d = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
+        if (passed < t->inh_deadline && passed < d) {
+            t->inh_deadline = passed;
+            corio__rearm_tree(t, true); /* timers at the passed deadline: due now */
+        }
         if (d != t->inh_deadline) {
             t->inh_deadline = d;
-            corio__rearm_tree(t, passed);
+            corio__rearm_tree(t, passed != INT64_MAX);
         }
         if (atomic_load_explicit(&l->cancel, memory_order_seq_cst) && !t->inh_cancelled) {
             t->inh_cancelled = true;
@@ -356,11 +380,15 @@ void corio__rt_links_deadline(struct corio_task *t, bool passed)
     int64_t d = corio__effective_deadline(t);
     for (struct afs_list_node *n = t->links.first; n; n = n->next) {
         struct corio__link *l = LINK(n, pnode);
-        int64_t old = atomic_exchange_explicit(&l->deadline, d, memory_order_seq_cst);
+        /* Only this thread stores it. A passed deadline is noted before the new one is
+         * stored: a child that starts meanwhile and reads the new one knows it never waited
+         * under the old one. */
+        int64_t old = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
         if (old == d)
             continue;
         if (passed && old < d && afs__now_reached(old))
-            atomic_store_explicit(&l->passed, true, memory_order_seq_cst); /* before the post */
+            lower_passed(l, old);
+        atomic_store_explicit(&l->deadline, d, memory_order_seq_cst);
         post_ctl(l);
     }
 }
@@ -466,7 +494,7 @@ int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void
     /* Children start under what reaches their parent (shields included). */
     atomic_init(&l->cancel, corio__cancel_reaches(parent));
     atomic_init(&l->deadline, corio__effective_deadline(parent));
-    atomic_init(&l->passed, false); /* a child that has not started waits under none */
+    atomic_init(&l->passed_at, INT64_MAX); /* a child that has not started waits under none */
     atomic_init(&l->ctl_posted, false);
     afs_list_push_back(&parent->links, &l->pnode);
     parent->live_children++;
