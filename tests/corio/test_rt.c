@@ -1612,6 +1612,7 @@ static void lifted_hog(struct corio_task *t, void *a)
 {
     struct lifted *c = a;
     corio_yield(t); /* the sleeper is asleep first */
+    atomic_store(&c->held, 1);
     int64_t until = corio_now() + 20000 * MS;
     while (!atomic_load(&c->lifted) && corio_now() < until)
         ; /* holds the scheduler until the root lifted its deadline */
@@ -1639,45 +1640,33 @@ static void lifted_root(struct corio_task *t, void *a)
     corio_wait(t);
 }
 
-T_RT(a_deadline_lifted_after_it_passed_still_ends_the_remote_waits_it_reached)
+/* Runs root on 2 schedulers: the remote child's sleep ended by the deadline, soon. */
+static void run_lifted(corio_fn *root)
 {
     struct corio_rt *rt = rt_make(2);
     struct lifted c = {.res = 1};
     int64_t t0 = corio_now();
-    cr_assert_eq(corio_rt_run(rt, lifted_root, &c), 0);
+    cr_assert_eq(corio_rt_run(rt, root, &c), 0);
     corio_rt_free(rt);
     cr_assert_eq(c.spawned, 0);
     cr_assert_eq(c.res, -ETIMEDOUT, "the remote child's sleep: %d", c.res);
     cr_assert_lt(corio_now() - t0, 15000 * MS);
 }
 
+T_RT(a_deadline_lifted_after_it_passed_still_ends_the_remote_waits_it_reached)
+{
+    run_lifted(lifted_root);
+}
+
 /* The same when the child's scheduler was held for the whole deadline: set, passed and
  * lifted while it could not look, its two control messages one (the lift). The child's
  * sleep still ends with -ETIMEDOUT (before, the child never learnt of the deadline: its
  * sleep went on for its whole 30 s). */
-static void unseen_hog(struct corio_task *t, void *a)
-{
-    struct lifted *c = a;
-    corio_yield(t); /* the sleeper is asleep first */
-    atomic_store(&c->held, 1);
-    int64_t until = corio_now() + 20000 * MS;
-    while (!atomic_load(&c->lifted) && corio_now() < until)
-        ; /* holds the scheduler until the root lifted its deadline */
-}
-
-static int unseen_sleep(struct corio_task *t, void *a)
-{
-    struct lifted *c = a;
-    c->spawned = corio_spawn(t, unseen_hog, c, NULL);
-    c->res = corio_sleep(t, 30000 * MS);
-    return c->res;
-}
-
 static void unseen_root(struct corio_task *t, void *a)
 {
     struct lifted *c = a;
     struct corio_future f;
-    cr_assert_eq(corio_spawn_on(t, 1, unseen_sleep, c, &f), 0);
+    cr_assert_eq(corio_spawn_on(t, 1, lifted_sleep, c, &f), 0);
     int64_t until = corio_now() + 20000 * MS;
     while (!atomic_load(&c->held) && corio_now() < until)
         (void)corio_sleep(t, 1 * MS);
@@ -1690,14 +1679,7 @@ static void unseen_root(struct corio_task *t, void *a)
 
 T_RT(a_deadline_set_passed_and_lifted_while_the_childs_scheduler_was_held_still_ends_its_wait)
 {
-    struct corio_rt *rt = rt_make(2);
-    struct lifted c = {.res = 1};
-    int64_t t0 = corio_now();
-    cr_assert_eq(corio_rt_run(rt, unseen_root, &c), 0);
-    corio_rt_free(rt);
-    cr_assert_eq(c.spawned, 0);
-    cr_assert_eq(c.res, -ETIMEDOUT, "the remote child's sleep: %d", c.res);
-    cr_assert_lt(corio_now() - t0, 15000 * MS);
+    run_lifted(unseen_root);
 }
 
 /* A random soak across schedulers, bounded (about a second; seconds under Valgrind): trees
