@@ -514,6 +514,7 @@ const struct afs_ctx *afs__ctx_bind(struct afs_ctx *ctx)
 {
     const struct afs_ctx *prev = afs__bound_ctx;
     ctx->bound = true;
+    afs__streams_bound(ctx);
     afs__bound_ctx = ctx;
     return prev;
 }
@@ -521,6 +522,7 @@ const struct afs_ctx *afs__ctx_bind(struct afs_ctx *ctx)
 void afs__ctx_unbind(struct afs_ctx *ctx, const struct afs_ctx *prev)
 {
     ctx->bound = false;
+    afs__streams_bound(ctx);
     afs__bound_ctx = prev;
 }
 
@@ -577,6 +579,7 @@ void afs_ctx_stats(const struct afs_ctx *ctx, struct afs_stats *out)
     afs__ctx_check(ctx, __func__);
     AFS_CHECK(out != NULL, "out is NULL");
     *out = ctx->stats;
+    afs__streams_stats(ctx, out);
 }
 
 int afs_ctx_wake(struct afs_ctx *ctx)

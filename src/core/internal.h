@@ -109,6 +109,15 @@ struct afs__sock {
 #define AFS__NOINLINE
 #endif
 
+/* The functions of a path that runs once per system call, side by side in one hot section:
+ * where every kernel entry empties the TLB (page-table isolation without PCIDs), each page
+ * of code the path runs after its call costs a page walk. */
+#if defined(__GNUC__) && defined(__ELF__)
+#define AFS__HOT_PATH __attribute__((hot))
+#else
+#define AFS__HOT_PATH
+#endif
+
 /* A thread-local variable read on hot paths (corio_current() in each blocking call of a
  * task): the initial-exec model, a fixed offset from the thread pointer instead of a call to
  * __tls_get_addr from the shared library (which programs link, rather than load later by
@@ -795,6 +804,10 @@ void afs__stream_spare_free(struct afs_ctx *ctx);
 /* afs_fclose() of every stream still open on ctx (their writes are written), for
  * afs_ctx_free(). */
 void afs__streams_close(struct afs_ctx *ctx);
+/* A stream keeps its context's binding (afs__ctx_bind) and counts its own inline reads:
+ * these keep those up to date, and add the counts to afs_ctx_stats()'s. */
+void afs__streams_bound(struct afs_ctx *ctx);
+void afs__streams_stats(const struct afs_ctx *ctx, struct afs_stats *out);
 
 /* A busy op's magic: AFS__MAGIC ^ its address ^ its context's tag. The lower half says the
  * memory was an op once (afs_cancel); all of it, that it is queued on this context now: memory

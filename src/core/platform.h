@@ -251,6 +251,12 @@ struct afs__syscalls {
 };
 extern struct afs__syscalls afs__sys;
 
+#ifndef _WIN32
+/* The table's own pread (afs__sys.pread until a test puts another in its place). Returns
+ * the bytes read or -errno. */
+ssize_t afs__sys_pread(int fd, void *buf, size_t len, uint64_t off);
+#endif
+
 /* A zeroed block from afs__sys.malloc, for what is made per open, accept or stream: glibc's
  * calloc (2.36) does not take from the thread's cache of freed blocks, malloc does, and at a
  * file's 616 bytes calloc cost some 230 instructions against 60 for this. */

@@ -25,9 +25,9 @@
 #define STREAM_PIPE_PIECE    ((size_t)16 << 10) /* a pipe written on the caller's thread: bytes
                                                    per write at most (pipe_inline()) */
 #define STREAM_SPARE_BYTES   ((size_t)8 << 20) /* chunk buffers a context keeps, at most */
-#define STREAM_NOWAIT_SPAN   ((size_t)1 << 20) /* trusted windows: bytes of plain reads between two
+#define STREAM_NOWAIT_SPAN   ((size_t)4 << 20) /* trusted windows: bytes of plain reads between two
                                                   that never wait (see inline_read()) */
-#define STREAM_TIME_BYTES    ((size_t)256 << 10) /* cached: inline reads timed, one per this
+#define STREAM_TIME_BYTES    ((size_t)1 << 20) /* cached: inline reads timed, one per this
                                                       many bytes (inline_read()) */
 #define STREAM_FILL_MIN      ((size_t)64 << 10) /* cached: a stream's first chunk fill, and
                                                    the first after a seek */
@@ -72,6 +72,15 @@ struct afs_stream {
     struct afs_ctx  *ctx;
     struct afs_list_node node; /* on ctx->streams */
     struct afs_file *f;
+    /* What a cached read needs of f and ctx, kept here: on a machine whose every system
+     * call empties the TLB, each page a read touches after its call costs a page walk, and
+     * f's and ctx's are two more than stdio's read touches. */
+    afs__fd_t        fd;          /* f's */
+    bool             plain_pread; /* afs__sys.pread was the default at the open or at the
+                                     current window's start */
+    bool             crash;       /* ctx is in crash mode (fixed while a file is open) */
+    bool             bound;       /* ctx->bound, kept by afs__streams_bound() */
+    uint64_t         inline_ops;  /* reads made on this thread, not yet in ctx->stats */
     struct afs_file *df;      /* the file again with O_DIRECT, for cold reads; or NULL */
     char            *df_path; /* the path, while df may still be opened: at the first window
                                  found not all cached (open_direct()); df_name or the heap */
@@ -181,7 +190,8 @@ static struct afs_stream *stream_check(const struct afs_stream *s, const char *c
     afs__magic_check(AFS__MAGIC_OF(s, struct afs_stream), AFS__STREAM_MAGIC, s, call,
                      "stream was closed (used after afs_fclose, or closed twice)",
                      "not an open stream (closed, or never opened)");
-    AFS__OWNER_CHECK(s->ctx, call, "stream's context");
+    if (s->bound && s->ctx != afs__bound_ctx) /* AFS__OWNER_CHECK, without ctx's page */
+        afs__ctx_thread_panic(call, "stream's context");
     return (struct afs_stream *)s;
 }
 
@@ -463,25 +473,41 @@ uint32_t afs__stream_trusted_windows(const struct afs_stream *s)
     return s->cw_trusted;
 }
 
-/* pread() on this thread until len bytes, the end of the file or an error, with the
- * blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as the
- * end, afs_ctx_stats counted) but no op: a cached read of 64 KiB costs what fread's read(2)
- * costs, and the op's setup and run (some 350 instructions and a dozen cache lines, after a
- * copy that evicted them) stay out of it. With *nowait the reads never wait for the device
- * (afs__sys.pread_nowait): at the first that would, *nowait is cleared and the bytes read
- * so far are returned, or -EAGAIN for none; where the file cannot tell (-EOPNOTSUPP),
- * *refused is set too and the reads go on as pread(). *ended is set when the read found the
- * end of the file where it stopped. Returns the bytes read or -errno. */
-static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off, bool *nowait,
-                          bool *refused, bool *ended)
+/* pread() of s's file on this thread until len bytes, the end of the file or an error, with
+ * the blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as
+ * the end, afs_ctx_stats counted) but no op: a cached read of 64 KiB costs what fread's
+ * read(2) costs, and the op's setup and run (some 350 instructions and a dozen cache lines,
+ * after a copy that evicted them) stay out of it. A read that got all it asked for touches
+ * s and nothing else of the library's data. With *nowait the reads never wait for the
+ * device (afs__sys.pread_nowait): at the first that would, *nowait is cleared and the bytes
+ * read so far are returned, or -EAGAIN for none; where the file cannot tell (-EOPNOTSUPP),
+ * s->nowait_refused is set too and the reads go on as pread(). *ended is set when the read
+ * found the end of the file where it stopped. Returns the bytes read or -errno. */
+#ifndef _WIN32
+/* afs__sys_pread() in the caller: a stream whose table had the default at its open (every
+ * one but a test's) spares each read the pages of the table and of the wrapper. */
+static inline ssize_t pread_plain(int fd, void *buf, size_t len, uint64_t off)
 {
-    struct afs_ctx *ctx = f->ctx;
+    ssize_t r = pread(fd, buf, len, (off_t)off);
+    return r < 0 ? -errno : r;
+}
+#endif
+
+AFS__HOT_PATH static ssize_t pread_full(struct afs_stream *s, char *buf, size_t len, int64_t off, bool *nowait,
+                          bool *ended)
+{
     size_t done = 0;
-    ctx->stats.inline_ops++;
+    s->inline_ops++;
     while (done < len) {
         size_t n = AFS_MIN(len - done, AFS__CHUNK_MAX);
-        ssize_t r = *nowait ? afs__sys.pread_nowait(f->fd, buf + done, n, (uint64_t)off + done)
-                            : afs__sys.pread(f->fd, buf + done, n, (uint64_t)off + done);
+        uint64_t at = (uint64_t)off + done;
+        ssize_t r = *nowait        ? afs__sys.pread_nowait(s->fd, buf + done, n, at)
+#ifndef _WIN32
+                    : s->plain_pread ? pread_plain(s->fd, buf + done, n, at)
+#endif
+                                     : afs__sys.pread(s->fd, buf + done, n, at);
+        if (r == (ssize_t)n && done + n == len)
+            return (ssize_t)len; /* all of it: nothing else to look at */
         if (*nowait && r == -EAGAIN) {
             *nowait = false;
             if (!done)
@@ -489,7 +515,7 @@ static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off
             break;
         }
         if (*nowait && r == -EOPNOTSUPP) {
-            *refused = true;
+            s->nowait_refused = true;
             *nowait = false;
             continue;
         }
@@ -498,14 +524,14 @@ static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off
         if (r < 0)
             return r;
         if (r == 0) {
-            ctx->stats.eof_checks += done > 0;
+            s->ctx->stats.eof_checks += done > 0;
             *ended = true;
             break;
         }
         done += (size_t)r;
-        int64_t h = atomic_load_explicit(&f->size_hint, memory_order_relaxed);
+        int64_t h = atomic_load_explicit(&s->f->size_hint, memory_order_relaxed);
         if (done < len && h >= 0 && off + (int64_t)done == h) {
-            ctx->stats.eof_skips++;
+            s->ctx->stats.eof_skips++;
             *ended = true;
             break;
         }
@@ -517,7 +543,7 @@ static ssize_t pread_full(struct afs_file *f, char *buf, size_t len, int64_t off
  * CM_INLINE window the time spent in these reads is measured on a sample: one read per
  * STREAM_TIME_BYTES read (or each read of at least that), weighted by the bytes it stands
  * for, so that 64 KiB reads pay half a clock read each instead of two. */
-static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t off)
+AFS__HOT_PATH static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t off)
 {
     ssize_t r;
     if (off == s->end_seen)
@@ -525,7 +551,7 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
     s->inline_reads++;
     bool timed = s->cmode == CM_INLINE && s->cw_timed && s->cw_skip + len >= STREAM_TIME_BYTES;
     int64_t t0 = timed ? afs__sys.now() : 0;
-    if (!s->ctx->crash) {
+    if (!s->crash) {
         /* A read that never waits costs more than a plain one (preadv2(RWF_NOWAIT) against
          * pread: some 200 ns a call on Linux 6.18, 2-3% of a cached 64 KiB read), so a
          * window not asked about checks its window's first read and then one read per
@@ -536,7 +562,7 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
          * cached, and a wait there would stop the task's thread. */
         bool check = s->cw_nowait && (s->cw_plain >= STREAM_NOWAIT_SPAN || s->cw_seek);
         bool nowait = check, ended = false;
-        r = pread_full(s->f, buf, len, off, &nowait, &s->nowait_refused, &ended);
+        r = pread_full(s, buf, len, off, &nowait, &ended);
         if (ended)
             s->end_seen = off + r;
         if (s->cw_nowait && !check)
@@ -581,7 +607,7 @@ static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t 
  * s->grow bytes, up to the chunk's end. A reader of a few bytes so copies 64 KiB, not a
  * whole chunk (stdio reads one buffer of 4 KiB); one that goes on reads twice as much each
  * time, up to whole chunks. A short read is the end of the file. 0 or -errno. */
-static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t want)
+AFS__NOINLINE static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t want)
 {
     size_t grow = s->grow;
     if (s->fill_first) {
@@ -609,14 +635,14 @@ static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t wa
 /* Reads chunk c on from its end to the chunk's size, on this thread with a plain read (at
  * the end of the file: it returns at once, or what another writer appended, most likely
  * cached). The bytes read or -errno. */
-static ssize_t read_on(struct afs_stream *s, struct chunk *c)
+AFS__NOINLINE static ssize_t read_on(struct afs_stream *s, struct chunk *c)
 {
     size_t len = s->cs - c->len;
     int64_t off = c->off + (int64_t)c->len;
-    if (s->ctx->crash)
+    if (s->crash)
         return inline_read(s, c->buf + c->len, len, off); /* the op path, as there */
     bool nowait = false, ended = false;
-    return pread_full(s->f, c->buf + c->len, len, off, &nowait, &s->nowait_refused, &ended);
+    return pread_full(s, c->buf + c->len, len, off, &nowait, &ended);
 }
 
 static int64_t thread_cpu(void)
@@ -663,8 +689,11 @@ static bool in_task(const struct afs_stream *s)
  * through it in order; its time per byte is what its mode cost, the consumer's own work
  * included. The next window asks the kernel whether it is all cached, and takes a mode.
  * `ask`: the bytes the read that opens it asks for. */
-static void cached_window(struct afs_stream *s, size_t ask)
+AFS__NOINLINE static void cached_window(struct afs_stream *s, size_t ask)
 {
+#ifndef _WIN32
+    s->plain_pread = afs__sys.pread == afs__sys_pread; /* a test's table is seen here */
+#endif
     if (s->cw_end == -3 && s->cached_ok) {
         /* After a seek out of the buffers: the reader's pages are read on this thread now,
          * cached or not, as stdio reads them (lseek and one read), up to the end of the
@@ -681,7 +710,7 @@ static void cached_window(struct afs_stream *s, size_t ask)
         /* In a task, a read that waits for the device would stop every task of the thread:
          * there the reads never wait, and one that would ends the window (inline_read()):
          * the next is asked about, and data not cached come as a chunk the task waits for. */
-        s->cw_nowait = afs__sys.pread_nowait && !s->nowait_refused && !s->ctx->crash &&
+        s->cw_nowait = afs__sys.pread_nowait && !s->nowait_refused && !s->crash &&
                        in_task(s);
         s->cmode = CM_INLINE;
         int64_t cs = (int64_t)s->cs, coff = s->pos - (int64_t)((uint64_t)s->pos % s->cs);
@@ -767,7 +796,7 @@ static void cached_window(struct afs_stream *s, size_t ask)
      * ones: about 0.6% of copying them (docs/STREAMS.md). */
     bool trust = (was_seek ? s->cw_keep : s->cached && s->cw_timed) && !s->cw_miss &&
                  s->cmode == CM_INLINE && afs__sys.pread_nowait && !s->nowait_refused &&
-                 !s->ctx->crash;
+                 !s->crash;
     s->cw_miss = false;
     s->cw_nowait = false;
     if (!s->cached_ok) {
@@ -862,7 +891,7 @@ static int read_ahead(struct afs_stream *s, int64_t cur)
 static int flush_writes(struct afs_stream *s);
 
 /* Switches a stream last used for writing (or not yet used) to reading. */
-static int to_read(struct afs_stream *s)
+AFS__NOINLINE static int to_read(struct afs_stream *s)
 {
     if (s->dir == DIR_WRITE) {
         int err = flush_writes(s);
@@ -898,7 +927,7 @@ static int to_read(struct afs_stream *s)
  * until the end of the stream. No read-ahead: a read in flight on a pipe that nobody writes
  * could not be taken back at close on every backend (a pool thread blocked in read()).
  * A chunk that got data is never dropped, even when waiting for it failed. */
-static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
+AFS__NOINLINE static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
 {
     size_t got = 0;
     while (got < want) {
@@ -956,7 +985,7 @@ static size_t fread_pipe(struct afs_stream *s, char *out, size_t want)
     return got;
 }
 
-size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
+AFS__HOT_PATH size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s)
 {
     stream_check(s, __func__);
     if (size == 0 || nmemb == 0)
@@ -1808,6 +1837,12 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         stream_free(s);
         return -EINVAL;
     }
+    s->fd = s->f->fd;
+#ifndef _WIN32
+    s->plain_pread = afs__sys.pread == afs__sys_pread;
+#endif
+    s->crash = ctx->crash != NULL;
+    s->bound = ctx->bound;
     s->can_read = rd;
     s->can_write = wr;
     s->append = app;
@@ -1857,6 +1892,18 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
     return 0;
 }
 
+void afs__streams_bound(struct afs_ctx *ctx)
+{
+    for (struct afs_list_node *n = ctx->streams.first; n; n = n->next)
+        AFS_LIST_ITEM(n, struct afs_stream, node)->bound = ctx->bound;
+}
+
+void afs__streams_stats(const struct afs_ctx *ctx, struct afs_stats *out)
+{
+    for (const struct afs_list_node *n = ctx->streams.first; n; n = n->next)
+        out->inline_ops += AFS_LIST_ITEM(n, const struct afs_stream, node)->inline_ops;
+}
+
 void afs__streams_close(struct afs_ctx *ctx)
 {
     while (ctx->streams.first)
@@ -1891,6 +1938,7 @@ int afs_fclose(struct afs_stream *s)
         chunk_wait(s, s->ch[i]);
     int err = s->err;
     afs_list_remove(&s->ctx->streams, &s->node);
+    s->ctx->stats.inline_ops += s->inline_ops;
     if (s->df)
         afs_close(s->df);
     int cerr = afs_close(s->f);

@@ -30,7 +30,7 @@
 #endif
 #endif
 
-static ssize_t sys_pread(int fd, void *buf, size_t len, uint64_t off)
+ssize_t afs__sys_pread(int fd, void *buf, size_t len, uint64_t off)
 {
     ssize_t r = off == AFS__OFF_SEQ ? read(fd, buf, len) : pread(fd, buf, len, (off_t)off);
     return r < 0 ? -errno : r;
@@ -378,7 +378,7 @@ static int sys_close(int fd)
 }
 
 struct afs__syscalls afs__sys = {
-    .pread = sys_pread,
+    .pread = afs__sys_pread,
     .pread_nowait = SYS_PREAD_NOWAIT,
     .pwrite = sys_pwrite,
     .pwrite_nowait = SYS_PWRITE_NOWAIT,

@@ -1392,6 +1392,34 @@ static void picture_end(void)
     miss_lo = miss_hi = -1;
 }
 
+/* A stream counts its cached reads itself (a read touches no page of the context): the
+ * context's stats have them while the stream is open, once, and keep them after its close. */
+T_IO(a_streams_cached_reads_are_in_the_contexts_stats_while_open_and_after_close)
+{
+    t_new_ctx();
+    const size_t len = 4 * 1024 * KIB;
+    make_cached("f", len);
+    static unsigned char buf[64 * KIB];
+    struct afs_stats a, b, c;
+    afs_ctx_stats(t_ctx, &a);
+    struct afs_stream *s = s_open("f", "r", 64 * KIB, 4);
+    for (size_t off = 0; off < len; off += sizeof buf) {
+        cr_assert_eq(afs_fread(buf, 1, sizeof buf, s), sizeof buf);
+        cr_assert(t_check(buf, sizeof buf, off));
+    }
+    uint64_t inline_n, pool_n;
+    afs__stream_cached_reads(s, &inline_n, &pool_n);
+    afs_ctx_stats(t_ctx, &b);
+    cr_assert_eq(afs_fclose(s), 0);
+    afs_ctx_stats(t_ctx, &c);
+    cr_assert_geq(inline_n, 1, "no read on the caller's thread");
+    cr_assert_eq(b.inline_ops - a.inline_ops, inline_n, "open: %llu inline ops for %llu reads",
+                 (unsigned long long)(b.inline_ops - a.inline_ops),
+                 (unsigned long long)inline_n);
+    cr_assert_eq(c.inline_ops, b.inline_ops, "closed: %llu inline ops, %llu before",
+                 (unsigned long long)c.inline_ops, (unsigned long long)b.inline_ops);
+}
+
 /* After a window found all cached, the next ones are not asked about: their reads never
  * wait for the device, so they tell. The probe's cost grows with the folios it looks at (15
  * to 30 us per 16 MiB where the file is in small ones), about 0.6% of copying them. */
@@ -1421,7 +1449,7 @@ T_IO(cached_windows_after_an_all_cached_one_are_not_asked_about)
             cr_assert_geq(trusted, 18, "pieces of %zu: %u windows not asked", pieces[i],
                           trusted);
             /* Reads that never wait cost more than plain ones: a window's first and then
-             * one per MiB read (STREAM_NOWAIT_SPAN) check for pages not cached. */
+             * one per 4 MiB read (STREAM_NOWAIT_SPAN) check for pages not cached. */
             unsigned most = (unsigned)(len / (1024 * KIB)) + 2 * trusted + 2;
             cr_assert_leq(nowait_calls, most, "pieces of %zu: %u reads that never wait "
                           "(at most %u)", pieces[i], nowait_calls, most);
@@ -1455,9 +1483,9 @@ T_IO(a_window_not_asked_about_that_meets_uncached_data_asks_again)
         cr_assert_geq(nowait_misses, 1, "pieces of %zu: the miss was never met", pieces[i]);
         cr_assert_geq(seen[1], 1, "pieces of %zu: no window found not all cached", pieces[i]);
         /* From the reader's position, at the first checked read that meets the miss: a
-         * window's reads are checked one per MiB read (STREAM_NOWAIT_SPAN), so within a MiB
-         * and a read of it, or up to a chunk before it (a chunk is filled ahead of the
-         * reader). */
+         * window's first read is checked (and then one per 4 MiB read, STREAM_NOWAIT_SPAN),
+         * and the windows here are of 1 MiB, so within a MiB and a read of it, or up to a
+         * chunk before it (a chunk is filled ahead of the reader). */
         cr_assert(probe_miss_off > lo - (int64_t)(64 * KIB) &&
                       probe_miss_off <= lo + (int64_t)(1024 * KIB + pieces[i] + 64 * KIB),
                   "pieces of %zu: asked again from %lld, not near the miss (%lld)", pieces[i],
