@@ -473,19 +473,10 @@ uint32_t afs__stream_trusted_windows(const struct afs_stream *s)
     return s->cw_trusted;
 }
 
-/* pread() of s's file on this thread until len bytes, the end of the file or an error, with
- * the blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as
- * the end, afs_ctx_stats counted) but no op: a cached read of 64 KiB costs what fread's
- * read(2) costs, and the op's setup and run (some 350 instructions and a dozen cache lines,
- * after a copy that evicted them) stay out of it. A read that got all it asked for touches
- * s and nothing else of the library's data. With *nowait the reads never wait for the
- * device (afs__sys.pread_nowait): at the first that would, *nowait is cleared and the bytes
- * read so far are returned, or -EAGAIN for none; where the file cannot tell (-EOPNOTSUPP),
- * s->nowait_refused is set too and the reads go on as pread(). *ended is set when the read
- * found the end of the file where it stopped. Returns the bytes read or -errno. */
 #ifndef _WIN32
-/* afs__sys_pread() in the caller: a stream whose table had the default at its open (every
- * one but a test's) spares each read the pages of the table and of the wrapper. */
+/* afs__sys_pread() in the caller: a stream whose table had the default when its window
+ * opened (every one but a test's) spares each read the pages of the table and of the
+ * wrapper. */
 static inline ssize_t pread_plain(int fd, void *buf, size_t len, uint64_t off)
 {
     ssize_t r = pread(fd, buf, len, (off_t)off);
@@ -493,8 +484,19 @@ static inline ssize_t pread_plain(int fd, void *buf, size_t len, uint64_t off)
 }
 #endif
 
-AFS__HOT_PATH static ssize_t pread_full(struct afs_stream *s, char *buf, size_t len, int64_t off, bool *nowait,
-                          bool *ended)
+/* pread() of s's file on this thread until len bytes, the end of the file or an error, with
+ * the blocking path's rules (EINTR retried, a short read at the size afs_open saw taken as
+ * the end, afs_ctx_stats counted through s->inline_ops) but no op: a cached read of 64 KiB
+ * costs what fread's read(2) costs, and the op's setup and run (some 350 instructions and a
+ * dozen cache lines, after a copy that evicted them) stay out of it. A read that got all it
+ * asked for touches s and nothing else of the library's data. With *nowait the reads never
+ * wait for the device (afs__sys.pread_nowait): at the first that would, *nowait is cleared
+ * and the bytes read so far are returned, or -EAGAIN for none; where the file cannot tell
+ * (-EOPNOTSUPP), s->nowait_refused is set too and the reads go on as pread(). *ended is set
+ * when the read found the end of the file where it stopped. Returns the bytes read or
+ * -errno. */
+AFS__HOT_PATH static ssize_t pread_full(struct afs_stream *s, char *buf, size_t len, int64_t off,
+                                        bool *nowait, bool *ended)
 {
     size_t done = 0;
     s->inline_ops++;
@@ -543,7 +545,8 @@ AFS__HOT_PATH static ssize_t pread_full(struct afs_stream *s, char *buf, size_t 
  * CM_INLINE window the time spent in these reads is measured on a sample: one read per
  * STREAM_TIME_BYTES read (or each read of at least that), weighted by the bytes it stands
  * for, so that 64 KiB reads pay half a clock read each instead of two. */
-AFS__HOT_PATH static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len, int64_t off)
+AFS__HOT_PATH static ssize_t inline_read(struct afs_stream *s, void *buf, size_t len,
+                                         int64_t off)
 {
     ssize_t r;
     if (off == s->end_seen)
@@ -607,7 +610,8 @@ AFS__HOT_PATH static ssize_t inline_read(struct afs_stream *s, void *buf, size_t
  * s->grow bytes, up to the chunk's end. A reader of a few bytes so copies 64 KiB, not a
  * whole chunk (stdio reads one buffer of 4 KiB); one that goes on reads twice as much each
  * time, up to whole chunks. A short read is the end of the file. 0 or -errno. */
-AFS__NOINLINE static int fill_more(struct afs_stream *s, struct chunk *c, size_t in, size_t want)
+AFS__NOINLINE static int fill_more(struct afs_stream *s, struct chunk *c, size_t in,
+                                   size_t want)
 {
     size_t grow = s->grow;
     if (s->fill_first) {
