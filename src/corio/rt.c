@@ -239,6 +239,20 @@ static void lower_passed(struct corio__link *l, int64_t d)
         ;
 }
 
+/* Takes from l the passed deadline noted there if it is earlier than d, the deadline l has
+ * now (what was replaced to make d), and returns it; INT64_MAX for none. One not earlier is
+ * left for the message of the change that replaces it: corio__rt_links_deadline() notes it
+ * before it stores the new deadline, so a child may see it before the new one. */
+static int64_t take_passed(struct corio__link *l, int64_t d)
+{
+    int64_t p = atomic_load_explicit(&l->passed_at, memory_order_seq_cst);
+    while (p < d && !atomic_compare_exchange_weak_explicit(&l->passed_at, &p, INT64_MAX,
+                                                           memory_order_seq_cst,
+                                                           memory_order_seq_cst))
+        ;
+    return p < d ? p : INT64_MAX;
+}
+
 /* Starts the request on s (its thread). queued_here: it was counted in s's load. */
 static void start(struct corio_sched *s, struct corio__link *l, bool queued_here)
 {
@@ -259,11 +273,9 @@ static void start(struct corio_sched *s, struct corio__link *l, bool queued_here
     corio__store_load_fence();
     t->inh_cancelled = atomic_load_explicit(&l->cancel, memory_order_seq_cst);
     t->inh_deadline = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
-    /* A deadline that passed and went before this start reached no wait of the child; the
-     * one just read may be going now (corio__rt_links_deadline() notes it first). */
-    int64_t passed = atomic_exchange_explicit(&l->passed_at, INT64_MAX, memory_order_seq_cst);
-    if (passed == t->inh_deadline)
-        lower_passed(l, passed);
+    /* A deadline that passed and went before this start reached no wait of the child (the
+     * one just read may be going now: its change's message takes it). */
+    (void)take_passed(l, t->inh_deadline);
     s->rts.spawns_in++;
 }
 
@@ -299,10 +311,9 @@ static void apply_ctl(struct corio__link *l)
 {
     struct corio_task *t = l->task;
     if (t) {
-        int64_t passed = atomic_exchange_explicit(&l->passed_at, INT64_MAX,
-                                                  memory_order_seq_cst);
         int64_t d = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
-        if (passed < t->inh_deadline && passed < d) {
+        int64_t passed = take_passed(l, d);
+        if (passed < t->inh_deadline) {
             t->inh_deadline = passed;
             corio__rearm_tree(t, true); /* timers at the passed deadline: due now */
         }
