@@ -314,11 +314,14 @@ extern _Thread_local const struct afs_ctx *afs__bound_ctx AFS__TLS_HOT;
 const struct afs_ctx *afs__ctx_bind(struct afs_ctx *ctx);
 void                  afs__ctx_unbind(struct afs_ctx *ctx, const struct afs_ctx *prev);
 void                  afs__ctx_thread_panic(const char *call, const char *what);
-#define AFS__OWNER_CHECK(ctx, call, what)                                                  \
+/* bound: ctx->bound, or a copy kept where ctx's own page is not otherwise touched (a
+ * stream's, afs__streams_bound()). */
+#define AFS__OWNER_CHECK_BOUND(bound, ctx, call, what)                                     \
     do {                                                                                   \
-        if ((ctx)->bound && (ctx) != afs__bound_ctx)                                       \
+        if ((bound) && (ctx) != afs__bound_ctx)                                            \
             afs__ctx_thread_panic((call), (what));                                         \
     } while (0)
+#define AFS__OWNER_CHECK(ctx, call, what) AFS__OWNER_CHECK_BOUND((ctx)->bound, ctx, call, what)
 
 /* The part of an op still to transfer, as one buffer (read/write, or readv/writev whose
  * current iovec was partly done) or as an iovec array. */

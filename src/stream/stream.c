@@ -190,8 +190,7 @@ static struct afs_stream *stream_check(const struct afs_stream *s, const char *c
     afs__magic_check(AFS__MAGIC_OF(s, struct afs_stream), AFS__STREAM_MAGIC, s, call,
                      "stream was closed (used after afs_fclose, or closed twice)",
                      "not an open stream (closed, or never opened)");
-    if (s->bound && s->ctx != afs__bound_ctx) /* AFS__OWNER_CHECK, without ctx's page */
-        afs__ctx_thread_panic(call, "stream's context");
+    AFS__OWNER_CHECK_BOUND(s->bound, s->ctx, call, "stream's context");
     return (struct afs_stream *)s;
 }
 
