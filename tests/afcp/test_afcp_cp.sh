@@ -129,6 +129,11 @@ vs_loop_in() { mkdir src dst; ln -s ../dst src/link; }
 vs_loop_sub() { mkdir -p sub dst; echo f > sub/f; ln -s dst/sub link; }
 vs_loop_file() { mkdir src dst; echo data > data; ln -s ../dst/data src/zlink; }
 vs_named() { mkdir d; ln -s d L; }
+vs_links() { mkdir src; ln -s target src/sym; ln src/sym src/sym2; mkfifo src/fifo
+             ln src/fifo src/fifo2; echo data > src/file; ln -s file src/link; mkdir o; }
+vs_update() { echo new > f; touch -d 2022-01-01 f; mkdir -p d/f s; touch -d 2030-01-01 d/f
+              cp -p f s/f; echo t > tn; touch -d 2030-01-01 tn; ln -s tn ln_new
+              touch -h -d 2000-01-01 ln_new; ln -s nowhere ln_dang; touch -h -d 2030-01-01 ln_dang; }
 
 # Where cp's output and result were not afcp's: -v's line of a copy that fails (before its
 # error), "removed" where cp removes a destination, an operand ending in "..", a symlink
@@ -190,6 +195,17 @@ vs_cases() { # dir tag
     vs_cp "$tag" vs_dots "TOOL -rLv $VS/shared/up out"
     for cmd in 'TOOL -rv d L/sub' 'TOOL -rv L/ L/sub' 'TOOL -rHv L L/sub'; do
         vs_cp "$tag" vs_named "$cmd"
+    done
+    # --preserve=links: hard-linked symlinks and FIFOs; a file and a symlink to it, both
+    # copied while links are followed (-L, -H for operands, cp's default without -r)
+    for cmd in 'TOOL -av src dst' 'TOOL -r --preserve=links src dst' 'TOOL -aL src dst' \
+               'TOOL -L --preserve=links src/file src/link o' 'TOOL -aH src/file src/link o' \
+               'TOOL --preserve=links src/file src/link o' 'TOOL -aH src dst'; do
+        vs_cp "$tag" vs_links "$cmd"
+    done
+    # -u: a newer directory in a file's way, a symlink to a newer file, a dangling one
+    for cmd in 'TOOL -uv f d' 'TOOL -ruv s/. d' 'TOOL -uv f ln_new' 'TOOL -uv f ln_dang'; do
+        vs_cp "$tag" vs_update "$cmd"
     done
     chmod -R u+rwx "$VS" 2> /dev/null
     rm -rf "$VS"

@@ -101,6 +101,7 @@ struct afcp_file_job {
     char            *spath, *dpath; /* for messages */
     struct stat      st;           /* lstat/stat of the source at walk time */
     int              follow;       /* a command-line operand without -r: follow a symlink */
+    int              operand;      /* a command-line operand itself (-H records it for links) */
     int              exists;       /* something was at dname when we checked */
     uint64_t         vn;           /* -v: its number (afcp_vnum) */
 };
@@ -318,7 +319,24 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
  * (afcp_spawn_file). The strings stay the caller's. */
 int  afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                       struct afcp_dir *dd, const char *dname, const char *spath,
-                      const char *dpath, int follow, uint64_t vn);
+                      const char *dpath, int follow, int operand, uint64_t vn);
+/* copy.c: hard links within the copy (--preserve=links). afcp_links_track: whether the
+ * source (st, as copied: followed where a link is followed; operand: named on the command
+ * line) is recorded, as cp records it: a non-directory with more than one link, or any
+ * file while symlinks are followed (-L, cp's default without -r; -H for operands).
+ * afcp_link_claim: *first = 1 when this name (dpath) is the inode's first: the caller
+ * copies it, then says how that went with afcp_link_done(le, ok). Otherwise it waits for
+ * the first copy (the task sleeps) and returns its entry, to link to with afcp_make_link,
+ * or NULL when that copy failed (this one is then copied on its own, as cp does).
+ * afcp_make_link: dname in dd becomes a hard link to le's copy (an existing name replaced
+ * atomically; -v's "removed" line as cp's); 0 or -1 (reported). Any scheduler. */
+struct link_ent;
+int              afcp_links_track(const struct stat *st, int operand);
+struct link_ent *afcp_link_claim(struct corio_task *t, const struct stat *st,
+                                 const char *dpath, int *first);
+void             afcp_link_done(struct link_ent *le, int ok);
+int              afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                                const char *dpath, uint64_t vn, const struct link_ent *le);
 /* The temporaries a signal removes (see copy.c): install the handlers (after the options
  * are known), take a slot (may wait), name the temporary before the call that creates it
  * (parks the task for good once a signal came), say whether the create succeeded, give the

@@ -624,11 +624,14 @@ static void preserve(struct afcp_file_job *j, int ifd, int fd)
 
 /* ------------------------------------------------------------------------------------------
  * Hard links (--preserve=links, -a, -d): the first name of a source inode with more than one
- * link is copied; every later name of it within the copy becomes a hard link to that copy.
- * A later name found while the first copy is still in flight (on this scheduler or another)
- * waits for it, looking again every millisecond (names of one inode are few; a future
- * could not be awaited across schedulers). When the first copy failed, the later name is
- * copied on its own (as cp does).
+ * link is copied (a file, a symlink, a FIFO or a device: cp links them all); every later
+ * name of it within the copy becomes a hard link to that copy. Following symlinks (-L, and
+ * cp's default without -r; -H for the operands) every file is recorded, as cp records it:
+ * a file and a symlink to it, both copied, become one inode. A later name found while the
+ * first copy is still in flight (on this scheduler or another) waits for it, looking again
+ * every millisecond (names of one inode are few; a future could not be awaited across
+ * schedulers). When the first copy failed, the later name is copied on its own (as cp
+ * does).
  * ---------------------------------------------------------------------------------------- */
 struct link_ent {
     dev_t               dev;
@@ -664,13 +667,44 @@ static struct link_ent **link_slot(dev_t dev, ino_t ino)
     return p;
 }
 
-/* The name j->dname in j->dd becomes a hard link to le's copy. An existing destination is
- * replaced atomically (a link under a temporary name renamed over it), and -v says it was
- * removed, as cp says after its line. 0 or -1 (reported). */
-static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct link_ent *le)
+int afcp_links_track(const struct stat *st, int operand)
 {
-    int dfd = j->dd->dfd, err = 0;
-    if (linkat(AT_FDCWD, le->dpath, dfd, j->dname, 0) == 0)
+    if (!(afcp.o.preserve & AFCP_P_LINKS) || S_ISDIR(st->st_mode))
+        return 0;
+    int deref_always = afcp.o.deref == 'L' || (!afcp.o.deref && !afcp.o.recursive);
+    return st->st_nlink > 1 || deref_always || (afcp.o.deref == 'H' && operand);
+}
+
+struct link_ent *afcp_link_claim(struct corio_task *t, const struct stat *st, const char *dpath,
+                                 int *first)
+{
+    links_acquire();
+    struct link_ent **slot = link_slot(st->st_dev, st->st_ino), *le = *slot;
+    *first = !le;
+    if (!le) {
+        le = afcp_xmalloc(sizeof *le);
+        *le = (struct link_ent){.dev = st->st_dev, .ino = st->st_ino,
+                                .dpath = afcp_xstrdup(dpath)};
+        *slot = le;
+    }
+    links_release();
+    if (*first)
+        return le;
+    while (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 0)
+        corio_sleep(t, 1000000);
+    return __atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 1 ? le : NULL;
+}
+
+void afcp_link_done(struct link_ent *le, int ok)
+{
+    __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
+}
+
+int afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                   const char *dpath, uint64_t vn, const struct link_ent *le)
+{
+    int dfd = dd->dfd, err = 0;
+    if (linkat(AT_FDCWD, le->dpath, dfd, dname, 0) == 0)
         return 0;
     err = -errno;
     if (err == -EEXIST && !afcp.o.noclobber) {
@@ -687,18 +721,18 @@ static int make_link(struct corio_task *t, struct afcp_file_job *j, const struct
         }
         if (err == 0) {
             afcp_temp_hold(t);
-            err = afcp_install(dfd, tmp, j->dname);
+            err = afcp_install(dfd, tmp, dname);
             if (err < 0)
                 unlinkat(dfd, tmp, 0);
             if (err == 0)
-                afcp_vremoved(j->vn, j->dpath);
+                afcp_vremoved(vn, dpath);
         }
         afcp_temp_put(tslot);
         if (err == 1)
             return 0; /* -n: something appeared meanwhile; it stays */
     }
     if (err < 0) {
-        afcp_err(err, "cannot create hard link '%s' to '%s'", j->dpath, le->dpath);
+        afcp_err(err, "cannot create hard link '%s' to '%s'", dpath, le->dpath);
         return -1;
     }
     return 0;
@@ -922,29 +956,17 @@ static void file_task(struct corio_task *t, void *arg)
     /* What is there: a file whose attributes the copy takes over, or a device or FIFO to
      * write into (never replaced). */
     /* Another name of an inode this copy already has (or is making): a hard link to it. */
-    if ((afcp.o.preserve & AFCP_P_LINKS) && j->st.st_nlink > 1 && !c.unsized) {
-        links_acquire();
-        struct link_ent **slot = link_slot(j->st.st_dev, j->st.st_ino);
-        le = *slot;
-        if (!le) {
-            le = afcp_xmalloc(sizeof *le);
-            *le = (struct link_ent){.dev = j->st.st_dev, .ino = j->st.st_ino,
-                                    .dpath = afcp_xstrdup(j->dpath)};
-            *slot = le;
-            link_first = 1;
-        }
-        links_release();
+    if (afcp_links_track(&j->st, j->operand) && !c.unsized) {
+        le = afcp_link_claim(t, &j->st, j->dpath, &link_first);
         if (!link_first) {
-            while (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 0)
-                corio_sleep(t, 1000000);
-            if (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 1) {
+            if (le) {
                 afs_close(c.in);
                 afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
-                if (make_link(t, j, le) == 0)
+                if (afcp_make_link(t, j->dd, j->dname, j->dpath, j->vn, le) == 0)
                     ok = 1;
                 goto out;
             }
-            le = NULL; /* the first copy failed: this one is copied on its own */
+            /* the first copy failed: this one is copied on its own */
         }
     }
     struct afcp_old old = {0};
@@ -1101,7 +1123,7 @@ static void file_task(struct corio_task *t, void *arg)
     ok = 1;
 out:
     if (link_first) {
-        __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
+        afcp_link_done(le, ok);
     }
     afcp_vend(j->vn);
     afcp_vtask(t, prev_vn);
@@ -1247,7 +1269,7 @@ static int write_all(int fd, const char *buf, size_t len, off_t off)
 
 int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const char *spath,
-                       const char *dpath, int follow, uint64_t vn)
+                       const char *dpath, int follow, int operand, uint64_t vn)
 {
     const struct afcp_opts *o = &afcp.o;
     if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
@@ -1265,7 +1287,7 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     struct stat st;
     int give = fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > INLINE_MAX ||
                (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size ||
-               ((o->preserve & AFCP_P_LINKS) && st.st_nlink > 1);
+               afcp_links_track(&st, operand);
     if (give) {
         close(fd);
         return 1;

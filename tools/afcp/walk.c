@@ -306,12 +306,19 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
         return 1;
     if (both_dirs)
         return 0;
-    /* -u: a destination as new as the source (or newer) stays, silently, as with cp. */
-    if (afcp.o.update && !S_ISDIR(dst.st_mode) && !src_is_dir &&
-        (sst->st_mtim.tv_sec < dst.st_mtim.tv_sec ||
-         (sst->st_mtim.tv_sec == dst.st_mtim.tv_sec &&
-          sst->st_mtim.tv_nsec <= dst.st_mtim.tv_nsec)))
-        return 1;
+    /* -u: a destination as new as the source (or newer) stays, silently, as with cp: before
+     * what kind of file it is counts (a newer directory in a file's way is no error), and
+     * for a file copied as one by what a symlink there leads to (cp's stat follows it; a
+     * dangling one is left to open_checks, as cp leaves it to its open). */
+    if (afcp.o.update && !src_is_dir) {
+        struct stat upd = dst;
+        int looked = !S_ISLNK(dst.st_mode) || kind != AFCP_DEST_FILE ||
+                     afcp_stat(dd->dfd, dname, 0, &upd) == 0;
+        if (looked && (sst->st_mtim.tv_sec < upd.st_mtim.tv_sec ||
+                       (sst->st_mtim.tv_sec == upd.st_mtim.tv_sec &&
+                        sst->st_mtim.tv_nsec <= upd.st_mtim.tv_nsec)))
+            return 1;
+    }
     if (S_ISDIR(dst.st_mode)) {
         afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
         afcp_fail();
@@ -523,32 +530,28 @@ static void link_attrs(struct afcp_dir *sd, const char *sname, struct afcp_dir *
  * an existing entry is replaced atomically and never followed. In a directory this run made
  * (writable by its owner only until its entries are done: nothing is there but what afcp
  * put) it is created under its own name: a symlink is complete the moment it exists.
- * -v: number vn (its lines come from afcp_check_dest, before the link is read, as cp reads
- * it after its line). */
-static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
-                         struct afcp_dir *dd, const char *dname, const struct stat *st,
-                         const char *spath, const char *dpath, uint64_t vn)
+ * 0, or -1 (reported). */
+static int make_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                        struct afcp_dir *dd, const char *dname, const struct stat *st,
+                        const char *spath, const char *dpath)
 {
-    int exists;
-    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, 0, vn,
-                        &exists) != 0)
-        return;
     size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 256;
     char *target = afcp_xmalloc(cap);
     ssize_t n = readlinkat(sd->sfd, sname, target, cap);
     if (n < 0 || (size_t)n >= cap) {
         afcp_err(n < 0 ? errno : ENAMETOOLONG, "cannot read symbolic link '%s'", spath);
         free(target);
-        return;
+        return -1;
     }
     target[n] = 0;
     if (dd->created) {
-        if (symlinkat(target, dd->dfd, dname) < 0)
+        int r = symlinkat(target, dd->dfd, dname);
+        if (r < 0)
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
         else
             link_attrs(sd, sname, dd, dname, st, dpath);
         free(target);
-        return;
+        return r < 0 ? -1 : 0;
     }
     char tmp[16];
     int err;
@@ -565,7 +568,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
             afcp_err(errno, "cannot create symbolic link '%s'", dpath);
             afcp_temp_put(tslot);
             free(target);
-            return;
+            return -1;
         }
     }
     link_attrs(sd, sname, dd, tmp, st, dpath);
@@ -576,6 +579,46 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
     }
     afcp_temp_put(tslot); /* renamed or removed by now */
     free(target);
+    return err < 0 ? -1 : 0;
+}
+
+/* --preserve=links for a symlink or node (st) about to be made at dname, once the
+ * destination was looked at: 1 when it was made a hard link to the copy of another name of
+ * its inode (or that failed, reported); 0: make it, and when *le is set (its inode's first
+ * copy) say how that went with afcp_link_done(). */
+static int linked(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                  const char *dpath, const struct stat *st, int operand, uint64_t vn,
+                  struct link_ent **le)
+{
+    *le = NULL;
+    if (!afcp_links_track(st, operand))
+        return 0;
+    int first;
+    struct link_ent *e = afcp_link_claim(t, st, dpath, &first);
+    if (first)
+        *le = e;
+    if (first || !e)
+        return 0;
+    afcp_make_link(t, dd, dname, dpath, vn, e);
+    return 1;
+}
+
+/* A symlink met in the source (or a hard link to the copy of another of its inode's names).
+ * -v: number vn (its lines come from afcp_check_dest, before the link is read, as cp reads
+ * it after its line). */
+static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                         struct afcp_dir *dd, const char *dname, const struct stat *st,
+                         int operand, const char *spath, const char *dpath, uint64_t vn)
+{
+    int exists;
+    struct link_ent *le;
+    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, 0, vn,
+                        &exists) != 0 ||
+        linked(t, dd, dname, dpath, st, operand, vn, &le))
+        return;
+    int ok = make_symlink(t, sd, sname, dd, dname, st, spath, dpath) == 0;
+    if (le)
+        afcp_link_done(le, ok);
 }
 
 /* A FIFO, socket or device node, made as cp makes it: with the source's set-user-ID,
@@ -587,19 +630,40 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
  * set-user-ID, and set-group-ID with group execute), a node made without --preserve=mode
  * keeps those it was made with. follow: reached through a symlink (-L, -H): cp removes
  * nothing in its way then, and its mknod fails. -v: number vn (afcp_check_dest). */
-static void copy_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
-                         const char *dname, const struct stat *st, int follow,
-                         const char *spath, const char *dpath, uint64_t vn)
+static void make_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                         const char *dname, const struct stat *st, int exists,
+                         const char *dpath, struct link_ent *le);
+
+static void copy_special(struct corio_task *t, struct afcp_dir *sd, const char *sname,
+                         struct afcp_dir *dd, const char *dname, const struct stat *st,
+                         int follow, int operand, const char *spath, const char *dpath,
+                         uint64_t vn)
 {
-    int exists, p = afcp.o.preserve;
+    int exists;
+    struct link_ent *le;
     if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, follow, vn,
-                        &exists) != 0)
+                        &exists) != 0 ||
+        linked(t, dd, dname, dpath, st, operand, vn, &le))
         return;
+    make_special(sd, sname, dd, dname, st, exists, dpath, le);
+}
+
+/* The node itself, then its attributes; le: its inode's first copy, told whether the node
+ * was made. */
+static void make_special(struct afcp_dir *sd, const char *sname, struct afcp_dir *dd,
+                         const char *dname, const struct stat *st, int exists,
+                         const char *dpath, struct link_ent *le)
+{
+    int p = afcp.o.preserve;
     mode_t omitted = p & AFCP_P_OWNER ? st->st_mode & (S_IRWXG | S_IRWXO) : 0;
-    if (exists || mknodat(dd->dfd, dname, st->st_mode & (S_IFMT | 07777) & ~omitted,
-                          st->st_rdev) < 0) {
-        afcp_err(exists ? EEXIST : errno, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
-                                          : "cannot create special file '%s'", dpath);
+    int made = !exists && mknodat(dd->dfd, dname, st->st_mode & (S_IFMT | 07777) & ~omitted,
+                                  st->st_rdev) == 0;
+    int e = errno;
+    if (le)
+        afcp_link_done(le, made);
+    if (!made) {
+        afcp_err(exists ? EEXIST : e, S_ISFIFO(st->st_mode) ? "cannot create fifo '%s'"
+                                      : "cannot create special file '%s'", dpath);
         return;
     }
     struct timespec ts[2] = {st->st_atim, st->st_mtim};
@@ -893,7 +957,7 @@ static int dst_too_long(const char *dpath)
 
 static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const struct stat *st,
-                       int follow, char *spath, char *dpath, uint64_t vn);
+                       int follow, int operand, char *spath, char *dpath, uint64_t vn);
 
 /* One entry (name, d_type) of the directory cur, copied to the same name in cur's
  * destination (-v: number vn). A directory is entered only by the walker (walker set: the
@@ -939,7 +1003,7 @@ static struct afcp_dir *copy_listed(struct corio_task *t, struct afcp_dir *cur, 
         afcp_fail();
         afcp_vend(vn);
     } else {
-        copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L', sp, dp, vn);
+        copy_entry(t, cur, name, cur, name, &est, afcp.o.deref == 'L', 0, sp, dp, vn);
         sp = dp = NULL; /* copy_entry's now */
     }
     free(sp);
@@ -1220,7 +1284,7 @@ static void copy_dir(struct corio_task *t, struct afcp_dir *sd, const char *snam
 /* afcp_copy_entry with the two paths already joined (owns them), -v's number vn. */
 static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const struct stat *st,
-                       int follow, char *spath, char *dpath, uint64_t vn)
+                       int follow, int operand, char *spath, char *dpath, uint64_t vn)
 {
     /* Without -r, a FIFO or device named on the command line is read until EOF into a
      * regular file, as cp does; with -r it is recreated (copy_special). */
@@ -1230,7 +1294,7 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
          * file task, which checks the destination (afcp_check_dest) once it knows the
          * source. */
         if (S_ISREG(st->st_mode) &&
-            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow, vn) == 0) {
+            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow, operand, vn) == 0) {
             free(spath);
             free(dpath);
             return;
@@ -1238,7 +1302,8 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         struct afcp_file_job *job = afcp_xmalloc(sizeof *job);
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
-                                      .dpath = dpath, .st = *st, .follow = follow, .vn = vn};
+                                      .dpath = dpath, .st = *st, .follow = follow,
+                                      .operand = operand, .vn = vn};
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }
@@ -1252,9 +1317,9 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         afcp_note("-r not specified; omitting directory '%s'", spath);
         afcp_fail();
     } else if (S_ISLNK(st->st_mode)) {
-        copy_symlink(t, sd, sname, dd, dname, st, spath, dpath, vn);
+        copy_symlink(t, sd, sname, dd, dname, st, operand, spath, dpath, vn);
     } else {
-        copy_special(sd, sname, dd, dname, st, follow, spath, dpath, vn);
+        copy_special(t, sd, sname, dd, dname, st, follow, operand, spath, dpath, vn);
     }
     afcp_vend(vn);
     free(spath);
@@ -1273,7 +1338,7 @@ void afcp_copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *snam
     remember_dest(dd->st.st_dev, dd->st.st_ino);
     /* The operand's own names are the ones written (cp's: 'dir/' -> 'copy/' keep their
      * slashes); its entries' are joined to them. */
-    copy_entry(t, sd, sname, dd, dname, st, follow, afcp_xstrdup(src_arg),
+    copy_entry(t, sd, sname, dd, dname, st, follow, 1, afcp_xstrdup(src_arg),
                afcp_xstrdup(dst_arg), vn);
     op_src = op_dst = NULL;
 }
