@@ -610,6 +610,17 @@ T_AFCP(times_noclobber_update)
     cr_assert(d && len == 100, "-u left an older file");
     free(d);
     free(o);
+    /* A directory in the way: -n and -u (the directory is newer) leave it silently, as cp
+     * does; without them it is cp's error. */
+    mkdir_rel(L"into");
+    mkdir_rel(L"into\\f");
+    code = run(L"-q -n src\\f into");
+    cr_assert_eq(code, 0, "-n, a directory in the way: exit %lu: %s", code, err_text);
+    code = run(L"-q -u src\\f into");
+    cr_assert_eq(code, 0, "-u, a newer directory in the way: exit %lu: %s", code, err_text);
+    code = run(L"-q src\\f into");
+    cr_assert_eq(code, 1, "a directory in the way: exit %lu", code);
+    cr_assert(strstr(err_text, "cannot overwrite directory"), "%s", err_text);
 
     /* -r -p: the directories keep their times too (set once their entries are in). */
     wchar_t *sd = P(L"src"), *td = P(L"tree");

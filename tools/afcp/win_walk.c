@@ -186,23 +186,25 @@ static int check_dest(struct wafcp_job *j, HANDLE src, const FILE_BASIC_INFO *sb
         return -1;
     }
     *exists = 1;
-    if (S_ISDIR(st.mode)) {
-        afcp_note("cannot overwrite directory '%s' with non-directory", j->dshow);
-        afcp_fail();
-        return -1;
-    }
-    if (same_file(src, j->dfull)) {
+    /* In cp's order: -n, the same file, -u, and only then a directory in the way (which -n
+     * and -u leave, silently, as cp does). */
+    if (afcp.o.noclobber)
+        return 1;
+    if (!S_ISDIR(st.mode) && same_file(src, j->dfull)) {
         afcp_note("'%s' and '%s' are the same file", j->sshow, j->dshow);
         afcp_fail();
         return -1;
     }
-    if (afcp.o.noclobber)
-        return 1;
     if (afcp.o.update) {
         /* -u: a destination as new as the source (or newer) stays. */
         int64_t dm = st.mtime.sec * 10000000 + st.mtime.nsec / 100 + 116444736000000000LL;
         if (sbi->LastWriteTime.QuadPart <= dm)
             return 1;
+    }
+    if (S_ISDIR(st.mode)) {
+        afcp_note("cannot overwrite directory '%s' with non-directory", j->dshow);
+        afcp_fail();
+        return -1;
     }
     if (announce)
         afcp_vline(j->vn, j->sshow, j->dshow);
