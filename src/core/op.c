@@ -791,6 +791,13 @@ static void mark_filled(const struct afs__op *o, size_t n)
 #endif
 }
 
+/* What an op ended by afs_cancel() reports: -ECANCELED, or on a pipe, socket or tty the
+ * bytes it moved before (they have left it: better short than lost). */
+static inline ssize_t cancelled_result(const struct afs__op *o)
+{
+    return o->file->seq && o->done ? (ssize_t)o->done : -ECANCELED;
+}
+
 bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
@@ -834,13 +841,12 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         /* Transient: run the same span again (the caller never sees it). */
         if (!cancel)
             return true;
-        afs__op_finished(ctx, op, o->file->seq && o->done ? (ssize_t)o->done : -ECANCELED);
+        afs__op_finished(ctx, op, cancelled_result(o));
         return false;
     }
     if (res < 0) {
         /* A pipe or socket op cancelled after part of it moved: those bytes are gone. */
-        bool moved = res == -ECANCELED && o->file->seq && o->done;
-        afs__op_finished(ctx, op, moved ? (ssize_t)o->done : res);
+        afs__op_finished(ctx, op, res == -ECANCELED ? cancelled_result(o) : res);
         return false;
     }
     if (afs__is_ctl(o)) {
@@ -865,8 +871,7 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         o->eof |= AFS__OP_EOF_SKIP;
         afs__op_finished(ctx, op, (ssize_t)o->done);
     } else if (cancel) {
-        /* What a pipe gave is gone from it: better short than lost. */
-        afs__op_finished(ctx, op, o->file->seq ? (ssize_t)o->done : -ECANCELED);
+        afs__op_finished(ctx, op, cancelled_result(o));
     } else {
         return true; /* short transfer: the rest goes in the next submission */
     }
@@ -1267,8 +1272,9 @@ int afs_cancel(struct afs_op *op)
         return 0;
     switch (o->state) {
     case AFS__QUEUED:
+        /* Also a socket or pipe op waiting for its next piece, after part of it moved. */
         afs__list_remove(&ctx->queued, op);
-        afs__op_finished(ctx, op, -ECANCELED);
+        afs__op_finished(ctx, op, cancelled_result(o));
         return 0;
     case AFS__HELD:
         /* A chain member not started: it fails with -ECANCELED when its turn comes (or
@@ -1280,7 +1286,7 @@ int afs_cancel(struct afs_op *op)
          * never in the op's flags the worker reads. */
         if (o->flags & AFS__OP_POOL) {
             if (afs__pool_cancel(ctx->pool, op))
-                afs__op_finished(ctx, op, -ECANCELED);
+                afs__op_finished(ctx, op, cancelled_result(o));
             return 0;
         }
         if (o->flags & AFS__OP_READY) {

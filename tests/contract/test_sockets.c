@@ -519,6 +519,76 @@ T_SOCK_ALL(cancel_a_recv)
     cr_assert_eq(afs_close(p[1]), 0);
 }
 
+/* What the peer can still take, without waiting. */
+static size_t drain_now(struct afs_file *f)
+{
+    static char sink[65536];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = recv((int)afs_file_fd(f), sink, sizeof sink, MSG_DONTWAIT)) > 0)
+        got += (size_t)n;
+    return got;
+}
+
+/* A MSG_WAITALL receive that has part of what it asked for, and a send whose buffer the
+ * peer has taken part of, cancelled while they wait for the rest: each reports the bytes it
+ * moved (they have left the socket), or -ECANCELED when it moved none; no byte is lost or
+ * sent twice. */
+T_SOCK_ALL(cancel_after_part_moved_reports_the_part)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_file *p[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+    static char buf[100], next[100];
+    struct afs_op op;
+    struct cb_log lg = {0};
+    cr_assert_eq(afs_queue_recv(&op, p[0], buf, sizeof buf, MSG_WAITALL, log_cb, &lg), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    cr_assert_eq(send((int)afs_file_fd(p[1]), "0123456789", 10, 0), 10);
+    for (int i = 0; i < 5; i++)
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 5LL * 1000 * 1000), 0);
+    cr_assert_eq(lg.calls, 0, "a receive of 100 bytes completed with 10: %zd", lg.result);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &lg);
+    cr_assert_eq(send((int)afs_file_fd(p[1]), "ABC", 3, 0), 3);
+    ssize_t n = afs_recv(p[0], next, sizeof next, 0);
+    if (lg.result == -ECANCELED) {
+        cr_assert_eq(n, 13, "the cancelled receive took bytes it did not report: %zd left", n);
+        cr_assert(memcmp(next, "0123456789ABC", 13) == 0);
+    } else {
+        cr_assert_eq(lg.result, 10, "the cancelled receive reported %zd", lg.result);
+        cr_assert(memcmp(buf, "0123456789", 10) == 0);
+        cr_assert_eq(n, 3);
+        cr_assert(memcmp(next, "ABC", 3) == 0);
+    }
+
+    /* A send larger than the socket holds: part of it goes while the peer reads. */
+    int small = 65536;
+    cr_assert_eq(setsockopt((int)afs_file_fd(p[0]), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    cr_assert_eq(setsockopt((int)afs_file_fd(p[1]), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    size_t len = (size_t)8 << 20;
+    char *big = calloc(1, len);
+    cr_assert_not_null(big);
+    struct cb_log ls = {0};
+    cr_assert_eq(afs_queue_send(&op, p[0], big, len, 0, log_cb, &ls), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
+    size_t got = 0;
+    for (int i = 0; i < 5; i++) {
+        cr_assert_geq(afs_ctx_wait(ctx, 0, 5LL * 1000 * 1000), 0);
+        got += drain_now(p[1]);
+    }
+    cr_assert_eq(ls.calls, 0, "8 MiB went through a socket of 64 KiB: %zd", ls.result);
+    cr_assert_eq(afs_cancel(&op), 0);
+    wait_cb(ctx, &ls);
+    got += drain_now(p[1]);
+    cr_assert_gt(got, 0, "the peer took nothing: the test saw no partial send");
+    cr_assert_eq(ls.result, (ssize_t)got, "the cancelled send reported %zd, the peer got %zu",
+                 ls.result, got);
+    free(big);
+    cr_assert_eq(afs_close(p[0]), 0);
+    cr_assert_eq(afs_close(p[1]), 0);
+}
+
 /* Closing a socket with a receive waiting on it ends the receive (-ECANCELED) instead of
  * waiting for ever; so does freeing the context. */
 T_SOCK_ALL(close_cancels_waiting_ops)
