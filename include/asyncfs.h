@@ -542,7 +542,7 @@ AFS_API ssize_t afs_write(struct afs_file *f, const void *buf, size_t len);
 
 /* SEEK_SET, SEEK_CUR or SEEK_END. Returns the new position, -EINVAL for a bad whence or a
  * position that would be negative or overflow, -EBUSY while an op is pending, -ESPIPE on a
- * pipe, socket or tty. */
+ * file without offsets. */
 AFS_API int64_t afs_seek(struct afs_file *f, int64_t off, int whence);
 
 /* The position, or -EBUSY while an op is pending. */
@@ -592,7 +592,7 @@ struct afs_op {
  * from inside the queueing call. Ops on one file run concurrently: their order is not kept.
  * Returns 0, or -EINVAL (NULL op/buf/cb, len or off that overflow, more than
  * AFS_IOV_MAX iovecs, an AFS_DIRECT op that is not aligned), -EBADF (a read on a file
- * opened write-only or the reverse), -ESPIPE (a read or write of a pipe, socket or tty: it
+ * opened write-only or the reverse), -ESPIPE (a read or write of a file without offsets: it
  * has no offsets; use afs_read/afs_write or a stream), -EBUSY (op is still queued or in
  * flight on this context or another: its callback has not started; an op of a context on
  * another thread is seen without synchronisation, so there it is a best-effort check). An op needs no initialising:
@@ -642,7 +642,7 @@ AFS_API int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t tim
  * with -ECANCELED: part or all of a cancelled read may be in the buffer, part or all of a
  * cancelled write may be in the file, and the buffer is never touched after the callback.
  * A transfer cut short after a cancel is not resumed: the op completes with -ECANCELED,
- * except on a pipe, socket or tty, where it reports the bytes it moved (they have left the
+ * except on a file without offsets, where it reports the bytes it moved (they have left the
  * pipe). An op that moves no data (fsync, ftruncate, fallocate, fadvise, sync_file_range)
  * or a metadata op that a worker had started reports what it did, not -ECANCELED: -ECANCELED
  * from one of them means it did not run. */
@@ -661,7 +661,7 @@ AFS_API int afs_cancel(struct afs_op *op);
  *    size on an AFS_DIRECT file.
  *  - Runs inline: afs_pread, afs_pwrite and sync-mode afs_read/afs_write of at most
  *    sync_threshold bytes (default 4096) on a buffered regular file or block device (never
- *    a pipe, socket or tty), unless the task is cancelled or past its deadline (then the
+ *    a file without offsets), unless the task is cancelled or past its deadline (then the
  *    call fails as a suspending one does: -ECANCELED, -ETIMEDOUT). Such an op is mostly a
  *    copy to or from the page cache, usually cheaper than suspending and a trip through the
  *    batch, so a 1 KiB read returns at once and the task does not suspend. A read that misses the cache: on
@@ -684,7 +684,7 @@ AFS_API int afs_cancel(struct afs_op *op);
 /* ------------------------------------------------------------------------------------------
  * Blocking positional calls. Outside a corio task they block the thread; inside a task
  * they suspend the task only and the op joins the scheduler's batch. Return bytes (a read is
- * short only at end of file) or -errno; -ESPIPE on a pipe, socket or tty, which has no
+ * short only at end of file) or -errno; -ESPIPE on a file without offsets, which has no
  * offsets (nothing is read or written). They do not use or move the file's position.
  * On a buffered (not AFS_DIRECT) file, a read or write of at most sync_threshold bytes runs
  * inline with pread/pwrite, as in sync mode: for small cached I/O that is cheapest, and a
@@ -710,7 +710,7 @@ AFS_API int     afs_fsync(struct afs_file *f, unsigned flags);
  * inline. An op that may change the file's size makes the library forget the size it knew
  * (the end-of-file rule above), as a write does.
  * Common errors: -EINVAL (NULL op or cb, a negative offset or length: above INT64_MAX),
- * -EBADF (a file opened read-only), -ESPIPE (a pipe, socket or tty), -EBUSY (the op is in
+ * -EBADF (a file opened read-only), -ESPIPE (a file without offsets), -EBUSY (the op is in
  * use); otherwise the system's answer (-ENOSPC, -EIO, -EFBIG...).
  * ---------------------------------------------------------------------------------------- */
 
@@ -747,7 +747,7 @@ AFS_API int afs_queue_fallocate(struct afs_op *op, struct afs_file *f, int mode,
                                 uint64_t off, uint64_t len, afs_cb *cb, void *data);
 
 /* Sets f's size to `size` (ftruncate(2)): data past it is dropped, a larger size reads as
- * zeros. Returns 0, -EINVAL (size above INT64_MAX; a pipe, socket or tty), -EFBIG (above
+ * zeros. Returns 0, -EINVAL (size above INT64_MAX; a file without offsets), -EFBIG (above
  * the file system's limit), -EBADF (read-only), or the system's error.
  * Linux: ftruncate(2) (io_uring: IORING_OP_FTRUNCATE where the kernel has it, 6.9).
  * Windows: SetFileInformationByHandle(FileEndOfFileInfo). */
@@ -807,7 +807,7 @@ struct afs_dio_align {
  * (st_blksize, a multiple of any sector size; 4096 when odd) for both, exact = 0: safe, but
  * may be larger than needed. Windows: the volume's sector size (exact when
  * FileStorageInfo answers). macOS (F_NOCACHE): 1 and 1, exact. Returns 0, -EINVAL (out is
- * NULL), -ESPIPE (a pipe, socket or tty), -ENOTSUP, or the stat error. Inline: a statx on
+ * NULL), -ESPIPE (a file without offsets), -ENOTSUP, or the stat error. Inline: a statx on
  * the calling thread, no I/O. */
 AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
 
@@ -885,7 +885,7 @@ AFS_API int afs_queue_fadvise(struct afs_op *op, struct afs_file *f, uint64_t of
  * to the end of the file. No durability promise: metadata and the device's cache are not
  * flushed (afs_fsync is the barrier); it lets an engine push dirty data out early so that
  * its later fsync is short. Returns 0, -EINVAL (unknown flags, off or len above INT64_MAX),
- * -ESPIPE (a pipe, socket or tty), or the system's error (-EIO...). Linux:
+ * -ESPIPE (a file without offsets), or the system's error (-EIO...). Linux:
  * sync_file_range(2) (io_uring: IORING_OP_SYNC_FILE_RANGE, 5.2, for len below 4 GiB).
  * Elsewhere, with any flag set, a data sync of the whole file (fdatasync,
  * FlushFileBuffers), which is stronger (on Windows a read-only handle, which cannot flush,
@@ -1293,7 +1293,7 @@ AFS_API int afs_queue_shutdown(struct afs_op *op, struct afs_file *s, int how, a
  * The return is len, or fewer bytes only when src ended before off + len (0 when off is at
  * or past its end), as a read of src would give; or -errno: -EINVAL (src NULL, len above
  * SSIZE_MAX, off above INT64_MAX or off + len beyond it), -ENOTSOCK (s is not a socket),
- * -ESPIPE (src is a pipe, socket or tty: it has no offsets), -EBADF (src opened write-only,
+ * -ESPIPE (src is a file without offsets), -EBADF (src opened write-only,
  * or s read-only), -ENOTSUP (Windows without TransmitFile), -ENOMEM (read and send: no
  * memory for the buffer), the send error (-EPIPE, -ECONNRESET: the peer has
  * gone; never a SIGPIPE: sends go with MSG_NOSIGNAL or on SO_NOSIGPIPE sockets, and around
@@ -1503,11 +1503,12 @@ AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs
  * after fseek does (one read system call; docs/STREAMS.md).
  * Returns 0; -EINVAL for a bad whence, a negative or overflowing position, or one past the
  * largest offset the file's file system takes (as lseek and fseeko say; -EOVERFLOW where
- * off_t cannot hold it): nothing changes then; or a write error met while flushing for
- * SEEK_END. */
+ * off_t cannot hold it): nothing changes then; -ESPIPE on a file without offsets (see
+ * "Files without offsets": a character device too, /dev/zero included); or a write error
+ * met while flushing for SEEK_END. */
 AFS_API int afs_fseek(struct afs_stream *s, int64_t off, int whence);
 
-/* The position (buffered data included), or -errno (-ESPIPE on a pipe, socket or tty). */
+/* The position (buffered data included), or -errno (-ESPIPE on a file without offsets). */
 AFS_API int64_t afs_ftell(struct afs_stream *s);
 
 /* Writing: queues buffered data and waits until every write is done. Reading: drops

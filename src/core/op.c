@@ -791,7 +791,7 @@ static void mark_filled(const struct afs__op *o, size_t n)
 #endif
 }
 
-/* What an op ended by afs_cancel() reports: -ECANCELED, or on a pipe, socket or tty the
+/* What an op ended by afs_cancel() reports: -ECANCELED, or on a file without offsets the
  * bytes it moved before (they have left it: better short than lost). */
 static inline ssize_t cancelled_result(const struct afs__op *o)
 {
