@@ -131,6 +131,8 @@ vs_loop_file() { mkdir src dst; echo data > data; ln -s ../dst/data src/zlink; }
 vs_named() { mkdir d; ln -s d L; }
 vs_links() { mkdir src; ln -s target src/sym; ln src/sym src/sym2; mkfifo src/fifo
              ln src/fifo src/fifo2; echo data > src/file; ln -s file src/link; mkdir o; }
+vs_ulinks() { mkdir -p src dst; echo aaaa > src/a; ln src/a src/b; touch -d 2020-01-01 src/a
+              echo newr > dst/a; echo newr > dst/c; ln src/a src/c; }
 vs_update() { echo new > f; touch -d 2022-01-01 f; mkdir -p d/f s; touch -d 2030-01-01 d/f
               cp -p f s/f; echo t > tn; touch -d 2030-01-01 tn; ln -s tn ln_new
               touch -h -d 2000-01-01 ln_new; ln -s nowhere ln_dang; touch -h -d 2030-01-01 ln_dang; }
@@ -207,6 +209,9 @@ vs_cases() { # dir tag
     for cmd in 'TOOL -uv f d' 'TOOL -ruv s/. d' 'TOOL -uv f ln_new' 'TOOL -uv f ln_dang'; do
         vs_cp "$tag" vs_update "$cmd"
     done
+    # -u and --preserve=links: a destination left in place is its inode's copy for cp (the
+    # other names link to it, or it becomes a link to the one copied first)
+    vs_cp "$tag" vs_ulinks 'TOOL -au src/. dst'
     chmod -R u+rwx "$VS" 2> /dev/null
     rm -rf "$VS"
 }

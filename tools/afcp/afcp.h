@@ -295,8 +295,9 @@ int  afcp_maybe_ours(const char *path, int follow);
  * other names), the removal and its "removed" line; then -v's line of a file or special
  * file (number vn); then what cp finds when it opens the destination. Nothing is looked at
  * in a directory this run made (it holds only what afcp put there): the line follows at
- * once. 0: go on (*exists: something is there), 1: skip it (-n, -u), -1: an error was
- * reported. */
+ * once. 0: go on (*exists: something is there), 1: skip it (-n), 2: skip it (-u: it is as
+ * new as the source; with --preserve=links it stands for the inode's copy:
+ * afcp_link_kept), -1: an error was reported. */
 enum { AFCP_DEST_FILE, AFCP_DEST_DIR, AFCP_DEST_OTHER };
 int  afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
                      const char *sname, const char *spath, const char *dpath,
@@ -337,6 +338,12 @@ struct link_ent *afcp_link_claim(struct corio_task *t, const struct stat *st,
 void             afcp_link_done(struct link_ent *le, int ok);
 int              afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
                                 const char *dpath, uint64_t vn, const struct link_ent *le);
+/* A destination -u left in place (dname in dd, of the source st), as cp counts it: the copy
+ * of its inode, to which later names link, or, when another name was copied first, made a
+ * link to that copy (replacing it, as cp does). 0 or -1 (reported). */
+int              afcp_link_kept(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                                const char *dpath, uint64_t vn, const struct stat *st,
+                                int operand);
 /* The temporaries a signal removes (see copy.c): install the handlers (after the options
  * are known), take a slot (may wait), name the temporary before the call that creates it
  * (parks the task for good once a signal came), say whether the create succeeded, give the

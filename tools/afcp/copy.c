@@ -700,6 +700,20 @@ void afcp_link_done(struct link_ent *le, int ok)
     __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
 }
 
+int afcp_link_kept(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                   const char *dpath, uint64_t vn, const struct stat *st, int operand)
+{
+    if (!afcp_links_track(st, operand))
+        return 0;
+    int first;
+    struct link_ent *le = afcp_link_claim(t, st, dpath, &first);
+    if (first)
+        afcp_link_done(le, 1);
+    else if (le)
+        return afcp_make_link(t, dd, dname, dpath, vn, le);
+    return 0;
+}
+
 int afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
                    const char *dpath, uint64_t vn, const struct link_ent *le)
 {
@@ -947,10 +961,13 @@ static void file_task(struct corio_task *t, void *arg)
     if (grow_hook > 0 && !c.unsized)
         grow_source(j->spath);
     /* What is at the destination name (afcp_check_dest prints -v's line). */
-    if (afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath, j->dpath, &j->st,
-                        AFCP_DEST_FILE, j->follow, j->vn, &j->exists) != 0) {
+    int there = afcp_check_dest(j->dd, j->dname, j->sd, j->sname, j->spath, j->dpath, &j->st,
+                                AFCP_DEST_FILE, j->follow, j->vn, &j->exists);
+    if (there != 0) {
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
+        if (there == 2 && !c.unsized)
+            afcp_link_kept(t, j->dd, j->dname, j->dpath, j->vn, &j->st, j->operand);
         goto out;
     }
     /* What is there: a file whose attributes the copy takes over, or a device or FIFO to

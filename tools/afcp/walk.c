@@ -317,7 +317,7 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
         if (looked && (sst->st_mtim.tv_sec < upd.st_mtim.tv_sec ||
                        (sst->st_mtim.tv_sec == upd.st_mtim.tv_sec &&
                         sst->st_mtim.tv_nsec <= upd.st_mtim.tv_nsec)))
-            return 1;
+            return 2;
     }
     if (S_ISDIR(dst.st_mode)) {
         afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
@@ -612,9 +612,11 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
 {
     int exists;
     struct link_ent *le;
-    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, 0, vn,
-                        &exists) != 0 ||
-        linked(t, dd, dname, dpath, st, operand, vn, &le))
+    int r = afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, 0, vn,
+                            &exists);
+    if (r == 2)
+        afcp_link_kept(t, dd, dname, dpath, vn, st, operand);
+    if (r != 0 || linked(t, dd, dname, dpath, st, operand, vn, &le))
         return;
     int ok = make_symlink(t, sd, sname, dd, dname, st, spath, dpath) == 0;
     if (le)
@@ -641,9 +643,11 @@ static void copy_special(struct corio_task *t, struct afcp_dir *sd, const char *
 {
     int exists;
     struct link_ent *le;
-    if (afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, follow, vn,
-                        &exists) != 0 ||
-        linked(t, dd, dname, dpath, st, operand, vn, &le))
+    int r = afcp_check_dest(dd, dname, sd, sname, spath, dpath, st, AFCP_DEST_OTHER, follow,
+                            vn, &exists);
+    if (r == 2)
+        afcp_link_kept(t, dd, dname, dpath, vn, st, operand);
+    if (r != 0 || linked(t, dd, dname, dpath, st, operand, vn, &le))
         return;
     make_special(sd, sname, dd, dname, st, exists, dpath, le);
 }
