@@ -325,19 +325,17 @@ int  afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sna
  * source (st, as copied: followed where a link is followed; operand: named on the command
  * line) is recorded, as cp records it: a non-directory with more than one link, or any
  * file while symlinks are followed (-L, cp's default without -r; -H for operands).
- * afcp_link_claim: *first = 1 when this name (dpath) is the inode's first: the caller
- * copies it, then says how that went with afcp_link_done(le, ok). Otherwise it waits for
- * the first copy (the task sleeps) and returns its entry, to link to with afcp_make_link,
- * or NULL when that copy failed (this one is then copied on its own, as cp does).
- * afcp_make_link: dname in dd becomes a hard link to le's copy (an existing name replaced
- * atomically; -v's "removed" line as cp's); 0 or -1 (reported). Any scheduler. */
+ * afcp_link_earlier: for a name (dpath, dname in dd) of a source st about to be copied:
+ * 1 when it was made a hard link to the copy of an earlier name of its inode (-1: that
+ * failed, reported; the task waits while that copy is in flight); 0: copy it, and when
+ * *first is set (its inode's first name) say how that went with afcp_link_done(le, ok).
+ * Any scheduler. */
 struct link_ent;
 int              afcp_links_track(const struct stat *st, int operand);
-struct link_ent *afcp_link_claim(struct corio_task *t, const struct stat *st,
-                                 const char *dpath, int *first);
+int              afcp_link_earlier(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                                   const char *dpath, uint64_t vn, const struct stat *st,
+                                   int operand, struct link_ent **first);
 void             afcp_link_done(struct link_ent *le, int ok);
-int              afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
-                                const char *dpath, uint64_t vn, const struct link_ent *le);
 /* A destination -u left in place (dname in dd, of the source st), as cp counts it: the copy
  * of its inode, to which later names link, or, when another name was copied first, made a
  * link to that copy (replacing it, as cp does). 0 or -1 (reported). */

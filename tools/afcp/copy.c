@@ -675,8 +675,10 @@ int afcp_links_track(const struct stat *st, int operand)
     return st->st_nlink > 1 || deref_always || (afcp.o.deref == 'H' && operand);
 }
 
-struct link_ent *afcp_link_claim(struct corio_task *t, const struct stat *st, const char *dpath,
-                                 int *first)
+/* The entry of st's inode, made (*first = 1, dpath its copy) when there is none. Not first:
+ * waits for the first copy, and returns its entry, or NULL when that copy failed. */
+static struct link_ent *link_claim(struct corio_task *t, const struct stat *st, const char *dpath,
+                                   int *first)
 {
     links_acquire();
     struct link_ent **slot = link_slot(st->st_dev, st->st_ino), *le = *slot;
@@ -700,22 +702,10 @@ void afcp_link_done(struct link_ent *le, int ok)
     __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
 }
 
-int afcp_link_kept(struct corio_task *t, struct afcp_dir *dd, const char *dname,
-                   const char *dpath, uint64_t vn, const struct stat *st, int operand)
-{
-    if (!afcp_links_track(st, operand))
-        return 0;
-    int first;
-    struct link_ent *le = afcp_link_claim(t, st, dpath, &first);
-    if (first)
-        afcp_link_done(le, 1);
-    else if (le)
-        return afcp_make_link(t, dd, dname, dpath, vn, le);
-    return 0;
-}
-
-int afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
-                   const char *dpath, uint64_t vn, const struct link_ent *le)
+/* dname in dd becomes a hard link to le's copy (an existing name replaced atomically; -v's
+ * "removed" line as cp's). 0 or -1 (reported). */
+static int make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                     const char *dpath, uint64_t vn, const struct link_ent *le)
 {
     int dfd = dd->dfd, err = 0;
     if (linkat(AT_FDCWD, le->dpath, dfd, dname, 0) == 0)
@@ -750,6 +740,32 @@ int afcp_make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
         return -1;
     }
     return 0;
+}
+
+int afcp_link_earlier(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                      const char *dpath, uint64_t vn, const struct stat *st, int operand,
+                      struct link_ent **first)
+{
+    *first = NULL;
+    if (!afcp_links_track(st, operand))
+        return 0;
+    int is_first;
+    struct link_ent *le = link_claim(t, st, dpath, &is_first);
+    if (is_first)
+        *first = le;
+    if (is_first || !le)
+        return 0;
+    return make_link(t, dd, dname, dpath, vn, le) == 0 ? 1 : -1;
+}
+
+int afcp_link_kept(struct corio_task *t, struct afcp_dir *dd, const char *dname,
+                   const char *dpath, uint64_t vn, const struct stat *st, int operand)
+{
+    struct link_ent *le;
+    int r = afcp_link_earlier(t, dd, dname, dpath, vn, st, operand, &le);
+    if (le)
+        afcp_link_done(le, 1);
+    return r < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -944,7 +960,6 @@ static void file_task(struct corio_task *t, void *arg)
     char tmp[16] = "";
     int ok = 0, slot_held = 1, tslot = -1;
     struct link_ent *le = NULL; /* --preserve=links: this inode's first copy */
-    int link_first = 0;         /* ... which is this one */
     uint64_t walk_size = (uint64_t)j->st.st_size; /* counted in bytes_total by the walker */
     uint64_t prev_vn = afcp_vtask(t, j->vn); /* what it reports goes with its lines */
     int opened = open_source(j, &c);
@@ -973,18 +988,13 @@ static void file_task(struct corio_task *t, void *arg)
     /* What is there: a file whose attributes the copy takes over, or a device or FIFO to
      * write into (never replaced). */
     /* Another name of an inode this copy already has (or is making): a hard link to it. */
-    if (afcp_links_track(&j->st, j->operand) && !c.unsized) {
-        le = afcp_link_claim(t, &j->st, j->dpath, &link_first);
-        if (!link_first) {
-            if (le) {
-                afs_close(c.in);
-                afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
-                if (afcp_make_link(t, j->dd, j->dname, j->dpath, j->vn, le) == 0)
-                    ok = 1;
-                goto out;
-            }
-            /* the first copy failed: this one is copied on its own */
-        }
+    int linked = c.unsized ? 0 : afcp_link_earlier(t, j->dd, j->dname, j->dpath, j->vn, &j->st,
+                                                   j->operand, &le);
+    if (linked != 0) {
+        afs_close(c.in);
+        afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
+        ok = linked > 0;
+        goto out;
     }
     struct afcp_old old = {0};
     int have_old = 0, f_removes = 0;
@@ -1139,7 +1149,7 @@ static void file_task(struct corio_task *t, void *arg)
     }
     ok = 1;
 out:
-    if (link_first) {
+    if (le) {
         afcp_link_done(le, ok);
     }
     afcp_vend(j->vn);

@@ -582,27 +582,6 @@ static int make_symlink(struct corio_task *t, struct afcp_dir *sd, const char *s
     return err < 0 ? -1 : 0;
 }
 
-/* --preserve=links for a symlink or node (st) about to be made at dname, once the
- * destination was looked at: 1 when it was made a hard link to the copy of another name of
- * its inode (or that failed, reported); 0: make it, and when *le is set (its inode's first
- * copy) say how that went with afcp_link_done(). */
-static int linked(struct corio_task *t, struct afcp_dir *dd, const char *dname,
-                  const char *dpath, const struct stat *st, int operand, uint64_t vn,
-                  struct link_ent **le)
-{
-    *le = NULL;
-    if (!afcp_links_track(st, operand))
-        return 0;
-    int first;
-    struct link_ent *e = afcp_link_claim(t, st, dpath, &first);
-    if (first)
-        *le = e;
-    if (first || !e)
-        return 0;
-    afcp_make_link(t, dd, dname, dpath, vn, e);
-    return 1;
-}
-
 /* A symlink met in the source (or a hard link to the copy of another of its inode's names).
  * -v: number vn (its lines come from afcp_check_dest, before the link is read, as cp reads
  * it after its line). */
@@ -616,7 +595,7 @@ static void copy_symlink(struct corio_task *t, struct afcp_dir *sd, const char *
                             &exists);
     if (r == 2)
         afcp_link_kept(t, dd, dname, dpath, vn, st, operand);
-    if (r != 0 || linked(t, dd, dname, dpath, st, operand, vn, &le))
+    if (r != 0 || afcp_link_earlier(t, dd, dname, dpath, vn, st, operand, &le) != 0)
         return;
     int ok = make_symlink(t, sd, sname, dd, dname, st, spath, dpath) == 0;
     if (le)
@@ -647,7 +626,7 @@ static void copy_special(struct corio_task *t, struct afcp_dir *sd, const char *
                             vn, &exists);
     if (r == 2)
         afcp_link_kept(t, dd, dname, dpath, vn, st, operand);
-    if (r != 0 || linked(t, dd, dname, dpath, st, operand, vn, &le))
+    if (r != 0 || afcp_link_earlier(t, dd, dname, dpath, vn, st, operand, &le) != 0)
         return;
     make_special(sd, sname, dd, dname, st, exists, dpath, le);
 }
