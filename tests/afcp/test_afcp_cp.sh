@@ -199,8 +199,10 @@ vs_cases() { # dir tag
         vs_cp "$tag" vs_named "$cmd"
     done
     # --preserve=links: hard-linked symlinks and FIFOs; a file and a symlink to it, both
-    # copied while links are followed (-L, -H for operands, cp's default without -r)
-    for cmd in 'TOOL -av src dst' 'TOOL -r --preserve=links src dst' 'TOOL -aL src dst' \
+    # copied while links are followed (-L, -H for operands, cp's default without -r). No
+    # -v: its lines follow the order of a directory's entries, which differs between the
+    # two fixtures.
+    for cmd in 'TOOL -a src dst' 'TOOL -r --preserve=links src dst' 'TOOL -aL src dst' \
                'TOOL -L --preserve=links src/file src/link o' 'TOOL -aH src/file src/link o' \
                'TOOL --preserve=links src/file src/link o' 'TOOL -aH src dst'; do
         vs_cp "$tag" vs_links "$cmd"
