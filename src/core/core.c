@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,8 +116,6 @@ static const char *posix_text(int err)
 
 const char *afs_strerror(int err)
 {
-    if (err < 0)
-        err = -err;
     if (err == 0)
         return "Success";
     /* The system's own text for every errno value: a kernel EBUSY reads as any other program
@@ -124,6 +123,12 @@ const char *afs_strerror(int err)
      * it. strerror() is not thread-safe in general; glibc's is for known values. Copy into a
      * per-thread buffer so the pointer stays valid for this thread. */
     static _Thread_local char buf[128];
+    if (err == INT_MIN) { /* no errno value, and -INT_MIN overflows */
+        snprintf(buf, sizeof buf, "Unknown error %d", err);
+        return buf;
+    }
+    if (err < 0)
+        err = -err;
     const char *s = strerror(err);
     const char *posix = posix_text(err);
     if (posix && (!s || !*s || strncmp(s, "Unknown error", 13) == 0))
@@ -134,7 +139,7 @@ const char *afs_strerror(int err)
 
 const char *afs__errno_name(int err)
 {
-    if (err < 0)
+    if (err < 0 && err != INT_MIN)
         err = -err;
     switch (err) {
 #define E(x) case x: return #x;

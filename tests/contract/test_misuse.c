@@ -8,6 +8,7 @@
 #include "../common.h"
 
 #include <corio.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -619,6 +620,9 @@ Test(misuse, strerror_keeps_the_system_texts, .timeout = 10)
         cr_assert_str_eq(afs_strerror(errs[i]), sys, "errno %d", errs[i]);
     }
     cr_assert_str_eq(afs_strerror(0), "Success");
+    /* Values that are no errno value, the most negative int among them (no -x for it). */
+    cr_assert_str_eq(afs_strerror(INT_MIN), "Unknown error -2147483648");
+    cr_assert(strncmp(afs_strerror(-99999), "Unknown error", 13) == 0, "%s", afs_strerror(-99999));
 }
 
 Test(misuse, ctx_error_names_the_variable_and_the_reason, .timeout = 10)
