@@ -31,7 +31,17 @@
  * another connection of the process holds a lock on the same file (closing any descriptor
  * would drop the process's locks), as the unix VFS does. When a lock is busy SQLite's busy
  * handler sleeps through xSleep: corio_sleep() inside a task (other tasks run), a plain sleep
- * elsewhere.
+ * elsewhere. A task that retries SQLITE_BUSY itself (one SQLite returns without calling the
+ * busy handler, as in WAL mode) must let the holder run between tries (corio_yield() or
+ * sqlite3_sleep()): a loop that does not suspend never lets another task of its scheduler
+ * release the lock.
+ *
+ * Names, modes and owners are the unix VFS's: a path is made absolute with its symlinks
+ * resolved (a database reached through a link has its journal, WAL and -shm beside the real
+ * file; SQLITE_OPEN_NOFOLLOW refuses a link); a journal, WAL and -shm file get the database's
+ * mode whatever the umask and, when the process is root, its owner; temporary files 0600; a
+ * URI's "modeof=" and "readonly_shm=" are honoured. A -shm file that cannot be written (a
+ * read-only file system) is opened read-only and SQLite reads the database without writing.
  *
  * WAL mode works through version-2 shared memory (xShmMap, xShmLock, xShmBarrier,
  * xShmUnmap): a "-shm" file next to the database, mapped MAP_SHARED, with POSIX locks on its

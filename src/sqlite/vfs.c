@@ -188,6 +188,7 @@ struct vfs_file {
     unsigned char     lock;        /* NO_LOCK .. EXCLUSIVE_LOCK */
     unsigned char     dirsync;     /* fsync the directory at the next xSync (new journal) */
     unsigned char     persist_wal, psow;
+    unsigned char     readonly_shm; /* "readonly_shm=1" in the database's URI */
     int               open_flags;  /* SQLITE_OPEN_* */
     int               last_errno;
     char             *path;        /* the name SQLite gave (NULL for temporary files) */
@@ -196,6 +197,42 @@ struct vfs_file {
 static int fd_of(struct vfs_file *p)
 {
     return p->fd;
+}
+
+/* Gives a file the VFS opened for writing the mode it was meant to have, the umask aside (a
+ * journal of a 0600 database is 0600 whatever the umask, as with the unix VFS; only an empty
+ * file's mode is changed) and, when the process is root, the owner of `owner` (NULL: none),
+ * so that the database's owner can still open it. Failures are left to the next open. */
+static void file_take_owner(int fd, mode_t mode, const struct stat *owner)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return;
+    if (mode && st.st_size == 0 && (st.st_mode & 0777) != mode)
+        (void)fchmod(fd, mode);
+    if (owner && geteuid() == 0 && (st.st_uid != owner->st_uid || st.st_gid != owner->st_gid))
+        (void)fchown(fd, owner->st_uid, owner->st_gid);
+}
+
+/* The mode of a file the VFS creates, 0 for the default, as the unix VFS decides it: a
+ * journal or WAL gets its database's mode and owner (*has_owner; a private database stays
+ * private through them), a temporary file 0600, a database opened by a URI with "modeof=F"
+ * the mode of F. When the file to copy from cannot be read, the default. */
+static mode_t create_mode(const char *name, int flags, struct stat *owner, int *has_owner)
+{
+    int type = flags & 0x0FFFFF00;
+    const char *from = NULL;
+    *has_owner = 0;
+    if (!name || (flags & SQLITE_OPEN_DELETEONCLOSE))
+        return 0600;
+    if (type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL)
+        from = sqlite3_filename_database(name);
+    else if (type == SQLITE_OPEN_MAIN_DB && (flags & SQLITE_OPEN_URI))
+        from = sqlite3_uri_parameter(name, "modeof");
+    if (!from || !*from || stat(from, owner) < 0)
+        return 0;
+    *has_owner = type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL;
+    return owner->st_mode & 0777;
 }
 
 static int set_lock(int fd, short type, off_t start, off_t len)
@@ -645,6 +682,8 @@ static int vfs_device_characteristics(sqlite3_file *id)
 
 struct vfs_shm {
     int              fd;
+    unsigned char    readonly;  /* opened read-only: the file or its file system refuses writes */
+    unsigned char    unlocked;  /* read-only and no connection had it: DMS not yet held */
     int              nregion;
     int              region_size;
     char           **regions;
@@ -664,7 +703,44 @@ static int shm_system_lock(struct vfs_shm *s, short type, int ofst, int n)
     return r < 0 ? SQLITE_BUSY : SQLITE_OK;
 }
 
-/* Under vfs_mutex: opens (or joins) the inode's -shm file. */
+/* Takes the -shm file's DMS byte (shared) for this process, as os_unix.c does. The first
+ * connection of any process (nobody holds the byte) resets the wal-index: its content may be
+ * from a crashed writer. A read-only file cannot be reset: SQLITE_READONLY_CANTINIT then,
+ * and SQLite reads the WAL without a wal-index (the next map tries the byte again). */
+static int shm_lock_dms(struct vfs_shm *s)
+{
+    struct flock l;
+    memset(&l, 0, sizeof l);
+    l.l_whence = SEEK_SET;
+    l.l_start = SHM_DMS;
+    l.l_len = 1;
+    l.l_type = F_WRLCK;
+    int rc = SQLITE_OK;
+    if (fcntl(s->fd, F_GETLK, &l) < 0) {
+        rc = SQLITE_IOERR_LOCK;
+    } else if (l.l_type == F_UNLCK) {
+        if (s->readonly) {
+            s->unlocked = 1;
+            return SQLITE_READONLY_CANTINIT;
+        }
+        rc = shm_system_lock(s, F_WRLCK, SHM_DMS, 1);
+        if (rc == SQLITE_OK && ftruncate(s->fd, 3) < 0)
+            rc = SQLITE_IOERR_SHMOPEN;
+    } else if (l.l_type == F_WRLCK) {
+        rc = SQLITE_BUSY;
+    }
+    if (rc == SQLITE_OK)
+        rc = shm_system_lock(s, F_RDLCK, SHM_DMS, 1);
+    if (rc == SQLITE_OK)
+        s->unlocked = 0;
+    return rc;
+}
+
+/* Under vfs_mutex: opens (or joins) the inode's -shm file, with its database's mode and, for
+ * root, its owner (os_unix.c's rule: the owner must still be able to open it). Where it may
+ * not be written (a read-only file system, a file of another user, "readonly_shm=1"), it is
+ * opened read-only and SQLite keeps to reading. SQLITE_OK or SQLITE_READONLY_CANTINIT
+ * (shm_lock_dms) leave the node joined. */
 static int shm_node_open(struct vfs_file *p)
 {
     struct vfs_inode *in = p->inode;
@@ -677,36 +753,31 @@ static int shm_node_open(struct vfs_file *p)
     char name[VFS_MAX_PATH + 8];
     if ((size_t)snprintf(name, sizeof name, "%s-shm", p->path) >= sizeof name)
         return SQLITE_CANTOPEN;
+    struct stat db;
+    if (fstat(p->fd, &db) < 0) {
+        p->last_errno = errno;
+        return SQLITE_IOERR_FSTAT;
+    }
     struct vfs_shm *s = calloc(1, sizeof *s);
     if (!s)
         return SQLITE_NOMEM;
-    s->fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, VFS_FILE_PERMS);
+    mode_t mode = db.st_mode & 0777;
+    s->fd = -1;
+    if (!p->readonly_shm)
+        s->fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (s->fd < 0) {
+        s->fd = open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        s->readonly = 1;
+    }
     if (s->fd < 0) {
         p->last_errno = errno;
         free(s);
         return SQLITE_CANTOPEN;
     }
-    /* The first connection of any process (nobody holds the DMS byte) resets the wal-index:
-     * its content may be from a crashed writer. */
-    struct flock l;
-    memset(&l, 0, sizeof l);
-    l.l_whence = SEEK_SET;
-    l.l_start = SHM_DMS;
-    l.l_len = 1;
-    l.l_type = F_WRLCK;
-    int rc = SQLITE_OK;
-    if (fcntl(s->fd, F_GETLK, &l) < 0) {
-        rc = SQLITE_IOERR_LOCK;
-    } else if (l.l_type == F_UNLCK) {
-        rc = shm_system_lock(s, F_WRLCK, SHM_DMS, 1);
-        if (rc == SQLITE_OK && ftruncate(s->fd, 3) < 0)
-            rc = SQLITE_IOERR_SHMOPEN;
-    } else if (l.l_type == F_WRLCK) {
-        rc = SQLITE_BUSY;
-    }
-    if (rc == SQLITE_OK)
-        rc = shm_system_lock(s, F_RDLCK, SHM_DMS, 1);
-    if (rc != SQLITE_OK) {
+    if (!s->readonly)
+        file_take_owner(s->fd, mode, &db);
+    int rc = shm_lock_dms(s);
+    if (rc != SQLITE_OK && rc != SQLITE_READONLY_CANTINIT) {
         close(s->fd);
         free(s);
         return rc;
@@ -714,7 +785,7 @@ static int shm_node_open(struct vfs_file *p)
     s->refs = 1;
     s->inode = in;
     in->shm = s;
-    return SQLITE_OK;
+    return rc;
 }
 
 /* Under vfs_mutex. */
@@ -748,14 +819,18 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
             goto end;
         }
         rc = shm_node_open(p);
-        if (rc != SQLITE_OK) {
+        if (rc != SQLITE_OK && rc != SQLITE_READONLY_CANTINIT) {
             free(c);
             goto end;
         }
         c->node = p->inode->shm;
         p->shm = c;
+        if (rc != SQLITE_OK)
+            goto end;
     }
     struct vfs_shm *s = p->shm->node;
+    if (s->unlocked && (rc = shm_lock_dms(s)) != SQLITE_OK)
+        goto end;
     if (s->nregion > 0 && s->region_size != size) {
         rc = SQLITE_IOERR_SHMSIZE;
         goto end;
@@ -794,8 +869,8 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
         }
         s->regions = regions;
         while (s->nregion <= region) {
-            void *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd,
-                           (off_t)s->nregion * size);
+            void *m = mmap(NULL, (size_t)size, s->readonly ? PROT_READ : PROT_READ | PROT_WRITE,
+                           MAP_SHARED, s->fd, (off_t)s->nregion * size);
             if (m == MAP_FAILED) {
                 p->last_errno = errno;
                 rc = SQLITE_IOERR_SHMMAP;
@@ -806,6 +881,9 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
     }
     *pp = s->regions[region];
 end:
+    /* A read-only -shm: SQLite then reads only, and takes no write lock. */
+    if (rc == SQLITE_OK && p->shm && p->shm->node->readonly)
+        rc = SQLITE_READONLY;
     pthread_mutex_unlock(&vfs_mutex);
     return rc;
 }
@@ -1018,8 +1096,11 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     struct afs_ctx *ctx = ctx_for_open(&tc, &err);
     if (!ctx)
         return err == -ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
+    struct stat owner;
+    int has_owner;
+    mode_t mode = create_mode(name, flags, &owner, &has_owner);
     struct afs_file *f = NULL;
-    int r = afs_open(ctx, path, aflags, VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
+    int r = afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
     if (r < 0 && is_rw && r != -EISDIR) {
         /* As the unix VFS: a database we may not write is opened read-only. */
         int ro = (aflags & ~(AFS_RDWR | AFS_CREAT | AFS_EXCL)) | AFS_RDONLY;
@@ -1041,6 +1122,10 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     p->tc = tc;
     p->open_flags = flags;
     p->psow = 1;
+    if ((flags & SQLITE_OPEN_READWRITE) && (mode || has_owner))
+        file_take_owner(p->fd, mode, has_owner ? &owner : NULL);
+    if (type == SQLITE_OPEN_MAIN_DB && name)
+        p->readonly_shm = (unsigned char)sqlite3_uri_boolean(name, "readonly_shm", 0);
     if (name && !is_delete) {
         p->path = strdup(name);
         if (!p->path) {
@@ -1104,8 +1189,13 @@ static int vfs_access(sqlite3_vfs *vfs, const char *name, int what, int *out)
     return SQLITE_OK;
 }
 
+/* The unix VFS's: symlinks resolved (a database reached by two paths has one journal, WAL
+ * and -shm), SQLITE_OK_SYMLINK when there were any (SQLITE_OPEN_NOFOLLOW then refuses). */
 static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
 {
+    sqlite3_vfs *u = unix_vfs();
+    if (u && u->xFullPathname)
+        return u->xFullPathname(u, name, n, out);
     if (name[0] == '/') {
         if ((int)strlen(name) >= n)
             return SQLITE_CANTOPEN;

@@ -151,6 +151,109 @@ T_VFS(wal_mode_through_shared_memory)
     sqlite3_close(u);
 }
 
+/* A database reached through a symlink has the journal of its real path, as with the unix
+ * VFS: a process opening the real path must find a hot journal the other left. */
+T_VFS(a_symlinked_database_keeps_its_journal_beside_the_real_file)
+{
+    sqlite3 *db = db_open(t_path("real.db"), "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    sqlite3_close(db);
+    cr_assert_eq(symlink("real.db", t_path("link.db")), 0);
+    db = db_open(t_path("link.db"), "asyncfs");
+    const char *name = sqlite3_db_filename(db, "main");
+    size_t n = strlen(name);
+    cr_assert(n > 8 && strcmp(name + n - 8, "/real.db") == 0, "main is %s", name);
+    exec_ok(db, "PRAGMA journal_mode=PERSIST; INSERT INTO t VALUES(2)");
+    struct stat st;
+    cr_assert_eq(stat(t_path("real.db-journal"), &st), 0, "no journal beside real.db");
+    cr_assert_neq(lstat(t_path("link.db-journal"), &st), 0, "a journal beside the link");
+    sqlite3_close(db);
+    /* SQLITE_OPEN_NOFOLLOW refuses the link. */
+    db = NULL;
+    int rc = sqlite3_open_v2(t_path("link.db"), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW,
+                             "asyncfs");
+    cr_assert_eq(rc, SQLITE_CANTOPEN);
+    cr_assert_eq(sqlite3_extended_errcode(db), SQLITE_CANTOPEN_SYMLINK);
+    sqlite3_close(db);
+}
+
+/* A journal, WAL and -shm file take their database's mode, whatever the umask (a private
+ * database stays private), and for root its owner (who must still be able to open them). */
+T_VFS(side_files_take_the_databases_mode_and_owner)
+{
+    mode_t old = umask(022);
+    sqlite3 *db = db_open(t_path("p.db"), "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x)");
+    cr_assert_eq(chmod(t_path("p.db"), 0600), 0);
+    int root = geteuid() == 0;
+    if (root)
+        cr_assert_eq(chown(t_path("p.db"), 12345, 12346), 0);
+    exec_ok(db, "PRAGMA journal_mode=PERSIST; INSERT INTO t VALUES(1)");
+    struct stat st;
+    cr_assert_eq(stat(t_path("p.db-journal"), &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600, "p.db-journal: mode %o", st.st_mode & 0777);
+    if (root)
+        cr_assert(st.st_uid == 12345 && st.st_gid == 12346, "p.db-journal: owner %d:%d",
+                  (int)st.st_uid, (int)st.st_gid);
+    char mode[32];
+    query_text(db, "PRAGMA journal_mode=WAL", mode, sizeof mode);
+    cr_assert_str_eq(mode, "wal");
+    exec_ok(db, "INSERT INTO t VALUES(2)");
+    const char *side[] = {"p.db-wal", "p.db-shm"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(stat(t_path(side[i]), &st), 0, "%s", side[i]);
+        cr_assert_eq(st.st_mode & 0777, 0600, "%s: mode %o", side[i], st.st_mode & 0777);
+        if (root)
+            cr_assert(st.st_uid == 12345 && st.st_gid == 12346, "%s: owner %d:%d", side[i],
+                      (int)st.st_uid, (int)st.st_gid);
+    }
+    sqlite3_close(db);
+    umask(old);
+}
+
+#ifdef __linux__
+#include <sys/mount.h>
+/* A WAL database whose -wal and -shm are on a read-only file system is read, as with the
+ * unix VFS (the -shm opened read-only); writes get SQLITE_READONLY. Needs root for a tmpfs. */
+T_VFS(a_wal_database_on_a_read_only_file_system_is_read)
+{
+    const char *m = t_path("m");
+    cr_assert_eq(mkdir(m, 0755), 0);
+    if (mount("tmpfs", m, "tmpfs", 0, "size=4m") != 0)
+        cr_skip_test("cannot mount a tmpfs: %s", strerror(errno));
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/w.db", m);
+    sqlite3 *db = db_open(path, "unix");
+    char mode[32];
+    query_text(db, "PRAGMA journal_mode=WAL", mode, sizeof mode);
+    exec_ok(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1), (2)");
+    int one = 1;
+    sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
+    sqlite3_close(db);
+    int ro = mount(NULL, m, NULL, MS_REMOUNT | MS_RDONLY, NULL);
+    int read_rw = -1, write_rw = -1, read_ro = -1, count = -1;
+    if (ro == 0) {
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "asyncfs");
+        sqlite3_stmt *st = NULL;
+        read_rw = sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL);
+        if (read_rw == SQLITE_OK && (read_rw = sqlite3_step(st)) == SQLITE_ROW)
+            count = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        write_rw = sqlite3_exec(db, "INSERT INTO t VALUES(3)", NULL, NULL, NULL);
+        sqlite3_close(db);
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, "asyncfs");
+        read_ro = sqlite3_exec(db, "SELECT count(*) FROM t", NULL, NULL, NULL);
+        sqlite3_close(db);
+    }
+    umount2(m, MNT_DETACH);
+    cr_assert_eq(ro, 0, "remount read-only");
+    cr_assert_eq(read_rw, SQLITE_ROW, "read: %s", sqlite3_errstr(read_rw));
+    cr_assert_eq(count, 2);
+    cr_assert_eq(write_rw, SQLITE_READONLY, "write: %s", sqlite3_errstr(write_rw));
+    cr_assert_eq(read_ro, SQLITE_OK, "read-only open: %s", sqlite3_errstr(read_ro));
+}
+#endif
+
 /* A child process runs fn and exits with its result (0 = success). */
 static pid_t spawn_child(int (*fn)(void *), void *arg)
 {
