@@ -319,12 +319,15 @@ ssize_t afs__sys_sock_try(struct afs_op *op, bool *in)
                 if (soerr == EINPROGRESS || soerr == EALREADY)
                     return -EAGAIN;
                 if (soerr == 0) {
-                    /* Writable without an error may still be "in progress" on some systems:
-                     * a connected socket has a peer. */
-                    struct sockaddr_storage ss;
-                    socklen_t l = sizeof ss;
-                    if (getpeername(fd, (struct sockaddr *)&ss, &l) < 0 && errno == ENOTCONN)
+                    /* Writable without an error may still be "in progress" on some systems.
+                     * A second connect tells (EALREADY while under way) and, on Linux, also
+                     * marks the socket connected: without it the user's next afs_connect
+                     * would get 0 from the kernel instead of -EISCONN. */
+                    if (connect(fd, o->u.buf, (socklen_t)o->len) == 0 || errno == EISCONN)
+                        return 0;
+                    if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR)
                         return -EAGAIN;
+                    return -errno;
                 }
                 return -soerr;
             }

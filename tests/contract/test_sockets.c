@@ -297,6 +297,29 @@ T_SOCK_ALL(connection_refused)
     t_sock_close(fd);
 }
 
+#ifndef _WIN32
+/* A connected socket refuses a second connect. On Linux a non-blocking connect that completed
+ * stays "connecting" for the kernel until connect is called again: a readiness backend that
+ * only read SO_ERROR got 0 for the second afs_connect. */
+T_SOCK_ALL(a_second_connect_is_eisconn)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct sockaddr_in sa;
+    struct afs_file *l = listener(ctx, &sa), *c, *s;
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &c), 0);
+    cr_assert_eq(afs_connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
+    int err = afs_connect(c, (struct sockaddr *)&sa, sizeof sa);
+    cr_assert_eq(err, -EISCONN, "second afs_connect: %s", afs_strerror(err));
+    cr_assert_eq(afs_accept(l, NULL, NULL, &s), 0);
+    cr_assert_eq(afs_send(c, "x", 1, 0), 1, "the connection still works");
+    char b;
+    cr_assert_eq(afs_recv(s, &b, 1, 0), 1);
+    cr_assert_eq(afs_close(s), 0);
+    cr_assert_eq(afs_close(c), 0);
+    cr_assert_eq(afs_close(l), 0);
+}
+#endif
+
 #ifdef __linux__ /* elsewhere a full AF_UNIX backlog refuses the connect */
 /* An AF_UNIX listener whose backlog is full (Linux refuses a non-blocking connect with
  * EAGAIN then, and the connecting socket never becomes writable for it): the bound listener
