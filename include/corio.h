@@ -146,7 +146,8 @@ AFS_API int  corio_cancelled(const struct corio_task *t);
 
 /* Past deadline_ns (absolute, corio_now()), t's blocking calls fail with -ETIMEDOUT and its
  * ops in flight are cancelled. Applies to t's descendants too, except a generator's
- * producer (see corio_gen_start). INT64_MAX (or 0) clears it. A deadline that has passed
+ * producer (see corio_gen_start). INT64_MAX (or 0) clears it; a negative one has passed
+ * (corio_now() is never negative). A deadline that has passed
  * when it is moved or cleared (or when a shield begins above a wait) has ended the waits
  * it reached, on every scheduler, whether or not the scheduler had fired its timer yet;
  * the new value applies from then on. */

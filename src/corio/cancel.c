@@ -151,7 +151,7 @@ void corio__rearm_tree(struct corio_task *t, bool passed)
 void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
 {
     AFS_CHECK(t != NULL, "task is NULL");
-    t->deadline = deadline_ns > 0 ? deadline_ns : INT64_MAX;
+    t->deadline = deadline_ns == 0 ? INT64_MAX : deadline_ns; /* a negative one has passed */
     if (t->state != CORIO__DONE)
         rearm_tree(t, true);
 }

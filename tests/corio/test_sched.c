@@ -841,6 +841,13 @@ static void cancel_root(struct corio_task *t, void *arg)
     cr_assert_eq(corio_sleep(t, 1000), -ETIMEDOUT, "at once after the deadline");
     corio_set_deadline(t, 0);
     cr_assert_eq(corio_sleep(t, 1000), 0, "cleared");
+    /* Only 0 and INT64_MAX clear: a negative deadline is long past. */
+    corio_set_deadline(t, -1);
+    cr_assert_eq(corio_sleep(t, 1000), -ETIMEDOUT, "a deadline of -1");
+    corio_set_deadline(t, INT64_MIN);
+    cr_assert_eq(corio_sleep(t, 1000), -ETIMEDOUT, "a deadline of INT64_MIN");
+    corio_set_deadline(t, INT64_MAX);
+    cr_assert_eq(corio_sleep(t, 1000), 0, "cleared");
 }
 
 T_CO(cancel_and_deadline_end_sleeps_promptly)
