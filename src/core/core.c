@@ -432,16 +432,8 @@ bool afs__ctx_tag_alive(uintptr_t tag)
     return alive;
 }
 
-int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
+int afs__config_check(const struct afs_config *cfg)
 {
-    AFS_CHECK(out != NULL, "out is NULL");
-    *out = NULL;
-    tls_ctx_error[0] = '\0';
-    struct afs_config def;
-    if (!cfg) {
-        afs_config_default(&def);
-        cfg = &def;
-    }
     if (cfg->queue_depth == 0 || cfg->queue_depth > AFS_MAX_QUEUE_DEPTH)
         return ctx_error(-EINVAL, "afs_config: queue_depth is 0 or above "
                                   "AFS_MAX_QUEUE_DEPTH");
@@ -455,6 +447,22 @@ int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
                                   "AFS_CTX_OFFLOAD_DIRECT together");
     if ((unsigned)cfg->backend > AFS_BACKEND_SYNC)
         return ctx_error(-EINVAL, "afs_config: unknown backend");
+    return 0;
+}
+
+int afs_ctx_new(struct afs_ctx **out, const struct afs_config *cfg)
+{
+    AFS_CHECK(out != NULL, "out is NULL");
+    *out = NULL;
+    tls_ctx_error[0] = '\0';
+    struct afs_config def;
+    if (!cfg) {
+        afs_config_default(&def);
+        cfg = &def;
+    }
+    int bad = afs__config_check(cfg);
+    if (bad < 0)
+        return bad;
 
     struct afs_ctx *ctx = afs__sys.calloc(1, sizeof *ctx);
     if (!ctx)

@@ -838,6 +838,8 @@ static inline void afs__op_set_idle(struct afs__op *o, const struct afs_op *op)
 
 /* Whether the context with this op_tag is alive (src/core/core.c). Any thread. */
 bool afs__ctx_tag_alive(uintptr_t tag);
+/* 0, or -EINVAL with afs_last_ctx_error()'s reason: what afs_ctx_new refuses in a config. */
+int afs__config_check(const struct afs_config *cfg);
 
 /* Queued and not yet called back, on ctx or another context alive: queueing op again is
  * -EBUSY. A busy op's magic differs from the idle one by its context's tag; memory an op of

@@ -350,6 +350,8 @@ struct corio_sched {
 /* Every public call that takes a scheduler, after its own NULL rule: a freed scheduler (or
  * memory that never was one) aborts naming `call` (sched_setup.c). */
 void corio__sched_check(const struct corio_sched *s, const char *call);
+/* Whether corio_sched_new takes cfg (corio_rt_new asks it for its schedulers' settings). */
+bool corio__config_ok(const struct corio_config *cfg);
 
 /* The runtime (rt.c), as the scheduler sees it. */
 /* A spawn request taken from a spawn queue, started on s (the resume phase). */

@@ -121,8 +121,12 @@ int corio_rt_new(struct corio_rt **out, const struct corio_rt_config *cfg)
         corio_rt_config_default(&def);
         cfg = &def;
     }
-    if (cfg->sched.ctx || (cfg->flags & ~CORIO_RT_PIN) || cfg->schedulers > 4096)
+    if (cfg->sched.ctx || (cfg->flags & ~CORIO_RT_PIN) || cfg->schedulers > 4096 ||
+        !corio__config_ok(&cfg->sched))
         return -EINVAL;
+    int bad = afs__config_check(&cfg->ctx); /* what each scheduler's context would refuse */
+    if (bad < 0)
+        return bad;
     unsigned n = cfg->schedulers ? cfg->schedulers : afs__cpu_usable();
     struct corio_rt *rt = afs__sys.calloc(1, sizeof *rt);
     if (!rt)

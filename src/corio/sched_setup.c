@@ -14,6 +14,12 @@ void corio_config_default(struct corio_config *cfg)
     cfg->io_limit = 128;
 }
 
+bool corio__config_ok(const struct corio_config *cfg)
+{
+    return cfg->io_limit != 0 && !(cfg->flags & ~CORIO_TRACE) &&
+           cfg->stack_size <= ((size_t)1 << 30);
+}
+
 int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
 {
     AFS_CHECK(out != NULL, "out is NULL");
@@ -23,7 +29,7 @@ int corio_sched_new(struct corio_sched **out, const struct corio_config *cfg)
         corio_config_default(&def);
         cfg = &def;
     }
-    if (cfg->io_limit == 0 || (cfg->flags & ~CORIO_TRACE) || cfg->stack_size > ((size_t)1 << 30))
+    if (!corio__config_ok(cfg))
         return -EINVAL;
     struct corio_sched *s = afs__sys.calloc(1, sizeof *s);
     if (!s)

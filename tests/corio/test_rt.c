@@ -319,6 +319,18 @@ T_RT(bad_index)
     corio_rt_config_default(&cfg);
     cfg.flags = 0x100;
     cr_assert_eq(corio_rt_new(&rt, &cfg), -EINVAL);
+    /* The schedulers' and their contexts' settings are checked here too, not first by
+     * corio_rt_run (as corio_sched_new and afs_ctx_new check them). */
+    corio_rt_config_default(&cfg);
+    cfg.sched.flags = 0x100;
+    cr_assert_eq(corio_rt_new(&rt, &cfg), -EINVAL);
+    corio_rt_config_default(&cfg);
+    cfg.sched.io_limit = 0;
+    cr_assert_eq(corio_rt_new(&rt, &cfg), -EINVAL);
+    corio_rt_config_default(&cfg);
+    cfg.ctx.queue_depth = 0;
+    cr_assert_eq(corio_rt_new(&rt, &cfg), -EINVAL);
+    cr_assert(strstr(afs_last_ctx_error(), "queue_depth"), "%s", afs_last_ctx_error());
 }
 
 /* ------------------------------------------------------------------------------------------
