@@ -1048,7 +1048,9 @@ AFS_API int afs_syncfs(struct afs_ctx *ctx, int fd);
  * FIFO, socket or tty (read and written in order at its own position: see "Files without
  * offsets" above); its kind and size come from one fstat. On success
  * the file owns fd: afs_close() closes it; on failure fd stays the caller's. Returns 0 and
- * *out, -EINVAL (bad flags or mode), -EBADF (fd is not open), -ENOMEM. Windows: fd is a
+ * *out, -EINVAL (bad flags or mode), -EBADF (fd is not open), -ENOMEM. A directory's fd is
+ * taken too, for afs_fsync() (to make the names in it durable): its reads and writes fail
+ * with -EISDIR. Windows: fd is a
  * handle value (from afs_openat(), or any file handle); one opened without
  * FILE_FLAG_OVERLAPPED works, but each of its transfers blocks the thread that makes it. */
 AFS_API int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,

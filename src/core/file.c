@@ -228,8 +228,8 @@ static struct afs_ctx *file_leave(struct afs_file *f, const char *call)
 {
     file_check(f, call);
     struct afs_ctx *ctx = f->ctx;
-    AFS_CHECK(!ctx->in_callback || f->inflight == 0,
-              "closing a file with ops in flight from a callback would deadlock");
+    if (ctx->in_callback && f->inflight != 0)
+        afs__panic(call, "closing a file with ops in flight from a callback would deadlock");
     if (afs__close_cancels(f))
         afs__seq_closing(ctx, f);
     afs__ctx_drain(ctx, f, call);
