@@ -637,6 +637,38 @@ mount_suite() {
     else
         skip "full disk: cannot mount a small tmpfs here"
     fi
+    # a file-size limit (ulimit -f): the file past it is reported (EFBIG) and left out, the
+    # others copied, no temporary left (SIGXFSZ killed afcp mid-copy before)
+    mkdir -p "$O/fz/src"
+    for n in $(seq 1 20); do head -c 20000 /dev/urandom > "$O/fz/src/f$n"; done
+    head -c 3000000 /dev/urandom > "$O/fz/src/big"
+    for pt in ":" "batch:" "made:" "made,batch:"; do
+        p=${pt%%:*} fdst=$O/fz/c
+        [[ $p == made* ]] && { p=${p#made}; p=${p#,}; fdst=$O/fz/c/new; }
+        mkdir "$O/fz/c"
+        (ulimit -f 1024; AFCP_TEST_PATH=$p exec "$AFCP" -q -r "$O/fz/src/." "$fdst") 2> "$O/fz.err"; st=$?
+        local what="file-size limit [${p:-measured}${fdst##*/c}]"
+        check "$what: status 1 ($st)" [ "$st" -eq 1 ]
+        check "$what: EFBIG reported" grep -q "File too large" "$O/fz.err"
+        check "$what: the small files copied" bash -c "for n in \$(seq 1 20); do cmp -s '$O/fz/src/f'\$n '$fdst/f'\$n || exit 1; done"
+        check "$what: no partial file under its name" [ ! -e "$fdst/big" ]
+        check "$what: no temporary left" no_temps "$O/fz/c"
+        rm -rf "$O/fz/c"
+    done
+    # a low descriptor limit (ulimit -n 40): every file copied, as cp copies them (afcp failed
+    # most with "Too many open files" before: 64 files in flight, 3 descriptors each)
+    mkdir -p "$O/nf/src"
+    for d in $(seq 1 8); do
+        mkdir "$O/nf/src/d$d"
+        for n in $(seq 1 60); do echo "$d.$n" > "$O/nf/src/d$d/f$n"; done
+    done
+    head -c 3000000 /dev/urandom > "$O/nf/src/big"
+    for p in "" batch; do
+        (ulimit -n 40; AFCP_TEST_PATH=$p exec "$AFCP" -q -r "$O/nf/src" "$O/nf/c") 2> "$O/nf.err"; st=$?
+        check "ulimit -n 40 [${p:-measured}]: status 0 ($st, $(head -c 200 "$O/nf.err"))" [ "$st" -eq 0 ]
+        check "ulimit -n 40 [${p:-measured}]: every file copied" diff -r "$O/nf/src" "$O/nf/c"
+        rm -rf "$O/nf/c"
+    done
 }
 
 # Metadata cp keeps that afcp once lost, each against cp in the same run (once, on the

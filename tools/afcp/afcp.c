@@ -490,6 +490,19 @@ int main(int argc, char **argv)
         return 1;
     }
     afcp.nsched = corio_rt_schedulers(afcp.rt);
+    /* A low descriptor limit (ulimit -n) bounds the files in flight: each holds up to 3,
+     * each scheduler's context a few, the walker's directories some more (afcp_fd_wait
+     * covers what this leaves out). */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+        rl.rlim_cur < (rlim_t)afcp.o.jobs * 3 + 4 * afcp.nsched + 256) {
+        long used = 0, lim = (long)rl.rlim_cur;
+        for (int fd = 0; fd < lim; fd++)
+            used += fcntl(fd, F_GETFD) != -1;
+        long spare = lim - used - 4 * (long)afcp.nsched - 16;
+        unsigned fit = spare > 3 ? (unsigned)(spare / 3) : 1;
+        if (afcp.o.jobs > fit)
+            afcp.o.jobs = fit;
+    }
     afcp.scheds = calloc(afcp.nsched, sizeof *afcp.scheds);
     if (!afcp.scheds) {
         fputs("afcp: out of memory\n", stderr);

@@ -118,6 +118,9 @@ struct afcp_sched {
     unsigned            temp_base, temp_n, temp_next;
     void               *buf_free;   /* free list of chunk buffers */
     unsigned            copying;    /* file tasks holding a slot */
+    unsigned            files_cap;  /* its file slots now, files_debt of them to drop as they
+                                       come back (afcp_fd_wait: the descriptors ran out) */
+    unsigned            files_debt;
     int                 inline_io;  /* the tree answers from the cache: plain system calls
                                        (measured as the copy goes: see copy.c) */
     unsigned            probe_gap, probe_left, since_yield;
@@ -162,6 +165,7 @@ struct afcp_app {
     int                 bar_shown;
     int                 walking;   /* totals may still grow */
     uint64_t            bytes_total, bytes_done, files_total, files_done;
+    uint64_t            files_busy; /* file slots held, all schedulers (afcp_fd_wait) */
     int64_t             t_start;
     /* the destination directories of this run (made, or written into): one of them is read
      * as a source only once the copies in flight are done (the walker's: walk.c) */
@@ -251,6 +255,13 @@ void afcp_tmpname(char *tmp);
 /* Opens name relative to dirfd (AFS_AT_FDCWD: an absolute path) on the calling thread's
  * context and wraps it as an asyncfs file (AFS_* flags, perm with AFS_CREAT); 0 or -errno. */
 int  afcp_open_file(int dirfd, const char *name, int flags, unsigned perm, struct afs_file **out);
+/* Whether an open of the running task that failed with err should be tried again: on EMFILE
+ * or ENFILE (no descriptor left: ulimit -n) while other files in flight hold descriptors they
+ * will give back (holds_slot: the caller holds one of those slots itself), it waits a
+ * millisecond and says yes, up to 100 ms per open; and the scheduler keeps one file
+ * fewer in flight from then on, so that the limit bounds the files in flight instead of
+ * failing them, as cp, with its few descriptors, never fails. */
+int  afcp_fd_wait(int err, int holds_slot, unsigned *tries);
 /* The chunks of one large file, taken in order by up to chunk_workers tasks (the caller and
  * its children), each with a chunk_size buffer of the scheduler's pool: copy(c, buf, off,
  * len) copies one and records a failure in *err (negative) and *err_side (0 read, 1 write);

@@ -562,9 +562,26 @@ void afcp_tmpname(char *tmp)
     afcp_me->name_state = state;
 }
 
+int afcp_fd_wait(int err, int holds_slot, unsigned *tries)
+{
+    struct corio_task *t = corio_current();
+    if ((err != -EMFILE && err != -ENFILE) || !t || *tries >= 100 ||
+        afcp_get(&afcp.files_busy) <= (uint64_t)(holds_slot != 0))
+        return 0;
+    if ((*tries)++ == 0 && afcp_me->files_cap > afcp_me->files_debt + 1)
+        afcp_me->files_debt++;
+    corio_sleep(t, 1000 * 1000);
+    return 1;
+}
+
 int afcp_open_file(int dirfd, const char *name, int flags, unsigned perm, struct afs_file **out)
 {
-    return afs_openat_file(AFCP_CTX, dirfd, name, flags, perm, AFS_MODE_SYNC, NULL, out);
+    unsigned tries = 0;
+    int err;
+    do
+        err = afs_openat_file(AFCP_CTX, dirfd, name, flags, perm, AFS_MODE_SYNC, NULL, out);
+    while (afcp_fd_wait(err, 1, &tries));
+    return err;
 }
 
 static void chunk_loop(struct corio_task *t, struct afcp_chunks *k)

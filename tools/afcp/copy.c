@@ -106,6 +106,12 @@ static void commit_groups(void)
 static void slot_release(void)
 {
     afcp_me->copying--;
+    afcp_add(&afcp.files_busy, -1);
+    if (afcp_me->files_debt) { /* descriptors ran out: one slot fewer (afcp_fd_wait) */
+        afcp_me->files_debt--;
+        afcp_me->files_cap--;
+        return;
+    }
     afcp_sem_release(&afcp_me->files);
 }
 
@@ -962,7 +968,11 @@ static void file_task(struct corio_task *t, void *arg)
     struct link_ent *le = NULL; /* --preserve=links: this inode's first copy */
     uint64_t walk_size = (uint64_t)j->st.st_size; /* counted in bytes_total by the walker */
     uint64_t prev_vn = afcp_vtask(t, j->vn); /* what it reports goes with its lines */
-    int opened = open_source(j, &c);
+    unsigned fd_tries = 0;
+    int opened;
+    do
+        opened = open_source(j, &c);
+    while (opened < 0 && afcp_fd_wait(opened, 1, &fd_tries));
     if (opened != 0) {
         /* cp looks at the destination (and prints its -v line) before it opens the source,
          * and reports what it finds there first. */
@@ -1219,6 +1229,7 @@ void afcp_sched_init(struct afcp_sched *s, int index)
     unsigned bufs = 2 * afcp.o.chunk_workers;
     s->index = index;
     afcp_sem_init(&s->files, (long)jobs);
+    s->files_cap = jobs;
     afcp_sem_init(&s->bufs, jobs > bufs ? jobs : bufs);
     s->inline_io = !inline_never; /* until a read says otherwise */
     s->probe_gap = PROBE_MIN;
@@ -1354,7 +1365,7 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     const char *tmp = own ? dname : tmpbuf;
     int tslot = afcp_temp_get(t), ofd = -1, err = 0, side = 1;
     afcp_vline(vn, spath, dpath); /* nothing is there: cp's line comes before its open */
-    unsigned perm = afcp_new_mode(fd, st.st_mode);
+    unsigned perm = afcp_new_mode(fd, st.st_mode), fd_tries = 0;
     for (int tries = 0;; tries++) {
         if (!own)
             afcp_tmpname(tmpbuf);
@@ -1363,6 +1374,8 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
         err = ofd < 0 ? -errno : 0;
         afcp_test_hook_open();
         afcp_temp_created(tslot, ofd >= 0);
+        if (afcp_fd_wait(err, 0, &fd_tries))
+            continue;
         if (own || err != -EEXIST || tries > 100)
             break;
     }
@@ -1472,6 +1485,7 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job)
     afcp_add(&afcp.bytes_total, (int64_t)((uint64_t)job->st.st_size));
     afcp_sem_acquire(t, &afcp_me->files);
     afcp_me->copying++;
+    afcp_add(&afcp.files_busy, 1);
     afcp_dir_get(job->sd);
     if (job->dd != job->sd)
         afcp_dir_get(job->dd);
@@ -1590,6 +1604,10 @@ void afcp_signals_init(void)
     sigaddset(&sa.sa_mask, SIGTERM);
     sigaddset(&sa.sa_mask, SIGHUP);
     sigaddset(&sa.sa_mask, SIGPIPE);
+    /* A file-size limit (ulimit -f): the write that passes it fails with EFBIG, reported for
+     * that file as any write error, where SIGXFSZ would end the copy and leave temporaries
+     * (and a write in the kernel's workers gets EFBIG without the signal anyway). */
+    signal(SIGXFSZ, SIG_IGN);
     static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
     for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         /* A signal ignored by whoever started us (nohup, a background job) stays ignored. */

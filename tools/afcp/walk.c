@@ -154,13 +154,19 @@ int afcp_stat(int dirfd, const char *name, int flags, struct stat *out)
 
 static int open_dir(int dirfd, const char *name, int nofollow)
 {
-    if (afcp_me->inline_io) {
-        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+    unsigned tries = 0;
+    int fd;
+    do {
+        if (afcp_me->inline_io) {
+            fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
                                          (nofollow ? O_NOFOLLOW : 0));
-        return fd >= 0 ? fd : -errno;
-    }
-    return afs_openat(AFCP_CTX, dirfd, name,
-                      AFS_RDONLY | AFS_DIRECTORY | (nofollow ? AFS_NOFOLLOW : 0), 0);
+            fd = fd >= 0 ? fd : -errno;
+        } else {
+            fd = afs_openat(AFCP_CTX, dirfd, name,
+                            AFS_RDONLY | AFS_DIRECTORY | (nofollow ? AFS_NOFOLLOW : 0), 0);
+        }
+    } while (afcp_fd_wait(fd, 0, &tries));
+    return fd;
 }
 
 static int make_dir(int dirfd, const char *name, mode_t mode)
