@@ -423,6 +423,19 @@ static bool valid_dirfd(int fd)
     return fd >= 0 || fd == AFS_AT_FDCWD;
 }
 
+/* Whether path names its file without a directory: then any dirfd is ignored, as by the
+ * system calls (an invalid one included). */
+static bool path_absolute(const char *path)
+{
+    if (!path)
+        return false;
+#ifdef _WIN32
+    return path[0] == '/' || path[0] == '\\' || (path[0] && path[1] == ':');
+#else
+    return path[0] == '/';
+#endif
+}
+
 #define META_OPEN_FLAGS                                                                        \
     (AFS_RDONLY | AFS_WRONLY | AFS_RDWR | AFS_CREAT | AFS_TRUNC | AFS_EXCL | AFS_APPEND |      \
      AFS_NOFOLLOW | AFS_DIRECT | AFS_DIRECTORY | AFS_NONBLOCK | AFS_DSYNC)
@@ -452,7 +465,7 @@ static int meta_check(const struct afs__meta_args *a)
     case AFS__RENAMEAT:
         if (!a->path2 || (flags & ~AFS_RENAME_NOREPLACE))
             return -EINVAL;
-        if (!valid_dirfd(a->dirfd2))
+        if (!valid_dirfd(a->dirfd2) && !path_absolute(a->path2))
             return -EBADF;
         break;
     case AFS__UNLINKAT:
@@ -471,7 +484,7 @@ static int meta_check(const struct afs__meta_args *a)
     }
     if (!path)
         return -EINVAL;
-    return valid_dirfd(dirfd) ? 0 : -EBADF;
+    return valid_dirfd(dirfd) || path_absolute(path) ? 0 : -EBADF;
 }
 
 int afs__meta_setup(struct afs_op *op, struct afs_ctx *ctx, const struct afs__meta_args *a)

@@ -321,6 +321,15 @@ T_META(errors_come_back_as_negative_errno)
     cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "file", 0, &st, count_cb, &d), 0);
     cr_assert_eq(afs_queue_statx(&op, t_ctx, dfd, "file", 0, &st, count_cb, &d), -EBUSY);
     cr_assert_eq(run_op(&op, &d), 0);
+    /* An absolute path ignores dirfd, an invalid one included (as the system calls do). */
+    cr_assert_eq(afs_statx(t_ctx, -5, t_path("file"), 0, &st), 0);
+    int fd = afs_openat(t_ctx, -5, t_path("file"), AFS_RDONLY, 0);
+    cr_assert_geq(fd, 0, "afs_openat: %s", afs_strerror(fd));
+    t_fd_close(fd);
+    cr_assert_eq(afs_queue_renameat(&op, t_ctx, dfd, "file", -7, t_path("file2"), 0, count_cb,
+                                    &d), 0);
+    cr_assert_eq(run_op(&op, &d), 0);
+    cr_assert(t_exists(t_path("file2")));
     t_fd_close(dfd);
 }
 
