@@ -50,7 +50,7 @@ int corio_stream_new(struct afs_file *f, size_t buf_size, struct corio_stream **
     *out = NULL;
     if (buf_size == 0)
         buf_size = DEFAULT_BUF;
-    if (buf_size > ((size_t)1 << 30))
+    if (buf_size > CORIO__STREAM_MAX_BUF)
         return -EINVAL;
     struct corio_stream *s = afs__zalloc(sizeof *s);
     if (!s)

@@ -350,6 +350,9 @@ struct corio_sched {
 /* Every public call that takes a scheduler, after its own NULL rule: a freed scheduler (or
  * memory that never was one) aborts naming `call` (sched_setup.c). */
 void corio__sched_check(const struct corio_sched *s, const char *call);
+/* The largest buffer of a buffered stream (corio_stream_new and the calls that make one). */
+#define CORIO__STREAM_MAX_BUF ((size_t)1 << 30)
+
 /* Whether corio_sched_new takes cfg (corio_rt_new asks it for its schedulers' settings). */
 bool corio__config_ok(const struct corio_config *cfg);
 

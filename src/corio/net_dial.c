@@ -306,6 +306,8 @@ int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
 {
     AFS_CHECK(out != NULL, "out is NULL");
     *out = NULL;
+    if (buf_size > CORIO__STREAM_MAX_BUF)
+        return -EINVAL; /* before connecting, not after */
     struct afs_file *f;
     int err = corio_dial(t, host, port, &f);
     if (err < 0)
@@ -393,6 +395,8 @@ int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
     corio__check_running(t, "corio_accept");
     AFS_CHECK(out != NULL, "out is NULL");
     *out = NULL;
+    if (buf_size > CORIO__STREAM_MAX_BUF)
+        return -EINVAL; /* before waiting for a connection, not after */
     struct afs_file *f;
     int err = afs_accept(l, NULL, NULL, &f);
     if (err < 0)

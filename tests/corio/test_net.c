@@ -216,6 +216,13 @@ static void bad_args_root(struct corio_task *t, void *arg)
     cr_assert_eq(corio_dial(t, "", "80", &f), -EINVAL);
     cr_assert_not_null(corio_net_error());
     cr_assert(strstr(corio_net_error(), "empty host") != NULL, "%s", corio_net_error());
+    /* A buffer too big is refused before anything waits: no connection ever comes here. */
+    struct afs_file *l;
+    struct corio_stream *st;
+    cr_assert_eq(corio_listen(t, "127.0.0.1", "0", 16, &l), 0);
+    cr_assert_eq(corio_accept(t, l, ((size_t)1 << 30) + 1, &st), -EINVAL);
+    cr_assert_eq(corio_dial_stream(t, "127.0.0.1", "9", ((size_t)1 << 30) + 1, &st), -EINVAL);
+    cr_assert_eq(afs_close(l), 0);
 }
 
 T_N(bad_arguments)
