@@ -1535,7 +1535,8 @@ AFS_API int afs_ferror(const struct afs_stream *s);
 AFS_API void afs_clearerr(struct afs_stream *s);
 
 /* The stream's file (e.g. for afs_fsync after afs_fflush). It stays the stream's: do not
- * close it, and do not move data through it while the stream has I/O in flight. */
+ * move data through it while the stream has I/O in flight; afs_close() of it aborts
+ * (afs_fclose() closes it). */
 AFS_API struct afs_file *afs_stream_file(struct afs_stream *s);
 
 #ifdef __cplusplus

@@ -240,6 +240,9 @@ static struct afs_ctx *file_leave(struct afs_file *f, const char *call)
 
 int afs_close(struct afs_file *f)
 {
+    file_check(f, __func__);
+    if (f->of_stream)
+        afs__panic(__func__, "the file is a stream's (afs_stream_file): afs_fclose closes it");
     struct afs_ctx *ctx = file_leave(f, __func__);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */

@@ -714,6 +714,7 @@ struct afs_file {
     uintptr_t        magic;     /* AFS__FILE_MAGIC ^ address while open, AFS__DEAD after close.
                                    Not in the first 32 bytes: free() keeps its lists there */
     unsigned         reg_slot;  /* io_uring: its registered-file slot + 1; 0 = none */
+    bool             of_stream; /* a stream's own file: afs_fclose closes it, afs_close aborts */
     bool             be_pool;   /* the backend cannot take its transfers, the pool serves them
                                    (iocp: a handle that cannot join the port) */
     void            *be_sock;   /* io_uring: the socket's multishot state (uring_ms.c) */

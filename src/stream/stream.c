@@ -1890,6 +1890,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
         s->go_direct = true; /* until the consumer is seen waiting: see the top */
     }
     s->magic = AFS__STREAM_MAGIC ^ (uintptr_t)s;
+    s->f->of_stream = true;
     afs_list_push_back(&ctx->streams, &s->node);
     *out = s;
     return 0;
@@ -1944,6 +1945,7 @@ int afs_fclose(struct afs_stream *s)
     s->ctx->stats.inline_ops += s->inline_ops;
     if (s->df)
         afs_close(s->df);
+    s->f->of_stream = false;
     int cerr = afs_close(s->f);
     *(volatile uintptr_t *)&s->magic = AFS__DEAD; /* kept: see afs_close() */
     stream_free(s);

@@ -283,6 +283,22 @@ static void stream_double_close(void)
     afs_fclose(s);
 }
 
+/* A stream's own file closed with afs_close: caught there, not at the stream's next use. */
+static void stream_file_closed(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_stream *s;
+    M_REQ(afs_fopen(c, m_file, "r", &s) == 0);
+    m_cleanup();
+    afs_close(afs_stream_file(s));
+}
+
+T_ABORT(stream_file_closed_with_afs_close)
+{
+    expect_abort(stream_file_closed, "afs_close", "afs_fclose closes it");
+    stream_file_closed();
+}
+
 T_ABORT_UAF(stream_closed_twice)
 {
     m_need_no_asan();
