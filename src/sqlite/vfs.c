@@ -210,8 +210,10 @@ static void file_take_owner(int fd, mode_t mode, const struct stat *owner)
         return;
     if (mode && st.st_size == 0 && (st.st_mode & 0777) != mode)
         (void)fchmod(fd, mode);
-    if (owner && geteuid() == 0 && (st.st_uid != owner->st_uid || st.st_gid != owner->st_gid))
-        (void)fchown(fd, owner->st_uid, owner->st_gid);
+    if (owner && geteuid() == 0 && (st.st_uid != owner->st_uid || st.st_gid != owner->st_gid) &&
+        fchown(fd, owner->st_uid, owner->st_gid) != 0) {
+        /* the owner may still open it through the group or others' bits */
+    }
 }
 
 /* The mode of a file the VFS creates, 0 for the default, as the unix VFS decides it: a
