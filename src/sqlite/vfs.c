@@ -603,6 +603,18 @@ end:
     return rc;
 }
 
+/* Who else holds byte `at` of fd: F_UNLCK (nobody), F_RDLCK or F_WRLCK; -errno. */
+static int lock_holder(int fd, off_t at)
+{
+    struct flock l;
+    memset(&l, 0, sizeof l);
+    l.l_whence = SEEK_SET;
+    l.l_start = at;
+    l.l_len = 1;
+    l.l_type = F_WRLCK;
+    return fcntl(fd, F_GETLK, &l) < 0 ? -errno : l.l_type;
+}
+
 static int vfs_check_reserved(sqlite3_file *id, int *out)
 {
     struct vfs_file *p = (struct vfs_file *)id;
@@ -611,16 +623,11 @@ static int vfs_check_reserved(sqlite3_file *id, int *out)
     if (p->inode->lock > SQLITE_LOCK_SHARED)
         reserved = 1;
     if (!reserved) {
-        struct flock l;
-        memset(&l, 0, sizeof l);
-        l.l_whence = SEEK_SET;
-        l.l_start = RESERVED_BYTE;
-        l.l_len = 1;
-        l.l_type = F_WRLCK;
-        if (fcntl(fd_of(p), F_GETLK, &l) < 0) {
-            p->last_errno = errno;
+        int holder = lock_holder(fd_of(p), RESERVED_BYTE);
+        if (holder < 0) {
+            p->last_errno = -holder;
             rc = SQLITE_IOERR_CHECKRESERVEDLOCK;
-        } else if (l.l_type != F_UNLCK) {
+        } else if (holder != F_UNLCK) {
             reserved = 1;
         }
     }
@@ -711,16 +718,10 @@ static int shm_system_lock(struct vfs_shm *s, short type, int ofst, int n)
  * and SQLite reads the WAL without a wal-index (the next map tries the byte again). */
 static int shm_lock_dms(struct vfs_shm *s)
 {
-    struct flock l;
-    memset(&l, 0, sizeof l);
-    l.l_whence = SEEK_SET;
-    l.l_start = SHM_DMS;
-    l.l_len = 1;
-    l.l_type = F_WRLCK;
-    int rc = SQLITE_OK;
-    if (fcntl(s->fd, F_GETLK, &l) < 0) {
+    int rc = SQLITE_OK, holder = lock_holder(s->fd, SHM_DMS);
+    if (holder < 0) {
         rc = SQLITE_IOERR_LOCK;
-    } else if (l.l_type == F_UNLCK) {
+    } else if (holder == F_UNLCK) {
         if (s->readonly) {
             s->unlocked = 1;
             return SQLITE_READONLY_CANTINIT;
@@ -728,7 +729,7 @@ static int shm_lock_dms(struct vfs_shm *s)
         rc = shm_system_lock(s, F_WRLCK, SHM_DMS, 1);
         if (rc == SQLITE_OK && ftruncate(s->fd, 3) < 0)
             rc = SQLITE_IOERR_SHMOPEN;
-    } else if (l.l_type == F_WRLCK) {
+    } else if (holder == F_WRLCK) {
         rc = SQLITE_BUSY;
     }
     if (rc == SQLITE_OK)
