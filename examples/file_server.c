@@ -198,7 +198,7 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         if (blank(line, n))
             break;
         if (lines > 100)
-            status = 431;
+            return 431; /* at once: a head of endless lines is not read to its end */
         const char *colon = memchr(line, ':', (size_t)n);
         if (!colon || colon == line || colon[-1] == ' ' || colon[-1] == '\t' ||
             line[0] == ' ' || line[0] == '\t')

@@ -6,7 +6,8 @@
 #  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
 #    for "..", HEAD, a percent-encoded name, a request body dropped (not taken for the next
 #    request), a chunked one refused, disagreeing Content-Lengths refused, a version that
-#    is not HTTP/1.x and a header line that is no field refused, 403 for a FIFO (its open
+#    is not HTTP/1.x, a header line that is no field and a head of over 100 lines refused,
+#    403 for a FIFO (its open
 #    must not wait) and a directory, a client that leaves in the middle of a 4 MiB response
 #    (the server goes on serving the next), 503 when no descriptor is left; with bodies
 #    sent by afs_sendfile and by read+send; --timeout: a silent client, one that stops in
@@ -75,7 +76,7 @@ mkfifo "$dir/www/fifo"
 mkdir -p "$dir/www/sub"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 11 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 12 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
@@ -150,6 +151,15 @@ file_checks() { # file_server's arguments
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] ||
     fail "file: status '$status' for Content-Length 0 then 5"
+  exec 3>&-
+  # A head of more than 100 header lines is refused (431) at the 101st, not read on to its
+  # end (which a client may never send).
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  # (one write, and SIGPIPE ignored: the server may close before it has read all of it)
+  (trap '' PIPE; printf 'GET /small.bin HTTP/1.1\r\n%s' "$(printf 'X-A: %d\r\n' $(seq 1 150))" >&3) || true
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 431 Request Header Fields Too Large" ] ||
+    fail "file: status '$status' for 150 header lines and no end"
   exec 3>&-
   # Not HTTP/1.x, and a header line that is no field: 400.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
