@@ -22,7 +22,8 @@
  * directory, FIFO or device is 403, a missing file or too long a name 404). A request line
  * that is not "METHOD TARGET HTTP/1.x", a header line that is no field, and Content-Length
  * headers that disagree are refused (400; a method other than GET and HEAD is 405, one too
- * long to know 501, a target too long 414). A request body (Content-Length, at most 1 MiB)
+ * long to know 501, a target too long 414, a head of more than 100 header lines or a line
+ * over 8 KiB 431, answered at once). A request body (Content-Length, at most 1 MiB)
  * is read and dropped, so that the next request on the connection starts after it; a
  * chunked one is refused (501) and the connection closed. A file that cannot be opened for want of
  * descriptors or memory is 503, not 404. A connection is closed when a request does not
