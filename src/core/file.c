@@ -227,6 +227,8 @@ static void file_free(struct afs_ctx *ctx, struct afs_file *f)
 static struct afs_ctx *file_leave(struct afs_file *f, const char *call)
 {
     file_check(f, call);
+    if (f->of_stream)
+        afs__panic(call, "the file is a stream's (afs_stream_file): afs_fclose closes it");
     struct afs_ctx *ctx = f->ctx;
     if (ctx->in_callback && f->inflight != 0)
         afs__panic(call, "closing a file with ops in flight from a callback would deadlock");
@@ -240,9 +242,6 @@ static struct afs_ctx *file_leave(struct afs_file *f, const char *call)
 
 int afs_close(struct afs_file *f)
 {
-    file_check(f, __func__);
-    if (f->of_stream)
-        afs__panic(__func__, "the file is a stream's (afs_stream_file): afs_fclose closes it");
     struct afs_ctx *ctx = file_leave(f, __func__);
     /* In a task the close joins the batch: closing a file with dirty pages can take a
      * while in some file systems, and every other task would wait for it. */
