@@ -663,7 +663,8 @@ AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct cor
  * address failed, the error of the first address (in the resolver's order). */
 AFS_API int corio_dial(struct corio_task *t, const char *host, const char *port,
                        struct afs_file **out);
-/* corio_dial() and corio_stream_new(f, buf_size) in one (asyncigo's Dial). */
+/* corio_dial() and corio_stream_new(f, buf_size) in one (asyncigo's Dial); -EINVAL for
+ * buf_size above 1 GiB comes before any connection is made. */
 AFS_API int corio_dial_stream(struct corio_task *t, const char *host, const char *port,
                               size_t buf_size, struct corio_stream **out);
 /* A listening TCP socket bound to host:port (host NULL or "": every address, IPv4 and IPv6,
@@ -674,8 +675,8 @@ AFS_API int corio_dial_stream(struct corio_task *t, const char *host, const char
 AFS_API int corio_listen(struct corio_task *t, const char *host, const char *port,
                          int backlog, struct afs_file **out);
 /* Waits for a connection on listener l (afs_accept) and returns it as a stream with a read
- * buffer of buf_size (0: 8 KiB): 0 and *out, or afs_accept's error, -ECANCELED, -ETIMEDOUT,
- * -ENOMEM. On io_uring the listener's accepts come from one multishot accept and the
+ * buffer of buf_size (0: 8 KiB): 0 and *out, or -EINVAL (buf_size above 1 GiB, refused
+ * before waiting), afs_accept's error, -ECANCELED, -ETIMEDOUT, -ENOMEM. On io_uring the listener's accepts come from one multishot accept and the
  * stream's reads from the connection's multishot receive (see "Sockets" in asyncfs.h). */
 AFS_API int corio_accept(struct corio_task *t, struct afs_file *l, size_t buf_size,
                          struct corio_stream **out);
