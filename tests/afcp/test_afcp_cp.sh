@@ -634,6 +634,17 @@ mount_suite() {
             rm -rf "$O/full/c"
         done
         umount "$O/full"
+        # copy_file_range failing (source and copy on the one file system; a file too big
+        # for the inline path): cp's words
+        mount -t tmpfs -o size=20m afcp_full "$O/full"
+        head -c 12000000 /dev/urandom > "$O/full/big"
+        "$AFCP" -q --copy-range-min=1 "$O/full/big" "$O/full/big2" 2> "$O/full.err"; st=$?
+        check "full disk, copy_file_range: status 1" [ "$st" -eq 1 ]
+        check "full disk, copy_file_range: cp's message" \
+            grep -q "error copying '$O/full/big' to '$O/full/big2': No space left on device" "$O/full.err"
+        check "full disk, copy_file_range: nothing under the final name" [ ! -e "$O/full/big2" ]
+        check "full disk, copy_file_range: no temporary left" no_temps "$O/full"
+        umount "$O/full"
     else
         skip "full disk: cannot mount a small tmpfs here"
     fi

@@ -151,7 +151,7 @@ struct fcopy {
     struct afs_file      *in, *out;
     uint64_t              size;
     int                   err;      /* first error, negative */
-    int                   err_side; /* 0 read, 1 write, 2 reported already */
+    int                   err_side; /* 0 read, 1 write, 2 reported already, 3 copy_file_range */
     int                   direct_in, direct_out;
     int                   unsized;    /* the size says nothing: read until EOF (see below) */
     int                   stream;     /* not seekable (FIFO, device): plain read(2) */
@@ -830,6 +830,8 @@ static void report(struct fcopy *c)
         ; /* reported where it happened */
     else if (c->err == -ENODATA && c->err_side == 0)
         afcp_note("error reading '%s': file shrank during the copy", j->spath);
+    else if (c->err && c->err_side == 3) /* cp's words when its copy_file_range fails */
+        afcp_err(-c->err, "error copying '%s' to '%s'", j->spath, j->dpath);
     else if (c->err)
         afcp_err(-c->err, c->err_side ? "error writing '%s'" : "error reading '%s'",
                  c->err_side ? j->dpath : j->spath);
@@ -1073,7 +1075,7 @@ static void file_task(struct corio_task *t, void *arg)
                j->st.st_dev == j->dd->ddev) {
         int r = do_copy_range(t, &c);
         if (r < 0)
-            fail(&c, r, 1);
+            fail(&c, r, 3);
         done = r <= 0;
     }
     if (!done && c.size > 0) {
