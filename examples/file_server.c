@@ -16,16 +16,19 @@
  *   file_server [--root DIR] [--host H] [--port P] [--conns N] [--sendfile-min BYTES]
  *               [--timeout SECONDS]
  *
- * Serves DIR (default: the current directory); "/" is "/index.html". The path is
- * percent-decoded; paths with ".." (after decoding) are refused (400); symlinks in DIR are
- * followed wherever they point, as nginx does by default; only regular files are served (a
- * directory, FIFO or device is 403, a missing file or too long a name 404). A request line
- * that is not "METHOD TARGET HTTP/1.x", a header line that is no field, and Content-Length
- * headers that disagree are refused (400; a method other than GET and HEAD is 405, one too
- * long to know 501, a target too long 414, a head of more than 100 header lines or a line
- * over 8 KiB 431, answered at once). A request body (Content-Length, at most 1 MiB)
- * is read and dropped, so that the next request on the connection starts after it; a
- * chunked one is refused (501) and the connection closed. A file that cannot be opened for want of
+ * Serves DIR (default: the current directory); a target ending in "/" is its "index.html"
+ * ("/" is "/index.html"). The path is percent-decoded; paths with ".." (after decoding) are
+ * refused (400); symlinks in DIR are followed wherever they point, as nginx does by
+ * default; only regular files are served (a directory, FIFO or device is 403, a missing file
+ * or too long a name 404). A request line that is not "METHOD TARGET HTTP/1.x", a header
+ * line that is no field, Content-Length headers that disagree, an HTTP/1.1 request without
+ * exactly one Host header and an HTTP/1.0 one with several (RFC 9112, 3.2) are refused (400;
+ * a method other than GET and HEAD is 405, one too long to know 501, a target too long 414,
+ * a head of more than 100 header lines or a line over 8 KiB 431, answered at once). A
+ * request body (Content-Length, at most 1 MiB) is read and dropped, so that the next request
+ * on the connection starts after it (an HTTP/1.1 client that sent "Expect: 100-continue"
+ * gets "100 Continue" first); a chunked one is refused (501) and the connection closed.
+ * Every response carries a Date. A file that cannot be opened for want of
  * descriptors or memory is 503, not 404. A connection is closed when a request does not
  * arrive whole within --timeout seconds (default 60; 0: never) of the connection's start or
  * of the last response, or when a response makes no progress for as long (each 128 KiB
@@ -42,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define PIECE          (128 * 1024)
 #define SENDFILE_PIECE (1 << 20)
@@ -190,8 +194,9 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 501; /* no method that long is served */
     char *target = w[1];
     memcpy(r->method, w[0], len[0] + 1);
-    r->keep_alive = strcmp(w[2], "HTTP/1.1") == 0;
-    int status = 0, have_len = 0, closing = 0;
+    int http11 = strcmp(w[2], "HTTP/1.1") == 0;
+    r->keep_alive = http11;
+    int status = 0, have_len = 0, closing = 0, hosts = 0, expect100 = 0;
     long long body = 0;
     for (int lines = 0;; lines++) {
         if ((n = corio_stream_read_line(t, c, 8192, &line)) <= 0)
@@ -229,13 +234,26 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             have_len = 1;
         } else if (n > 18 && strncasecmp(line, "transfer-encoding:", 18) == 0) {
             status = status ? status : 501; /* chunked bodies are not read here */
+        } else if (n >= 5 && strncasecmp(line, "host:", 5) == 0) {
+            hosts++;
+        } else if (n > 7 && strncasecmp(line, "expect:", 7) == 0) {
+            expect100 = has_option(line + 7, line + n, "100-continue");
         }
     }
     if (status)
         return status;
+    if (hosts > 1 || (http11 && hosts == 0))
+        return 400;
     if (closing)
         r->keep_alive = 0;
-    int err = skip_body(t, c, body);
+    /* The client waits for this before it sends the body (RFC 9110, 10.1.1); an HTTP/1.0
+     * client's expectation is ignored. */
+    static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    int err = expect100 && http11 && body > 0 ? corio_stream_write(t, c, go_on, sizeof go_on - 1)
+                                              : 0;
+    if (err < 0)
+        return err;
+    err = skip_body(t, c, body);
     if (err < 0)
         return err;
     char *q = strchr(target, '?');
@@ -245,8 +263,10 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 400;
     if (strlen(target) >= sizeof r->path - 16)
         return 414; /* decoded: %-escapes take three bytes of the line, one of the name */
-    const char *path = strcmp(target, "/") ? target : "/index.html";
-    memcpy(r->path, path, strlen(path) + 1); /* fits: checked above */
+    size_t tl = strlen(target);
+    memcpy(r->path, target, tl + 1); /* fits: checked above, with room for the index */
+    if (target[tl - 1] == '/')
+        memcpy(r->path + tl, "index.html", sizeof "index.html");
     return 1;
 }
 
@@ -267,20 +287,48 @@ static const char *reason(int status)
     }
 }
 
+/* "Date: <IMF-fixdate>\r\n" for now (RFC 9110, 5.6.7), remade once a second: 37 bytes. */
+#define DATE_LEN 37
+static const char *date_line(void)
+{
+    static char line[64];
+    static time_t made = -1;
+    time_t now = time(NULL);
+    if (now != made) {
+        static const char wday[] = "ThuFriSatSunMonTueWed"; /* 1970-01-01 was a Thursday */
+        static const char mon[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+        long long days = (long long)now / 86400, secs = (long long)now % 86400;
+        int wd = (int)(days % 7);
+        /* The civil date of a day count (Howard Hinnant's days_from_civil, inverted). */
+        long long z = days + 719468, era = z / 146097;
+        long long doe = z - era * 146097;
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long long mp = (5 * doy + 2) / 153;
+        int d = (int)(doy - (153 * mp + 2) / 5 + 1), m = (int)(mp < 10 ? mp + 3 : mp - 9);
+        long long y = yoe + era * 400 + (m <= 2);
+        snprintf(line, sizeof line, "Date: %.3s, %02d %.3s %04lld %02lld:%02lld:%02lld GMT\r\n",
+                 wday + 3 * wd, d, mon + 3 * (m - 1), y, secs / 3600, secs / 60 % 60, secs % 60);
+        made = now;
+    }
+    return line;
+}
+
 static int send_status(struct corio_task *t, struct corio_stream *c, int status, int keep)
 {
     char h[256];
     int n = snprintf(h, sizeof h,
-                     "HTTP/1.1 %d %s\r\nServer: corio\r\nContent-Length: 0\r\n"
+                     "HTTP/1.1 %d %s\r\nServer: corio\r\n%sContent-Length: 0\r\n"
                      "Connection: %s\r\n\r\n",
-                     status, reason(status), keep ? "keep-alive" : "close");
+                     status, reason(status), date_line(), keep ? "keep-alive" : "close");
     return corio_stream_write(t, c, h, (size_t)n);
 }
 
 /* Writes the head of a 200 response with a body of size bytes into buf: its length. */
 static int ok_head(char *buf, uint64_t size, int keep_alive)
 {
-    static const char start[] = "HTTP/1.1 200 OK\r\nServer: corio\r\nContent-Length: ";
+    static const char start[] = "HTTP/1.1 200 OK\r\nServer: corio\r\n";
+    static const char length[] = "Content-Length: ";
     static const char keep[] = "\r\nContent-Type: application/octet-stream\r\n"
                                "Connection: keep-alive\r\n\r\n";
     static const char shut[] = "\r\nContent-Type: application/octet-stream\r\n"
@@ -293,6 +341,10 @@ static int ok_head(char *buf, uint64_t size, int keep_alive)
     char *p = buf;
     memcpy(p, start, sizeof start - 1);
     p += sizeof start - 1;
+    memcpy(p, date_line(), DATE_LEN);
+    p += DATE_LEN;
+    memcpy(p, length, sizeof length - 1);
+    p += sizeof length - 1;
     while (nd > 0)
         *p++ = digits[--nd];
     const char *end = keep_alive ? keep : shut;

@@ -3,8 +3,9 @@
 #  - echo_server: lines come back in order on several connections at once; a line longer
 #    than its 64 KiB limit gets the error line; a client that leaves mid-line is only its
 #    own loss (the next client is served).
-#  - file_server: a file byte for byte, two requests on one keep-alive connection, 404, 400
-#    for "..", HEAD, a percent-encoded name, a request body dropped (not taken for the next
+#  - file_server: a file byte for byte, two requests on one keep-alive connection, a Date
+#    that is now, 404, 400 for "..", 400 for HTTP/1.1 without one Host, a directory's
+#    index.html for "DIR/", "100 Continue" before a body, HEAD, a percent-encoded name, a request body dropped (not taken for the next
 #    request), a chunked one refused, disagreeing Content-Lengths refused, a version that
 #    is not HTTP/1.x, a header line that is no field and a head of over 100 lines refused,
 #    403 for a FIFO (its open
@@ -74,23 +75,29 @@ head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
 echo spaced > "$dir/www/a b.txt"
 mkfifo "$dir/www/fifo"
 mkdir -p "$dir/www/sub"
+echo index > "$dir/www/sub/index.html"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 12 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 14 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
   [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
 
-  # Reads one response from fd 3: the status line into $status, the body into $1.
+  # Reads one response from fd 3: the status line into $status, its Date into $date, the
+  # body into $1.
   response() {
     local body=$1 line len=0
     IFS= read -r -t 10 status <&3 || fail "file: no response"
     status=${status%$'\r'}
+    date=
     while IFS= read -r -t 10 line <&3; do
       line=${line%$'\r'}
       [ -z "$line" ] && break
-      case ${line,,} in content-length:*) len=${line#*: } ;; esac
+      case ${line,,} in
+        content-length:*) len=${line#*: } ;;
+        date:*) date=${line#*: } ;;
+      esac
     done
     if [ "$len" -gt 0 ]; then head -c "$len" <&3 > "$body"; else : > "$body"; fi
   }
@@ -100,6 +107,11 @@ file_checks() { # file_server's arguments
   response "$dir/got1"
   [ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status'"
   cmp -s "$dir/got1" "$dir/www/small.bin" || fail "file: small.bin differs"
+  # Date: now, in the one form RFC 9110 lets a server send (5.6.7)
+  [[ $date =~ ^(Mon|Tue|Wed|Thu|Fri|Sat|Sun),\ [0-9]{2}\ [A-Z][a-z]{2}\ [0-9]{4}\ [0-9]{2}:[0-9]{2}:[0-9]{2}\ GMT$ ]] ||
+    fail "file: Date '$date'"
+  local skew=$(( $(date -u +%s) - $(date -u -d "$date" +%s) ))
+  [ "${skew#-}" -le 5 ] || fail "file: Date '$date' is not now ($(date -u))"
   # The same connection again (keep-alive), then the error cases.
   printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got2"
@@ -107,6 +119,7 @@ file_checks() { # file_server's arguments
   printf 'GET /missing HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got3"
   [ "$status" = "HTTP/1.1 404 Not Found" ] || fail "file: status '$status' for a missing file"
+  [ -n "$date" ] || fail "file: no Date in a 404"
   printf 'HEAD /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   IFS= read -r -t 10 status <&3
   [ "${status%$'\r'}" = "HTTP/1.1 200 OK" ] || fail "file: HEAD status '$status'"
@@ -127,13 +140,23 @@ file_checks() { # file_server's arguments
     fail "file: status '$status' for a percent-encoded name"
   # A body is dropped: the request inside it is not answered; the next one is.
   local smuggled=$'GET /missing HTTP/1.1\r\n\r\n'
-  printf 'GET /a%%20b.txt HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s' ${#smuggled} "$smuggled" >&3
+  printf 'GET /a%%20b.txt HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s' ${#smuggled} "$smuggled" >&3
   printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status' for a request with a body"
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 200 OK" ] && cmp -s "$dir/got4" "$dir/www/small.bin" ||
     fail "file: a request body was taken for a request (status '$status')"
+  # "Expect: 100-continue": "100 Continue" comes before the body is sent, then the response.
+  printf 'GET /a%%20b.txt HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n' >&3
+  IFS= read -r -t 10 line <&3 || fail "file: no 100 Continue"
+  [ "${line%$'\r'}" = "HTTP/1.1 100 Continue" ] || fail "file: '$line' for Expect: 100-continue"
+  IFS= read -r -t 10 line <&3
+  [ "${line%$'\r'}" = "" ] || fail "file: '$line' after 100 Continue"
+  printf 'hello' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && [ "$(cat "$dir/got4")" = spaced ] ||
+    fail "file: status '$status' after 100 Continue"
   printf 'POST /small.bin HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 501 Not Implemented" ] || fail "file: status '$status' for a chunked body"
@@ -147,6 +170,10 @@ file_checks() { # file_server's arguments
   printf 'GET /sub HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 403 Forbidden" ] || fail "file: status '$status' for a directory"
+  printf 'GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && [ "$(cat "$dir/got4")" = index ] ||
+    fail "file: status '$status' for a directory's index"
   printf 'GET /small.bin HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] ||
@@ -176,7 +203,7 @@ file_checks() { # file_server's arguments
   # the connection after the response; a method too long to know is 501, a target too long
   # 414.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
-  printf '\r\n\r\nGET /small.bin HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n' >&3
+  printf '\r\n\r\nGET /small.bin HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 200 OK" ] && cmp -s "$dir/got4" "$dir/www/small.bin" ||
     fail "file: status '$status' after empty lines"
@@ -188,9 +215,20 @@ file_checks() { # file_server's arguments
   [ "$status" = "HTTP/1.1 501 Not Implemented" ] || fail "file: status '$status' for a long method"
   exec 3>&-
   exec 3<>"/dev/tcp/127.0.0.1/$port"
-  printf 'GET /%s HTTP/1.1\r\n\r\n' "$(head -c 2000 /dev/zero | tr '\0' a)" >&3
+  printf 'GET /%s HTTP/1.1\r\nHost: x\r\n\r\n' "$(head -c 2000 /dev/zero | tr '\0' a)" >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 414 URI Too Long" ] || fail "file: status '$status' for a long target"
+  exec 3>&-
+  # HTTP/1.1 needs exactly one Host (RFC 9112, 3.2): 400 without one, 400 with two.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin HTTP/1.1\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for HTTP/1.1 without Host"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for two Hosts"
   exec 3>&-
   # A client that asks for 4 MiB and leaves at once: the server must go on.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
