@@ -2,7 +2,7 @@
 # afcp against GNU cp on the same input, for what makes a cp replacement: sparse files (the
 # blocks allocated), hard links (inode equality within the copy), extended attributes and
 # ACLs (getfattr/getfacl output), zeros in a sparse file (--sparse=auto), symlinks under
-# -L/-H/-P, -u, -x (a tmpfs mounted in the source, as root), --reflink (an empty file too),
+# -L/-H/-P, -u, -t, -T, -x (a tmpfs mounted in the source, as root), --reflink (an empty file too),
 # cp's words for a file target, a dangling symlink and a socket at the destination,
 # --fsync's directory sync (strace), a destination that fills up (a small tmpfs, as root),
 # SIGINT on both paths (cached inline, batched), --help, -v's lines in cp's order, a
@@ -111,8 +111,8 @@ vs_cp() { # tag fixture command
         echo "status $?" >> "$VS/$t.out"
     done
     check "$tag '$cmd': prints as cp ($(head -c 160 "$VS/c.out" | tr '\n' ';'))" \
-        diff <(sed "s|^cp:|X:|; s|$VS/c|R|g" "$VS/c.out") \
-             <(sed "s|^afcp:|X:|; s|$VS/a|R|g" "$VS/a.out")
+        diff <(sed "s|^cp:|X:|; s|'cp --help'|'X --help'|; s|$VS/c|R|g" "$VS/c.out") \
+             <(sed "s|^afcp:|X:|; s|'afcp --help'|'X --help'|; s|$VS/a|R|g" "$VS/a.out")
     check "$tag '$cmd': leaves what cp leaves" diff <(listing "$VS/c") <(listing "$VS/a")
 }
 
@@ -133,6 +133,9 @@ vs_links() { mkdir src; ln -s target src/sym; ln src/sym src/sym2; mkfifo src/fi
              ln src/fifo src/fifo2; echo data > src/file; ln -s file src/link; mkdir o; }
 vs_ulinks() { mkdir -p src dst; echo aaaa > src/a; ln src/a src/b; touch -d 2020-01-01 src/a
               echo newr > dst/a; echo newr > dst/c; ln src/a src/c; }
+vs_target() { mkdir -p a/s d; echo 1 > f; echo 2 > a/s/g; echo 3 > a/h; }
+vs_relinks() { mkdir -p src/sub; echo hl > src/a; ln src/a src/b; ln src/a src/sub/c
+               cp -a src dst; }
 vs_update() { echo new > f; touch -d 2022-01-01 f; mkdir -p d/f s; touch -d 2030-01-01 d/f
               cp -p f s/f; echo t > tn; touch -d 2030-01-01 tn; ln -s tn ln_new
               touch -h -d 2000-01-01 ln_new; ln -s nowhere ln_dang; touch -h -d 2030-01-01 ln_dang; }
@@ -214,6 +217,15 @@ vs_cases() { # dir tag
     # -u and --preserve=links: a destination left in place is its inode's copy for cp (the
     # other names link to it, or it becomes a link to the one copied first)
     vs_cp "$tag" vs_ulinks 'TOOL -au src/. dst'
+    # -t DIR and -T, their misuse
+    for cmd in 'TOOL -t nope f' 'TOOL -t f f' 'TOOL -T f d' 'TOOL -T f d x' 'TOOL -t d -T f' \
+               'TOOL -t d -t a f' 'TOOL -t d' 'TOOL -rT a d' 'TOOL -t d f a' 'TOOL -vrt d f a' \
+               'TOOL -T f newf' 'TOOL -rT a d/new' 'TOOL --target-directory=d f' \
+               'TOOL -rT a f' 'TOOL -T a d' 'TOOL -rT a/ d/' 'TOOL --no-target-directory f d'; do
+        vs_cp "$tag" vs_target "$cmd"
+    done
+    # again over a copy that has the links already: nothing to do, nothing left behind
+    vs_cp "$tag" vs_relinks 'TOOL -au src/. dst; TOOL -au src/. dst'
     chmod -R u+rwx "$VS" 2> /dev/null
     rm -rf "$VS"
 }
@@ -775,6 +787,21 @@ meta_suite() {
         [ "$(stat -c %X "$O/at.c/d2")" = "$(stat -c %X "$O/at.a/d2")" ]
     check "-a: a symlink operand's access time as cp" \
         [ "$(stat -c %X "$O/at.c/l2")" = "$(stat -c %X "$O/at.a/l2")" ]
+    # -p keeps the access time the source had before the copy read it (relatime moves it:
+    # older than the mtime), over an existing file too, and where the read that could have
+    # been done inline was given up to a file task (giveup)
+    local p o n
+    for p in "" batch giveup; do
+        for o in "-p f f2" "-p f old" "-a d d3"; do
+            rm -rf "$O/atp"; mkdir -p "$O/atp/d"; echo new > "$O/atp/f"; echo old > "$O/atp/old"
+            echo x > "$O/atp/d/f"; touch -d '2020-01-01' "$O/atp/f" "$O/atp/d/f"
+            touch -a -d '2018-05-05 05:05:05.25' "$O/atp/f" "$O/atp/d/f" "$O/atp.ref"
+            (cd "$O/atp" && AFCP_TEST_PATH=$p "$AFCP" -q $o)
+            n=${o##* }; [[ $n == d3 ]] && n=d3/f
+            check "$o [${p:-measured}]: the source's access time from before the copy" \
+                [ "$(stat -c %x "$O/atp/$n")" = "$(stat -c %x "$O/atp.ref")" ]
+        done
+    done
     if ((is_root)) && ln -s x "$O/probe" && setfattr -h -n trusted.t -v tt "$O/probe" 2> /dev/null; then
         for t in c a; do
             mkdir -p "$O/x.$t"; ln -s f "$O/x.$t/sym"; mkfifo "$O/x.$t/fifo"; echo b > "$O/x.$t/bin"

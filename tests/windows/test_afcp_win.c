@@ -350,6 +350,23 @@ T_AFCP(tree)
     code = run(L"-q src many2");
     cr_assert_eq(code, 1);
     cr_assert(strstr(err_text, "-r not specified; omitting directory 'src'"), "%s", err_text);
+    /* -t DIR takes every operand as a source; -T copies onto DST itself, an existing
+     * directory too (src's entries go into it, not into dst\src). */
+    mkdir_rel(L"many3");
+    code = run(L"-q -t many3 src\\f5 src\\a\\x.txt");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *m = P(L"many3\\x.txt");
+    cr_assert(exists_w(m));
+    free(m);
+    code = run(L"-q -t nowhere src\\f5");
+    cr_assert_eq(code, 1);
+    cr_assert(strstr(err_text, "target directory 'nowhere'"), "%s", err_text);
+    mkdir_rel(L"dst3");
+    code = run(L"-r -q -T src dst3");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *d3 = P(L"dst3");
+    cr_assert_eq(same_tree(s, d3), 13);
+    free(d3);
     free(s);
     free(d);
     free(dd);

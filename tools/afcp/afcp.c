@@ -296,6 +296,7 @@ static void usage(FILE *f)
 {
     fputs("Usage: afcp [OPTION]... SRC DST\n"
           "  or:  afcp [OPTION]... SRC... DIRECTORY\n"
+          "  or:  afcp [OPTION]... -t DIRECTORY SRC...\n"
           "Copy SRC to DST, or several SRC into DIRECTORY, with many files and chunks in\n"
           "flight (asyncfs + corio).\n\n"
           "  -r, -R, --recursive  copy directories recursively (symlinks stay symlinks)\n"
@@ -321,6 +322,9 @@ static void usage(FILE *f)
           "      --reflink[=WHEN] clone the data (FICLONE) instead of copying it: auto (the\n"
           "                       default, as cp: copy where the file system cannot clone),\n"
           "                       always (fail where it cannot), never\n"
+          "  -t, --target-directory=DIR  copy every SRC into DIR\n"
+          "  -T, --no-target-directory  DST is the name of the copy, even when it is a\n"
+          "                       directory (SRC's contents are copied into it)\n"
           "  -n, --no-clobber     do not overwrite an existing file\n"
           "  -f, --force          remove a destination that cannot be opened (--inplace)\n"
           "                       or that is a symlink, and try again\n"
@@ -445,9 +449,18 @@ int main(int argc, char **argv)
     const struct afcp_opts *o = &afcp.o;
     int nops = argc - optind;
     struct plan plan = {argv + optind, nops - 1, argv[argc - 1], 0};
+    if (o->target_dir) {
+        plan.nsrc = nops;
+        plan.dst = (char *)o->target_dir;
+    }
     struct stat dst;
     int dst_err = stat(plan.dst, &dst) == 0 ? 0 : errno;
-    plan.dst_is_dir = !dst_err && S_ISDIR(dst.st_mode);
+    plan.dst_is_dir = !o->no_target_dir && !dst_err && S_ISDIR(dst.st_mode);
+    if (o->target_dir && !plan.dst_is_dir) {
+        fprintf(stderr, "afcp: target directory %s: %s\n", afcp_q(plan.dst),
+                strerror(dst_err ? dst_err : ENOTDIR));
+        return 1;
+    }
     if (nops > 2 && !plan.dst_is_dir) {
         /* as cp: why the target cannot be one */
         fprintf(stderr, "afcp: target %s: %s\n", afcp_q(plan.dst),

@@ -51,6 +51,8 @@ struct afcp_opts {
     unsigned chunk_workers; /* reads/writes in flight per large file */
     size_t   chunk_size;    /* bytes per read/write of a large file */
     uint64_t cfr_min_size;  /* copy_file_range for files of at least this size */
+    const char *target_dir; /* -t DIR: every operand is a source, copied into DIR */
+    int      no_target_dir; /* -T: DST is the copy's name, even where it is a directory */
 };
 
 /* A counting semaphore for tasks: acquire waits (FIFO) for a token, release hands it over. */
@@ -104,6 +106,13 @@ struct afcp_file_job {
     int              operand;      /* a command-line operand itself (-H records it for links) */
     int              exists;       /* something was at dname when we checked */
     uint64_t         vn;           /* -v: its number (afcp_vnum) */
+    /* The source's atime before afcp_copy_inline read it and gave it up (ino 0: nothing
+     * read): the file task's own look at the source comes after that read. */
+    struct {
+        dev_t           dev;
+        ino_t           ino;
+        struct timespec atim;
+    } read_before;
 };
 
 struct group;
@@ -328,10 +337,11 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
 /* copy.c: copies the regular file sname of sd to dname in dd here and now, with plain
  * system calls, while the tree answers from the cache (see copy.c). 0: copied (or a
  * failure reported; -v: its number vn is done), 1: not done, give it to a file task
- * (afcp_spawn_file). The strings stay the caller's. */
+ * (afcp_spawn_file) with *job's read_before filled in. The strings stay the caller's. */
 int  afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                       struct afcp_dir *dd, const char *dname, const char *spath,
-                      const char *dpath, int follow, int operand, uint64_t vn);
+                      const char *dpath, int follow, int operand, uint64_t vn,
+                      struct afcp_file_job *job);
 /* copy.c: hard links within the copy (--preserve=links). afcp_links_track: whether the
  * source (st, as copied: followed where a link is followed; operand: named on the command
  * line) is recorded, as cp records it: a non-directory with more than one link, or any

@@ -363,6 +363,8 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
         {"chunk-size", required_argument, 0, OPT_CHUNK},
         {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
+        {"target-directory", required_argument, 0, 't'},
+        {"no-target-directory", no_argument, 0, 'T'},
         /* What only the POSIX afcp can do: refused by name on Windows. */
         {"reflink", optional_argument, 0, POSIX_ONLY(OPT_REFLINK)},
         {"one-file-system", no_argument, 0, POSIX_ONLY('x')},
@@ -382,7 +384,7 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
                                               {"auto", AFCP_SPARSE_AUTO},
                                               {"always", AFCP_SPARSE_ALWAYS}, {NULL, 0}};
     int c, li = 0, bits;
-    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPux", longs, &li)) != -1) {
+    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPuxt:T", longs, &li)) != -1) {
 #ifdef _WIN32
         if (c == 'L' || c == 'H' || c == 'P' || c == 'd' || c == 'x') {
             char what[32];
@@ -429,6 +431,14 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
         case 'n': o->noclobber = 1; o->force = 0; break;
         case 'f': o->force = 1; o->noclobber = 0; break;
         case 'v': o->verbose = 1; break;
+        case 't':
+            if (o->target_dir) {
+                fputs("afcp: multiple target directories specified\n", stderr);
+                return 1;
+            }
+            o->target_dir = optarg;
+            break;
+        case 'T': o->no_target_dir = 1; break;
         case 'L': case 'H': case 'P': o->deref = c; break;
         case 'q': o->quiet = 1; break;
         case 'j': o->jobs = parse_count(optarg, "job count"); break;
@@ -478,7 +488,17 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
         return 1;
     }
     int nops = argc - optind;
-    if (nops < 2) {
+    if (o->target_dir && o->no_target_dir) {
+        fputs("afcp: cannot combine --target-directory (-t) and --no-target-directory (-T)\n",
+              stderr);
+        return 1;
+    }
+    if (o->no_target_dir && nops > 2) {
+        fprintf(stderr, "afcp: extra operand %s\n", afcp_q(argv[optind + 2]));
+        fputs("Try 'afcp --help' for more information.\n", stderr);
+        return 1;
+    }
+    if (nops < (o->target_dir ? 1 : 2)) {
         if (nops == 0)
             fputs("afcp: missing file operand\n", stderr);
         else

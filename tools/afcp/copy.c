@@ -479,6 +479,9 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     afcp_stat_from(&st, &ast);
     afcp_add(&afcp.bytes_total, (int64_t)st.st_size - (int64_t)j->st.st_size); /* walk-time size */
     j->st = st; /* the size and mode of what we actually read */
+    if (j->read_before.ino && j->read_before.ino == st.st_ino &&
+        j->read_before.dev == st.st_dev)
+        j->st.st_atim = j->read_before.atim; /* as before afcp_copy_inline's read (-p) */
     c->size = (uint64_t)st.st_size;
     /* Sizes that say nothing: 0 (/proc, and an empty file costs one read more), not a
      * regular file, or a pseudo file system's (sysfs reports a page, whatever it holds).
@@ -708,6 +711,15 @@ void afcp_link_done(struct link_ent *le, int ok)
     __atomic_store_n(&le->state, ok ? 1 : -1, __ATOMIC_RELEASE);
 }
 
+/* Whether dname in dfd is already a name of le's copy (a copy made before, links and all). */
+static int linked_already(int dfd, const char *dname, const struct link_ent *le)
+{
+    struct stat a, b;
+    return fstatat(dfd, dname, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+           fstatat(AT_FDCWD, le->dpath, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /* dname in dd becomes a hard link to le's copy (an existing name replaced atomically; -v's
  * "removed" line as cp's). 0 or -1 (reported). */
 static int make_link(struct corio_task *t, struct afcp_dir *dd, const char *dname,
@@ -717,6 +729,10 @@ static int make_link(struct corio_task *t, struct afcp_dir *dd, const char *dnam
     if (linkat(AT_FDCWD, le->dpath, dfd, dname, 0) == 0)
         return 0;
     err = -errno;
+    /* A link there already: nothing to do (a rename between two names of one file does
+     * nothing and would leave the temporary behind). */
+    if (err == -EEXIST && linked_already(dfd, dname, le))
+        return 0;
     if (err == -EEXIST && !afcp.o.noclobber) {
         char tmp[16];
         int tslot = afcp_temp_get(t);
@@ -732,7 +748,9 @@ static int make_link(struct corio_task *t, struct afcp_dir *dd, const char *dnam
         if (err == 0) {
             afcp_temp_hold(t);
             err = afcp_install(dfd, tmp, dname);
-            if (err < 0)
+            /* Gone when the rename replaced dname; still there when it failed, or when dname
+             * became a name of the same file meanwhile (the rename then does nothing). */
+            if (err != 0 || linked_already(dfd, tmp, le))
                 unlinkat(dfd, tmp, 0);
             if (err == 0)
                 afcp_vremoved(vn, dpath);
@@ -1210,13 +1228,18 @@ enum { INLINE_BUF = 256u << 10, INLINE_MAX = 4u << 20, PROBE_MIN = 8, PROBE_MAX 
  * nowait_broken, inline_buf). */
 static int inline_never;  /* AFCP_TEST_PATH=batch */
 static int inline_always; /* AFCP_TEST_PATH=inline */
+static int inline_giveup; /* AFCP_TEST_PATH=giveup */
 
 /* Tests only: AFCP_TEST_PATH=batch sends every file through the file tasks, whatever the
  * measurement says, so that the tests run both paths on their (cached) fixtures;
  * AFCP_TEST_PATH=inline takes every read as a cache hit (plain reads, never timed), so that
- * instruction counts (valgrind) see the cached path whatever the cache holds. */
+ * instruction counts (valgrind) see the cached path whatever the cache holds;
+ * AFCP_TEST_PATH=giveup reads each file's first block inline, then takes it for a miss (as a
+ * read that waited for the disk) and gives the file to a file task. */
 void afcp_test_path(const char *path)
 {
+    if (path && !strcmp(path, "giveup"))
+        inline_giveup = 1;
     if (path && !strcmp(path, "batch"))
         inline_never = 1;
     if (path && !strcmp(path, "inline"))
@@ -1309,7 +1332,8 @@ static int write_all(int fd, const char *buf, size_t len, off_t off)
 
 int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const char *spath,
-                       const char *dpath, int follow, int operand, uint64_t vn)
+                       const char *dpath, int follow, int operand, uint64_t vn,
+                       struct afcp_file_job *seen)
 {
     const struct afcp_opts *o = &afcp.o;
     if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
@@ -1332,6 +1356,18 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
         close(fd);
         return 1;
     }
+    if (!dd->created) {
+        struct stat dst;
+        if (fstatat(dd->dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
+            close(fd);
+            return 1; /* something is there: the file task decides what happens to it */
+        }
+    }
+    /* A read may change the atime (relatime): the file task that takes the file if it is
+     * given up below keeps the one from before, as -p must. */
+    seen->read_before.dev = st.st_dev;
+    seen->read_before.ino = st.st_ino;
+    seen->read_before.atim = st.st_atim;
     /* The first block of data, or (empty by its size) proof that there is none: a size of
      * 0 says nothing on /proc and the like, which the file task reads until EOF. */
     size_t first = st.st_size < INLINE_BUF ? (size_t)st.st_size : INLINE_BUF;
@@ -1339,6 +1375,8 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
      * file task, which reads to the end. */
     size_t ask = first < INLINE_BUF ? first + 1 : first;
     ssize_t n = read_cached(fd, inline_buf, ask, 0);
+    if (inline_giveup && n >= 0)
+        n = -EAGAIN;
     if (n == -EAGAIN || (first && n >= 0 && (size_t)n != first) || (!first && n != 0)) {
         close(fd);
         if (n == -EAGAIN)
@@ -1348,13 +1386,6 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     if (n < 0) {
         close(fd);
         return 1; /* the file task reports it */
-    }
-    if (!dd->created) {
-        struct stat dst;
-        if (fstatat(dd->dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
-            close(fd);
-            return 1; /* something is there: the file task decides what happens to it */
-        }
     }
     inline_hit();
 

@@ -1282,8 +1282,10 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         /* A cached file is copied here and now (nothing to allocate); the others go to a
          * file task, which checks the destination (afcp_check_dest) once it knows the
          * source. */
+        struct afcp_file_job pre = {0};
         if (S_ISREG(st->st_mode) &&
-            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow, operand, vn) == 0) {
+            afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow, operand, vn,
+                             &pre) == 0) {
             free(spath);
             free(dpath);
             return;
@@ -1292,7 +1294,8 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         *job = (struct afcp_file_job){.sd = sd, .dd = dd, .sname = afcp_xstrdup(sname),
                                       .dname = afcp_xstrdup(dname), .spath = spath,
                                       .dpath = dpath, .st = *st, .follow = follow,
-                                      .operand = operand, .vn = vn};
+                                      .operand = operand, .vn = vn,
+                                      .read_before = pre.read_before};
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }

@@ -90,6 +90,7 @@ static void usage(FILE *f)
 {
     fputs("Usage: afcp [OPTION]... SRC DST\n"
           "  or:  afcp [OPTION]... SRC... DIRECTORY\n"
+          "  or:  afcp [OPTION]... -t DIRECTORY SRC...\n"
           "Copy SRC to DST, or several SRC into DIRECTORY, with many files and chunks in\n"
           "flight (asyncfs + corio). Windows build.\n\n"
           "  -r, -R, --recursive  copy directories recursively (symbolic links and junctions\n"
@@ -102,6 +103,9 @@ static void usage(FILE *f)
           "      --no-preserve=LIST  do not keep the attributes in LIST\n"
           "  -a, --archive        same as -r --preserve=all\n"
           "  -u, --update         copy only when SRC is newer than DST or DST is missing\n"
+          "  -t, --target-directory=DIR  copy every SRC into DIR\n"
+          "  -T, --no-target-directory  DST is the name of the copy, even when it is a\n"
+          "                       directory (SRC's contents are copied into it)\n"
           "  -n, --no-clobber     do not overwrite an existing file\n"
           "  -f, --force          replace a read-only destination file\n"
           "  -v, --verbose        print each copy as 'SRC' -> 'DST'\n"
@@ -143,6 +147,10 @@ static int afcp_main(int argc, char **argv)
     const struct afcp_opts *o = &afcp.o;
     int nops = argc - optind;
     struct plan plan = {argv + optind, nops - 1, argv[argc - 1], NULL, 0};
+    if (o->target_dir) {
+        plan.nsrc = nops;
+        plan.dst = (char *)o->target_dir;
+    }
     int err = 0;
     if (!(plan.dst_full = wafcp_full(plan.dst, &err))) {
         fprintf(stderr, "afcp: cannot stat %s: %s\n", afcp_q(plan.dst), afs_strerror(err));
@@ -151,7 +159,13 @@ static int afcp_main(int argc, char **argv)
     wchar_t *wd = wafcp_wide(plan.dst_full);
     DWORD da = wd ? GetFileAttributesW(wd) : INVALID_FILE_ATTRIBUTES;
     free(wd);
-    plan.dst_is_dir = da != INVALID_FILE_ATTRIBUTES && (da & FILE_ATTRIBUTE_DIRECTORY);
+    plan.dst_is_dir = !o->no_target_dir && da != INVALID_FILE_ATTRIBUTES &&
+                      (da & FILE_ATTRIBUTE_DIRECTORY);
+    if (o->target_dir && !plan.dst_is_dir) {
+        fprintf(stderr, "afcp: target directory %s: %s\n", afcp_q(plan.dst),
+                afs_strerror(da == INVALID_FILE_ATTRIBUTES ? -ENOENT : -ENOTDIR));
+        return 1;
+    }
     if (nops > 2 && !plan.dst_is_dir) {
         fprintf(stderr, "afcp: target %s is not a directory\n", afcp_q(plan.dst));
         return 1;
