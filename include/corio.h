@@ -39,7 +39,10 @@ struct corio_batch;
 typedef void corio_fn(struct corio_task *t, void *arg);
 typedef void corio_dispatch_fn(void *user, struct corio_batch *b);
 
-#define CORIO_TRACE 0x1u /* corio_log() prints, prefixed with the task's path ("0/3/1") */
+/* corio_log() prints, prefixed with the task's path ("[0/3/1]": the root's third child's
+ * second child); on a runtime the path goes on across schedulers and ends with the index of
+ * the scheduler whose thread prints ("[0/3/1@2]"). */
+#define CORIO_TRACE 0x1u
 
 struct corio_config {
     struct afs_ctx    *ctx;        /* NULL: the scheduler creates its own with defaults */
@@ -908,8 +911,8 @@ AFS_API int  corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn 
  * ---------------------------------------------------------------------------------------- */
 
 /* Makes a channel holding up to `capacity` values of elem_size bytes each (capacity 0: a
- * send waits for a receiver, a rendezvous). Returns 0, -EINVAL (elem_size 0 or too large a
- * product) or -ENOMEM. */
+ * send waits for a receiver, a rendezvous). Returns 0, -EINVAL (elem_size 0 or over 1 GiB,
+ * or capacity * elem_size over 1 TiB, or over half the address space) or -ENOMEM. */
 AFS_API int  corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size);
 /* Frees c: no task may wait on it (aborts otherwise). NULL is ignored. Using c after this,
  * or freeing it twice, aborts (asyncfs.h's rule for handles). */

@@ -7,7 +7,7 @@
 int corio_cancelled(const struct corio_task *t)
 {
     for (; t; t = t->parent)
-        if (t->cancelled || t->inh_cancelled)
+        if (t->cancelled || t->inh_cancelled || t->inh_cancel_fact)
             return 1;
     return 0;
 }
@@ -84,11 +84,25 @@ static void interrupt(struct corio_task *t)
         t->w->cancel(t, t->w, err);
 }
 
+/* Below a shield a cancellation from above reaches nothing; the tasks there on other
+ * schedulers still learn the plain fact, for corio_cancelled() (the local ones find it by
+ * walking up). */
+static void fact_tree(struct corio_task *t)
+{
+    for (struct afs_list_node *n = t->children.first; n; n = n->next)
+        if (CHILD(n)->state != CORIO__DONE)
+            fact_tree(CHILD(n));
+    if (t->links.first)
+        corio__rt_links_cancel_fact(t);
+}
+
 static void cancel_tree(struct corio_task *t)
 {
     interrupt(t);
-    if (t->shield)
-        return; /* nothing below a shield is reached by a cancellation from above it */
+    if (t->shield) {
+        fact_tree(t); /* nothing below a shield is reached by a cancellation from above it */
+        return;
+    }
     for (struct afs_list_node *n = t->children.first; n; n = n->next)
         if (CHILD(n)->state != CORIO__DONE)
             cancel_tree(CHILD(n));
@@ -99,6 +113,11 @@ static void cancel_tree(struct corio_task *t)
 void corio__cancel_tree(struct corio_task *t)
 {
     cancel_tree(t);
+}
+
+void corio__cancel_fact_tree(struct corio_task *t)
+{
+    fact_tree(t);
 }
 
 void corio_cancel(struct corio_task *t)

@@ -97,6 +97,8 @@ struct corio_task {
     bool                 keep;         /* a handle was given out: free with the parent */
     bool                 own_deadline; /* a generator's producer: its ancestors' deadlines do
                                           not reach it (their cancellation does) */
+    bool                 inh_cancel_fact; /* a remote ancestor is cancelled, behind a shield
+                                             or not: what corio_cancelled() reports */
     struct corio_task   *parent;
     /* A task started by another scheduler's corio_spawn_on() (rt.c): no local parent; its
      * parent's cancellation and deadline arrive as inh_cancelled / inh_deadline. */
@@ -393,6 +395,12 @@ void corio__rt_root_done(struct corio_task *t);
  * still ends their waits it reached (false: the change came first, cancel.c's rearm_tree). */
 void corio__rt_links_cancel(struct corio_task *t);
 void corio__rt_links_deadline(struct corio_task *t, bool passed);
+/* t or an ancestor is cancelled, behind a shield: its children on other schedulers learn
+ * the plain fact only (corio_cancelled()), not a cancellation that reaches them. */
+void corio__rt_links_cancel_fact(struct corio_task *t);
+/* The parent on another scheduler of t, a task started by corio__rt_start() (NULL for
+ * others). It and its ancestors outlive t; their ids and parents do not change. */
+const struct corio_task *corio__rt_remote_parent(const struct corio_task *t);
 /* The runtime wants its schedulers to stop once their tasks are done. */
 bool corio__rt_stopping(const struct corio_sched *s);
 /* A child of p (local or remote) is done: readies p when it waited for its children, and
@@ -410,6 +418,9 @@ int64_t corio__effective_deadline(const struct corio_task *t);
 bool    corio__cancel_reaches(const struct corio_task *t);
 /* Ends the waits of t and its descendants that a cancellation / deadline now reaches. */
 void    corio__cancel_tree(struct corio_task *t);
+/* Passes the plain fact of a cancellation to the remote children of t's descendants behind
+ * shields, and of t and all its descendants with all_of_t (cancel.c). */
+void    corio__cancel_fact_tree(struct corio_task *t);
 /* Re-arms the timers of t's waiting descendants (and t) for a changed deadline; passed:
  * those already due for a deadline fire first (cancel.c). */
 void    corio__rearm_tree(struct corio_task *t, bool passed);

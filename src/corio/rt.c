@@ -30,6 +30,7 @@ struct corio__link {
     corio_task_fn       *fn;
     void                *arg;
     int                  result;     /* the child's, read by the parent's side after the end */
+    uint32_t             id;         /* the child's number among its parent's (corio_log) */
     /* The parent's side (its scheduler's thread). */
     struct corio_future *fut;
     struct corio_task   *parent;
@@ -41,6 +42,7 @@ struct corio__link {
     struct afs_list_node cnode;      /* on its scheduler's remote_roots while it runs */
     /* What the parent passes on: set on the parent's thread, read by the child's. */
     atomic_bool          cancel;
+    atomic_bool          cancel_fact; /* an ancestor is cancelled, behind a shield or not */
     _Atomic int64_t      deadline;
     _Atomic int64_t      passed_at;  /* the earliest deadline replaced after it passed (by the
                                         parent's clock) since the child last looked, or
@@ -205,6 +207,11 @@ int corio_rt_stats(const struct corio_rt *rt, unsigned i, struct corio_rt_stats 
     return 0;
 }
 
+const struct corio_task *corio__rt_remote_parent(const struct corio_task *t)
+{
+    return t->link ? t->link->parent : NULL;
+}
+
 bool corio__rt_stopping(const struct corio_sched *s)
 {
     return atomic_load_explicit(&s->rt->stop, memory_order_acquire);
@@ -269,6 +276,7 @@ static void start(struct corio_sched *s, struct corio__link *l, bool queued_here
         return;
     }
     t->link = l;
+    t->id = l->id;
     l->task = t;
     afs_list_push_back(&s->remote_roots, &l->cnode);
     /* Either the parent sees csched and posts its control message, or this sees what it
@@ -276,6 +284,7 @@ static void start(struct corio_sched *s, struct corio__link *l, bool queued_here
     atomic_store_explicit(&l->csched, s, memory_order_seq_cst);
     corio__store_load_fence();
     t->inh_cancelled = atomic_load_explicit(&l->cancel, memory_order_seq_cst);
+    t->inh_cancel_fact = atomic_load_explicit(&l->cancel_fact, memory_order_seq_cst);
     t->inh_deadline = atomic_load_explicit(&l->deadline, memory_order_seq_cst);
     /* A deadline that passed and went before this start reached no wait of the child (the
      * one just read may be going now: its change's message takes it). */
@@ -326,8 +335,12 @@ static void apply_ctl(struct corio__link *l)
             corio__rearm_tree(t, passed != INT64_MAX);
         }
         if (atomic_load_explicit(&l->cancel, memory_order_seq_cst) && !t->inh_cancelled) {
-            t->inh_cancelled = true;
+            t->inh_cancelled = t->inh_cancel_fact = true;
             corio__cancel_tree(t);
+        } else if (atomic_load_explicit(&l->cancel_fact, memory_order_seq_cst) &&
+                   !t->inh_cancel_fact) {
+            t->inh_cancel_fact = true;
+            corio__cancel_fact_tree(t);
         }
     }
 }
@@ -375,9 +388,19 @@ void corio__rt_links_cancel(struct corio_task *t)
 {
     for (struct afs_list_node *n = t->links.first; n; n = n->next) {
         struct corio__link *l = LINK(n, pnode);
+        atomic_store_explicit(&l->cancel_fact, true, memory_order_seq_cst);
         if (atomic_exchange_explicit(&l->cancel, true, memory_order_seq_cst))
             continue;
         post_ctl(l);
+    }
+}
+
+void corio__rt_links_cancel_fact(struct corio_task *t)
+{
+    for (struct afs_list_node *n = t->links.first; n; n = n->next) {
+        struct corio__link *l = LINK(n, pnode);
+        if (!atomic_exchange_explicit(&l->cancel_fact, true, memory_order_seq_cst))
+            post_ctl(l);
     }
 }
 
@@ -504,10 +527,12 @@ int corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn *fn, void
     l->arg = arg;
     l->fut = fut;
     l->parent = parent;
+    l->id = parent->nspawned++;
     l->psched = s;
     atomic_init(&l->csched, NULL);
     /* Children start under what reaches their parent (shields included). */
     atomic_init(&l->cancel, corio__cancel_reaches(parent));
+    atomic_init(&l->cancel_fact, corio_cancelled(parent) != 0);
     atomic_init(&l->deadline, corio__effective_deadline(parent));
     atomic_init(&l->passed_at, INT64_MAX); /* a child that has not started waits under none */
     atomic_init(&l->ctl_posted, false);

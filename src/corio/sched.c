@@ -181,15 +181,21 @@ void corio_log(struct corio_task *t, const char *fmt, ...)
     AFS_CHECK(t != NULL, "task is NULL");
     if (!(t->sched->cfg.flags & CORIO_TRACE))
         return;
-    /* The path from the root: ids of each ancestor. */
+    /* The path from the root: ids of each ancestor, across schedulers (a task started for
+     * another scheduler's corio_spawn_on goes on from its parent there). */
     uint32_t ids[64];
     int n = 0;
-    for (struct corio_task *a = t; a->parent && n < 64; a = a->parent)
+    for (const struct corio_task *a = t, *up; n < 64; a = up) {
+        if (!(up = a->parent ? a->parent : corio__rt_remote_parent(a)))
+            break;
         ids[n++] = a->id;
+    }
     char line[1024];
     int len = snprintf(line, sizeof line, "[0");
     while (n-- > 0 && len < (int)sizeof line)
         len += snprintf(line + len, sizeof line - (size_t)len, "/%u", ids[n]);
+    if (len < (int)sizeof line && t->sched->rt) /* which scheduler's thread prints */
+        len += snprintf(line + len, sizeof line - (size_t)len, "@%u", t->sched->index);
     if (len < (int)sizeof line)
         len += snprintf(line + len, sizeof line - (size_t)len, "] ");
     va_list ap;

@@ -592,6 +592,7 @@ T_RT(chan_closed_with_waiters_epipe)
     struct corio_chan *c;
     cr_assert_eq(corio_chan_new(&c, 4, 0), -EINVAL);
     cr_assert_eq(corio_chan_new(&c, SIZE_MAX / 2, 8), -EINVAL);
+    cr_assert_eq(corio_chan_new(&c, 0, ((size_t)1 << 30) + 1), -EINVAL); /* over 1 GiB */
 }
 
 /* A cancelled receiver leaves the channel consistent: the next value goes to the next one. */
@@ -1608,6 +1609,123 @@ T_RT(a_shield_covers_a_grandchild_on_another_scheduler)
     cr_assert_eq(corio_rt_run(rt, gc_root, &res), 0);
     corio_rt_free(rt);
     cr_assert_eq(res, 0, "the grandchild's sleep: %d", res);
+}
+
+/* Behind a shield a cancellation from above reaches no wait, but corio_cancelled() keeps
+ * reporting the plain fact, on other schedulers as locally: the shielded parent's remote
+ * child and that child's own remote child (a third scheduler) see it and sleep on; so does
+ * a remote child spawned by a parent already cancelled and shielded. */
+struct fact {
+    struct corio_task *p;
+    int                seen[3], err[3]; /* child, grandchild, late child */
+};
+
+static int fact_watch(struct corio_task *t, struct fact *c, int who)
+{
+    for (int i = 0; i < 200 && !c->seen[who]; i++) {
+        int err = corio_sleep(t, 5 * MS);
+        if (err)
+            c->err[who] = err;
+        c->seen[who] = corio_cancelled(t) != 0;
+    }
+    return 0;
+}
+
+static int fact_grandchild(struct corio_task *t, void *a)
+{
+    return fact_watch(t, a, 1);
+}
+
+static int fact_late(struct corio_task *t, void *a)
+{
+    return fact_watch(t, a, 2);
+}
+
+static int fact_child(struct corio_task *t, void *a)
+{
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 2, fact_grandchild, a, &f), 0);
+    fact_watch(t, a, 0);
+    return corio_future_await(t, &f, NULL);
+}
+
+static int fact_parent(struct corio_task *t, void *a)
+{
+    struct fact *c = a;
+    c->p = t;
+    corio_shield_begin(t);
+    struct corio_future f, g;
+    cr_assert_eq(corio_spawn_on(t, 1, fact_child, a, &f), 0);
+    int r = corio_future_await(t, &f, NULL);
+    cr_assert(corio_cancelled(t));
+    cr_assert_eq(corio_spawn_on(t, 2, fact_late, a, &g), 0); /* cancelled before its start */
+    cr_assert_eq(corio_future_await(t, &g, NULL), 0);
+    corio_shield_end(t);
+    return r;
+}
+
+static void fact_root(struct corio_task *t, void *a)
+{
+    struct fact *c = a;
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_future(t, fact_parent, a, &f, NULL), 0);
+    cr_assert_eq(corio_sleep(t, 30 * MS), 0);
+    corio_cancel(c->p);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 0);
+}
+
+T_RT(corio_cancelled_reports_the_fact_behind_a_shield_on_other_schedulers)
+{
+    struct corio_rt *rt = rt_make(3);
+    struct fact c = {0};
+    cr_assert_eq(corio_rt_run(rt, fact_root, &c), 0);
+    corio_rt_free(rt);
+    const char *who[] = {"remote child", "its remote child", "child spawned after"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert(c.seen[i], "%s: corio_cancelled() said 0", who[i]);
+        cr_assert_eq(c.err[i], 0, "%s: its sleep was cut: %d", who[i], c.err[i]);
+    }
+}
+
+/* CORIO_TRACE on a runtime: the path goes on across schedulers, and ends with the index of
+ * the scheduler that prints. */
+static int traced_remote(struct corio_task *t, void *a)
+{
+    (void)a;
+    corio_log(t, "remote");
+    return 0;
+}
+
+static void traced_rt_root(struct corio_task *t, void *a)
+{
+    (void)a;
+    corio_log(t, "root");
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, traced_remote, NULL, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 0);
+    cr_assert_eq(corio_spawn_on(t, 1, traced_remote, NULL, &f), 0);
+    cr_assert_eq(corio_future_await(t, &f, NULL), 0);
+}
+
+T_RT(trace_paths_go_on_across_schedulers)
+{
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = 2;
+    cfg.sched.flags = CORIO_TRACE;
+    struct corio_rt *rt;
+    cr_assert_eq(corio_rt_new(&rt, &cfg), 0);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/trace.txt", t_dir);
+    cr_assert_not_null(freopen(path, "w", stderr));
+    cr_assert_eq(corio_rt_run(rt, traced_rt_root, NULL), 0);
+    corio_rt_free(rt);
+    fflush(stderr);
+    FILE *f = fopen(path, "r");
+    char text[256] = {0};
+    cr_assert_gt(fread(text, 1, sizeof text - 1, f), 0);
+    fclose(f);
+    cr_assert_str_eq(text, "[0@0] root\n[0/0@1] remote\n[0/1@1] remote\n");
 }
 
 /* A deadline lifted after it passed, while the child it reached on another scheduler
