@@ -1390,6 +1390,12 @@ AFS_API struct afs_waiter *afs_waiter_get(void);
  *    afs_ftruncate(afs_stream_file(s), afs_ftell(s)) after the afs_fflush that reported
  *    the error cuts it back to where the data stopped. The sync backend runs each write as
  *    it is queued: there nothing lands past the failure.
+ *    In a corio task, a deadline or cancellation that ends a write in flight is such an
+ *    error (-ETIMEDOUT, -ECANCELED), a pipe's write cut short after it moved part of its
+ *    chunk included (the rest of the chunk never went). Where the backend cannot take a
+ *    write back (sync; posix-aio once the system started it) the write completes instead.
+ *    A pipe's read that such an error ended leaves nothing behind: after afs_clearerr the
+ *    next read gets the pipe's data.
  *  - "+" modes may switch between reading and writing without an afs_fflush/afs_fseek in
  *    between (stdio requires one; here it is done for you): reads always see the stream's
  *    own earlier writes, and read-ahead is dropped when writing starts.

@@ -179,6 +179,8 @@ struct afs__op {
     uint8_t  eof;    /* AFS__OP_EOF_*: written by whoever runs the transfer (a pool worker) */
     uint8_t  arg;    /* storage ops: AFS_FALLOC_* mode, AFS_FADV_* advice, AFS_SYNC_RANGE_* */
     uint8_t  xflags; /* AFS__X_*: per-op options and the op's place in a chain */
+    uint8_t  timed_out; /* cancelled for a corio deadline (its waiter says so before
+                           afs_cancel): what a callback reports instead of -ECANCELED */
     union {
         void               *buf;
         const struct iovec *iov;

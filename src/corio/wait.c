@@ -60,6 +60,7 @@ static void file_cancel(struct corio_task *t, struct corio__wait *w, int err)
 {
     (void)t;
     w->timed_out = err == -ETIMEDOUT;
+    afs__op(w->what)->timed_out = w->timed_out;
     afs_cancel(w->what);
 }
 
@@ -79,6 +80,7 @@ static int waiter_suspend(struct afs_waiter *aw, void *co, struct afs_op *op)
     int err = corio__interrupted_at(t, &deadline);
     if (err) {
         /* Still queued: cancelling takes it back; its callback comes with the next wait. */
+        afs__op(op)->timed_out = err == -ETIMEDOUT;
         afs_cancel(op);
     } else if (t->sched->ctx->queued.len >= STAGE_MIN) {
         afs__ctx_stage(t->sched->ctx);

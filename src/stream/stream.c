@@ -242,6 +242,12 @@ static bool writes_failed(struct afs_stream *s)
     return s->werr != 0;
 }
 
+/* Why op was cancelled: a corio deadline (-ETIMEDOUT, as the waiter returns it) or not. */
+static int cut_err(struct afs_op *op)
+{
+    return afs__op(op)->timed_out ? -ETIMEDOUT : -ECANCELED;
+}
+
 static void chunk_cb(struct afs_op *op)
 {
     struct chunk *c = op->data;
@@ -253,9 +259,13 @@ static void chunk_cb(struct afs_op *op)
         c->len = op->result > 0 ? (size_t)op->result : 0;
         break;
     case CH_WRITING:
-        /* Write-behind errors surface at the next afs_fwrite, afs_fflush or afs_fclose. */
+        /* Write-behind errors surface at the next afs_fwrite, afs_fflush or afs_fclose. A
+         * pipe's write cut short (cancelled after it moved some bytes: its count, not
+         * -ECANCELED) lost the rest of the chunk: that is a failure too. */
         if (op->result < 0)
-            write_failed(s, c, op->result);
+            write_failed(s, c, op->result == -ECANCELED ? cut_err(op) : op->result);
+        else if (s->pipe && (size_t)op->result < c->len)
+            write_failed(s, c, cut_err(op));
         c->state = CH_FREE;
         break;
     default:
@@ -960,6 +970,10 @@ AFS__NOINLINE static size_t fread_pipe(struct afs_stream *s, char *out, size_t w
         int err = chunk_wait(s, c);
         if (err < 0) {
             set_err(s, err); /* c stays pipe_cur: its data, if any, come next time */
+            if (err != -EDEADLK && c->state == CH_READY && c->result < 0) {
+                c->state = CH_FREE; /* none: after afs_clearerr a new read */
+                s->pipe_cur = NULL;
+            }
             break;
         }
         if (c->result <= 0) {

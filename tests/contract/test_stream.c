@@ -707,6 +707,58 @@ T_IO(streams_in_corio_tasks)
     corio_sched_free(sched);
 }
 
+/* A deadline that passes while writes are behind: what the stream reports is -ETIMEDOUT
+ * (the op's own result says -ECANCELED), where the backend could cut a write at all; what
+ * afs_ftell says after afs_clearerr is where the file's data stop being the stream's. */
+struct dl_write {
+    int     err, flushed;
+    int64_t told;
+    size_t  taken;
+};
+
+static void dl_writer(struct corio_task *t, void *arg)
+{
+    struct dl_write *d = arg;
+    enum { LEN = 64 << 20 };
+    struct afs_stream *s = s_open("dl", "w", 1 << 20, 8);
+    char *buf = malloc(LEN);
+    t_fill((unsigned char *)buf, LEN, 0);
+    corio_set_deadline(t, corio_now() + 1000 * 1000);
+    d->taken = afs_fwrite(buf, 1, LEN, s);
+    d->err = afs_ferror(s);
+    d->flushed = afs_fflush(s);
+    corio_set_deadline(t, INT64_MAX);
+    afs_clearerr(s);
+    d->told = afs_ftell(s);
+    afs_fclose(s);
+    free(buf);
+}
+
+T_IO(stream_write_behind_past_a_deadline_is_etimedout)
+{
+    t_ctx = t_new_ctx();
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    struct corio_sched *sched = NULL;
+    cr_assert_eq(corio_sched_new(&sched, &cfg), 0);
+    struct dl_write d = {0};
+    cr_assert_eq(corio_sched_run(sched, dl_writer, &d), 0);
+    corio_sched_free(sched);
+    cr_assert(d.err == 0 || d.err == -ETIMEDOUT, "afs_ferror: %s", afs_strerror(d.err));
+    cr_assert(d.flushed == 0 || d.flushed == -ETIMEDOUT, "afs_fflush: %s",
+              afs_strerror(d.flushed));
+    /* What the file holds up to where the stream says its data stop is the stream's. */
+    size_t n = (size_t)d.told;
+    unsigned char *got = malloc(n ? n : 1);
+    FILE *f = fopen(t_path("dl"), "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fread(got, 1, n, f), n);
+    fclose(f);
+    cr_assert(t_check(got, n, 0), "the first %zu bytes", n);
+    free(got);
+}
+
 /* ---- Cold reads of read-only streams go direct (Linux): same bytes, coherent. ---- */
 #if defined(__linux__)
 #include "platform.h"
