@@ -418,8 +418,8 @@ int64_t corio__effective_deadline(const struct corio_task *t);
 bool    corio__cancel_reaches(const struct corio_task *t);
 /* Ends the waits of t and its descendants that a cancellation / deadline now reaches. */
 void    corio__cancel_tree(struct corio_task *t);
-/* Passes the plain fact of a cancellation to the remote children of t's descendants behind
- * shields, and of t and all its descendants with all_of_t (cancel.c). */
+/* Passes the plain fact of a cancellation (corio_cancelled(), not an interruption) to the
+ * children on other schedulers of t and of all its descendants (cancel.c). */
 void    corio__cancel_fact_tree(struct corio_task *t);
 /* Re-arms the timers of t's waiting descendants (and t) for a changed deadline; passed:
  * those already due for a deadline fire first (cancel.c). */
