@@ -2,7 +2,7 @@
 # afcp against GNU cp on the same input, for what makes a cp replacement: sparse files (the
 # blocks allocated), hard links (inode equality within the copy), extended attributes and
 # ACLs (getfattr/getfacl output), zeros in a sparse file (--sparse=auto), symlinks under
-# -L/-H/-P, -u, -t, -T, -x (a tmpfs mounted in the source, as root), --reflink (an empty file too),
+# -L/-H/-P, -u, -i, -t, -T, -x (a tmpfs mounted in the source, as root), --reflink (an empty file too),
 # cp's words for a file target, a dangling symlink and a socket at the destination,
 # --fsync's directory sync (strace), a destination that fills up (a small tmpfs, as root),
 # SIGINT on both paths (cached inline, batched), --help, -v's lines in cp's order, a
@@ -111,8 +111,8 @@ vs_cp() { # tag fixture command
         echo "status $?" >> "$VS/$t.out"
     done
     check "$tag '$cmd': prints as cp ($(head -c 160 "$VS/c.out" | tr '\n' ';'))" \
-        diff <(sed "s|^cp:|X:|; s|'cp --help'|'X --help'|; s|$VS/c|R|g" "$VS/c.out") \
-             <(sed "s|^afcp:|X:|; s|'afcp --help'|'X --help'|; s|$VS/a|R|g" "$VS/a.out")
+        diff <(sed "s|^cp:|X:|; s|? cp: |? X: |g; s|'cp --help'|'X --help'|; s|$VS/c|R|g" "$VS/c.out") \
+             <(sed "s|^afcp:|X:|; s|? afcp: |? X: |g; s|'afcp --help'|'X --help'|; s|$VS/a|R|g" "$VS/a.out")
     check "$tag '$cmd': leaves what cp leaves" diff <(listing "$VS/c") <(listing "$VS/a")
 }
 
@@ -133,6 +133,8 @@ vs_links() { mkdir src; ln -s target src/sym; ln src/sym src/sym2; mkfifo src/fi
              ln src/fifo src/fifo2; echo data > src/file; ln -s file src/link; mkdir o; }
 vs_ulinks() { mkdir -p src dst; echo aaaa > src/a; ln src/a src/b; touch -d 2020-01-01 src/a
               echo newr > dst/a; echo newr > dst/c; ln src/a src/c; }
+vs_ask() { echo data > f; echo old > x; mkdir -p s/sub d/s/sub; echo 2 > s/sub/g
+           echo old > d/s/sub/g; echo ro > ro; chmod 4444 ro; }
 vs_target() { mkdir -p a/s d; echo 1 > f; echo 2 > a/s/g; echo 3 > a/h; }
 vs_relinks() { mkdir -p src/sub; echo hl > src/a; ln src/a src/b; ln src/a src/sub/c
                cp -a src dst; }
@@ -223,6 +225,13 @@ vs_cases() { # dir tag
                'TOOL -T f newf' 'TOOL -rT a d/new' 'TOOL --target-directory=d f' \
                'TOOL -rT a f' 'TOOL -T a d' 'TOOL -rT a/ d/' 'TOOL --no-target-directory f d'; do
         vs_cp "$tag" vs_target "$cmd"
+    done
+    # -i: cp's questions, the answers taken from stdin, and the last of -i and -n
+    for cmd in 'echo n | TOOL -i f x' 'echo y | TOOL -vi f x' 'TOOL -i f x < /dev/null' \
+               'yes n | TOOL -ri s/sub d/s' 'yes | TOOL -vri s/sub d/s' 'echo y | TOOL -in f x' \
+               'echo y | TOOL -ni f x' 'echo y | TOOL -iT f d' 'yes | TOOL -ri s/sub x' \
+               'echo yes | TOOL -i f ro' 'echo n | TOOL -if f ro' 'echo Y | TOOL -ia f d/s/sub/g'; do
+        vs_cp "$tag" vs_ask "$cmd"
     done
     # again over a copy that has the links already: nothing to do, nothing left behind
     vs_cp "$tag" vs_relinks 'TOOL -au src/. dst; TOOL -au src/. dst'
@@ -582,9 +591,10 @@ run_suite() {
 
     # --help lists every option
     local opt
-    for opt in -r -p -a -d -L -H -P -u -x -n -f -v -q --preserve --no-preserve --reflink \
-               --sparse --fsync --one-file-system --update --dereference --no-dereference \
-               --archive --recursive --inplace --direct --threads; do
+    for opt in -r -p -a -d -L -H -P -u -x -n -f -v -q -i -t -T --preserve --no-preserve \
+               --reflink --sparse --fsync --one-file-system --update --dereference \
+               --no-dereference --archive --recursive --inplace --direct --threads \
+               --interactive --target-directory --no-target-directory; do
         check "--help lists $opt" bash -c "'$AFCP' --help | grep -q -- '$opt\\b'"
     done
     # and what it refuses

@@ -665,11 +665,12 @@ T_AFCP(options)
     cr_assert_eq(code, 0);
     cr_assert(strstr(out_text, "--recursive"));
     static const char *const posix_only[] = {"--reflink", "--direct", "--inplace", "--sparse",
-                                             "--dereference", "--one-file-system", "xattr"};
+                                             "--dereference", "--one-file-system", "xattr",
+                                             "--interactive"};
     for (unsigned i = 0; i < sizeof posix_only / sizeof posix_only[0]; i++)
         cr_assert_null(strstr(out_text, posix_only[i]), "--help offers %s", posix_only[i]);
     static const wchar_t *const refused[] = {L"--reflink", L"--direct", L"--inplace",
-                                             L"--sparse=never", L"-L", L"-x",
+                                             L"--sparse=never", L"-L", L"-x", L"-i",
                                              L"--preserve=xattr", L"--preserve=ownership",
                                              L"--threads=2"};
     write_file(L"f", 1, 1);

@@ -325,6 +325,8 @@ static void usage(FILE *f)
           "  -t, --target-directory=DIR  copy every SRC into DIR\n"
           "  -T, --no-target-directory  DST is the name of the copy, even when it is a\n"
           "                       directory (SRC's contents are copied into it)\n"
+          "  -i, --interactive    ask before overwriting (a line from stdin starting with\n"
+          "                       'y' or 'Y' is yes; one thread); the last of -i and -n wins\n"
           "  -n, --no-clobber     do not overwrite an existing file\n"
           "  -f, --force          remove a destination that cannot be opened (--inplace)\n"
           "                       or that is a symlink, and try again\n"
@@ -348,7 +350,7 @@ static void usage(FILE *f)
           "      --chunk-jobs=N   reads/writes in flight per large file (default 8)\n"
           "      --help           display this help and exit\n"
           "      --version        output version information and exit\n\n"
-          "Not supported (refused): cp's -i, -l, -s, -t, -T, -b/--backup, -Z, --parents,\n"
+          "Not supported (refused): cp's -l, -s, -b/--backup, -Z, --parents,\n"
           "--attributes-only, --copy-contents, --remove-destination,\n"
           "--strip-trailing-slashes.\n\n"
           "Safety: each file is written under a temporary name (.afcp.XXXXXX) next to its\n"
@@ -478,7 +480,7 @@ int main(int argc, char **argv)
         afcp.have_proc = access(probe, F_OK) == 0; /* see copy.c: why /proc/self/fd */
         close(rootfd);
     }
-    afcp.progress = !o->quiet && isatty(2);
+    afcp.progress = !o->quiet && !o->interactive && isatty(2);
     afcp.walking = 1;
     afcp_test_path(getenv("AFCP_TEST_PATH")); /* tests only: see copy.c */
     /* Each file in flight holds up to 3 descriptors, plus the open directories. */
@@ -493,8 +495,8 @@ int main(int argc, char **argv)
     struct corio_rt_config rcfg;
     corio_rt_config_default(&rcfg);
     rcfg.schedulers = o->threads > 4096 ? 4096 : o->threads;
-    if (o->threads == 0 && small_work(&plan))
-        rcfg.schedulers = 1;
+    if ((o->threads == 0 && small_work(&plan)) || o->interactive)
+        rcfg.schedulers = 1; /* -i: one question at a time, on the one thread */
     rcfg.ctx.sync_threshold = 0;
     rcfg.sched.stack_size = 1u << 20; /* the walker keeps its directories on the heap (walk.c) */
     int err = corio_rt_new(&afcp.rt, &rcfg);

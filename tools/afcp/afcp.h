@@ -51,6 +51,8 @@ struct afcp_opts {
     unsigned chunk_workers; /* reads/writes in flight per large file */
     size_t   chunk_size;    /* bytes per read/write of a large file */
     uint64_t cfr_min_size;  /* copy_file_range for files of at least this size */
+    int      interactive;   /* -i: ask before a destination that is not a directory is
+                               replaced (one scheduler, no progress bar) */
     const char *target_dir; /* -t DIR: every operand is a source, copied into DIR */
     int      no_target_dir; /* -T: DST is the copy's name, even where it is a directory */
 };

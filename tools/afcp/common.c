@@ -364,6 +364,7 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
         {"chunk-jobs", required_argument, 0, OPT_CHUNKJOBS},
         {"help", no_argument, 0, OPT_HELP},   {"version", no_argument, 0, OPT_VERSION},
         {"target-directory", required_argument, 0, 't'},
+        {"interactive", no_argument, 0, POSIX_ONLY('i')},
         {"no-target-directory", no_argument, 0, 'T'},
         /* What only the POSIX afcp can do: refused by name on Windows. */
         {"reflink", optional_argument, 0, POSIX_ONLY(OPT_REFLINK)},
@@ -384,9 +385,9 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
                                               {"auto", AFCP_SPARSE_AUTO},
                                               {"always", AFCP_SPARSE_ALWAYS}, {NULL, 0}};
     int c, li = 0, bits;
-    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPuxt:T", longs, &li)) != -1) {
+    while ((c = getopt_long(argc, argv, "rRpadnfvqj:LHPuxt:Ti", longs, &li)) != -1) {
 #ifdef _WIN32
-        if (c == 'L' || c == 'H' || c == 'P' || c == 'd' || c == 'x') {
+        if (c == 'L' || c == 'H' || c == 'P' || c == 'd' || c == 'x' || c == 'i') {
             char what[32];
             snprintf(what, sizeof what, "option '-%c'", c);
             return refuse(what);
@@ -428,7 +429,8 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
             o->reflink = w;
             break;
         }
-        case 'n': o->noclobber = 1; o->force = 0; break;
+        case 'n': o->noclobber = 1; o->force = 0; o->interactive = 0; break;
+        case 'i': o->interactive = 1; o->noclobber = 0; break; /* the last of -i, -n wins */
         case 'f': o->force = 1; o->noclobber = 0; break;
         case 'v': o->verbose = 1; break;
         case 't':

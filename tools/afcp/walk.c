@@ -280,6 +280,52 @@ static int open_checks(struct afcp_dir *dd, const char *dname, const char *dpath
     return 0;
 }
 
+/* ls's letters for mode, cp's in its -i question: "rw-r--r--" (no file type). */
+static void mode_letters(mode_t m, char out[10])
+{
+    static const char rwx[] = "rwxrwxrwx";
+    for (int i = 0; i < 9; i++)
+        out[i] = m & (0400u >> i) ? rwx[i] : '-';
+    if (m & S_ISUID)
+        out[2] = m & 0100 ? 's' : 'S';
+    if (m & S_ISGID)
+        out[5] = m & 0010 ? 's' : 'S';
+    if (m & S_ISVTX)
+        out[8] = m & 0001 ? 't' : 'T';
+    out[9] = '\0';
+}
+
+/* -i: cp's question before the destination dst (not a directory) is replaced, on stderr;
+ * the answer is a line of stdin, yes when it starts with 'y' or 'Y' (no line: no). One
+ * scheduler runs with -i, whose thread waits here: one question at a time. */
+static int overwrite_ok(struct afcp_dir *dd, const char *dname, const char *dpath,
+                        const struct stat *dst)
+{
+    afcp_lock_stream(stderr);
+    fflush(stdout); /* -v's lines so far, first */
+    if (S_ISLNK(dst->st_mode) || afcp.is_root ||
+        faccessat(dd->dfd, dname, W_OK, AT_EACCESS) == 0) {
+        fprintf(stderr, "afcp: overwrite %s? ", afcp_q(dpath));
+    } else {
+        char letters[10];
+        mode_letters(dst->st_mode, letters);
+        fprintf(stderr,
+                afcp.o.force ? "afcp: replace %s, overriding mode %04lo (%s)? "
+                             : "afcp: unwritable %s (mode %04lo, %s); try anyway? ",
+                afcp_q(dpath), (unsigned long)(dst->st_mode & 07777), letters);
+    }
+    fflush(stderr);
+    char line[64];
+    if (!fgets(line, sizeof line, stdin))
+        line[0] = '\0';
+    int yes = line[0] == 'y' || line[0] == 'Y';
+    size_t n = strlen(line);
+    while (n && line[n - 1] != '\n' && fgets(line, sizeof line, stdin)) /* the rest of it */
+        n = strlen(line);
+    afcp_unlock_stream(stderr);
+    return yes;
+}
+
 int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
                     const char *sname, const char *spath, const char *dpath,
                     const struct stat *sst, int kind, int follow, uint64_t vn, int *exists)
@@ -325,13 +371,18 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
                         sst->st_mtim.tv_nsec <= upd.st_mtim.tv_nsec)))
             return 2;
     }
-    if (S_ISDIR(dst.st_mode)) {
-        afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
+    if (src_is_dir) {
+        afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
         afcp_fail();
         return -1;
     }
-    if (src_is_dir) {
-        afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
+    /* -i: the destination stays when the answer is not yes (cp asks here: after -u and a
+     * directory's refusal of a non-directory, before a file's refusal of a directory and
+     * what a special file allows). */
+    if (afcp.o.interactive && !overwrite_ok(dd, dname, dpath, &dst))
+        return 1;
+    if (S_ISDIR(dst.st_mode)) {
+        afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
         afcp_fail();
         return -1;
     }
