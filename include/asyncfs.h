@@ -417,7 +417,8 @@ AFS_API void afs_ctx_read_rule(const struct afs_ctx *ctx, struct afs_read_rule *
 #define AFS_NOFOLLOW 0x0080
 #define AFS_DIRECT   0x0100 /* O_DIRECT / FILE_FLAG_NO_BUFFERING / F_NOCACHE: buffers,
                                lengths and offsets must be multiples of the device's logical
-                               block size (512 or 4096); other ops fail with -EINVAL */
+                               block size (512 or 4096); other ops fail with -EINVAL (a
+                               zero-length one asks nothing: it completes with 0) */
 #define AFS_DSYNC    0x0800 /* O_DSYNC / FILE_FLAG_WRITE_THROUGH: every write is durable
                                (its data and what is needed to read it back) when it
                                completes, as if each were followed by afs_fsync(f,

@@ -102,7 +102,7 @@ static inline int setup_finish(struct afs_op *op, struct afs_file *f, enum afs__
     } else if (!ctl) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
             return -EINVAL;
-        if (!aligned(off, al))
+        if (total && !aligned(off, al)) /* nothing to move: O_DIRECT asks nothing, as read(2) */
             return -EINVAL;
     }
     int acc = f->flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
@@ -153,8 +153,8 @@ static int setup_start(struct afs_op *op, struct afs_file *f, afs_cb *cb)
 
 static bool rw_bad(const void *buf, size_t len, unsigned al)
 {
-    return (!buf && len) || len > (size_t)SSIZE_MAX || !aligned((uintptr_t)buf, al) ||
-           !aligned(len, al);
+    return (!buf && len) || len > (size_t)SSIZE_MAX ||
+           (len && (!aligned((uintptr_t)buf, al) || !aligned(len, al)));
 }
 
 int afs__op_setup_rw(struct afs_op *op, struct afs_file *f, bool write, void *buf, size_t len,
@@ -198,8 +198,9 @@ int afs__op_setup(struct afs_op *op, struct afs_file *f, const struct afs__op_ar
         for (int i = 0; i < iovcnt; i++) {
             if ((!iov[i].iov_base && iov[i].iov_len) || iov[i].iov_len > (size_t)SSIZE_MAX - total)
                 return -EINVAL;
-            if (!aligned((uintptr_t)iov[i].iov_base, al) || !aligned(iov[i].iov_len, al))
-                return -EINVAL;
+            if (iov[i].iov_len &&
+                (!aligned((uintptr_t)iov[i].iov_base, al) || !aligned(iov[i].iov_len, al)))
+                return -EINVAL; /* an empty one moves nothing: not looked at, as by the kernel */
             total += iov[i].iov_len;
         }
         len = (size_t)iovcnt;

@@ -102,6 +102,11 @@ T_IO(direct_io_misaligned_is_einval_and_harmless)
     cr_assert_eq(afs_tell(f), 7, "position unchanged");
     struct iovec iov[2] = {{buf, 4096}, {buf + 4096 + 512 + 1, 512}};
     cr_assert_eq(afs_pwritev(f, iov, 2, 0), -EINVAL);
+    /* Nothing to move asks nothing of the alignment, as with pread(2)/pwrite(2): 0. */
+    cr_assert_eq(afs_pwrite(f, buf + 1, 0, 0), 0, "zero bytes from a misaligned buffer");
+    cr_assert_eq(afs_pread(f, buf + 1, 0, 100), 0, "zero bytes at a misaligned offset");
+    struct iovec empty[2] = {{buf + 3, 0}, {buf, 4096}};
+    cr_assert_eq(afs_preadv(f, empty, 2, 0), 4096, "an empty misaligned iovec");
     cr_assert_eq(afs_file_size(f), 8192, "file untouched");
     char *back = afs_buf_alloc(t_ctx, 8192);
     cr_assert_eq(afs_pread(f, back, 8192, 0), 8192);
