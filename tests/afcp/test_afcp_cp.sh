@@ -226,9 +226,10 @@ vs_cases() { # dir tag
                'TOOL -rT a f' 'TOOL -T a d' 'TOOL -rT a/ d/' 'TOOL --no-target-directory f d'; do
         vs_cp "$tag" vs_target "$cmd"
     done
-    # -i: cp's questions, the answers taken from stdin, and the last of -i and -n
+    # -i: cp's questions, the answers taken from stdin, and the last of -i and -n (with -n
+    # nothing reads stdin: no pipe into it, whose writer could die of SIGPIPE or not)
     for cmd in 'echo n | TOOL -i f x' 'echo y | TOOL -vi f x' 'TOOL -i f x < /dev/null' \
-               'yes n | TOOL -ri s/sub d/s' 'yes | TOOL -vri s/sub d/s' 'echo y | TOOL -in f x' \
+               'yes n | TOOL -ri s/sub d/s' 'yes | TOOL -vri s/sub d/s' 'TOOL -in f x < /dev/null' \
                'echo y | TOOL -ni f x' 'echo y | TOOL -iT f d' 'yes | TOOL -ri s/sub x' \
                'echo yes | TOOL -i f ro' 'echo n | TOOL -if f ro' 'echo Y | TOOL -ia f d/s/sub/g'; do
         vs_cp "$tag" vs_ask "$cmd"
