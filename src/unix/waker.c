@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef AFS_HAVE_EVENTFD
@@ -100,15 +101,38 @@ void afs__waker_drain(afs__waker *w)
     __atomic_store_n(&w->armed, 0, __ATOMIC_RELEASE);
 }
 
+/* The monotonic clock (this file is also built alone, for its tests). */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Milliseconds (rounded up) from now to the absolute deadline `end` (now_ns), or -1 for
+ * none. */
+static int ms_left(int64_t end)
+{
+    if (end < 0)
+        return -1;
+    int64_t left = end - now_ns();
+    if (left <= 0)
+        return 0;
+    return left > (int64_t)INT32_MAX * 1000000 ? INT32_MAX : (int)((left + 999999) / 1000000);
+}
+
 int afs__waker_wait(afs__waker *w, int64_t timeout_ns)
 {
     struct pollfd p = {.fd = (int)w->fd, .events = POLLIN};
-    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
-    if (timeout_ns > (int64_t)INT32_MAX * 1000000)
-        ms = INT32_MAX;
+    /* A signal ends poll early: the wait goes on for what is left of the timeout, not for
+     * the whole of it again (signals more frequent than the timeout would make it endless). */
+    int64_t start = now_ns();
+    int64_t end = timeout_ns < 0                    ? -1
+                  : timeout_ns > INT64_MAX - start ? INT64_MAX
+                                                   : start + timeout_ns;
     int r;
     do
-        r = poll(&p, 1, ms);
+        r = poll(&p, 1, ms_left(end));
     while (r < 0 && errno == EINTR);
     return r > 0;
 }

@@ -9,7 +9,10 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
 
 enum { SIGNALLERS = 3, SIGNALS = 100000 };
 
@@ -64,4 +67,45 @@ Test(waker, no_wake_up_is_lost_while_the_owner_drains, .timeout = 120)
     afs__waker_drain(&w);
     cr_assert_eq(afs__waker_wait(&w, 0), 0);
     afs__waker_close(&w);
+}
+
+/* Signals (a handler without SA_RESTART) every 5 ms while the owner waits 200 ms: the wait
+ * still ends at its timeout, not later by the whole timeout again after each signal. */
+static atomic_int storm_on;
+
+static void storm_handler(int sig)
+{
+    (void)sig;
+}
+
+static void *storm(void *arg)
+{
+    pthread_t owner = *(pthread_t *)arg;
+    while (atomic_load(&storm_on)) {
+        pthread_kill(owner, SIGUSR1);
+        usleep(5000);
+    }
+    return NULL;
+}
+
+Test(waker, a_wait_ends_at_its_timeout_while_signals_arrive, .timeout = 20)
+{
+    struct sigaction sa = {.sa_handler = storm_handler}, old;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    cr_assert_eq(afs__waker_open(&w), 0);
+    pthread_t self = pthread_self(), th;
+    atomic_store(&storm_on, 1);
+    cr_assert_eq(pthread_create(&th, NULL, storm, &self), 0);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int woke = afs__waker_wait(&w, 200LL * 1000 * 1000);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    atomic_store(&storm_on, 0);
+    pthread_join(th, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    afs__waker_close(&w);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    cr_assert_eq(woke, 0);
+    cr_assert(ms >= 199 && ms < 5000, "a 200 ms wait took %.1f ms", ms);
 }
