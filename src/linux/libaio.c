@@ -12,6 +12,8 @@
  * answers those from the user-mapped ring, without a system call, when it is empty). */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libaio.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,16 +60,26 @@ static struct iocb *op_iocb(struct afs_op *op)
     return (struct iocb *)(void *)afs__op(op)->be;
 }
 
+/* A sysctl's number, 0 when it cannot be read. Plain read(2) into a buffer here: stdio
+ * allocates its buffer, and without one (memory short) reads a byte at a time, which
+ * fscanf took for the whole number ("6" of 65536). */
 static unsigned long read_sysctl(const char *path)
 {
-    unsigned long v = 0;
-    FILE *fp = fopen(path, "r");
-    if (fp) {
-        if (fscanf(fp, "%lu", &v) != 1)
-            v = 0;
-        fclose(fp);
-    }
-    return v;
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *end;
+    unsigned long v = strtoul(buf, &end, 10);
+    return end != buf && (*end == '\n' || *end == '\0') ? v : 0;
 }
 
 static const char *setup_hint(int err)
