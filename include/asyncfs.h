@@ -147,6 +147,10 @@ struct afs_config {
                                         to AFS_POOL_MAX_THREADS; those extra threads end
                                         after 5 s without work (Windows keeps the base
                                         size). Threads start only when ops wait for one.
+                                        Where no thread can start (RLIMIT_NPROC, no memory
+                                        for one) and none runs, an op runs on the context's
+                                        thread, as on the sync backend; so does one that
+                                        io_uring's workers or POSIX AIO could not start.
                                         Other backends ignore it */
 };
 

@@ -358,9 +358,16 @@ static void flush(struct afs_ctx *ctx)
         if (PO(op)->alone) {
             r++;
             int err = submit_alone(ctx, op);
-            if (err == 0)
+            if (err == 0) {
                 go_live(p, op);
-            else if (err == -EAGAIN) {
+            } else if (err == -EAGAIN && p->nlive == 0) {
+                /* Refused with nothing in flight, whose end would make room: the OS cannot
+                 * take requests now (glibc could not start its thread). The retry goes to
+                 * the pool (which runs it on this thread when it cannot start one either),
+                 * rather than to the OS again for ever. */
+                afs__op(op)->flags |= AFS__OP_POOL;
+                complete(ctx, op, -EAGAIN);
+            } else if (err == -EAGAIN) {
                 p->pend[w++] = op;
                 stop = true;
             } else {

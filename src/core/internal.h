@@ -61,6 +61,7 @@ enum afs__state {
 #define AFS__OP_EOF_SKIP  0x20u /* a short read taken as the end of file without one: it
                                    ended at the size the library knew (afs_file.size_hint) */
 #define AFS__OP_READY     0x40u /* a socket op run by the readiness engine (src/unix/ready.c) */
+#define AFS__OP_CHAINED   0x80u /* a member of a chain (afs_chain_begin .. afs_chain_end) */
 
 /* Bytes the backends may keep in an op (iocb, aiocb, OVERLAPPED, io_uring's struct statx
  * of 256 bytes...). */

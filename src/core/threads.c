@@ -231,7 +231,6 @@ unsigned afs__pool_threads(struct afs__pool *p)
 
 void afs__pool_submit(struct afs__pool *p, struct afs_op *op)
 {
-    int err = 0;
     *pool_cancelled(op) = 0;
     afs__mutex_lock(&p->mu);
     *pool_state(op) = POOL_TODO;
@@ -241,7 +240,7 @@ void afs__pool_submit(struct afs__pool *p, struct afs_op *op)
      * the base size the watcher decides, from how long the workers have been blocked. */
     if (p->todo.len > p->idle) {
         if (p->nthreads < p->base) {
-            err = start_worker(p);
+            (void)start_worker(p); /* none started and none running: see below */
         } else if (p->nthreads < p->max) {
             if (!p->watching)
                 p->watching = afs__thread_start(&p->watcher, watcher, p) == 0;
@@ -251,11 +250,16 @@ void afs__pool_submit(struct afs__pool *p, struct afs_op *op)
     }
     afs__cond_signal(&p->cv);
     bool stuck = p->nthreads == 0;
-    if (stuck)
+    if (stuck) {
         afs__list_remove(&p->todo, op);
+        *pool_state(op) = POOL_FINISHED;
+    }
     afs__mutex_unlock(&p->mu);
+    /* No worker, and none could be started (the process may make no more threads, or has no
+     * memory for one): the op runs here, on the caller's thread, as the sync backend runs
+     * it, rather than fail with the transient error of the thread's start. */
     if (stuck)
-        afs__op_finished(p->ctx, op, err < 0 ? err : -EAGAIN);
+        afs__op_finished(p->ctx, op, afs__op_run_sync(op));
 }
 
 bool afs__pool_cancel(struct afs__pool *p, struct afs_op *op)

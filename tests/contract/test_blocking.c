@@ -140,3 +140,66 @@ void note(struct afs_op *o)
 {
     (*(int *)o->data)++;
 }
+
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* No thread can be started (RLIMIT_NPROC, for a user other than root: root ignores it): the
+ * backend's threads (io_uring's workers, the pool of threads and libaio, glibc's AIO thread)
+ * cannot come, and every op still completes, run on the context's thread instead. Checked
+ * in a child, whose exit status says which step failed. */
+static int no_threads_child(void)
+{
+    const char *path = t_path("nproc");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return 2;
+    if (geteuid() == 0) {
+        if (fchown(fd, 65534, 65534) < 0 || chmod(t_dir, 0711) < 0 ||
+            setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+            return 3;
+    }
+    close(fd);
+    struct rlimit rl = {0, 0};
+    if (setrlimit(RLIMIT_NPROC, &rl) < 0)
+        return 4;
+    struct afs_ctx *ctx;
+    if (afs_ctx_new(&ctx, NULL) < 0)
+        return 5;
+    struct afs_file *f;
+    if (afs_open(ctx, path, AFS_RDWR, 0, AFS_MODE_SYNC, &f) < 0)
+        return 6;
+    static char buf[1 << 20], back[1 << 20];
+    t_fill(buf, sizeof buf, 3);
+    ssize_t w = afs_pwrite(f, buf, sizeof buf, 0);
+    if (w != (ssize_t)sizeof buf) {
+        fprintf(stderr, "no_threads_child: afs_pwrite: %zd\n", w);
+        return 7;
+    }
+    if (afs_fsync(f, 0) < 0)
+        return 8;
+    if (afs_pread(f, back, sizeof back, 0) != (ssize_t)sizeof back ||
+        !t_check(back, sizeof back, 3))
+        return 9;
+    if (afs_close(f) < 0)
+        return 10;
+    afs_ctx_free(ctx);
+    return 0;
+}
+
+T_IO(ops_complete_where_no_thread_can_start)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(no_threads_child());
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "the child died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "step %d failed (5: context, 6: open, 7: write, 8: fsync, "
+                 "9: read)", WEXITSTATUS(st));
+}
+#endif

@@ -9,10 +9,12 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
+#ifndef _WIN32
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#endif
 
 enum { SIGNALLERS = 3, SIGNALS = 100000 };
 
@@ -69,6 +71,7 @@ Test(waker, no_wake_up_is_lost_while_the_owner_drains, .timeout = 120)
     afs__waker_close(&w);
 }
 
+#ifndef _WIN32
 /* Signals (a handler without SA_RESTART) every 5 ms while the owner waits 200 ms: the wait
  * still ends at its timeout, not later by the whole timeout again after each signal. */
 static atomic_int storm_on;
@@ -109,3 +112,4 @@ Test(waker, a_wait_ends_at_its_timeout_while_signals_arrive, .timeout = 20)
     cr_assert_eq(woke, 0);
     cr_assert(ms >= 199 && ms < 5000, "a 200 ms wait took %.1f ms", ms);
 }
+#endif
