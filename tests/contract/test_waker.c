@@ -3,6 +3,9 @@
  * drains, and reads the count. A lost wake-up leaves announced work with nothing to wake the
  * owner: its wait runs into the (generous) limit, and the test fails. On Linux this file is
  * built twice, against the eventfd and against the pipe (AFS_HAVE_EVENTFD=0) the BSDs use. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sigaction, pthread_kill, usleep, clock_gettime (also as part of contract) */
+#endif
 #include <criterion/criterion.h>
 
 #include "internal.h" /* the waker */
