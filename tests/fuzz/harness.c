@@ -216,17 +216,21 @@ int fz_refusal(const struct fz_handle *h, bool write, uintptr_t buf, size_t len,
     int mask = 0;
     unsigned a = h->direct ? fz.dio_align : 0;
     size_t total = len;
+    /* O_DIRECT's alignment binds only what moves bytes: a zero-length op, or an empty
+     * iovec, asks nothing of it (as the system calls). */
     if (iov) {
         total = 0;
         for (int i = 0; i < iovcnt; i++) {
-            if (!aligned((uintptr_t)iov[i].iov_base, a) || !aligned(iov[i].iov_len, a))
+            if (iov[i].iov_len &&
+                (!aligned((uintptr_t)iov[i].iov_base, a) || !aligned(iov[i].iov_len, a)))
                 mask |= 1;
             total += iov[i].iov_len;
         }
-    } else if (!aligned(buf, a) || !aligned(len, a)) {
+    } else if (len && (!aligned(buf, a) || !aligned(len, a))) {
         mask |= 1;
     }
-    if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off || !aligned(off, a))
+    if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off ||
+        (total && !aligned(off, a)))
         mask |= 1;
     if (write ? !h->wr : !h->rd)
         mask |= 2;
