@@ -817,18 +817,6 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     struct afs__op *o = afs__op(op);
     bool cancel = o->flags & AFS__OP_CANCEL;
-    if (res == -ECANCELED && !cancel && !(o->flags & AFS__OP_CHAINED) && !o->file->seq &&
-        !afs__is_sock(o) && o->code != AFS__SENDFILE) {
-        /* Cancelled unasked: io_uring ends so an op its worker pool could not start a thread
-         * for (the process may make no more, or a signal cut the start short). It runs here,
-         * on the context's thread, from where it got to, as the sync backend runs it. A
-         * chain's members cancelled after one failed are results, and are not run. */
-        res = afs__op_run_sync(op);
-        if (afs__is_meta(o) && res >= 0 && ctx->be->meta_done)
-            ctx->be->meta_done(ctx, op);
-        afs__op_finished(ctx, op, res);
-        return false;
-    }
     if (afs__is_meta(o)) {
         if (o->code == AFS__CLOSE && res == -EINTR)
             res = 0; /* the fd is closed all the same (Linux, BSD); never close it twice */

@@ -298,6 +298,17 @@ static void reap(struct afs_ctx *ctx)
                 /* sock first: be[0] is written only for the ops of sockets */
                 if (afs__op(op)->file->sock && afs__op(op)->be[0] == AFS__UMS_PLAIN)
                     afs__ums_plain_done(&u->ums, op);
+                struct afs__op *o = afs__op(op);
+                if (res == -ECANCELED && !(o->flags & (AFS__OP_CANCEL | AFS__OP_CHAINED)) &&
+                    !o->file->seq && !o->file->sock) {
+                    /* Cancelled unasked: the kernel could not start an io-wq worker for it
+                     * (the process may make no more threads, or a signal cut the start
+                     * short). The retry goes to the pool, which runs it on this thread
+                     * when it cannot start one either. A chain's members cancelled after
+                     * one failed are results. */
+                    o->flags |= AFS__OP_POOL;
+                    res = -EAGAIN;
+                }
                 afs__op_transferred(ctx, op, res);
             }
         }
