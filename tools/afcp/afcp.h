@@ -73,6 +73,13 @@ struct afcp_devino {
     ino_t ino;
 };
 
+/* The source's atime before afcp_copy_inline read it and gave it up (id.ino 0: nothing
+ * read): the file task's own look at the source comes after that read. */
+struct afcp_atime {
+    struct afcp_devino id;
+    struct timespec    atim;
+};
+
 /* A directory being copied: the source and destination directory fds every entry is opened
  * relative to, kept open while the walker or a file task still uses them (refs). When the
  * last reference goes, the destination's final mode and times are applied (see walk.c). */
@@ -108,13 +115,7 @@ struct afcp_file_job {
     int              operand;      /* a command-line operand itself (-H records it for links) */
     int              exists;       /* something was at dname when we checked */
     uint64_t         vn;           /* -v: its number (afcp_vnum) */
-    /* The source's atime before afcp_copy_inline read it and gave it up (ino 0: nothing
-     * read): the file task's own look at the source comes after that read. */
-    struct {
-        dev_t           dev;
-        ino_t           ino;
-        struct timespec atim;
-    } read_before;
+    struct afcp_atime read_before; /* see afcp_copy_inline */
 };
 
 struct group;
@@ -339,11 +340,11 @@ void afcp_spawn_file(struct corio_task *t, struct afcp_file_job *job);
 /* copy.c: copies the regular file sname of sd to dname in dd here and now, with plain
  * system calls, while the tree answers from the cache (see copy.c). 0: copied (or a
  * failure reported; -v: its number vn is done), 1: not done, give it to a file task
- * (afcp_spawn_file) with *job's read_before filled in. The strings stay the caller's. */
+ * (afcp_spawn_file) with *before filled in. The strings stay the caller's. */
 int  afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                       struct afcp_dir *dd, const char *dname, const char *spath,
                       const char *dpath, int follow, int operand, uint64_t vn,
-                      struct afcp_file_job *job);
+                      struct afcp_atime *before);
 /* copy.c: hard links within the copy (--preserve=links). afcp_links_track: whether the
  * source (st, as copied: followed where a link is followed; operand: named on the command
  * line) is recorded, as cp records it: a non-directory with more than one link, or any

@@ -479,8 +479,8 @@ static int open_source(struct afcp_file_job *j, struct fcopy *c)
     afcp_stat_from(&st, &ast);
     afcp_add(&afcp.bytes_total, (int64_t)st.st_size - (int64_t)j->st.st_size); /* walk-time size */
     j->st = st; /* the size and mode of what we actually read */
-    if (j->read_before.ino && j->read_before.ino == st.st_ino &&
-        j->read_before.dev == st.st_dev)
+    if (j->read_before.id.ino && j->read_before.id.ino == st.st_ino &&
+        j->read_before.id.dev == st.st_dev)
         j->st.st_atim = j->read_before.atim; /* as before afcp_copy_inline's read (-p) */
     c->size = (uint64_t)st.st_size;
     /* Sizes that say nothing: 0 (/proc, and an empty file costs one read more), not a
@@ -1333,7 +1333,7 @@ static int write_all(int fd, const char *buf, size_t len, off_t off)
 int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *sname,
                        struct afcp_dir *dd, const char *dname, const char *spath,
                        const char *dpath, int follow, int operand, uint64_t vn,
-                       struct afcp_file_job *seen)
+                       struct afcp_atime *before)
 {
     const struct afcp_opts *o = &afcp.o;
     if (o->inplace || o->direct || o->fsync || o->sparse == AFCP_SPARSE_ALWAYS ||
@@ -1365,9 +1365,7 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     }
     /* A read may change the atime (relatime): the file task that takes the file if it is
      * given up below keeps the one from before, as -p must. */
-    seen->read_before.dev = st.st_dev;
-    seen->read_before.ino = st.st_ino;
-    seen->read_before.atim = st.st_atim;
+    *before = (struct afcp_atime){{st.st_dev, st.st_ino}, st.st_atim};
     /* The first block of data, or (empty by its size) proof that there is none: a size of
      * 0 says nothing on /proc and the like, which the file task reads until EOF. */
     size_t first = st.st_size < INLINE_BUF ? (size_t)st.st_size : INLINE_BUF;

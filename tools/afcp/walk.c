@@ -1333,10 +1333,10 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
         /* A cached file is copied here and now (nothing to allocate); the others go to a
          * file task, which checks the destination (afcp_check_dest) once it knows the
          * source. */
-        struct afcp_file_job pre = {0};
+        struct afcp_atime before = {0};
         if (S_ISREG(st->st_mode) &&
             afcp_copy_inline(t, sd, sname, dd, dname, spath, dpath, follow, operand, vn,
-                             &pre) == 0) {
+                             &before) == 0) {
             free(spath);
             free(dpath);
             return;
@@ -1346,7 +1346,7 @@ static void copy_entry(struct corio_task *t, struct afcp_dir *sd, const char *sn
                                       .dname = afcp_xstrdup(dname), .spath = spath,
                                       .dpath = dpath, .st = *st, .follow = follow,
                                       .operand = operand, .vn = vn,
-                                      .read_before = pre.read_before};
+                                      .read_before = before};
         afcp_spawn_file(t, job); /* owns the strings now */
         return;
     }
