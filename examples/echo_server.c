@@ -4,13 +4,16 @@
  * and send of a CPU phase goes to the kernel in one submission.
  *
  *   echo_server [--raw] [--plain] [--stats] [--host H] [--port P] [--conns N]
+ *               [--timeout SECONDS]
  *
  * --plain makes the accepts and receives one-shot ops (AFS_CTX_PLAIN_SOCKETS: on io_uring no
  * multishot and no buffer ring; the benchmark compares the two). --stats prints the context's
  * socket counters (afs_ctx_sock_info) to stderr every second.
  * Prints "listening on H:PORT" once ready; --port 0 (the default) picks a free port. --conns
  * N stops after N connections were served (tests); otherwise it runs until killed. A client
- * that goes away (-EPIPE, -ECONNRESET) only ends its own task. */
+ * that goes away (-EPIPE, -ECONNRESET) only ends its own task. --timeout closes a
+ * connection that sends nothing, or takes nothing back, for that long (default 0: never, as
+ * the benchmark's libuv and epoll servers). */
 #include "serve.h"
 
 #include <corio.h>
@@ -42,22 +45,35 @@ static void stats_task(struct corio_task *t, void *arg)
     }
 }
 
+static int64_t timeout_ns; /* 0: none */
+
+/* Gives t's next read or write timeout_ns from now. */
+static void arm(struct corio_task *t)
+{
+    if (timeout_ns)
+        corio_set_deadline(t, corio_now() + timeout_ns);
+}
+
 static void serve_raw(struct corio_task *t, struct corio_stream *c)
 {
     char buf[16 * 1024];
     ssize_t n;
-    while ((n = corio_stream_read(t, c, buf, sizeof buf)) > 0)
+    for (arm(t); (n = corio_stream_read(t, c, buf, sizeof buf)) > 0; arm(t)) {
+        arm(t);
         if (corio_stream_write(t, c, buf, (size_t)n) < 0)
             break;
+    }
 }
 
 static void serve_lines(struct corio_task *t, struct corio_stream *c)
 {
     const char *line;
     ssize_t n;
-    while ((n = corio_stream_read_line(t, c, 64 * 1024, &line)) > 0)
+    for (arm(t); (n = corio_stream_read_line(t, c, 64 * 1024, &line)) > 0; arm(t)) {
+        arm(t);
         if (corio_stream_write(t, c, line, (size_t)n) < 0)
             return;
+    }
     if (n == -EMSGSIZE) {
         static const char msg[] = "error: line longer than 64 KiB\n";
         corio_stream_write(t, c, msg, sizeof msg - 1);
@@ -97,9 +113,12 @@ int main(int argc, char **argv)
             o.port = argv[++i];
         else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
             o.conns = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc && atof(argv[i + 1]) >= 0 &&
+                 atof(argv[i + 1]) < 1e9)
+            timeout_ns = (int64_t)(atof(argv[++i]) * 1e9);
         else {
             fprintf(stderr, "usage: echo_server [--raw] [--plain] [--stats] [--host H] "
-                            "[--port P] [--conns N]\n");
+                            "[--port P] [--conns N] [--timeout SECONDS]\n");
             return 2;
         }
     }

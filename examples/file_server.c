@@ -18,9 +18,14 @@
  *
  * Serves DIR (default: the current directory); a target ending in "/" is its "index.html"
  * ("/" is "/index.html"). The path is percent-decoded; paths with ".." (after decoding) are
- * refused (400); symlinks in DIR are followed wherever they point, as nginx does by
- * default; only regular files are served (a directory, FIFO or device is 403, a missing file
- * or too long a name 404). A request line that is not "METHOD TARGET HTTP/1.x", a header
+ * refused (400), as are control characters in a target; symlinks in DIR are followed
+ * wherever they point, as nginx does by default; only regular files are served (a
+ * directory named without its "/" is 301 to the name with it, the query kept, as with
+ * nginx; a directory without index.html, a FIFO or a device 403; a missing file or too
+ * long a name 404). A GET with one byte range (Range: bytes=A-B, A- or -N; RFC 9110, 14.1)
+ * gets 206 and that part of the file, a range that starts past the end 416; several
+ * ranges, another unit, a bad value or an If-Range (no response carries a validator, so
+ * none can match) get the whole file (a server may ignore Range: 14.2). A request line that is not "METHOD TARGET HTTP/1.x", a header
  * line that is no field, Content-Length headers that disagree, an HTTP/1.1 request without
  * exactly one Host header and an HTTP/1.0 one with several (RFC 9112, 3.2) are refused (400;
  * a method other than GET and HEAD is 405, one too long to know 501, a target too long 414,
@@ -45,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define PIECE          (128 * 1024)
@@ -73,8 +79,11 @@ static void arm(struct corio_task *t)
 
 struct req {
     char method[8];
-    char path[1024];
+    char path[1024];  /* decoded, "index.html" added to a directory's */
+    char raw[8192];   /* the target as sent, query included: a redirect's Location */
+    char range[64];   /* a GET's one Range header's value, "" for none or one to ignore */
     int  keep_alive;
+    int  dir_index;   /* the target ended in "/" */
 };
 
 #define BODY_MAX (1 << 20)
@@ -196,7 +205,9 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
     memcpy(r->method, w[0], len[0] + 1);
     int http11 = strcmp(w[2], "HTTP/1.1") == 0;
     r->keep_alive = http11;
-    int status = 0, have_len = 0, closing = 0, hosts = 0, expect100 = 0;
+    int status = 0, have_len = 0, closing = 0, hosts = 0, expect100 = 0, ranges = 0;
+    int if_range = 0;
+    r->range[0] = '\0';
     long long body = 0;
     for (int lines = 0;; lines++) {
         if ((n = corio_stream_read_line(t, c, 8192, &line)) <= 0)
@@ -238,6 +249,21 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             hosts++;
         } else if (n > 7 && strncasecmp(line, "expect:", 7) == 0) {
             expect100 = has_option(line + 7, line + n, "100-continue");
+        } else if (n > 6 && strncasecmp(line, "range:", 6) == 0) {
+            const char *v = line + 6, *e = line + n;
+            while (v < e && (*v == ' ' || *v == '\t'))
+                v++;
+            while (e > v && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            size_t vl = (size_t)(e - v);
+            if (vl < sizeof r->range && ranges++ == 0) {
+                memcpy(r->range, v, vl);
+                r->range[vl] = '\0';
+            } else {
+                ranges = 2; /* too long for the one range served: ignored */
+            }
+        } else if (n > 9 && strncasecmp(line, "if-range:", 9) == 0) {
+            if_range = 1;
         }
     }
     if (status)
@@ -246,6 +272,10 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 400;
     if (closing)
         r->keep_alive = 0;
+    /* Range is for GET alone, one header of it (RFC 9110, 14.2); no response here carries a
+     * validator, so an If-Range never matches: the whole file is sent. */
+    if (ranges != 1 || if_range || strcmp(r->method, "GET") != 0)
+        r->range[0] = '\0';
     /* The client waits for this before it sends the body (RFC 9110, 10.1.1); an HTTP/1.0
      * client's expectation is ignored. */
     static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -256,6 +286,14 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
     err = skip_body(t, c, body);
     if (err < 0)
         return err;
+    /* No control characters in a target (RFC 9112, 3.2): it may come back in a Location. */
+    for (const unsigned char *p = (const unsigned char *)target; *p; p++)
+        if (*p < 0x21 || *p == 0x7f)
+            return 400;
+    size_t rl = strlen(target);
+    if (rl >= sizeof r->raw)
+        return 414;
+    memcpy(r->raw, target, rl + 1);
     char *q = strchr(target, '?');
     if (q)
         *q = '\0';
@@ -265,7 +303,8 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         return 414; /* decoded: %-escapes take three bytes of the line, one of the name */
     size_t tl = strlen(target);
     memcpy(r->path, target, tl + 1); /* fits: checked above, with room for the index */
-    if (target[tl - 1] == '/')
+    r->dir_index = target[tl - 1] == '/';
+    if (r->dir_index)
         memcpy(r->path + tl, "index.html", sizeof "index.html");
     return 1;
 }
@@ -274,12 +313,14 @@ static const char *reason(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 301: return "Moved Permanently";
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
     case 431: return "Request Header Fields Too Large";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
@@ -314,14 +355,73 @@ static const char *date_line(void)
     return line;
 }
 
+/* Sends a response of status without a body; extra: more header lines ("" for none), each
+ * ended by CRLF. */
+static int send_status_with(struct corio_task *t, struct corio_stream *c, int status, int keep,
+                            const char *extra)
+{
+    char h[8192 + 512];
+    int n = snprintf(h, sizeof h,
+                     "HTTP/1.1 %d %s\r\nServer: corio\r\n%s%sContent-Length: 0\r\n"
+                     "Connection: %s\r\n\r\n",
+                     status, reason(status), date_line(), extra, keep ? "keep-alive" : "close");
+    return n > 0 && (size_t)n < sizeof h ? corio_stream_write(t, c, h, (size_t)n) : -EMSGSIZE;
+}
+
 static int send_status(struct corio_task *t, struct corio_stream *c, int status, int keep)
 {
-    char h[256];
-    int n = snprintf(h, sizeof h,
-                     "HTTP/1.1 %d %s\r\nServer: corio\r\n%sContent-Length: 0\r\n"
-                     "Connection: %s\r\n\r\n",
-                     status, reason(status), date_line(), keep ? "keep-alive" : "close");
-    return corio_stream_write(t, c, h, (size_t)n);
+    return send_status_with(t, c, status, keep, "");
+}
+
+/* Reads a run of decimal digits at *p (at least one; a value too big for 64 bits is
+ * UINT64_MAX): 0 and *v, or -1 when *p is no digit. */
+static int digits_at(const char **p, uint64_t *v)
+{
+    const char *s = *p;
+    if (*s < '0' || *s > '9')
+        return -1;
+    uint64_t x = 0;
+    for (; *s >= '0' && *s <= '9'; s++)
+        x = x > (UINT64_MAX - 9) / 10 ? UINT64_MAX : x * 10 + (uint64_t)(*s - '0');
+    *p = s;
+    *v = x;
+    return 0;
+}
+
+/* The byte range that a Range header's value v asks of a file of size bytes (RFC 9110,
+ * 14.1.2): 1 and [*first, *end), 0 to send the whole file (another unit, a set of several
+ * ranges, bad syntax: a server may ignore Range, 14.2), -1 for a range the file cannot
+ * satisfy (416). */
+static int byte_range(const char *v, uint64_t size, uint64_t *first, uint64_t *end)
+{
+    if (strncasecmp(v, "bytes=", 6) != 0 || strchr(v, ','))
+        return 0;
+    const char *p = v + 6;
+    uint64_t a = 0, b = UINT64_MAX;
+    int suffix = *p == '-';
+    if (!suffix && digits_at(&p, &a) < 0)
+        return 0;
+    if (*p++ != '-')
+        return 0;
+    int have_b = *p != '\0';
+    if (have_b && digits_at(&p, &b) < 0)
+        return 0;
+    if (*p || (suffix && !have_b))
+        return 0; /* trailing bytes, or "bytes=-" */
+    if (suffix) { /* the last b bytes */
+        if (b == 0 || size == 0)
+            return -1;
+        *first = b >= size ? 0 : size - b;
+        *end = size;
+        return 1;
+    }
+    if (b < a)
+        return 0;
+    if (a >= size)
+        return -1;
+    *first = a;
+    *end = b < size ? b + 1 : size;
+    return 1;
 }
 
 /* Writes the head of a 200 response with a body of size bytes into buf: its length. */
@@ -329,9 +429,11 @@ static int ok_head(char *buf, uint64_t size, int keep_alive)
 {
     static const char start[] = "HTTP/1.1 200 OK\r\nServer: corio\r\n";
     static const char length[] = "Content-Length: ";
-    static const char keep[] = "\r\nContent-Type: application/octet-stream\r\n"
+    static const char keep[] = "\r\nAccept-Ranges: bytes\r\n"
+                               "Content-Type: application/octet-stream\r\n"
                                "Connection: keep-alive\r\n\r\n";
-    static const char shut[] = "\r\nContent-Type: application/octet-stream\r\n"
+    static const char shut[] = "\r\nAccept-Ranges: bytes\r\n"
+                               "Content-Type: application/octet-stream\r\n"
                                "Connection: close\r\n\r\n";
     char digits[20];
     int nd = 0;
@@ -353,6 +455,30 @@ static int ok_head(char *buf, uint64_t size, int keep_alive)
     return (int)(p + n - buf);
 }
 
+/* Writes the head of a 206 response with bytes [first, end) of a file of size bytes into
+ * buf: its length. */
+static int partial_head(char *buf, uint64_t first, uint64_t end, uint64_t size, int keep_alive)
+{
+    return snprintf(buf, 512,
+                    "HTTP/1.1 206 Partial Content\r\nServer: corio\r\n%sContent-Length: %llu\r\n"
+                    "Content-Range: bytes %llu-%llu/%llu\r\nAccept-Ranges: bytes\r\n"
+                    "Content-Type: application/octet-stream\r\nConnection: %s\r\n\r\n",
+                    date_line(), (unsigned long long)(end - first), (unsigned long long)first,
+                    (unsigned long long)(end - 1), (unsigned long long)size,
+                    keep_alive ? "keep-alive" : "close");
+}
+
+/* A directory asked for without its "/": 301 to the name with it, the query kept, as nginx
+ * answers. */
+static int redirect_to_dir(struct corio_task *t, struct corio_stream *c, struct req *r)
+{
+    char loc[sizeof r->raw + 32];
+    const char *q = strchr(r->raw, '?');
+    size_t pl = q ? (size_t)(q - r->raw) : strlen(r->raw);
+    snprintf(loc, sizeof loc, "Location: %.*s/%s\r\n", (int)pl, r->raw, q ? q : "");
+    return send_status_with(t, c, 301, r->keep_alive, loc);
+}
+
 /* Sends the file of r (or a status): 0 to go on, -errno to drop the connection. */
 static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, char *buf)
 {
@@ -370,6 +496,15 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     /* Non-blocking: a FIFO under the root must not hold the open (a pool thread on some
      * backends) until a writer comes; only regular files are served. */
     int err = afs_open(ctx, full, AFS_RDONLY | AFS_NONBLOCK, 0, AFS_MODE_SYNC, &f);
+    if (err == -EISDIR && !r->dir_index)
+        return redirect_to_dir(t, c, r);
+    if (err == -ENOENT && r->dir_index) {
+        /* A directory without an index is 403, one that is not there 404, as with nginx. */
+        struct afs_stat st;
+        full[root_len + pl - (sizeof "index.html" - 1)] = '\0';
+        if (afs_statx(ctx, AFS_AT_FDCWD, full, 0, &st) == 0 && S_ISDIR(st.mode))
+            err = -EACCES;
+    }
     if (err < 0) {
         int status = err == -ENOENT || err == -ENOTDIR || err == -ELOOP ||
                              err == -ENAMETOOLONG                       ? 404
@@ -385,35 +520,50 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
         afs_close(f);
         return send_status(t, c, 403, r->keep_alive);
     }
-    int hl = ok_head(buf, (uint64_t)size, r->keep_alive);
-    uint64_t off = 0;
+    /* The bytes [off, end) of the file go: all of it, or the one range asked for. */
+    uint64_t off = 0, end = (uint64_t)size;
+    int range = r->range[0] ? byte_range(r->range, (uint64_t)size, &off, &end) : 0;
+    if (range < 0) {
+        afs_close(f);
+        char cr[64];
+        snprintf(cr, sizeof cr, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
+        return send_status_with(t, c, 416, r->keep_alive, cr);
+    }
+    int hl = range ? partial_head(buf, off, end, (uint64_t)size, r->keep_alive)
+                   : ok_head(buf, (uint64_t)size, r->keep_alive);
     size_t fill = (size_t)hl;
     err = 0;
-    if (!head && !no_sendfile && sendfile_min >= 0 && size >= sendfile_min) {
+    if (!head && !no_sendfile && sendfile_min >= 0 && end - off >= (uint64_t)sendfile_min) {
         struct afs_file *s = corio_stream_file(c);
         ssize_t n = afs_send(s, buf, fill, MSG_MORE);
         if (n >= 0 && (size_t)n < fill)
             n = -ETIMEDOUT; /* stopped part way by the deadline */
-        if (n >= 0) {
-            fill = 0;
-            do {
-                uint64_t left = (uint64_t)size - off;
-                arm(t);
-                n = afs_sendfile(s, f, off, left < SENDFILE_PIECE ? (size_t)left : SENDFILE_PIECE);
-                if (n > 0)
-                    off += (uint64_t)n;
-            } while (n > 0 && off < (uint64_t)size);
-            if (n == -ENOTSUP && off == 0)
-                no_sendfile = 1; /* the headers are out: the body goes as below */
-        }
-        if (n != -ENOTSUP || off > 0) {
+        if (n < 0) {
             afs_close(f);
-            /* Short: the file shrank, the response cannot be completed. */
-            return n < 0 ? (int)n : off == (uint64_t)size ? 0 : -EIO;
+            return (int)n;
+        }
+        fill = 0;
+        uint64_t start = off;
+        size_t want;
+        do {
+            uint64_t left = end - off;
+            want = left < SENDFILE_PIECE ? (size_t)left : SENDFILE_PIECE;
+            arm(t);
+            n = afs_sendfile(s, f, off, want);
+            if (n > 0)
+                off += (uint64_t)n;
+            /* Short: the deadline stopped the piece part way (or the file shrank). */
+        } while (n == (ssize_t)want && off < end);
+        if (n == -ENOTSUP && off == start) {
+            no_sendfile = 1; /* the headers are out: the body goes as below */
+        } else {
+            afs_close(f);
+            /* Short: the response cannot be completed. */
+            return n < 0 ? (int)n : off == end ? 0 : -EIO;
         }
     }
     do {
-        uint64_t left = (uint64_t)size - off;
+        uint64_t left = end - off;
         size_t want = head ? 0 : left < PIECE - fill ? (size_t)left : PIECE - fill;
         if (want > 0) {
             ssize_t n = afs_pread(f, buf + fill, want, off);
@@ -428,7 +578,7 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
         if ((err = corio_stream_write(t, c, buf, fill)) < 0)
             break;
         fill = 0;
-    } while (!head && off < (uint64_t)size);
+    } while (!head && off < end);
     afs_close(f);
     return err;
 }

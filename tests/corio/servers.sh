@@ -2,14 +2,16 @@
 # The example servers, driven over loopback with bash's /dev/tcp:
 #  - echo_server: lines come back in order on several connections at once; a line longer
 #    than its 64 KiB limit gets the error line; a client that leaves mid-line is only its
-#    own loss (the next client is served).
+#    own loss (the next client is served); --timeout closes idle connections.
 #  - file_server: a file byte for byte, two requests on one keep-alive connection, a Date
 #    that is now, 404, 400 for "..", 400 for HTTP/1.1 without one Host, a directory's
 #    index.html for "DIR/", "100 Continue" before a body, HEAD, a percent-encoded name, a request body dropped (not taken for the next
 #    request), a chunked one refused, disagreeing Content-Lengths refused, a version that
 #    is not HTTP/1.x, a header line that is no field and a head of over 100 lines refused,
 #    403 for a FIFO (its open
-#    must not wait) and a directory, a client that leaves in the middle of a 4 MiB response
+#    must not wait) and a directory without index.html, 301 to "DIR/" for "DIR" (the query
+#    kept), one byte range (206, its bytes; 416 past the end; the whole file for several
+#    ranges or an If-Range), 400 for a control character in a target, a client that leaves in the middle of a 4 MiB response
 #    (the server goes on serving the next), 503 when no descriptor is left; with bodies
 #    sent by afs_sendfile and by read+send; --timeout: a silent client, one that stops in
 #    the middle of a request and one that stops reading responses are dropped, and the
@@ -67,6 +69,26 @@ IFS= read -r -t 10 got <&3 || fail "echo: not served after a client left"
 exec 3>&-
 wait "${pids[0]}" || fail "echo_server exited with an error"
 echo "echo_server: ok"
+# --timeout: a client silent past it, raw or by lines, is closed (the end of the stream, not
+# read's own time-out); one that speaks is answered.
+for mode in "" --raw; do
+  "$echo_bin" $mode --timeout 1 --conns 2 > "$dir/echo.out" 2> "$dir/echo.out.err" &
+  pid=$!
+  pids+=($pid)
+  port=$(port_of "$dir/echo.out")
+  [ -n "$port" ] || fail "echo_server did not start: $(cat "$dir/echo.out.err")"
+  exec 3<>"/dev/tcp/127.0.0.1/$port" 4<>"/dev/tcp/127.0.0.1/$port"
+  printf 'hi\n' >&4
+  IFS= read -r -t 10 got <&4 || fail "echo $mode --timeout: no reply"
+  [ "$got" = hi ] || fail "echo $mode --timeout: got '$got'"
+  st=0; IFS= read -r -t 20 got <&3 || st=$?
+  [ "$st" = 1 ] && [ -z "$got" ] || fail "echo $mode --timeout: an idle connection was not closed ($st)"
+  st=0; IFS= read -r -t 20 got <&4 || st=$?
+  [ "$st" = 1 ] && [ -z "$got" ] || fail "echo $mode --timeout: a connection idle after a reply was not closed ($st)"
+  exec 3>&- 4>&-
+  wait "$pid" || fail "echo_server $mode --timeout 1 exited with an error"
+  echo "echo_server${mode:+ $mode} --timeout 1: ok"
+done
 
 # --- file server -------------------------------------------------------------------------
 mkdir -p "$dir/www"
@@ -74,29 +96,31 @@ head -c 10000 /dev/urandom > "$dir/www/small.bin"
 head -c $((4 << 20)) /dev/urandom > "$dir/www/big.bin"
 echo spaced > "$dir/www/a b.txt"
 mkfifo "$dir/www/fifo"
-mkdir -p "$dir/www/sub"
+mkdir -p "$dir/www/sub" "$dir/www/noindex"
 echo index > "$dir/www/sub/index.html"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 14 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 15 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
   [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
 
-  # Reads one response from fd 3: the status line into $status, its Date into $date, the
-  # body into $1.
+  # Reads one response from fd 3: the status line into $status, its Date, Location and
+  # Content-Range into $date, $location and $range, the body into $1.
   response() {
     local body=$1 line len=0
     IFS= read -r -t 10 status <&3 || fail "file: no response"
     status=${status%$'\r'}
-    date=
+    date= location= range=
     while IFS= read -r -t 10 line <&3; do
       line=${line%$'\r'}
       [ -z "$line" ] && break
       case ${line,,} in
         content-length:*) len=${line#*: } ;;
         date:*) date=${line#*: } ;;
+        location:*) location=${line#*: } ;;
+        content-range:*) range=${line#*: } ;;
       esac
     done
     if [ "$len" -gt 0 ]; then head -c "$len" <&3 > "$body"; else : > "$body"; fi
@@ -169,7 +193,42 @@ file_checks() { # file_server's arguments
   [ "$status" = "HTTP/1.1 403 Forbidden" ] || fail "file: status '$status' for a FIFO"
   printf 'GET /sub HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got4"
-  [ "$status" = "HTTP/1.1 403 Forbidden" ] || fail "file: status '$status' for a directory"
+  [ "$status" = "HTTP/1.1 301 Moved Permanently" ] && [ "$location" = /sub/ ] ||
+    fail "file: status '$status', Location '$location' for a directory without its /"
+  printf 'GET /s%%75b?a=%%20b HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 301 Moved Permanently" ] && [ "$location" = '/s%75b/?a=%20b' ] ||
+    fail "file: status '$status', Location '$location' for a directory with a query"
+  printf 'GET /noindex/ HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 403 Forbidden" ] || fail "file: status '$status' for a directory without index"
+  printf 'GET /missing/ HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 404 Not Found" ] || fail "file: status '$status' for a missing directory"
+  # One byte range: 206 and its bytes (a large one goes by sendfile where the others do).
+  printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-200999\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 206 Partial Content" ] && [ "$range" = "bytes 1000-200999/4194304" ] ||
+    fail "file: status '$status', Content-Range '$range' for bytes=1000-200999"
+  [ "$(wc -c < "$dir/got4")" -eq 200000 ] && cmp -s -i 1000:0 -n 200000 "$dir/www/big.bin" "$dir/got4" ||
+    fail "file: the bytes of bytes=1000-200999 differ"
+  printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-10\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 206 Partial Content" ] && [ "$range" = "bytes 9990-9999/10000" ] &&
+    [ "$(wc -c < "$dir/got4")" -eq 10 ] && cmp -s -i 9990:0 "$dir/www/small.bin" "$dir/got4" ||
+    fail "file: status '$status', Content-Range '$range' for bytes=-10"
+  printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=4194304-\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 416 Range Not Satisfiable" ] && [ "$range" = "bytes */4194304" ] ||
+    fail "file: status '$status', Content-Range '$range' for a range past the end"
+  printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,5-6\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && cmp -s "$dir/got4" "$dir/www/small.bin" ||
+    fail "file: status '$status' for two ranges"
+  printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\nIf-Range: "x"\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && cmp -s "$dir/got4" "$dir/www/small.bin" ||
+    fail "file: status '$status' for a range with If-Range"
   printf 'GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 200 OK" ] && [ "$(cat "$dir/got4")" = index ] ||
@@ -178,6 +237,12 @@ file_checks() { # file_server's arguments
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] ||
     fail "file: status '$status' for Content-Length 0 then 5"
+  exec 3>&-
+  # A control character in a target: 400 (it could end a Location's line).
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /sub\rX HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for a CR in a target"
   exec 3>&-
   # A head of more than 100 header lines is refused (431) at the 101st, not read on to its
   # end (which a client may never send).
