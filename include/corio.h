@@ -456,7 +456,8 @@ struct corio_chunk {
     uint64_t    off;
 };
 /* Yields struct corio_chunk * for [off, end of file) in chunks of chunk_size bytes (0:
- * 64 KiB). Returns 0, -EINVAL, or -ENOMEM. */
+ * 64 KiB); none, and the end, for an off at or past the end. Returns 0, -EINVAL (chunk_size
+ * above 1 GiB, off above INT64_MAX), or -ENOMEM. */
 AFS_API int corio_gen_file_chunks(struct corio_task *t, struct corio_gen *g,
                                   struct afs_file *f, uint64_t off, size_t chunk_size);
 struct corio_line {

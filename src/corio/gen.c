@@ -158,7 +158,11 @@ static int chunks_fn(struct corio_task *t, struct corio_gen *g, void *arg)
     if (!buf[0] || !buf[1])
         res = -ENOMEM;
     while (res == 0) {
-        ssize_t n = afs_pread(a.f, buf[k], a.size, off);
+        /* No file has bytes at INT64_MAX or past it: a read there would be refused. */
+        size_t want = (uint64_t)INT64_MAX - off < a.size ? (size_t)(INT64_MAX - off) : a.size;
+        if (want == 0)
+            break;
+        ssize_t n = afs_pread(a.f, buf[k], want, off);
         if (n <= 0) {
             res = (int)n;
             break;
@@ -181,7 +185,7 @@ int corio_gen_file_chunks(struct corio_task *t, struct corio_gen *g, struct afs_
     AFS_CHECK(f != NULL, "file is NULL");
     if (chunk_size == 0)
         chunk_size = 64 * 1024;
-    if (chunk_size > ((size_t)1 << 30))
+    if (chunk_size > ((size_t)1 << 30) || off > INT64_MAX)
         return -EINVAL;
     struct file_args a = {f, off, chunk_size};
     /* The producer copies `a` before it first suspends, i.e. before this returns. */

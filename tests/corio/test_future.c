@@ -1003,6 +1003,16 @@ static void chunks_root(struct corio_task *t, void *arg)
     cr_assert_eq(((struct corio_chunk *)v)->off, 5000);
     cr_assert(t_check(((struct corio_chunk *)v)->data, 1000, 5000));
     corio_gen_close(t, &g);
+    /* From the end or past it, up to the largest offset: no chunk, and the end; past the
+     * largest offset: refused at the start. */
+    uint64_t past[] = {10000, 20000, (uint64_t)INT64_MAX - 10, (uint64_t)INT64_MAX};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(corio_gen_file_chunks(t, &g, fc->f, past[i], 4096), 0);
+        cr_assert_eq(corio_gen_next(t, &g, &v), 0, "from %llu", (unsigned long long)past[i]);
+        corio_gen_close(t, &g);
+    }
+    cr_assert_eq(corio_gen_file_chunks(t, &g, fc->f, (uint64_t)INT64_MAX + 1, 4096), -EINVAL);
+    cr_assert_eq(corio_gen_file_chunks(t, &g, fc->f, UINT64_MAX, 4096), -EINVAL);
 }
 
 T_F(file_chunks_with_read_ahead)
