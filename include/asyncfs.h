@@ -807,7 +807,8 @@ struct afs_dio_align {
 };
 
 /* Fills *out for f (opened with AFS_DIRECT or not). Linux 6.1+: statx(STATX_DIOALIGN), exact;
- * -ENOTSUP when the file system does no direct I/O on this file. Before 6.1: a block
+ * -ENOTSUP when the file system does no direct I/O on this file (where statx says so but the
+ * file opens with O_DIRECT, as under user-mode emulators, the guess below). Before 6.1: a block
  * device's logical sector size (BLKSSZGET), exact, else the file system's block size
  * (st_blksize, a multiple of any sector size; 4096 when odd) for both, exact = 0: safe, but
  * may be larger than needed. Windows: the volume's sector size (exact when

@@ -887,14 +887,36 @@ int afs__sys_fsync_dir(const char *path)
     return err;
 }
 
+#if defined(__linux__) && defined(STATX_DIOALIGN) && defined(SYS_statx)
+/* Whether the file system refuses O_DIRECT for fd's file: fd has it, or a new open of the
+ * regular file with it (through /proc) fails with EINVAL. 0 when it takes it or cannot tell. */
+static int dio_refused(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    struct stat st;
+    if ((fl >= 0 && (fl & O_DIRECT)) || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return 0;
+    char path[32];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int g = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (g >= 0) {
+        close(g);
+        return 0;
+    }
+    return errno == EINVAL;
+}
+#endif
+
 int afs__sys_dio_info(int fd, struct afs_dio_align *out)
 {
     memset(out, 0, sizeof *out);
 #if defined(__linux__) && defined(STATX_DIOALIGN) && defined(SYS_statx)
-    /* STATX_DIOALIGN: Linux 6.1. An offset alignment of 0 means no direct I/O here. */
+    /* STATX_DIOALIGN: Linux 6.1. An offset alignment of 0 means no direct I/O here, unless
+     * an O_DIRECT open of the file says otherwise: user-mode emulators (qemu 7) set the mask
+     * and leave the values 0. Then the guess below stands. */
     struct statx stx;
     if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
-        (stx.stx_mask & STATX_DIOALIGN)) {
+        (stx.stx_mask & STATX_DIOALIGN) && (stx.stx_dio_offset_align || dio_refused(fd))) {
         if (!stx.stx_dio_offset_align)
             return -ENOTSUP;
         out->mem = stx.stx_dio_mem_align;
