@@ -39,9 +39,11 @@ struct corio_batch;
 typedef void corio_fn(struct corio_task *t, void *arg);
 typedef void corio_dispatch_fn(void *user, struct corio_batch *b);
 
-/* corio_log() prints, prefixed with the task's path ("[0/3/1]": the root's third child's
- * second child); on a runtime the path goes on across schedulers and ends with the index of
- * the scheduler whose thread prints ("[0/3/1@2]"). */
+/* corio_log() prints, prefixed with the task's path ("[0/2/1]": the root's third child's
+ * second child, children numbered from 0 in the order their parent spawned them; deeper
+ * than 64 levels, the last 64 after "...": "[.../2/1]"); on a runtime the path goes on
+ * across schedulers and ends with the index of the scheduler whose thread prints
+ * ("[0/2/1@2]"). */
 #define CORIO_TRACE 0x1u
 
 struct corio_config {
@@ -178,7 +180,8 @@ struct corio_mutex {
  * -ETIMEDOUT when t is cancelled or past its deadline while waiting (the lock is then not
  * held, and the queue stays consistent). */
 AFS_API int    corio_mutex_lock(struct corio_task *t, struct corio_mutex *m);
-/* Unlocks m; aborts if the running task does not hold it. */
+/* Unlocks m; aborts if the running task does not hold it (also where no task runs: outside
+ * the scheduler, a pool thread). */
 AFS_API void   corio_mutex_unlock(struct corio_mutex *m);
 AFS_API size_t corio_mutex_waiters(const struct corio_mutex *m);
 
@@ -203,8 +206,11 @@ struct corio_group {
     struct corio_private waiters;
 };
 AFS_API void corio_group_init(struct corio_group *g, struct corio_task *t);
-/* Spawns fn(member, arg) as a member (it runs at once until it first suspends).
- * Returns 0, -ECANCELED when the group already failed, or -ENOMEM. */
+/* Spawns fn(member, arg) as a member (it runs at once until it first suspends). Called by
+ * the group's task or by a task under it (a member adding members, as Go's errgroup
+ * allows: the new member is then the caller's child, so the caller ends after it); from
+ * any other task it aborts. Returns 0, -ECANCELED when the group already failed, or
+ * -ENOMEM. */
 AFS_API int  corio_group_go(struct corio_group *g, int (*fn)(struct corio_task *, void *),
                             void *arg);
 /* Waits for every member: the first non-zero result in completion order, or 0. */
@@ -762,7 +768,8 @@ AFS_API void corio_job_init(struct corio_job *j);
 AFS_API void corio_job_add(struct corio_job *j, struct corio_job_task *jt);
 AFS_API void corio_job_add_oneshot(struct corio_job *j, struct corio_job_task *jt);
 /* The job fails with -ETIMEDOUT (failed = NULL) when it has not ended timeout_ns after it
- * started; 0 clears it. Before the job starts. */
+ * started, even where its tasks took their -ETIMEDOUT and returned CORIO_JOB_DONE; 0 clears
+ * it. Before the job starts. */
 AFS_API void corio_job_set_timeout(struct corio_job *j, int64_t timeout_ns);
 /* Starts the job's runner as a child of t; it runs at once until it first suspends. Returns
  * 0 or -ENOMEM. Await j->done (corio_future_await) or use corio_job_run(). */
@@ -772,7 +779,8 @@ AFS_API int  corio_job_start(struct corio_task *t, struct corio_job *j);
  * job and this returns once it ended). Returns the job's result. */
 AFS_API int  corio_job_run(struct corio_task *t, struct corio_job *j);
 /* Fails the job with err (< 0; default -ECANCELED when 0), recorded with failed = NULL,
- * unless it already failed or finished. Scheduler's thread: any task, or code run by it. */
+ * unless it already failed or finished; before corio_job_start(), no task of it runs (not
+ * even the one-shot's init). Scheduler's thread: any task, or code run by it. */
 AFS_API void corio_job_cancel(struct corio_job *j, int err);
 /* Reports progress of the job task jt (from its callbacks): resets its idle timeout. */
 AFS_API void corio_job_progress(struct corio_job_task *jt);

@@ -15,10 +15,12 @@ void corio_job_init(struct corio_job *j)
     corio_future_init(&j->done);
 }
 
-static void task_prepare(struct corio_job *j, struct corio_job_task *jt)
+static void task_prepare(struct corio_job *j, struct corio_job_task *jt, const char *where)
 {
-    AFS_CHECK(jt != NULL && jt->run != NULL, "a job task needs a run callback");
-    AFS_CHECK(!j->started, "the job already started");
+    if (!jt || !jt->run)
+        afs__panic(where, "a job task needs a run callback");
+    if (j->started)
+        afs__panic(where, "the job already started");
     jt->job = j;
     jt->result = jt->fin_result = 0;
     jt->inited = jt->finalized = jt->finished = 0;
@@ -29,7 +31,7 @@ static void task_prepare(struct corio_job *j, struct corio_job_task *jt)
 void corio_job_add(struct corio_job *j, struct corio_job_task *jt)
 {
     AFS_CHECK(j != NULL, "job is NULL");
-    task_prepare(j, jt);
+    task_prepare(j, jt, "corio_job_add");
     if (j->tasks_tail)
         j->tasks_tail->next = jt;
     else
@@ -41,7 +43,7 @@ void corio_job_add_oneshot(struct corio_job *j, struct corio_job_task *jt)
 {
     AFS_CHECK(j != NULL, "job is NULL");
     AFS_CHECK(j->oneshot == NULL, "a job has at most one one-shot task");
-    task_prepare(j, jt);
+    task_prepare(j, jt, "corio_job_add_oneshot");
     j->oneshot = jt;
 }
 
@@ -141,7 +143,11 @@ static void runner_entry(struct corio_task *t, void *arg)
         j->deadline = j->timeout_ns > INT64_MAX - now ? INT64_MAX : now + j->timeout_ns;
         corio_set_deadline(t, j->deadline);
     }
-    if (j->oneshot) {
+    /* Cancelled before it started, or started past its deadline: no task runs. */
+    int stop = corio__interrupted(t);
+    if (stop)
+        job_fail(j, NULL, stop);
+    if (j->oneshot && !j->err) {
         int err = corio_spawn(t, jtask_entry, j->oneshot, NULL);
         if (err < 0)
             job_fail(j, j->oneshot, err);
@@ -157,6 +163,10 @@ static void runner_entry(struct corio_task *t, void *arg)
             job_fail(j, jt, err);
     }
     corio_wait(t);
+    /* The tasks ended; if the job timed out or was cancelled meanwhile and no task reported
+     * it (a run may take its -ETIMEDOUT and return CORIO_JOB_DONE), the job fails now. */
+    if ((stop = corio__interrupted(t)) != 0)
+        job_fail(j, NULL, stop);
 
     /* Finalizers: once each, newest init first, shielded so that clean-up can block. */
     corio_shield_begin(t);

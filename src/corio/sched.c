@@ -184,14 +184,18 @@ void corio_log(struct corio_task *t, const char *fmt, ...)
     /* The path from the root: ids of each ancestor, across schedulers (a task started for
      * another scheduler's corio_spawn_on goes on from its parent there). */
     uint32_t ids[64];
-    int n = 0;
-    for (const struct corio_task *a = t, *up; n < 64; a = up) {
+    int n = 0, cut = 0;
+    for (const struct corio_task *a = t, *up;; a = up) {
         if (!(up = a->parent ? a->parent : corio__rt_remote_parent(a)))
             break;
+        if (n == 64) { /* the 64 ids nearest t, after "..." */
+            cut = 1;
+            break;
+        }
         ids[n++] = a->id;
     }
     char line[1024];
-    int len = snprintf(line, sizeof line, "[0");
+    int len = snprintf(line, sizeof line, cut ? "[..." : "[0");
     while (n-- > 0 && len < (int)sizeof line)
         len += snprintf(line + len, sizeof line - (size_t)len, "/%u", ids[n]);
     if (len < (int)sizeof line && t->sched->rt) /* which scheduler's thread prints */

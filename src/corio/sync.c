@@ -36,7 +36,7 @@ void corio_mutex_unlock(struct corio_mutex *m)
 {
     AFS_CHECK(m != NULL, "mutex is NULL");
     struct corio_task *cur = corio_current();
-    if (!m->owner || (cur && m->owner != cur))
+    if (!m->owner || m->owner != cur) /* also outside any task, or on another thread */
         afs__panic("corio_mutex_unlock", "unlocking a mutex the running task does not hold");
     struct corio_task *next = corio__waitq_pop(corio__wq(&m->waiters));
     m->owner = next;
@@ -131,12 +131,20 @@ static void member_entry(struct corio_task *t, void *arg)
 int corio_group_go(struct corio_group *g, int (*fn)(struct corio_task *, void *), void *arg)
 {
     AFS_CHECK(g != NULL && fn != NULL && g->task != NULL, "group not initialised");
-    corio__check_running(g->task, "corio_group_go");
+    /* The group's task, or a task under it (a member adding members): the new member is
+     * the caller's child. */
+    struct corio_task *cur = corio_current();
+    const struct corio_task *a = cur;
+    while (a && a != g->task)
+        a = a->parent;
+    if (!a)
+        afs__panic("corio_group_go", "not called by the group's task or a task under it");
+    corio__check_running(cur, "corio_group_go");
     if (g->err)
         return -ECANCELED;
     struct group_boot boot = {g, fn, arg};
     g->live++;
-    int err = corio_spawn(g->task, member_entry, &boot, NULL);
+    int err = corio_spawn(cur, member_entry, &boot, NULL);
     if (err < 0)
         g->live--;
     return err;
@@ -227,7 +235,8 @@ int corio_do(struct corio_task *t, const void *key, size_t key_len,
         free(kcopy);
         return -ENOMEM;
     }
-    memcpy(kcopy, key, key_len);
+    if (key_len)
+        memcpy(kcopy, key, key_len);
     f->key = kcopy;
     f->key_len = key_len;
     f->refs = 1;

@@ -174,6 +174,80 @@ Test(corio_future, shield_end_without_begin_aborts, .signal = SIGABRT, .timeout 
     corio_sched_run(s, shield_end_unbalanced, NULL);
 }
 
+/* A mutex unlocked where no task runs (here: after the scheduler returned, its holder
+ * gone) aborts, as an unlock by a task that does not hold it does. */
+static struct corio_mutex held_mu;
+
+static void lock_and_leave(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    cr_assert_eq(corio_mutex_lock(t, &held_mu), 0);
+}
+
+Test(corio_future, mutex_unlock_outside_a_task_aborts, .signal = SIGABRT, .timeout = 10)
+{
+    struct corio_sched *s;
+    cr_assert_eq(corio_sched_new(&s, NULL), 0);
+    cr_assert_eq(corio_sched_run(s, lock_and_leave, NULL), 0);
+    corio_mutex_unlock(&held_mu);
+}
+
+/* corio_log's path: children numbered from 0; deeper than 64, "..." and the last 64. */
+static void log_deep(struct corio_task *t, void *arg)
+{
+    int left = (int)(intptr_t)arg;
+    if (left == 0)
+        corio_log(t, "deep");
+    else
+        corio_spawn(t, log_deep, (void *)(intptr_t)(left - 1), NULL);
+}
+
+static void log_none(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+static void log_second(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    corio_spawn(t, log_none, NULL, NULL);
+    corio_spawn(t, log_deep, (void *)(intptr_t)0, NULL); /* 2/1 */
+}
+
+static void log_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    corio_log(t, "root");
+    corio_spawn(t, log_none, NULL, NULL);
+    corio_spawn(t, log_none, NULL, NULL);
+    corio_spawn(t, log_second, NULL, NULL);                 /* the third child: 2 */
+    corio_spawn(t, log_deep, (void *)(intptr_t)69, NULL);   /* 70 levels under the root */
+}
+
+T_F(log_paths_count_children_from_0_and_mark_a_cut)
+{
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.flags = CORIO_TRACE;
+    cr_assert_eq(corio_sched_new(&f_sched, &cfg), 0);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/trace.txt", t_dir);
+    cr_assert_not_null(freopen(path, "w", stderr));
+    cr_assert_eq(corio_sched_run(f_sched, log_root, NULL), 0);
+    fflush(stderr);
+    FILE *f = fopen(path, "r");
+    char text[1024] = {0};
+    cr_assert_gt(fread(text, 1, sizeof text - 1, f), 0);
+    fclose(f);
+    char want[1024];
+    int n = snprintf(want, sizeof want, "[0] root\n[0/2/1] deep\n[...");
+    for (int i = 0; i < 64; i++)
+        n += snprintf(want + n, sizeof want - (size_t)n, "/0");
+    snprintf(want + n, sizeof want - (size_t)n, "] deep\n");
+    cr_assert_str_eq(text, want);
+}
+
 /* =========================================================================================
  * Futures
  * ======================================================================================= */
@@ -1136,6 +1210,7 @@ struct jarg {
                               * lasts sleep_ms by the clock however long each sleep takes */
     int          finish;     /* return CORIO_JOB_FINISH */
     int          after;      /* first waits, reporting progress, until this many ended */
+    int          deaf;       /* its sleep's error is ignored: the run goes on to DONE */
 };
 
 static int j_init(struct corio_task *t, struct corio_job_task *jt)
@@ -1164,7 +1239,7 @@ static int j_run(struct corio_task *t, struct corio_job_task *jt)
             }
         } else {
             int r = corio_sleep(t, a->sleep_ms * MS);
-            if (r)
+            if (r && !a->deaf)
                 return r;
         }
     }
@@ -1358,6 +1433,43 @@ T_F(job_timeout)
     cr_assert_null(c.j.failed, "the job's timeout, not a task's");
     cr_assert_lt(c.ms, 5000, "the tasks' 10 s sleeps were cut");
     cr_assert_eq(c.log.fin_count[0] + c.log.fin_count[1], 2, "finalizers ran after the timeout");
+}
+
+/* A task that takes its -ETIMEDOUT and returns CORIO_JOB_DONE: the job still timed out. */
+T_F(job_timeout_holds_when_the_tasks_ignore_it)
+{
+    static struct job_case c;
+    job_case_init(&c, 1, 0);
+    c.a[0].sleep_ms = 10000;
+    c.a[0].deaf = 1;
+    job_case_add(&c, 1, 0);
+    corio_job_set_timeout(&c.j, 20 * MS);
+    cr_assert_eq(frun(job_root, &c), 0);
+    cr_assert_eq(c.res, -ETIMEDOUT);
+    struct corio_job_task *who = &c.jt[0];
+    cr_assert_eq(corio_job_error(&c.j, &who), -ETIMEDOUT);
+    cr_assert_null(who, "the job's timeout, not a task's");
+    cr_assert_eq(c.jt[0].result, 0, "the task itself ended with DONE");
+    cr_assert_lt(c.ms, 5000, "the 10 s sleep was cut");
+}
+
+/* Cancelled before it starts: no task runs, not even the one-shot's init. */
+static void job_cancel_first_root(struct corio_task *t, void *arg)
+{
+    struct job_case *c = arg;
+    corio_job_cancel(&c->j, -EIO);
+    c->res = corio_job_run(t, &c->j);
+}
+
+T_F(job_cancelled_before_it_starts_runs_nothing)
+{
+    static struct job_case c;
+    job_case_init(&c, 3, 1);
+    job_case_add(&c, 3, 1);
+    cr_assert_eq(frun(job_cancel_first_root, &c), 0);
+    cr_assert_eq(c.res, -EIO);
+    cr_assert_str_eq(c.log.events, "", "callbacks ran: %s", c.log.events);
+    cr_assert_null(c.j.failed);
 }
 
 T_F(job_idle_timeout)

@@ -449,6 +449,13 @@ static int expensive(struct corio_task *t, void *arg, void **out)
     return 42;
 }
 
+static int null_key_fn(struct corio_task *t, void *arg, void **out)
+{
+    (void)t;
+    *out = arg;
+    return 5;
+}
+
 static int shared_count;
 static void caller(struct corio_task *t, void *arg)
 {
@@ -516,6 +523,64 @@ static void group_root(struct corio_task *t, void *arg)
     /* Reuse after init. */
     corio_group_init(&g, t);
     cr_assert_eq(corio_group_wait(&g), 0, "empty group");
+}
+
+/* A member adds members (Go's errgroup lets g.Go run inside a member): the group waits for
+ * them, and a failing one cancels the rest. */
+static struct corio_group adding_g;
+
+static int adding_member(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    cr_assert_eq(corio_group_go(&adding_g, slow_member, NULL), 0);
+    cr_assert_eq(corio_group_go(&adding_g, failing_member, NULL), 0);
+    return 0;
+}
+
+static void adding_root(struct corio_task *t, void *arg)
+{
+    corio_group_init(&adding_g, t);
+    cr_assert_eq(corio_group_go(&adding_g, adding_member, NULL), 0);
+    int64_t t0 = corio_now();
+    cr_assert_eq(corio_group_wait(&adding_g), -EIO);
+    cr_assert_lt(corio_now() - t0, 2LL * 1000 * 1000 * 1000, "cancellation is prompt");
+    /* corio_do with no key (NULL, length 0) is one more key. */
+    void *out;
+    cr_assert_eq(corio_do(t, NULL, 0, null_key_fn, arg, &out, NULL), 5, "a NULL key of length 0");
+}
+
+T_CO(a_member_adds_members)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    cr_assert_eq(corio_sched_run(t_sched, adding_root, NULL), 0);
+}
+
+/* A task that is not under the group's task may not add to it. */
+static void outsider(struct corio_task *t, void *arg)
+{
+    (void)t;
+    corio_group_go(arg, slow_member, NULL);
+}
+
+static void sleeper_task(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    corio_sleep(t, 1000000);
+}
+
+static void outsider_root(struct corio_task *t, void *arg)
+{
+    static struct corio_group g;
+    struct corio_task *owner;
+    cr_assert_eq(corio_spawn(t, sleeper_task, NULL, &owner), 0);
+    corio_group_init(&g, owner); /* a sibling's group */
+    corio_spawn(t, outsider, &g, NULL);
+}
+
+T_CO(group_go_from_outside_the_group_aborts, .signal = SIGABRT)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    corio_sched_run(t_sched, outsider_root, NULL);
 }
 
 T_CO(nested_groups_first_error_cancels_the_rest)
