@@ -48,8 +48,9 @@ typedef void corio_dispatch_fn(void *user, struct corio_batch *b);
 
 struct corio_config {
     struct afs_ctx    *ctx;        /* NULL: the scheduler creates its own with defaults */
-    size_t             stack_size; /* per task; default 256 KiB virtual, guard page below */
-    unsigned           io_limit;   /* generic requests in flight at most; default 128 */
+    size_t             stack_size; /* per task; default (and 0) 256 KiB virtual, guard page
+                                      below; at most 1 GiB */
+    unsigned           io_limit;   /* generic requests in flight at most, >= 1; default 128 */
     corio_dispatch_fn *dispatch;   /* generic batched I/O (corio_io); may be NULL */
     void              *dispatch_user;
     unsigned           flags;      /* CORIO_TRACE */
@@ -706,7 +707,8 @@ AFS_API const char *corio_net_error(void);
  * run in a loop: run returns CORIO_JOB_TICK (progress, call again), CORIO_JOB_IDLE (no
  * progress, call again after letting others run), CORIO_JOB_DONE (this task is finished),
  * CORIO_JOB_FINISH (the whole job is finished: the other tasks are cancelled, the job
- * succeeds) or a negative errno: the job fails. The first failure (an init or run error, an
+ * succeeds) or a negative errno: the job fails (another positive value counts as
+ * CORIO_JOB_DONE). The first failure (an init or run error, an
  * idle timeout, the job timeout, or corio_job_cancel() with an error) cancels every task of
  * the job and is recorded: corio_job_error() tells which task and why. Each task runs as its
  * own corio task (a child of the job's runner, itself a child of the task that starts the
