@@ -642,7 +642,9 @@ AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,
  * writes that wait for the other end are ended by cancellation and deadlines on every
  * backend (the pipe is non-blocking where the context waits on readiness: see asyncfs.h,
  * "Files without offsets"). Windows has no pipes as asyncfs files: there the two ends are a connected socket pair (TCP over
- * loopback, as afs_socketpair makes it). Returns 0, -EMFILE / -ENFILE, -ENOMEM, or (Windows)
+ * loopback, as afs_socketpair makes it), so a write after the reader closed *r may still
+ * succeed once, its bytes lost (TCP learns of the close from that write's reset), and the
+ * next one fails (-ECONNRESET); on POSIX systems the first such write is -EPIPE. Returns 0, -EMFILE / -ENFILE, -ENOMEM, or (Windows)
  * afs_socketpair's error. */
 AFS_API int corio_pipe(struct corio_task *t, struct corio_stream **r, struct corio_stream **w);
 
