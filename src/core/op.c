@@ -1070,14 +1070,32 @@ static bool link_cuts(const struct afs_ctx *ctx, const struct afs_op *op)
     return !ctx->be->link_cuts || ctx->be->link_cuts(op);
 }
 
+/* The most one read or write system call moves on Linux (MAX_RW_COUNT: INT_MAX rounded down
+ * to a page, here to the largest page, 64 KiB). */
+#define KERNEL_RW_MAX ((size_t)INT_MAX & ~(size_t)0xffff)
+
+/* Whether what is left of op goes to the kernel as one transfer. The core cuts a buffer at
+ * AFS__CHUNK_MAX and the kernel cuts a transfer at KERNEL_RW_MAX, reporting what it moved as
+ * if it were the whole: the link after a member that takes several steps would go on after
+ * its first one, and the next member would run before the rest of it. */
+static bool one_step(struct afs_op *op)
+{
+    struct afs__op *o = afs__op(op);
+    if (afs__is_ctl(o) || afs__is_meta(o))
+        return true;
+    struct afs__span s;
+    afs__op_span(op, &s);
+    return s.len == o->total - o->done && s.len <= KERNEL_RW_MAX;
+}
+
 /* A chain whose head is about to be staged: when the backend links (io_uring) and takes
- * every member up to the first whose failure the kernel would not cut the link at (or the
- * end), those are staged now, linked, in one submission (the rest starts after the last of
+ * every member up to the first whose failure the kernel would not cut the link at, or that
+ * takes more than one transfer (or the end), those are staged now, linked, in one submission (the rest starts after the last of
  * them: chain_step); else 0 and the members run one after another. Returns the members
  * staged after the head. */
 static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
 {
-    if (!ctx->be->link || ctx->crash || !link_cuts(ctx, head))
+    if (!ctx->be->link || ctx->crash || !link_cuts(ctx, head) || !one_step(head))
         return 0;
     unsigned n = 1;
     for (struct afs_op *m = afs__op(head)->chain_next; m; m = afs__op(m)->chain_next) {
@@ -1087,8 +1105,8 @@ static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
             (ctx->be->accepts && !ctx->be->accepts(ctx, m)))
             return 0;
         n++;
-        if (!link_cuts(ctx, m))
-            break;
+        if (!link_cuts(ctx, m) || !one_step(m))
+            break; /* linked last: the members after it start once it is done */
     }
     if (bounded_inflight(ctx) + n - 1 > ctx->cfg.queue_depth || !ctx->be->link(ctx, head, n))
         return 0;

@@ -7,6 +7,11 @@
 #if !defined(_WIN32) && defined(AFS_HAVE_URING)
 #include "../helpers/syscount.h"
 #endif
+#ifndef _WIN32
+#include <sys/mman.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#endif
 
 static int c_order[16], c_n;
 static void c_cb(struct afs_op *op)
@@ -151,6 +156,50 @@ T_IO(chain_goes_on_after_a_short_read)
 }
 
 #ifndef _WIN32
+/* A member over what one system call moves (MAX_RW_COUNT, 4 KiB under 2 GiB): the kernel
+ * moves that much and reports it as the whole, so a link to the next member would not break
+ * there and the next member would run before the rest of this one. The member is written in
+ * full first (the next one, a byte inside its tail, lands over it), then the rest runs;
+ * AFS_CHAIN_WAIT returns after every callback, in order. The 2 GiB come from an untouched
+ * mapping (no memory) and stay in the page cache only briefly (no sync: the file is
+ * removed). */
+T_IO(chain_member_over_2_gib_runs_whole_before_the_next)
+{
+    t_new_ctx();
+    uint64_t want = ((uint64_t)1 << 31) + 8192;
+    struct statvfs vfs;
+    if ((size_t)want != want)
+        cr_skip_test("no 2 GiB size_t");
+    if (statvfs(t_dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < 2 * want)
+        cr_skip_test("under 4 GiB free in %s", t_dir);
+    size_t big = (size_t)want;
+    void *zeros = mmap(NULL, big, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (zeros == MAP_FAILED)
+        cr_skip_test("no 2 GiB of address space");
+    struct afs_file *f = c_open("big", AFS_RDWR | AFS_CREAT);
+    struct afs_op op[3];
+    c_n = 0;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_write(&op[0], f, zeros, big, 0, c_cb, (void *)0), 0);
+    cr_assert_eq(afs_queue_write(&op[1], f, "x", 1, big - 1, c_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_write(&op[2], f, "y", 1, 0, c_cb, (void *)2), 0);
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), 0);
+    cr_assert_eq(c_n, 3, "AFS_CHAIN_WAIT returned after %d callbacks", c_n);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(c_order[i], i, "callback %d ran %dth", c_order[i], i);
+    cr_assert_eq(op[0].result, (ssize_t)big);
+    cr_assert_eq(op[1].result, 1);
+    cr_assert_eq(op[2].result, 1, "%s", afs_strerror((int)op[2].result));
+    char c = 0;
+    cr_assert_eq(afs_pread(f, &c, 1, big - 1), 1);
+    cr_assert_eq(c, 'x', "the second member ran before the end of the first");
+    cr_assert_eq(afs_pread(f, &c, 1, 0), 1);
+    cr_assert_eq(c, 'y');
+    cr_assert_eq(afs_close(f), 0);
+    munmap(zeros, big);
+    unlink(t_path("big"));
+}
+
 /* A chain whose first write fails: the fsync does not run and does not report success, the
  * commit record is not written. The file is opened read-only underneath a file the library
  * believes writable, so the kernel itself refuses the write (-EBADF) on every backend. */
