@@ -989,13 +989,14 @@ struct corio_log;
 
 struct corio_log_stats {
     uint64_t appends; /* records appended (accepted into a batch) */
-    uint64_t batches; /* writes made, each followed by one fdatasync */
-    uint64_t bytes;   /* bytes written */
+    uint64_t batches; /* batches made durable: a write (none for sync points alone), then
+                         one fdatasync */
+    uint64_t bytes;   /* bytes written, a failed batch's as far as its write went */
 };
 
 /* Opens a log on f whose first record goes at offset `start` (typically the file's size).
  * t becomes the parent of the log's flusher task. Returns 0 and *out, -EINVAL (NULL
- * argument), or -ENOMEM. */
+ * argument, start above INT64_MAX), or -ENOMEM. */
 AFS_API int  corio_log_open(struct corio_task *t, struct afs_file *f, uint64_t start,
                             struct corio_log **out);
 /* Appends len bytes of rec (len 0: a pure sync point, which waits until every record

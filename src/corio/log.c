@@ -71,11 +71,12 @@ static void batch_put(struct corio_log *log, struct log_batch *b)
 
 /* One linked chain, one submission: the batch's write, then fdatasync, which runs only
  * when the write succeeded in full (else it is -ECANCELED, never run). Returns 0 or the
- * first failure. */
-static int write_and_sync(struct corio_log *log, struct log_batch *b)
+ * first failure, and in *written the bytes the write moved. */
+static int write_and_sync(struct corio_log *log, struct log_batch *b, size_t *written)
 {
     struct afs_ctx *ctx = log->f->ctx;
     struct afs_op w, s;
+    *written = 0;
     int r = afs_chain_begin(ctx);
     if (r < 0)
         return r;
@@ -87,7 +88,10 @@ static int write_and_sync(struct corio_log *log, struct log_batch *b)
         (void)afs_chain_end(ctx, AFS_CHAIN_CANCEL | AFS_CHAIN_WAIT);
         return r;
     }
-    return afs_chain_end(ctx, AFS_CHAIN_WAIT);
+    r = afs_chain_end(ctx, AFS_CHAIN_WAIT);
+    if (b->len && w.result > 0)
+        *written = (size_t)w.result;
+    return r;
 }
 
 static void flusher(struct corio_task *t, void *arg)
@@ -113,9 +117,10 @@ static void flusher(struct corio_task *t, void *arg)
             r = log->err = -ENOMEM; /* no batch to fill next: this one fails, and the log */
         if (r == 0) {
             log->open = next;
-            r = write_and_sync(log, b);
-            log->stats.batches++;
-            log->stats.bytes += b->len;
+            size_t written;
+            r = write_and_sync(log, b, &written);
+            log->stats.batches += r == 0;
+            log->stats.bytes += written;
             if (r < 0)
                 log->err = r; /* failed for good: no later sync may stand for this one */
             else

@@ -247,6 +247,9 @@ T_LOG(enospc_fails_the_batch_and_the_log)
     struct stat st;
     cr_assert_eq(stat(run.path, &st), 0);
     cr_assert_eq(st.st_size, NTASKS * RECLEN);
+    /* The counters say what was written and made durable: the first batch. */
+    cr_assert_eq(run.stats.batches, 1);
+    cr_assert_eq(run.stats.bytes, NTASKS * RECLEN);
 }
 
 T_LOG(a_failed_fdatasync_poisons_the_log)
@@ -273,6 +276,8 @@ T_LOG(a_failed_fdatasync_poisons_the_log)
     }
     cr_assert_eq(durable_max, NTASKS * RECLEN, "durable moved past the failed batch");
     cr_assert_eq(s_calls, 2, "an fdatasync was retried after the failure");
+    cr_assert_eq(run.stats.batches, 1, "the batch whose fdatasync failed is not durable");
+    cr_assert_eq(run.stats.bytes, 2 * NTASKS * RECLEN, "its write went through");
 }
 
 T_LOG(a_cancelled_waiter_returns_ecanceled_and_its_record_may_land)
