@@ -115,6 +115,8 @@ bad "--engine" --engine=fio --filename="$f"
 bad "--direct" --direct=yes --filename="$f"
 bad "--output-format" --output-format=xml --filename="$f"
 bad "unknown option" --frobnicate=1 --filename="$f"
+bad "unknown option '--version'" --version
+bad "needs a value" --filename="$f" --bs
 bad "--filename" --rw=read
 bad "O_DIRECT" --bs=1000 --direct=1 --filename="$f"
 bad "give --size" --filename="$dir/missing"

@@ -34,6 +34,16 @@ if [ "${1:-}" = "--errors" ]; then
   expect "-eq 1" "not a regular file" "$ex/corio_files" "$tmp/fifo"
   expect "-eq 1" "standard output" sh -c '"$0" "$1" >/dev/full' "$ex/corio_files" "$tmp/data"
   expect "-eq 0" "" "$ex/corio_files" "$tmp/data" 7
+  # Its checksum is the file's, whatever the task count, and the sum the text gives.
+  sums=$(for n in 1 7 16; do "$ex/corio_files" "$tmp/data" $n | sed -n 's/.*checksum \([0-9a-f]*\).*/\1/p'; done | sort -u)
+  # (100,000 bytes: the sum stays below 2^53, exact in awk's doubles)
+  want=$(printf '%016x' "$(od -An -v -tu1 "$tmp/data" |
+    awk '{ for (i = 1; i <= NF; i++) { k++; s += k * $i } } END { printf "%.0f", s }')")
+  if [ "$sums" != "$want" ]; then
+    fail "corio_files: checksums '$(echo $sums)' for 1, 7 and 16 tasks, want $want"
+  else
+    echo "ok   corio_files: checksum $want for 1, 7 and 16 tasks"
+  fi
 
   # asyncfs_example and gowork_job write a file of their own and remove it: a path that
   # already exists is refused, and kept as it was.

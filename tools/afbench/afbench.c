@@ -912,6 +912,18 @@ static void bad(const char *opt, const char *val, const char *want)
     die(EXIT_USAGE, "--%s: '%s' is not %s (see --help)", opt, val, want);
 }
 
+/* Whether name (after '-' for '_') is an option that takes a value. */
+static bool known_option(const char *name)
+{
+    static const char *const names[] = {
+        "rw", "readwrite", "engine", "ioengine", "output-format", "bs", "size", "threshold",
+        "iodepth", "runtime", "direct", "offload", "threads", "io-workers", "filename"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i]))
+            return true;
+    return false;
+}
+
 static void parse_args(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){.rw = RW_RANDREAD, .engine = ENG_CORIO, .bs = 4096, .iodepth = 1,
@@ -939,6 +951,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
             val = eq + 1;
         else if (!strcmp(name, "fixedbufs") || !strcmp(name, "registerfiles"))
             val = "1"; /* fio's spelling: a bare switch */
+        else if (!known_option(name))
+            die(EXIT_USAGE, "unknown option '%s' (see --help)", a);
         else if (i + 1 < argc)
             val = argv[++i];
         else
