@@ -17,7 +17,8 @@
  *               [--timeout SECONDS]
  *
  * Serves DIR (default: the current directory); a target ending in "/" is its "index.html"
- * ("/" is "/index.html"). The path is percent-decoded; paths with ".." (after decoding) are
+ * ("/" is "/index.html"); a target in absolute form ("http://host/path") is its path. The
+ * path is percent-decoded; paths with ".." (after decoding) are
  * refused (400), as are control characters in a target; symlinks in DIR are followed
  * wherever they point, as nginx does by default; only regular files are served (a
  * directory named without its "/" is 301 to the name with it, the query kept, as with
@@ -290,6 +291,20 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
     for (const unsigned char *p = (const unsigned char *)target; *p; p++)
         if (*p < 0x21 || *p == 0x7f)
             return 400;
+    /* The absolute form ("http://host/path", RFC 9112 3.2.2, which a server must take):
+     * its path, "/" when it has none. */
+    if (!strncasecmp(target, "http://", 7) || !strncasecmp(target, "https://", 8)) {
+        char *path = strpbrk(target + (target[4] == ':' ? 7 : 8), "/?");
+        if (!path) {
+            target[0] = '/'; /* in place: the target is the line's copy */
+            target[1] = '\0';
+        } else if (*path == '?') {
+            path[-1] = '/'; /* "http://host?q": "/?q", over the host's last byte */
+            target = path - 1;
+        } else {
+            target = path;
+        }
+    }
     size_t rl = strlen(target);
     if (rl >= sizeof r->raw)
         return 414;

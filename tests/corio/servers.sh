@@ -11,7 +11,8 @@
 #    403 for a FIFO (its open
 #    must not wait) and a directory without index.html, 301 to "DIR/" for "DIR" (the query
 #    kept), one byte range (206, its bytes; 416 past the end; the whole file for several
-#    ranges or an If-Range), 400 for a control character in a target, a client that leaves in the middle of a 4 MiB response
+#    ranges or an If-Range), 400 for a control character in a target, the absolute form
+#    of a target, a client that leaves in the middle of a 4 MiB response
 #    (the server goes on serving the next), 503 when no descriptor is left; with bodies
 #    sent by afs_sendfile and by read+send; --timeout: a silent client, one that stops in
 #    the middle of a request and one that stops reading responses are dropped, and the
@@ -205,6 +206,11 @@ file_checks() { # file_server's arguments
   printf 'GET /missing/ HTTP/1.1\r\nHost: x\r\n\r\n' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 404 Not Found" ] || fail "file: status '$status' for a missing directory"
+  # The absolute form (RFC 9112 3.2.2): its path.
+  printf 'GET http://x/sub/ HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && [ "$(cat "$dir/got4")" = index ] ||
+    fail "file: status '$status' for an absolute-form target"
   # One byte range: 206 and its bytes (a large one goes by sendfile where the others do).
   printf 'GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-200999\r\n\r\n' >&3
   response "$dir/got4"
