@@ -6,7 +6,8 @@
 # Every run is also kept as bench/results/compare-<time>-<host>.csv (bench/results.sh).
 #
 # Each depth runs every engine once, one after the other, then fio io_uring, so slow drift of
-# a shared disk hits them alike. pread and fio psync ignore the depth: they run once.
+# a shared disk hits them alike. pread and fio psync ignore the depth: they run once. fio keeps
+# its random map (every block once a pass), as afbench does.
 # About 27 points x RUNTIME seconds (default 3: ~1.5 minutes) plus the file's first layout.
 #
 # Environment (defaults):
@@ -58,7 +59,7 @@ print("%s,%d,%.0f,%.3f,%.1f,%.1f,%.4f" % (sys.argv[2], j["iodepth"], j["iops"], 
 fio_run() { # ioengine depth label
   local j
   j=$(fio --name=cmp --filename="$FILE" --rw="$RW" --bs="$BS" --direct="$DIRECT" --size="$SIZE" \
-        --ioengine="$1" --iodepth="$2" --runtime="$RUNTIME" --time_based --norandommap \
+        --ioengine="$1" --iodepth="$2" --runtime="$RUNTIME" --time_based \
         --randrepeat=1 --lat_percentiles=1 --output-format=json 2>/dev/null)
   python3 -c '
 import json, sys

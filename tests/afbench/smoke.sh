@@ -57,6 +57,22 @@ assert j["backend"] == "threads" and j["syscalls_per_io"] >= 1, j["syscalls_per_
 print("ok   threads backend: %.3f syscalls/IO" % j["syscalls_per_io"])
 ' "$out" || fail "threads backend: syscalls_per_io below 1: $out $(cat "$dir/err")"
 
+# A random job without --runtime writes every block once (fio's random map), on every
+# engine: a new file of 1 MiB is whole, with every block allocated.
+for e in corio queue pread threads uring-raw; do
+  rm -f "$dir/rw"
+  "$afbench" --engine=$e --rw=randwrite --bs=4k --size=1m --filename="$dir/rw" >/dev/null 2>"$dir/err"
+  rc=$?
+  if [ $rc -eq 3 ]; then echo "skip $e randwrite coverage: $(cat "$dir/err")"; continue; fi
+  size=$(stat -c %s "$dir/rw" 2>/dev/null || echo 0)
+  alloc=$(( $(stat -c %b "$dir/rw" 2>/dev/null || echo 0) * 512 ))
+  if [ $rc -ne 0 ] || [ "$size" -ne 1048576 ] || [ "$alloc" -lt 1048576 ]; then
+    fail "$e randwrite --size=1m: exit $rc, $size bytes, $alloc allocated: $(cat "$dir/err")"
+  else
+    echo "ok   $e randwrite covers all 256 blocks"
+  fi
+done
+
 # The data file was created at --size for reads.
 [ "$(stat -c %s "$f")" -eq $((4 << 20)) ] || fail "the read file is not 4 MiB"
 

@@ -239,6 +239,7 @@ struct job {
     struct afs_file   *file;     /* corio, queue */
     int                seq, write;
     uint64_t           nblocks;  /* offsets are in [0, nblocks) * bs */
+    unsigned           bits;     /* the smallest power of two >= nblocks, as a bit count */
     uint64_t           budget;   /* I/Os to issue at most (UINT64_MAX: until the deadline) */
     uint64_t           deadline; /* now_ns() value; 0: none */
     atomic_uint_fast64_t issued;
@@ -258,6 +259,30 @@ struct worker {
     struct hist h;
 };
 
+/* The block of a random job's n-th I/O. Each pass over the file (nblocks I/Os) is a
+ * permutation of its blocks, another one each pass: every block once per pass, as fio's
+ * random map gives. The permutation is a bijection of the bits-bit numbers (three rounds of
+ * a multiply by an odd constant, an xor-shift and the pass's key, each one-to-one), walked
+ * again while it lands at nblocks or above (cycle walking: then a bijection of [0, nblocks),
+ * under two steps on average). */
+static inline uint64_t shuffle(const struct job *j, uint64_t n)
+{
+    uint64_t x = n % j->nblocks;
+    if (j->bits == 0)
+        return 0;
+    uint64_t mask = j->bits >= 64 ? ~0ull : (1ull << j->bits) - 1;
+    uint64_t key = splitmix64(SEED ^ (n / j->nblocks));
+    unsigned s = (j->bits + 1) / 2;
+    do {
+        for (int r = 0; r < 3; r++) {
+            x = (x * 0x9e3779b97f4a7c15ull) & mask;
+            x ^= x >> s;
+            x = (x + (key >> (r * 16))) & mask;
+        }
+    } while (x >= j->nblocks);
+    return x;
+}
+
 /* Claims the next I/O: 1 and its offset, or 0 when the job is over (budget spent, deadline
  * passed, or an error). `now` is the caller's latest clock reading. */
 static inline int claim(struct worker *w, uint64_t now, uint64_t *off)
@@ -269,7 +294,7 @@ static inline int claim(struct worker *w, uint64_t now, uint64_t *off)
     uint64_t n = atomic_fetch_add_explicit(&j->issued, 1, memory_order_relaxed);
     if (n >= j->budget)
         return 0;
-    uint64_t blk = j->seq ? n % j->nblocks : xorshift64s(&w->rng) % j->nblocks;
+    uint64_t blk = j->seq ? n % j->nblocks : shuffle(j, n);
     *off = blk * j->o->bs;
     return 1;
 }
@@ -598,8 +623,9 @@ static void co_root(struct corio_task *t, void *arg)
 }
 
 /* --threads=N: the corio engine on a runtime of N schedulers (one thread and one context
- * each), each opening the file on its own context and running iodepth tasks (fio's numjobs:
- * N x iodepth I/Os in flight). The schedulers' threads start inside the timed run. */
+ * each), each opening the file on its own context and running iodepth tasks: N x iodepth
+ * I/Os in flight, as with fio's numjobs, but sharing one job's I/Os. The schedulers'
+ * threads start inside the timed run. */
 struct rt_part {
     const struct opts *o;
     struct job        *j;
@@ -748,7 +774,8 @@ static uint64_t prepare_file(struct opts *o, int write)
                                    : "a special file");
     int fd = open(o->filename, O_RDWR | O_CLOEXEC | (created ? O_CREAT | O_EXCL : 0), 0644);
     int read_only = 0;
-    if (fd < 0 && errno == EACCES && !write && !created) {
+    if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY) &&
+        !write && !created) { /* not writable here (mode, read-only mount, immutable) */
         fd = open(o->filename, O_RDONLY | O_CLOEXEC);
         read_only = fd >= 0;
     }
@@ -766,11 +793,10 @@ static uint64_t prepare_file(struct opts *o, int write)
     }
     if (created)
         fprintf(stderr, "afbench: %s: created\n", o->filename);
+    fstat(fd, &st);
+    if (S_ISBLK(st.st_mode) && (uint64_t)have < o->size) /* reads and writes alike */
+        die(1, "%s: the device holds %" PRId64 " bytes, fewer than --size", o->filename, have);
     if (!write && (uint64_t)have < o->size) {
-        fstat(fd, &st);
-        if (S_ISBLK(st.st_mode))
-            die(1, "%s: the device holds %" PRId64 " bytes, fewer than --size", o->filename,
-                have);
         if (read_only)
             die(1, "%s: Permission denied: the file is read-only here and holds %" PRId64
                 " bytes, fewer than --size to read", o->filename, have);
@@ -810,12 +836,15 @@ static void usage(FILE *out)
 "usage: afbench --filename=PATH [options]\n"
 "  --engine=corio|queue|pread|threads|uring-raw   (default corio)\n"
 "  --rw=read|write|randread|randwrite             (default randread)\n"
-"  --bs=SIZE          block size, k/m/g suffixes (default 4k)\n"
+"  --bs=SIZE          block size, k/m/g suffixes, powers of 1024 (default 4k)\n"
 "  --iodepth=N        I/Os in flight, 1..%u (default 1; pread ignores it)\n"
-"  --size=SIZE        bytes of the file to use (default: the file's size). Sequential jobs\n"
-"                     stop after SIZE bytes; random jobs without --runtime do SIZE/bs I/Os\n"
-"  --runtime=SECONDS  time limit (s, ms, m suffixes); random jobs run this long, sequential\n"
-"                     ones stop earlier once SIZE is done. 0: no limit (default)\n"
+"  --size=SIZE        bytes of the file to use (default: the file's size; a last partial\n"
+"                     block is left out). Sequential jobs stop after SIZE bytes; random\n"
+"                     jobs without --runtime do SIZE/bs I/Os, each block once, in an order\n"
+"                     that changes at each pass over the file (as fio's random map)\n"
+"  --runtime=SECONDS  time limit (s, ms, m suffixes); random jobs run this long (fio's\n"
+"                     time_based), sequential ones stop earlier once SIZE is done.\n"
+"                     0: no limit (default)\n"
 "  --direct=0|1       O_DIRECT (default 0)\n"
 "  --threshold=SIZE   corio: afs_config.sync_threshold (default 0: every I/O batched)\n"
 "  corio and queue on io_uring:\n"
@@ -825,7 +854,8 @@ static void usage(FILE *out)
 "  --registerfiles    register the file (afs_ctx_register_files; needs --direct=1)\n"
 "  --io-workers=N     cap the kernel's I/O workers (afs_config.io_workers; 0 = default)\n"
 "  --threads=N        corio: N schedulers on N threads (a corio runtime), each with its own\n"
-"                     context, file handle and iodepth tasks (default 1)\n"
+"                     context, file handle and iodepth tasks (default 1); they share the\n"
+"                     job's I/Os (fio's numjobs gives each job its own SIZE)\n"
 "  --filename=PATH    the file; for reads it is created or extended to SIZE (said on stderr)\n"
 "  --output-format=normal|json|csv\n"
 "Exit codes: 0 done, 1 I/O or setup error, 2 bad command line, 3 engine not available.\n",
@@ -845,7 +875,8 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-/* "4096", "4k", "4K", "4kb", "4KiB", "1m", "1g", "1t": powers of 1024, as fio by default. */
+/* "4096", "4k", "4K", "4kb", "4KiB", "1m", "1g", "1t": powers of 1024 in every form (fio's
+ * default, kb_base=1024, takes "KiB" as 1000 and "k" as 1024). */
 static int parse_size(const char *s, uint64_t *out)
 {
     if (!*s || *s < '0' || *s > '9')
@@ -1197,10 +1228,12 @@ int main(int argc, char **argv)
     prepare_file(&o, j.write);
     j.nblocks = o.size / o.bs;
     if (j.nblocks == 0)
-        die(EXIT_USAGE, "%s: --size (%" PRIu64 " bytes) holds no block of --bs=%" PRIu64,
-            o.filename, o.size, o.bs);
-    /* fio's semantics: a sequential job covers --size once; a random one does as many I/Os,
-     * unless a --runtime is given: then it runs for that long. */
+        die(EXIT_USAGE, "%s: %s (%" PRIu64 " bytes) holds no block of --bs=%" PRIu64,
+            o.filename, o.size_set ? "--size" : "the file", o.size, o.bs);
+    while (j.bits < 64 && (1ull << j.bits) < j.nblocks)
+        j.bits++;
+    /* A sequential job covers --size once; a random one does as many I/Os (each block once),
+     * unless a --runtime is given: then it runs for that long (fio's time_based). */
     j.budget = (!j.seq && o.runtime_s > 0) ? UINT64_MAX : j.nblocks;
 
     struct worker w;
