@@ -1114,7 +1114,11 @@ AFS_API int afs_openat_file(struct afs_ctx *ctx, int dirfd, const char *path, in
  *    wanted from an accept, MSG_OOB and datagram sockets are always plain ops (a MSG_PEEK is served
  *    from what the multishot received, without taking it). A kernel without the buffer ring (before
  *    Linux 5.19), the multishot receive (6.0) or the multishot accept (5.19) gets the plain ops;
- *    afs_ctx_sock_info() says which and why. Nothing of this changes what the calls return.
+ *    afs_ctx_sock_info() says which and why. Nothing of this changes what the calls return,
+ *    but for urgent data: the armed multishot receives past TCP's urgent mark as soon as data
+ *    comes, and the kernel then drops the urgent byte, so a MSG_OOB receive after the first
+ *    receive finds none (-EINVAL, as recv(2) after a read past the mark). A socket that gets
+ *    urgent data wants AFS_CTX_PLAIN_SOCKETS on its context, or SO_OOBINLINE.
  *    afs_close of a socket whose multishot is armed cancels it and waits for the kernel to end it
  *    (one more system call), so the socket is closed in the kernel when afs_close returns.
  *  - Every other backend, and io_uring on kernels without those opcodes (before Linux
@@ -1225,16 +1229,22 @@ AFS_API int afs_accept(struct afs_file *s, struct sockaddr *addr, socklen_t *add
 
 /* One receive into buf: the bytes that arrived, up to len, as soon as there are some (a
  * short count is normal). 0 is the orderly end of the stream (the peer shut down its
- * sending side, or closed) or a zero-length request (nothing waits). flags: 0, or
- * MSG_PEEK (leave the data in the socket), MSG_WAITALL (wait until len bytes came, or the
- * end of the stream, which gives a short count), MSG_OOB; others are -EINVAL.
+ * sending side, or closed), an empty datagram, or a zero-length request (nothing waits,
+ * nothing is taken). flags: 0, or MSG_PEEK (leave the data in the socket), MSG_WAITALL
+ * (wait until len bytes came, or the end of the stream, which gives a short count; on a
+ * socket of messages, datagram or seqpacket, one message as without it), MSG_OOB; others,
+ * and MSG_PEEK with MSG_WAITALL, are -EINVAL. An error after part of a MSG_WAITALL receive
+ * (a reset) returns that part, and the next call on the socket returns the error, as
+ * recv(2) does.
  * Returns the bytes, 0, -EINVAL (NULL buf with len > 0, len above SSIZE_MAX, bad flags),
  * -ENOTSOCK, the receive error (-ECONNRESET, -ENOTCONN...), or in a corio task
  * -ECANCELED / -ETIMEDOUT (nothing was received). */
 AFS_API ssize_t afs_recv(struct afs_file *s, void *buf, size_t len, int flags);
 
 /* Sends all len bytes of buf, as many sends as it takes, as a write of a file does: the
- * return is len, or an error. flags: 0, or MSG_MORE (Linux: more data follows), MSG_OOB,
+ * return is len, or an error (bytes that left before an error are not counted: the
+ * connection is no use after it). A zero len returns 0 at once on a stream socket and sends
+ * an empty datagram on a socket of messages. flags: 0, or MSG_MORE (Linux: more data follows), MSG_OOB,
  * MSG_DONTROUTE, MSG_EOR (Windows: MSG_OOB and MSG_DONTROUTE); MSG_NOSIGNAL is always added
  * (no SIGPIPE); others are -EINVAL.
  * A send that is stopped (corio cancellation or deadline, afs_cancel) after part of buf left

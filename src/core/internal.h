@@ -701,6 +701,11 @@ struct afs_file {
     bool             seq;       /* no offsets (pipe, FIFO, socket, character device): reads
                                    and writes at the descriptor's position, one at a time */
     bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
+    bool             dgram;     /* a socket of messages (datagram, seqpacket): MSG_WAITALL
+                                   takes one, an empty send is one */
+    int              seq_err;   /* an error that came after part of a transfer on a file
+                                   without offsets (that op returned its count): the next
+                                   transfer's result, as the kernel keeps a socket's */
     bool             polled;    /* its transfers go through the readiness engine where the
                                    context has one: a socket, or a pipe or FIFO made
                                    non-blocking for it (afs__file_attach) */

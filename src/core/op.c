@@ -25,6 +25,37 @@ static bool no_data(const struct afs__op *o)
            o->code == AFS__ACCEPT || o->code == AFS__SHUTDOWN;
 }
 
+/* Whether a transfer of zero bytes is still made: a send on a socket of messages sends an
+ * empty one. */
+static bool empty_counts(const struct afs__op *o)
+{
+    return o->code == AFS__SEND && o->file->dgram;
+}
+
+/* The error kept for the next transfer of o's file (afs_file.seq_err), taken: 0 if none or
+ * o is no transfer. */
+static int take_seq_err(struct afs__op *o)
+{
+    int err = o->file ? o->file->seq_err : 0;
+    if (!err || no_data(o))
+        return 0;
+    o->file->seq_err = 0;
+    return err;
+}
+
+/* An error after part of a read on a file without offsets (a receive of MSG_WAITALL, a read
+ * of a pipe that gathers): the bytes in the caller's buffer are the result, and the error is
+ * the next transfer's, as the kernel reports a socket's error to the call after a partial
+ * one. A write's error stands: a send returns len or an error (the bytes that left before
+ * it cannot be told to the peer's application anyway). */
+static ssize_t partial_or(struct afs__op *o, ssize_t err)
+{
+    if (!o->file->seq || o->done == 0 || !is_read(o))
+        return err;
+    o->file->seq_err = (int)err;
+    return (ssize_t)o->done;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Validation and queueing
  * ---------------------------------------------------------------------------------------- */
@@ -238,7 +269,12 @@ static void op_start(struct afs_ctx *ctx, struct afs_op *op)
             return;
         }
     }
-    if (o->total == 0 && !no_data(o)) {
+    int err = take_seq_err(o);
+    if (err) {
+        afs__op_finished(ctx, op, err);
+        return;
+    }
+    if (o->total == 0 && !no_data(o) && !empty_counts(o)) {
         /* Zero-length: done at once, but the callback still runs from afs_ctx_wait(). */
         afs__op_finished(ctx, op, 0);
         return;
@@ -861,7 +897,7 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     }
     if (res < 0) {
         /* A pipe or socket op cancelled after part of it moved: those bytes are gone. */
-        afs__op_finished(ctx, op, res == -ECANCELED ? cancelled_result(o) : res);
+        afs__op_finished(ctx, op, res == -ECANCELED ? cancelled_result(o) : partial_or(o, res));
         return false;
     }
     if (afs__is_ctl(o)) {
@@ -874,7 +910,7 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         if (is_read(o) && o->done > 0)
             o->eof |= AFS__OP_EOF_CHECK;
         bool eof = is_read(o) || o->code == AFS__SENDFILE;
-        afs__op_finished(ctx, op, eof ? (ssize_t)o->done : -EIO);
+        afs__op_finished(ctx, op, eof ? (ssize_t)o->done : o->total == 0 ? 0 : -EIO);
         return false;
     }
     if (is_read(o))
@@ -955,9 +991,11 @@ static ssize_t run_sock(struct afs_op *op)
             return res;
         }
         if (res < 0)
-            return res;
+            return partial_or(o, res);
         if (res == 0)
-            return is_read(o) || o->code == AFS__SENDFILE ? (ssize_t)o->done : -EIO;
+            return is_read(o) || o->code == AFS__SENDFILE ? (ssize_t)o->done
+                   : o->total == 0                        ? 0
+                                                          : -EIO;
         o->done += (size_t)res;
         if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL))
             return (ssize_t)o->done;
@@ -969,6 +1007,9 @@ ssize_t afs__op_run_sync(struct afs_op *op)
     struct afs__op *o = afs__op(op);
     if (afs__is_meta(o))
         return run_meta(op);
+    int kept = take_seq_err(o);
+    if (kept)
+        return kept;
     if (afs__is_sock(o) || (o->file->polled && !afs__is_ctl(o))) {
         ssize_t res = run_sock(op);
         afs__sendfile_drop(op); /* a sendfile's buffer, at once (inline: no callback) */
@@ -1002,7 +1043,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
         if (res == -EINTR || res == -EAGAIN)
             continue;
         if (res < 0)
-            return res;
+            return partial_or(o, res);
         if (res == 0) {
             if (!w && o->done > 0)
                 o->eof |= AFS__OP_EOF_CHECK;

@@ -106,6 +106,7 @@ int  afs__waker_wait(afs__waker *w, int64_t timeout_ns);
 struct afs__fd_info {
     bool    seq;  /* no offsets: a pipe, FIFO, socket or character device (tty...) */
     bool    sock; /* a socket */
+    bool    dgram; /* a socket whose messages keep their bounds (not SOCK_STREAM) */
     bool    fifo; /* a pipe or FIFO */
     bool    own;  /* the library opened this description (afs_open), or the caller asked
                      (afs_file_from_fd with AFS_NONBLOCK): a pipe or FIFO may be made

@@ -53,6 +53,8 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
             return -EINVAL;
         if (!afs__sys_msg_flags_ok(send, a->flags))
             return -EINVAL;
+        if (!send && (a->flags & MSG_PEEK) && afs__sys_msg_waitall(a->flags))
+            return -EINVAL; /* a peek of len bytes that are not all there yet */
         if (acc == (send ? AFS_RDONLY : AFS_WRONLY))
             return -EBADF;
         break;
@@ -99,8 +101,9 @@ static int sock_setup(struct afs_op *op, struct afs_file *f, const struct sock_a
         o->total = a->len;
         o->sock.msg_flags = afs__sys_msg_flags(send, a->flags);
         /* A receive completes with what arrived, unless MSG_WAITALL asks for all of it (the
-         * core keeps receiving, on every backend, as for a read). */
-        if (!send && !afs__sys_msg_waitall(a->flags))
+         * core keeps receiving, on every backend, as for a read); on a socket of messages,
+         * one message, as recv(2) does there. */
+        if (!send && (!afs__sys_msg_waitall(a->flags) || f->dgram))
             o->flags |= AFS__OP_PARTIAL;
     }
     if (a->code == AFS__SENDFILE) {
@@ -155,8 +158,9 @@ static ssize_t sock_blocking(struct afs_file *f, struct sock_args a)
     int err = sock_setup(&op, f, &a);
     if (err < 0)
         return err;
-    if ((a.code == AFS__RECV || a.code == AFS__SEND || a.code == AFS__SENDFILE) && a.len == 0)
-        return 0; /* zero-length: nothing to run, no callback */
+    if ((a.code == AFS__RECV || a.code == AFS__SEND || a.code == AFS__SENDFILE) && a.len == 0 &&
+        !(a.code == AFS__SEND && f->dgram))
+        return 0; /* zero-length: nothing to run, no callback (an empty datagram is sent) */
     /* A shutdown never waits: outside a task it is made here; in one it joins the batch. */
     bool now = a.code == AFS__SHUTDOWN && !in_task(f->ctx);
     return afs__blocking_run(&op, &ow, now);
@@ -166,13 +170,25 @@ static ssize_t sock_blocking(struct afs_file *f, struct sock_args a)
  * Files
  * ---------------------------------------------------------------------------------------- */
 
+/* Whether a socket(2) type (with SOCK_NONBLOCK, SOCK_CLOEXEC...) is a byte stream. */
+static bool stream_type(int type)
+{
+#ifdef SOCK_NONBLOCK
+    type &= ~SOCK_NONBLOCK;
+#endif
+#ifdef SOCK_CLOEXEC
+    type &= ~SOCK_CLOEXEC;
+#endif
+    return type == SOCK_STREAM;
+}
+
 int afs__sock_attach(struct afs_ctx *ctx, struct afs_file *f)
 {
     return afs__sys_sock_adopt((int)(intptr_t)f->fd, afs__sock_ready(ctx));
 }
 
 /* A file around a socket the library just made as ctx wants it; on error fd is closed. */
-static int sock_file(struct afs_ctx *ctx, int fd, struct afs_file **out)
+static int sock_file(struct afs_ctx *ctx, int fd, bool dgram, struct afs_file **out)
 {
     struct afs_file *f = afs__zalloc(sizeof *f);
     if (!f) {
@@ -180,7 +196,8 @@ static int sock_file(struct afs_ctx *ctx, int fd, struct afs_file **out)
         return -ENOMEM;
     }
     f->fd = (afs__fd_t)(intptr_t)fd;
-    struct afs__fd_info info = {.seq = true, .sock = true, .made = true, .size = -1};
+    struct afs__fd_info info = {.seq = true, .sock = true, .made = true, .size = -1,
+                                .dgram = dgram};
     int err = afs__file_attach(ctx, f, AFS_RDWR, AFS_MODE_SYNC, &info);
     if (err < 0) {
         afs__sys_sock_close((afs__fd_t)(intptr_t)fd);
@@ -203,7 +220,7 @@ int afs_socket(struct afs_ctx *ctx, int domain, int type, int protocol, struct a
     int err = afs__sys_socket(domain, type, protocol, afs__sock_ready(ctx), &fd);
     if (err < 0)
         return err;
-    return sock_file(ctx, fd, out);
+    return sock_file(ctx, fd, !stream_type(type), out);
 }
 
 int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
@@ -219,11 +236,11 @@ int afs_socketpair(struct afs_ctx *ctx, int domain, int type, int protocol,
     int err = afs__sys_socketpair(domain, type, protocol, afs__sock_ready(ctx), fds);
     if (err < 0)
         return err;
-    if ((err = sock_file(ctx, fds[0], &out[0])) < 0) {
+    if ((err = sock_file(ctx, fds[0], !stream_type(type), &out[0])) < 0) {
         afs__sys_sock_close((afs__fd_t)(intptr_t)fds[1]);
         return err;
     }
-    if ((err = sock_file(ctx, fds[1], &out[1])) < 0) {
+    if ((err = sock_file(ctx, fds[1], !stream_type(type), &out[1])) < 0) {
         afs_close(out[0]);
         out[0] = NULL;
         return err;
@@ -350,7 +367,7 @@ int afs_accept(struct afs_file *s, struct sockaddr *addr, socklen_t *addrlen,
                                                          afs__sock_ready(s->ctx))});
     if (fd < 0)
         return (int)fd;
-    return sock_file(s->ctx, (int)fd, out);
+    return sock_file(s->ctx, (int)fd, s->dgram, out); /* a seqpacket listener's kind */
 }
 
 ssize_t afs_recv(struct afs_file *s, void *buf, size_t len, int flags)

@@ -432,6 +432,10 @@ static void fd_info(int fd, const struct stat *st, struct afs__fd_info *info)
     info->seq = S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode) || S_ISCHR(st->st_mode) ||
                 noseek;
     info->sock = S_ISSOCK(st->st_mode);
+    int type = SOCK_STREAM;
+    socklen_t tl = sizeof type;
+    info->dgram = info->sock && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+                  type != SOCK_STREAM;
     info->fifo = S_ISFIFO(st->st_mode);
     info->own = false;
     info->made = false;

@@ -281,6 +281,7 @@ int afs__sys_fd_info(afs__fd_t fd, struct afs__fd_info *info)
         return afs__win_errno(GetLastError());
     info->seq = type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR;
     info->sock = false; /* no sockets on Windows yet (src/windows/sock.c) */
+    info->dgram = false;
     info->fifo = false; /* pipes there are handles with overlapped I/O, not polled */
     info->own = false;
     info->made = false;
