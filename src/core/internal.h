@@ -660,6 +660,8 @@ int     afs__sys_accept_flags(bool nonblock);
  * a receive's (the core loops instead, on every backend). */
 int     afs__sys_msg_flags(bool send, int flags);
 bool    afs__sys_msg_waitall(int flags);
+/* A socket(2) type without the flags beside it (SOCK_NONBLOCK, SOCK_CLOEXEC). */
+int     afs__sys_sock_type(int type);
 
 /* ------------------------------------------------------------------------------------------
  * Contexts and files

@@ -173,13 +173,7 @@ static ssize_t sock_blocking(struct afs_file *f, struct sock_args a)
 /* Whether a socket(2) type (with SOCK_NONBLOCK, SOCK_CLOEXEC...) is a byte stream. */
 static bool stream_type(int type)
 {
-#ifdef SOCK_NONBLOCK
-    type &= ~SOCK_NONBLOCK;
-#endif
-#ifdef SOCK_CLOEXEC
-    type &= ~SOCK_CLOEXEC;
-#endif
-    return type == SOCK_STREAM;
+    return afs__sys_sock_type(type) == SOCK_STREAM;
 }
 
 int afs__sock_attach(struct afs_ctx *ctx, struct afs_file *f)

@@ -59,7 +59,7 @@ static int sock_setup(int fd, bool nonblock, bool flags_done)
 }
 
 /* The type bits the caller may not choose (the library does). */
-static int plain_type(int type)
+int afs__sys_sock_type(int type)
 {
 #ifdef SOCK_NONBLOCK
     type &= ~SOCK_NONBLOCK;
@@ -72,7 +72,7 @@ static int plain_type(int type)
 
 int afs__sys_socket(int domain, int type, int protocol, bool nonblock, int *out)
 {
-    type = plain_type(type);
+    type = afs__sys_sock_type(type);
 #ifdef HAVE_ACCEPT4
     int fd = socket(domain, type | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), protocol);
     bool done = true;
@@ -94,7 +94,7 @@ int afs__sys_socket(int domain, int type, int protocol, bool nonblock, int *out)
 
 int afs__sys_socketpair(int domain, int type, int protocol, bool nonblock, int fds[2])
 {
-    type = plain_type(type);
+    type = afs__sys_sock_type(type);
 #ifdef HAVE_ACCEPT4
     int r = socketpair(domain, type | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), protocol,
                        fds);

@@ -321,6 +321,11 @@ bool afs__sys_msg_waitall(int flags)
     return (flags & MSG_WAITALL) != 0;
 }
 
+int afs__sys_sock_type(int type)
+{
+    return type; /* Winsock has no flags beside the type */
+}
+
 /* ------------------------------------------------------------------------------------------
  * The inline path: plain blocking calls (never -EAGAIN)
  * ---------------------------------------------------------------------------------------- */
