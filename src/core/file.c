@@ -48,6 +48,7 @@ int afs__file_attach(struct afs_ctx *ctx, struct afs_file *f, int flags, enum af
     f->seq = info->seq;
     f->sock = info->sock;
     f->dgram = info->dgram;
+    atomic_init(&f->seq_err, 0);
     /* Where sockets wait on readiness, pipes and FIFOs do too: a read that waits for a
      * writer then parks in the engine, where a cancel or a deadline reaches it, instead of
      * holding a pool thread (or the only thread) in read(2) until data comes. */

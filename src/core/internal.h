@@ -705,9 +705,10 @@ struct afs_file {
     bool             sock;      /* a socket (seq too): socket ops, MSG_NOSIGNAL sends */
     bool             dgram;     /* a socket of messages (datagram, seqpacket): MSG_WAITALL
                                    takes one, an empty send is one */
-    int              seq_err;   /* an error that came after part of a transfer on a file
+    _Atomic int      seq_err;   /* an error that came after part of a read on a file
                                    without offsets (that op returned its count): the next
-                                   transfer's result, as the kernel keeps a socket's */
+                                   transfer's result, as the kernel keeps a socket's; set
+                                   where the op ran (a pool worker, for some files) */
     bool             polled;    /* its transfers go through the readiness engine where the
                                    context has one: a socket, or a pipe or FIFO made
                                    non-blocking for it (afs__file_attach) */

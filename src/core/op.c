@@ -36,11 +36,9 @@ static bool empty_counts(const struct afs__op *o)
  * o is no transfer. */
 static int take_seq_err(struct afs__op *o)
 {
-    int err = o->file ? o->file->seq_err : 0;
-    if (!err || no_data(o))
+    if (!o->file || no_data(o) || !atomic_load_explicit(&o->file->seq_err, memory_order_relaxed))
         return 0;
-    o->file->seq_err = 0;
-    return err;
+    return atomic_exchange_explicit(&o->file->seq_err, 0, memory_order_relaxed);
 }
 
 /* An error after part of a read on a file without offsets (a receive of MSG_WAITALL, a read
@@ -52,7 +50,7 @@ static ssize_t partial_or(struct afs__op *o, ssize_t err)
 {
     if (!o->file->seq || o->done == 0 || !is_read(o))
         return err;
-    o->file->seq_err = (int)err;
+    atomic_store_explicit(&o->file->seq_err, (int)err, memory_order_relaxed);
     return (ssize_t)o->done;
 }
 
@@ -1131,9 +1129,9 @@ static bool one_step(struct afs_op *op)
 
 /* A chain whose head is about to be staged: when the backend links (io_uring) and takes
  * every member up to the first whose failure the kernel would not cut the link at, or that
- * takes more than one transfer (or the end), those are staged now, linked, in one submission (the rest starts after the last of
- * them: chain_step); else 0 and the members run one after another. Returns the members
- * staged after the head. */
+ * takes more than one transfer (or the end), those are staged now, linked, in one
+ * submission (the rest starts after the last of them: chain_step); else 0 and the members
+ * run one after another. Returns the members staged after the head. */
 static unsigned stage_linked(struct afs_ctx *ctx, struct afs_op *head)
 {
     if (!ctx->be->link || ctx->crash || !link_cuts(ctx, head) || !one_step(head))
