@@ -109,30 +109,29 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Milliseconds (rounded up) from now to the absolute deadline `end` (now_ns), or -1 for
- * none. */
-static int ms_left(int64_t end)
+/* Milliseconds (rounded up) in ns nanoseconds, at most INT32_MAX. */
+static int ms_of(int64_t ns)
 {
-    if (end < 0)
-        return -1;
-    int64_t left = end - now_ns();
-    if (left <= 0)
+    if (ns <= 0)
         return 0;
-    return left > (int64_t)INT32_MAX * 1000000 ? INT32_MAX : (int)((left + 999999) / 1000000);
+    return ns > (int64_t)INT32_MAX * 1000000 ? INT32_MAX : (int)((ns + 999999) / 1000000);
 }
 
 int afs__waker_wait(afs__waker *w, int64_t timeout_ns)
 {
     struct pollfd p = {.fd = (int)w->fd, .events = POLLIN};
     /* A signal ends poll early: the wait goes on for what is left of the timeout, not for
-     * the whole of it again (signals more frequent than the timeout would make it endless). */
-    int64_t start = now_ns();
-    int64_t end = timeout_ns < 0                    ? -1
-                  : timeout_ns > INT64_MAX - start ? INT64_MAX
-                                                   : start + timeout_ns;
+     * the whole of it again (signals more frequent than the timeout would make it endless).
+     * The clock is read only for a wait with a timeout to keep. */
+    int64_t end = 0;
+    if (timeout_ns > 0) {
+        int64_t start = now_ns();
+        end = timeout_ns > INT64_MAX - start ? INT64_MAX : start + timeout_ns;
+    }
+    int ms = timeout_ns < 0 ? -1 : ms_of(timeout_ns);
     int r;
-    do
-        r = poll(&p, 1, ms_left(end));
-    while (r < 0 && errno == EINTR);
+    while ((r = poll(&p, 1, ms)) < 0 && errno == EINTR)
+        if (timeout_ns > 0)
+            ms = ms_of(end - now_ns());
     return r > 0;
 }

@@ -414,6 +414,15 @@ T_SOCK_ALL(unix_connect_to_a_full_backlog_cancelled)
 }
 #endif
 
+/* Drops a connection with a reset (SO_LINGER 0): the peer sees a reset; and no TIME_WAIT is
+ * left behind on loopback, so many runs do not use up the ephemeral ports. */
+static void abort_close(struct afs_file *f)
+{
+    struct linger lin = {.l_onoff = 1, .l_linger = 0};
+    cr_assert_eq(setsockopt(T_FD(f), SOL_SOCKET, SO_LINGER, (void *)&lin, sizeof lin), 0);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 /* The peer resets the connection in the middle of the stream (SO_LINGER 0, then close):
  * the receive gets -ECONNRESET, a send after it -EPIPE or -ECONNRESET, never a signal. */
 T_SOCK_ALL(peer_reset_mid_stream)
@@ -429,9 +438,7 @@ T_SOCK_ALL(peer_reset_mid_stream)
     t_fill(m, sizeof m, 0);
     cr_assert_eq(afs_send(s, m, sizeof m, 0), (ssize_t)sizeof m);
     recv_all(c, sizeof m, 0);
-    struct linger lin = {.l_onoff = 1, .l_linger = 0};
-    cr_assert_eq(setsockopt(T_FD(s), SOL_SOCKET, SO_LINGER, (void *)&lin, sizeof lin), 0);
-    cr_assert_eq(afs_close(s), 0);
+    abort_close(s);
     char buf[100];
     ssize_t r = afs_recv(c, buf, sizeof buf, 0);
     cr_assert_eq(r, -ECONNRESET, "afs_recv after a reset: %zd (%s)", r, afs_strerror((int)r));
@@ -457,9 +464,7 @@ T_SOCK_ALL(waitall_keeps_what_came_before_a_reset)
     t_fill(m, sizeof m, 0);
     cr_assert_eq(afs_recv(c, buf, 10, MSG_PEEK | MSG_WAITALL), -EINVAL);
     cr_assert_eq(afs_send(s, m, sizeof m, 0), (ssize_t)sizeof m);
-    struct linger lin = {.l_onoff = 1, .l_linger = 0};
-    cr_assert_eq(setsockopt(T_FD(s), SOL_SOCKET, SO_LINGER, (void *)&lin, sizeof lin), 0);
-    cr_assert_eq(afs_close(s), 0);
+    abort_close(s);
     ssize_t r = afs_recv(c, buf, sizeof buf, MSG_WAITALL);
     cr_assert_eq(r, (ssize_t)sizeof m, "%zd (%s)", r, afs_strerror((int)r));
     cr_assert(t_check(buf, sizeof m, 0));
@@ -890,15 +895,6 @@ static int count_fds(void)
     return n;
 }
 #endif
-
-/* Drops a connection with a reset (SO_LINGER 0): no TIME_WAIT left behind on loopback, so
- * many runs do not use up the ephemeral ports. */
-static void abort_close(struct afs_file *f)
-{
-    struct linger lin = {.l_onoff = 1, .l_linger = 0};
-    cr_assert_eq(setsockopt(T_FD(f), SOL_SOCKET, SO_LINGER, (void *)&lin, sizeof lin), 0);
-    cr_assert_eq(afs_close(f), 0);
-}
 
 /* 10,000 connections opened, used and dropped, by either side: not one descriptor more at
  * the end (a leak of one per connection would show 10,000). Under Windows 2,000: wine takes

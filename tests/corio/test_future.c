@@ -192,62 +192,6 @@ Test(corio_future, mutex_unlock_outside_a_task_aborts, .signal = SIGABRT, .timeo
     corio_mutex_unlock(&held_mu);
 }
 
-/* corio_log's path: children numbered from 0; deeper than 64, "..." and the last 64. */
-static void log_deep(struct corio_task *t, void *arg)
-{
-    int left = (int)(intptr_t)arg;
-    if (left == 0)
-        corio_log(t, "deep");
-    else
-        corio_spawn(t, log_deep, (void *)(intptr_t)(left - 1), NULL);
-}
-
-static void log_none(struct corio_task *t, void *arg)
-{
-    (void)t;
-    (void)arg;
-}
-
-static void log_second(struct corio_task *t, void *arg)
-{
-    (void)arg;
-    corio_spawn(t, log_none, NULL, NULL);
-    corio_spawn(t, log_deep, (void *)(intptr_t)0, NULL); /* 2/1 */
-}
-
-static void log_root(struct corio_task *t, void *arg)
-{
-    (void)arg;
-    corio_log(t, "root");
-    corio_spawn(t, log_none, NULL, NULL);
-    corio_spawn(t, log_none, NULL, NULL);
-    corio_spawn(t, log_second, NULL, NULL);                 /* the third child: 2 */
-    corio_spawn(t, log_deep, (void *)(intptr_t)69, NULL);   /* 70 levels under the root */
-}
-
-T_F(log_paths_count_children_from_0_and_mark_a_cut)
-{
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.flags = CORIO_TRACE;
-    cr_assert_eq(corio_sched_new(&f_sched, &cfg), 0);
-    char path[2048];
-    snprintf(path, sizeof path, "%s/trace.txt", t_dir);
-    cr_assert_not_null(freopen(path, "w", stderr));
-    cr_assert_eq(corio_sched_run(f_sched, log_root, NULL), 0);
-    fflush(stderr);
-    FILE *f = fopen(path, "r");
-    char text[1024] = {0};
-    cr_assert_gt(fread(text, 1, sizeof text - 1, f), 0);
-    fclose(f);
-    char want[1024];
-    int n = snprintf(want, sizeof want, "[0] root\n[0/2/1] deep\n[...");
-    for (int i = 0; i < 64; i++)
-        n += snprintf(want + n, sizeof want - (size_t)n, "/0");
-    snprintf(want + n, sizeof want - (size_t)n, "] deep\n");
-    cr_assert_str_eq(text, want);
-}
-
 /* =========================================================================================
  * Futures
  * ======================================================================================= */

@@ -1055,11 +1055,35 @@ static void traced_child(struct corio_task *t, void *arg)
     corio_log(t, "child %d", 7);
 }
 
+static void traced_none(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+/* Logs `levels` (arg) tasks down. */
+static void traced_deep(struct corio_task *t, void *arg)
+{
+    intptr_t levels = (intptr_t)arg;
+    if (levels == 0)
+        corio_log(t, "deep");
+    else
+        corio_spawn(t, traced_deep, (void *)(levels - 1), NULL);
+}
+
+static void traced_third(struct corio_task *t, void *arg)
+{
+    corio_spawn(t, traced_none, NULL, NULL);
+    corio_spawn(t, traced_deep, (void *)(intptr_t)0, NULL); /* [0/2/1] */
+}
+
 static void traced_root(struct corio_task *t, void *arg)
 {
     corio_log(t, "root");
     corio_spawn(t, traced_child, NULL, NULL);
     corio_spawn(t, traced_child, NULL, NULL);
+    corio_spawn(t, traced_third, NULL, NULL);
+    corio_spawn(t, traced_deep, (void *)(intptr_t)69, NULL); /* 70 levels under the root */
 }
 
 T_CO(trace_prefixes_the_task_path)
@@ -1074,8 +1098,15 @@ T_CO(trace_prefixes_the_task_path)
     cr_assert_eq(corio_sched_run(t_sched, traced_root, NULL), 0);
     fflush(stderr);
     FILE *f = fopen(path, "r");
-    char text[256] = {0};
+    char text[1024] = {0};
     cr_assert_gt(fread(text, 1, sizeof text - 1, f), 0);
     fclose(f);
-    cr_assert_str_eq(text, "[0] root\n[0/0] child 7\n[0/1] child 7\n");
+    /* Children are numbered from 0; deeper than 64, "..." and the 64 ids nearest the task. */
+    char want[1024];
+    int n = snprintf(want, sizeof want,
+                     "[0] root\n[0/0] child 7\n[0/1] child 7\n[0/2/1] deep\n[...");
+    for (int i = 0; i < 64; i++)
+        n += snprintf(want + n, sizeof want - (size_t)n, "/0");
+    snprintf(want + n, sizeof want - (size_t)n, "] deep\n");
+    cr_assert_str_eq(text, want);
 }
