@@ -20,7 +20,9 @@
  *    mark until the allocator hands it out again; once reused (for a new file, say) the
  *    stale pointer cannot be told from the new handle, which AddressSanitizer builds catch.
  *  - Bad input (bad flags, a length that overflows, a misaligned O_DIRECT buffer) is
- *    refused with -EINVAL and changes nothing: no file, position or memory is touched.
+ *    refused with -EINVAL and changes nothing: no file, position or memory is touched, but
+ *    for the out-pointer of a call that makes a handle (afs_ctx_new(), afs_open(),
+ *    afs_fopen(), corio_chan_new()...), which is set to NULL on every failure.
  *  - Transient kernel conditions (a full submission queue, EINTR, EAGAIN, completion
  *    queue overflow, short transfers) are handled inside and never reach the caller.
  */
@@ -410,7 +412,8 @@ AFS_API void afs_ctx_read_rule(const struct afs_ctx *ctx, struct afs_read_rule *
  * Files
  * ---------------------------------------------------------------------------------------- */
 
-/* Portable open flags (the library's own bits). Exactly one of RDONLY, WRONLY, RDWR. */
+/* Portable open flags (the library's own bits). Exactly one of RDONLY, WRONLY, RDWR;
+ * TRUNC only with WRONLY or RDWR. */
 #define AFS_RDONLY   0x0001
 #define AFS_WRONLY   0x0002
 #define AFS_RDWR     0x0004
@@ -477,9 +480,9 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * the sync backend); anywhere else it is a plain open on this thread. As with
  * every blocking call, path must stay unchanged until the call returns: in a task the other
  * tasks run meanwhile, so it must not be a buffer they share.
- * Returns 0 and *out, -EINVAL for bad flags or mode, -EISDIR for a directory (read-only
- * too: an afs_file is for data; afs_openat() gives a directory's descriptor), or the open
- * error (-ENOENT, -EACCES, -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for
+ * Returns 0 and *out, -EINVAL for bad flags (see above) or mode, -EISDIR for a directory
+ * (read-only too: an afs_file is for data; afs_openat() gives a directory's descriptor), or
+ * the open error (-ENOENT, -EACCES, -EEXIST, -ELOOP for AFS_NOFOLLOW on a symlink, -EINVAL for
  * AFS_DIRECT where the file system refuses it...). */
 AFS_API int afs_open(struct afs_ctx *ctx, const char *path, int flags, unsigned perm,
                      enum afs_mode mode, struct afs_file **out);
@@ -533,6 +536,7 @@ AFS_API int64_t afs_file_open_size(const struct afs_file *f);
  * only the task waits).
  * Async mode: read/write queue the op at the position, hand it to the kernel, and return
  * 0. A second op while one is pending returns -EBUSY. afs_last_op() tells when it is done.
+ * Both modes refuse what the ops refuse (afs_queue_read(): -EINVAL, -EBADF), at once.
  *
  * The position moves by the bytes transferred when an op completes, never on error, and
  * errors do not stick: the next op runs normally. A write completes in full or fails; a
@@ -690,7 +694,9 @@ AFS_API int afs_cancel(struct afs_op *op);
  * Blocking positional calls. Outside a corio task they block the thread; inside a task
  * they suspend the task only and the op joins the scheduler's batch. Return bytes (a read is
  * short only at end of file) or -errno; -ESPIPE on a file without offsets, which has no
- * offsets (nothing is read or written). They do not use or move the file's position.
+ * offsets (nothing is read or written); -EINVAL and -EBADF as for the op of the same name
+ * (afs_queue_read() and the others: NULL buffer, a length or offset that overflows, a read
+ * of a write-only file...). They do not use or move the file's position.
  * On a buffered (not AFS_DIRECT) file, a read or write of at most sync_threshold bytes runs
  * inline with pread/pwrite, as in sync mode: for small cached I/O that is cheapest, and a
  * task does not suspend. Set sync_threshold to 0 to batch everything.
@@ -844,8 +850,9 @@ AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
  * and the library then finishes that member and runs the rest itself, in order. Elsewhere,
  * and for other chains, the library starts each member when the one before it is done.
  * Inside a chain, cb may be NULL (the result is then only in op->result). While a chain is
- * open nothing of ctx may be waited for: afs_ctx_wait(), afs_ctx_submit() and blocking calls
- * that would wait abort ("a chain is open"); the queueing calls never wait.
+ * open nothing of ctx may be waited for: afs_ctx_wait(), afs_ctx_submit(), blocking calls
+ * that would wait, and afs_fwrite() past its buffer, afs_fflush(), afs_fseek(), afs_ftell()
+ * and afs_fclose() on its streams abort ("a chain is open"); the queueing calls never wait.
  * Thread rules: as for the ops (the context's thread). */
 #define AFS_CHAIN_WAIT   0x1u /* afs_chain_end: block until every member's callback ran */
 #define AFS_CHAIN_CANCEL 0x2u /* afs_chain_end: run nothing; every member -ECANCELED */
@@ -927,7 +934,8 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
  * EAGAIN are retried inside. A path, and the struct afs_stat of a statx, belong to the
  * library from queueing until the callback starts: nothing is copied.
  * Queueing returns 0, -EINVAL (NULL op, cb or path, unknown flags, perm above 07777),
- * -EBADF (a negative fd or dirfd other than AFS_AT_FDCWD) or -EBUSY (the op is in use).
+ * -EBADF (a negative fd, or a negative dirfd other than AFS_AT_FDCWD with a relative path)
+ * or -EBUSY (the op is in use).
  * The ops count in afs_stats like the others.
  * afs_cancel() works as for I/O, except on a close: a close always runs to its end (after a
  * cancelled close nobody could tell whether the fd is still open), and an openat that
@@ -935,7 +943,8 @@ AFS_API int afs_queue_sync_file_range(struct afs_op *op, struct afs_file *f, uin
  * ---------------------------------------------------------------------------------------- */
 #define AFS_AT_FDCWD (-100) /* dirfd: the current directory */
 
-/* More open flags, for afs_openat() (afs_open() refuses them). */
+/* More open flags: AFS_DIRECTORY for afs_openat() only (afs_open() refuses it),
+ * AFS_NONBLOCK for every open. */
 #define AFS_DIRECTORY 0x0200 /* O_DIRECTORY: -ENOTDIR unless path is a directory */
 #define AFS_NONBLOCK  0x0400 /* O_NONBLOCK: opening a FIFO or device does not wait. It stays
                                 set on the fd of afs_openat(); afs_open() and

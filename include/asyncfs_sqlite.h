@@ -18,10 +18,14 @@
  * every page read, the cached ones included. A file opened outside a task is opened on a
  * context the VFS keeps for the calling thread (created at first use, default
  * configuration, freed when the thread has exited and its last file is closed).
+ * A connection's journal and WAL are on its database's context when the database was opened
+ * outside a task on the same thread (a WAL first opened in a task outlives the run).
  * Use a connection on the thread that opened it (SQLite's default threading mode allows
  * that); connections opened in tasks must be closed before their scheduler is freed.
  * As with SQLite itself, connections do not cross fork(): a child process opens its own (the
- * VFS forgets the parent's lock records and thread context in the child).
+ * VFS forgets the parent's lock records and thread context in the child). With the posix-aio
+ * backend a child of a parent that did I/O through it cannot use it (asyncfs.h,
+ * afs_ctx_new()): use another backend there.
  *
  * Locking is the unix VFS's protocol, through the file's descriptor: POSIX advisory locks
  * (fcntl F_SETLK) on the pending, reserved and shared bytes, so processes using this VFS and
@@ -29,7 +33,11 @@
  * process, not to a descriptor: the VFS keeps one record per file (device and inode) for all
  * connections of the process, counts their locks there, and defers closing a descriptor while
  * another connection of the process holds a lock on the same file (closing any descriptor
- * would drop the process's locks), as the unix VFS does. When a lock is busy SQLite's busy
+ * would drop the process's locks), as the unix VFS does. Its records are its own: within one
+ * process, do not open one database through both this VFS and the unix VFS (or another
+ * VFS with POSIX locks). Their connections would not exclude each other (each VFS takes the
+ * process's own locks for its own), and a commit of one can be lost to the other; across
+ * processes the two exclude each other. When a lock is busy SQLite's busy
  * handler sleeps through xSleep: corio_sleep() inside a task (other tasks run), a plain sleep
  * elsewhere. A task that retries SQLITE_BUSY itself (one SQLite returns without calling the
  * busy handler, as in WAL mode) must let the holder run between tries (corio_yield() or
@@ -47,6 +55,11 @@
  * xShmUnmap): a "-shm" file next to the database, mapped MAP_SHARED, with POSIX locks on its
  * lock bytes, compatible with the unix VFS. The shm file's own growth and locks are plain
  * system calls (they are rare and must not suspend while the VFS's lock is held).
+ *
+ * Not implemented: memory-mapped I/O (the VFS is version 2, without xFetch: PRAGMA
+ * mmap_size returns no row and pages are read with pread), and the SIZE_HINT, CHUNK_SIZE and
+ * TEMPFILENAME file controls. Temporary files go where the unix VFS puts them
+ * (sqlite3_temp_directory, then SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp).
  *
  * Errors come back as SQLite codes: -ENOSPC from a write is SQLITE_FULL, other failures the
  * SQLITE_IOERR_* code of the method (sqlite3_system_errno() gives the errno).

@@ -161,7 +161,10 @@ AFS_API void corio_set_deadline(struct corio_task *t, int64_t deadline_ns);
 
 /* ------------------------------------------------------------------------------------------
  * Synchronisation. All are plain structs you embed; all stay correct across any number of
- * reuses. Blocking calls abort if t is not the running task.
+ * reuses. Blocking calls abort if t is not the running task. Each serves the tasks of one
+ * scheduler, on its thread (between a runtime's schedulers: channels and futures): a lock
+ * that finds the mutex held by another scheduler's task, and a wake-up of another
+ * scheduler's task (an unlock, a corio_wg_add() that reaches 0, a put or get) abort.
  * ---------------------------------------------------------------------------------------- */
 
 /* Three words of the library's own inside the structs below (a queue of waiting tasks, a
@@ -401,7 +404,8 @@ AFS_API int  corio_gen_yield(struct corio_task *t, struct corio_gen *g, void *va
 AFS_API void corio_gen_flush(struct corio_task *t, struct corio_gen *g);
 /* Called by the consumer t: 1 and the next value in *value; 0 when the producer ended; the
  * producer's negative return; or -ECANCELED / -ETIMEDOUT when t is cancelled or past its
- * deadline while waiting (the generator stays usable; close it or call next again). */
+ * deadline while waiting (the generator stays usable; close it or call next again). Called
+ * by the producer itself it aborts. */
 AFS_API int  corio_gen_next(struct corio_task *t, struct corio_gen *g, void **value);
 /* As corio_gen_next(), skipping values for which keep(value, user) returns 0: a filter, not
  * a take-while (asyncigo's Filter stops at the first rejected value). */
@@ -503,9 +507,10 @@ struct corio_blocking {
     void               *private_[5];
 };
 
-/* Starts fn(arg) on a pool thread for task t. b is caller-owned and must stay valid until
- * corio_blocking_wait() returned (or b->done is done). Returns 0, or -ENOMEM / the error of
- * starting a thread when there is none (b->done is then completed with it). */
+/* Starts fn(arg) on a pool thread for task t. b is caller-owned, needs no initialising, and
+ * must stay valid until corio_blocking_wait() returned (or b->done is done); a b whose job is
+ * still queued or running given again aborts. Returns 0, or -ENOMEM / the error of starting
+ * a thread when there is none (b->done is then completed with it). */
 AFS_API int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *fn,
                      void *arg);
 /* Waits for b: fn's result, or -ECANCELED / -ETIMEDOUT (after fn returned, see above). */
@@ -522,7 +527,8 @@ AFS_API int corio_blocking_stop_requested(void);
  * bounded (cap > 0: puts wait while it holds cap values) or not (cap 0: it grows). A put
  * hands its value to the getter that waited longest; a getter that was cancelled or timed out
  * has left the line and is skipped, so no value is ever lost to it. Not thread-safe: use it
- * from the scheduler's thread (tasks, or code the scheduler runs).
+ * from the scheduler's thread (tasks, or code the scheduler runs); a put or get that would
+ * wake a task of another scheduler aborts (between schedulers: a channel).
  * ---------------------------------------------------------------------------------------- */
 struct corio_queue {
     void        **ring;     /* private */
@@ -768,7 +774,8 @@ struct corio_job {
 
 /* Prepares an empty job (no timeout). */
 AFS_API void corio_job_init(struct corio_job *j);
-/* Adds a task / the one-shot task (at most one) before the job starts. */
+/* Adds a task / the one-shot task (at most one) before the job starts; a task added twice
+ * (to this job) aborts. */
 AFS_API void corio_job_add(struct corio_job *j, struct corio_job_task *jt);
 AFS_API void corio_job_add_oneshot(struct corio_job *j, struct corio_job_task *jt);
 /* The job fails with -ETIMEDOUT (failed = NULL) when it has not ended timeout_ns after it
@@ -1011,10 +1018,13 @@ AFS_API int  corio_log_append(struct corio_task *t, struct corio_log *log, const
  * log (f stays open, the caller's). Returns 0 or the log's error. A wait that cancellation
  * does not end. */
 AFS_API int  corio_log_close(struct corio_task *t, struct corio_log *log);
+/* The getters below are for the log's scheduler's thread (its tasks, or code the scheduler
+ * runs) while the log is open; a log used after corio_log_close() aborts. */
 /* The log's error (0 while it has none). */
 AFS_API int  corio_log_error(const struct corio_log *log);
 /* The offset just past the last record reported durable (start while none is). */
 AFS_API uint64_t corio_log_durable(const struct corio_log *log);
+/* Copies the log's counters to *out. */
 AFS_API void corio_log_stats(const struct corio_log *log, struct corio_log_stats *out);
 
 #ifdef __cplusplus

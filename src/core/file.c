@@ -81,9 +81,7 @@ static int open_args(const char *path, int flags, unsigned perm, enum afs_mode m
     if (!path || !out)
         return -EINVAL;
     *out = NULL;
-    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
-    if ((flags & ~(AFS__OPEN_FLAGS | AFS_NONBLOCK)) ||
-        !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
+    if (afs__open_flags_bad(flags, AFS__OPEN_FLAGS | AFS_NONBLOCK))
         return -EINVAL;
     if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
         return -EINVAL;
@@ -860,9 +858,7 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
     if (!out)
         return -EINVAL;
     *out = NULL;
-    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
-    if ((flags & ~(AFS__OPEN_FLAGS | AFS_NONBLOCK)) ||
-        !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR))
+    if (afs__open_flags_bad(flags, AFS__OPEN_FLAGS | AFS_NONBLOCK))
         return -EINVAL;
     if (mode != AFS_MODE_SYNC && mode != AFS_MODE_ASYNC)
         return -EINVAL;

@@ -288,6 +288,16 @@ static inline uintptr_t afs__magic_at(const void *obj, size_t off)
 }
 #define AFS__MAGIC_OF(p, type) afs__magic_at((p), offsetof(type, magic))
 
+/* Open flags the library refuses: bits outside `allowed`, not exactly one access mode, or a
+ * truncation of a file opened read-only (POSIX leaves O_RDONLY | O_TRUNC undefined; Linux
+ * truncates). */
+static inline bool afs__open_flags_bad(int flags, int allowed)
+{
+    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
+    return (flags & ~allowed) || !(acc == AFS_RDONLY || acc == AFS_WRONLY || acc == AFS_RDWR) ||
+           (acc == AFS_RDONLY && (flags & AFS_TRUNC));
+}
+
 static inline void afs__magic_check(uintptr_t word, uintptr_t magic, const void *obj,
                                     const char *call, const char *dead, const char *alien)
 {

@@ -482,12 +482,9 @@ static int meta_check(const struct afs__meta_args *a)
     int dirfd = a->dirfd, flags = a->flags;
     const char *path = a->path;
     unsigned perm = a->perm;
-    int acc = flags & (AFS_RDONLY | AFS_WRONLY | AFS_RDWR);
     switch (a->code) {
     case AFS__OPENAT:
-        if ((flags & ~META_OPEN_FLAGS) || perm > 07777)
-            return -EINVAL;
-        if (acc != AFS_RDONLY && acc != AFS_WRONLY && acc != AFS_RDWR)
+        if (afs__open_flags_bad(flags, META_OPEN_FLAGS) || perm > 07777)
             return -EINVAL;
         break;
     case AFS__STATX:
@@ -1252,7 +1249,12 @@ int afs_ctx_wait(struct afs_ctx *ctx, unsigned min_complete, int64_t timeout_ns)
     AFS_CHECK(!ctx->chain_open, "a chain is open: afs_chain_end() first");
     if (ctx->in_callback)
         return -EDEADLK;
-    int64_t deadline = timeout_ns > 0 ? afs__now_ns() + timeout_ns : timeout_ns;
+    int64_t deadline = timeout_ns;
+    if (timeout_ns > 0) {
+        int64_t now = afs__now_ns();
+        /* Past what the clock can name: no limit. */
+        deadline = timeout_ns > INT64_MAX - now ? -1 : now + timeout_ns;
+    }
     unsigned ran = 0;
     int err = 0;
     bool woken = false;

@@ -17,6 +17,7 @@ struct corio__blocking {
     afs__mutex      mu;
     afs__cond       cv;
     struct afs_list jobs;     /* waiting for a thread */
+    struct afs_list running;  /* on a thread */
     unsigned        threads, idle;
     bool            stop;
     afs__thread     tid[POOL_MAX];
@@ -66,11 +67,13 @@ static void pool_thread(void *arg)
             (struct corio_blocking *)(void *)((char *)jp - offsetof(struct corio_blocking,
                                                                      private_));
         jp->state = JOB_RUNNING;
+        afs_list_push_back(&p->running, &jp->node);
         afs__mutex_unlock(&p->mu);
         running_job = b;
         int res = b->fn(b->arg);
         running_job = NULL;
         afs__mutex_lock(&p->mu);
+        afs_list_remove(&p->running, &jp->node);
         if (jp->state == JOB_ABANDONED) {
             afs__mutex_unlock(&p->mu);
             b->result = res;
@@ -120,18 +123,37 @@ void corio__blocking_free(struct corio_sched *s)
     s->blocking = NULL;
 }
 
+/* Is b a job no thread has finished yet? Found by address on the pool's lists: b's own bytes
+ * may be anything (a job needs no initialising). */
+static bool in_flight(struct corio__blocking *p, const struct corio_blocking *b)
+{
+    const struct afs_list *lists[] = {&p->jobs, &p->running};
+    for (size_t i = 0; i < 2; i++)
+        for (const struct afs_list_node *n = lists[i]->first; n; n = n->next)
+            if (n == &((const struct job_priv *)(const void *)b->private_)->node)
+                return true;
+    return false;
+}
+
 int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *fn, void *arg)
 {
     corio__check_running(t, "corio_go");
     AFS_CHECK(b != NULL && fn != NULL, "NULL argument");
     struct corio_sched *s = t->sched;
+    struct corio__blocking *p;
+    int err = pool_get(s, &p);
+    if (err == 0) {
+        afs__mutex_lock(&p->mu);
+        bool busy = in_flight(p, b);
+        afs__mutex_unlock(&p->mu);
+        if (busy)
+            afs__panic("corio_go", "the job is still queued or running (wait for it first)");
+    }
     memset(b, 0, sizeof *b);
     corio_future_init_external(&b->done, s);
     b->fn = fn;
     b->arg = arg;
     atomic_init(&priv(b)->stop, 0);
-    struct corio__blocking *p;
-    int err = pool_get(s, &p);
     if (err < 0) {
         corio_future_complete(&b->done, err, NULL);
         return err;

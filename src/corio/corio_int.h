@@ -459,6 +459,9 @@ int  corio__wait_on(struct corio_task *t, struct corio__waitq *q);
 void corio__wait_on_hard(struct corio_task *t, struct corio__waitq *q);
 /* Makes a task waiting on a queue runnable (it is taken off the queue) with result err. */
 void corio__wake(struct corio_task *t, int err);
+/* Aborts unless t may be woken from this thread: t's scheduler's own, or any while that
+ * scheduler does not run. */
+void corio__wake_check(const struct corio_task *t);
 void corio__wake_all(struct corio__waitq *q);
 
 /* Cancellation and deadlines (cancel.c). */

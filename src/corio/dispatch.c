@@ -61,11 +61,13 @@ void *corio_io(struct corio_task *t, void *input)
 
 size_t corio_batch_len(const struct corio_batch *b)
 {
+    AFS_CHECK(b != NULL, "batch is NULL");
     return b->n;
 }
 
 void *corio_batch_input(const struct corio_batch *b, size_t i)
 {
+    AFS_CHECK(b != NULL, "batch is NULL");
     AFS_CHECK(i < b->n, "index out of range");
     return b->reqs[i]->input;
 }

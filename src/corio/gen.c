@@ -76,6 +76,7 @@ int corio_gen_next(struct corio_task *t, struct corio_gen *g, void **value)
 {
     corio__check_running(t, "corio_gen_next");
     AFS_CHECK(g != NULL && value != NULL, "NULL argument");
+    AFS_CHECK(g->producer != t, "the producer asks its own generator (it would wait for itself)");
     /* A new call: the consumer is done with the previous value (corio_gen_flush). */
     g->nexts++;
     corio__wake_all(corio__wq(&g->producer_q));

@@ -21,6 +21,12 @@ static void task_prepare(struct corio_job *j, struct corio_job_task *jt, const c
         afs__panic(where, "a job task needs a run callback");
     if (j->started)
         afs__panic(where, "the job already started");
+    /* Added twice, its next would close a loop: the run would never end. */
+    bool added = jt == j->oneshot;
+    for (const struct corio_job_task *o = j->tasks; o && !added; o = o->next)
+        added = o == jt;
+    if (added)
+        afs__panic(where, "the task is in the job already");
     jt->job = j;
     jt->result = jt->fin_result = 0;
     jt->inited = jt->finalized = jt->finished = 0;

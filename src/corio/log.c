@@ -245,17 +245,29 @@ int corio_log_close(struct corio_task *t, struct corio_log *log)
     return err;
 }
 
+/* The getters take no task: the log must be open (it may be closing). */
+static const struct corio_log *log_peek(const struct corio_log *log, const char *what)
+{
+    if (!log)
+        afs__panic(what, "log is NULL");
+    afs__magic_check(AFS__MAGIC_OF(log, struct corio_log), LOG_MAGIC, log, what,
+                     "log was closed (used after corio_log_close)",
+                     "not an open log (closed, or never made)");
+    return log;
+}
+
 int corio_log_error(const struct corio_log *log)
 {
-    return log->err;
+    return log_peek(log, __func__)->err;
 }
 
 uint64_t corio_log_durable(const struct corio_log *log)
 {
-    return log->durable;
+    return log_peek(log, __func__)->durable;
 }
 
 void corio_log_stats(const struct corio_log *log, struct corio_log_stats *out)
 {
-    *out = log->stats;
+    AFS_CHECK(out != NULL, "NULL argument");
+    *out = log_peek(log, __func__)->stats;
 }

@@ -70,8 +70,10 @@ static int grow(struct corio_queue *q)
 static void wake_putter(struct corio_queue *q)
 {
     struct corio_task *t = corio__waitq_pop(&qp(q)->putters);
-    if (t)
+    if (t) {
+        corio__wake_check(t);
         corio__ready(t, 0);
+    }
 }
 
 int corio_queue_try_put(struct corio_queue *q, void *value)
@@ -85,6 +87,7 @@ int corio_queue_try_put(struct corio_queue *q, void *value)
         struct getter *g = AFS_LIST_ITEM(n, struct getter, node);
         g->value = value;
         g->got = true;
+        corio__wake_check(g->task);
         corio__ready(g->task, 0);
         return 0;
     }
@@ -162,9 +165,10 @@ void corio_queue_close(struct corio_queue *q)
     AFS_CHECK(q != NULL, "queue is NULL");
     q->closed = 1;
     struct afs_list_node *n;
-    while ((n = afs_list_pop_front(&qp(q)->getters)))
-        corio__ready(AFS_LIST_ITEM(n, struct getter, node)->task, 0);
-    struct corio_task *t;
-    while ((t = corio__waitq_pop(&qp(q)->putters)))
-        corio__ready(t, 0);
+    while ((n = afs_list_pop_front(&qp(q)->getters))) {
+        struct corio_task *g = AFS_LIST_ITEM(n, struct getter, node)->task;
+        corio__wake_check(g);
+        corio__ready(g, 0);
+    }
+    corio__wake_all(&qp(q)->putters);
 }

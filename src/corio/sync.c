@@ -24,6 +24,9 @@ int corio_mutex_lock(struct corio_task *t, struct corio_mutex *m)
         m->owner = t;
         return 0;
     }
+    if (m->owner->sched != t->sched)
+        afs__panic("corio_mutex_lock", "the mutex is held by a task of another scheduler (a "
+                                       "mutex serves one scheduler's tasks)");
     err = corio__wait_on(t, corio__wq(&m->waiters));
     /* Woken by unlock: it made us the owner. Interrupted: we are off the queue and the
      * lock was never ours, so nothing needs undoing. */

@@ -28,8 +28,21 @@ void corio__wait_on_hard(struct corio_task *t, struct corio__waitq *q)
     corio__suspend(t, &w);
 }
 
+/* The primitives of one scheduler (mutex, wait group, queue, generator, job, singleflight)
+ * wake their tasks on its thread only: a task of another scheduler, or a wake-up from a
+ * thread that runs no scheduler while t's runs, would race with that scheduler's queues. */
+void corio__wake_check(const struct corio_task *t)
+{
+    const struct corio_sched *cur = corio__thread_sched();
+    if (cur != t->sched && (cur || t->sched->running))
+        afs__panic("corio", "a task of one scheduler is woken from another thread (a mutex, "
+                            "wait group, queue, generator or job serves one scheduler's "
+                            "tasks; between schedulers use channels or futures)");
+}
+
 void corio__wake(struct corio_task *t, int err)
 {
+    corio__wake_check(t);
     if (t->q_on)
         corio__waitq_remove(t->q_on, t);
     corio__ready(t, err);
@@ -38,8 +51,10 @@ void corio__wake(struct corio_task *t, int err)
 void corio__wake_all(struct corio__waitq *q)
 {
     struct corio_task *t;
-    while ((t = corio__waitq_pop(q)))
+    while ((t = corio__waitq_pop(q))) {
+        corio__wake_check(t);
         corio__ready(t, 0);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------

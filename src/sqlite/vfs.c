@@ -1056,10 +1056,11 @@ static sqlite3_vfs *unix_vfs(void)
     return u;
 }
 
+/* The unix VFS's order: sqlite3_temp_directory (PRAGMA temp_store_directory) first. */
 static const char *temp_dir(void)
 {
-    const char *cands[] = {getenv("SQLITE_TMPDIR"), getenv("TMPDIR"), "/var/tmp", "/usr/tmp",
-                           "/tmp", "."};
+    const char *cands[] = {sqlite3_temp_directory, getenv("SQLITE_TMPDIR"), getenv("TMPDIR"),
+                           "/var/tmp", "/usr/tmp", "/tmp", "."};
     for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
         struct stat st;
         if (cands[i] && stat(cands[i], &st) == 0 && S_ISDIR(st.st_mode) &&
@@ -1067,6 +1068,34 @@ static const char *temp_dir(void)
             return cands[i];
     }
     return ".";
+}
+
+/* A journal or WAL is its database's: it takes the database's context when the database was
+ * opened outside any task on this thread (the thread's context), so a WAL first opened inside
+ * a task does not end up on the scheduler's context, freed with it while the connection
+ * lives on. NULL: ctx_for_open() decides. */
+static struct afs_ctx *ctx_of_database(const char *name, int type, struct vfs_tctx **tcp)
+{
+    *tcp = NULL;
+#if SQLITE_VERSION_NUMBER >= 3032000
+    if (type != SQLITE_OPEN_MAIN_JOURNAL && type != SQLITE_OPEN_WAL)
+        return NULL;
+    sqlite3_file *db = sqlite3_database_file_object(name);
+    if (!db || db->pMethods != &vfs_db_methods)
+        return NULL;
+    struct vfs_file *m = (struct vfs_file *)db;
+    if (!m->tc || pthread_getspecific(tctx_key) != m->tc) /* not this thread's context */
+        return NULL;
+    pthread_mutex_lock(&vfs_mutex);
+    m->tc->files++;
+    pthread_mutex_unlock(&vfs_mutex);
+    *tcp = m->tc;
+    return m->tc->ctx;
+#else
+    (void)name;
+    (void)type;
+    return NULL;
+#endif
 }
 
 static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int flags,
@@ -1096,7 +1125,9 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
 
     int err = 0;
     struct vfs_tctx *tc;
-    struct afs_ctx *ctx = ctx_for_open(&tc, &err);
+    struct afs_ctx *ctx = name ? ctx_of_database(name, type, &tc) : NULL;
+    if (!ctx)
+        ctx = ctx_for_open(&tc, &err);
     if (!ctx)
         return err == -ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
     struct stat owner;
@@ -1104,6 +1135,15 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     mode_t mode = create_mode(name, flags, &owner, &has_owner);
     struct afs_file *f = NULL;
     int r = afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
+    bool new_journal = (flags & SQLITE_OPEN_CREATE) &&
+                       (type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL ||
+                        type == SQLITE_OPEN_SUPER_JOURNAL);
+    if (r == -EACCES && new_journal && access(path, F_OK) != 0) {
+        /* As the unix VFS: a journal that cannot be made in its directory. */
+        tctx_release(tc);
+        p->last_errno = EACCES;
+        return SQLITE_READONLY_DIRECTORY;
+    }
     if (r < 0 && is_rw && r != -EISDIR) {
         /* As the unix VFS: a database we may not write is opened read-only. */
         int ro = (aflags & ~(AFS_RDWR | AFS_CREAT | AFS_EXCL)) | AFS_RDONLY;
@@ -1154,9 +1194,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
         p->base.pMethods = &vfs_db_methods;
     } else {
         /* A new journal's or WAL's name must be durable with its contents. */
-        if ((flags & SQLITE_OPEN_CREATE) && p->path &&
-            (type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL ||
-             type == SQLITE_OPEN_SUPER_JOURNAL))
+        if (new_journal && p->path)
             p->dirsync = 1;
         p->base.pMethods = &vfs_plain_methods;
     }

@@ -194,6 +194,14 @@ static struct afs_stream *stream_check(const struct afs_stream *s, const char *c
     return (struct afs_stream *)s;
 }
 
+/* The calls that may write or wait for the stream's ops: none while a chain is open on its
+ * context (asyncfs.h, "Chains"). Reads check where they queue (afs_ctx_submit names it). */
+static void chain_check(const struct afs_stream *s, const char *call)
+{
+    if (s->ctx->chain_open)
+        afs__panic(call, "a chain is open on the stream's context: afs_chain_end() first");
+}
+
 void afs_stream_options_default(struct afs_stream_options *o)
 {
     AFS_CHECK(o != NULL, "options is NULL");
@@ -1443,6 +1451,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         return nmemb;
     }
     s->wr_room = 0;
+    chain_check(s, __func__);
     if (s->err || (s->dir == DIR_WRITE && writes_failed(s)))
         return 0; /* a write that failed and was not seen yet counts too: nothing more */
     if (!s->can_write) {
@@ -1516,6 +1525,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
 int afs_fflush(struct afs_stream *s)
 {
     stream_check(s, __func__);
+    chain_check(s, __func__);
     s->read_end = 0;
     if (s->dir == DIR_WRITE)
         return flush_writes(s);
@@ -1559,6 +1569,7 @@ static int seek_allowed(struct afs_stream *s, int64_t pos)
 int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 {
     stream_check(s, __func__);
+    chain_check(s, __func__);
     s->read_end = 0;
     if (s->pipe)
         return -ESPIPE;
@@ -1638,6 +1649,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
 int64_t afs_ftell(struct afs_stream *s)
 {
     stream_check(s, __func__);
+    chain_check(s, __func__);
     if (s->pipe)
         return -ESPIPE;
     settle_failed_writes(s);
@@ -1937,6 +1949,7 @@ int afs_fopen(struct afs_ctx *ctx, const char *path, const char *mode, struct af
 int afs_fclose(struct afs_stream *s)
 {
     stream_check(s, __func__);
+    chain_check(s, __func__);
     bool busy = s->fill && s->fill->len;
     for (unsigned i = 0; i < s->nbuf; i++)
         busy |= in_flight(s->ch[i]);

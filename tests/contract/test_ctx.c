@@ -178,6 +178,15 @@ T_IO(open_errors)
     cr_assert_eq(afs_open(c, t_path("x"), AFS_RDWR | 0x10000, 0, AFS_MODE_SYNC, &f), -EINVAL);
     cr_assert_eq(afs_open(c, t_path("x"), AFS_RDWR, 0, (enum afs_mode)7, &f), -EINVAL);
     cr_assert_eq(afs_open(c, NULL, AFS_RDWR, 0, AFS_MODE_SYNC, &f), -EINVAL);
+    /* A read-only truncation (undefined in POSIX, a truncation on Linux) leaves the file be. */
+    t_make_file(t_path("full"), 4096);
+    cr_assert_eq(afs_open(c, t_path("full"), AFS_RDONLY | AFS_TRUNC, 0, AFS_MODE_SYNC, &f),
+                 -EINVAL);
+    cr_assert_eq(afs_openat(c, AFS_AT_FDCWD, t_path("full"), AFS_RDONLY | AFS_TRUNC, 0),
+                 -EINVAL);
+    struct stat full;
+    cr_assert_eq(stat(t_path("full"), &full), 0);
+    cr_assert_eq(full.st_size, 4096);
     cr_assert_eq(afs_open(c, t_path("missing"), AFS_RDONLY, 0, AFS_MODE_SYNC, &f), -ENOENT);
     cr_assert_null(f);
     cr_assert_eq(afs_open(c, t_path("new"), AFS_RDWR | AFS_CREAT | AFS_EXCL, 0600, AFS_MODE_SYNC, &f), 0);
@@ -267,6 +276,10 @@ T_IO(wake_from_another_thread_ends_a_wait)
     void *waker(void *arg);
     cr_assert_eq(pthread_create(&th, NULL, waker, c), 0);
     cr_assert_eq(afs_ctx_wait(c, 1, -1), 0);
+    pthread_join(th, NULL);
+    /* A timeout past what the clock can name is no limit (not a sum that overflows). */
+    cr_assert_eq(pthread_create(&th, NULL, waker, c), 0);
+    cr_assert_eq(afs_ctx_wait(c, 1, INT64_MAX), 0);
     pthread_join(th, NULL);
     /* A timeout with nothing outstanding returns 0, not before the timeout: 1.2 s, so that
      * the check reads whole seconds and a coarse timer (Windows: 15.6 ms ticks) cannot

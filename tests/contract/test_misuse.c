@@ -591,6 +591,195 @@ T_ABORT(memory_that_is_no_corio_handle_aborts)
     junk_chan();
 }
 
+/* ---- corio: objects given again while in use, and one scheduler's objects used by another ---- */
+
+static int m_slow_job(void *arg)
+{
+    (void)arg;
+    usleep(100 * 1000);
+    return 4;
+}
+
+static void go_busy_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    static struct corio_blocking b;
+    M_REQ(corio_go(t, &b, m_slow_job, NULL) == 0);
+    corio_go(t, &b, m_slow_job, NULL); /* still running */
+}
+
+static void go_busy(void)
+{
+    m_cleanup();
+    corio_run(go_busy_root, NULL);
+}
+
+T_ABORT(corio_go_on_a_job_in_flight_aborts)
+{
+    m_need_ctx();
+    expect_abort(go_busy, "corio_go", "still queued or running");
+    go_busy();
+}
+
+static int m_job_run(struct corio_task *t, struct corio_job_task *jt)
+{
+    (void)t;
+    (void)jt;
+    return CORIO_JOB_DONE;
+}
+
+static void job_added_twice(void)
+{
+    static struct corio_job j;
+    static struct corio_job_task x = {.run = m_job_run};
+    corio_job_init(&j);
+    corio_job_add(&j, &x);
+    corio_job_add(&j, &x);
+}
+
+T_ABORT(corio_job_task_added_twice_aborts)
+{
+    expect_abort(job_added_twice, "corio_job_add", "in the job already");
+    job_added_twice();
+}
+
+static int m_self_next(struct corio_task *t, struct corio_gen *g, void *arg)
+{
+    (void)arg;
+    void *v;
+    corio_gen_next(t, g, &v);
+    return 0;
+}
+
+static void gen_next_by_producer_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    static struct corio_gen g;
+    corio_gen_start(t, &g, m_self_next, NULL);
+}
+
+static void gen_next_by_producer(void)
+{
+    m_cleanup();
+    corio_run(gen_next_by_producer_root, NULL);
+}
+
+T_ABORT(corio_gen_next_by_its_producer_aborts)
+{
+    m_need_ctx();
+    expect_abort(gen_next_by_producer, "corio_gen_next", "producer");
+    gen_next_by_producer();
+}
+
+static struct corio_mutex m_mu = CORIO_MUTEX_INIT;
+static struct corio_queue m_q;
+
+static int lock_elsewhere(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    return corio_mutex_lock(t, &m_mu);
+}
+
+static void mutex_across_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct corio_future fut;
+    M_REQ(corio_mutex_lock(t, &m_mu) == 0);
+    M_REQ(corio_spawn_on(t, 1, lock_elsewhere, NULL, &fut) == 0);
+    corio_future_await(t, &fut, NULL);
+}
+
+static int get_elsewhere(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    void *v;
+    return corio_queue_get(t, &m_q, &v);
+}
+
+static void queue_across_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct corio_future fut;
+    M_REQ(corio_spawn_on(t, 1, get_elsewhere, NULL, &fut) == 0);
+    while (corio_queue_len(&m_q) == 0 && corio_sleep(t, 20 * 1000 * 1000) == 0) {
+        /* the getter waits on scheduler 1: this put would wake it from here */
+        corio_queue_put(t, &m_q, &m_q);
+    }
+}
+
+static void run_on_two(corio_fn *root)
+{
+    m_cleanup();
+    corio_queue_init(&m_q, 0);
+    struct corio_rt_config cfg;
+    corio_rt_config_default(&cfg);
+    cfg.schedulers = 2;
+    struct corio_rt *rt;
+    M_REQ(corio_rt_new(&rt, &cfg) == 0);
+    corio_rt_run(rt, root, NULL);
+}
+
+static void mutex_across(void) { run_on_two(mutex_across_root); }
+static void queue_across(void) { run_on_two(queue_across_root); }
+
+T_ABORT(one_schedulers_mutex_and_queue_used_from_another_abort)
+{
+    m_need_ctx();
+    expect_abort(mutex_across, "corio_mutex_lock", "another scheduler");
+    expect_abort(queue_across, "corio", "woken from another thread");
+    mutex_across();
+}
+
+static void stream_write_in_a_chain(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_stream *s;
+    M_REQ(afs_fopen(c, m_file, "w", &s) == 0);
+    m_cleanup();
+    M_REQ(afs_chain_begin(c) == 0);
+    static char big[4 << 20];
+    afs_fwrite(big, 1, sizeof big, s);
+}
+
+T_ABORT(stream_write_while_a_chain_is_open_names_the_call)
+{
+    m_need_ctx();
+    expect_abort(stream_write_in_a_chain, "afs_fwrite", "a chain is open");
+    stream_write_in_a_chain();
+}
+
+static void log_getters_root(struct corio_task *t, void *arg)
+{
+    struct afs_file *f = arg;
+    struct corio_log *log;
+    uint64_t off;
+    M_REQ(corio_log_open(t, f, 0, &log) == 0);
+    M_REQ(corio_log_append(t, log, "x", 1, &off) == 0);
+    M_REQ(corio_log_close(t, log) == 0);
+    corio_log_durable(log);
+}
+
+static void log_getter_after_close(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_file *f;
+    M_REQ(afs_open(c, m_file, AFS_RDWR, 0, AFS_MODE_SYNC, &f) == 0);
+    m_cleanup();
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = c;
+    struct corio_sched *s;
+    M_REQ(corio_sched_new(&s, &cfg) == 0);
+    corio_sched_run(s, log_getters_root, f);
+}
+
+T_ABORT_UAF(corio_log_getter_after_close)
+{
+    m_need_no_asan();
+    expect_abort(log_getter_after_close, "corio_log_durable", "closed");
+    log_getter_after_close();
+}
+
 /* ---- NULL: one rule for every handle ---- */
 
 static void null_pread(void)
@@ -612,6 +801,8 @@ static void null_queue_read(void)
     afs_queue_read(&op, NULL, buf, sizeof buf, 0, (afs_cb *)abort, NULL);
 }
 static void null_ctx(void) { afs_ctx_wait(NULL, 1, 0); }
+static void null_log(void) { corio_log_error(NULL); }
+static void null_batch(void) { corio_batch_len(NULL); }
 
 T_ABORT(null_handles_abort_naming_the_call)
 {
@@ -621,6 +812,8 @@ T_ABORT(null_handles_abort_naming_the_call)
     expect_abort(null_fread, "afs_fread", "stream is NULL");
     expect_abort(null_queue_read, "afs_queue_read", "file is NULL");
     expect_abort(null_ctx, "afs_ctx_wait", "ctx is NULL");
+    expect_abort(null_log, "corio_log_error", "log is NULL");
+    expect_abort(null_batch, "corio_batch_len", "batch is NULL");
     null_close();
 }
 

@@ -616,3 +616,97 @@ T_VFS(enospc_is_sqlite_full_and_the_database_stays_intact)
     integrity_ok(db);
     sqlite3_close(db);
 }
+
+/* ---- Where side files go, and on which context ---- */
+
+/* A connection opened outside any task and then used in one: its WAL, first opened inside
+ * the task, stays on the connection's context (the scheduler's is freed when the run ends). */
+static sqlite3 *outside_db;
+
+static void write_in_a_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    exec_ok(outside_db, "INSERT INTO t VALUES(2)");
+}
+
+T_VFS(a_connection_opened_outside_tasks_outlives_a_run_in_wal_mode)
+{
+    const char *path = t_path("w.db");
+    sqlite3 *db = db_open(path, "asyncfs");
+    exec_ok(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    sqlite3_close(db);
+    outside_db = db_open(path, "asyncfs");
+    cr_assert_eq(corio_run(write_in_a_task, NULL), 0);
+    exec_ok(outside_db, "INSERT INTO t VALUES(3)");
+    cr_assert_eq(query_int(outside_db, "SELECT sum(x) FROM t"), 6);
+    integrity_ok(outside_db);
+    cr_assert_eq(sqlite3_close(outside_db), SQLITE_OK);
+}
+
+#ifdef __linux__
+/* PRAGMA temp_store_directory (sqlite3_temp_directory) comes first, as in the unix VFS. */
+T_VFS(temporary_files_go_to_the_temp_store_directory)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", t_path("tmpdir"));
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    char *saved = sqlite3_temp_directory;
+    sqlite3_temp_directory = sqlite3_mprintf("%s", dir);
+    sqlite3 *db = db_open(":memory:", "asyncfs");
+    exec_ok(db, "PRAGMA temp_store=FILE; PRAGMA cache_size=10; CREATE TEMP TABLE t(x);"
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
+                "20000) INSERT INTO t SELECT randomblob(100) FROM n");
+    /* The temporary file is unlinked at once: look for it among the open descriptors. */
+    int found = 0;
+    for (int fd = 0; fd < 1024 && !found; fd++) {
+        char link[64], target[PATH_MAX];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        found = strncmp(target, dir, strlen(dir)) == 0 && strstr(target, "/etilqs_") != NULL;
+    }
+    sqlite3_close(db);
+    sqlite3_free(sqlite3_temp_directory);
+    sqlite3_temp_directory = saved;
+    cr_assert(found, "no temporary file open in %s", dir);
+}
+
+/* A journal that cannot be made in a read-only directory: SQLITE_READONLY_DIRECTORY, as the
+ * unix VFS says. Checked as an unprivileged user (root writes anywhere). */
+static int readonly_dir_child(void *arg)
+{
+    const char *path = arg;
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+        return 10;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "asyncfs") != SQLITE_OK)
+        return 11;
+    sqlite3_extended_result_codes(db, 1);
+    int rc = sqlite3_exec(db, "INSERT INTO t VALUES(1)", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_READONLY_DIRECTORY ? 0 : rc == SQLITE_CANTOPEN ? 12 : 13;
+}
+
+T_VFS(a_journal_in_a_read_only_directory_is_readonly_directory)
+{
+    const char *dir = t_path("ro");
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/x.db", dir);
+    sqlite3 *db = db_open(path, "unix");
+    exec_ok(db, "CREATE TABLE t(x)");
+    sqlite3_close(db);
+    if (geteuid() == 0) {
+        cr_assert_eq(chmod(t_dir, 0711), 0); /* the test's own directory, for the user */
+        cr_assert_eq(chown(path, 65534, 65534), 0);
+    }
+    else
+        cr_assert_eq(chmod(dir, 0555), 0);
+    int st = child_status(spawn_child(readonly_dir_child, path));
+    chmod(dir, 0755);
+    cr_assert_eq(st, 0, "child status %d (12: SQLITE_CANTOPEN)", st);
+}
+#endif
