@@ -19,18 +19,23 @@
  * Serves DIR (default: the current directory); a target ending in "/" is its "index.html"
  * ("/" is "/index.html"); a target in absolute form ("http://host/path") is its path. The
  * path is percent-decoded; paths with ".." (after decoding) are
- * refused (400), as are control characters in a target; symlinks in DIR are followed
- * wherever they point, as nginx does by default; only regular files are served (a
- * directory named without its "/" is 301 to the name with it, the query kept, as with
- * nginx; a directory without index.html, a FIFO or a device 403; a missing file or too
- * long a name 404). A GET with one byte range (Range: bytes=A-B, A- or -N; RFC 9110, 14.1)
- * gets 206 and that part of the file, a range that starts past the end 416; several
- * ranges, another unit, a bad value or an If-Range (no response carries a validator, so
- * none can match) get the whole file (a server may ignore Range: 14.2). A request line that is not "METHOD TARGET HTTP/1.x", a header
- * line that is no field, Content-Length headers that disagree, an HTTP/1.1 request without
- * exactly one Host header and an HTTP/1.0 one with several (RFC 9112, 3.2) are refused (400;
- * a method other than GET and HEAD is 405, one too long to know 501, a target too long 414,
- * a head of more than 100 header lines or a line over 8 KiB 431, answered at once). A
+ * refused (400), as are control characters in a target (and, on Windows, "\" and ":");
+ * symlinks in DIR are followed wherever they point, as nginx does by default; only regular
+ * files are served (a directory named without its "/" is 301 to the name with it, slashes
+ * merged and the query kept, as with nginx; a directory without index.html, a FIFO or a
+ * device 403; a missing file or too long a name 404), with a Content-Type from the name's
+ * extension (the common ones of nginx's mime.types; application/octet-stream for others).
+ * A GET with one byte range (Range: bytes=A-B, A- or -N; RFC 9110, 14.1) gets 206 and that
+ * part of the file, a range that starts past the end 416; several ranges, another unit, a
+ * bad value, an If-Range (no response carries a validator, so none can match) or a suffix
+ * range of an empty file get the whole file (a server may ignore Range: 14.2). A request
+ * line that is not "METHOD TARGET HTTP/M.m" with a token for METHOD, a header line that is
+ * no field or holds a control character, Content-Length headers that disagree, a Host
+ * with a path's characters in it, an HTTP/1.1 request without exactly one Host header and
+ * an HTTP/1.0 one with several (RFC 9112, 3.2) are refused (400; HTTP/1.2 and on are
+ * served as 1.1, HTTP/2 and on are 505; a method other than GET and HEAD is 405 with
+ * "Allow: GET, HEAD", one too long to know 501, a target too long 414, a head of more
+ * than 100 header lines or a line over 8 KiB 431, answered at once). A
  * request body (Content-Length, at most 1 MiB) is read and dropped, so that the next request
  * on the connection starts after it (an HTTP/1.1 client that sent "Expect: 100-continue"
  * gets "100 Continue" first); a chunked one is refused (501) and the connection closed.
@@ -39,7 +44,8 @@
  * arrive whole within --timeout seconds (default 60; 0: never) of the connection's start or
  * of the last response, or when a response makes no progress for as long (each 128 KiB
  * piece, each 1 MiB of a sendfile, gets that long to leave): idle and slow clients do not
- * hold their tasks and descriptors for ever. Prints "listening on H:PORT" once ready;
+ * hold their tasks and descriptors for ever; a connection waiting for a request holds no
+ * response buffer. Prints "listening on H:PORT" once ready;
  * --port 0 (the default) picks a free port; --conns N stops after N connections were served
  * (tests); --sendfile-min -1 never uses sendfile, 0 always. */
 #include "serve.h"
@@ -174,6 +180,27 @@ static int has_option(const char *v, const char *end, const char *opt)
 /* Reads one request head (and drops its body): 1 and *r, 0 when the client closed between
  * requests, -errno, or 400 / 413 / 414 / 431 / 501 for a request to refuse (the connection
  * is then closed). */
+/* "HTTP/M.m" (one digit each, RFC 9112 2.3): 10 * M + m, or -1. */
+static int http_version(const char *v)
+{
+    if (strncmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+        v[7] < '0' || v[7] > '9' || v[8] != '\0' || v[5] == '0')
+        return -1;
+    return (v[5] - '0') * 10 + (v[7] - '0');
+}
+
+/* A method is a token (RFC 9110, 5.6.2). */
+static int is_token(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", ch)))
+            return 0;
+    }
+    return n > 0;
+}
+
 static int read_request(struct corio_task *t, struct corio_stream *c, struct req *r)
 {
     const char *line;
@@ -195,16 +222,23 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         n--;
     memcpy(head, line, (size_t)n);
     head[n] = '\0';
-    /* method SP target SP HTTP/1.x, nothing after */
+    /* method SP target SP HTTP/d.d, nothing after */
     char *w[3];
     size_t len[3];
-    if (split_words(head, w, len) != 3 || (strcmp(w[2], "HTTP/1.1") && strcmp(w[2], "HTTP/1.0")))
+    if (split_words(head, w, len) != 3)
+        return 400;
+    int version = http_version(w[2]);
+    if (version < 0)
+        return 400;
+    if (version >= 20)
+        return 505; /* another major version: not spoken here (RFC 9110, 15.6.6) */
+    if (!is_token(w[0], len[0]))
         return 400;
     if (len[0] >= sizeof r->method)
         return 501; /* no method that long is served */
     char *target = w[1];
     memcpy(r->method, w[0], len[0] + 1);
-    int http11 = strcmp(w[2], "HTTP/1.1") == 0;
+    int http11 = version >= 11; /* 1.2 and on are taken as 1.1 (RFC 9110, 2.5) */
     r->keep_alive = http11;
     int status = 0, have_len = 0, closing = 0, hosts = 0, expect100 = 0, ranges = 0;
     int if_range = 0;
@@ -215,8 +249,16 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             return n == 0 ? -ECONNRESET : n == -EMSGSIZE ? 431 : (int)n;
         if (blank(line, n))
             break;
-        if (lines > 100)
-            return 431; /* at once: a head of endless lines is not read to its end */
+        if (lines >= 100)
+            return 431; /* the 101st, at once: a head of endless lines is not read to its end */
+        /* No control characters in a field but tabs (RFC 9110, 5.5; a bare CR, RFC 9112
+         * 2.2), up to the line's own end. */
+        ssize_t body_end = n;
+        while (body_end > 0 && (line[body_end - 1] == '\n' || line[body_end - 1] == '\r'))
+            body_end--;
+        for (ssize_t i = 0; i < body_end; i++)
+            if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+                status = status ? status : 400;
         const char *colon = memchr(line, ':', (size_t)n);
         if (!colon || colon == line || colon[-1] == ' ' || colon[-1] == '\t' ||
             line[0] == ' ' || line[0] == '\t')
@@ -248,6 +290,10 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
             status = status ? status : 501; /* chunked bodies are not read here */
         } else if (n >= 5 && strncasecmp(line, "host:", 5) == 0) {
             hosts++;
+            /* host[:port], nothing of a path (RFC 9112, 3.2: a bad Host is 400) */
+            for (const char *h = line + 5; h < line + n; h++)
+                if (*h == '/' || *h == '\\' || *h == '?' || *h == '#' || *h == '@')
+                    status = status ? status : 400;
         } else if (n > 7 && strncasecmp(line, "expect:", 7) == 0) {
             expect100 = has_option(line + 7, line + n, "100-continue");
         } else if (n > 6 && strncasecmp(line, "range:", 6) == 0) {
@@ -314,6 +360,11 @@ static int read_request(struct corio_task *t, struct corio_stream *c, struct req
         *q = '\0';
     if (percent_decode(target) < 0 || target[0] != '/' || strstr(target, "/.."))
         return 400;
+#ifdef _WIN32
+    /* Windows reads "\\" as a separator ("\\.." climbs) and ":" as a drive or a stream. */
+    if (strpbrk(target, "\\:"))
+        return 400;
+#endif
     if (strlen(target) >= sizeof r->path - 16)
         return 414; /* decoded: %-escapes take three bytes of the line, one of the name */
     size_t tl = strlen(target);
@@ -333,6 +384,7 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 505: return "HTTP Version Not Supported";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 416: return "Range Not Satisfiable";
@@ -424,8 +476,10 @@ static int byte_range(const char *v, uint64_t size, uint64_t *first, uint64_t *e
     if (*p || (suffix && !have_b))
         return 0; /* trailing bytes, or "bytes=-" */
     if (suffix) { /* the last b bytes */
-        if (b == 0 || size == 0)
+        if (b == 0)
             return -1;
+        if (size == 0)
+            return 0; /* satisfiable (14.1.1), but no 206 can name no bytes: all of it */
         *first = b >= size ? 0 : size - b;
         *end = size;
         return 1;
@@ -439,17 +493,37 @@ static int byte_range(const char *v, uint64_t size, uint64_t *first, uint64_t *e
     return 1;
 }
 
-/* Writes the head of a 200 response with a body of size bytes into buf: its length. */
-static int ok_head(char *buf, uint64_t size, int keep_alive)
+/* The media type of a file by its name's extension: what nginx's mime.types says for the
+ * common ones, application/octet-stream for the rest. */
+static const char *media_type(const char *path)
+{
+    static const char *const types[][2] = {
+        {"html", "text/html"},        {"htm", "text/html"},         {"css", "text/css"},
+        {"js", "application/javascript"}, {"mjs", "application/javascript"},
+        {"json", "application/json"}, {"txt", "text/plain"},        {"xml", "text/xml"},
+        {"svg", "image/svg+xml"},     {"png", "image/png"},         {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},       {"gif", "image/gif"},         {"webp", "image/webp"},
+        {"ico", "image/x-icon"},      {"wasm", "application/wasm"}, {"pdf", "application/pdf"},
+        {"woff", "font/woff"},        {"woff2", "font/woff2"},      {"mp4", "video/mp4"},
+        {"mp3", "audio/mpeg"},        {"zip", "application/zip"},   {"gz", "application/gzip"},
+    };
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (strcasecmp(dot + 1, types[i][0]) == 0)
+                return types[i][1];
+    return "application/octet-stream";
+}
+
+/* Writes the head of a 200 response with a body of size bytes of media type `type` into
+ * buf: its length. */
+static int ok_head(char *buf, uint64_t size, const char *type, int keep_alive)
 {
     static const char start[] = "HTTP/1.1 200 OK\r\nServer: corio\r\n";
     static const char length[] = "Content-Length: ";
-    static const char keep[] = "\r\nAccept-Ranges: bytes\r\n"
-                               "Content-Type: application/octet-stream\r\n"
-                               "Connection: keep-alive\r\n\r\n";
-    static const char shut[] = "\r\nAccept-Ranges: bytes\r\n"
-                               "Content-Type: application/octet-stream\r\n"
-                               "Connection: close\r\n\r\n";
+    static const char ranges[] = "\r\nAccept-Ranges: bytes\r\nContent-Type: ";
+    static const char keep[] = "\r\nConnection: keep-alive\r\n\r\n";
+    static const char shut[] = "\r\nConnection: close\r\n\r\n";
     char digits[20];
     int nd = 0;
     do
@@ -464,6 +538,11 @@ static int ok_head(char *buf, uint64_t size, int keep_alive)
     p += sizeof length - 1;
     while (nd > 0)
         *p++ = digits[--nd];
+    memcpy(p, ranges, sizeof ranges - 1);
+    p += sizeof ranges - 1;
+    size_t tl = strlen(type);
+    memcpy(p, type, tl);
+    p += tl;
     const char *end = keep_alive ? keep : shut;
     size_t n = keep_alive ? sizeof keep - 1 : sizeof shut - 1;
     memcpy(p, end, n);
@@ -472,14 +551,15 @@ static int ok_head(char *buf, uint64_t size, int keep_alive)
 
 /* Writes the head of a 206 response with bytes [first, end) of a file of size bytes into
  * buf: its length. */
-static int partial_head(char *buf, uint64_t first, uint64_t end, uint64_t size, int keep_alive)
+static int partial_head(char *buf, uint64_t first, uint64_t end, uint64_t size,
+                        const char *type, int keep_alive)
 {
     return snprintf(buf, 512,
                     "HTTP/1.1 206 Partial Content\r\nServer: corio\r\n%sContent-Length: %llu\r\n"
                     "Content-Range: bytes %llu-%llu/%llu\r\nAccept-Ranges: bytes\r\n"
-                    "Content-Type: application/octet-stream\r\nConnection: %s\r\n\r\n",
+                    "Content-Type: %s\r\nConnection: %s\r\n\r\n",
                     date_line(), (unsigned long long)(end - first), (unsigned long long)first,
-                    (unsigned long long)(end - 1), (unsigned long long)size,
+                    (unsigned long long)(end - 1), (unsigned long long)size, type,
                     keep_alive ? "keep-alive" : "close");
 }
 
@@ -490,7 +570,13 @@ static int redirect_to_dir(struct corio_task *t, struct corio_stream *c, struct 
     char loc[sizeof r->raw + 32];
     const char *q = strchr(r->raw, '?');
     size_t pl = q ? (size_t)(q - r->raw) : strlen(r->raw);
-    snprintf(loc, sizeof loc, "Location: %.*s/%s\r\n", (int)pl, r->raw, q ? q : "");
+    /* Slashes merged, as nginx does: "//host" would name another server to a browser. */
+    char *o = loc + sizeof "Location: " - 1;
+    memcpy(loc, "Location: ", sizeof "Location: " - 1);
+    for (size_t i = 0; i < pl; i++)
+        if (r->raw[i] != '/' || o[-1] != '/')
+            *o++ = r->raw[i];
+    snprintf(o, sizeof loc - (size_t)(o - loc), "/%s\r\n", q ? q : "");
     return send_status_with(t, c, 301, r->keep_alive, loc);
 }
 
@@ -499,7 +585,7 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
 {
     int head = strcmp(r->method, "HEAD") == 0;
     if (!head && strcmp(r->method, "GET") != 0)
-        return send_status(t, c, 405, r->keep_alive);
+        return send_status_with(t, c, 405, r->keep_alive, "Allow: GET, HEAD\r\n");
     char full[2048];
     size_t pl = strlen(r->path);
     if (root_len + pl >= sizeof full)
@@ -544,8 +630,9 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
         snprintf(cr, sizeof cr, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
         return send_status_with(t, c, 416, r->keep_alive, cr);
     }
-    int hl = range ? partial_head(buf, off, end, (uint64_t)size, r->keep_alive)
-                   : ok_head(buf, (uint64_t)size, r->keep_alive);
+    const char *type = media_type(r->path);
+    int hl = range ? partial_head(buf, off, end, (uint64_t)size, type, r->keep_alive)
+                   : ok_head(buf, (uint64_t)size, type, r->keep_alive);
     size_t fill = (size_t)hl;
     err = 0;
     if (!head && !no_sendfile && sendfile_min >= 0 && end - off >= (uint64_t)sendfile_min) {
@@ -598,25 +685,48 @@ static int respond(struct corio_task *t, struct corio_stream *c, struct req *r, 
     return err;
 }
 
+/* Response buffers (PIECE bytes), taken for a response and given back after it: a
+ * connection waiting for its next request holds none. One scheduler thread: no lock. */
+static char *spare[64];
+static int   nspare;
+
+static char *buf_take(void)
+{
+    return nspare ? spare[--nspare] : malloc(PIECE);
+}
+
+static void buf_give(char *b)
+{
+    if (nspare < (int)(sizeof spare / sizeof spare[0]))
+        spare[nspare++] = b;
+    else
+        free(b);
+}
+
 static void conn_task(struct corio_task *t, struct corio_stream *c, void *user)
 {
     (void)user;
-    char *buf = malloc(PIECE);
     struct req r;
     int st;
     for (;;) {
         arm(t);
-        if (!buf || (st = read_request(t, c, &r)) <= 0)
+        if ((st = read_request(t, c, &r)) <= 0)
             break;
         if (st != 1) {
             send_status(t, c, st, 0);
             break;
         }
         arm(t);
-        if (respond(t, c, &r, buf) < 0 || !r.keep_alive)
+        char *buf = buf_take();
+        if (!buf) {
+            send_status(t, c, 503, 0);
+            break;
+        }
+        int err = respond(t, c, &r, buf);
+        buf_give(buf);
+        if (err < 0 || !r.keep_alive)
             break;
     }
-    free(buf);
     corio_stream_close(c);
 }
 
@@ -660,6 +770,8 @@ int main(int argc, char **argv)
     }
     err = corio_sched_run(s, main_task, &o);
     corio_sched_free(s);
+    while (nspare > 0)
+        free(spare[--nspare]);
     if (err < 0) {
         fprintf(stderr, "corio_sched_run: %s\n", afs_strerror(err));
         return 1;

@@ -99,21 +99,23 @@ echo spaced > "$dir/www/a b.txt"
 mkfifo "$dir/www/fifo"
 mkdir -p "$dir/www/sub" "$dir/www/noindex"
 echo index > "$dir/www/sub/index.html"
+: > "$dir/www/empty.txt"
 file_checks() { # file_server's arguments
   rm -f "$dir/file.out" # port_of must not read the last run's address
-  "$file_bin" --root "$dir/www" --conns 15 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
+  "$file_bin" --root "$dir/www" --conns 20 "$@" > "$dir/file.out" 2> "$dir/file.out.err" &
   local pid=$!
   pids+=($pid)
   port=$(port_of "$dir/file.out")
   [ -n "$port" ] || fail "file_server did not start: $(cat "$dir/file.out.err")"
 
-  # Reads one response from fd 3: the status line into $status, its Date, Location and
-  # Content-Range into $date, $location and $range, the body into $1.
+  # Reads one response from fd 3: the status line into $status, its Date, Location,
+  # Content-Range, Content-Type and Allow into $date, $location, $range, $ctype and $allow,
+  # the body into $1.
   response() {
     local body=$1 line len=0
     IFS= read -r -t 10 status <&3 || fail "file: no response"
     status=${status%$'\r'}
-    date= location= range=
+    date= location= range= ctype= allow=
     while IFS= read -r -t 10 line <&3; do
       line=${line%$'\r'}
       [ -z "$line" ] && break
@@ -122,6 +124,8 @@ file_checks() { # file_server's arguments
         date:*) date=${line#*: } ;;
         location:*) location=${line#*: } ;;
         content-range:*) range=${line#*: } ;;
+        content-type:*) ctype=${line#*: } ;;
+        allow:*) allow=${line#*: } ;;
       esac
     done
     if [ "$len" -gt 0 ]; then head -c "$len" <&3 > "$body"; else : > "$body"; fi
@@ -239,6 +243,25 @@ file_checks() { # file_server's arguments
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 200 OK" ] && [ "$(cat "$dir/got4")" = index ] ||
     fail "file: status '$status' for a directory's index"
+  [ "$ctype" = text/html ] || fail "file: Content-Type '$ctype' for index.html"
+  # Slashes merged in a redirect: "//sub/" would name the host "sub" to a browser.
+  printf 'GET //sub HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 301 Moved Permanently" ] && [ "$location" = /sub/ ] ||
+    fail "file: status '$status', Location '$location' for //sub"
+  printf 'DELETE /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 405 Method Not Allowed" ] && [ "$allow" = "GET, HEAD" ] ||
+    fail "file: status '$status', Allow '$allow' for DELETE"
+  # HTTP/1.2 is served as 1.1 (RFC 9110, 2.5); a suffix range of an empty file: all of it.
+  printf 'GET /empty.txt HTTP/1.2\r\nHost: x\r\nRange: bytes=-1\r\n\r\n' >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] && [ ! -s "$dir/got4" ] && [ "$ctype" = text/plain ] ||
+    fail "file: status '$status', Content-Type '$ctype' for bytes=-1 of an empty file over HTTP/1.2"
+  # Exactly 100 header lines are taken.
+  { printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n'; printf 'X-A: %d\r\n' $(seq 1 99); printf '\r\n'; } >&3
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 200 OK" ] || fail "file: status '$status' for 100 header lines"
   printf 'GET /small.bin HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello' >&3
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 400 Bad Request" ] ||
@@ -258,6 +281,35 @@ file_checks() { # file_server's arguments
   response "$dir/got4"
   [ "$status" = "HTTP/1.1 431 Request Header Fields Too Large" ] ||
     fail "file: status '$status' for 150 header lines and no end"
+  exec 3>&-
+  # The 101st header line: 431.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  (trap '' PIPE; { printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\n'; printf 'X-A: %d\r\n' $(seq 1 100); printf '\r\n'; } >&3) || true
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 431 Request Header Fields Too Large" ] ||
+    fail "file: status '$status' for 101 header lines"
+  exec 3>&-
+  # HTTP/2 is 505; a method that is no token, a Host with a path's characters and a NUL in
+  # a field are 400 (answered before the rest is read: SIGPIPE ignored for the write).
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  (trap '' PIPE; printf 'GET /small.bin HTTP/2.0\r\nHost: x\r\n\r\n' >&3) || true
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 505 HTTP Version Not Supported" ] || fail "file: status '$status' for HTTP/2.0"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  (trap '' PIPE; printf 'G(T /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3) || true
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for method 'G(T'"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  (trap '' PIPE; printf 'GET /small.bin HTTP/1.1\r\nHost: ../x\r\n\r\n' >&3) || true
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for Host ../x"
+  exec 3>&-
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  (trap '' PIPE; printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n' >&3) || true
+  response "$dir/got4"
+  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for a NUL in a field"
   exec 3>&-
   # Not HTTP/1.x, and a header line that is no field: 400.
   exec 3<>"/dev/tcp/127.0.0.1/$port"

@@ -1131,22 +1131,24 @@ T_RT(a_thread_completing_a_future_as_the_run_ends_touches_nothing_freed)
     }
 }
 
-/* A child sleeps 50 ms under a parent whose deadline (10 ms) armed the child's timer, and
- * the parent waits for it shielded: at the deadline the timer fires, reaches nobody (the
- * shield), and the sleep must still end at 50 ms (it never ended: "deadlock"). */
+/* A child sleeps 300 ms under a parent whose deadline (100 ms: the child must start its
+ * sleep before it, even under valgrind) armed the child's timer, and the parent waits for
+ * it shielded: at the deadline the timer fires, reaches nobody (the shield), and the sleep
+ * must still end at 300 ms (it never ended: "deadlock"). */
 static int sleeper(struct corio_task *t, void *a)
 {
     (void)a;
     int64_t t0 = corio_now();
-    int r = corio_sleep(t, 50 * MS);
-    cr_assert(corio_now() - t0 >= 50 * MS);
+    int r = corio_sleep(t, 300 * MS);
+    cr_assert(corio_now() - t0 >= 300 * MS, "the sleep ended after %lld ms with %d",
+              (long long)((corio_now() - t0) / MS), r);
     return r;
 }
 
 static void shield_timer_root(struct corio_task *t, void *a)
 {
     (void)a;
-    corio_set_deadline(t, corio_now() + 10 * MS);
+    corio_set_deadline(t, corio_now() + 100 * MS);
     struct corio_future f;
     cr_assert_eq(corio_spawn_future(t, sleeper, NULL, &f, NULL), 0);
     cr_assert_eq(corio_future_await_shielded(t, &f, NULL), 0);
