@@ -185,6 +185,11 @@ static void copy_operand(struct corio_task *t, const char *src, const struct pla
         dst_arg = afcp_xstrdup(p->dst);
     }
     struct afcp_dir *dd = top_dir(ddir, ddir, 1);
+    /* cp opens a target directory (a symlink to one followed) and names the copies from
+     * there: "the same name" compares the directory itself ("ls/s", ls a link to s, is a
+     * name in s). A DST named in full is a name in its parent as written. */
+    if (dd && p->dst_is_dir)
+        dd->dname_id = (struct afcp_devino){dd->st.st_dev, dd->st.st_ino};
     if (!dd) {
         no_dest_dir(src, dst_arg, ddir, &st, errno, vn);
     } else {
