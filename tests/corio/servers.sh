@@ -73,6 +73,7 @@ echo "echo_server: ok"
 # --timeout: a client silent past it, raw or by lines, is closed (the end of the stream, not
 # read's own time-out); one that speaks is answered.
 for mode in "" --raw; do
+  rm -f "$dir/echo.out" # port_of must not read the last run's address
   "$echo_bin" $mode --timeout 1 --conns 2 > "$dir/echo.out" 2> "$dir/echo.out.err" &
   pid=$!
   pids+=($pid)
