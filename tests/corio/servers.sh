@@ -290,28 +290,21 @@ file_checks() { # file_server's arguments
   [ "$status" = "HTTP/1.1 431 Request Header Fields Too Large" ] ||
     fail "file: status '$status' for 101 header lines"
   exec 3>&-
+  # A request refused on a connection of its own: refused REQUEST STATUS LABEL (printf's
+  # format; answered before the rest is read: SIGPIPE ignored for the write).
+  refused() {
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    (trap '' PIPE; printf "$1" >&3) || true
+    response "$dir/got4"
+    [ "$status" = "HTTP/1.1 $2" ] || fail "file: status '$status' for $3"
+    exec 3>&-
+  }
   # HTTP/2 is 505; a method that is no token, a Host with a path's characters and a NUL in
-  # a field are 400 (answered before the rest is read: SIGPIPE ignored for the write).
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  (trap '' PIPE; printf 'GET /small.bin HTTP/2.0\r\nHost: x\r\n\r\n' >&3) || true
-  response "$dir/got4"
-  [ "$status" = "HTTP/1.1 505 HTTP Version Not Supported" ] || fail "file: status '$status' for HTTP/2.0"
-  exec 3>&-
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  (trap '' PIPE; printf 'G(T /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' >&3) || true
-  response "$dir/got4"
-  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for method 'G(T'"
-  exec 3>&-
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  (trap '' PIPE; printf 'GET /small.bin HTTP/1.1\r\nHost: ../x\r\n\r\n' >&3) || true
-  response "$dir/got4"
-  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for Host ../x"
-  exec 3>&-
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  (trap '' PIPE; printf 'GET /small.bin HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n' >&3) || true
-  response "$dir/got4"
-  [ "$status" = "HTTP/1.1 400 Bad Request" ] || fail "file: status '$status' for a NUL in a field"
-  exec 3>&-
+  # a field are 400.
+  refused 'GET /small.bin HTTP/2.0\r\nHost: x\r\n\r\n' "505 HTTP Version Not Supported" HTTP/2.0
+  refused 'G(T /small.bin HTTP/1.1\r\nHost: x\r\n\r\n' "400 Bad Request" "method 'G(T'"
+  refused 'GET /small.bin HTTP/1.1\r\nHost: ../x\r\n\r\n' "400 Bad Request" "Host ../x"
+  refused 'GET /small.bin HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n' "400 Bad Request" "a NUL in a field"
   # Not HTTP/1.x, and a header line that is no field: 400.
   exec 3<>"/dev/tcp/127.0.0.1/$port"
   printf 'GET /small.bin FOO/9\r\n\r\n' >&3
