@@ -168,15 +168,24 @@ int corio_log_open(struct corio_task *t, struct afs_file *f, uint64_t start,
     return 0;
 }
 
+/* The getters take no task: the log must be open (it may be closing). */
+static const struct corio_log *log_peek(const struct corio_log *log, const char *what)
+{
+    if (!log)
+        afs__panic(what, "log is NULL");
+    afs__magic_check(AFS__MAGIC_OF(log, struct corio_log), LOG_MAGIC, log, what,
+                     "log was closed (used after corio_log_close, or closed twice)",
+                     "not an open log (closed, or never made)");
+    return log;
+}
+
 /* A log used after its close (or never made) aborts with the library's message, as a file
  * does (asyncfs.h: the mark stays until the memory is reused). */
 static void log_check(struct corio_task *t, struct corio_log *log, const char *what)
 {
-    if (!t || !log)
-        afs__panic(what, "NULL task or log");
-    afs__magic_check(AFS__MAGIC_OF(log, struct corio_log), LOG_MAGIC, log, what,
-                     "log was closed (used after corio_log_close, or closed twice)",
-                     "not an open log (closed, or never made)");
+    if (!t)
+        afs__panic(what, "NULL task");
+    log_peek(log, what);
     if (log->closing)
         afs__panic(what, "the log is closing");
     if (corio_task_sched(t) != log->sched)
@@ -243,17 +252,6 @@ int corio_log_close(struct corio_task *t, struct corio_log *log)
     *(volatile uintptr_t *)&log->magic = AFS__DEAD; /* kept until the memory is reused */
     free(log);
     return err;
-}
-
-/* The getters take no task: the log must be open (it may be closing). */
-static const struct corio_log *log_peek(const struct corio_log *log, const char *what)
-{
-    if (!log)
-        afs__panic(what, "log is NULL");
-    afs__magic_check(AFS__MAGIC_OF(log, struct corio_log), LOG_MAGIC, log, what,
-                     "log was closed (used after corio_log_close)",
-                     "not an open log (closed, or never made)");
-    return log;
 }
 
 int corio_log_error(const struct corio_log *log)
