@@ -10,11 +10,13 @@
 # cannot be created fails its tests (tests/common.h). The last lines say how many tests each
 # program really ran. afcp for Windows (tools/afcp/win_*.c) is built too, and its tests
 # (tests/windows/test_afcp_win.c, which runs afcp.exe on trees) run once per backend in
-# WIN_AFCP_BACKENDS.
+# WIN_AFCP_BACKENDS. The file server (examples/file_server.c) is built too and driven over
+# loopback by tests/windows/file_server_win.sh once per backend in WIN_SERVER_BACKENDS.
 WIN_BUILD    ?= build-windows
 WIN_BACKENDS ?= iocp threads sync auto
 WIN_CORIO_BACKENDS ?= iocp threads sync
 WIN_AFCP_BACKENDS ?= auto threads
+WIN_SERVER_BACKENDS ?= auto threads
 WIN_TIMEOUT  ?= 1200
 
 .PHONY: test-windows build-windows
@@ -25,7 +27,7 @@ build-windows:
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DASYNCFS_WERROR=$(WERROR) -DASYNCFS_TOOLS=OFF \
 	  -DASYNCFS_TESTS=ON >/dev/null
 	@cmake --build $(WIN_BUILD) -j $(JOBS) --target asyncfs_shared asyncfs_static contract_win \
-	  corio_sched_win corio_net_win afcp afcp_win
+	  corio_sched_win corio_net_win afcp afcp_win file_server
 
 test-windows: build-windows
 	@set -u; \
@@ -56,6 +58,13 @@ test-windows: build-windows
 	  if [ "$$b" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$b; fi; \
 	  "$$@" AFS_SUITE_SUMMARY="$$summary" tests/helpers/suite.sh "afcp_win.exe ($$b)" \
 	    timeout $(WIN_TIMEOUT) "$$wine" "$(WIN_BUILD)/afcp_win.exe"; \
+	  if [ "$$?" -ne 0 ]; then fail=$$((fail + 1)); fi; \
+	done; \
+	for b in $(WIN_SERVER_BACKENDS); do \
+	  echo "== file_server.exe over loopback, backend $$b, under wine"; \
+	  if [ "$$b" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$b; fi; \
+	  "$$@" AFS_SUITE_SUMMARY="$$summary" tests/helpers/suite.sh --plain "file_server.exe ($$b)" \
+	    timeout $(WIN_TIMEOUT) tests/windows/file_server_win.sh "$$wine" "$(WIN_BUILD)/file_server.exe"; \
 	  if [ "$$?" -ne 0 ]; then fail=$$((fail + 1)); fi; \
 	done; \
 	"$$wineserver" -k >/dev/null 2>&1 || true; \

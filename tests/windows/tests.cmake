@@ -82,3 +82,11 @@ if(MINGW)
 endif()
 add_test(NAME afcp_win COMMAND afcp_win)
 set_tests_properties(afcp_win PROPERTIES TIMEOUT 900)
+
+# The file server for Windows (examples/file_server.c), which tests/windows/file_server_win.sh
+# drives under wine (make test-windows): built here when the examples are not.
+if(MINGW AND NOT TARGET file_server)
+  add_executable(file_server ${PROJECT_SOURCE_DIR}/examples/file_server.c)
+  target_link_libraries(file_server PRIVATE asyncfs_static)
+  target_link_options(file_server PRIVATE -static)
+endif()
