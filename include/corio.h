@@ -143,9 +143,13 @@ AFS_API void corio_log(struct corio_task *t, const char *fmt, ...)
 
 /* Cancels t and all its descendants (also those spawned later). Their file ops in flight
  * are cancelled in the kernel; each blocking call (file I/O, sleep, lock, wait...) then
- * returns -ECANCELED, at once for later calls. A task resumes only after the kernel is done
- * with its buffer. May be called from any task of the scheduler. A task that is done is
- * left as it is (corio_cancelled() stays 0 for it). */
+ * returns -ECANCELED, at once for later calls (and for a call's later waits: a cancellation
+ * that comes while t is woken but not yet running ends the next wait of the same call). A
+ * task resumes only after the kernel is done with its buffer. May be called from any task
+ * of t's scheduler, or from any thread while that scheduler does not run; from another
+ * scheduler's thread it aborts (a task elsewhere is reached through its parent: structured
+ * concurrency carries cancellations and deadlines across schedulers). A task that is done
+ * is left as it is (corio_cancelled() stays 0 for it). */
 AFS_API void corio_cancel(struct corio_task *t);
 /* Non-zero once t or an ancestor is cancelled. */
 AFS_API int  corio_cancelled(const struct corio_task *t);
@@ -156,7 +160,7 @@ AFS_API int  corio_cancelled(const struct corio_task *t);
  * (corio_now() is never negative). A deadline that has passed
  * when it is moved or cleared (or when a shield begins above a wait) has ended the waits
  * it reached, on every scheduler, whether or not the scheduler had fired its timer yet;
- * the new value applies from then on. */
+ * the new value applies from then on. The thread rule of corio_cancel(). */
 AFS_API void corio_set_deadline(struct corio_task *t, int64_t deadline_ns);
 
 /* ------------------------------------------------------------------------------------------
@@ -934,8 +938,10 @@ AFS_API int  corio_spawn_on(struct corio_task *parent, int sched, corio_task_fn 
  * send waits for a receiver, a rendezvous). Returns 0, -EINVAL (elem_size 0 or over 1 GiB,
  * or capacity * elem_size over 1 TiB, or over half the address space) or -ENOMEM. */
 AFS_API int  corio_chan_new(struct corio_chan **out, size_t capacity, size_t elem_size);
-/* Frees c: no task may wait on it (aborts otherwise). NULL is ignored. Using c after this,
- * or freeing it twice, aborts (asyncfs.h's rule for handles). */
+/* Frees c: no task may wait on it (aborts otherwise). A task that a send, receive or close
+ * has already served may not have run since (it is on another scheduler): c is then freed
+ * when the last such task has. NULL is ignored. Using c after this, or freeing it twice,
+ * aborts (asyncfs.h's rule for handles). */
 AFS_API void corio_chan_free(struct corio_chan *c);
 
 /* Copies *elem into c, suspending t while c is full (or, capacity 0, until a receiver takes

@@ -48,6 +48,22 @@ bool corio__cancel_reaches(const struct corio_task *t)
     return walk_up(t, &d);
 }
 
+bool corio__cancel_reaches_at(const struct corio_task *t, int64_t *deadline)
+{
+    return walk_up(t, deadline);
+}
+
+/* Cancellations and deadlines change t's scheduler's timers and run queue: only its own
+ * thread may make them, or any thread while it does not run. */
+static void owner_check(const struct corio_task *t, const char *call)
+{
+    const struct corio_sched *cur = corio__thread_sched();
+    if (cur != t->sched && (cur || t->sched->running))
+        afs__panic(call, "called from another scheduler's thread (a task of another "
+                         "scheduler is cancelled through the runtime: its parent, or a "
+                         "future or channel it waits on)");
+}
+
 #define effective_deadline corio__effective_deadline
 #define cancel_reaches     corio__cancel_reaches
 
@@ -123,6 +139,7 @@ void corio__cancel_fact_tree(struct corio_task *t)
 void corio_cancel(struct corio_task *t)
 {
     AFS_CHECK(t != NULL, "task is NULL");
+    owner_check(t, "corio_cancel");
     if (t->state == CORIO__DONE)
         return;
     t->cancelled = true;
@@ -170,6 +187,7 @@ void corio__rearm_tree(struct corio_task *t, bool passed)
 void corio_set_deadline(struct corio_task *t, int64_t deadline_ns)
 {
     AFS_CHECK(t != NULL, "task is NULL");
+    owner_check(t, "corio_set_deadline");
     t->deadline = deadline_ns == 0 ? INT64_MAX : deadline_ns; /* a negative one has passed */
     if (t->state != CORIO__DONE)
         rearm_tree(t, true);

@@ -4,7 +4,10 @@
  * queue under the mutex, does the copy, and wakes the task after unlocking: directly on the
  * task's own scheduler thread, through that scheduler's inbox from anywhere else. A waiter
  * taken off its queue belongs to its waker: a cancellation that comes later finds it gone
- * and lets the wake-up (and its result) win. */
+ * and lets the wake-up (and its result) win. Such a cancellation still takes the channel's
+ * mutex, and may come after the user freed the channel (nobody waits on it any more): the
+ * channel counts the waiters handed a wake-up through an inbox that have not run since, and
+ * a free while some have leaves the memory to the last of them. */
 #include "corio_int.h"
 
 #include <stdlib.h>
@@ -17,6 +20,7 @@ struct chan_waiter {
     void                *elem;   /* send: the value; receive: where it goes */
     int                  result; /* set by the waker */
     bool                 queued; /* on senders / receivers (under the channel's mutex) */
+    bool                 handed; /* taken by another thread: its wake-up goes by the inbox */
     struct afs_list_node node;
     struct corio__msg    msg;    /* the wake-up from another thread */
 };
@@ -27,6 +31,8 @@ struct corio_chan {
     uintptr_t       magic;  /* CHAN_MAGIC ^ address while alive, AFS__DEAD once freed (past
                                the words an allocator writes into freed memory) */
     bool            closed;
+    bool            freed;  /* by the user, while handed > 0: the last of those frees it */
+    size_t          handed; /* waiters woken through an inbox that have not run since */
     struct afs_list senders, receivers;
     unsigned char   buf[];
 };
@@ -73,9 +79,27 @@ void corio_chan_free(struct corio_chan *c)
         return;
     chan_check(c, __func__);
     AFS_CHECK(!c->senders.first && !c->receivers.first, "freeing a channel tasks wait on");
-    afs__mutex_destroy(&c->mu);
+    afs__mutex_lock(&c->mu);
     *(volatile uintptr_t *)&c->magic = AFS__DEAD; /* kept until the memory is reused */
-    free(c);
+    bool now = c->handed == 0;
+    c->freed = true;
+    afs__mutex_unlock(&c->mu);
+    if (now) {
+        afs__mutex_destroy(&c->mu);
+        free(c);
+    }
+}
+
+/* A waiter handed a wake-up through an inbox has run: the channel may go. */
+static void handed_done(struct corio_chan *c)
+{
+    afs__mutex_lock(&c->mu);
+    bool last = --c->handed == 0 && c->freed;
+    afs__mutex_unlock(&c->mu);
+    if (last) {
+        afs__mutex_destroy(&c->mu);
+        free(c);
+    }
 }
 
 static void wake_deliver(struct corio__msg *m)
@@ -87,22 +111,24 @@ static void wake_deliver(struct corio__msg *m)
 /* w is off its queue and its result set; the channel is unlocked. */
 static void wake(struct chan_waiter *w)
 {
-    struct corio_sched *s = w->task->sched;
-    if (corio__thread_sched() == s) {
+    if (!w->handed) {
         corio__ready(w->task, 0);
         return;
     }
     w->msg.deliver = wake_deliver;
-    corio__inbox_post(s, &w->msg);
+    corio__inbox_post(w->task->sched, &w->msg);
 }
 
-static struct chan_waiter *take(struct afs_list *q)
+/* Under the mutex. */
+static struct chan_waiter *take(struct corio_chan *c, struct afs_list *q)
 {
     struct afs_list_node *n = afs_list_pop_front(q);
     if (!n)
         return NULL;
     struct chan_waiter *w = WAITER(n);
     w->queued = false;
+    w->handed = corio__thread_sched() != w->task->sched;
+    c->handed += w->handed;
     return w;
 }
 
@@ -126,7 +152,7 @@ static int send_locked(struct corio_chan *c, const void *elem, struct chan_waite
     *woken = NULL;
     if (c->closed)
         return -EPIPE;
-    struct chan_waiter *r = take(&c->receivers);
+    struct chan_waiter *r = take(c, &c->receivers);
     if (r) {
         memcpy(r->elem, elem, c->esize);
         r->result = 0;
@@ -146,7 +172,7 @@ static int recv_locked(struct corio_chan *c, void *elem, struct chan_waiter **wo
     *woken = NULL;
     if (c->len) {
         ring_pop(c, elem);
-        struct chan_waiter *s = take(&c->senders);
+        struct chan_waiter *s = take(c, &c->senders);
         if (s) {
             ring_push(c, s->elem); /* its place in the ring just freed */
             s->result = 0;
@@ -154,7 +180,7 @@ static int recv_locked(struct corio_chan *c, void *elem, struct chan_waiter **wo
         }
         return 0;
     }
-    struct chan_waiter *s = take(&c->senders);
+    struct chan_waiter *s = take(c, &c->senders);
     if (s) {
         memcpy(elem, s->elem, c->esize); /* capacity 0: straight from the sender */
         s->result = 0;
@@ -188,6 +214,8 @@ static int wait_on(struct corio_task *t, struct corio_chan *c, struct afs_list *
     struct corio__wait wr = {.cancel = chan_cancel, .what = &w, .until = INT64_MAX,
                              .outside = true};
     int err = corio__suspend(t, &wr);
+    if (w.handed)
+        handed_done(c);
     return err ? err : w.result;
 }
 
@@ -266,7 +294,7 @@ void corio_chan_close(struct corio_chan *c)
     /* Receivers wait only while the channel is empty: none of them will get a value. */
     struct afs_list gone = {0};
     struct chan_waiter *w;
-    while ((w = take(&c->senders)) || (w = take(&c->receivers))) {
+    while ((w = take(c, &c->senders)) || (w = take(c, &c->receivers))) {
         w->result = -EPIPE;
         afs_list_push_back(&gone, &w->node);
     }

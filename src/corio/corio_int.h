@@ -416,6 +416,8 @@ void corio__task_chunks_free(struct corio_sched *s);
 /* The effective deadline and cancellation of t, shields included (cancel.c). */
 int64_t corio__effective_deadline(const struct corio_task *t);
 bool    corio__cancel_reaches(const struct corio_task *t);
+/* The same, and t's deadline in *deadline (INT64_MAX: none). */
+bool    corio__cancel_reaches_at(const struct corio_task *t, int64_t *deadline);
 /* Ends the waits of t and its descendants that a cancellation / deadline now reaches. */
 void    corio__cancel_tree(struct corio_task *t);
 /* Passes the plain fact of a cancellation (corio_cancelled(), not an interruption) to the

@@ -136,7 +136,10 @@ static void switch_out(struct corio_task *t)
     reap_zombie(t->sched);
 }
 
-int corio__suspend_by(struct corio_task *t, struct corio__wait *w, int64_t deadline)
+/* cancelled: a cancellation reaches t already (it came while t was ready, between two waits
+ * of one call): the wait ends at once through its own cancel, as if it came now. */
+static int suspend_at(struct corio_task *t, struct corio__wait *w, int64_t deadline,
+                      bool cancelled)
 {
     struct corio_sched *s = t->sched;
     t->state = CORIO__SUSPENDED;
@@ -147,13 +150,29 @@ int corio__suspend_by(struct corio_task *t, struct corio__wait *w, int64_t deadl
     int64_t at = w->cancel && deadline < w->until ? deadline : w->until;
     if (at != INT64_MAX)
         corio__timer_add(&s->timers, t, at);
+    if (cancelled) {
+        /* The record's cancel takes t off what it waits on and makes it ready: t runs on. */
+        w->cancel(t, w, -ECANCELED);
+        if (t->state == CORIO__READY) {
+            corio__waitq_remove(&s->ready, t);
+            t->state = CORIO__RUNNING;
+            return w->err;
+        }
+    }
     switch_out(t);
     return w->err;
 }
 
+int corio__suspend_by(struct corio_task *t, struct corio__wait *w, int64_t deadline)
+{
+    return suspend_at(t, w, deadline, false); /* the caller asked corio__interrupted_at() */
+}
+
 int corio__suspend(struct corio_task *t, struct corio__wait *w)
 {
-    return corio__suspend_by(t, w, w->cancel ? corio__effective_deadline(t) : INT64_MAX);
+    int64_t deadline = INT64_MAX;
+    bool cancelled = w->cancel && corio__cancel_reaches_at(t, &deadline);
+    return suspend_at(t, w, deadline, cancelled);
 }
 
 struct corio_sched *corio_task_sched(struct corio_task *t)
@@ -544,9 +563,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             timeout = -1;
             int64_t next = corio__timer_next(&s->timers);
             if (next != INT64_MAX) {
-                timeout = next - corio_now();
-                if (timeout < 0)
-                    timeout = 0;
+                int64_t now = corio_now(); /* next may be any past time, INT64_MIN too */
+                timeout = next <= now ? 0 : next - now;
             }
         }
         /* Nothing in flight here: a runtime's scheduler polls its inbox a little first. */

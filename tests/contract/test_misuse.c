@@ -9,6 +9,7 @@
 
 #include <corio.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -733,6 +734,52 @@ T_ABORT(one_schedulers_mutex_and_queue_used_from_another_abort)
     expect_abort(mutex_across, "corio_mutex_lock", "another scheduler");
     expect_abort(queue_across, "corio", "woken from another thread");
     mutex_across();
+}
+
+static _Atomic(struct corio_task *) m_victim;
+
+static void victim_sleeps(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    atomic_store(&m_victim, t);
+    corio_sleep(t, 2000LL * 1000 * 1000);
+}
+
+static int cancel_elsewhere(struct corio_task *t, void *arg)
+{
+    struct corio_task *v;
+    while (!(v = atomic_load(&m_victim)))
+        corio_sleep(t, 1000 * 1000);
+    if (arg)
+        corio_set_deadline(v, corio_now() + 1000);
+    else
+        corio_cancel(v);
+    return 0;
+}
+
+static void cancel_across_root(struct corio_task *t, void *arg)
+{
+    struct corio_future fut;
+    M_REQ(corio_spawn(t, victim_sleeps, NULL, NULL) == 0);
+    M_REQ(corio_spawn_on(t, 1, cancel_elsewhere, arg, &fut) == 0);
+    corio_future_await(t, &fut, NULL);
+}
+
+static void deadline_across_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    cancel_across_root(t, &m_victim);
+}
+
+static void cancel_across(void) { atomic_store(&m_victim, NULL); run_on_two(cancel_across_root); }
+static void deadline_across(void) { atomic_store(&m_victim, NULL); run_on_two(deadline_across_root); }
+
+T_ABORT(another_schedulers_task_cancelled_or_given_a_deadline_aborts)
+{
+    m_need_ctx();
+    expect_abort(cancel_across, "corio_cancel", "another scheduler's thread");
+    expect_abort(deadline_across, "corio_set_deadline", "another scheduler's thread");
+    cancel_across();
 }
 
 static void stream_write_in_a_chain(void)

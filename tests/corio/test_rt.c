@@ -595,6 +595,81 @@ T_RT(chan_closed_with_waiters_epipe)
     cr_assert_eq(corio_chan_new(&c, 0, ((size_t)1 << 30) + 1), -EINVAL); /* over 1 GiB */
 }
 
+/* A channel freed as soon as nobody waits on it, while a receiver on another scheduler has
+ * been handed a value but has not run since, and its deadline passes meanwhile: the
+ * deadline's cancellation must not reach into the freed channel. Many channels, one
+ * deadline, sends at offsets around it, so that some deadlines fire between a hand-off and
+ * its wake-up (ASan's build sees the use after free; others may crash in the lock). */
+#define FREED_CHANS 1000
+
+struct freed_state {
+    struct corio_chan *ch[FREED_CHANS];
+    int64_t            deadline, offset;
+    atomic_int         waiting, received, timed_out;
+};
+static struct freed_state *freed_st; /* the receivers' */
+
+static int freed_recv(struct corio_task *t, void *arg)
+{
+    struct freed_state *st = freed_st;
+    int i = (int)(intptr_t)arg, v;
+    corio_set_deadline(t, st->deadline);
+    atomic_fetch_add(&st->waiting, 1);
+    int rc = corio_chan_recv(t, st->ch[i], &v);
+    if (rc == 0 && v == i)
+        atomic_fetch_add(&st->received, 1);
+    else if (rc == -ETIMEDOUT)
+        atomic_fetch_add(&st->timed_out, 1);
+    return 0;
+}
+
+static int freed_recv_all(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < FREED_CHANS; i++)
+        cr_assert_eq(corio_spawn_on(t, 1, freed_recv, (void *)(intptr_t)i, NULL), 0);
+    return 0;
+}
+
+static void root_freed(struct corio_task *t, void *arg)
+{
+    struct freed_state *st = arg;
+    struct corio_future f;
+    st->deadline = corio_now() + 100 * MS;
+    cr_assert_eq(corio_spawn_on(t, 1, freed_recv_all, NULL, &f), 0);
+    while (atomic_load(&st->waiting) < FREED_CHANS)
+        corio_sleep(t, 1 * MS);
+    if (corio_now() < st->deadline - 2 * MS)
+        corio_sleep(t, st->deadline - corio_now() - 1 * MS);
+    while (corio_now() < st->deadline + st->offset)
+        ; /* computes: the sends come at this offset from the deadline */
+    for (int i = 0; i < FREED_CHANS; i++) {
+        int v = i;
+        corio_chan_try_send(st->ch[i], &v); /* to its receiver, or into the ring */
+        corio_chan_free(st->ch[i]);         /* nobody waits on it now */
+    }
+    cr_assert_eq(corio_future_await(t, &f, NULL), 0);
+}
+
+T_RT(chan_freed_while_a_receiver_it_woke_has_not_run)
+{
+    struct corio_rt *rt = rt_make(2);
+    static struct freed_state st;
+    freed_st = &st;
+    for (int round = 0; round < 20; round++) {
+        st.offset = (round % 20) * 50 * 1000; /* 0 to 950 us past the deadline */
+        atomic_store(&st.waiting, 0);
+        atomic_store(&st.received, 0);
+        atomic_store(&st.timed_out, 0);
+        for (int i = 0; i < FREED_CHANS; i++)
+            cr_assert_eq(corio_chan_new(&st.ch[i], 1, sizeof(int)), 0);
+        cr_assert_eq(corio_rt_run(rt, root_freed, &st), 0);
+        cr_assert_eq(atomic_load(&st.received) + atomic_load(&st.timed_out), FREED_CHANS,
+                     "every receiver got its value or its deadline");
+    }
+    corio_rt_free(rt);
+}
+
 /* A cancelled receiver leaves the channel consistent: the next value goes to the next one. */
 static int recv_one(struct corio_task *t, void *arg)
 {

@@ -913,6 +913,16 @@ static void cancel_root(struct corio_task *t, void *arg)
     cr_assert_eq(corio_sleep(t, 1000), -ETIMEDOUT, "a deadline of INT64_MIN");
     corio_set_deadline(t, INT64_MAX);
     cr_assert_eq(corio_sleep(t, 1000), 0, "cleared");
+    /* The same on a task already asleep: its timer is due at once, the earliest time there
+     * is included (the scheduler's wait must not overflow computing it). */
+    int64_t passed[] = {-1, INT64_MIN};
+    for (int i = 0; i < 2; i++) {
+        int r = 1;
+        corio_spawn(t, sleeper, &r, &c);
+        corio_set_deadline(c, passed[i]);
+        corio_wait(t);
+        cr_assert_eq(r, -ETIMEDOUT, "a sleeping task's deadline of %lld", (long long)passed[i]);
+    }
 }
 
 T_CO(cancel_and_deadline_end_sleeps_promptly)
@@ -924,6 +934,62 @@ T_CO(cancel_and_deadline_end_sleeps_promptly)
     cr_assert_eq(res[0], -ECANCELED);
     cr_assert_lt(res[1], 5000, "cancel took %d ms: the 30 s sleep was not interrupted", res[1]);
     cr_assert_lt(corio_now() - t0, 5LL * 1000 * 1000 * 1000);
+}
+
+/* A cancellation that comes while the task is ready (woken, not yet run again) inside a call
+ * that waits more than once: the call's next wait ends at once with -ECANCELED. */
+struct recancel {
+    struct corio_future f1, f2;
+    struct corio_queue  q;
+    int                 wait_rc, put_rc;
+};
+
+static void recancel_waiter(struct corio_task *t, void *arg)
+{
+    struct recancel *r = arg;
+    struct corio_future *fs[2] = {&r->f1, &r->f2};
+    r->wait_rc = corio_future_wait(t, CORIO_WAIT_ALL, fs, 2, NULL);
+}
+
+static void recancel_putter(struct corio_task *t, void *arg)
+{
+    struct recancel *r = arg;
+    r->put_rc = corio_queue_put(t, &r->q, (void *)2); /* the queue is full: it waits */
+}
+
+static void recancel_root(struct corio_task *t, void *arg)
+{
+    struct recancel *r = arg;
+    corio_future_init(&r->f1);
+    corio_future_init(&r->f2);
+    corio_queue_init(&r->q, 1);
+    cr_assert_eq(corio_queue_try_put(&r->q, (void *)1), 0);
+    struct corio_task *w, *p;
+    corio_spawn(t, recancel_waiter, r, &w);
+    corio_spawn(t, recancel_putter, r, &p);
+    /* Both woken, then cancelled before they run: one future of two done, a place in the
+     * queue freed and taken again. */
+    corio_future_complete(&r->f1, 0, NULL);
+    void *v;
+    cr_assert_eq(corio_queue_try_get(&r->q, &v), 0);
+    cr_assert_eq(corio_queue_try_put(&r->q, (void *)3), 0);
+    corio_cancel(w);
+    corio_cancel(p);
+    int64_t t0 = corio_now();
+    corio_wait(t); /* -EDEADLK for the run if they wait on: nothing else would end them */
+    cr_assert_lt(corio_now() - t0, 1000 * 1000 * 1000LL);
+    cr_assert_eq(corio_queue_try_get(&r->q, &v), 0);
+    cr_assert_eq((intptr_t)v, 3, "the cancelled put added nothing");
+    corio_queue_destroy(&r->q);
+}
+
+T_CO(a_cancel_while_ready_ends_the_next_wait_of_the_same_call)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    struct recancel r = {.wait_rc = 1, .put_rc = 1};
+    cr_assert_eq(corio_sched_run(t_sched, recancel_root, &r), 0);
+    cr_assert_eq(r.wait_rc, -ECANCELED);
+    cr_assert_eq(r.put_rc, -ECANCELED);
 }
 
 /* A deadline that passed while its task computed, then lifted before the scheduler fired
