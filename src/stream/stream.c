@@ -1211,10 +1211,11 @@ AFS__HOT_PATH size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_
                     continue;
                 }
             }
-            /* End of file. Drop the short chunk so that a read after afs_clearerr sees
-             * what was appended meanwhile. */
+            /* End of file. Drop the short chunk, and the read-ahead past it (short or
+             * empty reads too), so that a read after afs_clearerr sees what was appended
+             * meanwhile. */
             s->eof = true;
-            c->state = CH_FREE;
+            drop_reads(s);
             break;
         }
         size_t n = AFS_MIN(c->len - in, want - got);
@@ -1304,12 +1305,21 @@ static void pipe_err(struct afs_stream *s, int err)
         s->werr = err;
 }
 
-/* Forgets what the fill buffer holds (after a write error: data buffered after the
- * failure, which stdio's failing fwrite would not have taken). */
+/* A fill buffer's data dropped after a write error (data buffered after the failure,
+ * which stdio's failing fwrite would not have taken): the data stops at its start at the
+ * latest, wherever the failed write was (before a seek, it may lie past it). */
+static void fill_lost(struct afs_stream *s, struct chunk *c)
+{
+    if (c->len && !s->pipe && !s->append && c->off < s->werr_off)
+        s->werr_off = c->off;
+    c->state = CH_FREE;
+}
+
+/* Forgets what the fill buffer holds, after a write error. */
 static void drop_fill(struct afs_stream *s)
 {
     if (s->fill) {
-        s->fill->state = CH_FREE;
+        fill_lost(s, s->fill);
         s->fill = NULL;
     }
     s->wr_room = 0;
@@ -1345,7 +1355,7 @@ static int write_fill(struct afs_stream *s)
         }
     }
     if (s->werr) {
-        c->state = CH_FREE; /* a write waited for above failed */
+        fill_lost(s, c); /* a write waited for above failed */
         return 0;
     }
     if (pipe_inline(s)) {
@@ -1440,7 +1450,7 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
         set_err(s, -EINVAL);
         return 0;
     }
-    const size_t want = size * nmemb;
+    size_t want = size * nmemb;
     if (want < s->wr_room && !s->err) {
         struct chunk *c = s->fill;
         memcpy(c->buf + c->len, ptr, want);
@@ -1465,6 +1475,10 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
             drop_reads(s);
         s->dir = DIR_WRITE;
     }
+    /* A file's offsets end at INT64_MAX: what would go past it is not taken. */
+    bool too_big = !s->pipe && (uint64_t)(INT64_MAX - s->pos) < want;
+    if (too_big)
+        want = (size_t)(INT64_MAX - s->pos);
     const char *in = ptr;
     size_t done = 0;
     bool inline_pipe = s->pipe && pipe_inline(s);
@@ -1513,6 +1527,8 @@ size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream 
     }
     if (s->append && done && !s->pipe)
         s->pos_at_end = true; /* wherever pos was, the data goes to the end */
+    if (too_big)
+        set_err(s, -EFBIG);
     if (s->fill && !s->err)
         s->wr_room = cap - s->fill->len;
     return done / size;

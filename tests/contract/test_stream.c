@@ -156,6 +156,42 @@ T_IO(a_file_that_grows_before_its_end_is_read_reads_on)
     }
 }
 
+/* The same once a read met the end, after afs_clearerr: the reads ahead that went past the
+ * end (empty or short) are not taken for the end again (direct reads of small chunks: read
+ * ahead whatever the cache holds). */
+T_IO(a_file_that_grows_after_its_end_was_read_reads_on_after_clearerr)
+{
+    t_new_ctx();
+    const size_t len = 10000, more = 30000;
+    static unsigned char buf[64 * KIB];
+    t_make_file(t_path("f"), len);
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = 4 * KIB;
+    o.chunks = 4;
+    o.flags = AFS_STREAM_DIRECT;
+    struct afs_stream *s = NULL;
+    int err = afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    cr_assert_eq(afs_fread(buf, 1, len + more, s), len);
+    cr_assert(afs_feof(s));
+    afs_clearerr(s);
+    cr_assert_eq(afs_fread(buf, 1, len + more, s), 0, "nothing new yet");
+    t_fill(buf, more, len);
+    int fd = open(t_path("f"), O_WRONLY | O_APPEND);
+    cr_assert_eq(write(fd, buf, more), (ssize_t)more);
+    close(fd);
+    memset(buf, 0, sizeof buf);
+    afs_clearerr(s);
+    size_t n = afs_fread(buf, 1, more, s);
+    cr_assert_eq(n, more, "%zu of the %zu bytes appended", n, more);
+    cr_assert(t_check(buf, more, len));
+    cr_assert(!afs_feof(s));
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
 T_IO(empty_file_is_eof_at_once)
 {
     t_new_ctx();
@@ -531,6 +567,63 @@ T_IO(fflush_reports_write_behind_errors_and_keeps_them)
     cr_assert_eq(afs_fflush(s), 0);
     cr_assert_eq(afs_fclose(s), 0);
 }
+
+/* A write failure seen only after a seek: what afs_fwrite took after the seek is dropped
+ * with the rest (it would land after the failure's hole), and the position says so: it is
+ * where the data stopped, at the latest where the dropped data began, and afs_clearerr
+ * writes on from there. */
+T_IO(a_write_failure_seen_after_a_seek_moves_the_position_back)
+{
+    t_new_ctx();
+    limit_file_size(3 << 19); /* 1.5 MiB */
+    const size_t total = 3 << 20;
+    unsigned char *data = malloc(total);
+    memset(data, 'A', total);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("f"), "w", &s), 0);
+    afs_fwrite(data, 1, total, s); /* fails at 1.5 MiB, maybe not seen yet */
+    cr_assert_eq(afs_fseek(s, 0, SEEK_SET), 0);
+    size_t took = afs_fwrite("NNNN", 1, 4, s);
+    cr_assert_eq(afs_fflush(s), -EFBIG);
+    cr_assert_eq(afs_ftell(s), 0, "%zu bytes taken after the seek, dropped: the position is "
+                 "where they began", took);
+    afs_clearerr(s);
+    cr_assert_eq(afs_ftell(s), 0);
+    cr_assert_eq(afs_fwrite("ok", 1, 2, s), 2);
+    cr_assert_eq(afs_fclose(s), 0);
+    char head[4];
+    int fd = open(t_path("f"), O_RDONLY);
+    cr_assert_eq(read(fd, head, 4), 4);
+    close(fd);
+    cr_assert(memcmp(head, "okAA", 4) == 0, "the file begins with %.4s", head);
+    free(data);
+}
+
+/* Offsets end at INT64_MAX: a write that would go past it takes what fits and fails with
+ * -EFBIG; the position stays a position. */
+#ifdef __linux__
+T_IO(a_write_at_the_last_offsets_stops_at_int64_max)
+{
+    t_new_ctx();
+    /* tmpfs takes any offset (ext4 refuses the seek past its largest file). */
+    char path[] = "/dev/shm/afs-last-offsets-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0, "/dev/shm: %s", strerror(errno));
+    close(fd);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, path, "w", &s), 0);
+    static unsigned char buf[100];
+    int err = afs_fseek(s, INT64_MAX - 10, SEEK_SET);
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    size_t n = afs_fwrite(buf, 1, sizeof buf, s);
+    cr_assert_leq(n, 10);
+    cr_assert_eq(afs_ferror(s), -EFBIG);
+    int64_t at = afs_ftell(s);
+    cr_assert(at >= 0, "afs_ftell: %lld", (long long)at);
+    cr_assert_eq(afs_fclose(s), -EFBIG);
+    unlink(path);
+}
+#endif
 
 T_IO(fclose_returns_the_first_error)
 {
