@@ -1498,7 +1498,7 @@ struct afs_stream_options {
                             of 4096; at most 1 GiB */
     unsigned chunks;     /* reads ahead / writes behind in flight at most; 0 = 4; at most 64 */
     unsigned perm;       /* permissions of a file the stream creates (and the umask);
-                            default 0666 */
+                            0 = 0666 */
     unsigned flags;      /* AFS_STREAM_* */
 };
 

@@ -1851,7 +1851,7 @@ int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mode,
             return -EINVAL;
         o.chunk_size = opts->chunk_size ? opts->chunk_size : o.chunk_size;
         o.chunks = opts->chunks ? opts->chunks : o.chunks;
-        o.perm = opts->perm;
+        o.perm = opts->perm ? opts->perm : o.perm;
         o.flags = opts->flags;
     }
     o.chunk_size = (o.chunk_size + STREAM_ALIGN - 1) & ~(STREAM_ALIGN - 1);

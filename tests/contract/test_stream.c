@@ -192,6 +192,25 @@ T_IO(a_file_that_grows_after_its_end_was_read_reads_on_after_clearerr)
     cr_assert_eq(afs_fclose(s), 0);
 }
 
+/* Options left zero are the defaults: a file made through them is 0666 less the umask. */
+T_IO(zeroed_options_are_the_defaults)
+{
+    t_new_ctx();
+    struct afs_stream_options o;
+    memset(&o, 0, sizeof o);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen_opts(t_ctx, t_path("z"), "w", &o, &s), 0);
+    cr_assert_eq(afs_fwrite("z", 1, 1, s), 1);
+    cr_assert_eq(afs_fclose(s), 0);
+#ifndef _WIN32
+    mode_t um = umask(022);
+    umask(um);
+    struct stat st;
+    cr_assert_eq(stat(t_path("z"), &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0666 & ~um, "mode %o", (unsigned)(st.st_mode & 0777));
+#endif
+}
+
 T_IO(empty_file_is_eof_at_once)
 {
     t_new_ctx();
