@@ -133,6 +133,11 @@ vs_links() { mkdir src; ln -s target src/sym; ln src/sym src/sym2; mkfifo src/fi
              ln src/fifo src/fifo2; echo data > src/file; ln -s file src/link; mkdir o; }
 vs_ulinks() { mkdir -p src dst; echo aaaa > src/a; ln src/a src/b; touch -d 2020-01-01 src/a
               echo newr > dst/a; echo newr > dst/c; ln src/a src/c; }
+vs_setid() { echo new > a; for m in 4755 2755 6755 2745; do echo old > "b$m"; done
+             if ((is_root)); then chown "nobody:$(id -gn nobody)" b*; fi # (a chown clears them)
+             for m in 4755 2755 6755 2745; do chmod "$m" "b$m"; done; }
+vs_merge() { mkdir -p a/d b/d d2/d; for i in $(seq 40); do echo "from a, a longer line $i" > "a/d/f$i"
+             echo "b$i" > "b/d/f$i"; done; }
 vs_ask() { echo data > f; echo old > x; mkdir -p s/sub d/s/sub; echo 2 > s/sub/g
            echo old > d/s/sub/g; echo ro > ro; chmod 4444 ro; }
 vs_target() { mkdir -p a/s d; echo 1 > f; echo 2 > a/s/g; echo 3 > a/h; }
@@ -173,6 +178,10 @@ vs_cases() { # dir tag
         for cmd in '$as TOOL -v locked y' '$as TOOL -v f ro/y' '$as TOOL -v f x' \
                    '$as TOOL -vf f x' "\$as TOOL -rv $VS/shared/t out"; do
             vs_cp "$tag" vs_file "$cmd"
+        done
+        # a user's own set-ID file overwritten: cp's write clears the bits, as the kernel does
+        for cmd in '$as TOOL a b4755' '$as TOOL a b2755' '$as TOOL a b6755' '$as TOOL a b2745'; do
+            vs_cp "$tag" vs_setid "$cmd"
         done
     fi
     for cmd in 'TOOL -vr sl x' 'TOOL -vr p x' 'TOOL -vrH p x' 'TOOL -vrL p x' \
@@ -233,8 +242,14 @@ vs_cases() { # dir tag
     for cmd in 'echo n | TOOL -i f x' 'echo y | TOOL -vi f x' 'TOOL -i f x < /dev/null' \
                'yes n | TOOL -ri s/sub d/s' 'yes | TOOL -vri s/sub d/s' 'TOOL -in f x < /dev/null' \
                'echo y | TOOL -ni f x' 'echo y | TOOL -iT f d' 'yes | TOOL -ri s/sub x' \
-               'echo yes | TOOL -i f ro' 'echo n | TOOL -if f ro' 'echo Y | TOOL -ia f d/s/sub/g'; do
+               'echo yes | TOOL -i f ro' 'echo n | TOOL -if f ro' 'echo Y | TOOL -ia f d/s/sub/g' \
+               'TOOL -nf f x < /dev/null' 'TOOL -n -f -r s/sub d/s < /dev/null'; do
         vs_cp "$tag" vs_ask "$cmd"
+    done
+    # two operands' directories merged in the destination: the later one's files win, or
+    # with -n the earlier one's stay
+    for cmd in 'TOOL -r a/d b/d .' 'TOOL -r a/d b/d d2' 'TOOL -rn a/d b/d .' 'TOOL -rn a/d b/d d2'; do
+        vs_cp "$tag" vs_merge "$cmd"
     done
     # again over a copy that has the links already: nothing to do, nothing left behind
     vs_cp "$tag" vs_relinks 'TOOL -au src/. dst; TOOL -au src/. dst'

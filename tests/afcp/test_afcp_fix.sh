@@ -132,13 +132,31 @@ run_suite() {
     wait
     check "FIFO without -r: read until EOF (status $st)" bash -c "[ $st -eq 0 ] && cmp -s '$O/fifo.data' '$O/fromfifo'"
     check "FIFO with -r: recreated" bash -c "'$AFCP' -q -r '$O/fifo' '$O/fifo2' && [ -p '$O/fifo2' ]"
+    # a source whose size says nothing (/proc), written into an existing FIFO: read to its end
+    mkfifo "$O/ff"
+    cat "$O/ff" > "$O/ff.out" &
+    local reader=$!
+    "$AFCP" -q /proc/version "$O/ff"
+    st=$?
+    wait "$reader"
+    check "/proc/version into a FIFO: every byte (status $st)" bash -c "[ $st -eq 0 ] && cat /proc/version | cmp -s - '$O/ff.out'"
+    rm -f "$O/ff" "$O/ff.out"
+    # --inplace over a file that was there: a read error leaves it (its links, its mode), as cp
+    if ! cat /proc/self/mem > /dev/null 2>&1; then
+        echo old > "$O/ip"; chmod 640 "$O/ip"; ln "$O/ip" "$O/ip2"
+        "$AFCP" -q --inplace /proc/self/mem "$O/ip" 2> /dev/null
+        st=$?
+        check "--inplace, read error: status 1, the file kept with its links and mode (status $st)" \
+            bash -c "[ $st -eq 1 ] && [ \"\$(stat -c '%h %a' '$O/ip')\" = '2 640' ]"
+        rm -f "$O/ip" "$O/ip2"
+    fi
     # a file that grows while it is copied (AFCP_TEST_GROW: bytes appended once its first
     # size is copied): copied to its new end, as cp reads to the end
     # (the cached path reads a file of up to 256 KiB at once: it grows after a larger one's
     # first read there)
     local gsize gpath
     for gpath in batch inline; do
-        for gsize in 100 300000 3000000; do
+        for gsize in 100 300000 524288 3000000; do
             [[ $gpath = inline && $gsize = 100 ]] && continue
             head -c $gsize /dev/urandom > "$O/grows"
             check "a file of $gsize bytes that grows during the copy ($gpath): copied to its end" bash -c "AFCP_TEST_PATH=$gpath AFCP_TEST_GROW=7 '$AFCP' -q '$O/grows' '$O/grown' && [ \$(stat -c %s '$O/grows') = $((gsize + 7)) ] && cmp -s '$O/grows' '$O/grown'"

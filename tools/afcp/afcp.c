@@ -213,8 +213,9 @@ out:
  * source named twice is copied once (a warning); a file whose name an earlier operand took
  * is refused ("will not overwrite just-created"): both would be in flight at once, and the
  * one renamed last would silently win. Two directories of one name are merged. */
-static int operand_ok(const struct plan *p, int i, struct stat *seen)
+static int operand_ok(const struct plan *p, int i, struct stat *seen, int *merges)
 {
+    *merges = 0;
     const char *src = p->srcs[i];
     if ((follows(src) ? stat(src, &seen[i]) : lstat(src, &seen[i])) < 0) {
         seen[i].st_mode = 0; /* copy_operand reports it */
@@ -238,6 +239,8 @@ static int operand_ok(const struct plan *p, int i, struct stat *seen)
                 afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
                 afcp_fail();
                 ok = 0;
+            } else {
+                *merges = 1; /* two directories of one name: the later one's files win */
             }
             free(dpath);
         }
@@ -264,10 +267,16 @@ static void walk_operands(struct corio_task *t, void *arg)
          * lines of the operands before. */
         uint64_t vn = afcp_vnum();
         afcp_vtask(t, vn);
-        if (!seen || operand_ok(p, i, seen))
+        int merges = 0;
+        if (!seen || operand_ok(p, i, seen, &merges)) {
+            /* Merged into a directory an earlier operand copies to: cp copies that one
+             * whole first, so the later operand's files replace its files, in order. */
+            if (merges)
+                afcp_settle(t);
             copy_operand(t, p->srcs[i], p, vn);
-        else
+        } else {
             afcp_vend(vn);
+        }
     }
     afcp_vtask(t, 0);
     free(seen);

@@ -429,9 +429,10 @@ int afcp_options(int argc, char **argv, void (*usage)(FILE *))
             o->reflink = w;
             break;
         }
-        case 'n': o->noclobber = 1; o->force = 0; o->interactive = 0; break;
-        case 'i': o->interactive = 1; o->noclobber = 0; break; /* the last of -i, -n wins */
-        case 'f': o->force = 1; o->noclobber = 0; break;
+        /* The last of -i, -n wins; -f does not undo either (as in cp). */
+        case 'n': o->noclobber = 1; o->interactive = 0; break;
+        case 'i': o->interactive = 1; o->noclobber = 0; break;
+        case 'f': o->force = 1; break;
         case 'v': o->verbose = 1; break;
         case 't':
             if (o->target_dir) {

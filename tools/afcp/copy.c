@@ -888,13 +888,30 @@ static int copy_to_special(struct corio_task *t, struct fcopy *c, const struct a
     void *buf = afcp_buf_get();
     if (!buf)
         fail(c, -ENOMEM, 0);
-    for (uint64_t off = 0; buf && !c->err && off < c->size;) {
-        uint64_t left = c->size - off;
-        size_t len = left < afcp.o.chunk_size ? (size_t)left : afcp.o.chunk_size;
-        ssize_t n = afs_pread(c->in, buf, c->direct_in ? (size_t)round_up(len) : len, off);
-        if (n < 0 || (size_t)n < len) {
-            fail(c, n < 0 ? (int)n : -ENODATA, 0);
-            break;
+    /* A source whose size says nothing (a FIFO, /proc) is read until its end. */
+    for (uint64_t off = 0; buf && !c->err && (c->unsized || off < c->size);) {
+        size_t len;
+        if (c->unsized) {
+            ssize_t n = c->stream ? read((int)afs_file_fd(c->in), buf, afcp.o.chunk_size)
+                                  : afs_pread(c->in, buf, afcp.o.chunk_size, off);
+            if (n < 0 && c->stream && errno == EINTR)
+                continue;
+            if (n < 0) {
+                fail(c, c->stream ? -errno : (int)n, 0);
+                break;
+            }
+            if (n == 0)
+                break;
+            len = (size_t)n;
+            afcp_add(&afcp.bytes_total, (int64_t)len);
+        } else {
+            uint64_t left = c->size - off;
+            len = left < afcp.o.chunk_size ? (size_t)left : afcp.o.chunk_size;
+            ssize_t n = afs_pread(c->in, buf, c->direct_in ? (size_t)round_up(len) : len, off);
+            if (n < 0 || (size_t)n < len) {
+                fail(c, n < 0 ? (int)n : -ENODATA, 0);
+                break;
+            }
         }
         for (size_t done = 0; done < len;) {
             ssize_t w = write(fd, (char *)buf + done, len - done);
@@ -1143,9 +1160,10 @@ static void file_task(struct corio_task *t, void *arg)
     }
     report(&c);
     if (c.err) {
-        /* No partial file is left under a name that looks complete (but a file written in
-         * place only because no temporary could replace it stays, as cp leaves it). */
-        if (!c.inplace || afcp.o.inplace)
+        /* No partial file is left under a name that looks complete, but a file that was
+         * there and was written in place (--inplace, or no temporary could replace it)
+         * stays, as cp leaves it: its name, links and mode are the user's. */
+        if (!c.inplace || !j->exists)
             afs_unlinkat(AFCP_CTX, j->dd->dfd, c.inplace || c.own_name ? j->dname : tmp, 0);
         afcp_fail();
         afcp_add(&afcp.bytes_done, -(int64_t)c.copied); /* the bar counts what was copied for good */
@@ -1417,9 +1435,11 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
     if (dd->plain)
         afcp_plain_mode(ofd, perm & ~afcp.umask, dpath);
     uint64_t off = 0, size = (uint64_t)st.st_size;
+    int cloned = 0;
     if (size && o->reflink == AFCP_REFLINK_AUTO &&
         clone_fd(fd, ofd, st.st_dev, dd->ddev, spath, dpath) == 0) {
-        off = size; /* cloned */
+        off = size;
+        cloned = 1;
         afcp_add(&afcp.bytes_done, (int64_t)(size));
     }
     if (grow_hook > 0 && size > INLINE_BUF)
@@ -1463,6 +1483,10 @@ int afcp_copy_inline(struct corio_task *t, struct afcp_dir *sd, const char *snam
         off += (uint64_t)n;
         afcp_add(&afcp.bytes_done, (int64_t)((uint64_t)n));
     }
+    /* A last piece that filled the buffer had no room for the byte more: one read at the
+     * end says whether the file grew. */
+    if (!err && !cloned && size && size % INLINE_BUF == 0)
+        grew = 1;
     while (!err && grew) { /* to the end it has now, as cp reads */
         n = pread(fd, inline_buf, INLINE_BUF, (off_t)off);
         if (n < 0 && errno == EINTR)

@@ -185,6 +185,14 @@ void afcp_old_apply(int fd, const struct afcp_old *old, const char *dpath)
      * back stays ours, without setuid/setgid (as cp -p does when it cannot keep an owner). */
     if (fchown(fd, uid, old->st.st_gid) < 0 || (!afcp.is_root && old->st.st_uid != geteuid()))
         mode &= ~(mode_t)(S_ISUID | S_ISGID);
+    /* cp's write into the old file makes the kernel clear its set-user-ID bit, and its
+     * set-group-ID bit where the group may execute, unless the writer is privileged: the
+     * new contents keep neither either. */
+    if (!afcp.is_root) {
+        mode &= ~(mode_t)S_ISUID;
+        if (mode & S_IXGRP)
+            mode &= ~(mode_t)S_ISGID;
+    }
     int err = put_acl(fd, ACL_ACCESS, old->acl, old->acl_len);
     if (err < 0)
         afcp_err(err, "setting permissions for '%s'", dpath);
