@@ -31,8 +31,9 @@ struct corio_chan {
     uintptr_t       magic;  /* CHAN_MAGIC ^ address while alive, AFS__DEAD once freed (past
                                the words an allocator writes into freed memory) */
     bool            closed;
-    bool            freed;  /* by the user, while handed > 0: the last of those frees it */
-    size_t          handed; /* waiters woken through an inbox that have not run since */
+    /* Waiters woken through an inbox that have not run since (raised under mu), and
+     * CHAN_FREED once the user freed the channel: the last of them frees it then. */
+    _Atomic(uint64_t) handed;
     struct afs_list senders, receivers;
     unsigned char   buf[];
 };
@@ -40,6 +41,7 @@ struct corio_chan {
 #define WAITER(n) AFS_LIST_ITEM(n, struct chan_waiter, node)
 
 #define CHAN_MAGIC ((uintptr_t)0x6e616843u)
+#define CHAN_FREED ((uint64_t)1 << 63)
 
 _Static_assert(offsetof(struct corio_chan, magic) >= 32, "magic clear of malloc's words");
 
@@ -79,12 +81,8 @@ void corio_chan_free(struct corio_chan *c)
         return;
     chan_check(c, __func__);
     AFS_CHECK(!c->senders.first && !c->receivers.first, "freeing a channel tasks wait on");
-    afs__mutex_lock(&c->mu);
     *(volatile uintptr_t *)&c->magic = AFS__DEAD; /* kept until the memory is reused */
-    bool now = c->handed == 0;
-    c->freed = true;
-    afs__mutex_unlock(&c->mu);
-    if (now) {
+    if (atomic_fetch_or(&c->handed, CHAN_FREED) == 0) {
         afs__mutex_destroy(&c->mu);
         free(c);
     }
@@ -93,10 +91,7 @@ void corio_chan_free(struct corio_chan *c)
 /* A waiter handed a wake-up through an inbox has run: the channel may go. */
 static void handed_done(struct corio_chan *c)
 {
-    afs__mutex_lock(&c->mu);
-    bool last = --c->handed == 0 && c->freed;
-    afs__mutex_unlock(&c->mu);
-    if (last) {
+    if (atomic_fetch_sub(&c->handed, 1) == (CHAN_FREED | 1)) {
         afs__mutex_destroy(&c->mu);
         free(c);
     }
@@ -128,7 +123,8 @@ static struct chan_waiter *take(struct corio_chan *c, struct afs_list *q)
     struct chan_waiter *w = WAITER(n);
     w->queued = false;
     w->handed = corio__thread_sched() != w->task->sched;
-    c->handed += w->handed;
+    if (w->handed)
+        atomic_fetch_add_explicit(&c->handed, 1, memory_order_relaxed);
     return w;
 }
 
