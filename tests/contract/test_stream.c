@@ -30,6 +30,23 @@ static struct afs_stream *s_open(const char *name, const char *mode, size_t chun
     return s;
 }
 
+/* A stream reading name with direct I/O (AFS_STREAM_DIRECT); the test is skipped where the
+ * file system has no O_DIRECT. */
+static struct afs_stream *direct_open(const char *name, size_t chunk, unsigned chunks)
+{
+    struct afs_stream_options o;
+    afs_stream_options_default(&o);
+    o.chunk_size = chunk;
+    o.chunks = chunks ? chunks : o.chunks;
+    o.flags = AFS_STREAM_DIRECT;
+    struct afs_stream *s = NULL;
+    int err = afs_fopen_opts(t_ctx, t_path(name), "r", &o, &s);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    return s;
+}
+
 /* The file's bytes, read with plain POSIX calls. */
 static unsigned char *slurp(const char *name, size_t *len)
 {
@@ -165,16 +182,7 @@ T_IO(a_file_that_grows_after_its_end_was_read_reads_on_after_clearerr)
     const size_t len = 10000, more = 30000;
     static unsigned char buf[64 * KIB];
     t_make_file(t_path("f"), len);
-    struct afs_stream_options o;
-    afs_stream_options_default(&o);
-    o.chunk_size = 4 * KIB;
-    o.chunks = 4;
-    o.flags = AFS_STREAM_DIRECT;
-    struct afs_stream *s = NULL;
-    int err = afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s);
-    if (err == -EINVAL)
-        cr_skip_test("no O_DIRECT on this file system");
-    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    struct afs_stream *s = direct_open("f", 4 * KIB, 4);
     cr_assert_eq(afs_fread(buf, 1, len + more, s), len);
     cr_assert(afs_feof(s));
     afs_clearerr(s);
@@ -702,15 +710,7 @@ T_IO(direct_reads)
     t_new_ctx();
     const size_t len = 1024 * KIB + 1234;
     t_make_file(t_path("f"), len);
-    struct afs_stream_options o;
-    afs_stream_options_default(&o);
-    o.chunk_size = 64 * KIB;
-    o.flags = AFS_STREAM_DIRECT;
-    struct afs_stream *s = NULL;
-    int err = afs_fopen_opts(t_ctx, t_path("f"), "r", &o, &s);
-    if (err == -EINVAL)
-        cr_skip_test("no O_DIRECT on this file system");
-    cr_assert_eq(err, 0, "%s", afs_strerror(err));
+    struct afs_stream *s = direct_open("f", 64 * KIB, 0);
     unsigned char *buf = malloc(len + 10);
     cr_assert_eq(afs_fread(buf, 1, 1000, s), 1000);
     cr_assert_eq(afs_fseek(s, 3, SEEK_SET), 0, "unaligned positions are fine");
