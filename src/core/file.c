@@ -567,6 +567,8 @@ static ssize_t blocking_rw(struct afs_file *f, bool write, void *buf, size_t len
 {
     struct afs_ctx *ctx = f->ctx;
     struct afs_waiter *w;
+    if (f->seq)
+        return -ESPIPE; /* positional, whatever the offset (UINT64_MAX is no position) */
     if (!inline_ok && !ctx->in_callback && (w = afs_waiter_get()) && w->ctx == ctx &&
         w->op_slot) {
         void *co = w->current(w);
@@ -648,6 +650,8 @@ ssize_t afs_pwrite_flags(struct afs_file *f, const void *buf, size_t len, uint64
     file_check(f, __func__);
     if (flags & ~AFS_WRITE_DSYNC)
         return -EINVAL;
+    if (f->seq)
+        return -ESPIPE;
     return blocking_op(f, &(struct afs__op_args){.code = AFS__WRITE, .buf = (void *)buf, .len = len,
                                                 .off = off, .xflags = afs__write_xflags(flags)},
                        small(f, len));

@@ -125,8 +125,9 @@ static inline int setup_finish(struct afs_op *op, struct afs_file *f, enum afs__
     if (err < 0)
         return err;
     if (!ctl && f->seq) {
-        /* A pipe, socket or tty has no offsets: only afs__queue_seq() moves data on it. */
-        if (off != AFS__OFF_SEQ)
+        /* A pipe, socket or tty has no offsets: only afs__queue_seq() and the position
+         * calls move data on it, one buffer at a time (the vectored calls are positional). */
+        if (off != AFS__OFF_SEQ || code == AFS__READV || code == AFS__WRITEV)
             return -ESPIPE;
     } else if (!ctl) {
         if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)

@@ -59,6 +59,22 @@ struct ums_sock {
     struct afs_list_node ready_node, node;
 };
 
+/* Whether an EINVAL of a multishot op can be the kernel's refusal: the socket was fit for the
+ * op (connected for a receive, listening for an accept), so the op itself was refused. */
+static bool connected(int fd)
+{
+    struct sockaddr_storage a;
+    socklen_t len = sizeof a;
+    return getpeername(fd, (struct sockaddr *)&a, &len) == 0;
+}
+
+static bool listening(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}
+
 static struct ums_sock *sock_of(struct afs_list_node *n, size_t off)
 {
     return (struct ums_sock *)(void *)((char *)n - off);
@@ -406,8 +422,9 @@ void afs__ums_cqe(struct afs_ctx *ctx, struct afs__ums *ms, uint64_t ud, int res
                 s->eof = true;
             else if (res == -ENOBUFS)
                 ms->exhausted++;
-            else if (res == -EINVAL && !ms->recv_worked) {
-                /* Linux 5.19 has the ring but not the multishot receive. */
+            else if (res == -EINVAL && !ms->recv_worked && s->f && connected(s->fd)) {
+                /* Linux 5.19 has the ring but not the multishot receive (a socket that is
+                 * not connected answers EINVAL too: the caller's error, not the kernel's). */
                 ms->no_recv = true;
                 afs__why(ms->why, sizeof ms->why, "multishot recv", res,
                          "a kernel before Linux 6.0");
@@ -440,7 +457,8 @@ void afs__ums_cqe(struct afs_ctx *ctx, struct afs__ums *ms, uint64_t ud, int res
         }
         if (!more) {
             s->acc_armed = s->acc_stop = false;
-            if (res == -EINVAL && !ms->accept_worked) {
+            if (res == -EINVAL && !ms->accept_worked && s->f && listening(s->fd)) {
+                /* (a socket that does not listen answers EINVAL too) */
                 ms->no_accept = true;
                 afs__why(ms->why, sizeof ms->why, "multishot accept", res,
                          "a kernel before Linux 5.19");

@@ -188,6 +188,16 @@ T_SOCK(file_from_fd_on_a_socket)
     cr_assert_eq(afs_read(b, r, sizeof r), (ssize_t)sizeof r);
     cr_assert(t_check(r, sizeof r, 0));
     cr_assert_eq(afs_pread(b, r, 1, 0), -ESPIPE);
+    /* UINT64_MAX is no position either (nor a way to the stream's own calls). */
+    cr_assert_eq(afs_write(a, m, sizeof m), (ssize_t)sizeof m);
+    struct iovec iov[2] = {{r, 4}, {r + 4, 6}};
+    cr_assert_eq(afs_pread(b, r, 1, UINT64_MAX), -ESPIPE);
+    cr_assert_eq(afs_preadv(b, iov, 2, UINT64_MAX), -ESPIPE);
+    cr_assert_eq(afs_pwrite(b, m, 1, UINT64_MAX), -ESPIPE);
+    cr_assert_eq(afs_pwritev(b, iov, 2, UINT64_MAX), -ESPIPE);
+    cr_assert_eq(afs_pwrite_flags(b, m, 1, UINT64_MAX, 0), -ESPIPE);
+    cr_assert_eq(afs_read(b, r, sizeof r), (ssize_t)sizeof r, "the bytes sent are all there");
+    cr_assert(t_check(r, sizeof r, 0));
     cr_assert_eq(afs_close(a), 0);
     cr_assert_eq(afs_close(b), 0);
 }
@@ -1488,6 +1498,26 @@ T_SOCK_ALL(multishot_recv_survives_an_empty_ring)
     }
     afs_ctx_sock_info(ctx, &info);
     cr_assert_eq(info.ring_held, 0u, "buffers not given back to the ring");
+}
+
+/* An accept on a socket that does not listen and a receive on one that is not connected fail
+ * with -EINVAL, as the kernel answers a multishot too: the caller's error, which leaves the
+ * context's multishots on (they are refused only for the kernel's reasons). */
+T_SOCK_ALL(misused_sockets_leave_the_multishots_on)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    struct afs_sock_info before, after;
+    bool ms = t_multishot(ctx, &before);
+    struct afs_file *s, *u, *f;
+    char b[8];
+    cr_assert_eq(afs_socket(ctx, AF_INET, SOCK_STREAM, 0, &s), 0);
+    cr_assert_eq(afs_accept(s, NULL, NULL, &f), -EINVAL);
+    cr_assert_eq(afs_socket(ctx, AF_UNIX, SOCK_STREAM, 0, &u), 0);
+    cr_assert_eq(afs_recv(u, b, sizeof b, 0), -EINVAL);
+    cr_assert_eq(afs_close(s), 0);
+    cr_assert_eq(afs_close(u), 0);
+    cr_assert_eq(t_multishot(ctx, &after), ms, "multishots %s after: %s", ms ? "on" : "off",
+                 after.why ? after.why : "-");
 }
 
 /* A receive parked on an armed multishot is cancelled (afs_cancel): -ECANCELED at once, its
