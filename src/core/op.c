@@ -748,6 +748,7 @@ static inline unsigned bounded_inflight(const struct afs_ctx *ctx)
 }
 
 static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res);
+static void chain_note_failure(struct afs_op *op, ssize_t res);
 
 void afs__op_finished(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
@@ -779,6 +780,8 @@ static void chain_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
         afs__crash_done(ctx, op, &op->result);
         res = op->result;
     }
+    if (res < 0)
+        chain_note_failure(op, res);
     if (n->xflags & AFS__X_ABSORB) {
         /* Its kernel completion (-ECANCELED: the link broke on a transfer the core resumed)
          * is still to come: it starts then, or that completion is its result. */
@@ -1396,10 +1399,30 @@ int afs_chain_begin(struct afs_ctx *ctx)
 struct chain_wait {
     struct chain_wait     *next;
     struct afs_op         *last;
-    afs_cb                *cb; /* the last member's own */
+    afs_cb                *cb;  /* the last member's own */
+    int                    err; /* the first member's failure, as it finished: the members'
+                                   callbacks may reuse or free them before the wait returns */
     struct afs__op_waiting ow;
 };
 static _Thread_local struct chain_wait *chain_waits;
+
+/* A member of a chain failed with res (before its callback, and before those of the members
+ * after it, which it cancels): the chain's waiter, if any, keeps the first failure. */
+static void chain_note_failure(struct afs_op *op, ssize_t res)
+{
+    if (!chain_waits)
+        return;
+    struct afs_op *last = op;
+    while (afs__op(last)->chain_next)
+        last = afs__op(last)->chain_next;
+    for (struct chain_wait *w = chain_waits; w; w = w->next) {
+        if (w->last == last) {
+            if (!w->err)
+                w->err = (int)res;
+            return;
+        }
+    }
+}
 
 static void chain_wait_cb(struct afs_op *op)
 {
@@ -1409,6 +1432,8 @@ static void chain_wait_cb(struct afs_op *op)
     AFS_CHECK(*p != NULL, "chain wait lost");
     struct chain_wait *w = *p;
     *p = w->next;
+    if (!w->err && op->result < 0)
+        w->err = (int)op->result;
     w->cb(op);
     afs__op_wait_done(&w->ow, op);
 }
@@ -1453,9 +1478,7 @@ int afs_chain_end(struct afs_ctx *ctx, unsigned flags)
     int err = afs__op_wait(ctx, last, &w.ow);
     /* The first failure, in order: the members before it succeeded, those after it are
      * -ECANCELED. */
-    struct afs_op *m = head;
-    for (unsigned i = 0; i < n && m; i++, m = afs__op(m)->chain_next)
-        if (m->result < 0)
-            return (int)m->result;
+    if (w.err)
+        return w.err;
     return err < 0 ? err : 0;
 }

@@ -126,6 +126,39 @@ T_IO(chain_wait_returns_the_first_failure)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* A member's callback may reuse its op at once (or free it): the chain's wait still returns
+ * the first failure, kept as the member finished, not read back from the ops. */
+static struct afs_file *reuse_f;
+static int reuse_done;
+static void reuse_cb(struct afs_op *op)
+{
+    if (op->data)
+        cr_assert_eq(afs_queue_fsync(op, reuse_f, 0, reuse_cb, NULL), 0);
+    else
+        reuse_done = 1;
+}
+
+T_IO(chain_wait_returns_the_first_failure_when_its_op_is_reused)
+{
+    t_new_ctx();
+    reuse_f = c_open("f", AFS_RDWR | AFS_CREAT);
+    struct afs_op op[3];
+    struct afs_stat st;
+    cr_assert_eq(afs_chain_begin(t_ctx), 0);
+    cr_assert_eq(afs_queue_statx(&op[0], t_ctx, AFS_AT_FDCWD, t_path("missing"), 0, &st,
+                                 reuse_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_fsync(&op[1], reuse_f, 0, c_cb, (void *)1), 0);
+    cr_assert_eq(afs_queue_fsync(&op[2], reuse_f, 0, c_cb, (void *)2), 0);
+    c_n = 0;
+    reuse_done = 0;
+    cr_assert_eq(afs_chain_end(t_ctx, AFS_CHAIN_WAIT), -ENOENT);
+    cr_assert_eq(op[1].result, -ECANCELED);
+    while (!reuse_done)
+        cr_assert_geq(afs_ctx_wait(t_ctx, 1, -1), 0, "the reused op completes");
+    cr_assert_eq(op[0].result, 0, "the reused op is an fsync now");
+    cr_assert_eq(afs_close(reuse_f), 0);
+}
+
 /* A short transfer inside a chain (a read that ends at the end of the file) is a
  * result, not a failure: the rest runs. On io_uring it breaks the kernel's link, and the
  * library runs the rest itself. */
