@@ -1264,8 +1264,10 @@ AFS_API ssize_t afs_send(struct afs_file *s, const void *buf, size_t len, int fl
 
 /* Shuts down the receiving (SHUT_RD), sending (SHUT_WR: the peer reads the end of the
  * stream once it has the data sent before) or both sides (SHUT_RDWR) of s. Never waits
- * for the peer. Returns 0, -EINVAL (bad how), -ENOTSOCK, or the shutdown error
- * (-ENOTCONN). */
+ * for the peer, nor for sends still in flight on s (a queued afs_queue_send whose callback
+ * has not run yet): the shutdown overtakes them and they fail with -EPIPE, the peer getting
+ * what they had moved. Shut down once every send's callback ran. Returns 0, -EINVAL (bad
+ * how), -ENOTSOCK, or the shutdown error (-ENOTCONN). The same for afs_queue_shutdown. */
 AFS_API int afs_shutdown(struct afs_file *s, int how);
 
 /* The same as ops: cb runs from afs_ctx_wait() with op->result as the blocking call returns

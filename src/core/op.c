@@ -709,13 +709,27 @@ void afs__op_count_eof(struct afs_ctx *ctx, struct afs_op *op)
 }
 
 /* A read that stopped short at `end` (its offset plus the bytes so far) has reached the end
- * of the file when that is the size the library knows: no second read needed to confirm. */
+ * of the file when that is the size the library knows: no second read needed to confirm.
+ * Only a transfer the kernel cut short says so: one that moved its whole piece (the library
+ * moves 1 GiB at a time) may go on past a size known before the file grew. */
 static bool at_known_end(const struct afs__op *o)
 {
     if (o->file->seq)
         return false;
     int64_t h = atomic_load_explicit(&o->file->size_hint, memory_order_relaxed);
     return h >= 0 && o->off + o->done == (uint64_t)h;
+}
+
+/* Whether the res bytes just added to op's done were less than the piece they were asked
+ * for (the kernel stopped the transfer, rather than the library's piece size). */
+static bool cut_short(struct afs_op *op, size_t res)
+{
+    struct afs__op *o = afs__op(op);
+    struct afs__span s;
+    o->done -= res;
+    afs__op_span(op, &s);
+    o->done += res;
+    return res < s.len;
 }
 
 /* An op of a socket, pipe, FIFO or tty may wait on its peer for as long as the peer likes (an
@@ -917,7 +931,7 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     o->done += (size_t)res;
     if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
         afs__op_finished(ctx, op, (ssize_t)o->done);
-    } else if (is_read(o) && at_known_end(o)) {
+    } else if (is_read(o) && cut_short(op, (size_t)res) && at_known_end(o)) {
         o->eof |= AFS__OP_EOF_SKIP;
         afs__op_finished(ctx, op, (ssize_t)o->done);
     } else if (cancel) {
@@ -1062,7 +1076,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             continue;
         if (o->flags & AFS__OP_PARTIAL)
             break;
-        if (at_known_end(o)) {
+        if ((size_t)res < s.len && at_known_end(o)) {
             o->eof |= AFS__OP_EOF_SKIP;
             break;
         }
