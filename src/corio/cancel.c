@@ -57,8 +57,7 @@ bool corio__cancel_reaches_at(const struct corio_task *t, int64_t *deadline)
  * thread may make them, or any thread while it does not run. */
 static void owner_check(const struct corio_task *t, const char *call)
 {
-    const struct corio_sched *cur = corio__thread_sched();
-    if (cur != t->sched && (cur || t->sched->running))
+    if (corio__off_thread(t))
         afs__panic(call, "called from another scheduler's thread (a task of another "
                          "scheduler is cancelled through the runtime: its parent, or a "
                          "future or channel it waits on)");

@@ -464,6 +464,9 @@ void corio__wake(struct corio_task *t, int err);
 /* Aborts unless t may be woken from this thread: t's scheduler's own, or any while that
  * scheduler does not run. */
 void corio__wake_check(const struct corio_task *t);
+/* Whether this thread may not touch t's scheduler: another scheduler's thread, or a thread
+ * that runs none while t's scheduler runs (wait.c). */
+bool corio__off_thread(const struct corio_task *t);
 void corio__wake_all(struct corio__waitq *q);
 
 /* Cancellation and deadlines (cancel.c). */

@@ -31,10 +31,15 @@ void corio__wait_on_hard(struct corio_task *t, struct corio__waitq *q)
 /* The primitives of one scheduler (mutex, wait group, queue, generator, job, singleflight)
  * wake their tasks on its thread only: a task of another scheduler, or a wake-up from a
  * thread that runs no scheduler while t's runs, would race with that scheduler's queues. */
-void corio__wake_check(const struct corio_task *t)
+bool corio__off_thread(const struct corio_task *t)
 {
     const struct corio_sched *cur = corio__thread_sched();
-    if (cur != t->sched && (cur || t->sched->running))
+    return cur != t->sched && (cur || t->sched->running);
+}
+
+void corio__wake_check(const struct corio_task *t)
+{
+    if (corio__off_thread(t))
         afs__panic("corio", "a task of one scheduler is woken from another thread (a mutex, "
                             "wait group, queue, generator or job serves one scheduler's "
                             "tasks; between schedulers use channels or futures)");
