@@ -1527,7 +1527,8 @@ AFS_API int afs_fopen_opts(struct afs_ctx *ctx, const char *path, const char *mo
 AFS_API size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_stream *s);
 
 /* Copies nmemb items of `size` bytes from ptr into the stream at its position and moves
- * it; full chunks are written in the background. Returns the items taken, fewer on error.
+ * it; full chunks are written in the background. Returns the items taken, fewer on error
+ * (what would go past offset INT64_MAX is not taken: -EFBIG in the error indicator).
  * ptr is the caller's again when the call returns. */
 AFS_API size_t afs_fwrite(const void *ptr, size_t size, size_t nmemb, struct afs_stream *s);
 
