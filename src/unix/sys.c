@@ -533,6 +533,17 @@ int64_t afs__sys_size(afs__fd_t fd)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
+    if (S_ISBLK(st.st_mode)) { /* st_size is 0: the device says its size */
+#if defined(__linux__)
+        uint64_t bytes;
+        if (ioctl(fd, BLKGETSIZE64, &bytes) < 0)
+            return -errno;
+        return bytes > INT64_MAX ? INT64_MAX : (int64_t)bytes;
+#else
+        off_t end = lseek(fd, 0, SEEK_END); /* moves the descriptor's position: unused here */
+        return end < 0 ? -errno : (int64_t)end;
+#endif
+    }
     return (int64_t)st.st_size;
 }
 

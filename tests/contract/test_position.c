@@ -235,3 +235,91 @@ T_IO(append_mode_writes_at_the_end)
     cr_assert_eq(afs_file_size(f), 1003);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#ifdef __linux__
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+
+/* Attaches `backing` to a free loop device; its path in dev. -errno where this machine
+ * gives none (no /dev/loop-control, not root, an emulator without the ioctls). */
+static int t_loop_attach(const char *backing, char *dev, size_t len)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return -errno;
+    int bfd = open(backing, O_RDWR | O_CLOEXEC), err = 0;
+    for (int tries = 0; bfd >= 0 && tries < 20; tries++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            err = -errno;
+            break;
+        }
+        snprintf(dev, len, "/dev/loop%d", n);
+        int lfd = open(dev, O_RDWR | O_CLOEXEC);
+        if (lfd < 0) {
+            err = -errno;
+            break;
+        }
+        int r = ioctl(lfd, LOOP_SET_FD, bfd);
+        err = r < 0 ? -errno : 0;
+        close(lfd);
+        if (err != -EBUSY) /* taken by another process in between: ask again */
+            break;
+    }
+    if (bfd < 0)
+        err = -errno;
+    else
+        close(bfd);
+    close(ctl);
+    return err;
+}
+
+static void t_loop_detach(const char *dev)
+{
+    int lfd = open(dev, O_RDWR | O_CLOEXEC);
+    if (lfd >= 0) {
+        ioctl(lfd, LOOP_CLR_FD, 0);
+        close(lfd);
+    }
+}
+
+/* A block device's st_size is 0: its size, SEEK_END and a stream's end come from the device. */
+T_IO(a_block_device_has_its_size)
+{
+    t_new_ctx();
+    enum { SIZE = 1 << 20 };
+    t_make_file(t_path("backing"), SIZE);
+    char dev[64];
+    int err = t_loop_attach(t_path("backing"), dev, sizeof dev);
+    if (err < 0)
+        cr_skip_test("no loop device here: %s", afs_strerror(err));
+    struct afs_file *f = NULL;
+    err = afs_open(t_ctx, dev, AFS_RDONLY, 0, AFS_MODE_SYNC, &f);
+    if (err == 0) {
+        int64_t size = afs_file_size(f), end = afs_seek(f, -4096, SEEK_END);
+        static char buf[8192], sbuf[8192];
+        ssize_t n = afs_read(f, buf, sizeof buf);
+        afs_close(f);
+        struct afs_stream *s = NULL;
+        err = afs_fopen(t_ctx, dev, "r", &s);
+        int se = err ? err : afs_fseek(s, -100, SEEK_END);
+        int64_t tell = err ? err : afs_ftell(s);
+        size_t got = err ? 0 : afs_fread(sbuf, 1, sizeof sbuf, s);
+        if (s)
+            afs_fclose(s);
+        t_loop_detach(dev);
+        cr_assert_eq(size, SIZE, "afs_file_size %lld", (long long)size);
+        cr_assert_eq(end, SIZE - 4096, "afs_seek(SEEK_END) %lld", (long long)end);
+        cr_assert_eq(n, 4096);
+        cr_assert(t_check(buf, 4096, SIZE - 4096));
+        cr_assert_eq(err, 0, "afs_fopen: %s", afs_strerror(err));
+        cr_assert_eq(se, 0, "afs_fseek(SEEK_END): %s", afs_strerror(se));
+        cr_assert_eq(tell, SIZE - 100);
+        cr_assert_eq(got, 100);
+        cr_assert(t_check(sbuf, 100, SIZE - 100));
+    } else {
+        t_loop_detach(dev);
+        cr_assert_fail("afs_open(%s): %s", dev, afs_strerror(err));
+    }
+}
+#endif
