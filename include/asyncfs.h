@@ -852,8 +852,9 @@ AFS_API int afs_file_dio_align(struct afs_file *f, struct afs_dio_align *out);
  * and for other chains, the library starts each member when the one before it is done.
  * Inside a chain, cb may be NULL (the result is then only in op->result). While a chain is
  * open nothing of ctx may be waited for: afs_ctx_wait(), afs_ctx_submit(), blocking calls
- * that would wait, and afs_fwrite() past its buffer, afs_fflush(), afs_fseek(), afs_ftell()
- * and afs_fclose() on its streams abort ("a chain is open"); the queueing calls never wait.
+ * that would wait, and afs_fwrite() past its buffer, afs_fflush(), afs_fseek(), afs_ftell(),
+ * afs_fclose() and, after a write error, afs_clearerr() on its streams abort ("a chain is
+ * open"); the queueing calls never wait.
  * Thread rules: as for the ops (the context's thread). */
 #define AFS_CHAIN_WAIT   0x1u /* afs_chain_end: block until every member's callback ran */
 #define AFS_CHAIN_CANCEL 0x2u /* afs_chain_end: run nothing; every member -ECANCELED */

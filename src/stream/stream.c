@@ -1412,11 +1412,13 @@ static int wait_writes(struct afs_stream *s)
 /* After a write-behind failed: the writes still in flight settle (werr_off is then where
  * the data stopped), and what was buffered since (which stdio would not have taken, its
  * fwrite failing) is dropped, not written after the failure's hole. Nothing to do without
- * a write error, or from a callback (nothing can be waited for there). */
-static void settle_failed_writes(struct afs_stream *s)
+ * a write error, or from a callback (nothing can be waited for there). Waiting, it is
+ * one of the calls a chain open on the context forbids. */
+static void settle_failed_writes(struct afs_stream *s, const char *call)
 {
     if (s->dir != DIR_WRITE || !writes_failed(s) || s->ctx->in_callback)
         return;
+    chain_check(s, call);
     drop_fill(s);
     (void)wait_writes(s);
 }
@@ -1589,7 +1591,7 @@ int afs_fseek(struct afs_stream *s, int64_t off, int whence)
     s->read_end = 0;
     if (s->pipe)
         return -ESPIPE;
-    settle_failed_writes(s);
+    settle_failed_writes(s, __func__);
     int64_t base;
     switch (whence) {
     case SEEK_SET: base = 0; break;
@@ -1668,7 +1670,7 @@ int64_t afs_ftell(struct afs_stream *s)
     chain_check(s, __func__);
     if (s->pipe)
         return -ESPIPE;
-    settle_failed_writes(s);
+    settle_failed_writes(s, __func__);
     if (s->werr_off < s->pos)
         return s->werr_off; /* as stdio's: the data went up to where a write failed */
     if (s->pos_at_end) {
@@ -1701,7 +1703,7 @@ int afs_ferror(const struct afs_stream *s)
 void afs_clearerr(struct afs_stream *s)
 {
     stream_check(s, __func__);
-    settle_failed_writes(s);
+    settle_failed_writes(s, __func__);
     if (s->werr_off < s->pos)
         s->pos = s->werr_off; /* goes on where the data stopped, as stdio's */
     s->werr_off = INT64_MAX;

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -798,6 +799,31 @@ T_ABORT(stream_write_while_a_chain_is_open_names_the_call)
     m_need_ctx();
     expect_abort(stream_write_in_a_chain, "afs_fwrite", "a chain is open");
     stream_write_in_a_chain();
+}
+
+/* After a failed write, afs_clearerr waits for the stream's writes to settle: with a chain
+ * open that is refused under its own name, whether or not a write is still in flight. */
+static void stream_clearerr_in_a_chain(void)
+{
+    struct afs_ctx *c = m_begin();
+    struct afs_stream *s;
+    M_REQ(afs_fopen(c, m_file, "w", &s) == 0);
+    m_cleanup();
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {64 * 1024, RLIM_INFINITY};
+    M_REQ(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    static char big[1 << 20];
+    afs_fwrite(big, 1, sizeof big, s);
+    M_REQ(afs_fflush(s) == -EFBIG);
+    M_REQ(afs_chain_begin(c) == 0);
+    afs_clearerr(s);
+}
+
+T_ABORT(stream_clearerr_after_a_write_error_while_a_chain_is_open_names_the_call)
+{
+    m_need_ctx();
+    expect_abort(stream_clearerr_in_a_chain, "afs_clearerr", "a chain is open");
+    stream_clearerr_in_a_chain();
 }
 
 static void log_getter_after_close(void)
