@@ -140,8 +140,9 @@ struct afs_crash_report {
 };
 
 /* The reboot: cuts the power if the cut has not come yet, waits for every op of ctx (their
- * callbacks run, with -EIO), closes every file still open on ctx (their handles are freed,
- * as afs_ctx_free() does), then writes each file as the disk holds it after the cut (the
+ * callbacks run, with -EIO; ops waiting on a pipe or socket are cancelled), closes every
+ * stream and file still open on ctx (their handles are freed, as afs_ctx_free() does; what
+ * a stream still buffered is lost, as in a crash), then writes each file as the disk holds it after the cut (the
  * kept, dropped and torn changes above) and leaves crash mode. ctx is a plain context again
  * (free it, or use it to open the files and check them). report may be NULL.
  * Returns 0, or the first error met while rewriting a file (-EIO, -ENOSPC...); the other

@@ -548,10 +548,8 @@ void afs__ctx_thread_panic(const char *call, const char *what)
     afs__panic(call, msg);
 }
 
-void afs_ctx_free(struct afs_ctx *ctx)
+void afs__ctx_close_all(struct afs_ctx *ctx, const char *call)
 {
-    afs__ctx_check_any(ctx, __func__);
-    AFS_CHECK(!ctx->in_callback, "called from a callback");
     afs__streams_close(ctx); /* as exit() flushes stdio's: what was written is written */
     /* Ops waiting on a socket or pipe might wait for ever (as afs_close() says). */
     for (struct afs_list_node *n = ctx->files.first; n; n = n->next) {
@@ -559,9 +557,16 @@ void afs_ctx_free(struct afs_ctx *ctx)
         if (afs__close_cancels(f))
             afs__seq_closing(ctx, f);
     }
-    afs__ctx_drain(ctx, NULL, __func__);
+    afs__ctx_drain(ctx, NULL, call);
     while (ctx->files.first)
         afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
+}
+
+void afs_ctx_free(struct afs_ctx *ctx)
+{
+    afs__ctx_check_any(ctx, __func__);
+    AFS_CHECK(!ctx->in_callback, "called from a callback");
+    afs__ctx_close_all(ctx, __func__);
     afs__stream_spare_free(ctx);
     afs__crash_free(ctx);
     if (ctx->pool)

@@ -514,7 +514,12 @@ static void names_undo(struct afs__crash *c, struct afs_crash_report *rep)
         int err = 0;
         switch (n->kind) {
         case N_CREATE: err = afs__sys_unlinkat(n->dfd, n->base, 0); break;
-        case N_MKDIR: err = afs__sys_unlinkat(n->dfd, n->base, AFS_AT_REMOVEDIR); break;
+        case N_MKDIR:
+            err = afs__sys_unlinkat(n->dfd, n->base, AFS_AT_REMOVEDIR);
+            /* Names made durable inside it go with it: its own name never was. */
+            if (err == -ENOTEMPTY || err == -EEXIST)
+                err = afs__sys_rmtree_at(n->dfd, n->base);
+            break;
         case N_RMDIR: err = afs__sys_mkdirat(n->dfd, n->base, n->mode); break;
         case N_UNLINK:
             err = afs__sys_renameat(n->dfd, n->stash, n->dfd, n->base, 0);
@@ -623,6 +628,16 @@ static int start_size(struct afs__crash *c, struct afs_op *op)
     return 0;
 }
 
+/* The tracked file that fd is a descriptor of, whichever descriptor it is: fsync(2) syncs
+ * the file, not the descriptor (a read-only one, or another open of it, included). */
+static struct afs__crash_file *cf_of_fd(struct afs__crash *c, afs__fd_t fd)
+{
+    struct afs__crash_file *cf = c->files;
+    while (cf && !afs__sys_same_file(cf->fd, fd))
+        cf = cf->next;
+    return cf;
+}
+
 int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__crash *c = ctx->crash;
@@ -645,13 +660,15 @@ int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
     case AFS__FTRUNCATE:
     case AFS__FALLOCATE:
         return start_size(c, op);
-    case AFS__FSYNC:
-        if (!o->file->crash && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
+    case AFS__FSYNC: {
+        struct afs__crash_file *cf = o->file->crash ? o->file->crash : cf_of_fd(c, o->file->fd);
+        if (!cf && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
             return 0;
-        if (rec_new(c, op, o->file->crash ? REC_SYNC : REC_DIRSYNC, o->file->crash, &r) < 0)
+        if (rec_new(c, op, cf ? REC_SYNC : REC_DIRSYNC, cf, &r) < 0)
             return -ENOMEM;
         r->stamp = c->stamp; /* the changes completed so far */
         return 0;
+    }
     case AFS__OPENAT:
     case AFS__MKDIRAT:
     case AFS__RENAMEAT:
@@ -669,15 +686,10 @@ int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
     }
     case AFS__FSYNC_FD: {
         /* fsync(2) of a descriptor: the file it belongs to, or a directory's names. */
-        struct afs_file *tf = NULL;
-        for (struct afs_list_node *n = ctx->files.first; n && !tf; n = n->next) {
-            struct afs_file *f = (struct afs_file *)((char *)n - offsetof(struct afs_file, node));
-            if (f->crash && (intptr_t)f->fd == (intptr_t)o->meta.dirfd)
-                tf = f;
-        }
-        if (!tf && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
+        struct afs__crash_file *cf = cf_of_fd(c, (afs__fd_t)(intptr_t)o->meta.dirfd);
+        if (!cf && !(c->opt.flags & AFS_CRASH_STRICT_DIRS))
             return 0;
-        if (rec_new(c, op, tf ? REC_SYNC : REC_DIRSYNC, tf ? tf->crash : NULL, &r) < 0)
+        if (rec_new(c, op, cf ? REC_SYNC : REC_DIRSYNC, cf, &r) < 0)
             return -ENOMEM;
         r->stamp = c->stamp;
         return 0;
@@ -714,6 +726,19 @@ static void commit(struct afs__crash_file *cf, uint64_t snap)
     }
 }
 
+/* A change failed: the file's end is where the kernel left it, not where the change would
+ * have put it, and the next AFS_APPEND write lands there. Asked of the file once no other
+ * change of its size is in flight (one would move the end again). */
+static void relearn_size(struct afs__crash *c, struct afs__crash_file *cf)
+{
+    for (struct rec *q = c->inflight; q; q = q->next)
+        if (q->cf == cf && (q->kind == REC_WRITE || q->kind == REC_SIZE || q->kind == REC_FALLOC))
+            return;
+    int64_t size = afs__sys_size(cf->fd);
+    if (size >= 0)
+        cf->cur_size = (uint64_t)size;
+}
+
 void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
 {
     struct afs__crash *c = ctx->crash;
@@ -734,6 +759,8 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
         case REC_FALLOC:
             r->stamp = ++c->stamp;
             r->failed = *res < 0;
+            if (r->failed)
+                relearn_size(c, r->cf);
             if (r->cf->tail)
                 r->cf->tail->next = r;
             else
@@ -934,9 +961,7 @@ int afs_crash_reboot(struct afs_ctx *ctx, struct afs_crash_report *report)
     AFS_CHECK(!ctx->in_callback, "called from a callback");
     struct afs__crash *c = ctx->crash;
     c->cut = true;
-    afs__ctx_drain(ctx, NULL, __func__);
-    while (ctx->files.first)
-        afs_close(AFS_LIST_ITEM(ctx->files.first, struct afs_file, node));
+    afs__ctx_close_all(ctx, __func__); /* a stream's buffer is lost: its flush fails (-EIO) */
     struct afs_crash_report rep = {.cut_op = c->cut_op, .ops = c->ops};
     names_undo(c, &rep);
     int err = 0;

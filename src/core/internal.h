@@ -425,6 +425,7 @@ int  afs__sys_mkdirat(int dirfd, const char *path, unsigned perm);
 int  afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2,
                        int afs_flags);
 int  afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags);
+int  afs__sys_rmtree_at(int dirfd, const char *path); /* -ENOTSUP on Windows */
 int  afs__sys_syncfs(int fd);
 int  afs__sys_fsync_fd(int fd, bool datasync); /* fsync of any fd (a directory's) */
 /* afs_fsync_dir() where afs__sys_meta_supported() is false: open, flush, close. */
@@ -952,6 +953,10 @@ ssize_t afs__blocking_run(struct afs_op *op, struct afs__op_waiting *ow, bool in
 /* Blocks until every op of f (or of the whole context when f is NULL) is done and its
  * callback ran; aborts naming `call` while a chain is open. */
 int afs__ctx_drain(struct afs_ctx *ctx, struct afs_file *f, const char *call);
+/* Closes the context's streams (flushing them), cancels the ops of its sockets and pipes
+ * that might wait for ever, waits for every op, then closes every file: afs_ctx_free()'s
+ * first step, and the crash simulator's reboot. */
+void afs__ctx_close_all(struct afs_ctx *ctx, const char *call);
 
 /* Blocking wait on the waker only, for backends with no kernel queue of their own. */
 int afs__enter_waker(struct afs_ctx *ctx, bool wait, int64_t timeout_ns);

@@ -3,6 +3,7 @@
 #include "internal.h"
 #include "kq.h" /* AFS_HAVE_KQUEUE: kqueue() and kevent() */
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -872,6 +873,36 @@ int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
 {
     return unlinkat(afs__sys_dirfd(dirfd), path, afs__sys_at_flags(afs_at_flags)) < 0 ? -errno
                                                                                       : 0;
+}
+
+/* A directory and everything under it (symlinks removed, never followed). */
+int afs__sys_rmtree_at(int dirfd, const char *path)
+{
+    int dfd = openat(afs__sys_dirfd(dirfd), path,
+                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        int err = -errno;
+        close(dfd);
+        return err;
+    }
+    int err = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        int r = unlinkat(dfd, e->d_name, 0) < 0 ? -errno : 0;
+        if (r == -EISDIR || r == -EPERM) /* a directory (EPERM: POSIX's unlink of one) */
+            r = afs__sys_rmtree_at(dfd, e->d_name);
+        if (r < 0 && err == 0)
+            err = r;
+    }
+    closedir(d);
+    if (err == 0 && unlinkat(afs__sys_dirfd(dirfd), path, AT_REMOVEDIR) < 0)
+        err = -errno;
+    return err;
 }
 
 int afs__sys_syncfs(int fd)

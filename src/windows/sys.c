@@ -1411,6 +1411,12 @@ int afs__sys_crash_link(int dfd, const char *from, const char *to)
     return err;
 }
 
+int afs__sys_rmtree_at(int dirfd, const char *path)
+{
+    (void)dirfd, (void)path;
+    return -ENOTSUP; /* never asked: AFS_CRASH_STRICT_DIRS is for POSIX systems only */
+}
+
 int afs__sys_unlinkat(int dirfd, const char *path, int afs_at_flags)
 {
     int dot = dot_name(path);

@@ -765,3 +765,127 @@ T_CRASH(fsync_fd_of_a_file_makes_its_writes_durable)
     free(p);
 }
 #endif
+
+#ifndef _WIN32
+#include <signal.h>
+#include <sys/resource.h>
+
+/* Runs the change `how` (0 fallocate, 1 ftruncate, 2 a write) of an AFS_APPEND file under a
+ * file size limit that fails it with -EFBIG. */
+static int change_over_the_limit(struct afs_file *f, int how)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, lim;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = how == 2 ? 100 : 1 << 20;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    static char x[4096];
+    int r = how == 2   ? (int)afs_write(f, x, sizeof x)
+            : how == 1 ? afs_ftruncate(f, 4 << 20)
+                       : afs_fallocate(f, 0, 0, 4 << 20);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    return r;
+}
+
+/* A change that failed did not move the file's end: the next append lands where the kernel
+ * put it, and the reboot (keeping everything) gives the file as the program left it. */
+T_CRASH(an_append_after_a_failed_change_lands_at_the_files_real_end)
+{
+    for (int how = 0; how < 3; how++) {
+        crash_ctx(AFS_CRASH_KEEP, 11);
+        char name[16];
+        snprintf(name, sizeof name, "a%d", how);
+        struct afs_file *f;
+        cr_assert_eq(afs_open(t_ctx, t_path(name), AFS_RDWR | AFS_CREAT | AFS_APPEND, 0644,
+                              AFS_MODE_SYNC, &f), 0);
+        unsigned char a[100], b[100];
+        fill_byte(a, sizeof a, 'A');
+        fill_byte(b, sizeof b, 'B');
+        cr_assert_eq(afs_write(f, a, sizeof a), 100);
+        int r = change_over_the_limit(f, how);
+        cr_assert_eq(r, -EFBIG, "change %d: %s", how, afs_strerror(r));
+        cr_assert_eq(afs_write(f, b, sizeof b), 100);
+        cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+        afs_ctx_free(t_ctx);
+        t_ctx = NULL;
+        size_t len;
+        unsigned char *p = slurp(t_path(name), &len);
+        cr_assert_eq(len, 200, "change %d: %zu bytes after the reboot", how, len);
+        cr_assert(memcmp(p, a, 100) == 0 && memcmp(p + 100, b, 100) == 0, "change %d", how);
+        free(p);
+    }
+}
+
+/* fsync(2) syncs the file whatever descriptor it is given: a read-only handle's, or another
+ * descriptor of the file. */
+T_CRASH(an_fsync_through_another_descriptor_of_the_file_makes_its_writes_durable)
+{
+    for (int how = 0; how < 2; how++) {
+        crash_ctx(AFS_CRASH_DROP, 12);
+        struct afs_file *f = synced_then_dirty(), *ro = NULL;
+        if (how == 0) {
+            cr_assert_eq(afs_open(t_ctx, t_path("f"), AFS_RDONLY, 0, AFS_MODE_SYNC, &ro), 0);
+            cr_assert_eq(afs_fsync(ro, AFS_FSYNC_DATA), 0);
+        } else {
+            int fd = afs_openat(t_ctx, AFS_AT_FDCWD, t_path("f"), AFS_RDWR, 0);
+            cr_assert_geq(fd, 0);
+            cr_assert_eq(afs_fsync_fd(t_ctx, fd, AFS_FSYNC_DATA), 0);
+            cr_assert_eq(afs_close_fd(t_ctx, fd), 0);
+        }
+        (void)f;
+        cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+        afs_ctx_free(t_ctx);
+        t_ctx = NULL;
+        size_t len;
+        unsigned char *p = slurp(t_path("f"), &len);
+        cr_assert_eq(len, 10 * SEC, "way %d: size %zu", how, len);
+        for (size_t i = 0; i < len; i++)
+            cr_assert_eq(p[i], i < 8 * SEC ? 'B' : 'C', "way %d: byte %zu is %c", how, i, p[i]);
+        free(p);
+    }
+}
+
+/* The program dies with a stream open and a pipe's read waiting (AFS_NONBLOCK: no pool thread
+ * blocked inside it, see afs_close()): the reboot closes the stream (its buffer lost) and
+ * cancels the read, as afs_ctx_free() would. */
+T_CRASH(the_reboot_closes_streams_and_ends_reads_that_wait_on_a_pipe)
+{
+    crash_ctx(AFS_CRASH_KEEP, 13);
+    struct afs_stream *s;
+    cr_assert_eq(afs_fopen(t_ctx, t_path("s"), "w", &s), 0);
+    cr_assert_eq(afs_fwrite("lost", 1, 4, s), 4);
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct afs_file *rd;
+    cr_assert_eq(afs_file_from_fd(t_ctx, p[0], AFS_RDONLY | AFS_NONBLOCK, AFS_MODE_ASYNC, &rd), 0);
+    char buf[16];
+    cr_assert_eq(afs_read(rd, buf, sizeof buf), 0);
+    cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+    close(p[1]);
+    struct stat st;
+    cr_assert_eq(stat(t_path("s"), &st), 0);
+    cr_assert_eq(st.st_size, 0, "the stream's buffer was never written");
+}
+
+/* AFS_CRASH_STRICT_DIRS: a directory whose own name was never synced goes at the reboot, even
+ * when names inside it were made durable by a sync of it. */
+T_CRASH(strict_a_directory_never_synced_in_its_parent_goes_with_what_it_holds)
+{
+    strict_ctx();
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("D"), 0755), 0);
+    cr_assert_eq(afs_mkdirat(t_ctx, AFS_AT_FDCWD, t_path("D/sub"), 0755), 0);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("D/sub/f"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f), 0);
+    cr_assert_eq(afs_pwrite(f, "data", 4, 0), 4);
+    cr_assert_eq(afs_fsync(f, 0), 0);
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("D/sub")), 0);
+    cr_assert_eq(afs_fsync_dir(t_ctx, t_path("D")), 0);
+    struct afs_crash_report rep;
+    cr_assert_eq(afs_crash_reboot(t_ctx, &rep), 0);
+    cr_assert(!exists(t_path("D")), "D's name was never durable");
+    cr_assert_eq(rep.names_undone, 1, "undone %llu", (unsigned long long)rep.names_undone);
+}
+#endif
