@@ -19,9 +19,12 @@
  * context the VFS keeps for the calling thread (created at first use, default
  * configuration, freed when the thread has exited and its last file is closed).
  * A connection's journal and WAL are on its database's context when the database was opened
- * outside a task on the same thread (a WAL first opened in a task outlives the run).
+ * outside a task on the same thread (a WAL first opened in a task outlives the run), and
+ * temporary files (the temp database, statement journals, sorts) are always on the thread's
+ * context: they live as long as the connection.
  * Use a connection on the thread that opened it (SQLite's default threading mode allows
- * that); connections opened in tasks must be closed before their scheduler is freed.
+ * that); connections opened in tasks, and databases ATTACHed in tasks, must be closed (or
+ * DETACHed) before their scheduler is freed.
  * As with SQLite itself, connections do not cross fork(): a child process opens its own (the
  * VFS forgets the parent's lock records and thread context in the child). With the posix-aio
  * backend a child of a parent that did I/O through it cannot use it (asyncfs.h,

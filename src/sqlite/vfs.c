@@ -95,13 +95,14 @@ static void tctx_key_make(void)
     (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* The context to open a file on: the running task's scheduler's, or this thread's own
- * (*tcp set, its file count taken). Returns NULL when no context could be made. */
-static struct afs_ctx *ctx_for_open(struct vfs_tctx **tcp, int *err)
+/* The context to open a file on: the running task's scheduler's (unless thread_only), or
+ * this thread's own (*tcp set, its file count taken). Returns NULL when no context could be
+ * made. */
+static struct afs_ctx *ctx_for_open(struct vfs_tctx **tcp, int *err, bool thread_only)
 {
     *tcp = NULL;
     struct afs_waiter *w = afs_waiter_get();
-    if (w && w->ctx && w->current(w))
+    if (!thread_only && w && w->ctx && w->current(w))
         return w->ctx;
     pthread_once(&tctx_once, tctx_key_make);
     struct vfs_tctx *tc = pthread_getspecific(tctx_key);
@@ -192,6 +193,7 @@ struct vfs_file {
     int               open_flags;  /* SQLITE_OPEN_* */
     int               last_errno;
     char             *path;        /* the name SQLite gave (NULL for temporary files) */
+    const char       *vfs_name;    /* the name the VFS was registered under */
 };
 
 static int fd_of(struct vfs_file *p)
@@ -661,7 +663,7 @@ static int vfs_file_control(sqlite3_file *id, int op, void *arg)
         flag_control(&p->psow, arg);
         return SQLITE_OK;
     case SQLITE_FCNTL_VFSNAME:
-        *(char **)arg = sqlite3_mprintf("%s", "asyncfs");
+        *(char **)arg = sqlite3_mprintf("%s", p->vfs_name);
         return SQLITE_OK;
     case SQLITE_FCNTL_HAS_MOVED: {
         struct stat a, b;
@@ -1098,20 +1100,36 @@ static struct afs_ctx *ctx_of_database(const char *name, int type, struct vfs_tc
 #endif
 }
 
+/* A temporary file's name: SQLite's prefix and 64 random bits, in temp_dir(). */
+static void temp_name(char *buf, size_t len)
+{
+    uint64_t rnd;
+    sqlite3_randomness(sizeof rnd, &rnd);
+    snprintf(buf, len, "%s/etilqs_%016llx", temp_dir(), (unsigned long long)rnd);
+}
+
 static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int flags,
                     int *out_flags)
 {
     struct vfs_file *p = (struct vfs_file *)id;
     memset(p, 0, sizeof *p);
+    p->vfs_name = vfs->zName;
+    /* As the unix VFS: SQLite's random numbers (temporary names, WAL salts, randomblob())
+     * reseeded in a child process, which otherwise repeats its parent's sequence. Not in
+     * the fork handler: the generator's mutex may be held by another thread there. */
+    static atomic_int seeded_pid;
+    int pid = (int)getpid();
+    if (atomic_load_explicit(&seeded_pid, memory_order_relaxed) != pid) {
+        atomic_store_explicit(&seeded_pid, pid, memory_order_relaxed);
+        sqlite3_randomness(0, NULL);
+    }
     int type = flags & 0x0FFFFF00;
     int is_delete = flags & SQLITE_OPEN_DELETEONCLOSE;
     int is_rw = flags & SQLITE_OPEN_READWRITE;
     char tmp[VFS_MAX_PATH];
     const char *path = name;
     if (!path) {
-        uint64_t rnd;
-        sqlite3_randomness(sizeof rnd, &rnd);
-        snprintf(tmp, sizeof tmp, "%s/etilqs_%016llx", temp_dir(), (unsigned long long)rnd);
+        temp_name(tmp, sizeof tmp);
         path = tmp;
         is_delete = 1;
     }
@@ -1126,8 +1144,12 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     int err = 0;
     struct vfs_tctx *tc;
     struct afs_ctx *ctx = name ? ctx_of_database(name, type, &tc) : NULL;
+    /* A temporary database and its journals live as long as the connection, which may
+     * outlive the scheduler of the task that first needed them: never on its context. */
+    bool temp = !name || type == SQLITE_OPEN_TEMP_DB || type == SQLITE_OPEN_TEMP_JOURNAL ||
+                type == SQLITE_OPEN_SUBJOURNAL || type == SQLITE_OPEN_TRANSIENT_DB;
     if (!ctx)
-        ctx = ctx_for_open(&tc, &err);
+        ctx = ctx_for_open(&tc, &err, temp);
     if (!ctx)
         return err == -ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
     struct stat owner;
@@ -1135,6 +1157,10 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     mode_t mode = create_mode(name, flags, &owner, &has_owner);
     struct afs_file *f = NULL;
     int r = afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
+    for (int tries = 1; r == -EEXIST && !name && tries < 10; tries++) { /* as unixGetTempname */
+        temp_name(tmp, sizeof tmp);
+        r = afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
+    }
     bool new_journal = (flags & SQLITE_OPEN_CREATE) &&
                        (type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL ||
                         type == SQLITE_OPEN_SUPER_JOURNAL);

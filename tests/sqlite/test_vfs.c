@@ -644,6 +644,78 @@ T_VFS(a_connection_opened_outside_tasks_outlives_a_run_in_wal_mode)
     cr_assert_eq(sqlite3_close(outside_db), SQLITE_OK);
 }
 
+/* The same connection's temporary database, first written inside a task: it lives as long
+ * as the connection, not as the task's scheduler. */
+static void temp_in_a_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    exec_ok(outside_db, "PRAGMA temp_store=FILE; CREATE TEMP TABLE tt(x); "
+                        "PRAGMA temp.cache_size=10; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                        "SELECT i + 1 FROM n WHERE i < 5000) INSERT INTO tt SELECT "
+                        "randomblob(100) FROM n");
+}
+
+T_VFS(a_temporary_table_first_written_in_a_task_outlives_the_run)
+{
+    outside_db = db_open(t_path("tt.db"), "asyncfs");
+    exec_ok(outside_db, "CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    cr_assert_eq(corio_run(temp_in_a_task, NULL), 0);
+    cr_assert_eq(query_int(outside_db, "SELECT count(*) FROM tt"), 5000);
+    exec_ok(outside_db, "INSERT INTO tt SELECT x FROM tt");
+    cr_assert_eq(query_int(outside_db, "SELECT count(*) FROM tt"), 10000);
+    cr_assert_eq(sqlite3_close(outside_db), SQLITE_OK);
+}
+
+/* Registered under another name, the VFS says that name (SQLITE_FCNTL_VFSNAME). */
+T_VFS(the_vfs_answers_to_the_name_it_was_registered_under)
+{
+    cr_assert_eq(afs_sqlite_vfs_register("asyncfs-other", 0), 0);
+    sqlite3 *db = db_open(t_path("n.db"), "asyncfs-other");
+    exec_ok(db, "CREATE TABLE t(x)");
+    char *name = NULL;
+    cr_assert_eq(sqlite3_file_control(db, "main", SQLITE_FCNTL_VFSNAME, &name), SQLITE_OK);
+    cr_assert_str_eq(name, "asyncfs-other");
+    sqlite3_free(name);
+    sqlite3_close(db);
+}
+
+/* Forked children each opening their own connection (as SQLite asks) draw their own random
+ * numbers (randomblob(), temporary names, WAL salts), as with the unix VFS. */
+static int random_child(void *arg)
+{
+    int *fd = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(t_path("r.db"), &db, SQLITE_OPEN_READWRITE, "asyncfs") != SQLITE_OK)
+        return 2;
+    sqlite3_stmt *st;
+    int ok = sqlite3_prepare_v2(db, "SELECT randomblob(8)", -1, &st, NULL) == SQLITE_OK &&
+             sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 8 &&
+             write(*fd, sqlite3_column_blob(st, 0), 8) == 8;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return ok ? 0 : 3;
+}
+
+T_VFS(forked_children_draw_their_own_random_numbers)
+{
+    sqlite3 *db = db_open(t_path("r.db"), "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x); SELECT randomblob(8)");
+    sqlite3_close(db);
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    unsigned char got[3][8];
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(child_status(spawn_child(random_child, &p[1])), 0);
+        cr_assert_eq(read(p[0], got[i], 8), 8);
+    }
+    close(p[0]);
+    close(p[1]);
+    cr_assert(memcmp(got[0], got[1], 8) != 0 && memcmp(got[1], got[2], 8) != 0 &&
+                  memcmp(got[0], got[2], 8) != 0,
+              "two children drew the same randomblob(8)");
+}
+
 #ifdef __linux__
 /* PRAGMA temp_store_directory (sqlite3_temp_directory) comes first, as in the unix VFS. */
 T_VFS(temporary_files_go_to_the_temp_store_directory)
