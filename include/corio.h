@@ -638,10 +638,12 @@ AFS_API int     corio_stream_write(struct corio_task *t, struct corio_stream *s,
  * Lines: yields struct corio_line * for each line, split at '\n' (removed; the data is
  * nul-terminated, a "\r" before it is kept), a last line without '\n' included; a line of
  * more than limit bytes (0: 64 KiB; its '\n' not counted) ends the iteration with -EMSGSIZE
- * (the line stays buffered). Chunks: yields struct corio_chunk * with what each transfer brought, at most
- * chunk_size bytes (0: 8 KiB), off counting from the generator's start; the next chunk is
- * read while the consumer holds the current one, and goes back to the stream when the
- * generator is closed before the consumer took it. Both return 0, -EINVAL or -ENOMEM. */
+ * (the line stays buffered). Chunks: yields struct corio_chunk * with what each transfer
+ * brought, at most chunk_size bytes (0: 8 KiB), off counting from the generator's start.
+ * The next chunk is read while the consumer holds the current one; a line once the consumer
+ * asked for it (it may come after that wait ended at a deadline). A line or chunk read and
+ * not taken goes back to the stream when the generator is closed, so the next read of the
+ * stream finds it. Both return 0, -EINVAL or -ENOMEM. */
 AFS_API int corio_stream_lines(struct corio_task *t, struct corio_gen *g,
                                struct corio_stream *s, size_t limit);
 AFS_API int corio_stream_chunks(struct corio_task *t, struct corio_gen *g,

@@ -124,6 +124,8 @@ static ssize_t raw_read(struct corio_stream *s, void *buf, size_t len)
         s->rerr = 0; /* a socket reports a reset once: it was kept for this read */
         return n;
     }
+    if (s->eof)
+        return 0; /* the end is sticky, for reads straight into the caller's buffer too */
     if (s->f->sock) {
         n = afs_recv(s->f, buf, len, 0);
     } else if (s->seq) {
@@ -433,8 +435,17 @@ static int lines_fn(struct corio_task *t, struct corio_gen *g, void *arg)
             len--;
         ((char *)p)[len] = '\0';
         out = (struct corio_line){.data = p, .len = len, .lineno = out.lineno + 1};
-        if ((r = corio_gen_yield(t, g, &out)) < 0)
+        unsigned long taken = g->taken;
+        if ((r = corio_gen_yield(t, g, &out)) < 0) {
+            if (g->taken == taken) {
+                /* Not taken: the line goes back to the stream (nothing read it since, the
+                 * stream being the generator's), its '\n' restored. */
+                if ((size_t)n > len)
+                    ((char *)p)[len] = '\n';
+                a.s->start -= (size_t)n;
+            }
             break;
+        }
         /* The line lives in the stream's buffer, which the next read may move. */
         corio_gen_flush(t, g);
     }

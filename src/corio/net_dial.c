@@ -130,8 +130,12 @@ static int resolve(struct corio_task *t, const char *host, const char *port, int
                    struct resolve_job **out)
 {
     /* A number is a port: getaddrinfo would take 99999 modulo 65536 without a word. */
-    const char *digits = port + strspn(port, "0");
-    if (port[strspn(port, "0123456789")] == '\0' && (strlen(digits) > 5 || atol(digits) > 65535)) {
+    /* (getaddrinfo takes leading blanks and a '+' too: " 70000" is port 4464 there) */
+    const char *num = port + strspn(port, " \t\n\v\f\r");
+    num += *num == '+';
+    const char *digits = num + strspn(num, "0");
+    if (*num && num[strspn(num, "0123456789")] == '\0' &&
+        (strlen(digits) > 5 || atol(digits) > 65535)) {
         net_fail(host, port, "port out of range");
         return -EINVAL;
     }

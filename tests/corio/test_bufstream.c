@@ -1077,3 +1077,73 @@ T_B(closing_the_chunk_generator_loses_nothing)
     close(c.peer);
     cr_assert_eq(corio_stream_close(c.s), 0);
 }
+
+/* A consumer whose wait for the next line ended at its deadline, then closed the line
+ * generator: the line the generator read meanwhile goes back to the stream, as the chunk
+ * generator's read-ahead does. */
+static void line_close_root(struct corio_task *t, void *arg)
+{
+    struct chunk_close_case *c = arg;
+    struct corio_gen g;
+    cr_assert_eq(corio_stream_lines(t, &g, c->s, 0), 0);
+    void *v;
+    corio_set_deadline(t, corio_now() + 10 * MS);
+    cr_assert_eq(corio_gen_next(t, &g, &v), -ETIMEDOUT);
+    corio_set_deadline(t, 0);
+    cr_assert_eq(write(c->peer, "L1\nL2\n", 6), 6);
+    /* Until the generator took L1 from the stream's buffer and waits to hand it over. */
+    for (int i = 0; i < 5000 && corio_stream_buffered(c->s) != 3; i++)
+        corio_sleep(t, MS);
+    cr_assert_eq(corio_stream_buffered(c->s), 3);
+    corio_gen_close(t, &g);
+    cr_assert_eq(write(c->peer, "L3\n", 3), 3);
+    shutdown(c->peer, SHUT_WR);
+    char *all;
+    c->rest_len = corio_stream_read_all(t, c->s, 0, &all);
+    if (c->rest_len > 0 && c->rest_len < (ssize_t)sizeof c->rest)
+        memcpy(c->rest, all, (size_t)c->rest_len);
+    free(all);
+}
+
+T_B(closing_the_line_generator_loses_nothing)
+{
+    bnew();
+    struct chunk_close_case c = {0};
+    c.s = sock_stream(&c.peer, 0);
+    cr_assert_eq(corio_sched_run(b_sched, line_close_root, &c), 0);
+    cr_assert_eq(c.rest_len, 9, "read after the close: %zd", c.rest_len);
+    cr_assert_str_eq(c.rest, "L1\nL2\nL3\n");
+    close(c.peer);
+    cr_assert_eq(corio_stream_close(c.s), 0);
+}
+
+/* End of file is sticky for every read: one larger than the buffer (read straight into the
+ * caller's memory) too, after the file grew. */
+static void sticky_eof_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, t_path("grows"), AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC,
+                          &f),
+                 0);
+    cr_assert_eq(afs_pwrite(f, "abc\n", 4, 0), 4);
+    struct corio_stream *s;
+    cr_assert_eq(corio_stream_new(f, 16, &s), 0);
+    const char *p;
+    cr_assert_eq(corio_stream_read_line(t, s, 0, &p), 4);
+    cr_assert_eq(corio_stream_read_line(t, s, 0, &p), 0);
+    static const char more[] = "written after the end was seen, more than a buffer";
+    cr_assert_eq(afs_pwrite(f, more, sizeof more - 1, 4), (ssize_t)sizeof more - 1);
+    char buf[64], small[4];
+    cr_assert_eq(corio_stream_read(t, s, small, sizeof small), 0);
+    ssize_t n = corio_stream_read(t, s, buf, sizeof buf);
+    cr_assert_eq(n, 0, "a large read after the end: %zd", n);
+    cr_assert_eq(corio_stream_read_exact(t, s, buf, 40), 0);
+    cr_assert_eq(corio_stream_close(s), 0);
+}
+
+T_B(end_of_file_is_sticky_for_large_reads_too)
+{
+    bnew();
+    cr_assert_eq(corio_sched_run(b_sched, sticky_eof_root, NULL), 0);
+}

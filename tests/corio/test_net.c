@@ -212,6 +212,10 @@ static void bad_args_root(struct corio_task *t, void *arg)
     cr_assert_str_eq(corio_net_error(), "127.0.0.1:99999: port out of range");
     cr_assert_eq(corio_dial(t, "127.0.0.1", "65536", &f), -EINVAL);
     cr_assert_eq(corio_dial(t, "127.0.0.1", "0000000080000", &f), -EINVAL); /* 80,000 */
+    /* getaddrinfo takes leading blanks and a '+' as well, modulo 65536 too. */
+    cr_assert_eq(corio_dial(t, "127.0.0.1", "+105965", &f), -EINVAL);
+    cr_assert_eq(corio_listen(t, "127.0.0.1", " 70000", 16, &f), -EINVAL);
+    cr_assert_str_eq(corio_net_error(), "127.0.0.1: 70000: port out of range");
     /* The message is the last call's, not one left from before. */
     cr_assert_eq(corio_dial(t, "", "80", &f), -EINVAL);
     cr_assert_not_null(corio_net_error());
