@@ -882,8 +882,10 @@ AFS_API void corio_rt_free(struct corio_rt *rt);
  * then stops and joins the threads and frees the schedulers and contexts. Returns 0; the
  * error of making a context or a thread (nothing runs then); or -EDEADLK when no task of
  * any scheduler can be woken any more (as corio_sched_run() for one scheduler; see
- * "Runtimes" above for what counts), every scheduler's tasks abandoned. The runtime can run
- * again after it. Not reentrant; one run at a time per rt. */
+ * "Runtimes" above for what counts), every scheduler's tasks abandoned. A scheduler whose
+ * wait on its context fails for good (a broken ring: no transient condition) ends the run
+ * the same way, with that error, reported on stderr. The runtime can run again after it.
+ * Not reentrant; one run at a time per rt. */
 AFS_API int  corio_rt_run(struct corio_rt *rt, corio_fn *fn, void *arg);
 
 /* The number of schedulers. */

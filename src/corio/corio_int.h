@@ -383,6 +383,10 @@ bool corio__rt_queued_elsewhere(const struct corio_sched *s);
 bool corio__rt_stuck(struct corio_sched *s);
 void corio__rt_unstuck(struct corio_sched *s);
 bool corio__rt_deadlocked(const struct corio_sched *s);
+/* A scheduler's loop failed (its context's wait returned an error that is no transient
+ * condition): the whole run ends with err, every scheduler at its next phase. */
+void corio__rt_fail(struct corio_sched *s, int err);
+int  corio__rt_failed(const struct corio_sched *s); /* 0, or the first failure's error */
 void corio__rt_report_deadlock(const struct corio_sched *s);
 /* After a deadlock: frees the tasks s started for other schedulers and their trees (as
  * corio__abandon), and drops the links of an abandoned task t to its remote children. */

@@ -69,6 +69,7 @@ struct corio_rt {
     _Atomic uint64_t       stuck;   /* schedulers asleep with nothing that could wake a task
                                        (low 32 bits), and how often one woke (high 32) */
     atomic_bool            deadlock; /* every one of them, and no message pending: found */
+    atomic_int             failed;   /* 0, or the error a scheduler's loop failed with */
     struct corio_sched   **scheds;
     afs__thread           *threads;
     struct rt_slot        *slots;
@@ -673,6 +674,24 @@ bool corio__rt_deadlocked(const struct corio_sched *s)
     return atomic_load_explicit(&s->rt->deadlock, memory_order_seq_cst);
 }
 
+void corio__rt_fail(struct corio_sched *s, int err)
+{
+    struct corio_rt *rt = s->rt;
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&rt->failed, &none, err))
+        return;
+    fprintf(stderr, "corio: scheduler %u: waiting on its context failed (%s): the run ends\n",
+            s->index, afs_strerror(err));
+    for (unsigned i = 0; i < rt->n; i++)
+        if (rt->scheds[i] && rt->scheds[i] != s)
+            afs_ctx_wake(rt->scheds[i]->ctx);
+}
+
+int corio__rt_failed(const struct corio_sched *s)
+{
+    return atomic_load_explicit(&s->rt->failed, memory_order_acquire);
+}
+
 void corio__rt_report_deadlock(const struct corio_sched *s)
 {
     if (s->live)
@@ -889,7 +908,7 @@ static void worker_main(void *arg)
         return;
     if (go) {
         s->running = true;
-        if (corio__sched_loop(s, NULL) == -EDEADLK)
+        if (corio__sched_loop(s, NULL) < 0) /* a deadlock, or the run failed */
             corio__rt_abandon(s);
         s->running = false;
     }
@@ -920,6 +939,7 @@ static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
     atomic_store(&rt->stop, false);
     atomic_store(&rt->stuck, 0);
     atomic_store(&rt->deadlock, false);
+    atomic_store(&rt->failed, 0);
     rt->made = rt->exited = 0;
     rt->err = 0;
     int err = corio__stack_thread_init();
@@ -956,7 +976,7 @@ static int rt_run(struct corio_rt *rt, corio_fn *fn, void *arg)
     int rc = err;
     if (err == 0) {
         rc = corio_sched_run(s0, fn, arg);
-        if (rc == -EDEADLK)
+        if (rc < 0)
             corio__rt_abandon(s0); /* the tasks it started for others' (root's: above) */
         /* Every task is done: the other schedulers stop once their inboxes are empty. */
         atomic_store_explicit(&rt->stop, true, memory_order_release);

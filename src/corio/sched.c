@@ -543,8 +543,11 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
                  : s->live == 0 && corio__rt_stopping(s) && !corio__inbox_pending(&s->inbox))
             break;
         s->stats.phases++;
-        if (s->rt)
+        if (s->rt) {
             corio__rt_awake(s); /* it may have moved: polls on its old CPU yield to it */
+            if ((rc = corio__rt_failed(s)) < 0)
+                break; /* another scheduler's loop failed: the run ends */
+        }
 
         /* I/O phase: generic requests to the dispatcher in one call; file ops go to the
          * kernel with the wait below, in one submission. */
@@ -624,6 +627,8 @@ int corio__sched_loop(struct corio_sched *s, struct corio_task *root)
             afs_ctx_stats(s->ctx, &after);
             s->stats.submits += after.kernel_submits - before.kernel_submits;
             if (n < 0 && n != -EINTR && n != -EAGAIN) {
+                if (s->rt)
+                    corio__rt_fail(s, n);
                 rc = n;
                 break;
             }

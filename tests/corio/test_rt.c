@@ -2152,3 +2152,63 @@ Test(rt, two_threads_running_one_runtime_are_told, .timeout = 300)
     }
 }
 #endif
+
+/* ------------------------------------------------------------------------------------------
+ * A scheduler whose loop fails
+ * ---------------------------------------------------------------------------------------- */
+
+#if defined(__linux__) && __has_include(<liburing.h>)
+#include "internal.h" /* afs__sys */
+#include <pthread.h>
+
+/* Waits of the ring on the armed thread fail for good (-EBADFD: no transient condition). */
+static atomic_int  fail_armed;
+static pthread_t   fail_thread;
+static const char *fail_backend; /* the victim's scheduler's */
+
+static int failing_enter(struct io_uring *ring, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+    if (wait_nr > 0 && atomic_load(&fail_armed) && pthread_equal(pthread_self(), fail_thread))
+        return -EBADFD;
+    return afs__uring_enter_real(ring, wait_nr, ts);
+}
+
+static int victim(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    fail_backend = afs_ctx_backend(corio_sched_ctx(corio_task_sched(t)));
+    fail_thread = pthread_self();
+    atomic_store(&fail_armed, 1);
+    corio_sleep(t, 20 * MS); /* the scheduler's wait fails */
+    return 7;
+}
+
+static void failing_root(struct corio_task *t, void *arg)
+{
+    int *got = arg;
+    struct corio_future f;
+    cr_assert_eq(corio_spawn_on(t, 1, victim, NULL, &f), 0);
+    *got = corio_future_await(t, &f, NULL);
+}
+
+/* Scheduler 1's wait fails for good while scheduler 0 waits for its task's result: the run
+ * ends with that error on every scheduler instead of waiting for ever. */
+T_RT(a_scheduler_whose_wait_fails_ends_the_run_with_its_error)
+{
+    struct corio_rt *rt = rt_make(2);
+    struct afs__syscalls saved = afs__sys;
+    afs__sys.uring_enter = failing_enter;
+    int got = 12345;
+    atomic_store(&fail_armed, 0);
+    int rc = corio_rt_run(rt, failing_root, &got);
+    atomic_store(&fail_armed, 0);
+    afs__sys = saved;
+    corio_rt_free(rt);
+    if (strcmp(fail_backend, "io_uring") != 0) {
+        cr_assert_eq(rc, 0); /* no ring: the task ran */
+        cr_assert_eq(got, 7);
+        return;
+    }
+    cr_assert_eq(rc, -EBADFD, "corio_rt_run: %s", afs_strerror(rc));
+}
+#endif
