@@ -39,6 +39,8 @@ struct laio {
     unsigned      busy;     /* iocbs the kernel holds (submitted, not reaped) */
     unsigned      nstaged;  /* iocbs in staged[], not yet submitted */
     bool          no_fsync; /* IOCB_CMD_FSYNC refused (before Linux 4.18): fsync to the pool */
+    bool          no_rw_flags; /* aio_rw_flags refused (before Linux 4.13): DSYNC writes to
+                                  the pool */
     struct iocb **staged;   /* queue_depth entries: the core never has more in flight */
 };
 
@@ -212,13 +214,15 @@ static void give_back(struct afs_ctx *ctx, unsigned from)
 }
 
 /* Hands every staged iocb to the kernel: one io_submit() for the whole batch unless the
- * kernel takes only part of it. Transient failures stay inside. Returns true when ops had to
- * be given back to the core (the kernel had no room and nothing of ours to wait for). */
+ * kernel takes only part of it. Transient failures stay inside. Returns true when ops were
+ * settled without the kernel: given back to the core (no room, and nothing of ours to wait
+ * for; or a kind of request this kernel refuses, for the pool), or failed here. No
+ * completion will signal those: the caller must not sleep for them. */
 static bool flush(struct afs_ctx *ctx)
 {
     struct laio *l = L(ctx);
     unsigned pos = 0;
-    bool gave_back = false;
+    bool gave_back = false, settled = false;
     while (pos < l->nstaged) {
         unsigned n = l->nstaged - pos;
         if (l->busy >= l->cap) {
@@ -262,16 +266,23 @@ static bool flush(struct afs_ctx *ctx)
              * to the core, and accepts() now sends it to the pool. */
             l->no_fsync = true;
             r = -EAGAIN;
+        } else if (r == -EINVAL && cb->aio_rw_flags) {
+            /* Per-request flags (RWF_DSYNC) are Linux 4.13: before that, the pool writes
+             * these, with pwritev2 or a write and an fdatasync. */
+            l->no_rw_flags = true;
+            r = -EAGAIN;
         }
         afs__op_transferred(ctx, cb->data, r);
+        settled = true;
     }
     if (pos < l->nstaged && !gave_back) {
         /* Reaping failed (the context is broken): the rest cannot be submitted. */
         for (unsigned i = pos; i < l->nstaged; i++)
             afs__op_transferred(ctx, l->staged[i]->data, -EIO);
+        settled = true;
     }
     l->nstaged = 0;
-    return gave_back;
+    return gave_back || settled;
 }
 
 static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
@@ -284,7 +295,7 @@ static bool laio_accepts(struct afs_ctx *ctx, struct afs_op *op)
         return false; /* buffered: io_submit() would do the I/O inside the system call; a
                          pipe or socket has no offsets for an iocb: read()/write() there */
     struct laio *l = L(ctx);
-    if (o->code == AFS__FSYNC && l->no_fsync)
+    if ((o->code == AFS__FSYNC && l->no_fsync) || ((o->xflags & AFS__X_DSYNC) && l->no_rw_flags))
         return false;
     if (!l->aio && !l->no_aio) {
         char why[160];
@@ -336,12 +347,13 @@ static int laio_prep(struct afs_ctx *ctx, struct afs_op *op)
 static int laio_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     struct laio *l = L(ctx);
-    bool gave_back = l->nstaged ? flush(ctx) : false;
+    bool settled = l->nstaged ? flush(ctx) : false;
     int r = reap(ctx, 0);
     if (r < 0)
         return r;
-    /* Given-back ops are the core's again: it resubmits them at once, so do not sleep. */
-    if (!wait || r > 0 || gave_back)
+    /* Ops settled without the kernel have callbacks to run, or are the core's again (it
+     * resubmits them at once): do not sleep. */
+    if (!wait || r > 0 || settled)
         return 0;
     /* The kernel adds one to the eventfd per completed iocb, the pool and afs_ctx_wake()
      * through afs__waker_signal(). The waker's armed flag only spares the latter redundant

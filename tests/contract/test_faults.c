@@ -212,3 +212,53 @@ T_FAULT(every_callback_runs_once_under_faults)
     cr_assert_eq(afs_pread(f, bufs[0], 4096, 0), 4096);
     cr_assert_eq(afs_close(f), 0);
 }
+
+#if defined(__linux__) && __has_include(<libaio.h>)
+#include <libaio.h>
+
+/* A kernel before 4.18 (no AIO fsync) and before 4.13 (no per-request flags), played by
+ * io_submit refusing such an iocb at the head of a batch with EINVAL. */
+static int old_kernel_submit(io_context_t aio, long nr, struct iocb **iocbs)
+{
+    long ok = 0;
+    while (ok < nr && iocbs[ok]->aio_rw_flags == 0 &&
+           iocbs[ok]->aio_lio_opcode != IO_CMD_FSYNC && iocbs[ok]->aio_lio_opcode != IO_CMD_FDSYNC)
+        ok++;
+    return ok == 0 ? -EINVAL : io_submit(aio, ok, iocbs);
+}
+
+/* libaio: what an older kernel refuses goes to the pool, and an iocb refused for good fails
+ * alone; neither leaves a wait sleeping on an event that never comes. */
+T_FAULT(libaio_requests_the_kernel_refuses_complete_without_a_hang)
+{
+    struct afs_config cfg;
+    afs_config_default(&cfg);
+    cfg.backend = AFS_BACKEND_LIBAIO;
+    t_ctx = t_ctx_cfg(&cfg);
+    struct afs_file *f;
+    int err = afs_open(t_ctx, t_path("d"), AFS_RDWR | AFS_CREAT | AFS_DIRECT, 0644,
+                       AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("the file system under %s refuses O_DIRECT", t_dir);
+    cr_assert_eq(err, 0, "afs_open: %s", afs_strerror(err));
+    char *buf = afs_buf_alloc(t_ctx, 4096);
+    cr_assert_not_null(buf);
+    memset(buf, 'd', 4096);
+    cr_assert_eq(afs_pwrite(f, buf, 4096, 0), 4096);
+    if (strcmp(afs_ctx_backend(t_ctx), "libaio") != 0)
+        cr_skip_test("no libaio context here (%s)", afs_ctx_backend(t_ctx));
+    /* An idle wait takes what the write's completion left in the eventfd. */
+    (void)afs_ctx_wait(t_ctx, 1, 10 * 1000 * 1000);
+    afs__sys.laio_submit = old_kernel_submit;
+    cr_assert_eq(afs_fsync(f, 0), 0);
+    cr_assert_eq(afs_pwrite_flags(f, buf, 4096, 4096, AFS_WRITE_DSYNC), 4096);
+    cr_assert_eq(afs_pread(f, buf, 4096, 0), 4096); /* the kernel still takes plain reads */
+    afs__sys.laio_submit = saved.laio_submit;
+    (void)afs_ctx_wait(t_ctx, 1, 10 * 1000 * 1000);
+    /* An iocb refused for good: a descriptor closed behind the library's back. */
+    cr_assert_eq(close((int)afs_file_fd(f)), 0);
+    cr_assert_eq(afs_pread(f, buf, 4096, 0), -EBADF);
+    afs_buf_free(t_ctx, buf, 4096);
+    afs_close(f);
+}
+#endif
