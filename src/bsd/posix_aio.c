@@ -211,10 +211,12 @@ static int paio_init(struct afs_ctx *ctx, char *why, size_t why_len)
 
 static bool paio_accepts(struct afs_ctx *ctx, struct afs_op *op)
 {
-#if !defined(__GLIBC__)
+    /* No offsets (pipe, socket, tty, a /proc file that takes no pwrite): the BSDs refuse AIO
+     * on them, and glibc's would pread() a file whose reads do take offsets at 0 every time
+     * (it reads at the position only after ESPIPE). A wait for the other end would also hold
+     * one of queue_depth slots the core does not count these ops against. */
     if (afs__op(op)->file->seq)
-        return false; /* no offsets (pipe, socket, tty), and the BSDs refuse AIO on them */
-#endif
+        return false;
     if (afs__op(op)->xflags & AFS__X_DSYNC)
         return false; /* AFS_WRITE_DSYNC: the pool writes, then syncs */
     switch (afs__op(op)->code) {
@@ -252,9 +254,7 @@ static int paio_prep(struct afs_ctx *ctx, struct afs_op *op)
         AFS_CHECK(s.buf != NULL, "vectored op on posix-aio");
         po->cb.aio_buf = s.buf;
         po->cb.aio_nbytes = s.len;
-        /* A pipe or socket (glibc only, see accepts): glibc's pread() there fails with
-         * ESPIPE and it reads instead, and it runs one descriptor's requests in order. */
-        po->cb.aio_offset = s.off == AFS__OFF_SEQ ? 0 : (off_t)s.off;
+        po->cb.aio_offset = (off_t)s.off;
         po->cb.aio_lio_opcode = o->code == AFS__WRITE ? LIO_WRITE : LIO_READ;
     }
 #ifdef PAIO_KQUEUE
@@ -269,6 +269,10 @@ static int paio_prep(struct afs_ctx *ctx, struct afs_op *op)
 static void complete(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
 {
     P(ctx)->reported++;
+    struct afs__op *o = afs__op(op);
+    if ((o->flags & AFS__OP_CANCEL) && res >= 0 && o->code != AFS__FSYNC)
+        res = -ECANCELED; /* cancelled with the OS, which ran it to its end (glibc's aio_cancel
+                             is not called; elsewhere it may not stop it): as the pool's */
     if (res == -EOPNOTSUPP || res == -ENOTSUP || res == -ENOSYS) {
         /* No AIO for this file here (FreeBSD refuses "unsafe" AIO, e.g. on NFS): the core
          * retries a transient result, and the pool flag sends the retry to its threads. */

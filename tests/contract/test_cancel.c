@@ -9,11 +9,11 @@
  *                    cannot be stopped inside a system call: the op completes with
  *                    -ECANCELED once the worker has returned. On Windows the threads
  *                    backend's pool goes through the same table's pread.
- *   io_uring,        a read of an empty FIFO, which the kernel (io_uring) or the C library's
- *   posix-aio        AIO thread (glibc's POSIX AIO) holds until data comes. io_uring cancels
- *                    it in the kernel; glibc cannot cancel a running request, so the test
- *                    then writes one byte: a cancelled op never resubmits the rest of a short
- *                    transfer, it completes with -ECANCELED.
+ *   io_uring,        a read of an empty FIFO, which the kernel (io_uring) or the readiness
+ *   posix-aio        engine (posix-aio: files without offsets never go to POSIX AIO) holds
+ *                    until data comes, and cancels. The test then writes one byte: a
+ *                    cancelled op never resubmits the rest of a short transfer, it completes
+ *                    with -ECANCELED. (A read held inside POSIX AIO itself: test_posix_aio.c.)
  *   iocp             a read of an empty named pipe (Windows): the test is the server end, the
  *                    library opens the client end by its \\.\pipe\ name. The ReadFile stays
  *                    pending until data comes; CancelIoEx ends it with
