@@ -18,6 +18,7 @@ struct corio__blocking {
     afs__cond       cv;
     struct afs_list jobs;     /* waiting for a thread */
     struct afs_list running;  /* on a thread */
+    unsigned        queued;   /* on jobs */
     unsigned        threads, idle;
     bool            stop;
     afs__thread     tid[POOL_MAX];
@@ -54,6 +55,7 @@ static void pool_thread(void *arg)
     afs__mutex_lock(&p->mu);
     for (;;) {
         struct afs_list_node *n = afs_list_pop_front(&p->jobs);
+        p->queued -= n != NULL;
         if (!n) {
             if (p->stop)
                 break;
@@ -162,13 +164,17 @@ int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *
     afs__mutex_lock(&p->mu);
     jp->state = JOB_QUEUED;
     afs_list_push_back(&p->jobs, &jp->node);
-    /* A thread per job up to the cap; beyond it jobs wait for a free thread, in order. */
-    if (p->idle == 0 && p->threads < POOL_MAX && !p->stop) {
+    p->queued++;
+    /* A thread per job up to the cap; beyond it jobs wait for a free thread, in order. An
+     * idle thread signalled for an earlier job may not have taken it yet: each job waiting
+     * needs its own idle thread, or one more. */
+    if (p->idle < p->queued && p->threads < POOL_MAX && !p->stop) {
         err = afs__thread_start(&p->tid[p->threads], pool_thread, p);
         if (err == 0)
             p->threads++;
         else if (p->threads == 0) {
             afs_list_remove(&p->jobs, &jp->node);
+            p->queued--;
             afs__mutex_unlock(&p->mu);
             corio_future_complete(&b->done, err, NULL);
             return err;
@@ -191,6 +197,7 @@ static bool job_stop(struct corio_sched *s, struct corio_blocking *b)
     afs__mutex_lock(&p->mu);
     if (priv(b)->state == JOB_QUEUED) {
         afs_list_remove(&p->jobs, &priv(b)->node);
+        p->queued--;
         priv(b)->state = JOB_FINISHED;
         removed = true;
     }
@@ -231,6 +238,7 @@ void corio__blocking_abandon(struct corio_task *t, struct corio_blocking *b,
     unsigned char st = priv(b)->state;
     if (st == JOB_QUEUED) {
         afs_list_remove(&p->jobs, &priv(b)->node);
+        p->queued--;
         priv(b)->state = JOB_FINISHED;
     } else if (st == JOB_RUNNING) {
         priv(b)->on_abandoned = release;

@@ -212,7 +212,7 @@ int corio_do(struct corio_task *t, const void *key, size_t key_len,
     struct corio__flight *f = NULL;
     for (struct afs_list_node *n = s->flights.first; n && !f; n = n->next) {
         struct corio__flight *c = FLIGHT(n);
-        if (c->key_len == key_len && memcmp(c->key, key, key_len) == 0)
+        if (c->key_len == key_len && (key_len == 0 || memcmp(c->key, key, key_len) == 0))
             f = c;
     }
     if (f) {

@@ -549,6 +549,38 @@ static void adding_root(struct corio_task *t, void *arg)
     cr_assert_eq(corio_do(t, NULL, 0, null_key_fn, arg, &out, NULL), 5, "a NULL key of length 0");
 }
 
+/* Callers of one NULL key of length 0 share one run, as any key's callers do. */
+static int null_key_slow(struct corio_task *t, void *arg, void **out)
+{
+    corio_sleep(t, 1000 * 1000); /* 1 ms: the second caller comes while it runs */
+    *out = arg;
+    return 6;
+}
+
+static void null_key_caller(struct corio_task *t, void *arg)
+{
+    void *out = NULL;
+    int shared = 0;
+    cr_assert_eq(corio_do(t, NULL, 0, null_key_slow, arg, &out, &shared), 6);
+    cr_assert_eq(out, arg);
+    *(int *)arg += shared;
+}
+
+static void null_key_root(struct corio_task *t, void *arg)
+{
+    cr_assert_eq(corio_spawn(t, null_key_caller, arg, NULL), 0);
+    cr_assert_eq(corio_spawn(t, null_key_caller, arg, NULL), 0);
+    corio_wait(t);
+}
+
+T_CO(callers_of_a_null_key_share_one_run)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    int shared = 0;
+    cr_assert_eq(corio_sched_run(t_sched, null_key_root, &shared), 0);
+    cr_assert_eq(shared, 2, "both callers got the one run's result");
+}
+
 T_CO(a_member_adds_members)
 {
     new_sched(NULL, NULL, 0, 4096);

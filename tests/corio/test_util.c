@@ -3,6 +3,7 @@
 #include "../common.h"
 
 #include <corio.h>
+#include <poll.h>
 #include <stdatomic.h>
 
 #define MS (1000LL * 1000)
@@ -211,6 +212,57 @@ static void many_root(struct corio_task *t, void *arg)
 T_U(blocking, more_jobs_than_threads)
 {
     cr_assert_eq(urun(many_root, NULL), 0);
+}
+
+/* Two jobs started together while one pool thread is idle: each gets a thread of its own
+ * (below the cap), so a job may wait for another one's work. Job A waits for a byte that
+ * job B writes; sharing A's thread, B would run only after A gave up. */
+static int pair_fds[2];
+
+static int wait_byte(void *arg)
+{
+    (void)arg;
+    struct pollfd p = {.fd = pair_fds[0], .events = POLLIN};
+    if (poll(&p, 1, 5000) <= 0)
+        return -ETIMEDOUT;
+    char c;
+    return (int)read(pair_fds[0], &c, 1);
+}
+
+static int write_byte(void *arg)
+{
+    (void)arg;
+    return (int)write(pair_fds[1], "x", 1);
+}
+
+static int no_op(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static void pair_root(struct corio_task *t, void *arg)
+{
+    int64_t *took = arg;
+    cr_assert_eq(corio_run_blocking(t, no_op, NULL), 0); /* one thread, idle after */
+    corio_sleep(t, 20 * MS);
+    struct corio_blocking a, b;
+    int64_t t0 = corio_now();
+    cr_assert_eq(corio_go(t, &a, wait_byte, NULL), 0);
+    cr_assert_eq(corio_go(t, &b, write_byte, NULL), 0);
+    cr_assert_eq(corio_blocking_wait(t, &a), 1, "the job waiting for the byte");
+    cr_assert_eq(corio_blocking_wait(t, &b), 1);
+    *took = corio_now() - t0;
+}
+
+T_U(blocking, two_jobs_started_together_run_on_two_threads)
+{
+    cr_assert_eq(pipe(pair_fds), 0);
+    int64_t took = 0;
+    cr_assert_eq(urun(pair_root, &took), 0);
+    close(pair_fds[0]);
+    close(pair_fds[1]);
+    cr_assert_lt(took, 4000 * MS, "took %lld ms", (long long)(took / MS));
 }
 
 /* =========================================================================================
