@@ -536,8 +536,8 @@ struct afs__backend {
      * files) itself, with blocking descriptors; decided once at init. NULL or false: the
      * readiness engine runs them, on non-blocking descriptors. */
     bool (*sock)(struct afs_ctx *ctx);
-    /* Optional, with sock: ask the kernel to cancel every op of f in flight (a socket being
-     * closed); their completions still come. */
+    /* Optional: ask the kernel to cancel every op of f in flight (a socket being closed, or
+     * on iocp a pipe opened read-only); their completions still come. */
     void (*cancel_file)(struct afs_ctx *ctx, struct afs_file *f);
     /* Optional: a sendfile op of ctx is finished for good, however it ended (even queued,
      * never staged: its backend words are then as the core zeroed them). io_uring takes its

@@ -95,6 +95,7 @@ int afs__win_errno(DWORD err)
     case ERROR_OPERATION_ABORTED: return -ECANCELED;
 
     case ERROR_BROKEN_PIPE:
+    case ERROR_PIPE_NOT_CONNECTED: /* the server ended the session (DisconnectNamedPipe) */
     case ERROR_NO_DATA: return -EPIPE;
 
     case ERROR_SEM_TIMEOUT:

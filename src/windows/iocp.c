@@ -129,7 +129,9 @@ static ssize_t result(struct afs_op *op, DWORD err, DWORD bytes)
         return (ssize_t)bytes;
     /* A read at or past the end, or of a pipe whose writer closed its end (every byte it
      * wrote was read before): end of file, as read(2) says. A write keeps -EPIPE. */
-    if ((err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE) && afs__op(op)->code == AFS__READ)
+    if ((err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE ||
+         err == ERROR_PIPE_NOT_CONNECTED) &&
+        afs__op(op)->code == AFS__READ)
         return 0;
     if (afs__op(op)->code == AFS__WRITE || afs__op(op)->code == AFS__WRITEV) {
         struct afs__span sp; /* the transfer that failed (an iovec's piece: its end is
@@ -231,6 +233,16 @@ static void iocp_cancel(struct afs_ctx *ctx, struct afs_op *op)
         CancelIoEx(afs__op(op)->file->fd, &s->ov);
 }
 
+/* A pipe or device opened read-only being closed (afs_close): its reads handed to the system
+ * may wait for ever. Every overlapped op of the handle is cancelled; their packets still
+ * come through the port. */
+static void iocp_cancel_file(struct afs_ctx *ctx, struct afs_file *f)
+{
+    (void)ctx;
+    if (!f->be_pool)
+        CancelIoEx(f->fd, NULL);
+}
+
 const struct afs__backend afs__backend_iocp = {
     .name = "iocp",
     .id = AFS_BACKEND_IOCP,
@@ -240,6 +252,7 @@ const struct afs__backend afs__backend_iocp = {
     .prep = iocp_prep,
     .enter = iocp_enter,
     .cancel = iocp_cancel,
+    .cancel_file = iocp_cancel_file,
     .open = iocp_open,
 };
 

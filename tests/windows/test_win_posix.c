@@ -172,6 +172,56 @@ T_WIN(a_pipe_reads_to_its_end_after_the_writer_closed)
     }
 }
 
+/* A named pipe's client: a server that ends the session (DisconnectNamedPipe) is an end of
+ * file for a read and -EPIPE for a write, as a writer's close is; and on iocp a read-only
+ * client closed with a read waiting is not waited for (afs_close() cancels it). */
+static HANDLE pipe_server(const wchar_t *name)
+{
+    HANDLE srv = CreateNamedPipeW(name, PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                                  PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 4096,
+                                  4096, 0, NULL);
+    cr_assert(srv != INVALID_HANDLE_VALUE, "CreateNamedPipeW: %lu", GetLastError());
+    return srv;
+}
+
+T_WIN(a_pipe_whose_server_disconnected_ends_and_a_waiting_read_does_not_hold_the_close)
+{
+    t_new_ctx();
+    char path[96];
+    wchar_t name[96];
+    for (size_t m = 0; m < 2; m++) {
+        snprintf(path, sizeof path, "\\\\.\\pipe\\afs-disc-%lu-%u", GetCurrentProcessId(),
+                 (unsigned)m);
+        swprintf(name, 96, L"%hs", path);
+        HANDLE srv = pipe_server(name);
+        struct afs_file *f;
+        cr_assert_eq(afs_open(t_ctx, path, AFS_RDWR, 0, both_modes[m], &f), 0);
+        cr_assert(DisconnectNamedPipe(srv), "DisconnectNamedPipe: %lu", GetLastError());
+        char buf[8];
+        ssize_t n = rd(f, both_modes[m], buf, sizeof buf);
+        cr_assert_eq(n, 0, "mode %d: read %zd (%s)", both_modes[m], n,
+                     n < 0 ? afs_strerror((int)n) : "");
+        cr_assert_eq(wr(f, both_modes[m], "x"), -EPIPE);
+        cr_assert_eq(afs_close(f), 0);
+        CloseHandle(srv);
+    }
+    if (strcmp(afs_ctx_backend(t_ctx), "iocp") != 0)
+        return; /* the pool's ReadFile, once handed to the system, ends when the pipe moves
+                   (asyncfs.h, afs_close()) */
+    snprintf(path, sizeof path, "\\\\.\\pipe\\afs-close-%lu", GetCurrentProcessId());
+    swprintf(name, 96, L"%hs", path);
+    HANDLE srv = pipe_server(name);
+    struct afs_file *f;
+    cr_assert_eq(afs_open(t_ctx, path, AFS_RDONLY, 0, AFS_MODE_ASYNC, &f), 0);
+    char buf[8];
+    cr_assert_eq(afs_read(f, buf, sizeof buf), 0);
+    cr_assert_eq(afs_ctx_wait(t_ctx, 0, 50 * 1000 * 1000), 0, "the read waits");
+    ULONGLONG t0 = GetTickCount64();
+    cr_assert_eq(afs_close(f), 0);
+    cr_assert_lt(GetTickCount64() - t0, 5000, "the close waited for the read");
+    CloseHandle(srv);
+}
+
 /* NUL opened by name: reads are at their end (0), writes take everything. */
 T_WIN(the_nul_device_reads_as_empty)
 {
