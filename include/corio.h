@@ -530,7 +530,9 @@ AFS_API int corio_blocking_stop_requested(void);
  * Queues (asyncigo's Queue): a FIFO of void * values between the tasks of one scheduler,
  * bounded (cap > 0: puts wait while it holds cap values) or not (cap 0: it grows). A put
  * hands its value to the getter that waited longest; a getter that was cancelled or timed out
- * has left the line and is skipped, so no value is ever lost to it. Not thread-safe: use it
+ * has left the line and is skipped, so no value is ever lost to it. Likewise a get from a full
+ * queue takes in the value of the putter that waited longest (its put returns 0), so waiting
+ * putters keep their order and a later put cannot take their place. Not thread-safe: use it
  * from the scheduler's thread (tasks, or code the scheduler runs); a put or get that would
  * wake a task of another scheduler aborts (between schedulers: a channel).
  * ---------------------------------------------------------------------------------------- */

@@ -1,6 +1,8 @@
 /* A FIFO queue of values between the tasks of one scheduler (asyncigo's Queue), bounded or
  * not. A put hands its value straight to the longest-waiting getter, so a getter that was
- * cancelled (it left the list of getters when its wait ended) never swallows a value. */
+ * cancelled (it left the list of getters when its wait ended) never swallows a value; a get
+ * from a full queue takes the longest-waiting putter's value in at once, so a put that comes
+ * meanwhile cannot take its place, and the woken putter never touches the queue again. */
 #include "corio_int.h"
 
 #include <stdlib.h>
@@ -15,9 +17,18 @@ struct getter {
     bool                 got;
 };
 
+/* A putter waiting for room, on its own stack. */
+struct putter {
+    struct afs_list_node node;
+    struct corio_task   *task;
+    struct corio_queue  *q;
+    void                *value;
+    bool                 added;
+};
+
 struct qpriv {
-    struct afs_list     getters;
-    struct corio__waitq putters;
+    struct afs_list getters;
+    struct afs_list putters;
 };
 _Static_assert(sizeof(struct qpriv) <= sizeof(((struct corio_queue *)0)->private_),
                "the queue's private part must fit");
@@ -37,7 +48,7 @@ void corio_queue_init(struct corio_queue *q, size_t cap)
 void corio_queue_destroy(struct corio_queue *q)
 {
     AFS_CHECK(q != NULL, "queue is NULL");
-    AFS_CHECK(afs_list_empty(&qp(q)->getters) && qp(q)->putters.len == 0,
+    AFS_CHECK(afs_list_empty(&qp(q)->getters) && afs_list_empty(&qp(q)->putters),
               "tasks are waiting on the queue");
     free(q->ring);
     q->ring = NULL;
@@ -67,15 +78,6 @@ static int grow(struct corio_queue *q)
     return 0;
 }
 
-static void wake_putter(struct corio_queue *q)
-{
-    struct corio_task *t = corio__waitq_pop(&qp(q)->putters);
-    if (t) {
-        corio__wake_check(t);
-        corio__ready(t, 0);
-    }
-}
-
 int corio_queue_try_put(struct corio_queue *q, void *value)
 {
     AFS_CHECK(q != NULL, "queue is NULL");
@@ -103,20 +105,29 @@ int corio_queue_try_put(struct corio_queue *q, void *value)
     return 0;
 }
 
+static void putter_cancel(struct corio_task *t, struct corio__wait *w, int err)
+{
+    struct putter *p = w->what;
+    afs_list_remove(&qp(p->q)->putters, &p->node);
+    corio__ready(t, err);
+}
+
 int corio_queue_put(struct corio_task *t, struct corio_queue *q, void *value)
 {
     corio__check_running(t, "corio_queue_put");
     int err = corio__interrupted(t);
     if (err)
         return err;
-    while ((err = corio_queue_try_put(q, value)) == -EAGAIN) {
-        if ((err = corio__wait_on(t, &qp(q)->putters)) != 0)
-            return err;
-    }
-    /* Room may be left for the next waiting putter (a get freed several places). */
-    if (err == 0 && (!q->cap || q->len < q->cap))
-        wake_putter(q);
-    return err;
+    err = corio_queue_try_put(q, value);
+    if (err != -EAGAIN)
+        return err;
+    struct putter p = {.task = t, .q = q, .value = value};
+    afs_list_push_back(&qp(q)->putters, &p.node);
+    struct corio__wait w = {.cancel = putter_cancel, .what = &p, .until = INT64_MAX};
+    err = corio__suspend(t, &w);
+    if (err)
+        return err;
+    return p.added ? 0 : -EPIPE; /* not added: woken by corio_queue_close() */
 }
 
 int corio_queue_try_get(struct corio_queue *q, void **value)
@@ -127,7 +138,16 @@ int corio_queue_try_get(struct corio_queue *q, void **value)
     *value = q->ring[q->head];
     q->head = (q->head + 1) % q->ring_cap;
     q->len--;
-    wake_putter(q);
+    /* Putters wait only while the queue is full: the place just freed is the first one's. */
+    struct afs_list_node *n = afs_list_pop_front(&qp(q)->putters);
+    if (n) {
+        struct putter *p = AFS_LIST_ITEM(n, struct putter, node);
+        q->ring[(q->head + q->len) % q->ring_cap] = p->value;
+        q->len++;
+        p->added = true;
+        corio__wake_check(p->task);
+        corio__ready(p->task, 0);
+    }
     return 0;
 }
 
@@ -170,5 +190,9 @@ void corio_queue_close(struct corio_queue *q)
         corio__wake_check(g);
         corio__ready(g, 0);
     }
-    corio__wake_all(&qp(q)->putters);
+    while ((n = afs_list_pop_front(&qp(q)->putters))) {
+        struct corio_task *p = AFS_LIST_ITEM(n, struct putter, node)->task;
+        corio__wake_check(p);
+        corio__ready(p, 0);
+    }
 }

@@ -309,6 +309,53 @@ T_U(queue, put_skips_cancelled_getters)
     corio_queue_destroy(&qt.q);
 }
 
+/* Putters waiting on a full queue keep their order: a get takes the first one's value in at
+ * once, so a put that comes before the woken putter runs finds the queue full, not its
+ * place. The woken putter does not touch the queue again: it may be freed meanwhile. */
+struct wait_put {
+    struct corio_queue *q;
+    int                 v, rc;
+};
+
+static void waiting_putter(struct corio_task *t, void *arg)
+{
+    struct wait_put *w = arg;
+    w->rc = corio_queue_put(t, w->q, (void *)(intptr_t)w->v);
+}
+
+static void putter_order_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct corio_queue *q = malloc(sizeof *q);
+    cr_assert_not_null(q);
+    corio_queue_init(q, 1);
+    cr_assert_eq(corio_queue_try_put(q, (void *)(intptr_t)100), 0);
+    struct wait_put p1 = {q, 1, 99}, p2 = {q, 2, 99};
+    cr_assert_eq(corio_spawn(t, waiting_putter, &p1, NULL), 0);
+    cr_assert_eq(corio_spawn(t, waiting_putter, &p2, NULL), 0);
+    corio_yield(t); /* both wait, p1 first */
+    void *v;
+    cr_assert_eq(corio_queue_try_get(q, &v), 0);
+    cr_assert_eq((int)(intptr_t)v, 100);
+    cr_assert_eq(corio_queue_try_put(q, (void *)(intptr_t)9), -EAGAIN, "a put took p1's place");
+    cr_assert_eq(corio_queue_try_get(q, &v), 0);
+    cr_assert_eq((int)(intptr_t)v, 1, "p1 waited first");
+    cr_assert_eq(corio_queue_try_get(q, &v), 0);
+    cr_assert_eq((int)(intptr_t)v, 2);
+    cr_assert_eq(corio_queue_len(q), 0);
+    /* Both putters were woken and have not run yet: the queue goes now. */
+    corio_queue_destroy(q);
+    free(q);
+    corio_wait(t);
+    cr_assert_eq(p1.rc, 0);
+    cr_assert_eq(p2.rc, 0);
+}
+
+T_U(queue, waiting_putters_keep_their_order_and_leave_the_queue_when_woken)
+{
+    cr_assert_eq(urun(putter_order_root, NULL), 0);
+}
+
 static void producer(struct corio_task *t, void *arg)
 {
     struct qtest *qt = arg;
