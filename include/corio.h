@@ -281,7 +281,8 @@ AFS_API void corio_shield_end(struct corio_task *t);
  * thread: the completion is taken under the scheduler's lock and the scheduler is woken
  * (afs_ctx_wake), as corio_batch_respond() does; awaiting tasks see it in the next resume
  * phase. An external future must stay valid until corio_future_done() reports it done on the
- * scheduler's thread (or the scheduler is freed). Its scheduler must outlive every call of
+ * scheduler's thread (or the scheduler is freed). Any future may be freed once done, even
+ * before the tasks it woke ran again: they hold its result and value. Its scheduler must outlive every call of
  * corio_future_complete() on it: a completion after corio_sched_free() (or the end of
  * corio_rt_run()) touches freed memory, which the library cannot detect. Work that may end
  * after its awaiter gave up belongs in corio_go(), which keeps what it needs.

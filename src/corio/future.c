@@ -5,8 +5,8 @@
  * waits for, and suspends on a wait queue of its own. A completion wakes the task through
  * that queue, so one wake-up ends a wait on many futures, and cancellation and deadlines end
  * it as any queue wait (corio__wait_on). The task unlinks its places when it resumes; a
- * completion detaches all places of its future first, so a future may be freed as soon as it
- * is done. */
+ * completion detaches all places of its future first and copies its result into them, so a
+ * future may be freed as soon as it is done, before its awaiters ran again. */
 #include "corio_int.h"
 
 #include <stdlib.h>
@@ -17,7 +17,25 @@ struct corio__fwaiter {
     struct corio__waitq  *wq;     /* the task's own queue for this wait */
     struct afs_list_node  node;   /* on the future's waiters */
     bool                  linked;
+    bool                  delivered; /* the future completed while linked: its result here */
+    int                   result;
+    void                 *value;
 };
+
+/* Whether the future of place w is done, and its result: from the place once delivered there
+ * (the future itself may be gone by then), else from the future. */
+static bool place_done(const struct corio_future *f, const struct corio__fwaiter *w)
+{
+    return w->delivered || f->done;
+}
+
+static int place_result(const struct corio_future *f, const struct corio__fwaiter *w,
+                        void **value)
+{
+    if (value)
+        *value = w->delivered ? w->value : f->value;
+    return w->delivered ? w->result : f->result;
+}
 
 #define PLACE(n) AFS_LIST_ITEM(n, struct corio__fwaiter, node)
 
@@ -37,6 +55,9 @@ static void deliver(struct corio_future *f)
     while ((n = afs_list_pop_front(corio__list(&f->waiters)))) {
         struct corio__fwaiter *w = PLACE(n);
         w->linked = false;
+        w->delivered = true;
+        w->result = f->result;
+        w->value = f->value;
         /* Still on its queue: not yet woken by another future of the same wait. */
         if (w->task->q_on == w->wq)
             corio__wake(w->task, 0);
@@ -118,7 +139,8 @@ static void bind_sched(struct corio_task *t, struct corio_future *f)
     AFS_CHECK(f->sched == t->sched, "a future is awaited by tasks of another scheduler");
 }
 
-/* Suspends t until one of the n futures (none done) completes, or an interruption. */
+/* Suspends t until one of the n futures not done completes, or an interruption. places[]
+ * keeps what earlier rounds delivered (zeroed by the caller before the first). */
 static int wait_places(struct corio_task *t, struct corio_future *const *futs, size_t n,
                        struct corio__fwaiter *places)
 {
@@ -127,8 +149,10 @@ static int wait_places(struct corio_task *t, struct corio_future *const *futs, s
      * waits for it rather than report a deadlock. */
     struct corio__wait w = {.cancel = corio__waitq_cancel, .what = &wq, .until = INT64_MAX};
     for (size_t i = 0; i < n; i++) {
-        places[i] = (struct corio__fwaiter){.task = t, .wq = &wq};
-        if (futs[i]->done)
+        places[i].task = t;
+        places[i].wq = &wq;
+        places[i].linked = false;
+        if (place_done(futs[i], &places[i]))
             continue;
         bind_sched(t, futs[i]);
         afs_list_push_front(corio__list(&futs[i]->waiters), &places[i].node);
@@ -151,14 +175,12 @@ int corio_future_await(struct corio_task *t, struct corio_future *f, void **valu
     int err = corio__interrupted(t);
     if (err)
         return err;
-    while (!f->done) {
-        struct corio__fwaiter place;
+    struct corio__fwaiter place = {0};
+    while (!place_done(f, &place)) {
         if ((err = wait_places(t, &f, 1, &place)) != 0)
             return err;
     }
-    if (value)
-        *value = f->value;
-    return f->result;
+    return place_result(f, &place, value);
 }
 
 int corio_future_await_shielded(struct corio_task *t, struct corio_future *f, void **value)
@@ -181,7 +203,7 @@ int corio_future_wait(struct corio_task *t, enum corio_wait_mode mode,
     *index = n;
     if (n == 0)
         return 0; /* nothing to wait for (asyncigo's Wait hangs here) */
-    struct corio__fwaiter small[16], *places = small;
+    struct corio__fwaiter small[16], *places = NULL;
     int res = corio__interrupted(t);
     if (res)
         return res;
@@ -190,28 +212,36 @@ int corio_future_wait(struct corio_task *t, enum corio_wait_mode mode,
         size_t ndone = 0, first_err = n;
         for (size_t i = 0; i < n; i++) {
             AFS_CHECK(futs[i] != NULL, "future is NULL");
-            if (!futs[i]->done)
+            /* Once waited for, a future's result is read from its place. */
+            static const struct corio__fwaiter none;
+            const struct corio__fwaiter *w = places ? &places[i] : &none;
+            if (!place_done(futs[i], w))
                 continue;
             ndone++;
-            if (mode == CORIO_WAIT_FIRST ||
-                (mode == CORIO_WAIT_FIRST_ERROR && futs[i]->result < 0)) {
+            int r = place_result(futs[i], w, NULL);
+            if (mode == CORIO_WAIT_FIRST || (mode == CORIO_WAIT_FIRST_ERROR && r < 0)) {
                 *index = i;
-                res = futs[i]->result;
+                res = r;
                 goto out;
             }
-            if (futs[i]->result < 0 && first_err == n)
+            if (r < 0 && first_err == n) {
                 first_err = i;
+                res = r;
+            }
         }
         if (ndone == n) {
             /* All done: FIRST_ERROR saw no error; ALL reports the first, in array order. */
             *index = first_err;
-            res = first_err < n ? futs[first_err]->result : 0;
+            res = first_err < n ? res : 0;
             break;
         }
-        if (places == small && n > 16 && !(places = afs__sys.malloc(n * sizeof *places))) {
-            places = small;
-            res = -ENOMEM;
-            break;
+        if (!places) {
+            places = n <= 16 ? small : afs__sys.malloc(n * sizeof *places);
+            if (!places) {
+                res = -ENOMEM;
+                break;
+            }
+            memset(places, 0, n * sizeof *places);
         }
         if ((err = wait_places(t, futs, n, places)) != 0) {
             res = err;

@@ -1549,3 +1549,63 @@ T_F(shielded_file_read_is_not_cancelled)
     cr_assert_eq(frun(shield_read_root, &r), 0);
     cr_assert_eq(afs_close(r.f), 0);
 }
+
+/* A future may be freed once it is done, before the tasks it woke ran again: they have its
+ * result already. Freed here with its bytes scribbled over, as a reused allocation's. */
+struct freed_case {
+    struct corio_future *f, *g;
+    int                  await_rc, wait_rc;
+    void                *value;
+    size_t               index;
+};
+
+static void freed_awaiter(struct corio_task *t, void *arg)
+{
+    struct freed_case *c = arg;
+    c->await_rc = corio_future_await(t, c->f, &c->value);
+}
+
+static void freed_waiter(struct corio_task *t, void *arg)
+{
+    struct freed_case *c = arg;
+    struct corio_future *fs[2] = {c->f, c->g};
+    c->wait_rc = corio_future_wait(t, CORIO_WAIT_ALL, fs, 2, &c->index);
+}
+
+/* Through a volatile pointer: a plain memset right before free() is dropped as dead. */
+static void *(*volatile scribble)(void *, int, size_t) = memset;
+
+static void scribble_free(struct corio_future *f)
+{
+    scribble(f, 0xa5, sizeof *f);
+    free(f);
+}
+
+static void freed_root(struct corio_task *t, void *arg)
+{
+    struct freed_case *c = arg;
+    c->f = malloc(sizeof *c->f);
+    c->g = malloc(sizeof *c->g);
+    cr_assert(c->f && c->g);
+    corio_future_init(c->f);
+    corio_future_init(c->g);
+    cr_assert_eq(corio_spawn(t, freed_awaiter, c, NULL), 0);
+    cr_assert_eq(corio_spawn(t, freed_waiter, c, NULL), 0);
+    cr_assert_eq(corio_future_complete(c->g, -EIO, NULL), 0);
+    corio_yield(t); /* the waiter saw g done and waits for f */
+    cr_assert_eq(corio_future_complete(c->f, 7, (void *)c), 0);
+    cr_assert(corio_future_done(c->f));
+    scribble_free(c->f);
+    scribble_free(c->g);
+    corio_wait(t);
+}
+
+T_F(a_future_freed_once_done_leaves_its_result_with_the_tasks_it_woke)
+{
+    struct freed_case c = {.await_rc = 1, .wait_rc = 1};
+    cr_assert_eq(frun(freed_root, &c), 0);
+    cr_assert_eq(c.await_rc, 7);
+    cr_assert_eq(c.value, &c);
+    cr_assert_eq(c.wait_rc, -EIO, "wait-all: the first error in array order");
+    cr_assert_eq(c.index, 1);
+}
