@@ -48,8 +48,8 @@ typedef void corio_dispatch_fn(void *user, struct corio_batch *b);
 
 struct corio_config {
     struct afs_ctx    *ctx;        /* NULL: the scheduler creates its own with defaults */
-    size_t             stack_size; /* per task; default (and 0) 256 KiB virtual, guard page
-                                      below; at most 1 GiB */
+    size_t             stack_size; /* per task; default (and 0) 256 KiB virtual, a 16 KiB
+                                      guard below; at most 1 GiB */
     unsigned           io_limit;   /* generic requests in flight at most, >= 1; default 128 */
     corio_dispatch_fn *dispatch;   /* generic batched I/O (corio_io); may be NULL */
     void              *dispatch_user;
@@ -101,9 +101,9 @@ AFS_API struct afs_ctx *corio_sched_ctx(const struct corio_sched *s);
  * suspends; then `parent` goes on. With `child` non-NULL, *child stays valid until
  * `parent` is done (corio_task_done() tells whether it finished); otherwise the task is
  * freed as soon as it is done. A cancelled parent's children start cancelled.
- * Returns 0, or -ENOMEM (no stack). Each stack has a guard page: on Linux 6.13 and later it
- * is a page-table marker (MADV_GUARD_INSTALL) and stacks share mappings; on older kernels it
- * is a PROT_NONE page, two entries of the process's memory map per task, so the default
+ * Returns 0, or -ENOMEM (no stack). Each stack has a 16 KiB guard below it: on Linux 6.13 and
+ * later page-table markers (MADV_GUARD_INSTALL) and stacks share mappings; on older kernels
+ * PROT_NONE pages, two entries of the process's memory map per task, so the default
  * vm.max_map_count (65530) allows about 32k live tasks there. A task's own record (about
  * 0.8 KiB) is reused after it is done; past a scheduler's first 256, the records come from
  * 2 MiB regions advised to be transparent huge pages (Linux), kept until

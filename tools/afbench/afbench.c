@@ -325,9 +325,10 @@ static void *pattern_buf(uint64_t bs, unsigned id)
     if (posix_memalign(&p, 4096, (size_t)bs))
         die(1, "out of memory for a %" PRIu64 "-byte buffer", bs);
     uint64_t s = splitmix64(id + 1);
-    for (uint64_t i = 0; i + 8 <= bs; i += 8) {
+    for (uint64_t i = 0; i < bs; i += 8) {
         uint64_t v = xorshift64s(&s);
-        memcpy((char *)p + i, &v, 8);
+        memcpy((char *)p + i, &v, bs - i < 8 ? (size_t)(bs - i) : 8); /* a bs not a multiple
+                                                                          of 8: its tail too */
     }
     return p;
 }
@@ -336,10 +337,9 @@ static void *pattern_buf(uint64_t bs, unsigned id)
  * Engine: pread (one thread, one I/O at a time)
  * ------------------------------------------------------------------------------------- */
 
-static void run_pread(struct job *j, struct worker *w)
+static void run_pread(struct job *j, struct worker *w, void *buf)
 {
     const uint64_t bs = j->o->bs;
-    void *buf = pattern_buf(bs, 0);
     uint64_t t = now_ns(), off;
     while (claim(w, t, &off)) {
         ssize_t r = j->write ? pwrite(j->fd, buf, bs, (off_t)off) : pread(j->fd, buf, bs, (off_t)off);
@@ -361,7 +361,7 @@ static void run_pread(struct job *j, struct worker *w)
 struct thr {
     pthread_t          tid;
     struct worker      w;
-    pthread_barrier_t *start;
+    pthread_barrier_t *ready, *start;
 };
 
 static void *thr_main(void *arg)
@@ -370,6 +370,7 @@ static void *thr_main(void *arg)
     struct job *j = th->w.job;
     const uint64_t bs = j->o->bs;
     void *buf = pattern_buf(bs, (unsigned)(th->w.rng & 0xffff));
+    pthread_barrier_wait(th->ready); /* set up: the clock starts after this */
     pthread_barrier_wait(th->start);
     uint64_t t = now_ns(), off;
     while (claim(&th->w, t, &off)) {
@@ -385,10 +386,11 @@ static void *thr_main(void *arg)
     return NULL;
 }
 
-/* The threads are created before the clock starts; the barrier releases them together. */
+/* The threads are created and fill their buffers before the clock starts (the ready
+ * barrier); the start barrier releases them together. */
 struct thr_set {
     struct thr       *t;
-    pthread_barrier_t start;
+    pthread_barrier_t ready, start;
 };
 
 static void threads_create(struct job *j, struct thr_set *ts)
@@ -397,18 +399,21 @@ static void threads_create(struct job *j, struct thr_set *ts)
     ts->t = calloc(n, sizeof *ts->t);
     if (!ts->t)
         die(1, "out of memory for %u threads", n);
+    pthread_barrier_init(&ts->ready, NULL, n + 1);
     pthread_barrier_init(&ts->start, NULL, n + 1);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     for (unsigned i = 0; i < n; i++) {
         worker_init(&ts->t[i].w, j, i);
+        ts->t[i].ready = &ts->ready;
         ts->t[i].start = &ts->start;
         int e = pthread_create(&ts->t[i].tid, &attr, thr_main, &ts->t[i]);
         if (e)
             die(1, "pthread_create (thread %u of %u): %s", i + 1, n, strerror(e));
     }
     pthread_attr_destroy(&attr);
+    pthread_barrier_wait(&ts->ready);
 }
 
 static void run_threads(struct job *j, struct thr_set *ts, struct worker *total)
@@ -419,6 +424,7 @@ static void run_threads(struct job *j, struct thr_set *ts, struct worker *total)
         h_merge(&total->h, &ts->t[i].w.h);
     }
     j->syscalls = total->h.count; /* one pread/pwrite per I/O */
+    pthread_barrier_destroy(&ts->ready);
     pthread_barrier_destroy(&ts->start);
     free(ts->t);
 }
@@ -446,14 +452,22 @@ static void uring_prep(struct io_uring *ring, struct job *j, struct uring_slot *
     io_uring_sqe_set_data(sqe, s);
 }
 
-static void run_uring(struct job *j, struct worker *w, struct io_uring *ring)
+/* Before the clock: the slots and their buffers. */
+static struct uring_slot *uring_prepare(struct job *j)
 {
-    unsigned n = j->o->iodepth, inflight = 0;
+    unsigned n = j->o->iodepth;
     struct uring_slot *slots = calloc(n, sizeof *slots);
     if (!slots)
         die(1, "out of memory");
     for (unsigned i = 0; i < n; i++)
         slots[i].buf = pattern_buf(j->o->bs, i);
+    return slots;
+}
+
+static void run_uring(struct job *j, struct worker *w, struct io_uring *ring,
+                      struct uring_slot *slots)
+{
+    unsigned n = j->o->iodepth, inflight = 0;
     uint64_t t = now_ns(), off;
     for (unsigned i = 0; i < n && claim(w, t, &off); i++) {
         slots[i].t0 = t;
@@ -545,15 +559,15 @@ static void register_bufs(struct job *j, struct afs_ctx *ctx, void *const *bufs,
         fprintf(stderr, "afbench: --fixedbufs: plain buffers: %s\n", info.buffers_why);
 }
 
-static void run_queue(struct job *j, struct worker *w, struct afs_ctx *ctx)
+/* Before the clock: the ops, their buffers and their registration. */
+static struct q_op *queue_prepare(struct job *j, struct worker *w, struct afs_ctx *ctx)
 {
-    unsigned n = j->o->iodepth, inflight = 0;
+    unsigned n = j->o->iodepth;
     struct q_op *qs = calloc(n, sizeof *qs);
     if (!qs)
         die(1, "out of memory");
     for (unsigned i = 0; i < n; i++) {
         qs[i].w = w;
-        qs[i].inflight = &inflight;
         qs[i].buf = pattern_buf(j->o->bs, i);
     }
     if (j->o->fixedbufs) {
@@ -565,6 +579,14 @@ static void run_queue(struct job *j, struct worker *w, struct afs_ctx *ctx)
         register_bufs(j, ctx, bufs, n);
         free(bufs);
     }
+    return qs;
+}
+
+static void run_queue(struct job *j, struct worker *w, struct afs_ctx *ctx, struct q_op *qs)
+{
+    unsigned n = j->o->iodepth, inflight = 0;
+    for (unsigned i = 0; i < n; i++)
+        qs[i].inflight = &inflight;
     uint64_t t = now_ns(), off;
     for (unsigned i = 0; i < n && claim(w, t, &off); i++)
         if (q_issue(&qs[i], t, off) < 0)
@@ -761,7 +783,12 @@ static void human_bytes(char *out, size_t n, double v)
 static uint64_t prepare_file(struct opts *o, int write)
 {
     struct stat st;
-    int created = stat(o->filename, &st) < 0 && errno == ENOENT;
+    int created = 0;
+    if (stat(o->filename, &st) < 0) {
+        if (errno != ENOENT) /* ENOTDIR, ELOOP, EACCES...: st says nothing */
+            die(1, "%s: %s", o->filename, strerror(errno));
+        created = 1;
+    }
     if (created && !o->size_set)
         die(EXIT_USAGE, "%s does not exist: give --size to create it", o->filename);
     /* A FIFO would block the engine's open (or never hold data to read), a character device
@@ -1105,7 +1132,7 @@ static void print_result(const struct opts *o, const struct job *j, const struct
                "\"direct\":%d,\"size\":%" PRIu64 ",\"filename\":",
                eng, rw, o->bs, o->engine == ENG_PREAD ? 1 : o->iodepth, o->direct, o->size);
         json_string(o->filename);
-        printf(",\"backend\":\"%s\"", j->backend);
+        printf(",\"backend\":\"%s\",\"threads\":%u", j->backend, o->threads);
         if (o->engine == ENG_CORIO)
             printf(",\"sync_threshold\":%" PRIu64, o->threshold);
         if (o->engine == ENG_CORIO || o->engine == ENG_QUEUE)
@@ -1133,7 +1160,7 @@ static void print_result(const struct opts *o, const struct job *j, const struct
     } else if (o->fmt == FMT_CSV) {
         printf("engine,rw,bs,iodepth,direct,backend,ios,runtime_s,iops,bw_bytes_per_s,"
                "lat_p50_us,lat_p90_us,lat_p99_us,lat_p999_us,lat_mean_us,lat_max_us,"
-               "cpu_us_per_io,syscalls_per_io,counted_syscalls_per_io\n");
+               "cpu_us_per_io,syscalls_per_io,counted_syscalls_per_io,threads\n");
         printf("%s,%s,%" PRIu64 ",%u,%d,%s,%" PRIu64 ",%.6f,%.1f,%.0f,%.2f,%.2f,%.2f,%.2f,"
                "%.2f,%.2f,%.3f,%.4f,",
                eng, rw, o->bs, o->engine == ENG_PREAD ? 1 : o->iodepth, o->direct, j->backend,
@@ -1141,7 +1168,7 @@ static void print_result(const struct opts *o, const struct job *j, const struct
                r->mean_us, r->max_us, r->cpu_us_per_io, r->syscalls_per_io);
         if (r->counted_per_io >= 0)
             printf("%.4f", r->counted_per_io);
-        printf("\n");
+        printf(",%u\n", o->threads);
     } else {
         char bw[32], sz[32];
         human_bytes(bw, sizeof bw, r->bw);
@@ -1242,8 +1269,11 @@ int main(int argc, char **argv)
     struct corio_sched *sched = NULL;
     struct co_task *co = NULL;
     struct thr_set ts;
+    struct q_op *qs = NULL;  /* queue: its ops, made before the clock */
+    void *pread_buf = NULL;  /* pread: its buffer, made before the clock */
 #ifdef AFB_HAVE_URING
     struct io_uring ring;
+    struct uring_slot *slots = NULL; /* uring-raw: its slots, made before the clock */
 #endif
 
     int rt_mode = o.threads > 1;
@@ -1285,8 +1315,13 @@ int main(int argc, char **argv)
         }
     } else if (o.engine == ENG_THREADS) {
         threads_create(&j, &ts);
+    } else if (o.engine == ENG_QUEUE) {
+        qs = queue_prepare(&j, &w, ctx);
+    } else if (o.engine == ENG_PREAD) {
+        pread_buf = pattern_buf(o.bs, 0);
     } else if (o.engine == ENG_URING_RAW) {
 #ifdef AFB_HAVE_URING
+        slots = uring_prepare(&j);
         int e = io_uring_queue_init(o.iodepth, &ring, 0);
         if (e < 0)
             die(e == -EPERM || e == -ENOSYS ? EXIT_UNAVAILABLE : 1,
@@ -1312,13 +1347,13 @@ int main(int argc, char **argv)
 
     switch (o.engine) {
     case ENG_PREAD:
-        run_pread(&j, &w);
+        run_pread(&j, &w, pread_buf);
         break;
     case ENG_THREADS:
         run_threads(&j, &ts, &w);
         break;
     case ENG_QUEUE:
-        run_queue(&j, &w, ctx);
+        run_queue(&j, &w, ctx, qs);
         break;
     case ENG_CORIO: {
         if (rt_mode) {
@@ -1333,7 +1368,7 @@ int main(int argc, char **argv)
     }
     case ENG_URING_RAW:
 #ifdef AFB_HAVE_URING
-        run_uring(&j, &w, &ring);
+        run_uring(&j, &w, &ring, slots);
 #endif
         break;
     }
