@@ -534,7 +534,10 @@ static void collect(struct afs_ctx *ctx, int64_t ns, int64_t *slice, bool *woken
 static int paio_enter(struct afs_ctx *ctx, bool wait, int64_t timeout_ns)
 {
     struct paio *p = P(ctx);
-    int64_t deadline = timeout_ns >= 0 ? afs__now_ns() + timeout_ns : -1;
+    int64_t now = afs__now_ns();
+    int64_t deadline = timeout_ns < 0 ? -1
+                       : timeout_ns > INT64_MAX - now ? INT64_MAX /* no overflow: no limit */
+                                                      : now + timeout_ns;
     int64_t slice = SLICE_MIN_NS;
     unsigned before = p->reported;
     for (;;) {

@@ -281,6 +281,9 @@ T_IO(wake_from_another_thread_ends_a_wait)
     cr_assert_eq(pthread_create(&th, NULL, waker, c), 0);
     cr_assert_eq(afs_ctx_wait(c, 1, INT64_MAX), 0);
     pthread_join(th, NULL);
+    cr_assert_eq(pthread_create(&th, NULL, waker, c), 0);
+    cr_assert_eq(afs_ctx_wait(c, 1, INT64_MAX - 1000), 0);
+    pthread_join(th, NULL);
     /* A timeout with nothing outstanding returns 0, not before the timeout: 1.2 s, so that
      * the check reads whole seconds and a coarse timer (Windows: 15.6 ms ticks) cannot
      * fail it. */
