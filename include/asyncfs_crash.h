@@ -32,7 +32,9 @@
  *  - afs_ftruncate, afs_fallocate (every mode: moving the end, punching a hole, zeroing a
  *    range) and afs_open or afs_create with AFS_TRUNC are volatile changes too, like writes:
  *    each kept or dropped as a whole until a sync of the file covers it. afs_fadvise and
- *    afs_sync_file_range change nothing and are never a sync.
+ *    afs_sync_file_range change nothing and are never a sync. A change that failed changed
+ *    nothing, except a write that failed part way: the prefix the file holds (asyncfs.h)
+ *    is a change like any other.
  *  - Names (creating, renaming and removing files and directories, through afs_open,
  *    afs_create and the metadata calls): by default durable at once, as a journaling file
  *    system that commits them with the next sync of any file mostly behaves, so that only

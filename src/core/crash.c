@@ -739,6 +739,30 @@ static void relearn_size(struct afs__crash *c, struct afs__crash_file *cf)
         cf->cur_size = (uint64_t)size;
 }
 
+/* A write that failed part way (-ENOSPC, -EFBIG) may have written a prefix, and the file
+ * holds it (asyncfs.h): the change is what the region holds now, up to the file's end, read
+ * back; nothing when the file ends before it. */
+static void keep_what_a_failed_write_left(struct rec *r)
+{
+    int64_t size = afs__sys_size(r->cf->fd);
+    if (size <= 0 || (uint64_t)size <= r->off)
+        return;
+    uint64_t end = AFS_MIN(r->off + r->len, (uint64_t)size), got = 0;
+    while (r->off + got < end) {
+        ssize_t n = afs__sys.pread(r->cf->fd, r->data + got, (size_t)(end - r->off - got),
+                                   r->off + got);
+        if (n == -EINTR || n == -EAGAIN)
+            continue;
+        if (n <= 0)
+            break;
+        got += (uint64_t)n;
+    }
+    if (got == 0)
+        return;
+    r->len = got;
+    r->failed = false;
+}
+
 void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
 {
     struct afs__crash *c = ctx->crash;
@@ -759,8 +783,11 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
         case REC_FALLOC:
             r->stamp = ++c->stamp;
             r->failed = *res < 0;
-            if (r->failed)
+            if (r->failed) {
                 relearn_size(c, r->cf);
+                if (r->kind == REC_WRITE)
+                    keep_what_a_failed_write_left(r);
+            }
             if (r->cf->tail)
                 r->cf->tail->next = r;
             else
@@ -768,7 +795,7 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
             r->cf->tail = r;
             /* A write durable when it completes: in the image now, and kept at the reboot
              * (it stays on the list so that older changes replayed below it stay below). */
-            if (r->kind == REC_WRITE && !r->failed && !c->cut &&
+            if (r->kind == REC_WRITE && *res >= 0 && !c->cut &&
                 ((o->xflags & AFS__X_DSYNC) || (o->file->flags & AFS_DSYNC)))
                 r->durable = img_apply(&r->cf->img, r) == 0;
             r = NULL;

@@ -817,6 +817,33 @@ T_CRASH(an_append_after_a_failed_change_lands_at_the_files_real_end)
     }
 }
 
+/* A write that failed part way left its prefix in the file (asyncfs.h): kept at a reboot that
+ * keeps what was written, as the rest of the program's writes. */
+T_CRASH(the_prefix_a_failed_write_left_is_a_change_like_any_other)
+{
+    crash_ctx(AFS_CRASH_KEEP, 14);
+    struct afs_file *f;
+    cr_assert_eq(afs_create(t_ctx, t_path("p"), AFS_MODE_SYNC, &f), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, lim;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 1000;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    static unsigned char x[4096];
+    fill_byte(x, sizeof x, 'X');
+    ssize_t r = afs_pwrite(f, x, sizeof x, 0);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    cr_assert_eq(r, -EFBIG, "%zd", r);
+    cr_assert_eq(afs_crash_reboot(t_ctx, NULL), 0);
+    size_t len;
+    unsigned char *p = slurp(t_path("p"), &len);
+    cr_assert_eq(len, 1000, "%zu bytes after the reboot, 1000 before", len);
+    for (size_t i = 0; i < len; i++)
+        cr_assert_eq(p[i], 'X', "byte %zu", i);
+    free(p);
+}
+
 /* fsync(2) syncs the file whatever descriptor it is given: a read-only handle's, or another
  * descriptor of the file. */
 T_CRASH(an_fsync_through_another_descriptor_of_the_file_makes_its_writes_durable)
