@@ -1036,6 +1036,19 @@ struct chunk_close_case {
     ssize_t              rest_len;
 };
 
+/* After a generator's close: the peer writes `more` and ends; everything the stream then
+ * holds, read to its end, goes to c->rest. */
+static void read_rest_after(struct corio_task *t, struct chunk_close_case *c, const char *more)
+{
+    cr_assert_eq(write(c->peer, more, strlen(more)), (ssize_t)strlen(more));
+    shutdown(c->peer, SHUT_WR);
+    char *all;
+    c->rest_len = corio_stream_read_all(t, c->s, 0, &all);
+    if (c->rest_len > 0 && c->rest_len < (ssize_t)sizeof c->rest)
+        memcpy(c->rest, all, (size_t)c->rest_len);
+    free(all);
+}
+
 static void chunk_close_root(struct corio_task *t, void *arg)
 {
     struct chunk_close_case *c = arg;
@@ -1056,13 +1069,7 @@ static void chunk_close_root(struct corio_task *t, void *arg)
     }
     cr_assert_eq(pending, 0);
     corio_gen_close(t, &g);
-    cr_assert_eq(write(c->peer, "CC", 2), 2);
-    shutdown(c->peer, SHUT_WR);
-    char *all;
-    c->rest_len = corio_stream_read_all(t, c->s, 0, &all);
-    if (c->rest_len > 0 && c->rest_len < (ssize_t)sizeof c->rest)
-        memcpy(c->rest, all, (size_t)c->rest_len);
-    free(all);
+    read_rest_after(t, c, "CC");
 }
 
 T_B(closing_the_chunk_generator_loses_nothing)
@@ -1096,13 +1103,7 @@ static void line_close_root(struct corio_task *t, void *arg)
         corio_sleep(t, MS);
     cr_assert_eq(corio_stream_buffered(c->s), 3);
     corio_gen_close(t, &g);
-    cr_assert_eq(write(c->peer, "L3\n", 3), 3);
-    shutdown(c->peer, SHUT_WR);
-    char *all;
-    c->rest_len = corio_stream_read_all(t, c->s, 0, &all);
-    if (c->rest_len > 0 && c->rest_len < (ssize_t)sizeof c->rest)
-        memcpy(c->rest, all, (size_t)c->rest_len);
-    free(all);
+    read_rest_after(t, c, "L3\n");
 }
 
 T_B(closing_the_line_generator_loses_nothing)
