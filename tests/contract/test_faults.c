@@ -213,7 +213,7 @@ T_FAULT(every_callback_runs_once_under_faults)
     cr_assert_eq(afs_close(f), 0);
 }
 
-#if defined(__linux__) && __has_include(<libaio.h>)
+#if defined(__linux__) && defined(AFS_HAVE_LIBAIO)
 #include <libaio.h>
 
 /* A kernel before 4.18 (no AIO fsync) and before 4.13 (no per-request flags), played by

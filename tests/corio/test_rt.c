@@ -2157,7 +2157,7 @@ Test(rt, two_threads_running_one_runtime_are_told, .timeout = 300)
  * A scheduler whose loop fails
  * ---------------------------------------------------------------------------------------- */
 
-#if defined(__linux__) && __has_include(<liburing.h>)
+#if defined(__linux__) && defined(AFS_HAVE_URING)
 #include "internal.h" /* afs__sys */
 #include <pthread.h>
 
