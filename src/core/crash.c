@@ -727,14 +727,13 @@ static void commit(struct afs__crash_file *cf, uint64_t snap)
 }
 
 /* A change failed: the file's end is where the kernel left it, not where the change would
- * have put it, and the next AFS_APPEND write lands there. Asked of the file once no other
- * change of its size is in flight (one would move the end again). */
-static void relearn_size(struct afs__crash *c, struct afs__crash_file *cf)
+ * have put it (size, as the file says now), and the next AFS_APPEND write lands there. Taken
+ * once no other change of its size is in flight (one would move the end again). */
+static void relearn_size(struct afs__crash *c, struct afs__crash_file *cf, int64_t size)
 {
     for (struct rec *q = c->inflight; q; q = q->next)
         if (q->cf == cf && (q->kind == REC_WRITE || q->kind == REC_SIZE || q->kind == REC_FALLOC))
             return;
-    int64_t size = afs__sys_size(cf->fd);
     if (size >= 0)
         cf->cur_size = (uint64_t)size;
 }
@@ -742,9 +741,8 @@ static void relearn_size(struct afs__crash *c, struct afs__crash_file *cf)
 /* A write that failed part way (-ENOSPC, -EFBIG) may have written a prefix, and the file
  * holds it (asyncfs.h): the change is what the region holds now, up to the file's end, read
  * back; nothing when the file ends before it. */
-static void keep_what_a_failed_write_left(struct rec *r)
+static void keep_what_a_failed_write_left(struct rec *r, int64_t size)
 {
-    int64_t size = afs__sys_size(r->cf->fd);
     if (size <= 0 || (uint64_t)size <= r->off)
         return;
     uint64_t end = AFS_MIN(r->off + r->len, (uint64_t)size), got = 0;
@@ -784,9 +782,10 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
             r->stamp = ++c->stamp;
             r->failed = *res < 0;
             if (r->failed) {
-                relearn_size(c, r->cf);
+                int64_t size = afs__sys_size(r->cf->fd); /* where the kernel left the end */
+                relearn_size(c, r->cf, size);
                 if (r->kind == REC_WRITE)
-                    keep_what_a_failed_write_left(r);
+                    keep_what_a_failed_write_left(r, size);
             }
             if (r->cf->tail)
                 r->cf->tail->next = r;

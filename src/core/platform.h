@@ -277,6 +277,13 @@ int afs__uring_enter_real(struct io_uring *ring, unsigned wait_nr, struct __kern
 #ifdef _WIN32
 /* src/windows/error.c: the one translation of Windows error codes into -errno values. */
 int afs__win_errno(DWORD err);
+/* Whether a read that failed with err met an end of file: at or past the end, or a pipe
+ * whose other end closed or ended the session (every byte written before was read), as
+ * read(2) returns 0. */
+static inline bool afs__win_read_eof(DWORD err)
+{
+    return err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED;
+}
 /* The same for an NTSTATUS from ntdll (the metadata ops of src/windows/sys.c): a few statuses
  * whose Windows error would lose the POSIX meaning, then afs__win_errno(). */
 int afs__nt_errno(LONG status);

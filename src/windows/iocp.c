@@ -127,11 +127,8 @@ static ssize_t result(struct afs_op *op, DWORD err, DWORD bytes)
 {
     if (err == 0)
         return (ssize_t)bytes;
-    /* A read at or past the end, or of a pipe whose writer closed its end (every byte it
-     * wrote was read before): end of file, as read(2) says. A write keeps -EPIPE. */
-    if ((err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE ||
-         err == ERROR_PIPE_NOT_CONNECTED) &&
-        afs__op(op)->code == AFS__READ)
+    /* End of file for a read (afs__win_read_eof); a write keeps -EPIPE. */
+    if (afs__win_read_eof(err) && afs__op(op)->code == AFS__READ)
         return 0;
     if (afs__op(op)->code == AFS__WRITE || afs__op(op)->code == AFS__WRITEV) {
         struct afs__span sp; /* the transfer that failed (an iovec's piece: its end is

@@ -75,8 +75,7 @@ static ssize_t rw(HANDLE h, bool write, void *buf, size_t len, uint64_t off)
     DWORD err = ok ? 0 : GetLastError();
     if (ok || err == ERROR_IO_PENDING)
         err = GetOverlappedResult(h, &ov, &n, TRUE) ? 0 : GetLastError();
-    if (!write && (err == ERROR_HANDLE_EOF || err == ERROR_BROKEN_PIPE ||
-                   err == ERROR_PIPE_NOT_CONNECTED))
+    if (!write && afs__win_read_eof(err))
         return 0;
     if (err && write && off != AFS__OFF_SEQ)
         return afs__win_size_errno(afs__win_errno(err), off + want);
