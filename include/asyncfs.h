@@ -135,12 +135,21 @@ struct afs_config {
     afs_release_fn  *release;        /* required when alloc is set */
     void            *alloc_user;
     unsigned         flags;          /* AFS_CTX_* switches; 0 = sensible defaults */
-    unsigned         io_workers;     /* io_uring: the kernel's I/O workers (io-wq) that run
-                                        this thread's offloaded file I/O, at most; 0 = the
-                                        default (the number of CPUs, at least 2),
-                                        AFS_IO_WORKERS_KERNEL = no cap (the kernel's own
-                                        limit). The thread pool (threads backend, and ops
-                                        other backends run there): its threads at most;
+    unsigned         io_workers;     /* io_uring: the kernel's bounded I/O workers (io-wq)
+                                        of this thread, at most: those that run the file
+                                        I/O the kernel could not finish at once (a buffered
+                                        write that blocks, a read that waits for the
+                                        device); 0 = the default (the number of CPUs, at
+                                        least 2), AFS_IO_WORKERS_KERNEL = no cap (the
+                                        kernel's own limit). The direct reads and writes
+                                        the context sends to the workers itself (see
+                                        AFS_CTX_OFFLOAD_DIRECT) and writes to pipes run on
+                                        the unbounded workers, which only the kernel's
+                                        limit (RLIMIT_NPROC) caps: a cap there would let
+                                        a few pipe writes that wait for their reader hold
+                                        up every direct op. The thread pool (threads
+                                        backend, and ops other backends run there): its
+                                        threads at most;
                                         AFS_IO_WORKERS_KERNEL = 256; 0 = twice the CPUs,
                                         4 to 32, and on POSIX more while workers are
                                         blocked: a worker 100 us or more in one op (a read
@@ -387,8 +396,8 @@ struct afs_offload {
     uint64_t offload_rate;   /* the same while offloading */
     uint64_t inline_cpu_ns;  /* the process's CPU time per completed op, inline */
     uint64_t offload_cpu_ns; /* the same, offloaded */
-    unsigned io_workers;     /* the cap on this context's kernel I/O workers in force
-                                (afs_config.io_workers); 0: none set (AFS_IO_WORKERS_KERNEL,
+    unsigned io_workers;     /* the cap on this thread's bounded kernel I/O workers in
+                                force (afs_config.io_workers); 0: none set (AFS_IO_WORKERS_KERNEL,
                                 or a kernel without the call, before Linux 5.15) */
 };
 AFS_API void afs_ctx_offload(const struct afs_ctx *ctx, struct afs_offload *out);

@@ -1358,6 +1358,7 @@ int afs_cancel(struct afs_op *op)
     if (o->state == AFS__IDLE)
         return -EALREADY;
     struct afs_ctx *ctx = o->file->ctx;
+    AFS__OWNER_CHECK(ctx, __func__, "op's context");
     /* A close runs to its end: a cancelled one would leave the caller unsure whether the fd
      * is still open (and it may be reused at once by another open). */
     if (o->code == AFS__CLOSE && (o->state == AFS__QUEUED || o->state == AFS__INFLIGHT))

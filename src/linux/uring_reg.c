@@ -45,9 +45,11 @@ void afs__ureg_init(struct afs__ureg *r, struct io_uring *ring, const struct afs
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cap = n < 2 ? 2u : (unsigned)n;
     }
-    /* io-wq's bounded workers (file I/O); the unbounded ones (0: unchanged) serve sockets
-     * and pipes. The cap is the thread's (io-wq is per task), Linux 5.15; before that the
-     * call fails and the kernel's own limit stays. */
+    /* io-wq's bounded workers (file I/O the kernel punted after trying it); the unbounded
+     * ones (0: unchanged) serve what is queued before its file is looked up, which is
+     * every IOSQE_ASYNC SQE (the offload rule's direct I/O, pipe writes) and sockets. The
+     * cap is the thread's (io-wq is per task), Linux 5.15; before that the call fails and
+     * the kernel's own limit stays. */
     unsigned vals[2] = {cap, 0};
     if (io_uring_register_iowq_max_workers(ring, vals) == 0)
         r->tune.io_workers = cap;

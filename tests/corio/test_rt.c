@@ -1503,13 +1503,14 @@ static int child_output(pid_t pid, int fd, char *out, size_t size)
     return st;
 }
 
-/* A file, a context and a stream of scheduler 0 used by a task of scheduler 1: the library's
- * abort, naming the call (they would race with scheduler 0's loop), each in a child process
- * whose stderr is read. what: 0 a file's pread,
- * 1 the context's submit, 2 a stream's read. */
+/* A file, a context, a stream and an op of scheduler 0 used by a task of scheduler 1: the
+ * library's abort, naming the call (they would race with scheduler 0's loop), each in a child
+ * process whose stderr is read. what: 0 a file's pread, 1 the context's submit, 2 a stream's
+ * read, 3 the cancel of a receive waiting on a socket. */
 static struct afs_file   *foreign_file;
 static struct afs_stream *foreign_stream;
 static struct afs_ctx    *foreign_ctx;
+static struct afs_op      foreign_op;
 
 static int foreign_use(struct corio_task *t, void *a)
 {
@@ -1520,9 +1521,16 @@ static int foreign_use(struct corio_task *t, void *a)
         return (int)afs_pread(foreign_file, buf, sizeof buf, 0);
     case 1:
         return afs_ctx_submit(foreign_ctx);
-    default:
+    case 2:
         return (int)afs_fread(buf, 1, sizeof buf, foreign_stream);
+    default:
+        return afs_cancel(&foreign_op);
     }
+}
+
+static void foreign_op_done(struct afs_op *op)
+{
+    (void)op;
 }
 
 static void foreign_root(struct corio_task *t, void *a)
@@ -1531,6 +1539,12 @@ static void foreign_root(struct corio_task *t, void *a)
     cr_assert_eq(afs_create(ctx, t_path("foreign"), AFS_MODE_SYNC, &foreign_file), 0);
     cr_assert_eq(afs_pwrite(foreign_file, "12345678", 8, 0), 8);
     cr_assert_eq(afs_fopen(ctx, t_path("foreign"), "rb", &foreign_stream), 0);
+    static char sock_buf[8];
+    struct afs_file *ends[2];
+    cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, ends), 0);
+    cr_assert_eq(afs_queue_recv(&foreign_op, ends[0], sock_buf, sizeof sock_buf, 0,
+                                foreign_op_done, NULL), 0);
+    cr_assert_geq(afs_ctx_submit(ctx), 0);
     struct corio_future f;
     cr_assert_eq(corio_spawn_on(t, 1, foreign_use, a, &f), 0);
     (void)corio_future_await(t, &f, NULL);
@@ -1541,8 +1555,9 @@ T_RT(a_file_context_or_stream_of_another_scheduler_is_refused_with_the_librarys_
     static const char *const want[] = {
         "asyncfs: afs_pread: the file's context belongs to another scheduler of a runtime",
         "asyncfs: afs_ctx_submit: the context belongs to another scheduler of a runtime",
-        "asyncfs: afs_fread: the stream's context belongs to another scheduler of a runtime"};
-    for (int what = 0; what < 3; what++) {
+        "asyncfs: afs_fread: the stream's context belongs to another scheduler of a runtime",
+        "asyncfs: afs_cancel: the op's context belongs to another scheduler of a runtime"};
+    for (int what = 0; what < 4; what++) {
         int p[2];
         pid_t pid = fork_stderr_to(p);
         if (pid == 0) {

@@ -796,6 +796,71 @@ T_CO(sixty_four_readers_one_submission)
     cr_assert_eq(afs_close(f), 0);
 }
 
+/* Registration calls made while a phase's reads wait in the ring, staged and not yet
+ * submitted (a phase of 256 ops or more stages them as the tasks queue them): a staged read
+ * named a buffer index or a file slot that the unregister took away (-EFAULT, -EBADF) or that
+ * registering again gave to another file (that file's bytes). Each read gets its own file's
+ * bytes. */
+enum { REREG_N = 300 };
+static struct afs_file *rereg_a, *rereg_b;
+static char *rereg_buf;
+static ssize_t rereg_res[REREG_N];
+
+static void rereg_reader(struct corio_task *t, void *arg)
+{
+    (void)t;
+    intptr_t i = (intptr_t)arg;
+    rereg_res[i] = afs_pread(rereg_a, rereg_buf + i * 4096, 4096, (uint64_t)i * 4096);
+}
+
+static void rereg_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_ctx *ctx = corio_sched_ctx(corio_task_sched(t));
+    for (intptr_t i = 0; i < REREG_N; i++)
+        corio_spawn(t, rereg_reader, (void *)i, NULL);
+    /* The same CPU phase: the table goes and comes back, b opened last so it gets slot 0. */
+    cr_assert_eq(afs_ctx_unregister_buffers(ctx), 0);
+    cr_assert_eq(afs_ctx_unregister_files(ctx), 0);
+    cr_assert_geq(afs_ctx_register_files(ctx, 8), 0);
+    corio_wait(t);
+}
+
+T_CO(registration_changed_while_a_phase_s_reads_are_staged_keeps_each_read_s_file)
+{
+    new_sched(NULL, NULL, 0, 0);
+    const size_t size = (size_t)REREG_N * 4096;
+    t_make_file(t_path("a"), size);
+    int fd = open(t_path("b"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert(fd >= 0);
+    char *other = malloc(size);
+    t_fill(other, size, 1ull << 40);
+    cr_assert_eq(pwrite(fd, other, size, 0), (ssize_t)size);
+    free(other);
+    close(fd);
+    rereg_buf = afs_buf_alloc(t_ctx, size);
+    cr_assert_not_null(rereg_buf);
+    struct iovec iov = {rereg_buf, size};
+    cr_assert_geq(afs_ctx_register_buffers(t_ctx, &iov, 1), 0);
+    cr_assert_geq(afs_ctx_register_files(t_ctx, 8), 0);
+    int err = afs_open(t_ctx, t_path("a"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &rereg_a);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0);
+    cr_assert_eq(afs_open(t_ctx, t_path("b"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC,
+                          &rereg_b), 0);
+    cr_assert_eq(corio_sched_run(t_sched, rereg_root, NULL), 0);
+    for (int i = 0; i < REREG_N; i++) {
+        cr_assert_eq(rereg_res[i], 4096, "read %d: %s", i,
+                     rereg_res[i] < 0 ? afs_strerror((int)rereg_res[i]) : "short");
+        cr_assert(t_check(rereg_buf + (size_t)i * 4096, 4096, (uint64_t)i * 4096),
+                  "read %d of a has other bytes (b's?)", i);
+    }
+    cr_assert_eq(afs_close(rereg_a), 0);
+    cr_assert_eq(afs_close(rereg_b), 0);
+    afs_buf_free(t_ctx, rereg_buf, size);
+}
+
 /* A CPU phase runs every ready task: 200 readers spawned in one loop queue their first reads
  * in one phase, and when all 200 are ready together their second reads go in one submission
  * too. */
