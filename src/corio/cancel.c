@@ -102,27 +102,40 @@ static void interrupt(struct corio_task *t)
 /* Below a shield a cancellation from above reaches nothing; the tasks there on other
  * schedulers still learn the plain fact, for corio_cancelled() (the local ones find it by
  * walking up). */
-static void fact_tree(struct corio_task *t)
+/* The task after c in a pre-order walk of top's tree (live tasks only), without recursion:
+ * the walks run on the calling task's stack, and a tree may be thousands of levels deep.
+ * descend: c's own children are visited. */
+static struct corio_task *tree_next(struct corio_task *c, const struct corio_task *top,
+                                    bool descend)
 {
-    for (struct afs_list_node *n = t->children.first; n; n = n->next)
-        if (CHILD(n)->state != CORIO__DONE)
-            fact_tree(CHILD(n));
-    if (t->links.first)
-        corio__rt_links_cancel_fact(t);
+    if (descend)
+        for (struct afs_list_node *n = c->children.first; n; n = n->next)
+            if (CHILD(n)->state != CORIO__DONE)
+                return CHILD(n);
+    for (; c != top; c = c->parent)
+        for (struct afs_list_node *n = c->sib.next; n; n = n->next)
+            if (CHILD(n)->state != CORIO__DONE)
+                return CHILD(n);
+    return NULL;
 }
 
-static void cancel_tree(struct corio_task *t)
+static void fact_tree(struct corio_task *top)
 {
-    interrupt(t);
-    if (t->shield) {
-        fact_tree(t); /* nothing below a shield is reached by a cancellation from above it */
-        return;
+    for (struct corio_task *c = top; c; c = tree_next(c, top, true))
+        if (c->links.first)
+            corio__rt_links_cancel_fact(c);
+}
+
+static void cancel_tree(struct corio_task *top)
+{
+    for (struct corio_task *c = top; c;) {
+        interrupt(c);
+        if (c->shield)
+            fact_tree(c); /* nothing below a shield is reached by a cancellation from above it */
+        else if (c->links.first)
+            corio__rt_links_cancel(c);
+        c = tree_next(c, top, !c->shield);
     }
-    for (struct afs_list_node *n = t->children.first; n; n = n->next)
-        if (CHILD(n)->state != CORIO__DONE)
-            cancel_tree(CHILD(n));
-    if (t->links.first)
-        corio__rt_links_cancel(t);
 }
 
 void corio__cancel_tree(struct corio_task *t)
@@ -162,20 +175,19 @@ static bool fire_due(struct corio_task *t)
 /* A deadline set on tasks already suspended: re-arm their timers. passed: timers already
  * due fire first (false only for a remote parent's change made before its old deadline
  * passed, whose message came after it: rt.c's apply_ctl). */
-static void rearm_tree(struct corio_task *t, bool passed)
+static void rearm_tree(struct corio_task *top, bool passed)
 {
-    if (t->state == CORIO__SUSPENDED && t->w && t->w->cancel && !(passed && fire_due(t))) {
-        int64_t at = corio__wait_timer(t, t->w);
-        if (at != INT64_MAX)
-            corio__timer_add(&t->sched->timers, t, at);
-        else
-            corio__timer_remove(&t->sched->timers, t);
+    for (struct corio_task *t = top; t; t = tree_next(t, top, true)) {
+        if (t->state == CORIO__SUSPENDED && t->w && t->w->cancel && !(passed && fire_due(t))) {
+            int64_t at = corio__wait_timer(t, t->w);
+            if (at != INT64_MAX)
+                corio__timer_add(&t->sched->timers, t, at);
+            else
+                corio__timer_remove(&t->sched->timers, t);
+        }
+        if (t->links.first)
+            corio__rt_links_deadline(t, passed);
     }
-    for (struct afs_list_node *n = t->children.first; n; n = n->next)
-        if (CHILD(n)->state != CORIO__DONE)
-            rearm_tree(CHILD(n), passed);
-    if (t->links.first)
-        corio__rt_links_deadline(t, passed);
 }
 
 void corio__rearm_tree(struct corio_task *t, bool passed)
@@ -237,7 +249,9 @@ void corio__fire_timers(struct corio_sched *s)
     struct corio_task *t;
     while ((t = corio__timer_due(&s->timers, now))) {
         if (t->state == CORIO__SUSPENDED && t->w && t->w->until <= now) {
-            corio__ready(t, 0); /* a wake-up (sleep) */
+            /* A wake-up (sleep), unless its deadline came first and the timer fired late. */
+            int64_t d = t->w->cancel ? effective_deadline(t) : INT64_MAX;
+            corio__ready(t, d < t->w->until ? -ETIMEDOUT : 0);
             continue;
         }
         interrupt(t);

@@ -1033,6 +1033,84 @@ T_CO(cancel_and_deadline_end_sleeps_promptly)
     cr_assert_lt(corio_now() - t0, 5LL * 1000 * 1000 * 1000);
 }
 
+/* A sleep whose deadline passed before its own end returns -ETIMEDOUT even when the
+ * scheduler fires the timer only after both passed (another task held the thread). */
+static void late_sleeper(struct corio_task *t, void *arg)
+{
+    corio_set_deadline(t, corio_now() + 1000 * 1000);
+    *(int *)arg = corio_sleep(t, 5 * 1000 * 1000);
+}
+
+static void thread_holder(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    int64_t end = corio_now() + 30 * 1000 * 1000;
+    while (corio_now() < end)
+        ;
+}
+
+static void late_timer_root(struct corio_task *t, void *arg)
+{
+    corio_spawn(t, late_sleeper, arg, NULL);
+    corio_spawn(t, thread_holder, NULL, NULL);
+}
+
+T_CO(a_sleep_whose_deadline_came_first_times_out_when_its_timer_fires_late)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    int res = 1;
+    cr_assert_eq(corio_sched_run(t_sched, late_timer_root, &res), 0);
+    cr_assert_eq(res, -ETIMEDOUT, "the sleep returned %d", res);
+}
+
+/* A cancellation or a deadline reaches a chain of nested tasks thousands of levels deep
+ * without growing the caller's stack per level (a 16 KiB stack held some 600 levels). */
+enum { DEEP_LEVELS = 3000 };
+static int deep_ended;
+
+static void deep_level(struct corio_task *t, void *arg)
+{
+    intptr_t d = (intptr_t)arg;
+    if (d < DEEP_LEVELS)
+        cr_assert_eq(corio_spawn(t, deep_level, (void *)(d + 1), NULL), 0);
+    if (corio_sleep(t, 60LL * 1000 * 1000 * 1000) != 0)
+        deep_ended++;
+}
+
+static void deep_root(struct corio_task *t, void *arg)
+{
+    struct corio_task *top;
+    cr_assert_eq(corio_spawn(t, deep_level, (void *)(intptr_t)1, &top), 0);
+    if (*(int *)arg)
+        corio_set_deadline(top, -1);
+    else
+        corio_cancel(top);
+    corio_wait(t);
+}
+
+T_CO(cancel_and_deadlines_reach_a_chain_of_tasks_thousands_deep)
+{
+    for (int deadline = 0; deadline < 2; deadline++) {
+        struct afs_config acfg;
+        afs_config_default(&acfg);
+        t_ctx = t_ctx_cfg(&acfg);
+        struct corio_config cfg;
+        corio_config_default(&cfg);
+        cfg.ctx = t_ctx;
+        cfg.stack_size = 16 * 1024;
+        cr_assert_eq(corio_sched_new(&t_sched, &cfg), 0);
+        deep_ended = 0;
+        cr_assert_eq(corio_sched_run(t_sched, deep_root, &deadline), 0);
+        cr_assert_eq(deep_ended, DEEP_LEVELS, "%s ended %d of %d sleeps",
+                     deadline ? "the deadline" : "the cancel", deep_ended, DEEP_LEVELS);
+        corio_sched_free(t_sched);
+        t_sched = NULL;
+        afs_ctx_free(t_ctx);
+        t_ctx = NULL;
+    }
+}
+
 /* A cancellation that comes while the task is ready (woken, not yet run again) inside a call
  * that waits more than once: the call's next wait ends at once with -ECANCELED. A put that
  * waited on a full queue waits once: the get that woke it took its value in, and the put
