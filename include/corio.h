@@ -130,7 +130,8 @@ AFS_API int                 corio_task_done(const struct corio_task *t);
 /* Monotonic time in nanoseconds; deadlines are absolute values of this clock. */
 AFS_API int64_t corio_now(void);
 
-/* Prints "[path] message" to stderr when the scheduler has CORIO_TRACE. */
+/* Prints "[path] message" to stderr, as one line of at most 1,023 bytes (the message cut
+ * there), when the scheduler has CORIO_TRACE. */
 AFS_API void corio_log(struct corio_task *t, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
