@@ -309,11 +309,16 @@ static struct corio_task *task_alloc(struct corio_sched *s)
 static void task_free(struct corio_task *t)
 {
     struct corio_sched *s = t->sched;
-    /* Done children kept as handles go with their parent. */
-    struct afs_list_node *n, *tmp;
-    AFS_LIST_FOREACH_SAFE(n, tmp, &t->children)
-        task_free(TASK(n, sib));
-    afs_list_push_front(&s->free_tasks, &t->sib);
+    /* Done children kept as handles go with their parent, and theirs with them: a list of
+     * those still to free, not recursion on the finishing task's stack (a chain of kept
+     * children may be thousands deep). */
+    struct afs_list todo = {0};
+    afs_list_push_back(&todo, &t->sib);
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&todo))) {
+        afs_list_splice(&todo, &TASK(n, sib)->children, false);
+        afs_list_push_front(&s->free_tasks, n);
+    }
 }
 
 /* A child of p is gone: true when p was only waiting for its children (a zombie) and is

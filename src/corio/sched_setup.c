@@ -128,19 +128,22 @@ void corio__report_deadlock(struct corio_sched *s)
 }
 
 /* Frees every task after a deadlock: their stacks are dropped without unwinding. */
-void corio__abandon(struct corio_sched *s, struct corio_task *t)
+void corio__abandon(struct corio_sched *s, struct corio_task *top)
 {
-    struct afs_list_node *n, *tmp;
-    AFS_LIST_FOREACH_SAFE(n, tmp, &t->children)
-        corio__abandon(s, AFS_LIST_ITEM(n, struct corio_task, sib));
-    t->children.first = t->children.last = NULL;
-    if (t->links.first)
-        corio__rt_links_drop(t);
-    if (t->q_on)
-        corio__waitq_remove(t->q_on, t);
-    corio__timer_remove(&s->timers, t);
-    if (t->stack.map)
-        corio__stack_put(&s->stacks, &t->stack);
-    memset(&t->stack, 0, sizeof t->stack);
-    afs_list_push_front(&s->free_tasks, &t->sib);
+    struct afs_list todo = {0}; /* t's tree, a task at a time (no recursion) */
+    afs_list_push_back(&todo, &top->sib);
+    struct afs_list_node *n;
+    while ((n = afs_list_pop_front(&todo))) {
+        struct corio_task *t = AFS_LIST_ITEM(n, struct corio_task, sib);
+        afs_list_splice(&todo, &t->children, false);
+        if (t->links.first)
+            corio__rt_links_drop(t);
+        if (t->q_on)
+            corio__waitq_remove(t->q_on, t);
+        corio__timer_remove(&s->timers, t);
+        if (t->stack.map)
+            corio__stack_put(&s->stacks, &t->stack);
+        memset(&t->stack, 0, sizeof t->stack);
+        afs_list_push_front(&s->free_tasks, &t->sib);
+    }
 }

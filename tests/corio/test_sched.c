@@ -1111,6 +1111,41 @@ T_CO(cancel_and_deadlines_reach_a_chain_of_tasks_thousands_deep)
     }
 }
 
+/* A chain of tasks thousands deep, each keeping its child's handle: the chain is freed with
+ * its top, whose stack did not hold a frame per level (16 KiB stacks held some 300). */
+static void kept_level(struct corio_task *t, void *arg)
+{
+    intptr_t d = (intptr_t)arg;
+    struct corio_task *child;
+    if (d < DEEP_LEVELS)
+        cr_assert_eq(corio_spawn(t, kept_level, (void *)(d + 1), &child), 0);
+    corio_wait(t);
+    deep_ended++;
+}
+
+static void kept_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    cr_assert_eq(corio_spawn(t, kept_level, (void *)(intptr_t)1, NULL), 0);
+}
+
+T_CO(a_chain_of_kept_children_thousands_deep_is_freed_with_its_top)
+{
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    t_ctx = t_ctx_cfg(&acfg);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    cfg.stack_size = 16 * 1024;
+    cr_assert_eq(corio_sched_new(&t_sched, &cfg), 0);
+    for (int round = 0; round < 2; round++) { /* the second reuses the freed tasks */
+        deep_ended = 0;
+        cr_assert_eq(corio_sched_run(t_sched, kept_root, NULL), 0);
+        cr_assert_eq(deep_ended, DEEP_LEVELS);
+    }
+}
+
 /* A cancellation that comes while the task is ready (woken, not yet run again) inside a call
  * that waits more than once: the call's next wait ends at once with -ECANCELED. A put that
  * waited on a full queue waits once: the get that woke it took its value in, and the put
