@@ -931,7 +931,13 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     o->done += (size_t)res;
     if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
         afs__op_finished(ctx, op, (ssize_t)o->done);
-    } else if (is_read(o) && cut_short(op, (size_t)res) && at_known_end(o)) {
+    } else if (is_read(o) && cut_short(op, (size_t)res) &&
+               (at_known_end(o) ||
+                ((o->file->flags & AFS_DIRECT) &&
+                 !aligned(o->off + o->done, o->file->dio_align ? o->file->dio_align : 512)))) {
+        /* (O_DIRECT: a read the kernel cut short off the alignment found the end of the
+         * file; the rest cannot be asked for there, and would be refused (-EINVAL) once
+         * the file grew.) */
         o->eof |= AFS__OP_EOF_SKIP;
         afs__op_finished(ctx, op, (ssize_t)o->done);
     } else if (cancel) {
@@ -1076,7 +1082,10 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             continue;
         if (o->flags & AFS__OP_PARTIAL)
             break;
-        if ((size_t)res < s.len && at_known_end(o)) {
+        if ((size_t)res < s.len &&
+            (at_known_end(o) ||
+             ((o->file->flags & AFS_DIRECT) &&
+              !aligned(o->off + o->done, o->file->dio_align ? o->file->dio_align : 512)))) {
             o->eof |= AFS__OP_EOF_SKIP;
             break;
         }

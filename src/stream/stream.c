@@ -658,12 +658,15 @@ AFS__NOINLINE static int fill_more(struct afs_stream *s, struct chunk *c, size_t
  * cached). The bytes read or -errno. */
 AFS__NOINLINE static ssize_t read_on(struct afs_stream *s, struct chunk *c)
 {
-    size_t len = s->cs - c->len;
-    int64_t off = c->off + (int64_t)c->len;
+    /* An O_DIRECT file reads whole pages: from the page the chunk's data ends in. */
+    size_t from = (s->f->flags & AFS_DIRECT) ? c->len & ~(STREAM_ALIGN - 1) : c->len;
+    size_t len = s->cs - from;
+    int64_t off = c->off + (int64_t)from;
     if (s->crash)
-        return inline_read(s, c->buf + c->len, len, off); /* the op path, as there */
+        return inline_read(s, c->buf + from, len, off); /* the op path, as there */
     bool nowait = false, ended = false;
-    return pread_full(s, c->buf + c->len, len, off, &nowait, &ended);
+    ssize_t r = pread_full(s, c->buf + from, len, off, &nowait, &ended);
+    return r < 0 ? r : AFS_MAX(r - (ssize_t)(c->len - from), 0);
 }
 
 static int64_t thread_cpu(void)
@@ -1208,6 +1211,14 @@ AFS__HOT_PATH size_t afs_fread(void *ptr, size_t size, size_t nmemb, struct afs_
                 }
                 if (r > 0) {
                     c->len += (size_t)r;
+                    /* The file grew after the chunks past c were read ahead: they may
+                     * hold the old end (short or empty). Read them again. */
+                    for (unsigned i = 0; i < s->nbuf; i++) {
+                        struct chunk *d = s->ch[i];
+                        if (d->off > c->off && (d->state == CH_READING ||
+                                                (d->state == CH_READY && d->len < cs)))
+                            drop_chunk(d);
+                    }
                     continue;
                 }
             }

@@ -2499,6 +2499,123 @@ T_IO(a_small_file_read_into_a_bigger_buffer_takes_one_read)
     afs__sys = end_saved;
 }
 
+
+/* Appends n bytes of the pattern at the end of path (another writer). */
+static void grow_file(const char *path, size_t n)
+{
+    int fd = open(path, O_WRONLY);
+    cr_assert(fd >= 0);
+    off_t end = lseek(fd, 0, SEEK_END);
+    char *b = malloc(n);
+    t_fill(b, n, (uint64_t)end);
+    cr_assert_eq(pwrite(fd, b, n, end), (ssize_t)n);
+    free(b);
+    close(fd);
+}
+
+static int no_cachestat_probe(afs__fd_t fd, int64_t off, int64_t len, uint64_t *cached,
+                              bool *dirty)
+{
+    (void)fd, (void)off, (void)len, (void)cached, (void)dirty;
+    return -ENOSYS; /* as before Linux 6.5: the chunks are read ahead by ops */
+}
+
+/* A file another writer grows twice while a stream reads it: one read that crosses the short
+ * chunk read on at the first growth then met chunks read ahead before the second, short or
+ * empty, and stopped there with the end of file. An afs_fread returns what the file held when
+ * it began, as fread does. */
+T_IO(a_read_across_a_file_that_grew_twice_returns_what_the_file_holds)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 10000);
+    int (*probe)(afs__fd_t, int64_t, int64_t, uint64_t *, bool *) = afs__stream_cache_probe;
+    afs__stream_cache_probe = no_cachestat_probe;
+    struct afs_stream *s = s_open("f", "r", 4 * KIB, 4);
+    grow_file(t_path("f"), 5000); /* 15,000 */
+    static unsigned char buf[64 * KIB];
+    size_t pos = 0, size = 15000;
+    const size_t asks[] = {100, 12288 - 100, 1, 0 /* grows */, 20000, 0, 30000, 5000};
+    for (unsigned i = 0; i < sizeof asks / sizeof *asks; i++) {
+        if (!asks[i]) {
+            grow_file(t_path("f"), 40000);
+            size += 40000;
+            continue;
+        }
+        size_t want = size - pos < asks[i] ? size - pos : asks[i];
+        size_t n = afs_fread(buf, 1, asks[i], s);
+        cr_assert_eq(n, want, "read %u at %zu, file of %zu: %zu of %zu", i, pos, size, n, want);
+        cr_assert(t_check(buf, n, pos), "read %u at %zu", i, pos);
+        pos += n;
+        if (afs_feof(s))
+            afs_clearerr(s);
+    }
+    cr_assert_eq(afs_ferror(s), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+    afs__stream_cache_probe = probe;
+}
+
+/* AFS_STREAM_DIRECT: a short last chunk read on once the file grew read from its end, an
+ * offset O_DIRECT refuses (-EINVAL, kept by the stream and by every read after clearerr). It
+ * reads from the page the data ends in. */
+T_IO(a_direct_stream_reads_on_where_a_grown_file_s_short_chunk_ended)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 5000);
+    struct afs_stream *s = direct_open("f", 4 * KIB, 2);
+    static unsigned char buf[32 * KIB];
+    cr_assert_eq(afs_fread(buf, 1, 4096, s), 4096);
+    cr_assert_eq(afs_fread(buf, 1, 100, s), 100);
+    grow_file(t_path("f"), 10000); /* 15,000 */
+    size_t n = afs_fread(buf, 1, 8000, s);
+    cr_assert_eq(n, 8000, "%zu (error %d)", n, afs_ferror(s));
+    cr_assert(t_check(buf, n, 4196));
+    n = afs_fread(buf, 1, sizeof buf, s);
+    cr_assert_eq(n, 15000 - 12196, "%zu (error %d)", n, afs_ferror(s));
+    cr_assert(t_check(buf, n, 12196));
+    cr_assert_eq(afs_ferror(s), 0);
+    cr_assert_eq(afs_fclose(s), 0);
+}
+
+/* An O_DIRECT read the kernel cut short at an unaligned end (the file grew after its open,
+ * so that is not the end the library knew) was continued from there: refused (-EINVAL) once
+ * the file grew again before the rest ran. Such a short read is the end of the file. The
+ * growth comes inside the read, on the backends whose reads go through the library's system
+ * call table (threads, sync); elsewhere the read ends at the first end. */
+static struct afs__syscalls grow_saved;
+static char grow_path[PATH_MAX];
+static int grow_calls;
+
+static ssize_t growing_pread(afs__fd_t fd, void *buf, size_t len, uint64_t off)
+{
+    ssize_t r = grow_saved.pread(fd, buf, len, off);
+    if (r > 0 && (size_t)r < len && grow_calls++ == 0)
+        grow_file(grow_path, 10000);
+    return r;
+}
+
+T_IO(a_direct_read_cut_short_off_the_alignment_ends_at_the_end_of_the_file)
+{
+    t_new_ctx();
+    t_make_file(t_path("f"), 3000);
+    struct afs_file *f;
+    int err = afs_open(t_ctx, t_path("f"), AFS_RDONLY | AFS_DIRECT, 0, AFS_MODE_SYNC, &f);
+    if (err == -EINVAL)
+        cr_skip_test("no O_DIRECT on this file system");
+    cr_assert_eq(err, 0);
+    grow_file(t_path("f"), 2000); /* 5,000: past the size afs_open saw */
+    snprintf(grow_path, sizeof grow_path, "%s", t_path("f"));
+    grow_saved = afs__sys;
+    grow_calls = 0;
+    afs__sys.pread = growing_pread;
+    char *buf = afs_buf_alloc(t_ctx, 8192);
+    ssize_t n = afs_pread(f, buf, 8192, 0);
+    afs__sys = grow_saved;
+    cr_assert(n == 5000 || n == 8192, "%zd (%s)", n, n < 0 ? afs_strerror((int)n) : "");
+    cr_assert(t_check(buf, (size_t)n, 0));
+    afs_buf_free(t_ctx, buf, 8192);
+    cr_assert_eq(afs_close(f), 0);
+}
+
 #endif
 
 /* The end of a file is seen only by a read in the call that reports it, as with stdio: a
