@@ -686,3 +686,44 @@ T_AFCP(options)
         free(g);
     }
 }
+
+/* -a (--preserve=mode) gives a directory that exists already the source's attributes, also
+ * when the source has none: a hidden, read-only destination directory loses both. */
+T_AFCP(preserve_mode_existing_dir)
+{
+    mkdir_rel(L"P");
+    write_file(L"P\\f", 10, 1);
+    mkdir_rel(L"PD");
+    mkdir_rel(L"PD\\P");
+    set_attrs(L"PD\\P", FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_READONLY);
+    DWORD code = run(L"-a -q P PD");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    DWORD a = attrs_of(L"PD\\P");
+    cr_assert_eq(a & (FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_READONLY), 0,
+                 "the existing directory kept attributes its source lacks: %lx", a);
+    cr_assert(a & FILE_ATTRIBUTE_DIRECTORY);
+}
+
+/* --no-preserve=mode: copies get the attributes new files and directories get, as cp gives
+ * them the default modes: a read-only file gives a writable copy, a hidden directory a
+ * visible one. */
+T_AFCP(no_preserve_mode)
+{
+    write_file(L"ro", 10, 1);
+    set_attrs(L"ro", FILE_ATTRIBUTE_READONLY);
+    DWORD code = run(L"-q --no-preserve=mode ro ro2");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    cr_assert_eq(attrs_of(L"ro2") & FILE_ATTRIBUTE_READONLY, 0, "the copy is read-only");
+    mkdir_rel(L"hd");
+    write_file(L"hd\\f", 10, 2);
+    set_attrs(L"hd\\f", FILE_ATTRIBUTE_HIDDEN);
+    set_attrs(L"hd", FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_HIDDEN);
+    code = run(L"-r -q --no-preserve=mode hd hd2");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    cr_assert_eq(attrs_of(L"hd2") & FILE_ATTRIBUTE_HIDDEN, 0, "the directory is hidden");
+    cr_assert_eq(attrs_of(L"hd2\\f") & FILE_ATTRIBUTE_HIDDEN, 0, "the file is hidden");
+    /* -p after it keeps them again (the last word wins, as in cp). */
+    code = run(L"-q --no-preserve=mode -p ro ro3");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    cr_assert(attrs_of(L"ro3") & FILE_ATTRIBUTE_READONLY, "-p did not keep read-only");
+}

@@ -36,18 +36,23 @@ static void dir_get(struct wafcp_dir *d)
 }
 
 /* The last reference: every entry is in place; the directory gets the source's
- * attributes (a directory this run made, or any with -p) and with -p its times. What it
- * reports goes after its entries' lines (-v: its end's number, as in walk.c). */
+ * attributes (a directory this run made, or any with -p: then also when the source has none,
+ * as cp gives an existing directory the source's mode) and with -p its times;
+ * --no-preserve=mode leaves it the attributes it has, as cp leaves a directory the mode it
+ * was made with. What it reports goes after its entries' lines (-v: its end's number, as in
+ * walk.c). */
 static void dir_finish(struct wafcp_dir *d)
 {
     int p = afcp.o.preserve;
     DWORD attrs = d->attrs & KEEP_ATTRS;
-    /* Nothing to give it: not made here and no -p, or no attribute and no times. */
-    if ((d->created || (p & (AFCP_P_MODE | AFCP_P_TIMES))) && (attrs || (p & AFCP_P_TIMES))) {
+    int set = (p & AFCP_P_MODE) || (d->created && attrs && !afcp.o.default_mode);
+    if (set || (p & AFCP_P_TIMES)) {
         struct corio_task *t = corio_current();
         uint64_t prev = afcp_vtask(t, d->end_vn);
         FILETIME ft[3] = {d->ctime, d->atime, d->mtime};
-        int err = wafcp_set_basic(d->dfull, attrs, (p & AFCP_P_TIMES) ? ft : NULL);
+        /* FILE_ATTRIBUTE_NORMAL clears them all (0 would leave them unchanged). */
+        DWORD a = !set ? 0 : attrs ? attrs : FILE_ATTRIBUTE_NORMAL;
+        int err = wafcp_set_basic(d->dfull, a, (p & AFCP_P_TIMES) ? ft : NULL);
         if (err < 0)
             afcp_err(err, "preserving attributes for '%s'", d->dshow);
         afcp_vtask(t, prev);
@@ -338,8 +343,11 @@ static void file_task(struct corio_task *t, void *arg)
             bi.LastWriteTime = sbi.LastWriteTime;
             bi.ChangeTime = sbi.ChangeTime;
         }
+        /* --no-preserve=mode: the attributes a new file gets (a read-only source gives a
+         * writable copy, as cp gives a new file's mode); 0 leaves them. */
         DWORD attrs = sbi.FileAttributes & KEEP_ATTRS;
-        bi.FileAttributes = attrs ? attrs : FILE_ATTRIBUTE_NORMAL;
+        if (!afcp.o.default_mode || (afcp.o.preserve & AFCP_P_MODE))
+            bi.FileAttributes = attrs ? attrs : FILE_ATTRIBUTE_NORMAL;
         if (!SetFileInformationByHandle((HANDLE)afs_file_fd(c.out), FileBasicInfo, &bi,
                                         sizeof bi))
             fail(&c, wafcp_errno(GetLastError()), 1);
