@@ -16,8 +16,9 @@
  * failure removes the temporary (afs_unlinkat), and Ctrl+C removes every temporary
  * (win_fs.c).
  *
- * Symbolic links and junctions in a tree (reparse points) are not followed and not copied:
- * each is reported and the copy goes on (exit status 1). */
+ * Symbolic links and junctions in a tree (reparse points whose tag is a name surrogate) are
+ * not followed and not copied: each is reported and the copy goes on (exit status 1). Other
+ * reparse points (deduplicated files, cloud placeholders) are copied as what they hold. */
 #include "win_afcp.h"
 
 #include <errno.h>
@@ -281,7 +282,9 @@ static void file_task(struct corio_task *t, void *arg)
                  j->sshow);
         goto out_in;
     }
-    if (sbi.FileAttributes & (FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_REPARSE_POINT)) {
+    /* The open follows a link: a reparse point still there is one that names no other file
+     * (deduplicated, a cloud placeholder), read as a file. */
+    if (sbi.FileAttributes & FILE_ATTRIBUTE_DIRECTORY) {
         afcp_note("cannot copy '%s': changed during the copy (no longer a regular file)",
                   j->sshow);
         afcp_fail();
@@ -414,6 +417,7 @@ static void spawn_file(struct corio_task *t, struct wafcp_dir *sd, struct wafcp_
 struct ent {
     char    *name;
     DWORD    attrs;
+    DWORD    tag;   /* the reparse tag, with FILE_ATTRIBUTE_REPARSE_POINT */
     uint64_t size;
     FILETIME ctime, atime, mtime;
 };
@@ -468,7 +472,7 @@ static int list_dir(void *arg)
                 exit(1);
             }
         }
-        l->ents[l->n++] = (struct ent){name, fd.dwFileAttributes,
+        l->ents[l->n++] = (struct ent){name, fd.dwFileAttributes, fd.dwReserved0,
                                        (uint64_t)fd.nFileSizeHigh << 32 | fd.nFileSizeLow,
                                        fd.ftCreationTime, fd.ftLastAccessTime,
                                        fd.ftLastWriteTime};
@@ -611,7 +615,10 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
         afcp_vtask(t, evn); /* what the walker reports goes with this entry */
         char *sf = wafcp_join(cur->sfull, e->name), *df = wafcp_join(cur->dfull, e->name);
         char *ss = wafcp_join(cur->sshow, e->name), *ds = wafcp_join(cur->dshow, e->name);
-        if (e->attrs & FILE_ATTRIBUTE_REPARSE_POINT) {
+        /* A link (symbolic link, junction: a name surrogate) is not followed; any other
+         * reparse point (deduplicated, a cloud placeholder) is the file or directory it
+         * holds. */
+        if ((e->attrs & FILE_ATTRIBUTE_REPARSE_POINT) && IsReparseTagNameSurrogate(e->tag)) {
             afcp_err(ENOTSUP, "not copying symbolic link or junction '%s'", ss);
             afcp_vend(evn);
         } else if (e->attrs & FILE_ATTRIBUTE_DIRECTORY) {
