@@ -727,3 +727,62 @@ T_AFCP(no_preserve_mode)
     cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
     cr_assert(attrs_of(L"ro3") & FILE_ATTRIBUTE_READONLY, "-p did not keep read-only");
 }
+
+/* A directory copied onto itself: "-r S ." names S itself as the copy; cp's one message,
+ * before anything in it is looked at. */
+T_AFCP(onto_itself)
+{
+    mkdir_rel(L"S");
+    mkdir_rel(L"S\\sub");
+    write_file(L"S\\sub\\f", 100, 1);
+    DWORD code = run(L"-r -q S .");
+    cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "'S' and '.\\S' are the same file"), "%s", err_text);
+    cr_assert_null(strstr(err_text, "sub"), "its files were looked at: %s", err_text);
+}
+
+/* A drive's root copied into a directory on it (the root's path ends in its separator, so
+ * the copy's name does not show it is inside), and the same root reached through another
+ * name. A drive letter mapped onto a scratch directory takes what wine cannot make from
+ * inside (its DefineDosDevice has no effect on paths): AFCP_TEST_DRIVE names it ("V:", an
+ * empty directory as its root; with wine, a link in $WINEPREFIX/dosdevices), and
+ * AFCP_TEST_DRIVE_ALIAS optionally another name of that root ("Z:\tmp\vroot"); without
+ * them the test is skipped. */
+T_AFCP(drive_root_into_itself)
+{
+    DWORD code;
+    wchar_t drive[8], alias[MAX_PATH], args[MAX_PATH + 64], path[MAX_PATH + 16];
+    DWORD n = GetEnvironmentVariableW(L"AFCP_TEST_DRIVE", drive, 8);
+    if (n != 2 || drive[1] != L':')
+        cr_skip_test("AFCP_TEST_DRIVE (a drive letter mapped onto a scratch directory) is not "
+                     "set: a drive's root into itself is not tested");
+    swprintf(path, MAX_PATH + 16, L"%ls\\d", drive);
+    rm_tree(path);
+    cr_assert(CreateDirectoryW(path, NULL), "%ls: %lu", path, GetLastError());
+    swprintf(path, MAX_PATH + 16, L"%ls\\d\\f", drive);
+    HANDLE h = CreateFileW(path, GENERIC_WRITE, 0, NULL, CREATE_ALWAYS, 0, NULL);
+    cr_assert(h != INVALID_HANDLE_VALUE);
+    CloseHandle(h);
+    swprintf(args, MAX_PATH + 64, L"-r -q %ls\\ %ls\\copy", drive, drive);
+    code = run(args);
+    swprintf(path, MAX_PATH + 16, L"%ls\\copy", drive);
+    int made = exists_w(path);
+    rm_tree(path);
+    cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+    char want[64];
+    snprintf(want, sizeof want, "into itself, '%c:\\copy'", (char)drive[0]);
+    cr_assert(strstr(err_text, want), "%s", err_text);
+    cr_assert_not(made, "the root was copied into itself");
+    n = GetEnvironmentVariableW(L"AFCP_TEST_DRIVE_ALIAS", alias, MAX_PATH);
+    if (n > 0 && n < MAX_PATH) {
+        swprintf(args, MAX_PATH + 64, L"-r -q \"%ls\" %ls\\copy", alias, drive);
+        code = run(args);
+        made = exists_w(path);
+        rm_tree(path);
+        cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+        cr_assert(strstr(err_text, want), "%s", err_text);
+        cr_assert_not(made, "the directory was copied into itself through another name");
+    }
+    swprintf(path, MAX_PATH + 16, L"%ls\\d", drive);
+    rm_tree(path);
+}

@@ -41,6 +41,9 @@ char    *wafcp_utf8(const wchar_t *w);
 /* The "\\?\" absolute form of a path as the user wrote it ("\\?\UNC\..." for a share);
  * NULL and *err set when it cannot be made. */
 char    *wafcp_full(const char *path, int *err);
+/* Cuts the "\\?\" path full to its directory ("\\?\C:\x" to "\\?\C:\"); 0 when full is a
+ * root and has none. */
+int      wafcp_up(char *full);
 /* dir + '\' + name (dir may end in '\' or '/' already); malloc'd. */
 char    *wafcp_join(const char *dir, const char *name);
 int      wafcp_errno(DWORD err); /* a Win32 error as a negative errno */

@@ -63,6 +63,15 @@ char *wafcp_join(const char *dir, const char *name)
     return p;
 }
 
+int wafcp_up(char *full)
+{
+    char *sep = strrchr(full + 4, '\\'); /* past "\\?\" */
+    if (!sep || !sep[1])
+        return 0; /* a root: "\\?\C:\" (or no directory: "\\?\UNC") */
+    sep[sep[-1] == ':'] = 0; /* "\\?\C:\x" goes to "\\?\C:\" */
+    return 1;
+}
+
 char *wafcp_full(const char *path, int *err)
 {
     wchar_t *w = wafcp_wide(path);

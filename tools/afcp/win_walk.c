@@ -508,15 +508,50 @@ static int read_entries(struct corio_task *t, struct wafcp_dir *d, struct ent **
     return 0;
 }
 
-/* dfull[prefix] is under sfull (case-insensitive, as NTFS names compare by default). */
+/* dfull is under sfull (case-insensitive, as NTFS names compare by default); a drive's
+ * root ("\\?\C:\") ends in its separator already. */
 static int under(const char *dfull, const char *sfull)
 {
     wchar_t *a = wafcp_wide(dfull), *b = wafcp_wide(sfull);
     size_t lb = b ? wcslen(b) : 0;
-    int r = a && b && wcslen(a) > lb && a[lb] == L'\\' &&
+    int r = a && b && wcslen(a) > lb && (a[lb] == L'\\' || (lb && b[lb - 1] == L'\\')) &&
             CompareStringOrdinal(a, (int)lb, b, (int)lb, TRUE) == CSTR_EQUAL;
     free(a);
     free(b);
+    return r;
+}
+
+/* The copy dfull of the directory sfull (st: its identity) would be the directory itself or
+ * go into it, reached by another name than its own (a drive letter mapped onto it, as subst
+ * makes, a junction or share on the way to dfull): dfull and each directory above it that
+ * exists is compared with it by volume and file index. 0, or -1 when it is (reported in
+ * cp's words). */
+static int reaches_source(const char *sfull, const struct afs_stat *st, const char *dfull,
+                          const char *sshow, const char *dshow)
+{
+    if (under(dfull, sfull)) {
+        afcp_into_itself(sshow, dshow);
+        return -1;
+    }
+    char *p = afcp_xstrdup(dfull);
+    int r = 0;
+    for (int self = 1;; self = 0) {
+        struct afs_stat a;
+        if (wafcp_stat(p, 0, &a) == 0 && S_ISDIR(a.mode) && a.dev == st->dev &&
+            a.ino == st->ino) {
+            if (self) {
+                afcp_note("'%s' and '%s' are the same file", sshow, dshow);
+                afcp_fail();
+            } else {
+                afcp_into_itself(sshow, dshow);
+            }
+            r = -1;
+            break;
+        }
+        if (!wafcp_up(p))
+            break;
+    }
+    free(p);
     return r;
 }
 
@@ -569,11 +604,6 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
                       const char *dfull, const char *sshow, const char *dshow,
                       const struct ent *te, uint64_t vn)
 {
-    if (under(dfull, sfull)) {
-        afcp_into_itself(sshow, dshow);
-        afcp_vend(vn);
-        return;
-    }
     struct frame *stack = NULL;
     size_t depth = 0, cap = 0;
     struct wafcp_dir *d = enter_dir(top, sfull, dfull, sshow, dshow, te, vn);
@@ -667,6 +697,10 @@ void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *ssh
     if (!afcp.o.recursive) {
         afcp_note("-r not specified; omitting directory '%s'", sshow);
         afcp_fail();
+        afcp_vend(vn);
+        return;
+    }
+    if (reaches_source(sfull, &st, dfull, sshow, dshow) < 0) {
         afcp_vend(vn);
         return;
     }
