@@ -786,3 +786,111 @@ T_AFCP(drive_root_into_itself)
     swprintf(path, MAX_PATH + 16, L"%ls\\d", drive);
     rm_tree(path);
 }
+
+/* How an operand is written counts, as for cp, although its full path drops a trailing
+ * separator or "\.": "DST\" names a directory, so an existing file is not replaced and no
+ * file is made under that name; "SRC\" and "SRC\." of a file, and a path through a file,
+ * are not directories ("Not a directory", not "No such file"). */
+T_AFCP(trailing_separator)
+{
+    write_file(L"f", 10, 1);
+    write_file(L"existing", 20, 2);
+    static const struct {
+        const wchar_t *args;
+        const char    *err;
+    } cases[] = {
+        {L"-q f existing\\", "cannot stat 'existing\\': Not a directory"},
+        {L"-q f existing\\.", "cannot stat 'existing\\.': Not a directory"},
+        {L"-q f existing/", "cannot stat 'existing/': Not a directory"},
+        {L"-q f newname/", "cannot create regular file 'newname/': Not a directory"},
+        {L"-q f newname\\", "cannot create regular file 'newname\\': Not a directory"},
+        {L"-q f newname\\.", "cannot create regular file 'newname\\.': No such file or directory"},
+        {L"-q f\\ g", "cannot stat 'f\\': Not a directory"},
+        {L"-q f\\. g", "cannot stat 'f\\.': Not a directory"},
+        {L"-q f\\x g", "cannot stat 'f\\x': Not a directory"},
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        DWORD code = run(cases[i].args);
+        cr_assert_eq(code, 1, "%ls: exit %lu: %s", cases[i].args, code, err_text);
+        cr_assert(strstr(err_text, cases[i].err), "%ls: %s", cases[i].args, err_text);
+    }
+    size_t n;
+    wchar_t *e = P(L"existing"), *nn = P(L"newname"), *g = P(L"g");
+    unsigned char *b = read_all(e, &n);
+    cr_assert(b && n == 20, "the existing file was replaced");
+    free(b);
+    cr_assert_not(exists_w(nn), "a file was made for 'newname\\'");
+    cr_assert_not(exists_w(g), "a file was copied from 'f\\'");
+    /* A directory may be named so: "dir\" is made. */
+    mkdir_rel(L"S");
+    write_file(L"S\\one", 5, 3);
+    DWORD code = run(L"-r -q S\\ newdir\\");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *one = P(L"newdir\\one");
+    cr_assert(exists_w(one));
+    free(one);
+    free(e);
+    free(nn);
+    free(g);
+}
+
+/* "SRC\." (and "SRC\..") into a directory copies what is in SRC into the directory itself,
+ * as cp copies "a/." into "dir/.", not into dir\SRC. */
+T_AFCP(dot_operand)
+{
+    mkdir_rel(L"S");
+    mkdir_rel(L"S\\sub");
+    write_file(L"S\\one", 5, 1);
+    write_file(L"S\\sub\\two", 6, 2);
+    mkdir_rel(L"D");
+    DWORD code = run(L"-r -q -v S\\. D");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *s = P(L"S"), *d = P(L"D"), *ds = P(L"D\\S");
+    cr_assert_eq(same_tree(s, d), 2);
+    cr_assert_not(exists_w(ds), "copied into D\\S");
+    cr_assert(strstr(out_text, "'S\\.\\one' -> 'D\\.\\one'"), "%s", out_text);
+    mkdir_rel(L"E");
+    code = run(L"-r -q S\\sub\\.. E");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *e = P(L"E");
+    cr_assert_eq(same_tree(s, e), 2);
+    free(e);
+    free(s);
+    free(d);
+    free(ds);
+}
+
+/* A drive-relative target ("C:", the current directory of drive C:) is shown as cp would
+ * join it ("C:f"), where the copy goes; not as "C:\f", the drive's root. */
+T_AFCP(drive_relative_target)
+{
+    cr_assert(root[1] == L':', "the test's directory is not on a drive: %ls", root);
+    mkdir_rel(L"sub");
+    write_file(L"sub\\f", 10, 1);
+    wchar_t args[32];
+    swprintf(args, 32, L"-v sub\\f %lc:", root[0]);
+    DWORD code = run(args);
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    char want[32];
+    snprintf(want, sizeof want, "'sub\\f' -> '%c:f'", (char)root[0]);
+    cr_assert(strstr(out_text, want), "%s", out_text);
+    wchar_t *f = P(L"f");
+    cr_assert(exists_w(f), "not copied into the current directory");
+    free(f);
+}
+
+/* cp's (and the POSIX afcp's) messages: a missing target of several operands, and an
+ * operand through a file. */
+T_AFCP(messages)
+{
+    write_file(L"f", 10, 1);
+    DWORD code = run(L"-q f f nowhere");
+    cr_assert_eq(code, 1);
+    cr_assert(strstr(err_text, "target 'nowhere': No such file or directory"), "%s", err_text);
+    code = run(L"-q f f f");
+    cr_assert_eq(code, 1);
+    cr_assert(strstr(err_text, "target 'f': Not a directory"), "%s", err_text);
+    code = run(L"-q f/x y");
+    cr_assert_eq(code, 1);
+    cr_assert(strstr(err_text, "cannot stat 'f/x': Not a directory"), "%s", err_text);
+}

@@ -38,31 +38,100 @@ static const char *base_of(const char *full)
     return strchr(b, ':') ? "" : b; /* "\\?\C:\" ends in "" after the '\' anyway */
 }
 
-/* Copies one operand, -v's number vn (ended when it is done). */
-static void copy_operand(struct corio_task *t, const char *src, const struct plan *p,
-                         uint64_t vn)
+static int is_sep(char c)
+{
+    return c == '\\' || c == '/';
+}
+
+/* How a path as written ends, which its full path (GetFullPathNameW) no longer shows: in a
+ * separator ("d\", "d/"), in "\." ("d\."), or in a name. */
+enum { END_NAME, END_SEP, END_DOT };
+static int end_of(const char *path)
+{
+    size_t n = strlen(path);
+    if (n > 1 && is_sep(path[n - 1]))
+        return END_SEP;
+    if (n > 1 && path[n - 1] == '.' && is_sep(path[n - 2]))
+        return END_DOT;
+    return END_NAME;
+}
+
+/* The name of the copy of src (full path sfull) in the target directory: "." (the target
+ * itself) when src as written ends in "." or "..", as cp copies "a/." and "a/.." into
+ * "dir/.", not next to it; "" for a root, which has no name. */
+static const char *copy_name(const char *src, const char *sfull)
+{
+    size_t n = strlen(src);
+    while (n > 1 && is_sep(src[n - 1]))
+        n--;
+    size_t b = n;
+    while (b > 0 && !is_sep(src[b - 1]) && src[b - 1] != ':')
+        b--;
+    if ((n - b == 1 && src[b] == '.') || (n - b == 2 && src[b] == '.' && src[b + 1] == '.'))
+        return ".";
+    return base_of(sfull);
+}
+
+/* cp's words when the copy of src (st) cannot be made at dst (an error, or -v's line and an
+ * error for a file, as afcp.c says it). */
+static void cannot_create(const char *src, const char *dst, const struct afs_stat *st,
+                          int err, uint64_t vn)
+{
+    if (!S_ISDIR(st->mode))
+        afcp_vline(vn, src, dst);
+    afcp_err(err, S_ISDIR(st->mode) ? "cannot create directory '%s'"
+                                    : "cannot create regular file '%s'", dst);
+}
+
+/* Copies one operand (st: what its stat found), -v's number vn (ended when it is done). */
+static void copy_operand(struct corio_task *t, const char *src, const struct afs_stat *st,
+                         const struct plan *p, uint64_t vn)
 {
     int err = 0;
-    char *sfull = wafcp_full(src, &err);
+    char *sfull = wafcp_full(src, &err), *dfull = NULL, *dshow = NULL;
     if (!sfull) {
         afcp_err(err, "cannot stat '%s'", src);
-        afcp_vend(vn);
-        return;
+        goto out;
     }
     if (!p->dst_is_dir) {
-        wafcp_copy_operand(t, sfull, src, p->dst_full, p->dst, vn);
-    } else if (!*base_of(sfull)) {
-        afcp_note("cannot copy '%s': name a directory under it, not the root", src);
-        afcp_fail();
-        afcp_vend(vn);
+        int end = end_of(p->dst);
+        if (end != END_NAME) {
+            /* "DST\" and "DST\." name a directory: never a file to create or overwrite (the
+             * full path has lost the separator). */
+            struct afs_stat dst;
+            int derr = wafcp_stat(p->dst, 0, &dst);
+            if (derr == -ENOTDIR) {
+                afcp_err(ENOTDIR, "cannot stat '%s'", p->dst);
+                goto out;
+            }
+            if (end == END_DOT && derr == -ENOENT) {
+                cannot_create(src, p->dst, st, ENOENT, vn); /* "new\." is in "new" */
+                goto out;
+            }
+            if (!S_ISDIR(st->mode)) {
+                cannot_create(src, p->dst, st, ENOTDIR, vn);
+                goto out;
+            }
+        }
+        dfull = afcp_xstrdup(p->dst_full);
+        dshow = afcp_xstrdup(p->dst);
     } else {
-        char *dfull = wafcp_join(p->dst_full, base_of(sfull));
-        char *dshow = wafcp_join(p->dst, base_of(sfull));
-        wafcp_copy_operand(t, sfull, src, dfull, dshow, vn);
-        free(dfull);
-        free(dshow);
+        const char *name = copy_name(src, sfull);
+        if (!*name) {
+            afcp_note("cannot copy '%s': name a directory under it, not the root", src);
+            afcp_fail();
+            goto out;
+        }
+        dfull = strcmp(name, ".") ? wafcp_join(p->dst_full, name) : afcp_xstrdup(p->dst_full);
+        dshow = wafcp_join(p->dst, name);
     }
+    wafcp_copy_operand(t, sfull, src, st, dfull, dshow, vn);
+    vn = 0; /* ended */
+out:
+    afcp_vend(vn);
     free(sfull);
+    free(dfull);
+    free(dshow);
 }
 
 /* The walker's work: one operand after another, each an entry of its own for -v (what is
@@ -73,7 +142,16 @@ static void walk_operands(struct corio_task *t, void *arg)
     for (int i = 0; i < p->nsrc; i++) {
         uint64_t vn = afcp_vnum();
         afcp_vtask(t, vn);
-        copy_operand(t, p->srcs[i], p, vn);
+        /* The operand itself is followed (a link named on the command line is what it
+         * names); the library's stat says ENOTDIR of "file\" and "file\x", as POSIX does. */
+        struct afs_stat st;
+        int err = wafcp_stat(p->srcs[i], 0, &st);
+        if (err < 0) {
+            afcp_err(err, "cannot stat '%s'", p->srcs[i]);
+            afcp_vend(vn);
+        } else {
+            copy_operand(t, p->srcs[i], &st, p, vn);
+        }
     }
     afcp_vtask(t, 0);
 }
@@ -156,18 +234,27 @@ static int afcp_main(int argc, char **argv)
         fprintf(stderr, "afcp: cannot stat %s: %s\n", afcp_q(plan.dst), afs_strerror(err));
         return 1;
     }
-    wchar_t *wd = wafcp_wide(plan.dst_full);
-    DWORD da = wd ? GetFileAttributesW(wd) : INVALID_FILE_ATTRIBUTES;
-    free(wd);
-    plan.dst_is_dir = !o->no_target_dir && da != INVALID_FILE_ATTRIBUTES &&
-                      (da & FILE_ATTRIBUTE_DIRECTORY);
+    /* The context first: the target is looked at through it, as POSIX stat looks at it
+     * ("file\" and "file\x" are not directories, ENOTDIR). */
+    afcp_me = &sched_state;
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    if ((err = afs_ctx_new(&afcp_me->ctx, &acfg)) < 0) {
+        fprintf(stderr, "afcp: cannot create an I/O context: %s\n", afs_strerror(err));
+        return 1;
+    }
+    struct afs_stat dst;
+    int dst_err = wafcp_stat(plan.dst, 0, &dst);
+    plan.dst_is_dir = !o->no_target_dir && !dst_err && S_ISDIR(dst.mode);
     if (o->target_dir && !plan.dst_is_dir) {
         fprintf(stderr, "afcp: target directory %s: %s\n", afcp_q(plan.dst),
-                afs_strerror(da == INVALID_FILE_ATTRIBUTES ? -ENOENT : -ENOTDIR));
+                afs_strerror(dst_err ? dst_err : -ENOTDIR));
         return 1;
     }
     if (nops > 2 && !plan.dst_is_dir) {
-        fprintf(stderr, "afcp: target %s is not a directory\n", afcp_q(plan.dst));
+        /* as cp: why the target cannot be one */
+        fprintf(stderr, "afcp: target %s: %s\n", afcp_q(plan.dst),
+                afs_strerror(dst_err ? dst_err : -ENOTDIR));
         return 1;
     }
 
@@ -178,17 +265,10 @@ static int afcp_main(int argc, char **argv)
                     SetConsoleMode(herr, mode | ENABLE_VIRTUAL_TERMINAL_PROCESSING);
     wafcp_temps_init(o->jobs);
     afcp.walking = 1;
-    afcp_me = &sched_state;
     afcp_sem_init(&afcp_me->files, o->jobs);
     afcp_sem_init(&afcp_me->bufs, o->jobs > 2 * o->chunk_workers ? o->jobs
                                                                  : 2 * o->chunk_workers);
 
-    struct afs_config acfg;
-    afs_config_default(&acfg);
-    if ((err = afs_ctx_new(&afcp_me->ctx, &acfg)) < 0) {
-        fprintf(stderr, "afcp: cannot create an I/O context: %s\n", afs_strerror(err));
-        return 1;
-    }
     struct corio_config ccfg;
     corio_config_default(&ccfg);
     ccfg.ctx = afcp_me->ctx;

@@ -44,7 +44,7 @@ char    *wafcp_full(const char *path, int *err);
 /* Cuts the "\\?\" path full to its directory ("\\?\C:\x" to "\\?\C:\"); 0 when full is a
  * root and has none. */
 int      wafcp_up(char *full);
-/* dir + '\' + name (dir may end in '\' or '/' already); malloc'd. */
+/* dir + '\' + name (dir may end in '\' or '/' already; none after a bare "X:"); malloc'd. */
 char    *wafcp_join(const char *dir, const char *name);
 int      wafcp_errno(DWORD err); /* a Win32 error as a negative errno */
 
@@ -74,9 +74,10 @@ int  wafcp_ending(void);                   /* a console event came: afcp is endi
 
 /* win_walk.c */
 void wafcp_dir_put(struct wafcp_dir *d);
-/* Copies the operand src (full path sfull, shown as sshow) to dfull (shown as dshow), -v's
- * number vn (ended when it is done). */
+/* Copies the operand src (full path sfull, shown as sshow; st: what afs_statx says of it,
+ * followed) to dfull (shown as dshow), -v's number vn (ended when it is done). */
 void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *sshow,
-                        const char *dfull, const char *dshow, uint64_t vn);
+                        const struct afs_stat *st, const char *dfull, const char *dshow,
+                        uint64_t vn);
 
 #endif /* WIN_AFCP_H */

@@ -57,7 +57,10 @@ char *wafcp_join(const char *dir, const char *name)
     size_t a = strlen(dir), b = strlen(name);
     char *p = afcp_xmalloc(a + b + 2);
     memcpy(p, dir, a);
-    if (a && !is_sep(dir[a - 1]))
+    /* "X:" alone is the current directory of drive X: "X:name" is in it, "X:\name" in the
+     * root. */
+    int drive_cwd = a == 2 && dir[1] == ':';
+    if (a && !is_sep(dir[a - 1]) && !drive_cwd)
         p[a++] = '\\';
     memcpy(p + a, name, b + 1);
     return p;

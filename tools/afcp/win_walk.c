@@ -667,30 +667,14 @@ static void copy_tree(struct corio_task *t, struct wafcp_dir *top, const char *s
 }
 
 void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *sshow,
-                        const char *dfull, const char *dshow, uint64_t vn)
+                        const struct afs_stat *st, const char *dfull, const char *dshow,
+                        uint64_t vn)
 {
-    /* The operand itself is followed (a link named on the command line is what it names). */
-    wchar_t *w = wafcp_wide(sfull);
-    WIN32_FILE_ATTRIBUTE_DATA a;
-    if (!w || !GetFileAttributesExW(w, GetFileExInfoStandard, &a)) {
-        afcp_err(w ? wafcp_errno(GetLastError()) : -EINVAL, "cannot stat '%s'", sshow);
-        free(w);
-        afcp_vend(vn);
-        return;
-    }
-    free(w);
-    struct afs_stat st;
-    int err = wafcp_stat(sfull, 0, &st);
-    if (err < 0) {
-        afcp_err(err, "cannot stat '%s'", sshow);
-        afcp_vend(vn);
-        return;
-    }
-    if (!S_ISDIR(st.mode)) {
+    if (!S_ISDIR(st->mode)) {
         /* A file: its job holds two references of a directory standing for none. */
         struct wafcp_dir *none = afcp_xmalloc(sizeof *none);
         *none = (struct wafcp_dir){.refs = 1};
-        spawn_file(t, none, none, sfull, dfull, sshow, dshow, (uint64_t)st.size, vn);
+        spawn_file(t, none, none, sfull, dfull, sshow, dshow, (uint64_t)st->size, vn);
         wafcp_dir_put(none);
         return;
     }
@@ -700,7 +684,17 @@ void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *ssh
         afcp_vend(vn);
         return;
     }
-    if (reaches_source(sfull, &st, dfull, sshow, dshow) < 0) {
+    /* The directory's attributes and times (followed, as the operand is). */
+    wchar_t *w = wafcp_wide(sfull);
+    WIN32_FILE_ATTRIBUTE_DATA a;
+    if (!w || !GetFileAttributesExW(w, GetFileExInfoStandard, &a)) {
+        afcp_err(w ? wafcp_errno(GetLastError()) : -EINVAL, "cannot stat '%s'", sshow);
+        free(w);
+        afcp_vend(vn);
+        return;
+    }
+    free(w);
+    if (reaches_source(sfull, st, dfull, sshow, dshow) < 0) {
         afcp_vend(vn);
         return;
     }
