@@ -894,3 +894,52 @@ T_AFCP(messages)
     cr_assert_eq(code, 1);
     cr_assert(strstr(err_text, "cannot stat 'f/x': Not a directory"), "%s", err_text);
 }
+
+/* Operands whose copies take one name, as cp judges them: a file where an earlier operand
+ * put one is refused ("will not overwrite just-created"; names compare without case, as
+ * NTFS compares them), the same file named twice is copied once (a warning), and two
+ * directories are merged with the later one's files winning, as cp copies one operand after
+ * the other (a large file of the first, copied in many chunks, would otherwise land last). */
+T_AFCP(same_name_operands)
+{
+    mkdir_rel(L"A");
+    mkdir_rel(L"B");
+    mkdir_rel(L"O");
+    write_file(L"A\\x", 10, 1);
+    write_file(L"B\\x", 20, 2);
+    DWORD code = run(L"-q A\\x B\\x O");
+    cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "will not overwrite just-created 'O\\x' with 'B\\x'"), "%s",
+              err_text);
+    size_t n;
+    wchar_t *ox = P(L"O\\x");
+    unsigned char *b = read_all(ox, &n);
+    cr_assert(b && n == 10, "O\\x is not A's");
+    free(b);
+    mkdir_rel(L"O2");
+    code = run(L"-q A\\x B\\X O2");
+    cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "will not overwrite just-created 'O2\\X' with 'B\\X'"), "%s",
+              err_text);
+    mkdir_rel(L"O3");
+    code = run(L"-q A\\x A\\x O3");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "warning: source file 'A\\x' specified more than once"), "%s",
+              err_text);
+
+    mkdir_rel(L"MA");
+    mkdir_rel(L"MA\\d");
+    mkdir_rel(L"MB");
+    mkdir_rel(L"MB\\d");
+    mkdir_rel(L"MO");
+    write_file(L"MA\\d\\x", 8u << 20, 3);
+    write_file(L"MB\\d\\x", 100, 4);
+    code = run(L"-r -q --chunk-size=64K --chunk-jobs=1 MA\\d MB\\d MO");
+    cr_assert_eq(code, 0, "exit %lu: %s", code, err_text);
+    wchar_t *mo = P(L"MO\\d\\x");
+    b = read_all(mo, &n);
+    cr_assert(b && n == 100, "MO\\d\\x is not the later operand's (%zu bytes)", n);
+    free(b);
+    free(mo);
+    free(ox);
+}

@@ -134,26 +134,117 @@ out:
     free(dshow);
 }
 
+/* Whether the operand src (err, st: what its stat found) may be something this run is
+ * writing: missing (not made yet, maybe), a destination directory, or a file in one. */
+static int maybe_ours(const char *src, int err, const struct afs_stat *st)
+{
+    if (err < 0)
+        return err == -ENOENT;
+    if (S_ISDIR(st->mode))
+        return wafcp_is_dest(st);
+    if (!wafcp_dests_known())
+        return 0;
+    char *full = wafcp_full(src, &err);
+    struct afs_stat dir;
+    int r = full && wafcp_up(full) && wafcp_stat(full, 0, &dir) == 0 && wafcp_is_dest(&dir);
+    free(full);
+    return r;
+}
+
+/* What operand_ok keeps of the operands before. */
+struct seen {
+    int      known; /* its stat found it */
+    int      dir;
+    uint64_t dev, ino;
+    wchar_t *name;  /* the name of its copy (copy_name) */
+};
+
+/* Several operands into a directory: whether operand i (st: its stat) may go, as cp (and
+ * afcp.c) decide. The same source named twice is copied once (a warning); a file whose name
+ * an earlier operand took is refused ("will not overwrite just-created"): both would be in
+ * flight at once, and the one renamed last would silently win. Two directories of one name
+ * are merged (*merges). Names compare as NTFS compares them, without case. */
+static int operand_ok(const struct plan *p, int i, const struct afs_stat *st,
+                      struct seen *seen, int *merges)
+{
+    const char *src = p->srcs[i];
+    int err = 0;
+    char *sfull = wafcp_full(src, &err);
+    *merges = 0;
+    if (!sfull)
+        return 1; /* copy_operand reports it */
+    const char *name = copy_name(src, sfull);
+    seen[i] = (struct seen){1, S_ISDIR(st->mode), st->dev, st->ino, wafcp_wide(name)};
+    int ok = 1;
+    for (int j = 0; j < i && ok && seen[i].name; j++) {
+        if (!seen[j].known || !seen[j].name ||
+            CompareStringOrdinal(seen[j].name, -1, seen[i].name, -1, TRUE) != CSTR_EQUAL)
+            continue;
+        if (seen[j].dev == seen[i].dev && seen[j].ino == seen[i].ino) {
+            afcp_note("warning: source %s '%s' specified more than once",
+                      seen[i].dir ? "directory" : "file", src);
+            ok = 0;
+        } else if (!seen[i].dir || !seen[j].dir) {
+            char *dpath = wafcp_join(p->dst, name);
+            afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
+            afcp_fail();
+            free(dpath);
+            ok = 0;
+        } else {
+            *merges = 1; /* two directories of one name: the later one's files win */
+        }
+    }
+    free(sfull);
+    return ok;
+}
+
 /* The walker's work: one operand after another, each an entry of its own for -v (what is
  * reported about it goes after the lines of the operands before). */
 static void walk_operands(struct corio_task *t, void *arg)
 {
     const struct plan *p = arg;
+    struct seen *seen = NULL;
+    if (wafcp_track_dests) {
+        seen = calloc((size_t)p->nsrc, sizeof *seen);
+        if (!seen) {
+            fputs("afcp: out of memory\n", stderr);
+            exit(1);
+        }
+        struct afs_stat d;
+        if (wafcp_stat(p->dst_full, 0, &d) == 0)
+            wafcp_remember_dest(&d); /* the files of the operands go in there */
+    }
     for (int i = 0; i < p->nsrc; i++) {
-        uint64_t vn = afcp_vnum();
-        afcp_vtask(t, vn);
         /* The operand itself is followed (a link named on the command line is what it
          * names); the library's stat says ENOTDIR of "file\" and "file\x", as POSIX does. */
         struct afs_stat st;
         int err = wafcp_stat(p->srcs[i], 0, &st);
+        /* cp copies one operand after the other: one that an earlier one may be making (or
+         * writing) is looked at once the copies in flight are done. */
+        if (i > 0 && maybe_ours(p->srcs[i], err, &st)) {
+            corio_wait(t);
+            err = wafcp_stat(p->srcs[i], 0, &st);
+        }
+        uint64_t vn = afcp_vnum();
+        afcp_vtask(t, vn);
+        int merges = 0;
         if (err < 0) {
             afcp_err(err, "cannot stat '%s'", p->srcs[i]);
             afcp_vend(vn);
-        } else {
+        } else if (!seen || operand_ok(p, i, &st, seen, &merges)) {
+            /* Merged into a directory an earlier operand copies to: cp copies that one whole
+             * first, so the later operand's files replace its files, in order. */
+            if (merges)
+                corio_wait(t);
             copy_operand(t, p->srcs[i], &st, p, vn);
+        } else {
+            afcp_vend(vn);
         }
     }
     afcp_vtask(t, 0);
+    for (int i = 0; seen && i < p->nsrc; i++)
+        free(seen[i].name);
+    free(seen);
 }
 
 static void root_task(struct corio_task *t, void *arg)
@@ -257,6 +348,7 @@ static int afcp_main(int argc, char **argv)
                 afs_strerror(dst_err ? dst_err : -ENOTDIR));
         return 1;
     }
+    wafcp_track_dests = plan.nsrc > 1;
 
     /* A progress bar needs a console that takes VT sequences (Windows 10 and later). */
     HANDLE herr = GetStdHandle(STD_ERROR_HANDLE);

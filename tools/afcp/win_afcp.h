@@ -79,5 +79,12 @@ void wafcp_dir_put(struct wafcp_dir *d);
 void wafcp_copy_operand(struct corio_task *t, const char *sfull, const char *sshow,
                         const struct afs_stat *st, const char *dfull, const char *dshow,
                         uint64_t vn);
+/* The destination directories of this run (made, or written into), kept when
+ * wafcp_track_dests is set (several operands): whether st is one of them, whether there is
+ * any yet, and one more (the walker's only). */
+extern int wafcp_track_dests;
+int  wafcp_is_dest(const struct afs_stat *st);
+int  wafcp_dests_known(void);
+void wafcp_remember_dest(const struct afs_stat *st);
 
 #endif /* WIN_AFCP_H */

@@ -555,6 +555,63 @@ static int reaches_source(const char *sfull, const struct afs_stat *st, const ch
     return r;
 }
 
+/* The destination directories of this run (made, or written into), when there are several
+ * operands: one of them that is such a directory, or in one, waits for the copies in flight
+ * (win_afcp.c), as cp copies one operand after the other. A set (open addressing, linear
+ * probing; a zero slot is free). Only the walker touches it. */
+int wafcp_track_dests;
+static struct devino {
+    uint64_t dev, ino;
+} *dests;
+static size_t dests_len, dests_cap;
+
+static size_t dest_slot(uint64_t dev, uint64_t ino)
+{
+    uint64_t h = (ino ^ (dev << 32 | dev >> 32)) * 0x9E3779B97F4A7C15ull;
+    size_t mask = dests_cap - 1, i = (size_t)(h >> 32) & mask;
+    while ((dests[i].ino || dests[i].dev) && (dests[i].ino != ino || dests[i].dev != dev))
+        i = (i + 1) & mask;
+    return i;
+}
+
+int wafcp_is_dest(const struct afs_stat *st)
+{
+    if (!dests_len || (!st->ino && !st->dev))
+        return 0;
+    size_t i = dest_slot(st->dev, st->ino);
+    return dests[i].ino == st->ino && dests[i].dev == st->dev;
+}
+
+int wafcp_dests_known(void)
+{
+    return dests_len != 0;
+}
+
+void wafcp_remember_dest(const struct afs_stat *st)
+{
+    if (!wafcp_track_dests || (!st->ino && !st->dev))
+        return;
+    if (2 * (dests_len + 1) > dests_cap) { /* at most half full */
+        struct devino *old = dests;
+        size_t n = dests_cap;
+        dests_cap = n ? 2 * n : 64;
+        dests = calloc(dests_cap, sizeof *dests);
+        if (!dests) {
+            fputs("afcp: out of memory\n", stderr);
+            exit(1);
+        }
+        for (size_t i = 0; i < n; i++)
+            if (old[i].ino || old[i].dev)
+                dests[dest_slot(old[i].dev, old[i].ino)] = old[i];
+        free(old);
+    }
+    size_t i = dest_slot(st->dev, st->ino);
+    if (dests[i].ino != st->ino || dests[i].dev != st->dev) {
+        dests[i] = (struct devino){st->dev, st->ino};
+        dests_len++;
+    }
+}
+
 /* Opens (makes, when missing) the destination of a source directory; -v: its line (number
  * vn) once it is made, as cp prints it. The new directory has one reference, the caller's;
  * NULL when it failed (reported). */
@@ -572,6 +629,8 @@ static struct wafcp_dir *enter_dir(struct wafcp_dir *parent, const char *sfull,
             return NULL;
         }
         afcp_vline(vn, sshow, dshow);
+        if (wafcp_track_dests && wafcp_stat(dfull, 1, &st) == 0)
+            wafcp_remember_dest(&st);
     } else if (err < 0) {
         afcp_err(err, "cannot stat '%s'", dshow);
         return NULL;
@@ -579,6 +638,8 @@ static struct wafcp_dir *enter_dir(struct wafcp_dir *parent, const char *sfull,
         afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dshow, sshow);
         afcp_fail();
         return NULL;
+    } else {
+        wafcp_remember_dest(&st);
     }
     struct wafcp_dir *d = afcp_xmalloc(sizeof *d);
     *d = (struct wafcp_dir){.sfull = afcp_xstrdup(sfull), .dfull = afcp_xstrdup(dfull),
