@@ -10,7 +10,8 @@
 # cannot be created fails its tests (tests/common.h). The last lines say how many tests each
 # program really ran. afcp for Windows (tools/afcp/win_*.c) is built too, and its tests
 # (tests/windows/test_afcp_win.c, which runs afcp.exe on trees) run once per backend in
-# WIN_AFCP_BACKENDS. The file server (examples/file_server.c) is built too and driven over
+# WIN_AFCP_BACKENDS, with a drive V: of the prefix mapped onto a scratch directory for the
+# test of a drive's root copied into itself. The file server (examples/file_server.c) is built too and driven over
 # loopback by tests/windows/file_server_win.sh once per backend in WIN_SERVER_BACKENDS.
 WIN_BUILD    ?= build-windows
 WIN_BACKENDS ?= iocp threads sync auto
@@ -53,6 +54,9 @@ test-windows: build-windows
 	    if [ "$$rc" -ne 0 ]; then fail=$$((fail + 1)); fi; \
 	  done; \
 	done; \
+	vroot=$$(mktemp -d /tmp/afcp-vroot.XXXXXX); \
+	ln -sfn "$$vroot" "$$WINEPREFIX/dosdevices/v:"; \
+	export AFCP_TEST_DRIVE=V: AFCP_TEST_DRIVE_ALIAS="Z:$$(printf %s "$$vroot" | tr / '\\')"; \
 	for b in $(WIN_AFCP_BACKENDS); do \
 	  echo "== afcp_win.exe (afcp.exe on trees), backend $$b, under wine"; \
 	  if [ "$$b" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$b; fi; \
@@ -60,6 +64,7 @@ test-windows: build-windows
 	    timeout $(WIN_TIMEOUT) "$$wine" "$(WIN_BUILD)/afcp_win.exe"; \
 	  if [ "$$?" -ne 0 ]; then fail=$$((fail + 1)); fi; \
 	done; \
+	rm -f "$$WINEPREFIX/dosdevices/v:"; rm -rf "$$vroot"; \
 	for b in $(WIN_SERVER_BACKENDS); do \
 	  echo "== file_server.exe over loopback, backend $$b, under wine"; \
 	  if [ "$$b" = auto ]; then set -- env -u ASYNCFS_BACKEND; else set -- env ASYNCFS_BACKEND=$$b; fi; \

@@ -143,6 +143,11 @@ vs_ask() { echo data > f; echo old > x; mkdir -p s/sub d/s/sub; echo 2 > s/sub/g
 vs_target() { mkdir -p a/s d; echo 1 > f; echo 2 > a/s/g; echo 3 > a/h; }
 vs_relinks() { mkdir -p src/sub; echo hl > src/a; ln src/a src/b; ln src/a src/sub/c
                cp -a src dst; }
+vs_elinks() { mkdir s; : > s/e; ln s/e s/e2; echo x > s/f; ln s/f s/f2; mkdir t; }
+vs_ndir() { mkdir -p s/d1 s/d2 o; echo x > s/d1/x; echo x > s/d2/x; echo old > o/d1
+            ln -s nowhere o/d2; echo old > of; }
+vs_lfail() { mkdir -p s/a s/b o/a; echo data > s/a/f; ln s/a/f s/b/f2; ln s/a/f s/b/f3
+             if ((is_root)); then chown -R "nobody:$(id -gn nobody)" s o; fi; chmod 555 o/a; }
 vs_update() { echo new > f; touch -d 2022-01-01 f; mkdir -p d/f s; touch -d 2030-01-01 d/f
               cp -p f s/f; echo t > tn; touch -d 2030-01-01 tn; ln -s tn ln_new
               touch -h -d 2000-01-01 ln_new; ln -s nowhere ln_dang; touch -h -d 2030-01-01 ln_dang; }
@@ -221,6 +226,24 @@ vs_cases() { # dir tag
                'TOOL --preserve=links src/file src/link o' 'TOOL -aH src dst'; do
         vs_cp "$tag" vs_links "$cmd"
     done
+    # hard links between empty files, in a tree and as two operands
+    for cmd in 'TOOL -a s o' 'TOOL --preserve=links s/e s/e2 t'; do
+        vs_cp "$tag" vs_elinks "$cmd"
+    done
+    # -n and a directory whose destination name is a file or a symlink
+    for cmd in 'TOOL -rn s/. o' 'TOOL -rn s of' 'TOOL -rnT s of'; do
+        vs_cp "$tag" vs_ndir "$cmd"
+    done
+    # the first name of an inode cannot be copied (its directory is read-only): the others
+    # still share one copy
+    # (not against cp's output: which name is copied first, and which one's error shows,
+    # depends on the order the directories are walked in, which afcp's threads do not keep)
+    if [[ -n $as ]] || ((!is_root)); then
+        rm -rf "$VS/lfail"; mkdir "$VS/lfail"; chmod 777 "$VS/lfail"
+        (cd "$VS/lfail" && vs_lfail && $as "$VS_AFCP" -a s/. o > /dev/null 2>&1)
+        check "$tag -a, the first name's copy failing: the other names share one copy" \
+            test "$(stat -c %h "$VS/lfail/o/b/f2" "$VS/lfail/o/b/f3" | tr '\n' ' ')" = "2 2 "
+    fi
     # -u: a newer directory in a file's way, a symlink to a newer file, a dangling one
     for cmd in 'TOOL -uv f d' 'TOOL -ruv s/. d' 'TOOL -uv f ln_new' 'TOOL -uv f ln_dang'; do
         vs_cp "$tag" vs_update "$cmd"

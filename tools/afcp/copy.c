@@ -685,25 +685,35 @@ int afcp_links_track(const struct stat *st, int operand)
 }
 
 /* The entry of st's inode, made (*first = 1, dpath its copy) when there is none. Not first:
- * waits for the first copy, and returns its entry, or NULL when that copy failed. */
+ * waits for the first copy and returns its entry; when that copy failed, this name becomes
+ * the first (cp forgets a failed copy: the inode's other names still share one). */
 static struct link_ent *link_claim(struct corio_task *t, const struct stat *st, const char *dpath,
                                    int *first)
 {
-    links_acquire();
-    struct link_ent **slot = link_slot(st->st_dev, st->st_ino), *le = *slot;
-    *first = !le;
-    if (!le) {
-        le = afcp_xmalloc(sizeof *le);
-        *le = (struct link_ent){.dev = st->st_dev, .ino = st->st_ino,
-                                .dpath = afcp_xstrdup(dpath)};
-        *slot = le;
+    for (;;) {
+        links_acquire();
+        struct link_ent **slot = link_slot(st->st_dev, st->st_ino), *le = *slot;
+        *first = !le;
+        if (!le) {
+            le = afcp_xmalloc(sizeof *le);
+            *le = (struct link_ent){.dev = st->st_dev, .ino = st->st_ino,
+                                    .dpath = afcp_xstrdup(dpath)};
+            *slot = le;
+        } else if (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == -1) {
+            /* The first copy failed: this name becomes the first. */
+            free(le->dpath);
+            le->dpath = afcp_xstrdup(dpath);
+            __atomic_store_n(&le->state, 0, __ATOMIC_RELEASE);
+            *first = 1;
+        }
+        links_release();
+        if (*first)
+            return le;
+        while (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 0)
+            corio_sleep(t, 1000000);
+        if (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 1)
+            return le;
     }
-    links_release();
-    if (*first)
-        return le;
-    while (__atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 0)
-        corio_sleep(t, 1000000);
-    return __atomic_load_n(&le->state, __ATOMIC_ACQUIRE) == 1 ? le : NULL;
 }
 
 void afcp_link_done(struct link_ent *le, int ok)
@@ -1028,15 +1038,17 @@ static void file_task(struct corio_task *t, void *arg)
     if (there != 0) {
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));
         afs_close(c.in);
-        if (there == 2 && !c.unsized)
+        if (there == 2 && S_ISREG(j->st.st_mode))
             afcp_link_kept(t, j->dd, j->dname, j->dpath, j->vn, &j->st, j->operand);
         goto out;
     }
     /* What is there: a file whose attributes the copy takes over, or a device or FIFO to
      * write into (never replaced). */
     /* Another name of an inode this copy already has (or is making): a hard link to it. */
-    int linked = c.unsized ? 0 : afcp_link_earlier(t, j->dd, j->dname, j->dpath, j->vn, &j->st,
-                                                   j->operand, &le);
+    /* (Empty files too: cp keeps their links.) */
+    int linked = !S_ISREG(j->st.st_mode) ? 0
+                                         : afcp_link_earlier(t, j->dd, j->dname, j->dpath, j->vn,
+                                                             &j->st, j->operand, &le);
     if (linked != 0) {
         afs_close(c.in);
         afcp_add(&afcp.bytes_total, -(int64_t)(c.size));

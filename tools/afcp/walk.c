@@ -346,8 +346,14 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
     int src_is_dir = kind == AFCP_DEST_DIR, both_dirs = S_ISDIR(dst.st_mode) && src_is_dir;
     /* -n: an existing destination stays, silently, even when it is the source itself: cp
      * looks no further. */
-    if (afcp.o.noclobber)
+    if (afcp.o.noclobber) {
+        if (src_is_dir && !S_ISDIR(dst.st_mode)) { /* cp -n refuses this too */
+            afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, spath);
+            afcp_fail();
+            return -1;
+        }
         return both_dirs ? 0 : 1;
+    }
     int same = same_file(dd, dname, sd, sname, sst, &dst, kind);
     if (same == 1) {
         afcp_note("'%s' and '%s' are the same file", spath, dpath);
