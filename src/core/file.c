@@ -873,19 +873,19 @@ int afs_file_from_fd(struct afs_ctx *ctx, int fd, int flags, enum afs_mode mode,
     int err = ctx->crash ? afs__crash_gate(ctx) : 0;
     if (err < 0)
         return err;
-    err = afs__sys_fd_adopt(fd);
-    if (err < 0)
+    struct afs__fd_info info;
+    if ((err = afs__sys_fd_info((afs__fd_t)(intptr_t)fd, &info)) < 0)
+        return err;
+    info.own = (flags & AFS_NONBLOCK) != 0; /* a pipe or FIFO may be made non-blocking */
+    /* The descriptor is made blocking, unless it is a pipe or FIFO the readiness engine
+     * will wait on (afs__file_attach makes it non-blocking): its description may be another
+     * file's too, whose reads, tried without waiting, would block in the moment between. */
+    if (!(info.fifo && info.own && afs__sock_ready(ctx)) && (err = afs__sys_fd_adopt(fd)) < 0)
         return err;
     struct afs_file *f = afs__zalloc(sizeof *f);
     if (!f)
         return -ENOMEM;
     f->fd = (afs__fd_t)(intptr_t)fd;
-    struct afs__fd_info info;
-    if ((err = afs__sys_fd_info(f->fd, &info)) < 0) {
-        free(f);
-        return err;
-    }
-    info.own = (flags & AFS_NONBLOCK) != 0; /* a pipe or FIFO may be made non-blocking */
     if ((err = afs__file_attach(ctx, f, flags & ~AFS_NONBLOCK, mode, &info)) < 0) {
         free(f); /* the fd stays the caller's */
         return err;

@@ -2123,6 +2123,74 @@ T_RT(a_random_soak_of_trees_channels_and_deadlines_across_schedulers)
 }
 
 #ifndef _WIN32
+/* Two files adopted (AFS_NONBLOCK) from dups of one pipe's read end, on two schedulers:
+ * adopting one made the shared description blocking for a moment, and the other's read,
+ * tried without waiting in the readiness engine, blocked its scheduler's thread in read(2),
+ * where its deadline could not end it. Each of its reads ends at its 10 ms deadline. A
+ * plain thread writes a byte after 3 s, which ends such a read. */
+static int share_pipe[2];
+static atomic_int share_stop;
+
+static void *share_late_writer(void *arg)
+{
+    (void)arg;
+    usleep(3000 * 1000);
+    cr_assert_eq(write(share_pipe[1], "x", 1), 1);
+    return NULL;
+}
+
+static int share_reader(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct afs_file *f;
+    int err = afs_file_from_fd(corio_sched_ctx(corio_task_sched(t)), dup(share_pipe[0]),
+                               AFS_RDONLY | AFS_NONBLOCK, AFS_MODE_SYNC, &f);
+    cr_assert_eq(err, 0);
+    int64_t worst = 0;
+    for (int i = 0; i < 100; i++) {
+        int64_t t0 = corio_now();
+        corio_set_deadline(t, t0 + 10 * MS);
+        char c;
+        ssize_t n = afs_read(f, &c, 1);
+        int64_t took = corio_now() - t0;
+        worst = took > worst ? took : worst;
+        cr_assert_eq(n, -ETIMEDOUT, "read %d: %zd after %lld ms", i, n, (long long)(took / MS));
+    }
+    corio_set_deadline(t, 0);
+    cr_assert_eq(afs_close(f), 0);
+    atomic_store(&share_stop, 1);
+    cr_assert_lt(worst, 1000 * MS, "a read held its thread %lld ms", (long long)(worst / MS));
+    return 0;
+}
+
+static void share_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct corio_future fut;
+    cr_assert_eq(corio_spawn_on(t, 1, share_reader, NULL, &fut), 0);
+    while (!atomic_load(&share_stop)) { /* another adopter of the same pipe */
+        struct afs_file *g;
+        if (afs_file_from_fd(corio_sched_ctx(corio_task_sched(t)), dup(share_pipe[0]),
+                             AFS_RDONLY | AFS_NONBLOCK, AFS_MODE_SYNC, &g) == 0)
+            afs_close(g);
+        corio_yield(t);
+    }
+    cr_assert_eq(corio_future_await(t, &fut, NULL), 0);
+}
+
+T_RT(adopting_a_dup_of_a_pipe_does_not_block_another_file_s_reads_of_it)
+{
+    cr_assert_eq(pipe(share_pipe), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, share_late_writer, NULL), 0);
+    struct corio_rt *rt = rt_make(2);
+    cr_assert_eq(corio_rt_run(rt, share_root, NULL), 0);
+    corio_rt_free(rt);
+    pthread_join(th, NULL);
+    close(share_pipe[0]);
+    close(share_pipe[1]);
+}
+
 /* Two threads calling corio_rt_run on one runtime at once: the second is told, with the
  * library's message, however their starts interleave (before, it could crash, hang or run
  * both). Each round in a child process, whose stderr is read. */
