@@ -148,6 +148,8 @@ vs_ndir() { mkdir -p s/d1 s/d2 o; echo x > s/d1/x; echo x > s/d2/x; echo old > o
             ln -s nowhere o/d2; echo old > of; }
 vs_lfail() { mkdir -p s/a s/b o/a; echo data > s/a/f; ln s/a/f s/b/f2; ln s/a/f s/b/f3
              if ((is_root)); then chown -R "nobody:$(id -gn nobody)" s o; fi; chmod 555 o/a; }
+vs_jc() { mkdir -p a/y b d1 d2; echo f > a/f; echo g > b/f; echo y > a/y/f; echo old > d2/f
+          touch -d 2020-01-01 a/f; touch -d 2021-01-01 d2/f; touch -d 2022-01-01 b/f; }
 vs_update() { echo new > f; touch -d 2022-01-01 f; mkdir -p d/f s; touch -d 2030-01-01 d/f
               cp -p f s/f; echo t > tn; touch -d 2030-01-01 tn; ln -s tn ln_new
               touch -h -d 2000-01-01 ln_new; ln -s nowhere ln_dang; touch -h -d 2030-01-01 ln_dang; }
@@ -225,6 +227,12 @@ vs_cases() { # dir tag
                'TOOL -L --preserve=links src/file src/link o' 'TOOL -aH src/file src/link o' \
                'TOOL --preserve=links src/file src/link o' 'TOOL -aH src dst'; do
         vs_cp "$tag" vs_links "$cmd"
+    done
+    # operands of one name: "just-created" is what an earlier operand made, judged after
+    # -n, -u and the same file (an earlier operand skipped, or failed, made nothing)
+    for cmd in 'TOOL a/f b/f d1' 'TOOL -n a/f b/f d1' 'TOOL -u a/f b/f d1' \
+               'TOOL -u a/f b/f d2' 'TOOL a/y/f a/f a/y'; do
+        vs_cp "$tag" vs_jc "$cmd"
     done
     # hard links between empty files, in a tree and as two operands
     for cmd in 'TOOL -a s o' 'TOOL --preserve=links s/e s/e2 t'; do

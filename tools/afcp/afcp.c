@@ -210,12 +210,12 @@ out:
 }
 
 /* Several operands into a directory: whether operand i may go, as cp decides. The same
- * source named twice is copied once (a warning); a file whose name an earlier operand took
- * is refused ("will not overwrite just-created"): both would be in flight at once, and the
- * one renamed last would silently win. Two directories of one name are merged. */
-static int operand_ok(const struct plan *p, int i, struct stat *seen, int *merges)
+ * source named twice is copied once (a warning). Two directories of one name are merged
+ * (*merges). A file whose name an earlier operand has (*later) waits for the copies in
+ * flight, and is then judged by what is there (later_ok). */
+static int operand_ok(const struct plan *p, int i, struct stat *seen, int *merges, int *later)
 {
-    *merges = 0;
+    *merges = *later = 0;
     const char *src = p->srcs[i];
     if ((follows(src) ? stat(src, &seen[i]) : lstat(src, &seen[i])) < 0) {
         seen[i].st_mode = 0; /* copy_operand reports it */
@@ -230,19 +230,15 @@ static int operand_ok(const struct plan *p, int i, struct stat *seen, int *merge
         char *jdir, *jbase;
         split(p->srcs[j], &jdir, &jbase);
         if (!strcmp(base, jbase)) {
-            char *dpath = afcp_join(p->dst, base);
             if (seen[j].st_dev == seen[i].st_dev && seen[j].st_ino == seen[i].st_ino) {
                 afcp_note("warning: source %s '%s' specified more than once",
                           S_ISDIR(seen[i].st_mode) ? "directory" : "file", src);
                 ok = 0;
             } else if (!S_ISDIR(seen[i].st_mode) || !S_ISDIR(seen[j].st_mode)) {
-                afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
-                afcp_fail();
-                ok = 0;
+                *later = 1;
             } else {
                 *merges = 1; /* two directories of one name: the later one's files win */
             }
-            free(dpath);
         }
         free(jdir);
         free(jbase);
@@ -252,12 +248,68 @@ static int operand_ok(const struct plan *p, int i, struct stat *seen, int *merge
     return ok;
 }
 
+/* Operand i, whose name an earlier operand has, once the earlier copies are done: a
+ * destination this run made (not what was there before the run, *before) is not replaced,
+ * as cp refuses "just-created" ones, after its own checks of -n, the same file, -u and a
+ * directory against a non-directory. An earlier operand that made nothing there (skipped by
+ * -u or -n, or failed) leaves the usual rules. Returns whether the copy goes on. */
+static int later_ok(const struct plan *p, int i, const struct stat *before)
+{
+    const char *src = p->srcs[i];
+    char *dir, *base;
+    split(src, &dir, &base);
+    char *dpath = afcp_join(p->dst, base);
+    free(dir);
+    free(base);
+    struct stat d, s;
+    int ok = 1;
+    if (lstat(dpath, &d) < 0 || (before->st_mode && d.st_dev == before->st_dev &&
+                                 d.st_ino == before->st_ino))
+        goto out; /* not made by this run */
+    if ((follows(src) ? stat(src, &s) : lstat(src, &s)) < 0)
+        goto out; /* copy_operand reports it */
+    ok = 0;
+    if (afcp.o.noclobber)
+        goto out;
+    if (s.st_dev == d.st_dev && s.st_ino == d.st_ino) {
+        afcp_note("'%s' and '%s' are the same file", src, dpath);
+    } else if (afcp.o.update && !S_ISDIR(s.st_mode) &&
+               (s.st_mtim.tv_sec < d.st_mtim.tv_sec ||
+                (s.st_mtim.tv_sec == d.st_mtim.tv_sec && s.st_mtim.tv_nsec <= d.st_mtim.tv_nsec))) {
+        goto out;
+    } else if (S_ISDIR(s.st_mode) && !S_ISDIR(d.st_mode)) {
+        afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, src);
+    } else if (S_ISDIR(d.st_mode) && !S_ISDIR(s.st_mode)) {
+        afcp_note("cannot overwrite directory '%s' with non-directory", dpath);
+    } else {
+        afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
+    }
+    afcp_fail();
+out:
+    free(dpath);
+    return ok;
+}
+
 /* The walker's work: one operand after another, then the last batches. */
 static void walk_operands(struct corio_task *t, void *arg)
 {
     const struct plan *p = arg;
-    struct stat *seen = p->dst_is_dir && p->nsrc > 1 ? calloc((size_t)p->nsrc, sizeof *seen)
-                                                    : NULL;
+    struct stat *seen = NULL, *before = NULL;
+    if (p->dst_is_dir && p->nsrc > 1) {
+        seen = afcp_xmalloc((size_t)p->nsrc * sizeof *seen);
+        before = afcp_xmalloc((size_t)p->nsrc * sizeof *before);
+        /* What each operand's destination is before the run (st_mode 0: nothing). */
+        for (int i = 0; i < p->nsrc; i++) {
+            char *dir, *base;
+            split(p->srcs[i], &dir, &base);
+            char *dpath = afcp_join(p->dst, base);
+            if (lstat(dpath, &before[i]) < 0)
+                before[i].st_mode = 0;
+            free(dpath);
+            free(dir);
+            free(base);
+        }
+    }
     for (int i = 0; i < p->nsrc; i++) {
         /* cp copies one operand after the other: one that an earlier one may be making (or
          * writing) is looked at once the copies in flight are done. */
@@ -267,19 +319,24 @@ static void walk_operands(struct corio_task *t, void *arg)
          * lines of the operands before. */
         uint64_t vn = afcp_vnum();
         afcp_vtask(t, vn);
-        int merges = 0;
-        if (!seen || operand_ok(p, i, seen, &merges)) {
+        int merges = 0, later = 0;
+        if (!seen || operand_ok(p, i, seen, &merges, &later)) {
             /* Merged into a directory an earlier operand copies to: cp copies that one
-             * whole first, so the later operand's files replace its files, in order. */
-            if (merges)
+             * whole first, so the later operand's files replace its files, in order. A
+             * file whose name an earlier operand has is judged once that one is done. */
+            if (merges || later)
                 afcp_settle(t);
-            copy_operand(t, p->srcs[i], p, vn);
+            if (!later || later_ok(p, i, &before[i]))
+                copy_operand(t, p->srcs[i], p, vn);
+            else
+                afcp_vend(vn);
         } else {
             afcp_vend(vn);
         }
     }
     afcp_vtask(t, 0);
     free(seen);
+    free(before);
     afcp_walk_end(t);
 }
 
