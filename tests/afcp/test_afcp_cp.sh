@@ -736,6 +736,25 @@ mount_suite() {
     else
         skip "full disk: cannot mount a small tmpfs here"
     fi
+    # an ACL the destination cannot hold (ramfs has no extended attributes): cp's message,
+    # its quotes those of the locale (gnulib's quote())
+    mkdir -p "$O/ram" "$O/aclsrc"
+    echo a > "$O/aclsrc/f"
+    if setfacl -m u:nobody:rw "$O/aclsrc/f" 2> /dev/null &&
+       mount -t ramfs afcp_ram "$O/ram" 2> /dev/null; then
+        local loc
+        for loc in C C.UTF-8; do
+            LC_ALL=$loc cp -a "$O/aclsrc/f" "$O/ram/c" 2> "$O/ram.cp"; echo "status $?" >> "$O/ram.cp"
+            LC_ALL=$loc "$AFCP" -a "$O/aclsrc/f" "$O/ram/a" 2> "$O/ram.afcp"
+            echo "status $?" >> "$O/ram.afcp"
+            check "an ACL a ramfs cannot hold ($loc): cp's message" \
+                diff <(sed "s|^cp:|X:|; s|$O/ram/c|D|" "$O/ram.cp") \
+                     <(sed "s|^afcp:|X:|; s|$O/ram/a|D|" "$O/ram.afcp")
+        done
+        umount "$O/ram"
+    else
+        skip "ACL on ramfs: no setfacl, or cannot mount a ramfs here"
+    fi
     # a file-size limit (ulimit -f): the file past it is reported (EFBIG) and left out, the
     # others copied, no temporary left (SIGXFSZ killed afcp mid-copy before)
     mkdir -p "$O/fz/src"

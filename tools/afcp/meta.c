@@ -147,7 +147,7 @@ int afcp_acl_copy(int sfd, int dfd, int is_dir, mode_t mode, const char *dpath)
              * source's group entry allowed. */
             if (i == 0)
                 fchmod(dfd, afcp_safe_mode(sfd, mode));
-            afcp_err(err, "preserving permissions for '%s'", dpath);
+            afcp_err(err, "preserving permissions for %s", afcp_lq(dpath)); /* gnulib's quote() */
             ret = err;
         }
     }
@@ -319,8 +319,8 @@ int afcp_acl_copy_at(int sdir, const char *sname, int ddir, const char *dname,
             n = get_xattr(-1, s, ACL_ACCESS, &acl);
         err = n < 0 ? (int)n : put_acl_at(-1, d, ACL_ACCESS, acl, n);
         if (err < 0)
-            afcp_err(err, sname ? "preserving permissions for '%s'"
-                                : "setting permissions for '%s'", dpath);
+            afcp_err(err, sname ? "preserving permissions for %s" : "setting permissions for %s",
+                     afcp_lq(dpath)); /* gnulib's quote(), as above */
     }
     free(acl);
     free(s);
