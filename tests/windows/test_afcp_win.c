@@ -102,6 +102,33 @@ static void set_attrs(const wchar_t *rel, DWORD a)
     free(p);
 }
 
+/* Sets the last write time of rel to January 1st of year. */
+static void set_year(const wchar_t *rel, WORD year)
+{
+    wchar_t *p = P(rel);
+    SYSTEMTIME y = {year, 1, 0, 1, 0, 0, 0, 0};
+    FILETIME ft;
+    cr_assert(SystemTimeToFileTime(&y, &ft));
+    HANDLE h = CreateFileW(p, FILE_WRITE_ATTRIBUTES, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                           OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    cr_assert(h != INVALID_HANDLE_VALUE, "open %ls: %lu", rel, GetLastError());
+    cr_assert(SetFileTime(h, NULL, NULL, &ft));
+    CloseHandle(h);
+    free(p);
+}
+
+/* The size of rel's content, -1 when it cannot be read. */
+static long size_of(const wchar_t *rel)
+{
+    wchar_t *p = P(rel);
+    size_t n = 0;
+    unsigned char *b = read_all(p, &n);
+    long r = b ? (long)n : -1;
+    free(p);
+    free(b);
+    return r;
+}
+
 /* Removes a tree (read-only entries too). */
 static void rm_tree(const wchar_t *path)
 {
@@ -942,4 +969,68 @@ T_AFCP(same_name_operands)
     free(b);
     free(mo);
     free(ox);
+}
+
+/* A later operand of one name is judged by what is at its destination once the earlier
+ * copies are done, as cp judges it: one the run made is left by -n, and by -u when it is as
+ * new as the source, silently; an earlier operand that made nothing there (skipped by -u,
+ * or failed) leaves the usual rules; only then are a directory against a non-directory and
+ * "will not overwrite just-created" refused. */
+T_AFCP(same_name_operands_judged)
+{
+    mkdir_rel(L"A");
+    mkdir_rel(L"B");
+    mkdir_rel(L"C");
+    mkdir_rel(L"C\\x");
+    write_file(L"A\\x", 10, 1);
+    write_file(L"B\\x", 20, 2);
+    set_year(L"A\\x", 2001);
+    set_year(L"B\\x", 2010);
+
+    /* -n: B\x is left, silently. */
+    mkdir_rel(L"O");
+    DWORD code = run(L"-q -n A\\x B\\x O");
+    cr_assert_eq(code, 0, "-n: exit %lu: %s", code, err_text);
+    cr_assert_eq(err_text[0], 0, "-n: %s", err_text);
+    cr_assert_eq(size_of(L"O\\x"), 10, "-n: O\\x is not A's");
+
+    /* -u: A\x is older than O2\x (left), B\x newer: it replaces O2\x. */
+    mkdir_rel(L"O2");
+    write_file(L"O2\\x", 30, 3);
+    set_year(L"O2\\x", 2005);
+    code = run(L"-q -u A\\x B\\x O2");
+    cr_assert_eq(code, 0, "-u: exit %lu: %s", code, err_text);
+    cr_assert_eq(err_text[0], 0, "-u: %s", err_text);
+    cr_assert_eq(size_of(L"O2\\x"), 20, "-u: O2\\x is not B's");
+
+    /* -u over the copy just made (as new as now, B\x is from 2010): left, silently. */
+    mkdir_rel(L"O3");
+    code = run(L"-q -u A\\x B\\x O3");
+    cr_assert_eq(code, 0, "-u, just made: exit %lu: %s", code, err_text);
+    cr_assert_eq(err_text[0], 0, "-u, just made: %s", err_text);
+    cr_assert_eq(size_of(L"O3\\x"), 10, "-u, just made: O3\\x is not A's");
+
+    /* The earlier operand is its own destination (it fails): the later one is copied. */
+    mkdir_rel(L"O4");
+    write_file(L"O4\\x", 40, 4);
+    code = run(L"-q O4\\x B\\x O4");
+    cr_assert_eq(code, 1, "same file: exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "'O4\\x' and 'O4\\x' are the same file"), "%s", err_text);
+    cr_assert(!strstr(err_text, "just-created"), "%s", err_text);
+    cr_assert_eq(size_of(L"O4\\x"), 20, "same file: O4\\x is not B's");
+
+    /* Without -n and -u a copy this run made is not replaced. */
+    mkdir_rel(L"O5");
+    code = run(L"-q B\\x A\\X O5");
+    cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "will not overwrite just-created 'O5\\X' with 'A\\X'"), "%s",
+              err_text);
+    cr_assert_eq(size_of(L"O5\\x"), 20, "O5\\x is not B's");
+    /* ... nor by a directory, in cp's words. */
+    mkdir_rel(L"O6");
+    code = run(L"-q -r A\\x C\\x O6");
+    cr_assert_eq(code, 1, "exit %lu: %s", code, err_text);
+    cr_assert(strstr(err_text, "cannot overwrite non-directory 'O6\\x' with directory 'C\\x'"),
+              "%s", err_text);
+    cr_assert_eq(size_of(L"O6\\x"), 10, "O6\\x is not A's");
 }

@@ -160,17 +160,17 @@ struct seen {
 };
 
 /* Several operands into a directory: whether operand i (st: its stat) may go, as cp (and
- * afcp.c) decide. The same source named twice is copied once (a warning); a file whose name
- * an earlier operand took is refused ("will not overwrite just-created"): both would be in
- * flight at once, and the one renamed last would silently win. Two directories of one name
- * are merged (*merges). Names compare as NTFS compares them, without case. */
+ * afcp.c) decide. The same source named twice is copied once (a warning). Two directories of
+ * one name are merged (*merges). A file whose name an earlier operand has (*later) waits for
+ * the copies in flight, and is then judged by what is there (later_ok). Names compare as
+ * NTFS compares them, without case. */
 static int operand_ok(const struct plan *p, int i, const struct afs_stat *st,
-                      struct seen *seen, int *merges)
+                      struct seen *seen, int *merges, int *later)
 {
     const char *src = p->srcs[i];
     int err = 0;
     char *sfull = wafcp_full(src, &err);
-    *merges = 0;
+    *merges = *later = 0;
     if (!sfull)
         return 1; /* copy_operand reports it */
     const char *name = copy_name(src, sfull);
@@ -185,16 +185,69 @@ static int operand_ok(const struct plan *p, int i, const struct afs_stat *st,
                       seen[i].dir ? "directory" : "file", src);
             ok = 0;
         } else if (!seen[i].dir || !seen[j].dir) {
-            char *dpath = wafcp_join(p->dst, name);
-            afcp_note("will not overwrite just-created '%s' with '%s'", dpath, src);
-            afcp_fail();
-            free(dpath);
-            ok = 0;
+            *later = 1;
         } else {
             *merges = 1; /* two directories of one name: the later one's files win */
         }
     }
     free(sfull);
+    return ok;
+}
+
+/* The full path of the copy of operand src in the target directory, and in *show (when not
+ * NULL) that path as the user wrote it; malloc'd, NULL when src has no full path or no name
+ * (a root: copy_operand reports it). */
+static char *dest_in_dir(const struct plan *p, const char *src, char **show)
+{
+    int err = 0;
+    char *sfull = wafcp_full(src, &err), *dfull = NULL;
+    const char *name = sfull ? copy_name(src, sfull) : "";
+    if (*name) {
+        dfull = strcmp(name, ".") ? wafcp_join(p->dst_full, name) : afcp_xstrdup(p->dst_full);
+        if (show)
+            *show = wafcp_join(p->dst, name);
+    }
+    free(sfull);
+    return dfull;
+}
+
+/* Operand i (st: its stat), whose name an earlier operand has, once the earlier copies are
+ * done: a destination this run made (not what was there before the run, *before; mode 0:
+ * nothing) is not replaced, as cp refuses "just-created" ones, after its own checks of -n,
+ * the same file, -u and a directory against a non-directory (in check_dest's order, on the
+ * library's stat: volume and file index, the write time). An earlier operand that made
+ * nothing there (skipped by -u or -n, or failed) leaves the usual rules. Returns whether
+ * the copy goes on. */
+static int later_ok(const struct plan *p, int i, const struct afs_stat *st,
+                    const struct afs_stat *before)
+{
+    const char *src = p->srcs[i];
+    char *dshow = NULL, *dfull = dest_in_dir(p, src, &dshow);
+    struct afs_stat d;
+    int ok = 1;
+    if (!dfull || wafcp_stat(dfull, 1, &d) < 0 ||
+        (before->mode && d.dev == before->dev && d.ino == before->ino))
+        goto out; /* not made by this run */
+    ok = 0;
+    if (afcp.o.noclobber)
+        goto out;
+    if (st->dev == d.dev && st->ino == d.ino) {
+        afcp_note("'%s' and '%s' are the same file", src, dshow);
+    } else if (afcp.o.update && !S_ISDIR(st->mode) &&
+               (st->mtime.sec < d.mtime.sec ||
+                (st->mtime.sec == d.mtime.sec && st->mtime.nsec <= d.mtime.nsec))) {
+        goto out; /* -u: a destination as new as the source (or newer) stays */
+    } else if (S_ISDIR(st->mode) && !S_ISDIR(d.mode)) {
+        afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dshow, src);
+    } else if (S_ISDIR(d.mode) && !S_ISDIR(st->mode)) {
+        afcp_note("cannot overwrite directory '%s' with non-directory", dshow);
+    } else {
+        afcp_note("will not overwrite just-created '%s' with '%s'", dshow, src);
+    }
+    afcp_fail();
+out:
+    free(dfull);
+    free(dshow);
     return ok;
 }
 
@@ -204,15 +257,25 @@ static void walk_operands(struct corio_task *t, void *arg)
 {
     const struct plan *p = arg;
     struct seen *seen = NULL;
+    struct afs_stat *before = NULL;
     if (wafcp_track_dests) {
         seen = calloc((size_t)p->nsrc, sizeof *seen);
-        if (!seen) {
+        before = calloc((size_t)p->nsrc, sizeof *before);
+        if (!seen || !before) {
             fputs("afcp: out of memory\n", stderr);
             exit(1);
         }
         struct afs_stat d;
         if (wafcp_stat(p->dst_full, 0, &d) == 0)
             wafcp_remember_dest(&d); /* the files of the operands go in there */
+        /* What each operand's destination is before the run (mode 0: nothing), not
+         * followed: a link there is the link. */
+        for (int i = 0; i < p->nsrc; i++) {
+            char *dfull = dest_in_dir(p, p->srcs[i], NULL);
+            if (!dfull || wafcp_stat(dfull, 1, &before[i]) < 0)
+                before[i].mode = 0;
+            free(dfull);
+        }
     }
     for (int i = 0; i < p->nsrc; i++) {
         /* The operand itself is followed (a link named on the command line is what it
@@ -227,16 +290,20 @@ static void walk_operands(struct corio_task *t, void *arg)
         }
         uint64_t vn = afcp_vnum();
         afcp_vtask(t, vn);
-        int merges = 0;
+        int merges = 0, later = 0;
         if (err < 0) {
             afcp_err(err, "cannot stat '%s'", p->srcs[i]);
             afcp_vend(vn);
-        } else if (!seen || operand_ok(p, i, &st, seen, &merges)) {
+        } else if (!seen || operand_ok(p, i, &st, seen, &merges, &later)) {
             /* Merged into a directory an earlier operand copies to: cp copies that one whole
-             * first, so the later operand's files replace its files, in order. */
-            if (merges)
+             * first, so the later operand's files replace its files, in order. A file whose
+             * name an earlier operand has is judged once that one is done. */
+            if (merges || later)
                 corio_wait(t);
-            copy_operand(t, p->srcs[i], &st, p, vn);
+            if (!later || later_ok(p, i, &st, &before[i]))
+                copy_operand(t, p->srcs[i], &st, p, vn);
+            else
+                afcp_vend(vn);
         } else {
             afcp_vend(vn);
         }
@@ -245,6 +312,7 @@ static void walk_operands(struct corio_task *t, void *arg)
     for (int i = 0; seen && i < p->nsrc; i++)
         free(seen[i].name);
     free(seen);
+    free(before);
 }
 
 static void root_task(struct corio_task *t, void *arg)
