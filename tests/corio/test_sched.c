@@ -1089,17 +1089,23 @@ static void deep_root(struct corio_task *t, void *arg)
     corio_wait(t);
 }
 
+/* t_sched on a new context, with the smallest stacks (16 KiB). */
+static void small_stack_sched(void)
+{
+    struct afs_config acfg;
+    afs_config_default(&acfg);
+    t_ctx = t_ctx_cfg(&acfg);
+    struct corio_config cfg;
+    corio_config_default(&cfg);
+    cfg.ctx = t_ctx;
+    cfg.stack_size = 16 * 1024;
+    cr_assert_eq(corio_sched_new(&t_sched, &cfg), 0);
+}
+
 T_CO(cancel_and_deadlines_reach_a_chain_of_tasks_thousands_deep)
 {
     for (int deadline = 0; deadline < 2; deadline++) {
-        struct afs_config acfg;
-        afs_config_default(&acfg);
-        t_ctx = t_ctx_cfg(&acfg);
-        struct corio_config cfg;
-        corio_config_default(&cfg);
-        cfg.ctx = t_ctx;
-        cfg.stack_size = 16 * 1024;
-        cr_assert_eq(corio_sched_new(&t_sched, &cfg), 0);
+        small_stack_sched();
         deep_ended = 0;
         cr_assert_eq(corio_sched_run(t_sched, deep_root, &deadline), 0);
         cr_assert_eq(deep_ended, DEEP_LEVELS, "%s ended %d of %d sleeps",
@@ -1131,14 +1137,7 @@ static void kept_root(struct corio_task *t, void *arg)
 
 T_CO(a_chain_of_kept_children_thousands_deep_is_freed_with_its_top)
 {
-    struct afs_config acfg;
-    afs_config_default(&acfg);
-    t_ctx = t_ctx_cfg(&acfg);
-    struct corio_config cfg;
-    corio_config_default(&cfg);
-    cfg.ctx = t_ctx;
-    cfg.stack_size = 16 * 1024;
-    cr_assert_eq(corio_sched_new(&t_sched, &cfg), 0);
+    small_stack_sched();
     for (int round = 0; round < 2; round++) { /* the second reuses the freed tasks */
         deep_ended = 0;
         cr_assert_eq(corio_sched_run(t_sched, kept_root, NULL), 0);
