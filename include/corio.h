@@ -150,7 +150,8 @@ AFS_API void corio_log(struct corio_task *t, const char *fmt, ...)
  * of t's scheduler, or from any thread while that scheduler does not run; from another
  * scheduler's thread it aborts (a task elsewhere is reached through its parent: structured
  * concurrency carries cancellations and deadlines across schedulers). A task that is done
- * is left as it is (corio_cancelled() stays 0 for it). */
+ * is left as it is: corio_cancel() of it sets nothing (corio_cancelled() stays 0 for it,
+ * until an ancestor is cancelled, as below). */
 AFS_API void corio_cancel(struct corio_task *t);
 /* Non-zero once t or an ancestor is cancelled. */
 AFS_API int  corio_cancelled(const struct corio_task *t);
