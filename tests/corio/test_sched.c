@@ -1033,6 +1033,32 @@ T_CO(cancel_and_deadline_end_sleeps_promptly)
     cr_assert_lt(corio_now() - t0, 5LL * 1000 * 1000 * 1000);
 }
 
+/* corio_cancel of a done task sets nothing; corio_cancelled() still follows its ancestors. */
+static void quick(struct corio_task *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+static void done_cancel_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    struct corio_task *c;
+    cr_assert_eq(corio_spawn(t, quick, NULL, &c), 0);
+    corio_wait(t);
+    cr_assert(corio_task_done(c));
+    corio_cancel(c);
+    cr_assert_eq(corio_cancelled(c), 0, "a done task cancelled");
+    corio_cancel(t);
+    cr_assert_neq(corio_cancelled(c), 0, "its parent is cancelled");
+}
+
+T_CO(cancelling_a_done_task_sets_nothing_but_its_parent_s_cancel_shows)
+{
+    new_sched(NULL, NULL, 0, 4096);
+    cr_assert_eq(corio_sched_run(t_sched, done_cancel_root, NULL), 0);
+}
+
 /* A sleep whose deadline passed before its own end returns -ETIMEDOUT even when the
  * scheduler fires the timer only after both passed (another task held the thread). */
 static void late_sleeper(struct corio_task *t, void *arg)
