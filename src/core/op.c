@@ -720,6 +720,17 @@ static bool at_known_end(const struct afs__op *o)
     return h >= 0 && o->off + o->done == (uint64_t)h;
 }
 
+/* Whether a read the kernel cut short ended at the end of the file: the end the library
+ * knows, or, on an O_DIRECT file, any place off the alignment (the kernel moves whole
+ * blocks but at the end; the rest could not be asked for there, and would be refused with
+ * -EINVAL once the file grew). */
+static bool at_end(const struct afs__op *o)
+{
+    const struct afs_file *f = o->file;
+    return at_known_end(o) ||
+           ((f->flags & AFS_DIRECT) && !aligned(o->off + o->done, f->dio_align ? f->dio_align : 512));
+}
+
 /* Whether the res bytes just added to op's done were less than the piece they were asked
  * for (the kernel stopped the transfer, rather than the library's piece size). */
 static bool cut_short(struct afs_op *op, size_t res)
@@ -931,13 +942,7 @@ bool afs__op_step(struct afs_ctx *ctx, struct afs_op *op, ssize_t res)
     o->done += (size_t)res;
     if (o->done >= o->total || (o->flags & AFS__OP_PARTIAL)) {
         afs__op_finished(ctx, op, (ssize_t)o->done);
-    } else if (is_read(o) && cut_short(op, (size_t)res) &&
-               (at_known_end(o) ||
-                ((o->file->flags & AFS_DIRECT) &&
-                 !aligned(o->off + o->done, o->file->dio_align ? o->file->dio_align : 512)))) {
-        /* (O_DIRECT: a read the kernel cut short off the alignment found the end of the
-         * file; the rest cannot be asked for there, and would be refused (-EINVAL) once
-         * the file grew.) */
+    } else if (is_read(o) && cut_short(op, (size_t)res) && at_end(o)) {
         o->eof |= AFS__OP_EOF_SKIP;
         afs__op_finished(ctx, op, (ssize_t)o->done);
     } else if (cancel) {
@@ -1082,10 +1087,7 @@ ssize_t afs__op_run_sync(struct afs_op *op)
             continue;
         if (o->flags & AFS__OP_PARTIAL)
             break;
-        if ((size_t)res < s.len &&
-            (at_known_end(o) ||
-             ((o->file->flags & AFS_DIRECT) &&
-              !aligned(o->off + o->done, o->file->dio_align ? o->file->dio_align : 512)))) {
+        if ((size_t)res < s.len && at_end(o)) {
             o->eof |= AFS__OP_EOF_SKIP;
             break;
         }

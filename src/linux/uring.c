@@ -1112,33 +1112,8 @@ static int uring_reg_buffers(struct afs_ctx *ctx, const struct iovec *iov, unsig
     return afs__ureg_buffers(&U(ctx)->reg, &U(ctx)->ring, iov, nr, why, why_len);
 }
 
-/* Ops staged in the SQ but not yet submitted name a registered buffer's index or a file's
- * slot, which the kernel looks up only when it takes the SQE: before the table goes (or is
- * made again, its indexes and slots then naming other buffers and files), those SQEs are
- * rewritten to name the buffer's address and the file's descriptor, as a plain op does. */
-static void unfix_staged(struct afs_ctx *ctx, bool bufs, bool files)
-{
-    struct io_uring_sq *sq = &U(ctx)->ring.sq;
-    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
-        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
-        if (sqe->user_data & 7u)
-            continue; /* not an op: a tag (see TAG_IGNORE) */
-        const struct afs__op *o = afs__op((struct afs_op *)(uintptr_t)sqe->user_data);
-        if (bufs && (sqe->opcode == IORING_OP_READ_FIXED || sqe->opcode == IORING_OP_WRITE_FIXED)) {
-            /* Made fixed only where the plain READ/WRITE exists (uring_prep). */
-            sqe->opcode = sqe->opcode == IORING_OP_READ_FIXED ? IORING_OP_READ : IORING_OP_WRITE;
-            sqe->buf_index = 0;
-        }
-        if (files && (sqe->flags & IOSQE_FIXED_FILE)) {
-            sqe->flags &= (uint8_t)~IOSQE_FIXED_FILE;
-            sqe->fd = o->file->fd;
-        }
-    }
-}
-
 static void uring_unreg_buffers(struct afs_ctx *ctx)
 {
-    unfix_staged(ctx, true, false);
     afs__ureg_unbuffers(&U(ctx)->reg, &U(ctx)->ring);
 }
 
@@ -1149,7 +1124,6 @@ static int uring_reg_files(struct afs_ctx *ctx, unsigned slots, char *why, size_
 
 static void uring_unreg_files(struct afs_ctx *ctx)
 {
-    unfix_staged(ctx, false, true);
     afs__ureg_unfiles(&U(ctx)->reg, &U(ctx)->ring, ctx);
 }
 

@@ -110,10 +110,34 @@ int afs__ureg_buffers(struct afs__ureg *r, struct io_uring *ring, const struct i
     return 1;
 }
 
+/* Ops staged in the SQ but not yet submitted name a registered buffer's index or a file's
+ * slot, which the kernel looks up only when it takes the SQE: before the table goes (or is
+ * made again, its indexes and slots then naming other buffers and files), those SQEs are
+ * rewritten to name the buffer's address and the file's descriptor, as a plain op does. */
+static void unfix_staged(struct io_uring *ring, bool bufs, bool files)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & *sq->kring_mask];
+        if (URING_NOT_OP(sqe->user_data))
+            continue;
+        if (bufs && (sqe->opcode == IORING_OP_READ_FIXED || sqe->opcode == IORING_OP_WRITE_FIXED)) {
+            /* Made fixed only where the plain READ/WRITE exists (uring.c's prep). */
+            sqe->opcode = sqe->opcode == IORING_OP_READ_FIXED ? IORING_OP_READ : IORING_OP_WRITE;
+            sqe->buf_index = 0;
+        }
+        if (files && (sqe->flags & IOSQE_FIXED_FILE)) {
+            sqe->flags &= (uint8_t)~IOSQE_FIXED_FILE;
+            sqe->fd = afs__op((struct afs_op *)(uintptr_t)sqe->user_data)->file->fd;
+        }
+    }
+}
+
 void afs__ureg_unbuffers(struct afs__ureg *r, struct io_uring *ring)
 {
     if (!r->ranges)
         return;
+    unfix_staged(ring, true, false);
     /* Ops in flight hold the kernel's reference to the pages they use (5.13+: the buffers
      * are freed when the last one completes; before that the call waits for them). */
     (void)io_uring_unregister_buffers(ring);
@@ -164,6 +188,7 @@ void afs__ureg_unfiles(struct afs__ureg *r, struct io_uring *ring, struct afs_ct
 {
     if (!r->free_slots)
         return;
+    unfix_staged(ring, false, true);
     (void)io_uring_unregister_files(ring);
     for (struct afs_list_node *n = ctx->files.first; n; n = n->next)
         AFS_LIST_ITEM(n, struct afs_file, node)->reg_slot = 0;
