@@ -273,9 +273,7 @@ static int later_ok(const struct plan *p, int i, const struct stat *before)
         goto out;
     if (s.st_dev == d.st_dev && s.st_ino == d.st_ino) {
         afcp_note("'%s' and '%s' are the same file", src, dpath);
-    } else if (afcp.o.update && !S_ISDIR(s.st_mode) &&
-               (s.st_mtim.tv_sec < d.st_mtim.tv_sec ||
-                (s.st_mtim.tv_sec == d.st_mtim.tv_sec && s.st_mtim.tv_nsec <= d.st_mtim.tv_nsec))) {
+    } else if (afcp.o.update && !S_ISDIR(s.st_mode) && afcp_not_older(&d, &s)) {
         goto out;
     } else if (S_ISDIR(s.st_mode) && !S_ISDIR(d.st_mode)) {
         afcp_note("cannot overwrite non-directory '%s' with directory '%s'", dpath, src);

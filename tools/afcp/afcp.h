@@ -197,6 +197,15 @@ static inline uint64_t afcp_get(const uint64_t *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 /* The exit status becomes 1 (something failed), from any thread. */
+/* -u: whether a destination last modified at dst is as new as a source at src, or newer
+ * (cp then leaves it). */
+static inline int afcp_not_older(const struct stat *dst, const struct stat *src)
+{
+    return src->st_mtim.tv_sec < dst->st_mtim.tv_sec ||
+           (src->st_mtim.tv_sec == dst->st_mtim.tv_sec &&
+            src->st_mtim.tv_nsec <= dst->st_mtim.tv_nsec);
+}
+
 static inline void afcp_fail(void)
 {
     __atomic_store_n(&afcp.status, 1, __ATOMIC_RELAXED);

@@ -372,9 +372,7 @@ int afcp_check_dest(struct afcp_dir *dd, const char *dname, struct afcp_dir *sd,
         struct stat upd = dst;
         int looked = !S_ISLNK(dst.st_mode) || kind != AFCP_DEST_FILE ||
                      afcp_stat(dd->dfd, dname, 0, &upd) == 0;
-        if (looked && (sst->st_mtim.tv_sec < upd.st_mtim.tv_sec ||
-                       (sst->st_mtim.tv_sec == upd.st_mtim.tv_sec &&
-                        sst->st_mtim.tv_nsec <= upd.st_mtim.tv_nsec)))
+        if (looked && afcp_not_older(&upd, sst))
             return 2;
     }
     if (src_is_dir) {
