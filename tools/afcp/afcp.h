@@ -197,19 +197,21 @@ static inline uint64_t afcp_get(const uint64_t *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 /* The exit status becomes 1 (something failed), from any thread. */
+static inline void afcp_fail(void)
+{
+    __atomic_store_n(&afcp.status, 1, __ATOMIC_RELAXED);
+}
+
+#ifndef _WIN32
 /* -u: whether a destination last modified at dst is as new as a source at src, or newer
- * (cp then leaves it). */
+ * (cp then leaves it). Windows compares its own times (win_afcp.c). */
 static inline int afcp_not_older(const struct stat *dst, const struct stat *src)
 {
     return src->st_mtim.tv_sec < dst->st_mtim.tv_sec ||
            (src->st_mtim.tv_sec == dst->st_mtim.tv_sec &&
             src->st_mtim.tv_nsec <= dst->st_mtim.tv_nsec);
 }
-
-static inline void afcp_fail(void)
-{
-    __atomic_store_n(&afcp.status, 1, __ATOMIC_RELAXED);
-}
+#endif
 
 /* Messages, cp style: "afcp: <what> '<path>': <strerror>". They clear the progress bar, and
  * each is written whole (the stream is locked), whatever thread prints it. The
