@@ -388,8 +388,23 @@ static afs__mutex live_mu = AFS__MUTEX_INITIALIZER;
 static uintptr_t *live_tags;
 static size_t     live_n, live_cap;
 
+#if !defined(_WIN32)
+/* fork(): the child must find live_mu free, whatever another thread of the parent was doing
+ * (making or freeing a context); the parent's tags it inherits name nothing it will use. */
+static void live_fork_prepare(void) { afs__mutex_lock(&live_mu); }
+static void live_fork_release(void) { afs__mutex_unlock(&live_mu); }
+static pthread_once_t live_fork_once = PTHREAD_ONCE_INIT;
+static void live_fork_register(void)
+{
+    (void)pthread_atfork(live_fork_prepare, live_fork_release, live_fork_release);
+}
+#endif
+
 static bool live_add(uintptr_t tag)
 {
+#if !defined(_WIN32)
+    pthread_once(&live_fork_once, live_fork_register);
+#endif
     afs__mutex_lock(&live_mu);
     if (live_n == live_cap) {
         size_t cap = live_cap ? live_cap * 2 : 16;

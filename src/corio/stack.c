@@ -195,9 +195,24 @@ static struct {
     size_t                     free_cap;
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+#if !defined(_WIN32)
+/* fork(): the child must find the registry's lock free, whatever another thread of the
+ * parent was doing with it. */
+static void reg_fork_prepare(void) { pthread_mutex_lock(&reg.lock); }
+static void reg_fork_release(void) { pthread_mutex_unlock(&reg.lock); }
+static pthread_once_t reg_fork_once = PTHREAD_ONCE_INIT;
+static void reg_fork_register(void)
+{
+    (void)pthread_atfork(reg_fork_prepare, reg_fork_release, reg_fork_release);
+}
+#endif
+
 static size_t reg_add(uintptr_t start, uintptr_t end, size_t stack_size)
 {
     size_t slot = CORIO__NO_SLOT;
+#if !defined(_WIN32)
+    pthread_once(&reg_fork_once, reg_fork_register);
+#endif
     pthread_mutex_lock(&reg.lock);
     if (reg.free_len > 0) {
         slot = reg.free_slots[--reg.free_len];
