@@ -84,11 +84,11 @@ static void pool_thread(void *arg)
             continue;
         }
         jp->state = JOB_FINISHED;
-        afs__mutex_unlock(&p->mu);
         b->result = res;
-        /* From here the waiter may free b once the future is delivered. */
+        /* Under mu, so that corio_go finds the job on a list or its completion in the
+         * inbox, never between the two. From here the waiter may free b once the future is
+         * delivered. */
         corio_future_complete(&b->done, res, NULL);
-        afs__mutex_lock(&p->mu);
     }
     afs__mutex_unlock(&p->mu);
 }
@@ -125,16 +125,18 @@ void corio__blocking_free(struct corio_sched *s)
     s->blocking = NULL;
 }
 
-/* Is b a job no thread has finished yet? Found by address on the pool's lists: b's own bytes
- * may be anything (a job needs no initialising). */
-static bool in_flight(struct corio__blocking *p, const struct corio_blocking *b)
+/* Is b a job whose result s has not taken yet: queued, running, or its completion still in
+ * s's inbox? Found by address (b's own bytes may be anything: a job needs no initialising).
+ * Called under p->mu, which a pool thread holds until the completion is posted. */
+static bool in_flight(struct corio_sched *s, struct corio__blocking *p,
+                      const struct corio_blocking *b)
 {
     const struct afs_list *lists[] = {&p->jobs, &p->running};
     for (size_t i = 0; i < 2; i++)
         for (const struct afs_list_node *n = lists[i]->first; n; n = n->next)
             if (n == &((const struct job_priv *)(const void *)b->private_)->node)
                 return true;
-    return false;
+    return corio__inbox_holds(s, (const struct corio__msg *)(const void *)b->done.msg.private_);
 }
 
 int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *fn, void *arg)
@@ -146,10 +148,11 @@ int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *
     int err = pool_get(s, &p);
     if (err == 0) {
         afs__mutex_lock(&p->mu);
-        bool busy = in_flight(p, b);
+        bool busy = in_flight(s, p, b);
         afs__mutex_unlock(&p->mu);
         if (busy)
-            afs__panic("corio_go", "the job is still queued or running (wait for it first)");
+            afs__panic("corio_go", "the job is still queued or running, or its result not "
+                                   "taken yet (wait for it first)");
     }
     memset(b, 0, sizeof *b);
     corio_future_init_external(&b->done, s);

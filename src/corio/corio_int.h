@@ -208,6 +208,8 @@ void corio__inbox_post(struct corio_sched *s, struct corio__msg *m);
 /* Any thread: sets *flag under the inbox's lock; false when it was already set (a one-time
  * claim, such as completing an external future). */
 bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag);
+/* Any thread: whether m waits in s's inbox (posted, not yet delivered). */
+bool corio__inbox_holds(struct corio_sched *s, const struct corio__msg *m);
 /* The scheduler's thread: delivers every message, in the order posted, then starts the
  * spawns that came. */
 void corio__inbox_deliver(struct corio_sched *s);

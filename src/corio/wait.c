@@ -234,6 +234,16 @@ void corio__inbox_wait_posters(struct corio_sched *s)
         afs__cpu_relax();
 }
 
+bool corio__inbox_holds(struct corio_sched *s, const struct corio__msg *m)
+{
+    bool found = false;
+    afs__mutex_lock(&s->inbox.mu);
+    for (const struct afs_list_node *n = s->inbox.msgs.first; n && !found; n = n->next)
+        found = n == &m->node;
+    afs__mutex_unlock(&s->inbox.mu);
+    return found;
+}
+
 bool corio__inbox_claim(struct corio_sched *s, unsigned char *flag)
 {
     afs__mutex_lock(&s->inbox.mu);

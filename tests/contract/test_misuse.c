@@ -628,6 +628,36 @@ T_ABORT(corio_go_on_a_job_in_flight_aborts)
     go_busy();
 }
 
+static int m_quick_job(void *arg)
+{
+    (void)arg;
+    return 4;
+}
+
+/* The job has ended on its thread, but its result still waits in the scheduler's inbox: the
+ * task holds the thread (no resume phase runs) until the pool is done with it. */
+static void go_undelivered_root(struct corio_task *t, void *arg)
+{
+    (void)arg;
+    static struct corio_blocking b;
+    M_REQ(corio_go(t, &b, m_quick_job, NULL) == 0);
+    usleep(200 * 1000);
+    corio_go(t, &b, m_quick_job, NULL); /* its result not taken yet */
+}
+
+static void go_undelivered(void)
+{
+    m_cleanup();
+    corio_run(go_undelivered_root, NULL);
+}
+
+T_ABORT(corio_go_on_a_job_whose_result_is_not_taken_yet_aborts)
+{
+    m_need_ctx();
+    expect_abort(go_undelivered, "corio_go", "still queued or running");
+    go_undelivered();
+}
+
 static int m_job_run(struct corio_task *t, struct corio_job_task *jt)
 {
     (void)t;
