@@ -61,6 +61,7 @@ static void main_task(struct corio_task *t, void *arg)
     int r;
     while ((r = corio_gen_next(t, &chained, &v)) == 1)
         printf("got line: %s\n", ((struct corio_line *)v)->data);
+    corio_gen_close(t, &chained); /* it closes g1 and g2 */
     if (r < 0) {
         fprintf(stderr, "error: %s\n", afs_strerror(r));
         *rc = 1;

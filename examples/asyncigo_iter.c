@@ -72,6 +72,7 @@ static void main_task(struct corio_task *t, void *arg)
     int r;
     while ((r = corio_gen_next(t, &it, &len)) == 1)
         printf("%zu\n", (size_t)(uintptr_t)len);
+    corio_gen_close(t, &it);
     if (r < 0) {
         fprintf(stderr, "error: %s (%s)\n", afs_strerror(r),
                 corio_net_error() ? corio_net_error() : "");

@@ -374,10 +374,12 @@ AFS_API int  corio_spawn_future(struct corio_task *parent, corio_task_fn *fn, vo
  * Early exit: the consumer stops with corio_gen_close() (the producer is cancelled: its
  * yield and blocking calls return -ECANCELED; close returns once the producer task is done,
  * so buffers in the consumer's frame are safe to release). The producer stops by returning:
- * next then returns 0 (end) or the producer's negative return (error). The consumer must
- * call corio_gen_close() unless corio_gen_next() returned <= 0 (else the producer stays
- * blocked in its yield and the consumer's task never ends). The generator is caller-owned
- * and must stay valid until then.
+ * next then returns 0 (end) or the producer's negative return (error). The consumer calls
+ * corio_gen_close() before g goes, whatever corio_gen_next() returned (once the producer
+ * ended it returns at once): a -ECANCELED or -ETIMEDOUT may be the consumer's own
+ * interruption with the producer still running and using g (and a producer left in its
+ * yield keeps the consumer's task from ending). The generator is caller-owned and must stay
+ * valid until corio_gen_close() returned.
  * ---------------------------------------------------------------------------------------- */
 
 struct corio_gen;
@@ -516,7 +518,7 @@ struct corio_blocking {
 
 /* Starts fn(arg) on a pool thread for task t. b is caller-owned, needs no initialising, and
  * must stay valid until corio_blocking_wait() returned (or b->done is done); a b whose job is
- * still queued or running given again aborts. Returns 0, or -ENOMEM / the error of starting
+ * still queued or running, or whose result has not reached b->done yet, given again aborts. Returns 0, or -ENOMEM / the error of starting
  * a thread when there is none (b->done is then completed with it). */
 AFS_API int corio_go(struct corio_task *t, struct corio_blocking *b, corio_blocking_fn *fn,
                      void *arg);
