@@ -25,6 +25,7 @@ struct pool_slot {
     struct afs__pool *pool;
     afs__thread       th;
     int64_t           since; /* under mu: when its op started, 0 while it has none */
+    bool              made_up; /* under mu: a worker was started for it in this op */
     int               state; /* under mu: SLOT_* */
 };
 
@@ -87,6 +88,7 @@ static void worker(void *arg)
 
         afs__mutex_lock(&p->mu);
         me->since = 0;
+        me->made_up = false;
         op->result = res;
         *pool_state(op) = POOL_FINISHED;
         afs__list_push(&p->finished, op);
@@ -111,6 +113,7 @@ static int start_worker(struct afs__pool *p)
     struct pool_slot *sl = &p->slots[i];
     sl->pool = p;
     sl->since = 0;
+    sl->made_up = false;
     sl->state = SLOT_LIVE;
     int err = afs__thread_start(&sl->th, worker, sl);
     if (err < 0) {
@@ -138,21 +141,25 @@ static void join_ended(struct afs__pool *p)
     }
 }
 
-/* Under mu: one worker more for each worker blocked in its op, for the ops that wait. */
+/* Under mu: one worker more for each worker blocked in its op, for the ops that wait. A
+ * blocked worker is made up for once per op, not again at each look while it stays blocked. */
 static void grow(struct afs__pool *p)
 {
     if (p->todo.len <= p->idle)
         return;
-    unsigned want = p->todo.len - p->idle, blocked = 0;
+    unsigned want = p->todo.len - p->idle;
     int64_t now = afs__now_ns();
-    for (unsigned i = 0; i < p->max; i++) {
-        const struct pool_slot *sl = &p->slots[i];
-        blocked += sl->state == SLOT_LIVE && sl->since && now - sl->since >= POOL_BLOCKED_NS;
-    }
-    if (want > blocked)
-        want = blocked;
-    while (want-- && p->nthreads < p->max && start_worker(p) == 0)
+    for (unsigned i = 0; i < p->max && want && p->nthreads < p->max; i++) {
+        struct pool_slot *sl = &p->slots[i];
+        if (sl->state != SLOT_LIVE || !sl->since || sl->made_up ||
+            now - sl->since < POOL_BLOCKED_NS)
+            continue;
+        if (start_worker(p) < 0)
+            break;
+        sl->made_up = true;
+        want--;
         afs__cond_signal(&p->cv);
+    }
 }
 
 static void watcher(void *arg)
