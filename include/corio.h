@@ -207,7 +207,9 @@ AFS_API void corio_wg_done(struct corio_wg *wg);
 AFS_API int  corio_wg_wait(struct corio_task *t, struct corio_wg *wg);
 
 /* An error group: members are children of the group's task; the first non-zero result
- * cancels the other members. */
+ * cancels the other members. The group is caller-owned: its members write to it until they
+ * end, so it must stay valid until corio_group_wait() returned (a group in a task's frame is
+ * waited for before that task returns). */
 struct corio_group {
     struct corio_task   *task;
     int                  err;
