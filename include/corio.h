@@ -777,7 +777,9 @@ struct corio_job {
     /* Set by the job; read them after the job is done. */
     struct corio_future    done;   /* completed with the job's result */
     int                    err;    /* the first failure, 0 if none */
-    struct corio_job_task *failed; /* the task that failed; NULL: timeout or corio_job_cancel */
+    struct corio_job_task *failed; /* the task that failed; NULL: the job's timeout,
+                                      corio_job_cancel, or a cancel or deadline that reached
+                                      the job from the task that started it */
     int                    fin_err;/* the first finalizer failure, 0 if none */
     /* Private. */
     struct corio_job_task *oneshot, *tasks, *tasks_tail, *inited;
@@ -810,7 +812,7 @@ AFS_API int  corio_job_run(struct corio_task *t, struct corio_job *j);
 AFS_API void corio_job_cancel(struct corio_job *j, int err);
 /* Reports progress of the job task jt (from its callbacks): resets its idle timeout. */
 AFS_API void corio_job_progress(struct corio_job_task *jt);
-/* The job's error and, in *who, the task that failed (NULL: timeout or explicit cancel). */
+/* The job's error and, in *who, the task that failed (NULL: as for j->failed). */
 AFS_API int  corio_job_error(const struct corio_job *j, struct corio_job_task **who);
 
 /* ------------------------------------------------------------------------------------------

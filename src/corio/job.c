@@ -132,9 +132,9 @@ static void jtask_entry(struct corio_task *t, void *arg)
         corio_cancel(j->runner);
     } else if (r < 0) {
         jt->result = r;
-        /* -ETIMEDOUT past the job's deadline is the job timeout, not this task's. */
-        bool job_timeout = r == -ETIMEDOUT && j->deadline && corio_now() >= j->deadline;
-        job_fail(j, job_timeout ? NULL : jt, r);
+        /* The runner's own interruption (the job's timeout, a cancel or deadline of the task
+         * that started it) is the job's failure, not this task's. */
+        job_fail(j, corio__interrupted(j->runner) == r ? NULL : jt, r);
     }
     corio_wait(t);
     jt->task = NULL;

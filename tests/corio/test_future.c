@@ -1488,6 +1488,7 @@ T_F(job_cancelled_from_outside_runs_finalizers)
     job_case_add(&c, 2, 0);
     cr_assert_eq(frun(job_outer_cancel, &c), 0);
     cr_assert_eq(c.res, -ECANCELED);
+    cr_assert_null(c.j.failed, "the cancel came from outside the job, not from a task");
     cr_assert_eq(c.log.fin_count[0] + c.log.fin_count[1], 2);
 }
 
