@@ -607,6 +607,9 @@ struct afs__ready;
 bool afs__sock_ready(const struct afs_ctx *ctx);
 /* Runs op (owner thread, op in flight) at once, parking it when it would wait. */
 void afs__ready_submit(struct afs_ctx *ctx, struct afs_op *op);
+/* After a shutdown of f (SHUT_*): its sends waiting for room are tried again, as a shutdown
+ * of the sending side ends them with -EPIPE (an AF_UNIX socket signals no readiness for it). */
+void afs__ready_shut(struct afs_ctx *ctx, struct afs_file *f, int how);
 /* Completes a parked op with -ECANCELED (or the bytes a send moved). */
 void afs__ready_cancel(struct afs_ctx *ctx, struct afs_op *op);
 /* Cancels every op parked on f and stops watching f (before its descriptor closes). */

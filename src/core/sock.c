@@ -163,7 +163,10 @@ static ssize_t sock_blocking(struct afs_file *f, struct sock_args a)
         return 0; /* zero-length: nothing to run, no callback (an empty datagram is sent) */
     /* A shutdown never waits: outside a task it is made here; in one it joins the batch. */
     bool now = a.code == AFS__SHUTDOWN && !in_task(f->ctx);
-    return afs__blocking_run(&op, &ow, now);
+    ssize_t r = afs__blocking_run(&op, &ow, now);
+    if (now && r == 0 && f->ctx->ready)
+        afs__ready_shut(f->ctx, f, a.how);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -265,6 +265,8 @@ static bool attempt(struct afs_ctx *ctx, struct afs_op *op)
     }
 }
 
+static void serve(struct afs_ctx *ctx, struct afs_file *f, int dir);
+
 void afs__ready_submit(struct afs_ctx *ctx, struct afs_op *op)
 {
     struct afs__op *o = afs__op(op);
@@ -274,12 +276,26 @@ void afs__ready_submit(struct afs_ctx *ctx, struct afs_op *op)
         return;
     }
     int dir = side(o);
-    if (o->code != AFS__SHUTDOWN && o->file->rdy.q[dir].len) {
+    if (o->code == AFS__SHUTDOWN) {
+        struct afs_file *f = o->file;
+        int how = o->sock.how;
+        if (!attempt(ctx, op)) /* a shutdown never waits */
+            park(ctx, op, dir);
+        afs__ready_shut(ctx, f, how);
+        return;
+    }
+    if (o->file->rdy.q[dir].len) {
         park(ctx, op, dir); /* behind the ops already waiting: keep their order */
         return;
     }
     if (!attempt(ctx, op))
         park(ctx, op, dir);
+}
+
+void afs__ready_shut(struct afs_ctx *ctx, struct afs_file *f, int how)
+{
+    if (how != SHUT_RD && f->rdy.q[1].len)
+        serve(ctx, f, 1);
 }
 
 /* Runs the parked ops of one side of f in order until one would wait. */

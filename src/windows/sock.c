@@ -436,6 +436,7 @@ struct wop {
     DWORD      flags;
     bool       posted; /* a completion packet will come */
     bool       recancel; /* on the engine's rc list */
+    bool       shut;     /* posted send overtaken by a shutdown: its abort is -EPIPE */
 };
 _Static_assert(sizeof(struct wop) <= sizeof(((struct afs__op *)0)->be),
                "a socket op's state must fit in the op's backend words");
@@ -746,9 +747,13 @@ void afs__ready_submit(struct afs_ctx *ctx, struct afs_op *op)
     }
     if (o->code == AFS__SHUTDOWN) {
         /* Never waits, and goes before what is queued (as shutdown(2) would). */
+        struct afs_file *f = o->file;
+        int how = o->sock.how;
         ssize_t res;
         post(op, &res);
         afs__op_finished(ctx, op, res);
+        if (res == 0)
+            afs__ready_shut(ctx, f, how);
         return;
     }
     int dir = side(o);
@@ -817,6 +822,8 @@ void afs__win_sock_packet(struct afs_ctx *ctx, OVERLAPPED_ENTRY *e)
     W(op)->posted = false;
     ctx->ready->posted--;
     ssize_t res = result(op);
+    if (W(op)->shut && res == -ECANCELED && !(o->flags & AFS__OP_CANCEL))
+        res = -EPIPE;
     int dir = side(o);
     afs__list_remove(&f->rdy.q[dir], op);
     if (afs__op_step(ctx, op, res)) {
@@ -844,6 +851,23 @@ static void cancel_one(struct afs_ctx *ctx, struct afs_op *op)
 void afs__ready_cancel(struct afs_ctx *ctx, struct afs_op *op)
 {
     cancel_one(ctx, op);
+}
+
+/* Winsock lets a send posted before shutdown(SD_SEND) go on waiting for room: the shutdown
+ * overtakes it (asyncfs.h), its abort reported as -EPIPE. The sends queued behind it fail
+ * with WSAESHUTDOWN (-EPIPE) as they are posted. */
+void afs__ready_shut(struct afs_ctx *ctx, struct afs_file *f, int how)
+{
+    struct afs_list_node *n = f->rdy.q[1].l.first;
+    if (how == SHUT_RD || !n)
+        return;
+    struct afs__op *o = AFS_LIST_ITEM(n, struct afs__op, node);
+    struct afs_op *op = (struct afs_op *)(void *)((char *)o - offsetof(struct afs_op, private_));
+    if (!W(op)->posted || o->code == AFS__CONNECT)
+        return;
+    W(op)->shut = true;
+    if (!CancelIoEx(f->fd, &W(op)->ov) && GetLastError() == ERROR_NOT_FOUND)
+        recancel_add(ctx->ready, op);
 }
 
 void afs__ready_forget(struct afs_ctx *ctx, struct afs_file *f)

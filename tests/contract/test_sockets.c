@@ -547,6 +547,63 @@ T_SOCK_ALL(half_close)
     cr_assert_eq(afs_close(s), 0);
 }
 
+/* asyncfs.h: a shutdown of the sending side overtakes a send still waiting for room, which
+ * fails with -EPIPE, on a socketpair (where the kernel signals no readiness for it) as over
+ * TCP. */
+static ssize_t shut_res;
+static int     shut_done;
+static void shut_cb(struct afs_op *op)
+{
+    shut_res = op->result;
+    shut_done = 1;
+}
+
+static void shut_op_cb(struct afs_op *op)
+{
+    cr_assert_eq(op->result, 0, "afs_queue_shutdown: %zd", op->result);
+}
+
+/* queued: the shutdown as an op (the path a task's afs_shutdown takes), else inline. */
+static void send_overtaken(struct afs_ctx *ctx, struct afs_file *c, bool queued)
+{
+    static char big[8 << 20];
+    struct afs_op op;
+    shut_done = 0;
+    cr_assert_eq(afs_queue_send(&op, c, big, sizeof big, 0, shut_cb, NULL), 0);
+    afs_ctx_submit(ctx);
+    afs_ctx_wait(ctx, 0, 50 * 1000 * 1000); /* the peer reads nothing: the send fills up */
+    cr_assert_eq(shut_done, 0, "an 8 MiB send to a peer that reads nothing ended: %zd",
+                 shut_res);
+    struct afs_op shut;
+    if (queued) {
+        cr_assert_eq(afs_queue_shutdown(&shut, c, SHUT_WR, shut_op_cb, NULL), 0);
+        afs_ctx_submit(ctx);
+    } else {
+        cr_assert_eq(afs_shutdown(c, SHUT_WR), 0);
+    }
+    for (int i = 0; i < 100 && !shut_done; i++)
+        afs_ctx_wait(ctx, 1, 100 * 1000 * 1000);
+    cr_assert(shut_done, "the send still waits 10 s after the shutdown");
+    cr_assert_eq(shut_res, -EPIPE, "the overtaken send: %zd", shut_res);
+}
+
+T_SOCK_ALL(a_shutdown_overtakes_a_send_waiting_for_room)
+{
+    struct afs_ctx *ctx = t_new_ctx();
+    for (int queued = 0; queued < 2; queued++) {
+        struct afs_file *p[2];
+        cr_assert_eq(afs_socketpair(ctx, AF_UNIX, SOCK_STREAM, 0, p), 0);
+        send_overtaken(ctx, p[0], queued);
+        cr_assert_eq(afs_close(p[0]), 0);
+        cr_assert_eq(afs_close(p[1]), 0);
+        struct afs_file *c, *s;
+        tcp_pair(ctx, &c, &s);
+        send_overtaken(ctx, c, queued);
+        cr_assert_eq(afs_close(c), 0);
+        cr_assert_eq(afs_close(s), 0);
+    }
+}
+
 #ifndef _WIN32 /* no SIGPIPE on Windows */
 /* A peer that has gone: -EPIPE, and the process lives (SIGPIPE has its default action, which
  * kills). Sockets through afs_send and afs_write, a pipe through afs_write. */
