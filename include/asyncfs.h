@@ -455,8 +455,9 @@ enum afs_mode { AFS_MODE_SYNC = 1, AFS_MODE_ASYNC = 2 };
  * trace_pipe) or takes no pwrite (/proc's seq_file files, which stdio writes with write(2);
  * looked for on file systems without a device). They are read and written at the descriptor's own position, on every
  * backend: the position API (afs_read/afs_write) and streams move every byte once, in order.
- * afs_read on them waits, like fread, until `len` bytes came or the writer closed its end;
- * a stream's afs_fread hands out what has arrived as soon as the request is filled. The
+ * afs_read on them waits, like fread, until `len` bytes came or the writer closed its end
+ * (on a socket of messages, datagram or seqpacket, it takes one message, as read(2): a
+ * longer one is cut to `len`); a stream's afs_fread hands out what has arrived as soon as the request is filled. The
  * positional calls (afs_pread, afs_pwrite, their vector forms, the afs_queue_read/write
  * family) and afs_seek return -ESPIPE on them, and afs_tell gives the bytes moved so far.
  * A read or write of them that is cancelled (a corio deadline) after it moved some bytes

@@ -162,6 +162,8 @@ static inline int setup_finish(struct afs_op *op, struct afs_file *f, enum afs__
     o->len = len;
     o->total = total;
     o->code = (uint8_t)code;
+    if (code == AFS__READ && f->dgram)
+        o->flags |= AFS__OP_PARTIAL; /* a socket of messages: one a read, as read(2) */
     if (a) {
         o->fsync_flags = (uint8_t)a->fsync_flags;
         o->arg = (uint8_t)arg;

@@ -504,6 +504,13 @@ T_SOCK_ALL(messages_keep_their_bounds)
         cr_assert(memcmp(buf, "cde", 3) == 0);
         ssize_t r = recv(T_FD(p[1]), buf, sizeof buf, MSG_DONTWAIT);
         cr_assert_eq(r, 0, "no empty message came: %zd (%s)", r, r < 0 ? strerror(errno) : "");
+        /* afs_read takes one message too, as read(2) (it waited for len bytes). */
+        cr_assert_eq(afs_write(p[0], "fg", 2), 2);
+        cr_assert_eq(afs_write(p[0], "hij", 3), 3);
+        cr_assert_eq(afs_read(p[1], buf, sizeof buf), 2, "type %d", types[i]);
+        cr_assert(memcmp(buf, "fg", 2) == 0);
+        cr_assert_eq(afs_read(p[1], buf, 2), 2, "a longer message is cut to the buffer");
+        cr_assert(memcmp(buf, "hi", 2) == 0);
         /* Made by the library's own socket calls too. */
         cr_assert_eq(afs_close(p[0]), 0);
         cr_assert_eq(afs_close(p[1]), 0);
