@@ -48,6 +48,7 @@ struct resolve_job {
     int                   gai;
     int                   gai_errno;
     int                   passive;
+    bool                  numeric; /* only numbers asked: no name service, never waits */
     char                 *host; /* NULL: any address (listen) */
     char                 *port;
 };
@@ -72,10 +73,11 @@ static int resolve_fn(void *arg)
      * only address. Names with it: no AAAA answers for a family the host cannot reach. */
     int (*gai)(const char *, const char *, const struct addrinfo *, struct addrinfo **) =
         afs__sys.getaddrinfo ? afs__sys.getaddrinfo : getaddrinfo;
-    hints.ai_flags = passive | (j->host ? AI_NUMERICHOST : 0);
+    hints.ai_flags = passive | (j->host ? AI_NUMERICHOST : 0) |
+                     (j->numeric ? AI_NUMERICSERV : 0);
     errno = 0;
     j->gai = gai(j->host, j->port, &hints, &j->res);
-    if (j->host && j->gai == EAI_NONAME) {
+    if (j->host && j->gai == EAI_NONAME && !j->numeric) {
         hints.ai_flags = passive | AI_ADDRCONFIG;
         errno = 0;
         j->gai = gai(j->host, j->port, &hints, &j->res);
@@ -84,13 +86,19 @@ static int resolve_fn(void *arg)
     return 0;
 }
 
-static void resolve_release(struct corio_blocking *b)
+static void resolve_free_res(struct resolve_job *j)
 {
-    struct resolve_job *j = (struct resolve_job *)(void *)b;
     if (j->res && afs__sys.freeaddrinfo)
         afs__sys.freeaddrinfo(j->res);
     else if (j->res)
         freeaddrinfo(j->res);
+    j->res = NULL;
+}
+
+static void resolve_release(struct corio_blocking *b)
+{
+    struct resolve_job *j = (struct resolve_job *)(void *)b;
+    resolve_free_res(j);
     free(j->host);
     free(j->port);
     free(j);
@@ -157,6 +165,17 @@ static int resolve(struct corio_task *t, const char *host, const char *port, int
         resolve_release(&j->b);
         return -ENOMEM;
     }
+    /* Numbers (an address or none, and a port) resolve here: getaddrinfo asks no service
+     * for them. Anything else, or a failure, goes to a pool thread. */
+    j->numeric = true;
+    resolve_fn(j);
+    if (j->gai == 0) {
+        *out = j;
+        return 0;
+    }
+    j->numeric = false;
+    j->gai = j->gai_errno = 0;
+    resolve_free_res(j);
     int err = corio_go(t, &j->b, resolve_fn, j);
     if (err < 0) {
         resolve_release(&j->b);

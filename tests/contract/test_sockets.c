@@ -1224,6 +1224,52 @@ T_SOCK(dial_first_of_two_addresses_refused)
     cr_assert_eq(d.err, -ECONNREFUSED, "%s", afs_strerror(d.err));
     cr_assert_null(d.f);
 }
+
+/* corio.h: numeric addresses resolve at once (on the scheduler's thread); names on a pool
+ * thread, so that the scheduler never waits for the name service. */
+static pthread_t gai_sched_thread;
+static int       gai_on_sched, gai_elsewhere;
+
+static int gai_where(const char *host, const char *serv, const struct addrinfo *hints,
+                     struct addrinfo **res)
+{
+    if (pthread_equal(pthread_self(), gai_sched_thread))
+        gai_on_sched++;
+    else
+        __atomic_fetch_add(&gai_elsewhere, 1, __ATOMIC_RELAXED);
+    return getaddrinfo(host, serv, hints, res);
+}
+
+static void dial_where(struct corio_task *t, void *arg)
+{
+    struct two_dial *d = arg;
+    d->err = corio_dial(t, d->port[0] == 'L' ? "localhost" : "127.0.0.1", d->port + 1, &d->f);
+}
+
+T_SOCK(dial_resolves_numbers_at_once_and_names_on_a_pool_thread)
+{
+    int port = 0;
+    int lfd = plain_listener("127.0.0.1", &port, 16);
+    struct afs_ctx *ctx = t_new_ctx();
+    gai_sched_thread = pthread_self();
+    afs__sys.getaddrinfo = gai_where;
+    for (int name = 0; name < 2; name++) {
+        struct two_dial d = {0};
+        snprintf(d.port, sizeof d.port, "%c%d", name ? 'L' : 'N', port);
+        gai_on_sched = gai_elsewhere = 0;
+        s_run_on(ctx, dial_where, &d);
+        cr_assert_eq(d.err, 0, "corio_dial: %s (%s)", afs_strerror(d.err), corio_net_error());
+        cr_assert_eq(afs_close(d.f), 0);
+        if (name) {
+            cr_assert_gt(gai_elsewhere, 0, "a name was not resolved on a pool thread");
+        } else {
+            cr_assert_gt(gai_on_sched, 0, "a number was not resolved at once");
+            cr_assert_eq(gai_elsewhere, 0, "a number went to a pool thread");
+        }
+    }
+    afs__sys.getaddrinfo = NULL;
+    close(lfd);
+}
 #endif
 
 /* ------------------------------------------------------------------------------------------
