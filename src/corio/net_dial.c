@@ -35,7 +35,8 @@ const char *corio_net_error(void)
 static void net_fail(const char *host, const char *port, const char *what)
 {
     const char *h = host && *host ? host : "*";
-    bool v6 = strchr(h, ':') && h[0] != '[';
+    const char *colon = strchr(h, ':');
+    bool v6 = colon && strchr(colon + 1, ':') && h[0] != '['; /* "a:b" is no IPv6 literal */
     snprintf(net_error, sizeof net_error, "%s%s%s:%s: %s", v6 ? "[" : "", h, v6 ? "]" : "",
              port, what);
 }

@@ -210,6 +210,11 @@ static void bad_args_root(struct corio_task *t, void *arg)
     /* A port past 65535 is refused, not taken modulo 65536 (99999 would be 34463). */
     cr_assert_eq(corio_listen(t, "127.0.0.1", "99999", 16, &f), -EINVAL);
     cr_assert_str_eq(corio_net_error(), "127.0.0.1:99999: port out of range");
+    /* An IPv6 literal is bracketed in the message; a host with one colon is none. */
+    cr_assert_eq(corio_listen(t, "::1", "99999", 16, &f), -EINVAL);
+    cr_assert_str_eq(corio_net_error(), "[::1]:99999: port out of range");
+    cr_assert_eq(corio_listen(t, "127.0.0.1:80", "99999", 16, &f), -EINVAL);
+    cr_assert_str_eq(corio_net_error(), "127.0.0.1:80:99999: port out of range");
     cr_assert_eq(corio_dial(t, "127.0.0.1", "65536", &f), -EINVAL);
     cr_assert_eq(corio_dial(t, "127.0.0.1", "0000000080000", &f), -EINVAL); /* 80,000 */
     /* getaddrinfo takes leading blanks and a '+' as well, modulo 65536 too. */
