@@ -36,7 +36,9 @@
  * process, not to a descriptor: the VFS keeps one record per file (device and inode) for all
  * connections of the process, counts their locks there, and defers closing a descriptor while
  * another connection of the process holds a lock on the same file (closing any descriptor
- * would drop the process's locks), as the unix VFS does. Its records are its own: within one
+ * would drop the process's locks), as the unix VFS does; as there, a new connection to the
+ * file takes such a descriptor of its access mode rather than opening another (in WAL mode a
+ * connection always holds a lock). Its records are its own: within one
  * process, do not open one database through both this VFS and the unix VFS (or another
  * VFS with POSIX locks). Their connections would not exclude each other (each VFS takes the
  * process's own locks for its own), and a commit of one can be lost to the other; across

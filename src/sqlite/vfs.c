@@ -164,6 +164,7 @@ struct vfs_shm;
 struct vfs_pending_close {
     intptr_t                  fd; /* released from its file (afs__file_release): a plain
                                      close, from whichever thread drops the last lock */
+    int                       flags; /* SQLITE_OPEN_READONLY or _READWRITE, as opened */
     struct vfs_pending_close *next;
 };
 
@@ -325,6 +326,54 @@ static void inode_close_pending(struct vfs_inode *in)
     }
 }
 
+/* A descriptor of path's inode whose close waits for the locks (flags: its access), taken
+ * for a new connection as the unix VFS does (findReusableFd): else a process whose one
+ * connection keeps a lock (WAL mode) while others open and close would keep a descriptor per
+ * close. -1 when there is none; else *inp is the inode, with a reference taken. */
+static intptr_t inode_take_pending(const char *path, int flags, struct vfs_inode **inp)
+{
+    struct stat st;
+    intptr_t fd = -1;
+    *inp = NULL;
+    if (stat(path, &st) < 0)
+        return -1;
+    flags &= SQLITE_OPEN_READONLY | SQLITE_OPEN_READWRITE;
+    pthread_mutex_lock(&vfs_mutex);
+    struct vfs_inode *in = inodes;
+    while (in && (in->dev != st.st_dev || in->ino != st.st_ino))
+        in = in->next;
+    struct vfs_pending_close **pp = in ? &in->pending : NULL;
+    while (pp && *pp && (*pp)->flags != flags)
+        pp = &(*pp)->next;
+    if (pp && *pp) {
+        struct vfs_pending_close *pc = *pp;
+        *pp = pc->next;
+        fd = pc->fd;
+        free(pc);
+        in->refs++;
+        *inp = in;
+    }
+    pthread_mutex_unlock(&vfs_mutex);
+    return fd;
+}
+
+/* Gives back a descriptor inode_take_pending() took and could not use. */
+static void inode_put_pending(struct vfs_inode *in, intptr_t fd, int flags)
+{
+    pthread_mutex_lock(&vfs_mutex);
+    struct vfs_pending_close *pc = in->locks > 0 ? malloc(sizeof *pc) : NULL;
+    if (pc) {
+        pc->fd = fd;
+        pc->flags = flags & (SQLITE_OPEN_READONLY | SQLITE_OPEN_READWRITE);
+        pc->next = in->pending;
+        in->pending = pc;
+    } else {
+        (void)close((int)fd); /* no lock of the process left to lose */
+    }
+    inode_release(in);
+    pthread_mutex_unlock(&vfs_mutex);
+}
+
 /* ------------------------------------------------------------------------------------------
  * I/O methods
  * ---------------------------------------------------------------------------------------- */
@@ -357,6 +406,7 @@ static int vfs_close(sqlite3_file *id)
             struct afs_waiter *w = afs_waiter_set(NULL);
             pc->fd = afs__file_release(p->f);
             afs_waiter_set(w);
+            pc->flags = p->open_flags & (SQLITE_OPEN_READONLY | SQLITE_OPEN_READWRITE);
             pc->next = in->pending;
             in->pending = pc;
             free_tc = tctx_drop_locked(p->tc);
@@ -1152,11 +1202,30 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
         ctx = ctx_for_open(&tc, &err, temp);
     if (!ctx)
         return err == -ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
-    struct stat owner;
-    int has_owner;
-    mode_t mode = create_mode(name, flags, &owner, &has_owner);
+    /* Before the open: a descriptor taken from a closed connection must not be closed on
+     * a failure here (that would drop the process's locks). */
+    if (name && !is_delete) {
+        p->path = strdup(name);
+        if (!p->path) {
+            tctx_release(tc);
+            return SQLITE_NOMEM;
+        }
+    }
     struct afs_file *f = NULL;
-    int r = afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
+    struct vfs_inode *reused = NULL;
+    if (type == SQLITE_OPEN_MAIN_DB && name) {
+        intptr_t fd = inode_take_pending(path, flags, &reused);
+        if (fd >= 0 && afs_file_from_fd(ctx, (int)fd, is_rw ? AFS_RDWR : AFS_RDONLY,
+                                        AFS_MODE_SYNC, &f) < 0) {
+            inode_put_pending(reused, fd, flags);
+            reused = NULL;
+        }
+    }
+    struct stat owner;
+    int has_owner = 0;
+    mode_t mode = reused ? 0 : create_mode(name, flags, &owner, &has_owner);
+    int r = reused ? 0 : afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS,
+                                  AFS_MODE_SYNC, &f);
     for (int tries = 1; r == -EEXIST && !name && tries < 10; tries++) { /* as unixGetTempname */
         temp_name(tmp, sizeof tmp);
         r = afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS, AFS_MODE_SYNC, &f);
@@ -1167,6 +1236,8 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     if (r == -EACCES && new_journal && access(path, F_OK) != 0) {
         /* As the unix VFS: a journal that cannot be made in its directory. */
         tctx_release(tc);
+        free(p->path);
+        p->path = NULL;
         p->last_errno = EACCES;
         return SQLITE_READONLY_DIRECTORY;
     }
@@ -1181,6 +1252,8 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     }
     if (r < 0) {
         tctx_release(tc);
+        free(p->path);
+        p->path = NULL;
         p->last_errno = -r;
         return SQLITE_CANTOPEN;
     }
@@ -1195,19 +1268,13 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
         file_take_owner(p->fd, mode, has_owner ? &owner : NULL);
     if (type == SQLITE_OPEN_MAIN_DB && name)
         p->readonly_shm = (unsigned char)sqlite3_uri_boolean(name, "readonly_shm", 0);
-    if (name && !is_delete) {
-        p->path = strdup(name);
-        if (!p->path) {
-            afs_close(f);
-            tctx_release(tc);
-            p->f = NULL;
-            return SQLITE_NOMEM;
-        }
-    }
     if (type == SQLITE_OPEN_MAIN_DB) {
-        pthread_mutex_lock(&vfs_mutex);
-        p->inode = inode_find(p->fd, &err);
-        pthread_mutex_unlock(&vfs_mutex);
+        p->inode = reused;
+        if (!p->inode) {
+            pthread_mutex_lock(&vfs_mutex);
+            p->inode = inode_find(p->fd, &err);
+            pthread_mutex_unlock(&vfs_mutex);
+        }
         if (!p->inode) {
             afs_close(f);
             tctx_release(tc);

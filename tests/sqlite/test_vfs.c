@@ -403,6 +403,39 @@ T_VFS(a_connection_closed_on_another_scheduler_while_one_here_holds_the_lock)
                  fds[1]);
 }
 
+/* In WAL mode a connection keeps its shared lock: the descriptors of connections closed
+ * meanwhile wait for it, and a new connection takes one of them (the unix VFS's reuse),
+ * of its own access mode, so that short-lived connections do not pile up descriptors. */
+T_VFS(short_lived_connections_beside_a_long_lived_one_reuse_descriptors)
+{
+    const char *path = t_path("fd.db");
+    sqlite3 *a = db_open(path, "asyncfs");
+    exec_ok(a, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    cr_assert_eq(query_int(a, "SELECT count(*) FROM t"), 1);
+    sqlite3 *b = db_open(path, "asyncfs");
+    cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(b);
+    int before = open_fds();
+    for (int i = 0; i < 200; i++) {
+        b = db_open(path, "asyncfs");
+        cr_assert_eq(query_int(b, "SELECT count(*) FROM t"), 1);
+        sqlite3_close(b);
+    }
+    cr_assert_leq(open_fds(), before, "descriptors %d before, %d after 200 connections",
+                  before, open_fds());
+    /* A read-only connection's descriptor is not one a writer can take. */
+    sqlite3 *ro = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &ro, SQLITE_OPEN_READONLY, "asyncfs"), SQLITE_OK);
+    cr_assert_eq(query_int(ro, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(ro);
+    b = db_open(path, "asyncfs");
+    exec_ok(b, "INSERT INTO t VALUES(2)");
+    sqlite3_close(b);
+    cr_assert_eq(query_int(a, "SELECT count(*) FROM t"), 2);
+    integrity_ok(a);
+    sqlite3_close(a);
+}
+
 T_VFS(connections_of_one_process_exclude_each_other)
 {
     const char *path = t_path("p.db");
