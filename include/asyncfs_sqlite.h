@@ -67,7 +67,8 @@
  * (sqlite3_temp_directory, then SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp).
  *
  * Errors come back as SQLite codes: -ENOSPC from a write is SQLITE_FULL, other failures the
- * SQLITE_IOERR_* code of the method (sqlite3_system_errno() gives the errno).
+ * SQLITE_IOERR_* code of the method; sqlite3_system_errno() gives the failure's errno (the
+ * VFS keeps the last one per thread: asyncfs returns errors and leaves errno alone).
  */
 #ifndef ASYNCFS_SQLITE_H
 #define ASYNCFS_SQLITE_H

@@ -197,6 +197,18 @@ struct vfs_file {
     const char       *vfs_name;    /* the name the VFS was registered under */
 };
 
+/* The errno of the VFS's last failure on this thread, for xGetLastError (SQLite asks right
+ * after the failing call, on the same thread): asyncfs returns its errors and leaves errno
+ * alone, and inside a task the failing call ran elsewhere. */
+static _Thread_local int vfs_errno;
+
+static void set_errno(struct vfs_file *p, int err)
+{
+    if (p)
+        p->last_errno = err;
+    vfs_errno = err;
+}
+
 static int fd_of(struct vfs_file *p)
 {
     return p->fd;
@@ -438,12 +450,12 @@ static int vfs_read(sqlite3_file *id, void *buf, int amt, sqlite3_int64 off)
     if (r == amt)
         return SQLITE_OK;
     if (r < 0) {
-        p->last_errno = (int)-r;
+        set_errno(p, (int)-r);
         return SQLITE_IOERR_READ;
     }
     /* SQLite relies on the rest of the buffer being zeroed on a short read. */
     memset((char *)buf + r, 0, (size_t)(amt - r));
-    p->last_errno = 0;
+    set_errno(p, 0);
     return SQLITE_IOERR_SHORT_READ;
 }
 
@@ -453,7 +465,7 @@ static int vfs_write(sqlite3_file *id, const void *buf, int amt, sqlite3_int64 o
     ssize_t r = afs_pwrite(p->f, buf, (size_t)amt, (uint64_t)off);
     if (r == amt)
         return SQLITE_OK;
-    p->last_errno = r < 0 ? (int)-r : ENOSPC;
+    set_errno(p, r < 0 ? (int)-r : ENOSPC);
     return p->last_errno == ENOSPC || p->last_errno == EDQUOT ? SQLITE_FULL : SQLITE_IOERR_WRITE;
 }
 
@@ -462,7 +474,7 @@ static int vfs_truncate(sqlite3_file *id, sqlite3_int64 size)
     struct vfs_file *p = (struct vfs_file *)id;
     int r = afs_ftruncate(p->f, (uint64_t)size);
     if (r < 0) {
-        p->last_errno = -r;
+        set_errno(p, -r);
         return SQLITE_IOERR_TRUNCATE;
     }
     return SQLITE_OK;
@@ -472,7 +484,7 @@ static int vfs_truncate(sqlite3_file *id, sqlite3_int64 size)
  * that the file's name survives a crash along with its contents. */
 /* fsync of the directory that holds path: through ctx when there is one (inside a task only
  * the task waits, and the crash simulator sees the sync), else plain calls. */
-static int sync_dir(struct afs_ctx *ctx, const char *path, int *last_errno)
+static int sync_dir(struct afs_ctx *ctx, const char *path, struct vfs_file *p)
 {
     char dir[VFS_MAX_PATH];
     size_t n = strlen(path);
@@ -501,7 +513,7 @@ static int sync_dir(struct afs_ctx *ctx, const char *path, int *last_errno)
         r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -ELOOP || r == -ENAMETOOLONG)
         r = 0;
     if (r < 0) {
-        *last_errno = -r;
+        set_errno(p, -r);
         return SQLITE_IOERR_DIR_FSYNC;
     }
     return SQLITE_OK;
@@ -512,12 +524,12 @@ static int vfs_sync(sqlite3_file *id, int flags)
     struct vfs_file *p = (struct vfs_file *)id;
     int r = afs_fsync(p->f, (flags & SQLITE_SYNC_DATAONLY) ? AFS_FSYNC_DATA : 0);
     if (r < 0) {
-        p->last_errno = -r;
+        set_errno(p, -r);
         return SQLITE_IOERR_FSYNC;
     }
     if (p->dirsync) {
         p->dirsync = 0;
-        return sync_dir(afs_file_ctx(p->f), p->path, &p->last_errno);
+        return sync_dir(afs_file_ctx(p->f), p->path, p);
     }
     return SQLITE_OK;
 }
@@ -527,7 +539,7 @@ static int vfs_file_size(sqlite3_file *id, sqlite3_int64 *size)
     struct vfs_file *p = (struct vfs_file *)id;
     int64_t n = afs_file_size(p->f);
     if (n < 0) {
-        p->last_errno = (int)-n;
+        set_errno(p, (int)-n);
         return SQLITE_IOERR_FSTAT;
     }
     *size = n;
@@ -562,7 +574,7 @@ static int vfs_lock(sqlite3_file *id, int want)
         if (r < 0) {
             rc = lock_error(r, SQLITE_IOERR_LOCK);
             if (rc != SQLITE_BUSY)
-                p->last_errno = -r;
+                set_errno(p, -r);
             goto end;
         }
         if (want == SQLITE_LOCK_EXCLUSIVE) {
@@ -576,11 +588,11 @@ static int vfs_lock(sqlite3_file *id, int want)
         if (r < 0) {
             rc = lock_error(r, SQLITE_IOERR_LOCK);
             if (rc != SQLITE_BUSY)
-                p->last_errno = -r;
+                set_errno(p, -r);
             goto end;
         }
         if (r2 < 0) {
-            p->last_errno = -r2;
+            set_errno(p, -r2);
             rc = SQLITE_IOERR_UNLOCK;
             goto end;
         }
@@ -595,7 +607,7 @@ static int vfs_lock(sqlite3_file *id, int want)
         if (r < 0) {
             rc = lock_error(r, SQLITE_IOERR_LOCK);
             if (rc != SQLITE_BUSY)
-                p->last_errno = -r;
+                set_errno(p, -r);
         }
     }
     if (rc == SQLITE_OK) {
@@ -622,14 +634,14 @@ static int vfs_unlock(sqlite3_file *id, int want)
         if (want == SQLITE_LOCK_SHARED) {
             r = set_lock(fd, F_RDLCK, SHARED_FIRST, SHARED_SIZE);
             if (r < 0) {
-                p->last_errno = -r;
+                set_errno(p, -r);
                 rc = SQLITE_IOERR_RDLOCK;
                 goto end;
             }
         }
         r = set_lock(fd, F_UNLCK, PENDING_BYTE, 2); /* PENDING and RESERVED */
         if (r < 0) {
-            p->last_errno = -r;
+            set_errno(p, -r);
             rc = SQLITE_IOERR_UNLOCK;
             goto end;
         }
@@ -639,7 +651,7 @@ static int vfs_unlock(sqlite3_file *id, int want)
         if (--in->shared == 0) {
             r = set_lock(fd, F_UNLCK, 0, 0);
             if (r < 0) {
-                p->last_errno = -r;
+                set_errno(p, -r);
                 rc = SQLITE_IOERR_UNLOCK;
                 p->lock = SQLITE_LOCK_NONE;
             }
@@ -677,7 +689,7 @@ static int vfs_check_reserved(sqlite3_file *id, int *out)
     if (!reserved) {
         int holder = lock_holder(fd_of(p), RESERVED_BYTE);
         if (holder < 0) {
-            p->last_errno = -holder;
+            set_errno(p, -holder);
             rc = SQLITE_IOERR_CHECKRESERVEDLOCK;
         } else if (holder != F_UNLCK) {
             reserved = 1;
@@ -810,7 +822,7 @@ static int shm_node_open(struct vfs_file *p)
         return SQLITE_CANTOPEN;
     struct stat db;
     if (fstat(p->fd, &db) < 0) {
-        p->last_errno = errno;
+        set_errno(p, errno);
         return SQLITE_IOERR_FSTAT;
     }
     struct vfs_shm *s = calloc(1, sizeof *s);
@@ -825,7 +837,7 @@ static int shm_node_open(struct vfs_file *p)
         s->readonly = 1;
     }
     if (s->fd < 0) {
-        p->last_errno = errno;
+        set_errno(p, errno);
         free(s);
         return SQLITE_CANTOPEN;
     }
@@ -911,7 +923,7 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
                     w = pwrite(s->fd, "", 1, o);
                 while (w < 0 && errno == EINTR);
                 if (w != 1) {
-                    p->last_errno = w < 0 ? errno : ENOSPC;
+                    set_errno(p, w < 0 ? errno : ENOSPC);
                     rc = SQLITE_IOERR_SHMSIZE;
                     goto end;
                 }
@@ -927,7 +939,7 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
             void *m = mmap(NULL, (size_t)size, s->readonly ? PROT_READ : PROT_READ | PROT_WRITE,
                            MAP_SHARED, s->fd, (off_t)s->nregion * size);
             if (m == MAP_FAILED) {
-                p->last_errno = errno;
+                set_errno(p, errno);
                 rc = SQLITE_IOERR_SHMMAP;
                 goto end;
             }
@@ -1238,7 +1250,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
         tctx_release(tc);
         free(p->path);
         p->path = NULL;
-        p->last_errno = EACCES;
+        set_errno(p, EACCES);
         return SQLITE_READONLY_DIRECTORY;
     }
     if (r < 0 && is_rw && r != -EISDIR) {
@@ -1254,7 +1266,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
         tctx_release(tc);
         free(p->path);
         p->path = NULL;
-        p->last_errno = -r;
+        set_errno(p, -r);
         return SQLITE_CANTOPEN;
     }
     if (is_delete)
@@ -1281,7 +1293,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
             free(p->path);
             p->f = NULL;
             p->path = NULL;
-            p->last_errno = err;
+            set_errno(p, err);
             return err == ENOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
         }
         p->base.pMethods = &vfs_db_methods;
@@ -1307,10 +1319,11 @@ static int vfs_delete(sqlite3_vfs *vfs, const char *name, int dirsync)
         r = unlink(name) < 0 ? -errno : 0;
     if (r == -ENOENT)
         return SQLITE_IOERR_DELETE_NOENT;
-    if (r < 0)
+    if (r < 0) {
+        set_errno(NULL, -r);
         return SQLITE_IOERR_DELETE;
-    int last_errno = 0;
-    return dirsync ? sync_dir(ctx, name, &last_errno) : SQLITE_OK;
+    }
+    return dirsync ? sync_dir(ctx, name, NULL) : SQLITE_OK;
 }
 
 static int vfs_access(sqlite3_vfs *vfs, const char *name, int what, int *out)
@@ -1328,8 +1341,12 @@ static int vfs_access(sqlite3_vfs *vfs, const char *name, int what, int *out)
 static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
 {
     sqlite3_vfs *u = unix_vfs();
-    if (u && u->xFullPathname)
-        return u->xFullPathname(u, name, n, out);
+    if (u && u->xFullPathname) {
+        int rc = u->xFullPathname(u, name, n, out);
+        if (rc != SQLITE_OK && rc != SQLITE_OK_SYMLINK)
+            set_errno(NULL, errno);
+        return rc;
+    }
     if (name[0] == '/') {
         if ((int)strlen(name) >= n)
             return SQLITE_CANTOPEN;
@@ -1391,7 +1408,7 @@ static int vfs_current_time(sqlite3_vfs *vfs, double *out)
 
 static int vfs_get_last_error(sqlite3_vfs *vfs, int n, char *msg)
 {
-    return errno;
+    return vfs_errno;
 }
 
 static int vfs_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)

@@ -650,6 +650,48 @@ T_VFS(enospc_is_sqlite_full_and_the_database_stays_intact)
     sqlite3_close(db);
 }
 
+/* ---- sqlite3_system_errno(): the errno of the failure, wherever the call ran ---- */
+
+static ssize_t eio_pwrite(afs__fd_t fd, const void *buf, size_t len, uint64_t off)
+{
+    return -EIO;
+}
+
+/* A directory opened as a database inside a task: the open ran as an op (io_uring, a pool
+ * thread), not on the task's thread. */
+static void open_a_directory_in_a_task(struct corio_task *t, void *arg)
+{
+    (void)t;
+    sqlite3 *db = NULL;
+    errno = 0;
+    int *out = arg;
+    out[0] = sqlite3_open_v2(t_path("dir.db"), &db, SQLITE_OPEN_READWRITE, "asyncfs");
+    out[1] = sqlite3_system_errno(db);
+    sqlite3_close(db);
+}
+
+T_VFS(system_errno_is_the_failures_errno)
+{
+    /* A page write that fails inline: asyncfs returns -EIO and leaves errno alone. */
+    sqlite3 *db = db_open(t_path("e.db"), "asyncfs");
+    exec_ok(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1)");
+    saved_sys = afs__sys;
+    afs__sys.pwrite = eio_pwrite;
+    errno = 0;
+    int rc = sqlite3_exec(db, "INSERT INTO t VALUES(2)", NULL, NULL, NULL);
+    int sys = sqlite3_system_errno(db);
+    afs__sys = saved_sys;
+    cr_assert_eq(rc & 0xff, SQLITE_IOERR, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sys, EIO, "sqlite3_system_errno %d", sys);
+    sqlite3_close(db);
+
+    cr_assert_eq(mkdir(t_path("dir.db"), 0755), 0);
+    int got[2] = {-1, -1};
+    cr_assert_eq(corio_run(open_a_directory_in_a_task, got), 0);
+    cr_assert_eq(got[0], SQLITE_CANTOPEN);
+    cr_assert_eq(got[1], EISDIR, "sqlite3_system_errno %d", got[1]);
+}
+
 /* ---- Where side files go, and on which context ---- */
 
 /* A connection opened outside any task and then used in one: its WAL, first opened inside
