@@ -80,8 +80,9 @@ extern "C" {
 #endif
 
 /* Registers the asyncfs VFS with SQLite under `name` (NULL: "asyncfs"), as the default VFS
- * when make_default is non-zero. Registering the same name again is allowed (it only moves
- * it to the default when asked). Calls sqlite3_initialize(). Thread-safe.
+ * when make_default is non-zero. Registering the same name again is allowed: it makes it the
+ * default when asked and otherwise changes nothing (a default stays the default). Calls
+ * sqlite3_initialize(). Thread-safe.
  * Returns 0, -EINVAL (a name longer than 63 bytes), -ENOMEM, or -EIO when SQLite refuses
  * (sqlite3_initialize() or sqlite3_vfs_register() failed). Open databases with
  * sqlite3_open_v2(path, &db, flags, name) or, as the default, with any open call. */

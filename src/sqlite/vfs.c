@@ -1470,5 +1470,8 @@ int afs_sqlite_vfs_register(const char *name, int make_default)
         registered = v; /* kept for the life of the process, as SQLite holds it */
     }
     pthread_mutex_unlock(&vfs_mutex);
+    /* Registering again would move it after the default, which it may be. */
+    if (!make_default && sqlite3_vfs_find(name) == &v->vfs)
+        return 0;
     return sqlite3_vfs_register(&v->vfs, make_default != 0) == SQLITE_OK ? 0 : -EIO;
 }

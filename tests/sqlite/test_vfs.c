@@ -755,6 +755,20 @@ T_VFS(the_vfs_answers_to_the_name_it_was_registered_under)
     sqlite3_close(db);
 }
 
+/* Registering again without make_default leaves the default as it was, the VFS included. */
+T_VFS(registering_again_keeps_the_default)
+{
+    sqlite3_vfs *before = sqlite3_vfs_find(NULL);
+    cr_assert_eq(afs_sqlite_vfs_register("asyncfs-default", 1), 0);
+    cr_assert_str_eq(sqlite3_vfs_find(NULL)->zName, "asyncfs-default");
+    cr_assert_eq(afs_sqlite_vfs_register("asyncfs-default", 0), 0);
+    cr_assert_str_eq(sqlite3_vfs_find(NULL)->zName, "asyncfs-default");
+    cr_assert_eq(afs_sqlite_vfs_register(NULL, 0), 0);
+    cr_assert_str_eq(sqlite3_vfs_find(NULL)->zName, "asyncfs-default");
+    cr_assert_eq(sqlite3_vfs_register(before, 1), SQLITE_OK);
+    cr_assert_eq(sqlite3_vfs_find(NULL), before);
+}
+
 /* Forked children each opening their own connection (as SQLite asks) draw their own random
  * numbers (randomblob(), temporary names, WAL salts), as with the unix VFS. */
 static int random_child(void *arg)
