@@ -1275,7 +1275,9 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     p->fd = (int)afs_file_fd(f);
     p->tc = tc;
     p->open_flags = flags;
-    p->psow = 1;
+    /* The unix VFS's default, SQLITE_POWERSAFE_OVERWRITE, unless the URI says otherwise. */
+    p->psow = (unsigned char)sqlite3_uri_boolean((flags & SQLITE_OPEN_URI) ? name : NULL,
+                                                 "psow", 1);
     if ((flags & SQLITE_OPEN_READWRITE) && (mode || has_owner))
         file_take_owner(p->fd, mode, has_owner ? &owner : NULL);
     if (type == SQLITE_OPEN_MAIN_DB && name)

@@ -755,6 +755,35 @@ T_VFS(the_vfs_answers_to_the_name_it_was_registered_under)
     sqlite3_close(db);
 }
 
+/* "psow=0" in a URI turns powersafe overwrite off, as with the unix VFS (on by default). */
+static int psow_of(sqlite3 *db)
+{
+    int v = -1;
+    cr_assert_eq(sqlite3_file_control(db, "main", SQLITE_FCNTL_POWERSAFE_OVERWRITE, &v),
+                 SQLITE_OK);
+    return v;
+}
+
+T_VFS(the_psow_uri_parameter_is_honoured)
+{
+    char uri[PATH_MAX + 32];
+    const char *vfs[] = {"unix", "asyncfs"};
+    for (int i = 0; i < 2; i++) {
+        sqlite3 *db = NULL;
+        snprintf(uri, sizeof uri, "file:%s?psow=0", t_path("psow.db"));
+        cr_assert_eq(sqlite3_open_v2(uri, &db,
+                                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                                     vfs[i]),
+                     SQLITE_OK);
+        exec_ok(db, "CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES(1)");
+        cr_assert_eq(psow_of(db), 0, "%s: psow=0 ignored", vfs[i]);
+        sqlite3_close(db);
+        db = db_open(t_path("psow.db"), vfs[i]);
+        cr_assert_eq(psow_of(db), 1, "%s: psow not on by default", vfs[i]);
+        sqlite3_close(db);
+    }
+}
+
 /* Registering again without make_default leaves the default as it was, the VFS included. */
 T_VFS(registering_again_keeps_the_default)
 {
