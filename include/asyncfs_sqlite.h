@@ -58,9 +58,10 @@
  * read-only and SQLite reads the database without writing.
  *
  * WAL mode works through version-2 shared memory (xShmMap, xShmLock, xShmBarrier,
- * xShmUnmap): a "-shm" file next to the database, mapped MAP_SHARED, with POSIX locks on its
- * lock bytes, compatible with the unix VFS. The shm file's own growth and locks are plain
- * system calls (they are rare and must not suspend while the VFS's lock is held).
+ * xShmUnmap): a "-shm" file next to the database, mapped MAP_SHARED (a page at a time where
+ * pages are larger than SQLite's 32 KiB regions, as on 64 KiB-page kernels), with POSIX
+ * locks on its lock bytes, compatible with the unix VFS. The shm file's own growth and locks
+ * are plain system calls (they are rare and must not suspend while the VFS's lock is held).
  *
  * Not implemented: memory-mapped I/O (the VFS is version 2, without xFetch: PRAGMA
  * mmap_size returns no row and pages are read with pread), and the SIZE_HINT, CHUNK_SIZE and

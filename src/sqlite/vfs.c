@@ -855,13 +855,23 @@ static int shm_node_open(struct vfs_file *p)
     return rc;
 }
 
+/* Regions mapped at once: a mapping starts at a multiple of the page size, which may be
+ * larger than a region (64 KiB pages on aarch64 and ppc64 kernels); os_unix.c's
+ * unixShmRegionPerMap(). */
+static int shm_regions_per_map(int size)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return size > 0 && page > size ? (int)(page / size) : 1; /* 0: nothing mapped yet */
+}
+
 /* Under vfs_mutex. */
 static void shm_node_release(struct vfs_shm *s, int delete_flag, const char *db_path)
 {
     if (--s->refs > 0)
         return;
-    for (int i = 0; i < s->nregion; i++)
-        munmap(s->regions[i], (size_t)s->region_size);
+    int per_map = shm_regions_per_map(s->region_size);
+    for (int i = 0; i < s->nregion; i += per_map)
+        munmap(s->regions[i], (size_t)s->region_size * per_map);
     free(s->regions);
     if (delete_flag && db_path) {
         char name[VFS_MAX_PATH + 8];
@@ -903,13 +913,15 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
         goto end;
     }
     s->region_size = size;
-    if (s->nregion <= region) {
+    int per_map = shm_regions_per_map(size);
+    int want = (region + per_map) / per_map * per_map; /* whole mappings */
+    if (s->nregion < want) {
         struct stat st;
         if (fstat(s->fd, &st) < 0) {
             rc = SQLITE_IOERR_SHMSIZE;
             goto end;
         }
-        off_t need = (off_t)(region + 1) * size;
+        off_t need = (off_t)want * size;
         if (st.st_size < need) {
             if (!extend)
                 goto end; /* *pp stays NULL: the region does not exist yet */
@@ -929,21 +941,24 @@ static int vfs_shm_map(sqlite3_file *id, int region, int size, int extend, void 
                 }
             }
         }
-        char **regions = realloc(s->regions, (size_t)(region + 1) * sizeof *regions);
+        char **regions = realloc(s->regions, (size_t)want * sizeof *regions);
         if (!regions) {
             rc = SQLITE_IOERR_NOMEM;
             goto end;
         }
         s->regions = regions;
-        while (s->nregion <= region) {
-            void *m = mmap(NULL, (size_t)size, s->readonly ? PROT_READ : PROT_READ | PROT_WRITE,
-                           MAP_SHARED, s->fd, (off_t)s->nregion * size);
+        while (s->nregion < want) {
+            void *m = mmap(NULL, (size_t)size * per_map,
+                           s->readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, s->fd,
+                           (off_t)s->nregion * size);
             if (m == MAP_FAILED) {
                 set_errno(p, errno);
                 rc = SQLITE_IOERR_SHMMAP;
                 goto end;
             }
-            s->regions[s->nregion++] = m;
+            for (int i = 0; i < per_map; i++)
+                s->regions[s->nregion + i] = (char *)m + (size_t)size * i;
+            s->nregion += per_map;
         }
     }
     *pp = s->regions[region];
