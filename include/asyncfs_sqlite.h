@@ -53,8 +53,9 @@
  * resolved (a database reached through a link has its journal, WAL and -shm beside the real
  * file; SQLITE_OPEN_NOFOLLOW refuses a link); a journal, WAL and -shm file get the database's
  * mode whatever the umask and, when the process is root, its owner; temporary files 0600; a
- * URI's "modeof=", "readonly_shm=" and "psow=" are honoured (psow, powersafe overwrite, is
- * on unless "psow=0"). A -shm file that cannot be written (a read-only file system) is opened
+ * URI's "modeof=", "readonly_shm=" and "psow=" are honoured (a "modeof=" file that cannot
+ * be read fails the open with SQLITE_IOERR_FSTAT; psow, powersafe overwrite, is on unless
+ * "psow=0"). A -shm file that cannot be written (a read-only file system) is opened
  * read-only and SQLite reads the database without writing.
  *
  * WAL mode works through version-2 shared memory (xShmMap, xShmLock, xShmBarrier,

@@ -234,8 +234,10 @@ static void file_take_owner(int fd, mode_t mode, const struct stat *owner)
 /* The mode of a file the VFS creates, 0 for the default, as the unix VFS decides it: a
  * journal or WAL gets its database's mode and owner (*has_owner; a private database stays
  * private through them), a temporary file 0600, a database opened by a URI with "modeof=F"
- * the mode of F. When the file to copy from cannot be read, the default. */
-static mode_t create_mode(const char *name, int flags, struct stat *owner, int *has_owner)
+ * the mode of F. When the file to copy from cannot be read, the default; but a "modeof=" file
+ * that cannot be read fails the open, as with the unix VFS (*err: the errno). */
+static mode_t create_mode(const char *name, int flags, struct stat *owner, int *has_owner,
+                          int *err)
 {
     int type = flags & 0x0FFFFF00;
     const char *from = NULL;
@@ -246,8 +248,13 @@ static mode_t create_mode(const char *name, int flags, struct stat *owner, int *
         from = sqlite3_filename_database(name);
     else if (type == SQLITE_OPEN_MAIN_DB && (flags & SQLITE_OPEN_URI))
         from = sqlite3_uri_parameter(name, "modeof");
-    if (!from || !*from || stat(from, owner) < 0)
+    if (!from)
         return 0;
+    if (stat(from, owner) < 0) {
+        if (type == SQLITE_OPEN_MAIN_DB)
+            *err = errno;
+        return 0;
+    }
     *has_owner = type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL;
     return owner->st_mode & 0777;
 }
@@ -1250,7 +1257,14 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
     }
     struct stat owner;
     int has_owner = 0;
-    mode_t mode = reused ? 0 : create_mode(name, flags, &owner, &has_owner);
+    mode_t mode = reused ? 0 : create_mode(name, flags, &owner, &has_owner, &err);
+    if (err) {
+        tctx_release(tc);
+        free(p->path);
+        p->path = NULL;
+        set_errno(p, err);
+        return SQLITE_IOERR_FSTAT;
+    }
     int r = reused ? 0 : afs_open(ctx, path, aflags, mode ? mode : VFS_FILE_PERMS,
                                   AFS_MODE_SYNC, &f);
     for (int tries = 1; r == -EEXIST && !name && tries < 10; tries++) { /* as unixGetTempname */
