@@ -56,7 +56,9 @@
  * URI's "modeof=", "readonly_shm=" and "psow=" are honoured (a "modeof=" file that cannot
  * be read fails the open with SQLITE_IOERR_FSTAT; psow, powersafe overwrite, is on unless
  * "psow=0"). A -shm file that cannot be written (a read-only file system) is opened
- * read-only and SQLite reads the database without writing.
+ * read-only and SQLite reads the database without writing. A character device, which
+ * asyncfs's positional calls refuse, is read and written with plain pread()/pwrite() on the
+ * calling thread, as by the unix VFS: /dev/null opens as an empty database.
  *
  * WAL mode works through version-2 shared memory (xShmMap, xShmLock, xShmBarrier,
  * xShmUnmap): a "-shm" file next to the database, mapped MAP_SHARED (a page at a time where

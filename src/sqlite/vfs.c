@@ -191,6 +191,7 @@ struct vfs_file {
     unsigned char     dirsync;     /* fsync the directory at the next xSync (new journal) */
     unsigned char     persist_wal, psow;
     unsigned char     readonly_shm; /* "readonly_shm=1" in the database's URI */
+    unsigned char     chardev;     /* a character device: plain pread/pwrite (see vfs_open) */
     int               open_flags;  /* SQLITE_OPEN_* */
     int               last_errno;
     char             *path;        /* the name SQLite gave (NULL for temporary files) */
@@ -450,10 +451,22 @@ out:
     return rc;
 }
 
+/* pread or pwrite of a character device, -errno on failure. */
+static ssize_t dev_rw(struct vfs_file *p, void *buf, int amt, sqlite3_int64 off, bool write)
+{
+    ssize_t r;
+    do
+        r = write ? pwrite(p->fd, buf, (size_t)amt, (off_t)off)
+                  : pread(p->fd, buf, (size_t)amt, (off_t)off);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
 static int vfs_read(sqlite3_file *id, void *buf, int amt, sqlite3_int64 off)
 {
     struct vfs_file *p = (struct vfs_file *)id;
-    ssize_t r = afs_pread(p->f, buf, (size_t)amt, (uint64_t)off);
+    ssize_t r = p->chardev ? dev_rw(p, buf, amt, off, false)
+                           : afs_pread(p->f, buf, (size_t)amt, (uint64_t)off);
     if (r == amt)
         return SQLITE_OK;
     if (r < 0) {
@@ -469,7 +482,8 @@ static int vfs_read(sqlite3_file *id, void *buf, int amt, sqlite3_int64 off)
 static int vfs_write(sqlite3_file *id, const void *buf, int amt, sqlite3_int64 off)
 {
     struct vfs_file *p = (struct vfs_file *)id;
-    ssize_t r = afs_pwrite(p->f, buf, (size_t)amt, (uint64_t)off);
+    ssize_t r = p->chardev ? dev_rw(p, (void *)buf, amt, off, true)
+                           : afs_pwrite(p->f, buf, (size_t)amt, (uint64_t)off);
     if (r == amt)
         return SQLITE_OK;
     set_errno(p, r < 0 ? (int)-r : ENOSPC);
@@ -1302,6 +1316,11 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *id, int fl
         (void)unlink(path);
     p->f = f;
     p->fd = (int)afs_file_fd(f);
+    /* asyncfs gives a character device no offsets (afs_pread: -ESPIPE); the unix VFS reads
+     * and writes it with pread/pwrite, which /dev/null takes: an empty database. */
+    struct stat dev;
+    if (afs_file_open_size(f) < 0 && fstat(p->fd, &dev) == 0 && S_ISCHR(dev.st_mode))
+        p->chardev = 1;
     p->tc = tc;
     p->open_flags = flags;
     /* The unix VFS's default, SQLITE_POWERSAFE_OVERWRITE, unless the URI says otherwise. */

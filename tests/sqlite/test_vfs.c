@@ -804,6 +804,31 @@ T_VFS(a_missing_modeof_file_fails_the_open)
     cr_assert_neq(stat(t_path("m.db"), &st), 0, "the database was made");
 }
 
+/* /dev/null opens as an empty database, as with the unix VFS (asyncfs's own positional
+ * calls refuse a character device; the VFS reads it with pread). */
+T_VFS(dev_null_is_an_empty_database)
+{
+    const char *vfs[] = {"unix", "asyncfs"};
+    for (int i = 0; i < 2; i++) {
+        for (int ro = 0; ro < 2; ro++) {
+            sqlite3 *db = NULL;
+            int rc = sqlite3_open_v2("/dev/null", &db,
+                                     ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, vfs[i]);
+            cr_assert_eq(rc, SQLITE_OK, "%s: open %s", vfs[i], sqlite3_errstr(rc));
+            sqlite3_stmt *st = NULL;
+            rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+            int n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+            sqlite3_finalize(st);
+            cr_assert_eq(rc, SQLITE_ROW, "%s%s: %s", vfs[i], ro ? " (read-only)" : "",
+                         sqlite3_errmsg(db));
+            cr_assert_eq(n, 0);
+            sqlite3_close(db);
+        }
+    }
+}
+
 /* Registering again without make_default leaves the default as it was, the VFS included. */
 T_VFS(registering_again_keeps_the_default)
 {
