@@ -8,6 +8,7 @@
 #include <asyncfs_sqlite.h>
 #include <corio.h>
 #include <sqlite3.h>
+#include "sql.h"
 #include <fcntl.h>
 #include <sys/wait.h>
 
@@ -27,25 +28,6 @@ static sqlite3 *db_open(const char *path, const char *vfs)
     cr_assert_eq(rc, SQLITE_OK, "open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
     sqlite3_busy_timeout(db, 20000);
     return db;
-}
-
-static void exec_ok(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    cr_assert_eq(rc, SQLITE_OK, "%s: %s", sql, msg ? msg : sqlite3_errstr(rc));
-}
-
-/* The first column of the first row of sql, as an integer. */
-static sqlite3_int64 query_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
-                 sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s: %s", sql, sqlite3_errmsg(db));
-    sqlite3_int64 v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
 }
 
 static void query_text(sqlite3 *db, const char *sql, char *out, size_t n)

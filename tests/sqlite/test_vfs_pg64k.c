@@ -6,6 +6,7 @@
 
 #include <asyncfs_sqlite.h>
 #include <sqlite3.h>
+#include "sql.h"
 #include <sys/mman.h>
 
 #define PAGE 65536
@@ -77,24 +78,6 @@ static void v_setup(void)
 {
     t_setup();
     cr_assert_eq(afs_sqlite_vfs_register(NULL, 0), 0);
-}
-
-static void exec_ok(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    cr_assert_eq(rc, SQLITE_OK, "%s: %s", sql, msg ? msg : sqlite3_errstr(rc));
-}
-
-static sqlite3_int64 query_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
-                 sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s: %s", sql, sqlite3_errmsg(db));
-    sqlite3_int64 v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
 }
 
 Test(sqlite_vfs_pg64k, wal_mode_maps_the_shm_file_at_page_offsets, .init = v_setup,
