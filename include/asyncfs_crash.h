@@ -22,7 +22,9 @@
  *    callbacks ran (or whose blocking call returned) before the sync was queued, and makes
  *    them durable when it reports success; a write still in flight when a sync is queued is
  *    not covered by it. afs_fsync with or without AFS_FSYNC_DATA, and afs_syncfs (every file
- *    of the context), are syncs; nothing else is (closing a file is not).
+ *    of the context), are syncs; nothing else is (closing a file is not). A sync that fails
+ *    leaves the changes it covered volatile for good: no later sync makes them durable (after
+ *    a failed writeback the kernel may drop them and mark their pages clean).
  *  - Unsynced writes to a file may reach the disk in any order (a volatile write cache):
  *    each is kept, dropped or torn independently. Sectors (sector_size bytes of the file,
  *    aligned) are atomic: a torn write lands as whole sectors, unless AFS_CRASH_GARBAGE asks

@@ -54,7 +54,11 @@ struct rec {
     uint8_t                 mode;   /* REC_FALLOC */
     bool                    failed; /* the op failed: taken as never written */
     bool                    durable; /* a write durable when it completed (AFS_WRITE_DSYNC,
-                                        an AFS_DSYNC file): in the image and always kept */
+                                        an AFS_DSYNC file), or a change a sync made durable
+                                        after an unsure one: in the image and always kept */
+    bool                    unsure; /* covered by a sync that failed: volatile for good (the
+                                       kernel may have dropped it and marked its pages clean,
+                                       so no later sync writes it) */
 };
 
 /* A file's contents in memory, as one buffer. */
@@ -704,10 +708,13 @@ int afs__crash_start(struct afs_ctx *ctx, struct afs_op *op)
     }
 }
 
-/* A sync succeeded: the changes of cf completed by `snap` are durable. */
+/* A sync succeeded: the changes of cf completed by `snap` are durable. Up to the first unsure
+ * change they join the image and leave the list; an unsure one stays volatile, and the
+ * changes after it join the image but stay on the list as durable ones, so that the reboot
+ * replays them above it. */
 static void commit(struct afs__crash_file *cf, uint64_t snap)
 {
-    while (cf->head && cf->head->stamp <= snap) {
+    while (cf->head && cf->head->stamp <= snap && !cf->head->unsure) {
         struct rec *r = cf->head;
         cf->head = r->next;
         if (!cf->head)
@@ -724,6 +731,17 @@ static void commit(struct afs__crash_file *cf, uint64_t snap)
         }
         rec_free(r);
     }
+    for (struct rec *r = cf->head; r && r->stamp <= snap; r = r->next)
+        if (!r->unsure && !r->failed && !r->durable)
+            r->durable = img_apply(&cf->img, r) == 0;
+}
+
+/* A sync failed: the changes of cf it covered may be lost for good (fsyncgate). */
+static void unsure(struct afs__crash_file *cf, uint64_t snap)
+{
+    for (struct rec *r = cf->head; r && r->stamp <= snap; r = r->next)
+        if (!r->durable)
+            r->unsure = true;
 }
 
 /* A change failed: the file's end is where the kernel left it, not where the change would
@@ -802,12 +820,17 @@ void afs__crash_done(struct afs_ctx *ctx, struct afs_op *op, ssize_t *res)
         case REC_SYNC:
             if (*res == 0 && !c->cut)
                 commit(r->cf, r->stamp);
+            else if (*res < 0 && !c->cut)
+                unsure(r->cf, r->stamp);
             break;
         case REC_SYNCFS:
             if (*res == 0 && !c->cut) {
                 for (struct afs__crash_file *cf = c->files; cf; cf = cf->next)
                     commit(cf, r->stamp);
                 names_synced(c, AFS__FD_NONE, r->stamp, true);
+            } else if (*res < 0 && !c->cut) {
+                for (struct afs__crash_file *cf = c->files; cf; cf = cf->next)
+                    unsure(cf, r->stamp);
             }
             break;
         case REC_DIRSYNC:
