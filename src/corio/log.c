@@ -89,8 +89,9 @@ static int write_and_sync(struct corio_log *log, struct log_batch *b, size_t *wr
         return r;
     }
     r = afs_chain_end(ctx, AFS_CHAIN_WAIT);
-    if (b->len && w.result > 0)
-        *written = (size_t)w.result;
+    /* A write that failed part way reports the error: what it moved is in its count. */
+    if (b->len)
+        *written = w.result > 0 ? (size_t)w.result : afs__op(&w)->done;
     return r;
 }
 

@@ -6,6 +6,8 @@
 
 #include "platform.h"
 #include <corio.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 static struct corio_sched *l_sched;
 static struct afs__syscalls saved;
@@ -250,6 +252,43 @@ T_LOG(enospc_fails_the_batch_and_the_log)
     /* The counters say what was written and made durable: the first batch. */
     cr_assert_eq(run.stats.batches, 1);
     cr_assert_eq(run.stats.bytes, NTASKS * RECLEN);
+}
+
+/* A batch whose write the file size limit cuts short: the batch fails with -EFBIG, and the
+ * stats count the bytes it did write (every backend: the kernel cuts it). */
+static void fsize_root(struct corio_task *t, void *p)
+{
+    struct run *run = p;
+    cr_assert_eq(afs_open(corio_sched_ctx(corio_task_sched(t)), run->path,
+                          AFS_RDWR | AFS_CREAT, 0644, AFS_MODE_SYNC, &run->f), 0);
+    cr_assert_eq(corio_log_open(t, run->f, 0, &run->log), 0);
+    static char rec[4096];
+    memset(rec, 'r', sizeof rec);
+    uint64_t off;
+    cr_assert_eq(corio_log_append(t, run->log, rec, sizeof rec, &off), 0);
+    int r = corio_log_append(t, run->log, rec, sizeof rec, &off);
+    cr_assert_eq(r, -EFBIG, "the append past the limit: %s", afs_strerror(r));
+    corio_log_stats(run->log, &run->stats);
+    run->close_res = corio_log_close(t, run->log);
+    cr_assert_eq(afs_close(run->f), 0);
+}
+
+T_LOG(a_batch_cut_short_counts_the_bytes_it_wrote)
+{
+    new_sched();
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {6000, 6000};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    static struct run run;
+    memset(&run, 0, sizeof run);
+    run.path = t_path("log");
+    cr_assert_eq(corio_sched_run(l_sched, fsize_root, &run), 0);
+    cr_assert_eq(run.close_res, -EFBIG);
+    struct stat st;
+    cr_assert_eq(stat(run.path, &st), 0);
+    cr_assert_eq(st.st_size, 6000);
+    cr_assert_eq(run.stats.batches, 1, "only the first batch was made durable");
+    cr_assert_eq(run.stats.bytes, 6000, "bytes %llu", (unsigned long long)run.stats.bytes);
 }
 
 T_LOG(a_failed_fdatasync_poisons_the_log)
