@@ -138,6 +138,9 @@ static int sys_fsync(HANDLE h, bool datasync)
      * through the Win32 API (NtFlushBuffersFileEx FLUSH_FLAGS_FILE_DATA_SYNC_ONLY needs
      * Windows 10 1709), so AFS_FSYNC_DATA gets the full flush. */
     (void)datasync;
+    if (GetFileType(h) != FILE_TYPE_DISK)
+        return -EINVAL; /* as fsync(2) of a pipe, socket or device (FlushFileBuffers of a
+                           pipe waits until the reader has read everything) */
     if (FlushFileBuffers(h))
         return 0;
     DWORD e = GetLastError();
@@ -331,6 +334,9 @@ int afs__sys_close(afs__fd_t fd)
 
 int64_t afs__sys_size(afs__fd_t fd)
 {
+    DWORD type = GetFileType(fd);
+    if (type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR)
+        return 0; /* no size (asyncfs.h), as st_size of a pipe or device */
     LARGE_INTEGER sz;
     if (!GetFileSizeEx(fd, &sz))
         return afs__win_errno(GetLastError());
@@ -1361,6 +1367,11 @@ int afs__sys_renameat(int dirfd, const char *path, int dirfd2, const char *path2
     int err = open_for_delete(dirfd, path, 0, &h);
     if (err < 0)
         return err;
+    size_t l2 = strlen(path2);
+    if (l2 && (path2[l2 - 1] == '/' || path2[l2 - 1] == '\\') && !is_dir_itself(h)) {
+        CloseHandle(h); /* a new name "x/" names a directory: not for a file, as on POSIX */
+        return -ENOTDIR;
+    }
     if (replace && (err = replace_check(h, dirfd2, path2, &dirs)) < 0) {
         CloseHandle(h);
         return err;

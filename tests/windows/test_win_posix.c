@@ -116,7 +116,33 @@ T_WIN(rename_keeps_files_and_directories_apart)
     cr_assert_eq(t_size(t_path("d2/in")), 10);
     cr_assert_eq(afs_renameat(t_ctx, dfd, "d2", dfd, "f/x", 0), -ENOTDIR);
     cr_assert(t_is_dir(t_path("d2")));
+    /* A new name ending in a separator names a directory: a file is not renamed to it. */
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "f", dfd, "new/", 0), -ENOTDIR);
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "f", dfd, "new\\", 0), -ENOTDIR);
+    cr_assert_eq(t_size(t_path("f")), 20, "the file is intact");
+    cr_assert_eq(access(t_path("new"), F_OK), -1, "the file was renamed");
+    cr_assert_eq(afs_renameat(t_ctx, dfd, "d2", dfd, "d3/", 0), 0);
+    cr_assert(t_is_dir(t_path("d3")));
     cr_assert_eq(afs_close_fd(t_ctx, dfd), 0);
+}
+
+/* A pipe has no size (0) and no fsync (-EINVAL), as on POSIX: FlushFileBuffers of a pipe
+ * waits until the reader has read everything, here never. */
+T_WIN(a_pipe_has_no_size_and_no_fsync)
+{
+    t_new_ctx();
+    for (size_t m = 0; m < 2; m++) {
+        HANDLE r, w;
+        cr_assert(CreatePipe(&r, &w, NULL, 0));
+        struct afs_file *f;
+        cr_assert_eq(afs_file_from_fd(t_ctx, (int)(intptr_t)w, AFS_WRONLY, both_modes[m], &f), 0);
+        cr_assert_eq(wr(f, both_modes[m], "x"), 1);
+        cr_assert_eq(afs_file_size(f), 0);
+        cr_assert_eq(afs_fsync(f, 0), -EINVAL);
+        cr_assert_eq(afs_fsync(f, AFS_FSYNC_DATA), -EINVAL);
+        cr_assert_eq(afs_close(f), 0);
+        CloseHandle(r);
+    }
 }
 
 /* A pipe holding "hello" whose writer closed: read(2) gives the 5 bytes, then 0. The read
