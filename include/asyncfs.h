@@ -527,9 +527,10 @@ AFS_API int afs_close(struct afs_file *f);
 AFS_API struct afs_ctx *afs_file_ctx(const struct afs_file *f);
 AFS_API intptr_t        afs_file_fd(const struct afs_file *f);
 
-/* The file's size in bytes, or -errno (0 on a pipe or socket; a block device's size is the
- * device's, which afs_seek(SEEK_END) and afs_fseek() use too). With no op of the file in
- * flight, the library keeps the size for the end-of-file rule above. */
+/* The file's size in bytes, or -errno (0 on a file without offsets: a pipe, socket or
+ * character device; a block device's size is the device's, which afs_seek(SEEK_END) and
+ * afs_fseek() use too). With no op of the file in flight, the library keeps the size for the
+ * end-of-file rule above. */
 AFS_API int64_t afs_file_size(struct afs_file *f);
 
 /* The size of a regular file as the fstat of its open found it (afs_open(),

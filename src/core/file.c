@@ -322,8 +322,10 @@ int64_t afs_file_open_size(const struct afs_file *f)
 int64_t afs_file_size(struct afs_file *f)
 {
     file_check(f, __func__);
+    if (f->seq)
+        return 0; /* a pipe, socket or character device (Windows has no size to ask) */
     int64_t size = afs__sys_size(f->fd);
-    if (size >= 0 && !f->seq && f->inflight == 0)
+    if (size >= 0 && f->inflight == 0)
         atomic_store_explicit(&f->size_hint, size, memory_order_relaxed);
     return size;
 }

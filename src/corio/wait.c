@@ -237,6 +237,9 @@ void corio__inbox_wait_posters(struct corio_sched *s)
 bool corio__inbox_holds(struct corio_sched *s, const struct corio__msg *m)
 {
     bool found = false;
+    /* A post made before the caller's synchronisation with the poster has set `has`. */
+    if (!atomic_load_explicit(&s->inbox.has, memory_order_acquire))
+        return false;
     afs__mutex_lock(&s->inbox.mu);
     for (const struct afs_list_node *n = s->inbox.msgs.first; n && !found; n = n->next)
         found = n == &m->node;

@@ -334,9 +334,6 @@ int afs__sys_close(afs__fd_t fd)
 
 int64_t afs__sys_size(afs__fd_t fd)
 {
-    DWORD type = GetFileType(fd);
-    if (type == FILE_TYPE_PIPE || type == FILE_TYPE_CHAR)
-        return 0; /* no size (asyncfs.h), as st_size of a pipe or device */
     LARGE_INTEGER sz;
     if (!GetFileSizeEx(fd, &sz))
         return afs__win_errno(GetLastError());
